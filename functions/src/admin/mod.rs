@@ -1,0 +1,17 @@
+//! The internal admin API under `/ges/v1/tenants`: tenants, API keys, callback services.
+//! Every route requires `Authorization: Bearer $ADMIN_TOKEN`.
+
+pub mod api_keys;
+pub mod services;
+pub mod tenants;
+
+use axum::Router;
+use shared::http::AppState;
+
+/// All admin routes.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .merge(tenants::router())
+        .merge(api_keys::router())
+        .merge(services::router())
+}

@@ -1,0 +1,79 @@
+//! `POST /engagement/v3/callbacks/cancel`: cancel a callback that is not yet with an agent.
+//!
+//! The cancel is committed first; then the callback leaves the schedule index and, when the
+//! voice platform already has it, a control entry asks the voice platform to stop the session.
+
+use axum::{Router, extract::State, routing::post};
+use serde::Serialize;
+use shared::{
+    db,
+    error::ApiResult,
+    http::{ApiTenant, AppState, Envelope, Json},
+    metrics,
+    model::callback::CallbackIdParms,
+    redis::schedule,
+};
+use uuid::Uuid;
+
+/// Route of this function.
+pub fn router() -> Router<AppState> {
+    Router::new().route("/engagement/v3/callbacks/cancel", post(handler))
+}
+
+/// `CancelCallbackData`.
+#[derive(Debug, Serialize)]
+pub struct CancelledData {
+    /// The cancelled callback's id.
+    pub id: String,
+}
+
+async fn handler(
+    State(state): State<AppState>,
+    ApiTenant(tenant): ApiTenant,
+    Json(body): Json<CallbackIdParms>,
+) -> ApiResult<Envelope<CancelledData>> {
+    let id = body.parse()?;
+    let cancelled = {
+        let client = state.db.get().await?;
+        db::callbacks::cancel(&client, &tenant, id).await?
+    };
+    after_cancel(&state, id, cancelled).await;
+    Ok(Envelope::ok(CancelledData { id: id.to_string() }))
+}
+
+/// Best-effort follow-ups of a committed cancel.
+async fn after_cancel(state: &AppState, id: Uuid, cancelled: db::callbacks::Cancelled) {
+    let unindexed = async {
+        let mut conn = state.redis.conn().await?;
+        schedule::unindex(&mut conn, &state.keys, id).await
+    }
+    .await;
+    if let Err(e) = unindexed {
+        // The worker re-reads the row before submitting and skips cancelled callbacks.
+        ::metrics::counter!(metrics::REDIS_WRITE_FAILED, "op" => "unindex").increment(1);
+        tracing::warn!(callback.id = %id, error = %e, "schedule index removal failed");
+    }
+    if cancelled.submitted {
+        let sent = async {
+            let mut conn = state.voice.conn().await?;
+            redis::cmd("XADD")
+                .arg(&state.cfg.voice.control_stream)
+                .arg("*")
+                .arg("callback_id")
+                .arg(id.to_string())
+                .arg("action")
+                .arg("cancel")
+                .arg("attempt")
+                .arg(cancelled.attempt)
+                .arg("at")
+                .arg(jiff::Timestamp::now().to_string())
+                .query_async::<String>(&mut conn)
+                .await
+        }
+        .await;
+        if let Err(e) = sent {
+            ::metrics::counter!(metrics::REDIS_WRITE_FAILED, "op" => "control").increment(1);
+            tracing::error!(callback.id = %id, error = %e, "control stream write failed");
+        }
+    }
+}

@@ -1,0 +1,177 @@
+//! `POST /engagement/v3/callbacks/create`: book an immediate or scheduled callback.
+//!
+//! The callback is committed to PostgreSQL first (the answer means durable), then indexed in
+//! Redis for dispatch. A failed Redis write does not fail the request: it is logged and counted,
+//! and the worker's reconciler indexes the callback from PostgreSQL.
+
+use axum::{Router, extract::State, http::HeaderMap, routing::post};
+use jiff::{SignedDuration, Timestamp};
+use serde::Serialize;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use shared::{
+    ApiError,
+    db::{
+        self,
+        callbacks::{Idempotent, NewCallback},
+    },
+    error::ApiResult,
+    http::{ApiTenant, AppState, Envelope, Json, extract::from_value},
+    metrics,
+    model::{CallbackState, callback::CreateCallbackParms, service::CallDirection},
+    redis::schedule,
+};
+use uuid::Uuid;
+
+/// Route of this function.
+pub fn router() -> Router<AppState> {
+    Router::new().route("/engagement/v3/callbacks/create", post(handler))
+}
+
+/// `CreateCallbackData`.
+#[derive(Debug, Serialize)]
+pub struct Created {
+    /// The new callback's id.
+    pub id: String,
+}
+
+/// How far in the past a desired time may be (clock skew of callers).
+const PAST_TOLERANCE: SignedDuration = SignedDuration::from_secs(60);
+
+async fn handler(
+    State(state): State<AppState>,
+    ApiTenant(tenant): ApiTenant,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> ApiResult<Envelope<Created>> {
+    let key = idempotency_key(&headers)?;
+    let id = create(&state, &tenant, body, key.as_deref()).await?;
+    Ok(Envelope::ok(Created { id: id.to_string() }))
+}
+
+fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
+    let Some(v) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    match v.to_str() {
+        Ok(s) if !s.trim().is_empty() && s.len() <= 255 => Ok(Some(s.trim().to_string())),
+        _ => Err(ApiError::bad_request(
+            "Idempotency-Key must be 1 to 255 visible ASCII characters",
+        )),
+    }
+}
+
+/// Validates, stores and indexes one callback; returns its id.
+pub async fn create(
+    state: &AppState,
+    tenant: &str,
+    body: Value,
+    idempotency_key: Option<&str>,
+) -> ApiResult<Uuid> {
+    // serde_json maps are ordered, so equal bodies hash equally whatever their spacing.
+    let request_hash = Sha256::digest(serde_json::to_vec(&body).map_err(ApiError::internal)?);
+    let parms: CreateCallbackParms = from_value(body)?;
+    let req = parms.validate()?;
+
+    let mut client = state.db.get().await?;
+    let service = db::services::find(&client, tenant, &req.service_name)
+        .await?
+        .ok_or_else(|| ApiError::bad_request(format!("unknown service {}", req.service_name)))?;
+    let s = &service.settings;
+    if !s.enabled {
+        return Err(ApiError::bad_request(format!(
+            "service {} is disabled",
+            req.service_name
+        )));
+    }
+    if s.call_direction == CallDirection::UserOriginated && req.push_targets.is_empty() {
+        return Err(ApiError::bad_request(format!(
+            "pushTargets is required: service {} is USERORIGINATED",
+            req.service_name
+        )));
+    }
+    if s.captcha_required && req.captcha_token.is_none() {
+        return Err(ApiError::bad_request(format!(
+            "captchaToken is required by service {}",
+            req.service_name
+        )));
+    }
+
+    let now = Timestamp::now();
+    let (state_, desired, dispatch_at) = match req.desired_time {
+        None => {
+            if !s.immediate_enabled {
+                return Err(ApiError::bad_request(format!(
+                    "service {} does not offer immediate callbacks",
+                    req.service_name
+                )));
+            }
+            (CallbackState::Queued, now, now)
+        }
+        Some(t) => {
+            if !s.scheduled_enabled {
+                return Err(ApiError::bad_request(format!(
+                    "service {} does not offer scheduled callbacks",
+                    req.service_name
+                )));
+            }
+            if t < now - PAST_TOLERANCE {
+                return Err(ApiError::bad_request("desiredTime is in the past"));
+            }
+            let horizon = now + SignedDuration::from_hours(24 * i64::from(s.max_days_ahead));
+            if t > horizon {
+                return Err(ApiError::bad_request(format!(
+                    "desiredTime is more than {} days ahead (max_days_ahead of service {})",
+                    s.max_days_ahead, req.service_name
+                )));
+            }
+            let lead = SignedDuration::from_secs(i64::from(s.lead_time_seconds));
+            (CallbackState::Scheduled, t, (t - lead).max(now))
+        }
+    };
+
+    let cb = NewCallback {
+        id: Uuid::now_v7(),
+        tenant: tenant.to_string(),
+        service: req.service_name.clone(),
+        state: state_,
+        phone_number: req.phone_number,
+        desired_time: desired,
+        dispatch_at,
+        scheduled: req.desired_time.is_some(),
+        priority: req.priority.unwrap_or(s.priority),
+        attrs: req.attrs,
+        user_data: req.user_data,
+    };
+    match idempotency_key {
+        None => db::callbacks::insert(&client, &cb).await?,
+        Some(key) => {
+            match db::callbacks::insert_idempotent(&mut client, &cb, key, &request_hash).await? {
+                Idempotent::Created => {}
+                Idempotent::Replayed(id) => return Ok(id),
+                Idempotent::Mismatch => {
+                    return Err(ApiError::conflict(
+                        "Idempotency-Key was already used with a different request body",
+                    ));
+                }
+            }
+        }
+    }
+    drop(client);
+    ::metrics::counter!(metrics::CALLBACKS_CREATED, "tenant" => tenant.to_string()).increment(1);
+    index(state, cb.id, cb.dispatch_at).await;
+    Ok(cb.id)
+}
+
+/// Puts the committed callback into the schedule index; failures are repaired by the reconciler.
+async fn index(state: &AppState, id: Uuid, dispatch_at: Timestamp) {
+    let result = async {
+        let mut conn = state.redis.conn().await?;
+        schedule::index(&mut conn, &state.keys, id, dispatch_at.as_millisecond()).await
+    }
+    .await;
+    if let Err(e) = result {
+        ::metrics::counter!(metrics::REDIS_WRITE_FAILED, "op" => "index").increment(1);
+        tracing::warn!(callback.id = %id, error = %e, "schedule index write failed; the reconciler will repair it");
+    }
+}

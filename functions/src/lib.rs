@@ -1,0 +1,63 @@
+#![doc = include_str!("../README.md")]
+
+pub mod admin;
+pub mod callbacks;
+pub mod ops;
+pub mod runtime;
+
+use axum::Router;
+use shared::{
+    config::HttpConfig,
+    http::{
+        AppState,
+        middleware::{Exposure, stack},
+    },
+};
+
+/// Every route of the public Engagement API (the allowlist of the external port).
+pub fn public_routes() -> Router<AppState> {
+    Router::new().merge(callbacks::router())
+}
+
+/// Every route: public API, admin API, health and metrics (the internal port).
+pub fn internal_routes() -> Router<AppState> {
+    Router::new()
+        .merge(public_routes())
+        .merge(admin::router())
+        .merge(ops::health_router())
+        .merge(ops::metrics_router())
+}
+
+/// The external port's app: allowlisted routes plus probes, public hardening.
+pub fn external_app(state: AppState) -> Router {
+    let http: HttpConfig = state.cfg.http.clone();
+    stack(
+        public_routes().merge(ops::probe_router()).with_state(state),
+        Exposure::External,
+        &http,
+    )
+}
+
+/// The internal port's app: every route.
+pub fn internal_app(state: AppState) -> Router {
+    let http: HttpConfig = state.cfg.http.clone();
+    stack(
+        internal_routes().with_state(state),
+        Exposure::Internal,
+        &http,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    /// axum panics at router build on bad or overlapping paths; build every router here.
+    #[test]
+    fn every_router_builds() {
+        let _ = super::internal_routes();
+        let _ = super::public_routes().merge(super::ops::probe_router());
+        let _ = super::callbacks::create::router();
+        let _ = super::callbacks::retrieve::router();
+        let _ = super::callbacks::cancel::router();
+        let _ = super::admin::router();
+    }
+}

@@ -1,0 +1,131 @@
+//! Operations routes: liveness, readiness, dependency detail, Prometheus metrics.
+
+use std::time::{Duration, Instant};
+
+use axum::{Router, extract::State, http::header, response::IntoResponse, routing::get};
+use serde::Serialize;
+use shared::{
+    ApiError,
+    error::ApiResult,
+    http::{AppState, Envelope},
+};
+
+/// Probes that every binary serves on its main port (no data behind them).
+pub fn probe_router() -> Router<AppState> {
+    Router::new()
+        .route("/ges/v1/health/live", get(live))
+        .route("/ges/v1/health/ready", get(ready))
+}
+
+/// Probes plus the dependency detail.
+pub fn health_router() -> Router<AppState> {
+    probe_router().route("/ges/v1/health/detail", get(detail))
+}
+
+/// `GET /metrics` in Prometheus text format.
+pub fn metrics_router() -> Router<AppState> {
+    Router::new().route("/metrics", get(metrics))
+}
+
+#[derive(Debug, Serialize)]
+struct Up {
+    status: &'static str,
+}
+
+async fn live() -> Envelope<Up> {
+    Envelope::ok(Up { status: "UP" })
+}
+
+/// Ready = PostgreSQL reachable and migrations applied.
+async fn ready(State(state): State<AppState>) -> ApiResult<Envelope<Up>> {
+    match shared::db::migrations_current(&state.db).await {
+        Ok(true) => Ok(Envelope::ok(Up { status: "UP" })),
+        Ok(false) => Err(ApiError::Unavailable(
+            "database migrations are not applied".into(),
+        )),
+        Err(e) => Err(ApiError::Unavailable(format!("database unreachable: {e}"))),
+    }
+}
+
+/// One dependency's health.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Dependency {
+    /// Dependency name.
+    pub name: &'static str,
+    /// `UP` or `DOWN`.
+    pub status: &'static str,
+    /// Round-trip time of the check.
+    pub latency_ms: f64,
+    /// Why it is down.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The detail document.
+#[derive(Debug, Serialize)]
+pub struct Detail {
+    /// `UP` when every dependency is up, else `DEGRADED` (`DOWN` when PostgreSQL is down).
+    pub status: &'static str,
+    /// Version of this build.
+    pub version: &'static str,
+    /// Each dependency.
+    pub dependencies: Vec<Dependency>,
+}
+
+async fn check<F, E>(name: &'static str, f: F) -> Dependency
+where
+    F: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    let started = Instant::now();
+    let result = tokio::time::timeout(Duration::from_secs(2), f).await;
+    let latency_ms = started.elapsed().as_secs_f64() * 1e3;
+    let error = match result {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(e.to_string()),
+        Err(_) => Some("timed out after 2 s".into()),
+    };
+    Dependency {
+        name,
+        status: if error.is_none() { "UP" } else { "DOWN" },
+        latency_ms,
+        error,
+    }
+}
+
+/// Checks every dependency now.
+pub async fn check_all(state: &AppState) -> Detail {
+    let (pg, redis, voice) = tokio::join!(
+        check("postgresql", async {
+            let c = state.db.get().await.map_err(|e| e.to_string())?;
+            c.simple_query("SELECT 1")
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string())
+        }),
+        check("redis", state.redis.ping()),
+        check("voice-redis", state.voice.ping()),
+    );
+    let status = if pg.error.is_some() {
+        "DOWN"
+    } else if redis.error.is_some() || voice.error.is_some() {
+        "DEGRADED"
+    } else {
+        "UP"
+    };
+    Detail {
+        status,
+        version: env!("CARGO_PKG_VERSION"),
+        dependencies: vec![pg, redis, voice],
+    }
+}
+
+async fn detail(State(state): State<AppState>) -> Envelope<Detail> {
+    Envelope::ok(check_all(&state).await)
+}
+
+async fn metrics() -> impl IntoResponse {
+    let body = shared::metrics::install().render();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
+}

@@ -1,0 +1,89 @@
+//! What every function binary's `main` does: config, logs, metrics, state, serve.
+//! A function binary is one line calling [`run_function`].
+
+use std::process::ExitCode;
+
+use axum::Router;
+use shared::{
+    Config,
+    http::{
+        AppState,
+        middleware::{Exposure, stack},
+        serve,
+        serve::millis,
+        serve_listener, shutdown_signal,
+    },
+};
+
+use crate::ops;
+
+/// Runs one function: `routes` on `$PORT` (with the liveness/readiness probes), and `/metrics`
+/// plus health detail on `METRICS_PORT` (kept off the public port).
+pub fn run_function(
+    name: &'static str,
+    exposure: Exposure,
+    routes: fn() -> Router<AppState>,
+) -> ExitCode {
+    let cfg = match Config::load() {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    shared::telemetry::init(&cfg.log, shared::telemetry::Target::Stdout);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("{name}: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(name, exposure, routes, cfg)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(function = name, error = format!("{e:#}"), "function failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(
+    name: &'static str,
+    exposure: Exposure,
+    routes: fn() -> Router<AppState>,
+    cfg: Config,
+) -> anyhow::Result<()> {
+    shared::metrics::install();
+    let state = AppState::new(cfg)?;
+    let http = state.cfg.http.clone();
+    let app = stack(
+        routes()
+            .merge(ops::probe_router())
+            .with_state(state.clone()),
+        exposure,
+        &http,
+    );
+    let on_lambda = std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some();
+    if !on_lambda && http.metrics_port != 0 {
+        let side = stack(
+            ops::health_router()
+                .merge(ops::metrics_router())
+                .with_state(state),
+            Exposure::Internal,
+            &http,
+        );
+        let listener = tokio::net::TcpListener::bind(("0.0.0.0", http.metrics_port)).await?;
+        tokio::spawn(serve_listener(
+            listener,
+            side,
+            shutdown_signal(),
+            millis(1_000),
+        ));
+    }
+    tracing::info!(function = name, "starting");
+    serve(app, http.port, millis(http.shutdown_grace_ms)).await
+}

@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# Local infrastructure without Docker: installs (apt) and starts PostgreSQL and Redis as plain
+# processes with their data under $ENGAGE_DATA (default: <repo>/.local). Idempotent: running it
+# again with everything up only prints the environment.
+#
+#   infra/local/deps.sh up       install if needed, start, create the database; print env
+#   infra/local/deps.sh down     stop what this script started
+#   infra/local/deps.sh env      print the environment variables for the local services
+#   infra/local/deps.sh cluster  also start a 3-node Redis cluster (ports 7101-7103)
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+data=${ENGAGE_DATA:-$repo/.local}
+pg_port=${ENGAGE_PG_PORT:-55432}
+redis_port=${ENGAGE_REDIS_PORT:-6390}
+voice_port=${ENGAGE_VOICE_REDIS_PORT:-6391}
+cluster_ports=(7101 7102 7103)
+
+log() { echo "deps: $*" >&2; }
+
+pg_bin() {
+  local d
+  for d in /usr/lib/postgresql/*/bin; do [ -x "$d/initdb" ] && { echo "$d"; return; }; done
+  return 1
+}
+
+install() {
+  local need=()
+  command -v redis-server >/dev/null || need+=(redis-server redis-tools)
+  pg_bin >/dev/null || need+=(postgresql postgresql-contrib)
+  if [ ${#need[@]} -gt 0 ]; then
+    log "installing ${need[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >/dev/null
+    apt-get install -y -qq "${need[@]}" >/dev/null
+  fi
+}
+
+as_pg() {
+  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+start_pg() {
+  local bin; bin=$(pg_bin)
+  local dir=$data/pg
+  mkdir -p "$dir"
+  [ "$(id -u)" = 0 ] && chown -R postgres:postgres "$dir"
+  if [ ! -f "$dir/data/PG_VERSION" ]; then
+    log "initdb $dir/data"
+    as_pg "$bin/initdb" -D "$dir/data" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >/dev/null
+    cat >>"$dir/data/postgresql.conf" <<CONF
+listen_addresses = '127.0.0.1'
+port = $pg_port
+unix_socket_directories = '$dir'
+max_connections = 400
+shared_buffers = 256MB
+synchronous_commit = on
+fsync = on
+CONF
+  fi
+  if ! as_pg "$bin/pg_ctl" -D "$dir/data" status >/dev/null 2>&1; then
+    log "starting PostgreSQL on $pg_port"
+    as_pg "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start >/dev/null
+  fi
+  psql -h 127.0.0.1 -p "$pg_port" -U postgres -tAc "SELECT 1 FROM pg_database WHERE datname='engage'" | grep -q 1 \
+    || psql -h 127.0.0.1 -p "$pg_port" -U postgres -qc "CREATE DATABASE engage" >/dev/null
+}
+
+start_redis() { # port dir
+  local port=$1 dir=$data/redis-$1
+  mkdir -p "$dir"
+  if ! redis-cli -p "$port" ping >/dev/null 2>&1; then
+    log "starting Redis on $port"
+    redis-server --port "$port" --bind 127.0.0.1 --dir "$dir" --daemonize yes \
+      --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" --save '' --appendonly no "${@:2}"
+    for _ in $(seq 50); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+  fi
+}
+
+start_cluster() {
+  local p
+  for p in "${cluster_ports[@]}"; do
+    start_redis "$p" --cluster-enabled yes --cluster-config-file "$data/redis-$p/nodes.conf" --cluster-node-timeout 2000
+  done
+  if ! redis-cli -p "${cluster_ports[0]}" cluster info 2>/dev/null | grep -q 'cluster_state:ok'; then
+    log "forming the Redis cluster"
+    yes yes | redis-cli --cluster create "${cluster_ports[@]/#/127.0.0.1:}" --cluster-replicas 0 >/dev/null
+    for _ in $(seq 100); do
+      redis-cli -p "${cluster_ports[0]}" cluster info | grep -q 'cluster_state:ok' && break; sleep 0.1
+    done
+  fi
+}
+
+env_out() {
+  cat <<ENV
+DATABASE_URL=postgres://postgres@127.0.0.1:$pg_port/engage
+REDIS_URL=redis://127.0.0.1:$redis_port
+VOICE_REDIS_URL=redis://127.0.0.1:$voice_port
+ENGAGE_CLUSTER_URLS=redis://127.0.0.1:${cluster_ports[0]},redis://127.0.0.1:${cluster_ports[1]},redis://127.0.0.1:${cluster_ports[2]}
+ENV
+}
+
+stop_all() {
+  local bin; bin=$(pg_bin) || true
+  [ -n "${bin:-}" ] && [ -f "$data/pg/data/PG_VERSION" ] && as_pg "$bin/pg_ctl" -D "$data/pg/data" -m fast stop >/dev/null 2>&1 || true
+  local p
+  for p in "$redis_port" "$voice_port" "${cluster_ports[@]}"; do
+    redis-cli -p "$p" shutdown nosave >/dev/null 2>&1 || true
+  done
+}
+
+case "${1:-up}" in
+  up) install; start_pg; start_redis "$redis_port"; start_redis "$voice_port"; env_out ;;
+  cluster) install; start_cluster; env_out ;;
+  down) stop_all ;;
+  env) env_out ;;
+  *) echo "usage: $0 up|down|env|cluster" >&2; exit 2 ;;
+esac

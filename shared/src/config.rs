@@ -1,0 +1,539 @@
+//! Configuration, read once at start and validated.
+//!
+//! Every area is one flat struct read with `envy` from a merged source: the process
+//! environment, overridden by secret files found in the folders listed in `CONFIG_FOLDERS`
+//! (comma-separated, as mounted on Kubernetes: `/secrets-infra,/secrets-ors,/secrets-gws`).
+//! A secret file's name becomes the variable name (`DB-PASSWORD` → `DB_PASSWORD`); the JSON
+//! file `voice-redis-ors-stream` expands to `VOICE_REDIS_*` variables. Nothing reads the
+//! environment after [`Config::load`]; binaries pass the result down in an `Arc`.
+
+use std::{collections::BTreeMap, path::Path, time::Duration};
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+/// A configuration problem, naming the variable at fault.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration error: {0}")]
+pub struct ConfigError(String);
+
+/// The whole configuration of a process; each binary uses the areas it needs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// PostgreSQL connection and pool.
+    pub db: DbConfig,
+    /// The service Redis (derived state: schedule index, queue views, throttles).
+    pub redis: RedisConfig,
+    /// The voice platform's Redis and streams.
+    pub voice: VoiceConfig,
+    /// Ports, limits and admin access of the HTTP front.
+    pub http: HttpConfig,
+    /// Logging.
+    pub log: LogConfig,
+    /// Dispatcher tuning (used by the worker and `engage serve --with-worker`).
+    pub worker: WorkerConfig,
+}
+
+/// PostgreSQL settings (`DATABASE_URL`, `DB_*`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct DbConfig {
+    /// Connection URL, e.g. `postgres://engage@127.0.0.1:5432/engage`.
+    pub database_url: SecretString,
+    /// Overrides the URL's user (secret file `DB-USER`).
+    #[serde(default)]
+    pub db_user: Option<String>,
+    /// Overrides the URL's password (secret file `DB-PASSWORD`).
+    #[serde(default)]
+    pub db_password: Option<SecretString>,
+    /// Maximum connections per process. Keep `containerConcurrency` consistent with it.
+    #[serde(default = "defaults::db_pool_size")]
+    pub db_pool_size: usize,
+    /// How long a request waits for a pooled connection before answering 503.
+    #[serde(default = "defaults::db_pool_timeout_ms")]
+    pub db_pool_timeout_ms: u64,
+    /// Connect timeout for a new connection.
+    #[serde(default = "defaults::db_connect_timeout_ms")]
+    pub db_connect_timeout_ms: u64,
+    /// Optional schema: every connection sets `search_path` to it (used for test isolation).
+    #[serde(default)]
+    pub db_schema: Option<String>,
+}
+
+/// Service Redis settings (`REDIS_*`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct RedisConfig {
+    /// Redis URL (`redis://host:port/db`); in cluster mode a comma-separated list of nodes.
+    #[serde(default = "defaults::redis_url")]
+    pub redis_url: String,
+    /// Connect in cluster mode.
+    #[serde(default)]
+    pub redis_cluster: bool,
+    /// Password (secret file `REDIS-CACHEKEY`); overrides one in the URL.
+    #[serde(default)]
+    pub redis_cachekey: Option<SecretString>,
+    /// Prefix of every key (lets several deployments or tests share one Redis).
+    #[serde(default = "defaults::redis_prefix")]
+    pub redis_prefix: String,
+    /// Number of schedule-index shards (`{sched:N}` ZSETs).
+    #[serde(default = "defaults::redis_schedule_shards")]
+    pub redis_schedule_shards: u16,
+    /// Timeout of one Redis command; a request never waits longer on Redis.
+    #[serde(default = "defaults::redis_timeout_ms")]
+    pub redis_timeout_ms: u64,
+}
+
+/// Voice platform settings (`VOICE_*`, `CONTROL_STREAM`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct VoiceConfig {
+    /// Voice Redis URL; defaults to the service Redis (single-box installs).
+    #[serde(default)]
+    pub voice_redis_url: Option<String>,
+    /// Connect to the voice Redis in cluster mode.
+    #[serde(default)]
+    pub voice_redis_cluster: bool,
+    /// Password of the voice Redis (from the `voice-redis-ors-stream` secret).
+    #[serde(default)]
+    pub voice_redis_password: Option<SecretString>,
+    /// Host name of the voice Redis (from the `voice-redis-ors-stream` secret).
+    #[serde(default)]
+    pub voice_redis_servername: Option<String>,
+    /// Port of the voice Redis (from the `voice-redis-ors-stream` secret).
+    #[serde(default)]
+    pub voice_redis_port: Option<u16>,
+    /// Stream that starts a voice session per callback.
+    #[serde(default = "defaults::voice_stream")]
+    pub voice_stream: String,
+    /// Stream of control entries (cancel, reschedule) for live sessions.
+    #[serde(default = "defaults::control_stream")]
+    pub control_stream: String,
+    /// Base URL the voice platform posts state events to (`{url}/ges/v1/ors/callbacks/{id}/events`).
+    #[serde(default = "defaults::ges_url")]
+    pub ges_url: String,
+}
+
+/// HTTP front settings.
+#[derive(Debug, Clone, Deserialize)]
+pub struct HttpConfig {
+    /// Port of a single-function binary (Knative sets it).
+    #[serde(default = "defaults::port")]
+    pub port: u16,
+    /// All-in-one: port serving every route (UI, admin, voice events, metrics).
+    #[serde(default = "defaults::internal_port")]
+    pub internal_port: u16,
+    /// All-in-one: port serving only the public Engagement API allowlist.
+    #[serde(default = "defaults::external_port")]
+    pub external_port: u16,
+    /// Port of the side listener serving `/metrics` and health detail for function binaries
+    /// (0 = none). Kept off the function's public port on purpose.
+    #[serde(default = "defaults::metrics_port")]
+    pub metrics_port: u16,
+    /// Bearer token of the admin API; the admin API answers 401 to everything when unset.
+    #[serde(default)]
+    pub admin_token: Option<SecretString>,
+    /// Body limit of the public port, bytes.
+    #[serde(default = "defaults::external_body_limit")]
+    pub external_body_limit: usize,
+    /// Body limit of the internal port, bytes.
+    #[serde(default = "defaults::internal_body_limit")]
+    pub internal_body_limit: usize,
+    /// Whole-request timeout.
+    #[serde(default = "defaults::request_timeout_ms")]
+    pub request_timeout_ms: u64,
+    /// How long after SIGTERM in-flight requests may still finish.
+    #[serde(default = "defaults::shutdown_grace_ms")]
+    pub shutdown_grace_ms: u64,
+}
+
+/// Logging settings.
+#[derive(Debug, Clone, Deserialize)]
+pub struct LogConfig {
+    /// TRACE, DEBUG, INFO, WARN, ERROR (FATAL is read as ERROR), or an `EnvFilter` directive.
+    #[serde(default = "defaults::log_level")]
+    pub log_level: String,
+    /// Bytes after which a log line is cut.
+    #[serde(default = "defaults::log_max_len")]
+    pub log_max_len: usize,
+    /// `json` (default) or `text`.
+    #[serde(default = "defaults::log_format")]
+    pub log_format: String,
+}
+
+/// Dispatcher settings (`WORKER_*`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct WorkerConfig {
+    /// Most callbacks claimed in one batch.
+    #[serde(default = "defaults::worker_batch")]
+    pub worker_batch: usize,
+    /// Lease of a claimed batch; a dead worker's claims are taken over after it.
+    #[serde(default = "defaults::worker_lease_ms")]
+    pub worker_lease_ms: u64,
+    /// Tenant-wide cap on submissions per second (0 = none).
+    #[serde(default = "defaults::worker_tenant_rate")]
+    pub worker_tenant_rate: u32,
+    /// Port of the worker's `/health` and `/metrics`.
+    #[serde(default = "defaults::worker_port")]
+    pub worker_port: u16,
+    /// Safety poll of the idle path, seconds (the worker otherwise sleeps until the next due time).
+    #[serde(default = "defaults::worker_safety_poll_s")]
+    pub worker_safety_poll_s: u64,
+}
+
+mod defaults {
+    pub(super) fn db_pool_size() -> usize {
+        8
+    }
+    pub(super) fn db_pool_timeout_ms() -> u64 {
+        3_000
+    }
+    pub(super) fn db_connect_timeout_ms() -> u64 {
+        3_000
+    }
+    pub(super) fn redis_url() -> String {
+        "redis://127.0.0.1:6379".into()
+    }
+    pub(super) fn redis_prefix() -> String {
+        "engage".into()
+    }
+    pub(super) fn redis_schedule_shards() -> u16 {
+        4
+    }
+    pub(super) fn redis_timeout_ms() -> u64 {
+        500
+    }
+    pub(super) fn voice_stream() -> String {
+        "NewCallbackStream".into()
+    }
+    pub(super) fn control_stream() -> String {
+        "CallbackControlStream".into()
+    }
+    pub(super) fn ges_url() -> String {
+        "http://127.0.0.1:3050".into()
+    }
+    pub(super) fn port() -> u16 {
+        8080
+    }
+    pub(super) fn internal_port() -> u16 {
+        3050
+    }
+    pub(super) fn external_port() -> u16 {
+        3005
+    }
+    pub(super) fn metrics_port() -> u16 {
+        9090
+    }
+    pub(super) fn external_body_limit() -> usize {
+        500 * 1024
+    }
+    pub(super) fn internal_body_limit() -> usize {
+        10 * 1024 * 1024
+    }
+    pub(super) fn request_timeout_ms() -> u64 {
+        15_000
+    }
+    pub(super) fn shutdown_grace_ms() -> u64 {
+        10_000
+    }
+    pub(super) fn log_level() -> String {
+        "INFO".into()
+    }
+    pub(super) fn log_max_len() -> usize {
+        2048
+    }
+    pub(super) fn log_format() -> String {
+        "json".into()
+    }
+    pub(super) fn worker_batch() -> usize {
+        150
+    }
+    pub(super) fn worker_lease_ms() -> u64 {
+        15_000
+    }
+    pub(super) fn worker_tenant_rate() -> u32 {
+        500
+    }
+    pub(super) fn worker_port() -> u16 {
+        9091
+    }
+    pub(super) fn worker_safety_poll_s() -> u64 {
+        60
+    }
+}
+
+impl Config {
+    /// Reads the process environment plus the secret folders, then validates.
+    pub fn load() -> Result<Self, ConfigError> {
+        Self::from_vars(std::env::vars())
+    }
+
+    /// Builds the configuration from explicit variables (plus the secret folders they name).
+    /// Tests use this instead of mutating the process environment.
+    pub fn from_vars(
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut source: BTreeMap<String, String> = vars.into_iter().collect();
+        if let Some(folders) = source.get("CONFIG_FOLDERS").cloned() {
+            for folder in folders.split(',').map(str::trim).filter(|f| !f.is_empty()) {
+                overlay_secret_folder(Path::new(folder), &mut source)?;
+            }
+        }
+        let cfg = Config {
+            db: area("database", &source)?,
+            redis: area("redis", &source)?,
+            voice: area("voice", &source)?,
+            http: area("http", &source)?,
+            log: area("log", &source)?,
+            worker: area("worker", &source)?,
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError(m));
+        if let Err(e) = self.db.pg_config() {
+            return bad(format!("DATABASE_URL is not a valid PostgreSQL URL: {e}"));
+        }
+        if self.db.db_pool_size == 0 {
+            return bad("DB_POOL_SIZE must be at least 1".into());
+        }
+        if let Some(schema) = &self.db.db_schema
+            && !schema
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            return bad("DB_SCHEMA may hold only letters, digits and '_'".into());
+        }
+        for url in self.redis.redis_url.split(',') {
+            if redis::parse_redis_url(url.trim()).is_none() {
+                return bad(format!("REDIS_URL is not a valid Redis URL: {url:?}"));
+            }
+        }
+        if self.redis.redis_schedule_shards == 0 || self.redis.redis_schedule_shards > 1024 {
+            return bad("REDIS_SCHEDULE_SHARDS must be between 1 and 1024".into());
+        }
+        if self.redis.redis_prefix.contains(['{', '}', ' ']) {
+            return bad("REDIS_PREFIX may not contain braces or spaces".into());
+        }
+        if let Some(url) = &self.voice.voice_redis_url {
+            for url in url.split(',') {
+                if redis::parse_redis_url(url.trim()).is_none() {
+                    return bad(format!("VOICE_REDIS_URL is not a valid Redis URL: {url:?}"));
+                }
+            }
+        }
+        if self.voice.voice_stream.is_empty() || self.voice.control_stream.is_empty() {
+            return bad("VOICE_STREAM and CONTROL_STREAM may not be empty".into());
+        }
+        if let Some(token) = &self.http.admin_token
+            && token.expose_secret().len() < 16
+        {
+            return bad("ADMIN_TOKEN must be at least 16 characters".into());
+        }
+        if self.http.external_body_limit == 0 || self.http.internal_body_limit == 0 {
+            return bad("EXTERNAL_BODY_LIMIT and INTERNAL_BODY_LIMIT must be positive".into());
+        }
+        if crate::telemetry::level_directive(&self.log.log_level).is_none() {
+            return bad(format!(
+                "LOG_LEVEL {:?} is not one of TRACE, DEBUG, INFO, WARN, ERROR, FATAL",
+                self.log.log_level
+            ));
+        }
+        if !matches!(self.log.log_format.as_str(), "json" | "text") {
+            return bad("LOG_FORMAT must be json or text".into());
+        }
+        if self.log.log_max_len < 256 {
+            return bad("LOG_MAX_LEN must be at least 256".into());
+        }
+        if self.worker.worker_batch == 0 || self.worker.worker_batch > 150 {
+            return bad("WORKER_BATCH must be between 1 and 150".into());
+        }
+        if self.worker.worker_lease_ms < 1_000 {
+            return bad("WORKER_LEASE_MS must be at least 1000".into());
+        }
+        Ok(())
+    }
+}
+
+impl DbConfig {
+    /// The parsed connection settings, with `DB_USER` / `DB_PASSWORD` applied.
+    pub fn pg_config(&self) -> Result<tokio_postgres::Config, tokio_postgres::Error> {
+        let mut pg: tokio_postgres::Config = self.database_url.expose_secret().parse()?;
+        if let Some(user) = &self.db_user {
+            pg.user(user);
+        }
+        if let Some(password) = &self.db_password {
+            pg.password(password.expose_secret());
+        }
+        pg.connect_timeout(Duration::from_millis(self.db_connect_timeout_ms));
+        pg.application_name("engage");
+        Ok(pg)
+    }
+}
+
+impl VoiceConfig {
+    /// The voice Redis URL(s): explicit, else built from the secret's server name and port,
+    /// else the service Redis.
+    pub fn url<'a>(&'a self, service_redis: &'a RedisConfig) -> std::borrow::Cow<'a, str> {
+        if let Some(url) = &self.voice_redis_url {
+            return url.as_str().into();
+        }
+        if let Some(host) = &self.voice_redis_servername {
+            return format!("redis://{host}:{}", self.voice_redis_port.unwrap_or(6379)).into();
+        }
+        service_redis.redis_url.as_str().into()
+    }
+}
+
+fn area<T: serde::de::DeserializeOwned>(
+    name: &str,
+    source: &BTreeMap<String, String>,
+) -> Result<T, ConfigError> {
+    envy::from_iter(source.iter().map(|(k, v)| (k.clone(), v.clone()))).map_err(|e| {
+        let msg = match e {
+            envy::Error::MissingValue(field) => {
+                format!("{} is required ({name} settings)", field.to_uppercase())
+            }
+            envy::Error::Custom(msg) => format!("{name} settings: {msg}"),
+        };
+        ConfigError(msg)
+    })
+}
+
+/// Reads every regular file of a secret folder into `source`, overriding environment values.
+fn overlay_secret_folder(
+    folder: &Path,
+    source: &mut BTreeMap<String, String>,
+) -> Result<(), ConfigError> {
+    let entries = match std::fs::read_dir(folder) {
+        Ok(entries) => entries,
+        // A folder listed but not mounted (e.g. no GWS secret) is not an error.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => {
+            return Err(ConfigError(format!(
+                "CONFIG_FOLDERS: cannot read {folder:?}: {e}"
+            )));
+        }
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        // Kubernetes secret mounts carry `..data` symlink folders; skip hidden entries.
+        if name.starts_with('.') || !entry.path().is_file() {
+            continue;
+        }
+        let value = std::fs::read_to_string(entry.path())
+            .map_err(|e| ConfigError(format!("CONFIG_FOLDERS: cannot read secret {name}: {e}")))?;
+        let value = value.trim_end_matches(['\n', '\r']).to_string();
+        if name == "voice-redis-ors-stream" {
+            overlay_voice_secret(&value, source)?;
+        } else {
+            source.insert(name.replace('-', "_").to_uppercase(), value);
+        }
+    }
+    Ok(())
+}
+
+/// Expands the `voice-redis-ors-stream` JSON secret (`{"password","port","servername",...}`).
+fn overlay_voice_secret(
+    json: &str,
+    source: &mut BTreeMap<String, String>,
+) -> Result<(), ConfigError> {
+    let obj: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(json).map_err(|e| {
+            ConfigError(format!(
+                "secret voice-redis-ors-stream is not a JSON object: {e}"
+            ))
+        })?;
+    for (field, var) in [
+        ("password", "VOICE_REDIS_PASSWORD"),
+        ("port", "VOICE_REDIS_PORT"),
+        ("servername", "VOICE_REDIS_SERVERNAME"),
+    ] {
+        match obj.get(field) {
+            Some(serde_json::Value::String(s)) => {
+                source.insert(var.into(), s.clone());
+            }
+            Some(serde_json::Value::Number(n)) => {
+                source.insert(var.into(), n.to_string());
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_apply_and_database_url_is_required() {
+        let err = Config::from_vars(vars(&[])).unwrap_err().to_string();
+        assert!(err.contains("DATABASE_URL is required"), "{err}");
+        let cfg =
+            Config::from_vars(vars(&[("DATABASE_URL", "postgres://u@localhost/db")])).unwrap();
+        assert_eq!(cfg.http.internal_port, 3050);
+        assert_eq!(cfg.http.external_port, 3005);
+        assert_eq!(cfg.http.external_body_limit, 512_000);
+        assert_eq!(cfg.voice.voice_stream, "NewCallbackStream");
+        assert_eq!(cfg.log.log_max_len, 2048);
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        let err = Config::from_vars(vars(&[("DATABASE_URL", "postgres://u@h/d"), ("PORT", "x")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("PORT"), "{err}");
+        let err = Config::from_vars(vars(&[
+            ("DATABASE_URL", "postgres://u@h/d"),
+            ("LOG_LEVEL", "LOUD"),
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("LOG_LEVEL"), "{err}");
+        let err = Config::from_vars(vars(&[
+            ("DATABASE_URL", "postgres://u@h/d"),
+            ("ADMIN_TOKEN", "short"),
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("ADMIN_TOKEN"), "{err}");
+    }
+
+    #[test]
+    fn secret_files_override_environment() {
+        let dir = std::env::temp_dir().join(format!("engage-cfg-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("DB-PASSWORD"), "s3cret\n").unwrap();
+        std::fs::write(dir.join("REDIS-CACHEKEY"), "rpass").unwrap();
+        std::fs::write(
+            dir.join("voice-redis-ors-stream"),
+            r#"{"password":"vp","port":"10000","rejectUnauthorized":"true","servername":"voice"}"#,
+        )
+        .unwrap();
+        let cfg = Config::from_vars(vars(&[
+            ("DATABASE_URL", "postgres://u:env@h/d"),
+            ("DB_PASSWORD", "from-env"),
+            (
+                "CONFIG_FOLDERS",
+                &format!("{},/does/not/exist", dir.display()),
+            ),
+        ]))
+        .unwrap();
+        assert_eq!(cfg.db.db_password.unwrap().expose_secret(), "s3cret");
+        assert_eq!(cfg.redis.redis_cachekey.unwrap().expose_secret(), "rpass");
+        assert_eq!(cfg.voice.url(&cfg.redis), "redis://voice:10000");
+        assert_eq!(
+            cfg.voice.voice_redis_password.unwrap().expose_secret(),
+            "vp"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

@@ -1,0 +1,109 @@
+//! API keys: stored as SHA-256 hashes; one tenant has many keys.
+
+use deadpool_postgres::GenericClient;
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::{auth, error::ApiError, model::callback::wire_time};
+
+/// A key as listed (never the key itself).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiKeyInfo {
+    /// Key id (used to revoke).
+    pub id: Uuid,
+    /// Free label.
+    pub label: String,
+    /// Creation time.
+    pub created_at: String,
+    /// Revocation time, if revoked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<String>,
+}
+
+/// A newly created key: the only time the key is shown.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NewApiKey {
+    /// Key id.
+    pub id: Uuid,
+    /// The key (store it now; it cannot be shown again).
+    pub key: String,
+    /// Free label.
+    pub label: String,
+}
+
+/// Creates a key for an existing tenant (404 otherwise).
+pub async fn create(
+    db: &impl GenericClient,
+    tenant: &str,
+    label: &str,
+) -> Result<NewApiKey, ApiError> {
+    let key = auth::generate_key();
+    let id = Uuid::now_v7();
+    let inserted = db
+        .execute(
+            "INSERT INTO api_keys (id, tenant_id, key_hash, label)
+             SELECT $1, id, $3, $4 FROM tenants WHERE id = $2",
+            &[&id, &tenant, &auth::hash_key(&key), &label],
+        )
+        .await?;
+    if inserted == 0 {
+        return Err(ApiError::not_found(format!("no tenant {tenant}")));
+    }
+    Ok(NewApiKey {
+        id,
+        key,
+        label: label.to_string(),
+    })
+}
+
+/// The tenant's keys, newest first.
+pub async fn list(db: &impl GenericClient, tenant: &str) -> Result<Vec<ApiKeyInfo>, ApiError> {
+    let rows = db
+        .query(
+            "SELECT id, label, created_at, revoked_at FROM api_keys WHERE tenant_id = $1
+             ORDER BY created_at DESC",
+            &[&tenant],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| ApiKeyInfo {
+            id: r.get("id"),
+            label: r.get("label"),
+            created_at: wire_time(r.get("created_at")),
+            revoked_at: r
+                .get::<_, Option<jiff::Timestamp>>("revoked_at")
+                .map(wire_time),
+        })
+        .collect())
+}
+
+/// Revokes a key of the tenant; 404 when it is not the tenant's.
+pub async fn revoke(db: &impl GenericClient, tenant: &str, id: Uuid) -> Result<(), ApiError> {
+    let n = db
+        .execute(
+            "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now())
+             WHERE tenant_id = $1 AND id = $2",
+            &[&tenant, &id],
+        )
+        .await?;
+    if n == 0 {
+        return Err(ApiError::not_found(format!(
+            "no API key {id} for tenant {tenant}"
+        )));
+    }
+    Ok(())
+}
+
+/// The tenant of a live key.
+pub async fn resolve(db: &impl GenericClient, key: &str) -> Result<Option<String>, ApiError> {
+    Ok(db
+        .query_opt(
+            "SELECT tenant_id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
+            &[&auth::hash_key(key)],
+        )
+        .await?
+        .map(|r| r.get(0)))
+}

@@ -1,0 +1,95 @@
+//! PostgreSQL: the pool, migrations, and one module of plain async functions per aggregate.
+//!
+//! PostgreSQL is the source of truth (DESIGN §2, invariant 1): every write a caller is told
+//! succeeded has been committed with `synchronous_commit` on. Functions here take a
+//! `&Client` (pooled connection or transaction) and return [`crate::ApiError`] on failure, so
+//! connection loss maps to 503 everywhere the same way.
+
+pub mod api_keys;
+pub mod callbacks;
+pub mod services;
+pub mod tenants;
+
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::NoTls;
+
+use crate::config::DbConfig;
+
+mod embedded {
+    refinery::embed_migrations!("migrations");
+}
+
+/// Builds the pool. No connection is opened until first use, so a cold start stays short and a
+/// process can start while PostgreSQL is still coming up.
+pub fn pool(cfg: &DbConfig) -> anyhow::Result<Pool> {
+    let mut pg = cfg.pg_config()?;
+    if let Some(schema) = &cfg.db_schema {
+        pg.options(format!("-c search_path={schema}"));
+    }
+    let manager = Manager::from_config(
+        pg,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    let pool = Pool::builder(manager)
+        .max_size(cfg.db_pool_size)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(Duration::from_millis(cfg.db_pool_timeout_ms)))
+        .create_timeout(Some(Duration::from_millis(cfg.db_connect_timeout_ms)))
+        .recycle_timeout(Some(Duration::from_millis(cfg.db_connect_timeout_ms)))
+        .build()?;
+    Ok(pool)
+}
+
+/// Applies pending migrations under an advisory lock, so processes starting together do not
+/// race. Creates the configured schema first when there is one.
+pub async fn migrate(pool: &Pool, schema: Option<&str>) -> anyhow::Result<()> {
+    let mut client = pool.get().await?;
+    if let Some(schema) = schema {
+        client
+            .batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
+            .await?;
+    }
+    const LOCK: i64 = 0x656e_6761_6765; // "engage"
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&LOCK])
+        .await?;
+    let result = embedded::migrations::runner()
+        .run_async(&mut **client)
+        .await;
+    client
+        .execute("SELECT pg_advisory_unlock($1)", &[&LOCK])
+        .await?;
+    let report = result?;
+    for m in report.applied_migrations() {
+        tracing::info!(migration = %m.name(), version = m.version(), "migration applied");
+    }
+    Ok(())
+}
+
+/// Whether every embedded migration has been applied (readiness).
+pub async fn migrations_current(pool: &Pool) -> anyhow::Result<bool> {
+    let client = pool.get().await?;
+    let latest = embedded::migrations::runner()
+        .get_migrations()
+        .iter()
+        .map(|m| i64::from(m.version()))
+        .max()
+        .unwrap_or(0);
+    let row = client
+        .query_opt(
+            "SELECT max(version)::bigint FROM refinery_schema_history",
+            &[],
+        )
+        .await;
+    match row {
+        Ok(Some(row)) => Ok(row.get::<_, Option<i64>>(0).unwrap_or(0) >= latest),
+        Ok(None) => Ok(false),
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}

@@ -1,0 +1,122 @@
+//! The Engagement API envelope `{status:{code,message,corrId}, data}` and the one place where
+//! an [`ApiError`] becomes an HTTP response.
+
+use std::sync::{Arc, OnceLock};
+
+use axum::{
+    http::{HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use serde::Serialize;
+
+use crate::error::ApiError;
+
+/// Per-request context, set by the request middleware for the duration of the request.
+#[derive(Debug)]
+pub struct RequestCtx {
+    /// Correlation id, fresh per request.
+    pub corr_id: String,
+    /// Tenant, once resolved from the API key (metrics label, API-error log).
+    pub tenant: OnceLock<String>,
+}
+
+tokio::task_local! {
+    /// The context of the request this task serves.
+    pub static CTX: Arc<RequestCtx>;
+}
+
+/// The current request's correlation id (a fresh one outside a request).
+pub fn corr_id() -> String {
+    CTX.try_with(|c| c.corr_id.clone())
+        .unwrap_or_else(|_| new_corr_id())
+}
+
+/// A new correlation id.
+pub fn new_corr_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// Records the tenant of the current request.
+pub fn set_tenant(tenant: &str) {
+    let _ = CTX.try_with(|c| c.tenant.set(tenant.to_string()));
+}
+
+#[derive(Serialize)]
+struct Status<'a> {
+    code: u16,
+    message: &'a str,
+    #[serde(rename = "corrId")]
+    corr_id: &'a str,
+}
+
+#[derive(Serialize)]
+struct Body<'a, T> {
+    status: Status<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<&'a T>,
+}
+
+/// Builds an envelope response with the current correlation id.
+pub fn respond<T: Serialize>(code: u16, message: &str, data: Option<&T>) -> Response {
+    let corr = corr_id();
+    let body = Body {
+        status: Status {
+            code,
+            message,
+            corr_id: &corr,
+        },
+        data,
+    };
+    let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut resp = match serde_json::to_vec(&body) {
+        Ok(bytes) => (status, [(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "response serialisation failed");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    };
+    if let Ok(v) = HeaderValue::from_str(&corr) {
+        resp.headers_mut().insert("x-correlation-id", v);
+    }
+    resp
+}
+
+/// A successful response carrying `data`.
+#[derive(Debug)]
+pub struct Envelope<T> {
+    code: u16,
+    data: T,
+}
+
+impl<T: Serialize> Envelope<T> {
+    /// 200 "Successful".
+    pub fn ok(data: T) -> Self {
+        Self { code: 200, data }
+    }
+    /// 201 "Successful" (admin creations).
+    pub fn created(data: T) -> Self {
+        Self { code: 201, data }
+    }
+}
+
+impl<T: Serialize> IntoResponse for Envelope<T> {
+    fn into_response(self) -> Response {
+        respond(self.code, "Successful", Some(&self.data))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let ApiError::Internal(cause) = &self {
+            // The one place an internal cause is logged; the caller gets the corrId only.
+            tracing::error!(error = format!("{cause:#}"), "request failed");
+        }
+        let message = self.public_message();
+        match &self {
+            ApiError::TooManyRequests {
+                data: Some(data), ..
+            } => respond(self.status_code(), &message, Some(data)),
+            _ => respond::<()>(self.status_code(), &message, None),
+        }
+    }
+}

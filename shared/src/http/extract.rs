@@ -1,0 +1,148 @@
+//! Extractors whose every rejection is an [`ApiError`] in the envelope: JSON bodies with the
+//! failing field named, query and path parameters, the tenant behind `x-api-key`, and the
+//! admin bearer token.
+
+use axum::{
+    extract::{FromRequest, FromRequestParts, Request},
+    http::{StatusCode, header, request::Parts},
+};
+use bytes::Bytes;
+use secrecy::ExposeSecret;
+use serde::de::DeserializeOwned;
+
+use super::{envelope, state::AppState};
+use crate::{auth, db, error::ApiError, metrics};
+
+/// A JSON body. Any content type is read as JSON (GES clients differ); errors name the field.
+#[derive(Debug)]
+pub struct Json<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ::metrics::counter!(metrics::INVALID_CONTENT_LENGTH).increment(1);
+                ApiError::PayloadTooLarge("request body is over this port's size limit".into())
+            } else {
+                ApiError::bad_request(format!("could not read the request body: {rejection}"))
+            }
+        })?;
+        parse_json(&bytes).map(Json)
+    }
+}
+
+/// Parses a JSON body; the error says where and why it failed.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::bad_request("request body must be a JSON object"));
+    }
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(describe)
+}
+
+/// Converts an already parsed JSON value; the error names the field.
+pub fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(value).map_err(describe)
+}
+
+fn describe(e: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
+    let inner = e.inner();
+    if inner.is_syntax() || inner.is_eof() {
+        return ApiError::bad_request(format!("malformed JSON: {inner}"));
+    }
+    let path = e.path().to_string();
+    if path == "." {
+        ApiError::bad_request(format!("request body must be a JSON object: {inner}"))
+    } else {
+        ApiError::bad_request(format!("invalid value for {path}: {inner}"))
+    }
+}
+
+/// Query parameters.
+#[derive(Debug)]
+pub struct Query<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| Query(q.0))
+            .map_err(|e| {
+                ApiError::bad_request(format!("invalid query parameters: {}", e.body_text()))
+            })
+    }
+}
+
+/// Path parameters.
+#[derive(Debug)]
+pub struct Path<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Path<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|p| Path(p.0))
+            .map_err(|e| ApiError::bad_request(format!("invalid path: {}", e.body_text())))
+    }
+}
+
+/// The tenant resolved from the `x-api-key` header (401 when missing, unknown or revoked).
+#[derive(Debug, Clone)]
+pub struct ApiTenant(pub String);
+
+impl FromRequestParts<AppState> for ApiTenant {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let key = parts
+            .headers
+            .get("x-api-key")
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .ok_or_else(|| ApiError::unauthorized("x-api-key header is required"))?;
+        if key.len() > 256 {
+            return Err(ApiError::unauthorized("invalid API key"));
+        }
+        let client = state.db.get().await?;
+        let tenant = db::api_keys::resolve(&client, key)
+            .await?
+            .ok_or_else(|| ApiError::unauthorized("invalid API key"))?;
+        envelope::set_tenant(&tenant);
+        Ok(ApiTenant(tenant))
+    }
+}
+
+/// An admin caller, authenticated by `Authorization: Bearer $ADMIN_TOKEN`.
+#[derive(Debug, Clone, Copy)]
+pub struct Admin;
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let Some(expected) = &state.cfg.http.admin_token else {
+            return Err(ApiError::unauthorized(
+                "the admin API is disabled: set ADMIN_TOKEN to enable it",
+            ));
+        };
+        let given = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| {
+                ApiError::unauthorized("Authorization: Bearer <admin token> is required")
+            })?;
+        if !auth::secrets_equal(given.trim(), expected.expose_secret()) {
+            return Err(ApiError::unauthorized("invalid admin token"));
+        }
+        Ok(Admin)
+    }
+}

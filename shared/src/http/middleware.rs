@@ -1,0 +1,143 @@
+//! The middleware stack: request context (correlation id, timeout, metrics, access log),
+//! panic catching, and the public-port hardening (allowlist is the router itself; here the
+//! `ccid` header rejection and the body limit).
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use axum::{
+    Router,
+    extract::{DefaultBodyLimit, MatchedPath, Request},
+    http::header,
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+};
+use tower_http::catch_panic::CatchPanicLayer;
+
+use super::envelope::{CTX, RequestCtx, new_corr_id};
+use crate::{error::ApiError, metrics};
+
+/// Which port a router serves; decides limits and hardening.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exposure {
+    /// The public Engagement API: allowlisted routes, 500 KB bodies, no ccid headers.
+    External,
+    /// Everything else (admin, UI, voice events, metrics): 10 MB bodies.
+    Internal,
+}
+
+/// Applies the whole stack to a router.
+pub fn stack(router: Router, exposure: Exposure, http: &crate::config::HttpConfig) -> Router {
+    let limit = match exposure {
+        Exposure::External => http.external_body_limit,
+        Exposure::Internal => http.internal_body_limit,
+    };
+    let timeout = Duration::from_millis(http.request_timeout_ms);
+    let mut router = router
+        .fallback(|| async { ApiError::not_found("no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::bad_request("method not allowed on this route")
+        })
+        .layer(CatchPanicLayer::custom(on_panic))
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn(move |req: Request, next: Next| {
+            content_length_limit(limit, req, next)
+        }));
+    if exposure == Exposure::External {
+        router = router.layer(middleware::from_fn(reject_ccid_headers));
+    }
+    router.layer(middleware::from_fn(move |req: Request, next: Next| {
+        request_context(timeout, req, next)
+    }))
+}
+
+/// Sets the request context, bounds the request's time, records metrics and the access log.
+async fn request_context(timeout: Duration, req: Request, next: Next) -> Response {
+    let ctx = Arc::new(RequestCtx {
+        corr_id: new_corr_id(),
+        tenant: Default::default(),
+    });
+    let path = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = req.method().clone();
+    let started = Instant::now();
+    let span =
+        tracing::info_span!("request", corrId = %ctx.corr_id, route = %path, method = %method);
+    let run = CTX.scope(ctx.clone(), async move {
+        match tokio::time::timeout(timeout, next.run(req)).await {
+            Ok(resp) => resp,
+            Err(_) => ApiError::Unavailable("request timed out".into()).into_response(),
+        }
+    });
+    let resp = tracing::Instrument::instrument(run, span.clone()).await;
+    let elapsed = started.elapsed();
+    let code = resp.status().as_u16();
+    let tenant = ctx
+        .tenant
+        .get()
+        .cloned()
+        .unwrap_or_else(|| "Unknown Tenant".into());
+    // Route templates only: raw paths would make the label set unbounded.
+    let path_label = if path.starts_with("/ges/") && !path.starts_with("/ges/v1/health") {
+        "Private API Endpoint".to_string()
+    } else {
+        path.clone()
+    };
+    ::metrics::counter!(metrics::HTTP_REQUESTS, "tenant" => tenant.clone(), "path" => path_label.clone())
+        .increment(1);
+    if code >= 400 {
+        ::metrics::counter!(metrics::HTTP_FAILED, "tenant" => tenant.clone(), "path" => path_label.clone(),
+            "httpCode" => code.to_string())
+        .increment(1);
+    }
+    ::metrics::histogram!(metrics::HTTP_DURATION, "path" => path_label)
+        .record(elapsed.as_secs_f64());
+    span.in_scope(|| {
+        tracing::info!(tenant = %tenant, status = code, latency_ms = elapsed.as_secs_f64() * 1e3, "request");
+    });
+    resp
+}
+
+/// Rejects a declared body size over the limit before reading it.
+async fn content_length_limit(limit: usize, req: Request, next: Next) -> Response {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        ::metrics::counter!(metrics::INVALID_CONTENT_LENGTH).increment(1);
+        return ApiError::PayloadTooLarge(format!(
+            "request body is over this port's limit of {limit} bytes"
+        ))
+        .into_response();
+    }
+    next.run(req).await
+}
+
+/// The public port never accepts a tenant given by header: only the API key decides it.
+async fn reject_ccid_headers(req: Request, next: Next) -> Response {
+    let carries = ["ccid", "contactcenterid"].iter().any(|name| {
+        req.headers()
+            .get_all(*name)
+            .iter()
+            .any(|v| !v.as_bytes().iter().all(u8::is_ascii_whitespace))
+    });
+    if carries {
+        return ApiError::bad_request(
+            "ccid and ContactCenterID headers are not accepted on the public API",
+        )
+        .into_response();
+    }
+    next.run(req).await
+}
+
+fn on_panic(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    ::metrics::counter!(metrics::UNCAUGHT_EXCEPTION).increment(1);
+    ApiError::internal(anyhow::anyhow!("handler panicked")).into_response()
+}

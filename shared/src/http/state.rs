@@ -1,0 +1,43 @@
+//! `AppState`: the one cloneable bundle of shared resources handlers receive.
+
+use std::sync::Arc;
+
+use deadpool_postgres::Pool;
+
+use crate::{
+    config::Config,
+    db,
+    redis::{self, Keys, RedisHandle},
+};
+
+/// Built once in `main` before serving; on Lambda, warm invocations reuse it.
+#[derive(Clone)]
+pub struct AppState {
+    /// Validated configuration.
+    pub cfg: Arc<Config>,
+    /// PostgreSQL pool (connections opened lazily).
+    pub db: Pool,
+    /// Service Redis (lazy, reconnecting).
+    pub redis: RedisHandle,
+    /// Voice platform Redis (control stream writes).
+    pub voice: RedisHandle,
+    /// Key layout.
+    pub keys: Keys,
+}
+
+impl AppState {
+    /// Builds pools and clients without connecting.
+    pub fn new(cfg: Config) -> anyhow::Result<Self> {
+        let db = db::pool(&cfg.db)?;
+        let redis = redis::service(&cfg.redis)?;
+        let voice = redis::voice(&cfg)?;
+        let keys = Keys::new(&cfg.redis.redis_prefix, cfg.redis.redis_schedule_shards);
+        Ok(Self {
+            cfg: Arc::new(cfg),
+            db,
+            redis,
+            voice,
+            keys,
+        })
+    }
+}

@@ -1,0 +1,15 @@
+#![doc = include_str!("../README.md")]
+
+pub mod auth;
+pub mod config;
+pub mod db;
+pub mod error;
+#[cfg(feature = "http")]
+pub mod http;
+pub mod metrics;
+pub mod model;
+pub mod redis;
+pub mod telemetry;
+
+pub use config::Config;
+pub use error::ApiError;

@@ -1,0 +1,31 @@
+//! Domain models: the values the API, the stores and the worker agree on.
+//!
+//! Wire types follow the Engagement API v3 names (camelCase); settings follow the
+//! CALLBACK_SETTINGS column names of DESIGN §10 (snake_case). Parsing functions here turn
+//! untrusted input into validated values ("parse, don't validate").
+
+pub mod callback;
+pub mod service;
+pub mod user_data;
+
+pub use callback::{CallbackState, CompletionReason};
+pub use service::ServiceSettings;
+
+/// Tenant (contact center) id: 1–64 characters of `[A-Za-z0-9_.-]`, starting alphanumeric.
+pub fn valid_tenant_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
+/// Service (virtual queue) or rule name: 1–255 printable characters without `/`.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 255
+        && !name.contains('/')
+        && name.chars().all(|c| !c.is_control())
+        && name.trim() == name
+}

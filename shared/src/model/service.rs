@@ -1,0 +1,341 @@
+//! Service settings: one CALLBACK_SETTINGS row = one callback virtual queue (DESIGN §10).
+//!
+//! Every column has a default; unknown columns are kept in `extra` and shown back, never
+//! dropped. [`ServiceSettings::parse`] is the only way in, so a stored row is always valid.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::Value;
+
+use crate::error::ApiError;
+
+/// Who dials: the platform calls the customer, or the customer calls in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum CallDirection {
+    /// The contact center calls the customer (default).
+    #[default]
+    #[serde(rename = "USERTERMINATED")]
+    UserTerminated,
+    /// The customer calls in (Click-To-Call-In); needs push targets.
+    #[serde(rename = "USERORIGINATED")]
+    UserOriginated,
+}
+
+/// `in_queue_checking`: how many active callbacks one number may hold per service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum InQueueChecking {
+    /// At most 2 (GMS `true`).
+    #[default]
+    On,
+    /// At most 1.
+    Strict,
+    /// No check.
+    Off,
+}
+
+impl InQueueChecking {
+    /// The per-number limit, if any.
+    pub fn limit(self) -> Option<u32> {
+        match self {
+            Self::On => Some(2),
+            Self::Strict => Some(1),
+            Self::Off => None,
+        }
+    }
+}
+
+impl Serialize for InQueueChecking {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::On => s.serialize_bool(true),
+            Self::Strict => s.serialize_str("strict"),
+            Self::Off => s.serialize_bool(false),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for InQueueChecking {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match Value::deserialize(d)? {
+            Value::Bool(true) => Ok(Self::On),
+            Value::Bool(false) => Ok(Self::Off),
+            Value::String(s) => match s.to_ascii_lowercase().as_str() {
+                "true" => Ok(Self::On),
+                "false" => Ok(Self::Off),
+                "strict" => Ok(Self::Strict),
+                _ => Err(serde::de::Error::custom(
+                    "expected true, false or \"strict\"",
+                )),
+            },
+            _ => Err(serde::de::Error::custom(
+                "expected true, false or \"strict\"",
+            )),
+        }
+    }
+}
+
+macro_rules! default_fns {
+    ($($name:ident: $ty:ty = $val:expr;)*) => {
+        mod defaults {
+            #[allow(unused_imports, reason = "some defaults are plain literals")]
+            use super::*;
+            $(pub(super) fn $name() -> $ty { $val })*
+        }
+    };
+}
+
+default_fns! {
+    yes: bool = true;
+    slot_minutes: u16 = 15;
+    slot_capacity: u32 = 100;
+    max_days_ahead: u16 = 14;
+    ttl_seconds: u32 = 86_400;
+    max_attempts: u16 = 1;
+    retry_delay_seconds: u32 = 300;
+    language: String = "en-US".into();
+    push_threshold_minutes: u32 = 5;
+    throttle_per_service_1: u32 = 500;
+    throttle_ttl_1: u32 = 300;
+    throttle_per_service_2: u32 = 1000;
+    throttle_ttl_2: u32 = 3600;
+    throttle_per_number_24h: u32 = 6;
+    max_queued: u32 = 1000;
+    dispatch_rate_per_second: u32 = 50;
+}
+
+/// The settings of one callback service.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServiceSettings {
+    /// Accepts new callbacks.
+    #[serde(default = "defaults::yes")]
+    pub enabled: bool,
+    /// Immediate callbacks offered.
+    #[serde(default = "defaults::yes")]
+    pub immediate_enabled: bool,
+    /// Scheduled callbacks offered.
+    #[serde(default = "defaults::yes")]
+    pub scheduled_enabled: bool,
+    /// USERTERMINATED or USERORIGINATED.
+    #[serde(default)]
+    pub call_direction: CallDirection,
+    /// Business-hours name.
+    #[serde(default)]
+    pub business_hours: Option<String>,
+    /// Capacity-rule name (overrides `slot_minutes` / `slot_capacity`).
+    #[serde(default)]
+    pub capacity_rule: Option<String>,
+    /// Slot length: 15, 30 or 60.
+    #[serde(default = "defaults::slot_minutes")]
+    pub slot_minutes: u16,
+    /// Scheduled callbacks per slot.
+    #[serde(default = "defaults::slot_capacity")]
+    pub slot_capacity: u32,
+    /// How far ahead a callback may be scheduled.
+    #[serde(default = "defaults::max_days_ahead")]
+    pub max_days_ahead: u16,
+    /// Refuse scheduled times outside business hours.
+    #[serde(default = "defaults::yes")]
+    pub reject_out_of_hours: bool,
+    /// Submit this long before the desired time.
+    #[serde(default)]
+    pub lead_time_seconds: u32,
+    /// Time to be served once queued.
+    #[serde(default = "defaults::ttl_seconds")]
+    pub ttl_seconds: u32,
+    /// Dial attempts (retries after FAIL_CALL_TO_CUSTOMER).
+    #[serde(default = "defaults::max_attempts")]
+    pub max_attempts: u16,
+    /// Delay before a retry.
+    #[serde(default = "defaults::retry_delay_seconds")]
+    pub retry_delay_seconds: u32,
+    /// Prepended to the normalised number.
+    #[serde(default)]
+    pub dial_prefix: String,
+    /// Routing point of the outbound call.
+    #[serde(default)]
+    pub route_point: Option<String>,
+    /// Caller id number.
+    #[serde(default)]
+    pub display_number: Option<String>,
+    /// Caller id name.
+    #[serde(default)]
+    pub display_name: Option<String>,
+    /// Survey routing point.
+    #[serde(default)]
+    pub survey_rp: Option<String>,
+    /// Initial priority.
+    #[serde(default)]
+    pub priority: i32,
+    /// Priority increment.
+    #[serde(default)]
+    pub priority_increment: i32,
+    /// Priority limit.
+    #[serde(default)]
+    pub priority_limit: i32,
+    /// Default language.
+    #[serde(default = "defaults::language")]
+    pub language: String,
+    /// Designer callback application.
+    #[serde(default)]
+    pub callback_application: Option<String>,
+    /// Designer build stream.
+    #[serde(default)]
+    pub application_stream: Option<String>,
+    /// EWT threshold of the CALLBACK_UPCOMING push.
+    #[serde(default = "defaults::push_threshold_minutes")]
+    pub push_threshold_minutes: u32,
+    /// Require a reCAPTCHA token on create.
+    #[serde(default)]
+    pub captcha_required: bool,
+    /// Number-rule name.
+    #[serde(default)]
+    pub number_rule: Option<String>,
+    /// Requests per service per `throttle_ttl_1` seconds.
+    #[serde(default = "defaults::throttle_per_service_1")]
+    pub throttle_per_service_1: u32,
+    /// Window 1, seconds.
+    #[serde(default = "defaults::throttle_ttl_1")]
+    pub throttle_ttl_1: u32,
+    /// Requests per service per `throttle_ttl_2` seconds.
+    #[serde(default = "defaults::throttle_per_service_2")]
+    pub throttle_per_service_2: u32,
+    /// Window 2, seconds.
+    #[serde(default = "defaults::throttle_ttl_2")]
+    pub throttle_ttl_2: u32,
+    /// Immediate requests per number per 24 h.
+    #[serde(default = "defaults::throttle_per_number_24h")]
+    pub throttle_per_number_24h: u32,
+    /// Active callbacks per number: true (2), "strict" (1), false (off).
+    #[serde(default)]
+    pub in_queue_checking: InQueueChecking,
+    /// Queued callbacks per service.
+    #[serde(default = "defaults::max_queued")]
+    pub max_queued: u32,
+    /// Submissions per second to the voice platform.
+    #[serde(default = "defaults::dispatch_rate_per_second")]
+    pub dispatch_rate_per_second: u32,
+    /// Columns this version does not know; kept and shown back.
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, Value>,
+}
+
+impl Default for ServiceSettings {
+    fn default() -> Self {
+        Self::parse(Value::Object(Default::default())).expect("defaults are valid")
+    }
+}
+
+impl ServiceSettings {
+    /// Parses and validates one settings object; errors name the column.
+    pub fn parse(mut value: Value) -> Result<Self, ApiError> {
+        let Some(obj) = value.as_object_mut() else {
+            return Err(ApiError::bad_request(
+                "service settings must be a JSON object",
+            ));
+        };
+        // The name is the URL's (or the table row's) key, not a setting.
+        obj.remove("name");
+        let settings: Self = serde_path_to_error::deserialize(value).map_err(|e| {
+            let path = e.path().to_string();
+            ApiError::bad_request(format!("setting {path}: {}", e.inner()))
+        })?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), ApiError> {
+        let bad = |m: &str| Err(ApiError::bad_request(m.to_string()));
+        if !matches!(self.slot_minutes, 15 | 30 | 60) {
+            return bad("setting slot_minutes: must be 15, 30 or 60");
+        }
+        if self.max_days_ahead == 0 || self.max_days_ahead > 366 {
+            return bad("setting max_days_ahead: must be between 1 and 366");
+        }
+        if self.max_attempts == 0 || self.max_attempts > 10 {
+            return bad("setting max_attempts: must be between 1 and 10");
+        }
+        if self.ttl_seconds == 0 {
+            return bad("setting ttl_seconds: must be positive");
+        }
+        if self.throttle_ttl_1 == 0 || self.throttle_ttl_2 == 0 {
+            return bad("setting throttle_ttl_1/throttle_ttl_2: must be positive");
+        }
+        if self.dispatch_rate_per_second == 0 {
+            return bad("setting dispatch_rate_per_second: must be positive");
+        }
+        if self.lead_time_seconds > 86_400 {
+            return bad("setting lead_time_seconds: at most 86400");
+        }
+        if self.dial_prefix.len() > 16
+            || !self
+                .dial_prefix
+                .chars()
+                .all(|c| c.is_ascii_digit() || matches!(c, '+' | '*' | '#'))
+        {
+            return bad("setting dial_prefix: at most 16 of 0-9 + * #");
+        }
+        for (col, v) in [
+            ("business_hours", &self.business_hours),
+            ("capacity_rule", &self.capacity_rule),
+            ("number_rule", &self.number_rule),
+        ] {
+            if let Some(v) = v
+                && !super::valid_name(v)
+            {
+                return Err(ApiError::bad_request(format!(
+                    "setting {col}: not a valid rule name"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn defaults_follow_design() {
+        let s = ServiceSettings::default();
+        assert!(s.enabled && s.immediate_enabled && s.scheduled_enabled);
+        assert_eq!(s.slot_minutes, 15);
+        assert_eq!(s.slot_capacity, 100);
+        assert_eq!(s.ttl_seconds, 86_400);
+        assert_eq!(s.throttle_per_service_1, 500);
+        assert_eq!(s.in_queue_checking.limit(), Some(2));
+        assert_eq!(s.language, "en-US");
+    }
+
+    #[test]
+    fn unknown_columns_are_kept_and_name_is_dropped() {
+        let s = ServiceSettings::parse(
+            json!({"name":"x","Custom Column":"v","in_queue_checking":"strict"}),
+        )
+        .unwrap();
+        assert_eq!(s.extra.get("Custom Column"), Some(&json!("v")));
+        assert!(!s.extra.contains_key("name"));
+        assert_eq!(s.in_queue_checking, InQueueChecking::Strict);
+        let back = serde_json::to_value(&s).unwrap();
+        assert_eq!(back["Custom Column"], "v");
+        assert_eq!(back["in_queue_checking"], "strict");
+    }
+
+    #[test]
+    fn errors_name_the_column() {
+        let e = ServiceSettings::parse(json!({"slot_minutes": 20}))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("slot_minutes"), "{e}");
+        let e = ServiceSettings::parse(json!({"slot_capacity": "lots"}))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("slot_capacity"), "{e}");
+        let e = ServiceSettings::parse(json!({"call_direction": "SIDEWAYS"}))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("call_direction"), "{e}");
+    }
+}

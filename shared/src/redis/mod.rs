@@ -1,0 +1,184 @@
+//! Redis clients (standalone or cluster) and the key layout of the derived state.
+//!
+//! Redis holds only what can be rebuilt from PostgreSQL (invariant 2), so every caller treats a
+//! Redis failure as "log, count, carry on" unless the operation is Redis-only. Connections are
+//! lazy: a process starts and serves while Redis is down, and reconnects by itself.
+
+pub mod keys;
+pub mod schedule;
+
+use std::{sync::Arc, time::Duration};
+
+use redis::{
+    Cmd, IntoConnectionInfo, Pipeline, RedisFuture, RedisResult, Value,
+    aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig},
+    cluster::ClusterClient,
+    cluster_async::ClusterConnection,
+};
+use secrecy::{ExposeSecret, SecretString};
+use tokio::sync::OnceCell;
+
+pub use keys::Keys;
+
+/// A cheap-to-clone handle on one Redis deployment.
+#[derive(Clone)]
+pub struct RedisHandle {
+    inner: Arc<Inner>,
+}
+
+enum Inner {
+    /// A multiplexed connection that reconnects in the background after a failure.
+    Single(ConnectionManager),
+    /// Cluster: connected on first use (and retried on the next use if that failed).
+    Cluster {
+        client: ClusterClient,
+        conn: OnceCell<ClusterConnection>,
+    },
+}
+
+impl std::fmt::Debug for RedisHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match *self.inner {
+            Inner::Single(_) => "RedisHandle(single)",
+            Inner::Cluster { .. } => "RedisHandle(cluster)",
+        })
+    }
+}
+
+impl RedisHandle {
+    /// Builds a handle without connecting. `urls` is one URL, or a comma-separated node list
+    /// in cluster mode; `password` overrides one in the URL.
+    pub fn new(
+        urls: &str,
+        cluster: bool,
+        password: Option<&SecretString>,
+        timeout: Duration,
+    ) -> anyhow::Result<Self> {
+        let inner = if cluster {
+            let nodes: Vec<_> = urls.split(',').map(|u| u.trim().to_string()).collect();
+            let mut b = ClusterClient::builder(nodes)
+                .connection_timeout(timeout)
+                .response_timeout(timeout)
+                .retries(2);
+            if let Some(p) = password {
+                b = b.password(p.expose_secret().to_string());
+            }
+            Inner::Cluster {
+                client: b.build()?,
+                conn: OnceCell::new(),
+            }
+        } else {
+            let mut info = urls.trim().into_connection_info()?;
+            if let Some(p) = password {
+                let settings = info
+                    .redis_settings()
+                    .clone()
+                    .set_password(p.expose_secret());
+                info = info.set_redis_settings(settings);
+            }
+            let client = redis::Client::open(info)?;
+            let config = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(timeout))
+                .set_response_timeout(Some(timeout))
+                .set_number_of_retries(1)
+                .set_max_delay(Duration::from_secs(2));
+            Inner::Single(ConnectionManager::new_lazy_with_config(client, config)?)
+        };
+        Ok(Self {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// A connection for commands and scripts.
+    pub async fn conn(&self) -> RedisResult<RedisConn> {
+        match &*self.inner {
+            Inner::Single(m) => Ok(RedisConn::Single(m.clone())),
+            Inner::Cluster { client, conn } => {
+                let c = conn
+                    .get_or_try_init(|| client.get_async_connection())
+                    .await?;
+                Ok(RedisConn::Cluster(c.clone()))
+            }
+        }
+    }
+
+    /// A dedicated (non-multiplexed) client for blocking reads and pub/sub: the URL of the
+    /// first node. Blocking commands on the shared connection would stall every other caller.
+    pub fn is_cluster(&self) -> bool {
+        matches!(*self.inner, Inner::Cluster { .. })
+    }
+
+    /// Round-trip check used by health probes.
+    pub async fn ping(&self) -> RedisResult<()> {
+        let mut c = self.conn().await?;
+        redis::cmd("PING").query_async::<()>(&mut c).await
+    }
+}
+
+/// One connection, standalone or cluster; implements [`ConnectionLike`] so the whole
+/// `redis` command API and [`redis::Script`] work on both.
+#[derive(Clone)]
+pub enum RedisConn {
+    /// Standalone.
+    Single(ConnectionManager),
+    /// Cluster.
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for RedisConn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Single(c) => c.req_packed_command(cmd),
+            Self::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(c) => c.get_db(),
+            Self::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// Builds the service Redis handle from config.
+pub fn service(cfg: &crate::config::RedisConfig) -> anyhow::Result<RedisHandle> {
+    RedisHandle::new(
+        &cfg.redis_url,
+        cfg.redis_cluster,
+        cfg.redis_cachekey.as_ref(),
+        Duration::from_millis(cfg.redis_timeout_ms),
+    )
+}
+
+/// Builds the voice Redis handle from config.
+pub fn voice(cfg: &crate::config::Config) -> anyhow::Result<RedisHandle> {
+    let url = cfg.voice.url(&cfg.redis);
+    let (cluster, password) =
+        if cfg.voice.voice_redis_url.is_some() || cfg.voice.voice_redis_servername.is_some() {
+            (
+                cfg.voice.voice_redis_cluster,
+                cfg.voice.voice_redis_password.as_ref(),
+            )
+        } else {
+            (cfg.redis.redis_cluster, cfg.redis.redis_cachekey.as_ref())
+        };
+    RedisHandle::new(
+        &url,
+        cluster,
+        password,
+        Duration::from_millis(cfg.redis.redis_timeout_ms),
+    )
+}
