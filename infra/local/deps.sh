@@ -43,6 +43,10 @@ as_pg() {
 
 start_pg() {
   local bin; bin=$(pg_bin)
+  # Already served on this port (e.g. by another checkout's data folder): just use it.
+  if "$bin/pg_isready" -q -h 127.0.0.1 -p "$pg_port"; then
+    ensure_db; return
+  fi
   local dir=$data/pg
   mkdir -p "$dir"
   [ "$(id -u)" = 0 ] && chown -R postgres:postgres "$dir"
@@ -63,6 +67,10 @@ CONF
     log "starting PostgreSQL on $pg_port"
     as_pg "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start >/dev/null
   fi
+  ensure_db
+}
+
+ensure_db() {
   psql -h 127.0.0.1 -p "$pg_port" -U postgres -tAc "SELECT 1 FROM pg_database WHERE datname='engage'" | grep -q 1 \
     || psql -h 127.0.0.1 -p "$pg_port" -U postgres -qc "CREATE DATABASE engage" >/dev/null
 }

@@ -1,0 +1,389 @@
+//! Test harness: starts the local PostgreSQL and Redis when they are not running, gives each
+//! test its own PostgreSQL schema, Redis key prefix and stream names, and spawns the real
+//! binaries (`engage serve`, function binaries, the worker) on free ports.
+//!
+//! Binaries are taken from the cargo target folder next to the running test executable;
+//! `just test` builds them first (`cargo build --workspace --bins`).
+
+use std::{
+    collections::BTreeMap,
+    net::TcpListener,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::OnceLock,
+    time::{Duration, Instant},
+};
+
+use serde_json::{Value, json};
+
+/// The admin token every test deployment uses.
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+/// Connection settings of the shared local services (started once per test process).
+#[derive(Debug, Clone)]
+pub struct Deps {
+    /// PostgreSQL URL.
+    pub database_url: String,
+    /// Service Redis URL.
+    pub redis_url: String,
+    /// Voice Redis URL.
+    pub voice_redis_url: String,
+    /// Cluster node URLs (comma-separated), when the cluster was started.
+    pub cluster_urls: String,
+}
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+fn run_deps(arg: &str) -> BTreeMap<String, String> {
+    let out = Command::new("bash")
+        .arg(repo_root().join("infra/local/deps.sh"))
+        .arg(arg)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("infra/local/deps.sh runs");
+    assert!(out.status.success(), "infra/local/deps.sh {arg} failed");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// Starts (if needed) PostgreSQL, the service Redis and the voice Redis.
+pub fn deps() -> &'static Deps {
+    static DEPS: OnceLock<Deps> = OnceLock::new();
+    DEPS.get_or_init(|| {
+        let env = run_deps("up");
+        Deps {
+            database_url: env["DATABASE_URL"].clone(),
+            redis_url: env["REDIS_URL"].clone(),
+            voice_redis_url: env["VOICE_REDIS_URL"].clone(),
+            cluster_urls: env["ENGAGE_CLUSTER_URLS"].clone(),
+        }
+    })
+}
+
+/// Starts (if needed) the 3-node Redis cluster; returns its node URLs.
+pub fn cluster() -> &'static str {
+    static CLUSTER: OnceLock<String> = OnceLock::new();
+    CLUSTER.get_or_init(|| run_deps("cluster")["ENGAGE_CLUSTER_URLS"].clone())
+}
+
+/// A free TCP port on loopback.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind :0")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// Path of a workspace binary built by cargo.
+pub fn binary(name: &str) -> PathBuf {
+    // current_exe = target/<profile>/deps/it-<hash>; binaries live in target/<profile>/.
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("target profile folder");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace --bins` first",
+        path.display()
+    );
+    path
+}
+
+/// One isolated environment: its own schema, Redis prefix and stream names.
+#[derive(Debug, Clone)]
+pub struct TestEnv {
+    /// Unique id of this environment.
+    pub id: String,
+    /// Environment variables for every process of this environment.
+    pub vars: BTreeMap<String, String>,
+}
+
+impl TestEnv {
+    /// A fresh environment on the standalone Redis.
+    pub fn new() -> Self {
+        let d = deps();
+        let id = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let mut vars = BTreeMap::new();
+        for (k, v) in [
+            ("DATABASE_URL", d.database_url.as_str()),
+            ("REDIS_URL", d.redis_url.as_str()),
+            ("VOICE_REDIS_URL", d.voice_redis_url.as_str()),
+            ("ADMIN_TOKEN", ADMIN_TOKEN),
+            ("LOG_LEVEL", "INFO"),
+            ("DB_POOL_SIZE", "8"),
+        ] {
+            vars.insert(k.to_string(), v.to_string());
+        }
+        vars.insert("DB_SCHEMA".into(), id.clone());
+        vars.insert("REDIS_PREFIX".into(), id.clone());
+        vars.insert("VOICE_STREAM".into(), format!("{id}:NewCallbackStream"));
+        vars.insert(
+            "CONTROL_STREAM".into(),
+            format!("{id}:CallbackControlStream"),
+        );
+        Self { id, vars }
+    }
+
+    /// Same environment with an extra or changed variable.
+    pub fn with(mut self, key: &str, value: &str) -> Self {
+        self.vars.insert(key.to_string(), value.to_string());
+        self
+    }
+
+    /// The voice stream name of this environment.
+    pub fn voice_stream(&self) -> &str {
+        &self.vars["VOICE_STREAM"]
+    }
+
+    /// A PostgreSQL client whose `search_path` is this environment's schema.
+    pub async fn pg(&self) -> tokio_postgres::Client {
+        let url = format!(
+            "{}?options=-c%20search_path%3D{}",
+            self.vars["DATABASE_URL"], self.id
+        );
+        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .expect("pg connect");
+        tokio::spawn(conn);
+        client
+    }
+
+    /// A connection to the service Redis.
+    pub async fn redis(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.vars["REDIS_URL"].as_str())
+            .expect("redis url")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("redis connect")
+    }
+
+    /// A connection to the voice Redis.
+    pub async fn voice(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.vars["VOICE_REDIS_URL"].as_str())
+            .expect("redis url")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("redis connect")
+    }
+
+    /// Runs `engage <args>` to completion; returns stdout.
+    pub fn engage_cli(&self, args: &[&str]) -> String {
+        let out = Command::new(binary("engage"))
+            .args(args)
+            .env_clear()
+            .envs(&self.vars)
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .output()
+            .expect("engage runs");
+        assert!(
+            out.status.success(),
+            "engage {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Default for TestEnv {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A running process that is killed when dropped.
+#[derive(Debug)]
+pub struct Proc {
+    /// The child process.
+    pub child: Child,
+    /// Where its output goes.
+    pub log: PathBuf,
+}
+
+impl Proc {
+    /// Spawns `bin args` with the environment's variables; output goes to a log file.
+    pub fn spawn(env: &TestEnv, bin: &str, args: &[&str], extra: &[(&str, String)]) -> Self {
+        let log = std::env::temp_dir().join(format!("{}-{bin}-{}.log", env.id, free_port()));
+        let file = std::fs::File::create(&log).expect("log file");
+        let child = Command::new(binary(bin))
+            .args(args)
+            .env_clear()
+            .envs(&env.vars)
+            .envs(extra.iter().map(|(k, v)| (*k, v.as_str())))
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .stdout(Stdio::from(file.try_clone().expect("dup")))
+            .stderr(Stdio::from(file))
+            .spawn()
+            .expect("spawn binary");
+        Self { child, log }
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+    }
+
+    /// Sends SIGKILL and reaps the process.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Everything the process printed so far.
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A running `engage serve`.
+#[derive(Debug)]
+pub struct Engage {
+    /// The process.
+    pub proc: Proc,
+    /// `http://127.0.0.1:<internal>`.
+    pub internal: String,
+    /// `http://127.0.0.1:<external>`.
+    pub external: String,
+    /// HTTP client.
+    pub http: reqwest::Client,
+}
+
+/// Waits until `url` answers 200, or panics with the process output.
+pub async fn wait_ready(http: &reqwest::Client, url: &str, proc: &Proc) {
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(30) {
+        if let Ok(r) = http.get(url).send().await
+            && r.status().is_success()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{url} not ready after 30 s; output:\n{}", proc.output());
+}
+
+impl Engage {
+    /// Starts `engage serve` (plus `extra_args`) on free ports and waits until it is ready.
+    pub async fn start(env: &TestEnv, extra_args: &[&str]) -> Self {
+        let (internal, external) = (free_port(), free_port());
+        let mut args = vec!["serve"];
+        args.extend_from_slice(extra_args);
+        let proc = Proc::spawn(
+            env,
+            "engage",
+            &args,
+            &[
+                ("INTERNAL_PORT", internal.to_string()),
+                ("EXTERNAL_PORT", external.to_string()),
+            ],
+        );
+        let http = reqwest::Client::new();
+        let internal = format!("http://127.0.0.1:{internal}");
+        let external = format!("http://127.0.0.1:{external}");
+        wait_ready(&http, &format!("{internal}/ges/v1/health/ready"), &proc).await;
+        Self {
+            proc,
+            internal,
+            external,
+            http,
+        }
+    }
+
+    /// An admin request on the internal port.
+    pub async fn admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.internal))
+            .bearer_auth(ADMIN_TOKEN);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        send(req).await
+    }
+
+    /// Creates a tenant and returns a fresh API key for it.
+    pub async fn tenant(&self, id: &str) -> String {
+        let (code, body) = self
+            .admin(
+                reqwest::Method::POST,
+                "/ges/v1/tenants",
+                Some(json!({"id": id, "name": id})),
+            )
+            .await;
+        assert!(code == 201 || code == 409, "tenant create: {code} {body}");
+        let (code, body) = self
+            .admin(
+                reqwest::Method::POST,
+                &format!("/ges/v1/tenants/{id}/api-keys"),
+                Some(json!({"label": "test"})),
+            )
+            .await;
+        assert_eq!(code, 201, "key create: {body}");
+        body["data"]["key"].as_str().expect("key").to_string()
+    }
+
+    /// Creates or replaces a service of a tenant.
+    pub async fn service(&self, tenant: &str, name: &str, settings: Value) {
+        let (code, body) = self
+            .admin(
+                reqwest::Method::PUT,
+                &format!("/ges/v1/tenants/{tenant}/services/{name}"),
+                Some(settings),
+            )
+            .await;
+        assert!(code == 200 || code == 201, "service put: {code} {body}");
+    }
+
+    /// A public API call on the external port.
+    pub async fn post(&self, key: &str, path: &str, body: Value) -> (u16, Value) {
+        send(
+            self.http
+                .post(format!("{}{path}", self.external))
+                .header("x-api-key", key)
+                .json(&body),
+        )
+        .await
+    }
+
+    /// A public GET on the external port.
+    pub async fn get(&self, key: &str, path: &str) -> (u16, Value) {
+        send(
+            self.http
+                .get(format!("{}{path}", self.external))
+                .header("x-api-key", key),
+        )
+        .await
+    }
+}
+
+/// Sends a request; returns the status and the JSON body (`Null` when not JSON).
+pub async fn send(req: reqwest::RequestBuilder) -> (u16, Value) {
+    let resp = req.send().await.expect("request sent");
+    let code = resp.status().as_u16();
+    let text = resp.text().await.expect("body");
+    (code, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
