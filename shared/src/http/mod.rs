@@ -1,5 +1,5 @@
 //! The web layer every function binary shares: the response envelope, extractors whose
-//! rejections use that envelope, the middleware stack, `AppState`, and [`serve`], which runs a
+//! rejections use that envelope, the middleware stack, `AppState`, and [`serve()`], which runs a
 //! router on AWS Lambda or on `0.0.0.0:$PORT` with graceful SIGTERM shutdown.
 
 pub mod envelope;

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Starts `engage serve` from the release build in the background with the local deps, provisions
+# the demo tenant (two services and a fresh API key) and prints the URL, the key and a curl.
+#   infra/local/up.sh <admin-token>   start (restarts a running instance)
+#   infra/local/up.sh --stop          stop
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/../.." && pwd)
+data=${ENGAGE_DATA:-$repo/.local}
+mkdir -p "$data"
+pidfile=$data/engage.pid
+
+stop() {
+  if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+    kill -TERM "$(cat "$pidfile")"
+    for _ in $(seq 100); do kill -0 "$(cat "$pidfile")" 2>/dev/null || break; sleep 0.1; done
+  fi
+  rm -f "$pidfile"
+}
+
+if [ "${1:-}" = "--stop" ]; then stop; exit 0; fi
+token=${1:?admin token}
+
+set -a
+# shellcheck disable=SC1090
+source <(bash "$repo/infra/local/deps.sh" env)
+ADMIN_TOKEN=$token
+GES_URL=http://127.0.0.1:3050
+set +a
+
+bin=$repo/target/release
+stop
+"$bin/engage" migrate
+demo=$("$bin/engage" demo)
+key=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["apiKey"])' <<<"$demo")
+serve_args=(serve)
+"$bin/engage" serve --help | grep -q -- '--with-worker' && serve_args+=(--with-worker)
+nohup "$bin/engage" "${serve_args[@]}" >"$data/engage.log" 2>&1 &
+echo $! >"$pidfile"
+for _ in $(seq 100); do
+  curl -fsS http://127.0.0.1:3050/ges/v1/health/ready >/dev/null 2>&1 && break
+  sleep 0.1
+done
+curl -fsS http://127.0.0.1:3050/ges/v1/health/ready >/dev/null || { echo "engage did not start; see $data/engage.log" >&2; exit 1; }
+
+cat <<MSG
+
+Engage is up (logs: $data/engage.log, stop: just down).
+  Public API   http://127.0.0.1:3005/engagement/v3
+  Internal     http://127.0.0.1:3050  (admin API: Authorization: Bearer $token)
+  Tenant       demo   services: demo-immediate, demo-scheduled
+  API key      $key
+
+Book an immediate callback:
+  curl -s -X POST http://127.0.0.1:3005/engagement/v3/callbacks/create \\
+    -H 'x-api-key: $key' -H 'content-type: application/json' \\
+    -d '{"serviceName":"demo-immediate","phoneNumber":"+15550100"}'
+MSG

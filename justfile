@@ -1,0 +1,40 @@
+# Engage: the front door. `just --list` documents every recipe.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+data := justfile_directory() / ".local"
+admin_token := env_var_or_default("ADMIN_TOKEN", "local-admin-token-change-me")
+
+# List the recipes.
+default:
+    @just --list
+
+# Install (apt) and start PostgreSQL and Redis locally; print their env.
+deps:
+    bash infra/local/deps.sh up
+
+# Bring the whole service up on this box: deps, build, migrate, demo tenant + key, serve (+ worker).
+up: deps
+    cargo build --release --bins
+    bash infra/local/up.sh "{{admin_token}}"
+
+# Stop the local service and its PostgreSQL and Redis.
+down:
+    bash infra/local/up.sh --stop || true
+    bash infra/local/deps.sh down
+
+# Run the full test suite against real PostgreSQL and Redis (standalone and cluster).
+test: deps
+    bash infra/local/deps.sh cluster > /dev/null
+    cargo build --workspace --bins
+    cargo nextest run --workspace --no-fail-fast
+
+# Format, clippy (-D warnings) and docs, exactly as CI runs them.
+lint:
+    cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets -- -D warnings
+    RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
+
+# Format the code.
+fmt:
+    cargo fmt --all
