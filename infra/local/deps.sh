@@ -47,7 +47,8 @@ start_pg() {
   if "$bin/pg_isready" -q -h 127.0.0.1 -p "$pg_port"; then
     ensure_db; return
   fi
-  local dir=$data/pg
+  # Outside the checkout: the postgres user must reach it whatever the checkout's permissions.
+  local dir=${ENGAGE_PG_DIR:-/var/tmp/engage-pg-$pg_port}
   mkdir -p "$dir"
   [ "$(id -u)" = 0 ] && chown -R postgres:postgres "$dir"
   if [ ! -f "$dir/data/PG_VERSION" ]; then
@@ -111,7 +112,8 @@ ENV
 
 stop_all() {
   local bin; bin=$(pg_bin) || true
-  [ -n "${bin:-}" ] && [ -f "$data/pg/data/PG_VERSION" ] && as_pg "$bin/pg_ctl" -D "$data/pg/data" -m fast stop >/dev/null 2>&1 || true
+  local pgdir=${ENGAGE_PG_DIR:-/var/tmp/engage-pg-$pg_port}
+  [ -n "${bin:-}" ] && [ -f "$pgdir/data/PG_VERSION" ] && as_pg "$bin/pg_ctl" -D "$pgdir/data" -m fast stop >/dev/null 2>&1 || true
   local p
   for p in "$redis_port" "$voice_port" "${cluster_ports[@]}"; do
     redis-cli -p "$p" shutdown nosave >/dev/null 2>&1 || true
