@@ -15,7 +15,8 @@ data=${ENGAGE_DATA:-$repo/.local}
 pg_port=${ENGAGE_PG_PORT:-55432}
 redis_port=${ENGAGE_REDIS_PORT:-6390}
 voice_port=${ENGAGE_VOICE_REDIS_PORT:-6391}
-cluster_ports=(7101 7102 7103)
+cluster_base=${ENGAGE_CLUSTER_BASE_PORT:-7101}
+cluster_ports=("$cluster_base" $((cluster_base + 1)) $((cluster_base + 2)))
 
 log() { echo "deps: $*" >&2; }
 
@@ -38,7 +39,8 @@ install() {
 }
 
 as_pg() {
-  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+  # From / : the postgres user may not be allowed into the caller's folder.
+  if [ "$(id -u)" = 0 ]; then (cd / && runuser -u postgres -- "$@"); else "$@"; fi
 }
 
 start_pg() {
