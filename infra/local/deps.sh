@@ -94,13 +94,16 @@ start_cluster() {
   for p in "${cluster_ports[@]}"; do
     start_redis "$p" --cluster-enabled yes --cluster-config-file "$data/redis-$p/nodes.conf" --cluster-node-timeout 2000
   done
-  if ! redis-cli -p "${cluster_ports[0]}" cluster info 2>/dev/null | grep -q 'cluster_state:ok'; then
+  # Nodes restarted with their nodes.conf re-form by themselves; only fresh nodes need create.
+  if [ "$(redis-cli -p "${cluster_ports[0]}" cluster info | awk -F: '/cluster_known_nodes/{print $2+0}')" = 1 ]; then
     log "forming the Redis cluster"
     yes yes | redis-cli --cluster create "${cluster_ports[@]/#/127.0.0.1:}" --cluster-replicas 0 >/dev/null
-    for _ in $(seq 100); do
-      redis-cli -p "${cluster_ports[0]}" cluster info | grep -q 'cluster_state:ok' && break; sleep 0.1
-    done
   fi
+  for _ in $(seq 100); do
+    redis-cli -p "${cluster_ports[0]}" cluster info | grep -q 'cluster_state:ok' && return
+    sleep 0.1
+  done
+  log "the Redis cluster did not reach state ok"; return 1
 }
 
 env_out() {

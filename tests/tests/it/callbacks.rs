@@ -482,3 +482,44 @@ async fn create_succeeds_while_redis_is_down() {
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn create_and_cancel_on_a_redis_cluster() {
+    let env = TestEnv::new()
+        .with("REDIS_URL", harness::cluster())
+        .with("REDIS_CLUSTER", "true")
+        .with("REDIS_SCHEDULE_SHARDS", "8");
+    let engage = Engage::start(&env, &[]).await;
+    let key = engage.tenant("acme").await;
+    engage.service("acme", "sales", json!({})).await;
+    let mut ids = Vec::new();
+    for i in 0..8 {
+        let (code, body) = engage
+            .post(&key, CREATE, json!({"serviceName": "sales", "phoneNumber": format!("555010{i}"), "desiredTime": in_hours(1)}))
+            .await;
+        assert_eq!(code, 200, "{body}");
+        ids.push(body["data"]["id"].as_str().unwrap().to_string());
+    }
+    let (code, _) = engage.post(&key, CANCEL, json!({"id": ids[0]})).await;
+    assert_eq!(code, 200);
+    // The index entries live on several cluster nodes; all but the cancelled one are there.
+    let client =
+        redis::cluster::ClusterClient::new(harness::cluster().split(',').collect::<Vec<_>>())
+            .unwrap();
+    let mut conn = client.get_async_connection().await.unwrap();
+    let mut indexed = Vec::new();
+    for shard in 0..8 {
+        let members: Vec<String> = redis::cmd("ZRANGE")
+            .arg(format!("{{{}:sched:{shard}}}", env.id))
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        indexed.extend(members);
+    }
+    indexed.sort();
+    let mut expected: Vec<String> = ids[1..].to_vec();
+    expected.sort();
+    assert_eq!(indexed, expected);
+}
