@@ -31,20 +31,24 @@ pub fn internal_routes() -> Router<AppState> {
 /// The external port's app: allowlisted routes plus probes, public hardening.
 pub fn external_app(state: AppState) -> Router {
     let http: HttpConfig = state.cfg.http.clone();
+    let errors = state.errors.clone();
     stack(
         public_routes().merge(ops::probe_router()).with_state(state),
         Exposure::External,
         &http,
+        errors,
     )
 }
 
 /// The internal port's app: every route.
 pub fn internal_app(state: AppState) -> Router {
     let http: HttpConfig = state.cfg.http.clone();
+    let errors = state.errors.clone();
     stack(
         internal_routes().with_state(state),
         Exposure::Internal,
         &http,
+        errors,
     )
 }
 

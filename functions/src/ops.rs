@@ -122,10 +122,40 @@ pub async fn check_all(state: &AppState) -> Detail {
 }
 
 async fn detail(State(state): State<AppState>) -> Envelope<Detail> {
-    Envelope::ok(check_all(&state).await)
+    let detail = check_all(&state).await;
+    record_health(&detail);
+    Envelope::ok(detail)
+}
+
+/// Sets the health gauges (1 = up) from a check.
+fn record_health(detail: &Detail) {
+    use shared::metrics as m;
+    for dep in &detail.dependencies {
+        let gauge = match dep.name {
+            "postgresql" => m::POSTGRES_STATUS,
+            "redis" => m::REDIS_CONNECTION,
+            "voice-redis" => m::ORS_REDIS_STATUS,
+            _ => continue,
+        };
+        m::set_health(gauge, dep.error.is_none());
+    }
+    m::set_health(m::GES_HEALTH, detail.status == "UP");
+}
+
+/// Refreshes the health gauges every 15 s for the life of the process (the task holds only a
+/// clone of the state and ends with the runtime).
+pub fn spawn_health_refresh(state: AppState) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(15));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            record_health(&check_all(&state).await);
+        }
+    });
 }
 
 async fn metrics() -> impl IntoResponse {
-    let body = shared::metrics::install().render();
+    let body = shared::metrics::render();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }

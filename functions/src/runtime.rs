@@ -66,15 +66,19 @@ async fn run(
             .with_state(state.clone()),
         exposure,
         &http,
+        state.errors.clone(),
     );
     let on_lambda = std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some();
     if !on_lambda && http.metrics_port != 0 {
+        ops::spawn_health_refresh(state.clone());
+        let errors = state.errors.clone();
         let side = stack(
             ops::health_router()
                 .merge(ops::metrics_router())
                 .with_state(state),
             Exposure::Internal,
             &http,
+            errors,
         );
         let listener = tokio::net::TcpListener::bind(("0.0.0.0", http.metrics_port)).await?;
         tokio::spawn(serve_listener(

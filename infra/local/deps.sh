@@ -30,6 +30,7 @@ install() {
   local need=()
   command -v redis-server >/dev/null || need+=(redis-server redis-tools)
   pg_bin >/dev/null || need+=(postgresql postgresql-contrib)
+  command -v promtool >/dev/null || need+=(prometheus)   # promtool: metrics and rules checks
   if [ ${#need[@]} -gt 0 ]; then
     log "installing ${need[*]}"
     export DEBIAN_FRONTEND=noninteractive

@@ -35,6 +35,31 @@ pub const BUILD_INFO: &str = "ges_build_info";
 pub const MONITOR_SIZE: &str = "ges_monitor_size";
 /// Due time → voice stream, seconds.
 pub const DISPATCH_LATENESS: &str = "engage_dispatch_lateness_seconds";
+/// Click-To-Call-In requests created, by tenant.
+pub const CALLIN_CREATED: &str = "ges_callin_created";
+/// Push notifications sent, by tenant, channel, result.
+pub const PUSH_SENT: &str = "ges_push_notifications_sent";
+/// API-error records dropped because the writer was behind.
+pub const API_ERRORS_DROPPED: &str = "engage_api_errors_dropped_total";
+
+/// Composite health gauge: 1 = every dependency up, 0 = something down.
+pub const GES_HEALTH: &str = "GES_HEALTH";
+/// Service Redis reachable (1) or not (0).
+pub const REDIS_CONNECTION: &str = "REDIS_CONNECTION";
+/// Voice (ORS) Redis reachable (1) or not (0).
+pub const ORS_REDIS_STATUS: &str = "ORS_REDIS_STATUS";
+/// PostgreSQL reachable (1) or not (0).
+pub const POSTGRES_STATUS: &str = "POSTGRES_STATUS";
+
+/// Alert counters, registered at 0 at start so `increase()` sees their first occurrence.
+pub const ALERT_COUNTERS: &[&str] = &[
+    INVALID_CONTENT_LENGTH,
+    UNCAUGHT_EXCEPTION,
+    LOGGING_FAILURE,
+    CB_SUBMIT_FAILED,
+    CB_TTL_LIMIT_REACHED,
+    CB_ENQUEUE_LIMIT_REACHED,
+];
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -53,7 +78,93 @@ pub fn install() -> PrometheusHandle {
             // A second install in the same process (tests) keeps the first recorder.
             let _ = metrics::set_global_recorder(recorder);
             metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+            describe();
+            for name in ALERT_COUNTERS {
+                metrics::counter!(*name).absolute(0);
+            }
+            metrics_process::Collector::default().describe();
             handle
         })
         .clone()
+}
+
+/// Help texts (Prometheus `# HELP`), one per metric.
+fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(CALLBACKS_CREATED, "Callbacks created, by tenant.");
+    describe_counter!(
+        HTTP_REQUESTS,
+        "HTTP requests, by tenant and route template."
+    );
+    describe_counter!(
+        HTTP_FAILED,
+        "HTTP responses with status 400 or more, by tenant, route template and code."
+    );
+    describe_histogram!(HTTP_DURATION, Unit::Seconds, "HTTP request latency.");
+    describe_counter!(
+        INVALID_CONTENT_LENGTH,
+        "Requests whose body was over the port's limit."
+    );
+    describe_counter!(
+        UNCAUGHT_EXCEPTION,
+        "Panics caught while serving a request (answered 500)."
+    );
+    describe_counter!(LOGGING_FAILURE, "Log lines that could not be written.");
+    describe_counter!(
+        CB_SUBMIT_FAILED,
+        "Failed submissions to the voice stream (retried)."
+    );
+    describe_counter!(
+        CB_TTL_LIMIT_REACHED,
+        "Creates refused by a per-service request throttle."
+    );
+    describe_counter!(
+        CB_ENQUEUE_LIMIT_REACHED,
+        "Creates refused by a per-number throttle."
+    );
+    describe_counter!(
+        REDIS_WRITE_FAILED,
+        "Redis writes that failed after a PostgreSQL commit (repaired by the reconciler), by operation."
+    );
+    describe_gauge!(BUILD_INFO, "Build information (always 1), by version.");
+    describe_gauge!(MONITOR_SIZE, "Callbacks the dispatcher watches, by type.");
+    describe_histogram!(
+        DISPATCH_LATENESS,
+        Unit::Seconds,
+        "Due time to voice-stream entry."
+    );
+    describe_counter!(
+        CALLIN_CREATED,
+        "Click-To-Call-In requests created, by tenant."
+    );
+    describe_counter!(
+        PUSH_SENT,
+        "Push notifications sent, by tenant, channel and result."
+    );
+    describe_counter!(
+        API_ERRORS_DROPPED,
+        "API-error records dropped because the writer was behind."
+    );
+    describe_gauge!(GES_HEALTH, "1 when every dependency is up, 0 otherwise.");
+    describe_gauge!(
+        REDIS_CONNECTION,
+        "1 when the service Redis answers, 0 otherwise."
+    );
+    describe_gauge!(
+        ORS_REDIS_STATUS,
+        "1 when the voice (ORS) Redis answers, 0 otherwise."
+    );
+    describe_gauge!(POSTGRES_STATUS, "1 when PostgreSQL answers, 0 otherwise.");
+}
+
+/// Renders the Prometheus text, refreshing the process metrics (CPU, memory, fds) first.
+pub fn render() -> String {
+    let handle = install();
+    metrics_process::Collector::default().collect();
+    handle.render()
+}
+
+/// Records one dependency check in its health gauge (1 = up).
+pub fn set_health(gauge: &'static str, up: bool) {
+    metrics::gauge!(gauge, "version" => env!("CARGO_PKG_VERSION")).set(if up { 1.0 } else { 0.0 });
 }

@@ -8,15 +8,21 @@ use tracing_subscriber::{EnvFilter, fmt::MakeWriter};
 
 use crate::config::LogConfig;
 
+/// Crates whose verbose levels print request data (`tokio_postgres` logs query parameters at
+/// DEBUG, i.e. phone numbers and user data): capped at INFO whatever `LOG_LEVEL` says.
+const CAPPED: &str =
+    "tokio_postgres=info,postgres_protocol=info,hyper=info,hyper_util=info,h2=info,redis=info";
+
 /// Maps a GES level name (TRACE … FATAL) or an `EnvFilter` directive to a directive.
 pub fn level_directive(level: &str) -> Option<String> {
     let lower = level.trim().to_ascii_lowercase();
-    match lower.as_str() {
-        "trace" | "debug" | "info" | "warn" | "error" => Some(lower),
-        "fatal" => Some("error".into()),
-        _ if lower.contains('=') => Some(lower),
-        _ => None,
-    }
+    let base = match lower.as_str() {
+        "trace" | "debug" | "info" | "warn" | "error" => lower,
+        "fatal" => "error".into(),
+        _ if lower.contains('=') => lower,
+        _ => return None,
+    };
+    Some(format!("{base},{CAPPED}"))
 }
 
 /// Where log lines go: servers log to stdout (collected by the platform); command-line
@@ -122,8 +128,13 @@ mod tests {
 
     #[test]
     fn levels_and_masking() {
-        assert_eq!(level_directive("FATAL").as_deref(), Some("error"));
-        assert_eq!(level_directive("Debug").as_deref(), Some("debug"));
+        assert!(level_directive("FATAL").unwrap().starts_with("error,"));
+        assert!(level_directive("Debug").unwrap().starts_with("debug,"));
+        assert!(
+            level_directive("TRACE")
+                .unwrap()
+                .contains("tokio_postgres=info")
+        );
         assert_eq!(level_directive("LOUD"), None);
         assert_eq!(mask_phone("+1 555 010 9876"), "***9876");
         assert_eq!(mask_phone("12"), "***12");

@@ -1,6 +1,7 @@
 //! The internal admin API under `/ges/v1/tenants`: tenants, API keys, callback services.
 //! Every route requires `Authorization: Bearer $ADMIN_TOKEN`.
 
+pub mod api_errors;
 pub mod api_keys;
 pub mod services;
 pub mod tenants;
@@ -11,6 +12,7 @@ use shared::http::AppState;
 /// All admin routes.
 pub fn router() -> Router<AppState> {
     Router::new()
+        .merge(api_errors::router())
         .merge(tenants::router())
         .merge(api_keys::router())
         .merge(services::router())

@@ -5,6 +5,7 @@
 //! `&Client` (pooled connection or transaction) and return [`crate::ApiError`] on failure, so
 //! connection loss maps to 503 everywhere the same way.
 
+pub mod api_errors;
 pub mod api_keys;
 pub mod callbacks;
 pub mod services;

@@ -112,11 +112,15 @@ impl IntoResponse for ApiError {
             tracing::error!(error = format!("{cause:#}"), "request failed");
         }
         let message = self.public_message();
-        match &self {
+        let mut resp = match &self {
             ApiError::TooManyRequests {
                 data: Some(data), ..
             } => respond(self.status_code(), &message, Some(data)),
             _ => respond::<()>(self.status_code(), &message, None),
-        }
+        };
+        // Read by the request middleware for the API-error log.
+        resp.extensions_mut()
+            .insert(super::errors::ErrorMessage(message));
+        resp
     }
 }

@@ -16,7 +16,11 @@ use axum::{
 };
 use tower_http::catch_panic::CatchPanicLayer;
 
-use super::envelope::{CTX, RequestCtx, new_corr_id};
+use super::{
+    envelope::{CTX, RequestCtx, new_corr_id},
+    errors::{ErrorMessage, ErrorSink},
+};
+use crate::db::api_errors::ApiErrorRecord;
 use crate::{error::ApiError, metrics};
 
 /// Which port a router serves; decides limits and hardening.
@@ -28,8 +32,13 @@ pub enum Exposure {
     Internal,
 }
 
-/// Applies the whole stack to a router.
-pub fn stack(router: Router, exposure: Exposure, http: &crate::config::HttpConfig) -> Router {
+/// Applies the whole stack to a router; failed calls of known tenants go to `errors`.
+pub fn stack(
+    router: Router,
+    exposure: Exposure,
+    http: &crate::config::HttpConfig,
+    errors: ErrorSink,
+) -> Router {
     let limit = match exposure {
         Exposure::External => http.external_body_limit,
         Exposure::Internal => http.internal_body_limit,
@@ -49,12 +58,17 @@ pub fn stack(router: Router, exposure: Exposure, http: &crate::config::HttpConfi
         router = router.layer(middleware::from_fn(reject_ccid_headers));
     }
     router.layer(middleware::from_fn(move |req: Request, next: Next| {
-        request_context(timeout, req, next)
+        request_context(timeout, errors.clone(), req, next)
     }))
 }
 
 /// Sets the request context, bounds the request's time, records metrics and the access log.
-async fn request_context(timeout: Duration, req: Request, next: Next) -> Response {
+async fn request_context(
+    timeout: Duration,
+    errors: ErrorSink,
+    req: Request,
+    next: Next,
+) -> Response {
     let ctx = Arc::new(RequestCtx {
         corr_id: new_corr_id(),
         tenant: Default::default(),
@@ -97,6 +111,24 @@ async fn request_context(timeout: Duration, req: Request, next: Next) -> Respons
     }
     ::metrics::histogram!(metrics::HTTP_DURATION, "path" => path_label)
         .record(elapsed.as_secs_f64());
+    if code >= 400
+        && let Some(tenant) = ctx.tenant.get()
+        && let Ok(corr_id) = uuid::Uuid::parse_str(&ctx.corr_id)
+    {
+        errors.record(ApiErrorRecord {
+            corr_id,
+            tenant: tenant.clone(),
+            method: method.to_string(),
+            route: path.clone(),
+            status: i16::try_from(code).unwrap_or(i16::MAX),
+            message: resp
+                .extensions()
+                .get::<ErrorMessage>()
+                .map(|m| m.0.clone())
+                .unwrap_or_default(),
+            time: None,
+        });
+    }
     span.in_scope(|| {
         tracing::info!(tenant = %tenant, status = code, latency_ms = elapsed.as_secs_f64() * 1e3, "request");
     });
@@ -140,4 +172,82 @@ async fn reject_ccid_headers(req: Request, next: Next) -> Response {
 fn on_panic(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
     ::metrics::counter!(metrics::UNCAUGHT_EXCEPTION).increment(1);
     ApiError::internal(anyhow::anyhow!("handler panicked")).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::{body::Body, http::Request as HttpRequest, routing::get};
+    use tower::ServiceExt;
+
+    use super::*;
+
+    fn http_config() -> crate::config::HttpConfig {
+        crate::Config::from_vars([("DATABASE_URL".to_string(), "postgres://u@h/d".to_string())])
+            .expect("valid config")
+            .http
+    }
+
+    async fn call(app: Router, req: HttpRequest<Body>) -> (u16, serde_json::Value) {
+        let resp = app.oneshot(req).await.expect("infallible");
+        let code = resp.status().as_u16();
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .expect("body");
+        (code, serde_json::from_slice(&bytes).expect("envelope JSON"))
+    }
+
+    #[tokio::test]
+    async fn panics_answer_500_in_the_envelope_and_are_counted() {
+        let handle = metrics::install();
+        let router = Router::new().route(
+            "/boom",
+            get(|| async {
+                if true {
+                    panic!("handler bug");
+                }
+                "unreachable"
+            }),
+        );
+        let app = stack(
+            router,
+            Exposure::Internal,
+            &http_config(),
+            ErrorSink::disabled(),
+        );
+        let req = HttpRequest::get("/boom")
+            .body(Body::empty())
+            .expect("request");
+        let (code, body) = call(app, req).await;
+        assert_eq!(code, 500);
+        assert_eq!(body["status"]["code"], 500);
+        assert!(
+            body["status"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("corrId")
+        );
+        assert!(
+            !body.to_string().contains("handler bug"),
+            "the cause is not sent"
+        );
+        assert!(handle.render().lines().any(|l| l == "UNCAUGHT_EXCEPTION 1"));
+    }
+
+    #[tokio::test]
+    async fn oversize_declared_length_is_413_before_reading() {
+        let router = Router::new().route("/x", axum::routing::post(|| async { "ok" }));
+        let app = stack(
+            router,
+            Exposure::External,
+            &http_config(),
+            ErrorSink::disabled(),
+        );
+        let req = HttpRequest::post("/x")
+            .header(header::CONTENT_LENGTH, "600000")
+            .body(Body::from(vec![b' '; 600_000]))
+            .expect("request");
+        let (code, body) = call(app, req).await;
+        assert_eq!(code, 413);
+        assert_eq!(body["status"]["code"], 413);
+    }
 }

@@ -3,6 +3,7 @@
 //! router on AWS Lambda or on `0.0.0.0:$PORT` with graceful SIGTERM shutdown.
 
 pub mod envelope;
+pub mod errors;
 pub mod extract;
 pub mod middleware;
 pub mod serve;

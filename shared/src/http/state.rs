@@ -4,6 +4,8 @@ use std::sync::Arc;
 
 use deadpool_postgres::Pool;
 
+use super::errors::ErrorSink;
+
 use crate::{
     config::Config,
     db,
@@ -23,6 +25,8 @@ pub struct AppState {
     pub voice: RedisHandle,
     /// Key layout.
     pub keys: Keys,
+    /// API-error log writer (Developer tab).
+    pub errors: ErrorSink,
 }
 
 impl AppState {
@@ -32,12 +36,14 @@ impl AppState {
         let redis = redis::service(&cfg.redis)?;
         let voice = redis::voice(&cfg)?;
         let keys = Keys::new(&cfg.redis.redis_prefix, cfg.redis.redis_schedule_shards);
+        let errors = ErrorSink::spawn(db.clone());
         Ok(Self {
             cfg: Arc::new(cfg),
             db,
             redis,
             voice,
             keys,
+            errors,
         })
     }
 }

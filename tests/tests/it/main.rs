@@ -1,7 +1,13 @@
 //! Integration tests: one test binary (fast to link), one module per area.
 //! Every test gets its own schema, Redis prefix and streams (`harness::TestEnv`).
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "integration tests fail loudly on unexpected errors"
+)]
+
 mod admin;
 mod callbacks;
 mod hardening;
+mod observability;
 mod tidy;

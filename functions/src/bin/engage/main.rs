@@ -186,6 +186,7 @@ async fn serve(state: AppState, with_worker: bool) -> anyhow::Result<()> {
     if with_worker {
         anyhow::bail!("--with-worker: this build has no dispatcher yet; run engage-worker");
     }
+    functions::ops::spawn_health_refresh(state.clone());
     let http = state.cfg.http.clone();
     let grace = millis(http.shutdown_grace_ms);
     let internal = tokio::net::TcpListener::bind(("0.0.0.0", http.internal_port)).await?;
