@@ -35,6 +35,11 @@ lint:
     cargo clippy --workspace --all-targets -- -D warnings
     RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 
+# Benchmarks: release build, every scenario, writes tests/bench/REPORT.md and SVG charts.
+bench: deps
+    cargo build --release --workspace --bins
+    ./target/release/bench
+
 # Format the code.
 fmt:
     cargo fmt --all

@@ -85,12 +85,12 @@ pub fn free_port() -> u16 {
 
 /// Path of a workspace binary built by cargo.
 pub fn binary(name: &str) -> PathBuf {
-    // current_exe = target/<profile>/deps/it-<hash>; binaries live in target/<profile>/.
+    // Tests run from target/<profile>/deps/; tools such as `bench` from target/<profile>/.
     let exe = std::env::current_exe().expect("current exe");
-    let dir = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .expect("target profile folder");
+    let mut dir = exe.parent().expect("exe folder");
+    if dir.ends_with("deps") {
+        dir = dir.parent().expect("target profile folder");
+    }
     let path = dir.join(name);
     assert!(
         path.exists(),

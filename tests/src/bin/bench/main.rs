@@ -1,0 +1,53 @@
+//! `bench` (run by `just bench`): starts the stack on loopback with release binaries, runs each
+//! scenario, and writes `tests/bench/REPORT.md` plus SVG charts. Every throughput figure sits
+//! next to a ceiling measured in the same run on the same machine, so the ratio survives a
+//! noisy host. Figures are medians of repeated runs.
+//!
+//! `bench --quick` shortens every run (for a smoke check); `bench --serve-empty PORT` is the
+//! empty axum server used as the HTTP ceiling.
+
+mod chart;
+mod load;
+mod report;
+mod scenarios;
+
+use std::time::Duration;
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    if let Some(i) = args.iter().position(|a| a == "--serve-empty") {
+        let port: u16 = args
+            .get(i + 1)
+            .ok_or_else(|| anyhow::anyhow!("--serve-empty PORT"))?
+            .parse()?;
+        return rt.block_on(scenarios::serve_empty(port));
+    }
+    let opts = scenarios::Options {
+        run: if args.iter().any(|a| a == "--quick") {
+            Duration::from_secs(2)
+        } else {
+            Duration::from_secs(8)
+        },
+        repeats: if args.iter().any(|a| a == "--quick") {
+            1
+        } else {
+            3
+        },
+        storage_count: if args.iter().any(|a| a == "--quick") {
+            1_000
+        } else {
+            10_000
+        },
+    };
+    let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("bench");
+    std::fs::create_dir_all(&out)?;
+    let results = rt.block_on(scenarios::run_all(&opts, &out))?;
+    let path = out.join("REPORT.md");
+    std::fs::write(&path, report::render(&opts, &results))?;
+    println!("{}", report::render(&opts, &results));
+    println!("wrote {}", path.display());
+    Ok(())
+}
