@@ -17,8 +17,8 @@ pub fn generate_key() -> String {
 }
 
 /// SHA-256 of a key, as stored.
-pub fn hash_key(key: &str) -> Vec<u8> {
-    Sha256::digest(key.as_bytes()).to_vec()
+pub fn hash_key(key: &str) -> [u8; 32] {
+    Sha256::digest(key.as_bytes()).into()
 }
 
 /// Compares two secrets without leaking where they differ (digests have equal length).

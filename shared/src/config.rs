@@ -57,6 +57,13 @@ pub struct DbConfig {
     /// Optional schema: every connection sets `search_path` to it (used for test isolation).
     #[serde(default)]
     pub db_schema: Option<String>,
+    /// Insert statements the create batcher runs at once (group commit).
+    #[serde(default = "defaults::db_batch_in_flight")]
+    pub db_batch_in_flight: usize,
+    /// Lifetime of cached API keys and service settings; admin changes reach other replicas
+    /// within it (0 = no caching).
+    #[serde(default = "defaults::cache_ttl_ms")]
+    pub cache_ttl_ms: u64,
 }
 
 /// Service Redis settings (`REDIS_*`).
@@ -187,6 +194,12 @@ mod defaults {
     }
     pub(super) fn db_connect_timeout_ms() -> u64 {
         3_000
+    }
+    pub(super) fn db_batch_in_flight() -> usize {
+        4
+    }
+    pub(super) fn cache_ttl_ms() -> u64 {
+        2_000
     }
     pub(super) fn redis_url() -> String {
         "redis://127.0.0.1:6379".into()

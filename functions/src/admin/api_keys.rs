@@ -78,6 +78,8 @@ async fn revoke(
         .map_err(|_| ApiError::not_found(format!("no API key {key_id} for tenant {ccid}")))?;
     let client = state.db.get().await?;
     db::api_keys::revoke(&client, &ccid, id).await?;
+    // Only the key's id is known here, not its hash: forget every cached key.
+    state.cache.forget_keys();
     Ok(Envelope::ok(Revoked { id }))
 }
 

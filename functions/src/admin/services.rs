@@ -43,7 +43,9 @@ pub async fn put_service(
     }
     let settings = ServiceSettings::parse(body)?;
     let client = state.db.get().await?;
-    db::services::put(&client, tenant, name, &settings).await
+    let stored = db::services::put(&client, tenant, name, &settings).await?;
+    state.cache.forget_service(tenant, name).await;
+    Ok(stored)
 }
 
 async fn put(
@@ -95,5 +97,6 @@ async fn remove(
 ) -> ApiResult<Envelope<Deleted>> {
     let client = state.db.get().await?;
     db::services::delete(&client, &ccid, &name).await?;
+    state.cache.forget_service(&ccid, &name).await;
     Ok(Envelope::ok(Deleted { name }))
 }

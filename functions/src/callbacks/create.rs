@@ -73,8 +73,12 @@ pub async fn create(
     let parms: CreateCallbackParms = from_value(body)?;
     let req = parms.validate()?;
 
-    let mut client = state.db.get().await?;
-    let service = db::services::find(&client, tenant, &req.service_name)
+    let service = state
+        .cache
+        .service(tenant, &req.service_name, async {
+            let client = state.db.get().await?;
+            db::services::find(&client, tenant, &req.service_name).await
+        })
         .await?
         .ok_or_else(|| ApiError::bad_request(format!("unknown service {}", req.service_name)))?;
     let s = &service.settings;
@@ -144,8 +148,9 @@ pub async fn create(
         user_data: req.user_data,
     };
     match idempotency_key {
-        None => db::callbacks::insert(&client, &cb).await?,
+        None => state.inserts.insert(cb.clone()).await?,
         Some(key) => {
+            let mut client = state.db.get().await?;
             match db::callbacks::insert_idempotent(&mut client, &cb, key, &request_hash).await? {
                 Idempotent::Created => {}
                 Idempotent::Replayed(id) => return Ok(id),
@@ -157,7 +162,6 @@ pub async fn create(
             }
         }
     }
-    drop(client);
     ::metrics::counter!(metrics::CALLBACKS_CREATED, "tenant" => tenant.to_string()).increment(1);
     index(state, cb.id, cb.dispatch_at).await;
     Ok(cb.id)

@@ -45,7 +45,7 @@ pub async fn create(
         .execute(
             "INSERT INTO api_keys (id, tenant_id, key_hash, label)
              SELECT $1, id, $3, $4 FROM tenants WHERE id = $2",
-            &[&id, &tenant, &auth::hash_key(&key), &label],
+            &[&id, &tenant, &auth::hash_key(&key).as_slice(), &label],
         )
         .await?;
     if inserted == 0 {
@@ -97,12 +97,15 @@ pub async fn revoke(db: &impl GenericClient, tenant: &str, id: Uuid) -> Result<(
     Ok(())
 }
 
-/// The tenant of a live key.
-pub async fn resolve(db: &impl GenericClient, key: &str) -> Result<Option<String>, ApiError> {
+/// The tenant of a live key, by the key's hash.
+pub async fn resolve_hash(
+    db: &impl GenericClient,
+    hash: &[u8; 32],
+) -> Result<Option<String>, ApiError> {
     Ok(db
         .query_opt(
             "SELECT tenant_id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
-            &[&auth::hash_key(key)],
+            &[&hash.as_slice()],
         )
         .await?
         .map(|r| r.get(0)))

@@ -40,36 +40,10 @@ pub struct NewCallback {
     pub user_data: Option<Map<String, Value>>,
 }
 
-const INSERT: &str = "INSERT INTO callbacks
-    (id, tenant_id, service, state, phone_number, desired_time, dispatch_at, scheduled, priority, attrs, user_data)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
-
-async fn insert_row(db: &impl GenericClient, cb: &NewCallback) -> Result<(), ApiError> {
-    let attrs = (!cb.attrs.is_empty()).then(|| Value::Object(cb.attrs.clone()));
-    let user_data = cb.user_data.clone().map(Value::Object);
-    db.execute(
-        INSERT,
-        &[
-            &cb.id,
-            &cb.tenant,
-            &cb.service,
-            &cb.state.as_str(),
-            &cb.phone_number,
-            &cb.desired_time,
-            &cb.dispatch_at,
-            &cb.scheduled,
-            &cb.priority,
-            &attrs,
-            &user_data,
-        ],
-    )
-    .await?;
-    Ok(())
-}
-
-/// Inserts a callback (autocommit: durable when this returns).
+/// Inserts a callback (autocommit: durable when this returns). The request path goes through
+/// [`super::batch::InsertBatcher`] instead, which shares commits between concurrent creates.
 pub async fn insert(db: &impl GenericClient, cb: &NewCallback) -> Result<(), ApiError> {
-    insert_row(db, cb).await
+    super::batch::insert_rows(db, std::slice::from_ref(cb)).await
 }
 
 /// Result of an idempotent insert.
@@ -105,7 +79,7 @@ pub async fn insert_idempotent(
         )
         .await?;
     if claimed.is_some() {
-        insert_row(&tx, cb).await?;
+        insert(&tx, cb).await?;
         tx.commit().await?;
         return Ok(Idempotent::Created);
     }

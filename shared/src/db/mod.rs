@@ -7,6 +7,7 @@
 
 pub mod api_errors;
 pub mod api_keys;
+pub mod batch;
 pub mod callbacks;
 pub mod services;
 pub mod tenants;

@@ -110,12 +110,17 @@ impl FromRequestParts<AppState> for ApiTenant {
         if key.len() > 256 {
             return Err(ApiError::unauthorized("invalid API key"));
         }
-        let client = state.db.get().await?;
-        let tenant = db::api_keys::resolve(&client, key)
+        let hash = auth::hash_key(key);
+        let tenant = state
+            .cache
+            .tenant(hash, async {
+                let client = state.db.get().await?;
+                db::api_keys::resolve_hash(&client, &hash).await
+            })
             .await?
             .ok_or_else(|| ApiError::unauthorized("invalid API key"))?;
         envelope::set_tenant(&tenant);
-        Ok(ApiTenant(tenant))
+        Ok(ApiTenant(tenant.to_string()))
     }
 }
 

@@ -5,10 +5,10 @@ use std::sync::Arc;
 use deadpool_postgres::Pool;
 
 use super::errors::ErrorSink;
-
 use crate::{
+    cache::Caches,
     config::Config,
-    db,
+    db::{self, batch::InsertBatcher},
     redis::{self, Keys, RedisHandle},
 };
 
@@ -27,6 +27,10 @@ pub struct AppState {
     pub keys: Keys,
     /// API-error log writer (Developer tab).
     pub errors: ErrorSink,
+    /// Group-commit writer of new callbacks.
+    pub inserts: InsertBatcher,
+    /// API-key and service-settings caches.
+    pub cache: Caches,
 }
 
 impl AppState {
@@ -37,6 +41,8 @@ impl AppState {
         let voice = redis::voice(&cfg)?;
         let keys = Keys::new(&cfg.redis.redis_prefix, cfg.redis.redis_schedule_shards);
         let errors = ErrorSink::spawn(db.clone());
+        let inserts = InsertBatcher::spawn(db.clone(), cfg.db.db_batch_in_flight);
+        let cache = Caches::new(std::time::Duration::from_millis(cfg.db.cache_ttl_ms));
         Ok(Self {
             cfg: Arc::new(cfg),
             db,
@@ -44,6 +50,8 @@ impl AppState {
             voice,
             keys,
             errors,
+            inserts,
+            cache,
         })
     }
 }

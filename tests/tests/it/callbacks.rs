@@ -523,3 +523,43 @@ async fn create_and_cancel_on_a_redis_cluster() {
     expected.sort();
     assert_eq!(indexed, expected);
 }
+
+#[tokio::test]
+async fn concurrent_creates_are_each_committed_once() {
+    // Exercises group commit: many creates in flight share multi-row inserts.
+    let (env, engage, key) = setup().await;
+    let requests = (0..300).map(|i| {
+        engage.post(
+            &key,
+            CREATE,
+            json!({"serviceName": "sales", "phoneNumber": format!("+1212555{i:04}")}),
+        )
+    });
+    let results = futures::future::join_all(requests).await;
+    let ids: std::collections::BTreeSet<String> = results
+        .iter()
+        .map(|(code, body)| {
+            assert_eq!(*code, 200, "{body}");
+            body["data"]["id"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(ids.len(), 300);
+    let pg = env.pg().await;
+    let n: i64 = pg
+        .query_one("SELECT count(*) FROM callbacks", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 300);
+    // Every answered id is a committed row.
+    let id_list: Vec<uuid::Uuid> = ids.iter().map(|s| s.parse().unwrap()).collect();
+    let found: i64 = pg
+        .query_one(
+            "SELECT count(*) FROM callbacks WHERE id = ANY($1)",
+            &[&id_list],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(found, 300);
+}

@@ -1,0 +1,94 @@
+//! Short-lived read caches in front of PostgreSQL for the request hot path: API key → tenant
+//! and (tenant, service) → settings. Entries live `CACHE_TTL_MS` (default 2 s). The admin API
+//! invalidates the entries it changes on the replica that served it; other replicas see the
+//! change within the TTL. Bounded in size, so random keys cannot grow memory.
+
+use std::{sync::Arc, time::Duration};
+
+use moka::future::Cache;
+
+use crate::{db::services::Service, error::ApiError};
+
+/// The caches of one process (cheap to clone).
+#[derive(Clone)]
+pub struct Caches {
+    keys: Cache<[u8; 32], Option<Arc<str>>>,
+    services: Cache<(Arc<str>, Arc<str>), Option<Arc<Service>>>,
+}
+
+impl std::fmt::Debug for Caches {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Caches").finish_non_exhaustive()
+    }
+}
+
+impl Caches {
+    /// Caches whose entries live `ttl` (a zero TTL disables caching).
+    pub fn new(ttl: Duration) -> Self {
+        let ttl = ttl.max(Duration::from_millis(1));
+        Self {
+            keys: Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(ttl)
+                .build(),
+            services: Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(ttl)
+                .build(),
+        }
+    }
+
+    /// The tenant of an API key (by its hash), loading on a miss.
+    pub async fn tenant<F>(&self, key_hash: [u8; 32], load: F) -> Result<Option<Arc<str>>, ApiError>
+    where
+        F: Future<Output = Result<Option<String>, ApiError>>,
+    {
+        self.keys
+            .try_get_with(key_hash, async { load.await.map(|t| t.map(Arc::from)) })
+            .await
+            .map_err(|e| clone_error(&e))
+    }
+
+    /// A live service, loading on a miss.
+    pub async fn service<F>(
+        &self,
+        tenant: &str,
+        name: &str,
+        load: F,
+    ) -> Result<Option<Arc<Service>>, ApiError>
+    where
+        F: Future<Output = Result<Option<Service>, ApiError>>,
+    {
+        self.services
+            .try_get_with((Arc::from(tenant), Arc::from(name)), async {
+                load.await.map(|s| s.map(Arc::new))
+            })
+            .await
+            .map_err(|e| clone_error(&e))
+    }
+
+    /// Forgets a service (after an admin change).
+    pub async fn forget_service(&self, tenant: &str, name: &str) {
+        self.services
+            .invalidate(&(Arc::from(tenant), Arc::from(name)))
+            .await;
+    }
+
+    /// Forgets every service of every tenant (after a bulk change).
+    pub fn forget_services(&self) {
+        self.services.invalidate_all();
+    }
+
+    /// Forgets every key (after a revocation: only the key's id is known there).
+    pub fn forget_keys(&self) {
+        self.keys.invalidate_all();
+    }
+}
+
+/// A loader's error, shared by every waiter of the same entry.
+fn clone_error(e: &ApiError) -> ApiError {
+    match e {
+        ApiError::Unavailable(m) => ApiError::Unavailable(m.clone()),
+        other => ApiError::internal(anyhow::anyhow!("{other}")),
+    }
+}

@@ -1,0 +1,128 @@
+//! Group commit for callback inserts. Concurrent creates hand their row to one batcher, which
+//! writes whatever is queued as a single multi-row `INSERT` (one transaction, one WAL flush)
+//! and answers every waiter after the commit. At low load a batch is one row and nothing waits
+//! for a batch to fill; under load, rows queue while earlier batches are in flight, so commits
+//! are shared. Durability is unchanged: a caller is answered only after its row is committed.
+
+use deadpool_postgres::Pool;
+use serde_json::Value;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use super::callbacks::NewCallback;
+use crate::error::ApiError;
+
+type Job = (NewCallback, oneshot::Sender<Result<(), ApiError>>);
+
+/// Most rows in one statement.
+const MAX_BATCH: usize = 128;
+
+/// Handle on the batcher task (cheap to clone).
+#[derive(Debug, Clone)]
+pub struct InsertBatcher {
+    /// `None` outside a runtime (tools): inserts then go straight to the database.
+    tx: Option<mpsc::Sender<Job>>,
+    pool: Pool,
+}
+
+impl InsertBatcher {
+    /// Starts the batcher with at most `in_flight` statements running at once.
+    pub fn spawn(pool: Pool, in_flight: usize) -> Self {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return Self { tx: None, pool };
+        };
+        let (tx, rx) = mpsc::channel(4096);
+        rt.spawn(run(pool.clone(), rx, in_flight.max(1)));
+        Self { tx: Some(tx), pool }
+    }
+
+    /// Inserts one callback; returns once it is committed.
+    pub async fn insert(&self, cb: NewCallback) -> Result<(), ApiError> {
+        let Some(tx) = &self.tx else {
+            let client = self.pool.get().await?;
+            return insert_rows(&client, std::slice::from_ref(&cb)).await;
+        };
+        let (done, wait) = oneshot::channel();
+        tx.send((cb, done))
+            .await
+            .map_err(|_| ApiError::Unavailable("shutting down".into()))?;
+        wait.await
+            .map_err(|_| ApiError::Unavailable("shutting down".into()))?
+    }
+}
+
+async fn run(pool: Pool, mut rx: mpsc::Receiver<Job>, in_flight: usize) {
+    let permits = std::sync::Arc::new(Semaphore::new(in_flight));
+    loop {
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            return;
+        };
+        let mut jobs = Vec::with_capacity(MAX_BATCH);
+        if rx.recv_many(&mut jobs, MAX_BATCH).await == 0 {
+            return; // every sender dropped
+        }
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            write(&pool, jobs).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn write(pool: &Pool, jobs: Vec<Job>) {
+    let (rows, waiters): (Vec<NewCallback>, Vec<_>) = jobs.into_iter().unzip();
+    let result = match pool.get().await {
+        Ok(client) => insert_rows(&client, &rows).await,
+        Err(e) => Err(e.into()),
+    };
+    match result {
+        Ok(()) => waiters.into_iter().for_each(|w| drop(w.send(Ok(())))),
+        Err(ApiError::Unavailable(m)) => {
+            waiters
+                .into_iter()
+                .for_each(|w| drop(w.send(Err(ApiError::Unavailable(m.clone())))));
+        }
+        // Anything else: retry row by row so one bad row cannot fail its neighbours.
+        Err(_) => {
+            for (row, w) in rows.into_iter().zip(waiters) {
+                let res = match pool.get().await {
+                    Ok(client) => insert_rows(&client, std::slice::from_ref(&row)).await,
+                    Err(e) => Err(e.into()),
+                };
+                let _ = w.send(res);
+            }
+        }
+    }
+}
+
+/// One multi-row insert (autocommit).
+pub(crate) async fn insert_rows(
+    db: &impl deadpool_postgres::GenericClient,
+    rows: &[NewCallback],
+) -> Result<(), ApiError> {
+    let ids: Vec<_> = rows.iter().map(|c| c.id).collect();
+    let tenants: Vec<&str> = rows.iter().map(|c| c.tenant.as_str()).collect();
+    let services: Vec<&str> = rows.iter().map(|c| c.service.as_str()).collect();
+    let states: Vec<&str> = rows.iter().map(|c| c.state.as_str()).collect();
+    let phones: Vec<&str> = rows.iter().map(|c| c.phone_number.as_str()).collect();
+    let desired: Vec<_> = rows.iter().map(|c| c.desired_time).collect();
+    let dispatch: Vec<_> = rows.iter().map(|c| c.dispatch_at).collect();
+    let scheduled: Vec<bool> = rows.iter().map(|c| c.scheduled).collect();
+    let priority: Vec<i32> = rows.iter().map(|c| c.priority).collect();
+    let attrs: Vec<Option<Value>> = rows
+        .iter()
+        .map(|c| (!c.attrs.is_empty()).then(|| Value::Object(c.attrs.clone())))
+        .collect();
+    let user_data: Vec<Option<Value>> = rows
+        .iter()
+        .map(|c| c.user_data.clone().map(Value::Object))
+        .collect();
+    db.execute(
+        "INSERT INTO callbacks
+            (id, tenant_id, service, state, phone_number, desired_time, dispatch_at, scheduled, priority, attrs, user_data)
+         SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[],
+                              $7::timestamptz[], $8::bool[], $9::int4[], $10::jsonb[], $11::jsonb[])",
+        &[&ids, &tenants, &services, &states, &phones, &desired, &dispatch, &scheduled, &priority, &attrs, &user_data],
+    )
+    .await?;
+    Ok(())
+}
