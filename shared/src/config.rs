@@ -528,7 +528,10 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(cfg.db.db_password.unwrap().expose_secret(), "s3cret");
-        assert_eq!(cfg.redis.redis_cachekey.unwrap().expose_secret(), "rpass");
+        assert_eq!(
+            cfg.redis.redis_cachekey.as_ref().unwrap().expose_secret(),
+            "rpass"
+        );
         assert_eq!(cfg.voice.url(&cfg.redis), "redis://voice:10000");
         assert_eq!(
             cfg.voice.voice_redis_password.unwrap().expose_secret(),

@@ -7,7 +7,10 @@
 
 pub mod api_keys;
 pub mod callbacks;
+pub mod hours;
+pub mod publish;
 pub mod services;
+pub mod slots;
 pub mod tenants;
 
 use std::time::Duration;

@@ -2,5 +2,8 @@
 //! Every test gets its own schema, Redis prefix and streams (`harness::TestEnv`).
 
 mod admin;
+mod availability;
+mod booking;
 mod callbacks;
 mod hardening;
+mod hours;
