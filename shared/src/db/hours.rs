@@ -262,3 +262,29 @@ pub async fn plan(
     };
     Ok(SlotPlan::new(settings, hours, rule))
 }
+
+/// Checks that the business hours and capacity rule a service names exist (DESIGN §6: a
+/// service cannot refer to rules that are not there); the error names the column.
+pub async fn check_refs(
+    db: &impl GenericClient,
+    tenant: &str,
+    settings: &ServiceSettings,
+) -> Result<(), ApiError> {
+    for (kind, name) in [
+        (Kind::BusinessHours, &settings.business_hours),
+        (Kind::CapacityRule, &settings.capacity_rule),
+    ] {
+        if let Some(name) = name
+            && existing(db, kind, tenant, std::slice::from_ref(name))
+                .await?
+                .is_empty()
+        {
+            return Err(ApiError::bad_request(format!(
+                "setting {}: no {} named {name:?}; create it first",
+                kind.column(),
+                kind.noun()
+            )));
+        }
+    }
+    Ok(())
+}

@@ -99,6 +99,27 @@ async fn hours_rules_crud() {
     assert_eq!(code, 200);
     assert_eq!(body["data"].as_array().unwrap().len(), 1);
 
+    // A service may only name rules that exist.
+    let (code, body) = put(
+        &e,
+        "/ges/v1/tenants/acme/services/x",
+        json!({"business_hours":"missing"}),
+    )
+    .await;
+    assert_eq!(code, 400);
+    let msg = body["status"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("business_hours") && msg.contains("missing"),
+        "{msg}"
+    );
+    let (code, _) = put(
+        &e,
+        "/ges/v1/tenants/acme/services/x",
+        json!({"capacity_rule":"missing"}),
+    )
+    .await;
+    assert_eq!(code, 400);
+
     // In use → 409 naming the service; unused → deleted.
     e.service(
         "acme",
