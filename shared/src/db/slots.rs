@@ -195,3 +195,19 @@ pub async fn proposals(
         })
         .collect())
 }
+
+/// Deletes up to `limit` counters of slots that started before `before` (retention: the worker
+/// purges them with the callbacks, 14 days after their time). Returns how many went.
+pub async fn purge(
+    db: &impl GenericClient,
+    before: Timestamp,
+    limit: i64,
+) -> Result<u64, ApiError> {
+    Ok(db
+        .execute(
+            "DELETE FROM slot_bookings WHERE ctid IN (
+                SELECT ctid FROM slot_bookings WHERE slot_start < $1 LIMIT $2)",
+            &[&before, &limit],
+        )
+        .await?)
+}

@@ -83,6 +83,15 @@ async fn availability_parameters() {
     // numberOfDays: one UTC day of quarter hours.
     let (_, body) = avail(&e, &key, "s", &format!("start={}&numberOfDays=1", wire(t0))).await;
     assert_eq!(slots(&body).len(), 96);
+    // Fourteen days of quarter hours in one answer.
+    let (_, body) = avail(
+        &e,
+        &key,
+        "s",
+        &format!("start={}&numberOfDays=14", wire(t0)),
+    )
+    .await;
+    assert_eq!(slots(&body).len(), 14 * 96);
     // startMS + numberOfDays.
     let (_, body) = avail(
         &e,
