@@ -62,6 +62,10 @@ mod tests {
         let _ = super::callbacks::create::router();
         let _ = super::callbacks::retrieve::router();
         let _ = super::callbacks::cancel::router();
+        let _ = super::callbacks::availability::router();
+        let _ = super::callbacks::open_for::router();
+        let _ = super::admin::rules::router();
+        let _ = super::admin::publish::router();
         let _ = super::admin::router();
     }
 }

@@ -9,11 +9,14 @@ use moka::future::Cache;
 
 use crate::{db::services::Service, error::ApiError};
 
+/// (tenant, service name).
+type ServiceKey = (Arc<str>, Arc<str>);
+
 /// The caches of one process (cheap to clone).
 #[derive(Clone)]
 pub struct Caches {
     keys: Cache<[u8; 32], Option<Arc<str>>>,
-    services: Cache<(Arc<str>, Arc<str>), Option<Arc<Service>>>,
+    services: Cache<ServiceKey, Option<Arc<Service>>>,
 }
 
 impl std::fmt::Debug for Caches {

@@ -387,3 +387,31 @@ pub async fn send(req: reqwest::RequestBuilder) -> (u16, Value) {
     let text = resp.text().await.expect("body");
     (code, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
+
+/// The next daylight-saving change of an IANA zone after now: `spring` = clocks jump forward
+/// (a gap), otherwise clocks fall back (an overlap). Returns the instant and the local date it
+/// happens on, so tests stay valid whatever the current date.
+pub fn next_dst_change(zone: &str, spring: bool) -> (jiff::Timestamp, jiff::civil::Date) {
+    let tz = jiff::tz::TimeZone::get(zone).expect("known zone");
+    let now = jiff::Timestamp::now();
+    for t in tz.following(now) {
+        let at = t.timestamp();
+        let before = tz.to_offset(at - jiff::SignedDuration::from_secs(1));
+        if (t.offset() > before) == spring {
+            return (at, tz.to_datetime(at).date());
+        }
+    }
+    panic!("{zone} has no DST change ahead");
+}
+
+/// A local wall-clock time of `zone` as an instant (earlier instant in an overlap).
+pub fn local(zone: &str, date: jiff::civil::Date, hour: i8, minute: i8) -> jiff::Timestamp {
+    let tz = jiff::tz::TimeZone::get(zone).expect("known zone");
+    tz.to_timestamp(date.at(hour, minute, 0, 0))
+        .expect("valid local time")
+}
+
+/// `t` in the Engagement API wire format (`2026-05-28T15:30:00.000Z`).
+pub fn wire(t: jiff::Timestamp) -> String {
+    t.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+}

@@ -1,8 +1,11 @@
-//! The internal admin API under `/ges/v1/tenants`: tenants, API keys, callback services.
+//! The internal admin API under `/ges/v1/tenants`: tenants, API keys, callback services,
+//! business hours and capacity rules, and the Designer publish of CALLBACK_SETTINGS.
 //! Every route requires `Authorization: Bearer $ADMIN_TOKEN`.
 
 pub mod api_errors;
 pub mod api_keys;
+pub mod publish;
+pub mod rules;
 pub mod services;
 pub mod tenants;
 
@@ -16,4 +19,6 @@ pub fn router() -> Router<AppState> {
         .merge(tenants::router())
         .merge(api_keys::router())
         .merge(services::router())
+        .merge(rules::router())
+        .merge(publish::router())
 }

@@ -43,6 +43,7 @@ pub async fn put_service(
     }
     let settings = ServiceSettings::parse(body)?;
     let client = state.db.get().await?;
+    db::hours::check_refs(&client, tenant, &settings).await?;
     let stored = db::services::put(&client, tenant, name, &settings).await?;
     state.cache.forget_service(tenant, name).await;
     Ok(stored)

@@ -2,7 +2,9 @@
 //!
 //! The callback is committed to PostgreSQL first (the answer means durable), then indexed in
 //! Redis for dispatch. A failed Redis write does not fail the request: it is logged and counted,
-//! and the worker's reconciler indexes the callback from PostgreSQL.
+//! and the worker's reconciler indexes the callback from PostgreSQL. Business hours and slot
+//! capacity are checked in [`super::capacity`]; a scheduled callback's slot place is claimed in
+//! the statement (or idempotency transaction) that inserts it.
 
 use axum::{Router, extract::State, http::HeaderMap, routing::post};
 use jiff::{SignedDuration, Timestamp};
@@ -22,6 +24,8 @@ use shared::{
     redis::schedule,
 };
 use uuid::Uuid;
+
+use super::capacity;
 
 /// Route of this function.
 pub fn router() -> Router<AppState> {
@@ -133,6 +137,17 @@ pub async fn create(
             (CallbackState::Scheduled, t, (t - lead).max(now))
         }
     };
+    let mut client = state.db.get().await?;
+    let booking = capacity::check(
+        &client,
+        tenant,
+        &req.service_name,
+        s,
+        req.desired_time,
+        req.always_check_capacity,
+        now,
+    )
+    .await?;
 
     let cb = NewCallback {
         id: Uuid::now_v7(),
@@ -146,20 +161,45 @@ pub async fn create(
         priority: req.priority.unwrap_or(s.priority),
         attrs: req.attrs,
         user_data: req.user_data,
+        slot: booking.claim,
     };
-    match idempotency_key {
-        None => state.inserts.insert(cb.clone()).await?,
-        Some(key) => {
-            let mut client = state.db.get().await?;
-            match db::callbacks::insert_idempotent(&mut client, &cb, key, &request_hash).await? {
-                Idempotent::Created => {}
-                Idempotent::Replayed(id) => return Ok(id),
-                Idempotent::Mismatch => {
-                    return Err(ApiError::conflict(
-                        "Idempotency-Key was already used with a different request body",
-                    ));
-                }
-            }
+    // `held` keeps the request's connection for the error path; the batched path must not hold
+    // one while it waits (the batcher draws from the same pool).
+    let (inserted, held) = match (idempotency_key, &cb.slot) {
+        (None, None) => {
+            drop(client);
+            let r = state.inserts.insert(cb.clone()).await;
+            (r.map(|()| Idempotent::Created), None)
+        }
+        (None, Some(_)) => {
+            let r = db::callbacks::insert(&client, &cb).await;
+            (r.map(|()| Idempotent::Created), Some(client))
+        }
+        (Some(key), _) => {
+            let r = db::callbacks::insert_idempotent(&mut client, &cb, key, &request_hash).await;
+            (r, Some(client))
+        }
+    };
+    let inserted = match inserted {
+        Ok(i) => i,
+        Err(e) => {
+            let client = match held {
+                Some(c) => c,
+                None => state.db.get().await?,
+            };
+            return Err(booking
+                .explain(&client, tenant, &req.service_name, s, now, e)
+                .await);
+        }
+    };
+    drop(held);
+    match inserted {
+        Idempotent::Created => {}
+        Idempotent::Replayed(id) => return Ok(id),
+        Idempotent::Mismatch => {
+            return Err(ApiError::conflict(
+                "Idempotency-Key was already used with a different request body",
+            ));
         }
     }
     ::metrics::counter!(metrics::CALLBACKS_CREATED, "tenant" => tenant.to_string()).increment(1);

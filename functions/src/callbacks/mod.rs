@@ -1,7 +1,11 @@
-//! The Callbacks API: create, retrieve, cancel (`/engagement/v3/callbacks/*`).
+//! The Callbacks API: create, retrieve, cancel, availability, open-for
+//! (`/engagement/v3/callbacks/*`).
 
+pub mod availability;
 pub mod cancel;
+pub mod capacity;
 pub mod create;
+pub mod open_for;
 pub mod retrieve;
 
 use axum::Router;
@@ -13,4 +17,6 @@ pub fn router() -> Router<AppState> {
         .merge(create::router())
         .merge(retrieve::router())
         .merge(cancel::router())
+        .merge(availability::router())
+        .merge(open_for::router())
 }

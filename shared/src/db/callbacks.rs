@@ -5,6 +5,7 @@ use jiff::Timestamp;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
+use super::slots::SlotClaim;
 use crate::{
     error::ApiError,
     model::{
@@ -38,12 +39,74 @@ pub struct NewCallback {
     pub attrs: Map<String, Value>,
     /// Filtered user data.
     pub user_data: Option<Map<String, Value>>,
+    /// The capacity slot this callback takes (`None`: it is not counted against any slot).
+    pub slot: Option<SlotClaim>,
 }
 
-/// Inserts a callback (autocommit: durable when this returns). The request path goes through
-/// [`super::batch::InsertBatcher`] instead, which shares commits between concurrent creates.
+const INSERT: &str = "INSERT INTO callbacks
+    (id, tenant_id, service, state, phone_number, desired_time, dispatch_at, scheduled, priority, attrs, user_data)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
+
+/// Claims one place in the slot and inserts the callback in one statement: when the slot is
+/// full the claim returns no row and nothing is inserted (see `db::slots`).
+const INSERT_CLAIMING: &str = "WITH s AS (
+        INSERT INTO slot_bookings (tenant_id, service, slot_start, booked)
+        SELECT $2, $3, $12, 1 WHERE $13::integer >= 1
+        ON CONFLICT (tenant_id, service, slot_start) DO UPDATE
+            SET booked = slot_bookings.booked + 1
+            WHERE slot_bookings.booked < $13::integer
+        RETURNING 1
+    )
+    INSERT INTO callbacks
+    (id, tenant_id, service, state, phone_number, desired_time, dispatch_at, scheduled, priority, attrs, user_data, slot_start)
+    SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12 FROM s";
+
+/// The error a full slot produces; `create` turns it into a 429 with proposed slots.
+pub fn slot_full(claim: &SlotClaim) -> ApiError {
+    ApiError::TooManyRequests {
+        message: format!(
+            "the slot starting {} is fully booked",
+            wire_time(claim.start)
+        ),
+        data: None,
+    }
+}
+
+async fn insert_row(db: &impl GenericClient, cb: &NewCallback) -> Result<(), ApiError> {
+    let attrs = (!cb.attrs.is_empty()).then(|| Value::Object(cb.attrs.clone()));
+    let user_data = cb.user_data.clone().map(Value::Object);
+    let state = cb.state.as_str();
+    let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![
+        &cb.id,
+        &cb.tenant,
+        &cb.service,
+        &state,
+        &cb.phone_number,
+        &cb.desired_time,
+        &cb.dispatch_at,
+        &cb.scheduled,
+        &cb.priority,
+        &attrs,
+        &user_data,
+    ];
+    let Some(claim) = &cb.slot else {
+        db.execute(INSERT, &params).await?;
+        return Ok(());
+    };
+    let capacity = i32::try_from(claim.capacity).unwrap_or(i32::MAX);
+    params.push(&claim.start);
+    params.push(&capacity);
+    if db.execute(INSERT_CLAIMING, &params).await? == 0 {
+        return Err(slot_full(claim));
+    }
+    Ok(())
+}
+
+/// Inserts a callback (autocommit: durable when this returns). With a slot claim, a full slot
+/// is [`slot_full`]'s error and nothing is written. Callbacks without a slot claim take the
+/// request path through [`super::batch::InsertBatcher`], which shares commits.
 pub async fn insert(db: &impl GenericClient, cb: &NewCallback) -> Result<(), ApiError> {
-    super::batch::insert_rows(db, std::slice::from_ref(cb)).await
+    insert_row(db, cb).await
 }
 
 /// Result of an idempotent insert.
@@ -59,6 +122,7 @@ pub enum Idempotent {
 
 /// Inserts a callback under an `Idempotency-Key` (kept 24 h). Concurrent requests with one key
 /// serialise on the key's primary-key index: the first commits, the others then see its row.
+/// The slot claim is part of the same transaction: a full slot rolls the key back too.
 pub async fn insert_idempotent(
     client: &mut deadpool_postgres::Client,
     cb: &NewCallback,
@@ -79,7 +143,8 @@ pub async fn insert_idempotent(
         )
         .await?;
     if claimed.is_some() {
-        insert(&tx, cb).await?;
+        // On error the transaction is dropped, i.e. rolled back (key claim included).
+        insert_row(&tx, cb).await?;
         tx.commit().await?;
         return Ok(Idempotent::Created);
     }
@@ -205,7 +270,8 @@ pub struct Cancelled {
     pub attempt: i16,
 }
 
-/// Cancels a callback: allowed in every state but PROCESSING and COMPLETED (DESIGN §4).
+/// Cancels a callback: allowed in every state but PROCESSING and COMPLETED (DESIGN §4). The
+/// capacity slot the callback held is given back in the same statement.
 pub async fn cancel(
     db: &impl GenericClient,
     tenant: &str,
@@ -216,10 +282,14 @@ pub async fn cancel(
             "WITH c AS (
                 UPDATE callbacks SET state = 'COMPLETED', reason = 'CANCELLED', updated_at = now()
                 WHERE id = $1 AND tenant_id = $2 AND state NOT IN ('PROCESSING', 'COMPLETED')
-                RETURNING id, submitted_at, attempt
+                RETURNING id, submitted_at, attempt, service, slot_start
              ), e AS (
                 INSERT INTO callback_events (callback_id, state, reason, source)
                 SELECT id, 'COMPLETED', 'CANCELLED', 'api' FROM c
+             ), f AS (
+                UPDATE slot_bookings b SET booked = b.booked - 1 FROM c
+                WHERE b.tenant_id = $2 AND b.service = c.service AND b.slot_start = c.slot_start
+                  AND b.booked > 0
              )
              SELECT submitted_at IS NOT NULL, attempt FROM c",
             &[&id, &tenant],

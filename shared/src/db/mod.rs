@@ -9,7 +9,10 @@ pub mod api_errors;
 pub mod api_keys;
 pub mod batch;
 pub mod callbacks;
+pub mod hours;
+pub mod publish;
 pub mod services;
+pub mod slots;
 pub mod tenants;
 
 use std::time::Duration;

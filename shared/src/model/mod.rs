@@ -4,11 +4,16 @@
 //! CALLBACK_SETTINGS column names of DESIGN §10 (snake_case). Parsing functions here turn
 //! untrusted input into validated values ("parse, don't validate").
 
+pub mod availability;
 pub mod callback;
+pub mod capacity;
+pub mod hours;
 pub mod service;
 pub mod user_data;
 
 pub use callback::{CallbackState, CompletionReason};
+pub use capacity::{CapacityRule, Slot, SlotPlan};
+pub use hours::BusinessHours;
 pub use service::ServiceSettings;
 
 /// Tenant (contact center) id: 1–64 characters of `[A-Za-z0-9_.-]`, starting alphanumeric.

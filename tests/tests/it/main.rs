@@ -7,7 +7,10 @@
 )]
 
 mod admin;
+mod availability;
+mod booking;
 mod callbacks;
 mod hardening;
+mod hours;
 mod observability;
 mod tidy;

@@ -1,0 +1,39 @@
+//! `POST /ges/v1/tenants/{ccid}/callback-settings`: Designer publishes the whole
+//! CALLBACK_SETTINGS table (a JSON array of rows, each `name` plus the settings columns of
+//! DESIGN §10). All rows are validated first; then one transaction creates, versions, keeps or
+//! disables services (`shared::db::publish`). A bad row answers 400 naming its index, name and
+//! column, and nothing changes.
+
+use axum::{Router, extract::State, routing::post};
+use serde_json::Value;
+use shared::{
+    db,
+    db::publish::PublishReport,
+    error::ApiResult,
+    http::{Admin, AppState, Envelope, Json, Path},
+};
+
+/// Route.
+pub fn router() -> Router<AppState> {
+    Router::new().route("/ges/v1/tenants/{ccid}/callback-settings", post(handler))
+}
+
+async fn handler(
+    State(state): State<AppState>,
+    _: Admin,
+    Path(ccid): Path<String>,
+    Json(table): Json<Value>,
+) -> ApiResult<Envelope<PublishReport>> {
+    let rows = db::publish::parse_table(table)?;
+    let mut client = state.db.get().await?;
+    let report = db::publish::publish(&mut client, &ccid, rows).await?;
+    tracing::info!(
+        tenant = %ccid,
+        created = report.created.len(),
+        updated = report.updated.len(),
+        unchanged = report.unchanged.len(),
+        disabled = report.disabled.len(),
+        "CALLBACK_SETTINGS published"
+    );
+    Ok(Envelope::ok(report))
+}

@@ -1,0 +1,213 @@
+//! `slot_bookings`: the atomic per-slot capacity counter of scheduled callbacks.
+//!
+//! A booking claims its slot in the same statement that inserts the callback
+//! (`db::callbacks::insert*` with a [`SlotClaim`]):
+//! `INSERT … ON CONFLICT DO UPDATE SET booked = booked + 1 WHERE booked < capacity`. PostgreSQL
+//! locks the slot row and re-checks the condition against its latest version, so concurrent
+//! bookings of one slot serialise on that row and a slot is never overbooked. Cancel gives the
+//! slot back in the statement that completes the callback.
+
+use std::collections::HashMap;
+
+use deadpool_postgres::GenericClient;
+use jiff::Timestamp;
+
+use crate::{
+    error::ApiError,
+    model::{
+        Slot, SlotPlan,
+        availability::{Availabilities, AvailabilityQuery, SlotOut},
+        callback::wire_time,
+    },
+};
+
+/// The slot a new scheduled callback takes, and the slot's configured capacity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlotClaim {
+    /// Slot start.
+    pub start: Timestamp,
+    /// Configured capacity (at least 1; a slot of capacity 0 is never claimed).
+    pub capacity: u32,
+}
+
+/// Bookings per slot start for slots starting in `[from, to]` (one query).
+pub async fn booked(
+    db: &impl GenericClient,
+    tenant: &str,
+    service: &str,
+    from: Timestamp,
+    to: Timestamp,
+) -> Result<HashMap<Timestamp, u32>, ApiError> {
+    let rows = db
+        .query(
+            "SELECT slot_start, booked FROM slot_bookings
+             WHERE tenant_id = $1 AND service = $2 AND slot_start BETWEEN $3 AND $4 AND booked > 0",
+            &[&tenant, &service, &from, &to],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let booked: i32 = r.get(1);
+            (r.get(0), booked.max(0).unsigned_abs())
+        })
+        .collect())
+}
+
+/// A slot with its remaining capacity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlotState {
+    /// The slot.
+    pub slot: Slot,
+    /// Capacity left (total minus booked, never negative).
+    pub remaining: u32,
+}
+
+/// Every slot of the plan overlapping `[from, to)` with its remaining capacity (one query).
+pub async fn window(
+    db: &impl GenericClient,
+    tenant: &str,
+    service: &str,
+    plan: &SlotPlan,
+    from: Timestamp,
+    to: Timestamp,
+) -> Result<Vec<SlotState>, ApiError> {
+    let slots = plan.slots(from, to);
+    let (Some(first), Some(last)) = (slots.first(), slots.last()) else {
+        return Ok(Vec::new());
+    };
+    let booked = booked(db, tenant, service, first.start, last.start).await?;
+    Ok(slots
+        .into_iter()
+        .map(|slot| SlotState {
+            slot,
+            remaining: slot
+                .total
+                .saturating_sub(booked.get(&slot.start).copied().unwrap_or(0)),
+        })
+        .collect())
+}
+
+/// The bookable range of a service at `now`: slots ending after now and starting no later
+/// than `max_days_ahead` days from now.
+pub fn bookable(now: Timestamp, max_days_ahead: u16) -> (Timestamp, Timestamp) {
+    let horizon = now
+        .saturating_add(jiff::SignedDuration::from_hours(
+            24 * i64::from(max_days_ahead),
+        ))
+        .unwrap_or(Timestamp::MAX);
+    (now, horizon)
+}
+
+/// Answers an availability request: the open slots of the window that are still bookable,
+/// with remaining capacity (full ones only with `reportBusy`), capped at `maxTimeSlots`.
+pub async fn availability(
+    db: &impl GenericClient,
+    tenant: &str,
+    service: &str,
+    plan: &SlotPlan,
+    max_days_ahead: u16,
+    query: &AvailabilityQuery,
+    now: Timestamp,
+) -> Result<Availabilities, ApiError> {
+    let (earliest, horizon) = bookable(now, max_days_ahead);
+    let len = plan.slot_len();
+    let (from, to) = if query.end > query.start {
+        (query.start.max(earliest), query.end.min(horizon))
+    } else {
+        (query.start, query.start)
+    };
+    let states = if from > to || (from == to && query.end > query.start) {
+        Vec::new()
+    } else {
+        window(db, tenant, service, plan, from, to).await?
+    };
+    let limit = query.max_time_slots.unwrap_or(usize::MAX);
+    let slots = states
+        .into_iter()
+        .filter(|s| {
+            let end = s.slot.start.saturating_add(len).unwrap_or(Timestamp::MAX);
+            s.slot.total > 0
+                && end > earliest
+                && s.slot.start <= horizon
+                && (s.remaining > 0 || query.report_busy)
+        })
+        .take(limit)
+        .map(|s| SlotOut {
+            utc_time: wire_time(s.slot.start),
+            local_time: query.zone.local_time(s.slot.start),
+            capacity: s.remaining,
+            total: s.slot.total,
+        })
+        .collect();
+    Ok(Availabilities {
+        slots,
+        duration_min: plan.slot_minutes(),
+        timezone: query.zone.name.clone(),
+    })
+}
+
+/// How many alternatives a full-slot answer proposes.
+pub const PROPOSALS: usize = 5;
+
+/// How far from the requested time alternatives are searched.
+const PROPOSAL_RANGE: jiff::SignedDuration = jiff::SignedDuration::from_hours(24 * 7);
+
+/// Up to [`PROPOSALS`] open slots with capacity left nearest to `desired` (bookable ones:
+/// starting at or after now, within the horizon), as the 429 `data.slots` map from slot start
+/// (RFC 3339 UTC) to remaining capacity (string), in time order.
+pub async fn proposals(
+    db: &impl GenericClient,
+    tenant: &str,
+    service: &str,
+    plan: &SlotPlan,
+    max_days_ahead: u16,
+    desired: Timestamp,
+    now: Timestamp,
+) -> Result<serde_json::Map<String, serde_json::Value>, ApiError> {
+    let (earliest, horizon) = bookable(now, max_days_ahead);
+    let from = desired
+        .saturating_sub(PROPOSAL_RANGE)
+        .unwrap_or(desired)
+        .max(earliest);
+    let to = desired
+        .saturating_add(PROPOSAL_RANGE)
+        .unwrap_or(desired)
+        .min(horizon);
+    if to <= from {
+        return Ok(serde_json::Map::new());
+    }
+    let mut open: Vec<SlotState> = window(db, tenant, service, plan, from, to)
+        .await?
+        .into_iter()
+        .filter(|s| s.remaining > 0 && s.slot.start >= earliest && s.slot.start <= horizon)
+        .collect();
+    open.sort_by_key(|s| (s.slot.start.duration_since(desired).abs(), s.slot.start));
+    open.truncate(PROPOSALS);
+    open.sort_by_key(|s| s.slot.start);
+    Ok(open
+        .into_iter()
+        .map(|s| {
+            (
+                wire_time(s.slot.start),
+                serde_json::Value::String(s.remaining.to_string()),
+            )
+        })
+        .collect())
+}
+
+/// Deletes up to `limit` counters of slots that started before `before` (retention: the worker
+/// purges them with the callbacks, 14 days after their time). Returns how many went.
+pub async fn purge(
+    db: &impl GenericClient,
+    before: Timestamp,
+    limit: i64,
+) -> Result<u64, ApiError> {
+    Ok(db
+        .execute(
+            "DELETE FROM slot_bookings WHERE ctid IN (
+                SELECT ctid FROM slot_bookings WHERE slot_start < $1 LIMIT $2)",
+            &[&before, &limit],
+        )
+        .await?)
+}

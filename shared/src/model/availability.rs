@@ -1,0 +1,357 @@
+//! Query parameters of `GET /callbacks/availability/{service}` and `…/open-for/{service}`
+//! (ges-behavior §4.4, §4.5), and the `Availabilities` response model.
+//!
+//! - `start` / `end`: a time with an offset (`2026-05-28T15:30:00.000Z`) is that instant; a time
+//!   without one (`2026-05-28T15:30:00.000`) or a bare date is local to `timezone` (UTC when
+//!   absent). A local time in a spring-forward gap moves to the transition; one in a fall-back
+//!   overlap takes the earlier instant.
+//! - `startMS` / `endMS`: epoch milliseconds. `start` and `startMS` are exclusive; so are `end`,
+//!   `endMS` and `numberOfDays` (calendar days in `timezone`, so a DST day counts 23 or 25 hours).
+//!   Without any of them, end = start: the answer is the slot containing `start`.
+//! - `timezone`: IANA zone (default UTC); also renders `localTime`.
+//! - `maxTimeSlots`: caps the number of slots returned (busy ones included when listed).
+//! - `reportBusy`: also list open slots already booked to full capacity (`capacity: 0`).
+//!
+//! Conflicting or malformed parameters answer 400 naming them.
+
+use std::collections::BTreeMap;
+
+use jiff::{
+    Span, Timestamp,
+    civil::{Date, DateTime},
+    tz::TimeZone,
+};
+use serde::Serialize;
+
+use super::{callback::wire_time, hours};
+use crate::error::ApiError;
+
+/// Longest window one availability request may span.
+pub const MAX_DAYS: i64 = 366;
+
+/// The requested zone: its name as given (or `UTC`) and the zone.
+#[derive(Debug, Clone)]
+pub struct Zone {
+    /// Name echoed in the response.
+    pub name: String,
+    /// The zone.
+    pub tz: TimeZone,
+}
+
+impl Zone {
+    /// The `timezone` parameter (UTC when absent or empty).
+    pub fn from_param(value: Option<&str>) -> Result<Self, ApiError> {
+        match value.map(str::trim).filter(|v| !v.is_empty()) {
+            None => Ok(Self {
+                name: "UTC".into(),
+                tz: TimeZone::UTC,
+            }),
+            Some(name) => Ok(Self {
+                name: name.to_string(),
+                tz: hours::parse_zone("timezone", name)?,
+            }),
+        }
+    }
+
+    /// `t` as local time in this zone with its offset: `2026-03-08T03:00:00.000-04:00`.
+    pub fn local_time(&self, t: Timestamp) -> String {
+        t.to_zoned(self.tz.clone())
+            .strftime("%Y-%m-%dT%H:%M:%S%.3f%:z")
+            .to_string()
+    }
+}
+
+/// Parses a `start` / `end` value (see the module doc); the error names `field`.
+pub fn parse_time(field: &str, raw: &str, zone: &Zone) -> Result<Timestamp, ApiError> {
+    let mut s = raw.trim().to_string();
+    // A `+hh:mm` offset sent unencoded arrives as a space.
+    if let Some(i) = s.rfind(' ')
+        && i >= 10
+        && s[i + 1..].len() == 5
+        && s.as_bytes()[i + 3] == b':'
+    {
+        s.replace_range(i..=i, "+");
+    }
+    if let Ok(t) = s.parse::<Timestamp>() {
+        return Ok(t);
+    }
+    if let Ok(dt) = s.parse::<DateTime>() {
+        return Ok(hours::local_instant(&zone.tz, dt));
+    }
+    if let Ok(d) = s.parse::<Date>() {
+        return Ok(hours::local_instant(&zone.tz, d.at(0, 0, 0, 0)));
+    }
+    Err(ApiError::bad_request(format!(
+        "{field} must be a time such as 2026-05-28T15:30:00.000Z, or 2026-05-28T15:30:00.000 local to timezone"
+    )))
+}
+
+fn parse_ms(field: &str, raw: &str) -> Result<Timestamp, ApiError> {
+    raw.trim()
+        .parse::<i64>()
+        .ok()
+        .and_then(|ms| Timestamp::from_millisecond(ms).ok())
+        .ok_or_else(|| ApiError::bad_request(format!("{field} must be epoch milliseconds")))
+}
+
+fn param<'a>(params: &'a BTreeMap<String, String>, name: &str) -> Option<&'a str> {
+    params.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
+}
+
+/// A validated availability request.
+#[derive(Debug, Clone)]
+pub struct AvailabilityQuery {
+    /// Window start.
+    pub start: Timestamp,
+    /// Window end (equal to `start` for "the slot containing start").
+    pub end: Timestamp,
+    /// Zone of `localTime` and of local `start`/`end`/`numberOfDays`.
+    pub zone: Zone,
+    /// Cap on the slots returned.
+    pub max_time_slots: Option<usize>,
+    /// List full slots too.
+    pub report_busy: bool,
+}
+
+impl AvailabilityQuery {
+    /// Parses the query parameters; `now` is the default start.
+    pub fn parse(params: &BTreeMap<String, String>, now: Timestamp) -> Result<Self, ApiError> {
+        let zone = Zone::from_param(params.get("timezone").map(String::as_str))?;
+        let start = match (param(params, "start"), param(params, "startMS")) {
+            (Some(_), Some(_)) => {
+                return Err(ApiError::bad_request(
+                    "start and startMS conflict: give only one of them",
+                ));
+            }
+            (Some(s), None) => parse_time("start", s, &zone)?,
+            (None, Some(ms)) => parse_ms("startMS", ms)?,
+            (None, None) => now,
+        };
+        let given: Vec<&str> = ["end", "endMS", "numberOfDays"]
+            .into_iter()
+            .filter(|p| param(params, p).is_some())
+            .collect();
+        if given.len() > 1 {
+            return Err(ApiError::bad_request(format!(
+                "{} conflict: give only one of end, endMS, numberOfDays",
+                given.join(" and ")
+            )));
+        }
+        let end = match given.first().copied() {
+            None => start,
+            Some("end") => parse_time("end", param(params, "end").unwrap_or_default(), &zone)?,
+            Some("endMS") => parse_ms("endMS", param(params, "endMS").unwrap_or_default())?,
+            Some(_) => {
+                let days = param(params, "numberOfDays")
+                    .unwrap_or_default()
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|d| (0..=MAX_DAYS).contains(d))
+                    .ok_or_else(|| {
+                        ApiError::bad_request(format!(
+                            "numberOfDays must be an integer from 0 to {MAX_DAYS}"
+                        ))
+                    })?;
+                start
+                    .to_zoned(zone.tz.clone())
+                    .checked_add(Span::new().days(days))
+                    .map(|z| z.timestamp())
+                    .map_err(|_| ApiError::bad_request("numberOfDays goes past the year 9999"))?
+            }
+        };
+        if end < start {
+            return Err(ApiError::bad_request(format!(
+                "the window ends ({}) before it starts ({})",
+                wire_time(end),
+                wire_time(start)
+            )));
+        }
+        if end.duration_since(start).as_hours() > MAX_DAYS * 24 + 1 {
+            return Err(ApiError::bad_request(format!(
+                "the window may span at most {MAX_DAYS} days"
+            )));
+        }
+        let max_time_slots =
+            match param(params, "maxTimeSlots") {
+                None => None,
+                Some(v) => Some(v.parse::<usize>().ok().filter(|n| *n >= 1).ok_or_else(|| {
+                    ApiError::bad_request("maxTimeSlots must be a positive integer")
+                })?),
+            };
+        let report_busy = match param(params, "reportBusy").map(str::to_ascii_lowercase) {
+            None => false,
+            Some(v) if v == "true" => true,
+            Some(v) if v == "false" => false,
+            Some(_) => return Err(ApiError::bad_request("reportBusy must be true or false")),
+        };
+        Ok(Self {
+            start,
+            end,
+            zone,
+            max_time_slots,
+            report_busy,
+        })
+    }
+}
+
+/// One slot of the answer (`Slot`).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct SlotOut {
+    /// Slot start, UTC.
+    pub utc_time: String,
+    /// Slot start in the requested zone, with its offset.
+    pub local_time: String,
+    /// Remaining capacity.
+    pub capacity: u32,
+    /// Configured capacity.
+    pub total: u32,
+}
+
+/// `Availabilities`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Availabilities {
+    /// Slots in time order.
+    pub slots: Vec<SlotOut>,
+    /// Slot length in minutes.
+    pub duration_min: u16,
+    /// The requested zone.
+    pub timezone: String,
+}
+
+/// `{openFor}`: seconds until the office closes (0 when closed).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OpenFor {
+    /// Seconds until close.
+    pub open_for: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q(pairs: &[(&str, &str)]) -> Result<AvailabilityQuery, ApiError> {
+        let m = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        AvailabilityQuery::parse(&m, "2026-06-01T10:00:00Z".parse().unwrap())
+    }
+
+    fn msg(pairs: &[(&str, &str)]) -> String {
+        q(pairs).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn defaults() {
+        let a = q(&[]).unwrap();
+        assert_eq!(a.start, a.end);
+        assert_eq!(wire_time(a.start), "2026-06-01T10:00:00.000Z");
+        assert_eq!(a.zone.name, "UTC");
+        assert!(!a.report_busy && a.max_time_slots.is_none());
+    }
+
+    #[test]
+    fn start_forms() {
+        let utc = q(&[("start", "2026-06-02T09:00:00.000Z")]).unwrap();
+        assert_eq!(wire_time(utc.start), "2026-06-02T09:00:00.000Z");
+        let local = q(&[
+            ("start", "2026-06-02T09:00:00.000"),
+            ("timezone", "Europe/Paris"),
+        ])
+        .unwrap();
+        assert_eq!(wire_time(local.start), "2026-06-02T07:00:00.000Z");
+        let no_tz = q(&[("start", "2026-06-02T09:00:00.000")]).unwrap();
+        assert_eq!(wire_time(no_tz.start), "2026-06-02T09:00:00.000Z");
+        let spaced = q(&[("start", "2026-06-02T09:00:00.000 02:00")]).unwrap();
+        assert_eq!(wire_time(spaced.start), "2026-06-02T07:00:00.000Z");
+        let ms = q(&[("startMS", "1780390800000")]).unwrap();
+        assert_eq!(ms.start.as_millisecond(), 1_780_390_800_000);
+        let date = q(&[("start", "2026-06-02"), ("timezone", "America/New_York")]).unwrap();
+        assert_eq!(wire_time(date.start), "2026-06-02T04:00:00.000Z");
+    }
+
+    #[test]
+    fn end_forms() {
+        let a = q(&[
+            ("start", "2026-06-02T00:00:00Z"),
+            ("end", "2026-06-03T00:00:00Z"),
+        ])
+        .unwrap();
+        assert_eq!(a.end.duration_since(a.start).as_hours(), 24);
+        let a = q(&[("startMS", "1780358400000"), ("endMS", "1780362000000")]).unwrap();
+        assert_eq!(a.end.duration_since(a.start).as_hours(), 1);
+        // numberOfDays counts calendar days of the zone: the NY spring-forward day has 23 hours.
+        let a = q(&[
+            ("start", "2026-03-08T00:00:00.000"),
+            ("timezone", "America/New_York"),
+            ("numberOfDays", "1"),
+        ])
+        .unwrap();
+        assert_eq!(a.end.duration_since(a.start).as_hours(), 23);
+        let a = q(&[
+            ("start", "2026-10-25T00:00:00.000"),
+            ("timezone", "Europe/Paris"),
+            ("numberOfDays", "1"),
+        ])
+        .unwrap();
+        assert_eq!(a.end.duration_since(a.start).as_hours(), 25);
+    }
+
+    #[test]
+    fn local_start_in_gap_and_fold() {
+        let gap = q(&[
+            ("start", "2026-03-08T02:30:00.000"),
+            ("timezone", "America/New_York"),
+        ])
+        .unwrap();
+        assert_eq!(wire_time(gap.start), "2026-03-08T07:00:00.000Z");
+        let fold = q(&[
+            ("start", "2026-11-01T01:30:00.000"),
+            ("timezone", "America/New_York"),
+        ])
+        .unwrap();
+        assert_eq!(wire_time(fold.start), "2026-11-01T05:30:00.000Z");
+    }
+
+    #[test]
+    fn conflicts_and_bad_values_are_named() {
+        assert!(
+            msg(&[("start", "2026-06-02T00:00:00Z"), ("startMS", "1")])
+                .contains("start and startMS")
+        );
+        assert!(msg(&[("end", "2026-06-02T00:00:00Z"), ("endMS", "1")]).contains("end and endMS"));
+        assert!(
+            msg(&[("end", "2026-06-02T00:00:00Z"), ("numberOfDays", "1")])
+                .contains("end and numberOfDays")
+        );
+        assert!(msg(&[("endMS", "1"), ("numberOfDays", "1")]).contains("endMS and numberOfDays"));
+        assert!(msg(&[("start", "soon")]).starts_with("start"));
+        assert!(msg(&[("end", "later")]).starts_with("end"));
+        assert!(msg(&[("startMS", "x")]).starts_with("startMS"));
+        assert!(msg(&[("endMS", "1.5")]).starts_with("endMS"));
+        assert!(msg(&[("numberOfDays", "-1")]).starts_with("numberOfDays"));
+        assert!(msg(&[("numberOfDays", "400")]).starts_with("numberOfDays"));
+        assert!(msg(&[("timezone", "Nowhere/Else")]).starts_with("timezone"));
+        assert!(msg(&[("maxTimeSlots", "0")]).starts_with("maxTimeSlots"));
+        assert!(msg(&[("reportBusy", "yes")]).starts_with("reportBusy"));
+        assert!(
+            msg(&[
+                ("start", "2026-06-02T00:00:00Z"),
+                ("end", "2026-06-01T00:00:00Z")
+            ])
+            .contains("before")
+        );
+    }
+
+    #[test]
+    fn local_time_has_the_offset() {
+        let z = Zone::from_param(Some("America/New_York")).unwrap();
+        assert_eq!(
+            z.local_time("2026-11-01T06:30:00Z".parse().unwrap()),
+            "2026-11-01T01:30:00.000-05:00"
+        );
+    }
+}

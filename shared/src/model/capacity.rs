@@ -1,0 +1,576 @@
+//! Capacity rules and the slot grid of a service (DESIGN §6).
+//!
+//! Admin JSON (`PUT …/capacity-rules/{name}`):
+//! `{"slot_minutes":15,"weekly":{"1":{"0900":10,"0915":10},…,"7":{}},
+//!   "overrides":[{"date":"2026-12-24","slots":{"0900":5}}]}`
+//!
+//! Day `"1"` is Monday; keys are slot starts (`"HHMM"`, on the rule's grid) in the
+//! business-hours zone of the service (a rule has no zone of its own); a slot not listed has
+//! capacity 0. An override **replaces** the capacities of its date (slots it does not list have
+//! capacity 0 that day), the same way a business-hours exception replaces that day's ranges.
+//!
+//! [`SlotPlan`] combines a service's business hours with its capacity rule (or its
+//! `slot_minutes` / `slot_capacity` columns) into slots: local wall-clock slot starts on the grid,
+//! turned into instants with `jiff`. Across DST changes, grid times inside a spring-forward gap
+//! do not exist (no slot) and grid times inside a fall-back overlap exist twice (two slots with
+//! the same local time and capacity, one per offset). A slot is open when any part of it lies
+//! within business hours; a closed slot has total capacity 0.
+
+use std::collections::BTreeMap;
+
+use jiff::{
+    SignedDuration, Timestamp,
+    civil::{Date, DateTime},
+    tz::{AmbiguousOffset, TimeZone},
+};
+use serde::{Serialize, Serializer, ser::SerializeMap};
+use serde_json::Value;
+
+use super::{
+    ServiceSettings,
+    hours::{BusinessHours, DAY_MINUTES, OpenSet},
+};
+use crate::error::ApiError;
+
+/// The largest capacity one slot may have.
+pub const MAX_SLOT_CAPACITY: u32 = 1_000_000;
+
+fn bad(path: &str, msg: impl std::fmt::Display) -> ApiError {
+    ApiError::bad_request(format!("{path}: {msg}"))
+}
+
+/// Capacities of one day: minute of the day → capacity.
+type DayCaps = BTreeMap<u16, u32>;
+
+fn hhmm(m: u16) -> String {
+    format!("{:02}{:02}", m / 60, m % 60)
+}
+
+/// A validated capacity rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CapacityRule {
+    slot_minutes: u16,
+    /// Index 0 = Monday (`"1"`).
+    weekly: [DayCaps; 7],
+    overrides: BTreeMap<Date, DayCaps>,
+}
+
+struct Caps<'a>(&'a DayCaps);
+
+impl Serialize for Caps<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for (minute, cap) in self.0 {
+            m.serialize_entry(&hhmm(*minute), cap)?;
+        }
+        m.end()
+    }
+}
+
+impl Serialize for CapacityRule {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        struct Weekly<'a>(&'a [DayCaps; 7]);
+        impl Serialize for Weekly<'_> {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let mut m = s.serialize_map(Some(7))?;
+                for (i, day) in self.0.iter().enumerate() {
+                    m.serialize_entry(&(i + 1).to_string(), &Caps(day))?;
+                }
+                m.end()
+            }
+        }
+        #[derive(Serialize)]
+        struct Override<'a> {
+            date: String,
+            slots: Caps<'a>,
+        }
+        let overrides: Vec<Override<'_>> = self
+            .overrides
+            .iter()
+            .map(|(d, caps)| Override {
+                date: d.to_string(),
+                slots: Caps(caps),
+            })
+            .collect();
+        let mut m = s.serialize_map(Some(3))?;
+        m.serialize_entry("slot_minutes", &self.slot_minutes)?;
+        m.serialize_entry("weekly", &Weekly(&self.weekly))?;
+        m.serialize_entry("overrides", &overrides)?;
+        m.end()
+    }
+}
+
+fn parse_caps(path: &str, v: &Value, slot_minutes: u16) -> Result<DayCaps, ApiError> {
+    let Some(obj) = v.as_object() else {
+        return Err(bad(path, "must be an object of \"HHMM\": capacity"));
+    };
+    let mut caps = DayCaps::new();
+    for (key, cap) in obj {
+        let p = format!("{path}.{key}");
+        let minute = (key.len() == 4 && key.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| (key[..2].parse::<u16>().ok(), key[2..].parse::<u16>().ok()))
+            .and_then(|(h, m)| Some((h?, m?)))
+            .filter(|&(h, m)| h < 24 && m < 60)
+            .map(|(h, m)| h * 60 + m)
+            .ok_or_else(|| bad(&p, "slot start must be \"HHMM\" between 0000 and 2359"))?;
+        if minute % slot_minutes != 0 {
+            return Err(bad(
+                &p,
+                format!("not a slot start of the {slot_minutes}-minute grid"),
+            ));
+        }
+        let cap = cap
+            .as_u64()
+            .filter(|&c| c <= u64::from(MAX_SLOT_CAPACITY))
+            .ok_or_else(|| {
+                bad(
+                    &p,
+                    format!("capacity must be an integer from 0 to {MAX_SLOT_CAPACITY}"),
+                )
+            })?;
+        // Bounded by MAX_SLOT_CAPACITY just above.
+        caps.insert(minute, cap as u32);
+    }
+    Ok(caps)
+}
+
+impl CapacityRule {
+    /// Parses and validates the admin JSON; errors name the field (`weekly.1.0910`, …).
+    pub fn parse(value: &Value) -> Result<Self, ApiError> {
+        let Some(obj) = value.as_object() else {
+            return Err(ApiError::bad_request(
+                "a capacity rule must be a JSON object",
+            ));
+        };
+        for key in obj.keys() {
+            if !matches!(key.as_str(), "slot_minutes" | "weekly" | "overrides") {
+                return Err(bad(
+                    key,
+                    "unknown field (expected slot_minutes, weekly, overrides)",
+                ));
+            }
+        }
+        let slot_minutes = match obj.get("slot_minutes").map(Value::as_u64) {
+            Some(Some(m @ (15 | 30 | 60))) => m as u16,
+            None => return Err(bad("slot_minutes", "is required (15, 30 or 60)")),
+            Some(_) => return Err(bad("slot_minutes", "must be 15, 30 or 60")),
+        };
+        let mut weekly: [DayCaps; 7] = Default::default();
+        match obj.get("weekly") {
+            None | Some(Value::Null) => {}
+            Some(Value::Object(days)) => {
+                for (key, caps) in days {
+                    let day = key
+                        .parse::<usize>()
+                        .ok()
+                        .filter(|d| (1..=7).contains(d) && key.len() == 1)
+                        .ok_or_else(|| {
+                            bad(
+                                &format!("weekly.{key}"),
+                                "unknown day (expected \"1\" = Monday … \"7\" = Sunday)",
+                            )
+                        })?;
+                    weekly[day - 1] = parse_caps(&format!("weekly.{key}"), caps, slot_minutes)?;
+                }
+            }
+            Some(_) => return Err(bad("weekly", "must be an object keyed by \"1\" … \"7\"")),
+        }
+        let mut overrides = BTreeMap::new();
+        match obj.get("overrides") {
+            None | Some(Value::Null) => {}
+            Some(Value::Array(items)) => {
+                for (i, item) in items.iter().enumerate() {
+                    let p = format!("overrides[{i}]");
+                    let Some(o) = item.as_object() else {
+                        return Err(bad(&p, "must be {\"date\":\"YYYY-MM-DD\",\"slots\":{…}}"));
+                    };
+                    if let Some(k) = o.keys().find(|k| !matches!(k.as_str(), "date" | "slots")) {
+                        return Err(bad(
+                            &format!("{p}.{k}"),
+                            "unknown field (expected date, slots)",
+                        ));
+                    }
+                    let date: Date = o
+                        .get("date")
+                        .and_then(Value::as_str)
+                        .and_then(|s| s.parse().ok())
+                        .ok_or_else(|| bad(&format!("{p}.date"), "must be a date YYYY-MM-DD"))?;
+                    let caps = match o.get("slots") {
+                        None => DayCaps::new(),
+                        Some(v) => parse_caps(&format!("{p}.slots"), v, slot_minutes)?,
+                    };
+                    if overrides.insert(date, caps).is_some() {
+                        return Err(bad(&format!("{p}.date"), format!("{date} is listed twice")));
+                    }
+                }
+            }
+            Some(_) => return Err(bad("overrides", "must be a list")),
+        }
+        Ok(Self {
+            slot_minutes,
+            weekly,
+            overrides,
+        })
+    }
+
+    /// Slot length in minutes.
+    pub fn slot_minutes(&self) -> u16 {
+        self.slot_minutes
+    }
+
+    /// Capacity of the slot starting at `minute` of local `date`.
+    pub fn capacity(&self, date: Date, minute: u16) -> u32 {
+        let day = match self.overrides.get(&date) {
+            Some(caps) => caps,
+            None => {
+                &self.weekly[usize::from(date.weekday().to_monday_zero_offset().unsigned_abs())]
+            }
+        };
+        day.get(&minute).copied().unwrap_or(0)
+    }
+}
+
+/// Where a slot's capacity comes from.
+#[derive(Debug, Clone)]
+enum Capacity {
+    /// A capacity rule.
+    Rule(CapacityRule),
+    /// The service's `slot_capacity` for every open slot.
+    Flat(u32),
+}
+
+/// One slot of a service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Slot {
+    /// Start instant.
+    pub start: Timestamp,
+    /// Local date of the start in the business-hours zone.
+    pub date: Date,
+    /// Minute of the day of the start (local).
+    pub minute: u16,
+    /// Configured capacity (0 when closed).
+    pub total: u32,
+}
+
+/// A service's slot grid: length, zone, hours and capacities.
+#[derive(Debug, Clone)]
+pub struct SlotPlan {
+    slot_minutes: u16,
+    hours: Option<BusinessHours>,
+    tz: TimeZone,
+    capacity: Capacity,
+}
+
+impl SlotPlan {
+    /// The plan of a service: its business hours (none = always open, grid in UTC) and its
+    /// capacity rule (none = the `slot_minutes` / `slot_capacity` columns).
+    pub fn new(
+        settings: &ServiceSettings,
+        hours: Option<BusinessHours>,
+        rule: Option<CapacityRule>,
+    ) -> Self {
+        let tz = hours.as_ref().map_or(TimeZone::UTC, |h| h.tz().clone());
+        let (slot_minutes, capacity) = match rule {
+            Some(rule) => (rule.slot_minutes, Capacity::Rule(rule)),
+            None => (
+                settings.slot_minutes,
+                Capacity::Flat(settings.slot_capacity),
+            ),
+        };
+        Self {
+            slot_minutes: slot_minutes.max(1),
+            hours,
+            tz,
+            capacity,
+        }
+    }
+
+    /// Slot length in minutes.
+    pub fn slot_minutes(&self) -> u16 {
+        self.slot_minutes
+    }
+
+    /// Slot length.
+    pub fn slot_len(&self) -> SignedDuration {
+        SignedDuration::from_mins(i64::from(self.slot_minutes))
+    }
+
+    /// The business hours, if the service has any.
+    pub fn hours(&self) -> Option<&BusinessHours> {
+        self.hours.as_ref()
+    }
+
+    /// Whether the office is open at `t` (always, without business hours).
+    pub fn is_open(&self, t: Timestamp) -> bool {
+        self.hours.as_ref().is_none_or(|h| h.is_open(t))
+    }
+
+    /// Seconds the office stays open from `t` (see [`BusinessHours::open_for`]).
+    pub fn open_for(&self, t: Timestamp) -> SignedDuration {
+        match &self.hours {
+            Some(h) => h.open_for(t),
+            None => super::hours::OPEN_FOR_HORIZON,
+        }
+    }
+
+    fn open_set(&self, from: Timestamp, to: Timestamp) -> Option<OpenSet> {
+        self.hours.as_ref().map(|h| h.open_set(from, to))
+    }
+
+    fn total(&self, open: Option<&OpenSet>, start: Timestamp, date: Date, minute: u16) -> u32 {
+        let end = start
+            .saturating_add(self.slot_len())
+            .unwrap_or(Timestamp::MAX);
+        if open.is_some_and(|o| !o.overlaps(start, end)) {
+            return 0;
+        }
+        match &self.capacity {
+            Capacity::Flat(c) => *c,
+            Capacity::Rule(rule) => rule.capacity(date, minute),
+        }
+    }
+
+    /// The slot containing `t`.
+    pub fn slot_at(&self, t: Timestamp) -> Slot {
+        let local = self.tz.to_datetime(t);
+        let minute = (local.hour() as u16) * 60 + local.minute() as u16;
+        let floor = minute - minute % self.slot_minutes;
+        let into = SignedDuration::from_mins(i64::from(minute - floor))
+            + SignedDuration::new(i64::from(local.second()), local.subsec_nanosecond());
+        let start = t.saturating_sub(into).unwrap_or(Timestamp::MIN);
+        let end = start
+            .saturating_add(self.slot_len())
+            .unwrap_or(Timestamp::MAX);
+        let open = self.open_set(start, end);
+        Slot {
+            start,
+            date: local.date(),
+            minute: floor,
+            total: self.total(open.as_ref(), start, local.date(), floor),
+        }
+    }
+
+    /// Every slot that overlaps `[from, to)` (the slot containing `from` when `to <= from`), in
+    /// time order, closed ones included with total 0.
+    pub fn slots(&self, from: Timestamp, to: Timestamp) -> Vec<Slot> {
+        if to <= from {
+            return vec![self.slot_at(from)];
+        }
+        let len = self.slot_len();
+        let open = self.open_set(
+            from.saturating_sub(len).unwrap_or(from),
+            to.saturating_add(len).unwrap_or(to),
+        );
+        let first = self
+            .tz
+            .to_datetime(from)
+            .date()
+            .yesterday()
+            .unwrap_or(Date::MIN);
+        let last = self
+            .tz
+            .to_datetime(to)
+            .date()
+            .tomorrow()
+            .unwrap_or(Date::MAX);
+        let mut out = Vec::new();
+        let mut date = first;
+        loop {
+            let mut minute = 0;
+            while minute < DAY_MINUTES {
+                // minute < 1440, so the casts cannot truncate.
+                let dt: DateTime = date.at((minute / 60) as i8, (minute % 60) as i8, 0, 0);
+                let amb = self.tz.to_ambiguous_timestamp(dt);
+                let offsets = match amb.offset() {
+                    AmbiguousOffset::Unambiguous { offset } => [Some(offset), None],
+                    AmbiguousOffset::Gap { .. } => [None, None],
+                    AmbiguousOffset::Fold { before, after } => [Some(before), Some(after)],
+                };
+                for offset in offsets.into_iter().flatten() {
+                    let Ok(start) = offset.to_timestamp(dt) else {
+                        continue;
+                    };
+                    let end = start.saturating_add(len).unwrap_or(Timestamp::MAX);
+                    if end > from && start < to {
+                        out.push(Slot {
+                            start,
+                            date,
+                            minute,
+                            total: self.total(open.as_ref(), start, date, minute),
+                        });
+                    }
+                }
+                minute += self.slot_minutes;
+            }
+            match date.tomorrow() {
+                Ok(next) if next <= last => date = next,
+                _ => break,
+            }
+        }
+        out.sort_by_key(|s| s.start);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn settings(slot_minutes: u16, cap: u32) -> ServiceSettings {
+        ServiceSettings::parse(json!({"slot_minutes": slot_minutes, "slot_capacity": cap})).unwrap()
+    }
+
+    fn hours(tz: &str, weekly: Value) -> BusinessHours {
+        BusinessHours::parse(&json!({"timezone": tz, "weekly": weekly})).unwrap()
+    }
+
+    #[test]
+    fn rule_parses_serialises_and_overrides_replace_the_day() {
+        let v = json!({"slot_minutes":15,"weekly":{"1":{"0900":10,"0915":10},"7":{}},
+                       "overrides":[{"date":"2026-12-21","slots":{"0900":5}}]});
+        let r = CapacityRule::parse(&v).unwrap();
+        let back = serde_json::to_value(&r).unwrap();
+        assert_eq!(back["weekly"]["1"], json!({"0900":10,"0915":10}));
+        assert_eq!(back["weekly"]["3"], json!({}));
+        assert_eq!(CapacityRule::parse(&back).unwrap(), r);
+        let monday: Date = "2026-12-14".parse().unwrap();
+        assert_eq!(r.capacity(monday, 9 * 60), 10);
+        assert_eq!(r.capacity(monday, 9 * 60 + 30), 0);
+        let overridden: Date = "2026-12-21".parse().unwrap();
+        assert_eq!(r.capacity(overridden, 9 * 60), 5);
+        assert_eq!(r.capacity(overridden, 9 * 60 + 15), 0);
+    }
+
+    #[test]
+    fn rule_errors_name_the_field() {
+        let msg = |v: Value| CapacityRule::parse(&v).unwrap_err().to_string();
+        assert!(msg(json!({"weekly":{}})).starts_with("slot_minutes"));
+        assert!(msg(json!({"slot_minutes":20})).contains("15, 30 or 60"));
+        assert!(msg(json!({"slot_minutes":15,"weekly":{"8":{}}})).contains("weekly.8"));
+        assert!(
+            msg(json!({"slot_minutes":15,"weekly":{"1":{"0910":1}}})).contains("weekly.1.0910")
+        );
+        assert!(
+            msg(json!({"slot_minutes":15,"weekly":{"1":{"2400":1}}})).contains("weekly.1.2400")
+        );
+        assert!(msg(json!({"slot_minutes":15,"weekly":{"1":{"0900":-1}}})).contains("capacity"));
+        assert!(
+            msg(json!({"slot_minutes":30,"overrides":[{"date":"x"}]}))
+                .contains("overrides[0].date")
+        );
+    }
+
+    #[test]
+    fn flat_capacity_within_hours() {
+        // 2026-06-01 Monday, Paris is UTC+2.
+        let plan = SlotPlan::new(
+            &settings(30, 7),
+            Some(hours("Europe/Paris", json!({"mon":[["09:00","10:00"]]}))),
+            None,
+        );
+        let slots = plan.slots(ts("2026-06-01T06:00:00Z"), ts("2026-06-01T09:00:00Z"));
+        let open: Vec<_> = slots
+            .iter()
+            .filter(|s| s.total > 0)
+            .map(|s| s.start)
+            .collect();
+        assert_eq!(
+            open,
+            vec![ts("2026-06-01T07:00:00Z"), ts("2026-06-01T07:30:00Z")]
+        );
+        assert_eq!(slots.len(), 6);
+        assert!(slots.iter().all(|s| s.total == 0 || s.total == 7));
+        let s = plan.slot_at(ts("2026-06-01T07:44:59.5Z"));
+        assert_eq!(
+            (s.start, s.minute, s.total),
+            (ts("2026-06-01T07:30:00Z"), 9 * 60 + 30, 7)
+        );
+    }
+
+    #[test]
+    fn window_equal_bounds_give_the_containing_slot() {
+        let plan = SlotPlan::new(&settings(15, 3), None, None);
+        let slots = plan.slots(ts("2026-06-01T07:20:00Z"), ts("2026-06-01T07:20:00Z"));
+        assert_eq!(slots.len(), 1);
+        assert_eq!(slots[0].start, ts("2026-06-01T07:15:00Z"));
+    }
+
+    #[test]
+    fn spring_forward_has_no_slots_in_the_gap() {
+        // New York 2026-03-08: 02:00 EST → 03:00 EDT; 23 hourly slots that day.
+        let plan = SlotPlan::new(
+            &settings(60, 1),
+            Some(hours(
+                "America/New_York",
+                json!({"sun":[["00:00","24:00"]]}),
+            )),
+            None,
+        );
+        let slots: Vec<_> = plan
+            .slots(ts("2026-03-08T05:00:00Z"), ts("2026-03-09T04:00:00Z"))
+            .into_iter()
+            .filter(|s| s.total > 0)
+            .collect();
+        assert_eq!(slots.len(), 23);
+        assert!(slots.iter().all(|s| s.minute != 120));
+        assert_eq!(slots[1].start, ts("2026-03-08T06:00:00Z"));
+        assert_eq!(slots[2].start, ts("2026-03-08T07:00:00Z"));
+        assert_eq!(slots[2].minute, 180);
+    }
+
+    #[test]
+    fn fall_back_repeats_the_slots_of_the_overlap() {
+        // New York 2026-11-01: 02:00 EDT → 01:00 EST; 25 hourly slots, 01:00 twice.
+        let rule = CapacityRule::parse(
+            &json!({"slot_minutes":60,"weekly":{"7":{"0000":1,"0100":4,"0200":2}}}),
+        )
+        .unwrap();
+        let plan = SlotPlan::new(
+            &settings(15, 1),
+            Some(hours(
+                "America/New_York",
+                json!({"sun":[["00:00","24:00"]]}),
+            )),
+            Some(rule),
+        );
+        let all = plan.slots(ts("2026-11-01T04:00:00Z"), ts("2026-11-02T05:00:00Z"));
+        assert_eq!(all.len(), 25);
+        let ones: Vec<_> = all.iter().filter(|s| s.minute == 60).collect();
+        assert_eq!(ones.len(), 2);
+        assert_eq!(ones[0].start, ts("2026-11-01T05:00:00Z"));
+        assert_eq!(ones[1].start, ts("2026-11-01T06:00:00Z"));
+        assert!(ones.iter().all(|s| s.total == 4));
+        // 01:30 EST (second pass) belongs to the second 01:00 slot.
+        assert_eq!(
+            plan.slot_at(ts("2026-11-01T06:30:00Z")).start,
+            ts("2026-11-01T06:00:00Z")
+        );
+        assert_eq!(
+            plan.slot_at(ts("2026-11-01T05:30:00Z")).start,
+            ts("2026-11-01T05:00:00Z")
+        );
+    }
+
+    #[test]
+    fn paris_quarter_hours_across_both_changes() {
+        let plan = SlotPlan::new(
+            &settings(15, 1),
+            Some(hours("Europe/Paris", json!({"sun":[["00:00","24:00"]]}))),
+            None,
+        );
+        // 2026-03-29: 92 quarter hours; 2026-10-25: 100.
+        let spring = plan.slots(ts("2026-03-28T23:00:00Z"), ts("2026-03-29T22:00:00Z"));
+        assert_eq!(spring.iter().filter(|s| s.total > 0).count(), 92);
+        let fall = plan.slots(ts("2026-10-24T22:00:00Z"), ts("2026-10-25T23:00:00Z"));
+        assert_eq!(fall.iter().filter(|s| s.total > 0).count(), 100);
+        // Slots are contiguous: each starts where the previous one ends.
+        for w in fall.windows(2) {
+            assert_eq!(w[1].start.duration_since(w[0].start).as_mins(), 15);
+        }
+    }
+}

@@ -1,0 +1,575 @@
+//! Business hours: an IANA time zone, weekly open ranges and dated exceptions (DESIGN §6).
+//!
+//! Admin JSON (`PUT …/business-hours/{name}`):
+//! `{"timezone":"America/New_York","weekly":{"mon":[["09:00","17:00"]],…,"sun":[]},
+//!   "exceptions":[{"date":"2026-12-25","open":[]},{"date":"2026-12-24","open":[["09:00","12:00"]]}]}`
+//!
+//! Times are local wall-clock times in the zone; a day may hold several ranges; `"24:00"` is
+//! allowed as an end; a day missing from `weekly` is closed; an exception replaces the weekly
+//! ranges of its date (`"open":[]` = closed all day).
+//!
+//! Daylight-saving rules (all zone math goes through `jiff`):
+//! - a range edge that falls in a spring-forward gap moves to the transition (the first instant
+//!   that exists after it), so `["02:30","05:00"]` on a New York spring-forward day opens at
+//!   03:00 EDT and a range lying wholly inside the gap is closed;
+//! - a range edge in a fall-back overlap takes the earlier of the two instants, so
+//!   `["00:00","03:00"]` on a fall-back day is open four real hours;
+//! - ranges that touch across midnight (`mon` until `"24:00"`, `tue` from `"00:00"`) form one
+//!   continuous opening for [`BusinessHours::open_for`].
+
+use std::collections::BTreeMap;
+
+use jiff::{
+    SignedDuration, Timestamp,
+    civil::{Date, DateTime},
+    tz::{AmbiguousOffset, TimeZone},
+};
+use serde::{Serialize, Serializer, ser::SerializeMap};
+use serde_json::Value;
+
+use crate::error::ApiError;
+
+/// Day keys of `weekly`, Monday first.
+pub const DAY_KEYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+
+/// Minutes in a day; also the value of `"24:00"`.
+pub const DAY_MINUTES: u16 = 1440;
+
+/// How far [`BusinessHours::open_for`] looks ahead: an office open around the clock reports
+/// this many seconds (7 days).
+pub const OPEN_FOR_HORIZON: SignedDuration = SignedDuration::from_hours(24 * 7);
+
+/// A local open range `[start, end)` in minutes of the day (`end` may be 1440 = `"24:00"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Range {
+    /// Opening minute of the day.
+    pub start: u16,
+    /// Closing minute of the day (exclusive).
+    pub end: u16,
+}
+
+fn hhmm(minutes: u16) -> String {
+    format!("{:02}:{:02}", minutes / 60, minutes % 60)
+}
+
+impl Serialize for Range {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        [hhmm(self.start), hhmm(self.end)].serialize(s)
+    }
+}
+
+/// Parses `"HH:MM"` (00:00–24:00) into minutes of the day.
+fn parse_hhmm(s: &str) -> Option<u16> {
+    let (h, m) = s.split_once(':')?;
+    if h.len() != 2 || m.len() != 2 {
+        return None;
+    }
+    let (h, m): (u16, u16) = (h.parse().ok()?, m.parse().ok()?);
+    match (h, m) {
+        (24, 0) => Some(DAY_MINUTES),
+        (0..=23, 0..=59) => Some(h * 60 + m),
+        _ => None,
+    }
+}
+
+fn bad(path: &str, msg: impl std::fmt::Display) -> ApiError {
+    ApiError::bad_request(format!("{path}: {msg}"))
+}
+
+/// Parses a list of `["HH:MM","HH:MM"]` ranges; rejects empty, reversed and overlapping ones.
+fn parse_ranges(path: &str, v: &Value) -> Result<Vec<Range>, ApiError> {
+    let Some(items) = v.as_array() else {
+        return Err(bad(path, "must be a list of [\"HH:MM\",\"HH:MM\"] ranges"));
+    };
+    let mut ranges = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let p = format!("{path}[{i}]");
+        let pair = item
+            .as_array()
+            .filter(|a| a.len() == 2)
+            .ok_or_else(|| bad(&p, "must be a [\"HH:MM\",\"HH:MM\"] pair"))?;
+        let t = |j: usize| {
+            pair[j]
+                .as_str()
+                .and_then(parse_hhmm)
+                .ok_or_else(|| bad(&p, "times must be \"HH:MM\" between 00:00 and 24:00"))
+        };
+        let (start, end) = (t(0)?, t(1)?);
+        if start == DAY_MINUTES {
+            return Err(bad(&p, "24:00 is only allowed as an end"));
+        }
+        if end <= start {
+            return Err(bad(
+                &p,
+                "the end must be after the start (split overnight ranges at 24:00)",
+            ));
+        }
+        ranges.push(Range { start, end });
+    }
+    ranges.sort();
+    for w in ranges.windows(2) {
+        if w[1].start < w[0].end {
+            return Err(bad(
+                path,
+                format!(
+                    "ranges {}-{} and {}-{} overlap",
+                    hhmm(w[0].start),
+                    hhmm(w[0].end),
+                    hhmm(w[1].start),
+                    hhmm(w[1].end)
+                ),
+            ));
+        }
+    }
+    Ok(ranges)
+}
+
+/// Parses an IANA zone name; the error names `field`.
+pub fn parse_zone(field: &str, name: &str) -> Result<TimeZone, ApiError> {
+    if name.is_empty() || name.len() > 64 {
+        return Err(bad(field, "must be an IANA time zone such as Europe/Paris"));
+    }
+    TimeZone::get(name).map_err(|_| {
+        bad(
+            field,
+            format!("unknown time zone {name:?}; use an IANA name such as Europe/Paris"),
+        )
+    })
+}
+
+/// The instant of a local wall-clock time used as a range edge or a window bound: a time in a
+/// spring-forward gap moves to the transition, a time in a fall-back overlap takes the earlier
+/// instant.
+pub fn local_instant(tz: &TimeZone, dt: DateTime) -> Timestamp {
+    let amb = tz.to_ambiguous_timestamp(dt);
+    let via = |offset: jiff::tz::Offset| offset.to_timestamp(dt).ok();
+    let found = match amb.offset() {
+        AmbiguousOffset::Unambiguous { offset } => via(offset),
+        AmbiguousOffset::Fold { before, .. } => via(before),
+        AmbiguousOffset::Gap { before, .. } => via(before).and_then(|later| {
+            // `later` lies at or after the transition; the transition is the latest one at or
+            // before it (`preceding` is exclusive, hence the nanosecond).
+            let probe = later.checked_add(SignedDuration::from_nanos(1)).ok()?;
+            tz.preceding(probe).next().map(|t| t.timestamp())
+        }),
+    };
+    // Only out-of-range dates (year ±9999) get here; the compatible reading is as good as any.
+    found.unwrap_or_else(|| {
+        tz.to_timestamp(dt).unwrap_or(if dt.year() < 0 {
+            Timestamp::MIN
+        } else {
+            Timestamp::MAX
+        })
+    })
+}
+
+/// Validated business hours.
+#[derive(Debug, Clone)]
+pub struct BusinessHours {
+    timezone: String,
+    tz: TimeZone,
+    /// Index 0 = Monday.
+    weekly: [Vec<Range>; 7],
+    exceptions: BTreeMap<Date, Vec<Range>>,
+}
+
+impl PartialEq for BusinessHours {
+    fn eq(&self, other: &Self) -> bool {
+        self.timezone == other.timezone
+            && self.weekly == other.weekly
+            && self.exceptions == other.exceptions
+    }
+}
+
+impl Serialize for BusinessHours {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Exception<'a> {
+            date: String,
+            open: &'a [Range],
+        }
+        struct Weekly<'a>(&'a [Vec<Range>; 7]);
+        impl Serialize for Weekly<'_> {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let mut m = s.serialize_map(Some(7))?;
+                for (key, ranges) in DAY_KEYS.iter().zip(self.0) {
+                    m.serialize_entry(key, ranges)?;
+                }
+                m.end()
+            }
+        }
+        let exceptions: Vec<Exception<'_>> = self
+            .exceptions
+            .iter()
+            .map(|(d, r)| Exception {
+                date: d.to_string(),
+                open: r,
+            })
+            .collect();
+        let mut m = s.serialize_map(Some(3))?;
+        m.serialize_entry("timezone", &self.timezone)?;
+        m.serialize_entry("weekly", &Weekly(&self.weekly))?;
+        m.serialize_entry("exceptions", &exceptions)?;
+        m.end()
+    }
+}
+
+/// A sorted list of disjoint open intervals `[start, end)` in UTC.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OpenSet(Vec<(Timestamp, Timestamp)>);
+
+impl OpenSet {
+    /// The intervals, in order.
+    pub fn intervals(&self) -> &[(Timestamp, Timestamp)] {
+        &self.0
+    }
+
+    /// The interval containing `t`, if any.
+    pub fn containing(&self, t: Timestamp) -> Option<(Timestamp, Timestamp)> {
+        let i = self.0.partition_point(|&(_, end)| end <= t);
+        self.0.get(i).copied().filter(|&(start, _)| start <= t)
+    }
+
+    /// Whether `t` is inside an open interval.
+    pub fn contains(&self, t: Timestamp) -> bool {
+        self.containing(t).is_some()
+    }
+
+    /// Whether any part of `[start, end)` is open.
+    pub fn overlaps(&self, start: Timestamp, end: Timestamp) -> bool {
+        let i = self.0.partition_point(|&(_, e)| e <= start);
+        self.0.get(i).is_some_and(|&(s, _)| s < end)
+    }
+}
+
+impl BusinessHours {
+    /// Parses and validates the admin JSON; errors name the field (`weekly.mon[1]`, …).
+    pub fn parse(value: &Value) -> Result<Self, ApiError> {
+        let Some(obj) = value.as_object() else {
+            return Err(ApiError::bad_request(
+                "business hours must be a JSON object",
+            ));
+        };
+        for key in obj.keys() {
+            if !matches!(key.as_str(), "timezone" | "weekly" | "exceptions") {
+                return Err(bad(
+                    key,
+                    "unknown field (expected timezone, weekly, exceptions)",
+                ));
+            }
+        }
+        let timezone = obj
+            .get("timezone")
+            .and_then(Value::as_str)
+            .ok_or_else(|| {
+                bad(
+                    "timezone",
+                    "is required (an IANA name such as Europe/Paris)",
+                )
+            })?
+            .to_string();
+        let tz = parse_zone("timezone", &timezone)?;
+        let mut weekly: [Vec<Range>; 7] = Default::default();
+        match obj.get("weekly") {
+            None | Some(Value::Null) => {}
+            Some(Value::Object(days)) => {
+                for (key, ranges) in days {
+                    let Some(i) = DAY_KEYS.iter().position(|d| d == key) else {
+                        return Err(bad(
+                            &format!("weekly.{key}"),
+                            "unknown day (expected mon, tue, wed, thu, fri, sat, sun)",
+                        ));
+                    };
+                    weekly[i] = parse_ranges(&format!("weekly.{key}"), ranges)?;
+                }
+            }
+            Some(_) => return Err(bad("weekly", "must be an object keyed by mon … sun")),
+        }
+        let mut exceptions = BTreeMap::new();
+        match obj.get("exceptions") {
+            None | Some(Value::Null) => {}
+            Some(Value::Array(items)) => {
+                for (i, item) in items.iter().enumerate() {
+                    let p = format!("exceptions[{i}]");
+                    let Some(e) = item.as_object() else {
+                        return Err(bad(&p, "must be {\"date\":\"YYYY-MM-DD\",\"open\":[…]}"));
+                    };
+                    if let Some(k) = e.keys().find(|k| !matches!(k.as_str(), "date" | "open")) {
+                        return Err(bad(
+                            &format!("{p}.{k}"),
+                            "unknown field (expected date, open)",
+                        ));
+                    }
+                    let date: Date = e
+                        .get("date")
+                        .and_then(Value::as_str)
+                        .and_then(|s| s.parse().ok())
+                        .ok_or_else(|| bad(&format!("{p}.date"), "must be a date YYYY-MM-DD"))?;
+                    let open = match e.get("open") {
+                        None => Vec::new(),
+                        Some(v) => parse_ranges(&format!("{p}.open"), v)?,
+                    };
+                    if exceptions.insert(date, open).is_some() {
+                        return Err(bad(&format!("{p}.date"), format!("{date} is listed twice")));
+                    }
+                }
+            }
+            Some(_) => return Err(bad("exceptions", "must be a list")),
+        }
+        Ok(Self {
+            timezone,
+            tz,
+            weekly,
+            exceptions,
+        })
+    }
+
+    /// Around-the-clock hours in `tz` (for services without business hours).
+    pub fn always_open(timezone: &str) -> Result<Self, ApiError> {
+        let tz = parse_zone("timezone", timezone)?;
+        Ok(Self {
+            timezone: timezone.to_string(),
+            tz,
+            weekly: std::array::from_fn(|_| {
+                vec![Range {
+                    start: 0,
+                    end: DAY_MINUTES,
+                }]
+            }),
+            exceptions: BTreeMap::new(),
+        })
+    }
+
+    /// The IANA zone name.
+    pub fn timezone(&self) -> &str {
+        &self.timezone
+    }
+
+    /// The zone.
+    pub fn tz(&self) -> &TimeZone {
+        &self.tz
+    }
+
+    /// The local ranges of one date (its exception, else its weekday's ranges).
+    pub fn day_ranges(&self, date: Date) -> &[Range] {
+        match self.exceptions.get(&date) {
+            Some(r) => r,
+            None => {
+                &self.weekly[usize::from(date.weekday().to_monday_zero_offset().unsigned_abs())]
+            }
+        }
+    }
+
+    /// Open intervals (UTC, merged) that intersect `[from, to]`.
+    pub fn open_set(&self, from: Timestamp, to: Timestamp) -> OpenSet {
+        let first = self
+            .tz
+            .to_datetime(from)
+            .date()
+            .yesterday()
+            .unwrap_or(Date::MIN);
+        let last = self
+            .tz
+            .to_datetime(to)
+            .date()
+            .tomorrow()
+            .unwrap_or(Date::MAX);
+        let mut out: Vec<(Timestamp, Timestamp)> = Vec::new();
+        let mut date = first;
+        loop {
+            for r in self.day_ranges(date) {
+                let at = |m: u16| {
+                    let dt = if m == DAY_MINUTES {
+                        date.tomorrow().unwrap_or(Date::MAX).at(0, 0, 0, 0)
+                    } else {
+                        // m < 1440, so the casts cannot truncate.
+                        date.at((m / 60) as i8, (m % 60) as i8, 0, 0)
+                    };
+                    local_instant(&self.tz, dt)
+                };
+                let (s, e) = (at(r.start), at(r.end));
+                if e <= s || e < from || s > to {
+                    continue;
+                }
+                match out.last_mut() {
+                    Some(last) if s <= last.1 => last.1 = last.1.max(e),
+                    _ => out.push((s, e)),
+                }
+            }
+            match date.tomorrow() {
+                Ok(next) if next <= last => date = next,
+                _ => break,
+            }
+        }
+        OpenSet(out)
+    }
+
+    /// Whether the office is open at `t`.
+    pub fn is_open(&self, t: Timestamp) -> bool {
+        self.open_set(t, t).contains(t)
+    }
+
+    /// How long the office stays open from `t` (zero when closed), counting openings that touch
+    /// across midnight or exceptions as one, capped at [`OPEN_FOR_HORIZON`].
+    pub fn open_for(&self, t: Timestamp) -> SignedDuration {
+        let limit = t.saturating_add(OPEN_FOR_HORIZON).unwrap_or(Timestamp::MAX);
+        let set = self.open_set(t, limit);
+        let Some((_, mut end)) = set.containing(t) else {
+            return SignedDuration::ZERO;
+        };
+        for &(s, e) in set.intervals() {
+            if s <= end && e > end {
+                end = e;
+            }
+        }
+        (end.min(limit)).duration_since(t)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn ny(weekly: Value, exceptions: Value) -> BusinessHours {
+        BusinessHours::parse(
+            &json!({"timezone":"America/New_York","weekly":weekly,"exceptions":exceptions}),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn parses_and_serialises_the_design_shape() {
+        let v = json!({"timezone":"America/New_York",
+            "weekly":{"mon":[["09:00","17:00"]],"tue":[["13:00","17:00"],["08:00","12:00"]],"sun":[]},
+            "exceptions":[{"date":"2026-12-25","open":[]},{"date":"2026-12-24","open":[["09:00","12:00"]]}]});
+        let h = BusinessHours::parse(&v).unwrap();
+        let back = serde_json::to_value(&h).unwrap();
+        assert_eq!(
+            back["weekly"]["tue"],
+            json!([["08:00", "12:00"], ["13:00", "17:00"]])
+        );
+        assert_eq!(back["weekly"]["wed"], json!([]));
+        assert_eq!(back["exceptions"][0]["date"], "2026-12-24");
+        assert_eq!(BusinessHours::parse(&back).unwrap(), h);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let msg = |v: Value| BusinessHours::parse(&v).unwrap_err().to_string();
+        assert!(msg(json!({"weekly":{}})).starts_with("timezone"));
+        assert!(msg(json!({"timezone":"Mars/Base"})).contains("Mars/Base"));
+        assert!(msg(json!({"timezone":"UTC","weekly":{"monday":[]}})).contains("weekly.monday"));
+        assert!(
+            msg(json!({"timezone":"UTC","weekly":{"mon":[["10:00","09:00"]]}}))
+                .contains("weekly.mon[0]")
+        );
+        assert!(
+            msg(json!({"timezone":"UTC","weekly":{"mon":[["24:00","24:00"]]}})).contains("24:00")
+        );
+        assert!(
+            msg(json!({"timezone":"UTC","weekly":{"mon":[["09:00","12:00"],["11:00","13:00"]]}}))
+                .contains("overlap")
+        );
+        assert!(
+            msg(json!({"timezone":"UTC","weekly":{"mon":[["9:00","12:00"]]}})).contains("HH:MM")
+        );
+        assert!(
+            msg(json!({"timezone":"UTC","exceptions":[{"date":"2026-02-30"}]}))
+                .contains("exceptions[0].date")
+        );
+        assert!(
+            msg(
+                json!({"timezone":"UTC","exceptions":[{"date":"2026-02-03"},{"date":"2026-02-03"}]})
+            )
+            .contains("twice")
+        );
+        assert!(msg(json!({"timezone":"UTC","weeky":{}})).contains("weeky"));
+    }
+
+    #[test]
+    fn open_and_open_for_on_a_plain_day() {
+        // 2026-06-01 is a Monday; New York is UTC-4 in June.
+        let h = ny(json!({"mon":[["09:00","17:00"]]}), json!([]));
+        assert!(!h.is_open(ts("2026-06-01T12:59:59Z")));
+        assert!(h.is_open(ts("2026-06-01T13:00:00Z")));
+        assert!(!h.is_open(ts("2026-06-01T21:00:00Z")));
+        assert_eq!(h.open_for(ts("2026-06-01T20:00:00Z")).as_secs(), 3600);
+        assert_eq!(h.open_for(ts("2026-06-01T22:00:00Z")).as_secs(), 0);
+    }
+
+    #[test]
+    fn missing_day_is_closed_and_exceptions_replace_the_day() {
+        let h = ny(
+            json!({"mon":[["09:00","17:00"]],"tue":[["09:00","17:00"]]}),
+            json!([{"date":"2026-06-01","open":[]},{"date":"2026-06-02","open":[["09:00","12:00"]]},
+                   {"date":"2026-06-03","open":[["10:00","11:00"]]}]),
+        );
+        assert!(!h.is_open(ts("2026-06-01T14:00:00Z")));
+        assert_eq!(h.open_for(ts("2026-06-02T14:00:00Z")).as_secs(), 2 * 3600);
+        // Wednesday is closed weekly but open by exception.
+        assert!(h.is_open(ts("2026-06-03T14:30:00Z")));
+        assert!(!h.is_open(ts("2026-06-04T14:30:00Z")));
+    }
+
+    #[test]
+    fn ranges_touching_at_midnight_are_one_opening() {
+        let h = ny(
+            json!({"mon":[["20:00","24:00"]],"tue":[["00:00","02:00"]]}),
+            json!([]),
+        );
+        // Monday 23:00 EDT = 03:00Z Tuesday; closes Tuesday 02:00 EDT = 06:00Z.
+        assert_eq!(h.open_for(ts("2026-06-02T03:00:00Z")).as_secs(), 3 * 3600);
+    }
+
+    #[test]
+    fn around_the_clock_is_capped() {
+        let h = BusinessHours::always_open("UTC").unwrap();
+        assert_eq!(h.open_for(ts("2026-06-02T03:00:00Z")), OPEN_FOR_HORIZON);
+    }
+
+    #[test]
+    fn spring_forward_gap() {
+        // New York 2026-03-08 (Sunday): 02:00 EST jumps to 03:00 EDT (07:00Z).
+        let h = ny(json!({"sun":[["00:00","03:30"]]}), json!([]));
+        // From midnight EST (05:00Z) to 03:30 EDT (07:30Z): 2.5 real hours.
+        assert_eq!(h.open_for(ts("2026-03-08T05:00:00Z")).as_secs(), 9000);
+        // A range starting in the gap opens at the transition; one inside the gap never opens.
+        let h = ny(json!({"sun":[["02:30","05:00"]]}), json!([]));
+        assert!(!h.is_open(ts("2026-03-08T06:59:59Z")));
+        assert!(h.is_open(ts("2026-03-08T07:00:00Z")));
+        let h = ny(json!({"sun":[["02:00","02:30"]]}), json!([]));
+        assert!(
+            h.open_set(ts("2026-03-08T00:00:00Z"), ts("2026-03-09T00:00:00Z"))
+                .intervals()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn fall_back_overlap() {
+        // New York 2026-11-01 (Sunday): 02:00 EDT falls back to 01:00 EST (06:00Z).
+        let h = ny(json!({"sun":[["00:00","03:00"]]}), json!([]));
+        // From midnight EDT (04:00Z) to 03:00 EST (08:00Z): four real hours.
+        assert_eq!(h.open_for(ts("2026-11-01T04:00:00Z")).as_secs(), 4 * 3600);
+        // An edge inside the repeated hour takes the earlier instant (01:30 EDT = 05:30Z).
+        let h = ny(json!({"sun":[["01:30","04:00"]]}), json!([]));
+        assert!(h.is_open(ts("2026-11-01T05:30:00Z")));
+        assert!(!h.is_open(ts("2026-11-01T05:29:59Z")));
+    }
+
+    #[test]
+    fn paris_transitions() {
+        let paris = |w: Value| {
+            BusinessHours::parse(&json!({"timezone":"Europe/Paris","weekly":w})).unwrap()
+        };
+        // 2026-03-29: 02:00 CET → 03:00 CEST (01:00Z). 2026-10-25: 03:00 CEST → 02:00 CET (01:00Z).
+        let h = paris(json!({"sun":[["00:00","04:00"]]}));
+        assert_eq!(h.open_for(ts("2026-03-28T23:00:00Z")).as_secs(), 3 * 3600);
+        assert_eq!(h.open_for(ts("2026-10-24T22:00:00Z")).as_secs(), 5 * 3600);
+    }
+}
