@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod callbacks;
+pub mod openapi;
 pub mod ops;
 pub mod runtime;
 
@@ -16,7 +17,9 @@ use shared::{
 
 /// Every route of the public Engagement API (the allowlist of the external port).
 pub fn public_routes() -> Router<AppState> {
-    Router::new().merge(callbacks::router())
+    Router::new()
+        .merge(callbacks::router())
+        .merge(openapi::router())
 }
 
 /// Every route: public API, admin API, health and metrics (the internal port).
