@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod callbacks;
 pub mod ops;
+pub mod ors;
 pub mod runtime;
 
 use axum::Router;
@@ -24,6 +25,7 @@ pub fn internal_routes() -> Router<AppState> {
     Router::new()
         .merge(public_routes())
         .merge(admin::router())
+        .merge(ors::router())
         .merge(ops::health_router())
         .merge(ops::metrics_router())
 }
@@ -59,5 +61,6 @@ mod tests {
         let _ = super::callbacks::retrieve::router();
         let _ = super::callbacks::cancel::router();
         let _ = super::admin::router();
+        let _ = super::ors::router();
     }
 }

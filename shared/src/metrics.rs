@@ -36,6 +36,27 @@ pub const MONITOR_SIZE: &str = "ges_monitor_size";
 /// Due time → voice stream, seconds.
 pub const DISPATCH_LATENESS: &str = "engage_dispatch_lateness_seconds";
 
+/// Callbacks handed to the voice stream (first submissions only).
+pub const DISPATCHED: &str = "engage_dispatched_total";
+/// Submissions the dedupe key turned away (a retried or taken-over submission).
+pub const DISPATCH_DUPLICATES: &str = "engage_dispatch_duplicates_total";
+/// Callbacks handed back to the schedule by pacing (`governor`).
+pub const DISPATCH_PACED: &str = "engage_dispatch_paced_total";
+/// Voice Redis health (1 = last submission worked, 0 = failing).
+pub const ORS_REDIS_STATUS: &str = "ORS_REDIS_STATUS";
+/// Service Redis health as the worker sees it (1 = up, 0 = down).
+pub const REDIS_CONNECTION: &str = "REDIS_CONNECTION";
+/// Schedule-index rebuilds from PostgreSQL, by `cause`.
+pub const RECONCILE_REBUILDS: &str = "engage_reconcile_rebuilds_total";
+/// Control entries written to the control stream, by `via` (api, outbox).
+pub const CONTROL_SENT: &str = "engage_control_sent_total";
+/// Callbacks completed with FAIL_TIMEOUT_TTL.
+pub const EXPIRED: &str = "engage_callbacks_expired_total";
+/// Callbacks deleted by retention.
+pub const PURGED: &str = "engage_callbacks_purged_total";
+/// Voice-platform events, by `outcome` (applied, ignored, retry).
+pub const ORS_EVENTS: &str = "engage_ors_events_total";
+
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// Installs the process-wide recorder once and returns the handle that renders `/metrics`.

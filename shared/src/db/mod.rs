@@ -7,6 +7,8 @@
 
 pub mod api_keys;
 pub mod callbacks;
+pub mod dispatch;
+pub mod events;
 pub mod services;
 pub mod tenants;
 
