@@ -387,7 +387,9 @@ impl Config {
             return bad("WORKER_LEASE_MS must be at least 1000".into());
         }
         if self.worker.worker_safety_poll_s < 30 {
-            return bad("WORKER_SAFETY_POLL_S must be at least 30 (the idle path must stay quiet)".into());
+            return bad(
+                "WORKER_SAFETY_POLL_S must be at least 30 (the idle path must stay quiet)".into(),
+            );
         }
         if self.worker.worker_reconcile_check_s == 0
             || self.worker.worker_maintenance_s == 0
@@ -584,7 +586,10 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(cfg.db.db_password.unwrap().expose_secret(), "s3cret");
-        assert_eq!(cfg.redis.redis_cachekey.as_ref().unwrap().expose_secret(), "rpass");
+        assert_eq!(
+            cfg.redis.redis_cachekey.as_ref().unwrap().expose_secret(),
+            "rpass"
+        );
         assert_eq!(cfg.voice.url(&cfg.redis), "redis://voice:10000");
         assert_eq!(
             cfg.voice.voice_redis_password.unwrap().expose_secret(),

@@ -450,12 +450,27 @@ impl PrivateRedis {
         self.child = Some(cmd.spawn().expect("redis-server runs"));
         let started = Instant::now();
         while started.elapsed() < Duration::from_secs(10) {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            if Self::answers(self.port) {
                 return;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
         panic!("private redis on {} did not start", self.port);
+    }
+
+    /// Whether the server answers a read (not just accepts connections: while it loads its
+    /// append-only file it refuses commands with `-LOADING`).
+    fn answers(port: u16) -> bool {
+        use std::io::{Read, Write};
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+        if s.write_all(b"*2\r\n$6\r\nEXISTS\r\n$1\r\nx\r\n").is_err() {
+            return false;
+        }
+        let mut buf = [0u8; 64];
+        matches!(s.read(&mut buf), Ok(n) if n > 0 && buf[0] == b':')
     }
 
     /// Stops the server (SIGKILL; with persistence every write is already on disk).

@@ -72,7 +72,8 @@ pub async fn run(w: Worker, mut rx: mpsc::Receiver<Signal>, stop: CancellationTo
     // Redis clock minus local clock, so sleeps follow Redis time.
     let mut offset_ms = 0i64;
     let mut full_pass = true;
-    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(3));
+    // Short cap: a failed pass costs one script call, and callbacks are waiting.
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
     loop {
         if stop.is_cancelled() {
             break;
@@ -99,9 +100,7 @@ pub async fn run(w: Worker, mut rx: mpsc::Receiver<Signal>, stop: CancellationTo
                     PassError::ServiceRedis(_) => {
                         ::metrics::gauge!(metrics::REDIS_CONNECTION).set(0.0)
                     }
-                    PassError::Voice(_) => {
-                        ::metrics::gauge!(metrics::ORS_REDIS_STATUS).set(0.0)
-                    }
+                    PassError::Voice(_) => ::metrics::gauge!(metrics::ORS_REDIS_STATUS).set(0.0),
                     PassError::Db(_) => {}
                 }
                 let d = backoff.next_delay();
@@ -282,7 +281,14 @@ async fn submit(
     let trim_before = if horizon > 0 { local_ms() - horizon } else { 0 };
     let submitted = async {
         let mut v = w.voice.conn().await?;
-        voice::submit(&mut v, &w.cfg.voice.voice_stream, "sub", &entries, trim_before).await
+        voice::submit(
+            &mut v,
+            &w.cfg.voice.voice_stream,
+            "sub",
+            &entries,
+            trim_before,
+        )
+        .await
     }
     .await;
     let added = match submitted {

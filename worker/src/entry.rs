@@ -109,7 +109,9 @@ mod tests {
         assert_eq!(get("attempt"), Some("2"));
         assert_eq!(
             get("events_url"),
-            Some("http://ges:3050/ges/v1/ors/callbacks/00000000-0000-0000-0000-000000000000/events")
+            Some(
+                "http://ges:3050/ges/v1/ors/callbacks/00000000-0000-0000-0000-000000000000/events"
+            )
         );
         assert_eq!(get("desired_time"), Some("1970-01-01T00:00:00.000Z"));
     }

@@ -31,12 +31,17 @@ pub async fn serve(
         let (w, metrics) = (w.clone(), metrics.clone());
         // Bounded by the timeout below; never outlives a slow client by more than 5 s.
         tokio::spawn(async move {
-            let _ = tokio::time::timeout(Duration::from_secs(5), answer(stream, &w, &metrics)).await;
+            let _ =
+                tokio::time::timeout(Duration::from_secs(5), answer(stream, &w, &metrics)).await;
         });
     }
 }
 
-async fn answer(mut stream: TcpStream, w: &Worker, metrics: &PrometheusHandle) -> std::io::Result<()> {
+async fn answer(
+    mut stream: TcpStream,
+    w: &Worker,
+    metrics: &PrometheusHandle,
+) -> std::io::Result<()> {
     let mut buf = vec![0u8; 4096];
     let mut len = 0;
     // Read the request head (the routes take no body).
@@ -55,14 +60,14 @@ async fn answer(mut stream: TcpStream, w: &Worker, metrics: &PrometheusHandle) -
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let path = path.split('?').next().unwrap_or("");
     let (status, ctype, body) = match (method, path) {
-        ("GET", "/metrics") => (
-            "200 OK",
-            "text/plain; version=0.0.4",
-            metrics.render(),
-        ),
+        ("GET", "/metrics") => ("200 OK", "text/plain; version=0.0.4", metrics.render()),
         ("GET", "/health" | "/ges/v1/health/live" | "/ges/v1/health/ready") => {
             if w.is_running() {
-                ("200 OK", "application/json", r#"{"status":"UP"}"#.to_string())
+                (
+                    "200 OK",
+                    "application/json",
+                    r#"{"status":"UP"}"#.to_string(),
+                )
             } else {
                 (
                     "503 Service Unavailable",
@@ -72,7 +77,11 @@ async fn answer(mut stream: TcpStream, w: &Worker, metrics: &PrometheusHandle) -
             }
         }
         ("GET", _) => ("404 Not Found", "text/plain", "not found\n".to_string()),
-        _ => ("405 Method Not Allowed", "text/plain", "GET only\n".to_string()),
+        _ => (
+            "405 Method Not Allowed",
+            "text/plain",
+            "GET only\n".to_string(),
+        ),
     };
     let response = format!(
         "HTTP/1.1 {status}\r\ncontent-type: {ctype}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",

@@ -173,7 +173,11 @@ pub struct Backoff {
 impl Backoff {
     /// A backoff starting at `min`.
     pub fn new(min: Duration, max: Duration) -> Self {
-        Self { next: min, min, max }
+        Self {
+            next: min,
+            min,
+            max,
+        }
     }
     /// The next delay (doubles each time).
     pub fn next_delay(&mut self) -> Duration {

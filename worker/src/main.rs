@@ -44,7 +44,12 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     let stop = CancellationToken::new();
     let listener = tokio::net::TcpListener::bind(("0.0.0.0", port)).await?;
     tracing::info!(port, "worker listening for /health and /metrics");
-    let http = tokio::spawn(worker::http::serve(listener, w.clone(), metrics, stop.clone()));
+    let http = tokio::spawn(worker::http::serve(
+        listener,
+        w.clone(),
+        metrics,
+        stop.clone(),
+    ));
     let signal = {
         let stop = stop.clone();
         tokio::spawn(async move {

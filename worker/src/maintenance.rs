@@ -130,7 +130,9 @@ pub async fn retention(w: &Worker, stop: &CancellationToken) -> anyhow::Result<u
         if let Err(e) = forget(w, &gone).await {
             tracing::warn!(error = %e, "removing Redis traces of purged callbacks failed");
         }
-        if gone.len() < BATCH as usize || crate::sleep_or_stop(Duration::from_millis(50), stop).await {
+        if gone.len() < BATCH as usize
+            || crate::sleep_or_stop(Duration::from_millis(50), stop).await
+        {
             break;
         }
     }

@@ -61,7 +61,14 @@ async fn after_cancel(state: &AppState, id: Uuid, cancelled: db::callbacks::Canc
         let sent = async {
             let mut conn = state.voice.conn().await?;
             let entry = voice::control_entry(id, cancelled.attempt, "cancel");
-            voice::submit(&mut conn, &state.cfg.voice.control_stream, "ctl", &[entry], 0).await
+            voice::submit(
+                &mut conn,
+                &state.cfg.voice.control_stream,
+                "ctl",
+                &[entry],
+                0,
+            )
+            .await
         }
         .await;
         match sent {

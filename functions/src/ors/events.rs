@@ -80,7 +80,9 @@ fn authorize(state: &AppState, headers: &HeaderMap) -> ApiResult<()> {
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(|| ApiError::unauthorized("Authorization: Bearer <ORS events token> is required"))?;
+        .ok_or_else(|| {
+            ApiError::unauthorized("Authorization: Bearer <ORS events token> is required")
+        })?;
     if !shared::auth::secrets_equal(given.trim(), expected.expose_secret()) {
         return Err(ApiError::unauthorized("invalid ORS events token"));
     }
@@ -103,7 +105,9 @@ fn parse(body: EventBody) -> ApiResult<Event> {
         })?),
     };
     if reason.is_some() && state != CallbackState::Completed {
-        return Err(ApiError::bad_request("reason is only allowed with state COMPLETED"));
+        return Err(ApiError::bad_request(
+            "reason is only allowed with state COMPLETED",
+        ));
     }
     if body.attempt.is_some_and(|a| a < 1) {
         return Err(ApiError::bad_request("attempt must be at least 1"));
@@ -127,8 +131,8 @@ async fn handler(
     Json(body): Json<EventBody>,
 ) -> ApiResult<Envelope<EventResult>> {
     authorize(&state, &headers)?;
-    let id = Uuid::parse_str(id.trim())
-        .map_err(|_| ApiError::not_found(format!("no callback {id}")))?;
+    let id =
+        Uuid::parse_str(id.trim()).map_err(|_| ApiError::not_found(format!("no callback {id}")))?;
     let event = parse(body)?;
     let (target, outcome) = {
         let mut client = state.db.get().await?;
@@ -180,10 +184,7 @@ async fn follow_up(
         let now_in = |s: CallbackState| matches!(s, CallbackState::Queued | CallbackState::Routing);
         match outcome {
             Outcome::Applied { to, .. } | Outcome::Ignored { state: to, .. } if now_in(*to) => {
-                let score = target
-                    .submitted_at
-                    .unwrap_or(event.at)
-                    .as_millisecond();
+                let score = target.submitted_at.unwrap_or(event.at).as_millisecond();
                 queue::enqueue(&mut conn, &state.keys, tenant, service, &[(id, score)]).await
             }
             Outcome::Applied { to, .. } if *to == CallbackState::Processing => {

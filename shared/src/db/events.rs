@@ -89,7 +89,13 @@ pub async fn apply(
         submitted_at: row.get(4),
     };
     let ignored = |why: &'static str| -> Result<(Target, Outcome), ApiError> {
-        Ok((target.clone(), Outcome::Ignored { state: current, why }))
+        Ok((
+            target.clone(),
+            Outcome::Ignored {
+                state: current,
+                why,
+            },
+        ))
     };
     if ev.attempt.is_some_and(|a| a != attempt) {
         return ignored("event of another attempt");
@@ -141,7 +147,11 @@ pub async fn apply(
             "UPDATE callbacks SET state = $2, reason = $3, updated_at = now(),
                 submitted_at = COALESCE(submitted_at, now())
              WHERE id = $1 RETURNING submitted_at",
-            &[&id, &ev.state.as_str(), &reason.map(CompletionReason::as_str)],
+            &[
+                &id,
+                &ev.state.as_str(),
+                &reason.map(CompletionReason::as_str),
+            ],
         )
         .await?;
     target.submitted_at = row.get(0);

@@ -40,7 +40,11 @@ enum Dist {
 #[command(name = "ors-sim", about = "Voice-platform simulator for Engage")]
 struct Args {
     /// Voice Redis URL.
-    #[arg(long, env = "VOICE_REDIS_URL", default_value = "redis://127.0.0.1:6391")]
+    #[arg(
+        long,
+        env = "VOICE_REDIS_URL",
+        default_value = "redis://127.0.0.1:6391"
+    )]
     redis: String,
     /// New-callback stream.
     #[arg(long, env = "VOICE_STREAM", default_value = "NewCallbackStream")]

@@ -29,7 +29,10 @@ async fn event(engage: &Engage, id: &str, body: Value) -> (u16, Value) {
     harness::send(
         engage
             .http
-            .post(format!("{}/ges/v1/ors/callbacks/{id}/events", engage.internal))
+            .post(format!(
+                "{}/ges/v1/ors/callbacks/{id}/events",
+                engage.internal
+            ))
             .json(&body),
     )
     .await
@@ -78,33 +81,60 @@ async fn ors_end_to_end_with_simulator() {
         &env,
         "ors-sim",
         &[
-            "--agents", "1", "--queue-ms", "2000", "--handle-ms", "300", "--dist", "fixed",
-            "--group", &format!("{}-sim", env.id),
+            "--agents",
+            "1",
+            "--queue-ms",
+            "2000",
+            "--handle-ms",
+            "300",
+            "--dist",
+            "fixed",
+            "--group",
+            &format!("{}-sim", env.id),
         ],
         &[],
     );
 
     // An immediate callback: positionInQueue while QUEUED, then COMPLETED/AGENT_CONNECTED.
-    let a = create(&engage, &key, json!({"serviceName": "care", "phoneNumber": "+15550100001"})).await;
+    let a = create(
+        &engage,
+        &key,
+        json!({"serviceName": "care", "phoneNumber": "+15550100001"}),
+    )
+    .await;
     let queued = wait_for(&engage, &key, &a, 10, |cb| {
         cb["callbackState"] == "QUEUED" && cb.get("positionInQueue").is_some()
     })
     .await;
     assert_eq!(queued["positionInQueue"], 1, "{queued}");
-    let done = wait_for(&engage, &key, &a, 15, |cb| cb["callbackState"] == "COMPLETED").await;
+    let done = wait_for(&engage, &key, &a, 15, |cb| {
+        cb["callbackState"] == "COMPLETED"
+    })
+    .await;
     assert_eq!(done["callbackReason"], "AGENT_CONNECTED", "{done}");
     assert!(done.get("positionInQueue").is_none());
 
     // Cancel while QUEUED: a control entry, COMPLETED/CANCELLED, and the simulator stops.
-    let b = create(&engage, &key, json!({"serviceName": "care", "phoneNumber": "+15550100002"})).await;
-    wait_for(&engage, &key, &b, 10, |cb| cb.get("positionInQueue").is_some()).await;
+    let b = create(
+        &engage,
+        &key,
+        json!({"serviceName": "care", "phoneNumber": "+15550100002"}),
+    )
+    .await;
+    wait_for(&engage, &key, &b, 10, |cb| {
+        cb.get("positionInQueue").is_some()
+    })
+    .await;
     let (code, body) = engage
         .post(&key, "/engagement/v3/callbacks/cancel", json!({"id": b}))
         .await;
     assert_eq!(code, 200, "{body}");
     let mut voice = env.voice().await;
     let control = stream_entries(&mut voice, &env.vars["CONTROL_STREAM"]).await;
-    let mine: Vec<_> = control.iter().filter(|(_, f)| f["callback_id"] == b).collect();
+    let mine: Vec<_> = control
+        .iter()
+        .filter(|(_, f)| f["callback_id"] == b)
+        .collect();
     assert_eq!(mine.len(), 1, "{control:?}");
     assert_eq!(mine[0].1["action"], "cancel");
     tokio::time::sleep(Duration::from_millis(2_500)).await;
@@ -153,17 +183,30 @@ async fn ors_end_to_end_with_simulator() {
     }
     let cb = retrieve(&engage, &key, &c).await;
     assert_eq!(cb["callbackReason"], "AGENT_CONNECTED");
-    let (code, _) = event(&engage, &uuid::Uuid::new_v4().to_string(), json!({"state": "QUEUED"})).await;
+    let (code, _) = event(
+        &engage,
+        &uuid::Uuid::new_v4().to_string(),
+        json!({"state": "QUEUED"}),
+    )
+    .await;
     assert_eq!(code, 404);
     let (code, _) = event(&engage, &c, json!({"state": "DIALING"})).await;
     assert_eq!(code, 400);
-    let (code, _) = event(&engage, &c, json!({"state": "COMPLETED", "reason": "BORED"})).await;
+    let (code, _) = event(
+        &engage,
+        &c,
+        json!({"state": "COMPLETED", "reason": "BORED"}),
+    )
+    .await;
     assert_eq!(code, 400);
     // Not on the public port.
     let (code, _) = harness::send(
         engage
             .http
-            .post(format!("{}/ges/v1/ors/callbacks/{c}/events", engage.external))
+            .post(format!(
+                "{}/ges/v1/ors/callbacks/{c}/events",
+                engage.external
+            ))
             .json(&json!({"state": "QUEUED"})),
     )
     .await;
@@ -189,7 +232,10 @@ async fn ors_end_to_end_with_simulator() {
     assert_eq!(resp["data"]["attempt"], 2, "{resp}");
     let (_, resp) = event(&engage, &d, json!({"state": "ROUTING", "attempt": 1})).await;
     assert_eq!(resp["data"]["applied"], false, "{resp}");
-    let done = wait_for(&engage, &key, &d, 20, |cb| cb["callbackState"] == "COMPLETED").await;
+    let done = wait_for(&engage, &key, &d, 20, |cb| {
+        cb["callbackState"] == "COMPLETED"
+    })
+    .await;
     assert_eq!(done["callbackReason"], "AGENT_CONNECTED", "{done}");
     assert_eq!(done["attempt"], 2);
     let entries = stream_entries(&mut voice, env.voice_stream()).await;
@@ -207,12 +253,26 @@ async fn ors_ttl_expiry_and_retention() {
         .with("WORKER_MAINTENANCE_S", "1")
         .with("WORKER_RETENTION_INTERVAL_S", "1");
     let engage = Engage::start(&env, &["--with-worker"]).await;
-    let key = provision(&engage, "ttl", "short", open_service(json!({"ttl_seconds": 1}))).await;
+    let key = provision(
+        &engage,
+        "ttl",
+        "short",
+        open_service(json!({"ttl_seconds": 1})),
+    )
+    .await;
 
     // Submitted, never served: COMPLETED/FAIL_TIMEOUT_TTL after ttl_seconds, and the voice
     // platform is told to drop it.
-    let id = create(&engage, &key, json!({"serviceName": "short", "phoneNumber": "+15550100009"})).await;
-    let cb = wait_for(&engage, &key, &id, 10, |cb| cb["callbackState"] == "COMPLETED").await;
+    let id = create(
+        &engage,
+        &key,
+        json!({"serviceName": "short", "phoneNumber": "+15550100009"}),
+    )
+    .await;
+    let cb = wait_for(&engage, &key, &id, 10, |cb| {
+        cb["callbackState"] == "COMPLETED"
+    })
+    .await;
     assert_eq!(cb["callbackReason"], "FAIL_TIMEOUT_TTL", "{cb}");
     let mut voice = env.voice().await;
     let started = Instant::now();
@@ -221,7 +281,10 @@ async fn ors_ttl_expiry_and_retention() {
         if control.iter().any(|(_, f)| f["callback_id"] == id) {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(5), "no control entry after expiry");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "no control entry after expiry"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
@@ -257,9 +320,15 @@ async fn ors_ttl_expiry_and_retention() {
         if left == 0 {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(10), "retention did not purge");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "retention did not purge"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // The recent one stays.
-    assert_eq!(retrieve(&engage, &key, &id).await["callbackState"], "COMPLETED");
+    assert_eq!(
+        retrieve(&engage, &key, &id).await["callbackState"],
+        "COMPLETED"
+    );
 }

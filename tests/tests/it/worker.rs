@@ -30,7 +30,12 @@ pub(crate) fn open_service(extra: Value) -> Value {
 }
 
 /// A tenant with one service on a running `engage serve`; returns the API key.
-pub(crate) async fn provision(engage: &Engage, tenant: &str, service: &str, settings: Value) -> String {
+pub(crate) async fn provision(
+    engage: &Engage,
+    tenant: &str,
+    service: &str,
+    settings: Value,
+) -> String {
     let key = engage.tenant(tenant).await;
     engage.service(tenant, service, settings).await;
     key
@@ -143,7 +148,11 @@ async fn worker_dispatch_timing_fields_and_sigterm() {
         if entries.iter().any(|(_, f)| f["callback_id"] == immediate) {
             break started.elapsed().as_millis();
         }
-        assert!(started.elapsed() < Duration::from_secs(5), "immediate callback not dispatched; worker log:\n{}", w.proc.output());
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "immediate callback not dispatched; worker log:\n{}",
+            w.proc.output()
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     };
     println!("FIGURE immediate_create_to_stream_ms={immediate_ms}");
@@ -165,7 +174,10 @@ async fn worker_dispatch_timing_fields_and_sigterm() {
         if entries.iter().any(|(_, f)| f["callback_id"] == scheduled) {
             break jiff::Timestamp::now();
         }
-        assert!(jiff::Timestamp::now() < due + jiff::SignedDuration::from_secs(5), "scheduled callback not dispatched");
+        assert!(
+            jiff::Timestamp::now() < due + jiff::SignedDuration::from_secs(5),
+            "scheduled callback not dispatched"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     };
     let lateness_ms = seen_at.duration_since(due).as_millis();
@@ -180,11 +192,25 @@ async fn worker_dispatch_timing_fields_and_sigterm() {
 
     // The entry carries the fields of DESIGN §3.
     let entries = stream_entries(&mut voice, &stream).await;
-    let (_, f) = entries.iter().find(|(_, f)| f["callback_id"] == immediate).expect("entry");
+    let (_, f) = entries
+        .iter()
+        .find(|(_, f)| f["callback_id"] == immediate)
+        .expect("entry");
     for field in [
-        "callback_id", "tenant", "service", "phone_number", "dial_number", "desired_time",
-        "priority", "route_point", "language", "survey_rp", "call_direction", "user_data",
-        "events_url", "attempt",
+        "callback_id",
+        "tenant",
+        "service",
+        "phone_number",
+        "dial_number",
+        "desired_time",
+        "priority",
+        "route_point",
+        "language",
+        "survey_rp",
+        "call_direction",
+        "user_data",
+        "events_url",
+        "attempt",
     ] {
         assert!(f.contains_key(field), "missing {field} in {f:?}");
     }
@@ -195,7 +221,10 @@ async fn worker_dispatch_timing_fields_and_sigterm() {
     assert_eq!(f["user_data"], r#"{"k":"v"}"#);
     assert_eq!(
         f["events_url"],
-        format!("{}/ges/v1/ors/callbacks/{immediate}/events", engage.internal)
+        format!(
+            "{}/ges/v1/ors/callbacks/{immediate}/events",
+            engage.internal
+        )
     );
 
     // PostgreSQL knows both are with the voice platform; retrieve shows the queue position.
@@ -207,9 +236,16 @@ async fn worker_dispatch_timing_fields_and_sigterm() {
         )
         .await
         .expect("rows");
-    assert!(rows.iter().all(|r| r.get::<_, String>(0) == "QUEUED" && r.get::<_, bool>(1)));
+    assert!(
+        rows.iter()
+            .all(|r| r.get::<_, String>(0) == "QUEUED" && r.get::<_, bool>(1))
+    );
     let (_, body) = engage
-        .post(&key, "/engagement/v3/callbacks/retrieve", json!({"id": scheduled}))
+        .post(
+            &key,
+            "/engagement/v3/callbacks/retrieve",
+            json!({"id": scheduled}),
+        )
         .await;
     assert_eq!(body["data"]["callbackState"], "QUEUED", "{body}");
     assert_eq!(body["data"]["positionInQueue"], 2, "{body}");
@@ -222,7 +258,10 @@ async fn worker_dispatch_timing_fields_and_sigterm() {
         if let Some(s) = w.proc.child.try_wait().expect("wait") {
             break s;
         }
-        assert!(stop.elapsed() < Duration::from_secs(10), "worker did not stop in 10 s");
+        assert!(
+            stop.elapsed() < Duration::from_secs(10),
+            "worker did not stop in 10 s"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
     println!("FIGURE sigterm_exit_ms={}", stop.elapsed().as_millis());
@@ -237,13 +276,16 @@ async fn worker_crash_safety_5000_with_sigkills() {
         &engage,
         "wt2",
         "bulk",
-        open_service(json!({"dispatch_rate_per_second": 400})),
+        open_service(json!({"dispatch_rate_per_second": 250})),
     )
     .await;
     let env = env.with("GES_URL", &engage.internal);
     let created = Instant::now();
     let ids = create_immediate(&engage, &key, "bulk", 5_000, 0).await;
-    println!("FIGURE create_5000_s={:.1}", created.elapsed().as_secs_f64());
+    println!(
+        "FIGURE create_5000_s={:.1}",
+        created.elapsed().as_secs_f64()
+    );
     assert_eq!(ids.iter().collect::<HashSet<_>>().len(), 5_000);
 
     let extra = [("WORKER_LEASE_MS", "2000".to_string())];
@@ -254,19 +296,24 @@ async fn worker_crash_safety_5000_with_sigkills() {
         tokio::time::sleep(Duration::from_millis(pause)).await;
         w.proc.kill();
         kills += 1;
-        if submitted_count(&env).await >= 5_000 {
-            break;
-        }
     }
     let mid = submitted_count(&env).await;
     println!("FIGURE crash_kills={kills} submitted_before_final_worker={mid}");
     assert!(kills >= 5);
+    assert!(
+        mid < 5_000,
+        "every kill should land while callbacks are still being dispatched"
+    );
     let w = WorkerProc::start(&env, &extra).await;
     let n = wait_submitted(&env, 5_000, Duration::from_secs(60)).await;
     assert_eq!(n, 5_000, "worker log:\n{}", w.proc.output());
-    println!("FIGURE crash_total_s={:.1}", started.elapsed().as_secs_f64());
+    println!(
+        "FIGURE crash_total_s={:.1}",
+        started.elapsed().as_secs_f64()
+    );
 
-    let (total, distinct, per) = stream_census(&env.vars["VOICE_REDIS_URL"], env.voice_stream()).await;
+    let (total, distinct, per) =
+        stream_census(&env.vars["VOICE_REDIS_URL"], env.voice_stream()).await;
     let doubled: Vec<_> = per.iter().filter(|(_, n)| **n > 1).take(5).collect();
     assert_eq!(distinct, 5_000, "missing entries");
     assert_eq!(total, 5_000, "duplicates: {doubled:?}");
@@ -314,9 +361,13 @@ async fn worker_flushall_of_service_redis_loses_and_doubles_nothing() {
     assert!(before < 1_000, "flush came too late to matter");
     let n = wait_submitted(&env, 1_000, Duration::from_secs(40)).await;
     assert_eq!(n, 1_000, "worker log:\n{}", w.proc.output());
-    let (total, distinct, _) = stream_census(&env.vars["VOICE_REDIS_URL"], env.voice_stream()).await;
+    let (total, distinct, _) =
+        stream_census(&env.vars["VOICE_REDIS_URL"], env.voice_stream()).await;
     assert_eq!((total, distinct), (1_000, 1_000));
-    assert!(w.metric("engage_reconcile_rebuilds_total").await >= 2.0, "no rebuild after the flush");
+    assert!(
+        w.metric("engage_reconcile_rebuilds_total").await >= 2.0,
+        "no rebuild after the flush"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -341,7 +392,10 @@ async fn worker_survives_a_voice_redis_outage_and_cancels_stay_durable() {
     assert_eq!(submitted_count(&env).await, 50);
     voice.start();
     let back = Instant::now();
-    assert_eq!(wait_submitted(&env, 250, Duration::from_secs(20)).await, 250);
+    assert_eq!(
+        wait_submitted(&env, 250, Duration::from_secs(20)).await,
+        250
+    );
     println!("FIGURE outage_recovery_ms={}", back.elapsed().as_millis());
     let (total, distinct, _) = stream_census(&voice.url(), env.voice_stream()).await;
     assert_eq!((total, distinct), (250, 250));
@@ -350,7 +404,11 @@ async fn worker_survives_a_voice_redis_outage_and_cancels_stay_durable() {
     voice.stop();
     let target = &first[0];
     let (code, body) = engage
-        .post(&key, "/engagement/v3/callbacks/cancel", json!({"id": target}))
+        .post(
+            &key,
+            "/engagement/v3/callbacks/cancel",
+            json!({"id": target}),
+        )
         .await;
     assert_eq!(code, 200, "{body}");
     let pg = env.pg().await;
@@ -369,13 +427,19 @@ async fn worker_survives_a_voice_redis_outage_and_cancels_stay_durable() {
     loop {
         let mut c = voice.conn().await;
         let entries = stream_entries(&mut c, &control).await;
-        let mine = entries.iter().filter(|(_, f)| f["callback_id"] == *target).count();
+        let mine = entries
+            .iter()
+            .filter(|(_, f)| f["callback_id"] == *target)
+            .count();
         if mine > 0 {
             assert_eq!(mine, 1);
             assert_eq!(entries.len(), 1);
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(15), "control entry never sent");
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "control entry never sent"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -402,8 +466,12 @@ async fn worker_three_at_once_no_duplicates() {
         WorkerProc::start(&env, &[]).await,
     ];
     create_immediate(&engage, &key, "three", 2_000, 0).await;
-    assert_eq!(wait_submitted(&env, 2_000, Duration::from_secs(30)).await, 2_000);
-    let (total, distinct, _) = stream_census(&env.vars["VOICE_REDIS_URL"], env.voice_stream()).await;
+    assert_eq!(
+        wait_submitted(&env, 2_000, Duration::from_secs(30)).await,
+        2_000
+    );
+    let (total, distinct, _) =
+        stream_census(&env.vars["VOICE_REDIS_URL"], env.voice_stream()).await;
     assert_eq!((total, distinct), (2_000, 2_000));
     let mut shares = Vec::new();
     for w in &workers {
@@ -436,7 +504,11 @@ async fn worker_idle_budget_with_10000_scheduled() {
             .unwrap_or(0.0)
     };
     let mem_before = info(
-        redis::cmd("INFO").arg("memory").query_async(&mut conn).await.expect("info"),
+        redis::cmd("INFO")
+            .arg("memory")
+            .query_async(&mut conn)
+            .await
+            .expect("info"),
         "used_memory",
     );
     let w = WorkerProc::start(&env, &[]).await;
@@ -454,11 +526,19 @@ async fn worker_idle_budget_with_10000_scheduled() {
         if n == 10_000 {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(20), "index not rebuilt: {n}; log:\n{}", w.proc.output());
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "index not rebuilt: {n}; log:\n{}",
+            w.proc.output()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let mem_after = info(
-        redis::cmd("INFO").arg("memory").query_async(&mut conn).await.expect("info"),
+        redis::cmd("INFO")
+            .arg("memory")
+            .query_async(&mut conn)
+            .await
+            .expect("info"),
         "used_memory",
     );
     println!(
@@ -488,12 +568,15 @@ async fn worker_idle_budget_with_10000_scheduled() {
             .and_then(|n| n.parse().ok())
             .unwrap_or(0);
         // This test's own INFO/CONFIG calls are not the worker's.
-        if name != "cmdstat_info" && name != "cmdstat_config" {
+        if !name.starts_with("cmdstat_info") && !name.starts_with("cmdstat_config") {
             worker_calls += calls;
             seen.push(format!("{name}={calls}"));
         }
     }
     println!("FIGURE idle_redis_commands_30s={worker_calls} {seen:?}");
-    assert!(worker_calls < 10, "idle worker issued {worker_calls} commands: {seen:?}");
+    assert!(
+        worker_calls < 10,
+        "idle worker issued {worker_calls} commands: {seen:?}"
+    );
     assert!(w.proc.output().contains("schedule index rebuilt"));
 }
