@@ -16,7 +16,7 @@ use uuid::Uuid;
 /// deadline now + lease. Publishes the new deadline on the wake channel so every worker knows
 /// when to look again should this one die. Returns
 /// `[now, next due score or "", earliest lease deadline or "", id, due score or "-1", …]`.
-/// KEYS: sched, inflight. ARGV: batch, lease ms, wake channel.
+/// KEYS: sched, inflight. ARGV: batch, lease ms, wake channel, shard.
 static CLAIM: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -46,7 +46,7 @@ if room > 0 then
 end
 if #lease > 0 then
   redis.call('ZADD', KEYS[2], unpack(lease))
-  redis.call('PUBLISH', ARGV[3], deadline)
+  redis.call('PUBLISH', ARGV[3], deadline .. ':' .. ARGV[4])
 end
 local h = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 if h[2] then out[2] = h[2] end
@@ -108,6 +108,7 @@ pub async fn claim(
         .arg(batch)
         .arg(lease_ms)
         .arg(keys.wake_channel())
+        .arg(shard)
         .invoke_async(conn)
         .await?;
     let mut out = Claimed {

@@ -66,31 +66,33 @@ pub async fn run(w: Worker, mut rx: mpsc::Receiver<Signal>, stop: CancellationTo
     let shards = usize::from(w.keys.shards());
     let safety = Duration::from_secs(w.cfg.worker.worker_safety_poll_s);
     let mut pacer = Pacer::new(w.cfg.worker.worker_tenant_rate);
+    // Per shard: earliest due score and lease deadline as last seen, and the earliest time
+    // announced on the wake channel since the shard's last pass (Redis clock, ms).
     let mut heads: Vec<(Option<i64>, Option<i64>)> = vec![(None, None); shards];
-    // Earliest time announced on the wake channel since the last full pass.
-    let mut announced: Option<i64> = None;
+    let mut announced: Vec<Option<i64>> = vec![None; shards];
+    // Shards to pass over now (all at start).
+    let mut pending: Vec<bool> = vec![true; shards];
     // Redis clock minus local clock, so sleeps follow Redis time.
     let mut offset_ms = 0i64;
-    let mut full_pass = true;
-    // Short cap: a failed pass costs one script call, and callbacks are waiting.
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
     loop {
         if stop.is_cancelled() {
             break;
         }
-        if full_pass {
-            let mut more = false;
+        if pending.iter().any(|p| *p) {
             let mut failed = None;
-            announced = None;
             for shard in 0..w.keys.shards() {
-                if stop.is_cancelled() {
-                    break;
+                let i = usize::from(shard);
+                if !pending[i] || stop.is_cancelled() {
+                    continue;
                 }
                 match pass(&w, shard, &mut pacer).await {
                     Ok(p) => {
-                        heads[usize::from(shard)] = (p.next_due_ms, p.next_lease_ms);
+                        heads[i] = (p.next_due_ms, p.next_lease_ms);
+                        announced[i] = None;
                         offset_ms = p.now_ms - local_ms();
-                        more |= p.claimed >= w.cfg.worker.worker_batch;
+                        // A full batch: more may be due right now.
+                        pending[i] = p.claimed >= w.cfg.worker.worker_batch;
                     }
                     Err(e) => failed = Some(e),
                 }
@@ -112,24 +114,22 @@ pub async fn run(w: Worker, mut rx: mpsc::Receiver<Signal>, stop: CancellationTo
             }
             backoff.reset();
             ::metrics::gauge!(metrics::REDIS_CONNECTION).set(1.0);
-            if more {
-                continue;
-            }
-            full_pass = false;
+            continue;
         }
 
         // Sleep until the earliest known due time, lease deadline or announcement.
-        let earliest = heads
-            .iter()
-            .flat_map(|(d, l)| [*d, *l])
-            .chain([announced])
-            .flatten()
-            .min();
+        let target = |i: usize| {
+            [heads[i].0, heads[i].1, announced[i]]
+                .into_iter()
+                .flatten()
+                .min()
+        };
+        let earliest = (0..shards).filter_map(target).min();
         let now = local_ms();
         let (sleep, is_safety_poll) = match earliest {
             Some(t) => {
-                let ms = (t - offset_ms - now).max(0);
-                let d = Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+                let ms = u64::try_from((t - offset_ms - now).max(0)).unwrap_or(0);
+                let d = Duration::from_millis(ms);
                 if d >= safety {
                     (safety, true)
                 } else {
@@ -138,35 +138,53 @@ pub async fn run(w: Worker, mut rx: mpsc::Receiver<Signal>, stop: CancellationTo
             }
             None => (safety, true),
         };
-        if sleep.is_zero() {
-            full_pass = true;
-            continue;
-        }
-        tokio::select! {
-            () = stop.cancelled() => break,
-            () = tokio::time::sleep(sleep) => {
-                if is_safety_poll {
-                    match w.redis.conn().await {
-                        Ok(mut c) => match claim::heads(&mut c, &w.keys).await {
-                            Ok(h) => heads = h,
-                            Err(e) => {
-                                tracing::warn!(error = %e, "safety poll failed");
-                                full_pass = true;
+        if !sleep.is_zero() {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                () = tokio::time::sleep(sleep) => {}
+                msg = rx.recv() => {
+                    match msg {
+                        Some(Signal::At(t, shard)) => {
+                            let slots = match shard {
+                                Some(s) if usize::from(s) < shards => usize::from(s)..usize::from(s) + 1,
+                                _ => 0..shards,
+                            };
+                            for i in slots {
+                                announced[i] = Some(announced[i].map_or(t, |a| a.min(t)));
                             }
-                        },
-                        Err(_) => full_pass = true,
+                        }
+                        Some(Signal::Resync) => pending.fill(true),
+                        None => break,
                     }
-                } else {
-                    full_pass = true;
+                    continue;
                 }
             }
-            msg = rx.recv() => match msg {
-                Some(Signal::At(t)) => {
-                    announced = Some(announced.map_or(t, |a| a.min(t)));
+            if is_safety_poll {
+                // Nothing known to be due before the poll: re-read the heads (cheap) in case a
+                // wake-up was missed.
+                match w.redis.conn().await {
+                    Ok(mut c) => match claim::heads(&mut c, &w.keys).await {
+                        Ok(h) => heads = h,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "safety poll failed");
+                            pending.fill(true);
+                        }
+                    },
+                    Err(_) => pending.fill(true),
                 }
-                Some(Signal::Resync) => full_pass = true,
-                None => break,
-            },
+                continue;
+            }
+        }
+        // Pass over every shard whose time has come.
+        let now = local_ms() + offset_ms;
+        for (i, p) in pending.iter_mut().enumerate() {
+            *p = target(i).is_some_and(|t| t <= now + 1);
+        }
+        if !pending.iter().any(|p| *p) {
+            // Timer granularity: the earliest shard is due within a millisecond or two.
+            if let Some(i) = (0..shards).min_by_key(|i| target(*i).unwrap_or(i64::MAX)) {
+                pending[i] = true;
+            }
         }
     }
     tracing::info!("dispatcher stopped claiming");
@@ -248,8 +266,11 @@ async fn pass(w: &Worker, shard: u16, pacer: &mut Pacer) -> Result<ShardPass, Pa
             .await
             .map_err(PassError::ServiceRedis)?;
     }
-    if !ready.is_empty() {
-        submit(w, &mut conn, shard, &ready, &mut done).await?;
+    if !ready.is_empty()
+        && let Err(e) = submit(w, &mut conn, shard, &ready, &mut done).await
+    {
+        let _ = claim::release(&mut conn, &w.keys, shard, &done).await;
+        return Err(e);
     }
     if !done.is_empty() {
         claim::release(&mut conn, &w.keys, shard, &done)

@@ -47,8 +47,8 @@ use tokio_util::sync::CancellationToken;
 /// Messages to the dispatcher.
 #[derive(Debug, Clone, Copy)]
 pub enum Signal {
-    /// Something may be due at this time (ms since the epoch, Redis clock).
-    At(i64),
+    /// Something may be due at this time (ms since the epoch) in this shard (`None` = any).
+    At(i64, Option<u16>),
     /// Look at every shard now (index rebuilt, subscriber reconnected).
     Resync,
 }

@@ -47,12 +47,11 @@ pub async fn run(w: Worker, tx: mpsc::Sender<Signal>, stop: CancellationToken) {
                         () = stop.cancelled() => return,
                         msg = messages.next() => match msg {
                             Some(msg) => {
-                                let at = msg
+                                let signal = msg
                                     .get_payload::<String>()
                                     .ok()
-                                    .and_then(|s| s.parse::<f64>().ok())
-                                    .map(|f| f as i64);
-                                let signal = at.map_or(Signal::Resync, Signal::At);
+                                    .and_then(|s| parse(&s))
+                                    .unwrap_or(Signal::Resync);
                                 if tx.try_send(signal).is_err() {
                                     // Full: the dispatcher is busy and will look anyway.
                                     tracing::debug!("wake channel full");
@@ -73,6 +72,37 @@ pub async fn run(w: Worker, tx: mpsc::Sender<Signal>, stop: CancellationToken) {
         if crate::sleep_or_stop(backoff.next_delay(), &stop).await {
             return;
         }
+    }
+}
+
+/// Parses a wake message: `<ms>` or `<ms>:<shard>`.
+fn parse(payload: &str) -> Option<Signal> {
+    let (at, shard) = match payload.split_once(':') {
+        Some((at, shard)) => (at, Some(shard.parse::<u16>().ok()?)),
+        None => (payload, None),
+    };
+    let at = at
+        .parse::<i64>()
+        .ok()
+        .or_else(|| at.parse::<f64>().ok().map(|f| f as i64))?;
+    Some(Signal::At(at, shard))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wake_messages_parse() {
+        assert!(matches!(
+            parse("1700000000000:3"),
+            Some(Signal::At(1_700_000_000_000, Some(3)))
+        ));
+        assert!(matches!(
+            parse("1700000000000"),
+            Some(Signal::At(1_700_000_000_000, None))
+        ));
+        assert!(parse("soon").is_none());
     }
 }
 

@@ -178,23 +178,37 @@ async fn follow_up(
     target: &events::Target,
     outcome: &Outcome,
 ) {
+    // Only what changed the view costs a command: duplicates and steps inside the queue
+    // (QUEUED → ROUTING) touch nothing.
     let result = async {
-        let mut conn = state.redis.conn().await?;
         let (tenant, service) = (target.tenant.as_str(), target.service.as_str());
-        let now_in = |s: CallbackState| matches!(s, CallbackState::Queued | CallbackState::Routing);
+        let in_view =
+            |s: CallbackState| matches!(s, CallbackState::Queued | CallbackState::Routing);
         match outcome {
-            Outcome::Applied { to, .. } | Outcome::Ignored { state: to, .. } if now_in(*to) => {
+            Outcome::Applied { from, to }
+                if in_view(*to) && (!target.was_submitted || !in_view(*from)) =>
+            {
                 let score = target.submitted_at.unwrap_or(event.at).as_millisecond();
+                let mut conn = state.redis.conn().await?;
                 queue::enqueue(&mut conn, &state.keys, tenant, service, &[(id, score)]).await
             }
-            Outcome::Applied { to, .. } if *to == CallbackState::Processing => {
+            Outcome::Applied {
+                to: CallbackState::Processing,
+                ..
+            } => {
+                let mut conn = state.redis.conn().await?;
                 queue::dequeue(&mut conn, &state.keys, tenant, service, id, true).await
             }
-            Outcome::Applied { to, .. } if *to == CallbackState::Completed => {
+            Outcome::Applied {
+                from,
+                to: CallbackState::Completed,
+            } if in_view(*from) => {
                 let served = event.reason == Some(CompletionReason::AgentConnected);
+                let mut conn = state.redis.conn().await?;
                 queue::dequeue(&mut conn, &state.keys, tenant, service, id, served).await
             }
             Outcome::Retry { dispatch_at, .. } => {
+                let mut conn = state.redis.conn().await?;
                 queue::dequeue(&mut conn, &state.keys, tenant, service, id, false).await?;
                 schedule::index(&mut conn, &state.keys, id, dispatch_at.as_millisecond()).await
             }

@@ -62,6 +62,9 @@ pub struct Target {
     pub service: String,
     /// When it reached the voice stream (queue-view score), if it did.
     pub submitted_at: Option<Timestamp>,
+    /// Whether it had reached the voice stream before this event (then the worker already put
+    /// it into the queue view).
+    pub was_submitted: bool,
 }
 
 /// Applies one event in its own transaction. 404 for an unknown id.
@@ -87,7 +90,9 @@ pub async fn apply(
         tenant: row.get(0),
         service: row.get(1),
         submitted_at: row.get(4),
+        was_submitted: false,
     };
+    target.was_submitted = target.submitted_at.is_some();
     let ignored = |why: &'static str| -> Result<(Target, Outcome), ApiError> {
         Ok((
             target.clone(),
