@@ -202,7 +202,7 @@ async fn pass(w: &Worker, shard: u16, pacer: &mut Pacer) -> Result<ShardPass, Pa
     )
     .await
     .map_err(PassError::ServiceRedis)?;
-    let result = ShardPass {
+    let mut result = ShardPass {
         claimed: c.ids.len() + c.junk.len(),
         next_due_ms: c.next_due_ms,
         next_lease_ms: c.next_lease_ms,
@@ -265,6 +265,12 @@ async fn pass(w: &Worker, shard: u16, pacer: &mut Pacer) -> Result<ShardPass, Pa
         claim::hand_back(&mut conn, &w.keys, shard, &back)
             .await
             .map_err(PassError::ServiceRedis)?;
+        // The claim reported the shard's head before these went back: wake for them too.
+        let earliest_back = back.iter().map(|(_, at)| *at).min();
+        result.next_due_ms = [result.next_due_ms, earliest_back]
+            .into_iter()
+            .flatten()
+            .min();
     }
     if !ready.is_empty()
         && let Err(e) = submit(w, &mut conn, shard, &ready, &mut done).await

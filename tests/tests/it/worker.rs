@@ -654,3 +654,47 @@ async fn worker_lateness_at_1000_due_per_second() {
         1_000.0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_paces_each_service_without_holding_up_others() {
+    let env = TestEnv::new();
+    let engage = Engage::start(&env, &[]).await;
+    let key = provision(
+        &engage,
+        "wt7",
+        "slow",
+        open_service(json!({"dispatch_rate_per_second": 20})),
+    )
+    .await;
+    engage.service("wt7", "fast", open_service(json!({}))).await;
+    create_immediate(&engage, &key, "slow", 60, 0).await;
+    create_immediate(&engage, &key, "fast", 60, 100).await;
+    let env = env.with("GES_URL", &engage.internal);
+    let w = WorkerProc::start(&env, &[]).await;
+    assert_eq!(
+        wait_submitted(&env, 120, Duration::from_secs(15)).await,
+        120
+    );
+    let spread = |service: &'static str| {
+        let env = env.clone();
+        async move {
+            let row = env
+                .pg()
+                .await
+                .query_one(
+                    "SELECT extract(epoch FROM max(submitted_at) - min(submitted_at))::float8
+                     FROM callbacks WHERE service = $1",
+                    &[&service],
+                )
+                .await
+                .expect("spread");
+            row.get::<_, f64>(0)
+        }
+    };
+    let (slow, fast) = (spread("slow").await, spread("fast").await);
+    println!("FIGURE pacing_spread_s slow(20/s,60)={slow:.2} fast={fast:.2}");
+    // One second of burst, then 20 per second: the last 40 take about 2 s.
+    assert!(slow >= 1.5, "slow service not paced: {slow}");
+    assert!(fast < 1.0, "fast service held up: {fast}");
+    assert!(w.metric("engage_dispatch_paced_total").await > 0.0);
+}
