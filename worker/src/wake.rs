@@ -88,24 +88,6 @@ fn parse(payload: &str) -> Option<Signal> {
     Some(Signal::At(at, shard))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn wake_messages_parse() {
-        assert!(matches!(
-            parse("1700000000000:3"),
-            Some(Signal::At(1_700_000_000_000, Some(3)))
-        ));
-        assert!(matches!(
-            parse("1700000000000"),
-            Some(Signal::At(1_700_000_000_000, None))
-        ));
-        assert!(parse("soon").is_none());
-    }
-}
-
 /// A client for the first node of the service Redis (pub/sub reaches every node of a cluster).
 fn client(w: &Worker) -> anyhow::Result<redis::Client> {
     let url = w
@@ -125,4 +107,22 @@ fn client(w: &Worker) -> anyhow::Result<redis::Client> {
         info = info.set_redis_settings(settings);
     }
     Ok(redis::Client::open(info)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wake_messages_parse() {
+        assert!(matches!(
+            parse("1700000000000:3"),
+            Some(Signal::At(1_700_000_000_000, Some(3)))
+        ));
+        assert!(matches!(
+            parse("1700000000000"),
+            Some(Signal::At(1_700_000_000_000, None))
+        ));
+        assert!(parse("soon").is_none());
+    }
 }
