@@ -86,11 +86,14 @@ pub async fn run(w: Worker, mut rx: mpsc::Receiver<Signal>, stop: CancellationTo
                 if !pending[i] || stop.is_cancelled() {
                     continue;
                 }
+                let before = local_ms();
                 match pass(&w, shard, &mut pacer).await {
                     Ok(p) => {
                         heads[i] = (p.next_due_ms, p.next_lease_ms);
                         announced[i] = None;
-                        offset_ms = p.now_ms - local_ms();
+                        // Measured against the time before the call: errs towards waking a
+                        // little early (a cheap empty claim), never late.
+                        offset_ms = p.now_ms - before;
                         // A full batch: more may be due right now.
                         pending[i] = p.claimed >= w.cfg.worker.worker_batch;
                     }

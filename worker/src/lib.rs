@@ -123,6 +123,14 @@ impl Worker {
     /// finished (or handed back), and this returns within a few seconds.
     pub async fn run(&self, stop: CancellationToken) -> anyhow::Result<()> {
         self.running.store(true, Ordering::Relaxed);
+        // Alert counters exist from the start (at 0), so `rate()` and alert rules see them.
+        for name in [
+            shared::metrics::CB_SUBMIT_FAILED,
+            shared::metrics::DISPATCHED,
+            shared::metrics::DISPATCH_DUPLICATES,
+        ] {
+            ::metrics::counter!(name).increment(0);
+        }
         let (tx, rx) = mpsc::channel::<Signal>(1024);
         // Every task below ends when `stop` is cancelled (no loop outlives `run`).
         let tasks = [

@@ -332,3 +332,39 @@ async fn ors_ttl_expiry_and_retention() {
         "COMPLETED"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ors_events_token_when_configured() {
+    const TOKEN: &str = "ors-token-0123456789";
+    let env = TestEnv::new().with("ORS_EVENTS_TOKEN", TOKEN);
+    let engage = Engage::start(&env, &[]).await;
+    let key = provision(&engage, "tok", "svc", open_service(json!({}))).await;
+    let id = create(
+        &engage,
+        &key,
+        json!({"serviceName": "svc", "phoneNumber": "+15550100011", "desiredTime": later(3600)}),
+    )
+    .await;
+    let url = format!("{}/ges/v1/ors/callbacks/{id}/events", engage.internal);
+    let (code, _) = harness::send(engage.http.post(&url).json(&json!({"state": "QUEUED"}))).await;
+    assert_eq!(code, 401);
+    let (code, _) = harness::send(
+        engage
+            .http
+            .post(&url)
+            .bearer_auth("wrong-token-0123456789")
+            .json(&json!({"state": "QUEUED"})),
+    )
+    .await;
+    assert_eq!(code, 401);
+    let (code, body) = harness::send(
+        engage
+            .http
+            .post(&url)
+            .bearer_auth(TOKEN)
+            .json(&json!({"state": "QUEUED"})),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["data"]["callbackState"], "QUEUED");
+}

@@ -250,6 +250,19 @@ async fn worker_dispatch_timing_fields_and_sigterm() {
     assert_eq!(body["data"]["callbackState"], "QUEUED", "{body}");
     assert_eq!(body["data"]["positionInQueue"], 2, "{body}");
     assert!(w.metric("engage_dispatch_lateness_seconds_count").await >= 2.0);
+    let text = reqwest::get(format!("{}/metrics", w.url))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("body");
+    for name in [
+        "ges_monitor_size",
+        "CB_SUBMIT_FAILED",
+        "engage_dispatch_lateness_seconds_bucket",
+    ] {
+        assert!(text.contains(name), "{name} missing from /metrics");
+    }
 
     // SIGTERM: exits 0 well within 10 s.
     let stop = Instant::now();
