@@ -368,3 +368,81 @@ async fn ors_events_token_when_configured() {
     assert_eq!(code, 200, "{body}");
     assert_eq!(body["data"]["callbackState"], "QUEUED");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ors_service_redis_commands_per_immediate_callback() {
+    let redis = harness::PrivateRedis::new(false);
+    let env = TestEnv::new().with("REDIS_URL", &redis.url());
+    let engage = Engage::start(&env, &["--with-worker"]).await;
+    let key = provision(&engage, "cmds", "svc", open_service(json!({}))).await;
+    let _sim = Proc::spawn(
+        &env,
+        "ors-sim",
+        &[
+            "--agents",
+            "50",
+            "--routing-ms",
+            "0",
+            "--handle-ms",
+            "10",
+            "--dist",
+            "fixed",
+            "--group",
+            &format!("{}-sim", env.id),
+        ],
+        &[],
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut conn = redis.conn().await;
+    redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async::<()>(&mut conn)
+        .await
+        .expect("resetstat");
+    const N: i64 = 300;
+    crate::worker::create_immediate(&engage, &key, "svc", N as usize, 0).await;
+    let pg = env.pg().await;
+    let started = Instant::now();
+    loop {
+        let done: i64 = pg
+            .query_one(
+                "SELECT count(*) FROM callbacks WHERE state = 'COMPLETED' AND reason = 'AGENT_CONNECTED'",
+                &[],
+            )
+            .await
+            .expect("count")
+            .get(0);
+        if done == N {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{done} of {N} completed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut conn)
+        .await
+        .expect("info");
+    let mut total = 0u64;
+    let mut by = Vec::new();
+    for line in stats.lines().filter(|l| l.starts_with("cmdstat_")) {
+        let name = line.split(':').next().unwrap_or_default();
+        if name.starts_with("cmdstat_info") || name.starts_with("cmdstat_config") {
+            continue;
+        }
+        let calls: u64 = line
+            .split("calls=")
+            .nth(1)
+            .and_then(|r| r.split(',').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        total += calls;
+        by.push(format!("{}={calls}", name.trim_start_matches("cmdstat_")));
+    }
+    let per = total as f64 / N as f64;
+    println!("FIGURE service_redis_commands_per_immediate_callback={per:.1} {by:?}");
+    assert!(per <= 15.0, "{per} commands per callback: {by:?}");
+}

@@ -711,3 +711,37 @@ async fn worker_paces_each_service_without_holding_up_others() {
     assert!(fast < 1.0, "fast service held up: {fast}");
     assert!(w.metric("engage_dispatch_paced_total").await > 0.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_takes_over_the_claims_of_a_killed_peer() {
+    let env = TestEnv::new();
+    let engage = Engage::start(&env, &[]).await;
+    let key = provision(
+        &engage,
+        "wt8",
+        "peer",
+        open_service(json!({"dispatch_rate_per_second": 300})),
+    )
+    .await;
+    let env = env.with("GES_URL", &engage.internal);
+    create_immediate(&engage, &key, "peer", 1_500, 0).await;
+    let extra = [("WORKER_LEASE_MS", "3000".to_string())];
+    let mut a = WorkerProc::start(&env, &extra).await;
+    let b = WorkerProc::start(&env, &extra).await;
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    // No restart follows, so no start-up rebuild: only lease expiry brings A's claims back.
+    a.proc.kill();
+    let killed = Instant::now();
+    let at_kill = submitted_count(&env).await;
+    assert!(at_kill < 1_500, "finished before the kill");
+    let n = wait_submitted(&env, 1_500, Duration::from_secs(30)).await;
+    assert_eq!(n, 1_500, "worker B log:\n{}", b.proc.output());
+    println!(
+        "FIGURE takeover_after_kill_ms={} (lease 3000 ms, {} left at kill)",
+        killed.elapsed().as_millis(),
+        1_500 - at_kill
+    );
+    let (total, distinct, _) =
+        stream_census(&env.vars["VOICE_REDIS_URL"], env.voice_stream()).await;
+    assert_eq!((total, distinct), (1_500, 1_500));
+}
