@@ -146,12 +146,16 @@ pub async fn apply(
         }
     }
 
-    // An event proves the voice platform holds the callback: it counts as submitted.
+    // An event proves the voice platform holds the callback: it counts as submitted (and its
+    // TTL runs) even if the worker has not recorded the submission yet.
     let row = tx
         .query_one(
-            "UPDATE callbacks SET state = $2, reason = $3, updated_at = now(),
-                submitted_at = COALESCE(submitted_at, now())
-             WHERE id = $1 RETURNING submitted_at",
+            "UPDATE callbacks c SET state = $2, reason = $3, updated_at = now(),
+                submitted_at = COALESCE(c.submitted_at, now()),
+                expires_at = COALESCE(c.expires_at, now() + make_interval(secs => COALESCE(
+                    (SELECT (s.settings->>'ttl_seconds')::int FROM services s
+                     WHERE s.tenant_id = c.tenant_id AND s.name = c.service), 86400)))
+             WHERE c.id = $1 RETURNING c.submitted_at",
             &[
                 &id,
                 &ev.state.as_str(),

@@ -745,3 +745,29 @@ async fn worker_takes_over_the_claims_of_a_killed_peer() {
         stream_census(&env.vars["VOICE_REDIS_URL"], env.voice_stream()).await;
     assert_eq!((total, distinct), (1_500, 1_500));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_on_a_redis_cluster() {
+    let env = TestEnv::new()
+        .with("REDIS_URL", harness::cluster())
+        .with("REDIS_CLUSTER", "true");
+    let engage = Engage::start(&env, &[]).await;
+    let key = provision(&engage, "wt9", "clustered", open_service(json!({}))).await;
+    let env = env.with("GES_URL", &engage.internal);
+    let w = WorkerProc::start(&env, &[]).await;
+    create_immediate(&engage, &key, "clustered", 300, 0).await;
+    let due = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(1);
+    let (code, body) = engage
+        .post(
+            &key,
+            "/engagement/v3/callbacks/create",
+            json!({"serviceName": "clustered", "phoneNumber": "+15550109999", "desiredTime": wire(due)}),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    let n = wait_submitted(&env, 301, Duration::from_secs(20)).await;
+    assert_eq!(n, 301, "worker log:\n{}", w.proc.output());
+    let (total, distinct, _) =
+        stream_census(&env.vars["VOICE_REDIS_URL"], env.voice_stream()).await;
+    assert_eq!((total, distinct), (301, 301));
+}
