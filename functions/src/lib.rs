@@ -4,6 +4,7 @@ pub mod admin;
 pub mod callbacks;
 pub mod openapi;
 pub mod ops;
+pub mod ors;
 pub mod runtime;
 
 use axum::Router;
@@ -27,6 +28,7 @@ pub fn internal_routes() -> Router<AppState> {
     Router::new()
         .merge(public_routes())
         .merge(admin::router())
+        .merge(ors::router())
         .merge(ops::health_router())
         .merge(ops::metrics_router())
 }
@@ -70,5 +72,6 @@ mod tests {
         let _ = super::admin::rules::router();
         let _ = super::admin::publish::router();
         let _ = super::admin::router();
+        let _ = super::ors::router();
     }
 }

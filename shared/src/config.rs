@@ -137,6 +137,10 @@ pub struct HttpConfig {
     /// Bearer token of the admin API; the admin API answers 401 to everything when unset.
     #[serde(default)]
     pub admin_token: Option<SecretString>,
+    /// Optional bearer token the voice platform must send on its state events
+    /// (`/ges/v1/ors/…`); unset = internal-only exposure is the protection.
+    #[serde(default)]
+    pub ors_events_token: Option<SecretString>,
     /// Body limit of the public port, bytes.
     #[serde(default = "defaults::external_body_limit")]
     pub external_body_limit: usize,
@@ -183,6 +187,23 @@ pub struct WorkerConfig {
     /// Safety poll of the idle path, seconds (the worker otherwise sleeps until the next due time).
     #[serde(default = "defaults::worker_safety_poll_s")]
     pub worker_safety_poll_s: u64,
+    /// How often the reconciler checks that the service Redis still holds the index (marker
+    /// key), seconds. One Redis command per check.
+    #[serde(default = "defaults::worker_reconcile_check_s")]
+    pub worker_reconcile_check_s: u64,
+    /// Cadence of the PostgreSQL-side passes (control outbox, TTL expiry, gauges), seconds.
+    #[serde(default = "defaults::worker_maintenance_s")]
+    pub worker_maintenance_s: u64,
+    /// Days after the desired time a callback and its events are deleted.
+    #[serde(default = "defaults::worker_retention_days")]
+    pub worker_retention_days: u32,
+    /// Cadence of the retention purge, seconds.
+    #[serde(default = "defaults::worker_retention_interval_s")]
+    pub worker_retention_interval_s: u64,
+    /// Stream entries older than this are trimmed (`XADD … MINID ~`), seconds; 0 = never trim.
+    /// Keep it well above the voice platform's worst consumer lag.
+    #[serde(default = "defaults::worker_stream_horizon_s")]
+    pub worker_stream_horizon_s: u64,
 }
 
 mod defaults {
@@ -269,6 +290,21 @@ mod defaults {
     }
     pub(super) fn worker_safety_poll_s() -> u64 {
         60
+    }
+    pub(super) fn worker_reconcile_check_s() -> u64 {
+        120
+    }
+    pub(super) fn worker_maintenance_s() -> u64 {
+        5
+    }
+    pub(super) fn worker_retention_days() -> u32 {
+        14
+    }
+    pub(super) fn worker_retention_interval_s() -> u64 {
+        600
+    }
+    pub(super) fn worker_stream_horizon_s() -> u64 {
+        3 * 86_400
     }
 }
 
@@ -362,6 +398,28 @@ impl Config {
         }
         if self.worker.worker_lease_ms < 1_000 {
             return bad("WORKER_LEASE_MS must be at least 1000".into());
+        }
+        if self.worker.worker_safety_poll_s < 30 {
+            return bad(
+                "WORKER_SAFETY_POLL_S must be at least 30 (the idle path must stay quiet)".into(),
+            );
+        }
+        if self.worker.worker_reconcile_check_s == 0
+            || self.worker.worker_maintenance_s == 0
+            || self.worker.worker_retention_interval_s == 0
+        {
+            return bad(
+                "WORKER_RECONCILE_CHECK_S, WORKER_MAINTENANCE_S and WORKER_RETENTION_INTERVAL_S must be positive"
+                    .into(),
+            );
+        }
+        if self.worker.worker_retention_days == 0 {
+            return bad("WORKER_RETENTION_DAYS must be at least 1".into());
+        }
+        if let Some(token) = &self.http.ors_events_token
+            && token.expose_secret().len() < 16
+        {
+            return bad("ORS_EVENTS_TOKEN must be at least 16 characters".into());
         }
         Ok(())
     }

@@ -61,6 +61,23 @@ pub const ALERT_COUNTERS: &[&str] = &[
     CB_ENQUEUE_LIMIT_REACHED,
 ];
 
+/// Callbacks handed to the voice stream (first submissions only).
+pub const DISPATCHED: &str = "engage_dispatched_total";
+/// Submissions the dedupe key turned away (a retried or taken-over submission).
+pub const DISPATCH_DUPLICATES: &str = "engage_dispatch_duplicates_total";
+/// Callbacks handed back to the schedule by pacing (`governor`).
+pub const DISPATCH_PACED: &str = "engage_dispatch_paced_total";
+/// Schedule-index rebuilds from PostgreSQL, by `cause`.
+pub const RECONCILE_REBUILDS: &str = "engage_reconcile_rebuilds_total";
+/// Control entries written to the control stream, by `via` (api, outbox).
+pub const CONTROL_SENT: &str = "engage_control_sent_total";
+/// Callbacks completed with FAIL_TIMEOUT_TTL.
+pub const EXPIRED: &str = "engage_callbacks_expired_total";
+/// Callbacks deleted by retention.
+pub const PURGED: &str = "engage_callbacks_purged_total";
+/// Voice-platform events, by `outcome` (applied, ignored, retry).
+pub const ORS_EVENTS: &str = "engage_ors_events_total";
+
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// Installs the process-wide recorder once and returns the handle that renders `/metrics`.

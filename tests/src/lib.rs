@@ -294,6 +294,14 @@ impl Engage {
             &[
                 ("INTERNAL_PORT", internal.to_string()),
                 ("EXTERNAL_PORT", external.to_string()),
+                // Voice-platform events come back to this instance unless the test says otherwise.
+                (
+                    "GES_URL",
+                    env.vars
+                        .get("GES_URL")
+                        .cloned()
+                        .unwrap_or_else(|| format!("http://127.0.0.1:{internal}")),
+                ),
             ],
         );
         let http = reqwest::Client::new();
@@ -414,4 +422,179 @@ pub fn local(zone: &str, date: jiff::civil::Date, hour: i8, minute: i8) -> jiff:
 /// `t` in the Engagement API wire format (`2026-05-28T15:30:00.000Z`).
 pub fn wire(t: jiff::Timestamp) -> String {
     t.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+}
+
+/// A Redis server owned by one test (for tests that flush, stop or count commands): never the
+/// shared instances. Killed when dropped.
+#[derive(Debug)]
+pub struct PrivateRedis {
+    /// Port it listens on (kept across restarts).
+    pub port: u16,
+    dir: PathBuf,
+    persistent: bool,
+    child: Option<Child>,
+}
+
+impl PrivateRedis {
+    /// Starts one on a free port; `persistent` keeps data across [`Self::stop`]/[`Self::start`]
+    /// (append-only file, fsync always).
+    pub fn new(persistent: bool) -> Self {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("engage-redis-{port}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("redis dir");
+        let mut r = Self {
+            port,
+            dir,
+            persistent,
+            child: None,
+        };
+        r.start();
+        r
+    }
+
+    /// `redis://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// (Re)starts the server and waits until it answers.
+    pub fn start(&mut self) {
+        let mut cmd = Command::new("redis-server");
+        cmd.arg("--port")
+            .arg(self.port.to_string())
+            .arg("--bind")
+            .arg("127.0.0.1")
+            .arg("--save")
+            .arg("")
+            .arg("--dir")
+            .arg(&self.dir)
+            .arg("--daemonize")
+            .arg("no")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if self.persistent {
+            cmd.args(["--appendonly", "yes", "--appendfsync", "always"]);
+        }
+        self.child = Some(cmd.spawn().expect("redis-server runs"));
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(10) {
+            if Self::answers(self.port) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("private redis on {} did not start", self.port);
+    }
+
+    /// Whether the server answers a read (not just accepts connections: while it loads its
+    /// append-only file it refuses commands with `-LOADING`).
+    fn answers(port: u16) -> bool {
+        use std::io::{Read, Write};
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+        if s.write_all(b"*2\r\n$6\r\nEXISTS\r\n$1\r\nx\r\n").is_err() {
+            return false;
+        }
+        let mut buf = [0u8; 64];
+        matches!(s.read(&mut buf), Ok(n) if n > 0 && buf[0] == b':')
+    }
+
+    /// Stops the server (SIGKILL; with persistence every write is already on disk).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// A connection.
+    pub async fn conn(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.url())
+            .expect("redis url")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("redis connect")
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A running `engage-worker` with its `/health` and `/metrics` port.
+#[derive(Debug)]
+pub struct WorkerProc {
+    /// The process.
+    pub proc: Proc,
+    /// `http://127.0.0.1:<WORKER_PORT>`.
+    pub url: String,
+}
+
+impl WorkerProc {
+    /// Starts `engage-worker` and waits until `/health` answers.
+    pub async fn start(env: &TestEnv, extra: &[(&str, String)]) -> Self {
+        let port = free_port();
+        let mut vars: Vec<(&str, String)> = vec![("WORKER_PORT", port.to_string())];
+        vars.extend(extra.iter().cloned());
+        let proc = Proc::spawn(env, "engage-worker", &[], &vars);
+        let url = format!("http://127.0.0.1:{port}");
+        wait_ready(&reqwest::Client::new(), &format!("{url}/health"), &proc).await;
+        Self { proc, url }
+    }
+
+    /// The sum of a metric's samples (all label sets) from `/metrics`; 0 when absent.
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = reqwest::get(format!("{}/metrics", self.url))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics body");
+        metric_sum(&text, name)
+    }
+}
+
+/// Sums the samples of `name` in a Prometheus text exposition.
+pub fn metric_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Every entry of a stream as (entry id, fields).
+pub async fn stream_entries(
+    conn: &mut redis::aio::MultiplexedConnection,
+    stream: &str,
+) -> Vec<(String, BTreeMap<String, String>)> {
+    let mut out = Vec::new();
+    let mut start = "-".to_string();
+    loop {
+        let page: Vec<(String, std::collections::HashMap<String, String>)> = redis::cmd("XRANGE")
+            .arg(stream)
+            .arg(&start)
+            .arg("+")
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(conn)
+            .await
+            .expect("XRANGE");
+        let n = page.len();
+        for (id, fields) in page {
+            start = format!("({id}");
+            out.push((id, fields.into_iter().collect()));
+        }
+        if n < 1000 {
+            return out;
+        }
+    }
 }

@@ -1,7 +1,9 @@
 //! `POST /engagement/v3/callbacks/cancel`: cancel a callback that is not yet with an agent.
 //!
-//! The cancel is committed first; then the callback leaves the schedule index and, when the
-//! voice platform already has it, a control entry asks the voice platform to stop the session.
+//! The cancel is committed first (with `control_pending` set when the voice platform already
+//! has the callback); then the callback leaves the schedule index and a control entry asks the
+//! voice platform to stop the session. A failed control write is not lost: the worker's outbox
+//! sends every control entry still owed.
 
 use axum::{Router, extract::State, routing::post};
 use serde::Serialize;
@@ -11,7 +13,7 @@ use shared::{
     http::{ApiTenant, AppState, Envelope, Json},
     metrics,
     model::callback::CallbackIdParms,
-    redis::schedule,
+    redis::{schedule, voice},
 };
 use uuid::Uuid;
 
@@ -54,26 +56,37 @@ async fn after_cancel(state: &AppState, id: Uuid, cancelled: db::callbacks::Canc
         tracing::warn!(callback.id = %id, error = %e, "schedule index removal failed");
     }
     if cancelled.submitted {
+        // Owed durably (`control_pending` was set with the cancel): if this write fails, the
+        // worker's outbox sends it; the dedupe key keeps the entry single either way.
         let sent = async {
             let mut conn = state.voice.conn().await?;
-            redis::cmd("XADD")
-                .arg(&state.cfg.voice.control_stream)
-                .arg("*")
-                .arg("callback_id")
-                .arg(id.to_string())
-                .arg("action")
-                .arg("cancel")
-                .arg("attempt")
-                .arg(cancelled.attempt)
-                .arg("at")
-                .arg(jiff::Timestamp::now().to_string())
-                .query_async::<String>(&mut conn)
-                .await
+            let entry = voice::control_entry(id, cancelled.attempt, "cancel");
+            voice::submit(
+                &mut conn,
+                &state.cfg.voice.control_stream,
+                "ctl",
+                &[entry],
+                0,
+            )
+            .await
         }
         .await;
-        if let Err(e) = sent {
-            ::metrics::counter!(metrics::REDIS_WRITE_FAILED, "op" => "control").increment(1);
-            tracing::error!(callback.id = %id, error = %e, "control stream write failed");
+        match sent {
+            Ok(_) => {
+                ::metrics::counter!(metrics::CONTROL_SENT, "via" => "api").increment(1);
+                let cleared = async {
+                    let client = state.db.get().await?;
+                    db::dispatch::clear_control(&client, &[id]).await
+                }
+                .await;
+                if let Err(e) = cleared {
+                    tracing::warn!(callback.id = %id, error = %e, "clearing the control debt failed; the outbox re-sends (deduplicated)");
+                }
+            }
+            Err(e) => {
+                ::metrics::counter!(metrics::REDIS_WRITE_FAILED, "op" => "control").increment(1);
+                tracing::warn!(callback.id = %id, error = %e, "control stream write failed; the worker's outbox retries it");
+            }
         }
     }
 }

@@ -1,11 +1,17 @@
-//! `POST /engagement/v3/callbacks/retrieve`: one callback of the caller's tenant.
+//! `POST /engagement/v3/callbacks/retrieve`: one callback of the caller's tenant. While the
+//! voice platform holds it (QUEUED, ROUTING), `positionInQueue` and `estimatedWaitTime` come
+//! from the service's queue view in Redis.
 
 use axum::{Router, extract::State, routing::post};
 use shared::{
     db,
     error::ApiResult,
     http::{ApiTenant, AppState, Envelope, Json},
-    model::callback::{Callback, CallbackIdParms},
+    model::{
+        CallbackState,
+        callback::{Callback, CallbackIdParms},
+    },
+    redis::queue,
 };
 
 /// Route of this function.
@@ -21,5 +27,24 @@ async fn handler(
     let id = body.parse()?;
     let client = state.db.get().await?;
     let stored = db::callbacks::get(&client, &tenant, id).await?;
-    Ok(Envelope::ok(stored.to_model()))
+    drop(client);
+    let mut model = stored.to_model();
+    if matches!(stored.state, CallbackState::Queued | CallbackState::Routing)
+        && stored.submitted_at.is_some()
+    {
+        // From the service's queue view; left out when Redis cannot say (never an error).
+        let looked_up = async {
+            let mut conn = state.redis.conn().await?;
+            queue::position(&mut conn, &state.keys, &tenant, &stored.service, id).await
+        }
+        .await;
+        match looked_up {
+            Ok((position, ewt)) => {
+                model.position_in_queue = position;
+                model.estimated_wait_time = ewt;
+            }
+            Err(e) => tracing::warn!(callback.id = %id, error = %e, "queue view unavailable"),
+        }
+    }
+    Ok(Envelope::ok(model))
 }

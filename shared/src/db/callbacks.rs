@@ -271,7 +271,9 @@ pub struct Cancelled {
 }
 
 /// Cancels a callback: allowed in every state but PROCESSING and COMPLETED (DESIGN §4). The
-/// capacity slot the callback held is given back in the same statement.
+/// capacity slot the callback held is given back in the same statement. When the voice
+/// platform already has it, `control_pending` is set in the same statement: the control entry
+/// is owed durably, and the worker's outbox sends it if the caller's write fails.
 pub async fn cancel(
     db: &impl GenericClient,
     tenant: &str,
@@ -280,7 +282,8 @@ pub async fn cancel(
     let row = db
         .query_opt(
             "WITH c AS (
-                UPDATE callbacks SET state = 'COMPLETED', reason = 'CANCELLED', updated_at = now()
+                UPDATE callbacks SET state = 'COMPLETED', reason = 'CANCELLED', updated_at = now(),
+                    control_pending = submitted_at IS NOT NULL
                 WHERE id = $1 AND tenant_id = $2 AND state NOT IN ('PROCESSING', 'COMPLETED')
                 RETURNING id, submitted_at, attempt, service, slot_start
              ), e AS (

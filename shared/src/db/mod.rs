@@ -9,6 +9,8 @@ pub mod api_errors;
 pub mod api_keys;
 pub mod batch;
 pub mod callbacks;
+pub mod dispatch;
+pub mod events;
 pub mod hours;
 pub mod publish;
 pub mod services;

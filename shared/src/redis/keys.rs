@@ -55,6 +55,16 @@ impl Keys {
         format!("{}:marker", self.prefix)
     }
 
+    /// Queue view of a service: ZSET of QUEUED/ROUTING callback ids, score = time queued (ms).
+    pub fn queue(&self, tenant: &str, service: &str) -> String {
+        format!("{{{}:q:{tenant}:{service}}}", self.prefix)
+    }
+
+    /// Recent dequeue times (ms) of a service, newest first; shares the view's hash tag.
+    pub fn queue_history(&self, tenant: &str, service: &str) -> String {
+        format!("{}:done", self.queue(tenant, service))
+    }
+
     /// Any other key under the prefix.
     pub fn key(&self, rest: &str) -> String {
         format!("{}:{rest}", self.prefix)

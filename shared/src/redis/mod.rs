@@ -5,7 +5,9 @@
 //! lazy: a process starts and serves while Redis is down, and reconnects by itself.
 
 pub mod keys;
+pub mod queue;
 pub mod schedule;
+pub mod voice;
 
 use std::{sync::Arc, time::Duration};
 

@@ -10,14 +10,15 @@ use uuid::Uuid;
 use super::{Keys, RedisConn};
 
 /// Adds (or moves) a callback in its shard and wakes sleeping workers when it becomes the
-/// shard's earliest entry. KEYS: sched. ARGV: score, member, wake channel.
+/// shard's earliest entry; the message is `<score>:<shard>`, so a worker claims from that
+/// shard only. KEYS: sched. ARGV: score, member, wake channel, shard.
 static INDEX: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local head = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
 if head[2] == nil or tonumber(ARGV[1]) < tonumber(head[2]) then
-  redis.call('PUBLISH', ARGV[3], ARGV[1])
+  redis.call('PUBLISH', ARGV[3], ARGV[1] .. ':' .. ARGV[4])
 end
 return 1",
     )
@@ -45,6 +46,7 @@ pub async fn index(
         .arg(dispatch_at_ms)
         .arg(id.to_string())
         .arg(keys.wake_channel())
+        .arg(shard)
         .invoke_async::<i64>(conn)
         .await
         .map(drop)

@@ -13,4 +13,6 @@ mod callbacks;
 mod hardening;
 mod hours;
 mod observability;
+mod ors;
 mod tidy;
+mod worker;

@@ -183,9 +183,6 @@ async fn run(command: Command, cfg: Config) -> anyhow::Result<()> {
 
 async fn serve(state: AppState, with_worker: bool) -> anyhow::Result<()> {
     shared::metrics::install();
-    if with_worker {
-        anyhow::bail!("--with-worker: this build has no dispatcher yet; run engage-worker");
-    }
     functions::ops::spawn_health_refresh(state.clone());
     let http = state.cfg.http.clone();
     let grace = millis(http.shutdown_grace_ms);
@@ -208,13 +205,31 @@ async fn serve(state: AppState, with_worker: bool) -> anyhow::Result<()> {
     ));
     let b = tokio::spawn(serve_listener(
         external,
-        functions::external_app(state),
+        functions::external_app(state.clone()),
         signal(stop_rx),
         grace,
     ));
+    // The in-process dispatcher shares the pools and stops on the same signal.
+    let worker_stop = tokio_util::sync::CancellationToken::new();
+    let dispatcher = with_worker.then(|| {
+        let w = worker::Worker::from_parts(
+            state.cfg.clone(),
+            state.db.clone(),
+            state.redis.clone(),
+            state.voice.clone(),
+            state.keys.clone(),
+        );
+        tracing::info!("dispatcher running in-process");
+        let stop = worker_stop.clone();
+        tokio::spawn(async move { w.run(stop).await })
+    });
     shutdown_signal().await;
+    worker_stop.cancel();
     let _ = stop_tx.send(true);
     let (ra, rb) = tokio::join!(a, b);
+    if let Some(d) = dispatcher {
+        d.await??;
+    }
     ra??;
     rb??;
     Ok(())

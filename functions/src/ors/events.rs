@@ -1,0 +1,223 @@
+//! `POST /ges/v1/ors/callbacks/{id}/events`: the voice platform reports a callback's progress
+//! (`{state, reason?, position_in_queue?, ewt_seconds?, session_id?, attempt?, at}`).
+//!
+//! Internal only (never on the external port). Events are applied idempotently and never move
+//! a callback backwards (`shared::db::events`); an unknown id is 404, an unknown state or
+//! reason 400. After the commit, the service's queue view follows: QUEUED/ROUTING callbacks are
+//! in it (for `positionInQueue`), leaving it records a dequeue time (for wait estimates), and a
+//! retry goes back into the schedule index. When `ORS_EVENTS_TOKEN` is set, callers must send
+//! it as a bearer token.
+
+use axum::{Router, extract::State, http::HeaderMap, routing::post};
+use jiff::Timestamp;
+use secrecy::ExposeSecret;
+use serde::{Deserialize, Serialize};
+use shared::{
+    ApiError,
+    db::events::{self, Event, Outcome},
+    error::ApiResult,
+    http::{AppState, Envelope, Json, Path},
+    metrics,
+    model::{CallbackState, CompletionReason, callback::parse_time},
+    redis::{queue, schedule},
+};
+use uuid::Uuid;
+
+/// Route of this function.
+pub fn router() -> Router<AppState> {
+    Router::new().route("/ges/v1/ors/callbacks/{id}/events", post(handler))
+}
+
+/// The event body.
+#[derive(Debug, Deserialize)]
+pub struct EventBody {
+    /// SCHEDULED | QUEUED | ROUTING | PROCESSING | COMPLETED.
+    pub state: String,
+    /// Completion reason (with COMPLETED).
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// Position reported by the voice platform (informational).
+    #[serde(default)]
+    pub position_in_queue: Option<i64>,
+    /// Wait estimate reported by the voice platform (informational).
+    #[serde(default)]
+    pub ewt_seconds: Option<i64>,
+    /// Voice session id (informational).
+    #[serde(default)]
+    pub session_id: Option<String>,
+    /// Attempt the event belongs to (the stream entry's `attempt`); events of an older attempt
+    /// are ignored.
+    #[serde(default)]
+    pub attempt: Option<i16>,
+    /// When it happened (RFC 3339); defaults to now.
+    #[serde(default)]
+    pub at: Option<String>,
+}
+
+/// What the event did.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventResult {
+    /// Callback id.
+    pub id: String,
+    /// Whether the event changed the callback.
+    pub applied: bool,
+    /// The callback's state after the event.
+    pub callback_state: CallbackState,
+    /// Why nothing changed, when it did not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<&'static str>,
+    /// The next attempt, when a failed call was re-scheduled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<i16>,
+}
+
+fn authorize(state: &AppState, headers: &HeaderMap) -> ApiResult<()> {
+    let Some(expected) = &state.cfg.http.ors_events_token else {
+        return Ok(());
+    };
+    let given = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| {
+            ApiError::unauthorized("Authorization: Bearer <ORS events token> is required")
+        })?;
+    if !shared::auth::secrets_equal(given.trim(), expected.expose_secret()) {
+        return Err(ApiError::unauthorized("invalid ORS events token"));
+    }
+    Ok(())
+}
+
+fn parse(body: EventBody) -> ApiResult<Event> {
+    let state = CallbackState::parse(body.state.trim()).ok_or_else(|| {
+        ApiError::bad_request(
+            "state must be one of SCHEDULED, QUEUED, ROUTING, PROCESSING, COMPLETED",
+        )
+    })?;
+    let reason = match body.reason.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(r) => Some(CompletionReason::parse(r).ok_or_else(|| {
+            ApiError::bad_request(
+                "reason must be one of AGENT_CONNECTED, CANCELLED, FAIL_TIMEOUT_TTL, \
+                 FAIL_CALL_TO_CUSTOMER, FAIL_QUEUEING, FAIL_ERROR, NOT_AVAILABLE",
+            )
+        })?),
+    };
+    if reason.is_some() && state != CallbackState::Completed {
+        return Err(ApiError::bad_request(
+            "reason is only allowed with state COMPLETED",
+        ));
+    }
+    if body.attempt.is_some_and(|a| a < 1) {
+        return Err(ApiError::bad_request("attempt must be at least 1"));
+    }
+    let at = match body.at.as_deref().map(str::trim) {
+        None | Some("") => Timestamp::now(),
+        Some(s) => parse_time("at", s)?,
+    };
+    Ok(Event {
+        state,
+        reason,
+        attempt: body.attempt,
+        at,
+    })
+}
+
+async fn handler(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Json(body): Json<EventBody>,
+) -> ApiResult<Envelope<EventResult>> {
+    authorize(&state, &headers)?;
+    let id =
+        Uuid::parse_str(id.trim()).map_err(|_| ApiError::not_found(format!("no callback {id}")))?;
+    let event = parse(body)?;
+    let (target, outcome) = {
+        let mut client = state.db.get().await?;
+        events::apply(&mut client, id, &event).await?
+    };
+    let label = match &outcome {
+        Outcome::Applied { .. } => "applied",
+        Outcome::Ignored { .. } => "ignored",
+        Outcome::Retry { .. } => "retry",
+    };
+    ::metrics::counter!(metrics::ORS_EVENTS, "outcome" => label).increment(1);
+    follow_up(&state, id, &event, &target, &outcome).await;
+    Ok(Envelope::ok(match outcome {
+        Outcome::Applied { to, .. } => EventResult {
+            id: id.to_string(),
+            applied: true,
+            callback_state: to,
+            note: None,
+            attempt: None,
+        },
+        Outcome::Ignored { state, why } => EventResult {
+            id: id.to_string(),
+            applied: false,
+            callback_state: state,
+            note: Some(why),
+            attempt: None,
+        },
+        Outcome::Retry { attempt, .. } => EventResult {
+            id: id.to_string(),
+            applied: true,
+            callback_state: CallbackState::Scheduled,
+            note: Some("call failed; next attempt scheduled"),
+            attempt: Some(attempt),
+        },
+    }))
+}
+
+/// The Redis side of an applied event; failures are repaired by the reconciler.
+async fn follow_up(
+    state: &AppState,
+    id: Uuid,
+    event: &Event,
+    target: &events::Target,
+    outcome: &Outcome,
+) {
+    // Only what changed the view costs a command: duplicates and steps inside the queue
+    // (QUEUED → ROUTING) touch nothing.
+    let result = async {
+        let (tenant, service) = (target.tenant.as_str(), target.service.as_str());
+        let in_view =
+            |s: CallbackState| matches!(s, CallbackState::Queued | CallbackState::Routing);
+        match outcome {
+            Outcome::Applied { from, to }
+                if in_view(*to) && (!target.was_submitted || !in_view(*from)) =>
+            {
+                let score = target.submitted_at.unwrap_or(event.at).as_millisecond();
+                let mut conn = state.redis.conn().await?;
+                queue::enqueue(&mut conn, &state.keys, tenant, service, &[(id, score)]).await
+            }
+            Outcome::Applied {
+                to: CallbackState::Processing,
+                ..
+            } => {
+                let mut conn = state.redis.conn().await?;
+                queue::dequeue(&mut conn, &state.keys, tenant, service, id, true).await
+            }
+            Outcome::Applied {
+                from,
+                to: CallbackState::Completed,
+            } if in_view(*from) => {
+                let served = event.reason == Some(CompletionReason::AgentConnected);
+                let mut conn = state.redis.conn().await?;
+                queue::dequeue(&mut conn, &state.keys, tenant, service, id, served).await
+            }
+            Outcome::Retry { dispatch_at, .. } => {
+                let mut conn = state.redis.conn().await?;
+                queue::dequeue(&mut conn, &state.keys, tenant, service, id, false).await?;
+                schedule::index(&mut conn, &state.keys, id, dispatch_at.as_millisecond()).await
+            }
+            _ => Ok(()),
+        }
+    }
+    .await;
+    if let Err(e) = result {
+        ::metrics::counter!(metrics::REDIS_WRITE_FAILED, "op" => "ors_event").increment(1);
+        tracing::warn!(callback.id = %id, error = %e, "queue view update failed; the reconciler repairs it");
+    }
+}

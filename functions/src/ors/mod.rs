@@ -1,0 +1,11 @@
+//! The voice platform's (ORS) internal API: state events of the callbacks it was handed.
+
+pub mod events;
+
+use axum::Router;
+use shared::http::AppState;
+
+/// All voice-platform routes (internal only).
+pub fn router() -> Router<AppState> {
+    Router::new().merge(events::router())
+}

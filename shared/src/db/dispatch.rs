@@ -1,0 +1,317 @@
+//! The worker's queries: load claimed callbacks, mark them submitted, page through what the
+//! schedule index and queue views must hold (reconciler), the control outbox, TTL expiry and
+//! the retention purge. Each one reads through a partial index, so none scans the table.
+
+use deadpool_postgres::GenericClient;
+use jiff::Timestamp;
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use crate::{
+    error::ApiError,
+    model::{CallbackState, ServiceSettings},
+};
+
+/// A claimed callback with what the stream entry needs.
+#[derive(Debug, Clone)]
+pub struct DueCallback {
+    /// Id.
+    pub id: Uuid,
+    /// Tenant.
+    pub tenant: String,
+    /// Service.
+    pub service: String,
+    /// State.
+    pub state: CallbackState,
+    /// Number as given.
+    pub phone_number: String,
+    /// Desired time.
+    pub desired_time: Timestamp,
+    /// Dispatch time (lateness is measured from it).
+    pub dispatch_at: Timestamp,
+    /// Priority.
+    pub priority: i32,
+    /// Current attempt.
+    pub attempt: i16,
+    /// Set once the current attempt reached the voice stream.
+    pub submitted_at: Option<Timestamp>,
+    /// Optional attributes (overrides of route point, language, survey RP).
+    pub attrs: Map<String, Value>,
+    /// User data.
+    pub user_data: Option<Value>,
+    /// The service's settings (also of a soft-deleted service); `None` if it never existed.
+    pub settings: Option<ServiceSettings>,
+}
+
+impl DueCallback {
+    /// Whether the schedule index should still hold it (mirrors `callbacks_pending_idx`).
+    pub fn pending(&self) -> bool {
+        self.submitted_at.is_none()
+            && matches!(self.state, CallbackState::Scheduled | CallbackState::Queued)
+    }
+}
+
+/// Loads claimed callbacks with their service settings.
+pub async fn load(db: &impl GenericClient, ids: &[Uuid]) -> Result<Vec<DueCallback>, ApiError> {
+    let rows = db
+        .query(
+            "SELECT c.id, c.tenant_id, c.service, c.state, c.phone_number, c.desired_time,
+                    c.dispatch_at, c.priority, c.attempt, c.submitted_at, c.attrs, c.user_data,
+                    s.settings
+             FROM callbacks c
+             LEFT JOIN services s ON s.tenant_id = c.tenant_id AND s.name = c.service
+             WHERE c.id = ANY($1)",
+            &[&ids],
+        )
+        .await?;
+    rows.iter()
+        .map(|r| {
+            let state: String = r.get("state");
+            Ok(DueCallback {
+                id: r.get("id"),
+                tenant: r.get("tenant_id"),
+                service: r.get("service"),
+                state: CallbackState::parse(&state)
+                    .ok_or_else(|| ApiError::internal(anyhow::anyhow!("bad state {state}")))?,
+                phone_number: r.get("phone_number"),
+                desired_time: r.get("desired_time"),
+                dispatch_at: r.get("dispatch_at"),
+                priority: r.get("priority"),
+                attempt: r.get("attempt"),
+                submitted_at: r.get("submitted_at"),
+                attrs: match r.get::<_, Option<Value>>("attrs") {
+                    Some(Value::Object(m)) => m,
+                    _ => Map::new(),
+                },
+                user_data: r.get("user_data"),
+                settings: r
+                    .get::<_, Option<Value>>("settings")
+                    .map(serde_json::from_value)
+                    .transpose()
+                    .map_err(ApiError::internal)?,
+            })
+        })
+        .collect()
+}
+
+/// One submitted attempt to record.
+#[derive(Debug, Clone, Copy)]
+pub struct Submitted {
+    /// Callback id.
+    pub id: Uuid,
+    /// The attempt that reached the stream.
+    pub attempt: i16,
+    /// The service's `ttl_seconds` (sets `expires_at`).
+    pub ttl_seconds: i32,
+}
+
+/// Records that these attempts are in the voice stream: SCHEDULED becomes QUEUED,
+/// `submitted_at` and `expires_at` are set, and an event row is written. A callback cancelled
+/// while it was being submitted gets `control_pending`, so the voice platform is told to drop
+/// it. Rows whose attempt moved on or that were already marked are left alone. Returns the ids
+/// marked now with their submission time (ms).
+pub async fn mark_submitted(
+    db: &impl GenericClient,
+    items: &[Submitted],
+) -> Result<Vec<(Uuid, i64)>, ApiError> {
+    if items.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<Uuid> = items.iter().map(|s| s.id).collect();
+    let attempts: Vec<i16> = items.iter().map(|s| s.attempt).collect();
+    let ttls: Vec<i32> = items.iter().map(|s| s.ttl_seconds).collect();
+    let rows = db
+        .query(
+            "WITH s AS (
+                UPDATE callbacks c SET
+                    submitted_at = now(),
+                    updated_at = now(),
+                    state = CASE WHEN c.state = 'SCHEDULED' THEN 'QUEUED' ELSE c.state END,
+                    expires_at = now() + make_interval(secs => u.ttl),
+                    control_pending = c.control_pending
+                        OR (c.state = 'COMPLETED' AND c.reason = 'CANCELLED')
+                FROM unnest($1::uuid[], $2::smallint[], $3::int[]) AS u(id, attempt, ttl)
+                WHERE c.id = u.id AND c.attempt = u.attempt AND c.submitted_at IS NULL
+                RETURNING c.id, c.state, c.submitted_at
+             ), e AS (
+                INSERT INTO callback_events (callback_id, state, reason, source)
+                SELECT id, state, 'SUBMITTED', 'worker' FROM s WHERE state = 'QUEUED'
+             )
+             SELECT id, submitted_at FROM s WHERE state = 'QUEUED'",
+            &[&ids, &attempts, &ttls],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| (r.get(0), r.get::<_, Timestamp>(1).as_millisecond()))
+        .collect())
+}
+
+/// One page of what the schedule index must hold, in (dispatch_at, id) order after `after`.
+pub async fn pending_page(
+    db: &impl GenericClient,
+    after: Option<(Timestamp, Uuid)>,
+    limit: i64,
+) -> Result<Vec<(Uuid, Timestamp)>, ApiError> {
+    let (t, id) = after.unwrap_or((Timestamp::UNIX_EPOCH, Uuid::nil()));
+    let rows = db
+        .query(
+            "SELECT id, dispatch_at FROM callbacks
+             WHERE submitted_at IS NULL AND state IN ('SCHEDULED', 'QUEUED')
+               AND (dispatch_at, id) > ($1, $2)
+             ORDER BY dispatch_at, id LIMIT $3",
+            &[&t, &id, &limit],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+/// A callback the voice platform holds (QUEUED or ROUTING, submitted).
+#[derive(Debug, Clone)]
+pub struct Active {
+    /// Id.
+    pub id: Uuid,
+    /// Tenant.
+    pub tenant: String,
+    /// Service.
+    pub service: String,
+    /// When it reached the voice stream (queue-view score).
+    pub submitted_at: Timestamp,
+}
+
+/// One page of what the queue views must hold, by id after `after`.
+pub async fn active_page(
+    db: &impl GenericClient,
+    after: Uuid,
+    limit: i64,
+) -> Result<Vec<Active>, ApiError> {
+    let rows = db
+        .query(
+            "SELECT id, tenant_id, service, submitted_at FROM callbacks
+             WHERE state IN ('QUEUED', 'ROUTING') AND submitted_at IS NOT NULL AND id > $1
+             ORDER BY id LIMIT $2",
+            &[&after, &limit],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| Active {
+            id: r.get(0),
+            tenant: r.get(1),
+            service: r.get(2),
+            submitted_at: r.get(3),
+        })
+        .collect())
+}
+
+/// Callbacks owing a control entry (cancel) to the voice platform, oldest first.
+pub async fn control_pending(
+    db: &impl GenericClient,
+    limit: i64,
+) -> Result<Vec<(Uuid, i16)>, ApiError> {
+    let rows = db
+        .query(
+            "SELECT id, attempt FROM callbacks WHERE control_pending ORDER BY updated_at LIMIT $1",
+            &[&limit],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+/// Clears the control debt of callbacks whose control entry is in the stream.
+pub async fn clear_control(db: &impl GenericClient, ids: &[Uuid]) -> Result<(), ApiError> {
+    db.execute(
+        "UPDATE callbacks SET control_pending = false WHERE id = ANY($1) AND control_pending",
+        &[&ids],
+    )
+    .await?;
+    Ok(())
+}
+
+/// A callback a maintenance pass ended or deleted (its Redis traces must go).
+#[derive(Debug, Clone)]
+pub struct Ended {
+    /// Id.
+    pub id: Uuid,
+    /// Tenant.
+    pub tenant: String,
+    /// Service.
+    pub service: String,
+}
+
+fn ended(rows: &[tokio_postgres::Row]) -> Vec<Ended> {
+    rows.iter()
+        .map(|r| Ended {
+            id: r.get(0),
+            tenant: r.get(1),
+            service: r.get(2),
+        })
+        .collect()
+}
+
+/// Completes up to `limit` submitted callbacks not served within their TTL
+/// (COMPLETED/FAIL_TIMEOUT_TTL) and asks the voice platform to drop them.
+pub async fn expire(db: &impl GenericClient, limit: i64) -> Result<Vec<Ended>, ApiError> {
+    let rows = db
+        .query(
+            "WITH x AS (
+                UPDATE callbacks SET state = 'COMPLETED', reason = 'FAIL_TIMEOUT_TTL',
+                    control_pending = true, updated_at = now()
+                WHERE id IN (
+                    SELECT id FROM callbacks
+                    WHERE state IN ('QUEUED', 'ROUTING') AND submitted_at IS NOT NULL
+                      AND expires_at < now()
+                    ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED)
+                RETURNING id, tenant_id, service
+             ), e AS (
+                INSERT INTO callback_events (callback_id, state, reason, source)
+                SELECT id, 'COMPLETED', 'FAIL_TIMEOUT_TTL', 'worker' FROM x
+             )
+             SELECT id, tenant_id, service FROM x",
+            &[&limit],
+        )
+        .await?;
+    Ok(ended(&rows))
+}
+
+/// Deletes up to `limit` callbacks (and, by cascade, their events) whose desired time is more
+/// than `days` days ago.
+pub async fn purge(db: &impl GenericClient, days: u32, limit: i64) -> Result<Vec<Ended>, ApiError> {
+    let days = i32::try_from(days).unwrap_or(i32::MAX);
+    let rows = db
+        .query(
+            "DELETE FROM callbacks WHERE id IN (
+                SELECT id FROM callbacks
+                WHERE desired_time < now() - make_interval(days => $1)
+                ORDER BY desired_time LIMIT $2 FOR UPDATE SKIP LOCKED)
+             RETURNING id, tenant_id, service",
+            &[&days, &limit],
+        )
+        .await?;
+    Ok(ended(&rows))
+}
+
+/// Deletes expired idempotency keys (kept 24 h).
+pub async fn purge_idempotency_keys(db: &impl GenericClient) -> Result<u64, ApiError> {
+    Ok(db
+        .execute(
+            "DELETE FROM idempotency_keys WHERE created_at < now() - interval '24 hours'",
+            &[],
+        )
+        .await?)
+}
+
+/// Callbacks the dispatcher watches: waiting for dispatch, and held by the voice platform.
+pub async fn monitor_counts(db: &impl GenericClient) -> Result<(i64, i64), ApiError> {
+    let row = db
+        .query_one(
+            "SELECT
+               (SELECT count(*) FROM callbacks
+                 WHERE submitted_at IS NULL AND state IN ('SCHEDULED', 'QUEUED')),
+               (SELECT count(*) FROM callbacks
+                 WHERE state IN ('QUEUED', 'ROUTING') AND submitted_at IS NOT NULL)",
+            &[],
+        )
+        .await?;
+    Ok((row.get(0), row.get(1)))
+}

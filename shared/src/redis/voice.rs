@@ -1,0 +1,140 @@
+//! The voice Redis: the new-callback stream and the control stream, written exactly once.
+//!
+//! Every write goes through one Lua script that first sets a dedupe key with `SET NX EX` and
+//! adds the stream entry only when that succeeded, so a retried submission (after a timeout, a
+//! worker crash or a takeover by another worker) never doubles an entry. The dedupe key carries
+//! the stream's hash tag (`{NewCallbackStream}:sub:<id>:<attempt>`): a key without braces hashes
+//! by its whole name, so the tag puts the dedupe key in the stream's cluster slot.
+
+use std::sync::LazyLock;
+
+use redis::Script;
+use uuid::Uuid;
+
+use super::RedisConn;
+
+/// How long a dedupe key lives: a submission retried later than this could double.
+pub const DEDUPE_TTL_S: u64 = 86_400;
+
+/// Adds entries to one stream, each guarded by its dedupe key.
+/// KEYS: stream, dedupe keys…  ARGV: ttl, minid (or "" for no trim), fields per entry, then the
+/// entries' fields flattened (field, value, …). Returns 1 (added) or 0 (duplicate) per entry.
+static SUBMIT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local ttl = ARGV[1]
+local minid = ARGV[2]
+local per = tonumber(ARGV[3]) * 2
+local out = {}
+for i = 2, #KEYS do
+  if redis.call('SET', KEYS[i], '1', 'NX', 'EX', ttl) then
+    local base = 3 + (i - 2) * per
+    local args = {KEYS[1]}
+    if minid ~= '' then
+      args[#args + 1] = 'MINID'; args[#args + 1] = '~'; args[#args + 1] = minid
+    end
+    args[#args + 1] = '*'
+    for j = 1, per do args[#args + 1] = ARGV[base + j] end
+    redis.call('XADD', unpack(args))
+    out[#out + 1] = 1
+  else
+    out[#out + 1] = 0
+  end
+end
+return out",
+    )
+});
+
+/// The dedupe key of one write to `stream` (`kind` = `sub` or `ctl`).
+pub fn dedupe_key(stream: &str, kind: &str, id: Uuid, attempt: i16) -> String {
+    match hash_tag(stream) {
+        // The stream already has a tag: reuse it so both keys share a slot.
+        Some(tag) => format!("{{{tag}}}:{kind}:{id}:{attempt}"),
+        None => format!("{{{stream}}}:{kind}:{id}:{attempt}"),
+    }
+}
+
+fn hash_tag(key: &str) -> Option<&str> {
+    let open = key.find('{')?;
+    let close = key[open + 1..].find('}')?;
+    (close > 0).then(|| &key[open + 1..open + 1 + close])
+}
+
+/// One stream entry: its dedupe identity and its fields (same field names for every entry of a
+/// call).
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// Callback id.
+    pub id: Uuid,
+    /// Dispatch attempt (part of the dedupe key).
+    pub attempt: i16,
+    /// Field/value pairs.
+    pub fields: Vec<(&'static str, String)>,
+}
+
+/// Adds `entries` to `stream` exactly once each; returns per entry whether it was added now
+/// (`false` = it had been added before). `trim_before_ms` trims entries older than that time
+/// (`MINID ~`), 0 = no trim. All entries must have the same field names.
+pub async fn submit(
+    conn: &mut RedisConn,
+    stream: &str,
+    kind: &str,
+    entries: &[Entry],
+    trim_before_ms: i64,
+) -> redis::RedisResult<Vec<bool>> {
+    if entries.is_empty() {
+        return Ok(Vec::new());
+    }
+    let per = entries[0].fields.len();
+    let mut inv = SUBMIT.key(stream);
+    for e in entries {
+        inv.key(dedupe_key(stream, kind, e.id, e.attempt));
+    }
+    inv.arg(DEDUPE_TTL_S)
+        .arg(if trim_before_ms > 0 {
+            format!("{trim_before_ms}-0")
+        } else {
+            String::new()
+        })
+        .arg(per);
+    for e in entries {
+        debug_assert_eq!(e.fields.len(), per, "entries of one call share field names");
+        for (k, v) in &e.fields {
+            inv.arg(*k).arg(v);
+        }
+    }
+    let added: Vec<i64> = inv.invoke_async(conn).await?;
+    Ok(added.into_iter().map(|n| n == 1).collect())
+}
+
+/// A control entry (`{callback_id, action, attempt, at}`) for the voice platform.
+pub fn control_entry(id: Uuid, attempt: i16, action: &str) -> Entry {
+    Entry {
+        id,
+        attempt,
+        fields: vec![
+            ("callback_id", id.to_string()),
+            ("action", action.to_string()),
+            ("attempt", attempt.to_string()),
+            ("at", jiff::Timestamp::now().to_string()),
+        ],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dedupe_keys_share_the_stream_slot() {
+        let id = Uuid::nil();
+        assert_eq!(
+            dedupe_key("NewCallbackStream", "sub", id, 2),
+            format!("{{NewCallbackStream}}:sub:{id}:2")
+        );
+        assert_eq!(
+            dedupe_key("{voice}:NewCallbackStream", "ctl", id, 1),
+            format!("{{voice}}:ctl:{id}:1")
+        );
+    }
+}

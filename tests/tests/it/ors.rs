@@ -1,0 +1,448 @@
+//! End to end with the voice-platform simulator (`ors-sim`) and `engage serve --with-worker`:
+//! completion, positionInQueue while QUEUED, cancel through the control stream, duplicate and
+//! out-of-order events, retries, TTL expiry and retention.
+
+use std::time::{Duration, Instant};
+
+use harness::{Engage, Proc, TestEnv, stream_entries};
+use serde_json::{Value, json};
+
+use crate::worker::{open_service, provision};
+
+async fn retrieve(engage: &Engage, key: &str, id: &str) -> Value {
+    let (code, body) = engage
+        .post(key, "/engagement/v3/callbacks/retrieve", json!({"id": id}))
+        .await;
+    assert_eq!(code, 200, "{body}");
+    body["data"].clone()
+}
+
+async fn create(engage: &Engage, key: &str, body: Value) -> String {
+    let (code, resp) = engage
+        .post(key, "/engagement/v3/callbacks/create", body)
+        .await;
+    assert_eq!(code, 200, "{resp}");
+    resp["data"]["id"].as_str().expect("id").to_string()
+}
+
+async fn event(engage: &Engage, id: &str, body: Value) -> (u16, Value) {
+    harness::send(
+        engage
+            .http
+            .post(format!(
+                "{}/ges/v1/ors/callbacks/{id}/events",
+                engage.internal
+            ))
+            .json(&body),
+    )
+    .await
+}
+
+/// Polls retrieve until `pred` holds (or panics after `secs`).
+async fn wait_for(
+    engage: &Engage,
+    key: &str,
+    id: &str,
+    secs: u64,
+    pred: impl Fn(&Value) -> bool,
+) -> Value {
+    let started = Instant::now();
+    loop {
+        let cb = retrieve(engage, key, id).await;
+        if pred(&cb) {
+            return cb;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(secs),
+            "condition not reached; last: {cb}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn later(secs: i64) -> String {
+    (jiff::Timestamp::now() + jiff::SignedDuration::from_secs(secs))
+        .strftime("%Y-%m-%dT%H:%M:%S%.3fZ")
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ors_end_to_end_with_simulator() {
+    let env = TestEnv::new().with("WORKER_MAINTENANCE_S", "1");
+    let engage = Engage::start(&env, &["--with-worker"]).await;
+    let key = provision(
+        &engage,
+        "e2e",
+        "care",
+        open_service(json!({"max_attempts": 2, "retry_delay_seconds": 1})),
+    )
+    .await;
+    let _sim = Proc::spawn(
+        &env,
+        "ors-sim",
+        &[
+            "--agents",
+            "1",
+            "--queue-ms",
+            "2000",
+            "--handle-ms",
+            "300",
+            "--dist",
+            "fixed",
+            "--group",
+            &format!("{}-sim", env.id),
+        ],
+        &[],
+    );
+
+    // An immediate callback: positionInQueue while QUEUED, then COMPLETED/AGENT_CONNECTED.
+    let a = create(
+        &engage,
+        &key,
+        json!({"serviceName": "care", "phoneNumber": "+15550100001"}),
+    )
+    .await;
+    let queued = wait_for(&engage, &key, &a, 10, |cb| {
+        cb["callbackState"] == "QUEUED" && cb.get("positionInQueue").is_some()
+    })
+    .await;
+    assert_eq!(queued["positionInQueue"], 1, "{queued}");
+    let done = wait_for(&engage, &key, &a, 15, |cb| {
+        cb["callbackState"] == "COMPLETED"
+    })
+    .await;
+    assert_eq!(done["callbackReason"], "AGENT_CONNECTED", "{done}");
+    assert!(done.get("positionInQueue").is_none());
+
+    // Cancel while QUEUED: a control entry, COMPLETED/CANCELLED, and the simulator stops.
+    let b = create(
+        &engage,
+        &key,
+        json!({"serviceName": "care", "phoneNumber": "+15550100002"}),
+    )
+    .await;
+    wait_for(&engage, &key, &b, 10, |cb| {
+        cb.get("positionInQueue").is_some()
+    })
+    .await;
+    let (code, body) = engage
+        .post(&key, "/engagement/v3/callbacks/cancel", json!({"id": b}))
+        .await;
+    assert_eq!(code, 200, "{body}");
+    let mut voice = env.voice().await;
+    let control = stream_entries(&mut voice, &env.vars["CONTROL_STREAM"]).await;
+    let mine: Vec<_> = control
+        .iter()
+        .filter(|(_, f)| f["callback_id"] == b)
+        .collect();
+    assert_eq!(mine.len(), 1, "{control:?}");
+    assert_eq!(mine[0].1["action"], "cancel");
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let cb = retrieve(&engage, &key, &b).await;
+    assert_eq!(cb["callbackState"], "COMPLETED");
+    assert_eq!(cb["callbackReason"], "CANCELLED");
+    let pg = env.pg().await;
+    let routed: i64 = pg
+        .query_one(
+            "SELECT count(*) FROM callback_events WHERE callback_id = $1::text::uuid
+             AND state IN ('ROUTING', 'PROCESSING')",
+            &[&b],
+        )
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(routed, 0, "the simulator routed a cancelled callback");
+
+    // Events twice and out of order, on a callback the simulator never sees (due in an hour).
+    let c = create(
+        &engage,
+        &key,
+        json!({"serviceName": "care", "phoneNumber": "+15550100003", "desiredTime": later(3600)}),
+    )
+    .await;
+    let steps = [
+        ("QUEUED", None, true, "QUEUED"),
+        ("ROUTING", None, true, "ROUTING"),
+        ("ROUTING", None, false, "ROUTING"),
+        ("QUEUED", None, false, "ROUTING"),
+        ("PROCESSING", None, true, "PROCESSING"),
+        ("PROCESSING", None, false, "PROCESSING"),
+        ("COMPLETED", Some("AGENT_CONNECTED"), true, "COMPLETED"),
+        ("PROCESSING", None, false, "COMPLETED"),
+        ("COMPLETED", Some("FAIL_ERROR"), false, "COMPLETED"),
+    ];
+    for (state, reason, applied, after) in steps {
+        let mut body = json!({"state": state, "at": later(0)});
+        if let Some(r) = reason {
+            body["reason"] = json!(r);
+        }
+        let (code, resp) = event(&engage, &c, body).await;
+        assert_eq!(code, 200, "{state}: {resp}");
+        assert_eq!(resp["data"]["applied"], applied, "{state}: {resp}");
+        assert_eq!(resp["data"]["callbackState"], after, "{state}: {resp}");
+    }
+    let cb = retrieve(&engage, &key, &c).await;
+    assert_eq!(cb["callbackReason"], "AGENT_CONNECTED");
+    let (code, _) = event(
+        &engage,
+        &uuid::Uuid::new_v4().to_string(),
+        json!({"state": "QUEUED"}),
+    )
+    .await;
+    assert_eq!(code, 404);
+    let (code, _) = event(&engage, &c, json!({"state": "DIALING"})).await;
+    assert_eq!(code, 400);
+    let (code, _) = event(
+        &engage,
+        &c,
+        json!({"state": "COMPLETED", "reason": "BORED"}),
+    )
+    .await;
+    assert_eq!(code, 400);
+    // Not on the public port.
+    let (code, _) = harness::send(
+        engage
+            .http
+            .post(format!(
+                "{}/ges/v1/ors/callbacks/{c}/events",
+                engage.external
+            ))
+            .json(&json!({"state": "QUEUED"})),
+    )
+    .await;
+    assert_eq!(code, 404);
+
+    // FAIL_CALL_TO_CUSTOMER with an attempt left: re-scheduled, dispatched again as attempt 2,
+    // and a late event of attempt 1 changes nothing.
+    let d = create(
+        &engage,
+        &key,
+        json!({"serviceName": "care", "phoneNumber": "+15550100004", "desiredTime": later(3600)}),
+    )
+    .await;
+    let (_, resp) = event(&engage, &d, json!({"state": "QUEUED", "attempt": 1})).await;
+    assert_eq!(resp["data"]["applied"], true);
+    let (_, resp) = event(
+        &engage,
+        &d,
+        json!({"state": "COMPLETED", "reason": "FAIL_CALL_TO_CUSTOMER", "attempt": 1}),
+    )
+    .await;
+    assert_eq!(resp["data"]["callbackState"], "SCHEDULED", "{resp}");
+    assert_eq!(resp["data"]["attempt"], 2, "{resp}");
+    let (_, resp) = event(&engage, &d, json!({"state": "ROUTING", "attempt": 1})).await;
+    assert_eq!(resp["data"]["applied"], false, "{resp}");
+    let done = wait_for(&engage, &key, &d, 20, |cb| {
+        cb["callbackState"] == "COMPLETED"
+    })
+    .await;
+    assert_eq!(done["callbackReason"], "AGENT_CONNECTED", "{done}");
+    assert_eq!(done["attempt"], 2);
+    let entries = stream_entries(&mut voice, env.voice_stream()).await;
+    let attempts: Vec<&str> = entries
+        .iter()
+        .filter(|(_, f)| f["callback_id"] == d)
+        .map(|(_, f)| f["attempt"].as_str())
+        .collect();
+    assert_eq!(attempts, ["2"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ors_ttl_expiry_and_retention() {
+    let env = TestEnv::new()
+        .with("WORKER_MAINTENANCE_S", "1")
+        .with("WORKER_RETENTION_INTERVAL_S", "1");
+    let engage = Engage::start(&env, &["--with-worker"]).await;
+    let key = provision(
+        &engage,
+        "ttl",
+        "short",
+        open_service(json!({"ttl_seconds": 1})),
+    )
+    .await;
+
+    // Submitted, never served: COMPLETED/FAIL_TIMEOUT_TTL after ttl_seconds, and the voice
+    // platform is told to drop it.
+    let id = create(
+        &engage,
+        &key,
+        json!({"serviceName": "short", "phoneNumber": "+15550100009"}),
+    )
+    .await;
+    let cb = wait_for(&engage, &key, &id, 10, |cb| {
+        cb["callbackState"] == "COMPLETED"
+    })
+    .await;
+    assert_eq!(cb["callbackReason"], "FAIL_TIMEOUT_TTL", "{cb}");
+    let mut voice = env.voice().await;
+    let started = Instant::now();
+    loop {
+        let control = stream_entries(&mut voice, &env.vars["CONTROL_STREAM"]).await;
+        if control.iter().any(|(_, f)| f["callback_id"] == id) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "no control entry after expiry"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Retention: a callback 15 days past its desired time goes, with its events.
+    let pg = env.pg().await;
+    let old = uuid::Uuid::new_v4();
+    pg.execute(
+        "INSERT INTO callbacks (id, tenant_id, service, state, reason, phone_number, desired_time,
+                                dispatch_at, scheduled)
+         VALUES ($1, 'ttl', 'short', 'COMPLETED', 'AGENT_CONNECTED', '+15550100010',
+                 now() - interval '15 days', now() - interval '15 days', true)",
+        &[&old],
+    )
+    .await
+    .expect("insert");
+    pg.execute(
+        "INSERT INTO callback_events (callback_id, state, source) VALUES ($1, 'COMPLETED', 'test')",
+        &[&old],
+    )
+    .await
+    .expect("event");
+    let started = Instant::now();
+    loop {
+        let left: i64 = pg
+            .query_one(
+                "SELECT (SELECT count(*) FROM callbacks WHERE id = $1)
+                      + (SELECT count(*) FROM callback_events WHERE callback_id = $1)",
+                &[&old],
+            )
+            .await
+            .expect("count")
+            .get(0);
+        if left == 0 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "retention did not purge"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The recent one stays.
+    assert_eq!(
+        retrieve(&engage, &key, &id).await["callbackState"],
+        "COMPLETED"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ors_events_token_when_configured() {
+    const TOKEN: &str = "ors-token-0123456789";
+    let env = TestEnv::new().with("ORS_EVENTS_TOKEN", TOKEN);
+    let engage = Engage::start(&env, &[]).await;
+    let key = provision(&engage, "tok", "svc", open_service(json!({}))).await;
+    let id = create(
+        &engage,
+        &key,
+        json!({"serviceName": "svc", "phoneNumber": "+15550100011", "desiredTime": later(3600)}),
+    )
+    .await;
+    let url = format!("{}/ges/v1/ors/callbacks/{id}/events", engage.internal);
+    let (code, _) = harness::send(engage.http.post(&url).json(&json!({"state": "QUEUED"}))).await;
+    assert_eq!(code, 401);
+    let (code, _) = harness::send(
+        engage
+            .http
+            .post(&url)
+            .bearer_auth("wrong-token-0123456789")
+            .json(&json!({"state": "QUEUED"})),
+    )
+    .await;
+    assert_eq!(code, 401);
+    let (code, body) = harness::send(
+        engage
+            .http
+            .post(&url)
+            .bearer_auth(TOKEN)
+            .json(&json!({"state": "QUEUED"})),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["data"]["callbackState"], "QUEUED");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ors_service_redis_commands_per_immediate_callback() {
+    let redis = harness::PrivateRedis::new(false);
+    let env = TestEnv::new().with("REDIS_URL", &redis.url());
+    let engage = Engage::start(&env, &["--with-worker"]).await;
+    let key = provision(&engage, "cmds", "svc", open_service(json!({}))).await;
+    let _sim = Proc::spawn(
+        &env,
+        "ors-sim",
+        &[
+            "--agents",
+            "50",
+            "--routing-ms",
+            "0",
+            "--handle-ms",
+            "10",
+            "--dist",
+            "fixed",
+            "--group",
+            &format!("{}-sim", env.id),
+        ],
+        &[],
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut conn = redis.conn().await;
+    redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async::<()>(&mut conn)
+        .await
+        .expect("resetstat");
+    const N: i64 = 300;
+    crate::worker::create_immediate(&engage, &key, "svc", N as usize, 0).await;
+    let pg = env.pg().await;
+    let started = Instant::now();
+    loop {
+        let done: i64 = pg
+            .query_one(
+                "SELECT count(*) FROM callbacks WHERE state = 'COMPLETED' AND reason = 'AGENT_CONNECTED'",
+                &[],
+            )
+            .await
+            .expect("count")
+            .get(0);
+        if done == N {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{done} of {N} completed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut conn)
+        .await
+        .expect("info");
+    let mut total = 0u64;
+    let mut by = Vec::new();
+    for line in stats.lines().filter(|l| l.starts_with("cmdstat_")) {
+        let name = line.split(':').next().unwrap_or_default();
+        if name.starts_with("cmdstat_info") || name.starts_with("cmdstat_config") {
+            continue;
+        }
+        let calls: u64 = line
+            .split("calls=")
+            .nth(1)
+            .and_then(|r| r.split(',').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        total += calls;
+        by.push(format!("{}={calls}", name.trim_start_matches("cmdstat_")));
+    }
+    let per = total as f64 / N as f64;
+    println!("FIGURE service_redis_commands_per_immediate_callback={per:.1} {by:?}");
+    assert!(per <= 15.0, "{per} commands per callback: {by:?}");
+}

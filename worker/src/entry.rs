@@ -1,0 +1,118 @@
+//! The voice-stream entry of one dispatch (DESIGN §3): what the voice platform needs to start a
+//! session, and where to post its state events. Request-level overrides (route point,
+//! language, survey routing point) win over the service's settings.
+
+use serde_json::Value;
+use shared::{
+    db::dispatch::DueCallback,
+    model::{ServiceSettings, callback::wire_time, service::CallDirection},
+    redis::voice::Entry,
+};
+
+/// Builds the entry of `cb` for the voice stream.
+pub fn build(cb: &DueCallback, settings: &ServiceSettings, ges_url: &str) -> Entry {
+    let attr = |k: &str| cb.attrs.get(k).and_then(Value::as_str).map(str::to_string);
+    let digits: String = cb
+        .phone_number
+        .chars()
+        .filter(char::is_ascii_digit)
+        .collect();
+    let dial_number = format!("{}{digits}", settings.dial_prefix);
+    let call_direction = match settings.call_direction {
+        CallDirection::UserTerminated => "USERTERMINATED",
+        CallDirection::UserOriginated => "USERORIGINATED",
+    };
+    let user_data = cb
+        .user_data
+        .as_ref()
+        .map_or_else(|| "{}".to_string(), Value::to_string);
+    let events_url = format!(
+        "{}/ges/v1/ors/callbacks/{}/events",
+        ges_url.trim_end_matches('/'),
+        cb.id
+    );
+    Entry {
+        id: cb.id,
+        attempt: cb.attempt,
+        fields: vec![
+            ("callback_id", cb.id.to_string()),
+            ("tenant", cb.tenant.clone()),
+            ("service", cb.service.clone()),
+            ("phone_number", cb.phone_number.clone()),
+            ("dial_number", dial_number),
+            ("desired_time", wire_time(cb.desired_time)),
+            ("priority", cb.priority.to_string()),
+            (
+                "route_point",
+                attr("routePoint")
+                    .or_else(|| settings.route_point.clone())
+                    .unwrap_or_default(),
+            ),
+            (
+                "language",
+                attr("language").unwrap_or_else(|| settings.language.clone()),
+            ),
+            (
+                "survey_rp",
+                attr("surveyRP")
+                    .or_else(|| settings.survey_rp.clone())
+                    .unwrap_or_default(),
+            ),
+            ("call_direction", call_direction.to_string()),
+            ("user_data", user_data),
+            ("events_url", events_url),
+            ("attempt", cb.attempt.to_string()),
+        ],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jiff::Timestamp;
+    use serde_json::{Map, json};
+    use shared::model::CallbackState;
+
+    #[test]
+    fn overrides_win_and_every_field_is_there() {
+        let mut attrs = Map::new();
+        attrs.insert("routePoint".into(), json!("7001"));
+        let cb = DueCallback {
+            id: uuid::Uuid::nil(),
+            tenant: "t".into(),
+            service: "s".into(),
+            state: CallbackState::Queued,
+            phone_number: "+1 (555) 010-0000".into(),
+            desired_time: Timestamp::UNIX_EPOCH,
+            dispatch_at: Timestamp::UNIX_EPOCH,
+            priority: 3,
+            attempt: 2,
+            submitted_at: None,
+            attrs,
+            user_data: Some(json!({"a": 1})),
+            settings: None,
+        };
+        let settings = ServiceSettings::parse(json!({"dial_prefix": "9", "route_point": "5000"}))
+            .expect("valid settings");
+        let e = build(&cb, &settings, "http://ges:3050/");
+        let get = |k: &str| {
+            e.fields
+                .iter()
+                .find(|(f, _)| *f == k)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(e.fields.len(), 14);
+        assert_eq!(get("dial_number"), Some("915550100000"));
+        assert_eq!(get("route_point"), Some("7001"));
+        assert_eq!(get("language"), Some("en-US"));
+        assert_eq!(get("user_data"), Some(r#"{"a":1}"#));
+        assert_eq!(get("attempt"), Some("2"));
+        assert_eq!(
+            get("events_url"),
+            Some(
+                "http://ges:3050/ges/v1/ors/callbacks/00000000-0000-0000-0000-000000000000/events"
+            )
+        );
+        assert_eq!(get("desired_time"), Some("1970-01-01T00:00:00.000Z"));
+    }
+}

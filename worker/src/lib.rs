@@ -1,0 +1,222 @@
+//! The Engage worker: hands due callbacks to the voice platform exactly once.
+//!
+//! Layout (one module per concern; every loop is owned by [`Worker::run`] and stops on its
+//! cancellation token):
+//! - [`dispatch`]: sleeps until the earliest due time or a wake-up, claims due callbacks from the
+//!   sharded schedule index ([`claim`]), loads them from PostgreSQL, paces them ([`pacing`]),
+//!   submits them to the voice stream through the deduplicating script of
+//!   `shared::redis::voice`, marks them submitted and releases the claim.
+//! - [`wake`]: the pub/sub subscriber (its own connection) that tells the dispatcher when an
+//!   earlier callback was indexed or a lease was taken.
+//! - [`reconcile`]: rebuilds the schedule index and queue views from PostgreSQL at start and
+//!   whenever the service Redis lost them (marker key gone, run id changed).
+//! - [`maintenance`]: the control-stream outbox, TTL expiry, retention, gauges.
+//! - [`http`]: `/health` and `/metrics` on `WORKER_PORT` without a web framework.
+//!
+//! Exactly-once in brief: a claim moves ids into an in-flight ZSET with a lease (a dead
+//! worker's claims are re-claimed when the lease runs out); the voice-stream write is guarded
+//! by a `SET NX` dedupe key per (callback, attempt) in the same script as the `XADD`; and
+//! PostgreSQL (`submitted_at`) is checked before and recorded after each submission. Any crash
+//! between those steps leads to a retry that the dedupe key or the row turns into a no-op.
+
+pub mod claim;
+pub mod dispatch;
+pub mod entry;
+pub mod http;
+pub mod maintenance;
+pub mod pacing;
+pub mod reconcile;
+pub mod wake;
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use deadpool_postgres::Pool;
+use shared::{
+    Config,
+    redis::{Keys, RedisHandle},
+};
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+
+/// Messages to the dispatcher.
+#[derive(Debug, Clone, Copy)]
+pub enum Signal {
+    /// Something may be due at this time (ms since the epoch) in this shard (`None` = any).
+    At(i64, Option<u16>),
+    /// Look at every shard now (index rebuilt, subscriber reconnected).
+    Resync,
+}
+
+/// The worker's shared resources.
+pub struct Inner {
+    /// Configuration.
+    pub cfg: Arc<Config>,
+    /// PostgreSQL pool.
+    pub db: Pool,
+    /// Service Redis (schedule index, queue views).
+    pub redis: RedisHandle,
+    /// Voice Redis (voice and control streams).
+    pub voice: RedisHandle,
+    /// Key layout.
+    pub keys: Keys,
+    /// Asks the reconciler for a full check now (run id, marker).
+    pub reconcile_check: Notify,
+    running: AtomicBool,
+}
+
+/// A cheap-to-clone handle on one worker.
+#[derive(Clone)]
+pub struct Worker {
+    inner: Arc<Inner>,
+}
+
+impl std::ops::Deref for Worker {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.inner
+    }
+}
+
+impl Worker {
+    /// Builds pools and clients (without connecting).
+    pub fn new(cfg: Arc<Config>) -> anyhow::Result<Self> {
+        let db = shared::db::pool(&cfg.db)?;
+        let redis = shared::redis::service(&cfg.redis)?;
+        let voice = shared::redis::voice(&cfg)?;
+        let keys = Keys::new(&cfg.redis.redis_prefix, cfg.redis.redis_schedule_shards);
+        Ok(Self::from_parts(cfg, db, redis, voice, keys))
+    }
+
+    /// A worker sharing pools already built (`engage serve --with-worker`).
+    pub fn from_parts(
+        cfg: Arc<Config>,
+        db: Pool,
+        redis: RedisHandle,
+        voice: RedisHandle,
+        keys: Keys,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                cfg,
+                db,
+                redis,
+                voice,
+                keys,
+                reconcile_check: Notify::new(),
+                running: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// Whether the loops are running (health).
+    pub fn is_running(&self) -> bool {
+        self.running.load(Ordering::Relaxed)
+    }
+
+    /// Runs every loop until `stop` is cancelled; claims stop at once, the batch in hand is
+    /// finished (or handed back), and this returns within a few seconds.
+    pub async fn run(&self, stop: CancellationToken) -> anyhow::Result<()> {
+        self.running.store(true, Ordering::Relaxed);
+        // Alert counters exist from the start (at 0), so `rate()` and alert rules see them.
+        for name in [
+            shared::metrics::CB_SUBMIT_FAILED,
+            shared::metrics::DISPATCHED,
+            shared::metrics::DISPATCH_DUPLICATES,
+        ] {
+            ::metrics::counter!(name).increment(0);
+        }
+        let (tx, rx) = mpsc::channel::<Signal>(1024);
+        // Every task below ends when `stop` is cancelled (no loop outlives `run`).
+        let tasks = [
+            tokio::spawn(wake::run(self.clone(), tx.clone(), stop.clone())),
+            tokio::spawn(reconcile::run(self.clone(), tx.clone(), stop.clone())),
+            tokio::spawn(maintenance::run(self.clone(), stop.clone())),
+            tokio::spawn(dispatch::run(self.clone(), rx, stop.clone())),
+        ];
+        drop(tx);
+        stop.cancelled().await;
+        let joined = tokio::time::timeout(Duration::from_secs(8), futures::future::join_all(tasks));
+        let result = match joined.await {
+            Ok(results) => {
+                for r in results {
+                    if let Err(e) = r {
+                        tracing::error!(error = %e, "worker task failed");
+                    }
+                }
+                Ok(())
+            }
+            Err(_) => {
+                tracing::warn!("worker tasks did not stop within 8 s");
+                Ok(())
+            }
+        };
+        self.running.store(false, Ordering::Relaxed);
+        tracing::info!("worker stopped");
+        result
+    }
+}
+
+/// Sleeps for `d` unless `stop` fires first; returns whether it was stopped.
+pub async fn sleep_or_stop(d: Duration, stop: &CancellationToken) -> bool {
+    tokio::select! {
+        () = stop.cancelled() => true,
+        () = tokio::time::sleep(d) => false,
+    }
+}
+
+/// Exponential backoff between `min` and `max`.
+#[derive(Debug, Clone, Copy)]
+pub struct Backoff {
+    next: Duration,
+    min: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    /// A backoff starting at `min`.
+    pub fn new(min: Duration, max: Duration) -> Self {
+        Self {
+            next: min,
+            min,
+            max,
+        }
+    }
+    /// The next delay (doubles each time).
+    pub fn next_delay(&mut self) -> Duration {
+        let d = self.next;
+        self.next = (self.next * 2).min(self.max);
+        d
+    }
+    /// Back to the minimum after a success.
+    pub fn reset(&mut self) {
+        self.next = self.min;
+    }
+}
+
+/// Resolves on SIGTERM (Kubernetes) or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}

@@ -1,0 +1,66 @@
+//! `engage-worker`: the dispatcher as its own process (a Kubernetes Deployment), with `/health`
+//! and `/metrics` on `WORKER_PORT`. SIGTERM stops claiming at once, finishes or hands back the
+//! batch in hand, and exits 0 within 10 s.
+
+use std::{process::ExitCode, sync::Arc};
+
+use shared::Config;
+use tokio_util::sync::CancellationToken;
+
+fn main() -> ExitCode {
+    let cfg = match Config::load() {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            eprintln!("engage-worker: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    shared::telemetry::init(&cfg.log, shared::telemetry::Target::Stdout);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("engage-worker: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cfg)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "worker failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cfg: Config) -> anyhow::Result<()> {
+    let metrics = shared::metrics::install();
+    let schema = cfg.db.db_schema.clone();
+    let port = cfg.worker.worker_port;
+    let w = worker::Worker::new(Arc::new(cfg))?;
+    shared::db::migrate(&w.db, schema.as_deref()).await?;
+    let stop = CancellationToken::new();
+    let listener = tokio::net::TcpListener::bind(("0.0.0.0", port)).await?;
+    tracing::info!(port, "worker listening for /health and /metrics");
+    let http = tokio::spawn(worker::http::serve(
+        listener,
+        w.clone(),
+        metrics,
+        stop.clone(),
+    ));
+    let signal = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            worker::shutdown_signal().await;
+            tracing::info!("shutdown signal: stopping");
+            stop.cancel();
+        })
+    };
+    let result = w.run(stop.clone()).await;
+    stop.cancel();
+    signal.abort();
+    let _ = http.await;
+    result
+}

@@ -1,0 +1,159 @@
+//! PostgreSQL-side passes, each an indexed query that touches Redis only when it found work:
+//! - control outbox: control entries owed to the voice platform (`control_pending`, set by a
+//!   cancel or an expiry of a submitted callback) are written through the deduplicating script
+//!   and then cleared, so a cancel is never lost when the API's own write failed;
+//! - TTL expiry: submitted callbacks not served within the service's `ttl_seconds` end
+//!   COMPLETED/FAIL_TIMEOUT_TTL (and owe a cancel to the voice platform);
+//! - gauges: `ges_monitor_size` by type;
+//! - retention: callbacks (and their events) 14 days past their desired time are deleted in
+//!   small batches with their Redis traces, plus expired idempotency keys.
+
+use std::time::{Duration, Instant};
+
+use shared::{
+    db::dispatch::{self, Ended},
+    metrics,
+    redis::{queue, voice},
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::Worker;
+
+const BATCH: i64 = 500;
+const GAUGE_EVERY: Duration = Duration::from_secs(30);
+
+/// Runs the passes until `stop` fires.
+pub async fn run(w: Worker, stop: CancellationToken) {
+    let every = Duration::from_secs(w.cfg.worker.worker_maintenance_s);
+    let retention_every = Duration::from_secs(w.cfg.worker.worker_retention_interval_s);
+    let mut last_gauges: Option<Instant> = None;
+    // First retention pass shortly after start, then on its own cadence.
+    let mut next_retention = Instant::now() + every.min(Duration::from_secs(10));
+    loop {
+        if let Err(e) = expire(&w).await {
+            tracing::warn!(error = %e, "expiry pass failed");
+        }
+        if let Err(e) = outbox(&w).await {
+            tracing::warn!(error = %e, "control outbox pass failed");
+        }
+        if last_gauges.is_none_or(|t| t.elapsed() >= GAUGE_EVERY) {
+            last_gauges = Some(Instant::now());
+            if let Err(e) = gauges(&w).await {
+                tracing::warn!(error = %e, "gauge pass failed");
+            }
+        }
+        if Instant::now() >= next_retention {
+            next_retention = Instant::now() + retention_every;
+            if let Err(e) = retention(&w, &stop).await {
+                tracing::warn!(error = %e, "retention pass failed");
+            }
+        }
+        if crate::sleep_or_stop(every, &stop).await {
+            return;
+        }
+    }
+}
+
+/// Sends owed control entries; returns how many were sent.
+pub async fn outbox(w: &Worker) -> anyhow::Result<usize> {
+    let mut sent = 0;
+    loop {
+        let owed = {
+            let client = w.db.get().await?;
+            dispatch::control_pending(&client, BATCH).await?
+        };
+        if owed.is_empty() {
+            return Ok(sent);
+        }
+        let entries: Vec<voice::Entry> = owed
+            .iter()
+            .map(|(id, attempt)| voice::control_entry(*id, *attempt, "cancel"))
+            .collect();
+        let mut conn = w.voice.conn().await?;
+        voice::submit(&mut conn, &w.cfg.voice.control_stream, "ctl", &entries, 0).await?;
+        let ids: Vec<_> = owed.iter().map(|(id, _)| *id).collect();
+        {
+            let client = w.db.get().await?;
+            dispatch::clear_control(&client, &ids).await?;
+        }
+        ::metrics::counter!(metrics::CONTROL_SENT, "via" => "outbox").increment(ids.len() as u64);
+        sent += ids.len();
+        if owed.len() < BATCH as usize {
+            return Ok(sent);
+        }
+    }
+}
+
+async fn expire(w: &Worker) -> anyhow::Result<()> {
+    loop {
+        let ended = {
+            let client = w.db.get().await?;
+            dispatch::expire(&client, BATCH).await?
+        };
+        if ended.is_empty() {
+            return Ok(());
+        }
+        ::metrics::counter!(metrics::EXPIRED).increment(ended.len() as u64);
+        tracing::info!(count = ended.len(), "callbacks expired (FAIL_TIMEOUT_TTL)");
+        let mut conn = w.redis.conn().await?;
+        for e in &ended {
+            queue::dequeue(&mut conn, &w.keys, &e.tenant, &e.service, e.id, false).await?;
+        }
+        if ended.len() < BATCH as usize {
+            return Ok(());
+        }
+    }
+}
+
+async fn gauges(w: &Worker) -> anyhow::Result<()> {
+    let client = w.db.get().await?;
+    let (scheduled, queued) = dispatch::monitor_counts(&client).await?;
+    ::metrics::gauge!(metrics::MONITOR_SIZE, "type" => "scheduled").set(scheduled as f64);
+    ::metrics::gauge!(metrics::MONITOR_SIZE, "type" => "queued").set(queued as f64);
+    Ok(())
+}
+
+/// One retention pass; returns how many callbacks were deleted.
+pub async fn retention(w: &Worker, stop: &CancellationToken) -> anyhow::Result<usize> {
+    let days = w.cfg.worker.worker_retention_days;
+    let mut total = 0;
+    loop {
+        let gone = {
+            let client = w.db.get().await?;
+            dispatch::purge(&client, days, BATCH).await?
+        };
+        if gone.is_empty() {
+            break;
+        }
+        total += gone.len();
+        ::metrics::counter!(metrics::PURGED).increment(gone.len() as u64);
+        if let Err(e) = forget(w, &gone).await {
+            tracing::warn!(error = %e, "removing Redis traces of purged callbacks failed");
+        }
+        if gone.len() < BATCH as usize
+            || crate::sleep_or_stop(Duration::from_millis(50), stop).await
+        {
+            break;
+        }
+    }
+    let client = w.db.get().await?;
+    dispatch::purge_idempotency_keys(&client).await?;
+    if total > 0 {
+        tracing::info!(count = total, "retention: callbacks deleted");
+    }
+    Ok(total)
+}
+
+/// Removes every Redis trace of deleted callbacks (index, claims, queue views).
+async fn forget(w: &Worker, gone: &[Ended]) -> anyhow::Result<()> {
+    let mut conn = w.redis.conn().await?;
+    for e in gone {
+        shared::redis::schedule::unindex(&mut conn, &w.keys, e.id).await?;
+        redis::cmd("ZREM")
+            .arg(w.keys.queue(&e.tenant, &e.service))
+            .arg(e.id.to_string())
+            .query_async::<i64>(&mut conn)
+            .await?;
+    }
+    Ok(())
+}
