@@ -60,13 +60,16 @@ async fn run(
     shared::metrics::install();
     let state = AppState::new(cfg)?;
     let http = state.cfg.http.clone();
-    let app = stack(
+    let mut app = stack(
         routes()
             .merge(ops::probe_router())
             .with_state(state.clone()),
         exposure,
         &http,
     );
+    if exposure == Exposure::External {
+        app = shared::http::cors::wrap(app, &state);
+    }
     let on_lambda = std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some();
     if !on_lambda && http.metrics_port != 0 {
         let side = stack(

@@ -1,7 +1,10 @@
-//! The internal admin API under `/ges/v1/tenants`: tenants, API keys, callback services.
+//! The internal admin API under `/ges/v1/tenants`: tenants, API keys, callback services,
+//! number rules, CORS origins.
 //! Every route requires `Authorization: Bearer $ADMIN_TOKEN`.
 
 pub mod api_keys;
+pub mod cors;
+pub mod number_rules;
 pub mod services;
 pub mod tenants;
 
@@ -14,4 +17,6 @@ pub fn router() -> Router<AppState> {
         .merge(tenants::router())
         .merge(api_keys::router())
         .merge(services::router())
+        .merge(number_rules::router())
+        .merge(cors::router())
 }

@@ -43,6 +43,16 @@ pub async fn put_service(
     }
     let settings = ServiceSettings::parse(body)?;
     let client = state.db.get().await?;
+    if let Some(rule) = &settings.number_rule
+        && db::number_rules::find(&client, tenant, rule)
+            .await?
+            .is_none()
+    {
+        return Err(ApiError::bad_request(format!(
+            "setting number_rule: no number rule {rule} for tenant {tenant}; \
+             create it first (PUT /ges/v1/tenants/{tenant}/number-rules/{rule})"
+        )));
+    }
     db::services::put(&client, tenant, name, &settings).await
 }
 

@@ -23,6 +23,8 @@ use shared::{
 };
 use uuid::Uuid;
 
+use super::limits;
+
 /// Route of this function.
 pub fn router() -> Router<AppState> {
     Router::new().route("/engagement/v3/callbacks/create", post(handler))
@@ -130,12 +132,32 @@ pub async fn create(
         }
     };
 
+    // Number rule and create-time limits (429); reserved here, given back if not inserted.
+    let id = Uuid::now_v7();
+    if let Some(key) = idempotency_key
+        && let Some(earlier) =
+            db::callbacks::find_idempotent(&client, tenant, key, &request_hash).await?
+    {
+        return earlier_result(earlier);
+    }
+    let admission = limits::admit(
+        state,
+        &client,
+        tenant,
+        &req.service_name,
+        s,
+        &req.phone_number,
+        req.desired_time.is_none(),
+        id,
+    )
+    .await?;
     let cb = NewCallback {
-        id: Uuid::now_v7(),
+        id,
         tenant: tenant.to_string(),
         service: req.service_name.clone(),
         state: state_,
         phone_number: req.phone_number,
+        phone_e164: admission.phone_e164.clone(),
         desired_time: desired,
         dispatch_at,
         scheduled: req.desired_time.is_some(),
@@ -143,24 +165,32 @@ pub async fn create(
         attrs: req.attrs,
         user_data: req.user_data,
     };
-    match idempotency_key {
-        None => db::callbacks::insert(&client, &cb).await?,
-        Some(key) => {
-            match db::callbacks::insert_idempotent(&mut client, &cb, key, &request_hash).await? {
-                Idempotent::Created => {}
-                Idempotent::Replayed(id) => return Ok(id),
-                Idempotent::Mismatch => {
-                    return Err(ApiError::conflict(
-                        "Idempotency-Key was already used with a different request body",
-                    ));
-                }
-            }
-        }
+    let inserted = match idempotency_key {
+        None => db::callbacks::insert(&client, &cb)
+            .await
+            .map(|()| Idempotent::Created),
+        Some(key) => db::callbacks::insert_idempotent(&mut client, &cb, key, &request_hash).await,
+    };
+    if !matches!(inserted, Ok(Idempotent::Created)) {
+        admission.give_back(state).await;
+    }
+    if let earlier @ (Idempotent::Replayed(_) | Idempotent::Mismatch) = inserted? {
+        return earlier_result(earlier);
     }
     drop(client);
     ::metrics::counter!(metrics::CALLBACKS_CREATED, "tenant" => tenant.to_string()).increment(1);
     index(state, cb.id, cb.dispatch_at).await;
     Ok(cb.id)
+}
+
+/// The answer to a request whose Idempotency-Key was used before.
+fn earlier_result(earlier: Idempotent) -> ApiResult<Uuid> {
+    match earlier {
+        Idempotent::Replayed(id) => Ok(id),
+        _ => Err(ApiError::conflict(
+            "Idempotency-Key was already used with a different request body",
+        )),
+    }
 }
 
 /// Puts the committed callback into the schedule index; failures are repaired by the reconciler.

@@ -2,6 +2,7 @@
 
 pub mod cancel;
 pub mod create;
+pub mod limits;
 pub mod retrieve;
 
 use axum::Router;

@@ -26,6 +26,8 @@ pub struct NewCallback {
     pub state: CallbackState,
     /// Number as given.
     pub phone_number: String,
+    /// Normalised number, E.164 without `+` (`None`: did not normalise, dial as given).
+    pub phone_e164: Option<String>,
     /// Desired time (creation time for immediate callbacks).
     pub desired_time: Timestamp,
     /// When the worker submits it.
@@ -41,8 +43,8 @@ pub struct NewCallback {
 }
 
 const INSERT: &str = "INSERT INTO callbacks
-    (id, tenant_id, service, state, phone_number, desired_time, dispatch_at, scheduled, priority, attrs, user_data)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
+    (id, tenant_id, service, state, phone_number, desired_time, dispatch_at, scheduled, priority, attrs, user_data, phone_e164)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
 
 async fn insert_row(db: &impl GenericClient, cb: &NewCallback) -> Result<(), ApiError> {
     let attrs = (!cb.attrs.is_empty()).then(|| Value::Object(cb.attrs.clone()));
@@ -61,6 +63,7 @@ async fn insert_row(db: &impl GenericClient, cb: &NewCallback) -> Result<(), Api
             &cb.priority,
             &attrs,
             &user_data,
+            &cb.phone_e164,
         ],
     )
     .await?;
@@ -124,6 +127,32 @@ pub async fn insert_idempotent(
     })
 }
 
+/// The earlier use of an `Idempotency-Key` (within 24 h): `Replayed` with the same body,
+/// `Mismatch` with another; `None` when the key is new. Create asks this before reserving
+/// limits, so a retried request gets its callback back instead of a 429.
+pub async fn find_idempotent(
+    db: &impl GenericClient,
+    tenant: &str,
+    key: &str,
+    request_hash: &[u8],
+) -> Result<Option<Idempotent>, ApiError> {
+    let row = db
+        .query_opt(
+            "SELECT request_hash, callback_id FROM idempotency_keys
+             WHERE tenant_id = $1 AND key = $2 AND created_at >= now() - interval '24 hours'",
+            &[&tenant, &key],
+        )
+        .await?;
+    Ok(row.map(|r| {
+        let (hash, id): (Vec<u8>, Uuid) = (r.get(0), r.get(1));
+        if hash == request_hash {
+            Idempotent::Replayed(id)
+        } else {
+            Idempotent::Mismatch
+        }
+    }))
+}
+
 /// A stored callback.
 #[derive(Debug, Clone)]
 pub struct StoredCallback {
@@ -139,6 +168,8 @@ pub struct StoredCallback {
     pub reason: Option<CompletionReason>,
     /// Number as given.
     pub phone_number: String,
+    /// Normalised number, E.164 without `+` (`None`: dial as given).
+    pub phone_e164: Option<String>,
     /// Desired time.
     pub desired_time: Timestamp,
     /// Dispatch time.
@@ -171,6 +202,7 @@ impl StoredCallback {
                 .ok_or_else(|| ApiError::internal(anyhow::anyhow!("bad state {state}")))?,
             reason: reason.as_deref().and_then(CompletionReason::parse),
             phone_number: r.get("phone_number"),
+            phone_e164: r.get("phone_e164"),
             desired_time: r.get("desired_time"),
             dispatch_at: r.get("dispatch_at"),
             attempt: r.get("attempt"),
@@ -203,7 +235,7 @@ impl StoredCallback {
 }
 
 const COLUMNS: &str =
-    "id, tenant_id, service, state, reason, phone_number, desired_time, dispatch_at,
+    "id, tenant_id, service, state, reason, phone_number, phone_e164, desired_time, dispatch_at,
     attempt, submitted_at, created_at, attrs, user_data";
 
 /// One callback of the tenant, or 404 (another tenant's id is 404 too: invariant 5).
@@ -223,12 +255,14 @@ pub async fn get(
 }
 
 /// What a successful cancel changed.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Cancelled {
     /// The current attempt had reached the voice stream (a control entry is due).
     pub submitted: bool,
     /// The attempt number.
     pub attempt: i16,
+    /// The callback's service (to release its throttle place).
+    pub service: String,
 }
 
 /// Cancels a callback: allowed in every state but PROCESSING and COMPLETED (DESIGN §4).
@@ -242,12 +276,12 @@ pub async fn cancel(
             "WITH c AS (
                 UPDATE callbacks SET state = 'COMPLETED', reason = 'CANCELLED', updated_at = now()
                 WHERE id = $1 AND tenant_id = $2 AND state NOT IN ('PROCESSING', 'COMPLETED')
-                RETURNING id, submitted_at, attempt
+                RETURNING id, submitted_at, attempt, service
              ), e AS (
                 INSERT INTO callback_events (callback_id, state, reason, source)
                 SELECT id, 'COMPLETED', 'CANCELLED', 'api' FROM c
              )
-             SELECT submitted_at IS NOT NULL, attempt FROM c",
+             SELECT submitted_at IS NOT NULL, attempt, service FROM c",
             &[&id, &tenant],
         )
         .await?;
@@ -255,6 +289,7 @@ pub async fn cancel(
         return Ok(Cancelled {
             submitted: row.get(0),
             attempt: row.get(1),
+            service: row.get(2),
         });
     }
     let current = get(db, tenant, id).await?;

@@ -7,8 +7,10 @@
 
 pub mod api_keys;
 pub mod callbacks;
+pub mod number_rules;
 pub mod services;
 pub mod tenants;
+pub mod throttle;
 
 use std::time::Duration;
 

@@ -100,6 +100,11 @@ impl FromRequestParts<AppState> for ApiTenant {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        if let Some(super::cors::ResolvedTenant(tenant)) = parts.extensions.get() {
+            // Already resolved from the same header by the CORS check.
+            envelope::set_tenant(tenant);
+            return Ok(ApiTenant(tenant.clone()));
+        }
         let key = parts
             .headers
             .get("x-api-key")

@@ -1,9 +1,15 @@
 //! The middleware stack: request context (correlation id, timeout, metrics, access log),
 //! panic catching, and the public-port hardening (allowlist is the router itself; here the
-//! `ccid` header rejection and the body limit).
+//! `ccid` header rejection, the body limit and the per-API-key request rate; CORS is in
+//! `http::cors`).
 
 use std::{
-    sync::Arc,
+    hash::{BuildHasher, RandomState},
+    num::NonZeroU32,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -13,6 +19,10 @@ use axum::{
     http::header,
     middleware::{self, Next},
     response::{IntoResponse, Response},
+};
+use governor::{
+    DefaultKeyedRateLimiter, Quota, RateLimiter,
+    clock::{Clock, DefaultClock},
 };
 use tower_http::catch_panic::CatchPanicLayer;
 
@@ -47,6 +57,12 @@ pub fn stack(router: Router, exposure: Exposure, http: &crate::config::HttpConfi
         }));
     if exposure == Exposure::External {
         router = router.layer(middleware::from_fn(reject_ccid_headers));
+        if let Some(limiter) = KeyRate::new(http) {
+            let limiter = Arc::new(limiter);
+            router = router.layer(middleware::from_fn(move |req: Request, next: Next| {
+                api_key_rate(limiter.clone(), req, next)
+            }));
+        }
     }
     router.layer(middleware::from_fn(move |req: Request, next: Next| {
         request_context(timeout, req, next)
@@ -133,6 +149,66 @@ async fn reject_ccid_headers(req: Request, next: Next) -> Response {
             "ccid and ContactCenterID headers are not accepted on the public API",
         )
         .into_response();
+    }
+    next.run(req).await
+}
+
+/// The per-API-key request rate of the public port (`API_KEY_RATE_PER_SECOND`,
+/// `API_KEY_BURST`). In-process by design: each replica allows the rate on its own, so the
+/// effective ceiling is the rate times the replica count. It guards a process against one
+/// noisy key; the exact business limits are the Redis throttles of create.
+struct KeyRate {
+    limiter: DefaultKeyedRateLimiter<u64>,
+    /// Keys are hashed with a per-process random key: fixed-size entries, no raw keys kept.
+    hasher: RandomState,
+    rate: u32,
+    burst: u32,
+    calls: AtomicU64,
+}
+
+/// Idle keys are dropped from the limiter every this many requests.
+const KEY_RATE_SWEEP_EVERY: u64 = 4096;
+
+impl KeyRate {
+    fn new(http: &crate::config::HttpConfig) -> Option<Self> {
+        let rate = NonZeroU32::new(http.api_key_rate_per_second)?;
+        let burst = NonZeroU32::new(http.api_key_burst).unwrap_or(rate);
+        Some(Self {
+            limiter: RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst)),
+            hasher: RandomState::new(),
+            rate: rate.get(),
+            burst: burst.get(),
+            calls: AtomicU64::new(0),
+        })
+    }
+}
+
+/// 429 once an API key is over its request rate; requests without a key pass (they get 401).
+async fn api_key_rate(limits: Arc<KeyRate>, req: Request, next: Next) -> Response {
+    if let Some(key) = req.headers().get("x-api-key") {
+        if limits
+            .calls
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(KEY_RATE_SWEEP_EVERY)
+        {
+            limits.limiter.retain_recent();
+        }
+        let hashed = limits.hasher.hash_one(key.as_bytes());
+        if let Err(not_until) = limits.limiter.check_key(&hashed) {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            ::metrics::counter!(metrics::API_KEY_RATE_LIMITED).increment(1);
+            return ApiError::TooManyRequests {
+                message: format!(
+                    "request rate limit reached: {} requests per second per API key (bursts of {}); \
+                     retry after {} ms",
+                    limits.rate,
+                    limits.burst,
+                    wait.as_millis().max(1)
+                ),
+                data: None,
+            }
+            .into_response();
+        }
     }
     next.run(req).await
 }
