@@ -380,6 +380,35 @@ impl Engage {
     }
 }
 
+impl Engage {
+    /// The sum of every series of a counter or gauge on this process's internal `/metrics`
+    /// (all label sets added up; 0 when the metric is absent).
+    pub async fn metric_sum(&self, name: &str) -> f64 {
+        let text = self
+            .http
+            .get(format!("{}/metrics", self.internal))
+            .send()
+            .await
+            .expect("metrics scraped")
+            .text()
+            .await
+            .expect("metrics body");
+        metric_sum(&text, name)
+    }
+}
+
+/// Sums the samples of `name` in a Prometheus text exposition.
+pub fn metric_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// Sends a request; returns the status and the JSON body (`Null` when not JSON).
 pub async fn send(req: reqwest::RequestBuilder) -> (u16, Value) {
     let resp = req.send().await.expect("request sent");

@@ -126,15 +126,33 @@ async fn content_length_limit(limit: usize, req: Request, next: Next) -> Respons
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
+    if let Some(n) = declared.filter(|n| *n > limit as u64) {
         ::metrics::counter!(metrics::INVALID_CONTENT_LENGTH).increment(1);
-        return ApiError::PayloadTooLarge(format!(
+        // Read (and drop) a moderately oversized body before answering: a client still
+        // sending when the connection closes never sees the 413, only a reset.
+        if n <= (limit + DRAIN_MAX) as u64 {
+            let mut body = req.into_body().into_data_stream();
+            let drain =
+                async { while let Some(Ok(_)) = futures::StreamExt::next(&mut body).await {} };
+            let _ = tokio::time::timeout(DRAIN_TIMEOUT, drain).await;
+        }
+        let mut resp = ApiError::PayloadTooLarge(format!(
             "request body is over this port's limit of {limit} bytes"
         ))
         .into_response();
+        resp.headers_mut().insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("close"),
+        );
+        return resp;
     }
     next.run(req).await
 }
+
+/// Most bytes past the limit read and dropped so that the client receives its 413.
+const DRAIN_MAX: usize = 2 * 1024 * 1024;
+/// Longest time spent draining an oversized body.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The public port never accepts a tenant given by header: only the API key decides it.
 async fn reject_ccid_headers(req: Request, next: Next) -> Response {

@@ -4,3 +4,5 @@
 mod admin;
 mod callbacks;
 mod hardening;
+mod numbers;
+mod throttle;
