@@ -16,7 +16,7 @@ use std::{
 use axum::{
     Router,
     extract::{DefaultBodyLimit, MatchedPath, Request},
-    http::header,
+    http::{Method, Uri, header},
     middleware::{self, Next},
     response::{IntoResponse, Response},
 };
@@ -46,9 +46,11 @@ pub fn stack(router: Router, exposure: Exposure, http: &crate::config::HttpConfi
     };
     let timeout = Duration::from_millis(http.request_timeout_ms);
     let mut router = router
-        .fallback(|| async { ApiError::not_found("no such route") })
-        .method_not_allowed_fallback(|| async {
-            ApiError::bad_request("method not allowed on this route")
+        .fallback(|method: Method, uri: Uri| async move {
+            ApiError::not_found(format!("no such route: {method} {}", uri.path()))
+        })
+        .method_not_allowed_fallback(|method: Method, uri: Uri| async move {
+            ApiError::bad_request(format!("method {method} is not allowed on {}", uri.path()))
         })
         .layer(CatchPanicLayer::custom(on_panic))
         .layer(DefaultBodyLimit::max(limit))

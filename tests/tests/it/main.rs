@@ -2,6 +2,7 @@
 //! Every test gets its own schema, Redis prefix and streams (`harness::TestEnv`).
 
 mod admin;
+mod admin_errors;
 mod callbacks;
 mod hardening;
 mod numbers;
