@@ -377,3 +377,216 @@ async fn limits_fail_open_when_redis_is_down() {
     assert_eq!(a.metric_sum("engage_throttle_fail_open_total").await, 3.0);
     assert_eq!(a.metric_sum("ges_callbacks_created").await, 3.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_hold_on_a_redis_cluster() {
+    // Every throttle script touches one hash tag: no CROSSSLOT errors, same exactness.
+    let env = env()
+        .with("REDIS_URL", harness::cluster())
+        .with("REDIS_CLUSTER", "true");
+    let (a, b) = two(&env).await;
+    let key = a.tenant("acme").await;
+    a.service(
+        "acme",
+        "c",
+        json!({"throttle_per_service_1": 20, "throttle_per_number_24h": 3,
+               "in_queue_checking": false}),
+    )
+    .await;
+    let (codes, _) = burst(
+        &a,
+        &b,
+        &key,
+        12,
+        |_| json!({"serviceName": "c", "phoneNumber": "+1 202 555 0190"}),
+    )
+    .await;
+    assert_eq!(codes.get(&200), Some(&3), "per number: {codes:?}");
+    let (codes, _) = burst(
+        &a,
+        &b,
+        &key,
+        60,
+        |i| json!({"serviceName": "c", "phoneNumber": number(3000 + i)}),
+    )
+    .await;
+    assert_eq!(
+        codes.get(&200),
+        Some(&17),
+        "window (3 used above): {codes:?}"
+    );
+    assert_eq!(metric(&a, &b, "engage_throttle_fail_open_total").await, 0.0);
+    // Cancel releases on the cluster too.
+    let id: uuid::Uuid = env
+        .pg()
+        .await
+        .query_one("SELECT id FROM callbacks LIMIT 1", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let (code, body) = a
+        .post(
+            &key,
+            "/engagement/v3/callbacks/cancel",
+            json!({"id": id.to_string()}),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(metric(&a, &b, "engage_redis_write_failed_total").await, 0.0);
+}
+
+/// A private `redis-server` (killed on drop), so the test may reset its statistics.
+struct PrivateRedis(std::process::Child, u16);
+
+impl PrivateRedis {
+    async fn start() -> Self {
+        let port = free_port();
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server runs");
+        let url = format!("redis://127.0.0.1:{port}");
+        for _ in 0..200 {
+            if let Ok(c) = redis::Client::open(url.as_str())
+                && c.get_multiplexed_async_connection().await.is_ok()
+            {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        Self(child, port)
+    }
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.1)
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttle_cost_per_create_is_small() {
+    let private = PrivateRedis::start().await;
+    let env = env().with("REDIS_URL", &private.url());
+    let a = Engage::start(&env, &[]).await;
+    let key = a.tenant("acme").await;
+    a.service("acme", "s", json!({})).await; // GMS defaults: every limit on
+    let mut redis = env.redis().await;
+    // Warm up (first create seeds), then count only steady-state creates.
+    let (code, _) = a
+        .post(
+            &key,
+            "/engagement/v3/callbacks/create",
+            json!({"serviceName":"s","phoneNumber": number(9999)}),
+        )
+        .await;
+    assert_eq!(code, 200);
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let n = 200;
+    for i in 0..n {
+        let (code, body) = a
+            .post(
+                &key,
+                "/engagement/v3/callbacks/create",
+                json!({"serviceName":"s","phoneNumber": number(i)}),
+            )
+            .await;
+        assert_eq!(code, 200, "{body}");
+    }
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let calls = |cmd: &str| -> u64 {
+        stats
+            .lines()
+            .find(|l| l.starts_with(&format!("cmdstat_{cmd}:")))
+            .and_then(|l| l.split("calls=").nth(1))
+            .and_then(|v| v.split(',').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let total: u64 = stats
+        .lines()
+        .filter(|l| {
+            l.starts_with("cmdstat_")
+                && !l.starts_with("cmdstat_info")
+                && !l.starts_with("cmdstat_config")
+        })
+        .filter_map(|l| {
+            l.split("calls=")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum();
+    // The schedule index (create's other Redis write) is not ours: count it apart.
+    let throttle_scripts = calls("evalsha") + calls("eval") - u64::try_from(n).unwrap();
+    let tag = format!("{{{}:thr:acme:s}}", env.id);
+    let mut keys = vec![format!("{tag}:act"), format!("{tag}:win")];
+    let n24: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{tag}:n24:*"))
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    keys.extend(n24);
+    let mut resident = 0i64; // lives as long as the callback is active
+    let mut transient = 0i64; // expires with the windows (1 h, 24 h)
+    for k in &keys {
+        let b: Option<i64> = redis::cmd("MEMORY")
+            .arg("USAGE")
+            .arg(k)
+            .arg("SAMPLES")
+            .arg(0)
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        if k.ends_with(":act") {
+            resident += b.unwrap_or(0);
+        } else {
+            transient += b.unwrap_or(0);
+        }
+    }
+    let per_create = total as f64 / n as f64;
+    let created = (n + 1) as f64;
+    let (resident, transient) = (resident as f64 / created, transient as f64 / created);
+    println!(
+        "throttle cost: {per_create:.1} Redis commands per create in all (script-internal calls and the \
+         schedule index included), {throttle_scripts} throttle scripts for {n} creates; \
+         {resident:.0} B per active callback (resident), {transient:.0} B per immediate create in the \
+         windows (expires), one distinct number per callback"
+    );
+    assert_eq!(
+        throttle_scripts,
+        u64::try_from(n).unwrap(),
+        "one throttle script per create"
+    );
+    assert!(
+        per_create <= 20.0,
+        "{per_create} commands per create\n{stats}"
+    );
+    assert!(resident <= 200.0, "{resident} B per active callback");
+    assert!(
+        transient <= 300.0,
+        "{transient} B per create in the windows"
+    );
+}
