@@ -371,3 +371,33 @@ async fn create_never_answers_500_to_any_body() {
     }
     assert_eq!(e.metric_sum("UNCAUGHT_EXCEPTION").await, 0.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_requests_time_out_in_the_envelope() {
+    let env = TestEnv::new().with("REQUEST_TIMEOUT_MS", "1000");
+    let e = Engage::start(&env, &[]).await;
+    let key = e.tenant("acme").await;
+    e.service("acme", "s", json!({})).await;
+    // Hold the callbacks table so the create cannot finish.
+    let mut pg = env.pg().await;
+    let tx = pg.transaction().await.unwrap();
+    tx.batch_execute("LOCK TABLE callbacks IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let (code, body) = e
+        .post(
+            &key,
+            CREATE,
+            json!({"serviceName":"s","phoneNumber":"+12025550100"}),
+        )
+        .await;
+    let took = started.elapsed();
+    tx.rollback().await.unwrap();
+    assert_eq!(code, 503, "{body}");
+    assert_eq!(body["status"]["message"], "request timed out");
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+}
