@@ -132,32 +132,18 @@ pub async fn create(
         }
     };
 
-    // Number rule and create-time limits (429); reserved here, given back if not inserted.
-    let id = Uuid::now_v7();
-    if let Some(key) = idempotency_key
-        && let Some(earlier) =
-            db::callbacks::find_idempotent(&client, tenant, key, &request_hash).await?
-    {
-        return earlier_result(earlier);
-    }
-    let admission = limits::admit(
-        state,
-        &client,
-        tenant,
-        &req.service_name,
-        s,
-        &req.phone_number,
-        req.desired_time.is_none(),
-        id,
-    )
-    .await?;
+    // Number rule (400), then create-time limits (429): reserved just before the insert,
+    // given back when it does not happen (see `limits`).
+    let number =
+        limits::check_number(&client, tenant, &req.service_name, s, &req.phone_number).await?;
+    let immediate = req.desired_time.is_none();
     let cb = NewCallback {
-        id,
+        id: Uuid::now_v7(),
         tenant: tenant.to_string(),
         service: req.service_name.clone(),
         state: state_,
         phone_number: req.phone_number,
-        phone_e164: admission.phone_e164.clone(),
+        phone_e164: number.e164.clone(),
         desired_time: desired,
         dispatch_at,
         scheduled: req.desired_time.is_some(),
@@ -165,17 +151,55 @@ pub async fn create(
         attrs: req.attrs,
         user_data: req.user_data,
     };
-    let inserted = match idempotency_key {
-        None => db::callbacks::insert(&client, &cb)
-            .await
-            .map(|()| Idempotent::Created),
-        Some(key) => db::callbacks::insert_idempotent(&mut client, &cb, key, &request_hash).await,
-    };
-    if !matches!(inserted, Ok(Idempotent::Created)) {
-        admission.give_back(state).await;
-    }
-    if let earlier @ (Idempotent::Replayed(_) | Idempotent::Mismatch) = inserted? {
-        return earlier_result(earlier);
+    match idempotency_key {
+        None => {
+            let reservation = limits::reserve(
+                state,
+                &client,
+                tenant,
+                &cb.service,
+                s,
+                &number,
+                immediate,
+                cb.id,
+            )
+            .await?;
+            if let Err(e) = db::callbacks::insert(&client, &cb).await {
+                reservation.give_back(state).await;
+                return Err(e);
+            }
+        }
+        Some(key) => {
+            // Claim the key first: concurrent retries wait here and get the winner's callback,
+            // so only one of them reserves quota.
+            let tx = client.transaction().await?;
+            if let Some(earlier) =
+                db::callbacks::claim_idempotency_key(&tx, &cb, key, &request_hash).await?
+            {
+                tx.rollback().await?;
+                return earlier_result(earlier);
+            }
+            let reservation = limits::reserve(
+                state,
+                &tx,
+                tenant,
+                &cb.service,
+                s,
+                &number,
+                immediate,
+                cb.id,
+            )
+            .await?;
+            let stored = async {
+                db::callbacks::insert(&tx, &cb).await?;
+                Ok::<_, ApiError>(tx.commit().await?)
+            }
+            .await;
+            if let Err(e) = stored {
+                reservation.give_back(state).await;
+                return Err(e);
+            }
+        }
     }
     drop(client);
     ::metrics::counter!(metrics::CALLBACKS_CREATED, "tenant" => tenant.to_string()).increment(1);

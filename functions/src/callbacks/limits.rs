@@ -29,21 +29,46 @@ use shared::{
 };
 use uuid::Uuid;
 
-/// An admitted create: the normalised number, and the reservation to give back if the
-/// callback is not inserted after all.
-#[derive(Debug)]
-#[must_use = "give the reservation back when the insert does not happen"]
-pub struct Admission {
-    /// E.164 without `+`, `None` when the number did not normalise (no rule).
-    pub phone_e164: Option<String>,
-    reservation: Option<(ThrottleKeys, String, Uuid)>,
+/// A phone number that passed the service's number rule.
+#[derive(Debug, Clone)]
+pub struct Number {
+    /// E.164 without `+`, `None` when the number did not normalise (no rule): stored in
+    /// `phone_e164`.
+    pub e164: Option<String>,
+    /// What the per-number limits key on (E.164 digits, else the digits as given).
+    pub key: String,
 }
 
-impl Admission {
+/// Checks the number against the service's number rule (400 when refused) and normalises it.
+pub async fn check_number(
+    client: &impl GenericClient,
+    tenant: &str,
+    service: &str,
+    settings: &ServiceSettings,
+    phone_number: &str,
+) -> ApiResult<Number> {
+    let rule = match &settings.number_rule {
+        None => None,
+        Some(name) => Some(number_rule(client, tenant, service, name).await?),
+    };
+    let checked = phone::check(phone_number, rule.as_deref())?;
+    let key = phone::number_key(checked.e164.as_deref(), phone_number);
+    Ok(Number {
+        e164: checked.e164,
+        key,
+    })
+}
+
+/// Quota reserved for one callback; give it back when the callback is not inserted after all.
+#[derive(Debug)]
+#[must_use = "give the reservation back when the insert does not happen"]
+pub struct Reservation(Option<(ThrottleKeys, String, Uuid)>);
+
+impl Reservation {
     /// Returns the reserved quota (the callback was not inserted). Best effort: a failure is
     /// logged and left to the next re-seed.
     pub async fn give_back(self, state: &AppState) {
-        let Some((tk, number, id)) = self.reservation else {
+        let Some((tk, number, id)) = self.0 else {
             return;
         };
         let result = async {
@@ -59,44 +84,45 @@ impl Admission {
     }
 }
 
-/// Checks the number against the service's rule and reserves the create-time limits for
-/// callback `id`. 400 for a refused number, 429 for a reached limit.
+/// Checks every create-time limit of the service and reserves quota for callback `id` (429
+/// when a limit is reached). Redis failing: no reservation, the create goes ahead (fail open).
 #[allow(
     clippy::too_many_arguments,
     reason = "the create handler's values, passed as they are"
 )]
-pub async fn admit(
+pub async fn reserve(
     state: &AppState,
     client: &impl GenericClient,
     tenant: &str,
     service: &str,
     settings: &ServiceSettings,
-    phone_number: &str,
+    number: &Number,
     immediate: bool,
     id: Uuid,
-) -> ApiResult<Admission> {
-    let rule = match &settings.number_rule {
-        None => None,
-        Some(name) => Some(number_rule(client, tenant, service, name).await?),
-    };
-    let checked = phone::check(phone_number, rule.as_deref())?;
-    let number = phone::number_key(checked.e164.as_deref(), phone_number);
+) -> ApiResult<Reservation> {
     let tk = ThrottleKeys::new(&state.keys, tenant, service);
     let limits = Limits::of(settings, immediate);
-    let reserved = match reserve(state, client, tenant, service, &tk, id, &number, &limits).await {
-        Ok(reserved) => reserved,
-        Err(Fail::Api(e)) => return Err(e),
+    match run_script(
+        state,
+        client,
+        tenant,
+        service,
+        &tk,
+        id,
+        &number.key,
+        &limits,
+    )
+    .await
+    {
+        Ok(()) => Ok(Reservation(Some((tk, number.key.clone(), id)))),
+        Err(Fail::Api(e)) => Err(e),
         Err(Fail::Redis(e)) => {
             ::metrics::counter!(metrics::THROTTLE_FAIL_OPEN, "tenant" => tenant.to_string())
                 .increment(1);
             tracing::warn!(error = %e, service, "throttle unavailable: create admitted without limits (fail open)");
-            false
+            Ok(Reservation(None))
         }
-    };
-    Ok(Admission {
-        phone_e164: checked.e164,
-        reservation: reserved.then_some((tk, number, id)),
-    })
+    }
 }
 
 enum Fail {
@@ -116,12 +142,12 @@ impl From<redis::RedisError> for Fail {
     }
 }
 
-/// Runs the check-and-count script (re-seeding first when it asks); `Ok(true)` = reserved.
+/// Runs the check-and-count script (re-seeding first when it asks); `Ok` = reserved.
 #[allow(
     clippy::too_many_arguments,
     reason = "one call site; a struct would only rename them"
 )]
-async fn reserve(
+async fn run_script(
     state: &AppState,
     client: &impl GenericClient,
     tenant: &str,
@@ -130,11 +156,11 @@ async fn reserve(
     id: Uuid,
     number: &str,
     limits: &Limits,
-) -> Result<bool, Fail> {
+) -> Result<(), Fail> {
     let mut conn = state.redis.conn().await?;
     for _ in 0..2 {
         match throttle::check_and_count(&mut conn, tk, id, number, limits).await? {
-            Verdict::Admitted => return Ok(true),
+            Verdict::Admitted => return Ok(()),
             Verdict::Rejected(r) => {
                 ::metrics::counter!(r.limit.counter(), "tenant" => tenant.to_string(),
                     "limit" => r.limit.name())

@@ -95,6 +95,24 @@ pub async fn insert_idempotent(
     request_hash: &[u8],
 ) -> Result<Idempotent, ApiError> {
     let tx = client.transaction().await?;
+    if let Some(earlier) = claim_idempotency_key(&tx, cb, key, request_hash).await? {
+        tx.rollback().await?;
+        return Ok(earlier);
+    }
+    insert_row(&tx, cb).await?;
+    tx.commit().await?;
+    Ok(Idempotent::Created)
+}
+
+/// Claims `key` for `cb` inside the caller's transaction: `None` = claimed (insert `cb`, then
+/// commit; rolling back frees the key), else the earlier use (`Replayed` or `Mismatch`).
+/// A concurrent claim of the same key waits here until the first transaction ends.
+pub async fn claim_idempotency_key(
+    tx: &deadpool_postgres::Transaction<'_>,
+    cb: &NewCallback,
+    key: &str,
+    request_hash: &[u8],
+) -> Result<Option<Idempotent>, ApiError> {
     let claimed = tx
         .query_opt(
             "INSERT INTO idempotency_keys (tenant_id, key, request_hash, callback_id)
@@ -108,9 +126,7 @@ pub async fn insert_idempotent(
         )
         .await?;
     if claimed.is_some() {
-        insert_row(&tx, cb).await?;
-        tx.commit().await?;
-        return Ok(Idempotent::Created);
+        return Ok(None);
     }
     let row = tx
         .query_one(
@@ -118,38 +134,11 @@ pub async fn insert_idempotent(
             &[&cb.tenant, &key],
         )
         .await?;
-    tx.rollback().await?;
     let (hash, id): (Vec<u8>, Uuid) = (row.get(0), row.get(1));
-    Ok(if hash == request_hash {
+    Ok(Some(if hash == request_hash {
         Idempotent::Replayed(id)
     } else {
         Idempotent::Mismatch
-    })
-}
-
-/// The earlier use of an `Idempotency-Key` (within 24 h): `Replayed` with the same body,
-/// `Mismatch` with another; `None` when the key is new. Create asks this before reserving
-/// limits, so a retried request gets its callback back instead of a 429.
-pub async fn find_idempotent(
-    db: &impl GenericClient,
-    tenant: &str,
-    key: &str,
-    request_hash: &[u8],
-) -> Result<Option<Idempotent>, ApiError> {
-    let row = db
-        .query_opt(
-            "SELECT request_hash, callback_id FROM idempotency_keys
-             WHERE tenant_id = $1 AND key = $2 AND created_at >= now() - interval '24 hours'",
-            &[&tenant, &key],
-        )
-        .await?;
-    Ok(row.map(|r| {
-        let (hash, id): (Vec<u8>, Uuid) = (r.get(0), r.get(1));
-        if hash == request_hash {
-            Idempotent::Replayed(id)
-        } else {
-            Idempotent::Mismatch
-        }
     }))
 }
 

@@ -6,4 +6,5 @@ mod admin_errors;
 mod callbacks;
 mod hardening;
 mod numbers;
+mod public_port;
 mod throttle;

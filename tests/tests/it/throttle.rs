@@ -590,3 +590,45 @@ async fn throttle_cost_per_create_is_small() {
         "{transient} B per create in the windows"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotent_retries_never_hit_the_limits() {
+    let env = env();
+    let (a, b) = two(&env).await;
+    let key = a.tenant("acme").await;
+    a.service(
+        "acme",
+        "s",
+        json!({"in_queue_checking": "strict", "throttle_per_service_1": 1}),
+    )
+    .await;
+    let body = json!({"serviceName": "s", "phoneNumber": "+1 202 555 0150"});
+    let calls = (0..20).map(|i| {
+        let target = if i % 2 == 0 { &a } else { &b };
+        harness::send(
+            target
+                .http
+                .post(format!(
+                    "{}/engagement/v3/callbacks/create",
+                    target.external
+                ))
+                .header("x-api-key", &key)
+                .header("Idempotency-Key", "retry-me")
+                .json(&body),
+        )
+    });
+    let ids: std::collections::BTreeSet<String> = join_all(calls)
+        .await
+        .into_iter()
+        .map(|(code, body)| {
+            assert_eq!(code, 200, "{body}");
+            body["data"]["id"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(ids.len(), 1, "every retry names the one callback");
+    assert_eq!(metric(&a, &b, "CB_ENQUEUE_LIMIT_REACHED").await, 0.0);
+    assert_eq!(metric(&a, &b, "CB_TTL_LIMIT_REACHED").await, 0.0);
+    // The one reservation is the one callback: the next request is over both limits.
+    let (code, _) = a.post(&key, "/engagement/v3/callbacks/create", body).await;
+    assert_eq!(code, 429);
+}
