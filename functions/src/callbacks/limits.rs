@@ -1,8 +1,9 @@
 //! What create checks between service validation and the insert: the phone number (number
 //! rule, normalisation) and the create-time limits (`shared::redis::throttle`).
 //!
-//! Order: limits are reserved in Redis **before** the PostgreSQL insert, and given back when
-//! the insert does not happen (error, idempotent replay). Counting after the commit instead
+//! Order: limits are reserved in Redis just **before** the PostgreSQL insert, and given back
+//! when the insert fails. (With an `Idempotency-Key`, create claims the key first, so
+//! concurrent retries wait for the first one and never reserve quota themselves.) Counting after the commit instead
 //! would need a separate check before it, and two replicas could both pass the check at
 //! N − 1: only a reservation taken atomically with the check keeps the limits exact. A process
 //! dying between reservation and insert leaves a reservation behind: window entries expire
