@@ -2,12 +2,12 @@
 //! rule, normalisation) and the create-time limits (`shared::redis::throttle`).
 //!
 //! Order: limits are reserved in Redis just **before** the PostgreSQL insert, and given back
-//! when the insert fails. (With an `Idempotency-Key`, create claims the key first, so
-//! concurrent retries wait for the first one and never reserve quota themselves.) Counting after the commit instead
-//! would need a separate check before it, and two replicas could both pass the check at
-//! N − 1: only a reservation taken atomically with the check keeps the limits exact. A process
-//! dying between reservation and insert leaves a reservation behind: window entries expire
-//! with their window, the active entry is dropped at the next re-seed.
+//! when the insert fails. Counting after the commit instead would need a separate check
+//! before it, and two replicas could both pass the check at N − 1: only a reservation taken
+//! atomically with the check keeps the limits exact. A process dying between reservation and
+//! insert leaves a reservation behind: window entries expire with their window, the active
+//! entry is dropped at the next re-seed. With an `Idempotency-Key`, create claims the key
+//! first, so concurrent retries wait for the first one and never reserve quota themselves.
 //!
 //! Redis down or slow: the create goes ahead without limits (fail open), counted in
 //! `engage_throttle_fail_open_total` and logged (docs/throttling.md).
