@@ -68,10 +68,10 @@ fn describe(e: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
     if path == "." {
         // "must be a JSON object" only when it is not one; a missing or unknown field of an
         // object is named as such.
-        if inner.to_string().starts_with("invalid type") {
-            ApiError::bad_request(format!("request body must be a JSON object: {inner}"))
-        } else {
+        if inner.to_string().starts_with("missing field") {
             ApiError::bad_request(format!("request body: {inner}"))
+        } else {
+            ApiError::bad_request(format!("request body must be a JSON object: {inner}"))
         }
     } else {
         ApiError::bad_request(format!("invalid value for {path}: {inner}"))

@@ -37,6 +37,10 @@ async fn admin_errors_name_the_problem() {
             (c, b, "request body must be a JSON object")
         },
         {
+            let (c, b) = raw(Method::POST, "/ges/v1/tenants", r#"["a"]"#).await;
+            (c, b, "request body must be a JSON object")
+        },
+        {
             let (c, b) = raw(Method::POST, "/ges/v1/tenants", r#"{"id":"#).await;
             (c, b, "malformed JSON")
         },
@@ -87,7 +91,7 @@ async fn admin_errors_name_the_problem() {
             (c, b, "invalid admin token")
         },
     ];
-    let expected = [400, 400, 400, 400, 409, 400, 404, 404, 400, 401, 401];
+    let expected = [400, 400, 400, 400, 400, 409, 400, 404, 404, 400, 401, 401];
     for ((code, body, says), want) in cases.into_iter().zip(expected) {
         let msg = body["status"]["message"].as_str().unwrap_or_default();
         assert_eq!(code, want, "{says}: {body}");
