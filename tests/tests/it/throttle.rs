@@ -632,3 +632,50 @@ async fn idempotent_retries_never_hit_the_limits() {
     let (code, _) = a.post(&key, "/engagement/v3/callbacks/create", body).await;
     assert_eq!(code, 429);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_window_slides_and_frees_up_when_announced() {
+    let env = env();
+    let a = Engage::start(&env, &[]).await;
+    let key = a.tenant("acme").await;
+    a.service(
+        "acme",
+        "s",
+        json!({"throttle_per_service_1": 2, "throttle_ttl_1": 2, "in_queue_checking": false}),
+    )
+    .await;
+    let create = |n: usize| {
+        a.post(
+            &key,
+            "/engagement/v3/callbacks/create",
+            json!({"serviceName": "s", "phoneNumber": number(n)}),
+        )
+    };
+    assert_eq!(create(1).await.0, 200);
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    assert_eq!(create(2).await.0, 200);
+    let (code, body) = create(3).await;
+    assert_eq!(code, 429);
+    let msg = body["status"]["message"].as_str().unwrap();
+    let at: jiff::Timestamp = msg
+        .rsplit("retry after ")
+        .next()
+        .unwrap()
+        .parse()
+        .expect("an RFC 3339 time");
+    // Frees up when the first admission leaves the 2 s window, not when the second does.
+    let wait = at.duration_since(jiff::Timestamp::now());
+    assert!(
+        wait > jiff::SignedDuration::from_millis(300)
+            && wait < jiff::SignedDuration::from_millis(1_500),
+        "{msg}: {wait:?}"
+    );
+    tokio::time::sleep(std::time::Duration::try_from(wait).unwrap()).await;
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    assert_eq!(create(4).await.0, 200, "freed at the announced time");
+    assert_eq!(
+        create(5).await.0,
+        429,
+        "only one slot freed: the second admission still counts"
+    );
+}
