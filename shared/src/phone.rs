@@ -491,12 +491,38 @@ mod tests {
             prop_assert!(d[1..].chars().all(|c| c.is_ascii_digit()));
         }
 
+        /// RFC 3966 and odd forms: no panic.
+        #[test]
+        fn odd_forms_never_panic(s in "(tel:)?[+]?[0-9０-９ ()+.;=a-z-]{0,30}") {
+            let rule = design_rule();
+            let _ = check(&s, None);
+            let _ = check(&s, Some(&rule));
+        }
+
         /// Phone-like strings: normalising is stable (the E.164 form normalises to itself).
         #[test]
         fn normalisation_is_idempotent(s in "[+]?[0-9 ().-]{3,20}") {
             if let Ok(Checked { e164: Some(e), .. }) = check(&s, None) {
                 let again = check(&format!("+{e}"), None).unwrap();
                 prop_assert_eq!(again.e164.as_deref(), Some(e.as_str()));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(20_000))]
+
+        /// The alphabet create lets through to the parser: no panic, digits-only output.
+        #[test]
+        fn create_alphabet_never_panics(s in "[+0-9 ().-]{0,32}") {
+            if let Ok(Checked { e164: Some(e), .. }) = check(&s, None) {
+                prop_assert!(e.chars().all(|c| c.is_ascii_digit()));
             }
         }
     }
