@@ -33,16 +33,19 @@ pub fn internal_routes() -> Router<AppState> {
         .merge(ops::metrics_router())
 }
 
-/// The external port's app: allowlisted routes plus probes, public hardening.
+/// The external port's app: allowlisted routes plus probes, public hardening, per-tenant CORS.
 pub fn external_app(state: AppState) -> Router {
     let http: HttpConfig = state.cfg.http.clone();
     let errors = state.errors.clone();
-    stack(
-        public_routes().merge(ops::probe_router()).with_state(state),
+    let app = stack(
+        public_routes()
+            .merge(ops::probe_router())
+            .with_state(state.clone()),
         Exposure::External,
         &http,
         errors,
-    )
+    );
+    shared::http::cors::wrap(app, &state)
 }
 
 /// The internal port's app: every route.

@@ -60,7 +60,7 @@ async fn run(
     shared::metrics::install();
     let state = AppState::new(cfg)?;
     let http = state.cfg.http.clone();
-    let app = stack(
+    let mut app = stack(
         routes()
             .merge(ops::probe_router())
             .with_state(state.clone()),
@@ -68,6 +68,9 @@ async fn run(
         &http,
         state.errors.clone(),
     );
+    if exposure == Exposure::External {
+        app = shared::http::cors::wrap(app, &state);
+    }
     let on_lambda = std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some();
     if !on_lambda && http.metrics_port != 0 {
         ops::spawn_health_refresh(state.clone());

@@ -87,6 +87,9 @@ pub struct RedisConfig {
     /// Timeout of one Redis command; a request never waits longer on Redis.
     #[serde(default = "defaults::redis_timeout_ms")]
     pub redis_timeout_ms: u64,
+    /// Seconds after which a service's throttle state is re-seeded from PostgreSQL.
+    #[serde(default = "defaults::throttle_reseed_seconds")]
+    pub throttle_reseed_seconds: u32,
 }
 
 /// Voice platform settings (`VOICE_*`, `CONTROL_STREAM`).
@@ -153,6 +156,15 @@ pub struct HttpConfig {
     /// How long after SIGTERM in-flight requests may still finish.
     #[serde(default = "defaults::shutdown_grace_ms")]
     pub shutdown_grace_ms: u64,
+    /// Public port: sustained requests per second per API key, per process (0 = no limit).
+    #[serde(default = "defaults::api_key_rate_per_second")]
+    pub api_key_rate_per_second: u32,
+    /// Public port: requests an API key may send at once above the sustained rate.
+    #[serde(default = "defaults::api_key_burst")]
+    pub api_key_burst: u32,
+    /// Public port: seconds the per-tenant CORS origins are cached.
+    #[serde(default = "defaults::cors_cache_seconds")]
+    pub cors_cache_seconds: u64,
 }
 
 /// Logging settings.
@@ -267,6 +279,18 @@ mod defaults {
     pub(super) fn shutdown_grace_ms() -> u64 {
         10_000
     }
+    pub(super) fn api_key_rate_per_second() -> u32 {
+        1_000
+    }
+    pub(super) fn api_key_burst() -> u32 {
+        2_000
+    }
+    pub(super) fn cors_cache_seconds() -> u64 {
+        10
+    }
+    pub(super) fn throttle_reseed_seconds() -> u32 {
+        300
+    }
     pub(super) fn log_level() -> String {
         "INFO".into()
     }
@@ -380,6 +404,14 @@ impl Config {
         }
         if self.http.external_body_limit == 0 || self.http.internal_body_limit == 0 {
             return bad("EXTERNAL_BODY_LIMIT and INTERNAL_BODY_LIMIT must be positive".into());
+        }
+        if self.http.api_key_rate_per_second > 0 && self.http.api_key_burst == 0 {
+            return bad(
+                "API_KEY_BURST must be at least 1 when API_KEY_RATE_PER_SECOND is set".into(),
+            );
+        }
+        if self.redis.throttle_reseed_seconds < 10 || self.redis.throttle_reseed_seconds > 86_400 {
+            return bad("THROTTLE_RESEED_SECONDS must be between 10 and 86400".into());
         }
         if crate::telemetry::level_directive(&self.log.log_level).is_none() {
             return bad(format!(

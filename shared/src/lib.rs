@@ -9,6 +9,7 @@ pub mod error;
 pub mod http;
 pub mod metrics;
 pub mod model;
+pub mod phone;
 pub mod redis;
 pub mod telemetry;
 

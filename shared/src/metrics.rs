@@ -29,6 +29,10 @@ pub const CB_TTL_LIMIT_REACHED: &str = "CB_TTL_LIMIT_REACHED";
 pub const CB_ENQUEUE_LIMIT_REACHED: &str = "CB_ENQUEUE_LIMIT_REACHED";
 /// Redis writes that failed after a PostgreSQL commit (repaired by the reconciler).
 pub const REDIS_WRITE_FAILED: &str = "engage_redis_write_failed_total";
+/// Creates admitted without limits because the service Redis failed (limits fail open).
+pub const THROTTLE_FAIL_OPEN: &str = "engage_throttle_fail_open_total";
+/// Requests refused by the per-API-key request rate limit of the public port.
+pub const API_KEY_RATE_LIMITED: &str = "engage_api_key_rate_limited_total";
 /// Build info gauge (= 1), label `version`.
 pub const BUILD_INFO: &str = "ges_build_info";
 /// Callbacks the dispatcher watches, by `type`.

@@ -122,6 +122,9 @@ impl TestEnv {
             ("ADMIN_TOKEN", ADMIN_TOKEN),
             ("LOG_LEVEL", "INFO"),
             ("DB_POOL_SIZE", "8"),
+            // Load-style tests send thousands of creates with one key; the tests of the
+            // per-key limit set their own values.
+            ("API_KEY_RATE_PER_SECOND", "0"),
         ] {
             vars.insert(k.to_string(), v.to_string());
         }
@@ -388,6 +391,35 @@ impl Engage {
     }
 }
 
+impl Engage {
+    /// The sum of every series of a counter or gauge on this process's internal `/metrics`
+    /// (all label sets added up; 0 when the metric is absent).
+    pub async fn metric_sum(&self, name: &str) -> f64 {
+        let text = self
+            .http
+            .get(format!("{}/metrics", self.internal))
+            .send()
+            .await
+            .expect("metrics scraped")
+            .text()
+            .await
+            .expect("metrics body");
+        metric_sum(&text, name)
+    }
+}
+
+/// Sums the samples of `name` in a Prometheus text exposition.
+pub fn metric_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// Sends a request; returns the status and the JSON body (`Null` when not JSON).
 pub async fn send(req: reqwest::RequestBuilder) -> (u16, Value) {
     let resp = req.send().await.expect("request sent");
@@ -557,18 +589,6 @@ impl WorkerProc {
             .expect("metrics body");
         metric_sum(&text, name)
     }
-}
-
-/// Sums the samples of `name` in a Prometheus text exposition.
-pub fn metric_sum(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 /// Every entry of a stream as (entry id, fields).

@@ -12,12 +12,11 @@ use shared::{
 /// Builds the entry of `cb` for the voice stream.
 pub fn build(cb: &DueCallback, settings: &ServiceSettings, ges_url: &str) -> Entry {
     let attr = |k: &str| cb.attrs.get(k).and_then(Value::as_str).map(str::to_string);
-    let digits: String = cb
-        .phone_number
-        .chars()
-        .filter(char::is_ascii_digit)
-        .collect();
-    let dial_number = format!("{}{digits}", settings.dial_prefix);
+    let dial_number = shared::phone::dial_number(
+        &settings.dial_prefix,
+        cb.phone_e164.as_deref(),
+        &cb.phone_number,
+    );
     let call_direction = match settings.call_direction {
         CallDirection::UserTerminated => "USERTERMINATED",
         CallDirection::UserOriginated => "USERORIGINATED",
@@ -82,7 +81,8 @@ mod tests {
             tenant: "t".into(),
             service: "s".into(),
             state: CallbackState::Queued,
-            phone_number: "+1 (555) 010-0000".into(),
+            phone_number: "+1 (212) 555-0100".into(),
+            phone_e164: Some("12125550100".into()),
             desired_time: Timestamp::UNIX_EPOCH,
             dispatch_at: Timestamp::UNIX_EPOCH,
             priority: 3,
@@ -102,7 +102,8 @@ mod tests {
                 .map(|(_, v)| v.as_str())
         };
         assert_eq!(e.fields.len(), 14);
-        assert_eq!(get("dial_number"), Some("915550100000"));
+        assert_eq!(get("dial_number"), Some("912125550100"), "prefix + normalised number");
+        assert_eq!(get("phone_number"), Some("+1 (212) 555-0100"), "the number as given");
         assert_eq!(get("route_point"), Some("7001"));
         assert_eq!(get("language"), Some("en-US"));
         assert_eq!(get("user_data"), Some(r#"{"a":1}"#));

@@ -98,6 +98,9 @@ async fn expire(w: &Worker) -> anyhow::Result<()> {
         let mut conn = w.redis.conn().await?;
         for e in &ended {
             queue::dequeue(&mut conn, &w.keys, &e.tenant, &e.service, e.id, false).await?;
+            // Frees its place in the service's active counts (in-queue checking, max_queued).
+            shared::redis::throttle::release(&mut conn, &w.keys, &e.tenant, &e.service, e.id)
+                .await?;
         }
         if ended.len() < BATCH as usize {
             return Ok(());
@@ -149,6 +152,7 @@ async fn forget(w: &Worker, gone: &[Ended]) -> anyhow::Result<()> {
     let mut conn = w.redis.conn().await?;
     for e in gone {
         shared::redis::schedule::unindex(&mut conn, &w.keys, e.id).await?;
+        shared::redis::throttle::release(&mut conn, &w.keys, &e.tenant, &e.service, e.id).await?;
         redis::cmd("ZREM")
             .arg(w.keys.queue(&e.tenant, &e.service))
             .arg(e.id.to_string())

@@ -1,9 +1,12 @@
 //! The internal admin API under `/ges/v1/tenants`: tenants, API keys, callback services,
-//! business hours and capacity rules, and the Designer publish of CALLBACK_SETTINGS.
+//! business hours and capacity rules, the Designer publish of CALLBACK_SETTINGS, number rules,
+//! CORS origins.
 //! Every route requires `Authorization: Bearer $ADMIN_TOKEN`.
 
 pub mod api_errors;
 pub mod api_keys;
+pub mod cors;
+pub mod number_rules;
 pub mod publish;
 pub mod rules;
 pub mod services;
@@ -21,4 +24,6 @@ pub fn router() -> Router<AppState> {
         .merge(services::router())
         .merge(rules::router())
         .merge(publish::router())
+        .merge(number_rules::router())
+        .merge(cors::router())
 }

@@ -44,6 +44,16 @@ pub async fn put_service(
     let settings = ServiceSettings::parse(body)?;
     let client = state.db.get().await?;
     db::hours::check_refs(&client, tenant, &settings).await?;
+    if let Some(rule) = &settings.number_rule
+        && db::number_rules::find(&client, tenant, rule)
+            .await?
+            .is_none()
+    {
+        return Err(ApiError::bad_request(format!(
+            "setting number_rule: no number rule {rule} for tenant {tenant}; \
+             create it first (PUT /ges/v1/tenants/{tenant}/number-rules/{rule})"
+        )));
+    }
     let stored = db::services::put(&client, tenant, name, &settings).await?;
     state.cache.forget_service(tenant, name).await;
     Ok(stored)

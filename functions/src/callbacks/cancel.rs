@@ -13,7 +13,7 @@ use shared::{
     http::{ApiTenant, AppState, Envelope, Json},
     metrics,
     model::callback::CallbackIdParms,
-    redis::{schedule, voice},
+    redis::{schedule, throttle, voice},
 };
 use uuid::Uuid;
 
@@ -39,8 +39,23 @@ async fn handler(
         let client = state.db.get().await?;
         db::callbacks::cancel(&client, &tenant, id).await?
     };
+    release_throttle(&state, &tenant, &cancelled.service, id).await;
     after_cancel(&state, id, cancelled).await;
     Ok(Envelope::ok(CancelledData { id: id.to_string() }))
+}
+
+/// Frees the callback's place in its service's active counts (`in_queue_checking`,
+/// `max_queued`). Best effort: the next re-seed from PostgreSQL repairs a miss.
+async fn release_throttle(state: &AppState, tenant: &str, service: &str, id: Uuid) {
+    let released = async {
+        let mut conn = state.redis.conn().await?;
+        throttle::release(&mut conn, &state.keys, tenant, service, id).await
+    }
+    .await;
+    if let Err(e) = released {
+        ::metrics::counter!(metrics::REDIS_WRITE_FAILED, "op" => "throttle_release").increment(1);
+        tracing::warn!(callback.id = %id, error = %e, "throttle release failed; the next re-seed repairs it");
+    }
 }
 
 /// Best-effort follow-ups of a committed cancel.

@@ -25,7 +25,7 @@ use shared::{
 };
 use uuid::Uuid;
 
-use super::capacity;
+use super::{capacity, limits};
 
 /// Route of this function.
 pub fn router() -> Router<AppState> {
@@ -137,7 +137,7 @@ pub async fn create(
             (CallbackState::Scheduled, t, (t - lead).max(now))
         }
     };
-    let mut client = state.db.get().await?;
+    let client = state.db.get().await?;
     let booking = capacity::check(
         &client,
         tenant,
@@ -149,12 +149,18 @@ pub async fn create(
     )
     .await?;
 
+    // Number rule (400), then create-time limits (429): reserved just before the insert,
+    // given back when it does not happen (see `limits`).
+    let number =
+        limits::check_number(&client, tenant, &req.service_name, s, &req.phone_number).await?;
+    let immediate = req.desired_time.is_none();
     let cb = NewCallback {
         id: Uuid::now_v7(),
         tenant: tenant.to_string(),
         service: req.service_name.clone(),
         state: state_,
         phone_number: req.phone_number,
+        phone_e164: number.e164.clone(),
         desired_time: desired,
         dispatch_at,
         scheduled: req.desired_time.is_some(),
@@ -163,48 +169,90 @@ pub async fn create(
         user_data: req.user_data,
         slot: booking.claim,
     };
-    // `held` keeps the request's connection for the error path; the batched path must not hold
-    // one while it waits (the batcher draws from the same pool).
-    let (inserted, held) = match (idempotency_key, &cb.slot) {
-        (None, None) => {
-            drop(client);
-            let r = state.inserts.insert(cb.clone()).await;
-            (r.map(|()| Idempotent::Created), None)
-        }
-        (None, Some(_)) => {
-            let r = db::callbacks::insert(&client, &cb).await;
-            (r.map(|()| Idempotent::Created), Some(client))
-        }
-        (Some(key), _) => {
-            let r = db::callbacks::insert_idempotent(&mut client, &cb, key, &request_hash).await;
-            (r, Some(client))
-        }
-    };
-    let inserted = match inserted {
-        Ok(i) => i,
-        Err(e) => {
-            let client = match held {
-                Some(c) => c,
-                None => state.db.get().await?,
+    // `client` is kept for the error path, except on the group-commit path: the batcher draws
+    // from the same pool, so a request must not hold a connection while it waits.
+    let mut client = Some(client);
+    let result: ApiResult<()> = match idempotency_key {
+        None => {
+            let held = client.as_ref().expect("connection held until here");
+            let reservation = limits::reserve(
+                state,
+                held,
+                tenant,
+                &cb.service,
+                s,
+                &number,
+                immediate,
+                cb.id,
+            )
+            .await?;
+            let inserted = if cb.slot.is_none() {
+                client = None;
+                state.inserts.insert(cb.clone()).await
+            } else {
+                db::callbacks::insert(held, &cb).await
             };
-            return Err(booking
-                .explain(&client, tenant, &req.service_name, s, now, e)
-                .await);
+            if inserted.is_err() {
+                reservation.give_back(state).await;
+            }
+            inserted
+        }
+        Some(key) => {
+            // Claim the key first: concurrent retries wait here and get the winner's callback,
+            // so only one of them reserves quota or a slot place.
+            let held = client.as_mut().expect("connection held until here");
+            let tx = held.transaction().await?;
+            if let Some(earlier) =
+                db::callbacks::claim_idempotency_key(&tx, &cb, key, &request_hash).await?
+            {
+                tx.rollback().await?;
+                return earlier_result(earlier);
+            }
+            let reservation = limits::reserve(
+                state,
+                &tx,
+                tenant,
+                &cb.service,
+                s,
+                &number,
+                immediate,
+                cb.id,
+            )
+            .await?;
+            let stored = async {
+                db::callbacks::insert(&tx, &cb).await?;
+                Ok::<_, ApiError>(tx.commit().await?)
+            }
+            .await;
+            if stored.is_err() {
+                reservation.give_back(state).await;
+            }
+            stored
         }
     };
-    drop(held);
-    match inserted {
-        Idempotent::Created => {}
-        Idempotent::Replayed(id) => return Ok(id),
-        Idempotent::Mismatch => {
-            return Err(ApiError::conflict(
-                "Idempotency-Key was already used with a different request body",
-            ));
-        }
+    if let Err(e) = result {
+        let client = match client {
+            Some(c) => c,
+            None => state.db.get().await?,
+        };
+        return Err(booking
+            .explain(&client, tenant, &req.service_name, s, now, e)
+            .await);
     }
+    drop(client);
     ::metrics::counter!(metrics::CALLBACKS_CREATED, "tenant" => tenant.to_string()).increment(1);
     index(state, cb.id, cb.dispatch_at).await;
     Ok(cb.id)
+}
+
+/// The answer to a request whose Idempotency-Key was used before.
+fn earlier_result(earlier: Idempotent) -> ApiResult<Uuid> {
+    match earlier {
+        Idempotent::Replayed(id) => Ok(id),
+        _ => Err(ApiError::conflict(
+            "Idempotency-Key was already used with a different request body",
+        )),
+    }
 }
 
 /// Puts the committed callback into the schedule index; failures are repaired by the reconciler.

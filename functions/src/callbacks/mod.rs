@@ -5,6 +5,7 @@ pub mod availability;
 pub mod cancel;
 pub mod capacity;
 pub mod create;
+pub mod limits;
 pub mod open_for;
 pub mod retrieve;
 

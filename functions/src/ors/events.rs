@@ -19,7 +19,7 @@ use shared::{
     http::{AppState, Envelope, Json, Path},
     metrics,
     model::{CallbackState, CompletionReason, callback::parse_time},
-    redis::{queue, schedule},
+    redis::{queue, schedule, throttle},
 };
 use uuid::Uuid;
 
@@ -213,7 +213,18 @@ async fn follow_up(
                 schedule::index(&mut conn, &state.keys, id, dispatch_at.as_millisecond()).await
             }
             _ => Ok(()),
+        }?;
+        // A completed callback frees its place in the service's active counts (in-queue
+        // checking, max_queued); releasing twice is a no-op.
+        if let Outcome::Applied {
+            to: CallbackState::Completed,
+            ..
+        } = outcome
+        {
+            let mut conn = state.redis.conn().await?;
+            throttle::release(&mut conn, &state.keys, tenant, service, id).await?;
         }
+        Ok::<(), redis::RedisError>(())
     }
     .await;
     if let Err(e) = result {

@@ -116,12 +116,17 @@ pub(crate) async fn insert_rows(
         .iter()
         .map(|c| c.user_data.clone().map(Value::Object))
         .collect();
+    let e164: Vec<Option<&str>> = rows.iter().map(|c| c.phone_e164.as_deref()).collect();
     db.execute(
         "INSERT INTO callbacks
-            (id, tenant_id, service, state, phone_number, desired_time, dispatch_at, scheduled, priority, attrs, user_data)
+            (id, tenant_id, service, state, phone_number, desired_time, dispatch_at, scheduled, priority,
+             attrs, user_data, phone_e164)
          SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[],
-                              $7::timestamptz[], $8::bool[], $9::int4[], $10::jsonb[], $11::jsonb[])",
-        &[&ids, &tenants, &services, &states, &phones, &desired, &dispatch, &scheduled, &priority, &attrs, &user_data],
+                              $7::timestamptz[], $8::bool[], $9::int4[], $10::jsonb[], $11::jsonb[], $12::text[])",
+        &[
+            &ids, &tenants, &services, &states, &phones, &desired, &dispatch, &scheduled, &priority,
+            &attrs, &user_data, &e164,
+        ],
     )
     .await?;
     Ok(())

@@ -27,6 +27,8 @@ pub struct NewCallback {
     pub state: CallbackState,
     /// Number as given.
     pub phone_number: String,
+    /// Normalised number, E.164 without `+` (`None`: did not normalise, dial as given).
+    pub phone_e164: Option<String>,
     /// Desired time (creation time for immediate callbacks).
     pub desired_time: Timestamp,
     /// When the worker submits it.
@@ -44,22 +46,22 @@ pub struct NewCallback {
 }
 
 const INSERT: &str = "INSERT INTO callbacks
-    (id, tenant_id, service, state, phone_number, desired_time, dispatch_at, scheduled, priority, attrs, user_data)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
+    (id, tenant_id, service, state, phone_number, desired_time, dispatch_at, scheduled, priority, attrs, user_data, phone_e164)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
 
 /// Claims one place in the slot and inserts the callback in one statement: when the slot is
 /// full the claim returns no row and nothing is inserted (see `db::slots`).
 const INSERT_CLAIMING: &str = "WITH s AS (
         INSERT INTO slot_bookings (tenant_id, service, slot_start, booked)
-        SELECT $2, $3, $12, 1 WHERE $13::integer >= 1
+        SELECT $2, $3, $13, 1 WHERE $14::integer >= 1
         ON CONFLICT (tenant_id, service, slot_start) DO UPDATE
             SET booked = slot_bookings.booked + 1
-            WHERE slot_bookings.booked < $13::integer
+            WHERE slot_bookings.booked < $14::integer
         RETURNING 1
     )
     INSERT INTO callbacks
-    (id, tenant_id, service, state, phone_number, desired_time, dispatch_at, scheduled, priority, attrs, user_data, slot_start)
-    SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12 FROM s";
+    (id, tenant_id, service, state, phone_number, desired_time, dispatch_at, scheduled, priority, attrs, user_data, phone_e164, slot_start)
+    SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13 FROM s";
 
 /// The error a full slot produces; `create` turns it into a 429 with proposed slots.
 pub fn slot_full(claim: &SlotClaim) -> ApiError {
@@ -88,6 +90,7 @@ async fn insert_row(db: &impl GenericClient, cb: &NewCallback) -> Result<(), Api
         &cb.priority,
         &attrs,
         &user_data,
+        &cb.phone_e164,
     ];
     let Some(claim) = &cb.slot else {
         db.execute(INSERT, &params).await?;
@@ -130,6 +133,24 @@ pub async fn insert_idempotent(
     request_hash: &[u8],
 ) -> Result<Idempotent, ApiError> {
     let tx = client.transaction().await?;
+    if let Some(earlier) = claim_idempotency_key(&tx, cb, key, request_hash).await? {
+        tx.rollback().await?;
+        return Ok(earlier);
+    }
+    insert_row(&tx, cb).await?;
+    tx.commit().await?;
+    Ok(Idempotent::Created)
+}
+
+/// Claims `key` for `cb` inside the caller's transaction: `None` = claimed (insert `cb`, then
+/// commit; rolling back frees the key), else the earlier use (`Replayed` or `Mismatch`).
+/// A concurrent claim of the same key waits here until the first transaction ends.
+pub async fn claim_idempotency_key(
+    tx: &deadpool_postgres::Transaction<'_>,
+    cb: &NewCallback,
+    key: &str,
+    request_hash: &[u8],
+) -> Result<Option<Idempotent>, ApiError> {
     let claimed = tx
         .query_opt(
             "INSERT INTO idempotency_keys (tenant_id, key, request_hash, callback_id)
@@ -143,10 +164,7 @@ pub async fn insert_idempotent(
         )
         .await?;
     if claimed.is_some() {
-        // On error the transaction is dropped, i.e. rolled back (key claim included).
-        insert_row(&tx, cb).await?;
-        tx.commit().await?;
-        return Ok(Idempotent::Created);
+        return Ok(None);
     }
     let row = tx
         .query_one(
@@ -154,13 +172,12 @@ pub async fn insert_idempotent(
             &[&cb.tenant, &key],
         )
         .await?;
-    tx.rollback().await?;
     let (hash, id): (Vec<u8>, Uuid) = (row.get(0), row.get(1));
-    Ok(if hash == request_hash {
+    Ok(Some(if hash == request_hash {
         Idempotent::Replayed(id)
     } else {
         Idempotent::Mismatch
-    })
+    }))
 }
 
 /// A stored callback.
@@ -178,6 +195,8 @@ pub struct StoredCallback {
     pub reason: Option<CompletionReason>,
     /// Number as given.
     pub phone_number: String,
+    /// Normalised number, E.164 without `+` (`None`: dial as given).
+    pub phone_e164: Option<String>,
     /// Desired time.
     pub desired_time: Timestamp,
     /// Dispatch time.
@@ -210,6 +229,7 @@ impl StoredCallback {
                 .ok_or_else(|| ApiError::internal(anyhow::anyhow!("bad state {state}")))?,
             reason: reason.as_deref().and_then(CompletionReason::parse),
             phone_number: r.get("phone_number"),
+            phone_e164: r.get("phone_e164"),
             desired_time: r.get("desired_time"),
             dispatch_at: r.get("dispatch_at"),
             attempt: r.get("attempt"),
@@ -242,7 +262,7 @@ impl StoredCallback {
 }
 
 const COLUMNS: &str =
-    "id, tenant_id, service, state, reason, phone_number, desired_time, dispatch_at,
+    "id, tenant_id, service, state, reason, phone_number, phone_e164, desired_time, dispatch_at,
     attempt, submitted_at, created_at, attrs, user_data";
 
 /// One callback of the tenant, or 404 (another tenant's id is 404 too: invariant 5).
@@ -262,12 +282,14 @@ pub async fn get(
 }
 
 /// What a successful cancel changed.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Cancelled {
     /// The current attempt had reached the voice stream (a control entry is due).
     pub submitted: bool,
     /// The attempt number.
     pub attempt: i16,
+    /// The callback's service (to release its throttle place).
+    pub service: String,
 }
 
 /// Cancels a callback: allowed in every state but PROCESSING and COMPLETED (DESIGN §4). The
@@ -294,7 +316,7 @@ pub async fn cancel(
                 WHERE b.tenant_id = $2 AND b.service = c.service AND b.slot_start = c.slot_start
                   AND b.booked > 0
              )
-             SELECT submitted_at IS NOT NULL, attempt FROM c",
+             SELECT submitted_at IS NOT NULL, attempt, service FROM c",
             &[&id, &tenant],
         )
         .await?;
@@ -302,6 +324,7 @@ pub async fn cancel(
         return Ok(Cancelled {
             submitted: row.get(0),
             attempt: row.get(1),
+            service: row.get(2),
         });
     }
     let current = get(db, tenant, id).await?;

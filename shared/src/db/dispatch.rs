@@ -25,6 +25,8 @@ pub struct DueCallback {
     pub state: CallbackState,
     /// Number as given.
     pub phone_number: String,
+    /// Normalised E.164 digits (no `+`), when the number parsed.
+    pub phone_e164: Option<String>,
     /// Desired time.
     pub desired_time: Timestamp,
     /// Dispatch time (lateness is measured from it).
@@ -55,7 +57,7 @@ impl DueCallback {
 pub async fn load(db: &impl GenericClient, ids: &[Uuid]) -> Result<Vec<DueCallback>, ApiError> {
     let rows = db
         .query(
-            "SELECT c.id, c.tenant_id, c.service, c.state, c.phone_number, c.desired_time,
+            "SELECT c.id, c.tenant_id, c.service, c.state, c.phone_number, c.phone_e164, c.desired_time,
                     c.dispatch_at, c.priority, c.attempt, c.submitted_at, c.attrs, c.user_data,
                     s.settings
              FROM callbacks c
@@ -74,6 +76,7 @@ pub async fn load(db: &impl GenericClient, ids: &[Uuid]) -> Result<Vec<DueCallba
                 state: CallbackState::parse(&state)
                     .ok_or_else(|| ApiError::internal(anyhow::anyhow!("bad state {state}")))?,
                 phone_number: r.get("phone_number"),
+                phone_e164: r.get("phone_e164"),
                 desired_time: r.get("desired_time"),
                 dispatch_at: r.get("dispatch_at"),
                 priority: r.get("priority"),

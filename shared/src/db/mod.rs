@@ -12,10 +12,12 @@ pub mod callbacks;
 pub mod dispatch;
 pub mod events;
 pub mod hours;
+pub mod number_rules;
 pub mod publish;
 pub mod services;
 pub mod slots;
 pub mod tenants;
+pub mod throttle;
 
 use std::time::Duration;
 

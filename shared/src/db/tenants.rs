@@ -56,3 +56,40 @@ pub async fn list(db: &impl GenericClient) -> Result<Vec<Tenant>, ApiError> {
         .await?;
     Ok(rows.iter().map(from_row).collect())
 }
+
+/// Sets the browser origins allowed to call the public API with this tenant's keys; 404 for
+/// an unknown tenant.
+pub async fn set_cors_origins(
+    db: &impl GenericClient,
+    id: &str,
+    origins: &[String],
+) -> Result<Vec<String>, ApiError> {
+    db.query_opt(
+        "UPDATE tenants SET cors_origins = $2 WHERE id = $1 RETURNING cors_origins",
+        &[&id, &origins],
+    )
+    .await?
+    .map(|r| r.get(0))
+    .ok_or_else(|| ApiError::not_found(format!("no tenant {id}")))
+}
+
+/// The browser origins of one tenant; 404 for an unknown tenant.
+pub async fn cors_origins(db: &impl GenericClient, id: &str) -> Result<Vec<String>, ApiError> {
+    db.query_opt("SELECT cors_origins FROM tenants WHERE id = $1", &[&id])
+        .await?
+        .map(|r| r.get(0))
+        .ok_or_else(|| ApiError::not_found(format!("no tenant {id}")))
+}
+
+/// Every tenant that allows at least one origin, with its origins (the CORS cache's source).
+pub async fn all_cors_origins(
+    db: &impl GenericClient,
+) -> Result<Vec<(String, Vec<String>)>, ApiError> {
+    let rows = db
+        .query(
+            "SELECT id, cors_origins FROM tenants WHERE cardinality(cors_origins) > 0",
+            &[],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}

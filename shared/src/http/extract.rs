@@ -53,8 +53,26 @@ fn describe(e: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
         return ApiError::bad_request(format!("malformed JSON: {inner}"));
     }
     let path = e.path().to_string();
+    if path.starts_with('[') {
+        // serde reads an array as a struct's fields in order; every body here is an object.
+        return ApiError::bad_request("request body must be a JSON object, not an array");
+    }
+    if inner.to_string().starts_with("unknown field") {
+        // The path ends with the unknown field itself: name the object that has it.
+        let parent = match path.rfind('.') {
+            Some(i) if i > 0 => &path[..i],
+            _ => "request body",
+        };
+        return ApiError::bad_request(format!("{parent}: {inner}"));
+    }
     if path == "." {
-        ApiError::bad_request(format!("request body must be a JSON object: {inner}"))
+        // "must be a JSON object" only when it is not one; a missing or unknown field of an
+        // object is named as such.
+        if inner.to_string().starts_with("missing field") {
+            ApiError::bad_request(format!("request body: {inner}"))
+        } else {
+            ApiError::bad_request(format!("request body must be a JSON object: {inner}"))
+        }
     } else {
         ApiError::bad_request(format!("invalid value for {path}: {inner}"))
     }
@@ -100,6 +118,11 @@ impl FromRequestParts<AppState> for ApiTenant {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        if let Some(super::cors::ResolvedTenant(tenant)) = parts.extensions.get() {
+            // Already resolved from the same header by the CORS check.
+            envelope::set_tenant(tenant);
+            return Ok(ApiTenant(tenant.clone()));
+        }
         let key = parts
             .headers
             .get("x-api-key")

@@ -1,18 +1,28 @@
 //! The middleware stack: request context (correlation id, timeout, metrics, access log),
 //! panic catching, and the public-port hardening (allowlist is the router itself; here the
-//! `ccid` header rejection and the body limit).
+//! `ccid` header rejection, the body limit and the per-API-key request rate; CORS is in
+//! `http::cors`).
 
 use std::{
-    sync::Arc,
+    hash::{BuildHasher, RandomState},
+    num::NonZeroU32,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
 use axum::{
     Router,
     extract::{DefaultBodyLimit, MatchedPath, Request},
-    http::header,
+    http::{Method, Uri, header},
     middleware::{self, Next},
     response::{IntoResponse, Response},
+};
+use governor::{
+    DefaultKeyedRateLimiter, Quota, RateLimiter,
+    clock::{Clock, DefaultClock},
 };
 use tower_http::catch_panic::CatchPanicLayer;
 
@@ -45,9 +55,11 @@ pub fn stack(
     };
     let timeout = Duration::from_millis(http.request_timeout_ms);
     let mut router = router
-        .fallback(|| async { ApiError::not_found("no such route") })
-        .method_not_allowed_fallback(|| async {
-            ApiError::bad_request("method not allowed on this route")
+        .fallback(|method: Method, uri: Uri| async move {
+            ApiError::not_found(format!("no such route: {method} {}", uri.path()))
+        })
+        .method_not_allowed_fallback(|method: Method, uri: Uri| async move {
+            ApiError::bad_request(format!("method {method} is not allowed on {}", uri.path()))
         })
         .layer(CatchPanicLayer::custom(on_panic))
         .layer(DefaultBodyLimit::max(limit))
@@ -56,6 +68,12 @@ pub fn stack(
         }));
     if exposure == Exposure::External {
         router = router.layer(middleware::from_fn(reject_ccid_headers));
+        if let Some(limiter) = KeyRate::new(http) {
+            let limiter = Arc::new(limiter);
+            router = router.layer(middleware::from_fn(move |req: Request, next: Next| {
+                api_key_rate(limiter.clone(), req, next)
+            }));
+        }
     }
     router.layer(middleware::from_fn(move |req: Request, next: Next| {
         request_context(timeout, errors.clone(), req, next)
@@ -142,15 +160,33 @@ async fn content_length_limit(limit: usize, req: Request, next: Next) -> Respons
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
+    if let Some(n) = declared.filter(|n| *n > limit as u64) {
         ::metrics::counter!(metrics::INVALID_CONTENT_LENGTH).increment(1);
-        return ApiError::PayloadTooLarge(format!(
+        // Read (and drop) a moderately oversized body before answering: a client still
+        // sending when the connection closes never sees the 413, only a reset.
+        if n <= (limit + DRAIN_MAX) as u64 {
+            let mut body = req.into_body().into_data_stream();
+            let drain =
+                async { while let Some(Ok(_)) = futures::StreamExt::next(&mut body).await {} };
+            let _ = tokio::time::timeout(DRAIN_TIMEOUT, drain).await;
+        }
+        let mut resp = ApiError::PayloadTooLarge(format!(
             "request body is over this port's limit of {limit} bytes"
         ))
         .into_response();
+        resp.headers_mut().insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("close"),
+        );
+        return resp;
     }
     next.run(req).await
 }
+
+/// Most bytes past the limit read and dropped so that the client receives its 413.
+const DRAIN_MAX: usize = 2 * 1024 * 1024;
+/// Longest time spent draining an oversized body.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The public port never accepts a tenant given by header: only the API key decides it.
 async fn reject_ccid_headers(req: Request, next: Next) -> Response {
@@ -165,6 +201,66 @@ async fn reject_ccid_headers(req: Request, next: Next) -> Response {
             "ccid and ContactCenterID headers are not accepted on the public API",
         )
         .into_response();
+    }
+    next.run(req).await
+}
+
+/// The per-API-key request rate of the public port (`API_KEY_RATE_PER_SECOND`,
+/// `API_KEY_BURST`). In-process by design: each replica allows the rate on its own, so the
+/// effective ceiling is the rate times the replica count. It guards a process against one
+/// noisy key; the exact business limits are the Redis throttles of create.
+struct KeyRate {
+    limiter: DefaultKeyedRateLimiter<u64>,
+    /// Keys are hashed with a per-process random key: fixed-size entries, no raw keys kept.
+    hasher: RandomState,
+    rate: u32,
+    burst: u32,
+    calls: AtomicU64,
+}
+
+/// Idle keys are dropped from the limiter every this many requests.
+const KEY_RATE_SWEEP_EVERY: u64 = 4096;
+
+impl KeyRate {
+    fn new(http: &crate::config::HttpConfig) -> Option<Self> {
+        let rate = NonZeroU32::new(http.api_key_rate_per_second)?;
+        let burst = NonZeroU32::new(http.api_key_burst).unwrap_or(rate);
+        Some(Self {
+            limiter: RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst)),
+            hasher: RandomState::new(),
+            rate: rate.get(),
+            burst: burst.get(),
+            calls: AtomicU64::new(0),
+        })
+    }
+}
+
+/// 429 once an API key is over its request rate; requests without a key pass (they get 401).
+async fn api_key_rate(limits: Arc<KeyRate>, req: Request, next: Next) -> Response {
+    if let Some(key) = req.headers().get("x-api-key") {
+        if limits
+            .calls
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(KEY_RATE_SWEEP_EVERY)
+        {
+            limits.limiter.retain_recent();
+        }
+        let hashed = limits.hasher.hash_one(key.as_bytes());
+        if let Err(not_until) = limits.limiter.check_key(&hashed) {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            ::metrics::counter!(metrics::API_KEY_RATE_LIMITED).increment(1);
+            return ApiError::TooManyRequests {
+                message: format!(
+                    "request rate limit reached: {} requests per second per API key (bursts of {}); \
+                     retry after {} ms",
+                    limits.rate,
+                    limits.burst,
+                    wait.as_millis().max(1)
+                ),
+                data: None,
+            }
+            .into_response();
+        }
     }
     next.run(req).await
 }

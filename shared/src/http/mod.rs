@@ -2,6 +2,7 @@
 //! rejections use that envelope, the middleware stack, `AppState`, and [`serve()`], which runs a
 //! router on AWS Lambda or on `0.0.0.0:$PORT` with graceful SIGTERM shutdown.
 
+pub mod cors;
 pub mod envelope;
 pub mod errors;
 pub mod extract;

@@ -7,6 +7,7 @@
 pub mod keys;
 pub mod queue;
 pub mod schedule;
+pub mod throttle;
 pub mod voice;
 
 use std::{sync::Arc, time::Duration};

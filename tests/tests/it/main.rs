@@ -7,12 +7,16 @@
 )]
 
 mod admin;
+mod admin_errors;
 mod availability;
 mod booking;
 mod callbacks;
 mod hardening;
 mod hours;
+mod numbers;
 mod observability;
 mod ors;
+mod public_port;
+mod throttle;
 mod tidy;
 mod worker;

@@ -1,0 +1,66 @@
+//! What the throttle state is re-seeded from (see `redis::throttle`): a service's active
+//! callbacks and its recent creations.
+
+use deadpool_postgres::GenericClient;
+use uuid::Uuid;
+
+use crate::{error::ApiError, redis::throttle::SeedEntry};
+
+/// Most rows one seed reads per list (a service over it is logged; limits then undercount).
+pub const SEED_ROW_CAP: i64 = 50_000;
+
+/// The throttle number of a row: E.164 digits, else the digits of the number as given.
+const NUMBER: &str = "coalesce(phone_e164, regexp_replace(phone_number, '[^0-9]', '', 'g'))";
+
+fn entry(r: &tokio_postgres::Row) -> SeedEntry {
+    SeedEntry {
+        id: r.get::<_, Uuid>(0),
+        number: r.get(1),
+        created_ms: r.get(2),
+        immediate: !r.get::<_, bool>(3),
+    }
+}
+
+/// Callbacks of the service that are not COMPLETED.
+pub async fn active(
+    db: &impl GenericClient,
+    tenant: &str,
+    service: &str,
+) -> Result<Vec<SeedEntry>, ApiError> {
+    let rows = db
+        .query(
+            &format!(
+                "SELECT id, {NUMBER}, (extract(epoch FROM created_at) * 1000)::int8, scheduled
+                 FROM callbacks WHERE tenant_id = $1 AND service = $2 AND state <> 'COMPLETED'
+                 LIMIT $3"
+            ),
+            &[&tenant, &service, &SEED_ROW_CAP],
+        )
+        .await?;
+    Ok(rows.iter().map(entry).collect())
+}
+
+/// Callbacks of the service created in the last `horizon_s` seconds.
+pub async fn recent(
+    db: &impl GenericClient,
+    tenant: &str,
+    service: &str,
+    horizon_s: i64,
+) -> Result<Vec<SeedEntry>, ApiError> {
+    if horizon_s <= 0 {
+        return Ok(Vec::new());
+    }
+    let horizon = horizon_s as f64;
+    let rows = db
+        .query(
+            &format!(
+                "SELECT id, {NUMBER}, (extract(epoch FROM created_at) * 1000)::int8, scheduled
+                 FROM callbacks WHERE tenant_id = $1 AND service = $2
+                   AND created_at > now() - make_interval(secs => $3)
+                 LIMIT $4"
+            ),
+            &[&tenant, &service, &horizon, &SEED_ROW_CAP],
+        )
+        .await?;
+    Ok(rows.iter().map(entry).collect())
+}

@@ -1,0 +1,529 @@
+//! Phone numbers: parsing and normalisation with the `phonenumber` crate, per-tenant number
+//! rules (DESIGN §6, ges-behavior §7.2) and the dial string handed to the voice platform.
+//!
+//! - With a number rule, a number must parse as a valid number (the rule's default country
+//!   applies to national numbers), come from a permitted country, match none of the blocked
+//!   patterns (regexes over the E.164 digits without `+`) and, when `block_premium` is set,
+//!   not be premium-rate. Each failure is a 400 with its own message.
+//! - Without a rule, the number is parsed with the default country US only to normalise it;
+//!   a number that does not parse as a valid number is kept as given (GES uses web numbers
+//!   as provided, ges-behavior §7.3) and nothing is rejected here.
+//!
+//! The normalised form is E.164 without `+` (`12025550123`); [`dial_number`] prepends the
+//! service's `dial_prefix`.
+
+use regex::{RegexSet, RegexSetBuilder};
+use serde::{Deserialize, Serialize};
+
+use crate::error::ApiError;
+
+/// The default country when a rule gives none, and for services without a rule.
+pub const DEFAULT_COUNTRY: &str = "US";
+/// Most blocked patterns per rule.
+pub const MAX_PATTERNS: usize = 100;
+/// Longest blocked pattern, characters.
+pub const MAX_PATTERN_LEN: usize = 256;
+/// Most permitted countries per rule.
+pub const MAX_COUNTRIES: usize = 300;
+/// Compiled-size bound of a rule's patterns (bytes of the regex program), so a pattern such as
+/// `(a{1000}){1000}` is refused at PUT time instead of costing memory and time at create time.
+const REGEX_SIZE_LIMIT: usize = 256 * 1024;
+
+/// A number rule as stored and shown by the admin API (`PUT …/number-rules/{name}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NumberRule {
+    /// ISO 3166 alpha-2 country used for numbers without a country code.
+    #[serde(default = "default_country")]
+    pub default_country: String,
+    /// ISO 3166 alpha-2 countries numbers may belong to (at least one).
+    pub permitted_countries: Vec<String>,
+    /// Regexes over the E.164 digits without `+`; a match blocks the number.
+    #[serde(default)]
+    pub blocked_patterns: Vec<String>,
+    /// Refuse premium-rate numbers.
+    #[serde(default = "yes")]
+    pub block_premium: bool,
+}
+
+fn default_country() -> String {
+    DEFAULT_COUNTRY.into()
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A validated rule, patterns compiled; build it with [`NumberRule::compile`].
+#[derive(Debug, Clone)]
+pub struct CompiledRule {
+    default_country: phonenumber::country::Id,
+    permitted: Vec<phonenumber::country::Id>,
+    blocked: RegexSet,
+    block_premium: bool,
+}
+
+fn country(field: &str, code: &str) -> Result<phonenumber::country::Id, ApiError> {
+    let upper = code.trim().to_ascii_uppercase();
+    if upper.len() != 2 {
+        return Err(ApiError::bad_request(format!(
+            "{field}: {code:?} is not an ISO 3166 alpha-2 country code"
+        )));
+    }
+    upper.parse().map_err(|_| {
+        ApiError::bad_request(format!(
+            "{field}: {code:?} is not a country with a telephone numbering plan"
+        ))
+    })
+}
+
+impl NumberRule {
+    /// Validates the rule and compiles its patterns; errors name the field or pattern at fault.
+    pub fn compile(&self) -> Result<CompiledRule, ApiError> {
+        let default_country = country("default_country", &self.default_country)?;
+        if self.permitted_countries.is_empty() {
+            return Err(ApiError::bad_request(
+                "permitted_countries: a number rule must permit at least one country",
+            ));
+        }
+        if self.permitted_countries.len() > MAX_COUNTRIES {
+            return Err(ApiError::bad_request(format!(
+                "permitted_countries: at most {MAX_COUNTRIES} countries"
+            )));
+        }
+        let permitted = self
+            .permitted_countries
+            .iter()
+            .map(|c| country("permitted_countries", c))
+            .collect::<Result<Vec<_>, _>>()?;
+        if self.blocked_patterns.len() > MAX_PATTERNS {
+            return Err(ApiError::bad_request(format!(
+                "blocked_patterns: at most {MAX_PATTERNS} patterns"
+            )));
+        }
+        for p in &self.blocked_patterns {
+            if p.is_empty() || p.chars().count() > MAX_PATTERN_LEN {
+                return Err(ApiError::bad_request(format!(
+                    "blocked_patterns: pattern {p:?} must be 1 to {MAX_PATTERN_LEN} characters"
+                )));
+            }
+            // Compile each alone first, so the error names the pattern at fault.
+            RegexSetBuilder::new([p])
+                .size_limit(REGEX_SIZE_LIMIT)
+                .dfa_size_limit(REGEX_SIZE_LIMIT)
+                .build()
+                .map_err(|e| {
+                    let why = match e {
+                        regex::Error::CompiledTooBig(_) => "is too complex".to_string(),
+                        other => format!("is not a valid regular expression: {other}"),
+                    };
+                    ApiError::bad_request(format!("blocked_patterns: pattern {p:?} {why}"))
+                })?;
+        }
+        let blocked = RegexSetBuilder::new(&self.blocked_patterns)
+            .size_limit(REGEX_SIZE_LIMIT * 4)
+            .dfa_size_limit(REGEX_SIZE_LIMIT * 4)
+            .build()
+            .map_err(|_| {
+                ApiError::bad_request("blocked_patterns: the patterns together are too complex")
+            })?;
+        Ok(CompiledRule {
+            default_country,
+            permitted,
+            blocked,
+            block_premium: self.block_premium,
+        })
+    }
+
+    /// The rule with country codes upper-cased (the stored form).
+    pub fn normalised(mut self) -> Self {
+        self.default_country = self.default_country.trim().to_ascii_uppercase();
+        for c in &mut self.permitted_countries {
+            *c = c.trim().to_ascii_uppercase();
+        }
+        self
+    }
+}
+
+/// Why a number is refused under a rule; each maps to a 400 with a clear message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NumberError {
+    /// Not a number that can exist (unparsable, wrong length, unassigned range).
+    #[error("impossible number: {0}")]
+    Impossible(String),
+    /// The number's country is not permitted.
+    #[error("number not permitted: country {0}")]
+    CountryNotPermitted(String),
+    /// A blocked pattern matches.
+    #[error("number matches a blocked pattern")]
+    Blocked,
+    /// Premium-rate numbers are blocked.
+    #[error("premium-rate number")]
+    Premium,
+}
+
+impl From<NumberError> for ApiError {
+    fn from(e: NumberError) -> Self {
+        ApiError::bad_request(e.to_string())
+    }
+}
+
+/// A number that passed its rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checked {
+    /// E.164 without `+`, or `None` when there was no rule and the number did not parse.
+    pub e164: Option<String>,
+    /// ISO country of the number, when known.
+    pub country: Option<String>,
+}
+
+/// Parses `number` with `default` as the country of national numbers; only valid numbers count.
+fn parse_valid(
+    number: &str,
+    default: phonenumber::country::Id,
+) -> Result<phonenumber::PhoneNumber, String> {
+    // An international number is parsed without a default country: phonenumber 0.3.10 applies
+    // the default country's national prefix to it otherwise (`+33 1 42…` read with US loses
+    // its `1`, since `1` is the US national prefix).
+    let country = (!number.trim_start().starts_with('+')).then_some(default);
+    let parsed =
+        phonenumber::parse(country, number).map_err(|e| format!("not a phone number ({e})"))?;
+    if !parsed.is_valid() {
+        return Err(format!(
+            "not a valid number (national numbers are read as {})",
+            default.as_ref()
+        ));
+    }
+    Ok(parsed)
+}
+
+fn e164_digits(n: &phonenumber::PhoneNumber) -> String {
+    n.format()
+        .mode(phonenumber::Mode::E164)
+        .to_string()
+        .trim_start_matches('+')
+        .to_string()
+}
+
+/// Checks `number` against `rule` (or only normalises it when there is none).
+pub fn check(number: &str, rule: Option<&CompiledRule>) -> Result<Checked, NumberError> {
+    let Some(rule) = rule else {
+        return Ok(match parse_valid(number, phonenumber::country::Id::US) {
+            Ok(n) => Checked {
+                e164: Some(e164_digits(&n)),
+                country: n.country().id().map(|c| c.as_ref().to_string()),
+            },
+            Err(_) => Checked {
+                e164: None,
+                country: None,
+            },
+        });
+    };
+    let n = parse_valid(number, rule.default_country).map_err(NumberError::Impossible)?;
+    let id = n.country().id();
+    if !id.is_some_and(|c| rule.permitted.contains(&c)) {
+        let shown = id.map_or_else(
+            || format!("unknown (+{})", n.country().code()),
+            |c| c.as_ref().to_string(),
+        );
+        return Err(NumberError::CountryNotPermitted(shown));
+    }
+    let e164 = e164_digits(&n);
+    if rule.blocked.is_match(&e164) {
+        return Err(NumberError::Blocked);
+    }
+    if rule.block_premium
+        && n.number_type(&phonenumber::metadata::DATABASE) == phonenumber::Type::PremiumRate
+    {
+        return Err(NumberError::Premium);
+    }
+    Ok(Checked {
+        e164: Some(e164),
+        country: id.map(|c| c.as_ref().to_string()),
+    })
+}
+
+/// Digits of a number as given: the fallback key and dial string of numbers that did not
+/// normalise (formatting characters and a leading `+` dropped).
+pub fn digits(number: &str) -> String {
+    number.chars().filter(char::is_ascii_digit).collect()
+}
+
+/// The number throttles key on: the E.164 digits, else the digits as given.
+pub fn number_key(e164: Option<&str>, as_given: &str) -> String {
+    e164.map_or_else(|| digits(as_given), str::to_string)
+}
+
+/// The dial string of the voice stream entry: `dial_prefix` + the normalised number (the digits
+/// as given when the number did not normalise). The worker uses this for `dial_number`.
+pub fn dial_number(dial_prefix: &str, e164: Option<&str>, as_given: &str) -> String {
+    format!("{dial_prefix}{}", number_key(e164, as_given))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn rule(json: serde_json::Value) -> CompiledRule {
+        serde_json::from_value::<NumberRule>(json)
+            .unwrap()
+            .compile()
+            .unwrap()
+    }
+
+    fn design_rule() -> CompiledRule {
+        rule(serde_json::json!({
+            "default_country": "US",
+            "permitted_countries": ["US", "CA"],
+            "blocked_patterns": ["^1900", "5550000$"],
+            "block_premium": true
+        }))
+    }
+
+    /// Number rules, one row per case: (rule, number, expected e164 or error message).
+    #[test]
+    fn number_rules_table() {
+        let us_ca = design_rule();
+        let gb = rule(
+            serde_json::json!({"default_country":"GB","permitted_countries":["GB"],
+            "block_premium": true}),
+        );
+        let gb_premium_ok = rule(serde_json::json!({"default_country":"GB",
+            "permitted_countries":["GB"], "block_premium": false}));
+        let fr_digits = rule(serde_json::json!({"default_country":"FR",
+            "permitted_countries":["FR","DE"], "blocked_patterns":["^336"]}));
+        let cases: &[(&str, &CompiledRule, &str, Result<&str, &str>)] = &[
+            (
+                "permitted US, formatted",
+                &us_ca,
+                "+1 (202) 555-0123",
+                Ok("12025550123"),
+            ),
+            (
+                "permitted US, national",
+                &us_ca,
+                "202-555-0123",
+                Ok("12025550123"),
+            ),
+            ("permitted CA", &us_ca, "+1 416 555 0123", Ok("14165550123")),
+            (
+                "country not permitted",
+                &us_ca,
+                "+44 20 7946 0958",
+                Err("number not permitted: country GB"),
+            ),
+            (
+                "country not permitted (FR)",
+                &us_ca,
+                "+33 1 42 68 53 00",
+                Err("number not permitted: country FR"),
+            ),
+            (
+                "blocked prefix pattern",
+                &us_ca,
+                "+1 900 555 0123",
+                Err("number matches a blocked pattern"),
+            ),
+            (
+                "blocked suffix pattern",
+                &us_ca,
+                "+1 202 555 0000",
+                Err("number matches a blocked pattern"),
+            ),
+            (
+                "premium GB",
+                &gb,
+                "+44 909 879 0123",
+                Err("premium-rate number"),
+            ),
+            (
+                "premium allowed",
+                &gb_premium_ok,
+                "+44 909 879 0123",
+                Ok("449098790123"),
+            ),
+            (
+                "default country GB",
+                &gb,
+                "020 7946 0958",
+                Ok("442079460958"),
+            ),
+            (
+                "default country FR",
+                &fr_digits,
+                "01 42 68 53 00",
+                Ok("33142685300"),
+            ),
+            (
+                "blocked FR mobile",
+                &fr_digits,
+                "06 12 34 56 78",
+                Err("number matches a blocked pattern"),
+            ),
+            (
+                "second permitted country",
+                &fr_digits,
+                "+49 30 901820",
+                Ok("4930901820"),
+            ),
+            (
+                "impossible: too short",
+                &us_ca,
+                "+1 202",
+                Err("impossible number"),
+            ),
+            (
+                "impossible: letters",
+                &us_ca,
+                "call me",
+                Err("impossible number"),
+            ),
+            (
+                "impossible: unassigned area code",
+                &us_ca,
+                "+1 011 555 0123",
+                Err("impossible number"),
+            ),
+            (
+                "impossible: too long",
+                &us_ca,
+                "+1 202 555 0123 4567 89",
+                Err("impossible number"),
+            ),
+        ];
+        for (name, rule, number, want) in cases {
+            let got = check(number, Some(rule));
+            match (want, got) {
+                (Ok(e164), Ok(c)) => assert_eq!(c.e164.as_deref(), Some(*e164), "{name}"),
+                (Err(msg), Err(e)) => {
+                    assert!(
+                        e.to_string().starts_with(msg),
+                        "{name}: got {e}, want {msg}"
+                    )
+                }
+                (want, got) => panic!("{name}: want {want:?}, got {got:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn without_a_rule_numbers_normalise_or_stay_as_given() {
+        let c = check("(202) 555-0123", None).unwrap();
+        assert_eq!(c.e164.as_deref(), Some("12025550123"));
+        assert_eq!(c.country.as_deref(), Some("US"));
+        assert_eq!(
+            check("+44 20 7946 0958", None).unwrap().e164.as_deref(),
+            Some("442079460958")
+        );
+        // Not a valid number anywhere: kept as given, nothing refused.
+        let c = check("12345", None).unwrap();
+        assert_eq!(c.e164, None);
+        assert_eq!(number_key(c.e164.as_deref(), "12-345"), "12345");
+    }
+
+    /// Dial strings: (prefix, e164, as given, expected).
+    #[test]
+    fn dial_number_table() {
+        let cases = [
+            ("", Some("12025550123"), "202-555-0123", "12025550123"),
+            ("+", Some("12025550123"), "202-555-0123", "+12025550123"),
+            ("9", Some("442079460958"), "020 7946 0958", "9442079460958"),
+            ("*67", Some("12025550123"), "x", "*6712025550123"),
+            ("", None, "+(12) 345-6", "123456"),
+            ("0", None, "12 345", "012345"),
+        ];
+        for (prefix, e164, given, want) in cases {
+            assert_eq!(
+                dial_number(prefix, e164, given),
+                want,
+                "{prefix} {e164:?} {given}"
+            );
+        }
+    }
+
+    #[test]
+    fn rule_validation_names_the_fault() {
+        let err = |json: serde_json::Value| {
+            serde_json::from_value::<NumberRule>(json)
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.compile().map(drop).map_err(|e| e.to_string()))
+                .unwrap_err()
+        };
+        let e =
+            err(serde_json::json!({"permitted_countries":["US"],"blocked_patterns":["^1(900"]}));
+        assert!(
+            e.contains("\"^1(900\"") && e.contains("not a valid regular expression"),
+            "{e}"
+        );
+        let e = err(
+            serde_json::json!({"permitted_countries":["US"],"blocked_patterns":["(a{1000}){1000}"]}),
+        );
+        assert!(e.contains("too complex"), "{e}");
+        let e = err(serde_json::json!({"permitted_countries":[]}));
+        assert!(e.contains("at least one country"), "{e}");
+        let e = err(serde_json::json!({"permitted_countries":["XX"]}));
+        assert!(e.contains("\"XX\""), "{e}");
+        let e = err(serde_json::json!({"permitted_countries":["US"],"default_country":"USA"}));
+        assert!(e.contains("default_country"), "{e}");
+        let e = err(serde_json::json!({"permitted_countries":["US"],"colour":"red"}));
+        assert!(e.contains("colour"), "{e}");
+        let long = "1".repeat(MAX_PATTERN_LEN + 1);
+        let e = err(serde_json::json!({"permitted_countries":["US"],"blocked_patterns":[long]}));
+        assert!(e.contains("1 to 256 characters"), "{e}");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Any string: no panic; a normalised number is all digits, at most 15 of them.
+        #[test]
+        fn parsing_never_panics(s in "\\PC{0,40}") {
+            let rule = design_rule();
+            for r in [None, Some(&rule)] {
+                if let Ok(c) = check(&s, r)
+                    && let Some(e) = c.e164
+                {
+                    prop_assert!(e.len() <= 15 && e.chars().all(|c| c.is_ascii_digit()), "{e}");
+                }
+            }
+            let d = dial_number("+", None, &s);
+            prop_assert!(d[1..].chars().all(|c| c.is_ascii_digit()));
+        }
+
+        /// RFC 3966 and odd forms: no panic.
+        #[test]
+        fn odd_forms_never_panic(s in "(tel:)?[+]?[0-9０-９ ()+.;=a-z-]{0,30}") {
+            let rule = design_rule();
+            let _ = check(&s, None);
+            let _ = check(&s, Some(&rule));
+        }
+
+        /// Phone-like strings: normalising is stable (the E.164 form normalises to itself).
+        #[test]
+        fn normalisation_is_idempotent(s in "[+]?[0-9 ().-]{3,20}") {
+            if let Ok(Checked { e164: Some(e), .. }) = check(&s, None) {
+                let again = check(&format!("+{e}"), None).unwrap();
+                prop_assert_eq!(again.e164.as_deref(), Some(e.as_str()));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(20_000))]
+
+        /// The alphabet create lets through to the parser: no panic, digits-only output.
+        #[test]
+        fn create_alphabet_never_panics(s in "[+0-9 ().-]{0,32}") {
+            if let Ok(Checked { e164: Some(e), .. }) = check(&s, None) {
+                prop_assert!(e.chars().all(|c| c.is_ascii_digit()));
+            }
+        }
+    }
+}
