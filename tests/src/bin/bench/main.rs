@@ -7,9 +7,11 @@
 //! empty axum server used as the HTTP ceiling.
 
 mod chart;
+mod dispatch;
 mod load;
 mod report;
 mod scenarios;
+mod stats;
 
 use std::time::Duration;
 

@@ -3,12 +3,12 @@
 
 use std::{
     path::Path,
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     sync::Arc,
     time::{Duration, Instant},
 };
 
-use harness::{Engage, Proc, TestEnv};
+use harness::{Engage, PrivateRedis, Proc, TestEnv};
 use serde_json::{Value, json};
 
 use crate::{
@@ -62,13 +62,13 @@ pub(crate) struct Results {
 }
 
 impl Results {
-    fn add(&mut self, f: Figure) {
+    pub(crate) fn add(&mut self, f: Figure) {
         println!("  {} = {:.3} {}", f.name, f.value, f.unit);
         self.figures.push(f);
     }
 }
 
-fn fig(name: &str, value: f64, unit: &str) -> Figure {
+pub(crate) fn fig(name: &str, value: f64, unit: &str) -> Figure {
     Figure {
         name: name.into(),
         value,
@@ -90,70 +90,6 @@ pub(crate) async fn serve_empty(port: u16) -> anyhow::Result<()> {
     Ok(())
 }
 
-struct PrivateRedis {
-    child: Child,
-    port: u16,
-}
-
-impl PrivateRedis {
-    fn start() -> Self {
-        let port = harness::free_port();
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server");
-        for _ in 0..200 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        Self { child, port }
-    }
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-    fn info(&self, section: &str) -> String {
-        let out = Command::new("redis-cli")
-            .args(["-p", &self.port.to_string(), "info", section])
-            .output();
-        out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default()
-    }
-    fn used_memory(&self) -> f64 {
-        self.info("memory")
-            .lines()
-            .find_map(|l| l.strip_prefix("used_memory:"))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0.0)
-    }
-    /// Total calls over every command, from `INFO commandstats`.
-    fn total_calls(&self) -> f64 {
-        self.info("commandstats")
-            .lines()
-            .filter_map(|l| l.split("calls=").nth(1))
-            .filter_map(|v| v.split(',').next()?.parse::<f64>().ok())
-            .sum()
-    }
-}
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -167,12 +103,12 @@ fn machine() -> String {
 }
 
 /// A phone number valid for libphonenumber (NANP, New York exchange), distinct per i.
-fn phone(i: u64) -> String {
+pub(crate) fn phone(i: u64) -> String {
     format!("+1212{:07}", 2_000_000 + i % 7_000_000)
 }
 
 /// Settings of the bench service: throttles out of the way, capacity ample.
-fn bench_service() -> Value {
+pub(crate) fn bench_service() -> Value {
     json!({
         "throttle_per_service_1": 100_000_000, "throttle_ttl_1": 300,
         "throttle_per_service_2": 100_000_000, "throttle_ttl_2": 3600,
@@ -276,7 +212,7 @@ pub(crate) async fn run_all(opts: &Options, out: &Path) -> anyhow::Result<Result
         machine: machine(),
         ..Default::default()
     };
-    let redis = PrivateRedis::start();
+    let redis = PrivateRedis::new(false);
     let env = TestEnv::new()
         .with("REDIS_URL", &redis.url())
         .with("VOICE_REDIS_URL", &redis.url())
@@ -445,8 +381,9 @@ pub(crate) async fn run_all(opts: &Options, out: &Path) -> anyhow::Result<Result
 
     storage(opts, &redis, &mut r).await?;
     cold_start(&env, &mut r)?;
-    r.missing.push("Dispatch lateness (1,000 due/s for 60 s; burst of 10,000), Redis commands per immediate callback create → COMPLETED, per scheduled hour and idle, GES sizing scenario, worker RSS: need the dispatcher (worker issue) in this build.".into());
-    r.missing.push("Availability (14 days of 15-min slots), estimated-wait-time and queue-status req/s: need those endpoints in this build.".into());
+    crate::dispatch::lateness(opts, &mut r).await?;
+    crate::dispatch::lifecycle(&mut r).await?;
+    crate::dispatch::sizing(opts, &mut r).await?;
     Ok(r)
 }
 
@@ -484,8 +421,8 @@ async fn storage(opts: &Options, redis: &PrivateRedis, r: &mut Results) -> anyho
         let blob: String = (0..ud_kb * 1024 / 32)
             .map(|_| uuid::Uuid::new_v4().simple().to_string())
             .collect();
-        let mem0 = redis.used_memory();
-        let calls0 = redis.total_calls();
+        let mem0 = crate::stats::used_memory(&redis.url()).await;
+        let calls0 = crate::stats::total_calls(&redis.url()).await;
         let base = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(2);
         let n = opts.storage_count;
         let http = engage.http.clone();
@@ -521,8 +458,8 @@ async fn storage(opts: &Options, redis: &PrivateRedis, r: &mut Results) -> anyho
                 .filter(|b| *b)
                 .count();
         }
-        let calls = redis.total_calls() - calls0;
-        let mem = redis.used_memory() - mem0;
+        let calls = crate::stats::total_calls(&redis.url()).await - calls0;
+        let mem = crate::stats::used_memory(&redis.url()).await - mem0;
         let pg = env.pg().await;
         pg.execute("VACUUM ANALYZE", &[]).await.ok();
         let bytes: i64 = pg

@@ -1,0 +1,335 @@
+//! Dispatcher scenarios: lateness at a sustained due rate and in a burst, Redis commands per
+//! callback over its life, while waiting and while idle, GES's sizing scenario, worker memory.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use harness::{Engage, PrivateRedis, Proc, TestEnv, WorkerProc};
+use jiff::{SignedDuration, Timestamp};
+use serde_json::{Value, json};
+
+use crate::scenarios::{Figure, Options, Results, bench_service, fig, phone};
+
+async fn stream_len(url: &str, stream: &str) -> u64 {
+    let mut c = redis::Client::open(url)
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    redis::cmd("XLEN")
+        .arg(stream)
+        .query_async(&mut c)
+        .await
+        .unwrap_or(0)
+}
+
+/// Creates callbacks from `bodies` with 64 requests in flight; returns how many succeeded.
+async fn create_all(engage: &Engage, key: &str, bodies: Vec<Value>) -> usize {
+    let url = format!("{}/engagement/v3/callbacks/create", engage.internal);
+    let mut ok = 0;
+    for chunk in bodies.chunks(64) {
+        let calls = chunk.iter().map(|b| {
+            let req = engage.http.post(&url).header("x-api-key", key).json(b);
+            async move {
+                req.send()
+                    .await
+                    .map(|r| r.status().is_success())
+                    .unwrap_or(false)
+            }
+        });
+        ok += futures::future::join_all(calls)
+            .await
+            .into_iter()
+            .filter(|b| *b)
+            .count();
+    }
+    ok
+}
+
+struct Stack {
+    redis: PrivateRedis,
+    voice: PrivateRedis,
+    env: TestEnv,
+    engage: Engage,
+    key: String,
+}
+
+async fn stack() -> Stack {
+    let (redis, voice) = (PrivateRedis::new(false), PrivateRedis::new(false));
+    let env = TestEnv::new()
+        .with("REDIS_URL", &redis.url())
+        .with("VOICE_REDIS_URL", &voice.url())
+        .with("LOG_LEVEL", "WARN")
+        .with("WORKER_TENANT_RATE", "0");
+    let engage = Engage::start(&env, &[]).await;
+    let key = engage.tenant("bench").await;
+    let mut settings = bench_service();
+    settings["dispatch_rate_per_second"] = json!(1_000_000);
+    settings["max_days_ahead"] = json!(15);
+    engage.service("bench", "sales", settings).await;
+    Stack {
+        redis,
+        voice,
+        env,
+        engage,
+        key,
+    }
+}
+
+/// Lateness = XADD time of the voice-stream entry − the callback's due time, per entry.
+async fn lateness_of(voice: &str, stream: &str) -> Vec<f64> {
+    let mut c = redis::Client::open(voice)
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let mut conn = c.clone();
+    let entries = harness::stream_entries(&mut conn, stream).await;
+    let _ = &mut c;
+    entries
+        .iter()
+        .filter_map(|(id, f)| {
+            let added: f64 = id.split('-').next()?.parse().ok()?;
+            let due: Timestamp = f.get("desired_time")?.parse().ok()?;
+            Some(added - due.as_millisecond() as f64)
+        })
+        .collect()
+}
+
+fn pct(v: &mut [f64], q: f64) -> f64 {
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() {
+        f64::NAN
+    } else {
+        v[((v.len() - 1) as f64 * q).round() as usize]
+    }
+}
+
+/// 1,000 due per second for `secs`, then a burst of 10,000 due at one instant.
+pub(crate) async fn lateness(opts: &Options, r: &mut Results) -> anyhow::Result<()> {
+    println!("dispatch lateness");
+    let secs: i64 = if opts.repeats == 1 { 10 } else { 60 };
+    let s = stack().await;
+    let _worker = WorkerProc::start(&s.env, &[]).await;
+    let rate = 1000i64;
+    let total = (rate * secs) as usize;
+    // Leave time to book them all before the first falls due.
+    let t0 = Timestamp::now() + SignedDuration::from_secs(20 + (total / 2500) as i64);
+    let bodies: Vec<Value> = (0..total as i64)
+        .map(|i| json!({"serviceName": "sales", "phoneNumber": phone(i as u64),
+                        "desiredTime": (t0 + SignedDuration::from_millis(i * 1000 / rate)).to_string()}))
+        .collect();
+    let booked = create_all(&s.engage, &s.key, bodies).await;
+    anyhow::ensure!(
+        Timestamp::now() < t0,
+        "booking took longer than the lead; lower the rate"
+    );
+    let stream = s.env.voice_stream().to_string();
+    let deadline = Instant::now() + Duration::from_secs((secs + 60) as u64);
+    while stream_len(&s.voice.url(), &stream).await < booked as u64 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let mut late = lateness_of(&s.voice.url(), &stream).await;
+    let n = late.len();
+    r.add(Figure {
+        budget: Some("p99 ≤ 100 ms".into()),
+        ges: Some("minute-grade polling".into()),
+        met: Some(pct(&mut late, 0.99) <= 100.0),
+        ..fig(
+            &format!("Dispatch lateness at {rate} due/s for {secs} s ({n} of {booked} in the stream): p50 {:.1} ms, max {:.1} ms; p99",
+                pct(&mut late, 0.5), pct(&mut late, 1.0)),
+            pct(&mut late, 0.99),
+            "ms",
+        )
+    });
+    if n != booked {
+        r.notes.push(format!(
+            "lateness run: {n} stream entries for {booked} callbacks"
+        ));
+    }
+    let mut series: Vec<(f64, f64)> = late
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (i as f64 / n.max(1) as f64 * 100.0, *v))
+        .collect();
+    series.sort_by(|a, b| a.0.total_cmp(&b.0));
+    crate::chart::lines(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/dispatch-lateness.svg"),
+        &format!("Dispatch lateness, {rate} due/s (sorted)"),
+        "percentile",
+        "lateness (ms)",
+        &[("lateness".into(), series)],
+    )?;
+    r.charts.push("dispatch-lateness.svg".into());
+
+    // Burst: 10,000 due at one instant.
+    let burst = if opts.repeats == 1 { 2_000 } else { 10_000 };
+    let env2 = s
+        .env
+        .clone()
+        .with("VOICE_STREAM", &format!("{}:burst", s.env.id));
+    let engage2 = Engage::start(&env2, &[]).await;
+    let _worker2 = WorkerProc::start(&env2, &[]).await;
+    let t1 = Timestamp::now() + SignedDuration::from_secs(15);
+    let bodies: Vec<Value> = (0..burst)
+        .map(|i| json!({"serviceName": "sales", "phoneNumber": phone(i), "desiredTime": t1.to_string()}))
+        .collect();
+    let booked = create_all(&engage2, &s.key, bodies).await;
+    let stream2 = env2.voice_stream().to_string();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while stream_len(&s.voice.url(), &stream2).await < booked as u64 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let mut late = lateness_of(&s.voice.url(), &stream2).await;
+    r.add(fig(
+        &format!("Burst: {booked} due at one instant, all in the stream after (max lateness); p50 {:.0} ms", pct(&mut late, 0.5)),
+        pct(&mut late, 1.0),
+        "ms",
+    ));
+    drop((s.redis, s.voice));
+    Ok(())
+}
+
+/// Service-Redis commands per immediate callback, create → COMPLETED, with `ors-sim`.
+pub(crate) async fn lifecycle(r: &mut Results) -> anyhow::Result<()> {
+    println!("commands per lifecycle");
+    let s = stack().await;
+    let _worker = WorkerProc::start(&s.env, &[]).await;
+    let _sim = Proc::spawn(
+        &s.env,
+        "ors-sim",
+        &[
+            "--agents",
+            "50",
+            "--handle-ms",
+            "20",
+            "--routing-ms",
+            "5",
+            "--dist",
+            "fixed",
+        ],
+        &[],
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = crate::stats::total_calls(&s.redis.url()).await;
+    let n = 300;
+    let bodies: Vec<Value> = (0..n)
+        .map(|i| json!({"serviceName": "sales", "phoneNumber": phone(i)}))
+        .collect();
+    let booked = create_all(&s.engage, &s.key, bodies).await;
+    let pg = s.env.pg().await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let done: i64 = pg
+            .query_one(
+                "SELECT count(*) FROM callbacks WHERE state = 'COMPLETED'",
+                &[],
+            )
+            .await?
+            .get(0);
+        if done as usize >= booked || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let per = (crate::stats::total_calls(&s.redis.url()).await - before) / booked.max(1) as f64;
+    r.add(Figure {
+        budget: Some("≤ 15".into()),
+        ges: Some("~110".into()),
+        met: Some(per <= 15.0),
+        ..fig("Service-Redis commands per immediate callback, create → COMPLETED (incl. commands inside scripts, all throttles on)", per, "commands")
+    });
+    Ok(())
+}
+
+/// GES's sizing scenario (134,400 scheduled over 14 days + 1,000 immediate), then commands per
+/// minute, per waiting callback-hour, idle per second, and the worker's memory.
+pub(crate) async fn sizing(opts: &Options, r: &mut Results) -> anyhow::Result<()> {
+    println!("sizing scenario");
+    let scale = if opts.repeats == 1 { 10 } else { 1 };
+    let s = stack().await;
+    let worker = WorkerProc::start(&s.env, &[]).await;
+    let slot = 15 * 60;
+    let first = Timestamp::from_second((Timestamp::now().as_second() / slot + 2) * slot)?;
+    let slots = 1344 / scale;
+    let mut bodies = Vec::with_capacity(slots as usize * 100);
+    for k in 0..slots {
+        let at = first + SignedDuration::from_secs(k * slot + 60);
+        for j in 0..100 {
+            bodies.push(json!({"serviceName": "sales", "phoneNumber": phone((k * 100 + j) as u64), "desiredTime": at.to_string()}));
+        }
+    }
+    let started = Instant::now();
+    let scheduled = create_all(&s.engage, &s.key, bodies).await;
+    let book_secs = started.elapsed().as_secs_f64();
+    let immediate: Vec<Value> = (0..1000 / scale)
+        .map(|i| json!({"serviceName": "sales", "phoneNumber": phone(900_000 + i as u64)}))
+        .collect();
+    let immediate = create_all(&s.engage, &s.key, immediate).await;
+    tokio::time::sleep(Duration::from_secs(5)).await; // immediate ones dispatched, queued at the voice platform
+    let before = crate::stats::total_calls(&s.redis.url()).await;
+    let window = 60.0;
+    tokio::time::sleep(Duration::from_secs_f64(window)).await;
+    let delta = crate::stats::total_calls(&s.redis.url()).await - before;
+    r.add(Figure {
+        ges: Some("138,756 per minute".into()),
+        ..fig(&format!("GES sizing scenario: {scheduled} scheduled (14 days × 96 slots × 100) + {immediate} immediate waiting; service-Redis commands per minute"), delta * 60.0 / window, "commands/min")
+    });
+    r.add(Figure {
+        budget: Some("0".into()),
+        ges: Some("60 (1 per minute)".into()),
+        met: Some(delta / scheduled.max(1) as f64 * 3600.0 / window < 0.01),
+        ..fig(
+            "Service-Redis commands per scheduled callback per hour of waiting",
+            delta / scheduled.max(1) as f64 * 3600.0 / window,
+            "commands",
+        )
+    });
+    r.add(Figure {
+        budget: Some("≤ 0.2 per node, any tenant count".into()),
+        ges: Some("~50 per tenant".into()),
+        met: Some(delta / window <= 0.2),
+        ..fig(
+            "Service-Redis commands per second with nothing due (same 60 s)",
+            delta / window,
+            "commands/s",
+        )
+    });
+    let status = std::fs::read_to_string(format!("/proc/{}/status", worker.proc.child.id()))
+        .unwrap_or_default();
+    let rss = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        .unwrap_or(f64::NAN);
+    r.add(fig(
+        &format!("Worker RSS with {scheduled} scheduled callbacks"),
+        rss / 1024.0,
+        "MB",
+    ));
+    r.add(fig(
+        "Booking rate while loading the sizing scenario (64 in flight, internal port)",
+        scheduled as f64 / book_secs,
+        "creates/s",
+    ));
+
+    // Availability over 14 days of 15-minute slots, with those bookings in place.
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(64)
+        .build()?;
+    let (url, key) = (
+        format!(
+            "{}/engagement/v3/callbacks/availability/sales?numberOfDays=14&reportBusy=true",
+            s.engage.external
+        ),
+        s.key.clone(),
+    );
+    let make: crate::load::MakeRequest =
+        Arc::new(move |_| http.get(&url).header("x-api-key", &key));
+    let run = crate::load::closed_loop(make, 16, opts.run).await;
+    r.add(fig(&format!("Availability, 14 days of 15-min slots (1,344 slots), 16 connections: p99 {:.1} ms; throughput", run.ms(0.99)), run.throughput, "req/s"));
+    Ok(())
+}
