@@ -9,12 +9,20 @@ data=${ENGAGE_DATA:-$repo/.local}
 mkdir -p "$data"
 pidfile=$data/engage.pid
 
-stop() {
-  if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
-    kill -TERM "$(cat "$pidfile")"
-    for _ in $(seq 100); do kill -0 "$(cat "$pidfile")" 2>/dev/null || break; sleep 0.1; done
+simpid=$data/ors-sim.pid
+
+stop_pid() {
+  local f=$1
+  if [ -f "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null; then
+    kill -TERM "$(cat "$f")"
+    for _ in $(seq 100); do kill -0 "$(cat "$f")" 2>/dev/null || break; sleep 0.1; done
   fi
-  rm -f "$pidfile"
+  rm -f "$f"
+}
+
+stop() {
+  stop_pid "$simpid"
+  stop_pid "$pidfile"
 }
 
 if [ "${1:-}" = "--stop" ]; then stop; exit 0; fi
@@ -41,6 +49,11 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 curl -fsS http://127.0.0.1:3050/ges/v1/health/ready >/dev/null || { echo "engage did not start; see $data/engage.log" >&2; exit 1; }
+# The voice-platform simulator: 5 agents, ~20 s calls, so callbacks move QUEUED → COMPLETED.
+if [ -x "$bin/ors-sim" ]; then
+  nohup "$bin/ors-sim" --agents 5 --handle-ms 20000 >"$data/ors-sim.log" 2>&1 &
+  echo $! >"$simpid"
+fi
 
 cat <<MSG
 
@@ -50,8 +63,13 @@ Engage is up (logs: $data/engage.log, stop: just down).
   Tenant       demo   services: demo-immediate, demo-scheduled
   API key      $key
 
-Book an immediate callback:
+The dispatcher runs in-process and a voice-platform simulator (ors-sim, 5 agents) takes the
+calls, so a booked callback goes QUEUED → ROUTING → PROCESSING → COMPLETED within seconds.
+
+Book an immediate callback, then retrieve it with the id it returns:
   curl -s -X POST http://127.0.0.1:3005/engagement/v3/callbacks/create \\
     -H 'x-api-key: $key' -H 'content-type: application/json' \\
-    -d '{"serviceName":"demo-immediate","phoneNumber":"+15550100"}'
+    -d '{"serviceName":"demo-immediate","phoneNumber":"+12125550100"}'
+  curl -s -X POST http://127.0.0.1:3005/engagement/v3/callbacks/retrieve \
+    -H 'x-api-key: $key' -d '{"id":"<id>"}'
 MSG
