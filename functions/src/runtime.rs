@@ -24,31 +24,9 @@ pub fn run_function(
     exposure: Exposure,
     routes: fn() -> Router<AppState>,
 ) -> ExitCode {
-    let cfg = match Config::load() {
-        Ok(cfg) => cfg,
-        Err(e) => {
-            eprintln!("{name}: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    shared::telemetry::init(&cfg.log, shared::telemetry::Target::Stdout);
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("{name}: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match rt.block_on(run(name, exposure, routes, cfg)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(function = name, error = format!("{e:#}"), "function failed");
-            ExitCode::FAILURE
-        }
-    }
+    shared::process::main_with(name, shared::telemetry::Target::Stdout, |cfg| {
+        run(name, exposure, routes, cfg)
+    })
 }
 
 async fn run(

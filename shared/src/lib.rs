@@ -10,6 +10,7 @@ pub mod http;
 pub mod metrics;
 pub mod model;
 pub mod phone;
+pub mod process;
 pub mod redis;
 pub mod telemetry;
 

@@ -8,31 +8,7 @@ use shared::Config;
 use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
-    let cfg = match Config::load() {
-        Ok(cfg) => cfg,
-        Err(e) => {
-            eprintln!("engage-worker: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    shared::telemetry::init(&cfg.log, shared::telemetry::Target::Stdout);
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("engage-worker: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match rt.block_on(run(cfg)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "worker failed");
-            ExitCode::FAILURE
-        }
-    }
+    shared::process::main_with("engage-worker", shared::telemetry::Target::Stdout, run)
 }
 
 async fn run(cfg: Config) -> anyhow::Result<()> {

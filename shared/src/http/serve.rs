@@ -49,27 +49,7 @@ pub async fn serve_listener(
     Ok(())
 }
 
-/// Resolves on SIGTERM (Knative, Kubernetes) or Ctrl-C.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
-    }
-}
+pub use crate::process::shutdown_signal;
 
 /// Convenience for binaries: a duration from milliseconds.
 pub fn millis(ms: u64) -> Duration {

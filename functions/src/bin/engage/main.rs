@@ -104,35 +104,12 @@ enum ServiceCmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let cfg = match Config::load() {
-        Ok(cfg) => cfg,
-        Err(e) => {
-            eprintln!("engage: {e}");
-            return ExitCode::from(2);
-        }
-    };
+    // Servers log to stdout; admin subcommands keep stdout for their JSON output.
     let target = match cli.command {
         Command::Serve { .. } => shared::telemetry::Target::Stdout,
         _ => shared::telemetry::Target::Stderr,
     };
-    shared::telemetry::init(&cfg.log, target);
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("engage: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match rt.block_on(run(cli.command, cfg)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("engage: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    shared::process::main_with("engage", target, |cfg| run(cli.command, cfg))
 }
 
 fn api(e: ApiError) -> anyhow::Error {

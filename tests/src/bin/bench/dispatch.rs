@@ -115,8 +115,17 @@ pub(crate) async fn lateness(opts: &Options, r: &mut Results) -> anyhow::Result<
     let _worker = WorkerProc::start(&s.env, &[]).await;
     let rate = 1000i64;
     let total = (rate * secs) as usize;
-    // Leave time to book them all before the first falls due.
-    let t0 = Timestamp::now() + SignedDuration::from_secs(20 + (total / 2500) as i64);
+    // Leave time to book them all before the first falls due: measure the booking rate on
+    // 1,000 callbacks scheduled hours ahead, then lead = 1.5 × the expected booking time + 10 s.
+    let far = (Timestamp::now() + SignedDuration::from_hours(6)).to_string();
+    let calib: Vec<Value> = (0..1000u64)
+        .map(|i| json!({"serviceName": "sales", "phoneNumber": phone(800_000 + i), "desiredTime": far}))
+        .collect();
+    let t = Instant::now();
+    let n = create_all(&s.engage, &s.key, calib).await.max(1);
+    let per_sec = n as f64 / t.elapsed().as_secs_f64();
+    let lead = 10.0 + 1.5 * total as f64 / per_sec;
+    let t0 = Timestamp::now() + SignedDuration::from_secs_f64(lead);
     let bodies: Vec<Value> = (0..total as i64)
         .map(|i| json!({"serviceName": "sales", "phoneNumber": phone(i as u64),
                         "desiredTime": (t0 + SignedDuration::from_millis(i * 1000 / rate)).to_string()}))
@@ -172,11 +181,12 @@ pub(crate) async fn lateness(opts: &Options, r: &mut Results) -> anyhow::Result<
         .with("VOICE_STREAM", &format!("{}:burst", s.env.id));
     let engage2 = Engage::start(&env2, &[]).await;
     let _worker2 = WorkerProc::start(&env2, &[]).await;
-    let t1 = Timestamp::now() + SignedDuration::from_secs(15);
+    let t1 = Timestamp::now() + SignedDuration::from_secs_f64(10.0 + 1.5 * burst as f64 / per_sec);
     let bodies: Vec<Value> = (0..burst)
         .map(|i| json!({"serviceName": "sales", "phoneNumber": phone(i), "desiredTime": t1.to_string()}))
         .collect();
     let booked = create_all(&engage2, &s.key, bodies).await;
+    anyhow::ensure!(Timestamp::now() < t1, "burst booking took longer than its lead");
     let stream2 = env2.voice_stream().to_string();
     let deadline = Instant::now() + Duration::from_secs(90);
     while stream_len(&s.voice.url(), &stream2).await < booked as u64 && Instant::now() < deadline {
