@@ -186,7 +186,10 @@ pub(crate) async fn lateness(opts: &Options, r: &mut Results) -> anyhow::Result<
         .map(|i| json!({"serviceName": "sales", "phoneNumber": phone(i), "desiredTime": t1.to_string()}))
         .collect();
     let booked = create_all(&engage2, &s.key, bodies).await;
-    anyhow::ensure!(Timestamp::now() < t1, "burst booking took longer than its lead");
+    anyhow::ensure!(
+        Timestamp::now() < t1,
+        "burst booking took longer than its lead"
+    );
     let stream2 = env2.voice_stream().to_string();
     let deadline = Instant::now() + Duration::from_secs(90);
     while stream_len(&s.voice.url(), &stream2).await < booked as u64 && Instant::now() < deadline {
@@ -280,10 +283,15 @@ pub(crate) async fn sizing(opts: &Options, r: &mut Results) -> anyhow::Result<()
         .collect();
     let immediate = create_all(&s.engage, &s.key, immediate).await;
     tokio::time::sleep(Duration::from_secs(5)).await; // immediate ones dispatched, queued at the voice platform
-    let before = crate::stats::total_calls(&s.redis.url()).await;
+    let before = crate::stats::calls_by_command(&s.redis.url()).await;
     let window = 60.0;
     tokio::time::sleep(Duration::from_secs_f64(window)).await;
-    let delta = crate::stats::total_calls(&s.redis.url()).await - before;
+    let after = crate::stats::calls_by_command(&s.redis.url()).await;
+    let delta: f64 = after.values().sum::<f64>() - before.values().sum::<f64>();
+    r.notes.push(format!(
+        "service-Redis commands during the 60 s sizing window (worker + engage serve, health checks every 15 s included): {}",
+        crate::stats::delta_text(&before, &after)
+    ));
     r.add(Figure {
         ges: Some("138,756 per minute".into()),
         ..fig(&format!("GES sizing scenario: {scheduled} scheduled (14 days × 96 slots × 100) + {immediate} immediate waiting; service-Redis commands per minute"), delta * 60.0 / window, "commands/min")

@@ -33,3 +33,37 @@ pub(crate) async fn used_memory(url: &str) -> f64 {
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0.0)
 }
+
+/// Calls per command (`cmdstat_<name>:calls=N`), for explaining a delta.
+pub(crate) async fn calls_by_command(url: &str) -> std::collections::BTreeMap<String, f64> {
+    info(url, "commandstats")
+        .await
+        .lines()
+        .filter_map(|l| {
+            let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = rest
+                .split("calls=")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse()
+                .ok()?;
+            Some((name.to_string(), calls))
+        })
+        .collect()
+}
+
+/// The per-command difference of two snapshots, as `name=N` (non-zero only).
+pub(crate) fn delta_text(
+    before: &std::collections::BTreeMap<String, f64>,
+    after: &std::collections::BTreeMap<String, f64>,
+) -> String {
+    after
+        .iter()
+        .filter_map(|(k, v)| {
+            let d = v - before.get(k).copied().unwrap_or(0.0);
+            (d > 0.0).then(|| format!("{k}={d}"))
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
