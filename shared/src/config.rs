@@ -313,7 +313,7 @@ mod defaults {
         9091
     }
     pub(super) fn worker_safety_poll_s() -> u64 {
-        60
+        120
     }
     pub(super) fn worker_reconcile_check_s() -> u64 {
         120
