@@ -63,18 +63,18 @@ pub async fn check_number(
 /// Quota reserved for one callback; give it back when the callback is not inserted after all.
 #[derive(Debug)]
 #[must_use = "give the reservation back when the insert does not happen"]
-pub struct Reservation(Option<(ThrottleKeys, String, Uuid)>);
+pub struct Reservation(Option<(ThrottleKeys, Uuid)>);
 
 impl Reservation {
     /// Returns the reserved quota (the callback was not inserted). Best effort: a failure is
     /// logged and left to the next re-seed.
     pub async fn give_back(self, state: &AppState) {
-        let Some((tk, number, id)) = self.0 else {
+        let Some((tk, id)) = self.0 else {
             return;
         };
         let result = async {
             let mut conn = state.redis.conn().await?;
-            throttle::give_back(&mut conn, &tk, id, &number).await
+            throttle::give_back(&mut conn, &tk, id).await
         }
         .await;
         if let Err(e) = result {
@@ -115,7 +115,7 @@ pub async fn reserve(
     )
     .await
     {
-        Ok(()) => Ok(Reservation(Some((tk, number.key.clone(), id)))),
+        Ok(()) => Ok(Reservation(Some((tk, id)))),
         Err(Fail::Api(e)) => Err(e),
         Err(Fail::Redis(e)) => {
             ::metrics::counter!(metrics::THROTTLE_FAIL_OPEN, "tenant" => tenant.to_string())

@@ -3,32 +3,15 @@
 //! times (ms) for wait-time estimates. Both are derived: the reconciler rebuilds the ZSET from
 //! PostgreSQL, and a lost history only makes estimates unknown for a while.
 //!
-//! Memory stays small: one ZSET member per queued callback and at most [`HISTORY`] numbers
-//! per service.
+//! Memory stays small: one ZSET member per queued callback and at most 2 × [`HISTORY`]
+//! numbers per service (trimmed lazily, see [`dequeue`]).
 
-use std::sync::LazyLock;
-
-use redis::Script;
 use uuid::Uuid;
 
 use super::{Keys, RedisConn};
 
 /// Dequeue times kept per service (the EWT window of DESIGN §7).
 pub const HISTORY: isize = 32;
-
-/// Removes a callback from its queue view; when it was there, records the dequeue time.
-/// KEYS: view, history. ARGV: member, now ms, history length.
-static DEQUEUE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
-  redis.call('LPUSH', KEYS[2], ARGV[2])
-  redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[3]) - 1)
-  return 1
-end
-return 0",
-    )
-});
 
 /// Adds callbacks to a service's queue view (no-op for members already there).
 pub async fn enqueue(
@@ -58,24 +41,39 @@ pub async fn dequeue(
     id: Uuid,
     served: bool,
 ) -> redis::RedisResult<()> {
-    if served {
-        DEQUEUE
-            .key(keys.queue(tenant, service))
-            .key(keys.queue_history(tenant, service))
-            .arg(id.to_string())
-            .arg(jiff::Timestamp::now().as_millisecond())
-            .arg(HISTORY)
-            .invoke_async::<i64>(conn)
-            .await
-            .map(drop)
-    } else {
-        redis::cmd("ZREM")
-            .arg(keys.queue(tenant, service))
+    let view = keys.queue(tenant, service);
+    if !served {
+        return redis::cmd("ZREM")
+            .arg(view)
             .arg(id.to_string())
             .query_async::<i64>(conn)
             .await
-            .map(drop)
+            .map(drop);
     }
+    // Two commands in one round trip (no script): callers dequeue once per transition, so
+    // the time is recorded whether or not the view still held the member (a lost view must
+    // not lose the dequeue). The list is trimmed only when it has grown to twice its size,
+    // so the trim costs a command once every `HISTORY` dequeues; readers take the newest
+    // `HISTORY`.
+    let history = keys.queue_history(tenant, service);
+    let (_, len): (i64, i64) = redis::pipe()
+        .cmd("ZREM")
+        .arg(&view)
+        .arg(id.to_string())
+        .cmd("LPUSH")
+        .arg(&history)
+        .arg(jiff::Timestamp::now().as_millisecond())
+        .query_async(conn)
+        .await?;
+    if len >= 2 * HISTORY as i64 {
+        redis::cmd("LTRIM")
+            .arg(&history)
+            .arg(0)
+            .arg(HISTORY - 1)
+            .query_async::<()>(conn)
+            .await?;
+    }
+    Ok(())
 }
 
 /// Position (1-based) of a callback in its queue view and the estimated wait in seconds

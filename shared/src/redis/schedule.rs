@@ -9,21 +9,6 @@ use uuid::Uuid;
 
 use super::{Keys, RedisConn};
 
-/// Adds (or moves) a callback in its shard and wakes sleeping workers when it becomes the
-/// shard's earliest entry; the message is `<score>:<shard>`, so a worker claims from that
-/// shard only. KEYS: sched. ARGV: score, member, wake channel, shard.
-static INDEX: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-local head = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
-if head[2] == nil or tonumber(ARGV[1]) < tonumber(head[2]) then
-  redis.call('PUBLISH', ARGV[3], ARGV[1] .. ':' .. ARGV[4])
-end
-return 1",
-    )
-});
-
 /// Removes a callback from its shard and from in-flight. KEYS: sched, inflight. ARGV: member.
 static UNINDEX: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -33,7 +18,16 @@ return n + redis.call('ZREM', KEYS[2], ARGV[1])",
     )
 });
 
-/// Indexes a callback to be dispatched at `dispatch_at_ms`.
+/// Indexes a callback to be dispatched at `dispatch_at_ms`, and wakes sleeping workers when
+/// it became its shard's earliest entry (message `<score>:<shard>`, so a worker claims from
+/// that shard only).
+///
+/// Two commands in one round trip (`ZADD`, then `ZRANGE 0 0`), no script; `PUBLISH` only when
+/// the callback is the head. Reading the head *after* the add is what makes this safe without
+/// atomicity: a claim that ran after the `ZADD` saw the callback (claimed it or reported it as
+/// the next due); one that ran before left a head that was either known to the workers or
+/// announced by whoever added it, and that head is `<=` this callback unless this callback is
+/// the head itself, which is then announced.
 pub async fn index(
     conn: &mut RedisConn,
     keys: &Keys,
@@ -41,15 +35,26 @@ pub async fn index(
     dispatch_at_ms: i64,
 ) -> redis::RedisResult<()> {
     let shard = keys.shard_of(&id);
-    INDEX
-        .key(keys.sched(shard))
+    let member = id.to_string();
+    let (_, head): (i64, Vec<String>) = redis::pipe()
+        .cmd("ZADD")
+        .arg(keys.sched(shard))
         .arg(dispatch_at_ms)
-        .arg(id.to_string())
-        .arg(keys.wake_channel())
-        .arg(shard)
-        .invoke_async::<i64>(conn)
-        .await
-        .map(drop)
+        .arg(&member)
+        .cmd("ZRANGE")
+        .arg(keys.sched(shard))
+        .arg(0)
+        .arg(0)
+        .query_async(conn)
+        .await?;
+    if head.first() == Some(&member) {
+        redis::cmd("PUBLISH")
+            .arg(keys.wake_channel())
+            .arg(format!("{dispatch_at_ms}:{shard}"))
+            .query_async::<i64>(conn)
+            .await?;
+    }
+    Ok(())
 }
 
 /// Removes a callback from the index; returns whether it was there.

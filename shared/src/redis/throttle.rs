@@ -7,10 +7,20 @@
 //! script touches a single cluster slot:
 //! - `T:win` — ZSET, member = callback id, score = admission time (ms, Redis clock): the
 //!   requests of both service windows (`throttle_per_service_1/2` over `throttle_ttl_1/2`).
-//! - `T:n24:<number>` — ZSET, same layout: immediate requests of one number over 24 h.
-//! - `T:act` — HASH of the active (not COMPLETED) callbacks: `i:<id>` → `<number>|<ms>`,
-//!   `n:<number>` → active count of that number, `~count` → active total (for
-//!   `max_queued`), `~seed` → until when the hash counts as checked against PostgreSQL.
+//! - `T:act` — HASH of the active (not COMPLETED) callbacks: `i:<id>` → `<number>|<ms>`
+//!   (`|d` appended when it counts in the number's 24 h window; `""` = released),
+//!   `n:<number>` → active count of that number, `d:<number>` → the number's immediate
+//!   admissions of the last 24 h (comma-separated ms), `~count` → active total (for
+//!   `max_queued`), `~w` → an upper bound of `T:win`'s size, `~wx` → when `T:win` expires,
+//!   `~seed` → until when the hash counts as checked against PostgreSQL.
+//!
+//! # Cost (DESIGN §9: 15 commands per immediate callback, create to COMPLETED)
+//! An admission is `TIME`, `HMGET`, `ZADD`, `HSET`: the per-number 24 h window rides in the
+//! active hash instead of a ZSET of its own, the service windows are counted only when `~w`
+//! says one could be full, and `T:win`'s TTL is refreshed once per window length. A release
+//! is `HGET`, `HMGET`, `HSET` (tombstone instead of `HDEL`). `T:act` expires
+//! `period + grace` after its last seed (or seed lease), and admissions happen only before
+//! the seed deadline, so an expiry never forgets an in-flight create; a missing hash re-seeds.
 //!
 //! # Windows
 //! Sliding windows (a log of admission times), not fixed buckets: "at most N in any T
@@ -27,7 +37,7 @@
 //!
 //! # Self-healing (PostgreSQL is the truth)
 //! `~seed` expires every `THROTTLE_RESEED_SECONDS`; the next create of the service then
-//! re-seeds `T:act` from PostgreSQL (active callbacks) and `T:win` / `T:n24:*` from the recent
+//! re-seeds `T:act` from PostgreSQL (active callbacks, 24 h lists) and `T:win` from the recent
 //! creations ([`seed`]). Entries PostgreSQL does not know are dropped unless younger than
 //! [`SEED_GRACE_MS`] (a create whose insert is still in flight), so a lost release or a crash
 //! between reservation and insert heals within one period, and a flushed Redis rebuilds
@@ -72,10 +82,6 @@ impl ThrottleKeys {
     /// Active-callbacks HASH.
     pub fn act(&self) -> String {
         format!("{}:act", self.tag)
-    }
-    /// 24-hour ZSET of one number's immediate requests.
-    pub fn n24(&self, number: &str) -> String {
-        format!("{}:n24:{number}", self.tag)
     }
 }
 
@@ -227,8 +233,13 @@ pub enum Verdict {
 }
 
 /// Checks every limit and, only when all pass, counts the request.
-/// KEYS: win, act, n24. ARGV: id, number, lim1, ttl1 ms, lim2, ttl2 ms, n24 limit, in-queue
-/// limit, max queued, seed lease ms.
+/// KEYS: win, act. ARGV: id, number, lim1, ttl1 ms, lim2, ttl2 ms, n24 limit, in-queue
+/// limit, max queued, seed lease ms, grace ms.
+///
+/// Cost when admitted: `TIME`, one `HMGET`, one `ZADD`, one `HSET` (plus a `ZREMRANGEBYSCORE`
+/// on one call in 16 and a `PEXPIRE` once per window length). The windows are only counted
+/// (`ZCARD`, `ZCOUNT`) when `~w`, an upper bound of the window ZSET's size, says one could be
+/// full; the 24 h list of the number rides in the same `HMGET`/`HSET` as the active counts.
 static CHECK: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -237,61 +248,87 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local id, num = ARGV[1], ARGV[2]
 local lim1, ttl1, lim2, ttl2 = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local n24, inq, maxq = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
-local st = redis.call('HMGET', KEYS[2], '~seed', '~count', 'n:' .. num)
+local lease, grace = tonumber(ARGV[10]), tonumber(ARGV[11])
+local st = redis.call('HMGET', KEYS[2], '~seed', '~count', 'n:' .. num, '~w', '~wx', 'd:' .. num)
 if (tonumber(st[1]) or 0) < now then
-  redis.call('HSET', KEYS[2], '~seed', now + tonumber(ARGV[10]))
+  redis.call('HSET', KEYS[2], '~seed', now + lease)
+  redis.call('PEXPIRE', KEYS[2], lease + grace)
   return {'seed'}
 end
-local function window(key, lim, ttl, name)
-  if lim <= 0 then return nil end
+local keep = 0
+if lim1 > 0 then keep = ttl1 end
+if lim2 > 0 and ttl2 > keep then keep = ttl2 end
+local w = tonumber(st[4])
+if keep > 0 then
+  local low = lim1
+  if lim1 <= 0 or (lim2 > 0 and lim2 < low) then low = lim2 end
+  if w == nil or w >= low then w = redis.call('ZCARD', KEYS[1]) end
+end
+local function window(lim, ttl, name)
+  if lim <= 0 or w < lim then return nil end
   local lo = '(' .. (now - ttl)
-  local n = redis.call('ZCOUNT', key, lo, '+inf')
+  local n = redis.call('ZCOUNT', KEYS[1], lo, '+inf')
   if n < lim then return nil end
-  local e = redis.call('ZRANGEBYSCORE', key, lo, '+inf', 'WITHSCORES', 'LIMIT', n - lim, 1)
+  local e = redis.call('ZRANGEBYSCORE', KEYS[1], lo, '+inf', 'WITHSCORES', 'LIMIT', n - lim, 1)
   return {name, tostring(tonumber(e[2]) + ttl)}
 end
-local r = window(KEYS[1], lim1, ttl1, 'throttle_per_service_1')
-  or window(KEYS[1], lim2, ttl2, 'throttle_per_service_2')
-  or window(KEYS[3], n24, 86400000, 'throttle_per_number_24h')
+local r = window(lim1, ttl1, 'throttle_per_service_1')
+  or window(lim2, ttl2, 'throttle_per_service_2')
 if r then return r end
+local days = {}
+if n24 > 0 then
+  for ms in string.gmatch(st[6] or '', '%d+') do
+    if tonumber(ms) > now - 86400000 then days[#days + 1] = ms end
+  end
+  if #days >= n24 then
+    return {'throttle_per_number_24h', tostring(tonumber(days[#days - n24 + 1]) + 86400000)}
+  end
+end
 local active = tonumber(st[3]) or 0
 if inq > 0 and active >= inq then return {'in_queue_checking', ''} end
 local total = tonumber(st[2]) or 0
 if maxq > 0 and total >= maxq then return {'max_queued', ''} end
-local keep = 0
-if lim1 > 0 then keep = ttl1 end
-if lim2 > 0 and ttl2 > keep then keep = ttl2 end
+local flag = ''
+if n24 > 0 then flag = '|d' end
+local args = {'i:' .. id, num .. '|' .. now .. flag, 'n:' .. num, active + 1, '~count', total + 1}
 if keep > 0 then
-  if now % 16 == 0 then redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - keep) end
-  redis.call('ZADD', KEYS[1], now, id)
-  redis.call('PEXPIRE', KEYS[1], keep)
+  w = w + redis.call('ZADD', KEYS[1], now, id)
+  if now % 16 == 0 then
+    w = w - redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - keep)
+  end
+  if (tonumber(st[5]) or 0) < now + keep then
+    redis.call('PEXPIRE', KEYS[1], 2 * keep)
+    args[#args + 1] = '~wx'
+    args[#args + 1] = now + 2 * keep
+  end
+  args[#args + 1] = '~w'
+  args[#args + 1] = w
 end
 if n24 > 0 then
-  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - 86400000)
-  redis.call('ZADD', KEYS[3], now, id)
-  redis.call('PEXPIRE', KEYS[3], 86400000)
+  days[#days + 1] = tostring(now)
+  args[#args + 1] = 'd:' .. num
+  args[#args + 1] = table.concat(days, ',')
 end
-redis.call('HSET', KEYS[2], 'i:' .. id, num .. '|' .. now, 'n:' .. num, active + 1, '~count', total + 1)
+redis.call('HSET', KEYS[2], unpack(args))
 return {'ok'}",
     )
 });
 
 /// Lua shared by release and give-back: drops one active callback from `act` (KEYS[n]).
+/// The callback's field is overwritten with an empty tombstone and a number's count may drop
+/// to 0, all in one `HSET` (a `HDEL` would cost a second write); the next re-seed or the
+/// hash's expiry clears both. `extra` = more field/value pairs for the same `HSET`.
 const RELEASE_BODY: &str = r"
-local function release(act, id)
+local function release(act, id, extra)
   local v = redis.call('HGET', act, 'i:' .. id)
-  if not v then return 0 end
-  local num = string.match(v, '^([^|]*)')
-  local st = redis.call('HMGET', act, 'n:' .. num, '~count')
-  local n = (tonumber(st[1]) or 1) - 1
+  if not v or v == '' then return 0 end
+  local num, ms, flag = string.match(v, '^([^|]*)|?(%d*)|?(.*)$')
+  local st = redis.call('HMGET', act, 'n:' .. num, '~count', '~w', 'd:' .. num)
+  local n = math.max((tonumber(st[1]) or 1) - 1, 0)
   local total = math.max((tonumber(st[2]) or 1) - 1, 0)
-  redis.call('HDEL', act, 'i:' .. id)
-  if n > 0 then
-    redis.call('HSET', act, 'n:' .. num, n, '~count', total)
-  else
-    redis.call('HDEL', act, 'n:' .. num)
-    redis.call('HSET', act, '~count', total)
-  end
+  local args = {'i:' .. id, '', 'n:' .. num, n, '~count', total}
+  if extra then extra(args, st, num, ms, flag) end
+  redis.call('HSET', act, unpack(args))
   return 1
 end
 ";
@@ -300,26 +337,42 @@ end
 static RELEASE: LazyLock<Script> =
     LazyLock::new(|| Script::new(&format!("{RELEASE_BODY}\nreturn release(KEYS[1], ARGV[1])")));
 
-/// Undoes an admission entirely. KEYS: win, act, n24. ARGV: id.
+/// Undoes an admission entirely (window entry, 24 h entry, active place). KEYS: win, act.
+/// ARGV: id.
 static GIVE_BACK: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         "{RELEASE_BODY}
-redis.call('ZREM', KEYS[1], ARGV[1])
-redis.call('ZREM', KEYS[3], ARGV[1])
-return release(KEYS[2], ARGV[1])"
+local removed = redis.call('ZREM', KEYS[1], ARGV[1])
+return release(KEYS[2], ARGV[1], function(args, st, num, ms, flag)
+  if removed > 0 and st[3] then
+    args[#args + 1] = '~w'
+    args[#args + 1] = math.max(tonumber(st[3]) - removed, 0)
+    args[#args + 1] = '~wx'
+    args[#args + 1] = 0
+  end
+  if flag == 'd' and st[4] then
+    local days, gone = {{}}, false
+    for e in string.gmatch(st[4], '%d+') do
+      if not gone and e == ms then gone = true else days[#days + 1] = e end
+    end
+    args[#args + 1] = 'd:' .. num
+    args[#args + 1] = table.concat(days, ',')
+  end
+end)"
     ))
 });
 
-/// Merges the truth into the state. KEYS: win, act, then one n24 key per distinct number of
-/// the recent immediate creations. ARGV: grace ms, period ms, keep ms, then the active count
-/// and (id, number, created ms) per active callback, then the recent count and
-/// (id, created ms, n24 KEYS index or 0) per recent creation.
+/// Merges the truth into the state. KEYS: win, act. ARGV: grace ms, period ms, keep ms,
+/// then the active count and (id, number, created ms) per active callback, then the recent
+/// count and (id, created ms, number if it counts in the number's 24 h window else "") per
+/// recent creation.
 static SEED: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local grace, period, keep = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local day = now - 86400000
 local i = 4
 local truth = {}
 for _ = 1, tonumber(ARGV[i]) do
@@ -327,14 +380,30 @@ for _ = 1, tonumber(ARGV[i]) do
   i = i + 3
 end
 i = i + 1
+local recent, days = {}, {}
+local function day_entry(num, ms)
+  if num == '' or ms <= day then return end
+  days[num] = days[num] or {}
+  table.insert(days[num], ms)
+end
+for _ = 1, tonumber(ARGV[i]) do
+  local id, ms, num = ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3]
+  i = i + 3
+  recent[id] = true
+  if keep > 0 and ms > now - keep then redis.call('ZADD', KEYS[1], 'NX', ms, id) end
+  day_entry(num, ms)
+end
 local kept = {}
 local all = redis.call('HGETALL', KEYS[2])
 for j = 1, #all, 2 do
   local f, v = all[j], all[j + 1]
-  if string.sub(f, 1, 2) == 'i:' then
+  if string.sub(f, 1, 2) == 'i:' and v ~= '' then
     local id = string.sub(f, 3)
-    local added = tonumber(string.match(v, '|(%d+)$')) or 0
+    local num, ms, flag = string.match(v, '^([^|]*)|?(%d*)|?(.*)$')
+    local added = tonumber(ms) or 0
     if truth[id] or added > now - grace then kept[id] = v end
+    -- An admission PostgreSQL does not show yet (insert in flight) still counts for its number.
+    if not recent[id] and flag == 'd' and added > now - grace then day_entry(num, added) end
   end
 end
 for id, v in pairs(truth) do
@@ -346,34 +415,36 @@ local function flush()
   if #args > 0 then redis.call('HSET', KEYS[2], unpack(args)) end
   args = {}
 end
+local function put(f, v)
+  args[#args + 1] = f
+  args[#args + 1] = v
+  if #args >= 1000 then flush() end
+end
 for id, v in pairs(kept) do
   local num = string.match(v, '^([^|]*)')
   counts[num] = (counts[num] or 0) + 1
   total = total + 1
-  args[#args + 1] = 'i:' .. id
-  args[#args + 1] = v
-  if #args >= 1000 then flush() end
+  put('i:' .. id, v)
 end
-for num, n in pairs(counts) do
-  args[#args + 1] = 'n:' .. num
-  args[#args + 1] = n
-  if #args >= 1000 then flush() end
+for num, n in pairs(counts) do put('n:' .. num, n) end
+for num, list in pairs(days) do
+  table.sort(list)
+  put('d:' .. num, table.concat(list, ','))
 end
-args[#args + 1] = '~count'
-args[#args + 1] = total
-args[#args + 1] = '~seed'
-args[#args + 1] = now + period
-flush()
-for _ = 1, tonumber(ARGV[i]) do
-  local id, ms, k = ARGV[i + 1], tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3])
-  i = i + 3
-  if keep > 0 and ms > now - keep then redis.call('ZADD', KEYS[1], 'NX', ms, id) end
-  if k > 0 and ms > now - 86400000 then
-    redis.call('ZADD', KEYS[k], 'NX', ms, id)
-    redis.call('PEXPIRE', KEYS[k], 86400000)
+if keep > 0 then
+  local w = redis.call('ZCARD', KEYS[1])
+  put('~w', w)
+  if w > 0 then
+    redis.call('PEXPIRE', KEYS[1], 2 * keep)
+    put('~wx', now + 2 * keep)
+  else
+    put('~wx', 0)
   end
 end
-if keep > 0 and redis.call('EXISTS', KEYS[1]) == 1 then redis.call('PEXPIRE', KEYS[1], keep) end
+put('~count', total)
+put('~seed', now + period)
+flush()
+redis.call('PEXPIRE', KEYS[2], period + grace)
 return total",
     )
 });
@@ -398,7 +469,6 @@ pub async fn check_and_count(
     let reply: Vec<Value> = CHECK
         .key(tk.win())
         .key(tk.act())
-        .key(tk.n24(number))
         .arg(id.to_string())
         .arg(number)
         .arg(limits.per_service_1.0)
@@ -409,6 +479,7 @@ pub async fn check_and_count(
         .arg(limits.in_queue)
         .arg(limits.max_queued)
         .arg(SEED_LEASE_MS)
+        .arg(SEED_GRACE_MS)
         .invoke_async(conn)
         .await?;
     let word = reply.first().and_then(text).unwrap_or_default();
@@ -449,16 +520,10 @@ pub async fn check_and_count(
 }
 
 /// Undoes the admission of `id` (its insert failed, or an idempotent replay answered instead).
-pub async fn give_back(
-    conn: &mut RedisConn,
-    tk: &ThrottleKeys,
-    id: Uuid,
-    number: &str,
-) -> RedisResult<()> {
+pub async fn give_back(conn: &mut RedisConn, tk: &ThrottleKeys, id: Uuid) -> RedisResult<()> {
     GIVE_BACK
         .key(tk.win())
         .key(tk.act())
-        .key(tk.n24(number))
         .arg(id.to_string())
         .invoke_async::<i64>(conn)
         .await
@@ -510,7 +575,6 @@ pub async fn seed(
 ) -> RedisResult<i64> {
     let mut inv = SEED.prepare_invoke();
     inv.key(tk.win()).key(tk.act());
-    let mut n24_keys: Vec<&str> = Vec::new();
     inv.arg(SEED_GRACE_MS)
         .arg(i64::from(period_s) * 1000)
         .arg(limits.keep_ms())
@@ -520,22 +584,12 @@ pub async fn seed(
     }
     inv.arg(recent.len());
     for e in recent {
-        let k = if e.immediate && limits.per_number_24h > 0 {
-            let pos = match n24_keys.iter().position(|n| *n == e.number) {
-                Some(p) => p,
-                None => {
-                    n24_keys.push(&e.number);
-                    n24_keys.len() - 1
-                }
-            };
-            pos + 3 // KEYS[1] = win, KEYS[2] = act, then the n24 keys
+        let day_number = if e.immediate && limits.per_number_24h > 0 {
+            e.number.as_str()
         } else {
-            0
+            ""
         };
-        inv.arg(e.id.to_string()).arg(e.created_ms).arg(k);
-    }
-    for n in &n24_keys {
-        inv.key(tk.n24(n));
+        inv.arg(e.id.to_string()).arg(e.created_ms).arg(day_number);
     }
     inv.invoke_async(conn).await
 }
