@@ -102,8 +102,16 @@ mod tests {
                 .map(|(_, v)| v.as_str())
         };
         assert_eq!(e.fields.len(), 14);
-        assert_eq!(get("dial_number"), Some("912125550100"), "prefix + normalised number");
-        assert_eq!(get("phone_number"), Some("+1 (212) 555-0100"), "the number as given");
+        assert_eq!(
+            get("dial_number"),
+            Some("912125550100"),
+            "prefix + normalised number"
+        );
+        assert_eq!(
+            get("phone_number"),
+            Some("+1 (212) 555-0100"),
+            "the number as given"
+        );
         assert_eq!(get("route_point"), Some("7001"));
         assert_eq!(get("language"), Some("en-US"));
         assert_eq!(get("user_data"), Some(r#"{"a":1}"#));
