@@ -6,6 +6,7 @@ pub mod openapi;
 pub mod ops;
 pub mod ors;
 pub mod runtime;
+pub mod wait;
 
 use axum::Router;
 use shared::{
@@ -20,6 +21,7 @@ use shared::{
 pub fn public_routes() -> Router<AppState> {
     Router::new()
         .merge(callbacks::router())
+        .merge(wait::router())
         .merge(openapi::router())
 }
 
@@ -72,6 +74,8 @@ mod tests {
         let _ = super::callbacks::cancel::router();
         let _ = super::callbacks::availability::router();
         let _ = super::callbacks::open_for::router();
+        let _ = super::callbacks::queue_status::router();
+        let _ = super::wait::estimated_wait_time::router();
         let _ = super::admin::rules::router();
         let _ = super::admin::publish::router();
         let _ = super::admin::router();

@@ -111,6 +111,16 @@ pub fn document() -> Value {
                      query("start", s.clone(), "reference time (default now)"),
                      query("timezone", s.clone(), "IANA time zone of start")]),
               json!({"type": "object", "required": ["openFor"], "properties": {"openFor": {"type": "integer"}}}), &[400, 401, 503])},
+        "/engagement/v3/callbacks/queue-status/{queue}": {"get": op("Wait estimate and which callback offers to make now", "queryQueueStatus", None,
+              json!([path_param("queue", "callback service (virtual queue) name")]),
+              json!({"$ref": "#/components/schemas/QueueStatus"}), &[400, 401, 503])},
+        "/engagement/v3/estimated-wait-time": {"get": op("Estimated wait time of virtual queues", "estimatedWaitTimeAPI1", None,
+              json!([{"name": "virtual-queues", "in": "query", "required": true, "schema": {"type": "string", "minLength": 1},
+                      "description": "comma-separated virtual queue (service) names, at most 50"},
+                     query("mode", json!({"type": "string", "enum": ["mode1", "mode2", "mode3"], "default": "mode2"}),
+                           "mode1: pending count × mean interval of the last 32 dequeues; mode2: mode1, -1 when callbacks wait and no agent took one recently; mode3: external statistics source (-1 when none is configured)"),
+                     query("include-calls-on-hold", json!({"type": "boolean"}), "accepted; no effect")]),
+              json!({"type": "array", "items": {"$ref": "#/components/schemas/EstimatedWaitTime"}}), &[400, 401, 503])},
         "/engagement/v3/openapi.json": {"get": {"summary": "This document", "operationId": "openapi", "security": [],
               "responses": {"200": {"description": "OpenAPI 3.0 document", "content": {"application/json": {"schema": {"type": "object"}}}}}}}
       },
@@ -151,6 +161,14 @@ pub fn document() -> Value {
               "utcTime": time.clone(), "localTime": s,
               "capacity": {"type": "integer", "description": "places left"},
               "total": {"type": "integer", "description": "places configured"}}},
+          "EstimatedWaitTime": {"type": "object", "required": ["virtualQueue", "estimatedWaitTime"], "properties": {
+              "virtualQueue": s,
+              "estimatedWaitTime": {"type": "integer", "description": "seconds; -1 when unknown (see message)"},
+              "message": {"type": "string", "description": "why the estimate is unknown (unknown service, no history yet, no agent activity, no statistics source)"}}},
+          "QueueStatus": {"type": "object", "required": ["ewt", "offerImmediateCallback", "offerScheduledCallback"], "properties": {
+              "ewt": {"type": "integer", "description": "seconds (mode2); -1 when unknown"},
+              "offerImmediateCallback": {"type": "boolean", "description": "immediate callbacks enabled and now + ewt before closing"},
+              "offerScheduledCallback": {"type": "boolean", "description": "scheduled callbacks enabled"}}},
           "Availabilities": {"type": "object", "required": ["slots", "durationMin", "timezone"], "properties": {
               "slots": {"type": "array", "items": {"$ref": "#/components/schemas/Slot"}},
               "durationMin": {"type": "integer"}, "timezone": s}}
@@ -216,7 +234,9 @@ mod tests {
         let app = crate::external_app(AppState::new(cfg).expect("state"));
         for (path, item) in document()["paths"].as_object().expect("paths") {
             for method in item.as_object().expect("item").keys() {
-                let uri = path.replace("{service}", "sales");
+                let uri = path
+                    .replace("{service}", "sales")
+                    .replace("{queue}", "sales");
                 let req = Request::builder()
                     .method(method.to_uppercase().as_str())
                     .uri(&uri)

@@ -165,6 +165,10 @@ pub struct HttpConfig {
     /// Public port: seconds the per-tenant CORS origins are cached.
     #[serde(default = "defaults::cors_cache_seconds")]
     pub cors_cache_seconds: u64,
+    /// Estimated wait time `mode2`: seconds without a dequeue, while callbacks wait, after
+    /// which a queue counts as unattended (estimate `-1`).
+    #[serde(default = "defaults::ewt_agent_activity_window_s")]
+    pub ewt_agent_activity_window_s: u64,
 }
 
 /// Logging settings.
@@ -288,6 +292,9 @@ mod defaults {
     pub(super) fn cors_cache_seconds() -> u64 {
         10
     }
+    pub(super) fn ewt_agent_activity_window_s() -> u64 {
+        600
+    }
     pub(super) fn throttle_reseed_seconds() -> u32 {
         300
     }
@@ -409,6 +416,11 @@ impl Config {
             return bad(
                 "API_KEY_BURST must be at least 1 when API_KEY_RATE_PER_SECOND is set".into(),
             );
+        }
+        if self.http.ewt_agent_activity_window_s == 0
+            || self.http.ewt_agent_activity_window_s > 7 * 86_400
+        {
+            return bad("EWT_AGENT_ACTIVITY_WINDOW_S must be between 1 and 604800".into());
         }
         if self.redis.throttle_reseed_seconds < 10 || self.redis.throttle_reseed_seconds > 86_400 {
             return bad("THROTTLE_RESEED_SECONDS must be between 10 and 86400".into());

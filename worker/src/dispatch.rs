@@ -394,7 +394,7 @@ async fn submit(
             views
                 .entry((cb.tenant.as_str(), cb.service.as_str()))
                 .or_default()
-                .push((cb.id, *t));
+                .push((cb.id, queue::score(cb.priority, *t)));
         }
     }
     for ((tenant, service), members) in views {

@@ -161,7 +161,10 @@ async fn rebuild(
             by_service
                 .entry((a.tenant.as_str(), a.service.as_str()))
                 .or_default()
-                .push((a.id, a.submitted_at.as_millisecond()));
+                .push((
+                    a.id,
+                    queue::score(a.priority, a.submitted_at.as_millisecond()),
+                ));
         }
         for ((tenant, service), members) in by_service {
             queue::enqueue(&mut conn, &w.keys, tenant, service, &members).await?;

@@ -1,7 +1,8 @@
 //! `POST /engagement/v3/callbacks/cancel`: cancel a callback that is not yet with an agent.
 //!
 //! The cancel is committed first (with `control_pending` set when the voice platform already
-//! has the callback); then the callback leaves the schedule index and a control entry asks the
+//! has the callback); then the callback leaves the schedule index and its queue view (so
+//! positions and wait estimates stop counting it) and a control entry asks the
 //! voice platform to stop the session. A failed control write is not lost: the worker's outbox
 //! sends every control entry still owed.
 
@@ -13,7 +14,7 @@ use shared::{
     http::{ApiTenant, AppState, Envelope, Json},
     metrics,
     model::callback::CallbackIdParms,
-    redis::{schedule, throttle, voice},
+    redis::{queue, schedule, throttle, voice},
 };
 use uuid::Uuid;
 
@@ -40,7 +41,7 @@ async fn handler(
         db::callbacks::cancel(&client, &tenant, id).await?
     };
     release_throttle(&state, &tenant, &cancelled.service, id).await;
-    after_cancel(&state, id, cancelled).await;
+    after_cancel(&state, &tenant, id, cancelled).await;
     Ok(Envelope::ok(CancelledData { id: id.to_string() }))
 }
 
@@ -59,10 +60,28 @@ async fn release_throttle(state: &AppState, tenant: &str, service: &str, id: Uui
 }
 
 /// Best-effort follow-ups of a committed cancel.
-async fn after_cancel(state: &AppState, id: Uuid, cancelled: db::callbacks::Cancelled) {
+async fn after_cancel(
+    state: &AppState,
+    tenant: &str,
+    id: Uuid,
+    cancelled: db::callbacks::Cancelled,
+) {
     let unindexed = async {
         let mut conn = state.redis.conn().await?;
-        schedule::unindex(&mut conn, &state.keys, id).await
+        schedule::unindex(&mut conn, &state.keys, id).await?;
+        if cancelled.submitted {
+            // Not served: no dequeue time is recorded.
+            queue::dequeue(
+                &mut conn,
+                &state.keys,
+                tenant,
+                &cancelled.service,
+                id,
+                false,
+            )
+            .await?;
+        }
+        Ok::<(), redis::RedisError>(())
     }
     .await;
     if let Err(e) = unindexed {

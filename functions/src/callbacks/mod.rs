@@ -1,4 +1,4 @@
-//! The Callbacks API: create, retrieve, cancel, availability, open-for
+//! The Callbacks API: create, retrieve, cancel, availability, open-for, queue-status
 //! (`/engagement/v3/callbacks/*`).
 
 pub mod availability;
@@ -7,6 +7,7 @@ pub mod capacity;
 pub mod create;
 pub mod limits;
 pub mod open_for;
+pub mod queue_status;
 pub mod retrieve;
 
 use axum::Router;
@@ -20,4 +21,5 @@ pub fn router() -> Router<AppState> {
         .merge(cancel::router())
         .merge(availability::router())
         .merge(open_for::router())
+        .merge(queue_status::router())
 }

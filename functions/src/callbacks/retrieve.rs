@@ -1,6 +1,7 @@
 //! `POST /engagement/v3/callbacks/retrieve`: one callback of the caller's tenant. While the
-//! voice platform holds it (QUEUED, ROUTING), `positionInQueue` and `estimatedWaitTime` come
-//! from the service's queue view in Redis.
+//! voice platform holds it (QUEUED, ROUTING), `positionInQueue` (priority-then-time order) and
+//! `estimatedWaitTime` (callbacks ahead × mean dequeue interval) come from the service's queue
+//! view in Redis; while an agent handles it (PROCESSING) both are 0; never in other states.
 
 use axum::{Router, extract::State, routing::post};
 use shared::{
@@ -29,7 +30,10 @@ async fn handler(
     let stored = db::callbacks::get(&client, &tenant, id).await?;
     drop(client);
     let mut model = stored.to_model();
-    if matches!(stored.state, CallbackState::Queued | CallbackState::Routing)
+    if stored.state == CallbackState::Processing {
+        model.position_in_queue = Some(0);
+        model.estimated_wait_time = Some(0);
+    } else if matches!(stored.state, CallbackState::Queued | CallbackState::Routing)
         && stored.submitted_at.is_some()
     {
         // From the service's queue view; left out when Redis cannot say (never an error).

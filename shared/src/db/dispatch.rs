@@ -180,6 +180,8 @@ pub struct Active {
     pub service: String,
     /// When it reached the voice stream (queue-view score).
     pub submitted_at: Timestamp,
+    /// Priority (queue-view order).
+    pub priority: i32,
 }
 
 /// One page of what the queue views must hold, by id after `after`.
@@ -190,7 +192,7 @@ pub async fn active_page(
 ) -> Result<Vec<Active>, ApiError> {
     let rows = db
         .query(
-            "SELECT id, tenant_id, service, submitted_at FROM callbacks
+            "SELECT id, tenant_id, service, submitted_at, priority FROM callbacks
              WHERE state IN ('QUEUED', 'ROUTING') AND submitted_at IS NOT NULL AND id > $1
              ORDER BY id LIMIT $2",
             &[&after, &limit],
@@ -203,6 +205,7 @@ pub async fn active_page(
             tenant: r.get(1),
             service: r.get(2),
             submitted_at: r.get(3),
+            priority: r.get(4),
         })
         .collect())
 }

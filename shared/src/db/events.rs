@@ -62,6 +62,8 @@ pub struct Target {
     pub service: String,
     /// When it reached the voice stream (queue-view score), if it did.
     pub submitted_at: Option<Timestamp>,
+    /// Priority (queue-view order).
+    pub priority: i32,
     /// Whether it had reached the voice stream before this event (then the worker already put
     /// it into the queue view).
     pub was_submitted: bool,
@@ -76,7 +78,7 @@ pub async fn apply(
     let tx = client.transaction().await?;
     let row = tx
         .query_opt(
-            "SELECT tenant_id, service, state, attempt, submitted_at FROM callbacks
+            "SELECT tenant_id, service, state, attempt, submitted_at, priority FROM callbacks
              WHERE id = $1 FOR UPDATE",
             &[&id],
         )
@@ -90,6 +92,7 @@ pub async fn apply(
         tenant: row.get(0),
         service: row.get(1),
         submitted_at: row.get(4),
+        priority: row.get(5),
         was_submitted: false,
     };
     target.was_submitted = target.submitted_at.is_some();

@@ -7,6 +7,7 @@
 pub mod availability;
 pub mod callback;
 pub mod capacity;
+pub mod ewt;
 pub mod hours;
 pub mod service;
 pub mod user_data;

@@ -1,6 +1,7 @@
 //! Queue views: per service, a ZSET of the callbacks the voice platform holds in QUEUED or
-//! ROUTING (score = time queued, ms) for `positionInQueue`, and a capped list of recent dequeue
-//! times (ms) for wait-time estimates. Both are derived: the reconciler rebuilds the ZSET from
+//! ROUTING for `positionInQueue` (score = [`score`]: priority first, then time queued, so
+//! `ZRANK` is the position in priority-then-time order), and a capped list of recent dequeue
+//! times (ms) for wait-time estimates (`shared::model::ewt`). Both are derived: the reconciler rebuilds the ZSET from
 //! PostgreSQL, and a lost history only makes estimates unknown for a while.
 //!
 //! Memory stays small: one ZSET member per queued callback and at most 2 × [`HISTORY`]
@@ -13,7 +14,22 @@ use super::{Keys, RedisConn};
 /// Dequeue times kept per service (the EWT window of DESIGN §7).
 pub const HISTORY: isize = 32;
 
-/// Adds callbacks to a service's queue view (no-op for members already there).
+/// Priorities beyond this magnitude order as if they were at it (keeps [`score`] exact in the
+/// double Redis stores).
+pub const PRIORITY_CAP: i32 = 2_000;
+
+/// One priority step in score units: more than any time queued in ms (until year 2109).
+const PRIORITY_STEP: i64 = 1 << 42;
+
+/// Queue-view score of a callback: higher `priority` first, then earlier `queued_ms` first.
+/// |score| < 2^53, so Redis holds it exactly.
+pub fn score(priority: i32, queued_ms: i64) -> i64 {
+    -i64::from(priority.clamp(-PRIORITY_CAP, PRIORITY_CAP)) * PRIORITY_STEP
+        + queued_ms.clamp(0, PRIORITY_STEP - 1)
+}
+
+/// Adds callbacks to a service's queue view (no-op for members already there); scores come
+/// from [`score`].
 pub async fn enqueue(
     conn: &mut RedisConn,
     keys: &Keys,
@@ -76,8 +92,39 @@ pub async fn dequeue(
     Ok(())
 }
 
-/// Position (1-based) of a callback in its queue view and the estimated wait in seconds
-/// (position × mean interval between recent dequeues), each when known.
+/// What wait-time estimates need of one service's view: how many callbacks wait, and the
+/// recent dequeue times (ms, newest first). Two commands in one pipeline, O(1) each
+/// (`ZCARD`, `LRANGE` of at most [`HISTORY`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Callbacks in the view (QUEUED or ROUTING).
+    pub pending: i64,
+    /// Dequeue times, ms, newest first.
+    pub history: Vec<i64>,
+}
+
+/// Reads a service's [`Snapshot`].
+pub async fn snapshot(
+    conn: &mut RedisConn,
+    keys: &Keys,
+    tenant: &str,
+    service: &str,
+) -> redis::RedisResult<Snapshot> {
+    let (pending, history): (i64, Vec<i64>) = redis::pipe()
+        .cmd("ZCARD")
+        .arg(keys.queue(tenant, service))
+        .cmd("LRANGE")
+        .arg(keys.queue_history(tenant, service))
+        .arg(0)
+        .arg(HISTORY - 1)
+        .query_async(conn)
+        .await?;
+    Ok(Snapshot { pending, history })
+}
+
+/// Position (1-based, priority-then-time order) of a callback in its queue view and the
+/// estimated wait in seconds (callbacks ahead × mean interval between recent dequeues, the
+/// same arithmetic as `mode1` for a newcomer), each when known.
 pub async fn position(
     conn: &mut RedisConn,
     keys: &Keys,
@@ -95,9 +142,13 @@ pub async fn position(
         .arg(HISTORY - 1)
         .query_async(conn)
         .await?;
-    let position = rank.map(|r| r + 1);
-    let ewt = position.and_then(|p| mean_interval_ms(&history).map(|ms| (p * ms + 999) / 1000));
-    Ok((position, ewt))
+    let ewt = rank.and_then(|ahead| mean_interval_ms(&history).map(|ms| wait_secs(ahead, ms)));
+    Ok((rank.map(|r| r + 1), ewt))
+}
+
+/// Seconds `ahead` dequeues take at `interval_ms` each, rounded to the nearest second.
+pub fn wait_secs(ahead: i64, interval_ms: i64) -> i64 {
+    (ahead.max(0).saturating_mul(interval_ms) + 500) / 1000
 }
 
 /// Mean interval between the dequeue times of `history` (newest first), when there are two.
@@ -116,5 +167,28 @@ mod tests {
         assert_eq!(mean_interval_ms(&[]), None);
         assert_eq!(mean_interval_ms(&[5_000]), None);
         assert_eq!(mean_interval_ms(&[9_000, 6_000, 3_000]), Some(3_000));
+    }
+
+    #[test]
+    fn scores_order_priority_then_time() {
+        let t = 1_780_000_000_000;
+        // Higher priority first, whatever the time; same priority: earlier first.
+        assert!(score(5, t + 60_000) < score(0, t));
+        assert!(score(0, t) < score(0, t + 1));
+        assert!(score(0, t) < score(-1, t - 60_000));
+        // Out-of-range priorities clamp; every score stays exact in a double.
+        assert_eq!(score(i32::MAX, t), score(PRIORITY_CAP, t));
+        for p in [i32::MIN, -PRIORITY_CAP, 0, PRIORITY_CAP, i32::MAX] {
+            let s = score(p, i64::MAX);
+            assert!(s.unsigned_abs() < 1 << 53, "{p}: {s}");
+        }
+    }
+
+    #[test]
+    fn waits_round_to_the_nearest_second() {
+        assert_eq!(wait_secs(0, 250), 0);
+        assert_eq!(wait_secs(10, 249), 2);
+        assert_eq!(wait_secs(10, 250), 3);
+        assert_eq!(wait_secs(-3, 250), 0);
     }
 }

@@ -2,8 +2,9 @@
 //!
 //! Consumes the new-callback stream with a consumer group (so several simulators share the
 //! work), plays each callback through QUEUED → ROUTING → PROCESSING → COMPLETED/AGENT_CONNECTED
-//! with `--agents` simulated agents and a handling-time distribution, posting each state to the
-//! entry's `events_url`; a `--fail-share` of calls ends COMPLETED/FAIL_CALL_TO_CUSTOMER instead.
+//! with `--agents` simulated agents (served first come, first served) and a handling-time
+//! distribution, posting each state to the entry's `events_url`; a `--fail-share` of calls
+//! ends COMPLETED/FAIL_CALL_TO_CUSTOMER instead.
 //! Cancels read from the control stream stop a callback's session at its next step.
 //!
 //! ```text
@@ -319,14 +320,17 @@ async fn play(
     sim.waiting.fetch_add(1, Ordering::Relaxed);
     sim.post(url, &attempt, "QUEUED", None).await;
     tokio::time::sleep(Duration::from_millis(sim.args.queue_ms)).await;
+    // One pending acquire for the whole wait: the semaphore is fair, so callbacks reach agents
+    // in the order they were queued (first come, first served).
+    let acquire = sim.agents.acquire();
+    tokio::pin!(acquire);
     let permit = loop {
         if sim.is_cancelled(id) {
             break None;
         }
-        if let Ok(Ok(p)) =
-            tokio::time::timeout(Duration::from_millis(100), sim.agents.acquire()).await
-        {
-            break Some(p);
+        tokio::select! {
+            p = &mut acquire => break p.ok(),
+            () = tokio::time::sleep(Duration::from_millis(100)) => {}
         }
     };
     sim.waiting.fetch_sub(1, Ordering::Relaxed);

@@ -11,6 +11,7 @@ mod admin_errors;
 mod availability;
 mod booking;
 mod callbacks;
+mod ewt;
 mod hardening;
 mod hours;
 mod numbers;

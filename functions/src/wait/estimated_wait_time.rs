@@ -1,0 +1,100 @@
+//! `GET /engagement/v3/estimated-wait-time?virtual-queues=a,b&mode=mode1|mode2|mode3`: one
+//! estimate per virtual queue (ges-behavior §4.7). Per-queue problems are in-band (`-1` and a
+//! `message`: unknown service, no history yet, no agent activity, no statistics source);
+//! a missing `virtual-queues` or an unknown `mode` is 400. `include-calls-on-hold` is
+//! accepted and has no effect (the queue view holds no calls on hold).
+
+use std::collections::BTreeMap;
+
+use axum::{Router, extract::State, routing::get};
+use shared::{
+    ApiError,
+    error::ApiResult,
+    http::{ApiTenant, AppState, Envelope, Query},
+    model::ewt::{EstimatedWaitTime, Mode},
+};
+
+/// Most virtual queues in one request.
+pub const MAX_QUEUES: usize = 50;
+
+/// Route of this function.
+pub fn router() -> Router<AppState> {
+    Router::new().route("/engagement/v3/estimated-wait-time", get(handler))
+}
+
+/// The queue names of `virtual-queues` (comma-separated, blanks dropped).
+fn queues(params: &BTreeMap<String, String>) -> ApiResult<Vec<String>> {
+    let names: Vec<String> = params
+        .get("virtual-queues")
+        .map(|v| {
+            v.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
+    if names.is_empty() {
+        return Err(ApiError::bad_request(
+            "virtual-queues is required: comma-separated virtual queue names",
+        ));
+    }
+    if names.len() > MAX_QUEUES {
+        return Err(ApiError::bad_request(format!(
+            "virtual-queues names at most {MAX_QUEUES} queues"
+        )));
+    }
+    Ok(names)
+}
+
+async fn handler(
+    State(state): State<AppState>,
+    ApiTenant(tenant): ApiTenant,
+    Query(params): Query<BTreeMap<String, String>>,
+) -> ApiResult<Envelope<Vec<EstimatedWaitTime>>> {
+    let mode = Mode::parse(params.get("mode").map(String::as_str))
+        .ok_or_else(|| ApiError::bad_request("mode must be one of mode1, mode2, mode3"))?;
+    let names = queues(&params)?;
+    let mut out = Vec::with_capacity(names.len());
+    for name in names {
+        let known = super::service(&state, &tenant, &name).await?.is_some();
+        let estimate = if known {
+            super::for_service(&state, &tenant, &name, mode)
+                .await
+                .map_err(|m| m.message())
+        } else {
+            Err("unknown service".to_string())
+        };
+        out.push(match estimate {
+            Ok(secs) => EstimatedWaitTime {
+                virtual_queue: name,
+                estimated_wait_time: secs,
+                message: None,
+            },
+            Err(message) => EstimatedWaitTime {
+                virtual_queue: name,
+                estimated_wait_time: -1,
+                message: Some(message),
+            },
+        });
+    }
+    Ok(Envelope::ok(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(v: &str) -> BTreeMap<String, String> {
+        BTreeMap::from([("virtual-queues".to_string(), v.to_string())])
+    }
+
+    #[test]
+    fn queue_names_are_required_and_trimmed() {
+        assert_eq!(queues(&params(" a, b ,,c")).unwrap(), ["a", "b", "c"]);
+        assert!(queues(&params(" , ")).is_err());
+        assert!(queues(&BTreeMap::new()).is_err());
+        let many = vec!["q"; MAX_QUEUES + 1].join(",");
+        assert!(queues(&params(&many)).is_err());
+    }
+}

@@ -1,0 +1,78 @@
+//! Estimated wait time (`GET /engagement/v3/estimated-wait-time`) and the per-service estimate
+//! that `queue-status` shares (DESIGN §7).
+
+pub mod estimated_wait_time;
+
+use std::sync::Arc;
+
+use axum::Router;
+use shared::{
+    ApiError,
+    db::{self, services::Service},
+    http::AppState,
+    model::ewt::{Mode, Unknown, estimate},
+    redis::queue,
+};
+
+/// All wait-time routes.
+pub fn router() -> Router<AppState> {
+    estimated_wait_time::router()
+}
+
+/// A live service of the tenant (cached), `None` when unknown.
+pub async fn service(
+    state: &AppState,
+    tenant: &str,
+    name: &str,
+) -> Result<Option<Arc<Service>>, ApiError> {
+    state
+        .cache
+        .service(tenant, name, async {
+            let client = state.db.get().await?;
+            db::services::find(&client, tenant, name).await
+        })
+        .await
+}
+
+/// Why a service's estimate is missing: the model's reasons, or the queue view unreadable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Missing {
+    /// See [`Unknown`].
+    Unknown(Unknown),
+    /// The service Redis did not answer.
+    Unavailable,
+}
+
+impl Missing {
+    /// The in-band message.
+    pub fn message(&self) -> String {
+        match self {
+            Self::Unknown(u) => u.message(),
+            Self::Unavailable => "wait-time data unavailable, retry later".into(),
+        }
+    }
+}
+
+/// The estimate (seconds) for a callback joining `service` now: one pipeline of two O(1)
+/// commands on the service's queue view.
+pub async fn for_service(
+    state: &AppState,
+    tenant: &str,
+    service: &str,
+    mode: Mode,
+) -> Result<i64, Missing> {
+    if mode == Mode::Mode3 {
+        return Err(Missing::Unknown(Unknown::NoStatisticsSource));
+    }
+    let snap = async {
+        let mut conn = state.redis.conn().await?;
+        queue::snapshot(&mut conn, &state.keys, tenant, service).await
+    }
+    .await
+    .map_err(|e| {
+        tracing::warn!(error = %e, "queue view unavailable for an estimate");
+        Missing::Unavailable
+    })?;
+    let now = jiff::Timestamp::now().as_millisecond();
+    estimate(&snap, mode, now, state.cfg.http.ewt_agent_activity_window_s).map_err(Missing::Unknown)
+}
