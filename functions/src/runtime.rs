@@ -24,14 +24,6 @@ pub fn run_function(
     exposure: Exposure,
     routes: fn() -> Router<AppState>,
 ) -> ExitCode {
-    let cfg = match Config::load() {
-        Ok(cfg) => cfg,
-        Err(e) => {
-            eprintln!("{name}: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    shared::telemetry::init(&cfg.log, shared::telemetry::Target::Stdout);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -42,6 +34,14 @@ pub fn run_function(
             return ExitCode::FAILURE;
         }
     };
+    let cfg = match rt.block_on(load_config()) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    shared::telemetry::init(&cfg.log, shared::telemetry::Target::Stdout);
     match rt.block_on(run(name, exposure, routes, cfg)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -49,6 +49,19 @@ pub fn run_function(
             ExitCode::FAILURE
         }
     }
+}
+
+/// Lambda builds (feature `lambda`) also read the Secrets Manager secrets in `AWS_SECRETS_ID`,
+/// once per cold start.
+#[cfg(feature = "lambda")]
+async fn load_config() -> Result<Config, shared::config::ConfigError> {
+    Config::load_with_aws().await
+}
+
+/// Container builds read the environment and the secret folders only.
+#[cfg(not(feature = "lambda"))]
+async fn load_config() -> Result<Config, shared::config::ConfigError> {
+    Config::load()
 }
 
 async fn run(

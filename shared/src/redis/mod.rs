@@ -61,7 +61,7 @@ impl RedisHandle {
                 .response_timeout(timeout)
                 .retries(2);
             if let Some(p) = password {
-                b = b.password(p.expose_secret().to_string());
+                b = b.password(p.expose_secret());
             }
             Inner::Cluster {
                 client: b.build()?,

@@ -4,3 +4,4 @@
 mod admin;
 mod callbacks;
 mod hardening;
+mod lifecycle;
