@@ -3,7 +3,7 @@
 #
 #   infra/k8s-render.sh            the base (no namespace, placeholder image)
 #   infra/k8s-render.sh gke|aks    an overlay
-#   infra/k8s-render.sh all        base, gke and aks, each preceded by a `# ==== <name>` line
+#   infra/k8s-render.sh all        base and every overlay, each after a `---` + `# ==== <name>` line
 #
 # Uses `kubectl kustomize` (kubectl ships on the project's machines) or a standalone
 # `kustomize` binary, whichever is found first.
@@ -38,7 +38,7 @@ dir_of() {
 
 if [ "$target" = all ]; then
   for name in base $(ls "$repo/knative/overlays"); do
-    echo "# ==== $name"
+    printf -- '---\n# ==== %s\n' "$name"
     render "$(dir_of "$name")"
   done
 else

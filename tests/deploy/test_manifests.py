@@ -273,3 +273,13 @@ def test_overlays_set_namespace_and_image():
         namespaced = [d for d in docs if d["kind"] != "Namespace"]
         assert {d["metadata"].get("namespace") for d in namespaced} == {"engage"}, t
         assert config_map(docs)["DATABASE_URL"] != config_map(render("base"))["DATABASE_URL"], t
+
+
+def test_render_all_is_one_valid_stream():
+    import subprocess
+
+    out = subprocess.run([str(REPO / "infra/k8s-render.sh"), "all"], check=True, capture_output=True, text=True).stdout
+    docs = [d for d in yaml.safe_load_all(out) if d]
+    assert len(docs) == sum(len(render(t)) for t in TARGETS)
+    bad = subprocess.run([str(REPO / "infra/k8s-render.sh"), "no-such-overlay"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "no overlay" in bad.stderr
