@@ -18,5 +18,7 @@ export PATH="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts")
 cargo build --quiet -p engage-functions --bin engage
 cargo build --quiet -p engage-functions --features lambda --bin callbacks-create --bin callbacks-retrieve
 bash infra/local/deps.sh up >/dev/null
+# Unit tests of the Secrets Manager mapping (compiled only with the feature).
+cargo test --quiet -p engage-shared --features aws-secrets --lib aws_secrets
 
 exec python3 -m pytest -q -p no:cacheprovider tests/deploy "$@"
