@@ -28,6 +28,15 @@ test: deps
     bash infra/local/deps.sh cluster > /dev/null
     cargo build --workspace --bins
     cargo nextest run --workspace --no-fail-fast
+    bash tests/deploy/run.sh
+
+# Print the rendered Kubernetes/Knative manifests (base, gke, aks or all).
+deploy-render target="all":
+    bash infra/k8s-render.sh {{target}}
+
+# Start-up time, idle memory and size of one function binary (release).
+bench-startup bin="callbacks-create":
+    bash tests/bench/startup.sh {{bin}}
 
 # Format, clippy (-D warnings) and docs, exactly as CI runs them.
 lint:

@@ -24,9 +24,25 @@ pub fn run_function(
     exposure: Exposure,
     routes: fn() -> Router<AppState>,
 ) -> ExitCode {
-    shared::process::main_with(name, shared::telemetry::Target::Stdout, |cfg| {
-        run(name, exposure, routes, cfg)
-    })
+    shared::process::main_with_loader(
+        name,
+        shared::telemetry::Target::Stdout,
+        load_config,
+        |cfg| run(name, exposure, routes, cfg),
+    )
+}
+
+/// Lambda builds (feature `lambda`) also read the Secrets Manager secrets in `AWS_SECRETS_ID`,
+/// once per cold start.
+#[cfg(feature = "lambda")]
+async fn load_config() -> Result<Config, shared::config::ConfigError> {
+    Config::load_with_aws().await
+}
+
+/// Container builds read the environment and the secret folders only.
+#[cfg(not(feature = "lambda"))]
+async fn load_config() -> Result<Config, shared::config::ConfigError> {
+    Config::load()
 }
 
 async fn run(

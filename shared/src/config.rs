@@ -6,6 +6,8 @@
 //! A secret file's name becomes the variable name (`DB-PASSWORD` → `DB_PASSWORD`); the JSON
 //! file `voice-redis-ors-stream` expands to `VOICE_REDIS_*` variables. Nothing reads the
 //! environment after [`Config::load`]; binaries pass the result down in an `Arc`.
+//! With the `aws-secrets` feature, `Config::load_with_aws` (module `aws_secrets`) also
+//! overlays the keys of the AWS Secrets Manager secrets named in `AWS_SECRETS_ID`, the same way.
 
 use std::{collections::BTreeMap, path::Path, time::Duration};
 
@@ -15,7 +17,7 @@ use serde::Deserialize;
 /// A configuration problem, naming the variable at fault.
 #[derive(Debug, thiserror::Error)]
 #[error("configuration error: {0}")]
-pub struct ConfigError(String);
+pub struct ConfigError(pub(crate) String);
 
 /// The whole configuration of a process; each binary uses the areas it needs.
 #[derive(Debug, Clone)]
@@ -350,12 +352,11 @@ impl Config {
     pub fn from_vars(
         vars: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
-        let mut source: BTreeMap<String, String> = vars.into_iter().collect();
-        if let Some(folders) = source.get("CONFIG_FOLDERS").cloned() {
-            for folder in folders.split(',').map(str::trim).filter(|f| !f.is_empty()) {
-                overlay_secret_folder(Path::new(folder), &mut source)?;
-            }
-        }
+        Self::from_source(source_with_folders(vars)?)
+    }
+
+    /// Builds and validates the configuration from the merged variables.
+    pub(crate) fn from_source(source: BTreeMap<String, String>) -> Result<Self, ConfigError> {
         let cfg = Config {
             db: area("database", &source)?,
             redis: area("redis", &source)?,
@@ -499,6 +500,19 @@ impl VoiceConfig {
     }
 }
 
+/// The variables, overridden by the secret files of the folders in `CONFIG_FOLDERS`.
+pub(crate) fn source_with_folders(
+    vars: impl IntoIterator<Item = (String, String)>,
+) -> Result<BTreeMap<String, String>, ConfigError> {
+    let mut source: BTreeMap<String, String> = vars.into_iter().collect();
+    if let Some(folders) = source.get("CONFIG_FOLDERS").cloned() {
+        for folder in folders.split(',').map(str::trim).filter(|f| !f.is_empty()) {
+            overlay_secret_folder(Path::new(folder), &mut source)?;
+        }
+    }
+    Ok(source)
+}
+
 fn area<T: serde::de::DeserializeOwned>(
     name: &str,
     source: &BTreeMap<String, String>,
@@ -537,14 +551,24 @@ fn overlay_secret_folder(
         }
         let value = std::fs::read_to_string(entry.path())
             .map_err(|e| ConfigError(format!("CONFIG_FOLDERS: cannot read secret {name}: {e}")))?;
-        let value = value.trim_end_matches(['\n', '\r']).to_string();
-        if name == "voice-redis-ors-stream" {
-            overlay_voice_secret(&value, source)?;
-        } else {
-            source.insert(name.replace('-', "_").to_uppercase(), value);
-        }
+        overlay_secret(&name, value.trim_end_matches(['\n', '\r']), source)?;
     }
     Ok(())
+}
+
+/// Applies one named secret (a secret file, or a key of an AWS secret): `DB-PASSWORD` sets
+/// `DB_PASSWORD`; `voice-redis-ors-stream` is JSON expanded to `VOICE_REDIS_*`.
+pub(crate) fn overlay_secret(
+    name: &str,
+    value: &str,
+    source: &mut BTreeMap<String, String>,
+) -> Result<(), ConfigError> {
+    if name == "voice-redis-ors-stream" {
+        overlay_voice_secret(value, source)
+    } else {
+        source.insert(name.replace('-', "_").to_uppercase(), value.to_string());
+        Ok(())
+    }
 }
 
 /// Expands the `voice-redis-ors-stream` JSON secret (`{"password","port","servername",...}`).

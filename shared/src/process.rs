@@ -4,22 +4,31 @@
 
 use std::process::ExitCode;
 
-use crate::{Config, telemetry};
+use crate::{Config, config::ConfigError, telemetry};
 
-/// Runs `body` with the loaded configuration on a multi-threaded runtime.
+/// Runs `body` with the configuration (`Config::load`) on a multi-threaded runtime.
 pub fn main_with<F, Fut>(name: &str, target: telemetry::Target, body: F) -> ExitCode
 where
     F: FnOnce(Config) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
-    let cfg = match Config::load() {
-        Ok(cfg) => cfg,
-        Err(e) => {
-            eprintln!("{name}: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    telemetry::init(&cfg.log, target);
+    main_with_loader(name, target, || async { Config::load() }, body)
+}
+
+/// As [`main_with`], with the configuration from `load` (e.g. one that also reads AWS
+/// Secrets Manager, which needs the runtime).
+pub fn main_with_loader<L, LF, F, Fut>(
+    name: &str,
+    target: telemetry::Target,
+    load: L,
+    body: F,
+) -> ExitCode
+where
+    L: FnOnce() -> LF,
+    LF: Future<Output = Result<Config, ConfigError>>,
+    F: FnOnce(Config) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -30,6 +39,14 @@ where
             return ExitCode::FAILURE;
         }
     };
+    let cfg = match rt.block_on(load()) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    telemetry::init(&cfg.log, target);
     match rt.block_on(body(cfg)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

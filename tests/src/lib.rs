@@ -198,6 +198,26 @@ impl TestEnv {
     }
 }
 
+impl TestEnv {
+    /// Provisions through the `engage` CLI (no server needed): migrations, the tenant, one
+    /// service with `settings`, and a fresh API key, which is returned. For tests of function
+    /// binaries, which serve no admin API.
+    pub fn provision(&self, tenant: &str, service: &str, settings: &Value) -> String {
+        self.engage_cli(&["migrate"]);
+        self.engage_cli(&["tenant", "create", "--id", tenant, "--name", tenant]);
+        let file = std::env::temp_dir().join(format!("{}-{service}.json", self.id));
+        std::fs::write(&file, settings.to_string()).expect("write service settings");
+        let file_arg = file.display().to_string();
+        self.engage_cli(&[
+            "service", "put", "--tenant", tenant, "--name", service, "--file", &file_arg,
+        ]);
+        let _ = std::fs::remove_file(&file);
+        let out = self.engage_cli(&["apikey", "create", "--tenant", tenant, "--label", "test"]);
+        let key: Value = serde_json::from_str(&out).expect("apikey create prints JSON");
+        key["key"].as_str().expect("key").to_string()
+    }
+}
+
 impl Default for TestEnv {
     fn default() -> Self {
         Self::new()
@@ -254,6 +274,55 @@ impl Proc {
 impl Drop for Proc {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// A running function binary (`functions/src/bin/<name>.rs`) on free ports.
+#[derive(Debug)]
+pub struct Function {
+    /// The process.
+    pub proc: Proc,
+    /// `$PORT`: the function's routes and the liveness/readiness probes.
+    pub port: u16,
+    /// `METRICS_PORT`: `/metrics` and `/ges/v1/health/detail`.
+    pub metrics_port: u16,
+    /// `http://127.0.0.1:<port>`.
+    pub url: String,
+    /// HTTP client.
+    pub http: reqwest::Client,
+}
+
+impl Function {
+    /// Spawns function `name` with `extra` variables and waits until it is ready.
+    pub async fn start(env: &TestEnv, name: &str, extra: &[(&str, String)]) -> Self {
+        let (port, metrics_port) = (free_port(), free_port());
+        let mut vars = vec![
+            ("PORT", port.to_string()),
+            ("METRICS_PORT", metrics_port.to_string()),
+        ];
+        vars.extend(extra.iter().cloned());
+        let proc = Proc::spawn(env, name, &[], &vars);
+        let http = reqwest::Client::new();
+        let url = format!("http://127.0.0.1:{port}");
+        wait_ready(&http, &format!("{url}/ges/v1/health/ready"), &proc).await;
+        Self {
+            proc,
+            port,
+            metrics_port,
+            url,
+            http,
+        }
+    }
+
+    /// A public API call (`x-api-key`) on the function's port.
+    pub async fn post(&self, key: &str, path: &str, body: Value) -> (u16, Value) {
+        send(
+            self.http
+                .post(format!("{}{path}", self.url))
+                .header("x-api-key", key)
+                .json(&body),
+        )
+        .await
     }
 }
 

@@ -14,6 +14,7 @@ mod callbacks;
 mod ewt;
 mod hardening;
 mod hours;
+mod lifecycle;
 mod numbers;
 mod observability;
 mod ors;
