@@ -56,7 +56,7 @@ struct Args {
     /// Consumer group.
     #[arg(long, default_value = "ors-sim")]
     group: String,
-    /// Consumer name (default: ors-sim-<pid>).
+    /// Consumer name (default: `ors-sim-<pid>`).
     #[arg(long)]
     consumer: Option<String>,
     /// Simulated agents (concurrent calls).
