@@ -37,6 +37,12 @@ set +a
 
 bin=$repo/target/release
 stop
+for port in 3050 3005; do
+  if (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null; then
+    echo "port $port is already in use by another process; stop it first" >&2
+    exit 1
+  fi
+done
 "$bin/engage" migrate
 demo=$("$bin/engage" demo)
 key=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["apiKey"])' <<<"$demo")
@@ -48,7 +54,10 @@ for _ in $(seq 100); do
   curl -fsS http://127.0.0.1:3050/ges/v1/health/ready >/dev/null 2>&1 && break
   sleep 0.1
 done
-curl -fsS http://127.0.0.1:3050/ges/v1/health/ready >/dev/null || { echo "engage did not start; see $data/engage.log" >&2; exit 1; }
+if ! kill -0 "$(cat "$pidfile")" 2>/dev/null || ! curl -fsS http://127.0.0.1:3050/ges/v1/health/ready >/dev/null; then
+  echo "engage did not start; see $data/engage.log" >&2
+  exit 1
+fi
 # The voice-platform simulator: 5 agents, ~20 s calls, so callbacks move QUEUED → COMPLETED.
 if [ -x "$bin/ors-sim" ]; then
   nohup "$bin/ors-sim" --agents 5 --handle-ms 20000 >"$data/ors-sim.log" 2>&1 &
