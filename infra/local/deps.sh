@@ -75,7 +75,7 @@ CONF
 }
 
 ensure_db() {
-  psql -h 127.0.0.1 -p "$pg_port" -U postgres -tAc "SELECT 1 FROM pg_database WHERE datname='engage'" | grep -q 1 \
+  [ "$(psql -h 127.0.0.1 -p "$pg_port" -U postgres -tAc "SELECT 1 FROM pg_database WHERE datname='engage'")" = 1 ] \
     || psql -h 127.0.0.1 -p "$pg_port" -U postgres -qc "CREATE DATABASE engage" >/dev/null
 }
 
@@ -98,10 +98,11 @@ start_cluster() {
   # Nodes restarted with their nodes.conf re-form by themselves; only fresh nodes need create.
   if [ "$(redis-cli -p "${cluster_ports[0]}" cluster info | awk -F: '/cluster_known_nodes/{print $2+0}')" = 1 ]; then
     log "forming the Redis cluster"
-    yes yes | redis-cli --cluster create "${cluster_ports[@]/#/127.0.0.1:}" --cluster-replicas 0 >/dev/null
+    # --cluster-yes, not `yes | …`: under pipefail `yes` dies of SIGPIPE (exit 141).
+    redis-cli --cluster create "${cluster_ports[@]/#/127.0.0.1:}" --cluster-replicas 0 --cluster-yes </dev/null >/dev/null
   fi
   for _ in $(seq 100); do
-    redis-cli -p "${cluster_ports[0]}" cluster info | grep -q 'cluster_state:ok' && return
+    [[ $(redis-cli -p "${cluster_ports[0]}" cluster info) == *cluster_state:ok* ]] && return
     sleep 0.1
   done
   log "the Redis cluster did not reach state ok"; return 1

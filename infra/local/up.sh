@@ -46,9 +46,7 @@ done
 "$bin/engage" migrate
 demo=$("$bin/engage" demo)
 key=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["apiKey"])' <<<"$demo")
-serve_args=(serve)
-"$bin/engage" serve --help | grep -q -- '--with-worker' && serve_args+=(--with-worker)
-nohup "$bin/engage" "${serve_args[@]}" >"$data/engage.log" 2>&1 &
+nohup "$bin/engage" serve --with-worker >"$data/engage.log" 2>&1 &
 echo $! >"$pidfile"
 for _ in $(seq 100); do
   curl -fsS http://127.0.0.1:3050/ges/v1/health/ready >/dev/null 2>&1 && break
