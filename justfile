@@ -44,10 +44,11 @@ lint:
     cargo clippy --workspace --all-targets -- -D warnings
     RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 
-# Benchmarks: release build, every scenario, writes tests/bench/REPORT.md and SVG charts.
-bench: deps
+# Benchmarks: release build, every scenario, writes tests/bench/REPORT.md and SVG charts
+# (`just bench --quick` for a smoke run, `just bench --only create,sizing` for some scenarios).
+bench *args: deps
     cargo build --release --workspace --bins
-    ./target/release/bench
+    ./target/release/bench {{args}}
 
 # Format the code.
 fmt:

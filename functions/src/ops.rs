@@ -142,11 +142,13 @@ fn record_health(detail: &Detail) {
     m::set_health(m::GES_HEALTH, detail.status == "UP");
 }
 
-/// Refreshes the health gauges every 15 s for the life of the process (the task holds only a
-/// clone of the state and ends with the runtime).
+/// Refreshes the health gauges every `HEALTH_REFRESH_S` (default 60 s, well inside the 5 min
+/// of the alerts that read them) for the life of the process; the task holds only a clone of
+/// the state and ends with the runtime. `/ges/v1/health/detail` always checks live.
 pub fn spawn_health_refresh(state: AppState) {
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(15));
+        let every = Duration::from_secs(state.cfg.http.health_refresh_s);
+        let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;

@@ -171,6 +171,10 @@ pub struct HttpConfig {
     /// which a queue counts as unattended (estimate `-1`).
     #[serde(default = "defaults::ewt_agent_activity_window_s")]
     pub ewt_agent_activity_window_s: u64,
+    /// Seconds between background dependency checks that keep the health gauges current
+    /// (each pings both Redis servers once: the idle cost of a process).
+    #[serde(default = "defaults::health_refresh_s")]
+    pub health_refresh_s: u64,
 }
 
 /// Logging settings.
@@ -297,6 +301,9 @@ mod defaults {
     pub(super) fn ewt_agent_activity_window_s() -> u64 {
         600
     }
+    pub(super) fn health_refresh_s() -> u64 {
+        60
+    }
     pub(super) fn throttle_reseed_seconds() -> u32 {
         300
     }
@@ -422,6 +429,9 @@ impl Config {
             || self.http.ewt_agent_activity_window_s > 7 * 86_400
         {
             return bad("EWT_AGENT_ACTIVITY_WINDOW_S must be between 1 and 604800".into());
+        }
+        if !(5..=3_600).contains(&self.http.health_refresh_s) {
+            return bad("HEALTH_REFRESH_S must be between 5 and 3600".into());
         }
         if self.redis.throttle_reseed_seconds < 10 || self.redis.throttle_reseed_seconds > 86_400 {
             return bad("THROTTLE_RESEED_SECONDS must be between 10 and 86400".into());

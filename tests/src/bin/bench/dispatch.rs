@@ -206,11 +206,11 @@ pub(crate) async fn lateness(opts: &Options, r: &mut Results) -> anyhow::Result<
 }
 
 /// Service-Redis commands per immediate callback, create → COMPLETED, with `ors-sim`.
-pub(crate) async fn lifecycle(r: &mut Results) -> anyhow::Result<()> {
+pub(crate) async fn lifecycle(opts: &Options, r: &mut Results) -> anyhow::Result<()> {
     println!("commands per lifecycle");
     let s = stack().await;
     let _worker = WorkerProc::start(&s.env, &[]).await;
-    let _sim = Proc::spawn(
+    let sim = Proc::spawn(
         &s.env,
         "ors-sim",
         &[
@@ -255,6 +255,78 @@ pub(crate) async fn lifecycle(r: &mut Results) -> anyhow::Result<()> {
         met: Some(per <= 15.0),
         ..fig("Service-Redis commands per immediate callback, create → COMPLETED (incl. commands inside scripts, all throttles on)", per, "commands")
     });
+
+    // The wait-time endpoints, with real history (the 300 just served) and 200 waiting: the
+    // voice simulator is stopped, so these stay queued.
+    drop(sim);
+    let waiting: Vec<Value> = (0..200)
+        .map(|i| json!({"serviceName": "sales", "phoneNumber": phone(50_000 + i)}))
+        .collect();
+    create_all(&s.engage, &s.key, waiting).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    wait_endpoints(opts, &s, r).await
+}
+
+/// Requests per second and p99 of estimated-wait-time (modes 1 and 2) and queue-status.
+async fn wait_endpoints(opts: &Options, s: &Stack, r: &mut Results) -> anyhow::Result<()> {
+    println!("wait-time endpoints");
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(64)
+        .build()?;
+    for (label, path) in [
+        (
+            "Estimated wait time, mode1",
+            "/engagement/v3/estimated-wait-time?virtual-queues=sales&mode=mode1",
+        ),
+        (
+            "Estimated wait time, mode2",
+            "/engagement/v3/estimated-wait-time?virtual-queues=sales&mode=mode2",
+        ),
+        (
+            "Queue status",
+            "/engagement/v3/callbacks/queue-status/sales",
+        ),
+    ] {
+        let url = format!("{}{path}", s.engage.external);
+        // One answer first, quoted in the notes: the figures are for real estimates.
+        let sample: Value = http
+            .get(&url)
+            .header("x-api-key", &s.key)
+            .send()
+            .await?
+            .json()
+            .await?;
+        r.notes
+            .push(format!("{label}: sample answer {}", sample["data"]));
+        let make: crate::load::MakeRequest = {
+            let (http, key) = (http.clone(), s.key.clone());
+            Arc::new(move |_| http.get(&url).header("x-api-key", &key))
+        };
+        let run = crate::scenarios::med_run(
+            &crate::scenarios::repeat(opts.repeats, || {
+                crate::load::closed_loop(make.clone(), 64, opts.run)
+            })
+            .await,
+        );
+        r.add(Figure {
+            ceiling: r.http_ceiling.map(|c| (c, "empty route".into())),
+            ..fig(
+                &format!(
+                    "{label} at saturation, 64 connections: p50 / p99 = {:.2} / {:.2} ms; throughput",
+                    run.ms(0.5),
+                    run.ms(0.99)
+                ),
+                run.throughput,
+                "req/s",
+            )
+        });
+        if run.errors > 0 {
+            r.notes.push(format!(
+                "{label}: {} of {} requests failed",
+                run.errors, run.attempted
+            ));
+        }
+    }
     Ok(())
 }
 
@@ -265,6 +337,35 @@ pub(crate) async fn sizing(opts: &Options, r: &mut Results) -> anyhow::Result<()
     let scale = if opts.repeats == 1 { 10 } else { 1 };
     let s = stack().await;
     let worker = WorkerProc::start(&s.env, &[]).await;
+    let window = if opts.repeats == 1 { 30.0 } else { 120.0 };
+
+    // Idle first, on the same processes: 100 tenants with a service each and nothing booked
+    // (idle cost must not grow with tenants), after the start-up passes have settled.
+    for t in 0..100 {
+        let tenant = format!("idle{t:03}");
+        s.engage.tenant(&tenant).await;
+        s.engage.service(&tenant, "sales", bench_service()).await;
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let before = crate::stats::calls_by_command(&s.redis.url()).await;
+    tokio::time::sleep(Duration::from_secs_f64(window)).await;
+    let after = crate::stats::calls_by_command(&s.redis.url()).await;
+    let idle = (after.values().sum::<f64>() - before.values().sum::<f64>()) / window;
+    r.notes.push(format!(
+        "service-Redis commands in {window} s idle (worker + engage serve, 101 tenants, nothing booked): {}",
+        crate::stats::delta_text(&before, &after)
+    ));
+    r.add(Figure {
+        budget: Some("≤ 0.2 per node, any tenant count".into()),
+        ges: Some("~50 per tenant".into()),
+        met: Some(idle <= 0.2),
+        ..fig(
+            &format!("Service-Redis commands per second idle: worker + engage serve, 101 tenants, {window} s"),
+            idle,
+            "commands/s",
+        )
+    });
+
     let slot = 15 * 60;
     let first = Timestamp::from_second((Timestamp::now().as_second() / slot + 2) * slot)?;
     let slots = 1344 / scale;
@@ -284,36 +385,33 @@ pub(crate) async fn sizing(opts: &Options, r: &mut Results) -> anyhow::Result<()
     let immediate = create_all(&s.engage, &s.key, immediate).await;
     tokio::time::sleep(Duration::from_secs(5)).await; // immediate ones dispatched, queued at the voice platform
     let before = crate::stats::calls_by_command(&s.redis.url()).await;
-    let window = 60.0;
     tokio::time::sleep(Duration::from_secs_f64(window)).await;
     let after = crate::stats::calls_by_command(&s.redis.url()).await;
     let delta: f64 = after.values().sum::<f64>() - before.values().sum::<f64>();
     r.notes.push(format!(
-        "service-Redis commands during the 60 s sizing window (worker + engage serve, health checks every 15 s included): {}",
+        "service-Redis commands during the {window} s sizing window (worker + engage serve, health checks included): {}",
         crate::stats::delta_text(&before, &after)
     ));
     r.add(Figure {
         ges: Some("138,756 per minute".into()),
         ..fig(&format!("GES sizing scenario: {scheduled} scheduled (14 days × 96 slots × 100) + {immediate} immediate waiting; service-Redis commands per minute"), delta * 60.0 / window, "commands/min")
     });
+    // Marginal cost of waiting: the loaded rate minus the idle rate of the same processes,
+    // per callback-hour. Periodic work lands 0 or 1 times more in one window than in the
+    // other, so "0" means below that resolution (a few commands per window over all callbacks).
+    let loaded = delta / window;
+    let marginal = (loaded - idle).max(0.0) * 3600.0 / scheduled.max(1) as f64;
+    let resolution = 10.0 / window * 3600.0 / scheduled.max(1) as f64;
     r.add(Figure {
         budget: Some("0".into()),
         ges: Some("60 (1 per minute)".into()),
-        met: Some(delta / scheduled.max(1) as f64 * 3600.0 / window < 0.01),
+        met: Some(marginal <= resolution),
         ..fig(
-            "Service-Redis commands per scheduled callback per hour of waiting",
-            delta / scheduled.max(1) as f64 * 3600.0 / window,
+            &format!(
+                "Service-Redis commands per scheduled callback per hour of waiting (loaded {loaded:.3}/s − idle {idle:.3}/s, over {scheduled}; resolution {resolution:.4})"
+            ),
+            marginal,
             "commands",
-        )
-    });
-    r.add(Figure {
-        budget: Some("≤ 0.2 per node, any tenant count".into()),
-        ges: Some("~50 per tenant".into()),
-        met: Some(delta / window <= 0.2),
-        ..fig(
-            "Service-Redis commands per second with nothing due (same 60 s)",
-            delta / window,
-            "commands/s",
         )
     });
     let status = std::fs::read_to_string(format!("/proc/{}/status", worker.proc.child.id()))

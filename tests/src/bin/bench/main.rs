@@ -3,8 +3,9 @@
 //! next to a ceiling measured in the same run on the same machine, so the ratio survives a
 //! noisy host. Figures are medians of repeated runs.
 //!
-//! `bench --quick` shortens every run (for a smoke check); `bench --serve-empty PORT` is the
-//! empty axum server used as the HTTP ceiling.
+//! `bench --quick` shortens every run (for a smoke check); `bench --only create,sizing` runs
+//! some scenarios (the report then holds only their figures); `bench --serve-empty PORT` is
+//! the empty axum server used as the HTTP ceiling.
 
 mod chart;
 mod dispatch;
@@ -43,7 +44,23 @@ fn main() -> anyhow::Result<()> {
         } else {
             10_000
         },
+        only: args
+            .iter()
+            .position(|a| a == "--only")
+            .and_then(|i| args.get(i + 1))
+            .map(|v| v.split(',').map(str::to_string).collect())
+            .unwrap_or_default(),
     };
+    if let Some(bad) = opts
+        .only
+        .iter()
+        .find(|s| !scenarios::SCENARIOS.contains(&s.as_str()))
+    {
+        anyhow::bail!(
+            "--only: unknown scenario {bad}; known: {}",
+            scenarios::SCENARIOS.join(",")
+        );
+    }
     let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("bench");
     std::fs::create_dir_all(&out)?;
     let results = rt.block_on(scenarios::run_all(&opts, &out))?;

@@ -25,6 +25,26 @@ pub(crate) struct Options {
     pub(crate) repeats: usize,
     /// Callbacks per storage case.
     pub(crate) storage_count: usize,
+    /// Scenarios to run (all when empty).
+    pub(crate) only: Vec<String>,
+}
+
+/// Scenario names for `--only`, in run order.
+pub(crate) const SCENARIOS: &[&str] = &[
+    "create",
+    "retrieve",
+    "storage",
+    "coldstart",
+    "lateness",
+    "lifecycle",
+    "sizing",
+];
+
+impl Options {
+    /// Whether `scenario` runs.
+    pub(crate) fn wants(&self, scenario: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|s| s == scenario)
+    }
 }
 
 /// One reported figure.
@@ -59,6 +79,8 @@ pub(crate) struct Results {
     pub(crate) notes: Vec<String>,
     /// Chart file names.
     pub(crate) charts: Vec<String>,
+    /// The empty axum route's req/s in this run (the ceiling of the read endpoints).
+    pub(crate) http_ceiling: Option<f64>,
 }
 
 impl Results {
@@ -188,7 +210,7 @@ fn pg_insert_ceiling(env: &TestEnv, secs: u64) -> anyhow::Result<f64> {
     Ok(tps)
 }
 
-async fn repeat<F, Fut>(n: usize, mut f: F) -> Vec<Run>
+pub(crate) async fn repeat<F, Fut>(n: usize, mut f: F) -> Vec<Run>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Run>,
@@ -200,7 +222,7 @@ where
     runs
 }
 
-fn med_run(runs: &[Run]) -> Run {
+pub(crate) fn med_run(runs: &[Run]) -> Run {
     let mut sorted: Vec<&Run> = runs.iter().collect();
     sorted.sort_by(|a, b| a.throughput.total_cmp(&b.throughput));
     sorted[sorted.len() / 2].clone()
@@ -225,165 +247,195 @@ pub(crate) async fn run_all(opts: &Options, out: &Path) -> anyhow::Result<Result
         .build()?;
     let engage = Engage { http, ..engage };
 
-    // Ceilings measured in this run.
-    println!("ceilings");
-    let pg = median(
-        (0..opts.repeats)
-            .map(|_| pg_insert_ceiling(&env, opts.run.as_secs()))
-            .collect::<anyhow::Result<Vec<_>>>()?,
-    );
-    let empty_port = harness::free_port();
-    let _empty = Proc::spawn(
-        &env,
-        "bench",
-        &["--serve-empty", &empty_port.to_string()],
-        &[],
-    );
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let hello: MakeRequest = {
-        let (http, url) = (
-            engage.http.clone(),
-            format!("http://127.0.0.1:{empty_port}/hello"),
+    // Ceilings measured in this run (for the HTTP scenarios).
+    let (pg, http_tp) = if ["create", "retrieve", "lifecycle"]
+        .iter()
+        .any(|s| opts.wants(s))
+    {
+        println!("ceilings");
+        let pg = median(
+            (0..opts.repeats)
+                .map(|_| pg_insert_ceiling(&env, opts.run.as_secs()))
+                .collect::<anyhow::Result<Vec<_>>>()?,
         );
-        Arc::new(move |_| http.get(&url))
-    };
-    let http_ceiling = med_run(
-        &repeat(opts.repeats, || {
-            load::closed_loop(hello.clone(), 64, opts.run)
-        })
-        .await,
-    );
-    r.add(Figure { ceiling: None, ..fig("Ceiling: PostgreSQL single-row insert, callbacks row shape, sync commit (pgbench -c 8)", pg, "rows/s") });
-    r.add(fig(
-        "Ceiling: empty axum route, same load generator (64 connections)",
-        http_ceiling.throughput,
-        "req/s",
-    ));
-
-    // Create, durable.
-    println!("create");
-    let immediate = create_request(
-        &engage,
-        &key,
-        |i| json!({"serviceName": "sales", "phoneNumber": phone(i)}),
-    );
-    let sat = med_run(
-        &repeat(opts.repeats, || {
-            load::closed_loop(immediate.clone(), 64, opts.run)
-        })
-        .await,
-    );
-    r.add(Figure {
-        ceiling: Some((pg, "PG insert ceiling".into())),
-        budget: Some("≥ 0.5× PG insert ceiling (aim > 1×)".into()),
-        met: Some(sat.throughput >= 0.5 * pg),
-        ..fig(
-            "Create (immediate, durable) at saturation, 64 connections",
-            sat.throughput,
-            "req/s",
-        )
-    });
-    r.add(Figure {
-        ceiling: Some((http_ceiling.throughput, "empty route".into())),
-        ..fig(
-            "Create at saturation vs empty axum route",
-            sat.throughput,
-            "req/s",
-        )
-    });
-    r.add(fig("Create at saturation: p99 latency", sat.ms(0.99), "ms"));
-    if sat.errors > 0 {
-        r.notes.push(format!(
-            "create saturation: {} of {} requests failed",
-            sat.errors, sat.attempted
-        ));
-    }
-    let mut rate_runs = Vec::new();
-    for rate in [500u32, 1000, 2000] {
-        let run = med_run(
+        let empty_port = harness::free_port();
+        let _empty = Proc::spawn(
+            &env,
+            "bench",
+            &["--serve-empty", &empty_port.to_string()],
+            &[],
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let hello: MakeRequest = {
+            let (http, url) = (
+                engage.http.clone(),
+                format!("http://127.0.0.1:{empty_port}/hello"),
+            );
+            Arc::new(move |_| http.get(&url))
+        };
+        let http_ceiling = med_run(
             &repeat(opts.repeats, || {
-                load::open_loop(immediate.clone(), rate, opts.run)
+                load::closed_loop(hello.clone(), 64, opts.run)
             })
             .await,
         );
+        r.add(Figure { ceiling: None, ..fig("Ceiling: PostgreSQL single-row insert, callbacks row shape, sync commit (pgbench -c 8)", pg, "rows/s") });
+        r.http_ceiling = Some(http_ceiling.throughput);
         r.add(fig(
-            &format!(
-                "Create at {rate} req/s: p50 / p99 / p999 = {:.2} / {:.2} / {:.2} ms; p99",
-                run.ms(0.5),
-                run.ms(0.99),
-                run.ms(0.999)
-            ),
-            run.ms(0.99),
-            "ms",
+            "Ceiling: empty axum route, same load generator (64 connections)",
+            http_ceiling.throughput,
+            "req/s",
         ));
-        if run.errors > 0 {
+
+        (pg, http_ceiling.throughput)
+    } else {
+        (f64::NAN, f64::NAN)
+    };
+
+    if opts.wants("create") {
+        // Create, durable.
+        println!("create");
+        let immediate = create_request(
+            &engage,
+            &key,
+            |i| json!({"serviceName": "sales", "phoneNumber": phone(i)}),
+        );
+        let cpu_before = crate::stats::cpu_by_comm();
+        let sat_runs = repeat(opts.repeats, || {
+            load::closed_loop(immediate.clone(), 64, opts.run)
+        })
+        .await;
+        let cpu_after = crate::stats::cpu_by_comm();
+        let served: u64 = sat_runs.iter().map(|r| r.latency.len()).sum();
+        r.notes.push(format!(
+            "CPU per create at saturation (all processes on the machine, by name): {}",
+            crate::stats::cpu_per_request(&cpu_before, &cpu_after, served.max(1) as f64)
+        ));
+        let sat = med_run(&sat_runs);
+        r.add(Figure {
+            ceiling: Some((pg, "PG insert ceiling".into())),
+            budget: Some("≥ 0.5× PG insert ceiling (aim > 1×)".into()),
+            met: Some(sat.throughput >= 0.5 * pg),
+            ..fig(
+                "Create (immediate, durable) at saturation, 64 connections",
+                sat.throughput,
+                "req/s",
+            )
+        });
+        r.add(Figure {
+            ceiling: Some((http_tp, "empty route".into())),
+            ..fig(
+                "Create at saturation vs empty axum route",
+                sat.throughput,
+                "req/s",
+            )
+        });
+        r.add(fig("Create at saturation: p99 latency", sat.ms(0.99), "ms"));
+        if sat.errors > 0 {
             r.notes.push(format!(
-                "create at {rate} req/s: {} of {} failed",
-                run.errors, run.attempted
+                "create saturation: {} of {} requests failed",
+                sat.errors, sat.attempted
             ));
         }
-        rate_runs.push((format!("{rate} req/s"), run));
-    }
-    let hists: Vec<(String, &hdrhistogram::Histogram<u64>)> = rate_runs
-        .iter()
-        .map(|(n, run)| (n.clone(), &run.latency))
-        .collect();
-    chart::percentiles(
-        &out.join("create-latency.svg"),
-        "Create latency at fixed rates (open loop)",
-        &hists,
-    )?;
-    r.charts.push("create-latency.svg".into());
-
-    // Retrieve.
-    println!("retrieve");
-    let mut ids = Vec::new();
-    for i in 0..200 {
-        let (_, body) = engage
-            .post(
-                &key,
-                "/engagement/v3/callbacks/create",
-                json!({"serviceName": "sales", "phoneNumber": phone(i)}),
-            )
-            .await;
-        if let Some(id) = body["data"]["id"].as_str() {
-            ids.push(id.to_string());
+        let mut rate_runs = Vec::new();
+        for rate in [500u32, 1000, 2000] {
+            let run = med_run(
+                &repeat(opts.repeats, || {
+                    load::open_loop(immediate.clone(), rate, opts.run)
+                })
+                .await,
+            );
+            r.add(fig(
+                &format!(
+                    "Create at {rate} req/s: p50 / p99 / p999 = {:.2} / {:.2} / {:.2} ms; p99",
+                    run.ms(0.5),
+                    run.ms(0.99),
+                    run.ms(0.999)
+                ),
+                run.ms(0.99),
+                "ms",
+            ));
+            if run.errors > 0 {
+                r.notes.push(format!(
+                    "create at {rate} req/s: {} of {} failed",
+                    run.errors, run.attempted
+                ));
+            }
+            rate_runs.push((format!("{rate} req/s"), run));
         }
+        let hists: Vec<(String, &hdrhistogram::Histogram<u64>)> = rate_runs
+            .iter()
+            .map(|(n, run)| (n.clone(), &run.latency))
+            .collect();
+        chart::percentiles(
+            &out.join("create-latency.svg"),
+            "Create latency at fixed rates (open loop)",
+            &hists,
+        )?;
+        r.charts.push("create-latency.svg".into());
     }
-    let retrieve: MakeRequest = {
-        let (http, url, key, ids) = (
-            engage.http.clone(),
-            format!("{}/engagement/v3/callbacks/retrieve", engage.external),
-            key.clone(),
-            Arc::new(ids),
-        );
-        Arc::new(move |i| {
-            http.post(&url)
-                .header("x-api-key", &key)
-                .json(&json!({"id": ids[i as usize % ids.len()]}))
-        })
-    };
-    let ret = med_run(
-        &repeat(opts.repeats, || {
-            load::closed_loop(retrieve.clone(), 64, opts.run)
-        })
-        .await,
-    );
-    r.add(Figure {
-        ceiling: Some((http_ceiling.throughput, "empty route".into())),
-        ..fig("Retrieve at saturation", ret.throughput, "req/s")
-    });
-    r.add(fig(
-        "Retrieve at saturation: p99 latency",
-        ret.ms(0.99),
-        "ms",
-    ));
 
-    storage(opts, &redis, &mut r).await?;
-    cold_start(&env, &mut r)?;
-    crate::dispatch::lateness(opts, &mut r).await?;
-    crate::dispatch::lifecycle(&mut r).await?;
-    crate::dispatch::sizing(opts, &mut r).await?;
+    if opts.wants("retrieve") {
+        // Retrieve.
+        println!("retrieve");
+        let mut ids = Vec::new();
+        for i in 0..200 {
+            let (_, body) = engage
+                .post(
+                    &key,
+                    "/engagement/v3/callbacks/create",
+                    json!({"serviceName": "sales", "phoneNumber": phone(i)}),
+                )
+                .await;
+            if let Some(id) = body["data"]["id"].as_str() {
+                ids.push(id.to_string());
+            }
+        }
+        let retrieve: MakeRequest = {
+            let (http, url, key, ids) = (
+                engage.http.clone(),
+                format!("{}/engagement/v3/callbacks/retrieve", engage.external),
+                key.clone(),
+                Arc::new(ids),
+            );
+            Arc::new(move |i| {
+                http.post(&url)
+                    .header("x-api-key", &key)
+                    .json(&json!({"id": ids[i as usize % ids.len()]}))
+            })
+        };
+        let ret = med_run(
+            &repeat(opts.repeats, || {
+                load::closed_loop(retrieve.clone(), 64, opts.run)
+            })
+            .await,
+        );
+        r.add(Figure {
+            ceiling: Some((http_tp, "empty route".into())),
+            ..fig("Retrieve at saturation", ret.throughput, "req/s")
+        });
+        r.add(fig(
+            "Retrieve at saturation: p99 latency",
+            ret.ms(0.99),
+            "ms",
+        ));
+    }
+
+    if opts.wants("storage") {
+        storage(opts, &redis, &mut r).await?;
+    }
+    if opts.wants("coldstart") {
+        cold_start(&env, &mut r)?;
+    }
+    if opts.wants("lateness") {
+        crate::dispatch::lateness(opts, &mut r).await?;
+    }
+    if opts.wants("lifecycle") {
+        crate::dispatch::lifecycle(opts, &mut r).await?;
+    }
+    if opts.wants("sizing") {
+        crate::dispatch::sizing(opts, &mut r).await?;
+    }
     Ok(r)
 }
 
@@ -460,6 +512,10 @@ async fn storage(opts: &Options, redis: &PrivateRedis, r: &mut Results) -> anyho
         }
         let calls = crate::stats::total_calls(&redis.url()).await - calls0;
         let mem = crate::stats::used_memory(&redis.url()).await - mem0;
+        r.notes.push(format!(
+            "Redis bytes per scheduled callback by structure, {label} (MEMORY USAGE): {}",
+            crate::stats::memory_by_kind(&redis.url(), &env.id, ok.max(1) as f64).await
+        ));
         let pg = env.pg().await;
         pg.execute("VACUUM ANALYZE", &[]).await.ok();
         let bytes: i64 = pg

@@ -34,13 +34,18 @@ pub(crate) async fn used_memory(url: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// Calls per command (`cmdstat_<name>:calls=N`), for explaining a delta.
+/// Calls per command (`cmdstat_<name>:calls=N`), for explaining a delta. Leaves out what
+/// taking the snapshot itself costs (`INFO`, and `CLIENT SETINFO` of the snapshot's fresh
+/// connection); the services' own connections are open before any window starts.
 pub(crate) async fn calls_by_command(url: &str) -> std::collections::BTreeMap<String, f64> {
     info(url, "commandstats")
         .await
         .lines()
         .filter_map(|l| {
             let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
+            if name == "info" || name == "client|setinfo" {
+                return None;
+            }
             let calls = rest
                 .split("calls=")
                 .nth(1)?
@@ -66,4 +71,105 @@ pub(crate) fn delta_text(
         })
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// CPU seconds (user + system) used so far by every process on the machine, summed by
+/// command name (`engage`, `postgres`, `redis-server`, `bench`, …): deltas of two snapshots
+/// show where the CPU time of a load run went. Exited processes drop out, so take snapshots
+/// around a run of long-lived processes.
+pub(crate) fn cpu_by_comm() -> std::collections::BTreeMap<String, f64> {
+    // USER_HZ: 100 on every Linux architecture we run on (`getconf CLK_TCK`).
+    const TICKS: f64 = 100.0;
+    let mut out = std::collections::BTreeMap::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in dir.flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // `pid (comm) state ppid …`: comm may hold spaces, so split at the last ')'.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let comm = &stat[open + 1..close];
+        let rest: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        // Fields 14 and 15 (utime, stime) are at 11 and 12 after `state`.
+        let ticks = |i: usize| rest.get(i).and_then(|v| v.parse::<f64>().ok());
+        if let (Some(u), Some(s)) = (ticks(11), ticks(12)) {
+            *out.entry(comm.to_string()).or_insert(0.0) += (u + s) / TICKS;
+        }
+    }
+    out
+}
+
+/// Per-request CPU time by process name between two [`cpu_by_comm`] snapshots, as
+/// `name µs` (largest first; names under 1 µs left out).
+pub(crate) fn cpu_per_request(
+    before: &std::collections::BTreeMap<String, f64>,
+    after: &std::collections::BTreeMap<String, f64>,
+    requests: f64,
+) -> String {
+    let mut v: Vec<(String, f64)> = after
+        .iter()
+        .map(|(k, a)| {
+            (
+                k.clone(),
+                (a - before.get(k).copied().unwrap_or(0.0)) / requests * 1e6,
+            )
+        })
+        .filter(|(_, us)| *us >= 1.0)
+        .collect();
+    v.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let total: f64 = v.iter().map(|(_, us)| us).sum();
+    let parts: Vec<String> = v.iter().map(|(k, us)| format!("{k} {us:.0} µs")).collect();
+    format!("{total:.0} µs in all: {}", parts.join(", "))
+}
+
+/// Bytes held per kind of key under `prefix` (`MEMORY USAGE … SAMPLES 0`, exact), divided by
+/// `per`, as `kind bytes` text: where the Redis memory of a callback goes.
+pub(crate) async fn memory_by_kind(url: &str, prefix: &str, per: f64) -> String {
+    let Ok(client) = redis::Client::open(url) else {
+        return String::new();
+    };
+    let Ok(mut c) = client.get_multiplexed_async_connection().await else {
+        return String::new();
+    };
+    let pattern = format!("*{prefix}*");
+    let keys: Vec<String> = match redis::cmd("KEYS").arg(&pattern).query_async(&mut c).await {
+        Ok(k) => k,
+        Err(_) => return String::new(),
+    };
+    let mut by_kind = std::collections::BTreeMap::<&str, f64>::new();
+    for k in keys {
+        let bytes: f64 = redis::cmd("MEMORY")
+            .arg("USAGE")
+            .arg(&k)
+            .arg("SAMPLES")
+            .arg(0)
+            .query_async::<Option<i64>>(&mut c)
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or(0) as f64;
+        let kind = if k.contains(":sched:") && k.ends_with(":inflight") {
+            "in-flight claims"
+        } else if k.contains(":sched:") {
+            "schedule index"
+        } else if k.ends_with(":win") {
+            "throttle windows (lapse after throttle_ttl_2)"
+        } else if k.ends_with(":act") {
+            "active-callback hash (throttles)"
+        } else if k.contains(":q:") {
+            "queue views"
+        } else {
+            "other"
+        };
+        *by_kind.entry(kind).or_insert(0.0) += bytes;
+    }
+    by_kind
+        .iter()
+        .map(|(k, b)| format!("{k} {:.0} B", b / per))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
