@@ -37,8 +37,13 @@ fn errors(codes: &[u16]) -> serde_json::Map<String, Value> {
                 503 => "a dependency is unavailable; nothing was changed, retry",
                 _ => "error",
             };
-            let body = json!({"description": what,
+            let mut body = json!({"description": what,
                 "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
+            if *c == 429 {
+                body["headers"] = json!({"Retry-After": {
+                    "description": "seconds until a retry can pass (rate and window limits; absent when only a completion frees the limit, or for a full slot)",
+                    "schema": {"type": "integer", "minimum": 1}}});
+            }
             (c.to_string(), body)
         })
         .collect()

@@ -30,6 +30,9 @@ pub enum ApiError {
         message: String,
         /// Extra data returned in the envelope (e.g. `{"slots": {...}}`).
         data: Option<serde_json::Value>,
+        /// Seconds until a retry can pass, sent as `Retry-After` (none when waiting alone
+        /// will not help, e.g. a full slot or an active-callback limit).
+        retry_after_s: Option<u64>,
     },
     /// 503: a dependency is unreachable; nothing was changed.
     #[error("{0}")]

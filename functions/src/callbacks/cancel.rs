@@ -38,6 +38,7 @@ async fn handler(
     let id = body.parse()?;
     let cancelled = {
         let client = state.db.get().await?;
+        shared::http::envelope::committing();
         db::callbacks::cancel(&client, &tenant, id).await?
     };
     release_throttle(&state, &tenant, &cancelled.service, id).await;

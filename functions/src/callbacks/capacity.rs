@@ -135,6 +135,7 @@ impl Checked {
             return ApiError::TooManyRequests {
                 message,
                 data: None,
+                retry_after_s: None,
             };
         };
         match db::slots::proposals(
@@ -151,6 +152,7 @@ impl Checked {
             Ok(slots) => ApiError::TooManyRequests {
                 message,
                 data: Some(json!({ "slots": slots })),
+                retry_after_s: None,
             },
             Err(e) => e,
         }

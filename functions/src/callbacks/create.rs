@@ -18,7 +18,10 @@ use shared::{
         callbacks::{Idempotent, NewCallback},
     },
     error::ApiResult,
-    http::{ApiTenant, AppState, Envelope, Json, extract::from_value},
+    http::{
+        ApiTenant, AppState, Envelope,
+        extract::{RawBody, from_value, parse_json},
+    },
     metrics,
     model::{CallbackState, callback::CreateCallbackParms, service::CallDirection},
     redis::schedule,
@@ -46,10 +49,21 @@ async fn handler(
     State(state): State<AppState>,
     ApiTenant(tenant): ApiTenant,
     headers: HeaderMap,
-    Json(body): Json<Value>,
+    RawBody(body): RawBody,
 ) -> ApiResult<Envelope<Created>> {
     let key = idempotency_key(&headers)?;
-    let id = create(&state, &tenant, body, key.as_deref()).await?;
+    let (parms, keyed) = match key {
+        // The request is compared with an earlier use of the key by a hash of its parsed
+        // JSON (serde_json maps are ordered, so equal bodies hash equally whatever their
+        // spacing): parsed once into a value for that, then converted.
+        Some(key) => {
+            let value: Value = parse_json(&body)?;
+            let hash = Sha256::digest(serde_json::to_vec(&value).map_err(ApiError::internal)?);
+            (from_value(value)?, Some((key, hash.into())))
+        }
+        None => (parse_json(&body)?, None),
+    };
+    let id = create(&state, &tenant, parms, keyed).await?;
     Ok(Envelope::ok(Created { id: id.to_string() }))
 }
 
@@ -65,16 +79,14 @@ fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
     }
 }
 
-/// Validates, stores and indexes one callback; returns its id.
+/// Validates, stores and indexes one callback; returns its id. `keyed`: the request's
+/// Idempotency-Key and the hash of its body.
 pub async fn create(
     state: &AppState,
     tenant: &str,
-    body: Value,
-    idempotency_key: Option<&str>,
+    parms: CreateCallbackParms,
+    keyed: Option<(String, [u8; 32])>,
 ) -> ApiResult<Uuid> {
-    // serde_json maps are ordered, so equal bodies hash equally whatever their spacing.
-    let request_hash = Sha256::digest(serde_json::to_vec(&body).map_err(ApiError::internal)?);
-    let parms: CreateCallbackParms = from_value(body)?;
     let req = parms.validate()?;
 
     let service = state
@@ -172,7 +184,7 @@ pub async fn create(
     // `client` is kept for the error path, except on the group-commit path: the batcher draws
     // from the same pool, so a request must not hold a connection while it waits.
     let mut client = Some(client);
-    let result: ApiResult<()> = match idempotency_key {
+    let result: ApiResult<()> = match keyed {
         None => {
             let held = client.as_ref().expect("connection held until here");
             let reservation = limits::reserve(
@@ -186,6 +198,7 @@ pub async fn create(
                 cb.id,
             )
             .await?;
+            shared::http::envelope::committing();
             let inserted = if cb.slot.is_none() {
                 client = None;
                 state.inserts.insert(cb.clone()).await
@@ -197,13 +210,13 @@ pub async fn create(
             }
             inserted
         }
-        Some(key) => {
+        Some((key, request_hash)) => {
             // Claim the key first: concurrent retries wait here and get the winner's callback,
             // so only one of them reserves quota or a slot place.
             let held = client.as_mut().expect("connection held until here");
             let tx = held.transaction().await?;
             if let Some(earlier) =
-                db::callbacks::claim_idempotency_key(&tx, &cb, key, &request_hash).await?
+                db::callbacks::claim_idempotency_key(&tx, &cb, &key, &request_hash).await?
             {
                 tx.rollback().await?;
                 return earlier_result(earlier);
@@ -221,6 +234,7 @@ pub async fn create(
             .await?;
             let stored = async {
                 db::callbacks::insert(&tx, &cb).await?;
+                shared::http::envelope::committing();
                 Ok::<_, ApiError>(tx.commit().await?)
             }
             .await;

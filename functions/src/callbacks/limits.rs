@@ -167,9 +167,17 @@ async fn run_script(
                     "limit" => r.limit.name())
                 .increment(1);
                 tracing::info!(service, limit = r.limit.name(), number = %mask_phone(number), "create throttled");
+                let retry_after_s = r.frees_at.map(|t| {
+                    let s = t
+                        .duration_since(jiff::Timestamp::now())
+                        .as_secs_f64()
+                        .ceil();
+                    s.max(1.0) as u64
+                });
                 return Err(ApiError::TooManyRequests {
                     message: r.message(service),
                     data: None,
+                    retry_after_s,
                 }
                 .into());
             }

@@ -117,7 +117,7 @@ pub(crate) async fn insert_rows(
         .map(|c| c.user_data.clone().map(Value::Object))
         .collect();
     let e164: Vec<Option<&str>> = rows.iter().map(|c| c.phone_e164.as_deref()).collect();
-    db.execute(
+    super::stmt::execute(db,
         "INSERT INTO callbacks
             (id, tenant_id, service, state, phone_number, desired_time, dispatch_at, scheduled, priority,
              attrs, user_data, phone_e164)

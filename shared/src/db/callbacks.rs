@@ -71,6 +71,7 @@ pub fn slot_full(claim: &SlotClaim) -> ApiError {
             wire_time(claim.start)
         ),
         data: None,
+        retry_after_s: None,
     }
 }
 
@@ -93,13 +94,13 @@ async fn insert_row(db: &impl GenericClient, cb: &NewCallback) -> Result<(), Api
         &cb.phone_e164,
     ];
     let Some(claim) = &cb.slot else {
-        db.execute(INSERT, &params).await?;
+        super::stmt::execute(db, INSERT, &params).await?;
         return Ok(());
     };
     let capacity = i32::try_from(claim.capacity).unwrap_or(i32::MAX);
     params.push(&claim.start);
     params.push(&capacity);
-    if db.execute(INSERT_CLAIMING, &params).await? == 0 {
+    if super::stmt::execute(db, INSERT_CLAIMING, &params).await? == 0 {
         return Err(slot_full(claim));
     }
     Ok(())
@@ -151,27 +152,27 @@ pub async fn claim_idempotency_key(
     key: &str,
     request_hash: &[u8],
 ) -> Result<Option<Idempotent>, ApiError> {
-    let claimed = tx
-        .query_opt(
-            "INSERT INTO idempotency_keys (tenant_id, key, request_hash, callback_id)
+    let claimed = super::stmt::query_opt(
+        tx,
+        "INSERT INTO idempotency_keys (tenant_id, key, request_hash, callback_id)
              VALUES ($1, $2, $3, $4)
              ON CONFLICT (tenant_id, key) DO UPDATE
                 SET request_hash = EXCLUDED.request_hash, callback_id = EXCLUDED.callback_id,
                     created_at = now()
                 WHERE idempotency_keys.created_at < now() - interval '24 hours'
              RETURNING 1",
-            &[&cb.tenant, &key, &request_hash, &cb.id],
-        )
-        .await?;
+        &[&cb.tenant, &key, &request_hash, &cb.id],
+    )
+    .await?;
     if claimed.is_some() {
         return Ok(None);
     }
-    let row = tx
-        .query_one(
-            "SELECT request_hash, callback_id FROM idempotency_keys WHERE tenant_id = $1 AND key = $2",
-            &[&cb.tenant, &key],
-        )
-        .await?;
+    let row = super::stmt::query_one(
+        tx,
+        "SELECT request_hash, callback_id FROM idempotency_keys WHERE tenant_id = $1 AND key = $2",
+        &[&cb.tenant, &key],
+    )
+    .await?;
     let (hash, id): (Vec<u8>, Uuid) = (row.get(0), row.get(1));
     Ok(Some(if hash == request_hash {
         Idempotent::Replayed(id)
@@ -271,13 +272,13 @@ pub async fn get(
     tenant: &str,
     id: Uuid,
 ) -> Result<StoredCallback, ApiError> {
-    let row = db
-        .query_opt(
-            &format!("SELECT {COLUMNS} FROM callbacks WHERE id = $1 AND tenant_id = $2"),
-            &[&id, &tenant],
-        )
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no callback {id}")))?;
+    let row = super::stmt::query_opt(
+        db,
+        &format!("SELECT {COLUMNS} FROM callbacks WHERE id = $1 AND tenant_id = $2"),
+        &[&id, &tenant],
+    )
+    .await?
+    .ok_or_else(|| ApiError::not_found(format!("no callback {id}")))?;
     StoredCallback::from_row(&row)
 }
 
@@ -301,9 +302,9 @@ pub async fn cancel(
     tenant: &str,
     id: Uuid,
 ) -> Result<Cancelled, ApiError> {
-    let row = db
-        .query_opt(
-            "WITH c AS (
+    let row = super::stmt::query_opt(
+        db,
+        "WITH c AS (
                 UPDATE callbacks SET state = 'COMPLETED', reason = 'CANCELLED', updated_at = now(),
                     control_pending = submitted_at IS NOT NULL
                 WHERE id = $1 AND tenant_id = $2 AND state NOT IN ('PROCESSING', 'COMPLETED')
@@ -317,9 +318,9 @@ pub async fn cancel(
                   AND b.booked > 0
              )
              SELECT submitted_at IS NOT NULL, attempt, service FROM c",
-            &[&id, &tenant],
-        )
-        .await?;
+        &[&id, &tenant],
+    )
+    .await?;
     if let Some(row) = row {
         return Ok(Cancelled {
             submitted: row.get(0),

@@ -55,8 +55,7 @@ impl DueCallback {
 
 /// Loads claimed callbacks with their service settings.
 pub async fn load(db: &impl GenericClient, ids: &[Uuid]) -> Result<Vec<DueCallback>, ApiError> {
-    let rows = db
-        .query(
+    let rows = super::stmt::query(db,
             "SELECT c.id, c.tenant_id, c.service, c.state, c.phone_number, c.phone_e164, c.desired_time,
                     c.dispatch_at, c.priority, c.attempt, c.submitted_at, c.attrs, c.user_data,
                     s.settings
@@ -123,9 +122,9 @@ pub async fn mark_submitted(
     let ids: Vec<Uuid> = items.iter().map(|s| s.id).collect();
     let attempts: Vec<i16> = items.iter().map(|s| s.attempt).collect();
     let ttls: Vec<i32> = items.iter().map(|s| s.ttl_seconds).collect();
-    let rows = db
-        .query(
-            "WITH s AS (
+    let rows = super::stmt::query(
+        db,
+        "WITH s AS (
                 UPDATE callbacks c SET
                     submitted_at = now(),
                     updated_at = now(),
@@ -141,9 +140,9 @@ pub async fn mark_submitted(
                 SELECT id, state, 'SUBMITTED', 'worker' FROM s WHERE state = 'QUEUED'
              )
              SELECT id, submitted_at FROM s WHERE state = 'QUEUED'",
-            &[&ids, &attempts, &ttls],
-        )
-        .await?;
+        &[&ids, &attempts, &ttls],
+    )
+    .await?;
     Ok(rows
         .iter()
         .map(|r| (r.get(0), r.get::<_, Timestamp>(1).as_millisecond()))
@@ -157,15 +156,15 @@ pub async fn pending_page(
     limit: i64,
 ) -> Result<Vec<(Uuid, Timestamp)>, ApiError> {
     let (t, id) = after.unwrap_or((Timestamp::UNIX_EPOCH, Uuid::nil()));
-    let rows = db
-        .query(
-            "SELECT id, dispatch_at FROM callbacks
+    let rows = super::stmt::query(
+        db,
+        "SELECT id, dispatch_at FROM callbacks
              WHERE submitted_at IS NULL AND state IN ('SCHEDULED', 'QUEUED')
                AND (dispatch_at, id) > ($1, $2)
              ORDER BY dispatch_at, id LIMIT $3",
-            &[&t, &id, &limit],
-        )
-        .await?;
+        &[&t, &id, &limit],
+    )
+    .await?;
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
@@ -190,14 +189,14 @@ pub async fn active_page(
     after: Uuid,
     limit: i64,
 ) -> Result<Vec<Active>, ApiError> {
-    let rows = db
-        .query(
-            "SELECT id, tenant_id, service, submitted_at, priority FROM callbacks
+    let rows = super::stmt::query(
+        db,
+        "SELECT id, tenant_id, service, submitted_at, priority FROM callbacks
              WHERE state IN ('QUEUED', 'ROUTING') AND submitted_at IS NOT NULL AND id > $1
              ORDER BY id LIMIT $2",
-            &[&after, &limit],
-        )
-        .await?;
+        &[&after, &limit],
+    )
+    .await?;
     Ok(rows
         .iter()
         .map(|r| Active {
@@ -215,18 +214,19 @@ pub async fn control_pending(
     db: &impl GenericClient,
     limit: i64,
 ) -> Result<Vec<(Uuid, i16)>, ApiError> {
-    let rows = db
-        .query(
-            "SELECT id, attempt FROM callbacks WHERE control_pending ORDER BY updated_at LIMIT $1",
-            &[&limit],
-        )
-        .await?;
+    let rows = super::stmt::query(
+        db,
+        "SELECT id, attempt FROM callbacks WHERE control_pending ORDER BY updated_at LIMIT $1",
+        &[&limit],
+    )
+    .await?;
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
 /// Clears the control debt of callbacks whose control entry is in the stream.
 pub async fn clear_control(db: &impl GenericClient, ids: &[Uuid]) -> Result<(), ApiError> {
-    db.execute(
+    super::stmt::execute(
+        db,
         "UPDATE callbacks SET control_pending = false WHERE id = ANY($1) AND control_pending",
         &[&ids],
     )
@@ -258,9 +258,9 @@ fn ended(rows: &[tokio_postgres::Row]) -> Vec<Ended> {
 /// Completes up to `limit` submitted callbacks not served within their TTL
 /// (COMPLETED/FAIL_TIMEOUT_TTL) and asks the voice platform to drop them.
 pub async fn expire(db: &impl GenericClient, limit: i64) -> Result<Vec<Ended>, ApiError> {
-    let rows = db
-        .query(
-            "WITH x AS (
+    let rows = super::stmt::query(
+        db,
+        "WITH x AS (
                 UPDATE callbacks SET state = 'COMPLETED', reason = 'FAIL_TIMEOUT_TTL',
                     control_pending = true, updated_at = now()
                 WHERE id IN (
@@ -274,9 +274,9 @@ pub async fn expire(db: &impl GenericClient, limit: i64) -> Result<Vec<Ended>, A
                 SELECT id, 'COMPLETED', 'FAIL_TIMEOUT_TTL', 'worker' FROM x
              )
              SELECT id, tenant_id, service FROM x",
-            &[&limit],
-        )
-        .await?;
+        &[&limit],
+    )
+    .await?;
     Ok(ended(&rows))
 }
 
@@ -284,40 +284,40 @@ pub async fn expire(db: &impl GenericClient, limit: i64) -> Result<Vec<Ended>, A
 /// than `days` days ago.
 pub async fn purge(db: &impl GenericClient, days: u32, limit: i64) -> Result<Vec<Ended>, ApiError> {
     let days = i32::try_from(days).unwrap_or(i32::MAX);
-    let rows = db
-        .query(
-            "DELETE FROM callbacks WHERE id IN (
+    let rows = super::stmt::query(
+        db,
+        "DELETE FROM callbacks WHERE id IN (
                 SELECT id FROM callbacks
                 WHERE desired_time < now() - make_interval(days => $1)
                 ORDER BY desired_time LIMIT $2 FOR UPDATE SKIP LOCKED)
              RETURNING id, tenant_id, service",
-            &[&days, &limit],
-        )
-        .await?;
+        &[&days, &limit],
+    )
+    .await?;
     Ok(ended(&rows))
 }
 
 /// Deletes expired idempotency keys (kept 24 h).
 pub async fn purge_idempotency_keys(db: &impl GenericClient) -> Result<u64, ApiError> {
-    Ok(db
-        .execute(
-            "DELETE FROM idempotency_keys WHERE created_at < now() - interval '24 hours'",
-            &[],
-        )
-        .await?)
+    Ok(super::stmt::execute(
+        db,
+        "DELETE FROM idempotency_keys WHERE created_at < now() - interval '24 hours'",
+        &[],
+    )
+    .await?)
 }
 
 /// Callbacks the dispatcher watches: waiting for dispatch, and held by the voice platform.
 pub async fn monitor_counts(db: &impl GenericClient) -> Result<(i64, i64), ApiError> {
-    let row = db
-        .query_one(
-            "SELECT
+    let row = super::stmt::query_one(
+        db,
+        "SELECT
                (SELECT count(*) FROM callbacks
                  WHERE submitted_at IS NULL AND state IN ('SCHEDULED', 'QUEUED')),
                (SELECT count(*) FROM callbacks
                  WHERE state IN ('QUEUED', 'ROUTING') AND submitted_at IS NOT NULL)",
-            &[],
-        )
-        .await?;
+        &[],
+    )
+    .await?;
     Ok((row.get(0), row.get(1)))
 }

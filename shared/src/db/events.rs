@@ -76,14 +76,14 @@ pub async fn apply(
     ev: &Event,
 ) -> Result<(Target, Outcome), ApiError> {
     let tx = client.transaction().await?;
-    let row = tx
-        .query_opt(
-            "SELECT tenant_id, service, state, attempt, submitted_at, priority FROM callbacks
+    let row = super::stmt::query_opt(
+        &tx,
+        "SELECT tenant_id, service, state, attempt, submitted_at, priority FROM callbacks
              WHERE id = $1 FOR UPDATE",
-            &[&id],
-        )
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no callback {id}")))?;
+        &[&id],
+    )
+    .await?
+    .ok_or_else(|| ApiError::not_found(format!("no callback {id}")))?;
     let current_s: String = row.get(2);
     let current = CallbackState::parse(&current_s)
         .ok_or_else(|| ApiError::internal(anyhow::anyhow!("bad state {current_s}")))?;
@@ -124,14 +124,16 @@ pub async fn apply(
         if i32::from(attempt) < i32::from(settings.max_attempts) {
             let dispatch_at = Timestamp::now()
                 + SignedDuration::from_secs(i64::from(settings.retry_delay_seconds));
-            tx.execute(
+            super::stmt::execute(
+                &tx,
                 "UPDATE callbacks SET state = 'SCHEDULED', reason = NULL, attempt = attempt + 1,
                     submitted_at = NULL, expires_at = NULL, dispatch_at = $2, updated_at = now()
                  WHERE id = $1",
                 &[&id, &dispatch_at],
             )
             .await?;
-            tx.execute(
+            super::stmt::execute(
+                &tx,
                 "INSERT INTO callback_events (callback_id, at, state, reason, source)
                  VALUES ($1, $2, 'COMPLETED', 'FAIL_CALL_TO_CUSTOMER', 'ors'),
                         ($1, now(), 'SCHEDULED', 'RETRY', 'worker')",
@@ -151,23 +153,24 @@ pub async fn apply(
 
     // An event proves the voice platform holds the callback: it counts as submitted (and its
     // TTL runs) even if the worker has not recorded the submission yet.
-    let row = tx
-        .query_one(
-            "UPDATE callbacks c SET state = $2, reason = $3, updated_at = now(),
+    let row = super::stmt::query_one(
+        &tx,
+        "UPDATE callbacks c SET state = $2, reason = $3, updated_at = now(),
                 submitted_at = COALESCE(c.submitted_at, now()),
                 expires_at = COALESCE(c.expires_at, now() + make_interval(secs => COALESCE(
                     (SELECT (s.settings->>'ttl_seconds')::int FROM services s
                      WHERE s.tenant_id = c.tenant_id AND s.name = c.service), 86400)))
              WHERE c.id = $1 RETURNING c.submitted_at",
-            &[
-                &id,
-                &ev.state.as_str(),
-                &reason.map(CompletionReason::as_str),
-            ],
-        )
-        .await?;
+        &[
+            &id,
+            &ev.state.as_str(),
+            &reason.map(CompletionReason::as_str),
+        ],
+    )
+    .await?;
     target.submitted_at = row.get(0);
-    tx.execute(
+    super::stmt::execute(
+        &tx,
         "INSERT INTO callback_events (callback_id, at, state, reason, source)
          VALUES ($1, $2, $3, $4, 'ors')",
         &[

@@ -94,19 +94,19 @@ pub async fn put(
     spec: &Value,
 ) -> Result<(StoredRule, bool), ApiError> {
     let table = kind.table();
-    let row = db
-        .query_opt(
-            &format!(
-                "INSERT INTO {table} (tenant_id, name, spec)
+    let row = super::stmt::query_opt(
+        db,
+        &format!(
+            "INSERT INTO {table} (tenant_id, name, spec)
                  SELECT id, $2, $3 FROM tenants WHERE id = $1
                  ON CONFLICT (tenant_id, name) DO UPDATE
                     SET spec = EXCLUDED.spec, version = {table}.version + 1, updated_at = now()
                  RETURNING name, spec, version, updated_at, (xmax = 0) AS created"
-            ),
-            &[&tenant, &name, spec],
-        )
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no tenant {tenant}")))?;
+        ),
+        &[&tenant, &name, spec],
+    )
+    .await?
+    .ok_or_else(|| ApiError::not_found(format!("no tenant {tenant}")))?;
     Ok((from_row(&row), row.get("created")))
 }
 
@@ -117,7 +117,8 @@ pub async fn get(
     tenant: &str,
     name: &str,
 ) -> Result<StoredRule, ApiError> {
-    db.query_opt(
+    super::stmt::query_opt(
+        db,
         &format!(
             "SELECT name, spec, version, updated_at FROM {} WHERE tenant_id = $1 AND name = $2",
             kind.table()
@@ -135,15 +136,15 @@ pub async fn list(
     kind: Kind,
     tenant: &str,
 ) -> Result<Vec<StoredRule>, ApiError> {
-    let rows = db
-        .query(
-            &format!(
-                "SELECT name, spec, version, updated_at FROM {} WHERE tenant_id = $1 ORDER BY name",
-                kind.table()
-            ),
-            &[&tenant],
-        )
-        .await?;
+    let rows = super::stmt::query(
+        db,
+        &format!(
+            "SELECT name, spec, version, updated_at FROM {} WHERE tenant_id = $1 ORDER BY name",
+            kind.table()
+        ),
+        &[&tenant],
+    )
+    .await?;
     Ok(rows.iter().map(from_row).collect())
 }
 
@@ -154,15 +155,15 @@ pub async fn existing(
     tenant: &str,
     names: &[String],
 ) -> Result<Vec<String>, ApiError> {
-    let rows = db
-        .query(
-            &format!(
-                "SELECT name FROM {} WHERE tenant_id = $1 AND name = ANY($2)",
-                kind.table()
-            ),
-            &[&tenant, &names],
-        )
-        .await?;
+    let rows = super::stmt::query(
+        db,
+        &format!(
+            "SELECT name FROM {} WHERE tenant_id = $1 AND name = ANY($2)",
+            kind.table()
+        ),
+        &[&tenant, &names],
+    )
+    .await?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
@@ -173,13 +174,13 @@ pub async fn delete(
     tenant: &str,
     name: &str,
 ) -> Result<(), ApiError> {
-    let users = db
-        .query(
-            "SELECT name FROM services
+    let users = super::stmt::query(
+        db,
+        "SELECT name FROM services
              WHERE tenant_id = $1 AND deleted_at IS NULL AND settings ->> $2 = $3 ORDER BY name",
-            &[&tenant, &kind.column(), &name],
-        )
-        .await?;
+        &[&tenant, &kind.column(), &name],
+    )
+    .await?;
     if !users.is_empty() {
         let names: Vec<String> = users.iter().map(|r| r.get(0)).collect();
         return Err(ApiError::conflict(format!(
@@ -189,15 +190,15 @@ pub async fn delete(
             kind.column()
         )));
     }
-    let n = db
-        .execute(
-            &format!(
-                "DELETE FROM {} WHERE tenant_id = $1 AND name = $2",
-                kind.table()
-            ),
-            &[&tenant, &name],
-        )
-        .await?;
+    let n = super::stmt::execute(
+        db,
+        &format!(
+            "DELETE FROM {} WHERE tenant_id = $1 AND name = $2",
+            kind.table()
+        ),
+        &[&tenant, &name],
+    )
+    .await?;
     if n == 0 {
         return Err(ApiError::not_found(format!(
             "no {} {name} for tenant {tenant}",
@@ -213,7 +214,8 @@ pub async fn business_hours(
     tenant: &str,
     name: &str,
 ) -> Result<Option<BusinessHours>, ApiError> {
-    db.query_opt(
+    super::stmt::query_opt(
+        db,
         "SELECT spec FROM business_hours WHERE tenant_id = $1 AND name = $2",
         &[&tenant, &name],
     )
@@ -237,13 +239,13 @@ pub async fn plan(
     if settings.business_hours.is_none() && settings.capacity_rule.is_none() {
         return Ok(SlotPlan::new(settings, None, None));
     }
-    let row = db
-        .query_one(
-            "SELECT (SELECT spec FROM business_hours WHERE tenant_id = $1 AND name = $2),
+    let row = super::stmt::query_one(
+        db,
+        "SELECT (SELECT spec FROM business_hours WHERE tenant_id = $1 AND name = $2),
                     (SELECT spec FROM capacity_rules WHERE tenant_id = $1 AND name = $3)",
-            &[&tenant, &settings.business_hours, &settings.capacity_rule],
-        )
-        .await?;
+        &[&tenant, &settings.business_hours, &settings.capacity_rule],
+    )
+    .await?;
     let missing = |kind: Kind, name: &str| {
         ApiError::bad_request(format!(
             "service {service} refers to {} {name}, which does not exist",

@@ -16,6 +16,7 @@ pub mod number_rules;
 pub mod publish;
 pub mod services;
 pub mod slots;
+pub mod stmt;
 pub mod tenants;
 pub mod throttle;
 

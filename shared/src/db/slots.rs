@@ -38,13 +38,13 @@ pub async fn booked(
     from: Timestamp,
     to: Timestamp,
 ) -> Result<HashMap<Timestamp, u32>, ApiError> {
-    let rows = db
-        .query(
-            "SELECT slot_start, booked FROM slot_bookings
+    let rows = super::stmt::query(
+        db,
+        "SELECT slot_start, booked FROM slot_bookings
              WHERE tenant_id = $1 AND service = $2 AND slot_start BETWEEN $3 AND $4 AND booked > 0",
-            &[&tenant, &service, &from, &to],
-        )
-        .await?;
+        &[&tenant, &service, &from, &to],
+    )
+    .await?;
     Ok(rows
         .iter()
         .map(|r| {
@@ -203,11 +203,11 @@ pub async fn purge(
     before: Timestamp,
     limit: i64,
 ) -> Result<u64, ApiError> {
-    Ok(db
-        .execute(
-            "DELETE FROM slot_bookings WHERE ctid IN (
+    Ok(super::stmt::execute(
+        db,
+        "DELETE FROM slot_bookings WHERE ctid IN (
                 SELECT ctid FROM slot_bookings WHERE slot_start < $1 LIMIT $2)",
-            &[&before, &limit],
-        )
-        .await?)
+        &[&before, &limit],
+    )
+    .await?)
 }

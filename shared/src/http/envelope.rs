@@ -1,7 +1,10 @@
 //! The Engagement API envelope `{status:{code,message,corrId}, data}` and the one place where
 //! an [`ApiError`] becomes an HTTP response.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{
+    Arc, OnceLock,
+    atomic::{AtomicBool, Ordering},
+};
 
 use axum::{
     http::{HeaderValue, StatusCode, header},
@@ -18,6 +21,8 @@ pub struct RequestCtx {
     pub corr_id: String,
     /// Tenant, once resolved from the API key (metrics label, API-error log).
     pub tenant: OnceLock<String>,
+    /// Set by [`committing`]: the request's write may be committing now.
+    pub committing: AtomicBool,
 }
 
 tokio::task_local! {
@@ -34,6 +39,14 @@ pub fn corr_id() -> String {
 /// A new correlation id.
 pub fn new_corr_id() -> String {
     uuid::Uuid::new_v4().to_string()
+}
+
+/// Marks the current request as past its point of no return: call it just before a write
+/// that may commit even if the request is dropped (a statement sent, a batch handed over).
+/// From then on the request timeout waits for the outcome instead of answering 503, so no
+/// answer says "failed" about a callback that was in fact stored (and will be called).
+pub fn committing() {
+    let _ = CTX.try_with(|c| c.committing.store(true, Ordering::Release));
 }
 
 /// Records the tenant of the current request.
@@ -118,6 +131,14 @@ impl IntoResponse for ApiError {
             } => respond(self.status_code(), &message, Some(data)),
             _ => respond::<()>(self.status_code(), &message, None),
         };
+        if let ApiError::TooManyRequests {
+            retry_after_s: Some(s),
+            ..
+        } = &self
+        {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(*s));
+        }
         // Read by the request middleware for the API-error log.
         resp.extensions_mut()
             .insert(super::errors::ErrorMessage(message));

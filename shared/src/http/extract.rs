@@ -21,6 +21,20 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let RawBody(bytes) = RawBody::from_request(req, state).await?;
+        parse_json(&bytes).map(Json)
+    }
+}
+
+/// The body as sent, for handlers that parse it themselves (with [`parse_json`]); the size
+/// limit and read errors are answered as for [`Json`].
+#[derive(Debug)]
+pub struct RawBody(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for RawBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ::metrics::counter!(metrics::INVALID_CONTENT_LENGTH).increment(1);
@@ -29,7 +43,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
                 ApiError::bad_request(format!("could not read the request body: {rejection}"))
             }
         })?;
-        parse_json(&bytes).map(Json)
+        Ok(Self(bytes))
     }
 }
 

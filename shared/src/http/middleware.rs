@@ -90,6 +90,7 @@ async fn request_context(
     let ctx = Arc::new(RequestCtx {
         corr_id: new_corr_id(),
         tenant: Default::default(),
+        committing: Default::default(),
     });
     let path = req
         .extensions()
@@ -100,10 +101,23 @@ async fn request_context(
     let started = Instant::now();
     let span =
         tracing::info_span!("request", corrId = %ctx.corr_id, route = %path, method = %method);
-    let run = CTX.scope(ctx.clone(), async move {
-        match tokio::time::timeout(timeout, next.run(req)).await {
-            Ok(resp) => resp,
-            Err(_) => ApiError::Unavailable("request timed out".into()).into_response(),
+    let run = CTX.scope(ctx.clone(), {
+        let ctx = ctx.clone();
+        async move {
+            let handler = next.run(req);
+            tokio::pin!(handler);
+            match tokio::time::timeout(timeout, &mut handler).await {
+                Ok(resp) => resp,
+                // A write that may be committing is waited for: answering 503 now could
+                // report a stored callback as failed (see `envelope::committing`).
+                Err(_) if ctx.committing.load(Ordering::Acquire) => {
+                    tracing::warn!(
+                        "request past its timeout while committing; waiting for the outcome"
+                    );
+                    handler.await
+                }
+                Err(_) => ApiError::Unavailable("request timed out".into()).into_response(),
+            }
         }
     });
     let resp = tracing::Instrument::instrument(run, span.clone()).await;
@@ -258,6 +272,7 @@ async fn api_key_rate(limits: Arc<KeyRate>, req: Request, next: Next) -> Respons
                     wait.as_millis().max(1)
                 ),
                 data: None,
+                retry_after_s: Some(wait.as_secs_f64().ceil().max(1.0) as u64),
             }
             .into_response();
         }

@@ -12,9 +12,22 @@ use crate::{
     redis::{self, Keys, RedisHandle},
 };
 
-/// Built once in `main` before serving; on Lambda, warm invocations reuse it.
+/// Built once in `main` before serving; on Lambda, warm invocations reuse it. One `Arc`:
+/// axum clones the state for every extractor and middleware of every request, and cloning
+/// (and dropping) each resource separately showed in profiles.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Resources>);
+
+impl std::ops::Deref for AppState {
+    type Target = Resources;
+
+    fn deref(&self) -> &Resources {
+        &self.0
+    }
+}
+
+/// What [`AppState`] shares.
+pub struct Resources {
     /// Validated configuration.
     pub cfg: Arc<Config>,
     /// PostgreSQL pool (connections opened lazily).
@@ -43,7 +56,7 @@ impl AppState {
         let errors = ErrorSink::spawn(db.clone());
         let inserts = InsertBatcher::spawn(db.clone(), cfg.db.db_batch_in_flight);
         let cache = Caches::new(std::time::Duration::from_millis(cfg.db.cache_ttl_ms));
-        Ok(Self {
+        Ok(Self(Arc::new(Resources {
             cfg: Arc::new(cfg),
             db,
             redis,
@@ -52,6 +65,6 @@ impl AppState {
             errors,
             inserts,
             cache,
-        })
+        })))
     }
 }

@@ -117,6 +117,20 @@ async fn api_key_request_rate_is_limited_per_key() {
         msg.starts_with("request rate limit reached: 2 requests per second per API key (bursts of 5); retry after"),
         "{msg}"
     );
+    let raw = e
+        .http
+        .post(format!("{}{retrieve}", e.external))
+        .header("x-api-key", &noisy)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(raw.status().as_u16(), 429);
+    assert_eq!(
+        raw.headers()["retry-after"],
+        "1",
+        "2 per second: the next token within 1 s"
+    );
     // Another key is not affected.
     assert_eq!(e.post(&quiet, retrieve, body.clone()).await.0, 404);
     assert!(e.metric_sum("engage_api_key_rate_limited_total").await >= 6.0);
@@ -342,7 +356,9 @@ async fn slow_requests_time_out_in_the_envelope() {
     let e = Engage::start(&env, &[]).await;
     let key = e.tenant("acme").await;
     e.service("acme", "s", json!({})).await;
-    // Hold the callbacks table so the create cannot finish.
+    // Hold the callbacks table so the create cannot finish; ACCESS EXCLUSIVE blocks even the
+    // reads before the insert (the throttle's first seed), so it times out before its point
+    // of no return and nothing is stored.
     let mut pg = env.pg().await;
     let tx = pg.transaction().await.unwrap();
     tx.batch_execute("LOCK TABLE callbacks IN ACCESS EXCLUSIVE MODE")
@@ -364,4 +380,84 @@ async fn slow_requests_time_out_in_the_envelope() {
         took >= Duration::from_millis(900) && took < Duration::from_secs(5),
         "{took:?}"
     );
+    let stored: i64 = pg
+        .query_one("SELECT count(*) FROM callbacks", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, 0, "a 503 must mean nothing was stored");
+}
+
+/// A create whose insert is already on its way when the request timeout fires must not answer
+/// 503 (the callback would be stored and called while the caller retries): it waits for the
+/// outcome and tells the truth. With an Idempotency-Key the insert runs in a transaction that
+/// a timeout rolls back, so there a 503 is true (nothing stored) and the retry books it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_past_its_point_of_no_return_is_not_reported_as_timed_out() {
+    let env = TestEnv::new().with("REQUEST_TIMEOUT_MS", "500");
+    let e = Engage::start(&env, &[]).await;
+    let key = e.tenant("acme").await;
+    e.service("acme", "s", json!({})).await;
+    let pg = env.pg().await;
+    let count = |number: &'static str| {
+        let pg = &pg;
+        async move {
+            pg.query_one(
+                "SELECT count(*) FROM callbacks WHERE phone_number = $1",
+                &[&number],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+        }
+    };
+    // Holds the callbacks table for 1.5 s with EXCLUSIVE (reads go on, writes wait), so a
+    // create gets as far as its insert, and answers what it then got.
+    let create_while_locked = |number: &'static str, idempotency_key: Option<&'static str>| {
+        let (env, e, key) = (&env, &e, key.clone());
+        async move {
+            let mut locker = env.pg().await;
+            let tx = locker.transaction().await.unwrap();
+            tx.batch_execute("LOCK TABLE callbacks IN EXCLUSIVE MODE")
+                .await
+                .unwrap();
+            let mut req = e
+                .http
+                .post(format!("{}{CREATE}", e.external))
+                .header("x-api-key", &key)
+                .json(&json!({"serviceName": "s", "phoneNumber": number}));
+            if let Some(k) = idempotency_key {
+                req = req.header("Idempotency-Key", k);
+            }
+            let call = tokio::spawn(req.send());
+            tokio::time::sleep(Duration::from_millis(1_500)).await;
+            tx.commit().await.unwrap();
+            let resp = call.await.unwrap().unwrap();
+            let code = resp.status().as_u16();
+            (code, resp.json::<Value>().await.unwrap())
+        }
+    };
+
+    let (code, body) = create_while_locked("+12025550100", None).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(count("+12025550100").await, 1);
+
+    let (code, body) = create_while_locked("+12025550101", Some("k-1")).await;
+    assert_eq!(code, 503, "{body}");
+    assert_eq!(
+        count("+12025550101").await,
+        0,
+        "a 503 must mean nothing was stored"
+    );
+    let retry = e
+        .http
+        .post(format!("{}{CREATE}", e.external))
+        .header("x-api-key", &key)
+        .header("Idempotency-Key", "k-1")
+        .json(&json!({"serviceName": "s", "phoneNumber": "+12025550101"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(retry.status().as_u16(), 200);
+    assert_eq!(count("+12025550101").await, 1);
 }

@@ -676,6 +676,22 @@ async fn the_window_slides_and_frees_up_when_announced() {
             && wait < jiff::SignedDuration::from_millis(1_500),
         "{msg}: {wait:?}"
     );
+    // The same, machine-readable: Retry-After in whole seconds, rounded up.
+    let raw = a
+        .http
+        .post(format!("{}/engagement/v3/callbacks/create", a.external))
+        .header("x-api-key", &key)
+        .json(&json!({"serviceName": "s", "phoneNumber": number(6)}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(raw.status().as_u16(), 429);
+    let retry_after: u64 = raw.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&retry_after), "{retry_after}");
     tokio::time::sleep(std::time::Duration::try_from(wait).unwrap()).await;
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     assert_eq!(create(4).await.0, 200, "freed at the announced time");

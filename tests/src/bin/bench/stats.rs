@@ -73,10 +73,11 @@ pub(crate) fn delta_text(
         .join(" ")
 }
 
-/// CPU seconds (user + system) used so far by every process on the machine, summed by
-/// command name (`engage`, `postgres`, `redis-server`, `bench`, …): deltas of two snapshots
-/// show where the CPU time of a load run went. Exited processes drop out, so take snapshots
-/// around a run of long-lived processes.
+/// CPU seconds (user + system) used so far by every user-space process on the machine, summed
+/// by command name (`engage`, `postgres`, `redis-server`, `bench`, …): deltas of two
+/// snapshots show where the CPU time of a load run went. Kernel threads are left out (their
+/// names change with the work they pick up, so per-name deltas of them mean nothing). Exited
+/// processes drop out, so take snapshots around a run of long-lived processes.
 pub(crate) fn cpu_by_comm() -> std::collections::BTreeMap<String, f64> {
     // USER_HZ: 100 on every Linux architecture we run on (`getconf CLK_TCK`).
     const TICKS: f64 = 100.0;
@@ -94,6 +95,10 @@ pub(crate) fn cpu_by_comm() -> std::collections::BTreeMap<String, f64> {
         };
         let comm = &stat[open + 1..close];
         let rest: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        // rest[1] is the parent pid: kernel threads are children of kthreadd (pid 2).
+        if rest.get(1) == Some(&"2") || rest.get(1) == Some(&"0") {
+            continue;
+        }
         // Fields 14 and 15 (utime, stime) are at 11 and 12 after `state`.
         let ticks = |i: usize| rest.get(i).and_then(|v| v.parse::<f64>().ok());
         if let (Some(u), Some(s)) = (ticks(11), ticks(12)) {
