@@ -1,7 +1,8 @@
 //! `POST /engagement/v3/callbacks/create`: book an immediate or scheduled callback.
 //!
 //! The callback is committed to PostgreSQL first (the answer means durable), then indexed in
-//! Redis for dispatch. A failed Redis write does not fail the request: it is logged and counted,
+//! Redis for dispatch (plain creates by the group-commit batcher, one round trip per batch and
+//! shard; slot claims and Idempotency-Key creates here). A failed Redis write does not fail the request: it is logged and counted,
 //! and the worker's reconciler indexes the callback from PostgreSQL. Business hours and slot
 //! capacity are checked in [`super::capacity`]; a scheduled callback's slot place is claimed in
 //! the statement (or idempotency transaction) that inserts it.
@@ -184,7 +185,8 @@ pub async fn create(
     // `client` is kept for the error path, except on the group-commit path: the batcher draws
     // from the same pool, so a request must not hold a connection while it waits.
     let mut client = Some(client);
-    let result: ApiResult<()> = match keyed {
+    // Ok(true): stored and already indexed (the group-commit batcher indexes its rows).
+    let result: ApiResult<bool> = match keyed {
         None => {
             let held = client.as_ref().expect("connection held until here");
             let reservation = limits::reserve(
@@ -201,9 +203,9 @@ pub async fn create(
             shared::http::envelope::committing();
             let inserted = if cb.slot.is_none() {
                 client = None;
-                state.inserts.insert(cb.clone()).await
+                state.inserts.insert(cb.clone()).await.map(|()| true)
             } else {
-                db::callbacks::insert(held, &cb).await
+                db::callbacks::insert(held, &cb).await.map(|()| false)
             };
             if inserted.is_err() {
                 reservation.give_back(state).await;
@@ -235,7 +237,8 @@ pub async fn create(
             let stored = async {
                 db::callbacks::insert(&tx, &cb).await?;
                 shared::http::envelope::committing();
-                Ok::<_, ApiError>(tx.commit().await?)
+                tx.commit().await?;
+                Ok::<_, ApiError>(false)
             }
             .await;
             if stored.is_err() {
@@ -244,18 +247,23 @@ pub async fn create(
             stored
         }
     };
-    if let Err(e) = result {
-        let client = match client {
-            Some(c) => c,
-            None => state.db.get().await?,
-        };
-        return Err(booking
-            .explain(&client, tenant, &req.service_name, s, now, e)
-            .await);
-    }
+    let indexed = match result {
+        Ok(indexed) => indexed,
+        Err(e) => {
+            let client = match client {
+                Some(c) => c,
+                None => state.db.get().await?,
+            };
+            return Err(booking
+                .explain(&client, tenant, &req.service_name, s, now, e)
+                .await);
+        }
+    };
     drop(client);
     ::metrics::counter!(metrics::CALLBACKS_CREATED, "tenant" => tenant.to_string()).increment(1);
-    index(state, cb.id, cb.dispatch_at).await;
+    if !indexed {
+        index(state, cb.id, cb.dispatch_at).await;
+    }
     Ok(cb.id)
 }
 

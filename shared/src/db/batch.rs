@@ -1,15 +1,22 @@
 //! Group commit for callback inserts. Concurrent creates hand their row to one batcher, which
-//! writes whatever is queued as a single multi-row `INSERT` (one transaction, one WAL flush)
-//! and answers every waiter after the commit. At low load a batch is one row and nothing waits
-//! for a batch to fill; under load, rows queue while earlier batches are in flight, so commits
-//! are shared. Durability is unchanged: a caller is answered only after its row is committed.
+//! writes whatever is queued as a single multi-row `INSERT` (one transaction, one WAL flush),
+//! then puts the committed rows into the schedule index in one Redis round trip per shard, and
+//! answers every waiter. At low load a batch is one row and nothing waits for a batch to fill;
+//! under load, rows queue while earlier batches are in flight, so commits and index writes are
+//! shared. Durability is unchanged: a caller is answered only after its row is committed. An
+//! index write that fails is counted and logged, and the worker's reconciler indexes the rows
+//! from PostgreSQL (the create still succeeds).
 
 use deadpool_postgres::Pool;
 use serde_json::Value;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::callbacks::NewCallback;
-use crate::error::ApiError;
+use crate::{
+    error::ApiError,
+    metrics,
+    redis::{Keys, RedisHandle, schedule},
+};
 
 type Job = (NewCallback, oneshot::Sender<Result<(), ApiError>>);
 
@@ -22,24 +29,50 @@ pub struct InsertBatcher {
     /// `None` outside a runtime (tools): inserts then go straight to the database.
     tx: Option<mpsc::Sender<Job>>,
     pool: Pool,
+    index: Index,
+}
+
+/// Where committed rows are indexed.
+#[derive(Clone)]
+struct Index {
+    redis: RedisHandle,
+    keys: Keys,
+}
+
+impl std::fmt::Debug for Index {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Index").field("keys", &self.keys).finish()
+    }
 }
 
 impl InsertBatcher {
-    /// Starts the batcher with at most `in_flight` statements running at once.
-    pub fn spawn(pool: Pool, in_flight: usize) -> Self {
+    /// Starts the batcher with at most `in_flight` statements running at once; committed rows
+    /// go into the schedule index of `redis`.
+    pub fn spawn(pool: Pool, in_flight: usize, redis: RedisHandle, keys: Keys) -> Self {
+        let index = Index { redis, keys };
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
-            return Self { tx: None, pool };
+            return Self {
+                tx: None,
+                pool,
+                index,
+            };
         };
         let (tx, rx) = mpsc::channel(4096);
-        rt.spawn(run(pool.clone(), rx, in_flight.max(1)));
-        Self { tx: Some(tx), pool }
+        rt.spawn(run(pool.clone(), index.clone(), rx, in_flight.max(1)));
+        Self {
+            tx: Some(tx),
+            pool,
+            index,
+        }
     }
 
-    /// Inserts one callback; returns once it is committed.
+    /// Inserts one callback and indexes it for dispatch; returns once it is committed.
     pub async fn insert(&self, cb: NewCallback) -> Result<(), ApiError> {
         let Some(tx) = &self.tx else {
             let client = self.pool.get().await?;
-            return insert_rows(&client, std::slice::from_ref(&cb)).await;
+            insert_rows(&client, std::slice::from_ref(&cb)).await?;
+            self.index.rows(std::slice::from_ref(&cb)).await;
+            return Ok(());
         };
         let (done, wait) = oneshot::channel();
         tx.send((cb, done))
@@ -50,7 +83,27 @@ impl InsertBatcher {
     }
 }
 
-async fn run(pool: Pool, mut rx: mpsc::Receiver<Job>, in_flight: usize) {
+impl Index {
+    /// Indexes committed rows; a failure is counted and logged (the reconciler repairs it).
+    async fn rows(&self, rows: &[NewCallback]) {
+        let entries: Vec<_> = rows
+            .iter()
+            .map(|c| (c.id, c.dispatch_at.as_millisecond()))
+            .collect();
+        let result = async {
+            let mut conn = self.redis.conn().await?;
+            schedule::index_many(&mut conn, &self.keys, &entries).await
+        }
+        .await;
+        if let Err(e) = result {
+            ::metrics::counter!(metrics::REDIS_WRITE_FAILED, "op" => "index")
+                .increment(rows.len() as u64);
+            tracing::warn!(count = rows.len(), error = %e, "schedule index write failed; the reconciler will repair it");
+        }
+    }
+}
+
+async fn run(pool: Pool, index: Index, mut rx: mpsc::Receiver<Job>, in_flight: usize) {
     let permits = std::sync::Arc::new(Semaphore::new(in_flight));
     loop {
         let Ok(permit) = permits.clone().acquire_owned().await else {
@@ -60,22 +113,25 @@ async fn run(pool: Pool, mut rx: mpsc::Receiver<Job>, in_flight: usize) {
         if rx.recv_many(&mut jobs, MAX_BATCH).await == 0 {
             return; // every sender dropped
         }
-        let pool = pool.clone();
+        let (pool, index) = (pool.clone(), index.clone());
         tokio::spawn(async move {
-            write(&pool, jobs).await;
+            write(&pool, &index, jobs).await;
             drop(permit);
         });
     }
 }
 
-async fn write(pool: &Pool, jobs: Vec<Job>) {
+async fn write(pool: &Pool, index: &Index, jobs: Vec<Job>) {
     let (rows, waiters): (Vec<NewCallback>, Vec<_>) = jobs.into_iter().unzip();
     let result = match pool.get().await {
         Ok(client) => insert_rows(&client, &rows).await,
         Err(e) => Err(e.into()),
     };
     match result {
-        Ok(()) => waiters.into_iter().for_each(|w| drop(w.send(Ok(())))),
+        Ok(()) => {
+            index.rows(&rows).await;
+            waiters.into_iter().for_each(|w| drop(w.send(Ok(()))));
+        }
         Err(ApiError::Unavailable(m)) => {
             waiters
                 .into_iter()
@@ -88,6 +144,9 @@ async fn write(pool: &Pool, jobs: Vec<Job>) {
                     Ok(client) => insert_rows(&client, std::slice::from_ref(&row)).await,
                     Err(e) => Err(e.into()),
                 };
+                if res.is_ok() {
+                    index.rows(std::slice::from_ref(&row)).await;
+                }
                 let _ = w.send(res);
             }
         }

@@ -54,7 +54,12 @@ impl AppState {
         let voice = redis::voice(&cfg)?;
         let keys = Keys::new(&cfg.redis.redis_prefix, cfg.redis.redis_schedule_shards);
         let errors = ErrorSink::spawn(db.clone());
-        let inserts = InsertBatcher::spawn(db.clone(), cfg.db.db_batch_in_flight);
+        let inserts = InsertBatcher::spawn(
+            db.clone(),
+            cfg.db.db_batch_in_flight,
+            redis.clone(),
+            keys.clone(),
+        );
         let cache = Caches::new(std::time::Duration::from_millis(cfg.db.cache_ttl_ms));
         Ok(Self(Arc::new(Resources {
             cfg: Arc::new(cfg),

@@ -34,25 +34,50 @@ pub async fn index(
     id: Uuid,
     dispatch_at_ms: i64,
 ) -> redis::RedisResult<()> {
-    let shard = keys.shard_of(&id);
-    let member = id.to_string();
-    let (_, head): (i64, Vec<String>) = redis::pipe()
-        .cmd("ZADD")
-        .arg(keys.sched(shard))
-        .arg(dispatch_at_ms)
-        .arg(&member)
-        .cmd("ZRANGE")
-        .arg(keys.sched(shard))
-        .arg(0)
-        .arg(0)
-        .query_async(conn)
-        .await?;
-    if head.first() == Some(&member) {
-        redis::cmd("PUBLISH")
-            .arg(keys.wake_channel())
-            .arg(format!("{dispatch_at_ms}:{shard}"))
-            .query_async::<i64>(conn)
+    index_many(conn, keys, &[(id, dispatch_at_ms)]).await
+}
+
+/// [`index`] for many callbacks at once (a group commit's batch): one `ZADD` of all of a
+/// shard's members and one `ZRANGE 0 0` per shard, in one round trip per shard (a shard is one
+/// cluster slot), then a `PUBLISH` for each shard whose head is now one of them. Reading the
+/// head after the add keeps the argument of [`index`]: every other new member of the shard
+/// is at or after the head that is announced.
+pub async fn index_many(
+    conn: &mut RedisConn,
+    keys: &Keys,
+    entries: &[(Uuid, i64)],
+) -> redis::RedisResult<()> {
+    let mut by_shard: std::collections::BTreeMap<u16, Vec<(String, i64)>> = Default::default();
+    for (id, at) in entries {
+        by_shard
+            .entry(keys.shard_of(id))
+            .or_default()
+            .push((id.to_string(), *at));
+    }
+    for (shard, members) in by_shard {
+        let mut zadd = redis::cmd("ZADD");
+        zadd.arg(keys.sched(shard));
+        for (member, at) in &members {
+            zadd.arg(*at).arg(member);
+        }
+        let (_, head): (i64, Vec<String>) = redis::pipe()
+            .add_command(zadd)
+            .cmd("ZRANGE")
+            .arg(keys.sched(shard))
+            .arg(0)
+            .arg(0)
+            .query_async(conn)
             .await?;
+        if let Some((_, at)) = head
+            .first()
+            .and_then(|h| members.iter().find(|(m, _)| m == h))
+        {
+            redis::cmd("PUBLISH")
+                .arg(keys.wake_channel())
+                .arg(format!("{at}:{shard}"))
+                .query_async::<i64>(conn)
+                .await?;
+        }
     }
     Ok(())
 }
