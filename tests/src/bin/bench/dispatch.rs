@@ -209,7 +209,8 @@ pub(crate) async fn lateness(opts: &Options, r: &mut Results) -> anyhow::Result<
 pub(crate) async fn lifecycle(opts: &Options, r: &mut Results) -> anyhow::Result<()> {
     println!("commands per lifecycle");
     let s = stack().await;
-    let _worker = WorkerProc::start(&s.env, &[]).await;
+    // The voice platform reports each state to the events URL in the entry: this engage.
+    let _worker = WorkerProc::start(&s.env, &[("GES_URL", s.engage.internal.clone())]).await;
     let sim = Proc::spawn(
         &s.env,
         "ors-sim",
@@ -234,21 +235,29 @@ pub(crate) async fn lifecycle(opts: &Options, r: &mut Results) -> anyhow::Result
     let booked = create_all(&s.engage, &s.key, bodies).await;
     let pg = s.env.pg().await;
     let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let done: i64 = pg
+    let done = loop {
+        let done = pg
             .query_one(
                 "SELECT count(*) FROM callbacks WHERE state = 'COMPLETED'",
                 &[],
             )
             .await?
-            .get(0);
+            .get::<_, i64>(0);
         if done as usize >= booked || Instant::now() > deadline {
-            break;
+            break done;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    };
     tokio::time::sleep(Duration::from_millis(300)).await;
     let per = (crate::stats::total_calls(&s.redis.url()).await - before) / booked.max(1) as f64;
+    if (done as usize) < booked {
+        r.notes.push(format!(
+            "lifecycle: only {done} of {booked} callbacks reached COMPLETED within 60 s; the commands-per-callback figure is incomplete"
+        ));
+    }
+    r.notes.push(format!(
+        "lifecycle: {booked} immediate callbacks created 64 at a time, {done} COMPLETED by ors-sim (50 agents, 20 ms calls); concurrent creates share index writes (group commit), so one callback alone costs more (the test `ors_service_redis_commands_per_immediate_callback` measures that case)"
+    ));
     r.add(Figure {
         budget: Some("≤ 15".into()),
         ges: Some("~110".into()),
@@ -383,7 +392,10 @@ pub(crate) async fn sizing(opts: &Options, r: &mut Results) -> anyhow::Result<()
         .map(|i| json!({"serviceName": "sales", "phoneNumber": phone(900_000 + i as u64)}))
         .collect();
     let immediate = create_all(&s.engage, &s.key, immediate).await;
-    tokio::time::sleep(Duration::from_secs(5)).await; // immediate ones dispatched, queued at the voice platform
+    // The immediate ones dispatched (queued at the voice platform), and the one look at each
+    // shard's in-flight set when their claims' lease (15 s) would have run out: then nothing
+    // remains but waiting.
+    tokio::time::sleep(Duration::from_secs(20)).await;
     let before = crate::stats::calls_by_command(&s.redis.url()).await;
     tokio::time::sleep(Duration::from_secs_f64(window)).await;
     let after = crate::stats::calls_by_command(&s.redis.url()).await;
@@ -401,7 +413,10 @@ pub(crate) async fn sizing(opts: &Options, r: &mut Results) -> anyhow::Result<()
     // other, so "0" means below that resolution (a few commands per window over all callbacks).
     let loaded = delta / window;
     let marginal = (loaded - idle).max(0.0) * 3600.0 / scheduled.max(1) as f64;
-    let resolution = 10.0 / window * 3600.0 / scheduled.max(1) as f64;
+    // Periodic work that lands 0 or 1 times in a window: one pass over every shard (claim
+    // script: 5 commands) and one safety poll (2 per shard).
+    let shards = 4.0;
+    let resolution = 7.0 * shards / window * 3600.0 / scheduled.max(1) as f64;
     r.add(Figure {
         budget: Some("0".into()),
         ges: Some("60 (1 per minute)".into()),
