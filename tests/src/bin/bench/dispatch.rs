@@ -112,7 +112,7 @@ pub(crate) async fn lateness(opts: &Options, r: &mut Results) -> anyhow::Result<
     println!("dispatch lateness");
     let secs: i64 = if opts.repeats == 1 { 10 } else { 60 };
     let s = stack().await;
-    let _worker = WorkerProc::start(&s.env, &[]).await;
+    let worker = WorkerProc::start(&s.env, &[]).await;
     let rate = 1000i64;
     let total = (rate * secs) as usize;
     // Leave time to book them all before the first falls due: measure the booking rate on
@@ -173,34 +173,66 @@ pub(crate) async fn lateness(opts: &Options, r: &mut Results) -> anyhow::Result<
     )?;
     r.charts.push("dispatch-lateness.svg".into());
 
-    // Burst: 10,000 due at one instant.
+    // The burst runs below use workers of their own (other voice streams, same schedule index).
+    drop(worker);
+
+    // Burst: 10,000 due at one instant, with 1, 2 and 3 workers: drain time and throughput.
     let burst = if opts.repeats == 1 { 2_000 } else { 10_000 };
-    let env2 = s
-        .env
-        .clone()
-        .with("VOICE_STREAM", &format!("{}:burst", s.env.id));
-    let engage2 = Engage::start(&env2, &[]).await;
-    let _worker2 = WorkerProc::start(&env2, &[]).await;
-    let t1 = Timestamp::now() + SignedDuration::from_secs_f64(10.0 + 1.5 * burst as f64 / per_sec);
-    let bodies: Vec<Value> = (0..burst)
-        .map(|i| json!({"serviceName": "sales", "phoneNumber": phone(i), "desiredTime": t1.to_string()}))
-        .collect();
-    let booked = create_all(&engage2, &s.key, bodies).await;
-    anyhow::ensure!(
-        Timestamp::now() < t1,
-        "burst booking took longer than its lead"
-    );
-    let stream2 = env2.voice_stream().to_string();
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while stream_len(&s.voice.url(), &stream2).await < booked as u64 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(250)).await;
+    let mut points = Vec::new();
+    for workers in 1..=3usize {
+        let env2 = s
+            .env
+            .clone()
+            .with("VOICE_STREAM", &format!("{}:burst{workers}", s.env.id));
+        let engage2 = Engage::start(&env2, &[]).await;
+        let mut procs = Vec::new();
+        for _ in 0..workers {
+            procs.push(WorkerProc::start(&env2, &[]).await);
+        }
+        let t1 =
+            Timestamp::now() + SignedDuration::from_secs_f64(10.0 + 1.5 * burst as f64 / per_sec);
+        let bodies: Vec<Value> = (0..burst)
+            .map(|i| json!({"serviceName": "sales", "phoneNumber": phone(i), "desiredTime": t1.to_string()}))
+            .collect();
+        let booked = create_all(&engage2, &s.key, bodies).await;
+        anyhow::ensure!(
+            Timestamp::now() < t1,
+            "burst booking took longer than its lead"
+        );
+        let stream2 = env2.voice_stream().to_string();
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while stream_len(&s.voice.url(), &stream2).await < booked as u64
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        let mut late = lateness_of(&s.voice.url(), &stream2).await;
+        let n = late.len();
+        let drain_ms = pct(&mut late, 1.0);
+        let throughput = n as f64 / (drain_ms.max(1.0) / 1000.0);
+        points.push((workers as f64, throughput));
+        if workers == 1 {
+            r.add(fig(
+                &format!("Burst: {booked} due at one instant, 1 worker, {n} of {booked} in the stream; p50 {:.0} ms; all in after (max lateness)", pct(&mut late, 0.5)),
+                drain_ms,
+                "ms",
+            ));
+        }
+        r.add(fig(
+            &format!("Burst of {booked}, {workers} worker(s) on these 2 cores: {n} of {booked} in the stream after {drain_ms:.0} ms; dispatch throughput"),
+            throughput,
+            "callbacks/s",
+        ));
+        drop(procs);
     }
-    let mut late = lateness_of(&s.voice.url(), &stream2).await;
-    r.add(fig(
-        &format!("Burst: {booked} due at one instant, all in the stream after (max lateness); p50 {:.0} ms", pct(&mut late, 0.5)),
-        pct(&mut late, 1.0),
-        "ms",
-    ));
+    crate::chart::lines(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/dispatch-throughput.svg"),
+        &format!("Dispatch throughput vs workers (burst of {burst} due at once)"),
+        "workers",
+        "callbacks per second",
+        &[("throughput".into(), points)],
+    )?;
+    r.charts.push("dispatch-throughput.svg".into());
     drop((s.redis, s.voice));
     Ok(())
 }
