@@ -262,7 +262,8 @@ pub async fn create(
     drop(client);
     ::metrics::counter!(metrics::CALLBACKS_CREATED, "tenant" => tenant.to_string()).increment(1);
     if !indexed {
-        index(state, cb.id, cb.dispatch_at).await;
+        let entry = (cb.id, cb.dispatch_at.as_millisecond());
+        schedule::index_committed(&state.redis, &state.keys, &[entry]).await;
     }
     Ok(cb.id)
 }
@@ -274,18 +275,5 @@ fn earlier_result(earlier: Idempotent) -> ApiResult<Uuid> {
         _ => Err(ApiError::conflict(
             "Idempotency-Key was already used with a different request body",
         )),
-    }
-}
-
-/// Puts the committed callback into the schedule index; failures are repaired by the reconciler.
-async fn index(state: &AppState, id: Uuid, dispatch_at: Timestamp) {
-    let result = async {
-        let mut conn = state.redis.conn().await?;
-        schedule::index(&mut conn, &state.keys, id, dispatch_at.as_millisecond()).await
-    }
-    .await;
-    if let Err(e) = result {
-        ::metrics::counter!(metrics::REDIS_WRITE_FAILED, "op" => "index").increment(1);
-        tracing::warn!(callback.id = %id, error = %e, "schedule index write failed; the reconciler will repair it");
     }
 }

@@ -14,7 +14,6 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use super::callbacks::NewCallback;
 use crate::{
     error::ApiError,
-    metrics,
     redis::{Keys, RedisHandle, schedule},
 };
 
@@ -84,22 +83,13 @@ impl InsertBatcher {
 }
 
 impl Index {
-    /// Indexes committed rows; a failure is counted and logged (the reconciler repairs it).
+    /// Indexes committed rows (failures counted and logged, see [`schedule::index_committed`]).
     async fn rows(&self, rows: &[NewCallback]) {
         let entries: Vec<_> = rows
             .iter()
             .map(|c| (c.id, c.dispatch_at.as_millisecond()))
             .collect();
-        let result = async {
-            let mut conn = self.redis.conn().await?;
-            schedule::index_many(&mut conn, &self.keys, &entries).await
-        }
-        .await;
-        if let Err(e) = result {
-            ::metrics::counter!(metrics::REDIS_WRITE_FAILED, "op" => "index")
-                .increment(rows.len() as u64);
-            tracing::warn!(count = rows.len(), error = %e, "schedule index write failed; the reconciler will repair it");
-        }
+        schedule::index_committed(&self.redis, &self.keys, &entries).await;
     }
 }
 

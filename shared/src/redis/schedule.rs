@@ -7,7 +7,7 @@ use std::sync::LazyLock;
 use redis::Script;
 use uuid::Uuid;
 
-use super::{Keys, RedisConn};
+use super::{Keys, RedisConn, RedisHandle};
 
 /// Removes a callback from its shard and from in-flight. KEYS: sched, inflight. ARGV: member.
 static UNINDEX: LazyLock<Script> = LazyLock::new(|| {
@@ -80,6 +80,22 @@ pub async fn index_many(
         }
     }
     Ok(())
+}
+
+/// Indexes committed callbacks ([`index_many`]) on the service Redis; a failure is counted
+/// (`engage_redis_write_failed_total{op="index"}`) and logged, not returned: the callbacks are
+/// committed, and the worker's reconciler indexes them from PostgreSQL.
+pub async fn index_committed(redis: &RedisHandle, keys: &Keys, entries: &[(Uuid, i64)]) {
+    let result = async {
+        let mut conn = redis.conn().await?;
+        index_many(&mut conn, keys, entries).await
+    }
+    .await;
+    if let Err(e) = result {
+        ::metrics::counter!(crate::metrics::REDIS_WRITE_FAILED, "op" => "index")
+            .increment(entries.len() as u64);
+        tracing::warn!(count = entries.len(), error = %e, "schedule index write failed; the reconciler will repair it");
+    }
 }
 
 /// Removes a callback from the index; returns whether it was there.
