@@ -33,6 +33,8 @@ pub const REDIS_WRITE_FAILED: &str = "engage_redis_write_failed_total";
 pub const THROTTLE_FAIL_OPEN: &str = "engage_throttle_fail_open_total";
 /// Requests refused by the per-API-key request rate limit of the public port.
 pub const API_KEY_RATE_LIMITED: &str = "engage_api_key_rate_limited_total";
+/// Callbacks stored after their create had answered 503, then deleted (compensated).
+pub const CREATES_COMPENSATED: &str = "engage_creates_compensated_total";
 /// Build info gauge (= 1), label `version`.
 pub const BUILD_INFO: &str = "ges_build_info";
 /// Callbacks the dispatcher watches, by `type`.
@@ -146,6 +148,10 @@ fn describe() {
     describe_counter!(
         REDIS_WRITE_FAILED,
         "Redis writes that failed after a PostgreSQL commit (repaired by the reconciler), by operation."
+    );
+    describe_counter!(
+        CREATES_COMPENSATED,
+        "Callbacks stored after their create had answered 503, deleted again (docs/bounded-answers.md)."
     );
     describe_gauge!(BUILD_INFO, "Build information (always 1), by version.");
     describe_gauge!(MONITOR_SIZE, "Callbacks the dispatcher watches, by type.");

@@ -5,11 +5,19 @@
 //! positions and wait estimates stop counting it) and a control entry asks the
 //! voice platform to stop the session. A failed control write is not lost: the worker's outbox
 //! sends every control entry still owed.
+//!
+//! Bounded (docs/bounded-answers.md): the cancel runs in a transaction of its own task, and the
+//! request waits for it until its commit deadline. Given up before the `COMMIT` is sent, the
+//! transaction rolls back and the answer is 503 "not cancelled". Given up while the `COMMIT` is
+//! in flight (PostgreSQL frozen), the outcome is unknown and the 503 says so; should the
+//! cancel land, the task does the follow-ups itself. A `COMMIT` whose connection broke is
+//! resolved by re-reading the row under a row lock before answering.
 
 use axum::{Router, extract::State, routing::post};
 use serde::Serialize;
 use shared::{
-    db,
+    ApiError, db,
+    db::outcome::{self, Waited, Writer},
     error::ApiResult,
     http::{ApiTenant, AppState, Envelope, Json},
     metrics,
@@ -36,14 +44,129 @@ async fn handler(
     Json(body): Json<CallbackIdParms>,
 ) -> ApiResult<Envelope<CancelledData>> {
     let id = body.parse()?;
-    let cancelled = {
-        let client = state.db.get().await?;
-        shared::http::envelope::committing();
-        db::callbacks::cancel(&client, &tenant, id).await?
+    let client = state.db.get().await?;
+    shared::http::envelope::committing();
+    let deadline = shared::http::envelope::commit_deadline();
+    let (writer, waiter) = outcome::pair();
+    tokio::spawn(cancel_task(state.clone(), client, tenant, id, writer));
+    match waiter.wait(deadline).await {
+        Waited::Done(answer) => answer?,
+        Waited::Abandoned | Waited::DoneLate { stored: false } => {
+            return Err(ApiError::Unavailable(
+                "the database did not answer in time; the callback was not cancelled, retry later"
+                    .into(),
+            ));
+        }
+        Waited::InDoubt | Waited::DoneLate { stored: true } => {
+            return Err(ApiError::Unavailable(
+                "the database did not confirm the cancel in time; it may still apply: retry to \
+                 learn the outcome"
+                    .into(),
+            ));
+        }
     };
-    release_throttle(&state, &tenant, &cancelled.service, id).await;
-    after_cancel(&state, &tenant, id, cancelled).await;
     Ok(Envelope::ok(CancelledData { id: id.to_string() }))
+}
+
+/// The cancel, committed only while the request waits, then its follow-ups (done here also
+/// when the request gave up and the cancel landed after all).
+async fn cancel_task(
+    state: AppState,
+    mut client: deadpool_postgres::Object,
+    tenant: String,
+    id: Uuid,
+    writer: Writer<ApiResult<()>>,
+) {
+    let result = match in_tx(&mut client, &tenant, id, &writer).await {
+        Err(Fail::InDoubt(e)) => {
+            tracing::warn!(callback.id = %id, error = %e, "cancel commit outcome unknown; resolving");
+            drop(client);
+            resolve(&state, &tenant, id).await
+        }
+        Err(Fail::Api(e)) => Err(e),
+        Ok(c) => Ok(c),
+    };
+    let done = result.as_ref().is_ok();
+    let answered = writer.settle(done);
+    if let Ok(cancelled) = result {
+        release_throttle(&state, &tenant, &cancelled.service, id).await;
+        after_cancel(&state, &tenant, id, cancelled).await;
+        if answered {
+            writer.send(Ok(()));
+        }
+    } else if let Err(e) = result
+        && answered
+    {
+        writer.send(Err(e));
+    }
+}
+
+/// Why the cancel transaction did not end in a known state.
+enum Fail {
+    /// A definite answer: nothing changed.
+    Api(ApiError),
+    /// The `COMMIT` was sent and the connection broke: outcome unknown.
+    InDoubt(deadpool_postgres::tokio_postgres::Error),
+}
+
+impl From<ApiError> for Fail {
+    fn from(e: ApiError) -> Self {
+        Self::Api(e)
+    }
+}
+
+impl From<deadpool_postgres::tokio_postgres::Error> for Fail {
+    fn from(e: deadpool_postgres::tokio_postgres::Error) -> Self {
+        Self::Api(e.into())
+    }
+}
+
+async fn in_tx(
+    client: &mut deadpool_postgres::Object,
+    tenant: &str,
+    id: Uuid,
+    writer: &Writer<ApiResult<()>>,
+) -> Result<db::callbacks::Cancelled, Fail> {
+    let tx = client.transaction().await?;
+    let cancelled = db::callbacks::cancel(&tx, tenant, id).await?;
+    if !writer.begin_commit() {
+        tx.rollback().await?;
+        return Err(Fail::Api(ApiError::Unavailable("request given up".into())));
+    }
+    match tx.commit().await {
+        Ok(()) => Ok(cancelled),
+        Err(e) if outcome::in_doubt(&e) => Err(Fail::InDoubt(e)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// After a broken `COMMIT`: whether the cancel landed, read under the row lock (which waits
+/// for a transaction still holding it). Retries until PostgreSQL answers.
+async fn resolve(state: &AppState, tenant: &str, id: Uuid) -> ApiResult<db::callbacks::Cancelled> {
+    let mut delay = std::time::Duration::from_millis(100);
+    loop {
+        let read = async {
+            let mut client = state.db.get().await?;
+            let tx = client.transaction().await?;
+            let found = db::callbacks::cancel_outcome(&tx, tenant, id).await;
+            tx.rollback().await?;
+            found
+        }
+        .await;
+        match read {
+            Ok(Some(c)) => return Ok(c),
+            Ok(None) => {
+                return Err(ApiError::Unavailable(
+                    "database connection lost; the callback was not cancelled, retry later".into(),
+                ));
+            }
+            Err(e) => {
+                tracing::warn!(callback.id = %id, error = %e, "cancel outcome not resolved yet");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(std::time::Duration::from_secs(2));
+            }
+        }
+    }
 }
 
 /// Frees the callback's place in its service's active counts (`in_queue_checking`,

@@ -24,12 +24,14 @@ use shared::{
         extract::{RawBody, from_value, parse_json},
     },
     metrics,
-    model::{CallbackState, callback::CreateCallbackParms, service::CallDirection},
+    model::{
+        CallbackState, ServiceSettings, callback::CreateCallbackParms, service::CallDirection,
+    },
     redis::schedule,
 };
 use uuid::Uuid;
 
-use super::{capacity, limits};
+use super::{capacity, commit, limits};
 
 /// Route of this function.
 pub fn router() -> Router<AppState> {
@@ -146,8 +148,9 @@ pub async fn create(
                     s.max_days_ahead, req.service_name
                 )));
             }
+            // Not before the database's now(), applied by the insert (one clock).
             let lead = SignedDuration::from_secs(i64::from(s.lead_time_seconds));
-            (CallbackState::Scheduled, t, (t - lead).max(now))
+            (CallbackState::Scheduled, t, t - lead)
         }
     };
     let client = state.db.get().await?;
@@ -166,7 +169,6 @@ pub async fn create(
     // given back when it does not happen (see `limits`).
     let number =
         limits::check_number(&client, tenant, &req.service_name, s, &req.phone_number).await?;
-    let immediate = req.desired_time.is_none();
     let cb = NewCallback {
         id: Uuid::now_v7(),
         tenant: tenant.to_string(),
@@ -182,90 +184,74 @@ pub async fn create(
         user_data: req.user_data,
         slot: booking.claim,
     };
-    // `client` is kept for the error path, except on the group-commit path: the batcher draws
-    // from the same pool, so a request must not hold a connection while it waits.
-    let mut client = Some(client);
-    // Ok(true): stored and already indexed (the group-commit batcher indexes its rows).
-    let result: ApiResult<bool> = match keyed {
-        None => {
-            let held = client.as_ref().expect("connection held until here");
-            let reservation = limits::reserve(
-                state,
-                held,
-                tenant,
-                &cb.service,
-                s,
-                &number,
-                immediate,
-                cb.id,
-            )
-            .await?;
-            shared::http::envelope::committing();
-            let inserted = if cb.slot.is_none() {
-                client = None;
-                state.inserts.insert(cb.clone()).await.map(|()| true)
-            } else {
-                db::callbacks::insert(held, &cb).await.map(|()| false)
-            };
-            if inserted.is_err() {
-                reservation.give_back(state).await;
-            }
-            inserted
-        }
-        Some((key, request_hash)) => {
-            // Claim the key first: concurrent retries wait here and get the winner's callback,
-            // so only one of them reserves quota or a slot place.
-            let held = client.as_mut().expect("connection held until here");
-            let tx = held.transaction().await?;
-            if let Some(earlier) =
-                db::callbacks::claim_idempotency_key(&tx, &cb, &key, &request_hash).await?
-            {
-                tx.rollback().await?;
-                return earlier_result(earlier);
-            }
-            let reservation = limits::reserve(
-                state,
-                &tx,
-                tenant,
-                &cb.service,
-                s,
-                &number,
-                immediate,
-                cb.id,
-            )
-            .await?;
-            let stored = async {
-                db::callbacks::insert(&tx, &cb).await?;
-                shared::http::envelope::committing();
-                tx.commit().await?;
-                Ok::<_, ApiError>(false)
-            }
-            .await;
-            if stored.is_err() {
-                reservation.give_back(state).await;
-            }
-            stored
+    let id = cb.id;
+    // Some(at): stored, to be indexed at `at`; None: stored and already indexed (batcher).
+    let result: ApiResult<Option<Timestamp>> = if keyed.is_none() && cb.slot.is_none() {
+        batched(state, client, cb, s, &number).await
+    } else {
+        let job = commit::Job {
+            state: state.clone(),
+            cb,
+            keyed,
+            number,
+            settings: s.clone(),
+        };
+        match commit::run(client, job).await {
+            Ok(commit::Written::Stored(at)) => Ok(Some(at)),
+            Ok(commit::Written::Earlier(earlier)) => return earlier_result(earlier),
+            Err(e) => Err(e),
         }
     };
-    let indexed = match result {
-        Ok(indexed) => indexed,
-        Err(e) => {
-            let client = match client {
-                Some(c) => c,
-                None => state.db.get().await?,
-            };
+    let index_at = match result {
+        Ok(at) => at,
+        // Only a full slot needs the database again (the 429 proposes open slots).
+        Err(e @ ApiError::TooManyRequests { data: None, .. }) if booking.claim.is_some() => {
+            let client = state.db.get().await?;
             return Err(booking
                 .explain(&client, tenant, &req.service_name, s, now, e)
                 .await);
         }
+        Err(e) => return Err(e),
     };
-    drop(client);
     ::metrics::counter!(metrics::CALLBACKS_CREATED, "tenant" => tenant.to_string()).increment(1);
-    if !indexed {
-        let entry = (cb.id, cb.dispatch_at.as_millisecond());
+    if let Some(at) = index_at {
+        let entry = (id, at.as_millisecond());
         schedule::index_committed(&state.redis, &state.keys, &[entry]).await;
     }
-    Ok(cb.id)
+    Ok(id)
+}
+
+/// A plain create through the group-commit batcher (which indexes what it commits). The
+/// connection is given back first: the batcher draws from the same pool.
+async fn batched(
+    state: &AppState,
+    client: deadpool_postgres::Object,
+    cb: NewCallback,
+    s: &ServiceSettings,
+    number: &limits::Number,
+) -> ApiResult<Option<Timestamp>> {
+    let immediate = !cb.scheduled;
+    let reservation = limits::reserve(
+        state,
+        &client,
+        &cb.tenant,
+        &cb.service,
+        s,
+        number,
+        immediate,
+        cb.id,
+    )
+    .await?;
+    drop(client);
+    shared::http::envelope::committing();
+    let deadline = shared::http::envelope::commit_deadline();
+    let inserted = state.inserts.insert(cb, deadline).await;
+    if inserted.is_err() {
+        // Off the request's path: the answer is due now (a 503 at the deadline).
+        let state = state.clone();
+        tokio::spawn(async move { reservation.give_back(&state).await });
+    }
+    inserted.map(|()| None)
 }
 
 /// The answer to a request whose Idempotency-Key was used before.

@@ -6,18 +6,38 @@
 //! shared. Durability is unchanged: a caller is answered only after its row is committed. An
 //! index write that fails is counted and logged, and the worker's reconciler indexes the rows
 //! from PostgreSQL (the create still succeeds).
+//!
+//! Bounded answers (docs/bounded-answers.md): each row travels with the [`Writer`] side of its
+//! request's wait. Rows whose request already gave up are left out of the statement; a batch
+//! whose connection broke mid-statement is resolved on a fresh connection
+//! ([`outcome::resolve_stored`]); committed rows whose request gave up meanwhile are deleted
+//! again ([`outcome::compensate`]) instead of being indexed.
+//!
+//! One clock (docs/bounded-answers.md): an immediate callback's desired and dispatch times are
+//! PostgreSQL's `now()`, a scheduled one is never due before it; the index gets the stored
+//! time back (`RETURNING`), so the API host's clock does not delay dispatch.
+
+use std::collections::{HashMap, HashSet};
 
 use deadpool_postgres::Pool;
+use jiff::Timestamp;
 use serde_json::Value;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc};
+use uuid::Uuid;
 
-use super::callbacks::NewCallback;
+use super::{
+    callbacks::NewCallback,
+    outcome::{self, Waited, Writer},
+};
 use crate::{
     error::ApiError,
     redis::{Keys, RedisHandle, schedule},
 };
 
-type Job = (NewCallback, oneshot::Sender<Result<(), ApiError>>);
+/// What the batcher answers a create: `Ok` = committed (and indexed).
+pub type Answer = Result<(), ApiError>;
+
+type Job = (NewCallback, Writer<Answer>);
 
 /// Most rows in one statement.
 const MAX_BATCH: usize = 128;
@@ -65,29 +85,46 @@ impl InsertBatcher {
         }
     }
 
-    /// Inserts one callback and indexes it for dispatch; returns once it is committed.
-    pub async fn insert(&self, cb: NewCallback) -> Result<(), ApiError> {
+    /// Inserts one callback and indexes it for dispatch; returns once it is committed, or once
+    /// `deadline` passed (then 503, and the row is never stored or is deleted again).
+    pub async fn insert(
+        &self,
+        cb: NewCallback,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<(), ApiError> {
         let Some(tx) = &self.tx else {
             let client = self.pool.get().await?;
-            insert_rows(&client, std::slice::from_ref(&cb)).await?;
-            self.index.rows(std::slice::from_ref(&cb)).await;
+            let stored = insert_rows(&client, std::slice::from_ref(&cb)).await?;
+            self.index.rows(&stored).await;
             return Ok(());
         };
-        let (done, wait) = oneshot::channel();
-        tx.send((cb, done))
+        let (writer, waiter) = outcome::pair();
+        tx.send((cb, writer))
             .await
             .map_err(|_| ApiError::Unavailable("shutting down".into()))?;
-        wait.await
-            .map_err(|_| ApiError::Unavailable("shutting down".into()))?
+        match waiter.wait(deadline).await {
+            Waited::Done(answer) => answer,
+            // Settled as stored: only the index write is late.
+            Waited::DoneLate { stored: true } => Ok(()),
+            Waited::DoneLate { stored: false } => Err(not_confirmed()),
+            Waited::Abandoned | Waited::InDoubt => Err(not_confirmed()),
+        }
     }
+}
+
+/// The 503 of a create that PostgreSQL did not confirm in time (nothing is left stored).
+pub fn not_confirmed() -> ApiError {
+    ApiError::Unavailable(
+        "the database did not confirm the callback in time; nothing was stored, retry later".into(),
+    )
 }
 
 impl Index {
     /// Indexes committed rows (failures counted and logged, see [`schedule::index_committed`]).
-    async fn rows(&self, rows: &[NewCallback]) {
+    async fn rows(&self, rows: &[(Uuid, Timestamp)]) {
         let entries: Vec<_> = rows
             .iter()
-            .map(|c| (c.id, c.dispatch_at.as_millisecond()))
+            .map(|(id, at)| (*id, at.as_millisecond()))
             .collect();
         schedule::index_committed(&self.redis, &self.keys, &entries).await;
     }
@@ -112,42 +149,150 @@ async fn run(pool: Pool, index: Index, mut rx: mpsc::Receiver<Job>, in_flight: u
 }
 
 async fn write(pool: &Pool, index: &Index, jobs: Vec<Job>) {
-    let (rows, waiters): (Vec<NewCallback>, Vec<_>) = jobs.into_iter().unzip();
-    let result = match pool.get().await {
-        Ok(client) => insert_rows(&client, &rows).await,
-        Err(e) => Err(e.into()),
-    };
-    match result {
-        Ok(()) => {
-            index.rows(&rows).await;
-            waiters.into_iter().for_each(|w| drop(w.send(Ok(()))));
+    let client = match pool.get().await {
+        Ok(client) => client,
+        Err(e) => {
+            let e = ApiError::from(e);
+            jobs.into_iter()
+                .for_each(|(_, w)| fail(w, clone_unavailable(&e)));
+            return;
         }
-        Err(ApiError::Unavailable(m)) => {
-            waiters
-                .into_iter()
-                .for_each(|w| drop(w.send(Err(ApiError::Unavailable(m.clone())))));
+    };
+    // Rows whose request gave up while queued are not written at all.
+    let (rows, writers): (Vec<NewCallback>, Vec<_>) =
+        jobs.into_iter().filter(|(_, w)| w.begin_commit()).unzip();
+    if rows.is_empty() {
+        return;
+    }
+    match insert_raw(&client, &rows).await {
+        Ok(stored) => committed(pool, index, rows, writers, stored).await,
+        Err(e) if outcome::in_doubt(&e) => {
+            drop(client);
+            tracing::warn!(count = rows.len(), error = %e, "batch insert outcome unknown; resolving");
+            let stored = outcome::resolve_stored(pool, &rows).await;
+            let (mut done, mut lost) = (Vec::new(), Vec::new());
+            for (row, w) in rows.into_iter().zip(writers) {
+                if stored.contains(&row.id) {
+                    done.push((row, w));
+                } else {
+                    lost.push(w);
+                }
+            }
+            lost.into_iter().for_each(|w| fail(w, not_stored()));
+            let (rows, writers): (Vec<_>, Vec<_>) = done.into_iter().unzip();
+            // Indexed as due at once: the worker re-reads each row and moves a scheduled
+            // callback to its stored time.
+            let times = rows.iter().map(|r| (r.id, Timestamp::UNIX_EPOCH)).collect();
+            committed(pool, index, rows, writers, times).await;
         }
         // Anything else: retry row by row so one bad row cannot fail its neighbours.
         Err(_) => {
-            for (row, w) in rows.into_iter().zip(waiters) {
-                let res = match pool.get().await {
-                    Ok(client) => insert_rows(&client, std::slice::from_ref(&row)).await,
-                    Err(e) => Err(e.into()),
-                };
-                if res.is_ok() {
-                    index.rows(std::slice::from_ref(&row)).await;
+            for (row, w) in rows.into_iter().zip(writers) {
+                let res = insert_rows(&client, std::slice::from_ref(&row)).await;
+                match res {
+                    Ok(stored) => committed(pool, index, vec![row], vec![w], stored).await,
+                    Err(e) => fail(w, e),
                 }
-                let _ = w.send(res);
             }
         }
     }
 }
 
-/// One multi-row insert (autocommit).
+/// Answers the writers of committed rows; rows whose request gave up meanwhile are deleted
+/// instead of indexed.
+async fn committed(
+    pool: &Pool,
+    index: &Index,
+    rows: Vec<NewCallback>,
+    writers: Vec<Writer<Answer>>,
+    stored: Vec<(Uuid, Timestamp)>,
+) {
+    let times: HashMap<Uuid, Timestamp> = stored.into_iter().collect();
+    let mut keep = Vec::with_capacity(rows.len());
+    let mut undo: HashMap<&str, Vec<Uuid>> = HashMap::new();
+    for (row, w) in rows.iter().zip(writers) {
+        if w.settle(true) {
+            let at = times.get(&row.id).copied().unwrap_or(Timestamp::UNIX_EPOCH);
+            keep.push((w, (row.id, at)));
+        } else {
+            undo.entry(row.tenant.as_str()).or_default().push(row.id);
+        }
+    }
+    for (tenant, ids) in undo {
+        outcome::compensate(pool, tenant, &ids).await;
+    }
+    let entries: Vec<_> = keep.iter().map(|(_, e)| *e).collect();
+    if !entries.is_empty() {
+        index.rows(&entries).await;
+    }
+    keep.into_iter().for_each(|(w, _)| w.send(Ok(())));
+}
+
+fn fail(w: Writer<Answer>, e: ApiError) {
+    if w.settle(false) {
+        w.send(Err(e));
+    }
+}
+
+fn not_stored() -> ApiError {
+    ApiError::Unavailable("database connection lost; nothing was stored, retry later".into())
+}
+
+fn clone_unavailable(e: &ApiError) -> ApiError {
+    match e {
+        ApiError::Unavailable(m) => ApiError::Unavailable(m.clone()),
+        _ => ApiError::Unavailable("database unavailable, retry later".into()),
+    }
+}
+
+/// The columns of a callback insert, built from `$1`…`$12` arrays. An immediate callback's
+/// desired and dispatch times are the database's `now()`; a scheduled one is not due before
+/// `now()` either (one clock: docs/bounded-answers.md).
+const INSERT_ROWS: &str = "INSERT INTO callbacks
+        (id, tenant_id, service, state, phone_number, desired_time, dispatch_at, scheduled,
+         priority, attrs, user_data, phone_e164)
+     SELECT u.id, u.tenant, u.service, u.state, u.phone,
+            CASE WHEN u.scheduled THEN u.desired ELSE now() END,
+            CASE WHEN u.scheduled THEN greatest(u.dispatch, now()) ELSE now() END,
+            u.scheduled, u.priority, u.attrs, u.user_data, u.e164
+     FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[],
+                 $7::timestamptz[], $8::bool[], $9::int4[], $10::jsonb[], $11::jsonb[], $12::text[])
+          AS u(id, tenant, service, state, phone, desired, dispatch, scheduled, priority, attrs,
+               user_data, e164)";
+
+/// One multi-row insert (autocommit); returns each row's stored dispatch time.
 pub(crate) async fn insert_rows(
     db: &impl deadpool_postgres::GenericClient,
     rows: &[NewCallback],
-) -> Result<(), ApiError> {
+) -> Result<Vec<(Uuid, Timestamp)>, ApiError> {
+    Ok(insert_raw(db, rows).await?)
+}
+
+async fn insert_raw(
+    db: &impl deadpool_postgres::GenericClient,
+    rows: &[NewCallback],
+) -> Result<Vec<(Uuid, Timestamp)>, tokio_postgres::Error> {
+    let sql = format!("{INSERT_ROWS} RETURNING id, dispatch_at");
+    let found = run_insert(db, &sql, rows).await?;
+    Ok(found.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+/// Inserts `rows` again, skipping ids already stored; returns the ids it inserted (the
+/// caller's transaction is rolled back: see [`outcome::resolve_stored`]).
+pub(crate) async fn probe_rows(
+    db: &impl deadpool_postgres::GenericClient,
+    rows: &[NewCallback],
+) -> Result<HashSet<Uuid>, ApiError> {
+    let sql = format!("{INSERT_ROWS} ON CONFLICT (id) DO NOTHING RETURNING id");
+    let found = run_insert(db, &sql, rows).await?;
+    Ok(found.iter().map(|r| r.get(0)).collect())
+}
+
+async fn run_insert(
+    db: &impl deadpool_postgres::GenericClient,
+    sql: &str,
+    rows: &[NewCallback],
+) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
     let ids: Vec<_> = rows.iter().map(|c| c.id).collect();
     let tenants: Vec<&str> = rows.iter().map(|c| c.tenant.as_str()).collect();
     let services: Vec<&str> = rows.iter().map(|c| c.service.as_str()).collect();
@@ -166,17 +311,13 @@ pub(crate) async fn insert_rows(
         .map(|c| c.user_data.clone().map(Value::Object))
         .collect();
     let e164: Vec<Option<&str>> = rows.iter().map(|c| c.phone_e164.as_deref()).collect();
-    super::stmt::execute(db,
-        "INSERT INTO callbacks
-            (id, tenant_id, service, state, phone_number, desired_time, dispatch_at, scheduled, priority,
-             attrs, user_data, phone_e164)
-         SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[],
-                              $7::timestamptz[], $8::bool[], $9::int4[], $10::jsonb[], $11::jsonb[], $12::text[])",
+    super::stmt::query(
+        db,
+        sql,
         &[
-            &ids, &tenants, &services, &states, &phones, &desired, &dispatch, &scheduled, &priority,
-            &attrs, &user_data, &e164,
+            &ids, &tenants, &services, &states, &phones, &desired, &dispatch, &scheduled,
+            &priority, &attrs, &user_data, &e164,
         ],
     )
-    .await?;
-    Ok(())
+    .await
 }

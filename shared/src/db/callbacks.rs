@@ -45,9 +45,14 @@ pub struct NewCallback {
     pub slot: Option<SlotClaim>,
 }
 
+/// An immediate callback's desired and dispatch times are the database's `now()`; a scheduled
+/// one is never due before it (one clock: docs/bounded-answers.md). The stored dispatch time is
+/// returned for the schedule index.
 const INSERT: &str = "INSERT INTO callbacks
     (id, tenant_id, service, state, phone_number, desired_time, dispatch_at, scheduled, priority, attrs, user_data, phone_e164)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
+    VALUES ($1, $2, $3, $4, $5, CASE WHEN $8 THEN $6 ELSE now() END,
+            CASE WHEN $8 THEN greatest($7, now()) ELSE now() END, $8, $9, $10, $11, $12)
+    RETURNING dispatch_at";
 
 /// Claims one place in the slot and inserts the callback in one statement: when the slot is
 /// full the claim returns no row and nothing is inserted (see `db::slots`).
@@ -61,7 +66,10 @@ const INSERT_CLAIMING: &str = "WITH s AS (
     )
     INSERT INTO callbacks
     (id, tenant_id, service, state, phone_number, desired_time, dispatch_at, scheduled, priority, attrs, user_data, phone_e164, slot_start)
-    SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13 FROM s";
+    SELECT $1, $2, $3, $4, $5, CASE WHEN $8 THEN $6 ELSE now() END,
+           CASE WHEN $8 THEN greatest($7::timestamptz, now()) ELSE now() END, $8, $9, $10, $11, $12, $13
+    FROM s
+    RETURNING dispatch_at";
 
 /// The error a full slot produces; `create` turns it into a 429 with proposed slots.
 pub fn slot_full(claim: &SlotClaim) -> ApiError {
@@ -75,7 +83,7 @@ pub fn slot_full(claim: &SlotClaim) -> ApiError {
     }
 }
 
-async fn insert_row(db: &impl GenericClient, cb: &NewCallback) -> Result<(), ApiError> {
+async fn insert_row(db: &impl GenericClient, cb: &NewCallback) -> Result<Timestamp, ApiError> {
     let attrs = (!cb.attrs.is_empty()).then(|| Value::Object(cb.attrs.clone()));
     let user_data = cb.user_data.clone().map(Value::Object);
     let state = cb.state.as_str();
@@ -94,23 +102,51 @@ async fn insert_row(db: &impl GenericClient, cb: &NewCallback) -> Result<(), Api
         &cb.phone_e164,
     ];
     let Some(claim) = &cb.slot else {
-        super::stmt::execute(db, INSERT, &params).await?;
-        return Ok(());
+        let row = super::stmt::query_one(db, INSERT, &params).await?;
+        return Ok(row.get(0));
     };
     let capacity = i32::try_from(claim.capacity).unwrap_or(i32::MAX);
     params.push(&claim.start);
     params.push(&capacity);
-    if super::stmt::execute(db, INSERT_CLAIMING, &params).await? == 0 {
-        return Err(slot_full(claim));
+    match super::stmt::query_opt(db, INSERT_CLAIMING, &params).await? {
+        Some(row) => Ok(row.get(0)),
+        None => Err(slot_full(claim)),
     }
-    Ok(())
 }
 
-/// Inserts a callback (autocommit: durable when this returns). With a slot claim, a full slot
-/// is [`slot_full`]'s error and nothing is written. Callbacks without a slot claim take the
-/// request path through [`super::batch::InsertBatcher`], which shares commits.
-pub async fn insert(db: &impl GenericClient, cb: &NewCallback) -> Result<(), ApiError> {
+/// Inserts a callback (autocommit: durable when this returns); returns its stored dispatch
+/// time. With a slot claim, a full slot is [`slot_full`]'s error and nothing is written.
+/// Callbacks without a slot claim take the request path through
+/// [`super::batch::InsertBatcher`], which shares commits.
+pub async fn insert(db: &impl GenericClient, cb: &NewCallback) -> Result<Timestamp, ApiError> {
     insert_row(db, cb).await
+}
+
+/// Deletes callbacks of `tenant` whose create answered 503 but which were stored after all
+/// (compensation, docs/bounded-answers.md), giving back their slot place and freeing their
+/// Idempotency-Key in the same statement; their events go by cascade. Returns how many.
+pub async fn delete_unanswered(
+    db: &impl GenericClient,
+    tenant: &str,
+    ids: &[Uuid],
+) -> Result<u64, ApiError> {
+    let row = super::stmt::query_one(
+        db,
+        "WITH d AS (
+                DELETE FROM callbacks WHERE id = ANY($1) AND tenant_id = $2
+                RETURNING id, service, slot_start
+             ), k AS (
+                DELETE FROM idempotency_keys WHERE tenant_id = $2 AND callback_id IN (SELECT id FROM d)
+             ), s AS (
+                UPDATE slot_bookings b SET booked = b.booked - 1 FROM d
+                WHERE b.tenant_id = $2 AND b.service = d.service AND b.slot_start = d.slot_start
+                  AND b.booked > 0
+             )
+             SELECT count(*) FROM d",
+        &[&ids, &tenant],
+    )
+    .await?;
+    Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
 }
 
 /// Result of an idempotent insert.
@@ -340,4 +376,26 @@ pub async fn cancel(
                 .map_or("NOT_AVAILABLE", CompletionReason::as_str)
         )),
     })
+}
+
+/// After a cancel whose `COMMIT` broke: the callback as cancelled (`Some`) if the cancel
+/// landed, `None` if not. Takes the row lock, so a transaction still holding it (the broken
+/// one, when its backend lives on) is waited for first. Run it in a transaction.
+pub async fn cancel_outcome(
+    tx: &deadpool_postgres::Transaction<'_>,
+    tenant: &str,
+    id: Uuid,
+) -> Result<Option<Cancelled>, ApiError> {
+    let row = super::stmt::query_opt(
+        tx,
+        "SELECT submitted_at IS NOT NULL, attempt, service, state = 'COMPLETED' AND reason = 'CANCELLED'
+         FROM callbacks WHERE id = $1 AND tenant_id = $2 FOR UPDATE",
+        &[&id, &tenant],
+    )
+    .await?;
+    Ok(row.filter(|r| r.get::<_, bool>(3)).map(|r| Cancelled {
+        submitted: r.get(0),
+        attempt: r.get(1),
+        service: r.get(2),
+    }))
 }

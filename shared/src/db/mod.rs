@@ -13,6 +13,7 @@ pub mod dispatch;
 pub mod events;
 pub mod hours;
 pub mod number_rules;
+pub mod outcome;
 pub mod publish;
 pub mod services;
 pub mod slots;

@@ -1,9 +1,12 @@
 //! The Engagement API envelope `{status:{code,message,corrId}, data}` and the one place where
 //! an [`ApiError`] becomes an HTTP response.
 
-use std::sync::{
-    Arc, OnceLock,
-    atomic::{AtomicBool, Ordering},
+use std::{
+    sync::{
+        Arc, OnceLock,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
 };
 
 use axum::{
@@ -23,7 +26,19 @@ pub struct RequestCtx {
     pub tenant: OnceLock<String>,
     /// Set by [`committing`]: the request's write may be committing now.
     pub committing: AtomicBool,
+    /// When the request timeout (`REQUEST_TIMEOUT_MS`) runs out.
+    pub timeout_at: tokio::time::Instant,
 }
+
+/// How long past the request timeout a write already committing may still land before its
+/// request gives it up (docs/bounded-answers.md).
+pub const COMMIT_GRACE: Duration = Duration::from_millis(1_000);
+
+/// The most a request answers after its timeout: the commit grace, then the time a write that
+/// settled just then has to hand over its answer. Past it the middleware answers 503 whatever
+/// the handler is doing; dropping a handler gives its write up safely (`db::outcome`).
+pub const ANSWER_MARGIN: Duration =
+    COMMIT_GRACE.saturating_add(crate::db::outcome::LATE_VALUE_GRACE);
 
 tokio::task_local! {
     /// The context of the request this task serves.
@@ -41,12 +56,20 @@ pub fn new_corr_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
-/// Marks the current request as past its point of no return: call it just before a write
-/// that may commit even if the request is dropped (a statement sent, a batch handed over).
-/// From then on the request timeout waits for the outcome instead of answering 503, so no
-/// answer says "failed" about a callback that was in fact stored (and will be called).
+/// Marks the current request as past its point of no return: call it just before handing a
+/// write to the code that commits it (`db::outcome`). From then on the request timeout gives
+/// the write [`COMMIT_GRACE`] more to land and the handler time to answer, at most
+/// [`ANSWER_MARGIN`] in all; the handler's wait ends at [`commit_deadline`], after which the
+/// write is given up (never committed, or undone once PostgreSQL answers), so a 503 still
+/// means nothing was stored.
 pub fn committing() {
     let _ = CTX.try_with(|c| c.committing.store(true, Ordering::Release));
+}
+
+/// Until when the current request's write may wait for its commit: the request timeout plus
+/// [`COMMIT_GRACE`] (`None` outside a request: no bound).
+pub fn commit_deadline() -> Option<tokio::time::Instant> {
+    CTX.try_with(|c| c.timeout_at + COMMIT_GRACE).ok()
 }
 
 /// Records the tenant of the current request.

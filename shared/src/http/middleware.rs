@@ -27,7 +27,7 @@ use governor::{
 use tower_http::catch_panic::CatchPanicLayer;
 
 use super::{
-    envelope::{CTX, RequestCtx, new_corr_id},
+    envelope::{ANSWER_MARGIN, CTX, RequestCtx, new_corr_id},
     errors::{ErrorMessage, ErrorSink},
 };
 use crate::db::api_errors::ApiErrorRecord;
@@ -91,6 +91,7 @@ async fn request_context(
         corr_id: new_corr_id(),
         tenant: Default::default(),
         committing: Default::default(),
+        timeout_at: tokio::time::Instant::now() + timeout,
     });
     let path = req
         .extensions()
@@ -108,13 +109,17 @@ async fn request_context(
             tokio::pin!(handler);
             match tokio::time::timeout(timeout, &mut handler).await {
                 Ok(resp) => resp,
-                // A write that may be committing is waited for: answering 503 now could
-                // report a stored callback as failed (see `envelope::committing`).
+                // A write that may be committing gets its grace: the handler gives the write
+                // up at its commit deadline and answers; past the margin the handler is
+                // dropped, which gives its write up too (see `envelope::committing`).
                 Err(_) if ctx.committing.load(Ordering::Acquire) => {
                     tracing::warn!(
                         "request past its timeout while committing; waiting for the outcome"
                     );
-                    handler.await
+                    match tokio::time::timeout(ANSWER_MARGIN, &mut handler).await {
+                        Ok(resp) => resp,
+                        Err(_) => ApiError::Unavailable("request timed out".into()).into_response(),
+                    }
                 }
                 Err(_) => ApiError::Unavailable("request timed out".into()).into_response(),
             }

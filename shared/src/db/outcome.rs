@@ -1,0 +1,278 @@
+//! Writes whose caller may stop waiting: a bounded wait on one side, an outcome that is always
+//! settled on the other (docs/bounded-answers.md).
+//!
+//! A handler hands its write to a task (or to the group-commit batcher) and waits for the
+//! outcome with a [`Waiter`] until its deadline. The write's side holds the [`Writer`]. One
+//! atomic state per write decides, by compare-and-swap, who owns the outcome:
+//!
+//! - the writer calls [`Writer::begin_commit`] just before sending the statement or `COMMIT`
+//!   that makes the write durable; when the waiter already gave up it gets `false` and must not
+//!   commit (roll back, or leave the row out of the batch);
+//! - the writer calls [`Writer::settle`] once the outcome is known; `false` means the waiter
+//!   gave up while the commit was in flight, so a write that turned out stored must be
+//!   **compensated** (undone) by the writer: the caller was told it failed;
+//! - the waiter, at its deadline (or when dropped), takes the write away from the writer; what
+//!   it took tells it whether the write surely did not happen ([`Waited::Abandoned`]) or may
+//!   still commit and will be compensated ([`Waited::InDoubt`]).
+//!
+//! Whatever happens to PostgreSQL, the waiter answers by its deadline plus
+//! [`LATE_VALUE_GRACE`], and an answer of failure never hides a stored write for long: it is
+//! either not committed or deleted as soon as PostgreSQL answers again.
+
+use std::{
+    collections::HashSet,
+    sync::{
+        Arc,
+        atomic::{AtomicU8, Ordering},
+    },
+    time::Duration,
+};
+
+use deadpool_postgres::Pool;
+use tokio::{sync::oneshot, time::Instant};
+use uuid::Uuid;
+
+use super::callbacks::NewCallback;
+use crate::error::ApiError;
+
+const WAITING: u8 = 0;
+const COMMITTING: u8 = 1;
+const DONE_STORED: u8 = 2;
+const ABANDONED: u8 = 3;
+const ABANDONED_IN_DOUBT: u8 = 4;
+const DONE_NOT_STORED: u8 = 5;
+
+/// How long a waiter that lost the race to a settled writer still waits for the value (the
+/// batcher indexes the rows it committed before it hands out the answers).
+pub const LATE_VALUE_GRACE: Duration = Duration::from_millis(1_000);
+
+/// The writing side of one write.
+#[derive(Debug)]
+pub struct Writer<T> {
+    state: Arc<AtomicU8>,
+    tx: oneshot::Sender<T>,
+}
+
+/// The waiting side of one write.
+#[derive(Debug)]
+pub struct Waiter<T> {
+    state: Arc<AtomicU8>,
+    rx: Option<oneshot::Receiver<T>>,
+}
+
+/// What the waiter learnt.
+#[derive(Debug)]
+pub enum Waited<T> {
+    /// The writer's answer.
+    Done(T),
+    /// The writer settled before the deadline but its answer came too late (the batcher
+    /// indexes stored rows before it answers); `stored` is what it settled.
+    DoneLate {
+        /// The write is committed.
+        stored: bool,
+    },
+    /// Given up before the commit was sent: the write never happens.
+    Abandoned,
+    /// Given up while the commit was in flight: if it turns out committed, the writer undoes it.
+    InDoubt,
+}
+
+/// A new write's two sides.
+pub fn pair<T>() -> (Writer<T>, Waiter<T>) {
+    let state = Arc::new(AtomicU8::new(WAITING));
+    let (tx, rx) = oneshot::channel();
+    (
+        Writer {
+            state: state.clone(),
+            tx,
+        },
+        Waiter {
+            state,
+            rx: Some(rx),
+        },
+    )
+}
+
+fn swap(state: &AtomicU8, from: u8, to: u8) -> bool {
+    state
+        .compare_exchange(from, to, Ordering::AcqRel, Ordering::Acquire)
+        .is_ok()
+}
+
+impl<T> Writer<T> {
+    /// Marks the commit as sent from now on; `false`: the waiter is gone, do not commit.
+    pub fn begin_commit(&self) -> bool {
+        swap(&self.state, WAITING, COMMITTING)
+    }
+
+    /// Records the outcome (`stored`: committed); `false`: the waiter gave up meanwhile
+    /// (compensate a stored write).
+    pub fn settle(&self, stored: bool) -> bool {
+        let done = if stored { DONE_STORED } else { DONE_NOT_STORED };
+        swap(&self.state, COMMITTING, done) || swap(&self.state, WAITING, done)
+    }
+
+    /// Whether the waiter gave up.
+    pub fn abandoned(&self) -> bool {
+        matches!(
+            self.state.load(Ordering::Acquire),
+            ABANDONED | ABANDONED_IN_DOUBT
+        )
+    }
+
+    /// Hands the answer to the waiter (after [`Self::settle`] returned `true`).
+    pub fn send(self, value: T) {
+        let _ = self.tx.send(value);
+    }
+}
+
+impl<T> Waiter<T> {
+    /// Waits for the answer until `deadline` (`None`: without bound), then gives up.
+    pub async fn wait(mut self, deadline: Option<Instant>) -> Waited<T> {
+        let Some(mut rx) = self.rx.take() else {
+            return Waited::Abandoned;
+        };
+        let early = match deadline {
+            Some(d) => tokio::time::timeout_at(d, &mut rx).await.ok(),
+            None => Some((&mut rx).await),
+        };
+        match early {
+            Some(Ok(v)) => return Waited::Done(v),
+            // The writer vanished without answering (its task panicked): nothing was settled
+            // for us; treat it like a deadline.
+            Some(Err(_)) | None => {}
+        }
+        if let Some(given_up) = self.give_up() {
+            return given_up;
+        }
+        match tokio::time::timeout(LATE_VALUE_GRACE, rx).await {
+            Ok(Ok(v)) => Waited::Done(v),
+            _ => Waited::DoneLate {
+                stored: self.state.load(Ordering::Acquire) == DONE_STORED,
+            },
+        }
+    }
+
+    /// Takes the write away from the writer, unless it already settled (`None`).
+    fn give_up(&self) -> Option<Waited<T>> {
+        if swap(&self.state, WAITING, ABANDONED) {
+            return Some(Waited::Abandoned);
+        }
+        if swap(&self.state, COMMITTING, ABANDONED_IN_DOUBT) {
+            return Some(Waited::InDoubt);
+        }
+        None
+    }
+}
+
+impl<T> Drop for Waiter<T> {
+    fn drop(&mut self) {
+        // A request dropped mid-wait (client gone, hard request timeout) gives up the same way.
+        if self.rx.is_some() {
+            let _ = self.give_up();
+        }
+    }
+}
+
+/// Whether a failed statement may still have committed: the server did not report an error
+/// (the connection broke or closed after the statement may have been sent).
+pub fn in_doubt(e: &tokio_postgres::Error) -> bool {
+    e.as_db_error().is_none()
+}
+
+/// Which of `rows` are stored, asked on a fresh connection. Each row is inserted again with
+/// `ON CONFLICT (id) DO NOTHING` in a transaction that is rolled back: an insert of the same id
+/// still in flight elsewhere makes this one wait on its unique-index entry until it commits or
+/// aborts, so the answer is final. Retries until PostgreSQL answers.
+pub async fn resolve_stored(pool: &Pool, rows: &[NewCallback]) -> HashSet<Uuid> {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match probe(pool, rows).await {
+            Ok(stored) => return stored,
+            Err(e) => {
+                tracing::warn!(count = rows.len(), error = %e, retry_in_ms = delay.as_millis() as u64,
+                    "in-doubt insert not resolved yet");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+}
+
+async fn probe(pool: &Pool, rows: &[NewCallback]) -> Result<HashSet<Uuid>, ApiError> {
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    let inserted = super::batch::probe_rows(&tx, rows).await?;
+    tx.rollback().await?;
+    Ok(rows
+        .iter()
+        .map(|r| r.id)
+        .filter(|id| !inserted.contains(id))
+        .collect())
+}
+
+/// Deletes callbacks whose caller was told they failed, with what they held: their slot place
+/// and Idempotency-Key (their events go with them). Retries until PostgreSQL answers. The
+/// create-time throttle reservation is Redis state; the caller gives it back.
+pub async fn compensate(pool: &Pool, tenant: &str, ids: &[Uuid]) {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        let deleted = async {
+            let client = pool.get().await?;
+            super::callbacks::delete_unanswered(&client, tenant, ids).await
+        }
+        .await;
+        match deleted {
+            Ok(n) => {
+                ::metrics::counter!(crate::metrics::CREATES_COMPENSATED).increment(n);
+                tracing::warn!(
+                    count = n,
+                    "callbacks stored after their request had answered 503 were deleted"
+                );
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "compensation not done yet");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_settled_writer_answers() {
+        let (w, wait) = pair::<u8>();
+        assert!(w.begin_commit());
+        assert!(w.settle(true));
+        w.send(7);
+        assert!(matches!(wait.wait(None).await, Waited::Done(7)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiter_at_its_deadline_abandons_before_the_commit_and_is_in_doubt_after() {
+        let (w, wait) = pair::<u8>();
+        let d = Instant::now() + Duration::from_millis(10);
+        assert!(matches!(wait.wait(Some(d)).await, Waited::Abandoned));
+        assert!(!w.begin_commit(), "an abandoned write is not committed");
+
+        let (w, wait) = pair::<u8>();
+        assert!(w.begin_commit());
+        let d = Instant::now() + Duration::from_millis(10);
+        assert!(matches!(wait.wait(Some(d)).await, Waited::InDoubt));
+        assert!(!w.settle(true), "the writer must compensate");
+    }
+
+    #[tokio::test]
+    async fn dropping_the_waiter_gives_up() {
+        let (w, wait) = pair::<u8>();
+        assert!(w.begin_commit());
+        drop(wait);
+        assert!(w.abandoned());
+        assert!(!w.settle(true));
+    }
+}
