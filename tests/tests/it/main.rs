@@ -10,6 +10,7 @@ mod admin;
 mod admin_errors;
 mod availability;
 mod booking;
+mod bounded;
 mod callbacks;
 mod ewt;
 mod hardening;
