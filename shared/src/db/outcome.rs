@@ -136,11 +136,10 @@ impl<T> Waiter<T> {
             Some(d) => tokio::time::timeout_at(d, &mut rx).await.ok(),
             None => Some((&mut rx).await),
         };
-        match early {
-            Some(Ok(v)) => return Waited::Done(v),
-            // The writer vanished without answering (its task panicked): nothing was settled
-            // for us; treat it like a deadline.
-            Some(Err(_)) | None => {}
+        // `Some(Err)`: the writer vanished without answering (its task panicked): nothing
+        // was settled for us, so it is handled like the deadline.
+        if let Some(Ok(v)) = early {
+            return Waited::Done(v);
         }
         if let Some(given_up) = self.give_up() {
             return given_up;
@@ -253,7 +252,7 @@ mod tests {
         assert!(matches!(wait.wait(None).await, Waited::Done(7)));
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn a_waiter_at_its_deadline_abandons_before_the_commit_and_is_in_doubt_after() {
         let (w, wait) = pair::<u8>();
         let d = Instant::now() + Duration::from_millis(10);
