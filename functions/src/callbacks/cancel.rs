@@ -51,13 +51,15 @@ async fn handler(
     tokio::spawn(cancel_task(state.clone(), client, tenant, id, writer));
     match waiter.wait(deadline).await {
         Waited::Done(answer) => answer?,
+        // Cancelled; only its follow-ups (index, control entry) ran late.
+        Waited::DoneLate { stored: true } => {}
         Waited::Abandoned | Waited::DoneLate { stored: false } => {
             return Err(ApiError::Unavailable(
                 "the database did not answer in time; the callback was not cancelled, retry later"
                     .into(),
             ));
         }
-        Waited::InDoubt | Waited::DoneLate { stored: true } => {
+        Waited::InDoubt => {
             return Err(ApiError::Unavailable(
                 "the database did not confirm the cancel in time; it may still apply: retry to \
                  learn the outcome"

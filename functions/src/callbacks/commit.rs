@@ -58,7 +58,9 @@ pub async fn run(client: Object, job: Job) -> ApiResult<Written> {
     tokio::spawn(write(client, job, writer));
     match waiter.wait(deadline).await {
         Waited::Done(answer) => answer,
-        Waited::DoneLate { .. } | Waited::Abandoned | Waited::InDoubt => {
+        // Committed, answer late: indexed as due now (the worker re-reads the row's time).
+        Waited::DoneLate { stored: true } => Ok(Written::Stored(Timestamp::UNIX_EPOCH)),
+        Waited::DoneLate { stored: false } | Waited::Abandoned | Waited::InDoubt => {
             Err(db::batch::not_confirmed())
         }
     }
@@ -87,10 +89,10 @@ async fn write(mut client: Object, job: Job, writer: Writer<ApiResult<Written>>)
     };
     let stored = matches!(result, Ok(Written::Stored(_)));
     if writer.settle(stored) {
+        writer.send(result);
         if !stored && let Some(r) = reservation.take() {
             r.give_back(&job.state).await;
         }
-        writer.send(result);
         return;
     }
     // The request answered 503 meanwhile.
