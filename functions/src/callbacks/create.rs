@@ -2,10 +2,13 @@
 //!
 //! The callback is committed to PostgreSQL first (the answer means durable), then indexed in
 //! Redis for dispatch (plain creates by the group-commit batcher, one round trip per batch and
-//! shard; slot claims and Idempotency-Key creates here). A failed Redis write does not fail the request: it is logged and counted,
-//! and the worker's reconciler indexes the callback from PostgreSQL. Business hours and slot
-//! capacity are checked in [`super::capacity`]; a scheduled callback's slot place is claimed in
-//! the statement (or idempotency transaction) that inserts it.
+//! shard; slot claims and Idempotency-Key creates here, after their transaction in
+//! [`super::commit`]). Either way the request waits for the commit only until its deadline,
+//! and a 503 leaves nothing stored (docs/bounded-answers.md). Stored times come from the
+//! database's clock, not this host's. A failed Redis write does not fail the request: it is
+//! logged and counted, and the worker's reconciler indexes the callback from PostgreSQL.
+//! Business hours and slot capacity are checked in [`super::capacity`]; a scheduled
+//! callback's slot place is claimed in the statement that inserts it.
 
 use axum::{Router, extract::State, http::HeaderMap, routing::post};
 use jiff::{SignedDuration, Timestamp};
