@@ -173,10 +173,19 @@ impl<T> Drop for Waiter<T> {
     }
 }
 
-/// Whether a failed statement may still have committed: the server did not report an error
-/// (the connection broke or closed after the statement may have been sent).
+/// Whether a failed statement may still have committed: the connection broke or closed after
+/// it may have been sent (no error from the server), or the server reported the end of the
+/// session rather than of the statement: operator intervention (class 57: a terminated
+/// backend, a fast or immediate shutdown, which can strike between the commit record and its
+/// acknowledgement), connection, system or internal errors (08, 58, XX). Every other server
+/// error means the statement, and so its transaction, failed.
 pub fn in_doubt(e: &tokio_postgres::Error) -> bool {
-    e.as_db_error().is_none()
+    match e.as_db_error() {
+        None => true,
+        Some(db) => ["57", "08", "58", "XX"]
+            .iter()
+            .any(|class| db.code().code().starts_with(class)),
+    }
 }
 
 /// Which of `rows` are stored, asked on a fresh connection. Each row is inserted again with

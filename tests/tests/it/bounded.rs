@@ -451,8 +451,9 @@ async fn slot_creates_and_cancels_whose_commit_answer_is_lost_are_resolved() {
     );
 }
 
-/// The backend of a create killed while its insert waits on a lock: the server reports the
-/// abort, so nothing is stored and the answer is 503; a retry books it once.
+/// The backend of a create killed while its insert waits on a lock: the session ends (which
+/// can also strike just after a commit), the outcome is resolved on a fresh connection: nothing
+/// stored, 503; a retry books it once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_create_whose_backend_is_terminated_mid_insert_answers_503_with_nothing_stored() {
     let (_pg, _proxy, env, e, key) = setup_through_proxy().await;
