@@ -591,7 +591,7 @@ async fn worker_idle_budget_with_10000_scheduled() {
         worker_calls < 10,
         "idle worker issued {worker_calls} commands: {seen:?}"
     );
-    assert!(w.proc.output().contains("schedule index rebuilt"));
+    assert!(w.proc.output().contains("reconciled with PostgreSQL"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
