@@ -417,10 +417,10 @@ async fn trust_retention_deletes_only_finished_callbacks() {
         .iter()
         .filter_map(|(_, f)| f.get("callback_id").cloned())
         .collect();
-    for id in [&ids[1], &ids[2]] {
+    for id in [&ids[1], &ids[2], &scheduled] {
         assert!(
             cancelled.contains(id),
-            "no control entry for the queued {id}"
+            "no control entry for the unfinished {id}"
         );
     }
 }
