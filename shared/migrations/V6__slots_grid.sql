@@ -6,11 +6,11 @@
 -- the grid changes (another `slot_minutes`, or another business-hours zone), places held under
 -- the old grid still count against the new one: a claim adds to its own counter the callbacks
 -- held elsewhere whose desired time falls in its slot. Rows from before v6 have length 0
--- ("unknown"), which never equals a current grid, so their callbacks are counted the same way.
+-- ("unknown", also the column default), which never equals a current grid, so their callbacks
+-- are counted the same way.
 ALTER TABLE slot_bookings ADD COLUMN slot_minutes smallint NOT NULL DEFAULT 0;
 ALTER TABLE slot_bookings DROP CONSTRAINT slot_bookings_pkey;
 ALTER TABLE slot_bookings ADD PRIMARY KEY (tenant_id, service, slot_start, slot_minutes);
-ALTER TABLE slot_bookings ALTER COLUMN slot_minutes DROP DEFAULT;
 
 -- NULL with a non-NULL slot_start: booked before v6 (its counter row has length 0).
 ALTER TABLE callbacks ADD COLUMN slot_minutes smallint;

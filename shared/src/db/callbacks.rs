@@ -57,14 +57,14 @@ const INSERT_CLAIMING: &str = "WITH f AS (
         SELECT CASE WHEN EXISTS (
             SELECT 1 FROM slot_bookings o
             WHERE o.tenant_id = $2 AND o.service = $3 AND o.booked > 0
-              AND o.slot_start > $13 - interval '60 minutes'
-              AND o.slot_start < $13 + make_interval(mins => $15::smallint::integer)
+              AND o.slot_start > $13::timestamptz - interval '60 minutes'
+              AND o.slot_start < $13::timestamptz + make_interval(mins => $15::smallint::integer)
               AND (o.slot_start, o.slot_minutes) <> ($13, $15::smallint)
         ) THEN (
             SELECT count(*)::integer FROM callbacks c
             WHERE c.tenant_id = $2 AND c.service = $3
-              AND c.desired_time >= $13
-              AND c.desired_time < $13 + make_interval(mins => $15::smallint::integer)
+              AND c.desired_time >= $13::timestamptz
+              AND c.desired_time < $13::timestamptz + make_interval(mins => $15::smallint::integer)
               AND c.slot_start IS NOT NULL AND c.reason IS DISTINCT FROM 'CANCELLED'
               AND (c.slot_start, coalesce(c.slot_minutes, 0::smallint)) <> ($13, $15::smallint)
         ) ELSE 0 END AS n

@@ -155,8 +155,8 @@ async fn worker_purges_counters_of_past_days() {
     let future = now + 24.hours();
     for t in [past, future] {
         pg.execute(
-            "INSERT INTO slot_bookings (tenant_id, service, slot_start, slot_minutes, booked)
-             VALUES ('acme', 's', $1, 30, 1)",
+            "INSERT INTO slot_bookings (tenant_id, service, slot_start, booked)
+             VALUES ('acme', 's', $1, 1)",
             &[&t],
         )
         .await
