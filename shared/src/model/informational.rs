@@ -69,11 +69,16 @@ pub fn clean(s: &str) -> Option<String> {
     (!cut.is_empty()).then(|| cut.to_string())
 }
 
-/// A language code such as `en-US` (letters and digits in dash-separated parts, ≤ 16 bytes).
+/// A language code such as `en-US`: a 2–3 letter language (ISO 639), then dash-separated
+/// parts of 1–8 letters or digits (region, script), at most 16 bytes in all.
 pub fn valid_language(s: &str) -> bool {
+    let mut parts = s.split('-');
+    let lang_ok = parts
+        .next()
+        .is_some_and(|p| (2..=3).contains(&p.len()) && p.chars().all(|c| c.is_ascii_alphabetic()));
     s.len() <= 16
-        && s.split('-')
-            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric()))
+        && lang_ok
+        && parts.all(|p| (1..=8).contains(&p.len()) && p.chars().all(|c| c.is_ascii_alphanumeric()))
 }
 
 /// The canonical spelling of `s` among `allowed` (blanks and case ignored).
@@ -236,6 +241,20 @@ mod tests {
         assert!(!a.contains_key("language"));
         assert_eq!(a["languageRaw"], "English (US)");
         assert!(!attrs(json!({"language": ""}), false).contains_key("languageRaw"));
+        for ok in ["en-UK", "fr-CA", "es-MX", "zh-Hant-TW", "de"] {
+            assert!(valid_language(ok), "{ok}");
+        }
+        for bad in [
+            "English",
+            "5",
+            "e",
+            "en--US",
+            "en-US-",
+            "en_US",
+            "en-abcdefghi",
+        ] {
+            assert!(!valid_language(bad), "{bad}");
+        }
     }
 
     #[test]

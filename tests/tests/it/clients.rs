@@ -115,7 +115,7 @@ async fn informational_fields_never_refuse_a_create() {
     let (desired, _) = future(JS_TIME);
     let body = json!({
         "serviceName": "CB_Support", "phoneNumber": "+15551234568", "desiredTime": desired,
-        "cbOfferType": "SOON", "language": "English (US)", "offerTiming": "<unspecified>",
+        "cbOfferType": "SOON", "language": "English", "offerTiming": "<unspecified>",
         "offerThreshold": "five minutes", "inboundVQ": "x".repeat(1000),
         "channel": "web\nchat", "cbOriginationIxnId": 12345, "somethingNew": {"a": 1}
     });
@@ -126,7 +126,7 @@ async fn informational_fields_never_refuse_a_create() {
     let cb = &got["data"];
     assert_eq!(cb["cbOfferType"], "SCHEDULED", "{cb}");
     assert_eq!(cb["cbOfferTypeRaw"], "SOON");
-    assert_eq!(cb["languageRaw"], "English (US)");
+    assert_eq!(cb["languageRaw"], "English");
     assert!(cb.get("language").is_none(), "{cb}");
     assert_eq!(cb["offerTimingRaw"], "<unspecified>");
     assert_eq!(cb["offerThresholdRaw"], "five minutes");

@@ -186,3 +186,77 @@ async fn worker_purges_counters_of_past_days() {
     }
     drop(e);
 }
+
+/// Always-open business hours in `zone` (the slot grid follows its wall clock).
+async fn hours_in(e: &Engage, zone: &str) {
+    let all_day = json!([["00:00", "24:00"]]);
+    let weekly: serde_json::Map<String, Value> = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+        .iter()
+        .map(|d| ((*d).to_string(), all_day.clone()))
+        .collect();
+    let (code, body) = e
+        .admin(
+            Method::PUT,
+            "/ges/v1/tenants/acme/business-hours/bh",
+            Some(json!({"timezone": zone, "weekly": weekly})),
+        )
+        .await;
+    assert!(code == 200 || code == 201, "hours put: {code} {body}");
+}
+
+#[tokio::test]
+async fn moving_the_grid_to_another_zone_never_overbooks() {
+    let env = TestEnv::new();
+    let e = Engage::start(&env, &[]).await;
+    let key = e.tenant("acme").await;
+    let day = in_two_days();
+    hours_in(&e, "UTC").await;
+    e.service(
+        "acme",
+        "s",
+        json!({"business_hours": "bh", "slot_minutes": 60, "slot_capacity": 1}),
+    )
+    .await;
+    let (code, booked) = book(&e, &key, "+15550000001", local("UTC", day, 12, 10)).await;
+    assert_eq!(code, 200, "{booked}");
+    assert_eq!(
+        book(&e, &key, "+15550000002", local("UTC", day, 12, 50))
+            .await
+            .0,
+        429
+    );
+
+    // Kolkata is UTC+05:30: hourly slots now start at half past the UTC hour. The slot
+    // 11:30-12:30 UTC already holds the 12:10 booking; 12:30-13:30 is free.
+    hours_in(&e, "Asia/Kolkata").await;
+    assert_eq!(
+        book(&e, &key, "+15550000003", local("UTC", day, 11, 45))
+            .await
+            .0,
+        429
+    );
+    assert_eq!(
+        book(&e, &key, "+15550000004", local("UTC", day, 12, 40))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        book(&e, &key, "+15550000005", local("UTC", day, 13, 0))
+            .await
+            .0,
+        429
+    );
+
+    // Cancel gives the old grid's place back to the new slot.
+    let (code, body) = e
+        .post(&key, CANCEL, json!({"id": booked["data"]["id"]}))
+        .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(
+        book(&e, &key, "+15550000006", local("UTC", day, 11, 45))
+            .await
+            .0,
+        200
+    );
+}
