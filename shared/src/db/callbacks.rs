@@ -59,6 +59,8 @@ const INSERT_CLAIMING: &str = "WITH f AS (
             WHERE o.tenant_id = $2 AND o.service = $3 AND o.booked > 0
               AND o.slot_start > $13::timestamptz - interval '60 minutes'
               AND o.slot_start < $13::timestamptz + make_interval(mins => $15::smallint::integer)
+              AND o.slot_start + make_interval(mins => CASE o.slot_minutes WHEN 0 THEN 60
+                                                   ELSE o.slot_minutes::integer END) > $13
               AND (o.slot_start, o.slot_minutes) <> ($13, $15::smallint)
         ) THEN (
             SELECT count(*)::integer FROM callbacks c

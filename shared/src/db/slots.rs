@@ -40,6 +40,15 @@ pub struct SlotClaim {
 /// A place held in a counter: the counter's slot start and length (0: booked before v6).
 type Counter = (Timestamp, i16);
 
+/// Where a counter's slot ends (a counter from before v6, length 0, is taken as 60 minutes,
+/// the longest slot).
+fn counter_end((start, minutes): Counter) -> Timestamp {
+    let minutes = if minutes > 0 { minutes } else { 60 };
+    start
+        .saturating_add(jiff::SignedDuration::from_mins(i64::from(minutes)))
+        .unwrap_or(Timestamp::MAX)
+}
+
 /// Booked places per slot of `slots` (in time order, `minutes` long): each slot's own counter,
 /// plus the places held under another grid whose callback's desired time falls in the slot.
 /// One query, two when counters of another grid overlap the window.
@@ -75,7 +84,7 @@ async fn booked(
         let n = r.get::<_, i32>(2).max(0).unsigned_abs();
         if key.1 == own_len && slots.binary_search_by_key(&key.0, |s| s.start).is_ok() {
             own.insert(key.0, n);
-        } else {
+        } else if counter_end(key) > first.start {
             foreign = true;
         }
     }
