@@ -286,3 +286,17 @@ pub async fn purge_past(
     )
     .await?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_before_v6_are_taken_as_an_hour_long() {
+        let t: Timestamp = "2030-01-01T12:00:00Z".parse().unwrap();
+        let end = |m| counter_end((t, m)).to_string();
+        assert_eq!(end(30), "2030-01-01T12:30:00Z");
+        assert_eq!(end(0), "2030-01-01T13:00:00Z");
+        assert_eq!(counter_end((Timestamp::MAX, 15)), Timestamp::MAX);
+    }
+}
