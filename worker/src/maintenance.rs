@@ -181,6 +181,12 @@ pub async fn retention(w: &Worker, stop: &CancellationToken) -> anyhow::Result<u
     }
     let client = w.db.get().await?;
     dispatch::purge_idempotency_keys(&client).await?;
+    shared::db::slots::purge_past(
+        &client,
+        jiff::Timestamp::now() - jiff::SignedDuration::from_hours(24),
+        20 * BATCH,
+    )
+    .await?;
     if total > 0 {
         tracing::info!(count = total, "retention: callbacks deleted");
     }
