@@ -209,10 +209,18 @@ pub struct WorkerConfig {
     /// Safety poll of the idle path, seconds (the worker otherwise sleeps until the next due time).
     #[serde(default = "defaults::worker_safety_poll_s")]
     pub worker_safety_poll_s: u64,
-    /// How often the reconciler checks that the service Redis still holds the index (marker
-    /// key), seconds. One Redis command per check.
+    /// How often the reconciler checks that no part of the service Redis was lost (marker key,
+    /// and per node: restart, evictions, flushes), seconds. 1 + one command per node per check.
     #[serde(default = "defaults::worker_reconcile_check_s")]
     pub worker_reconcile_check_s: u64,
+    /// Cadence of the PostgreSQL sweep (overdue callbacks missing from the schedule index,
+    /// queue views of services that changed), seconds. No Redis command when it finds nothing.
+    #[serde(default = "defaults::worker_sweep_s")]
+    pub worker_sweep_s: u64,
+    /// How long past its dispatch time an unsubmitted callback must be before the sweep
+    /// re-indexes it, seconds (paced callbacks wait legitimately).
+    #[serde(default = "defaults::worker_sweep_grace_s")]
+    pub worker_sweep_grace_s: u64,
     /// Cadence of the PostgreSQL-side passes (control outbox, TTL expiry, gauges), seconds.
     #[serde(default = "defaults::worker_maintenance_s")]
     pub worker_maintenance_s: u64,
@@ -332,7 +340,13 @@ mod defaults {
         120
     }
     pub(super) fn worker_reconcile_check_s() -> u64 {
-        120
+        40
+    }
+    pub(super) fn worker_sweep_s() -> u64 {
+        15
+    }
+    pub(super) fn worker_sweep_grace_s() -> u64 {
+        10
     }
     pub(super) fn worker_maintenance_s() -> u64 {
         5
@@ -465,6 +479,16 @@ impl Config {
         {
             return bad(
                 "WORKER_RECONCILE_CHECK_S, WORKER_MAINTENANCE_S and WORKER_RETENTION_INTERVAL_S must be positive"
+                    .into(),
+            );
+        }
+        if !(1..=60).contains(&self.worker.worker_sweep_s)
+            || !(1..=60).contains(&self.worker.worker_sweep_grace_s)
+            || !(1..=60).contains(&self.worker.worker_reconcile_check_s)
+        {
+            return bad(
+                "WORKER_SWEEP_S, WORKER_SWEEP_GRACE_S and WORKER_RECONCILE_CHECK_S must be between 1 and 60 \
+                 (lost index entries and Redis loss are repaired within a minute)"
                     .into(),
             );
         }

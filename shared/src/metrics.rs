@@ -83,6 +83,10 @@ pub const EXPIRED: &str = "engage_callbacks_expired_total";
 pub const PURGED: &str = "engage_callbacks_purged_total";
 /// Voice-platform events, by `outcome` (applied, ignored, retry).
 pub const ORS_EVENTS: &str = "engage_ors_events_total";
+/// Due, unsubmitted callbacks the PostgreSQL sweep re-added to the schedule index.
+pub const INDEX_REPAIRED: &str = "engage_index_repaired_total";
+/// Queue-view members added or removed by the honesty check, by action.
+pub const QUEUE_VIEW_REPAIRED: &str = "engage_queue_view_repaired_total";
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -182,6 +186,50 @@ fn describe() {
         "1 when the voice (ORS) Redis answers, 0 otherwise."
     );
     describe_gauge!(POSTGRES_STATUS, "1 when PostgreSQL answers, 0 otherwise.");
+    describe_worker();
+}
+
+/// Help texts of the dispatcher's metrics: described here, once per process, so they carry
+/// them whether the worker runs alone or inside `engage serve --with-worker`.
+fn describe_worker() {
+    use metrics::describe_counter;
+    describe_counter!(
+        DISPATCHED,
+        "Callback attempts written to the voice stream for the first time."
+    );
+    describe_counter!(
+        DISPATCH_DUPLICATES,
+        "Submissions the dedupe key turned into no-ops (already in the voice stream)."
+    );
+    describe_counter!(
+        DISPATCH_PACED,
+        "Due callbacks handed back to the schedule by dispatch pacing."
+    );
+    describe_counter!(
+        RECONCILE_REBUILDS,
+        "Rebuilds of the schedule index and queue views from PostgreSQL, by cause."
+    );
+    describe_counter!(
+        INDEX_REPAIRED,
+        "Due, unsubmitted callbacks the PostgreSQL sweep found missing from the schedule index."
+    );
+    describe_counter!(
+        QUEUE_VIEW_REPAIRED,
+        "Queue-view members added or removed to match PostgreSQL, by action."
+    );
+    describe_counter!(
+        CONTROL_SENT,
+        "Control (cancel) entries written to the control stream, by path (api, outbox)."
+    );
+    describe_counter!(
+        EXPIRED,
+        "Callbacks ended by the worker (FAIL_TIMEOUT_TTL), by cause."
+    );
+    describe_counter!(PURGED, "Finished callbacks deleted by the retention purge.");
+    describe_counter!(
+        ORS_EVENTS,
+        "Voice-platform events received, by outcome (applied, ignored, retry)."
+    );
 }
 
 /// Renders the Prometheus text, refreshing the process metrics (CPU, memory, fds) first.

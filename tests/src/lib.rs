@@ -16,6 +16,9 @@ use std::{
 
 use serde_json::{Value, json};
 
+mod cluster;
+pub use cluster::PrivateCluster;
+
 /// The admin token every test deployment uses.
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 

@@ -9,7 +9,10 @@
 //! - [`wake`]: the pub/sub subscriber (its own connection) that tells the dispatcher when an
 //!   earlier callback was indexed or a lease was taken.
 //! - [`reconcile`]: rebuilds the schedule index and queue views from PostgreSQL at start and
-//!   whenever the service Redis lost them (marker key gone, run id changed).
+//!   whenever any part of the service Redis may be lost (a node restarted, evicted keys or was
+//!   flushed; the marker key is gone).
+//! - [`sweep`]: the PostgreSQL sweep that re-indexes overdue callbacks a failed Redis write
+//!   left out and keeps the queue views of changed services equal to PostgreSQL.
 //! - [`maintenance`]: the control-stream outbox, TTL expiry, retention, gauges.
 //! - [`http`]: `/health` and `/metrics` on `WORKER_PORT` without a web framework.
 //!
@@ -26,6 +29,7 @@ pub mod http;
 pub mod maintenance;
 pub mod pacing;
 pub mod reconcile;
+pub mod sweep;
 pub mod wake;
 
 use std::{
@@ -128,6 +132,7 @@ impl Worker {
             shared::metrics::CB_SUBMIT_FAILED,
             shared::metrics::DISPATCHED,
             shared::metrics::DISPATCH_DUPLICATES,
+            shared::metrics::INDEX_REPAIRED,
         ] {
             ::metrics::counter!(name).increment(0);
         }
@@ -137,6 +142,7 @@ impl Worker {
             tokio::spawn(wake::run(self.clone(), tx.clone(), stop.clone())),
             tokio::spawn(reconcile::run(self.clone(), tx.clone(), stop.clone())),
             tokio::spawn(maintenance::run(self.clone(), stop.clone())),
+            tokio::spawn(sweep::run(self.clone(), stop.clone())),
             tokio::spawn(dispatch::run(self.clone(), rx, stop.clone())),
         ];
         drop(tx);

@@ -5,8 +5,10 @@
 //! - TTL expiry: submitted callbacks not served within the service's `ttl_seconds` end
 //!   COMPLETED/FAIL_TIMEOUT_TTL (and owe a cancel to the voice platform);
 //! - gauges: `ges_monitor_size` by type;
-//! - retention: callbacks (and their events) 14 days past their desired time are deleted in
-//!   small batches with their Redis traces, plus expired idempotency keys.
+//! - retention: finished callbacks (and their events) 14 days past their desired time are
+//!   deleted in small batches with their Redis traces, plus expired idempotency keys;
+//!   unfinished ones past the window are first ended like an expiry (control entry owed), so
+//!   retention never deletes a callback that is still waiting or in the voice platform's hands.
 
 use std::time::{Duration, Instant};
 
@@ -93,17 +95,51 @@ async fn expire(w: &Worker) -> anyhow::Result<()> {
         if ended.is_empty() {
             return Ok(());
         }
-        ::metrics::counter!(metrics::EXPIRED).increment(ended.len() as u64);
+        ::metrics::counter!(metrics::EXPIRED, "cause" => "ttl").increment(ended.len() as u64);
         tracing::info!(count = ended.len(), "callbacks expired (FAIL_TIMEOUT_TTL)");
-        let mut conn = w.redis.conn().await?;
-        for e in &ended {
-            queue::dequeue(&mut conn, &w.keys, &e.tenant, &e.service, e.id, false).await?;
-            // Frees its place in the service's active counts (in-queue checking, max_queued).
-            shared::redis::throttle::release(&mut conn, &w.keys, &e.tenant, &e.service, e.id)
-                .await?;
-        }
+        leave_views(w, &ended).await?;
         if ended.len() < BATCH as usize {
             return Ok(());
+        }
+    }
+}
+
+/// Takes ended callbacks off their queue views and frees their places in the service's active
+/// counts (in-queue checking, max_queued). A failure is repaired by the sweep's view check
+/// (the rows changed) and the throttle re-seed.
+async fn leave_views(w: &Worker, ended: &[Ended]) -> anyhow::Result<()> {
+    let mut conn = w.redis.conn().await?;
+    for e in ended {
+        shared::redis::schedule::unindex(&mut conn, &w.keys, e.id).await?;
+        queue::dequeue(&mut conn, &w.keys, &e.tenant, &e.service, e.id, false).await?;
+        shared::redis::throttle::release(&mut conn, &w.keys, &e.tenant, &e.service, e.id).await?;
+    }
+    Ok(())
+}
+
+/// Ends unfinished callbacks past the retention window (TTL path, control entry owed), so
+/// that the purge deletes only finished ones.
+async fn expire_stale(w: &Worker, days: u32) -> anyhow::Result<usize> {
+    let mut total = 0;
+    loop {
+        let ended = {
+            let client = w.db.get().await?;
+            dispatch::expire_stale(&client, days, BATCH).await?
+        };
+        total += ended.len();
+        if !ended.is_empty() {
+            ::metrics::counter!(metrics::EXPIRED, "cause" => "retention")
+                .increment(ended.len() as u64);
+            tracing::info!(
+                count = ended.len(),
+                "unfinished callbacks past retention ended (FAIL_TIMEOUT_TTL)"
+            );
+            if let Err(e) = leave_views(w, &ended).await {
+                tracing::warn!(error = %e, "removing Redis traces of ended callbacks failed; the sweep repairs it");
+            }
+        }
+        if ended.len() < BATCH as usize {
+            return Ok(total);
         }
     }
 }
@@ -119,6 +155,10 @@ async fn gauges(w: &Worker) -> anyhow::Result<()> {
 /// One retention pass; returns how many callbacks were deleted.
 pub async fn retention(w: &Worker, stop: &CancellationToken) -> anyhow::Result<usize> {
     let days = w.cfg.worker.worker_retention_days;
+    if expire_stale(w, days).await? > 0 {
+        // Their control entries go out now; the next pass deletes them.
+        outbox(w).await?;
+    }
     let mut total = 0;
     loop {
         let gone = {
@@ -141,6 +181,12 @@ pub async fn retention(w: &Worker, stop: &CancellationToken) -> anyhow::Result<u
     }
     let client = w.db.get().await?;
     dispatch::purge_idempotency_keys(&client).await?;
+    shared::db::slots::purge_past(
+        &client,
+        jiff::Timestamp::now() - jiff::SignedDuration::from_hours(24),
+        20 * BATCH,
+    )
+    .await?;
     if total > 0 {
         tracing::info!(count = total, "retention: callbacks deleted");
     }

@@ -1,19 +1,32 @@
-//! Reconciler: PostgreSQL is the truth, the service Redis a derived copy (invariant 2).
+//! Reconciler: PostgreSQL is the truth, the service Redis a derived copy (invariant 2;
+//! docs/derived-state.md).
 //!
-//! At start, and whenever the copy may be gone, it rebuilds the schedule index
-//! (`callbacks_pending_idx`) and the queue views (`callbacks_active_idx`) in pages of 1,000 rows
-//! with `ZADD` only (idempotent: an entry added twice or added while being claimed is harmless,
-//! because every claim re-reads the row and the voice write is deduplicated).
+//! **Noticing a loss.** Every `WORKER_RECONCILE_CHECK_S` (≤ 60 s) one check reads, for every
+//! node that holds data (the server, or each cluster primary), `INFO server stats commandstats`
+//! and compares a fingerprint with the previous one: a new `run_id` (restarted, perhaps empty;
+//! a failover promotes another node), a grown `evicted_keys` (an `allkeys-*` policy dropped
+//! keys), a grown flush count (`FLUSHALL`/`FLUSHDB`), or a different set of primaries. Plus one
+//! `GET` of the marker key, which catches our own keys being deleted. Any difference means a
+//! part of the copy may be gone, on any node, so the whole copy is repaired. The fingerprint is
+//! taken *before* a rebuild, so a loss during the rebuild shows at the next check.
 //!
-//! "May be gone" is detected cheaply: the marker key holds the Redis `run_id` seen when the
-//! index was last built; every `WORKER_RECONCILE_CHECK_S` one `GET` checks it (a `FLUSHALL`
-//! removes it), and after the wake subscription reconnects `INFO server` tells whether Redis
-//! restarted. The marker is written *before* a rebuild, so a flush during a rebuild removes it
-//! again and the next check repeats the rebuild.
+//! **Repairing.** A rebuild puts every committed, unsubmitted callback back into the schedule
+//! index where it is missing (`schedule::index_missing`: entries already indexed or in flight
+//! stay as they are) and makes every queue view equal to PostgreSQL's waiting set
+//! ([`repair_view`]: adds what is missing, removes strays). Both are idempotent, so several
+//! workers rebuilding at once is harmless. The PostgreSQL sweep ([`crate::sweep`]) repairs
+//! what single failed writes leave out in between.
 
-use std::{collections::HashMap, time::Duration};
+use std::{
+    collections::{BTreeMap, HashSet},
+    time::Duration,
+};
 
-use shared::{db::dispatch, metrics, redis::queue};
+use shared::{
+    db::dispatch,
+    metrics,
+    redis::{queue, schedule},
+};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -22,24 +35,35 @@ use crate::{Backoff, Signal, Worker};
 
 const PAGE: i64 = 1_000;
 
+/// What the check remembers of one node.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct NodeMark {
+    run_id: String,
+    evicted_keys: u64,
+    flushes: u64,
+}
+
+/// Node address → its mark.
+type Fingerprint = BTreeMap<String, NodeMark>;
+
 /// Runs the reconciler until `stop` fires.
 pub async fn run(w: Worker, tx: mpsc::Sender<Signal>, stop: CancellationToken) {
     let check_every = Duration::from_secs(w.cfg.worker.worker_reconcile_check_s);
     let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(5));
     let mut cause = Some("start");
-    let mut run_id = String::new();
+    let mut seen = Fingerprint::new();
     loop {
         if let Some(why) = cause {
             match rebuild(&w, &stop, why).await {
-                Ok(Some(id)) => {
-                    run_id = id;
+                Ok(Some(fp)) => {
+                    seen = fp;
                     cause = None;
                     backoff.reset();
                     let _ = tx.try_send(Signal::Resync);
                 }
                 Ok(None) => return, // stopped
                 Err(e) => {
-                    tracing::warn!(error = %e, "index rebuild failed; retrying");
+                    tracing::warn!(error = %e, "rebuild from PostgreSQL failed; retrying");
                     if crate::sleep_or_stop(backoff.next_delay(), &stop).await {
                         return;
                     }
@@ -47,21 +71,27 @@ pub async fn run(w: Worker, tx: mpsc::Sender<Signal>, stop: CancellationToken) {
                 }
             }
         }
-        let full = tokio::select! {
+        tokio::select! {
             () = stop.cancelled() => return,
-            () = tokio::time::sleep(check_every) => false,
-            () = w.reconcile_check.notified() => true,
-        };
-        match check(&w, &run_id, full).await {
+            () = tokio::time::sleep(check_every) => {}
+            () = w.reconcile_check.notified() => {}
+        }
+        match check(&w, &seen).await {
             Ok(None) => {}
-            Ok(Some(why)) => cause = Some(why),
+            Ok(Some(why)) => {
+                tracing::warn!(
+                    cause = why,
+                    "part of the service Redis may be lost; rebuilding"
+                );
+                cause = Some(why);
+            }
             Err(e) => tracing::warn!(error = %e, "reconcile check failed"),
         }
     }
 }
 
-/// One check: the marker (one `GET`), plus the run id when `full`. Returns why to rebuild.
-async fn check(w: &Worker, run_id: &str, full: bool) -> anyhow::Result<Option<&'static str>> {
+/// One check: the marker, then every node's mark. Returns why to rebuild.
+async fn check(w: &Worker, seen: &Fingerprint) -> anyhow::Result<Option<&'static str>> {
     let mut conn = w.redis.conn().await?;
     let marker: Option<String> = redis::cmd("GET")
         .arg(w.keys.marker())
@@ -70,47 +100,107 @@ async fn check(w: &Worker, run_id: &str, full: bool) -> anyhow::Result<Option<&'
     if marker.is_none() {
         return Ok(Some("marker_missing"));
     }
-    if full && !w.redis.is_cluster() && current_run_id(w).await? != run_id {
-        return Ok(Some("run_id_changed"));
-    }
-    Ok(None)
+    Ok(changed(seen, &fingerprint(w).await?))
 }
 
-async fn current_run_id(w: &Worker) -> anyhow::Result<String> {
-    if w.redis.is_cluster() {
-        return Ok("cluster".into());
-    }
-    let mut conn = w.redis.conn().await?;
-    let info: String = redis::cmd("INFO")
-        .arg("server")
-        .query_async(&mut conn)
+async fn fingerprint(w: &Worker) -> anyhow::Result<Fingerprint> {
+    let infos = w
+        .redis
+        .node_infos(&["server", "stats", "commandstats"])
         .await?;
-    Ok(info
-        .lines()
-        .find_map(|l| l.strip_prefix("run_id:"))
-        .unwrap_or_default()
-        .trim()
-        .to_string())
+    Ok(infos
+        .into_iter()
+        .map(|(node, info)| (node, mark(&info)))
+        .collect())
 }
 
-/// Rebuilds the index and queue views; returns the run id recorded in the marker (`None` if
+/// The mark of one node from its `INFO` text.
+fn mark(info: &str) -> NodeMark {
+    let mut m = NodeMark::default();
+    let calls = |rest: &str| -> u64 {
+        rest.strip_prefix("calls=")
+            .and_then(|r| r.split(',').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    for line in info.lines().map(str::trim) {
+        if let Some(v) = line.strip_prefix("run_id:") {
+            v.clone_into(&mut m.run_id);
+        } else if let Some(v) = line.strip_prefix("evicted_keys:") {
+            m.evicted_keys = v.parse().unwrap_or(0);
+        } else if let Some(v) = line
+            .strip_prefix("cmdstat_flushall:")
+            .or_else(|| line.strip_prefix("cmdstat_flushdb:"))
+        {
+            m.flushes += calls(v);
+        }
+    }
+    m
+}
+
+/// Why a rebuild is due, comparing the previous fingerprint with the current one.
+fn changed(seen: &Fingerprint, now: &Fingerprint) -> Option<&'static str> {
+    if !seen.keys().eq(now.keys()) {
+        return Some("nodes_changed");
+    }
+    for (old, new) in seen.values().zip(now.values()) {
+        if old.run_id != new.run_id {
+            return Some("node_restarted");
+        }
+        if old.flushes != new.flushes {
+            return Some("flushed");
+        }
+        if old.evicted_keys != new.evicted_keys {
+            return Some("keys_evicted");
+        }
+    }
+    None
+}
+
+/// Rebuilds the index and queue views; returns the fingerprint taken before (`None` if
 /// stopped midway).
 async fn rebuild(
     w: &Worker,
     stop: &CancellationToken,
     why: &'static str,
-) -> anyhow::Result<Option<String>> {
+) -> anyhow::Result<Option<Fingerprint>> {
     let started = std::time::Instant::now();
-    let run_id = current_run_id(w).await?;
+    let fp = fingerprint(w).await?;
     let mut conn = w.redis.conn().await?;
     redis::cmd("SET")
         .arg(w.keys.marker())
-        .arg(&run_id)
+        .arg("1")
         .query_async::<()>(&mut conn)
         .await?;
+    let Some(indexed) = reindex(w, stop).await? else {
+        return Ok(None);
+    };
+    let mut views = 0usize;
+    let services = {
+        let client = w.db.get().await?;
+        dispatch::view_services(&client).await?
+    };
+    for (tenant, service) in &services {
+        if stop.is_cancelled() {
+            return Ok(None);
+        }
+        views += repair_view(w, tenant, service).await?;
+    }
+    ::metrics::counter!(metrics::RECONCILE_REBUILDS, "cause" => why).increment(1);
+    tracing::info!(
+        cause = why,
+        indexed,
+        views_repaired = views,
+        took_ms = started.elapsed().as_millis() as u64,
+        "schedule index and queue views reconciled with PostgreSQL"
+    );
+    Ok(Some(fp))
+}
 
-    let mut indexed = 0usize;
-    let mut earliest: Option<i64> = None;
+/// Puts every committed, unsubmitted callback that the index lacks back into it; returns how
+/// many were missing (`None` if stopped midway). `index_missing` wakes the workers.
+async fn reindex(w: &Worker, stop: &CancellationToken) -> anyhow::Result<Option<u64>> {
+    let mut added = 0;
     let mut after = None;
     loop {
         if stop.is_cancelled() {
@@ -122,73 +212,93 @@ async fn rebuild(
         };
         let Some(last) = page.last() else { break };
         after = Some((last.1, last.0));
-        let mut by_shard: HashMap<u16, Vec<(i64, String)>> = HashMap::new();
-        for (id, at) in &page {
-            let ms = at.as_millisecond();
-            earliest = Some(earliest.map_or(ms, |e| e.min(ms)));
-            by_shard
-                .entry(w.keys.shard_of(id))
-                .or_default()
-                .push((ms, id.to_string()));
-        }
-        for (shard, members) in by_shard {
-            redis::cmd("ZADD")
-                .arg(w.keys.sched(shard))
-                .arg(&members)
-                .query_async::<i64>(&mut conn)
-                .await?;
-        }
-        indexed += page.len();
+        let entries: Vec<(Uuid, i64)> = page
+            .iter()
+            .map(|(id, at)| (*id, at.as_millisecond()))
+            .collect();
+        let mut conn = w.redis.conn().await?;
+        added += schedule::index_missing(&mut conn, &w.keys, &entries).await?;
         if page.len() < PAGE as usize {
             break;
         }
+    }
+    Ok(Some(added))
+}
+
+/// Makes one service's queue view equal to the callbacks PostgreSQL says the voice platform
+/// holds: adds the missing, removes the strays. The view is read *before* PostgreSQL, so a
+/// callback that joins in between is only added twice (idempotent) and one that leaves in
+/// between is removed; a change racing the writes below is caught by the next check of the
+/// service (it changed). Returns how many members were added or removed.
+pub async fn repair_view(w: &Worker, tenant: &str, service: &str) -> anyhow::Result<usize> {
+    let mut conn = w.redis.conn().await?;
+    let held: HashSet<String> = queue::members(&mut conn, &w.keys, tenant, service)
+        .await?
+        .into_iter()
+        .collect();
+    let active = {
+        let client = w.db.get().await?;
+        dispatch::active_of(&client, tenant, service).await?
+    };
+    let wanted: HashSet<String> = active.iter().map(|a| a.id.to_string()).collect();
+    let missing: Vec<(Uuid, i64)> = active
+        .iter()
+        .filter(|a| !held.contains(&a.id.to_string()))
+        .map(|a| {
+            (
+                a.id,
+                queue::score(a.priority, a.submitted_at.as_millisecond()),
+            )
+        })
+        .collect();
+    let strays: Vec<String> = held.difference(&wanted).cloned().collect();
+    queue::enqueue(&mut conn, &w.keys, tenant, service, &missing).await?;
+    queue::remove(&mut conn, &w.keys, tenant, service, &strays).await?;
+    for (action, n) in [("added", missing.len()), ("removed", strays.len())] {
+        if n > 0 {
+            ::metrics::counter!(metrics::QUEUE_VIEW_REPAIRED, "action" => action)
+                .increment(n as u64);
+        }
+    }
+    Ok(missing.len() + strays.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fp(run_id: &str, evicted: u64, flushes: u64) -> Fingerprint {
+        let mark = NodeMark {
+            run_id: run_id.into(),
+            evicted_keys: evicted,
+            flushes,
+        };
+        Fingerprint::from([("n1".to_string(), mark)])
     }
 
-    let mut queued = 0usize;
-    let mut after = Uuid::nil();
-    loop {
-        if stop.is_cancelled() {
-            return Ok(None);
-        }
-        let page = {
-            let client = w.db.get().await?;
-            dispatch::active_page(&client, after, PAGE).await?
-        };
-        let Some(last) = page.last() else { break };
-        after = last.id;
-        let mut by_service: HashMap<(&str, &str), Vec<(Uuid, i64)>> = HashMap::new();
-        for a in &page {
-            by_service
-                .entry((a.tenant.as_str(), a.service.as_str()))
-                .or_default()
-                .push((
-                    a.id,
-                    queue::score(a.priority, a.submitted_at.as_millisecond()),
-                ));
-        }
-        for ((tenant, service), members) in by_service {
-            queue::enqueue(&mut conn, &w.keys, tenant, service, &members).await?;
-        }
-        queued += page.len();
-        if page.len() < PAGE as usize {
-            break;
-        }
+    #[test]
+    fn info_fields_make_the_mark() {
+        let info = "# Server\r\nrun_id:abc\r\n# Stats\r\nevicted_keys:7\r\n# Commandstats\r\n\
+                    cmdstat_flushall:calls=2,usec=5,usec_per_call=2.5\r\ncmdstat_flushdb:calls=1,usec=1\r\n";
+        assert_eq!(
+            mark(info),
+            NodeMark {
+                run_id: "abc".into(),
+                evicted_keys: 7,
+                flushes: 3
+            }
+        );
     }
-    if let Some(t) = earliest {
-        // Other workers may be asleep past what was just re-added.
-        redis::cmd("PUBLISH")
-            .arg(w.keys.wake_channel())
-            .arg(t)
-            .query_async::<i64>(&mut conn)
-            .await?;
+
+    #[test]
+    fn every_kind_of_loss_is_a_change() {
+        let base = fp("a", 0, 0);
+        assert_eq!(changed(&base, &base), None);
+        assert_eq!(changed(&base, &fp("b", 0, 0)), Some("node_restarted"));
+        assert_eq!(changed(&base, &fp("a", 1, 0)), Some("keys_evicted"));
+        assert_eq!(changed(&base, &fp("a", 0, 1)), Some("flushed"));
+        let mut two = base.clone();
+        two.insert("n2".into(), NodeMark::default());
+        assert_eq!(changed(&base, &two), Some("nodes_changed"));
     }
-    ::metrics::counter!(metrics::RECONCILE_REBUILDS, "cause" => why).increment(1);
-    tracing::info!(
-        cause = why,
-        indexed,
-        queued,
-        took_ms = started.elapsed().as_millis() as u64,
-        "schedule index rebuilt from PostgreSQL"
-    );
-    Ok(Some(run_id))
 }

@@ -17,6 +17,8 @@
 //!   Immediate callbacks never take slot capacity (capacity is about scheduled callbacks).
 //! - A service without business hours is always open; without a capacity rule its slots are
 //!   `slot_minutes` long with `slot_capacity` places each.
+//! - When the slot grid changes (length or zone), places booked under the old grid count
+//!   against the new slot their desired time falls in (docs/slot-grid.md).
 
 use deadpool_postgres::GenericClient;
 use jiff::Timestamp;
@@ -85,6 +87,7 @@ pub async fn check(
         claim: (slot.total > 0).then_some(SlotClaim {
             start: slot.start,
             capacity: slot.total,
+            minutes: plan.slot_minutes(),
         }),
         plan: Some(plan),
         desired,

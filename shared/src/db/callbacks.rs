@@ -55,19 +55,39 @@ const INSERT: &str = "INSERT INTO callbacks
     RETURNING dispatch_at";
 
 /// Claims one place in the slot and inserts the callback in one statement: when the slot is
-/// full the claim returns no row and nothing is inserted (see `db::slots`).
-const INSERT_CLAIMING: &str = "WITH s AS (
-        INSERT INTO slot_bookings (tenant_id, service, slot_start, booked)
-        SELECT $2, $3, $13, 1 WHERE $14::integer >= 1
-        ON CONFLICT (tenant_id, service, slot_start) DO UPDATE
+/// full the claim returns no row and nothing is inserted (see `db::slots`). `f` counts the
+/// places held under another slot grid whose desired time falls in this slot; it is read
+/// only when a counter of another grid overlaps the slot (docs/slot-grid.md).
+const INSERT_CLAIMING: &str = "WITH f AS (
+        SELECT CASE WHEN EXISTS (
+            SELECT 1 FROM slot_bookings o
+            WHERE o.tenant_id = $2 AND o.service = $3 AND o.booked > 0
+              AND o.slot_start > $13::timestamptz - interval '60 minutes'
+              AND o.slot_start < $13::timestamptz + make_interval(mins => $15::smallint::integer)
+              AND o.slot_start + make_interval(mins => CASE o.slot_minutes WHEN 0 THEN 60
+                                                   ELSE o.slot_minutes::integer END) > $13
+              AND (o.slot_start, o.slot_minutes) <> ($13, $15::smallint)
+        ) THEN (
+            SELECT count(*)::integer FROM callbacks c
+            WHERE c.tenant_id = $2 AND c.service = $3
+              AND c.desired_time >= $13::timestamptz
+              AND c.desired_time < $13::timestamptz + make_interval(mins => $15::smallint::integer)
+              AND c.slot_start IS NOT NULL AND c.reason IS DISTINCT FROM 'CANCELLED'
+              AND (c.slot_start, coalesce(c.slot_minutes, 0::smallint)) <> ($13, $15::smallint)
+        ) ELSE 0 END AS n
+    ), s AS (
+        INSERT INTO slot_bookings (tenant_id, service, slot_start, slot_minutes, booked)
+        SELECT $2, $3, $13, $15::smallint, 1 FROM f WHERE f.n < $14::integer
+        ON CONFLICT (tenant_id, service, slot_start, slot_minutes) DO UPDATE
             SET booked = slot_bookings.booked + 1
-            WHERE slot_bookings.booked < $14::integer
+            WHERE slot_bookings.booked + (SELECT n FROM f) < $14::integer
         RETURNING 1
     )
     INSERT INTO callbacks
-    (id, tenant_id, service, state, phone_number, desired_time, dispatch_at, scheduled, priority, attrs, user_data, phone_e164, slot_start)
+    (id, tenant_id, service, state, phone_number, desired_time, dispatch_at, scheduled, priority, attrs, user_data, phone_e164, slot_start, slot_minutes)
     SELECT $1, $2, $3, $4, $5, CASE WHEN $8 THEN $6 ELSE now() END,
-           CASE WHEN $8 THEN greatest($7::timestamptz, now()) ELSE now() END, $8, $9, $10, $11, $12, $13
+           CASE WHEN $8 THEN greatest($7::timestamptz, now()) ELSE now() END, $8, $9, $10, $11, $12,
+           $13, $15::smallint
     FROM s
     RETURNING dispatch_at";
 
@@ -106,8 +126,10 @@ async fn insert_row(db: &impl GenericClient, cb: &NewCallback) -> Result<Timesta
         return Ok(row.get(0));
     };
     let capacity = i32::try_from(claim.capacity).unwrap_or(i32::MAX);
+    let minutes = i16::try_from(claim.minutes).unwrap_or(i16::MAX);
     params.push(&claim.start);
     params.push(&capacity);
+    params.push(&minutes);
     match super::stmt::query_opt(db, INSERT_CLAIMING, &params).await? {
         Some(row) => Ok(row.get(0)),
         None => Err(slot_full(claim)),
@@ -134,13 +156,13 @@ pub async fn delete_unanswered(
         db,
         "WITH d AS (
                 DELETE FROM callbacks WHERE id = ANY($1) AND tenant_id = $2
-                RETURNING id, service, slot_start
+                RETURNING id, service, slot_start, slot_minutes
              ), k AS (
                 DELETE FROM idempotency_keys WHERE tenant_id = $2 AND callback_id IN (SELECT id FROM d)
              ), s AS (
                 UPDATE slot_bookings b SET booked = b.booked - 1 FROM d
                 WHERE b.tenant_id = $2 AND b.service = d.service AND b.slot_start = d.slot_start
-                  AND b.booked > 0
+                  AND b.slot_minutes = coalesce(d.slot_minutes, 0) AND b.booked > 0
              )
              SELECT count(*) FROM d",
         &[&ids, &tenant],
@@ -344,14 +366,14 @@ pub async fn cancel(
                 UPDATE callbacks SET state = 'COMPLETED', reason = 'CANCELLED', updated_at = now(),
                     control_pending = submitted_at IS NOT NULL
                 WHERE id = $1 AND tenant_id = $2 AND state NOT IN ('PROCESSING', 'COMPLETED')
-                RETURNING id, submitted_at, attempt, service, slot_start
+                RETURNING id, submitted_at, attempt, service, slot_start, slot_minutes
              ), e AS (
                 INSERT INTO callback_events (callback_id, state, reason, source)
                 SELECT id, 'COMPLETED', 'CANCELLED', 'api' FROM c
              ), f AS (
                 UPDATE slot_bookings b SET booked = b.booked - 1 FROM c
                 WHERE b.tenant_id = $2 AND b.service = c.service AND b.slot_start = c.slot_start
-                  AND b.booked > 0
+                  AND b.slot_minutes = coalesce(c.slot_minutes, 0) AND b.booked > 0
              )
              SELECT submitted_at IS NOT NULL, attempt, service FROM c",
         &[&id, &tenant],

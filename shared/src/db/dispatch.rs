@@ -168,6 +168,30 @@ pub async fn pending_page(
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
+/// One page of what the PostgreSQL sweep checks: committed, unsubmitted callbacks due more than
+/// `grace_s` seconds ago by the database's clock, in (dispatch_at, id) order after `after`.
+/// Reads a range of `callbacks_pending_idx`, so a sweep with nothing overdue touches one
+/// index page and no table row.
+pub async fn overdue_page(
+    db: &impl GenericClient,
+    grace_s: i32,
+    after: Option<(Timestamp, Uuid)>,
+    limit: i64,
+) -> Result<Vec<(Uuid, Timestamp)>, ApiError> {
+    let (t, id) = after.unwrap_or((Timestamp::UNIX_EPOCH, Uuid::nil()));
+    let rows = super::stmt::query(
+        db,
+        "SELECT id, dispatch_at FROM callbacks
+             WHERE submitted_at IS NULL AND state IN ('SCHEDULED', 'QUEUED')
+               AND dispatch_at < now() - make_interval(secs => $3)
+               AND (dispatch_at, id) > ($1, $2)
+             ORDER BY dispatch_at, id LIMIT $4",
+        &[&t, &id, &f64::from(grace_s), &limit],
+    )
+    .await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
 /// A callback the voice platform holds (QUEUED or ROUTING, submitted).
 #[derive(Debug, Clone)]
 pub struct Active {
@@ -183,30 +207,69 @@ pub struct Active {
     pub priority: i32,
 }
 
-/// One page of what the queue views must hold, by id after `after`.
-pub async fn active_page(
+/// What one service's queue view must hold: its submitted QUEUED/ROUTING callbacks with their
+/// queue-view score inputs (through `callbacks_service_idx`).
+pub async fn active_of(
     db: &impl GenericClient,
-    after: Uuid,
-    limit: i64,
+    tenant: &str,
+    service: &str,
 ) -> Result<Vec<Active>, ApiError> {
     let rows = super::stmt::query(
         db,
         "SELECT id, tenant_id, service, submitted_at, priority FROM callbacks
-             WHERE state IN ('QUEUED', 'ROUTING') AND submitted_at IS NOT NULL AND id > $1
-             ORDER BY id LIMIT $2",
-        &[&after, &limit],
+             WHERE tenant_id = $1 AND service = $2 AND state IN ('QUEUED', 'ROUTING')
+               AND submitted_at IS NOT NULL",
+        &[&tenant, &service],
     )
     .await?;
-    Ok(rows
-        .iter()
-        .map(|r| Active {
-            id: r.get(0),
-            tenant: r.get(1),
-            service: r.get(2),
-            submitted_at: r.get(3),
-            priority: r.get(4),
-        })
-        .collect())
+    Ok(rows.iter().map(active).collect())
+}
+
+fn active(r: &tokio_postgres::Row) -> Active {
+    Active {
+        id: r.get(0),
+        tenant: r.get(1),
+        service: r.get(2),
+        submitted_at: r.get(3),
+        priority: r.get(4),
+    }
+}
+
+/// Every service that may have a queue view: configured ones (soft-deleted too) and any that
+/// callbacks in the voice platform's hands name.
+pub async fn view_services(db: &impl GenericClient) -> Result<Vec<(String, String)>, ApiError> {
+    let rows = super::stmt::query(
+        db,
+        "SELECT tenant_id, name FROM services
+         UNION
+         SELECT DISTINCT tenant_id, service FROM callbacks
+             WHERE state IN ('QUEUED', 'ROUTING') AND submitted_at IS NOT NULL",
+        &[],
+    )
+    .await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+/// Services whose submitted, completed or retried callbacks changed since `since` (by the
+/// database's clock, through `callbacks_updated_idx`; 30 s of overlap covers transactions that
+/// started before `since` and committed after), and the database time of the query: the next
+/// call's `since`.
+pub async fn changed_services(
+    db: &impl GenericClient,
+    since: Timestamp,
+) -> Result<(Vec<(String, String)>, Timestamp), ApiError> {
+    let rows = super::stmt::query(
+        db,
+        "SELECT DISTINCT tenant_id, service FROM callbacks
+             WHERE updated_at >= $1::timestamptz - interval '30 seconds'
+               AND (state = 'COMPLETED' OR submitted_at IS NOT NULL OR attempt > 1)",
+        &[&since],
+    )
+    .await?;
+    let now: Timestamp = super::stmt::query_one(db, "SELECT now()", &[])
+        .await?
+        .get(0);
+    Ok((rows.iter().map(|r| (r.get(0), r.get(1))).collect(), now))
 }
 
 /// Callbacks owing a control entry (cancel) to the voice platform, oldest first.
@@ -255,33 +318,69 @@ fn ended(rows: &[tokio_postgres::Row]) -> Vec<Ended> {
         .collect()
 }
 
+/// The statement that ends the callbacks a selection names: COMPLETED/FAIL_TIMEOUT_TTL with
+/// an event row, owing a cancel to the voice platform (`control_pending`: it may hold them; a
+/// cancel of a session it does not know is ignored), returning their identity.
+macro_rules! end_with_ttl {
+    ($select:literal) => {
+        concat!(
+            "WITH x AS (
+                UPDATE callbacks SET state = 'COMPLETED', reason = 'FAIL_TIMEOUT_TTL',
+                    control_pending = true, updated_at = now()
+                WHERE id IN (",
+            $select,
+            ") RETURNING id, tenant_id, service
+             ), e AS (
+                INSERT INTO callback_events (callback_id, state, reason, source)
+                SELECT id, 'COMPLETED', 'FAIL_TIMEOUT_TTL', 'worker' FROM x
+             )
+             SELECT id, tenant_id, service FROM x"
+        )
+    };
+}
+
 /// Completes up to `limit` submitted callbacks not served within their TTL
 /// (COMPLETED/FAIL_TIMEOUT_TTL) and asks the voice platform to drop them.
 pub async fn expire(db: &impl GenericClient, limit: i64) -> Result<Vec<Ended>, ApiError> {
     let rows = super::stmt::query(
         db,
-        "WITH x AS (
-                UPDATE callbacks SET state = 'COMPLETED', reason = 'FAIL_TIMEOUT_TTL',
-                    control_pending = true, updated_at = now()
-                WHERE id IN (
-                    SELECT id FROM callbacks
-                    WHERE state IN ('QUEUED', 'ROUTING') AND submitted_at IS NOT NULL
-                      AND expires_at < now()
-                    ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED)
-                RETURNING id, tenant_id, service
-             ), e AS (
-                INSERT INTO callback_events (callback_id, state, reason, source)
-                SELECT id, 'COMPLETED', 'FAIL_TIMEOUT_TTL', 'worker' FROM x
-             )
-             SELECT id, tenant_id, service FROM x",
+        end_with_ttl!(
+            "SELECT id FROM callbacks
+             WHERE state IN ('QUEUED', 'ROUTING') AND submitted_at IS NOT NULL
+               AND expires_at < now()
+             ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED"
+        ),
         &[&limit],
     )
     .await?;
     Ok(ended(&rows))
 }
 
-/// Deletes up to `limit` callbacks (and, by cascade, their events) whose desired time is more
-/// than `days` days ago.
+/// Ends up to `limit` unfinished callbacks whose desired time is more than `days` days ago
+/// (the retention window): they are expired the way the TTL expires them, control entry
+/// included, so that retention only ever deletes finished callbacks ([`purge`]).
+pub async fn expire_stale(
+    db: &impl GenericClient,
+    days: u32,
+    limit: i64,
+) -> Result<Vec<Ended>, ApiError> {
+    let days = i32::try_from(days).unwrap_or(i32::MAX);
+    let rows = super::stmt::query(
+        db,
+        end_with_ttl!(
+            "SELECT id FROM callbacks
+             WHERE desired_time < now() - make_interval(days => $1) AND state <> 'COMPLETED'
+             ORDER BY desired_time LIMIT $2 FOR UPDATE SKIP LOCKED"
+        ),
+        &[&days, &limit],
+    )
+    .await?;
+    Ok(ended(&rows))
+}
+
+/// Deletes up to `limit` finished callbacks (and, by cascade, their events) whose desired time
+/// is more than `days` days ago. Only COMPLETED callbacks that owe the voice platform nothing
+/// go: anything unfinished is ended first ([`expire_stale`]) and its control entry sent.
 pub async fn purge(db: &impl GenericClient, days: u32, limit: i64) -> Result<Vec<Ended>, ApiError> {
     let days = i32::try_from(days).unwrap_or(i32::MAX);
     let rows = super::stmt::query(
@@ -289,6 +388,7 @@ pub async fn purge(db: &impl GenericClient, days: u32, limit: i64) -> Result<Vec
         "DELETE FROM callbacks WHERE id IN (
                 SELECT id FROM callbacks
                 WHERE desired_time < now() - make_interval(days => $1)
+                  AND state = 'COMPLETED' AND NOT control_pending
                 ORDER BY desired_time LIMIT $2 FOR UPDATE SKIP LOCKED)
              RETURNING id, tenant_id, service",
         &[&days, &limit],

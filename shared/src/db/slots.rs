@@ -6,6 +6,11 @@
 //! locks the slot row and re-checks the condition against its latest version, so concurrent
 //! bookings of one slot serialise on that row and a slot is never overbooked. Cancel gives the
 //! slot back in the statement that completes the callback.
+//!
+//! A counter is one slot of one grid (start and length). When the grid changes, places held
+//! under the old grid count against the new slot their callback's desired time falls in: the
+//! claim adds them to its own counter, and [`window`] does the same for availability
+//! (docs/slot-grid.md). Counters of past days are purged by the worker ([`purge_past`]).
 
 use std::collections::HashMap;
 
@@ -28,29 +33,102 @@ pub struct SlotClaim {
     pub start: Timestamp,
     /// Configured capacity (at least 1; a slot of capacity 0 is never claimed).
     pub capacity: u32,
+    /// Slot length in minutes (the grid the counter belongs to).
+    pub minutes: u16,
 }
 
-/// Bookings per slot start for slots starting in `[from, to]` (one query).
-pub async fn booked(
+/// A place held in a counter: the counter's slot start and length (0: booked before v6).
+type Counter = (Timestamp, i16);
+
+/// Where a counter's slot ends (a counter from before v6, length 0, is taken as 60 minutes,
+/// the longest slot).
+fn counter_end((start, minutes): Counter) -> Timestamp {
+    let minutes = if minutes > 0 { minutes } else { 60 };
+    start
+        .saturating_add(jiff::SignedDuration::from_mins(i64::from(minutes)))
+        .unwrap_or(Timestamp::MAX)
+}
+
+/// Booked places per slot of `slots` (in time order, `minutes` long): each slot's own counter,
+/// plus the places held under another grid whose callback's desired time falls in the slot.
+/// One query, two when counters of another grid overlap the window.
+async fn booked(
     db: &impl GenericClient,
     tenant: &str,
     service: &str,
-    from: Timestamp,
-    to: Timestamp,
-) -> Result<HashMap<Timestamp, u32>, ApiError> {
+    slots: &[Slot],
+    minutes: u16,
+) -> Result<Vec<u32>, ApiError> {
+    let (Some(first), Some(last)) = (slots.first(), slots.last()) else {
+        return Ok(Vec::new());
+    };
+    let len = jiff::SignedDuration::from_mins(i64::from(minutes));
+    let end = last.start.saturating_add(len).unwrap_or(Timestamp::MAX);
+    let lookback = first
+        .start
+        .saturating_sub(jiff::SignedDuration::from_hours(1))
+        .unwrap_or(first.start);
     let rows = super::stmt::query(
         db,
-        "SELECT slot_start, booked FROM slot_bookings
-             WHERE tenant_id = $1 AND service = $2 AND slot_start BETWEEN $3 AND $4 AND booked > 0",
+        "SELECT slot_start, slot_minutes, booked FROM slot_bookings
+             WHERE tenant_id = $1 AND service = $2 AND slot_start > $3 AND slot_start < $4
+               AND booked > 0",
+        &[&tenant, &service, &lookback, &end],
+    )
+    .await?;
+    let own_len = i16::try_from(minutes).unwrap_or(i16::MAX);
+    let mut own: HashMap<Timestamp, u32> = HashMap::new();
+    let mut foreign = false;
+    for r in &rows {
+        let key: Counter = (r.get(0), r.get(1));
+        let n = r.get::<_, i32>(2).max(0).unsigned_abs();
+        if key.1 == own_len && slots.binary_search_by_key(&key.0, |s| s.start).is_ok() {
+            own.insert(key.0, n);
+        } else if counter_end(key) > first.start {
+            foreign = true;
+        }
+    }
+    let mut out: Vec<u32> = slots
+        .iter()
+        .map(|s| own.get(&s.start).copied().unwrap_or(0))
+        .collect();
+    if foreign {
+        for t in held_elsewhere(db, tenant, service, (first.start, end), slots, own_len).await? {
+            let i = slots.partition_point(|s| s.start <= t);
+            if let Some(n) = i.checked_sub(1).and_then(|i| out.get_mut(i)) {
+                *n += 1;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Desired times of the callbacks in `[from, to)` (within `slots`) holding a place in a
+/// counter that is not one of `slots` (another grid): the same set the claim statement in
+/// `db::callbacks` counts.
+async fn held_elsewhere(
+    db: &impl GenericClient,
+    tenant: &str,
+    service: &str,
+    (from, to): (Timestamp, Timestamp),
+    slots: &[Slot],
+    minutes: i16,
+) -> Result<Vec<Timestamp>, ApiError> {
+    let rows = super::stmt::query(
+        db,
+        "SELECT desired_time, slot_start, coalesce(slot_minutes, 0::smallint) FROM callbacks
+             WHERE tenant_id = $1 AND service = $2 AND desired_time >= $3 AND desired_time < $4
+               AND slot_start IS NOT NULL AND reason IS DISTINCT FROM 'CANCELLED'",
         &[&tenant, &service, &from, &to],
     )
     .await?;
     Ok(rows
         .iter()
-        .map(|r| {
-            let booked: i32 = r.get(1);
-            (r.get(0), booked.max(0).unsigned_abs())
+        .filter(|r| {
+            let held: Counter = (r.get(1), r.get(2));
+            held.1 != minutes || slots.binary_search_by_key(&held.0, |s| s.start).is_err()
         })
+        .map(|r| r.get(0))
         .collect())
 }
 
@@ -73,17 +151,13 @@ pub async fn window(
     to: Timestamp,
 ) -> Result<Vec<SlotState>, ApiError> {
     let slots = plan.slots(from, to);
-    let (Some(first), Some(last)) = (slots.first(), slots.last()) else {
-        return Ok(Vec::new());
-    };
-    let booked = booked(db, tenant, service, first.start, last.start).await?;
+    let booked = booked(db, tenant, service, &slots, plan.slot_minutes()).await?;
     Ok(slots
         .into_iter()
-        .map(|slot| SlotState {
+        .zip(booked)
+        .map(|(slot, booked)| SlotState {
             slot,
-            remaining: slot
-                .total
-                .saturating_sub(booked.get(&slot.start).copied().unwrap_or(0)),
+            remaining: slot.total.saturating_sub(booked),
         })
         .collect())
 }
@@ -196,9 +270,10 @@ pub async fn proposals(
         .collect())
 }
 
-/// Deletes up to `limit` counters of slots that started before `before` (retention: the worker
-/// purges them with the callbacks, 14 days after their time). Returns how many went.
-pub async fn purge(
+/// Deletes up to `limit` counters of slots that started before `before` (the worker's
+/// retention passes the start of yesterday: past slots are never booked again and cancel of a
+/// past callback finds no counter, which is harmless). Returns how many went.
+pub async fn purge_past(
     db: &impl GenericClient,
     before: Timestamp,
     limit: i64,
@@ -210,4 +285,18 @@ pub async fn purge(
         &[&before, &limit],
     )
     .await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_before_v6_are_taken_as_an_hour_long() {
+        let t: Timestamp = "2030-01-01T12:00:00Z".parse().unwrap();
+        let end = |m| counter_end((t, m)).to_string();
+        assert_eq!(end(30), "2030-01-01T12:30:00Z");
+        assert_eq!(end(0), "2030-01-01T13:00:00Z");
+        assert_eq!(counter_end((Timestamp::MAX, 15)), Timestamp::MAX);
+    }
 }

@@ -4,7 +4,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Number, Value};
 
-use super::user_data;
+use super::{informational, user_data};
 use crate::error::ApiError;
 
 /// Lifecycle states (DESIGN §4). The order is the only allowed direction of travel.
@@ -119,6 +119,11 @@ pub struct PushTarget {
 
 /// `POST /callbacks/create` body (`CreateCallbackParms`), as received: every field optional
 /// so that missing ones get our own message. Unknown fields are ignored, as GES does.
+///
+/// Informational (reporting) fields are read as any JSON value and never fail a create; the
+/// fields that change what happens keep their types and are checked strictly. Each field's
+/// decision and its evidence (the published clients' generated models) is in
+/// `docs/create-fields.md`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateCallbackParms {
@@ -129,20 +134,20 @@ pub struct CreateCallbackParms {
     /// RFC 3339 time; present ⇒ scheduled.
     pub desired_time: Option<String>,
     /// `ASAP` | `SCHEDULED` | `COMBINED_SCHEDULED_AND_ASAP`.
-    pub cb_offer_type: Option<String>,
+    pub cb_offer_type: Option<Value>,
     /// Language code, e.g. `en-US`.
-    pub language: Option<String>,
+    pub language: Option<Value>,
     /// Inbound virtual queue (reporting).
     #[serde(rename = "inboundVQ")]
-    pub inbound_vq: Option<String>,
+    pub inbound_vq: Option<Value>,
     /// EWT threshold used to offer the callback (reporting).
-    pub offer_threshold: Option<Number>,
+    pub offer_threshold: Option<Value>,
     /// Origination channel.
-    pub channel: Option<String>,
+    pub channel: Option<Value>,
     /// `OFF-HOURS` | `ON-HOURS`.
-    pub offer_timing: Option<String>,
+    pub offer_timing: Option<Value>,
     /// Originating interaction id.
-    pub cb_origination_ixn_id: Option<String>,
+    pub cb_origination_ixn_id: Option<Value>,
     /// Survey routing point (overrides the service).
     #[serde(rename = "surveyRP")]
     pub survey_rp: Option<String>,
@@ -202,16 +207,6 @@ fn text(field: &str, v: Option<String>) -> Result<Option<String>, ApiError> {
     }
 }
 
-fn one_of(field: &str, v: Option<String>, allowed: &[&str]) -> Result<Option<String>, ApiError> {
-    match v {
-        Some(s) if !allowed.contains(&s.as_str()) => Err(ApiError::bad_request(format!(
-            "{field} must be one of {}",
-            allowed.join(", ")
-        ))),
-        other => Ok(other),
-    }
-}
-
 /// Parses an RFC 3339 time with an offset (`2026-05-28T15:30:00.000Z`).
 pub fn parse_time(field: &str, s: &str) -> Result<Timestamp, ApiError> {
     s.parse::<Timestamp>().map_err(|_| {
@@ -221,139 +216,130 @@ pub fn parse_time(field: &str, s: &str) -> Result<Timestamp, ApiError> {
     })
 }
 
+fn service_name(v: Option<String>) -> Result<String, ApiError> {
+    let name = match v.map(|s| s.trim().to_string()) {
+        Some(s) if !s.is_empty() => s,
+        _ => return Err(ApiError::bad_request("serviceName is required")),
+    };
+    if !super::valid_name(&name) {
+        return Err(ApiError::bad_request(
+            "serviceName is not a valid service name",
+        ));
+    }
+    Ok(name)
+}
+
+fn phone_number(v: Option<String>) -> Result<String, ApiError> {
+    let phone = match v.map(|s| s.trim().to_string()) {
+        Some(s) if !s.is_empty() => s,
+        _ => return Err(ApiError::bad_request("phoneNumber is required")),
+    };
+    let digits = phone.chars().filter(char::is_ascii_digit).count();
+    if phone.len() > 32
+        || digits < 3
+        || !phone
+            .chars()
+            .all(|c| c.is_ascii_digit() || matches!(c, '+' | ' ' | '-' | '(' | ')' | '.'))
+    {
+        return Err(ApiError::bad_request(
+            "phoneNumber must be a phone number: digits with optional +, spaces, dashes, dots or parentheses",
+        ));
+    }
+    Ok(phone)
+}
+
+fn priority(v: Option<Number>) -> Result<Option<i32>, ApiError> {
+    let Some(n) = v else {
+        return Ok(None);
+    };
+    let v = n.as_i64().or_else(|| {
+        n.as_f64()
+            .filter(|f| f.fract() == 0.0 && f.abs() < 1e15)
+            .map(|f| f as i64)
+    });
+    match v.and_then(|v| i32::try_from(v).ok()) {
+        Some(v) => Ok(Some(v)),
+        None => Err(ApiError::bad_request(
+            "priority must be an integer between -2147483648 and 2147483647",
+        )),
+    }
+}
+
+fn push_targets(
+    targets: Option<Vec<PushTarget>>,
+    channel: Option<String>,
+    target: Option<String>,
+) -> Result<Vec<PushTarget>, ApiError> {
+    let mut targets = targets.unwrap_or_default();
+    match (channel, target) {
+        (None, None) => {}
+        (channel, Some(target)) => targets.push(PushTarget {
+            channel: channel.unwrap_or_else(|| "FCM".into()),
+            target,
+        }),
+        (Some(_), None) => {
+            return Err(ApiError::bad_request(
+                "pushChannel given without pushTarget",
+            ));
+        }
+    }
+    if targets.len() > 10 {
+        return Err(ApiError::bad_request(
+            "pushTargets may hold at most 10 targets",
+        ));
+    }
+    for t in &targets {
+        if t.channel != "FCM" {
+            return Err(ApiError::bad_request("pushTargets[].channel must be FCM"));
+        }
+        if t.target.trim().is_empty() || t.target.len() > 4096 {
+            return Err(ApiError::bad_request(
+                "pushTargets[].target must be a non-empty FCM registration token",
+            ));
+        }
+    }
+    Ok(targets)
+}
+
+fn user_data_map(v: Option<Value>) -> Result<Option<Map<String, Value>>, ApiError> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(map)) => Ok(Some(user_data::filter(map)).filter(|m| !m.is_empty())),
+        Some(_) => Err(ApiError::bad_request("userData must be a JSON object")),
+    }
+}
+
 impl CreateCallbackParms {
-    /// Field-level validation; service-dependent rules come later.
+    /// Field-level validation; service-dependent rules come later. Strict fields answer 400
+    /// naming the field; informational ones never do (see [`informational`]).
     pub fn validate(self) -> Result<CreateRequest, ApiError> {
-        let service_name = match self.service_name.map(|s| s.trim().to_string()) {
-            Some(s) if !s.is_empty() => s,
-            _ => return Err(ApiError::bad_request("serviceName is required")),
-        };
-        if !super::valid_name(&service_name) {
-            return Err(ApiError::bad_request(
-                "serviceName is not a valid service name",
-            ));
-        }
-        let phone_number = match self.phone_number.map(|s| s.trim().to_string()) {
-            Some(s) if !s.is_empty() => s,
-            _ => return Err(ApiError::bad_request("phoneNumber is required")),
-        };
-        let digits = phone_number.chars().filter(char::is_ascii_digit).count();
-        if phone_number.len() > 32
-            || digits < 3
-            || !phone_number
-                .chars()
-                .all(|c| c.is_ascii_digit() || matches!(c, '+' | ' ' | '-' | '(' | ')' | '.'))
-        {
-            return Err(ApiError::bad_request(
-                "phoneNumber must be a phone number: digits with optional +, spaces, dashes, dots or parentheses",
-            ));
-        }
+        let service_name = service_name(self.service_name)?;
+        let phone_number = phone_number(self.phone_number)?;
         let desired_time = match self.desired_time.as_deref().map(str::trim) {
             None | Some("") => None,
             Some(s) => Some(parse_time("desiredTime", s)?),
         };
-        let priority = match self.priority {
-            None => None,
-            Some(n) => {
-                let v = n.as_i64().or_else(|| {
-                    n.as_f64()
-                        .filter(|f| f.fract() == 0.0 && f.abs() < 1e15)
-                        .map(|f| f as i64)
-                });
-                match v.and_then(|v| i32::try_from(v).ok()) {
-                    Some(v) => Some(v),
-                    None => {
-                        return Err(ApiError::bad_request(
-                            "priority must be an integer between -2147483648 and 2147483647",
-                        ));
-                    }
-                }
-            }
-        };
-        let mut push_targets = self.push_targets.unwrap_or_default();
-        match (self.push_channel, self.push_target) {
-            (None, None) => {}
-            (channel, Some(target)) => push_targets.push(PushTarget {
-                channel: channel.unwrap_or_else(|| "FCM".into()),
-                target,
-            }),
-            (Some(_), None) => {
-                return Err(ApiError::bad_request(
-                    "pushChannel given without pushTarget",
-                ));
-            }
-        }
-        if push_targets.len() > 10 {
-            return Err(ApiError::bad_request(
-                "pushTargets may hold at most 10 targets",
-            ));
-        }
-        for t in &push_targets {
-            if t.channel != "FCM" {
-                return Err(ApiError::bad_request("pushTargets[].channel must be FCM"));
-            }
-            if t.target.trim().is_empty() || t.target.len() > 4096 {
-                return Err(ApiError::bad_request(
-                    "pushTargets[].target must be a non-empty FCM registration token",
-                ));
-            }
-        }
-        let user_data = match self.user_data {
-            None | Some(Value::Null) => None,
-            Some(Value::Object(map)) => Some(user_data::filter(map)).filter(|m| !m.is_empty()),
-            Some(_) => return Err(ApiError::bad_request("userData must be a JSON object")),
-        };
+        let priority = priority(self.priority)?;
+        let push_targets = push_targets(self.push_targets, self.push_channel, self.push_target)?;
+        let user_data = user_data_map(self.user_data)?;
 
-        let mut attrs = Map::new();
+        let mut attrs = informational::Fields {
+            cb_offer_type: self.cb_offer_type,
+            language: self.language,
+            inbound_vq: self.inbound_vq,
+            offer_threshold: self.offer_threshold,
+            channel: self.channel,
+            offer_timing: self.offer_timing,
+            cb_origination_ixn_id: self.cb_origination_ixn_id,
+        }
+        .into_attrs(desired_time.is_some());
         let mut put = |k: &str, v: Option<String>| {
             if let Some(v) = v {
                 attrs.insert(k.into(), Value::String(v));
             }
         };
-        let cb_offer_type = one_of(
-            "cbOfferType",
-            self.cb_offer_type,
-            &["ASAP", "SCHEDULED", "COMBINED_SCHEDULED_AND_ASAP"],
-        )?;
-        let offer_timing = one_of("offerTiming", self.offer_timing, &["OFF-HOURS", "ON-HOURS"])?;
-        let language = text("language", self.language)?;
-        if let Some(lang) = &language {
-            let ok = lang.len() <= 16
-                && lang
-                    .split('-')
-                    .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric()));
-            if !ok {
-                return Err(ApiError::bad_request(
-                    "language must be a language code such as en-US or fr-CA",
-                ));
-            }
-        }
-        put(
-            "cbOfferType",
-            cb_offer_type.or_else(|| {
-                Some(
-                    if desired_time.is_some() {
-                        "SCHEDULED"
-                    } else {
-                        "ASAP"
-                    }
-                    .into(),
-                )
-            }),
-        );
-        put("offerTiming", offer_timing);
-        put("language", language);
-        put("inboundVQ", text("inboundVQ", self.inbound_vq)?);
-        put("channel", text("channel", self.channel)?);
-        put(
-            "cbOriginationIxnId",
-            text("cbOriginationIxnId", self.cb_origination_ixn_id)?,
-        );
         put("surveyRP", text("surveyRP", self.survey_rp)?);
         put("routePoint", text("routePoint", self.route_point)?);
-        if let Some(t) = self.offer_threshold {
-            attrs.insert("offerThreshold".into(), Value::Number(t));
-        }
         if !push_targets.is_empty() {
             attrs.insert(
                 "pushTargets".into(),
@@ -476,8 +462,59 @@ mod tests {
                 .contains("userData")
         );
         assert!(
-            msg(r#"{"serviceName":"s","phoneNumber":"5550100","cbOfferType":"SOON"}"#)
-                .contains("cbOfferType")
+            msg(r#"{"serviceName":"s","phoneNumber":"5550100","routePoint":"a\u0000b"}"#)
+                .contains("routePoint")
+        );
+        assert!(
+            msg(
+                r#"{"serviceName":"s","phoneNumber":"5550100","desiredTime":"2030-01-02T03:04:05"}"#
+            )
+            .contains("UTC offset")
+        );
+    }
+
+    /// Bodies the published JavaScript client 9.0.84 puts on the wire (captured; see
+    /// `tests/fixtures/clients/README.md`): the model's defaults are sent after the app's fields.
+    #[test]
+    fn published_client_bodies_validate() {
+        let default = "ASAP if the request does not include the desiredTime parameter and SCHEDULED if the request includes the desiredTime parameter.";
+        let immediate = format!(
+            r#"{{"serviceName":"CB_Support","phoneNumber":"+15551234567","cbOfferType":"{default}","language":"en-US"}}"#
+        );
+        let r = parms(&immediate).unwrap();
+        assert_eq!(r.attrs["cbOfferType"], "ASAP");
+        assert_eq!(r.attrs["cbOfferTypeRaw"], default);
+        assert_eq!(r.attrs["language"], "en-US");
+        let scheduled = format!(
+            r#"{{"serviceName":"CB_Support","phoneNumber":"+15551234567","desiredTime":"2030-05-28T15:30:00.000Z","userData":{{"orderId":"A-17","vip":true,"n":3}},"cbOfferType":"{default}","language":"en-US"}}"#
+        );
+        let r = parms(&scheduled).unwrap();
+        assert_eq!(r.attrs["cbOfferType"], "SCHEDULED");
+        assert_eq!(r.user_data.unwrap().len(), 3);
+        // The Java client writes OffsetDateTime with ISO_OFFSET_DATE_TIME (no millis at .000).
+        let java = r#"{"serviceName":"s","phoneNumber":"5550100","desiredTime":"2030-05-28T17:30:00+02:00"}"#;
+        assert_eq!(
+            wire_time(parms(java).unwrap().desired_time.unwrap()),
+            "2030-05-28T15:30:00.000Z"
+        );
+    }
+
+    #[test]
+    fn nulls_are_absent_for_every_optional_field() {
+        let r = parms(
+            r#"{"serviceName":"s","phoneNumber":"5550100","desiredTime":null,"cbOfferType":null,
+                "language":null,"inboundVQ":null,"offerThreshold":null,"channel":null,
+                "offerTiming":null,"cbOriginationIxnId":null,"surveyRP":null,"priority":null,
+                "routePoint":null,"userData":null,"captchaToken":null,"pushTargets":null,
+                "alwaysCheckCapacity":null}"#,
+        )
+        .unwrap();
+        assert!(r.desired_time.is_none() && r.priority.is_none() && r.user_data.is_none());
+        assert_eq!(
+            r.attrs.len(),
+            1,
+            "only the derived cbOfferType: {:?}",
+            r.attrs
         );
     }
 

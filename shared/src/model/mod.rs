@@ -9,6 +9,7 @@ pub mod callback;
 pub mod capacity;
 pub mod ewt;
 pub mod hours;
+pub mod informational;
 pub mod service;
 pub mod user_data;
 

@@ -111,6 +111,35 @@ impl RedisHandle {
         matches!(*self.inner, Inner::Cluster { .. })
     }
 
+    /// `INFO <sections>` of every node that holds data: the one server, or every primary of a
+    /// cluster (one command per node). Returns `(node address, info text)` pairs, sorted by
+    /// address. The reconciler fingerprints them to notice a node that restarted, evicted
+    /// keys or was flushed (`worker/src/reconcile.rs`).
+    pub async fn node_infos(&self, sections: &[&str]) -> RedisResult<Vec<(String, String)>> {
+        let mut cmd = redis::cmd("INFO");
+        for s in sections {
+            cmd.arg(*s);
+        }
+        let mut out = match self.conn().await? {
+            RedisConn::Single(mut c) => {
+                let text: String = cmd.query_async(&mut c).await?;
+                vec![("standalone".to_string(), text)]
+            }
+            RedisConn::Cluster(mut c) => {
+                let routing = redis::cluster_routing::RoutingInfo::MultiNode((
+                    redis::cluster_routing::MultipleNodeRoutingInfo::AllMasters,
+                    None,
+                ));
+                let value = c.route_command(cmd, routing).await?;
+                let by_node: std::collections::BTreeMap<String, String> =
+                    redis::from_redis_value(value)?;
+                by_node.into_iter().collect()
+            }
+        };
+        out.sort();
+        Ok(out)
+    }
+
     /// Round-trip check used by health probes.
     pub async fn ping(&self) -> RedisResult<()> {
         let mut c = self.conn().await?;

@@ -48,6 +48,40 @@ pub async fn enqueue(
     cmd.query_async::<i64>(conn).await.map(drop)
 }
 
+/// Every member of a service's queue view (the reconciler's check).
+pub async fn members(
+    conn: &mut RedisConn,
+    keys: &Keys,
+    tenant: &str,
+    service: &str,
+) -> redis::RedisResult<Vec<String>> {
+    redis::cmd("ZRANGE")
+        .arg(keys.queue(tenant, service))
+        .arg(0)
+        .arg(-1)
+        .query_async(conn)
+        .await
+}
+
+/// Removes members from a service's queue view without recording a dequeue (strays).
+pub async fn remove(
+    conn: &mut RedisConn,
+    keys: &Keys,
+    tenant: &str,
+    service: &str,
+    members: &[String],
+) -> redis::RedisResult<()> {
+    if members.is_empty() {
+        return Ok(());
+    }
+    redis::cmd("ZREM")
+        .arg(keys.queue(tenant, service))
+        .arg(members)
+        .query_async::<i64>(conn)
+        .await
+        .map(drop)
+}
+
 /// Takes a callback off its queue view; `served` records a dequeue for wait-time estimates.
 pub async fn dequeue(
     conn: &mut RedisConn,

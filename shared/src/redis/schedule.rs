@@ -18,6 +18,35 @@ return n + redis.call('ZREM', KEYS[2], ARGV[1])",
     )
 });
 
+/// Adds the members that are neither in the shard nor in flight (a claimed callback is being
+/// handled: adding it again would only make a second worker find it already submitted), and
+/// leaves every existing entry alone (`ZADD NX`: a paced entry keeps its later score). When
+/// something was added, announces the earliest added score on the wake channel. Returns how
+/// many were added. KEYS: sched, inflight. ARGV: wake channel, shard, score, id, score, id, …
+static INDEX_MISSING: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local ids = {}
+for i = 4, #ARGV, 2 do ids[#ids + 1] = ARGV[i] end
+local held = redis.call('ZMSCORE', KEYS[2], unpack(ids))
+local add = {}
+for i, id in ipairs(ids) do
+  if not held[i] then
+    add[#add + 1] = tonumber(ARGV[2 * i + 1]); add[#add + 1] = id
+  end
+end
+if #add == 0 then return 0 end
+local n = redis.call('ZADD', KEYS[1], 'NX', unpack(add))
+if n > 0 then
+  -- The earliest candidate (an entry kept by NX may make this early: a cheap empty claim).
+  local earliest = add[1]
+  for i = 3, #add, 2 do if add[i] < earliest then earliest = add[i] end end
+  redis.call('PUBLISH', ARGV[1], string.format('%d', earliest) .. ':' .. ARGV[2])
+end
+return n",
+    )
+});
+
 /// Indexes a callback to be dispatched at `dispatch_at_ms`, and wakes sleeping workers when
 /// it became its shard's earliest entry (message `<score>:<shard>`, so a worker claims from
 /// that shard only).
@@ -96,6 +125,35 @@ pub async fn index_committed(redis: &RedisHandle, keys: &Keys, entries: &[(Uuid,
             .increment(entries.len() as u64);
         tracing::warn!(count = entries.len(), error = %e, "schedule index write failed; the reconciler will repair it");
     }
+}
+
+/// Puts committed, unsubmitted callbacks back into the index where they are missing (the
+/// PostgreSQL sweep and the rebuild): per shard one script ([`INDEX_MISSING`]) that skips
+/// entries already indexed or in flight. Returns how many were missing.
+pub async fn index_missing(
+    conn: &mut RedisConn,
+    keys: &Keys,
+    entries: &[(Uuid, i64)],
+) -> redis::RedisResult<u64> {
+    let mut by_shard: std::collections::BTreeMap<u16, Vec<(Uuid, i64)>> = Default::default();
+    for (id, at) in entries {
+        by_shard
+            .entry(keys.shard_of(id))
+            .or_default()
+            .push((*id, *at));
+    }
+    let mut added = 0u64;
+    for (shard, members) in by_shard {
+        let mut inv = INDEX_MISSING.key(keys.sched(shard));
+        inv.key(keys.inflight(shard))
+            .arg(keys.wake_channel())
+            .arg(shard);
+        for (id, at) in &members {
+            inv.arg(*at).arg(id.to_string());
+        }
+        added += inv.invoke_async::<u64>(conn).await?;
+    }
+    Ok(added)
 }
 
 /// Removes a callback from the index; returns whether it was there.

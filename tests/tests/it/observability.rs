@@ -47,7 +47,8 @@ async fn scrape(engage: &Engage) -> String {
 #[tokio::test]
 async fn metrics_count_exactly_and_pass_promtool() {
     let env = TestEnv::new();
-    let engage = Engage::start(&env, &[]).await;
+    // With the worker in-process: its metrics must carry help texts too.
+    let engage = Engage::start(&env, &["--with-worker"]).await;
     let key = engage.tenant("acme").await;
     engage.service("acme", "sales", json!({})).await;
 

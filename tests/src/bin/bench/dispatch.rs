@@ -380,32 +380,8 @@ pub(crate) async fn sizing(opts: &Options, r: &mut Results) -> anyhow::Result<()
     let worker = WorkerProc::start(&s.env, &[]).await;
     let window = if opts.repeats == 1 { 30.0 } else { 120.0 };
 
-    // Idle first, on the same processes: 100 tenants with a service each and nothing booked
-    // (idle cost must not grow with tenants), after the start-up passes have settled.
-    for t in 0..100 {
-        let tenant = format!("idle{t:03}");
-        s.engage.tenant(&tenant).await;
-        s.engage.service(&tenant, "sales", bench_service()).await;
-    }
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    let before = crate::stats::calls_by_command(&s.redis.url()).await;
-    tokio::time::sleep(Duration::from_secs_f64(window)).await;
-    let after = crate::stats::calls_by_command(&s.redis.url()).await;
-    let idle = (after.values().sum::<f64>() - before.values().sum::<f64>()) / window;
-    r.notes.push(format!(
-        "service-Redis commands in {window} s idle (worker + engage serve, 101 tenants, nothing booked): {}",
-        crate::stats::delta_text(&before, &after)
-    ));
-    r.add(Figure {
-        budget: Some("≤ 0.2 per node, any tenant count".into()),
-        ges: Some("~50 per tenant".into()),
-        met: Some(idle <= 0.2),
-        ..fig(
-            &format!("Service-Redis commands per second idle: worker + engage serve, 101 tenants, {window} s"),
-            idle,
-            "commands/s",
-        )
-    });
+    // Idle first, on the same processes.
+    let idle = idle_rate(&s, window, r).await;
 
     let slot = 15 * 60;
     let first = Timestamp::from_second((Timestamp::now().as_second() / slot + 2) * slot)?;
@@ -495,4 +471,49 @@ pub(crate) async fn sizing(opts: &Options, r: &mut Results) -> anyhow::Result<()
     let run = crate::load::closed_loop(make, 16, opts.run).await;
     r.add(fig(&format!("Availability, 14 days of 15-min slots (1,344 slots), 16 connections: p99 {:.1} ms; throughput", run.ms(0.99)), run.throughput, "req/s"));
     Ok(())
+}
+
+/// The idle scenario alone (`bench --only idle`): a fresh stack and worker, 101 tenants,
+/// nothing booked; service-Redis commands per second over the window.
+pub(crate) async fn idle(opts: &Options, r: &mut Results) -> anyhow::Result<()> {
+    println!("idle scenario");
+    let s = stack().await;
+    let _worker = WorkerProc::start(&s.env, &[]).await;
+    let window = if opts.repeats == 1 { 30.0 } else { 120.0 };
+    idle_rate(&s, window, r).await;
+    Ok(())
+}
+
+/// Service-Redis commands per second of `engage serve` and a worker at rest over `window`
+/// seconds, with 100 more tenants that each have a service (idle cost must not grow with
+/// tenants), after the start-up passes have settled; recorded as a figure and returned.
+async fn idle_rate(s: &Stack, window: f64, r: &mut Results) -> f64 {
+    // 100 tenants with a service each and nothing booked
+    // (idle cost must not grow with tenants), after the start-up passes have settled.
+    for t in 0..100 {
+        let tenant = format!("idle{t:03}");
+        s.engage.tenant(&tenant).await;
+        s.engage.service(&tenant, "sales", bench_service()).await;
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let before = crate::stats::calls_by_command(&s.redis.url()).await;
+    tokio::time::sleep(Duration::from_secs_f64(window)).await;
+    let after = crate::stats::calls_by_command(&s.redis.url()).await;
+    let idle = (after.values().sum::<f64>() - before.values().sum::<f64>()) / window;
+    r.notes.push(format!(
+        "service-Redis commands in {window} s idle (worker + engage serve, 101 tenants, nothing booked): {}",
+        crate::stats::delta_text(&before, &after)
+    ));
+    r.add(Figure {
+        budget: Some("≤ 0.2 per node, any tenant count".into()),
+        ges: Some("~50 per tenant".into()),
+        met: Some(idle <= 0.2),
+        ..fig(
+            &format!("Service-Redis commands per second idle: worker + engage serve, 101 tenants, {window} s"),
+            idle,
+            "commands/s",
+        )
+    });
+
+    idle
 }

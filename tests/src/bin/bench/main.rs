@@ -3,7 +3,7 @@
 //! next to a ceiling measured in the same run on the same machine, so the ratio survives a
 //! noisy host. Figures are medians of repeated runs.
 //!
-//! `bench --quick` shortens every run (for a smoke check); `bench --only create,sizing` runs
+//! `bench --quick` shortens every run (for a smoke check); `bench --only create,idle` runs
 //! some scenarios (the report then holds only their figures); `bench --serve-empty PORT` is
 //! the empty axum server used as the HTTP ceiling.
 

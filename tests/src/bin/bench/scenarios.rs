@@ -37,6 +37,7 @@ pub(crate) const SCENARIOS: &[&str] = &[
     "coldstart",
     "lateness",
     "lifecycle",
+    "idle",
     "sizing",
 ];
 
@@ -432,6 +433,10 @@ pub(crate) async fn run_all(opts: &Options, out: &Path) -> anyhow::Result<Result
     }
     if opts.wants("lifecycle") {
         crate::dispatch::lifecycle(opts, &mut r).await?;
+    }
+    if opts.wants("idle") && !opts.wants("sizing") {
+        // The sizing scenario measures idle too, on its own processes.
+        crate::dispatch::idle(opts, &mut r).await?;
     }
     if opts.wants("sizing") {
         crate::dispatch::sizing(opts, &mut r).await?;

@@ -35,25 +35,37 @@ pub(crate) async fn used_memory(url: &str) -> f64 {
 }
 
 /// Calls per command (`cmdstat_<name>:calls=N`), for explaining a delta. Leaves out what
-/// taking the snapshot itself costs (`INFO`, and `CLIENT SETINFO` of the snapshot's fresh
-/// connection); the services' own connections are open before any window starts.
+/// taking the snapshots itself costs: `CLIENT SETINFO` of the snapshot's fresh connection, and
+/// the `INFO` of every earlier snapshot of this process (a server counts a command after it
+/// ran, so a snapshot never counts itself). The worker's own `INFO` calls (its loss check)
+/// are counted; the services' own connections are open before any window starts.
 pub(crate) async fn calls_by_command(url: &str) -> std::collections::BTreeMap<String, f64> {
+    static TAKEN: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let earlier = {
+        let mut taken = TAKEN
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = taken.iter().filter(|u| *u == url).count() as f64;
+        taken.push(url.to_string());
+        n
+    };
     info(url, "commandstats")
         .await
         .lines()
         .filter_map(|l| {
             let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
-            if name == "info" || name == "client|setinfo" {
+            if name == "client|setinfo" {
                 return None;
             }
-            let calls = rest
+            let calls: f64 = rest
                 .split("calls=")
                 .nth(1)?
                 .split(',')
                 .next()?
                 .parse()
                 .ok()?;
-            Some((name.to_string(), calls))
+            let own = if name == "info" { earlier } else { 0.0 };
+            Some((name.to_string(), (calls - own).max(0.0)))
         })
         .collect()
 }

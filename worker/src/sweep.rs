@@ -1,0 +1,90 @@
+//! The PostgreSQL sweep: PostgreSQL says what Redis must hold, and every `WORKER_SWEEP_S` the
+//! sweep puts back what a failed or lost Redis write left out (docs/derived-state.md).
+//!
+//! - **Overdue callbacks**: committed, unsubmitted callbacks due more than
+//!   `WORKER_SWEEP_GRACE_S` ago (database clock) are re-added to the schedule index where they
+//!   are missing (neither indexed nor in flight, see `schedule::index_missing`). This is what
+//!   makes "committed means dispatched" hold whatever happened to Redis after the commit: a
+//!   timed-out `ZADD`, Redis refusing writes, a process killed between commit and index.
+//! - **Queue views**: the views of services whose submitted, completed or retried callbacks
+//!   changed since the last check are made equal to PostgreSQL's waiting set
+//!   ([`crate::reconcile::repair_view`]), so a dequeue that failed or raced with the worker's
+//!   enqueue leaves no stray behind for long.
+//!
+//! Both read PostgreSQL through partial indexes and send no Redis command when they find
+//! nothing: the idle budget is unchanged.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+use shared::{db::dispatch, metrics, redis::schedule};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::Worker;
+
+const PAGE: i64 = 1_000;
+
+/// Runs the sweep until `stop` fires.
+pub async fn run(w: Worker, stop: CancellationToken) {
+    let every = Duration::from_secs(w.cfg.worker.worker_sweep_s);
+    // Database time of the last successful view check; the start-up rebuild covers before.
+    let mut since = Timestamp::now();
+    loop {
+        if crate::sleep_or_stop(every, &stop).await {
+            return;
+        }
+        if let Err(e) = overdue(&w).await {
+            tracing::warn!(error = %e, "overdue sweep failed; retrying next round");
+        }
+        match views(&w, since).await {
+            Ok(next) => since = next,
+            Err(e) => tracing::warn!(error = %e, "queue-view check failed; retrying next round"),
+        }
+    }
+}
+
+/// Re-indexes overdue committed callbacks that the schedule index lacks; returns how many.
+pub async fn overdue(w: &Worker) -> anyhow::Result<u64> {
+    let grace = i32::try_from(w.cfg.worker.worker_sweep_grace_s).unwrap_or(60);
+    let mut after = None;
+    let mut repaired = 0;
+    loop {
+        let page = {
+            let client = w.db.get().await?;
+            dispatch::overdue_page(&client, grace, after, PAGE).await?
+        };
+        let Some(last) = page.last() else { break };
+        after = Some((last.1, last.0));
+        let entries: Vec<(Uuid, i64)> = page
+            .iter()
+            .map(|(id, at)| (*id, at.as_millisecond()))
+            .collect();
+        let mut conn = w.redis.conn().await?;
+        repaired += schedule::index_missing(&mut conn, &w.keys, &entries).await?;
+        if page.len() < PAGE as usize {
+            break;
+        }
+    }
+    if repaired > 0 {
+        ::metrics::counter!(metrics::INDEX_REPAIRED).increment(repaired);
+        tracing::warn!(
+            count = repaired,
+            "overdue callbacks were missing from the schedule index; re-indexed"
+        );
+    }
+    Ok(repaired)
+}
+
+/// Checks the queue views of services that changed since `since`; returns the database time
+/// to start from next time.
+pub async fn views(w: &Worker, since: Timestamp) -> anyhow::Result<Timestamp> {
+    let (services, now) = {
+        let client = w.db.get().await?;
+        dispatch::changed_services(&client, since).await?
+    };
+    for (tenant, service) in &services {
+        crate::reconcile::repair_view(w, tenant, service).await?;
+    }
+    Ok(now)
+}
