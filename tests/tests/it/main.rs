@@ -21,4 +21,5 @@ mod ors;
 mod public_port;
 mod throttle;
 mod tidy;
+mod trust_events;
 mod worker;
