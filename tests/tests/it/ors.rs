@@ -232,6 +232,13 @@ async fn ors_end_to_end_with_simulator() {
         json!({"serviceName": "care", "phoneNumber": "+15550100004", "desiredTime": later(3600)}),
     )
     .await;
+    // Handed off (the worker's dedupe key), not yet recorded.
+    let _: () = redis::cmd("SET")
+        .arg(format!("{{{}}}:sub:{d}:1", env.voice_stream()))
+        .arg("1")
+        .query_async(&mut voice)
+        .await
+        .unwrap();
     let (_, resp) = event(&engage, &d, json!({"state": "QUEUED", "attempt": 1})).await;
     assert_eq!(resp["data"]["applied"], true);
     let (_, resp) = event(
