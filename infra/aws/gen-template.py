@@ -17,8 +17,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 RUN_FUNCTION = re.compile(
-    r'run_function\(\s*"(?P<name>[^"]+)"\s*,\s*[\w:]*Exposure::(?P<exposure>External|Internal)\s*,\s*'
-    r"(?P<router>[\w:]+)\s*,?\s*\)"
+    r'run_function(?:_checked)?\(\s*"(?P<name>[^"]+)"\s*,\s*[\w:]*Exposure::(?P<exposure>External|Internal)\s*,\s*'
+    # the router, then optionally the configuration check of `run_function_checked`
+    r"(?P<router>[\w:]+)\s*,?\s*(?:[\w:]+\s*,?\s*)?\)"
 )
 ROUTE = re.compile(r'\.route\(\s*"([^"]+)"')
 
