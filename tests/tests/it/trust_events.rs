@@ -256,6 +256,14 @@ async fn trust_cancel_with_voice_redis_down_is_settled_by_the_outbox() {
     )
     .await;
     voice.stop();
+    // An event the voice Redis must confirm cannot be checked: 503 (retry), never a guess.
+    let (code, r) = event(
+        &engage,
+        &scheduled,
+        json!({"state": "QUEUED", "attempt": 1}),
+    )
+    .await;
+    assert_eq!(code, 503, "{r}");
     for id in [&queued, &scheduled] {
         let (code, body) = cancel(&engage, &key, id).await;
         assert_eq!(code, 200, "{body}");
@@ -464,4 +472,59 @@ async fn trust_events_route_fails_closed() {
         let out = p.output();
         assert!(out.contains("ORS_EVENTS_TOKEN is required"), "{bin}: {out}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trust_events_retry_time_from_postgres_clock() {
+    // The API host's clock runs two hours ahead (libfaketime); PostgreSQL's does not.
+    let env = TestEnv::new()
+        .with(
+            "LD_PRELOAD",
+            "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1",
+        )
+        .with("FAKETIME", "+2h")
+        .with("DONT_FAKE_MONOTONIC", "1");
+    let engage = Engage::start(&env, &[]).await;
+    let key = provision(
+        &engage,
+        "clock",
+        "svc",
+        open_service(json!({"max_attempts": 2, "retry_delay_seconds": 60})),
+    )
+    .await;
+    let id = create(
+        &engage,
+        &key,
+        json!({"serviceName": "svc", "phoneNumber": "+15550107401"}),
+    )
+    .await;
+    let mut voice = env.voice().await;
+    let _: () = redis::cmd("SET")
+        .arg(dedupe_key(&env, &id, 1))
+        .arg("1")
+        .query_async(&mut voice)
+        .await
+        .unwrap();
+    let (code, r) = event(
+        &engage,
+        &id,
+        json!({"state": "COMPLETED", "reason": "FAIL_CALL_TO_CUSTOMER", "attempt": 1}),
+    )
+    .await;
+    assert_eq!((code, r["data"]["attempt"].clone()), (200, json!(2)), "{r}");
+    let ahead: f64 = env
+        .pg()
+        .await
+        .query_one(
+            "SELECT extract(epoch FROM dispatch_at - now())::float8 FROM callbacks
+             WHERE id = $1::text::uuid",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        (50.0..=65.0).contains(&ahead),
+        "retry due {ahead} s from PostgreSQL's now, want the 60 s delay"
+    );
 }
