@@ -176,6 +176,73 @@ async fn trust_cancel_after_worker_died_between_xadd_and_mark() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trust_cancel_after_worker_sigkilled_between_xadd_and_mark() {
+    let env = TestEnv::new();
+    let engage = Engage::start(&env, &[]).await;
+    let key = provision(&engage, "sigkill", "svc", open_service(json!({}))).await;
+    let id = create(
+        &engage,
+        &key,
+        json!({"serviceName": "svc", "phoneNumber": "+15550107501"}),
+    )
+    .await;
+    // Hold the row: the real worker loads it, writes the voice stream, then blocks recording
+    // the submission; it is SIGKILLed right there.
+    let mut pg = env.pg().await;
+    let tx = pg.transaction().await.unwrap();
+    tx.execute(
+        "SELECT 1 FROM callbacks WHERE id = $1::text::uuid FOR UPDATE",
+        &[&id],
+    )
+    .await
+    .unwrap();
+    let mut worker = harness::WorkerProc::start(&env, &[]).await;
+    let started = Instant::now();
+    while !ids_in(&env, env.voice_stream()).await.contains(&id) {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "worker did not submit: {}",
+            worker.proc.output()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    worker.proc.kill();
+    // A backend does not notice its client died while it waits for a lock: end the worker's
+    // blocked statement (exactly the backends waiting on this transaction), as a kill before
+    // the statement reached PostgreSQL would have.
+    // Two statements on purpose: the pids first, then exactly those (never a filter and the
+    // terminate in one WHERE, whose evaluation order is not guaranteed).
+    let blocked: Vec<i32> = tx
+        .query(
+            "SELECT pid FROM pg_stat_activity WHERE pg_backend_pid() = ANY(pg_blocking_pids(pid))",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        blocked.len(),
+        1,
+        "the worker was blocked recording the submission"
+    );
+    tx.execute("SELECT pg_terminate_backend($1)", &[&blocked[0]])
+        .await
+        .unwrap();
+    tx.rollback().await.unwrap();
+    assert!(!row(&env, &id).await.2, "the kill came before the record");
+    let (code, body) = cancel(&engage, &key, &id).await;
+    assert_eq!(code, 200, "{body}");
+    let control = ids_in(&env, &env.vars["CONTROL_STREAM"]).await;
+    assert!(
+        control.contains(&id),
+        "in the voice stream and cancelled, but no control entry: {control:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trust_cancel_racing_hand_off() {
     let env = TestEnv::new().with("WORKER_MAINTENANCE_S", "1");
     let engage = Engage::start(&env, &["--with-worker"]).await;
