@@ -24,11 +24,26 @@ pub fn run_function(
     exposure: Exposure,
     routes: fn() -> Router<AppState>,
 ) -> ExitCode {
+    run_function_checked(name, exposure, routes, |_| Ok(()))
+}
+
+/// [`run_function`] for a function that needs more configuration than every function does:
+/// `check` runs on the loaded configuration and a failure stops the start (e.g.
+/// [`Config::require_ors_events_token`]).
+pub fn run_function_checked(
+    name: &'static str,
+    exposure: Exposure,
+    routes: fn() -> Router<AppState>,
+    check: fn(&Config) -> Result<(), shared::config::ConfigError>,
+) -> ExitCode {
     shared::process::main_with_loader(
         name,
         shared::telemetry::Target::Stdout,
         load_config,
-        |cfg| run(name, exposure, routes, cfg),
+        move |cfg| async move {
+            check(&cfg)?;
+            run(name, exposure, routes, cfg).await
+        },
     )
 }
 

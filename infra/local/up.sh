@@ -32,6 +32,8 @@ set -a
 # shellcheck disable=SC1090
 source <(bash "$repo/infra/local/deps.sh" env)
 ADMIN_TOKEN=$token
+# The voice platform's events token: engage refuses to start without one; ors-sim sends it.
+ORS_EVENTS_TOKEN=${ORS_EVENTS_TOKEN:-local-ors-events-token-change-me}
 GES_URL=http://127.0.0.1:3050
 set +a
 

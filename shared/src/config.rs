@@ -142,8 +142,8 @@ pub struct HttpConfig {
     /// Bearer token of the admin API; the admin API answers 401 to everything when unset.
     #[serde(default)]
     pub admin_token: Option<SecretString>,
-    /// Optional bearer token the voice platform must send on its state events
-    /// (`/ges/v1/ors/…`); unset = internal-only exposure is the protection.
+    /// Bearer token the voice platform must send on its state events (`/ges/v1/ors/…`);
+    /// required by the binaries serving that route ([`Config::require_ors_events_token`]).
     #[serde(default)]
     pub ors_events_token: Option<SecretString>,
     /// Body limit of the public port, bytes.
@@ -388,6 +388,19 @@ impl Config {
         };
         cfg.validate()?;
         Ok(cfg)
+    }
+
+    /// For binaries serving the voice-platform events route: refuses to start without
+    /// `ORS_EVENTS_TOKEN` (the route fails closed, like the admin API).
+    pub fn require_ors_events_token(&self) -> Result<(), ConfigError> {
+        if self.http.ors_events_token.is_none() {
+            return Err(ConfigError(
+                "ORS_EVENTS_TOKEN is required: the voice platform authenticates its state events \
+                 with it (set a random value of at least 16 characters, the same for the voice platform)"
+                    .into(),
+            ));
+        }
+        Ok(())
     }
 
     fn validate(&self) -> Result<(), ConfigError> {

@@ -26,7 +26,7 @@ class Binary:
     package: str
     crate_dir: Path
     source: Path
-    # For function binaries (`run_function("name", Exposure::X, ...)`): "External"/"Internal".
+    # For function binaries (`run_function[_checked]("name", Exposure::X, ...)`): "External"/"Internal".
     exposure: str | None = None
 
 
@@ -39,7 +39,7 @@ def _members() -> list[Path]:
 
 
 _RUN_FUNCTION = re.compile(
-    r'run_function\(\s*"(?P<name>[^"]+)"\s*,\s*[\w:]*Exposure::(?P<exposure>External|Internal)'
+    r'run_function(?:_checked)?\(\s*"(?P<name>[^"]+)"\s*,\s*[\w:]*Exposure::(?P<exposure>External|Internal)'
 )
 
 

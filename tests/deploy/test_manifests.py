@@ -88,6 +88,20 @@ def test_secret_templates_are_valid():
         assert mounted <= names, f"mounted secrets without a template: {mounted - names}"
 
 
+def test_ors_events_token_reaches_the_events_function(manifests):
+    """`ors-events` refuses to start without ORS_EVENTS_TOKEN: the secret it mounts provides it."""
+    docs = yaml.safe_load_all((REPO / "knative/secrets/secrets.example.yaml").read_text())
+    keys_of = {d["metadata"]["name"]: set(d["stringData"]) for d in docs if d}
+    (svc,) = [d for d in knative_services(manifests) if d["metadata"]["name"] == "ors-events"]
+    spec = pod_spec(svc)
+    (container,) = spec["containers"]
+    env = effective_env(container, manifests)
+    secrets = {v["name"]: v["secret"]["secretName"] for v in spec.get("volumes", []) if "secret" in v}
+    mounted = {m["mountPath"]: secrets.get(m["name"]) for m in container.get("volumeMounts", [])}
+    provided = set().union(*(keys_of.get(mounted.get(f), set()) for f in env["CONFIG_FOLDERS"].split(",")))
+    assert "ORS-EVENTS-TOKEN" in provided, f"no ORS-EVENTS-TOKEN in the secrets mounted by ors-events: {provided}"
+
+
 def test_schema_rejects_what_knative_rejects():
     """The schema is not a rubber stamp: known-bad Services fail it."""
     (svc,) = [s for s in knative_services(render("base")) if s["metadata"]["name"] == "callbacks-create"]

@@ -22,6 +22,9 @@ pub use cluster::PrivateCluster;
 /// The admin token every test deployment uses.
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
+/// The voice-platform events token every test deployment uses (and `ors-sim` sends).
+pub const ORS_EVENTS_TOKEN: &str = "test-ors-events-token-0123456789";
+
 /// Connection settings of the shared local services (started once per test process).
 #[derive(Debug, Clone)]
 pub struct Deps {
@@ -123,6 +126,7 @@ impl TestEnv {
             ("REDIS_URL", d.redis_url.as_str()),
             ("VOICE_REDIS_URL", d.voice_redis_url.as_str()),
             ("ADMIN_TOKEN", ADMIN_TOKEN),
+            ("ORS_EVENTS_TOKEN", ORS_EVENTS_TOKEN),
             ("LOG_LEVEL", "INFO"),
             ("DB_POOL_SIZE", "8"),
             // Load-style tests send thousands of creates with one key; the tests of the

@@ -1,7 +1,8 @@
 //! PostgreSQL-side passes, each an indexed query that touches Redis only when it found work:
-//! - control outbox: control entries owed to the voice platform (`control_pending`, set by a
-//!   cancel or an expiry of a submitted callback) are written through the deduplicating script
-//!   and then cleared, so a cancel is never lost when the API's own write failed;
+//! - control outbox: cancels owed to the voice platform (`control_pending`, set by a cancel of a
+//!   submitted or soon-due callback, or an expiry) are settled (hand-off fenced, or a control
+//!   entry through the deduplicating script) and then cleared, so a cancel is never lost when
+//!   the API's own write failed (docs/voice-platform.md);
 //! - TTL expiry: submitted callbacks not served within the service's `ttl_seconds` end
 //!   COMPLETED/FAIL_TIMEOUT_TTL (and owe a cancel to the voice platform);
 //! - gauges: `ges_monitor_size` by type;
@@ -67,18 +68,24 @@ pub async fn outbox(w: &Worker) -> anyhow::Result<usize> {
         if owed.is_empty() {
             return Ok(sent);
         }
-        let entries: Vec<voice::Entry> = owed
+        let cancels: Vec<voice::OwedCancel> = owed
             .iter()
-            .map(|(id, attempt)| voice::control_entry(*id, *attempt, "cancel"))
+            .map(|(id, attempt, submitted)| voice::OwedCancel {
+                id: *id,
+                attempt: *attempt,
+                submitted: *submitted,
+            })
             .collect();
         let mut conn = w.voice.conn().await?;
-        voice::submit(&mut conn, &w.cfg.voice.control_stream, "ctl", &entries, 0).await?;
-        let ids: Vec<_> = owed.iter().map(|(id, _)| *id).collect();
+        let v = &w.cfg.voice;
+        let added =
+            voice::settle_cancels(&mut conn, &v.voice_stream, &v.control_stream, &cancels).await?;
+        let ids: Vec<_> = owed.iter().map(|(id, ..)| *id).collect();
         {
             let client = w.db.get().await?;
             dispatch::clear_control(&client, &ids).await?;
         }
-        ::metrics::counter!(metrics::CONTROL_SENT, "via" => "outbox").increment(ids.len() as u64);
+        ::metrics::counter!(metrics::CONTROL_SENT, "via" => "outbox").increment(added as u64);
         sent += ids.len();
         if owed.len() < BATCH as usize {
             return Ok(sent);

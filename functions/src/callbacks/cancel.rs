@@ -1,10 +1,11 @@
 //! `POST /engagement/v3/callbacks/cancel`: cancel a callback that is not yet with an agent.
 //!
-//! The cancel is committed first (with `control_pending` set when the voice platform already
-//! has the callback); then the callback leaves the schedule index and its queue view (so
-//! positions and wait estimates stop counting it) and a control entry asks the
-//! voice platform to stop the session. A failed control write is not lost: the worker's outbox
-//! sends every control entry still owed.
+//! The cancel is committed first (with `control_pending` set when the voice platform may have
+//! the callback: submitted, or due soon enough to be mid-hand-off); then the callback leaves the
+//! schedule index and its queue view (so positions and wait estimates stop counting it), and
+//! the owed cancel is settled: a hand-off not yet written is fenced off, a written one gets a
+//! control entry asking the voice platform to stop the session (docs/voice-platform.md). A
+//! failed write is not lost: the worker's outbox settles every cancel still owed.
 //!
 //! Bounded (docs/bounded-answers.md): the cancel runs in a transaction of its own task, and the
 //! request waits for it until its commit deadline. Given up before the `COMMIT` is sent, the
@@ -215,38 +216,43 @@ async fn after_cancel(
         ::metrics::counter!(metrics::REDIS_WRITE_FAILED, "op" => "unindex").increment(1);
         tracing::warn!(callback.id = %id, error = %e, "schedule index removal failed");
     }
-    if cancelled.submitted {
-        // Owed durably (`control_pending` was set with the cancel): if this write fails, the
-        // worker's outbox sends it; the dedupe key keeps the entry single either way.
-        let sent = async {
-            let mut conn = state.voice.conn().await?;
-            let entry = voice::control_entry(id, cancelled.attempt, "cancel");
-            voice::submit(
-                &mut conn,
-                &state.cfg.voice.control_stream,
-                "ctl",
-                &[entry],
-                0,
-            )
-            .await
-        }
-        .await;
-        match sent {
-            Ok(_) => {
+    if cancelled.owes_control {
+        settle(state, id, &cancelled).await;
+    }
+}
+
+/// Settles the owed cancel now (fence the hand-off, or a control entry after a submission that
+/// is in the stream). Owed durably (`control_pending` was set with the cancel): if this fails,
+/// the worker's outbox settles it; both paths are deduplicated.
+async fn settle(state: &AppState, id: Uuid, cancelled: &db::callbacks::Cancelled) {
+    let owed = voice::OwedCancel {
+        id,
+        attempt: cancelled.attempt,
+        submitted: cancelled.submitted,
+    };
+    let sent = async {
+        let mut conn = state.voice.conn().await?;
+        let v = &state.cfg.voice;
+        voice::settle_cancels(&mut conn, &v.voice_stream, &v.control_stream, &[owed]).await
+    }
+    .await;
+    match sent {
+        Ok(added) => {
+            if added > 0 {
                 ::metrics::counter!(metrics::CONTROL_SENT, "via" => "api").increment(1);
-                let cleared = async {
-                    let client = state.db.get().await?;
-                    db::dispatch::clear_control(&client, &[id]).await
-                }
-                .await;
-                if let Err(e) = cleared {
-                    tracing::warn!(callback.id = %id, error = %e, "clearing the control debt failed; the outbox re-sends (deduplicated)");
-                }
             }
-            Err(e) => {
-                ::metrics::counter!(metrics::REDIS_WRITE_FAILED, "op" => "control").increment(1);
-                tracing::warn!(callback.id = %id, error = %e, "control stream write failed; the worker's outbox retries it");
+            let cleared = async {
+                let client = state.db.get().await?;
+                db::dispatch::clear_control(&client, &[id]).await
             }
+            .await;
+            if let Err(e) = cleared {
+                tracing::warn!(callback.id = %id, error = %e, "clearing the control debt failed; the outbox re-settles it (deduplicated)");
+            }
+        }
+        Err(e) => {
+            ::metrics::counter!(metrics::REDIS_WRITE_FAILED, "op" => "control").increment(1);
+            tracing::warn!(callback.id = %id, error = %e, "settling the cancel with the voice platform failed; the worker's outbox retries it");
         }
     }
 }

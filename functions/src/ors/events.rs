@@ -1,12 +1,14 @@
 //! `POST /ges/v1/ors/callbacks/{id}/events`: the voice platform reports a callback's progress
 //! (`{state, reason?, position_in_queue?, ewt_seconds?, session_id?, attempt?, at}`).
 //!
-//! Internal only (never on the external port). Events are applied idempotently and never move
-//! a callback backwards (`shared::db::events`); an unknown id is 404, an unknown state or
-//! reason 400. After the commit, the service's queue view follows: QUEUED/ROUTING callbacks are
-//! in it (for `positionInQueue`), leaving it records a dequeue time (for wait estimates), and a
-//! retry goes back into the schedule index. When `ORS_EVENTS_TOKEN` is set, callers must send
-//! it as a bearer token.
+//! Internal only (never on the external port), and only for callers sending
+//! `Authorization: Bearer $ORS_EVENTS_TOKEN` (required: the route fails closed). Events apply
+//! at most once per (callback, attempt, state) and never move a callback backwards
+//! (`shared::db::events`); an unknown id is 404, an unknown state or reason 400, an event for an
+//! attempt never handed to the voice platform 409 (docs/voice-platform.md). After the commit,
+//! the service's queue view follows: QUEUED/ROUTING callbacks are in it (for
+//! `positionInQueue`), leaving it records a dequeue time (for wait estimates), and a retry goes
+//! back into the schedule index.
 
 use axum::{Router, extract::State, http::HeaderMap, routing::post};
 use jiff::Timestamp;
@@ -19,7 +21,7 @@ use shared::{
     http::{AppState, Envelope, Json, Path},
     metrics,
     model::{CallbackState, CompletionReason, callback::parse_time},
-    redis::{queue, schedule, throttle},
+    redis::{queue, schedule, throttle, voice},
 };
 use uuid::Uuid;
 
@@ -46,7 +48,7 @@ pub struct EventBody {
     #[serde(default)]
     pub session_id: Option<String>,
     /// Attempt the event belongs to (the stream entry's `attempt`); events of an older attempt
-    /// are ignored.
+    /// are ignored, of a later one refused. Without it, the current handed-off attempt.
     #[serde(default)]
     pub attempt: Option<i16>,
     /// When it happened (RFC 3339); defaults to now.
@@ -72,9 +74,13 @@ pub struct EventResult {
     pub attempt: Option<i16>,
 }
 
+/// Fails closed: without a configured token every call is refused (the binaries serving this
+/// route refuse to start without one, `Config::require_ors_events_token`).
 fn authorize(state: &AppState, headers: &HeaderMap) -> ApiResult<()> {
     let Some(expected) = &state.cfg.http.ors_events_token else {
-        return Ok(());
+        return Err(ApiError::unauthorized(
+            "the voice-platform events route is disabled: set ORS_EVENTS_TOKEN to enable it",
+        ));
     };
     let given = headers
         .get(axum::http::header::AUTHORIZATION)
@@ -134,40 +140,80 @@ async fn handler(
     let id =
         Uuid::parse_str(id.trim()).map_err(|_| ApiError::not_found(format!("no callback {id}")))?;
     let event = parse(body)?;
-    let (target, outcome) = {
-        let mut client = state.db.get().await?;
-        events::apply(&mut client, id, &event).await?
-    };
+    let (target, outcome) = apply(&state, id, &event).await?;
     let label = match &outcome {
         Outcome::Applied { .. } => "applied",
-        Outcome::Ignored { .. } => "ignored",
+        Outcome::Ignored { .. } | Outcome::Unconfirmed { .. } => "ignored",
         Outcome::Retry { .. } => "retry",
     };
     ::metrics::counter!(metrics::ORS_EVENTS, "outcome" => label).increment(1);
     follow_up(&state, id, &event, &target, &outcome).await;
-    Ok(Envelope::ok(match outcome {
-        Outcome::Applied { to, .. } => EventResult {
-            id: id.to_string(),
-            applied: true,
-            callback_state: to,
-            note: None,
-            attempt: None,
-        },
-        Outcome::Ignored { state, why } => EventResult {
-            id: id.to_string(),
-            applied: false,
-            callback_state: state,
-            note: Some(why),
-            attempt: None,
-        },
-        Outcome::Retry { attempt, .. } => EventResult {
-            id: id.to_string(),
-            applied: true,
-            callback_state: CallbackState::Scheduled,
-            note: Some("call failed; next attempt scheduled"),
-            attempt: Some(attempt),
-        },
-    }))
+    Ok(Envelope::ok(answer(id, outcome)))
+}
+
+/// Applies the event; when PostgreSQL does not yet record the current attempt as handed off,
+/// the voice stream's dedupe key decides (the worker may have written it and not marked it
+/// yet): written → applied; not written → refused (409), or, without `attempt` on a retried
+/// callback, taken as a late copy of an earlier attempt's event.
+async fn apply(state: &AppState, id: Uuid, event: &Event) -> ApiResult<(events::Target, Outcome)> {
+    let mut client = state.db.get().await?;
+    let (target, outcome) = events::apply(&mut client, id, event, false).await?;
+    let Outcome::Unconfirmed {
+        state: current,
+        attempt,
+    } = outcome
+    else {
+        return Ok((target, outcome));
+    };
+    let handed_off = async {
+        let mut conn = state.voice.conn().await?;
+        voice::was_submitted(&mut conn, &state.cfg.voice.voice_stream, id, attempt).await
+    }
+    .await
+    .map_err(|e| {
+        tracing::warn!(callback.id = %id, error = %e, "voice redis unreachable while checking a hand-off");
+        ApiError::Unavailable(format!(
+            "cannot check whether attempt {attempt} was handed to the voice platform (voice Redis unreachable); retry later"
+        ))
+    })?;
+    if handed_off {
+        return events::apply(&mut client, id, event, true).await;
+    }
+    if event.attempt.is_none() && attempt > 1 {
+        let why = "no attempt given and the current attempt is not with the voice platform: \
+                   taken as a late event of an earlier attempt";
+        return Ok((
+            target,
+            Outcome::Ignored {
+                state: current,
+                why,
+            },
+        ));
+    }
+    Err(ApiError::conflict(events::not_handed_off_message(
+        id, attempt, attempt, current,
+    )))
+}
+
+fn answer(id: Uuid, outcome: Outcome) -> EventResult {
+    let (applied, callback_state, note, attempt) = match outcome {
+        Outcome::Applied { to, .. } => (true, to, None, None),
+        Outcome::Ignored { state, why } => (false, state, Some(why), None),
+        Outcome::Unconfirmed { state, .. } => (false, state, Some("attempt not handed off"), None),
+        Outcome::Retry { attempt, .. } => (
+            true,
+            CallbackState::Scheduled,
+            Some("call failed; next attempt scheduled"),
+            Some(attempt),
+        ),
+    };
+    EventResult {
+        id: id.to_string(),
+        applied,
+        callback_state,
+        note,
+        attempt,
+    }
 }
 
 /// The Redis side of an applied event; failures are repaired by the reconciler.

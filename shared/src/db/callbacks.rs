@@ -345,6 +345,8 @@ pub async fn get(
 pub struct Cancelled {
     /// The current attempt had reached the voice stream (a control entry is due).
     pub submitted: bool,
+    /// A cancel is owed to the voice platform (`control_pending` was set).
+    pub owes_control: bool,
     /// The attempt number.
     pub attempt: i16,
     /// The callback's service (to release its throttle place).
@@ -353,8 +355,10 @@ pub struct Cancelled {
 
 /// Cancels a callback: allowed in every state but PROCESSING and COMPLETED (DESIGN §4). The
 /// capacity slot the callback held is given back in the same statement. When the voice
-/// platform already has it, `control_pending` is set in the same statement: the control entry
-/// is owed durably, and the worker's outbox sends it if the caller's write fails.
+/// platform may have it (submitted, or due within the hour: a worker may be handing it off right
+/// now, and the hour covers a Redis clock that far ahead of PostgreSQL's), `control_pending` is set in the same statement: the cancel is owed
+/// durably (fence or control entry, `redis::voice::settle_cancels`), and the worker's outbox
+/// settles it if the caller's write fails (docs/voice-platform.md, "Cancel").
 pub async fn cancel(
     db: &impl GenericClient,
     tenant: &str,
@@ -365,8 +369,9 @@ pub async fn cancel(
         "WITH c AS (
                 UPDATE callbacks SET state = 'COMPLETED', reason = 'CANCELLED', updated_at = now(),
                     control_pending = submitted_at IS NOT NULL
+                        OR dispatch_at <= now() + interval '1 hour'
                 WHERE id = $1 AND tenant_id = $2 AND state NOT IN ('PROCESSING', 'COMPLETED')
-                RETURNING id, submitted_at, attempt, service, slot_start, slot_minutes
+                RETURNING id, submitted_at, attempt, service, slot_start, slot_minutes, control_pending
              ), e AS (
                 INSERT INTO callback_events (callback_id, state, reason, source)
                 SELECT id, 'COMPLETED', 'CANCELLED', 'api' FROM c
@@ -375,7 +380,7 @@ pub async fn cancel(
                 WHERE b.tenant_id = $2 AND b.service = c.service AND b.slot_start = c.slot_start
                   AND b.slot_minutes = coalesce(c.slot_minutes, 0) AND b.booked > 0
              )
-             SELECT submitted_at IS NOT NULL, attempt, service FROM c",
+             SELECT submitted_at IS NOT NULL, attempt, service, control_pending FROM c",
         &[&id, &tenant],
     )
     .await?;
@@ -384,6 +389,7 @@ pub async fn cancel(
             submitted: row.get(0),
             attempt: row.get(1),
             service: row.get(2),
+            owes_control: row.get(3),
         });
     }
     let current = get(db, tenant, id).await?;
@@ -410,14 +416,16 @@ pub async fn cancel_outcome(
 ) -> Result<Option<Cancelled>, ApiError> {
     let row = super::stmt::query_opt(
         tx,
-        "SELECT submitted_at IS NOT NULL, attempt, service, state = 'COMPLETED' AND reason = 'CANCELLED'
+        "SELECT submitted_at IS NOT NULL, attempt, service, control_pending,
+                state = 'COMPLETED' AND reason = 'CANCELLED'
          FROM callbacks WHERE id = $1 AND tenant_id = $2 FOR UPDATE",
         &[&id, &tenant],
     )
     .await?;
-    Ok(row.filter(|r| r.get::<_, bool>(3)).map(|r| Cancelled {
+    Ok(row.filter(|r| r.get::<_, bool>(4)).map(|r| Cancelled {
         submitted: r.get(0),
         attempt: r.get(1),
         service: r.get(2),
+        owes_control: r.get(3),
     }))
 }

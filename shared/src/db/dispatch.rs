@@ -272,18 +272,23 @@ pub async fn changed_services(
     Ok((rows.iter().map(|r| (r.get(0), r.get(1))).collect(), now))
 }
 
-/// Callbacks owing a control entry (cancel) to the voice platform, oldest first.
+/// Callbacks owing a cancel to the voice platform, oldest first: (id, attempt, whether the
+/// attempt's submission is recorded).
 pub async fn control_pending(
     db: &impl GenericClient,
     limit: i64,
-) -> Result<Vec<(Uuid, i16)>, ApiError> {
+) -> Result<Vec<(Uuid, i16, bool)>, ApiError> {
     let rows = super::stmt::query(
         db,
-        "SELECT id, attempt FROM callbacks WHERE control_pending ORDER BY updated_at LIMIT $1",
+        "SELECT id, attempt, submitted_at IS NOT NULL FROM callbacks WHERE control_pending
+             ORDER BY updated_at LIMIT $1",
         &[&limit],
     )
     .await?;
-    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    Ok(rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect())
 }
 
 /// Clears the control debt of callbacks whose control entry is in the stream.

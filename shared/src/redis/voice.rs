@@ -5,6 +5,11 @@
 //! worker crash or a takeover by another worker) never doubles an entry. The dedupe key carries
 //! the stream's hash tag (`{NewCallbackStream}:sub:<id>:<attempt>`): a key without braces hashes
 //! by its whole name, so the tag puts the dedupe key in the stream's cluster slot.
+//!
+//! A cancel of a callback that may be mid-hand-off *fences* its submission: it sets the
+//! submission's dedupe key itself (value [`FENCE`]), so a submission not yet written never will
+//! be, and a submission already written is proven by the key and gets its control entry after
+//! it (docs/voice-platform.md, "Cancel").
 
 use std::sync::LazyLock;
 
@@ -39,6 +44,29 @@ for i = 2, #KEYS do
     out[#out + 1] = 1
   else
     out[#out + 1] = 0
+  end
+end
+return out",
+    )
+});
+
+/// Value of a submission dedupe key set by a cancel (a written submission sets `1`).
+pub const FENCE: &str = "cancelled";
+
+/// Fences submissions. KEYS: submission dedupe keys (one stream, one slot). ARGV: ttl, fence
+/// value. Returns per key 1 (no submission: fenced now or before) or 0 (the submission is in
+/// the stream).
+static FENCE_SCRIPT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local out = {}
+for i = 1, #KEYS do
+  if redis.call('SET', KEYS[i], ARGV[2], 'NX', 'EX', ARGV[1]) then
+    out[i] = 1
+  elseif redis.call('GET', KEYS[i]) == ARGV[2] then
+    out[i] = 1
+  else
+    out[i] = 0
   end
 end
 return out",
@@ -119,6 +147,67 @@ pub fn control_entry(id: Uuid, attempt: i16, action: &str) -> Entry {
             ("at", jiff::Timestamp::now().to_string()),
         ],
     }
+}
+
+/// A cancel owed to the voice platform (`control_pending` in PostgreSQL).
+#[derive(Debug, Clone, Copy)]
+pub struct OwedCancel {
+    /// Callback id.
+    pub id: Uuid,
+    /// The attempt the cancel is about.
+    pub attempt: i16,
+    /// PostgreSQL recorded the attempt's submission (no fence needed).
+    pub submitted: bool,
+}
+
+/// Settles owed cancels: fences the submissions not known to be written, then writes a control
+/// entry (once, deduplicated) for every attempt whose submission is in `voice_stream`. Safe to
+/// repeat. Returns how many control entries were added now.
+pub async fn settle_cancels(
+    conn: &mut RedisConn,
+    voice_stream: &str,
+    control_stream: &str,
+    owed: &[OwedCancel],
+) -> redis::RedisResult<usize> {
+    let unknown: Vec<&OwedCancel> = owed.iter().filter(|o| !o.submitted).collect();
+    let mut fenced = std::collections::HashSet::new();
+    if !unknown.is_empty() {
+        let mut inv = FENCE_SCRIPT.prepare_invoke();
+        for o in &unknown {
+            inv.key(dedupe_key(voice_stream, "sub", o.id, o.attempt));
+        }
+        inv.arg(DEDUPE_TTL_S).arg(FENCE);
+        let out: Vec<i64> = inv.invoke_async(conn).await?;
+        fenced.extend(
+            unknown
+                .iter()
+                .zip(out)
+                .filter(|(_, f)| *f == 1)
+                .map(|(o, _)| (o.id, o.attempt)),
+        );
+    }
+    let entries: Vec<Entry> = owed
+        .iter()
+        .filter(|o| !fenced.contains(&(o.id, o.attempt)))
+        .map(|o| control_entry(o.id, o.attempt, "cancel"))
+        .collect();
+    let added = submit(conn, control_stream, "ctl", &entries, 0).await?;
+    Ok(added.into_iter().filter(|a| *a).count())
+}
+
+/// Whether attempt `attempt` of `id` was written to `voice_stream` (its dedupe key holds a
+/// submission, not a fence).
+pub async fn was_submitted(
+    conn: &mut RedisConn,
+    voice_stream: &str,
+    id: Uuid,
+    attempt: i16,
+) -> redis::RedisResult<bool> {
+    let v: Option<String> = redis::cmd("GET")
+        .arg(dedupe_key(voice_stream, "sub", id, attempt))
+        .query_async(conn)
+        .await?;
+    Ok(v.is_some_and(|v| v != FENCE))
 }
 
 #[cfg(test)]

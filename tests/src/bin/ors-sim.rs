@@ -77,9 +77,9 @@ struct Args {
     /// Share of calls that fail (FAIL_CALL_TO_CUSTOMER), 0..1.
     #[arg(long, default_value_t = 0.0)]
     fail_share: f64,
-    /// Bearer token for the events API (`ORS_EVENTS_TOKEN`).
-    #[arg(long, env = "ORS_EVENTS_TOKEN")]
-    token: Option<String>,
+    /// Bearer token for the events API (`ORS_EVENTS_TOKEN`; required: the route fails closed).
+    #[arg(long, env = "ORS_EVENTS_TOKEN", hide_env_values = true)]
+    token: String,
 }
 
 struct Sim {
@@ -281,10 +281,11 @@ impl Sim {
             body["position_in_queue"] = json!(self.waiting.load(Ordering::Relaxed));
         }
         for _ in 0..5 {
-            let mut req = self.http.post(url).json(&body);
-            if let Some(t) = &self.args.token {
-                req = req.bearer_auth(t);
-            }
+            let req = self
+                .http
+                .post(url)
+                .json(&body)
+                .bearer_auth(&self.args.token);
             match req.send().await {
                 Ok(r) if r.status().is_success() || r.status().as_u16() == 404 => return,
                 Ok(r) => eprintln!("ors-sim: event {state} answered {}", r.status()),

@@ -57,6 +57,7 @@ async fn event(engage: &Engage, id: &str, state: &str) {
                 "{}/ges/v1/ors/callbacks/{id}/events",
                 engage.internal
             ))
+            .bearer_auth(harness::ORS_EVENTS_TOKEN)
             .json(&body),
     )
     .await;

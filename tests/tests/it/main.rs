@@ -24,5 +24,6 @@ mod public_port;
 mod slot_grid;
 mod throttle;
 mod tidy;
+mod trust_events;
 mod trust_redis;
 mod worker;

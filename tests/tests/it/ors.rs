@@ -33,6 +33,7 @@ async fn event(engage: &Engage, id: &str, body: Value) -> (u16, Value) {
                 "{}/ges/v1/ors/callbacks/{id}/events",
                 engage.internal
             ))
+            .bearer_auth(harness::ORS_EVENTS_TOKEN)
             .json(&body),
     )
     .await
@@ -160,6 +161,17 @@ async fn ors_end_to_end_with_simulator() {
         json!({"serviceName": "care", "phoneNumber": "+15550100003", "desiredTime": later(3600)}),
     )
     .await;
+    // Never handed to the voice platform: refused until its submission is in the voice stream
+    // (the worker's dedupe key, as if the worker wrote it and has not recorded it yet).
+    let (code, resp) = event(&engage, &c, json!({"state": "QUEUED"})).await;
+    assert_eq!(code, 409, "{resp}");
+    let mut voice = env.voice().await;
+    let _: () = redis::cmd("SET")
+        .arg(format!("{{{}}}:sub:{c}:1", env.voice_stream()))
+        .arg("1")
+        .query_async(&mut voice)
+        .await
+        .unwrap();
     let steps = [
         ("QUEUED", None, true, "QUEUED"),
         ("ROUTING", None, true, "ROUTING"),
@@ -220,6 +232,13 @@ async fn ors_end_to_end_with_simulator() {
         json!({"serviceName": "care", "phoneNumber": "+15550100004", "desiredTime": later(3600)}),
     )
     .await;
+    // Handed off (the worker's dedupe key), not yet recorded.
+    let _: () = redis::cmd("SET")
+        .arg(format!("{{{}}}:sub:{d}:1", env.voice_stream()))
+        .arg("1")
+        .query_async(&mut voice)
+        .await
+        .unwrap();
     let (_, resp) = event(&engage, &d, json!({"state": "QUEUED", "attempt": 1})).await;
     assert_eq!(resp["data"]["applied"], true);
     let (_, resp) = event(
@@ -365,8 +384,15 @@ async fn ors_events_token_when_configured() {
             .json(&json!({"state": "QUEUED"})),
     )
     .await;
-    assert_eq!(code, 200, "{body}");
-    assert_eq!(body["data"]["callbackState"], "QUEUED");
+    // Authenticated; refused only because the callback was never handed off.
+    assert_eq!(code, 409, "{body}");
+    assert!(
+        body["status"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("never handed to the voice platform"),
+        "{body}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -122,6 +122,10 @@ fn print(v: &impl serde::Serialize) -> anyhow::Result<()> {
 }
 
 async fn run(command: Command, cfg: Config) -> anyhow::Result<()> {
+    if matches!(command, Command::Serve { .. }) {
+        // The internal port serves the voice-platform events route: fail closed.
+        cfg.require_ors_events_token()?;
+    }
     let schema = cfg.db.db_schema.clone();
     let state = AppState::new(cfg)?;
     shared::db::migrate(&state.db, schema.as_deref()).await?;
