@@ -1,7 +1,7 @@
 //! API keys and admin tokens: generation, hashing, constant-time comparison.
 //!
 //! Keys are 40 random alphanumeric characters (the GES example shape) prefixed `egk_` so a
-//! leaked key is recognisable by secret scanners. Only their SHA-256 is stored (invariant 7).
+//! leaked key is recognisable by secret scanners. Only their SHA-256 is stored (invariant 12).
 
 use rand::{Rng, distr::Alphanumeric};
 use sha2::{Digest, Sha256};

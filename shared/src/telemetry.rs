@@ -1,6 +1,6 @@
 //! Logging: JSON lines through `tracing`, level from `LOG_LEVEL`, each line cut at
 //! `LOG_MAX_LEN` bytes. Callers never put user data, phone numbers or keys in fields
-//! (invariant 7); [`mask_phone`] is the one way a number may appear.
+//! (invariant 12); [`mask_phone`] is the one way a number may appear.
 
 use std::io::Write;
 

@@ -324,7 +324,7 @@ const COLUMNS: &str =
     "id, tenant_id, service, state, reason, phone_number, phone_e164, desired_time, dispatch_at,
     attempt, submitted_at, created_at, attrs, user_data";
 
-/// One callback of the tenant, or 404 (another tenant's id is 404 too: invariant 5).
+/// One callback of the tenant, or 404 (another tenant's id is 404 too: invariant 10).
 pub async fn get(
     db: &impl GenericClient,
     tenant: &str,
