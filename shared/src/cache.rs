@@ -92,6 +92,7 @@ impl Caches {
 fn clone_error(e: &ApiError) -> ApiError {
     match e {
         ApiError::Unavailable(m) => ApiError::Unavailable(m.clone()),
+        ApiError::BadRequest(m) => ApiError::BadRequest(m.clone()),
         other => ApiError::internal(anyhow::anyhow!("{other}")),
     }
 }

@@ -495,13 +495,16 @@ impl Config {
                     .into(),
             );
         }
-        if !(1..=60).contains(&self.worker.worker_sweep_s)
-            || !(1..=60).contains(&self.worker.worker_sweep_grace_s)
-            || !(1..=60).contains(&self.worker.worker_reconcile_check_s)
+        let w = &self.worker;
+        if w.worker_sweep_s == 0
+            || w.worker_sweep_grace_s == 0
+            || w.worker_sweep_s + w.worker_sweep_grace_s > 50
+            || !(1..=50).contains(&w.worker_reconcile_check_s)
         {
             return bad(
-                "WORKER_SWEEP_S, WORKER_SWEEP_GRACE_S and WORKER_RECONCILE_CHECK_S must be between 1 and 60 \
-                 (lost index entries and Redis loss are repaired within a minute)"
+                "WORKER_SWEEP_S and WORKER_SWEEP_GRACE_S must be positive with a sum of at most 50, \
+                 WORKER_RECONCILE_CHECK_S between 1 and 50 (a committed callback reaches the voice \
+                 stream, and a Redis loss is repaired, within a minute)"
                     .into(),
             );
         }

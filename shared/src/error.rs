@@ -102,6 +102,16 @@ impl From<tokio_postgres::Error> for ApiError {
         {
             return Self::Unavailable("database busy or restarting, retry later".into());
         }
+        if let Some(code) = e.code()
+            && (code == &tokio_postgres::error::SqlState::UNTRANSLATABLE_CHARACTER
+                || code == &tokio_postgres::error::SqlState::CHARACTER_NOT_IN_REPERTOIRE)
+        {
+            // Text PostgreSQL cannot store: in practice a NUL character (`\u0000`, `%00`) in a
+            // name, a path segment or a JSON string. The caller's input, so a 400.
+            return Self::bad_request(
+                "text may not contain the NUL character (\\u0000); remove it and retry",
+            );
+        }
         Self::Internal(e.into())
     }
 }

@@ -51,7 +51,7 @@ pub async fn run(w: Worker, tx: mpsc::Sender<Signal>, stop: CancellationToken) {
     let check_every = Duration::from_secs(w.cfg.worker.worker_reconcile_check_s);
     let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(5));
     let mut cause = Some("start");
-    let mut seen = Fingerprint::new();
+    let mut seen: Option<Fingerprint> = None;
     loop {
         if let Some(why) = cause {
             match rebuild(&w, &stop, why).await {
@@ -91,7 +91,7 @@ pub async fn run(w: Worker, tx: mpsc::Sender<Signal>, stop: CancellationToken) {
 }
 
 /// One check: the marker, then every node's mark. Returns why to rebuild.
-async fn check(w: &Worker, seen: &Fingerprint) -> anyhow::Result<Option<&'static str>> {
+async fn check(w: &Worker, seen: &Option<Fingerprint>) -> anyhow::Result<Option<&'static str>> {
     let mut conn = w.redis.conn().await?;
     let marker: Option<String> = redis::cmd("GET")
         .arg(w.keys.marker())
@@ -100,18 +100,45 @@ async fn check(w: &Worker, seen: &Fingerprint) -> anyhow::Result<Option<&'static
     if marker.is_none() {
         return Ok(Some("marker_missing"));
     }
-    Ok(changed(seen, &fingerprint(w).await?))
+    Ok(match (seen, fingerprint(w).await?) {
+        (Some(seen), Some(now)) => changed(seen, &now),
+        // `INFO` became allowed: start comparing from a fresh rebuild.
+        (None, Some(_)) => Some("nodes_changed"),
+        (_, None) => None,
+    })
 }
 
-async fn fingerprint(w: &Worker) -> anyhow::Result<Fingerprint> {
-    let infos = w
+/// Every node's mark, or `None` when this Redis user may not run `INFO` (an ACL without
+/// `@dangerous`, or a managed Redis that renamed it): loss detection then rests on the marker
+/// key and the sweep alone, which is logged once as an error (docs/derived-state.md).
+async fn fingerprint(w: &Worker) -> anyhow::Result<Option<Fingerprint>> {
+    static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    match w
         .redis
         .node_infos(&["server", "stats", "commandstats"])
-        .await?;
-    Ok(infos
-        .into_iter()
-        .map(|(node, info)| (node, mark(&info)))
-        .collect())
+        .await
+    {
+        Ok(infos) => Ok(Some(
+            infos
+                .into_iter()
+                .map(|(node, info)| (node, mark(&info)))
+                .collect(),
+        )),
+        Err(e) if refused(&e) => {
+            if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                tracing::error!(error = %e, "the service Redis refuses INFO: a restarted, evicted or \
+                    flushed node is noticed only through the marker key; allow +info for this user");
+            }
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Whether Redis refused the command itself (permissions, renamed or unknown command).
+fn refused(e: &redis::RedisError) -> bool {
+    let text = e.to_string().to_ascii_lowercase();
+    text.contains("noperm") || text.contains("unknown command")
 }
 
 /// The mark of one node from its `INFO` text.
@@ -157,13 +184,13 @@ fn changed(seen: &Fingerprint, now: &Fingerprint) -> Option<&'static str> {
     None
 }
 
-/// Rebuilds the index and queue views; returns the fingerprint taken before (`None` if
-/// stopped midway).
+/// Rebuilds the index and queue views; returns the fingerprint taken before (itself `None`
+/// when `INFO` is refused; the outer `None` if stopped midway).
 async fn rebuild(
     w: &Worker,
     stop: &CancellationToken,
     why: &'static str,
-) -> anyhow::Result<Option<Fingerprint>> {
+) -> anyhow::Result<Option<Option<Fingerprint>>> {
     let started = std::time::Instant::now();
     let fp = fingerprint(w).await?;
     let mut conn = w.redis.conn().await?;

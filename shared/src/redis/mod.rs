@@ -141,9 +141,18 @@ impl RedisHandle {
     }
 
     /// Round-trip check used by health probes.
+    /// On a cluster it asks one primary (a `PING` without routing goes to every node, and the
+    /// idle budget counts commands); the reconciler's per-node check notices a lost node.
     pub async fn ping(&self) -> RedisResult<()> {
-        let mut c = self.conn().await?;
-        redis::cmd("PING").query_async::<()>(&mut c).await
+        match self.conn().await? {
+            RedisConn::Single(mut c) => redis::cmd("PING").query_async::<()>(&mut c).await,
+            RedisConn::Cluster(mut c) => {
+                let one = redis::cluster_routing::RoutingInfo::SingleNode(
+                    redis::cluster_routing::SingleNodeRoutingInfo::RandomPrimary,
+                );
+                c.route_command(redis::cmd("PING"), one).await.map(drop)
+            }
+        }
     }
 }
 

@@ -431,3 +431,106 @@ async fn trust_retention_deletes_only_finished_callbacks() {
         .unwrap();
     assert_eq!(fence.as_deref(), Some("cancelled"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trust_a_redis_user_without_info_still_rebuilds_through_the_marker() {
+    let redis = PrivateRedis::new(false);
+    let mut admin = redis.conn().await;
+    redis::cmd("ACL")
+        .arg(
+            &[
+                "SETUSER",
+                "engage",
+                "on",
+                ">pw-0123456789",
+                "~*",
+                "&*",
+                "+@all",
+                "-@dangerous",
+            ][..],
+        )
+        .query_async::<()>(&mut admin)
+        .await
+        .expect("acl");
+    let url = format!("redis://engage:pw-0123456789@127.0.0.1:{}", redis.port);
+    let env = TestEnv::new().with("REDIS_URL", &url);
+    let engage = Engage::start(&env, &[]).await;
+    let key = provision(&engage, "tr6", "acl", open_service(json!({}))).await;
+    let env = env.with("GES_URL", &engage.internal);
+    let w = WorkerProc::start(&env, &[("WORKER_RECONCILE_CHECK_S", "2".to_string())]).await;
+    let at = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(3600);
+    for i in 0..10 {
+        let (code, body) = engage
+            .post(
+                &key,
+                "/engagement/v3/callbacks/create",
+                json!({"serviceName": "acl", "phoneNumber": format!("+1555500{i:04}"),
+                       "desiredTime": harness::wire(at)}),
+            )
+            .await;
+        assert_eq!(code, 200, "{body}");
+    }
+    redis::cmd("FLUSHALL")
+        .query_async::<()>(&mut admin)
+        .await
+        .expect("flushall");
+    let flushed = Instant::now();
+    loop {
+        let mut n = 0u64;
+        for s in 0..4 {
+            n += redis::cmd("ZCARD")
+                .arg(format!("{{{}:sched:{s}}}", env.id))
+                .query_async::<u64>(&mut admin)
+                .await
+                .unwrap_or(0);
+        }
+        if n == 10 {
+            break;
+        }
+        assert!(
+            flushed.elapsed() < Duration::from_secs(20),
+            "not rebuilt without INFO; log:\n{}",
+            w.proc.output()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let log = w.proc.output();
+    assert_eq!(log.matches("refuses INFO").count(), 1, "{log}");
+}
+
+#[tokio::test]
+async fn trust_nul_characters_are_a_400_never_a_500() {
+    let env = TestEnv::new();
+    let engage = Engage::start(&env, &[]).await;
+    let key = provision(&engage, "tr7", "svc", open_service(json!({}))).await;
+    let create = "/engagement/v3/callbacks/create";
+    for body in [
+        json!({"serviceName": "svc", "phoneNumber": "+15551230000", "userData": {"a": "x\u{0}y"}}),
+        json!({"serviceName": "svc", "phoneNumber": "+15551230001", "userData": {"a": ["\u{0}"]}}),
+        json!({"serviceName": "svc", "phoneNumber": "+15551230002", "userData": {"b": {"k\u{0}": 1}}}),
+    ] {
+        let (code, answer) = engage.post(&key, create, body).await;
+        assert_eq!(code, 400, "{answer}");
+        assert!(answer.to_string().contains("NUL"), "{answer}");
+    }
+    for path in [
+        "/engagement/v3/callbacks/queue-status/a%00b",
+        "/engagement/v3/callbacks/open-for/a%00b",
+        "/engagement/v3/callbacks/availability/a%00b",
+    ] {
+        let (code, answer) = engage.get(&key, path).await;
+        assert!((400..500).contains(&code), "{path}: {code} {answer}");
+    }
+    let (code, answer) = engage
+        .admin(reqwest::Method::GET, "/ges/v1/tenants/a%00b", None)
+        .await;
+    assert!((400..500).contains(&code), "{code} {answer}");
+    let (code, answer) = engage
+        .admin(
+            reqwest::Method::PUT,
+            "/ges/v1/tenants/tr7/services/svc2",
+            Some(json!({"custom_note": "a\u{0}b"})),
+        )
+        .await;
+    assert!((400..500).contains(&code), "{code} {answer}");
+}
