@@ -23,17 +23,15 @@ use std::{
 };
 
 use shared::{
-    db::dispatch,
+    db::dispatch::{self, Unsubmitted},
     metrics,
-    redis::{queue, schedule},
+    redis::queue,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::{Backoff, Signal, Worker};
-
-const PAGE: i64 = 1_000;
 
 /// What the check remembers of one node.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -199,7 +197,7 @@ async fn rebuild(
         .arg("1")
         .query_async::<()>(&mut conn)
         .await?;
-    let Some(indexed) = reindex(w, stop).await? else {
+    let Some(indexed) = crate::sweep::reindex(w, Unsubmitted::All, Some(stop)).await? else {
         return Ok(None);
     };
     let mut views = 0usize;
@@ -222,34 +220,6 @@ async fn rebuild(
         "schedule index and queue views reconciled with PostgreSQL"
     );
     Ok(Some(fp))
-}
-
-/// Puts every committed, unsubmitted callback that the index lacks back into it; returns how
-/// many were missing (`None` if stopped midway). `index_missing` wakes the workers.
-async fn reindex(w: &Worker, stop: &CancellationToken) -> anyhow::Result<Option<u64>> {
-    let mut added = 0;
-    let mut after = None;
-    loop {
-        if stop.is_cancelled() {
-            return Ok(None);
-        }
-        let page = {
-            let client = w.db.get().await?;
-            dispatch::pending_page(&client, after, PAGE).await?
-        };
-        let Some(last) = page.last() else { break };
-        after = Some((last.1, last.0));
-        let entries: Vec<(Uuid, i64)> = page
-            .iter()
-            .map(|(id, at)| (*id, at.as_millisecond()))
-            .collect();
-        let mut conn = w.redis.conn().await?;
-        added += schedule::index_missing(&mut conn, &w.keys, &entries).await?;
-        if page.len() < PAGE as usize {
-            break;
-        }
-    }
-    Ok(Some(added))
 }
 
 /// Makes one service's queue view equal to the callbacks PostgreSQL says the voice platform

@@ -17,7 +17,11 @@
 use std::time::Duration;
 
 use jiff::Timestamp;
-use shared::{db::dispatch, metrics, redis::schedule};
+use shared::{
+    db::dispatch::{self, Unsubmitted},
+    metrics,
+    redis::schedule,
+};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -47,25 +51,9 @@ pub async fn run(w: Worker, stop: CancellationToken) {
 /// Re-indexes overdue committed callbacks that the schedule index lacks; returns how many.
 pub async fn overdue(w: &Worker) -> anyhow::Result<u64> {
     let grace = i32::try_from(w.cfg.worker.worker_sweep_grace_s).unwrap_or(60);
-    let mut after = None;
-    let mut repaired = 0;
-    loop {
-        let page = {
-            let client = w.db.get().await?;
-            dispatch::overdue_page(&client, grace, after, PAGE).await?
-        };
-        let Some(last) = page.last() else { break };
-        after = Some((last.1, last.0));
-        let entries: Vec<(Uuid, i64)> = page
-            .iter()
-            .map(|(id, at)| (*id, at.as_millisecond()))
-            .collect();
-        let mut conn = w.redis.conn().await?;
-        repaired += schedule::index_missing(&mut conn, &w.keys, &entries).await?;
-        if page.len() < PAGE as usize {
-            break;
-        }
-    }
+    let repaired = reindex(w, Unsubmitted::OverdueBy(grace), None)
+        .await?
+        .unwrap_or(0);
     if repaired > 0 {
         ::metrics::counter!(metrics::INDEX_REPAIRED).increment(repaired);
         tracing::warn!(
@@ -74,6 +62,39 @@ pub async fn overdue(w: &Worker) -> anyhow::Result<u64> {
         );
     }
     Ok(repaired)
+}
+
+/// Puts the committed, unsubmitted callbacks `which` names back into the schedule index where
+/// they are missing (neither indexed nor in flight: `schedule::index_missing`, which also wakes
+/// the workers), in pages of 1,000. Returns how many were missing (`None` if `stop` fired).
+pub async fn reindex(
+    w: &Worker,
+    which: Unsubmitted,
+    stop: Option<&CancellationToken>,
+) -> anyhow::Result<Option<u64>> {
+    let mut added = 0;
+    let mut after = None;
+    loop {
+        if stop.is_some_and(CancellationToken::is_cancelled) {
+            return Ok(None);
+        }
+        let page = {
+            let client = w.db.get().await?;
+            dispatch::unsubmitted_page(&client, which, after, PAGE).await?
+        };
+        let Some(last) = page.last() else { break };
+        after = Some((last.1, last.0));
+        let entries: Vec<(Uuid, i64)> = page
+            .iter()
+            .map(|(id, at)| (*id, at.as_millisecond()))
+            .collect();
+        let mut conn = w.redis.conn().await?;
+        added += schedule::index_missing(&mut conn, &w.keys, &entries).await?;
+        if page.len() < PAGE as usize {
+            break;
+        }
+    }
+    Ok(Some(added))
 }
 
 /// Checks the queue views of services that changed since `since`; returns the database time

@@ -16,6 +16,7 @@
 
 use axum::{Router, extract::State, routing::post};
 use serde::Serialize;
+use shared::db::outcome::TxFail as Fail;
 use shared::{
     ApiError, db,
     db::outcome::{self, Waited, Writer},
@@ -101,26 +102,6 @@ async fn cancel_task(
         && answered
     {
         writer.send(Err(e));
-    }
-}
-
-/// Why the cancel transaction did not end in a known state.
-enum Fail {
-    /// A definite answer: nothing changed.
-    Api(ApiError),
-    /// The `COMMIT` was sent and the connection broke: outcome unknown.
-    InDoubt(deadpool_postgres::tokio_postgres::Error),
-}
-
-impl From<ApiError> for Fail {
-    fn from(e: ApiError) -> Self {
-        Self::Api(e)
-    }
-}
-
-impl From<deadpool_postgres::tokio_postgres::Error> for Fail {
-    fn from(e: deadpool_postgres::tokio_postgres::Error) -> Self {
-        Self::Api(e.into())
     }
 }
 

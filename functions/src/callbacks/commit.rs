@@ -12,6 +12,7 @@
 
 use deadpool_postgres::Object;
 use jiff::Timestamp;
+use shared::db::outcome::TxFail as Fail;
 use shared::{
     ApiError,
     db::{
@@ -101,26 +102,6 @@ async fn write(mut client: Object, job: Job, writer: Writer<ApiResult<Written>>)
     }
     if let Some(r) = reservation.take() {
         r.give_back(&job.state).await;
-    }
-}
-
-/// Why the transaction did not end in a known state.
-enum Fail {
-    /// A definite failure: nothing stored.
-    Api(ApiError),
-    /// The `COMMIT` was sent and the connection broke: outcome unknown.
-    InDoubt(deadpool_postgres::tokio_postgres::Error),
-}
-
-impl From<ApiError> for Fail {
-    fn from(e: ApiError) -> Self {
-        Self::Api(e)
-    }
-}
-
-impl From<deadpool_postgres::tokio_postgres::Error> for Fail {
-    fn from(e: deadpool_postgres::tokio_postgres::Error) -> Self {
-        Self::Api(e.into())
     }
 }
 

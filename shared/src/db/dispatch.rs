@@ -149,46 +149,50 @@ pub async fn mark_submitted(
         .collect())
 }
 
-/// One page of what the schedule index must hold, in (dispatch_at, id) order after `after`.
-pub async fn pending_page(
-    db: &impl GenericClient,
-    after: Option<(Timestamp, Uuid)>,
-    limit: i64,
-) -> Result<Vec<(Uuid, Timestamp)>, ApiError> {
-    let (t, id) = after.unwrap_or((Timestamp::UNIX_EPOCH, Uuid::nil()));
-    let rows = super::stmt::query(
-        db,
-        "SELECT id, dispatch_at FROM callbacks
-             WHERE submitted_at IS NULL AND state IN ('SCHEDULED', 'QUEUED')
-               AND (dispatch_at, id) > ($1, $2)
-             ORDER BY dispatch_at, id LIMIT $3",
-        &[&t, &id, &limit],
-    )
-    .await?;
-    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+/// Which committed, unsubmitted callbacks a page lists.
+#[derive(Debug, Clone, Copy)]
+pub enum Unsubmitted {
+    /// All of them: what the schedule index must hold (the rebuild).
+    All,
+    /// Those due more than this many seconds ago by the database's clock (the sweep).
+    OverdueBy(i32),
 }
 
-/// One page of what the PostgreSQL sweep checks: committed, unsubmitted callbacks due more than
-/// `grace_s` seconds ago by the database's clock, in (dispatch_at, id) order after `after`.
-/// Reads a range of `callbacks_pending_idx`, so a sweep with nothing overdue touches one
-/// index page and no table row.
-pub async fn overdue_page(
+/// One page of committed, unsubmitted callbacks in (dispatch_at, id) order after `after`.
+/// Both forms are a range scan of `callbacks_pending_idx`: a sweep with nothing overdue reads
+/// one index page and no table row.
+pub async fn unsubmitted_page(
     db: &impl GenericClient,
-    grace_s: i32,
+    which: Unsubmitted,
     after: Option<(Timestamp, Uuid)>,
     limit: i64,
 ) -> Result<Vec<(Uuid, Timestamp)>, ApiError> {
     let (t, id) = after.unwrap_or((Timestamp::UNIX_EPOCH, Uuid::nil()));
-    let rows = super::stmt::query(
-        db,
-        "SELECT id, dispatch_at FROM callbacks
-             WHERE submitted_at IS NULL AND state IN ('SCHEDULED', 'QUEUED')
-               AND dispatch_at < now() - make_interval(secs => $3)
-               AND (dispatch_at, id) > ($1, $2)
-             ORDER BY dispatch_at, id LIMIT $4",
-        &[&t, &id, &f64::from(grace_s), &limit],
-    )
-    .await?;
+    let rows = match which {
+        Unsubmitted::All => {
+            super::stmt::query(
+                db,
+                "SELECT id, dispatch_at FROM callbacks
+                     WHERE submitted_at IS NULL AND state IN ('SCHEDULED', 'QUEUED')
+                       AND (dispatch_at, id) > ($1, $2)
+                     ORDER BY dispatch_at, id LIMIT $3",
+                &[&t, &id, &limit],
+            )
+            .await?
+        }
+        Unsubmitted::OverdueBy(grace_s) => {
+            super::stmt::query(
+                db,
+                "SELECT id, dispatch_at FROM callbacks
+                     WHERE submitted_at IS NULL AND state IN ('SCHEDULED', 'QUEUED')
+                       AND dispatch_at < now() - make_interval(secs => $3)
+                       AND (dispatch_at, id) > ($1, $2)
+                     ORDER BY dispatch_at, id LIMIT $4",
+                &[&t, &id, &f64::from(grace_s), &limit],
+            )
+            .await?
+        }
+    };
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 

@@ -173,6 +173,27 @@ impl<T> Drop for Waiter<T> {
     }
 }
 
+/// Why a write's transaction did not end in a known state (create and cancel transactions).
+#[derive(Debug)]
+pub enum TxFail {
+    /// A definite answer: nothing changed.
+    Api(ApiError),
+    /// The `COMMIT` was sent and the connection broke: outcome unknown ([`in_doubt`]).
+    InDoubt(tokio_postgres::Error),
+}
+
+impl From<ApiError> for TxFail {
+    fn from(e: ApiError) -> Self {
+        Self::Api(e)
+    }
+}
+
+impl From<tokio_postgres::Error> for TxFail {
+    fn from(e: tokio_postgres::Error) -> Self {
+        Self::Api(e.into())
+    }
+}
+
 /// Whether a failed statement may still have committed: the connection broke or closed after
 /// it may have been sent (no error from the server), or the server reported the end of the
 /// session rather than of the statement: operator intervention (class 57: a terminated
