@@ -56,6 +56,15 @@ pub struct DbConfig {
     /// Connect timeout for a new connection.
     #[serde(default = "defaults::db_connect_timeout_ms")]
     pub db_connect_timeout_ms: u64,
+    /// Longest wait for a row lock (`lock_timeout`), ms: a lock held by a stuck session (an API
+    /// host cut off mid-transaction) delays others by at most this, then they answer 503 or retry.
+    #[serde(default = "defaults::db_lock_timeout_ms")]
+    pub db_lock_timeout_ms: u64,
+    /// PostgreSQL ends a session idle inside a transaction for this long
+    /// (`idle_in_transaction_session_timeout`), ms, releasing its locks: no transaction of ours
+    /// pauses between statements for more than a round trip.
+    #[serde(default = "defaults::db_idle_in_tx_timeout_ms")]
+    pub db_idle_in_tx_timeout_ms: u64,
     /// Optional schema: every connection sets `search_path` to it (used for test isolation).
     #[serde(default)]
     pub db_schema: Option<String>,
@@ -245,6 +254,12 @@ mod defaults {
     }
     pub(super) fn db_connect_timeout_ms() -> u64 {
         3_000
+    }
+    pub(super) fn db_lock_timeout_ms() -> u64 {
+        5_000
+    }
+    pub(super) fn db_idle_in_tx_timeout_ms() -> u64 {
+        10_000
     }
     pub(super) fn db_batch_in_flight() -> usize {
         4
@@ -440,9 +455,13 @@ impl Config {
             return bad("VOICE_STREAM and CONTROL_STREAM may not be empty".into());
         }
         if let Some(token) = &self.http.admin_token
-            && token.expose_secret().len() < 16
+            && (token.expose_secret().trim().len() < 16
+                || token.expose_secret().trim() != token.expose_secret())
         {
-            return bad("ADMIN_TOKEN must be at least 16 characters".into());
+            return bad(
+                "ADMIN_TOKEN must be at least 16 characters, without leading or trailing spaces"
+                    .into(),
+            );
         }
         if self.http.external_body_limit == 0 || self.http.internal_body_limit == 0 {
             return bad("EXTERNAL_BODY_LIMIT and INTERNAL_BODY_LIMIT must be positive".into());
@@ -512,9 +531,13 @@ impl Config {
             return bad("WORKER_RETENTION_DAYS must be at least 1".into());
         }
         if let Some(token) = &self.http.ors_events_token
-            && token.expose_secret().len() < 16
+            && (token.expose_secret().trim().len() < 16
+                || token.expose_secret().trim() != token.expose_secret())
         {
-            return bad("ORS_EVENTS_TOKEN must be at least 16 characters".into());
+            return bad(
+                "ORS_EVENTS_TOKEN must be at least 16 characters, without leading or trailing spaces"
+                    .into(),
+            );
         }
         Ok(())
     }

@@ -98,7 +98,9 @@ impl From<tokio_postgres::Error> for ApiError {
         if let Some(code) = e.code()
             && (code == &tokio_postgres::error::SqlState::ADMIN_SHUTDOWN
                 || code == &tokio_postgres::error::SqlState::CANNOT_CONNECT_NOW
-                || code == &tokio_postgres::error::SqlState::T_R_SERIALIZATION_FAILURE)
+                || code == &tokio_postgres::error::SqlState::T_R_SERIALIZATION_FAILURE
+                || code == &tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE
+                || code == &tokio_postgres::error::SqlState::IDLE_IN_TRANSACTION_SESSION_TIMEOUT)
         {
             return Self::Unavailable("database busy or restarting, retry later".into());
         }

@@ -177,7 +177,13 @@ async fn apply(state: &AppState, id: Uuid, event: &Event) -> ApiResult<(events::
         ))
     })?;
     if handed_off {
-        return events::apply(&mut client, id, event, true).await;
+        // Confirmed for this attempt only: if the callback moved on to another attempt
+        // meanwhile (a retry), the event is that earlier attempt's and changes nothing.
+        let confirmed = Event {
+            attempt: Some(attempt),
+            ..event.clone()
+        };
+        return events::apply(&mut client, id, &confirmed, true).await;
     }
     if event.attempt.is_none() && attempt > 1 {
         let why = "no attempt given and the current attempt is not with the voice platform: \

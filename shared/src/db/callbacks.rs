@@ -144,10 +144,13 @@ pub async fn insert(db: &impl GenericClient, cb: &NewCallback) -> Result<Timesta
     insert_row(db, cb).await
 }
 
-/// Deletes callbacks of `tenant` whose create answered 503 but which were stored after all
-/// (compensation, docs/bounded-answers.md), giving back their slot place and freeing their
-/// Idempotency-Key in the same statement; their events go by cascade. Returns how many.
-pub async fn delete_unanswered(
+/// Withdraws callbacks of `tenant` whose create answered 503 but which were stored after all
+/// (compensation, docs/bounded-answers.md). They are not deleted: while the API could not
+/// reach PostgreSQL a worker may have found and handed one off, so each is cancelled
+/// (COMPLETED/CANCELLED) owing the voice platform a settle (`control_pending`: the hand-off is
+/// fenced if not yet written, a control entry follows it otherwise), in the same statement
+/// that gives back its slot place and frees its Idempotency-Key. Returns how many.
+pub async fn withdraw_unanswered(
     db: &impl GenericClient,
     tenant: &str,
     ids: &[Uuid],
@@ -155,8 +158,13 @@ pub async fn delete_unanswered(
     let row = super::stmt::query_one(
         db,
         "WITH d AS (
-                DELETE FROM callbacks WHERE id = ANY($1) AND tenant_id = $2
+                UPDATE callbacks SET state = 'COMPLETED', reason = 'CANCELLED',
+                    control_pending = true, updated_at = now()
+                WHERE id = ANY($1) AND tenant_id = $2 AND state <> 'COMPLETED'
                 RETURNING id, service, slot_start, slot_minutes
+             ), e AS (
+                INSERT INTO callback_events (callback_id, state, reason, source)
+                SELECT id, 'COMPLETED', 'CANCELLED', 'compensation' FROM d
              ), k AS (
                 DELETE FROM idempotency_keys WHERE tenant_id = $2 AND callback_id IN (SELECT id FROM d)
              ), s AS (

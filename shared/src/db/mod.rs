@@ -36,9 +36,20 @@ mod embedded {
 /// process can start while PostgreSQL is still coming up.
 pub fn pool(cfg: &DbConfig) -> anyhow::Result<Pool> {
     let mut pg = cfg.pg_config()?;
+    // Server-side bounds on every session: no lock waits or idle transactions without end
+    // (docs/bounded-answers.md).
+    let mut options = format!(
+        "-c lock_timeout={} -c idle_in_transaction_session_timeout={}",
+        cfg.db_lock_timeout_ms, cfg.db_idle_in_tx_timeout_ms
+    );
     if let Some(schema) = &cfg.db_schema {
-        pg.options(format!("-c search_path={schema}"));
+        options.push_str(&format!(" -c search_path={schema}"));
     }
+    if let Some(given) = pg.get_options() {
+        // Options from DATABASE_URL come last, so an operator's own settings win.
+        options = format!("{options} {given}");
+    }
+    pg.options(options);
     let manager = Manager::from_config(
         pg,
         NoTls,

@@ -240,15 +240,16 @@ async fn probe(pool: &Pool, rows: &[NewCallback]) -> Result<HashSet<Uuid>, ApiEr
         .collect())
 }
 
-/// Deletes callbacks whose caller was told they failed, with what they held: their slot place
-/// and Idempotency-Key (their events go with them). Retries until PostgreSQL answers. The
-/// create-time throttle reservation is Redis state; the caller gives it back.
+/// Withdraws callbacks whose caller was told they failed (cancelled with a settle owed, so a
+/// hand-off made meanwhile is fenced or followed by a control entry), with what they held:
+/// their slot place and Idempotency-Key. Retries until PostgreSQL answers. The create-time
+/// throttle reservation is Redis state; the caller gives it back.
 pub async fn compensate(pool: &Pool, tenant: &str, ids: &[Uuid]) {
     let mut delay = Duration::from_millis(100);
     loop {
         let deleted = async {
             let client = pool.get().await?;
-            super::callbacks::delete_unanswered(&client, tenant, ids).await
+            super::callbacks::withdraw_unanswered(&client, tenant, ids).await
         }
         .await;
         match deleted {
@@ -256,7 +257,7 @@ pub async fn compensate(pool: &Pool, tenant: &str, ids: &[Uuid]) {
                 ::metrics::counter!(crate::metrics::CREATES_COMPENSATED).increment(n);
                 tracing::warn!(
                     count = n,
-                    "callbacks stored after their request had answered 503 were deleted"
+                    "callbacks stored after their request had answered 503 were withdrawn"
                 );
                 return;
             }

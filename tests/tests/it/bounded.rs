@@ -35,8 +35,8 @@ const TIMEOUT_MS: u64 = 2_000;
 const BOUND: Duration = Duration::from_millis(TIMEOUT_MS + 2_000 + 1_000);
 
 /// A PostgreSQL cluster owned by one test; stopped and removed when dropped.
-struct PrivatePg {
-    port: u16,
+pub(crate) struct PrivatePg {
+    pub(crate) port: u16,
     dir: PathBuf,
 }
 
@@ -78,7 +78,7 @@ fn as_pg(tool: &str, args: &[&str]) {
 }
 
 impl PrivatePg {
-    fn start() -> Self {
+    pub(crate) fn start() -> Self {
         let port = free_port();
         let dir = PathBuf::from(format!(
             "/var/tmp/engage-bounded-pg-{port}-{}",
@@ -131,7 +131,7 @@ impl PrivatePg {
         pg
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}/engage", self.port)
     }
 
@@ -293,7 +293,8 @@ async fn pump(
 
 async fn count_phone(pg: &tokio_postgres::Client, phone: &str) -> i64 {
     pg.query_one(
-        "SELECT count(*) FROM callbacks WHERE phone_number = $1",
+        "SELECT count(*) FROM callbacks WHERE phone_number = $1
+             AND NOT (state = 'COMPLETED' AND reason = 'CANCELLED')",
         &[&phone],
     )
     .await
@@ -768,7 +769,8 @@ async fn check_creates(env: &TestEnv, e: &Engage, key: &str, sent: &[Sent]) {
             assert_eq!(*n, 1, "{id} dispatched {n} times");
             let found: i64 = pg
                 .query_one(
-                    "SELECT count(*) FROM callbacks WHERE id = $1::text::uuid",
+                    "SELECT count(*) FROM callbacks WHERE id = $1::text::uuid
+                         AND NOT (state = 'COMPLETED' AND reason = 'CANCELLED')",
                     &[id],
                 )
                 .await

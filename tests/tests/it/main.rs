@@ -24,6 +24,7 @@ mod public_port;
 mod slot_grid;
 mod throttle;
 mod tidy;
+mod trust_attacks;
 mod trust_events;
 mod trust_redis;
 mod worker;
