@@ -3,8 +3,8 @@
 //! - lost: an acknowledged create missing from PostgreSQL, or an attempt PostgreSQL holds as
 //!   submitted that has no entry in the voice stream;
 //! - duplicated: extra entries of one (callback, attempt) in the voice stream;
-//! - cancelled-but-dialled: an accepted cancel of a callback that has a voice entry but no
-//!   control entry, or a voice entry added after the cancel was answered;
+//! - cancelled-but-dialled: an accepted cancel of a callback whose current attempt has a voice
+//!   entry but no control entry, or with any voice entry added after the cancel was answered;
 //! - stuck: due more than 60 s ago and not in the voice stream (by PostgreSQL's dispatch time
 //!   or by the time the client asked for), or QUEUED/ROUTING more than 60 s past its TTL;
 //! - queue-view mismatches: the symmetric difference between the service's queue view and the
@@ -40,7 +40,7 @@ pub(crate) struct Findings {
     pub(crate) view_mismatch: usize,
     /// Due callbacks not yet in the voice stream (the backlog).
     pub(crate) backlog: usize,
-    /// A few example ids per finding, for the notes.
+    /// The ids behind each finding (the notes show a few, the row's audit file all).
     pub(crate) examples: BTreeMap<&'static str, Vec<String>>,
 }
 
@@ -56,10 +56,7 @@ impl Findings {
     }
 
     fn example(&mut self, what: &'static str, id: &str) {
-        let v = self.examples.entry(what).or_default();
-        if v.len() < 3 {
-            v.push(id.to_string());
-        }
+        self.examples.entry(what).or_default().push(id.to_string());
     }
 }
 
@@ -100,7 +97,7 @@ async fn rows(stack: &Stack) -> anyhow::Result<HashMap<String, Row>> {
     tokio::spawn(conn);
     let sql = "SELECT id::text, state, reason, attempt, submitted_at IS NOT NULL,
                       dispatch_at <= now(), dispatch_at < now() - make_interval(secs => $1),
-                      state IN ('QUEUED','ROUTING') AND expires_at < now() - make_interval(secs => $1)
+                      COALESCE(state IN ('QUEUED','ROUTING') AND expires_at < now() - make_interval(secs => $1), false)
                FROM callbacks";
     let secs = (STUCK_AFTER_MS / 1000) as f64;
     let out = client.query(sql, &[&secs]).await?;
@@ -126,7 +123,7 @@ async fn rows(stack: &Stack) -> anyhow::Result<HashMap<String, Row>> {
 /// Voice entries: (callback id, attempt) → entry times (ms).
 type Entries = HashMap<(String, i16), Vec<i64>>;
 
-async fn streams(stack: &Stack) -> anyhow::Result<(Entries, BTreeSet<String>)> {
+async fn streams(stack: &Stack) -> anyhow::Result<(Entries, BTreeSet<(String, i16)>)> {
     let client = redis::Client::open(stack.voice.url())?;
     let mut conn = client.get_multiplexed_async_connection().await?;
     let mut voice = Entries::new();
@@ -140,7 +137,10 @@ async fn streams(stack: &Stack) -> anyhow::Result<(Entries, BTreeSet<String>)> {
         .await
         .into_iter()
         .filter(|(_, f)| f.get("action").map(String::as_str) == Some("cancel"))
-        .filter_map(|(_, f)| f.get("callback_id").cloned())
+        .filter_map(|(_, f)| {
+            let attempt = f.get("attempt")?.parse().ok()?;
+            Some((f.get("callback_id")?.clone(), attempt))
+        })
         .collect();
     Ok((voice, control))
 }
@@ -182,9 +182,18 @@ pub(crate) async fn audit(stack: &Stack, ledger: &Ledger) -> anyhow::Result<Find
         let Some(at) = dialled.get(c.id.as_str()) else {
             continue;
         };
-        if !control.contains(&c.id) || at.iter().any(|&ms| ms > c.answered_ms) {
+        let late = at.iter().map(|&ms| ms - c.answered_ms).max().unwrap_or(0);
+        // The attempt the cancel stopped (a cancel does not change it).
+        let attempt = rows.get(&c.id).map_or(1, |r| r.attempt);
+        let handed_off = voice.contains_key(&(c.id.clone(), attempt));
+        if handed_off && !control.contains(&(c.id.clone(), attempt)) {
             f.cancelled_dialled += 1;
-            f.example("cancelled-but-dialled", &c.id);
+            let what = format!("{} (dialled {} ms before the cancel was answered)", c.id, -late);
+            f.example("cancelled-but-dialled (no control entry)", &what);
+        } else if late > 0 {
+            f.cancelled_dialled += 1;
+            let what = format!("{} (dialled {late} ms after the cancel was answered)", c.id);
+            f.example("cancelled-but-dialled (dialled after the cancel)", &what);
         }
     }
     let waiting: BTreeSet<String> = rows
@@ -241,7 +250,7 @@ fn lost_and_backlog(
     }
     (f.lost, f.stuck, f.backlog) = (lost.len(), stuck.len(), backlog.len());
     for (what, set) in [("lost", &lost), ("stuck", &stuck), ("backlog", &backlog)] {
-        for id in set.iter().take(3) {
+        for id in set {
             f.example(what, id);
         }
     }

@@ -146,7 +146,17 @@ async fn settle(
             ));
         }
         for (what, ids) in &f.examples {
-            notes.push(format!("{what}, e.g. {}", ids.join(", ")));
+            let few: Vec<&str> = ids.iter().take(3).map(String::as_str).collect();
+            notes.push(format!("{what}: {}, e.g. {}", ids.len(), few.join(", ")));
+        }
+        let file = std::env::temp_dir().join(format!("{}-audit.txt", stack.env.id));
+        let all: String = f
+            .examples
+            .iter()
+            .map(|(what, ids)| format!("{what}:\n  {}\n", ids.join("\n  ")))
+            .collect();
+        if !all.is_empty() && std::fs::write(&file, all).is_ok() {
+            notes.push(format!("every id per finding: {}", file.display()));
         }
     }
     (last, holding_since)

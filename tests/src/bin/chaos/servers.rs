@@ -179,6 +179,7 @@ pub(crate) fn signal(pids: &[u32], sig: &str) {
         let _ = Command::new("kill")
             .arg(format!("-{sig}"))
             .arg(pid.to_string())
+            .stderr(Stdio::null())
             .status();
     }
 }

@@ -198,6 +198,9 @@ fn start_sim(env: &TestEnv) -> Proc {
             "chaos",
             "--agents",
             "64",
+            // Callbacks wait 2 s in QUEUED, so most cancels reach handed-off callbacks.
+            "--queue-ms",
+            "2000",
             "--handle-ms",
             "300",
             "--routing-ms",
