@@ -147,7 +147,10 @@ async fn streams(stack: &Stack) -> anyhow::Result<(Entries, BTreeSet<(String, i1
 
 /// The service's queue view key (layout of shared/src/redis/keys.rs `Keys::queue`).
 fn view_key(stack: &Stack) -> String {
-    format!("{{{}:q:{TENANT}:{SERVICE}}}", stack.env.vars["REDIS_PREFIX"])
+    format!(
+        "{{{}:q:{TENANT}:{SERVICE}}}",
+        stack.env.vars["REDIS_PREFIX"]
+    )
 }
 
 /// Audits the row now.
@@ -188,7 +191,10 @@ pub(crate) async fn audit(stack: &Stack, ledger: &Ledger) -> anyhow::Result<Find
         let handed_off = voice.contains_key(&(c.id.clone(), attempt));
         if handed_off && !control.contains(&(c.id.clone(), attempt)) {
             f.cancelled_dialled += 1;
-            let what = format!("{} (dialled {} ms before the cancel was answered)", c.id, -late);
+            let what = format!(
+                "{} (dialled {} ms before the cancel was answered)",
+                c.id, -late
+            );
             f.example("cancelled-but-dialled (no control entry)", &what);
         } else if late > 0 {
             f.cancelled_dialled += 1;

@@ -113,7 +113,12 @@ impl Fault {
     }
 
     /// Injects the fault; returns when it is over.
-    pub(crate) async fn inject(self, s: &mut Stack, pg: &PrivatePg, t: &Timing) -> anyhow::Result<()> {
+    pub(crate) async fn inject(
+        self,
+        s: &mut Stack,
+        pg: &PrivatePg,
+        t: &Timing,
+    ) -> anyhow::Result<()> {
         match self {
             Self::WorkerKill => {
                 let every = t.kill_load.saturating_sub(t.before) / t.kills.max(1);

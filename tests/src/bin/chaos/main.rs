@@ -95,7 +95,10 @@ fn main() -> anyhow::Result<()> {
     }
     let text = report::render(mode, &timing, &results);
     println!("{text}");
-    println!("chaos ({mode}) took {:.0} s", started.elapsed().as_secs_f64());
+    println!(
+        "chaos ({mode}) took {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
     if !quick && args.iter().all(|a| a != "--only") {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("chaos/REPORT.md");
         std::fs::create_dir_all(path.parent().expect("folder"))?;

@@ -70,9 +70,14 @@ impl PrivatePg {
             )?;
         }
         let mut init = pg_tool("initdb");
-        init.arg("-D")
-            .arg(dir.join("data"))
-            .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8"]);
+        init.arg("-D").arg(dir.join("data")).args([
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--locale=C.UTF-8",
+        ]);
         run(init, "initdb")?;
         let conf = format!(
             "listen_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{}'\n\
