@@ -6,7 +6,8 @@
 //! - cancelled-but-dialled: an accepted cancel of a callback whose current attempt has a voice
 //!   entry but no control entry, or with any voice entry added after the cancel was answered;
 //! - stuck: due more than 60 s ago and not in the voice stream (by PostgreSQL's dispatch time
-//!   or by the time the client asked for), or QUEUED/ROUTING more than 60 s past its TTL;
+//!   or by the time the client asked for), handed off more than 60 s after the time the client
+//!   asked for (first attempt), or QUEUED/ROUTING more than 60 s past its TTL;
 //! - queue-view mismatches: the symmetric difference between the service's queue view and the
 //!   submitted QUEUED/ROUTING callbacks in PostgreSQL.
 
@@ -226,11 +227,18 @@ fn lost_and_backlog(
     let mut lost = BTreeSet::new();
     let mut stuck = BTreeSet::new();
     let mut backlog = BTreeSet::new();
+    let mut late = BTreeSet::new();
     for a in &ledger.acked {
         let Some(row) = rows.get(&a.id) else {
             lost.insert(a.id.as_str());
             continue;
         };
+        // Handed off, but more than 60 s after the time the client asked for.
+        if let Some(first) = voice.get(&(a.id.clone(), 1)).and_then(|at| at.iter().min())
+            && first - a.due_ms > STUCK_AFTER_MS
+        {
+            late.insert(a.id.as_str());
+        }
         // The client's view: asked for now (or at its desired time), never handed off.
         if a.due_ms <= now && !dialled.contains_key(a.id.as_str()) && !row.cancelled_unsubmitted() {
             backlog.insert(a.id.as_str());
@@ -254,8 +262,17 @@ fn lost_and_backlog(
             stuck.insert(id.as_str());
         }
     }
-    (f.lost, f.stuck, f.backlog) = (lost.len(), stuck.len(), backlog.len());
-    for (what, set) in [("lost", &lost), ("stuck", &stuck), ("backlog", &backlog)] {
+    f.stuck = stuck.union(&late).count();
+    (f.lost, f.backlog) = (lost.len(), backlog.len());
+    for (what, set) in [
+        ("lost", &lost),
+        ("stuck (not in the voice stream)", &stuck),
+        (
+            "stuck (reached the voice stream more than 60 s late)",
+            &late,
+        ),
+        ("backlog", &backlog),
+    ] {
         for id in set {
             f.example(what, id);
         }

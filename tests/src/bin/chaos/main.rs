@@ -62,6 +62,21 @@ fn selected(args: &[String]) -> anyhow::Result<Vec<Fault>> {
         .collect()
 }
 
+/// Resolves on SIGINT or SIGTERM.
+async fn interrupted() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => {}
+        _ = term.recv() => {}
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     if let Some(bad) = args
@@ -85,7 +100,17 @@ fn main() -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let mut results = Vec::new();
     for fault in rows {
-        let r = rt.block_on(row::run(fault, &pg, &timing));
+        // On SIGINT/SIGTERM the row's future is dropped, which stops its processes and servers.
+        let Some(r) = rt.block_on(async {
+            tokio::select! {
+                r = row::run(fault, &pg, &timing) => Some(r),
+                () = interrupted() => None,
+            }
+        }) else {
+            eprintln!("chaos: interrupted; private servers stopped");
+            drop(pg);
+            std::process::exit(130);
+        };
         println!(
             "   {}: {}",
             if r.passed() { "pass" } else { "FAIL" },
