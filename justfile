@@ -50,6 +50,12 @@ bench *args: deps
     cargo build --release --workspace --bins
     ./target/release/bench {{args}}
 
+# Fault suite (issue 12): release build, every fault on private servers, writes
+# tests/chaos/REPORT.md (`just chaos --only pg-stop` for some rows, `--quick` for the CI variant).
+chaos *args:
+    cargo build --release -p engage-functions --bin engage -p engage-worker --bin engage-worker -p engage-tests --bin ors-sim --bin chaos
+    ./target/release/chaos {{args}}
+
 # Format the code.
 fmt:
     cargo fmt --all
