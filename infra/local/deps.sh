@@ -31,6 +31,7 @@ install() {
   command -v redis-server >/dev/null || need+=(redis-server redis-tools)
   pg_bin >/dev/null || need+=(postgresql postgresql-contrib)
   command -v promtool >/dev/null || need+=(prometheus)   # promtool: metrics and rules checks
+  command -v faketime >/dev/null || need+=(faketime)     # libfaketime: skewed-clock tests, chaos
   if [ ${#need[@]} -gt 0 ]; then
     log "installing ${need[*]}"
     export DEBIAN_FRONTEND=noninteractive
