@@ -128,7 +128,7 @@ pub async fn index_committed(redis: &RedisHandle, keys: &Keys, entries: &[(Uuid,
 }
 
 /// Puts committed, unsubmitted callbacks back into the index where they are missing (the
-/// PostgreSQL sweep and the rebuild): per shard one script ([`INDEX_MISSING`]) that skips
+/// PostgreSQL sweep and the rebuild): per shard one script (`INDEX_MISSING`) that skips
 /// entries already indexed or in flight. Returns how many were missing.
 pub async fn index_missing(
     conn: &mut RedisConn,
