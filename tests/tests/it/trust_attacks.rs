@@ -10,9 +10,12 @@ use std::{
 };
 
 use harness::{Engage, TestEnv};
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::worker::{open_service, provision};
+use crate::{
+    trust_events::{event, row},
+    worker::{open_service, provision},
+};
 
 struct RawRedis(Child, u16);
 
@@ -60,33 +63,6 @@ impl Drop for RawRedis {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-async fn event(engage: &Engage, id: &str, body: Value) -> (u16, Value) {
-    harness::send(
-        engage
-            .http
-            .post(format!(
-                "{}/ges/v1/ors/callbacks/{id}/events",
-                engage.internal
-            ))
-            .bearer_auth(harness::ORS_EVENTS_TOKEN)
-            .json(&body),
-    )
-    .await
-}
-
-async fn row(env: &TestEnv, id: &str) -> (String, i16, bool) {
-    let r = env
-        .pg()
-        .await
-        .query_one(
-            "SELECT state, attempt, submitted_at IS NOT NULL FROM callbacks WHERE id = $1::text::uuid",
-            &[&id],
-        )
-        .await
-        .unwrap();
-    (r.get(0), r.get(1), r.get(2))
 }
 
 /// An attempt-less event confirmed against the voice Redis for attempt 1 is applied to

@@ -29,7 +29,8 @@ async fn cancel(engage: &Engage, key: &str, id: &str) -> (u16, Value) {
         .await
 }
 
-async fn event(engage: &Engage, id: &str, body: Value) -> (u16, Value) {
+/// Posts a voice-platform event for `id` with the events token.
+pub(crate) async fn event(engage: &Engage, id: &str, body: Value) -> (u16, Value) {
     harness::send(
         engage
             .http
@@ -44,7 +45,7 @@ async fn event(engage: &Engage, id: &str, body: Value) -> (u16, Value) {
 }
 
 /// (state, attempt, submitted) of one callback, from PostgreSQL.
-async fn row(env: &TestEnv, id: &str) -> (String, i16, bool) {
+pub(crate) async fn row(env: &TestEnv, id: &str) -> (String, i16, bool) {
     let r = env
         .pg()
         .await

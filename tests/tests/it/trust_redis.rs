@@ -6,9 +6,12 @@
 use std::time::{Duration, Instant};
 
 use harness::{Engage, PrivateCluster, PrivateRedis, TestEnv, WorkerProc};
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::worker::{create_immediate, open_service, provision, stream_census, wait_submitted};
+use crate::{
+    trust_events::event,
+    worker::{create_immediate, open_service, provision, stream_census, wait_submitted},
+};
 
 /// `CONFIG SET` on a private Redis.
 async fn config_set(conn: &mut redis::aio::MultiplexedConnection, key: &str, value: &str) {
@@ -19,21 +22,6 @@ async fn config_set(conn: &mut redis::aio::MultiplexedConnection, key: &str, val
         .query_async::<()>(conn)
         .await
         .expect("config set");
-}
-
-/// Posts a voice-platform event for `id` to the internal port.
-async fn event(engage: &Engage, env: &TestEnv, id: &str, body: Value) -> (u16, Value) {
-    let mut req = engage
-        .http
-        .post(format!(
-            "{}/ges/v1/ors/callbacks/{id}/events",
-            engage.internal
-        ))
-        .json(&body);
-    if let Some(token) = env.vars.get("ORS_EVENTS_TOKEN") {
-        req = req.bearer_auth(token);
-    }
-    harness::send(req).await
 }
 
 /// Members of a service's queue view.
@@ -283,7 +271,6 @@ async fn trust_queue_views_converge_to_the_waiting_callbacks() {
     for id in &ids[..2] {
         let (code, body) = event(
             &engage,
-            &env,
             id,
             json!({"state": "COMPLETED", "reason": "AGENT_CONNECTED", "attempt": 1}),
         )
@@ -365,7 +352,6 @@ async fn trust_retention_deletes_only_finished_callbacks() {
     w.proc.terminate();
     let (code, _) = event(
         &engage,
-        &env,
         &ids[0],
         json!({"state": "COMPLETED", "reason": "AGENT_CONNECTED", "attempt": 1}),
     )
