@@ -22,7 +22,7 @@ pub struct PrivateCluster {
 impl PrivateCluster {
     /// Starts the nodes, forms the cluster and waits until it serves every slot.
     pub fn new() -> Self {
-        let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let ports: Vec<u16> = (0..3).map(|_| cluster_port()).collect();
         let dir = std::env::temp_dir().join(format!(
             "engage-cluster-{}-{}",
             ports[0],
@@ -158,6 +158,16 @@ impl PrivateCluster {
                 "cluster not ok"
             );
             std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// A free port whose cluster-bus port (+10000) is free and valid too.
+fn cluster_port() -> u16 {
+    loop {
+        let p = free_port();
+        if p < 55_000 && std::net::TcpListener::bind(("127.0.0.1", p + 10_000)).is_ok() {
+            return p;
         }
     }
 }

@@ -1,11 +1,10 @@
 //! Private servers of the chaos suite: a PostgreSQL cluster (`initdb` + `pg_ctl` in a temp dir
-//! on a free port) and a 3-node Redis cluster. Never the shared servers of the test suite: the
-//! faults stop, freeze, flush and reconfigure these.
+//! on a free port); the 3-node Redis cluster is `harness::PrivateCluster`. Never the shared
+//! servers of the test suite: the faults stop, freeze, flush and reconfigure these.
 
 use std::{
     path::PathBuf,
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
+    process::{Command, Stdio},
 };
 
 use anyhow::{Context, bail};
@@ -187,133 +186,4 @@ pub(crate) fn signal(pids: &[u32], sig: &str) {
             .stderr(Stdio::null())
             .status();
     }
-}
-
-/// A free port whose cluster-bus port (+10000) is free too.
-fn cluster_port() -> u16 {
-    loop {
-        let p = harness::free_port();
-        if p < 55_000 && std::net::TcpListener::bind(("127.0.0.1", p + 10_000)).is_ok() {
-            return p;
-        }
-    }
-}
-
-/// A private 3-node Redis cluster without persistence (a restarted node comes back empty
-/// but keeps its slots through its `nodes.conf`).
-#[derive(Debug)]
-pub(crate) struct RedisCluster {
-    /// Node ports.
-    pub(crate) ports: Vec<u16>,
-    dir: PathBuf,
-    nodes: Vec<Option<Child>>,
-}
-
-impl RedisCluster {
-    /// Starts three nodes and forms the cluster (no replicas).
-    pub(crate) fn start() -> anyhow::Result<Self> {
-        let ports: Vec<u16> = (0..3).map(|_| cluster_port()).collect();
-        let dir = std::env::temp_dir().join(format!(
-            "engage-chaos-cluster-{}-{}",
-            std::process::id(),
-            ports[0]
-        ));
-        std::fs::create_dir_all(&dir)?;
-        let mut c = Self {
-            ports,
-            dir,
-            nodes: vec![None, None, None],
-        };
-        for i in 0..3 {
-            c.start_node(i)?;
-        }
-        let mut create = Command::new("redis-cli");
-        create.arg("--cluster").arg("create");
-        for p in &c.ports {
-            create.arg(format!("127.0.0.1:{p}"));
-        }
-        create.args(["--cluster-replicas", "0", "--cluster-yes"]);
-        run(create, "redis-cli --cluster create")?;
-        c.wait_ok()?;
-        Ok(c)
-    }
-
-    /// Comma-separated node URLs (`REDIS_URL` in cluster mode).
-    pub(crate) fn urls(&self) -> String {
-        self.ports
-            .iter()
-            .map(|p| format!("redis://127.0.0.1:{p}"))
-            .collect::<Vec<_>>()
-            .join(",")
-    }
-
-    fn start_node(&mut self, i: usize) -> anyhow::Result<()> {
-        let port = self.ports[i];
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
-            .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"])
-            .arg("--cluster-config-file")
-            .arg(self.dir.join(format!("nodes-{port}.conf")))
-            .arg("--dir")
-            .arg(&self.dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("redis-server runs")?;
-        self.nodes[i] = Some(child);
-        let started = Instant::now();
-        while started.elapsed() < Duration::from_secs(10) {
-            if redis_cli(port, &["PING"]).is_some_and(|o| o.contains("PONG")) {
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        bail!("cluster node {port} did not start")
-    }
-
-    /// SIGKILLs node `i` and starts it again: same slots, no data.
-    pub(crate) fn restart_empty(&mut self, i: usize) -> anyhow::Result<()> {
-        if let Some(mut c) = self.nodes[i].take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        self.start_node(i)?;
-        self.wait_ok()
-    }
-
-    /// Waits until every node reports `cluster_state:ok`.
-    fn wait_ok(&self) -> anyhow::Result<()> {
-        let started = Instant::now();
-        while started.elapsed() < Duration::from_secs(30) {
-            if self.ports.iter().all(|p| {
-                redis_cli(*p, &["CLUSTER", "INFO"]).is_some_and(|o| o.contains("cluster_state:ok"))
-            }) {
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        bail!("the private Redis cluster did not reach state ok")
-    }
-}
-
-impl Drop for RedisCluster {
-    fn drop(&mut self) {
-        for c in self.nodes.iter_mut().filter_map(Option::take) {
-            let mut c = c;
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn redis_cli(port: u16, args: &[&str]) -> Option<String> {
-    let out = Command::new("redis-cli")
-        .args(["-p", &port.to_string()])
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .ok()?;
-    Some(String::from_utf8_lossy(&out.stdout).into_owned())
 }

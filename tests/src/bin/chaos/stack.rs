@@ -11,8 +11,6 @@ use std::{
 use harness::{Engage, PrivateRedis, Proc, TestEnv, WorkerProc};
 use serde_json::json;
 
-use crate::servers::RedisCluster;
-
 /// Tenant and service of the load.
 pub(crate) const TENANT: &str = "chaos";
 /// Service of the load.
@@ -27,7 +25,7 @@ pub(crate) enum ServiceRedis {
     /// A private standalone server.
     Single(PrivateRedis),
     /// The private 3-node cluster.
-    Cluster(RedisCluster),
+    Cluster(harness::PrivateCluster),
 }
 
 impl ServiceRedis {
@@ -130,7 +128,7 @@ impl Stack {
     /// Starts a row's stack on the private PostgreSQL at `pg_url`.
     pub(crate) async fn start(pg_url: &str, opts: StackOptions) -> anyhow::Result<Self> {
         let redis = if opts.cluster {
-            ServiceRedis::Cluster(RedisCluster::start()?)
+            ServiceRedis::Cluster(harness::PrivateCluster::new())
         } else {
             ServiceRedis::Single(PrivateRedis::new(false))
         };
