@@ -53,7 +53,7 @@ bench *args: deps
 # Fault suite (issue 12): release build, every fault on private servers, writes
 # tests/chaos/REPORT.md (`just chaos --only pg-stop` for some rows, `--quick` for the CI variant).
 chaos *args:
-    cargo build --release -p engage-functions --bin engage -p engage-worker --bin engage-worker -p engage-tests --bin ors-sim --bin chaos
+    cargo build --release -p engage --bin engage -p engage-worker --bin engage-worker -p engage-tests --bin ors-sim --bin chaos
     ./target/release/chaos {{args}}
 
 # Format the code.

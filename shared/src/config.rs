@@ -184,6 +184,17 @@ pub struct HttpConfig {
     /// (each pings both Redis servers once: the idle cost of a process).
     #[serde(default = "defaults::health_refresh_s")]
     pub health_refresh_s: u64,
+    /// Set by the AWS Lambda runtime on every invocation host (never set it yourself): when
+    /// present, function binaries answer Lambda invocations instead of listening on `PORT`.
+    #[serde(default)]
+    pub aws_lambda_runtime_api: Option<String>,
+}
+
+impl HttpConfig {
+    /// Whether this process runs on AWS Lambda (read once with the rest of the configuration).
+    pub fn on_lambda(&self) -> bool {
+        self.aws_lambda_runtime_api.is_some()
+    }
 }
 
 /// Logging settings.

@@ -14,10 +14,12 @@ pub mod model;
 pub mod phone;
 pub mod process;
 pub mod redis;
+pub mod resources;
 pub mod telemetry;
 
 pub use config::Config;
 pub use error::ApiError;
+pub use resources::Resources;
 
 /// The allocator of every Engage binary (they all link this crate): glibc's malloc took about
 /// a fifth of a create's CPU time under load (`just bench`, perf), mimalloc a fraction of that.
