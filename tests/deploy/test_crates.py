@@ -37,3 +37,16 @@ def test_worker_links_no_web_framework_even_in_workspace_builds():
 def test_functions_do_not_depend_on_the_worker():
     assert "engage-functions" not in dependents("engage-worker")
     assert dependents("engage-worker") >= {"engage"}, "the all-in-one binary runs the dispatcher"
+
+
+def test_only_the_configuration_reads_the_environment():
+    """Invariant 14: `Config::load` reads the environment once; nothing else does (the Lambda
+    runtime's variable included: `HttpConfig::on_lambda`)."""
+    allowed = {REPO / "shared/src/config.rs", REPO / "shared/src/aws_secrets.rs"}
+    readers = [
+        str(f.relative_to(REPO))
+        for crate in ("shared", "functions", "worker", "engage")
+        for f in sorted((REPO / crate / "src").rglob("*.rs"))
+        if f not in allowed and ("env::var" in f.read_text() or "env::vars" in f.read_text())
+    ]
+    assert not readers, f"read the environment outside Config::load: {readers}"
