@@ -104,7 +104,7 @@ pub(crate) async fn run(command: Command, cfg: Config) -> anyhow::Result<()> {
         // The internal port serves the voice-platform events route: fail closed.
         cfg.require_ors_events_token()?;
     }
-    let schema = cfg.db.db_schema.clone();
+    let schema = cfg.db.schema.clone();
     let state = AppState::new(cfg)?;
     shared::db::migrate(&state.db, schema.as_deref()).await?;
     match command {

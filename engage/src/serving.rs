@@ -60,13 +60,7 @@ async fn listen(state: &AppState, stop: &CancellationToken) -> anyhow::Result<[T
 
 /// The in-process dispatcher on the API's own resources, stopped by the same token.
 fn dispatcher(state: &AppState, stop: &CancellationToken) -> Task {
-    let w = worker::Worker::from_parts(
-        state.cfg.clone(),
-        state.db.clone(),
-        state.redis.clone(),
-        state.voice.clone(),
-        state.keys.clone(),
-    );
+    let w = worker::Worker::new(state.resources.clone());
     tracing::info!("dispatcher running in-process");
     let stop = stop.clone();
     tokio::spawn(async move { w.run(stop).await })

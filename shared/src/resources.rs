@@ -36,7 +36,7 @@ impl Resources {
         let db = db::pool(&cfg.db)?;
         let redis = redis::service(&cfg.redis)?;
         let voice = redis::voice(&cfg)?;
-        let keys = Keys::new(&cfg.redis.redis_prefix, cfg.redis.redis_schedule_shards);
+        let keys = Keys::new(&cfg.redis.prefix, cfg.redis.schedule_shards);
         Ok(Self {
             cfg,
             db,

@@ -64,8 +64,8 @@ fn local_ms() -> i64 {
 /// Runs the dispatch loop until `stop` fires.
 pub async fn run(w: Worker, mut rx: mpsc::Receiver<Signal>, stop: CancellationToken) {
     let shards = usize::from(w.keys.shards());
-    let safety = Duration::from_secs(w.cfg.worker.worker_safety_poll_s);
-    let mut pacer = Pacer::new(w.cfg.worker.worker_tenant_rate);
+    let safety = Duration::from_secs(w.cfg.worker.safety_poll_s);
+    let mut pacer = Pacer::new(w.cfg.worker.tenant_rate);
     // Per shard: earliest due score and lease deadline as last seen, and the earliest time
     // announced on the wake channel since the shard's last pass (Redis clock, ms).
     let mut heads: Vec<(Option<i64>, Option<i64>)> = vec![(None, None); shards];
@@ -95,7 +95,7 @@ pub async fn run(w: Worker, mut rx: mpsc::Receiver<Signal>, stop: CancellationTo
                         // little early (a cheap empty claim), never late.
                         offset_ms = p.now_ms - before;
                         // A full batch: more may be due right now.
-                        pending[i] = p.claimed >= w.cfg.worker.worker_batch;
+                        pending[i] = p.claimed >= w.cfg.worker.batch;
                     }
                     Err(e) => failed = Some(e),
                 }
@@ -200,8 +200,8 @@ async fn pass(w: &Worker, shard: u16, pacer: &mut Pacer) -> Result<ShardPass, Pa
         &mut conn,
         &w.keys,
         shard,
-        w.cfg.worker.worker_batch,
-        w.cfg.worker.worker_lease_ms,
+        w.cfg.worker.batch,
+        w.cfg.worker.lease_ms,
     )
     .await
     .map_err(PassError::ServiceRedis)?;
@@ -307,18 +307,11 @@ async fn submit(
         .iter()
         .map(|(cb, s)| entry::build(cb, s, &w.cfg.voice.ges_url))
         .collect();
-    let horizon = i64::try_from(w.cfg.worker.worker_stream_horizon_s).unwrap_or(0) * 1_000;
+    let horizon = i64::try_from(w.cfg.worker.stream_horizon_s).unwrap_or(0) * 1_000;
     let trim_before = if horizon > 0 { local_ms() - horizon } else { 0 };
     let submitted = async {
         let mut v = w.voice.conn().await?;
-        voice::submit(
-            &mut v,
-            &w.cfg.voice.voice_stream,
-            "sub",
-            &entries,
-            trim_before,
-        )
-        .await
+        voice::submit(&mut v, &w.cfg.voice.stream, "sub", &entries, trim_before).await
     }
     .await;
     let added = match submitted {

@@ -56,11 +56,11 @@ impl AppState {
         let errors = ErrorSink::spawn(resources.db.clone());
         let inserts = InsertBatcher::spawn(
             resources.db.clone(),
-            cfg.db.db_batch_in_flight,
+            cfg.db.batch_in_flight,
             resources.redis.clone(),
             resources.keys.clone(),
         );
-        let cache = Caches::new(std::time::Duration::from_millis(cfg.db.cache_ttl_ms));
+        let cache = Caches::new(std::time::Duration::from_millis(cfg.http.cache_ttl_ms));
         Ok(Self(Arc::new(ApiResources {
             resources,
             errors,

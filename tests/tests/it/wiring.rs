@@ -20,7 +20,10 @@ async fn exit_within(e: &mut Engage, limit: Duration) -> std::process::ExitStatu
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    panic!("still running {limit:?} after SIGTERM:\n{}", e.proc.output());
+    panic!(
+        "still running {limit:?} after SIGTERM:\n{}",
+        e.proc.output()
+    );
 }
 
 #[tokio::test]
@@ -28,8 +31,12 @@ async fn serve_with_worker_stops_listeners_and_dispatcher_on_one_signal() {
     let env = TestEnv::new().with("SHUTDOWN_GRACE_MS", &GRACE_MS.to_string());
     let mut e = Engage::start(&env, &["--with-worker"]).await;
     let key = e.tenant("acme").await;
-    e.service("acme", "sales", json!({"route_point": "5000", "reject_out_of_hours": false}))
-        .await;
+    e.service(
+        "acme",
+        "sales",
+        json!({"route_point": "5000", "reject_out_of_hours": false}),
+    )
+    .await;
     let (code, body) = e
         .post(
             &key,
@@ -42,7 +49,10 @@ async fn serve_with_worker_stops_listeners_and_dispatcher_on_one_signal() {
     let status = exit_within(&mut e, Duration::from_millis(GRACE_MS + 8_000)).await;
     let out = e.proc.output();
     assert!(status.success(), "exit status {status:?}:\n{out}");
-    assert!(out.contains("worker stopped"), "dispatcher not stopped:\n{out}");
+    assert!(
+        out.contains("worker stopped"),
+        "dispatcher not stopped:\n{out}"
+    );
     for url in [&e.internal, &e.external] {
         let refused = e.http.get(format!("{url}/ges/v1/health/live")).send().await;
         assert!(refused.is_err(), "{url} still answers after exit");
@@ -71,7 +81,10 @@ async fn service_changes_reach_every_cached_lookup_at_once() {
     e.service("acme", "s", disabled).await;
     let (code, body) = e.get(&key, paths[0]).await;
     assert_eq!(code, 400, "availability after disabling scheduled: {body}");
-    assert!(body.to_string().contains("does not offer scheduled"), "{body}");
+    assert!(
+        body.to_string().contains("does not offer scheduled"),
+        "{body}"
+    );
     let (code, _) = e
         .admin(Method::DELETE, "/ges/v1/tenants/acme/services/s", None)
         .await;
@@ -79,6 +92,9 @@ async fn service_changes_reach_every_cached_lookup_at_once() {
     for path in paths {
         let (code, body) = e.get(&key, path).await;
         assert_eq!(code, 400, "{path} after delete: {body}");
-        assert!(body.to_string().contains("unknown service"), "{path}: {body}");
+        assert!(
+            body.to_string().contains("unknown service"),
+            "{path}: {body}"
+        );
     }
 }
