@@ -18,7 +18,9 @@ pub mod resources;
 pub mod telemetry;
 
 pub use config::Config;
-pub use error::ApiError;
+pub use error::Error;
+#[cfg(feature = "http")]
+pub use http::{ApiError, ApiResult};
 pub use resources::Resources;
 
 /// The allocator of every Engage binary (they all link this crate): glibc's malloc took about

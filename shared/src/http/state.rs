@@ -8,7 +8,7 @@ use crate::{
     cache::Caches,
     config::Config,
     db::{self, batch::InsertBatcher, services::Service},
-    error::ApiError,
+    error::Error,
     resources::Resources,
 };
 
@@ -76,7 +76,7 @@ impl AppState {
         &self,
         tenant: &str,
         name: &str,
-    ) -> Result<Option<Arc<Service>>, ApiError> {
+    ) -> Result<Option<Arc<Service>>, Error> {
         self.cache
             .service(tenant, name, async {
                 let client = self.db.get().await?;
