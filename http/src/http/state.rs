@@ -72,11 +72,7 @@ impl AppState {
     /// A live (not deleted) service of the tenant, `None` when unknown. Cached for
     /// `CACHE_TTL_MS`: the admin API forgets the entries it changes on the replica that served
     /// it, other replicas see a change within the TTL.
-    pub async fn service(
-        &self,
-        tenant: &str,
-        name: &str,
-    ) -> Result<Option<Arc<Service>>, Error> {
+    pub async fn service(&self, tenant: &str, name: &str) -> Result<Option<Arc<Service>>, Error> {
         self.cache
             .service(tenant, name, async {
                 let client = self.db.get().await?;
