@@ -361,12 +361,13 @@ pub struct Cancelled {
     pub service: String,
 }
 
-/// Cancels a callback: allowed in every state but PROCESSING and COMPLETED (DESIGN §4). The
-/// capacity slot the callback held is given back in the same statement. When the voice
-/// platform may have it (submitted, or due within the hour: a worker may be handing it off right
-/// now, and the hour covers a Redis clock that far ahead of PostgreSQL's), `control_pending` is set in the same statement: the cancel is owed
-/// durably (fence or control entry, `redis::voice::settle_cancels`), and the worker's outbox
-/// settles it if the caller's write fails (docs/voice-platform.md, "Cancel").
+/// Cancels a callback: allowed in every state but PROCESSING and COMPLETED
+/// (docs/decisions.md#callback-lifecycle). The capacity slot the callback held is given back in
+/// the same statement. When the voice platform may have it (submitted, or due within the hour:
+/// a worker may be handing it off right now, and the hour covers a Redis clock that far ahead of
+/// PostgreSQL's), `control_pending` is set in the same statement: the cancel is owed durably
+/// (fence or control entry, `redis::voice::settle_cancels`), and the worker's outbox settles it
+/// if the caller's write fails (docs/voice-platform.md#cancel).
 pub async fn cancel(
     db: &impl GenericClient,
     tenant: &str,

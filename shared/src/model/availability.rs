@@ -1,5 +1,5 @@
 //! Query parameters of `GET /callbacks/availability/{service}` and `…/open-for/{service}`
-//! (ges-behavior §4.4, §4.5), and the `Availabilities` response model.
+//! (docs/ges-behavior.md#availability, #open-for), and the `Availabilities` response model.
 //!
 //! - `start` / `end`: a time with an offset (`2026-05-28T15:30:00.000Z`) is that instant; a time
 //!   without one (`2026-05-28T15:30:00.000`) or a bare date is local to `timezone` (UTC when

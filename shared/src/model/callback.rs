@@ -7,7 +7,8 @@ use serde_json::{Map, Number, Value};
 use super::{informational, user_data};
 use crate::error::ApiError;
 
-/// Lifecycle states (DESIGN §4). The order is the only allowed direction of travel.
+/// Lifecycle states (docs/decisions.md#callback-lifecycle). The order is the only allowed
+/// direction of travel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum CallbackState {

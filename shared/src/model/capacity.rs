@@ -1,4 +1,4 @@
-//! Capacity rules and the slot grid of a service (DESIGN §6).
+//! Capacity rules and the slot grid of a service (docs/decisions.md#capacity-rules).
 //!
 //! Admin JSON (`PUT …/capacity-rules/{name}`):
 //! `{"slot_minutes":15,"weekly":{"1":{"0900":10,"0915":10},…,"7":{}},

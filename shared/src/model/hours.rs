@@ -1,4 +1,5 @@
-//! Business hours: an IANA time zone, weekly open ranges and dated exceptions (DESIGN §6).
+//! Business hours: an IANA time zone, weekly open ranges and dated exceptions
+//! (docs/decisions.md#business-hours).
 //!
 //! Admin JSON (`PUT …/business-hours/{name}`):
 //! `{"timezone":"America/New_York","weekly":{"mon":[["09:00","17:00"]],…,"sun":[]},

@@ -1,4 +1,5 @@
-//! Service settings: one CALLBACK_SETTINGS row = one callback virtual queue (DESIGN §10).
+//! Service settings: one CALLBACK_SETTINGS row = one callback virtual queue
+//! (docs/decisions.md#service-settings: every column, its default, range and use).
 //!
 //! Every column has a default; unknown columns are kept in `extra` and shown back, never
 //! dropped. [`ServiceSettings::parse`] is the only way in, so a stored row is always valid.

@@ -1,6 +1,6 @@
-//! Create-time limits per service (DESIGN §6, §10): all checked **and** counted by one Lua
-//! script, so they hold exactly across any number of replicas, and a rejected request counts
-//! nothing.
+//! Create-time limits per service (docs/throttling.md; the settings in
+//! docs/decisions.md#service-settings): all checked **and** counted by one Lua script, so they
+//! hold exactly across any number of replicas, and a rejected request counts nothing.
 //!
 //! # Keys
 //! One hash tag per service, `{<prefix>:thr:<tenant>:<service>}` (written `T` below), so every
@@ -14,7 +14,7 @@
 //!   `max_queued`), `~w` → an upper bound of `T:win`'s size, `~wx` → when `T:win` expires,
 //!   `~seed` → until when the hash counts as checked against PostgreSQL.
 //!
-//! # Cost (DESIGN §9: 15 commands per immediate callback, create to COMPLETED)
+//! # Cost (docs/decisions.md#budgets: 15 commands per immediate callback, create to COMPLETED)
 //! An admission is `TIME`, `HMGET`, `ZADD`, `HSET`: the per-number 24 h window rides in the
 //! active hash instead of a ZSET of its own, the service windows are counted only when `~w`
 //! says one could be full, and `T:win`'s TTL is refreshed once per window length. A release
