@@ -1,5 +1,5 @@
 //! Estimated wait time (`GET /engagement/v3/estimated-wait-time`) and the per-service estimate
-//! that `queue-status` shares (DESIGN §7).
+//! that `queue-status` shares (docs/decisions.md#estimated-wait-time).
 
 pub mod estimated_wait_time;
 

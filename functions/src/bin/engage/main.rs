@@ -96,7 +96,7 @@ enum ServiceCmd {
         /// Service name (defaults to the file's "name").
         #[arg(long)]
         name: Option<String>,
-        /// JSON file with the settings (DESIGN §10 columns).
+        /// JSON file with the settings (columns: docs/decisions.md#service-settings).
         #[arg(long)]
         file: PathBuf,
     },

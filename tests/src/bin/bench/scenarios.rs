@@ -59,7 +59,7 @@ pub(crate) struct Figure {
     pub(crate) unit: String,
     /// Ceiling measured in the same run, and what it is.
     pub(crate) ceiling: Option<(f64, String)>,
-    /// Budget from DESIGN §9.
+    /// Budget (docs/decisions.md#budgets).
     pub(crate) budget: Option<String>,
     /// GES's figure.
     pub(crate) ges: Option<String>,
