@@ -20,7 +20,7 @@ pub enum Mode {
     Mode1,
     /// Mode1 plus agent activity.
     Mode2,
-    /// External statistics source.
+    /// An external statistics source; none is built, so always `-1` with a message.
     Mode3,
 }
 
@@ -96,7 +96,7 @@ pub struct QueueStatus {
     pub ewt: i64,
     /// Immediate callbacks enabled and one booked now is forecast to be served before closing.
     pub offer_immediate_callback: bool,
-    /// Scheduled callbacks enabled.
+    /// The service is enabled and takes scheduled callbacks.
     pub offer_scheduled_callback: bool,
 }
 

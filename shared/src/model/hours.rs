@@ -164,7 +164,8 @@ pub fn local_instant(tz: &TimeZone, dt: DateTime) -> Timestamp {
     })
 }
 
-/// Validated business hours.
+/// Business hours as validated from the admin JSON (docs/decisions.md#business-hours): a zone,
+/// weekly ranges and dated exceptions, ready to answer "open at t?" and "open until when?".
 #[derive(Debug, Clone)]
 pub struct BusinessHours {
     timezone: String,
@@ -346,7 +347,7 @@ impl BusinessHours {
         &self.timezone
     }
 
-    /// The zone.
+    /// The IANA zone of the hours; every range and the slot grid are local to it.
     pub fn tz(&self) -> &TimeZone {
         &self.tz
     }
