@@ -42,7 +42,7 @@ pub struct NumberRule {
     /// Regexes over the E.164 digits without `+`; a match blocks the number.
     #[serde(default)]
     pub blocked_patterns: Vec<String>,
-    /// Refuse premium-rate numbers.
+    /// Refuse premium-rate numbers (e.g. US 1-900) with 400; default true.
     #[serde(default = "yes")]
     pub block_premium: bool,
 }
