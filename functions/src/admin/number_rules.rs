@@ -14,7 +14,7 @@ use shared::{
     phone::NumberRule,
 };
 
-/// Routes.
+/// `GET …/number-rules` and `PUT|GET|DELETE …/number-rules/{name}` (internal port, admin).
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/ges/v1/tenants/{ccid}/number-rules", get(list))

@@ -14,7 +14,7 @@ use shared::{
     http::{Admin, AppState, Envelope, Json, Path},
 };
 
-/// Route.
+/// `POST …/callback-settings`, the Designer publish (internal port, admin token).
 pub fn router() -> Router<AppState> {
     Router::new().route("/ges/v1/tenants/{ccid}/callback-settings", post(handler))
 }

@@ -60,7 +60,7 @@ pub struct EventBody {
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct EventResult {
-    /// Callback id.
+    /// The callback the event was for (the path's id).
     pub id: String,
     /// Whether the event changed the callback.
     pub applied: bool,

@@ -37,14 +37,15 @@ pub async fn service(
 /// Why a service's estimate is missing: the model's reasons, or the queue view unreadable.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Missing {
-    /// See [`Unknown`].
+    /// The estimate cannot be made (no history, no agent activity, no source); see
+    /// [`Unknown`].
     Unknown(Unknown),
     /// The service Redis did not answer.
     Unavailable,
 }
 
 impl Missing {
-    /// The in-band message.
+    /// The `message` shown beside `-1` in the answer.
     pub fn message(&self) -> String {
         match self {
             Self::Unknown(u) => u.message(),
