@@ -21,7 +21,7 @@ pub(crate) struct Run {
     pub(crate) latency: Histogram<u64>,
     /// Non-2xx responses and transport errors.
     pub(crate) errors: u64,
-    /// Requests attempted.
+    /// Requests sent, whatever their outcome (successes + `errors`).
     pub(crate) attempted: u64,
 }
 
