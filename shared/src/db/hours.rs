@@ -266,8 +266,8 @@ pub async fn plan(
 }
 
 /// Checks that the business hours and capacity rule a service names exist (a service cannot
-/// refer to rules that are not there, docs/decisions.md#rule-references); the error names the
-/// column.
+/// refer to rules that are not there, docs/decisions.md#rule-references); the error names
+/// the column.
 pub async fn check_refs(
     db: &impl GenericClient,
     tenant: &str,

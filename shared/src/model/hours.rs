@@ -139,8 +139,8 @@ pub fn parse_zone(field: &str, name: &str) -> Result<TimeZone, Error> {
 }
 
 /// The instant of a local wall-clock time used as a range edge or a window bound: a time in a
-/// spring-forward gap moves to the transition, a time in a fall-back overlap takes the earlier
-/// instant.
+/// spring-forward gap moves to the transition, a time in a fall-back overlap takes the
+/// earlier instant.
 pub fn local_instant(tz: &TimeZone, dt: DateTime) -> Timestamp {
     let amb = tz.to_ambiguous_timestamp(dt);
     let via = |offset: jiff::tz::Offset| offset.to_timestamp(dt).ok();

@@ -169,12 +169,12 @@ pub struct ServiceSettings {
     /// `route_point`, unless the create sends `routePoint`.
     #[serde(default)]
     pub route_point: Option<String>,
-    /// Number shown to the customer as caller id. Stored and shown back; not yet in the stream
-    /// entry.
+    /// Number shown to the customer as caller id. Stored and shown back; the stream entry does
+    /// not carry it yet.
     #[serde(default)]
     pub display_number: Option<String>,
-    /// Name shown to the customer as caller id. Stored and shown back; not yet in the stream
-    /// entry.
+    /// Name shown to the customer as caller id. Stored and shown back; the stream entry does
+    /// not carry it yet.
     #[serde(default)]
     pub display_name: Option<String>,
     /// Routing point of the survey after the call; stream entry `survey_rp`, unless the create
@@ -201,8 +201,8 @@ pub struct ServiceSettings {
     /// back; not yet in the stream entry.
     #[serde(default)]
     pub callback_application: Option<String>,
-    /// Build stream of that application (e.g. `Development`). Stored; not yet in the stream
-    /// entry.
+    /// Build stream of that application (e.g. `Development`). Stored; the stream entry does
+    /// not carry it yet.
     #[serde(default)]
     pub application_stream: Option<String>,
     /// Minutes of estimated wait below which the `CALLBACK_UPCOMING` push is sent once. Stored;
