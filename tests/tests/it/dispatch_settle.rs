@@ -24,7 +24,11 @@ fn worker_vars(lease_ms: u64) -> Vec<(&'static str, String)> {
 }
 
 /// Where one callback is: (row recorded as submitted, in the schedule, in flight).
-async fn whereabouts(env: &TestEnv, redis: &mut redis::aio::MultiplexedConnection, id: &str) -> (bool, bool, bool) {
+async fn whereabouts(
+    env: &TestEnv,
+    redis: &mut redis::aio::MultiplexedConnection,
+    id: &str,
+) -> (bool, bool, bool) {
     let submitted: bool = env
         .pg()
         .await
@@ -66,7 +70,16 @@ async fn wait_log(w: &WorkerProc, text: &str, seen: usize, within: Duration) {
     }
 }
 
-/// Waits until `id` is in the voice stream.
+/// The worker's first "dispatch pass failed" log line.
+fn failed_line(w: &WorkerProc) -> String {
+    let out = w.proc.output();
+    out.lines()
+        .find(|l| l.contains("dispatch pass failed"))
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Waits until one of `ids` is in the voice stream.
 async fn wait_in_stream(env: &TestEnv, ids: &[String], within: Duration) {
     let started = Instant::now();
     loop {
@@ -74,7 +87,10 @@ async fn wait_in_stream(env: &TestEnv, ids: &[String], within: Duration) {
         if ids.iter().any(|id| per.contains_key(id)) {
             return;
         }
-        assert!(started.elapsed() < within, "nothing reached the voice stream");
+        assert!(
+            started.elapsed() < within,
+            "nothing reached the voice stream"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -148,6 +164,11 @@ async fn dispatch_settle_a_handoff_that_cannot_be_recorded_keeps_its_claim() {
     let w = WorkerProc::start(&env, &worker_vars(lease_ms)).await;
     wait_in_stream(&env, &ids, Duration::from_secs(10)).await;
     wait_log(&w, "dispatch pass failed", 0, Duration::from_secs(10)).await;
+    assert!(
+        failed_line(&w).contains("database"),
+        "the pass must fail at recording: {}",
+        failed_line(&w)
+    );
 
     let mut redis = env.redis().await;
     let state = whereabouts(&env, &mut redis, &ids[0]).await;
@@ -159,7 +180,13 @@ async fn dispatch_settle_a_handoff_that_cannot_be_recorded_keeps_its_claim() {
     tx.commit().await.expect("unlock");
 
     // Re-claimed when the lease runs out (well before the sweep could repair a lost claim).
-    wait_settled(&env, &mut redis, &ids, Duration::from_millis(lease_ms + 6_000)).await;
+    wait_settled(
+        &env,
+        &mut redis,
+        &ids,
+        Duration::from_millis(lease_ms + 6_000),
+    )
+    .await;
     assert_once(&env, &ids).await;
 }
 
@@ -201,12 +228,18 @@ async fn dispatch_settle_a_refused_settlement_loses_and_doubles_nothing() {
         .expect("refuse writes");
     tx.commit().await.expect("unlock");
     wait_log(&w, "dispatch pass failed", 0, Duration::from_secs(10)).await;
+    assert!(
+        failed_line(&w).contains("NOREPLICAS"),
+        "the pass must fail at settling: {}",
+        failed_line(&w)
+    );
 
     // Nothing is lost while Redis refuses writes: each callback is recorded, scheduled or
     // in flight.
     let mut redis = env.redis().await;
     for id in &ids {
         let (submitted, scheduled, in_flight) = whereabouts(&env, &mut redis, id).await;
+        eprintln!("{id}: recorded {submitted}, scheduled {scheduled}, in flight {in_flight}");
         assert!(
             submitted || scheduled || in_flight,
             "{id} is lost: recorded {submitted}, scheduled {scheduled}, in flight {in_flight}"
@@ -220,6 +253,12 @@ async fn dispatch_settle_a_refused_settlement_loses_and_doubles_nothing() {
         .await
         .expect("accept writes");
 
-    wait_settled(&env, &mut redis, &ids, Duration::from_millis(lease_ms + 8_000)).await;
+    wait_settled(
+        &env,
+        &mut redis,
+        &ids,
+        Duration::from_millis(lease_ms + 8_000),
+    )
+    .await;
     assert_once(&env, &ids).await;
 }
