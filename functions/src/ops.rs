@@ -6,7 +6,7 @@ use axum::{Router, extract::State, http::header, response::IntoResponse, routing
 use serde::Serialize;
 use shared::{
     ApiError,
-    error::ApiResult,
+    http::ApiResult,
     http::{AppState, Envelope},
 };
 
@@ -40,10 +40,8 @@ async fn live() -> Envelope<Up> {
 async fn ready(State(state): State<AppState>) -> ApiResult<Envelope<Up>> {
     match shared::db::migrations_current(&state.db).await {
         Ok(true) => Ok(Envelope::ok(Up { status: "UP" })),
-        Ok(false) => Err(ApiError::Unavailable(
-            "database migrations are not applied".into(),
-        )),
-        Err(e) => Err(ApiError::Unavailable(format!("database unreachable: {e}"))),
+        Ok(false) => Err(ApiError::unavailable("database migrations are not applied")),
+        Err(e) => Err(ApiError::unavailable(format!("database unreachable: {e}"))),
     }
 }
 

@@ -15,7 +15,7 @@
 use regex::{RegexSet, RegexSetBuilder};
 use serde::{Deserialize, Serialize};
 
-use crate::error::ApiError;
+use crate::error::Error;
 
 /// The default country when a rule gives none, and for services without a rule.
 pub const DEFAULT_COUNTRY: &str = "US";
@@ -63,15 +63,15 @@ pub struct CompiledRule {
     block_premium: bool,
 }
 
-fn country(field: &str, code: &str) -> Result<phonenumber::country::Id, ApiError> {
+fn country(field: &str, code: &str) -> Result<phonenumber::country::Id, Error> {
     let upper = code.trim().to_ascii_uppercase();
     if upper.len() != 2 {
-        return Err(ApiError::bad_request(format!(
+        return Err(Error::invalid(format!(
             "{field}: {code:?} is not an ISO 3166 alpha-2 country code"
         )));
     }
     upper.parse().map_err(|_| {
-        ApiError::bad_request(format!(
+        Error::invalid(format!(
             "{field}: {code:?} is not a country with a telephone numbering plan"
         ))
     })
@@ -79,15 +79,15 @@ fn country(field: &str, code: &str) -> Result<phonenumber::country::Id, ApiError
 
 impl NumberRule {
     /// Validates the rule and compiles its patterns; errors name the field or pattern at fault.
-    pub fn compile(&self) -> Result<CompiledRule, ApiError> {
+    pub fn compile(&self) -> Result<CompiledRule, Error> {
         let default_country = country("default_country", &self.default_country)?;
         if self.permitted_countries.is_empty() {
-            return Err(ApiError::bad_request(
+            return Err(Error::invalid(
                 "permitted_countries: a number rule must permit at least one country",
             ));
         }
         if self.permitted_countries.len() > MAX_COUNTRIES {
-            return Err(ApiError::bad_request(format!(
+            return Err(Error::invalid(format!(
                 "permitted_countries: at most {MAX_COUNTRIES} countries"
             )));
         }
@@ -97,13 +97,13 @@ impl NumberRule {
             .map(|c| country("permitted_countries", c))
             .collect::<Result<Vec<_>, _>>()?;
         if self.blocked_patterns.len() > MAX_PATTERNS {
-            return Err(ApiError::bad_request(format!(
+            return Err(Error::invalid(format!(
                 "blocked_patterns: at most {MAX_PATTERNS} patterns"
             )));
         }
         for p in &self.blocked_patterns {
             if p.is_empty() || p.chars().count() > MAX_PATTERN_LEN {
-                return Err(ApiError::bad_request(format!(
+                return Err(Error::invalid(format!(
                     "blocked_patterns: pattern {p:?} must be 1 to {MAX_PATTERN_LEN} characters"
                 )));
             }
@@ -117,7 +117,7 @@ impl NumberRule {
                         regex::Error::CompiledTooBig(_) => "is too complex".to_string(),
                         other => format!("is not a valid regular expression: {other}"),
                     };
-                    ApiError::bad_request(format!("blocked_patterns: pattern {p:?} {why}"))
+                    Error::invalid(format!("blocked_patterns: pattern {p:?} {why}"))
                 })?;
         }
         let blocked = RegexSetBuilder::new(&self.blocked_patterns)
@@ -125,7 +125,7 @@ impl NumberRule {
             .dfa_size_limit(REGEX_SIZE_LIMIT * 4)
             .build()
             .map_err(|_| {
-                ApiError::bad_request("blocked_patterns: the patterns together are too complex")
+                Error::invalid("blocked_patterns: the patterns together are too complex")
             })?;
         Ok(CompiledRule {
             default_country,
@@ -162,9 +162,9 @@ pub enum NumberError {
     Premium,
 }
 
-impl From<NumberError> for ApiError {
+impl From<NumberError> for Error {
     fn from(e: NumberError) -> Self {
-        ApiError::bad_request(e.to_string())
+        Error::invalid(e.to_string())
     }
 }
 

@@ -5,8 +5,8 @@ use axum::{Router, extract::State, routing::get};
 use serde::Deserialize;
 use shared::{
     ApiError, db,
-    db::api_errors::ApiErrorRecord,
-    error::ApiResult,
+    db::api_errors::FailedCallRecord,
+    http::ApiResult,
     http::{Admin, AppState, Envelope, Path, Query},
 };
 
@@ -30,7 +30,7 @@ async fn list(
     _: Admin,
     Path(ccid): Path<String>,
     Query(q): Query<ErrorQuery>,
-) -> ApiResult<Envelope<Vec<ApiErrorRecord>>> {
+) -> ApiResult<Envelope<Vec<FailedCallRecord>>> {
     let corr_id = q
         .corr_id
         .map(|c| {

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use shared::{
     ApiError, db,
     db::api_keys::{ApiKeyInfo, NewApiKey},
-    error::ApiResult,
+    http::ApiResult,
     http::{Admin, AppState, Envelope, Path},
 };
 use uuid::Uuid;
@@ -39,7 +39,7 @@ pub async fn create_key(state: &AppState, tenant: &str, label: &str) -> ApiResul
         ));
     }
     let client = state.db.get().await?;
-    db::api_keys::create(&client, tenant, label).await
+    Ok(db::api_keys::create(&client, tenant, label).await?)
 }
 
 async fn create(

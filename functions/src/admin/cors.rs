@@ -6,7 +6,7 @@ use axum::{Router, extract::State, routing::get};
 use serde::{Deserialize, Serialize};
 use shared::{
     ApiError, db,
-    error::ApiResult,
+    http::ApiResult,
     http::{Admin, AppState, Envelope, Json, Path},
 };
 

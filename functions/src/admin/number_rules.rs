@@ -8,7 +8,7 @@ use serde_json::Value;
 use shared::{
     ApiError, db,
     db::number_rules::StoredRule,
-    error::ApiResult,
+    http::ApiResult,
     http::{Admin, AppState, Envelope, Json, Path, extract::from_value},
     model::valid_name,
     phone::NumberRule,
@@ -46,7 +46,7 @@ pub async fn put_rule(
     let rule = rule.normalised();
     rule.compile()?;
     let client = state.db.get().await?;
-    db::number_rules::put(&client, tenant, name, &rule).await
+    Ok(db::number_rules::put(&client, tenant, name, &rule).await?)
 }
 
 async fn put(

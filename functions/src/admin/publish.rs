@@ -9,7 +9,7 @@ use serde_json::Value;
 use shared::{
     db,
     db::publish::PublishReport,
-    error::ApiResult,
+    http::ApiResult,
     http::{Admin, AppState, Envelope, Json, Path},
 };
 

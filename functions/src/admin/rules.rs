@@ -12,7 +12,7 @@ use serde_json::Value;
 use shared::{
     ApiError, db,
     db::hours::{Kind, StoredRule},
-    error::ApiResult,
+    http::ApiResult,
     http::{Admin, AppState, Envelope, Json, Path},
     model::valid_name,
 };
@@ -70,7 +70,7 @@ pub async fn put_rule(
     }
     let spec = kind.validate(&body)?;
     let client = state.db.get().await?;
-    db::hours::put(&client, kind, tenant, name, &spec).await
+    Ok(db::hours::put(&client, kind, tenant, name, &spec).await?)
 }
 
 async fn put(

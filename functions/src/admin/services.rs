@@ -7,7 +7,7 @@ use serde_json::Value;
 use shared::{
     ApiError, db,
     db::services::Service,
-    error::ApiResult,
+    http::ApiResult,
     http::{Admin, AppState, Envelope, Json, Path},
     model::{ServiceSettings, valid_name},
 };

@@ -5,7 +5,7 @@ use serde::Deserialize;
 use shared::{
     ApiError, db,
     db::tenants::Tenant,
-    error::ApiResult,
+    http::ApiResult,
     http::{Admin, AppState, Envelope, Json, Path},
     model::valid_tenant_id,
 };
@@ -39,7 +39,7 @@ pub async fn create_tenant(state: &AppState, t: &NewTenant) -> ApiResult<Tenant>
         return Err(ApiError::bad_request("name must be 1-255 characters"));
     }
     let client = state.db.get().await?;
-    db::tenants::create(&client, &t.id, name).await
+    Ok(db::tenants::create(&client, &t.id, name).await?)
 }
 
 async fn create(

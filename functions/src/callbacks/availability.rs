@@ -9,7 +9,7 @@ use axum::{Router, extract::State, routing::get};
 use jiff::Timestamp;
 use shared::{
     ApiError, db,
-    error::ApiResult,
+    http::ApiResult,
     http::{ApiTenant, AppState, Envelope, Path, Query},
     model::availability::{Availabilities, AvailabilityQuery},
 };

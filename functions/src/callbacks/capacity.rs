@@ -26,7 +26,7 @@ use serde_json::json;
 use shared::{
     ApiError, db,
     db::slots::SlotClaim,
-    error::ApiResult,
+    http::ApiResult,
     model::{ServiceSettings, SlotPlan, callback::wire_time},
 };
 
@@ -157,7 +157,7 @@ impl Checked {
                 data: Some(json!({ "slots": slots })),
                 retry_after_s: None,
             },
-            Err(e) => e,
+            Err(e) => e.into(),
         }
     }
 }

@@ -12,7 +12,7 @@ use axum::{Router, extract::State, routing::get};
 use jiff::Timestamp;
 use shared::{
     ApiError, db,
-    error::ApiResult,
+    http::ApiResult,
     http::{ApiTenant, AppState, Envelope, Path},
     model::ewt::{Mode, QueueStatus, Unknown},
 };

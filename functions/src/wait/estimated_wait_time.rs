@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use axum::{Router, extract::State, routing::get};
 use shared::{
     ApiError,
-    error::ApiResult,
+    http::ApiResult,
     http::{ApiTenant, AppState, Envelope, Query},
     model::ewt::{EstimatedWaitTime, Mode},
 };

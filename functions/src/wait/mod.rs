@@ -32,6 +32,7 @@ pub async fn service(
             db::services::find(&client, tenant, name).await
         })
         .await
+        .map_err(ApiError::from)
 }
 
 /// Why a service's estimate is missing: the model's reasons, or the queue view unreadable.

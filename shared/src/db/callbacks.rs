@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use super::slots::SlotClaim;
 use crate::{
-    error::ApiError,
+    error::Error,
     model::{
         CallbackState, CompletionReason,
         callback::{Callback, wire_time},
@@ -92,8 +92,8 @@ const INSERT_CLAIMING: &str = "WITH f AS (
     RETURNING dispatch_at";
 
 /// The error a full slot produces; `create` turns it into a 429 with proposed slots.
-pub fn slot_full(claim: &SlotClaim) -> ApiError {
-    ApiError::TooManyRequests {
+pub fn slot_full(claim: &SlotClaim) -> Error {
+    Error::LimitReached {
         message: format!(
             "the slot starting {} is fully booked",
             wire_time(claim.start)
@@ -103,7 +103,7 @@ pub fn slot_full(claim: &SlotClaim) -> ApiError {
     }
 }
 
-async fn insert_row(db: &impl GenericClient, cb: &NewCallback) -> Result<Timestamp, ApiError> {
+async fn insert_row(db: &impl GenericClient, cb: &NewCallback) -> Result<Timestamp, Error> {
     let attrs = (!cb.attrs.is_empty()).then(|| Value::Object(cb.attrs.clone()));
     let user_data = cb.user_data.clone().map(Value::Object);
     let state = cb.state.as_str();
@@ -140,7 +140,7 @@ async fn insert_row(db: &impl GenericClient, cb: &NewCallback) -> Result<Timesta
 /// time. With a slot claim, a full slot is [`slot_full`]'s error and nothing is written.
 /// Callbacks without a slot claim take the request path through
 /// [`super::batch::InsertBatcher`], which shares commits.
-pub async fn insert(db: &impl GenericClient, cb: &NewCallback) -> Result<Timestamp, ApiError> {
+pub async fn insert(db: &impl GenericClient, cb: &NewCallback) -> Result<Timestamp, Error> {
     insert_row(db, cb).await
 }
 
@@ -154,7 +154,7 @@ pub async fn withdraw_unanswered(
     db: &impl GenericClient,
     tenant: &str,
     ids: &[Uuid],
-) -> Result<u64, ApiError> {
+) -> Result<u64, Error> {
     let row = super::stmt::query_one(
         db,
         "WITH d AS (
@@ -198,7 +198,7 @@ pub async fn insert_idempotent(
     cb: &NewCallback,
     key: &str,
     request_hash: &[u8],
-) -> Result<Idempotent, ApiError> {
+) -> Result<Idempotent, Error> {
     let tx = client.transaction().await?;
     if let Some(earlier) = claim_idempotency_key(&tx, cb, key, request_hash).await? {
         tx.rollback().await?;
@@ -217,7 +217,7 @@ pub async fn claim_idempotency_key(
     cb: &NewCallback,
     key: &str,
     request_hash: &[u8],
-) -> Result<Option<Idempotent>, ApiError> {
+) -> Result<Option<Idempotent>, Error> {
     let claimed = super::stmt::query_opt(
         tx,
         "INSERT INTO idempotency_keys (tenant_id, key, request_hash, callback_id)
@@ -281,7 +281,7 @@ pub struct StoredCallback {
 }
 
 impl StoredCallback {
-    fn from_row(r: &tokio_postgres::Row) -> Result<Self, ApiError> {
+    fn from_row(r: &tokio_postgres::Row) -> Result<Self, Error> {
         let state: String = r.get("state");
         let reason: Option<String> = r.get("reason");
         let attrs = match r.get::<_, Option<Value>>("attrs") {
@@ -293,7 +293,7 @@ impl StoredCallback {
             tenant: r.get("tenant_id"),
             service: r.get("service"),
             state: CallbackState::parse(&state)
-                .ok_or_else(|| ApiError::internal(anyhow::anyhow!("bad state {state}")))?,
+                .ok_or_else(|| Error::internal(anyhow::anyhow!("bad state {state}")))?,
             reason: reason.as_deref().and_then(CompletionReason::parse),
             phone_number: r.get("phone_number"),
             phone_e164: r.get("phone_e164"),
@@ -333,18 +333,14 @@ const COLUMNS: &str =
     attempt, submitted_at, created_at, attrs, user_data";
 
 /// One callback of the tenant, or 404 (another tenant's id is 404 too: invariant 10).
-pub async fn get(
-    db: &impl GenericClient,
-    tenant: &str,
-    id: Uuid,
-) -> Result<StoredCallback, ApiError> {
+pub async fn get(db: &impl GenericClient, tenant: &str, id: Uuid) -> Result<StoredCallback, Error> {
     let row = super::stmt::query_opt(
         db,
         &format!("SELECT {COLUMNS} FROM callbacks WHERE id = $1 AND tenant_id = $2"),
         &[&id, &tenant],
     )
     .await?
-    .ok_or_else(|| ApiError::not_found(format!("no callback {id}")))?;
+    .ok_or_else(|| Error::not_found(format!("no callback {id}")))?;
     StoredCallback::from_row(&row)
 }
 
@@ -367,11 +363,7 @@ pub struct Cancelled {
 /// now, and the hour covers a Redis clock that far ahead of PostgreSQL's), `control_pending` is set in the same statement: the cancel is owed
 /// durably (fence or control entry, `redis::voice::settle_cancels`), and the worker's outbox
 /// settles it if the caller's write fails (docs/voice-platform.md, "Cancel").
-pub async fn cancel(
-    db: &impl GenericClient,
-    tenant: &str,
-    id: Uuid,
-) -> Result<Cancelled, ApiError> {
+pub async fn cancel(db: &impl GenericClient, tenant: &str, id: Uuid) -> Result<Cancelled, Error> {
     let row = super::stmt::query_opt(
         db,
         "WITH c AS (
@@ -402,10 +394,10 @@ pub async fn cancel(
     }
     let current = get(db, tenant, id).await?;
     Err(match current.state {
-        CallbackState::Processing => ApiError::bad_request(
+        CallbackState::Processing => Error::invalid(
             "callback is being handled by an agent (PROCESSING) and cannot be cancelled",
         ),
-        _ => ApiError::bad_request(format!(
+        _ => Error::invalid(format!(
             "callback already completed ({})",
             current
                 .reason
@@ -421,7 +413,7 @@ pub async fn cancel_outcome(
     tx: &deadpool_postgres::Transaction<'_>,
     tenant: &str,
     id: Uuid,
-) -> Result<Option<Cancelled>, ApiError> {
+) -> Result<Option<Cancelled>, Error> {
     let row = super::stmt::query_opt(
         tx,
         "SELECT submitted_at IS NOT NULL, attempt, service, control_pending,

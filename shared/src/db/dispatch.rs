@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use crate::{
-    error::ApiError,
+    error::Error,
     model::{CallbackState, ServiceSettings},
 };
 
@@ -54,7 +54,7 @@ impl DueCallback {
 }
 
 /// Loads claimed callbacks with their service settings.
-pub async fn load(db: &impl GenericClient, ids: &[Uuid]) -> Result<Vec<DueCallback>, ApiError> {
+pub async fn load(db: &impl GenericClient, ids: &[Uuid]) -> Result<Vec<DueCallback>, Error> {
     let rows = super::stmt::query(db,
             "SELECT c.id, c.tenant_id, c.service, c.state, c.phone_number, c.phone_e164, c.desired_time,
                     c.dispatch_at, c.priority, c.attempt, c.submitted_at, c.attrs, c.user_data,
@@ -73,7 +73,7 @@ pub async fn load(db: &impl GenericClient, ids: &[Uuid]) -> Result<Vec<DueCallba
                 tenant: r.get("tenant_id"),
                 service: r.get("service"),
                 state: CallbackState::parse(&state)
-                    .ok_or_else(|| ApiError::internal(anyhow::anyhow!("bad state {state}")))?,
+                    .ok_or_else(|| Error::internal(anyhow::anyhow!("bad state {state}")))?,
                 phone_number: r.get("phone_number"),
                 phone_e164: r.get("phone_e164"),
                 desired_time: r.get("desired_time"),
@@ -90,7 +90,7 @@ pub async fn load(db: &impl GenericClient, ids: &[Uuid]) -> Result<Vec<DueCallba
                     .get::<_, Option<Value>>("settings")
                     .map(serde_json::from_value)
                     .transpose()
-                    .map_err(ApiError::internal)?,
+                    .map_err(Error::internal)?,
             })
         })
         .collect()
@@ -115,7 +115,7 @@ pub struct Submitted {
 pub async fn mark_submitted(
     db: &impl GenericClient,
     items: &[Submitted],
-) -> Result<Vec<(Uuid, i64)>, ApiError> {
+) -> Result<Vec<(Uuid, i64)>, Error> {
     if items.is_empty() {
         return Ok(Vec::new());
     }
@@ -166,7 +166,7 @@ pub async fn unsubmitted_page(
     which: Unsubmitted,
     after: Option<(Timestamp, Uuid)>,
     limit: i64,
-) -> Result<Vec<(Uuid, Timestamp)>, ApiError> {
+) -> Result<Vec<(Uuid, Timestamp)>, Error> {
     let (t, id) = after.unwrap_or((Timestamp::UNIX_EPOCH, Uuid::nil()));
     let rows = match which {
         Unsubmitted::All => {
@@ -217,7 +217,7 @@ pub async fn active_of(
     db: &impl GenericClient,
     tenant: &str,
     service: &str,
-) -> Result<Vec<Active>, ApiError> {
+) -> Result<Vec<Active>, Error> {
     let rows = super::stmt::query(
         db,
         "SELECT id, tenant_id, service, submitted_at, priority FROM callbacks
@@ -241,7 +241,7 @@ fn active(r: &tokio_postgres::Row) -> Active {
 
 /// Every service that may have a queue view: configured ones (soft-deleted too) and any that
 /// callbacks in the voice platform's hands name.
-pub async fn view_services(db: &impl GenericClient) -> Result<Vec<(String, String)>, ApiError> {
+pub async fn view_services(db: &impl GenericClient) -> Result<Vec<(String, String)>, Error> {
     let rows = super::stmt::query(
         db,
         "SELECT tenant_id, name FROM services
@@ -261,7 +261,7 @@ pub async fn view_services(db: &impl GenericClient) -> Result<Vec<(String, Strin
 pub async fn changed_services(
     db: &impl GenericClient,
     since: Timestamp,
-) -> Result<(Vec<(String, String)>, Timestamp), ApiError> {
+) -> Result<(Vec<(String, String)>, Timestamp), Error> {
     let rows = super::stmt::query(
         db,
         "SELECT DISTINCT tenant_id, service FROM callbacks
@@ -281,7 +281,7 @@ pub async fn changed_services(
 pub async fn control_pending(
     db: &impl GenericClient,
     limit: i64,
-) -> Result<Vec<(Uuid, i16, bool)>, ApiError> {
+) -> Result<Vec<(Uuid, i16, bool)>, Error> {
     let rows = super::stmt::query(
         db,
         "SELECT id, attempt, submitted_at IS NOT NULL FROM callbacks WHERE control_pending
@@ -296,7 +296,7 @@ pub async fn control_pending(
 }
 
 /// Clears the control debt of callbacks whose control entry is in the stream.
-pub async fn clear_control(db: &impl GenericClient, ids: &[Uuid]) -> Result<(), ApiError> {
+pub async fn clear_control(db: &impl GenericClient, ids: &[Uuid]) -> Result<(), Error> {
     super::stmt::execute(
         db,
         "UPDATE callbacks SET control_pending = false WHERE id = ANY($1) AND control_pending",
@@ -350,7 +350,7 @@ macro_rules! end_with_ttl {
 
 /// Completes up to `limit` submitted callbacks not served within their TTL
 /// (COMPLETED/FAIL_TIMEOUT_TTL) and asks the voice platform to drop them.
-pub async fn expire(db: &impl GenericClient, limit: i64) -> Result<Vec<Ended>, ApiError> {
+pub async fn expire(db: &impl GenericClient, limit: i64) -> Result<Vec<Ended>, Error> {
     let rows = super::stmt::query(
         db,
         end_with_ttl!(
@@ -372,7 +372,7 @@ pub async fn expire_stale(
     db: &impl GenericClient,
     days: u32,
     limit: i64,
-) -> Result<Vec<Ended>, ApiError> {
+) -> Result<Vec<Ended>, Error> {
     let days = i32::try_from(days).unwrap_or(i32::MAX);
     let rows = super::stmt::query(
         db,
@@ -390,7 +390,7 @@ pub async fn expire_stale(
 /// Deletes up to `limit` finished callbacks (and, by cascade, their events) whose desired time
 /// is more than `days` days ago. Only COMPLETED callbacks that owe the voice platform nothing
 /// go: anything unfinished is ended first ([`expire_stale`]) and its control entry sent.
-pub async fn purge(db: &impl GenericClient, days: u32, limit: i64) -> Result<Vec<Ended>, ApiError> {
+pub async fn purge(db: &impl GenericClient, days: u32, limit: i64) -> Result<Vec<Ended>, Error> {
     let days = i32::try_from(days).unwrap_or(i32::MAX);
     let rows = super::stmt::query(
         db,
@@ -407,7 +407,7 @@ pub async fn purge(db: &impl GenericClient, days: u32, limit: i64) -> Result<Vec
 }
 
 /// Deletes expired idempotency keys (kept 24 h).
-pub async fn purge_idempotency_keys(db: &impl GenericClient) -> Result<u64, ApiError> {
+pub async fn purge_idempotency_keys(db: &impl GenericClient) -> Result<u64, Error> {
     Ok(super::stmt::execute(
         db,
         "DELETE FROM idempotency_keys WHERE created_at < now() - interval '24 hours'",
@@ -417,7 +417,7 @@ pub async fn purge_idempotency_keys(db: &impl GenericClient) -> Result<u64, ApiE
 }
 
 /// Callbacks the dispatcher watches: waiting for dispatch, and held by the voice platform.
-pub async fn monitor_counts(db: &impl GenericClient) -> Result<(i64, i64), ApiError> {
+pub async fn monitor_counts(db: &impl GenericClient) -> Result<(i64, i64), Error> {
     let row = super::stmt::query_one(
         db,
         "SELECT

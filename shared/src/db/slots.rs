@@ -18,7 +18,7 @@ use deadpool_postgres::GenericClient;
 use jiff::Timestamp;
 
 use crate::{
-    error::ApiError,
+    error::Error,
     model::{
         Slot, SlotPlan,
         availability::{Availabilities, AvailabilityQuery, SlotOut},
@@ -58,7 +58,7 @@ async fn booked(
     service: &str,
     slots: &[Slot],
     minutes: u16,
-) -> Result<Vec<u32>, ApiError> {
+) -> Result<Vec<u32>, Error> {
     let (Some(first), Some(last)) = (slots.first(), slots.last()) else {
         return Ok(Vec::new());
     };
@@ -113,7 +113,7 @@ async fn held_elsewhere(
     (from, to): (Timestamp, Timestamp),
     slots: &[Slot],
     minutes: i16,
-) -> Result<Vec<Timestamp>, ApiError> {
+) -> Result<Vec<Timestamp>, Error> {
     let rows = super::stmt::query(
         db,
         "SELECT desired_time, slot_start, coalesce(slot_minutes, 0::smallint) FROM callbacks
@@ -149,7 +149,7 @@ pub async fn window(
     plan: &SlotPlan,
     from: Timestamp,
     to: Timestamp,
-) -> Result<Vec<SlotState>, ApiError> {
+) -> Result<Vec<SlotState>, Error> {
     let slots = plan.slots(from, to);
     let booked = booked(db, tenant, service, &slots, plan.slot_minutes()).await?;
     Ok(slots
@@ -183,7 +183,7 @@ pub async fn availability(
     max_days_ahead: u16,
     query: &AvailabilityQuery,
     now: Timestamp,
-) -> Result<Availabilities, ApiError> {
+) -> Result<Availabilities, Error> {
     let (earliest, horizon) = bookable(now, max_days_ahead);
     let len = plan.slot_len();
     let (from, to) = if query.end > query.start {
@@ -238,7 +238,7 @@ pub async fn proposals(
     max_days_ahead: u16,
     desired: Timestamp,
     now: Timestamp,
-) -> Result<serde_json::Map<String, serde_json::Value>, ApiError> {
+) -> Result<serde_json::Map<String, serde_json::Value>, Error> {
     let (earliest, horizon) = bookable(now, max_days_ahead);
     let from = desired
         .saturating_sub(PROPOSAL_RANGE)
@@ -277,7 +277,7 @@ pub async fn purge_past(
     db: &impl GenericClient,
     before: Timestamp,
     limit: i64,
-) -> Result<u64, ApiError> {
+) -> Result<u64, Error> {
     Ok(super::stmt::execute(
         db,
         "DELETE FROM slot_bookings WHERE ctid IN (

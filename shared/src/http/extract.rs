@@ -11,7 +11,7 @@ use secrecy::ExposeSecret;
 use serde::de::DeserializeOwned;
 
 use super::{envelope, state::AppState};
-use crate::{auth, db, error::ApiError, metrics};
+use crate::{auth, db, http::ApiError, metrics};
 
 /// A JSON body. Any content type is read as JSON (GES clients differ); errors name the field.
 #[derive(Debug)]

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Number, Value};
 
 use super::{informational, user_data};
-use crate::error::ApiError;
+use crate::error::Error;
 
 /// Lifecycle states (DESIGN §4). The order is the only allowed direction of travel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -194,13 +194,13 @@ pub struct CreateRequest {
 
 const MAX_TEXT: usize = 255;
 
-fn text(field: &str, v: Option<String>) -> Result<Option<String>, ApiError> {
+fn text(field: &str, v: Option<String>) -> Result<Option<String>, Error> {
     match v {
         None => Ok(None),
-        Some(s) if s.len() > MAX_TEXT => Err(ApiError::bad_request(format!(
+        Some(s) if s.len() > MAX_TEXT => Err(Error::invalid(format!(
             "{field} is too long (at most {MAX_TEXT} characters)"
         ))),
-        Some(s) if s.chars().any(char::is_control) => Err(ApiError::bad_request(format!(
+        Some(s) if s.chars().any(char::is_control) => Err(Error::invalid(format!(
             "{field} may not contain control characters"
         ))),
         Some(s) => Ok(Some(s)),
@@ -208,31 +208,29 @@ fn text(field: &str, v: Option<String>) -> Result<Option<String>, ApiError> {
 }
 
 /// Parses an RFC 3339 time with an offset (`2026-05-28T15:30:00.000Z`).
-pub fn parse_time(field: &str, s: &str) -> Result<Timestamp, ApiError> {
+pub fn parse_time(field: &str, s: &str) -> Result<Timestamp, Error> {
     s.parse::<Timestamp>().map_err(|_| {
-        ApiError::bad_request(format!(
+        Error::invalid(format!(
             "{field} must be an ISO-8601 time with a UTC offset, e.g. 2026-05-28T15:30:00.000Z"
         ))
     })
 }
 
-fn service_name(v: Option<String>) -> Result<String, ApiError> {
+fn service_name(v: Option<String>) -> Result<String, Error> {
     let name = match v.map(|s| s.trim().to_string()) {
         Some(s) if !s.is_empty() => s,
-        _ => return Err(ApiError::bad_request("serviceName is required")),
+        _ => return Err(Error::invalid("serviceName is required")),
     };
     if !super::valid_name(&name) {
-        return Err(ApiError::bad_request(
-            "serviceName is not a valid service name",
-        ));
+        return Err(Error::invalid("serviceName is not a valid service name"));
     }
     Ok(name)
 }
 
-fn phone_number(v: Option<String>) -> Result<String, ApiError> {
+fn phone_number(v: Option<String>) -> Result<String, Error> {
     let phone = match v.map(|s| s.trim().to_string()) {
         Some(s) if !s.is_empty() => s,
-        _ => return Err(ApiError::bad_request("phoneNumber is required")),
+        _ => return Err(Error::invalid("phoneNumber is required")),
     };
     let digits = phone.chars().filter(char::is_ascii_digit).count();
     if phone.len() > 32
@@ -241,14 +239,14 @@ fn phone_number(v: Option<String>) -> Result<String, ApiError> {
             .chars()
             .all(|c| c.is_ascii_digit() || matches!(c, '+' | ' ' | '-' | '(' | ')' | '.'))
     {
-        return Err(ApiError::bad_request(
+        return Err(Error::invalid(
             "phoneNumber must be a phone number: digits with optional +, spaces, dashes, dots or parentheses",
         ));
     }
     Ok(phone)
 }
 
-fn priority(v: Option<Number>) -> Result<Option<i32>, ApiError> {
+fn priority(v: Option<Number>) -> Result<Option<i32>, Error> {
     let Some(n) = v else {
         return Ok(None);
     };
@@ -259,7 +257,7 @@ fn priority(v: Option<Number>) -> Result<Option<i32>, ApiError> {
     });
     match v.and_then(|v| i32::try_from(v).ok()) {
         Some(v) => Ok(Some(v)),
-        None => Err(ApiError::bad_request(
+        None => Err(Error::invalid(
             "priority must be an integer between -2147483648 and 2147483647",
         )),
     }
@@ -269,7 +267,7 @@ fn push_targets(
     targets: Option<Vec<PushTarget>>,
     channel: Option<String>,
     target: Option<String>,
-) -> Result<Vec<PushTarget>, ApiError> {
+) -> Result<Vec<PushTarget>, Error> {
     let mut targets = targets.unwrap_or_default();
     match (channel, target) {
         (None, None) => {}
@@ -278,22 +276,18 @@ fn push_targets(
             target,
         }),
         (Some(_), None) => {
-            return Err(ApiError::bad_request(
-                "pushChannel given without pushTarget",
-            ));
+            return Err(Error::invalid("pushChannel given without pushTarget"));
         }
     }
     if targets.len() > 10 {
-        return Err(ApiError::bad_request(
-            "pushTargets may hold at most 10 targets",
-        ));
+        return Err(Error::invalid("pushTargets may hold at most 10 targets"));
     }
     for t in &targets {
         if t.channel != "FCM" {
-            return Err(ApiError::bad_request("pushTargets[].channel must be FCM"));
+            return Err(Error::invalid("pushTargets[].channel must be FCM"));
         }
         if t.target.trim().is_empty() || t.target.len() > 4096 {
-            return Err(ApiError::bad_request(
+            return Err(Error::invalid(
                 "pushTargets[].target must be a non-empty FCM registration token",
             ));
         }
@@ -301,18 +295,18 @@ fn push_targets(
     Ok(targets)
 }
 
-fn user_data_map(v: Option<Value>) -> Result<Option<Map<String, Value>>, ApiError> {
+fn user_data_map(v: Option<Value>) -> Result<Option<Map<String, Value>>, Error> {
     match v {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Object(map)) => Ok(Some(user_data::filter(map)).filter(|m| !m.is_empty())),
-        Some(_) => Err(ApiError::bad_request("userData must be a JSON object")),
+        Some(_) => Err(Error::invalid("userData must be a JSON object")),
     }
 }
 
 impl CreateCallbackParms {
     /// Field-level validation; service-dependent rules come later. Strict fields answer 400
     /// naming the field; informational ones never do (see [`informational`]).
-    pub fn validate(self) -> Result<CreateRequest, ApiError> {
+    pub fn validate(self) -> Result<CreateRequest, Error> {
         let service_name = service_name(self.service_name)?;
         let phone_number = phone_number(self.phone_number)?;
         let desired_time = match self.desired_time.as_deref().map(str::trim) {
@@ -343,7 +337,7 @@ impl CreateCallbackParms {
         if !push_targets.is_empty() {
             attrs.insert(
                 "pushTargets".into(),
-                serde_json::to_value(&push_targets).map_err(ApiError::internal)?,
+                serde_json::to_value(&push_targets).map_err(Error::internal)?,
             );
         }
         let captcha_token = text("captchaToken", self.captcha_token)?;
@@ -374,11 +368,11 @@ pub struct CallbackIdParms {
 
 impl CallbackIdParms {
     /// The id as a UUID, or a 400 saying what is wrong.
-    pub fn parse(self) -> Result<uuid::Uuid, ApiError> {
+    pub fn parse(self) -> Result<uuid::Uuid, Error> {
         match self.id.as_deref().map(str::trim) {
-            None | Some("") => Err(ApiError::bad_request("id is required")),
+            None | Some("") => Err(Error::invalid("id is required")),
             Some(s) => uuid::Uuid::parse_str(s)
-                .map_err(|_| ApiError::bad_request("id is not a callback id returned by create")),
+                .map_err(|_| Error::invalid("id is not a callback id returned by create")),
         }
     }
 }
@@ -427,7 +421,7 @@ pub fn wire_time(t: Timestamp) -> String {
 mod tests {
     use super::*;
 
-    fn parms(json: &str) -> Result<CreateRequest, ApiError> {
+    fn parms(json: &str) -> Result<CreateRequest, Error> {
         serde_json::from_str::<CreateCallbackParms>(json)
             .unwrap()
             .validate()

@@ -30,13 +30,13 @@ use super::{
     ServiceSettings,
     hours::{BusinessHours, DAY_MINUTES, OpenSet},
 };
-use crate::error::ApiError;
+use crate::error::Error;
 
 /// The largest capacity one slot may have.
 pub const MAX_SLOT_CAPACITY: u32 = 1_000_000;
 
-fn bad(path: &str, msg: impl std::fmt::Display) -> ApiError {
-    ApiError::bad_request(format!("{path}: {msg}"))
+fn bad(path: &str, msg: impl std::fmt::Display) -> Error {
+    Error::invalid(format!("{path}: {msg}"))
 }
 
 /// Capacities of one day: minute of the day → capacity.
@@ -100,7 +100,7 @@ impl Serialize for CapacityRule {
     }
 }
 
-fn parse_caps(path: &str, v: &Value, slot_minutes: u16) -> Result<DayCaps, ApiError> {
+fn parse_caps(path: &str, v: &Value, slot_minutes: u16) -> Result<DayCaps, Error> {
     let Some(obj) = v.as_object() else {
         return Err(bad(path, "must be an object of \"HHMM\": capacity"));
     };
@@ -136,11 +136,9 @@ fn parse_caps(path: &str, v: &Value, slot_minutes: u16) -> Result<DayCaps, ApiEr
 
 impl CapacityRule {
     /// Parses and validates the admin JSON; errors name the field (`weekly.1.0910`, …).
-    pub fn parse(value: &Value) -> Result<Self, ApiError> {
+    pub fn parse(value: &Value) -> Result<Self, Error> {
         let Some(obj) = value.as_object() else {
-            return Err(ApiError::bad_request(
-                "a capacity rule must be a JSON object",
-            ));
+            return Err(Error::invalid("a capacity rule must be a JSON object"));
         };
         for key in obj.keys() {
             if !matches!(key.as_str(), "slot_minutes" | "weekly" | "overrides") {

@@ -27,7 +27,7 @@ use jiff::{
 use serde::{Serialize, Serializer, ser::SerializeMap};
 use serde_json::Value;
 
-use crate::error::ApiError;
+use crate::error::Error;
 
 /// Day keys of `weekly`, Monday first.
 pub const DAY_KEYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
@@ -72,12 +72,12 @@ fn parse_hhmm(s: &str) -> Option<u16> {
     }
 }
 
-fn bad(path: &str, msg: impl std::fmt::Display) -> ApiError {
-    ApiError::bad_request(format!("{path}: {msg}"))
+fn bad(path: &str, msg: impl std::fmt::Display) -> Error {
+    Error::invalid(format!("{path}: {msg}"))
 }
 
 /// Parses a list of `["HH:MM","HH:MM"]` ranges; rejects empty, reversed and overlapping ones.
-fn parse_ranges(path: &str, v: &Value) -> Result<Vec<Range>, ApiError> {
+fn parse_ranges(path: &str, v: &Value) -> Result<Vec<Range>, Error> {
     let Some(items) = v.as_array() else {
         return Err(bad(path, "must be a list of [\"HH:MM\",\"HH:MM\"] ranges"));
     };
@@ -125,7 +125,7 @@ fn parse_ranges(path: &str, v: &Value) -> Result<Vec<Range>, ApiError> {
 }
 
 /// Parses an IANA zone name; the error names `field`.
-pub fn parse_zone(field: &str, name: &str) -> Result<TimeZone, ApiError> {
+pub fn parse_zone(field: &str, name: &str) -> Result<TimeZone, Error> {
     if name.is_empty() || name.len() > 64 {
         return Err(bad(field, "must be an IANA time zone such as Europe/Paris"));
     }
@@ -244,11 +244,9 @@ impl OpenSet {
 
 impl BusinessHours {
     /// Parses and validates the admin JSON; errors name the field (`weekly.mon[1]`, …).
-    pub fn parse(value: &Value) -> Result<Self, ApiError> {
+    pub fn parse(value: &Value) -> Result<Self, Error> {
         let Some(obj) = value.as_object() else {
-            return Err(ApiError::bad_request(
-                "business hours must be a JSON object",
-            ));
+            return Err(Error::invalid("business hours must be a JSON object"));
         };
         for key in obj.keys() {
             if !matches!(key.as_str(), "timezone" | "weekly" | "exceptions") {
@@ -325,7 +323,7 @@ impl BusinessHours {
     }
 
     /// Around-the-clock hours in `tz` (for services without business hours).
-    pub fn always_open(timezone: &str) -> Result<Self, ApiError> {
+    pub fn always_open(timezone: &str) -> Result<Self, Error> {
         let tz = parse_zone("timezone", timezone)?;
         Ok(Self {
             timezone: timezone.to_string(),

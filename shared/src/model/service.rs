@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
-use crate::error::ApiError;
+use crate::error::Error;
 
 /// Who dials: the platform calls the customer, or the customer calls in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -228,24 +228,22 @@ impl Default for ServiceSettings {
 
 impl ServiceSettings {
     /// Parses and validates one settings object; errors name the column.
-    pub fn parse(mut value: Value) -> Result<Self, ApiError> {
+    pub fn parse(mut value: Value) -> Result<Self, Error> {
         let Some(obj) = value.as_object_mut() else {
-            return Err(ApiError::bad_request(
-                "service settings must be a JSON object",
-            ));
+            return Err(Error::invalid("service settings must be a JSON object"));
         };
         // The name is the URL's (or the table row's) key, not a setting.
         obj.remove("name");
         let settings: Self = serde_path_to_error::deserialize(value).map_err(|e| {
             let path = e.path().to_string();
-            ApiError::bad_request(format!("setting {path}: {}", e.inner()))
+            Error::invalid(format!("setting {path}: {}", e.inner()))
         })?;
         settings.validate()?;
         Ok(settings)
     }
 
-    fn validate(&self) -> Result<(), ApiError> {
-        let bad = |m: &str| Err(ApiError::bad_request(m.to_string()));
+    fn validate(&self) -> Result<(), Error> {
+        let bad = |m: &str| Err(Error::invalid(m.to_string()));
         if !matches!(self.slot_minutes, 15 | 30 | 60) {
             return bad("setting slot_minutes: must be 15, 30 or 60");
         }
@@ -283,7 +281,7 @@ impl ServiceSettings {
             if let Some(v) = v
                 && !super::valid_name(v)
             {
-                return Err(ApiError::bad_request(format!(
+                return Err(Error::invalid(format!(
                     "setting {col}: not a valid rule name"
                 )));
             }
