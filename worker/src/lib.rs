@@ -29,6 +29,7 @@
 pub mod claim;
 pub mod dispatch;
 pub mod entry;
+pub mod error;
 pub mod http;
 pub mod maintenance;
 pub mod pacing;

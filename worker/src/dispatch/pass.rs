@@ -21,6 +21,7 @@ use crate::{
     Backoff, Worker,
     claim::{self, Claimed},
     entry,
+    error::Cause,
     pacing::{NotNow, Pacer},
 };
 
@@ -65,23 +66,6 @@ impl std::fmt::Display for PassError {
         }
     }
 }
-
-/// A store error with its cause (the operator's log wants the driver's words).
-struct Cause<'a>(&'a shared::Error);
-
-impl std::fmt::Display for Cause<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.0 {
-            shared::Error::Unavailable {
-                message,
-                cause: Some(cause),
-            } => write!(f, "{message} ({cause})"),
-            e => write!(f, "{e}"),
-        }
-    }
-}
-
-impl std::error::Error for PassError {}
 
 /// A callback cleared to go now, with its service's settings.
 struct Ready<'a> {
