@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use harness::{Engage, PrivateRedis, TestEnv, WorkerProc};
 use serde_json::json;
 
-use crate::worker::{create_immediate, open_service, provision, stream_census};
+use crate::worker::{open_service, provision, stream_census};
 
 /// Worker settings of these tests: one shard, sweep out of the window, a short lease.
 fn worker_vars(lease_ms: u64) -> Vec<(&'static str, String)> {
@@ -21,6 +21,22 @@ fn worker_vars(lease_ms: u64) -> Vec<(&'static str, String)> {
         ("WORKER_SWEEP_GRACE_S", "10".to_string()),
         ("WORKER_LEASE_MS", lease_ms.to_string()),
     ]
+}
+
+/// Creates `n` callbacks due `secs` from now; returns their ids.
+async fn create_due_in(engage: &Engage, key: &str, n: usize, secs: i64) -> Vec<String> {
+    let due = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(secs);
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let body = json!({"serviceName": "s", "phoneNumber": format!("+1555{i:07}"),
+                          "desiredTime": harness::wire(due)});
+        let (code, b) = engage
+            .post(key, "/engagement/v3/callbacks/create", body)
+            .await;
+        assert_eq!(code, 200, "create: {b}");
+        ids.push(b["data"]["id"].as_str().expect("id").to_string());
+    }
+    ids
 }
 
 /// Where one callback is: (row recorded as submitted, in the schedule, in flight).
@@ -150,8 +166,11 @@ async fn dispatch_settle_a_handoff_that_cannot_be_recorded_keeps_its_claim() {
     let env = env
         .with("GES_URL", &engage.internal)
         .with("DB_LOCK_TIMEOUT_MS", "200");
-    let ids = create_immediate(&engage, &key, "s", 1, 0).await;
+    let lease_ms = 6_000;
+    let w = WorkerProc::start(&env, &worker_vars(lease_ms)).await;
+    let ids = create_due_in(&engage, &key, 1, 3).await;
 
+    // Hold the row so the pass cannot record the hand-off.
     let mut pg = env.pg().await;
     let tx = pg.transaction().await.expect("begin");
     tx.execute(
@@ -160,8 +179,6 @@ async fn dispatch_settle_a_handoff_that_cannot_be_recorded_keeps_its_claim() {
     )
     .await
     .expect("lock");
-    let lease_ms = 6_000;
-    let w = WorkerProc::start(&env, &worker_vars(lease_ms)).await;
     wait_in_stream(&env, &ids, Duration::from_secs(10)).await;
     wait_log(&w, "dispatch pass failed", 0, Duration::from_secs(10)).await;
     assert!(
@@ -204,7 +221,9 @@ async fn dispatch_settle_a_refused_settlement_loses_and_doubles_nothing() {
     let paced = open_service(json!({"dispatch_rate_per_second": 1}));
     let key = provision(&engage, "settle2", "s", paced).await;
     let env = env.with("GES_URL", &engage.internal);
-    let ids = create_immediate(&engage, &key, "s", 3, 0).await;
+    let lease_ms = 4_000;
+    let w = WorkerProc::start(&env, &worker_vars(lease_ms)).await;
+    let ids = create_due_in(&engage, &key, 3, 3).await;
 
     // Hold the rows so the pass stops between the hand-off and the record.
     let mut pg = env.pg().await;
@@ -215,8 +234,6 @@ async fn dispatch_settle_a_refused_settlement_loses_and_doubles_nothing() {
     )
     .await
     .expect("lock");
-    let lease_ms = 4_000;
-    let w = WorkerProc::start(&env, &worker_vars(lease_ms)).await;
     wait_in_stream(&env, &ids, Duration::from_secs(10)).await;
     let mut admin = private.conn().await;
     redis::cmd("CONFIG")
