@@ -23,6 +23,37 @@ fn worker_vars(lease_ms: u64) -> Vec<(&'static str, String)> {
     ]
 }
 
+/// Starts a worker whose `DB_LOCK_TIMEOUT_MS` is `lock_ms`. A short lock timeout also bounds
+/// the wait for the migration advisory lock at start, which another test's process may hold
+/// for longer: a worker that exited on that is started again.
+async fn start_worker(env: &TestEnv, lock_ms: u64, lease_ms: u64) -> WorkerProc {
+    let mut vars = worker_vars(lease_ms);
+    vars.push(("DB_LOCK_TIMEOUT_MS", lock_ms.to_string()));
+    for _ in 0..10 {
+        let port = harness::free_port();
+        let mut with_port = vars.clone();
+        with_port.push(("WORKER_PORT", port.to_string()));
+        let mut proc = harness::Proc::spawn(env, "engage-worker", &[], &with_port);
+        let url = format!("http://127.0.0.1:{port}");
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(30) {
+            if proc.child.try_wait().ok().flatten().is_some() {
+                break; // exited (lock timeout in the migration): start again
+            }
+            if reqwest::get(format!("{url}/health"))
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
+                return WorkerProc { proc, url };
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        eprintln!("worker did not start; again: {}", proc.output());
+        proc.kill();
+    }
+    panic!("the worker did not start");
+}
+
 /// Creates `n` callbacks due `secs` from now; returns their ids.
 async fn create_due_in(engage: &Engage, key: &str, n: usize, secs: i64) -> Vec<String> {
     let due = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(secs);
@@ -163,11 +194,9 @@ async fn dispatch_settle_a_handoff_that_cannot_be_recorded_keeps_its_claim() {
     let env = TestEnv::new().with("REDIS_SCHEDULE_SHARDS", "1");
     let engage = Engage::start(&env, &[]).await;
     let key = provision(&engage, "settle1", "s", open_service(json!({}))).await;
-    let env = env
-        .with("GES_URL", &engage.internal)
-        .with("DB_LOCK_TIMEOUT_MS", "200");
+    let env = env.with("GES_URL", &engage.internal);
     let lease_ms = 6_000;
-    let w = WorkerProc::start(&env, &worker_vars(lease_ms)).await;
+    let w = start_worker(&env, 200, lease_ms).await;
     let ids = create_due_in(&engage, &key, 1, 3).await;
 
     // Hold the row so the pass cannot record the hand-off.
