@@ -18,9 +18,7 @@ use uuid::Uuid;
 
 use super::settle::Ledger;
 use crate::{
-    Backoff, Worker,
-    claim::{self, Claimed},
-    entry,
+    Backoff, Worker, claim, entry,
     error::Cause,
     pacing::{NotNow, Pacer},
 };
@@ -85,7 +83,7 @@ pub async fn pass(w: &Worker, shard: u16, pacer: &mut Pacer) -> Result<ShardPass
         .await
         .map_err(PassError::ServiceRedis)?;
     let mut ledger = Ledger::new(shard, &c);
-    let worked = work(w, &mut conn, &c, &mut ledger, pacer).await;
+    let worked = work(w, &mut conn, c.now_ms, &mut ledger, pacer).await;
     let next_due_ms = [c.next_due_ms, ledger.earliest_hand_back()]
         .into_iter()
         .flatten()
@@ -112,7 +110,7 @@ pub async fn pass(w: &Worker, shard: u16, pacer: &mut Pacer) -> Result<ShardPass
 async fn work(
     w: &Worker,
     conn: &mut RedisConn,
-    c: &Claimed,
+    now_ms: i64,
     ledger: &mut Ledger,
     pacer: &mut Pacer,
 ) -> Result<(), PassError> {
@@ -125,12 +123,12 @@ async fn work(
         Err(e) => {
             // Keep them due: back in the schedule one second from now.
             for id in &ids {
-                ledger.hand_back(*id, c.now_ms + 1_000);
+                ledger.hand_back(*id, now_ms + 1_000);
             }
             return Err(PassError::Load(e));
         }
     };
-    let ready = triage(&ids, &rows, c.now_ms, pacer, ledger);
+    let ready = triage(&ids, &rows, now_ms, pacer, ledger);
     if ready.is_empty() {
         return Ok(());
     }
