@@ -18,6 +18,7 @@ mod ewt;
 mod hardening;
 mod hours;
 mod lifecycle;
+mod migrate;
 mod numbers;
 mod observability;
 mod ors;
