@@ -307,3 +307,49 @@ async fn refuse_if_used<K: Kind>(
         used_by.advice
     )))
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::Stored;
+    use crate::db::{hours::HoursKind, number_rules::NumberRules, services::Services};
+
+    fn stored<K: super::Kind>(body: serde_json::Value) -> serde_json::Value {
+        let s: Stored<K> = Stored {
+            name: "a".into(),
+            body: serde_json::from_value(body).unwrap(),
+            version: 3,
+            updated_at: "2026-01-01T00:00:00.000Z".into(),
+        };
+        serde_json::to_value(&s).unwrap()
+    }
+
+    #[test]
+    fn bodies_are_shown_in_their_field_or_beside_the_name() {
+        let v = stored::<Services>(json!({"slot_capacity": 4}));
+        assert_eq!(v["settings"]["slot_capacity"], 4);
+        assert_eq!(
+            (v["name"].as_str(), v["version"].as_i64()),
+            (Some("a"), Some(3))
+        );
+        let v = stored::<NumberRules>(json!({"permitted_countries": ["US"]}));
+        assert_eq!(v["rule"]["permitted_countries"], json!(["US"]));
+        let v = stored::<HoursKind>(json!({"timezone": "UTC", "weekly": {}}));
+        assert_eq!(
+            v,
+            json!({"name": "a", "timezone": "UTC", "weekly": {}, "version": 3,
+                   "updatedAt": "2026-01-01T00:00:00.000Z"})
+        );
+    }
+
+    #[test]
+    fn specs_say_what_differs() {
+        use super::Kind;
+        assert!(Services::SPEC.soft_delete && Services::SPEC.used_by.is_none());
+        let used = NumberRules::SPEC.used_by.unwrap();
+        assert_eq!((used.setting, used.names_at_most), ("number_rule", 10));
+        assert_eq!(HoursKind::SPEC.field, None);
+        assert!(!HoursKind::SPEC.soft_delete);
+    }
+}
