@@ -1,6 +1,6 @@
 //! `PUT/GET/DELETE /ges/v1/tenants/{ccid}/number-rules/{name}`, `GET …/number-rules`: the
-//! tenant's number rules (DESIGN §6). Patterns are compiled at PUT time, so a rule that is
-//! stored always works at create time.
+//! tenant's number rules (docs/decisions.md#number-rules). Patterns are compiled at PUT time,
+//! so a rule that is stored always works at create time.
 
 use axum::Router;
 use serde_json::Value;
@@ -31,7 +31,7 @@ impl AdminKind for NumberRules {
     }
 }
 
-/// Routes.
+/// `GET …/number-rules` and `PUT|GET|DELETE …/number-rules/{name}` (internal port, admin).
 pub fn router() -> Router<AppState> {
     versioned::router::<NumberRules>()
 }

@@ -54,7 +54,7 @@ impl AdminKind for Services {
     }
 }
 
-/// Routes.
+/// `GET …/services` and `PUT|GET|DELETE …/services/{name}` (internal port, admin token).
 pub fn router() -> Router<AppState> {
     versioned::router::<Services>()
 }

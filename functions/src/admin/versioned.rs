@@ -1,4 +1,5 @@
-//! One admin router for every versioned object kind (`shared::db::versioned`):
+//! One admin router for every versioned object kind (`shared::db::versioned`,
+//! docs/admin-objects.md#common-behaviour):
 //! `PUT/GET/DELETE /ges/v1/tenants/{ccid}/{kind}/{name}` and `GET /ges/v1/tenants/{ccid}/{kind}`.
 //!
 //! PUT answers 201 when it created the object and 200 when it replaced it (version + 1); GET of

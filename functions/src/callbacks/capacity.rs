@@ -1,6 +1,8 @@
-//! Business-hours and capacity checks of `POST /callbacks/create` (DESIGN §3, §6).
+//! Business-hours and capacity checks of `POST /callbacks/create`
+//! (docs/decisions.md#capacity-rules).
 //!
-//! Decisions (GES leaves these open, ges-behavior §6 and §15.8–9):
+//! Decisions (GES leaves these open: docs/ges-behavior.md#capacity-and-scheduling; the same list
+//! is in docs/decisions.md#scheduling-decisions):
 //! - **Scheduled, inside business hours**: the callback takes one place in the slot containing
 //!   its desired time, claimed in the statement that inserts it (`shared::db::slots`). A full
 //!   slot (or one whose capacity is 0) answers 429 with `data.slots` proposing the nearest open

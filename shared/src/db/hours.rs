@@ -13,7 +13,7 @@ use crate::{
 kind! {
     /// The `business_hours` table: named business hours, referenced by services through their
     /// `business_hours` setting; the body is the canonical spec (`timezone`, `weekly`,
-    /// `exceptions`), shown beside the name (docs/admin-objects.md).
+    /// `exceptions`), shown beside the name (docs/admin-objects.md#common-behaviour).
     pub HoursKind: Map<String, Value> = Spec::new("business_hours", "spec", "business hours")
         .used_by("business_hours", "change their business_hours setting first", i64::MAX)
 }
@@ -21,7 +21,7 @@ kind! {
 kind! {
     /// The `capacity_rules` table: named capacity rules, referenced by services through their
     /// `capacity_rule` setting; the body is the canonical spec (`slot_minutes`, `weekly`,
-    /// `overrides`), shown beside the name (docs/admin-objects.md).
+    /// `overrides`), shown beside the name (docs/admin-objects.md#common-behaviour).
     pub CapacityKind: Map<String, Value> = Spec::new("capacity_rules", "spec", "capacity rule")
         .used_by("capacity_rule", "change their capacity_rule setting first", i64::MAX)
 }
@@ -106,7 +106,8 @@ pub async fn plan(
 }
 
 /// Checks that the business hours and capacity rule a service names exist (a service cannot
-/// refer to rules that are not there, docs/admin-objects.md); the error names the setting.
+/// refer to rules that are not there, docs/decisions.md#rule-references); the error names
+/// the column.
 pub async fn check_refs(
     db: &impl GenericClient,
     tenant: &str,

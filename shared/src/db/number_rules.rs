@@ -7,7 +7,7 @@ use super::versioned::{self, Spec, Stored, kind};
 use crate::{error::Result, phone::NumberRule};
 
 kind! {
-    /// The `number_rules` table (docs/admin-objects.md).
+    /// The `number_rules` table (docs/admin-objects.md#common-behaviour).
     pub NumberRules: NumberRule = Spec::new("number_rules", "rule", "number rule")
         .shown_in("rule")
         .used_by("number_rule", "assign another rule to them first", 10)

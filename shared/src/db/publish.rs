@@ -1,4 +1,4 @@
-//! Designer publish of the whole CALLBACK_SETTINGS table (DESIGN §5, §10).
+//! Designer publish of the whole CALLBACK_SETTINGS table (docs/decisions.md#designer-publish).
 //!
 //! The table replaces the tenant's service set in one transaction: new rows are created,
 //! changed rows are replaced (their version goes up), unchanged rows are left alone, and live
@@ -102,7 +102,7 @@ pub async fn publish(
     )
     .await?
     .ok_or_else(|| Error::not_found(format!("no tenant {tenant}")))?;
-    // Rows cannot refer to rules that do not exist (docs/admin-objects.md).
+    // Rows cannot refer to rules that do not exist (docs/decisions.md#rule-references).
     check_refs::<HoursKind>(&tx, tenant, &rows, |s| s.business_hours.as_ref()).await?;
     check_refs::<CapacityKind>(&tx, tenant, &rows, |s| s.capacity_rule.as_ref()).await?;
     let current = current(&tx, tenant).await?;

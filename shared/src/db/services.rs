@@ -10,7 +10,7 @@ use crate::{
 };
 
 kind! {
-    /// The `services` table (docs/admin-objects.md).
+    /// The `services` table (docs/admin-objects.md#services).
     pub Services: ServiceSettings =
         Spec::new("services", "settings", "service").shown_in("settings").soft_delete()
 }

@@ -1,5 +1,5 @@
 //! One store for the tenant's named, versioned admin objects: callback services, number rules,
-//! business hours and capacity rules (docs/admin-objects.md).
+//! business hours and capacity rules (docs/admin-objects.md#common-behaviour).
 //!
 //! Every kind lives in its own table keyed by `(tenant_id, name)` with a JSON column, a
 //! `version` that goes up on every change and an `updated_at`. A kind says only what differs
@@ -346,10 +346,12 @@ mod tests {
     #[test]
     fn specs_say_what_differs() {
         use super::Kind;
-        assert!(Services::SPEC.soft_delete && Services::SPEC.used_by.is_none());
-        let used = NumberRules::SPEC.used_by.unwrap();
-        assert_eq!((used.setting, used.names_at_most), ("number_rule", 10));
-        assert_eq!(HoursKind::SPEC.field, None);
-        assert!(!HoursKind::SPEC.soft_delete);
+        let specs = [Services::SPEC, NumberRules::SPEC, HoursKind::SPEC];
+        let soft: Vec<bool> = specs.iter().map(|s| s.soft_delete).collect();
+        assert_eq!(soft, [true, false, false]);
+        let used: Vec<Option<&str>> = specs.iter().map(|s| s.used_by.map(|u| u.setting)).collect();
+        assert_eq!(used, [None, Some("number_rule"), Some("business_hours")]);
+        let shown: Vec<Option<&str>> = specs.iter().map(|s| s.field).collect();
+        assert_eq!(shown, [Some("settings"), Some("rule"), None]);
     }
 }

@@ -1,4 +1,5 @@
-//! Business hours: an IANA time zone, weekly open ranges and dated exceptions (DESIGN §6).
+//! Business hours: an IANA time zone, weekly open ranges and dated exceptions
+//! (docs/decisions.md#business-hours).
 //!
 //! Admin JSON (`PUT …/business-hours/{name}`):
 //! `{"timezone":"America/New_York","weekly":{"mon":[["09:00","17:00"]],…,"sun":[]},
@@ -77,7 +78,8 @@ fn bad(path: &str, msg: impl std::fmt::Display) -> Error {
 }
 
 /// Deserialises an admin JSON spec (`what` names it when it is not a JSON object); a failure
-/// is invalid input naming the field path (`weekly.mon[1]: …`).
+/// is invalid input naming the field path (`weekly.mon[1]: …`,
+/// docs/admin-objects.md#spec-error-messages).
 pub(crate) fn parse_spec<T: DeserializeOwned>(what: &str, value: &Value) -> Result<T> {
     if !value.is_object() {
         return Err(Error::invalid(format!("{what} must be a JSON object")));
@@ -245,8 +247,8 @@ pub(crate) fn by_date<T>(
 }
 
 /// The instant of a local wall-clock time used as a range edge or a window bound: a time in a
-/// spring-forward gap moves to the transition, a time in a fall-back overlap takes the earlier
-/// instant.
+/// spring-forward gap moves to the transition, a time in a fall-back overlap takes the
+/// earlier instant.
 pub fn local_instant(tz: &TimeZone, dt: DateTime) -> Timestamp {
     let amb = tz.to_ambiguous_timestamp(dt);
     let via = |offset: jiff::tz::Offset| offset.to_timestamp(dt).ok();
@@ -270,7 +272,8 @@ pub fn local_instant(tz: &TimeZone, dt: DateTime) -> Timestamp {
     })
 }
 
-/// Validated business hours.
+/// Business hours as validated from the admin JSON (docs/decisions.md#business-hours): a zone,
+/// weekly ranges and dated exceptions, ready to answer "open at t?" and "open until when?".
 #[derive(Debug, Clone)]
 pub struct BusinessHours {
     timezone: String,
@@ -397,7 +400,7 @@ impl BusinessHours {
         &self.timezone
     }
 
-    /// The zone.
+    /// The IANA zone of the hours; every range and the slot grid are local to it.
     pub fn tz(&self) -> &TimeZone {
         &self.tz
     }

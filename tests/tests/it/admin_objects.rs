@@ -1,4 +1,4 @@
-//! The contract every versioned admin object kind shares (docs/admin-objects.md): services,
+//! The contract every versioned admin object kind shares (docs/admin-objects.md#common-behaviour): services,
 //! number rules, business hours and capacity rules go through one store and one router, so
 //! each kind is driven here through the same steps and must answer the same way.
 
