@@ -14,6 +14,7 @@ mod booking;
 mod bounded;
 mod callbacks;
 mod clients;
+mod dispatch_settle;
 mod ewt;
 mod hardening;
 mod hours;
