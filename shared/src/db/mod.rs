@@ -20,6 +20,7 @@ pub mod slots;
 pub mod stmt;
 pub mod tenants;
 pub mod throttle;
+pub mod versioned;
 
 use std::time::Duration;
 

@@ -8,6 +8,7 @@
 
 mod admin;
 mod admin_errors;
+mod admin_objects;
 mod availability;
 mod booking;
 mod bounded;
