@@ -17,7 +17,13 @@ use std::{
 use serde_json::{Value, json};
 
 mod cluster;
+mod fixtures;
+mod postgres;
+mod readback;
 pub use cluster::PrivateCluster;
+pub use fixtures::{CANCEL, CREATE, Create, Fixture, RETRIEVE, in_secs, next_phone, open_service};
+pub use postgres::{PrivatePostgres, signal};
+pub use readback::{Entry, stream_census, stream_entries};
 
 /// The admin token every test deployment uses.
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
@@ -116,15 +122,20 @@ pub struct TestEnv {
 }
 
 impl TestEnv {
-    /// A fresh environment on the standalone Redis.
+    /// A fresh environment on the shared PostgreSQL and standalone Redis.
     pub fn new() -> Self {
         let d = deps();
+        Self::on(&d.database_url, &d.redis_url, &d.voice_redis_url)
+    }
+
+    /// A fresh environment on the given servers (private ones of a fault test or chaos row).
+    pub fn on(database_url: &str, redis_url: &str, voice_redis_url: &str) -> Self {
         let id = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
         let mut vars = BTreeMap::new();
         for (k, v) in [
-            ("DATABASE_URL", d.database_url.as_str()),
-            ("REDIS_URL", d.redis_url.as_str()),
-            ("VOICE_REDIS_URL", d.voice_redis_url.as_str()),
+            ("DATABASE_URL", database_url),
+            ("REDIS_URL", redis_url),
+            ("VOICE_REDIS_URL", voice_redis_url),
             ("ADMIN_TOKEN", ADMIN_TOKEN),
             ("ORS_EVENTS_TOKEN", ORS_EVENTS_TOKEN),
             ("LOG_LEVEL", "INFO"),
@@ -664,33 +675,5 @@ impl WorkerProc {
             .await
             .expect("metrics body");
         metric_sum(&text, name)
-    }
-}
-
-/// Every entry of a stream as (entry id, fields).
-pub async fn stream_entries(
-    conn: &mut redis::aio::MultiplexedConnection,
-    stream: &str,
-) -> Vec<(String, BTreeMap<String, String>)> {
-    let mut out = Vec::new();
-    let mut start = "-".to_string();
-    loop {
-        let page: Vec<(String, std::collections::HashMap<String, String>)> = redis::cmd("XRANGE")
-            .arg(stream)
-            .arg(&start)
-            .arg("+")
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(conn)
-            .await
-            .expect("XRANGE");
-        let n = page.len();
-        for (id, fields) in page {
-            start = format!("({id}");
-            out.push((id, fields.into_iter().collect()));
-        }
-        if n < 1000 {
-            return out;
-        }
     }
 }

@@ -7,8 +7,6 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    path::PathBuf,
-    process::Command,
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, AtomicUsize, Ordering},
@@ -16,7 +14,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use harness::{Engage, TestEnv, WorkerProc, free_port, stream_entries};
+use harness::{
+    CANCEL, CREATE, Engage, PrivatePostgres, RETRIEVE, TestEnv, WorkerProc, stream_entries,
+};
 use serde_json::{Value, json};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -24,160 +24,11 @@ use tokio::{
     sync::Notify,
 };
 
-const CREATE: &str = "/engagement/v3/callbacks/create";
-const CANCEL: &str = "/engagement/v3/callbacks/cancel";
-const RETRIEVE: &str = "/engagement/v3/callbacks/retrieve";
-
 /// REQUEST_TIMEOUT_MS of these tests.
 const TIMEOUT_MS: u64 = 2_000;
 /// The documented margin (COMMIT_GRACE + LATE_VALUE_GRACE) plus scheduling slack on a busy
 /// 2-core machine.
 const BOUND: Duration = Duration::from_millis(TIMEOUT_MS + 2_000 + 1_000);
-
-/// A PostgreSQL cluster owned by one test; stopped and removed when dropped.
-pub(crate) struct PrivatePg {
-    pub(crate) port: u16,
-    dir: PathBuf,
-}
-
-fn pg_bin(tool: &str) -> String {
-    let found = std::fs::read_dir("/usr/lib/postgresql")
-        .expect("PostgreSQL installed under /usr/lib/postgresql")
-        .filter_map(Result::ok)
-        .map(|d| d.path().join("bin").join(tool))
-        .find(|p| p.exists())
-        .expect("PostgreSQL binaries");
-    found.display().to_string()
-}
-
-/// Runs a PostgreSQL tool as the postgres user when we are root (initdb refuses root).
-fn as_pg(tool: &str, args: &[&str]) {
-    let bin = pg_bin(tool);
-    let root = std::env::var("USER").is_ok_and(|u| u == "root")
-        || Command::new("id")
-            .arg("-u")
-            .output()
-            .is_ok_and(|o| o.stdout.starts_with(b"0"));
-    let mut cmd = if root {
-        let mut c = Command::new("runuser");
-        c.args(["-u", "postgres", "--", &bin]);
-        c
-    } else {
-        Command::new(&bin)
-    };
-    let out = cmd
-        .args(args)
-        .current_dir("/")
-        .output()
-        .expect("pg tool runs");
-    assert!(
-        out.status.success(),
-        "{tool} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-impl PrivatePg {
-    pub(crate) fn start() -> Self {
-        let port = free_port();
-        let dir = PathBuf::from(format!(
-            "/var/tmp/engage-bounded-pg-{port}-{}",
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&dir).expect("pg dir");
-        let _ = Command::new("chown")
-            .args(["-R", "postgres:postgres"])
-            .arg(&dir)
-            .status();
-        let data = dir.join("data").display().to_string();
-        as_pg(
-            "initdb",
-            &[
-                "-D",
-                &data,
-                "-U",
-                "postgres",
-                "--auth=trust",
-                "-E",
-                "UTF8",
-                "--locale=C.UTF-8",
-            ],
-        );
-        let conf = format!(
-            "listen_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{}'\n\
-             max_connections = 100\nfsync = off\n",
-            dir.display()
-        );
-        let conf_path = dir.join("data/postgresql.conf");
-        let mut text = std::fs::read_to_string(&conf_path).expect("conf");
-        text.push_str(&conf);
-        std::fs::write(&conf_path, text).expect("conf written");
-        let log = dir.join("server.log").display().to_string();
-        as_pg(
-            "pg_ctl",
-            &["-D", &data, "-l", &log, "-w", "-t", "60", "start"],
-        );
-        let pg = Self { port, dir };
-        let out = Command::new("psql")
-            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres"])
-            .args(["-qc", "CREATE DATABASE engage"])
-            .output()
-            .expect("psql runs");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        pg
-    }
-
-    pub(crate) fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/engage", self.port)
-    }
-
-    /// The postmaster and every process it started (backends, background workers).
-    fn pids(&self) -> Vec<String> {
-        let pidfile =
-            std::fs::read_to_string(self.dir.join("data/postmaster.pid")).expect("postmaster.pid");
-        let main = pidfile.lines().next().expect("pid line").trim().to_string();
-        let children = Command::new("pgrep")
-            .args(["-P", &main])
-            .output()
-            .expect("pgrep runs");
-        let mut pids = vec![main];
-        pids.extend(
-            String::from_utf8_lossy(&children.stdout)
-                .split_whitespace()
-                .map(str::to_string),
-        );
-        pids
-    }
-
-    fn signal(&self, sig: &str) {
-        for pid in self.pids() {
-            let _ = Command::new("kill").args([sig, &pid]).status();
-        }
-    }
-
-    /// SIGSTOP: connections stay open, nothing answers.
-    fn freeze(&self) {
-        self.signal("-STOP");
-    }
-
-    fn thaw(&self) {
-        self.signal("-CONT");
-    }
-}
-
-impl Drop for PrivatePg {
-    fn drop(&mut self) {
-        self.thaw();
-        let data = self.dir.join("data").display().to_string();
-        let _ =
-            std::panic::catch_unwind(|| as_pg("pg_ctl", &["-D", &data, "-m", "immediate", "stop"]));
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 /// When the proxy cuts a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -302,8 +153,8 @@ async fn count_phone(pg: &tokio_postgres::Client, phone: &str) -> i64 {
     .get(0)
 }
 
-async fn setup_through_proxy() -> (PrivatePg, CutProxy, TestEnv, Engage, String) {
-    let pg = PrivatePg::start();
+async fn setup_through_proxy() -> (PrivatePostgres, CutProxy, TestEnv, Engage, String) {
+    let pg = PrivatePostgres::new();
     let proxy = CutProxy::start(pg.port).await;
     let env = TestEnv::new()
         .with("DATABASE_URL", &proxy.url())
@@ -526,7 +377,7 @@ struct Sent {
 /// a cancel answered 200 or "not cancelled" is what the row says.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frozen_postgres_bounds_every_answer_and_a_503_means_nothing_stored() {
-    let pg = PrivatePg::start();
+    let pg = PrivatePostgres::new();
     let env = TestEnv::new()
         .with("DATABASE_URL", &pg.url())
         .with("CACHE_TTL_MS", "600000")

@@ -9,13 +9,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use harness::{Engage, TestEnv};
+use harness::{Engage, TestEnv, open_service};
 use serde_json::json;
-
-use crate::{
-    trust_events::{event, row},
-    worker::{open_service, provision},
-};
 
 struct RawRedis(Child, u16);
 
@@ -75,13 +70,13 @@ async fn trust_attack_attemptless_event_lands_on_a_retry_never_handed_off() {
         .with("REDIS_TIMEOUT_MS", "8000");
     // No worker: the hand-off is played by hand.
     let engage = Engage::start(&env, &[]).await;
-    let key = provision(
-        &engage,
-        "race",
-        "svc",
-        open_service(json!({"max_attempts": 3, "retry_delay_seconds": 7200})),
-    )
-    .await;
+    let key = engage
+        .provision(
+            "race",
+            "svc",
+            open_service(json!({"max_attempts": 3, "retry_delay_seconds": 7200})),
+        )
+        .await;
     let (code, resp) = engage
         .post(
             &key,
@@ -131,18 +126,18 @@ async fn trust_attack_attemptless_event_lands_on_a_retry_never_handed_off() {
         )
         .await
         .unwrap();
-    let (code, b) = event(
-        &engage,
-        &id,
-        json!({"state": "COMPLETED", "reason": "FAIL_CALL_TO_CUSTOMER", "attempt": 1}),
-    )
-    .await;
+    let (code, b) = engage
+        .event(
+            &id,
+            json!({"state": "COMPLETED", "reason": "FAIL_CALL_TO_CUSTOMER", "attempt": 1}),
+        )
+        .await;
     assert_eq!(code, 200, "{b}");
     assert_eq!(b["data"]["attempt"], 2, "{b}");
     voice.signal("-CONT");
     let (code, a) = a.await.unwrap();
     eprintln!("event A: {code} {a}");
-    let (state, attempt, submitted) = row(&env, &id).await;
+    let (state, attempt, submitted) = env.row(&id).await;
     eprintln!("row: {state} attempt {attempt} submitted {submitted}");
     let sub2: Option<String> = redis::cmd("GET")
         .arg(format!("{{{}}}:sub:{id}:2", env.voice_stream()))
@@ -262,7 +257,7 @@ async fn trust_attack_event_token_and_inputs() {
         json!({"state": "QUEUED", "position_in_queue": 1e300}),
     ];
     for b in bodies {
-        let (code, r) = event(&engage, &id, b.clone()).await;
+        let (code, r) = engage.event(&id, b.clone()).await;
         eprintln!("body {b}: {code} {r}");
         assert!(code < 500, "{b}: {code} {r}");
     }
@@ -273,7 +268,7 @@ async fn trust_attack_event_token_and_inputs() {
         " ",
         "a%20b",
     ] {
-        let (code, r) = event(&engage, path, json!({"state": "QUEUED"})).await;
+        let (code, r) = engage.event(path, json!({"state": "QUEUED"})).await;
         eprintln!("path {path}: {code} {r}");
         assert!(code < 500);
     }
@@ -415,7 +410,7 @@ mod partition {
 /// Then the API host reconnects and compensates (deletes) the callback.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trust_attack_partitioned_api_503_create_is_withdrawn_if_dispatched() {
-    let pg = crate::bounded::PrivatePg::start();
+    let pg = harness::PrivatePostgres::new();
     let proxy = partition::Partition::start(pg.port).await;
     let direct = TestEnv::new()
         .with("DATABASE_URL", &pg.url())
@@ -512,7 +507,7 @@ async fn trust_attack_partitioned_api_503_create_is_withdrawn_if_dispatched() {
 /// Same as above for a plain (batched) create: 503, dispatched by the worker, then deleted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trust_attack_partitioned_api_503_plain_create_is_withdrawn_if_dispatched() {
-    let pg = crate::bounded::PrivatePg::start();
+    let pg = harness::PrivatePostgres::new();
     let proxy = partition::Partition::start(pg.port).await;
     let direct = TestEnv::new()
         .with("DATABASE_URL", &pg.url())
@@ -593,7 +588,7 @@ async fn trust_attack_partitioned_api_503_plain_create_is_withdrawn_if_dispatche
 /// transaction stays open on PostgreSQL holding the row lock. Does the worker stall?
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trust_attack_partitioned_cancel_leaves_a_row_lock_that_stalls_the_worker() {
-    let pg = crate::bounded::PrivatePg::start();
+    let pg = harness::PrivatePostgres::new();
     let proxy = partition::Partition::start(pg.port).await;
     let direct = TestEnv::new()
         .with("DATABASE_URL", &pg.url())

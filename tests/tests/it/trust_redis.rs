@@ -5,13 +5,10 @@
 
 use std::time::{Duration, Instant};
 
-use harness::{Engage, PrivateCluster, PrivateRedis, TestEnv, WorkerProc};
-use serde_json::json;
-
-use crate::{
-    trust_events::event,
-    worker::{create_immediate, open_service, provision, stream_census, wait_submitted},
+use harness::{
+    Engage, PrivateCluster, PrivateRedis, TestEnv, WorkerProc, open_service, stream_census,
 };
+use serde_json::json;
 
 /// `CONFIG SET` on a private Redis.
 async fn config_set(conn: &mut redis::aio::MultiplexedConnection, key: &str, value: &str) {
@@ -45,7 +42,9 @@ async fn trust_committed_callbacks_are_dispatched_when_redis_refused_the_index_w
     let redis = PrivateRedis::new(false);
     let env = TestEnv::new().with("REDIS_URL", &redis.url());
     let engage = Engage::start(&env, &[]).await;
-    let key = provision(&engage, "tr1", "refuse", open_service(json!({}))).await;
+    let key = engage
+        .provision("tr1", "refuse", open_service(json!({})))
+        .await;
     let env = env.with("GES_URL", &engage.internal);
     let sweep = [
         ("WORKER_SWEEP_S", "2".to_string()),
@@ -58,7 +57,7 @@ async fn trust_committed_callbacks_are_dispatched_when_redis_refused_the_index_w
     let mut conn = redis.conn().await;
     config_set(&mut conn, "maxmemory-policy", "noeviction").await;
     config_set(&mut conn, "maxmemory", "1").await;
-    let ids = create_immediate(&engage, &key, "refuse", 30, 0).await;
+    let ids = engage.create_immediate(&key, "refuse", 30, 0).await;
     let due = Instant::now();
     let failed = engage.metric_sum("engage_redis_write_failed_total").await;
     assert!(
@@ -69,7 +68,7 @@ async fn trust_committed_callbacks_are_dispatched_when_redis_refused_the_index_w
     config_set(&mut conn, "maxmemory", "0").await;
 
     // Nothing tells the worker: no flush, no restart, the marker is still there.
-    let n = wait_submitted(&env, 30, Duration::from_secs(60)).await;
+    let n = env.wait_submitted(30, Duration::from_secs(60)).await;
     println!(
         "FIGURE refused_index_writes_dispatched_after_ms={}",
         due.elapsed().as_millis()
@@ -93,7 +92,9 @@ async fn trust_a_cluster_node_restarted_empty_is_noticed_and_repaired() {
         .with("REDIS_URL", &cluster.urls())
         .with("REDIS_CLUSTER", "true");
     let engage = Engage::start(&env, &[]).await;
-    let key = provision(&engage, "tr2", "node", open_service(json!({}))).await;
+    let key = engage
+        .provision("tr2", "node", open_service(json!({})))
+        .await;
     let env = env.with("GES_URL", &engage.internal);
     let w = WorkerProc::start(&env, &[("WORKER_RECONCILE_CHECK_S", "3".to_string())]).await;
 
@@ -168,7 +169,9 @@ async fn trust_evicted_shard_keys_are_noticed_and_repaired() {
     let redis = PrivateRedis::new(false);
     let env = TestEnv::new().with("REDIS_URL", &redis.url());
     let engage = Engage::start(&env, &[]).await;
-    let key = provision(&engage, "tr3", "evict", open_service(json!({}))).await;
+    let key = engage
+        .provision("tr3", "evict", open_service(json!({})))
+        .await;
     let env = env.with("GES_URL", &engage.internal);
     let w = WorkerProc::start(&env, &[("WORKER_RECONCILE_CHECK_S", "3".to_string())]).await;
     let at = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(3600);
@@ -253,12 +256,14 @@ async fn trust_evicted_shard_keys_are_noticed_and_repaired() {
 async fn trust_queue_views_converge_to_the_waiting_callbacks() {
     let env = TestEnv::new();
     let engage = Engage::start(&env, &[]).await;
-    let key = provision(&engage, "tr4", "views", open_service(json!({}))).await;
+    let key = engage
+        .provision("tr4", "views", open_service(json!({})))
+        .await;
     let env = env.with("GES_URL", &engage.internal);
     let sweep = [("WORKER_SWEEP_S", "2".to_string())];
     let mut w = WorkerProc::start(&env, &sweep).await;
-    let ids = create_immediate(&engage, &key, "views", 5, 0).await;
-    assert_eq!(wait_submitted(&env, 5, Duration::from_secs(10)).await, 5);
+    let ids = engage.create_immediate(&key, "views", 5, 0).await;
+    assert_eq!(env.wait_submitted(5, Duration::from_secs(10)).await, 5);
     let mut conn = redis::Client::open(env.vars["REDIS_URL"].as_str())
         .expect("url")
         .get_multiplexed_async_connection()
@@ -269,12 +274,12 @@ async fn trust_queue_views_converge_to_the_waiting_callbacks() {
     // Two complete; one of them comes back into the view as if the worker's enqueue had raced
     // the voice platform's COMPLETED (or the dequeue had failed).
     for id in &ids[..2] {
-        let (code, body) = event(
-            &engage,
-            id,
-            json!({"state": "COMPLETED", "reason": "AGENT_CONNECTED", "attempt": 1}),
-        )
-        .await;
+        let (code, body) = engage
+            .event(
+                id,
+                json!({"state": "COMPLETED", "reason": "AGENT_CONNECTED", "attempt": 1}),
+            )
+            .await;
         assert_eq!(code, 200, "{body}");
     }
     let view_key = format!("{{{}:q:tr4:views}}", env.id);
@@ -344,18 +349,20 @@ async fn trust_queue_views_converge_to_the_waiting_callbacks() {
 async fn trust_retention_deletes_only_finished_callbacks() {
     let env = TestEnv::new();
     let engage = Engage::start(&env, &[]).await;
-    let key = provision(&engage, "tr5", "keep", open_service(json!({}))).await;
+    let key = engage
+        .provision("tr5", "keep", open_service(json!({})))
+        .await;
     let env = env.with("GES_URL", &engage.internal);
     let w = WorkerProc::start(&env, &[]).await;
-    let ids = create_immediate(&engage, &key, "keep", 3, 0).await;
-    assert_eq!(wait_submitted(&env, 3, Duration::from_secs(10)).await, 3);
+    let ids = engage.create_immediate(&key, "keep", 3, 0).await;
+    assert_eq!(env.wait_submitted(3, Duration::from_secs(10)).await, 3);
     w.proc.terminate();
-    let (code, _) = event(
-        &engage,
-        &ids[0],
-        json!({"state": "COMPLETED", "reason": "AGENT_CONNECTED", "attempt": 1}),
-    )
-    .await;
+    let (code, _) = engage
+        .event(
+            &ids[0],
+            json!({"state": "COMPLETED", "reason": "AGENT_CONNECTED", "attempt": 1}),
+        )
+        .await;
     assert_eq!(code, 200);
     let at = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(3600);
     let (code, body) = engage
@@ -454,7 +461,9 @@ async fn trust_a_redis_user_without_info_still_rebuilds_through_the_marker() {
     let url = format!("redis://engage:pw-0123456789@127.0.0.1:{}", redis.port);
     let env = TestEnv::new().with("REDIS_URL", &url);
     let engage = Engage::start(&env, &[]).await;
-    let key = provision(&engage, "tr6", "acl", open_service(json!({}))).await;
+    let key = engage
+        .provision("tr6", "acl", open_service(json!({})))
+        .await;
     let env = env.with("GES_URL", &engage.internal);
     let w = WorkerProc::start(&env, &[("WORKER_RECONCILE_CHECK_S", "2".to_string())]).await;
     let at = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(3600);
@@ -501,7 +510,9 @@ async fn trust_a_redis_user_without_info_still_rebuilds_through_the_marker() {
 async fn trust_nul_characters_are_a_400_never_a_500() {
     let env = TestEnv::new();
     let engage = Engage::start(&env, &[]).await;
-    let key = provision(&engage, "tr7", "svc", open_service(json!({}))).await;
+    let key = engage
+        .provision("tr7", "svc", open_service(json!({})))
+        .await;
     let create = "/engagement/v3/callbacks/create";
     for body in [
         json!({"serviceName": "svc", "phoneNumber": "+15551230000", "userData": {"a": "x\u{0}y"}}),

@@ -3,129 +3,27 @@
 //! command budget, and graceful SIGTERM. Figures are printed as `FIGURE name=value` lines.
 
 use std::{
-    collections::{BTreeMap, HashSet},
+    collections::HashSet,
     time::{Duration, Instant},
 };
 
 use futures::StreamExt;
-use harness::{Engage, PrivateRedis, TestEnv, WorkerProc, stream_entries};
-use serde_json::{Value, json};
-
-/// Settings that keep throttles and capacity out of the way of dispatch tests.
-pub(crate) fn open_service(extra: Value) -> Value {
-    let mut s = json!({
-        "reject_out_of_hours": false,
-        "slot_capacity": 100000,
-        "throttle_per_service_1": 10000000,
-        "throttle_per_service_2": 10000000,
-        "throttle_per_number_24h": 10000000,
-        "in_queue_checking": false,
-        "max_queued": 10000000,
-        "dispatch_rate_per_second": 2000
-    });
-    if let (Some(s), Value::Object(e)) = (s.as_object_mut(), extra) {
-        s.extend(e);
-    }
-    s
-}
-
-/// A tenant with one service on a running `engage serve`; returns the API key.
-pub(crate) async fn provision(
-    engage: &Engage,
-    tenant: &str,
-    service: &str,
-    settings: Value,
-) -> String {
-    let key = engage.tenant(tenant).await;
-    engage.service(tenant, service, settings).await;
-    key
-}
-
-/// Creates `n` immediate callbacks (distinct numbers), `concurrency` at a time; returns ids.
-pub(crate) async fn create_immediate(
-    engage: &Engage,
-    key: &str,
-    service: &str,
-    n: usize,
-    offset: usize,
-) -> Vec<String> {
-    futures::stream::iter(0..n)
-        .map(|i| async move {
-            let (code, body) = engage
-                .post(
-                    key,
-                    "/engagement/v3/callbacks/create",
-                    json!({"serviceName": service, "phoneNumber": format!("+1555{:07}", offset + i)}),
-                )
-                .await;
-            assert_eq!(code, 200, "create: {body}");
-            body["data"]["id"].as_str().expect("id").to_string()
-        })
-        .buffer_unordered(24)
-        .collect()
-        .await
-}
-
-/// Number of callbacks whose current attempt reached the voice stream.
-pub(crate) async fn submitted_count(env: &TestEnv) -> i64 {
-    env.pg()
-        .await
-        .query_one(
-            "SELECT count(*) FROM callbacks WHERE submitted_at IS NOT NULL",
-            &[],
-        )
-        .await
-        .expect("count")
-        .get(0)
-}
-
-/// Polls until `n` callbacks are submitted or `timeout` passes; returns the last count.
-pub(crate) async fn wait_submitted(env: &TestEnv, n: i64, timeout: Duration) -> i64 {
-    let started = Instant::now();
-    loop {
-        let c = submitted_count(env).await;
-        if c >= n || started.elapsed() > timeout {
-            return c;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-/// Entries of the environment's voice stream on `voice_url`: (total, distinct callback ids,
-/// entries per callback id).
-pub(crate) async fn stream_census(
-    voice_url: &str,
-    stream: &str,
-) -> (usize, usize, BTreeMap<String, usize>) {
-    let mut conn = redis::Client::open(voice_url)
-        .expect("url")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("voice connect");
-    let entries = stream_entries(&mut conn, stream).await;
-    let mut per: BTreeMap<String, usize> = BTreeMap::new();
-    for (_, f) in &entries {
-        *per.entry(f.get("callback_id").cloned().unwrap_or_default())
-            .or_default() += 1;
-    }
-    (entries.len(), per.len(), per)
-}
-
-fn wire(t: jiff::Timestamp) -> String {
-    t.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
-}
+use harness::{
+    Engage, PrivateRedis, TestEnv, WorkerProc, open_service, stream_census, stream_entries, wire,
+};
+use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn worker_dispatch_timing_fields_and_sigterm() {
     let env = TestEnv::new();
     let engage = Engage::start(&env, &[]).await;
-    let key = provision(
-        &engage,
-        "wt1",
-        "sales",
-        open_service(json!({"dial_prefix": "9", "route_point": "5000"})),
-    )
-    .await;
+    let key = engage
+        .provision(
+            "wt1",
+            "sales",
+            open_service(json!({"dial_prefix": "9", "route_point": "5000"})),
+        )
+        .await;
     let env = env.with("GES_URL", &engage.internal);
     let mut w = WorkerProc::start(&env, &[]).await;
     let voice_url = env.vars["VOICE_REDIS_URL"].clone();
@@ -285,16 +183,16 @@ async fn worker_dispatch_timing_fields_and_sigterm() {
 async fn worker_crash_safety_5000_with_sigkills() {
     let env = TestEnv::new();
     let engage = Engage::start(&env, &[]).await;
-    let key = provision(
-        &engage,
-        "wt2",
-        "bulk",
-        open_service(json!({"dispatch_rate_per_second": 250})),
-    )
-    .await;
+    let key = engage
+        .provision(
+            "wt2",
+            "bulk",
+            open_service(json!({"dispatch_rate_per_second": 250})),
+        )
+        .await;
     let env = env.with("GES_URL", &engage.internal);
     let created = Instant::now();
-    let ids = create_immediate(&engage, &key, "bulk", 5_000, 0).await;
+    let ids = engage.create_immediate(&key, "bulk", 5_000, 0).await;
     println!(
         "FIGURE create_5000_s={:.1}",
         created.elapsed().as_secs_f64()
@@ -310,7 +208,7 @@ async fn worker_crash_safety_5000_with_sigkills() {
         w.proc.kill();
         kills += 1;
     }
-    let mid = submitted_count(&env).await;
+    let mid = env.submitted_count().await;
     println!("FIGURE crash_kills={kills} submitted_before_final_worker={mid}");
     assert!(kills >= 5);
     assert!(
@@ -318,7 +216,7 @@ async fn worker_crash_safety_5000_with_sigkills() {
         "every kill should land while callbacks are still being dispatched"
     );
     let w = WorkerProc::start(&env, &extra).await;
-    let n = wait_submitted(&env, 5_000, Duration::from_secs(60)).await;
+    let n = env.wait_submitted(5_000, Duration::from_secs(60)).await;
     assert_eq!(n, 5_000, "worker log:\n{}", w.proc.output());
     println!(
         "FIGURE crash_total_s={:.1}",
@@ -353,18 +251,18 @@ async fn worker_flushall_of_service_redis_loses_and_doubles_nothing() {
     let redis = PrivateRedis::new(false);
     let env = TestEnv::new().with("REDIS_URL", &redis.url());
     let engage = Engage::start(&env, &[]).await;
-    let key = provision(
-        &engage,
-        "wt3",
-        "flush",
-        open_service(json!({"dispatch_rate_per_second": 200})),
-    )
-    .await;
+    let key = engage
+        .provision(
+            "wt3",
+            "flush",
+            open_service(json!({"dispatch_rate_per_second": 200})),
+        )
+        .await;
     let env = env.with("GES_URL", &engage.internal);
-    create_immediate(&engage, &key, "flush", 1_000, 0).await;
+    engage.create_immediate(&key, "flush", 1_000, 0).await;
     let w = WorkerProc::start(&env, &[("WORKER_RECONCILE_CHECK_S", "1".to_string())]).await;
     tokio::time::sleep(Duration::from_millis(2_000)).await;
-    let before = submitted_count(&env).await;
+    let before = env.submitted_count().await;
     let mut conn = redis.conn().await;
     redis::cmd("FLUSHALL")
         .query_async::<()>(&mut conn)
@@ -372,7 +270,7 @@ async fn worker_flushall_of_service_redis_loses_and_doubles_nothing() {
         .expect("flushall");
     println!("FIGURE flush_submitted_before_flush={before}");
     assert!(before < 1_000, "flush came too late to matter");
-    let n = wait_submitted(&env, 1_000, Duration::from_secs(40)).await;
+    let n = env.wait_submitted(1_000, Duration::from_secs(40)).await;
     assert_eq!(n, 1_000, "worker log:\n{}", w.proc.output());
     let (total, distinct, _) =
         stream_census(&env.vars["VOICE_REDIS_URL"], env.voice_stream()).await;
@@ -388,27 +286,26 @@ async fn worker_survives_a_voice_redis_outage_and_cancels_stay_durable() {
     let mut voice = PrivateRedis::new(true);
     let env = TestEnv::new().with("VOICE_REDIS_URL", &voice.url());
     let engage = Engage::start(&env, &[]).await;
-    let key = provision(&engage, "wt4", "outage", open_service(json!({}))).await;
+    let key = engage
+        .provision("wt4", "outage", open_service(json!({})))
+        .await;
     let env = env.with("GES_URL", &engage.internal);
     let w = WorkerProc::start(&env, &[("WORKER_MAINTENANCE_S", "1".to_string())]).await;
-    let first = create_immediate(&engage, &key, "outage", 50, 0).await;
-    assert_eq!(wait_submitted(&env, 50, Duration::from_secs(10)).await, 50);
+    let first = engage.create_immediate(&key, "outage", 50, 0).await;
+    assert_eq!(env.wait_submitted(50, Duration::from_secs(10)).await, 50);
 
     // Ten seconds without the voice Redis: nothing is submitted, failures are counted.
     voice.stop();
     let outage = Instant::now();
-    create_immediate(&engage, &key, "outage", 200, 1_000).await;
+    engage.create_immediate(&key, "outage", 200, 1_000).await;
     tokio::time::sleep(Duration::from_secs(10).saturating_sub(outage.elapsed())).await;
     let failed = w.metric("CB_SUBMIT_FAILED").await;
     println!("FIGURE outage_cb_submit_failed={failed}");
     assert!(failed > 0.0, "CB_SUBMIT_FAILED not counted");
-    assert_eq!(submitted_count(&env).await, 50);
+    assert_eq!(env.submitted_count().await, 50);
     voice.start();
     let back = Instant::now();
-    assert_eq!(
-        wait_submitted(&env, 250, Duration::from_secs(20)).await,
-        250
-    );
+    assert_eq!(env.wait_submitted(250, Duration::from_secs(20)).await, 250);
     println!("FIGURE outage_recovery_ms={}", back.elapsed().as_millis());
     let (total, distinct, _) = stream_census(&voice.url(), env.voice_stream()).await;
     assert_eq!((total, distinct), (250, 250));
@@ -471,16 +368,18 @@ async fn worker_survives_a_voice_redis_outage_and_cancels_stay_durable() {
 async fn worker_three_at_once_no_duplicates() {
     let env = TestEnv::new();
     let engage = Engage::start(&env, &[]).await;
-    let key = provision(&engage, "wt5", "three", open_service(json!({}))).await;
+    let key = engage
+        .provision("wt5", "three", open_service(json!({})))
+        .await;
     let env = env.with("GES_URL", &engage.internal);
     let workers = [
         WorkerProc::start(&env, &[]).await,
         WorkerProc::start(&env, &[]).await,
         WorkerProc::start(&env, &[]).await,
     ];
-    create_immediate(&engage, &key, "three", 2_000, 0).await;
+    engage.create_immediate(&key, "three", 2_000, 0).await;
     assert_eq!(
-        wait_submitted(&env, 2_000, Duration::from_secs(30)).await,
+        env.wait_submitted(2_000, Duration::from_secs(30)).await,
         2_000
     );
     let (total, distinct, _) =
@@ -600,13 +499,13 @@ async fn worker_idle_budget_with_10000_scheduled() {
 async fn worker_lateness_at_1000_due_per_second() {
     let env = TestEnv::new().with("WORKER_TENANT_RATE", "0");
     let engage = Engage::start(&env, &[]).await;
-    let key = provision(
-        &engage,
-        "wt6",
-        "burst",
-        open_service(json!({"dispatch_rate_per_second": 5000})),
-    )
-    .await;
+    let key = engage
+        .provision(
+            "wt6",
+            "burst",
+            open_service(json!({"dispatch_rate_per_second": 5000})),
+        )
+        .await;
     let env = env.with("GES_URL", &engage.internal);
     let w = WorkerProc::start(&env, &[]).await;
     // 1,000 callbacks due over one second, starting 6 s from now (creation takes ~2 s).
@@ -636,7 +535,7 @@ async fn worker_lateness_at_1000_due_per_second() {
         "creation overran the due time"
     );
     assert_eq!(
-        wait_submitted(&env, 1_000, Duration::from_secs(20)).await,
+        env.wait_submitted(1_000, Duration::from_secs(20)).await,
         1_000
     );
     let row = env
@@ -674,22 +573,19 @@ async fn worker_lateness_at_1000_due_per_second() {
 async fn worker_paces_each_service_without_holding_up_others() {
     let env = TestEnv::new();
     let engage = Engage::start(&env, &[]).await;
-    let key = provision(
-        &engage,
-        "wt7",
-        "slow",
-        open_service(json!({"dispatch_rate_per_second": 20})),
-    )
-    .await;
+    let key = engage
+        .provision(
+            "wt7",
+            "slow",
+            open_service(json!({"dispatch_rate_per_second": 20})),
+        )
+        .await;
     engage.service("wt7", "fast", open_service(json!({}))).await;
-    create_immediate(&engage, &key, "slow", 60, 0).await;
-    create_immediate(&engage, &key, "fast", 60, 100).await;
+    engage.create_immediate(&key, "slow", 60, 0).await;
+    engage.create_immediate(&key, "fast", 60, 100).await;
     let env = env.with("GES_URL", &engage.internal);
     let w = WorkerProc::start(&env, &[]).await;
-    assert_eq!(
-        wait_submitted(&env, 120, Duration::from_secs(15)).await,
-        120
-    );
+    assert_eq!(env.wait_submitted(120, Duration::from_secs(15)).await, 120);
     let spread = |service: &'static str| {
         let env = env.clone();
         async move {
@@ -718,15 +614,15 @@ async fn worker_paces_each_service_without_holding_up_others() {
 async fn worker_takes_over_the_claims_of_a_killed_peer() {
     let env = TestEnv::new();
     let engage = Engage::start(&env, &[]).await;
-    let key = provision(
-        &engage,
-        "wt8",
-        "peer",
-        open_service(json!({"dispatch_rate_per_second": 300})),
-    )
-    .await;
+    let key = engage
+        .provision(
+            "wt8",
+            "peer",
+            open_service(json!({"dispatch_rate_per_second": 300})),
+        )
+        .await;
     let env = env.with("GES_URL", &engage.internal);
-    create_immediate(&engage, &key, "peer", 1_500, 0).await;
+    engage.create_immediate(&key, "peer", 1_500, 0).await;
     let extra = [("WORKER_LEASE_MS", "3000".to_string())];
     let mut a = WorkerProc::start(&env, &extra).await;
     let b = WorkerProc::start(&env, &extra).await;
@@ -734,9 +630,9 @@ async fn worker_takes_over_the_claims_of_a_killed_peer() {
     // No restart follows, so no start-up rebuild: only lease expiry brings A's claims back.
     a.proc.kill();
     let killed = Instant::now();
-    let at_kill = submitted_count(&env).await;
+    let at_kill = env.submitted_count().await;
     assert!(at_kill < 1_500, "finished before the kill");
-    let n = wait_submitted(&env, 1_500, Duration::from_secs(30)).await;
+    let n = env.wait_submitted(1_500, Duration::from_secs(30)).await;
     assert_eq!(n, 1_500, "worker B log:\n{}", b.proc.output());
     println!(
         "FIGURE takeover_after_kill_ms={} (lease 3000 ms, {} left at kill)",
@@ -754,10 +650,12 @@ async fn worker_on_a_redis_cluster() {
         .with("REDIS_URL", harness::cluster())
         .with("REDIS_CLUSTER", "true");
     let engage = Engage::start(&env, &[]).await;
-    let key = provision(&engage, "wt9", "clustered", open_service(json!({}))).await;
+    let key = engage
+        .provision("wt9", "clustered", open_service(json!({})))
+        .await;
     let env = env.with("GES_URL", &engage.internal);
     let w = WorkerProc::start(&env, &[]).await;
-    create_immediate(&engage, &key, "clustered", 300, 0).await;
+    engage.create_immediate(&key, "clustered", 300, 0).await;
     let due = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(1);
     let (code, body) = engage
         .post(
@@ -767,7 +665,7 @@ async fn worker_on_a_redis_cluster() {
         )
         .await;
     assert_eq!(code, 200, "{body}");
-    let n = wait_submitted(&env, 301, Duration::from_secs(20)).await;
+    let n = env.wait_submitted(301, Duration::from_secs(20)).await;
     assert_eq!(n, 301, "worker log:\n{}", w.proc.output());
     let (total, distinct, _) =
         stream_census(&env.vars["VOICE_REDIS_URL"], env.voice_stream()).await;
