@@ -482,16 +482,19 @@ impl Engage {
     /// The sum of every series of a counter or gauge on this process's internal `/metrics`
     /// (all label sets added up; 0 when the metric is absent).
     pub async fn metric_sum(&self, name: &str) -> f64 {
-        let text = self
-            .http
+        metric_sum(&self.metrics().await, name)
+    }
+
+    /// This process's internal `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        self.http
             .get(format!("{}/metrics", self.internal))
             .send()
             .await
             .expect("metrics scraped")
             .text()
             .await
-            .expect("metrics body");
-        metric_sum(&text, name)
+            .expect("metrics body")
     }
 }
 

@@ -27,13 +27,11 @@ fn assert_ok_envelope(code: u16, body: &Value) {
 
 #[tokio::test]
 async fn create_immediate_and_scheduled_then_retrieve() {
-    let Fixture {
-        env, engage, key, ..
-    } = setup().await;
+    let fx = setup().await;
+    let (env, engage, key) = (&fx.env, &fx.engage, &fx.key);
 
-    let (code, body) = engage
-        .create(&key)
-        .service("sales")
+    let (code, body) = fx
+        .create()
         .phone("+1 555 010 0001")
         .user_data(json!({"orderId": 42, "not an identifier": true}))
         .field("language", json!("fr-CA"))
@@ -43,13 +41,7 @@ async fn create_immediate_and_scheduled_then_retrieve() {
     let immediate = body["data"]["id"].as_str().unwrap().to_string();
 
     let desired = "2030-01-01T10:00:00.000Z";
-    let (code, body) = engage
-        .create(&key)
-        .service("sales")
-        .phone("5550100")
-        .at(&in_hours(2))
-        .send()
-        .await;
+    let (code, body) = fx.create().phone("5550100").at(&in_hours(2)).send().await;
     assert_ok_envelope(code, &body);
     let scheduled = body["data"]["id"].as_str().unwrap().to_string();
     let _ = desired;
@@ -99,16 +91,9 @@ async fn create_immediate_and_scheduled_then_retrieve() {
 
 #[tokio::test]
 async fn cancel_then_retrieve_is_completed_cancelled() {
-    let Fixture {
-        env, engage, key, ..
-    } = setup().await;
-    let (_, body) = engage
-        .create(&key)
-        .service("sales")
-        .phone("5550101")
-        .at(&in_hours(3))
-        .send()
-        .await;
+    let fx = setup().await;
+    let (env, engage, key) = (&fx.env, &fx.engage, &fx.key);
+    let (_, body) = fx.create().phone("5550101").at(&in_hours(3)).send().await;
     let id = body["data"]["id"].as_str().unwrap().to_string();
 
     let (code, body) = engage.cancel(&key, &id).await;
@@ -148,15 +133,9 @@ async fn cancel_then_retrieve_is_completed_cancelled() {
 
 #[tokio::test]
 async fn processing_callbacks_cannot_be_cancelled() {
-    let Fixture {
-        env, engage, key, ..
-    } = setup().await;
-    let (_, body) = engage
-        .create(&key)
-        .service("sales")
-        .phone("5550102")
-        .send()
-        .await;
+    let fx = setup().await;
+    let (env, engage, key) = (&fx.env, &fx.engage, &fx.key);
+    let (_, body) = fx.create().phone("5550102").send().await;
     let id = body["data"]["id"].as_str().unwrap().to_string();
     env.pg()
         .await
@@ -181,12 +160,8 @@ async fn processing_callbacks_cannot_be_cancelled() {
 
 #[tokio::test]
 async fn api_keys_are_required_and_revocable() {
-    let Fixture {
-        env: _env,
-        engage,
-        key,
-        ..
-    } = setup().await;
+    let fx = setup().await;
+    let (engage, key) = (&fx.engage, &fx.key);
     let body = json!({"serviceName": "sales", "phoneNumber": "5550103"});
 
     let (code, resp) = harness::send(
@@ -230,12 +205,8 @@ async fn api_keys_are_required_and_revocable() {
 
 #[tokio::test]
 async fn tenants_never_see_each_other() {
-    let Fixture {
-        env: _env,
-        engage,
-        key: key_a,
-        ..
-    } = setup().await;
+    let fx = setup().await;
+    let (engage, key_a) = (&fx.engage, &fx.key);
     let key_b = engage.tenant("globex").await;
     engage.service("globex", "sales", json!({})).await;
     let (_, body) = engage
@@ -257,9 +228,8 @@ async fn tenants_never_see_each_other() {
 
 #[tokio::test]
 async fn bad_inputs_get_clear_400s_and_change_nothing() {
-    let Fixture {
-        env, engage, key, ..
-    } = setup().await;
+    let fx = setup().await;
+    let (env, engage, key) = (&fx.env, &fx.engage, &fx.key);
     engage
         .service("acme", "closed", json!({"enabled": false}))
         .await;
@@ -339,7 +309,7 @@ async fn bad_inputs_get_clear_400s_and_change_nothing() {
             engage
                 .http
                 .post(format!("{}{CREATE}", engage.external))
-                .header("x-api-key", &key)
+                .header("x-api-key", key)
                 .body(raw),
         )
         .await;
@@ -371,19 +341,13 @@ async fn bad_inputs_get_clear_400s_and_change_nothing() {
 
 #[tokio::test]
 async fn idempotent_create_under_concurrency() {
-    let Fixture {
-        env, engage, key, ..
-    } = setup().await;
+    let fx = setup().await;
+    let (env, engage, key) = (&fx.env, &fx.engage, &fx.key);
     let body =
         json!({"serviceName": "sales", "phoneNumber": "5550105", "desiredTime": in_hours(5)});
     let requests = (0..20).map(|_| {
-        let req = engage
-            .http
-            .post(format!("{}{CREATE}", engage.external))
-            .header("x-api-key", &key)
-            .header("Idempotency-Key", "order-42")
-            .json(&body);
-        harness::send(req)
+        let create = engage.create(key).fields(body.clone());
+        create.idempotency_key("order-42").send()
     });
     let results = futures::future::join_all(requests).await;
     let ids: std::collections::BTreeSet<String> = results
@@ -398,28 +362,22 @@ async fn idempotent_create_under_concurrency() {
     assert_eq!(n, 1, "exactly one callback was stored");
 
     // Same key, different body → 409; no new callback.
-    let (code, resp) = harness::send(
-        engage
-            .http
-            .post(format!("{}{CREATE}", engage.external))
-            .header("x-api-key", &key)
-            .header("Idempotency-Key", "order-42")
-            .json(&json!({"serviceName": "sales", "phoneNumber": "5550106"})),
-    )
-    .await;
+    let (code, resp) = fx
+        .create()
+        .phone("5550106")
+        .idempotency_key("order-42")
+        .send()
+        .await;
     assert_eq!(code, 409, "{resp}");
     // Keys are per tenant: another tenant may use the same key.
     let other = engage.tenant("initech").await;
     engage.service("initech", "sales", json!({})).await;
-    let (code, _) = harness::send(
-        engage
-            .http
-            .post(format!("{}{CREATE}", engage.external))
-            .header("x-api-key", &other)
-            .header("Idempotency-Key", "order-42")
-            .json(&body),
-    )
-    .await;
+    let (code, _) = engage
+        .create(&other)
+        .fields(body)
+        .idempotency_key("order-42")
+        .send()
+        .await;
     assert_eq!(code, 200);
     let n = env.count("SELECT count(*) FROM callbacks").await;
     assert_eq!(n, 2);
@@ -433,28 +391,15 @@ async fn create_succeeds_while_redis_is_down() {
         "REDIS_URL",
         &format!("redis://127.0.0.1:{}", harness::free_port()),
     );
-    let Fixture { engage, key, .. } =
-        Fixture::with(env.clone(), &[], "acme", "sales", json!({})).await;
-    let (code, body) = engage
-        .create(&key)
-        .service("sales")
-        .phone("5550107")
-        .send()
-        .await;
+    let fx = Fixture::with(env.clone(), &[], "acme", "sales", json!({})).await;
+    let (engage, key) = (&fx.engage, &fx.key);
+    let (code, body) = fx.create().phone("5550107").send().await;
     assert_eq!(code, 200, "{body}");
     let id = body["data"]["id"].as_str().unwrap();
     let (code, body) = engage.post(&key, RETRIEVE, json!({"id": id})).await;
     assert_eq!(code, 200);
     assert_eq!(body["data"]["callbackState"], "QUEUED");
-    let metrics = engage
-        .http
-        .get(format!("{}/metrics", engage.internal))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = engage.metrics().await;
     assert!(
         metrics
             .lines()
@@ -469,13 +414,12 @@ async fn create_and_cancel_on_a_redis_cluster() {
         .with("REDIS_URL", harness::cluster())
         .with("REDIS_CLUSTER", "true")
         .with("REDIS_SCHEDULE_SHARDS", "8");
-    let Fixture { engage, key, .. } =
-        Fixture::with(env.clone(), &[], "acme", "sales", json!({})).await;
+    let fx = Fixture::with(env.clone(), &[], "acme", "sales", json!({})).await;
+    let (engage, key) = (&fx.engage, &fx.key);
     let mut ids = Vec::new();
     for i in 0..8 {
-        let (code, body) = engage
-            .create(&key)
-            .service("sales")
+        let (code, body) = fx
+            .create()
             .phone(&format!("555010{i}"))
             .at(&in_hours(1))
             .send()
@@ -510,16 +454,9 @@ async fn create_and_cancel_on_a_redis_cluster() {
 #[tokio::test]
 async fn concurrent_creates_are_each_committed_once() {
     // Exercises group commit: many creates in flight share multi-row inserts.
-    let Fixture {
-        env, engage, key, ..
-    } = setup().await;
-    let requests = (0..300).map(|i| {
-        engage
-            .create(&key)
-            .service("sales")
-            .phone(&format!("+1212555{i:04}"))
-            .send()
-    });
+    let fx = setup().await;
+    let env = &fx.env;
+    let requests = (0..300).map(|i| fx.create().phone(&format!("+1212555{i:04}")).send());
     let results = futures::future::join_all(requests).await;
     let ids: std::collections::BTreeSet<String> = results
         .iter()
