@@ -37,11 +37,7 @@ async fn burst(
     let calls = (0..n).map(|i| {
         let target = if i % 2 == 0 { a } else { b };
         let body = body(i);
-        async move {
-            target
-                .post(key, "/engagement/v3/callbacks/create", body)
-                .await
-        }
+        async move { target.create(key).fields(body).send().await }
     });
     let mut codes = BTreeMap::new();
     let mut messages = Vec::new();
@@ -65,14 +61,14 @@ async fn metric(a: &Engage, b: &Engage, name: &str) -> f64 {
 async fn service_window_is_exact_across_two_processes() {
     let env = env();
     let (a, b) = two(&env).await;
-    let key = a.tenant("acme").await;
-    a.service(
-        "acme",
-        "sales",
-        json!({"throttle_per_service_1": 50, "throttle_ttl_1": 300,
+    let key = a
+        .provision(
+            "acme",
+            "sales",
+            json!({"throttle_per_service_1": 50, "throttle_ttl_1": 300,
                "in_queue_checking": false, "max_queued": 0}),
-    )
-    .await;
+        )
+        .await;
 
     let (codes, messages) = burst(
         &a,
@@ -94,15 +90,9 @@ async fn service_window_is_exact_across_two_processes() {
     );
     assert_eq!(metric(&a, &b, "CB_TTL_LIMIT_REACHED").await, 150.0);
     assert_eq!(metric(&a, &b, "ges_callbacks_created").await, 50.0);
-    let pg = env.pg().await;
-    let stored: i64 = pg
-        .query_one(
-            "SELECT count(*) FROM callbacks WHERE service = 'sales'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let stored = env
+        .count("SELECT count(*) FROM callbacks WHERE service = 'sales'")
+        .await;
     assert_eq!(stored, 50);
 
     // Window 2 is exact in the same way, whichever process answers.
@@ -159,11 +149,10 @@ async fn per_number_in_queue_and_max_queued_are_exact() {
     );
     // The same number written another way is the same number.
     let (code, _) = a
-        .post(
-            &key,
-            "/engagement/v3/callbacks/create",
-            json!({"serviceName": "perno", "phoneNumber": "+12025550142"}),
-        )
+        .create(&key)
+        .service("perno")
+        .phone("+12025550142")
+        .send()
         .await;
     assert_eq!(code, 429);
 
@@ -200,13 +189,7 @@ async fn per_number_in_queue_and_max_queued_are_exact() {
         .await
         .unwrap()
         .get(0);
-    let (code, body) = b
-        .post(
-            &key,
-            "/engagement/v3/callbacks/cancel",
-            json!({"id": id.to_string()}),
-        )
-        .await;
+    let (code, body) = b.cancel(&key, &id.to_string()).await;
     assert_eq!(code, 200, "{body}");
     let (codes, _) = burst(
         &a,
@@ -249,21 +232,15 @@ async fn per_number_in_queue_and_max_queued_are_exact() {
 async fn rejected_requests_consume_no_quota() {
     let env = env();
     let a = Engage::start(&env, &[]).await;
-    let key = a.tenant("acme").await;
-    a.service(
-        "acme",
-        "s",
-        json!({"throttle_per_service_1": 3, "throttle_per_number_24h": 1,
+    let key = a
+        .provision(
+            "acme",
+            "s",
+            json!({"throttle_per_service_1": 3, "throttle_per_number_24h": 1,
                "in_queue_checking": false}),
-    )
-    .await;
-    let create = |n: usize| {
-        a.post(
-            &key,
-            "/engagement/v3/callbacks/create",
-            json!({"serviceName": "s", "phoneNumber": number(n)}),
         )
-    };
+        .await;
+    let create = |n: usize| a.create(&key).service("s").phone(&number(n)).send();
     assert_eq!(create(1).await.0, 200);
     for _ in 0..5 {
         // Refused by the per-number limit: must not use the service window.
@@ -295,20 +272,14 @@ async fn rejected_requests_consume_no_quota() {
 async fn active_counts_heal_from_postgresql() {
     let env = env();
     let a = Engage::start(&env, &[]).await;
-    let key = a.tenant("acme").await;
-    a.service(
-        "acme",
-        "s",
-        json!({"in_queue_checking": "strict", "throttle_per_number_24h": 0}),
-    )
-    .await;
-    let create = |n: &str| {
-        a.post(
-            &key,
-            "/engagement/v3/callbacks/create",
-            json!({"serviceName": "s", "phoneNumber": n}),
+    let key = a
+        .provision(
+            "acme",
+            "s",
+            json!({"in_queue_checking": "strict", "throttle_per_number_24h": 0}),
         )
-    };
+        .await;
+    let create = |n: &str| a.create(&key).service("s").phone(&n).send();
     assert_eq!(create("+1 202 555 0101").await.0, 200);
 
     // Redis loses the service's state (flush, failover): the next create re-seeds from
@@ -361,17 +332,11 @@ async fn limits_fail_open_when_redis_is_down() {
     // Nothing listens on this port: every Redis call fails at once.
     let env = env().with("REDIS_URL", &format!("redis://127.0.0.1:{}", free_port()));
     let a = Engage::start(&env, &[]).await;
-    let key = a.tenant("acme").await;
-    a.service("acme", "s", json!({"throttle_per_service_1": 1}))
+    let key = a
+        .provision("acme", "s", json!({"throttle_per_service_1": 1}))
         .await;
     for i in 0..3 {
-        let (code, body) = a
-            .post(
-                &key,
-                "/engagement/v3/callbacks/create",
-                json!({"serviceName": "s", "phoneNumber": number(i)}),
-            )
-            .await;
+        let (code, body) = a.create(&key).service("s").phone(&number(i)).send().await;
         assert_eq!(code, 200, "{body}");
     }
     assert_eq!(a.metric_sum("engage_throttle_fail_open_total").await, 3.0);
@@ -385,14 +350,14 @@ async fn limits_hold_on_a_redis_cluster() {
         .with("REDIS_URL", harness::cluster())
         .with("REDIS_CLUSTER", "true");
     let (a, b) = two(&env).await;
-    let key = a.tenant("acme").await;
-    a.service(
-        "acme",
-        "c",
-        json!({"throttle_per_service_1": 20, "throttle_per_number_24h": 3,
+    let key = a
+        .provision(
+            "acme",
+            "c",
+            json!({"throttle_per_service_1": 20, "throttle_per_number_24h": 3,
                "in_queue_checking": false}),
-    )
-    .await;
+        )
+        .await;
     let (codes, _) = burst(
         &a,
         &b,
@@ -424,73 +389,25 @@ async fn limits_hold_on_a_redis_cluster() {
         .await
         .unwrap()
         .get(0);
-    let (code, body) = a
-        .post(
-            &key,
-            "/engagement/v3/callbacks/cancel",
-            json!({"id": id.to_string()}),
-        )
-        .await;
+    let (code, body) = a.cancel(&key, &id.to_string()).await;
     assert_eq!(code, 200, "{body}");
     assert_eq!(metric(&a, &b, "engage_redis_write_failed_total").await, 0.0);
 }
 
-/// A private `redis-server` (killed on drop), so the test may reset its statistics.
-struct PrivateRedis(std::process::Child, u16);
-
-impl PrivateRedis {
-    async fn start() -> Self {
-        let port = free_port();
-        let child = std::process::Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server runs");
-        let url = format!("redis://127.0.0.1:{port}");
-        for _ in 0..200 {
-            if let Ok(c) = redis::Client::open(url.as_str())
-                && c.get_multiplexed_async_connection().await.is_ok()
-            {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-        Self(child, port)
-    }
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.1)
-    }
-}
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn throttle_cost_per_create_is_small() {
-    let private = PrivateRedis::start().await;
+    // A private Redis, so the test may reset its statistics.
+    let private = harness::PrivateRedis::new(false);
     let env = env().with("REDIS_URL", &private.url());
     let a = Engage::start(&env, &[]).await;
-    let key = a.tenant("acme").await;
-    a.service("acme", "s", json!({})).await; // GMS defaults: every limit on
+    let key = a.provision("acme", "s", json!({})).await; // GMS defaults: every limit on
     let mut redis = env.redis().await;
     // Warm up (first create seeds), then count only steady-state creates.
     let (code, _) = a
-        .post(
-            &key,
-            "/engagement/v3/callbacks/create",
-            json!({"serviceName":"s","phoneNumber": number(9999)}),
-        )
+        .create(&key)
+        .service("s")
+        .phone(&number(9999))
+        .send()
         .await;
     assert_eq!(code, 200);
     let _: () = redis::cmd("CONFIG")
@@ -500,13 +417,7 @@ async fn throttle_cost_per_create_is_small() {
         .unwrap();
     let n = 200;
     for i in 0..n {
-        let (code, body) = a
-            .post(
-                &key,
-                "/engagement/v3/callbacks/create",
-                json!({"serviceName":"s","phoneNumber": number(i)}),
-            )
-            .await;
+        let (code, body) = a.create(&key).service("s").phone(&number(i)).send().await;
         assert_eq!(code, 200, "{body}");
     }
     let stats: String = redis::cmd("INFO")
@@ -601,13 +512,13 @@ async fn throttle_cost_per_create_is_small() {
 async fn idempotent_retries_never_hit_the_limits() {
     let env = env();
     let (a, b) = two(&env).await;
-    let key = a.tenant("acme").await;
-    a.service(
-        "acme",
-        "s",
-        json!({"in_queue_checking": "strict", "throttle_per_service_1": 1}),
-    )
-    .await;
+    let key = a
+        .provision(
+            "acme",
+            "s",
+            json!({"in_queue_checking": "strict", "throttle_per_service_1": 1}),
+        )
+        .await;
     let body = json!({"serviceName": "s", "phoneNumber": "+1 202 555 0150"});
     let calls = (0..20).map(|i| {
         let target = if i % 2 == 0 { &a } else { &b };
@@ -635,7 +546,7 @@ async fn idempotent_retries_never_hit_the_limits() {
     assert_eq!(metric(&a, &b, "CB_ENQUEUE_LIMIT_REACHED").await, 0.0);
     assert_eq!(metric(&a, &b, "CB_TTL_LIMIT_REACHED").await, 0.0);
     // The one reservation is the one callback: the next request is over both limits.
-    let (code, _) = a.post(&key, "/engagement/v3/callbacks/create", body).await;
+    let (code, _) = a.create(&key).fields(body).send().await;
     assert_eq!(code, 429);
 }
 
@@ -643,20 +554,14 @@ async fn idempotent_retries_never_hit_the_limits() {
 async fn the_window_slides_and_frees_up_when_announced() {
     let env = env();
     let a = Engage::start(&env, &[]).await;
-    let key = a.tenant("acme").await;
-    a.service(
-        "acme",
-        "s",
-        json!({"throttle_per_service_1": 2, "throttle_ttl_1": 2, "in_queue_checking": false}),
-    )
-    .await;
-    let create = |n: usize| {
-        a.post(
-            &key,
-            "/engagement/v3/callbacks/create",
-            json!({"serviceName": "s", "phoneNumber": number(n)}),
+    let key = a
+        .provision(
+            "acme",
+            "s",
+            json!({"throttle_per_service_1": 2, "throttle_ttl_1": 2, "in_queue_checking": false}),
         )
-    };
+        .await;
+    let create = |n: usize| a.create(&key).service("s").phone(&number(n)).send();
     assert_eq!(create(1).await.0, 200);
     tokio::time::sleep(std::time::Duration::from_millis(700)).await;
     assert_eq!(create(2).await.0, 200);
