@@ -623,6 +623,26 @@ impl PrivateRedis {
         matches!(s.read(&mut buf), Ok(n) if n > 0 && buf[0] == b':')
     }
 
+    /// SIGSTOP: connections stay open, nothing answers (a slow or partitioned Redis).
+    pub fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    /// SIGCONT after [`Self::freeze`].
+    pub fn thaw(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        if let Some(c) = &self.child {
+            let ok = Command::new("kill")
+                .args([sig, &c.id().to_string()])
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "kill {sig} private redis");
+        }
+    }
+
     /// Stops the server (SIGKILL; with persistence every write is already on disk).
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {

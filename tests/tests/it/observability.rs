@@ -345,30 +345,6 @@ async fn api_errors_are_searchable_by_correlation_id() {
     assert_eq!(other["data"].as_array().unwrap().len(), 0);
 }
 
-fn start_private_redis(port: u16) -> std::process::Child {
-    let child = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("redis-server");
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child
-}
-
 async fn redis_status(engage: &Engage) -> String {
     let (_, body) = harness::send(
         engage
@@ -387,14 +363,12 @@ async fn redis_status(engage: &Engage) -> String {
 
 #[tokio::test]
 async fn health_detail_follows_a_redis_outage() {
-    let port = harness::free_port();
-    let mut redis = start_private_redis(port);
-    let env = TestEnv::new().with("REDIS_URL", &format!("redis://127.0.0.1:{port}"));
+    let mut redis = harness::PrivateRedis::new(false);
+    let env = TestEnv::new().with("REDIS_URL", &redis.url());
     let engage = Engage::start(&env, &[]).await;
     assert_eq!(redis_status(&engage).await, "UP");
 
-    redis.kill().unwrap();
-    redis.wait().unwrap();
+    redis.stop();
     let stopped = Instant::now();
     while redis_status(&engage).await != "DOWN" {
         assert!(
@@ -423,7 +397,7 @@ async fn health_detail_follows_a_redis_outage() {
         .unwrap();
     assert_eq!(ready.status().as_u16(), 200);
 
-    let mut redis = start_private_redis(port);
+    redis.start();
     let back = Instant::now();
     while redis_status(&engage).await != "UP" {
         assert!(
@@ -436,6 +410,4 @@ async fn health_detail_follows_a_redis_outage() {
         sample(&scrape(&engage).await, "REDIS_CONNECTION", &[]),
         Some(1.0)
     );
-    redis.kill().unwrap();
-    let _ = redis.wait();
 }

@@ -4,67 +4,16 @@
 //! withdrawn and settled, never dialled without a record and a cancel), and a partitioned cancel
 //! whose open transaction holds a row lock (the worker must not stall for long).
 
-use std::{
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use harness::{Engage, TestEnv, open_service};
 use serde_json::json;
-
-struct RawRedis(Child, u16);
-
-impl RawRedis {
-    fn start() -> Self {
-        let port = harness::free_port();
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let started = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(started.elapsed() < Duration::from_secs(10));
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        std::thread::sleep(Duration::from_millis(200));
-        Self(child, port)
-    }
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.1)
-    }
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([sig, &self.0.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(ok.success());
-    }
-}
-
-impl Drop for RawRedis {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-CONT", &self.0.id().to_string()])
-            .status();
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// An attempt-less event confirmed against the voice Redis for attempt 1 is applied to
 /// attempt 2 when a retry lands between the check and the second apply.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trust_attack_attemptless_event_lands_on_a_retry_never_handed_off() {
-    let voice = RawRedis::start();
+    let voice = harness::PrivateRedis::new(false);
     let env = TestEnv::new()
         .with("VOICE_REDIS_URL", &voice.url())
         .with("REDIS_TIMEOUT_MS", "8000");
@@ -100,7 +49,7 @@ async fn trust_attack_attemptless_event_lands_on_a_retry_never_handed_off() {
         .await
         .unwrap();
     // The voice Redis is slow for a moment (private instance).
-    voice.signal("-STOP");
+    voice.freeze();
     let a = {
         let engage_url = engage.internal.clone();
         let http = engage.http.clone();
@@ -134,7 +83,7 @@ async fn trust_attack_attemptless_event_lands_on_a_retry_never_handed_off() {
         .await;
     assert_eq!(code, 200, "{b}");
     assert_eq!(b["data"]["attempt"], 2, "{b}");
-    voice.signal("-CONT");
+    voice.thaw();
     let (code, a) = a.await.unwrap();
     eprintln!("event A: {code} {a}");
     let (state, attempt, submitted) = env.row(&id).await;
