@@ -94,6 +94,20 @@ impl Fixture {
         }
     }
 
+    /// `engage serve` on `env` with `tenant` and one service of [`open_service`]`(extra)`; the
+    /// fixture's `env` sends the events of workers and simulators started on it back to this
+    /// server (`GES_URL`).
+    pub async fn dispatch(env: TestEnv, tenant: &str, service: &str, extra: Value) -> Self {
+        let mut fx = Self::with(env, &[], tenant, service, open_service(extra)).await;
+        fx.env = fx.env.clone().with("GES_URL", &fx.engage.internal);
+        fx
+    }
+
+    /// (environment, server, API key), for tests that use them by name.
+    pub fn parts(self) -> (TestEnv, Engage, String) {
+        (self.env, self.engage, self.key)
+    }
+
     /// A create on the fixture's service with its key; a distinct number unless `.phone(..)`.
     pub fn create(&self) -> Create<'_> {
         let mut create = self.engage.create(&self.key).service(&self.service);

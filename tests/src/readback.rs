@@ -65,6 +65,11 @@ impl TestEnv {
         &self.vars["CONTROL_STREAM"]
     }
 
+    /// [`stream_census`] of this environment's voice stream: (total, distinct, per id).
+    pub async fn census(&self) -> (usize, usize, BTreeMap<String, usize>) {
+        stream_census(&self.vars["VOICE_REDIS_URL"], self.voice_stream()).await
+    }
+
     /// Every hand-off on this environment's voice stream.
     pub async fn handoffs(&self) -> Vec<Entry> {
         stream_entries(&mut self.voice().await, self.voice_stream()).await

@@ -5,10 +5,15 @@
 
 use std::time::{Duration, Instant};
 
-use harness::{
-    Engage, PrivateCluster, PrivateRedis, TestEnv, WorkerProc, open_service, stream_census,
-};
+use harness::{Engage, Fixture, PrivateCluster, PrivateRedis, TestEnv, WorkerProc, open_service};
 use serde_json::json;
+
+/// [`Fixture::dispatch`] with the default open settings: (workers' env, server, key).
+async fn open(env: TestEnv, tenant: &str, service: &str) -> (TestEnv, Engage, String) {
+    Fixture::dispatch(env, tenant, service, json!({}))
+        .await
+        .parts()
+}
 
 /// `CONFIG SET` on a private Redis.
 async fn config_set(conn: &mut redis::aio::MultiplexedConnection, key: &str, value: &str) {
@@ -40,12 +45,12 @@ async fn view(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trust_committed_callbacks_are_dispatched_when_redis_refused_the_index_write() {
     let redis = PrivateRedis::new(false);
-    let env = TestEnv::new().with("REDIS_URL", &redis.url());
-    let engage = Engage::start(&env, &[]).await;
-    let key = engage
-        .provision("tr1", "refuse", open_service(json!({})))
-        .await;
-    let env = env.with("GES_URL", &engage.internal);
+    let (env, engage, key) = open(
+        TestEnv::new().with("REDIS_URL", &redis.url()),
+        "tr1",
+        "refuse",
+    )
+    .await;
     let sweep = [
         ("WORKER_SWEEP_S", "2".to_string()),
         ("WORKER_SWEEP_GRACE_S", "2".to_string()),
@@ -75,8 +80,7 @@ async fn trust_committed_callbacks_are_dispatched_when_redis_refused_the_index_w
     );
     assert_eq!(n, 30, "worker log:\n{}", w.proc.output());
     assert!(due.elapsed() < Duration::from_secs(60));
-    let (total, distinct, _) =
-        stream_census(&env.vars["VOICE_REDIS_URL"], env.voice_stream()).await;
+    let (total, distinct, _) = env.census().await;
     assert_eq!(
         (total, distinct),
         (ids.len(), ids.len()),
@@ -88,14 +92,14 @@ async fn trust_committed_callbacks_are_dispatched_when_redis_refused_the_index_w
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trust_a_cluster_node_restarted_empty_is_noticed_and_repaired() {
     let mut cluster = PrivateCluster::new();
-    let env = TestEnv::new()
-        .with("REDIS_URL", &cluster.urls())
-        .with("REDIS_CLUSTER", "true");
-    let engage = Engage::start(&env, &[]).await;
-    let key = engage
-        .provision("tr2", "node", open_service(json!({})))
-        .await;
-    let env = env.with("GES_URL", &engage.internal);
+    let (env, engage, key) = open(
+        TestEnv::new()
+            .with("REDIS_URL", &cluster.urls())
+            .with("REDIS_CLUSTER", "true"),
+        "tr2",
+        "node",
+    )
+    .await;
     let w = WorkerProc::start(&env, &[("WORKER_RECONCILE_CHECK_S", "3".to_string())]).await;
 
     // Scheduled callbacks 40 s ahead: only the reconciler can bring them back in time.
@@ -167,12 +171,12 @@ async fn trust_a_cluster_node_restarted_empty_is_noticed_and_repaired() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trust_evicted_shard_keys_are_noticed_and_repaired() {
     let redis = PrivateRedis::new(false);
-    let env = TestEnv::new().with("REDIS_URL", &redis.url());
-    let engage = Engage::start(&env, &[]).await;
-    let key = engage
-        .provision("tr3", "evict", open_service(json!({})))
-        .await;
-    let env = env.with("GES_URL", &engage.internal);
+    let (env, engage, key) = open(
+        TestEnv::new().with("REDIS_URL", &redis.url()),
+        "tr3",
+        "evict",
+    )
+    .await;
     let w = WorkerProc::start(&env, &[("WORKER_RECONCILE_CHECK_S", "3".to_string())]).await;
     let at = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(3600);
     for i in 0..20 {
@@ -254,12 +258,7 @@ async fn trust_evicted_shard_keys_are_noticed_and_repaired() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trust_queue_views_converge_to_the_waiting_callbacks() {
-    let env = TestEnv::new();
-    let engage = Engage::start(&env, &[]).await;
-    let key = engage
-        .provision("tr4", "views", open_service(json!({})))
-        .await;
-    let env = env.with("GES_URL", &engage.internal);
+    let (env, engage, key) = open(TestEnv::new(), "tr4", "views").await;
     let sweep = [("WORKER_SWEEP_S", "2".to_string())];
     let mut w = WorkerProc::start(&env, &sweep).await;
     let ids = engage.create_immediate(&key, "views", 5, 0).await;
@@ -347,12 +346,7 @@ async fn trust_queue_views_converge_to_the_waiting_callbacks() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trust_retention_deletes_only_finished_callbacks() {
-    let env = TestEnv::new();
-    let engage = Engage::start(&env, &[]).await;
-    let key = engage
-        .provision("tr5", "keep", open_service(json!({})))
-        .await;
-    let env = env.with("GES_URL", &engage.internal);
+    let (env, engage, key) = open(TestEnv::new(), "tr5", "keep").await;
     let w = WorkerProc::start(&env, &[]).await;
     let ids = engage.create_immediate(&key, "keep", 3, 0).await;
     assert_eq!(env.wait_submitted(3, Duration::from_secs(10)).await, 3);
@@ -459,12 +453,7 @@ async fn trust_a_redis_user_without_info_still_rebuilds_through_the_marker() {
         .await
         .expect("acl");
     let url = format!("redis://engage:pw-0123456789@127.0.0.1:{}", redis.port);
-    let env = TestEnv::new().with("REDIS_URL", &url);
-    let engage = Engage::start(&env, &[]).await;
-    let key = engage
-        .provision("tr6", "acl", open_service(json!({})))
-        .await;
-    let env = env.with("GES_URL", &engage.internal);
+    let (env, engage, key) = open(TestEnv::new().with("REDIS_URL", &url), "tr6", "acl").await;
     let w = WorkerProc::start(&env, &[("WORKER_RECONCILE_CHECK_S", "2".to_string())]).await;
     let at = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(3600);
     for i in 0..10 {

@@ -9,22 +9,27 @@ use std::{
 
 use futures::StreamExt;
 use harness::{
-    Engage, PrivateRedis, TestEnv, WorkerProc, open_service, stream_census, stream_entries, wire,
+    Engage, Fixture, PrivateRedis, TestEnv, WorkerProc, open_service, stream_census,
+    stream_entries, wire,
 };
 use serde_json::json;
 
+/// [`Fixture::dispatch`] paced at `rate` callbacks per second: (workers' env, server, key).
+async fn paced(env: TestEnv, tenant: &str, service: &str, rate: u32) -> (TestEnv, Engage, String) {
+    let pace = json!({ "dispatch_rate_per_second": rate });
+    Fixture::dispatch(env, tenant, service, pace).await.parts()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn worker_dispatch_timing_fields_and_sigterm() {
-    let env = TestEnv::new();
-    let engage = Engage::start(&env, &[]).await;
-    let key = engage
-        .provision(
-            "wt1",
-            "sales",
-            open_service(json!({"dial_prefix": "9", "route_point": "5000"})),
-        )
-        .await;
-    let env = env.with("GES_URL", &engage.internal);
+    let (env, engage, key) = Fixture::dispatch(
+        TestEnv::new(),
+        "wt1",
+        "sales",
+        json!({"dial_prefix": "9", "route_point": "5000"}),
+    )
+    .await
+    .parts();
     let mut w = WorkerProc::start(&env, &[]).await;
     let voice_url = env.vars["VOICE_REDIS_URL"].clone();
     let stream = env.voice_stream().to_string();
@@ -181,16 +186,7 @@ async fn worker_dispatch_timing_fields_and_sigterm() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn worker_crash_safety_5000_with_sigkills() {
-    let env = TestEnv::new();
-    let engage = Engage::start(&env, &[]).await;
-    let key = engage
-        .provision(
-            "wt2",
-            "bulk",
-            open_service(json!({"dispatch_rate_per_second": 250})),
-        )
-        .await;
-    let env = env.with("GES_URL", &engage.internal);
+    let (env, engage, key) = paced(TestEnv::new(), "wt2", "bulk", 250).await;
     let created = Instant::now();
     let ids = engage.create_immediate(&key, "bulk", 5_000, 0).await;
     println!(
@@ -223,8 +219,7 @@ async fn worker_crash_safety_5000_with_sigkills() {
         started.elapsed().as_secs_f64()
     );
 
-    let (total, distinct, per) =
-        stream_census(&env.vars["VOICE_REDIS_URL"], env.voice_stream()).await;
+    let (total, distinct, per) = env.census().await;
     let doubled: Vec<_> = per.iter().filter(|(_, n)| **n > 1).take(5).collect();
     assert_eq!(distinct, 5_000, "missing entries");
     assert_eq!(total, 5_000, "duplicates: {doubled:?}");
@@ -249,16 +244,13 @@ async fn worker_crash_safety_5000_with_sigkills() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn worker_flushall_of_service_redis_loses_and_doubles_nothing() {
     let redis = PrivateRedis::new(false);
-    let env = TestEnv::new().with("REDIS_URL", &redis.url());
-    let engage = Engage::start(&env, &[]).await;
-    let key = engage
-        .provision(
-            "wt3",
-            "flush",
-            open_service(json!({"dispatch_rate_per_second": 200})),
-        )
-        .await;
-    let env = env.with("GES_URL", &engage.internal);
+    let (env, engage, key) = paced(
+        TestEnv::new().with("REDIS_URL", &redis.url()),
+        "wt3",
+        "flush",
+        200,
+    )
+    .await;
     engage.create_immediate(&key, "flush", 1_000, 0).await;
     let w = WorkerProc::start(&env, &[("WORKER_RECONCILE_CHECK_S", "1".to_string())]).await;
     tokio::time::sleep(Duration::from_millis(2_000)).await;
@@ -272,8 +264,7 @@ async fn worker_flushall_of_service_redis_loses_and_doubles_nothing() {
     assert!(before < 1_000, "flush came too late to matter");
     let n = env.wait_submitted(1_000, Duration::from_secs(40)).await;
     assert_eq!(n, 1_000, "worker log:\n{}", w.proc.output());
-    let (total, distinct, _) =
-        stream_census(&env.vars["VOICE_REDIS_URL"], env.voice_stream()).await;
+    let (total, distinct, _) = env.census().await;
     assert_eq!((total, distinct), (1_000, 1_000));
     assert!(
         w.metric("engage_reconcile_rebuilds_total").await >= 2.0,
@@ -284,12 +275,13 @@ async fn worker_flushall_of_service_redis_loses_and_doubles_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn worker_survives_a_voice_redis_outage_and_cancels_stay_durable() {
     let mut voice = PrivateRedis::new(true);
-    let env = TestEnv::new().with("VOICE_REDIS_URL", &voice.url());
-    let engage = Engage::start(&env, &[]).await;
-    let key = engage
-        .provision("wt4", "outage", open_service(json!({})))
-        .await;
-    let env = env.with("GES_URL", &engage.internal);
+    let (env, engage, key) = paced(
+        TestEnv::new().with("VOICE_REDIS_URL", &voice.url()),
+        "wt4",
+        "outage",
+        2000,
+    )
+    .await;
     let w = WorkerProc::start(&env, &[("WORKER_MAINTENANCE_S", "1".to_string())]).await;
     let first = engage.create_immediate(&key, "outage", 50, 0).await;
     assert_eq!(env.wait_submitted(50, Duration::from_secs(10)).await, 50);
@@ -366,12 +358,7 @@ async fn worker_survives_a_voice_redis_outage_and_cancels_stay_durable() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn worker_three_at_once_no_duplicates() {
-    let env = TestEnv::new();
-    let engage = Engage::start(&env, &[]).await;
-    let key = engage
-        .provision("wt5", "three", open_service(json!({})))
-        .await;
-    let env = env.with("GES_URL", &engage.internal);
+    let (env, engage, key) = paced(TestEnv::new(), "wt5", "three", 2000).await;
     let workers = [
         WorkerProc::start(&env, &[]).await,
         WorkerProc::start(&env, &[]).await,
@@ -382,8 +369,7 @@ async fn worker_three_at_once_no_duplicates() {
         env.wait_submitted(2_000, Duration::from_secs(30)).await,
         2_000
     );
-    let (total, distinct, _) =
-        stream_census(&env.vars["VOICE_REDIS_URL"], env.voice_stream()).await;
+    let (total, distinct, _) = env.census().await;
     assert_eq!((total, distinct), (2_000, 2_000));
     let mut shares = Vec::new();
     for w in &workers {
@@ -497,16 +483,13 @@ async fn worker_idle_budget_with_10000_scheduled() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn worker_lateness_at_1000_due_per_second() {
-    let env = TestEnv::new().with("WORKER_TENANT_RATE", "0");
-    let engage = Engage::start(&env, &[]).await;
-    let key = engage
-        .provision(
-            "wt6",
-            "burst",
-            open_service(json!({"dispatch_rate_per_second": 5000})),
-        )
-        .await;
-    let env = env.with("GES_URL", &engage.internal);
+    let (env, engage, key) = paced(
+        TestEnv::new().with("WORKER_TENANT_RATE", "0"),
+        "wt6",
+        "burst",
+        5000,
+    )
+    .await;
     let w = WorkerProc::start(&env, &[]).await;
     // 1,000 callbacks due over one second, starting 6 s from now (creation takes ~2 s).
     let base = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(6);
@@ -560,8 +543,7 @@ async fn worker_lateness_at_1000_due_per_second() {
     assert!(p50 >= 0.0, "dispatched early");
     // Generous: the machine is shared; the figure itself goes to the benchmark.
     assert!(p99 < 1.0, "p99 lateness {p99} s");
-    let (total, distinct, _) =
-        stream_census(&env.vars["VOICE_REDIS_URL"], env.voice_stream()).await;
+    let (total, distinct, _) = env.census().await;
     assert_eq!((total, distinct), (1_000, 1_000));
     assert_eq!(
         w.metric("engage_dispatch_lateness_seconds_count").await,
@@ -612,16 +594,7 @@ async fn worker_paces_each_service_without_holding_up_others() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn worker_takes_over_the_claims_of_a_killed_peer() {
-    let env = TestEnv::new();
-    let engage = Engage::start(&env, &[]).await;
-    let key = engage
-        .provision(
-            "wt8",
-            "peer",
-            open_service(json!({"dispatch_rate_per_second": 300})),
-        )
-        .await;
-    let env = env.with("GES_URL", &engage.internal);
+    let (env, engage, key) = paced(TestEnv::new(), "wt8", "peer", 300).await;
     engage.create_immediate(&key, "peer", 1_500, 0).await;
     let extra = [("WORKER_LEASE_MS", "3000".to_string())];
     let mut a = WorkerProc::start(&env, &extra).await;
@@ -639,21 +612,21 @@ async fn worker_takes_over_the_claims_of_a_killed_peer() {
         killed.elapsed().as_millis(),
         1_500 - at_kill
     );
-    let (total, distinct, _) =
-        stream_census(&env.vars["VOICE_REDIS_URL"], env.voice_stream()).await;
+    let (total, distinct, _) = env.census().await;
     assert_eq!((total, distinct), (1_500, 1_500));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn worker_on_a_redis_cluster() {
-    let env = TestEnv::new()
-        .with("REDIS_URL", harness::cluster())
-        .with("REDIS_CLUSTER", "true");
-    let engage = Engage::start(&env, &[]).await;
-    let key = engage
-        .provision("wt9", "clustered", open_service(json!({})))
-        .await;
-    let env = env.with("GES_URL", &engage.internal);
+    let (env, engage, key) = paced(
+        TestEnv::new()
+            .with("REDIS_URL", harness::cluster())
+            .with("REDIS_CLUSTER", "true"),
+        "wt9",
+        "clustered",
+        2000,
+    )
+    .await;
     let w = WorkerProc::start(&env, &[]).await;
     engage.create_immediate(&key, "clustered", 300, 0).await;
     let due = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(1);
@@ -667,7 +640,6 @@ async fn worker_on_a_redis_cluster() {
     assert_eq!(code, 200, "{body}");
     let n = env.wait_submitted(301, Duration::from_secs(20)).await;
     assert_eq!(n, 301, "worker log:\n{}", w.proc.output());
-    let (total, distinct, _) =
-        stream_census(&env.vars["VOICE_REDIS_URL"], env.voice_stream()).await;
+    let (total, distinct, _) = env.census().await;
     assert_eq!((total, distinct), (301, 301));
 }
