@@ -423,6 +423,26 @@ impl Engage {
         send(req).await
     }
 
+    /// An admin `GET`.
+    pub async fn admin_get(&self, path: &str) -> (u16, Value) {
+        self.admin(reqwest::Method::GET, path, None).await
+    }
+
+    /// An admin `PUT` of `body`.
+    pub async fn admin_put(&self, path: &str, body: Value) -> (u16, Value) {
+        self.admin(reqwest::Method::PUT, path, Some(body)).await
+    }
+
+    /// An admin `POST` of `body`.
+    pub async fn admin_post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.admin(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    /// An admin `DELETE`.
+    pub async fn admin_delete(&self, path: &str) -> (u16, Value) {
+        self.admin(reqwest::Method::DELETE, path, None).await
+    }
+
     /// Creates a tenant and returns a fresh API key for it.
     pub async fn tenant(&self, id: &str) -> String {
         let (code, body) = self
@@ -508,6 +528,19 @@ pub fn metric_sum(text: &str, name: &str) -> f64 {
         })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
+}
+
+/// The `status.message` of an envelope ("" when absent).
+pub fn message(body: &Value) -> &str {
+    body["status"]["message"].as_str().unwrap_or("")
+}
+
+/// Asserts that an answer has status `code` and that its message mentions `part`.
+#[track_caller]
+pub fn assert_refused(answer: (u16, &Value), code: u16, part: &str) {
+    let (got, body) = answer;
+    assert_eq!(got, code, "{body}");
+    assert!(message(body).contains(part), "{part:?} not in {body}");
 }
 
 /// Sends a request; returns the status and the JSON body (`Null` when not JSON).

@@ -3,7 +3,6 @@
 
 use harness::{Engage, TestEnv, local, next_dst_change, wire};
 use jiff::{SignedDuration, Timestamp, ToSpan};
-use reqwest::Method;
 use serde_json::{Value, json};
 
 /// Midnight UTC two days from now: always bookable, never "now".
@@ -285,15 +284,14 @@ async fn availability_across_dst() {
         let (fall_at, fall) = next_dst_change(zone, false);
         let name = zone.replace('/', "-");
         let (code, body) = e
-            .admin(
-                Method::PUT,
+            .admin_put(
                 &format!("/ges/v1/tenants/acme/business-hours/{name}"),
-                Some(json!({
+                json!({
                 "timezone": zone,
                 "exceptions": [
                     {"date": spring.to_string(), "open": [["00:00","24:00"]]},
                     {"date": fall.to_string(), "open": [["00:00","24:00"]]}
-                ]})),
+                ]}),
             )
             .await;
         assert_eq!(code, 201, "{body}");
@@ -344,12 +342,11 @@ async fn availability_across_dst() {
         let slots_of = |h: u8| (0..4).map(move |q| (format!("{h:02}{:02}", q * 15), json!(2)));
         let fall_caps: serde_json::Map<String, Value> = slots_of(repeated as u8).collect();
         let (code, body) = e
-            .admin(
-                Method::PUT,
+            .admin_put(
                 &format!("/ges/v1/tenants/acme/capacity-rules/{rule}"),
-                Some(json!({
+                json!({
             "slot_minutes": 15,
-            "overrides": [{"date": fall.to_string(), "slots": fall_caps}]})),
+            "overrides": [{"date": fall.to_string(), "slots": fall_caps}]}),
             )
             .await;
         assert_eq!(code, 201, "{body}");

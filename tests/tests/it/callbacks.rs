@@ -106,13 +106,7 @@ async fn cancel_then_retrieve_is_completed_cancelled() {
 
     // A second cancel is refused and changes nothing.
     let (code, body) = engage.cancel(&key, &id).await;
-    assert_eq!(code, 400, "{body}");
-    assert!(
-        body["status"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("already completed")
-    );
+    harness::assert_refused((code, &body), 400, "already completed");
 
     // The cancel left the schedule index and wrote one history row.
     let events = env.count("SELECT count(*) FROM callback_events WHERE state = 'COMPLETED' AND reason = 'CANCELLED'").await;
@@ -146,14 +140,7 @@ async fn processing_callbacks_cannot_be_cancelled() {
         .await
         .unwrap();
     let (code, body) = engage.cancel(&key, &id).await;
-    assert_eq!(code, 400);
-    assert!(
-        body["status"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("PROCESSING"),
-        "{body}"
-    );
+    harness::assert_refused((code, &body), 400, "PROCESSING");
     let (_, body) = engage.post(&key, RETRIEVE, json!({"id": id})).await;
     assert_eq!(body["data"]["callbackState"], "PROCESSING");
 }
@@ -183,19 +170,13 @@ async fn api_keys_are_required_and_revocable() {
     assert_eq!(code, 401);
 
     // Revoke the key through the admin API: it stops working at once.
-    let (_, keys) = engage
-        .admin(reqwest::Method::GET, "/ges/v1/tenants/acme/api-keys", None)
-        .await;
+    let (_, keys) = engage.admin_get("/ges/v1/tenants/acme/api-keys").await;
     let listed = keys["data"].as_array().unwrap();
     assert_eq!(listed.len(), 1);
     assert!(listed[0].get("key").is_none(), "keys are never listed");
     let key_id = listed[0]["id"].as_str().unwrap();
     let (code, _) = engage
-        .admin(
-            reqwest::Method::DELETE,
-            &format!("/ges/v1/tenants/acme/api-keys/{key_id}"),
-            None,
-        )
+        .admin_delete(&format!("/ges/v1/tenants/acme/api-keys/{key_id}"))
         .await;
     assert_eq!(code, 200);
     let (code, resp) = engage.create(&key).fields(body).send().await;

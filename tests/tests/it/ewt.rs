@@ -322,11 +322,7 @@ async fn queue_status_withdraws_immediate_offer_before_closing() {
     let hours = json!({"timezone": zone, "weekly": {},
         "exceptions": [{"date": day, "open": [["00:00", close.strftime("%H:%M").to_string()]]}]});
     let (code, body) = engage
-        .admin(
-            reqwest::Method::PUT,
-            "/ges/v1/tenants/qs/business-hours/main",
-            Some(hours),
-        )
+        .admin_put("/ges/v1/tenants/qs/business-hours/main", hours)
         .await;
     assert!(code == 200 || code == 201, "{code} {body}");
     engage

@@ -2,11 +2,10 @@
 //! and open-for, including daylight-saving changes in America/New_York and Europe/Paris.
 
 use harness::{Engage, TestEnv, local, next_dst_change, wire};
-use reqwest::Method;
 use serde_json::{Value, json};
 
 async fn put(e: &Engage, path: &str, body: Value) -> (u16, Value) {
-    e.admin(Method::PUT, path, Some(body)).await
+    e.admin_put(path, body).await
 }
 
 #[tokio::test]
@@ -35,11 +34,7 @@ async fn hours_rules_crud() {
 
     // A fetched rule can be PUT back unchanged; the version goes up.
     let (code, got) = e
-        .admin(
-            Method::GET,
-            "/ges/v1/tenants/acme/business-hours/main",
-            None,
-        )
+        .admin_get("/ges/v1/tenants/acme/business-hours/main")
         .await;
     assert_eq!(code, 200);
     let (code, body) = put(
@@ -86,16 +81,8 @@ async fn hours_rules_crud() {
         json!({"slot_minutes":15,"weekly":{"1":{"0910":1}}}),
     )
     .await;
-    assert_eq!(code, 400);
-    assert!(
-        body["status"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("weekly.1.0910")
-    );
-    let (code, body) = e
-        .admin(Method::GET, "/ges/v1/tenants/acme/capacity-rules", None)
-        .await;
+    harness::assert_refused((code, &body), 400, "weekly.1.0910");
+    let (code, body) = e.admin_get("/ges/v1/tenants/acme/capacity-rules").await;
     assert_eq!(code, 200);
     assert_eq!(body["data"].as_array().unwrap().len(), 1);
 
@@ -128,32 +115,16 @@ async fn hours_rules_crud() {
     )
     .await;
     let (code, body) = e
-        .admin(
-            Method::DELETE,
-            "/ges/v1/tenants/acme/business-hours/main",
-            None,
-        )
+        .admin_delete("/ges/v1/tenants/acme/business-hours/main")
         .await;
-    assert_eq!(code, 409, "{body}");
-    assert!(
-        body["status"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("sales")
-    );
+    harness::assert_refused((code, &body), 409, "sales");
     e.service("acme", "sales", json!({})).await;
     for path in ["business-hours/main", "capacity-rules/std"] {
         let (code, _) = e
-            .admin(
-                Method::DELETE,
-                &format!("/ges/v1/tenants/acme/{path}"),
-                None,
-            )
+            .admin_delete(&format!("/ges/v1/tenants/acme/{path}"))
             .await;
         assert_eq!(code, 200);
-        let (code, _) = e
-            .admin(Method::GET, &format!("/ges/v1/tenants/acme/{path}"), None)
-            .await;
+        let (code, _) = e.admin_get(&format!("/ges/v1/tenants/acme/{path}")).await;
         assert_eq!(code, 404);
     }
     let (code, _) = put(
@@ -166,9 +137,7 @@ async fn hours_rules_crud() {
 }
 
 async fn services(e: &Engage) -> Vec<Value> {
-    let (code, body) = e
-        .admin(Method::GET, "/ges/v1/tenants/acme/services", None)
-        .await;
+    let (code, body) = e.admin_get("/ges/v1/tenants/acme/services").await;
     assert_eq!(code, 200);
     body["data"].as_array().expect("service list").clone()
 }
@@ -191,13 +160,7 @@ async fn publish_whole_table() {
     )
     .await;
     e.service("acme", "old", json!({})).await;
-    let publish = |table: Value| {
-        e.admin(
-            Method::POST,
-            "/ges/v1/tenants/acme/callback-settings",
-            Some(table),
-        )
-    };
+    let publish = |table: Value| e.admin_post("/ges/v1/tenants/acme/callback-settings", table);
 
     let (code, body) = publish(json!([
         {"name":"a","business_hours":"bh","slot_capacity":3},
@@ -258,11 +221,7 @@ async fn publish_whole_table() {
     assert_eq!(services(&e).await, before);
 
     let (code, _) = e
-        .admin(
-            Method::POST,
-            "/ges/v1/tenants/ghost/callback-settings",
-            Some(json!([])),
-        )
+        .admin_post("/ges/v1/tenants/ghost/callback-settings", json!([]))
         .await;
     assert_eq!(code, 404);
 }
@@ -325,13 +284,7 @@ async fn open_for_across_dst() {
     let (code, body) = e
         .get(&key, "/engagement/v3/callbacks/open-for/nothing")
         .await;
-    assert_eq!(code, 400);
-    assert!(
-        body["status"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("nothing")
-    );
+    harness::assert_refused((code, &body), 400, "nothing");
     let (code, body) = e
         .get(
             &key,

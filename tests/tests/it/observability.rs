@@ -297,13 +297,7 @@ async fn api_errors_are_searchable_by_correlation_id() {
 
     let deadline = Instant::now() + Duration::from_secs(5);
     let listed = loop {
-        let (code, body) = engage
-            .admin(
-                reqwest::Method::GET,
-                "/ges/v1/tenants/acme/api-errors",
-                None,
-            )
-            .await;
+        let (code, body) = engage.admin_get("/ges/v1/tenants/acme/api-errors").await;
         assert_eq!(code, 200);
         if body["data"].as_array().unwrap().len() == 2 || Instant::now() > deadline {
             break body["data"].as_array().unwrap().clone();
@@ -318,30 +312,18 @@ async fn api_errors_are_searchable_by_correlation_id() {
     assert_eq!(listed[1]["corrId"], first["status"]["corrId"]);
 
     let (_, one) = engage
-        .admin(
-            reqwest::Method::GET,
-            &format!("/ges/v1/tenants/acme/api-errors?corrId={second_corr}"),
-            None,
-        )
+        .admin_get(&format!(
+            "/ges/v1/tenants/acme/api-errors?corrId={second_corr}"
+        ))
         .await;
     assert_eq!(one["data"].as_array().unwrap().len(), 1);
     let (code, _) = engage
-        .admin(
-            reqwest::Method::GET,
-            "/ges/v1/tenants/acme/api-errors?corrId=zzz",
-            None,
-        )
+        .admin_get("/ges/v1/tenants/acme/api-errors?corrId=zzz")
         .await;
     assert_eq!(code, 400);
     // Another tenant sees none of them.
     engage.tenant("globex").await;
-    let (_, other) = engage
-        .admin(
-            reqwest::Method::GET,
-            "/ges/v1/tenants/globex/api-errors",
-            None,
-        )
-        .await;
+    let (_, other) = engage.admin_get("/ges/v1/tenants/globex/api-errors").await;
     assert_eq!(other["data"].as_array().unwrap().len(), 0);
 }
 

@@ -146,10 +146,9 @@ async fn cors_follows_each_tenants_origins() {
     let key_a = e.tenant("a").await;
     let key_b = e.tenant("b").await;
     let (code, body) = e
-        .admin(
-            Method::PUT,
+        .admin_put(
             "/ges/v1/tenants/a/cors",
-            Some(json!({"allowed_origins":["https://App.A.example", "https://app.a.example"]})),
+            json!({"allowed_origins":["https://App.A.example", "https://app.a.example"]}),
         )
         .await;
     assert_eq!(code, 200, "{body}");
@@ -158,25 +157,14 @@ async fn cors_follows_each_tenants_origins() {
         json!(["https://app.a.example"])
     );
     let (code, body) = e
-        .admin(
-            Method::PUT,
+        .admin_put(
             "/ges/v1/tenants/a/cors",
-            Some(json!({"allowed_origins":["https://x/path"]})),
+            json!({"allowed_origins":["https://x/path"]}),
         )
         .await;
-    assert_eq!(code, 400);
-    assert!(
-        body["status"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("\"https://x/path\" is not an origin")
-    );
+    harness::assert_refused((code, &body), 400, "\"https://x/path\" is not an origin");
     let (code, _) = e
-        .admin(
-            Method::PUT,
-            "/ges/v1/tenants/nobody/cors",
-            Some(json!({"allowed_origins":[]})),
-        )
+        .admin_put("/ges/v1/tenants/nobody/cors", json!({"allowed_origins":[]}))
         .await;
     assert_eq!(code, 404);
 
@@ -245,7 +233,7 @@ async fn cors_follows_each_tenants_origins() {
         )
         .await;
     assert_eq!(code, 404);
-    let (code, body) = e.admin(Method::GET, "/ges/v1/tenants/a/cors", None).await;
+    let (code, body) = e.admin_get("/ges/v1/tenants/a/cors").await;
     assert_eq!(
         (code, &body["data"]["allowed_origins"]),
         (200, &json!(["https://app.a.example"]))

@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use futures::future::join_all;
 use harness::{Engage, TestEnv, local, wire};
 use jiff::{Timestamp, ToSpan, civil::Date};
-use reqwest::Method;
 use serde_json::{Value, json};
 
 const CREATE: &str = "/engagement/v3/callbacks/create";
@@ -25,11 +24,10 @@ fn in_two_days() -> Date {
 /// Replaces capacity rule `r` with `slot_minutes`-long slots and these capacities on `day`.
 async fn rule(e: &Engage, day: Date, slot_minutes: u16, slots: Value) {
     let (code, body) = e
-        .admin(
-            Method::PUT,
+        .admin_put(
             "/ges/v1/tenants/acme/capacity-rules/r",
-            Some(json!({"slot_minutes": slot_minutes,
-                        "overrides": [{"date": day.to_string(), "slots": slots}]})),
+            json!({"slot_minutes": slot_minutes,
+                        "overrides": [{"date": day.to_string(), "slots": slots}]}),
         )
         .await;
     assert!(code == 200 || code == 201, "rule put: {code} {body}");
@@ -195,10 +193,9 @@ async fn hours_in(e: &Engage, zone: &str) {
         .map(|d| ((*d).to_string(), all_day.clone()))
         .collect();
     let (code, body) = e
-        .admin(
-            Method::PUT,
+        .admin_put(
             "/ges/v1/tenants/acme/business-hours/bh",
-            Some(json!({"timezone": zone, "weekly": weekly})),
+            json!({"timezone": zone, "weekly": weekly}),
         )
         .await;
     assert!(code == 200 || code == 201, "hours put: {code} {body}");
