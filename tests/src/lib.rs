@@ -567,6 +567,49 @@ pub fn next_dst_change(zone: &str, spring: bool) -> (jiff::Timestamp, jiff::civi
     panic!("{zone} has no DST change ahead");
 }
 
+/// The next two daylight-saving changes of a zone and the name of the business-hours rule
+/// [`Engage::hours_on_dst_days`] put for them (the zone with `/` as `-`).
+#[derive(Debug, Clone)]
+pub struct DstDays {
+    /// When the clocks next jump forward.
+    pub spring_at: jiff::Timestamp,
+    /// The local date of that jump.
+    pub spring: jiff::civil::Date,
+    /// When the clocks next fall back.
+    pub fall_at: jiff::Timestamp,
+    /// The local date of that fall.
+    pub fall: jiff::civil::Date,
+    /// The business-hours rule's name.
+    pub name: String,
+}
+
+impl Engage {
+    /// Puts business hours of `tenant` in `zone`, open from 00:00 to `until` on the dates of
+    /// the zone's next two daylight-saving changes only.
+    pub async fn hours_on_dst_days(&self, tenant: &str, zone: &str, until: &str) -> DstDays {
+        let (spring_at, spring) = next_dst_change(zone, true);
+        let (fall_at, fall) = next_dst_change(zone, false);
+        let name = zone.replace('/', "-");
+        let (code, body) = self
+            .admin_put(
+                &format!("/ges/v1/tenants/{tenant}/business-hours/{name}"),
+                json!({"timezone": zone, "exceptions": [
+                    {"date": spring.to_string(), "open": [["00:00", until]]},
+                    {"date": fall.to_string(), "open": [["00:00", until]]}
+                ]}),
+            )
+            .await;
+        assert_eq!(code, 201, "{body}");
+        DstDays {
+            spring_at,
+            spring,
+            fall_at,
+            fall,
+            name,
+        }
+    }
+}
+
 /// A local wall-clock time of `zone` as an instant (earlier instant in an overlap).
 pub fn local(zone: &str, date: jiff::civil::Date, hour: i8, minute: i8) -> jiff::Timestamp {
     let tz = jiff::tz::TimeZone::get(zone).expect("known zone");

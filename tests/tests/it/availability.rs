@@ -1,7 +1,7 @@
 //! `GET /engagement/v3/callbacks/availability/{service}`: every parameter, their conflicts,
 //! reportBusy, maxTimeSlots, and slots across daylight-saving changes (New York, Paris).
 
-use harness::{Engage, TestEnv, local, next_dst_change, wire};
+use harness::{Engage, TestEnv, local, wire};
 use jiff::{SignedDuration, Timestamp, ToSpan};
 use serde_json::{Value, json};
 
@@ -280,21 +280,14 @@ async fn availability_across_dst() {
     let e = Engage::start(&env, &[]).await;
     let key = e.tenant("acme").await;
     for zone in ["America/New_York", "Europe/Paris"] {
-        let (spring_at, spring) = next_dst_change(zone, true);
-        let (fall_at, fall) = next_dst_change(zone, false);
-        let name = zone.replace('/', "-");
-        let (code, body) = e
-            .admin_put(
-                &format!("/ges/v1/tenants/acme/business-hours/{name}"),
-                json!({
-                "timezone": zone,
-                "exceptions": [
-                    {"date": spring.to_string(), "open": [["00:00","24:00"]]},
-                    {"date": fall.to_string(), "open": [["00:00","24:00"]]}
-                ]}),
-            )
-            .await;
-        assert_eq!(code, 201, "{body}");
+        let harness::DstDays {
+            spring_at,
+            spring,
+            fall_at,
+            fall,
+            name,
+            ..
+        } = e.hours_on_dst_days("acme", zone, "24:00").await;
         // Hourly slots, capacity 1 (the service's own columns).
         let svc = format!("hourly-{name}");
         e.service("acme", &svc, json!({"business_hours": name, "slot_minutes": 60, "slot_capacity": 1, "max_days_ahead": 366})).await;

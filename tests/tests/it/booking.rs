@@ -3,7 +3,7 @@
 //! checks for scheduled and immediate creates, and bookings across DST changes.
 
 use futures::future::join_all;
-use harness::{Engage, TestEnv, local, next_dst_change, wire};
+use harness::{Engage, TestEnv, local, wire};
 use jiff::{SignedDuration, Timestamp, ToSpan};
 use serde_json::{Value, json};
 
@@ -262,21 +262,12 @@ async fn bookings_across_dst() {
     let e = Engage::start(&env, &[]).await;
     let key = e.tenant("acme").await;
     for zone in ["America/New_York", "Europe/Paris"] {
-        let (spring_at, spring) = next_dst_change(zone, true);
-        let (fall_at, fall) = next_dst_change(zone, false);
-        let name = zone.replace('/', "-");
-        let (code, body) = e
-            .admin_put(
-                &format!("/ges/v1/tenants/acme/business-hours/{name}"),
-                json!({
-                "timezone": zone,
-                "exceptions": [
-                    {"date": spring.to_string(), "open": [["00:00","24:00"]]},
-                    {"date": fall.to_string(), "open": [["00:00","24:00"]]}
-                ]}),
-            )
-            .await;
-        assert_eq!(code, 201, "{body}");
+        let harness::DstDays {
+            spring_at,
+            fall_at,
+            name,
+            ..
+        } = e.hours_on_dst_days("acme", zone, "24:00").await;
         let svc = format!("dst-{name}");
         e.service(
             "acme",

@@ -1,7 +1,7 @@
 //! Business hours and capacity rules (admin API), the Designer publish of CALLBACK_SETTINGS,
 //! and open-for, including daylight-saving changes in America/New_York and Europe/Paris.
 
-use harness::{Engage, TestEnv, local, next_dst_change, wire};
+use harness::{Engage, TestEnv, local, wire};
 use serde_json::{Value, json};
 
 async fn put(e: &Engage, path: &str, body: Value) -> (u16, Value) {
@@ -232,21 +232,9 @@ async fn open_for_across_dst() {
     let e = Engage::start(&env, &[]).await;
     let key = e.tenant("acme").await;
     for zone in ["America/New_York", "Europe/Paris"] {
-        let (_, spring) = next_dst_change(zone, true);
-        let (_, fall) = next_dst_change(zone, false);
-        let name = zone.replace('/', "-");
-        let (code, body) = put(
-            &e,
-            &format!("/ges/v1/tenants/acme/business-hours/{name}"),
-            json!({
-            "timezone": zone,
-            "exceptions": [
-                {"date": spring.to_string(), "open": [["00:00","04:00"]]},
-                {"date": fall.to_string(), "open": [["00:00","04:00"]]}
-            ]}),
-        )
-        .await;
-        assert_eq!(code, 201, "{body}");
+        let harness::DstDays {
+            spring, fall, name, ..
+        } = e.hours_on_dst_days("acme", zone, "04:00").await;
         e.service(
             "acme",
             &format!("svc-{name}"),
