@@ -299,13 +299,16 @@ impl Engage {
 
     /// Posts a voice-platform event for `id` with the events token (internal port).
     pub async fn event(&self, id: &str, body: Value) -> (u16, Value) {
-        send(
-            self.http
-                .post(self.event_url(id))
-                .bearer_auth(crate::ORS_EVENTS_TOKEN)
-                .json(&body),
-        )
-        .await
+        self.event_as(Some(crate::ORS_EVENTS_TOKEN), id, body).await
+    }
+
+    /// Posts a voice-platform event for `id` with `token` as bearer (none: no header).
+    pub async fn event_as(&self, token: Option<&str>, id: &str, body: Value) -> (u16, Value) {
+        let mut req = self.http.post(self.event_url(id)).json(&body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        send(req).await
     }
 
     /// The URL voice-platform events of `id` are posted to.

@@ -303,35 +303,15 @@ async fn ors_events_token_when_configured() {
         .at(&in_secs(3600))
         .id()
         .await;
-    let url = format!("{}/ges/v1/ors/callbacks/{id}/events", engage.internal);
-    let (code, _) = harness::send(engage.http.post(&url).json(&json!({"state": "QUEUED"}))).await;
+    let queued = || json!({"state": "QUEUED"});
+    let (code, _) = engage.event_as(None, &id, queued()).await;
     assert_eq!(code, 401);
-    let (code, _) = harness::send(
-        engage
-            .http
-            .post(&url)
-            .bearer_auth("wrong-token-0123456789")
-            .json(&json!({"state": "QUEUED"})),
-    )
-    .await;
+    let wrong = Some("wrong-token-0123456789");
+    let (code, _) = engage.event_as(wrong, &id, queued()).await;
     assert_eq!(code, 401);
-    let (code, body) = harness::send(
-        engage
-            .http
-            .post(&url)
-            .bearer_auth(TOKEN)
-            .json(&json!({"state": "QUEUED"})),
-    )
-    .await;
+    let (code, body) = engage.event_as(Some(TOKEN), &id, queued()).await;
     // Authenticated; refused only because the callback was never handed off.
-    assert_eq!(code, 409, "{body}");
-    assert!(
-        body["status"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("never handed to the voice platform"),
-        "{body}"
-    );
+    harness::assert_refused((code, &body), 409, "never handed to the voice platform");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

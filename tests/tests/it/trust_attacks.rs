@@ -105,82 +105,30 @@ async fn trust_attack_attemptless_event_lands_on_a_retry_never_handed_off() {
 async fn trust_attack_event_token_and_inputs() {
     let env = TestEnv::new();
     let engage = Engage::start(&env, &[]).await;
-    let url = |id: &str| format!("{}/ges/v1/ors/callbacks/{id}/events", engage.internal);
     let id = uuid::Uuid::now_v7().to_string();
     let body = json!({"state": "QUEUED"});
     let tok = harness::ORS_EVENTS_TOKEN;
+    // The events request of `id` with the body, without or with an `authorization` header.
+    let req = || engage.http.post(engage.event_url(&id)).json(&body);
+    let auth = |value: String| req().header("authorization", value);
     let cases: Vec<(&str, reqwest::RequestBuilder)> = vec![
-        ("none", engage.http.post(url(&id)).json(&body)),
-        (
-            "empty bearer",
-            engage
-                .http
-                .post(url(&id))
-                .header("authorization", "Bearer ")
-                .json(&body),
-        ),
-        (
-            "lowercase",
-            engage
-                .http
-                .post(url(&id))
-                .header("authorization", format!("bearer {tok}"))
-                .json(&body),
-        ),
-        (
-            "double space",
-            engage
-                .http
-                .post(url(&id))
-                .header("authorization", format!("Bearer  {tok}"))
-                .json(&body),
-        ),
-        (
-            "trailing ws",
-            engage
-                .http
-                .post(url(&id))
-                .header("authorization", format!("Bearer {tok}\t"))
-                .json(&body),
-        ),
-        (
-            "x-api-key",
-            engage
-                .http
-                .post(url(&id))
-                .header("x-api-key", tok)
-                .json(&body),
-        ),
-        (
-            "basic",
-            engage
-                .http
-                .post(url(&id))
-                .basic_auth(tok, Some(tok))
-                .json(&body),
-        ),
-        (
-            "prefix",
-            engage
-                .http
-                .post(url(&id))
-                .header("authorization", format!("Bearer {}", &tok[..tok.len() - 1]))
-                .json(&body),
-        ),
+        ("none", req()),
+        ("empty bearer", auth("Bearer ".into())),
+        ("lowercase", auth(format!("bearer {tok}"))),
+        ("double space", auth(format!("Bearer  {tok}"))),
+        ("trailing ws", auth(format!("Bearer {tok}\t"))),
+        ("x-api-key", req().header("x-api-key", tok)),
+        ("basic", req().basic_auth(tok, Some(tok))),
+        ("prefix", auth(format!("Bearer {}", &tok[..tok.len() - 1]))),
         (
             "two headers",
-            engage
-                .http
-                .post(url(&id))
-                .header("authorization", "Bearer x")
-                .header("authorization", format!("Bearer {tok}"))
-                .json(&body),
+            auth("Bearer x".into()).header("authorization", format!("Bearer {tok}")),
         ),
         (
             "query",
             engage
                 .http
-                .post(format!("{}?token={tok}", url(&id)))
+                .post(format!("{}?token={tok}", engage.event_url(&id)))
                 .json(&body),
         ),
     ];

@@ -445,21 +445,12 @@ async fn trust_events_for_attempts_not_handed_off_are_refused() {
 async fn trust_events_route_fails_closed() {
     let env = TestEnv::new();
     let engage = Engage::start(&env, &[]).await;
-    let url = format!(
-        "{}/ges/v1/ors/callbacks/{}/events",
-        engage.internal,
-        uuid::Uuid::new_v4()
-    );
-    let (code, _) = harness::send(engage.http.post(&url).json(&json!({"state": "QUEUED"}))).await;
+    let id = uuid::Uuid::new_v4().to_string();
+    let queued = || json!({"state": "QUEUED"});
+    let (code, _) = engage.event_as(None, &id, queued()).await;
     assert_eq!(code, 401);
-    let (code, _) = harness::send(
-        engage
-            .http
-            .post(&url)
-            .bearer_auth("not-the-token-0123456789")
-            .json(&json!({"state": "QUEUED"})),
-    )
-    .await;
+    let wrong = Some("not-the-token-0123456789");
+    let (code, _) = engage.event_as(wrong, &id, queued()).await;
     assert_eq!(code, 401);
 
     // Without a token, the binaries serving the route refuse to start and say why.

@@ -520,15 +520,12 @@ async fn trust_nul_characters_are_a_400_never_a_500() {
         let (code, answer) = engage.get(&key, path).await;
         assert!((400..500).contains(&code), "{path}: {code} {answer}");
     }
-    let (code, answer) = engage
-        .admin(reqwest::Method::GET, "/ges/v1/tenants/a%00b", None)
-        .await;
+    let (code, answer) = engage.admin_get("/ges/v1/tenants/a%00b").await;
     assert!((400..500).contains(&code), "{code} {answer}");
     let (code, answer) = engage
-        .admin(
-            reqwest::Method::PUT,
+        .admin_put(
             "/ges/v1/tenants/tr7/services/svc2",
-            Some(json!({"custom_note": "a\u{0}b"})),
+            json!({"custom_note": "a\u{0}b"}),
         )
         .await;
     assert!((400..500).contains(&code), "{code} {answer}");
