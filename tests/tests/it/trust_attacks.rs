@@ -302,25 +302,42 @@ mod partition {
     }
 }
 
+/// A private PostgreSQL, a partition proxy in front of it, and two environments on it:
+/// `direct` (workers, a healthy API host) and through the proxy. `sweep`: the worker's sweep
+/// every second with a one-second grace.
+async fn partitioned(
+    sweep: bool,
+) -> (
+    harness::PrivatePostgres,
+    partition::Partition,
+    TestEnv,
+    TestEnv,
+) {
+    let pg = harness::PrivatePostgres::new();
+    let proxy = partition::Partition::start(pg.port).await;
+    let mut direct = TestEnv::new()
+        .with("DATABASE_URL", &pg.url())
+        .with("CACHE_TTL_MS", "600000")
+        .with("REQUEST_TIMEOUT_MS", "2000");
+    if sweep {
+        direct = direct
+            .with("WORKER_SWEEP_S", "1")
+            .with("WORKER_SWEEP_GRACE_S", "1");
+    }
+    let via_proxy = direct.clone().with("DATABASE_URL", &proxy.url());
+    (pg, proxy, direct, via_proxy)
+}
+
 /// A keyed create whose COMMIT ran while the API host lost PostgreSQL: 503 to the client,
 /// while the worker (other host) sees the row; a retry on another API instance gets 200.
 /// Then the API host reconnects and compensates (deletes) the callback.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trust_attack_partitioned_api_503_create_is_withdrawn_if_dispatched() {
-    let pg = harness::PrivatePostgres::new();
-    let proxy = partition::Partition::start(pg.port).await;
-    let direct = TestEnv::new()
-        .with("DATABASE_URL", &pg.url())
-        .with("CACHE_TTL_MS", "600000")
-        .with("REQUEST_TIMEOUT_MS", "2000")
-        .with("WORKER_SWEEP_S", "1")
-        .with("WORKER_SWEEP_GRACE_S", "1");
-    let via_proxy = direct.clone().with("DATABASE_URL", &proxy.url());
+    let (_pg, proxy, direct, via_proxy) = partitioned(true).await;
     let api1 = Engage::start(&via_proxy, &[]).await;
     let api2 = Engage::start(&direct, &[]).await;
     let _worker = harness::WorkerProc::start(&direct, &[]).await;
-    let key = api1.tenant("acme").await;
-    api1.service("acme", "s", open_service(json!({}))).await;
+    let key = api1.provision("acme", "s", open_service(json!({}))).await;
     let keyed = |e: &Engage, idem: &str, phone: &str| {
         e.http
             .post(format!("{}/engagement/v3/callbacks/create", e.external))
@@ -404,19 +421,10 @@ async fn trust_attack_partitioned_api_503_create_is_withdrawn_if_dispatched() {
 /// Same as above for a plain (batched) create: 503, dispatched by the worker, then deleted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trust_attack_partitioned_api_503_plain_create_is_withdrawn_if_dispatched() {
-    let pg = harness::PrivatePostgres::new();
-    let proxy = partition::Partition::start(pg.port).await;
-    let direct = TestEnv::new()
-        .with("DATABASE_URL", &pg.url())
-        .with("CACHE_TTL_MS", "600000")
-        .with("REQUEST_TIMEOUT_MS", "2000")
-        .with("WORKER_SWEEP_S", "1")
-        .with("WORKER_SWEEP_GRACE_S", "1");
-    let via_proxy = direct.clone().with("DATABASE_URL", &proxy.url());
+    let (_pg, proxy, direct, via_proxy) = partitioned(true).await;
     let api1 = Engage::start(&via_proxy, &[]).await;
     let _worker = harness::WorkerProc::start(&direct, &[]).await;
-    let key = api1.tenant("acme").await;
-    api1.service("acme", "s", open_service(json!({}))).await;
+    let key = api1.provision("acme", "s", open_service(json!({}))).await;
     for i in 0..3 {
         let (code, b) = api1
             .post(
@@ -485,17 +493,10 @@ async fn trust_attack_partitioned_api_503_plain_create_is_withdrawn_if_dispatche
 /// transaction stays open on PostgreSQL holding the row lock. Does the worker stall?
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trust_attack_partitioned_cancel_leaves_a_row_lock_that_stalls_the_worker() {
-    let pg = harness::PrivatePostgres::new();
-    let proxy = partition::Partition::start(pg.port).await;
-    let direct = TestEnv::new()
-        .with("DATABASE_URL", &pg.url())
-        .with("CACHE_TTL_MS", "600000")
-        .with("REQUEST_TIMEOUT_MS", "2000");
-    let via_proxy = direct.clone().with("DATABASE_URL", &proxy.url());
+    let (_pg, proxy, direct, via_proxy) = partitioned(false).await;
     let api1 = Engage::start(&via_proxy, &[]).await;
     let api2 = Engage::start(&direct, &[]).await;
-    let key = api1.tenant("acme").await;
-    api1.service("acme", "s", open_service(json!({}))).await;
+    let key = api1.provision("acme", "s", open_service(json!({}))).await;
     let create = |e: &Engage, phone: String| {
         let key = key.clone();
         let (http, url) = (
