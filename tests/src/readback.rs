@@ -59,6 +59,47 @@ pub async fn stream_census(
     (entries.len(), per.len(), per)
 }
 
+/// `INFO commandstats` of a Redis: (command, calls) per command, the command without its
+/// `cmdstat_` prefix (subcommands as Redis names them, e.g. `config|resetstat`).
+pub async fn commandstats(conn: &mut redis::aio::MultiplexedConnection) -> Vec<(String, u64)> {
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(conn)
+        .await
+        .expect("INFO commandstats");
+    stats
+        .lines()
+        .filter_map(|l| l.strip_prefix("cmdstat_"))
+        .filter_map(|l| {
+            let (name, rest) = l.split_once(':')?;
+            let calls = rest
+                .split("calls=")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse()
+                .ok()?;
+            Some((name.to_string(), calls))
+        })
+        .collect()
+}
+
+/// The calls of every command not starting with one of `skip` (from [`commandstats`]): the
+/// total, and `command=calls` per command for messages.
+pub async fn command_total(
+    conn: &mut redis::aio::MultiplexedConnection,
+    skip: &[&str],
+) -> (u64, Vec<String>) {
+    let counted: Vec<(String, u64)> = commandstats(conn)
+        .await
+        .into_iter()
+        .filter(|(name, _)| !skip.iter().any(|s| name.starts_with(s)))
+        .collect();
+    let total = counted.iter().map(|(_, calls)| calls).sum();
+    let by = counted.iter().map(|(n, c)| format!("{n}={c}")).collect();
+    (total, by)
+}
+
 impl TestEnv {
     /// The control stream name of this environment.
     pub fn control_stream(&self) -> &str {

@@ -113,11 +113,10 @@ async fn tenants_keys_and_services_lifecycle() {
     assert_eq!(code, 404);
     // A deleted service is unknown to create.
     let (code, body) = engage
-        .post(
-            &key,
-            "/engagement/v3/callbacks/create",
-            json!({"serviceName": "sales", "phoneNumber": "5550100"}),
-        )
+        .create(&key)
+        .service("sales")
+        .phone("5550100")
+        .send()
         .await;
     harness::assert_refused((code, &body), 400, "unknown service");
 }
@@ -151,11 +150,10 @@ async fn cli_twins_provision_a_working_tenant() {
 
     let engage = Engage::start(&env, &[]).await;
     let (code, body) = engage
-        .post(
-            &key,
-            "/engagement/v3/callbacks/create",
-            json!({"serviceName": "support", "phoneNumber": "5550100"}),
-        )
+        .create(&key)
+        .service("support")
+        .phone("5550100")
+        .send()
         .await;
     assert_eq!(code, 200, "{body}");
 }

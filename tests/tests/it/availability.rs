@@ -216,7 +216,7 @@ async fn report_busy_lists_full_slots() {
             json!({"serviceName":"s","phoneNumber":format!("555010{n}"),"desiredTime":wire(t)});
         let e = &e;
         let key = key.clone();
-        async move { e.post(&key, "/engagement/v3/callbacks/create", body).await }
+        async move { e.create(&key).fields(body).send().await }
     };
     for n in 0..2 {
         let (code, body) = book(t0 + SignedDuration::from_mins(10), n).await;

@@ -34,7 +34,7 @@ async fn create(
     if let (Some(b), Some(x)) = (body.as_object_mut(), extra.as_object()) {
         b.extend(x.clone());
     }
-    e.post(key, CREATE, body).await
+    e.create(key).fields(body).send().await
 }
 
 async fn booked(env: &TestEnv, service: &str, slot: Timestamp) -> i32 {
@@ -130,9 +130,7 @@ async fn concurrent_creates_never_overbook_a_slot() {
 
     // Cancel one: the slot has room for exactly one more.
     let id = results.iter().find(|(c, _)| *c == 200).unwrap().1["data"]["id"].clone();
-    let (code, body) = e
-        .post(&key, "/engagement/v3/callbacks/cancel", json!({"id": id}))
-        .await;
+    let (code, body) = e.cancel(&key, id.as_str().unwrap()).await;
     assert_eq!(code, 200, "{body}");
     assert_eq!(booked(&env, "s", slot).await, 9);
     let (code, body) = create(&e, &key, "s", "+15559999991", Some(at), json!({})).await;
@@ -140,9 +138,7 @@ async fn concurrent_creates_never_overbook_a_slot() {
     let (code, _) = create(&e, &key, "s", "+15559999992", Some(at), json!({})).await;
     assert_eq!(code, 429);
     // Cancelling twice frees nothing more.
-    let (code, _) = e
-        .post(&key, "/engagement/v3/callbacks/cancel", json!({"id": id}))
-        .await;
+    let (code, _) = e.cancel(&key, id.as_str().unwrap()).await;
     assert_eq!(code, 400);
     assert_eq!(booked(&env, "s", slot).await, 10);
 

@@ -177,7 +177,7 @@ async fn setup_through_proxy() -> (PrivatePostgres, CutProxy, TestEnv, Engage, S
         if *svc == "slots" {
             body["desiredTime"] = json!(in_a_day());
         }
-        let (code, b) = e.post(&key, CREATE, body).await;
+        let (code, b) = e.create(&key).fields(body).send().await;
         assert_eq!(code, 200, "{b}");
     }
     (pg, proxy, env, e, key)
@@ -205,13 +205,7 @@ async fn a_plain_create_whose_connection_breaks_after_the_insert_is_resolved_as_
     let (_pg, proxy, env, e, key) = setup_through_proxy().await;
     proxy.arm(Cut::NextBind);
     let phone = "+12025550900";
-    let (code, body) = e
-        .post(
-            &key,
-            CREATE,
-            json!({"serviceName": "s", "phoneNumber": phone}),
-        )
-        .await;
+    let (code, body) = e.create(&key).service("s").phone(&phone).send().await;
     assert_eq!(proxy.cuts(), 1, "the insert's connection was cut");
     let pg = env.pg().await;
     let stored = count_phone(&pg, phone).await;
@@ -265,28 +259,23 @@ async fn slot_creates_and_cancels_whose_commit_answer_is_lost_are_resolved() {
     proxy.arm(Cut::NextCommit);
     let phone = "+12025550903";
     let (code, body) = e
-        .post(
-            &key,
-            CREATE,
-            json!({"serviceName": "slots", "phoneNumber": phone, "desiredTime": in_a_day()}),
-        )
+        .create(&key)
+        .service("slots")
+        .phone(&phone)
+        .at(&in_a_day())
+        .send()
         .await;
     assert_eq!(proxy.cuts(), 1);
     assert_eq!(code, 200, "{body}");
     assert_eq!(count_phone(&pg, phone).await, 1);
     let id = body["data"]["id"].as_str().unwrap().to_string();
-    let booked: i64 = pg
-        .query_one(
-            "SELECT coalesce(sum(booked), 0)::bigint FROM slot_bookings",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let booked = env
+        .count("SELECT coalesce(sum(booked), 0)::bigint FROM slot_bookings")
+        .await;
     assert_eq!(booked, 3, "two warm-up bookings and this one");
 
     proxy.arm(Cut::NextCommit);
-    let (code, body) = e.post(&key, CANCEL, json!({"id": id})).await;
+    let (code, body) = e.cancel(&key, &id).await;
     assert_eq!(proxy.cuts(), 2, "the cancel's COMMIT was cut");
     assert_eq!(code, 200, "{body}");
     let row = pg
@@ -353,7 +342,7 @@ async fn a_create_whose_backend_is_terminated_mid_insert_answers_503_with_nothin
         0,
         "503 means nothing stored"
     );
-    let (code, answer) = e.post(&key, CREATE, body).await;
+    let (code, answer) = e.create(&key).fields(body).send().await;
     assert_eq!(code, 200, "{answer}");
     assert_eq!(count_phone(&killer, phone).await, 1);
 }
@@ -395,12 +384,11 @@ async fn frozen_postgres_bounds_every_answer_and_a_503_means_nothing_stored() {
     let mut to_cancel = Vec::new();
     for i in 0..60 {
         let (code, b) = e
-            .post(
-                &key,
-                CREATE,
-                json!({"serviceName": "slots", "phoneNumber": format!("+1303555{i:04}"),
-                       "desiredTime": in_a_day()}),
-            )
+            .create(&key)
+            .service("slots")
+            .phone(&format!("+1303555{i:04}"))
+            .at(&in_a_day())
+            .send()
             .await;
         assert_eq!(code, 200, "{b}");
         to_cancel.push(b["data"]["id"].as_str().unwrap().to_string());
@@ -698,11 +686,10 @@ async fn immediate_callbacks_dispatch_promptly_whatever_the_api_host_clock_says(
             .await;
         let started = Instant::now();
         let (code, body) = e
-            .post(
-                &key,
-                CREATE,
-                json!({"serviceName": "s", "phoneNumber": format!("+1202555095{n}")}),
-            )
+            .create(&key)
+            .service("s")
+            .phone(&format!("+1202555095{n}"))
+            .send()
             .await;
         assert_eq!(code, 200, "{offset}: {body}");
         let id = body["data"]["id"].as_str().unwrap().to_string();

@@ -279,9 +279,7 @@ async fn positions_follow_priority_then_time_and_move_up() {
     }
     // A cancelled callback in the middle leaves the line too.
     let (gone, ..) = expected[10].clone();
-    let (code, body) = engage
-        .post(&key, "/engagement/v3/callbacks/cancel", json!({"id": gone}))
-        .await;
+    let (code, body) = engage.cancel(&key, &gone).await;
     assert_eq!(code, 200, "{body}");
     let rest: Vec<_> = expected[3..]
         .iter()

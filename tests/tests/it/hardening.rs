@@ -93,13 +93,7 @@ async fn ccid_headers_are_refused_on_the_external_port_only() {
     )
     .await;
     assert_eq!(code, 200);
-    let n: i64 = env
-        .pg()
-        .await
-        .query_one("SELECT count(*) FROM callbacks", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let n = env.count("SELECT count(*) FROM callbacks").await;
     assert_eq!(n, 1, "refused requests stored nothing");
 }
 
@@ -113,9 +107,7 @@ async fn body_limit_is_500_kb_external_and_10_mb_internal() {
     let big = "x".repeat(600 * 1024);
     let body = json!({"serviceName": "sales", "phoneNumber": "5550100", "userData": {"blob": big}});
 
-    let (code, resp) = engage
-        .post(&key, "/engagement/v3/callbacks/create", body.clone())
-        .await;
+    let (code, resp) = engage.create(&key).fields(body.clone()).send().await;
     assert_eq!(code, 413, "{resp}");
     assert_eq!(resp["status"]["code"], 413);
     assert_eq!(
@@ -148,13 +140,7 @@ async fn body_limit_is_500_kb_external_and_10_mb_internal() {
         Ok(resp) => assert_eq!(resp.status().as_u16(), 413),
         Err(e) => assert!(e.is_request(), "{e}"),
     }
-    let n: i64 = env
-        .pg()
-        .await
-        .query_one("SELECT count(*) FROM callbacks", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let n = env.count("SELECT count(*) FROM callbacks").await;
     assert_eq!(n, 0);
 
     let (code, resp) = harness::send(
@@ -180,15 +166,7 @@ async fn body_limit_is_500_kb_external_and_10_mb_internal() {
 }
 
 async fn invalid_content_length(engage: &Engage) -> f64 {
-    let metrics = engage
-        .http
-        .get(format!("{}/metrics", engage.internal))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = engage.metrics().await;
     metrics
         .lines()
         .find_map(|l| l.strip_prefix("INVALID_CONTENT_LENGTH "))

@@ -173,13 +173,7 @@ async fn publish_whole_table() {
     let list = services(&e).await;
     assert_eq!(find(&list, "old")["settings"]["enabled"], false);
     assert_eq!(find(&list, "b")["settings"]["Custom Column"], "x");
-    let (code, body) = e
-        .post(
-            &key,
-            "/engagement/v3/callbacks/create",
-            json!({"serviceName":"old","phoneNumber":"5550100"}),
-        )
-        .await;
+    let (code, body) = e.create(&key).service("old").phone("5550100").send().await;
     assert_eq!(code, 400, "{body}");
 
     // Same a, changed b, old listed again.

@@ -5,8 +5,6 @@
 use harness::{Engage, TestEnv};
 use serde_json::json;
 
-const CREATE: &str = "/engagement/v3/callbacks/create";
-
 async fn e164_of(env: &TestEnv, id: &str) -> Option<String> {
     let id: uuid::Uuid = id.parse().expect("create returns a UUID");
     env.pg()
@@ -140,13 +138,7 @@ async fn number_rules_admin_and_create() {
         ("free", "+44 20 7946 0959", 200, "442079460959"),
     ];
     for (service, number, want, what) in cases {
-        let (code, body) = e
-            .post(
-                &key,
-                CREATE,
-                json!({"serviceName": service, "phoneNumber": number}),
-            )
-            .await;
+        let (code, body) = e.create(&key).service(&service).phone(&number).send().await;
         assert_eq!(code, want, "{service} {number}: {body}");
         if want == 200 {
             let id = body["data"]["id"].as_str().unwrap();
@@ -161,13 +153,7 @@ async fn number_rules_admin_and_create() {
         }
     }
     // Without a rule, a number that does not normalise is kept as given (E.164 column empty).
-    let (code, body) = e
-        .post(
-            &key,
-            CREATE,
-            json!({"serviceName":"free","phoneNumber":"123-45"}),
-        )
-        .await;
+    let (code, body) = e.create(&key).service("free").phone("123-45").send().await;
     assert_eq!(code, 200, "{body}");
     let id = body["data"]["id"].as_str().unwrap();
     assert_eq!(e164_of(&env, id).await, None);

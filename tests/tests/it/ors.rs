@@ -65,9 +65,7 @@ async fn ors_end_to_end_with_simulator() {
     engage
         .wait_for(&key, &b, 10, |cb| cb.get("positionInQueue").is_some())
         .await;
-    let (code, body) = engage
-        .post(&key, "/engagement/v3/callbacks/cancel", json!({"id": b}))
-        .await;
+    let (code, body) = engage.cancel(&key, &b).await;
     assert_eq!(code, 200, "{body}");
     let mut voice = env.voice().await;
     let control = stream_entries(&mut voice, &env.vars["CONTROL_STREAM"]).await;
@@ -368,27 +366,7 @@ async fn ors_service_redis_commands_per_immediate_callback() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let stats: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query_async(&mut conn)
-        .await
-        .expect("info");
-    let mut total = 0u64;
-    let mut by = Vec::new();
-    for line in stats.lines().filter(|l| l.starts_with("cmdstat_")) {
-        let name = line.split(':').next().unwrap_or_default();
-        if name.starts_with("cmdstat_info") || name.starts_with("cmdstat_config") {
-            continue;
-        }
-        let calls: u64 = line
-            .split("calls=")
-            .nth(1)
-            .and_then(|r| r.split(',').next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0);
-        total += calls;
-        by.push(format!("{}={calls}", name.trim_start_matches("cmdstat_")));
-    }
+    let (total, by) = harness::command_total(&mut conn, &["info", "config"]).await;
     // Measured 14.1 (26 before the create-time throttles were trimmed): throttle script 5
     // (EVALSHA, TIME, HMGET, ZADD, HSET), schedule index 2 (ZADD + ZRANGE pipeline, PUBLISH
     // when head), claim/submit/queue-view enqueue about 1 (batched), PROCESSING dequeue 2

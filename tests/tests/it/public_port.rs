@@ -53,11 +53,10 @@ async fn oversized_bodies_get_their_413() {
     assert_eq!(e.metric_sum("INVALID_CONTENT_LENGTH").await - before, 6.0);
     // The next request on the same client works.
     let (code, body) = e
-        .post(
-            &key,
-            CREATE,
-            json!({"serviceName":"s","phoneNumber":"+12025550100"}),
-        )
+        .create(&key)
+        .service("s")
+        .phone("+12025550100")
+        .send()
         .await;
     assert_eq!(code, 200, "{body}");
 }
@@ -354,11 +353,10 @@ async fn slow_requests_time_out_in_the_envelope() {
         .unwrap();
     let started = std::time::Instant::now();
     let (code, body) = e
-        .post(
-            &key,
-            CREATE,
-            json!({"serviceName":"s","phoneNumber":"+12025550100"}),
-        )
+        .create(&key)
+        .service("s")
+        .phone("+12025550100")
+        .send()
         .await;
     let took = started.elapsed();
     tx.rollback().await.unwrap();
@@ -368,11 +366,7 @@ async fn slow_requests_time_out_in_the_envelope() {
         took >= Duration::from_millis(900) && took < Duration::from_secs(5),
         "{took:?}"
     );
-    let stored: i64 = pg
-        .query_one("SELECT count(*) FROM callbacks", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let stored = env.count("SELECT count(*) FROM callbacks").await;
     assert_eq!(stored, 0, "a 503 must mean nothing was stored");
 }
 

@@ -10,7 +10,6 @@ use harness::{Engage, TestEnv, local, wire};
 use jiff::{Timestamp, ToSpan, civil::Date};
 use serde_json::{Value, json};
 
-const CREATE: &str = "/engagement/v3/callbacks/create";
 const CANCEL: &str = "/engagement/v3/callbacks/cancel";
 
 fn in_two_days() -> Date {
@@ -34,12 +33,12 @@ async fn rule(e: &Engage, day: Date, slot_minutes: u16, slots: Value) {
 }
 
 async fn book(e: &Engage, key: &str, phone: &str, at: Timestamp) -> (u16, Value) {
-    e.post(
-        key,
-        CREATE,
-        json!({"serviceName": "s", "phoneNumber": phone, "desiredTime": wire(at)}),
-    )
-    .await
+    e.create(key)
+        .service("s")
+        .phone(&phone)
+        .at(&wire(at))
+        .send()
+        .await
 }
 
 /// Remaining capacity of each slot of `[from, to)` as availability reports it.
@@ -128,16 +127,9 @@ async fn changing_slot_length_never_overbooks() {
         vec![(wire(at(0)), 0)]
     );
     assert_eq!(book(&e, &key, "+15550000009", at(20)).await.0, 429);
-    let held: i64 = env
-        .pg()
-        .await
-        .query_one(
-            "SELECT count(*) FROM callbacks WHERE service = 's' AND state <> 'COMPLETED'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let held = env
+        .count("SELECT count(*) FROM callbacks WHERE service = 's' AND state <> 'COMPLETED'")
+        .await;
     assert_eq!(held, 5);
 }
 

@@ -373,35 +373,12 @@ async fn throttle_cost_per_create_is_small() {
         let (code, body) = a.create(&key).service("s").phone(&number(i)).send().await;
         assert_eq!(code, 200, "{body}");
     }
-    let stats: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query_async(&mut redis)
-        .await
-        .unwrap();
-    let calls = |cmd: &str| -> u64 {
-        stats
-            .lines()
-            .find(|l| l.starts_with(&format!("cmdstat_{cmd}:")))
-            .and_then(|l| l.split("calls=").nth(1))
-            .and_then(|v| v.split(',').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
+    let stats = harness::commandstats(&mut redis).await;
+    let calls = |cmd: &str| stats.iter().find(|(n, _)| n == cmd).map_or(0, |(_, c)| *c);
     let total: u64 = stats
-        .lines()
-        .filter(|l| {
-            l.starts_with("cmdstat_")
-                && !l.starts_with("cmdstat_info")
-                && !l.starts_with("cmdstat_config")
-        })
-        .filter_map(|l| {
-            l.split("calls=")
-                .nth(1)?
-                .split(',')
-                .next()?
-                .parse::<u64>()
-                .ok()
-        })
+        .iter()
+        .filter(|(n, _)| !n.starts_with("info") && !n.starts_with("config"))
+        .map(|(_, c)| c)
         .sum();
     // The schedule index (create's other Redis write) is a plain pipeline, not a script.
     let throttle_scripts = calls("evalsha") + calls("eval");
@@ -452,7 +429,7 @@ async fn throttle_cost_per_create_is_small() {
     );
     assert!(
         per_create <= 20.0,
-        "{per_create} commands per create\n{stats}"
+        "{per_create} commands per create\n{stats:?}"
     );
     assert!(resident <= 200.0, "{resident} B per active callback");
     assert!(

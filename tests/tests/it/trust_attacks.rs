@@ -27,11 +27,10 @@ async fn trust_attack_attemptless_event_lands_on_a_retry_never_handed_off() {
         )
         .await;
     let (code, resp) = engage
-        .post(
-            &key,
-            "/engagement/v3/callbacks/create",
-            json!({"serviceName": "svc", "phoneNumber": "+15550109901"}),
-        )
+        .create(&key)
+        .service("svc")
+        .phone("+15550109901")
+        .send()
         .await;
     assert_eq!(code, 200, "{resp}");
     let id = resp["data"]["id"].as_str().unwrap().to_string();
@@ -427,23 +426,16 @@ async fn trust_attack_partitioned_api_503_plain_create_is_withdrawn_if_dispatche
     let key = api1.provision("acme", "s", open_service(json!({}))).await;
     for i in 0..3 {
         let (code, b) = api1
-            .post(
-                &key,
-                "/engagement/v3/callbacks/create",
-                json!({"serviceName": "s", "phoneNumber": format!("+1202555020{i}")}),
-            )
+            .create(&key)
+            .service("s")
+            .phone(&format!("+1202555020{i}"))
+            .send()
             .await;
         assert_eq!(code, 200, "{b}");
     }
     proxy.arm(b'B');
     let phone = "+12025550299";
-    let (code1, b1) = api1
-        .post(
-            &key,
-            "/engagement/v3/callbacks/create",
-            json!({"serviceName": "s", "phoneNumber": phone}),
-        )
-        .await;
+    let (code1, b1) = api1.create(&key).service("s").phone(&phone).send().await;
     eprintln!(
         "plain create (partitioned): {code1} {b1} dark={}",
         proxy.is_dark()
@@ -517,22 +509,10 @@ async fn trust_attack_partitioned_cancel_leaves_a_row_lock_that_stalls_the_worke
     let victim = create(&api1, "+12025550301".into()).await;
     // warm cancel path on api1
     let other = create(&api1, "+12025550302".into()).await;
-    let (code, b) = api1
-        .post(
-            &key,
-            "/engagement/v3/callbacks/cancel",
-            json!({"id": other}),
-        )
-        .await;
+    let (code, b) = api1.cancel(&key, &other).await;
     assert_eq!(code, 200, "{b}");
     proxy.arm(b'B');
-    let (code, b) = api1
-        .post(
-            &key,
-            "/engagement/v3/callbacks/cancel",
-            json!({"id": victim}),
-        )
-        .await;
+    let (code, b) = api1.cancel(&key, &victim).await;
     eprintln!("partitioned cancel: {code} {b} dark={}", proxy.is_dark());
     let worker = harness::WorkerProc::start(&direct, &[]).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -565,13 +545,7 @@ async fn trust_attack_partitioned_cancel_leaves_a_row_lock_that_stalls_the_worke
     )
     .await;
     eprintln!("event for the locked victim: {code} {r}");
-    let (code, r) = api2
-        .post(
-            &key,
-            "/engagement/v3/callbacks/cancel",
-            json!({"id": victim}),
-        )
-        .await;
+    let (code, r) = api2.cancel(&key, &victim).await;
     eprintln!("cancel retry on a healthy host: {code} {r}");
     let out = worker.proc.output();
     eprintln!(

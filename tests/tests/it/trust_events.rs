@@ -240,13 +240,9 @@ async fn trust_cancel_racing_hand_off() {
         missing.is_empty(),
         "cancelled (200) and handed off, but no control entry: {missing:?}"
     );
-    let owed: i64 = env
-        .pg()
-        .await
-        .query_one("SELECT count(*) FROM callbacks WHERE control_pending", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let owed = env
+        .count("SELECT count(*) FROM callbacks WHERE control_pending")
+        .await;
     assert_eq!(owed, 0, "every owed cancel is settled");
 }
 

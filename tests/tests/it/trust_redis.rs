@@ -106,12 +106,11 @@ async fn trust_a_cluster_node_restarted_empty_is_noticed_and_repaired() {
     let at = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(40);
     for i in 0..40 {
         let (code, body) = engage
-            .post(
-                &key,
-                "/engagement/v3/callbacks/create",
-                json!({"serviceName": "node", "phoneNumber": format!("+1555300{i:04}"),
-                       "desiredTime": harness::wire(at)}),
-            )
+            .create(&key)
+            .service("node")
+            .phone(&format!("+1555300{i:04}"))
+            .field("desiredTime", json!(harness::wire(at)))
+            .send()
             .await;
         assert_eq!(code, 200, "{body}");
     }
@@ -181,12 +180,11 @@ async fn trust_evicted_shard_keys_are_noticed_and_repaired() {
     let at = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(3600);
     for i in 0..20 {
         let (code, body) = engage
-            .post(
-                &key,
-                "/engagement/v3/callbacks/create",
-                json!({"serviceName": "evict", "phoneNumber": format!("+1555400{i:04}"),
-                       "desiredTime": harness::wire(at)}),
-            )
+            .create(&key)
+            .service("evict")
+            .phone(&format!("+1555400{i:04}"))
+            .field("desiredTime", json!(harness::wire(at)))
+            .send()
             .await;
         assert_eq!(code, 200, "{body}");
     }
@@ -360,11 +358,11 @@ async fn trust_retention_deletes_only_finished_callbacks() {
     assert_eq!(code, 200);
     let at = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(3600);
     let (code, body) = engage
-        .post(
-            &key,
-            "/engagement/v3/callbacks/create",
-            json!({"serviceName": "keep", "phoneNumber": "+15554000100", "desiredTime": harness::wire(at)}),
-        )
+        .create(&key)
+        .service("keep")
+        .phone("+15554000100")
+        .field("desiredTime", json!(harness::wire(at)))
+        .send()
         .await;
     assert_eq!(code, 200, "{body}");
     let scheduled = body["data"]["id"].as_str().unwrap().to_string();
@@ -389,11 +387,7 @@ async fn trust_retention_deletes_only_finished_callbacks() {
     .await;
     let started = Instant::now();
     loop {
-        let left: i64 = pg
-            .query_one("SELECT count(*) FROM callbacks", &[])
-            .await
-            .unwrap()
-            .get(0);
+        let left = env.count("SELECT count(*) FROM callbacks").await;
         if left == 0 {
             break;
         }
@@ -458,12 +452,11 @@ async fn trust_a_redis_user_without_info_still_rebuilds_through_the_marker() {
     let at = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(3600);
     for i in 0..10 {
         let (code, body) = engage
-            .post(
-                &key,
-                "/engagement/v3/callbacks/create",
-                json!({"serviceName": "acl", "phoneNumber": format!("+1555500{i:04}"),
-                       "desiredTime": harness::wire(at)}),
-            )
+            .create(&key)
+            .service("acl")
+            .phone(&format!("+1555500{i:04}"))
+            .field("desiredTime", json!(harness::wire(at)))
+            .send()
             .await;
         assert_eq!(code, 200, "{body}");
     }

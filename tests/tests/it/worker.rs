@@ -38,11 +38,11 @@ async fn worker_dispatch_timing_fields_and_sigterm() {
     // Immediate: in the stream at once.
     let started = Instant::now();
     let (code, body) = engage
-        .post(
-            &key,
-            "/engagement/v3/callbacks/create",
-            json!({"serviceName": "sales", "phoneNumber": "+1 555 010 0001", "userData": {"k": "v"}}),
-        )
+        .create(&key)
+        .service("sales")
+        .phone("+1 555 010 0001")
+        .user_data(json!({"k": "v"}))
+        .send()
         .await;
     assert_eq!(code, 200, "{body}");
     let immediate = body["data"]["id"].as_str().expect("id").to_string();
@@ -64,11 +64,11 @@ async fn worker_dispatch_timing_fields_and_sigterm() {
     // Scheduled 2 s ahead: appears once, close to its due time, not before.
     let due = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(2);
     let (code, body) = engage
-        .post(
-            &key,
-            "/engagement/v3/callbacks/create",
-            json!({"serviceName": "sales", "phoneNumber": "+1 555 010 0002", "desiredTime": wire(due)}),
-        )
+        .create(&key)
+        .service("sales")
+        .phone("+1 555 010 0002")
+        .at(&wire(due))
+        .send()
         .await;
     assert_eq!(code, 200, "{body}");
     let scheduled = body["data"]["id"].as_str().expect("id").to_string();
@@ -305,13 +305,7 @@ async fn worker_survives_a_voice_redis_outage_and_cancels_stay_durable() {
     // A cancel whose control write fails is owed in PostgreSQL and sent by the outbox later.
     voice.stop();
     let target = &first[0];
-    let (code, body) = engage
-        .post(
-            &key,
-            "/engagement/v3/callbacks/cancel",
-            json!({"id": target}),
-        )
-        .await;
+    let (code, body) = engage.cancel(&key, &target).await;
     assert_eq!(code, 200, "{body}");
     let pg = env.pg().await;
     let owed: bool = pg
@@ -450,29 +444,10 @@ async fn worker_idle_budget_with_10000_scheduled() {
         .await
         .expect("resetstat");
     tokio::time::sleep(Duration::from_secs(30)).await;
-    let stats: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query_async(&mut conn)
-        .await
-        .expect("info");
-    let mut worker_calls = 0u64;
-    let mut seen = Vec::new();
-    for line in stats.lines().filter(|l| l.starts_with("cmdstat_")) {
-        let name = line.split(':').next().unwrap_or_default();
-        let calls: u64 = line
-            .split("calls=")
-            .nth(1)
-            .and_then(|r| r.split(',').next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0);
-        // This test's own `CONFIG RESETSTAT` is not the worker's; its `INFO`s before the reset
-        // are gone and the last one does not count itself, so every `INFO` here is the
-        // worker's (its loss check).
-        if !name.starts_with("cmdstat_config") {
-            worker_calls += calls;
-            seen.push(format!("{name}={calls}"));
-        }
-    }
+    // This test's own `CONFIG RESETSTAT` is not the worker's; its `INFO`s before the reset
+    // are gone and the last one does not count itself, so every `INFO` here is the worker's
+    // (its loss check).
+    let (worker_calls, seen) = harness::command_total(&mut conn, &["config"]).await;
     println!("FIGURE idle_redis_commands_30s={worker_calls} {seen:?}");
     assert!(
         worker_calls < 10,
@@ -499,12 +474,11 @@ async fn worker_lateness_at_1000_due_per_second() {
             async move {
                 let due = base + jiff::SignedDuration::from_millis(i);
                 let (code, body) = engage
-                    .post(
-                        key,
-                        "/engagement/v3/callbacks/create",
-                        json!({"serviceName": "burst", "phoneNumber": format!("+1555{:07}", i),
-                               "desiredTime": wire(due)}),
-                    )
+                    .create(key)
+                    .service("burst")
+                    .phone(&format!("+1555{:07}", i))
+                    .at(&wire(due))
+                    .send()
                     .await;
                 assert_eq!(code, 200, "{body}");
             }
@@ -631,11 +605,11 @@ async fn worker_on_a_redis_cluster() {
     engage.create_immediate(&key, "clustered", 300, 0).await;
     let due = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(1);
     let (code, body) = engage
-        .post(
-            &key,
-            "/engagement/v3/callbacks/create",
-            json!({"serviceName": "clustered", "phoneNumber": "+15550109999", "desiredTime": wire(due)}),
-        )
+        .create(&key)
+        .service("clustered")
+        .phone("+15550109999")
+        .at(&wire(due))
+        .send()
         .await;
     assert_eq!(code, 200, "{body}");
     let n = env.wait_submitted(301, Duration::from_secs(20)).await;
