@@ -6,7 +6,7 @@ use axum::{Router, extract::State, http::header, response::IntoResponse, routing
 use serde::Serialize;
 use shared::{
     ApiError,
-    error::ApiResult,
+    http::ApiResult,
     http::{AppState, Envelope},
 };
 
@@ -40,18 +40,16 @@ async fn live() -> Envelope<Up> {
 async fn ready(State(state): State<AppState>) -> ApiResult<Envelope<Up>> {
     match shared::db::migrations_current(&state.db).await {
         Ok(true) => Ok(Envelope::ok(Up { status: "UP" })),
-        Ok(false) => Err(ApiError::Unavailable(
-            "database migrations are not applied".into(),
-        )),
-        Err(e) => Err(ApiError::Unavailable(format!("database unreachable: {e}"))),
+        Ok(false) => Err(ApiError::unavailable("database migrations are not applied")),
+        Err(e) => Err(ApiError::unavailable(format!("database unreachable: {e}"))),
     }
 }
 
-/// One dependency's health.
+/// One dependency's health in `GET /ges/v1/health/detail`.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Dependency {
-    /// Dependency name.
+    /// Which dependency: `postgresql`, `redis` (service Redis) or `voice-redis`.
     pub name: &'static str,
     /// `UP` or `DOWN`.
     pub status: &'static str,
@@ -62,14 +60,14 @@ pub struct Dependency {
     pub error: Option<String>,
 }
 
-/// The detail document.
+/// The body of `GET /ges/v1/health/detail`: overall status, build and each dependency.
 #[derive(Debug, Serialize)]
 pub struct Detail {
     /// `UP` when every dependency is up, else `DEGRADED` (`DOWN` when PostgreSQL is down).
     pub status: &'static str,
     /// Version of this build.
     pub version: &'static str,
-    /// Each dependency.
+    /// One entry per dependency checked, in a fixed order.
     pub dependencies: Vec<Dependency>,
 }
 

@@ -7,9 +7,9 @@ use std::{sync::Arc, time::Duration};
 
 use moka::future::Cache;
 
-use crate::{db::services::Service, error::ApiError};
+use crate::{db::services::Service, error::Error};
 
-/// (tenant, service name).
+/// Cache key of a service: (tenant id, service name).
 type ServiceKey = (Arc<str>, Arc<str>);
 
 /// The caches of one process (cheap to clone).
@@ -42,9 +42,9 @@ impl Caches {
     }
 
     /// The tenant of an API key (by its hash), loading on a miss.
-    pub async fn tenant<F>(&self, key_hash: [u8; 32], load: F) -> Result<Option<Arc<str>>, ApiError>
+    pub async fn tenant<F>(&self, key_hash: [u8; 32], load: F) -> Result<Option<Arc<str>>, Error>
     where
-        F: Future<Output = Result<Option<String>, ApiError>>,
+        F: Future<Output = Result<Option<String>, Error>>,
     {
         self.keys
             .try_get_with(key_hash, async { load.await.map(|t| t.map(Arc::from)) })
@@ -58,9 +58,9 @@ impl Caches {
         tenant: &str,
         name: &str,
         load: F,
-    ) -> Result<Option<Arc<Service>>, ApiError>
+    ) -> Result<Option<Arc<Service>>, Error>
     where
-        F: Future<Output = Result<Option<Service>, ApiError>>,
+        F: Future<Output = Result<Option<Service>, Error>>,
     {
         self.services
             .try_get_with((Arc::from(tenant), Arc::from(name)), async {
@@ -89,10 +89,13 @@ impl Caches {
 }
 
 /// A loader's error, shared by every waiter of the same entry.
-fn clone_error(e: &ApiError) -> ApiError {
+fn clone_error(e: &Error) -> Error {
     match e {
-        ApiError::Unavailable(m) => ApiError::Unavailable(m.clone()),
-        ApiError::BadRequest(m) => ApiError::BadRequest(m.clone()),
-        other => ApiError::internal(anyhow::anyhow!("{other}")),
+        Error::Unavailable { message, cause } => Error::Unavailable {
+            message: message.clone(),
+            cause: cause.clone(),
+        },
+        Error::Invalid(m) => Error::Invalid(m.clone()),
+        other => Error::internal(anyhow::anyhow!("{other}")),
     }
 }

@@ -17,7 +17,9 @@ pub mod redis;
 pub mod telemetry;
 
 pub use config::Config;
-pub use error::ApiError;
+pub use error::Error;
+#[cfg(feature = "http")]
+pub use http::{ApiError, ApiResult};
 
 /// The allocator of every Engage binary (they all link this crate): glibc's malloc took about
 /// a fifth of a create's CPU time under load (`just bench`, perf), mimalloc a fraction of that.

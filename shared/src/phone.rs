@@ -1,5 +1,6 @@
 //! Phone numbers: parsing and normalisation with the `phonenumber` crate, per-tenant number
-//! rules (DESIGN §6, ges-behavior §7.2) and the dial string handed to the voice platform.
+//! rules (docs/decisions.md#number-rules, docs/ges-behavior.md#phone-numbers) and the dial
+//! string handed to the voice platform.
 //!
 //! - With a number rule, a number must parse as a valid number (the rule's default country
 //!   applies to national numbers), come from a permitted country, match none of the blocked
@@ -7,7 +8,7 @@
 //!   not be premium-rate. Each failure is a 400 with its own message.
 //! - Without a rule, the number is parsed with the default country US only to normalise it;
 //!   a number that does not parse as a valid number is kept as given (GES uses web numbers
-//!   as provided, ges-behavior §7.3) and nothing is rejected here.
+//!   as provided, docs/ges-behavior.md#phone-numbers) and nothing is rejected here.
 //!
 //! The normalised form is E.164 without `+` (`12025550123`); [`dial_number`] prepends the
 //! service's `dial_prefix`.
@@ -15,7 +16,7 @@
 use regex::{RegexSet, RegexSetBuilder};
 use serde::{Deserialize, Serialize};
 
-use crate::error::ApiError;
+use crate::error::Error;
 
 /// The default country when a rule gives none, and for services without a rule.
 pub const DEFAULT_COUNTRY: &str = "US";
@@ -41,7 +42,7 @@ pub struct NumberRule {
     /// Regexes over the E.164 digits without `+`; a match blocks the number.
     #[serde(default)]
     pub blocked_patterns: Vec<String>,
-    /// Refuse premium-rate numbers.
+    /// Refuse premium-rate numbers (e.g. US 1-900) with 400; default true.
     #[serde(default = "yes")]
     pub block_premium: bool,
 }
@@ -63,15 +64,15 @@ pub struct CompiledRule {
     block_premium: bool,
 }
 
-fn country(field: &str, code: &str) -> Result<phonenumber::country::Id, ApiError> {
+fn country(field: &str, code: &str) -> Result<phonenumber::country::Id, Error> {
     let upper = code.trim().to_ascii_uppercase();
     if upper.len() != 2 {
-        return Err(ApiError::bad_request(format!(
+        return Err(Error::invalid(format!(
             "{field}: {code:?} is not an ISO 3166 alpha-2 country code"
         )));
     }
     upper.parse().map_err(|_| {
-        ApiError::bad_request(format!(
+        Error::invalid(format!(
             "{field}: {code:?} is not a country with a telephone numbering plan"
         ))
     })
@@ -79,15 +80,15 @@ fn country(field: &str, code: &str) -> Result<phonenumber::country::Id, ApiError
 
 impl NumberRule {
     /// Validates the rule and compiles its patterns; errors name the field or pattern at fault.
-    pub fn compile(&self) -> Result<CompiledRule, ApiError> {
+    pub fn compile(&self) -> Result<CompiledRule, Error> {
         let default_country = country("default_country", &self.default_country)?;
         if self.permitted_countries.is_empty() {
-            return Err(ApiError::bad_request(
+            return Err(Error::invalid(
                 "permitted_countries: a number rule must permit at least one country",
             ));
         }
         if self.permitted_countries.len() > MAX_COUNTRIES {
-            return Err(ApiError::bad_request(format!(
+            return Err(Error::invalid(format!(
                 "permitted_countries: at most {MAX_COUNTRIES} countries"
             )));
         }
@@ -97,13 +98,13 @@ impl NumberRule {
             .map(|c| country("permitted_countries", c))
             .collect::<Result<Vec<_>, _>>()?;
         if self.blocked_patterns.len() > MAX_PATTERNS {
-            return Err(ApiError::bad_request(format!(
+            return Err(Error::invalid(format!(
                 "blocked_patterns: at most {MAX_PATTERNS} patterns"
             )));
         }
         for p in &self.blocked_patterns {
             if p.is_empty() || p.chars().count() > MAX_PATTERN_LEN {
-                return Err(ApiError::bad_request(format!(
+                return Err(Error::invalid(format!(
                     "blocked_patterns: pattern {p:?} must be 1 to {MAX_PATTERN_LEN} characters"
                 )));
             }
@@ -117,7 +118,7 @@ impl NumberRule {
                         regex::Error::CompiledTooBig(_) => "is too complex".to_string(),
                         other => format!("is not a valid regular expression: {other}"),
                     };
-                    ApiError::bad_request(format!("blocked_patterns: pattern {p:?} {why}"))
+                    Error::invalid(format!("blocked_patterns: pattern {p:?} {why}"))
                 })?;
         }
         let blocked = RegexSetBuilder::new(&self.blocked_patterns)
@@ -125,7 +126,7 @@ impl NumberRule {
             .dfa_size_limit(REGEX_SIZE_LIMIT * 4)
             .build()
             .map_err(|_| {
-                ApiError::bad_request("blocked_patterns: the patterns together are too complex")
+                Error::invalid("blocked_patterns: the patterns together are too complex")
             })?;
         Ok(CompiledRule {
             default_country,
@@ -162,9 +163,9 @@ pub enum NumberError {
     Premium,
 }
 
-impl From<NumberError> for ApiError {
+impl From<NumberError> for Error {
     fn from(e: NumberError) -> Self {
-        ApiError::bad_request(e.to_string())
+        Error::invalid(e.to_string())
     }
 }
 

@@ -44,7 +44,7 @@ struct ShardPass {
 enum PassError {
     ServiceRedis(redis::RedisError),
     Voice(redis::RedisError),
-    Db(shared::ApiError),
+    Db(shared::Error),
 }
 
 impl std::fmt::Display for PassError {
@@ -289,7 +289,7 @@ async fn pass(w: &Worker, shard: u16, pacer: &mut Pacer) -> Result<ShardPass, Pa
     Ok(result)
 }
 
-async fn load(w: &Worker, ids: &[Uuid]) -> Result<Vec<DueCallback>, shared::ApiError> {
+async fn load(w: &Worker, ids: &[Uuid]) -> Result<Vec<DueCallback>, shared::Error> {
     let client = w.db.get().await?;
     dispatch::load(&client, ids).await
 }
@@ -380,8 +380,8 @@ async fn submit(
     let Some(marked) = marked else {
         // In the stream but not recorded: the claims stay in flight, the lease expires, the
         // re-claim finds the dedupe key and records them then.
-        return Err(PassError::Db(shared::ApiError::Unavailable(
-            "could not record submissions".into(),
+        return Err(PassError::Db(shared::Error::unavailable(
+            "could not record submissions",
         )));
     };
     done.extend(ready.iter().map(|(cb, _)| cb.id.to_string()));

@@ -5,21 +5,21 @@ use axum::{Router, extract::State, routing::get};
 use serde::Deserialize;
 use shared::{
     ApiError, db,
-    db::api_errors::ApiErrorRecord,
-    error::ApiResult,
+    db::api_errors::FailedCallRecord,
+    http::ApiResult,
     http::{Admin, AppState, Envelope, Path, Query},
 };
 
-/// Routes.
+/// `GET …/api-errors` (internal port, admin token).
 pub fn router() -> Router<AppState> {
     Router::new().route("/ges/v1/tenants/{ccid}/api-errors", get(list))
 }
 
-/// Query parameters.
+/// Query parameters of `GET …/api-errors`.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ErrorQuery {
-    /// One correlation id.
+    /// Only the error of this request (`corrId` of its answer); absent = the newest ones.
     pub corr_id: Option<String>,
     /// At most this many (1–250, default 50).
     pub limit: Option<i64>,
@@ -30,7 +30,7 @@ async fn list(
     _: Admin,
     Path(ccid): Path<String>,
     Query(q): Query<ErrorQuery>,
-) -> ApiResult<Envelope<Vec<ApiErrorRecord>>> {
+) -> ApiResult<Envelope<Vec<FailedCallRecord>>> {
     let corr_id = q
         .corr_id
         .map(|c| {

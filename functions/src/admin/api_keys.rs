@@ -10,12 +10,12 @@ use serde::{Deserialize, Serialize};
 use shared::{
     ApiError, db,
     db::api_keys::{ApiKeyInfo, NewApiKey},
-    error::ApiResult,
+    http::ApiResult,
     http::{Admin, AppState, Envelope, Path},
 };
 use uuid::Uuid;
 
-/// Routes.
+/// `GET|POST …/api-keys` and `DELETE …/api-keys/{key_id}` (internal port, admin token).
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/ges/v1/tenants/{ccid}/api-keys", get(list).post(create))
@@ -39,7 +39,7 @@ pub async fn create_key(state: &AppState, tenant: &str, label: &str) -> ApiResul
         ));
     }
     let client = state.db.get().await?;
-    db::api_keys::create(&client, tenant, label).await
+    Ok(db::api_keys::create(&client, tenant, label).await?)
 }
 
 async fn create(

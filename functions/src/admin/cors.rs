@@ -6,11 +6,11 @@ use axum::{Router, extract::State, routing::get};
 use serde::{Deserialize, Serialize};
 use shared::{
     ApiError, db,
-    error::ApiResult,
+    http::ApiResult,
     http::{Admin, AppState, Envelope, Json, Path},
 };
 
-/// Routes.
+/// `GET|PUT …/cors`: the tenant's allowed browser origins (internal port, admin token).
 pub fn router() -> Router<AppState> {
     Router::new().route("/ges/v1/tenants/{ccid}/cors", get(show).put(put))
 }

@@ -1,6 +1,6 @@
 //! `PUT/GET/DELETE /ges/v1/tenants/{ccid}/number-rules/{name}`, `GET …/number-rules`: the
-//! tenant's number rules (DESIGN §6). Patterns are compiled at PUT time, so a rule that is
-//! stored always works at create time.
+//! tenant's number rules (docs/decisions.md#number-rules). Patterns are compiled at PUT time,
+//! so a rule that is stored always works at create time.
 
 use axum::{Router, extract::State, routing::get};
 use serde::Serialize;
@@ -8,13 +8,13 @@ use serde_json::Value;
 use shared::{
     ApiError, db,
     db::number_rules::StoredRule,
-    error::ApiResult,
+    http::ApiResult,
     http::{Admin, AppState, Envelope, Json, Path, extract::from_value},
     model::valid_name,
     phone::NumberRule,
 };
 
-/// Routes.
+/// `GET …/number-rules` and `PUT|GET|DELETE …/number-rules/{name}` (internal port, admin).
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/ges/v1/tenants/{ccid}/number-rules", get(list))
@@ -46,7 +46,7 @@ pub async fn put_rule(
     let rule = rule.normalised();
     rule.compile()?;
     let client = state.db.get().await?;
-    db::number_rules::put(&client, tenant, name, &rule).await
+    Ok(db::number_rules::put(&client, tenant, name, &rule).await?)
 }
 
 async fn put(

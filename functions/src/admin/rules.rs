@@ -1,6 +1,7 @@
 //! `PUT/GET/DELETE /ges/v1/tenants/{ccid}/business-hours/{name}`, `GET …/business-hours`, and
-//! the same under `…/capacity-rules`: named business hours and capacity rules (DESIGN §6 JSON
-//! shapes, validated by `shared::model::{hours, capacity}`).
+//! the same under `…/capacity-rules`: named business hours and capacity rules (JSON shapes
+//! in docs/decisions.md#business-hours and #capacity-rules, validated by
+//! `shared::model::{hours, capacity}`).
 //!
 //! GET answers the stored spec with `name`, `version` and `updatedAt` beside its fields, so a
 //! fetched rule can be PUT back unchanged. DELETE is refused (409) while a live service uses
@@ -12,7 +13,7 @@ use serde_json::Value;
 use shared::{
     ApiError, db,
     db::hours::{Kind, StoredRule},
-    error::ApiResult,
+    http::ApiResult,
     http::{Admin, AppState, Envelope, Json, Path},
     model::valid_name,
 };
@@ -70,7 +71,7 @@ pub async fn put_rule(
     }
     let spec = kind.validate(&body)?;
     let client = state.db.get().await?;
-    db::hours::put(&client, kind, tenant, name, &spec).await
+    Ok(db::hours::put(&client, kind, tenant, name, &spec).await?)
 }
 
 async fn put(

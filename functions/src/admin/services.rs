@@ -7,12 +7,12 @@ use serde_json::Value;
 use shared::{
     ApiError, db,
     db::services::Service,
-    error::ApiResult,
+    http::ApiResult,
     http::{Admin, AppState, Envelope, Json, Path},
     model::{ServiceSettings, valid_name},
 };
 
-/// Routes.
+/// `GET …/services` and `PUT|GET|DELETE …/services/{name}` (internal port, admin token).
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/ges/v1/tenants/{ccid}/services", get(list))

@@ -5,12 +5,12 @@ use serde::Deserialize;
 use shared::{
     ApiError, db,
     db::tenants::Tenant,
-    error::ApiResult,
+    http::ApiResult,
     http::{Admin, AppState, Envelope, Json, Path},
     model::valid_tenant_id,
 };
 
-/// Routes.
+/// `GET|POST /ges/v1/tenants` and `GET /ges/v1/tenants/{ccid}` (internal port, admin token).
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/ges/v1/tenants", get(list).post(create))
@@ -21,9 +21,9 @@ pub fn router() -> Router<AppState> {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewTenant {
-    /// Contact-center id.
+    /// Contact-center id (ccid): 1–64 of `A-Za-z0-9_.-`, starting with a letter or digit.
     pub id: String,
-    /// Display name.
+    /// Human-readable name, for admins only.
     pub name: String,
 }
 
@@ -39,7 +39,7 @@ pub async fn create_tenant(state: &AppState, t: &NewTenant) -> ApiResult<Tenant>
         return Err(ApiError::bad_request("name must be 1-255 characters"));
     }
     let client = state.db.get().await?;
-    db::tenants::create(&client, &t.id, name).await
+    Ok(db::tenants::create(&client, &t.id, name).await?)
 }
 
 async fn create(

@@ -20,7 +20,7 @@ use shared::db::outcome::TxFail as Fail;
 use shared::{
     ApiError, db,
     db::outcome::{self, Waited, Writer},
-    error::ApiResult,
+    http::ApiResult,
     http::{ApiTenant, AppState, Envelope, Json},
     metrics,
     model::callback::CallbackIdParms,
@@ -33,7 +33,7 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/engagement/v3/callbacks/cancel", post(handler))
 }
 
-/// `CancelCallbackData`.
+/// The 200 `data` of cancel (`CancelCallbackData` in the GES clients).
 #[derive(Debug, Serialize)]
 pub struct CancelledData {
     /// The cancelled callback's id.
@@ -56,16 +56,14 @@ async fn handler(
         // Cancelled; only its follow-ups (index, control entry) ran late.
         Waited::DoneLate { stored: true } => {}
         Waited::Abandoned | Waited::DoneLate { stored: false } => {
-            return Err(ApiError::Unavailable(
-                "the database did not answer in time; the callback was not cancelled, retry later"
-                    .into(),
+            return Err(ApiError::unavailable(
+                "the database did not answer in time; the callback was not cancelled, retry later",
             ));
         }
         Waited::InDoubt => {
-            return Err(ApiError::Unavailable(
+            return Err(ApiError::unavailable(
                 "the database did not confirm the cancel in time; it may still apply: retry to \
-                 learn the outcome"
-                    .into(),
+                 learn the outcome",
             ));
         }
     };
@@ -87,7 +85,7 @@ async fn cancel_task(
             drop(client);
             resolve(&state, &tenant, id).await
         }
-        Err(Fail::Api(e)) => Err(e),
+        Err(Fail::Api(e)) => Err(e.into()),
         Ok(c) => Ok(c),
     };
     let done = result.as_ref().is_ok();
@@ -115,7 +113,7 @@ async fn in_tx(
     let cancelled = db::callbacks::cancel(&tx, tenant, id).await?;
     if !writer.begin_commit() {
         tx.rollback().await?;
-        return Err(Fail::Api(ApiError::Unavailable("request given up".into())));
+        return Err(Fail::Api(shared::Error::unavailable("request given up")));
     }
     match tx.commit().await {
         Ok(()) => Ok(cancelled),
@@ -140,8 +138,8 @@ async fn resolve(state: &AppState, tenant: &str, id: Uuid) -> ApiResult<db::call
         match read {
             Ok(Some(c)) => return Ok(c),
             Ok(None) => {
-                return Err(ApiError::Unavailable(
-                    "database connection lost; the callback was not cancelled, retry later".into(),
+                return Err(ApiError::unavailable(
+                    "database connection lost; the callback was not cancelled, retry later",
                 ));
             }
             Err(e) => {

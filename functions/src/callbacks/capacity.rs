@@ -1,6 +1,8 @@
-//! Business-hours and capacity checks of `POST /callbacks/create` (DESIGN §3, §6).
+//! Business-hours and capacity checks of `POST /callbacks/create`
+//! (docs/decisions.md#capacity-rules).
 //!
-//! Decisions (GES leaves these open, ges-behavior §6 and §15.8–9):
+//! Decisions (GES leaves these open: docs/ges-behavior.md#capacity-and-scheduling; the same list
+//! is in docs/decisions.md#scheduling-decisions):
 //! - **Scheduled, inside business hours**: the callback takes one place in the slot containing
 //!   its desired time, claimed in the statement that inserts it (`shared::db::slots`). A full
 //!   slot (or one whose capacity is 0) answers 429 with `data.slots` proposing the nearest open
@@ -26,7 +28,7 @@ use serde_json::json;
 use shared::{
     ApiError, db,
     db::slots::SlotClaim,
-    error::ApiResult,
+    http::ApiResult,
     model::{ServiceSettings, SlotPlan, callback::wire_time},
 };
 
@@ -157,7 +159,7 @@ impl Checked {
                 data: Some(json!({ "slots": slots })),
                 retry_after_s: None,
             },
-            Err(e) => e,
+            Err(e) => e.into(),
         }
     }
 }

@@ -20,7 +20,7 @@ use shared::{
         callbacks::{Idempotent, NewCallback},
         outcome::{self, Waited, Writer},
     },
-    error::ApiResult,
+    http::ApiResult,
     http::AppState,
     model::ServiceSettings,
 };
@@ -62,7 +62,7 @@ pub async fn run(client: Object, job: Job) -> ApiResult<Written> {
         // Committed, answer late: indexed as due now (the worker re-reads the row's time).
         Waited::DoneLate { stored: true } => Ok(Written::Stored(Timestamp::UNIX_EPOCH)),
         Waited::DoneLate { stored: false } | Waited::Abandoned | Waited::InDoubt => {
-            Err(db::batch::not_confirmed())
+            Err(db::batch::not_confirmed().into())
         }
     }
 }
@@ -80,12 +80,12 @@ async fn write(mut client: Object, job: Job, writer: Writer<ApiResult<Written>>)
                 // callback to its stored time (the host's time may be off).
                 Ok(Written::Stored(Timestamp::UNIX_EPOCH))
             } else {
-                Err(ApiError::Unavailable(
-                    "database connection lost; nothing was stored, retry later".into(),
+                Err(ApiError::unavailable(
+                    "database connection lost; nothing was stored, retry later",
                 ))
             }
         }
-        Err(Fail::Api(e)) => Err(e),
+        Err(Fail::Api(e)) => Err(e.into()),
         Ok(w) => Ok(w),
     };
     let stored = matches!(result, Ok(Written::Stored(_)));

@@ -21,7 +21,7 @@ use shared::{
         self,
         callbacks::{Idempotent, NewCallback},
     },
-    error::ApiResult,
+    http::ApiResult,
     http::{
         ApiTenant, AppState, Envelope,
         extract::{RawBody, from_value, parse_json},
@@ -254,7 +254,7 @@ async fn batched(
         let state = state.clone();
         tokio::spawn(async move { reservation.give_back(&state).await });
     }
-    inserted.map(|()| None)
+    Ok(inserted.map(|()| None)?)
 }
 
 /// The answer to a request whose Idempotency-Key was used before.

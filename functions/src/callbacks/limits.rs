@@ -19,8 +19,8 @@ use std::{
 
 use deadpool_postgres::GenericClient;
 use shared::{
-    ApiError, db,
-    error::ApiResult,
+    Error, db,
+    error::Result,
     http::AppState,
     metrics,
     model::ServiceSettings,
@@ -47,7 +47,7 @@ pub async fn check_number(
     service: &str,
     settings: &ServiceSettings,
     phone_number: &str,
-) -> ApiResult<Number> {
+) -> Result<Number> {
     let rule = match &settings.number_rule {
         None => None,
         Some(name) => Some(number_rule(client, tenant, service, name).await?),
@@ -100,7 +100,7 @@ pub async fn reserve(
     number: &Number,
     immediate: bool,
     id: Uuid,
-) -> ApiResult<Reservation> {
+) -> Result<Reservation> {
     let tk = ThrottleKeys::new(&state.keys, tenant, service);
     let limits = Limits::of(settings, immediate);
     match run_script(
@@ -127,12 +127,12 @@ pub async fn reserve(
 }
 
 enum Fail {
-    Api(ApiError),
+    Api(Error),
     Redis(redis::RedisError),
 }
 
-impl From<ApiError> for Fail {
-    fn from(e: ApiError) -> Self {
+impl From<Error> for Fail {
+    fn from(e: Error) -> Self {
         Self::Api(e)
     }
 }
@@ -174,7 +174,7 @@ async fn run_script(
                         .ceil();
                     s.max(1.0) as u64
                 });
-                return Err(ApiError::TooManyRequests {
+                return Err(Error::LimitReached {
                     message: r.message(service),
                     data: None,
                     retry_after_s,
@@ -225,11 +225,11 @@ async fn number_rule(
     tenant: &str,
     service: &str,
     name: &str,
-) -> ApiResult<Arc<CompiledRule>> {
+) -> Result<Arc<CompiledRule>> {
     let stored = db::number_rules::find(client, tenant, name)
         .await?
         .ok_or_else(|| {
-            ApiError::bad_request(format!(
+            Error::invalid(format!(
                 "service {service} is misconfigured: its number rule {name} does not exist; \
                  contact the administrator"
             ))
@@ -242,9 +242,9 @@ async fn number_rule(
     }
     // Stored rules were validated at PUT; a failure here means the stored JSON was edited.
     let compiled = Arc::new(stored.rule.compile().map_err(|e| {
-        ApiError::internal(anyhow::anyhow!(
+        Error::internal(anyhow::anyhow!(
             "stored number rule {name} does not compile: {}",
-            e.public_message()
+            e
         ))
     })?);
     let mut cache = RULES.lock().map_err(poisoned)?;
@@ -255,6 +255,6 @@ async fn number_rule(
     Ok(compiled)
 }
 
-fn poisoned<T>(_: std::sync::PoisonError<T>) -> ApiError {
-    ApiError::internal(anyhow::anyhow!("number-rule cache lock poisoned"))
+fn poisoned<T>(_: std::sync::PoisonError<T>) -> Error {
+    Error::internal(anyhow::anyhow!("number-rule cache lock poisoned"))
 }

@@ -6,7 +6,7 @@
 use axum::{Router, extract::State, routing::post};
 use shared::{
     db,
-    error::ApiResult,
+    http::ApiResult,
     http::{ApiTenant, AppState, Envelope, Json},
     model::{
         CallbackState,

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use shared::{
     ApiError,
     db::events::{self, Event, Outcome},
-    error::ApiResult,
+    http::ApiResult,
     http::{AppState, Envelope, Json, Path},
     metrics,
     model::{CallbackState, CompletionReason, callback::parse_time},
@@ -30,7 +30,7 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/ges/v1/ors/callbacks/{id}/events", post(handler))
 }
 
-/// The event body.
+/// The JSON body the voice platform posts (snake_case fields; only `state` is required).
 #[derive(Debug, Deserialize)]
 pub struct EventBody {
     /// SCHEDULED | QUEUED | ROUTING | PROCESSING | COMPLETED.
@@ -60,7 +60,7 @@ pub struct EventBody {
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct EventResult {
-    /// Callback id.
+    /// The callback the event was for (the path's id).
     pub id: String,
     /// Whether the event changed the callback.
     pub applied: bool,
@@ -172,7 +172,7 @@ async fn apply(state: &AppState, id: Uuid, event: &Event) -> ApiResult<(events::
     .await
     .map_err(|e| {
         tracing::warn!(callback.id = %id, error = %e, "voice redis unreachable while checking a hand-off");
-        ApiError::Unavailable(format!(
+        ApiError::unavailable(format!(
             "cannot check whether attempt {attempt} was handed to the voice platform (voice Redis unreachable); retry later"
         ))
     })?;
@@ -183,7 +183,7 @@ async fn apply(state: &AppState, id: Uuid, event: &Event) -> ApiResult<(events::
             attempt: Some(attempt),
             ..event.clone()
         };
-        return events::apply(&mut client, id, &confirmed, true).await;
+        return Ok(events::apply(&mut client, id, &confirmed, true).await?);
     }
     if event.attempt.is_none() && attempt > 1 {
         let why = "no attempt given and the current attempt is not with the voice platform: \

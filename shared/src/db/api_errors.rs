@@ -5,7 +5,7 @@ use deadpool_postgres::GenericClient;
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::{error::ApiError, model::callback::wire_time};
+use crate::{error::Error, model::callback::wire_time};
 
 /// How many errors are kept per tenant.
 pub const KEEP_PER_TENANT: i64 = 1000;
@@ -13,17 +13,18 @@ pub const KEEP_PER_TENANT: i64 = 1000;
 /// One recorded error.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct ApiErrorRecord {
+pub struct FailedCallRecord {
     /// Correlation id of the failed request.
     pub corr_id: Uuid,
     /// Tenant of the API key used.
     #[serde(skip)]
     pub tenant: String,
-    /// HTTP method.
+    /// HTTP method of the failed request (`POST`, `GET`).
     pub method: String,
-    /// Route template.
+    /// The matched route template (`/engagement/v3/callbacks/create`), never the raw path, so
+    /// no id or user data is stored.
     pub route: String,
-    /// HTTP status.
+    /// The HTTP status answered (4xx or 5xx).
     pub status: i16,
     /// The message returned to the caller.
     pub message: String,
@@ -35,8 +36,8 @@ pub struct ApiErrorRecord {
 /// Inserts a batch (one statement).
 pub async fn insert_batch(
     db: &impl GenericClient,
-    batch: &[ApiErrorRecord],
-) -> Result<(), ApiError> {
+    batch: &[FailedCallRecord],
+) -> Result<(), Error> {
     if batch.is_empty() {
         return Ok(());
     }
@@ -62,7 +63,7 @@ pub async fn list(
     tenant: &str,
     corr_id: Option<Uuid>,
     limit: i64,
-) -> Result<Vec<ApiErrorRecord>, ApiError> {
+) -> Result<Vec<FailedCallRecord>, Error> {
     let rows = db
         .query(
             "SELECT corr_id, method, route, status, message, created_at FROM api_errors
@@ -73,7 +74,7 @@ pub async fn list(
         .await?;
     Ok(rows
         .iter()
-        .map(|r| ApiErrorRecord {
+        .map(|r| FailedCallRecord {
             corr_id: r.get("corr_id"),
             tenant: tenant.to_string(),
             method: r.get("method"),
@@ -86,7 +87,7 @@ pub async fn list(
 }
 
 /// Drops errors beyond the bounds; returns how many.
-pub async fn prune(db: &impl GenericClient) -> Result<u64, ApiError> {
+pub async fn prune(db: &impl GenericClient) -> Result<u64, Error> {
     let old = db
         .execute(
             "DELETE FROM api_errors WHERE created_at < now() - interval '7 days'",

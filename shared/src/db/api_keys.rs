@@ -4,7 +4,7 @@ use deadpool_postgres::GenericClient;
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::{auth, error::ApiError, model::callback::wire_time};
+use crate::{auth, error::Error, model::callback::wire_time};
 
 /// A key as listed (never the key itself).
 #[derive(Debug, Clone, Serialize)]
@@ -12,9 +12,9 @@ use crate::{auth, error::ApiError, model::callback::wire_time};
 pub struct ApiKeyInfo {
     /// Key id (used to revoke).
     pub id: Uuid,
-    /// Free label.
+    /// The admin's free-text note on what the key is for.
     pub label: String,
-    /// Creation time.
+    /// When the key was created (`2026-05-28T15:30:00.000Z`).
     pub created_at: String,
     /// Revocation time, if revoked.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -25,11 +25,11 @@ pub struct ApiKeyInfo {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct NewApiKey {
-    /// Key id.
+    /// Key id (used to list and revoke; not a secret).
     pub id: Uuid,
     /// The key (store it now; it cannot be shown again).
     pub key: String,
-    /// Free label.
+    /// The admin's free-text note on what the key is for.
     pub label: String,
 }
 
@@ -38,7 +38,7 @@ pub async fn create(
     db: &impl GenericClient,
     tenant: &str,
     label: &str,
-) -> Result<NewApiKey, ApiError> {
+) -> Result<NewApiKey, Error> {
     let key = auth::generate_key();
     let id = Uuid::now_v7();
     let inserted = db
@@ -49,7 +49,7 @@ pub async fn create(
         )
         .await?;
     if inserted == 0 {
-        return Err(ApiError::not_found(format!("no tenant {tenant}")));
+        return Err(Error::not_found(format!("no tenant {tenant}")));
     }
     Ok(NewApiKey {
         id,
@@ -59,7 +59,7 @@ pub async fn create(
 }
 
 /// The tenant's keys, newest first.
-pub async fn list(db: &impl GenericClient, tenant: &str) -> Result<Vec<ApiKeyInfo>, ApiError> {
+pub async fn list(db: &impl GenericClient, tenant: &str) -> Result<Vec<ApiKeyInfo>, Error> {
     let rows = db
         .query(
             "SELECT id, label, created_at, revoked_at FROM api_keys WHERE tenant_id = $1
@@ -81,7 +81,7 @@ pub async fn list(db: &impl GenericClient, tenant: &str) -> Result<Vec<ApiKeyInf
 }
 
 /// Revokes a key of the tenant; 404 when it is not the tenant's.
-pub async fn revoke(db: &impl GenericClient, tenant: &str, id: Uuid) -> Result<(), ApiError> {
+pub async fn revoke(db: &impl GenericClient, tenant: &str, id: Uuid) -> Result<(), Error> {
     let n = db
         .execute(
             "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now())
@@ -90,7 +90,7 @@ pub async fn revoke(db: &impl GenericClient, tenant: &str, id: Uuid) -> Result<(
         )
         .await?;
     if n == 0 {
-        return Err(ApiError::not_found(format!(
+        return Err(Error::not_found(format!(
             "no API key {id} for tenant {tenant}"
         )));
     }
@@ -101,7 +101,7 @@ pub async fn revoke(db: &impl GenericClient, tenant: &str, id: Uuid) -> Result<(
 pub async fn resolve_hash(
     db: &impl GenericClient,
     hash: &[u8; 32],
-) -> Result<Option<String>, ApiError> {
+) -> Result<Option<String>, Error> {
     Ok(db
         .query_opt(
             "SELECT tenant_id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",

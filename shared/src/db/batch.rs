@@ -30,12 +30,12 @@ use super::{
     outcome::{self, Waited, Writer},
 };
 use crate::{
-    error::ApiError,
+    error::Error,
     redis::{Keys, RedisHandle, schedule},
 };
 
 /// What the batcher answers a create: `Ok` = committed (and indexed).
-pub type Answer = Result<(), ApiError>;
+pub type Answer = Result<(), Error>;
 
 type Job = (NewCallback, Writer<Answer>);
 
@@ -91,7 +91,7 @@ impl InsertBatcher {
         &self,
         cb: NewCallback,
         deadline: Option<tokio::time::Instant>,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), Error> {
         let Some(tx) = &self.tx else {
             let client = self.pool.get().await?;
             let stored = insert_rows(&client, std::slice::from_ref(&cb)).await?;
@@ -101,7 +101,7 @@ impl InsertBatcher {
         let (writer, waiter) = outcome::pair();
         tx.send((cb, writer))
             .await
-            .map_err(|_| ApiError::Unavailable("shutting down".into()))?;
+            .map_err(|_| Error::unavailable("shutting down"))?;
         match waiter.wait(deadline).await {
             Waited::Done(answer) => answer,
             // Settled as stored: only the index write is late.
@@ -113,9 +113,9 @@ impl InsertBatcher {
 }
 
 /// The 503 of a create that PostgreSQL did not confirm in time (nothing is left stored).
-pub fn not_confirmed() -> ApiError {
-    ApiError::Unavailable(
-        "the database did not confirm the callback in time; nothing was stored, retry later".into(),
+pub fn not_confirmed() -> Error {
+    Error::unavailable(
+        "the database did not confirm the callback in time; nothing was stored, retry later",
     )
 }
 
@@ -152,7 +152,7 @@ async fn write(pool: &Pool, index: &Index, jobs: Vec<Job>) {
     let client = match pool.get().await {
         Ok(client) => client,
         Err(e) => {
-            let e = ApiError::from(e);
+            let e = Error::from(e);
             jobs.into_iter()
                 .for_each(|(_, w)| fail(w, clone_unavailable(&e)));
             return;
@@ -228,20 +228,23 @@ async fn committed(
     keep.into_iter().for_each(|(w, _)| w.send(Ok(())));
 }
 
-fn fail(w: Writer<Answer>, e: ApiError) {
+fn fail(w: Writer<Answer>, e: Error) {
     if w.settle(false) {
         w.send(Err(e));
     }
 }
 
-fn not_stored() -> ApiError {
-    ApiError::Unavailable("database connection lost; nothing was stored, retry later".into())
+fn not_stored() -> Error {
+    Error::unavailable("database connection lost; nothing was stored, retry later")
 }
 
-fn clone_unavailable(e: &ApiError) -> ApiError {
+fn clone_unavailable(e: &Error) -> Error {
     match e {
-        ApiError::Unavailable(m) => ApiError::Unavailable(m.clone()),
-        _ => ApiError::Unavailable("database unavailable, retry later".into()),
+        Error::Unavailable { message, cause } => Error::Unavailable {
+            message: message.clone(),
+            cause: cause.clone(),
+        },
+        _ => Error::unavailable("database unavailable, retry later"),
     }
 }
 
@@ -264,7 +267,7 @@ const INSERT_ROWS: &str = "INSERT INTO callbacks
 pub(crate) async fn insert_rows(
     db: &impl deadpool_postgres::GenericClient,
     rows: &[NewCallback],
-) -> Result<Vec<(Uuid, Timestamp)>, ApiError> {
+) -> Result<Vec<(Uuid, Timestamp)>, Error> {
     Ok(insert_raw(db, rows).await?)
 }
 
@@ -282,7 +285,7 @@ async fn insert_raw(
 pub(crate) async fn probe_rows(
     db: &impl deadpool_postgres::GenericClient,
     rows: &[NewCallback],
-) -> Result<HashSet<Uuid>, ApiError> {
+) -> Result<HashSet<Uuid>, Error> {
     let sql = format!("{INSERT_ROWS} ON CONFLICT (id) DO NOTHING RETURNING id");
     let found = run_insert(db, &sql, rows).await?;
     Ok(found.iter().map(|r| r.get(0)).collect())

@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use super::slots::SlotClaim;
 use crate::{
-    error::ApiError,
+    error::Error,
     model::{
         CallbackState, CompletionReason,
         callback::{Callback, wire_time},
@@ -17,15 +17,15 @@ use crate::{
 /// A validated callback ready to insert.
 #[derive(Debug, Clone)]
 pub struct NewCallback {
-    /// Time-ordered id (UUIDv7).
+    /// Time-ordered id (UUIDv7), made by the API; the id create returns.
     pub id: Uuid,
-    /// Owning tenant.
+    /// The tenant (contact center id) resolved from the API key.
     pub tenant: String,
-    /// Service name.
+    /// The service (callback virtual queue) it is booked on.
     pub service: String,
     /// SCHEDULED (future desired time) or QUEUED (immediate).
     pub state: CallbackState,
-    /// Number as given.
+    /// The phone number as the create gave it (trimmed); what retrieve shows.
     pub phone_number: String,
     /// Normalised number, E.164 without `+` (`None`: did not normalise, dial as given).
     pub phone_e164: Option<String>,
@@ -35,11 +35,12 @@ pub struct NewCallback {
     pub dispatch_at: Timestamp,
     /// Booked with a desired time.
     pub scheduled: bool,
-    /// Initial priority.
+    /// Priority the callback starts with (the request's, else the service's).
     pub priority: i32,
-    /// Optional attributes.
+    /// Per-callback attributes: informational fields, overrides of the service's settings
+    /// (`routePoint`, `surveyRP`, `language`) and push targets; stored as JSON.
     pub attrs: Map<String, Value>,
-    /// Filtered user data.
+    /// The create's `userData` with non-identifier keys dropped (`None` when empty).
     pub user_data: Option<Map<String, Value>>,
     /// The capacity slot this callback takes (`None`: it is not counted against any slot).
     pub slot: Option<SlotClaim>,
@@ -92,8 +93,8 @@ const INSERT_CLAIMING: &str = "WITH f AS (
     RETURNING dispatch_at";
 
 /// The error a full slot produces; `create` turns it into a 429 with proposed slots.
-pub fn slot_full(claim: &SlotClaim) -> ApiError {
-    ApiError::TooManyRequests {
+pub fn slot_full(claim: &SlotClaim) -> Error {
+    Error::LimitReached {
         message: format!(
             "the slot starting {} is fully booked",
             wire_time(claim.start)
@@ -103,7 +104,7 @@ pub fn slot_full(claim: &SlotClaim) -> ApiError {
     }
 }
 
-async fn insert_row(db: &impl GenericClient, cb: &NewCallback) -> Result<Timestamp, ApiError> {
+async fn insert_row(db: &impl GenericClient, cb: &NewCallback) -> Result<Timestamp, Error> {
     let attrs = (!cb.attrs.is_empty()).then(|| Value::Object(cb.attrs.clone()));
     let user_data = cb.user_data.clone().map(Value::Object);
     let state = cb.state.as_str();
@@ -140,7 +141,7 @@ async fn insert_row(db: &impl GenericClient, cb: &NewCallback) -> Result<Timesta
 /// time. With a slot claim, a full slot is [`slot_full`]'s error and nothing is written.
 /// Callbacks without a slot claim take the request path through
 /// [`super::batch::InsertBatcher`], which shares commits.
-pub async fn insert(db: &impl GenericClient, cb: &NewCallback) -> Result<Timestamp, ApiError> {
+pub async fn insert(db: &impl GenericClient, cb: &NewCallback) -> Result<Timestamp, Error> {
     insert_row(db, cb).await
 }
 
@@ -154,7 +155,7 @@ pub async fn withdraw_unanswered(
     db: &impl GenericClient,
     tenant: &str,
     ids: &[Uuid],
-) -> Result<u64, ApiError> {
+) -> Result<u64, Error> {
     let row = super::stmt::query_one(
         db,
         "WITH d AS (
@@ -198,7 +199,7 @@ pub async fn insert_idempotent(
     cb: &NewCallback,
     key: &str,
     request_hash: &[u8],
-) -> Result<Idempotent, ApiError> {
+) -> Result<Idempotent, Error> {
     let tx = client.transaction().await?;
     if let Some(earlier) = claim_idempotency_key(&tx, cb, key, request_hash).await? {
         tx.rollback().await?;
@@ -217,7 +218,7 @@ pub async fn claim_idempotency_key(
     cb: &NewCallback,
     key: &str,
     request_hash: &[u8],
-) -> Result<Option<Idempotent>, ApiError> {
+) -> Result<Option<Idempotent>, Error> {
     let claimed = super::stmt::query_opt(
         tx,
         "INSERT INTO idempotency_keys (tenant_id, key, request_hash, callback_id)
@@ -247,41 +248,42 @@ pub async fn claim_idempotency_key(
     }))
 }
 
-/// A stored callback.
+/// A callback row as retrieve and cancel read it.
 #[derive(Debug, Clone)]
 pub struct StoredCallback {
-    /// Id.
+    /// The callback's id.
     pub id: Uuid,
-    /// Tenant.
+    /// The tenant that owns it.
     pub tenant: String,
-    /// Service.
+    /// The service (callback virtual queue) it is booked on.
     pub service: String,
-    /// State.
+    /// Where it is in its lifecycle.
     pub state: CallbackState,
-    /// Completion reason.
+    /// Why it completed; only when COMPLETED.
     pub reason: Option<CompletionReason>,
-    /// Number as given.
+    /// The phone number as the create gave it.
     pub phone_number: String,
     /// Normalised number, E.164 without `+` (`None`: dial as given).
     pub phone_e164: Option<String>,
-    /// Desired time.
+    /// When the customer wants the call (creation time for an immediate callback).
     pub desired_time: Timestamp,
-    /// Dispatch time.
+    /// When the worker hands the current attempt to the voice platform (desired time minus the
+    /// lead time, or the retry time).
     pub dispatch_at: Timestamp,
-    /// Current attempt.
+    /// The current dial attempt, 1 for the first.
     pub attempt: i16,
     /// When the current attempt reached the voice stream.
     pub submitted_at: Option<Timestamp>,
-    /// Creation time.
+    /// When the create was committed (PostgreSQL's clock).
     pub created_at: Timestamp,
-    /// Optional attributes.
+    /// Per-callback attributes (informational fields, overrides, push targets).
     pub attrs: Map<String, Value>,
-    /// User data.
+    /// The filtered `userData`, if any.
     pub user_data: Option<Value>,
 }
 
 impl StoredCallback {
-    fn from_row(r: &tokio_postgres::Row) -> Result<Self, ApiError> {
+    fn from_row(r: &tokio_postgres::Row) -> Result<Self, Error> {
         let state: String = r.get("state");
         let reason: Option<String> = r.get("reason");
         let attrs = match r.get::<_, Option<Value>>("attrs") {
@@ -293,7 +295,7 @@ impl StoredCallback {
             tenant: r.get("tenant_id"),
             service: r.get("service"),
             state: CallbackState::parse(&state)
-                .ok_or_else(|| ApiError::internal(anyhow::anyhow!("bad state {state}")))?,
+                .ok_or_else(|| Error::internal(anyhow::anyhow!("bad state {state}")))?,
             reason: reason.as_deref().and_then(CompletionReason::parse),
             phone_number: r.get("phone_number"),
             phone_e164: r.get("phone_e164"),
@@ -333,18 +335,14 @@ const COLUMNS: &str =
     attempt, submitted_at, created_at, attrs, user_data";
 
 /// One callback of the tenant, or 404 (another tenant's id is 404 too: invariant 10).
-pub async fn get(
-    db: &impl GenericClient,
-    tenant: &str,
-    id: Uuid,
-) -> Result<StoredCallback, ApiError> {
+pub async fn get(db: &impl GenericClient, tenant: &str, id: Uuid) -> Result<StoredCallback, Error> {
     let row = super::stmt::query_opt(
         db,
         &format!("SELECT {COLUMNS} FROM callbacks WHERE id = $1 AND tenant_id = $2"),
         &[&id, &tenant],
     )
     .await?
-    .ok_or_else(|| ApiError::not_found(format!("no callback {id}")))?;
+    .ok_or_else(|| Error::not_found(format!("no callback {id}")))?;
     StoredCallback::from_row(&row)
 }
 
@@ -355,23 +353,20 @@ pub struct Cancelled {
     pub submitted: bool,
     /// A cancel is owed to the voice platform (`control_pending` was set).
     pub owes_control: bool,
-    /// The attempt number.
+    /// The attempt that was current when cancelled (the one a control entry or fence is for).
     pub attempt: i16,
     /// The callback's service (to release its throttle place).
     pub service: String,
 }
 
-/// Cancels a callback: allowed in every state but PROCESSING and COMPLETED (DESIGN §4). The
-/// capacity slot the callback held is given back in the same statement. When the voice
-/// platform may have it (submitted, or due within the hour: a worker may be handing it off right
-/// now, and the hour covers a Redis clock that far ahead of PostgreSQL's), `control_pending` is set in the same statement: the cancel is owed
-/// durably (fence or control entry, `redis::voice::settle_cancels`), and the worker's outbox
-/// settles it if the caller's write fails (docs/voice-platform.md, "Cancel").
-pub async fn cancel(
-    db: &impl GenericClient,
-    tenant: &str,
-    id: Uuid,
-) -> Result<Cancelled, ApiError> {
+/// Cancels a callback: allowed in every state but PROCESSING and COMPLETED
+/// (docs/decisions.md#callback-lifecycle). The capacity slot the callback held is given back in
+/// the same statement. When the voice platform may have it (submitted, or due within the hour:
+/// a worker may be handing it off right now, and the hour covers a Redis clock that far ahead of
+/// PostgreSQL's), `control_pending` is set in the same statement: the cancel is owed durably
+/// (fence or control entry, `redis::voice::settle_cancels`), and the worker's outbox settles it
+/// if the caller's write fails (docs/voice-platform.md#cancel).
+pub async fn cancel(db: &impl GenericClient, tenant: &str, id: Uuid) -> Result<Cancelled, Error> {
     let row = super::stmt::query_opt(
         db,
         "WITH c AS (
@@ -402,10 +397,10 @@ pub async fn cancel(
     }
     let current = get(db, tenant, id).await?;
     Err(match current.state {
-        CallbackState::Processing => ApiError::bad_request(
+        CallbackState::Processing => Error::invalid(
             "callback is being handled by an agent (PROCESSING) and cannot be cancelled",
         ),
-        _ => ApiError::bad_request(format!(
+        _ => Error::invalid(format!(
             "callback already completed ({})",
             current
                 .reason
@@ -421,7 +416,7 @@ pub async fn cancel_outcome(
     tx: &deadpool_postgres::Transaction<'_>,
     tenant: &str,
     id: Uuid,
-) -> Result<Option<Cancelled>, ApiError> {
+) -> Result<Option<Cancelled>, Error> {
     let row = super::stmt::query_opt(
         tx,
         "SELECT submitted_at IS NOT NULL, attempt, service, control_pending,

@@ -8,38 +8,39 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use crate::{
-    error::ApiError,
+    error::Error,
     model::{CallbackState, ServiceSettings},
 };
 
 /// A claimed callback with what the stream entry needs.
 #[derive(Debug, Clone)]
 pub struct DueCallback {
-    /// Id.
+    /// The claimed callback; stream entry `callback_id`.
     pub id: Uuid,
-    /// Tenant.
+    /// Its tenant; stream entry `tenant`.
     pub tenant: String,
-    /// Service.
+    /// Its service; stream entry `service`, and whose settings (pace, TTL, prefix) apply.
     pub service: String,
-    /// State.
+    /// Its state when loaded; with `submitted_at` and `dispatch_at` it decides
+    /// [`pending`](Self::pending): a callback no longer pending is released, not submitted.
     pub state: CallbackState,
-    /// Number as given.
+    /// The number as the create gave it; stream entry `phone_number`.
     pub phone_number: String,
     /// Normalised E.164 digits (no `+`), when the number parsed.
     pub phone_e164: Option<String>,
-    /// Desired time.
+    /// When the customer wants the call; stream entry `desired_time`.
     pub desired_time: Timestamp,
     /// Dispatch time (lateness is measured from it).
     pub dispatch_at: Timestamp,
-    /// Priority.
+    /// Priority the callback starts with; stream entry `priority`.
     pub priority: i32,
-    /// Current attempt.
+    /// The attempt to submit (1 for the first); part of the dedupe key, stream entry `attempt`.
     pub attempt: i16,
     /// Set once the current attempt reached the voice stream.
     pub submitted_at: Option<Timestamp>,
     /// Optional attributes (overrides of route point, language, survey RP).
     pub attrs: Map<String, Value>,
-    /// User data.
+    /// The filtered `userData`; stream entry `user_data` as JSON text.
     pub user_data: Option<Value>,
     /// The service's settings (also of a soft-deleted service); `None` if it never existed.
     pub settings: Option<ServiceSettings>,
@@ -54,7 +55,7 @@ impl DueCallback {
 }
 
 /// Loads claimed callbacks with their service settings.
-pub async fn load(db: &impl GenericClient, ids: &[Uuid]) -> Result<Vec<DueCallback>, ApiError> {
+pub async fn load(db: &impl GenericClient, ids: &[Uuid]) -> Result<Vec<DueCallback>, Error> {
     let rows = super::stmt::query(db,
             "SELECT c.id, c.tenant_id, c.service, c.state, c.phone_number, c.phone_e164, c.desired_time,
                     c.dispatch_at, c.priority, c.attempt, c.submitted_at, c.attrs, c.user_data,
@@ -73,7 +74,7 @@ pub async fn load(db: &impl GenericClient, ids: &[Uuid]) -> Result<Vec<DueCallba
                 tenant: r.get("tenant_id"),
                 service: r.get("service"),
                 state: CallbackState::parse(&state)
-                    .ok_or_else(|| ApiError::internal(anyhow::anyhow!("bad state {state}")))?,
+                    .ok_or_else(|| Error::internal(anyhow::anyhow!("bad state {state}")))?,
                 phone_number: r.get("phone_number"),
                 phone_e164: r.get("phone_e164"),
                 desired_time: r.get("desired_time"),
@@ -90,7 +91,7 @@ pub async fn load(db: &impl GenericClient, ids: &[Uuid]) -> Result<Vec<DueCallba
                     .get::<_, Option<Value>>("settings")
                     .map(serde_json::from_value)
                     .transpose()
-                    .map_err(ApiError::internal)?,
+                    .map_err(Error::internal)?,
             })
         })
         .collect()
@@ -99,7 +100,7 @@ pub async fn load(db: &impl GenericClient, ids: &[Uuid]) -> Result<Vec<DueCallba
 /// One submitted attempt to record.
 #[derive(Debug, Clone, Copy)]
 pub struct Submitted {
-    /// Callback id.
+    /// The submitted callback.
     pub id: Uuid,
     /// The attempt that reached the stream.
     pub attempt: i16,
@@ -115,7 +116,7 @@ pub struct Submitted {
 pub async fn mark_submitted(
     db: &impl GenericClient,
     items: &[Submitted],
-) -> Result<Vec<(Uuid, i64)>, ApiError> {
+) -> Result<Vec<(Uuid, i64)>, Error> {
     if items.is_empty() {
         return Ok(Vec::new());
     }
@@ -166,7 +167,7 @@ pub async fn unsubmitted_page(
     which: Unsubmitted,
     after: Option<(Timestamp, Uuid)>,
     limit: i64,
-) -> Result<Vec<(Uuid, Timestamp)>, ApiError> {
+) -> Result<Vec<(Uuid, Timestamp)>, Error> {
     let (t, id) = after.unwrap_or((Timestamp::UNIX_EPOCH, Uuid::nil()));
     let rows = match which {
         Unsubmitted::All => {
@@ -199,11 +200,11 @@ pub async fn unsubmitted_page(
 /// A callback the voice platform holds (QUEUED or ROUTING, submitted).
 #[derive(Debug, Clone)]
 pub struct Active {
-    /// Id.
+    /// The callback, a member of its service's queue view.
     pub id: Uuid,
-    /// Tenant.
+    /// Its tenant (part of the queue view's key).
     pub tenant: String,
-    /// Service.
+    /// Its service (part of the queue view's key).
     pub service: String,
     /// When it reached the voice stream (queue-view score).
     pub submitted_at: Timestamp,
@@ -217,7 +218,7 @@ pub async fn active_of(
     db: &impl GenericClient,
     tenant: &str,
     service: &str,
-) -> Result<Vec<Active>, ApiError> {
+) -> Result<Vec<Active>, Error> {
     let rows = super::stmt::query(
         db,
         "SELECT id, tenant_id, service, submitted_at, priority FROM callbacks
@@ -241,7 +242,7 @@ fn active(r: &tokio_postgres::Row) -> Active {
 
 /// Every service that may have a queue view: configured ones (soft-deleted too) and any that
 /// callbacks in the voice platform's hands name.
-pub async fn view_services(db: &impl GenericClient) -> Result<Vec<(String, String)>, ApiError> {
+pub async fn view_services(db: &impl GenericClient) -> Result<Vec<(String, String)>, Error> {
     let rows = super::stmt::query(
         db,
         "SELECT tenant_id, name FROM services
@@ -261,7 +262,7 @@ pub async fn view_services(db: &impl GenericClient) -> Result<Vec<(String, Strin
 pub async fn changed_services(
     db: &impl GenericClient,
     since: Timestamp,
-) -> Result<(Vec<(String, String)>, Timestamp), ApiError> {
+) -> Result<(Vec<(String, String)>, Timestamp), Error> {
     let rows = super::stmt::query(
         db,
         "SELECT DISTINCT tenant_id, service FROM callbacks
@@ -281,7 +282,7 @@ pub async fn changed_services(
 pub async fn control_pending(
     db: &impl GenericClient,
     limit: i64,
-) -> Result<Vec<(Uuid, i16, bool)>, ApiError> {
+) -> Result<Vec<(Uuid, i16, bool)>, Error> {
     let rows = super::stmt::query(
         db,
         "SELECT id, attempt, submitted_at IS NOT NULL FROM callbacks WHERE control_pending
@@ -296,7 +297,7 @@ pub async fn control_pending(
 }
 
 /// Clears the control debt of callbacks whose control entry is in the stream.
-pub async fn clear_control(db: &impl GenericClient, ids: &[Uuid]) -> Result<(), ApiError> {
+pub async fn clear_control(db: &impl GenericClient, ids: &[Uuid]) -> Result<(), Error> {
     super::stmt::execute(
         db,
         "UPDATE callbacks SET control_pending = false WHERE id = ANY($1) AND control_pending",
@@ -309,11 +310,11 @@ pub async fn clear_control(db: &impl GenericClient, ids: &[Uuid]) -> Result<(), 
 /// A callback a maintenance pass ended or deleted (its Redis traces must go).
 #[derive(Debug, Clone)]
 pub struct Ended {
-    /// Id.
+    /// The callback whose schedule-index entry, queue-view entry and throttle place go.
     pub id: Uuid,
-    /// Tenant.
+    /// Its tenant (part of those keys).
     pub tenant: String,
-    /// Service.
+    /// Its service (part of those keys).
     pub service: String,
 }
 
@@ -350,7 +351,7 @@ macro_rules! end_with_ttl {
 
 /// Completes up to `limit` submitted callbacks not served within their TTL
 /// (COMPLETED/FAIL_TIMEOUT_TTL) and asks the voice platform to drop them.
-pub async fn expire(db: &impl GenericClient, limit: i64) -> Result<Vec<Ended>, ApiError> {
+pub async fn expire(db: &impl GenericClient, limit: i64) -> Result<Vec<Ended>, Error> {
     let rows = super::stmt::query(
         db,
         end_with_ttl!(
@@ -372,7 +373,7 @@ pub async fn expire_stale(
     db: &impl GenericClient,
     days: u32,
     limit: i64,
-) -> Result<Vec<Ended>, ApiError> {
+) -> Result<Vec<Ended>, Error> {
     let days = i32::try_from(days).unwrap_or(i32::MAX);
     let rows = super::stmt::query(
         db,
@@ -390,7 +391,7 @@ pub async fn expire_stale(
 /// Deletes up to `limit` finished callbacks (and, by cascade, their events) whose desired time
 /// is more than `days` days ago. Only COMPLETED callbacks that owe the voice platform nothing
 /// go: anything unfinished is ended first ([`expire_stale`]) and its control entry sent.
-pub async fn purge(db: &impl GenericClient, days: u32, limit: i64) -> Result<Vec<Ended>, ApiError> {
+pub async fn purge(db: &impl GenericClient, days: u32, limit: i64) -> Result<Vec<Ended>, Error> {
     let days = i32::try_from(days).unwrap_or(i32::MAX);
     let rows = super::stmt::query(
         db,
@@ -407,7 +408,7 @@ pub async fn purge(db: &impl GenericClient, days: u32, limit: i64) -> Result<Vec
 }
 
 /// Deletes expired idempotency keys (kept 24 h).
-pub async fn purge_idempotency_keys(db: &impl GenericClient) -> Result<u64, ApiError> {
+pub async fn purge_idempotency_keys(db: &impl GenericClient) -> Result<u64, Error> {
     Ok(super::stmt::execute(
         db,
         "DELETE FROM idempotency_keys WHERE created_at < now() - interval '24 hours'",
@@ -417,7 +418,7 @@ pub async fn purge_idempotency_keys(db: &impl GenericClient) -> Result<u64, ApiE
 }
 
 /// Callbacks the dispatcher watches: waiting for dispatch, and held by the voice platform.
-pub async fn monitor_counts(db: &impl GenericClient) -> Result<(i64, i64), ApiError> {
+pub async fn monitor_counts(db: &impl GenericClient) -> Result<(i64, i64), Error> {
     let row = super::stmt::query_one(
         db,
         "SELECT

@@ -16,14 +16,14 @@ use jiff::Timestamp;
 use uuid::Uuid;
 
 use crate::{
-    error::ApiError,
+    error::Error,
     model::{CallbackState, CompletionReason, ServiceSettings},
 };
 
-/// A validated event.
+/// A voice-platform event after validation (known state and reason, parsed time).
 #[derive(Debug, Clone)]
 pub struct Event {
-    /// Reported state.
+    /// The state the voice platform reports the callback in.
     pub state: CallbackState,
     /// Completion reason (COMPLETED only; defaults to NOT_AVAILABLE).
     pub reason: Option<CompletionReason>,
@@ -38,30 +38,30 @@ pub struct Event {
 pub enum Outcome {
     /// Nothing changed (duplicate, out of order, stale attempt, already completed).
     Ignored {
-        /// Current state.
+        /// The callback's state, unchanged.
         state: CallbackState,
-        /// Why.
+        /// Why nothing changed, for the answer (e.g. "already applied for this attempt").
         why: &'static str,
     },
     /// The state moved forward.
     Applied {
-        /// Previous state.
+        /// The state before the event.
         from: CallbackState,
-        /// New state.
+        /// The state the event moved it to.
         to: CallbackState,
     },
     /// The event is for the current attempt, which PostgreSQL does not yet record as handed off
     /// (nothing changed): the caller asks the voice stream and applies again with
     /// `handed_off = true` if the submission is there.
     Unconfirmed {
-        /// Current state.
+        /// The callback's state, unchanged.
         state: CallbackState,
-        /// The current attempt.
+        /// The attempt whose submission must be confirmed in the voice Redis.
         attempt: i16,
     },
     /// The call failed and another attempt was scheduled.
     Retry {
-        /// The new attempt.
+        /// The attempt scheduled next (the failed one plus 1).
         attempt: i16,
         /// When it will be dispatched.
         dispatch_at: Timestamp,
@@ -71,9 +71,9 @@ pub enum Outcome {
 /// Identity of the callback an event was applied to (for the Redis follow-ups).
 #[derive(Debug, Clone)]
 pub struct Target {
-    /// Tenant.
+    /// The callback's tenant (part of its queue view's key).
     pub tenant: String,
-    /// Service.
+    /// The callback's service (part of its queue view's key).
     pub service: String,
     /// When it reached the voice stream (queue-view score), if it did.
     pub submitted_at: Option<Timestamp>,
@@ -93,7 +93,7 @@ struct Current {
 async fn lock(
     tx: &deadpool_postgres::Transaction<'_>,
     id: Uuid,
-) -> Result<(Target, Current), ApiError> {
+) -> Result<(Target, Current), Error> {
     let row = super::stmt::query_opt(
         tx,
         "SELECT tenant_id, service, state, attempt, submitted_at, priority FROM callbacks
@@ -101,10 +101,10 @@ async fn lock(
         &[&id],
     )
     .await?
-    .ok_or_else(|| ApiError::not_found(format!("no callback {id}")))?;
+    .ok_or_else(|| Error::not_found(format!("no callback {id}")))?;
     let state: String = row.get(2);
     let state = CallbackState::parse(&state)
-        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("bad state {state}")))?;
+        .ok_or_else(|| Error::internal(anyhow::anyhow!("bad state {state}")))?;
     let submitted_at: Option<Timestamp> = row.get(4);
     let target = Target {
         tenant: row.get(0),
@@ -130,7 +130,7 @@ pub async fn apply(
     id: Uuid,
     ev: &Event,
     handed_off: bool,
-) -> Result<(Target, Outcome), ApiError> {
+) -> Result<(Target, Outcome), Error> {
     let tx = client.transaction().await?;
     let (target, cur) = lock(&tx, id).await?;
     let ignored = |why: &'static str| {
@@ -198,8 +198,8 @@ pub fn not_handed_off_message(
     )
 }
 
-fn not_handed_off(id: Uuid, attempt: i16, cur: &Current) -> ApiError {
-    ApiError::conflict(not_handed_off_message(id, attempt, cur.attempt, cur.state))
+fn not_handed_off(id: Uuid, attempt: i16, cur: &Current) -> Error {
+    Error::conflict(not_handed_off_message(id, attempt, cur.attempt, cur.state))
 }
 
 /// Whether an event without `attempt` repeats one already applied for an earlier attempt
@@ -210,7 +210,7 @@ async fn repeats_earlier(
     cur: &Current,
     ev: &Event,
     reason: Option<CompletionReason>,
-) -> Result<bool, ApiError> {
+) -> Result<bool, Error> {
     let reason = reason.map(CompletionReason::as_str);
     let row = super::stmt::query_opt(
         tx,
@@ -231,7 +231,7 @@ async fn record_once(
     attempt: i16,
     ev: &Event,
     reason: Option<CompletionReason>,
-) -> Result<bool, ApiError> {
+) -> Result<bool, Error> {
     let n = super::stmt::execute(
         tx,
         "INSERT INTO callback_events (callback_id, at, state, reason, source, attempt)
@@ -257,7 +257,7 @@ async fn retry(
     id: Uuid,
     target: &Target,
     attempt: i16,
-) -> Result<Option<Outcome>, ApiError> {
+) -> Result<Option<Outcome>, Error> {
     let settings = crate::db::services::settings_any(tx, &target.tenant, &target.service)
         .await?
         .unwrap_or_else(ServiceSettings::default);
@@ -294,7 +294,7 @@ async fn advance(
     mut target: Target,
     state: CallbackState,
     reason: Option<CompletionReason>,
-) -> Result<Target, ApiError> {
+) -> Result<Target, Error> {
     let row = super::stmt::query_one(
         tx,
         "UPDATE callbacks c SET state = $2, reason = $3, updated_at = now(),

@@ -6,7 +6,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::{
-    error::ApiError,
+    error::Error,
     model::{BusinessHours, CapacityRule, ServiceSettings, SlotPlan, callback::wire_time},
 };
 
@@ -44,13 +44,13 @@ impl Kind {
     }
 
     /// Validates a spec of this kind; returns its canonical JSON.
-    pub fn validate(self, spec: &Value) -> Result<Value, ApiError> {
+    pub fn validate(self, spec: &Value) -> Result<Value, Error> {
         match self {
             Self::BusinessHours => {
-                serde_json::to_value(BusinessHours::parse(spec)?).map_err(ApiError::internal)
+                serde_json::to_value(BusinessHours::parse(spec)?).map_err(Error::internal)
             }
             Self::CapacityRule => {
-                serde_json::to_value(CapacityRule::parse(spec)?).map_err(ApiError::internal)
+                serde_json::to_value(CapacityRule::parse(spec)?).map_err(Error::internal)
             }
         }
     }
@@ -92,7 +92,7 @@ pub async fn put(
     tenant: &str,
     name: &str,
     spec: &Value,
-) -> Result<(StoredRule, bool), ApiError> {
+) -> Result<(StoredRule, bool), Error> {
     let table = kind.table();
     let row = super::stmt::query_opt(
         db,
@@ -106,7 +106,7 @@ pub async fn put(
         &[&tenant, &name, spec],
     )
     .await?
-    .ok_or_else(|| ApiError::not_found(format!("no tenant {tenant}")))?;
+    .ok_or_else(|| Error::not_found(format!("no tenant {tenant}")))?;
     Ok((from_row(&row), row.get("created")))
 }
 
@@ -116,7 +116,7 @@ pub async fn get(
     kind: Kind,
     tenant: &str,
     name: &str,
-) -> Result<StoredRule, ApiError> {
+) -> Result<StoredRule, Error> {
     super::stmt::query_opt(
         db,
         &format!(
@@ -127,7 +127,7 @@ pub async fn get(
     )
     .await?
     .map(|r| from_row(&r))
-    .ok_or_else(|| ApiError::not_found(format!("no {} {name} for tenant {tenant}", kind.noun())))
+    .ok_or_else(|| Error::not_found(format!("no {} {name} for tenant {tenant}", kind.noun())))
 }
 
 /// The tenant's rules of one kind, by name.
@@ -135,7 +135,7 @@ pub async fn list(
     db: &impl GenericClient,
     kind: Kind,
     tenant: &str,
-) -> Result<Vec<StoredRule>, ApiError> {
+) -> Result<Vec<StoredRule>, Error> {
     let rows = super::stmt::query(
         db,
         &format!(
@@ -154,7 +154,7 @@ pub async fn existing(
     kind: Kind,
     tenant: &str,
     names: &[String],
-) -> Result<Vec<String>, ApiError> {
+) -> Result<Vec<String>, Error> {
     let rows = super::stmt::query(
         db,
         &format!(
@@ -173,7 +173,7 @@ pub async fn delete(
     kind: Kind,
     tenant: &str,
     name: &str,
-) -> Result<(), ApiError> {
+) -> Result<(), Error> {
     let users = super::stmt::query(
         db,
         "SELECT name FROM services
@@ -183,7 +183,7 @@ pub async fn delete(
     .await?;
     if !users.is_empty() {
         let names: Vec<String> = users.iter().map(|r| r.get(0)).collect();
-        return Err(ApiError::conflict(format!(
+        return Err(Error::conflict(format!(
             "{} {name} is used by service(s) {}; change their {} setting first",
             kind.noun(),
             names.join(", "),
@@ -200,7 +200,7 @@ pub async fn delete(
     )
     .await?;
     if n == 0 {
-        return Err(ApiError::not_found(format!(
+        return Err(Error::not_found(format!(
             "no {} {name} for tenant {tenant}",
             kind.noun()
         )));
@@ -213,7 +213,7 @@ pub async fn business_hours(
     db: &impl GenericClient,
     tenant: &str,
     name: &str,
-) -> Result<Option<BusinessHours>, ApiError> {
+) -> Result<Option<BusinessHours>, Error> {
     super::stmt::query_opt(
         db,
         "SELECT spec FROM business_hours WHERE tenant_id = $1 AND name = $2",
@@ -224,8 +224,8 @@ pub async fn business_hours(
     .transpose()
 }
 
-fn stored_invalid(e: ApiError) -> ApiError {
-    ApiError::internal(anyhow::anyhow!("stored rule no longer validates: {e}"))
+fn stored_invalid(e: Error) -> Error {
+    Error::internal(anyhow::anyhow!("stored rule no longer validates: {e}"))
 }
 
 /// The slot plan of a service (one query for both rules). A rule the service names but which
@@ -235,7 +235,7 @@ pub async fn plan(
     tenant: &str,
     service: &str,
     settings: &ServiceSettings,
-) -> Result<SlotPlan, ApiError> {
+) -> Result<SlotPlan, Error> {
     if settings.business_hours.is_none() && settings.capacity_rule.is_none() {
         return Ok(SlotPlan::new(settings, None, None));
     }
@@ -247,7 +247,7 @@ pub async fn plan(
     )
     .await?;
     let missing = |kind: Kind, name: &str| {
-        ApiError::bad_request(format!(
+        Error::invalid(format!(
             "service {service} refers to {} {name}, which does not exist",
             kind.noun()
         ))
@@ -265,13 +265,14 @@ pub async fn plan(
     Ok(SlotPlan::new(settings, hours, rule))
 }
 
-/// Checks that the business hours and capacity rule a service names exist (DESIGN §6: a
-/// service cannot refer to rules that are not there); the error names the column.
+/// Checks that the business hours and capacity rule a service names exist (a service cannot
+/// refer to rules that are not there, docs/decisions.md#rule-references); the error names
+/// the column.
 pub async fn check_refs(
     db: &impl GenericClient,
     tenant: &str,
     settings: &ServiceSettings,
-) -> Result<(), ApiError> {
+) -> Result<(), Error> {
     for (kind, name) in [
         (Kind::BusinessHours, &settings.business_hours),
         (Kind::CapacityRule, &settings.capacity_rule),
@@ -281,7 +282,7 @@ pub async fn check_refs(
                 .await?
                 .is_empty()
         {
-            return Err(ApiError::bad_request(format!(
+            return Err(Error::invalid(format!(
                 "setting {}: no {} named {name:?}; create it first",
                 kind.column(),
                 kind.noun()

@@ -4,7 +4,7 @@ use deadpool_postgres::GenericClient;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::{error::ApiError, model::callback::wire_time, phone::NumberRule};
+use crate::{error::Error, model::callback::wire_time, phone::NumberRule};
 
 /// A number rule as the admin API shows it.
 #[derive(Debug, Clone, Serialize)]
@@ -20,11 +20,11 @@ pub struct StoredRule {
     pub updated_at: String,
 }
 
-fn from_row(row: &tokio_postgres::Row) -> Result<StoredRule, ApiError> {
+fn from_row(row: &tokio_postgres::Row) -> Result<StoredRule, Error> {
     let rule: Value = row.get("rule");
     Ok(StoredRule {
         name: row.get("name"),
-        rule: serde_json::from_value(rule).map_err(ApiError::internal)?,
+        rule: serde_json::from_value(rule).map_err(Error::internal)?,
         version: row.get("version"),
         updated_at: wire_time(row.get("updated_at")),
     })
@@ -37,8 +37,8 @@ pub async fn put(
     tenant: &str,
     name: &str,
     rule: &NumberRule,
-) -> Result<(StoredRule, bool), ApiError> {
-    let json = serde_json::to_value(rule).map_err(ApiError::internal)?;
+) -> Result<(StoredRule, bool), Error> {
+    let json = serde_json::to_value(rule).map_err(Error::internal)?;
     let row = db
         .query_opt(
             "INSERT INTO number_rules (tenant_id, name, rule)
@@ -49,7 +49,7 @@ pub async fn put(
             &[&tenant, &name, &json],
         )
         .await?
-        .ok_or_else(|| ApiError::not_found(format!("no tenant {tenant}")))?;
+        .ok_or_else(|| Error::not_found(format!("no tenant {tenant}")))?;
     Ok((from_row(&row)?, row.get("created")))
 }
 
@@ -58,7 +58,7 @@ pub async fn find(
     db: &impl GenericClient,
     tenant: &str,
     name: &str,
-) -> Result<Option<StoredRule>, ApiError> {
+) -> Result<Option<StoredRule>, Error> {
     db.query_opt(
         "SELECT name, rule, version, updated_at FROM number_rules
          WHERE tenant_id = $1 AND name = $2",
@@ -70,7 +70,7 @@ pub async fn find(
 }
 
 /// The tenant's rules, by name.
-pub async fn list(db: &impl GenericClient, tenant: &str) -> Result<Vec<StoredRule>, ApiError> {
+pub async fn list(db: &impl GenericClient, tenant: &str) -> Result<Vec<StoredRule>, Error> {
     let rows = db
         .query(
             "SELECT name, rule, version, updated_at FROM number_rules
@@ -82,7 +82,7 @@ pub async fn list(db: &impl GenericClient, tenant: &str) -> Result<Vec<StoredRul
 }
 
 /// Deletes a rule; 409 while live services still reference it, 404 when there is none.
-pub async fn delete(db: &impl GenericClient, tenant: &str, name: &str) -> Result<(), ApiError> {
+pub async fn delete(db: &impl GenericClient, tenant: &str, name: &str) -> Result<(), Error> {
     let users: Vec<String> = db
         .query(
             "SELECT name FROM services
@@ -95,7 +95,7 @@ pub async fn delete(db: &impl GenericClient, tenant: &str, name: &str) -> Result
         .map(|r| r.get(0))
         .collect();
     if !users.is_empty() {
-        return Err(ApiError::conflict(format!(
+        return Err(Error::conflict(format!(
             "number rule {name} is used by service(s) {}; assign another rule to them first",
             users.join(", ")
         )));
@@ -107,7 +107,7 @@ pub async fn delete(db: &impl GenericClient, tenant: &str, name: &str) -> Result
         )
         .await?;
     if n == 0 {
-        return Err(ApiError::not_found(format!(
+        return Err(Error::not_found(format!(
             "no number rule {name} for tenant {tenant}"
         )));
     }

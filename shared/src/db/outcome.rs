@@ -33,7 +33,7 @@ use tokio::{sync::oneshot, time::Instant};
 use uuid::Uuid;
 
 use super::callbacks::NewCallback;
-use crate::error::ApiError;
+use crate::error::Error;
 
 const WAITING: u8 = 0;
 const COMMITTING: u8 = 1;
@@ -63,7 +63,7 @@ pub struct Waiter<T> {
 /// What the waiter learnt.
 #[derive(Debug)]
 pub enum Waited<T> {
-    /// The writer's answer.
+    /// The writer answered before the deadline; `T` is its result.
     Done(T),
     /// The writer settled before the deadline but its answer came too late (the batcher
     /// indexes stored rows before it answers); `stored` is what it settled.
@@ -177,13 +177,13 @@ impl<T> Drop for Waiter<T> {
 #[derive(Debug)]
 pub enum TxFail {
     /// A definite answer: nothing changed.
-    Api(ApiError),
+    Api(Error),
     /// The `COMMIT` was sent and the connection broke: outcome unknown ([`in_doubt`]).
     InDoubt(tokio_postgres::Error),
 }
 
-impl From<ApiError> for TxFail {
-    fn from(e: ApiError) -> Self {
+impl From<Error> for TxFail {
+    fn from(e: Error) -> Self {
         Self::Api(e)
     }
 }
@@ -228,7 +228,7 @@ pub async fn resolve_stored(pool: &Pool, rows: &[NewCallback]) -> HashSet<Uuid> 
     }
 }
 
-async fn probe(pool: &Pool, rows: &[NewCallback]) -> Result<HashSet<Uuid>, ApiError> {
+async fn probe(pool: &Pool, rows: &[NewCallback]) -> Result<HashSet<Uuid>, Error> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     let inserted = super::batch::probe_rows(&tx, rows).await?;

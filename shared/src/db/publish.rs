@@ -1,4 +1,4 @@
-//! Designer publish of the whole CALLBACK_SETTINGS table (DESIGN §5, §10).
+//! Designer publish of the whole CALLBACK_SETTINGS table (docs/decisions.md#designer-publish).
 //!
 //! The table replaces the tenant's service set in one transaction: new rows are created,
 //! changed rows are replaced (their version goes up), unchanged rows are left alone, and live
@@ -17,7 +17,7 @@ use super::{
     services,
 };
 use crate::{
-    error::ApiError,
+    error::Error,
     model::{ServiceSettings, valid_name},
 };
 
@@ -38,14 +38,14 @@ pub struct PublishReport {
 }
 
 /// Validates every row of a table: `(name, settings)` in table order, or the first row's error.
-pub fn parse_table(table: Value) -> Result<Vec<(String, ServiceSettings)>, ApiError> {
+pub fn parse_table(table: Value) -> Result<Vec<(String, ServiceSettings)>, Error> {
     let Value::Array(rows) = table else {
-        return Err(ApiError::bad_request(
+        return Err(Error::invalid(
             "the CALLBACK_SETTINGS table must be a JSON array of rows",
         ));
     };
     if rows.len() > MAX_ROWS {
-        return Err(ApiError::bad_request(format!(
+        return Err(Error::invalid(format!(
             "the table has {} rows; at most {MAX_ROWS} are accepted",
             rows.len()
         )));
@@ -56,30 +56,28 @@ pub fn parse_table(table: Value) -> Result<Vec<(String, ServiceSettings)>, ApiEr
         let name = match row.get("name") {
             Some(Value::String(n)) if valid_name(n) => n.clone(),
             Some(Value::String(n)) => {
-                return Err(ApiError::bad_request(format!(
+                return Err(Error::invalid(format!(
                     "rows[{i}] ({n:?}): column name: must be 1-255 printable characters without '/'"
                 )));
             }
             _ if !row.is_object() => {
-                return Err(ApiError::bad_request(format!(
-                    "rows[{i}]: must be a JSON object"
-                )));
+                return Err(Error::invalid(format!("rows[{i}]: must be a JSON object")));
             }
             _ => {
-                return Err(ApiError::bad_request(format!(
+                return Err(Error::invalid(format!(
                     "rows[{i}]: column name: is required (the service name)"
                 )));
             }
         };
         if let Some(first) = seen.insert(name.clone(), i) {
-            return Err(ApiError::bad_request(format!(
+            return Err(Error::invalid(format!(
                 "rows[{i}] ({name:?}): column name: duplicates rows[{first}]"
             )));
         }
         let settings = ServiceSettings::parse(row).map_err(|e| {
             let msg = e.to_string();
             let msg = msg.strip_prefix("setting ").unwrap_or(&msg);
-            ApiError::bad_request(format!("rows[{i}] ({name:?}): column {msg}"))
+            Error::invalid(format!("rows[{i}] ({name:?}): column {msg}"))
         })?;
         out.push((name, settings));
     }
@@ -91,7 +89,7 @@ pub async fn publish(
     client: &mut deadpool_postgres::Client,
     tenant: &str,
     rows: Vec<(String, ServiceSettings)>,
-) -> Result<PublishReport, ApiError> {
+) -> Result<PublishReport, Error> {
     let tx = client.transaction().await?;
     // Serialises publishes of one tenant without blocking inserts that reference the tenant.
     tx.query_opt(
@@ -99,9 +97,9 @@ pub async fn publish(
         &[&tenant],
     )
     .await?
-    .ok_or_else(|| ApiError::not_found(format!("no tenant {tenant}")))?;
+    .ok_or_else(|| Error::not_found(format!("no tenant {tenant}")))?;
 
-    // Rules the rows name must exist (DESIGN §6: rows cannot refer to missing hours).
+    // Rules the rows name must exist (docs/decisions.md#rule-references).
     for kind in [Kind::BusinessHours, Kind::CapacityRule] {
         let pick = |s: &ServiceSettings| match kind {
             Kind::BusinessHours => s.business_hours.clone(),
@@ -124,7 +122,7 @@ pub async fn publish(
             if let Some(r) = pick(s)
                 && !found.contains(&r)
             {
-                return Err(ApiError::bad_request(format!(
+                return Err(Error::invalid(format!(
                     "rows[{i}] ({name:?}): column {}: no {} named {r:?}; create it first",
                     kind.column(),
                     kind.noun()
@@ -146,7 +144,7 @@ pub async fn publish(
     let mut report = PublishReport::default();
     let listed: BTreeSet<&str> = rows.iter().map(|(n, _)| n.as_str()).collect();
     for (name, settings) in &rows {
-        let json = serde_json::to_value(settings).map_err(ApiError::internal)?;
+        let json = serde_json::to_value(settings).map_err(Error::internal)?;
         match current.get(name) {
             Some((stored, true)) if *stored == json => report.unchanged.push(name.clone()),
             _ => {
@@ -164,7 +162,7 @@ pub async fn publish(
             continue;
         }
         let mut settings: ServiceSettings =
-            serde_json::from_value(stored.clone()).map_err(ApiError::internal)?;
+            serde_json::from_value(stored.clone()).map_err(Error::internal)?;
         if settings.enabled {
             settings.enabled = false;
             services::put(&tx, tenant, name, &settings).await?;

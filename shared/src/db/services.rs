@@ -4,7 +4,7 @@ use deadpool_postgres::GenericClient;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::{error::ApiError, model::ServiceSettings, model::callback::wire_time};
+use crate::{error::Error, model::ServiceSettings, model::callback::wire_time};
 
 /// A service as the admin API shows it.
 #[derive(Debug, Clone, Serialize)]
@@ -20,11 +20,11 @@ pub struct Service {
     pub updated_at: String,
 }
 
-fn from_row(row: &tokio_postgres::Row) -> Result<Service, ApiError> {
+fn from_row(row: &tokio_postgres::Row) -> Result<Service, Error> {
     let settings: Value = row.get("settings");
     Ok(Service {
         name: row.get("name"),
-        settings: serde_json::from_value(settings).map_err(ApiError::internal)?,
+        settings: serde_json::from_value(settings).map_err(Error::internal)?,
         version: row.get("version"),
         updated_at: wire_time(row.get("updated_at")),
     })
@@ -36,8 +36,8 @@ pub async fn put(
     tenant: &str,
     name: &str,
     settings: &ServiceSettings,
-) -> Result<(Service, bool), ApiError> {
-    let json = serde_json::to_value(settings).map_err(ApiError::internal)?;
+) -> Result<(Service, bool), Error> {
+    let json = serde_json::to_value(settings).map_err(Error::internal)?;
     let row = db
         .query_opt(
             "INSERT INTO services (tenant_id, name, settings)
@@ -51,7 +51,7 @@ pub async fn put(
             &[&tenant, &name, &json],
         )
         .await?
-        .ok_or_else(|| ApiError::not_found(format!("no tenant {tenant}")))?;
+        .ok_or_else(|| Error::not_found(format!("no tenant {tenant}")))?;
     Ok((from_row(&row)?, row.get("created")))
 }
 
@@ -60,7 +60,7 @@ pub async fn find(
     db: &impl GenericClient,
     tenant: &str,
     name: &str,
-) -> Result<Option<Service>, ApiError> {
+) -> Result<Option<Service>, Error> {
     db.query_opt(
         "SELECT name, settings, version, updated_at FROM services
          WHERE tenant_id = $1 AND name = $2 AND deleted_at IS NULL",
@@ -72,14 +72,14 @@ pub async fn find(
 }
 
 /// One live service, or 404.
-pub async fn get(db: &impl GenericClient, tenant: &str, name: &str) -> Result<Service, ApiError> {
+pub async fn get(db: &impl GenericClient, tenant: &str, name: &str) -> Result<Service, Error> {
     find(db, tenant, name)
         .await?
-        .ok_or_else(|| ApiError::not_found(format!("no service {name} for tenant {tenant}")))
+        .ok_or_else(|| Error::not_found(format!("no service {name} for tenant {tenant}")))
 }
 
 /// The tenant's live services, by name.
-pub async fn list(db: &impl GenericClient, tenant: &str) -> Result<Vec<Service>, ApiError> {
+pub async fn list(db: &impl GenericClient, tenant: &str) -> Result<Vec<Service>, Error> {
     let rows = db
         .query(
             "SELECT name, settings, version, updated_at FROM services
@@ -92,7 +92,7 @@ pub async fn list(db: &impl GenericClient, tenant: &str) -> Result<Vec<Service>,
 
 /// Soft-deletes a service: it disappears from the API; callbacks already booked keep running
 /// with the settings they were booked under.
-pub async fn delete(db: &impl GenericClient, tenant: &str, name: &str) -> Result<(), ApiError> {
+pub async fn delete(db: &impl GenericClient, tenant: &str, name: &str) -> Result<(), Error> {
     let n = db
         .execute(
             "UPDATE services SET deleted_at = now(), version = version + 1, updated_at = now()
@@ -101,7 +101,7 @@ pub async fn delete(db: &impl GenericClient, tenant: &str, name: &str) -> Result
         )
         .await?;
     if n == 0 {
-        return Err(ApiError::not_found(format!(
+        return Err(Error::not_found(format!(
             "no service {name} for tenant {tenant}"
         )));
     }
@@ -114,12 +114,12 @@ pub async fn settings_any(
     db: &impl GenericClient,
     tenant: &str,
     name: &str,
-) -> Result<Option<ServiceSettings>, ApiError> {
+) -> Result<Option<ServiceSettings>, Error> {
     db.query_opt(
         "SELECT settings FROM services WHERE tenant_id = $1 AND name = $2",
         &[&tenant, &name],
     )
     .await?
-    .map(|r| serde_json::from_value(r.get(0)).map_err(ApiError::internal))
+    .map(|r| serde_json::from_value(r.get(0)).map_err(Error::internal))
     .transpose()
 }

@@ -18,7 +18,7 @@ use deadpool_postgres::GenericClient;
 use jiff::Timestamp;
 
 use crate::{
-    error::ApiError,
+    error::Error,
     model::{
         Slot, SlotPlan,
         availability::{Availabilities, AvailabilityQuery, SlotOut},
@@ -29,7 +29,8 @@ use crate::{
 /// The slot a new scheduled callback takes, and the slot's configured capacity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SlotClaim {
-    /// Slot start.
+    /// Start of the slot the desired time falls in, on the service's current grid
+    /// (docs/slot-grid.md).
     pub start: Timestamp,
     /// Configured capacity (at least 1; a slot of capacity 0 is never claimed).
     pub capacity: u32,
@@ -58,7 +59,7 @@ async fn booked(
     service: &str,
     slots: &[Slot],
     minutes: u16,
-) -> Result<Vec<u32>, ApiError> {
+) -> Result<Vec<u32>, Error> {
     let (Some(first), Some(last)) = (slots.first(), slots.last()) else {
         return Ok(Vec::new());
     };
@@ -113,7 +114,7 @@ async fn held_elsewhere(
     (from, to): (Timestamp, Timestamp),
     slots: &[Slot],
     minutes: i16,
-) -> Result<Vec<Timestamp>, ApiError> {
+) -> Result<Vec<Timestamp>, Error> {
     let rows = super::stmt::query(
         db,
         "SELECT desired_time, slot_start, coalesce(slot_minutes, 0::smallint) FROM callbacks
@@ -135,7 +136,7 @@ async fn held_elsewhere(
 /// A slot with its remaining capacity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SlotState {
-    /// The slot.
+    /// The slot on the service's grid, with its configured capacity.
     pub slot: Slot,
     /// Capacity left (total minus booked, never negative).
     pub remaining: u32,
@@ -149,7 +150,7 @@ pub async fn window(
     plan: &SlotPlan,
     from: Timestamp,
     to: Timestamp,
-) -> Result<Vec<SlotState>, ApiError> {
+) -> Result<Vec<SlotState>, Error> {
     let slots = plan.slots(from, to);
     let booked = booked(db, tenant, service, &slots, plan.slot_minutes()).await?;
     Ok(slots
@@ -183,7 +184,7 @@ pub async fn availability(
     max_days_ahead: u16,
     query: &AvailabilityQuery,
     now: Timestamp,
-) -> Result<Availabilities, ApiError> {
+) -> Result<Availabilities, Error> {
     let (earliest, horizon) = bookable(now, max_days_ahead);
     let len = plan.slot_len();
     let (from, to) = if query.end > query.start {
@@ -238,7 +239,7 @@ pub async fn proposals(
     max_days_ahead: u16,
     desired: Timestamp,
     now: Timestamp,
-) -> Result<serde_json::Map<String, serde_json::Value>, ApiError> {
+) -> Result<serde_json::Map<String, serde_json::Value>, Error> {
     let (earliest, horizon) = bookable(now, max_days_ahead);
     let from = desired
         .saturating_sub(PROPOSAL_RANGE)
@@ -277,7 +278,7 @@ pub async fn purge_past(
     db: &impl GenericClient,
     before: Timestamp,
     limit: i64,
-) -> Result<u64, ApiError> {
+) -> Result<u64, Error> {
     Ok(super::stmt::execute(
         db,
         "DELETE FROM slot_bookings WHERE ctid IN (

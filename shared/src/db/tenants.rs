@@ -3,17 +3,17 @@
 use deadpool_postgres::GenericClient;
 use serde::Serialize;
 
-use crate::{error::ApiError, model::callback::wire_time};
+use crate::{error::Error, model::callback::wire_time};
 
 /// A tenant as the admin API shows it.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Tenant {
-    /// Contact-center id (ccid).
+    /// Contact-center id (ccid): the tenant's key in every admin path and every row.
     pub id: String,
-    /// Display name.
+    /// Human-readable name, for admins only.
     pub name: String,
-    /// Creation time.
+    /// When the tenant was created (`2026-05-28T15:30:00.000Z`).
     pub created_at: String,
 }
 
@@ -26,7 +26,7 @@ fn from_row(row: &tokio_postgres::Row) -> Tenant {
 }
 
 /// Creates a tenant; 409 when the id exists.
-pub async fn create(db: &impl GenericClient, id: &str, name: &str) -> Result<Tenant, ApiError> {
+pub async fn create(db: &impl GenericClient, id: &str, name: &str) -> Result<Tenant, Error> {
     let row = db
         .query_opt(
             "INSERT INTO tenants (id, name) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING
@@ -35,22 +35,22 @@ pub async fn create(db: &impl GenericClient, id: &str, name: &str) -> Result<Ten
         )
         .await?;
     row.map(|r| from_row(&r))
-        .ok_or_else(|| ApiError::conflict(format!("tenant {id} already exists")))
+        .ok_or_else(|| Error::conflict(format!("tenant {id} already exists")))
 }
 
 /// One tenant, or 404.
-pub async fn get(db: &impl GenericClient, id: &str) -> Result<Tenant, ApiError> {
+pub async fn get(db: &impl GenericClient, id: &str) -> Result<Tenant, Error> {
     db.query_opt(
         "SELECT id, name, created_at FROM tenants WHERE id = $1",
         &[&id],
     )
     .await?
     .map(|r| from_row(&r))
-    .ok_or_else(|| ApiError::not_found(format!("no tenant {id}")))
+    .ok_or_else(|| Error::not_found(format!("no tenant {id}")))
 }
 
 /// All tenants, by id.
-pub async fn list(db: &impl GenericClient) -> Result<Vec<Tenant>, ApiError> {
+pub async fn list(db: &impl GenericClient) -> Result<Vec<Tenant>, Error> {
     let rows = db
         .query("SELECT id, name, created_at FROM tenants ORDER BY id", &[])
         .await?;
@@ -63,28 +63,28 @@ pub async fn set_cors_origins(
     db: &impl GenericClient,
     id: &str,
     origins: &[String],
-) -> Result<Vec<String>, ApiError> {
+) -> Result<Vec<String>, Error> {
     db.query_opt(
         "UPDATE tenants SET cors_origins = $2 WHERE id = $1 RETURNING cors_origins",
         &[&id, &origins],
     )
     .await?
     .map(|r| r.get(0))
-    .ok_or_else(|| ApiError::not_found(format!("no tenant {id}")))
+    .ok_or_else(|| Error::not_found(format!("no tenant {id}")))
 }
 
 /// The browser origins of one tenant; 404 for an unknown tenant.
-pub async fn cors_origins(db: &impl GenericClient, id: &str) -> Result<Vec<String>, ApiError> {
+pub async fn cors_origins(db: &impl GenericClient, id: &str) -> Result<Vec<String>, Error> {
     db.query_opt("SELECT cors_origins FROM tenants WHERE id = $1", &[&id])
         .await?
         .map(|r| r.get(0))
-        .ok_or_else(|| ApiError::not_found(format!("no tenant {id}")))
+        .ok_or_else(|| Error::not_found(format!("no tenant {id}")))
 }
 
 /// Every tenant that allows at least one origin, with its origins (the CORS cache's source).
 pub async fn all_cors_origins(
     db: &impl GenericClient,
-) -> Result<Vec<(String, Vec<String>)>, ApiError> {
+) -> Result<Vec<(String, Vec<String>)>, Error> {
     let rows = db
         .query(
             "SELECT id, cors_origins FROM tenants WHERE cardinality(cors_origins) > 0",

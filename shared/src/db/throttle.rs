@@ -4,7 +4,7 @@
 use deadpool_postgres::GenericClient;
 use uuid::Uuid;
 
-use crate::{error::ApiError, redis::throttle::SeedEntry};
+use crate::{error::Error, redis::throttle::SeedEntry};
 
 /// Most rows one seed reads per list (a service over it is logged; limits then undercount).
 pub const SEED_ROW_CAP: i64 = 50_000;
@@ -26,7 +26,7 @@ pub async fn active(
     db: &impl GenericClient,
     tenant: &str,
     service: &str,
-) -> Result<Vec<SeedEntry>, ApiError> {
+) -> Result<Vec<SeedEntry>, Error> {
     let rows = db
         .query(
             &format!(
@@ -46,7 +46,7 @@ pub async fn recent(
     tenant: &str,
     service: &str,
     horizon_s: i64,
-) -> Result<Vec<SeedEntry>, ApiError> {
+) -> Result<Vec<SeedEntry>, Error> {
     if horizon_s <= 0 {
         return Ok(Vec::new());
     }

@@ -24,7 +24,7 @@ use axum::{
 use deadpool_postgres::Pool;
 use tokio::sync::RwLock;
 
-use super::{envelope, state::AppState};
+use super::{ApiError, envelope, state::AppState};
 use crate::db;
 
 /// The tenant resolved by the CORS check, handed to the `ApiTenant` extractor so the key is
@@ -177,7 +177,7 @@ async fn check(State(cors): State<Arc<Cors>>, mut req: Request, next: Next) -> R
                 .await;
             match resolved {
                 Ok(t) => t.map(|t| t.to_string()),
-                Err(e) => return e.into_response(),
+                Err(e) => return ApiError::from(e).into_response(),
             }
         }
     };

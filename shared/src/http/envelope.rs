@@ -15,7 +15,7 @@ use axum::{
 };
 use serde::Serialize;
 
-use crate::error::ApiError;
+use super::ApiError;
 
 /// Per-request context, set by the request middleware for the duration of the request.
 #[derive(Debug)]
@@ -125,7 +125,7 @@ pub struct Envelope<T> {
 }
 
 impl<T: Serialize> Envelope<T> {
-    /// 200 "Successful".
+    /// A success: HTTP 200, `status.message` "Successful", `data` = `data`.
     pub fn ok(data: T) -> Self {
         Self { code: 200, data }
     }
@@ -143,9 +143,15 @@ impl<T: Serialize> IntoResponse for Envelope<T> {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if let ApiError::Internal(cause) = &self {
-            // The one place an internal cause is logged; the caller gets the corrId only.
-            tracing::error!(error = format!("{cause:#}"), "request failed");
+        // The one place a cause is logged; the caller gets the message and corrId only.
+        match &self {
+            ApiError::Internal(cause) => {
+                tracing::error!(error = format!("{cause:#}"), "request failed")
+            }
+            ApiError::Unavailable {
+                cause: Some(cause), ..
+            } => tracing::warn!(error = %cause, "dependency unavailable"),
+            _ => {}
         }
         let message = self.public_message();
         let mut resp = match &self {

@@ -8,7 +8,7 @@ use deadpool_postgres::Pool;
 use tokio::sync::mpsc;
 
 use crate::{
-    db::api_errors::{self, ApiErrorRecord},
+    db::api_errors::{self, FailedCallRecord},
     metrics,
 };
 
@@ -20,7 +20,7 @@ pub struct ErrorMessage(pub String);
 #[derive(Debug, Clone)]
 pub struct ErrorSink {
     /// `None` when built outside a runtime (CLI use): recording is then a no-op.
-    tx: Option<mpsc::Sender<ApiErrorRecord>>,
+    tx: Option<mpsc::Sender<FailedCallRecord>>,
 }
 
 impl ErrorSink {
@@ -41,7 +41,7 @@ impl ErrorSink {
     }
 
     /// Queues a record; never waits.
-    pub fn record(&self, rec: ApiErrorRecord) {
+    pub fn record(&self, rec: FailedCallRecord) {
         if let Some(tx) = &self.tx
             && tx.try_send(rec).is_err()
         {
@@ -50,7 +50,7 @@ impl ErrorSink {
     }
 }
 
-async fn writer(pool: Pool, mut rx: mpsc::Receiver<ApiErrorRecord>) {
+async fn writer(pool: Pool, mut rx: mpsc::Receiver<FailedCallRecord>) {
     let mut last_prune = tokio::time::Instant::now();
     let mut batch = Vec::with_capacity(100);
     while rx.recv_many(&mut batch, 100).await > 0 {
@@ -61,7 +61,7 @@ async fn writer(pool: Pool, mut rx: mpsc::Receiver<ApiErrorRecord>) {
                 last_prune = tokio::time::Instant::now();
                 api_errors::prune(&client).await?;
             }
-            Ok::<_, crate::ApiError>(())
+            Ok::<_, crate::Error>(())
         }
         .await;
         if let Err(e) = written {

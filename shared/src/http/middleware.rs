@@ -30,8 +30,8 @@ use super::{
     envelope::{ANSWER_MARGIN, CTX, RequestCtx, new_corr_id},
     errors::{ErrorMessage, ErrorSink},
 };
-use crate::db::api_errors::ApiErrorRecord;
-use crate::{error::ApiError, metrics};
+use crate::db::api_errors::FailedCallRecord;
+use crate::{http::ApiError, metrics};
 
 /// Which port a router serves; decides limits and hardening.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,10 +118,10 @@ async fn request_context(
                     );
                     match tokio::time::timeout(ANSWER_MARGIN, &mut handler).await {
                         Ok(resp) => resp,
-                        Err(_) => ApiError::Unavailable("request timed out".into()).into_response(),
+                        Err(_) => ApiError::unavailable("request timed out").into_response(),
                     }
                 }
-                Err(_) => ApiError::Unavailable("request timed out".into()).into_response(),
+                Err(_) => ApiError::unavailable("request timed out").into_response(),
             }
         }
     });
@@ -152,7 +152,7 @@ async fn request_context(
         && let Some(tenant) = ctx.tenant.get()
         && let Ok(corr_id) = uuid::Uuid::parse_str(&ctx.corr_id)
     {
-        errors.record(ApiErrorRecord {
+        errors.record(FailedCallRecord {
             corr_id,
             tenant: tenant.clone(),
             method: method.to_string(),

@@ -2,6 +2,7 @@
 //! rejections use that envelope, the middleware stack, `AppState`, and [`serve()`], which runs a
 //! router on AWS Lambda or on `0.0.0.0:$PORT` with graceful SIGTERM shutdown.
 
+pub mod api_error;
 pub mod cors;
 pub mod envelope;
 pub mod errors;
@@ -10,6 +11,7 @@ pub mod middleware;
 pub mod serve;
 pub mod state;
 
+pub use api_error::{ApiError, ApiResult};
 pub use envelope::{Envelope, corr_id};
 pub use extract::{Admin, ApiTenant, Json, Path, Query};
 pub use serve::{serve, serve_listener, shutdown_signal};

@@ -1,5 +1,5 @@
 //! Query parameters of `GET /callbacks/availability/{service}` and `…/open-for/{service}`
-//! (ges-behavior §4.4, §4.5), and the `Availabilities` response model.
+//! (docs/ges-behavior.md#availability, #open-for), and the `Availabilities` response model.
 //!
 //! - `start` / `end`: a time with an offset (`2026-05-28T15:30:00.000Z`) is that instant; a time
 //!   without one (`2026-05-28T15:30:00.000`) or a bare date is local to `timezone` (UTC when
@@ -24,7 +24,7 @@ use jiff::{
 use serde::Serialize;
 
 use super::{callback::wire_time, hours};
-use crate::error::ApiError;
+use crate::error::Error;
 
 /// Longest window one availability request may span.
 pub const MAX_DAYS: i64 = 366;
@@ -34,13 +34,13 @@ pub const MAX_DAYS: i64 = 366;
 pub struct Zone {
     /// Name echoed in the response.
     pub name: String,
-    /// The zone.
+    /// The IANA zone `name` resolves to; renders `localTime` and reads local parameters.
     pub tz: TimeZone,
 }
 
 impl Zone {
     /// The `timezone` parameter (UTC when absent or empty).
-    pub fn from_param(value: Option<&str>) -> Result<Self, ApiError> {
+    pub fn from_param(value: Option<&str>) -> Result<Self, Error> {
         match value.map(str::trim).filter(|v| !v.is_empty()) {
             None => Ok(Self {
                 name: "UTC".into(),
@@ -62,7 +62,7 @@ impl Zone {
 }
 
 /// Parses a `start` / `end` value (see the module doc); the error names `field`.
-pub fn parse_time(field: &str, raw: &str, zone: &Zone) -> Result<Timestamp, ApiError> {
+pub fn parse_time(field: &str, raw: &str, zone: &Zone) -> Result<Timestamp, Error> {
     let mut s = raw.trim().to_string();
     // A `+hh:mm` offset sent unencoded arrives as a space.
     if let Some(i) = s.rfind(' ')
@@ -81,17 +81,17 @@ pub fn parse_time(field: &str, raw: &str, zone: &Zone) -> Result<Timestamp, ApiE
     if let Ok(d) = s.parse::<Date>() {
         return Ok(hours::local_instant(&zone.tz, d.at(0, 0, 0, 0)));
     }
-    Err(ApiError::bad_request(format!(
+    Err(Error::invalid(format!(
         "{field} must be a time such as 2026-05-28T15:30:00.000Z, or 2026-05-28T15:30:00.000 local to timezone"
     )))
 }
 
-fn parse_ms(field: &str, raw: &str) -> Result<Timestamp, ApiError> {
+fn parse_ms(field: &str, raw: &str) -> Result<Timestamp, Error> {
     raw.trim()
         .parse::<i64>()
         .ok()
         .and_then(|ms| Timestamp::from_millisecond(ms).ok())
-        .ok_or_else(|| ApiError::bad_request(format!("{field} must be epoch milliseconds")))
+        .ok_or_else(|| Error::invalid(format!("{field} must be epoch milliseconds")))
 }
 
 fn param<'a>(params: &'a BTreeMap<String, String>, name: &str) -> Option<&'a str> {
@@ -101,7 +101,8 @@ fn param<'a>(params: &'a BTreeMap<String, String>, name: &str) -> Option<&'a str
 /// A validated availability request.
 #[derive(Debug, Clone)]
 pub struct AvailabilityQuery {
-    /// Window start.
+    /// First instant asked about (`start`/`startMS`, default now); the slot containing it is
+    /// the first listed.
     pub start: Timestamp,
     /// Window end (equal to `start` for "the slot containing start").
     pub end: Timestamp,
@@ -115,11 +116,11 @@ pub struct AvailabilityQuery {
 
 impl AvailabilityQuery {
     /// Parses the query parameters; `now` is the default start.
-    pub fn parse(params: &BTreeMap<String, String>, now: Timestamp) -> Result<Self, ApiError> {
+    pub fn parse(params: &BTreeMap<String, String>, now: Timestamp) -> Result<Self, Error> {
         let zone = Zone::from_param(params.get("timezone").map(String::as_str))?;
         let start = match (param(params, "start"), param(params, "startMS")) {
             (Some(_), Some(_)) => {
-                return Err(ApiError::bad_request(
+                return Err(Error::invalid(
                     "start and startMS conflict: give only one of them",
                 ));
             }
@@ -132,7 +133,7 @@ impl AvailabilityQuery {
             .filter(|p| param(params, p).is_some())
             .collect();
         if given.len() > 1 {
-            return Err(ApiError::bad_request(format!(
+            return Err(Error::invalid(format!(
                 "{} conflict: give only one of end, endMS, numberOfDays",
                 given.join(" and ")
             )));
@@ -148,7 +149,7 @@ impl AvailabilityQuery {
                     .ok()
                     .filter(|d| (0..=MAX_DAYS).contains(d))
                     .ok_or_else(|| {
-                        ApiError::bad_request(format!(
+                        Error::invalid(format!(
                             "numberOfDays must be an integer from 0 to {MAX_DAYS}"
                         ))
                     })?;
@@ -156,33 +157,35 @@ impl AvailabilityQuery {
                     .to_zoned(zone.tz.clone())
                     .checked_add(Span::new().days(days))
                     .map(|z| z.timestamp())
-                    .map_err(|_| ApiError::bad_request("numberOfDays goes past the year 9999"))?
+                    .map_err(|_| Error::invalid("numberOfDays goes past the year 9999"))?
             }
         };
         if end < start {
-            return Err(ApiError::bad_request(format!(
+            return Err(Error::invalid(format!(
                 "the window ends ({}) before it starts ({})",
                 wire_time(end),
                 wire_time(start)
             )));
         }
         if end.duration_since(start).as_hours() > MAX_DAYS * 24 + 1 {
-            return Err(ApiError::bad_request(format!(
+            return Err(Error::invalid(format!(
                 "the window may span at most {MAX_DAYS} days"
             )));
         }
-        let max_time_slots =
-            match param(params, "maxTimeSlots") {
-                None => None,
-                Some(v) => Some(v.parse::<usize>().ok().filter(|n| *n >= 1).ok_or_else(|| {
-                    ApiError::bad_request("maxTimeSlots must be a positive integer")
-                })?),
-            };
+        let max_time_slots = match param(params, "maxTimeSlots") {
+            None => None,
+            Some(v) => Some(
+                v.parse::<usize>()
+                    .ok()
+                    .filter(|n| *n >= 1)
+                    .ok_or_else(|| Error::invalid("maxTimeSlots must be a positive integer"))?,
+            ),
+        };
         let report_busy = match param(params, "reportBusy").map(str::to_ascii_lowercase) {
             None => false,
             Some(v) if v == "true" => true,
             Some(v) if v == "false" => false,
-            Some(_) => return Err(ApiError::bad_request("reportBusy must be true or false")),
+            Some(_) => return Err(Error::invalid("reportBusy must be true or false")),
         };
         Ok(Self {
             start,
@@ -198,17 +201,17 @@ impl AvailabilityQuery {
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct SlotOut {
-    /// Slot start, UTC.
+    /// Slot start in UTC (`2026-05-28T15:30:00.000Z`).
     pub utc_time: String,
     /// Slot start in the requested zone, with its offset.
     pub local_time: String,
-    /// Remaining capacity.
+    /// Places still free in the slot (configured places minus live bookings, never below 0).
     pub capacity: u32,
-    /// Configured capacity.
+    /// Places the slot has (capacity rule or `slot_capacity`).
     pub total: u32,
 }
 
-/// `Availabilities`.
+/// `Availabilities`: the answer of `GET /callbacks/availability/{service}`.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Availabilities {
@@ -216,7 +219,7 @@ pub struct Availabilities {
     pub slots: Vec<SlotOut>,
     /// Slot length in minutes.
     pub duration_min: u16,
-    /// The requested zone.
+    /// The requested `timezone` as given (`UTC` when absent).
     pub timezone: String,
 }
 
@@ -224,7 +227,8 @@ pub struct Availabilities {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct OpenFor {
-    /// Seconds until close.
+    /// Seconds from `start` until the office closes (0 when closed; at most 7 days,
+    /// `hours::OPEN_FOR_HORIZON`).
     pub open_for: i64,
 }
 
@@ -232,7 +236,7 @@ pub struct OpenFor {
 mod tests {
     use super::*;
 
-    fn q(pairs: &[(&str, &str)]) -> Result<AvailabilityQuery, ApiError> {
+    fn q(pairs: &[(&str, &str)]) -> Result<AvailabilityQuery, Error> {
         let m = pairs
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))

@@ -5,9 +5,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Number, Value};
 
 use super::{informational, user_data};
-use crate::error::ApiError;
+use crate::error::Error;
 
-/// Lifecycle states (DESIGN §4). The order is the only allowed direction of travel.
+/// Lifecycle states (docs/decisions.md#callback-lifecycle). The order is the only allowed
+/// direction of travel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum CallbackState {
@@ -111,9 +112,9 @@ impl CompletionReason {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PushTarget {
-    /// Only `FCM`.
+    /// Push channel; GES knows only `FCM` (Firebase Cloud Messaging).
     pub channel: String,
-    /// FCM registration token.
+    /// The device's FCM registration token the push is addressed to.
     pub target: String,
 }
 
@@ -142,11 +143,12 @@ pub struct CreateCallbackParms {
     pub inbound_vq: Option<Value>,
     /// EWT threshold used to offer the callback (reporting).
     pub offer_threshold: Option<Value>,
-    /// Origination channel.
+    /// Where the request came from (free text); reporting only.
     pub channel: Option<Value>,
-    /// `OFF-HOURS` | `ON-HOURS`.
+    /// `OFF-HOURS` | `ON-HOURS`: when the offer was made; reporting only.
     pub offer_timing: Option<Value>,
-    /// Originating interaction id.
+    /// Id of the interaction the offer came from (an inbound call's CallUUID, a chat id);
+    /// reporting only.
     pub cb_origination_ixn_id: Option<Value>,
     /// Survey routing point (overrides the service).
     #[serde(rename = "surveyRP")]
@@ -157,7 +159,7 @@ pub struct CreateCallbackParms {
     pub route_point: Option<String>,
     /// Attached data; non-identifier keys are dropped.
     pub user_data: Option<Value>,
-    /// reCAPTCHA token.
+    /// reCAPTCHA response token; required when the service has `captcha_required`.
     pub captcha_token: Option<String>,
     /// Push targets (required for USERORIGINATED services).
     pub push_targets: Option<Vec<PushTarget>>,
@@ -172,13 +174,13 @@ pub struct CreateCallbackParms {
 /// A create request after field-level validation (service rules are checked by the caller).
 #[derive(Debug, Clone)]
 pub struct CreateRequest {
-    /// Service name.
+    /// The service (callback virtual queue) the callback is booked on, as the request named it.
     pub service_name: String,
     /// Phone number as given (trimmed).
     pub phone_number: String,
     /// Desired time; `None` = immediate.
     pub desired_time: Option<Timestamp>,
-    /// Priority override.
+    /// The request's `priority`, replacing the service's initial priority when present.
     pub priority: Option<i32>,
     /// Whether strict capacity checking was asked for.
     pub always_check_capacity: bool,
@@ -194,13 +196,13 @@ pub struct CreateRequest {
 
 const MAX_TEXT: usize = 255;
 
-fn text(field: &str, v: Option<String>) -> Result<Option<String>, ApiError> {
+fn text(field: &str, v: Option<String>) -> Result<Option<String>, Error> {
     match v {
         None => Ok(None),
-        Some(s) if s.len() > MAX_TEXT => Err(ApiError::bad_request(format!(
+        Some(s) if s.len() > MAX_TEXT => Err(Error::invalid(format!(
             "{field} is too long (at most {MAX_TEXT} characters)"
         ))),
-        Some(s) if s.chars().any(char::is_control) => Err(ApiError::bad_request(format!(
+        Some(s) if s.chars().any(char::is_control) => Err(Error::invalid(format!(
             "{field} may not contain control characters"
         ))),
         Some(s) => Ok(Some(s)),
@@ -208,31 +210,29 @@ fn text(field: &str, v: Option<String>) -> Result<Option<String>, ApiError> {
 }
 
 /// Parses an RFC 3339 time with an offset (`2026-05-28T15:30:00.000Z`).
-pub fn parse_time(field: &str, s: &str) -> Result<Timestamp, ApiError> {
+pub fn parse_time(field: &str, s: &str) -> Result<Timestamp, Error> {
     s.parse::<Timestamp>().map_err(|_| {
-        ApiError::bad_request(format!(
+        Error::invalid(format!(
             "{field} must be an ISO-8601 time with a UTC offset, e.g. 2026-05-28T15:30:00.000Z"
         ))
     })
 }
 
-fn service_name(v: Option<String>) -> Result<String, ApiError> {
+fn service_name(v: Option<String>) -> Result<String, Error> {
     let name = match v.map(|s| s.trim().to_string()) {
         Some(s) if !s.is_empty() => s,
-        _ => return Err(ApiError::bad_request("serviceName is required")),
+        _ => return Err(Error::invalid("serviceName is required")),
     };
     if !super::valid_name(&name) {
-        return Err(ApiError::bad_request(
-            "serviceName is not a valid service name",
-        ));
+        return Err(Error::invalid("serviceName is not a valid service name"));
     }
     Ok(name)
 }
 
-fn phone_number(v: Option<String>) -> Result<String, ApiError> {
+fn phone_number(v: Option<String>) -> Result<String, Error> {
     let phone = match v.map(|s| s.trim().to_string()) {
         Some(s) if !s.is_empty() => s,
-        _ => return Err(ApiError::bad_request("phoneNumber is required")),
+        _ => return Err(Error::invalid("phoneNumber is required")),
     };
     let digits = phone.chars().filter(char::is_ascii_digit).count();
     if phone.len() > 32
@@ -241,14 +241,14 @@ fn phone_number(v: Option<String>) -> Result<String, ApiError> {
             .chars()
             .all(|c| c.is_ascii_digit() || matches!(c, '+' | ' ' | '-' | '(' | ')' | '.'))
     {
-        return Err(ApiError::bad_request(
+        return Err(Error::invalid(
             "phoneNumber must be a phone number: digits with optional +, spaces, dashes, dots or parentheses",
         ));
     }
     Ok(phone)
 }
 
-fn priority(v: Option<Number>) -> Result<Option<i32>, ApiError> {
+fn priority(v: Option<Number>) -> Result<Option<i32>, Error> {
     let Some(n) = v else {
         return Ok(None);
     };
@@ -259,7 +259,7 @@ fn priority(v: Option<Number>) -> Result<Option<i32>, ApiError> {
     });
     match v.and_then(|v| i32::try_from(v).ok()) {
         Some(v) => Ok(Some(v)),
-        None => Err(ApiError::bad_request(
+        None => Err(Error::invalid(
             "priority must be an integer between -2147483648 and 2147483647",
         )),
     }
@@ -269,7 +269,7 @@ fn push_targets(
     targets: Option<Vec<PushTarget>>,
     channel: Option<String>,
     target: Option<String>,
-) -> Result<Vec<PushTarget>, ApiError> {
+) -> Result<Vec<PushTarget>, Error> {
     let mut targets = targets.unwrap_or_default();
     match (channel, target) {
         (None, None) => {}
@@ -278,22 +278,18 @@ fn push_targets(
             target,
         }),
         (Some(_), None) => {
-            return Err(ApiError::bad_request(
-                "pushChannel given without pushTarget",
-            ));
+            return Err(Error::invalid("pushChannel given without pushTarget"));
         }
     }
     if targets.len() > 10 {
-        return Err(ApiError::bad_request(
-            "pushTargets may hold at most 10 targets",
-        ));
+        return Err(Error::invalid("pushTargets may hold at most 10 targets"));
     }
     for t in &targets {
         if t.channel != "FCM" {
-            return Err(ApiError::bad_request("pushTargets[].channel must be FCM"));
+            return Err(Error::invalid("pushTargets[].channel must be FCM"));
         }
         if t.target.trim().is_empty() || t.target.len() > 4096 {
-            return Err(ApiError::bad_request(
+            return Err(Error::invalid(
                 "pushTargets[].target must be a non-empty FCM registration token",
             ));
         }
@@ -301,18 +297,18 @@ fn push_targets(
     Ok(targets)
 }
 
-fn user_data_map(v: Option<Value>) -> Result<Option<Map<String, Value>>, ApiError> {
+fn user_data_map(v: Option<Value>) -> Result<Option<Map<String, Value>>, Error> {
     match v {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Object(map)) => Ok(Some(user_data::filter(map)).filter(|m| !m.is_empty())),
-        Some(_) => Err(ApiError::bad_request("userData must be a JSON object")),
+        Some(_) => Err(Error::invalid("userData must be a JSON object")),
     }
 }
 
 impl CreateCallbackParms {
     /// Field-level validation; service-dependent rules come later. Strict fields answer 400
     /// naming the field; informational ones never do (see [`informational`]).
-    pub fn validate(self) -> Result<CreateRequest, ApiError> {
+    pub fn validate(self) -> Result<CreateRequest, Error> {
         let service_name = service_name(self.service_name)?;
         let phone_number = phone_number(self.phone_number)?;
         let desired_time = match self.desired_time.as_deref().map(str::trim) {
@@ -343,7 +339,7 @@ impl CreateCallbackParms {
         if !push_targets.is_empty() {
             attrs.insert(
                 "pushTargets".into(),
-                serde_json::to_value(&push_targets).map_err(ApiError::internal)?,
+                serde_json::to_value(&push_targets).map_err(Error::internal)?,
             );
         }
         let captcha_token = text("captchaToken", self.captcha_token)?;
@@ -374,11 +370,11 @@ pub struct CallbackIdParms {
 
 impl CallbackIdParms {
     /// The id as a UUID, or a 400 saying what is wrong.
-    pub fn parse(self) -> Result<uuid::Uuid, ApiError> {
+    pub fn parse(self) -> Result<uuid::Uuid, Error> {
         match self.id.as_deref().map(str::trim) {
-            None | Some("") => Err(ApiError::bad_request("id is required")),
+            None | Some("") => Err(Error::invalid("id is required")),
             Some(s) => uuid::Uuid::parse_str(s)
-                .map_err(|_| ApiError::bad_request("id is not a callback id returned by create")),
+                .map_err(|_| Error::invalid("id is not a callback id returned by create")),
         }
     }
 }
@@ -387,33 +383,36 @@ impl CallbackIdParms {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Callback {
-    /// Callback id.
+    /// The id create returned (a UUID).
     pub id: String,
-    /// Service (virtual queue).
+    /// The service (callback virtual queue) it is booked on.
     pub service_name: String,
-    /// Desired time, UTC.
+    /// When the customer wants the call (`2026-05-28T15:30:00.000Z`); the creation time for an
+    /// immediate callback.
     pub desired_time: String,
-    /// Current state.
+    /// Where the callback is in its lifecycle (docs/decisions.md#callback-lifecycle).
     pub callback_state: CallbackState,
-    /// Only when COMPLETED.
+    /// Why it completed; only when COMPLETED.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub callback_reason: Option<CompletionReason>,
-    /// Number as given.
+    /// The phone number as the create gave it (trimmed).
     pub phone_number: String,
-    /// Only while QUEUED, ROUTING or PROCESSING.
+    /// 1-based place in the service's queue view (priority, then time) while QUEUED or ROUTING;
+    /// 0 while PROCESSING; absent otherwise, or when Redis cannot say.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub position_in_queue: Option<i64>,
-    /// Seconds; only while QUEUED, ROUTING or PROCESSING.
+    /// Seconds until an agent is expected (callbacks ahead × mean dequeue interval) while QUEUED
+    /// or ROUTING; 0 while PROCESSING; absent otherwise, or without enough history.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub estimated_wait_time: Option<i64>,
     /// Dial attempt (1 for the first).
     pub attempt: i16,
-    /// Creation time, UTC.
+    /// When the create was committed (`2026-05-28T15:30:00.000Z`).
     pub created_time: String,
     /// Stored optional attributes (language, offer type, overrides, push targets).
     #[serde(flatten)]
     pub attrs: Map<String, Value>,
-    /// Filtered user data.
+    /// The create's `userData`, keys that are not identifiers dropped; absent when none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user_data: Option<Value>,
 }
@@ -427,7 +426,7 @@ pub fn wire_time(t: Timestamp) -> String {
 mod tests {
     use super::*;
 
-    fn parms(json: &str) -> Result<CreateRequest, ApiError> {
+    fn parms(json: &str) -> Result<CreateRequest, Error> {
         serde_json::from_str::<CreateCallbackParms>(json)
             .unwrap()
             .validate()

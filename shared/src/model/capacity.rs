@@ -1,4 +1,4 @@
-//! Capacity rules and the slot grid of a service (DESIGN §6).
+//! Capacity rules and the slot grid of a service (docs/decisions.md#capacity-rules).
 //!
 //! Admin JSON (`PUT …/capacity-rules/{name}`):
 //! `{"slot_minutes":15,"weekly":{"1":{"0900":10,"0915":10},…,"7":{}},
@@ -30,13 +30,13 @@ use super::{
     ServiceSettings,
     hours::{BusinessHours, DAY_MINUTES, OpenSet},
 };
-use crate::error::ApiError;
+use crate::error::Error;
 
 /// The largest capacity one slot may have.
 pub const MAX_SLOT_CAPACITY: u32 = 1_000_000;
 
-fn bad(path: &str, msg: impl std::fmt::Display) -> ApiError {
-    ApiError::bad_request(format!("{path}: {msg}"))
+fn bad(path: &str, msg: impl std::fmt::Display) -> Error {
+    Error::invalid(format!("{path}: {msg}"))
 }
 
 /// Capacities of one day: minute of the day → capacity.
@@ -100,7 +100,7 @@ impl Serialize for CapacityRule {
     }
 }
 
-fn parse_caps(path: &str, v: &Value, slot_minutes: u16) -> Result<DayCaps, ApiError> {
+fn parse_caps(path: &str, v: &Value, slot_minutes: u16) -> Result<DayCaps, Error> {
     let Some(obj) = v.as_object() else {
         return Err(bad(path, "must be an object of \"HHMM\": capacity"));
     };
@@ -136,11 +136,9 @@ fn parse_caps(path: &str, v: &Value, slot_minutes: u16) -> Result<DayCaps, ApiEr
 
 impl CapacityRule {
     /// Parses and validates the admin JSON; errors name the field (`weekly.1.0910`, …).
-    pub fn parse(value: &Value) -> Result<Self, ApiError> {
+    pub fn parse(value: &Value) -> Result<Self, Error> {
         let Some(obj) = value.as_object() else {
-            return Err(ApiError::bad_request(
-                "a capacity rule must be a JSON object",
-            ));
+            return Err(Error::invalid("a capacity rule must be a JSON object"));
         };
         for key in obj.keys() {
             if !matches!(key.as_str(), "slot_minutes" | "weekly" | "overrides") {
@@ -233,7 +231,7 @@ impl CapacityRule {
 /// Where a slot's capacity comes from.
 #[derive(Debug, Clone)]
 enum Capacity {
-    /// A capacity rule.
+    /// The service's capacity rule: per-weekday slot capacities and dated overrides.
     Rule(CapacityRule),
     /// The service's `slot_capacity` for every open slot.
     Flat(u32),
@@ -242,7 +240,7 @@ enum Capacity {
 /// One slot of a service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Slot {
-    /// Start instant.
+    /// The instant the slot starts (local wall-clock start in the business-hours zone).
     pub start: Timestamp,
     /// Local date of the start in the business-hours zone.
     pub date: Date,
@@ -290,7 +288,7 @@ impl SlotPlan {
         self.slot_minutes
     }
 
-    /// Slot length.
+    /// Slot length as a duration (`slot_minutes` of the rule or the service).
     pub fn slot_len(&self) -> SignedDuration {
         SignedDuration::from_mins(i64::from(self.slot_minutes))
     }

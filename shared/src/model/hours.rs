@@ -1,4 +1,5 @@
-//! Business hours: an IANA time zone, weekly open ranges and dated exceptions (DESIGN §6).
+//! Business hours: an IANA time zone, weekly open ranges and dated exceptions
+//! (docs/decisions.md#business-hours).
 //!
 //! Admin JSON (`PUT …/business-hours/{name}`):
 //! `{"timezone":"America/New_York","weekly":{"mon":[["09:00","17:00"]],…,"sun":[]},
@@ -27,7 +28,7 @@ use jiff::{
 use serde::{Serialize, Serializer, ser::SerializeMap};
 use serde_json::Value;
 
-use crate::error::ApiError;
+use crate::error::Error;
 
 /// Day keys of `weekly`, Monday first.
 pub const DAY_KEYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
@@ -72,12 +73,12 @@ fn parse_hhmm(s: &str) -> Option<u16> {
     }
 }
 
-fn bad(path: &str, msg: impl std::fmt::Display) -> ApiError {
-    ApiError::bad_request(format!("{path}: {msg}"))
+fn bad(path: &str, msg: impl std::fmt::Display) -> Error {
+    Error::invalid(format!("{path}: {msg}"))
 }
 
 /// Parses a list of `["HH:MM","HH:MM"]` ranges; rejects empty, reversed and overlapping ones.
-fn parse_ranges(path: &str, v: &Value) -> Result<Vec<Range>, ApiError> {
+fn parse_ranges(path: &str, v: &Value) -> Result<Vec<Range>, Error> {
     let Some(items) = v.as_array() else {
         return Err(bad(path, "must be a list of [\"HH:MM\",\"HH:MM\"] ranges"));
     };
@@ -125,7 +126,7 @@ fn parse_ranges(path: &str, v: &Value) -> Result<Vec<Range>, ApiError> {
 }
 
 /// Parses an IANA zone name; the error names `field`.
-pub fn parse_zone(field: &str, name: &str) -> Result<TimeZone, ApiError> {
+pub fn parse_zone(field: &str, name: &str) -> Result<TimeZone, Error> {
     if name.is_empty() || name.len() > 64 {
         return Err(bad(field, "must be an IANA time zone such as Europe/Paris"));
     }
@@ -138,8 +139,8 @@ pub fn parse_zone(field: &str, name: &str) -> Result<TimeZone, ApiError> {
 }
 
 /// The instant of a local wall-clock time used as a range edge or a window bound: a time in a
-/// spring-forward gap moves to the transition, a time in a fall-back overlap takes the earlier
-/// instant.
+/// spring-forward gap moves to the transition, a time in a fall-back overlap takes the
+/// earlier instant.
 pub fn local_instant(tz: &TimeZone, dt: DateTime) -> Timestamp {
     let amb = tz.to_ambiguous_timestamp(dt);
     let via = |offset: jiff::tz::Offset| offset.to_timestamp(dt).ok();
@@ -163,7 +164,8 @@ pub fn local_instant(tz: &TimeZone, dt: DateTime) -> Timestamp {
     })
 }
 
-/// Validated business hours.
+/// Business hours as validated from the admin JSON (docs/decisions.md#business-hours): a zone,
+/// weekly ranges and dated exceptions, ready to answer "open at t?" and "open until when?".
 #[derive(Debug, Clone)]
 pub struct BusinessHours {
     timezone: String,
@@ -244,11 +246,9 @@ impl OpenSet {
 
 impl BusinessHours {
     /// Parses and validates the admin JSON; errors name the field (`weekly.mon[1]`, …).
-    pub fn parse(value: &Value) -> Result<Self, ApiError> {
+    pub fn parse(value: &Value) -> Result<Self, Error> {
         let Some(obj) = value.as_object() else {
-            return Err(ApiError::bad_request(
-                "business hours must be a JSON object",
-            ));
+            return Err(Error::invalid("business hours must be a JSON object"));
         };
         for key in obj.keys() {
             if !matches!(key.as_str(), "timezone" | "weekly" | "exceptions") {
@@ -325,7 +325,7 @@ impl BusinessHours {
     }
 
     /// Around-the-clock hours in `tz` (for services without business hours).
-    pub fn always_open(timezone: &str) -> Result<Self, ApiError> {
+    pub fn always_open(timezone: &str) -> Result<Self, Error> {
         let tz = parse_zone("timezone", timezone)?;
         Ok(Self {
             timezone: timezone.to_string(),
@@ -345,7 +345,7 @@ impl BusinessHours {
         &self.timezone
     }
 
-    /// The zone.
+    /// The IANA zone of the hours; every range and the slot grid are local to it.
     pub fn tz(&self) -> &TimeZone {
         &self.tz
     }
