@@ -14,6 +14,7 @@ mod bounded;
 mod callbacks;
 mod clients;
 mod ewt;
+mod fixtures;
 mod hardening;
 mod hours;
 mod lifecycle;
