@@ -205,7 +205,7 @@ async fn a_plain_create_whose_connection_breaks_after_the_insert_is_resolved_as_
     let (_pg, proxy, env, e, key) = setup_through_proxy().await;
     proxy.arm(Cut::NextBind);
     let phone = "+12025550900";
-    let (code, body) = e.create(&key).service("s").phone(&phone).send().await;
+    let (code, body) = e.create(&key).service("s").phone(phone).send().await;
     assert_eq!(proxy.cuts(), 1, "the insert's connection was cut");
     let pg = env.pg().await;
     let stored = count_phone(&pg, phone).await;
@@ -261,7 +261,7 @@ async fn slot_creates_and_cancels_whose_commit_answer_is_lost_are_resolved() {
     let (code, body) = e
         .create(&key)
         .service("slots")
-        .phone(&phone)
+        .phone(phone)
         .at(&in_a_day())
         .send()
         .await;

@@ -46,7 +46,7 @@ async fn create_immediate_and_scheduled_then_retrieve() {
     let scheduled = body["data"]["id"].as_str().unwrap().to_string();
     let _ = desired;
 
-    let (code, body) = engage.post(&key, RETRIEVE, json!({"id": immediate})).await;
+    let (code, body) = engage.post(key, RETRIEVE, json!({"id": immediate})).await;
     assert_ok_envelope(code, &body);
     let cb = &body["data"];
     assert_eq!(cb["id"], immediate.as_str());
@@ -62,7 +62,7 @@ async fn create_immediate_and_scheduled_then_retrieve() {
     );
     assert!(cb.get("callbackReason").is_none());
 
-    let (code, body) = engage.post(&key, RETRIEVE, json!({"id": scheduled})).await;
+    let (code, body) = engage.post(key, RETRIEVE, json!({"id": scheduled})).await;
     assert_ok_envelope(code, &body);
     assert_eq!(body["data"]["callbackState"], "SCHEDULED");
     assert_eq!(body["data"]["cbOfferType"], "SCHEDULED");
@@ -96,16 +96,16 @@ async fn cancel_then_retrieve_is_completed_cancelled() {
     let (_, body) = fx.create().phone("5550101").at(&in_hours(3)).send().await;
     let id = body["data"]["id"].as_str().unwrap().to_string();
 
-    let (code, body) = engage.cancel(&key, &id).await;
+    let (code, body) = engage.cancel(key, &id).await;
     assert_ok_envelope(code, &body);
     assert_eq!(body["data"]["id"], id.as_str());
 
-    let (_, body) = engage.post(&key, RETRIEVE, json!({"id": id})).await;
+    let (_, body) = engage.post(key, RETRIEVE, json!({"id": id})).await;
     assert_eq!(body["data"]["callbackState"], "COMPLETED");
     assert_eq!(body["data"]["callbackReason"], "CANCELLED");
 
     // A second cancel is refused and changes nothing.
-    let (code, body) = engage.cancel(&key, &id).await;
+    let (code, body) = engage.cancel(key, &id).await;
     harness::assert_refused((code, &body), 400, "already completed");
 
     // The cancel left the schedule index and wrote one history row.
@@ -139,9 +139,9 @@ async fn processing_callbacks_cannot_be_cancelled() {
         )
         .await
         .unwrap();
-    let (code, body) = engage.cancel(&key, &id).await;
+    let (code, body) = engage.cancel(key, &id).await;
     harness::assert_refused((code, &body), 400, "PROCESSING");
-    let (_, body) = engage.post(&key, RETRIEVE, json!({"id": id})).await;
+    let (_, body) = engage.post(key, RETRIEVE, json!({"id": id})).await;
     assert_eq!(body["data"]["callbackState"], "PROCESSING");
 }
 
@@ -179,7 +179,7 @@ async fn api_keys_are_required_and_revocable() {
         .admin_delete(&format!("/ges/v1/tenants/acme/api-keys/{key_id}"))
         .await;
     assert_eq!(code, 200);
-    let (code, resp) = engage.create(&key).fields(body).send().await;
+    let (code, resp) = engage.create(key).fields(body).send().await;
     assert_eq!(code, 401, "{resp}");
     assert_eq!(resp["status"]["message"], "invalid API key");
 }
@@ -198,9 +198,9 @@ async fn tenants_never_see_each_other() {
         .await;
     let b_id = body["data"]["id"].as_str().unwrap().to_string();
 
-    let (code, body) = engage.post(&key_a, RETRIEVE, json!({"id": b_id})).await;
+    let (code, body) = engage.post(key_a, RETRIEVE, json!({"id": b_id})).await;
     assert_eq!(code, 404, "{body}");
-    let (code, _) = engage.cancel(&key_a, &b_id).await;
+    let (code, _) = engage.cancel(key_a, &b_id).await;
     assert_eq!(code, 404);
     // B's callback is untouched.
     let (_, body) = engage.post(&key_b, RETRIEVE, json!({"id": b_id})).await;
@@ -275,7 +275,7 @@ async fn bad_inputs_get_clear_400s_and_change_nothing() {
         (json!(["not", "an", "object"]), "JSON object"),
     ];
     for (body, expect) in cases {
-        let (code, resp) = engage.create(&key).fields(body.clone()).send().await;
+        let (code, resp) = engage.create(key).fields(body.clone()).send().await;
         assert_eq!(code, 400, "{body} → {resp}");
         assert_eq!(resp["status"]["code"], 400);
         let msg = resp["status"]["message"].as_str().unwrap();
@@ -301,7 +301,7 @@ async fn bad_inputs_get_clear_400s_and_change_nothing() {
         (json!({"id": "x"}), "not a callback id"),
         (json!({"id": 5}), "id"),
     ] {
-        let (code, resp) = engage.post(&key, RETRIEVE, body).await;
+        let (code, resp) = engage.post(key, RETRIEVE, body).await;
         assert_eq!(code, 400);
         assert!(
             resp["status"]["message"].as_str().unwrap().contains(expect),
@@ -310,7 +310,7 @@ async fn bad_inputs_get_clear_400s_and_change_nothing() {
     }
     let (code, _) = engage
         .post(
-            &key,
+            key,
             RETRIEVE,
             json!({"id": uuid::Uuid::now_v7().to_string()}),
         )
@@ -377,7 +377,7 @@ async fn create_succeeds_while_redis_is_down() {
     let (code, body) = fx.create().phone("5550107").send().await;
     assert_eq!(code, 200, "{body}");
     let id = body["data"]["id"].as_str().unwrap();
-    let (code, body) = engage.post(&key, RETRIEVE, json!({"id": id})).await;
+    let (code, body) = engage.post(key, RETRIEVE, json!({"id": id})).await;
     assert_eq!(code, 200);
     assert_eq!(body["data"]["callbackState"], "QUEUED");
     let metrics = engage.metrics().await;
@@ -408,7 +408,7 @@ async fn create_and_cancel_on_a_redis_cluster() {
         assert_eq!(code, 200, "{body}");
         ids.push(body["data"]["id"].as_str().unwrap().to_string());
     }
-    let (code, _) = engage.cancel(&key, &ids[0]).await;
+    let (code, _) = engage.cancel(key, &ids[0]).await;
     assert_eq!(code, 200);
     // The index entries live on several cluster nodes; all but the cancelled one are there.
     let client =

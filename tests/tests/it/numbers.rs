@@ -138,7 +138,7 @@ async fn number_rules_admin_and_create() {
         ("free", "+44 20 7946 0959", 200, "442079460959"),
     ];
     for (service, number, want, what) in cases {
-        let (code, body) = e.create(&key).service(&service).phone(&number).send().await;
+        let (code, body) = e.create(&key).service(service).phone(number).send().await;
         assert_eq!(code, want, "{service} {number}: {body}");
         if want == 200 {
             let id = body["data"]["id"].as_str().unwrap();

@@ -35,7 +35,7 @@ async fn rule(e: &Engage, day: Date, slot_minutes: u16, slots: Value) {
 async fn book(e: &Engage, key: &str, phone: &str, at: Timestamp) -> (u16, Value) {
     e.create(key)
         .service("s")
-        .phone(&phone)
+        .phone(phone)
         .at(&wire(at))
         .send()
         .await

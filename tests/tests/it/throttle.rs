@@ -84,7 +84,7 @@ async fn service_window_is_exact_across_two_processes() {
     )
     .await;
 
-    let (codes, messages) = t.burst(200, "sales", |i| number(i)).await;
+    let (codes, messages) = t.burst(200, "sales", number).await;
     assert_eq!(codes.get(&200), Some(&50), "{codes:?}");
     assert_eq!(codes.get(&429), Some(&150), "{codes:?}");
     assert_eq!(messages.len(), 1, "{messages:?}");
@@ -140,7 +140,7 @@ async fn per_number_in_queue_and_max_queued_are_exact() {
     );
     // The same number written another way is the same number.
     let (code, _) = a
-        .create(&key)
+        .create(key)
         .service("perno")
         .phone("+12025550142")
         .send()
@@ -247,7 +247,7 @@ async fn active_counts_heal_from_postgresql() {
             json!({"in_queue_checking": "strict", "throttle_per_number_24h": 0}),
         )
         .await;
-    let create = |n: &str| a.create(&key).service("s").phone(&n).send();
+    let create = |n: &str| a.create(&key).service("s").phone(n).send();
     assert_eq!(create("+1 202 555 0101").await.0, 200);
 
     // Redis loses the service's state (flush, failover): the next create re-seeds from
@@ -342,7 +342,7 @@ async fn limits_hold_on_a_redis_cluster() {
         .await
         .unwrap()
         .get(0);
-    let (code, body) = a.cancel(&key, &id.to_string()).await;
+    let (code, body) = a.cancel(key, &id.to_string()).await;
     assert_eq!(code, 200, "{body}");
     assert_eq!(t.metric("engage_redis_write_failed_total").await, 0.0);
 }
@@ -466,7 +466,7 @@ async fn idempotent_retries_never_hit_the_limits() {
     assert_eq!(t.metric("CB_ENQUEUE_LIMIT_REACHED").await, 0.0);
     assert_eq!(t.metric("CB_TTL_LIMIT_REACHED").await, 0.0);
     // The one reservation is the one callback: the next request is over both limits.
-    let (code, _) = a.create(&key).fields(body).send().await;
+    let (code, _) = a.create(key).fields(body).send().await;
     assert_eq!(code, 429);
 }
 

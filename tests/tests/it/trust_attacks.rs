@@ -435,7 +435,7 @@ async fn trust_attack_partitioned_api_503_plain_create_is_withdrawn_if_dispatche
     }
     proxy.arm(b'B');
     let phone = "+12025550299";
-    let (code1, b1) = api1.create(&key).service("s").phone(&phone).send().await;
+    let (code1, b1) = api1.create(&key).service("s").phone(phone).send().await;
     eprintln!(
         "plain create (partitioned): {code1} {b1} dark={}",
         proxy.is_dark()

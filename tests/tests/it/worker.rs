@@ -305,7 +305,7 @@ async fn worker_survives_a_voice_redis_outage_and_cancels_stay_durable() {
     // A cancel whose control write fails is owed in PostgreSQL and sent by the outbox later.
     voice.stop();
     let target = &first[0];
-    let (code, body) = engage.cancel(&key, &target).await;
+    let (code, body) = engage.cancel(&key, target).await;
     assert_eq!(code, 200, "{body}");
     let pg = env.pg().await;
     let owed: bool = pg
