@@ -23,7 +23,9 @@ mod readback;
 pub use cluster::PrivateCluster;
 pub use fixtures::{CANCEL, CREATE, Create, Fixture, RETRIEVE, in_secs, next_phone, open_service};
 pub use postgres::{PrivatePostgres, signal};
-pub use readback::{Entry, command_total, commandstats, stream_census, stream_entries};
+pub use readback::{
+    Entry, command_total, commandstats, parse_commandstats, stream_census, stream_entries,
+};
 
 /// The admin token every test deployment uses.
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";

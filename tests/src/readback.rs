@@ -67,8 +67,12 @@ pub async fn commandstats(conn: &mut redis::aio::MultiplexedConnection) -> Vec<(
         .query_async(conn)
         .await
         .expect("INFO commandstats");
-    stats
-        .lines()
+    parse_commandstats(&stats)
+}
+
+/// The (command, calls) pairs of an `INFO commandstats` text (see [`commandstats`]).
+pub fn parse_commandstats(text: &str) -> Vec<(String, u64)> {
+    text.lines()
         .filter_map(|l| l.strip_prefix("cmdstat_"))
         .filter_map(|l| {
             let (name, rest) = l.split_once(':')?;
