@@ -54,6 +54,14 @@ pub fn next_phone() -> String {
     )
 }
 
+/// `engage serve` on `env` and `tenant` with an API key, for tests that put their own services
+/// and rules: (environment, server, key).
+pub async fn serve_tenant(env: TestEnv, tenant: &str) -> (TestEnv, Engage, String) {
+    let engage = Engage::start(&env, &[]).await;
+    let key = engage.tenant(tenant).await;
+    (env, engage, key)
+}
+
 /// A fresh environment, `engage serve` on it, and one tenant with one service and an API key.
 #[derive(Debug)]
 pub struct Fixture {
@@ -134,7 +142,7 @@ pub struct Create<'a> {
     engage: &'a Engage,
     key: String,
     body: Value,
-    idempotency_key: Option<String>,
+    headers: Vec<(String, String)>,
     any_phone: bool,
 }
 
@@ -188,8 +196,13 @@ impl Create<'_> {
     }
 
     /// Sends an `Idempotency-Key` header.
-    pub fn idempotency_key(mut self, key: &str) -> Self {
-        self.idempotency_key = Some(key.to_string());
+    pub fn idempotency_key(self, key: &str) -> Self {
+        self.header("Idempotency-Key", key)
+    }
+
+    /// Sends a header (besides `x-api-key`).
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_string(), value.to_string()));
         self
     }
 
@@ -211,8 +224,8 @@ impl Create<'_> {
             .post(format!("{}{CREATE}", self.engage.external))
             .header("x-api-key", &self.key)
             .json(&self.body());
-        if let Some(k) = &self.idempotency_key {
-            req = req.header("Idempotency-Key", k);
+        for (name, value) in &self.headers {
+            req = req.header(name, value);
         }
         send(req).await
     }
@@ -239,7 +252,7 @@ impl Engage {
             engage: self,
             key: key.to_string(),
             body: json!({}),
-            idempotency_key: None,
+            headers: Vec::new(),
             any_phone: false,
         }
     }

@@ -21,7 +21,9 @@ mod fixtures;
 mod postgres;
 mod readback;
 pub use cluster::PrivateCluster;
-pub use fixtures::{CANCEL, CREATE, Create, Fixture, RETRIEVE, in_secs, next_phone, open_service};
+pub use fixtures::{
+    CANCEL, CREATE, Create, Fixture, RETRIEVE, in_secs, next_phone, open_service, serve_tenant,
+};
 pub use postgres::{PrivatePostgres, signal};
 pub use readback::{
     Entry, command_total, commandstats, parse_commandstats, stream_census, stream_entries,

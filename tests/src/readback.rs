@@ -151,6 +151,23 @@ impl TestEnv {
         }
     }
 
+    /// Every callback id in the schedule index of a standalone service Redis (`shards` shards).
+    pub async fn indexed(&self, shards: usize) -> Vec<String> {
+        let mut redis = self.redis().await;
+        let mut all = Vec::new();
+        for shard in 0..shards {
+            let members: Vec<String> = redis::cmd("ZRANGE")
+                .arg(format!("{{{}:sched:{shard}}}", self.id))
+                .arg(0)
+                .arg(-1)
+                .query_async(&mut redis)
+                .await
+                .expect("ZRANGE");
+            all.extend(members);
+        }
+        all
+    }
+
     /// One number from PostgreSQL (`SELECT count(*) …`), on this environment's schema.
     pub async fn count(&self, sql: &str) -> i64 {
         self.pg()

@@ -36,9 +36,7 @@ fn message(body: &Value) -> String {
 
 #[tokio::test]
 async fn availability_parameters() {
-    let env = TestEnv::new();
-    let e = Engage::start(&env, &[]).await;
-    let key = e.tenant("acme").await;
+    let (_env, e, key) = harness::serve_tenant(TestEnv::new(), "acme").await;
     e.service(
         "acme",
         "s",
@@ -205,9 +203,7 @@ async fn availability_parameters() {
 
 #[tokio::test]
 async fn report_busy_lists_full_slots() {
-    let env = TestEnv::new();
-    let e = Engage::start(&env, &[]).await;
-    let key = e.tenant("acme").await;
+    let (_env, e, key) = harness::serve_tenant(TestEnv::new(), "acme").await;
     e.service("acme", "s", json!({"slot_minutes":60,"slot_capacity":2}))
         .await;
     let t0 = day_after_tomorrow() + SignedDuration::from_hours(9);
@@ -276,9 +272,7 @@ async fn day_slots(
 
 #[tokio::test]
 async fn availability_across_dst() {
-    let env = TestEnv::new();
-    let e = Engage::start(&env, &[]).await;
-    let key = e.tenant("acme").await;
+    let (_env, e, key) = harness::serve_tenant(TestEnv::new(), "acme").await;
     for zone in ["America/New_York", "Europe/Paris"] {
         let harness::DstDays {
             spring_at,

@@ -51,9 +51,7 @@ async fn booked(env: &TestEnv, service: &str, slot: Timestamp) -> i32 {
 
 #[tokio::test]
 async fn concurrent_creates_never_overbook_a_slot() {
-    let env = TestEnv::new();
-    let e = Engage::start(&env, &[]).await;
-    let key = e.tenant("acme").await;
+    let (env, e, key) = harness::serve_tenant(TestEnv::new(), "acme").await;
     e.service(
         "acme",
         "s",
@@ -165,9 +163,7 @@ async fn concurrent_creates_never_overbook_a_slot() {
 
 #[tokio::test]
 async fn business_hours_gate_scheduled_and_immediate_creates() {
-    let env = TestEnv::new();
-    let e = Engage::start(&env, &[]).await;
-    let key = e.tenant("acme").await;
+    let (env, e, key) = harness::serve_tenant(TestEnv::new(), "acme").await;
     let noon = noon_in_two_days();
     let day = noon.to_zoned(jiff::tz::TimeZone::UTC).date();
     // Closed except 09:00-10:00 UTC on one day.
@@ -254,9 +250,7 @@ async fn business_hours_gate_scheduled_and_immediate_creates() {
 
 #[tokio::test]
 async fn bookings_across_dst() {
-    let env = TestEnv::new();
-    let e = Engage::start(&env, &[]).await;
-    let key = e.tenant("acme").await;
+    let (env, e, key) = harness::serve_tenant(TestEnv::new(), "acme").await;
     for zone in ["America/New_York", "Europe/Paris"] {
         let harness::DstDays {
             spring_at,

@@ -156,12 +156,14 @@ async fn count_phone(pg: &tokio_postgres::Client, phone: &str) -> i64 {
 async fn setup_through_proxy() -> (PrivatePostgres, CutProxy, TestEnv, Engage, String) {
     let pg = PrivatePostgres::new();
     let proxy = CutProxy::start(pg.port).await;
-    let env = TestEnv::new()
-        .with("DATABASE_URL", &proxy.url())
-        .with("CACHE_TTL_MS", "600000")
-        .with("REQUEST_TIMEOUT_MS", &TIMEOUT_MS.to_string());
-    let e = Engage::start(&env, &[]).await;
-    let key = e.tenant("acme").await;
+    let (env, e, key) = harness::serve_tenant(
+        TestEnv::new()
+            .with("DATABASE_URL", &proxy.url())
+            .with("CACHE_TTL_MS", "600000")
+            .with("REQUEST_TIMEOUT_MS", &TIMEOUT_MS.to_string()),
+        "acme",
+    )
+    .await;
     e.service("acme", "s", json!({"in_queue_checking": false}))
         .await;
     e.service(

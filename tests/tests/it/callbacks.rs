@@ -71,21 +71,11 @@ async fn create_immediate_and_scheduled_then_retrieve() {
     // Both are durable in PostgreSQL and indexed in Redis for dispatch.
     let n = env.count("SELECT count(*) FROM callbacks").await;
     assert_eq!(n, 2);
-    let mut redis = env.redis().await;
-    let mut indexed = 0;
-    for shard in 0..4 {
-        let members: Vec<String> = redis::cmd("ZRANGE")
-            .arg(format!("{{{}:sched:{shard}}}", env.id))
-            .arg(0)
-            .arg(-1)
-            .query_async(&mut redis)
-            .await
-            .unwrap();
-        indexed += members
-            .iter()
-            .filter(|m| **m == immediate || **m == scheduled)
-            .count();
-    }
+    let indexed = env.indexed(4).await;
+    let indexed = indexed
+        .iter()
+        .filter(|m| **m == immediate || **m == scheduled);
+    let indexed = indexed.count();
     assert_eq!(indexed, 2, "both callbacks are in the schedule index");
 }
 

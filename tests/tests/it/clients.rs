@@ -35,9 +35,7 @@ fn future(format_like: &str) -> (String, Timestamp) {
 }
 
 async fn setup() -> (TestEnv, Engage, String) {
-    let env = TestEnv::new();
-    let e = Engage::start(&env, &[]).await;
-    let key = e.tenant("acme").await;
+    let (env, e, key) = harness::serve_tenant(TestEnv::new(), "acme").await;
     e.service(
         "acme",
         "CB_Support",

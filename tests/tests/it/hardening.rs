@@ -5,9 +5,7 @@ use serde_json::json;
 
 #[tokio::test]
 async fn external_port_is_an_allowlist_in_the_envelope() {
-    let env = TestEnv::new();
-    let engage = Engage::start(&env, &[]).await;
-    let key = engage.tenant("acme").await;
+    let (_env, engage, key) = harness::serve_tenant(TestEnv::new(), "acme").await;
 
     for path in [
         "/ges/v1/tenants",
@@ -58,40 +56,18 @@ async fn external_port_is_an_allowlist_in_the_envelope() {
 
 #[tokio::test]
 async fn ccid_headers_are_refused_on_the_external_port_only() {
-    let env = TestEnv::new();
-    let engage = Engage::start(&env, &[]).await;
-    let key = engage.tenant("acme").await;
+    let (env, engage, key) = harness::serve_tenant(TestEnv::new(), "acme").await;
     engage.service("acme", "sales", json!({})).await;
     let body = json!({"serviceName": "sales", "phoneNumber": "5550100"});
     for header in ["ccid", "ContactCenterID"] {
-        let (code, resp) = harness::send(
-            engage
-                .http
-                .post(format!(
-                    "{}/engagement/v3/callbacks/create",
-                    engage.external
-                ))
-                .header("x-api-key", &key)
-                .header(header, "acme")
-                .json(&body),
-        )
-        .await;
+        let create = engage.create(&key).fields(body.clone());
+        let (code, resp) = create.header(header, "acme").send().await;
         assert_eq!(code, 400, "{header}: {resp}");
         assert!(resp["status"]["message"].as_str().unwrap().contains("ccid"));
     }
     // An empty header is allowed (GES ingress sets it empty).
-    let (code, _) = harness::send(
-        engage
-            .http
-            .post(format!(
-                "{}/engagement/v3/callbacks/create",
-                engage.external
-            ))
-            .header("x-api-key", &key)
-            .header("ccid", "")
-            .json(&body),
-    )
-    .await;
+    let create = engage.create(&key).fields(body.clone());
+    let (code, _) = create.header("ccid", "").send().await;
     assert_eq!(code, 200);
     let n = env.count("SELECT count(*) FROM callbacks").await;
     assert_eq!(n, 1, "refused requests stored nothing");
@@ -99,9 +75,7 @@ async fn ccid_headers_are_refused_on_the_external_port_only() {
 
 #[tokio::test]
 async fn body_limit_is_500_kb_external_and_10_mb_internal() {
-    let env = TestEnv::new();
-    let engage = Engage::start(&env, &[]).await;
-    let key = engage.tenant("acme").await;
+    let (env, engage, key) = harness::serve_tenant(TestEnv::new(), "acme").await;
     engage.service("acme", "sales", json!({})).await;
     // ~600 KB of user data.
     let big = "x".repeat(600 * 1024);

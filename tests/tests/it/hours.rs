@@ -150,9 +150,7 @@ fn find<'a>(list: &'a [Value], name: &str) -> &'a Value {
 
 #[tokio::test]
 async fn publish_whole_table() {
-    let env = TestEnv::new();
-    let e = Engage::start(&env, &[]).await;
-    let key = e.tenant("acme").await;
+    let (_env, e, key) = harness::serve_tenant(TestEnv::new(), "acme").await;
     put(
         &e,
         "/ges/v1/tenants/acme/business-hours/bh",
@@ -222,9 +220,7 @@ async fn publish_whole_table() {
 
 #[tokio::test]
 async fn open_for_across_dst() {
-    let env = TestEnv::new();
-    let e = Engage::start(&env, &[]).await;
-    let key = e.tenant("acme").await;
+    let (_env, e, key) = harness::serve_tenant(TestEnv::new(), "acme").await;
     for zone in ["America/New_York", "Europe/Paris"] {
         let harness::DstDays {
             spring, fall, name, ..

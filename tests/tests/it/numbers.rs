@@ -2,7 +2,7 @@
 //! blocked patterns, premium-rate numbers, impossible numbers, normalisation and storage of
 //! the E.164 form.
 
-use harness::{Engage, TestEnv};
+use harness::TestEnv;
 use serde_json::json;
 
 async fn e164_of(env: &TestEnv, id: &str) -> Option<String> {
@@ -17,9 +17,7 @@ async fn e164_of(env: &TestEnv, id: &str) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn number_rules_admin_and_create() {
-    let env = TestEnv::new();
-    let e = Engage::start(&env, &[]).await;
-    let key = e.tenant("acme").await;
+    let (env, e, key) = harness::serve_tenant(TestEnv::new(), "acme").await;
     let rule_path = "/ges/v1/tenants/acme/number-rules/north-america";
     let design = json!({"default_country":"US","permitted_countries":["US","CA"],
         "blocked_patterns":["^1900","5550000$"],"block_premium":true});

@@ -210,9 +210,8 @@ fn alert_rules_pass_promtool() {
 
 #[tokio::test]
 async fn logs_never_carry_user_data_keys_or_numbers() {
-    let env = TestEnv::new().with("LOG_LEVEL", "TRACE");
-    let engage = Engage::start(&env, &[]).await;
-    let key = engage.tenant("acme").await;
+    let (_env, engage, key) =
+        harness::serve_tenant(TestEnv::new().with("LOG_LEVEL", "TRACE"), "acme").await;
     engage.service("acme", "sales", json!({})).await;
     let (code, body) = engage
         .create(&key)
@@ -262,9 +261,7 @@ async fn logs_never_carry_user_data_keys_or_numbers() {
 
 #[tokio::test]
 async fn api_errors_are_searchable_by_correlation_id() {
-    let env = TestEnv::new();
-    let engage = Engage::start(&env, &[]).await;
-    let key = engage.tenant("acme").await;
+    let (_env, engage, key) = harness::serve_tenant(TestEnv::new(), "acme").await;
     engage.service("acme", "sales", json!({})).await;
     let (_, first) = engage.create(&key).service("sales").send().await;
     let (_, second) = engage

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use harness::{Engage, TestEnv};
+use harness::TestEnv;
 use proptest::{prelude::*, test_runner::TestRunner};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -14,9 +14,7 @@ const CREATE: &str = "/engagement/v3/callbacks/create";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_bodies_get_their_413() {
-    let env = TestEnv::new();
-    let e = Engage::start(&env, &[]).await;
-    let key = e.tenant("acme").await;
+    let (_env, e, key) = harness::serve_tenant(TestEnv::new(), "acme").await;
     e.service("acme", "s", json!({})).await;
     let before = e.metric_sum("INVALID_CONTENT_LENGTH").await;
     let big = format!(
@@ -88,11 +86,13 @@ async fn raw_chunked(base: &str, key: &str, body: &[u8]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_key_request_rate_is_limited_per_key() {
-    let env = TestEnv::new()
-        .with("API_KEY_RATE_PER_SECOND", "2")
-        .with("API_KEY_BURST", "5");
-    let e = Engage::start(&env, &[]).await;
-    let noisy = e.tenant("acme").await;
+    let (_env, e, noisy) = harness::serve_tenant(
+        TestEnv::new()
+            .with("API_KEY_RATE_PER_SECOND", "2")
+            .with("API_KEY_BURST", "5"),
+        "acme",
+    )
+    .await;
     let quiet = e.tenant("other").await;
     let retrieve = "/engagement/v3/callbacks/retrieve";
     let body = json!({"id": uuid::Uuid::new_v4().to_string()});
@@ -140,9 +140,8 @@ async fn api_key_request_rate_is_limited_per_key() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cors_follows_each_tenants_origins() {
-    let env = TestEnv::new().with("CORS_CACHE_SECONDS", "0");
-    let e = Engage::start(&env, &[]).await;
-    let key_a = e.tenant("a").await;
+    let (_env, e, key_a) =
+        harness::serve_tenant(TestEnv::new().with("CORS_CACHE_SECONDS", "0"), "a").await;
     let key_b = e.tenant("b").await;
     let (code, body) = e
         .admin_put(
@@ -296,9 +295,8 @@ fn create_body() -> impl Strategy<Value = Vec<u8>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_never_answers_500_to_any_body() {
-    let env = TestEnv::new().with("API_KEY_RATE_PER_SECOND", "0");
-    let e = Engage::start(&env, &[]).await;
-    let key = e.tenant("acme").await;
+    let (_env, e, key) =
+        harness::serve_tenant(TestEnv::new().with("API_KEY_RATE_PER_SECOND", "0"), "acme").await;
     e.service(
         "acme",
         "s",
@@ -339,9 +337,8 @@ async fn create_never_answers_500_to_any_body() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_requests_time_out_in_the_envelope() {
-    let env = TestEnv::new().with("REQUEST_TIMEOUT_MS", "1000");
-    let e = Engage::start(&env, &[]).await;
-    let key = e.tenant("acme").await;
+    let (env, e, key) =
+        harness::serve_tenant(TestEnv::new().with("REQUEST_TIMEOUT_MS", "1000"), "acme").await;
     e.service("acme", "s", json!({})).await;
     // Hold the callbacks table so the create cannot finish; ACCESS EXCLUSIVE blocks even the
     // reads before the insert (the throttle's first seed), so it times out before its point
@@ -377,9 +374,8 @@ async fn slow_requests_time_out_in_the_envelope() {
 /// gets the same callback. What happens past the grace is in `bounded`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_create_past_its_point_of_no_return_is_not_reported_as_timed_out() {
-    let env = TestEnv::new().with("REQUEST_TIMEOUT_MS", "500");
-    let e = Engage::start(&env, &[]).await;
-    let key = e.tenant("acme").await;
+    let (env, e, key) =
+        harness::serve_tenant(TestEnv::new().with("REQUEST_TIMEOUT_MS", "500"), "acme").await;
     e.service("acme", "s", json!({})).await;
     let pg = env.pg().await;
     let count = |number: &'static str| {

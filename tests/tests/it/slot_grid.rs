@@ -69,9 +69,7 @@ async fn remaining(e: &Engage, key: &str, from: Timestamp, to: Timestamp) -> Vec
 
 #[tokio::test]
 async fn changing_slot_length_never_overbooks() {
-    let env = TestEnv::new();
-    let e = Engage::start(&env, &[]).await;
-    let key = e.tenant("acme").await;
+    let (env, e, key) = harness::serve_tenant(TestEnv::new(), "acme").await;
     let day = in_two_days();
     let at = |m: i8| local("UTC", day, 12, m);
     rule(&e, day, 60, json!({"1200": 2})).await;
@@ -195,9 +193,7 @@ async fn hours_in(e: &Engage, zone: &str) {
 
 #[tokio::test]
 async fn moving_the_grid_to_another_zone_never_overbooks() {
-    let env = TestEnv::new();
-    let e = Engage::start(&env, &[]).await;
-    let key = e.tenant("acme").await;
+    let (_env, e, key) = harness::serve_tenant(TestEnv::new(), "acme").await;
     let day = in_two_days();
     hours_in(&e, "UTC").await;
     e.service(
