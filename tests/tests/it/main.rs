@@ -13,6 +13,7 @@ mod booking;
 mod bounded;
 mod callbacks;
 mod clients;
+mod dispatch_settle;
 mod ewt;
 mod fixtures;
 mod hardening;
