@@ -16,6 +16,7 @@ mod callbacks;
 mod clients;
 mod dispatch_settle;
 mod ewt;
+mod fixtures;
 mod hardening;
 mod hours;
 mod lifecycle;
