@@ -206,7 +206,7 @@ pub fn parse_zone(field: &str, name: &str) -> Result<TimeZone> {
     zone(name).map_err(|msg| bad(field, msg))
 }
 
-/// Business hours as sent (`PUT …/business-hours/{name}`), before the checks that span
+/// Business hours as sent (`PUT …/business-hours/{name}`), before the checks that span several
 /// fields.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
