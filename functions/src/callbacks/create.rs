@@ -103,7 +103,7 @@ pub async fn create(
         })
         .await?
         .ok_or_else(|| ApiError::bad_request(format!("unknown service {}", req.service_name)))?;
-    let s = &service.settings;
+    let s = &service.body;
     if !s.enabled {
         return Err(ApiError::bad_request(format!(
             "service {} is disabled",

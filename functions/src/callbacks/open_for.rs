@@ -40,7 +40,7 @@ async fn handler(
     let service = state.service(&tenant, &name).await?;
     let client = state.db.get().await?;
     let open_for = match service {
-        Some(svc) => db::hours::plan(&client, &tenant, &name, &svc.settings)
+        Some(svc) => db::hours::plan(&client, &tenant, &name, &svc.body)
             .await?
             .open_for(at),
         None => db::hours::business_hours(&client, &tenant, &name)

@@ -8,15 +8,19 @@
 
 mod admin;
 mod admin_errors;
+mod admin_objects;
 mod availability;
 mod booking;
 mod bounded;
 mod callbacks;
 mod clients;
+mod dispatch_settle;
 mod ewt;
+mod fixtures;
 mod hardening;
 mod hours;
 mod lifecycle;
+mod migrate;
 mod numbers;
 mod observability;
 mod ors;
