@@ -64,15 +64,15 @@ pub enum Signal {
 
 /// The worker's shared resources.
 pub struct Inner {
-    /// Configuration.
+    /// The validated configuration (`Config::load`); the `worker` area tunes dispatch.
     pub cfg: Arc<Config>,
-    /// PostgreSQL pool.
+    /// PostgreSQL pool: due rows, submissions, sweeps, maintenance.
     pub db: Pool,
     /// Service Redis (schedule index, queue views).
     pub redis: RedisHandle,
     /// Voice Redis (voice and control streams).
     pub voice: RedisHandle,
-    /// Key layout.
+    /// Key names of the service Redis (prefix, schedule shards, queue views).
     pub keys: Keys,
     /// Asks the reconciler for a full check now (run id, marker).
     pub reconcile_check: Notify,
