@@ -30,7 +30,7 @@ pub struct Config {
     pub voice: VoiceConfig,
     /// Ports, limits and admin access of the HTTP front.
     pub http: HttpConfig,
-    /// Logging.
+    /// Log level, format and line length (`LOG_*`).
     pub log: LogConfig,
     /// Dispatcher tuning (used by the worker and `engage serve --with-worker`).
     pub worker: WorkerConfig,
@@ -147,7 +147,7 @@ pub struct VoiceConfig {
     pub ges_url: String,
 }
 
-/// HTTP front settings.
+/// Settings of the HTTP front: ports, body limits, timeouts, admin and events tokens.
 #[derive(Debug, Clone, Deserialize)]
 pub struct HttpConfig {
     /// Port of a single-function binary (Knative sets it).
@@ -176,7 +176,8 @@ pub struct HttpConfig {
     /// Body limit of the internal port, bytes.
     #[serde(default = "defaults::internal_body_limit")]
     pub internal_body_limit: usize,
-    /// Whole-request timeout.
+    /// `REQUEST_TIMEOUT_MS`: the deadline of one request in ms (default 15,000); every request
+    /// answers within it plus 2 s (docs/bounded-answers.md).
     #[serde(default = "defaults::request_timeout_ms")]
     pub request_timeout_ms: u64,
     /// How long after SIGTERM in-flight requests may still finish.
@@ -216,7 +217,7 @@ impl HttpConfig {
     }
 }
 
-/// Logging settings.
+/// Logging settings (`LOG_LEVEL`, `LOG_MAX_LEN`, `LOG_FORMAT`).
 #[derive(Debug, Clone, Deserialize)]
 pub struct LogConfig {
     /// TRACE, DEBUG, INFO, WARN, ERROR (FATAL is read as ERROR), or an `EnvFilter` directive.

@@ -128,7 +128,7 @@ impl Fixture {
         self.engage.retrieve(&self.key, id).await
     }
 
-    /// Cancels `id`.
+    /// `POST …/callbacks/cancel` of callback `id` with the fixture's key; (status, body).
     pub async fn cancel(&self, id: &str) -> (u16, Value) {
         self.engage.cancel(&self.key, id).await
     }
@@ -283,7 +283,7 @@ impl Engage {
         body["data"].clone()
     }
 
-    /// Cancels `id`.
+    /// `POST …/callbacks/cancel` of callback `id` with API key `key`; (status, body).
     pub async fn cancel(&self, key: &str, id: &str) -> (u16, Value) {
         self.post(key, CANCEL, json!({"id": id})).await
     }

@@ -5,7 +5,7 @@
 //! safety poll (`WORKER_SAFETY_POLL_S`, which reads only the shards' heads). Nothing is polled
 //! per callback or per minute while callbacks wait.
 //!
-//! Busy path, per shard ([`pass`]): claim up to `WORKER_BATCH` due ids (lease
+//! Busy path, per shard ([`mod@pass`]): claim up to `WORKER_BATCH` due ids (lease
 //! `WORKER_LEASE_MS`), load the rows, drop what is no longer pending (cancelled, already
 //! submitted, purged), hand back what pacing holds, submit the rest in one deduplicating script
 //! and mark them submitted in PostgreSQL. Every claim of the pass is then settled once

@@ -61,7 +61,7 @@ pub enum Signal {
 /// The worker's shared state: the process [`Resources`] (reached through `Deref`: `w.cfg`,
 /// `w.db`, `w.redis`, `w.voice`, `w.keys`) and the worker's own signals.
 pub struct Inner {
-    /// Configuration, pools and clients.
+    /// The process resources: configuration, PostgreSQL pool, both Redis handles, key layout.
     pub resources: Resources,
     /// Asks the reconciler for a full check now (run id, marker).
     pub reconcile_check: Notify,

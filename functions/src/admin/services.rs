@@ -1,5 +1,5 @@
 //! `PUT/GET/DELETE /ges/v1/tenants/{ccid}/services/{name}`, `GET …/services`: one callback
-//! service (CALLBACK_SETTINGS row) at a time, through the generic [`versioned`](super::versioned)
+//! service (CALLBACK_SETTINGS row) at a time, through the generic [`versioned`]
 //! router. A service may only name rules that exist; a change forgets this replica's cached copy.
 
 use axum::Router;

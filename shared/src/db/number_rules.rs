@@ -1,5 +1,5 @@
 //! Number rules (per tenant, referenced by services through their `number_rule` setting): a
-//! [`versioned`](super::versioned) kind that cannot be deleted while a live service uses it.
+//! [`versioned`] kind that cannot be deleted while a live service uses it.
 
 use deadpool_postgres::GenericClient;
 

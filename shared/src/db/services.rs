@@ -1,4 +1,4 @@
-//! Callback services (CALLBACK_SETTINGS rows): a [`versioned`](super::versioned) kind whose
+//! Callback services (CALLBACK_SETTINGS rows): a [`versioned`] kind whose
 //! deletes are soft, so callbacks already booked keep the settings they were booked under.
 
 use deadpool_postgres::GenericClient;

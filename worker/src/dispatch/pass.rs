@@ -2,7 +2,7 @@
 //! hand off to the voice stream → record in PostgreSQL → queue views → settle.
 //!
 //! Every step only *decides* what happens to its claims, in the pass's
-//! [`Ledger`](super::settle::Ledger); the claims are settled once, at the end, by
+//! [`Ledger`]; the claims are settled once, at the end, by
 //! [`pass`] whether the steps succeeded or failed (see [`super::settle`] for the
 //! exactly-once story).
 
@@ -50,7 +50,7 @@ pub enum PassError {
     Voice(redis::RedisError),
     /// The claimed rows could not be read (they went back to the schedule).
     Load(shared::Error),
-    /// Handed off but not recorded after [`RECORD_TRIES`] tries (the claims stay in flight).
+    /// Handed off but not recorded after `RECORD_TRIES` (4) tries (the claims stay in flight).
     NotRecorded(shared::Error),
 }
 
