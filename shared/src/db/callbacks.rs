@@ -1,18 +1,74 @@
-//! Callbacks: insert (optionally idempotent), fetch, cancel.
+//! Callbacks: insert (claiming a slot place, under an Idempotency-Key), fetch, cancel.
 
 use deadpool_postgres::GenericClient;
 use jiff::Timestamp;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use super::slots::SlotClaim;
+use super::slots::{Alternatives, SlotClaim, SlotRefusal};
 use crate::{
     error::Error,
     model::{
         CallbackState, CompletionReason,
+        attrs::CallbackAttrs,
         callback::{Callback, wire_time},
     },
 };
+
+/// When a new callback is due, decided once per create (`functions::callbacks::create::admit`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Dispatched at once: its desired and dispatch times are the database's `now()`, taken
+    /// by the insert (QUEUED).
+    Immediate,
+    /// Booked for a desired time (SCHEDULED).
+    Scheduled {
+        /// The time the customer asked for.
+        desired: Timestamp,
+        /// When the worker hands it off: the desired time less the service's lead time (the
+        /// insert makes it no earlier than the database's `now()`).
+        dispatch_at: Timestamp,
+        /// The capacity slot place it takes, claimed by the insert (`None`: counted against
+        /// no slot).
+        slot: Option<SlotClaim>,
+    },
+}
+
+impl Admission {
+    /// Whether the callback is dispatched at once.
+    pub fn is_immediate(&self) -> bool {
+        matches!(self, Self::Immediate)
+    }
+
+    /// The state it is stored in.
+    pub fn state(&self) -> CallbackState {
+        match self {
+            Self::Immediate => CallbackState::Queued,
+            Self::Scheduled { .. } => CallbackState::Scheduled,
+        }
+    }
+
+    /// The slot place the insert claims.
+    pub fn slot(&self) -> Option<&SlotClaim> {
+        match self {
+            Self::Immediate => None,
+            Self::Scheduled { slot, .. } => slot.as_ref(),
+        }
+    }
+
+    /// The desired and dispatch times the insert is given. An immediate callback's are
+    /// ignored by the statements (they take `now()`); the epoch stands in for them.
+    pub fn times(&self) -> (Timestamp, Timestamp) {
+        match self {
+            Self::Immediate => (Timestamp::UNIX_EPOCH, Timestamp::UNIX_EPOCH),
+            Self::Scheduled {
+                desired,
+                dispatch_at,
+                ..
+            } => (*desired, *dispatch_at),
+        }
+    }
+}
 
 /// A validated callback ready to insert.
 #[derive(Debug, Clone)]
@@ -23,26 +79,18 @@ pub struct NewCallback {
     pub tenant: String,
     /// Service name.
     pub service: String,
-    /// SCHEDULED (future desired time) or QUEUED (immediate).
-    pub state: CallbackState,
+    /// Immediate or scheduled, with its times and slot.
+    pub admission: Admission,
     /// Number as given.
     pub phone_number: String,
     /// Normalised number, E.164 without `+` (`None`: did not normalise, dial as given).
     pub phone_e164: Option<String>,
-    /// Desired time (creation time for immediate callbacks).
-    pub desired_time: Timestamp,
-    /// When the worker submits it.
-    pub dispatch_at: Timestamp,
-    /// Booked with a desired time.
-    pub scheduled: bool,
-    /// Initial priority.
+    /// Initial priority (the request's, else the service's).
     pub priority: i32,
-    /// Optional attributes.
-    pub attrs: Map<String, Value>,
+    /// Per-callback attributes (overrides, informational fields, push targets).
+    pub attrs: CallbackAttrs,
     /// Filtered user data.
     pub user_data: Option<Map<String, Value>>,
-    /// The capacity slot this callback takes (`None`: it is not counted against any slot).
-    pub slot: Option<SlotClaim>,
 }
 
 /// An immediate callback's desired and dispatch times are the database's `now()`; a scheduled
@@ -91,37 +139,36 @@ const INSERT_CLAIMING: &str = "WITH f AS (
     FROM s
     RETURNING dispatch_at";
 
-/// The error a full slot produces; `create` turns it into a 429 with proposed slots.
-pub fn slot_full(claim: &SlotClaim) -> Error {
-    Error::LimitReached {
-        message: format!(
-            "the slot starting {} is fully booked",
-            wire_time(claim.start)
-        ),
-        data: None,
-        retry_after_s: None,
-    }
-}
-
-async fn insert_row(db: &impl GenericClient, cb: &NewCallback) -> Result<Timestamp, Error> {
-    let attrs = (!cb.attrs.is_empty()).then(|| Value::Object(cb.attrs.clone()));
+/// Inserts a callback (autocommit: durable when this returns; or in the caller's
+/// transaction) and returns its stored dispatch time. With a slot claim, the place is claimed
+/// by the same statement; a full slot writes nothing and is [`Error::SlotFull`], with the
+/// alternatives searched on this connection. Plain callbacks take the request path through
+/// [`super::batch::InsertBatcher`], which shares commits.
+pub async fn insert(
+    db: &impl GenericClient,
+    cb: &NewCallback,
+    alternatives: Option<&Alternatives<'_>>,
+) -> Result<Timestamp, Error> {
+    let attrs = cb.attrs.to_json();
     let user_data = cb.user_data.clone().map(Value::Object);
-    let state = cb.state.as_str();
+    let state = cb.admission.state().as_str();
+    let (desired, dispatch_at) = cb.admission.times();
+    let scheduled = !cb.admission.is_immediate();
     let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![
         &cb.id,
         &cb.tenant,
         &cb.service,
         &state,
         &cb.phone_number,
-        &cb.desired_time,
-        &cb.dispatch_at,
-        &cb.scheduled,
+        &desired,
+        &dispatch_at,
+        &scheduled,
         &cb.priority,
         &attrs,
         &user_data,
         &cb.phone_e164,
     ];
-    let Some(claim) = &cb.slot else {
+    let Some(claim) = cb.admission.slot() else {
         let row = super::stmt::query_one(db, INSERT, &params).await?;
         return Ok(row.get(0));
     };
@@ -130,18 +177,19 @@ async fn insert_row(db: &impl GenericClient, cb: &NewCallback) -> Result<Timesta
     params.push(&claim.start);
     params.push(&capacity);
     params.push(&minutes);
-    match super::stmt::query_opt(db, INSERT_CLAIMING, &params).await? {
-        Some(row) => Ok(row.get(0)),
-        None => Err(slot_full(claim)),
+    if let Some(row) = super::stmt::query_opt(db, INSERT_CLAIMING, &params).await? {
+        return Ok(row.get(0));
     }
-}
-
-/// Inserts a callback (autocommit: durable when this returns); returns its stored dispatch
-/// time. With a slot claim, a full slot is [`slot_full`]'s error and nothing is written.
-/// Callbacks without a slot claim take the request path through
-/// [`super::batch::InsertBatcher`], which shares commits.
-pub async fn insert(db: &impl GenericClient, cb: &NewCallback) -> Result<Timestamp, Error> {
-    insert_row(db, cb).await
+    Err(match alternatives {
+        Some(alt) => alt.refuse(db, claim.start, SlotRefusal::Full).await,
+        None => Error::SlotFull {
+            message: format!(
+                "the slot starting {} is fully booked",
+                wire_time(claim.start)
+            ),
+            proposals: Map::new(),
+        },
+    })
 }
 
 /// Withdraws callbacks of `tenant` whose create answered 503 but which were stored after all
@@ -182,31 +230,10 @@ pub async fn withdraw_unanswered(
 /// Result of an idempotent insert.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Idempotent {
-    /// First use of the key: the callback was inserted.
-    Created,
     /// The key was used before with the same body: that callback's id.
     Replayed(Uuid),
     /// The key was used before with a different body.
     Mismatch,
-}
-
-/// Inserts a callback under an `Idempotency-Key` (kept 24 h). Concurrent requests with one key
-/// serialise on the key's primary-key index: the first commits, the others then see its row.
-/// The slot claim is part of the same transaction: a full slot rolls the key back too.
-pub async fn insert_idempotent(
-    client: &mut deadpool_postgres::Client,
-    cb: &NewCallback,
-    key: &str,
-    request_hash: &[u8],
-) -> Result<Idempotent, Error> {
-    let tx = client.transaction().await?;
-    if let Some(earlier) = claim_idempotency_key(&tx, cb, key, request_hash).await? {
-        tx.rollback().await?;
-        return Ok(earlier);
-    }
-    insert_row(&tx, cb).await?;
-    tx.commit().await?;
-    Ok(Idempotent::Created)
 }
 
 /// Claims `key` for `cb` inside the caller's transaction: `None` = claimed (insert `cb`, then

@@ -13,6 +13,7 @@ mod booking;
 mod bounded;
 mod callbacks;
 mod clients;
+mod create_pipeline;
 mod ewt;
 mod hardening;
 mod hours;
