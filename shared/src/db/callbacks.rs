@@ -5,7 +5,7 @@ use jiff::Timestamp;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use super::slots::{Alternatives, SlotClaim, SlotRefusal};
+use super::slots::SlotClaim;
 use crate::{
     error::Error,
     model::{
@@ -139,16 +139,22 @@ const INSERT_CLAIMING: &str = "WITH f AS (
     FROM s
     RETURNING dispatch_at";
 
+/// What an insert did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inserted {
+    /// Stored (committed, or pending the caller's commit), due at this stored time.
+    Stored(Timestamp),
+    /// The claimed slot had no place left: nothing was written. Roll the transaction back
+    /// (the claim holds the slot's row lock until then), then refuse with
+    /// [`super::slots::Alternatives::refuse`].
+    SlotFull(SlotClaim),
+}
+
 /// Inserts a callback (autocommit: durable when this returns; or in the caller's
-/// transaction) and returns its stored dispatch time. With a slot claim, the place is claimed
-/// by the same statement; a full slot writes nothing and is [`Error::SlotFull`], with the
-/// alternatives searched on this connection. Plain callbacks take the request path through
+/// transaction). With a slot claim, the place is claimed by the same statement, and a full
+/// slot writes nothing. Plain callbacks take the request path through
 /// [`super::batch::InsertBatcher`], which shares commits.
-pub async fn insert(
-    db: &impl GenericClient,
-    cb: &NewCallback,
-    alternatives: Option<&Alternatives<'_>>,
-) -> Result<Timestamp, Error> {
+pub async fn insert(db: &impl GenericClient, cb: &NewCallback) -> Result<Inserted, Error> {
     let attrs = cb.attrs.to_json();
     let user_data = cb.user_data.clone().map(Value::Object);
     let state = cb.admission.state().as_str();
@@ -170,26 +176,15 @@ pub async fn insert(
     ];
     let Some(claim) = cb.admission.slot() else {
         let row = super::stmt::query_one(db, INSERT, &params).await?;
-        return Ok(row.get(0));
+        return Ok(Inserted::Stored(row.get(0)));
     };
     let capacity = i32::try_from(claim.capacity).unwrap_or(i32::MAX);
     let minutes = i16::try_from(claim.minutes).unwrap_or(i16::MAX);
     params.push(&claim.start);
     params.push(&capacity);
     params.push(&minutes);
-    if let Some(row) = super::stmt::query_opt(db, INSERT_CLAIMING, &params).await? {
-        return Ok(row.get(0));
-    }
-    Err(match alternatives {
-        Some(alt) => alt.refuse(db, claim.start, SlotRefusal::Full).await,
-        None => Error::SlotFull {
-            message: format!(
-                "the slot starting {} is fully booked",
-                wire_time(claim.start)
-            ),
-            proposals: Map::new(),
-        },
-    })
+    let row = super::stmt::query_opt(db, INSERT_CLAIMING, &params).await?;
+    Ok(row.map_or(Inserted::SlotFull(*claim), |r| Inserted::Stored(r.get(0))))
 }
 
 /// Withdraws callbacks of `tenant` whose create answered 503 but which were stored after all

@@ -18,8 +18,9 @@ use shared::{
     db::{
         self,
         batch::not_confirmed,
-        callbacks::Idempotent,
+        callbacks::{Idempotent, Inserted},
         outcome::{self, TxFail, Waited, Writer},
+        slots::SlotRefusal,
     },
     error::{Error, Result},
     http::envelope,
@@ -73,11 +74,10 @@ pub async fn run(client: Object, job: Job) -> Result<Uuid> {
 async fn write(mut client: Object, job: Job, writer: Writer<Result<Written>>) {
     let mut reservation = None;
     let result = transaction(&mut client, &job, &writer, &mut reservation).await;
+    // Back to the pool before the Redis writes and the answer.
+    drop(client);
     let result = match result {
-        Err(TxFail::InDoubt(e)) => {
-            drop(client);
-            resolve(&job, e).await
-        }
+        Err(TxFail::InDoubt(e)) => resolve(&job, e).await,
         Err(TxFail::Api(e)) => Err(e),
         Ok(w) => Ok(w),
     };
@@ -120,6 +120,15 @@ async fn resolve(job: &Job, e: impl std::fmt::Display) -> Result<Written> {
     }
 }
 
+/// The refusal of a full slot, with proposals read on this connection (after the rollback
+/// that released the slot's row).
+async fn full(ctx: &Ctx, w: &Write, client: &Object, start: Timestamp) -> Error {
+    match ctx.alternatives(w.plan.as_ref(), &w.cb.admission) {
+        Some(alt) => alt.refuse(client, start, SlotRefusal::Full).await,
+        None => Error::internal(anyhow::anyhow!("a slot claim without a plan")),
+    }
+}
+
 async fn transaction(
     client: &mut Object,
     job: &Job,
@@ -136,8 +145,13 @@ async fn transaction(
         return Ok(Written::Earlier(earlier));
     }
     *reservation = Some(super::limits::reserve(ctx, &tx, &w.number, &w.cb).await?);
-    let alternatives = ctx.alternatives(w.plan.as_ref(), &w.cb.admission);
-    let dispatch_at = db::callbacks::insert(&tx, &w.cb, alternatives.as_ref()).await?;
+    let dispatch_at = match db::callbacks::insert(&tx, &w.cb).await? {
+        Inserted::Stored(at) => at,
+        Inserted::SlotFull(claim) => {
+            tx.rollback().await?;
+            return Err(TxFail::Api(full(ctx, w, client, claim.start).await));
+        }
+    };
     if !writer.begin_commit() {
         tx.rollback().await?;
         return Err(TxFail::Api(not_confirmed()));
