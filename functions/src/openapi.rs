@@ -75,7 +75,7 @@ fn path_param(name: &str, description: &str) -> Value {
     json!({"name": name, "in": "path", "required": true, "schema": {"type": "string", "minLength": 1}, "description": description})
 }
 
-/// The document.
+/// The OpenAPI 3 document of the public API, served at `GET /engagement/v3/openapi.json`.
 pub fn document() -> Value {
     let time = json!({"type": "string", "format": "date-time"});
     let s = json!({"type": "string"});

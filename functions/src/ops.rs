@@ -45,11 +45,11 @@ async fn ready(State(state): State<AppState>) -> ApiResult<Envelope<Up>> {
     }
 }
 
-/// One dependency's health.
+/// One dependency's health in `GET /ges/v1/health/detail`.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Dependency {
-    /// Dependency name.
+    /// Which dependency: `postgresql`, `redis` (service Redis) or `voice-redis`.
     pub name: &'static str,
     /// `UP` or `DOWN`.
     pub status: &'static str,
@@ -60,14 +60,14 @@ pub struct Dependency {
     pub error: Option<String>,
 }
 
-/// The detail document.
+/// The body of `GET /ges/v1/health/detail`: overall status, build and each dependency.
 #[derive(Debug, Serialize)]
 pub struct Detail {
     /// `UP` when every dependency is up, else `DEGRADED` (`DOWN` when PostgreSQL is down).
     pub status: &'static str,
     /// Version of this build.
     pub version: &'static str,
-    /// Each dependency.
+    /// One entry per dependency checked, in a fixed order.
     pub dependencies: Vec<Dependency>,
 }
 

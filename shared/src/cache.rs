@@ -9,7 +9,7 @@ use moka::future::Cache;
 
 use crate::{db::services::Service, error::Error};
 
-/// (tenant, service name).
+/// Cache key of a service: (tenant id, service name).
 type ServiceKey = (Arc<str>, Arc<str>);
 
 /// The caches of one process (cheap to clone).

@@ -23,9 +23,10 @@ pub const UNCAUGHT_EXCEPTION: &str = "UNCAUGHT_EXCEPTION";
 pub const LOGGING_FAILURE: &str = "LOGGING_FAILURE";
 /// Failed submissions to the voice stream.
 pub const CB_SUBMIT_FAILED: &str = "CB_SUBMIT_FAILED";
-/// Per-service request throttles hit.
+/// Creates refused by a per-service window (`throttle_per_service_1/2`).
 pub const CB_TTL_LIMIT_REACHED: &str = "CB_TTL_LIMIT_REACHED";
-/// Per-number throttles hit.
+/// Creates refused by a per-number or queue limit (`throttle_per_number_24h`,
+/// `in_queue_checking`, `max_queued`).
 pub const CB_ENQUEUE_LIMIT_REACHED: &str = "CB_ENQUEUE_LIMIT_REACHED";
 /// Redis writes that failed after a PostgreSQL commit (repaired by the reconciler).
 pub const REDIS_WRITE_FAILED: &str = "engage_redis_write_failed_total";

@@ -1,5 +1,6 @@
 //! Phone numbers: parsing and normalisation with the `phonenumber` crate, per-tenant number
-//! rules (DESIGN §6, ges-behavior §7.2) and the dial string handed to the voice platform.
+//! rules (docs/decisions.md#number-rules, docs/ges-behavior.md#phone-numbers) and the dial
+//! string handed to the voice platform.
 //!
 //! - With a number rule, a number must parse as a valid number (the rule's default country
 //!   applies to national numbers), come from a permitted country, match none of the blocked
@@ -7,7 +8,7 @@
 //!   not be premium-rate. Each failure is a 400 with its own message.
 //! - Without a rule, the number is parsed with the default country US only to normalise it;
 //!   a number that does not parse as a valid number is kept as given (GES uses web numbers
-//!   as provided, ges-behavior §7.3) and nothing is rejected here.
+//!   as provided, docs/ges-behavior.md#phone-numbers) and nothing is rejected here.
 //!
 //! The normalised form is E.164 without `+` (`12025550123`); [`dial_number`] prepends the
 //! service's `dial_prefix`.
@@ -41,7 +42,7 @@ pub struct NumberRule {
     /// Regexes over the E.164 digits without `+`; a match blocks the number.
     #[serde(default)]
     pub blocked_patterns: Vec<String>,
-    /// Refuse premium-rate numbers.
+    /// Refuse premium-rate numbers (e.g. US 1-900) with 400; default true.
     #[serde(default = "yes")]
     pub block_premium: bool,
 }

@@ -29,9 +29,9 @@ pub fn level_directive(level: &str) -> Option<String> {
 /// subcommands log to stderr so their stdout stays machine-readable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Target {
-    /// Standard output.
+    /// Standard output: the servers (the platform collects it).
     Stdout,
-    /// Standard error.
+    /// Standard error: the CLI subcommands, whose stdout carries JSON.
     Stderr,
 }
 

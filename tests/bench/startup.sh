@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Start-up figures of a function binary (DESIGN §9 budget: start → serving ≤ 50 ms, idle RSS
-# ≤ 20 MB): process start → first 200 on /ges/v1/health/live and on /ges/v1/health/ready
-# (which needs the first PostgreSQL connection), median of RUNS (20); idle RSS 0.3 s after
-# the first answer; size of the stripped release binary. Prints figures, asserts nothing.
+# Start-up figures of a function binary (budget in docs/decisions.md#budgets: start → serving
+# ≤ 50 ms, idle RSS ≤ 20 MB): process start → first 200 on /ges/v1/health/live and on
+# /ges/v1/health/ready (which needs the first PostgreSQL connection), median of RUNS (20); idle
+# RSS 0.3 s after the first answer; size of the stripped release binary. Prints figures, asserts
+# nothing.
 #
 #   tests/bench/startup.sh [function-binary]     default: callbacks-create
 set -euo pipefail

@@ -1,5 +1,6 @@
 //! The schedule-index scripts only the worker runs: claim due callbacks into the in-flight set,
-//! release finished ones, hand unfinished ones back, and read the shards' heads.
+//! settle a pass's claims (release finished ones, hand unfinished ones back), and read the
+//! shards' heads.
 //!
 //! Every script touches one shard's two keys, which share a hash tag, so each runs in one
 //! cluster slot. Time comes from Redis (`TIME`), so workers on hosts with skewed clocks agree
@@ -56,16 +57,24 @@ return out",
     )
 });
 
-/// Hands entries back to the schedule with new scores (paced, or kept due after a failed
-/// submission), removing their claim. KEYS: sched, inflight. ARGV: score, id, score, id, …
-static HAND_BACK: LazyLock<Script> = LazyLock::new(|| {
+/// Settles claims of one shard: hands entries back to the schedule with new scores and removes
+/// their claims together with the released ones. The `ZADD` comes first, so a Redis that
+/// refuses writes refuses the script before it changed anything (every claim stays in flight).
+/// KEYS: sched, inflight. ARGV: n released, released…, score, id, score, id, …
+static SETTLE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-local ids = {}
-for i = 2, #ARGV, 2 do ids[#ids + 1] = ARGV[i] end
-redis.call('ZREM', KEYS[2], unpack(ids))
-redis.call('ZADD', KEYS[1], unpack(ARGV))
-return #ids",
+local n = tonumber(ARGV[1])
+local gone = {}
+for i = 2, n + 1 do gone[#gone + 1] = ARGV[i] end
+local back = {}
+for i = n + 2, #ARGV, 2 do
+  back[#back + 1] = ARGV[i]; back[#back + 1] = ARGV[i + 1]
+  gone[#gone + 1] = ARGV[i + 1]
+end
+if #back > 0 then redis.call('ZADD', KEYS[1], unpack(back)) end
+if #gone > 0 then redis.call('ZREM', KEYS[2], unpack(gone)) end
+return #gone",
     )
 });
 
@@ -127,37 +136,32 @@ pub async fn claim(
     Ok(out)
 }
 
-/// Removes finished claims of one shard.
-pub async fn release(
+/// Settles claims of one shard in one call: removes the claims of `released` members and
+/// hands `back` to the schedule at their scores (`dispatch::settle` decides which is which).
+/// A plain `ZREM` when nothing goes back, one script otherwise; either way all or nothing.
+pub async fn settle(
     conn: &mut RedisConn,
     keys: &Keys,
     shard: u16,
-    members: &[String],
+    released: &[String],
+    back: &[(Uuid, i64)],
 ) -> redis::RedisResult<()> {
-    if members.is_empty() {
-        return Ok(());
+    if back.is_empty() {
+        if released.is_empty() {
+            return Ok(());
+        }
+        return redis::cmd("ZREM")
+            .arg(keys.inflight(shard))
+            .arg(released)
+            .query_async::<i64>(conn)
+            .await
+            .map(drop);
     }
-    redis::cmd("ZREM")
-        .arg(keys.inflight(shard))
-        .arg(members)
-        .query_async::<i64>(conn)
-        .await
-        .map(drop)
-}
-
-/// Hands claims of one shard back to the schedule at the given scores.
-pub async fn hand_back(
-    conn: &mut RedisConn,
-    keys: &Keys,
-    shard: u16,
-    entries: &[(Uuid, i64)],
-) -> redis::RedisResult<()> {
-    if entries.is_empty() {
-        return Ok(());
-    }
-    let mut inv = HAND_BACK.key(keys.sched(shard));
-    inv.key(keys.inflight(shard));
-    for (id, score) in entries {
+    let mut inv = SETTLE.key(keys.sched(shard));
+    inv.key(keys.inflight(shard))
+        .arg(released.len())
+        .arg(released);
+    for (id, score) in back {
         inv.arg(*score).arg(id.to_string());
     }
     inv.invoke_async::<i64>(conn).await.map(drop)

@@ -1,6 +1,7 @@
-//! The voice-stream entry of one dispatch (DESIGN §3): what the voice platform needs to start a
-//! session, and where to post its state events. Request-level overrides (route point,
-//! language, survey routing point) win over the service's settings.
+//! The voice-stream entry of one dispatch: what the voice platform needs to start a session,
+//! and where to post its state events. The field list is a contract with the voice platform
+//! (docs/voice-platform.md#stream-entries). Request-level overrides (route point, language,
+//! survey routing point) win over the service's settings.
 
 use serde_json::Value;
 use shared::{

@@ -1,8 +1,8 @@
 //! `/health` and `/metrics` on `WORKER_PORT`, served with a few lines over tokio.
 //!
-//! The worker deliberately carries no web framework (DESIGN §1: the `shared` crate's HTTP
-//! stack is a feature the worker turns off). Two read-only routes for probes and Prometheus do
-//! not need one: each connection gets one response and is closed.
+//! The worker deliberately carries no web framework (the `shared` crate's HTTP stack is a
+//! feature the worker turns off, docs/decisions.md#shape-of-the-system). Two read-only routes
+//! for probes and Prometheus do not need one: each connection gets one response and is closed.
 
 use std::time::Duration;
 

@@ -5,7 +5,8 @@
 //! - [`dispatch`]: sleeps until the earliest due time or a wake-up, claims due callbacks from the
 //!   sharded schedule index ([`claim`]), loads them from PostgreSQL, paces them ([`pacing`]),
 //!   submits them to the voice stream through the deduplicating script of
-//!   `shared::redis::voice`, marks them submitted and releases the claim.
+//!   `shared::redis::voice`, marks them submitted, and settles each claim once
+//!   ([`dispatch::settle`]: released, handed back, or kept in flight for its lease).
 //! - [`wake`]: the pub/sub subscriber (its own connection) that tells the dispatcher when an
 //!   earlier callback was indexed or a lease was taken.
 //! - [`reconcile`]: rebuilds the schedule index and queue views from PostgreSQL at start and
@@ -21,10 +22,14 @@
 //! by a `SET NX` dedupe key per (callback, attempt) in the same script as the `XADD`; and
 //! PostgreSQL (`submitted_at`) is checked before and recorded after each submission. Any crash
 //! between those steps leads to a retry that the dedupe key or the row turns into a no-op.
+//! Each pass settles every claim once, at its end; a claim is released only when its attempt
+//! is finished, so a pass that fails midway keeps its claims for the lease
+//! (docs/derived-state.md).
 
 pub mod claim;
 pub mod dispatch;
 pub mod entry;
+pub mod error;
 pub mod http;
 pub mod maintenance;
 pub mod pacing;

@@ -20,7 +20,10 @@ use shared::{
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::Worker;
+use crate::{
+    Worker,
+    error::{Error, Result},
+};
 
 const BATCH: i64 = 500;
 const GAUGE_EVERY: Duration = Duration::from_secs(30);
@@ -58,7 +61,7 @@ pub async fn run(w: Worker, stop: CancellationToken) {
 }
 
 /// Sends owed control entries; returns how many were sent.
-pub async fn outbox(w: &Worker) -> anyhow::Result<usize> {
+pub async fn outbox(w: &Worker) -> Result<usize> {
     let mut sent = 0;
     loop {
         let owed = {
@@ -76,10 +79,13 @@ pub async fn outbox(w: &Worker) -> anyhow::Result<usize> {
                 submitted: *submitted,
             })
             .collect();
-        let mut conn = w.voice.conn().await?;
         let v = &w.cfg.voice;
-        let added =
-            voice::settle_cancels(&mut conn, &v.voice_stream, &v.control_stream, &cancels).await?;
+        let added = async {
+            let mut conn = w.voice.conn().await?;
+            voice::settle_cancels(&mut conn, &v.voice_stream, &v.control_stream, &cancels).await
+        }
+        .await
+        .map_err(Error::VoiceRedis)?;
         let ids: Vec<_> = owed.iter().map(|(id, ..)| *id).collect();
         {
             let client = w.db.get().await?;
@@ -93,7 +99,7 @@ pub async fn outbox(w: &Worker) -> anyhow::Result<usize> {
     }
 }
 
-async fn expire(w: &Worker) -> anyhow::Result<()> {
+async fn expire(w: &Worker) -> Result<()> {
     loop {
         let ended = {
             let client = w.db.get().await?;
@@ -114,7 +120,7 @@ async fn expire(w: &Worker) -> anyhow::Result<()> {
 /// Takes ended callbacks off their queue views and frees their places in the service's active
 /// counts (in-queue checking, max_queued). A failure is repaired by the sweep's view check
 /// (the rows changed) and the throttle re-seed.
-async fn leave_views(w: &Worker, ended: &[Ended]) -> anyhow::Result<()> {
+async fn leave_views(w: &Worker, ended: &[Ended]) -> Result<()> {
     let mut conn = w.redis.conn().await?;
     for e in ended {
         shared::redis::schedule::unindex(&mut conn, &w.keys, e.id).await?;
@@ -126,7 +132,7 @@ async fn leave_views(w: &Worker, ended: &[Ended]) -> anyhow::Result<()> {
 
 /// Ends unfinished callbacks past the retention window (TTL path, control entry owed), so
 /// that the purge deletes only finished ones.
-async fn expire_stale(w: &Worker, days: u32) -> anyhow::Result<usize> {
+async fn expire_stale(w: &Worker, days: u32) -> Result<usize> {
     let mut total = 0;
     loop {
         let ended = {
@@ -151,7 +157,7 @@ async fn expire_stale(w: &Worker, days: u32) -> anyhow::Result<usize> {
     }
 }
 
-async fn gauges(w: &Worker) -> anyhow::Result<()> {
+async fn gauges(w: &Worker) -> Result<()> {
     let client = w.db.get().await?;
     let (scheduled, queued) = dispatch::monitor_counts(&client).await?;
     ::metrics::gauge!(metrics::MONITOR_SIZE, "type" => "scheduled").set(scheduled as f64);
@@ -160,7 +166,7 @@ async fn gauges(w: &Worker) -> anyhow::Result<()> {
 }
 
 /// One retention pass; returns how many callbacks were deleted.
-pub async fn retention(w: &Worker, stop: &CancellationToken) -> anyhow::Result<usize> {
+pub async fn retention(w: &Worker, stop: &CancellationToken) -> Result<usize> {
     let days = w.cfg.worker.worker_retention_days;
     if expire_stale(w, days).await? > 0 {
         // Their control entries go out now; the next pass deletes them.
@@ -201,7 +207,7 @@ pub async fn retention(w: &Worker, stop: &CancellationToken) -> anyhow::Result<u
 }
 
 /// Removes every Redis trace of deleted callbacks (index, claims, queue views).
-async fn forget(w: &Worker, gone: &[Ended]) -> anyhow::Result<()> {
+async fn forget(w: &Worker, gone: &[Ended]) -> Result<()> {
     let mut conn = w.redis.conn().await?;
     for e in gone {
         shared::redis::schedule::unindex(&mut conn, &w.keys, e.id).await?;

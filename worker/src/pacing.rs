@@ -25,9 +25,10 @@ pub struct Pacer {
 /// A refusal: the earliest wait, and the spacing of further permits of the binding limit.
 #[derive(Debug, Clone, Copy)]
 pub struct NotNow {
-    /// Until the next permit.
+    /// Until the next permit of the binding limit (service or tenant).
     pub wait: Duration,
-    /// Between permits.
+    /// Interval between its further permits (1 / rate): callbacks handed back together are
+    /// spread this far apart in the schedule.
     pub spacing: Duration,
 }
 

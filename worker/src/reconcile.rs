@@ -31,7 +31,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::{Backoff, Signal, Worker};
+use crate::{Backoff, Signal, Worker, error::Result};
 
 /// What the check remembers of one node.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -89,7 +89,7 @@ pub async fn run(w: Worker, tx: mpsc::Sender<Signal>, stop: CancellationToken) {
 }
 
 /// One check: the marker, then every node's mark. Returns why to rebuild.
-async fn check(w: &Worker, seen: &Option<Fingerprint>) -> anyhow::Result<Option<&'static str>> {
+async fn check(w: &Worker, seen: &Option<Fingerprint>) -> Result<Option<&'static str>> {
     let mut conn = w.redis.conn().await?;
     let marker: Option<String> = redis::cmd("GET")
         .arg(w.keys.marker())
@@ -109,7 +109,7 @@ async fn check(w: &Worker, seen: &Option<Fingerprint>) -> anyhow::Result<Option<
 /// Every node's mark, or `None` when this Redis user may not run `INFO` (an ACL without
 /// `@dangerous`, or a managed Redis that renamed it): loss detection then rests on the marker
 /// key and the sweep alone, which is logged once as an error (docs/derived-state.md).
-async fn fingerprint(w: &Worker) -> anyhow::Result<Option<Fingerprint>> {
+async fn fingerprint(w: &Worker) -> Result<Option<Fingerprint>> {
     static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
     match w
         .redis
@@ -188,7 +188,7 @@ async fn rebuild(
     w: &Worker,
     stop: &CancellationToken,
     why: &'static str,
-) -> anyhow::Result<Option<Option<Fingerprint>>> {
+) -> Result<Option<Option<Fingerprint>>> {
     let started = std::time::Instant::now();
     let fp = fingerprint(w).await?;
     let mut conn = w.redis.conn().await?;
@@ -227,7 +227,7 @@ async fn rebuild(
 /// callback that joins in between is only added twice (idempotent) and one that leaves in
 /// between is removed; a change racing the writes below is caught by the next check of the
 /// service (it changed). Returns how many members were added or removed.
-pub async fn repair_view(w: &Worker, tenant: &str, service: &str) -> anyhow::Result<usize> {
+pub async fn repair_view(w: &Worker, tenant: &str, service: &str) -> Result<usize> {
     let mut conn = w.redis.conn().await?;
     let held: HashSet<String> = queue::members(&mut conn, &w.keys, tenant, service)
         .await?

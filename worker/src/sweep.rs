@@ -25,7 +25,7 @@ use shared::{
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::Worker;
+use crate::{Worker, error::Result};
 
 const PAGE: i64 = 1_000;
 
@@ -49,7 +49,7 @@ pub async fn run(w: Worker, stop: CancellationToken) {
 }
 
 /// Re-indexes overdue committed callbacks that the schedule index lacks; returns how many.
-pub async fn overdue(w: &Worker) -> anyhow::Result<u64> {
+pub async fn overdue(w: &Worker) -> Result<u64> {
     let grace = i32::try_from(w.cfg.worker.worker_sweep_grace_s).unwrap_or(60);
     let repaired = reindex(w, Unsubmitted::OverdueBy(grace), None)
         .await?
@@ -71,7 +71,7 @@ pub async fn reindex(
     w: &Worker,
     which: Unsubmitted,
     stop: Option<&CancellationToken>,
-) -> anyhow::Result<Option<u64>> {
+) -> Result<Option<u64>> {
     let mut added = 0;
     let mut after = None;
     loop {
@@ -99,7 +99,7 @@ pub async fn reindex(
 
 /// Checks the queue views of services that changed since `since`; returns the database time
 /// to start from next time.
-pub async fn views(w: &Worker, since: Timestamp) -> anyhow::Result<Timestamp> {
+pub async fn views(w: &Worker, since: Timestamp) -> Result<Timestamp> {
     let (services, now) = {
         let client = w.db.get().await?;
         dispatch::changed_services(&client, since).await?

@@ -26,7 +26,7 @@ pub async fn run(w: Worker, tx: mpsc::Sender<Signal>, stop: CancellationToken) {
             let client = client(&w)?;
             let mut pubsub = client.get_async_pubsub().await?;
             pubsub.subscribe(w.keys.wake_channel()).await?;
-            Ok::<_, anyhow::Error>(pubsub)
+            Ok::<_, redis::RedisError>(pubsub)
         };
         let pubsub = tokio::select! {
             () = stop.cancelled() => return,
@@ -89,7 +89,7 @@ fn parse(payload: &str) -> Option<Signal> {
 }
 
 /// A client for the first node of the service Redis (pub/sub reaches every node of a cluster).
-fn client(w: &Worker) -> anyhow::Result<redis::Client> {
+fn client(w: &Worker) -> redis::RedisResult<redis::Client> {
     let url = w
         .cfg
         .redis
@@ -106,7 +106,7 @@ fn client(w: &Worker) -> anyhow::Result<redis::Client> {
             .set_password(p.expose_secret());
         info = info.set_redis_settings(settings);
     }
-    Ok(redis::Client::open(info)?)
+    redis::Client::open(info)
 }
 
 #[cfg(test)]

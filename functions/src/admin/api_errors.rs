@@ -10,16 +10,16 @@ use shared::{
     http::{Admin, AppState, Envelope, Path, Query},
 };
 
-/// Routes.
+/// `GET …/api-errors` (internal port, admin token).
 pub fn router() -> Router<AppState> {
     Router::new().route("/ges/v1/tenants/{ccid}/api-errors", get(list))
 }
 
-/// Query parameters.
+/// Query parameters of `GET …/api-errors`.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ErrorQuery {
-    /// One correlation id.
+    /// Only the error of this request (`corrId` of its answer); absent = the newest ones.
     pub corr_id: Option<String>,
     /// At most this many (1–250, default 50).
     pub limit: Option<i64>,

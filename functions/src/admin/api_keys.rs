@@ -15,7 +15,7 @@ use shared::{
 };
 use uuid::Uuid;
 
-/// Routes.
+/// `GET|POST …/api-keys` and `DELETE …/api-keys/{key_id}` (internal port, admin token).
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/ges/v1/tenants/{ccid}/api-keys", get(list).post(create))

@@ -10,7 +10,7 @@ use shared::{
     http::{Admin, AppState, Envelope, Json, Path},
 };
 
-/// Routes.
+/// `GET|PUT …/cors`: the tenant's allowed browser origins (internal port, admin token).
 pub fn router() -> Router<AppState> {
     Router::new().route("/ges/v1/tenants/{ccid}/cors", get(show).put(put))
 }

@@ -1,6 +1,6 @@
 //! `PUT/GET/DELETE /ges/v1/tenants/{ccid}/number-rules/{name}`, `GET …/number-rules`: the
-//! tenant's number rules (DESIGN §6). Patterns are compiled at PUT time, so a rule that is
-//! stored always works at create time.
+//! tenant's number rules (docs/decisions.md#number-rules). Patterns are compiled at PUT time,
+//! so a rule that is stored always works at create time.
 
 use axum::{Router, extract::State, routing::get};
 use serde::Serialize;
@@ -14,7 +14,7 @@ use shared::{
     phone::NumberRule,
 };
 
-/// Routes.
+/// `GET …/number-rules` and `PUT|GET|DELETE …/number-rules/{name}` (internal port, admin).
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/ges/v1/tenants/{ccid}/number-rules", get(list))

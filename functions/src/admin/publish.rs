@@ -1,8 +1,9 @@
 //! `POST /ges/v1/tenants/{ccid}/callback-settings`: Designer publishes the whole
-//! CALLBACK_SETTINGS table (a JSON array of rows, each `name` plus the settings columns of
-//! DESIGN §10). All rows are validated first; then one transaction creates, versions, keeps or
-//! disables services (`shared::db::publish`). A bad row answers 400 naming its index, name and
-//! column, and nothing changes.
+//! CALLBACK_SETTINGS table (a JSON array of rows, each `name` plus the settings columns,
+//! docs/decisions.md#service-settings). All rows are validated first; then one transaction
+//! creates, versions, keeps or disables services (`shared::db::publish`,
+//! docs/decisions.md#designer-publish). A bad row answers 400 naming its index, name and column,
+//! and nothing changes.
 
 use axum::{Router, extract::State, routing::post};
 use serde_json::Value;
@@ -13,7 +14,7 @@ use shared::{
     http::{Admin, AppState, Envelope, Json, Path},
 };
 
-/// Route.
+/// `POST …/callback-settings`, the Designer publish (internal port, admin token).
 pub fn router() -> Router<AppState> {
     Router::new().route("/ges/v1/tenants/{ccid}/callback-settings", post(handler))
 }

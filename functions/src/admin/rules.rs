@@ -1,6 +1,7 @@
 //! `PUT/GET/DELETE /ges/v1/tenants/{ccid}/business-hours/{name}`, `GET …/business-hours`, and
-//! the same under `…/capacity-rules`: named business hours and capacity rules (DESIGN §6 JSON
-//! shapes, validated by `shared::model::{hours, capacity}`).
+//! the same under `…/capacity-rules`: named business hours and capacity rules (JSON shapes
+//! in docs/decisions.md#business-hours and #capacity-rules, validated by
+//! `shared::model::{hours, capacity}`).
 //!
 //! GET answers the stored spec with `name`, `version` and `updatedAt` beside its fields, so a
 //! fetched rule can be PUT back unchanged. DELETE is refused (409) while a live service uses

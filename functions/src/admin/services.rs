@@ -12,7 +12,7 @@ use shared::{
     model::{ServiceSettings, valid_name},
 };
 
-/// Routes.
+/// `GET …/services` and `PUT|GET|DELETE …/services/{name}` (internal port, admin token).
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/ges/v1/tenants/{ccid}/services", get(list))

@@ -10,7 +10,7 @@ use shared::{
     model::valid_tenant_id,
 };
 
-/// Routes.
+/// `GET|POST /ges/v1/tenants` and `GET /ges/v1/tenants/{ccid}` (internal port, admin token).
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/ges/v1/tenants", get(list).post(create))
@@ -21,9 +21,9 @@ pub fn router() -> Router<AppState> {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewTenant {
-    /// Contact-center id.
+    /// Contact-center id (ccid): 1–64 of `A-Za-z0-9_.-`, starting with a letter or digit.
     pub id: String,
-    /// Display name.
+    /// Human-readable name, for admins only.
     pub name: String,
 }
 

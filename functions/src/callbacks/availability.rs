@@ -1,7 +1,7 @@
 //! `GET /engagement/v3/callbacks/availability/{service}`: free scheduling slots of a service
-//! (ges-behavior §4.4): parameters in `shared::model::availability`, slots from the service's
-//! business hours and capacity rule (`shared::model::capacity`), remaining capacity from
-//! `slot_bookings` in one query (`shared::db::slots::availability`).
+//! (docs/ges-behavior.md#availability): parameters in `shared::model::availability`, slots
+//! from the service's business hours and capacity rule (`shared::model::capacity`), remaining
+//! capacity from `slot_bookings` in one query (`shared::db::slots::availability`).
 
 use std::collections::BTreeMap;
 

@@ -33,7 +33,7 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/engagement/v3/callbacks/cancel", post(handler))
 }
 
-/// `CancelCallbackData`.
+/// The 200 `data` of cancel (`CancelCallbackData` in the GES clients).
 #[derive(Debug, Serialize)]
 pub struct CancelledData {
     /// The cancelled callback's id.

@@ -1,5 +1,5 @@
 //! `GET /engagement/v3/callbacks/open-for/{service}?start=&timezone=`: seconds until the office
-//! closes, 0 when closed (ges-behavior §4.5).
+//! closes, 0 when closed (docs/ges-behavior.md#open-for).
 //!
 //! `{service}` may name a callback service (its business hours apply; a service without
 //! business hours is always open and reports the look-ahead cap,

@@ -1,5 +1,5 @@
 //! `GET /engagement/v3/callbacks/queue-status/{queue}`: `{ewt, offerImmediateCallback,
-//! offerScheduledCallback}` (ges-behavior §4.6, DESIGN §7).
+//! offerScheduledCallback}` (docs/ges-behavior.md#queue-status).
 //!
 //! `ewt` is the `mode2` estimate (`-1` when unknown). An immediate callback is offered when the
 //! service is enabled, immediate callbacks are enabled, the office is open and now + `ewt` is

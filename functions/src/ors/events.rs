@@ -30,7 +30,7 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/ges/v1/ors/callbacks/{id}/events", post(handler))
 }
 
-/// The event body.
+/// The JSON body the voice platform posts (snake_case fields; only `state` is required).
 #[derive(Debug, Deserialize)]
 pub struct EventBody {
     /// SCHEDULED | QUEUED | ROUTING | PROCESSING | COMPLETED.
@@ -60,7 +60,7 @@ pub struct EventBody {
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct EventResult {
-    /// Callback id.
+    /// The callback the event was for (the path's id).
     pub id: String,
     /// Whether the event changed the callback.
     pub applied: bool,

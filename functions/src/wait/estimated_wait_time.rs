@@ -1,8 +1,9 @@
 //! `GET /engagement/v3/estimated-wait-time?virtual-queues=a,b&mode=mode1|mode2|mode3`: one
-//! estimate per virtual queue (ges-behavior §4.7). Per-queue problems are in-band (`-1` and a
-//! `message`: unknown service, no history yet, no agent activity, no statistics source);
-//! a missing `virtual-queues` or an unknown `mode` is 400. `include-calls-on-hold` is
-//! accepted and has no effect (the queue view holds no calls on hold).
+//! estimate per virtual queue (docs/ges-behavior.md#estimated-wait-time). Per-queue problems
+//! are in-band (`-1` and a `message`: unknown service, no history yet, no agent activity, no
+//! statistics source); a missing `virtual-queues` or an unknown `mode` is 400.
+//! `include-calls-on-hold` is accepted and has no effect (the queue view holds no calls on
+//! hold).
 
 use std::collections::BTreeMap;
 

@@ -1,5 +1,5 @@
 //! Estimated wait time (`GET /engagement/v3/estimated-wait-time`) and the per-service estimate
-//! that `queue-status` shares (DESIGN §7).
+//! that `queue-status` shares (docs/decisions.md#estimated-wait-time).
 
 pub mod estimated_wait_time;
 
@@ -38,14 +38,15 @@ pub async fn service(
 /// Why a service's estimate is missing: the model's reasons, or the queue view unreadable.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Missing {
-    /// See [`Unknown`].
+    /// The estimate cannot be made (no history, no agent activity, no source); see
+    /// [`Unknown`].
     Unknown(Unknown),
     /// The service Redis did not answer.
     Unavailable,
 }
 
 impl Missing {
-    /// The in-band message.
+    /// The `message` shown beside `-1` in the answer.
     pub fn message(&self) -> String {
         match self {
             Self::Unknown(u) => u.message(),

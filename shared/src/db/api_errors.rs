@@ -19,11 +19,12 @@ pub struct FailedCallRecord {
     /// Tenant of the API key used.
     #[serde(skip)]
     pub tenant: String,
-    /// HTTP method.
+    /// HTTP method of the failed request (`POST`, `GET`).
     pub method: String,
-    /// Route template.
+    /// The matched route template (`/engagement/v3/callbacks/create`), never the raw path, so
+    /// no id or user data is stored.
     pub route: String,
-    /// HTTP status.
+    /// The HTTP status answered (4xx or 5xx).
     pub status: i16,
     /// The message returned to the caller.
     pub message: String,

@@ -12,9 +12,9 @@ use crate::{auth, error::Error, model::callback::wire_time};
 pub struct ApiKeyInfo {
     /// Key id (used to revoke).
     pub id: Uuid,
-    /// Free label.
+    /// The admin's free-text note on what the key is for.
     pub label: String,
-    /// Creation time.
+    /// When the key was created (`2026-05-28T15:30:00.000Z`).
     pub created_at: String,
     /// Revocation time, if revoked.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -25,11 +25,11 @@ pub struct ApiKeyInfo {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct NewApiKey {
-    /// Key id.
+    /// Key id (used to list and revoke; not a secret).
     pub id: Uuid,
     /// The key (store it now; it cannot be shown again).
     pub key: String,
-    /// Free label.
+    /// The admin's free-text note on what the key is for.
     pub label: String,
 }
 

@@ -73,23 +73,24 @@ impl Admission {
 /// A validated callback ready to insert.
 #[derive(Debug, Clone)]
 pub struct NewCallback {
-    /// Time-ordered id (UUIDv7).
+    /// Time-ordered id (UUIDv7), made by the API; the id create returns.
     pub id: Uuid,
-    /// Owning tenant.
+    /// The tenant (contact center id) resolved from the API key.
     pub tenant: String,
-    /// Service name.
+    /// The service (callback virtual queue) it is booked on.
     pub service: String,
-    /// Immediate or scheduled, with its times and slot.
+    /// Immediate or scheduled, with its times and slot (decided once, by admission).
     pub admission: Admission,
-    /// Number as given.
+    /// The phone number as the create gave it (trimmed); what retrieve shows.
     pub phone_number: String,
     /// Normalised number, E.164 without `+` (`None`: did not normalise, dial as given).
     pub phone_e164: Option<String>,
-    /// Initial priority (the request's, else the service's).
+    /// Priority the callback starts with (the request's, else the service's).
     pub priority: i32,
-    /// Per-callback attributes (overrides, informational fields, push targets).
+    /// Per-callback attributes: informational fields, overrides of the service's settings
+    /// (`routePoint`, `surveyRP`, `language`) and push targets; stored as JSON.
     pub attrs: CallbackAttrs,
-    /// Filtered user data.
+    /// The create's `userData` with non-identifier keys dropped (`None` when empty).
     pub user_data: Option<Map<String, Value>>,
 }
 
@@ -269,36 +270,37 @@ pub async fn claim_idempotency_key(
     }))
 }
 
-/// A stored callback.
+/// A callback row as retrieve and cancel read it.
 #[derive(Debug, Clone)]
 pub struct StoredCallback {
-    /// Id.
+    /// The callback's id.
     pub id: Uuid,
-    /// Tenant.
+    /// The tenant that owns it.
     pub tenant: String,
-    /// Service.
+    /// The service (callback virtual queue) it is booked on.
     pub service: String,
-    /// State.
+    /// Where it is in its lifecycle.
     pub state: CallbackState,
-    /// Completion reason.
+    /// Why it completed; only when COMPLETED.
     pub reason: Option<CompletionReason>,
-    /// Number as given.
+    /// The phone number as the create gave it.
     pub phone_number: String,
     /// Normalised number, E.164 without `+` (`None`: dial as given).
     pub phone_e164: Option<String>,
-    /// Desired time.
+    /// When the customer wants the call (creation time for an immediate callback).
     pub desired_time: Timestamp,
-    /// Dispatch time.
+    /// When the worker hands the current attempt to the voice platform (desired time minus the
+    /// lead time, or the retry time).
     pub dispatch_at: Timestamp,
-    /// Current attempt.
+    /// The current dial attempt, 1 for the first.
     pub attempt: i16,
     /// When the current attempt reached the voice stream.
     pub submitted_at: Option<Timestamp>,
-    /// Creation time.
+    /// When the create was committed (PostgreSQL's clock).
     pub created_at: Timestamp,
-    /// Optional attributes.
+    /// Per-callback attributes (informational fields, overrides, push targets).
     pub attrs: Map<String, Value>,
-    /// User data.
+    /// The filtered `userData`, if any.
     pub user_data: Option<Value>,
 }
 
@@ -373,18 +375,19 @@ pub struct Cancelled {
     pub submitted: bool,
     /// A cancel is owed to the voice platform (`control_pending` was set).
     pub owes_control: bool,
-    /// The attempt number.
+    /// The attempt that was current when cancelled (the one a control entry or fence is for).
     pub attempt: i16,
     /// The callback's service (to release its throttle place).
     pub service: String,
 }
 
-/// Cancels a callback: allowed in every state but PROCESSING and COMPLETED (DESIGN §4). The
-/// capacity slot the callback held is given back in the same statement. When the voice
-/// platform may have it (submitted, or due within the hour: a worker may be handing it off right
-/// now, and the hour covers a Redis clock that far ahead of PostgreSQL's), `control_pending` is set in the same statement: the cancel is owed
-/// durably (fence or control entry, `redis::voice::settle_cancels`), and the worker's outbox
-/// settles it if the caller's write fails (docs/voice-platform.md, "Cancel").
+/// Cancels a callback: allowed in every state but PROCESSING and COMPLETED
+/// (docs/decisions.md#callback-lifecycle). The capacity slot the callback held is given back in
+/// the same statement. When the voice platform may have it (submitted, or due within the hour:
+/// a worker may be handing it off right now, and the hour covers a Redis clock that far ahead of
+/// PostgreSQL's), `control_pending` is set in the same statement: the cancel is owed durably
+/// (fence or control entry, `redis::voice::settle_cancels`), and the worker's outbox settles it
+/// if the caller's write fails (docs/voice-platform.md#cancel).
 pub async fn cancel(db: &impl GenericClient, tenant: &str, id: Uuid) -> Result<Cancelled, Error> {
     let row = super::stmt::query_opt(
         db,

@@ -15,31 +15,32 @@ use crate::{
 /// A claimed callback with what the stream entry needs.
 #[derive(Debug, Clone)]
 pub struct DueCallback {
-    /// Id.
+    /// The claimed callback; stream entry `callback_id`.
     pub id: Uuid,
-    /// Tenant.
+    /// Its tenant; stream entry `tenant`.
     pub tenant: String,
-    /// Service.
+    /// Its service; stream entry `service`, and whose settings (pace, TTL, prefix) apply.
     pub service: String,
-    /// State.
+    /// Its state when loaded; with `submitted_at` and `dispatch_at` it decides
+    /// [`pending`](Self::pending): a callback no longer pending is released, not submitted.
     pub state: CallbackState,
-    /// Number as given.
+    /// The number as the create gave it; stream entry `phone_number`.
     pub phone_number: String,
     /// Normalised E.164 digits (no `+`), when the number parsed.
     pub phone_e164: Option<String>,
-    /// Desired time.
+    /// When the customer wants the call; stream entry `desired_time`.
     pub desired_time: Timestamp,
     /// Dispatch time (lateness is measured from it).
     pub dispatch_at: Timestamp,
-    /// Priority.
+    /// Priority the callback starts with; stream entry `priority`.
     pub priority: i32,
-    /// Current attempt.
+    /// The attempt to submit (1 for the first); part of the dedupe key, stream entry `attempt`.
     pub attempt: i16,
     /// Set once the current attempt reached the voice stream.
     pub submitted_at: Option<Timestamp>,
     /// Optional attributes (overrides of route point, language, survey RP).
     pub attrs: Map<String, Value>,
-    /// User data.
+    /// The filtered `userData`; stream entry `user_data` as JSON text.
     pub user_data: Option<Value>,
     /// The service's settings (also of a soft-deleted service); `None` if it never existed.
     pub settings: Option<ServiceSettings>,
@@ -99,7 +100,7 @@ pub async fn load(db: &impl GenericClient, ids: &[Uuid]) -> Result<Vec<DueCallba
 /// One submitted attempt to record.
 #[derive(Debug, Clone, Copy)]
 pub struct Submitted {
-    /// Callback id.
+    /// The submitted callback.
     pub id: Uuid,
     /// The attempt that reached the stream.
     pub attempt: i16,
@@ -199,11 +200,11 @@ pub async fn unsubmitted_page(
 /// A callback the voice platform holds (QUEUED or ROUTING, submitted).
 #[derive(Debug, Clone)]
 pub struct Active {
-    /// Id.
+    /// The callback, a member of its service's queue view.
     pub id: Uuid,
-    /// Tenant.
+    /// Its tenant (part of the queue view's key).
     pub tenant: String,
-    /// Service.
+    /// Its service (part of the queue view's key).
     pub service: String,
     /// When it reached the voice stream (queue-view score).
     pub submitted_at: Timestamp,
@@ -309,11 +310,11 @@ pub async fn clear_control(db: &impl GenericClient, ids: &[Uuid]) -> Result<(), 
 /// A callback a maintenance pass ended or deleted (its Redis traces must go).
 #[derive(Debug, Clone)]
 pub struct Ended {
-    /// Id.
+    /// The callback whose schedule-index entry, queue-view entry and throttle place go.
     pub id: Uuid,
-    /// Tenant.
+    /// Its tenant (part of those keys).
     pub tenant: String,
-    /// Service.
+    /// Its service (part of those keys).
     pub service: String,
 }
 

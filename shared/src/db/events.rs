@@ -20,10 +20,10 @@ use crate::{
     model::{CallbackState, CompletionReason, ServiceSettings},
 };
 
-/// A validated event.
+/// A voice-platform event after validation (known state and reason, parsed time).
 #[derive(Debug, Clone)]
 pub struct Event {
-    /// Reported state.
+    /// The state the voice platform reports the callback in.
     pub state: CallbackState,
     /// Completion reason (COMPLETED only; defaults to NOT_AVAILABLE).
     pub reason: Option<CompletionReason>,
@@ -38,30 +38,30 @@ pub struct Event {
 pub enum Outcome {
     /// Nothing changed (duplicate, out of order, stale attempt, already completed).
     Ignored {
-        /// Current state.
+        /// The callback's state, unchanged.
         state: CallbackState,
-        /// Why.
+        /// Why nothing changed, for the answer (e.g. "already applied for this attempt").
         why: &'static str,
     },
     /// The state moved forward.
     Applied {
-        /// Previous state.
+        /// The state before the event.
         from: CallbackState,
-        /// New state.
+        /// The state the event moved it to.
         to: CallbackState,
     },
     /// The event is for the current attempt, which PostgreSQL does not yet record as handed off
     /// (nothing changed): the caller asks the voice stream and applies again with
     /// `handed_off = true` if the submission is there.
     Unconfirmed {
-        /// Current state.
+        /// The callback's state, unchanged.
         state: CallbackState,
-        /// The current attempt.
+        /// The attempt whose submission must be confirmed in the voice Redis.
         attempt: i16,
     },
     /// The call failed and another attempt was scheduled.
     Retry {
-        /// The new attempt.
+        /// The attempt scheduled next (the failed one plus 1).
         attempt: i16,
         /// When it will be dispatched.
         dispatch_at: Timestamp,
@@ -71,9 +71,9 @@ pub enum Outcome {
 /// Identity of the callback an event was applied to (for the Redis follow-ups).
 #[derive(Debug, Clone)]
 pub struct Target {
-    /// Tenant.
+    /// The callback's tenant (part of its queue view's key).
     pub tenant: String,
-    /// Service.
+    /// The callback's service (part of its queue view's key).
     pub service: String,
     /// When it reached the voice stream (queue-view score), if it did.
     pub submitted_at: Option<Timestamp>,

@@ -265,8 +265,9 @@ pub async fn plan(
     Ok(SlotPlan::new(settings, hours, rule))
 }
 
-/// Checks that the business hours and capacity rule a service names exist (DESIGN §6: a
-/// service cannot refer to rules that are not there); the error names the column.
+/// Checks that the business hours and capacity rule a service names exist (a service cannot
+/// refer to rules that are not there, docs/decisions.md#rule-references); the error names
+/// the column.
 pub async fn check_refs(
     db: &impl GenericClient,
     tenant: &str,

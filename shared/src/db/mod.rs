@@ -1,6 +1,6 @@
 //! PostgreSQL: the pool, migrations, and one module of plain async functions per aggregate.
 //!
-//! PostgreSQL is the source of truth (DESIGN §2, invariant 1): every write a caller is told
+//! PostgreSQL is the truth (docs/decisions.md#source-of-truth): every write a caller is told
 //! succeeded has been committed with `synchronous_commit` on. Functions here take a
 //! `&Client` (pooled connection or transaction) and return [`crate::Error`] on failure, so
 //! connection loss maps to 503 everywhere the same way.

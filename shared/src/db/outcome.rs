@@ -63,7 +63,7 @@ pub struct Waiter<T> {
 /// What the waiter learnt.
 #[derive(Debug)]
 pub enum Waited<T> {
-    /// The writer's answer.
+    /// The writer answered before the deadline; `T` is its result.
     Done(T),
     /// The writer settled before the deadline but its answer came too late (the batcher
     /// indexes stored rows before it answers); `stored` is what it settled.

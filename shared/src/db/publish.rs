@@ -1,4 +1,4 @@
-//! Designer publish of the whole CALLBACK_SETTINGS table (DESIGN §5, §10).
+//! Designer publish of the whole CALLBACK_SETTINGS table (docs/decisions.md#designer-publish).
 //!
 //! The table replaces the tenant's service set in one transaction: new rows are created,
 //! changed rows are replaced (their version goes up), unchanged rows are left alone, and live
@@ -99,7 +99,7 @@ pub async fn publish(
     .await?
     .ok_or_else(|| Error::not_found(format!("no tenant {tenant}")))?;
 
-    // Rules the rows name must exist (DESIGN §6: rows cannot refer to missing hours).
+    // Rules the rows name must exist (docs/decisions.md#rule-references).
     for kind in [Kind::BusinessHours, Kind::CapacityRule] {
         let pick = |s: &ServiceSettings| match kind {
             Kind::BusinessHours => s.business_hours.clone(),

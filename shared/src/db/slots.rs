@@ -29,7 +29,8 @@ use crate::{
 /// The slot a new scheduled callback takes, and the slot's configured capacity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SlotClaim {
-    /// Slot start.
+    /// Start of the slot the desired time falls in, on the service's current grid
+    /// (docs/slot-grid.md).
     pub start: Timestamp,
     /// Configured capacity (at least 1; a slot of capacity 0 is never claimed).
     pub capacity: u32,
@@ -135,7 +136,7 @@ async fn held_elsewhere(
 /// A slot with its remaining capacity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SlotState {
-    /// The slot.
+    /// The slot on the service's grid, with its configured capacity.
     pub slot: Slot,
     /// Capacity left (total minus booked, never negative).
     pub remaining: u32,

@@ -9,11 +9,11 @@ use crate::{error::Error, model::callback::wire_time};
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Tenant {
-    /// Contact-center id (ccid).
+    /// Contact-center id (ccid): the tenant's key in every admin path and every row.
     pub id: String,
-    /// Display name.
+    /// Human-readable name, for admins only.
     pub name: String,
-    /// Creation time.
+    /// When the tenant was created (`2026-05-28T15:30:00.000Z`).
     pub created_at: String,
 }
 

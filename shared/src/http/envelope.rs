@@ -125,7 +125,7 @@ pub struct Envelope<T> {
 }
 
 impl<T: Serialize> Envelope<T> {
-    /// 200 "Successful".
+    /// A success: HTTP 200, `status.message` "Successful", `data` = `data`.
     pub fn ok(data: T) -> Self {
         Self { code: 200, data }
     }

@@ -92,7 +92,8 @@ fn describe(e: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
     }
 }
 
-/// Query parameters.
+/// Query parameters deserialized into `T`; a failure is a 400 in the envelope that names the
+/// problem (axum's own extractor would answer plain text).
 #[derive(Debug)]
 pub struct Query<T>(pub T);
 
@@ -109,7 +110,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
     }
 }
 
-/// Path parameters.
+/// Path parameters deserialized into `T`; a failure is a 400 in the envelope.
 #[derive(Debug)]
 pub struct Path<T>(pub T);
 

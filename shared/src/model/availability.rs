@@ -1,5 +1,5 @@
 //! Query parameters of `GET /callbacks/availability/{service}` and `…/open-for/{service}`
-//! (ges-behavior §4.4, §4.5), and the `Availabilities` response model.
+//! (docs/ges-behavior.md#availability, #open-for), and the `Availabilities` response model.
 //!
 //! - `start` / `end`: a time with an offset (`2026-05-28T15:30:00.000Z`) is that instant; a time
 //!   without one (`2026-05-28T15:30:00.000`) or a bare date is local to `timezone` (UTC when
@@ -34,7 +34,7 @@ pub const MAX_DAYS: i64 = 366;
 pub struct Zone {
     /// Name echoed in the response.
     pub name: String,
-    /// The zone.
+    /// The IANA zone `name` resolves to; renders `localTime` and reads local parameters.
     pub tz: TimeZone,
 }
 
@@ -101,7 +101,8 @@ fn param<'a>(params: &'a BTreeMap<String, String>, name: &str) -> Option<&'a str
 /// A validated availability request.
 #[derive(Debug, Clone)]
 pub struct AvailabilityQuery {
-    /// Window start.
+    /// First instant asked about (`start`/`startMS`, default now); the slot containing it is
+    /// the first listed.
     pub start: Timestamp,
     /// Window end (equal to `start` for "the slot containing start").
     pub end: Timestamp,
@@ -200,17 +201,17 @@ impl AvailabilityQuery {
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct SlotOut {
-    /// Slot start, UTC.
+    /// Slot start in UTC (`2026-05-28T15:30:00.000Z`).
     pub utc_time: String,
     /// Slot start in the requested zone, with its offset.
     pub local_time: String,
-    /// Remaining capacity.
+    /// Places still free in the slot (configured places minus live bookings, never below 0).
     pub capacity: u32,
-    /// Configured capacity.
+    /// Places the slot has (capacity rule or `slot_capacity`).
     pub total: u32,
 }
 
-/// `Availabilities`.
+/// `Availabilities`: the answer of `GET /callbacks/availability/{service}`.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Availabilities {
@@ -218,7 +219,7 @@ pub struct Availabilities {
     pub slots: Vec<SlotOut>,
     /// Slot length in minutes.
     pub duration_min: u16,
-    /// The requested zone.
+    /// The requested `timezone` as given (`UTC` when absent).
     pub timezone: String,
 }
 
@@ -226,7 +227,8 @@ pub struct Availabilities {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct OpenFor {
-    /// Seconds until close.
+    /// Seconds from `start` until the office closes (0 when closed; at most 7 days,
+    /// `hours::OPEN_FOR_HORIZON`).
     pub open_for: i64,
 }
 

@@ -7,7 +7,8 @@ use serde_json::{Map, Number, Value};
 use super::{attrs::CallbackAttrs, informational, user_data};
 use crate::error::Error;
 
-/// Lifecycle states (DESIGN §4). The order is the only allowed direction of travel.
+/// Lifecycle states (docs/decisions.md#callback-lifecycle). The order is the only allowed
+/// direction of travel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum CallbackState {
@@ -110,9 +111,9 @@ impl CompletionReason {
 /// One push target of a create request (`{channel: "FCM", target: <token>}`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PushTarget {
-    /// Only `FCM`.
+    /// Push channel; GES knows only `FCM` (Firebase Cloud Messaging).
     pub channel: String,
-    /// FCM registration token.
+    /// The device's FCM registration token the push is addressed to.
     pub target: String,
 }
 
@@ -141,11 +142,12 @@ pub struct CreateCallbackParms {
     pub inbound_vq: Option<Value>,
     /// EWT threshold used to offer the callback (reporting).
     pub offer_threshold: Option<Value>,
-    /// Origination channel.
+    /// Where the request came from (free text); reporting only.
     pub channel: Option<Value>,
-    /// `OFF-HOURS` | `ON-HOURS`.
+    /// `OFF-HOURS` | `ON-HOURS`: when the offer was made; reporting only.
     pub offer_timing: Option<Value>,
-    /// Originating interaction id.
+    /// Id of the interaction the offer came from (an inbound call's CallUUID, a chat id);
+    /// reporting only.
     pub cb_origination_ixn_id: Option<Value>,
     /// Survey routing point (overrides the service).
     #[serde(rename = "surveyRP")]
@@ -156,7 +158,7 @@ pub struct CreateCallbackParms {
     pub route_point: Option<String>,
     /// Attached data; non-identifier keys are dropped.
     pub user_data: Option<Value>,
-    /// reCAPTCHA token.
+    /// reCAPTCHA response token; required when the service has `captcha_required`.
     pub captcha_token: Option<String>,
     /// Push targets (required for USERORIGINATED services).
     pub push_targets: Option<Vec<PushTarget>>,
@@ -171,13 +173,13 @@ pub struct CreateCallbackParms {
 /// A create request after field-level validation (service rules are checked by the caller).
 #[derive(Debug, Clone)]
 pub struct CreateRequest {
-    /// Service name.
+    /// The service (callback virtual queue) the callback is booked on, as the request named it.
     pub service_name: String,
     /// Phone number as given (trimmed).
     pub phone_number: String,
     /// Desired time; `None` = immediate.
     pub desired_time: Option<Timestamp>,
-    /// Priority override.
+    /// The request's `priority`, replacing the service's initial priority when present.
     pub priority: Option<i32>,
     /// Whether a captcha token came with the request.
     pub captcha_token: Option<String>,
@@ -371,33 +373,36 @@ impl CallbackIdParms {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Callback {
-    /// Callback id.
+    /// The id create returned (a UUID).
     pub id: String,
-    /// Service (virtual queue).
+    /// The service (callback virtual queue) it is booked on.
     pub service_name: String,
-    /// Desired time, UTC.
+    /// When the customer wants the call (`2026-05-28T15:30:00.000Z`); the creation time for an
+    /// immediate callback.
     pub desired_time: String,
-    /// Current state.
+    /// Where the callback is in its lifecycle (docs/decisions.md#callback-lifecycle).
     pub callback_state: CallbackState,
-    /// Only when COMPLETED.
+    /// Why it completed; only when COMPLETED.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub callback_reason: Option<CompletionReason>,
-    /// Number as given.
+    /// The phone number as the create gave it (trimmed).
     pub phone_number: String,
-    /// Only while QUEUED, ROUTING or PROCESSING.
+    /// 1-based place in the service's queue view (priority, then time) while QUEUED or ROUTING;
+    /// 0 while PROCESSING; absent otherwise, or when Redis cannot say.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub position_in_queue: Option<i64>,
-    /// Seconds; only while QUEUED, ROUTING or PROCESSING.
+    /// Seconds until an agent is expected (callbacks ahead × mean dequeue interval) while QUEUED
+    /// or ROUTING; 0 while PROCESSING; absent otherwise, or without enough history.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub estimated_wait_time: Option<i64>,
     /// Dial attempt (1 for the first).
     pub attempt: i16,
-    /// Creation time, UTC.
+    /// When the create was committed (`2026-05-28T15:30:00.000Z`).
     pub created_time: String,
     /// Stored optional attributes (language, offer type, overrides, push targets).
     #[serde(flatten)]
     pub attrs: Map<String, Value>,
-    /// Filtered user data.
+    /// The create's `userData`, keys that are not identifiers dropped; absent when none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user_data: Option<Value>,
 }

@@ -1,4 +1,4 @@
-//! Capacity rules and the slot grid of a service (DESIGN §6).
+//! Capacity rules and the slot grid of a service (docs/decisions.md#capacity-rules).
 //!
 //! Admin JSON (`PUT …/capacity-rules/{name}`):
 //! `{"slot_minutes":15,"weekly":{"1":{"0900":10,"0915":10},…,"7":{}},
@@ -231,7 +231,7 @@ impl CapacityRule {
 /// Where a slot's capacity comes from.
 #[derive(Debug, Clone)]
 enum Capacity {
-    /// A capacity rule.
+    /// The service's capacity rule: per-weekday slot capacities and dated overrides.
     Rule(CapacityRule),
     /// The service's `slot_capacity` for every open slot.
     Flat(u32),
@@ -240,7 +240,7 @@ enum Capacity {
 /// One slot of a service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Slot {
-    /// Start instant.
+    /// The instant the slot starts (local wall-clock start in the business-hours zone).
     pub start: Timestamp,
     /// Local date of the start in the business-hours zone.
     pub date: Date,
@@ -288,7 +288,7 @@ impl SlotPlan {
         self.slot_minutes
     }
 
-    /// Slot length.
+    /// Slot length as a duration (`slot_minutes` of the rule or the service).
     pub fn slot_len(&self) -> SignedDuration {
         SignedDuration::from_mins(i64::from(self.slot_minutes))
     }

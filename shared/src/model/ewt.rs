@@ -1,6 +1,7 @@
-//! Estimated wait time (DESIGN §7, ges-behavior §4.6–4.7), computed natively from a service's
-//! queue view (`shared::redis::queue::Snapshot`): pending count × mean interval between the
-//! last [`crate::redis::queue::HISTORY`] dequeues.
+//! Estimated wait time (docs/decisions.md#estimated-wait-time; the endpoints in
+//! docs/ges-behavior.md#queue-status and #estimated-wait-time), computed natively from a
+//! service's queue view (`shared::redis::queue::Snapshot`): pending count × mean interval
+//! between the last [`crate::redis::queue::HISTORY`] dequeues.
 //!
 //! - `mode1`: that product; `-1` while fewer than two dequeues are known.
 //! - `mode2` (default): as `mode1`, but `-1` when callbacks wait and no agent took one within
@@ -19,7 +20,7 @@ pub enum Mode {
     Mode1,
     /// Mode1 plus agent activity.
     Mode2,
-    /// External statistics source.
+    /// An external statistics source; none is built, so always `-1` with a message.
     Mode3,
 }
 
@@ -87,7 +88,7 @@ pub struct EstimatedWaitTime {
     pub message: Option<String>,
 }
 
-/// `GET /callbacks/queue-status/{queue}` (ges-behavior §4.6).
+/// `GET /callbacks/queue-status/{queue}` (docs/ges-behavior.md#queue-status).
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct QueueStatus {
@@ -95,7 +96,7 @@ pub struct QueueStatus {
     pub ewt: i64,
     /// Immediate callbacks enabled and one booked now is forecast to be served before closing.
     pub offer_immediate_callback: bool,
-    /// Scheduled callbacks enabled.
+    /// The service is enabled and takes scheduled callbacks.
     pub offer_scheduled_callback: bool,
 }
 

@@ -1,4 +1,5 @@
-//! Business hours: an IANA time zone, weekly open ranges and dated exceptions (DESIGN §6).
+//! Business hours: an IANA time zone, weekly open ranges and dated exceptions
+//! (docs/decisions.md#business-hours).
 //!
 //! Admin JSON (`PUT …/business-hours/{name}`):
 //! `{"timezone":"America/New_York","weekly":{"mon":[["09:00","17:00"]],…,"sun":[]},
@@ -138,8 +139,8 @@ pub fn parse_zone(field: &str, name: &str) -> Result<TimeZone, Error> {
 }
 
 /// The instant of a local wall-clock time used as a range edge or a window bound: a time in a
-/// spring-forward gap moves to the transition, a time in a fall-back overlap takes the earlier
-/// instant.
+/// spring-forward gap moves to the transition, a time in a fall-back overlap takes the
+/// earlier instant.
 pub fn local_instant(tz: &TimeZone, dt: DateTime) -> Timestamp {
     let amb = tz.to_ambiguous_timestamp(dt);
     let via = |offset: jiff::tz::Offset| offset.to_timestamp(dt).ok();
@@ -163,7 +164,8 @@ pub fn local_instant(tz: &TimeZone, dt: DateTime) -> Timestamp {
     })
 }
 
-/// Validated business hours.
+/// Business hours as validated from the admin JSON (docs/decisions.md#business-hours): a zone,
+/// weekly ranges and dated exceptions, ready to answer "open at t?" and "open until when?".
 #[derive(Debug, Clone)]
 pub struct BusinessHours {
     timezone: String,
@@ -343,7 +345,7 @@ impl BusinessHours {
         &self.timezone
     }
 
-    /// The zone.
+    /// The IANA zone of the hours; every range and the slot grid are local to it.
     pub fn tz(&self) -> &TimeZone {
         &self.tz
     }

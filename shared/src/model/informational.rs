@@ -29,19 +29,27 @@ const OFFER_TIMINGS: [&str; 2] = ["OFF-HOURS", "ON-HOURS"];
 /// The informational fields as received.
 #[derive(Debug, Default)]
 pub struct Fields {
-    /// `cbOfferType`.
+    /// `cbOfferType`: how the callback was offered (`ASAP`, `SCHEDULED`,
+    /// `COMBINED_SCHEDULED_AND_ASAP`, any case); reporting only. Unknown: derived from
+    /// `desiredTime`, the text kept as `cbOfferTypeRaw`.
     pub cb_offer_type: Option<Value>,
-    /// `language`.
+    /// `language`: the prompts' language (`en-US`); overrides the service's. Not a language
+    /// code ([`valid_language`]): the service's applies, the text kept as `languageRaw`.
     pub language: Option<Value>,
-    /// `inboundVQ`.
+    /// `inboundVQ`: the virtual queue the caller would have waited in; reporting only, stored as
+    /// cleaned text.
     pub inbound_vq: Option<Value>,
-    /// `offerThreshold`.
+    /// `offerThreshold`: the wait (seconds) above which the app offered the callback; reporting
+    /// only. Stored as a number (numeric strings count), else as `offerThresholdRaw`.
     pub offer_threshold: Option<Value>,
-    /// `channel`.
+    /// `channel`: where the request came from (free text, e.g. `web`); reporting only, stored as
+    /// cleaned text.
     pub channel: Option<Value>,
-    /// `offerTiming`.
+    /// `offerTiming`: `ON-HOURS` or `OFF-HOURS` (any case); reporting only. Anything else is
+    /// kept as `offerTimingRaw`.
     pub offer_timing: Option<Value>,
-    /// `cbOriginationIxnId`.
+    /// `cbOriginationIxnId`: id of the interaction the offer came from (an inbound call's
+    /// CallUUID, a chat id); reporting only, stored as cleaned text.
     pub cb_origination_ixn_id: Option<Value>,
 }
 

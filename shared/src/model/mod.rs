@@ -1,8 +1,8 @@
 //! Domain models: the values the API, the stores and the worker agree on.
 //!
 //! Wire types follow the Engagement API v3 names (camelCase); settings follow the
-//! CALLBACK_SETTINGS column names of DESIGN §10 (snake_case). Parsing functions here turn
-//! untrusted input into validated values ("parse, don't validate").
+//! CALLBACK_SETTINGS column names (snake_case, docs/decisions.md#service-settings). Parsing
+//! functions here turn untrusted input into validated values ("parse, don't validate").
 
 pub mod attrs;
 pub mod availability;

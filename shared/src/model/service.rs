@@ -1,4 +1,5 @@
-//! Service settings: one CALLBACK_SETTINGS row = one callback virtual queue (DESIGN §10).
+//! Service settings: one CALLBACK_SETTINGS row = one callback virtual queue
+//! (docs/decisions.md#service-settings: every column, its default, range and use).
 //!
 //! Every column has a default; unknown columns are kept in `extra` and shown back, never
 //! dropped. [`ServiceSettings::parse`] is the only way in, so a stored row is always valid.
@@ -28,9 +29,9 @@ pub enum InQueueChecking {
     /// At most 2 (GMS `true`).
     #[default]
     On,
-    /// At most 1.
+    /// At most 1 active callback per number (`"strict"`).
     Strict,
-    /// No check.
+    /// Any number of active callbacks per number (`false`).
     Off,
 }
 
@@ -107,112 +108,142 @@ default_fns! {
 /// The settings of one callback service.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ServiceSettings {
-    /// Accepts new callbacks.
+    /// Whether the service takes new callbacks: a create on a disabled service is 400, and
+    /// queue-status offers nothing. A Designer publish that no longer lists the service sets it
+    /// false; booked callbacks still run.
     #[serde(default = "defaults::yes")]
     pub enabled: bool,
-    /// Immediate callbacks offered.
+    /// Whether creates without `desiredTime` are accepted (else 400); drives queue-status
+    /// `offerImmediateCallback`.
     #[serde(default = "defaults::yes")]
     pub immediate_enabled: bool,
-    /// Scheduled callbacks offered.
+    /// Whether creates with `desiredTime` are accepted (else 400); drives queue-status
+    /// `offerScheduledCallback`.
     #[serde(default = "defaults::yes")]
     pub scheduled_enabled: bool,
-    /// USERTERMINATED or USERORIGINATED.
+    /// Who dials; copied to the stream entry's `call_direction`. A USERORIGINATED create needs
+    /// `pushTargets`.
     #[serde(default)]
     pub call_direction: CallDirection,
-    /// Business-hours name.
+    /// Name of the tenant's business hours (must exist): open-for, availability, out-of-hours
+    /// checks and the zone of the slot grid. None: always open, slots in UTC.
     #[serde(default)]
     pub business_hours: Option<String>,
-    /// Capacity-rule name (overrides `slot_minutes` / `slot_capacity`).
+    /// Name of the tenant's capacity rule (must exist); when set, its slot length and per-slot
+    /// capacities replace `slot_minutes` / `slot_capacity`.
     #[serde(default)]
     pub capacity_rule: Option<String>,
-    /// Slot length: 15, 30 or 60.
+    /// Slot length in minutes (15, 30 or 60) when no capacity rule is assigned.
     #[serde(default = "defaults::slot_minutes")]
     pub slot_minutes: u16,
-    /// Scheduled callbacks per slot.
+    /// Places per slot for scheduled callbacks when no capacity rule is assigned.
     #[serde(default = "defaults::slot_capacity")]
     pub slot_capacity: u32,
-    /// How far ahead a callback may be scheduled.
+    /// How many days ahead a callback may be scheduled (1–366); a later `desiredTime` is 400.
     #[serde(default = "defaults::max_days_ahead")]
     pub max_days_ahead: u16,
-    /// Refuse scheduled times outside business hours.
+    /// Refuse (400) scheduled times outside business hours, and immediate callbacks while the
+    /// office is closed (docs/decisions.md#scheduling-decisions).
     #[serde(default = "defaults::yes")]
     pub reject_out_of_hours: bool,
-    /// Submit this long before the desired time.
+    /// Seconds (0–86,400) before the desired time a scheduled callback is handed to the voice
+    /// platform: its dispatch time is desired time minus this.
     #[serde(default)]
     pub lead_time_seconds: u32,
-    /// Time to be served once queued.
+    /// Seconds (> 0) a queued callback may wait for an agent; the worker then ends it
+    /// `FAIL_TIMEOUT_TTL` (with a cancel owed to the voice platform).
     #[serde(default = "defaults::ttl_seconds")]
     pub ttl_seconds: u32,
-    /// Dial attempts (retries after FAIL_CALL_TO_CUSTOMER).
+    /// Dial attempts (1–10): a `FAIL_CALL_TO_CUSTOMER` with attempts left is dispatched again
+    /// after `retry_delay_seconds`, as a new attempt.
     #[serde(default = "defaults::max_attempts")]
     pub max_attempts: u16,
-    /// Delay before a retry.
+    /// Seconds between a failed attempt and the next one (PostgreSQL's clock).
     #[serde(default = "defaults::retry_delay_seconds")]
     pub retry_delay_seconds: u32,
-    /// Prepended to the normalised number.
+    /// Prepended to the normalised number in the stream entry's `dial_number` (at most 16 of
+    /// `0-9 + * #`; `+` dials E.164).
     #[serde(default)]
     pub dial_prefix: String,
-    /// Routing point of the outbound call.
+    /// Routing point the voice platform places the outbound call from; stream entry
+    /// `route_point`, unless the create sends `routePoint`.
     #[serde(default)]
     pub route_point: Option<String>,
-    /// Caller id number.
+    /// Number shown to the customer as caller id. Stored and shown back; the stream entry does
+    /// not carry it yet.
     #[serde(default)]
     pub display_number: Option<String>,
-    /// Caller id name.
+    /// Name shown to the customer as caller id. Stored and shown back; the stream entry does
+    /// not carry it yet.
     #[serde(default)]
     pub display_name: Option<String>,
-    /// Survey routing point.
+    /// Routing point of the survey after the call; stream entry `survey_rp`, unless the create
+    /// sends `surveyRP`.
     #[serde(default)]
     pub survey_rp: Option<String>,
-    /// Initial priority.
+    /// Priority a callback starts with in the voice platform's queue (higher first); stream entry
+    /// `priority`, unless the create sends `priority`. Queue views order by it, clamped to
+    /// ±`redis::queue::PRIORITY_CAP`.
     #[serde(default)]
     pub priority: i32,
-    /// Priority increment.
+    /// How much the voice platform raises a waiting callback's priority per step (Designer's
+    /// Callback V2 block). Stored for that flow; Engage itself does not escalate.
     #[serde(default)]
     pub priority_increment: i32,
-    /// Priority limit.
+    /// Ceiling of that escalation (0 = none). Stored; Engage itself does not escalate.
     #[serde(default)]
     pub priority_limit: i32,
-    /// Default language.
+    /// Language of the callback's prompts (`en-US`, `fr-CA`, …); stream entry `language`, unless
+    /// the create sends a usable `language`.
     #[serde(default = "defaults::language")]
     pub language: String,
-    /// Designer callback application.
+    /// The Designer application the voice platform runs for the callback. Stored and shown
+    /// back; not yet in the stream entry.
     #[serde(default)]
     pub callback_application: Option<String>,
-    /// Designer build stream.
+    /// Build stream of that application (e.g. `Development`). Stored; the stream entry does
+    /// not carry it yet.
     #[serde(default)]
     pub application_stream: Option<String>,
-    /// EWT threshold of the CALLBACK_UPCOMING push.
+    /// Minutes of estimated wait below which the `CALLBACK_UPCOMING` push is sent once. Stored;
+    /// push notifications are not built yet.
     #[serde(default = "defaults::push_threshold_minutes")]
     pub push_threshold_minutes: u32,
-    /// Require a reCAPTCHA token on create.
+    /// Whether a create must carry `captchaToken` (400 without). The token is not verified yet.
     #[serde(default)]
     pub captcha_required: bool,
-    /// Number-rule name.
+    /// Name of the tenant's number rule (must exist) that validates phone numbers on create.
+    /// None: numbers are normalised when possible and never refused (`shared::phone`).
     #[serde(default)]
     pub number_rule: Option<String>,
-    /// Requests per service per `throttle_ttl_1` seconds.
+    /// Creates the service admits in any `throttle_ttl_1` seconds (0 = no limit); over it, 429
+    /// and `CB_TTL_LIMIT_REACHED` (docs/throttling.md).
     #[serde(default = "defaults::throttle_per_service_1")]
     pub throttle_per_service_1: u32,
-    /// Window 1, seconds.
+    /// Length of window 1 in seconds (> 0), over which `throttle_per_service_1` counts.
     #[serde(default = "defaults::throttle_ttl_1")]
     pub throttle_ttl_1: u32,
-    /// Requests per service per `throttle_ttl_2` seconds.
+    /// Creates the service admits in any `throttle_ttl_2` seconds (0 = no limit), as above.
     #[serde(default = "defaults::throttle_per_service_2")]
     pub throttle_per_service_2: u32,
-    /// Window 2, seconds.
+    /// Length of window 2 in seconds (> 0), over which `throttle_per_service_2` counts.
     #[serde(default = "defaults::throttle_ttl_2")]
     pub throttle_ttl_2: u32,
-    /// Immediate requests per number per 24 h.
+    /// Immediate creates one phone number may make on the service in any 24 h (0 = no limit);
+    /// over it, 429 and `CB_ENQUEUE_LIMIT_REACHED`.
     #[serde(default = "defaults::throttle_per_number_24h")]
     pub throttle_per_number_24h: u32,
-    /// Active callbacks per number: true (2), "strict" (1), false (off).
+    /// Active (not COMPLETED) callbacks one number may hold on the service: `true` (2),
+    /// `"strict"` (1), `false` (no check); over it, 429 and `CB_ENQUEUE_LIMIT_REACHED`.
     #[serde(default)]
     pub in_queue_checking: InQueueChecking,
-    /// Queued callbacks per service.
+    /// Active (not COMPLETED) callbacks the service may hold (0 = no limit); over it, 429 and
+    /// `CB_ENQUEUE_LIMIT_REACHED`.
     #[serde(default = "defaults::max_queued")]
     pub max_queued: u32,
-    /// Submissions per second to the voice platform.
+    /// At most this many submissions per second (> 0) to the voice stream, per worker process;
+    /// a callback over the pace goes back to the schedule at the time it may go
+    /// (`worker::pacing`).
     #[serde(default = "defaults::dispatch_rate_per_second")]
     pub dispatch_rate_per_second: u32,
     /// Columns this version does not know; kept and shown back.

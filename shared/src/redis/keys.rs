@@ -24,7 +24,7 @@ impl Keys {
         self.shards
     }
 
-    /// The prefix.
+    /// The prefix every key of this deployment (or test) starts with.
     pub fn prefix(&self) -> &str {
         &self.prefix
     }

@@ -160,9 +160,9 @@ impl RedisHandle {
 /// `redis` command API and [`redis::Script`] work on both.
 #[derive(Clone)]
 pub enum RedisConn {
-    /// Standalone.
+    /// A standalone server (`REDIS_CLUSTER` / `VOICE_REDIS_CLUSTER` false), reconnecting.
     Single(ConnectionManager),
-    /// Cluster.
+    /// A Redis cluster (`REDIS_CLUSTER` / `VOICE_REDIS_CLUSTER` true), routed by key slot.
     Cluster(ClusterConnection),
 }
 

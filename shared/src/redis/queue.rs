@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::{Keys, RedisConn};
 
-/// Dequeue times kept per service (the EWT window of DESIGN §7).
+/// Dequeue times kept per service (the EWT window, docs/decisions.md#estimated-wait-time).
 pub const HISTORY: isize = 32;
 
 /// Priorities beyond this magnitude order as if they were at it (keeps [`score`] exact in the

@@ -1,6 +1,6 @@
-//! Create-time limits per service (DESIGN §6, §10): all checked **and** counted by one Lua
-//! script, so they hold exactly across any number of replicas, and a rejected request counts
-//! nothing.
+//! Create-time limits per service (docs/throttling.md; the settings in
+//! docs/decisions.md#service-settings): all checked **and** counted by one Lua script, so they
+//! hold exactly across any number of replicas, and a rejected request counts nothing.
 //!
 //! # Keys
 //! One hash tag per service, `{<prefix>:thr:<tenant>:<service>}` (written `T` below), so every
@@ -14,7 +14,7 @@
 //!   `max_queued`), `~w` → an upper bound of `T:win`'s size, `~wx` → when `T:win` expires,
 //!   `~seed` → until when the hash counts as checked against PostgreSQL.
 //!
-//! # Cost (DESIGN §9: 15 commands per immediate callback, create to COMPLETED)
+//! # Cost (docs/decisions.md#budgets: 15 commands per immediate callback, create to COMPLETED)
 //! An admission is `TIME`, `HMGET`, `ZADD`, `HSET`: the per-number 24 h window rides in the
 //! active hash instead of a ZSET of its own, the service windows are counted only when `~w`
 //! says one could be full, and `T:win`'s TTL is refreshed once per window length. A release
@@ -75,11 +75,13 @@ impl ThrottleKeys {
             tag: format!("{{{}:thr:{tenant}:{service}}}", keys.prefix()),
         }
     }
-    /// Service windows ZSET.
+    /// `T:win`: ZSET of the service's recent admissions (member callback id, score admission
+    /// ms), counted by both service windows.
     pub fn win(&self) -> String {
         format!("{}:win", self.tag)
     }
-    /// Active-callbacks HASH.
+    /// `T:act`: HASH of the service's active callbacks and per-number counts, plus the `~`
+    /// bookkeeping fields (see the module doc).
     pub fn act(&self) -> String {
         format!("{}:act", self.tag)
     }
@@ -133,31 +135,31 @@ impl Limits {
 pub enum Limit {
     /// `throttle_per_service_1` requests per `throttle_ttl_1` seconds.
     PerService1 {
-        /// Requests.
+        /// Admissions allowed in the window.
         limit: u32,
-        /// Seconds.
+        /// Window length in seconds.
         ttl: u32,
     },
     /// `throttle_per_service_2` requests per `throttle_ttl_2` seconds.
     PerService2 {
-        /// Requests.
+        /// Admissions allowed in the window.
         limit: u32,
-        /// Seconds.
+        /// Window length in seconds.
         ttl: u32,
     },
     /// `throttle_per_number_24h` immediate requests per number per 24 h.
     PerNumber24h {
-        /// Requests.
+        /// Immediate admissions allowed per number in any 24 h.
         limit: u32,
     },
     /// `in_queue_checking`: active callbacks per number.
     InQueue {
-        /// Active callbacks.
+        /// Active callbacks one number may hold on the service (2, or 1 when strict).
         limit: u32,
     },
     /// `max_queued`: active callbacks per service.
     MaxQueued {
-        /// Active callbacks.
+        /// Active callbacks the service may hold.
         limit: u32,
     },
 }
@@ -189,7 +191,7 @@ impl Limit {
 /// A refused request: which limit, and when it frees up (when that is known).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejection {
-    /// The limit.
+    /// Which limit refused it, with the figures the 429 message quotes.
     pub limit: Limit,
     /// When the next request would pass (windows only; active limits free up on completion).
     pub frees_at: Option<Timestamp>,
@@ -221,7 +223,7 @@ impl Rejection {
     }
 }
 
-/// The script's answer.
+/// What the admission script decided for one create.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     /// Counted; the reservation is the callback id.
@@ -552,11 +554,11 @@ pub async fn release(
 /// One callback as the seed needs it.
 #[derive(Debug, Clone)]
 pub struct SeedEntry {
-    /// Callback id.
+    /// The callback, as counted in `T:act` and `T:win`.
     pub id: Uuid,
     /// Throttle number key (E.164 digits, else digits as given).
     pub number: String,
-    /// Creation time, ms.
+    /// Creation time in epoch ms (PostgreSQL's `created_at`): places it in the windows.
     pub created_ms: i64,
     /// Created as an immediate callback.
     pub immediate: bool,

@@ -92,11 +92,11 @@ fn hash_tag(key: &str) -> Option<&str> {
 /// call).
 #[derive(Debug, Clone)]
 pub struct Entry {
-    /// Callback id.
+    /// The callback the entry is about (part of the dedupe key).
     pub id: Uuid,
     /// Dispatch attempt (part of the dedupe key).
     pub attempt: i16,
-    /// Field/value pairs.
+    /// Field/value pairs in `XADD` order; the contract is in docs/voice-platform.md#stream-entries.
     pub fields: Vec<(&'static str, String)>,
 }
 
@@ -152,7 +152,7 @@ pub fn control_entry(id: Uuid, attempt: i16, action: &str) -> Entry {
 /// A cancel owed to the voice platform (`control_pending` in PostgreSQL).
 #[derive(Debug, Clone, Copy)]
 pub struct OwedCancel {
-    /// Callback id.
+    /// The cancelled callback.
     pub id: Uuid,
     /// The attempt the cancel is about.
     pub attempt: i16,

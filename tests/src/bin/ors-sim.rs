@@ -40,20 +40,20 @@ enum Dist {
 #[derive(Debug, Parser)]
 #[command(name = "ors-sim", about = "Voice-platform simulator for Engage")]
 struct Args {
-    /// Voice Redis URL.
+    /// The voice Redis to read the streams from.
     #[arg(
         long,
         env = "VOICE_REDIS_URL",
         default_value = "redis://127.0.0.1:6391"
     )]
     redis: String,
-    /// New-callback stream.
+    /// Stream of submissions to consume (Engage's `VOICE_STREAM`).
     #[arg(long, env = "VOICE_STREAM", default_value = "NewCallbackStream")]
     stream: String,
-    /// Control stream.
+    /// Stream of cancels to honour (Engage's control stream).
     #[arg(long, env = "CONTROL_STREAM", default_value = "CallbackControlStream")]
     control: String,
-    /// Consumer group.
+    /// Consumer group on the submission stream (simulators in one group share the work).
     #[arg(long, default_value = "ors-sim")]
     group: String,
     /// Consumer name (default: `ors-sim-<pid>`).
@@ -71,7 +71,7 @@ struct Args {
     /// Mean handling time, ms.
     #[arg(long, default_value_t = 2_000)]
     handle_ms: u64,
-    /// Handling-time distribution.
+    /// How handling times are drawn around `--handle-ms`.
     #[arg(long, value_enum, default_value_t = Dist::Exp)]
     dist: Dist,
     /// Share of calls that fail (FAIL_CALL_TO_CUSTOMER), 0..1.

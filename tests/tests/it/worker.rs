@@ -190,7 +190,7 @@ async fn worker_dispatch_timing_fields_and_sigterm() {
     let (total, distinct, per) = stream_census(&voice_url, &stream).await;
     assert_eq!((total, distinct), (2, 2), "{per:?}");
 
-    // The entry carries the fields of DESIGN §3.
+    // The entry carries the fields of docs/voice-platform.md#stream-entries.
     let entries = stream_entries(&mut voice, &stream).await;
     let (_, f) = entries
         .iter()

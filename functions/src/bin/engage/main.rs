@@ -64,10 +64,10 @@ enum Command {
 enum TenantCmd {
     /// Create a tenant.
     Create {
-        /// Contact-center id.
+        /// Contact-center id (ccid): 1–64 of `A-Za-z0-9_.-`, starting with a letter or digit.
         #[arg(long)]
         id: String,
-        /// Display name.
+        /// Human-readable name, for admins only.
         #[arg(long)]
         name: String,
     },
@@ -77,10 +77,10 @@ enum TenantCmd {
 enum ApikeyCmd {
     /// Create an API key (printed once).
     Create {
-        /// Tenant id.
+        /// Contact-center id of an existing tenant.
         #[arg(long)]
         tenant: String,
-        /// Label.
+        /// Free-text note on what the key is for (shown when keys are listed).
         #[arg(long, default_value = "")]
         label: String,
     },
@@ -90,13 +90,13 @@ enum ApikeyCmd {
 enum ServiceCmd {
     /// Create or replace a service from a JSON settings file.
     Put {
-        /// Tenant id.
+        /// Contact-center id of an existing tenant.
         #[arg(long)]
         tenant: String,
         /// Service name (defaults to the file's "name").
         #[arg(long)]
         name: Option<String>,
-        /// JSON file with the settings (DESIGN §10 columns).
+        /// JSON file with the settings (columns: docs/decisions.md#service-settings).
         #[arg(long)]
         file: PathBuf,
     },

@@ -6,7 +6,9 @@
 //! kind of callback, the desired time is in range) and returns the [`Admission`];
 //! [`book`] then applies the plan to it (open hours, the slot and its capacity).
 //!
-//! Decisions (docs/slot-grid.md for the grid; GES leaves these open):
+//! Decisions (GES leaves these open: docs/ges-behavior.md#capacity-and-scheduling; the same
+//! list is in docs/decisions.md#scheduling-decisions, capacity in
+//! docs/decisions.md#capacity-rules, the grid in docs/slot-grid.md):
 //! - **Scheduled, inside business hours**: the callback takes one place in the slot containing
 //!   its desired time, claimed in the statement that inserts it (`shared::db::slots`). A full
 //!   slot (or one whose capacity is 0) answers 429 with `data.slots` proposing the nearest open

@@ -21,7 +21,7 @@ pub(crate) struct Run {
     pub(crate) latency: Histogram<u64>,
     /// Non-2xx responses and transport errors.
     pub(crate) errors: u64,
-    /// Requests attempted.
+    /// Requests sent, whatever their outcome (successes + `errors`).
     pub(crate) attempted: u64,
 }
 
@@ -125,7 +125,7 @@ pub(crate) async fn open_loop(make: MakeRequest, rate: u32, dur: Duration) -> Ru
     }
 }
 
-/// The median of a list.
+/// The middle value of `v` (the upper one of an even count); 0 for an empty list.
 pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     if v.is_empty() { 0.0 } else { v[v.len() / 2] }

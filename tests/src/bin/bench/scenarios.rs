@@ -16,7 +16,7 @@ use crate::{
     load::{self, MakeRequest, Run, median},
 };
 
-/// Run lengths.
+/// What `just bench` runs: run lengths, repeats and which scenarios (`--quick`, `--only`).
 #[derive(Debug, Clone)]
 pub(crate) struct Options {
     /// Length of one load run.
@@ -53,15 +53,15 @@ impl Options {
 pub(crate) struct Figure {
     /// What was measured.
     pub(crate) name: String,
-    /// The value.
+    /// The measured value, in `unit` (the figure's name says which statistic: median, p99, …).
     pub(crate) value: f64,
-    /// Unit.
+    /// Unit of `value` as printed (`ms`, `callbacks/s`, `MB`, …).
     pub(crate) unit: String,
     /// Ceiling measured in the same run, and what it is.
     pub(crate) ceiling: Option<(f64, String)>,
-    /// Budget from DESIGN §9.
+    /// Budget (docs/decisions.md#budgets).
     pub(crate) budget: Option<String>,
-    /// GES's figure.
+    /// GES's published figure for the same thing, as text (docs/ges-behavior.md#sizing-figures).
     pub(crate) ges: Option<String>,
     /// Whether the budget is met.
     pub(crate) met: Option<bool>,
@@ -70,15 +70,15 @@ pub(crate) struct Figure {
 /// Everything the report shows.
 #[derive(Debug, Default)]
 pub(crate) struct Results {
-    /// CPU and cores.
+    /// The machine's CPU model and core count, printed at the top of the report.
     pub(crate) machine: String,
     /// Figures in report order.
     pub(crate) figures: Vec<Figure>,
     /// Scenarios not measured, with the reason.
     pub(crate) missing: Vec<String>,
-    /// Observations.
+    /// Remarks printed under the table (partial runs, CPU split, ceilings).
     pub(crate) notes: Vec<String>,
-    /// Chart file names.
+    /// SVG charts written next to the report, linked from it.
     pub(crate) charts: Vec<String>,
     /// The empty axum route's req/s in this run (the ceiling of the read endpoints).
     pub(crate) http_ceiling: Option<f64>,

@@ -27,15 +27,16 @@ const STUCK_AFTER_MS: i64 = 60_000;
 /// One audit's findings.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Findings {
-    /// Acknowledged creates.
+    /// Creates the client saw answered 200 (the ledger the audit checks against).
     pub(crate) acked: usize,
-    /// Lost callbacks.
+    /// Acknowledged creates missing from PostgreSQL, plus attempts recorded as submitted with
+    /// no voice entry (module doc).
     pub(crate) lost: usize,
-    /// Extra voice entries.
+    /// Voice entries beyond the first of one (callback, attempt).
     pub(crate) duplicated: usize,
-    /// Cancelled but dialled.
+    /// Accepted cancels whose callback was (or may still be) dialled (module doc).
     pub(crate) cancelled_dialled: usize,
-    /// Stuck callbacks.
+    /// Callbacks more than 60 s late into the voice stream, or past their TTL (module doc).
     pub(crate) stuck: usize,
     /// Queue-view members wrong either way.
     pub(crate) view_mismatch: usize,

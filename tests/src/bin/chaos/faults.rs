@@ -49,7 +49,7 @@ pub(crate) const ALL: [Fault; 9] = [
 /// Lengths of a run (full or `--quick`).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Timing {
-    /// Creates per second.
+    /// Creates per second the load generator sends during the row.
     pub(crate) rate: u32,
     /// Load before the fault.
     pub(crate) before: Duration,

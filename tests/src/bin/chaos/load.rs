@@ -35,7 +35,7 @@ pub(crate) struct Acked {
 /// An accepted cancel.
 #[derive(Debug, Clone)]
 pub(crate) struct Cancelled {
-    /// Callback id.
+    /// The cancelled callback's id.
     pub(crate) id: String,
     /// When the acceptance reached the client (ms).
     pub(crate) answered_ms: i64,

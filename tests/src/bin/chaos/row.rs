@@ -21,7 +21,7 @@ use crate::{
 /// What a row found.
 #[derive(Debug)]
 pub(crate) struct RowResult {
-    /// The fault.
+    /// The fault the row injected.
     pub(crate) fault: Fault,
     /// The last audit (none when the row could not run).
     pub(crate) findings: Option<Findings>,

@@ -66,7 +66,7 @@ pub(crate) struct StackOptions {
 pub(crate) struct Stack {
     /// Processes' environment (schema, prefix, streams, URLs).
     pub(crate) env: TestEnv,
-    /// The service Redis.
+    /// The service Redis (private; standalone or cluster per row), which the faults target.
     pub(crate) redis: ServiceRedis,
     /// The voice Redis (append-only, fsync always: it keeps its streams across a restart).
     pub(crate) voice: PrivateRedis,
@@ -74,9 +74,9 @@ pub(crate) struct Stack {
     pub(crate) apis: Vec<Option<Engage>>,
     /// External base URLs the load generator spreads requests over.
     pub(crate) targets: Arc<RwLock<Vec<String>>>,
-    /// The worker.
+    /// The dispatcher process (`None` only for the moment a restart replaces it).
     pub(crate) worker: Option<WorkerProc>,
-    /// The voice-platform simulator.
+    /// The voice-platform simulator (`ors-sim`) consuming the voice stream and posting events.
     pub(crate) sim: Proc,
     /// API key of the tenant.
     pub(crate) key: String,

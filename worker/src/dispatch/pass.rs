@@ -1,0 +1,299 @@
+//! One claim-and-submit pass over one shard: claim → load → triage (release, move, pace) →
+//! hand off to the voice stream → record in PostgreSQL → queue views → settle.
+//!
+//! Every step only *decides* what happens to its claims, in the pass's
+//! [`Ledger`](super::settle::Ledger); the claims are settled once, at the end, by
+//! [`pass`] whether the steps succeeded or failed (see [`super::settle`] for the
+//! exactly-once story).
+
+use std::{collections::HashMap, time::Duration};
+
+use shared::{
+    db::dispatch::{self, DueCallback, Submitted},
+    metrics,
+    model::ServiceSettings,
+    redis::{RedisConn, queue, voice},
+};
+use uuid::Uuid;
+
+use super::settle::Ledger;
+use crate::{
+    Backoff, Worker, claim, entry,
+    error::Cause,
+    pacing::{NotNow, Pacer},
+};
+
+/// Due entries whose row says otherwise by more than this are moved to the row's time.
+const EARLY_TOLERANCE_MS: i64 = 1_000;
+/// Tries at recording a hand-off before the pass gives up and keeps the claims.
+const RECORD_TRIES: usize = 4;
+
+/// What one shard pass found.
+#[derive(Debug, Default)]
+pub struct ShardPass {
+    /// How many members the claim took (callback ids and junk).
+    pub claimed: usize,
+    /// Earliest due score of the shard after the pass (ms, Redis clock).
+    pub next_due_ms: Option<i64>,
+    /// Earliest lease deadline of the shard.
+    pub next_lease_ms: Option<i64>,
+    /// Redis time of the claim.
+    pub now_ms: i64,
+}
+
+/// Why a pass failed (decides the backoff and the health metrics).
+#[derive(Debug)]
+pub enum PassError {
+    /// The service Redis failed the claim or the settlement.
+    ServiceRedis(redis::RedisError),
+    /// The voice Redis refused the hand-off (the batch went back to the schedule).
+    Voice(redis::RedisError),
+    /// The claimed rows could not be read (they went back to the schedule).
+    Load(shared::Error),
+    /// Handed off but not recorded after [`RECORD_TRIES`] tries (the claims stay in flight).
+    NotRecorded(shared::Error),
+}
+
+impl std::fmt::Display for PassError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::ServiceRedis(e) => write!(f, "service redis: {e}"),
+            Self::Voice(e) => write!(f, "voice redis: {e}"),
+            Self::Load(e) => write!(f, "database (loading claimed callbacks): {}", Cause(e)),
+            Self::NotRecorded(e) => write!(f, "database (recording submissions): {}", Cause(e)),
+        }
+    }
+}
+
+/// A callback cleared to go now, with its service's settings.
+struct Ready<'a> {
+    cb: &'a DueCallback,
+    settings: ServiceSettings,
+}
+
+fn local_ms() -> i64 {
+    jiff::Timestamp::now().as_millisecond()
+}
+
+/// One pass over `shard`: claims, works through the claims, and settles each claim once.
+pub async fn pass(w: &Worker, shard: u16, pacer: &mut Pacer) -> Result<ShardPass, PassError> {
+    let mut conn = w.redis.conn().await.map_err(PassError::ServiceRedis)?;
+    let (batch, lease) = (w.cfg.worker.worker_batch, w.cfg.worker.worker_lease_ms);
+    let c = claim::claim(&mut conn, &w.keys, shard, batch, lease)
+        .await
+        .map_err(PassError::ServiceRedis)?;
+    let mut ledger = Ledger::new(shard, &c);
+    let worked = work(w, &mut conn, c.now_ms, &mut ledger, pacer).await;
+    let next_due_ms = [c.next_due_ms, ledger.earliest_hand_back()]
+        .into_iter()
+        .flatten()
+        .min();
+    let settled = ledger.settle(&mut conn, &w.keys).await;
+    match (worked, settled) {
+        (Ok(()), Ok(_)) => Ok(ShardPass {
+            claimed: c.ids.len() + c.junk.len(),
+            next_due_ms,
+            next_lease_ms: c.next_lease_ms,
+            now_ms: c.now_ms,
+        }),
+        (Ok(()), Err(e)) => Err(PassError::ServiceRedis(e)),
+        (Err(e), Ok(_)) => Err(e),
+        (Err(e), Err(e2)) => {
+            // The leases run out and the claims are re-claimed then.
+            tracing::warn!(error = %e2, "settling the claims of a failed pass failed too");
+            Err(e)
+        }
+    }
+}
+
+/// The steps of a pass between claim and settlement; each decides fates in `ledger`.
+async fn work(
+    w: &Worker,
+    conn: &mut RedisConn,
+    now_ms: i64,
+    ledger: &mut Ledger,
+    pacer: &mut Pacer,
+) -> Result<(), PassError> {
+    let ids = ledger.ids().to_vec();
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let rows = match load(w, &ids).await {
+        Ok(rows) => rows,
+        Err(e) => {
+            // Keep them due: back in the schedule one second from now.
+            for id in &ids {
+                ledger.hand_back(*id, now_ms + 1_000);
+            }
+            return Err(PassError::Load(e));
+        }
+    };
+    let ready = triage(&ids, &rows, now_ms, pacer, ledger);
+    if ready.is_empty() {
+        return Ok(());
+    }
+    hand_off(w, &ready, ledger).await?;
+    let marked = record(w, &ready).await?;
+    for r in &ready {
+        ledger.release(r.cb.id);
+    }
+    enqueue_views(w, conn, &ready, marked).await;
+    Ok(())
+}
+
+async fn load(w: &Worker, ids: &[Uuid]) -> Result<Vec<DueCallback>, shared::Error> {
+    let client = w.db.get().await?;
+    dispatch::load(&client, ids).await
+}
+
+/// Sorts the claimed rows: no longer pending → released; moved later → handed back at the
+/// row's time; held by pacing → handed back when it may go; the rest are ready.
+fn triage<'a>(
+    ids: &[Uuid],
+    rows: &'a [DueCallback],
+    now_ms: i64,
+    pacer: &mut Pacer,
+    ledger: &mut Ledger,
+) -> Vec<Ready<'a>> {
+    let by_id: HashMap<Uuid, &DueCallback> = rows.iter().map(|r| (r.id, r)).collect();
+    let mut ready = Vec::new();
+    // Per service: how many were paced already in this pass (spaces them by the rate).
+    let mut deferred: HashMap<(&str, &str), u32> = HashMap::new();
+    for id in ids {
+        // Purged, cancelled, submitted, or moved on.
+        let Some(cb) = by_id.get(id).copied().filter(|cb| cb.pending()) else {
+            ledger.release(*id);
+            continue;
+        };
+        let dispatch_ms = cb.dispatch_at.as_millisecond();
+        if dispatch_ms > now_ms + EARLY_TOLERANCE_MS {
+            ledger.hand_back(*id, dispatch_ms); // re-scheduled (retry) after it was indexed
+            continue;
+        }
+        let settings = cb.settings.clone().unwrap_or_default();
+        match pacer.admit(&cb.tenant, &cb.service, settings.dispatch_rate_per_second) {
+            Ok(()) => ready.push(Ready { cb, settings }),
+            Err(not_now) => {
+                let k = deferred
+                    .entry((cb.tenant.as_str(), cb.service.as_str()))
+                    .or_default();
+                ledger.hand_back(*id, now_ms + paced_delay_ms(not_now, k));
+                ::metrics::counter!(metrics::DISPATCH_PACED).increment(1);
+            }
+        }
+    }
+    ready
+}
+
+/// How long the `k`-th paced callback of a service waits; counts it.
+fn paced_delay_ms(not_now: NotNow, k: &mut u32) -> i64 {
+    let delay = not_now.wait + not_now.spacing * *k;
+    *k += 1;
+    i64::try_from(delay.as_millis())
+        .unwrap_or(i64::MAX / 2)
+        .max(1)
+}
+
+/// Hands `ready` to the voice stream in one deduplicating script. When the voice Redis refuses
+/// it, the batch goes back to the schedule as still due (the dedupe key makes the retry safe
+/// even if the refused call did reach Redis).
+async fn hand_off(w: &Worker, ready: &[Ready<'_>], ledger: &mut Ledger) -> Result<(), PassError> {
+    let entries: Vec<voice::Entry> = ready
+        .iter()
+        .map(|r| entry::build(r.cb, &r.settings, &w.cfg.voice.ges_url))
+        .collect();
+    let horizon = i64::try_from(w.cfg.worker.worker_stream_horizon_s).unwrap_or(0) * 1_000;
+    let trim_before = if horizon > 0 { local_ms() - horizon } else { 0 };
+    let submitted = async {
+        let mut v = w.voice.conn().await?;
+        let stream = &w.cfg.voice.voice_stream;
+        voice::submit(&mut v, stream, "sub", &entries, trim_before).await
+    }
+    .await;
+    match submitted {
+        Ok(added) => {
+            metrics::set_health(metrics::ORS_REDIS_STATUS, true);
+            count_hand_off(ready, &added);
+            Ok(())
+        }
+        Err(e) => {
+            ::metrics::counter!(metrics::CB_SUBMIT_FAILED).increment(ready.len() as u64);
+            let now = local_ms();
+            for r in ready {
+                ledger.hand_back(r.cb.id, r.cb.dispatch_at.as_millisecond().min(now));
+            }
+            Err(PassError::Voice(e))
+        }
+    }
+}
+
+/// Dispatch metrics of one hand-off (`added[i]`: entry `i` was new to the stream).
+fn count_hand_off(ready: &[Ready<'_>], added: &[bool]) {
+    let now = local_ms();
+    let mut fresh = 0u64;
+    for (r, was_added) in ready.iter().zip(added) {
+        if *was_added {
+            fresh += 1;
+            let late = (now - r.cb.dispatch_at.as_millisecond()).max(0) as f64 / 1_000.0;
+            ::metrics::histogram!(metrics::DISPATCH_LATENESS).record(late);
+        }
+    }
+    ::metrics::counter!(metrics::DISPATCHED).increment(fresh);
+    ::metrics::counter!(metrics::DISPATCH_DUPLICATES).increment(ready.len() as u64 - fresh);
+}
+
+/// Records the hand-off in PostgreSQL (a few tries); returns the ids marked now with their
+/// submission time (ms). Failing, the claims stay in flight: the lease runs out, and the
+/// re-claim finds the dedupe key and records them then.
+async fn record(w: &Worker, ready: &[Ready<'_>]) -> Result<Vec<(Uuid, i64)>, PassError> {
+    let items: Vec<Submitted> = ready
+        .iter()
+        .map(|r| Submitted {
+            id: r.cb.id,
+            attempt: r.cb.attempt,
+            ttl_seconds: i32::try_from(r.settings.ttl_seconds).unwrap_or(i32::MAX),
+        })
+        .collect();
+    let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_millis(400));
+    let mut tries = 0;
+    loop {
+        let r = async {
+            let client = w.db.get().await?;
+            dispatch::mark_submitted(&client, &items).await
+        }
+        .await;
+        tries += 1;
+        match r {
+            Ok(marked) => return Ok(marked),
+            Err(e) if tries >= RECORD_TRIES => return Err(PassError::NotRecorded(e)),
+            Err(e) => tracing::warn!(error = %e, "marking submitted failed; retrying"),
+        }
+        tokio::time::sleep(backoff.next_delay()).await;
+    }
+}
+
+/// Adds what became QUEUED now to its service's queue view (positionInQueue). A failure is
+/// counted and left to the sweep's view repair.
+async fn enqueue_views(
+    w: &Worker,
+    conn: &mut RedisConn,
+    ready: &[Ready<'_>],
+    marked: Vec<(Uuid, i64)>,
+) {
+    let when: HashMap<Uuid, i64> = marked.into_iter().collect();
+    let mut views: HashMap<(&str, &str), Vec<(Uuid, i64)>> = HashMap::new();
+    for r in ready {
+        if let Some(t) = when.get(&r.cb.id) {
+            views
+                .entry((r.cb.tenant.as_str(), r.cb.service.as_str()))
+                .or_default()
+                .push((r.cb.id, queue::score(r.cb.priority, *t)));
+        }
+    }
+    for ((tenant, service), members) in views {
+        if let Err(e) = queue::enqueue(conn, &w.keys, tenant, service, &members).await {
+            ::metrics::counter!(metrics::REDIS_WRITE_FAILED, "op" => "queue_view").increment(1);
+            tracing::warn!(error = %e, "queue view update failed; the reconciler repairs it");
+        }
+    }
+}
