@@ -237,3 +237,44 @@ async fn book(
         }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+    use shared::model::callback::{
+        MAX_PHONE, MAX_PUSH_TARGETS, MAX_PUSH_TOKEN, MAX_SERVICE_NAME, MAX_TEXT, MIN_PHONE_DIGITS,
+    };
+
+    use super::MAX_IDEMPOTENCY_KEY;
+
+    /// The limits the served OpenAPI document publishes are the validator's constants (whose
+    /// own test checks the validator draws its lines there).
+    #[test]
+    fn openapi_limits_are_the_validators() {
+        let doc = crate::openapi::document();
+        let schemas = &doc["components"]["schemas"];
+        let create = &schemas["CreateCallbackParms"]["properties"];
+        let n = |v: &Value| v.as_u64().and_then(|n| usize::try_from(n).ok());
+        assert_eq!(
+            n(&create["serviceName"]["maxLength"]),
+            Some(MAX_SERVICE_NAME)
+        );
+        assert_eq!(n(&create["phoneNumber"]["maxLength"]), Some(MAX_PHONE));
+        assert_eq!(
+            n(&create["phoneNumber"]["minLength"]),
+            Some(MIN_PHONE_DIGITS)
+        );
+        assert_eq!(
+            n(&create["pushTargets"]["maxItems"]),
+            Some(MAX_PUSH_TARGETS)
+        );
+        for field in ["surveyRP", "routePoint", "captchaToken"] {
+            assert_eq!(n(&create[field]["maxLength"]), Some(MAX_TEXT), "{field}");
+        }
+        let target = &schemas["PushTarget"]["properties"]["target"];
+        assert_eq!(n(&target["maxLength"]), Some(MAX_PUSH_TOKEN));
+        let header = &doc["paths"]["/engagement/v3/callbacks/create"]["post"]["parameters"][0];
+        assert_eq!(header["name"], "Idempotency-Key");
+        assert_eq!(n(&header["schema"]["maxLength"]), Some(MAX_IDEMPOTENCY_KEY));
+    }
+}
