@@ -4,7 +4,8 @@
 //! by create (`model::callback`) and read by the worker's voice-stream entry, so a key cannot
 //! be renamed on one side only. The stored format is the JSON create has always written: old
 //! rows read unchanged, and keys this struct does not name are kept in [`CallbackAttrs::other`].
-//! What each field accepts is in docs/create-fields.md.
+//! What each field accepts is in docs/create-fields.md (the struct:
+//! docs/create-fields.md#stored-attributes).
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Number, Value};

@@ -39,27 +39,49 @@ async fn create(e: &Engage, key: &str, body: Value) -> (u16, Option<String>, Val
     (code, retry, resp.json().await.unwrap_or(Value::Null))
 }
 
+/// An engage with tenant `acme` and service `s` (15-minute slots, `settings` added); creates
+/// ask for five past the slot at noon in two days.
+struct Slotted {
+    env: TestEnv,
+    e: Engage,
+    key: String,
+    slot: Timestamp,
+}
+
+impl Slotted {
+    async fn start(settings: Value) -> Self {
+        let env = TestEnv::new();
+        let e = Engage::start(&env, &[]).await;
+        let key = e.tenant("acme").await;
+        let mut all = json!({"slot_minutes": 15, "in_queue_checking": false});
+        if let (Some(all), Value::Object(extra)) = (all.as_object_mut(), settings) {
+            all.extend(extra);
+        }
+        e.service("acme", "s", all).await;
+        let slot = noon_in_two_days();
+        Self { env, e, key, slot }
+    }
+
+    async fn book(&self, phone: &str) -> (u16, Option<String>, Value) {
+        let at = wire(self.slot + SignedDuration::from_mins(5));
+        let body = json!({"serviceName": "s", "phoneNumber": phone, "desiredTime": at});
+        create(&self.e, &self.key, body).await
+    }
+}
+
 /// A slot claim goes through the transactional path; a throttle refusal there was taken for a
 /// full slot by its shape (a 429 without data) and answered "fully booked" with proposals and
 /// without `Retry-After`.
 #[tokio::test]
 async fn a_throttled_slot_claim_answers_its_limit_not_a_full_slot() {
-    let env = TestEnv::new();
-    let e = Engage::start(&env, &[]).await;
-    let key = e.tenant("acme").await;
-    e.service(
-        "acme",
-        "s",
-        json!({"slot_minutes": 15, "slot_capacity": 10, "in_queue_checking": false,
-               "throttle_per_service_1": 1, "throttle_ttl_1": 300}),
+    let t = Slotted::start(
+        json!({"slot_capacity": 10, "throttle_per_service_1": 1, "throttle_ttl_1": 300}),
     )
     .await;
-    let at = wire(noon_in_two_days() + SignedDuration::from_mins(5));
-    let body = |phone: &str| json!({"serviceName": "s", "phoneNumber": phone, "desiredTime": at});
-    let (code, _, first) = create(&e, &key, body("+15550000001")).await;
+    let (code, _, first) = t.book("+15550000001").await;
     assert_eq!(code, 200, "{first}");
 
-    let (code, retry, second) = create(&e, &key, body("+15550000002")).await;
+    let (code, retry, second) = t.book("+15550000002").await;
     assert_eq!(code, 429, "{second}");
     let message = second["status"]["message"].as_str().unwrap_or_default();
     assert!(
@@ -68,8 +90,10 @@ async fn a_throttled_slot_claim_answers_its_limit_not_a_full_slot() {
     );
     assert!(second.get("data").is_none(), "no proposals: {second}");
     assert!(retry.is_some(), "Retry-After is sent for a window limit");
-    let pg = env.pg().await;
-    let booked: i32 = pg
+    let booked: i32 = t
+        .env
+        .pg()
+        .await
         .query_one(
             "SELECT coalesce(sum(booked), 0)::int FROM slot_bookings",
             &[],
@@ -83,26 +107,15 @@ async fn a_throttled_slot_claim_answers_its_limit_not_a_full_slot() {
 /// The insert's full slot is a typed refusal carrying the proposals.
 #[tokio::test]
 async fn a_full_slot_answers_with_proposals_and_without_retry_after() {
-    let env = TestEnv::new();
-    let e = Engage::start(&env, &[]).await;
-    let key = e.tenant("acme").await;
-    e.service(
-        "acme",
-        "s",
-        json!({"slot_minutes": 15, "slot_capacity": 1, "in_queue_checking": false}),
-    )
-    .await;
-    let slot = noon_in_two_days();
-    let at = wire(slot + SignedDuration::from_mins(5));
-    let body = |phone: &str| json!({"serviceName": "s", "phoneNumber": phone, "desiredTime": at});
-    assert_eq!(create(&e, &key, body("+15550000001")).await.0, 200);
-    let (code, retry, full) = create(&e, &key, body("+15550000002")).await;
+    let t = Slotted::start(json!({"slot_capacity": 1})).await;
+    assert_eq!(t.book("+15550000001").await.0, 200);
+    let (code, retry, full) = t.book("+15550000002").await;
     assert_eq!(code, 429, "{full}");
     assert_eq!(
         full["status"]["message"],
         format!(
             "the slot starting {} of service s is fully booked; data.slots proposes the nearest open slots",
-            wire(slot)
+            wire(t.slot)
         )
     );
     let proposed = full["data"]["slots"].as_object().expect("data.slots");

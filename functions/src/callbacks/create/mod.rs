@@ -1,6 +1,6 @@
 //! `POST /engagement/v3/callbacks/create`: book an immediate or scheduled callback.
 //!
-//! A pipeline, one step per module:
+//! A pipeline, one step per module (docs/create-fields.md#the-create-pipeline):
 //! 1. the body is validated field by field (`shared::model::callback`);
 //! 2. [`Ctx`] resolves the service (cached) and fixes the request's time;
 //! 3. [`admit`] decides, once and without a database, whether the callback is immediate or
