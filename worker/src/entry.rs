@@ -73,7 +73,7 @@ mod tests {
     use super::*;
     use jiff::Timestamp;
     use serde_json::json;
-    use shared::model::CallbackState;
+    use shared::{db::callbacks::StoredCallback, model::CallbackState};
 
     #[test]
     fn overrides_win_and_every_field_is_there() {
@@ -85,19 +85,23 @@ mod tests {
             panic!("attrs are an object");
         };
         let cb = DueCallback {
-            id: uuid::Uuid::nil(),
-            tenant: "t".into(),
-            service: "s".into(),
-            state: CallbackState::Queued,
-            phone_number: "+1 (212) 555-0100".into(),
-            phone_e164: Some("12125550100".into()),
-            desired_time: Timestamp::UNIX_EPOCH,
-            dispatch_at: Timestamp::UNIX_EPOCH,
-            priority: 3,
-            attempt: 2,
-            submitted_at: None,
-            attrs,
-            user_data: Some(json!({"a": 1})),
+            callback: StoredCallback {
+                id: uuid::Uuid::nil(),
+                tenant: "t".into(),
+                service: "s".into(),
+                state: CallbackState::Queued,
+                reason: None,
+                phone_number: "+1 (212) 555-0100".into(),
+                phone_e164: Some("12125550100".into()),
+                desired_time: Timestamp::UNIX_EPOCH,
+                dispatch_at: Timestamp::UNIX_EPOCH,
+                priority: 3,
+                attempt: 2,
+                submitted_at: None,
+                created_at: Timestamp::UNIX_EPOCH,
+                attrs,
+                user_data: Some(json!({"a": 1})),
+            },
             settings: None,
         };
         let settings = ServiceSettings::parse(json!({"dial_prefix": "9", "route_point": "5000"}))

@@ -270,7 +270,8 @@ pub async fn claim_idempotency_key(
     }))
 }
 
-/// A callback row as retrieve and cancel read it.
+/// A callback row: what retrieve and cancel read, and what the worker loads to dispatch
+/// (`db::dispatch::DueCallback` adds the service's settings).
 #[derive(Debug, Clone)]
 pub struct StoredCallback {
     /// The callback's id.
@@ -292,6 +293,8 @@ pub struct StoredCallback {
     /// When the worker hands the current attempt to the voice platform (desired time minus the
     /// lead time, or the retry time).
     pub dispatch_at: Timestamp,
+    /// Priority the callback started with (the voice platform raises it while it waits).
+    pub priority: i32,
     /// The current dial attempt, 1 for the first.
     pub attempt: i16,
     /// When the current attempt reached the voice stream.
@@ -305,7 +308,8 @@ pub struct StoredCallback {
 }
 
 impl StoredCallback {
-    fn from_row(r: &tokio_postgres::Row) -> Result<Self, Error> {
+    /// Reads a row selected with [`COLUMNS`] (each named as the table names it).
+    pub fn from_row(r: &tokio_postgres::Row) -> Result<Self, Error> {
         let state: String = r.get("state");
         let reason: Option<String> = r.get("reason");
         let attrs = match r.get::<_, Option<Value>>("attrs") {
@@ -323,6 +327,7 @@ impl StoredCallback {
             phone_e164: r.get("phone_e164"),
             desired_time: r.get("desired_time"),
             dispatch_at: r.get("dispatch_at"),
+            priority: r.get("priority"),
             attempt: r.get("attempt"),
             submitted_at: r.get("submitted_at"),
             created_at: r.get("created_at"),
@@ -352,15 +357,17 @@ impl StoredCallback {
     }
 }
 
-const COLUMNS: &str =
-    "id, tenant_id, service, state, reason, phone_number, phone_e164, desired_time, dispatch_at,
-    attempt, submitted_at, created_at, attrs, user_data";
+/// The columns [`StoredCallback::from_row`] reads, of the table aliased `c`.
+pub const COLUMNS: &str =
+    "c.id, c.tenant_id, c.service, c.state, c.reason, c.phone_number, c.phone_e164,
+    c.desired_time, c.dispatch_at, c.priority, c.attempt, c.submitted_at, c.created_at, c.attrs,
+    c.user_data";
 
 /// One callback of the tenant, or 404 (another tenant's id is 404 too: invariant 10).
 pub async fn get(db: &impl GenericClient, tenant: &str, id: Uuid) -> Result<StoredCallback, Error> {
     let row = super::stmt::query_opt(
         db,
-        &format!("SELECT {COLUMNS} FROM callbacks WHERE id = $1 AND tenant_id = $2"),
+        &format!("SELECT {COLUMNS} FROM callbacks c WHERE c.id = $1 AND c.tenant_id = $2"),
         &[&id, &tenant],
     )
     .await?
