@@ -17,7 +17,17 @@ use std::{
 use serde_json::{Value, json};
 
 mod cluster;
+mod fixtures;
+mod postgres;
+mod readback;
 pub use cluster::PrivateCluster;
+pub use fixtures::{
+    CANCEL, CREATE, Create, Fixture, RETRIEVE, in_secs, next_phone, open_service, serve_tenant,
+};
+pub use postgres::{PrivatePostgres, signal};
+pub use readback::{
+    Entry, command_total, commandstats, parse_commandstats, stream_census, stream_entries,
+};
 
 /// The admin token every test deployment uses.
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
@@ -116,15 +126,20 @@ pub struct TestEnv {
 }
 
 impl TestEnv {
-    /// A fresh environment on the standalone Redis.
+    /// A fresh environment on the shared PostgreSQL and standalone Redis.
     pub fn new() -> Self {
         let d = deps();
+        Self::on(&d.database_url, &d.redis_url, &d.voice_redis_url)
+    }
+
+    /// A fresh environment on the given servers (private ones of a fault test or chaos row).
+    pub fn on(database_url: &str, redis_url: &str, voice_redis_url: &str) -> Self {
         let id = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
         let mut vars = BTreeMap::new();
         for (k, v) in [
-            ("DATABASE_URL", d.database_url.as_str()),
-            ("REDIS_URL", d.redis_url.as_str()),
-            ("VOICE_REDIS_URL", d.voice_redis_url.as_str()),
+            ("DATABASE_URL", database_url),
+            ("REDIS_URL", redis_url),
+            ("VOICE_REDIS_URL", voice_redis_url),
             ("ADMIN_TOKEN", ADMIN_TOKEN),
             ("ORS_EVENTS_TOKEN", ORS_EVENTS_TOKEN),
             ("LOG_LEVEL", "INFO"),
@@ -412,6 +427,26 @@ impl Engage {
         send(req).await
     }
 
+    /// An admin `GET`.
+    pub async fn admin_get(&self, path: &str) -> (u16, Value) {
+        self.admin(reqwest::Method::GET, path, None).await
+    }
+
+    /// An admin `PUT` of `body`.
+    pub async fn admin_put(&self, path: &str, body: Value) -> (u16, Value) {
+        self.admin(reqwest::Method::PUT, path, Some(body)).await
+    }
+
+    /// An admin `POST` of `body`.
+    pub async fn admin_post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.admin(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    /// An admin `DELETE`.
+    pub async fn admin_delete(&self, path: &str) -> (u16, Value) {
+        self.admin(reqwest::Method::DELETE, path, None).await
+    }
+
     /// Creates a tenant and returns a fresh API key for it.
     pub async fn tenant(&self, id: &str) -> String {
         let (code, body) = self
@@ -471,16 +506,19 @@ impl Engage {
     /// The sum of every series of a counter or gauge on this process's internal `/metrics`
     /// (all label sets added up; 0 when the metric is absent).
     pub async fn metric_sum(&self, name: &str) -> f64 {
-        let text = self
-            .http
+        metric_sum(&self.metrics().await, name)
+    }
+
+    /// This process's internal `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        self.http
             .get(format!("{}/metrics", self.internal))
             .send()
             .await
             .expect("metrics scraped")
             .text()
             .await
-            .expect("metrics body");
-        metric_sum(&text, name)
+            .expect("metrics body")
     }
 }
 
@@ -494,6 +532,19 @@ pub fn metric_sum(text: &str, name: &str) -> f64 {
         })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
+}
+
+/// The `status.message` of an envelope ("" when absent).
+pub fn message(body: &Value) -> &str {
+    body["status"]["message"].as_str().unwrap_or("")
+}
+
+/// Asserts that an answer has status `code` and that its message mentions `part`.
+#[track_caller]
+pub fn assert_refused(answer: (u16, &Value), code: u16, part: &str) {
+    let (got, body) = answer;
+    assert_eq!(got, code, "{body}");
+    assert!(message(body).contains(part), "{part:?} not in {body}");
 }
 
 /// Sends a request; returns the status and the JSON body (`Null` when not JSON).
@@ -518,6 +569,49 @@ pub fn next_dst_change(zone: &str, spring: bool) -> (jiff::Timestamp, jiff::civi
         }
     }
     panic!("{zone} has no DST change ahead");
+}
+
+/// The next two daylight-saving changes of a zone and the name of the business-hours rule
+/// [`Engage::hours_on_dst_days`] put for them (the zone with `/` as `-`).
+#[derive(Debug, Clone)]
+pub struct DstDays {
+    /// When the clocks next jump forward.
+    pub spring_at: jiff::Timestamp,
+    /// The local date of that jump.
+    pub spring: jiff::civil::Date,
+    /// When the clocks next fall back.
+    pub fall_at: jiff::Timestamp,
+    /// The local date of that fall.
+    pub fall: jiff::civil::Date,
+    /// The business-hours rule's name.
+    pub name: String,
+}
+
+impl Engage {
+    /// Puts business hours of `tenant` in `zone`, open from 00:00 to `until` on the dates of
+    /// the zone's next two daylight-saving changes only.
+    pub async fn hours_on_dst_days(&self, tenant: &str, zone: &str, until: &str) -> DstDays {
+        let (spring_at, spring) = next_dst_change(zone, true);
+        let (fall_at, fall) = next_dst_change(zone, false);
+        let name = zone.replace('/', "-");
+        let (code, body) = self
+            .admin_put(
+                &format!("/ges/v1/tenants/{tenant}/business-hours/{name}"),
+                json!({"timezone": zone, "exceptions": [
+                    {"date": spring.to_string(), "open": [["00:00", until]]},
+                    {"date": fall.to_string(), "open": [["00:00", until]]}
+                ]}),
+            )
+            .await;
+        assert_eq!(code, 201, "{body}");
+        DstDays {
+            spring_at,
+            spring,
+            fall_at,
+            fall,
+            name,
+        }
+    }
 }
 
 /// A local wall-clock time of `zone` as an instant (earlier instant in an overlap).
@@ -609,6 +703,26 @@ impl PrivateRedis {
         matches!(s.read(&mut buf), Ok(n) if n > 0 && buf[0] == b':')
     }
 
+    /// SIGSTOP: connections stay open, nothing answers (a slow or partitioned Redis).
+    pub fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    /// SIGCONT after [`Self::freeze`].
+    pub fn thaw(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        if let Some(c) = &self.child {
+            let ok = Command::new("kill")
+                .args([sig, &c.id().to_string()])
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "kill {sig} private redis");
+        }
+    }
+
     /// Stops the server (SIGKILL; with persistence every write is already on disk).
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -664,33 +778,5 @@ impl WorkerProc {
             .await
             .expect("metrics body");
         metric_sum(&text, name)
-    }
-}
-
-/// Every entry of a stream as (entry id, fields).
-pub async fn stream_entries(
-    conn: &mut redis::aio::MultiplexedConnection,
-    stream: &str,
-) -> Vec<(String, BTreeMap<String, String>)> {
-    let mut out = Vec::new();
-    let mut start = "-".to_string();
-    loop {
-        let page: Vec<(String, std::collections::HashMap<String, String>)> = redis::cmd("XRANGE")
-            .arg(stream)
-            .arg(&start)
-            .arg("+")
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(conn)
-            .await
-            .expect("XRANGE");
-        let n = page.len();
-        for (id, fields) in page {
-            start = format!("({id}");
-            out.push((id, fields.into_iter().collect()));
-        }
-        if n < 1000 {
-            return out;
-        }
     }
 }

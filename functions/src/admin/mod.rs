@@ -11,6 +11,7 @@ pub mod publish;
 pub mod rules;
 pub mod services;
 pub mod tenants;
+pub mod versioned;
 
 use axum::Router;
 use shared::http::AppState;

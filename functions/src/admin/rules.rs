@@ -7,58 +7,41 @@
 //! fetched rule can be PUT back unchanged. DELETE is refused (409) while a live service uses
 //! the rule.
 
-use axum::{Router, extract::State, routing::get};
+use axum::Router;
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::{Map, Value};
 use shared::{
-    ApiError, db,
-    db::hours::{Kind, StoredRule},
+    ApiError,
+    db::hours::{CapacityKind, HoursKind},
     http::ApiResult,
-    http::{Admin, AppState, Envelope, Json, Path},
-    model::valid_name,
+    http::AppState,
+    model::{BusinessHours, CapacityRule},
 };
 
-/// Routes of both kinds.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/ges/v1/tenants/{ccid}/business-hours",
-            get(|s, a, p| list(s, a, p, Kind::BusinessHours)),
-        )
-        .route(
-            "/ges/v1/tenants/{ccid}/business-hours/{name}",
-            get(|s, a, p| show(s, a, p, Kind::BusinessHours))
-                .put(|s, a, p, b| put(s, a, p, b, Kind::BusinessHours))
-                .delete(|s, a, p| remove(s, a, p, Kind::BusinessHours)),
-        )
-        .route(
-            "/ges/v1/tenants/{ccid}/capacity-rules",
-            get(|s, a, p| list(s, a, p, Kind::CapacityRule)),
-        )
-        .route(
-            "/ges/v1/tenants/{ccid}/capacity-rules/{name}",
-            get(|s, a, p| show(s, a, p, Kind::CapacityRule))
-                .put(|s, a, p, b| put(s, a, p, b, Kind::CapacityRule))
-                .delete(|s, a, p| remove(s, a, p, Kind::CapacityRule)),
-        )
+use super::versioned::{self, AdminKind};
+
+impl AdminKind for HoursKind {
+    const PATH: &'static str = "business-hours";
+
+    fn validate(name: &str, body: Value) -> ApiResult<Map<String, Value>> {
+        let body = without_shown_fields(name, body)?;
+        canonical(&BusinessHours::parse(&body)?)
+    }
 }
 
-/// Validates and stores one rule (shared with the CLI); returns it and whether it is new.
-pub async fn put_rule(
-    state: &AppState,
-    kind: Kind,
-    tenant: &str,
-    name: &str,
-    mut body: Value,
-) -> ApiResult<(StoredRule, bool)> {
-    if !valid_name(name) {
-        return Err(ApiError::bad_request(format!(
-            "{} name must be 1-255 printable characters without '/'",
-            kind.noun()
-        )));
+impl AdminKind for CapacityKind {
+    const PATH: &'static str = "capacity-rules";
+
+    fn validate(name: &str, body: Value) -> ApiResult<Map<String, Value>> {
+        let body = without_shown_fields(name, body)?;
+        canonical(&CapacityRule::parse(&body)?)
     }
+}
+
+/// The body without the fields a GET adds (`name`, `version`, `updatedAt`), so a fetched rule
+/// can be PUT back unchanged; a `name` other than the URL's is refused.
+fn without_shown_fields(name: &str, mut body: Value) -> ApiResult<Value> {
     if let Some(obj) = body.as_object_mut() {
-        // Fields a GET adds; accepted back so a fetched rule can be PUT unchanged.
         if let Some(n) = obj.remove("name")
             && n.as_str() != Some(name)
         {
@@ -69,63 +52,20 @@ pub async fn put_rule(
         obj.remove("version");
         obj.remove("updatedAt");
     }
-    let spec = kind.validate(&body)?;
-    let client = state.db.get().await?;
-    Ok(db::hours::put(&client, kind, tenant, name, &spec).await?)
+    Ok(body)
 }
 
-async fn put(
-    State(state): State<AppState>,
-    _: Admin,
-    Path((ccid, name)): Path<(String, String)>,
-    Json(body): Json<Value>,
-    kind: Kind,
-) -> ApiResult<Envelope<StoredRule>> {
-    let (rule, created) = put_rule(&state, kind, &ccid, &name, body).await?;
-    Ok(if created {
-        Envelope::created(rule)
-    } else {
-        Envelope::ok(rule)
-    })
+/// The canonical JSON of a validated rule (what is stored and shown).
+fn canonical(rule: &impl Serialize) -> ApiResult<Map<String, Value>> {
+    match serde_json::to_value(rule).map_err(ApiError::internal)? {
+        Value::Object(spec) => Ok(spec),
+        other => Err(ApiError::internal(anyhow::anyhow!(
+            "a rule serialised to {other}, not an object"
+        ))),
+    }
 }
 
-async fn show(
-    State(state): State<AppState>,
-    _: Admin,
-    Path((ccid, name)): Path<(String, String)>,
-    kind: Kind,
-) -> ApiResult<Envelope<StoredRule>> {
-    let client = state.db.get().await?;
-    Ok(Envelope::ok(
-        db::hours::get(&client, kind, &ccid, &name).await?,
-    ))
-}
-
-async fn list(
-    State(state): State<AppState>,
-    _: Admin,
-    Path(ccid): Path<String>,
-    kind: Kind,
-) -> ApiResult<Envelope<Vec<StoredRule>>> {
-    let client = state.db.get().await?;
-    db::tenants::get(&client, &ccid).await?;
-    Ok(Envelope::ok(db::hours::list(&client, kind, &ccid).await?))
-}
-
-/// Result of a deletion.
-#[derive(Debug, Serialize)]
-pub struct Deleted {
-    /// The deleted rule's name.
-    pub name: String,
-}
-
-async fn remove(
-    State(state): State<AppState>,
-    _: Admin,
-    Path((ccid, name)): Path<(String, String)>,
-    kind: Kind,
-) -> ApiResult<Envelope<Deleted>> {
-    let client = state.db.get().await?;
-    db::hours::delete(&client, kind, &ccid, &name).await?;
-    Ok(Envelope::ok(Deleted { name }))
+/// Routes of both kinds.
+pub fn router() -> Router<AppState> {
+    versioned::router::<HoursKind>().merge(versioned::router::<CapacityKind>())
 }

@@ -34,7 +34,7 @@ async fn handler(
     let svc = db::services::find(&client, &tenant, &service)
         .await?
         .ok_or_else(|| ApiError::bad_request(format!("unknown service {service}")))?;
-    let s = &svc.settings;
+    let s = &svc.body;
     if !s.enabled {
         return Err(ApiError::bad_request(format!(
             "service {service} is disabled"

@@ -39,7 +39,7 @@ async fn handler(
     };
     let client = state.db.get().await?;
     let open_for = match db::services::find(&client, &tenant, &name).await? {
-        Some(svc) => db::hours::plan(&client, &tenant, &name, &svc.settings)
+        Some(svc) => db::hours::plan(&client, &tenant, &name, &svc.body)
             .await?
             .open_for(at),
         None => db::hours::business_hours(&client, &tenant, &name)

@@ -46,7 +46,7 @@ async fn handler(
     let service = wait::service(&state, &tenant, &queue)
         .await?
         .ok_or_else(|| ApiError::bad_request("unknown service"))?;
-    let s = &service.settings;
+    let s = &service.body;
     let ewt = wait::for_service(&state, &tenant, &queue, Mode::Mode2).await;
     let offer_immediate_callback = if s.enabled && s.immediate_enabled {
         let client = state.db.get().await?;

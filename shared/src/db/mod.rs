@@ -20,6 +20,7 @@ pub mod slots;
 pub mod stmt;
 pub mod tenants;
 pub mod throttle;
+pub mod versioned;
 
 use std::time::Duration;
 
@@ -77,6 +78,10 @@ pub async fn migrate(pool: &Pool, schema: Option<&str>) -> anyhow::Result<()> {
             .await?;
     }
     const LOCK: i64 = 0x656e_6761_6765; // "engage"
+    // Waiting for a peer's migration is expected, whatever `DB_LOCK_TIMEOUT_MS` says: without
+    // this a process with a short lock timeout would exit at start while another migrates.
+    // The session is not given back to the pool afterwards (see below).
+    client.batch_execute("SET lock_timeout = 0").await?;
     client
         .execute("SELECT pg_advisory_lock($1)", &[&LOCK])
         .await?;
@@ -86,6 +91,8 @@ pub async fn migrate(pool: &Pool, schema: Option<&str>) -> anyhow::Result<()> {
     client
         .execute("SELECT pg_advisory_unlock($1)", &[&LOCK])
         .await?;
+    // Closed, not pooled: its lock timeout is no longer the configured one.
+    drop(deadpool_postgres::Object::take(client));
     let report = result?;
     for m in report.applied_migrations() {
         tracing::info!(migration = %m.name(), version = m.version(), "migration applied");

@@ -9,15 +9,17 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use deadpool_postgres::GenericClient;
 use serde::Serialize;
 use serde_json::Value;
 
 use super::{
-    hours::{self, Kind},
-    services,
+    hours::{self, CapacityKind, HoursKind},
+    services::Services,
+    versioned::{self, Kind},
 };
 use crate::{
-    error::Error,
+    error::{Error, Result},
     model::{ServiceSettings, valid_name},
 };
 
@@ -37,8 +39,11 @@ pub struct PublishReport {
     pub disabled: Vec<String>,
 }
 
+/// One validated row: the service name and its settings.
+pub type Row = (String, ServiceSettings);
+
 /// Validates every row of a table: `(name, settings)` in table order, or the first row's error.
-pub fn parse_table(table: Value) -> Result<Vec<(String, ServiceSettings)>, Error> {
+pub fn parse_table(table: Value) -> Result<Vec<Row>> {
     let Value::Array(rows) = table else {
         return Err(Error::invalid(
             "the CALLBACK_SETTINGS table must be a JSON array of rows",
@@ -53,22 +58,7 @@ pub fn parse_table(table: Value) -> Result<Vec<(String, ServiceSettings)>, Error
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
     let mut out = Vec::with_capacity(rows.len());
     for (i, row) in rows.into_iter().enumerate() {
-        let name = match row.get("name") {
-            Some(Value::String(n)) if valid_name(n) => n.clone(),
-            Some(Value::String(n)) => {
-                return Err(Error::invalid(format!(
-                    "rows[{i}] ({n:?}): column name: must be 1-255 printable characters without '/'"
-                )));
-            }
-            _ if !row.is_object() => {
-                return Err(Error::invalid(format!("rows[{i}]: must be a JSON object")));
-            }
-            _ => {
-                return Err(Error::invalid(format!(
-                    "rows[{i}]: column name: is required (the service name)"
-                )));
-            }
-        };
+        let name = row_name(i, &row)?;
         if let Some(first) = seen.insert(name.clone(), i) {
             return Err(Error::invalid(format!(
                 "rows[{i}] ({name:?}): column name: duplicates rows[{first}]"
@@ -84,12 +74,26 @@ pub fn parse_table(table: Value) -> Result<Vec<(String, ServiceSettings)>, Error
     Ok(out)
 }
 
+/// The service name of row `i`.
+fn row_name(i: usize, row: &Value) -> Result<String> {
+    match row.get("name") {
+        Some(Value::String(n)) if valid_name(n) => Ok(n.clone()),
+        Some(Value::String(n)) => Err(Error::invalid(format!(
+            "rows[{i}] ({n:?}): column name: must be 1-255 printable characters without '/'"
+        ))),
+        _ if !row.is_object() => Err(Error::invalid(format!("rows[{i}]: must be a JSON object"))),
+        _ => Err(Error::invalid(format!(
+            "rows[{i}]: column name: is required (the service name)"
+        ))),
+    }
+}
+
 /// Applies a validated table in one transaction.
 pub async fn publish(
     client: &mut deadpool_postgres::Client,
     tenant: &str,
-    rows: Vec<(String, ServiceSettings)>,
-) -> Result<PublishReport, Error> {
+    rows: Vec<Row>,
+) -> Result<PublishReport> {
     let tx = client.transaction().await?;
     // Serialises publishes of one tenant without blocking inserts that reference the tenant.
     tx.query_opt(
@@ -98,40 +102,48 @@ pub async fn publish(
     )
     .await?
     .ok_or_else(|| Error::not_found(format!("no tenant {tenant}")))?;
+    // Rows cannot refer to rules that do not exist (docs/decisions.md#rule-references).
+    check_refs::<HoursKind>(&tx, tenant, &rows, |s| s.business_hours.as_ref()).await?;
+    check_refs::<CapacityKind>(&tx, tenant, &rows, |s| s.capacity_rule.as_ref()).await?;
+    let current = current(&tx, tenant).await?;
+    let report = apply(&tx, tenant, &rows, &current).await?;
+    tx.commit().await?;
+    Ok(report)
+}
 
-    // Rules the rows name must exist (docs/decisions.md#rule-references).
-    for kind in [Kind::BusinessHours, Kind::CapacityRule] {
-        let pick = |s: &ServiceSettings| match kind {
-            Kind::BusinessHours => s.business_hours.clone(),
-            Kind::CapacityRule => s.capacity_rule.clone(),
-        };
-        let wanted: Vec<String> = rows
-            .iter()
-            .filter_map(|(_, s)| pick(s))
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        if wanted.is_empty() {
-            continue;
-        }
-        let found: BTreeSet<String> = hours::existing(&tx, kind, tenant, &wanted)
-            .await?
-            .into_iter()
-            .collect();
-        for (i, (name, s)) in rows.iter().enumerate() {
-            if let Some(r) = pick(s)
-                && !found.contains(&r)
-            {
-                return Err(Error::invalid(format!(
-                    "rows[{i}] ({name:?}): column {}: no {} named {r:?}; create it first",
-                    kind.column(),
-                    kind.noun()
-                )));
-            }
+/// Every rule of kind `K` the rows name exists; else the first row naming a missing one.
+async fn check_refs<K: Kind>(
+    db: &impl GenericClient,
+    tenant: &str,
+    rows: &[Row],
+    pick: fn(&ServiceSettings) -> Option<&String>,
+) -> Result<()> {
+    let wanted: BTreeSet<String> = rows.iter().filter_map(|(_, s)| pick(s).cloned()).collect();
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    let wanted: Vec<String> = wanted.into_iter().collect();
+    let found: BTreeSet<String> = versioned::existing::<K>(db, tenant, &wanted)
+        .await?
+        .into_iter()
+        .collect();
+    for (i, (name, s)) in rows.iter().enumerate() {
+        if let Some(r) = pick(s)
+            && !found.contains(r)
+        {
+            return Err(Error::invalid(format!(
+                "rows[{i}] ({name:?}): column {}: no {} named {r:?}; create it first",
+                hours::setting::<K>(),
+                K::SPEC.noun
+            )));
         }
     }
+    Ok(())
+}
 
-    let current: BTreeMap<String, (Value, bool)> = tx
+/// The tenant's services: name → (stored settings, live).
+async fn current(db: &impl GenericClient, tenant: &str) -> Result<BTreeMap<String, (Value, bool)>> {
+    Ok(db
         .query(
             "SELECT name, settings, deleted_at IS NULL FROM services WHERE tenant_id = $1",
             &[&tenant],
@@ -139,25 +151,35 @@ pub async fn publish(
         .await?
         .iter()
         .map(|r| (r.get(0), (r.get(1), r.get(2))))
-        .collect();
+        .collect())
+}
 
+/// Creates or replaces every row that differs from the live service of its name, then
+/// disables the live, enabled services the table does not list.
+async fn apply(
+    db: &impl GenericClient,
+    tenant: &str,
+    rows: &[Row],
+    current: &BTreeMap<String, (Value, bool)>,
+) -> Result<PublishReport> {
     let mut report = PublishReport::default();
-    let listed: BTreeSet<&str> = rows.iter().map(|(n, _)| n.as_str()).collect();
-    for (name, settings) in &rows {
+    for (name, settings) in rows {
         let json = serde_json::to_value(settings).map_err(Error::internal)?;
         match current.get(name) {
             Some((stored, true)) if *stored == json => report.unchanged.push(name.clone()),
             _ => {
-                let (_, created) = services::put(&tx, tenant, name, settings).await?;
-                if created {
-                    report.created.push(name.clone());
+                let (_, created) = versioned::put::<Services>(db, tenant, name, settings).await?;
+                let list = if created {
+                    &mut report.created
                 } else {
-                    report.updated.push(name.clone());
-                }
+                    &mut report.updated
+                };
+                list.push(name.clone());
             }
         }
     }
-    for (name, (stored, live)) in &current {
+    let listed: BTreeSet<&str> = rows.iter().map(|(n, _)| n.as_str()).collect();
+    for (name, (stored, live)) in current {
         if !live || listed.contains(name.as_str()) {
             continue;
         }
@@ -165,11 +187,10 @@ pub async fn publish(
             serde_json::from_value(stored.clone()).map_err(Error::internal)?;
         if settings.enabled {
             settings.enabled = false;
-            services::put(&tx, tenant, name, &settings).await?;
+            versioned::put::<Services>(db, tenant, name, &settings).await?;
             report.disabled.push(name.clone());
         }
     }
-    tx.commit().await?;
     Ok(report)
 }
 

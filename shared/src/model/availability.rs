@@ -118,48 +118,8 @@ impl AvailabilityQuery {
     /// Parses the query parameters; `now` is the default start.
     pub fn parse(params: &BTreeMap<String, String>, now: Timestamp) -> Result<Self, Error> {
         let zone = Zone::from_param(params.get("timezone").map(String::as_str))?;
-        let start = match (param(params, "start"), param(params, "startMS")) {
-            (Some(_), Some(_)) => {
-                return Err(Error::invalid(
-                    "start and startMS conflict: give only one of them",
-                ));
-            }
-            (Some(s), None) => parse_time("start", s, &zone)?,
-            (None, Some(ms)) => parse_ms("startMS", ms)?,
-            (None, None) => now,
-        };
-        let given: Vec<&str> = ["end", "endMS", "numberOfDays"]
-            .into_iter()
-            .filter(|p| param(params, p).is_some())
-            .collect();
-        if given.len() > 1 {
-            return Err(Error::invalid(format!(
-                "{} conflict: give only one of end, endMS, numberOfDays",
-                given.join(" and ")
-            )));
-        }
-        let end = match given.first().copied() {
-            None => start,
-            Some("end") => parse_time("end", param(params, "end").unwrap_or_default(), &zone)?,
-            Some("endMS") => parse_ms("endMS", param(params, "endMS").unwrap_or_default())?,
-            Some(_) => {
-                let days = param(params, "numberOfDays")
-                    .unwrap_or_default()
-                    .parse::<i64>()
-                    .ok()
-                    .filter(|d| (0..=MAX_DAYS).contains(d))
-                    .ok_or_else(|| {
-                        Error::invalid(format!(
-                            "numberOfDays must be an integer from 0 to {MAX_DAYS}"
-                        ))
-                    })?;
-                start
-                    .to_zoned(zone.tz.clone())
-                    .checked_add(Span::new().days(days))
-                    .map(|z| z.timestamp())
-                    .map_err(|_| Error::invalid("numberOfDays goes past the year 9999"))?
-            }
-        };
+        let start = window_start(params, &zone, now)?;
+        let end = window_end(params, &zone, start)?;
         if end < start {
             return Err(Error::invalid(format!(
                 "the window ends ({}) before it starts ({})",
@@ -194,6 +154,63 @@ impl AvailabilityQuery {
             max_time_slots,
             report_busy,
         })
+    }
+}
+
+/// The window's start: `start` (local or with an offset) or `startMS`, else `now`.
+fn window_start(
+    params: &BTreeMap<String, String>,
+    zone: &Zone,
+    now: Timestamp,
+) -> Result<Timestamp, Error> {
+    match (param(params, "start"), param(params, "startMS")) {
+        (Some(_), Some(_)) => Err(Error::invalid(
+            "start and startMS conflict: give only one of them",
+        )),
+        (Some(s), None) => parse_time("start", s, zone),
+        (None, Some(ms)) => parse_ms("startMS", ms),
+        (None, None) => Ok(now),
+    }
+}
+
+/// The window's end: at most one of `end`, `endMS` and `numberOfDays` (local days from
+/// `start`), else `start` itself.
+fn window_end(
+    params: &BTreeMap<String, String>,
+    zone: &Zone,
+    start: Timestamp,
+) -> Result<Timestamp, Error> {
+    let given: Vec<&str> = ["end", "endMS", "numberOfDays"]
+        .into_iter()
+        .filter(|p| param(params, p).is_some())
+        .collect();
+    if given.len() > 1 {
+        return Err(Error::invalid(format!(
+            "{} conflict: give only one of end, endMS, numberOfDays",
+            given.join(" and ")
+        )));
+    }
+    let value = |name| param(params, name).unwrap_or_default();
+    match given.first().copied() {
+        None => Ok(start),
+        Some("end") => parse_time("end", value("end"), zone),
+        Some("endMS") => parse_ms("endMS", value("endMS")),
+        Some(_) => {
+            let days = value("numberOfDays")
+                .parse::<i64>()
+                .ok()
+                .filter(|d| (0..=MAX_DAYS).contains(d))
+                .ok_or_else(|| {
+                    Error::invalid(format!(
+                        "numberOfDays must be an integer from 0 to {MAX_DAYS}"
+                    ))
+                })?;
+            start
+                .to_zoned(zone.tz.clone())
+                .checked_add(Span::new().days(days))
+                .map(|z| z.timestamp())
+                .map_err(|_| Error::invalid("numberOfDays goes past the year 9999"))
+        }
     }
 }
 

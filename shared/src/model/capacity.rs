@@ -23,14 +23,14 @@ use jiff::{
     civil::{Date, DateTime},
     tz::{AmbiguousOffset, TimeZone},
 };
-use serde::{Serialize, Serializer, ser::SerializeMap};
-use serde_json::Value;
+use serde::{Deserialize, Serialize, Serializer, ser::SerializeMap};
+use serde_json::{Number, Value};
 
 use super::{
     ServiceSettings,
-    hours::{BusinessHours, DAY_MINUTES, OpenSet},
+    hours::{BusinessHours, DAY_MINUTES, DateKey, OpenSet, by_date, parse_spec},
 };
-use crate::error::Error;
+use crate::error::{Error, Result};
 
 /// The largest capacity one slot may have.
 pub const MAX_SLOT_CAPACITY: u32 = 1_000_000;
@@ -100,114 +100,142 @@ impl Serialize for CapacityRule {
     }
 }
 
-fn parse_caps(path: &str, v: &Value, slot_minutes: u16) -> Result<DayCaps, Error> {
-    let Some(obj) = v.as_object() else {
-        return Err(bad(path, "must be an object of \"HHMM\": capacity"));
-    };
-    let mut caps = DayCaps::new();
-    for (key, cap) in obj {
-        let p = format!("{path}.{key}");
-        let minute = (key.len() == 4 && key.bytes().all(|b| b.is_ascii_digit()))
-            .then(|| (key[..2].parse::<u16>().ok(), key[2..].parse::<u16>().ok()))
-            .and_then(|(h, m)| Some((h?, m?)))
-            .filter(|&(h, m)| h < 24 && m < 60)
-            .map(|(h, m)| h * 60 + m)
-            .ok_or_else(|| bad(&p, "slot start must be \"HHMM\" between 0000 and 2359"))?;
-        if minute % slot_minutes != 0 {
-            return Err(bad(
-                &p,
-                format!("not a slot start of the {slot_minutes}-minute grid"),
-            ));
+/// A capacity rule as sent (`PUT …/capacity-rules/{name}`), before the checks that span
+/// fields (the grid of `slot_minutes`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleSpec {
+    slot_minutes: Option<SlotMinutes>,
+    weekly: Option<BTreeMap<DayNumber, SlotCaps>>,
+    overrides: Option<Vec<OverrideSpec>>,
+}
+
+/// One dated override as sent.
+#[derive(Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "{\"date\":\"YYYY-MM-DD\",\"slots\":{…}}"
+)]
+struct OverrideSpec {
+    date: Option<DateKey>,
+    #[serde(default)]
+    slots: SlotCaps,
+}
+
+/// The capacities of one day as sent: `"HHMM"` slot start → capacity.
+type SlotCaps = BTreeMap<SlotStart, SlotCapacity>;
+
+/// `slot_minutes`: 15, 30 or 60.
+#[derive(Clone, Copy, Deserialize)]
+#[serde(try_from = "Number")]
+struct SlotMinutes(u16);
+
+impl TryFrom<Number> for SlotMinutes {
+    type Error = &'static str;
+
+    fn try_from(n: Number) -> Result<Self, Self::Error> {
+        match n.as_u64() {
+            // Matched to 15, 30 or 60, so the cast cannot truncate.
+            Some(m @ (15 | 30 | 60)) => Ok(Self(m as u16)),
+            _ => Err("must be 15, 30 or 60"),
         }
-        let cap = cap
-            .as_u64()
-            .filter(|&c| c <= u64::from(MAX_SLOT_CAPACITY))
-            .ok_or_else(|| {
-                bad(
-                    &p,
-                    format!("capacity must be an integer from 0 to {MAX_SLOT_CAPACITY}"),
-                )
-            })?;
-        // Bounded by MAX_SLOT_CAPACITY just above.
-        caps.insert(minute, cap as u32);
     }
-    Ok(caps)
+}
+
+/// A key of `weekly`: `"1"` (Monday) to `"7"` (Sunday).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(try_from = "String")]
+struct DayNumber(usize);
+
+impl TryFrom<String> for DayNumber {
+    type Error = &'static str;
+
+    fn try_from(key: String) -> Result<Self, Self::Error> {
+        match key.as_bytes() {
+            [d @ b'1'..=b'7'] => Ok(Self(usize::from(d - b'0'))),
+            _ => Err("unknown day (expected \"1\" = Monday … \"7\" = Sunday)"),
+        }
+    }
+}
+
+/// A slot start `"HHMM"` (0000–2359) as minutes of the day.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(try_from = "String")]
+struct SlotStart(u16);
+
+impl TryFrom<String> for SlotStart {
+    type Error = &'static str;
+
+    fn try_from(key: String) -> Result<Self, Self::Error> {
+        let digits = key.len() == 4 && key.bytes().all(|b| b.is_ascii_digit());
+        match (digits, key.get(..2), key.get(2..)) {
+            (true, Some(h), Some(m)) => match (h.parse::<u16>(), m.parse::<u16>()) {
+                (Ok(h), Ok(m)) if h < 24 && m < 60 => Ok(Self(h * 60 + m)),
+                _ => Err(SLOT_START),
+            },
+            _ => Err(SLOT_START),
+        }
+    }
+}
+
+const SLOT_START: &str = "slot start must be \"HHMM\" between 0000 and 2359";
+
+/// One slot's capacity: 0 to [`MAX_SLOT_CAPACITY`].
+#[derive(Clone, Copy, Deserialize)]
+#[serde(try_from = "Number")]
+struct SlotCapacity(u32);
+
+impl TryFrom<Number> for SlotCapacity {
+    type Error = String;
+
+    fn try_from(n: Number) -> Result<Self, String> {
+        n.as_u64()
+            .and_then(|c| u32::try_from(c).ok())
+            .filter(|&c| c <= MAX_SLOT_CAPACITY)
+            .map(Self)
+            .ok_or_else(|| format!("capacity must be an integer from 0 to {MAX_SLOT_CAPACITY}"))
+    }
+}
+
+/// The day's capacities, each slot start checked against the grid (`{path}.HHMM`).
+fn on_grid(path: &str, caps: SlotCaps, slot_minutes: u16) -> Result<DayCaps> {
+    caps.into_iter()
+        .map(|(SlotStart(minute), SlotCapacity(cap))| {
+            if minute % slot_minutes != 0 {
+                return Err(bad(
+                    &format!("{path}.{}", hhmm(minute)),
+                    format!("not a slot start of the {slot_minutes}-minute grid"),
+                ));
+            }
+            Ok((minute, cap))
+        })
+        .collect()
 }
 
 impl CapacityRule {
     /// Parses and validates the admin JSON; errors name the field (`weekly.1.0910`, …).
-    pub fn parse(value: &Value) -> Result<Self, Error> {
-        let Some(obj) = value.as_object() else {
-            return Err(Error::invalid("a capacity rule must be a JSON object"));
-        };
-        for key in obj.keys() {
-            if !matches!(key.as_str(), "slot_minutes" | "weekly" | "overrides") {
-                return Err(bad(
-                    key,
-                    "unknown field (expected slot_minutes, weekly, overrides)",
-                ));
-            }
-        }
-        let slot_minutes = match obj.get("slot_minutes").map(Value::as_u64) {
-            Some(Some(m @ (15 | 30 | 60))) => m as u16,
-            None => return Err(bad("slot_minutes", "is required (15, 30 or 60)")),
-            Some(_) => return Err(bad("slot_minutes", "must be 15, 30 or 60")),
+    pub fn parse(value: &Value) -> Result<Self> {
+        let spec: RuleSpec = parse_spec("a capacity rule", value)?;
+        let Some(SlotMinutes(slot_minutes)) = spec.slot_minutes else {
+            return Err(bad("slot_minutes", "is required (15, 30 or 60)"));
         };
         let mut weekly: [DayCaps; 7] = Default::default();
-        match obj.get("weekly") {
-            None | Some(Value::Null) => {}
-            Some(Value::Object(days)) => {
-                for (key, caps) in days {
-                    let day = key
-                        .parse::<usize>()
-                        .ok()
-                        .filter(|d| (1..=7).contains(d) && key.len() == 1)
-                        .ok_or_else(|| {
-                            bad(
-                                &format!("weekly.{key}"),
-                                "unknown day (expected \"1\" = Monday … \"7\" = Sunday)",
-                            )
-                        })?;
-                    weekly[day - 1] = parse_caps(&format!("weekly.{key}"), caps, slot_minutes)?;
-                }
-            }
-            Some(_) => return Err(bad("weekly", "must be an object keyed by \"1\" … \"7\"")),
+        for (DayNumber(day), caps) in spec.weekly.unwrap_or_default() {
+            weekly[day - 1] = on_grid(&format!("weekly.{day}"), caps, slot_minutes)?;
         }
-        let mut overrides = BTreeMap::new();
-        match obj.get("overrides") {
-            None | Some(Value::Null) => {}
-            Some(Value::Array(items)) => {
-                for (i, item) in items.iter().enumerate() {
-                    let p = format!("overrides[{i}]");
-                    let Some(o) = item.as_object() else {
-                        return Err(bad(&p, "must be {\"date\":\"YYYY-MM-DD\",\"slots\":{…}}"));
-                    };
-                    if let Some(k) = o.keys().find(|k| !matches!(k.as_str(), "date" | "slots")) {
-                        return Err(bad(
-                            &format!("{p}.{k}"),
-                            "unknown field (expected date, slots)",
-                        ));
-                    }
-                    let date: Date = o
-                        .get("date")
-                        .and_then(Value::as_str)
-                        .and_then(|s| s.parse().ok())
-                        .ok_or_else(|| bad(&format!("{p}.date"), "must be a date YYYY-MM-DD"))?;
-                    let caps = match o.get("slots") {
-                        None => DayCaps::new(),
-                        Some(v) => parse_caps(&format!("{p}.slots"), v, slot_minutes)?,
-                    };
-                    if overrides.insert(date, caps).is_some() {
-                        return Err(bad(&format!("{p}.date"), format!("{date} is listed twice")));
-                    }
-                }
-            }
-            Some(_) => return Err(bad("overrides", "must be a list")),
-        }
+        let overrides = spec.overrides.unwrap_or_default();
+        let overrides = overrides
+            .into_iter()
+            .enumerate()
+            .map(|(i, o)| {
+                let caps = on_grid(&format!("overrides[{i}].slots"), o.slots, slot_minutes)?;
+                Ok((o.date, caps))
+            })
+            .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             slot_minutes,
             weekly,
-            overrides,
+            overrides: by_date("overrides", overrides)?,
         })
     }
 
@@ -461,6 +489,44 @@ mod tests {
             msg(json!({"slot_minutes":30,"overrides":[{"date":"x"}]}))
                 .contains("overrides[0].date")
         );
+    }
+
+    #[test]
+    fn serde_errors_start_with_the_field_path() {
+        let msg = |v: Value| CapacityRule::parse(&v).unwrap_err().to_string();
+        for (v, want) in [
+            (json!([]), "a capacity rule must be a JSON object"),
+            (
+                json!({"slot_minutes":15,"weekly":{"8":{}}}),
+                "weekly.8: unknown day (expected \"1\" = Monday … \"7\" = Sunday)",
+            ),
+            (
+                json!({"slot_minutes":15,"weekly":{"1":{"0900":1.5}}}),
+                "weekly.1.0900: capacity must be an integer from 0 to 1000000",
+            ),
+            (
+                json!({"slot_minutes":15,"weekly":{"1":{"930":1}}}),
+                "weekly.1.930: slot start must be \"HHMM\" between 0000 and 2359",
+            ),
+            (
+                json!({"slot_minutes":30,"overrides":[{"date":"2026-01-01","slots":{"0915":1}}]}),
+                "overrides[0].slots.0915: not a slot start of the 30-minute grid",
+            ),
+            (
+                json!({"slot_minutes":15,"overrides":[{"date":"2026-01-01"},{"date":"2026-01-01"}]}),
+                "overrides[1].date: 2026-01-01 is listed twice",
+            ),
+            (
+                json!({"slot_minutes":15,"wekly":{}}),
+                "wekly: unknown field `wekly`, expected one of `slot_minutes`, `weekly`, `overrides`",
+            ),
+            (
+                json!({"slot_minutes":null}),
+                "slot_minutes: is required (15, 30 or 60)",
+            ),
+        ] {
+            assert_eq!(msg(v), want);
+        }
     }
 
     #[test]

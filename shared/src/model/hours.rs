@@ -25,10 +25,10 @@ use jiff::{
     civil::{Date, DateTime},
     tz::{AmbiguousOffset, TimeZone},
 };
-use serde::{Serialize, Serializer, ser::SerializeMap};
+use serde::{Deserialize, Serialize, Serializer, de::DeserializeOwned, ser::SerializeMap};
 use serde_json::Value;
 
-use crate::error::Error;
+use crate::error::{Error, Result};
 
 /// Day keys of `weekly`, Monday first.
 pub const DAY_KEYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
@@ -77,65 +77,173 @@ fn bad(path: &str, msg: impl std::fmt::Display) -> Error {
     Error::invalid(format!("{path}: {msg}"))
 }
 
-/// Parses a list of `["HH:MM","HH:MM"]` ranges; rejects empty, reversed and overlapping ones.
-fn parse_ranges(path: &str, v: &Value) -> Result<Vec<Range>, Error> {
-    let Some(items) = v.as_array() else {
-        return Err(bad(path, "must be a list of [\"HH:MM\",\"HH:MM\"] ranges"));
-    };
-    let mut ranges = Vec::with_capacity(items.len());
-    for (i, item) in items.iter().enumerate() {
-        let p = format!("{path}[{i}]");
-        let pair = item
-            .as_array()
-            .filter(|a| a.len() == 2)
-            .ok_or_else(|| bad(&p, "must be a [\"HH:MM\",\"HH:MM\"] pair"))?;
-        let t = |j: usize| {
-            pair[j]
-                .as_str()
-                .and_then(parse_hhmm)
-                .ok_or_else(|| bad(&p, "times must be \"HH:MM\" between 00:00 and 24:00"))
+/// Deserialises an admin JSON spec (`what` names it when it is not a JSON object); a failure
+/// is invalid input naming the field path (`weekly.mon[1]: …`,
+/// docs/admin-objects.md#spec-error-messages).
+pub(crate) fn parse_spec<T: DeserializeOwned>(what: &str, value: &Value) -> Result<T> {
+    if !value.is_object() {
+        return Err(Error::invalid(format!("{what} must be a JSON object")));
+    }
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        match path.as_str() {
+            "." => Error::invalid(e.inner().to_string()),
+            _ => bad(&path, e.inner()),
+        }
+    })
+}
+
+/// A `["HH:MM","HH:MM"]` pair as sent.
+#[derive(Deserialize)]
+#[serde(expecting = "a [\"HH:MM\",\"HH:MM\"] pair")]
+struct Pair(String, String);
+
+/// The open ranges of one day, sorted; as sent, a list of pairs that must not overlap.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "Vec<RangeSpec>")]
+struct DayRanges(Vec<Range>);
+
+/// One range as sent (checked on its own; [`DayRanges`] checks the list).
+#[derive(Deserialize)]
+#[serde(try_from = "Pair")]
+struct RangeSpec(Range);
+
+impl TryFrom<Pair> for RangeSpec {
+    type Error = &'static str;
+
+    fn try_from(Pair(start, end): Pair) -> Result<Self, Self::Error> {
+        let (Some(start), Some(end)) = (parse_hhmm(&start), parse_hhmm(&end)) else {
+            return Err("times must be \"HH:MM\" between 00:00 and 24:00");
         };
-        let (start, end) = (t(0)?, t(1)?);
         if start == DAY_MINUTES {
-            return Err(bad(&p, "24:00 is only allowed as an end"));
+            return Err("24:00 is only allowed as an end");
         }
         if end <= start {
-            return Err(bad(
-                &p,
-                "the end must be after the start (split overnight ranges at 24:00)",
-            ));
+            return Err("the end must be after the start (split overnight ranges at 24:00)");
         }
-        ranges.push(Range { start, end });
+        Ok(Self(Range { start, end }))
     }
-    ranges.sort();
-    for w in ranges.windows(2) {
-        if w[1].start < w[0].end {
-            return Err(bad(
-                path,
-                format!(
+}
+
+impl TryFrom<Vec<RangeSpec>> for DayRanges {
+    type Error = String;
+
+    fn try_from(ranges: Vec<RangeSpec>) -> Result<Self, String> {
+        let mut ranges: Vec<Range> = ranges.into_iter().map(|r| r.0).collect();
+        ranges.sort();
+        for w in ranges.windows(2) {
+            if w[1].start < w[0].end {
+                return Err(format!(
                     "ranges {}-{} and {}-{} overlap",
                     hhmm(w[0].start),
                     hhmm(w[0].end),
                     hhmm(w[1].start),
                     hhmm(w[1].end)
-                ),
-            ));
+                ));
+            }
         }
+        Ok(Self(ranges))
     }
-    Ok(ranges)
+}
+
+/// A key of `weekly`: the day's index, Monday = 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(try_from = "String")]
+struct DayKey(usize);
+
+impl TryFrom<String> for DayKey {
+    type Error = &'static str;
+
+    fn try_from(key: String) -> Result<Self, Self::Error> {
+        DAY_KEYS
+            .iter()
+            .position(|d| *d == key)
+            .map(Self)
+            .ok_or("unknown day (expected mon, tue, wed, thu, fri, sat, sun)")
+    }
+}
+
+/// A `"YYYY-MM-DD"` date of an exception or an override.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(try_from = "String")]
+pub(crate) struct DateKey(pub(crate) Date);
+
+impl TryFrom<String> for DateKey {
+    type Error = &'static str;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse().map(Self).map_err(|_| "must be a date YYYY-MM-DD")
+    }
+}
+
+/// An IANA zone as sent: its name and the zone.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(try_from = "String")]
+struct Zone {
+    name: String,
+    tz: TimeZone,
+}
+
+impl TryFrom<String> for Zone {
+    type Error = String;
+
+    fn try_from(name: String) -> Result<Self, String> {
+        let tz = zone(&name)?;
+        Ok(Self { name, tz })
+    }
+}
+
+fn zone(name: &str) -> Result<TimeZone, String> {
+    if name.is_empty() || name.len() > 64 {
+        return Err("must be an IANA time zone such as Europe/Paris".into());
+    }
+    TimeZone::get(name)
+        .map_err(|_| format!("unknown time zone {name:?}; use an IANA name such as Europe/Paris"))
 }
 
 /// Parses an IANA zone name; the error names `field`.
-pub fn parse_zone(field: &str, name: &str) -> Result<TimeZone, Error> {
-    if name.is_empty() || name.len() > 64 {
-        return Err(bad(field, "must be an IANA time zone such as Europe/Paris"));
+pub fn parse_zone(field: &str, name: &str) -> Result<TimeZone> {
+    zone(name).map_err(|msg| bad(field, msg))
+}
+
+/// Business hours as sent (`PUT …/business-hours/{name}`), before the checks that span
+/// fields.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HoursSpec {
+    timezone: Option<Zone>,
+    weekly: Option<BTreeMap<DayKey, DayRanges>>,
+    exceptions: Option<Vec<ExceptionSpec>>,
+}
+
+/// One dated exception as sent.
+#[derive(Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "{\"date\":\"YYYY-MM-DD\",\"open\":[…]}"
+)]
+struct ExceptionSpec {
+    date: Option<DateKey>,
+    #[serde(default)]
+    open: DayRanges,
+}
+
+/// Dated entries keyed by date; a date listed twice is invalid (`{list}[i].date`).
+pub(crate) fn by_date<T>(
+    list: &str,
+    items: impl IntoIterator<Item = (Option<DateKey>, T)>,
+) -> Result<BTreeMap<Date, T>> {
+    let mut out = BTreeMap::new();
+    for (i, (date, item)) in items.into_iter().enumerate() {
+        let path = format!("{list}[{i}].date");
+        let Some(DateKey(date)) = date else {
+            return Err(bad(&path, "must be a date YYYY-MM-DD"));
+        };
+        if out.insert(date, item).is_some() {
+            return Err(bad(&path, format!("{date} is listed twice")));
+        }
     }
-    TimeZone::get(name).map_err(|_| {
-        bad(
-            field,
-            format!("unknown time zone {name:?}; use an IANA name such as Europe/Paris"),
-        )
-    })
+    Ok(out)
 }
 
 /// The instant of a local wall-clock time used as a range edge or a window bound: a time in a
@@ -246,78 +354,25 @@ impl OpenSet {
 
 impl BusinessHours {
     /// Parses and validates the admin JSON; errors name the field (`weekly.mon[1]`, …).
-    pub fn parse(value: &Value) -> Result<Self, Error> {
-        let Some(obj) = value.as_object() else {
-            return Err(Error::invalid("business hours must be a JSON object"));
+    pub fn parse(value: &Value) -> Result<Self> {
+        let spec: HoursSpec = parse_spec("business hours", value)?;
+        let Some(Zone { name, tz }) = spec.timezone else {
+            return Err(bad(
+                "timezone",
+                "is required (an IANA name such as Europe/Paris)",
+            ));
         };
-        for key in obj.keys() {
-            if !matches!(key.as_str(), "timezone" | "weekly" | "exceptions") {
-                return Err(bad(
-                    key,
-                    "unknown field (expected timezone, weekly, exceptions)",
-                ));
-            }
-        }
-        let timezone = obj
-            .get("timezone")
-            .and_then(Value::as_str)
-            .ok_or_else(|| {
-                bad(
-                    "timezone",
-                    "is required (an IANA name such as Europe/Paris)",
-                )
-            })?
-            .to_string();
-        let tz = parse_zone("timezone", &timezone)?;
         let mut weekly: [Vec<Range>; 7] = Default::default();
-        match obj.get("weekly") {
-            None | Some(Value::Null) => {}
-            Some(Value::Object(days)) => {
-                for (key, ranges) in days {
-                    let Some(i) = DAY_KEYS.iter().position(|d| d == key) else {
-                        return Err(bad(
-                            &format!("weekly.{key}"),
-                            "unknown day (expected mon, tue, wed, thu, fri, sat, sun)",
-                        ));
-                    };
-                    weekly[i] = parse_ranges(&format!("weekly.{key}"), ranges)?;
-                }
-            }
-            Some(_) => return Err(bad("weekly", "must be an object keyed by mon … sun")),
+        for (DayKey(day), DayRanges(ranges)) in spec.weekly.unwrap_or_default() {
+            weekly[day] = ranges;
         }
-        let mut exceptions = BTreeMap::new();
-        match obj.get("exceptions") {
-            None | Some(Value::Null) => {}
-            Some(Value::Array(items)) => {
-                for (i, item) in items.iter().enumerate() {
-                    let p = format!("exceptions[{i}]");
-                    let Some(e) = item.as_object() else {
-                        return Err(bad(&p, "must be {\"date\":\"YYYY-MM-DD\",\"open\":[…]}"));
-                    };
-                    if let Some(k) = e.keys().find(|k| !matches!(k.as_str(), "date" | "open")) {
-                        return Err(bad(
-                            &format!("{p}.{k}"),
-                            "unknown field (expected date, open)",
-                        ));
-                    }
-                    let date: Date = e
-                        .get("date")
-                        .and_then(Value::as_str)
-                        .and_then(|s| s.parse().ok())
-                        .ok_or_else(|| bad(&format!("{p}.date"), "must be a date YYYY-MM-DD"))?;
-                    let open = match e.get("open") {
-                        None => Vec::new(),
-                        Some(v) => parse_ranges(&format!("{p}.open"), v)?,
-                    };
-                    if exceptions.insert(date, open).is_some() {
-                        return Err(bad(&format!("{p}.date"), format!("{date} is listed twice")));
-                    }
-                }
-            }
-            Some(_) => return Err(bad("exceptions", "must be a list")),
-        }
+        let exceptions = spec.exceptions.unwrap_or_default();
+        let exceptions = by_date(
+            "exceptions",
+            exceptions.into_iter().map(|e| (e.date, e.open.0)),
+        )?;
         Ok(Self {
-            timezone,
+            timezone: name,
             tz,
             weekly,
             exceptions,
@@ -325,7 +380,7 @@ impl BusinessHours {
     }
 
     /// Around-the-clock hours in `tz` (for services without business hours).
-    pub fn always_open(timezone: &str) -> Result<Self, Error> {
+    pub fn always_open(timezone: &str) -> Result<Self> {
         let tz = parse_zone("timezone", timezone)?;
         Ok(Self {
             timezone: timezone.to_string(),
@@ -489,6 +544,48 @@ mod tests {
             .contains("twice")
         );
         assert!(msg(json!({"timezone":"UTC","weeky":{}})).contains("weeky"));
+    }
+
+    #[test]
+    fn serde_errors_start_with_the_field_path() {
+        let msg = |v: Value| BusinessHours::parse(&v).unwrap_err().to_string();
+        for (v, want) in [
+            (json!([]), "business hours must be a JSON object"),
+            (
+                json!({"timezone":"UTC","weekly":{"funday":[]}}),
+                "weekly.funday: unknown day (expected mon, tue, wed, thu, fri, sat, sun)",
+            ),
+            (
+                json!({"timezone":"UTC","weekly":{"mon":[["09:00"]]}}),
+                "weekly.mon[0]: invalid length 1, expected a [\"HH:MM\",\"HH:MM\"] pair",
+            ),
+            (
+                json!({"timezone":"UTC","weekly":{"mon":[["09:00",17]]}}),
+                "weekly.mon[0][1]: invalid type: integer `17`, expected a string",
+            ),
+            (
+                json!({"timezone":"UTC","weekly":{"tue":[["09:00","12:00"],["11:00","13:00"]]}}),
+                "weekly.tue: ranges 09:00-12:00 and 11:00-13:00 overlap",
+            ),
+            (
+                json!({"timezone":"UTC","exceptions":[{"date":"2026-01-01","x":1}]}),
+                "exceptions[0].x: unknown field `x`, expected `date` or `open`",
+            ),
+            (
+                json!({"timezone":"UTC","exceptions":[{"open":[]}]}),
+                "exceptions[0].date: must be a date YYYY-MM-DD",
+            ),
+            (
+                json!({"timezone":"UTC","exceptions":[{"date":"2026-01-01"},{"date":"2026-01-01"}]}),
+                "exceptions[1].date: 2026-01-01 is listed twice",
+            ),
+            (
+                json!({"timezone":null}),
+                "timezone: is required (an IANA name such as Europe/Paris)",
+            ),
+        ] {
+            assert_eq!(msg(v), want);
+        }
     }
 
     #[test]

@@ -10,13 +10,7 @@ async fn admin_requires_the_bearer_token() {
     let engage = Engage::start(&env, &[]).await;
     let url = format!("{}/ges/v1/tenants", engage.internal);
     let (code, body) = harness::send(engage.http.get(&url)).await;
-    assert_eq!(code, 401);
-    assert!(
-        body["status"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("Bearer")
-    );
+    harness::assert_refused((code, &body), 401, "Bearer");
     let (code, _) =
         harness::send(engage.http.get(&url).bearer_auth("wrong-token-wrong-token")).await;
     assert_eq!(code, 401);
@@ -30,32 +24,20 @@ async fn tenants_keys_and_services_lifecycle() {
     let engage = Engage::start(&env, &[]).await;
 
     let (code, body) = engage
-        .admin(
-            Method::POST,
-            "/ges/v1/tenants",
-            Some(json!({"id": "acme", "name": "Acme"})),
-        )
+        .admin_post("/ges/v1/tenants", json!({"id": "acme", "name": "Acme"}))
         .await;
     assert_eq!(code, 201, "{body}");
     assert_eq!(body["data"]["id"], "acme");
     let (code, _) = engage
-        .admin(
-            Method::POST,
-            "/ges/v1/tenants",
-            Some(json!({"id": "acme", "name": "Acme"})),
-        )
+        .admin_post("/ges/v1/tenants", json!({"id": "acme", "name": "Acme"}))
         .await;
     assert_eq!(code, 409);
     let (code, body) = engage
-        .admin(
-            Method::POST,
-            "/ges/v1/tenants",
-            Some(json!({"id": "bad id!", "name": "x"})),
-        )
+        .admin_post("/ges/v1/tenants", json!({"id": "bad id!", "name": "x"}))
         .await;
     assert_eq!(code, 400, "{body}");
     let (code, _) = engage
-        .admin(Method::POST, "/ges/v1/tenants", Some(json!({"id": "x"})))
+        .admin_post("/ges/v1/tenants", json!({"id": "x"}))
         .await;
     assert_eq!(code, 400, "missing name");
 
@@ -79,20 +61,15 @@ async fn tenants_keys_and_services_lifecycle() {
         .await;
     assert_eq!(code, 404);
     let (code, _) = engage
-        .admin(
-            Method::DELETE,
-            "/ges/v1/tenants/acme/api-keys/not-a-uuid",
-            None,
-        )
+        .admin_delete("/ges/v1/tenants/acme/api-keys/not-a-uuid")
         .await;
     assert_eq!(code, 404);
 
     // Services: defaults applied, unknown columns kept, versioned, soft-deleted.
     let (code, body) = engage
-        .admin(
-            Method::PUT,
+        .admin_put(
             "/ges/v1/tenants/acme/services/sales",
-            Some(json!({"slot_capacity": 5, "Custom Column": "kept"})),
+            json!({"slot_capacity": 5, "Custom Column": "kept"}),
         )
         .await;
     assert_eq!(code, 201, "{body}");
@@ -103,62 +80,45 @@ async fn tenants_keys_and_services_lifecycle() {
     assert_eq!(s["Custom Column"], "kept");
     assert_eq!(body["data"]["version"], 1);
     let (code, body) = engage
-        .admin(
-            Method::PUT,
+        .admin_put(
             "/ges/v1/tenants/acme/services/sales",
-            Some(json!({"slot_capacity": 6})),
+            json!({"slot_capacity": 6}),
         )
         .await;
     assert_eq!(code, 200);
     assert_eq!(body["data"]["version"], 2);
     let (code, body) = engage
-        .admin(
-            Method::PUT,
+        .admin_put(
             "/ges/v1/tenants/acme/services/sales",
-            Some(json!({"slot_minutes": 20})),
+            json!({"slot_minutes": 20}),
         )
         .await;
-    assert_eq!(code, 400);
-    assert!(
-        body["status"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("slot_minutes")
-    );
+    harness::assert_refused((code, &body), 400, "slot_minutes");
     let (_, body) = engage
-        .admin(Method::GET, "/ges/v1/tenants/acme/services/sales", None)
+        .admin_get("/ges/v1/tenants/acme/services/sales")
         .await;
     assert_eq!(
         body["data"]["settings"]["slot_capacity"], 6,
         "the bad PUT changed nothing"
     );
-    let (_, body) = engage
-        .admin(Method::GET, "/ges/v1/tenants/acme/services", None)
-        .await;
+    let (_, body) = engage.admin_get("/ges/v1/tenants/acme/services").await;
     assert_eq!(body["data"].as_array().unwrap().len(), 1);
     let (code, _) = engage
-        .admin(Method::DELETE, "/ges/v1/tenants/acme/services/sales", None)
+        .admin_delete("/ges/v1/tenants/acme/services/sales")
         .await;
     assert_eq!(code, 200);
     let (code, _) = engage
-        .admin(Method::GET, "/ges/v1/tenants/acme/services/sales", None)
+        .admin_get("/ges/v1/tenants/acme/services/sales")
         .await;
     assert_eq!(code, 404);
     // A deleted service is unknown to create.
     let (code, body) = engage
-        .post(
-            &key,
-            "/engagement/v3/callbacks/create",
-            json!({"serviceName": "sales", "phoneNumber": "5550100"}),
-        )
+        .create(&key)
+        .service("sales")
+        .phone("5550100")
+        .send()
         .await;
-    assert_eq!(code, 400);
-    assert!(
-        body["status"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("unknown service")
-    );
+    harness::assert_refused((code, &body), 400, "unknown service");
 }
 
 #[tokio::test]
@@ -190,11 +150,10 @@ async fn cli_twins_provision_a_working_tenant() {
 
     let engage = Engage::start(&env, &[]).await;
     let (code, body) = engage
-        .post(
-            &key,
-            "/engagement/v3/callbacks/create",
-            json!({"serviceName": "support", "phoneNumber": "5550100"}),
-        )
+        .create(&key)
+        .service("support")
+        .phone("5550100")
+        .send()
         .await;
     assert_eq!(code, 200, "{body}");
 }

@@ -62,17 +62,14 @@ async fn admin_errors_name_the_problem() {
             (c, b, "no such route: GET /ges/v1/nothing")
         },
         {
-            let (c, b) = e
-                .admin(Method::GET, "/ges/v1/tenants/nobody/services", None)
-                .await;
+            let (c, b) = e.admin_get("/ges/v1/tenants/nobody/services").await;
             (c, b, "no tenant nobody")
         },
         {
             let (c, b) = e
-                .admin(
-                    Method::PUT,
+                .admin_put(
                     "/ges/v1/tenants/acme/services/s",
-                    Some(json!({"slot_minutes": 20})),
+                    json!({"slot_minutes": 20}),
                 )
                 .await;
             (c, b, "setting slot_minutes: must be 15, 30 or 60")

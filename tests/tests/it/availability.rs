@@ -1,9 +1,8 @@
 //! `GET /engagement/v3/callbacks/availability/{service}`: every parameter, their conflicts,
 //! reportBusy, maxTimeSlots, and slots across daylight-saving changes (New York, Paris).
 
-use harness::{Engage, TestEnv, local, next_dst_change, wire};
+use harness::{Engage, TestEnv, local, wire};
 use jiff::{SignedDuration, Timestamp, ToSpan};
-use reqwest::Method;
 use serde_json::{Value, json};
 
 /// Midnight UTC two days from now: always bookable, never "now".
@@ -37,9 +36,7 @@ fn message(body: &Value) -> String {
 
 #[tokio::test]
 async fn availability_parameters() {
-    let env = TestEnv::new();
-    let e = Engage::start(&env, &[]).await;
-    let key = e.tenant("acme").await;
+    let (_env, e, key) = harness::serve_tenant(TestEnv::new(), "acme").await;
     e.service(
         "acme",
         "s",
@@ -206,9 +203,7 @@ async fn availability_parameters() {
 
 #[tokio::test]
 async fn report_busy_lists_full_slots() {
-    let env = TestEnv::new();
-    let e = Engage::start(&env, &[]).await;
-    let key = e.tenant("acme").await;
+    let (_env, e, key) = harness::serve_tenant(TestEnv::new(), "acme").await;
     e.service("acme", "s", json!({"slot_minutes":60,"slot_capacity":2}))
         .await;
     let t0 = day_after_tomorrow() + SignedDuration::from_hours(9);
@@ -217,7 +212,7 @@ async fn report_busy_lists_full_slots() {
             json!({"serviceName":"s","phoneNumber":format!("555010{n}"),"desiredTime":wire(t)});
         let e = &e;
         let key = key.clone();
-        async move { e.post(&key, "/engagement/v3/callbacks/create", body).await }
+        async move { e.create(&key).fields(body).send().await }
     };
     for n in 0..2 {
         let (code, body) = book(t0 + SignedDuration::from_mins(10), n).await;
@@ -277,26 +272,16 @@ async fn day_slots(
 
 #[tokio::test]
 async fn availability_across_dst() {
-    let env = TestEnv::new();
-    let e = Engage::start(&env, &[]).await;
-    let key = e.tenant("acme").await;
+    let (_env, e, key) = harness::serve_tenant(TestEnv::new(), "acme").await;
     for zone in ["America/New_York", "Europe/Paris"] {
-        let (spring_at, spring) = next_dst_change(zone, true);
-        let (fall_at, fall) = next_dst_change(zone, false);
-        let name = zone.replace('/', "-");
-        let (code, body) = e
-            .admin(
-                Method::PUT,
-                &format!("/ges/v1/tenants/acme/business-hours/{name}"),
-                Some(json!({
-                "timezone": zone,
-                "exceptions": [
-                    {"date": spring.to_string(), "open": [["00:00","24:00"]]},
-                    {"date": fall.to_string(), "open": [["00:00","24:00"]]}
-                ]})),
-            )
-            .await;
-        assert_eq!(code, 201, "{body}");
+        let harness::DstDays {
+            spring_at,
+            spring,
+            fall_at,
+            fall,
+            name,
+            ..
+        } = e.hours_on_dst_days("acme", zone, "24:00").await;
         // Hourly slots, capacity 1 (the service's own columns).
         let svc = format!("hourly-{name}");
         e.service("acme", &svc, json!({"business_hours": name, "slot_minutes": 60, "slot_capacity": 1, "max_days_ahead": 366})).await;
@@ -344,12 +329,11 @@ async fn availability_across_dst() {
         let slots_of = |h: u8| (0..4).map(move |q| (format!("{h:02}{:02}", q * 15), json!(2)));
         let fall_caps: serde_json::Map<String, Value> = slots_of(repeated as u8).collect();
         let (code, body) = e
-            .admin(
-                Method::PUT,
+            .admin_put(
                 &format!("/ges/v1/tenants/acme/capacity-rules/{rule}"),
-                Some(json!({
+                json!({
             "slot_minutes": 15,
-            "overrides": [{"date": fall.to_string(), "slots": fall_caps}]})),
+            "overrides": [{"date": fall.to_string(), "slots": fall_caps}]}),
             )
             .await;
         assert_eq!(code, 201, "{body}");

@@ -3,9 +3,8 @@
 //! checks for scheduled and immediate creates, and bookings across DST changes.
 
 use futures::future::join_all;
-use harness::{Engage, TestEnv, local, next_dst_change, wire};
+use harness::{Engage, TestEnv, local, wire};
 use jiff::{SignedDuration, Timestamp, ToSpan};
-use reqwest::Method;
 use serde_json::{Value, json};
 
 const CREATE: &str = "/engagement/v3/callbacks/create";
@@ -35,7 +34,7 @@ async fn create(
     if let (Some(b), Some(x)) = (body.as_object_mut(), extra.as_object()) {
         b.extend(x.clone());
     }
-    e.post(key, CREATE, body).await
+    e.create(key).fields(body).send().await
 }
 
 async fn booked(env: &TestEnv, service: &str, slot: Timestamp) -> i32 {
@@ -52,9 +51,7 @@ async fn booked(env: &TestEnv, service: &str, slot: Timestamp) -> i32 {
 
 #[tokio::test]
 async fn concurrent_creates_never_overbook_a_slot() {
-    let env = TestEnv::new();
-    let e = Engage::start(&env, &[]).await;
-    let key = e.tenant("acme").await;
+    let (env, e, key) = harness::serve_tenant(TestEnv::new(), "acme").await;
     e.service(
         "acme",
         "s",
@@ -131,9 +128,7 @@ async fn concurrent_creates_never_overbook_a_slot() {
 
     // Cancel one: the slot has room for exactly one more.
     let id = results.iter().find(|(c, _)| *c == 200).unwrap().1["data"]["id"].clone();
-    let (code, body) = e
-        .post(&key, "/engagement/v3/callbacks/cancel", json!({"id": id}))
-        .await;
+    let (code, body) = e.cancel(&key, id.as_str().unwrap()).await;
     assert_eq!(code, 200, "{body}");
     assert_eq!(booked(&env, "s", slot).await, 9);
     let (code, body) = create(&e, &key, "s", "+15559999991", Some(at), json!({})).await;
@@ -141,9 +136,7 @@ async fn concurrent_creates_never_overbook_a_slot() {
     let (code, _) = create(&e, &key, "s", "+15559999992", Some(at), json!({})).await;
     assert_eq!(code, 429);
     // Cancelling twice frees nothing more.
-    let (code, _) = e
-        .post(&key, "/engagement/v3/callbacks/cancel", json!({"id": id}))
-        .await;
+    let (code, _) = e.cancel(&key, id.as_str().unwrap()).await;
     assert_eq!(code, 400);
     assert_eq!(booked(&env, "s", slot).await, 10);
 
@@ -170,18 +163,15 @@ async fn concurrent_creates_never_overbook_a_slot() {
 
 #[tokio::test]
 async fn business_hours_gate_scheduled_and_immediate_creates() {
-    let env = TestEnv::new();
-    let e = Engage::start(&env, &[]).await;
-    let key = e.tenant("acme").await;
+    let (env, e, key) = harness::serve_tenant(TestEnv::new(), "acme").await;
     let noon = noon_in_two_days();
     let day = noon.to_zoned(jiff::tz::TimeZone::UTC).date();
     // Closed except 09:00-10:00 UTC on one day.
     let (code, body) = e
-        .admin(
-            Method::PUT,
+        .admin_put(
             "/ges/v1/tenants/acme/business-hours/bh",
-            Some(json!({
-        "timezone":"UTC","exceptions":[{"date": day.to_string(), "open":[["09:00","10:00"]]}]})),
+            json!({
+        "timezone":"UTC","exceptions":[{"date": day.to_string(), "open":[["09:00","10:00"]]}]}),
         )
         .await;
     assert_eq!(code, 201, "{body}");
@@ -195,25 +185,13 @@ async fn business_hours_gate_scheduled_and_immediate_creates() {
 
     // Immediate while closed: refused by the strict service, accepted by the lenient one.
     let (code, body) = create(&e, &key, "strict", "5550101", None, json!({})).await;
-    assert_eq!(code, 400);
-    assert!(
-        body["status"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("closed")
-    );
+    harness::assert_refused((code, &body), 400, "closed");
     let (code, body) = create(&e, &key, "lenient", "5550102", None, json!({})).await;
     assert_eq!(code, 200, "{body}");
 
     // Scheduled outside hours.
     let (code, body) = create(&e, &key, "strict", "5550103", Some(noon), json!({})).await;
-    assert_eq!(code, 400);
-    assert!(
-        body["status"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("outside the business hours")
-    );
+    harness::assert_refused((code, &body), 400, "outside the business hours");
     let (code, body) = create(&e, &key, "lenient", "5550104", Some(noon), json!({})).await;
     assert_eq!(code, 200, "{body}");
     let id: uuid::Uuid = body["data"]["id"].as_str().unwrap().parse().unwrap();
@@ -272,26 +250,14 @@ async fn business_hours_gate_scheduled_and_immediate_creates() {
 
 #[tokio::test]
 async fn bookings_across_dst() {
-    let env = TestEnv::new();
-    let e = Engage::start(&env, &[]).await;
-    let key = e.tenant("acme").await;
+    let (env, e, key) = harness::serve_tenant(TestEnv::new(), "acme").await;
     for zone in ["America/New_York", "Europe/Paris"] {
-        let (spring_at, spring) = next_dst_change(zone, true);
-        let (fall_at, fall) = next_dst_change(zone, false);
-        let name = zone.replace('/', "-");
-        let (code, body) = e
-            .admin(
-                Method::PUT,
-                &format!("/ges/v1/tenants/acme/business-hours/{name}"),
-                Some(json!({
-                "timezone": zone,
-                "exceptions": [
-                    {"date": spring.to_string(), "open": [["00:00","24:00"]]},
-                    {"date": fall.to_string(), "open": [["00:00","24:00"]]}
-                ]})),
-            )
-            .await;
-        assert_eq!(code, 201, "{body}");
+        let harness::DstDays {
+            spring_at,
+            fall_at,
+            name,
+            ..
+        } = e.hours_on_dst_days("acme", zone, "24:00").await;
         let svc = format!("dst-{name}");
         e.service(
             "acme",

@@ -7,8 +7,6 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    path::PathBuf,
-    process::Command,
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, AtomicUsize, Ordering},
@@ -16,7 +14,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use harness::{Engage, TestEnv, WorkerProc, free_port, stream_entries};
+use harness::{
+    CANCEL, CREATE, Engage, PrivatePostgres, RETRIEVE, TestEnv, WorkerProc, stream_entries,
+};
 use serde_json::{Value, json};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -24,160 +24,11 @@ use tokio::{
     sync::Notify,
 };
 
-const CREATE: &str = "/engagement/v3/callbacks/create";
-const CANCEL: &str = "/engagement/v3/callbacks/cancel";
-const RETRIEVE: &str = "/engagement/v3/callbacks/retrieve";
-
 /// REQUEST_TIMEOUT_MS of these tests.
 const TIMEOUT_MS: u64 = 2_000;
 /// The documented margin (COMMIT_GRACE + LATE_VALUE_GRACE) plus scheduling slack on a busy
 /// 2-core machine.
 const BOUND: Duration = Duration::from_millis(TIMEOUT_MS + 2_000 + 1_000);
-
-/// A PostgreSQL cluster owned by one test; stopped and removed when dropped.
-pub(crate) struct PrivatePg {
-    pub(crate) port: u16,
-    dir: PathBuf,
-}
-
-fn pg_bin(tool: &str) -> String {
-    let found = std::fs::read_dir("/usr/lib/postgresql")
-        .expect("PostgreSQL installed under /usr/lib/postgresql")
-        .filter_map(Result::ok)
-        .map(|d| d.path().join("bin").join(tool))
-        .find(|p| p.exists())
-        .expect("PostgreSQL binaries");
-    found.display().to_string()
-}
-
-/// Runs a PostgreSQL tool as the postgres user when we are root (initdb refuses root).
-fn as_pg(tool: &str, args: &[&str]) {
-    let bin = pg_bin(tool);
-    let root = std::env::var("USER").is_ok_and(|u| u == "root")
-        || Command::new("id")
-            .arg("-u")
-            .output()
-            .is_ok_and(|o| o.stdout.starts_with(b"0"));
-    let mut cmd = if root {
-        let mut c = Command::new("runuser");
-        c.args(["-u", "postgres", "--", &bin]);
-        c
-    } else {
-        Command::new(&bin)
-    };
-    let out = cmd
-        .args(args)
-        .current_dir("/")
-        .output()
-        .expect("pg tool runs");
-    assert!(
-        out.status.success(),
-        "{tool} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-impl PrivatePg {
-    pub(crate) fn start() -> Self {
-        let port = free_port();
-        let dir = PathBuf::from(format!(
-            "/var/tmp/engage-bounded-pg-{port}-{}",
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&dir).expect("pg dir");
-        let _ = Command::new("chown")
-            .args(["-R", "postgres:postgres"])
-            .arg(&dir)
-            .status();
-        let data = dir.join("data").display().to_string();
-        as_pg(
-            "initdb",
-            &[
-                "-D",
-                &data,
-                "-U",
-                "postgres",
-                "--auth=trust",
-                "-E",
-                "UTF8",
-                "--locale=C.UTF-8",
-            ],
-        );
-        let conf = format!(
-            "listen_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{}'\n\
-             max_connections = 100\nfsync = off\n",
-            dir.display()
-        );
-        let conf_path = dir.join("data/postgresql.conf");
-        let mut text = std::fs::read_to_string(&conf_path).expect("conf");
-        text.push_str(&conf);
-        std::fs::write(&conf_path, text).expect("conf written");
-        let log = dir.join("server.log").display().to_string();
-        as_pg(
-            "pg_ctl",
-            &["-D", &data, "-l", &log, "-w", "-t", "60", "start"],
-        );
-        let pg = Self { port, dir };
-        let out = Command::new("psql")
-            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres"])
-            .args(["-qc", "CREATE DATABASE engage"])
-            .output()
-            .expect("psql runs");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        pg
-    }
-
-    pub(crate) fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/engage", self.port)
-    }
-
-    /// The postmaster and every process it started (backends, background workers).
-    fn pids(&self) -> Vec<String> {
-        let pidfile =
-            std::fs::read_to_string(self.dir.join("data/postmaster.pid")).expect("postmaster.pid");
-        let main = pidfile.lines().next().expect("pid line").trim().to_string();
-        let children = Command::new("pgrep")
-            .args(["-P", &main])
-            .output()
-            .expect("pgrep runs");
-        let mut pids = vec![main];
-        pids.extend(
-            String::from_utf8_lossy(&children.stdout)
-                .split_whitespace()
-                .map(str::to_string),
-        );
-        pids
-    }
-
-    fn signal(&self, sig: &str) {
-        for pid in self.pids() {
-            let _ = Command::new("kill").args([sig, &pid]).status();
-        }
-    }
-
-    /// SIGSTOP: connections stay open, nothing answers.
-    fn freeze(&self) {
-        self.signal("-STOP");
-    }
-
-    fn thaw(&self) {
-        self.signal("-CONT");
-    }
-}
-
-impl Drop for PrivatePg {
-    fn drop(&mut self) {
-        self.thaw();
-        let data = self.dir.join("data").display().to_string();
-        let _ =
-            std::panic::catch_unwind(|| as_pg("pg_ctl", &["-D", &data, "-m", "immediate", "stop"]));
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 /// When the proxy cuts a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -302,15 +153,17 @@ async fn count_phone(pg: &tokio_postgres::Client, phone: &str) -> i64 {
     .get(0)
 }
 
-async fn setup_through_proxy() -> (PrivatePg, CutProxy, TestEnv, Engage, String) {
-    let pg = PrivatePg::start();
+async fn setup_through_proxy() -> (PrivatePostgres, CutProxy, TestEnv, Engage, String) {
+    let pg = PrivatePostgres::new();
     let proxy = CutProxy::start(pg.port).await;
-    let env = TestEnv::new()
-        .with("DATABASE_URL", &proxy.url())
-        .with("CACHE_TTL_MS", "600000")
-        .with("REQUEST_TIMEOUT_MS", &TIMEOUT_MS.to_string());
-    let e = Engage::start(&env, &[]).await;
-    let key = e.tenant("acme").await;
+    let (env, e, key) = harness::serve_tenant(
+        TestEnv::new()
+            .with("DATABASE_URL", &proxy.url())
+            .with("CACHE_TTL_MS", "600000")
+            .with("REQUEST_TIMEOUT_MS", &TIMEOUT_MS.to_string()),
+        "acme",
+    )
+    .await;
     e.service("acme", "s", json!({"in_queue_checking": false}))
         .await;
     e.service(
@@ -326,7 +179,7 @@ async fn setup_through_proxy() -> (PrivatePg, CutProxy, TestEnv, Engage, String)
         if *svc == "slots" {
             body["desiredTime"] = json!(in_a_day());
         }
-        let (code, b) = e.post(&key, CREATE, body).await;
+        let (code, b) = e.create(&key).fields(body).send().await;
         assert_eq!(code, 200, "{b}");
     }
     (pg, proxy, env, e, key)
@@ -354,13 +207,7 @@ async fn a_plain_create_whose_connection_breaks_after_the_insert_is_resolved_as_
     let (_pg, proxy, env, e, key) = setup_through_proxy().await;
     proxy.arm(Cut::NextBind);
     let phone = "+12025550900";
-    let (code, body) = e
-        .post(
-            &key,
-            CREATE,
-            json!({"serviceName": "s", "phoneNumber": phone}),
-        )
-        .await;
+    let (code, body) = e.create(&key).service("s").phone(phone).send().await;
     assert_eq!(proxy.cuts(), 1, "the insert's connection was cut");
     let pg = env.pg().await;
     let stored = count_phone(&pg, phone).await;
@@ -414,28 +261,23 @@ async fn slot_creates_and_cancels_whose_commit_answer_is_lost_are_resolved() {
     proxy.arm(Cut::NextCommit);
     let phone = "+12025550903";
     let (code, body) = e
-        .post(
-            &key,
-            CREATE,
-            json!({"serviceName": "slots", "phoneNumber": phone, "desiredTime": in_a_day()}),
-        )
+        .create(&key)
+        .service("slots")
+        .phone(phone)
+        .at(&in_a_day())
+        .send()
         .await;
     assert_eq!(proxy.cuts(), 1);
     assert_eq!(code, 200, "{body}");
     assert_eq!(count_phone(&pg, phone).await, 1);
     let id = body["data"]["id"].as_str().unwrap().to_string();
-    let booked: i64 = pg
-        .query_one(
-            "SELECT coalesce(sum(booked), 0)::bigint FROM slot_bookings",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let booked = env
+        .count("SELECT coalesce(sum(booked), 0)::bigint FROM slot_bookings")
+        .await;
     assert_eq!(booked, 3, "two warm-up bookings and this one");
 
     proxy.arm(Cut::NextCommit);
-    let (code, body) = e.post(&key, CANCEL, json!({"id": id})).await;
+    let (code, body) = e.cancel(&key, &id).await;
     assert_eq!(proxy.cuts(), 2, "the cancel's COMMIT was cut");
     assert_eq!(code, 200, "{body}");
     let row = pg
@@ -502,7 +344,7 @@ async fn a_create_whose_backend_is_terminated_mid_insert_answers_503_with_nothin
         0,
         "503 means nothing stored"
     );
-    let (code, answer) = e.post(&key, CREATE, body).await;
+    let (code, answer) = e.create(&key).fields(body).send().await;
     assert_eq!(code, 200, "{answer}");
     assert_eq!(count_phone(&killer, phone).await, 1);
 }
@@ -526,7 +368,7 @@ struct Sent {
 /// a cancel answered 200 or "not cancelled" is what the row says.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frozen_postgres_bounds_every_answer_and_a_503_means_nothing_stored() {
-    let pg = PrivatePg::start();
+    let pg = PrivatePostgres::new();
     let env = TestEnv::new()
         .with("DATABASE_URL", &pg.url())
         .with("CACHE_TTL_MS", "600000")
@@ -544,12 +386,11 @@ async fn frozen_postgres_bounds_every_answer_and_a_503_means_nothing_stored() {
     let mut to_cancel = Vec::new();
     for i in 0..60 {
         let (code, b) = e
-            .post(
-                &key,
-                CREATE,
-                json!({"serviceName": "slots", "phoneNumber": format!("+1303555{i:04}"),
-                       "desiredTime": in_a_day()}),
-            )
+            .create(&key)
+            .service("slots")
+            .phone(&format!("+1303555{i:04}"))
+            .at(&in_a_day())
+            .send()
             .await;
         assert_eq!(code, 200, "{b}");
         to_cancel.push(b["data"]["id"].as_str().unwrap().to_string());
@@ -847,11 +688,10 @@ async fn immediate_callbacks_dispatch_promptly_whatever_the_api_host_clock_says(
             .await;
         let started = Instant::now();
         let (code, body) = e
-            .post(
-                &key,
-                CREATE,
-                json!({"serviceName": "s", "phoneNumber": format!("+1202555095{n}")}),
-            )
+            .create(&key)
+            .service("s")
+            .phone(&format!("+1202555095{n}"))
+            .send()
             .await;
         assert_eq!(code, 200, "{offset}: {body}");
         let id = body["data"]["id"].as_str().unwrap().to_string();

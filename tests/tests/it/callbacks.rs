@@ -1,22 +1,12 @@
 //! Callbacks API over real HTTP against `engage serve`: create, retrieve, cancel, validation,
 //! tenancy, idempotency, and the Redis-after-commit rule.
 
-use harness::{Engage, TestEnv};
+use harness::{CREATE, Fixture, RETRIEVE, TestEnv};
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};
 
-const CREATE: &str = "/engagement/v3/callbacks/create";
-const RETRIEVE: &str = "/engagement/v3/callbacks/retrieve";
-const CANCEL: &str = "/engagement/v3/callbacks/cancel";
-
-async fn setup() -> (TestEnv, Engage, String) {
-    let env = TestEnv::new();
-    let engage = Engage::start(&env, &[]).await;
-    let key = engage.tenant("acme").await;
-    engage
-        .service("acme", "sales", json!({"route_point": "5000"}))
-        .await;
-    (env, engage, key)
+async fn setup() -> Fixture {
+    Fixture::start(json!({"route_point": "5000"})).await
 }
 
 fn in_hours(h: i64) -> String {
@@ -37,32 +27,26 @@ fn assert_ok_envelope(code: u16, body: &Value) {
 
 #[tokio::test]
 async fn create_immediate_and_scheduled_then_retrieve() {
-    let (env, engage, key) = setup().await;
+    let fx = setup().await;
+    let (env, engage, key) = (&fx.env, &fx.engage, &fx.key);
 
-    let (code, body) = engage
-        .post(
-            &key,
-            CREATE,
-            json!({"serviceName": "sales", "phoneNumber": "+1 555 010 0001",
-            "userData": {"orderId": 42, "not an identifier": true}, "language": "fr-CA"}),
-        )
+    let (code, body) = fx
+        .create()
+        .phone("+1 555 010 0001")
+        .user_data(json!({"orderId": 42, "not an identifier": true}))
+        .field("language", json!("fr-CA"))
+        .send()
         .await;
     assert_ok_envelope(code, &body);
     let immediate = body["data"]["id"].as_str().unwrap().to_string();
 
     let desired = "2030-01-01T10:00:00.000Z";
-    let (code, body) = engage
-        .post(
-            &key,
-            CREATE,
-            json!({"serviceName": "sales", "phoneNumber": "5550100", "desiredTime": in_hours(2)}),
-        )
-        .await;
+    let (code, body) = fx.create().phone("5550100").at(&in_hours(2)).send().await;
     assert_ok_envelope(code, &body);
     let scheduled = body["data"]["id"].as_str().unwrap().to_string();
     let _ = desired;
 
-    let (code, body) = engage.post(&key, RETRIEVE, json!({"id": immediate})).await;
+    let (code, body) = engage.post(key, RETRIEVE, json!({"id": immediate})).await;
     assert_ok_envelope(code, &body);
     let cb = &body["data"];
     assert_eq!(cb["id"], immediate.as_str());
@@ -78,75 +62,44 @@ async fn create_immediate_and_scheduled_then_retrieve() {
     );
     assert!(cb.get("callbackReason").is_none());
 
-    let (code, body) = engage.post(&key, RETRIEVE, json!({"id": scheduled})).await;
+    let (code, body) = engage.post(key, RETRIEVE, json!({"id": scheduled})).await;
     assert_ok_envelope(code, &body);
     assert_eq!(body["data"]["callbackState"], "SCHEDULED");
     assert_eq!(body["data"]["cbOfferType"], "SCHEDULED");
     assert!(body["data"].get("positionInQueue").is_none());
 
     // Both are durable in PostgreSQL and indexed in Redis for dispatch.
-    let pg = env.pg().await;
-    let n: i64 = pg
-        .query_one("SELECT count(*) FROM callbacks", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let n = env.count("SELECT count(*) FROM callbacks").await;
     assert_eq!(n, 2);
-    let mut redis = env.redis().await;
-    let mut indexed = 0;
-    for shard in 0..4 {
-        let members: Vec<String> = redis::cmd("ZRANGE")
-            .arg(format!("{{{}:sched:{shard}}}", env.id))
-            .arg(0)
-            .arg(-1)
-            .query_async(&mut redis)
-            .await
-            .unwrap();
-        indexed += members
-            .iter()
-            .filter(|m| **m == immediate || **m == scheduled)
-            .count();
-    }
+    let indexed = env.indexed(4).await;
+    let indexed = indexed
+        .iter()
+        .filter(|m| **m == immediate || **m == scheduled);
+    let indexed = indexed.count();
     assert_eq!(indexed, 2, "both callbacks are in the schedule index");
 }
 
 #[tokio::test]
 async fn cancel_then_retrieve_is_completed_cancelled() {
-    let (env, engage, key) = setup().await;
-    let (_, body) = engage
-        .post(
-            &key,
-            CREATE,
-            json!({"serviceName": "sales", "phoneNumber": "5550101", "desiredTime": in_hours(3)}),
-        )
-        .await;
+    let fx = setup().await;
+    let (env, engage, key) = (&fx.env, &fx.engage, &fx.key);
+    let (_, body) = fx.create().phone("5550101").at(&in_hours(3)).send().await;
     let id = body["data"]["id"].as_str().unwrap().to_string();
 
-    let (code, body) = engage.post(&key, CANCEL, json!({"id": id})).await;
+    let (code, body) = engage.cancel(key, &id).await;
     assert_ok_envelope(code, &body);
     assert_eq!(body["data"]["id"], id.as_str());
 
-    let (_, body) = engage.post(&key, RETRIEVE, json!({"id": id})).await;
+    let (_, body) = engage.post(key, RETRIEVE, json!({"id": id})).await;
     assert_eq!(body["data"]["callbackState"], "COMPLETED");
     assert_eq!(body["data"]["callbackReason"], "CANCELLED");
 
     // A second cancel is refused and changes nothing.
-    let (code, body) = engage.post(&key, CANCEL, json!({"id": id})).await;
-    assert_eq!(code, 400, "{body}");
-    assert!(
-        body["status"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("already completed")
-    );
+    let (code, body) = engage.cancel(key, &id).await;
+    harness::assert_refused((code, &body), 400, "already completed");
 
     // The cancel left the schedule index and wrote one history row.
-    let pg = env.pg().await;
-    let events: i64 = pg
-        .query_one("SELECT count(*) FROM callback_events WHERE state = 'COMPLETED' AND reason = 'CANCELLED'", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let events = env.count("SELECT count(*) FROM callback_events WHERE state = 'COMPLETED' AND reason = 'CANCELLED'").await;
     assert_eq!(events, 1);
     let mut redis = env.redis().await;
     let mut left = 0i64;
@@ -164,14 +117,9 @@ async fn cancel_then_retrieve_is_completed_cancelled() {
 
 #[tokio::test]
 async fn processing_callbacks_cannot_be_cancelled() {
-    let (env, engage, key) = setup().await;
-    let (_, body) = engage
-        .post(
-            &key,
-            CREATE,
-            json!({"serviceName": "sales", "phoneNumber": "5550102"}),
-        )
-        .await;
+    let fx = setup().await;
+    let (env, engage, key) = (&fx.env, &fx.engage, &fx.key);
+    let (_, body) = fx.create().phone("5550102").send().await;
     let id = body["data"]["id"].as_str().unwrap().to_string();
     env.pg()
         .await
@@ -181,22 +129,16 @@ async fn processing_callbacks_cannot_be_cancelled() {
         )
         .await
         .unwrap();
-    let (code, body) = engage.post(&key, CANCEL, json!({"id": id})).await;
-    assert_eq!(code, 400);
-    assert!(
-        body["status"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("PROCESSING"),
-        "{body}"
-    );
-    let (_, body) = engage.post(&key, RETRIEVE, json!({"id": id})).await;
+    let (code, body) = engage.cancel(key, &id).await;
+    harness::assert_refused((code, &body), 400, "PROCESSING");
+    let (_, body) = engage.post(key, RETRIEVE, json!({"id": id})).await;
     assert_eq!(body["data"]["callbackState"], "PROCESSING");
 }
 
 #[tokio::test]
 async fn api_keys_are_required_and_revocable() {
-    let (_env, engage, key) = setup().await;
+    let fx = setup().await;
+    let (engage, key) = (&fx.engage, &fx.key);
     let body = json!({"serviceName": "sales", "phoneNumber": "5550103"});
 
     let (code, resp) = harness::send(
@@ -211,48 +153,44 @@ async fn api_keys_are_required_and_revocable() {
     assert_eq!(resp["status"]["message"], "x-api-key header is required");
 
     let (code, _) = engage
-        .post("egk_not-a-real-key", CREATE, body.clone())
+        .create("egk_not-a-real-key")
+        .fields(body.clone())
+        .send()
         .await;
     assert_eq!(code, 401);
 
     // Revoke the key through the admin API: it stops working at once.
-    let (_, keys) = engage
-        .admin(reqwest::Method::GET, "/ges/v1/tenants/acme/api-keys", None)
-        .await;
+    let (_, keys) = engage.admin_get("/ges/v1/tenants/acme/api-keys").await;
     let listed = keys["data"].as_array().unwrap();
     assert_eq!(listed.len(), 1);
     assert!(listed[0].get("key").is_none(), "keys are never listed");
     let key_id = listed[0]["id"].as_str().unwrap();
     let (code, _) = engage
-        .admin(
-            reqwest::Method::DELETE,
-            &format!("/ges/v1/tenants/acme/api-keys/{key_id}"),
-            None,
-        )
+        .admin_delete(&format!("/ges/v1/tenants/acme/api-keys/{key_id}"))
         .await;
     assert_eq!(code, 200);
-    let (code, resp) = engage.post(&key, CREATE, body).await;
+    let (code, resp) = engage.create(key).fields(body).send().await;
     assert_eq!(code, 401, "{resp}");
     assert_eq!(resp["status"]["message"], "invalid API key");
 }
 
 #[tokio::test]
 async fn tenants_never_see_each_other() {
-    let (_env, engage, key_a) = setup().await;
+    let fx = setup().await;
+    let (engage, key_a) = (&fx.engage, &fx.key);
     let key_b = engage.tenant("globex").await;
     engage.service("globex", "sales", json!({})).await;
     let (_, body) = engage
-        .post(
-            &key_b,
-            CREATE,
-            json!({"serviceName": "sales", "phoneNumber": "5550104"}),
-        )
+        .create(&key_b)
+        .service("sales")
+        .phone("5550104")
+        .send()
         .await;
     let b_id = body["data"]["id"].as_str().unwrap().to_string();
 
-    let (code, body) = engage.post(&key_a, RETRIEVE, json!({"id": b_id})).await;
+    let (code, body) = engage.post(key_a, RETRIEVE, json!({"id": b_id})).await;
     assert_eq!(code, 404, "{body}");
-    let (code, _) = engage.post(&key_a, CANCEL, json!({"id": b_id})).await;
+    let (code, _) = engage.cancel(key_a, &b_id).await;
     assert_eq!(code, 404);
     // B's callback is untouched.
     let (_, body) = engage.post(&key_b, RETRIEVE, json!({"id": b_id})).await;
@@ -261,7 +199,8 @@ async fn tenants_never_see_each_other() {
 
 #[tokio::test]
 async fn bad_inputs_get_clear_400s_and_change_nothing() {
-    let (env, engage, key) = setup().await;
+    let fx = setup().await;
+    let (env, engage, key) = (&fx.env, &fx.engage, &fx.key);
     engage
         .service("acme", "closed", json!({"enabled": false}))
         .await;
@@ -326,7 +265,7 @@ async fn bad_inputs_get_clear_400s_and_change_nothing() {
         (json!(["not", "an", "object"]), "JSON object"),
     ];
     for (body, expect) in cases {
-        let (code, resp) = engage.post(&key, CREATE, body.clone()).await;
+        let (code, resp) = engage.create(key).fields(body.clone()).send().await;
         assert_eq!(code, 400, "{body} → {resp}");
         assert_eq!(resp["status"]["code"], 400);
         let msg = resp["status"]["message"].as_str().unwrap();
@@ -341,7 +280,7 @@ async fn bad_inputs_get_clear_400s_and_change_nothing() {
             engage
                 .http
                 .post(format!("{}{CREATE}", engage.external))
-                .header("x-api-key", &key)
+                .header("x-api-key", key)
                 .body(raw),
         )
         .await;
@@ -352,7 +291,7 @@ async fn bad_inputs_get_clear_400s_and_change_nothing() {
         (json!({"id": "x"}), "not a callback id"),
         (json!({"id": 5}), "id"),
     ] {
-        let (code, resp) = engage.post(&key, RETRIEVE, body).await;
+        let (code, resp) = engage.post(key, RETRIEVE, body).await;
         assert_eq!(code, 400);
         assert!(
             resp["status"]["message"].as_str().unwrap().contains(expect),
@@ -361,35 +300,25 @@ async fn bad_inputs_get_clear_400s_and_change_nothing() {
     }
     let (code, _) = engage
         .post(
-            &key,
+            key,
             RETRIEVE,
             json!({"id": uuid::Uuid::now_v7().to_string()}),
         )
         .await;
     assert_eq!(code, 404);
-    let n: i64 = env
-        .pg()
-        .await
-        .query_one("SELECT count(*) FROM callbacks", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let n = env.count("SELECT count(*) FROM callbacks").await;
     assert_eq!(n, 0, "no bad request stored anything");
 }
 
 #[tokio::test]
 async fn idempotent_create_under_concurrency() {
-    let (env, engage, key) = setup().await;
+    let fx = setup().await;
+    let (env, engage, key) = (&fx.env, &fx.engage, &fx.key);
     let body =
         json!({"serviceName": "sales", "phoneNumber": "5550105", "desiredTime": in_hours(5)});
     let requests = (0..20).map(|_| {
-        let req = engage
-            .http
-            .post(format!("{}{CREATE}", engage.external))
-            .header("x-api-key", &key)
-            .header("Idempotency-Key", "order-42")
-            .json(&body);
-        harness::send(req)
+        let create = engage.create(key).fields(body.clone());
+        create.idempotency_key("order-42").send()
     });
     let results = futures::future::join_all(requests).await;
     let ids: std::collections::BTreeSet<String> = results
@@ -400,46 +329,28 @@ async fn idempotent_create_under_concurrency() {
         })
         .collect();
     assert_eq!(ids.len(), 1, "every response names the same callback");
-    let n: i64 = env
-        .pg()
-        .await
-        .query_one("SELECT count(*) FROM callbacks", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let n = env.count("SELECT count(*) FROM callbacks").await;
     assert_eq!(n, 1, "exactly one callback was stored");
 
     // Same key, different body → 409; no new callback.
-    let (code, resp) = harness::send(
-        engage
-            .http
-            .post(format!("{}{CREATE}", engage.external))
-            .header("x-api-key", &key)
-            .header("Idempotency-Key", "order-42")
-            .json(&json!({"serviceName": "sales", "phoneNumber": "5550106"})),
-    )
-    .await;
+    let (code, resp) = fx
+        .create()
+        .phone("5550106")
+        .idempotency_key("order-42")
+        .send()
+        .await;
     assert_eq!(code, 409, "{resp}");
     // Keys are per tenant: another tenant may use the same key.
     let other = engage.tenant("initech").await;
     engage.service("initech", "sales", json!({})).await;
-    let (code, _) = harness::send(
-        engage
-            .http
-            .post(format!("{}{CREATE}", engage.external))
-            .header("x-api-key", &other)
-            .header("Idempotency-Key", "order-42")
-            .json(&body),
-    )
-    .await;
+    let (code, _) = engage
+        .create(&other)
+        .fields(body)
+        .idempotency_key("order-42")
+        .send()
+        .await;
     assert_eq!(code, 200);
-    let n: i64 = env
-        .pg()
-        .await
-        .query_one("SELECT count(*) FROM callbacks", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let n = env.count("SELECT count(*) FROM callbacks").await;
     assert_eq!(n, 2);
 }
 
@@ -451,30 +362,15 @@ async fn create_succeeds_while_redis_is_down() {
         "REDIS_URL",
         &format!("redis://127.0.0.1:{}", harness::free_port()),
     );
-    let engage = Engage::start(&env, &[]).await;
-    let key = engage.tenant("acme").await;
-    engage.service("acme", "sales", json!({})).await;
-    let (code, body) = engage
-        .post(
-            &key,
-            CREATE,
-            json!({"serviceName": "sales", "phoneNumber": "5550107"}),
-        )
-        .await;
+    let fx = Fixture::with(env.clone(), &[], "acme", "sales", json!({})).await;
+    let (engage, key) = (&fx.engage, &fx.key);
+    let (code, body) = fx.create().phone("5550107").send().await;
     assert_eq!(code, 200, "{body}");
     let id = body["data"]["id"].as_str().unwrap();
-    let (code, body) = engage.post(&key, RETRIEVE, json!({"id": id})).await;
+    let (code, body) = engage.post(key, RETRIEVE, json!({"id": id})).await;
     assert_eq!(code, 200);
     assert_eq!(body["data"]["callbackState"], "QUEUED");
-    let metrics = engage
-        .http
-        .get(format!("{}/metrics", engage.internal))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = engage.metrics().await;
     assert!(
         metrics
             .lines()
@@ -489,18 +385,20 @@ async fn create_and_cancel_on_a_redis_cluster() {
         .with("REDIS_URL", harness::cluster())
         .with("REDIS_CLUSTER", "true")
         .with("REDIS_SCHEDULE_SHARDS", "8");
-    let engage = Engage::start(&env, &[]).await;
-    let key = engage.tenant("acme").await;
-    engage.service("acme", "sales", json!({})).await;
+    let fx = Fixture::with(env.clone(), &[], "acme", "sales", json!({})).await;
+    let (engage, key) = (&fx.engage, &fx.key);
     let mut ids = Vec::new();
     for i in 0..8 {
-        let (code, body) = engage
-            .post(&key, CREATE, json!({"serviceName": "sales", "phoneNumber": format!("555010{i}"), "desiredTime": in_hours(1)}))
+        let (code, body) = fx
+            .create()
+            .phone(&format!("555010{i}"))
+            .at(&in_hours(1))
+            .send()
             .await;
         assert_eq!(code, 200, "{body}");
         ids.push(body["data"]["id"].as_str().unwrap().to_string());
     }
-    let (code, _) = engage.post(&key, CANCEL, json!({"id": ids[0]})).await;
+    let (code, _) = engage.cancel(key, &ids[0]).await;
     assert_eq!(code, 200);
     // The index entries live on several cluster nodes; all but the cancelled one are there.
     let client =
@@ -527,14 +425,9 @@ async fn create_and_cancel_on_a_redis_cluster() {
 #[tokio::test]
 async fn concurrent_creates_are_each_committed_once() {
     // Exercises group commit: many creates in flight share multi-row inserts.
-    let (env, engage, key) = setup().await;
-    let requests = (0..300).map(|i| {
-        engage.post(
-            &key,
-            CREATE,
-            json!({"serviceName": "sales", "phoneNumber": format!("+1212555{i:04}")}),
-        )
-    });
+    let fx = setup().await;
+    let env = &fx.env;
+    let requests = (0..300).map(|i| fx.create().phone(&format!("+1212555{i:04}")).send());
     let results = futures::future::join_all(requests).await;
     let ids: std::collections::BTreeSet<String> = results
         .iter()
@@ -544,16 +437,13 @@ async fn concurrent_creates_are_each_committed_once() {
         })
         .collect();
     assert_eq!(ids.len(), 300);
-    let pg = env.pg().await;
-    let n: i64 = pg
-        .query_one("SELECT count(*) FROM callbacks", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let n = env.count("SELECT count(*) FROM callbacks").await;
     assert_eq!(n, 300);
     // Every answered id is a committed row.
     let id_list: Vec<uuid::Uuid> = ids.iter().map(|s| s.parse().unwrap()).collect();
-    let found: i64 = pg
+    let found: i64 = env
+        .pg()
+        .await
         .query_one(
             "SELECT count(*) FROM callbacks WHERE id = ANY($1)",
             &[&id_list],

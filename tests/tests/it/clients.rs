@@ -35,9 +35,7 @@ fn future(format_like: &str) -> (String, Timestamp) {
 }
 
 async fn setup() -> (TestEnv, Engage, String) {
-    let env = TestEnv::new();
-    let e = Engage::start(&env, &[]).await;
-    let key = e.tenant("acme").await;
+    let (env, e, key) = harness::serve_tenant(TestEnv::new(), "acme").await;
     e.service(
         "acme",
         "CB_Support",
@@ -119,7 +117,7 @@ async fn informational_fields_never_refuse_a_create() {
         "offerThreshold": "five minutes", "inboundVQ": "x".repeat(1000),
         "channel": "web\nchat", "cbOriginationIxnId": 12345, "somethingNew": {"a": 1}
     });
-    let (code, answer) = e.post(&key, CREATE, body).await;
+    let (code, answer) = e.create(&key).fields(body).send().await;
     assert_eq!(code, 200, "{answer}");
     let id = answer["data"]["id"].clone();
     let (_, got) = e.post(&key, RETRIEVE, json!({ "id": id })).await;
@@ -160,7 +158,7 @@ async fn strict_fields_still_say_what_to_fix() {
         body.as_object_mut()
             .unwrap()
             .extend(change.as_object().unwrap().clone());
-        let (code, answer) = e.post(&key, CREATE, body).await;
+        let (code, answer) = e.create(&key).fields(body).send().await;
         assert_eq!(code, 400, "{field}: {answer}");
         let msg = answer["status"]["message"].as_str().unwrap_or_default();
         assert!(msg.contains(field), "{field}: {msg}");

@@ -9,10 +9,8 @@
 
 use std::time::{Duration, Instant};
 
-use harness::{Engage, PrivateRedis, TestEnv, WorkerProc};
+use harness::{Engage, Fixture, PrivateRedis, TestEnv, WorkerProc};
 use serde_json::json;
-
-use crate::worker::{open_service, provision, stream_census};
 
 /// Worker settings of these tests: one shard, sweep out of the window, a short lease.
 fn worker_vars(lease_ms: u64) -> Vec<(&'static str, String)> {
@@ -59,13 +57,11 @@ async fn create_due_in(engage: &Engage, key: &str, n: usize, secs: i64) -> Vec<S
     let due = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(secs);
     let mut ids = Vec::new();
     for i in 0..n {
-        let body = json!({"serviceName": "s", "phoneNumber": format!("+1555{i:07}"),
-                          "desiredTime": harness::wire(due)});
-        let (code, b) = engage
-            .post(key, "/engagement/v3/callbacks/create", body)
-            .await;
-        assert_eq!(code, 200, "create: {b}");
-        ids.push(b["data"]["id"].as_str().expect("id").to_string());
+        let create = engage
+            .create(key)
+            .service("s")
+            .phone(&format!("+1555{i:07}"));
+        ids.push(create.at(&harness::wire(due)).id().await);
     }
     ids
 }
@@ -130,7 +126,7 @@ fn failed_line(w: &WorkerProc) -> String {
 async fn wait_in_stream(env: &TestEnv, ids: &[String], within: Duration) {
     let started = Instant::now();
     loop {
-        let (_, _, per) = stream_census(&env.vars["VOICE_REDIS_URL"], env.voice_stream()).await;
+        let (_, _, per) = env.census().await;
         if ids.iter().any(|id| per.contains_key(id)) {
             return;
         }
@@ -169,8 +165,7 @@ async fn wait_settled(
 
 /// One stream entry and one SUBMITTED event per callback.
 async fn assert_once(env: &TestEnv, ids: &[String]) {
-    let (total, distinct, per) =
-        stream_census(&env.vars["VOICE_REDIS_URL"], env.voice_stream()).await;
+    let (total, distinct, per) = env.census().await;
     assert_eq!((total, distinct), (ids.len(), ids.len()), "stream: {per:?}");
     let events: i64 = env
         .pg()
@@ -192,9 +187,9 @@ async fn assert_once(env: &TestEnv, ids: &[String]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dispatch_settle_a_handoff_that_cannot_be_recorded_keeps_its_claim() {
     let env = TestEnv::new().with("REDIS_SCHEDULE_SHARDS", "1");
-    let engage = Engage::start(&env, &[]).await;
-    let key = provision(&engage, "settle1", "s", open_service(json!({}))).await;
-    let env = env.with("GES_URL", &engage.internal);
+    let (env, engage, key) = Fixture::dispatch(env, "settle1", "s", json!({}))
+        .await
+        .parts();
     let lease_ms = 6_000;
     let w = start_worker(&env, 200, lease_ms).await;
     let ids = create_due_in(&engage, &key, 1, 3).await;
@@ -246,10 +241,8 @@ async fn dispatch_settle_a_refused_settlement_loses_and_doubles_nothing() {
     let env = TestEnv::new()
         .with("REDIS_URL", &private.url())
         .with("REDIS_SCHEDULE_SHARDS", "1");
-    let engage = Engage::start(&env, &[]).await;
-    let paced = open_service(json!({"dispatch_rate_per_second": 1}));
-    let key = provision(&engage, "settle2", "s", paced).await;
-    let env = env.with("GES_URL", &engage.internal);
+    let paced = json!({"dispatch_rate_per_second": 1});
+    let (env, engage, key) = Fixture::dispatch(env, "settle2", "s", paced).await.parts();
     let lease_ms = 4_000;
     let w = WorkerProc::start(&env, &worker_vars(lease_ms)).await;
     let ids = create_due_in(&engage, &key, 3, 3).await;

@@ -8,32 +8,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use harness::{Engage, Proc, TestEnv};
+use harness::{Engage, Proc, TestEnv, open_service};
 use serde_json::{Value, json};
-
-use crate::worker::{open_service, provision};
-
-async fn create(engage: &Engage, key: &str, body: Value) -> String {
-    let (code, resp) = engage
-        .post(key, "/engagement/v3/callbacks/create", body)
-        .await;
-    assert_eq!(code, 200, "{resp}");
-    resp["data"]["id"].as_str().expect("id").to_string()
-}
-
-async fn retrieve(engage: &Engage, key: &str, id: &str) -> Value {
-    let (code, body) = engage
-        .post(key, "/engagement/v3/callbacks/retrieve", json!({"id": id}))
-        .await;
-    assert_eq!(code, 200, "{body}");
-    body["data"].clone()
-}
 
 /// Waits until the callback is in its queue view (retrieve shows a position).
 async fn wait_in_view(engage: &Engage, key: &str, id: &str) -> Value {
     let started = Instant::now();
     loop {
-        let cb = retrieve(engage, key, id).await;
+        let cb = engage.retrieve(key, id).await;
         if cb.get("positionInQueue").is_some() {
             return cb;
         }
@@ -50,17 +32,7 @@ async fn event(engage: &Engage, id: &str, state: &str) {
     if state == "COMPLETED" {
         body["reason"] = json!("AGENT_CONNECTED");
     }
-    let (code, resp) = harness::send(
-        engage
-            .http
-            .post(format!(
-                "{}/ges/v1/ors/callbacks/{id}/events",
-                engage.internal
-            ))
-            .bearer_auth(harness::ORS_EVENTS_TOKEN)
-            .json(&body),
-    )
-    .await;
+    let (code, resp) = engage.event(id, body).await;
     assert_eq!(code, 200, "{resp}");
 }
 
@@ -103,7 +75,9 @@ async fn ewt_estimates_track_actual_waits_with_the_simulator() {
     const MEASURED: usize = 55;
     let env = TestEnv::new();
     let engage = Engage::start(&env, &["--with-worker"]).await;
-    let key = provision(&engage, "ewt", "care", open_service(json!({}))).await;
+    let key = engage
+        .provision("ewt", "care", open_service(json!({})))
+        .await;
     let _sim = Proc::spawn(
         &env,
         "ors-sim",
@@ -127,7 +101,7 @@ async fn ewt_estimates_track_actual_waits_with_the_simulator() {
         (est, msg.as_deref()),
         (-1, Some("no wait-time history yet for this queue"))
     );
-    crate::worker::create_immediate(&engage, &key, "care", BACKLOG, 0).await;
+    engage.create_immediate(&key, "care", BACKLOG, 0).await;
     let pg = env.pg().await;
     let started = Instant::now();
     loop {
@@ -154,12 +128,12 @@ async fn ewt_estimates_track_actual_waits_with_the_simulator() {
         let (est, msg) = ewt(&engage, &key, "care", "mode2").await;
         assert!(est > 0, "estimate {est} {msg:?}");
         let at = jiff::Timestamp::now();
-        let id = create(
-            &engage,
-            &key,
-            json!({"serviceName": "care", "phoneNumber": format!("+1555{:07}", 9_000 + i)}),
-        )
-        .await;
+        let id = engage
+            .create(&key)
+            .service("care")
+            .phone(&format!("+1555{:07}", 9_000 + i))
+            .id()
+            .await;
         measured.push((id, est, at));
     }
     // Every measured callback reaches an agent.
@@ -236,17 +210,20 @@ async fn ewt_estimates_track_actual_waits_with_the_simulator() {
 async fn positions_follow_priority_then_time_and_move_up() {
     let env = TestEnv::new();
     let engage = Engage::start(&env, &["--with-worker"]).await;
-    let key = provision(&engage, "pos", "care", open_service(json!({}))).await;
+    let key = engage
+        .provision("pos", "care", open_service(json!({})))
+        .await;
     // 20 callbacks, priorities 0, 7, 3 in turn, each queued after the one before.
     let mut created: Vec<(String, i64, usize)> = Vec::new();
     for i in 0..20 {
         let priority = [0, 7, 3][i % 3];
-        let id = create(
-            &engage,
-            &key,
-            json!({"serviceName": "care", "phoneNumber": format!("+1555{:07}", 100 + i), "priority": priority}),
-        )
-        .await;
+        let id = engage
+            .create(&key)
+            .service("care")
+            .phone(&format!("+1555{:07}", 100 + i))
+            .field("priority", json!(priority))
+            .id()
+            .await;
         wait_in_view(&engage, &key, &id).await;
         created.push((id, priority, i));
     }
@@ -258,7 +235,7 @@ async fn positions_follow_priority_then_time_and_move_up() {
         async move {
             let mut last_ewt = 0;
             for (n, (id, priority, _)) in order.iter().enumerate() {
-                let cb = retrieve(engage, key, id).await;
+                let cb = engage.retrieve(key, id).await;
                 assert_eq!(
                     cb["positionInQueue"],
                     n as i64 + 1,
@@ -276,7 +253,7 @@ async fn positions_follow_priority_then_time_and_move_up() {
     // The first three reach agents (PROCESSING), then complete: the rest move up.
     for (id, ..) in &expected[..3] {
         event(&engage, id, "PROCESSING").await;
-        let cb = retrieve(&engage, &key, id).await;
+        let cb = engage.retrieve(&key, id).await;
         assert_eq!(
             (
                 cb["positionInQueue"].as_i64(),
@@ -289,12 +266,12 @@ async fn positions_follow_priority_then_time_and_move_up() {
     }
     check(expected[3..].to_vec()).await;
     // Three dequeues ~300 ms apart: the last in line waits about 16 × 0.3 s.
-    let last = retrieve(&engage, &key, &expected[19].0).await;
+    let last = engage.retrieve(&key, &expected[19].0).await;
     let e = last["estimatedWaitTime"].as_i64().expect("estimate");
     assert!((4..=7).contains(&e), "{last}");
     for (id, ..) in &expected[..3] {
         event(&engage, id, "COMPLETED").await;
-        let cb = retrieve(&engage, &key, id).await;
+        let cb = engage.retrieve(&key, id).await;
         assert!(
             cb.get("positionInQueue").is_none() && cb.get("estimatedWaitTime").is_none(),
             "{cb}"
@@ -302,9 +279,7 @@ async fn positions_follow_priority_then_time_and_move_up() {
     }
     // A cancelled callback in the middle leaves the line too.
     let (gone, ..) = expected[10].clone();
-    let (code, body) = engage
-        .post(&key, "/engagement/v3/callbacks/cancel", json!({"id": gone}))
-        .await;
+    let (code, body) = engage.cancel(&key, &gone).await;
     assert_eq!(code, 200, "{body}");
     let rest: Vec<_> = expected[3..]
         .iter()
@@ -345,11 +320,7 @@ async fn queue_status_withdraws_immediate_offer_before_closing() {
     let hours = json!({"timezone": zone, "weekly": {},
         "exceptions": [{"date": day, "open": [["00:00", close.strftime("%H:%M").to_string()]]}]});
     let (code, body) = engage
-        .admin(
-            reqwest::Method::PUT,
-            "/ges/v1/tenants/qs/business-hours/main",
-            Some(hours),
-        )
+        .admin_put("/ges/v1/tenants/qs/business-hours/main", hours)
         .await;
     assert!(code == 200 || code == 201, "{code} {body}");
     engage
@@ -413,7 +384,7 @@ async fn queue_status_withdraws_immediate_offer_before_closing() {
     );
 
     // 12 queued; two reach agents 4 s apart: 10 wait, 4 s each → 40 s.
-    let ids = crate::worker::create_immediate(&engage, &key, "care", 12, 0).await;
+    let ids = engage.create_immediate(&key, "care", 12, 0).await;
     for id in &ids {
         wait_in_view(&engage, &key, id).await;
     }
@@ -428,7 +399,7 @@ async fn queue_status_withdraws_immediate_offer_before_closing() {
     assert_eq!(qs["offerImmediateCallback"], true, "{qs}");
 
     // 60 more: 70 × 4 s = 280 s, past closing (at most 240 s away): no immediate offer.
-    let more = crate::worker::create_immediate(&engage, &key, "care", 60, 100).await;
+    let more = engage.create_immediate(&key, "care", 60, 100).await;
     wait_in_view(&engage, &key, more.last().unwrap()).await;
     let (code, open) = engage
         .get(&key, "/engagement/v3/callbacks/open-for/care")

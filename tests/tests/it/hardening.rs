@@ -5,9 +5,7 @@ use serde_json::json;
 
 #[tokio::test]
 async fn external_port_is_an_allowlist_in_the_envelope() {
-    let env = TestEnv::new();
-    let engage = Engage::start(&env, &[]).await;
-    let key = engage.tenant("acme").await;
+    let (_env, engage, key) = harness::serve_tenant(TestEnv::new(), "acme").await;
 
     for path in [
         "/ges/v1/tenants",
@@ -27,9 +25,7 @@ async fn external_port_is_an_allowlist_in_the_envelope() {
         assert!(body["status"]["corrId"].is_string());
     }
     // The same admin route works on the internal port.
-    let (code, _) = engage
-        .admin(reqwest::Method::GET, "/ges/v1/tenants", None)
-        .await;
+    let (code, _) = engage.admin_get("/ges/v1/tenants").await;
     assert_eq!(code, 200);
 
     // Every response carries a fresh correlation id, also as a header.
@@ -55,75 +51,37 @@ async fn external_port_is_an_allowlist_in_the_envelope() {
 
     // Wrong method on a known route: envelope, not an empty body.
     let (code, body) = engage.get(&key, "/engagement/v3/callbacks/create").await;
-    assert_eq!(code, 400);
-    assert!(
-        body["status"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("method")
-    );
+    harness::assert_refused((code, &body), 400, "method");
 }
 
 #[tokio::test]
 async fn ccid_headers_are_refused_on_the_external_port_only() {
-    let env = TestEnv::new();
-    let engage = Engage::start(&env, &[]).await;
-    let key = engage.tenant("acme").await;
+    let (env, engage, key) = harness::serve_tenant(TestEnv::new(), "acme").await;
     engage.service("acme", "sales", json!({})).await;
     let body = json!({"serviceName": "sales", "phoneNumber": "5550100"});
     for header in ["ccid", "ContactCenterID"] {
-        let (code, resp) = harness::send(
-            engage
-                .http
-                .post(format!(
-                    "{}/engagement/v3/callbacks/create",
-                    engage.external
-                ))
-                .header("x-api-key", &key)
-                .header(header, "acme")
-                .json(&body),
-        )
-        .await;
+        let create = engage.create(&key).fields(body.clone());
+        let (code, resp) = create.header(header, "acme").send().await;
         assert_eq!(code, 400, "{header}: {resp}");
         assert!(resp["status"]["message"].as_str().unwrap().contains("ccid"));
     }
     // An empty header is allowed (GES ingress sets it empty).
-    let (code, _) = harness::send(
-        engage
-            .http
-            .post(format!(
-                "{}/engagement/v3/callbacks/create",
-                engage.external
-            ))
-            .header("x-api-key", &key)
-            .header("ccid", "")
-            .json(&body),
-    )
-    .await;
+    let create = engage.create(&key).fields(body.clone());
+    let (code, _) = create.header("ccid", "").send().await;
     assert_eq!(code, 200);
-    let n: i64 = env
-        .pg()
-        .await
-        .query_one("SELECT count(*) FROM callbacks", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let n = env.count("SELECT count(*) FROM callbacks").await;
     assert_eq!(n, 1, "refused requests stored nothing");
 }
 
 #[tokio::test]
 async fn body_limit_is_500_kb_external_and_10_mb_internal() {
-    let env = TestEnv::new();
-    let engage = Engage::start(&env, &[]).await;
-    let key = engage.tenant("acme").await;
+    let (env, engage, key) = harness::serve_tenant(TestEnv::new(), "acme").await;
     engage.service("acme", "sales", json!({})).await;
     // ~600 KB of user data.
     let big = "x".repeat(600 * 1024);
     let body = json!({"serviceName": "sales", "phoneNumber": "5550100", "userData": {"blob": big}});
 
-    let (code, resp) = engage
-        .post(&key, "/engagement/v3/callbacks/create", body.clone())
-        .await;
+    let (code, resp) = engage.create(&key).fields(body.clone()).send().await;
     assert_eq!(code, 413, "{resp}");
     assert_eq!(resp["status"]["code"], 413);
     assert_eq!(
@@ -156,13 +114,7 @@ async fn body_limit_is_500_kb_external_and_10_mb_internal() {
         Ok(resp) => assert_eq!(resp.status().as_u16(), 413),
         Err(e) => assert!(e.is_request(), "{e}"),
     }
-    let n: i64 = env
-        .pg()
-        .await
-        .query_one("SELECT count(*) FROM callbacks", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let n = env.count("SELECT count(*) FROM callbacks").await;
     assert_eq!(n, 0);
 
     let (code, resp) = harness::send(
@@ -188,15 +140,7 @@ async fn body_limit_is_500_kb_external_and_10_mb_internal() {
 }
 
 async fn invalid_content_length(engage: &Engage) -> f64 {
-    let metrics = engage
-        .http
-        .get(format!("{}/metrics", engage.internal))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = engage.metrics().await;
     metrics
         .lines()
         .find_map(|l| l.strip_prefix("INVALID_CONTENT_LENGTH "))

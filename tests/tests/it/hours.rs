@@ -1,12 +1,11 @@
 //! Business hours and capacity rules (admin API), the Designer publish of CALLBACK_SETTINGS,
 //! and open-for, including daylight-saving changes in America/New_York and Europe/Paris.
 
-use harness::{Engage, TestEnv, local, next_dst_change, wire};
-use reqwest::Method;
+use harness::{Engage, TestEnv, local, wire};
 use serde_json::{Value, json};
 
 async fn put(e: &Engage, path: &str, body: Value) -> (u16, Value) {
-    e.admin(Method::PUT, path, Some(body)).await
+    e.admin_put(path, body).await
 }
 
 #[tokio::test]
@@ -35,11 +34,7 @@ async fn hours_rules_crud() {
 
     // A fetched rule can be PUT back unchanged; the version goes up.
     let (code, got) = e
-        .admin(
-            Method::GET,
-            "/ges/v1/tenants/acme/business-hours/main",
-            None,
-        )
+        .admin_get("/ges/v1/tenants/acme/business-hours/main")
         .await;
     assert_eq!(code, 200);
     let (code, body) = put(
@@ -86,16 +81,8 @@ async fn hours_rules_crud() {
         json!({"slot_minutes":15,"weekly":{"1":{"0910":1}}}),
     )
     .await;
-    assert_eq!(code, 400);
-    assert!(
-        body["status"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("weekly.1.0910")
-    );
-    let (code, body) = e
-        .admin(Method::GET, "/ges/v1/tenants/acme/capacity-rules", None)
-        .await;
+    harness::assert_refused((code, &body), 400, "weekly.1.0910");
+    let (code, body) = e.admin_get("/ges/v1/tenants/acme/capacity-rules").await;
     assert_eq!(code, 200);
     assert_eq!(body["data"].as_array().unwrap().len(), 1);
 
@@ -128,32 +115,16 @@ async fn hours_rules_crud() {
     )
     .await;
     let (code, body) = e
-        .admin(
-            Method::DELETE,
-            "/ges/v1/tenants/acme/business-hours/main",
-            None,
-        )
+        .admin_delete("/ges/v1/tenants/acme/business-hours/main")
         .await;
-    assert_eq!(code, 409, "{body}");
-    assert!(
-        body["status"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("sales")
-    );
+    harness::assert_refused((code, &body), 409, "sales");
     e.service("acme", "sales", json!({})).await;
     for path in ["business-hours/main", "capacity-rules/std"] {
         let (code, _) = e
-            .admin(
-                Method::DELETE,
-                &format!("/ges/v1/tenants/acme/{path}"),
-                None,
-            )
+            .admin_delete(&format!("/ges/v1/tenants/acme/{path}"))
             .await;
         assert_eq!(code, 200);
-        let (code, _) = e
-            .admin(Method::GET, &format!("/ges/v1/tenants/acme/{path}"), None)
-            .await;
+        let (code, _) = e.admin_get(&format!("/ges/v1/tenants/acme/{path}")).await;
         assert_eq!(code, 404);
     }
     let (code, _) = put(
@@ -166,9 +137,7 @@ async fn hours_rules_crud() {
 }
 
 async fn services(e: &Engage) -> Vec<Value> {
-    let (code, body) = e
-        .admin(Method::GET, "/ges/v1/tenants/acme/services", None)
-        .await;
+    let (code, body) = e.admin_get("/ges/v1/tenants/acme/services").await;
     assert_eq!(code, 200);
     body["data"].as_array().expect("service list").clone()
 }
@@ -181,9 +150,7 @@ fn find<'a>(list: &'a [Value], name: &str) -> &'a Value {
 
 #[tokio::test]
 async fn publish_whole_table() {
-    let env = TestEnv::new();
-    let e = Engage::start(&env, &[]).await;
-    let key = e.tenant("acme").await;
+    let (_env, e, key) = harness::serve_tenant(TestEnv::new(), "acme").await;
     put(
         &e,
         "/ges/v1/tenants/acme/business-hours/bh",
@@ -191,13 +158,7 @@ async fn publish_whole_table() {
     )
     .await;
     e.service("acme", "old", json!({})).await;
-    let publish = |table: Value| {
-        e.admin(
-            Method::POST,
-            "/ges/v1/tenants/acme/callback-settings",
-            Some(table),
-        )
-    };
+    let publish = |table: Value| e.admin_post("/ges/v1/tenants/acme/callback-settings", table);
 
     let (code, body) = publish(json!([
         {"name":"a","business_hours":"bh","slot_capacity":3},
@@ -210,13 +171,7 @@ async fn publish_whole_table() {
     let list = services(&e).await;
     assert_eq!(find(&list, "old")["settings"]["enabled"], false);
     assert_eq!(find(&list, "b")["settings"]["Custom Column"], "x");
-    let (code, body) = e
-        .post(
-            &key,
-            "/engagement/v3/callbacks/create",
-            json!({"serviceName":"old","phoneNumber":"5550100"}),
-        )
-        .await;
+    let (code, body) = e.create(&key).service("old").phone("5550100").send().await;
     assert_eq!(code, 400, "{body}");
 
     // Same a, changed b, old listed again.
@@ -258,36 +213,18 @@ async fn publish_whole_table() {
     assert_eq!(services(&e).await, before);
 
     let (code, _) = e
-        .admin(
-            Method::POST,
-            "/ges/v1/tenants/ghost/callback-settings",
-            Some(json!([])),
-        )
+        .admin_post("/ges/v1/tenants/ghost/callback-settings", json!([]))
         .await;
     assert_eq!(code, 404);
 }
 
 #[tokio::test]
 async fn open_for_across_dst() {
-    let env = TestEnv::new();
-    let e = Engage::start(&env, &[]).await;
-    let key = e.tenant("acme").await;
+    let (_env, e, key) = harness::serve_tenant(TestEnv::new(), "acme").await;
     for zone in ["America/New_York", "Europe/Paris"] {
-        let (_, spring) = next_dst_change(zone, true);
-        let (_, fall) = next_dst_change(zone, false);
-        let name = zone.replace('/', "-");
-        let (code, body) = put(
-            &e,
-            &format!("/ges/v1/tenants/acme/business-hours/{name}"),
-            json!({
-            "timezone": zone,
-            "exceptions": [
-                {"date": spring.to_string(), "open": [["00:00","04:00"]]},
-                {"date": fall.to_string(), "open": [["00:00","04:00"]]}
-            ]}),
-        )
-        .await;
-        assert_eq!(code, 201, "{body}");
+        let harness::DstDays {
+            spring, fall, name, ..
+        } = e.hours_on_dst_days("acme", zone, "04:00").await;
         e.service(
             "acme",
             &format!("svc-{name}"),
@@ -325,13 +262,7 @@ async fn open_for_across_dst() {
     let (code, body) = e
         .get(&key, "/engagement/v3/callbacks/open-for/nothing")
         .await;
-    assert_eq!(code, 400);
-    assert!(
-        body["status"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("nothing")
-    );
+    harness::assert_refused((code, &body), 400, "nothing");
     let (code, body) = e
         .get(
             &key,

@@ -8,6 +8,7 @@
 
 mod admin;
 mod admin_errors;
+mod admin_objects;
 mod availability;
 mod booking;
 mod bounded;
@@ -16,9 +17,11 @@ mod clients;
 mod create_pipeline;
 mod dispatch_settle;
 mod ewt;
+mod fixtures;
 mod hardening;
 mod hours;
 mod lifecycle;
+mod migrate;
 mod numbers;
 mod observability;
 mod ors;

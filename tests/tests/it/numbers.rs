@@ -2,11 +2,8 @@
 //! blocked patterns, premium-rate numbers, impossible numbers, normalisation and storage of
 //! the E.164 form.
 
-use harness::{Engage, TestEnv};
-use reqwest::Method;
+use harness::TestEnv;
 use serde_json::json;
-
-const CREATE: &str = "/engagement/v3/callbacks/create";
 
 async fn e164_of(env: &TestEnv, id: &str) -> Option<String> {
     let id: uuid::Uuid = id.parse().expect("create returns a UUID");
@@ -20,30 +17,25 @@ async fn e164_of(env: &TestEnv, id: &str) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn number_rules_admin_and_create() {
-    let env = TestEnv::new();
-    let e = Engage::start(&env, &[]).await;
-    let key = e.tenant("acme").await;
+    let (env, e, key) = harness::serve_tenant(TestEnv::new(), "acme").await;
     let rule_path = "/ges/v1/tenants/acme/number-rules/north-america";
     let design = json!({"default_country":"US","permitted_countries":["US","CA"],
         "blocked_patterns":["^1900","5550000$"],"block_premium":true});
 
     // Admin API: create, show, replace, clear errors.
-    let (code, body) = e.admin(Method::PUT, rule_path, Some(design.clone())).await;
+    let (code, body) = e.admin_put(rule_path, design.clone()).await;
     assert_eq!(code, 201, "{body}");
     assert_eq!(body["data"]["rule"], design);
-    let (code, body) = e.admin(Method::GET, rule_path, None).await;
+    let (code, body) = e.admin_get(rule_path).await;
     assert_eq!(
         (code, body["data"]["version"].as_i64()),
         (200, Some(1)),
         "{body}"
     );
     let (code, body) = e
-        .admin(
-            Method::PUT,
+        .admin_put(
             rule_path,
-            Some(
-                json!({"permitted_countries":["us","ca"],"blocked_patterns":["^1900","5550000$"]}),
-            ),
+            json!({"permitted_countries":["us","ca"],"blocked_patterns":["^1900","5550000$"]}),
         )
         .await;
     assert_eq!(code, 200, "{body}");
@@ -70,22 +62,14 @@ async fn number_rules_admin_and_create() {
         (json!(["US"]), "body must be a JSON object"),
     ] {
         let (code, body) = e
-            .admin(
-                Method::PUT,
-                "/ges/v1/tenants/acme/number-rules/bad",
-                Some(bad),
-            )
+            .admin_put("/ges/v1/tenants/acme/number-rules/bad", bad)
             .await;
         let msg = body["status"]["message"].as_str().unwrap_or_default();
         assert_eq!(code, 400, "{body}");
         assert!(msg.contains(says), "{msg} should contain {says}");
     }
     let (code, body) = e
-        .admin(
-            Method::PUT,
-            "/ges/v1/tenants/nobody/number-rules/x",
-            Some(design.clone()),
-        )
+        .admin_put("/ges/v1/tenants/nobody/number-rules/x", design.clone())
         .await;
     assert_eq!(
         (code, body["status"]["message"].as_str()),
@@ -94,20 +78,12 @@ async fn number_rules_admin_and_create() {
 
     // Services reference rules that exist.
     let (code, body) = e
-        .admin(
-            Method::PUT,
+        .admin_put(
             "/ges/v1/tenants/acme/services/s",
-            Some(json!({"number_rule":"missing"})),
+            json!({"number_rule":"missing"}),
         )
         .await;
-    assert_eq!(code, 400);
-    assert!(
-        body["status"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("no number rule missing"),
-        "{body}"
-    );
+    harness::assert_refused((code, &body), 400, "no number rule missing");
     e.service(
         "acme",
         "na",
@@ -115,10 +91,9 @@ async fn number_rules_admin_and_create() {
         "throttle_per_number_24h":0}),
     )
     .await;
-    e.admin(
-        Method::PUT,
+    e.admin_put(
         "/ges/v1/tenants/acme/number-rules/uk",
-        Some(json!({"default_country":"GB","permitted_countries":["GB"]})),
+        json!({"default_country":"GB","permitted_countries":["GB"]}),
     )
     .await;
     e.service(
@@ -161,13 +136,7 @@ async fn number_rules_admin_and_create() {
         ("free", "+44 20 7946 0959", 200, "442079460959"),
     ];
     for (service, number, want, what) in cases {
-        let (code, body) = e
-            .post(
-                &key,
-                CREATE,
-                json!({"serviceName": service, "phoneNumber": number}),
-            )
-            .await;
+        let (code, body) = e.create(&key).service(service).phone(number).send().await;
         assert_eq!(code, want, "{service} {number}: {body}");
         if want == 200 {
             let id = body["data"]["id"].as_str().unwrap();
@@ -182,13 +151,7 @@ async fn number_rules_admin_and_create() {
         }
     }
     // Without a rule, a number that does not normalise is kept as given (E.164 column empty).
-    let (code, body) = e
-        .post(
-            &key,
-            CREATE,
-            json!({"serviceName":"free","phoneNumber":"123-45"}),
-        )
-        .await;
+    let (code, body) = e.create(&key).service("free").phone("123-45").send().await;
     assert_eq!(code, 200, "{body}");
     let id = body["data"]["id"].as_str().unwrap();
     assert_eq!(e164_of(&env, id).await, None);
@@ -198,33 +161,17 @@ async fn number_rules_admin_and_create() {
     assert_eq!(body["data"]["phoneNumber"], "123-45");
 
     // A rule in use cannot be deleted; once unused it can.
-    let (code, body) = e
-        .admin(Method::DELETE, "/ges/v1/tenants/acme/number-rules/uk", None)
-        .await;
-    assert_eq!(code, 409);
-    assert!(
-        body["status"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("used by service(s) uk"),
-        "{body}"
-    );
-    e.admin(Method::DELETE, "/ges/v1/tenants/acme/services/uk", None)
-        .await;
-    let (code, _) = e
-        .admin(Method::DELETE, "/ges/v1/tenants/acme/number-rules/uk", None)
-        .await;
+    let (code, body) = e.admin_delete("/ges/v1/tenants/acme/number-rules/uk").await;
+    harness::assert_refused((code, &body), 409, "used by service(s) uk");
+    e.admin_delete("/ges/v1/tenants/acme/services/uk").await;
+    let (code, _) = e.admin_delete("/ges/v1/tenants/acme/number-rules/uk").await;
     assert_eq!(code, 200);
-    let (code, body) = e
-        .admin(Method::GET, "/ges/v1/tenants/acme/number-rules/uk", None)
-        .await;
+    let (code, body) = e.admin_get("/ges/v1/tenants/acme/number-rules/uk").await;
     assert_eq!(
         (code, body["status"]["message"].as_str()),
         (404, Some("no number rule uk for tenant acme"))
     );
-    let (code, body) = e
-        .admin(Method::GET, "/ges/v1/tenants/acme/number-rules", None)
-        .await;
+    let (code, body) = e.admin_get("/ges/v1/tenants/acme/number-rules").await;
     assert_eq!(code, 200);
     assert_eq!(body["data"].as_array().map(Vec::len), Some(1));
 }

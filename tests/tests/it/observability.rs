@@ -32,18 +32,6 @@ fn sample(metrics: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         })
 }
 
-async fn scrape(engage: &Engage) -> String {
-    engage
-        .http
-        .get(format!("{}/metrics", engage.internal))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 #[tokio::test]
 async fn metrics_count_exactly_and_pass_promtool() {
     let env = TestEnv::new();
@@ -54,21 +42,18 @@ async fn metrics_count_exactly_and_pass_promtool() {
 
     for i in 0..3 {
         let (code, _) = engage
-            .post(
-                &key,
-                CREATE,
-                json!({"serviceName": "sales", "phoneNumber": format!("555010{i}")}),
-            )
+            .create(&key)
+            .service("sales")
+            .phone(&format!("555010{i}"))
+            .send()
             .await;
         assert_eq!(code, 200);
     }
     for _ in 0..2 {
-        let (code, _) = engage
-            .post(&key, CREATE, json!({"serviceName": "sales"}))
-            .await;
+        let (code, _) = engage.create(&key).service("sales").send().await;
         assert_eq!(code, 400);
     }
-    let (code, _) = engage.post("egk_wrong", CREATE, json!({})).await;
+    let (code, _) = engage.create("egk_wrong").send().await;
     assert_eq!(code, 401);
     let (code, _) = engage
         .post(
@@ -79,7 +64,7 @@ async fn metrics_count_exactly_and_pass_promtool() {
         .await;
     assert_eq!(code, 404);
 
-    let m = scrape(&engage).await;
+    let m = engage.metrics().await;
     let create = [("path", CREATE)];
     assert_eq!(
         sample(&m, "ges_callbacks_created", &[("tenant", "acme")]),
@@ -151,10 +136,11 @@ async fn metrics_count_exactly_and_pass_promtool() {
     assert!(!m.contains("5550100") && !m.contains("callbacks/0"));
     // Health gauges from the background check (1 = healthy).
     let deadline = Instant::now() + Duration::from_secs(5);
-    while sample(&scrape(&engage).await, "GES_HEALTH", &[]).is_none() && Instant::now() < deadline {
+    while sample(&engage.metrics().await, "GES_HEALTH", &[]).is_none() && Instant::now() < deadline
+    {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let m = scrape(&engage).await;
+    let m = engage.metrics().await;
     assert_eq!(sample(&m, "GES_HEALTH", &[]), Some(1.0));
     assert_eq!(sample(&m, "REDIS_CONNECTION", &[]), Some(1.0));
     assert_eq!(sample(&m, "POSTGRES_STATUS", &[]), Some(1.0));
@@ -224,17 +210,15 @@ fn alert_rules_pass_promtool() {
 
 #[tokio::test]
 async fn logs_never_carry_user_data_keys_or_numbers() {
-    let env = TestEnv::new().with("LOG_LEVEL", "TRACE");
-    let engage = Engage::start(&env, &[]).await;
-    let key = engage.tenant("acme").await;
+    let (_env, engage, key) =
+        harness::serve_tenant(TestEnv::new().with("LOG_LEVEL", "TRACE"), "acme").await;
     engage.service("acme", "sales", json!({})).await;
     let (code, body) = engage
-        .post(
-            &key,
-            CREATE,
-            json!({"serviceName": "sales", "phoneNumber": "+1 212 867 5309",
-            "userData": {"secretNote": "ZZ-USERDATA-MARKER", "email": "joe@example.com"}}),
-        )
+        .create(&key)
+        .service("sales")
+        .phone("+1 212 867 5309")
+        .user_data(json!({"secretNote": "ZZ-USERDATA-MARKER", "email": "joe@example.com"}))
+        .send()
         .await;
     assert_eq!(code, 200, "{body}");
     let id = body["data"]["id"].as_str().unwrap().to_string();
@@ -242,9 +226,7 @@ async fn logs_never_carry_user_data_keys_or_numbers() {
         .post(&key, "/engagement/v3/callbacks/retrieve", json!({"id": id}))
         .await;
     assert_eq!(code, 200);
-    let (code, _) = engage
-        .post(&key, "/engagement/v3/callbacks/cancel", json!({"id": id}))
-        .await;
+    let (code, _) = engage.cancel(&key, &id).await;
     assert_eq!(code, 200);
     tokio::time::sleep(Duration::from_millis(200)).await;
     let logs = engage.proc.output();
@@ -279,31 +261,20 @@ async fn logs_never_carry_user_data_keys_or_numbers() {
 
 #[tokio::test]
 async fn api_errors_are_searchable_by_correlation_id() {
-    let env = TestEnv::new();
-    let engage = Engage::start(&env, &[]).await;
-    let key = engage.tenant("acme").await;
+    let (_env, engage, key) = harness::serve_tenant(TestEnv::new(), "acme").await;
     engage.service("acme", "sales", json!({})).await;
-    let (_, first) = engage
-        .post(&key, CREATE, json!({"serviceName": "sales"}))
-        .await;
+    let (_, first) = engage.create(&key).service("sales").send().await;
     let (_, second) = engage
-        .post(
-            &key,
-            CREATE,
-            json!({"serviceName": "nope", "phoneNumber": "5550100"}),
-        )
+        .create(&key)
+        .service("nope")
+        .phone("5550100")
+        .send()
         .await;
     let second_corr = second["status"]["corrId"].as_str().unwrap().to_string();
 
     let deadline = Instant::now() + Duration::from_secs(5);
     let listed = loop {
-        let (code, body) = engage
-            .admin(
-                reqwest::Method::GET,
-                "/ges/v1/tenants/acme/api-errors",
-                None,
-            )
-            .await;
+        let (code, body) = engage.admin_get("/ges/v1/tenants/acme/api-errors").await;
         assert_eq!(code, 200);
         if body["data"].as_array().unwrap().len() == 2 || Instant::now() > deadline {
             break body["data"].as_array().unwrap().clone();
@@ -318,55 +289,19 @@ async fn api_errors_are_searchable_by_correlation_id() {
     assert_eq!(listed[1]["corrId"], first["status"]["corrId"]);
 
     let (_, one) = engage
-        .admin(
-            reqwest::Method::GET,
-            &format!("/ges/v1/tenants/acme/api-errors?corrId={second_corr}"),
-            None,
-        )
+        .admin_get(&format!(
+            "/ges/v1/tenants/acme/api-errors?corrId={second_corr}"
+        ))
         .await;
     assert_eq!(one["data"].as_array().unwrap().len(), 1);
     let (code, _) = engage
-        .admin(
-            reqwest::Method::GET,
-            "/ges/v1/tenants/acme/api-errors?corrId=zzz",
-            None,
-        )
+        .admin_get("/ges/v1/tenants/acme/api-errors?corrId=zzz")
         .await;
     assert_eq!(code, 400);
     // Another tenant sees none of them.
     engage.tenant("globex").await;
-    let (_, other) = engage
-        .admin(
-            reqwest::Method::GET,
-            "/ges/v1/tenants/globex/api-errors",
-            None,
-        )
-        .await;
+    let (_, other) = engage.admin_get("/ges/v1/tenants/globex/api-errors").await;
     assert_eq!(other["data"].as_array().unwrap().len(), 0);
-}
-
-fn start_private_redis(port: u16) -> std::process::Child {
-    let child = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("redis-server");
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child
 }
 
 async fn redis_status(engage: &Engage) -> String {
@@ -387,14 +322,12 @@ async fn redis_status(engage: &Engage) -> String {
 
 #[tokio::test]
 async fn health_detail_follows_a_redis_outage() {
-    let port = harness::free_port();
-    let mut redis = start_private_redis(port);
-    let env = TestEnv::new().with("REDIS_URL", &format!("redis://127.0.0.1:{port}"));
+    let mut redis = harness::PrivateRedis::new(false);
+    let env = TestEnv::new().with("REDIS_URL", &redis.url());
     let engage = Engage::start(&env, &[]).await;
     assert_eq!(redis_status(&engage).await, "UP");
 
-    redis.kill().unwrap();
-    redis.wait().unwrap();
+    redis.stop();
     let stopped = Instant::now();
     while redis_status(&engage).await != "DOWN" {
         assert!(
@@ -411,7 +344,7 @@ async fn health_detail_follows_a_redis_outage() {
     .await;
     assert_eq!(body["data"]["status"], "DEGRADED");
     assert_eq!(
-        sample(&scrape(&engage).await, "REDIS_CONNECTION", &[]),
+        sample(&engage.metrics().await, "REDIS_CONNECTION", &[]),
         Some(0.0)
     );
     // Readiness depends on PostgreSQL only: still ready.
@@ -423,7 +356,7 @@ async fn health_detail_follows_a_redis_outage() {
         .unwrap();
     assert_eq!(ready.status().as_u16(), 200);
 
-    let mut redis = start_private_redis(port);
+    redis.start();
     let back = Instant::now();
     while redis_status(&engage).await != "UP" {
         assert!(
@@ -433,9 +366,7 @@ async fn health_detail_follows_a_redis_outage() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     assert_eq!(
-        sample(&scrape(&engage).await, "REDIS_CONNECTION", &[]),
+        sample(&engage.metrics().await, "REDIS_CONNECTION", &[]),
         Some(1.0)
     );
-    redis.kill().unwrap();
-    let _ = redis.wait();
 }

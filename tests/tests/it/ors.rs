@@ -4,80 +4,20 @@
 
 use std::time::{Duration, Instant};
 
-use harness::{Engage, Proc, TestEnv, stream_entries};
-use serde_json::{Value, json};
-
-use crate::worker::{open_service, provision};
-
-async fn retrieve(engage: &Engage, key: &str, id: &str) -> Value {
-    let (code, body) = engage
-        .post(key, "/engagement/v3/callbacks/retrieve", json!({"id": id}))
-        .await;
-    assert_eq!(code, 200, "{body}");
-    body["data"].clone()
-}
-
-async fn create(engage: &Engage, key: &str, body: Value) -> String {
-    let (code, resp) = engage
-        .post(key, "/engagement/v3/callbacks/create", body)
-        .await;
-    assert_eq!(code, 200, "{resp}");
-    resp["data"]["id"].as_str().expect("id").to_string()
-}
-
-async fn event(engage: &Engage, id: &str, body: Value) -> (u16, Value) {
-    harness::send(
-        engage
-            .http
-            .post(format!(
-                "{}/ges/v1/ors/callbacks/{id}/events",
-                engage.internal
-            ))
-            .bearer_auth(harness::ORS_EVENTS_TOKEN)
-            .json(&body),
-    )
-    .await
-}
-
-/// Polls retrieve until `pred` holds (or panics after `secs`).
-async fn wait_for(
-    engage: &Engage,
-    key: &str,
-    id: &str,
-    secs: u64,
-    pred: impl Fn(&Value) -> bool,
-) -> Value {
-    let started = Instant::now();
-    loop {
-        let cb = retrieve(engage, key, id).await;
-        if pred(&cb) {
-            return cb;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(secs),
-            "condition not reached; last: {cb}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-fn later(secs: i64) -> String {
-    (jiff::Timestamp::now() + jiff::SignedDuration::from_secs(secs))
-        .strftime("%Y-%m-%dT%H:%M:%S%.3fZ")
-        .to_string()
-}
+use harness::{Engage, Proc, TestEnv, in_secs, open_service, stream_entries};
+use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ors_end_to_end_with_simulator() {
     let env = TestEnv::new().with("WORKER_MAINTENANCE_S", "1");
     let engage = Engage::start(&env, &["--with-worker"]).await;
-    let key = provision(
-        &engage,
-        "e2e",
-        "care",
-        open_service(json!({"max_attempts": 2, "retry_delay_seconds": 1})),
-    )
-    .await;
+    let key = engage
+        .provision(
+            "e2e",
+            "care",
+            open_service(json!({"max_attempts": 2, "retry_delay_seconds": 1})),
+        )
+        .await;
     let _sim = Proc::spawn(
         &env,
         "ors-sim",
@@ -97,38 +37,35 @@ async fn ors_end_to_end_with_simulator() {
     );
 
     // An immediate callback: positionInQueue while QUEUED, then COMPLETED/AGENT_CONNECTED.
-    let a = create(
-        &engage,
-        &key,
-        json!({"serviceName": "care", "phoneNumber": "+15550100001"}),
-    )
-    .await;
-    let queued = wait_for(&engage, &key, &a, 10, |cb| {
-        cb["callbackState"] == "QUEUED" && cb.get("positionInQueue").is_some()
-    })
-    .await;
+    let a = engage
+        .create(&key)
+        .service("care")
+        .phone("+15550100001")
+        .id()
+        .await;
+    let queued = engage
+        .wait_for(&key, &a, 10, |cb| {
+            cb["callbackState"] == "QUEUED" && cb.get("positionInQueue").is_some()
+        })
+        .await;
     assert_eq!(queued["positionInQueue"], 1, "{queued}");
-    let done = wait_for(&engage, &key, &a, 15, |cb| {
-        cb["callbackState"] == "COMPLETED"
-    })
-    .await;
+    let done = engage
+        .wait_for(&key, &a, 15, |cb| cb["callbackState"] == "COMPLETED")
+        .await;
     assert_eq!(done["callbackReason"], "AGENT_CONNECTED", "{done}");
     assert!(done.get("positionInQueue").is_none());
 
     // Cancel while QUEUED: a control entry, COMPLETED/CANCELLED, and the simulator stops.
-    let b = create(
-        &engage,
-        &key,
-        json!({"serviceName": "care", "phoneNumber": "+15550100002"}),
-    )
-    .await;
-    wait_for(&engage, &key, &b, 10, |cb| {
-        cb.get("positionInQueue").is_some()
-    })
-    .await;
-    let (code, body) = engage
-        .post(&key, "/engagement/v3/callbacks/cancel", json!({"id": b}))
+    let b = engage
+        .create(&key)
+        .service("care")
+        .phone("+15550100002")
+        .id()
         .await;
+    engage
+        .wait_for(&key, &b, 10, |cb| cb.get("positionInQueue").is_some())
+        .await;
+    let (code, body) = engage.cancel(&key, &b).await;
     assert_eq!(code, 200, "{body}");
     let mut voice = env.voice().await;
     let control = stream_entries(&mut voice, &env.vars["CONTROL_STREAM"]).await;
@@ -139,7 +76,7 @@ async fn ors_end_to_end_with_simulator() {
     assert_eq!(mine.len(), 1, "{control:?}");
     assert_eq!(mine[0].1["action"], "cancel");
     tokio::time::sleep(Duration::from_millis(2_500)).await;
-    let cb = retrieve(&engage, &key, &b).await;
+    let cb = engage.retrieve(&key, &b).await;
     assert_eq!(cb["callbackState"], "COMPLETED");
     assert_eq!(cb["callbackReason"], "CANCELLED");
     let pg = env.pg().await;
@@ -155,15 +92,16 @@ async fn ors_end_to_end_with_simulator() {
     assert_eq!(routed, 0, "the simulator routed a cancelled callback");
 
     // Events twice and out of order, on a callback the simulator never sees (due in an hour).
-    let c = create(
-        &engage,
-        &key,
-        json!({"serviceName": "care", "phoneNumber": "+15550100003", "desiredTime": later(3600)}),
-    )
-    .await;
+    let c = engage
+        .create(&key)
+        .service("care")
+        .phone("+15550100003")
+        .at(&in_secs(3600))
+        .id()
+        .await;
     // Never handed to the voice platform: refused until its submission is in the voice stream
     // (the worker's dedupe key, as if the worker wrote it and has not recorded it yet).
-    let (code, resp) = event(&engage, &c, json!({"state": "QUEUED"})).await;
+    let (code, resp) = engage.event(&c, json!({"state": "QUEUED"})).await;
     assert_eq!(code, 409, "{resp}");
     let mut voice = env.voice().await;
     let _: () = redis::cmd("SET")
@@ -184,32 +122,29 @@ async fn ors_end_to_end_with_simulator() {
         ("COMPLETED", Some("FAIL_ERROR"), false, "COMPLETED"),
     ];
     for (state, reason, applied, after) in steps {
-        let mut body = json!({"state": state, "at": later(0)});
+        let mut body = json!({"state": state, "at": in_secs(0)});
         if let Some(r) = reason {
             body["reason"] = json!(r);
         }
-        let (code, resp) = event(&engage, &c, body).await;
+        let (code, resp) = engage.event(&c, body).await;
         assert_eq!(code, 200, "{state}: {resp}");
         assert_eq!(resp["data"]["applied"], applied, "{state}: {resp}");
         assert_eq!(resp["data"]["callbackState"], after, "{state}: {resp}");
     }
-    let cb = retrieve(&engage, &key, &c).await;
+    let cb = engage.retrieve(&key, &c).await;
     assert_eq!(cb["callbackReason"], "AGENT_CONNECTED");
-    let (code, _) = event(
-        &engage,
-        &uuid::Uuid::new_v4().to_string(),
-        json!({"state": "QUEUED"}),
-    )
-    .await;
+    let (code, _) = engage
+        .event(
+            &uuid::Uuid::new_v4().to_string(),
+            json!({"state": "QUEUED"}),
+        )
+        .await;
     assert_eq!(code, 404);
-    let (code, _) = event(&engage, &c, json!({"state": "DIALING"})).await;
+    let (code, _) = engage.event(&c, json!({"state": "DIALING"})).await;
     assert_eq!(code, 400);
-    let (code, _) = event(
-        &engage,
-        &c,
-        json!({"state": "COMPLETED", "reason": "BORED"}),
-    )
-    .await;
+    let (code, _) = engage
+        .event(&c, json!({"state": "COMPLETED", "reason": "BORED"}))
+        .await;
     assert_eq!(code, 400);
     // Not on the public port.
     let (code, _) = harness::send(
@@ -226,12 +161,13 @@ async fn ors_end_to_end_with_simulator() {
 
     // FAIL_CALL_TO_CUSTOMER with an attempt left: re-scheduled, dispatched again as attempt 2,
     // and a late event of attempt 1 changes nothing.
-    let d = create(
-        &engage,
-        &key,
-        json!({"serviceName": "care", "phoneNumber": "+15550100004", "desiredTime": later(3600)}),
-    )
-    .await;
+    let d = engage
+        .create(&key)
+        .service("care")
+        .phone("+15550100004")
+        .at(&in_secs(3600))
+        .id()
+        .await;
     // Handed off (the worker's dedupe key), not yet recorded.
     let _: () = redis::cmd("SET")
         .arg(format!("{{{}}}:sub:{d}:1", env.voice_stream()))
@@ -239,22 +175,25 @@ async fn ors_end_to_end_with_simulator() {
         .query_async(&mut voice)
         .await
         .unwrap();
-    let (_, resp) = event(&engage, &d, json!({"state": "QUEUED", "attempt": 1})).await;
+    let (_, resp) = engage
+        .event(&d, json!({"state": "QUEUED", "attempt": 1}))
+        .await;
     assert_eq!(resp["data"]["applied"], true);
-    let (_, resp) = event(
-        &engage,
-        &d,
-        json!({"state": "COMPLETED", "reason": "FAIL_CALL_TO_CUSTOMER", "attempt": 1}),
-    )
-    .await;
+    let (_, resp) = engage
+        .event(
+            &d,
+            json!({"state": "COMPLETED", "reason": "FAIL_CALL_TO_CUSTOMER", "attempt": 1}),
+        )
+        .await;
     assert_eq!(resp["data"]["callbackState"], "SCHEDULED", "{resp}");
     assert_eq!(resp["data"]["attempt"], 2, "{resp}");
-    let (_, resp) = event(&engage, &d, json!({"state": "ROUTING", "attempt": 1})).await;
+    let (_, resp) = engage
+        .event(&d, json!({"state": "ROUTING", "attempt": 1}))
+        .await;
     assert_eq!(resp["data"]["applied"], false, "{resp}");
-    let done = wait_for(&engage, &key, &d, 20, |cb| {
-        cb["callbackState"] == "COMPLETED"
-    })
-    .await;
+    let done = engage
+        .wait_for(&key, &d, 20, |cb| cb["callbackState"] == "COMPLETED")
+        .await;
     assert_eq!(done["callbackReason"], "AGENT_CONNECTED", "{done}");
     assert_eq!(done["attempt"], 2);
     let entries = stream_entries(&mut voice, env.voice_stream()).await;
@@ -272,26 +211,21 @@ async fn ors_ttl_expiry_and_retention() {
         .with("WORKER_MAINTENANCE_S", "1")
         .with("WORKER_RETENTION_INTERVAL_S", "1");
     let engage = Engage::start(&env, &["--with-worker"]).await;
-    let key = provision(
-        &engage,
-        "ttl",
-        "short",
-        open_service(json!({"ttl_seconds": 1})),
-    )
-    .await;
+    let key = engage
+        .provision("ttl", "short", open_service(json!({"ttl_seconds": 1})))
+        .await;
 
     // Submitted, never served: COMPLETED/FAIL_TIMEOUT_TTL after ttl_seconds, and the voice
     // platform is told to drop it.
-    let id = create(
-        &engage,
-        &key,
-        json!({"serviceName": "short", "phoneNumber": "+15550100009"}),
-    )
-    .await;
-    let cb = wait_for(&engage, &key, &id, 10, |cb| {
-        cb["callbackState"] == "COMPLETED"
-    })
-    .await;
+    let id = engage
+        .create(&key)
+        .service("short")
+        .phone("+15550100009")
+        .id()
+        .await;
+    let cb = engage
+        .wait_for(&key, &id, 10, |cb| cb["callbackState"] == "COMPLETED")
+        .await;
     assert_eq!(cb["callbackReason"], "FAIL_TIMEOUT_TTL", "{cb}");
     let mut voice = env.voice().await;
     let started = Instant::now();
@@ -347,7 +281,7 @@ async fn ors_ttl_expiry_and_retention() {
     }
     // The recent one stays.
     assert_eq!(
-        retrieve(&engage, &key, &id).await["callbackState"],
+        engage.retrieve(&key, &id).await["callbackState"],
         "COMPLETED"
     );
 }
@@ -357,42 +291,25 @@ async fn ors_events_token_when_configured() {
     const TOKEN: &str = "ors-token-0123456789";
     let env = TestEnv::new().with("ORS_EVENTS_TOKEN", TOKEN);
     let engage = Engage::start(&env, &[]).await;
-    let key = provision(&engage, "tok", "svc", open_service(json!({}))).await;
-    let id = create(
-        &engage,
-        &key,
-        json!({"serviceName": "svc", "phoneNumber": "+15550100011", "desiredTime": later(3600)}),
-    )
-    .await;
-    let url = format!("{}/ges/v1/ors/callbacks/{id}/events", engage.internal);
-    let (code, _) = harness::send(engage.http.post(&url).json(&json!({"state": "QUEUED"}))).await;
+    let key = engage
+        .provision("tok", "svc", open_service(json!({})))
+        .await;
+    let id = engage
+        .create(&key)
+        .service("svc")
+        .phone("+15550100011")
+        .at(&in_secs(3600))
+        .id()
+        .await;
+    let queued = || json!({"state": "QUEUED"});
+    let (code, _) = engage.event_as(None, &id, queued()).await;
     assert_eq!(code, 401);
-    let (code, _) = harness::send(
-        engage
-            .http
-            .post(&url)
-            .bearer_auth("wrong-token-0123456789")
-            .json(&json!({"state": "QUEUED"})),
-    )
-    .await;
+    let wrong = Some("wrong-token-0123456789");
+    let (code, _) = engage.event_as(wrong, &id, queued()).await;
     assert_eq!(code, 401);
-    let (code, body) = harness::send(
-        engage
-            .http
-            .post(&url)
-            .bearer_auth(TOKEN)
-            .json(&json!({"state": "QUEUED"})),
-    )
-    .await;
+    let (code, body) = engage.event_as(Some(TOKEN), &id, queued()).await;
     // Authenticated; refused only because the callback was never handed off.
-    assert_eq!(code, 409, "{body}");
-    assert!(
-        body["status"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("never handed to the voice platform"),
-        "{body}"
-    );
+    harness::assert_refused((code, &body), 409, "never handed to the voice platform");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -400,7 +317,9 @@ async fn ors_service_redis_commands_per_immediate_callback() {
     let redis = harness::PrivateRedis::new(false);
     let env = TestEnv::new().with("REDIS_URL", &redis.url());
     let engage = Engage::start(&env, &["--with-worker"]).await;
-    let key = provision(&engage, "cmds", "svc", open_service(json!({}))).await;
+    let key = engage
+        .provision("cmds", "svc", open_service(json!({})))
+        .await;
     let _sim = Proc::spawn(
         &env,
         "ors-sim",
@@ -426,7 +345,7 @@ async fn ors_service_redis_commands_per_immediate_callback() {
         .await
         .expect("resetstat");
     const N: i64 = 300;
-    crate::worker::create_immediate(&engage, &key, "svc", N as usize, 0).await;
+    engage.create_immediate(&key, "svc", N as usize, 0).await;
     let pg = env.pg().await;
     let started = Instant::now();
     loop {
@@ -447,27 +366,7 @@ async fn ors_service_redis_commands_per_immediate_callback() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let stats: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query_async(&mut conn)
-        .await
-        .expect("info");
-    let mut total = 0u64;
-    let mut by = Vec::new();
-    for line in stats.lines().filter(|l| l.starts_with("cmdstat_")) {
-        let name = line.split(':').next().unwrap_or_default();
-        if name.starts_with("cmdstat_info") || name.starts_with("cmdstat_config") {
-            continue;
-        }
-        let calls: u64 = line
-            .split("calls=")
-            .nth(1)
-            .and_then(|r| r.split(',').next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0);
-        total += calls;
-        by.push(format!("{}={calls}", name.trim_start_matches("cmdstat_")));
-    }
+    let (total, by) = harness::command_total(&mut conn, &["info", "config"]).await;
     // Measured 14.1 (26 before the create-time throttles were trimmed): throttle script 5
     // (EVALSHA, TIME, HMGET, ZADD, HSET), schedule index 2 (ZADD + ZRANGE pipeline, PUBLISH
     // when head), claim/submit/queue-view enqueue about 1 (batched), PROCESSING dequeue 2

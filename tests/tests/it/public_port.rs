@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use harness::{Engage, TestEnv};
+use harness::TestEnv;
 use proptest::{prelude::*, test_runner::TestRunner};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -14,9 +14,7 @@ const CREATE: &str = "/engagement/v3/callbacks/create";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_bodies_get_their_413() {
-    let env = TestEnv::new();
-    let e = Engage::start(&env, &[]).await;
-    let key = e.tenant("acme").await;
+    let (_env, e, key) = harness::serve_tenant(TestEnv::new(), "acme").await;
     e.service("acme", "s", json!({})).await;
     let before = e.metric_sum("INVALID_CONTENT_LENGTH").await;
     let big = format!(
@@ -53,11 +51,10 @@ async fn oversized_bodies_get_their_413() {
     assert_eq!(e.metric_sum("INVALID_CONTENT_LENGTH").await - before, 6.0);
     // The next request on the same client works.
     let (code, body) = e
-        .post(
-            &key,
-            CREATE,
-            json!({"serviceName":"s","phoneNumber":"+12025550100"}),
-        )
+        .create(&key)
+        .service("s")
+        .phone("+12025550100")
+        .send()
         .await;
     assert_eq!(code, 200, "{body}");
 }
@@ -89,11 +86,13 @@ async fn raw_chunked(base: &str, key: &str, body: &[u8]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_key_request_rate_is_limited_per_key() {
-    let env = TestEnv::new()
-        .with("API_KEY_RATE_PER_SECOND", "2")
-        .with("API_KEY_BURST", "5");
-    let e = Engage::start(&env, &[]).await;
-    let noisy = e.tenant("acme").await;
+    let (_env, e, noisy) = harness::serve_tenant(
+        TestEnv::new()
+            .with("API_KEY_RATE_PER_SECOND", "2")
+            .with("API_KEY_BURST", "5"),
+        "acme",
+    )
+    .await;
     let quiet = e.tenant("other").await;
     let retrieve = "/engagement/v3/callbacks/retrieve";
     let body = json!({"id": uuid::Uuid::new_v4().to_string()});
@@ -141,15 +140,13 @@ async fn api_key_request_rate_is_limited_per_key() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cors_follows_each_tenants_origins() {
-    let env = TestEnv::new().with("CORS_CACHE_SECONDS", "0");
-    let e = Engage::start(&env, &[]).await;
-    let key_a = e.tenant("a").await;
+    let (_env, e, key_a) =
+        harness::serve_tenant(TestEnv::new().with("CORS_CACHE_SECONDS", "0"), "a").await;
     let key_b = e.tenant("b").await;
     let (code, body) = e
-        .admin(
-            Method::PUT,
+        .admin_put(
             "/ges/v1/tenants/a/cors",
-            Some(json!({"allowed_origins":["https://App.A.example", "https://app.a.example"]})),
+            json!({"allowed_origins":["https://App.A.example", "https://app.a.example"]}),
         )
         .await;
     assert_eq!(code, 200, "{body}");
@@ -158,25 +155,14 @@ async fn cors_follows_each_tenants_origins() {
         json!(["https://app.a.example"])
     );
     let (code, body) = e
-        .admin(
-            Method::PUT,
+        .admin_put(
             "/ges/v1/tenants/a/cors",
-            Some(json!({"allowed_origins":["https://x/path"]})),
+            json!({"allowed_origins":["https://x/path"]}),
         )
         .await;
-    assert_eq!(code, 400);
-    assert!(
-        body["status"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("\"https://x/path\" is not an origin")
-    );
+    harness::assert_refused((code, &body), 400, "\"https://x/path\" is not an origin");
     let (code, _) = e
-        .admin(
-            Method::PUT,
-            "/ges/v1/tenants/nobody/cors",
-            Some(json!({"allowed_origins":[]})),
-        )
+        .admin_put("/ges/v1/tenants/nobody/cors", json!({"allowed_origins":[]}))
         .await;
     assert_eq!(code, 404);
 
@@ -245,7 +231,7 @@ async fn cors_follows_each_tenants_origins() {
         )
         .await;
     assert_eq!(code, 404);
-    let (code, body) = e.admin(Method::GET, "/ges/v1/tenants/a/cors", None).await;
+    let (code, body) = e.admin_get("/ges/v1/tenants/a/cors").await;
     assert_eq!(
         (code, &body["data"]["allowed_origins"]),
         (200, &json!(["https://app.a.example"]))
@@ -309,9 +295,8 @@ fn create_body() -> impl Strategy<Value = Vec<u8>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_never_answers_500_to_any_body() {
-    let env = TestEnv::new().with("API_KEY_RATE_PER_SECOND", "0");
-    let e = Engage::start(&env, &[]).await;
-    let key = e.tenant("acme").await;
+    let (_env, e, key) =
+        harness::serve_tenant(TestEnv::new().with("API_KEY_RATE_PER_SECOND", "0"), "acme").await;
     e.service(
         "acme",
         "s",
@@ -352,9 +337,8 @@ async fn create_never_answers_500_to_any_body() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_requests_time_out_in_the_envelope() {
-    let env = TestEnv::new().with("REQUEST_TIMEOUT_MS", "1000");
-    let e = Engage::start(&env, &[]).await;
-    let key = e.tenant("acme").await;
+    let (env, e, key) =
+        harness::serve_tenant(TestEnv::new().with("REQUEST_TIMEOUT_MS", "1000"), "acme").await;
     e.service("acme", "s", json!({})).await;
     // Hold the callbacks table so the create cannot finish; ACCESS EXCLUSIVE blocks even the
     // reads before the insert (the throttle's first seed), so it times out before its point
@@ -366,11 +350,10 @@ async fn slow_requests_time_out_in_the_envelope() {
         .unwrap();
     let started = std::time::Instant::now();
     let (code, body) = e
-        .post(
-            &key,
-            CREATE,
-            json!({"serviceName":"s","phoneNumber":"+12025550100"}),
-        )
+        .create(&key)
+        .service("s")
+        .phone("+12025550100")
+        .send()
         .await;
     let took = started.elapsed();
     tx.rollback().await.unwrap();
@@ -380,11 +363,7 @@ async fn slow_requests_time_out_in_the_envelope() {
         took >= Duration::from_millis(900) && took < Duration::from_secs(5),
         "{took:?}"
     );
-    let stored: i64 = pg
-        .query_one("SELECT count(*) FROM callbacks", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let stored = env.count("SELECT count(*) FROM callbacks").await;
     assert_eq!(stored, 0, "a 503 must mean nothing was stored");
 }
 
@@ -395,9 +374,8 @@ async fn slow_requests_time_out_in_the_envelope() {
 /// gets the same callback. What happens past the grace is in `bounded`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_create_past_its_point_of_no_return_is_not_reported_as_timed_out() {
-    let env = TestEnv::new().with("REQUEST_TIMEOUT_MS", "500");
-    let e = Engage::start(&env, &[]).await;
-    let key = e.tenant("acme").await;
+    let (env, e, key) =
+        harness::serve_tenant(TestEnv::new().with("REQUEST_TIMEOUT_MS", "500"), "acme").await;
     e.service("acme", "s", json!({})).await;
     let pg = env.pg().await;
     let count = |number: &'static str| {

@@ -8,10 +8,8 @@ use std::time::{Duration, Instant};
 use futures::future::join_all;
 use harness::{Engage, TestEnv, local, wire};
 use jiff::{Timestamp, ToSpan, civil::Date};
-use reqwest::Method;
 use serde_json::{Value, json};
 
-const CREATE: &str = "/engagement/v3/callbacks/create";
 const CANCEL: &str = "/engagement/v3/callbacks/cancel";
 
 fn in_two_days() -> Date {
@@ -25,23 +23,22 @@ fn in_two_days() -> Date {
 /// Replaces capacity rule `r` with `slot_minutes`-long slots and these capacities on `day`.
 async fn rule(e: &Engage, day: Date, slot_minutes: u16, slots: Value) {
     let (code, body) = e
-        .admin(
-            Method::PUT,
+        .admin_put(
             "/ges/v1/tenants/acme/capacity-rules/r",
-            Some(json!({"slot_minutes": slot_minutes,
-                        "overrides": [{"date": day.to_string(), "slots": slots}]})),
+            json!({"slot_minutes": slot_minutes,
+                        "overrides": [{"date": day.to_string(), "slots": slots}]}),
         )
         .await;
     assert!(code == 200 || code == 201, "rule put: {code} {body}");
 }
 
 async fn book(e: &Engage, key: &str, phone: &str, at: Timestamp) -> (u16, Value) {
-    e.post(
-        key,
-        CREATE,
-        json!({"serviceName": "s", "phoneNumber": phone, "desiredTime": wire(at)}),
-    )
-    .await
+    e.create(key)
+        .service("s")
+        .phone(phone)
+        .at(&wire(at))
+        .send()
+        .await
 }
 
 /// Remaining capacity of each slot of `[from, to)` as availability reports it.
@@ -72,9 +69,7 @@ async fn remaining(e: &Engage, key: &str, from: Timestamp, to: Timestamp) -> Vec
 
 #[tokio::test]
 async fn changing_slot_length_never_overbooks() {
-    let env = TestEnv::new();
-    let e = Engage::start(&env, &[]).await;
-    let key = e.tenant("acme").await;
+    let (env, e, key) = harness::serve_tenant(TestEnv::new(), "acme").await;
     let day = in_two_days();
     let at = |m: i8| local("UTC", day, 12, m);
     rule(&e, day, 60, json!({"1200": 2})).await;
@@ -130,16 +125,9 @@ async fn changing_slot_length_never_overbooks() {
         vec![(wire(at(0)), 0)]
     );
     assert_eq!(book(&e, &key, "+15550000009", at(20)).await.0, 429);
-    let held: i64 = env
-        .pg()
-        .await
-        .query_one(
-            "SELECT count(*) FROM callbacks WHERE service = 's' AND state <> 'COMPLETED'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let held = env
+        .count("SELECT count(*) FROM callbacks WHERE service = 's' AND state <> 'COMPLETED'")
+        .await;
     assert_eq!(held, 5);
 }
 
@@ -195,10 +183,9 @@ async fn hours_in(e: &Engage, zone: &str) {
         .map(|d| ((*d).to_string(), all_day.clone()))
         .collect();
     let (code, body) = e
-        .admin(
-            Method::PUT,
+        .admin_put(
             "/ges/v1/tenants/acme/business-hours/bh",
-            Some(json!({"timezone": zone, "weekly": weekly})),
+            json!({"timezone": zone, "weekly": weekly}),
         )
         .await;
     assert!(code == 200 || code == 201, "hours put: {code} {body}");
@@ -206,9 +193,7 @@ async fn hours_in(e: &Engage, zone: &str) {
 
 #[tokio::test]
 async fn moving_the_grid_to_another_zone_never_overbooks() {
-    let env = TestEnv::new();
-    let e = Engage::start(&env, &[]).await;
-    let key = e.tenant("acme").await;
+    let (_env, e, key) = harness::serve_tenant(TestEnv::new(), "acme").await;
     let day = in_two_days();
     hours_in(&e, "UTC").await;
     e.service(

@@ -8,12 +8,20 @@ use futures::future::join_all;
 use harness::{Engage, TestEnv, free_port};
 use serde_json::{Value, json};
 
-/// Two processes on one environment (per-key rate limit off: these tests measure throttles).
-async fn two(env: &TestEnv) -> (Engage, Engage) {
+/// Two `engage` processes on one environment and tenant `acme` with its API key.
+struct Two {
+    a: Engage,
+    b: Engage,
+    key: String,
+}
+
+/// Starts [`Two`] (per-key rate limit off: these tests measure throttles).
+async fn two(env: &TestEnv) -> Two {
     // Sequential starts: the first applies the migrations.
     let a = Engage::start(env, &[]).await;
     let b = Engage::start(env, &[]).await;
-    (a, b)
+    let key = a.tenant("acme").await;
+    Two { a, b, key }
 }
 
 fn env() -> TestEnv {
@@ -25,63 +33,58 @@ fn number(i: usize) -> String {
     format!("+1 202 555 {:04}", i % 10_000)
 }
 
-/// Sends `n` creates at once, alternating between the two processes; returns the status
-/// counts and the distinct 429 messages.
-async fn burst(
-    a: &Engage,
-    b: &Engage,
-    key: &str,
-    n: usize,
-    body: impl Fn(usize) -> Value,
-) -> (BTreeMap<u16, usize>, Vec<String>) {
-    let calls = (0..n).map(|i| {
-        let target = if i % 2 == 0 { a } else { b };
-        let body = body(i);
-        async move {
+impl Two {
+    /// Creates or replaces a service of `acme`.
+    async fn service(&self, name: &str, settings: Value) {
+        self.a.service("acme", name, settings).await;
+    }
+
+    /// Sends `n` creates on `service` at once (numbers from `phone`), alternating between
+    /// the two processes; returns the status counts and the distinct 429 messages.
+    async fn burst(
+        &self,
+        n: usize,
+        service: &str,
+        phone: impl Fn(usize) -> String,
+    ) -> (BTreeMap<u16, usize>, Vec<String>) {
+        let calls = (0..n).map(|i| {
+            let target = if i % 2 == 0 { &self.a } else { &self.b };
             target
-                .post(key, "/engagement/v3/callbacks/create", body)
-                .await
-        }
-    });
-    let mut codes = BTreeMap::new();
-    let mut messages = Vec::new();
-    for (code, body) in join_all(calls).await {
-        *codes.entry(code).or_insert(0) += 1;
-        if code == 429 {
-            let m = body["status"]["message"].as_str().unwrap_or("").to_string();
-            if !messages.contains(&m) {
+                .create(&self.key)
+                .service(service)
+                .phone(&phone(i))
+                .send()
+        });
+        let mut codes = BTreeMap::new();
+        let mut messages = Vec::new();
+        for (code, body) in join_all(calls).await {
+            *codes.entry(code).or_insert(0) += 1;
+            let m = harness::message(&body).to_string();
+            if code == 429 && !messages.contains(&m) {
                 messages.push(m);
             }
         }
+        (codes, messages)
     }
-    (codes, messages)
-}
 
-async fn metric(a: &Engage, b: &Engage, name: &str) -> f64 {
-    a.metric_sum(name).await + b.metric_sum(name).await
+    /// A metric summed over both processes.
+    async fn metric(&self, name: &str) -> f64 {
+        self.a.metric_sum(name).await + self.b.metric_sum(name).await
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn service_window_is_exact_across_two_processes() {
     let env = env();
-    let (a, b) = two(&env).await;
-    let key = a.tenant("acme").await;
-    a.service(
-        "acme",
+    let t = two(&env).await;
+    t.service(
         "sales",
         json!({"throttle_per_service_1": 50, "throttle_ttl_1": 300,
                "in_queue_checking": false, "max_queued": 0}),
     )
     .await;
 
-    let (codes, messages) = burst(
-        &a,
-        &b,
-        &key,
-        200,
-        |i| json!({"serviceName": "sales", "phoneNumber": number(i)}),
-    )
-    .await;
+    let (codes, messages) = t.burst(200, "sales", number).await;
     assert_eq!(codes.get(&200), Some(&50), "{codes:?}");
     assert_eq!(codes.get(&429), Some(&150), "{codes:?}");
     assert_eq!(messages.len(), 1, "{messages:?}");
@@ -92,35 +95,21 @@ async fn service_window_is_exact_across_two_processes() {
         "{}",
         messages[0]
     );
-    assert_eq!(metric(&a, &b, "CB_TTL_LIMIT_REACHED").await, 150.0);
-    assert_eq!(metric(&a, &b, "ges_callbacks_created").await, 50.0);
-    let pg = env.pg().await;
-    let stored: i64 = pg
-        .query_one(
-            "SELECT count(*) FROM callbacks WHERE service = 'sales'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    assert_eq!(t.metric("CB_TTL_LIMIT_REACHED").await, 150.0);
+    assert_eq!(t.metric("ges_callbacks_created").await, 50.0);
+    let stored = env
+        .count("SELECT count(*) FROM callbacks WHERE service = 'sales'")
+        .await;
     assert_eq!(stored, 50);
 
     // Window 2 is exact in the same way, whichever process answers.
-    a.service(
-        "acme",
+    t.service(
         "support",
         json!({"throttle_per_service_1": 0, "throttle_per_service_2": 30,
                "in_queue_checking": false}),
     )
     .await;
-    let (codes, messages) = burst(
-        &a,
-        &b,
-        &key,
-        80,
-        |i| json!({"serviceName": "support", "phoneNumber": number(1000 + i)}),
-    )
-    .await;
+    let (codes, messages) = t.burst(80, "support", |i| number(1000 + i)).await;
     assert_eq!(codes.get(&200), Some(&30), "{codes:?}");
     assert!(
         messages[0].starts_with("throttle_per_service_2 reached: 30 requests per 3600 s"),
@@ -131,24 +120,16 @@ async fn service_window_is_exact_across_two_processes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_number_in_queue_and_max_queued_are_exact() {
     let env = env();
-    let (a, b) = two(&env).await;
-    let key = a.tenant("acme").await;
+    let t = two(&env).await;
+    let (a, key) = (&t.a, &t.key);
 
     // Immediate requests per number per 24 h.
-    a.service(
-        "acme",
+    t.service(
         "perno",
         json!({"throttle_per_number_24h": 5, "in_queue_checking": false}),
     )
     .await;
-    let (codes, messages) = burst(
-        &a,
-        &b,
-        &key,
-        40,
-        |_| json!({"serviceName": "perno", "phoneNumber": "(202) 555-0142"}),
-    )
-    .await;
+    let (codes, messages) = t.burst(40, "perno", |_| "(202) 555-0142".into()).await;
     assert_eq!(codes.get(&200), Some(&5), "{codes:?}");
     assert_eq!(codes.get(&429), Some(&35), "{codes:?}");
     assert!(
@@ -159,30 +140,21 @@ async fn per_number_in_queue_and_max_queued_are_exact() {
     );
     // The same number written another way is the same number.
     let (code, _) = a
-        .post(
-            &key,
-            "/engagement/v3/callbacks/create",
-            json!({"serviceName": "perno", "phoneNumber": "+12025550142"}),
-        )
+        .create(key)
+        .service("perno")
+        .phone("+12025550142")
+        .send()
         .await;
     assert_eq!(code, 429);
 
     // Active callbacks per number: strict = 1, true = 2.
     for (service, setting, limit) in [("strict", json!("strict"), 1), ("two", json!(true), 2)] {
-        a.service(
-            "acme",
+        t.service(
             service,
             json!({"in_queue_checking": setting, "throttle_per_number_24h": 0}),
         )
         .await;
-        let (codes, messages) = burst(
-            &a,
-            &b,
-            &key,
-            30,
-            |_| json!({"serviceName": service, "phoneNumber": "+1 202 555 0177"}),
-        )
-        .await;
+        let (codes, messages) = t.burst(30, service, |_| "+1 202 555 0177".into()).await;
         assert_eq!(codes.get(&200), Some(&limit), "{service}: {codes:?}");
         assert_eq!(codes.get(&429), Some(&(30 - limit)), "{service}: {codes:?}");
         assert!(
@@ -200,39 +172,18 @@ async fn per_number_in_queue_and_max_queued_are_exact() {
         .await
         .unwrap()
         .get(0);
-    let (code, body) = b
-        .post(
-            &key,
-            "/engagement/v3/callbacks/cancel",
-            json!({"id": id.to_string()}),
-        )
-        .await;
+    let (code, body) = t.b.cancel(key, &id.to_string()).await;
     assert_eq!(code, 200, "{body}");
-    let (codes, _) = burst(
-        &a,
-        &b,
-        &key,
-        10,
-        |_| json!({"serviceName": "strict", "phoneNumber": "+1 202 555 0177"}),
-    )
-    .await;
+    let (codes, _) = t.burst(10, "strict", |_| "+1 202 555 0177".into()).await;
     assert_eq!(codes.get(&200), Some(&1), "after cancel: {codes:?}");
 
     // max_queued: active callbacks per service.
-    a.service(
-        "acme",
+    t.service(
         "small",
         json!({"max_queued": 10, "in_queue_checking": false}),
     )
     .await;
-    let (codes, messages) = burst(
-        &a,
-        &b,
-        &key,
-        40,
-        |i| json!({"serviceName": "small", "phoneNumber": number(2000 + i)}),
-    )
-    .await;
+    let (codes, messages) = t.burst(40, "small", |i| number(2000 + i)).await;
     assert_eq!(codes.get(&200), Some(&10), "{codes:?}");
     assert!(
         messages[0]
@@ -241,29 +192,23 @@ async fn per_number_in_queue_and_max_queued_are_exact() {
     );
 
     // 35 + 29 + 28 + 9 + 30 = 131 refusals of number and queue limits, plus the single one.
-    assert_eq!(metric(&a, &b, "CB_ENQUEUE_LIMIT_REACHED").await, 132.0);
-    assert_eq!(metric(&a, &b, "CB_TTL_LIMIT_REACHED").await, 0.0);
+    assert_eq!(t.metric("CB_ENQUEUE_LIMIT_REACHED").await, 132.0);
+    assert_eq!(t.metric("CB_TTL_LIMIT_REACHED").await, 0.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rejected_requests_consume_no_quota() {
     let env = env();
     let a = Engage::start(&env, &[]).await;
-    let key = a.tenant("acme").await;
-    a.service(
-        "acme",
-        "s",
-        json!({"throttle_per_service_1": 3, "throttle_per_number_24h": 1,
+    let key = a
+        .provision(
+            "acme",
+            "s",
+            json!({"throttle_per_service_1": 3, "throttle_per_number_24h": 1,
                "in_queue_checking": false}),
-    )
-    .await;
-    let create = |n: usize| {
-        a.post(
-            &key,
-            "/engagement/v3/callbacks/create",
-            json!({"serviceName": "s", "phoneNumber": number(n)}),
         )
-    };
+        .await;
+    let create = |n: usize| a.create(&key).service("s").phone(&number(n)).send();
     assert_eq!(create(1).await.0, 200);
     for _ in 0..5 {
         // Refused by the per-number limit: must not use the service window.
@@ -295,20 +240,14 @@ async fn rejected_requests_consume_no_quota() {
 async fn active_counts_heal_from_postgresql() {
     let env = env();
     let a = Engage::start(&env, &[]).await;
-    let key = a.tenant("acme").await;
-    a.service(
-        "acme",
-        "s",
-        json!({"in_queue_checking": "strict", "throttle_per_number_24h": 0}),
-    )
-    .await;
-    let create = |n: &str| {
-        a.post(
-            &key,
-            "/engagement/v3/callbacks/create",
-            json!({"serviceName": "s", "phoneNumber": n}),
+    let key = a
+        .provision(
+            "acme",
+            "s",
+            json!({"in_queue_checking": "strict", "throttle_per_number_24h": 0}),
         )
-    };
+        .await;
+    let create = |n: &str| a.create(&key).service("s").phone(n).send();
     assert_eq!(create("+1 202 555 0101").await.0, 200);
 
     // Redis loses the service's state (flush, failover): the next create re-seeds from
@@ -361,17 +300,11 @@ async fn limits_fail_open_when_redis_is_down() {
     // Nothing listens on this port: every Redis call fails at once.
     let env = env().with("REDIS_URL", &format!("redis://127.0.0.1:{}", free_port()));
     let a = Engage::start(&env, &[]).await;
-    let key = a.tenant("acme").await;
-    a.service("acme", "s", json!({"throttle_per_service_1": 1}))
+    let key = a
+        .provision("acme", "s", json!({"throttle_per_service_1": 1}))
         .await;
     for i in 0..3 {
-        let (code, body) = a
-            .post(
-                &key,
-                "/engagement/v3/callbacks/create",
-                json!({"serviceName": "s", "phoneNumber": number(i)}),
-            )
-            .await;
+        let (code, body) = a.create(&key).service("s").phone(&number(i)).send().await;
         assert_eq!(code, 200, "{body}");
     }
     assert_eq!(a.metric_sum("engage_throttle_fail_open_total").await, 3.0);
@@ -384,38 +317,23 @@ async fn limits_hold_on_a_redis_cluster() {
     let env = env()
         .with("REDIS_URL", harness::cluster())
         .with("REDIS_CLUSTER", "true");
-    let (a, b) = two(&env).await;
-    let key = a.tenant("acme").await;
-    a.service(
-        "acme",
+    let t = two(&env).await;
+    let (a, key) = (&t.a, &t.key);
+    t.service(
         "c",
         json!({"throttle_per_service_1": 20, "throttle_per_number_24h": 3,
                "in_queue_checking": false}),
     )
     .await;
-    let (codes, _) = burst(
-        &a,
-        &b,
-        &key,
-        12,
-        |_| json!({"serviceName": "c", "phoneNumber": "+1 202 555 0190"}),
-    )
-    .await;
+    let (codes, _) = t.burst(12, "c", |_| "+1 202 555 0190".into()).await;
     assert_eq!(codes.get(&200), Some(&3), "per number: {codes:?}");
-    let (codes, _) = burst(
-        &a,
-        &b,
-        &key,
-        60,
-        |i| json!({"serviceName": "c", "phoneNumber": number(3000 + i)}),
-    )
-    .await;
+    let (codes, _) = t.burst(60, "c", |i| number(3000 + i)).await;
     assert_eq!(
         codes.get(&200),
         Some(&17),
         "window (3 used above): {codes:?}"
     );
-    assert_eq!(metric(&a, &b, "engage_throttle_fail_open_total").await, 0.0);
+    assert_eq!(t.metric("engage_throttle_fail_open_total").await, 0.0);
     // Cancel releases on the cluster too.
     let id: uuid::Uuid = env
         .pg()
@@ -424,73 +342,25 @@ async fn limits_hold_on_a_redis_cluster() {
         .await
         .unwrap()
         .get(0);
-    let (code, body) = a
-        .post(
-            &key,
-            "/engagement/v3/callbacks/cancel",
-            json!({"id": id.to_string()}),
-        )
-        .await;
+    let (code, body) = a.cancel(key, &id.to_string()).await;
     assert_eq!(code, 200, "{body}");
-    assert_eq!(metric(&a, &b, "engage_redis_write_failed_total").await, 0.0);
-}
-
-/// A private `redis-server` (killed on drop), so the test may reset its statistics.
-struct PrivateRedis(std::process::Child, u16);
-
-impl PrivateRedis {
-    async fn start() -> Self {
-        let port = free_port();
-        let child = std::process::Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server runs");
-        let url = format!("redis://127.0.0.1:{port}");
-        for _ in 0..200 {
-            if let Ok(c) = redis::Client::open(url.as_str())
-                && c.get_multiplexed_async_connection().await.is_ok()
-            {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-        Self(child, port)
-    }
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.1)
-    }
-}
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+    assert_eq!(t.metric("engage_redis_write_failed_total").await, 0.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn throttle_cost_per_create_is_small() {
-    let private = PrivateRedis::start().await;
+    // A private Redis, so the test may reset its statistics.
+    let private = harness::PrivateRedis::new(false);
     let env = env().with("REDIS_URL", &private.url());
     let a = Engage::start(&env, &[]).await;
-    let key = a.tenant("acme").await;
-    a.service("acme", "s", json!({})).await; // GMS defaults: every limit on
+    let key = a.provision("acme", "s", json!({})).await; // GMS defaults: every limit on
     let mut redis = env.redis().await;
     // Warm up (first create seeds), then count only steady-state creates.
     let (code, _) = a
-        .post(
-            &key,
-            "/engagement/v3/callbacks/create",
-            json!({"serviceName":"s","phoneNumber": number(9999)}),
-        )
+        .create(&key)
+        .service("s")
+        .phone(&number(9999))
+        .send()
         .await;
     assert_eq!(code, 200);
     let _: () = redis::cmd("CONFIG")
@@ -500,44 +370,15 @@ async fn throttle_cost_per_create_is_small() {
         .unwrap();
     let n = 200;
     for i in 0..n {
-        let (code, body) = a
-            .post(
-                &key,
-                "/engagement/v3/callbacks/create",
-                json!({"serviceName":"s","phoneNumber": number(i)}),
-            )
-            .await;
+        let (code, body) = a.create(&key).service("s").phone(&number(i)).send().await;
         assert_eq!(code, 200, "{body}");
     }
-    let stats: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query_async(&mut redis)
-        .await
-        .unwrap();
-    let calls = |cmd: &str| -> u64 {
-        stats
-            .lines()
-            .find(|l| l.starts_with(&format!("cmdstat_{cmd}:")))
-            .and_then(|l| l.split("calls=").nth(1))
-            .and_then(|v| v.split(',').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
+    let stats = harness::commandstats(&mut redis).await;
+    let calls = |cmd: &str| stats.iter().find(|(n, _)| n == cmd).map_or(0, |(_, c)| *c);
     let total: u64 = stats
-        .lines()
-        .filter(|l| {
-            l.starts_with("cmdstat_")
-                && !l.starts_with("cmdstat_info")
-                && !l.starts_with("cmdstat_config")
-        })
-        .filter_map(|l| {
-            l.split("calls=")
-                .nth(1)?
-                .split(',')
-                .next()?
-                .parse::<u64>()
-                .ok()
-        })
+        .iter()
+        .filter(|(n, _)| !n.starts_with("info") && !n.starts_with("config"))
+        .map(|(_, c)| c)
         .sum();
     // The schedule index (create's other Redis write) is a plain pipeline, not a script.
     let throttle_scripts = calls("evalsha") + calls("eval");
@@ -588,7 +429,7 @@ async fn throttle_cost_per_create_is_small() {
     );
     assert!(
         per_create <= 20.0,
-        "{per_create} commands per create\n{stats}"
+        "{per_create} commands per create\n{stats:?}"
     );
     assert!(resident <= 200.0, "{resident} B per active callback");
     assert!(
@@ -600,28 +441,18 @@ async fn throttle_cost_per_create_is_small() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idempotent_retries_never_hit_the_limits() {
     let env = env();
-    let (a, b) = two(&env).await;
-    let key = a.tenant("acme").await;
-    a.service(
-        "acme",
+    let t = two(&env).await;
+    let (a, key) = (&t.a, &t.key);
+    t.service(
         "s",
         json!({"in_queue_checking": "strict", "throttle_per_service_1": 1}),
     )
     .await;
     let body = json!({"serviceName": "s", "phoneNumber": "+1 202 555 0150"});
     let calls = (0..20).map(|i| {
-        let target = if i % 2 == 0 { &a } else { &b };
-        harness::send(
-            target
-                .http
-                .post(format!(
-                    "{}/engagement/v3/callbacks/create",
-                    target.external
-                ))
-                .header("x-api-key", &key)
-                .header("Idempotency-Key", "retry-me")
-                .json(&body),
-        )
+        let target = if i % 2 == 0 { &t.a } else { &t.b };
+        let create = target.create(key).fields(body.clone());
+        create.idempotency_key("retry-me").send()
     });
     let ids: std::collections::BTreeSet<String> = join_all(calls)
         .await
@@ -632,10 +463,10 @@ async fn idempotent_retries_never_hit_the_limits() {
         })
         .collect();
     assert_eq!(ids.len(), 1, "every retry names the one callback");
-    assert_eq!(metric(&a, &b, "CB_ENQUEUE_LIMIT_REACHED").await, 0.0);
-    assert_eq!(metric(&a, &b, "CB_TTL_LIMIT_REACHED").await, 0.0);
+    assert_eq!(t.metric("CB_ENQUEUE_LIMIT_REACHED").await, 0.0);
+    assert_eq!(t.metric("CB_TTL_LIMIT_REACHED").await, 0.0);
     // The one reservation is the one callback: the next request is over both limits.
-    let (code, _) = a.post(&key, "/engagement/v3/callbacks/create", body).await;
+    let (code, _) = a.create(key).fields(body).send().await;
     assert_eq!(code, 429);
 }
 
@@ -643,20 +474,14 @@ async fn idempotent_retries_never_hit_the_limits() {
 async fn the_window_slides_and_frees_up_when_announced() {
     let env = env();
     let a = Engage::start(&env, &[]).await;
-    let key = a.tenant("acme").await;
-    a.service(
-        "acme",
-        "s",
-        json!({"throttle_per_service_1": 2, "throttle_ttl_1": 2, "in_queue_checking": false}),
-    )
-    .await;
-    let create = |n: usize| {
-        a.post(
-            &key,
-            "/engagement/v3/callbacks/create",
-            json!({"serviceName": "s", "phoneNumber": number(n)}),
+    let key = a
+        .provision(
+            "acme",
+            "s",
+            json!({"throttle_per_service_1": 2, "throttle_ttl_1": 2, "in_queue_checking": false}),
         )
-    };
+        .await;
+    let create = |n: usize| a.create(&key).service("s").phone(&number(n)).send();
     assert_eq!(create(1).await.0, 200);
     tokio::time::sleep(std::time::Duration::from_millis(700)).await;
     assert_eq!(create(2).await.0, 200);

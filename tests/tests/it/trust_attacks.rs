@@ -4,90 +4,33 @@
 //! withdrawn and settled, never dialled without a record and a cancel), and a partitioned cancel
 //! whose open transaction holds a row lock (the worker must not stall for long).
 
-use std::{
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
-use harness::{Engage, TestEnv};
+use harness::{Engage, TestEnv, open_service};
 use serde_json::json;
-
-use crate::{
-    trust_events::{event, row},
-    worker::{open_service, provision},
-};
-
-struct RawRedis(Child, u16);
-
-impl RawRedis {
-    fn start() -> Self {
-        let port = harness::free_port();
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let started = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(started.elapsed() < Duration::from_secs(10));
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        std::thread::sleep(Duration::from_millis(200));
-        Self(child, port)
-    }
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.1)
-    }
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([sig, &self.0.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(ok.success());
-    }
-}
-
-impl Drop for RawRedis {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-CONT", &self.0.id().to_string()])
-            .status();
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// An attempt-less event confirmed against the voice Redis for attempt 1 is applied to
 /// attempt 2 when a retry lands between the check and the second apply.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trust_attack_attemptless_event_lands_on_a_retry_never_handed_off() {
-    let voice = RawRedis::start();
+    let voice = harness::PrivateRedis::new(false);
     let env = TestEnv::new()
         .with("VOICE_REDIS_URL", &voice.url())
         .with("REDIS_TIMEOUT_MS", "8000");
     // No worker: the hand-off is played by hand.
     let engage = Engage::start(&env, &[]).await;
-    let key = provision(
-        &engage,
-        "race",
-        "svc",
-        open_service(json!({"max_attempts": 3, "retry_delay_seconds": 7200})),
-    )
-    .await;
-    let (code, resp) = engage
-        .post(
-            &key,
-            "/engagement/v3/callbacks/create",
-            json!({"serviceName": "svc", "phoneNumber": "+15550109901"}),
+    let key = engage
+        .provision(
+            "race",
+            "svc",
+            open_service(json!({"max_attempts": 3, "retry_delay_seconds": 7200})),
         )
+        .await;
+    let (code, resp) = engage
+        .create(&key)
+        .service("svc")
+        .phone("+15550109901")
+        .send()
         .await;
     assert_eq!(code, 200, "{resp}");
     let id = resp["data"]["id"].as_str().unwrap().to_string();
@@ -105,7 +48,7 @@ async fn trust_attack_attemptless_event_lands_on_a_retry_never_handed_off() {
         .await
         .unwrap();
     // The voice Redis is slow for a moment (private instance).
-    voice.signal("-STOP");
+    voice.freeze();
     let a = {
         let engage_url = engage.internal.clone();
         let http = engage.http.clone();
@@ -131,18 +74,18 @@ async fn trust_attack_attemptless_event_lands_on_a_retry_never_handed_off() {
         )
         .await
         .unwrap();
-    let (code, b) = event(
-        &engage,
-        &id,
-        json!({"state": "COMPLETED", "reason": "FAIL_CALL_TO_CUSTOMER", "attempt": 1}),
-    )
-    .await;
+    let (code, b) = engage
+        .event(
+            &id,
+            json!({"state": "COMPLETED", "reason": "FAIL_CALL_TO_CUSTOMER", "attempt": 1}),
+        )
+        .await;
     assert_eq!(code, 200, "{b}");
     assert_eq!(b["data"]["attempt"], 2, "{b}");
-    voice.signal("-CONT");
+    voice.thaw();
     let (code, a) = a.await.unwrap();
     eprintln!("event A: {code} {a}");
-    let (state, attempt, submitted) = row(&env, &id).await;
+    let (state, attempt, submitted) = env.row(&id).await;
     eprintln!("row: {state} attempt {attempt} submitted {submitted}");
     let sub2: Option<String> = redis::cmd("GET")
         .arg(format!("{{{}}}:sub:{id}:2", env.voice_stream()))
@@ -161,82 +104,30 @@ async fn trust_attack_attemptless_event_lands_on_a_retry_never_handed_off() {
 async fn trust_attack_event_token_and_inputs() {
     let env = TestEnv::new();
     let engage = Engage::start(&env, &[]).await;
-    let url = |id: &str| format!("{}/ges/v1/ors/callbacks/{id}/events", engage.internal);
     let id = uuid::Uuid::now_v7().to_string();
     let body = json!({"state": "QUEUED"});
     let tok = harness::ORS_EVENTS_TOKEN;
+    // The events request of `id` with the body, without or with an `authorization` header.
+    let req = || engage.http.post(engage.event_url(&id)).json(&body);
+    let auth = |value: String| req().header("authorization", value);
     let cases: Vec<(&str, reqwest::RequestBuilder)> = vec![
-        ("none", engage.http.post(url(&id)).json(&body)),
-        (
-            "empty bearer",
-            engage
-                .http
-                .post(url(&id))
-                .header("authorization", "Bearer ")
-                .json(&body),
-        ),
-        (
-            "lowercase",
-            engage
-                .http
-                .post(url(&id))
-                .header("authorization", format!("bearer {tok}"))
-                .json(&body),
-        ),
-        (
-            "double space",
-            engage
-                .http
-                .post(url(&id))
-                .header("authorization", format!("Bearer  {tok}"))
-                .json(&body),
-        ),
-        (
-            "trailing ws",
-            engage
-                .http
-                .post(url(&id))
-                .header("authorization", format!("Bearer {tok}\t"))
-                .json(&body),
-        ),
-        (
-            "x-api-key",
-            engage
-                .http
-                .post(url(&id))
-                .header("x-api-key", tok)
-                .json(&body),
-        ),
-        (
-            "basic",
-            engage
-                .http
-                .post(url(&id))
-                .basic_auth(tok, Some(tok))
-                .json(&body),
-        ),
-        (
-            "prefix",
-            engage
-                .http
-                .post(url(&id))
-                .header("authorization", format!("Bearer {}", &tok[..tok.len() - 1]))
-                .json(&body),
-        ),
+        ("none", req()),
+        ("empty bearer", auth("Bearer ".into())),
+        ("lowercase", auth(format!("bearer {tok}"))),
+        ("double space", auth(format!("Bearer  {tok}"))),
+        ("trailing ws", auth(format!("Bearer {tok}\t"))),
+        ("x-api-key", req().header("x-api-key", tok)),
+        ("basic", req().basic_auth(tok, Some(tok))),
+        ("prefix", auth(format!("Bearer {}", &tok[..tok.len() - 1]))),
         (
             "two headers",
-            engage
-                .http
-                .post(url(&id))
-                .header("authorization", "Bearer x")
-                .header("authorization", format!("Bearer {tok}"))
-                .json(&body),
+            auth("Bearer x".into()).header("authorization", format!("Bearer {tok}")),
         ),
         (
             "query",
             engage
                 .http
-                .post(format!("{}?token={tok}", url(&id)))
+                .post(format!("{}?token={tok}", engage.event_url(&id)))
                 .json(&body),
         ),
     ];
@@ -262,7 +153,7 @@ async fn trust_attack_event_token_and_inputs() {
         json!({"state": "QUEUED", "position_in_queue": 1e300}),
     ];
     for b in bodies {
-        let (code, r) = event(&engage, &id, b.clone()).await;
+        let (code, r) = engage.event(&id, b.clone()).await;
         eprintln!("body {b}: {code} {r}");
         assert!(code < 500, "{b}: {code} {r}");
     }
@@ -273,7 +164,7 @@ async fn trust_attack_event_token_and_inputs() {
         " ",
         "a%20b",
     ] {
-        let (code, r) = event(&engage, path, json!({"state": "QUEUED"})).await;
+        let (code, r) = engage.event(path, json!({"state": "QUEUED"})).await;
         eprintln!("path {path}: {code} {r}");
         assert!(code < 500);
     }
@@ -410,25 +301,42 @@ mod partition {
     }
 }
 
+/// A private PostgreSQL, a partition proxy in front of it, and two environments on it:
+/// `direct` (workers, a healthy API host) and through the proxy. `sweep`: the worker's sweep
+/// every second with a one-second grace.
+async fn partitioned(
+    sweep: bool,
+) -> (
+    harness::PrivatePostgres,
+    partition::Partition,
+    TestEnv,
+    TestEnv,
+) {
+    let pg = harness::PrivatePostgres::new();
+    let proxy = partition::Partition::start(pg.port).await;
+    let mut direct = TestEnv::new()
+        .with("DATABASE_URL", &pg.url())
+        .with("CACHE_TTL_MS", "600000")
+        .with("REQUEST_TIMEOUT_MS", "2000");
+    if sweep {
+        direct = direct
+            .with("WORKER_SWEEP_S", "1")
+            .with("WORKER_SWEEP_GRACE_S", "1");
+    }
+    let via_proxy = direct.clone().with("DATABASE_URL", &proxy.url());
+    (pg, proxy, direct, via_proxy)
+}
+
 /// A keyed create whose COMMIT ran while the API host lost PostgreSQL: 503 to the client,
 /// while the worker (other host) sees the row; a retry on another API instance gets 200.
 /// Then the API host reconnects and compensates (deletes) the callback.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trust_attack_partitioned_api_503_create_is_withdrawn_if_dispatched() {
-    let pg = crate::bounded::PrivatePg::start();
-    let proxy = partition::Partition::start(pg.port).await;
-    let direct = TestEnv::new()
-        .with("DATABASE_URL", &pg.url())
-        .with("CACHE_TTL_MS", "600000")
-        .with("REQUEST_TIMEOUT_MS", "2000")
-        .with("WORKER_SWEEP_S", "1")
-        .with("WORKER_SWEEP_GRACE_S", "1");
-    let via_proxy = direct.clone().with("DATABASE_URL", &proxy.url());
+    let (_pg, proxy, direct, via_proxy) = partitioned(true).await;
     let api1 = Engage::start(&via_proxy, &[]).await;
     let api2 = Engage::start(&direct, &[]).await;
     let _worker = harness::WorkerProc::start(&direct, &[]).await;
-    let key = api1.tenant("acme").await;
-    api1.service("acme", "s", open_service(json!({}))).await;
+    let key = api1.provision("acme", "s", open_service(json!({}))).await;
     let keyed = |e: &Engage, idem: &str, phone: &str| {
         e.http
             .post(format!("{}/engagement/v3/callbacks/create", e.external))
@@ -512,38 +420,22 @@ async fn trust_attack_partitioned_api_503_create_is_withdrawn_if_dispatched() {
 /// Same as above for a plain (batched) create: 503, dispatched by the worker, then deleted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trust_attack_partitioned_api_503_plain_create_is_withdrawn_if_dispatched() {
-    let pg = crate::bounded::PrivatePg::start();
-    let proxy = partition::Partition::start(pg.port).await;
-    let direct = TestEnv::new()
-        .with("DATABASE_URL", &pg.url())
-        .with("CACHE_TTL_MS", "600000")
-        .with("REQUEST_TIMEOUT_MS", "2000")
-        .with("WORKER_SWEEP_S", "1")
-        .with("WORKER_SWEEP_GRACE_S", "1");
-    let via_proxy = direct.clone().with("DATABASE_URL", &proxy.url());
+    let (_pg, proxy, direct, via_proxy) = partitioned(true).await;
     let api1 = Engage::start(&via_proxy, &[]).await;
     let _worker = harness::WorkerProc::start(&direct, &[]).await;
-    let key = api1.tenant("acme").await;
-    api1.service("acme", "s", open_service(json!({}))).await;
+    let key = api1.provision("acme", "s", open_service(json!({}))).await;
     for i in 0..3 {
         let (code, b) = api1
-            .post(
-                &key,
-                "/engagement/v3/callbacks/create",
-                json!({"serviceName": "s", "phoneNumber": format!("+1202555020{i}")}),
-            )
+            .create(&key)
+            .service("s")
+            .phone(&format!("+1202555020{i}"))
+            .send()
             .await;
         assert_eq!(code, 200, "{b}");
     }
     proxy.arm(b'B');
     let phone = "+12025550299";
-    let (code1, b1) = api1
-        .post(
-            &key,
-            "/engagement/v3/callbacks/create",
-            json!({"serviceName": "s", "phoneNumber": phone}),
-        )
-        .await;
+    let (code1, b1) = api1.create(&key).service("s").phone(phone).send().await;
     eprintln!(
         "plain create (partitioned): {code1} {b1} dark={}",
         proxy.is_dark()
@@ -593,17 +485,10 @@ async fn trust_attack_partitioned_api_503_plain_create_is_withdrawn_if_dispatche
 /// transaction stays open on PostgreSQL holding the row lock. Does the worker stall?
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trust_attack_partitioned_cancel_leaves_a_row_lock_that_stalls_the_worker() {
-    let pg = crate::bounded::PrivatePg::start();
-    let proxy = partition::Partition::start(pg.port).await;
-    let direct = TestEnv::new()
-        .with("DATABASE_URL", &pg.url())
-        .with("CACHE_TTL_MS", "600000")
-        .with("REQUEST_TIMEOUT_MS", "2000");
-    let via_proxy = direct.clone().with("DATABASE_URL", &proxy.url());
+    let (_pg, proxy, direct, via_proxy) = partitioned(false).await;
     let api1 = Engage::start(&via_proxy, &[]).await;
     let api2 = Engage::start(&direct, &[]).await;
-    let key = api1.tenant("acme").await;
-    api1.service("acme", "s", open_service(json!({}))).await;
+    let key = api1.provision("acme", "s", open_service(json!({}))).await;
     let create = |e: &Engage, phone: String| {
         let key = key.clone();
         let (http, url) = (
@@ -624,22 +509,10 @@ async fn trust_attack_partitioned_cancel_leaves_a_row_lock_that_stalls_the_worke
     let victim = create(&api1, "+12025550301".into()).await;
     // warm cancel path on api1
     let other = create(&api1, "+12025550302".into()).await;
-    let (code, b) = api1
-        .post(
-            &key,
-            "/engagement/v3/callbacks/cancel",
-            json!({"id": other}),
-        )
-        .await;
+    let (code, b) = api1.cancel(&key, &other).await;
     assert_eq!(code, 200, "{b}");
     proxy.arm(b'B');
-    let (code, b) = api1
-        .post(
-            &key,
-            "/engagement/v3/callbacks/cancel",
-            json!({"id": victim}),
-        )
-        .await;
+    let (code, b) = api1.cancel(&key, &victim).await;
     eprintln!("partitioned cancel: {code} {b} dark={}", proxy.is_dark());
     let worker = harness::WorkerProc::start(&direct, &[]).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -672,13 +545,7 @@ async fn trust_attack_partitioned_cancel_leaves_a_row_lock_that_stalls_the_worke
     )
     .await;
     eprintln!("event for the locked victim: {code} {r}");
-    let (code, r) = api2
-        .post(
-            &key,
-            "/engagement/v3/callbacks/cancel",
-            json!({"id": victim}),
-        )
-        .await;
+    let (code, r) = api2.cancel(&key, &victim).await;
     eprintln!("cancel retry on a healthy host: {code} {r}");
     let out = worker.proc.output();
     eprintln!(

@@ -10,59 +10,14 @@ use std::{
 };
 
 use futures::StreamExt;
-use harness::{Engage, PrivateRedis, Proc, TestEnv, stream_entries};
-use serde_json::{Value, json};
-
-use crate::worker::{open_service, provision};
-
-async fn create(engage: &Engage, key: &str, body: Value) -> String {
-    let (code, resp) = engage
-        .post(key, "/engagement/v3/callbacks/create", body)
-        .await;
-    assert_eq!(code, 200, "{resp}");
-    resp["data"]["id"].as_str().expect("id").to_string()
-}
-
-async fn cancel(engage: &Engage, key: &str, id: &str) -> (u16, Value) {
-    engage
-        .post(key, "/engagement/v3/callbacks/cancel", json!({"id": id}))
-        .await
-}
-
-/// Posts a voice-platform event for `id` with the events token.
-pub(crate) async fn event(engage: &Engage, id: &str, body: Value) -> (u16, Value) {
-    harness::send(
-        engage
-            .http
-            .post(format!(
-                "{}/ges/v1/ors/callbacks/{id}/events",
-                engage.internal
-            ))
-            .bearer_auth(harness::ORS_EVENTS_TOKEN)
-            .json(&body),
-    )
-    .await
-}
-
-/// (state, attempt, submitted) of one callback, from PostgreSQL.
-pub(crate) async fn row(env: &TestEnv, id: &str) -> (String, i16, bool) {
-    let r = env
-        .pg()
-        .await
-        .query_one(
-            "SELECT state, attempt, submitted_at IS NOT NULL FROM callbacks WHERE id = $1::text::uuid",
-            &[&id],
-        )
-        .await
-        .unwrap();
-    (r.get(0), r.get(1), r.get(2))
-}
+use harness::{Engage, PrivateRedis, Proc, TestEnv, open_service, stream_entries};
+use serde_json::json;
 
 /// Waits until PostgreSQL records `attempt` of `id` as submitted.
 async fn wait_submitted(env: &TestEnv, id: &str, attempt: i16) {
     let started = Instant::now();
     loop {
-        let (_, a, submitted) = row(env, id).await;
+        let (_, a, submitted) = env.row(id).await;
         if a == attempt && submitted {
             return;
         }
@@ -72,16 +27,6 @@ async fn wait_submitted(env: &TestEnv, id: &str, attempt: i16) {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-/// Callback ids with an entry in `stream`.
-async fn ids_in(env: &TestEnv, stream: &str) -> Vec<String> {
-    let mut voice = env.voice().await;
-    stream_entries(&mut voice, stream)
-        .await
-        .into_iter()
-        .map(|(_, f)| f["callback_id"].clone())
-        .collect()
 }
 
 fn dedupe_key(env: &TestEnv, id: &str, attempt: i16) -> String {
@@ -127,18 +72,20 @@ async fn trust_cancel_after_worker_died_between_xadd_and_mark() {
     // No worker: the hand-off state is written by hand, as a killed worker leaves it.
     let env = TestEnv::new();
     let engage = Engage::start(&env, &[]).await;
-    let key = provision(&engage, "kill", "svc", open_service(json!({}))).await;
-    let id = create(
-        &engage,
-        &key,
-        json!({"serviceName": "svc", "phoneNumber": "+15550107001"}),
-    )
-    .await;
+    let key = engage
+        .provision("kill", "svc", open_service(json!({})))
+        .await;
+    let id = engage
+        .create(&key)
+        .service("svc")
+        .phone("+15550107001")
+        .id()
+        .await;
     xadd_as_worker(&env, &id).await;
-    assert!(!row(&env, &id).await.2, "not recorded as submitted");
-    let (code, body) = cancel(&engage, &key, &id).await;
+    assert!(!env.row(&id).await.2, "not recorded as submitted");
+    let (code, body) = engage.cancel(&key, &id).await;
     assert_eq!(code, 200, "{body}");
-    let control = ids_in(&env, &env.vars["CONTROL_STREAM"]).await;
+    let control = env.ids_in(env.control_stream()).await;
     assert_eq!(
         control.iter().filter(|c| **c == id).count(),
         1,
@@ -148,13 +95,13 @@ async fn trust_cancel_after_worker_died_between_xadd_and_mark() {
 
     // Not handed off: the cancel fences the submission instead (no control entry), and a
     // worker arriving afterwards cannot write it.
-    let fenced = create(
-        &engage,
-        &key,
-        json!({"serviceName": "svc", "phoneNumber": "+15550107002"}),
-    )
-    .await;
-    let (code, body) = cancel(&engage, &key, &fenced).await;
+    let fenced = engage
+        .create(&key)
+        .service("svc")
+        .phone("+15550107002")
+        .id()
+        .await;
+    let (code, body) = engage.cancel(&key, &fenced).await;
     assert_eq!(code, 200, "{body}");
     let mut voice = env.voice().await;
     let fence: Option<String> = redis::cmd("GET")
@@ -172,7 +119,7 @@ async fn trust_cancel_after_worker_died_between_xadd_and_mark() {
         .unwrap()
         .map_or(0, |_| 1);
     assert_eq!(added, 0, "the worker's SET NX must fail on the fence");
-    let control = ids_in(&env, &env.vars["CONTROL_STREAM"]).await;
+    let control = env.ids_in(env.control_stream()).await;
     assert!(!control.contains(&fenced), "{control:?}");
 }
 
@@ -180,13 +127,15 @@ async fn trust_cancel_after_worker_died_between_xadd_and_mark() {
 async fn trust_cancel_after_worker_sigkilled_between_xadd_and_mark() {
     let env = TestEnv::new();
     let engage = Engage::start(&env, &[]).await;
-    let key = provision(&engage, "sigkill", "svc", open_service(json!({}))).await;
-    let id = create(
-        &engage,
-        &key,
-        json!({"serviceName": "svc", "phoneNumber": "+15550107501"}),
-    )
-    .await;
+    let key = engage
+        .provision("sigkill", "svc", open_service(json!({})))
+        .await;
+    let id = engage
+        .create(&key)
+        .service("svc")
+        .phone("+15550107501")
+        .id()
+        .await;
     // Hold the row: the real worker loads it, writes the voice stream, then blocks recording
     // the submission; it is SIGKILLed right there.
     let mut pg = env.pg().await;
@@ -199,7 +148,7 @@ async fn trust_cancel_after_worker_sigkilled_between_xadd_and_mark() {
     .unwrap();
     let mut worker = harness::WorkerProc::start(&env, &[]).await;
     let started = Instant::now();
-    while !ids_in(&env, env.voice_stream()).await.contains(&id) {
+    while !env.ids_in(env.voice_stream()).await.contains(&id) {
         assert!(
             started.elapsed() < Duration::from_secs(15),
             "worker did not submit: {}",
@@ -233,10 +182,10 @@ async fn trust_cancel_after_worker_sigkilled_between_xadd_and_mark() {
         .await
         .unwrap();
     tx.rollback().await.unwrap();
-    assert!(!row(&env, &id).await.2, "the kill came before the record");
-    let (code, body) = cancel(&engage, &key, &id).await;
+    assert!(!env.row(&id).await.2, "the kill came before the record");
+    let (code, body) = engage.cancel(&key, &id).await;
     assert_eq!(code, 200, "{body}");
-    let control = ids_in(&env, &env.vars["CONTROL_STREAM"]).await;
+    let control = env.ids_in(env.control_stream()).await;
     assert!(
         control.contains(&id),
         "in the voice stream and cancelled, but no control entry: {control:?}"
@@ -247,20 +196,22 @@ async fn trust_cancel_after_worker_sigkilled_between_xadd_and_mark() {
 async fn trust_cancel_racing_hand_off() {
     let env = TestEnv::new().with("WORKER_MAINTENANCE_S", "1");
     let engage = Engage::start(&env, &["--with-worker"]).await;
-    let key = provision(&engage, "race", "svc", open_service(json!({}))).await;
+    let key = engage
+        .provision("race", "svc", open_service(json!({})))
+        .await;
     let engage = &engage;
     let key = key.as_str();
     // Create, then cancel after 0..12 ms: many cancels land while the worker hands off.
     let cancelled: Vec<String> = futures::stream::iter(0..240u64)
         .map(|i| async move {
-            let id = create(
-                engage,
-                key,
-                json!({"serviceName": "svc", "phoneNumber": format!("+1555020{i:04}")}),
-            )
-            .await;
+            let id = engage
+                .create(key)
+                .service("svc")
+                .phone(&format!("+1555020{i:04}"))
+                .id()
+                .await;
             tokio::time::sleep(Duration::from_millis(i % 13)).await;
-            let (code, body) = cancel(engage, key, &id).await;
+            let (code, body) = engage.cancel(key, &id).await;
             assert!(code == 200 || code == 400, "{code} {body}");
             (code == 200).then_some(id)
         })
@@ -270,8 +221,9 @@ async fn trust_cancel_racing_hand_off() {
         .await;
     // Let the outbox settle anything the API could not.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let handed: HashSet<String> = ids_in(&env, env.voice_stream()).await.into_iter().collect();
-    let control: HashSet<String> = ids_in(&env, &env.vars["CONTROL_STREAM"])
+    let handed: HashSet<String> = env.ids_in(env.voice_stream()).await.into_iter().collect();
+    let control: HashSet<String> = env
+        .ids_in(&env.vars["CONTROL_STREAM"])
         .await
         .into_iter()
         .collect();
@@ -288,13 +240,9 @@ async fn trust_cancel_racing_hand_off() {
         missing.is_empty(),
         "cancelled (200) and handed off, but no control entry: {missing:?}"
     );
-    let owed: i64 = env
-        .pg()
-        .await
-        .query_one("SELECT count(*) FROM callbacks WHERE control_pending", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let owed = env
+        .count("SELECT count(*) FROM callbacks WHERE control_pending")
+        .await;
     assert_eq!(owed, 0, "every owed cancel is settled");
 }
 
@@ -305,35 +253,35 @@ async fn trust_cancel_with_voice_redis_down_is_settled_by_the_outbox() {
         .with("VOICE_REDIS_URL", &voice.url())
         .with("WORKER_MAINTENANCE_S", "1");
     let engage = Engage::start(&env, &["--with-worker"]).await;
-    let key = provision(&engage, "vdown", "svc", open_service(json!({}))).await;
+    let key = engage
+        .provision("vdown", "svc", open_service(json!({})))
+        .await;
     // One handed off by the worker (submitted), one due in 30 minutes (fenced).
-    let queued = create(
-        &engage,
-        &key,
-        json!({"serviceName": "svc", "phoneNumber": "+15550107101"}),
-    )
-    .await;
+    let queued = engage
+        .create(&key)
+        .service("svc")
+        .phone("+15550107101")
+        .id()
+        .await;
     wait_submitted(&env, &queued, 1).await;
     let soon = (jiff::Timestamp::now() + jiff::SignedDuration::from_mins(30))
         .strftime("%Y-%m-%dT%H:%M:%S%.3fZ")
         .to_string();
-    let scheduled = create(
-        &engage,
-        &key,
-        json!({"serviceName": "svc", "phoneNumber": "+15550107102", "desiredTime": soon}),
-    )
-    .await;
+    let scheduled = engage
+        .create(&key)
+        .service("svc")
+        .phone("+15550107102")
+        .at(&soon)
+        .id()
+        .await;
     voice.stop();
     // An event the voice Redis must confirm cannot be checked: 503 (retry), never a guess.
-    let (code, r) = event(
-        &engage,
-        &scheduled,
-        json!({"state": "QUEUED", "attempt": 1}),
-    )
-    .await;
+    let (code, r) = engage
+        .event(&scheduled, json!({"state": "QUEUED", "attempt": 1}))
+        .await;
     assert_eq!(code, 503, "{r}");
     for id in [&queued, &scheduled] {
-        let (code, body) = cancel(&engage, &key, id).await;
+        let (code, body) = engage.cancel(&key, id).await;
         assert_eq!(code, 200, "{body}");
         assert!(control_pending(&env, id).await, "owed durably");
     }
@@ -365,35 +313,35 @@ async fn trust_cancel_with_voice_redis_down_is_settled_by_the_outbox() {
 async fn trust_events_duplicate_fail_without_attempt_uses_one_attempt() {
     let env = TestEnv::new();
     let engage = Engage::start(&env, &["--with-worker"]).await;
-    let key = provision(
-        &engage,
-        "dup",
-        "svc",
-        open_service(json!({"max_attempts": 3, "retry_delay_seconds": 1})),
-    )
-    .await;
-    let id = create(
-        &engage,
-        &key,
-        json!({"serviceName": "svc", "phoneNumber": "+15550107201"}),
-    )
-    .await;
+    let key = engage
+        .provision(
+            "dup",
+            "svc",
+            open_service(json!({"max_attempts": 3, "retry_delay_seconds": 1})),
+        )
+        .await;
+    let id = engage
+        .create(&key)
+        .service("svc")
+        .phone("+15550107201")
+        .id()
+        .await;
     wait_submitted(&env, &id, 1).await;
     // One failure, delivered three times without `attempt`: before the retry is handed off,
     // and after.
     let fail = json!({"state": "COMPLETED", "reason": "FAIL_CALL_TO_CUSTOMER",
                       "at": "2026-01-01T00:00:00.000Z"});
-    let (code, first) = event(&engage, &id, fail.clone()).await;
+    let (code, first) = engage.event(&id, fail.clone()).await;
     assert_eq!(code, 200, "{first}");
     assert_eq!(first["data"]["attempt"], 2, "{first}");
-    let (code, second) = event(&engage, &id, fail.clone()).await;
+    let (code, second) = engage.event(&id, fail.clone()).await;
     assert_eq!(code, 200, "{second}");
     assert_eq!(second["data"]["applied"], false, "{second}");
     wait_submitted(&env, &id, 2).await;
-    let (code, third) = event(&engage, &id, fail).await;
+    let (code, third) = engage.event(&id, fail).await;
     assert_eq!(code, 200, "{third}");
     assert_eq!(third["data"]["applied"], false, "{third}");
-    let (state, attempt, _) = row(&env, &id).await;
+    let (state, attempt, _) = env.row(&id).await;
     assert_eq!((state.as_str(), attempt), ("QUEUED", 2), "one attempt used");
     let fails: i64 = env
         .pg()
@@ -409,49 +357,52 @@ async fn trust_events_duplicate_fail_without_attempt_uses_one_attempt() {
     assert_eq!(fails, 1);
     // With `attempt`, a redelivery of attempt 1's failure is ignored too; attempt 2's own
     // failure applies once.
-    let (code, stale) = event(
-        &engage,
-        &id,
-        json!({"state": "COMPLETED", "reason": "FAIL_CALL_TO_CUSTOMER", "attempt": 1}),
-    )
-    .await;
+    let (code, stale) = engage
+        .event(
+            &id,
+            json!({"state": "COMPLETED", "reason": "FAIL_CALL_TO_CUSTOMER", "attempt": 1}),
+        )
+        .await;
     assert_eq!(
         (code, stale["data"]["applied"].clone()),
         (200, json!(false))
     );
     for expect in [true, false] {
-        let (code, r) = event(
-            &engage,
-            &id,
-            json!({"state": "COMPLETED", "reason": "FAIL_CALL_TO_CUSTOMER", "attempt": 2}),
-        )
-        .await;
+        let (code, r) = engage
+            .event(
+                &id,
+                json!({"state": "COMPLETED", "reason": "FAIL_CALL_TO_CUSTOMER", "attempt": 2}),
+            )
+            .await;
         assert_eq!(code, 200, "{r}");
         assert_eq!(r["data"]["applied"], expect, "{r}");
     }
-    assert_eq!(row(&env, &id).await.1, 3);
+    assert_eq!(env.row(&id).await.1, 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trust_events_for_attempts_not_handed_off_are_refused() {
     let env = TestEnv::new();
     let engage = Engage::start(&env, &["--with-worker"]).await;
-    let key = provision(&engage, "nho", "svc", open_service(json!({}))).await;
+    let key = engage
+        .provision("nho", "svc", open_service(json!({})))
+        .await;
     // Never submitted (due in an hour): refused with or without `attempt`.
     let later = (jiff::Timestamp::now() + jiff::SignedDuration::from_hours(1))
         .strftime("%Y-%m-%dT%H:%M:%S%.3fZ")
         .to_string();
-    let never = create(
-        &engage,
-        &key,
-        json!({"serviceName": "svc", "phoneNumber": "+15550107301", "desiredTime": later}),
-    )
-    .await;
+    let never = engage
+        .create(&key)
+        .service("svc")
+        .phone("+15550107301")
+        .at(&later)
+        .id()
+        .await;
     for body in [
         json!({"state": "QUEUED"}),
         json!({"state": "COMPLETED", "reason": "FAIL_CALL_TO_CUSTOMER", "attempt": 1}),
     ] {
-        let (code, r) = event(&engage, &never, body).await;
+        let (code, r) = engage.event(&never, body).await;
         assert_eq!(code, 409, "{r}");
         let msg = r["status"]["message"].as_str().unwrap();
         assert!(
@@ -459,21 +410,18 @@ async fn trust_events_for_attempts_not_handed_off_are_refused() {
             "{msg}"
         );
     }
-    assert_eq!(row(&env, &never).await, ("SCHEDULED".into(), 1, false));
+    assert_eq!(env.row(&never).await, ("SCHEDULED".into(), 1, false));
     // Attempt 1 handed off: an event for attempt 2 is refused and changes nothing.
-    let current = create(
-        &engage,
-        &key,
-        json!({"serviceName": "svc", "phoneNumber": "+15550107302"}),
-    )
-    .await;
+    let current = engage
+        .create(&key)
+        .service("svc")
+        .phone("+15550107302")
+        .id()
+        .await;
     wait_submitted(&env, &current, 1).await;
-    let (code, r) = event(
-        &engage,
-        &current,
-        json!({"state": "PROCESSING", "attempt": 2}),
-    )
-    .await;
+    let (code, r) = engage
+        .event(&current, json!({"state": "PROCESSING", "attempt": 2}))
+        .await;
     assert_eq!(code, 409, "{r}");
     assert!(
         r["status"]["message"]
@@ -482,13 +430,10 @@ async fn trust_events_for_attempts_not_handed_off_are_refused() {
             .contains("attempt 2"),
         "{r}"
     );
-    assert_eq!(row(&env, &current).await, ("QUEUED".into(), 1, true));
-    let (code, r) = event(
-        &engage,
-        &current,
-        json!({"state": "PROCESSING", "attempt": 1}),
-    )
-    .await;
+    assert_eq!(env.row(&current).await, ("QUEUED".into(), 1, true));
+    let (code, r) = engage
+        .event(&current, json!({"state": "PROCESSING", "attempt": 1}))
+        .await;
     assert_eq!((code, r["data"]["applied"].clone()), (200, json!(true)));
 }
 
@@ -496,21 +441,12 @@ async fn trust_events_for_attempts_not_handed_off_are_refused() {
 async fn trust_events_route_fails_closed() {
     let env = TestEnv::new();
     let engage = Engage::start(&env, &[]).await;
-    let url = format!(
-        "{}/ges/v1/ors/callbacks/{}/events",
-        engage.internal,
-        uuid::Uuid::new_v4()
-    );
-    let (code, _) = harness::send(engage.http.post(&url).json(&json!({"state": "QUEUED"}))).await;
+    let id = uuid::Uuid::new_v4().to_string();
+    let queued = || json!({"state": "QUEUED"});
+    let (code, _) = engage.event_as(None, &id, queued()).await;
     assert_eq!(code, 401);
-    let (code, _) = harness::send(
-        engage
-            .http
-            .post(&url)
-            .bearer_auth("not-the-token-0123456789")
-            .json(&json!({"state": "QUEUED"})),
-    )
-    .await;
+    let wrong = Some("not-the-token-0123456789");
+    let (code, _) = engage.event_as(wrong, &id, queued()).await;
     assert_eq!(code, 401);
 
     // Without a token, the binaries serving the route refuse to start and say why.
@@ -553,19 +489,19 @@ async fn trust_events_retry_time_from_postgres_clock() {
         .with("FAKETIME", "+2h")
         .with("DONT_FAKE_MONOTONIC", "1");
     let engage = Engage::start(&env, &[]).await;
-    let key = provision(
-        &engage,
-        "clock",
-        "svc",
-        open_service(json!({"max_attempts": 2, "retry_delay_seconds": 60})),
-    )
-    .await;
-    let id = create(
-        &engage,
-        &key,
-        json!({"serviceName": "svc", "phoneNumber": "+15550107401"}),
-    )
-    .await;
+    let key = engage
+        .provision(
+            "clock",
+            "svc",
+            open_service(json!({"max_attempts": 2, "retry_delay_seconds": 60})),
+        )
+        .await;
+    let id = engage
+        .create(&key)
+        .service("svc")
+        .phone("+15550107401")
+        .id()
+        .await;
     let mut voice = env.voice().await;
     let _: () = redis::cmd("SET")
         .arg(dedupe_key(&env, &id, 1))
@@ -573,12 +509,12 @@ async fn trust_events_retry_time_from_postgres_clock() {
         .query_async(&mut voice)
         .await
         .unwrap();
-    let (code, r) = event(
-        &engage,
-        &id,
-        json!({"state": "COMPLETED", "reason": "FAIL_CALL_TO_CUSTOMER", "attempt": 1}),
-    )
-    .await;
+    let (code, r) = engage
+        .event(
+            &id,
+            json!({"state": "COMPLETED", "reason": "FAIL_CALL_TO_CUSTOMER", "attempt": 1}),
+        )
+        .await;
     assert_eq!((code, r["data"]["attempt"].clone()), (200, json!(2)), "{r}");
     let ahead: f64 = env
         .pg()

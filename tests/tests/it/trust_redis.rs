@@ -5,13 +5,15 @@
 
 use std::time::{Duration, Instant};
 
-use harness::{Engage, PrivateCluster, PrivateRedis, TestEnv, WorkerProc};
+use harness::{Engage, Fixture, PrivateCluster, PrivateRedis, TestEnv, WorkerProc, open_service};
 use serde_json::json;
 
-use crate::{
-    trust_events::event,
-    worker::{create_immediate, open_service, provision, stream_census, wait_submitted},
-};
+/// [`Fixture::dispatch`] with the default open settings: (workers' env, server, key).
+async fn open(env: TestEnv, tenant: &str, service: &str) -> (TestEnv, Engage, String) {
+    Fixture::dispatch(env, tenant, service, json!({}))
+        .await
+        .parts()
+}
 
 /// `CONFIG SET` on a private Redis.
 async fn config_set(conn: &mut redis::aio::MultiplexedConnection, key: &str, value: &str) {
@@ -43,10 +45,12 @@ async fn view(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trust_committed_callbacks_are_dispatched_when_redis_refused_the_index_write() {
     let redis = PrivateRedis::new(false);
-    let env = TestEnv::new().with("REDIS_URL", &redis.url());
-    let engage = Engage::start(&env, &[]).await;
-    let key = provision(&engage, "tr1", "refuse", open_service(json!({}))).await;
-    let env = env.with("GES_URL", &engage.internal);
+    let (env, engage, key) = open(
+        TestEnv::new().with("REDIS_URL", &redis.url()),
+        "tr1",
+        "refuse",
+    )
+    .await;
     let sweep = [
         ("WORKER_SWEEP_S", "2".to_string()),
         ("WORKER_SWEEP_GRACE_S", "2".to_string()),
@@ -58,7 +62,7 @@ async fn trust_committed_callbacks_are_dispatched_when_redis_refused_the_index_w
     let mut conn = redis.conn().await;
     config_set(&mut conn, "maxmemory-policy", "noeviction").await;
     config_set(&mut conn, "maxmemory", "1").await;
-    let ids = create_immediate(&engage, &key, "refuse", 30, 0).await;
+    let ids = engage.create_immediate(&key, "refuse", 30, 0).await;
     let due = Instant::now();
     let failed = engage.metric_sum("engage_redis_write_failed_total").await;
     assert!(
@@ -69,15 +73,14 @@ async fn trust_committed_callbacks_are_dispatched_when_redis_refused_the_index_w
     config_set(&mut conn, "maxmemory", "0").await;
 
     // Nothing tells the worker: no flush, no restart, the marker is still there.
-    let n = wait_submitted(&env, 30, Duration::from_secs(60)).await;
+    let n = env.wait_submitted(30, Duration::from_secs(60)).await;
     println!(
         "FIGURE refused_index_writes_dispatched_after_ms={}",
         due.elapsed().as_millis()
     );
     assert_eq!(n, 30, "worker log:\n{}", w.proc.output());
     assert!(due.elapsed() < Duration::from_secs(60));
-    let (total, distinct, _) =
-        stream_census(&env.vars["VOICE_REDIS_URL"], env.voice_stream()).await;
+    let (total, distinct, _) = env.census().await;
     assert_eq!(
         (total, distinct),
         (ids.len(), ids.len()),
@@ -89,24 +92,25 @@ async fn trust_committed_callbacks_are_dispatched_when_redis_refused_the_index_w
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trust_a_cluster_node_restarted_empty_is_noticed_and_repaired() {
     let mut cluster = PrivateCluster::new();
-    let env = TestEnv::new()
-        .with("REDIS_URL", &cluster.urls())
-        .with("REDIS_CLUSTER", "true");
-    let engage = Engage::start(&env, &[]).await;
-    let key = provision(&engage, "tr2", "node", open_service(json!({}))).await;
-    let env = env.with("GES_URL", &engage.internal);
+    let (env, engage, key) = open(
+        TestEnv::new()
+            .with("REDIS_URL", &cluster.urls())
+            .with("REDIS_CLUSTER", "true"),
+        "tr2",
+        "node",
+    )
+    .await;
     let w = WorkerProc::start(&env, &[("WORKER_RECONCILE_CHECK_S", "3".to_string())]).await;
 
     // Scheduled callbacks 40 s ahead: only the reconciler can bring them back in time.
     let at = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(40);
     for i in 0..40 {
         let (code, body) = engage
-            .post(
-                &key,
-                "/engagement/v3/callbacks/create",
-                json!({"serviceName": "node", "phoneNumber": format!("+1555300{i:04}"),
-                       "desiredTime": harness::wire(at)}),
-            )
+            .create(&key)
+            .service("node")
+            .phone(&format!("+1555300{i:04}"))
+            .field("desiredTime", json!(harness::wire(at)))
+            .send()
             .await;
         assert_eq!(code, 200, "{body}");
     }
@@ -166,20 +170,21 @@ async fn trust_a_cluster_node_restarted_empty_is_noticed_and_repaired() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trust_evicted_shard_keys_are_noticed_and_repaired() {
     let redis = PrivateRedis::new(false);
-    let env = TestEnv::new().with("REDIS_URL", &redis.url());
-    let engage = Engage::start(&env, &[]).await;
-    let key = provision(&engage, "tr3", "evict", open_service(json!({}))).await;
-    let env = env.with("GES_URL", &engage.internal);
+    let (env, engage, key) = open(
+        TestEnv::new().with("REDIS_URL", &redis.url()),
+        "tr3",
+        "evict",
+    )
+    .await;
     let w = WorkerProc::start(&env, &[("WORKER_RECONCILE_CHECK_S", "3".to_string())]).await;
     let at = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(3600);
     for i in 0..20 {
         let (code, body) = engage
-            .post(
-                &key,
-                "/engagement/v3/callbacks/create",
-                json!({"serviceName": "evict", "phoneNumber": format!("+1555400{i:04}"),
-                       "desiredTime": harness::wire(at)}),
-            )
+            .create(&key)
+            .service("evict")
+            .phone(&format!("+1555400{i:04}"))
+            .field("desiredTime", json!(harness::wire(at)))
+            .send()
             .await;
         assert_eq!(code, 200, "{body}");
     }
@@ -251,14 +256,11 @@ async fn trust_evicted_shard_keys_are_noticed_and_repaired() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trust_queue_views_converge_to_the_waiting_callbacks() {
-    let env = TestEnv::new();
-    let engage = Engage::start(&env, &[]).await;
-    let key = provision(&engage, "tr4", "views", open_service(json!({}))).await;
-    let env = env.with("GES_URL", &engage.internal);
+    let (env, engage, key) = open(TestEnv::new(), "tr4", "views").await;
     let sweep = [("WORKER_SWEEP_S", "2".to_string())];
     let mut w = WorkerProc::start(&env, &sweep).await;
-    let ids = create_immediate(&engage, &key, "views", 5, 0).await;
-    assert_eq!(wait_submitted(&env, 5, Duration::from_secs(10)).await, 5);
+    let ids = engage.create_immediate(&key, "views", 5, 0).await;
+    assert_eq!(env.wait_submitted(5, Duration::from_secs(10)).await, 5);
     let mut conn = redis::Client::open(env.vars["REDIS_URL"].as_str())
         .expect("url")
         .get_multiplexed_async_connection()
@@ -269,12 +271,12 @@ async fn trust_queue_views_converge_to_the_waiting_callbacks() {
     // Two complete; one of them comes back into the view as if the worker's enqueue had raced
     // the voice platform's COMPLETED (or the dequeue had failed).
     for id in &ids[..2] {
-        let (code, body) = event(
-            &engage,
-            id,
-            json!({"state": "COMPLETED", "reason": "AGENT_CONNECTED", "attempt": 1}),
-        )
-        .await;
+        let (code, body) = engage
+            .event(
+                id,
+                json!({"state": "COMPLETED", "reason": "AGENT_CONNECTED", "attempt": 1}),
+            )
+            .await;
         assert_eq!(code, 200, "{body}");
     }
     let view_key = format!("{{{}:q:tr4:views}}", env.id);
@@ -342,28 +344,25 @@ async fn trust_queue_views_converge_to_the_waiting_callbacks() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trust_retention_deletes_only_finished_callbacks() {
-    let env = TestEnv::new();
-    let engage = Engage::start(&env, &[]).await;
-    let key = provision(&engage, "tr5", "keep", open_service(json!({}))).await;
-    let env = env.with("GES_URL", &engage.internal);
+    let (env, engage, key) = open(TestEnv::new(), "tr5", "keep").await;
     let w = WorkerProc::start(&env, &[]).await;
-    let ids = create_immediate(&engage, &key, "keep", 3, 0).await;
-    assert_eq!(wait_submitted(&env, 3, Duration::from_secs(10)).await, 3);
+    let ids = engage.create_immediate(&key, "keep", 3, 0).await;
+    assert_eq!(env.wait_submitted(3, Duration::from_secs(10)).await, 3);
     w.proc.terminate();
-    let (code, _) = event(
-        &engage,
-        &ids[0],
-        json!({"state": "COMPLETED", "reason": "AGENT_CONNECTED", "attempt": 1}),
-    )
-    .await;
+    let (code, _) = engage
+        .event(
+            &ids[0],
+            json!({"state": "COMPLETED", "reason": "AGENT_CONNECTED", "attempt": 1}),
+        )
+        .await;
     assert_eq!(code, 200);
     let at = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(3600);
     let (code, body) = engage
-        .post(
-            &key,
-            "/engagement/v3/callbacks/create",
-            json!({"serviceName": "keep", "phoneNumber": "+15554000100", "desiredTime": harness::wire(at)}),
-        )
+        .create(&key)
+        .service("keep")
+        .phone("+15554000100")
+        .field("desiredTime", json!(harness::wire(at)))
+        .send()
         .await;
     assert_eq!(code, 200, "{body}");
     let scheduled = body["data"]["id"].as_str().unwrap().to_string();
@@ -388,11 +387,7 @@ async fn trust_retention_deletes_only_finished_callbacks() {
     .await;
     let started = Instant::now();
     loop {
-        let left: i64 = pg
-            .query_one("SELECT count(*) FROM callbacks", &[])
-            .await
-            .unwrap()
-            .get(0);
+        let left = env.count("SELECT count(*) FROM callbacks").await;
         if left == 0 {
             break;
         }
@@ -452,20 +447,16 @@ async fn trust_a_redis_user_without_info_still_rebuilds_through_the_marker() {
         .await
         .expect("acl");
     let url = format!("redis://engage:pw-0123456789@127.0.0.1:{}", redis.port);
-    let env = TestEnv::new().with("REDIS_URL", &url);
-    let engage = Engage::start(&env, &[]).await;
-    let key = provision(&engage, "tr6", "acl", open_service(json!({}))).await;
-    let env = env.with("GES_URL", &engage.internal);
+    let (env, engage, key) = open(TestEnv::new().with("REDIS_URL", &url), "tr6", "acl").await;
     let w = WorkerProc::start(&env, &[("WORKER_RECONCILE_CHECK_S", "2".to_string())]).await;
     let at = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(3600);
     for i in 0..10 {
         let (code, body) = engage
-            .post(
-                &key,
-                "/engagement/v3/callbacks/create",
-                json!({"serviceName": "acl", "phoneNumber": format!("+1555500{i:04}"),
-                       "desiredTime": harness::wire(at)}),
-            )
+            .create(&key)
+            .service("acl")
+            .phone(&format!("+1555500{i:04}"))
+            .field("desiredTime", json!(harness::wire(at)))
+            .send()
             .await;
         assert_eq!(code, 200, "{body}");
     }
@@ -501,7 +492,9 @@ async fn trust_a_redis_user_without_info_still_rebuilds_through_the_marker() {
 async fn trust_nul_characters_are_a_400_never_a_500() {
     let env = TestEnv::new();
     let engage = Engage::start(&env, &[]).await;
-    let key = provision(&engage, "tr7", "svc", open_service(json!({}))).await;
+    let key = engage
+        .provision("tr7", "svc", open_service(json!({})))
+        .await;
     let create = "/engagement/v3/callbacks/create";
     for body in [
         json!({"serviceName": "svc", "phoneNumber": "+15551230000", "userData": {"a": "x\u{0}y"}}),
@@ -520,15 +513,12 @@ async fn trust_nul_characters_are_a_400_never_a_500() {
         let (code, answer) = engage.get(&key, path).await;
         assert!((400..500).contains(&code), "{path}: {code} {answer}");
     }
-    let (code, answer) = engage
-        .admin(reqwest::Method::GET, "/ges/v1/tenants/a%00b", None)
-        .await;
+    let (code, answer) = engage.admin_get("/ges/v1/tenants/a%00b").await;
     assert!((400..500).contains(&code), "{code} {answer}");
     let (code, answer) = engage
-        .admin(
-            reqwest::Method::PUT,
+        .admin_put(
             "/ges/v1/tenants/tr7/services/svc2",
-            Some(json!({"custom_note": "a\u{0}b"})),
+            json!({"custom_note": "a\u{0}b"}),
         )
         .await;
     assert!((400..500).contains(&code), "{code} {answer}");

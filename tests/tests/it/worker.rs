@@ -3,130 +3,33 @@
 //! command budget, and graceful SIGTERM. Figures are printed as `FIGURE name=value` lines.
 
 use std::{
-    collections::{BTreeMap, HashSet},
+    collections::HashSet,
     time::{Duration, Instant},
 };
 
 use futures::StreamExt;
-use harness::{Engage, PrivateRedis, TestEnv, WorkerProc, stream_entries};
-use serde_json::{Value, json};
+use harness::{
+    Engage, Fixture, PrivateRedis, TestEnv, WorkerProc, open_service, stream_census,
+    stream_entries, wire,
+};
+use serde_json::json;
 
-/// Settings that keep throttles and capacity out of the way of dispatch tests.
-pub(crate) fn open_service(extra: Value) -> Value {
-    let mut s = json!({
-        "reject_out_of_hours": false,
-        "slot_capacity": 100000,
-        "throttle_per_service_1": 10000000,
-        "throttle_per_service_2": 10000000,
-        "throttle_per_number_24h": 10000000,
-        "in_queue_checking": false,
-        "max_queued": 10000000,
-        "dispatch_rate_per_second": 2000
-    });
-    if let (Some(s), Value::Object(e)) = (s.as_object_mut(), extra) {
-        s.extend(e);
-    }
-    s
-}
-
-/// A tenant with one service on a running `engage serve`; returns the API key.
-pub(crate) async fn provision(
-    engage: &Engage,
-    tenant: &str,
-    service: &str,
-    settings: Value,
-) -> String {
-    let key = engage.tenant(tenant).await;
-    engage.service(tenant, service, settings).await;
-    key
-}
-
-/// Creates `n` immediate callbacks (distinct numbers), `concurrency` at a time; returns ids.
-pub(crate) async fn create_immediate(
-    engage: &Engage,
-    key: &str,
-    service: &str,
-    n: usize,
-    offset: usize,
-) -> Vec<String> {
-    futures::stream::iter(0..n)
-        .map(|i| async move {
-            let (code, body) = engage
-                .post(
-                    key,
-                    "/engagement/v3/callbacks/create",
-                    json!({"serviceName": service, "phoneNumber": format!("+1555{:07}", offset + i)}),
-                )
-                .await;
-            assert_eq!(code, 200, "create: {body}");
-            body["data"]["id"].as_str().expect("id").to_string()
-        })
-        .buffer_unordered(24)
-        .collect()
-        .await
-}
-
-/// Number of callbacks whose current attempt reached the voice stream.
-pub(crate) async fn submitted_count(env: &TestEnv) -> i64 {
-    env.pg()
-        .await
-        .query_one(
-            "SELECT count(*) FROM callbacks WHERE submitted_at IS NOT NULL",
-            &[],
-        )
-        .await
-        .expect("count")
-        .get(0)
-}
-
-/// Polls until `n` callbacks are submitted or `timeout` passes; returns the last count.
-pub(crate) async fn wait_submitted(env: &TestEnv, n: i64, timeout: Duration) -> i64 {
-    let started = Instant::now();
-    loop {
-        let c = submitted_count(env).await;
-        if c >= n || started.elapsed() > timeout {
-            return c;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-/// Entries of the environment's voice stream on `voice_url`: (total, distinct callback ids,
-/// entries per callback id).
-pub(crate) async fn stream_census(
-    voice_url: &str,
-    stream: &str,
-) -> (usize, usize, BTreeMap<String, usize>) {
-    let mut conn = redis::Client::open(voice_url)
-        .expect("url")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("voice connect");
-    let entries = stream_entries(&mut conn, stream).await;
-    let mut per: BTreeMap<String, usize> = BTreeMap::new();
-    for (_, f) in &entries {
-        *per.entry(f.get("callback_id").cloned().unwrap_or_default())
-            .or_default() += 1;
-    }
-    (entries.len(), per.len(), per)
-}
-
-fn wire(t: jiff::Timestamp) -> String {
-    t.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+/// [`Fixture::dispatch`] paced at `rate` callbacks per second: (workers' env, server, key).
+async fn paced(env: TestEnv, tenant: &str, service: &str, rate: u32) -> (TestEnv, Engage, String) {
+    let pace = json!({ "dispatch_rate_per_second": rate });
+    Fixture::dispatch(env, tenant, service, pace).await.parts()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn worker_dispatch_timing_fields_and_sigterm() {
-    let env = TestEnv::new();
-    let engage = Engage::start(&env, &[]).await;
-    let key = provision(
-        &engage,
+    let (env, engage, key) = Fixture::dispatch(
+        TestEnv::new(),
         "wt1",
         "sales",
-        open_service(json!({"dial_prefix": "9", "route_point": "5000"})),
+        json!({"dial_prefix": "9", "route_point": "5000"}),
     )
-    .await;
-    let env = env.with("GES_URL", &engage.internal);
+    .await
+    .parts();
     let mut w = WorkerProc::start(&env, &[]).await;
     let voice_url = env.vars["VOICE_REDIS_URL"].clone();
     let stream = env.voice_stream().to_string();
@@ -135,11 +38,11 @@ async fn worker_dispatch_timing_fields_and_sigterm() {
     // Immediate: in the stream at once.
     let started = Instant::now();
     let (code, body) = engage
-        .post(
-            &key,
-            "/engagement/v3/callbacks/create",
-            json!({"serviceName": "sales", "phoneNumber": "+1 555 010 0001", "userData": {"k": "v"}}),
-        )
+        .create(&key)
+        .service("sales")
+        .phone("+1 555 010 0001")
+        .user_data(json!({"k": "v"}))
+        .send()
         .await;
     assert_eq!(code, 200, "{body}");
     let immediate = body["data"]["id"].as_str().expect("id").to_string();
@@ -161,11 +64,11 @@ async fn worker_dispatch_timing_fields_and_sigterm() {
     // Scheduled 2 s ahead: appears once, close to its due time, not before.
     let due = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(2);
     let (code, body) = engage
-        .post(
-            &key,
-            "/engagement/v3/callbacks/create",
-            json!({"serviceName": "sales", "phoneNumber": "+1 555 010 0002", "desiredTime": wire(due)}),
-        )
+        .create(&key)
+        .service("sales")
+        .phone("+1 555 010 0002")
+        .at(&wire(due))
+        .send()
         .await;
     assert_eq!(code, 200, "{body}");
     let scheduled = body["data"]["id"].as_str().expect("id").to_string();
@@ -283,18 +186,9 @@ async fn worker_dispatch_timing_fields_and_sigterm() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn worker_crash_safety_5000_with_sigkills() {
-    let env = TestEnv::new();
-    let engage = Engage::start(&env, &[]).await;
-    let key = provision(
-        &engage,
-        "wt2",
-        "bulk",
-        open_service(json!({"dispatch_rate_per_second": 250})),
-    )
-    .await;
-    let env = env.with("GES_URL", &engage.internal);
+    let (env, engage, key) = paced(TestEnv::new(), "wt2", "bulk", 250).await;
     let created = Instant::now();
-    let ids = create_immediate(&engage, &key, "bulk", 5_000, 0).await;
+    let ids = engage.create_immediate(&key, "bulk", 5_000, 0).await;
     println!(
         "FIGURE create_5000_s={:.1}",
         created.elapsed().as_secs_f64()
@@ -310,7 +204,7 @@ async fn worker_crash_safety_5000_with_sigkills() {
         w.proc.kill();
         kills += 1;
     }
-    let mid = submitted_count(&env).await;
+    let mid = env.submitted_count().await;
     println!("FIGURE crash_kills={kills} submitted_before_final_worker={mid}");
     assert!(kills >= 5);
     assert!(
@@ -318,15 +212,14 @@ async fn worker_crash_safety_5000_with_sigkills() {
         "every kill should land while callbacks are still being dispatched"
     );
     let w = WorkerProc::start(&env, &extra).await;
-    let n = wait_submitted(&env, 5_000, Duration::from_secs(60)).await;
+    let n = env.wait_submitted(5_000, Duration::from_secs(60)).await;
     assert_eq!(n, 5_000, "worker log:\n{}", w.proc.output());
     println!(
         "FIGURE crash_total_s={:.1}",
         started.elapsed().as_secs_f64()
     );
 
-    let (total, distinct, per) =
-        stream_census(&env.vars["VOICE_REDIS_URL"], env.voice_stream()).await;
+    let (total, distinct, per) = env.census().await;
     let doubled: Vec<_> = per.iter().filter(|(_, n)| **n > 1).take(5).collect();
     assert_eq!(distinct, 5_000, "missing entries");
     assert_eq!(total, 5_000, "duplicates: {doubled:?}");
@@ -351,20 +244,17 @@ async fn worker_crash_safety_5000_with_sigkills() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn worker_flushall_of_service_redis_loses_and_doubles_nothing() {
     let redis = PrivateRedis::new(false);
-    let env = TestEnv::new().with("REDIS_URL", &redis.url());
-    let engage = Engage::start(&env, &[]).await;
-    let key = provision(
-        &engage,
+    let (env, engage, key) = paced(
+        TestEnv::new().with("REDIS_URL", &redis.url()),
         "wt3",
         "flush",
-        open_service(json!({"dispatch_rate_per_second": 200})),
+        200,
     )
     .await;
-    let env = env.with("GES_URL", &engage.internal);
-    create_immediate(&engage, &key, "flush", 1_000, 0).await;
+    engage.create_immediate(&key, "flush", 1_000, 0).await;
     let w = WorkerProc::start(&env, &[("WORKER_RECONCILE_CHECK_S", "1".to_string())]).await;
     tokio::time::sleep(Duration::from_millis(2_000)).await;
-    let before = submitted_count(&env).await;
+    let before = env.submitted_count().await;
     let mut conn = redis.conn().await;
     redis::cmd("FLUSHALL")
         .query_async::<()>(&mut conn)
@@ -372,10 +262,9 @@ async fn worker_flushall_of_service_redis_loses_and_doubles_nothing() {
         .expect("flushall");
     println!("FIGURE flush_submitted_before_flush={before}");
     assert!(before < 1_000, "flush came too late to matter");
-    let n = wait_submitted(&env, 1_000, Duration::from_secs(40)).await;
+    let n = env.wait_submitted(1_000, Duration::from_secs(40)).await;
     assert_eq!(n, 1_000, "worker log:\n{}", w.proc.output());
-    let (total, distinct, _) =
-        stream_census(&env.vars["VOICE_REDIS_URL"], env.voice_stream()).await;
+    let (total, distinct, _) = env.census().await;
     assert_eq!((total, distinct), (1_000, 1_000));
     assert!(
         w.metric("engage_reconcile_rebuilds_total").await >= 2.0,
@@ -386,29 +275,29 @@ async fn worker_flushall_of_service_redis_loses_and_doubles_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn worker_survives_a_voice_redis_outage_and_cancels_stay_durable() {
     let mut voice = PrivateRedis::new(true);
-    let env = TestEnv::new().with("VOICE_REDIS_URL", &voice.url());
-    let engage = Engage::start(&env, &[]).await;
-    let key = provision(&engage, "wt4", "outage", open_service(json!({}))).await;
-    let env = env.with("GES_URL", &engage.internal);
+    let (env, engage, key) = paced(
+        TestEnv::new().with("VOICE_REDIS_URL", &voice.url()),
+        "wt4",
+        "outage",
+        2000,
+    )
+    .await;
     let w = WorkerProc::start(&env, &[("WORKER_MAINTENANCE_S", "1".to_string())]).await;
-    let first = create_immediate(&engage, &key, "outage", 50, 0).await;
-    assert_eq!(wait_submitted(&env, 50, Duration::from_secs(10)).await, 50);
+    let first = engage.create_immediate(&key, "outage", 50, 0).await;
+    assert_eq!(env.wait_submitted(50, Duration::from_secs(10)).await, 50);
 
     // Ten seconds without the voice Redis: nothing is submitted, failures are counted.
     voice.stop();
     let outage = Instant::now();
-    create_immediate(&engage, &key, "outage", 200, 1_000).await;
+    engage.create_immediate(&key, "outage", 200, 1_000).await;
     tokio::time::sleep(Duration::from_secs(10).saturating_sub(outage.elapsed())).await;
     let failed = w.metric("CB_SUBMIT_FAILED").await;
     println!("FIGURE outage_cb_submit_failed={failed}");
     assert!(failed > 0.0, "CB_SUBMIT_FAILED not counted");
-    assert_eq!(submitted_count(&env).await, 50);
+    assert_eq!(env.submitted_count().await, 50);
     voice.start();
     let back = Instant::now();
-    assert_eq!(
-        wait_submitted(&env, 250, Duration::from_secs(20)).await,
-        250
-    );
+    assert_eq!(env.wait_submitted(250, Duration::from_secs(20)).await, 250);
     println!("FIGURE outage_recovery_ms={}", back.elapsed().as_millis());
     let (total, distinct, _) = stream_census(&voice.url(), env.voice_stream()).await;
     assert_eq!((total, distinct), (250, 250));
@@ -416,13 +305,7 @@ async fn worker_survives_a_voice_redis_outage_and_cancels_stay_durable() {
     // A cancel whose control write fails is owed in PostgreSQL and sent by the outbox later.
     voice.stop();
     let target = &first[0];
-    let (code, body) = engage
-        .post(
-            &key,
-            "/engagement/v3/callbacks/cancel",
-            json!({"id": target}),
-        )
-        .await;
+    let (code, body) = engage.cancel(&key, target).await;
     assert_eq!(code, 200, "{body}");
     let pg = env.pg().await;
     let owed: bool = pg
@@ -469,22 +352,18 @@ async fn worker_survives_a_voice_redis_outage_and_cancels_stay_durable() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn worker_three_at_once_no_duplicates() {
-    let env = TestEnv::new();
-    let engage = Engage::start(&env, &[]).await;
-    let key = provision(&engage, "wt5", "three", open_service(json!({}))).await;
-    let env = env.with("GES_URL", &engage.internal);
+    let (env, engage, key) = paced(TestEnv::new(), "wt5", "three", 2000).await;
     let workers = [
         WorkerProc::start(&env, &[]).await,
         WorkerProc::start(&env, &[]).await,
         WorkerProc::start(&env, &[]).await,
     ];
-    create_immediate(&engage, &key, "three", 2_000, 0).await;
+    engage.create_immediate(&key, "three", 2_000, 0).await;
     assert_eq!(
-        wait_submitted(&env, 2_000, Duration::from_secs(30)).await,
+        env.wait_submitted(2_000, Duration::from_secs(30)).await,
         2_000
     );
-    let (total, distinct, _) =
-        stream_census(&env.vars["VOICE_REDIS_URL"], env.voice_stream()).await;
+    let (total, distinct, _) = env.census().await;
     assert_eq!((total, distinct), (2_000, 2_000));
     let mut shares = Vec::new();
     for w in &workers {
@@ -565,29 +444,10 @@ async fn worker_idle_budget_with_10000_scheduled() {
         .await
         .expect("resetstat");
     tokio::time::sleep(Duration::from_secs(30)).await;
-    let stats: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query_async(&mut conn)
-        .await
-        .expect("info");
-    let mut worker_calls = 0u64;
-    let mut seen = Vec::new();
-    for line in stats.lines().filter(|l| l.starts_with("cmdstat_")) {
-        let name = line.split(':').next().unwrap_or_default();
-        let calls: u64 = line
-            .split("calls=")
-            .nth(1)
-            .and_then(|r| r.split(',').next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0);
-        // This test's own `CONFIG RESETSTAT` is not the worker's; its `INFO`s before the reset
-        // are gone and the last one does not count itself, so every `INFO` here is the
-        // worker's (its loss check).
-        if !name.starts_with("cmdstat_config") {
-            worker_calls += calls;
-            seen.push(format!("{name}={calls}"));
-        }
-    }
+    // This test's own `CONFIG RESETSTAT` is not the worker's; its `INFO`s before the reset
+    // are gone and the last one does not count itself, so every `INFO` here is the worker's
+    // (its loss check).
+    let (worker_calls, seen) = harness::command_total(&mut conn, &["config"]).await;
     println!("FIGURE idle_redis_commands_30s={worker_calls} {seen:?}");
     assert!(
         worker_calls < 10,
@@ -598,16 +458,13 @@ async fn worker_idle_budget_with_10000_scheduled() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn worker_lateness_at_1000_due_per_second() {
-    let env = TestEnv::new().with("WORKER_TENANT_RATE", "0");
-    let engage = Engage::start(&env, &[]).await;
-    let key = provision(
-        &engage,
+    let (env, engage, key) = paced(
+        TestEnv::new().with("WORKER_TENANT_RATE", "0"),
         "wt6",
         "burst",
-        open_service(json!({"dispatch_rate_per_second": 5000})),
+        5000,
     )
     .await;
-    let env = env.with("GES_URL", &engage.internal);
     let w = WorkerProc::start(&env, &[]).await;
     // 1,000 callbacks due over one second, starting 6 s from now (creation takes ~2 s).
     let base = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(6);
@@ -617,12 +474,11 @@ async fn worker_lateness_at_1000_due_per_second() {
             async move {
                 let due = base + jiff::SignedDuration::from_millis(i);
                 let (code, body) = engage
-                    .post(
-                        key,
-                        "/engagement/v3/callbacks/create",
-                        json!({"serviceName": "burst", "phoneNumber": format!("+1555{:07}", i),
-                               "desiredTime": wire(due)}),
-                    )
+                    .create(key)
+                    .service("burst")
+                    .phone(&format!("+1555{:07}", i))
+                    .at(&wire(due))
+                    .send()
                     .await;
                 assert_eq!(code, 200, "{body}");
             }
@@ -636,7 +492,7 @@ async fn worker_lateness_at_1000_due_per_second() {
         "creation overran the due time"
     );
     assert_eq!(
-        wait_submitted(&env, 1_000, Duration::from_secs(20)).await,
+        env.wait_submitted(1_000, Duration::from_secs(20)).await,
         1_000
     );
     let row = env
@@ -661,8 +517,7 @@ async fn worker_lateness_at_1000_due_per_second() {
     assert!(p50 >= 0.0, "dispatched early");
     // Generous: the machine is shared; the figure itself goes to the benchmark.
     assert!(p99 < 1.0, "p99 lateness {p99} s");
-    let (total, distinct, _) =
-        stream_census(&env.vars["VOICE_REDIS_URL"], env.voice_stream()).await;
+    let (total, distinct, _) = env.census().await;
     assert_eq!((total, distinct), (1_000, 1_000));
     assert_eq!(
         w.metric("engage_dispatch_lateness_seconds_count").await,
@@ -674,22 +529,19 @@ async fn worker_lateness_at_1000_due_per_second() {
 async fn worker_paces_each_service_without_holding_up_others() {
     let env = TestEnv::new();
     let engage = Engage::start(&env, &[]).await;
-    let key = provision(
-        &engage,
-        "wt7",
-        "slow",
-        open_service(json!({"dispatch_rate_per_second": 20})),
-    )
-    .await;
+    let key = engage
+        .provision(
+            "wt7",
+            "slow",
+            open_service(json!({"dispatch_rate_per_second": 20})),
+        )
+        .await;
     engage.service("wt7", "fast", open_service(json!({}))).await;
-    create_immediate(&engage, &key, "slow", 60, 0).await;
-    create_immediate(&engage, &key, "fast", 60, 100).await;
+    engage.create_immediate(&key, "slow", 60, 0).await;
+    engage.create_immediate(&key, "fast", 60, 100).await;
     let env = env.with("GES_URL", &engage.internal);
     let w = WorkerProc::start(&env, &[]).await;
-    assert_eq!(
-        wait_submitted(&env, 120, Duration::from_secs(15)).await,
-        120
-    );
+    assert_eq!(env.wait_submitted(120, Duration::from_secs(15)).await, 120);
     let spread = |service: &'static str| {
         let env = env.clone();
         async move {
@@ -716,17 +568,8 @@ async fn worker_paces_each_service_without_holding_up_others() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn worker_takes_over_the_claims_of_a_killed_peer() {
-    let env = TestEnv::new();
-    let engage = Engage::start(&env, &[]).await;
-    let key = provision(
-        &engage,
-        "wt8",
-        "peer",
-        open_service(json!({"dispatch_rate_per_second": 300})),
-    )
-    .await;
-    let env = env.with("GES_URL", &engage.internal);
-    create_immediate(&engage, &key, "peer", 1_500, 0).await;
+    let (env, engage, key) = paced(TestEnv::new(), "wt8", "peer", 300).await;
+    engage.create_immediate(&key, "peer", 1_500, 0).await;
     let extra = [("WORKER_LEASE_MS", "3000".to_string())];
     let mut a = WorkerProc::start(&env, &extra).await;
     let b = WorkerProc::start(&env, &extra).await;
@@ -734,42 +577,43 @@ async fn worker_takes_over_the_claims_of_a_killed_peer() {
     // No restart follows, so no start-up rebuild: only lease expiry brings A's claims back.
     a.proc.kill();
     let killed = Instant::now();
-    let at_kill = submitted_count(&env).await;
+    let at_kill = env.submitted_count().await;
     assert!(at_kill < 1_500, "finished before the kill");
-    let n = wait_submitted(&env, 1_500, Duration::from_secs(30)).await;
+    let n = env.wait_submitted(1_500, Duration::from_secs(30)).await;
     assert_eq!(n, 1_500, "worker B log:\n{}", b.proc.output());
     println!(
         "FIGURE takeover_after_kill_ms={} (lease 3000 ms, {} left at kill)",
         killed.elapsed().as_millis(),
         1_500 - at_kill
     );
-    let (total, distinct, _) =
-        stream_census(&env.vars["VOICE_REDIS_URL"], env.voice_stream()).await;
+    let (total, distinct, _) = env.census().await;
     assert_eq!((total, distinct), (1_500, 1_500));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn worker_on_a_redis_cluster() {
-    let env = TestEnv::new()
-        .with("REDIS_URL", harness::cluster())
-        .with("REDIS_CLUSTER", "true");
-    let engage = Engage::start(&env, &[]).await;
-    let key = provision(&engage, "wt9", "clustered", open_service(json!({}))).await;
-    let env = env.with("GES_URL", &engage.internal);
+    let (env, engage, key) = paced(
+        TestEnv::new()
+            .with("REDIS_URL", harness::cluster())
+            .with("REDIS_CLUSTER", "true"),
+        "wt9",
+        "clustered",
+        2000,
+    )
+    .await;
     let w = WorkerProc::start(&env, &[]).await;
-    create_immediate(&engage, &key, "clustered", 300, 0).await;
+    engage.create_immediate(&key, "clustered", 300, 0).await;
     let due = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(1);
     let (code, body) = engage
-        .post(
-            &key,
-            "/engagement/v3/callbacks/create",
-            json!({"serviceName": "clustered", "phoneNumber": "+15550109999", "desiredTime": wire(due)}),
-        )
+        .create(&key)
+        .service("clustered")
+        .phone("+15550109999")
+        .at(&wire(due))
+        .send()
         .await;
     assert_eq!(code, 200, "{body}");
-    let n = wait_submitted(&env, 301, Duration::from_secs(20)).await;
+    let n = env.wait_submitted(301, Duration::from_secs(20)).await;
     assert_eq!(n, 301, "worker log:\n{}", w.proc.output());
-    let (total, distinct, _) =
-        stream_census(&env.vars["VOICE_REDIS_URL"], env.voice_stream()).await;
+    let (total, distinct, _) = env.census().await;
     assert_eq!((total, distinct), (301, 301));
 }

@@ -201,7 +201,7 @@ async fn number_rule(
         return Ok(rule.clone());
     }
     // Stored rules were validated at PUT; a failure here means the stored JSON was edited.
-    let compiled = Arc::new(stored.rule.compile().map_err(|e| {
+    let compiled = Arc::new(stored.body.compile().map_err(|e| {
         Error::internal(anyhow::anyhow!(
             "stored number rule {name} does not compile: {e}"
         ))

@@ -174,7 +174,7 @@ impl Ctx {
 
     /// The service's settings.
     pub fn settings(&self) -> &ServiceSettings {
-        &self.service.settings
+        &self.service.body
     }
 
     /// The service's name.

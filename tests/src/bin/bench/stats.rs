@@ -49,23 +49,13 @@ pub(crate) async fn calls_by_command(url: &str) -> std::collections::BTreeMap<St
         taken.push(url.to_string());
         n
     };
-    info(url, "commandstats")
-        .await
-        .lines()
-        .filter_map(|l| {
-            let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
-            if name == "client|setinfo" {
-                return None;
-            }
-            let calls: f64 = rest
-                .split("calls=")
-                .nth(1)?
-                .split(',')
-                .next()?
-                .parse()
-                .ok()?;
+    harness::parse_commandstats(&info(url, "commandstats").await)
+        .into_iter()
+        .filter(|(name, _)| name != "client|setinfo")
+        .map(|(name, calls)| {
             let own = if name == "info" { earlier } else { 0.0 };
-            Some((name.to_string(), (calls - own).max(0.0)))
+            let calls = (calls as f64 - own).max(0.0);
+            (name, calls)
         })
         .collect()
 }

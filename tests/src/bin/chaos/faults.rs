@@ -3,12 +3,10 @@
 
 use std::time::Duration;
 
+use harness::{PrivatePostgres, signal};
 use tokio::time::sleep;
 
-use crate::{
-    servers::{PrivatePg, signal},
-    stack::{ServiceRedis, Stack, StackOptions},
-};
+use crate::stack::{ServiceRedis, Stack, StackOptions};
 
 /// One row of the suite.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,7 +114,7 @@ impl Fault {
     pub(crate) async fn inject(
         self,
         s: &mut Stack,
-        pg: &PrivatePg,
+        pg: &PrivatePostgres,
         t: &Timing,
     ) -> anyhow::Result<()> {
         match self {

@@ -14,7 +14,6 @@ mod faults;
 mod load;
 mod report;
 mod row;
-mod servers;
 mod stack;
 
 use std::time::Duration;
@@ -96,7 +95,7 @@ fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let pg = servers::PrivatePg::start()?;
+    let pg = harness::PrivatePostgres::start(true)?;
     let started = std::time::Instant::now();
     let mut results = Vec::new();
     for fault in rows {

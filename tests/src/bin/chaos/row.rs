@@ -7,6 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use harness::PrivatePostgres;
 use jiff::Timestamp;
 use tokio::time::sleep;
 
@@ -14,7 +15,6 @@ use crate::{
     audit::{Findings, audit},
     faults::{Fault, Timing},
     load::{Ledger, Load},
-    servers::PrivatePg,
     stack::Stack,
 };
 
@@ -40,7 +40,7 @@ impl RowResult {
 }
 
 /// Runs the row of `fault`; a harness failure is reported in the row, not raised.
-pub(crate) async fn run(fault: Fault, pg: &PrivatePg, t: &Timing) -> RowResult {
+pub(crate) async fn run(fault: Fault, pg: &PrivatePostgres, t: &Timing) -> RowResult {
     println!("== {}: {}", fault.name(), fault.describe(t));
     let result = match run_inner(fault, pg, t).await {
         Ok(r) => r,
@@ -55,7 +55,7 @@ pub(crate) async fn run(fault: Fault, pg: &PrivatePg, t: &Timing) -> RowResult {
     result
 }
 
-async fn run_inner(fault: Fault, pg: &PrivatePg, t: &Timing) -> anyhow::Result<RowResult> {
+async fn run_inner(fault: Fault, pg: &PrivatePostgres, t: &Timing) -> anyhow::Result<RowResult> {
     let mut stack = Stack::start(&pg.url(), fault.stack_options()).await?;
     let load = Load::new(stack.targets.clone(), &stack.key, &stack.env.id);
     let stop = Arc::new(AtomicBool::new(false));

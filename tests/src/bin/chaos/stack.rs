@@ -3,10 +3,7 @@
 //! (the second optionally under libfaketime), one `engage-worker` and `ors-sim`, all with
 //! `ORS_EVENTS_TOKEN` set.
 
-use std::{
-    collections::BTreeMap,
-    sync::{Arc, RwLock},
-};
+use std::sync::{Arc, RwLock};
 
 use harness::{Engage, PrivateRedis, Proc, TestEnv, WorkerProc};
 use serde_json::json;
@@ -83,32 +80,13 @@ pub(crate) struct Stack {
 }
 
 fn base_env(pg_url: &str, redis_url: &str, cluster: bool, voice_url: &str) -> TestEnv {
-    let id = format!("c{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-    let mut vars = BTreeMap::new();
-    for (k, v) in [
-        ("DATABASE_URL", pg_url),
-        ("REDIS_URL", redis_url),
-        ("REDIS_CLUSTER", if cluster { "true" } else { "false" }),
-        ("VOICE_REDIS_URL", voice_url),
-        ("ADMIN_TOKEN", harness::ADMIN_TOKEN),
-        ("ORS_EVENTS_TOKEN", EVENTS_TOKEN),
-        ("LOG_LEVEL", "WARN"),
-        ("DB_POOL_SIZE", "8"),
-        ("API_KEY_RATE_PER_SECOND", "0"),
-        ("WORKER_TENANT_RATE", "0"),
+    TestEnv::on(pg_url, redis_url, voice_url)
+        .with("REDIS_CLUSTER", if cluster { "true" } else { "false" })
+        .with("ORS_EVENTS_TOKEN", EVENTS_TOKEN)
+        .with("LOG_LEVEL", "WARN")
+        .with("WORKER_TENANT_RATE", "0")
         // Keep every stream entry: the audit counts them all.
-        ("WORKER_STREAM_HORIZON_S", "0"),
-    ] {
-        vars.insert(k.to_string(), v.to_string());
-    }
-    vars.insert("DB_SCHEMA".into(), id.clone());
-    vars.insert("REDIS_PREFIX".into(), id.clone());
-    vars.insert("VOICE_STREAM".into(), format!("{id}:NewCallbackStream"));
-    vars.insert(
-        "CONTROL_STREAM".into(),
-        format!("{id}:CallbackControlStream"),
-    );
-    TestEnv { id, vars }
+        .with("WORKER_STREAM_HORIZON_S", "0")
 }
 
 /// Settings of the load's service: limits out of the way, a second attempt after a failed
