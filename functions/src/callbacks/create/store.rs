@@ -28,20 +28,12 @@ pub struct Write {
 /// earlier callback's id when the Idempotency-Key replays a request. `client` is given back to
 /// the pool before a batched insert (the batcher draws from the same pool).
 pub async fn write(ctx: &Ctx, client: Object, w: Write) -> Result<Uuid> {
+    if w.keyed.is_some() || w.cb.admission.slot().is_some() {
+        let ctx = ctx.clone();
+        return commit::run(client, commit::Job { ctx, w }).await;
+    }
     let id = w.cb.id;
-    let id = if w.keyed.is_none() && w.cb.admission.slot().is_none() {
-        batched(ctx, client, w).await.map(|()| id)?
-    } else {
-        commit::run(
-            client,
-            commit::Job {
-                ctx: ctx.clone(),
-                w,
-            },
-        )
-        .await?
-    };
-    Ok(id)
+    batched(ctx, client, w).await.map(|()| id)
 }
 
 /// A plain create through the group-commit batcher.
