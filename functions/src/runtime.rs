@@ -80,8 +80,7 @@ async fn run(
     if exposure == Exposure::External {
         app = shared::http::cors::wrap(app, &state);
     }
-    let on_lambda = std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some();
-    if !on_lambda && http.metrics_port != 0 {
+    if !http.on_lambda() && http.metrics_port != 0 {
         ops::spawn_health_refresh(state.clone());
         let errors = state.errors.clone();
         let side = stack(
@@ -101,5 +100,5 @@ async fn run(
         ));
     }
     tracing::info!(function = name, "starting");
-    serve(app, http.port, millis(http.shutdown_grace_ms)).await
+    serve(app, &http).await
 }

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Starts `engage serve` from the release build in the background with the local deps, provisions
+# Starts `engage serve` from the `local` build (`just up`: release without LTO) in the background with the local deps, provisions
 # the demo tenant (two services and a fresh API key) and prints the URL, the key and a curl.
 #   infra/local/up.sh <admin-token>   start (restarts a running instance)
 #   infra/local/up.sh --stop          stop
@@ -37,7 +37,7 @@ ORS_EVENTS_TOKEN=${ORS_EVENTS_TOKEN:-local-ors-events-token-change-me}
 GES_URL=http://127.0.0.1:3050
 set +a
 
-bin=$repo/target/release
+bin=$repo/target/local
 stop
 for port in 3050 3005; do
   if (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null; then

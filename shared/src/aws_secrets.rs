@@ -113,12 +113,12 @@ mod tests {
         )
         .unwrap();
         let cfg = Config::from_source(source).unwrap();
-        assert_eq!(cfg.db.db_password.unwrap().expose_secret(), "s3cret");
+        assert_eq!(cfg.db.password.unwrap().expose_secret(), "s3cret");
         assert_eq!(
             cfg.http.admin_token.unwrap().expose_secret(),
             "0123456789abcdef-admin"
         );
-        assert_eq!(cfg.db.db_pool_size, 4);
+        assert_eq!(cfg.db.pool_size, 4);
         assert_eq!(cfg.voice.url(&cfg.redis), "redis://voice:10000");
     }
 

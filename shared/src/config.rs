@@ -40,64 +40,79 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize)]
 pub struct DbConfig {
     /// Connection URL, e.g. `postgres://engage@127.0.0.1:5432/engage`.
-    pub database_url: SecretString,
+    #[serde(rename = "database_url")]
+    pub url: SecretString,
     /// Overrides the URL's user (secret file `DB-USER`).
-    #[serde(default)]
-    pub db_user: Option<String>,
+    #[serde(rename = "db_user", default)]
+    pub user: Option<String>,
     /// Overrides the URL's password (secret file `DB-PASSWORD`).
-    #[serde(default)]
-    pub db_password: Option<SecretString>,
+    #[serde(rename = "db_password", default)]
+    pub password: Option<SecretString>,
     /// Maximum connections per process. Keep `containerConcurrency` consistent with it.
-    #[serde(default = "defaults::db_pool_size")]
-    pub db_pool_size: usize,
+    #[serde(rename = "db_pool_size", default = "defaults::db_pool_size")]
+    pub pool_size: usize,
     /// How long a request waits for a pooled connection before answering 503.
-    #[serde(default = "defaults::db_pool_timeout_ms")]
-    pub db_pool_timeout_ms: u64,
+    #[serde(
+        rename = "db_pool_timeout_ms",
+        default = "defaults::db_pool_timeout_ms"
+    )]
+    pub pool_timeout_ms: u64,
     /// Connect timeout for a new connection.
-    #[serde(default = "defaults::db_connect_timeout_ms")]
-    pub db_connect_timeout_ms: u64,
+    #[serde(
+        rename = "db_connect_timeout_ms",
+        default = "defaults::db_connect_timeout_ms"
+    )]
+    pub connect_timeout_ms: u64,
     /// Longest wait for a row lock (`lock_timeout`), ms: a lock held by a stuck session (an API
     /// host cut off mid-transaction) delays others by at most this, then they answer 503 or retry.
-    #[serde(default = "defaults::db_lock_timeout_ms")]
-    pub db_lock_timeout_ms: u64,
+    #[serde(
+        rename = "db_lock_timeout_ms",
+        default = "defaults::db_lock_timeout_ms"
+    )]
+    pub lock_timeout_ms: u64,
     /// PostgreSQL ends a session idle inside a transaction for this long
     /// (`idle_in_transaction_session_timeout`), ms, releasing its locks: no transaction of ours
     /// pauses between statements for more than a round trip.
-    #[serde(default = "defaults::db_idle_in_tx_timeout_ms")]
-    pub db_idle_in_tx_timeout_ms: u64,
+    #[serde(
+        rename = "db_idle_in_tx_timeout_ms",
+        default = "defaults::db_idle_in_tx_timeout_ms"
+    )]
+    pub idle_in_tx_timeout_ms: u64,
     /// Optional schema: every connection sets `search_path` to it (used for test isolation).
-    #[serde(default)]
-    pub db_schema: Option<String>,
+    #[serde(rename = "db_schema", default)]
+    pub schema: Option<String>,
     /// Insert statements the create batcher runs at once (group commit).
-    #[serde(default = "defaults::db_batch_in_flight")]
-    pub db_batch_in_flight: usize,
-    /// Lifetime of cached API keys and service settings; admin changes reach other replicas
-    /// within it (0 = no caching).
-    #[serde(default = "defaults::cache_ttl_ms")]
-    pub cache_ttl_ms: u64,
+    #[serde(
+        rename = "db_batch_in_flight",
+        default = "defaults::db_batch_in_flight"
+    )]
+    pub batch_in_flight: usize,
 }
 
 /// Service Redis settings (`REDIS_*`).
 #[derive(Debug, Clone, Deserialize)]
 pub struct RedisConfig {
     /// Redis URL (`redis://host:port/db`); in cluster mode a comma-separated list of nodes.
-    #[serde(default = "defaults::redis_url")]
-    pub redis_url: String,
+    #[serde(rename = "redis_url", default = "defaults::redis_url")]
+    pub url: String,
     /// Connect in cluster mode.
-    #[serde(default)]
-    pub redis_cluster: bool,
+    #[serde(rename = "redis_cluster", default)]
+    pub cluster: bool,
     /// Password (secret file `REDIS-CACHEKEY`); overrides one in the URL.
-    #[serde(default)]
-    pub redis_cachekey: Option<SecretString>,
+    #[serde(rename = "redis_cachekey", default)]
+    pub password: Option<SecretString>,
     /// Prefix of every key (lets several deployments or tests share one Redis).
-    #[serde(default = "defaults::redis_prefix")]
-    pub redis_prefix: String,
+    #[serde(rename = "redis_prefix", default = "defaults::redis_prefix")]
+    pub prefix: String,
     /// Number of schedule-index shards (`{sched:N}` ZSETs).
-    #[serde(default = "defaults::redis_schedule_shards")]
-    pub redis_schedule_shards: u16,
+    #[serde(
+        rename = "redis_schedule_shards",
+        default = "defaults::redis_schedule_shards"
+    )]
+    pub schedule_shards: u16,
     /// Timeout of one Redis command; a request never waits longer on Redis.
-    #[serde(default = "defaults::redis_timeout_ms")]
-    pub redis_timeout_ms: u64,
+    #[serde(rename = "redis_timeout_ms", default = "defaults::redis_timeout_ms")]
+    pub timeout_ms: u64,
     /// Seconds after which a service's throttle state is re-seeded from PostgreSQL.
     #[serde(default = "defaults::throttle_reseed_seconds")]
     pub throttle_reseed_seconds: u32,
@@ -107,23 +122,23 @@ pub struct RedisConfig {
 #[derive(Debug, Clone, Deserialize)]
 pub struct VoiceConfig {
     /// Voice Redis URL; defaults to the service Redis (single-box installs).
-    #[serde(default)]
-    pub voice_redis_url: Option<String>,
+    #[serde(rename = "voice_redis_url", default)]
+    pub redis_url: Option<String>,
     /// Connect to the voice Redis in cluster mode.
-    #[serde(default)]
-    pub voice_redis_cluster: bool,
+    #[serde(rename = "voice_redis_cluster", default)]
+    pub redis_cluster: bool,
     /// Password of the voice Redis (from the `voice-redis-ors-stream` secret).
-    #[serde(default)]
-    pub voice_redis_password: Option<SecretString>,
+    #[serde(rename = "voice_redis_password", default)]
+    pub redis_password: Option<SecretString>,
     /// Host name of the voice Redis (from the `voice-redis-ors-stream` secret).
-    #[serde(default)]
-    pub voice_redis_servername: Option<String>,
+    #[serde(rename = "voice_redis_servername", default)]
+    pub redis_servername: Option<String>,
     /// Port of the voice Redis (from the `voice-redis-ors-stream` secret).
-    #[serde(default)]
-    pub voice_redis_port: Option<u16>,
+    #[serde(rename = "voice_redis_port", default)]
+    pub redis_port: Option<u16>,
     /// Stream that starts a voice session per callback.
-    #[serde(default = "defaults::voice_stream")]
-    pub voice_stream: String,
+    #[serde(rename = "voice_stream", default = "defaults::voice_stream")]
+    pub stream: String,
     /// Stream of control entries (cancel, reschedule) for live sessions.
     #[serde(default = "defaults::control_stream")]
     pub control_stream: String,
@@ -184,65 +199,104 @@ pub struct HttpConfig {
     /// (each pings both Redis servers once: the idle cost of a process).
     #[serde(default = "defaults::health_refresh_s")]
     pub health_refresh_s: u64,
+    /// Lifetime of cached API keys and service settings; admin changes reach other replicas
+    /// within it (0 = no caching).
+    #[serde(default = "defaults::cache_ttl_ms")]
+    pub cache_ttl_ms: u64,
+    /// Set by the AWS Lambda runtime on every invocation host (never set it yourself): when
+    /// present, function binaries answer Lambda invocations instead of listening on `PORT`.
+    #[serde(default)]
+    pub aws_lambda_runtime_api: Option<String>,
+}
+
+impl HttpConfig {
+    /// Whether this process runs on AWS Lambda (read once with the rest of the configuration).
+    pub fn on_lambda(&self) -> bool {
+        self.aws_lambda_runtime_api.is_some()
+    }
 }
 
 /// Logging settings.
 #[derive(Debug, Clone, Deserialize)]
 pub struct LogConfig {
     /// TRACE, DEBUG, INFO, WARN, ERROR (FATAL is read as ERROR), or an `EnvFilter` directive.
-    #[serde(default = "defaults::log_level")]
-    pub log_level: String,
+    #[serde(rename = "log_level", default = "defaults::log_level")]
+    pub level: String,
     /// Bytes after which a log line is cut.
-    #[serde(default = "defaults::log_max_len")]
-    pub log_max_len: usize,
+    #[serde(rename = "log_max_len", default = "defaults::log_max_len")]
+    pub max_len: usize,
     /// `json` (default) or `text`.
-    #[serde(default = "defaults::log_format")]
-    pub log_format: String,
+    #[serde(rename = "log_format", default = "defaults::log_format")]
+    pub format: String,
 }
 
 /// Dispatcher settings (`WORKER_*`).
 #[derive(Debug, Clone, Deserialize)]
 pub struct WorkerConfig {
     /// Most callbacks claimed in one batch.
-    #[serde(default = "defaults::worker_batch")]
-    pub worker_batch: usize,
+    #[serde(rename = "worker_batch", default = "defaults::worker_batch")]
+    pub batch: usize,
     /// Lease of a claimed batch; a dead worker's claims are taken over after it.
-    #[serde(default = "defaults::worker_lease_ms")]
-    pub worker_lease_ms: u64,
+    #[serde(rename = "worker_lease_ms", default = "defaults::worker_lease_ms")]
+    pub lease_ms: u64,
     /// Tenant-wide cap on submissions per second (0 = none).
-    #[serde(default = "defaults::worker_tenant_rate")]
-    pub worker_tenant_rate: u32,
+    #[serde(
+        rename = "worker_tenant_rate",
+        default = "defaults::worker_tenant_rate"
+    )]
+    pub tenant_rate: u32,
     /// Port of the worker's `/health` and `/metrics`.
-    #[serde(default = "defaults::worker_port")]
-    pub worker_port: u16,
+    #[serde(rename = "worker_port", default = "defaults::worker_port")]
+    pub port: u16,
     /// Safety poll of the idle path, seconds (the worker otherwise sleeps until the next due time).
-    #[serde(default = "defaults::worker_safety_poll_s")]
-    pub worker_safety_poll_s: u64,
+    #[serde(
+        rename = "worker_safety_poll_s",
+        default = "defaults::worker_safety_poll_s"
+    )]
+    pub safety_poll_s: u64,
     /// How often the reconciler checks that no part of the service Redis was lost (marker key,
     /// and per node: restart, evictions, flushes), seconds. 1 + one command per node per check.
-    #[serde(default = "defaults::worker_reconcile_check_s")]
-    pub worker_reconcile_check_s: u64,
+    #[serde(
+        rename = "worker_reconcile_check_s",
+        default = "defaults::worker_reconcile_check_s"
+    )]
+    pub reconcile_check_s: u64,
     /// Cadence of the PostgreSQL sweep (overdue callbacks missing from the schedule index,
     /// queue views of services that changed), seconds. No Redis command when it finds nothing.
-    #[serde(default = "defaults::worker_sweep_s")]
-    pub worker_sweep_s: u64,
+    #[serde(rename = "worker_sweep_s", default = "defaults::worker_sweep_s")]
+    pub sweep_s: u64,
     /// How long past its dispatch time an unsubmitted callback must be before the sweep
     /// re-indexes it, seconds (paced callbacks wait legitimately).
-    #[serde(default = "defaults::worker_sweep_grace_s")]
-    pub worker_sweep_grace_s: u64,
+    #[serde(
+        rename = "worker_sweep_grace_s",
+        default = "defaults::worker_sweep_grace_s"
+    )]
+    pub sweep_grace_s: u64,
     /// Cadence of the PostgreSQL-side passes (control outbox, TTL expiry, gauges), seconds.
-    #[serde(default = "defaults::worker_maintenance_s")]
-    pub worker_maintenance_s: u64,
+    #[serde(
+        rename = "worker_maintenance_s",
+        default = "defaults::worker_maintenance_s"
+    )]
+    pub maintenance_s: u64,
     /// Days after the desired time a callback and its events are deleted.
-    #[serde(default = "defaults::worker_retention_days")]
-    pub worker_retention_days: u32,
+    #[serde(
+        rename = "worker_retention_days",
+        default = "defaults::worker_retention_days"
+    )]
+    pub retention_days: u32,
     /// Cadence of the retention purge, seconds.
-    #[serde(default = "defaults::worker_retention_interval_s")]
-    pub worker_retention_interval_s: u64,
+    #[serde(
+        rename = "worker_retention_interval_s",
+        default = "defaults::worker_retention_interval_s"
+    )]
+    pub retention_interval_s: u64,
     /// Stream entries older than this are trimmed (`XADD … MINID ~`), seconds; 0 = never trim.
     /// Keep it well above the voice platform's worst consumer lag.
-    #[serde(default = "defaults::worker_stream_horizon_s")]
-    pub worker_stream_horizon_s: u64,
+    #[serde(
+        rename = "worker_stream_horizon_s",
+        default = "defaults::worker_stream_horizon_s"
+    )]
+    pub stream_horizon_s: u64,
 }
 
 mod defaults {
@@ -423,35 +477,35 @@ impl Config {
         if let Err(e) = self.db.pg_config() {
             return bad(format!("DATABASE_URL is not a valid PostgreSQL URL: {e}"));
         }
-        if self.db.db_pool_size == 0 {
+        if self.db.pool_size == 0 {
             return bad("DB_POOL_SIZE must be at least 1".into());
         }
-        if let Some(schema) = &self.db.db_schema
+        if let Some(schema) = &self.db.schema
             && !schema
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '_')
         {
             return bad("DB_SCHEMA may hold only letters, digits and '_'".into());
         }
-        for url in self.redis.redis_url.split(',') {
+        for url in self.redis.url.split(',') {
             if redis::parse_redis_url(url.trim()).is_none() {
                 return bad(format!("REDIS_URL is not a valid Redis URL: {url:?}"));
             }
         }
-        if self.redis.redis_schedule_shards == 0 || self.redis.redis_schedule_shards > 1024 {
+        if self.redis.schedule_shards == 0 || self.redis.schedule_shards > 1024 {
             return bad("REDIS_SCHEDULE_SHARDS must be between 1 and 1024".into());
         }
-        if self.redis.redis_prefix.contains(['{', '}', ' ']) {
+        if self.redis.prefix.contains(['{', '}', ' ']) {
             return bad("REDIS_PREFIX may not contain braces or spaces".into());
         }
-        if let Some(url) = &self.voice.voice_redis_url {
+        if let Some(url) = &self.voice.redis_url {
             for url in url.split(',') {
                 if redis::parse_redis_url(url.trim()).is_none() {
                     return bad(format!("VOICE_REDIS_URL is not a valid Redis URL: {url:?}"));
                 }
             }
         }
-        if self.voice.voice_stream.is_empty() || self.voice.control_stream.is_empty() {
+        if self.voice.stream.is_empty() || self.voice.control_stream.is_empty() {
             return bad("VOICE_STREAM and CONTROL_STREAM may not be empty".into());
         }
         if let Some(token) = &self.http.admin_token
@@ -482,32 +536,32 @@ impl Config {
         if self.redis.throttle_reseed_seconds < 10 || self.redis.throttle_reseed_seconds > 86_400 {
             return bad("THROTTLE_RESEED_SECONDS must be between 10 and 86400".into());
         }
-        if crate::telemetry::level_directive(&self.log.log_level).is_none() {
+        if crate::telemetry::level_directive(&self.log.level).is_none() {
             return bad(format!(
                 "LOG_LEVEL {:?} is not one of TRACE, DEBUG, INFO, WARN, ERROR, FATAL",
-                self.log.log_level
+                self.log.level
             ));
         }
-        if !matches!(self.log.log_format.as_str(), "json" | "text") {
+        if !matches!(self.log.format.as_str(), "json" | "text") {
             return bad("LOG_FORMAT must be json or text".into());
         }
-        if self.log.log_max_len < 256 {
+        if self.log.max_len < 256 {
             return bad("LOG_MAX_LEN must be at least 256".into());
         }
-        if self.worker.worker_batch == 0 || self.worker.worker_batch > 150 {
+        if self.worker.batch == 0 || self.worker.batch > 150 {
             return bad("WORKER_BATCH must be between 1 and 150".into());
         }
-        if self.worker.worker_lease_ms < 1_000 {
+        if self.worker.lease_ms < 1_000 {
             return bad("WORKER_LEASE_MS must be at least 1000".into());
         }
-        if self.worker.worker_safety_poll_s < 30 {
+        if self.worker.safety_poll_s < 30 {
             return bad(
                 "WORKER_SAFETY_POLL_S must be at least 30 (the idle path must stay quiet)".into(),
             );
         }
-        if self.worker.worker_reconcile_check_s == 0
-            || self.worker.worker_maintenance_s == 0
-            || self.worker.worker_retention_interval_s == 0
+        if self.worker.reconcile_check_s == 0
+            || self.worker.maintenance_s == 0
+            || self.worker.retention_interval_s == 0
         {
             return bad(
                 "WORKER_RECONCILE_CHECK_S, WORKER_MAINTENANCE_S and WORKER_RETENTION_INTERVAL_S must be positive"
@@ -515,10 +569,10 @@ impl Config {
             );
         }
         let w = &self.worker;
-        if w.worker_sweep_s == 0
-            || w.worker_sweep_grace_s == 0
-            || w.worker_sweep_s + w.worker_sweep_grace_s > 50
-            || !(1..=50).contains(&w.worker_reconcile_check_s)
+        if w.sweep_s == 0
+            || w.sweep_grace_s == 0
+            || w.sweep_s + w.sweep_grace_s > 50
+            || !(1..=50).contains(&w.reconcile_check_s)
         {
             return bad(
                 "WORKER_SWEEP_S and WORKER_SWEEP_GRACE_S must be positive with a sum of at most 50, \
@@ -527,7 +581,7 @@ impl Config {
                     .into(),
             );
         }
-        if self.worker.worker_retention_days == 0 {
+        if self.worker.retention_days == 0 {
             return bad("WORKER_RETENTION_DAYS must be at least 1".into());
         }
         if let Some(token) = &self.http.ors_events_token
@@ -546,14 +600,14 @@ impl Config {
 impl DbConfig {
     /// The parsed connection settings, with `DB_USER` / `DB_PASSWORD` applied.
     pub fn pg_config(&self) -> Result<tokio_postgres::Config, tokio_postgres::Error> {
-        let mut pg: tokio_postgres::Config = self.database_url.expose_secret().parse()?;
-        if let Some(user) = &self.db_user {
+        let mut pg: tokio_postgres::Config = self.url.expose_secret().parse()?;
+        if let Some(user) = &self.user {
             pg.user(user);
         }
-        if let Some(password) = &self.db_password {
+        if let Some(password) = &self.password {
             pg.password(password.expose_secret());
         }
-        pg.connect_timeout(Duration::from_millis(self.db_connect_timeout_ms));
+        pg.connect_timeout(Duration::from_millis(self.connect_timeout_ms));
         // A server that vanished (host down, network cut) is noticed in about 25 s instead of
         // the system's 2 h, so writes given up by their request are resolved and their
         // connections freed (docs/bounded-answers.md). A merely frozen server still answers
@@ -571,13 +625,13 @@ impl VoiceConfig {
     /// The voice Redis URL(s): explicit, else built from the secret's server name and port,
     /// else the service Redis.
     pub fn url<'a>(&'a self, service_redis: &'a RedisConfig) -> std::borrow::Cow<'a, str> {
-        if let Some(url) = &self.voice_redis_url {
+        if let Some(url) = &self.redis_url {
             return url.as_str().into();
         }
-        if let Some(host) = &self.voice_redis_servername {
-            return format!("redis://{host}:{}", self.voice_redis_port.unwrap_or(6379)).into();
+        if let Some(host) = &self.redis_servername {
+            return format!("redis://{host}:{}", self.redis_port.unwrap_or(6379)).into();
         }
-        service_redis.redis_url.as_str().into()
+        service_redis.url.as_str().into()
     }
 }
 
@@ -701,8 +755,110 @@ mod tests {
         assert_eq!(cfg.http.internal_port, 3050);
         assert_eq!(cfg.http.external_port, 3005);
         assert_eq!(cfg.http.external_body_limit, 512_000);
-        assert_eq!(cfg.voice.voice_stream, "NewCallbackStream");
-        assert_eq!(cfg.log.log_max_len, 2048);
+        assert_eq!(cfg.voice.stream, "NewCallbackStream");
+        assert_eq!(cfg.log.max_len, 2048);
+    }
+
+    /// Field names drop their area's prefix; the variables keep theirs. Every variable is set
+    /// to a value other than its default and must land in its field.
+    #[test]
+    fn every_variable_maps_to_its_field() {
+        let cfg = Config::from_vars(vars(&[
+            ("DATABASE_URL", "postgres://u@h/d"),
+            ("DB_USER", "dbu"),
+            ("DB_PASSWORD", "dbp"),
+            ("DB_POOL_SIZE", "3"),
+            ("DB_POOL_TIMEOUT_MS", "11"),
+            ("DB_CONNECT_TIMEOUT_MS", "12"),
+            ("DB_LOCK_TIMEOUT_MS", "13"),
+            ("DB_IDLE_IN_TX_TIMEOUT_MS", "14"),
+            ("DB_SCHEMA", "s1"),
+            ("DB_BATCH_IN_FLIGHT", "2"),
+            ("CACHE_TTL_MS", "15"),
+            ("REDIS_URL", "redis://r:1"),
+            ("REDIS_CLUSTER", "true"),
+            ("REDIS_CACHEKEY", "rp"),
+            ("REDIS_PREFIX", "px"),
+            ("REDIS_SCHEDULE_SHARDS", "7"),
+            ("REDIS_TIMEOUT_MS", "16"),
+            ("THROTTLE_RESEED_SECONDS", "17"),
+            ("VOICE_REDIS_URL", "redis://v:2"),
+            ("VOICE_REDIS_CLUSTER", "true"),
+            ("VOICE_REDIS_PASSWORD", "vp"),
+            ("VOICE_REDIS_SERVERNAME", "vs"),
+            ("VOICE_REDIS_PORT", "18"),
+            ("VOICE_STREAM", "vstream"),
+            ("CONTROL_STREAM", "cstream"),
+            ("GES_URL", "http://g"),
+            ("LOG_LEVEL", "WARN"),
+            ("LOG_MAX_LEN", "300"),
+            ("LOG_FORMAT", "text"),
+            ("WORKER_BATCH", "19"),
+            ("WORKER_LEASE_MS", "2000"),
+            ("WORKER_TENANT_RATE", "21"),
+            ("WORKER_PORT", "22"),
+            ("WORKER_SAFETY_POLL_S", "31"),
+            ("WORKER_RECONCILE_CHECK_S", "23"),
+            ("WORKER_SWEEP_S", "24"),
+            ("WORKER_SWEEP_GRACE_S", "25"),
+            ("WORKER_MAINTENANCE_S", "26"),
+            ("WORKER_RETENTION_DAYS", "27"),
+            ("WORKER_RETENTION_INTERVAL_S", "28"),
+            ("WORKER_STREAM_HORIZON_S", "29"),
+            ("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9001"),
+        ]))
+        .unwrap();
+        let (db, r, v, l, w) = (&cfg.db, &cfg.redis, &cfg.voice, &cfg.log, &cfg.worker);
+        assert_eq!(db.url.expose_secret(), "postgres://u@h/d");
+        assert_eq!(db.user.as_deref(), Some("dbu"));
+        assert_eq!(db.password.as_ref().unwrap().expose_secret(), "dbp");
+        let timeouts = (
+            db.pool_timeout_ms,
+            db.connect_timeout_ms,
+            db.lock_timeout_ms,
+        );
+        assert_eq!(
+            (db.pool_size, timeouts, db.idle_in_tx_timeout_ms),
+            (3, (11, 12, 13), 14)
+        );
+        assert_eq!((db.schema.as_deref(), db.batch_in_flight), (Some("s1"), 2));
+        assert_eq!(cfg.http.cache_ttl_ms, 15);
+        assert_eq!(
+            (r.url.as_str(), r.cluster, r.prefix.as_str()),
+            ("redis://r:1", true, "px")
+        );
+        assert_eq!(r.password.as_ref().unwrap().expose_secret(), "rp");
+        let redis = (r.schedule_shards, r.timeout_ms, r.throttle_reseed_seconds);
+        assert_eq!(redis, (7, 16, 17));
+        assert_eq!(
+            (v.redis_url.as_deref(), v.redis_cluster),
+            (Some("redis://v:2"), true)
+        );
+        assert_eq!(v.redis_password.as_ref().unwrap().expose_secret(), "vp");
+        assert_eq!(
+            (v.redis_servername.as_deref(), v.redis_port),
+            (Some("vs"), Some(18))
+        );
+        let streams = (
+            v.stream.as_str(),
+            v.control_stream.as_str(),
+            v.ges_url.as_str(),
+        );
+        assert_eq!(streams, ("vstream", "cstream", "http://g"));
+        let log = (l.level.as_str(), l.max_len, l.format.as_str());
+        assert_eq!(log, ("WARN", 300, "text"));
+        let a = (w.batch, w.lease_ms, w.tenant_rate, w.port, w.safety_poll_s);
+        assert_eq!(a, (19, 2000, 21, 22, 31));
+        let b = (
+            w.reconcile_check_s,
+            w.sweep_s,
+            w.sweep_grace_s,
+            w.maintenance_s,
+        );
+        assert_eq!(b, (23, 24, 25, 26));
+        let c = (w.retention_days, w.retention_interval_s, w.stream_horizon_s);
+        assert_eq!(c, (27, 28, 29));
+        assert!(cfg.http.on_lambda());
     }
 
     #[test]
@@ -747,16 +903,13 @@ mod tests {
             ),
         ]))
         .unwrap();
-        assert_eq!(cfg.db.db_password.unwrap().expose_secret(), "s3cret");
+        assert_eq!(cfg.db.password.unwrap().expose_secret(), "s3cret");
         assert_eq!(
-            cfg.redis.redis_cachekey.as_ref().unwrap().expose_secret(),
+            cfg.redis.password.as_ref().unwrap().expose_secret(),
             "rpass"
         );
         assert_eq!(cfg.voice.url(&cfg.redis), "redis://voice:10000");
-        assert_eq!(
-            cfg.voice.voice_redis_password.unwrap().expose_secret(),
-            "vp"
-        );
+        assert_eq!(cfg.voice.redis_password.unwrap().expose_secret(), "vp");
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -7,19 +7,17 @@ pub mod cache;
 pub mod config;
 pub mod db;
 pub mod error;
-#[cfg(feature = "http")]
-pub mod http;
 pub mod metrics;
 pub mod model;
 pub mod phone;
 pub mod process;
 pub mod redis;
+pub mod resources;
 pub mod telemetry;
 
 pub use config::Config;
 pub use error::Error;
-#[cfg(feature = "http")]
-pub use http::{ApiError, ApiResult};
+pub use resources::Resources;
 
 /// The allocator of every Engage binary (they all link this crate): glibc's malloc took about
 /// a fifth of a create's CPU time under load (`just bench`, perf), mimalloc a fraction of that.

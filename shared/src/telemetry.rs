@@ -37,16 +37,16 @@ pub enum Target {
 
 /// Installs the global subscriber (once; later calls are no-ops, as in tests).
 pub fn init(cfg: &LogConfig, target: Target) {
-    let directive = level_directive(&cfg.log_level).unwrap_or_else(|| "info".into());
+    let directive = level_directive(&cfg.level).unwrap_or_else(|| "info".into());
     let filter = EnvFilter::try_new(directive).unwrap_or_else(|_| EnvFilter::new("info"));
     let writer = Truncating {
-        max: cfg.log_max_len,
+        max: cfg.max_len,
         target,
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer);
-    let _ = if cfg.log_format == "text" {
+    let _ = if cfg.format == "text" {
         builder.try_init()
     } else {
         builder

@@ -12,7 +12,7 @@ cd "$repo"
 bin=${1:-callbacks-create}
 runs=${RUNS:-20}
 
-cargo build --release --quiet -p engage-functions --bin engage --bin "$bin"
+cargo build --release --quiet -p engage --bin engage -p engage-functions --bin "$bin"
 set -a
 eval "$(bash infra/local/deps.sh up)"
 DB_SCHEMA=bench_startup

@@ -15,7 +15,7 @@ export PATH="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts")
 
 # The CLI used to provision, and the Lambda builds of the functions under test (feature
 # `lambda`: Secrets Manager). Same target folder as the rest, so this is incremental.
-cargo build --quiet -p engage-functions --bin engage
+cargo build --quiet -p engage --bin engage
 cargo build --quiet -p engage-functions --features lambda --bin callbacks-create --bin callbacks-retrieve
 bash infra/local/deps.sh up >/dev/null
 # Unit tests of the Secrets Manager mapping (compiled only with the feature).

@@ -271,8 +271,8 @@ def test_migration_job_runs_engage_migrate(manifests):
     (job,) = of_kind(manifests, "Job")
     (container,) = job["spec"]["template"]["spec"]["containers"]
     assert container["command"] == [BIN_DIR + "engage", "migrate"]
-    main = (REPO / "functions/src/bin/engage/main.rs").read_text()
-    assert "Command::Migrate" in main
+    cli = (REPO / "engage/src/cli.rs").read_text()
+    assert "Command::Migrate" in cli
 
 
 def test_overlays_set_namespace_and_image():

@@ -71,7 +71,7 @@ pub struct Fixture {
     pub engage: Engage,
     /// The tenant's API key.
     pub key: String,
-    /// The tenant id.
+    /// The fixture tenant's id (contact-center id), as the test named it.
     pub tenant: String,
     /// The service name creates default to.
     pub service: String,
@@ -147,12 +147,12 @@ pub struct Create<'a> {
 }
 
 impl Create<'_> {
-    /// `serviceName`.
+    /// Sets `serviceName`.
     pub fn service(self, name: &str) -> Self {
         self.field("serviceName", json!(name))
     }
 
-    /// `phoneNumber`.
+    /// Sets `phoneNumber`.
     pub fn phone(self, number: &str) -> Self {
         self.field("phoneNumber", json!(number))
     }
@@ -175,7 +175,7 @@ impl Create<'_> {
         self
     }
 
-    /// `userData`.
+    /// Sets `userData` (any JSON; the server filters it).
     pub fn user_data(self, data: Value) -> Self {
         self.field("userData", data)
     }

@@ -38,11 +38,11 @@ pub const ORS_EVENTS_TOKEN: &str = "test-ors-events-token-0123456789";
 /// Connection settings of the shared local services (started once per test process).
 #[derive(Debug, Clone)]
 pub struct Deps {
-    /// PostgreSQL URL.
+    /// `DATABASE_URL` of the shared PostgreSQL (each test then takes a schema of its own).
     pub database_url: String,
-    /// Service Redis URL.
+    /// `REDIS_URL` of the shared service Redis (each test takes a key prefix of its own).
     pub redis_url: String,
-    /// Voice Redis URL.
+    /// `VOICE_REDIS_URL` of the shared voice Redis (each test takes streams of its own).
     pub voice_redis_url: String,
     /// Cluster node URLs (comma-separated), when the cluster was started.
     pub cluster_urls: String,
@@ -249,7 +249,7 @@ impl Default for TestEnv {
 /// A running process that is killed when dropped.
 #[derive(Debug)]
 pub struct Proc {
-    /// The child process.
+    /// The spawned binary; killed when the `Proc` is dropped.
     pub child: Child,
     /// Where its output goes.
     pub log: PathBuf,
@@ -302,15 +302,15 @@ impl Drop for Proc {
 /// A running function binary (`functions/src/bin/<name>.rs`) on free ports.
 #[derive(Debug)]
 pub struct Function {
-    /// The process.
+    /// The function binary's process (its output in `proc.log`).
     pub proc: Proc,
     /// `$PORT`: the function's routes and the liveness/readiness probes.
     pub port: u16,
     /// `METRICS_PORT`: `/metrics` and `/ges/v1/health/detail`.
     pub metrics_port: u16,
-    /// `http://127.0.0.1:<port>`.
+    /// Base URL of the function's routes, `http://127.0.0.1:<port>`.
     pub url: String,
-    /// HTTP client.
+    /// The client the test's requests go through (plain, no timeout of its own).
     pub http: reqwest::Client,
 }
 
@@ -351,13 +351,13 @@ impl Function {
 /// A running `engage serve`.
 #[derive(Debug)]
 pub struct Engage {
-    /// The process.
+    /// The `engage serve` process (its output in `proc.log`).
     pub proc: Proc,
-    /// `http://127.0.0.1:<internal>`.
+    /// Base URL of the internal port (admin API, events, health), `http://127.0.0.1:<internal>`.
     pub internal: String,
-    /// `http://127.0.0.1:<external>`.
+    /// Base URL of the public port (the Engagement API), `http://127.0.0.1:<external>`.
     pub external: String,
-    /// HTTP client.
+    /// The client the test's requests go through (plain, no timeout of its own).
     pub http: reqwest::Client,
 }
 
@@ -427,7 +427,7 @@ impl Engage {
         send(req).await
     }
 
-    /// An admin `GET`.
+    /// `GET` of `path` on the internal port with the admin token; (status, body).
     pub async fn admin_get(&self, path: &str) -> (u16, Value) {
         self.admin(reqwest::Method::GET, path, None).await
     }
@@ -442,7 +442,7 @@ impl Engage {
         self.admin(reqwest::Method::POST, path, Some(body)).await
     }
 
-    /// An admin `DELETE`.
+    /// `DELETE` of `path` on the internal port with the admin token; (status, body).
     pub async fn admin_delete(&self, path: &str) -> (u16, Value) {
         self.admin(reqwest::Method::DELETE, path, None).await
     }
@@ -731,7 +731,7 @@ impl PrivateRedis {
         }
     }
 
-    /// A connection.
+    /// A new connection to this server (panics when it cannot connect).
     pub async fn conn(&self) -> redis::aio::MultiplexedConnection {
         redis::Client::open(self.url())
             .expect("redis url")
@@ -751,9 +751,9 @@ impl Drop for PrivateRedis {
 /// A running `engage-worker` with its `/health` and `/metrics` port.
 #[derive(Debug)]
 pub struct WorkerProc {
-    /// The process.
+    /// The `engage-worker` process (its output in `proc.log`).
     pub proc: Proc,
-    /// `http://127.0.0.1:<WORKER_PORT>`.
+    /// Base URL of its `/health` and `/metrics`, `http://127.0.0.1:<WORKER_PORT>`.
     pub url: String,
 }
 

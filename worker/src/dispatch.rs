@@ -137,7 +137,7 @@ impl Shards {
 /// Runs the dispatch loop until `stop` fires.
 pub async fn run(w: Worker, mut rx: mpsc::Receiver<Signal>, stop: CancellationToken) {
     let mut shards = Shards::new(usize::from(w.keys.shards()));
-    let mut pacer = Pacer::new(w.cfg.worker.worker_tenant_rate);
+    let mut pacer = Pacer::new(w.cfg.worker.tenant_rate);
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
     while !stop.is_cancelled() {
         if shards.any_pending() {
@@ -178,7 +178,7 @@ async fn pass_pending(
         }
         let before = local_ms();
         match pass(w, shard, pacer).await {
-            Ok(p) => shards.passed(i, &p, before, w.cfg.worker.worker_batch),
+            Ok(p) => shards.passed(i, &p, before, w.cfg.worker.batch),
             Err(e) => failed = Err(e),
         }
     }
@@ -205,7 +205,7 @@ async fn idle(
     rx: &mut mpsc::Receiver<Signal>,
     stop: &CancellationToken,
 ) -> Woke {
-    let safety = Duration::from_secs(w.cfg.worker.worker_safety_poll_s);
+    let safety = Duration::from_secs(w.cfg.worker.safety_poll_s);
     let (sleep, is_safety_poll) = shards.sleep(safety);
     if sleep.is_zero() {
         return Woke::Due;

@@ -45,11 +45,7 @@ use std::{
     time::Duration,
 };
 
-use deadpool_postgres::Pool;
-use shared::{
-    Config,
-    redis::{Keys, RedisHandle},
-};
+use shared::Resources;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
@@ -62,18 +58,11 @@ pub enum Signal {
     Resync,
 }
 
-/// The worker's shared resources.
+/// The worker's shared state: the process [`Resources`] (reached through `Deref`: `w.cfg`,
+/// `w.db`, `w.redis`, `w.voice`, `w.keys`) and the worker's own signals.
 pub struct Inner {
-    /// Configuration.
-    pub cfg: Arc<Config>,
-    /// PostgreSQL pool.
-    pub db: Pool,
-    /// Service Redis (schedule index, queue views).
-    pub redis: RedisHandle,
-    /// Voice Redis (voice and control streams).
-    pub voice: RedisHandle,
-    /// Key layout.
-    pub keys: Keys,
+    /// Configuration, pools and clients.
+    pub resources: Resources,
     /// Asks the reconciler for a full check now (run id, marker).
     pub reconcile_check: Notify,
     running: AtomicBool,
@@ -85,6 +74,13 @@ pub struct Worker {
     inner: Arc<Inner>,
 }
 
+impl std::ops::Deref for Inner {
+    type Target = Resources;
+    fn deref(&self) -> &Resources {
+        &self.resources
+    }
+}
+
 impl std::ops::Deref for Worker {
     type Target = Inner;
     fn deref(&self) -> &Inner {
@@ -93,30 +89,12 @@ impl std::ops::Deref for Worker {
 }
 
 impl Worker {
-    /// Builds pools and clients (without connecting).
-    pub fn new(cfg: Arc<Config>) -> anyhow::Result<Self> {
-        let db = shared::db::pool(&cfg.db)?;
-        let redis = shared::redis::service(&cfg.redis)?;
-        let voice = shared::redis::voice(&cfg)?;
-        let keys = Keys::new(&cfg.redis.redis_prefix, cfg.redis.redis_schedule_shards);
-        Ok(Self::from_parts(cfg, db, redis, voice, keys))
-    }
-
-    /// A worker sharing pools already built (`engage serve --with-worker`).
-    pub fn from_parts(
-        cfg: Arc<Config>,
-        db: Pool,
-        redis: RedisHandle,
-        voice: RedisHandle,
-        keys: Keys,
-    ) -> Self {
+    /// A worker on `resources` ([`Resources::connect`]; `engage serve --with-worker` passes the
+    /// API's own).
+    pub fn new(resources: Resources) -> Self {
         Self {
             inner: Arc::new(Inner {
-                cfg,
-                db,
-                redis,
-                voice,
-                keys,
+                resources,
                 reconcile_check: Notify::new(),
                 running: AtomicBool::new(false),
             }),

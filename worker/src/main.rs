@@ -2,9 +2,9 @@
 //! and `/metrics` on `WORKER_PORT`. SIGTERM stops claiming at once, finishes or hands back the
 //! batch in hand, and exits 0 within 10 s.
 
-use std::{process::ExitCode, sync::Arc};
+use std::process::ExitCode;
 
-use shared::Config;
+use shared::{Config, Resources};
 use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
@@ -13,9 +13,9 @@ fn main() -> ExitCode {
 
 async fn run(cfg: Config) -> anyhow::Result<()> {
     let metrics = shared::metrics::install();
-    let schema = cfg.db.db_schema.clone();
-    let port = cfg.worker.worker_port;
-    let w = worker::Worker::new(Arc::new(cfg))?;
+    let schema = cfg.db.schema.clone();
+    let port = cfg.worker.port;
+    let w = worker::Worker::new(Resources::connect(cfg)?);
     shared::db::migrate(&w.db, schema.as_deref()).await?;
     let stop = CancellationToken::new();
     let listener = tokio::net::TcpListener::bind(("0.0.0.0", port)).await?;

@@ -30,8 +30,8 @@ const GAUGE_EVERY: Duration = Duration::from_secs(30);
 
 /// Runs the passes until `stop` fires.
 pub async fn run(w: Worker, stop: CancellationToken) {
-    let every = Duration::from_secs(w.cfg.worker.worker_maintenance_s);
-    let retention_every = Duration::from_secs(w.cfg.worker.worker_retention_interval_s);
+    let every = Duration::from_secs(w.cfg.worker.maintenance_s);
+    let retention_every = Duration::from_secs(w.cfg.worker.retention_interval_s);
     let mut last_gauges: Option<Instant> = None;
     // First retention pass shortly after start, then on its own cadence.
     let mut next_retention = Instant::now() + every.min(Duration::from_secs(10));
@@ -82,7 +82,7 @@ pub async fn outbox(w: &Worker) -> Result<usize> {
         let v = &w.cfg.voice;
         let added = async {
             let mut conn = w.voice.conn().await?;
-            voice::settle_cancels(&mut conn, &v.voice_stream, &v.control_stream, &cancels).await
+            voice::settle_cancels(&mut conn, &v.stream, &v.control_stream, &cancels).await
         }
         .await
         .map_err(Error::VoiceRedis)?;
@@ -167,7 +167,7 @@ async fn gauges(w: &Worker) -> Result<()> {
 
 /// One retention pass; returns how many callbacks were deleted.
 pub async fn retention(w: &Worker, stop: &CancellationToken) -> Result<usize> {
-    let days = w.cfg.worker.worker_retention_days;
+    let days = w.cfg.worker.retention_days;
     if expire_stale(w, days).await? > 0 {
         // Their control entries go out now; the next pass deletes them.
         outbox(w).await?;

@@ -46,7 +46,7 @@ type Fingerprint = BTreeMap<String, NodeMark>;
 
 /// Runs the reconciler until `stop` fires.
 pub async fn run(w: Worker, tx: mpsc::Sender<Signal>, stop: CancellationToken) {
-    let check_every = Duration::from_secs(w.cfg.worker.worker_reconcile_check_s);
+    let check_every = Duration::from_secs(w.cfg.worker.reconcile_check_s);
     let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(5));
     let mut cause = Some("start");
     let mut seen: Option<Fingerprint> = None;

@@ -31,7 +31,7 @@ const PAGE: i64 = 1_000;
 
 /// Runs the sweep until `stop` fires.
 pub async fn run(w: Worker, stop: CancellationToken) {
-    let every = Duration::from_secs(w.cfg.worker.worker_sweep_s);
+    let every = Duration::from_secs(w.cfg.worker.sweep_s);
     // Database time of the last successful view check; the start-up rebuild covers before.
     let mut since = Timestamp::now();
     loop {
@@ -50,7 +50,7 @@ pub async fn run(w: Worker, stop: CancellationToken) {
 
 /// Re-indexes overdue committed callbacks that the schedule index lacks; returns how many.
 pub async fn overdue(w: &Worker) -> Result<u64> {
-    let grace = i32::try_from(w.cfg.worker.worker_sweep_grace_s).unwrap_or(60);
+    let grace = i32::try_from(w.cfg.worker.sweep_grace_s).unwrap_or(60);
     let repaired = reindex(w, Unsubmitted::OverdueBy(grace), None)
         .await?
         .unwrap_or(0);

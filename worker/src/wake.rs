@@ -90,16 +90,9 @@ fn parse(payload: &str) -> Option<Signal> {
 
 /// A client for the first node of the service Redis (pub/sub reaches every node of a cluster).
 fn client(w: &Worker) -> redis::RedisResult<redis::Client> {
-    let url = w
-        .cfg
-        .redis
-        .redis_url
-        .split(',')
-        .next()
-        .unwrap_or_default()
-        .trim();
+    let url = w.cfg.redis.url.split(',').next().unwrap_or_default().trim();
     let mut info = url.into_connection_info()?;
-    if let Some(p) = &w.cfg.redis.redis_cachekey {
+    if let Some(p) = &w.cfg.redis.password {
         let settings = info
             .redis_settings()
             .clone()

@@ -30,8 +30,8 @@ async fn handler(
 ) -> ApiResult<Envelope<Availabilities>> {
     let now = Timestamp::now();
     let query = AvailabilityQuery::parse(&params, now)?;
-    let client = state.db.get().await?;
-    let svc = db::services::find(&client, &tenant, &service)
+    let svc = state
+        .service(&tenant, &service)
         .await?
         .ok_or_else(|| ApiError::bad_request(format!("unknown service {service}")))?;
     let s = &svc.body;
@@ -45,6 +45,7 @@ async fn handler(
             "service {service} does not offer scheduled callbacks"
         )));
     }
+    let client = state.db.get().await?;
     let plan = db::hours::plan(&client, &tenant, &service, s).await?;
     let answer = db::slots::availability(
         &client,

@@ -37,8 +37,9 @@ async fn handler(
         Some(s) => parse_time("start", s, &zone)?,
         None => Timestamp::now(),
     };
+    let service = state.service(&tenant, &name).await?;
     let client = state.db.get().await?;
-    let open_for = match db::services::find(&client, &tenant, &name).await? {
+    let open_for = match service {
         Some(svc) => db::hours::plan(&client, &tenant, &name, &svc.body)
             .await?
             .open_for(at),

@@ -43,7 +43,8 @@ async fn handler(
     ApiTenant(tenant): ApiTenant,
     Path(queue): Path<String>,
 ) -> ApiResult<Envelope<QueueStatus>> {
-    let service = wait::service(&state, &tenant, &queue)
+    let service = state
+        .service(&tenant, &queue)
         .await?
         .ok_or_else(|| ApiError::bad_request("unknown service"))?;
     let s = &service.body;

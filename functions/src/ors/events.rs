@@ -167,7 +167,7 @@ async fn apply(state: &AppState, id: Uuid, event: &Event) -> ApiResult<(events::
     };
     let handed_off = async {
         let mut conn = state.voice.conn().await?;
-        voice::was_submitted(&mut conn, &state.cfg.voice.voice_stream, id, attempt).await
+        voice::was_submitted(&mut conn, &state.cfg.voice.stream, id, attempt).await
     }
     .await
     .map_err(|e| {

@@ -58,7 +58,7 @@ async fn handler(
     let names = queues(&params)?;
     let mut out = Vec::with_capacity(names.len());
     for name in names {
-        let known = super::service(&state, &tenant, &name).await?.is_some();
+        let known = state.service(&tenant, &name).await?.is_some();
         let estimate = if known {
             super::for_service(&state, &tenant, &name, mode)
                 .await

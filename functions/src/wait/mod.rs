@@ -3,12 +3,8 @@
 
 pub mod estimated_wait_time;
 
-use std::sync::Arc;
-
 use axum::Router;
 use shared::{
-    ApiError,
-    db::{self, services::Service},
     http::AppState,
     model::ewt::{Mode, Unknown, estimate},
     redis::queue,
@@ -17,22 +13,6 @@ use shared::{
 /// All wait-time routes.
 pub fn router() -> Router<AppState> {
     estimated_wait_time::router()
-}
-
-/// A live service of the tenant (cached), `None` when unknown.
-pub async fn service(
-    state: &AppState,
-    tenant: &str,
-    name: &str,
-) -> Result<Option<Arc<Service>>, ApiError> {
-    state
-        .cache
-        .service(tenant, name, async {
-            let client = state.db.get().await?;
-            db::services::find(&client, tenant, name).await
-        })
-        .await
-        .map_err(ApiError::from)
 }
 
 /// Why a service's estimate is missing: the model's reasons, or the queue view unreadable.

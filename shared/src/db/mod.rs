@@ -41,9 +41,9 @@ pub fn pool(cfg: &DbConfig) -> anyhow::Result<Pool> {
     // (docs/bounded-answers.md).
     let mut options = format!(
         "-c lock_timeout={} -c idle_in_transaction_session_timeout={}",
-        cfg.db_lock_timeout_ms, cfg.db_idle_in_tx_timeout_ms
+        cfg.lock_timeout_ms, cfg.idle_in_tx_timeout_ms
     );
-    if let Some(schema) = &cfg.db_schema {
+    if let Some(schema) = &cfg.schema {
         options.push_str(&format!(" -c search_path={schema}"));
     }
     if let Some(given) = pg.get_options() {
@@ -59,11 +59,11 @@ pub fn pool(cfg: &DbConfig) -> anyhow::Result<Pool> {
         },
     );
     let pool = Pool::builder(manager)
-        .max_size(cfg.db_pool_size)
+        .max_size(cfg.pool_size)
         .runtime(Runtime::Tokio1)
-        .wait_timeout(Some(Duration::from_millis(cfg.db_pool_timeout_ms)))
-        .create_timeout(Some(Duration::from_millis(cfg.db_connect_timeout_ms)))
-        .recycle_timeout(Some(Duration::from_millis(cfg.db_connect_timeout_ms)))
+        .wait_timeout(Some(Duration::from_millis(cfg.pool_timeout_ms)))
+        .create_timeout(Some(Duration::from_millis(cfg.connect_timeout_ms)))
+        .recycle_timeout(Some(Duration::from_millis(cfg.connect_timeout_ms)))
         .build()?;
     Ok(pool)
 }

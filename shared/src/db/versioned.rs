@@ -71,7 +71,8 @@ impl Spec {
         }
     }
 
-    /// Deleted softly (`deleted_at`).
+    /// This kind is deleted softly: a delete only marks the row (`deleted_at`), a later PUT
+    /// brings it back.
     pub const fn soft_delete(self) -> Self {
         Self {
             soft_delete: true,
@@ -121,7 +122,7 @@ pub(crate) use kind;
 pub struct Stored<K: Kind> {
     /// The object's name (unique per tenant and kind).
     pub name: String,
-    /// Its body.
+    /// The validated JSON body (a service's settings, a rule's spec), as stored.
     pub body: K::Body,
     /// Change counter: 1 when created, + 1 on every change (a soft delete included).
     pub version: i32,

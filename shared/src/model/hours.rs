@@ -206,8 +206,8 @@ pub fn parse_zone(field: &str, name: &str) -> Result<TimeZone> {
     zone(name).map_err(|msg| bad(field, msg))
 }
 
-/// Business hours as sent (`PUT …/business-hours/{name}`), before the checks that span
-/// fields.
+/// Business hours as sent (`PUT …/business-hours/{name}`), before the checks that involve
+/// several fields at once.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct HoursSpec {

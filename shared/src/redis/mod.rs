@@ -197,10 +197,10 @@ impl ConnectionLike for RedisConn {
 /// Builds the service Redis handle from config.
 pub fn service(cfg: &crate::config::RedisConfig) -> anyhow::Result<RedisHandle> {
     RedisHandle::new(
-        &cfg.redis_url,
-        cfg.redis_cluster,
-        cfg.redis_cachekey.as_ref(),
-        Duration::from_millis(cfg.redis_timeout_ms),
+        &cfg.url,
+        cfg.cluster,
+        cfg.password.as_ref(),
+        Duration::from_millis(cfg.timeout_ms),
     )
 }
 
@@ -208,18 +208,15 @@ pub fn service(cfg: &crate::config::RedisConfig) -> anyhow::Result<RedisHandle> 
 pub fn voice(cfg: &crate::config::Config) -> anyhow::Result<RedisHandle> {
     let url = cfg.voice.url(&cfg.redis);
     let (cluster, password) =
-        if cfg.voice.voice_redis_url.is_some() || cfg.voice.voice_redis_servername.is_some() {
-            (
-                cfg.voice.voice_redis_cluster,
-                cfg.voice.voice_redis_password.as_ref(),
-            )
+        if cfg.voice.redis_url.is_some() || cfg.voice.redis_servername.is_some() {
+            (cfg.voice.redis_cluster, cfg.voice.redis_password.as_ref())
         } else {
-            (cfg.redis.redis_cluster, cfg.redis.redis_cachekey.as_ref())
+            (cfg.redis.cluster, cfg.redis.password.as_ref())
         };
     RedisHandle::new(
         &url,
         cluster,
         password,
-        Duration::from_millis(cfg.redis.redis_timeout_ms),
+        Duration::from_millis(cfg.redis.timeout_ms),
     )
 }

@@ -32,4 +32,5 @@ mod tidy;
 mod trust_attacks;
 mod trust_events;
 mod trust_redis;
+mod wiring;
 mod worker;

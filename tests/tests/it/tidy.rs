@@ -22,6 +22,8 @@ fn every_module_has_a_doc_comment() {
     let mut files = Vec::new();
     for crate_dir in [
         "shared/src",
+        "http/src",
+        "engage/src",
         "functions/src",
         "worker/src",
         "tests/src",

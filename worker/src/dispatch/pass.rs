@@ -78,7 +78,7 @@ fn local_ms() -> i64 {
 /// One pass over `shard`: claims, works through the claims, and settles each claim once.
 pub async fn pass(w: &Worker, shard: u16, pacer: &mut Pacer) -> Result<ShardPass, PassError> {
     let mut conn = w.redis.conn().await.map_err(PassError::ServiceRedis)?;
-    let (batch, lease) = (w.cfg.worker.worker_batch, w.cfg.worker.worker_lease_ms);
+    let (batch, lease) = (w.cfg.worker.batch, w.cfg.worker.lease_ms);
     let c = claim::claim(&mut conn, &w.keys, shard, batch, lease)
         .await
         .map_err(PassError::ServiceRedis)?;
@@ -202,11 +202,11 @@ async fn hand_off(w: &Worker, ready: &[Ready<'_>], ledger: &mut Ledger) -> Resul
         .iter()
         .map(|r| entry::build(r.cb, &r.settings, &w.cfg.voice.ges_url))
         .collect();
-    let horizon = i64::try_from(w.cfg.worker.worker_stream_horizon_s).unwrap_or(0) * 1_000;
+    let horizon = i64::try_from(w.cfg.worker.stream_horizon_s).unwrap_or(0) * 1_000;
     let trim_before = if horizon > 0 { local_ms() - horizon } else { 0 };
     let submitted = async {
         let mut v = w.voice.conn().await?;
-        let stream = &w.cfg.voice.voice_stream;
+        let stream = &w.cfg.voice.stream;
         voice::submit(&mut v, stream, "sub", &entries, trim_before).await
     }
     .await;

@@ -157,11 +157,7 @@ impl Ctx {
     /// Resolves the service (cached; 400 when it does not exist).
     async fn load(state: &AppState, tenant: &str, name: &str) -> Result<Self> {
         let service = state
-            .cache
-            .service(tenant, name, async {
-                let client = state.db.get().await?;
-                db::services::find(&client, tenant, name).await
-            })
+            .service(tenant, name)
             .await?
             .ok_or_else(|| Error::invalid(format!("unknown service {name}")))?;
         Ok(Self {

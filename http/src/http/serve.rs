@@ -1,22 +1,32 @@
-//! Running a router: on AWS Lambda when `AWS_LAMBDA_RUNTIME_API` is set (the runtime always
-//! sets it), else on `0.0.0.0:$PORT` with graceful shutdown on SIGTERM or Ctrl-C.
+//! Running a router: on AWS Lambda when the configuration says so (`AWS_LAMBDA_RUNTIME_API`,
+//! which the runtime always sets, read once by `Config::load`), else on `0.0.0.0:$PORT` with
+//! graceful shutdown on SIGTERM or Ctrl-C.
 
 use std::{future::Future, net::SocketAddr, time::Duration};
 
 use axum::Router;
 use tokio::net::TcpListener;
 
-/// Serves `app` on Lambda or on `port` until SIGTERM, then drains for at most `grace`.
-pub async fn serve(app: Router, port: u16, grace: Duration) -> anyhow::Result<()> {
-    // Runtime detection, not configuration: Lambda sets this variable for every invocation host.
-    if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() {
+use crate::config::HttpConfig;
+
+/// Serves `app` on Lambda ([`HttpConfig::on_lambda`]) or on `PORT` until SIGTERM, then drains
+/// for at most `SHUTDOWN_GRACE_MS`.
+pub async fn serve(app: Router, http: &HttpConfig) -> anyhow::Result<()> {
+    if http.on_lambda() {
         return lambda_http::run(app)
             .await
             .map_err(|e| anyhow::anyhow!("lambda runtime: {e}"));
     }
+    let port = http.port;
     let listener = TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], port))).await?;
     tracing::info!(port, "listening");
-    serve_listener(listener, app, shutdown_signal(), grace).await
+    serve_listener(
+        listener,
+        app,
+        shutdown_signal(),
+        millis(http.shutdown_grace_ms),
+    )
+    .await
 }
 
 /// Serves on a bound listener until `shutdown` resolves, then lets in-flight requests finish

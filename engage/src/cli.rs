@@ -1,0 +1,158 @@
+//! The command line of `engage` and the admin subcommands, which work directly on PostgreSQL
+//! through the same store functions as the admin API and print their result as JSON.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use functions::admin::{
+    api_keys::create_key,
+    services::put_service,
+    tenants::{NewTenant, create_tenant},
+};
+use serde_json::Value;
+use shared::{ApiError, Config, http::AppState};
+
+#[derive(Parser)]
+#[command(
+    name = "engage",
+    version,
+    about = "Engage callback engagement service (all-in-one)"
+)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum Command {
+    /// Serve every route on INTERNAL_PORT and the public API on EXTERNAL_PORT.
+    Serve {
+        /// Also run the dispatcher in this process.
+        #[arg(long)]
+        with_worker: bool,
+    },
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Tenants (contact centers).
+    Tenant {
+        #[command(subcommand)]
+        command: TenantCmd,
+    },
+    /// API keys.
+    Apikey {
+        #[command(subcommand)]
+        command: ApikeyCmd,
+    },
+    /// Callback services.
+    Service {
+        #[command(subcommand)]
+        command: ServiceCmd,
+    },
+    /// Provision the demo tenant, two services and a fresh API key; prints them as JSON.
+    Demo {
+        /// Tenant id of the demo.
+        #[arg(long, default_value = "demo")]
+        tenant: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum TenantCmd {
+    /// Create a tenant.
+    Create {
+        /// Contact-center id (ccid): 1–64 of `A-Za-z0-9_.-`, starting with a letter or digit.
+        #[arg(long)]
+        id: String,
+        /// Human-readable name, for admins only.
+        #[arg(long)]
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum ApikeyCmd {
+    /// Create an API key (printed once).
+    Create {
+        /// Contact-center id of an existing tenant.
+        #[arg(long)]
+        tenant: String,
+        /// Free-text note on what the key is for (shown when keys are listed).
+        #[arg(long, default_value = "")]
+        label: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum ServiceCmd {
+    /// Create or replace a service from a JSON settings file.
+    Put {
+        /// Contact-center id of an existing tenant.
+        #[arg(long)]
+        tenant: String,
+        /// Service name (defaults to the file's "name").
+        #[arg(long)]
+        name: Option<String>,
+        /// JSON file with the settings (columns: docs/decisions.md#service-settings).
+        #[arg(long)]
+        file: PathBuf,
+    },
+}
+
+/// Migrates, then runs one subcommand.
+pub(crate) async fn run(command: Command, cfg: Config) -> anyhow::Result<()> {
+    if matches!(command, Command::Serve { .. }) {
+        // The internal port serves the voice-platform events route: fail closed.
+        cfg.require_ors_events_token()?;
+    }
+    let schema = cfg.db.schema.clone();
+    let state = AppState::new(cfg)?;
+    shared::db::migrate(&state.db, schema.as_deref()).await?;
+    match command {
+        Command::Migrate => Ok(()),
+        Command::Serve { with_worker } => crate::serving::serve(state, with_worker).await,
+        Command::Tenant {
+            command: TenantCmd::Create { id, name },
+        } => print(
+            &create_tenant(&state, &NewTenant { id, name })
+                .await
+                .map_err(api)?,
+        ),
+        Command::Apikey {
+            command: ApikeyCmd::Create { tenant, label },
+        } => print(&create_key(&state, &tenant, &label).await.map_err(api)?),
+        Command::Service {
+            command: ServiceCmd::Put { tenant, name, file },
+        } => put_service_file(&state, &tenant, name, &file).await,
+        Command::Demo { tenant } => crate::demo::provision(&state, &tenant).await,
+    }
+}
+
+/// `engage service put`: the settings file, named by `--name` or its own `"name"`.
+async fn put_service_file(
+    state: &AppState,
+    tenant: &str,
+    name: Option<String>,
+    file: &std::path::Path,
+) -> anyhow::Result<()> {
+    let body: Value = serde_json::from_slice(&std::fs::read(file)?)?;
+    let name = name
+        .or_else(|| body.get("name").and_then(Value::as_str).map(str::to_string))
+        .ok_or_else(|| anyhow::anyhow!("--name is required when the file has no \"name\""))?;
+    print(
+        &put_service(state, tenant, &name, body)
+            .await
+            .map_err(api)?
+            .0,
+    )
+}
+
+/// An API error as a CLI error: its public message only (causes are logged where they occur).
+pub(crate) fn api(e: ApiError) -> anyhow::Error {
+    anyhow::anyhow!(e.public_message())
+}
+
+/// Prints a result as pretty JSON on stdout.
+pub(crate) fn print(v: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
