@@ -79,6 +79,7 @@ fn path_param(name: &str, description: &str) -> Value {
 pub fn document() -> Value {
     let time = json!({"type": "string", "format": "date-time"});
     let s = json!({"type": "string"});
+    let text = json!({"type": "string", "maxLength": 255});
     let create = op(
         "Book an immediate (no desiredTime) or scheduled callback",
         "bookCallbackExternal",
@@ -138,7 +139,7 @@ pub fn document() -> Value {
               "status": {"$ref": "#/components/schemas/Status"},
               "data": {"type": "object", "description": "on 429 for a full slot: {slots: {<slot start UTC>: <remaining capacity>}}"}}},
           "PushTarget": {"type": "object", "required": ["channel", "target"], "properties": {
-              "channel": {"type": "string", "enum": ["FCM"]}, "target": {"type": "string", "minLength": 1}}},
+              "channel": {"type": "string", "enum": ["FCM"]}, "target": {"type": "string", "minLength": 1, "maxLength": 4096}}},
           "CreateCallbackParms": {"type": "object", "required": ["serviceName", "phoneNumber"], "properties": {
               "serviceName": {"type": "string", "minLength": 1, "maxLength": 255},
               "phoneNumber": {"type": "string", "minLength": 3, "maxLength": 32},
@@ -147,9 +148,9 @@ pub fn document() -> Value {
               "language": {"type": "string", "example": "en-US", "description": "a value that is not a language code is kept as languageRaw and the service's language used"},
               "inboundVQ": s, "offerThreshold": {"type": "number"}, "channel": s,
               "offerTiming": {"type": "string", "example": "ON-HOURS", "description": "OFF-HOURS or ON-HOURS (reporting only); any other value is kept as offerTimingRaw"},
-              "cbOriginationIxnId": s, "surveyRP": s, "priority": {"type": "integer"}, "routePoint": s,
+              "cbOriginationIxnId": s, "surveyRP": text, "priority": {"type": "integer"}, "routePoint": text,
               "userData": {"type": "object", "additionalProperties": true, "description": "keys that are not JavaScript identifiers are dropped; never logged"},
-              "captchaToken": s,
+              "captchaToken": text,
               "pushTargets": {"type": "array", "maxItems": 10, "items": {"$ref": "#/components/schemas/PushTarget"}},
               "alwaysCheckCapacity": {"type": "boolean"}}},
           "CallbackIdParms": {"type": "object", "required": ["id"], "properties": {"id": {"type": "string", "format": "uuid"}}},

@@ -31,6 +31,15 @@ pub enum Error {
         /// slot, an active-callback limit).
         retry_after_s: Option<u64>,
     },
+    /// A scheduled callback's slot cannot take it: full, or closed to scheduled callbacks
+    /// (capacity 0). Answered like a limit, with the open slots nearest the desired time.
+    #[error("{message}")]
+    SlotFull {
+        /// Names the slot and why it refused.
+        message: String,
+        /// Proposed slots: start (RFC 3339 UTC) → remaining places (a string), in time order.
+        proposals: serde_json::Map<String, serde_json::Value>,
+    },
     /// A dependency (PostgreSQL, Redis) is unreachable, busy or restarting; nothing was
     /// changed and a retry may pass.
     #[error("{message}")]

@@ -6,13 +6,13 @@
 use serde_json::Value;
 use shared::{
     db::dispatch::DueCallback,
-    model::{ServiceSettings, callback::wire_time, service::CallDirection},
+    model::{ServiceSettings, attrs::CallbackAttrs, callback::wire_time, service::CallDirection},
     redis::voice::Entry,
 };
 
 /// Builds the entry of `cb` for the voice stream.
 pub fn build(cb: &DueCallback, settings: &ServiceSettings, ges_url: &str) -> Entry {
-    let attr = |k: &str| cb.attrs.get(k).and_then(Value::as_str).map(str::to_string);
+    let attrs = CallbackAttrs::from_map(&cb.attrs);
     let dial_number = shared::phone::dial_number(
         &settings.dial_prefix,
         cb.phone_e164.as_deref(),
@@ -44,17 +44,19 @@ pub fn build(cb: &DueCallback, settings: &ServiceSettings, ges_url: &str) -> Ent
             ("priority", cb.priority.to_string()),
             (
                 "route_point",
-                attr("routePoint")
+                attrs
+                    .route_point
                     .or_else(|| settings.route_point.clone())
                     .unwrap_or_default(),
             ),
             (
                 "language",
-                attr("language").unwrap_or_else(|| settings.language.clone()),
+                attrs.language.unwrap_or_else(|| settings.language.clone()),
             ),
             (
                 "survey_rp",
-                attr("surveyRP")
+                attrs
+                    .survey_rp
                     .or_else(|| settings.survey_rp.clone())
                     .unwrap_or_default(),
             ),
@@ -70,27 +72,36 @@ pub fn build(cb: &DueCallback, settings: &ServiceSettings, ges_url: &str) -> Ent
 mod tests {
     use super::*;
     use jiff::Timestamp;
-    use serde_json::{Map, json};
-    use shared::model::CallbackState;
+    use serde_json::json;
+    use shared::{db::callbacks::StoredCallback, model::CallbackState};
 
     #[test]
     fn overrides_win_and_every_field_is_there() {
-        let mut attrs = Map::new();
-        attrs.insert("routePoint".into(), json!("7001"));
+        let overrides = CallbackAttrs {
+            route_point: Some("7001".into()),
+            ..Default::default()
+        };
+        let Some(Value::Object(attrs)) = overrides.to_json() else {
+            panic!("attrs are an object");
+        };
         let cb = DueCallback {
-            id: uuid::Uuid::nil(),
-            tenant: "t".into(),
-            service: "s".into(),
-            state: CallbackState::Queued,
-            phone_number: "+1 (212) 555-0100".into(),
-            phone_e164: Some("12125550100".into()),
-            desired_time: Timestamp::UNIX_EPOCH,
-            dispatch_at: Timestamp::UNIX_EPOCH,
-            priority: 3,
-            attempt: 2,
-            submitted_at: None,
-            attrs,
-            user_data: Some(json!({"a": 1})),
+            callback: StoredCallback {
+                id: uuid::Uuid::nil(),
+                tenant: "t".into(),
+                service: "s".into(),
+                state: CallbackState::Queued,
+                reason: None,
+                phone_number: "+1 (212) 555-0100".into(),
+                phone_e164: Some("12125550100".into()),
+                desired_time: Timestamp::UNIX_EPOCH,
+                dispatch_at: Timestamp::UNIX_EPOCH,
+                priority: 3,
+                attempt: 2,
+                submitted_at: None,
+                created_at: Timestamp::UNIX_EPOCH,
+                attrs,
+                user_data: Some(json!({"a": 1})),
+            },
             settings: None,
         };
         let settings = ServiceSettings::parse(json!({"dial_prefix": "9", "route_point": "5000"}))

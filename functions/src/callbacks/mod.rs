@@ -3,10 +3,7 @@
 
 pub mod availability;
 pub mod cancel;
-pub mod capacity;
-pub mod commit;
 pub mod create;
-pub mod limits;
 pub mod open_for;
 pub mod queue_status;
 pub mod retrieve;

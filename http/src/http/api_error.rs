@@ -119,6 +119,11 @@ impl From<Error> for ApiError {
                 data,
                 retry_after_s,
             },
+            Error::SlotFull { message, proposals } => Self::TooManyRequests {
+                message,
+                data: Some(serde_json::json!({ "slots": proposals })),
+                retry_after_s: None,
+            },
             Error::Unavailable { message, cause } => Self::Unavailable { message, cause },
             Error::Internal(cause) => Self::Internal(cause),
         }

@@ -299,16 +299,12 @@ async fn run_insert(
     let ids: Vec<_> = rows.iter().map(|c| c.id).collect();
     let tenants: Vec<&str> = rows.iter().map(|c| c.tenant.as_str()).collect();
     let services: Vec<&str> = rows.iter().map(|c| c.service.as_str()).collect();
-    let states: Vec<&str> = rows.iter().map(|c| c.state.as_str()).collect();
+    let states: Vec<&str> = rows.iter().map(|c| c.admission.state().as_str()).collect();
     let phones: Vec<&str> = rows.iter().map(|c| c.phone_number.as_str()).collect();
-    let desired: Vec<_> = rows.iter().map(|c| c.desired_time).collect();
-    let dispatch: Vec<_> = rows.iter().map(|c| c.dispatch_at).collect();
-    let scheduled: Vec<bool> = rows.iter().map(|c| c.scheduled).collect();
+    let (desired, dispatch): (Vec<_>, Vec<_>) = rows.iter().map(|c| c.admission.times()).unzip();
+    let scheduled: Vec<bool> = rows.iter().map(|c| !c.admission.is_immediate()).collect();
     let priority: Vec<i32> = rows.iter().map(|c| c.priority).collect();
-    let attrs: Vec<Option<Value>> = rows
-        .iter()
-        .map(|c| (!c.attrs.is_empty()).then(|| Value::Object(c.attrs.clone())))
-        .collect();
+    let attrs: Vec<Option<Value>> = rows.iter().map(|c| c.attrs.to_json()).collect();
     let user_data: Vec<Option<Value>> = rows
         .iter()
         .map(|c| c.user_data.clone().map(Value::Object))

@@ -1,4 +1,4 @@
-//! Callbacks: insert (optionally idempotent), fetch, cancel.
+//! Callbacks: insert (claiming a slot place, under an Idempotency-Key), fetch, cancel.
 
 use deadpool_postgres::GenericClient;
 use jiff::Timestamp;
@@ -10,9 +10,65 @@ use crate::{
     error::Error,
     model::{
         CallbackState, CompletionReason,
+        attrs::CallbackAttrs,
         callback::{Callback, wire_time},
     },
 };
+
+/// When a new callback is due, decided once per create (`functions::callbacks::create::admit`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Dispatched at once: its desired and dispatch times are the database's `now()`, taken
+    /// by the insert (QUEUED).
+    Immediate,
+    /// Booked for a desired time (SCHEDULED).
+    Scheduled {
+        /// The time the customer asked for.
+        desired: Timestamp,
+        /// When the worker hands it off: the desired time less the service's lead time (the
+        /// insert makes it no earlier than the database's `now()`).
+        dispatch_at: Timestamp,
+        /// The capacity slot place it takes, claimed by the insert (`None`: counted against
+        /// no slot).
+        slot: Option<SlotClaim>,
+    },
+}
+
+impl Admission {
+    /// Whether the callback is dispatched at once.
+    pub fn is_immediate(&self) -> bool {
+        matches!(self, Self::Immediate)
+    }
+
+    /// The state it is stored in.
+    pub fn state(&self) -> CallbackState {
+        match self {
+            Self::Immediate => CallbackState::Queued,
+            Self::Scheduled { .. } => CallbackState::Scheduled,
+        }
+    }
+
+    /// The slot place the insert claims.
+    pub fn slot(&self) -> Option<&SlotClaim> {
+        match self {
+            Self::Immediate => None,
+            Self::Scheduled { slot, .. } => slot.as_ref(),
+        }
+    }
+
+    /// The desired and dispatch times the insert is given. An immediate callback's are
+    /// ignored by the statements (they take `now()`); the epoch stands in for them.
+    pub fn times(&self) -> (Timestamp, Timestamp) {
+        match self {
+            Self::Immediate => (Timestamp::UNIX_EPOCH, Timestamp::UNIX_EPOCH),
+            Self::Scheduled {
+                desired,
+                dispatch_at,
+                ..
+            } => (*desired, *dispatch_at),
+        }
+    }
+}
 
 /// A validated callback ready to insert.
 #[derive(Debug, Clone)]
@@ -23,27 +79,19 @@ pub struct NewCallback {
     pub tenant: String,
     /// The service (callback virtual queue) it is booked on.
     pub service: String,
-    /// SCHEDULED (future desired time) or QUEUED (immediate).
-    pub state: CallbackState,
+    /// Immediate or scheduled, with its times and slot (decided once, by admission).
+    pub admission: Admission,
     /// The phone number as the create gave it (trimmed); what retrieve shows.
     pub phone_number: String,
     /// Normalised number, E.164 without `+` (`None`: did not normalise, dial as given).
     pub phone_e164: Option<String>,
-    /// Desired time (creation time for immediate callbacks).
-    pub desired_time: Timestamp,
-    /// When the worker submits it.
-    pub dispatch_at: Timestamp,
-    /// Booked with a desired time.
-    pub scheduled: bool,
     /// Priority the callback starts with (the request's, else the service's).
     pub priority: i32,
     /// Per-callback attributes: informational fields, overrides of the service's settings
     /// (`routePoint`, `surveyRP`, `language`) and push targets; stored as JSON.
-    pub attrs: Map<String, Value>,
+    pub attrs: CallbackAttrs,
     /// The create's `userData` with non-identifier keys dropped (`None` when empty).
     pub user_data: Option<Map<String, Value>>,
-    /// The capacity slot this callback takes (`None`: it is not counted against any slot).
-    pub slot: Option<SlotClaim>,
 }
 
 /// An immediate callback's desired and dispatch times are the database's `now()`; a scheduled
@@ -92,57 +140,52 @@ const INSERT_CLAIMING: &str = "WITH f AS (
     FROM s
     RETURNING dispatch_at";
 
-/// The error a full slot produces; `create` turns it into a 429 with proposed slots.
-pub fn slot_full(claim: &SlotClaim) -> Error {
-    Error::LimitReached {
-        message: format!(
-            "the slot starting {} is fully booked",
-            wire_time(claim.start)
-        ),
-        data: None,
-        retry_after_s: None,
-    }
+/// What an insert did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inserted {
+    /// Stored (committed, or pending the caller's commit), due at this stored time.
+    Stored(Timestamp),
+    /// The claimed slot had no place left: nothing was written. Roll the transaction back
+    /// (the claim holds the slot's row lock until then), then refuse with
+    /// [`super::slots::Alternatives::refuse`].
+    SlotFull(SlotClaim),
 }
 
-async fn insert_row(db: &impl GenericClient, cb: &NewCallback) -> Result<Timestamp, Error> {
-    let attrs = (!cb.attrs.is_empty()).then(|| Value::Object(cb.attrs.clone()));
+/// Inserts a callback (autocommit: durable when this returns; or in the caller's
+/// transaction). With a slot claim, the place is claimed by the same statement, and a full
+/// slot writes nothing. Plain callbacks take the request path through
+/// [`super::batch::InsertBatcher`], which shares commits.
+pub async fn insert(db: &impl GenericClient, cb: &NewCallback) -> Result<Inserted, Error> {
+    let attrs = cb.attrs.to_json();
     let user_data = cb.user_data.clone().map(Value::Object);
-    let state = cb.state.as_str();
+    let state = cb.admission.state().as_str();
+    let (desired, dispatch_at) = cb.admission.times();
+    let scheduled = !cb.admission.is_immediate();
     let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![
         &cb.id,
         &cb.tenant,
         &cb.service,
         &state,
         &cb.phone_number,
-        &cb.desired_time,
-        &cb.dispatch_at,
-        &cb.scheduled,
+        &desired,
+        &dispatch_at,
+        &scheduled,
         &cb.priority,
         &attrs,
         &user_data,
         &cb.phone_e164,
     ];
-    let Some(claim) = &cb.slot else {
+    let Some(claim) = cb.admission.slot() else {
         let row = super::stmt::query_one(db, INSERT, &params).await?;
-        return Ok(row.get(0));
+        return Ok(Inserted::Stored(row.get(0)));
     };
     let capacity = i32::try_from(claim.capacity).unwrap_or(i32::MAX);
     let minutes = i16::try_from(claim.minutes).unwrap_or(i16::MAX);
     params.push(&claim.start);
     params.push(&capacity);
     params.push(&minutes);
-    match super::stmt::query_opt(db, INSERT_CLAIMING, &params).await? {
-        Some(row) => Ok(row.get(0)),
-        None => Err(slot_full(claim)),
-    }
-}
-
-/// Inserts a callback (autocommit: durable when this returns); returns its stored dispatch
-/// time. With a slot claim, a full slot is [`slot_full`]'s error and nothing is written.
-/// Callbacks without a slot claim take the request path through
-/// [`super::batch::InsertBatcher`], which shares commits.
-pub async fn insert(db: &impl GenericClient, cb: &NewCallback) -> Result<Timestamp, Error> {
-    insert_row(db, cb).await
+    let row = super::stmt::query_opt(db, INSERT_CLAIMING, &params).await?;
+    Ok(row.map_or(Inserted::SlotFull(*claim), |r| Inserted::Stored(r.get(0))))
 }
 
 /// Withdraws callbacks of `tenant` whose create answered 503 but which were stored after all
@@ -183,31 +226,10 @@ pub async fn withdraw_unanswered(
 /// Result of an idempotent insert.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Idempotent {
-    /// First use of the key: the callback was inserted.
-    Created,
     /// The key was used before with the same body: that callback's id.
     Replayed(Uuid),
     /// The key was used before with a different body.
     Mismatch,
-}
-
-/// Inserts a callback under an `Idempotency-Key` (kept 24 h). Concurrent requests with one key
-/// serialise on the key's primary-key index: the first commits, the others then see its row.
-/// The slot claim is part of the same transaction: a full slot rolls the key back too.
-pub async fn insert_idempotent(
-    client: &mut deadpool_postgres::Client,
-    cb: &NewCallback,
-    key: &str,
-    request_hash: &[u8],
-) -> Result<Idempotent, Error> {
-    let tx = client.transaction().await?;
-    if let Some(earlier) = claim_idempotency_key(&tx, cb, key, request_hash).await? {
-        tx.rollback().await?;
-        return Ok(earlier);
-    }
-    insert_row(&tx, cb).await?;
-    tx.commit().await?;
-    Ok(Idempotent::Created)
 }
 
 /// Claims `key` for `cb` inside the caller's transaction: `None` = claimed (insert `cb`, then
@@ -248,7 +270,8 @@ pub async fn claim_idempotency_key(
     }))
 }
 
-/// A callback row as retrieve and cancel read it.
+/// A callback row: what retrieve and cancel read, and what the worker loads to dispatch
+/// (`db::dispatch::DueCallback` adds the service's settings).
 #[derive(Debug, Clone)]
 pub struct StoredCallback {
     /// The callback's id.
@@ -270,6 +293,8 @@ pub struct StoredCallback {
     /// When the worker hands the current attempt to the voice platform (desired time minus the
     /// lead time, or the retry time).
     pub dispatch_at: Timestamp,
+    /// Priority the callback started with (the voice platform raises it while it waits).
+    pub priority: i32,
     /// The current dial attempt, 1 for the first.
     pub attempt: i16,
     /// When the current attempt reached the voice stream.
@@ -283,7 +308,8 @@ pub struct StoredCallback {
 }
 
 impl StoredCallback {
-    fn from_row(r: &tokio_postgres::Row) -> Result<Self, Error> {
+    /// Reads a row selected with [`COLUMNS`] (each named as the table names it).
+    pub fn from_row(r: &tokio_postgres::Row) -> Result<Self, Error> {
         let state: String = r.get("state");
         let reason: Option<String> = r.get("reason");
         let attrs = match r.get::<_, Option<Value>>("attrs") {
@@ -301,6 +327,7 @@ impl StoredCallback {
             phone_e164: r.get("phone_e164"),
             desired_time: r.get("desired_time"),
             dispatch_at: r.get("dispatch_at"),
+            priority: r.get("priority"),
             attempt: r.get("attempt"),
             submitted_at: r.get("submitted_at"),
             created_at: r.get("created_at"),
@@ -330,15 +357,17 @@ impl StoredCallback {
     }
 }
 
-const COLUMNS: &str =
-    "id, tenant_id, service, state, reason, phone_number, phone_e164, desired_time, dispatch_at,
-    attempt, submitted_at, created_at, attrs, user_data";
+/// The columns [`StoredCallback::from_row`] reads, of the table aliased `c`.
+pub const COLUMNS: &str =
+    "c.id, c.tenant_id, c.service, c.state, c.reason, c.phone_number, c.phone_e164,
+    c.desired_time, c.dispatch_at, c.priority, c.attempt, c.submitted_at, c.created_at, c.attrs,
+    c.user_data";
 
 /// One callback of the tenant, or 404 (another tenant's id is 404 too: invariant 10).
 pub async fn get(db: &impl GenericClient, tenant: &str, id: Uuid) -> Result<StoredCallback, Error> {
     let row = super::stmt::query_opt(
         db,
-        &format!("SELECT {COLUMNS} FROM callbacks WHERE id = $1 AND tenant_id = $2"),
+        &format!("SELECT {COLUMNS} FROM callbacks c WHERE c.id = $1 AND c.tenant_id = $2"),
         &[&id, &tenant],
     )
     .await?

@@ -4,9 +4,10 @@
 
 use deadpool_postgres::GenericClient;
 use jiff::Timestamp;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use uuid::Uuid;
 
+use super::callbacks::{COLUMNS, StoredCallback};
 use crate::{
     error::Error,
     model::{CallbackState, ServiceSettings},
@@ -15,35 +16,19 @@ use crate::{
 /// A claimed callback with what the stream entry needs.
 #[derive(Debug, Clone)]
 pub struct DueCallback {
-    /// The claimed callback; stream entry `callback_id`.
-    pub id: Uuid,
-    /// Its tenant; stream entry `tenant`.
-    pub tenant: String,
-    /// Its service; stream entry `service`, and whose settings (pace, TTL, prefix) apply.
-    pub service: String,
-    /// Its state when loaded; with `submitted_at` and `dispatch_at` it decides
-    /// [`pending`](Self::pending): a callback no longer pending is released, not submitted.
-    pub state: CallbackState,
-    /// The number as the create gave it; stream entry `phone_number`.
-    pub phone_number: String,
-    /// Normalised E.164 digits (no `+`), when the number parsed.
-    pub phone_e164: Option<String>,
-    /// When the customer wants the call; stream entry `desired_time`.
-    pub desired_time: Timestamp,
-    /// Dispatch time (lateness is measured from it).
-    pub dispatch_at: Timestamp,
-    /// Priority the callback starts with; stream entry `priority`.
-    pub priority: i32,
-    /// The attempt to submit (1 for the first); part of the dedupe key, stream entry `attempt`.
-    pub attempt: i16,
-    /// Set once the current attempt reached the voice stream.
-    pub submitted_at: Option<Timestamp>,
-    /// Optional attributes (overrides of route point, language, survey RP).
-    pub attrs: Map<String, Value>,
-    /// The filtered `userData`; stream entry `user_data` as JSON text.
-    pub user_data: Option<Value>,
+    /// The claimed callback's row (read through `Deref`: `cb.id`, `cb.attrs`, …); its fields
+    /// become the stream entry's.
+    pub callback: StoredCallback,
     /// The service's settings (also of a soft-deleted service); `None` if it never existed.
     pub settings: Option<ServiceSettings>,
+}
+
+impl std::ops::Deref for DueCallback {
+    type Target = StoredCallback;
+
+    fn deref(&self) -> &StoredCallback {
+        &self.callback
+    }
 }
 
 impl DueCallback {
@@ -56,37 +41,17 @@ impl DueCallback {
 
 /// Loads claimed callbacks with their service settings.
 pub async fn load(db: &impl GenericClient, ids: &[Uuid]) -> Result<Vec<DueCallback>, Error> {
-    let rows = super::stmt::query(db,
-            "SELECT c.id, c.tenant_id, c.service, c.state, c.phone_number, c.phone_e164, c.desired_time,
-                    c.dispatch_at, c.priority, c.attempt, c.submitted_at, c.attrs, c.user_data,
-                    s.settings
-             FROM callbacks c
-             LEFT JOIN services s ON s.tenant_id = c.tenant_id AND s.name = c.service
-             WHERE c.id = ANY($1)",
-            &[&ids],
-        )
-        .await?;
+    let sql = format!(
+        "SELECT {COLUMNS}, s.settings
+         FROM callbacks c
+         LEFT JOIN services s ON s.tenant_id = c.tenant_id AND s.name = c.service
+         WHERE c.id = ANY($1)"
+    );
+    let rows = super::stmt::query(db, &sql, &[&ids]).await?;
     rows.iter()
         .map(|r| {
-            let state: String = r.get("state");
             Ok(DueCallback {
-                id: r.get("id"),
-                tenant: r.get("tenant_id"),
-                service: r.get("service"),
-                state: CallbackState::parse(&state)
-                    .ok_or_else(|| Error::internal(anyhow::anyhow!("bad state {state}")))?,
-                phone_number: r.get("phone_number"),
-                phone_e164: r.get("phone_e164"),
-                desired_time: r.get("desired_time"),
-                dispatch_at: r.get("dispatch_at"),
-                priority: r.get("priority"),
-                attempt: r.get("attempt"),
-                submitted_at: r.get("submitted_at"),
-                attrs: match r.get::<_, Option<Value>>("attrs") {
-                    Some(Value::Object(m)) => m,
-                    _ => Map::new(),
-                },
-                user_data: r.get("user_data"),
+                callback: StoredCallback::from_row(r)?,
                 settings: r
                     .get::<_, Option<Value>>("settings")
                     .map(serde_json::from_value)

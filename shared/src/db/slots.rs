@@ -1,7 +1,7 @@
 //! `slot_bookings`: the atomic per-slot capacity counter of scheduled callbacks.
 //!
 //! A booking claims its slot in the same statement that inserts the callback
-//! (`db::callbacks::insert*` with a [`SlotClaim`]):
+//! (`db::callbacks::insert` with a [`SlotClaim`]):
 //! `INSERT … ON CONFLICT DO UPDATE SET booked = booked + 1 WHERE booked < capacity`. PostgreSQL
 //! locks the slot row and re-checks the condition against its latest version, so concurrent
 //! bookings of one slot serialise on that row and a slot is never overbooked. Cancel gives the
@@ -228,47 +228,93 @@ pub const PROPOSALS: usize = 5;
 /// How far from the requested time alternatives are searched.
 const PROPOSAL_RANGE: jiff::SignedDuration = jiff::SignedDuration::from_hours(24 * 7);
 
-/// Up to [`PROPOSALS`] open slots with capacity left nearest to `desired` (bookable ones:
-/// starting at or after now, within the horizon), as the 429 `data.slots` map from slot start
-/// (RFC 3339 UTC) to remaining capacity (string), in time order.
-pub async fn proposals(
-    db: &impl GenericClient,
-    tenant: &str,
-    service: &str,
-    plan: &SlotPlan,
-    max_days_ahead: u16,
-    desired: Timestamp,
-    now: Timestamp,
-) -> Result<serde_json::Map<String, serde_json::Value>, Error> {
-    let (earliest, horizon) = bookable(now, max_days_ahead);
-    let from = desired
-        .saturating_sub(PROPOSAL_RANGE)
-        .unwrap_or(desired)
-        .max(earliest);
-    let to = desired
-        .saturating_add(PROPOSAL_RANGE)
-        .unwrap_or(desired)
-        .min(horizon);
-    if to <= from {
-        return Ok(serde_json::Map::new());
+/// Why a slot refused a scheduled callback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlotRefusal {
+    /// Every place is booked (the claim found none left).
+    Full,
+    /// The slot takes no scheduled callbacks (capacity 0).
+    Closed,
+}
+
+/// Where the alternatives to a refused slot are searched: the service's grid around the
+/// desired time, within what is bookable at `now`.
+#[derive(Debug, Clone, Copy)]
+pub struct Alternatives<'a> {
+    /// Tenant.
+    pub tenant: &'a str,
+    /// Service name.
+    pub service: &'a str,
+    /// The service's slot grid, hours and capacities.
+    pub plan: &'a SlotPlan,
+    /// How many days ahead the service books (the search horizon).
+    pub max_days_ahead: u16,
+    /// The time the refused request asked for.
+    pub desired: Timestamp,
+    /// The request's time (nothing earlier is proposed).
+    pub now: Timestamp,
+}
+
+impl Alternatives<'_> {
+    /// The refusal of the slot starting `start`: [`Error::SlotFull`] with the nearest open
+    /// slots, read on `db` (the caller's connection); a failed read is that failure instead.
+    pub async fn refuse(
+        &self,
+        db: &impl GenericClient,
+        start: Timestamp,
+        why: SlotRefusal,
+    ) -> Error {
+        let (start, service) = (wire_time(start), self.service);
+        let message = match why {
+            SlotRefusal::Full => format!(
+                "the slot starting {start} of service {service} is fully booked; data.slots proposes the nearest open slots"
+            ),
+            SlotRefusal::Closed => format!(
+                "the slot starting {start} of service {service} takes no scheduled callbacks; data.slots proposes open slots"
+            ),
+        };
+        match self.proposals(db).await {
+            Ok(proposals) => Error::SlotFull { message, proposals },
+            Err(e) => e,
+        }
     }
-    let mut open: Vec<SlotState> = window(db, tenant, service, plan, from, to)
-        .await?
-        .into_iter()
-        .filter(|s| s.remaining > 0 && s.slot.start >= earliest && s.slot.start <= horizon)
-        .collect();
-    open.sort_by_key(|s| (s.slot.start.duration_since(desired).abs(), s.slot.start));
-    open.truncate(PROPOSALS);
-    open.sort_by_key(|s| s.slot.start);
-    Ok(open
-        .into_iter()
-        .map(|s| {
-            (
-                wire_time(s.slot.start),
-                serde_json::Value::String(s.remaining.to_string()),
-            )
-        })
-        .collect())
+
+    /// Up to [`PROPOSALS`] open slots with capacity left nearest to the desired time
+    /// (bookable ones: starting at or after now, within the horizon), as a map from slot start
+    /// (RFC 3339 UTC) to remaining capacity (string), in time order.
+    pub async fn proposals(
+        &self,
+        db: &impl GenericClient,
+    ) -> Result<serde_json::Map<String, serde_json::Value>, Error> {
+        let (desired, plan) = (self.desired, self.plan);
+        let (earliest, horizon) = bookable(self.now, self.max_days_ahead);
+        let from = desired
+            .saturating_sub(PROPOSAL_RANGE)
+            .unwrap_or(desired)
+            .max(earliest);
+        let to = desired
+            .saturating_add(PROPOSAL_RANGE)
+            .unwrap_or(desired)
+            .min(horizon);
+        if to <= from {
+            return Ok(serde_json::Map::new());
+        }
+        let mut open: Vec<SlotState> = window(db, self.tenant, self.service, plan, from, to)
+            .await?
+            .into_iter()
+            .filter(|s| s.remaining > 0 && s.slot.start >= earliest && s.slot.start <= horizon)
+            .collect();
+        open.sort_by_key(|s| (s.slot.start.duration_since(desired).abs(), s.slot.start));
+        open.truncate(PROPOSALS);
+        open.sort_by_key(|s| s.slot.start);
+        Ok(open
+            .into_iter()
+            .map(|s| {
+                let remaining = serde_json::Value::String(s.remaining.to_string());
+                (wire_time(s.slot.start), remaining)
+            })
+            .collect())
+    }
 }
 
 /// Deletes up to `limit` counters of slots that started before `before` (the worker's

@@ -4,7 +4,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Number, Value};
 
-use super::{informational, user_data};
+use super::{attrs::CallbackAttrs, informational, user_data};
 use crate::error::Error;
 
 /// Lifecycle states (docs/decisions.md#callback-lifecycle). The order is the only allowed
@@ -109,8 +109,7 @@ impl CompletionReason {
 }
 
 /// One push target of a create request (`{channel: "FCM", target: <token>}`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PushTarget {
     /// Push channel; GES knows only `FCM` (Firebase Cloud Messaging).
     pub channel: String,
@@ -182,19 +181,27 @@ pub struct CreateRequest {
     pub desired_time: Option<Timestamp>,
     /// The request's `priority`, replacing the service's initial priority when present.
     pub priority: Option<i32>,
-    /// Whether strict capacity checking was asked for.
-    pub always_check_capacity: bool,
-    /// Push targets (legacy fields folded in).
-    pub push_targets: Vec<PushTarget>,
     /// Whether a captcha token came with the request.
     pub captcha_token: Option<String>,
-    /// Optional attributes kept with the callback (language, offer type, overrides, …).
-    pub attrs: Map<String, Value>,
+    /// Attributes kept with the callback: overrides, informational fields, push targets
+    /// (legacy fields folded in) and `alwaysCheckCapacity`.
+    pub attrs: CallbackAttrs,
     /// Filtered user data (`None` when absent or empty).
     pub user_data: Option<Map<String, Value>>,
 }
 
-const MAX_TEXT: usize = 255;
+/// The longest routing text (`surveyRP`, `routePoint`, `captchaToken`), in bytes.
+pub const MAX_TEXT: usize = 255;
+/// The longest `serviceName`, in bytes (the rule of every name: `model::valid_name`).
+pub const MAX_SERVICE_NAME: usize = 255;
+/// The longest `phoneNumber`, in bytes.
+pub const MAX_PHONE: usize = 32;
+/// The fewest digits of a `phoneNumber`.
+pub const MIN_PHONE_DIGITS: usize = 3;
+/// The most `pushTargets`.
+pub const MAX_PUSH_TARGETS: usize = 10;
+/// The longest `pushTargets[].target` (an FCM registration token), in bytes.
+pub const MAX_PUSH_TOKEN: usize = 4096;
 
 fn text(field: &str, v: Option<String>) -> Result<Option<String>, Error> {
     match v {
@@ -235,8 +242,8 @@ fn phone_number(v: Option<String>) -> Result<String, Error> {
         _ => return Err(Error::invalid("phoneNumber is required")),
     };
     let digits = phone.chars().filter(char::is_ascii_digit).count();
-    if phone.len() > 32
-        || digits < 3
+    if phone.len() > MAX_PHONE
+        || digits < MIN_PHONE_DIGITS
         || !phone
             .chars()
             .all(|c| c.is_ascii_digit() || matches!(c, '+' | ' ' | '-' | '(' | ')' | '.'))
@@ -281,14 +288,14 @@ fn push_targets(
             return Err(Error::invalid("pushChannel given without pushTarget"));
         }
     }
-    if targets.len() > 10 {
+    if targets.len() > MAX_PUSH_TARGETS {
         return Err(Error::invalid("pushTargets may hold at most 10 targets"));
     }
     for t in &targets {
         if t.channel != "FCM" {
             return Err(Error::invalid("pushTargets[].channel must be FCM"));
         }
-        if t.target.trim().is_empty() || t.target.len() > 4096 {
+        if t.target.trim().is_empty() || t.target.len() > MAX_PUSH_TOKEN {
             return Err(Error::invalid(
                 "pushTargets[].target must be a non-empty FCM registration token",
             ));
@@ -318,7 +325,6 @@ impl CreateCallbackParms {
         let priority = priority(self.priority)?;
         let push_targets = push_targets(self.push_targets, self.push_channel, self.push_target)?;
         let user_data = user_data_map(self.user_data)?;
-
         let mut attrs = informational::Fields {
             cb_offer_type: self.cb_offer_type,
             language: self.language,
@@ -329,32 +335,16 @@ impl CreateCallbackParms {
             cb_origination_ixn_id: self.cb_origination_ixn_id,
         }
         .into_attrs(desired_time.is_some());
-        let mut put = |k: &str, v: Option<String>| {
-            if let Some(v) = v {
-                attrs.insert(k.into(), Value::String(v));
-            }
-        };
-        put("surveyRP", text("surveyRP", self.survey_rp)?);
-        put("routePoint", text("routePoint", self.route_point)?);
-        if !push_targets.is_empty() {
-            attrs.insert(
-                "pushTargets".into(),
-                serde_json::to_value(&push_targets).map_err(Error::internal)?,
-            );
-        }
-        let captcha_token = text("captchaToken", self.captcha_token)?;
-        let always_check_capacity = self.always_check_capacity.unwrap_or(false);
-        if always_check_capacity {
-            attrs.insert("alwaysCheckCapacity".into(), Value::Bool(true));
-        }
+        attrs.survey_rp = text("surveyRP", self.survey_rp)?;
+        attrs.route_point = text("routePoint", self.route_point)?;
+        attrs.push_targets = push_targets;
+        attrs.always_check_capacity = self.always_check_capacity.unwrap_or(false);
         Ok(CreateRequest {
             service_name,
             phone_number,
             desired_time,
             priority,
-            always_check_capacity,
-            push_targets,
-            captcha_token,
+            captcha_token: text("captchaToken", self.captcha_token)?,
             attrs,
             user_data,
         })
@@ -432,11 +422,54 @@ mod tests {
             .validate()
     }
 
+    /// The attributes as stored (`callbacks.attrs`).
+    fn stored(r: &CreateRequest) -> Map<String, Value> {
+        match r.attrs.to_json() {
+            Some(Value::Object(m)) => m,
+            _ => Map::new(),
+        }
+    }
+
+    /// Each published limit (the OpenAPI document states them) is where the validator draws
+    /// the line: accepted at the limit, refused one past it.
+    #[test]
+    fn limits_hold_exactly_at_their_constants() {
+        let ok = |field: &str, v: Value| {
+            let mut body = serde_json::json!({"serviceName": "s", "phoneNumber": "5550100"});
+            body[field] = v;
+            serde_json::from_value::<CreateCallbackParms>(body)
+                .unwrap()
+                .validate()
+                .is_ok()
+        };
+        let text = |n: usize| Value::String("a".repeat(n));
+        for field in ["serviceName", "surveyRP", "routePoint", "captchaToken"] {
+            assert_eq!(MAX_SERVICE_NAME, MAX_TEXT);
+            assert!(ok(field, text(MAX_TEXT)), "{field} at the limit");
+            assert!(!ok(field, text(MAX_TEXT + 1)), "{field} past the limit");
+        }
+        let digits = |n: usize| Value::String("5".repeat(n));
+        assert!(ok("phoneNumber", digits(MAX_PHONE)));
+        assert!(!ok("phoneNumber", digits(MAX_PHONE + 1)));
+        assert!(ok("phoneNumber", digits(MIN_PHONE_DIGITS)));
+        assert!(!ok("phoneNumber", digits(MIN_PHONE_DIGITS - 1)));
+        let targets = |n: usize, len: usize| {
+            serde_json::json!(vec![
+                serde_json::json!({"channel": "FCM", "target": "t".repeat(len)});
+                n
+            ])
+        };
+        assert!(ok("pushTargets", targets(MAX_PUSH_TARGETS, 1)));
+        assert!(!ok("pushTargets", targets(MAX_PUSH_TARGETS + 1, 1)));
+        assert!(ok("pushTargets", targets(1, MAX_PUSH_TOKEN)));
+        assert!(!ok("pushTargets", targets(1, MAX_PUSH_TOKEN + 1)));
+    }
+
     #[test]
     fn minimal_immediate_request() {
         let r = parms(r#"{"serviceName":"s","phoneNumber":"+1 (555) 010-0000"}"#).unwrap();
         assert!(r.desired_time.is_none());
-        assert_eq!(r.attrs["cbOfferType"], "ASAP");
+        assert_eq!(stored(&r)["cbOfferType"], "ASAP");
     }
 
     #[test]
@@ -481,14 +514,14 @@ mod tests {
             r#"{{"serviceName":"CB_Support","phoneNumber":"+15551234567","cbOfferType":"{default}","language":"en-US"}}"#
         );
         let r = parms(&immediate).unwrap();
-        assert_eq!(r.attrs["cbOfferType"], "ASAP");
-        assert_eq!(r.attrs["cbOfferTypeRaw"], default);
-        assert_eq!(r.attrs["language"], "en-US");
+        assert_eq!(stored(&r)["cbOfferType"], "ASAP");
+        assert_eq!(stored(&r)["cbOfferTypeRaw"], default);
+        assert_eq!(stored(&r)["language"], "en-US");
         let scheduled = format!(
             r#"{{"serviceName":"CB_Support","phoneNumber":"+15551234567","desiredTime":"2030-05-28T15:30:00.000Z","userData":{{"orderId":"A-17","vip":true,"n":3}},"cbOfferType":"{default}","language":"en-US"}}"#
         );
         let r = parms(&scheduled).unwrap();
-        assert_eq!(r.attrs["cbOfferType"], "SCHEDULED");
+        assert_eq!(stored(&r)["cbOfferType"], "SCHEDULED");
         assert_eq!(r.user_data.unwrap().len(), 3);
         // The Java client writes OffsetDateTime with ISO_OFFSET_DATE_TIME (no millis at .000).
         let java = r#"{"serviceName":"s","phoneNumber":"5550100","desiredTime":"2030-05-28T17:30:00+02:00"}"#;
@@ -510,7 +543,7 @@ mod tests {
         .unwrap();
         assert!(r.desired_time.is_none() && r.priority.is_none() && r.user_data.is_none());
         assert_eq!(
-            r.attrs.len(),
+            stored(&r).len(),
             1,
             "only the derived cbOfferType: {:?}",
             r.attrs
@@ -530,7 +563,7 @@ mod tests {
             "2030-01-02T03:04:05.000Z"
         );
         assert_eq!(r.priority, Some(3));
-        assert_eq!(r.attrs["cbOfferType"], "SCHEDULED");
+        assert_eq!(stored(&r)["cbOfferType"], "SCHEDULED");
         assert_eq!(r.user_data.unwrap().len(), 1);
     }
 

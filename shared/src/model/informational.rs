@@ -13,7 +13,9 @@
 //!   and cut to [`MAX_RAW`] bytes, so reports can still see what the app sent;
 //! - numbers and booleans count as text; `null`, arrays and objects count as absent.
 
-use serde_json::{Map, Number, Value};
+use serde_json::{Number, Value};
+
+use super::attrs::CallbackAttrs;
 
 /// The longest kept text, in bytes (cut at a character boundary).
 pub const MAX_RAW: usize = 255;
@@ -95,23 +97,16 @@ fn canonical(s: &str, allowed: &[&'static str]) -> Option<&'static str> {
     allowed.iter().copied().find(|a| a.eq_ignore_ascii_case(s))
 }
 
-/// Stores `value` under `key` when `accept` takes it, else its cleaned text under `<key>Raw`.
+/// Keeps `value` in `field` when `accept` takes it, else its cleaned text in `raw`.
 fn keep_or_raw(
-    attrs: &mut Map<String, Value>,
-    key: &str,
+    (field, raw): (&mut Option<String>, &mut Option<String>),
     value: Option<String>,
     accept: impl Fn(&str) -> Option<String>,
 ) {
     let Some(value) = value else { return };
     match accept(&value) {
-        Some(ok) => {
-            attrs.insert(key.into(), Value::String(ok));
-        }
-        None => {
-            if let Some(raw) = clean(&value) {
-                attrs.insert(format!("{key}Raw"), Value::String(raw));
-            }
-        }
+        Some(ok) => *field = Some(ok),
+        None => *raw = clean(&value),
     }
 }
 
@@ -132,61 +127,54 @@ fn threshold(v: &Value) -> Option<Number> {
 impl Fields {
     /// The attributes to store. `cbOfferType` is always present: the request's when it is a
     /// known offer type, otherwise `SCHEDULED` with a desired time and `ASAP` without.
-    pub fn into_attrs(self, scheduled: bool) -> Map<String, Value> {
-        let mut attrs = Map::new();
+    pub fn into_attrs(self, scheduled: bool) -> CallbackAttrs {
+        let mut a = CallbackAttrs::default();
         keep_or_raw(
-            &mut attrs,
-            "cbOfferType",
+            (&mut a.offer_type, &mut a.offer_type_raw),
             as_text(self.cb_offer_type),
             |s| canonical(s, &OFFER_TYPES).map(str::to_string),
         );
-        if !attrs.contains_key("cbOfferType") {
+        if a.offer_type.is_none() {
             let derived = if scheduled { "SCHEDULED" } else { "ASAP" };
-            attrs.insert("cbOfferType".into(), derived.into());
+            a.offer_type = Some(derived.into());
         }
-        keep_or_raw(&mut attrs, "offerTiming", as_text(self.offer_timing), |s| {
-            canonical(s, &OFFER_TIMINGS).map(str::to_string)
-        });
-        keep_or_raw(&mut attrs, "language", as_text(self.language), |s| {
-            let s = s.trim();
-            valid_language(s).then(|| s.to_string())
-        });
-        for (key, v) in [
-            ("inboundVQ", self.inbound_vq),
-            ("channel", self.channel),
-            ("cbOriginationIxnId", self.cb_origination_ixn_id),
-        ] {
-            if let Some(t) = as_text(v).as_deref().and_then(clean) {
-                attrs.insert(key.into(), Value::String(t));
-            }
-        }
+        keep_or_raw(
+            (&mut a.offer_timing, &mut a.offer_timing_raw),
+            as_text(self.offer_timing),
+            |s| canonical(s, &OFFER_TIMINGS).map(str::to_string),
+        );
+        keep_or_raw(
+            (&mut a.language, &mut a.language_raw),
+            as_text(self.language),
+            |s| valid_language(s.trim()).then(|| s.trim().to_string()),
+        );
+        a.inbound_vq = as_text(self.inbound_vq).as_deref().and_then(clean);
+        a.channel = as_text(self.channel).as_deref().and_then(clean);
+        a.origination_ixn_id = as_text(self.cb_origination_ixn_id)
+            .as_deref()
+            .and_then(clean);
         if let Some(v) = self.offer_threshold.filter(|v| !v.is_null()) {
             match threshold(&v) {
-                Some(n) => {
-                    attrs.insert("offerThreshold".into(), Value::Number(n));
-                }
-                None => {
-                    if let Some(raw) = as_text(Some(v)).as_deref().and_then(clean) {
-                        attrs.insert("offerThresholdRaw".into(), Value::String(raw));
-                    }
-                }
+                Some(n) => a.offer_threshold = Some(n),
+                None => a.offer_threshold_raw = as_text(Some(v)).as_deref().and_then(clean),
             }
         }
-        attrs
+        a
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{Map, json};
 
     /// The sentence the JS (9.0.84) and Java clients send as `cbOfferType` by default.
     const CLIENT_DEFAULT: &str = "ASAP if the request does not include the desiredTime parameter and SCHEDULED if the request includes the desiredTime parameter.";
 
+    /// The attributes as stored (`callbacks.attrs`).
     fn attrs(v: Value, scheduled: bool) -> Map<String, Value> {
         let get = |k: &str| v.get(k).cloned();
-        Fields {
+        let typed = Fields {
             cb_offer_type: get("cbOfferType"),
             language: get("language"),
             inbound_vq: get("inboundVQ"),
@@ -195,7 +183,11 @@ mod tests {
             offer_timing: get("offerTiming"),
             cb_origination_ixn_id: get("cbOriginationIxnId"),
         }
-        .into_attrs(scheduled)
+        .into_attrs(scheduled);
+        match typed.to_json() {
+            Some(Value::Object(m)) => m,
+            _ => Map::new(),
+        }
     }
 
     #[test]

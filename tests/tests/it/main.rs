@@ -14,6 +14,7 @@ mod booking;
 mod bounded;
 mod callbacks;
 mod clients;
+mod create_pipeline;
 mod dispatch_settle;
 mod ewt;
 mod fixtures;

@@ -19,16 +19,20 @@ use std::{
 
 use deadpool_postgres::GenericClient;
 use shared::{
-    Error, db,
-    error::Result,
+    db::{self, callbacks::NewCallback},
+    error::{Error, Result},
     http::AppState,
     metrics,
-    model::ServiceSettings,
     phone::{self, CompiledRule},
-    redis::throttle::{self, Limits, ThrottleKeys, Verdict},
+    redis::{
+        RedisConn,
+        throttle::{self, Limits, Rejection, ThrottleKeys, Verdict},
+    },
     telemetry::mask_phone,
 };
 use uuid::Uuid;
+
+use super::Ctx;
 
 /// A phone number that passed the service's number rule.
 #[derive(Debug, Clone)]
@@ -43,14 +47,12 @@ pub struct Number {
 /// Checks the number against the service's number rule (400 when refused) and normalises it.
 pub async fn check_number(
     client: &impl GenericClient,
-    tenant: &str,
-    service: &str,
-    settings: &ServiceSettings,
+    ctx: &Ctx,
     phone_number: &str,
 ) -> Result<Number> {
-    let rule = match &settings.number_rule {
+    let rule = match &ctx.settings().number_rule {
         None => None,
-        Some(name) => Some(number_rule(client, tenant, service, name).await?),
+        Some(name) => Some(number_rule(client, &ctx.tenant, ctx.name(), name).await?),
     };
     let checked = phone::check(phone_number, rule.as_deref())?;
     let key = phone::number_key(checked.e164.as_deref(), phone_number);
@@ -85,133 +87,91 @@ impl Reservation {
     }
 }
 
-/// Checks every create-time limit of the service and reserves quota for callback `id` (429
-/// when a limit is reached). Redis failing: no reservation, the create goes ahead (fail open).
-#[allow(
-    clippy::too_many_arguments,
-    reason = "the create handler's values, passed as they are"
-)]
+/// Checks every create-time limit of the service and reserves quota for `cb` (a limit
+/// reached is [`Error::LimitReached`]). Redis failing: no reservation, the create goes ahead
+/// (fail open). PostgreSQL failing while re-seeding fails the create.
 pub async fn reserve(
-    state: &AppState,
+    ctx: &Ctx,
     client: &impl GenericClient,
-    tenant: &str,
-    service: &str,
-    settings: &ServiceSettings,
     number: &Number,
-    immediate: bool,
-    id: Uuid,
+    cb: &NewCallback,
 ) -> Result<Reservation> {
-    let tk = ThrottleKeys::new(&state.keys, tenant, service);
-    let limits = Limits::of(settings, immediate);
-    match run_script(
-        state,
-        client,
-        tenant,
-        service,
-        &tk,
-        id,
-        &number.key,
-        &limits,
-    )
-    .await
-    {
-        Ok(()) => Ok(Reservation(Some((tk, id)))),
-        Err(Fail::Api(e)) => Err(e),
-        Err(Fail::Redis(e)) => {
-            ::metrics::counter!(metrics::THROTTLE_FAIL_OPEN, "tenant" => tenant.to_string())
-                .increment(1);
-            tracing::warn!(error = %e, service, "throttle unavailable: create admitted without limits (fail open)");
-            Ok(Reservation(None))
-        }
-    }
-}
-
-enum Fail {
-    Api(Error),
-    Redis(redis::RedisError),
-}
-
-impl From<Error> for Fail {
-    fn from(e: Error) -> Self {
-        Self::Api(e)
-    }
-}
-
-impl From<redis::RedisError> for Fail {
-    fn from(e: redis::RedisError) -> Self {
-        Self::Redis(e)
-    }
-}
-
-/// Runs the check-and-count script (re-seeding first when it asks); `Ok` = reserved.
-#[allow(
-    clippy::too_many_arguments,
-    reason = "one call site; a struct would only rename them"
-)]
-async fn run_script(
-    state: &AppState,
-    client: &impl GenericClient,
-    tenant: &str,
-    service: &str,
-    tk: &ThrottleKeys,
-    id: Uuid,
-    number: &str,
-    limits: &Limits,
-) -> Result<(), Fail> {
-    let mut conn = state.redis.conn().await?;
+    let tk = ThrottleKeys::new(&ctx.state.keys, &ctx.tenant, ctx.name());
+    let limits = Limits::of(ctx.settings(), cb.admission.is_immediate());
+    let mut conn = match ctx.state.redis.conn().await {
+        Ok(conn) => conn,
+        Err(e) => return Ok(fail_open(ctx, e)),
+    };
+    // At most one re-seed: asked twice in a row, the state vanished meanwhile.
     for _ in 0..2 {
-        match throttle::check_and_count(&mut conn, tk, id, number, limits).await? {
-            Verdict::Admitted => return Ok(()),
-            Verdict::Rejected(r) => {
-                ::metrics::counter!(r.limit.counter(), "tenant" => tenant.to_string(),
-                    "limit" => r.limit.name())
-                .increment(1);
-                tracing::info!(service, limit = r.limit.name(), number = %mask_phone(number), "create throttled");
-                let retry_after_s = r.frees_at.map(|t| {
-                    let s = t
-                        .duration_since(jiff::Timestamp::now())
-                        .as_secs_f64()
-                        .ceil();
-                    s.max(1.0) as u64
-                });
-                return Err(Error::LimitReached {
-                    message: r.message(service),
-                    data: None,
-                    retry_after_s,
+        match throttle::check_and_count(&mut conn, &tk, cb.id, &number.key, &limits).await {
+            Err(e) => return Ok(fail_open(ctx, e)),
+            Ok(Verdict::Admitted) => return Ok(Reservation(Some((tk, cb.id)))),
+            Ok(Verdict::Rejected(r)) => return Err(rejected(ctx, &number.key, &r)),
+            Ok(Verdict::NeedsSeed) => {
+                if let Err(e) = seed(ctx, client, &mut conn, &tk, &limits).await? {
+                    return Ok(fail_open(ctx, e));
                 }
-                .into());
-            }
-            Verdict::NeedsSeed => {
-                let active = db::throttle::active(client, tenant, service).await?;
-                let horizon = throttle::recent_horizon_s(limits);
-                let recent = db::throttle::recent(client, tenant, service, horizon).await?;
-                if active.len() as i64 >= db::throttle::SEED_ROW_CAP
-                    || recent.len() as i64 >= db::throttle::SEED_ROW_CAP
-                {
-                    tracing::warn!(
-                        service,
-                        "throttle seed capped at {} rows",
-                        db::throttle::SEED_ROW_CAP
-                    );
-                }
-                let held = throttle::seed(
-                    &mut conn,
-                    tk,
-                    limits,
-                    &active,
-                    &recent,
-                    state.cfg.redis.throttle_reseed_seconds,
-                )
-                .await?;
-                tracing::debug!(service, active = held, "throttle state re-seeded");
             }
         }
     }
-    // Asked to seed twice in a row: only possible if the state vanished meanwhile.
-    Err(Fail::Redis(redis::RedisError::from((
-        redis::ErrorKind::Client,
+    let vanished = ::redis::RedisError::from((
+        ::redis::ErrorKind::Client,
         "throttle state did not stay seeded",
-    ))))
+    ));
+    Ok(fail_open(ctx, vanished))
+}
+
+/// Re-seeds the throttle state from PostgreSQL. Outer error: PostgreSQL failed (the create
+/// fails); inner: Redis failed (the create goes ahead without limits).
+async fn seed(
+    ctx: &Ctx,
+    client: &impl GenericClient,
+    conn: &mut RedisConn,
+    tk: &ThrottleKeys,
+    limits: &Limits,
+) -> Result<::redis::RedisResult<()>> {
+    let (tenant, service) = (&*ctx.tenant, ctx.name());
+    let active = db::throttle::active(client, tenant, service).await?;
+    let horizon = throttle::recent_horizon_s(limits);
+    let recent = db::throttle::recent(client, tenant, service, horizon).await?;
+    let cap = db::throttle::SEED_ROW_CAP;
+    if active.len() as i64 >= cap || recent.len() as i64 >= cap {
+        tracing::warn!(service, "throttle seed capped at {cap} rows");
+    }
+    let reseed_s = ctx.state.cfg.redis.throttle_reseed_seconds;
+    let seeded = throttle::seed(conn, tk, limits, &active, &recent, reseed_s).await;
+    Ok(seeded.map(|held| tracing::debug!(service, active = held, "throttle state re-seeded")))
+}
+
+/// Redis unavailable: the create is admitted without limits (counted and logged).
+fn fail_open(ctx: &Ctx, e: ::redis::RedisError) -> Reservation {
+    ::metrics::counter!(metrics::THROTTLE_FAIL_OPEN, "tenant" => ctx.tenant.to_string())
+        .increment(1);
+    let service = ctx.name();
+    tracing::warn!(error = %e, service, "throttle unavailable: create admitted without limits (fail open)");
+    Reservation(None)
+}
+
+/// A limit refused the create: counted, logged (number masked), answered with when it frees.
+fn rejected(ctx: &Ctx, number: &str, r: &Rejection) -> Error {
+    let service = ctx.name();
+    ::metrics::counter!(r.limit.counter(), "tenant" => ctx.tenant.to_string(),
+        "limit" => r.limit.name())
+    .increment(1);
+    tracing::info!(service, limit = r.limit.name(), number = %mask_phone(number), "create throttled");
+    let retry_after_s = r.frees_at.map(|t| {
+        let s = t
+            .duration_since(jiff::Timestamp::now())
+            .as_secs_f64()
+            .ceil();
+        s.max(1.0) as u64
+    });
+    Error::LimitReached {
+        message: r.message(service),
+        data: None,
+        retry_after_s,
+    }
 }
 
 /// Compiled rules by (tenant, name), with the version they were compiled from.
@@ -243,8 +203,7 @@ async fn number_rule(
     // Stored rules were validated at PUT; a failure here means the stored JSON was edited.
     let compiled = Arc::new(stored.body.compile().map_err(|e| {
         Error::internal(anyhow::anyhow!(
-            "stored number rule {name} does not compile: {}",
-            e
+            "stored number rule {name} does not compile: {e}"
         ))
     })?);
     let mut cache = RULES.lock().map_err(poisoned)?;

@@ -1,0 +1,64 @@
+//! The one store operation of create: commit the callback, index what was committed, answer
+//! its id. Plain creates share a commit through the group-commit batcher
+//! (`shared::db::batch`), which indexes the rows it commits; slot claims and Idempotency-Key
+//! creates run a transaction of their own ([`super::commit`]), which indexes what it
+//! committed the same way before it answers. Either way the create-time limits are reserved
+//! just before the insert and given back when it does not happen ([`super::limits`]).
+
+use deadpool_postgres::Object;
+use shared::{db::callbacks::NewCallback, error::Result, http::envelope, metrics, model::SlotPlan};
+use uuid::Uuid;
+
+use super::{Ctx, Keyed, commit, limits, limits::Number};
+
+/// What the store needs besides the context.
+#[derive(Debug)]
+pub struct Write {
+    /// The callback to insert.
+    pub cb: NewCallback,
+    /// The request's Idempotency-Key, if any.
+    pub keyed: Option<Keyed>,
+    /// The checked phone number (the limits key on it).
+    pub number: Number,
+    /// The service's slot plan, when the admission read it (alternatives to a full slot).
+    pub plan: Option<SlotPlan>,
+}
+
+/// Stores `w.cb` (committed and indexed when this returns `Ok`); returns its id, or the
+/// earlier callback's id when the Idempotency-Key replays a request. `client` is given back to
+/// the pool before a batched insert (the batcher draws from the same pool).
+pub async fn write(ctx: &Ctx, client: Object, w: Write) -> Result<Uuid> {
+    if w.keyed.is_some() || w.cb.admission.slot().is_some() {
+        let ctx = ctx.clone();
+        return commit::run(client, commit::Job { ctx, w }).await;
+    }
+    let id = w.cb.id;
+    batched(ctx, client, w).await.map(|()| id)
+}
+
+/// A plain create through the group-commit batcher.
+async fn batched(ctx: &Ctx, client: Object, w: Write) -> Result<()> {
+    let reservation = limits::reserve(ctx, &client, &w.number, &w.cb).await?;
+    drop(client);
+    envelope::committing();
+    let inserted = ctx
+        .state
+        .inserts
+        .insert(w.cb, envelope::commit_deadline())
+        .await;
+    match inserted {
+        Ok(()) => created(ctx),
+        Err(_) => {
+            // Off the request's path: the answer is due now (a 503 at the deadline).
+            let state = ctx.state.clone();
+            tokio::spawn(async move { reservation.give_back(&state).await });
+        }
+    }
+    inserted
+}
+
+/// Counts a created callback.
+pub fn created(ctx: &Ctx) {
+    ::metrics::counter!(metrics::CALLBACKS_CREATED, "tenant" => ctx.tenant.to_string())
+        .increment(1);
+}
