@@ -102,31 +102,53 @@ async fn request_context(
     let started = Instant::now();
     let span =
         tracing::info_span!("request", corrId = %ctx.corr_id, route = %path, method = %method);
-    let run = CTX.scope(ctx.clone(), {
-        let ctx = ctx.clone();
-        async move {
-            let handler = next.run(req);
-            tokio::pin!(handler);
-            match tokio::time::timeout(timeout, &mut handler).await {
+    let run = CTX.scope(ctx.clone(), bounded(ctx.clone(), timeout, next.run(req)));
+    let resp = tracing::Instrument::instrument(run, span.clone()).await;
+    observe(
+        &ctx,
+        &errors,
+        &span,
+        &path,
+        &method,
+        started.elapsed(),
+        &resp,
+    );
+    resp
+}
+
+/// Runs the handler within the request's time; a write that may be committing gets its grace:
+/// the handler gives the write up at its commit deadline and answers; past the margin the
+/// handler is dropped, which gives its write up too (see `envelope::committing`).
+async fn bounded(
+    ctx: Arc<RequestCtx>,
+    timeout: Duration,
+    handler: impl Future<Output = Response>,
+) -> Response {
+    tokio::pin!(handler);
+    match tokio::time::timeout(timeout, &mut handler).await {
+        Ok(resp) => resp,
+        Err(_) if ctx.committing.load(Ordering::Acquire) => {
+            tracing::warn!("request past its timeout while committing; waiting for the outcome");
+            match tokio::time::timeout(ANSWER_MARGIN, &mut handler).await {
                 Ok(resp) => resp,
-                // A write that may be committing gets its grace: the handler gives the write
-                // up at its commit deadline and answers; past the margin the handler is
-                // dropped, which gives its write up too (see `envelope::committing`).
-                Err(_) if ctx.committing.load(Ordering::Acquire) => {
-                    tracing::warn!(
-                        "request past its timeout while committing; waiting for the outcome"
-                    );
-                    match tokio::time::timeout(ANSWER_MARGIN, &mut handler).await {
-                        Ok(resp) => resp,
-                        Err(_) => ApiError::unavailable("request timed out").into_response(),
-                    }
-                }
                 Err(_) => ApiError::unavailable("request timed out").into_response(),
             }
         }
-    });
-    let resp = tracing::Instrument::instrument(run, span.clone()).await;
-    let elapsed = started.elapsed();
+        Err(_) => ApiError::unavailable("request timed out").into_response(),
+    }
+}
+
+/// After the answer: request metrics (route templates only), the failed-call record of a
+/// known tenant, and the access log line.
+fn observe(
+    ctx: &RequestCtx,
+    errors: &ErrorSink,
+    span: &tracing::Span,
+    path: &str,
+    method: &Method,
+    elapsed: Duration,
+    resp: &Response,
+) {
     let code = resp.status().as_u16();
     let tenant = ctx
         .tenant
@@ -137,7 +159,7 @@ async fn request_context(
     let path_label = if path.starts_with("/ges/") && !path.starts_with("/ges/v1/health") {
         "Private API Endpoint".to_string()
     } else {
-        path.clone()
+        path.to_string()
     };
     ::metrics::counter!(metrics::HTTP_REQUESTS, "tenant" => tenant.clone(), "path" => path_label.clone())
         .increment(1);
@@ -156,7 +178,7 @@ async fn request_context(
             corr_id,
             tenant: tenant.clone(),
             method: method.to_string(),
-            route: path.clone(),
+            route: path.to_string(),
             status: i16::try_from(code).unwrap_or(i16::MAX),
             message: resp
                 .extensions()
@@ -169,7 +191,6 @@ async fn request_context(
     span.in_scope(|| {
         tracing::info!(tenant = %tenant, status = code, latency_ms = elapsed.as_secs_f64() * 1e3, "request");
     });
-    resp
 }
 
 /// Rejects a declared body size over the limit before reading it.
