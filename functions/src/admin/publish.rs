@@ -3,7 +3,8 @@
 //! docs/decisions.md#service-settings). All rows are validated first; then one transaction
 //! creates, versions, keeps or disables services (`shared::db::publish`,
 //! docs/decisions.md#designer-publish). A bad row answers 400 naming its index, name and column,
-//! and nothing changes.
+//! and nothing changes. The services it created, changed or disabled are forgotten by this
+//! process's cache, so the next create, availability or open-for sees them.
 
 use axum::{Router, extract::State, routing::post};
 use serde_json::Value;
@@ -36,5 +37,11 @@ async fn handler(
         disabled = report.disabled.len(),
         "CALLBACK_SETTINGS published"
     );
+    // Availability and open-for read services through the cache (they read them uncached
+    // before issue 13): forget every service the publish created, changed or disabled.
+    let changed = [&report.created, &report.updated, &report.disabled];
+    for name in changed.into_iter().flatten() {
+        state.cache.forget_service(&ccid, name).await;
+    }
     Ok(Envelope::ok(report))
 }
