@@ -10,6 +10,7 @@ mod admin;
 mod admin_errors;
 mod admin_objects;
 mod attack_cache;
+mod attack_nul;
 mod availability;
 mod booking;
 mod bounded;
