@@ -9,6 +9,7 @@
 mod admin;
 mod admin_errors;
 mod admin_objects;
+mod attack_attrs;
 mod attack_cache;
 mod attack_nul;
 mod availability;
