@@ -12,6 +12,7 @@ mod admin_objects;
 mod attack_attrs;
 mod attack_cache;
 mod attack_nul;
+mod attack_specs;
 mod availability;
 mod booking;
 mod bounded;
