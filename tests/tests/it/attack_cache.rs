@@ -53,3 +53,38 @@ async fn availability_refuses_a_service_disabled_by_publish_at_once() {
     assert_eq!(code, 400, "disabled service still offered: {body}");
     assert_eq!(body["status"]["message"], "service sales is disabled");
 }
+
+/// A publish that points a service at other business hours reaches open-for at once.
+#[tokio::test]
+async fn open_for_follows_business_hours_changed_by_publish_at_once() {
+    let env = TestEnv::new().with("CACHE_TTL_MS", "600000");
+    let (_env, e, key) = harness::serve_tenant(env, "acme").await;
+    let all_day = json!([["00:00", "24:00"]]);
+    let open = json!({"timezone": "UTC", "weekly": {"mon": all_day, "tue": all_day,
+        "wed": all_day, "thu": all_day, "fri": all_day, "sat": all_day, "sun": all_day}});
+    for (name, spec) in [("closed", json!({"timezone": "UTC"})), ("open", open)] {
+        let path = format!("/ges/v1/tenants/acme/business-hours/{name}");
+        let (code, body) = e.admin(reqwest::Method::PUT, &path, Some(spec)).await;
+        assert!(code == 200 || code == 201, "{body}");
+    }
+    e.service("acme", "care", json!({"business_hours": "closed"}))
+        .await;
+    assert_eq!(open_for(&e, &key).await, 0);
+    let (code, body) = e
+        .admin_post(
+            "/ges/v1/tenants/acme/callback-settings",
+            json!([{"name": "care", "business_hours": "open"}]),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        open_for(&e, &key).await > 0,
+        "open-for still reads the old business hours"
+    );
+}
+
+async fn open_for(e: &harness::Engage, key: &str) -> i64 {
+    let (code, body) = e.get(key, "/engagement/v3/callbacks/open-for/care").await;
+    assert_eq!(code, 200, "{body}");
+    body["data"]["openFor"].as_i64().unwrap_or(-1)
+}
