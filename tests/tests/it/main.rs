@@ -13,6 +13,7 @@ mod attack_attrs;
 mod attack_cache;
 mod attack_nul;
 mod attack_specs;
+mod attack_tenants;
 mod availability;
 mod booking;
 mod bounded;
