@@ -86,11 +86,31 @@ pub(crate) fn parse_spec<T: DeserializeOwned>(what: &str, value: &Value) -> Resu
     }
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
-        match path.as_str() {
-            "." => Error::invalid(e.inner().to_string()),
-            _ => bad(&path, e.inner()),
+        let inner = e.inner().to_string();
+        match (path.as_str(), type_hint(&path)) {
+            (".", _) => Error::invalid(inner),
+            (_, Some(hint)) if inner.starts_with("invalid type") => bad(&path, hint),
+            _ => bad(&path, inner),
         }
     })
+}
+
+/// What a field must look like, said instead of serde's "invalid type: …, expected …" when a
+/// field of a business-hours or capacity spec has the wrong JSON type.
+fn type_hint(path: &str) -> Option<&'static str> {
+    let leaf = path.rsplit('.').next().unwrap_or(path);
+    match leaf {
+        "timezone" => Some("must be an IANA time zone such as Europe/Paris"),
+        "weekly" => Some("must be an object keyed by mon … sun"),
+        "exceptions" => Some("must be a list"),
+        "date" => Some("must be a date YYYY-MM-DD"),
+        "slot_minutes" => Some("must be 15, 30 or 60"),
+        "open" => Some("must be a list of [\"HH:MM\",\"HH:MM\"] ranges"),
+        _ if path.starts_with("weekly.") && !path.contains('[') => {
+            Some("must be a list of [\"HH:MM\",\"HH:MM\"] ranges")
+        }
+        _ => None,
+    }
 }
 
 /// A `["HH:MM","HH:MM"]` pair as sent.
@@ -668,5 +688,25 @@ mod tests {
         let h = paris(json!({"sun":[["00:00","04:00"]]}));
         assert_eq!(h.open_for(ts("2026-03-28T23:00:00Z")).as_secs(), 3 * 3600);
         assert_eq!(h.open_for(ts("2026-10-24T22:00:00Z")).as_secs(), 5 * 3600);
+    }
+
+    #[test]
+    fn wrong_json_types_say_what_the_field_must_be() {
+        let msg = |v: Value| match BusinessHours::parse(&v) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("accepted {v}"),
+        };
+        assert_eq!(
+            msg(serde_json::json!({"timezone": 5, "weekly": {}})),
+            "timezone: must be an IANA time zone such as Europe/Paris"
+        );
+        assert_eq!(
+            msg(serde_json::json!({"timezone": "UTC", "weekly": {"mon": "09:00-17:00"}})),
+            "weekly.mon: must be a list of [\"HH:MM\",\"HH:MM\"] ranges"
+        );
+        assert_eq!(
+            msg(serde_json::json!({"timezone": "UTC", "weekly": []})),
+            "weekly: must be an object keyed by mon … sun"
+        );
     }
 }

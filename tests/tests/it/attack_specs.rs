@@ -1,7 +1,7 @@
 //! Attack on issue 13's serde parsing of business hours and capacity rules: each bad spec
 //! answers 400 with a message naming the field to fix (the paths the hand-written walkers of
-//! d77e8d8 named). Some wordings changed with serde (type mismatches now read "invalid type: …,
-//! expected …" where d77e8d8 said e.g. "must be a list"); the status and the field path did not.
+//! d77e8d8 named). A field of the wrong JSON type says what it must be, as d77e8d8 did
+//! (`model::hours::type_hint`); deeper type mismatches read serde's "invalid type: …, expected …".
 
 use harness::TestEnv;
 use serde_json::{Value, json};
