@@ -399,8 +399,11 @@ async fn queue_status_withdraws_immediate_offer_before_closing() {
     assert_eq!(qs["offerImmediateCallback"], true, "{qs}");
 
     // 60 more: 70 × 4 s = 280 s, past closing (at most 240 s away): no immediate offer.
+    // Every one in the view (the last create to answer is not the last the worker queues).
     let more = engage.create_immediate(&key, "care", 60, 100).await;
-    wait_in_view(&engage, &key, more.last().unwrap()).await;
+    for id in &more {
+        wait_in_view(&engage, &key, id).await;
+    }
     let (code, open) = engage
         .get(&key, "/engagement/v3/callbacks/open-for/care")
         .await;
