@@ -377,11 +377,26 @@ pub async fn wait_ready(http: &reqwest::Client, url: &str, proc: &Proc) {
 
 impl Engage {
     /// Starts `engage serve` (plus `extra_args`) on free ports and waits until it is ready.
+    /// A free port can be taken by another test between `free_port` and the bind; the
+    /// readiness answer may then come from that test's server while this one has exited, so a
+    /// start counts only when this process still runs and its external port answers too
+    /// (otherwise it is retried on new ports).
     pub async fn start(env: &TestEnv, extra_args: &[&str]) -> Self {
+        for _ in 0..2 {
+            if let Some(engage) = Self::try_start(env, extra_args).await {
+                return engage;
+            }
+        }
+        Self::try_start(env, extra_args)
+            .await
+            .expect("engage serve started three times on ports another process took")
+    }
+
+    async fn try_start(env: &TestEnv, extra_args: &[&str]) -> Option<Self> {
         let (internal, external) = (free_port(), free_port());
         let mut args = vec!["serve"];
         args.extend_from_slice(extra_args);
-        let proc = Proc::spawn(
+        let mut proc = Proc::spawn(
             env,
             "engage",
             &args,
@@ -402,12 +417,18 @@ impl Engage {
         let internal = format!("http://127.0.0.1:{internal}");
         let external = format!("http://127.0.0.1:{external}");
         wait_ready(&http, &format!("{internal}/ges/v1/health/ready"), &proc).await;
-        Self {
+        let own = matches!(proc.child.try_wait(), Ok(None))
+            && http
+                .get(format!("{external}/engagement/v3/openapi.json"))
+                .send()
+                .await
+                .is_ok();
+        own.then_some(Self {
             proc,
             internal,
             external,
             http,
-        }
+        })
     }
 
     /// An admin request on the internal port.
