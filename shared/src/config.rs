@@ -180,6 +180,10 @@ pub struct HttpConfig {
     /// answers within it plus 2 s (docs/bounded-answers.md).
     #[serde(default = "defaults::request_timeout_ms")]
     pub request_timeout_ms: u64,
+    /// `HEADER_READ_TIMEOUT_MS`: how long a connection may take to send a request's head, and
+    /// how long an idle keep-alive connection is kept (default 10,000; docs/http-limits.md).
+    #[serde(default = "defaults::header_read_timeout_ms")]
+    pub header_read_timeout_ms: u64,
     /// How long after SIGTERM in-flight requests may still finish.
     #[serde(default = "defaults::shutdown_grace_ms")]
     pub shutdown_grace_ms: u64,
@@ -364,6 +368,9 @@ mod defaults {
     pub(super) fn request_timeout_ms() -> u64 {
         15_000
     }
+    pub(super) fn header_read_timeout_ms() -> u64 {
+        10_000
+    }
     pub(super) fn shutdown_grace_ms() -> u64 {
         10_000
     }
@@ -520,6 +527,9 @@ impl Config {
         }
         if self.http.external_body_limit == 0 || self.http.internal_body_limit == 0 {
             return bad("EXTERNAL_BODY_LIMIT and INTERNAL_BODY_LIMIT must be positive".into());
+        }
+        if !(100..=600_000).contains(&self.http.header_read_timeout_ms) {
+            return bad("HEADER_READ_TIMEOUT_MS must be between 100 and 600000".into());
         }
         if self.http.api_key_rate_per_second > 0 && self.http.api_key_burst == 0 {
             return bad(
