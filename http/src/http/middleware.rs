@@ -8,13 +8,15 @@ use std::{
     num::NonZeroU32,
     sync::{
         Arc,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
+    task::Poll,
     time::{Duration, Instant},
 };
 
 use axum::{
     Router,
+    body::{Body, HttpBody},
     extract::{DefaultBodyLimit, MatchedPath, Request},
     http::{Method, Uri, header},
     middleware::{self, Next},
@@ -102,7 +104,11 @@ async fn request_context(
     let started = Instant::now();
     let span =
         tracing::info_span!("request", corrId = %ctx.corr_id, route = %path, method = %method);
-    let run = CTX.scope(ctx.clone(), bounded(ctx.clone(), timeout, next.run(req)));
+    let (req, received) = track_body(req);
+    let run = CTX.scope(
+        ctx.clone(),
+        bounded(ctx.clone(), timeout, received, next.run(req)),
+    );
     let resp = tracing::Instrument::instrument(run, span.clone()).await;
     observe(
         &ctx,
@@ -122,6 +128,7 @@ async fn request_context(
 async fn bounded(
     ctx: Arc<RequestCtx>,
     timeout: Duration,
+    received: Arc<AtomicBool>,
     handler: impl Future<Output = Response>,
 ) -> Response {
     tokio::pin!(handler);
@@ -134,8 +141,32 @@ async fn bounded(
                 Err(_) => ApiError::unavailable("request timed out").into_response(),
             }
         }
+        // The client was still sending: its fault, and nothing was read (docs/http-limits.md).
+        Err(_) if !received.load(Ordering::Acquire) => ApiError::RequestTimeout(format!(
+            "the request body did not arrive within {} ms",
+            timeout.as_millis()
+        ))
+        .into_response(),
         Err(_) => ApiError::unavailable("request timed out").into_response(),
     }
+}
+
+/// Wraps the request body so that the deadline can tell a client still sending its body
+/// (408) from a slow answer (503): the flag is set once the body has been read to its end
+/// (at once for a request without a body).
+fn track_body(req: Request) -> (Request, Arc<AtomicBool>) {
+    let received = Arc::new(AtomicBool::new(req.body().is_end_stream()));
+    if received.load(Ordering::Relaxed) {
+        return (req, received);
+    }
+    let flag = received.clone();
+    let end = futures::stream::poll_fn(move |_| {
+        flag.store(true, Ordering::Release);
+        Poll::Ready(None::<Result<bytes::Bytes, axum::Error>>)
+    });
+    let (parts, body) = req.into_parts();
+    let body = Body::from_stream(futures::StreamExt::chain(body.into_data_stream(), end));
+    (Request::from_parts(parts, body), received)
 }
 
 /// After the answer: request metrics (route templates only), the failed-call record of a
