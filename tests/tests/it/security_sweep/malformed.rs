@@ -246,6 +246,10 @@ async fn bad_framing_is_refused_and_stores_nothing() {
     );
     let stored = env.count("SELECT count(*) FROM callbacks").await;
     assert!(stored <= 1, "{stored} callbacks from one smuggling attempt");
+    chunked_over_limit(&env, &addr, &key, stored).await;
+}
+
+async fn chunked_over_limit(env: &TestEnv, addr: &str, key: &str, stored: i64) {
     // A chunked body over the 500 KiB limit: 413 in the envelope, nothing stored.
     let big = format!(
         r#"{{"serviceName":"s","phoneNumber":"+12025550102","userData":{{"x":"{}"}}}}"#,
@@ -389,6 +393,11 @@ async fn bad_bytes_in_paths_queries_and_headers_answer_400() {
         let a = exchange(&addr, get(target, &[h.clone(), k.clone()])).await;
         check(what, &a, &[400], Shape::Envelope);
     }
+    bare_refusals(&addr, &h).await;
+}
+
+/// Heads hyper refuses before a request exists: 400 without a body.
+async fn bare_refusals(addr: &str, h: &str) {
     let raw: Vec<(&str, Vec<u8>)> = vec![
         ("a raw 0xFF in the path", [b"GET /engagement/v3/openapi.json\xff HTTP/1.1\r\n".as_slice(), b"connection: close\r\n\r\n"].concat()),
         ("a raw NUL in the path", b"GET /engagement/v3/openapi\x00.json HTTP/1.1\r\nconnection: close\r\n\r\n".to_vec()),
@@ -449,11 +458,20 @@ async fn odd_targets_and_hosts_never_reach_internal_routes() {
         let message = a.body["status"]["message"].as_str().unwrap_or("");
         assert!(message.starts_with("no such route"), "{target}: {}", a.raw);
     }
+    served_oddities(&addr, internal, &h).await;
+}
+
+/// Odd but harmless targets and `Host` headers: served or refused, never a 5xx.
+async fn served_oddities(addr: &str, internal: &str, h: &str) {
+    let h = h.to_string();
     let doc = "/engagement/v3/openapi.json";
     let served: Vec<(&str, Vec<u8>)> = vec![
         (
             "an absolute-form target",
-            get(&format!("http://evil.example{doc}"), &[h.clone()]),
+            get(
+                &format!("http://evil.example{doc}"),
+                std::slice::from_ref(&h),
+            ),
         ),
         ("no Host", get(doc, &[])),
         (
