@@ -181,7 +181,7 @@ pub struct HttpConfig {
     #[serde(default = "defaults::request_timeout_ms")]
     pub request_timeout_ms: u64,
     /// `HEADER_READ_TIMEOUT_MS`: how long a connection may take to send a request's head, and
-    /// how long an idle keep-alive connection is kept (default 10,000; docs/http-limits.md).
+    /// how long an idle keep-alive connection is kept (default 10,000; docs/http-server.md).
     #[serde(default = "defaults::header_read_timeout_ms")]
     pub header_read_timeout_ms: u64,
     /// How long after SIGTERM in-flight requests may still finish.

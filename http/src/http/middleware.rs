@@ -10,7 +10,6 @@ use std::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
-    task::Poll,
     time::{Duration, Instant},
 };
 
@@ -104,10 +103,10 @@ async fn request_context(
     let started = Instant::now();
     let span =
         tracing::info_span!("request", corrId = %ctx.corr_id, route = %path, method = %method);
-    let (req, received) = track_body(req);
+    let (req, awaiting_client) = track_body(req);
     let run = CTX.scope(
         ctx.clone(),
-        bounded(ctx.clone(), timeout, received, next.run(req)),
+        bounded(ctx.clone(), timeout, awaiting_client, next.run(req)),
     );
     let resp = tracing::Instrument::instrument(run, span.clone()).await;
     observe(
@@ -128,7 +127,7 @@ async fn request_context(
 async fn bounded(
     ctx: Arc<RequestCtx>,
     timeout: Duration,
-    received: Arc<AtomicBool>,
+    awaiting_client: Arc<AtomicBool>,
     handler: impl Future<Output = Response>,
 ) -> Response {
     tokio::pin!(handler);
@@ -141,8 +140,9 @@ async fn bounded(
                 Err(_) => ApiError::unavailable("request timed out").into_response(),
             }
         }
-        // The client was still sending: its fault, and nothing was read (docs/http-limits.md).
-        Err(_) if !received.load(Ordering::Acquire) => ApiError::RequestTimeout(format!(
+        // The handler waits for a body the client is still sending: the client's delay, and
+        // nothing was done with the request yet (docs/http-server.md#header-read-timeout).
+        Err(_) if awaiting_client.load(Ordering::Acquire) => ApiError::RequestTimeout(format!(
             "the request body did not arrive within {} ms",
             timeout.as_millis()
         ))
@@ -151,22 +151,27 @@ async fn bounded(
     }
 }
 
-/// Wraps the request body so that the deadline can tell a client still sending its body
-/// (408) from a slow answer (503): the flag is set once the body has been read to its end
-/// (at once for a request without a body).
+/// Wraps the request body so that the deadline can tell a handler waiting for the client's
+/// body (408) from a slow answer (503): the flag is up while the last read of the body is
+/// pending on the client. A body the handler has not started reading (e.g. still checking the
+/// API key) counts as the server's delay.
 fn track_body(req: Request) -> (Request, Arc<AtomicBool>) {
-    let received = Arc::new(AtomicBool::new(req.body().is_end_stream()));
-    if received.load(Ordering::Relaxed) {
-        return (req, received);
+    let awaiting_client = Arc::new(AtomicBool::new(false));
+    if req.body().is_end_stream() {
+        return (req, awaiting_client);
     }
-    let flag = received.clone();
-    let end = futures::stream::poll_fn(move |_| {
-        flag.store(true, Ordering::Release);
-        Poll::Ready(None::<Result<bytes::Bytes, axum::Error>>)
-    });
+    let flag = awaiting_client.clone();
     let (parts, body) = req.into_parts();
-    let body = Body::from_stream(futures::StreamExt::chain(body.into_data_stream(), end));
-    (Request::from_parts(parts, body), received)
+    let mut inner = body.into_data_stream();
+    let tracked = futures::stream::poll_fn(move |cx| {
+        let polled = futures::StreamExt::poll_next_unpin(&mut inner, cx);
+        flag.store(polled.is_pending(), Ordering::Release);
+        polled
+    });
+    (
+        Request::from_parts(parts, Body::from_stream(tracked)),
+        awaiting_client,
+    )
 }
 
 /// After the answer: request metrics (route templates only), the failed-call record of a

@@ -6,7 +6,7 @@
 //! send before its request reaches the router: the size of the request head, the number of
 //! headers, and the time to send the head (which also ends idle keep-alive connections), so a
 //! slow or oversized request is refused or cut off without holding a task
-//! (docs/http-limits.md).
+//! (docs/http-server.md).
 
 use std::{future::Future, net::SocketAddr, time::Duration};
 
@@ -22,10 +22,10 @@ use tower::ServiceExt;
 use crate::config::HttpConfig;
 
 /// Bytes of one request head (request line and headers); a larger head answers 431
-/// (docs/http-limits.md#request-heads).
+/// (docs/http-server.md#request-heads).
 pub const MAX_HEAD_BYTES: usize = 32 * 1024;
 
-/// Headers of one request; more answer 431 (docs/http-limits.md#request-heads).
+/// Headers of one request; more answer 431 (docs/http-server.md#request-heads).
 pub const MAX_HEADERS: usize = 100;
 
 /// What one connection may do before its request reaches the router.
@@ -102,7 +102,7 @@ pub async fn serve_listener(
     Ok(())
 }
 
-/// hyper's HTTP/1 server with this module's limits (docs/http-limits.md).
+/// hyper's HTTP/1 server with this module's limits (docs/http-server.md).
 fn http1_builder(limits: ConnLimits) -> http1::Builder {
     let mut builder = http1::Builder::new();
     builder

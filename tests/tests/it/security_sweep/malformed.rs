@@ -3,7 +3,7 @@
 //! bodies, bad bytes in paths and queries, absolute-form targets, `Host` oddities and path
 //! tricks aimed at internal routes. Each answer within a bounded time, never a 5xx; answers
 //! of the router in the envelope, answers hyper writes before a request exists bare
-//! (docs/http-limits.md#request-heads).
+//! (docs/http-server.md#request-heads).
 
 use std::time::{Duration, Instant};
 
