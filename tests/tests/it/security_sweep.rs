@@ -22,6 +22,8 @@ const INTRUDER: &str = "intruder";
 const SHARED: &str = "sales";
 /// A service only the victim has.
 const OWN: &str = "vonly";
+/// The one origin the victim's CORS allows.
+const ORIGIN: &str = "https://app.victim.example";
 
 /// One `engage serve`, two tenants, and the victim's objects the routes are aimed at.
 struct Sweep {
@@ -52,7 +54,20 @@ impl Sweep {
         for (tenant, service) in [(VICTIM, SHARED), (VICTIM, OWN), (INTRUDER, SHARED)] {
             e.service(tenant, service, open_service(json!({}))).await;
         }
+        let cors = format!("/ges/v1/tenants/{VICTIM}/cors");
+        let (code, body) = e
+            .admin_put(&cors, json!({"allowed_origins": [ORIGIN]}))
+            .await;
+        assert_eq!(code, 200, "cors: {body}");
+        // A key used (so cached, with and without an Origin) and then revoked.
         let (revoked, revoked_id) = new_key(&e, "revoked").await;
+        let path = "/engagement/v3/callbacks/queue-status/sales";
+        assert_eq!(e.get(&revoked, path).await.0, 200);
+        let with_origin = e.http.get(format!("{}{path}", e.external));
+        let with_origin = with_origin
+            .header("x-api-key", &revoked)
+            .header("origin", ORIGIN);
+        assert_eq!(harness::send(with_origin).await.0, 200);
         let (code, body) = e
             .admin_delete(&format!("/ges/v1/tenants/{VICTIM}/api-keys/{revoked_id}"))
             .await;
@@ -165,6 +180,18 @@ impl Sweep {
                 ("no credentials", vec![]),
                 ("an unknown key", key(&random_key())),
                 ("a revoked key", key(&self.revoked)),
+                (
+                    "a revoked key from an allowed origin",
+                    vec![
+                        ("x-api-key", self.revoked.clone()),
+                        ("origin", ORIGIN.to_string()),
+                    ],
+                ),
+                ("the key in upper case", key(&self.victim.to_uppercase())),
+                (
+                    "the key without its prefix",
+                    key(self.victim.trim_start_matches("egk_")),
+                ),
                 ("a blank key", key("   ")),
                 ("a 300-character key", key(&"k".repeat(300))),
                 ("the admin token", bearer(ADMIN_TOKEN)),
@@ -406,6 +433,97 @@ async fn internal_routes_are_absent_from_the_external_port_and_every_listed_rout
             if code >= 400 {
                 assert_envelope(code, &answer, &ctx);
             }
+        }
+    }
+}
+
+/// Every listed path once, with the methods it is routed for and where it is served.
+fn paths() -> BTreeMap<&'static str, (Vec<&'static str>, Route)> {
+    let mut out: BTreeMap<&'static str, (Vec<&'static str>, Route)> = BTreeMap::new();
+    for route in routes::all() {
+        let entry = out.entry(route.path).or_insert((Vec::new(), route));
+        entry.0.push(route.method);
+        if route.port == Port::Both {
+            entry.1.port = Port::Both;
+        }
+    }
+    out
+}
+
+/// One request of `method` without credentials: (status, body).
+async fn bare(s: &Sweep, method: &str, url: String, headers: &[(&str, &str)]) -> (u16, Value) {
+    let mut req = s
+        .http
+        .request(Method::from_bytes(method.as_bytes()).unwrap(), url);
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    harness::send(req).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_methods_neither_pass_nor_reveal_internal_routes() {
+    let s = Sweep::start(TestEnv::new()).await;
+    let before = snapshot(&s.env, &[]).await;
+    for (_, (methods, route)) in paths() {
+        for method in [
+            "HEAD", "OPTIONS", "PATCH", "TRACE", "FOO", "GET", "POST", "PUT", "DELETE",
+        ] {
+            if methods.contains(&method) {
+                continue;
+            }
+            for base in [s.e.external.as_str(), s.e.internal.as_str()] {
+                let served = base == s.e.internal || route.port == Port::Both;
+                let (code, body) = bare(&s, method, s.url(base, &route), &[]).await;
+                let ctx = format!("{method} {} on {base}", route.path);
+                let expected = match (served, method) {
+                    (false, _) => 404,
+                    (true, "HEAD") if methods.contains(&"GET") && route.auth != Auth::Open => 401,
+                    (true, "HEAD") if methods.contains(&"GET") => 200,
+                    (true, _) => 400,
+                };
+                assert_eq!(code, expected, "{ctx}: {body}");
+                if method != "HEAD" && code >= 400 {
+                    assert_envelope(code, &body, &ctx);
+                }
+            }
+        }
+    }
+    preflights_reveal_nothing(&s).await;
+    assert_eq!(
+        snapshot(&s.env, &[]).await,
+        before,
+        "a refused request changed state"
+    );
+}
+
+/// A CORS preflight (no key) to any path of the external port answers as for a path that
+/// does not exist: internal routes are not revealed by it either.
+async fn preflights_reveal_nothing(s: &Sweep) {
+    let ask = |origin: &'static str| {
+        [
+            ("origin", origin),
+            ("access-control-request-method", "POST"),
+            ("access-control-request-headers", "x-api-key"),
+        ]
+    };
+    for origin in [ORIGIN, "https://evil.example"] {
+        let nothing = bare(
+            s,
+            "OPTIONS",
+            format!("{}/nothing/here", s.e.external),
+            &ask(origin),
+        )
+        .await;
+        for (path, (_, route)) in paths() {
+            let url = s.url(&s.e.external, &route);
+            let answer = bare(s, "OPTIONS", url, &ask(origin)).await;
+            let strip = |(code, body): (u16, Value)| (code, strip_corr_id(&body.to_string()));
+            assert_eq!(
+                strip(answer),
+                strip(nothing.clone()),
+                "a preflight from {origin} to {path} differs from one to a missing path"
+            );
         }
     }
 }
