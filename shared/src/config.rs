@@ -892,6 +892,13 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("ADMIN_TOKEN"), "{err}");
+        let err = Config::from_vars(vars(&[
+            ("DATABASE_URL", "postgres://u@h/d"),
+            ("HEADER_READ_TIMEOUT_MS", "0"),
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("HEADER_READ_TIMEOUT_MS"), "{err}");
     }
 
     #[test]

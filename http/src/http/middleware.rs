@@ -423,4 +423,41 @@ mod tests {
         assert_eq!(code, 413);
         assert_eq!(body["status"]["code"], 413);
     }
+
+    /// A deadline passed while the handler waits for the client's body is the client's: 408;
+    /// one passed before the handler reads the body (a slow backend) stays 503.
+    #[tokio::test]
+    async fn a_body_still_arriving_at_the_deadline_is_408_a_slow_handler_503() {
+        let mut http = http_config();
+        http.request_timeout_ms = 200;
+        let router = Router::new()
+            .route(
+                "/reads",
+                axum::routing::post(|body: Body| async move {
+                    let _ = axum::body::to_bytes(body, 1024).await;
+                    "read"
+                }),
+            )
+            .route(
+                "/stalls",
+                axum::routing::post(|_body: Body| async {
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                    "late"
+                }),
+            );
+        let app = stack(router, Exposure::Internal, &http, ErrorSink::disabled());
+        let never_ends = || {
+            let chunks = futures::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from("{"))]);
+            Body::from_stream(futures::StreamExt::chain(
+                chunks,
+                futures::stream::pending(),
+            ))
+        };
+        for (path, code) in [("/reads", 408), ("/stalls", 503)] {
+            let req = HttpRequest::post(path).body(never_ends()).expect("request");
+            let (got, body) = call(app.clone(), req).await;
+            assert_eq!(got, code, "{path}: {body}");
+            assert_eq!(body["status"]["code"], code);
+        }
+    }
 }
