@@ -263,8 +263,8 @@ async fn chunked_over_limit(env: &TestEnv, addr: &str, key: &str, stored: i64) {
     }
     framed.extend_from_slice(b"0\r\n\r\n");
     let a = exchange(
-        &addr,
-        post(&addr, &key, &["transfer-encoding: chunked"], &framed),
+        addr,
+        post(addr, key, &["transfer-encoding: chunked"], &framed),
     )
     .await;
     check("a chunked body over the limit", &a, &[413], Shape::Envelope);
@@ -406,10 +406,10 @@ async fn bare_refusals(addr: &str, h: &str) {
         ("a garbage request line", b"GARBAGE\r\n\r\n".to_vec()),
     ];
     for (what, req) in raw {
-        check(what, &exchange(&addr, req).await, &[400], Shape::Bare);
+        check(what, &exchange(addr, req).await, &[400], Shape::Bare);
     }
     // HTTP/2 with prior knowledge on the HTTP/1 server: closed without an answer.
-    let h2 = exchange(&addr, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec()).await;
+    let h2 = exchange(addr, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec()).await;
     assert!(
         h2.code.is_none_or(|c| c == 400),
         "an HTTP/2 preface: {}",
@@ -424,7 +424,7 @@ async fn bare_refusals(addr: &str, h: &str) {
     .concat();
     check(
         "a binary API key",
-        &exchange(&addr, odd).await,
+        &exchange(addr, odd).await,
         &[401],
         Shape::Envelope,
     );
@@ -504,7 +504,7 @@ async fn served_oddities(addr: &str, internal: &str, h: &str) {
     for (what, req) in served {
         check(
             what,
-            &exchange(&addr, req).await,
+            &exchange(addr, req).await,
             &[200, 400, 404],
             Shape::Served,
         );
