@@ -500,6 +500,21 @@ async fn other_methods_neither_pass_nor_reveal_internal_routes() {
 /// A CORS preflight (no key) to any path of the external port answers as for a path that
 /// does not exist: internal routes are not revealed by it either.
 async fn preflights_reveal_nothing(s: &Sweep) {
+    let from_evil = s
+        .http
+        .get(format!(
+            "{}/engagement/v3/callbacks/queue-status/{SHARED}",
+            s.e.external
+        ))
+        .header("x-api-key", &s.victim)
+        .header("origin", "https://evil.example");
+    let (code, body) = harness::send(from_evil).await;
+    assert_eq!(code, 403, "{body}");
+    assert_envelope(
+        code,
+        &body,
+        "a request from an origin the tenant does not allow",
+    );
     let ask = |origin: &'static str| {
         [
             ("origin", origin),
@@ -515,6 +530,9 @@ async fn preflights_reveal_nothing(s: &Sweep) {
             &ask(origin),
         )
         .await;
+        if nothing.0 >= 400 {
+            assert_envelope(nothing.0, &nothing.1, &format!("a preflight from {origin}"));
+        }
         for (path, (_, route)) in paths() {
             let url = s.url(&s.e.external, &route);
             let answer = bare(s, "OPTIONS", url, &ask(origin)).await;
