@@ -1,7 +1,8 @@
 //! Malformed HTTP on the public port over raw TCP (reqwest would normalise these requests):
 //! oversized and too many headers, conflicting framing, bodies over the limit, slow heads and
-//! bodies, bad bytes in paths and queries, absolute-form targets, `Host` oddities and path
-//! tricks aimed at internal routes. Each answer within a bounded time, never a 5xx; answers
+//! bodies (one, and 200 at once beside a real request), bad bytes in paths and queries,
+//! absolute-form targets, `Host` oddities, path tricks aimed at internal routes, and JSON
+//! nested far deeper than any parser's stack. Each answer within a bounded time, never a 5xx; answers
 //! of the router in the envelope, answers hyper writes before a request exists bare
 //! (docs/http-server.md#request-heads).
 
@@ -508,5 +509,96 @@ async fn served_oddities(addr: &str, internal: &str, h: &str) {
             &[200, 400, 404],
             Shape::Served,
         );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deeply_nested_json_is_refused_cleanly() {
+    let (env, e, key) = serve().await;
+    // 200,000 levels: under the public body limit, far over any parser's stack.
+    let deep = format!(
+        r#"{{"serviceName":"s","phoneNumber":"+12025550104","userData":{{"x":{}{}}}}}"#,
+        "[".repeat(200_000),
+        "]".repeat(200_000)
+    );
+    let (code, body) = harness::send(
+        e.http
+            .post(format!("{}{CREATE}", e.external))
+            .header("x-api-key", &key)
+            .header("content-type", "application/json")
+            .body(deep.clone()),
+    )
+    .await;
+    assert_eq!(code, 400, "{body}");
+    assert_eq!(body["status"]["code"], 400);
+    // The admin API (10 MB bodies) and the events route parse with the same limits.
+    for path in [
+        "/ges/v1/tenants/acme/services/deep",
+        "/ges/v1/tenants/acme/business-hours/deep",
+        "/ges/v1/tenants/acme/cors",
+    ] {
+        let (code, body) = e
+            .admin(
+                reqwest::Method::PUT,
+                path,
+                Some(serde_json::from_str::<Value>("[]").unwrap()),
+            )
+            .await;
+        assert!(code == 400, "{path} with an array: {code} {body}");
+        let (code, body) = harness::send(
+            e.http
+                .put(format!("{}{path}", e.internal))
+                .bearer_auth(harness::ADMIN_TOKEN)
+                .header("content-type", "application/json")
+                .body(format!(
+                    "{}{}",
+                    "[".repeat(1_000_000),
+                    "]".repeat(1_000_000)
+                )),
+        )
+        .await;
+        assert_eq!(code, 400, "{path}: {body}");
+        assert_eq!(body["status"]["code"], 400);
+    }
+    assert_eq!(env.count("SELECT count(*) FROM callbacks").await, 0);
+    // Still serving.
+    let (code, _) = e.get(&key, "/engagement/v3/callbacks/queue-status/s").await;
+    assert_eq!(code, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_slow_heads_neither_starve_requests_nor_stay_open() {
+    let (_env, e, key) = serve().await;
+    let addr = host(&e);
+    let mut slow = Vec::new();
+    for _ in 0..200 {
+        let mut s = TcpStream::connect(&addr).await.unwrap();
+        s.write_all(b"POST /engagement/v3/callbacks/create HTTP/1.1\r\nx-a: ")
+            .await
+            .unwrap();
+        slow.push(s);
+    }
+    // A real request is answered at once meanwhile.
+    let started = Instant::now();
+    let (code, body) = e.get(&key, "/engagement/v3/callbacks/queue-status/s").await;
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    // Every slow head is cut at HEADER_READ_TIMEOUT_MS (1 s).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for mut s in slow {
+        let mut buf = [0u8; 256];
+        let read = tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf)).await;
+        match read {
+            Ok(Ok(n)) => {
+                let text = String::from_utf8_lossy(&buf[..n]);
+                assert!(n == 0 || text.starts_with("HTTP/1.1 408"), "{text}");
+            }
+            Ok(Err(_)) => {} // reset: closed too
+            Err(_) => panic!("a slow head was still open after 4.5 s"),
+        }
     }
 }
