@@ -303,6 +303,7 @@ async fn slow_and_idle_connections_are_cut_off() {
     let took = started.elapsed();
     assert!(closed, "a slow-loris head was still open after {took:?}");
     assert!(took < Duration::from_secs(4), "cut only after {took:?}");
+    println!("slow-loris head cut after {took:?}");
     // A connection that sends nothing, and an idle keep-alive one, are closed too.
     let idle = exchange(&addr, Vec::new()).await;
     assert!(
