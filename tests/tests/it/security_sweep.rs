@@ -2,7 +2,7 @@
 //! by a tidy check) on both ports, attacked with missing, unknown, revoked and wrong-kind
 //! credentials and with another tenant's key; internal routes absent from the external port;
 //! API keys stored only hashed; rate-limited answers in the envelope; malformed HTTP over raw
-//! TCP (`malformed`). Every answer is checked to be in the envelope and never a 5xx, every
+//! TCP (`malformed`); the same refusals on each per-endpoint function binary. Every answer is checked to be in the envelope and never a 5xx, every
 //! request is bounded in time, and nothing may change in PostgreSQL or Redis.
 
 mod malformed;
@@ -849,5 +849,74 @@ async fn rate_limited_answers_are_in_the_envelope() {
         let (code, answer) = e.post(&random_key(), path, body.clone()).await;
         assert!(code == 401 || code == 429, "{code} {answer}");
         assert_envelope(code, &answer, "auth failures");
+    }
+}
+
+/// The function binaries (`functions/src/bin`) and whether each serves the public port.
+const FUNCTIONS: &[(&str, bool)] = &[
+    ("callbacks-create", true),
+    ("callbacks-retrieve", true),
+    ("callbacks-cancel", true),
+    ("availability", true),
+    ("open-for", true),
+    ("queue-status", true),
+    ("estimated-wait-time", true),
+    ("admin", false),
+    ("callback-settings", false),
+    ("ors-events", false),
+];
+
+#[test]
+fn the_function_list_is_the_binaries() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../functions/src/bin");
+    let mut bins: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .filter_map(|e| Some(e.file_name().to_str()?.strip_suffix(".rs")?.to_string()))
+        .collect();
+    bins.sort();
+    let mut listed: Vec<String> = FUNCTIONS.iter().map(|(n, _)| n.to_string()).collect();
+    listed.sort();
+    assert_eq!(bins, listed);
+}
+
+/// Each function binary (one per endpoint, as deployed on Knative or Lambda): on its `PORT`,
+/// every route it serves refuses missing credentials with 401; a public one answers 404 as
+/// for an unknown path to every internal route (admin, events, metrics, health detail).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_function_binary_refuses_without_credentials_and_hides_internal_routes() {
+    let env = TestEnv::new().with("AUTH_FAILURE_LIMIT", "0");
+    // Migrations, a tenant and a service (the functions serve no admin API to make them).
+    let _key = env.provision(VICTIM, SHARED, &open_service(json!({})));
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    for (name, public) in FUNCTIONS {
+        let f = harness::Function::start(&env, name, &[]).await;
+        let mut served = 0;
+        for route in routes::all() {
+            let url = format!("{}{}", f.url, route.path.replace("{ccid}", VICTIM));
+            let method = Method::from_bytes(route.method.as_bytes()).unwrap();
+            let mut req = http.request(method, url);
+            if route.method == "POST" || route.method == "PUT" {
+                req = req.json(&json!({}));
+            }
+            let (code, body) = harness::send(req).await;
+            let ctx = format!("{name}: {} {}", route.method, route.path);
+            if is_unknown_route(code, &body) {
+                continue;
+            }
+            assert!(
+                !(*public && route.port == Port::Internal),
+                "{ctx}: an internal route on a public function's port: {code} {body}"
+            );
+            if route.auth != Auth::Open {
+                assert_eq!(code, 401, "{ctx}: {body}");
+                assert_envelope(code, &body, &ctx);
+                served += 1;
+            }
+        }
+        assert!(served > 0, "{name} served none of the listed routes");
     }
 }
