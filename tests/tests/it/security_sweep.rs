@@ -2,8 +2,9 @@
 //! by a tidy check) on both ports, attacked with missing, unknown, revoked and wrong-kind
 //! credentials and with another tenant's key; internal routes absent from the external port;
 //! API keys stored only hashed; rate-limited answers in the envelope; malformed HTTP over raw
-//! TCP (`malformed`); the same refusals on each per-endpoint function binary. Every answer is checked to be in the envelope and never a 5xx, every
-//! request is bounded in time, and nothing may change in PostgreSQL or Redis.
+//! TCP (`malformed`); the same refusals on each per-endpoint function binary. Every answer is
+//! checked to be in the envelope and never a 5xx, every request is bounded in time, and
+//! nothing may change in PostgreSQL or Redis.
 
 mod malformed;
 mod routes;
