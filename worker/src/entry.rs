@@ -83,12 +83,23 @@ fn direction_fields(
 /// application, and the escalation it continues; each only when set.
 fn routing_fields(settings: &ServiceSettings, attrs: &CallbackAttrs, fields: &mut Fields) {
     let or_service = |own: &Option<String>, service: &Option<String>| {
-        own.clone().or_else(|| service.clone()).filter(|v| !v.is_empty())
+        own.clone()
+            .or_else(|| service.clone())
+            .filter(|v| !v.is_empty())
     };
     let texts = [
-        ("route_point", or_service(&attrs.route_point, &settings.route_point)),
-        ("survey_rp", or_service(&attrs.survey_rp, &settings.survey_rp)),
-        ("display_number", or_service(&None, &settings.display_number)),
+        (
+            "route_point",
+            or_service(&attrs.route_point, &settings.route_point),
+        ),
+        (
+            "survey_rp",
+            or_service(&attrs.survey_rp, &settings.survey_rp),
+        ),
+        (
+            "display_number",
+            or_service(&None, &settings.display_number),
+        ),
         ("display_name", or_service(&None, &settings.display_name)),
         (
             "callback_application",
@@ -101,7 +112,10 @@ fn routing_fields(settings: &ServiceSettings, attrs: &CallbackAttrs, fields: &mu
     ];
     fields.extend(texts.into_iter().filter_map(|(k, v)| Some((k, v?))));
     if settings.priority_increment > 0 {
-        fields.push(("priority_increment", settings.priority_increment.to_string()));
+        fields.push((
+            "priority_increment",
+            settings.priority_increment.to_string(),
+        ));
         let interval = settings.priority_interval_seconds.to_string();
         fields.push(("priority_interval_seconds", interval));
         if settings.priority_limit != 0 {
@@ -258,7 +272,12 @@ mod tests {
             assert_eq!(get(&e, k), Some(v), "{k}");
         }
         assert_eq!(get(&e, "user_data"), None, "no user data, no field");
-        let later = build(&due(CallbackAttrs::default(), None), &settings, "", 3_600_000);
+        let later = build(
+            &due(CallbackAttrs::default(), None),
+            &settings,
+            "",
+            3_600_000,
+        );
         assert_eq!(get(&later, "priority"), Some("8"), "capped at the limit");
     }
 

@@ -42,9 +42,16 @@ async fn handler(
             let service = state.service(&tenant, &stored.service).await?;
             let escalation = service.and_then(|s| queue::Escalation::of(&s.body));
             let mut conn = state.redis.conn().await.map_err(shared::Error::internal)?;
-            queue::position(&mut conn, &state.keys, &tenant, &stored.service, id, escalation)
-                .await
-                .map_err(shared::Error::internal)
+            queue::position(
+                &mut conn,
+                &state.keys,
+                &tenant,
+                &stored.service,
+                id,
+                escalation,
+            )
+            .await
+            .map_err(shared::Error::internal)
         }
         .await;
         match looked_up {

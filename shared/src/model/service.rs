@@ -276,8 +276,8 @@ impl ServiceSettings {
         }
         let interval_ms = i64::from(self.priority_interval_seconds.max(1)) * 1_000;
         let steps = waited_ms / interval_ms;
-        let mut raised =
-            i64::from(base).saturating_add(i64::from(self.priority_increment).saturating_mul(steps));
+        let mut raised = i64::from(base)
+            .saturating_add(i64::from(self.priority_increment).saturating_mul(steps));
         if self.priority_limit != 0 {
             raised = raised.min(i64::from(self.priority_limit.max(base)));
         }
@@ -396,7 +396,11 @@ mod tests {
         assert_eq!(s.escalated_priority(1, 29_999), 5);
         assert_eq!(s.escalated_priority(1, 30_000), 7, "capped");
         assert_eq!(s.escalated_priority(1, 3_600_000), 7);
-        assert_eq!(s.escalated_priority(9, 3_600_000), 9, "a start above the cap stays");
+        assert_eq!(
+            s.escalated_priority(9, 3_600_000),
+            9,
+            "a start above the cap stays"
+        );
         let none = ServiceSettings::default();
         assert_eq!(none.escalated_priority(4, i64::MAX), 4);
         let open = ServiceSettings::parse(json!({"priority_increment": 2000})).unwrap();

@@ -118,13 +118,11 @@ pub async fn submit(
     for e in entries {
         inv.key(dedupe_key(stream, kind, e.id, e.attempt));
     }
-    inv.arg(DEDUPE_TTL_S)
-        .arg(if trim_before_ms > 0 {
-            format!("{trim_before_ms}-0")
-        } else {
-            String::new()
-        })
-        ;
+    inv.arg(DEDUPE_TTL_S).arg(if trim_before_ms > 0 {
+        format!("{trim_before_ms}-0")
+    } else {
+        String::new()
+    });
     for e in entries {
         inv.arg(e.fields.len());
         for (k, v) in &e.fields {
