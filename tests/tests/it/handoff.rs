@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use harness::{Engage, Proc, TestEnv, WorkerProc, open_service, stream_entries};
+use harness::{Engage, Proc, TestEnv, WorkerProc, next_phone, open_service, stream_entries};
 use jiff::Timestamp;
 use serde_json::{Value, json};
 
@@ -57,11 +57,17 @@ async fn handoff_escalation_overtakes_exactly_when_the_arithmetic_says() {
     let key = engage
         .provision("esc", "care", open_service(settings))
         .await;
-    let a = engage.create(&key).service("care").id().await;
+    let a = engage
+        .create(&key)
+        .service("care")
+        .phone(&next_phone())
+        .id()
+        .await;
     tokio::time::sleep(Duration::from_millis(1_000)).await;
     let b = engage
         .create(&key)
         .service("care")
+        .phone(&next_phone())
         .field("priority", json!(5))
         .id()
         .await;
@@ -181,6 +187,7 @@ async fn handoff_carries_every_setting_and_reporting_field() {
     let bare = engage
         .create(&key)
         .service("push")
+        .phone(&next_phone())
         .field(
             "pushTargets",
             json!([{"channel": "FCM", "target": "device-token"}]),
@@ -231,16 +238,22 @@ async fn ors_sim_rejects_an_entry_missing_a_required_field() {
         ],
         &[],
     );
-    let good = engage.create(&key).service("care").id().await;
+    let good = engage
+        .create(&key)
+        .service("care")
+        .phone(&next_phone())
+        .id()
+        .await;
     let (_, f) = entry_of(&env, &good).await;
     engage
         .wait_for(&key, &good, 15, |cb| cb["callbackState"] == "COMPLETED")
         .await;
 
-    // The same entry without `priority`, and one without `dial_number`, for a QUEUED callback.
+    // The same entry without `priority`, and one without `dial_number`, for a SCHEDULED callback.
     let held = engage
         .create(&key)
         .service("care")
+        .phone(&next_phone())
         .in_secs(3_600)
         .id()
         .await;
@@ -291,4 +304,69 @@ async fn ors_sim_rejects_an_entry_missing_a_required_field() {
         Some(&redis::Value::Int(0)),
         "rejected entries are acked: {pending:?}"
     );
+}
+
+/// The position of `me` among `all` (id, base, desired ms) at `now` by the rule of
+/// docs/decisions.md#priority-escalation (increment 1, interval 1 s, limit 4).
+fn rule_position(all: &[(String, i64, i64)], me: &str, now: i64) -> i64 {
+    let eff = |b: i64, t: i64| (b + (now - t).max(0) / 1_000).min(4.max(b));
+    let (_, bx, tx) = all.iter().find(|(id, ..)| id == me).expect("member");
+    let ex = eff(*bx, *tx);
+    let ahead = all
+        .iter()
+        .filter(|(id, b, t)| id != me && (eff(*b, *t) > ex || (eff(*b, *t) == ex && t < tx)))
+        .count();
+    ahead as i64 + 1
+}
+
+/// Twelve callbacks of mixed base priorities, queued 250 ms apart, escalating by 1 a second up
+/// to 4: every position read over 6 s is the rule's at the moment it was read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handoff_positions_follow_the_escalation_rule_for_mixed_priorities() {
+    let env = TestEnv::new();
+    let engage = Engage::start(&env, &["--with-worker"]).await;
+    let settings = json!({
+        "priority_increment": 1, "priority_interval_seconds": 1, "priority_limit": 4
+    });
+    let key = engage
+        .provision("mix", "care", open_service(settings))
+        .await;
+    let mut all = Vec::new();
+    for base in [0, 3, 1, 4, 0, 2, 3, 0, 1, 5, 0, 2] {
+        let id = engage
+            .create(&key)
+            .service("care")
+            .phone(&next_phone())
+            .field("priority", json!(base))
+            .id()
+            .await;
+        let t = ms(&engage.retrieve(&key, &id).await["desiredTime"]);
+        all.push((id, base, t));
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    for (id, ..) in &all {
+        engage
+            .wait_for(&key, id, 10, |cb| cb.get("positionInQueue").is_some())
+            .await;
+    }
+    let until = now_ms() + 6_000;
+    let mut checked = 0;
+    while now_ms() < until {
+        for (id, ..) in &all {
+            let asked = now_ms();
+            let got = engage.retrieve(&key, id).await["positionInQueue"].as_i64();
+            let answered = now_ms();
+            // A step may fall while the request runs: either side of it is right.
+            let allowed = [
+                rule_position(&all, id, asked),
+                rule_position(&all, id, answered),
+            ];
+            assert!(
+                got.is_some_and(|p| allowed.contains(&p)),
+                "{id}: {got:?}, the rule says {allowed:?}"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 24, "only {checked} positions read");
 }
