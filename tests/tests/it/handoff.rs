@@ -42,10 +42,11 @@ fn escalated(base: i64, waited_ms: i64) -> i64 {
     (base + waited_ms.max(0) / 2_000).min(6.max(base))
 }
 
-/// A, base 0, and B, newer by ~1 s, base 5, wait with no worker running; both entries carry
-/// their escalated priority at hand-off. B leads until A reaches the limit 6, 12 s after its
-/// desired time (B, at 6 since 2 s after its own, ties then and the older goes first): A's
-/// position turns from 2 to 1 exactly then, and never before.
+/// A, base 0, and B, newer by ~1 s, base 5 (and user data), wait with no worker running; both
+/// are handed off together, each entry with its priority escalated to the hand-off. B leads
+/// until A reaches the limit 6, 12 s after its desired time (B, at 6 since 2 s after its own,
+/// ties then and the older goes first): A's position turns from 2 to 1 exactly then, and never
+/// before.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handoff_escalation_overtakes_exactly_when_the_arithmetic_says() {
     let env = TestEnv::new();
@@ -69,6 +70,7 @@ async fn handoff_escalation_overtakes_exactly_when_the_arithmetic_says() {
         .service("care")
         .phone(&next_phone())
         .field("priority", json!(5))
+        .user_data(json!({"k": "v"}))
         .id()
         .await;
     let ta = ms(&engage.retrieve(&key, &a).await["desiredTime"]);
@@ -92,6 +94,8 @@ async fn handoff_escalation_overtakes_exactly_when_the_arithmetic_says() {
         assert_eq!(f["priority_increment"], "1", "{f:?}");
         assert_eq!(f["priority_interval_seconds"], "2", "{f:?}");
         assert_eq!(f["priority_limit"], "6", "{f:?}");
+        // Entries of one hand-off batch differ in their optional fields (B alone has data).
+        assert_eq!(f.contains_key("user_data"), base == 5, "{f:?}");
     }
     for id in [&a, &b] {
         engage
