@@ -7,7 +7,7 @@
 //! ends COMPLETED/FAIL_CALL_TO_CUSTOMER instead.
 //! Cancels read from the control stream stop a callback's session at its next step.
 //!
-//! Every entry is first checked against the stream-entry contract ([`contract`],
+//! Every entry is first checked against the stream-entry contract (`contract.rs`,
 //! docs/voice-platform.md#stream-entries): one that breaks it is *rejected*: acknowledged,
 //! never played (no event is posted), counted, and logged on stderr as
 //! `ors-sim: REJECTED entry <id> (<n> rejected so far): <reason>`, which tests read.
