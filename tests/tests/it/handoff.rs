@@ -327,7 +327,19 @@ fn rule_position(all: &[(String, i64, i64)], me: &str, now: i64) -> i64 {
 /// to 4: every position read over 6 s is the rule's at the moment it was read.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handoff_positions_follow_the_escalation_rule_for_mixed_priorities() {
-    let env = TestEnv::new();
+    positions_follow_the_rule(TestEnv::new()).await;
+}
+
+/// The same on a Redis cluster (the position script's keys share the view's slot).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handoff_positions_follow_the_escalation_rule_on_a_cluster() {
+    let env = TestEnv::new()
+        .with("REDIS_URL", harness::cluster())
+        .with("REDIS_CLUSTER", "true");
+    positions_follow_the_rule(env).await;
+}
+
+async fn positions_follow_the_rule(env: TestEnv) {
     let engage = Engage::start(&env, &["--with-worker"]).await;
     let settings = json!({
         "priority_increment": 1, "priority_interval_seconds": 1, "priority_limit": 4
