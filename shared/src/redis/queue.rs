@@ -62,7 +62,7 @@ impl Escalation {
 /// Counts the members ahead of one member of a view under escalation, one level (stored base
 /// priority) at a time: within a level the escalated priority falls as the time rises, so the
 /// members ahead are those up to one time, found by arithmetic and counted with one `ZCOUNT`.
-/// Two commands per distinct base priority in the view, whatever its length.
+/// Four commands plus two per distinct base priority in the view, whatever its length.
 /// KEYS: view, history. ARGV: member, increment, interval ms, limit (0 = none), step, history
 /// length. Returns `{ahead, history…}`, or `{-1, history…}` when the member is not in the view.
 static POSITION: LazyLock<Script> = LazyLock::new(|| {
