@@ -214,6 +214,28 @@ async fn handoff_carries_every_setting_and_reporting_field() {
         assert!(!f.contains_key(absent), "{absent} left out: {f:?}");
     }
     assert!(f.values().all(|v| !v.is_empty()), "no empty values: {f:?}");
+
+    // Escalation settings out of range are refused by name, and change nothing.
+    for (bad, column) in [
+        (json!({"priority_increment": -1}), "priority_increment"),
+        (json!({"priority_increment": 2001}), "priority_increment"),
+        (
+            json!({"priority_interval_seconds": 0}),
+            "priority_interval_seconds",
+        ),
+        (
+            json!({"priority_interval_seconds": "soon"}),
+            "priority_interval_seconds",
+        ),
+    ] {
+        let (code, body) = engage
+            .admin_put("/ges/v1/tenants/ho/services/care", bad.clone())
+            .await;
+        assert_eq!(code, 400, "{bad}: {body}");
+        assert!(harness::message(&body).contains(column), "{bad}: {body}");
+    }
+    let (_, kept) = engage.admin_get("/ges/v1/tenants/ho/services/care").await;
+    assert!(kept.to_string().contains("CB_Care"), "{kept}");
 }
 
 /// `ors-sim` checks every entry against the contract: an entry lacking a required field
