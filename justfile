@@ -57,6 +57,11 @@ chaos *args:
     cargo build --release -p engage --bin engage -p engage-worker --bin engage-worker -p ors-sim -p engage-tests --bin chaos
     ./target/release/chaos {{args}}
 
+# Coverage-guided fuzzing (docs/fuzzing.md): builds every target in tests/fuzz and runs each
+# for SECONDS (default 60), two at a time; fails on a crash (kept in tests/fuzz/artifacts/).
+fuzz seconds="60":
+    bash tests/fuzz/run.sh {{seconds}}
+
 # Format the code.
 fmt:
     cargo fmt --all
