@@ -6,14 +6,18 @@
 //! and is stable (validating it again stores the same JSON); at fixed instants (DST changes,
 //! the ends of time) and on the dates the spec names, the open set is sorted and disjoint,
 //! `open_for` is within its horizon and positive exactly when `is_open`, and the slot grid
-//! (15-minute slots, flat capacity) lists sorted slots with places only inside open hours.
+//! (15- and 60-minute slots, flat capacity) lists sorted slots with places only inside open hours.
 #![no_main]
 
 use functions::admin::versioned::AdminKind;
-use fuzzing::{assert_client_error, exercise_plan, instants, instants_of, plan};
+use fuzzing::{assert_client_error, exercise_plan, instants, instants_of, plan, settings};
 use libfuzzer_sys::fuzz_target;
-use serde_json::Value;
-use shared::{db::hours::HoursKind, http::extract::parse_json, model::BusinessHours};
+use serde_json::{Value, json};
+use shared::{
+    db::hours::HoursKind,
+    http::extract::parse_json,
+    model::{BusinessHours, SlotPlan},
+};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(body) = parse_json::<Value>(data) else {
@@ -32,9 +36,12 @@ fuzz_target!(|data: &[u8]| {
             at.extend(instants_of(date, &hours));
         }
     }
-    at.truncate(24);
-    let plan = plan(Some(hours), None);
-    for t in at {
-        exercise_plan(&plan, t);
+    at.truncate(20);
+    // The default 15-minute grid, and an hour grid (which a 30-minute DST change splits).
+    let hourly = SlotPlan::new(&settings(json!({"slot_minutes": 60})), Some(hours.clone()), None);
+    for plan in [plan(Some(hours), None), hourly] {
+        for &t in &at {
+            exercise_plan(&plan, t);
+        }
     }
 });

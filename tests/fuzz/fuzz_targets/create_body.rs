@@ -94,7 +94,7 @@ fn check_round_trip(req: &CreateRequest) {
     assert_eq!(again.priority, req.priority);
     assert_eq!(again.captcha_token, req.captcha_token);
     assert_eq!(again.user_data, req.user_data);
-    let ms = |t: Option<jiff::Timestamp>| t.map(|t| t.as_millisecond());
+    let ms = |t: Option<jiff::Timestamp>| t.map(wire_time);
     assert_eq!(ms(again.desired_time), ms(req.desired_time), "desiredTime");
     assert_eq!(again.attrs.push_targets, req.attrs.push_targets);
     assert_eq!(again.attrs.always_check_capacity, req.attrs.always_check_capacity);
