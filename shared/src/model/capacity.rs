@@ -13,8 +13,10 @@
 //! `slot_minutes` / `slot_capacity` columns) into slots: local wall-clock slot starts on the grid,
 //! turned into instants with `jiff`. Across DST changes, grid times inside a spring-forward gap
 //! do not exist (no slot) and grid times inside a fall-back overlap exist twice (two slots with
-//! the same local time and capacity, one per offset). A slot is open when any part of it lies
-//! within business hours; a closed slot has total capacity 0.
+//! the same local time and capacity, one per offset). A change by less than a slot (Lord
+//! Howe's 30 minutes under an hour grid) leaves part of the changing slot in no slot: a time
+//! there is in a closed slot. A slot is open when any part of it lies within business hours;
+//! a closed slot has total capacity 0.
 
 use std::collections::BTreeMap;
 
