@@ -42,6 +42,7 @@ bench-startup bin="callbacks-create":
 # Format, clippy (-D warnings) and docs, exactly as CI runs them.
 lint:
     cargo fmt --all -- --check
+    cargo fmt --manifest-path tests/fuzz/Cargo.toml -- --check
     cargo clippy --workspace --all-targets -- -D warnings
     RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 

@@ -55,7 +55,11 @@ fn check_query(q: &AvailabilityQuery) {
             now(),
         )
         .unwrap_or_else(|e| panic!("rendered start {shown} does not parse: {e}"));
-        assert_eq!(wire_time(again.start), shown, "rendered start parses to another time");
+        assert_eq!(
+            wire_time(again.start),
+            shown,
+            "rendered start parses to another time"
+        );
     }
 }
 
@@ -74,7 +78,10 @@ fuzz_target!(|data: &[u8]| {
         let Some((from, to)) = query_window(&q, now(), 366) else {
             continue;
         };
-        assert!(from <= to && from >= q.start.min(now()), "window {from}..{to}");
+        assert!(
+            from <= to && from >= q.start.min(now()),
+            "window {from}..{to}"
+        );
         let to = to.min(from.saturating_add(LIST_SPAN).unwrap_or(Timestamp::MAX));
         check_slots(plan, &plan.slots(from, to), from, to);
     }

@@ -38,7 +38,11 @@ fuzz_target!(|data: &[u8]| {
     }
     at.truncate(20);
     // The default 15-minute grid, and an hour grid (which a 30-minute DST change splits).
-    let hourly = SlotPlan::new(&settings(json!({"slot_minutes": 60})), Some(hours.clone()), None);
+    let hourly = SlotPlan::new(
+        &settings(json!({"slot_minutes": 60})),
+        Some(hours.clone()),
+        None,
+    );
     for plan in [plan(Some(hours), None), hourly] {
         for &t in &at {
             exercise_plan(&plan, t);

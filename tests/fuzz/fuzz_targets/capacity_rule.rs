@@ -35,11 +35,16 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     at.truncate(24);
-    for plan in [plan(Some(hours), Some(rule.clone())), plan(None, Some(rule.clone()))] {
+    for plan in [
+        plan(Some(hours), Some(rule.clone())),
+        plan(None, Some(rule.clone())),
+    ] {
         assert_eq!(plan.slot_minutes(), rule.slot_minutes());
         for &t in &at {
             exercise_plan(&plan, t);
-            let to = t.saturating_add(SignedDuration::from_hours(24)).unwrap_or(Timestamp::MAX);
+            let to = t
+                .saturating_add(SignedDuration::from_hours(24))
+                .unwrap_or(Timestamp::MAX);
             for s in plan.slots(t, to).into_iter().filter(|s| s.total > 0) {
                 assert_eq!(s.total, rule.capacity(s.date, s.minute), "{s:?}");
             }

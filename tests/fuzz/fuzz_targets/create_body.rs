@@ -22,9 +22,7 @@ use shared::{
     model::{
         ServiceSettings, SlotPlan,
         attrs::CallbackAttrs,
-        callback::{
-            CreateCallbackParms, CreateRequest, MAX_PHONE, MAX_PUSH_TARGETS, wire_time,
-        },
+        callback::{CreateCallbackParms, CreateRequest, MAX_PHONE, MAX_PUSH_TARGETS, wire_time},
         valid_name,
     },
 };
@@ -53,9 +51,16 @@ static SERVICES: LazyLock<Vec<(ServiceSettings, Option<SlotPlan>)>> = LazyLock::
 });
 
 fn check_fields(req: &CreateRequest) {
-    assert!(valid_name(&req.service_name), "service name {:?}", req.service_name);
+    assert!(
+        valid_name(&req.service_name),
+        "service name {:?}",
+        req.service_name
+    );
     let phone = &req.phone_number;
-    assert!(phone.len() <= MAX_PHONE && phone.trim() == phone, "phone {phone:?}");
+    assert!(
+        phone.len() <= MAX_PHONE && phone.trim() == phone,
+        "phone {phone:?}"
+    );
     assert!(phone.chars().filter(char::is_ascii_digit).count() >= 3);
     assert!(req.attrs.push_targets.len() <= MAX_PUSH_TARGETS);
     let stored = req.attrs.to_json().unwrap_or(Value::Object(Map::new()));
@@ -97,7 +102,10 @@ fn check_round_trip(req: &CreateRequest) {
     let ms = |t: Option<jiff::Timestamp>| t.map(wire_time);
     assert_eq!(ms(again.desired_time), ms(req.desired_time), "desiredTime");
     assert_eq!(again.attrs.push_targets, req.attrs.push_targets);
-    assert_eq!(again.attrs.always_check_capacity, req.attrs.always_check_capacity);
+    assert_eq!(
+        again.attrs.always_check_capacity,
+        req.attrs.always_check_capacity
+    );
 }
 
 fn admit_to(req: &CreateRequest, s: &ServiceSettings, plan: Option<&SlotPlan>) {
@@ -109,14 +117,22 @@ fn admit_to(req: &CreateRequest, s: &ServiceSettings, plan: Option<&SlotPlan>) {
     let Ok(booked) = admit::book(admission, req, s, plan, now) else {
         return;
     };
-    let Booked::Admitted(Admission::Scheduled { desired, dispatch_at, slot }) = booked else {
+    let Booked::Admitted(Admission::Scheduled {
+        desired,
+        dispatch_at,
+        slot,
+    }) = booked
+    else {
         return;
     };
     assert!(dispatch_at <= desired, "dispatch after the desired time");
     check_round_trip(req);
     if let (Some(claim), Some(plan)) = (slot, plan) {
         assert!(claim.capacity > 0, "a claim on a closed slot");
-        assert!(claim.start <= desired, "claimed slot starts after the desired time");
+        assert!(
+            claim.start <= desired,
+            "claimed slot starts after the desired time"
+        );
         assert_eq!(claim.minutes, plan.slot_minutes());
         let end = claim.start + plan.slot_len();
         assert!(desired < end, "claimed slot ends before the desired time");

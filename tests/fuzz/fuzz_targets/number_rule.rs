@@ -44,7 +44,13 @@ fuzz_target!(|data: &[u8]| {
             continue;
         };
         let e = checked.e164.expect("a rule accepts only valid numbers");
-        assert!(e.len() <= 15 && e.bytes().all(|b| b.is_ascii_digit()), "{e}");
-        assert!(!blocked.is_match(&e), "{n} accepted though a pattern matches {e}");
+        assert!(
+            e.len() <= 15 && e.bytes().all(|b| b.is_ascii_digit()),
+            "{e}"
+        );
+        assert!(
+            !blocked.is_match(&e),
+            "{n} accepted though a pattern matches {e}"
+        );
     }
 });

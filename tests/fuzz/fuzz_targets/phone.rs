@@ -46,16 +46,30 @@ fuzz_target!(|data: &[u8]| {
     if let Some(e) = &plain.e164 {
         assert_e164(e, number);
         let again = phone::check(&format!("+{e}"), None).expect("no rule");
-        assert_eq!(again.e164.as_deref(), Some(e.as_str()), "{number:?} not stable");
+        assert_eq!(
+            again.e164.as_deref(),
+            Some(e.as_str()),
+            "{number:?} not stable"
+        );
     }
     for rule in RULES.iter() {
         if let Ok(checked) = phone::check(number, Some(rule)) {
-            let e = checked.e164.as_deref().expect("a rule accepts only valid numbers");
+            let e = checked
+                .e164
+                .as_deref()
+                .expect("a rule accepts only valid numbers");
             assert_e164(e, number);
             let again = phone::check(&format!("+{e}"), Some(rule));
-            assert_eq!(again.ok().and_then(|c| c.e164).as_deref(), Some(e), "{number:?}");
+            assert_eq!(
+                again.ok().and_then(|c| c.e164).as_deref(),
+                Some(e),
+                "{number:?}"
+            );
         }
     }
     let dial = phone::dial_number("*67", plain.e164.as_deref(), number);
-    assert!(dial.strip_prefix("*67").is_some_and(|d| d.bytes().all(|b| b.is_ascii_digit())));
+    assert!(
+        dial.strip_prefix("*67")
+            .is_some_and(|d| d.bytes().all(|b| b.is_ascii_digit()))
+    );
 });

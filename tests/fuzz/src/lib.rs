@@ -72,7 +72,10 @@ pub fn ny_hours() -> BusinessHours {
 pub fn check_open_set(set: &OpenSet, from: Timestamp, to: Timestamp) {
     for &(s, e) in set.intervals() {
         assert!(s < e, "empty open interval {s}..{e}");
-        assert!(e >= from && s <= to, "interval {s}..{e} outside {from}..{to}");
+        assert!(
+            e >= from && s <= to,
+            "interval {s}..{e} outside {from}..{to}"
+        );
     }
     for w in set.intervals().windows(2) {
         assert!(w[0].1 < w[1].0, "open intervals overlap or touch: {w:?}");
@@ -103,9 +106,16 @@ pub fn check_slots(plan: &SlotPlan, slots: &[Slot], from: Timestamp, to: Timesta
         set
     });
     for s in slots {
-        assert_eq!(s.minute % plan.slot_minutes(), 0, "slot off the grid: {s:?}");
+        assert_eq!(
+            s.minute % plan.slot_minutes(),
+            0,
+            "slot off the grid: {s:?}"
+        );
         let end = s.start.saturating_add(len).unwrap_or(Timestamp::MAX);
-        assert!(end > from && s.start < to, "slot {s:?} outside {from}..{to}");
+        assert!(
+            end > from && s.start < to,
+            "slot {s:?} outside {from}..{to}"
+        );
         if let Some(open) = &open
             && s.total > 0
         {
@@ -120,8 +130,15 @@ pub fn check_slot_at(plan: &SlotPlan, t: Timestamp, slot: Slot) {
         .start
         .saturating_add(plan.slot_len())
         .unwrap_or(Timestamp::MAX);
-    assert!(slot.start <= t && (t < end || end == Timestamp::MAX), "{t} not in {slot:?}");
-    assert_eq!(slot.minute % plan.slot_minutes(), 0, "slot off the grid: {slot:?}");
+    assert!(
+        slot.start <= t && (t < end || end == Timestamp::MAX),
+        "{t} not in {slot:?}"
+    );
+    assert_eq!(
+        slot.minute % plan.slot_minutes(),
+        0,
+        "slot off the grid: {slot:?}"
+    );
     if plan.is_open(t) {
         return;
     }
@@ -140,8 +157,7 @@ pub fn check_slot_at(plan: &SlotPlan, t: Timestamp, slot: Slot) {
 pub fn exercise_plan(plan: &SlotPlan, t: Timestamp) {
     let open_for = plan.open_for(t);
     assert!(
-        open_for >= SignedDuration::ZERO
-            && open_for <= shared::model::hours::OPEN_FOR_HORIZON,
+        open_for >= SignedDuration::ZERO && open_for <= shared::model::hours::OPEN_FOR_HORIZON,
         "open_for {open_for:?} at {t}"
     );
     assert_eq!(
@@ -176,5 +192,8 @@ pub fn plan(hours: Option<BusinessHours>, rule: Option<CapacityRule>) -> SlotPla
 /// A refusal of untrusted input must be a 4xx: a 5xx is a bug the fuzzer reports.
 pub fn assert_client_error(e: &shared::ApiError) {
     let status = e.status_code();
-    assert!((400..500).contains(&status), "input answered {status}: {e:?}");
+    assert!(
+        (400..500).contains(&status),
+        "input answered {status}: {e:?}"
+    );
 }
