@@ -370,9 +370,7 @@ impl SlotPlan {
         if self.tz.to_offset(slot.start) == self.tz.to_offset(t) {
             return slot;
         }
-        let next = t
-            .saturating_add(SignedDuration::from_nanos(1))
-            .unwrap_or(t);
+        let next = t.saturating_add(SignedDuration::from_nanos(1)).unwrap_or(t);
         if next <= t {
             return slot;
         }
