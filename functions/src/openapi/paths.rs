@@ -7,6 +7,7 @@ use serde_json::{Map, Value, json};
 use super::schemas::r;
 use crate::callbacks::create::MAX_IDEMPOTENCY_KEY;
 use crate::wait::estimated_wait_time::MAX_QUEUES;
+use shared::model::availability::{EARLIEST_MS, LATEST_MS, MAX_DAYS};
 
 /// The `x-correlation-id` header every answer carries.
 fn corr_header() -> Value {
@@ -136,8 +137,8 @@ fn create() -> Value {
     );
     o["parameters"] = json!([{"name": "Idempotency-Key", "in": "header", "required": false,
         "schema": {"type": "string", "minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY,
-                   "pattern": "^[ \\t]*[!-~]([ -~]*[!-~])?[ \\t]*$"},
-        "description": "Same key and body within 24 h → the same callback; another body → 409. Visible ASCII; surrounding blanks are ignored."}]);
+                   "pattern": "^[!-~]([ -~]*[!-~])?$"},
+        "description": "Same key and body within 24 h → the same callback; another body → 409. Visible ASCII (inner spaces allowed); surrounding blanks are trimmed."}]);
     let by_id = json!({"requestBody": {"id": "$response.body#/data/id"}});
     o["responses"]["200"]["links"] = json!({
         "RetrieveCreated": {"operationId": "queryCallbackById", "description": "the callback just booked", "requestBody": by_id["requestBody"]},
@@ -147,7 +148,7 @@ fn create() -> Value {
 
 fn availability() -> Value {
     let ms = json!({"type": "integer", "format": "int64",
-        "minimum": jiff::Timestamp::MIN.as_millisecond(), "maximum": jiff::Timestamp::MAX.as_millisecond()});
+        "minimum": EARLIEST_MS, "maximum": LATEST_MS});
     op(
         "Free time slots of a service",
         "queryAvailabilityV2",
@@ -160,7 +161,7 @@ fn availability() -> Value {
             query(
                 "start",
                 json!({"type": "string"}),
-                "start time (with an offset, or local to timezone without one, or a date); default now; not with startMS"
+                "start time (with an offset, or local to timezone without one, or a date) from 1970 to 9998-12-31; default now; not with startMS"
             ),
             query(
                 "startMS",
@@ -175,7 +176,7 @@ fn availability() -> Value {
             query("endMS", ms, "end as epoch milliseconds"),
             query(
                 "numberOfDays",
-                json!({"type": "integer", "minimum": 0, "maximum": shared::model::availability::MAX_DAYS}),
+                json!({"type": "integer", "minimum": 0, "maximum": MAX_DAYS}),
                 "length of the window in calendar days of timezone"
             ),
             query(

@@ -113,7 +113,7 @@ fn create_parms() -> Value {
       "pushTargets": {"type": "array", "nullable": true, "maxItems": MAX_PUSH_TARGETS, "items": r("PushTarget")},
       "alwaysCheckCapacity": {"type": "boolean", "nullable": true,
           "description": "strict capacity check for a scheduled callback"},
-      "pushChannel": {"type": "string", "nullable": true, "enum": ["FCM"],
+      "pushChannel": {"type": "string", "nullable": true, "enum": ["FCM", null],
           "description": "legacy (clients before 9.0.20): with pushTarget, one more push target; not without it", "deprecated": true},
       "pushTarget": {"type": "string", "nullable": true, "minLength": 1, "maxLength": MAX_PUSH_TOKEN,
           "description": "legacy (clients before 9.0.20): an FCM registration token, channel pushChannel (default FCM)", "deprecated": true}
