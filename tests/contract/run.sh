@@ -71,7 +71,9 @@ for _ in $(seq 200); do
   sleep 0.1
 done
 curl -fsS "$internal/ges/v1/health/ready" >/dev/null || { cat "$work/contract-engage.log" >&2; exit 1; }
-"$bin/ors-sim" --agents 3 --handle-ms 300 >"$work/contract-ors-sim.log" 2>&1 &
+# Callbacks stay QUEUED a while (retrieve shows positions, cancel finds them cancellable), then
+# the simulated agents complete them (retrieve shows reasons).
+"$bin/ors-sim" --agents 2 --queue-ms 3000 --handle-ms 1000 >"$work/contract-ors-sim.log" 2>&1 &
 pids+=($!)
 
 # The scheduled service gets business hours (so out-of-hours refusals and open-for have
@@ -86,6 +88,10 @@ admin business-hours/contract-hours "{\"timezone\": \"America/New_York\", \"week
 slots=$(python3 -c 'import json; print(json.dumps({f"{h:02d}{m:02d}": 2 for h in range(8, 20) for m in (0, 30)}))')
 admin capacity-rules/contract-capacity "{\"slot_minutes\": 30, \"weekly\": {\"1\": $slots, \"2\": $slots,
   \"3\": $slots, \"4\": $slots, \"5\": $slots}}"
+# The immediate service drops the per-number limits, so the fuzzer's repeated numbers reach
+# the store; the scheduled one keeps the defaults, so 429s and their Retry-After are checked too.
+admin services/demo-immediate '{"scheduled_enabled": false, "route_point": "5000",
+  "reject_out_of_hours": false, "throttle_per_number_24h": 0, "in_queue_checking": false}'
 admin services/demo-scheduled '{"immediate_enabled": false, "route_point": "5001",
   "business_hours": "contract-hours", "capacity_rule": "contract-capacity", "max_days_ahead": 30}'
 
@@ -103,9 +109,10 @@ PY
 
 echo "contract: engage on 127.0.0.1:$EXTERNAL_PORT (schema $id); schemathesis for ${max_time}s"
 status=0
-# One worker: with several, CPython 3.11 fails in hypothesis ("AST constructor recursion depth
+# Run from .local/: schemathesis and hypothesis keep their state (and replay past failures)
+# in the working folder. One worker: with several, CPython 3.11 fails in hypothesis ("AST constructor recursion depth
 # mismatch": ast.parse is not thread-safe there), and the CI machine has 2 cores anyway.
-(cd "$here" && "$venv/bin/schemathesis" --config-file "$here/schemathesis.toml" run \
+(cd "$repo/.local" && "$venv/bin/schemathesis" --config-file "$here/schemathesis.toml" run \
   "http://127.0.0.1:$EXTERNAL_PORT/engagement/v3/openapi.json" \
   --header "x-api-key:$key" --checks all --max-time "$max_time" --workers 1 \
   --report junit --report-dir "$repo/.local/contract-report") || status=$?

@@ -92,7 +92,7 @@ fn query(name: &str, schema: Value, description: &str) -> Value {
 
 fn path_param(name: &str, description: &str, example: &str) -> Value {
     json!({"name": name, "in": "path", "required": true, "example": example,
-        "schema": {"type": "string", "minLength": 1}, "description": description})
+        "schema": {"type": "string", "minLength": 1, "pattern": "^[^\\u0000]*$"}, "description": description})
 }
 
 /// Every documented route and its operations.
@@ -208,8 +208,8 @@ fn estimated_wait_time() -> Value {
         "Estimated wait time of virtual queues",
         "estimatedWaitTimeAPI1",
         json!([{"name": "virtual-queues", "in": "query", "required": true, "example": "demo-immediate,demo-scheduled",
-                "schema": {"type": "string", "minLength": 1},
-                "description": format!("comma-separated virtual queue (service) names, at most {MAX_QUEUES}; an unknown one answers -1 with a message")},
+                "schema": {"type": "string", "minLength": 1, "pattern": "^[^\\u0000]*[^,\\s\\u0000][^\\u0000]*$"},
+                "description": format!("comma-separated virtual queue (service) names, at most {MAX_QUEUES}; an unknown one answers -1 with a message; no NUL characters")},
                query("mode", json!({"type": "string", "enum": ["mode1", "mode2", "mode3"], "default": "mode2"}),
                      "mode1: pending count × mean interval of the last 32 dequeues; mode2: mode1, -1 when callbacks wait and no agent took one recently; mode3: external statistics source (-1 when none is configured)"),
                query("include-calls-on-hold", json!({"type": "string"}), "accepted for compatibility (GES: a boolean); any value, no effect")]),

@@ -91,7 +91,8 @@ fn create_parms() -> Value {
     "example": {"serviceName": "demo-immediate", "phoneNumber": "+12125550100"},
     "properties": {
       "serviceName": {"type": "string", "minLength": 1, "maxLength": MAX_SERVICE_NAME,
-          "example": "demo-immediate", "description": "callback service (virtual queue) name; an unknown one is 400"},
+            "pattern": "^\\s*[^/\\u0000-\\u001f\\u007f-\\u009f]*\\s*$",
+          "example": "demo-immediate", "description": "callback service (virtual queue) name: no `/` or control characters; an unknown one is 400"},
       "phoneNumber": {"type": "string", "minLength": MIN_PHONE_DIGITS, "maxLength": MAX_PHONE,
           "pattern": "^[0-9+ ().-]*$", "example": "+12125550100",
           "description": format!("number to call: digits (at least {MIN_PHONE_DIGITS}) with optional +, spaces, dashes, dots or parentheses; the service's number rule may refuse it (400)")},
