@@ -3,7 +3,8 @@
 # --with-worker` (the debug build) on free ports, in a fresh PostgreSQL schema and Redis
 # prefix, with a seeded tenant, an immediate and a scheduled service (business hours and a
 # capacity rule), a real API key and the voice-platform simulator taking the calls.
-#   tests/contract/run.sh            the CI run (bounded: CONTRACT_MAX_TIME seconds of testing)
+#   tests/contract/run.sh   the CI run: CONTRACT_MAX_TIME (default 120) seconds of testing;
+#                           CONTRACT_SEED=<seed> replays the inputs of a run (it prints its seed)
 # Needs the local PostgreSQL and Redis (`just deps`) and target/debug/{engage,ors-sim}.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
@@ -130,7 +131,8 @@ status=0
 (cd "$repo/.local" && schemathesis --config-file "$here/schemathesis.toml" run \
   "http://127.0.0.1:$EXTERNAL_PORT/engagement/v3/openapi.json" \
   --header "x-api-key:$key" --checks all --max-time "$max_time" --workers 1 \
-  --report junit --report-dir "$repo/.local/contract-report") || status=$?
+  --report junit --report-dir "$repo/.local/contract-report" \
+  ${CONTRACT_SEED:+--seed "$CONTRACT_SEED"}) || status=$?
 if grep -q '"level":"ERROR"' "$work/contract-engage.log"; then
   echo "contract: engage logged errors during the run:" >&2
   grep '"level":"ERROR"' "$work/contract-engage.log" | head -20 >&2
