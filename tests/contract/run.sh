@@ -73,7 +73,7 @@ ORS_EVENTS_TOKEN=$(python3 -c 'import secrets; print(secrets.token_hex(16))')
 INTERNAL_PORT=$(free_port)
 EXTERNAL_PORT=$(free_port)
 GES_URL=http://127.0.0.1:$INTERNAL_PORT
-LOG_LEVEL=WARN
+LOG_LEVEL=${CONTRACT_LOG_LEVEL:-WARN}
 set +a
 trap cleanup EXIT
 
@@ -122,6 +122,14 @@ times = [d.datetime(x.year, x.month, x.day, h, m, tzinfo=d.timezone.utc)
 with open(sys.argv[1], "w") as f:
     f.writelines(f'"{t.strftime("%Y-%m-%dT%H:%M:%S.000Z")}"\n' for t in times)
 PY
+
+# The first of those slots is booked full, so creates drawing its time get the full-slot 429
+# with proposals (data.slots), which the document describes too.
+full=$(head -n1 "$repo/.local/contract-times.dict" | tr -d '"')
+for n in 1 2; do
+  curl -fsS -X POST "http://127.0.0.1:$EXTERNAL_PORT/engagement/v3/callbacks/create" -H "x-api-key: $key" \
+    -d "{\"serviceName\": \"demo-scheduled\", \"phoneNumber\": \"+1212555010$n\", \"desiredTime\": \"$full\"}" >/dev/null
+done
 
 echo "contract: engage on 127.0.0.1:$EXTERNAL_PORT (schema $id); schemathesis for ${max_time}s"
 status=0
