@@ -31,7 +31,7 @@ pub fn document() -> Value {
     json!({
       "openapi": "3.0.3",
       "info": {"title": "Engage — Engagement API v3", "version": env!("CARGO_PKG_VERSION"),
-               "description": "Callback engagement API, wire-compatible with the Genesys Engagement Service Engagement API v3. Every answer is the envelope {status:{code,message,corrId}, data}; status.code equals the HTTP status. An unknown route answers 404 and a known route with another method 405, in the same envelope."},
+               "description": "Callback engagement API, wire-compatible with the Genesys Engagement Service Engagement API v3. Every answer is the envelope {status:{code,message,corrId}, data}; status.code equals the HTTP status. An unknown route answers 404 and a known route with another method 405, in the same envelope. The x-api-key alone decides the tenant: a non-empty ccid or ContactCenterID header is refused (400). Browsers are served CORS for the origins each tenant allows."},
       "servers": [{"url": "/"}],
       "paths": paths::all(),
       "components": {
