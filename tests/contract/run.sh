@@ -21,10 +21,10 @@ install_schemathesis() {
   if [ -f "$stamp" ] && cmp -s "$here/requirements.txt" "$stamp"; then return; fi
   rm -rf "$venv"
   if [ -z "${CONTRACT_NO_VENV:-}" ] && python3 -m venv "$venv" 2>/dev/null; then
-    "$venv/bin/python" -m pip install -q --disable-pip-version-check -r "$here/requirements.txt"
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check --root-user-action=ignore -r "$here/requirements.txt"
   else
     rm -rf "$venv"
-    python3 -m pip install -q --disable-pip-version-check --target "$venv/site" \
+    python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore --target "$venv/site" \
       -r "$here/requirements.txt"
   fi
   cp "$here/requirements.txt" "$stamp"
