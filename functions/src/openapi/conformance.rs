@@ -167,6 +167,7 @@ fn response_schemas_name_exactly_the_fields_written() {
         virtual_queue: "q".into(),
         estimated_wait_time: -1,
         message: Some("unknown service".into()),
+        result_code: -1,
     };
     assert_eq!(keys(&ewt), properties("EstimatedWaitTime"));
     let id = || uuid::Uuid::now_v7().to_string();
@@ -352,6 +353,25 @@ fn real_answers_fit_their_operations() {
             "/engagement/v3/callbacks/open-for/{service}",
             "get",
             v(&OpenFor { open_for: 0 }),
+        ),
+        (
+            "/engagement/v3/callbacks/queue-status/{queue}",
+            "get",
+            v(&QueueStatus {
+                ewt: -1,
+                offer_immediate_callback: false,
+                offer_scheduled_callback: true,
+            }),
+        ),
+        (
+            "/engagement/v3/estimated-wait-time",
+            "get",
+            v(&vec![EstimatedWaitTime {
+                virtual_queue: "q".into(),
+                estimated_wait_time: 30,
+                message: None,
+                result_code: 0,
+            }]),
         ),
     ];
     for (path, method, data) in cases {

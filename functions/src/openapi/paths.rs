@@ -212,11 +212,11 @@ fn estimated_wait_time() -> Value {
                 "description": format!("comma-separated virtual queue (service) names, at most {MAX_QUEUES}; an unknown one answers -1 with a message; no NUL characters")},
                query("mode", json!({"type": "string", "enum": ["mode1", "mode2", "mode3"], "default": "mode2"}),
                      "mode1: pending count × mean interval of the last 32 dequeues; mode2: mode1, -1 when callbacks wait and no agent took one recently; mode3: external statistics source (-1 when none is configured)"),
-               query("include-calls-on-hold", json!({"type": "string"}), "accepted for compatibility (GES: a boolean); any value, no effect")]),
+               query("include-calls-on-hold", json!({"type": "boolean"}), "true or false (any case); no effect: Engage's queues hold callbacks only, never a call on hold")]),
         json!({"type": "array", "items": r("EstimatedWaitTime")}),
         &[(
             400,
-            "virtual-queues missing or naming more than 50 queues, or an unknown mode",
+            "virtual-queues missing or naming more than 50 queues, an unknown mode, or include-calls-on-hold not a boolean",
         )],
     )
 }

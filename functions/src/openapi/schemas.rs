@@ -201,8 +201,9 @@ fn queue_status() -> Value {
 }
 
 fn estimated_wait_time() -> Value {
-    json!({"type": "object", "additionalProperties": false, "required": ["virtualQueue", "estimatedWaitTime"], "properties": {
+    json!({"type": "object", "additionalProperties": false, "required": ["virtualQueue", "estimatedWaitTime", "resultCode"], "properties": {
         "virtualQueue": {"type": "string"},
+        "resultCode": {"type": "integer", "enum": [0, -1, -2], "description": "0 a valid estimate; -1 unknown (no history yet, unknown queue, no statistics source, data unavailable); -2 no agent serving the queue"},
         "estimatedWaitTime": {"type": "integer", "minimum": -1, "description": "seconds; -1 when unknown (see message)"},
         "message": {"type": "string", "description": "why the estimate is unknown (unknown service, no history yet, no agent activity, no statistics source)"}}})
 }
