@@ -485,7 +485,7 @@ async fn other_methods_neither_pass_nor_reveal_internal_routes() {
                     (false, _) => 404,
                     (true, "HEAD") if methods.contains(&"GET") && route.auth != Auth::Open => 401,
                     (true, "HEAD") if methods.contains(&"GET") => 200,
-                    (true, _) => 400,
+                    (true, _) => 405,
                 };
                 assert_eq!(code, expected, "{ctx}: {body}");
                 if method != "HEAD" && code >= 400 {

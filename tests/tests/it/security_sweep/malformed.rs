@@ -511,7 +511,7 @@ async fn served_oddities(addr: &str, internal: &str, h: &str) {
         check(
             what,
             &exchange(addr, req).await,
-            &[200, 400, 404],
+            &[200, 400, 404, 405],
             Shape::Served,
         );
     }

@@ -220,19 +220,63 @@ fn functions_src() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../functions/src")
 }
 
-/// The sources of every crate that builds routers, without their `#[cfg(test)]` modules.
+/// The sources of every crate that builds routers, without their test modules: an inline
+/// `#[cfg(test)] mod x { … }` is cut from its attribute to the end of the file (test modules
+/// come last), and a file declared `#[cfg(test)] mod x;` is left out.
 fn serving_sources() -> Vec<(std::path::PathBuf, String)> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let mut files = Vec::new();
     for dir in ["functions/src", "http/src", "engage/src"] {
         rust_files(&root.join(dir), &mut files);
     }
-    files
+    let texts: Vec<_> = files
         .into_iter()
         .map(|f| {
             let text = std::fs::read_to_string(&f).expect("source");
-            let code = text.split("#[cfg(test)]").next().unwrap_or("").to_string();
-            (f, code)
+            (f, text)
+        })
+        .collect();
+    let mut test_files = BTreeSet::new();
+    for (f, text) in &texts {
+        for (name, inline) in test_modules(text) {
+            if !inline {
+                let dir = f.parent().expect("folder");
+                test_files.insert(dir.join(format!("{name}.rs")));
+                test_files.insert(dir.join(&name).join("mod.rs"));
+            }
+        }
+    }
+    texts
+        .into_iter()
+        .filter(|(f, _)| !test_files.contains(f))
+        .map(|(f, text)| {
+            let cut = text
+                .match_indices("#[cfg(test)]")
+                .find(|(i, _)| {
+                    let rest = text[i + "#[cfg(test)]".len()..].trim_start();
+                    rest.starts_with("mod ")
+                        && rest.lines().next().is_some_and(|l| l.ends_with('{'))
+                })
+                .map_or(text.len(), |(i, _)| i);
+            (f, text[..cut].to_string())
+        })
+        .collect()
+}
+
+/// The `#[cfg(test)]` modules a file declares: (name, whether inline).
+fn test_modules(text: &str) -> Vec<(String, bool)> {
+    text.match_indices("#[cfg(test)]")
+        .filter_map(|(i, _)| {
+            let line = text[i + "#[cfg(test)]".len()..]
+                .trim_start()
+                .lines()
+                .next()?;
+            let decl = line.strip_prefix("mod ")?;
+            let name: String = decl
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect();
+            Some((name, line.ends_with('{')))
         })
         .collect()
 }
