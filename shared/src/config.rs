@@ -204,10 +204,65 @@ pub struct HttpConfig {
     /// within it (0 = no caching).
     #[serde(default = "defaults::cache_ttl_ms")]
     pub cache_ttl_ms: u64,
+    /// `TRUSTED_PROXIES`: comma-separated CIDRs (or single addresses) of the proxies in front
+    /// of the public port whose `X-Forwarded-For` is believed; empty (default) = the socket
+    /// peer is the client and `X-Forwarded-For` is ignored (docs/abuse.md#client-address).
+    #[serde(default)]
+    pub trusted_proxies: TrustedProxies,
+    /// `AUTH_FAILURE_LIMIT`: failed API-key attempts per minute per client address on the
+    /// public port before further attempts answer 429 without a lookup (0 = off; default 30;
+    /// docs/abuse.md#failure-limiter).
+    #[serde(default = "defaults::auth_failure_limit")]
+    pub auth_failure_limit: u32,
+    /// `AUTH_NEGATIVE_TTL_MS`: how long an unknown API key is remembered as unknown (default
+    /// 30,000; 0 = as long as `CACHE_TTL_MS`). A key created or imported elsewhere is refused
+    /// on a replica that remembers it as unknown for at most this long.
+    #[serde(default = "defaults::auth_negative_ttl_ms")]
+    pub auth_negative_ttl_ms: u64,
     /// Set by the AWS Lambda runtime on every invocation host (never set it yourself): when
     /// present, function binaries answer Lambda invocations instead of listening on `PORT`.
     #[serde(default)]
     pub aws_lambda_runtime_api: Option<String>,
+}
+
+/// The proxies whose `X-Forwarded-For` is believed (`TRUSTED_PROXIES`), parsed once at start.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrustedProxies(pub Vec<ipnet::IpNet>);
+
+impl TrustedProxies {
+    /// Parses `10.0.0.0/8, 192.168.1.7, fd00::/8`: CIDRs or single addresses, comma-separated.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut nets = Vec::new();
+        for item in text.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            let net = match item.parse::<ipnet::IpNet>() {
+                Ok(net) => net.trunc(),
+                Err(_) => item
+                    .parse::<std::net::IpAddr>()
+                    .map(ipnet::IpNet::from)
+                    .map_err(|_| {
+                        format!(
+                            "TRUSTED_PROXIES: {item:?} is neither an IP address nor a CIDR \
+                             (e.g. 10.0.0.0/8)"
+                        )
+                    })?,
+            };
+            nets.push(net);
+        }
+        Ok(Self(nets))
+    }
+
+    /// Whether `addr` is one of the trusted proxies (IPv4-mapped IPv6 compared as IPv4).
+    pub fn contains(&self, addr: std::net::IpAddr) -> bool {
+        let addr = addr.to_canonical();
+        self.0.iter().any(|net| net.contains(&addr))
+    }
+}
+
+impl<'de> Deserialize<'de> for TrustedProxies {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Self::parse(&text).map_err(serde::de::Error::custom)
+    }
 }
 
 impl HttpConfig {
@@ -321,6 +376,12 @@ mod defaults {
     }
     pub(super) fn cache_ttl_ms() -> u64 {
         2_000
+    }
+    pub(super) fn auth_failure_limit() -> u32 {
+        30
+    }
+    pub(super) fn auth_negative_ttl_ms() -> u64 {
+        30_000
     }
     pub(super) fn redis_url() -> String {
         "redis://127.0.0.1:6379".into()

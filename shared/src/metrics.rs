@@ -34,6 +34,12 @@ pub const REDIS_WRITE_FAILED: &str = "engage_redis_write_failed_total";
 pub const THROTTLE_FAIL_OPEN: &str = "engage_throttle_fail_open_total";
 /// Requests refused by the per-API-key request rate limit of the public port.
 pub const API_KEY_RATE_LIMITED: &str = "engage_api_key_rate_limited_total";
+/// API-key lookups in PostgreSQL (key-cache misses; docs/abuse.md).
+pub const API_KEY_LOOKUPS: &str = "engage_api_key_lookups_total";
+/// Requests refused for an unknown, revoked or malformed API key (401 or 429).
+pub const API_KEY_REFUSED: &str = "engage_api_key_refused_total";
+/// Failed API-key attempts over a client's `AUTH_FAILURE_LIMIT` (answered 429, no lookup).
+pub const AUTH_FAILURE_LIMITED: &str = "engage_auth_failure_limited_total";
 /// Callbacks stored after their create had answered 503, then deleted (compensated).
 pub const CREATES_COMPENSATED: &str = "engage_creates_compensated_total";
 /// Build info gauge (= 1), label `version`.
