@@ -974,4 +974,32 @@ mod tests {
         assert_eq!(cfg.voice.redis_password.unwrap().expose_secret(), "vp");
         std::fs::remove_dir_all(dir).unwrap();
     }
+
+    #[test]
+    fn trusted_proxies_and_auth_limits() {
+        let cfg = Config::from_vars(vars(&[("DATABASE_URL", "postgres://u@h/d")])).unwrap();
+        assert!(cfg.http.trusted_proxies.0.is_empty());
+        assert_eq!(cfg.http.auth_failure_limit, 30);
+        assert_eq!(cfg.http.auth_negative_ttl_ms, 30_000);
+        let cfg = Config::from_vars(vars(&[
+            ("DATABASE_URL", "postgres://u@h/d"),
+            ("TRUSTED_PROXIES", " 10.1.2.3/8, 192.168.1.7 ,fd00::/8,"),
+            ("AUTH_FAILURE_LIMIT", "0"),
+        ]))
+        .unwrap();
+        let t = &cfg.http.trusted_proxies;
+        assert_eq!(t.0.len(), 3);
+        assert!(t.contains("10.200.0.1".parse().unwrap()));
+        assert!(t.contains("::ffff:192.168.1.7".parse().unwrap()));
+        assert!(t.contains("fd12::1".parse().unwrap()));
+        assert!(!t.contains("192.168.1.8".parse().unwrap()));
+        assert_eq!(cfg.http.auth_failure_limit, 0);
+        let err = Config::from_vars(vars(&[
+            ("DATABASE_URL", "postgres://u@h/d"),
+            ("TRUSTED_PROXIES", "10.0.0.0/8, proxy.local"),
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("TRUSTED_PROXIES") && err.contains("proxy.local"), "{err}");
+    }
 }

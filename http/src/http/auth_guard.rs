@@ -5,17 +5,20 @@
 //! public port every failed attempt is counted per client address (`AUTH_FAILURE_LIMIT` per
 //! minute, in-process, governor); a client over it is answered 429 with `Retry-After`
 //! **before** any lookup, so a stream of random keys costs at most the limit in lookups per
-//! client and minute. The internal port (no [`ClientAddr`] on its requests) is not limited.
+//! client and minute (plus the requests it had in flight when it first failed). The internal port (no [`ClientAddr`] on its requests) is not limited.
 
 use std::{
     net::{IpAddr, Ipv6Addr},
     num::NonZeroU32,
-    sync::{Arc, Mutex},
-    time::{Duration, Instant},
+    sync::Arc,
+    time::Duration,
 };
 
 use axum::http::HeaderMap;
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter, clock::Clock};
+use governor::{
+    DefaultDirectRateLimiter, Quota, RateLimiter,
+    clock::{Clock, DefaultClock},
+};
 use moka::future::Cache;
 
 use super::{ApiError, client_addr::ClientAddr, state::AppState};
@@ -72,21 +75,27 @@ pub async fn resolve(
     else {
         return Ok(None);
     };
-    let limiter = client.and_then(|c| state.auth_failures.as_ref().map(|l| (l, c.0)));
-    if key.len() > MAX_KEY_LEN {
-        return Ok(Some(failed(limiter).await));
+    let hash = (key.len() <= MAX_KEY_LEN).then(|| auth::hash_key(key));
+    let cached = match &hash {
+        Some(hash) => state.cache.cached_tenant(hash).await,
+        None => Some(None),
+    };
+    if let Some(Some(tenant)) = cached {
+        // The hot path: a known key costs nothing more.
+        return Ok(Some(KeyOutcome::Tenant(tenant)));
     }
-    let hash = auth::hash_key(key);
-    match state.cache.cached_tenant(&hash).await {
-        Some(Some(tenant)) => return Ok(Some(KeyOutcome::Tenant(tenant))),
-        Some(None) => return Ok(Some(failed(limiter).await)),
-        None => {}
-    }
-    if let Some((limiter, client)) = limiter
-        && let Some(wait) = limiter.blocked(client).await
-    {
-        return Ok(Some(KeyOutcome::Limited(wait)));
-    }
+    let guard = Guard {
+        limiter: state.auth_failures.as_ref().filter(|_| client.is_some()),
+        client: client.and_then(|c| c.0),
+    };
+    let charged = match guard.before().await {
+        Ok(charged) => charged,
+        Err(wait) => return Ok(Some(guard.refused(Some(wait)))),
+    };
+    let (Some(hash), None) = (hash, cached) else {
+        // Known to be unknown (negative cache) or malformed: no lookup.
+        return Ok(Some(guard.failed(charged).await));
+    };
     let tenant = state
         .cache
         .tenant(hash, async {
@@ -97,38 +106,61 @@ pub async fn resolve(
         .await?;
     Ok(Some(match tenant {
         Some(t) => KeyOutcome::Tenant(t),
-        None => failed(limiter).await,
+        None => guard.failed(charged).await,
     }))
 }
 
-/// Counts a failure of the client (when limited) and answers 401, or 429 once over.
-async fn failed(limiter: Option<(&AuthFailures, Option<IpAddr>)>) -> KeyOutcome {
-    ::metrics::counter!(metrics::API_KEY_REFUSED).increment(1);
-    match limiter {
-        Some((l, client)) => match l.fail(client).await {
-            Some(wait) => KeyOutcome::Limited(wait),
+/// The failure limiter as it applies to one request (none on the internal port).
+struct Guard<'a> {
+    limiter: Option<&'a AuthFailures>,
+    client: Option<IpAddr>,
+}
+
+impl Guard<'_> {
+    /// Before a resolution that is not a cached known key: a client with recent failures pays
+    /// one attempt now (`Ok(true)`), and waits (`Err(seconds)`) when it has none left.
+    async fn before(&self) -> Result<bool, u64> {
+        match self.limiter {
+            Some(l) => l.charge_known(self.client).await,
+            None => Ok(false),
+        }
+    }
+
+    /// After a failure: counted unless already paid for; 429 once over the limit, else 401.
+    async fn failed(&self, charged: bool) -> KeyOutcome {
+        let wait = match self.limiter {
+            Some(l) if !charged => l.charge(self.client).await.err(),
+            _ => None,
+        };
+        self.refused(wait)
+    }
+
+    fn refused(&self, wait: Option<u64>) -> KeyOutcome {
+        ::metrics::counter!(metrics::API_KEY_REFUSED).increment(1);
+        match wait {
+            Some(wait) => {
+                ::metrics::counter!(metrics::AUTH_FAILURE_LIMITED).increment(1);
+                KeyOutcome::Limited(wait)
+            }
             None => KeyOutcome::Unknown,
-        },
-        None => KeyOutcome::Unknown,
+        }
     }
 }
 
 /// Per-client failed-attempt limiter of the public port: `AUTH_FAILURE_LIMIT` per minute per
 /// client address (IPv6 by /64), in-process (each replica counts its own), bounded to
-/// [`CLIENTS`] addresses.
+/// [`CLIENTS`] addresses. A client enters it with its first failure; from then on each of its
+/// attempts that is not a cached known key is charged **before** the lookup, so concurrent
+/// requests of a limited client cannot slip lookups through.
 pub struct AuthFailures {
+    quota: Quota,
     per_minute: NonZeroU32,
-    clients: Cache<IpAddr, Arc<ClientFailures>>,
-}
-
-struct ClientFailures {
-    limiter: DefaultDirectRateLimiter,
-    blocked_until: Mutex<Option<Instant>>,
+    clients: Cache<IpAddr, Arc<DefaultDirectRateLimiter>>,
 }
 
 /// Most client addresses tracked; idle ones leave after [`IDLE`].
 const CLIENTS: u64 = 50_000;
-/// A client without failures for this long is forgotten (its allowance is whole again).
+/// A client without attempts for this long is forgotten (its allowance is whole again).
 const IDLE: Duration = Duration::from_secs(120);
 
 impl std::fmt::Debug for AuthFailures {
@@ -142,8 +174,10 @@ impl std::fmt::Debug for AuthFailures {
 impl AuthFailures {
     /// The limiter of `per_minute` failures (`None` when 0: off).
     pub fn new(per_minute: u32) -> Option<Self> {
+        let per_minute = NonZeroU32::new(per_minute)?;
         Some(Self {
-            per_minute: NonZeroU32::new(per_minute)?,
+            quota: Quota::per_minute(per_minute),
+            per_minute,
             clients: Cache::builder()
                 .max_capacity(CLIENTS)
                 .time_to_idle(IDLE)
@@ -151,37 +185,33 @@ impl AuthFailures {
         })
     }
 
-    /// Seconds the client must still wait, when it is over its limit.
-    async fn blocked(&self, client: Option<IpAddr>) -> Option<u64> {
-        let entry = self.clients.get(&bucket(client)).await?;
-        let until = (*entry.blocked_until.lock().ok()?)?;
-        let left = until.checked_duration_since(Instant::now())?;
-        Some(left.as_secs_f64().ceil().max(1.0) as u64)
+    /// Charges an attempt of a client that has failed recently (`Ok(false)`: it has not, so
+    /// nothing is charged); `Err(seconds to wait)` when it has no attempt left.
+    async fn charge_known(&self, client: Option<IpAddr>) -> Result<bool, u64> {
+        match self.clients.get(&bucket(client)).await {
+            Some(limiter) => check(&limiter).map(|()| true),
+            None => Ok(false),
+        }
     }
 
-    /// Counts one failure; the seconds to wait when it went over the limit.
-    async fn fail(&self, client: Option<IpAddr>) -> Option<u64> {
-        if let Some(wait) = self.blocked(client).await {
-            return Some(wait);
-        }
-        let quota = Quota::per_minute(self.per_minute);
-        let entry = self
+    /// Charges one failed attempt; `Err(seconds to wait)` when it was over the limit.
+    async fn charge(&self, client: Option<IpAddr>) -> Result<(), u64> {
+        let quota = self.quota;
+        let limiter = self
             .clients
-            .get_with(bucket(client), async {
-                Arc::new(ClientFailures {
-                    limiter: RateLimiter::direct(quota),
-                    blocked_until: Mutex::new(None),
-                })
+            .get_with(bucket(client), async move {
+                Arc::new(RateLimiter::direct(quota))
             })
             .await;
-        let not_until = entry.limiter.check().err()?;
-        let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
-        if let Ok(mut until) = entry.blocked_until.lock() {
-            *until = Some(Instant::now() + wait);
-        }
-        ::metrics::counter!(metrics::AUTH_FAILURE_LIMITED).increment(1);
-        Some(wait.as_secs_f64().ceil().max(1.0) as u64)
+        check(&limiter)
     }
+}
+
+fn check(limiter: &DefaultDirectRateLimiter) -> Result<(), u64> {
+    limiter.check().map_err(|not_until| {
+        let wait = not_until.wait_time_from(DefaultClock::default().now());
+        wait.as_secs_f64().ceil().max(1.0) as u64
+    })
 }
 
 /// The limiter's key of an address: IPv6 clients by their /64 (one host usually holds a whole
@@ -206,14 +236,15 @@ mod tests {
         let l = AuthFailures::new(3).unwrap();
         let a = Some("1.2.3.4".parse().unwrap());
         let b = Some("1.2.3.5".parse().unwrap());
-        for _ in 0..3 {
-            assert_eq!(l.fail(a).await, None);
-        }
-        let wait = l.fail(a).await.expect("over the limit");
+        assert_eq!(l.charge_known(a).await, Ok(false), "no failure yet: free");
+        assert_eq!(l.charge(a).await, Ok(()));
+        assert_eq!(l.charge_known(a).await, Ok(true), "failed before: charged");
+        assert_eq!(l.charge_known(a).await, Ok(true));
+        let wait = l.charge_known(a).await.expect_err("over the limit");
         assert!((1..=20).contains(&wait), "{wait}");
-        assert!(l.blocked(a).await.is_some());
-        assert_eq!(l.fail(b).await, None);
-        assert!(l.blocked(b).await.is_none());
+        assert!(l.charge(a).await.is_err());
+        assert_eq!(l.charge_known(b).await, Ok(false));
+        assert_eq!(l.charge(b).await, Ok(()));
     }
 
     #[test]
