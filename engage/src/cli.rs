@@ -156,9 +156,8 @@ fn imported_key(
     stdin: bool,
 ) -> anyhow::Result<Option<SecretString>> {
     let text = match (file, stdin) {
-        (Some(path), _) => std::fs::read_to_string(path).map_err(|e| {
-            anyhow::anyhow!("--key-file {}: cannot read it: {e}", path.display())
-        })?,
+        (Some(path), _) => std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("--key-file {}: cannot read it: {e}", path.display()))?,
         (None, true) => std::io::read_to_string(std::io::stdin())
             .map_err(|e| anyhow::anyhow!("--key-stdin: cannot read standard input: {e}"))?,
         (None, false) => return Ok(None),

@@ -1000,6 +1000,9 @@ mod tests {
         ]))
         .unwrap_err()
         .to_string();
-        assert!(err.contains("TRUSTED_PROXIES") && err.contains("proxy.local"), "{err}");
+        assert!(
+            err.contains("TRUSTED_PROXIES") && err.contains("proxy.local"),
+            "{err}"
+        );
     }
 }

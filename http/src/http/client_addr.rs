@@ -41,7 +41,11 @@ enum Peer {
 }
 
 /// Middleware of the external port: tags each request with its [`ClientAddr`].
-pub async fn tag(State(trusted): State<Arc<TrustedProxies>>, mut req: Request, next: Next) -> Response {
+pub async fn tag(
+    State(trusted): State<Arc<TrustedProxies>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let client = client_of(req.headers(), peer_of(&req), &trusted);
     req.extensions_mut().insert(ClientAddr(client));
     next.run(req).await

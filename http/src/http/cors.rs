@@ -107,7 +107,10 @@ pub fn wrap(app: Router, state: &AppState) -> Router {
     });
     let trusted = Arc::new(state.cfg.http.trusted_proxies.clone());
     app.layer(middleware::from_fn_with_state(cors, check))
-        .layer(middleware::from_fn_with_state(trusted, super::client_addr::tag))
+        .layer(middleware::from_fn_with_state(
+            trusted,
+            super::client_addr::tag,
+        ))
 }
 
 const ALLOW_METHODS: &str = "GET, POST, OPTIONS";
