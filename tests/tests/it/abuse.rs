@@ -13,7 +13,9 @@ use std::{
 };
 
 use futures::StreamExt;
-use harness::{Engage, Fixture, PrivatePostgres, PrivateRedis, TestEnv, binary, message, send};
+use harness::{
+    Engage, Fixture, PrivatePostgres, PrivateRedis, TestEnv, binary, message, next_phone, send,
+};
 use rand::{Rng, distr::Alphanumeric};
 use serde_json::{Value, json};
 
@@ -84,7 +86,13 @@ async fn an_imported_ges_key_works_at_once_and_is_never_echoed_or_stored_plain()
     assert_eq!(body["data"]["imported"], true);
     assert_eq!(body["data"]["label"], "ges app");
     // Works at once on the replica that imported it (its negative entry forgotten).
-    let id = fx.engage.create(&key).service("sales").id().await;
+    let id = fx
+        .engage
+        .create(&key)
+        .service("sales")
+        .phone(&next_phone())
+        .id()
+        .await;
     assert_eq!(fx.engage.retrieve(&key, &id).await["id"], id.as_str());
     // Listed like any key, stored only as its hash.
     let (_, keys) = fx.engage.admin_get("/ges/v1/tenants/acme/api-keys").await;
@@ -118,7 +126,13 @@ async fn a_key_value_already_in_use_is_409_without_naming_its_tenant() {
         assert!(!text.contains("acme") && !text.contains(&key), "{body}");
     }
     // The key still belongs to acme alone.
-    let id = fx.engage.create(&key).service("sales").id().await;
+    let id = fx
+        .engage
+        .create(&key)
+        .service("sales")
+        .phone(&next_phone())
+        .id()
+        .await;
     assert_eq!(fx.engage.retrieve(&fx.key, &id).await["id"], id.as_str());
     let pg = fx.env.pg().await;
     let n: i64 = pg
@@ -211,7 +225,12 @@ async fn the_cli_imports_keys_from_a_file_or_stdin_never_printing_them() {
     assert!(ok, "{err}");
     assert!(!out.contains(&from_stdin), "printed: {out}");
     for key in [&from_file, &from_stdin] {
-        fx.engage.create(key).service("sales").id().await;
+        fx.engage
+            .create(key)
+            .service("sales")
+            .phone(&next_phone())
+            .id()
+            .await;
     }
     // A bad value fails with the reason, without repeating it; a used one conflicts.
     std::fs::write(&file, "has spaces in the key value\n").unwrap();
@@ -309,9 +328,13 @@ async fn five_thousand_random_keys_cost_at_most_100_postgres_lookups() {
 
 #[tokio::test]
 async fn a_spoofed_forwarded_for_from_an_untrusted_peer_does_not_evade_the_limit() {
-    let env = TestEnv::new().with("AUTH_FAILURE_LIMIT", "5");
+    // A long key cache: the known key below stays cached through the failures.
+    let env = TestEnv::new()
+        .with("AUTH_FAILURE_LIMIT", "5")
+        .with("CACHE_TTL_MS", "120000");
     let fx = Fixture::with(env, &[], "acme", "sales", json!({"route_point": "5000"})).await;
     let http = &fx.engage.http;
+    assert_eq!(try_key(http, &fx.engage, &fx.key, None).await.0, 200);
     for i in 0..5 {
         let xff = format!("10.9.8.{i}");
         let (code, _, body) = try_key(http, &fx.engage, &ges_key(), Some(&xff)).await;
