@@ -149,7 +149,7 @@ impl Guard<'_> {
 
 /// Per-client failed-attempt limiter of the public port: `AUTH_FAILURE_LIMIT` per minute per
 /// client address (IPv6 by /64), in-process (each replica counts its own), bounded to
-/// [`CLIENTS`] addresses. A client enters it with its first failure; from then on each of its
+/// 50,000 addresses. A client enters it with its first failure; from then on each of its
 /// attempts that is not a cached known key is charged **before** the lookup, so concurrent
 /// requests of a limited client cannot slip lookups through.
 pub struct AuthFailures {

@@ -164,6 +164,35 @@ mod tests {
     }
 
     #[test]
+    fn on_lambda_the_gateway_source_ip_is_the_peer() {
+        use lambda_http::aws_lambda_events::apigw::{
+            ApiGatewayProxyRequestContext, ApiGatewayV2httpRequestContext,
+        };
+        let mut v2 = ApiGatewayV2httpRequestContext::default();
+        v2.http.source_ip = Some("198.51.100.7".into());
+        let mut v1 = ApiGatewayProxyRequestContext::default();
+        v1.identity.source_ip = Some("198.51.100.8".into());
+        let with = |ctx: RequestContext| {
+            let mut req = Request::new(axum::body::Body::empty());
+            req.extensions_mut().insert(ctx);
+            peer_of(&req)
+        };
+        assert_eq!(
+            with(RequestContext::ApiGatewayV2(v2)),
+            Peer::Addr(ip("198.51.100.7"))
+        );
+        assert_eq!(
+            with(RequestContext::ApiGatewayV1(v1)),
+            Peer::Addr(ip("198.51.100.8"))
+        );
+        assert_eq!(with(RequestContext::Alb(Default::default())), Peer::Alb);
+        assert_eq!(
+            peer_of(&Request::new(axum::body::Body::empty())),
+            Peer::Unknown
+        );
+    }
+
+    #[test]
     fn alb_is_a_trusted_hop_and_unknown_stays_unknown() {
         let trusted = TrustedProxies::default();
         let h = xff(&["6.6.6.6, 5.5.5.5"]);
