@@ -164,6 +164,18 @@ fn describe() {
         CREATES_COMPENSATED,
         "Callbacks stored after their create had answered 503, deleted again (docs/bounded-answers.md)."
     );
+    describe_counter!(
+        API_KEY_LOOKUPS,
+        "API-key lookups in PostgreSQL (key-cache misses; docs/abuse.md)."
+    );
+    describe_counter!(
+        API_KEY_REFUSED,
+        "Requests refused for an unknown, revoked or malformed API key (401 or 429)."
+    );
+    describe_counter!(
+        AUTH_FAILURE_LIMITED,
+        "Failed API-key attempts over a client's AUTH_FAILURE_LIMIT (answered 429, no lookup)."
+    );
     describe_gauge!(BUILD_INFO, "Build information (always 1), by version.");
     describe_gauge!(MONITOR_SIZE, "Callbacks the dispatcher watches, by type.");
     describe_histogram!(
