@@ -21,6 +21,9 @@ type ServiceKey = (Arc<str>, Arc<str>);
 #[derive(Clone)]
 pub struct Caches {
     keys: Cache<[u8; 32], Option<Arc<str>>>,
+    /// Hashes of keys found live in the last [`RECENTLY_KNOWN`]: looked up again when their
+    /// entry above has expired even for a client over its failure limit (docs/abuse.md).
+    recently_known: Cache<[u8; 32], ()>,
     services: Cache<ServiceKey, Option<Arc<Service>>>,
 }
 
@@ -53,6 +56,9 @@ impl Expiry<[u8; 32], Option<Arc<str>>> for KeyExpiry {
 
 /// Most API keys (known and unknown) remembered; random keys evict each other, not memory.
 const KEY_CAPACITY: u64 = 100_000;
+/// How long a key found live stays "recently known" (only live keys enter: bounded by the
+/// number of real keys).
+const RECENTLY_KNOWN: Duration = Duration::from_secs(600);
 
 impl Caches {
     /// Caches whose entries live `ttl` (a zero TTL disables caching, of unknown keys too);
@@ -73,6 +79,10 @@ impl Caches {
                     unknown: negative_ttl,
                 })
                 .build(),
+            recently_known: Cache::builder()
+                .max_capacity(KEY_CAPACITY)
+                .time_to_live(RECENTLY_KNOWN)
+                .build(),
             services: Cache::builder()
                 .max_capacity(10_000)
                 .time_to_live(ttl)
@@ -85,10 +95,21 @@ impl Caches {
     where
         F: Future<Output = Result<Option<String>, Error>>,
     {
-        self.keys
+        let tenant = self
+            .keys
             .try_get_with(key_hash, async { load.await.map(|t| t.map(Arc::from)) })
             .await
-            .map_err(|e| clone_error(&e))
+            .map_err(|e| clone_error(&e))?;
+        if tenant.is_some() {
+            self.recently_known.insert(key_hash, ()).await;
+        }
+        Ok(tenant)
+    }
+
+    /// Whether the key was found live in the last 10 minutes (its lookup is not charged to a
+    /// client over its failure limit: it is someone's real key).
+    pub async fn recently_known(&self, key_hash: &[u8; 32]) -> bool {
+        self.recently_known.contains_key(key_hash)
     }
 
     /// What the cache knows of a key without loading: `Some(Some(tenant))` known,
@@ -135,6 +156,7 @@ impl Caches {
     /// Forgets every key (after a revocation: only the key's id is known there).
     pub fn forget_keys(&self) {
         self.keys.invalidate_all();
+        self.recently_known.invalidate_all();
     }
 }
 

@@ -5,7 +5,9 @@
 //! public port every failed attempt is counted per client address (`AUTH_FAILURE_LIMIT` per
 //! minute, in-process, governor); a client over it is answered 429 with `Retry-After`
 //! **before** any lookup, so a stream of random keys costs at most the limit in lookups per
-//! client and minute (plus the requests it had in flight when it first failed). The internal port (no [`ClientAddr`] on its requests) is not limited.
+//! client and minute (plus the requests it had in flight when it first failed). A key found
+//! live in the last 10 minutes is reloaded uncharged, so a limited shared address keeps its
+//! working keys. The internal port (no [`ClientAddr`] on its requests) is not limited.
 
 use std::{
     net::{IpAddr, Ipv6Addr},
@@ -84,8 +86,17 @@ pub async fn resolve(
         // The hot path: a known key costs nothing more.
         return Ok(Some(KeyOutcome::Tenant(tenant)));
     }
+    // A key found live lately is someone's real key: its expired entry is reloaded without
+    // charging the client, so a limited address (NAT, shared proxy) keeps its working keys.
+    let real = match (&hash, &cached) {
+        (Some(hash), None) => state.cache.recently_known(hash).await,
+        _ => false,
+    };
     let guard = Guard {
-        limiter: state.auth_failures.as_ref().filter(|_| client.is_some()),
+        limiter: state
+            .auth_failures
+            .as_ref()
+            .filter(|_| client.is_some() && !real),
         client: client.and_then(|c| c.0),
     };
     let charged = match guard.before().await {
