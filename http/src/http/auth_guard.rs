@@ -185,12 +185,16 @@ impl std::fmt::Debug for AuthFailures {
 impl AuthFailures {
     /// The limiter of `per_minute` failures (`None` when 0: off).
     pub fn new(per_minute: u32) -> Option<Self> {
+        Self::bounded(per_minute, CLIENTS)
+    }
+
+    fn bounded(per_minute: u32, clients: u64) -> Option<Self> {
         let per_minute = NonZeroU32::new(per_minute)?;
         Some(Self {
             quota: Quota::per_minute(per_minute),
             per_minute,
             clients: Cache::builder()
-                .max_capacity(CLIENTS)
+                .max_capacity(clients)
                 .time_to_idle(IDLE)
                 .build(),
         })
@@ -256,6 +260,21 @@ mod tests {
         assert!(l.charge(a).await.is_err());
         assert_eq!(l.charge_known(b).await, Ok(false));
         assert_eq!(l.charge(b).await, Ok(()));
+    }
+
+    #[tokio::test]
+    async fn random_addresses_do_not_grow_memory() {
+        let l = AuthFailures::bounded(3, 1_000).unwrap();
+        for i in 0..5_000 {
+            let addr = IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i));
+            assert_eq!(l.charge(Some(addr)).await, Ok(()));
+        }
+        l.clients.run_pending_tasks().await;
+        assert!(
+            l.clients.entry_count() <= 1_000,
+            "{}",
+            l.clients.entry_count()
+        );
     }
 
     #[test]
