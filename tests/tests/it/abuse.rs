@@ -582,3 +582,57 @@ async fn no_backend_error_text_reaches_public_callers() {
     );
     pg.start_server().unwrap();
 }
+
+#[tokio::test]
+async fn a_frozen_postgres_bounds_key_lookups_and_caches_no_error_as_unknown() {
+    let pg = PrivatePostgres::new();
+    let env = TestEnv::on(
+        &pg.url(),
+        &harness::deps().redis_url,
+        &harness::deps().voice_redis_url,
+    )
+    .with("REQUEST_TIMEOUT_MS", "2000")
+    .with("DB_POOL_TIMEOUT_MS", "500");
+    let fx = Fixture::with(env, &[], "acme", "sales", json!({"route_point": "5000"})).await;
+    // A real key never used on the public port yet: its first lookup meets the outage.
+    let fresh = ges_key();
+    assert_eq!(
+        import(&fx.engage, "acme", json!({"key": fresh})).await.0,
+        201
+    );
+    pg.freeze();
+    let started = Instant::now();
+    let keys: Vec<String> = (0..300).map(|_| ges_key()).chain([fresh.clone()]).collect();
+    let answers: Vec<(u16, Value)> = futures::stream::iter(keys)
+        .map(|key| {
+            let e = &fx.engage;
+            async move {
+                let (code, _, body) = try_key(&e.http, e, &key, None).await;
+                (code, body)
+            }
+        })
+        .buffer_unordered(50)
+        .collect()
+        .await;
+    let elapsed = started.elapsed();
+    pg.thaw();
+    for (code, body) in &answers {
+        assert!([401, 429, 503].contains(code), "{code}: {body}");
+        assert!(leaks(&body.to_string(), &[pg.port]).is_empty(), "{body}");
+    }
+    assert!(answers.iter().any(|a| a.0 == 503), "the outage was seen");
+    assert!(
+        elapsed < Duration::from_secs(20),
+        "answers bounded: {elapsed:?}"
+    );
+    // Nothing learnt during the outage sticks: the real key works at once after it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (code, _, body) = try_key(&fx.engage.http, &fx.engage, &fresh, None).await;
+        if code == 200 {
+            break;
+        }
+        assert!(code == 503 && Instant::now() < deadline, "{code}: {body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
