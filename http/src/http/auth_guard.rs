@@ -4,15 +4,18 @@
 //! `AUTH_NEGATIVE_TTL_MS`); a cached known key is the hot path and touches nothing else. On the
 //! public port every failed attempt is counted per client address (`AUTH_FAILURE_LIMIT` per
 //! minute, in-process, governor); a client over it is answered 429 with `Retry-After`
-//! **before** any lookup, so a stream of random keys costs at most the limit in lookups per
-//! client and minute (plus the requests it had in flight when it first failed). A key found
+//! **before** any lookup, and has at most a few lookups in flight, so a stream of random keys
+//! costs about the limit in lookups per client and minute, however concurrent. A key found
 //! live in the last 10 minutes is reloaded uncharged, so a limited shared address keeps its
 //! working keys. The internal port (no [`ClientAddr`] on its requests) is not limited.
 
 use std::{
     net::{IpAddr, Ipv6Addr},
     num::NonZeroU32,
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
@@ -22,6 +25,7 @@ use governor::{
     clock::{Clock, DefaultClock},
 };
 use moka::future::Cache;
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 use super::{ApiError, client_addr::ClientAddr, state::AppState};
 use crate::{auth, db, metrics};
@@ -92,20 +96,18 @@ pub async fn resolve(
         (Some(hash), None) => state.cache.recently_known(hash).await,
         _ => false,
     };
-    let guard = Guard {
-        limiter: state
-            .auth_failures
-            .as_ref()
-            .filter(|_| client.is_some() && !real),
-        client: client.and_then(|c| c.0),
-    };
-    let charged = match guard.before().await {
+    let guard = Guard::new(state.auth_failures.as_ref().filter(|_| !real), client).await;
+    let charged = match guard.charge_if_failed() {
         Ok(charged) => charged,
         Err(wait) => return Ok(Some(guard.refused(Some(wait)))),
     };
     let (Some(hash), None) = (hash, cached) else {
         // Known to be unknown (negative cache) or malformed: no lookup.
-        return Ok(Some(guard.failed(charged).await));
+        return Ok(Some(guard.failed(charged)));
+    };
+    let (_slot, charged) = match guard.lookup_slot(charged).await {
+        Ok(admitted) => admitted,
+        Err(wait) => return Ok(Some(guard.refused(Some(wait)))),
     };
     let tenant = state
         .cache
@@ -117,31 +119,67 @@ pub async fn resolve(
         .await?;
     Ok(Some(match tenant {
         Some(t) => KeyOutcome::Tenant(t),
-        None => guard.failed(charged).await,
+        None => guard.failed(charged),
     }))
 }
 
-/// The failure limiter as it applies to one request (none on the internal port).
-struct Guard<'a> {
-    limiter: Option<&'a AuthFailures>,
-    client: Option<IpAddr>,
+/// The failure limiter as it applies to one request: the client's state, none on the
+/// internal port, with the limiter off, or for a recently known key.
+struct Guard {
+    client: Option<Arc<ClientState>>,
 }
 
-impl Guard<'_> {
-    /// Before a resolution that is not a cached known key: a client with recent failures pays
-    /// one attempt now (`Ok(true)`), and waits (`Err(seconds)`) when it has none left.
-    async fn before(&self) -> Result<bool, u64> {
-        match self.limiter {
-            Some(l) => l.charge_known(self.client).await,
-            None => Ok(false),
+/// What the limiter keeps per client address.
+struct ClientState {
+    limiter: DefaultDirectRateLimiter,
+    /// Set by the client's first failure: from then on every attempt is charged up front.
+    failed: AtomicBool,
+    /// Lookups of this client in flight, so a first wave of concurrent random keys is looked up
+    /// a few at a time and is charged once the first of them failed.
+    lookups: Semaphore,
+}
+
+impl Guard {
+    async fn new(limiter: Option<&AuthFailures>, client: Option<&ClientAddr>) -> Self {
+        let client = match (limiter, client) {
+            (Some(l), Some(c)) => Some(l.client(c.0).await),
+            _ => None,
+        };
+        Self { client }
+    }
+
+    /// A client with recent failures pays one attempt now (`Ok(true)`) and waits
+    /// (`Err(seconds)`) when it has none left; `Ok(false)`: nothing charged.
+    fn charge_if_failed(&self) -> Result<bool, u64> {
+        match &self.client {
+            Some(c) if c.failed.load(Ordering::Acquire) => check(&c.limiter).map(|()| true),
+            _ => Ok(false),
         }
     }
 
+    /// Waits for one of the client's lookup slots; an attempt not yet charged is charged if
+    /// the client failed meanwhile.
+    async fn lookup_slot(&self, charged: bool) -> Result<(Option<SemaphorePermit<'_>>, bool), u64> {
+        let Some(c) = &self.client else {
+            return Ok((None, charged));
+        };
+        let slot = c.lookups.acquire().await.ok();
+        let charged = charged || self.charge_if_failed()?;
+        Ok((slot, charged))
+    }
+
     /// After a failure: counted unless already paid for; 429 once over the limit, else 401.
-    async fn failed(&self, charged: bool) -> KeyOutcome {
-        let wait = match self.limiter {
-            Some(l) if !charged => l.charge(self.client).await.err(),
-            _ => None,
+    fn failed(&self, charged: bool) -> KeyOutcome {
+        let wait = match &self.client {
+            Some(c) => {
+                c.failed.store(true, Ordering::Release);
+                if charged {
+                    None
+                } else {
+                    check(&c.limiter).err()
+                }
+            }
+            None => None,
         };
         self.refused(wait)
     }
@@ -160,15 +198,17 @@ impl Guard<'_> {
 
 /// Per-client failed-attempt limiter of the public port: `AUTH_FAILURE_LIMIT` per minute per
 /// client address (IPv6 by /64), in-process (each replica counts its own), bounded to
-/// 50,000 addresses. A client enters it with its first failure; from then on each of its
-/// attempts that is not a cached known key is charged **before** the lookup, so concurrent
-/// requests of a limited client cannot slip lookups through.
+/// 50,000 addresses. After a client's first failure each of its attempts that is not a cached
+/// or recently known key is charged **before** the lookup, and a client has at most
+/// [`LOOKUPS_PER_CLIENT`] lookups in flight, so concurrency cannot slip lookups through.
 pub struct AuthFailures {
     quota: Quota,
     per_minute: NonZeroU32,
-    clients: Cache<IpAddr, Arc<DefaultDirectRateLimiter>>,
+    clients: Cache<IpAddr, Arc<ClientState>>,
 }
 
+/// Most lookups one client address has in flight (the others wait their turn).
+pub const LOOKUPS_PER_CLIENT: usize = 4;
 /// Most client addresses tracked; idle ones leave after [`IDLE`].
 const CLIENTS: u64 = 50_000;
 /// A client without attempts for this long is forgotten (its allowance is whole again).
@@ -200,25 +240,18 @@ impl AuthFailures {
         })
     }
 
-    /// Charges an attempt of a client that has failed recently (`Ok(false)`: it has not, so
-    /// nothing is charged); `Err(seconds to wait)` when it has no attempt left.
-    async fn charge_known(&self, client: Option<IpAddr>) -> Result<bool, u64> {
-        match self.clients.get(&bucket(client)).await {
-            Some(limiter) => check(&limiter).map(|()| true),
-            None => Ok(false),
-        }
-    }
-
-    /// Charges one failed attempt; `Err(seconds to wait)` when it was over the limit.
-    async fn charge(&self, client: Option<IpAddr>) -> Result<(), u64> {
+    /// The state of a client address (created on its first attempt that needs it).
+    async fn client(&self, client: Option<IpAddr>) -> Arc<ClientState> {
         let quota = self.quota;
-        let limiter = self
-            .clients
+        self.clients
             .get_with(bucket(client), async move {
-                Arc::new(RateLimiter::direct(quota))
+                Arc::new(ClientState {
+                    limiter: RateLimiter::direct(quota),
+                    failed: AtomicBool::new(false),
+                    lookups: Semaphore::new(LOOKUPS_PER_CLIENT),
+                })
             })
-            .await;
-        check(&limiter)
+            .await
     }
 }
 
@@ -246,20 +279,46 @@ fn bucket(client: Option<IpAddr>) -> IpAddr {
 mod tests {
     use super::*;
 
+    async fn guard(l: &AuthFailures, ip: &str) -> Guard {
+        Guard::new(Some(l), Some(&ClientAddr(Some(ip.parse().unwrap())))).await
+    }
+
     #[tokio::test]
     async fn a_client_over_its_failures_waits_and_others_do_not() {
         let l = AuthFailures::new(3).unwrap();
-        let a = Some("1.2.3.4".parse().unwrap());
-        let b = Some("1.2.3.5".parse().unwrap());
-        assert_eq!(l.charge_known(a).await, Ok(false), "no failure yet: free");
-        assert_eq!(l.charge(a).await, Ok(()));
-        assert_eq!(l.charge_known(a).await, Ok(true), "failed before: charged");
-        assert_eq!(l.charge_known(a).await, Ok(true));
-        let wait = l.charge_known(a).await.expect_err("over the limit");
+        let a = guard(&l, "1.2.3.4").await;
+        assert_eq!(a.charge_if_failed(), Ok(false), "no failure yet: free");
+        assert!(matches!(a.failed(false), KeyOutcome::Unknown));
+        assert_eq!(
+            a.charge_if_failed(),
+            Ok(true),
+            "failed before: charged up front"
+        );
+        assert_eq!(a.charge_if_failed(), Ok(true));
+        let wait = a.charge_if_failed().expect_err("over the limit");
         assert!((1..=20).contains(&wait), "{wait}");
-        assert!(l.charge(a).await.is_err());
-        assert_eq!(l.charge_known(b).await, Ok(false));
-        assert_eq!(l.charge(b).await, Ok(()));
+        let again = guard(&l, "1.2.3.4").await;
+        assert!(
+            again.charge_if_failed().is_err(),
+            "the same address, a new request"
+        );
+        let b = guard(&l, "1.2.3.5").await;
+        assert_eq!(b.charge_if_failed(), Ok(false));
+        assert!(matches!(b.failed(false), KeyOutcome::Unknown));
+    }
+
+    #[tokio::test]
+    async fn a_client_has_a_few_lookups_in_flight() {
+        let l = AuthFailures::new(30).unwrap();
+        let g = guard(&l, "1.2.3.4").await;
+        let mut held = Vec::new();
+        for _ in 0..LOOKUPS_PER_CLIENT {
+            held.push(g.lookup_slot(false).await.unwrap());
+        }
+        let more = tokio::time::timeout(Duration::from_millis(50), g.lookup_slot(false)).await;
+        assert!(more.is_err(), "the next lookup waits");
+        drop(held);
+        assert!(g.lookup_slot(false).await.unwrap().0.is_some());
     }
 
     #[tokio::test]
@@ -267,7 +326,7 @@ mod tests {
         let l = AuthFailures::bounded(3, 1_000).unwrap();
         for i in 0..5_000 {
             let addr = IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i));
-            assert_eq!(l.charge(Some(addr)).await, Ok(()));
+            assert!(!l.client(Some(addr)).await.failed.load(Ordering::Relaxed));
         }
         l.clients.run_pending_tasks().await;
         assert!(
