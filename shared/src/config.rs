@@ -214,6 +214,11 @@ pub struct HttpConfig {
     /// docs/abuse.md#failure-limiter).
     #[serde(default = "defaults::auth_failure_limit")]
     pub auth_failure_limit: u32,
+    /// `AUTH_LOOKUP_BUDGET`: PostgreSQL lookups per second, per process, of API keys the process
+    /// has not seen live in the last 10 minutes, from public-port callers of any address
+    /// (default 100; 0 = off): caps what many addresses together cost (docs/abuse.md).
+    #[serde(default = "defaults::auth_lookup_budget")]
+    pub auth_lookup_budget: u32,
     /// `AUTH_NEGATIVE_TTL_MS`: how long an unknown API key is remembered as unknown (default
     /// 30,000; 0 = as long as `CACHE_TTL_MS`). A key created or imported elsewhere is refused
     /// on a replica that remembers it as unknown for at most this long.
@@ -379,6 +384,9 @@ mod defaults {
     }
     pub(super) fn auth_failure_limit() -> u32 {
         30
+    }
+    pub(super) fn auth_lookup_budget() -> u32 {
+        100
     }
     pub(super) fn auth_negative_ttl_ms() -> u64 {
         30_000
@@ -981,6 +989,7 @@ mod tests {
         assert!(cfg.http.trusted_proxies.0.is_empty());
         assert_eq!(cfg.http.auth_failure_limit, 30);
         assert_eq!(cfg.http.auth_negative_ttl_ms, 30_000);
+        assert_eq!(cfg.http.auth_lookup_budget, 100);
         let cfg = Config::from_vars(vars(&[
             ("DATABASE_URL", "postgres://u@h/d"),
             ("TRUSTED_PROXIES", " 10.1.2.3/8, 192.168.1.7 ,fd00::/8,"),

@@ -40,6 +40,8 @@ pub const API_KEY_LOOKUPS: &str = "engage_api_key_lookups_total";
 pub const API_KEY_REFUSED: &str = "engage_api_key_refused_total";
 /// Failed API-key attempts over a client's `AUTH_FAILURE_LIMIT` (answered 429, no lookup).
 pub const AUTH_FAILURE_LIMITED: &str = "engage_auth_failure_limited_total";
+/// Requests answered 429 because the process's `AUTH_LOOKUP_BUDGET` was spent (no lookup).
+pub const AUTH_LOOKUP_BUDGET_SPENT: &str = "engage_auth_lookup_budget_spent_total";
 /// Callbacks stored after their create had answered 503, then deleted (compensated).
 pub const CREATES_COMPENSATED: &str = "engage_creates_compensated_total";
 /// Build info gauge (= 1), label `version`.
@@ -175,6 +177,10 @@ fn describe() {
     describe_counter!(
         AUTH_FAILURE_LIMITED,
         "Failed API-key attempts over a client's AUTH_FAILURE_LIMIT (answered 429, no lookup)."
+    );
+    describe_counter!(
+        AUTH_LOOKUP_BUDGET_SPENT,
+        "Requests answered 429 because AUTH_LOOKUP_BUDGET was spent (no lookup)."
     );
     describe_gauge!(BUILD_INFO, "Build information (always 1), by version.");
     describe_gauge!(MONITOR_SIZE, "Callbacks the dispatcher watches, by type.");

@@ -43,6 +43,9 @@ pub enum KeyOutcome {
     Unknown,
     /// The client is over its failure limit: 429 after this many seconds.
     Limited(u64),
+    /// This replica's lookup budget for keys it has not seen live is spent: 429 after this
+    /// many seconds.
+    Busy(u64),
 }
 
 impl KeyOutcome {
@@ -52,6 +55,13 @@ impl KeyOutcome {
             Self::Tenant(t) => Ok(t),
             Self::Unknown => Err(ApiError::unauthorized("invalid API key")),
             Self::Limited(retry_after_s) => Err(limited(retry_after_s)),
+            Self::Busy(retry_after_s) => Err(ApiError::TooManyRequests {
+                message: format!(
+                    "too many API key lookups on this server; retry after {retry_after_s} s"
+                ),
+                data: None,
+                retry_after_s: Some(retry_after_s),
+            }),
         }
     }
 }
@@ -96,7 +106,7 @@ pub async fn resolve(
         (Some(hash), None) => state.cache.recently_known(hash).await,
         _ => false,
     };
-    let guard = Guard::new(state.auth_failures.as_ref().filter(|_| !real), client).await;
+    let guard = Guard::new(state, client, real).await;
     let charged = match guard.charge_if_failed() {
         Ok(charged) => charged,
         Err(wait) => return Ok(Some(guard.refused(Some(wait)))),
@@ -109,6 +119,10 @@ pub async fn resolve(
         Ok(admitted) => admitted,
         Err(wait) => return Ok(Some(guard.refused(Some(wait)))),
     };
+    if let Err(wait) = guard.spend_budget() {
+        ::metrics::counter!(metrics::AUTH_LOOKUP_BUDGET_SPENT).increment(1);
+        return Ok(Some(KeyOutcome::Busy(wait)));
+    }
     let tenant = state
         .cache
         .tenant(hash, async {
@@ -123,10 +137,11 @@ pub async fn resolve(
     }))
 }
 
-/// The failure limiter as it applies to one request: the client's state, none on the
-/// internal port, with the limiter off, or for a recently known key.
-struct Guard {
+/// The limits as they apply to one request: the client's state and the replica's lookup
+/// budget; neither on the internal port or for a recently known key.
+struct Guard<'a> {
     client: Option<Arc<ClientState>>,
+    budget: Option<&'a LookupBudget>,
 }
 
 /// What the limiter keeps per client address.
@@ -139,13 +154,26 @@ struct ClientState {
     lookups: Semaphore,
 }
 
-impl Guard {
-    async fn new(limiter: Option<&AuthFailures>, client: Option<&ClientAddr>) -> Self {
-        let client = match (limiter, client) {
-            (Some(l), Some(c)) => Some(l.client(c.0).await),
-            _ => None,
+impl<'a> Guard<'a> {
+    async fn new(state: &'a AppState, client: Option<&ClientAddr>, real: bool) -> Self {
+        let Some(client) = client.filter(|_| !real) else {
+            return Self {
+                client: None,
+                budget: None,
+            };
         };
-        Self { client }
+        Self {
+            client: match &state.auth_failures {
+                Some(l) => Some(l.client(client.0).await),
+                None => None,
+            },
+            budget: state.auth_lookups.as_ref(),
+        }
+    }
+
+    /// Spends one lookup of the replica's budget; `Err(seconds)` when it is spent.
+    fn spend_budget(&self) -> Result<(), u64> {
+        self.budget.map_or(Ok(()), |b| check(&b.0))
     }
 
     /// A client with recent failures pays one attempt now (`Ok(true)`) and waits
@@ -205,6 +233,24 @@ pub struct AuthFailures {
     quota: Quota,
     per_minute: NonZeroU32,
     clients: Cache<IpAddr, Arc<ClientState>>,
+}
+
+/// `AUTH_LOOKUP_BUDGET`: lookups per second of keys this replica has not seen live, from
+/// public-port callers, whatever their address (docs/abuse.md#lookup-budget).
+pub struct LookupBudget(DefaultDirectRateLimiter);
+
+impl std::fmt::Debug for LookupBudget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LookupBudget").finish_non_exhaustive()
+    }
+}
+
+impl LookupBudget {
+    /// The budget of `per_second` lookups, in bursts of as many (`None` when 0: off).
+    pub fn new(per_second: u32) -> Option<Self> {
+        let rate = NonZeroU32::new(per_second)?;
+        Some(Self(RateLimiter::direct(Quota::per_second(rate))))
+    }
 }
 
 /// Most lookups one client address has in flight (the others wait their turn).
@@ -279,8 +325,11 @@ fn bucket(client: Option<IpAddr>) -> IpAddr {
 mod tests {
     use super::*;
 
-    async fn guard(l: &AuthFailures, ip: &str) -> Guard {
-        Guard::new(Some(l), Some(&ClientAddr(Some(ip.parse().unwrap())))).await
+    async fn guard(l: &AuthFailures, ip: &str) -> Guard<'static> {
+        Guard {
+            client: Some(l.client(Some(ip.parse().unwrap())).await),
+            budget: None,
+        }
     }
 
     #[tokio::test]

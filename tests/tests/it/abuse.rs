@@ -637,3 +637,46 @@ async fn a_frozen_postgres_bounds_key_lookups_and_caches_no_error_as_unknown() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+#[tokio::test]
+async fn random_keys_from_many_addresses_are_capped_by_the_lookup_budget() {
+    let env = TestEnv::new()
+        .with("TRUSTED_PROXIES", "127.0.0.1/32")
+        .with("AUTH_LOOKUP_BUDGET", "10");
+    let mut fx = Fixture::with(env, &[], "acme", "sales", json!({"route_point": "5000"})).await;
+    let (http, e) = (&fx.engage.http, &fx.engage);
+    assert_eq!(
+        try_key(http, e, &fx.key, None).await.0,
+        200,
+        "seen live before"
+    );
+    // 5,000 random keys, each from its own forwarded address: no per-client limit applies.
+    let started = Instant::now();
+    let answers: Vec<(u16, Option<String>)> = futures::stream::iter(0..5_000u32)
+        .map(|i| async move {
+            let xff = format!("198.18.{}.{}", i / 250, i % 250);
+            let (code, retry, _) = try_key(http, e, &ges_key(), Some(&xff)).await;
+            (code, retry)
+        })
+        .buffer_unordered(50)
+        .collect()
+        .await;
+    let elapsed = started.elapsed();
+    assert!(answers.iter().all(|a| a.0 == 401 || a.0 == 429));
+    assert!(answers.iter().filter(|a| a.0 == 429).all(|a| a.1.is_some()));
+    // The tenant's real key, reloaded after its cache entry expired, is not held back.
+    tokio::time::sleep(Duration::from_millis(2_200)).await;
+    assert_eq!(try_key(http, e, &fx.key, Some("198.18.0.1")).await.0, 200);
+    let counted = fx.engage.metric_sum("engage_api_key_lookups_total").await;
+    fx.engage.proc.kill();
+    let scans = settled_scans(&fx.env).await;
+    // A burst of 10, then 10 a second (+ the fixture's own lookups).
+    let bound = 10.0 * (elapsed.as_secs_f64() + 1.0) + 5.0;
+    println!(
+        "5000 random keys from 5000 addresses in {elapsed:?}: {} answered 429; api_keys scans \
+         {scans}, lookups {counted} (bound {bound:.0})",
+        answers.iter().filter(|a| a.0 == 429).count()
+    );
+    assert!(counted <= bound, "{counted} lookups > {bound}");
+    assert!((scans as f64) <= bound + 5.0, "{scans} scans > {bound}");
+}
