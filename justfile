@@ -16,7 +16,7 @@ deps:
 # Bring the whole service up on this box: deps, build, migrate, demo tenant + key, serve (+ worker).
 # Builds only what it runs (`engage`, `ors-sim`), with the `local` profile (release without LTO).
 up: deps
-    cargo build --profile local -p engage --bin engage -p ors-sim
+    cargo build --profile local -p engage --bin engage -p ors-sim --bin ors-sim
     bash infra/local/up.sh "{{admin_token}}"
 
 # Stop the local service and its PostgreSQL and Redis.
@@ -42,6 +42,7 @@ bench-startup bin="callbacks-create":
 # Format, clippy (-D warnings) and docs, exactly as CI runs them.
 lint:
     cargo fmt --all -- --check
+    cargo fmt --manifest-path tests/fuzz/Cargo.toml -- --check
     cargo clippy --workspace --all-targets -- -D warnings
     RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 
@@ -54,8 +55,13 @@ bench *args: deps
 # Fault suite (issue 12): release build, every fault on private servers, writes
 # tests/chaos/REPORT.md (`just chaos --only pg-stop` for some rows, `--quick` for the CI variant).
 chaos *args:
-    cargo build --release -p engage --bin engage -p engage-worker --bin engage-worker -p ors-sim -p engage-tests --bin chaos
+    cargo build --release -p engage --bin engage -p engage-worker --bin engage-worker -p ors-sim --bin ors-sim -p engage-tests --bin chaos
     ./target/release/chaos {{args}}
+
+# Coverage-guided fuzzing (docs/fuzzing.md): builds every target in tests/fuzz and runs each
+# for SECONDS (default 60), two at a time; fails on a crash (kept in tests/fuzz/artifacts/).
+fuzz seconds="60":
+    bash tests/fuzz/run.sh {{seconds}}
 
 # Format the code.
 fmt:
