@@ -844,13 +844,19 @@ async fn rate_limited_answers_are_in_the_envelope() {
         limited += usize::from(code == 429);
     }
     assert!(limited >= 2, "the per-key rate did not refuse");
-    // Repeated failures from one client: 401, or 429 once the auth-failure limiter
-    // (AUTH_FAILURE_LIMIT) refuses them; either way in the envelope.
+    // Repeated failures from one client: 401, then 429 once the auth-failure limiter
+    // (AUTH_FAILURE_LIMIT = 3 a minute) refuses them; either way in the envelope.
+    let mut codes = Vec::new();
     for _ in 0..10 {
         let (code, answer) = e.post(&random_key(), path, body.clone()).await;
         assert!(code == 401 || code == 429, "{code} {answer}");
         assert_envelope(code, &answer, "auth failures");
+        codes.push(code);
     }
+    assert!(
+        codes.ends_with(&[429; 5]),
+        "the failure limiter did not refuse: {codes:?}"
+    );
 }
 
 /// The function binaries (`functions/src/bin`) and whether each serves the public port.
