@@ -424,6 +424,7 @@ async fn every_error_fits_its_documented_answer() {
         ApiError::unauthorized("invalid API key"),
         ApiError::conflict("Idempotency-Key reused"),
         ApiError::PayloadTooLarge("too large".into()),
+        ApiError::RequestTimeout("the request body did not arrive within 15000 ms".into()),
         ApiError::TooManyRequests {
             message: "limit".into(),
             data: None,

@@ -58,10 +58,16 @@ const KEYED: [(u16, &str); 3] = [
 ];
 
 /// The answers of an operation that reads a JSON body.
-const BODY: [(u16, &str); 1] = [(
-    413,
-    "body over the public port's limit (EXTERNAL_BODY_LIMIT, 500 KB by default)",
-)];
+const BODY: [(u16, &str); 2] = [
+    (
+        408,
+        "the body did not arrive within REQUEST_TIMEOUT_MS (a slow client); nothing was changed (docs/http-server.md)",
+    ),
+    (
+        413,
+        "body over the public port's limit (EXTERNAL_BODY_LIMIT, 500 KB by default)",
+    ),
+];
 
 /// One operation behind an API key.
 fn op(summary: &str, id: &str, params: Value, ok_data: Value, own: &[(u16, &str)]) -> Value {
