@@ -20,11 +20,13 @@ mod cluster;
 mod fixtures;
 mod postgres;
 mod readback;
+mod tls;
 pub use cluster::PrivateCluster;
 pub use fixtures::{
     CANCEL, CREATE, Create, Fixture, RETRIEVE, in_secs, next_phone, open_service, serve_tenant,
 };
 pub use postgres::{PrivatePostgres, signal};
+pub use tls::{TestPki, WRONG_NAME};
 pub use readback::{
     Entry, command_total, commandstats, parse_commandstats, stream_census, stream_entries,
 };
