@@ -46,8 +46,8 @@ impl TestPki {
             &uuid::Uuid::new_v4().simple().to_string()[..12]
         ));
         std::fs::create_dir_all(&dir)?;
-        let ca = ca("Engage test CA")?;
-        let wrong_ca = ca("Engage unrelated CA")?;
+        let ca = new_ca("Engage test CA")?;
+        let wrong_ca = new_ca("Engage unrelated CA")?;
         let pki = Self {
             ca_pem_path: dir.join("ca.pem"),
             wrong_ca_pem_path: dir.join("wrong-ca.pem"),
@@ -91,7 +91,7 @@ fn write(path: &Path, pem: &str) -> anyhow::Result<()> {
 }
 
 /// A self-signed CA that may sign server certificates.
-fn ca(name: &str) -> anyhow::Result<CertifiedIssuer<'static, KeyPair>> {
+fn new_ca(name: &str) -> anyhow::Result<CertifiedIssuer<'static, KeyPair>> {
     let mut params = CertificateParams::new(Vec::<String>::new())?;
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params.distinguished_name.push(DnType::CommonName, name);
@@ -106,9 +106,8 @@ fn ca(name: &str) -> anyhow::Result<CertifiedIssuer<'static, KeyPair>> {
 /// A server certificate for `names` (IP addresses become IP SANs), signed by `ca`;
 /// (certificate PEM, key PEM).
 fn leaf(names: &[&str], ca: &CertifiedIssuer<'_, KeyPair>) -> anyhow::Result<(String, String)> {
-    let mut params = CertificateParams::new(
-        names.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
-    )?;
+    let mut params =
+        CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())?;
     params.distinguished_name.push(DnType::CommonName, names[0]);
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     params.key_usages = vec![
