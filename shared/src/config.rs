@@ -45,9 +45,20 @@ pub struct Config {
 /// PostgreSQL settings (`DATABASE_URL`, `DB_*`).
 #[derive(Debug, Clone, Deserialize)]
 pub struct DbConfig {
-    /// Connection URL, e.g. `postgres://engage@127.0.0.1:5432/engage`.
+    /// Connection URL, e.g. `postgres://engage@127.0.0.1:5432/engage`; libpq's `sslmode`
+    /// and `sslrootcert` are honoured (docs/tls.md#postgresql).
     #[serde(rename = "database_url")]
     pub url: SecretString,
+    /// PEM file of the CAs PostgreSQL's certificate must chain to (when `sslrootcert` is
+    /// not in the URL).
+    #[serde(rename = "database_tls_ca_file", default)]
+    pub tls_ca_file: Option<PathBuf>,
+    /// The same CAs as PEM text (secret file `DB-CA-CERT`), when neither of the above is set.
+    #[serde(rename = "db_ca_cert", default)]
+    pub ca_cert: Option<String>,
+    /// TLS settings resolved from the above at load ([`crate::db::tls::DbTls`]).
+    #[serde(skip)]
+    pub tls: crate::db::tls::DbTls,
     /// Overrides the URL's user (secret file `DB-USER`).
     #[serde(rename = "db_user", default)]
     pub user: Option<String>,
@@ -481,8 +492,15 @@ impl Config {
 
     /// Builds and validates the configuration from the merged variables.
     pub(crate) fn from_source(source: BTreeMap<String, String>) -> Result<Self, ConfigError> {
+        let mut db: DbConfig = area("database", &source)?;
+        db.tls = crate::db::tls::DbTls::from_settings(
+            db.url.expose_secret(),
+            db.tls_ca_file.as_deref(),
+            db.ca_cert.as_deref(),
+        )
+        .map_err(ConfigError)?;
         let mut cfg = Config {
-            db: area("database", &source)?,
+            db,
             redis: area("redis", &source)?,
             voice: area("voice", &source)?,
             http: area("http", &source)?,
@@ -633,9 +651,12 @@ impl Config {
 }
 
 impl DbConfig {
-    /// The parsed connection settings, with `DB_USER` / `DB_PASSWORD` applied.
+    /// The parsed connection settings, with `DB_USER` / `DB_PASSWORD` applied and the
+    /// `sslmode` of [`Self::tls`] (the URL's TLS parameters are read by [`crate::db::tls`]).
     pub fn pg_config(&self) -> Result<tokio_postgres::Config, tokio_postgres::Error> {
-        let mut pg: tokio_postgres::Config = self.url.expose_secret().parse()?;
+        let url = crate::db::tls::without_tls_params(self.url.expose_secret());
+        let mut pg: tokio_postgres::Config = url.parse()?;
+        pg.ssl_mode(self.tls.mode.wire());
         if let Some(user) = &self.user {
             pg.user(user);
         }

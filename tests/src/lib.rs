@@ -20,6 +20,7 @@ mod cluster;
 mod fixtures;
 mod postgres;
 mod readback;
+mod tls;
 pub use cluster::PrivateCluster;
 pub use fixtures::{
     CANCEL, CREATE, Create, Fixture, RETRIEVE, in_secs, next_phone, open_service, serve_tenant,
@@ -28,6 +29,7 @@ pub use postgres::{PrivatePostgres, signal};
 pub use readback::{
     Entry, command_total, commandstats, parse_commandstats, stream_census, stream_entries,
 };
+pub use tls::{TestPki, WRONG_NAME};
 
 /// The admin token every test deployment uses.
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
@@ -171,15 +173,15 @@ impl TestEnv {
         &self.vars["VOICE_STREAM"]
     }
 
-    /// A PostgreSQL client whose `search_path` is this environment's schema.
+    /// A PostgreSQL client whose `search_path` is this environment's schema, connected as the
+    /// binaries connect (the same configuration and TLS connector: `sslmode`, `sslrootcert`).
     pub async fn pg(&self) -> tokio_postgres::Client {
-        let url = format!(
-            "{}?options=-c%20search_path%3D{}",
-            self.vars["DATABASE_URL"], self.id
-        );
-        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-            .await
-            .expect("pg connect");
+        let cfg = shared::Config::from_vars(self.vars.clone()).expect("environment configuration");
+        let mut pg = cfg.db.pg_config().expect("DATABASE_URL");
+        pg.options(format!("-c search_path={}", self.id))
+            .application_name("engage-tests");
+        let tls = shared::db::tls::connector(&cfg.db.tls).expect("PostgreSQL TLS connector");
+        let (client, conn) = pg.connect(tls).await.expect("pg connect");
         tokio::spawn(conn);
         client
     }

@@ -34,6 +34,7 @@ mod public_port;
 mod slot_grid;
 mod throttle;
 mod tidy;
+mod tls_postgres;
 mod trust_attacks;
 mod trust_events;
 mod trust_redis;
