@@ -29,7 +29,7 @@ pub use postgres::{PrivatePostgres, signal};
 pub use readback::{
     Entry, command_total, commandstats, parse_commandstats, stream_census, stream_entries,
 };
-pub use tls::{TestPki, WRONG_NAME};
+pub use tls::{ServerTls, TestPki, WRONG_NAME};
 
 /// The admin token every test deployment uses.
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
@@ -186,22 +186,38 @@ impl TestEnv {
         client
     }
 
-    /// A connection to the service Redis.
+    /// A connection to the service Redis (standalone; over TLS as the binaries connect).
     pub async fn redis(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(self.vars["REDIS_URL"].as_str())
-            .expect("redis url")
+        self.redis_client("REDIS_URL")
             .get_multiplexed_async_connection()
             .await
             .expect("redis connect")
     }
 
-    /// A connection to the voice Redis.
+    /// A connection to the voice Redis (standalone; over TLS as the binaries connect).
     pub async fn voice(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(self.vars["VOICE_REDIS_URL"].as_str())
-            .expect("redis url")
+        self.redis_client("VOICE_REDIS_URL")
             .get_multiplexed_async_connection()
             .await
             .expect("redis connect")
+    }
+
+    /// A client for the Redis at `self.vars[var]`, with that role's TLS settings when it is
+    /// `rediss://` (read through the configuration, as the binaries read it).
+    fn redis_client(&self, var: &str) -> redis::Client {
+        let url = self.vars[var].as_str();
+        let info = redis::IntoConnectionInfo::into_connection_info(url).expect("redis url");
+        if !shared::redis::tls::is_tls_url(url) {
+            return redis::Client::open(info).expect("redis url");
+        }
+        let cfg = shared::Config::from_vars(self.vars.clone()).expect("environment configuration");
+        let tls = if var == "REDIS_URL" {
+            cfg.redis.tls
+        } else {
+            cfg.voice.tls
+        };
+        shared::redis::tls::install_crypto_provider();
+        shared::redis::tls::client(info, &tls).expect("redis TLS client")
     }
 
     /// Runs `engage <args>` to completion; returns stdout.
@@ -658,6 +674,8 @@ pub struct PrivateRedis {
     dir: PathBuf,
     persistent: bool,
     child: Option<Child>,
+    /// With TLS: it listens only on its TLS port.
+    tls: Option<ServerTls>,
 }
 
 impl PrivateRedis {
@@ -672,22 +690,49 @@ impl PrivateRedis {
             dir,
             persistent,
             child: None,
+            tls: None,
         };
         r.start();
         r
     }
 
-    /// `redis://127.0.0.1:<port>`.
+    /// One speaking only TLS on its port (`rediss://`), with `tls`'s certificate; clients are
+    /// not asked for certificates. Not persistent.
+    pub fn with_tls(tls: ServerTls) -> Self {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("engage-redis-{port}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("redis dir");
+        let mut r = Self {
+            port,
+            dir,
+            persistent: false,
+            child: None,
+            tls: Some(tls),
+        };
+        r.start();
+        r
+    }
+
+    /// `redis://127.0.0.1:<port>` (`rediss://` with TLS).
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// (Re)starts the server and waits until it answers.
     pub fn start(&mut self) {
         let mut cmd = Command::new("redis-server");
-        cmd.arg("--port")
-            .arg(self.port.to_string())
-            .arg("--bind")
+        match &self.tls {
+            Some(tls) => cmd
+                .args(["--port", "0", "--tls-port", &self.port.to_string()])
+                .args(tls.server_args()),
+            None => cmd.arg("--port").arg(self.port.to_string()),
+        };
+        cmd.arg("--bind")
             .arg("127.0.0.1")
             .arg("--save")
             .arg("")
@@ -703,7 +748,11 @@ impl PrivateRedis {
         self.child = Some(cmd.spawn().expect("redis-server runs"));
         let started = Instant::now();
         while started.elapsed() < Duration::from_secs(10) {
-            if Self::answers(self.port) {
+            let up = match &self.tls {
+                Some(tls) => tls.cli_answers(self.port),
+                None => Self::answers(self.port),
+            };
+            if up {
                 return;
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -754,9 +803,19 @@ impl PrivateRedis {
         }
     }
 
-    /// A new connection to this server (panics when it cannot connect).
+    /// A new connection to this server (panics when it cannot connect; with TLS it trusts the
+    /// server's CA).
     pub async fn conn(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(self.url())
+        let tls = shared::redis::RedisTls {
+            ca_pem: self
+                .tls
+                .as_ref()
+                .map(|t| std::fs::read(&t.ca).expect("CA file")),
+            ..Default::default()
+        };
+        shared::redis::tls::install_crypto_provider();
+        let info = redis::IntoConnectionInfo::into_connection_info(self.url()).expect("redis url");
+        shared::redis::tls::client(info, &tls)
             .expect("redis url")
             .get_multiplexed_async_connection()
             .await

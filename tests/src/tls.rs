@@ -118,3 +118,65 @@ fn leaf(names: &[&str], ca: &CertifiedIssuer<'_, KeyPair>) -> anyhow::Result<(St
     let cert = params.signed_by(&key, ca)?;
     Ok((cert.pem(), key.serialize_pem()))
 }
+
+/// The TLS files of a server the harness runs (Redis): its certificate and key, and the CA
+/// it names to clients.
+#[derive(Debug, Clone)]
+pub struct ServerTls {
+    /// Server certificate (PEM).
+    pub cert: PathBuf,
+    /// Its private key (PEM).
+    pub key: PathBuf,
+    /// The test CA (PEM), also what `redis-cli` trusts.
+    pub ca: PathBuf,
+}
+
+impl ServerTls {
+    /// The certificate for `localhost` / `127.0.0.1` signed by the test CA.
+    pub fn of(pki: &TestPki) -> Self {
+        Self {
+            cert: pki.server_cert_path.clone(),
+            key: pki.server_key_path.clone(),
+            ca: pki.ca_pem_path.clone(),
+        }
+    }
+
+    /// The certificate for [`WRONG_NAME`] only, signed by the test CA.
+    pub fn wrong_name(pki: &TestPki) -> Self {
+        Self {
+            cert: pki.wrong_name_cert_path.clone(),
+            key: pki.wrong_name_key_path.clone(),
+            ca: pki.ca_pem_path.clone(),
+        }
+    }
+
+    /// `redis-server` arguments for these files (clients need no certificate).
+    pub fn server_args(&self) -> Vec<String> {
+        vec![
+            "--tls-cert-file".into(),
+            TestPki::path(&self.cert),
+            "--tls-key-file".into(),
+            TestPki::path(&self.key),
+            "--tls-ca-cert-file".into(),
+            TestPki::path(&self.ca),
+            "--tls-auth-clients".into(),
+            "no".into(),
+        ]
+    }
+
+    /// `redis-cli` arguments to reach such a server (no verification: the harness only checks
+    /// that it runs; the binaries under test verify).
+    pub fn cli_args(&self) -> Vec<String> {
+        vec!["--tls".into(), "--insecure".into()]
+    }
+
+    /// Whether the TLS server on `port` answers a read.
+    pub fn cli_answers(&self, port: u16) -> bool {
+        std::process::Command::new("redis-cli")
+            .args(self.cli_args())
+            .args(["-p", &port.to_string(), "EXISTS", "x"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .is_ok_and(|o| o.status.success() && o.stdout.first().is_some_and(u8::is_ascii_digit))
+    }
+}

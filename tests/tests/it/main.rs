@@ -35,6 +35,7 @@ mod slot_grid;
 mod throttle;
 mod tidy;
 mod tls_postgres;
+mod tls_redis;
 mod trust_attacks;
 mod trust_events;
 mod trust_redis;
