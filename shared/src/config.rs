@@ -1100,4 +1100,122 @@ mod tests {
         assert_eq!(cfg.voice.redis_password.unwrap().expose_secret(), "vp");
         std::fs::remove_dir_all(dir).unwrap();
     }
+
+    /// A CA certificate for the configuration checks (public part only; its key was never kept).
+    const TEST_CA: &str = "-----BEGIN CERTIFICATE-----\nMIIBrzCCAVWgAwIBAgIUEw1v7VdKp5uZQPvsMjLA7WD3l6EwCgYIKoZIzj0EAwIw\nLDEqMCgGA1UEAwwhRW5nYWdlIHVuaXQtdGVzdCBDQSAobm8ga2V5IGtlcHQpMCAX\nDTI2MTIwMjEyMTA0MloYDzIxMjYxMTA4MTIxMDQyWjAsMSowKAYDVQQDDCFFbmdh\nZ2UgdW5pdC10ZXN0IENBIChubyBrZXkga2VwdCkwWTATBgcqhkjOPQIBBggqhkjO\nPQMBBwNCAAR9f+0nehgRSea3fUtLcqUzdrWn4U9NXqjZoobFzxnSXXFd3i7X1QAx\nFzvz8tuI+5ZpXLocC6v7sWTqCCTChhIio1MwUTAdBgNVHQ4EFgQUw6Nz2nXoT45H\nwh9vnWBpcZLIP9kwHwYDVR0jBBgwFoAUw6Nz2nXoT45Hwh9vnWBpcZLIP9kwDwYD\nVR0TAQH/BAUwAwEB/zAKBggqhkjOPQQDAgNIADBFAiAWc7bZfHQHZ0cYfoJxBGH9\nP1YgHokT7FzQdkUw4SWz0gIhAPMOmymqugCvvi+i8W3JHT59l33xqCwdAIisT13O\nvPiQ\n-----END CERTIFICATE-----\n";
+
+    fn err_of(pairs: &[(&str, &str)]) -> String {
+        let mut all = vec![("DATABASE_URL", "postgres://u@h/d")];
+        all.extend_from_slice(pairs);
+        Config::from_vars(vars(&all)).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn redis_tls_settings_are_checked_at_start() {
+        let dir = std::env::temp_dir().join(format!("engage-tls-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (ca, junk) = (dir.join("ca.pem"), dir.join("junk.pem"));
+        std::fs::write(&ca, TEST_CA).unwrap();
+        std::fs::write(&junk, "not a certificate").unwrap();
+        let (ca, junk) = (ca.to_str().unwrap(), junk.to_str().unwrap());
+        let tls_url = ("REDIS_URL", "rediss://r:6380");
+        let e = err_of(&[tls_url, ("REDIS_TLS_CA_FILE", "/does/not/exist.pem")]);
+        assert!(e.contains("REDIS_TLS_CA_FILE: cannot read"), "{e}");
+        let e = err_of(&[tls_url, ("REDIS_TLS_CA_FILE", junk)]);
+        assert!(
+            e.contains("REDIS_TLS_CA_FILE") && e.contains("holds no certificate"),
+            "{e}"
+        );
+        let e = err_of(&[("REDIS_URL", "redis://r:1"), ("REDIS_TLS_CA_FILE", ca)]);
+        assert!(
+            e.contains("REDIS_TLS_CA_FILE is set but REDIS_URL is not a rediss://"),
+            "{e}"
+        );
+        let e = err_of(&[
+            ("REDIS_URL", "rediss://a:1,redis://b:1"),
+            ("REDIS_CLUSTER", "true"),
+        ]);
+        assert!(e.contains("REDIS_URL mixes rediss:// and redis://"), "{e}");
+        let e = err_of(&[
+            tls_url,
+            ("REDIS_TLS_CA_FILE", ca),
+            ("REDIS_TLS_CA", TEST_CA),
+        ]);
+        assert!(e.contains("both set"), "{e}");
+        let e = err_of(&[tls_url, ("VOICE_REDIS_TLS_CA_FILE", ca)]);
+        assert!(e.contains("set REDIS_TLS_CA_FILE instead"), "{e}");
+        let e = err_of(&[
+            ("VOICE_REDIS_URL", "rediss://v:1"),
+            ("VOICE_REDIS_TLS", "true"),
+        ]);
+        assert!(e.contains("VOICE_REDIS_URL says TLS by its scheme"), "{e}");
+        let ok = [
+            ("DATABASE_URL", "postgres://u@h/d"),
+            tls_url,
+            ("REDIS_TLS_CA_FILE", ca),
+        ];
+        let cfg = Config::from_vars(vars(&ok)).unwrap();
+        assert_eq!(cfg.redis.tls.ca_pem.as_deref(), Some(TEST_CA.as_bytes()));
+        assert_eq!(
+            (cfg.redis.tls.ca_var, cfg.redis.tls.insecure),
+            ("REDIS_TLS_CA_FILE", false)
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// The voice secret: `rejectUnauthorized` (GES's TLS option) makes the built URL TLS and
+    /// `false` turns verification off; `tls` decides explicitly; a CA may come as a secret file.
+    #[test]
+    fn voice_secret_decides_tls_and_verification() {
+        let cases = [
+            (
+                r#"{"servername":"v","port":"1","rejectUnauthorized":"false"}"#,
+                "rediss://v:1",
+                true,
+            ),
+            (
+                r#"{"servername":"v","port":1,"rejectUnauthorized":"True"}"#,
+                "rediss://v:1",
+                false,
+            ),
+            (r#"{"servername":"v","port":"1"}"#, "redis://v:1", false),
+            (
+                r#"{"servername":"v","port":"1","rejectUnauthorized":false,"tls":false}"#,
+                "redis://v:1",
+                false,
+            ),
+            (
+                r#"{"servername":"v","port":"1","tls":"true"}"#,
+                "rediss://v:1",
+                false,
+            ),
+        ];
+        for (secret, url, insecure) in cases {
+            let dir = std::env::temp_dir().join(format!("engage-voice-{}", uuid::Uuid::new_v4()));
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("voice-redis-ors-stream"), secret).unwrap();
+            std::fs::write(dir.join("VOICE-REDIS-TLS-CA"), TEST_CA).unwrap();
+            let folders = dir.to_str().unwrap();
+            let source = [
+                ("DATABASE_URL", "postgres://u@h/d"),
+                ("CONFIG_FOLDERS", folders),
+            ];
+            let result = Config::from_vars(vars(&source));
+            std::fs::remove_dir_all(&dir).unwrap();
+            if url.starts_with("redis://") {
+                // A CA for a plain URL is refused, naming both.
+                let e = result.unwrap_err().to_string();
+                assert!(
+                    e.contains("VOICE_REDIS_TLS_CA_FILE is set but VOICE_REDIS_SERVERNAME"),
+                    "{secret}: {e}"
+                );
+                continue;
+            }
+            let cfg = result.unwrap();
+            assert_eq!(cfg.voice.url(&cfg.redis), url, "{secret}");
+            assert_eq!(cfg.voice.tls.insecure, insecure, "{secret}");
+            assert!(cfg.voice.tls.ca_pem.is_some(), "{secret}");
+            assert_eq!(cfg.voice.tls.url_var, "VOICE_REDIS_SERVERNAME");
+        }
+    }
 }
