@@ -8,7 +8,8 @@
 use std::time::{Duration, Instant};
 
 use harness::{
-    Engage, Fixture, PrivateCluster, PrivateRedis, Proc, ServerTls, TestEnv, TestPki, WorkerProc,
+    Engage, Fixture, PrivateCluster, PrivatePostgres, PrivateRedis, Proc, ServerTls, TestEnv,
+    TestPki, WorkerProc,
 };
 use serde_json::{Value, json};
 
@@ -52,12 +53,17 @@ async fn wait_output(proc: &Proc, needle: &str) -> String {
 
 /// An environment whose two Redis roles are the given URLs, each trusting `ca`.
 fn tls_env(service: &str, voice: &str, ca: &str, cluster: bool) -> TestEnv {
-    let cluster = if cluster { "true" } else { "false" };
-    TestEnv::new()
+    let env = TestEnv::new()
         .with("REDIS_URL", service)
-        .with("REDIS_CLUSTER", cluster)
+        .with("VOICE_REDIS_URL", voice);
+    with_redis_tls(env, ca, cluster)
+}
+
+/// `env` with both Redis roles trusting `ca`, in cluster mode or not.
+fn with_redis_tls(env: TestEnv, ca: &str, cluster: bool) -> TestEnv {
+    let cluster = if cluster { "true" } else { "false" };
+    env.with("REDIS_CLUSTER", cluster)
         .with("REDIS_TLS_CA_FILE", ca)
-        .with("VOICE_REDIS_URL", voice)
         .with("VOICE_REDIS_CLUSTER", cluster)
         .with("VOICE_REDIS_TLS_CA_FILE", ca)
 }
@@ -124,46 +130,7 @@ async fn tls_cluster_both_roles_create_dispatch_complete() {
     let fx = Fixture::dispatch(env, "tls", "sales", json!({})).await;
     let _worker = WorkerProc::start(&fx.env, &[]).await;
 
-    let id = fx.create().id().await;
-    let started = Instant::now();
-    let entry = loop {
-        let entries = cluster_handoffs(&fx.env).await;
-        if let Some((_, f)) = entries
-            .into_iter()
-            .find(|(_, f)| f.get("callback_id") == Some(&id))
-        {
-            break f;
-        }
-        assert!(started.elapsed() < Duration::from_secs(30), "no hand-off");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    // What the voice platform would post (ors-sim reads standalone streams only).
-    let attempt: i64 = entry
-        .get("attempt")
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(1);
-    for (state, reason) in [
-        ("QUEUED", None),
-        ("ROUTING", None),
-        ("PROCESSING", None),
-        ("COMPLETED", Some("AGENT_CONNECTED")),
-    ] {
-        let mut body = json!({"state": state, "attempt": attempt});
-        if let Some(r) = reason {
-            body["reason"] = json!(r);
-        }
-        let (code, answer) = fx.engage.event(&id, body).await;
-        assert_eq!(code, 200, "{state}: {answer}");
-    }
-    let done = fx.retrieve(&id).await;
-    assert_eq!(
-        (
-            done["callbackState"].as_str(),
-            done["callbackReason"].as_str()
-        ),
-        (Some("COMPLETED"), Some("AGENT_CONNECTED")),
-        "{done}"
-    );
+    complete_through_the_cluster(&fx).await;
     let out = wait_output(&fx.engage.proc, "voice Redis").await;
     assert_eq!(
         out.matches("Redis TLS connection verified").count(),
@@ -285,4 +252,101 @@ async fn tls_voice_secret_reject_unauthorized_false_connects_and_warns_once() {
     assert!(line.contains("WARN"), "{line}");
     let d = detail(&fx.engage).await;
     assert_eq!(dependency(&d, "voice-redis")["status"], "UP", "{d}");
+}
+
+/// Creates an immediate callback, waits for its hand-off on the (cluster) voice stream and
+/// posts what the voice platform would (ors-sim reads standalone streams only) until it is
+/// COMPLETED/AGENT_CONNECTED.
+async fn complete_through_the_cluster(fx: &Fixture) {
+    let id = fx.create().id().await;
+    let started = Instant::now();
+    let entry = loop {
+        let entries = cluster_handoffs(&fx.env).await;
+        if let Some((_, f)) = entries
+            .into_iter()
+            .find(|(_, f)| f.get("callback_id") == Some(&id))
+        {
+            break f;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "no hand-off");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let attempt: i64 = entry
+        .get("attempt")
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1);
+    let states = [
+        ("QUEUED", None),
+        ("ROUTING", None),
+        ("PROCESSING", None),
+        ("COMPLETED", Some("AGENT_CONNECTED")),
+    ];
+    for (state, reason) in states {
+        let mut body = json!({"state": state, "attempt": attempt});
+        if let Some(r) = reason {
+            body["reason"] = json!(r);
+        }
+        let (code, answer) = fx.engage.event(&id, body).await;
+        assert_eq!(code, 200, "{state}: {answer}");
+    }
+    let done = fx.retrieve(&id).await;
+    let end = (
+        done["callbackState"].as_str(),
+        done["callbackReason"].as_str(),
+    );
+    assert_eq!(end, (Some("COMPLETED"), Some("AGENT_CONNECTED")), "{done}");
+}
+
+/// Everything on TLS at once: PostgreSQL `verify-full` and `rediss://` on both roles, first on
+/// standalone servers (hand-offs consumed by `ors-sim`), then on a TLS cluster; create →
+/// dispatch → events → COMPLETED each time, and every PostgreSQL session encrypted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_everywhere_postgres_verify_full_and_rediss_standalone_and_cluster() {
+    let pki = TestPki::new();
+    let pg = PrivatePostgres::with_tls(&pki.server_cert_path, &pki.server_key_path);
+    let database_url = pg.verify_full_url(&pki.ca_pem_path);
+    let ca = TestPki::path(&pki.ca_pem_path);
+
+    let service = PrivateRedis::with_tls(ServerTls::of(&pki));
+    let voice = PrivateRedis::with_tls(ServerTls::of(&pki));
+    let env = TestEnv::on(&database_url, &service.url(), &voice.url());
+    let env = with_redis_tls(env, &ca, false);
+    let fx = Fixture::dispatch(env, "tls", "sales", json!({})).await;
+    let _worker = WorkerProc::start(&fx.env, &[]).await;
+    let group = format!("{}-sim", fx.env.id);
+    let sim_args = ["--agents", "1", "--handle-ms", "200", "--group", &group];
+    let _sim = Proc::spawn(&fx.env, "ors-sim", &sim_args, &[]);
+    let id = fx.create().id().await;
+    let done = fx
+        .engage
+        .wait_for(&fx.key, &id, 30, |cb| cb["callbackState"] == "COMPLETED")
+        .await;
+    assert_eq!(done["callbackReason"], "AGENT_CONNECTED", "{done}");
+    assert_all_postgres_sessions_encrypted(&fx.env).await;
+
+    let cluster = PrivateCluster::with_tls(ServerTls::of(&pki));
+    let env = TestEnv::on(&database_url, &cluster.urls(), &cluster.urls());
+    let env = with_redis_tls(env, &ca, true);
+    let fx = Fixture::dispatch(env, "tls", "sales", json!({})).await;
+    let _worker = WorkerProc::start(&fx.env, &[]).await;
+    complete_through_the_cluster(&fx).await;
+    assert_all_postgres_sessions_encrypted(&fx.env).await;
+}
+
+/// No session of the binaries or the harness on the private PostgreSQL goes without TLS.
+async fn assert_all_postgres_sessions_encrypted(env: &TestEnv) {
+    let row = env
+        .pg()
+        .await
+        .query_one(
+            "SELECT count(*) FILTER (WHERE s.ssl), count(*) FILTER (WHERE NOT s.ssl)
+             FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid)
+             WHERE a.application_name IN ('engage', 'engage-tests')",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (tls, plain): (i64, i64) = (row.get(0), row.get(1));
+    assert!(tls >= 2, "{tls} TLS sessions (serve and worker at least)");
+    assert_eq!(plain, 0, "{plain} PostgreSQL sessions without TLS");
 }
