@@ -184,7 +184,10 @@ impl RedisHandle {
     /// [`Self::ping`] for health checks and start-up logs: a refused TLS handshake says what
     /// to fix (the CA or URL variable: docs/tls.md#redis).
     pub async fn check(&self) -> Result<(), String> {
-        self.ping().await.map_err(|e| tls::explain(&e, &self.tls))
+        self.ping().await.map_err(|e| match self.tls_url {
+            true => tls::explain(&e, &self.tls),
+            false => e.to_string(),
+        })
     }
 
     /// Whether this handle connects with TLS (`rediss://`).

@@ -110,9 +110,9 @@ pub fn url_is_insecure(info: &ConnectionInfo) -> bool {
     matches!(info.addr(), ConnectionAddr::TcpTls { insecure: true, .. })
 }
 
-/// The error text with what to fix when it is a refused TLS handshake: an untrusted
-/// certificate names the CA variable, a host name mismatch the URL variable, a server that
-/// does not speak TLS the scheme (docs/tls.md#redis).
+/// The error text of a connection over TLS with what to fix: an untrusted certificate names
+/// the CA variable, a host name mismatch the URL variable, a server that does not speak TLS
+/// (an alert, or no answer at all) the scheme (docs/tls.md#redis).
 pub fn explain(err: &RedisError, tls: &RedisTls) -> String {
     let text = err.to_string();
     let hint = if text.contains("UnknownIssuer") || text.contains("BadSignature") {
@@ -134,6 +134,13 @@ pub fn explain(err: &RedisError, tls: &RedisTls) -> String {
     } else if text.contains("InvalidContentType") || text.contains("corrupt message") {
         format!(
             "TLS: the server at {} does not speak TLS (use redis://, or enable TLS on the server)",
+            tls.url_var
+        )
+    } else if text.contains("timed out") {
+        // A plain Redis reads a TLS hello as the start of a command and never answers it.
+        format!(
+            "TLS: no answer from the server at {} (if it persists: does the server speak TLS on \
+             that port? a Redis without TLS never answers the handshake)",
             tls.url_var
         )
     } else {

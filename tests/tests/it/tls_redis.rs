@@ -350,3 +350,29 @@ async fn assert_all_postgres_sessions_encrypted(env: &TestEnv) {
     assert!(tls >= 2, "{tls} TLS sessions (serve and worker at least)");
     assert_eq!(plain, 0, "{plain} PostgreSQL sessions without TLS");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_url_to_a_plain_server_asks_whether_it_speaks_tls() {
+    let plain = PrivateRedis::new(false);
+    let tls_url = plain.url().replace("redis://", "rediss://");
+    let env = TestEnv::new()
+        .with("REDIS_URL", &tls_url)
+        .with("VOICE_REDIS_URL", &tls_url);
+    let engage = Engage::start(&env, &[]).await;
+    let out = wait_output(&engage.proc, "voice Redis").await;
+    assert!(
+        out.contains(
+            "TLS: no answer from the server at REDIS_URL (if it persists: does the server speak TLS"
+        ),
+        "{out}"
+    );
+    let d = detail(&engage).await;
+    let voice = dependency(&d, "voice-redis");
+    assert!(
+        voice["error"]
+            .as_str()
+            .unwrap()
+            .contains("no answer from the server at VOICE_REDIS_URL"),
+        "{d}"
+    );
+}
