@@ -251,7 +251,12 @@ async fn disable_and_prefer_still_work_against_a_server_without_tls() {
         let key = engage
             .provision("plain", "care", json!({"route_point": "5000"}))
             .await;
-        let id = engage.create(&key).service("care").id().await;
+        let id = engage
+            .create(&key)
+            .service("care")
+            .phone(&harness::next_phone())
+            .id()
+            .await;
         assert_eq!(engage.retrieve(&key, &id).await["id"], id.as_str());
     }
 }

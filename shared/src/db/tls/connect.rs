@@ -126,7 +126,8 @@ fn message(e: &rustls::Error, host: &str, hint: &Hint) -> String {
         CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
             let names = match cert {
                 CertificateError::NotValidForNameContext { presented, .. } => {
-                    format!(" (it names {})", presented.join(", "))
+                    let plain: Vec<&str> = presented.iter().map(|p| bare_name(p)).collect();
+                    format!(" (it names {})", plain.join(", "))
                 }
                 _ => String::new(),
             };
@@ -149,6 +150,14 @@ fn message(e: &rustls::Error, host: &str, hint: &Hint) -> String {
              DATABASE_TLS_CA_FILE, or the secret DB-CA-CERT) to the CA that issued it"
         ),
     }
+}
+
+/// `not-this.example` of rustls' `DnsName("not-this.example")` (`IpAddress(…)` alike).
+fn bare_name(presented: &str) -> &str {
+    presented
+        .split_once('(')
+        .and_then(|(_, rest)| rest.strip_suffix(')'))
+        .map_or(presented, |inner| inner.trim_matches('"'))
 }
 
 /// A failed first connection as said at start: a refused handshake by itself, a server
