@@ -103,7 +103,7 @@ pub async fn migrate(pool: &Pool, schema: Option<&str>) -> anyhow::Result<()> {
 
 /// Whether every embedded migration has been applied (readiness).
 pub async fn migrations_current(pool: &Pool) -> anyhow::Result<bool> {
-    let client = pool.get().await?;
+    let client = pool.get().await.map_err(tls::explain)?;
     let latest = embedded::migrations::runner()
         .get_migrations()
         .iter()

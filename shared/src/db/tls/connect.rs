@@ -19,10 +19,10 @@ type Stream = <MakeRustlsConnect as MakeTlsConnect<Socket>>::Stream;
 
 /// What a refusal message needs to know of the settings.
 #[derive(Debug)]
-struct Hint {
-    mode: SslMode,
+pub(super) struct Hint {
+    pub(super) mode: SslMode,
     /// Where the trusted CAs come from (none when nothing is verified).
-    origin: Option<String>,
+    pub(super) origin: Option<String>,
 }
 
 /// The `MakeTlsConnect` of the pool (and of the test harness): rustls with the verification of
@@ -116,7 +116,7 @@ fn refine(e: BoxError, host: &str, hint: &Hint) -> BoxError {
     }
 }
 
-fn message(e: &rustls::Error, host: &str, hint: &Hint) -> String {
+pub(super) fn message(e: &rustls::Error, host: &str, hint: &Hint) -> String {
     let mode = hint.mode.as_str();
     let origin = hint.origin.as_deref().unwrap_or("no CA");
     let rustls::Error::InvalidCertificate(cert) = e else {
@@ -153,7 +153,7 @@ fn message(e: &rustls::Error, host: &str, hint: &Hint) -> String {
 }
 
 /// `not-this.example` of rustls' `DnsName("not-this.example")` (`IpAddress(…)` alike).
-fn bare_name(presented: &str) -> &str {
+pub(super) fn bare_name(presented: &str) -> &str {
     presented
         .split_once('(')
         .and_then(|(_, rest)| rest.strip_suffix(')'))
