@@ -181,11 +181,11 @@ impl TestEnv {
 
     /// As [`Self::pg`], answering the error (within `DB_CONNECT_TIMEOUT_MS`) instead of panicking.
     pub async fn try_pg(&self) -> anyhow::Result<tokio_postgres::Client> {
-        let cfg = shared::Config::from_vars(self.vars.clone())?;
-        let mut pg = cfg.db.pg_config()?;
+        let db = shared::config::DbConfig::from_vars(self.vars.clone())?;
+        let mut pg = db.pg_config()?;
         pg.options(format!("-c search_path={}", self.id))
             .application_name("engage-tests");
-        let (client, conn) = pg.connect(shared::db::tls::connector(&cfg.db.tls)?).await?;
+        let (client, conn) = pg.connect(shared::db::tls::connector(&db.tls)?).await?;
         tokio::spawn(conn);
         Ok(client)
     }
