@@ -63,6 +63,8 @@ fn refused_at_start(env: &TestEnv, parts: &[&str]) {
     for (bin, args) in [("engage", &["migrate"][..]), ("engage-worker", &[][..])] {
         let (ok, out) = run(env, bin, args);
         assert!(!ok, "{bin} started: {out}");
+        // Shown with --no-capture: the messages an operator reads (quoted in docs/tls.md).
+        eprintln!("{bin}: {}", out.lines().last().unwrap_or(""));
         for part in parts {
             assert!(out.contains(part), "{bin}: {part:?} not in:\n{out}");
         }
