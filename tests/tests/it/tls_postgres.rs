@@ -1,6 +1,6 @@
 //! TLS to PostgreSQL (docs/tls.md#postgresql), against a private server with `ssl = on` and
 //! certificates generated at test time (`TestPki`): the whole flow under `verify-full`, every
-//! connection of the binaries encrypted; an untrusted CA, a host-name mismatch and a server
+//! connection of the binaries (serve, worker, a function binary, the CLI) encrypted; an untrusted CA, a host-name mismatch and a server
 //! without TLS refused at start with a message that says what to fix, changing nothing;
 //! `disable`/`prefer` still working against the plain shared server.
 
@@ -11,7 +11,8 @@ use std::{
 };
 
 use harness::{
-    Engage, Fixture, PrivatePostgres, Proc, TestEnv, TestPki, WRONG_NAME, WorkerProc, binary, deps,
+    CREATE, Engage, Fixture, Function, PrivatePostgres, Proc, TestEnv, TestPki, WRONG_NAME,
+    WorkerProc, binary, deps, next_phone,
 };
 use serde_json::json;
 
@@ -135,6 +136,46 @@ async fn verify_full_serves_dispatches_and_completes_with_every_connection_encry
     assert!(tls >= 2, "{tls} TLS sessions (serve and worker at least)");
     assert_eq!(plain, 0, "{plain} sessions without TLS");
     assert_eq!(mine, Some(true));
+}
+
+/// (TLS sessions, plain sessions) of the binaries (`application_name` engage) on `env`'s server.
+async fn engage_sessions(env: &TestEnv) -> (i64, i64) {
+    let row = env
+        .pg()
+        .await
+        .query_one(
+            "SELECT count(*) FILTER (WHERE s.ssl), count(*) FILTER (WHERE NOT s.ssl)
+             FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid)
+             WHERE a.application_name = 'engage'",
+            &[],
+        )
+        .await
+        .unwrap();
+    (row.get(0), row.get(1))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_function_binary_and_the_cli_connect_with_verify_full_too() {
+    let pki = TestPki::new();
+    let pg = PrivatePostgres::with_tls(&pki.server_cert_path, &pki.server_key_path);
+    let env = env_on(&pg.verify_full_url(&pki.ca_pem_path));
+    let provisioning = env.clone();
+    let key = tokio::task::spawn_blocking(move || {
+        provisioning.provision("fn", "care", &json!({"route_point": "5000"}))
+    })
+    .await
+    .unwrap();
+    let f = Function::start(&env, "callbacks-create", &[]).await;
+    let (code, body) = f
+        .post(
+            &key,
+            CREATE,
+            json!({"serviceName": "care", "phoneNumber": next_phone()}),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    let (tls, plain) = engage_sessions(&env).await;
+    assert!(tls >= 1 && plain == 0, "{tls} TLS, {plain} plain sessions");
 }
 
 #[tokio::test]
