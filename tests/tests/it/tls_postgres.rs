@@ -297,7 +297,7 @@ async fn disable_and_prefer_still_work_against_a_server_without_tls() {
         let id = engage
             .create(&key)
             .service("care")
-            .phone(&harness::next_phone())
+            .phone(&next_phone())
             .id()
             .await;
         assert_eq!(engage.retrieve(&key, &id).await["id"], id.as_str());
