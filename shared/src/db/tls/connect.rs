@@ -105,6 +105,8 @@ impl fmt::Display for TlsRefused {
 
 impl StdError for TlsRefused {}
 
+/// A handshake error as [`TlsRefused`] when rustls refused it (other errors, e.g. the
+/// connection cut, are kept as they are).
 fn refine(e: BoxError, host: &str, hint: &Hint) -> BoxError {
     let tls = e
         .downcast_ref::<std::io::Error>()
@@ -116,6 +118,7 @@ fn refine(e: BoxError, host: &str, hint: &Hint) -> BoxError {
     }
 }
 
+/// What an operator reads for `e` on `host`: the cause and the setting to change.
 pub(super) fn message(e: &rustls::Error, host: &str, hint: &Hint) -> String {
     let mode = hint.mode.as_str();
     let origin = hint.origin.as_deref().unwrap_or("no CA");
