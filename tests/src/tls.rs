@@ -1,7 +1,8 @@
 //! Certificates generated at test time (`rcgen`), for servers run with TLS by the harness
 //! (PostgreSQL: `PrivatePostgres::with_tls`; Redis reuses the same files): a test CA, a server
 //! certificate for `localhost` and `127.0.0.1` signed by it, a certificate signed by the same
-//! CA for a name no test connects to, and a second, unrelated CA. Nothing is committed: each
+//! CA for a name no test connects to, an expired one for the right names, and a second,
+//! unrelated CA. Nothing is committed: each
 //! test gets fresh keys in its own folder, removed when the [`TestPki`] is dropped.
 
 use std::path::{Path, PathBuf};
@@ -11,6 +12,9 @@ use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
     KeyPair, KeyUsagePurpose,
 };
+
+/// The names the server certificates are issued for.
+const SERVER_NAMES: &[&str] = &["localhost", "127.0.0.1"];
 
 /// The name the wrong-name certificate is issued for (no test connects to it).
 pub const WRONG_NAME: &str = "not-this-server.invalid";
@@ -32,6 +36,11 @@ pub struct TestPki {
     pub wrong_name_cert_path: PathBuf,
     /// Its private key (PKCS#8 PEM).
     pub wrong_name_key_path: PathBuf,
+    /// Server certificate for `localhost` and `127.0.0.1`, signed by the test CA, expired
+    /// (valid in 2020 only).
+    pub expired_cert_path: PathBuf,
+    /// Its private key (PKCS#8 PEM).
+    pub expired_key_path: PathBuf,
 }
 
 impl TestPki {
@@ -55,16 +64,36 @@ impl TestPki {
             server_key_path: dir.join("server.key"),
             wrong_name_cert_path: dir.join("wrong-name.pem"),
             wrong_name_key_path: dir.join("wrong-name.key"),
+            expired_cert_path: dir.join("expired.pem"),
+            expired_key_path: dir.join("expired.key"),
             dir,
         };
         write(&pki.ca_pem_path, &ca.pem())?;
         write(&pki.wrong_ca_pem_path, &wrong_ca.pem())?;
-        let (cert, key) = leaf(&["localhost", "127.0.0.1"], &ca)?;
-        write(&pki.server_cert_path, &cert)?;
-        write(&pki.server_key_path, &key)?;
-        let (cert, key) = leaf(&[WRONG_NAME], &ca)?;
-        write(&pki.wrong_name_cert_path, &cert)?;
-        write(&pki.wrong_name_key_path, &key)?;
+        for (names, expired, cert_path, key_path) in [
+            (
+                SERVER_NAMES,
+                false,
+                &pki.server_cert_path,
+                &pki.server_key_path,
+            ),
+            (
+                &[WRONG_NAME][..],
+                false,
+                &pki.wrong_name_cert_path,
+                &pki.wrong_name_key_path,
+            ),
+            (
+                SERVER_NAMES,
+                true,
+                &pki.expired_cert_path,
+                &pki.expired_key_path,
+            ),
+        ] {
+            let (cert, key) = leaf(names, expired, &ca)?;
+            write(cert_path, &cert)?;
+            write(key_path, &key)?;
+        }
         Ok(pki)
     }
 
@@ -103,13 +132,21 @@ fn new_ca(name: &str) -> anyhow::Result<CertifiedIssuer<'static, KeyPair>> {
     Ok(CertifiedIssuer::self_signed(params, KeyPair::generate()?)?)
 }
 
-/// A server certificate for `names` (IP addresses become IP SANs), signed by `ca`;
-/// (certificate PEM, key PEM).
-fn leaf(names: &[&str], ca: &CertifiedIssuer<'_, KeyPair>) -> anyhow::Result<(String, String)> {
+/// A server certificate for `names` (IP addresses become IP SANs), signed by `ca`, valid in
+/// 2020 only when `expired`; (certificate PEM, key PEM).
+fn leaf(
+    names: &[&str],
+    expired: bool,
+    ca: &CertifiedIssuer<'_, KeyPair>,
+) -> anyhow::Result<(String, String)> {
     let mut params =
         CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())?;
     params.distinguished_name.push(DnType::CommonName, names[0]);
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    if expired {
+        params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2020, 12, 31);
+    }
     params.key_usages = vec![
         KeyUsagePurpose::DigitalSignature,
         KeyUsagePurpose::KeyEncipherment,

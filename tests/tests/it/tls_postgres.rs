@@ -1,7 +1,7 @@
 //! TLS to PostgreSQL (docs/tls.md#postgresql), against a private server with `ssl = on` and
 //! certificates generated at test time (`TestPki`): the whole flow under `verify-full`, every
 //! connection of the binaries (serve, worker, a function binary, the CLI) encrypted; an untrusted CA, a host-name mismatch and a server
-//! without TLS refused at start with a message that says what to fix, changing nothing;
+//! without TLS (and an expired certificate) refused at start with a message that says what to fix, changing nothing;
 //! `disable`/`prefer` still working against the plain shared server.
 
 use std::{
@@ -207,6 +207,15 @@ async fn an_untrusted_certificate_is_refused_at_start_naming_the_ca_setting() {
     refused_at_start(&env, &[&format!("a CA in DATABASE_TLS_CA_FILE {wrong}")]);
     let env = env_on(&url("sslmode=verify-full"));
     refused_at_start(&env, &["is not trusted", "the system's root certificates"]);
+    // The unrelated CA, then the right one, as the secret file DB-CA-CERT.
+    let secrets = pki.dir.join("secrets");
+    std::fs::create_dir_all(&secrets).unwrap();
+    std::fs::copy(&pki.wrong_ca_pem_path, secrets.join("DB-CA-CERT")).unwrap();
+    let env = env_on(&url("sslmode=verify-full")).with("CONFIG_FOLDERS", &path(&secrets));
+    refused_at_start(&env, &["a CA in DB_CA_CERT (secret DB-CA-CERT)"]);
+    std::fs::copy(&pki.ca_pem_path, secrets.join("DB-CA-CERT")).unwrap();
+    let (ok, out) = run(&env, "engage", &["migrate"]);
+    assert!(ok, "{out}");
     // The right CA by file works; so does the DNS name the certificate also lists.
     let env = env_on(&url("sslmode=verify-full")).with("DATABASE_TLS_CA_FILE", &ca);
     assert!(run(&env, "engage", &["migrate"]).0);
@@ -260,6 +269,25 @@ async fn a_host_name_mismatch_is_refused_and_verify_ca_skips_the_name_check() {
     let wrong = path(&pki.wrong_ca_pem_path);
     let env = env_on(&pg.url_with(&format!("sslmode=verify-ca&sslrootcert={wrong}")));
     refused_at_start(&env, &["is not trusted (sslmode=verify-ca)"]);
+}
+
+#[tokio::test]
+async fn an_expired_certificate_is_refused_at_start() {
+    let pki = TestPki::new();
+    let pg = PrivatePostgres::with_tls(&pki.expired_cert_path, &pki.expired_key_path);
+    for mode in ["verify-full", "verify-ca"] {
+        let env = env_on(&pg.url_with(&format!(
+            "sslmode={mode}&sslrootcert={}",
+            path(&pki.ca_pem_path)
+        )));
+        refused_at_start(
+            &env,
+            &[
+                "PostgreSQL's certificate at 127.0.0.1 is outside its validity period",
+                "renew it, or check this machine's clock",
+            ],
+        );
+    }
 }
 
 #[tokio::test]
