@@ -2,8 +2,8 @@
 //! (PostgreSQL: `PrivatePostgres::with_tls`; Redis reuses the same files): a test CA, a server
 //! certificate for `localhost` and `127.0.0.1` signed by it, a certificate signed by the same
 //! CA for a name no test connects to, an expired one for the right names, and a second,
-//! unrelated CA. Nothing is committed: each
-//! test gets fresh keys in its own folder, removed when the [`TestPki`] is dropped.
+//! unrelated CA. Nothing is committed: each test gets fresh keys in its own folder, removed
+//! when the [`TestPki`] is dropped.
 
 use std::path::{Path, PathBuf};
 
@@ -12,9 +12,6 @@ use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
     KeyPair, KeyUsagePurpose,
 };
-
-/// The names the server certificates are issued for.
-const SERVER_NAMES: &[&str] = &["localhost", "127.0.0.1"];
 
 /// The name the wrong-name certificate is issued for (no test connects to it).
 pub const WRONG_NAME: &str = "not-this-server.invalid";
@@ -70,30 +67,15 @@ impl TestPki {
         };
         write(&pki.ca_pem_path, &ca.pem())?;
         write(&pki.wrong_ca_pem_path, &wrong_ca.pem())?;
-        for (names, expired, cert_path, key_path) in [
-            (
-                SERVER_NAMES,
-                false,
-                &pki.server_cert_path,
-                &pki.server_key_path,
-            ),
-            (
-                &[WRONG_NAME][..],
-                false,
-                &pki.wrong_name_cert_path,
-                &pki.wrong_name_key_path,
-            ),
-            (
-                SERVER_NAMES,
-                true,
-                &pki.expired_cert_path,
-                &pki.expired_key_path,
-            ),
-        ] {
-            let (cert, key) = leaf(names, expired, &ca)?;
-            write(cert_path, &cert)?;
-            write(key_path, &key)?;
-        }
+        let (cert, key) = leaf(&["localhost", "127.0.0.1"], &ca)?;
+        write(&pki.server_cert_path, &cert)?;
+        write(&pki.server_key_path, &key)?;
+        let (cert, key) = leaf(&[WRONG_NAME], &ca)?;
+        write(&pki.wrong_name_cert_path, &cert)?;
+        write(&pki.wrong_name_key_path, &key)?;
+        let (cert, key) = expired_leaf(&["localhost", "127.0.0.1"], &ca)?;
+        write(&pki.expired_cert_path, &cert)?;
+        write(&pki.expired_key_path, &key)?;
         Ok(pki)
     }
 
@@ -119,6 +101,21 @@ fn write(path: &Path, pem: &str) -> anyhow::Result<()> {
     std::fs::write(path, pem).with_context(|| format!("write {}", path.display()))
 }
 
+/// A server certificate for `names` signed by `ca`, valid in 2020 only.
+fn expired_leaf(
+    names: &[&str],
+    ca: &CertifiedIssuer<'_, KeyPair>,
+) -> anyhow::Result<(String, String)> {
+    let mut params =
+        CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())?;
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2020, 12, 31);
+    let key = KeyPair::generate()?;
+    let cert = params.signed_by(&key, ca)?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
 /// A self-signed CA that may sign server certificates.
 fn new_ca(name: &str) -> anyhow::Result<CertifiedIssuer<'static, KeyPair>> {
     let mut params = CertificateParams::new(Vec::<String>::new())?;
@@ -132,21 +129,17 @@ fn new_ca(name: &str) -> anyhow::Result<CertifiedIssuer<'static, KeyPair>> {
     Ok(CertifiedIssuer::self_signed(params, KeyPair::generate()?)?)
 }
 
-/// A server certificate for `names` (IP addresses become IP SANs), signed by `ca`, valid in
-/// 2020 only when `expired`; (certificate PEM, key PEM).
-fn leaf(
-    names: &[&str],
-    expired: bool,
-    ca: &CertifiedIssuer<'_, KeyPair>,
-) -> anyhow::Result<(String, String)> {
+/// A server certificate for `names` (IP addresses become IP SANs), signed by `ca`;
+/// (certificate PEM, key PEM).
+fn leaf(names: &[&str], ca: &CertifiedIssuer<'_, KeyPair>) -> anyhow::Result<(String, String)> {
     let mut params =
         CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())?;
     params.distinguished_name.push(DnType::CommonName, names[0]);
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    if expired {
-        params.not_before = rcgen::date_time_ymd(2020, 1, 1);
-        params.not_after = rcgen::date_time_ymd(2020, 12, 31);
-    }
+    // Client auth too: Redis cluster nodes present their own certificate on the TLS cluster bus.
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
     params.key_usages = vec![
         KeyUsagePurpose::DigitalSignature,
         KeyUsagePurpose::KeyEncipherment,
