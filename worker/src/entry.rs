@@ -1,7 +1,9 @@
 //! The voice-stream entry of one dispatch: what the voice platform needs to start a session,
 //! and where to post its state events. The field list is a contract with the voice platform
-//! (docs/voice-platform.md#stream-entries). Request-level overrides (route point, language,
-//! survey routing point) win over the service's settings.
+//! (docs/voice-platform.md#stream-entries): the fields every entry carries, then the optional
+//! ones, left out when absent (no empty values). Request-level overrides (route point,
+//! language, survey routing point) win over the service's settings. Every entry is built here
+//! and only here.
 
 use serde_json::Value;
 use shared::{
@@ -10,62 +12,140 @@ use shared::{
     redis::voice::Entry,
 };
 
-/// Builds the entry of `cb` for the voice stream.
-pub fn build(cb: &DueCallback, settings: &ServiceSettings, ges_url: &str) -> Entry {
+/// Builds the entry of `cb` for the voice stream; `now_ms` (the claim's Redis time) is the
+/// hand-off time the priority is escalated to.
+pub fn build(cb: &DueCallback, settings: &ServiceSettings, ges_url: &str, now_ms: i64) -> Entry {
     let attrs = CallbackAttrs::from_map(&cb.attrs);
-    let dial_number = shared::phone::dial_number(
-        &settings.dial_prefix,
-        cb.phone_e164.as_deref(),
-        &cb.phone_number,
-    );
-    let call_direction = match settings.call_direction {
-        CallDirection::UserTerminated => "USERTERMINATED",
-        CallDirection::UserOriginated => "USERORIGINATED",
-    };
-    let user_data = cb
-        .user_data
-        .as_ref()
-        .map_or_else(|| "{}".to_string(), Value::to_string);
+    let waited_ms = now_ms - cb.desired_time.as_millisecond();
+    let priority = settings.escalated_priority(cb.priority, waited_ms);
     let events_url = format!(
         "{}/ges/v1/ors/callbacks/{}/events",
         ges_url.trim_end_matches('/'),
         cb.id
     );
+    let language = attrs
+        .language
+        .clone()
+        .unwrap_or_else(|| settings.language.clone());
+    let mut fields = vec![
+        ("callback_id", cb.id.to_string()),
+        ("tenant", cb.tenant.clone()),
+        ("service", cb.service.clone()),
+        ("phone_number", cb.phone_number.clone()),
+        ("desired_time", wire_time(cb.desired_time)),
+        ("priority", priority.to_string()),
+        ("language", language),
+        ("events_url", events_url),
+        ("attempt", cb.attempt.to_string()),
+    ];
+    direction_fields(cb, settings, &attrs, &mut fields);
+    routing_fields(settings, &attrs, &mut fields);
+    reporting_fields(cb, &attrs, &mut fields);
     Entry {
         id: cb.id,
         attempt: cb.attempt,
-        fields: vec![
-            ("callback_id", cb.id.to_string()),
-            ("tenant", cb.tenant.clone()),
-            ("service", cb.service.clone()),
-            ("phone_number", cb.phone_number.clone()),
-            ("dial_number", dial_number),
-            ("desired_time", wire_time(cb.desired_time)),
-            ("priority", cb.priority.to_string()),
-            (
-                "route_point",
-                attrs
-                    .route_point
-                    .or_else(|| settings.route_point.clone())
-                    .unwrap_or_default(),
-            ),
-            (
-                "language",
-                attrs.language.unwrap_or_else(|| settings.language.clone()),
-            ),
-            (
-                "survey_rp",
-                attrs
-                    .survey_rp
-                    .or_else(|| settings.survey_rp.clone())
-                    .unwrap_or_default(),
-            ),
-            ("call_direction", call_direction.to_string()),
-            ("user_data", user_data),
-            ("events_url", events_url),
-            ("attempt", cb.attempt.to_string()),
-        ],
+        fields,
     }
+}
+
+type Fields = Vec<(&'static str, String)>;
+
+/// Who dials: USERTERMINATED carries `dial_number` (the platform calls the customer);
+/// USERORIGINATED carries the push targets instead (the customer calls in, nothing is dialled).
+fn direction_fields(
+    cb: &DueCallback,
+    settings: &ServiceSettings,
+    attrs: &CallbackAttrs,
+    fields: &mut Fields,
+) {
+    match settings.call_direction {
+        CallDirection::UserTerminated => {
+            let dial = shared::phone::dial_number(
+                &settings.dial_prefix,
+                cb.phone_e164.as_deref(),
+                &cb.phone_number,
+            );
+            fields.push(("call_direction", "USERTERMINATED".into()));
+            fields.push(("dial_number", dial));
+        }
+        CallDirection::UserOriginated => {
+            fields.push(("call_direction", "USERORIGINATED".into()));
+            if !attrs.push_targets.is_empty()
+                && let Ok(json) = serde_json::to_string(&attrs.push_targets)
+            {
+                fields.push(("push_targets", json));
+            }
+        }
+    }
+}
+
+/// What the voice platform runs and shows: routing points, caller id, the Designer
+/// application, and the escalation it continues; each only when set.
+fn routing_fields(settings: &ServiceSettings, attrs: &CallbackAttrs, fields: &mut Fields) {
+    let or_service = |own: &Option<String>, service: &Option<String>| {
+        own.clone()
+            .or_else(|| service.clone())
+            .filter(|v| !v.is_empty())
+    };
+    let texts = [
+        (
+            "route_point",
+            or_service(&attrs.route_point, &settings.route_point),
+        ),
+        (
+            "survey_rp",
+            or_service(&attrs.survey_rp, &settings.survey_rp),
+        ),
+        (
+            "display_number",
+            or_service(&None, &settings.display_number),
+        ),
+        ("display_name", or_service(&None, &settings.display_name)),
+        (
+            "callback_application",
+            or_service(&None, &settings.callback_application),
+        ),
+        (
+            "application_stream",
+            or_service(&None, &settings.application_stream),
+        ),
+    ];
+    fields.extend(texts.into_iter().filter_map(|(k, v)| Some((k, v?))));
+    if settings.priority_increment > 0 {
+        fields.push((
+            "priority_increment",
+            settings.priority_increment.to_string(),
+        ));
+        let interval = settings.priority_interval_seconds.to_string();
+        fields.push(("priority_interval_seconds", interval));
+        if settings.priority_limit != 0 {
+            fields.push(("priority_limit", settings.priority_limit.to_string()));
+        }
+    }
+}
+
+/// The create's reporting fields (usable values only; raw texts stay in PostgreSQL) and the
+/// user data, each only when present.
+fn reporting_fields(cb: &DueCallback, attrs: &CallbackAttrs, fields: &mut Fields) {
+    let texts = [
+        ("cb_offer_type", attrs.offer_type.clone()),
+        ("offer_timing", attrs.offer_timing.clone()),
+        ("inbound_vq", attrs.inbound_vq.clone()),
+        ("channel", attrs.channel.clone()),
+        ("cb_origination_ixn_id", attrs.origination_ixn_id.clone()),
+        (
+            "offer_threshold",
+            attrs.offer_threshold.as_ref().map(ToString::to_string),
+        ),
+    ];
+    fields.extend(texts.into_iter().filter_map(|(k, v)| Some((k, v?))));
+    if let Some(data) = cb.user_data.as_ref().filter(|d| !is_empty(d)) {
+        fields.push(("user_data", data.to_string()));
+    }
+}
+
+fn is_empty(v: &Value) -> bool {
+    v.is_null() || v.as_object().is_some_and(serde_json::Map::is_empty)
 }
 
 #[cfg(test)]
@@ -75,16 +155,11 @@ mod tests {
     use serde_json::json;
     use shared::{db::callbacks::StoredCallback, model::CallbackState};
 
-    #[test]
-    fn overrides_win_and_every_field_is_there() {
-        let overrides = CallbackAttrs {
-            route_point: Some("7001".into()),
-            ..Default::default()
-        };
-        let Some(Value::Object(attrs)) = overrides.to_json() else {
+    fn due(attrs: CallbackAttrs, user_data: Option<Value>) -> DueCallback {
+        let Some(Value::Object(attrs)) = attrs.to_json().or(Some(json!({}))) else {
             panic!("attrs are an object");
         };
-        let cb = DueCallback {
+        DueCallback {
             callback: StoredCallback {
                 id: uuid::Uuid::nil(),
                 tenant: "t".into(),
@@ -100,40 +175,128 @@ mod tests {
                 submitted_at: None,
                 created_at: Timestamp::UNIX_EPOCH,
                 attrs,
-                user_data: Some(json!({"a": 1})),
+                user_data,
             },
             settings: None,
+        }
+    }
+
+    fn get<'a>(e: &'a Entry, k: &str) -> Option<&'a str> {
+        e.fields
+            .iter()
+            .find(|(f, _)| *f == k)
+            .map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn overrides_win_and_absent_optional_fields_are_left_out() {
+        let overrides = CallbackAttrs {
+            route_point: Some("7001".into()),
+            ..Default::default()
         };
+        let cb = due(overrides, Some(json!({"a": 1})));
         let settings = ServiceSettings::parse(json!({"dial_prefix": "9", "route_point": "5000"}))
             .expect("valid settings");
-        let e = build(&cb, &settings, "http://ges:3050/");
-        let get = |k: &str| {
-            e.fields
-                .iter()
-                .find(|(f, _)| *f == k)
-                .map(|(_, v)| v.as_str())
-        };
-        assert_eq!(e.fields.len(), 14);
+        let e = build(&cb, &settings, "http://ges:3050/", 0);
+        let names: Vec<&str> = e.fields.iter().map(|(k, _)| *k).collect();
         assert_eq!(
-            get("dial_number"),
-            Some("912125550100"),
-            "prefix + normalised number"
+            names,
+            [
+                "callback_id",
+                "tenant",
+                "service",
+                "phone_number",
+                "desired_time",
+                "priority",
+                "language",
+                "events_url",
+                "attempt",
+                "call_direction",
+                "dial_number",
+                "route_point",
+                "user_data"
+            ]
         );
+        assert_eq!(get(&e, "dial_number"), Some("912125550100"));
+        assert_eq!(get(&e, "phone_number"), Some("+1 (212) 555-0100"));
+        assert_eq!(get(&e, "route_point"), Some("7001"));
+        assert_eq!(get(&e, "language"), Some("en-US"));
+        assert_eq!(get(&e, "user_data"), Some(r#"{"a":1}"#));
+        assert_eq!(get(&e, "attempt"), Some("2"));
         assert_eq!(
-            get("phone_number"),
-            Some("+1 (212) 555-0100"),
-            "the number as given"
-        );
-        assert_eq!(get("route_point"), Some("7001"));
-        assert_eq!(get("language"), Some("en-US"));
-        assert_eq!(get("user_data"), Some(r#"{"a":1}"#));
-        assert_eq!(get("attempt"), Some("2"));
-        assert_eq!(
-            get("events_url"),
+            get(&e, "events_url"),
             Some(
                 "http://ges:3050/ges/v1/ors/callbacks/00000000-0000-0000-0000-000000000000/events"
             )
         );
-        assert_eq!(get("desired_time"), Some("1970-01-01T00:00:00.000Z"));
+        assert_eq!(get(&e, "desired_time"), Some("1970-01-01T00:00:00.000Z"));
+    }
+
+    #[test]
+    fn every_setting_and_reporting_field_reaches_the_entry() {
+        let attrs = CallbackAttrs {
+            offer_type: Some("ASAP".into()),
+            offer_timing: Some("ON-HOURS".into()),
+            inbound_vq: Some("VQ_in".into()),
+            channel: Some("web".into()),
+            origination_ixn_id: Some("ixn-1".into()),
+            offer_threshold: Some(90.into()),
+            ..Default::default()
+        };
+        let settings = ServiceSettings::parse(json!({
+            "display_number": "+18005550100", "display_name": "Acme",
+            "callback_application": "CB_App", "application_stream": "Development",
+            "priority_increment": 2, "priority_interval_seconds": 10, "priority_limit": 8,
+            "survey_rp": "6000"
+        }))
+        .unwrap();
+        // Waited 25 s past its desired time: two steps, 3 + 2 × 2.
+        let e = build(&due(attrs, None), &settings, "http://ges", 25_000);
+        for (k, v) in [
+            ("priority", "7"),
+            ("display_number", "+18005550100"),
+            ("display_name", "Acme"),
+            ("callback_application", "CB_App"),
+            ("application_stream", "Development"),
+            ("priority_increment", "2"),
+            ("priority_interval_seconds", "10"),
+            ("priority_limit", "8"),
+            ("survey_rp", "6000"),
+            ("cb_offer_type", "ASAP"),
+            ("offer_timing", "ON-HOURS"),
+            ("inbound_vq", "VQ_in"),
+            ("channel", "web"),
+            ("cb_origination_ixn_id", "ixn-1"),
+            ("offer_threshold", "90"),
+        ] {
+            assert_eq!(get(&e, k), Some(v), "{k}");
+        }
+        assert_eq!(get(&e, "user_data"), None, "no user data, no field");
+        let later = build(
+            &due(CallbackAttrs::default(), None),
+            &settings,
+            "",
+            3_600_000,
+        );
+        assert_eq!(get(&later, "priority"), Some("8"), "capped at the limit");
+    }
+
+    #[test]
+    fn user_originated_carries_push_targets_and_dials_nothing() {
+        let attrs = CallbackAttrs {
+            push_targets: vec![shared::model::callback::PushTarget {
+                channel: "FCM".into(),
+                target: "tok".into(),
+            }],
+            ..Default::default()
+        };
+        let settings = ServiceSettings::parse(json!({"call_direction": "USERORIGINATED"})).unwrap();
+        let e = build(&due(attrs, None), &settings, "", 0);
+        assert_eq!(get(&e, "call_direction"), Some("USERORIGINATED"));
+        assert_eq!(get(&e, "dial_number"), None);
+        assert_eq!(
+            get(&e, "push_targets"),
+            Some(r#"[{"channel":"FCM","target":"tok"}]"#)
+        );
     }
 }

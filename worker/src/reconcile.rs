@@ -244,7 +244,7 @@ pub async fn repair_view(w: &Worker, tenant: &str, service: &str) -> Result<usiz
         .map(|a| {
             (
                 a.id,
-                queue::score(a.priority, a.submitted_at.as_millisecond()),
+                queue::score(a.priority, a.desired_time.as_millisecond()),
             )
         })
         .collect();

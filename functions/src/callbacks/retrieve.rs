@@ -1,5 +1,6 @@
 //! `POST /engagement/v3/callbacks/retrieve`: one callback of the caller's tenant. While the
-//! voice platform holds it (QUEUED, ROUTING), `positionInQueue` (priority-then-time order) and
+//! voice platform holds it (QUEUED, ROUTING), `positionInQueue` (priority-then-time order, the
+//! escalated priority when the service escalates: docs/decisions.md#priority-escalation) and
 //! `estimatedWaitTime` (callbacks ahead × mean dequeue interval) come from the service's queue
 //! view in Redis; while an agent handles it (PROCESSING) both are 0; never in other states.
 
@@ -38,8 +39,19 @@ async fn handler(
     {
         // From the service's queue view; left out when Redis cannot say (never an error).
         let looked_up = async {
-            let mut conn = state.redis.conn().await?;
-            queue::position(&mut conn, &state.keys, &tenant, &stored.service, id).await
+            let service = state.service(&tenant, &stored.service).await?;
+            let escalation = service.and_then(|s| queue::Escalation::of(&s.body));
+            let mut conn = state.redis.conn().await.map_err(shared::Error::internal)?;
+            queue::position(
+                &mut conn,
+                &state.keys,
+                &tenant,
+                &stored.service,
+                id,
+                escalation,
+            )
+            .await
+            .map_err(shared::Error::internal)
         }
         .await;
         match looked_up {
@@ -47,7 +59,7 @@ async fn handler(
                 model.position_in_queue = position;
                 model.estimated_wait_time = ewt;
             }
-            Err(e) => tracing::warn!(callback.id = %id, error = %e, "queue view unavailable"),
+            Err(e) => tracing::warn!(callback.id = %id, error = %e, "queue position unavailable"),
         }
     }
     Ok(Envelope::ok(model))

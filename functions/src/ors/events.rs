@@ -240,10 +240,7 @@ async fn follow_up(
             Outcome::Applied { from, to }
                 if in_view(*to) && (!target.was_submitted || !in_view(*from)) =>
             {
-                let score = queue::score(
-                    target.priority,
-                    target.submitted_at.unwrap_or(event.at).as_millisecond(),
-                );
+                let score = queue::score(target.priority, target.desired_time.as_millisecond());
                 let mut conn = state.redis.conn().await?;
                 queue::enqueue(&mut conn, &state.keys, tenant, service, &[(id, score)]).await
             }

@@ -2,8 +2,9 @@
 //! estimate per virtual queue (docs/ges-behavior.md#estimated-wait-time). Per-queue problems
 //! are in-band (`-1` and a `message`: unknown service, no history yet, no agent activity, no
 //! statistics source); a missing `virtual-queues` or an unknown `mode` is 400.
-//! `include-calls-on-hold` is accepted and has no effect (the queue view holds no calls on
-//! hold).
+//! Each item carries `resultCode` (0 valid, -1 unknown, -2 no agent serving the queue).
+//! `include-calls-on-hold` must be `true` or `false` when given, and changes nothing: Engage's
+//! queues hold callbacks only, and a callback is never on hold (docs/decisions.md#estimated-wait-time).
 
 use std::collections::BTreeMap;
 
@@ -48,6 +49,17 @@ fn queues(params: &BTreeMap<String, String>) -> ApiResult<Vec<String>> {
     Ok(names)
 }
 
+/// `include-calls-on-hold`, when given, must be a boolean; it has no effect (module doc).
+fn on_hold(params: &BTreeMap<String, String>) -> ApiResult<()> {
+    match params.get("include-calls-on-hold").map(|v| v.trim()) {
+        None | Some("") => Ok(()),
+        Some(v) if v.eq_ignore_ascii_case("true") || v.eq_ignore_ascii_case("false") => Ok(()),
+        Some(_) => Err(ApiError::bad_request(
+            "include-calls-on-hold must be true or false",
+        )),
+    }
+}
+
 async fn handler(
     State(state): State<AppState>,
     ApiTenant(tenant): ApiTenant,
@@ -55,6 +67,7 @@ async fn handler(
 ) -> ApiResult<Envelope<Vec<EstimatedWaitTime>>> {
     let mode = Mode::parse(params.get("mode").map(String::as_str))
         .ok_or_else(|| ApiError::bad_request("mode must be one of mode1, mode2, mode3"))?;
+    on_hold(&params)?;
     let names = queues(&params)?;
     let mut out = Vec::with_capacity(names.len());
     for name in names {
@@ -62,20 +75,22 @@ async fn handler(
         let estimate = if known {
             super::for_service(&state, &tenant, &name, mode)
                 .await
-                .map_err(|m| m.message())
+                .map_err(|m| (m.message(), m.result_code()))
         } else {
-            Err("unknown service".to_string())
+            Err(("unknown service".to_string(), -1))
         };
         out.push(match estimate {
             Ok(secs) => EstimatedWaitTime {
                 virtual_queue: name,
                 estimated_wait_time: secs,
                 message: None,
+                result_code: 0,
             },
-            Err(message) => EstimatedWaitTime {
+            Err((message, result_code)) => EstimatedWaitTime {
                 virtual_queue: name,
                 estimated_wait_time: -1,
                 message: Some(message),
+                result_code,
             },
         });
     }
@@ -88,6 +103,15 @@ mod tests {
 
     fn params(v: &str) -> BTreeMap<String, String> {
         BTreeMap::from([("virtual-queues".to_string(), v.to_string())])
+    }
+
+    #[test]
+    fn include_calls_on_hold_is_a_boolean() {
+        let with = |v: &str| BTreeMap::from([("include-calls-on-hold".into(), v.into())]);
+        assert!(on_hold(&BTreeMap::new()).is_ok());
+        assert!(on_hold(&with("TRUE")).is_ok());
+        assert!(on_hold(&with("false")).is_ok());
+        assert!(on_hold(&with("yes")).is_err());
     }
 
     #[test]

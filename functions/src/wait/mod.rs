@@ -26,6 +26,14 @@ pub enum Missing {
 }
 
 impl Missing {
+    /// The item's `resultCode`: the model's, `-1` when the view was unreadable.
+    pub fn result_code(&self) -> i32 {
+        match self {
+            Self::Unknown(u) => u.result_code(),
+            Self::Unavailable => -1,
+        }
+    }
+
     /// The `message` shown beside `-1` in the answer.
     pub fn message(&self) -> String {
         match self {

@@ -171,8 +171,8 @@ pub struct Active {
     pub tenant: String,
     /// Its service (part of the queue view's key).
     pub service: String,
-    /// When it reached the voice stream (queue-view score).
-    pub submitted_at: Timestamp,
+    /// Its desired time: what it waits since (queue-view score after the priority).
+    pub desired_time: Timestamp,
     /// Priority (queue-view order).
     pub priority: i32,
 }
@@ -186,7 +186,7 @@ pub async fn active_of(
 ) -> Result<Vec<Active>, Error> {
     let rows = super::stmt::query(
         db,
-        "SELECT id, tenant_id, service, submitted_at, priority FROM callbacks
+        "SELECT id, tenant_id, service, desired_time, priority FROM callbacks
              WHERE tenant_id = $1 AND service = $2 AND state IN ('QUEUED', 'ROUTING')
                AND submitted_at IS NOT NULL",
         &[&tenant, &service],
@@ -200,7 +200,7 @@ fn active(r: &tokio_postgres::Row) -> Active {
         id: r.get(0),
         tenant: r.get(1),
         service: r.get(2),
-        submitted_at: r.get(3),
+        desired_time: r.get(3),
         priority: r.get(4),
     }
 }

@@ -75,8 +75,10 @@ pub struct Target {
     pub tenant: String,
     /// The callback's service (part of its queue view's key).
     pub service: String,
-    /// When it reached the voice stream (queue-view score), if it did.
+    /// When it reached the voice stream, if it did.
     pub submitted_at: Option<Timestamp>,
+    /// Its desired time: what it waits since (queue-view order after the priority).
+    pub desired_time: Timestamp,
     /// Priority (queue-view order).
     pub priority: i32,
     /// Whether it had reached the voice stream before this event (then the worker already put
@@ -96,8 +98,8 @@ async fn lock(
 ) -> Result<(Target, Current), Error> {
     let row = super::stmt::query_opt(
         tx,
-        "SELECT tenant_id, service, state, attempt, submitted_at, priority FROM callbacks
-             WHERE id = $1 FOR UPDATE",
+        "SELECT tenant_id, service, state, attempt, submitted_at, priority, desired_time
+             FROM callbacks WHERE id = $1 FOR UPDATE",
         &[&id],
     )
     .await?
@@ -110,6 +112,7 @@ async fn lock(
         tenant: row.get(0),
         service: row.get(1),
         submitted_at,
+        desired_time: row.get(6),
         priority: row.get(5),
         was_submitted: submitted_at.is_some(),
     };

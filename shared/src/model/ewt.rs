@@ -49,6 +49,15 @@ pub enum Unknown {
 }
 
 impl Unknown {
+    /// The item's `resultCode` (the published client model's codes): `-2` when no agent is
+    /// serving the queue, `-1` when the estimate is unknown for any other reason.
+    pub fn result_code(self) -> i32 {
+        match self {
+            Self::NoAgentActivity(_) => -2,
+            Self::NoHistory | Self::NoStatisticsSource => -1,
+        }
+    }
+
     /// The in-band message of the `-1` answer.
     pub fn message(self) -> String {
         match self {
@@ -86,6 +95,9 @@ pub struct EstimatedWaitTime {
     /// Why the estimate is unknown.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// `0` valid estimate, `-1` unknown (no interactions in the queue yet, unknown queue, no
+    /// source, data unavailable), `-2` no agent serving the queue ([`Unknown::result_code`]).
+    pub result_code: i32,
 }
 
 /// `GET /callbacks/queue-status/{queue}` (docs/ges-behavior.md#queue-status).
@@ -109,6 +121,13 @@ mod tests {
             pending,
             history: history.to_vec(),
         }
+    }
+
+    #[test]
+    fn result_codes_follow_the_client_model() {
+        assert_eq!(Unknown::NoHistory.result_code(), -1);
+        assert_eq!(Unknown::NoAgentActivity(600).result_code(), -2);
+        assert_eq!(Unknown::NoStatisticsSource.result_code(), -1);
     }
 
     #[test]

@@ -103,7 +103,12 @@ default_fns! {
     throttle_per_number_24h: u32 = 6;
     max_queued: u32 = 1000;
     dispatch_rate_per_second: u32 = 50;
+    priority_interval_seconds: u32 = 60;
 }
+
+/// Largest `priority_increment`: keeps every escalated priority exact in the double
+/// arithmetic of the queue-position script (`redis::queue`).
+pub const MAX_PRIORITY_INCREMENT: i32 = 2_000;
 
 /// The settings of one callback service.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -169,12 +174,12 @@ pub struct ServiceSettings {
     /// `route_point`, unless the create sends `routePoint`.
     #[serde(default)]
     pub route_point: Option<String>,
-    /// Number shown to the customer as caller id. Stored and shown back; the stream entry does
-    /// not carry it yet.
+    /// Number shown to the customer as caller id (Designer's `Call Display Number`); stream
+    /// entry `display_number` when set.
     #[serde(default)]
     pub display_number: Option<String>,
-    /// Name shown to the customer as caller id. Stored and shown back; the stream entry does
-    /// not carry it yet.
+    /// Name shown to the customer as caller id (`Callback Display Name`); stream entry
+    /// `display_name` when set.
     #[serde(default)]
     pub display_name: Option<String>,
     /// Routing point of the survey after the call; stream entry `survey_rp`, unless the create
@@ -186,23 +191,27 @@ pub struct ServiceSettings {
     /// ±`redis::queue::PRIORITY_CAP`.
     #[serde(default)]
     pub priority: i32,
-    /// How much the voice platform raises a waiting callback's priority per step (Designer's
-    /// Callback V2 block). Stored for that flow; Engage itself does not escalate.
+    /// How much a waiting callback's priority rises every `priority_interval_seconds` (0–2,000;
+    /// 0 = no escalation): queue positions and the stream entry's `priority` use
+    /// [`ServiceSettings::escalated_priority`] (docs/decisions.md#priority-escalation).
     #[serde(default)]
     pub priority_increment: i32,
-    /// Ceiling of that escalation (0 = none). Stored; Engage itself does not escalate.
+    /// Seconds (1–86,400) between two escalation steps.
+    #[serde(default = "defaults::priority_interval_seconds")]
+    pub priority_interval_seconds: u32,
+    /// Ceiling of that escalation (0 = none); a start above it is kept, never lowered.
     #[serde(default)]
     pub priority_limit: i32,
     /// Language of the callback's prompts (`en-US`, `fr-CA`, …); stream entry `language`, unless
     /// the create sends a usable `language`.
     #[serde(default = "defaults::language")]
     pub language: String,
-    /// The Designer application the voice platform runs for the callback. Stored and shown
-    /// back; not yet in the stream entry.
+    /// The Designer application the voice platform runs for the callback; stream entry
+    /// `callback_application` when set.
     #[serde(default)]
     pub callback_application: Option<String>,
-    /// Build stream of that application (e.g. `Development`). Stored; the stream entry does
-    /// not carry it yet.
+    /// Build stream of that application (e.g. `Development`); stream entry
+    /// `application_stream` when set.
     #[serde(default)]
     pub application_stream: Option<String>,
     /// Minutes of estimated wait below which the `CALLBACK_UPCOMING` push is sent once. Stored;
@@ -258,6 +267,23 @@ impl Default for ServiceSettings {
 }
 
 impl ServiceSettings {
+    /// The priority of a callback that started at `base` and has waited `waited_ms` since its
+    /// desired time: `base + increment × ⌊waited / interval⌋`, capped at `priority_limit` when
+    /// one is set (a `base` above the cap stays). docs/decisions.md#priority-escalation.
+    pub fn escalated_priority(&self, base: i32, waited_ms: i64) -> i32 {
+        if self.priority_increment <= 0 || waited_ms <= 0 {
+            return base;
+        }
+        let interval_ms = i64::from(self.priority_interval_seconds.max(1)) * 1_000;
+        let steps = waited_ms / interval_ms;
+        let mut raised = i64::from(base)
+            .saturating_add(i64::from(self.priority_increment).saturating_mul(steps));
+        if self.priority_limit != 0 {
+            raised = raised.min(i64::from(self.priority_limit.max(base)));
+        }
+        i32::try_from(raised).unwrap_or(i32::MAX)
+    }
+
     /// Parses and validates one settings object; errors name the column.
     pub fn parse(mut value: Value) -> Result<Self, Error> {
         let Some(obj) = value.as_object_mut() else {
@@ -292,6 +318,12 @@ impl ServiceSettings {
         }
         if self.dispatch_rate_per_second == 0 {
             return bad("setting dispatch_rate_per_second: must be positive");
+        }
+        if !(0..=MAX_PRIORITY_INCREMENT).contains(&self.priority_increment) {
+            return bad("setting priority_increment: must be between 0 and 2000");
+        }
+        if self.priority_interval_seconds == 0 || self.priority_interval_seconds > 86_400 {
+            return bad("setting priority_interval_seconds: must be between 1 and 86400");
         }
         if self.lead_time_seconds > 86_400 {
             return bad("setting lead_time_seconds: at most 86400");
@@ -350,6 +382,36 @@ mod tests {
         let back = serde_json::to_value(&s).unwrap();
         assert_eq!(back["Custom Column"], "v");
         assert_eq!(back["in_queue_checking"], "strict");
+    }
+
+    #[test]
+    fn escalation_steps_and_caps() {
+        let s = ServiceSettings::parse(json!({
+            "priority_increment": 2, "priority_interval_seconds": 10, "priority_limit": 7
+        }))
+        .unwrap();
+        assert_eq!(s.escalated_priority(1, -5_000), 1, "not due yet");
+        assert_eq!(s.escalated_priority(1, 9_999), 1);
+        assert_eq!(s.escalated_priority(1, 10_000), 3);
+        assert_eq!(s.escalated_priority(1, 29_999), 5);
+        assert_eq!(s.escalated_priority(1, 30_000), 7, "capped");
+        assert_eq!(s.escalated_priority(1, 3_600_000), 7);
+        assert_eq!(
+            s.escalated_priority(9, 3_600_000),
+            9,
+            "a start above the cap stays"
+        );
+        let none = ServiceSettings::default();
+        assert_eq!(none.escalated_priority(4, i64::MAX), 4);
+        let open = ServiceSettings::parse(json!({"priority_increment": 2000})).unwrap();
+        assert_eq!(open.escalated_priority(0, i64::MAX), i32::MAX, "saturates");
+        for bad in [
+            json!({"priority_increment": -1}),
+            json!({"priority_increment": 2001}),
+            json!({"priority_interval_seconds": 0}),
+        ] {
+            assert!(ServiceSettings::parse(bad.clone()).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -1,15 +1,24 @@
 //! Queue views: per service, a ZSET of the callbacks the voice platform holds in QUEUED or
-//! ROUTING for `positionInQueue` (score = [`score`]: priority first, then time queued, so
-//! `ZRANK` is the position in priority-then-time order), and a capped list of recent dequeue
-//! times (ms) for wait-time estimates (`shared::model::ewt`). Both are derived: the reconciler rebuilds the ZSET from
+//! ROUTING for `positionInQueue` (score = [`score`]: base priority first, then the time the
+//! callback waits since, its desired time, so `ZRANK` is the position in priority-then-time
+//! order), and a capped list of recent dequeue times (ms) for wait-time estimates
+//! (`shared::model::ewt`). Both are derived: the reconciler rebuilds the ZSET from
 //! PostgreSQL, and a lost history only makes estimates unknown for a while.
+//!
+//! A service with priority escalation orders by the *escalated* priority, computed at read
+//! time by one script from the stored base priorities and times ([`position`],
+//! docs/decisions.md#priority-escalation): no member is ever rewritten while it waits.
 //!
 //! Memory stays small: one ZSET member per queued callback and at most 2 × [`HISTORY`]
 //! numbers per service (trimmed lazily, see [`dequeue`]).
 
+use std::sync::LazyLock;
+
+use redis::Script;
 use uuid::Uuid;
 
 use super::{Keys, RedisConn};
+use crate::model::ServiceSettings;
 
 /// Dequeue times kept per service (the EWT window, docs/decisions.md#estimated-wait-time).
 pub const HISTORY: isize = 32;
@@ -21,12 +30,90 @@ pub const PRIORITY_CAP: i32 = 2_000;
 /// One priority step in score units: more than any time queued in ms (until year 2109).
 const PRIORITY_STEP: i64 = 1 << 42;
 
-/// Queue-view score of a callback: higher `priority` first, then earlier `queued_ms` first.
-/// |score| < 2^53, so Redis holds it exactly.
-pub fn score(priority: i32, queued_ms: i64) -> i64 {
+/// Queue-view score of a callback: higher `priority` first, then earlier `since_ms` (the time
+/// it waits since: its desired time) first. |score| < 2^53, so Redis holds it exactly.
+pub fn score(priority: i32, since_ms: i64) -> i64 {
     -i64::from(priority.clamp(-PRIORITY_CAP, PRIORITY_CAP)) * PRIORITY_STEP
-        + queued_ms.clamp(0, PRIORITY_STEP - 1)
+        + since_ms.clamp(0, PRIORITY_STEP - 1)
 }
+
+/// A service's priority escalation, as the position script needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Escalation {
+    /// Priority added per step (> 0).
+    pub increment: i32,
+    /// Step length, ms (> 0).
+    pub interval_ms: i64,
+    /// Ceiling (0 = none).
+    pub limit: i32,
+}
+
+impl Escalation {
+    /// The escalation of a service's settings; `None` when its priorities do not rise.
+    pub fn of(settings: &ServiceSettings) -> Option<Self> {
+        (settings.priority_increment > 0).then(|| Self {
+            increment: settings.priority_increment,
+            interval_ms: i64::from(settings.priority_interval_seconds.max(1)) * 1_000,
+            limit: settings.priority_limit,
+        })
+    }
+}
+
+/// Counts the members ahead of one member of a view under escalation, one level (stored base
+/// priority) at a time: within a level the escalated priority falls as the time rises, so the
+/// members ahead are those up to one time, found by arithmetic and counted with one `ZCOUNT`.
+/// Four commands plus two per distinct base priority in the view, whatever its length.
+/// KEYS: view, history. ARGV: member, increment, interval ms, limit (0 = none), step, history
+/// length. Returns `{ahead, history…}`, or `{-1, history…}` when the member is not in the view.
+static POSITION: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local inc, iv, lim, step = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local hist = redis.call('LRANGE', KEYS[2], 0, tonumber(ARGV[6]) - 1)
+local s = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not s then return {-1, unpack(hist)} end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local function level(score) return -math.floor(score / step) end
+local function eff(b, tm)
+  local w = now - tm
+  if w < 0 then w = 0 end
+  local e = b + inc * math.floor(w / iv)
+  if lim ~= 0 and e > math.max(b, lim) then e = math.max(b, lim) end
+  return e
+end
+-- the latest time at which a member of level b has an escalated priority >= e (nil: never)
+local function latest(b, e)
+  if e <= b then return math.huge end
+  if lim ~= 0 and e > math.max(b, lim) then return nil end
+  return now - math.ceil((e - b) / inc) * iv
+end
+s = tonumber(s)
+local bx = level(s)
+local tx = s + bx * step
+local ex = eff(bx, tx)
+local ahead, cursor = 0, '-inf'
+while true do
+  local r = redis.call('ZRANGEBYSCORE', KEYS[1], cursor, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+  if #r == 0 then break end
+  local b = level(tonumber(r[2]))
+  local lo = -b * step
+  local above, equal = latest(b, ex + 1), latest(b, ex)
+  local thr = above
+  if equal then
+    local tie = math.min(equal, tx - 1)
+    if not thr or tie > thr then thr = tie end
+  end
+  if thr and thr >= 0 then
+    if thr > step - 1 then thr = step - 1 end
+    ahead = ahead + redis.call('ZCOUNT', KEYS[1], string.format('%.0f', lo),
+      string.format('%.0f', lo + thr))
+  end
+  cursor = string.format('%.0f', lo + step)
+end
+return {ahead, unpack(hist)}",
+    )
+});
 
 /// Adds callbacks to a service's queue view (no-op for members already there); scores come
 /// from [`score`].
@@ -156,17 +243,49 @@ pub async fn snapshot(
     Ok(Snapshot { pending, history })
 }
 
-/// Position (1-based, priority-then-time order) of a callback in its queue view and the
-/// estimated wait in seconds (callbacks ahead × mean interval between recent dequeues, the
-/// same arithmetic as `mode1` for a newcomer), each when known.
+/// Position (1-based, priority-then-time order; escalated priority under `escalation`) of a
+/// callback in its queue view and the estimated wait in seconds (callbacks ahead × mean
+/// interval between recent dequeues, the same arithmetic as `mode1` for a newcomer), each
+/// when known.
 pub async fn position(
     conn: &mut RedisConn,
     keys: &Keys,
     tenant: &str,
     service: &str,
     id: Uuid,
+    escalation: Option<Escalation>,
 ) -> redis::RedisResult<(Option<i64>, Option<i64>)> {
-    let (rank, history): (Option<i64>, Vec<i64>) = redis::pipe()
+    let (rank, history) = match escalation {
+        None => rank_and_history(conn, keys, tenant, service, id).await?,
+        Some(e) => {
+            let out: Vec<i64> = POSITION
+                .key(keys.queue(tenant, service))
+                .key(keys.queue_history(tenant, service))
+                .arg(id.to_string())
+                .arg(e.increment)
+                .arg(e.interval_ms)
+                .arg(e.limit)
+                .arg(PRIORITY_STEP)
+                .arg(HISTORY)
+                .invoke_async(conn)
+                .await?;
+            let ahead = out.first().copied().filter(|a| *a >= 0);
+            (ahead, out.get(1..).unwrap_or_default().to_vec())
+        }
+    };
+    let ewt = rank.and_then(|ahead| mean_interval_ms(&history).map(|ms| wait_secs(ahead, ms)));
+    Ok((rank.map(|r| r + 1), ewt))
+}
+
+/// `ZRANK` and the dequeue history in one pipeline (no escalation).
+async fn rank_and_history(
+    conn: &mut RedisConn,
+    keys: &Keys,
+    tenant: &str,
+    service: &str,
+    id: Uuid,
+) -> redis::RedisResult<(Option<i64>, Vec<i64>)> {
+    redis::pipe()
         .cmd("ZRANK")
         .arg(keys.queue(tenant, service))
         .arg(id.to_string())
@@ -175,9 +294,7 @@ pub async fn position(
         .arg(0)
         .arg(HISTORY - 1)
         .query_async(conn)
-        .await?;
-    let ewt = rank.and_then(|ahead| mean_interval_ms(&history).map(|ms| wait_secs(ahead, ms)));
-    Ok((rank.map(|r| r + 1), ewt))
+        .await
 }
 
 /// Seconds `ahead` dequeues take at `interval_ms` each, rounded to the nearest second.

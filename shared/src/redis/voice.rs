@@ -22,18 +22,19 @@ use super::RedisConn;
 pub const DEDUPE_TTL_S: u64 = 86_400;
 
 /// Adds entries to one stream, each guarded by its dedupe key.
-/// KEYS: stream, dedupe keys…  ARGV: ttl, minid (or "" for no trim), fields per entry, then the
-/// entries' fields flattened (field, value, …). Returns 1 (added) or 0 (duplicate) per entry.
+/// KEYS: stream, dedupe keys…  ARGV: ttl, minid (or "" for no trim), then per entry its number
+/// of fields followed by its fields flattened (field, value, …): entries leave out absent
+/// optional fields. Returns 1 (added) or 0 (duplicate) per entry.
 static SUBMIT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local ttl = ARGV[1]
 local minid = ARGV[2]
-local per = tonumber(ARGV[3]) * 2
+local base = 3
 local out = {}
 for i = 2, #KEYS do
+  local per = tonumber(ARGV[base]) * 2
   if redis.call('SET', KEYS[i], '1', 'NX', 'EX', ttl) then
-    local base = 3 + (i - 2) * per
     local args = {KEYS[1]}
     if minid ~= '' then
       args[#args + 1] = 'MINID'; args[#args + 1] = '~'; args[#args + 1] = minid
@@ -45,6 +46,7 @@ for i = 2, #KEYS do
   else
     out[#out + 1] = 0
   end
+  base = base + 1 + per
 end
 return out",
     )
@@ -88,8 +90,7 @@ fn hash_tag(key: &str) -> Option<&str> {
     (close > 0).then(|| &key[open + 1..open + 1 + close])
 }
 
-/// One stream entry: its dedupe identity and its fields (same field names for every entry of a
-/// call).
+/// One stream entry: its dedupe identity and its fields.
 #[derive(Debug, Clone)]
 pub struct Entry {
     /// The callback the entry is about (part of the dedupe key).
@@ -102,7 +103,7 @@ pub struct Entry {
 
 /// Adds `entries` to `stream` exactly once each; returns per entry whether it was added now
 /// (`false` = it had been added before). `trim_before_ms` trims entries older than that time
-/// (`MINID ~`), 0 = no trim. All entries must have the same field names.
+/// (`MINID ~`), 0 = no trim.
 pub async fn submit(
     conn: &mut RedisConn,
     stream: &str,
@@ -113,20 +114,17 @@ pub async fn submit(
     if entries.is_empty() {
         return Ok(Vec::new());
     }
-    let per = entries[0].fields.len();
     let mut inv = SUBMIT.key(stream);
     for e in entries {
         inv.key(dedupe_key(stream, kind, e.id, e.attempt));
     }
-    inv.arg(DEDUPE_TTL_S)
-        .arg(if trim_before_ms > 0 {
-            format!("{trim_before_ms}-0")
-        } else {
-            String::new()
-        })
-        .arg(per);
+    inv.arg(DEDUPE_TTL_S).arg(if trim_before_ms > 0 {
+        format!("{trim_before_ms}-0")
+    } else {
+        String::new()
+    });
     for e in entries {
-        debug_assert_eq!(e.fields.len(), per, "entries of one call share field names");
+        inv.arg(e.fields.len());
         for (k, v) in &e.fields {
             inv.arg(*k).arg(v);
         }

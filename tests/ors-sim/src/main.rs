@@ -7,6 +7,11 @@
 //! ends COMPLETED/FAIL_CALL_TO_CUSTOMER instead.
 //! Cancels read from the control stream stop a callback's session at its next step.
 //!
+//! Every entry is first checked against the stream-entry contract (`contract.rs`,
+//! docs/voice-platform.md#stream-entries): one that breaks it is *rejected*: acknowledged,
+//! never played (no event is posted), counted, and logged on stderr as
+//! `ors-sim: REJECTED entry <id> (<n> rejected so far): <reason>`, which tests read.
+//!
 //! ```text
 //! ors-sim --redis redis://127.0.0.1:6391 --stream NewCallbackStream --agents 5 \
 //!         --handle-ms 3000 --dist exp --fail-share 0.1
@@ -26,6 +31,8 @@ use rand::Rng;
 use redis::{AsyncConnectionConfig, Value, aio::MultiplexedConnection};
 use serde_json::json;
 use tokio::sync::Semaphore;
+
+mod contract;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum Dist {
@@ -88,6 +95,7 @@ struct Sim {
     agents: Semaphore,
     cancelled: Mutex<HashSet<String>>,
     waiting: AtomicI64,
+    rejected: AtomicI64,
 }
 
 #[tokio::main]
@@ -117,6 +125,7 @@ async fn main() -> anyhow::Result<()> {
         http: reqwest::Client::new(),
         cancelled: Mutex::new(HashSet::new()),
         waiting: AtomicI64::new(0),
+        rejected: AtomicI64::new(0),
     });
     eprintln!(
         "ors-sim: consuming {} as {}/{consumer} with {} agents",
@@ -313,6 +322,12 @@ async fn play(
     entry_id: String,
     fields: HashMap<String, String>,
 ) {
+    if let Err(reason) = contract::check(&fields) {
+        let n = sim.rejected.fetch_add(1, Ordering::Relaxed) + 1;
+        eprintln!("ors-sim: REJECTED entry {entry_id} ({n} rejected so far): {reason}");
+        ack(&sim, &mut acks, &entry_id).await;
+        return;
+    }
     let (Some(id), Some(url)) = (fields.get("callback_id"), fields.get("events_url")) else {
         ack(&sim, &mut acks, &entry_id).await;
         return;

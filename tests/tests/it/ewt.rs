@@ -47,6 +47,14 @@ async fn ewt(engage: &Engage, key: &str, queue: &str, mode: &str) -> (i64, Optio
     assert_eq!(code, 200, "{body}");
     let item = &body["data"][0];
     assert_eq!(item["virtualQueue"], queue, "{body}");
+    // resultCode as the published client model defines it: 0 valid, -2 no agents, -1 unknown.
+    let message = item["message"].as_str().unwrap_or_default();
+    let code = match item["estimatedWaitTime"].as_i64() {
+        Some(e) if e >= 0 => 0,
+        _ if message.starts_with("no agent activity") => -2,
+        _ => -1,
+    };
+    assert_eq!(item["resultCode"], code, "{body}");
     (
         item["estimatedWaitTime"].as_i64().expect("estimate"),
         item["message"].as_str().map(str::to_string),
@@ -344,6 +352,16 @@ async fn queue_status_withdraws_immediate_offer_before_closing() {
     assert_eq!(code, 400, "{body}");
     let (code, body) = engage.get(&key, "/engagement/v3/estimated-wait-time").await;
     assert_eq!(code, 400, "{body}");
+    // include-calls-on-hold is a boolean (accepted, no effect: no callback is ever on hold).
+    let on_hold = "/engagement/v3/estimated-wait-time?virtual-queues=care&include-calls-on-hold";
+    let (code, body) = engage.get(&key, &format!("{on_hold}=maybe")).await;
+    assert_eq!(code, 400, "{body}");
+    let (code, body) = engage.get(&key, &format!("{on_hold}=true")).await;
+    assert_eq!(
+        (code, &body["data"][0]["resultCode"]),
+        (200, &json!(-1)),
+        "{body}"
+    );
     let (code, body) = engage
         .get(&key, "/engagement/v3/callbacks/queue-status/nope")
         .await;
@@ -361,11 +379,11 @@ async fn queue_status_withdraws_immediate_offer_before_closing() {
     assert_eq!(code, 200, "{body}");
     assert_eq!(
         body["data"][0],
-        json!({"virtualQueue": "care", "estimatedWaitTime": -1, "message": "no wait-time history yet for this queue"})
+        json!({"virtualQueue": "care", "estimatedWaitTime": -1, "message": "no wait-time history yet for this queue", "resultCode": -1})
     );
     assert_eq!(
         body["data"][1],
-        json!({"virtualQueue": "nope", "estimatedWaitTime": -1, "message": "unknown service"})
+        json!({"virtualQueue": "nope", "estimatedWaitTime": -1, "message": "unknown service", "resultCode": -1})
     );
     assert_eq!(
         ewt(&engage, &key, "care", "mode3").await,

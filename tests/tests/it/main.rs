@@ -23,6 +23,7 @@ mod create_pipeline;
 mod dispatch_settle;
 mod ewt;
 mod fixtures;
+mod handoff;
 mod hardening;
 mod hours;
 mod lifecycle;

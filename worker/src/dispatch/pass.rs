@@ -6,7 +6,10 @@
 //! [`pass`] whether the steps succeeded or failed (see [`super::settle`] for the
 //! exactly-once story).
 
-use std::{collections::HashMap, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    time::Duration,
+};
 
 use shared::{
     db::dispatch::{self, DueCallback, Submitted},
@@ -132,7 +135,7 @@ async fn work(
     if ready.is_empty() {
         return Ok(());
     }
-    hand_off(w, &ready, ledger).await?;
+    hand_off(w, &ready, now_ms, ledger).await?;
     let marked = record(w, &ready).await?;
     for r in &ready {
         ledger.release(r.cb.id);
@@ -196,11 +199,18 @@ fn paced_delay_ms(not_now: NotNow, k: &mut u32) -> i64 {
 
 /// Hands `ready` to the voice stream in one deduplicating script. When the voice Redis refuses
 /// it, the batch goes back to the schedule as still due (the dedupe key makes the retry safe
-/// even if the refused call did reach Redis).
-async fn hand_off(w: &Worker, ready: &[Ready<'_>], ledger: &mut Ledger) -> Result<(), PassError> {
+/// even if the refused call did reach Redis). `now_ms` (the claim's Redis time) is the time
+/// priorities are escalated to.
+async fn hand_off(
+    w: &Worker,
+    ready: &[Ready<'_>],
+    now_ms: i64,
+    ledger: &mut Ledger,
+) -> Result<(), PassError> {
+    let ges_url = &w.cfg.voice.ges_url;
     let entries: Vec<voice::Entry> = ready
         .iter()
-        .map(|r| entry::build(r.cb, &r.settings, &w.cfg.voice.ges_url))
+        .map(|r| entry::build(r.cb, &r.settings, ges_url, now_ms))
         .collect();
     let horizon = i64::try_from(w.cfg.worker.stream_horizon_s).unwrap_or(0) * 1_000;
     let trim_before = if horizon > 0 { local_ms() - horizon } else { 0 };
@@ -280,15 +290,16 @@ async fn enqueue_views(
     ready: &[Ready<'_>],
     marked: Vec<(Uuid, i64)>,
 ) {
-    let when: HashMap<Uuid, i64> = marked.into_iter().collect();
+    let marked: HashSet<Uuid> = marked.into_iter().map(|(id, _)| id).collect();
     let mut views: HashMap<(&str, &str), Vec<(Uuid, i64)>> = HashMap::new();
-    for r in ready {
-        if let Some(t) = when.get(&r.cb.id) {
-            views
-                .entry((r.cb.tenant.as_str(), r.cb.service.as_str()))
-                .or_default()
-                .push((r.cb.id, queue::score(r.cb.priority, *t)));
-        }
+    for r in ready.iter().filter(|r| marked.contains(&r.cb.id)) {
+        // Ordered by what the callback waits since: its desired time
+        // (docs/decisions.md#priority-escalation).
+        let since = r.cb.desired_time.as_millisecond();
+        views
+            .entry((r.cb.tenant.as_str(), r.cb.service.as_str()))
+            .or_default()
+            .push((r.cb.id, queue::score(r.cb.priority, since)));
     }
     for ((tenant, service), members) in views {
         if let Err(e) = queue::enqueue(conn, &w.keys, tenant, service, &members).await {
