@@ -492,15 +492,8 @@ impl Config {
 
     /// Builds and validates the configuration from the merged variables.
     pub(crate) fn from_source(source: BTreeMap<String, String>) -> Result<Self, ConfigError> {
-        let mut db: DbConfig = area("database", &source)?;
-        db.tls = crate::db::tls::DbTls::from_settings(
-            db.url.expose_secret(),
-            db.tls_ca_file.as_deref(),
-            db.ca_cert.as_deref(),
-        )
-        .map_err(ConfigError)?;
         let mut cfg = Config {
-            db,
+            db: DbConfig::from_source(&source)?,
             redis: area("redis", &source)?,
             voice: area("voice", &source)?,
             http: area("http", &source)?,
@@ -651,6 +644,25 @@ impl Config {
 }
 
 impl DbConfig {
+    /// Only the PostgreSQL settings of `vars` (plus their secret folders), with the TLS
+    /// settings read; the other areas are neither read nor validated (the test harness).
+    pub fn from_vars(
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        Self::from_source(&source_with_folders(vars)?)
+    }
+
+    fn from_source(source: &BTreeMap<String, String>) -> Result<Self, ConfigError> {
+        let mut db: DbConfig = area("database", source)?;
+        db.tls = crate::db::tls::DbTls::from_settings(
+            db.url.expose_secret(),
+            db.tls_ca_file.as_deref(),
+            db.ca_cert.as_deref(),
+        )
+        .map_err(ConfigError)?;
+        Ok(db)
+    }
+
     /// The parsed connection settings, with `DB_USER` / `DB_PASSWORD` applied and the
     /// `sslmode` of [`Self::tls`] (the URL's TLS parameters are read by [`crate::db::tls`]).
     pub fn pg_config(&self) -> Result<tokio_postgres::Config, tokio_postgres::Error> {

@@ -176,14 +176,18 @@ impl TestEnv {
     /// A PostgreSQL client whose `search_path` is this environment's schema, connected as the
     /// binaries connect (the same configuration and TLS connector: `sslmode`, `sslrootcert`).
     pub async fn pg(&self) -> tokio_postgres::Client {
-        let cfg = shared::Config::from_vars(self.vars.clone()).expect("environment configuration");
-        let mut pg = cfg.db.pg_config().expect("DATABASE_URL");
+        self.try_pg().await.expect("pg connect")
+    }
+
+    /// As [`Self::pg`], answering the error (within `DB_CONNECT_TIMEOUT_MS`) instead of panicking.
+    pub async fn try_pg(&self) -> anyhow::Result<tokio_postgres::Client> {
+        let db = shared::config::DbConfig::from_vars(self.vars.clone())?;
+        let mut pg = db.pg_config()?;
         pg.options(format!("-c search_path={}", self.id))
             .application_name("engage-tests");
-        let tls = shared::db::tls::connector(&cfg.db.tls).expect("PostgreSQL TLS connector");
-        let (client, conn) = pg.connect(tls).await.expect("pg connect");
+        let (client, conn) = pg.connect(shared::db::tls::connector(&db.tls)?).await?;
         tokio::spawn(conn);
-        client
+        Ok(client)
     }
 
     /// A connection to the service Redis (standalone; over TLS as the binaries connect).

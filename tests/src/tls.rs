@@ -1,8 +1,9 @@
 //! Certificates generated at test time (`rcgen`), for servers run with TLS by the harness
 //! (PostgreSQL: `PrivatePostgres::with_tls`; Redis reuses the same files): a test CA, a server
 //! certificate for `localhost` and `127.0.0.1` signed by it, a certificate signed by the same
-//! CA for a name no test connects to, and a second, unrelated CA. Nothing is committed: each
-//! test gets fresh keys in its own folder, removed when the [`TestPki`] is dropped.
+//! CA for a name no test connects to, an expired one for the right names, and a second,
+//! unrelated CA. Nothing is committed: each test gets fresh keys in its own folder, removed
+//! when the [`TestPki`] is dropped.
 
 use std::path::{Path, PathBuf};
 
@@ -32,6 +33,11 @@ pub struct TestPki {
     pub wrong_name_cert_path: PathBuf,
     /// Its private key (PKCS#8 PEM).
     pub wrong_name_key_path: PathBuf,
+    /// Server certificate for `localhost` and `127.0.0.1`, signed by the test CA, expired
+    /// (valid in 2020 only).
+    pub expired_cert_path: PathBuf,
+    /// Its private key (PKCS#8 PEM).
+    pub expired_key_path: PathBuf,
 }
 
 impl TestPki {
@@ -55,6 +61,8 @@ impl TestPki {
             server_key_path: dir.join("server.key"),
             wrong_name_cert_path: dir.join("wrong-name.pem"),
             wrong_name_key_path: dir.join("wrong-name.key"),
+            expired_cert_path: dir.join("expired.pem"),
+            expired_key_path: dir.join("expired.key"),
             dir,
         };
         write(&pki.ca_pem_path, &ca.pem())?;
@@ -65,6 +73,9 @@ impl TestPki {
         let (cert, key) = leaf(&[WRONG_NAME], &ca)?;
         write(&pki.wrong_name_cert_path, &cert)?;
         write(&pki.wrong_name_key_path, &key)?;
+        let (cert, key) = expired_leaf(&["localhost", "127.0.0.1"], &ca)?;
+        write(&pki.expired_cert_path, &cert)?;
+        write(&pki.expired_key_path, &key)?;
         Ok(pki)
     }
 
@@ -88,6 +99,21 @@ impl Drop for TestPki {
 
 fn write(path: &Path, pem: &str) -> anyhow::Result<()> {
     std::fs::write(path, pem).with_context(|| format!("write {}", path.display()))
+}
+
+/// A server certificate for `names` signed by `ca`, valid in 2020 only.
+fn expired_leaf(
+    names: &[&str],
+    ca: &CertifiedIssuer<'_, KeyPair>,
+) -> anyhow::Result<(String, String)> {
+    let mut params =
+        CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())?;
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2020, 12, 31);
+    let key = KeyPair::generate()?;
+    let cert = params.signed_by(&key, ca)?;
+    Ok((cert.pem(), key.serialize_pem()))
 }
 
 /// A self-signed CA that may sign server certificates.

@@ -25,8 +25,9 @@ pub mod versioned;
 
 use std::time::Duration;
 
-use crate::config::DbConfig;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+
+use crate::config::DbConfig;
 
 mod embedded {
     refinery::embed_migrations!("migrations");
@@ -69,6 +70,7 @@ pub fn pool(cfg: &DbConfig) -> anyhow::Result<Pool> {
 
 /// Applies pending migrations under an advisory lock, so processes starting together do not
 /// race. Creates the configured schema first when there is one.
+///
 /// The first connection of a process is made here: its failure says what to fix
 /// ([`tls::explain`]).
 pub async fn migrate(pool: &Pool, schema: Option<&str>) -> anyhow::Result<()> {
@@ -103,7 +105,7 @@ pub async fn migrate(pool: &Pool, schema: Option<&str>) -> anyhow::Result<()> {
 
 /// Whether every embedded migration has been applied (readiness).
 pub async fn migrations_current(pool: &Pool) -> anyhow::Result<bool> {
-    let client = pool.get().await?;
+    let client = pool.get().await.map_err(tls::explain)?;
     let latest = embedded::migrations::runner()
         .get_migrations()
         .iter()

@@ -1,7 +1,7 @@
 //! TLS to PostgreSQL (docs/tls.md#postgresql), against a private server with `ssl = on` and
 //! certificates generated at test time (`TestPki`): the whole flow under `verify-full`, every
-//! connection of the binaries encrypted; an untrusted CA, a host-name mismatch and a server
-//! without TLS refused at start with a message that says what to fix, changing nothing;
+//! connection of the binaries (serve, worker, a function binary, the CLI) encrypted; an untrusted CA, a host-name mismatch and a server
+//! without TLS (and an expired certificate) refused at start with a message that says what to fix, changing nothing;
 //! `disable`/`prefer` still working against the plain shared server.
 
 use std::{
@@ -11,7 +11,8 @@ use std::{
 };
 
 use harness::{
-    Engage, Fixture, PrivatePostgres, Proc, TestEnv, TestPki, WRONG_NAME, WorkerProc, binary, deps,
+    CREATE, Engage, Fixture, Function, PrivatePostgres, Proc, TestEnv, TestPki, WRONG_NAME,
+    WorkerProc, binary, deps, next_phone,
 };
 use serde_json::json;
 
@@ -63,6 +64,8 @@ fn refused_at_start(env: &TestEnv, parts: &[&str]) {
     for (bin, args) in [("engage", &["migrate"][..]), ("engage-worker", &[][..])] {
         let (ok, out) = run(env, bin, args);
         assert!(!ok, "{bin} started: {out}");
+        // Shown with --no-capture: the messages an operator reads (quoted in docs/tls.md).
+        eprintln!("{bin}: {}", out.lines().last().unwrap_or(""));
         for part in parts {
             assert!(out.contains(part), "{bin}: {part:?} not in:\n{out}");
         }
@@ -135,6 +138,46 @@ async fn verify_full_serves_dispatches_and_completes_with_every_connection_encry
     assert_eq!(mine, Some(true));
 }
 
+/// (TLS sessions, plain sessions) of the binaries (`application_name` engage) on `env`'s server.
+async fn engage_sessions(env: &TestEnv) -> (i64, i64) {
+    let row = env
+        .pg()
+        .await
+        .query_one(
+            "SELECT count(*) FILTER (WHERE s.ssl), count(*) FILTER (WHERE NOT s.ssl)
+             FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid)
+             WHERE a.application_name = 'engage'",
+            &[],
+        )
+        .await
+        .unwrap();
+    (row.get(0), row.get(1))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_function_binary_and_the_cli_connect_with_verify_full_too() {
+    let pki = TestPki::new();
+    let pg = PrivatePostgres::with_tls(&pki.server_cert_path, &pki.server_key_path);
+    let env = env_on(&pg.verify_full_url(&pki.ca_pem_path));
+    let provisioning = env.clone();
+    let key = tokio::task::spawn_blocking(move || {
+        provisioning.provision("fn", "care", &json!({"route_point": "5000"}))
+    })
+    .await
+    .unwrap();
+    let f = Function::start(&env, "callbacks-create", &[]).await;
+    let (code, body) = f
+        .post(
+            &key,
+            CREATE,
+            json!({"serviceName": "care", "phoneNumber": next_phone()}),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    let (tls, plain) = engage_sessions(&env).await;
+    assert!(tls >= 1 && plain == 0, "{tls} TLS, {plain} plain sessions");
+}
+
 #[tokio::test]
 async fn an_untrusted_certificate_is_refused_at_start_naming_the_ca_setting() {
     let pki = TestPki::new();
@@ -164,6 +207,15 @@ async fn an_untrusted_certificate_is_refused_at_start_naming_the_ca_setting() {
     refused_at_start(&env, &[&format!("a CA in DATABASE_TLS_CA_FILE {wrong}")]);
     let env = env_on(&url("sslmode=verify-full"));
     refused_at_start(&env, &["is not trusted", "the system's root certificates"]);
+    // The unrelated CA, then the right one, as the secret file DB-CA-CERT.
+    let secrets = pki.dir.join("secrets");
+    std::fs::create_dir_all(&secrets).unwrap();
+    std::fs::copy(&pki.wrong_ca_pem_path, secrets.join("DB-CA-CERT")).unwrap();
+    let env = env_on(&url("sslmode=verify-full")).with("CONFIG_FOLDERS", &path(&secrets));
+    refused_at_start(&env, &["a CA in DB_CA_CERT (secret DB-CA-CERT)"]);
+    std::fs::copy(&pki.ca_pem_path, secrets.join("DB-CA-CERT")).unwrap();
+    let (ok, out) = run(&env, "engage", &["migrate"]);
+    assert!(ok, "{out}");
     // The right CA by file works; so does the DNS name the certificate also lists.
     let env = env_on(&url("sslmode=verify-full")).with("DATABASE_TLS_CA_FILE", &ca);
     assert!(run(&env, "engage", &["migrate"]).0);
@@ -220,6 +272,25 @@ async fn a_host_name_mismatch_is_refused_and_verify_ca_skips_the_name_check() {
 }
 
 #[tokio::test]
+async fn an_expired_certificate_is_refused_at_start() {
+    let pki = TestPki::new();
+    let pg = PrivatePostgres::with_tls(&pki.expired_cert_path, &pki.expired_key_path);
+    for mode in ["verify-full", "verify-ca"] {
+        let env = env_on(&pg.url_with(&format!(
+            "sslmode={mode}&sslrootcert={}",
+            path(&pki.ca_pem_path)
+        )));
+        refused_at_start(
+            &env,
+            &[
+                "PostgreSQL's certificate at 127.0.0.1 is outside its validity period",
+                "renew it, or check this machine's clock",
+            ],
+        );
+    }
+}
+
+#[tokio::test]
 async fn requiring_tls_of_a_server_without_it_is_refused_at_start() {
     let plain = &deps().database_url;
     let ca = TestPki::new();
@@ -251,7 +322,12 @@ async fn disable_and_prefer_still_work_against_a_server_without_tls() {
         let key = engage
             .provision("plain", "care", json!({"route_point": "5000"}))
             .await;
-        let id = engage.create(&key).service("care").id().await;
+        let id = engage
+            .create(&key)
+            .service("care")
+            .phone(&next_phone())
+            .id()
+            .await;
         assert_eq!(engage.retrieve(&key, &id).await["id"], id.as_str());
     }
 }

@@ -19,10 +19,10 @@ type Stream = <MakeRustlsConnect as MakeTlsConnect<Socket>>::Stream;
 
 /// What a refusal message needs to know of the settings.
 #[derive(Debug)]
-struct Hint {
-    mode: SslMode,
+pub(super) struct Hint {
+    pub(super) mode: SslMode,
     /// Where the trusted CAs come from (none when nothing is verified).
-    origin: Option<String>,
+    pub(super) origin: Option<String>,
 }
 
 /// The `MakeTlsConnect` of the pool (and of the test harness): rustls with the verification of
@@ -105,6 +105,8 @@ impl fmt::Display for TlsRefused {
 
 impl StdError for TlsRefused {}
 
+/// A handshake error as [`TlsRefused`] when rustls refused it (other errors, e.g. the
+/// connection cut, are kept as they are).
 fn refine(e: BoxError, host: &str, hint: &Hint) -> BoxError {
     let tls = e
         .downcast_ref::<std::io::Error>()
@@ -116,7 +118,8 @@ fn refine(e: BoxError, host: &str, hint: &Hint) -> BoxError {
     }
 }
 
-fn message(e: &rustls::Error, host: &str, hint: &Hint) -> String {
+/// What an operator reads for `e` on `host`: the cause and the setting to change.
+pub(super) fn message(e: &rustls::Error, host: &str, hint: &Hint) -> String {
     let mode = hint.mode.as_str();
     let origin = hint.origin.as_deref().unwrap_or("no CA");
     let rustls::Error::InvalidCertificate(cert) = e else {
@@ -126,7 +129,8 @@ fn message(e: &rustls::Error, host: &str, hint: &Hint) -> String {
         CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
             let names = match cert {
                 CertificateError::NotValidForNameContext { presented, .. } => {
-                    format!(" (it names {})", presented.join(", "))
+                    let plain: Vec<&str> = presented.iter().map(|p| bare_name(p)).collect();
+                    format!(" (it names {})", plain.join(", "))
                 }
                 _ => String::new(),
             };
@@ -149,6 +153,14 @@ fn message(e: &rustls::Error, host: &str, hint: &Hint) -> String {
              DATABASE_TLS_CA_FILE, or the secret DB-CA-CERT) to the CA that issued it"
         ),
     }
+}
+
+/// `not-this.example` of rustls' `DnsName("not-this.example")` (`IpAddress(…)` alike).
+pub(super) fn bare_name(presented: &str) -> &str {
+    presented
+        .split_once('(')
+        .and_then(|(_, rest)| rest.strip_suffix(')'))
+        .map_or(presented, |inner| inner.trim_matches('"'))
 }
 
 /// A failed first connection as said at start: a refused handshake by itself, a server

@@ -115,7 +115,8 @@ impl Default for DbTls {
 
 impl DbTls {
     /// Reads `sslmode`/`sslrootcert` of `url` and the CA given by file or secret (in this
-    /// order of precedence: `sslrootcert`, `ca_file`, `ca_pem`), reading CA files now.
+    /// order of precedence: `sslrootcert`, `ca_file`, `ca_pem`), reading CA files now when
+    /// the mode verifies (`disable` and `prefer` read none, as libpq).
     pub fn from_settings(
         url: &str,
         ca_file: Option<&Path>,
@@ -135,30 +136,24 @@ impl DbTls {
                 mode.as_str()
             ));
         }
-        let given = match (&split.sslrootcert, ca_file, ca_pem) {
-            (Some(p), _, _) if p == "system" => None,
-            (Some(p), _, _) => Some(file_roots(Path::new(p), &format!("sslrootcert {p}"))?),
-            (None, Some(f), _) => Some(file_roots(
-                f,
-                &format!("DATABASE_TLS_CA_FILE {}", f.display()),
-            )?),
-            (None, None, Some(pem)) => Some(Roots {
-                certs: Some(parse_pem(pem.as_bytes(), "DB_CA_CERT (secret DB-CA-CERT)")?),
-                origin: "DB_CA_CERT (secret DB-CA-CERT)".into(),
-            }),
-            (None, None, None) => None,
-        };
         let system_roots = || Roots {
             origin: "the system's root certificates (no sslrootcert, DATABASE_TLS_CA_FILE or \
                      DB-CA-CERT given)"
                 .into(),
             certs: None,
         };
-        let verify = match (mode, given) {
-            (SslMode::Disable | SslMode::Prefer, _) | (SslMode::Require, None) => Verify::Nothing,
-            (SslMode::Require, Some(roots)) => Verify::Chain(roots),
-            (SslMode::VerifyCa, roots) => Verify::Chain(roots.unwrap_or_else(system_roots)),
-            (SslMode::VerifyFull, roots) => Verify::Full(roots.unwrap_or_else(system_roots)),
+        let verify = match mode {
+            SslMode::Disable | SslMode::Prefer => Verify::Nothing,
+            SslMode::Require => match given_roots(split.sslrootcert, ca_file, ca_pem)? {
+                Some(roots) => Verify::Chain(roots),
+                None => Verify::Nothing,
+            },
+            SslMode::VerifyCa => Verify::Chain(
+                given_roots(split.sslrootcert, ca_file, ca_pem)?.unwrap_or_else(system_roots),
+            ),
+            SslMode::VerifyFull => Verify::Full(
+                given_roots(split.sslrootcert, ca_file, ca_pem)?.unwrap_or_else(system_roots),
+            ),
         };
         Ok(Self { mode, verify })
     }
@@ -168,6 +163,27 @@ impl DbTls {
 /// split: tokio-postgres then reports what is wrong with it).
 pub fn without_tls_params(url: &str) -> String {
     params::split(url).map_or_else(|_| url.to_string(), |s| s.rest)
+}
+
+/// The CAs given (read now), in order of precedence; `None` = none given (or `system`).
+fn given_roots(
+    sslrootcert: Option<String>,
+    ca_file: Option<&Path>,
+    ca_pem: Option<&str>,
+) -> Result<Option<Roots>, String> {
+    Ok(match (sslrootcert, ca_file, ca_pem) {
+        (Some(p), _, _) if p == "system" => None,
+        (Some(p), _, _) => Some(file_roots(Path::new(&p), &format!("sslrootcert {p}"))?),
+        (None, Some(f), _) => Some(file_roots(
+            f,
+            &format!("DATABASE_TLS_CA_FILE {}", f.display()),
+        )?),
+        (None, None, Some(pem)) => Some(Roots {
+            certs: Some(parse_pem(pem.as_bytes(), "DB_CA_CERT (secret DB-CA-CERT)")?),
+            origin: "DB_CA_CERT (secret DB-CA-CERT)".into(),
+        }),
+        (None, None, None) => None,
+    })
 }
 
 fn file_roots(path: &Path, origin: &str) -> Result<Roots, String> {

@@ -211,3 +211,74 @@ fn the_configuration_reads_the_tls_settings_once_and_validates_them() {
     let _ = std::fs::remove_dir_all(&dir);
     assert!(origin(&cfg.db.tls.verify).starts_with("DB_CA_CERT"));
 }
+
+#[test]
+fn refusals_say_what_to_fix() {
+    use super::connect::{Hint, bare_name, message};
+    use rustls::{CertificateError, Error};
+    let hint = Hint {
+        mode: SslMode::VerifyFull,
+        origin: Some("sslrootcert /ca.pem".into()),
+    };
+    let m = message(
+        &Error::InvalidCertificate(CertificateError::UnknownIssuer),
+        "db",
+        &hint,
+    );
+    assert!(
+        m.contains("PostgreSQL's certificate at db is not trusted (sslmode=verify-full)"),
+        "{m}"
+    );
+    assert!(m.contains("issued by a CA in sslrootcert /ca.pem"), "{m}");
+    let m = message(
+        &Error::InvalidCertificate(CertificateError::NotValidForName),
+        "db",
+        &hint,
+    );
+    assert!(
+        m.contains("does not match the host name db (sslmode=verify-full)"),
+        "{m}"
+    );
+    assert!(m.contains("sslmode=verify-ca"), "{m}");
+    let m = message(
+        &Error::InvalidCertificate(CertificateError::Expired),
+        "db",
+        &hint,
+    );
+    assert!(m.contains("at db is outside its validity period"), "{m}");
+    let m = message(&Error::DecryptError, "db", &hint);
+    assert!(
+        m.starts_with("TLS handshake with PostgreSQL at db failed (sslmode=verify-full)"),
+        "{m}"
+    );
+    assert_eq!(bare_name("DnsName(\"db.example\")"), "db.example");
+    assert_eq!(bare_name("IpAddress(10.0.0.1)"), "10.0.0.1");
+    assert_eq!(bare_name("plain"), "plain");
+}
+
+#[test]
+fn a_connector_builds_for_every_verification_and_refuses_an_unusable_ca() {
+    for url in [
+        "postgres://h/d?sslmode=disable",
+        "postgres://h/d?sslmode=prefer",
+        "postgres://h/d?sslmode=require",
+        "postgres://h/d?sslmode=verify-ca",
+        "postgres://h/d?sslmode=verify-full",
+    ] {
+        assert!(super::connector(&tls(url).unwrap()).is_ok(), "{url}");
+    }
+    // `PEM` is framed like a certificate but is no X.509 certificate: refused at start.
+    let f = ca_file();
+    let url = format!(
+        "postgres://h/d?sslmode=verify-ca&sslrootcert={}",
+        f.0.display()
+    );
+    let e = format!("{:#}", super::connector(&tls(&url).unwrap()).unwrap_err());
+    assert!(
+        e.contains(&format!(
+            "sslrootcert {}: a certificate is not usable",
+            f.0.display()
+        )),
+        "{e}"
+    );
+}
