@@ -16,7 +16,7 @@ deps:
 # Bring the whole service up on this box: deps, build, migrate, demo tenant + key, serve (+ worker).
 # Builds only what it runs (`engage`, `ors-sim`), with the `local` profile (release without LTO).
 up: deps
-    cargo build --profile local -p engage --bin engage -p ors-sim
+    cargo build --profile local -p engage --bin engage -p ors-sim --bin ors-sim
     bash infra/local/up.sh "{{admin_token}}"
 
 # Stop the local service and its PostgreSQL and Redis.
@@ -54,7 +54,7 @@ bench *args: deps
 # Fault suite (issue 12): release build, every fault on private servers, writes
 # tests/chaos/REPORT.md (`just chaos --only pg-stop` for some rows, `--quick` for the CI variant).
 chaos *args:
-    cargo build --release -p engage --bin engage -p engage-worker --bin engage-worker -p ors-sim -p engage-tests --bin chaos
+    cargo build --release -p engage --bin engage -p engage-worker --bin engage-worker -p ors-sim --bin ors-sim -p engage-tests --bin chaos
     ./target/release/chaos {{args}}
 
 # Format the code.

@@ -244,21 +244,21 @@ async fn ors_ttl_expiry_and_retention() {
     // Retention: a callback 15 days past its desired time goes, with its events.
     let pg = env.pg().await;
     let old = uuid::Uuid::new_v4();
+    // One statement: the worker's retention runs every second and must never see the
+    // callback without its event (the event insert would then break its foreign key).
     pg.execute(
-        "INSERT INTO callbacks (id, tenant_id, service, state, reason, phone_number, desired_time,
-                                dispatch_at, scheduled)
-         VALUES ($1, 'ttl', 'short', 'COMPLETED', 'AGENT_CONNECTED', '+15550100010',
-                 now() - interval '15 days', now() - interval '15 days', true)",
+        "WITH c AS (
+             INSERT INTO callbacks (id, tenant_id, service, state, reason, phone_number,
+                                    desired_time, dispatch_at, scheduled)
+             VALUES ($1, 'ttl', 'short', 'COMPLETED', 'AGENT_CONNECTED', '+15550100010',
+                     now() - interval '15 days', now() - interval '15 days', true)
+             RETURNING id)
+         INSERT INTO callback_events (callback_id, state, source)
+         SELECT id, 'COMPLETED', 'test' FROM c",
         &[&old],
     )
     .await
-    .expect("insert");
-    pg.execute(
-        "INSERT INTO callback_events (callback_id, state, source) VALUES ($1, 'COMPLETED', 'test')",
-        &[&old],
-    )
-    .await
-    .expect("event");
+    .expect("insert callback and event");
     let started = Instant::now();
     loop {
         let left: i64 = pg

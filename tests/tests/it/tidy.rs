@@ -174,3 +174,35 @@ fn links_into_docs_name_existing_headings() {
         broken.join("\n")
     );
 }
+
+/// A `cargo build` with `--bin` filters builds, of every package it names, only the binaries
+/// named: `-p ors-sim` without `--bin ors-sim` beside `--bin engage` silently builds nothing
+/// of ors-sim (`just up` then ran without its simulator). Every `-p` of such a line needs a
+/// `--bin` before the next `-p`.
+#[test]
+fn cargo_builds_with_bin_filters_name_a_bin_for_every_package() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut files = text_files(&root);
+    files.push(root.join(".ci/run"));
+    for file in files
+        .into_iter()
+        .filter(|f| f.extension().is_none_or(|e| e != "rs"))
+    {
+        let Ok(text) = std::fs::read_to_string(&file) else {
+            continue;
+        };
+        for line in text.lines().filter(|l| l.contains("cargo build")) {
+            if !line.split_whitespace().any(|w| w == "--bin") {
+                continue;
+            }
+            // Each `-p NAME` segment (up to the next `-p`) must hold a `--bin`.
+            for segment in line.split(" -p ").skip(1) {
+                assert!(
+                    segment.split_whitespace().any(|w| w == "--bin"),
+                    "{}: `-p {segment}` needs its own `--bin`: {line}",
+                    file.display()
+                );
+            }
+        }
+    }
+}
