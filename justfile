@@ -42,6 +42,7 @@ bench-startup bin="callbacks-create":
 # Format, clippy (-D warnings) and docs, exactly as CI runs them.
 lint:
     cargo fmt --all -- --check
+    cargo fmt --manifest-path tests/fuzz/Cargo.toml -- --check
     cargo clippy --workspace --all-targets -- -D warnings
     RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 
@@ -56,6 +57,11 @@ bench *args: deps
 chaos *args:
     cargo build --release -p engage --bin engage -p engage-worker --bin engage-worker -p ors-sim --bin ors-sim -p engage-tests --bin chaos
     ./target/release/chaos {{args}}
+
+# Coverage-guided fuzzing (docs/fuzzing.md): builds every target in tests/fuzz and runs each
+# for SECONDS (default 60), two at a time; fails on a crash (kept in tests/fuzz/artifacts/).
+fuzz seconds="60":
+    bash tests/fuzz/run.sh {{seconds}}
 
 # Format the code.
 fmt:

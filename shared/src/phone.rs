@@ -193,8 +193,18 @@ fn parse_valid(
             default.as_ref()
         ));
     }
+    // The numbering metadata accepts some numbers longer than E.164 allows (German service
+    // numbers of 16 digits, found by the `phone` fuzz target): not E.164, so not valid here.
+    if e164_digits(&parsed).len() > MAX_E164_DIGITS {
+        return Err(format!(
+            "not a valid number (more than {MAX_E164_DIGITS} digits with the country code)"
+        ));
+    }
     Ok(parsed)
 }
+
+/// The most digits of an E.164 number, country code included (ITU-T E.164).
+pub const MAX_E164_DIGITS: usize = 15;
 
 fn e164_digits(n: &phonenumber::PhoneNumber) -> String {
     n.format()
@@ -399,6 +409,23 @@ mod tests {
                 (want, got) => panic!("{name}: want {want:?}, got {got:?}"),
             }
         }
+    }
+
+    /// Found by the `phone` fuzz target: the numbering metadata calls this German number
+    /// valid, but its E.164 form has 16 digits. Without a rule it is kept as given; under a
+    /// rule it is impossible.
+    #[test]
+    fn numbers_longer_than_e164_are_not_normalised() {
+        let long = "+49185900 30 901820";
+        assert_eq!(check(long, None).unwrap().e164, None);
+        let de = rule(serde_json::json!({"default_country":"DE","permitted_countries":["DE"]}));
+        let e = check(long, Some(&de)).unwrap_err();
+        assert!(e.to_string().contains("more than 15 digits"), "{e}");
+        // Fifteen digits still are.
+        assert_eq!(
+            check("+49 30 901820", Some(&de)).unwrap().e164.as_deref(),
+            Some("4930901820")
+        );
     }
 
     #[test]

@@ -174,6 +174,23 @@ pub fn bookable(now: Timestamp, max_days_ahead: u16) -> (Timestamp, Timestamp) {
     (now, horizon)
 }
 
+/// The part of an availability request's window whose slots are read: the window cut to what
+/// is bookable at `now` (`None` when nothing of it is), or the instant `start` alone when the
+/// request asks for the slot containing it (end = start). Pure, so the fuzz target
+/// `availability_query` runs it (docs/fuzzing.md).
+pub fn query_window(
+    query: &AvailabilityQuery,
+    now: Timestamp,
+    max_days_ahead: u16,
+) -> Option<(Timestamp, Timestamp)> {
+    let (earliest, horizon) = bookable(now, max_days_ahead);
+    if query.end <= query.start {
+        return Some((query.start, query.start));
+    }
+    let (from, to) = (query.start.max(earliest), query.end.min(horizon));
+    (from < to).then_some((from, to))
+}
+
 /// Answers an availability request: the open slots of the window that are still bookable,
 /// with remaining capacity (full ones only with `reportBusy`), capped at `maxTimeSlots`.
 pub async fn availability(
@@ -187,15 +204,9 @@ pub async fn availability(
 ) -> Result<Availabilities, Error> {
     let (earliest, horizon) = bookable(now, max_days_ahead);
     let len = plan.slot_len();
-    let (from, to) = if query.end > query.start {
-        (query.start.max(earliest), query.end.min(horizon))
-    } else {
-        (query.start, query.start)
-    };
-    let states = if from > to || (from == to && query.end > query.start) {
-        Vec::new()
-    } else {
-        window(db, tenant, service, plan, from, to).await?
+    let states = match query_window(query, now, max_days_ahead) {
+        None => Vec::new(),
+        Some((from, to)) => window(db, tenant, service, plan, from, to).await?,
     };
     let limit = query.max_time_slots.unwrap_or(usize::MAX);
     let slots = states

@@ -13,8 +13,10 @@
 //! `slot_minutes` / `slot_capacity` columns) into slots: local wall-clock slot starts on the grid,
 //! turned into instants with `jiff`. Across DST changes, grid times inside a spring-forward gap
 //! do not exist (no slot) and grid times inside a fall-back overlap exist twice (two slots with
-//! the same local time and capacity, one per offset). A slot is open when any part of it lies
-//! within business hours; a closed slot has total capacity 0.
+//! the same local time and capacity, one per offset). A change by less than a slot (Lord
+//! Howe's 30 minutes under an hour grid) leaves part of the changing slot in no slot: a time
+//! there is in a closed slot. A slot is open when any part of it lies within business hours;
+//! a closed slot has total capacity 0.
 
 use std::collections::BTreeMap;
 
@@ -356,8 +358,31 @@ impl SlotPlan {
         }
     }
 
-    /// The slot containing `t`.
+    /// The slot containing `t`: always one that [`SlotPlan::slots`] lists, so a booking claims
+    /// the slot availability shows. When no listed slot contains `t` (a DST change by less than
+    /// a slot, such as Lord Howe's 30 minutes under an hour grid, leaves part of the changing
+    /// slot in no slot of the grid), the answer is a closed slot (total 0) starting on the
+    /// local grid (docs/fuzzing.md#crashes-found).
     pub fn slot_at(&self, t: Timestamp) -> Slot {
+        let slot = self.grid_slot_at(t);
+        // Same UTC offset at the slot's start as at `t`: the start is the local grid time
+        // itself, a listed slot. Otherwise the offset changed inside the slot.
+        if self.tz.to_offset(slot.start) == self.tz.to_offset(t) {
+            return slot;
+        }
+        let next = t.saturating_add(SignedDuration::from_nanos(1)).unwrap_or(t);
+        if next <= t {
+            return slot;
+        }
+        self.slots(t, next)
+            .into_iter()
+            .rfind(|s| s.start <= t)
+            .unwrap_or(Slot { total: 0, ..slot })
+    }
+
+    /// The slot of `t` on the local grid, counted back from `t` by its local time since the
+    /// grid time (right unless the UTC offset changes inside the slot).
+    fn grid_slot_at(&self, t: Timestamp) -> Slot {
         let local = self.tz.to_datetime(t);
         let minute = (local.hour() as u16) * 60 + local.minute() as u16;
         let floor = minute - minute % self.slot_minutes;
@@ -618,6 +643,39 @@ mod tests {
             plan.slot_at(ts("2026-11-01T05:30:00Z")).start,
             ts("2026-11-01T05:00:00Z")
         );
+    }
+
+    /// Found by the `business_hours` fuzz target: Lord Howe moves its clocks by 30 minutes,
+    /// so under an hour grid part of the changing hour is in no listed slot, and `slot_at`
+    /// answered a slot that availability never lists (its counter invisible to it).
+    #[test]
+    fn slot_at_is_a_listed_slot_across_half_hour_changes() {
+        let plan = SlotPlan::new(
+            &settings(60, 1),
+            Some(hours(
+                "Australia/Lord_Howe",
+                json!({"sun":[["00:00","24:00"]]}),
+            )),
+            None,
+        );
+        // 2030-10-06 02:00 +10:30 → 02:30 +11:00; 2030-04-07 02:00 +11:00 → 01:30 +10:30.
+        for t in [
+            "2030-10-05T15:40:00Z", // 02:40 +11:00: in no listed slot
+            "2030-10-05T16:10:00Z", // 03:10 +11:00: the 03:00 slot
+            "2030-10-05T15:00:00Z", // 01:30 +10:30: the 01:00 slot
+            "2030-04-06T15:10:00Z", // 01:40 +10:30, second pass: in no listed slot
+            "2030-04-06T14:40:00Z", // 01:40 +11:00, first pass: the 01:00 slot
+        ] {
+            let t = ts(t);
+            let slot = plan.slot_at(t);
+            let listed = plan.slots(t, t + SignedDuration::from_secs(1));
+            match listed.first() {
+                Some(s) => assert_eq!(*s, slot, "{t}"),
+                None => assert_eq!(slot.total, 0, "{t}: {slot:?}"),
+            }
+        }
+        let s = plan.slot_at(ts("2030-10-05T16:10:00Z"));
+        assert_eq!((s.start, s.minute), (ts("2030-10-05T16:00:00Z"), 180));
     }
 
     #[test]

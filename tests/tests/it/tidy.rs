@@ -28,6 +28,8 @@ fn every_module_has_a_doc_comment() {
         "worker/src",
         "tests/src",
         "tests/tests",
+        "tests/fuzz/src",
+        "tests/fuzz/fuzz_targets",
     ] {
         walk(&root.join(crate_dir), &mut files);
     }
