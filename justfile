@@ -29,6 +29,8 @@ test: deps
     bash infra/local/deps.sh cluster > /dev/null
     cargo build --workspace --bins
     cargo nextest run --workspace --no-fail-fast
+    # The OpenAPI contract against the live service (schemathesis, ~2 min: docs/api-contract.md).
+    bash tests/contract/run.sh
     bash tests/deploy/run.sh
 
 # Print the rendered Kubernetes/Knative manifests (base, gke, aks or all).

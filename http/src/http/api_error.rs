@@ -20,6 +20,9 @@ pub enum ApiError {
     /// 404: no such resource for this tenant.
     #[error("{0}")]
     NotFound(String),
+    /// 405: the route exists, not with this method (axum adds the `Allow` header).
+    #[error("{0}")]
+    MethodNotAllowed(String),
     /// 409: conflicts with the current state (e.g. an idempotency key reused with another body).
     #[error("{0}")]
     Conflict(String),
@@ -86,6 +89,7 @@ impl ApiError {
             Self::BadRequest(_) => 400,
             Self::Unauthorized(_) => 401,
             Self::NotFound(_) => 404,
+            Self::MethodNotAllowed(_) => 405,
             Self::Conflict(_) => 409,
             Self::PayloadTooLarge(_) => 413,
             Self::TooManyRequests { .. } => 429,

@@ -59,7 +59,7 @@ pub fn stack(
             ApiError::not_found(format!("no such route: {method} {}", uri.path()))
         })
         .method_not_allowed_fallback(|method: Method, uri: Uri| async move {
-            ApiError::bad_request(format!("method {method} is not allowed on {}", uri.path()))
+            ApiError::MethodNotAllowed(format!("method {method} is not allowed on {}", uri.path()))
         })
         .layer(CatchPanicLayer::custom(on_panic))
         .layer(DefaultBodyLimit::max(limit))

@@ -29,6 +29,25 @@ use crate::error::Error;
 /// Longest window one availability request may span.
 pub const MAX_DAYS: i64 = 366;
 
+/// The earliest `start`/`end` accepted (1970-01-01T00:00:00Z), in epoch milliseconds.
+pub const EARLIEST_MS: i64 = 0;
+/// The latest `start`/`end` accepted (9998-12-31T00:00:00Z), in epoch milliseconds: a window
+/// and its slots stay within the years every store and calendar computation handles (a year
+/// -9999 start reached PostgreSQL, which refused it, and answered 500).
+pub const LATEST_MS: i64 = 253_370_678_400_000;
+
+/// `t`, or a 400 naming `field` when it is outside the accepted years.
+fn in_range(field: &str, t: Timestamp) -> Result<Timestamp, Error> {
+    let ms = t.as_millisecond();
+    if (EARLIEST_MS..=LATEST_MS).contains(&ms) {
+        Ok(t)
+    } else {
+        Err(Error::invalid(format!(
+            "{field} must be between 1970-01-01T00:00:00.000Z and 9998-12-31T00:00:00.000Z"
+        )))
+    }
+}
+
 /// The requested zone: its name as given (or `UTC`) and the zone.
 #[derive(Debug, Clone)]
 pub struct Zone {
@@ -73,13 +92,13 @@ pub fn parse_time(field: &str, raw: &str, zone: &Zone) -> Result<Timestamp, Erro
         s.replace_range(i..=i, "+");
     }
     if let Ok(t) = s.parse::<Timestamp>() {
-        return Ok(t);
+        return in_range(field, t);
     }
     if let Ok(dt) = s.parse::<DateTime>() {
-        return Ok(hours::local_instant(&zone.tz, dt));
+        return in_range(field, hours::local_instant(&zone.tz, dt));
     }
     if let Ok(d) = s.parse::<Date>() {
-        return Ok(hours::local_instant(&zone.tz, d.at(0, 0, 0, 0)));
+        return in_range(field, hours::local_instant(&zone.tz, d.at(0, 0, 0, 0)));
     }
     Err(Error::invalid(format!(
         "{field} must be a time such as 2026-05-28T15:30:00.000Z, or 2026-05-28T15:30:00.000 local to timezone"
@@ -87,11 +106,13 @@ pub fn parse_time(field: &str, raw: &str, zone: &Zone) -> Result<Timestamp, Erro
 }
 
 fn parse_ms(field: &str, raw: &str) -> Result<Timestamp, Error> {
-    raw.trim()
+    let t = raw
+        .trim()
         .parse::<i64>()
         .ok()
         .and_then(|ms| Timestamp::from_millisecond(ms).ok())
-        .ok_or_else(|| Error::invalid(format!("{field} must be epoch milliseconds")))
+        .ok_or_else(|| Error::invalid(format!("{field} must be epoch milliseconds")))?;
+    in_range(field, t)
 }
 
 fn param<'a>(params: &'a BTreeMap<String, String>, name: &str) -> Option<&'a str> {
@@ -365,6 +386,21 @@ mod tests {
             ])
             .contains("before")
         );
+    }
+
+    /// Times outside 1970..9998 are refused by name (a year -9999 `startMS` once reached
+    /// PostgreSQL and answered 500); the limits themselves are accepted.
+    #[test]
+    fn times_outside_the_accepted_years_are_refused() {
+        assert!(msg(&[("startMS", "-377705023201000")]).starts_with("startMS must be between"));
+        assert!(msg(&[("startMS", "-1")]).starts_with("startMS must be between"));
+        assert!(msg(&[("endMS", &(LATEST_MS + 1).to_string())]).starts_with("endMS must be"));
+        assert!(msg(&[("start", "-009999-01-02T01:59:59Z")]).starts_with("start must be between"));
+        assert!(msg(&[("start", "9999-06-01")]).starts_with("start must be between"));
+        assert!(q(&[("startMS", &EARLIEST_MS.to_string())]).is_ok());
+        assert!(q(&[("startMS", &LATEST_MS.to_string())]).is_ok());
+        let latest = Timestamp::from_millisecond(LATEST_MS).unwrap();
+        assert_eq!(wire_time(latest), "9998-12-31T00:00:00.000Z");
     }
 
     #[test]

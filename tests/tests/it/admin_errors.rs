@@ -88,7 +88,7 @@ async fn admin_errors_name_the_problem() {
             (c, b, "invalid admin token")
         },
     ];
-    let expected = [400, 400, 400, 400, 400, 409, 400, 404, 404, 400, 401, 401];
+    let expected = [400, 400, 400, 400, 400, 409, 405, 404, 404, 400, 401, 401];
     for ((code, body, says), want) in cases.into_iter().zip(expected) {
         let msg = body["status"]["message"].as_str().unwrap_or_default();
         assert_eq!(code, want, "{says}: {body}");

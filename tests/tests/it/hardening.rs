@@ -49,9 +49,20 @@ async fn external_port_is_an_allowlist_in_the_envelope() {
     let b1: serde_json::Value = r1.json().await.unwrap();
     assert_eq!(b1["status"]["corrId"], h1.to_str().unwrap());
 
-    // Wrong method on a known route: envelope, not an empty body.
+    // Wrong method on a known route: 405 in the envelope, with the methods it takes in `Allow`.
     let (code, body) = engage.get(&key, "/engagement/v3/callbacks/create").await;
-    harness::assert_refused((code, &body), 400, "method");
+    harness::assert_refused((code, &body), 405, "method");
+    let resp = engage
+        .http
+        .delete(format!(
+            "{}/engagement/v3/callbacks/create",
+            engage.external
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 405);
+    assert_eq!(resp.headers()["allow"], "POST");
 }
 
 #[tokio::test]
