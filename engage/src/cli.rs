@@ -9,6 +9,7 @@ use functions::admin::{
     services::put_service,
     tenants::{NewTenant, create_tenant},
 };
+use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 use shared::{ApiError, Config, http::AppState};
 
@@ -71,7 +72,9 @@ pub(crate) enum TenantCmd {
 
 #[derive(Subcommand)]
 pub(crate) enum ApikeyCmd {
-    /// Create an API key (printed once).
+    /// Create an API key (printed once), or import an existing one (e.g. a GES key built into
+    /// apps) from a file or stdin: never from the command line, where it would land in the
+    /// shell history and in `ps`.
     Create {
         /// Contact-center id of an existing tenant.
         #[arg(long)]
@@ -79,6 +82,12 @@ pub(crate) enum ApikeyCmd {
         /// Free-text note on what the key is for (shown when keys are listed).
         #[arg(long, default_value = "")]
         label: String,
+        /// Import the key held in this file (surrounding whitespace and newline ignored).
+        #[arg(long, value_name = "PATH", conflicts_with = "key_stdin")]
+        key_file: Option<PathBuf>,
+        /// Import the key read from standard input (surrounding whitespace ignored).
+        #[arg(long)]
+        key_stdin: bool,
     },
 }
 
@@ -118,13 +127,42 @@ pub(crate) async fn run(command: Command, cfg: Config) -> anyhow::Result<()> {
                 .map_err(api)?,
         ),
         Command::Apikey {
-            command: ApikeyCmd::Create { tenant, label },
-        } => print(&create_key(&state, &tenant, &label).await.map_err(api)?),
+            command:
+                ApikeyCmd::Create {
+                    tenant,
+                    label,
+                    key_file,
+                    key_stdin,
+                },
+        } => {
+            let existing = imported_key(key_file.as_deref(), key_stdin)?;
+            let existing = existing.as_ref().map(|k| k.expose_secret());
+            print(
+                &create_key(&state, &tenant, &label, existing)
+                    .await
+                    .map_err(api)?,
+            )
+        }
         Command::Service {
             command: ServiceCmd::Put { tenant, name, file },
         } => put_service_file(&state, &tenant, name, &file).await,
         Command::Demo { tenant } => crate::demo::provision(&state, &tenant).await,
     }
+}
+
+/// The key to import from `--key-file` or `--key-stdin` (none: generate one).
+fn imported_key(
+    file: Option<&std::path::Path>,
+    stdin: bool,
+) -> anyhow::Result<Option<SecretString>> {
+    let text = match (file, stdin) {
+        (Some(path), _) => std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("--key-file {}: cannot read it: {e}", path.display()))?,
+        (None, true) => std::io::read_to_string(std::io::stdin())
+            .map_err(|e| anyhow::anyhow!("--key-stdin: cannot read standard input: {e}"))?,
+        (None, false) => return Ok(None),
+    };
+    Ok(Some(SecretString::from(text.trim().to_string())))
 }
 
 /// `engage service put`: the settings file, named by `--name` or its own `"name"`.

@@ -39,7 +39,7 @@ pub(crate) async fn provision(state: &AppState, tenant: &str) -> anyhow::Result<
     )
     .await
     .map_err(api)?;
-    let key = create_key(state, tenant, "demo").await.map_err(api)?;
+    let key = create_key(state, tenant, "demo", None).await.map_err(api)?;
     print(
         &json!({"tenant": tenant, "apiKey": key.key, "services": ["demo-immediate", "demo-scheduled"]}),
     )

@@ -1,4 +1,6 @@
-//! Operations routes: liveness, readiness, dependency detail, Prometheus metrics.
+//! Operations routes: liveness, readiness, dependency detail, Prometheus metrics. Liveness and
+//! readiness are served on every port and say only UP/DOWN; the dependency detail (names,
+//! errors) and metrics only on internal ports.
 
 use std::time::{Duration, Instant};
 
@@ -36,13 +38,19 @@ async fn live() -> Envelope<Up> {
     Envelope::ok(Up { status: "UP" })
 }
 
-/// Ready = PostgreSQL reachable and migrations applied.
+/// Ready = PostgreSQL reachable and migrations applied. Served on the public port too, so it
+/// answers only UP or `DOWN` (503): which dependency failed and why is logged, and shown by
+/// the internal port's `/ges/v1/health/detail` (docs/abuse.md#what-public-callers-see).
 async fn ready(State(state): State<AppState>) -> ApiResult<Envelope<Up>> {
-    match shared::db::migrations_current(&state.db).await {
-        Ok(true) => Ok(Envelope::ok(Up { status: "UP" })),
-        Ok(false) => Err(ApiError::unavailable("database migrations are not applied")),
-        Err(e) => Err(ApiError::unavailable(format!("database unreachable: {e}"))),
-    }
+    let cause = match shared::db::migrations_current(&state.db).await {
+        Ok(true) => return Ok(Envelope::ok(Up { status: "UP" })),
+        Ok(false) => "database migrations are not applied".to_string(),
+        Err(e) => format!("database unreachable: {e}"),
+    };
+    Err(ApiError::Unavailable {
+        message: "DOWN".into(),
+        cause: Some(format!("not ready: {cause}")),
+    })
 }
 
 /// One dependency's health in `GET /ges/v1/health/detail`.

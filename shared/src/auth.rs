@@ -16,6 +16,31 @@ pub fn generate_key() -> String {
     format!("egk_{body}")
 }
 
+/// Shortest imported key: shorter values are guessable.
+pub const IMPORT_MIN_LEN: usize = 16;
+/// Longest imported key (the public port reads no longer `x-api-key`).
+pub const IMPORT_MAX_LEN: usize = 256;
+
+/// Checks an existing key brought in for import (docs/abuse.md#importing-existing-keys):
+/// 16–256 printable ASCII characters without spaces (GES keys are 40 alphanumerics or a
+/// UUID). The message never repeats the value.
+pub fn validate_import(key: &str) -> Result<(), crate::Error> {
+    if !(IMPORT_MIN_LEN..=IMPORT_MAX_LEN).contains(&key.len()) {
+        return Err(crate::Error::invalid(format!(
+            "key must be {IMPORT_MIN_LEN} to {IMPORT_MAX_LEN} characters long (it has {})",
+            key.chars().count()
+        )));
+    }
+    if let Some(pos) = key.chars().position(|c| !c.is_ascii_graphic()) {
+        return Err(crate::Error::invalid(format!(
+            "key may hold only printable ASCII characters without spaces \
+             (character {} is not one)",
+            pos + 1
+        )));
+    }
+    Ok(())
+}
+
 /// SHA-256 of a key, as stored.
 pub fn hash_key(key: &str) -> [u8; 32] {
     Sha256::digest(key.as_bytes()).into()
@@ -43,5 +68,22 @@ mod tests {
         assert_ne!(hash_key(&a), hash_key(&b));
         assert!(secrets_equal("same-token", "same-token"));
         assert!(!secrets_equal("same-token", "same-tokem"));
+    }
+
+    #[test]
+    fn imported_keys_are_checked_without_echo() {
+        assert!(validate_import("Ab3dEf6hIj9lMn2pQr5tUv8xYz1bCd4fGh7jKl0n").is_ok());
+        assert!(validate_import("5f8e2c1a-7b3d-4e9f-8a6b-1c2d3e4f5a6b").is_ok());
+        assert!(validate_import(&generate_key()).is_ok());
+        for bad in [
+            "short",
+            "has a space in the middle of it",
+            "tab\there-and-long-enough",
+            "ünïcödé-characters-here",
+            &"x".repeat(257),
+        ] {
+            let e = validate_import(bad).unwrap_err().to_string();
+            assert!(!e.contains(bad), "{e}");
+        }
     }
 }

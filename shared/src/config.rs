@@ -215,10 +215,70 @@ pub struct HttpConfig {
     /// within it (0 = no caching).
     #[serde(default = "defaults::cache_ttl_ms")]
     pub cache_ttl_ms: u64,
+    /// `TRUSTED_PROXIES`: comma-separated CIDRs (or single addresses) of the proxies in front
+    /// of the public port whose `X-Forwarded-For` is believed; empty (default) = the socket
+    /// peer is the client and `X-Forwarded-For` is ignored (docs/abuse.md#client-address).
+    #[serde(default)]
+    pub trusted_proxies: TrustedProxies,
+    /// `AUTH_FAILURE_LIMIT`: failed API-key attempts per minute per client address on the
+    /// public port before further attempts answer 429 without a lookup (0 = off; default 30;
+    /// docs/abuse.md#failure-limiter).
+    #[serde(default = "defaults::auth_failure_limit")]
+    pub auth_failure_limit: u32,
+    /// `AUTH_LOOKUP_BUDGET`: PostgreSQL lookups per second, per process, of API keys the process
+    /// has not seen live in the last 10 minutes, from public-port callers of any address
+    /// (default 100; 0 = off): caps what many addresses together cost (docs/abuse.md).
+    #[serde(default = "defaults::auth_lookup_budget")]
+    pub auth_lookup_budget: u32,
+    /// `AUTH_NEGATIVE_TTL_MS`: how long an unknown API key is remembered as unknown (default
+    /// 30,000; 0 = as long as `CACHE_TTL_MS`). A key created or imported elsewhere is refused
+    /// on a replica that remembers it as unknown for at most this long.
+    #[serde(default = "defaults::auth_negative_ttl_ms")]
+    pub auth_negative_ttl_ms: u64,
     /// Set by the AWS Lambda runtime on every invocation host (never set it yourself): when
     /// present, function binaries answer Lambda invocations instead of listening on `PORT`.
     #[serde(default)]
     pub aws_lambda_runtime_api: Option<String>,
+}
+
+/// The proxies whose `X-Forwarded-For` is believed (`TRUSTED_PROXIES`), parsed once at start.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrustedProxies(pub Vec<ipnet::IpNet>);
+
+impl TrustedProxies {
+    /// Parses `10.0.0.0/8, 192.168.1.7, fd00::/8`: CIDRs or single addresses, comma-separated.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut nets = Vec::new();
+        for item in text.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            let net = match item.parse::<ipnet::IpNet>() {
+                Ok(net) => net.trunc(),
+                Err(_) => item
+                    .parse::<std::net::IpAddr>()
+                    .map(ipnet::IpNet::from)
+                    .map_err(|_| {
+                        format!(
+                            "TRUSTED_PROXIES: {item:?} is neither an IP address nor a CIDR \
+                             (e.g. 10.0.0.0/8)"
+                        )
+                    })?,
+            };
+            nets.push(net);
+        }
+        Ok(Self(nets))
+    }
+
+    /// Whether `addr` is one of the trusted proxies (IPv4-mapped IPv6 compared as IPv4).
+    pub fn contains(&self, addr: std::net::IpAddr) -> bool {
+        let addr = addr.to_canonical();
+        self.0.iter().any(|net| net.contains(&addr))
+    }
+}
+
+impl<'de> Deserialize<'de> for TrustedProxies {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Self::parse(&text).map_err(serde::de::Error::custom)
+    }
 }
 
 impl HttpConfig {
@@ -332,6 +392,15 @@ mod defaults {
     }
     pub(super) fn cache_ttl_ms() -> u64 {
         2_000
+    }
+    pub(super) fn auth_failure_limit() -> u32 {
+        30
+    }
+    pub(super) fn auth_lookup_budget() -> u32 {
+        100
+    }
+    pub(super) fn auth_negative_ttl_ms() -> u64 {
+        30_000
     }
     pub(super) fn redis_url() -> String {
         "redis://127.0.0.1:6379".into()
@@ -945,5 +1014,37 @@ mod tests {
         assert_eq!(cfg.voice.url(&cfg.redis), "redis://voice:10000");
         assert_eq!(cfg.voice.redis_password.unwrap().expose_secret(), "vp");
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn trusted_proxies_and_auth_limits() {
+        let cfg = Config::from_vars(vars(&[("DATABASE_URL", "postgres://u@h/d")])).unwrap();
+        assert!(cfg.http.trusted_proxies.0.is_empty());
+        assert_eq!(cfg.http.auth_failure_limit, 30);
+        assert_eq!(cfg.http.auth_negative_ttl_ms, 30_000);
+        assert_eq!(cfg.http.auth_lookup_budget, 100);
+        let cfg = Config::from_vars(vars(&[
+            ("DATABASE_URL", "postgres://u@h/d"),
+            ("TRUSTED_PROXIES", " 10.1.2.3/8, 192.168.1.7 ,fd00::/8,"),
+            ("AUTH_FAILURE_LIMIT", "0"),
+        ]))
+        .unwrap();
+        let t = &cfg.http.trusted_proxies;
+        assert_eq!(t.0.len(), 3);
+        assert!(t.contains("10.200.0.1".parse().unwrap()));
+        assert!(t.contains("::ffff:192.168.1.7".parse().unwrap()));
+        assert!(t.contains("fd12::1".parse().unwrap()));
+        assert!(!t.contains("192.168.1.8".parse().unwrap()));
+        assert_eq!(cfg.http.auth_failure_limit, 0);
+        let err = Config::from_vars(vars(&[
+            ("DATABASE_URL", "postgres://u@h/d"),
+            ("TRUSTED_PROXIES", "10.0.0.0/8, proxy.local"),
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("TRUSTED_PROXIES") && err.contains("proxy.local"),
+            "{err}"
+        );
     }
 }

@@ -34,6 +34,14 @@ pub const REDIS_WRITE_FAILED: &str = "engage_redis_write_failed_total";
 pub const THROTTLE_FAIL_OPEN: &str = "engage_throttle_fail_open_total";
 /// Requests refused by the per-API-key request rate limit of the public port.
 pub const API_KEY_RATE_LIMITED: &str = "engage_api_key_rate_limited_total";
+/// API-key lookups in PostgreSQL (key-cache misses; docs/abuse.md).
+pub const API_KEY_LOOKUPS: &str = "engage_api_key_lookups_total";
+/// Requests refused for an unknown, revoked or malformed API key (401 or 429).
+pub const API_KEY_REFUSED: &str = "engage_api_key_refused_total";
+/// Failed API-key attempts over a client's `AUTH_FAILURE_LIMIT` (answered 429, no lookup).
+pub const AUTH_FAILURE_LIMITED: &str = "engage_auth_failure_limited_total";
+/// Requests answered 429 because the process's `AUTH_LOOKUP_BUDGET` was spent (no lookup).
+pub const AUTH_LOOKUP_BUDGET_SPENT: &str = "engage_auth_lookup_budget_spent_total";
 /// Callbacks stored after their create had answered 503, then deleted (compensated).
 pub const CREATES_COMPENSATED: &str = "engage_creates_compensated_total";
 /// Build info gauge (= 1), label `version`.
@@ -157,6 +165,22 @@ fn describe() {
     describe_counter!(
         CREATES_COMPENSATED,
         "Callbacks stored after their create had answered 503, deleted again (docs/bounded-answers.md)."
+    );
+    describe_counter!(
+        API_KEY_LOOKUPS,
+        "API-key lookups in PostgreSQL (key-cache misses; docs/abuse.md)."
+    );
+    describe_counter!(
+        API_KEY_REFUSED,
+        "Requests refused for an unknown, revoked or malformed API key (401 or 429)."
+    );
+    describe_counter!(
+        AUTH_FAILURE_LIMITED,
+        "Failed API-key attempts over a client's AUTH_FAILURE_LIMIT (answered 429, no lookup)."
+    );
+    describe_counter!(
+        AUTH_LOOKUP_BUDGET_SPENT,
+        "Requests answered 429 because AUTH_LOOKUP_BUDGET was spent (no lookup)."
     );
     describe_gauge!(BUILD_INFO, "Build information (always 1), by version.");
     describe_gauge!(MONITOR_SIZE, "Callbacks the dispatcher watches, by type.");

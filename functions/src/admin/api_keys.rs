@@ -1,4 +1,5 @@
-//! `POST/GET /ges/v1/tenants/{ccid}/api-keys`, `DELETE …/api-keys/{keyId}`.
+//! `POST/GET /ges/v1/tenants/{ccid}/api-keys`, `DELETE …/api-keys/{keyId}`. A POST generates a
+//! key, or imports an existing one given as `key` (docs/abuse.md#importing-existing-keys).
 
 use axum::{
     Router,
@@ -6,9 +7,10 @@ use axum::{
     routing::{delete, get},
 };
 use bytes_body::OptionalJson;
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use shared::{
-    ApiError, db,
+    ApiError, auth, db,
     db::api_keys::{ApiKeyInfo, NewApiKey},
     http::ApiResult,
     http::{Admin, AppState, Envelope, Path},
@@ -23,23 +25,49 @@ pub fn router() -> Router<AppState> {
 }
 
 /// Optional body of key creation.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeyRequest {
     /// Free label (e.g. the app using the key).
     #[serde(default)]
     pub label: String,
+    /// An existing key to import (e.g. a GES key built into apps) instead of generating one.
+    #[serde(default)]
+    pub key: Option<SecretString>,
 }
 
-/// Creates a key for a tenant (shared with the CLI).
-pub async fn create_key(state: &AppState, tenant: &str, label: &str) -> ApiResult<NewApiKey> {
+impl std::fmt::Debug for KeyRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyRequest")
+            .field("label", &self.label)
+            .field("key", &self.key.as_ref().map(|_| "[imported]"))
+            .finish()
+    }
+}
+
+/// Creates a key for a tenant (shared with the CLI): generated, or `existing` imported after
+/// validation (docs/abuse.md#importing-existing-keys). The serving replica forgets whatever it
+/// cached about the key's hash, so an imported key tried before works at once here.
+pub async fn create_key(
+    state: &AppState,
+    tenant: &str,
+    label: &str,
+    existing: Option<&str>,
+) -> ApiResult<NewApiKey> {
     if label.len() > 255 {
         return Err(ApiError::bad_request(
             "label must be at most 255 characters",
         ));
     }
+    if let Some(key) = existing {
+        auth::validate_import(key)?;
+    }
     let client = state.db.get().await?;
-    Ok(db::api_keys::create(&client, tenant, label).await?)
+    let created = db::api_keys::create(&client, tenant, label, existing).await?;
+    if let Some(key) = existing {
+        state.cache.forget_key(&auth::hash_key(key)).await;
+    }
+    Ok(created)
 }
 
 async fn create(
@@ -48,8 +76,11 @@ async fn create(
     Path(ccid): Path<String>,
     OptionalJson(body): OptionalJson<KeyRequest>,
 ) -> ApiResult<Envelope<NewApiKey>> {
-    let label = body.unwrap_or_default().label;
-    Ok(Envelope::created(create_key(&state, &ccid, &label).await?))
+    let body = body.unwrap_or_default();
+    let existing = body.key.as_ref().map(ExposeSecret::expose_secret);
+    Ok(Envelope::created(
+        create_key(&state, &ccid, &body.label, existing).await?,
+    ))
 }
 
 async fn list(

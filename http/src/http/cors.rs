@@ -24,13 +24,13 @@ use axum::{
 use deadpool_postgres::Pool;
 use tokio::sync::RwLock;
 
-use super::{ApiError, envelope, state::AppState};
+use super::{
+    auth_guard::{self, KeyOutcome},
+    client_addr::ClientAddr,
+    envelope,
+    state::AppState,
+};
 use crate::db;
-
-/// The tenant resolved by the CORS check, handed to the `ApiTenant` extractor so the key is
-/// looked up once per request.
-#[derive(Debug, Clone)]
-pub struct ResolvedTenant(pub String);
 
 /// Allowed origins of every tenant that has some.
 #[derive(Debug, Default)]
@@ -52,8 +52,8 @@ impl Snapshot {
 
 struct Cors {
     db: Pool,
-    /// The API-key cache shared with the `ApiTenant` extractor.
-    keys: crate::cache::Caches,
+    /// For the API-key resolution shared with the `ApiTenant` extractor.
+    state: AppState,
     ttl: Duration,
     cache: RwLock<Option<(Instant, Arc<Snapshot>)>>,
 }
@@ -96,15 +96,21 @@ impl Cors {
     }
 }
 
-/// Wraps the public app with the per-tenant CORS check.
+/// Wraps the public app with the per-tenant CORS check and, outermost, the client-address tag
+/// (`http::client_addr`) that the CORS check and the `ApiTenant` extractor read.
 pub fn wrap(app: Router, state: &AppState) -> Router {
     let cors = Arc::new(Cors {
         db: state.db.clone(),
-        keys: state.cache.clone(),
+        state: state.clone(),
         ttl: Duration::from_secs(state.cfg.http.cors_cache_seconds),
         cache: RwLock::new(None),
     });
+    let trusted = Arc::new(state.cfg.http.trusted_proxies.clone());
     app.layer(middleware::from_fn_with_state(cors, check))
+        .layer(middleware::from_fn_with_state(
+            trusted,
+            super::client_addr::tag,
+        ))
 }
 
 const ALLOW_METHODS: &str = "GET, POST, OPTIONS";
@@ -157,29 +163,15 @@ async fn check(State(cors): State<Arc<Cors>>, mut req: Request, next: Next) -> R
         );
         return resp;
     }
-    let key = req
-        .headers()
-        .get("x-api-key")
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|k| !k.is_empty() && k.len() <= 256)
-        .map(str::to_string);
-    let tenant = match key {
-        None => None,
-        Some(key) => {
-            let hash = crate::auth::hash_key(&key);
-            let resolved = cors
-                .keys
-                .tenant(hash, async {
-                    let client = cors.db.get().await?;
-                    db::api_keys::resolve_hash(&client, &hash).await
-                })
-                .await;
-            match resolved {
-                Ok(t) => t.map(|t| t.to_string()),
-                Err(e) => return ApiError::from(e).into_response(),
-            }
-        }
+    // Resolved once here and handed to the `ApiTenant` extractor (failures counted once).
+    let client = req.extensions().get::<ClientAddr>().copied();
+    let outcome = match auth_guard::resolve(&cors.state, req.headers(), client.as_ref()).await {
+        Ok(outcome) => outcome,
+        Err(e) => return e.into_response(),
+    };
+    let tenant = match &outcome {
+        Some(KeyOutcome::Tenant(t)) => Some(t.clone()),
+        _ => None,
     };
     let allowed = match &tenant {
         Some(t) => snap.tenant_allows(t, &origin_text),
@@ -197,8 +189,8 @@ async fn check(State(cors): State<Arc<Cors>>, mut req: Request, next: Next) -> R
         }
         return resp;
     }
-    if let Some(t) = tenant {
-        req.extensions_mut().insert(ResolvedTenant(t));
+    if let Some(outcome) = outcome {
+        req.extensions_mut().insert(outcome);
     }
     let mut resp = next.run(req).await;
     allow(resp.headers_mut(), &origin);

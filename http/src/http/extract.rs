@@ -10,8 +10,13 @@ use bytes::Bytes;
 use secrecy::ExposeSecret;
 use serde::de::DeserializeOwned;
 
-use super::{envelope, state::AppState};
-use crate::{auth, db, http::ApiError, metrics};
+use super::{
+    auth_guard::{self, KeyOutcome},
+    client_addr::ClientAddr,
+    envelope,
+    state::AppState,
+};
+use crate::{auth, http::ApiError, metrics};
 
 /// A JSON body. Any content type is read as JSON (GES clients differ); errors name the field.
 #[derive(Debug)]
@@ -133,30 +138,17 @@ impl FromRequestParts<AppState> for ApiTenant {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        if let Some(super::cors::ResolvedTenant(tenant)) = parts.extensions.get() {
-            // Already resolved from the same header by the CORS check.
-            envelope::set_tenant(tenant);
-            return Ok(ApiTenant(tenant.clone()));
-        }
-        let key = parts
-            .headers
-            .get("x-api-key")
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim)
-            .filter(|k| !k.is_empty())
-            .ok_or_else(|| ApiError::unauthorized("x-api-key header is required"))?;
-        if key.len() > 256 {
-            return Err(ApiError::unauthorized("invalid API key"));
-        }
-        let hash = auth::hash_key(key);
-        let tenant = state
-            .cache
-            .tenant(hash, async {
-                let client = state.db.get().await?;
-                db::api_keys::resolve_hash(&client, &hash).await
-            })
-            .await?
-            .ok_or_else(|| ApiError::unauthorized("invalid API key"))?;
+        // Already resolved from the same header by the CORS check, else resolved here.
+        let outcome = match parts.extensions.get::<KeyOutcome>() {
+            Some(outcome) => Some(outcome.clone()),
+            None => {
+                let client = parts.extensions.get::<ClientAddr>();
+                auth_guard::resolve(state, &parts.headers, client).await?
+            }
+        };
+        let tenant = outcome
+            .ok_or_else(|| ApiError::unauthorized("x-api-key header is required"))?
+            .tenant()?;
         envelope::set_tenant(&tenant);
         Ok(ApiTenant(tenant.to_string()))
     }

@@ -3,6 +3,8 @@
 //! router on AWS Lambda or on `0.0.0.0:$PORT` with graceful SIGTERM shutdown.
 
 pub mod api_error;
+pub mod auth_guard;
+pub mod client_addr;
 pub mod cors;
 pub mod envelope;
 pub mod errors;

@@ -38,10 +38,13 @@ pub async fn serve_listener(
     grace: Duration,
 ) -> anyhow::Result<()> {
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let server =
-        axum::serve(listener, app.into_make_service()).with_graceful_shutdown(async move {
-            let _ = rx.await;
-        });
+    let server = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        let _ = rx.await;
+    });
     let mut task = tokio::spawn(async move { server.await });
     tokio::select! {
         res = &mut task => return Ok(res??),

@@ -37,6 +37,10 @@ pub struct ApiResources {
     pub inserts: InsertBatcher,
     /// API-key and service-settings caches.
     pub cache: Caches,
+    /// Failed API-key attempts per client of the public port (`None`: `AUTH_FAILURE_LIMIT=0`).
+    pub auth_failures: Option<super::auth_guard::AuthFailures>,
+    /// Lookups of keys not seen live, per second (`None`: `AUTH_LOOKUP_BUDGET=0`).
+    pub auth_lookups: Option<super::auth_guard::LookupBudget>,
 }
 
 impl std::ops::Deref for ApiResources {
@@ -60,12 +64,19 @@ impl AppState {
             resources.redis.clone(),
             resources.keys.clone(),
         );
-        let cache = Caches::new(std::time::Duration::from_millis(cfg.http.cache_ttl_ms));
+        let cache = Caches::new(
+            std::time::Duration::from_millis(cfg.http.cache_ttl_ms),
+            std::time::Duration::from_millis(cfg.http.auth_negative_ttl_ms),
+        );
+        let auth_failures = super::auth_guard::AuthFailures::new(cfg.http.auth_failure_limit);
+        let auth_lookups = super::auth_guard::LookupBudget::new(cfg.http.auth_lookup_budget);
         Ok(Self(Arc::new(ApiResources {
             resources,
             errors,
             inserts,
             cache,
+            auth_failures,
+            auth_lookups,
         })))
     }
 

@@ -21,25 +21,32 @@ pub struct ApiKeyInfo {
     pub revoked_at: Option<String>,
 }
 
-/// A newly created key: the only time the key is shown.
+/// A newly created key: the only time a generated key is shown (an imported one is not
+/// echoed: the admin already has it).
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct NewApiKey {
     /// Key id (used to list and revoke; not a secret).
     pub id: Uuid,
-    /// The key (store it now; it cannot be shown again).
-    pub key: String,
+    /// The generated key (store it now; it cannot be shown again); absent for an import.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
     /// The admin's free-text note on what the key is for.
     pub label: String,
+    /// Whether the key was imported (an existing value) rather than generated.
+    pub imported: bool,
 }
 
-/// Creates a key for an existing tenant (404 otherwise).
+/// Creates a key for an existing tenant (404 otherwise): a generated one, or `existing` (an
+/// imported value, already validated with [`auth::validate_import`]). A value already stored,
+/// for any tenant, is a conflict that names no tenant.
 pub async fn create(
     db: &impl GenericClient,
     tenant: &str,
     label: &str,
+    existing: Option<&str>,
 ) -> Result<NewApiKey, Error> {
-    let key = auth::generate_key();
+    let key = existing.map_or_else(auth::generate_key, str::to_string);
     let id = Uuid::now_v7();
     let inserted = db
         .execute(
@@ -47,14 +54,22 @@ pub async fn create(
              SELECT $1, id, $3, $4 FROM tenants WHERE id = $2",
             &[&id, &tenant, &auth::hash_key(&key).as_slice(), &label],
         )
-        .await?;
+        .await
+        .map_err(|e| {
+            if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) {
+                Error::conflict("this API key value is already in use; import another value")
+            } else {
+                e.into()
+            }
+        })?;
     if inserted == 0 {
         return Err(Error::not_found(format!("no tenant {tenant}")));
     }
     Ok(NewApiKey {
         id,
-        key,
+        key: existing.is_none().then_some(key),
         label: label.to_string(),
+        imported: existing.is_some(),
     })
 }
 

@@ -6,6 +6,7 @@
     reason = "integration tests fail loudly on unexpected errors"
 )]
 
+mod abuse;
 mod admin;
 mod admin_errors;
 mod admin_objects;
