@@ -110,8 +110,8 @@ pub async fn check_all(state: &AppState) -> Detail {
                 .map(drop)
                 .map_err(|e| e.to_string())
         }),
-        check("redis", state.redis.ping()),
-        check("voice-redis", state.voice.ping()),
+        check("redis", state.redis.check()),
+        check("voice-redis", state.voice.check()),
     );
     let status = if pg.error.is_some() {
         "DOWN"

@@ -9,10 +9,16 @@
 //! With the `aws-secrets` feature, `Config::load_with_aws` (module `aws_secrets`) also
 //! overlays the keys of the AWS Secrets Manager secrets named in `AWS_SECRETS_ID`, the same way.
 
-use std::{collections::BTreeMap, path::Path, time::Duration};
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
+
+use crate::redis::RedisTls;
 
 /// A configuration problem, naming the variable at fault.
 #[derive(Debug, thiserror::Error)]
@@ -39,9 +45,20 @@ pub struct Config {
 /// PostgreSQL settings (`DATABASE_URL`, `DB_*`).
 #[derive(Debug, Clone, Deserialize)]
 pub struct DbConfig {
-    /// Connection URL, e.g. `postgres://engage@127.0.0.1:5432/engage`.
+    /// Connection URL, e.g. `postgres://engage@127.0.0.1:5432/engage`; libpq's `sslmode`
+    /// and `sslrootcert` are honoured (docs/tls.md#postgresql).
     #[serde(rename = "database_url")]
     pub url: SecretString,
+    /// PEM file of the CAs PostgreSQL's certificate must chain to (when `sslrootcert` is
+    /// not in the URL).
+    #[serde(rename = "database_tls_ca_file", default)]
+    pub tls_ca_file: Option<PathBuf>,
+    /// The same CAs as PEM text (secret file `DB-CA-CERT`), when neither of the above is set.
+    #[serde(rename = "db_ca_cert", default)]
+    pub ca_cert: Option<String>,
+    /// TLS settings resolved from the above at load ([`crate::db::tls::DbTls`]).
+    #[serde(skip)]
+    pub tls: crate::db::tls::DbTls,
     /// Overrides the URL's user (secret file `DB-USER`).
     #[serde(rename = "db_user", default)]
     pub user: Option<String>,
@@ -116,6 +133,16 @@ pub struct RedisConfig {
     /// Seconds after which a service's throttle state is re-seeded from PostgreSQL.
     #[serde(default = "defaults::throttle_reseed_seconds")]
     pub throttle_reseed_seconds: u32,
+    /// PEM file of the CA that signs the service Redis's certificate (`rediss://` URLs); the
+    /// system roots when unset (docs/tls.md#redis).
+    #[serde(rename = "redis_tls_ca_file", default)]
+    pub tls_ca_file: Option<PathBuf>,
+    /// The same CA as PEM text (secret file `REDIS-TLS-CA` in a `CONFIG_FOLDERS` folder).
+    #[serde(rename = "redis_tls_ca", default)]
+    pub tls_ca: Option<String>,
+    /// Resolved TLS settings (the CA read once at start).
+    #[serde(skip)]
+    pub tls: RedisTls,
 }
 
 /// Voice platform settings (`VOICE_*`, `CONTROL_STREAM`).
@@ -136,6 +163,23 @@ pub struct VoiceConfig {
     /// Port of the voice Redis (from the `voice-redis-ors-stream` secret).
     #[serde(rename = "voice_redis_port", default)]
     pub redis_port: Option<u16>,
+    /// Whether the URL built from the server name uses TLS (secret field `tls`); unset, TLS
+    /// follows the secret's `rejectUnauthorized` being present (docs/tls.md#redis).
+    #[serde(rename = "voice_redis_tls", default)]
+    pub redis_tls: Option<bool>,
+    /// `false` turns certificate verification of the voice Redis off (the secret's
+    /// `rejectUnauthorized`), logged as a warning at start.
+    #[serde(rename = "voice_redis_reject_unauthorized", default)]
+    pub redis_reject_unauthorized: Option<bool>,
+    /// PEM file of the CA that signs the voice Redis's certificate; the system roots when unset.
+    #[serde(rename = "voice_redis_tls_ca_file", default)]
+    pub redis_tls_ca_file: Option<PathBuf>,
+    /// The same CA as PEM text (secret file `VOICE-REDIS-TLS-CA`).
+    #[serde(rename = "voice_redis_tls_ca", default)]
+    pub redis_tls_ca: Option<String>,
+    /// Resolved TLS settings of the voice Redis (the CA read once at start).
+    #[serde(skip)]
+    pub tls: RedisTls,
     /// Stream that starts a voice session per callback.
     #[serde(rename = "voice_stream", default = "defaults::voice_stream")]
     pub stream: String,
@@ -524,8 +568,8 @@ impl Config {
 
     /// Builds and validates the configuration from the merged variables.
     pub(crate) fn from_source(source: BTreeMap<String, String>) -> Result<Self, ConfigError> {
-        let cfg = Config {
-            db: area("database", &source)?,
+        let mut cfg = Config {
+            db: DbConfig::from_source(&source)?,
             redis: area("redis", &source)?,
             voice: area("voice", &source)?,
             http: area("http", &source)?,
@@ -533,6 +577,7 @@ impl Config {
             worker: area("worker", &source)?,
         };
         cfg.validate()?;
+        cfg.resolve_redis_tls()?;
         Ok(cfg)
     }
 
@@ -678,9 +723,31 @@ impl Config {
 }
 
 impl DbConfig {
-    /// The parsed connection settings, with `DB_USER` / `DB_PASSWORD` applied.
+    /// Only the PostgreSQL settings of `vars` (plus their secret folders), with the TLS
+    /// settings read; the other areas are neither read nor validated (the test harness).
+    pub fn from_vars(
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        Self::from_source(&source_with_folders(vars)?)
+    }
+
+    fn from_source(source: &BTreeMap<String, String>) -> Result<Self, ConfigError> {
+        let mut db: DbConfig = area("database", source)?;
+        db.tls = crate::db::tls::DbTls::from_settings(
+            db.url.expose_secret(),
+            db.tls_ca_file.as_deref(),
+            db.ca_cert.as_deref(),
+        )
+        .map_err(ConfigError)?;
+        Ok(db)
+    }
+
+    /// The parsed connection settings, with `DB_USER` / `DB_PASSWORD` applied and the
+    /// `sslmode` of [`Self::tls`] (the URL's TLS parameters are read by [`crate::db::tls`]).
     pub fn pg_config(&self) -> Result<tokio_postgres::Config, tokio_postgres::Error> {
-        let mut pg: tokio_postgres::Config = self.url.expose_secret().parse()?;
+        let url = crate::db::tls::without_tls_params(self.url.expose_secret());
+        let mut pg: tokio_postgres::Config = url.parse()?;
+        pg.ssl_mode(self.tls.mode.wire());
         if let Some(user) = &self.user {
             pg.user(user);
         }
@@ -709,10 +776,130 @@ impl VoiceConfig {
             return url.as_str().into();
         }
         if let Some(host) = &self.redis_servername {
-            return format!("redis://{host}:{}", self.redis_port.unwrap_or(6379)).into();
+            let scheme = if self.secret_tls() { "rediss" } else { "redis" };
+            return format!("{scheme}://{host}:{}", self.redis_port.unwrap_or(6379)).into();
         }
         service_redis.url.as_str().into()
     }
+}
+
+impl VoiceConfig {
+    /// Whether the URL built from the secret uses TLS: `VOICE_REDIS_TLS` (the secret's `tls`)
+    /// when set, else whether the secret carries `rejectUnauthorized`, a TLS-only option GES
+    /// passes to its TLS connection (docs/tls.md#redis).
+    pub fn secret_tls(&self) -> bool {
+        self.redis_tls
+            .unwrap_or(self.redis_reject_unauthorized.is_some())
+    }
+
+    /// Whether the voice Redis has settings of its own (else it is the service Redis).
+    pub fn own_redis(&self) -> bool {
+        self.redis_url.is_some() || self.redis_servername.is_some()
+    }
+}
+
+impl Config {
+    /// Reads the CA bundles and checks them against the URLs' schemes (docs/tls.md#redis).
+    fn resolve_redis_tls(&mut self) -> Result<(), ConfigError> {
+        let r = &self.redis;
+        let ca = load_ca(r.tls_ca_file.as_deref(), r.tls_ca.as_deref(), "REDIS")?;
+        check_tls_scheme(
+            &r.url,
+            "REDIS_URL",
+            ca.is_some().then_some("REDIS_TLS_CA_FILE"),
+        )?;
+        self.redis.tls = RedisTls {
+            ca_pem: ca,
+            ca_var: "REDIS_TLS_CA_FILE",
+            url_var: "REDIS_URL",
+            insecure: false,
+        };
+        let v = &self.voice;
+        let ca = load_ca(
+            v.redis_tls_ca_file.as_deref(),
+            v.redis_tls_ca.as_deref(),
+            "VOICE_REDIS",
+        )?;
+        let url_var = match (&v.redis_url, &v.redis_servername) {
+            (Some(_), _) => "VOICE_REDIS_URL",
+            (None, Some(_)) => "VOICE_REDIS_SERVERNAME",
+            (None, None) => "REDIS_URL",
+        };
+        if !v.own_redis() && ca.is_some() {
+            return Err(ConfigError(
+                "VOICE_REDIS_TLS_CA_FILE is set but the voice Redis is the service Redis (no \
+                 VOICE_REDIS_URL or voice-redis-ors-stream secret): set REDIS_TLS_CA_FILE instead"
+                    .into(),
+            ));
+        }
+        if v.redis_url.is_some() && v.redis_tls.is_some() {
+            return Err(ConfigError(
+                "VOICE_REDIS_TLS applies to the URL built from the voice-redis-ors-stream secret; \
+                 VOICE_REDIS_URL says TLS by its scheme (rediss://)"
+                    .into(),
+            ));
+        }
+        let url = v.url(&self.redis).into_owned();
+        check_tls_scheme(
+            &url,
+            url_var,
+            ca.is_some().then_some("VOICE_REDIS_TLS_CA_FILE"),
+        )?;
+        self.voice.tls = RedisTls {
+            ca_pem: ca,
+            ca_var: "VOICE_REDIS_TLS_CA_FILE",
+            url_var,
+            insecure: v.own_redis() && v.redis_reject_unauthorized == Some(false),
+        };
+        Ok(())
+    }
+}
+
+/// The CA bundle of one Redis role (`{role}_TLS_CA_FILE` or `{role}_TLS_CA`), checked to hold
+/// certificates.
+fn load_ca(
+    file: Option<&Path>,
+    inline: Option<&str>,
+    role: &str,
+) -> Result<Option<Vec<u8>>, ConfigError> {
+    let (pem, what) = match (file, inline) {
+        (Some(_), Some(_)) => {
+            return Err(ConfigError(format!(
+                "{role}_TLS_CA_FILE and {role}_TLS_CA are both set: give the CA once"
+            )));
+        }
+        (Some(path), None) => {
+            let pem = std::fs::read(path).map_err(|e| {
+                ConfigError(format!("{role}_TLS_CA_FILE: cannot read {path:?}: {e}"))
+            })?;
+            (pem, format!("{role}_TLS_CA_FILE ({path:?})"))
+        }
+        (None, Some(text)) => (text.as_bytes().to_vec(), format!("{role}_TLS_CA")),
+        (None, None) => return Ok(None),
+    };
+    crate::redis::tls::parse_ca(&pem, &what)
+        .map(Some)
+        .map_err(ConfigError)
+}
+
+/// Every node of a URL list speaks TLS or none does; a CA needs `rediss://`.
+fn check_tls_scheme(urls: &str, var: &str, ca_var: Option<&str>) -> Result<(), ConfigError> {
+    let tls = urls
+        .split(',')
+        .filter(|u| crate::redis::tls::is_tls_url(u))
+        .count();
+    let all = urls.split(',').count();
+    if tls != 0 && tls != all {
+        return Err(ConfigError(format!(
+            "{var} mixes rediss:// and redis:// nodes: use one scheme for every node"
+        )));
+    }
+    if let (0, Some(ca_var)) = (tls, ca_var) {
+        return Err(ConfigError(format!(
+            "{ca_var} is set but {var} is not a rediss:// (TLS) URL"
+        )));
+    }
+    Ok(())
 }
 
 /// The variables, overridden by the secret files of the folders in `CONFIG_FOLDERS`.
@@ -801,13 +988,23 @@ fn overlay_voice_secret(
         ("password", "VOICE_REDIS_PASSWORD"),
         ("port", "VOICE_REDIS_PORT"),
         ("servername", "VOICE_REDIS_SERVERNAME"),
+        ("rejectUnauthorized", "VOICE_REDIS_REJECT_UNAUTHORIZED"),
+        ("tls", "VOICE_REDIS_TLS"),
     ] {
+        let flag = var.ends_with("_TLS") || var.ends_with("UNAUTHORIZED");
         match obj.get(field) {
+            // `"true"`, `"False"` and `true` alike: JSON secrets carry flags either way.
+            Some(serde_json::Value::String(s)) if flag => {
+                source.insert(var.into(), s.trim().to_ascii_lowercase());
+            }
             Some(serde_json::Value::String(s)) => {
                 source.insert(var.into(), s.clone());
             }
             Some(serde_json::Value::Number(n)) => {
                 source.insert(var.into(), n.to_string());
+            }
+            Some(serde_json::Value::Bool(b)) => {
+                source.insert(var.into(), b.to_string());
             }
             _ => {}
         }
@@ -995,9 +1192,129 @@ mod tests {
             cfg.redis.password.as_ref().unwrap().expose_secret(),
             "rpass"
         );
-        assert_eq!(cfg.voice.url(&cfg.redis), "redis://voice:10000");
+        // GES's secret carries `rejectUnauthorized`, a TLS option: the built URL is TLS.
+        assert_eq!(cfg.voice.url(&cfg.redis), "rediss://voice:10000");
+        assert!(!cfg.voice.tls.insecure);
         assert_eq!(cfg.voice.redis_password.unwrap().expose_secret(), "vp");
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// A CA certificate for the configuration checks (public part only; its key was never kept).
+    const TEST_CA: &str = "-----BEGIN CERTIFICATE-----\nMIIBrzCCAVWgAwIBAgIUEw1v7VdKp5uZQPvsMjLA7WD3l6EwCgYIKoZIzj0EAwIw\nLDEqMCgGA1UEAwwhRW5nYWdlIHVuaXQtdGVzdCBDQSAobm8ga2V5IGtlcHQpMCAX\nDTI2MTIwMjEyMTA0MloYDzIxMjYxMTA4MTIxMDQyWjAsMSowKAYDVQQDDCFFbmdh\nZ2UgdW5pdC10ZXN0IENBIChubyBrZXkga2VwdCkwWTATBgcqhkjOPQIBBggqhkjO\nPQMBBwNCAAR9f+0nehgRSea3fUtLcqUzdrWn4U9NXqjZoobFzxnSXXFd3i7X1QAx\nFzvz8tuI+5ZpXLocC6v7sWTqCCTChhIio1MwUTAdBgNVHQ4EFgQUw6Nz2nXoT45H\nwh9vnWBpcZLIP9kwHwYDVR0jBBgwFoAUw6Nz2nXoT45Hwh9vnWBpcZLIP9kwDwYD\nVR0TAQH/BAUwAwEB/zAKBggqhkjOPQQDAgNIADBFAiAWc7bZfHQHZ0cYfoJxBGH9\nP1YgHokT7FzQdkUw4SWz0gIhAPMOmymqugCvvi+i8W3JHT59l33xqCwdAIisT13O\nvPiQ\n-----END CERTIFICATE-----\n";
+
+    fn err_of(pairs: &[(&str, &str)]) -> String {
+        let mut all = vec![("DATABASE_URL", "postgres://u@h/d")];
+        all.extend_from_slice(pairs);
+        Config::from_vars(vars(&all)).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn redis_tls_settings_are_checked_at_start() {
+        let dir = std::env::temp_dir().join(format!("engage-tls-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (ca, junk) = (dir.join("ca.pem"), dir.join("junk.pem"));
+        std::fs::write(&ca, TEST_CA).unwrap();
+        std::fs::write(&junk, "not a certificate").unwrap();
+        let (ca, junk) = (ca.to_str().unwrap(), junk.to_str().unwrap());
+        let tls_url = ("REDIS_URL", "rediss://r:6380");
+        let e = err_of(&[tls_url, ("REDIS_TLS_CA_FILE", "/does/not/exist.pem")]);
+        assert!(e.contains("REDIS_TLS_CA_FILE: cannot read"), "{e}");
+        let e = err_of(&[tls_url, ("REDIS_TLS_CA_FILE", junk)]);
+        assert!(
+            e.contains("REDIS_TLS_CA_FILE") && e.contains("holds no certificate"),
+            "{e}"
+        );
+        let e = err_of(&[("REDIS_URL", "redis://r:1"), ("REDIS_TLS_CA_FILE", ca)]);
+        assert!(
+            e.contains("REDIS_TLS_CA_FILE is set but REDIS_URL is not a rediss://"),
+            "{e}"
+        );
+        let e = err_of(&[
+            ("REDIS_URL", "rediss://a:1,redis://b:1"),
+            ("REDIS_CLUSTER", "true"),
+        ]);
+        assert!(e.contains("REDIS_URL mixes rediss:// and redis://"), "{e}");
+        let e = err_of(&[
+            tls_url,
+            ("REDIS_TLS_CA_FILE", ca),
+            ("REDIS_TLS_CA", TEST_CA),
+        ]);
+        assert!(e.contains("both set"), "{e}");
+        let e = err_of(&[tls_url, ("VOICE_REDIS_TLS_CA_FILE", ca)]);
+        assert!(e.contains("set REDIS_TLS_CA_FILE instead"), "{e}");
+        let e = err_of(&[
+            ("VOICE_REDIS_URL", "rediss://v:1"),
+            ("VOICE_REDIS_TLS", "true"),
+        ]);
+        assert!(e.contains("VOICE_REDIS_URL says TLS by its scheme"), "{e}");
+        let ok = [
+            ("DATABASE_URL", "postgres://u@h/d"),
+            tls_url,
+            ("REDIS_TLS_CA_FILE", ca),
+        ];
+        let cfg = Config::from_vars(vars(&ok)).unwrap();
+        assert_eq!(cfg.redis.tls.ca_pem.as_deref(), Some(TEST_CA.as_bytes()));
+        assert_eq!(
+            (cfg.redis.tls.ca_var, cfg.redis.tls.insecure),
+            ("REDIS_TLS_CA_FILE", false)
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// The voice secret: `rejectUnauthorized` (GES's TLS option) makes the built URL TLS and
+    /// `false` turns verification off; `tls` decides explicitly; a CA may come as a secret file.
+    #[test]
+    fn voice_secret_decides_tls_and_verification() {
+        let cases = [
+            (
+                r#"{"servername":"v","port":"1","rejectUnauthorized":"false"}"#,
+                "rediss://v:1",
+                true,
+            ),
+            (
+                r#"{"servername":"v","port":1,"rejectUnauthorized":"True"}"#,
+                "rediss://v:1",
+                false,
+            ),
+            (r#"{"servername":"v","port":"1"}"#, "redis://v:1", false),
+            (
+                r#"{"servername":"v","port":"1","rejectUnauthorized":false,"tls":false}"#,
+                "redis://v:1",
+                false,
+            ),
+            (
+                r#"{"servername":"v","port":"1","tls":"true"}"#,
+                "rediss://v:1",
+                false,
+            ),
+        ];
+        for (secret, url, insecure) in cases {
+            let dir = std::env::temp_dir().join(format!("engage-voice-{}", uuid::Uuid::new_v4()));
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("voice-redis-ors-stream"), secret).unwrap();
+            std::fs::write(dir.join("VOICE-REDIS-TLS-CA"), TEST_CA).unwrap();
+            let folders = dir.to_str().unwrap();
+            let source = [
+                ("DATABASE_URL", "postgres://u@h/d"),
+                ("CONFIG_FOLDERS", folders),
+            ];
+            let result = Config::from_vars(vars(&source));
+            std::fs::remove_dir_all(&dir).unwrap();
+            if url.starts_with("redis://") {
+                // A CA for a plain URL is refused, naming both.
+                let e = result.unwrap_err().to_string();
+                assert!(
+                    e.contains("VOICE_REDIS_TLS_CA_FILE is set but VOICE_REDIS_SERVERNAME"),
+                    "{secret}: {e}"
+                );
+                continue;
+            }
+            let cfg = result.unwrap();
+            assert_eq!(cfg.voice.url(&cfg.redis), url, "{secret}");
+            assert_eq!(cfg.voice.tls.insecure, insecure, "{secret}");
+            assert!(cfg.voice.tls.ca_pem.is_some(), "{secret}");
+            assert_eq!(cfg.voice.tls.url_var, "VOICE_REDIS_SERVERNAME");
+        }
     }
 
     #[test]

@@ -104,7 +104,8 @@ impl From<tokio_postgres::Error> for Error {
             // Connection-level failure: the database went away mid-call.
             return Self::Unavailable {
                 message: "database unavailable, retry later".into(),
-                cause: Some(format!("database connection failure: {e}")),
+                // With its sources: a refused TLS handshake says why (docs/tls.md#errors).
+                cause: Some(format!("database connection failure: {}", with_sources(&e))),
             };
         }
         match e.code() {
@@ -125,6 +126,20 @@ impl From<tokio_postgres::Error> for Error {
             _ => Self::Internal(e.into()),
         }
     }
+}
+
+/// `e: source: source…`, each message once.
+fn with_sources(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let next = s.to_string();
+        if !text.ends_with(&next) {
+            text = format!("{text}: {next}");
+        }
+        source = s.source();
+    }
+    text
 }
 
 impl From<deadpool_postgres::PoolError> for Error {

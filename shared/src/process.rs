@@ -29,6 +29,9 @@ where
     F: FnOnce(Config) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
+    // Before anything may open a TLS connection (the AWS SDK's included): one rustls provider
+    // for the process, as a build can enable two (docs/tls.md#redis).
+    crate::redis::tls::install_crypto_provider();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

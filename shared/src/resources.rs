@@ -3,7 +3,7 @@
 //! state (`shared::http::AppState`) and the dispatcher (`worker::Worker`), so the two build
 //! them alike and `engage serve --with-worker` can hand the API's own handles to the worker.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use deadpool_postgres::Pool;
 
@@ -37,6 +37,9 @@ impl Resources {
         let redis = redis::service(&cfg.redis)?;
         let voice = redis::voice(&cfg)?;
         let keys = Keys::new(&cfg.redis.prefix, cfg.redis.schedule_shards);
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(check_tls_at_start(redis.clone(), voice.clone()));
+        }
         Ok(Self {
             cfg,
             db,
@@ -44,6 +47,25 @@ impl Resources {
             voice,
             keys,
         })
+    }
+}
+
+/// Once at start, for each Redis role on TLS: connects and logs the outcome, so a refused
+/// certificate is reported at once with what to fix (connections are otherwise made on first
+/// use; docs/tls.md#redis).
+async fn check_tls_at_start(service: RedisHandle, voice: RedisHandle) {
+    for (role, handle) in [("service Redis", service), ("voice Redis", voice)] {
+        if !handle.uses_tls() {
+            continue;
+        }
+        let checked = tokio::time::timeout(Duration::from_secs(10), handle.check()).await;
+        match checked {
+            Ok(Ok(())) => tracing::info!(role, "Redis TLS connection verified"),
+            Ok(Err(error)) => {
+                tracing::error!(role, %error, "cannot connect to Redis over TLS")
+            }
+            Err(_) => tracing::warn!(role, "Redis TLS check timed out after 10 s"),
+        }
     }
 }
 

@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::free_port;
+use crate::{ServerTls, free_port};
 
 /// Three primaries on free ports, without persistence: a restarted node comes back empty but
 /// keeps its cluster identity and slots (its `nodes.conf`).
@@ -17,11 +17,23 @@ pub struct PrivateCluster {
     pub ports: Vec<u16>,
     dir: PathBuf,
     children: Vec<Option<Child>>,
+    /// With TLS: clients and the cluster bus speak only TLS.
+    tls: Option<ServerTls>,
 }
 
 impl PrivateCluster {
     /// Starts the nodes, forms the cluster and waits until it serves every slot.
     pub fn new() -> Self {
+        Self::start(None)
+    }
+
+    /// The same speaking only TLS, to clients and between nodes (`tls-cluster`), with `tls`'s
+    /// certificate (`rediss://` URLs).
+    pub fn with_tls(tls: ServerTls) -> Self {
+        Self::start(Some(tls))
+    }
+
+    fn start(tls: Option<ServerTls>) -> Self {
         let ports: Vec<u16> = (0..3).map(|_| cluster_port()).collect();
         let dir = std::env::temp_dir().join(format!(
             "engage-cluster-{}-{}",
@@ -33,12 +45,14 @@ impl PrivateCluster {
             children: ports.iter().map(|_| None).collect(),
             ports,
             dir,
+            tls,
         };
         for i in 0..3 {
             c.start_node(i);
         }
         let nodes: Vec<String> = c.ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
         let status = Command::new("redis-cli")
+            .args(c.tls.iter().flat_map(ServerTls::cli_args))
             .args(["--cluster", "create"])
             .args(&nodes)
             .arg("--cluster-yes")
@@ -54,27 +68,31 @@ impl PrivateCluster {
 
     /// Comma-separated node URLs (`REDIS_URL` with `REDIS_CLUSTER=true`).
     pub fn urls(&self) -> String {
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
         let urls: Vec<String> = self
             .ports
             .iter()
-            .map(|p| format!("redis://127.0.0.1:{p}"))
+            .map(|p| format!("{scheme}://127.0.0.1:{p}"))
             .collect();
         urls.join(",")
     }
 
     fn start_node(&mut self, i: usize) {
         let port = self.ports[i].to_string();
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port,
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
+        let mut cmd = Command::new("redis-server");
+        match &self.tls {
+            Some(tls) => cmd
+                .args(["--port", "0", "--tls-port", &port])
+                .args(["--tls-cluster", "yes", "--tls-replication", "yes"])
+                .args(tls.server_args()),
+            None => cmd.args(["--port", &port]),
+        };
+        let child = cmd
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"])
             .arg("--cluster-config-file")
             .arg(self.dir.join(format!("nodes-{port}.conf")))
@@ -108,6 +126,7 @@ impl PrivateCluster {
     /// `redis-cli -p <node i> args…` (not following redirections), its output.
     pub fn cli(&self, i: usize, args: &[&str]) -> String {
         let out = Command::new("redis-cli")
+            .args(self.tls.iter().flat_map(ServerTls::cli_args))
             .args(["-p", &self.ports[i].to_string()])
             .args(args)
             .stdin(Stdio::null())

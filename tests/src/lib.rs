@@ -20,6 +20,7 @@ mod cluster;
 mod fixtures;
 mod postgres;
 mod readback;
+mod tls;
 pub use cluster::PrivateCluster;
 pub use fixtures::{
     CANCEL, CREATE, Create, Fixture, RETRIEVE, in_secs, next_phone, open_service, serve_tenant,
@@ -28,6 +29,7 @@ pub use postgres::{PrivatePostgres, signal};
 pub use readback::{
     Entry, command_total, commandstats, parse_commandstats, stream_census, stream_entries,
 };
+pub use tls::{ServerTls, TestPki, WRONG_NAME};
 
 /// The admin token every test deployment uses.
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
@@ -171,35 +173,55 @@ impl TestEnv {
         &self.vars["VOICE_STREAM"]
     }
 
-    /// A PostgreSQL client whose `search_path` is this environment's schema.
+    /// A PostgreSQL client whose `search_path` is this environment's schema, connected as the
+    /// binaries connect (the same configuration and TLS connector: `sslmode`, `sslrootcert`).
     pub async fn pg(&self) -> tokio_postgres::Client {
-        let url = format!(
-            "{}?options=-c%20search_path%3D{}",
-            self.vars["DATABASE_URL"], self.id
-        );
-        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-            .await
-            .expect("pg connect");
+        self.try_pg().await.expect("pg connect")
+    }
+
+    /// As [`Self::pg`], answering the error (within `DB_CONNECT_TIMEOUT_MS`) instead of panicking.
+    pub async fn try_pg(&self) -> anyhow::Result<tokio_postgres::Client> {
+        let db = shared::config::DbConfig::from_vars(self.vars.clone())?;
+        let mut pg = db.pg_config()?;
+        pg.options(format!("-c search_path={}", self.id))
+            .application_name("engage-tests");
+        let (client, conn) = pg.connect(shared::db::tls::connector(&db.tls)?).await?;
         tokio::spawn(conn);
-        client
+        Ok(client)
     }
 
-    /// A connection to the service Redis.
+    /// A connection to the service Redis (standalone; over TLS as the binaries connect).
     pub async fn redis(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(self.vars["REDIS_URL"].as_str())
-            .expect("redis url")
+        self.redis_client("REDIS_URL")
             .get_multiplexed_async_connection()
             .await
             .expect("redis connect")
     }
 
-    /// A connection to the voice Redis.
+    /// A connection to the voice Redis (standalone; over TLS as the binaries connect).
     pub async fn voice(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(self.vars["VOICE_REDIS_URL"].as_str())
-            .expect("redis url")
+        self.redis_client("VOICE_REDIS_URL")
             .get_multiplexed_async_connection()
             .await
             .expect("redis connect")
+    }
+
+    /// A client for the Redis at `self.vars[var]`, with that role's TLS settings when it is
+    /// `rediss://` (read through the configuration, as the binaries read it).
+    fn redis_client(&self, var: &str) -> redis::Client {
+        let url = self.vars[var].as_str();
+        let info = redis::IntoConnectionInfo::into_connection_info(url).expect("redis url");
+        if !shared::redis::tls::is_tls_url(url) {
+            return redis::Client::open(info).expect("redis url");
+        }
+        let cfg = shared::Config::from_vars(self.vars.clone()).expect("environment configuration");
+        let tls = if var == "REDIS_URL" {
+            cfg.redis.tls
+        } else {
+            cfg.voice.tls
+        };
+        shared::redis::tls::install_crypto_provider();
+        shared::redis::tls::client(info, &tls).expect("redis TLS client")
     }
 
     /// Runs `engage <args>` to completion; returns stdout.
@@ -656,6 +678,8 @@ pub struct PrivateRedis {
     dir: PathBuf,
     persistent: bool,
     child: Option<Child>,
+    /// With TLS: it listens only on its TLS port.
+    tls: Option<ServerTls>,
 }
 
 impl PrivateRedis {
@@ -670,22 +694,49 @@ impl PrivateRedis {
             dir,
             persistent,
             child: None,
+            tls: None,
         };
         r.start();
         r
     }
 
-    /// `redis://127.0.0.1:<port>`.
+    /// One speaking only TLS on its port (`rediss://`), with `tls`'s certificate; clients are
+    /// not asked for certificates. Not persistent.
+    pub fn with_tls(tls: ServerTls) -> Self {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("engage-redis-{port}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("redis dir");
+        let mut r = Self {
+            port,
+            dir,
+            persistent: false,
+            child: None,
+            tls: Some(tls),
+        };
+        r.start();
+        r
+    }
+
+    /// `redis://127.0.0.1:<port>` (`rediss://` with TLS).
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// (Re)starts the server and waits until it answers.
     pub fn start(&mut self) {
         let mut cmd = Command::new("redis-server");
-        cmd.arg("--port")
-            .arg(self.port.to_string())
-            .arg("--bind")
+        match &self.tls {
+            Some(tls) => cmd
+                .args(["--port", "0", "--tls-port", &self.port.to_string()])
+                .args(tls.server_args()),
+            None => cmd.arg("--port").arg(self.port.to_string()),
+        };
+        cmd.arg("--bind")
             .arg("127.0.0.1")
             .arg("--save")
             .arg("")
@@ -701,7 +752,11 @@ impl PrivateRedis {
         self.child = Some(cmd.spawn().expect("redis-server runs"));
         let started = Instant::now();
         while started.elapsed() < Duration::from_secs(10) {
-            if Self::answers(self.port) {
+            let up = match &self.tls {
+                Some(tls) => tls.cli_answers(self.port),
+                None => Self::answers(self.port),
+            };
+            if up {
                 return;
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -752,9 +807,19 @@ impl PrivateRedis {
         }
     }
 
-    /// A new connection to this server (panics when it cannot connect).
+    /// A new connection to this server (panics when it cannot connect; with TLS it trusts the
+    /// server's CA).
     pub async fn conn(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(self.url())
+        let tls = shared::redis::RedisTls {
+            ca_pem: self
+                .tls
+                .as_ref()
+                .map(|t| std::fs::read(&t.ca).expect("CA file")),
+            ..Default::default()
+        };
+        shared::redis::tls::install_crypto_provider();
+        let info = redis::IntoConnectionInfo::into_connection_info(self.url()).expect("redis url");
+        shared::redis::tls::client(info, &tls)
             .expect("redis url")
             .get_multiplexed_async_connection()
             .await

@@ -2,7 +2,7 @@
 //! a free port), never the shared server: faults stop, freeze (SIGSTOP) and restart it.
 
 use std::{
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Command, Stdio},
 };
 
@@ -65,9 +65,20 @@ impl PrivatePostgres {
         Self::start(false).expect("private PostgreSQL starts")
     }
 
+    /// One with `ssl = on`, presenting `cert` with its `key` (PEM files, e.g. from
+    /// [`crate::TestPki`]); plain connections are still accepted. Panics when it cannot start.
+    pub fn with_tls(cert: &Path, key: &Path) -> Self {
+        Self::start_with(false, Some((cert, key))).expect("private PostgreSQL with TLS starts")
+    }
+
     /// `initdb` in a fresh folder under /var/tmp, start on a free port, create `engage`.
     /// `fsync` on for runs that kill the server and audit what survived (chaos).
     pub fn start(fsync: bool) -> anyhow::Result<Self> {
+        Self::start_with(fsync, None)
+    }
+
+    /// As [`Self::start`], with TLS when `tls` names a certificate and key.
+    pub fn start_with(fsync: bool, tls: Option<(&Path, &Path)>) -> anyhow::Result<Self> {
         let port = crate::free_port();
         let dir = PathBuf::from(format!("/var/tmp/engage-pg-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
@@ -86,12 +97,15 @@ impl PrivatePostgres {
             "--locale=C.UTF-8",
         ]);
         run(init, "initdb")?;
-        let conf = format!(
+        let mut conf = format!(
             "listen_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{}'\n\
              max_connections = 200\nsynchronous_commit = on\nfsync = {}\n",
             dir.display(),
             if fsync { "on" } else { "off" }
         );
+        if let Some((cert, key)) = tls {
+            conf.push_str(&tls_files(&dir, cert, key)?);
+        }
         let conf_path = dir.join("data/postgresql.conf");
         let mut text = std::fs::read_to_string(&conf_path)?;
         text.push_str(&conf);
@@ -109,6 +123,17 @@ impl PrivatePostgres {
     /// `postgres://postgres@127.0.0.1:<port>/engage`.
     pub fn url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}/engage", self.port)
+    }
+
+    /// [`Self::url`] with a query, e.g. `sslmode=require`.
+    pub fn url_with(&self, query: &str) -> String {
+        format!("{}?{query}", self.url())
+    }
+
+    /// `sslmode=verify-full` with `sslrootcert=<ca>` (a server started [`Self::with_tls`]):
+    /// what `TestEnv::on` takes for an environment whose PostgreSQL traffic is all TLS.
+    pub fn verify_full_url(&self, ca: &Path) -> String {
+        self.url_with(&format!("sslmode=verify-full&sslrootcert={}", ca.display()))
     }
 
     /// `pg_ctl start`, waiting until it accepts connections.
@@ -188,6 +213,26 @@ impl Drop for PrivatePostgres {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Copies the certificate and key into the server's folder, the key readable by the server
+/// user only (PostgreSQL refuses a key others can read); the `ssl*` settings using them.
+fn tls_files(dir: &Path, cert: &Path, key: &Path) -> anyhow::Result<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let (cert_to, key_to) = (dir.join("server.crt"), dir.join("server.key"));
+    std::fs::copy(cert, &cert_to).context("copy server certificate")?;
+    std::fs::copy(key, &key_to).context("copy server key")?;
+    std::fs::set_permissions(&key_to, std::fs::Permissions::from_mode(0o600))?;
+    if is_root() {
+        let mut c = Command::new("chown");
+        c.arg("postgres:postgres").arg(&cert_to).arg(&key_to);
+        run(c, "chown server key")?;
+    }
+    Ok(format!(
+        "ssl = on\nssl_cert_file = '{}'\nssl_key_file = '{}'\n",
+        cert_to.display(),
+        key_to.display()
+    ))
 }
 
 /// Direct children of `parent` (from /proc).

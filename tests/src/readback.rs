@@ -50,9 +50,12 @@ pub async fn stream_census(
         .get_multiplexed_async_connection()
         .await
         .expect("voice connect");
-    let entries = stream_entries(&mut conn, stream).await;
+    census_of(&stream_entries(&mut conn, stream).await)
+}
+
+fn census_of(entries: &[Entry]) -> (usize, usize, BTreeMap<String, usize>) {
     let mut per: BTreeMap<String, usize> = BTreeMap::new();
-    for (_, f) in &entries {
+    for (_, f) in entries {
         *per.entry(f.get("callback_id").cloned().unwrap_or_default())
             .or_default() += 1;
     }
@@ -112,7 +115,8 @@ impl TestEnv {
 
     /// [`stream_census`] of this environment's voice stream: (total, distinct, per id).
     pub async fn census(&self) -> (usize, usize, BTreeMap<String, usize>) {
-        stream_census(&self.vars["VOICE_REDIS_URL"], self.voice_stream()).await
+        let entries = stream_entries(&mut self.voice().await, self.voice_stream()).await;
+        census_of(&entries)
     }
 
     /// Every hand-off on this environment's voice stream.

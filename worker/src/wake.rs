@@ -99,7 +99,7 @@ fn client(w: &Worker) -> redis::RedisResult<redis::Client> {
             .set_password(p.expose_secret());
         info = info.set_redis_settings(settings);
     }
-    redis::Client::open(info)
+    shared::redis::tls::client(info, &w.cfg.redis.tls)
 }
 
 #[cfg(test)]

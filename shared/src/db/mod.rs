@@ -20,12 +20,12 @@ pub mod slots;
 pub mod stmt;
 pub mod tenants;
 pub mod throttle;
+pub mod tls;
 pub mod versioned;
 
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use tokio_postgres::NoTls;
 
 use crate::config::DbConfig;
 
@@ -53,7 +53,7 @@ pub fn pool(cfg: &DbConfig) -> anyhow::Result<Pool> {
     pg.options(options);
     let manager = Manager::from_config(
         pg,
-        NoTls,
+        tls::connector(&cfg.tls)?,
         ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         },
@@ -70,8 +70,11 @@ pub fn pool(cfg: &DbConfig) -> anyhow::Result<Pool> {
 
 /// Applies pending migrations under an advisory lock, so processes starting together do not
 /// race. Creates the configured schema first when there is one.
+///
+/// The first connection of a process is made here: its failure says what to fix
+/// ([`tls::explain`]).
 pub async fn migrate(pool: &Pool, schema: Option<&str>) -> anyhow::Result<()> {
-    let mut client = pool.get().await?;
+    let mut client = pool.get().await.map_err(tls::explain)?;
     if let Some(schema) = schema {
         client
             .batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
@@ -102,7 +105,7 @@ pub async fn migrate(pool: &Pool, schema: Option<&str>) -> anyhow::Result<()> {
 
 /// Whether every embedded migration has been applied (readiness).
 pub async fn migrations_current(pool: &Pool) -> anyhow::Result<bool> {
-    let client = pool.get().await?;
+    let client = pool.get().await.map_err(tls::explain)?;
     let latest = embedded::migrations::runner()
         .get_migrations()
         .iter()

@@ -8,6 +8,7 @@ pub mod keys;
 pub mod queue;
 pub mod schedule;
 pub mod throttle;
+pub mod tls;
 pub mod voice;
 
 use std::{sync::Arc, time::Duration};
@@ -22,11 +23,16 @@ use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::OnceCell;
 
 pub use keys::Keys;
+pub use tls::RedisTls;
 
 /// A cheap-to-clone handle on one Redis deployment.
 #[derive(Clone)]
 pub struct RedisHandle {
     inner: Arc<Inner>,
+    /// The TLS settings it was built with, for hints on a refused handshake.
+    tls: Arc<RedisTls>,
+    /// Whether its URL is `rediss://`.
+    tls_url: bool,
 }
 
 enum Inner {
@@ -50,28 +56,20 @@ impl std::fmt::Debug for RedisHandle {
 
 impl RedisHandle {
     /// Builds a handle without connecting. `urls` is one URL, or a comma-separated node list
-    /// in cluster mode; `password` overrides one in the URL.
+    /// in cluster mode; `password` overrides one in the URL; `rediss://` URLs use `tls`.
     pub fn new(
         urls: &str,
         cluster: bool,
         password: Option<&SecretString>,
         timeout: Duration,
+        tls: &RedisTls,
     ) -> anyhow::Result<Self> {
+        tls::install_crypto_provider();
         let inner = if cluster {
-            let nodes: Vec<_> = urls.split(',').map(|u| u.trim().to_string()).collect();
-            let mut b = ClusterClient::builder(nodes)
-                .connection_timeout(timeout)
-                .response_timeout(timeout)
-                .retries(2);
-            if let Some(p) = password {
-                b = b.password(p.expose_secret());
-            }
-            Inner::Cluster {
-                client: b.build()?,
-                conn: OnceCell::new(),
-            }
+            Self::cluster(urls, password, timeout, tls)?
         } else {
             let mut info = urls.trim().into_connection_info()?;
+            warn_if_unverified(&info, tls);
             if let Some(p) = password {
                 let settings = info
                     .redis_settings()
@@ -79,7 +77,7 @@ impl RedisHandle {
                     .set_password(p.expose_secret());
                 info = info.set_redis_settings(settings);
             }
-            let client = redis::Client::open(info)?;
+            let client = tls::client(info, tls)?;
             let config = ConnectionManagerConfig::new()
                 .set_connection_timeout(Some(timeout))
                 .set_response_timeout(Some(timeout))
@@ -89,6 +87,34 @@ impl RedisHandle {
         };
         Ok(Self {
             inner: Arc::new(inner),
+            tls: Arc::new(tls.clone()),
+            tls_url: urls.split(',').any(tls::is_tls_url),
+        })
+    }
+
+    fn cluster(
+        urls: &str,
+        password: Option<&SecretString>,
+        timeout: Duration,
+        tls: &RedisTls,
+    ) -> anyhow::Result<Inner> {
+        let nodes: Vec<_> = urls.split(',').map(|u| u.trim().to_string()).collect();
+        let first = nodes.first().map(String::as_str).unwrap_or_default();
+        let first = first.into_connection_info()?;
+        warn_if_unverified(&first, tls);
+        let mut b = ClusterClient::builder(nodes.clone())
+            .connection_timeout(timeout)
+            .response_timeout(timeout)
+            .retries(2);
+        if nodes.iter().any(|u| tls::is_tls_url(u)) {
+            b = tls::cluster(b, tls, tls::url_is_insecure(&first));
+        }
+        if let Some(p) = password {
+            b = b.password(p.expose_secret());
+        }
+        Ok(Inner::Cluster {
+            client: b.build()?,
+            conn: OnceCell::new(),
         })
     }
 
@@ -154,6 +180,20 @@ impl RedisHandle {
             }
         }
     }
+
+    /// [`Self::ping`] for health checks and start-up logs: a refused TLS handshake says what
+    /// to fix (the CA or URL variable: docs/tls.md#redis).
+    pub async fn check(&self) -> Result<(), String> {
+        self.ping().await.map_err(|e| match self.tls_url {
+            true => tls::explain(&e, &self.tls),
+            false => e.to_string(),
+        })
+    }
+
+    /// Whether this handle connects with TLS (`rediss://`).
+    pub fn uses_tls(&self) -> bool {
+        self.tls_url
+    }
 }
 
 /// One connection, standalone or cluster; implements [`ConnectionLike`] so the whole
@@ -194,6 +234,20 @@ impl ConnectionLike for RedisConn {
     }
 }
 
+/// Logs once, as the handle is built at start, that a role's server goes unverified.
+fn warn_if_unverified(info: &redis::ConnectionInfo, tls: &RedisTls) {
+    if matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. })
+        && (tls.insecure || tls::url_is_insecure(info))
+    {
+        tracing::warn!(
+            url_var = tls.url_var,
+            "Redis TLS certificate verification is OFF for {} (rejectUnauthorized=false or \
+             #insecure): any server can pose as this Redis (docs/tls.md#redis)",
+            tls.url_var
+        );
+    }
+}
+
 /// Builds the service Redis handle from config.
 pub fn service(cfg: &crate::config::RedisConfig) -> anyhow::Result<RedisHandle> {
     RedisHandle::new(
@@ -201,22 +255,29 @@ pub fn service(cfg: &crate::config::RedisConfig) -> anyhow::Result<RedisHandle> 
         cfg.cluster,
         cfg.password.as_ref(),
         Duration::from_millis(cfg.timeout_ms),
+        &cfg.tls,
     )
 }
 
 /// Builds the voice Redis handle from config.
 pub fn voice(cfg: &crate::config::Config) -> anyhow::Result<RedisHandle> {
     let url = cfg.voice.url(&cfg.redis);
-    let (cluster, password) =
+    let (cluster, password, tls) =
         if cfg.voice.redis_url.is_some() || cfg.voice.redis_servername.is_some() {
-            (cfg.voice.redis_cluster, cfg.voice.redis_password.as_ref())
+            let v = &cfg.voice;
+            (v.redis_cluster, v.redis_password.as_ref(), &v.tls)
         } else {
-            (cfg.redis.cluster, cfg.redis.password.as_ref())
+            (
+                cfg.redis.cluster,
+                cfg.redis.password.as_ref(),
+                &cfg.redis.tls,
+            )
         };
     RedisHandle::new(
         &url,
         cluster,
         password,
         Duration::from_millis(cfg.redis.timeout_ms),
+        tls,
     )
 }

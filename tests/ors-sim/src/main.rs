@@ -54,6 +54,10 @@ struct Args {
         default_value = "redis://127.0.0.1:6391"
     )]
     redis: String,
+    /// PEM file of the CA that signs the voice Redis's certificate (`rediss://`; default: the
+    /// system roots).
+    #[arg(long, env = "VOICE_REDIS_TLS_CA_FILE")]
+    redis_ca_file: Option<std::path::PathBuf>,
     /// Stream of submissions to consume (Engage's `VOICE_STREAM`).
     #[arg(long, env = "VOICE_STREAM", default_value = "NewCallbackStream")]
     stream: String,
@@ -105,7 +109,7 @@ async fn main() -> anyhow::Result<()> {
         (0.0..=1.0).contains(&args.fail_share),
         "--fail-share must be between 0 and 1"
     );
-    let client = redis::Client::open(args.redis.as_str())?;
+    let client = redis_client(&args)?;
     // Blocking reads: own connections, no response timeout.
     let cfg = AsyncConnectionConfig::new().set_response_timeout(None);
     let reader = client
@@ -134,6 +138,23 @@ async fn main() -> anyhow::Result<()> {
     // Runs for the life of the process (the simulator is stopped by a signal).
     tokio::spawn(watch_control(sim.clone(), control));
     consume(sim, reader, acks, consumer).await
+}
+
+/// The voice Redis client: `rediss://` with `--redis-ca-file` trusts that CA, else the system
+/// roots.
+fn redis_client(args: &Args) -> anyhow::Result<redis::Client> {
+    // rustls needs one crypto provider chosen when a build enables two.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let Some(path) = &args.redis_ca_file else {
+        return Ok(redis::Client::open(args.redis.as_str())?);
+    };
+    let pem = std::fs::read(path)
+        .map_err(|e| anyhow::anyhow!("--redis-ca-file {}: {e}", path.display()))?;
+    let certs = redis::TlsCertificates {
+        client_tls: None,
+        root_cert: Some(pem),
+    };
+    Ok(redis::Client::build_with_tls(args.redis.as_str(), certs)?)
 }
 
 /// Remembers every cancelled callback id from the control stream.

@@ -37,6 +37,8 @@ mod security_sweep;
 mod slot_grid;
 mod throttle;
 mod tidy;
+mod tls_postgres;
+mod tls_redis;
 mod trust_attacks;
 mod trust_events;
 mod trust_redis;

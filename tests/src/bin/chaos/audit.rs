@@ -89,14 +89,11 @@ impl Row {
 }
 
 async fn rows(stack: &Stack) -> anyhow::Result<HashMap<String, Row>> {
-    let url = format!(
-        "{}?options=-c%20search_path%3D{}&connect_timeout=5",
-        stack.env.vars["DATABASE_URL"], stack.env.id
-    );
-    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+    let client = stack
+        .env
+        .try_pg()
         .await
         .context("audit: PostgreSQL connect")?;
-    tokio::spawn(conn);
     let sql = "SELECT id::text, state, reason, attempt, submitted_at IS NOT NULL,
                       dispatch_at <= now(), dispatch_at < now() - make_interval(secs => $1),
                       COALESCE(state IN ('QUEUED','ROUTING') AND expires_at < now() - make_interval(secs => $1), false)
