@@ -3,7 +3,11 @@
 //! cancellation token stops everything: SIGTERM or Ctrl-C cancels it, both listeners drain for
 //! at most `SHUTDOWN_GRACE_MS`, and the dispatcher finishes or hands back its batch.
 
-use shared::http::{AppState, serve::millis, serve_listener, shutdown_signal};
+use shared::http::{
+    AppState,
+    serve::{ConnLimits, millis},
+    serve_listener, shutdown_signal,
+};
 use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
@@ -33,6 +37,7 @@ type Task = JoinHandle<anyhow::Result<()>>;
 async fn listen(state: &AppState, stop: &CancellationToken) -> anyhow::Result<[Task; 2]> {
     let http = &state.cfg.http;
     let grace = millis(http.shutdown_grace_ms);
+    let limits = ConnLimits::from_config(http);
     let internal = TcpListener::bind(("0.0.0.0", http.internal_port)).await?;
     let external = TcpListener::bind(("0.0.0.0", http.external_port)).await?;
     tracing::info!(
@@ -48,12 +53,14 @@ async fn listen(state: &AppState, stop: &CancellationToken) -> anyhow::Result<[T
             internal_app,
             stop.clone().cancelled_owned(),
             grace,
+            limits,
         )),
         tokio::spawn(serve_listener(
             external,
             external_app,
             stop.clone().cancelled_owned(),
             grace,
+            limits,
         )),
     ])
 }

@@ -10,7 +10,7 @@ use shared::{
         AppState,
         middleware::{Exposure, stack},
         serve,
-        serve::millis,
+        serve::{ConnLimits, millis},
         serve_listener, shutdown_signal,
     },
 };
@@ -97,6 +97,7 @@ async fn run(
             side,
             shutdown_signal(),
             millis(1_000),
+            ConnLimits::from_config(&http),
         ));
     }
     tracing::info!(function = name, "starting");

@@ -191,6 +191,10 @@ pub struct HttpConfig {
     /// answers within it plus 2 s (docs/bounded-answers.md).
     #[serde(default = "defaults::request_timeout_ms")]
     pub request_timeout_ms: u64,
+    /// `HEADER_READ_TIMEOUT_MS`: how long a connection may take to send a request's head, and
+    /// how long an idle keep-alive connection is kept (default 10,000; docs/http-server.md).
+    #[serde(default = "defaults::header_read_timeout_ms")]
+    pub header_read_timeout_ms: u64,
     /// How long after SIGTERM in-flight requests may still finish.
     #[serde(default = "defaults::shutdown_grace_ms")]
     pub shutdown_grace_ms: u64,
@@ -444,6 +448,9 @@ mod defaults {
     pub(super) fn request_timeout_ms() -> u64 {
         15_000
     }
+    pub(super) fn header_read_timeout_ms() -> u64 {
+        10_000
+    }
     pub(super) fn shutdown_grace_ms() -> u64 {
         10_000
     }
@@ -600,6 +607,9 @@ impl Config {
         }
         if self.http.external_body_limit == 0 || self.http.internal_body_limit == 0 {
             return bad("EXTERNAL_BODY_LIMIT and INTERNAL_BODY_LIMIT must be positive".into());
+        }
+        if !(100..=600_000).contains(&self.http.header_read_timeout_ms) {
+            return bad("HEADER_READ_TIMEOUT_MS must be between 100 and 600000".into());
         }
         if self.http.api_key_rate_per_second > 0 && self.http.api_key_burst == 0 {
             return bad(
@@ -984,6 +994,13 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("ADMIN_TOKEN"), "{err}");
+        let err = Config::from_vars(vars(&[
+            ("DATABASE_URL", "postgres://u@h/d"),
+            ("HEADER_READ_TIMEOUT_MS", "0"),
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("HEADER_READ_TIMEOUT_MS"), "{err}");
     }
 
     #[test]

@@ -74,6 +74,10 @@ INTERNAL_PORT=$(free_port)
 EXTERNAL_PORT=$(free_port)
 GES_URL=http://127.0.0.1:$INTERNAL_PORT
 LOG_LEVEL=${CONTRACT_LOG_LEVEL:-WARN}
+# Every request comes from 127.0.0.1, and the keyless ones of the ignored-auth check are
+# authentication failures: with the per-client limiter on, most answers would be its 429 and
+# the other checks would see less of the API. The limiter has its own tests (abuse::).
+AUTH_FAILURE_LIMIT=0
 set +a
 trap cleanup EXIT
 

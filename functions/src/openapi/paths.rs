@@ -49,7 +49,7 @@ const KEYED: [(u16, &str); 3] = [
     (401, "x-api-key missing, unknown or revoked"),
     (
         429,
-        "a limit was reached: this API key's request rate, repeated authentication failures from this client, a create-time throttle, or a full slot (data.slots proposes open ones)",
+        "a limit was reached: this API key's request rate, repeated authentication failures from this client or this server's budget of lookups of unseen keys (docs/abuse.md), a create-time throttle, or a full slot (data.slots proposes open ones)",
     ),
     (
         503,

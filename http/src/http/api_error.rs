@@ -26,6 +26,10 @@ pub enum ApiError {
     /// 409: conflicts with the current state (e.g. an idempotency key reused with another body).
     #[error("{0}")]
     Conflict(String),
+    /// 408: the request body did not arrive within the request's deadline (a slow client;
+    /// nothing was read, so nothing was changed).
+    #[error("{0}")]
+    RequestTimeout(String),
     /// 413: the body is over the port's limit.
     #[error("{0}")]
     PayloadTooLarge(String),
@@ -91,6 +95,7 @@ impl ApiError {
             Self::NotFound(_) => 404,
             Self::MethodNotAllowed(_) => 405,
             Self::Conflict(_) => 409,
+            Self::RequestTimeout(_) => 408,
             Self::PayloadTooLarge(_) => 413,
             Self::TooManyRequests { .. } => 429,
             Self::Unavailable { .. } => 503,

@@ -8,13 +8,14 @@ use std::{
     num::NonZeroU32,
     sync::{
         Arc,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
 
 use axum::{
     Router,
+    body::{Body, HttpBody},
     extract::{DefaultBodyLimit, MatchedPath, Request},
     http::{Method, Uri, header},
     middleware::{self, Next},
@@ -102,7 +103,11 @@ async fn request_context(
     let started = Instant::now();
     let span =
         tracing::info_span!("request", corrId = %ctx.corr_id, route = %path, method = %method);
-    let run = CTX.scope(ctx.clone(), bounded(ctx.clone(), timeout, next.run(req)));
+    let (req, awaiting_client) = track_body(req);
+    let run = CTX.scope(
+        ctx.clone(),
+        bounded(ctx.clone(), timeout, awaiting_client, next.run(req)),
+    );
     let resp = tracing::Instrument::instrument(run, span.clone()).await;
     observe(
         &ctx,
@@ -122,6 +127,7 @@ async fn request_context(
 async fn bounded(
     ctx: Arc<RequestCtx>,
     timeout: Duration,
+    awaiting_client: Arc<AtomicBool>,
     handler: impl Future<Output = Response>,
 ) -> Response {
     tokio::pin!(handler);
@@ -134,8 +140,38 @@ async fn bounded(
                 Err(_) => ApiError::unavailable("request timed out").into_response(),
             }
         }
+        // The handler waits for a body the client is still sending: the client's delay, and
+        // nothing was done with the request yet (docs/http-server.md#header-read-timeout).
+        Err(_) if awaiting_client.load(Ordering::Acquire) => ApiError::RequestTimeout(format!(
+            "the request body did not arrive within {} ms",
+            timeout.as_millis()
+        ))
+        .into_response(),
         Err(_) => ApiError::unavailable("request timed out").into_response(),
     }
+}
+
+/// Wraps the request body so that the deadline can tell a handler waiting for the client's
+/// body (408) from a slow answer (503): the flag is up while the last read of the body is
+/// pending on the client. A body the handler has not started reading (e.g. still checking the
+/// API key) counts as the server's delay.
+fn track_body(req: Request) -> (Request, Arc<AtomicBool>) {
+    let awaiting_client = Arc::new(AtomicBool::new(false));
+    if req.body().is_end_stream() {
+        return (req, awaiting_client);
+    }
+    let flag = awaiting_client.clone();
+    let (parts, body) = req.into_parts();
+    let mut inner = body.into_data_stream();
+    let tracked = futures::stream::poll_fn(move |cx| {
+        let polled = futures::StreamExt::poll_next_unpin(&mut inner, cx);
+        flag.store(polled.is_pending(), Ordering::Release);
+        polled
+    });
+    (
+        Request::from_parts(parts, Body::from_stream(tracked)),
+        awaiting_client,
+    )
 }
 
 /// After the answer: request metrics (route templates only), the failed-call record of a
@@ -386,5 +422,42 @@ mod tests {
         let (code, body) = call(app, req).await;
         assert_eq!(code, 413);
         assert_eq!(body["status"]["code"], 413);
+    }
+
+    /// A deadline passed while the handler waits for the client's body is the client's: 408;
+    /// one passed before the handler reads the body (a slow backend) stays 503.
+    #[tokio::test]
+    async fn a_body_still_arriving_at_the_deadline_is_408_a_slow_handler_503() {
+        let mut http = http_config();
+        http.request_timeout_ms = 200;
+        let router = Router::new()
+            .route(
+                "/reads",
+                axum::routing::post(|body: Body| async move {
+                    let _ = axum::body::to_bytes(body, 1024).await;
+                    "read"
+                }),
+            )
+            .route(
+                "/stalls",
+                axum::routing::post(|_body: Body| async {
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                    "late"
+                }),
+            );
+        let app = stack(router, Exposure::Internal, &http, ErrorSink::disabled());
+        let never_ends = || {
+            let chunks = futures::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from("{"))]);
+            Body::from_stream(futures::StreamExt::chain(
+                chunks,
+                futures::stream::pending(),
+            ))
+        };
+        for (path, code) in [("/reads", 408), ("/stalls", 503)] {
+            let req = HttpRequest::post(path).body(never_ends()).expect("request");
+            let (got, body) = call(app.clone(), req).await;
+            assert_eq!(got, code, "{path}: {body}");
+            assert_eq!(body["status"]["code"], code);
+        }
     }
 }

@@ -33,6 +33,7 @@ mod numbers;
 mod observability;
 mod ors;
 mod public_port;
+mod security_sweep;
 mod slot_grid;
 mod throttle;
 mod tidy;
