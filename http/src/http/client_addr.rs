@@ -80,12 +80,14 @@ fn client_of(headers: &HeaderMap, peer: Peer, trusted: &TrustedProxies) -> Optio
 /// The right-most untrusted `X-Forwarded-For` entry. An unreadable entry ends the walk at the
 /// last trusted hop before it; a chain of only trusted hops answers its left-most one.
 fn walk_forwarded(headers: &HeaderMap, trusted: &TrustedProxies) -> Option<IpAddr> {
+    // Split as bytes: a line that is not ASCII (a client's forged part, with the address a
+    // proxy appended after it) must still yield its readable entries; a non-UTF-8 entry
+    // reads as unreadable and ends the walk like any other garbage.
     let entries: Vec<&str> = headers
         .get_all("x-forwarded-for")
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .map(|e| std::str::from_utf8(e).unwrap_or("?").trim())
         .collect();
     let mut last = None;
     for entry in entries.iter().rev() {
@@ -158,6 +160,13 @@ mod tests {
             client_of(&HeaderMap::new(), peer, &trusted),
             Some(ip("10.1.1.1"))
         );
+        // A forged non-ASCII part does not hide the address the proxy appended after it.
+        let mut h = HeaderMap::new();
+        h.append(
+            "x-forwarded-for",
+            axum::http::HeaderValue::from_bytes(b"9.9.9.\xff, 5.5.5.5").unwrap(),
+        );
+        assert_eq!(client_of(&h, peer, &trusted), Some(ip("5.5.5.5")));
         // Ports and IPv4-mapped IPv6 are read.
         let h = xff(&["[::ffff:5.5.5.5]:443"]);
         assert_eq!(client_of(&h, peer, &trusted), Some(ip("5.5.5.5")));

@@ -13,6 +13,7 @@ mod admin_objects;
 mod attack_attrs;
 mod attack_cache;
 mod attack_nul;
+mod attack_s21;
 mod attack_specs;
 mod attack_tenants;
 mod availability;

@@ -1,0 +1,62 @@
+//! Session 21's attacker review of issue 14 (abuse resistance, TLS) and the voice hand-off of
+//! issue 15: each test here is an attack that once succeeded, kept as the proof of its fix.
+
+use harness::{Fixture, TestEnv};
+use rand::{Rng, distr::Alphanumeric};
+use reqwest::header::HeaderValue;
+use serde_json::json;
+
+const OPEN_FOR: &str = "/engagement/v3/callbacks/open-for/sales";
+
+fn random_key() -> String {
+    rand::rng()
+        .sample_iter(&Alphanumeric)
+        .take(40)
+        .map(char::from)
+        .collect()
+}
+
+/// `GET open-for` with a random key and `X-Forwarded-For` given as raw bytes: the status.
+async fn try_random_key(fx: &Fixture, xff: &[u8]) -> u16 {
+    fx.engage
+        .http
+        .get(format!("{}{OPEN_FOR}", fx.engage.external))
+        .header("x-api-key", random_key())
+        .header("x-forwarded-for", HeaderValue::from_bytes(xff).unwrap())
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// A proxy such as nginx (`$proxy_add_x_forwarded_for`) appends the client's address to the
+/// client's own `X-Forwarded-For` in ONE header line. A client that puts a non-ASCII byte in
+/// its header made the whole line unreadable, so its failures were charged to the proxy's
+/// address: one attacker locked out every other client behind the proxy (429 for them).
+#[tokio::test]
+async fn a_non_ascii_forwarded_for_cannot_charge_the_proxy_for_its_failures() {
+    let env = TestEnv::new()
+        .with("AUTH_FAILURE_LIMIT", "3")
+        .with("TRUSTED_PROXIES", "127.0.0.1/32");
+    let fx = Fixture::with(env, &[], "acme", "sales", json!({"route_point": "5000"})).await;
+    let forged = b"9.9.9.\xff, 203.0.113.66";
+    for _ in 0..3 {
+        assert_eq!(try_random_key(&fx, forged).await, 401);
+    }
+    assert_eq!(
+        try_random_key(&fx, forged).await,
+        429,
+        "the attacker is limited"
+    );
+    assert_eq!(
+        try_random_key(&fx, b"203.0.113.66").await,
+        429,
+        "and it is the attacker's own address that is limited"
+    );
+    assert_eq!(
+        try_random_key(&fx, b"203.0.113.77").await,
+        401,
+        "another client behind the proxy is not limited by the attacker's failures"
+    );
+}
