@@ -23,10 +23,14 @@ pub fn build(cb: &DueCallback, settings: &ServiceSettings, ges_url: &str, now_ms
         ges_url.trim_end_matches('/'),
         cb.id
     );
-    let language = attrs
-        .language
-        .clone()
-        .unwrap_or_else(|| settings.language.clone());
+    // A blank language (a service stored before it was validated) would make the voice
+    // platform refuse the entry: the request's, else the service's, else en-US.
+    let language = [attrs.language.as_deref(), Some(settings.language.as_str())]
+        .into_iter()
+        .flatten()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("en-US")
+        .to_string();
     let mut fields = vec![
         ("callback_id", cb.id.to_string()),
         ("tenant", cb.tenant.clone()),
@@ -230,6 +234,20 @@ mod tests {
             )
         );
         assert_eq!(get(&e, "desired_time"), Some("1970-01-01T00:00:00.000Z"));
+    }
+
+    #[test]
+    fn a_blank_stored_language_falls_back_to_en_us() {
+        // A row stored before `language` was validated: read without validation.
+        let mut settings = ServiceSettings::default();
+        settings.language = " ".into();
+        let e = build(
+            &due(CallbackAttrs::default(), None),
+            &settings,
+            "http://g",
+            0,
+        );
+        assert_eq!(get(&e, "language"), Some("en-US"));
     }
 
     #[test]

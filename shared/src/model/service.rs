@@ -325,6 +325,16 @@ impl ServiceSettings {
         if self.priority_interval_seconds == 0 || self.priority_interval_seconds > 86_400 {
             return bad("setting priority_interval_seconds: must be between 1 and 86400");
         }
+        // Every stream entry carries it and the voice platform refuses a blank one
+        // (docs/voice-platform.md#stream-entries).
+        if self.language.trim().is_empty()
+            || self.language.len() > 64
+            || self.language.chars().any(char::is_control)
+        {
+            return bad(
+                "setting language: must be a language code such as en-US (1-64 characters)",
+            );
+        }
         if self.lead_time_seconds > 86_400 {
             return bad("setting lead_time_seconds: at most 86400");
         }

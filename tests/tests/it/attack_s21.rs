@@ -60,3 +60,31 @@ async fn a_non_ascii_forwarded_for_cannot_charge_the_proxy_for_its_failures() {
         "another client behind the proxy is not limited by the attacker's failures"
     );
 }
+
+/// A service's `language` went to every stream entry unchecked: `""` was accepted by the admin
+/// API, and each of the service's callbacks was handed off with `language=""`, an entry the
+/// voice platform's contract check (ors-sim) rejects: the callback was never played. A blank
+/// language is now refused when the settings are written, and changes nothing.
+#[tokio::test]
+async fn a_blank_service_language_is_refused_before_it_reaches_the_voice_platform() {
+    let (_env, e, _key) = harness::serve_tenant(TestEnv::new(), "acme").await;
+    for blank in ["", "   "] {
+        let (code, body) = e
+            .admin_put(
+                "/ges/v1/tenants/acme/services/mute",
+                json!({"language": blank}),
+            )
+            .await;
+        assert_eq!(code, 400, "language {blank:?}: {body}");
+        assert!(body.to_string().contains("language"), "{body}");
+        let (code, body) = e
+            .admin_post(
+                "/ges/v1/tenants/acme/callback-settings",
+                json!([{"name": "mute", "language": blank}]),
+            )
+            .await;
+        assert_eq!(code, 400, "publish, language {blank:?}: {body}");
+    }
+    let (code, body) = e.admin_get("/ges/v1/tenants/acme/services/mute").await;
+    assert_eq!(code, 404, "nothing was stored: {body}");
+}
