@@ -86,11 +86,10 @@ fn direction_fields(
 /// What the voice platform runs and shows: routing points, caller id, the Designer
 /// application, and the escalation it continues; each only when set.
 fn routing_fields(settings: &ServiceSettings, attrs: &CallbackAttrs, fields: &mut Fields) {
-    let or_service = |own: &Option<String>, service: &Option<String>| {
-        own.clone()
-            .or_else(|| service.clone())
-            .filter(|v| !v.is_empty())
-    };
+    // A blank override (`"routePoint": ""`) is no override: the service's value stays.
+    let set = |v: &Option<String>| v.clone().filter(|v| !v.trim().is_empty());
+    let or_service =
+        |own: &Option<String>, service: &Option<String>| set(own).or_else(|| set(service));
     let texts = [
         (
             "route_point",
@@ -234,6 +233,20 @@ mod tests {
             )
         );
         assert_eq!(get(&e, "desired_time"), Some("1970-01-01T00:00:00.000Z"));
+    }
+
+    #[test]
+    fn a_blank_override_leaves_the_services_routing_point() {
+        let blank = CallbackAttrs {
+            route_point: Some(String::new()),
+            survey_rp: Some(" ".into()),
+            ..Default::default()
+        };
+        let settings = ServiceSettings::parse(json!({"route_point": "5000", "survey_rp": "6000"}))
+            .expect("valid settings");
+        let e = build(&due(blank, None), &settings, "http://g", 0);
+        assert_eq!(get(&e, "route_point"), Some("5000"));
+        assert_eq!(get(&e, "survey_rp"), Some("6000"));
     }
 
     #[test]

@@ -88,3 +88,47 @@ async fn a_blank_service_language_is_refused_before_it_reaches_the_voice_platfor
     let (code, body) = e.admin_get("/ges/v1/tenants/acme/services/mute").await;
     assert_eq!(code, 404, "nothing was stored: {body}");
 }
+
+/// A create that sends `"routePoint": ""` or `"surveyRP": ""` (form builders send empty
+/// fields) overrode the service's routing point with nothing: the entry went out without
+/// `route_point`, so the voice platform had nowhere to route the call. A blank override now
+/// leaves the service's value in place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blank_route_point_in_the_create_does_not_erase_the_services() {
+    let env = TestEnv::new();
+    let engage = harness::Engage::start(&env, &["--with-worker"]).await;
+    let key = engage
+        .provision(
+            "rp",
+            "care",
+            harness::open_service(json!({"route_point": "5000", "survey_rp": "6000"})),
+        )
+        .await;
+    let id = engage
+        .create(&key)
+        .service("care")
+        .phone(&harness::next_phone())
+        .fields(json!({"routePoint": "", "surveyRP": " "}))
+        .id()
+        .await;
+    let mut voice = env.voice().await;
+    let started = std::time::Instant::now();
+    let fields = loop {
+        let entries = harness::stream_entries(&mut voice, env.voice_stream()).await;
+        if let Some((_, f)) = entries.into_iter().find(|(_, f)| f["callback_id"] == id) {
+            break f;
+        }
+        assert!(started.elapsed().as_secs() < 10, "no entry for {id}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        fields.get("route_point").map(String::as_str),
+        Some("5000"),
+        "{fields:?}"
+    );
+    assert_eq!(
+        fields.get("survey_rp").map(String::as_str),
+        Some("6000"),
+        "{fields:?}"
+    );
+}
