@@ -594,129 +594,160 @@ impl Config {
         Ok(())
     }
 
+    /// Checks every area; the first problem found names its variable.
     fn validate(&self) -> Result<(), ConfigError> {
-        let bad = |m: String| Err(ConfigError(m));
-        if let Err(e) = self.db.pg_config() {
+        self.db.validate()?;
+        self.redis.validate()?;
+        self.voice.validate()?;
+        self.http.validate()?;
+        self.log.validate()?;
+        self.worker.validate()
+    }
+}
+
+/// `Err` with a message naming the variable to fix.
+fn bad(m: impl Into<String>) -> Result<(), ConfigError> {
+    Err(ConfigError(m.into()))
+}
+
+/// A shared secret (`ADMIN_TOKEN`, `ORS_EVENTS_TOKEN`): at least 16 characters, unpadded.
+fn check_token(name: &str, token: Option<&SecretString>) -> Result<(), ConfigError> {
+    if let Some(token) = token
+        && (token.expose_secret().trim().len() < 16
+            || token.expose_secret().trim() != token.expose_secret())
+    {
+        return bad(format!(
+            "{name} must be at least 16 characters, without leading or trailing spaces"
+        ));
+    }
+    Ok(())
+}
+
+/// Each entry of a comma-separated list of Redis URLs parses.
+fn check_redis_urls(name: &str, urls: &str) -> Result<(), ConfigError> {
+    for url in urls.split(',') {
+        if redis::parse_redis_url(url.trim()).is_none() {
+            return bad(format!("{name} is not a valid Redis URL: {url:?}"));
+        }
+    }
+    Ok(())
+}
+
+impl DbConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if let Err(e) = self.pg_config() {
             return bad(format!("DATABASE_URL is not a valid PostgreSQL URL: {e}"));
         }
-        if self.db.pool_size == 0 {
-            return bad("DB_POOL_SIZE must be at least 1".into());
+        if self.pool_size == 0 {
+            return bad("DB_POOL_SIZE must be at least 1");
         }
-        if let Some(schema) = &self.db.schema
+        if let Some(schema) = &self.schema
             && !schema
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '_')
         {
-            return bad("DB_SCHEMA may hold only letters, digits and '_'".into());
+            return bad("DB_SCHEMA may hold only letters, digits and '_'");
         }
-        for url in self.redis.url.split(',') {
-            if redis::parse_redis_url(url.trim()).is_none() {
-                return bad(format!("REDIS_URL is not a valid Redis URL: {url:?}"));
-            }
+        Ok(())
+    }
+}
+
+impl RedisConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        check_redis_urls("REDIS_URL", &self.url)?;
+        if self.schedule_shards == 0 || self.schedule_shards > 1024 {
+            return bad("REDIS_SCHEDULE_SHARDS must be between 1 and 1024");
         }
-        if self.redis.schedule_shards == 0 || self.redis.schedule_shards > 1024 {
-            return bad("REDIS_SCHEDULE_SHARDS must be between 1 and 1024".into());
+        if self.prefix.contains(['{', '}', ' ']) {
+            return bad("REDIS_PREFIX may not contain braces or spaces");
         }
-        if self.redis.prefix.contains(['{', '}', ' ']) {
-            return bad("REDIS_PREFIX may not contain braces or spaces".into());
+        if self.throttle_reseed_seconds < 10 || self.throttle_reseed_seconds > 86_400 {
+            return bad("THROTTLE_RESEED_SECONDS must be between 10 and 86400");
         }
-        if let Some(url) = &self.voice.redis_url {
-            for url in url.split(',') {
-                if redis::parse_redis_url(url.trim()).is_none() {
-                    return bad(format!("VOICE_REDIS_URL is not a valid Redis URL: {url:?}"));
-                }
-            }
+        Ok(())
+    }
+}
+
+impl VoiceConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(url) = &self.redis_url {
+            check_redis_urls("VOICE_REDIS_URL", url)?;
         }
-        if self.voice.stream.is_empty() || self.voice.control_stream.is_empty() {
-            return bad("VOICE_STREAM and CONTROL_STREAM may not be empty".into());
+        if self.stream.is_empty() || self.control_stream.is_empty() {
+            return bad("VOICE_STREAM and CONTROL_STREAM may not be empty");
         }
-        if let Some(token) = &self.http.admin_token
-            && (token.expose_secret().trim().len() < 16
-                || token.expose_secret().trim() != token.expose_secret())
-        {
-            return bad(
-                "ADMIN_TOKEN must be at least 16 characters, without leading or trailing spaces"
-                    .into(),
-            );
+        Ok(())
+    }
+}
+
+impl HttpConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        check_token("ADMIN_TOKEN", self.admin_token.as_ref())?;
+        check_token("ORS_EVENTS_TOKEN", self.ors_events_token.as_ref())?;
+        if self.external_body_limit == 0 || self.internal_body_limit == 0 {
+            return bad("EXTERNAL_BODY_LIMIT and INTERNAL_BODY_LIMIT must be positive");
         }
-        if self.http.external_body_limit == 0 || self.http.internal_body_limit == 0 {
-            return bad("EXTERNAL_BODY_LIMIT and INTERNAL_BODY_LIMIT must be positive".into());
+        if !(100..=600_000).contains(&self.header_read_timeout_ms) {
+            return bad("HEADER_READ_TIMEOUT_MS must be between 100 and 600000");
         }
-        if !(100..=600_000).contains(&self.http.header_read_timeout_ms) {
-            return bad("HEADER_READ_TIMEOUT_MS must be between 100 and 600000".into());
+        if self.api_key_rate_per_second > 0 && self.api_key_burst == 0 {
+            return bad("API_KEY_BURST must be at least 1 when API_KEY_RATE_PER_SECOND is set");
         }
-        if self.http.api_key_rate_per_second > 0 && self.http.api_key_burst == 0 {
-            return bad(
-                "API_KEY_BURST must be at least 1 when API_KEY_RATE_PER_SECOND is set".into(),
-            );
+        if self.ewt_agent_activity_window_s == 0 || self.ewt_agent_activity_window_s > 7 * 86_400 {
+            return bad("EWT_AGENT_ACTIVITY_WINDOW_S must be between 1 and 604800");
         }
-        if self.http.ewt_agent_activity_window_s == 0
-            || self.http.ewt_agent_activity_window_s > 7 * 86_400
-        {
-            return bad("EWT_AGENT_ACTIVITY_WINDOW_S must be between 1 and 604800".into());
+        if !(5..=3_600).contains(&self.health_refresh_s) {
+            return bad("HEALTH_REFRESH_S must be between 5 and 3600");
         }
-        if !(5..=3_600).contains(&self.http.health_refresh_s) {
-            return bad("HEALTH_REFRESH_S must be between 5 and 3600".into());
-        }
-        if self.redis.throttle_reseed_seconds < 10 || self.redis.throttle_reseed_seconds > 86_400 {
-            return bad("THROTTLE_RESEED_SECONDS must be between 10 and 86400".into());
-        }
-        if crate::telemetry::level_directive(&self.log.level).is_none() {
+        Ok(())
+    }
+}
+
+impl LogConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if crate::telemetry::level_directive(&self.level).is_none() {
             return bad(format!(
                 "LOG_LEVEL {:?} is not one of TRACE, DEBUG, INFO, WARN, ERROR, FATAL",
-                self.log.level
+                self.level
             ));
         }
-        if !matches!(self.log.format.as_str(), "json" | "text") {
-            return bad("LOG_FORMAT must be json or text".into());
+        if !matches!(self.format.as_str(), "json" | "text") {
+            return bad("LOG_FORMAT must be json or text");
         }
-        if self.log.max_len < 256 {
-            return bad("LOG_MAX_LEN must be at least 256".into());
+        if self.max_len < 256 {
+            return bad("LOG_MAX_LEN must be at least 256");
         }
-        if self.worker.batch == 0 || self.worker.batch > 150 {
-            return bad("WORKER_BATCH must be between 1 and 150".into());
+        Ok(())
+    }
+}
+
+impl WorkerConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.batch == 0 || self.batch > 150 {
+            return bad("WORKER_BATCH must be between 1 and 150");
         }
-        if self.worker.lease_ms < 1_000 {
-            return bad("WORKER_LEASE_MS must be at least 1000".into());
+        if self.lease_ms < 1_000 {
+            return bad("WORKER_LEASE_MS must be at least 1000");
         }
-        if self.worker.safety_poll_s < 30 {
-            return bad(
-                "WORKER_SAFETY_POLL_S must be at least 30 (the idle path must stay quiet)".into(),
-            );
+        if self.safety_poll_s < 30 {
+            return bad("WORKER_SAFETY_POLL_S must be at least 30 (the idle path must stay quiet)");
         }
-        if self.worker.reconcile_check_s == 0
-            || self.worker.maintenance_s == 0
-            || self.worker.retention_interval_s == 0
-        {
-            return bad(
-                "WORKER_RECONCILE_CHECK_S, WORKER_MAINTENANCE_S and WORKER_RETENTION_INTERVAL_S must be positive"
-                    .into(),
-            );
+        if self.maintenance_s == 0 || self.retention_interval_s == 0 {
+            return bad("WORKER_MAINTENANCE_S and WORKER_RETENTION_INTERVAL_S must be positive");
         }
-        let w = &self.worker;
-        if w.sweep_s == 0
-            || w.sweep_grace_s == 0
-            || w.sweep_s + w.sweep_grace_s > 50
-            || !(1..=50).contains(&w.reconcile_check_s)
+        if self.sweep_s == 0
+            || self.sweep_grace_s == 0
+            || self.sweep_s + self.sweep_grace_s > 50
+            || !(1..=50).contains(&self.reconcile_check_s)
         {
             return bad(
                 "WORKER_SWEEP_S and WORKER_SWEEP_GRACE_S must be positive with a sum of at most 50, \
                  WORKER_RECONCILE_CHECK_S between 1 and 50 (a committed callback reaches the voice \
-                 stream, and a Redis loss is repaired, within a minute)"
-                    .into(),
+                 stream, and a Redis loss is repaired, within a minute)",
             );
         }
-        if self.worker.retention_days == 0 {
-            return bad("WORKER_RETENTION_DAYS must be at least 1".into());
-        }
-        if let Some(token) = &self.http.ors_events_token
-            && (token.expose_secret().trim().len() < 16
-                || token.expose_secret().trim() != token.expose_secret())
-        {
-            return bad(
-                "ORS_EVENTS_TOKEN must be at least 16 characters, without leading or trailing spaces"
-                    .into(),
-            );
+        if self.retention_days == 0 {
+            return bad("WORKER_RETENTION_DAYS must be at least 1");
         }
         Ok(())
     }
