@@ -252,8 +252,10 @@ mod tests {
     #[test]
     fn a_blank_stored_language_falls_back_to_en_us() {
         // A row stored before `language` was validated: read without validation.
-        let mut settings = ServiceSettings::default();
-        settings.language = " ".into();
+        let settings = ServiceSettings {
+            language: " ".into(),
+            ..ServiceSettings::default()
+        };
         let e = build(
             &due(CallbackAttrs::default(), None),
             &settings,
