@@ -676,7 +676,24 @@ impl VoiceConfig {
         if self.stream.is_empty() || self.control_stream.is_empty() {
             return bad("VOICE_STREAM and CONTROL_STREAM may not be empty");
         }
-        Ok(())
+        check_ges_url(&self.ges_url)
+    }
+}
+
+/// `GES_URL` is the base of every stream entry's `events_url`, which the voice platform
+/// refuses unless it is http(s) (docs/voice-platform.md#stream-entries): checked at start
+/// rather than discovered as callbacks that are never played.
+fn check_ges_url(url: &str) -> Result<(), ConfigError> {
+    let lower = url.to_ascii_lowercase();
+    let host = ["http://", "https://"]
+        .iter()
+        .find_map(|scheme| lower.strip_prefix(scheme));
+    match host {
+        Some(rest) if !rest.is_empty() && !rest.starts_with('/') && url.trim() == url => Ok(()),
+        _ => bad(
+            "GES_URL must be an http:// or https:// URL with a host (the base of the events_url \
+             the voice platform posts to), e.g. http://engage-internal:3050",
+        ),
     }
 }
 
@@ -1232,6 +1249,28 @@ mod tests {
 
     /// A CA certificate for the configuration checks (public part only; its key was never kept).
     const TEST_CA: &str = "-----BEGIN CERTIFICATE-----\nMIIBrzCCAVWgAwIBAgIUEw1v7VdKp5uZQPvsMjLA7WD3l6EwCgYIKoZIzj0EAwIw\nLDEqMCgGA1UEAwwhRW5nYWdlIHVuaXQtdGVzdCBDQSAobm8ga2V5IGtlcHQpMCAX\nDTI2MTIwMjEyMTA0MloYDzIxMjYxMTA4MTIxMDQyWjAsMSowKAYDVQQDDCFFbmdh\nZ2UgdW5pdC10ZXN0IENBIChubyBrZXkga2VwdCkwWTATBgcqhkjOPQIBBggqhkjO\nPQMBBwNCAAR9f+0nehgRSea3fUtLcqUzdrWn4U9NXqjZoobFzxnSXXFd3i7X1QAx\nFzvz8tuI+5ZpXLocC6v7sWTqCCTChhIio1MwUTAdBgNVHQ4EFgQUw6Nz2nXoT45H\nwh9vnWBpcZLIP9kwHwYDVR0jBBgwFoAUw6Nz2nXoT45Hwh9vnWBpcZLIP9kwDwYD\nVR0TAQH/BAUwAwEB/zAKBggqhkjOPQQDAgNIADBFAiAWc7bZfHQHZ0cYfoJxBGH9\nP1YgHokT7FzQdkUw4SWz0gIhAPMOmymqugCvvi+i8W3JHT59l33xqCwdAIisT13O\nvPiQ\n-----END CERTIFICATE-----\n";
+
+    #[test]
+    fn ges_url_needs_an_http_scheme_and_a_host() {
+        for bad in [
+            "engage:3050",
+            "ftp://e",
+            "http://",
+            "https:///x",
+            " http://e",
+            "",
+        ] {
+            let e = err_of(&[("GES_URL", bad)]);
+            assert!(e.contains("GES_URL must be"), "{bad:?}: {e}");
+        }
+        for good in ["http://e:3050", "HTTPS://engage.example/base/"] {
+            let cfg = Config::from_vars(vars(&[
+                ("DATABASE_URL", "postgres://u@h/d"),
+                ("GES_URL", good),
+            ]));
+            assert!(cfg.is_ok(), "{good:?}");
+        }
+    }
 
     fn err_of(pairs: &[(&str, &str)]) -> String {
         let mut all = vec![("DATABASE_URL", "postgres://u@h/d")];

@@ -132,3 +132,24 @@ async fn a_blank_route_point_in_the_create_does_not_erase_the_services() {
         "{fields:?}"
     );
 }
+
+/// `GES_URL` without a scheme (`engage:3050`, an easy slip in a manifest) was accepted, and
+/// every stream entry then carried an `events_url` the voice platform's contract refuses
+/// (ors-sim rejects any that is not http(s)): no callback was ever played, and nothing said
+/// why. The configuration now refuses it at start, naming the variable.
+#[test]
+fn a_ges_url_without_http_scheme_is_refused_at_start() {
+    let env = TestEnv::new();
+    for bad in ["engage:3050", "ftp://engage:3050", "http://", " "] {
+        let out = std::process::Command::new(harness::binary("engage"))
+            .arg("migrate")
+            .env_clear()
+            .envs(&env.vars)
+            .env("GES_URL", bad)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "GES_URL {bad:?} accepted: {stderr}");
+        assert!(stderr.contains("GES_URL"), "{bad:?}: {stderr}");
+    }
+}
