@@ -141,7 +141,9 @@ fn reporting_fields(cb: &DueCallback, attrs: &CallbackAttrs, fields: &mut Fields
             attrs.offer_threshold.as_ref().map(ToString::to_string),
         ),
     ];
-    fields.extend(texts.into_iter().filter_map(|(k, v)| Some((k, v?))));
+    // A blank text is no value: left out rather than sent (the platform refuses it).
+    let set = |v: Option<String>| v.filter(|v| !v.trim().is_empty());
+    fields.extend(texts.into_iter().filter_map(|(k, v)| Some((k, set(v)?))));
     if let Some(data) = cb.user_data.as_ref().filter(|d| !is_empty(d)) {
         fields.push(("user_data", data.to_string()));
     }

@@ -90,19 +90,31 @@ pub(crate) fn check(fields: &HashMap<String, String>) -> Result<(), String> {
 
 fn fits(kind: Kind, v: &str) -> bool {
     match kind {
-        Kind::Text => !v.is_empty(),
-        Kind::Uuid => v.len() == 36 && v.chars().all(|c| c.is_ascii_hexdigit() || c == '-'),
+        Kind::Text => !v.trim().is_empty(),
+        Kind::Uuid => is_uuid(v),
         Kind::Time => v.parse::<jiff::Timestamp>().is_ok(),
-        Kind::Int => v.parse::<i64>().is_ok(),
-        Kind::PositiveInt => v.parse::<i64>().is_ok_and(|n| n > 0),
+        Kind::Int => v.parse::<i32>().is_ok(),
+        Kind::PositiveInt => v.parse::<i32>().is_ok_and(|n| n > 0),
         Kind::Number => v.parse::<f64>().is_ok_and(f64::is_finite),
-        Kind::Url => v.starts_with("http://") || v.starts_with("https://"),
+        Kind::Url => ["http://", "https://"].iter().any(|s| {
+            v.strip_prefix(s)
+                .is_some_and(|h| !h.is_empty() && !h.starts_with('/'))
+        }),
         Kind::Direction => matches!(v, "USERTERMINATED" | "USERORIGINATED"),
         Kind::JsonObject => {
             serde_json::from_str::<serde_json::Value>(v).is_ok_and(|j| j.is_object())
         }
         Kind::JsonArray => serde_json::from_str::<serde_json::Value>(v).is_ok_and(|j| j.is_array()),
     }
+}
+
+/// The 8-4-4-4-12 hexadecimal form of a UUID.
+fn is_uuid(v: &str) -> bool {
+    let groups: Vec<&str> = v.split('-').collect();
+    groups.iter().map(|g| g.len()).eq([8, 4, 4, 4, 12])
+        && groups
+            .iter()
+            .all(|g| g.chars().all(|c| c.is_ascii_hexdigit()))
 }
 
 #[cfg(test)]
@@ -148,6 +160,13 @@ mod tests {
             ("call_direction", "SIDEWAYS"),
             ("user_data", "[1]"),
             ("offer_threshold", "soon"),
+            // Shapes a looser check let through (session 21's attack review).
+            ("callback_id", "------------------------------------"),
+            ("callback_id", "00000000000000000000000000000000----"),
+            ("language", "  "),
+            ("channel", " "),
+            ("priority", "99999999999"),
+            ("events_url", "http://"),
         ] {
             let mut e = good();
             e.insert(k.into(), v.into());

@@ -92,7 +92,8 @@ async fn a_blank_service_language_is_refused_before_it_reaches_the_voice_platfor
 /// A create that sends `"routePoint": ""` or `"surveyRP": ""` (form builders send empty
 /// fields) overrode the service's routing point with nothing: the entry went out without
 /// `route_point`, so the voice platform had nowhere to route the call. A blank override now
-/// leaves the service's value in place.
+/// leaves the service's value in place, and blank reporting texts (`"channel": " "`, which
+/// went out as is) are left out of the entry.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_blank_route_point_in_the_create_does_not_erase_the_services() {
     let env = TestEnv::new();
@@ -108,7 +109,10 @@ async fn a_blank_route_point_in_the_create_does_not_erase_the_services() {
         .create(&key)
         .service("care")
         .phone(&harness::next_phone())
-        .fields(json!({"routePoint": "", "surveyRP": " "}))
+        .fields(json!({
+            "routePoint": "", "surveyRP": " ", "channel": " ", "inboundVQ": "",
+            "cbOriginationIxnId": "  "
+        }))
         .id()
         .await;
     let mut voice = env.voice().await;
@@ -131,6 +135,10 @@ async fn a_blank_route_point_in_the_create_does_not_erase_the_services() {
         Some("6000"),
         "{fields:?}"
     );
+    // Blank reporting texts are left out (the platform's contract refuses blank texts).
+    for blank in ["channel", "inbound_vq", "cb_origination_ixn_id"] {
+        assert!(!fields.contains_key(blank), "{blank}: {fields:?}");
+    }
 }
 
 /// `GES_URL` without a scheme (`engage:3050`, an easy slip in a manifest) was accepted, and
