@@ -168,6 +168,15 @@ fn clone_error(e: &Error) -> Error {
             cause: cause.clone(),
         },
         Error::Invalid(m) => Error::Invalid(m.clone()),
+        Error::LimitReached {
+            message,
+            data,
+            retry_after_s,
+        } => Error::LimitReached {
+            message: message.clone(),
+            data: data.clone(),
+            retry_after_s: *retry_after_s,
+        },
         other => Error::internal(anyhow::anyhow!("{other}")),
     }
 }

@@ -119,22 +119,36 @@ pub async fn resolve(
         Ok(admitted) => admitted,
         Err(wait) => return Ok(Some(guard.refused(Some(wait)))),
     };
-    if let Err(wait) = guard.spend_budget() {
-        ::metrics::counter!(metrics::AUTH_LOOKUP_BUDGET_SPENT).increment(1);
-        return Ok(Some(KeyOutcome::Busy(wait)));
-    }
+    // Concurrent requests with one key share one load (the cache coalesces them), and only
+    // the load spends the replica's budget: a real key's first burst is one lookup, not a
+    // budget's worth of refusals.
     let tenant = state
         .cache
         .tenant(hash, async {
+            guard.spend_budget().map_err(busy)?;
             ::metrics::counter!(metrics::API_KEY_LOOKUPS).increment(1);
             let client = state.db.get().await?;
             db::api_keys::resolve_hash(&client, &hash).await
         })
-        .await?;
+        .await;
     Ok(Some(match tenant {
-        Some(t) => KeyOutcome::Tenant(t),
-        None => guard.failed(charged),
+        Ok(Some(t)) => KeyOutcome::Tenant(t),
+        Ok(None) => guard.failed(charged),
+        Err(crate::Error::LimitReached { retry_after_s, .. }) => {
+            ::metrics::counter!(metrics::AUTH_LOOKUP_BUDGET_SPENT).increment(1);
+            KeyOutcome::Busy(retry_after_s.unwrap_or(1))
+        }
+        Err(e) => return Err(e.into()),
     }))
+}
+
+/// The budget's refusal, carried out of the shared load to every request waiting on it.
+fn busy(retry_after_s: u64) -> crate::Error {
+    crate::Error::LimitReached {
+        message: "lookup budget spent".into(),
+        data: None,
+        retry_after_s: Some(retry_after_s),
+    }
 }
 
 /// The limits as they apply to one request: the client's state and the replica's lookup

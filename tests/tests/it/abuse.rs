@@ -680,3 +680,31 @@ async fn random_keys_from_many_addresses_are_capped_by_the_lookup_budget() {
     assert!(counted <= bound, "{counted} lookups > {bound}");
     assert!((scans as f64) <= bound + 5.0, "{scans} scans > {bound}");
 }
+
+/// A real key never used on this replica, sent by 300 requests at once with a lookup budget of
+/// 2 per second: they share one lookup (and one unit of the budget), so none is refused. Before
+/// the fix each request spent the budget itself and most of the first burst answered 429.
+#[tokio::test]
+async fn a_real_keys_first_burst_shares_one_lookup_and_is_never_refused() {
+    let fx = Fixture::with(
+        TestEnv::new().with("AUTH_LOOKUP_BUDGET", "2"),
+        &[],
+        "acme",
+        "sales",
+        json!({}),
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let answers: Vec<_> = futures::stream::iter(0..300)
+        .map(|_| try_key(&http, &fx.engage, &fx.key, None))
+        .buffer_unordered(300)
+        .collect()
+        .await;
+    let refused: Vec<_> = answers.iter().filter(|(c, _, _)| *c != 200).collect();
+    assert!(
+        refused.is_empty(),
+        "{} refused, e.g. {:?}",
+        refused.len(),
+        refused.first()
+    );
+}

@@ -90,7 +90,9 @@ async fn concurrent_creates_never_overbook_a_slot() {
     );
     assert_eq!(full.len(), 190);
     for body in &full {
-        let proposed = body["data"]["slots"].as_object().expect("data.slots");
+        let proposed = body["data"]["slots"]
+            .as_object()
+            .unwrap_or_else(|| panic!("data.slots: {body}"));
         assert_eq!(proposed.len(), 5, "{body}");
         assert!(!proposed.contains_key(&wire(slot)));
         for (start, remaining) in proposed {
