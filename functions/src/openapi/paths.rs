@@ -101,6 +101,17 @@ fn path_param(name: &str, description: &str, example: &str) -> Value {
         "schema": {"type": "string", "minLength": 1, "pattern": "^[^\\u0000]*$"}, "description": description})
 }
 
+/// The Idempotency-Key: 1 to [`MAX_IDEMPOTENCY_KEY`] visible ASCII characters (inner spaces
+/// allowed), then optional blanks, which are not part of the key (HTTP strips them). Leading
+/// blanks are stripped too, but are left out of the pattern: common HTTP clients refuse to
+/// send them.
+fn idempotency_key_pattern() -> String {
+    format!(
+        "^[!-~]([ -~]{{0,{}}}[!-~])?[\\t ]*$",
+        MAX_IDEMPOTENCY_KEY - 2
+    )
+}
+
 /// Every documented route and its operations.
 pub(super) fn all() -> Value {
     json!({
@@ -142,8 +153,8 @@ fn create() -> Value {
         ],
     );
     o["parameters"] = json!([{"name": "Idempotency-Key", "in": "header", "required": false,
-        "schema": {"type": "string", "minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY,
-                   "pattern": "^[!-~]([ -~]*[!-~])?$"},
+        "schema": {"type": "string", "minLength": 1,
+                   "pattern": idempotency_key_pattern()},
         "description": "Same key and body within 24 h → the same callback; another body → 409. Visible ASCII (inner spaces allowed); surrounding blanks are trimmed."}]);
     let by_id = json!({"requestBody": {"id": "$response.body#/data/id"}});
     o["responses"]["200"]["links"] = json!({

@@ -461,3 +461,29 @@ pub async fn cancel_outcome(
         owes_control: r.get(3),
     }))
 }
+
+#[cfg(test)]
+mod float_tests {
+    /// PostgreSQL prints a jsonb number as its exact decimal: the largest finite f64 a create
+    /// accepted comes back as 309 digits, which must parse to the same number (serde_json's
+    /// default parser overflowed to "number out of range" and retrieve panicked; schemathesis
+    /// found it). `float_roundtrip` parses exactly.
+    #[test]
+    fn postgres_renderings_of_extreme_floats_read_back() {
+        for v in [
+            f64::MAX,
+            f64::MIN_POSITIVE,
+            1.6131411405945793e-16,
+            -f64::MAX,
+        ] {
+            let exact = format!("{v:.0}");
+            let text = if v.abs() >= 1.0 {
+                exact
+            } else {
+                format!("{v:.330}")
+            };
+            let back: f64 = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert_eq!(back, v, "{text}");
+        }
+    }
+}

@@ -101,14 +101,21 @@ fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
     let Some(v) = headers.get("idempotency-key") else {
         return Ok(None);
     };
-    match v.to_str() {
-        Ok(s) if !s.trim().is_empty() && s.len() <= MAX_IDEMPOTENCY_KEY => {
-            Ok(Some(s.trim().to_string()))
-        }
-        _ => Err(ApiError::bad_request(
-            "Idempotency-Key must be 1 to 255 visible ASCII characters",
-        )),
+    // Surrounding blanks are not part of the key (HTTP strips them before we see the value;
+    // on Lambda they may arrive); inside, visible ASCII and spaces, as the OpenAPI pattern says.
+    let key = v
+        .to_str()
+        .map(|s| s.trim_matches([' ', '\t']))
+        .unwrap_or("");
+    if key.is_empty()
+        || key.len() > MAX_IDEMPOTENCY_KEY
+        || !key.bytes().all(|b| (b' '..=b'~').contains(&b))
+    {
+        return Err(ApiError::bad_request(
+            "Idempotency-Key must be 1 to 255 visible ASCII characters (inner spaces allowed)",
+        ));
     }
+    Ok(Some(key.to_string()))
 }
 
 /// The longest Idempotency-Key, in bytes (also in the OpenAPI document).
@@ -236,7 +243,10 @@ async fn book(
 
 #[cfg(test)]
 mod tests {
+    use axum::http::HeaderMap;
     use serde_json::Value;
+
+    use super::idempotency_key;
     use shared::model::callback::{
         MAX_PHONE, MAX_PUSH_TARGETS, MAX_PUSH_TOKEN, MAX_SERVICE_NAME, MAX_TEXT, MIN_PHONE_DIGITS,
     };
@@ -271,6 +281,25 @@ mod tests {
         assert_eq!(n(&target["maxLength"]), Some(MAX_PUSH_TOKEN));
         let header = &doc["paths"]["/engagement/v3/callbacks/create"]["post"]["parameters"][0];
         assert_eq!(header["name"], "Idempotency-Key");
-        assert_eq!(n(&header["schema"]["maxLength"]), Some(MAX_IDEMPOTENCY_KEY));
+        // The key is at most MAX_IDEMPOTENCY_KEY characters between optional blanks: the
+        // pattern bounds it (a maxLength would count the blanks HTTP strips).
+        let pattern = header["schema"]["pattern"].as_str().unwrap();
+        assert!(
+            pattern.contains(&format!("{{0,{}}}", MAX_IDEMPOTENCY_KEY - 2)),
+            "{pattern}"
+        );
+        let headers = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert("idempotency-key", v.parse().unwrap());
+            h
+        };
+        let longest = "k".repeat(MAX_IDEMPOTENCY_KEY);
+        assert_eq!(
+            idempotency_key(&headers(&format!("\t {longest} "))).unwrap(),
+            Some(longest.clone())
+        );
+        for bad in [format!("{longest}k"), "a\tb".into(), " ".into()] {
+            assert!(idempotency_key(&headers(&bad)).is_err(), "{bad:?}");
+        }
     }
 }
