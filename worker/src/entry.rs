@@ -48,6 +48,7 @@ pub fn build(cb: &DueCallback, settings: &ServiceSettings, ges_url: &str, now_ms
     Entry {
         id: cb.id,
         attempt: cb.attempt,
+        epoch: cb.handoff_epoch,
         fields,
     }
 }
@@ -177,6 +178,7 @@ mod tests {
                 dispatch_at: Timestamp::UNIX_EPOCH,
                 priority: 3,
                 attempt: 2,
+                handoff_epoch: 0,
                 submitted_at: None,
                 created_at: Timestamp::UNIX_EPOCH,
                 attrs,

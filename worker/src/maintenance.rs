@@ -73,9 +73,10 @@ pub async fn outbox(w: &Worker) -> Result<usize> {
         }
         let cancels: Vec<voice::OwedCancel> = owed
             .iter()
-            .map(|(id, attempt, submitted)| voice::OwedCancel {
+            .map(|(id, (attempt, epoch), submitted)| voice::OwedCancel {
                 id: *id,
                 attempt: *attempt,
+                epoch: *epoch,
                 submitted: *submitted,
             })
             .collect();

@@ -207,6 +207,7 @@ async fn settle(state: &AppState, id: Uuid, cancelled: &db::callbacks::Cancelled
     let owed = voice::OwedCancel {
         id,
         attempt: cancelled.attempt,
+        epoch: cancelled.epoch,
         submitted: cancelled.submitted,
     };
     let sent = async {

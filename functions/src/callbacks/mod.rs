@@ -1,4 +1,5 @@
-//! The Callbacks API: create, retrieve, cancel, availability, open-for, queue-status
+//! The Callbacks API: create, retrieve, cancel, availability, open-for, queue-status, and the
+//! reschedule extension
 //! (`/engagement/v3/callbacks/*`).
 
 pub mod availability;
@@ -6,6 +7,7 @@ pub mod cancel;
 pub mod create;
 pub mod open_for;
 pub mod queue_status;
+pub mod reschedule;
 pub mod retrieve;
 
 use axum::Router;
@@ -20,4 +22,5 @@ pub fn router() -> Router<AppState> {
         .merge(availability::router())
         .merge(open_for::router())
         .merge(queue_status::router())
+        .merge(reschedule::router())
 }

@@ -21,7 +21,11 @@ use shared::{
 };
 
 use super::{document, schemas};
-use crate::callbacks::{cancel::CancelledData, create::Created};
+use crate::callbacks::{
+    cancel::CancelledData,
+    create::Created,
+    reschedule::{RescheduleParms, RescheduledData},
+};
 
 /// A deserializer that only records the field names a derived `Deserialize` asks for.
 struct Fields<'a>(&'a mut Vec<&'static str>);
@@ -88,6 +92,10 @@ fn request_schemas_name_exactly_the_fields_read() {
         properties("CallbackIdParms")
     );
     assert_eq!(read_fields::<PushTarget>(), properties("PushTarget"));
+    assert_eq!(
+        read_fields::<RescheduleParms>(),
+        properties("RescheduleCallbackParms")
+    );
 }
 
 /// Every stored attribute set, so that its serde names can be read.
@@ -179,6 +187,11 @@ fn response_schemas_name_exactly_the_fields_written() {
         keys(&CancelledData { id: id() }),
         properties("CancelCallbackData")
     );
+    let moved = RescheduledData {
+        id: id(),
+        desired_time: Some("2030-05-28T15:30:00.000Z".into()),
+    };
+    assert_eq!(keys(&moved), properties("RescheduleCallbackData"));
 }
 
 /// Each state and reason once (a new variant fails to compile here until it is listed).
@@ -343,6 +356,22 @@ fn real_answers_fit_their_operations() {
             "/engagement/v3/callbacks/retrieve",
             "post",
             v(&full_callback()),
+        ),
+        (
+            "/engagement/v3/callbacks/reschedule",
+            "post",
+            v(&RescheduledData {
+                id: uuid::Uuid::now_v7().to_string(),
+                desired_time: Some("2030-05-28T15:30:00.000Z".into()),
+            }),
+        ),
+        (
+            "/engagement/v3/callbacks/reschedule",
+            "post",
+            v(&RescheduledData {
+                id: uuid::Uuid::now_v7().to_string(),
+                desired_time: None,
+            }),
         ),
         (
             "/engagement/v3/callbacks/availability/{service}",

@@ -55,6 +55,8 @@ pub(super) fn all() -> Value {
             id_data("the new callback's id (a UUIDv7)"),
         ),
         ("CancelCallbackData", id_data("the cancelled callback's id")),
+        ("RescheduleCallbackParms", reschedule_parms()),
+        ("RescheduleCallbackData", reschedule_data()),
         ("Callback", callback()),
         ("Availabilities", availabilities()),
         ("Slot", slot()),
@@ -131,6 +133,25 @@ fn push_target() -> Value {
 fn id_parms() -> Value {
     json!({"type": "object", "required": ["id"], "properties": {
         "id": {"type": "string", "format": "uuid", "description": "the id create returned"}}})
+}
+
+/// The reschedule extension's body (Engage only; docs/voice-platform.md#reschedule).
+fn reschedule_parms() -> Value {
+    json!({"type": "object", "required": ["id"],
+      "description": "Engage extension (GES v3 has no reschedule): a new desired time and/or user-data changes; at least one.",
+      "example": {"id": "0190a3c2-7b1e-7cc0-8e3f-2f6f1c0b9d11", "desiredTime": "2030-05-28T16:00:00.000Z"},
+      "properties": {
+        "id": {"type": "string", "format": "uuid", "description": "the id create returned"},
+        "desiredTime": {"type": "string", "nullable": true, "format": "date-time",
+            "description": "the new desired time (ISO-8601 with a UTC offset): the create's checks apply (booking window, business hours, slot capacity)"},
+        "userData": {"type": "object", "nullable": true, "additionalProperties": true,
+            "description": "properties to set (any JSON value) or remove (null); keys must be JavaScript identifiers"}}})
+}
+
+fn reschedule_data() -> Value {
+    json!({"type": "object", "additionalProperties": false, "required": ["id"], "properties": {
+        "id": {"type": "string", "format": "uuid", "description": "the callback's id"},
+        "desiredTime": {"type": "string", "format": "date-time", "description": "its desired time now (absent when only properties changed)"}}})
 }
 
 fn id_data(description: &str) -> Value {

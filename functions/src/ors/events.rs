@@ -177,13 +177,14 @@ async fn apply(state: &AppState, id: Uuid, event: &Event) -> ApiResult<(events::
     let Outcome::Unconfirmed {
         state: current,
         attempt,
+        epoch,
     } = outcome
     else {
         return Ok((target, outcome));
     };
     let handed_off = async {
         let mut conn = state.voice.conn().await?;
-        voice::was_submitted(&mut conn, &state.cfg.voice.stream, id, attempt).await
+        voice::was_submitted(&mut conn, &state.cfg.voice.stream, id, (attempt, epoch)).await
     }
     .await
     .map_err(|e| {

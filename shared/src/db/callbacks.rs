@@ -103,42 +103,99 @@ const INSERT: &str = "INSERT INTO callbacks
             CASE WHEN $8 THEN greatest($7, now()) ELSE now() END, $8, $9, $10, $11, $12)
     RETURNING dispatch_at";
 
-/// Claims one place in the slot and inserts the callback in one statement: when the slot is
-/// full the claim returns no row and nothing is inserted (see `db::slots`). `f` counts the
-/// places held under another slot grid whose desired time falls in this slot; it is read
-/// only when a counter of another grid overlaps the slot (docs/slot-grid.md).
-const INSERT_CLAIMING: &str = "WITH f AS (
+/// The slot claim of a scheduled callback as two CTEs, with the statement's parameter numbers
+/// of tenant, service, slot start, capacity and slot minutes: `s` returns a row when one place
+/// was claimed (`INSERT … ON CONFLICT DO UPDATE … WHERE booked < capacity`), none when the slot
+/// is full. `f` counts the places held under another slot grid whose desired time falls in
+/// this slot; it is read only when a counter of another grid overlaps the slot
+/// (docs/slot-grid.md). Create and reschedule claim through it (`db::reschedule`).
+macro_rules! claim_ctes {
+    ($t:literal, $s:literal, $start:literal, $cap:literal, $min:literal) => {
+        concat!(
+            "WITH f AS (
         SELECT CASE WHEN EXISTS (
             SELECT 1 FROM slot_bookings o
-            WHERE o.tenant_id = $2 AND o.service = $3 AND o.booked > 0
-              AND o.slot_start > $13::timestamptz - interval '60 minutes'
-              AND o.slot_start < $13::timestamptz + make_interval(mins => $15::smallint::integer)
+            WHERE o.tenant_id = ",
+            $t,
+            " AND o.service = ",
+            $s,
+            " AND o.booked > 0
+              AND o.slot_start > ",
+            $start,
+            "::timestamptz - interval '60 minutes'
+              AND o.slot_start < ",
+            $start,
+            "::timestamptz + make_interval(mins => ",
+            $min,
+            "::smallint::integer)
               AND o.slot_start + make_interval(mins => CASE o.slot_minutes WHEN 0 THEN 60
-                                                   ELSE o.slot_minutes::integer END) > $13
-              AND (o.slot_start, o.slot_minutes) <> ($13, $15::smallint)
+                                                   ELSE o.slot_minutes::integer END) > ",
+            $start,
+            "
+              AND (o.slot_start, o.slot_minutes) <> (",
+            $start,
+            ", ",
+            $min,
+            "::smallint)
         ) THEN (
             SELECT count(*)::integer FROM callbacks c
-            WHERE c.tenant_id = $2 AND c.service = $3
-              AND c.desired_time >= $13::timestamptz
-              AND c.desired_time < $13::timestamptz + make_interval(mins => $15::smallint::integer)
+            WHERE c.tenant_id = ",
+            $t,
+            " AND c.service = ",
+            $s,
+            "
+              AND c.desired_time >= ",
+            $start,
+            "::timestamptz
+              AND c.desired_time < ",
+            $start,
+            "::timestamptz + make_interval(mins => ",
+            $min,
+            "::smallint::integer)
               AND c.slot_start IS NOT NULL AND c.reason IS DISTINCT FROM 'CANCELLED'
-              AND (c.slot_start, coalesce(c.slot_minutes, 0::smallint)) <> ($13, $15::smallint)
+              AND (c.slot_start, coalesce(c.slot_minutes, 0::smallint)) <> (",
+            $start,
+            ", ",
+            $min,
+            "::smallint)
         ) ELSE 0 END AS n
     ), s AS (
         INSERT INTO slot_bookings (tenant_id, service, slot_start, slot_minutes, booked)
-        SELECT $2, $3, $13, $15::smallint, 1 FROM f WHERE f.n < $14::integer
+        SELECT ",
+            $t,
+            ", ",
+            $s,
+            ", ",
+            $start,
+            ", ",
+            $min,
+            "::smallint, 1 FROM f WHERE f.n < ",
+            $cap,
+            "::integer
         ON CONFLICT (tenant_id, service, slot_start, slot_minutes) DO UPDATE
             SET booked = slot_bookings.booked + 1
-            WHERE slot_bookings.booked + (SELECT n FROM f) < $14::integer
+            WHERE slot_bookings.booked + (SELECT n FROM f) < ",
+            $cap,
+            "::integer
         RETURNING 1
-    )
-    INSERT INTO callbacks
+    ) "
+        )
+    };
+}
+pub(crate) use claim_ctes;
+
+/// Claims one place in the slot ([`claim_ctes`]) and inserts the callback in one statement:
+/// when the slot is full the claim returns no row and nothing is inserted (see `db::slots`).
+const INSERT_CLAIMING: &str = concat!(
+    claim_ctes!("$2", "$3", "$13", "$14", "$15"),
+    "INSERT INTO callbacks
     (id, tenant_id, service, state, phone_number, desired_time, dispatch_at, scheduled, priority, attrs, user_data, phone_e164, slot_start, slot_minutes)
     SELECT $1, $2, $3, $4, $5, CASE WHEN $8 THEN $6 ELSE now() END,
            CASE WHEN $8 THEN greatest($7::timestamptz, now()) ELSE now() END, $8, $9, $10, $11, $12,
            $13, $15::smallint
     FROM s
-    RETURNING dispatch_at";
+    RETURNING dispatch_at"
+);
 
 /// What an insert did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -297,6 +354,9 @@ pub struct StoredCallback {
     pub priority: i32,
     /// The current dial attempt, 1 for the first.
     pub attempt: i16,
+    /// The hand-off epoch of the attempt: bumped by each reschedule, part of the hand-off's
+    /// dedupe key (docs/voice-platform.md#reschedule).
+    pub handoff_epoch: i16,
     /// When the current attempt reached the voice stream.
     pub submitted_at: Option<Timestamp>,
     /// When the create was committed (PostgreSQL's clock).
@@ -329,6 +389,7 @@ impl StoredCallback {
             dispatch_at: r.get("dispatch_at"),
             priority: r.get("priority"),
             attempt: r.get("attempt"),
+            handoff_epoch: r.get("handoff_epoch"),
             submitted_at: r.get("submitted_at"),
             created_at: r.get("created_at"),
             attrs,
@@ -361,7 +422,7 @@ impl StoredCallback {
 pub const COLUMNS: &str =
     "c.id, c.tenant_id, c.service, c.state, c.reason, c.phone_number, c.phone_e164,
     c.desired_time, c.dispatch_at, c.priority, c.attempt, c.submitted_at, c.created_at, c.attrs,
-    c.user_data";
+    c.user_data, c.handoff_epoch";
 
 /// One callback of the tenant, or 404 (another tenant's id is 404 too: invariant 10).
 pub async fn get(db: &impl GenericClient, tenant: &str, id: Uuid) -> Result<StoredCallback, Error> {
@@ -384,6 +445,8 @@ pub struct Cancelled {
     pub owes_control: bool,
     /// The attempt that was current when cancelled (the one a control entry or fence is for).
     pub attempt: i16,
+    /// That attempt's hand-off epoch (the submission the fence is for).
+    pub epoch: i16,
     /// The callback's service (to release its throttle place).
     pub service: String,
 }
@@ -403,7 +466,8 @@ pub async fn cancel(db: &impl GenericClient, tenant: &str, id: Uuid) -> Result<C
                     control_pending = submitted_at IS NOT NULL
                         OR dispatch_at <= now() + interval '1 hour'
                 WHERE id = $1 AND tenant_id = $2 AND state NOT IN ('PROCESSING', 'COMPLETED')
-                RETURNING id, submitted_at, attempt, service, slot_start, slot_minutes, control_pending
+                RETURNING id, submitted_at, attempt, service, slot_start, slot_minutes, control_pending,
+                    handoff_epoch
              ), e AS (
                 INSERT INTO callback_events (callback_id, state, reason, source)
                 SELECT id, 'COMPLETED', 'CANCELLED', 'api' FROM c
@@ -412,7 +476,8 @@ pub async fn cancel(db: &impl GenericClient, tenant: &str, id: Uuid) -> Result<C
                 WHERE b.tenant_id = $2 AND b.service = c.service AND b.slot_start = c.slot_start
                   AND b.slot_minutes = coalesce(c.slot_minutes, 0) AND b.booked > 0
              )
-             SELECT submitted_at IS NOT NULL, attempt, service, control_pending FROM c",
+             SELECT submitted_at IS NOT NULL, attempt, service, control_pending, handoff_epoch
+             FROM c",
         &[&id, &tenant],
     )
     .await?;
@@ -422,6 +487,7 @@ pub async fn cancel(db: &impl GenericClient, tenant: &str, id: Uuid) -> Result<C
             attempt: row.get(1),
             service: row.get(2),
             owes_control: row.get(3),
+            epoch: row.get(4),
         });
     }
     let current = get(db, tenant, id).await?;
@@ -449,7 +515,7 @@ pub async fn cancel_outcome(
     let row = super::stmt::query_opt(
         tx,
         "SELECT submitted_at IS NOT NULL, attempt, service, control_pending,
-                state = 'COMPLETED' AND reason = 'CANCELLED'
+                state = 'COMPLETED' AND reason = 'CANCELLED', handoff_epoch
          FROM callbacks WHERE id = $1 AND tenant_id = $2 FOR UPDATE",
         &[&id, &tenant],
     )
@@ -459,6 +525,7 @@ pub async fn cancel_outcome(
         attempt: r.get(1),
         service: r.get(2),
         owes_control: r.get(3),
+        epoch: r.get(5),
     }))
 }
 

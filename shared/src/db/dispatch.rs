@@ -69,6 +69,9 @@ pub struct Submitted {
     pub id: Uuid,
     /// The attempt that reached the stream.
     pub attempt: i16,
+    /// The hand-off epoch the entry was written under (a reschedule since then moved the
+    /// callback: that row is not marked).
+    pub epoch: i16,
     /// The service's `ttl_seconds` (sets `expires_at`).
     pub ttl_seconds: i32,
 }
@@ -76,7 +79,8 @@ pub struct Submitted {
 /// Records that these attempts are in the voice stream: SCHEDULED becomes QUEUED,
 /// `submitted_at` and `expires_at` are set, and an event row is written. A callback cancelled
 /// while it was being submitted gets `control_pending`, so the voice platform is told to drop
-/// it. Rows whose attempt moved on or that were already marked are left alone. Returns the ids
+/// it. Rows whose attempt or hand-off epoch moved on (a retry, a reschedule) or that were
+/// already marked are left alone. Returns the ids
 /// marked now with their submission time (ms).
 pub async fn mark_submitted(
     db: &impl GenericClient,
@@ -88,6 +92,7 @@ pub async fn mark_submitted(
     let ids: Vec<Uuid> = items.iter().map(|s| s.id).collect();
     let attempts: Vec<i16> = items.iter().map(|s| s.attempt).collect();
     let ttls: Vec<i32> = items.iter().map(|s| s.ttl_seconds).collect();
+    let epochs: Vec<i16> = items.iter().map(|s| s.epoch).collect();
     let rows = super::stmt::query(
         db,
         "WITH s AS (
@@ -98,15 +103,17 @@ pub async fn mark_submitted(
                     expires_at = now() + make_interval(secs => u.ttl),
                     control_pending = c.control_pending
                         OR (c.state = 'COMPLETED' AND c.reason = 'CANCELLED')
-                FROM unnest($1::uuid[], $2::smallint[], $3::int[]) AS u(id, attempt, ttl)
-                WHERE c.id = u.id AND c.attempt = u.attempt AND c.submitted_at IS NULL
+                FROM unnest($1::uuid[], $2::smallint[], $3::int[], $4::smallint[])
+                    AS u(id, attempt, ttl, epoch)
+                WHERE c.id = u.id AND c.attempt = u.attempt AND c.handoff_epoch = u.epoch
+                  AND c.submitted_at IS NULL
                 RETURNING c.id, c.state, c.submitted_at
              ), e AS (
                 INSERT INTO callback_events (callback_id, state, reason, source)
                 SELECT id, state, 'SUBMITTED', 'worker' FROM s WHERE state = 'QUEUED'
              )
              SELECT id, submitted_at FROM s WHERE state = 'QUEUED'",
-        &[&ids, &attempts, &ttls],
+        &[&ids, &attempts, &ttls, &epochs],
     )
     .await?;
     Ok(rows
@@ -242,22 +249,22 @@ pub async fn changed_services(
     Ok((rows.iter().map(|r| (r.get(0), r.get(1))).collect(), now))
 }
 
-/// Callbacks owing a cancel to the voice platform, oldest first: (id, attempt, whether the
-/// attempt's submission is recorded).
+/// Callbacks owing a cancel to the voice platform, oldest first: (id, (attempt, hand-off
+/// epoch), whether the attempt's submission is recorded).
 pub async fn control_pending(
     db: &impl GenericClient,
     limit: i64,
-) -> Result<Vec<(Uuid, i16, bool)>, Error> {
+) -> Result<Vec<(Uuid, (i16, i16), bool)>, Error> {
     let rows = super::stmt::query(
         db,
-        "SELECT id, attempt, submitted_at IS NOT NULL FROM callbacks WHERE control_pending
-             ORDER BY updated_at LIMIT $1",
+        "SELECT id, attempt, submitted_at IS NOT NULL, handoff_epoch FROM callbacks
+             WHERE control_pending ORDER BY updated_at LIMIT $1",
         &[&limit],
     )
     .await?;
     Ok(rows
         .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .map(|r| (r.get(0), (r.get(1), r.get(3)), r.get(2)))
         .collect())
 }
 

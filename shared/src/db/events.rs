@@ -58,6 +58,8 @@ pub enum Outcome {
         state: CallbackState,
         /// The attempt whose submission must be confirmed in the voice Redis.
         attempt: i16,
+        /// Its hand-off epoch (part of the submission's dedupe key).
+        epoch: i16,
     },
     /// The call failed and another attempt was scheduled.
     Retry {
@@ -90,6 +92,7 @@ pub struct Target {
 struct Current {
     state: CallbackState,
     attempt: i16,
+    epoch: i16,
 }
 
 async fn lock(
@@ -98,7 +101,8 @@ async fn lock(
 ) -> Result<(Target, Current), Error> {
     let row = super::stmt::query_opt(
         tx,
-        "SELECT tenant_id, service, state, attempt, submitted_at, priority, desired_time
+        "SELECT tenant_id, service, state, attempt, submitted_at, priority, desired_time,
+                    handoff_epoch
              FROM callbacks WHERE id = $1 FOR UPDATE",
         &[&id],
     )
@@ -121,6 +125,7 @@ async fn lock(
         Current {
             state,
             attempt: row.get(3),
+            epoch: row.get(7),
         },
     ))
 }
@@ -157,6 +162,7 @@ pub async fn apply(
         let outcome = Outcome::Unconfirmed {
             state: cur.state,
             attempt: cur.attempt,
+            epoch: cur.epoch,
         };
         return Ok((target, outcome));
     }

@@ -15,6 +15,7 @@ pub mod hours;
 pub mod number_rules;
 pub mod outcome;
 pub mod publish;
+pub mod reschedule;
 pub mod services;
 pub mod slots;
 pub mod stmt;

@@ -9,7 +9,9 @@
 //! A cancel of a callback that may be mid-hand-off *fences* its submission: it sets the
 //! submission's dedupe key itself (value [`FENCE`]), so a submission not yet written never will
 //! be, and a submission already written is proven by the key and gets its control entry after
-//! it (docs/voice-platform.md, "Cancel").
+//! it (docs/voice-platform.md, "Cancel"). A reschedule of a callback that may be mid-hand-off
+//! fences the same way (value [`MOVED`]) before it commits, and its later hand-offs carry the
+//! next *hand-off epoch* in their dedupe key (docs/voice-platform.md#reschedule).
 
 use std::sync::LazyLock;
 
@@ -22,15 +24,17 @@ use super::RedisConn;
 pub const DEDUPE_TTL_S: u64 = 86_400;
 
 /// Adds entries to one stream, each guarded by its dedupe key.
-/// KEYS: stream, dedupe keys…  ARGV: ttl, minid (or "" for no trim), then per entry its number
-/// of fields followed by its fields flattened (field, value, …): entries leave out absent
-/// optional fields. Returns 1 (added) or 0 (duplicate) per entry.
+/// KEYS: stream, dedupe keys…  ARGV: ttl, minid (or "" for no trim), the [`MOVED`] fence value,
+/// then per entry its number of fields followed by its fields flattened (field, value, …):
+/// entries leave out absent optional fields. Returns 1 (added), 0 (duplicate) or 2 (fenced by
+/// a reschedule) per entry.
 static SUBMIT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local ttl = ARGV[1]
 local minid = ARGV[2]
-local base = 3
+local moved = ARGV[3]
+local base = 4
 local out = {}
 for i = 2, #KEYS do
   local per = tonumber(ARGV[base]) * 2
@@ -43,6 +47,8 @@ for i = 2, #KEYS do
     for j = 1, per do args[#args + 1] = ARGV[base + j] end
     redis.call('XADD', unpack(args))
     out[#out + 1] = 1
+  elseif redis.call('GET', KEYS[i]) == moved then
+    out[#out + 1] = 2
   else
     out[#out + 1] = 0
   end
@@ -75,12 +81,17 @@ return out",
     )
 });
 
-/// The dedupe key of one write to `stream` (`kind` = `sub` or `ctl`).
-pub fn dedupe_key(stream: &str, kind: &str, id: Uuid, attempt: i16) -> String {
-    match hash_tag(stream) {
-        // The stream already has a tag: reuse it so both keys share a slot.
-        Some(tag) => format!("{{{tag}}}:{kind}:{id}:{attempt}"),
-        None => format!("{{{stream}}}:{kind}:{id}:{attempt}"),
+/// Value of a submission dedupe key set by a reschedule: the old time's hand-off never happens.
+pub const MOVED: &str = "rescheduled";
+
+/// The dedupe key of one write to `stream` (`kind` = `sub` or `ctl`). `epoch` is the callback's
+/// hand-off epoch (bumped by each reschedule); epoch 0 keeps the key of before reschedules.
+pub fn dedupe_key(stream: &str, kind: &str, id: Uuid, attempt: i16, epoch: i16) -> String {
+    let tag = hash_tag(stream).unwrap_or(stream);
+    // The stream's own tag (when it has one) puts both keys in one slot.
+    match epoch {
+        0 => format!("{{{tag}}}:{kind}:{id}:{attempt}"),
+        e => format!("{{{tag}}}:{kind}:{id}:{attempt}.{e}"),
     }
 }
 
@@ -97,13 +108,27 @@ pub struct Entry {
     pub id: Uuid,
     /// Dispatch attempt (part of the dedupe key).
     pub attempt: i16,
+    /// Hand-off epoch of the attempt (part of the dedupe key; 0 for control entries).
+    pub epoch: i16,
     /// Field/value pairs in `XADD` order; the contract is in docs/voice-platform.md#stream-entries.
     pub fields: Vec<(&'static str, String)>,
 }
 
+/// What one guarded write found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Written {
+    /// Added now.
+    Added,
+    /// Added before (or fenced by a cancel): nothing written now.
+    Duplicate,
+    /// Fenced by a reschedule ([`MOVED`]): this hand-off is of a time the callback no longer
+    /// has (or of a reschedule in progress); nothing written, and it must not be recorded.
+    Moved,
+}
+
 /// Adds `entries` to `stream` exactly once each; returns per entry whether it was added now
-/// (`false` = it had been added before). `trim_before_ms` trims entries older than that time
-/// (`MINID ~`), 0 = no trim.
+/// (`false` = it had been added before, or was fenced). `trim_before_ms` trims entries older
+/// than that time (`MINID ~`), 0 = no trim.
 pub async fn submit(
     conn: &mut RedisConn,
     stream: &str,
@@ -111,18 +136,31 @@ pub async fn submit(
     entries: &[Entry],
     trim_before_ms: i64,
 ) -> redis::RedisResult<Vec<bool>> {
+    let written = submit_checked(conn, stream, kind, entries, trim_before_ms).await?;
+    Ok(written.into_iter().map(|w| w == Written::Added).collect())
+}
+
+/// [`submit`], telling a duplicate from a hand-off fenced by a reschedule.
+pub async fn submit_checked(
+    conn: &mut RedisConn,
+    stream: &str,
+    kind: &str,
+    entries: &[Entry],
+    trim_before_ms: i64,
+) -> redis::RedisResult<Vec<Written>> {
     if entries.is_empty() {
         return Ok(Vec::new());
     }
     let mut inv = SUBMIT.key(stream);
     for e in entries {
-        inv.key(dedupe_key(stream, kind, e.id, e.attempt));
+        inv.key(dedupe_key(stream, kind, e.id, e.attempt, e.epoch));
     }
     inv.arg(DEDUPE_TTL_S).arg(if trim_before_ms > 0 {
         format!("{trim_before_ms}-0")
     } else {
         String::new()
     });
+    inv.arg(MOVED);
     for e in entries {
         inv.arg(e.fields.len());
         for (k, v) in &e.fields {
@@ -130,7 +168,14 @@ pub async fn submit(
         }
     }
     let added: Vec<i64> = inv.invoke_async(conn).await?;
-    Ok(added.into_iter().map(|n| n == 1).collect())
+    Ok(added
+        .into_iter()
+        .map(|n| match n {
+            1 => Written::Added,
+            2 => Written::Moved,
+            _ => Written::Duplicate,
+        })
+        .collect())
 }
 
 /// A control entry (`{callback_id, action, attempt, at}`) for the voice platform.
@@ -138,6 +183,7 @@ pub fn control_entry(id: Uuid, attempt: i16, action: &str) -> Entry {
     Entry {
         id,
         attempt,
+        epoch: 0,
         fields: vec![
             ("callback_id", id.to_string()),
             ("action", action.to_string()),
@@ -154,6 +200,8 @@ pub struct OwedCancel {
     pub id: Uuid,
     /// The attempt the cancel is about.
     pub attempt: i16,
+    /// The attempt's hand-off epoch (the submission that is fenced or followed).
+    pub epoch: i16,
     /// PostgreSQL recorded the attempt's submission (no fence needed).
     pub submitted: bool,
 }
@@ -172,7 +220,7 @@ pub async fn settle_cancels(
     if !unknown.is_empty() {
         let mut inv = FENCE_SCRIPT.prepare_invoke();
         for o in &unknown {
-            inv.key(dedupe_key(voice_stream, "sub", o.id, o.attempt));
+            inv.key(dedupe_key(voice_stream, "sub", o.id, o.attempt, o.epoch));
         }
         inv.arg(DEDUPE_TTL_S).arg(FENCE);
         let out: Vec<i64> = inv.invoke_async(conn).await?;
@@ -193,19 +241,76 @@ pub async fn settle_cancels(
     Ok(added.into_iter().filter(|a| *a).count())
 }
 
-/// Whether attempt `attempt` of `id` was written to `voice_stream` (its dedupe key holds a
-/// submission, not a fence).
+/// Whether attempt `attempt` (epoch `epoch`) of `id` was written to `voice_stream` (its dedupe
+/// key holds a submission, not a fence).
 pub async fn was_submitted(
     conn: &mut RedisConn,
     voice_stream: &str,
     id: Uuid,
-    attempt: i16,
+    (attempt, epoch): (i16, i16),
 ) -> redis::RedisResult<bool> {
     let v: Option<String> = redis::cmd("GET")
-        .arg(dedupe_key(voice_stream, "sub", id, attempt))
+        .arg(dedupe_key(voice_stream, "sub", id, attempt, epoch))
         .query_async(conn)
         .await?;
-    Ok(v.is_some_and(|v| v != FENCE))
+    Ok(v.is_some_and(|v| v != FENCE && v != MOVED))
+}
+
+/// How long a reschedule's fence lives until its commit is known: a reschedule that dies
+/// before it can lift or keep its fence delays the callback's hand-off by at most this.
+pub const MOVE_FENCE_TTL_S: u64 = 120;
+
+/// Lifts (ARGV[2] = "lift") or keeps for ARGV[2] seconds a reschedule's fence. KEYS: the
+/// dedupe key. ARGV: [`MOVED`], "lift" or a ttl.
+static MOVE_FENCE_END: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if ARGV[2] == 'lift' then return redis.call('DEL', KEYS[1]) end
+return redis.call('EXPIRE', KEYS[1], ARGV[2])",
+    )
+});
+
+/// Fences the hand-off of attempt `attempt` (epoch `epoch`) of `id` before a reschedule
+/// commits (for [`MOVE_FENCE_TTL_S`]): `true` when no submission of it is in `voice_stream`
+/// (none will be while the fence holds), `false` when it was written (the callback is with
+/// the voice platform and cannot move).
+pub async fn fence_for_move(
+    conn: &mut RedisConn,
+    voice_stream: &str,
+    id: Uuid,
+    (attempt, epoch): (i16, i16),
+) -> redis::RedisResult<bool> {
+    let out: Vec<i64> = FENCE_SCRIPT
+        .key(dedupe_key(voice_stream, "sub", id, attempt, epoch))
+        .arg(MOVE_FENCE_TTL_S)
+        .arg(MOVED)
+        .invoke_async(conn)
+        .await?;
+    Ok(out.first() == Some(&1))
+}
+
+/// Ends a reschedule's fence: committed (`keep`), it stays as long as any dedupe key, so the
+/// old time's hand-off never happens; rolled back, it is lifted and the hand-off may go.
+pub async fn end_move_fence(
+    conn: &mut RedisConn,
+    voice_stream: &str,
+    id: Uuid,
+    (attempt, epoch): (i16, i16),
+    keep: bool,
+) -> redis::RedisResult<()> {
+    let how = if keep {
+        DEDUPE_TTL_S.to_string()
+    } else {
+        "lift".to_string()
+    };
+    MOVE_FENCE_END
+        .key(dedupe_key(voice_stream, "sub", id, attempt, epoch))
+        .arg(MOVED)
+        .arg(how)
+        .invoke_async::<i64>(conn)
+        .await?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -216,12 +321,17 @@ mod tests {
     fn dedupe_keys_share_the_stream_slot() {
         let id = Uuid::nil();
         assert_eq!(
-            dedupe_key("NewCallbackStream", "sub", id, 2),
+            dedupe_key("NewCallbackStream", "sub", id, 2, 0),
             format!("{{NewCallbackStream}}:sub:{id}:2")
         );
         assert_eq!(
-            dedupe_key("{voice}:NewCallbackStream", "ctl", id, 1),
+            dedupe_key("{voice}:NewCallbackStream", "ctl", id, 1, 0),
             format!("{{voice}}:ctl:{id}:1")
+        );
+        assert_eq!(
+            dedupe_key("NewCallbackStream", "sub", id, 1, 3),
+            format!("{{NewCallbackStream}}:sub:{id}:1.3"),
+            "a rescheduled hand-off has a key of its own"
         );
     }
 }

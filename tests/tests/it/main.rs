@@ -34,6 +34,7 @@ mod numbers;
 mod observability;
 mod ors;
 mod public_port;
+mod reschedule;
 mod security_sweep;
 mod slot_grid;
 mod throttle;

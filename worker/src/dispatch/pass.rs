@@ -30,6 +30,9 @@ use crate::{
 const EARLY_TOLERANCE_MS: i64 = 1_000;
 /// Tries at recording a hand-off before the pass gives up and keeps the claims.
 const RECORD_TRIES: usize = 4;
+/// A hand-off fenced by a reschedule goes back to the schedule this much later: by then the
+/// row says the new time (committed) or the fence was lifted (rolled back).
+const MOVED_RETRY_MS: i64 = 2_000;
 
 /// What one shard pass found.
 #[derive(Debug, Default)]
@@ -135,7 +138,12 @@ async fn work(
     if ready.is_empty() {
         return Ok(());
     }
-    hand_off(w, &ready, now_ms, ledger).await?;
+    let moved = hand_off(w, &ready, now_ms, ledger).await?;
+    // Fenced by a reschedule: not written, so not recorded (handed back by `hand_off`).
+    let ready: Vec<Ready<'_>> = ready
+        .into_iter()
+        .filter(|r| !moved.contains(&r.cb.id))
+        .collect();
     let marked = record(w, &ready).await?;
     for r in &ready {
         ledger.release(r.cb.id);
@@ -200,13 +208,14 @@ fn paced_delay_ms(not_now: NotNow, k: &mut u32) -> i64 {
 /// Hands `ready` to the voice stream in one deduplicating script. When the voice Redis refuses
 /// it, the batch goes back to the schedule as still due (the dedupe key makes the retry safe
 /// even if the refused call did reach Redis). `now_ms` (the claim's Redis time) is the time
-/// priorities are escalated to.
+/// priorities are escalated to. Returns the ids whose hand-off a reschedule fenced (handed
+/// back: the row is re-read then; docs/voice-platform.md#reschedule).
 async fn hand_off(
     w: &Worker,
     ready: &[Ready<'_>],
     now_ms: i64,
     ledger: &mut Ledger,
-) -> Result<(), PassError> {
+) -> Result<HashSet<Uuid>, PassError> {
     let ges_url = &w.cfg.voice.ges_url;
     let entries: Vec<voice::Entry> = ready
         .iter()
@@ -217,14 +226,27 @@ async fn hand_off(
     let submitted = async {
         let mut v = w.voice.conn().await?;
         let stream = &w.cfg.voice.stream;
-        voice::submit(&mut v, stream, "sub", &entries, trim_before).await
+        voice::submit_checked(&mut v, stream, "sub", &entries, trim_before).await
     }
     .await;
     match submitted {
-        Ok(added) => {
+        Ok(written) => {
             metrics::set_health(metrics::ORS_REDIS_STATUS, true);
+            let added: Vec<bool> = written
+                .iter()
+                .map(|w| *w == voice::Written::Added)
+                .collect();
             count_hand_off(ready, &added);
-            Ok(())
+            let mut moved = HashSet::new();
+            for (r, _) in ready
+                .iter()
+                .zip(&written)
+                .filter(|(_, w)| **w == voice::Written::Moved)
+            {
+                ledger.hand_back(r.cb.id, now_ms + MOVED_RETRY_MS);
+                moved.insert(r.cb.id);
+            }
+            Ok(moved)
         }
         Err(e) => {
             ::metrics::counter!(metrics::CB_SUBMIT_FAILED).increment(ready.len() as u64);
@@ -261,6 +283,7 @@ async fn record(w: &Worker, ready: &[Ready<'_>]) -> Result<Vec<(Uuid, i64)>, Pas
         .map(|r| Submitted {
             id: r.cb.id,
             attempt: r.cb.attempt,
+            epoch: r.cb.handoff_epoch,
             ttl_seconds: i32::try_from(r.settings.ttl_seconds).unwrap_or(i32::MAX),
         })
         .collect();

@@ -66,6 +66,17 @@ pub fn admit(req: &CreateRequest, settings: &ServiceSettings, now: Timestamp) ->
         }
         return Ok(Admission::Immediate);
     };
+    scheduled(t, service, settings, now)
+}
+
+/// The admission of a callback for desired time `t` on `service` (create and reschedule): the
+/// service takes scheduled callbacks and `t` is in range (400 naming what to fix).
+pub fn scheduled(
+    t: Timestamp,
+    service: &str,
+    settings: &ServiceSettings,
+    now: Timestamp,
+) -> Result<Admission> {
     if !settings.scheduled_enabled {
         return invalid(format!(
             "service {service} does not offer scheduled callbacks"
@@ -124,10 +135,21 @@ pub fn book(
     plan: Option<&SlotPlan>,
     now: Timestamp,
 ) -> Result<Booked> {
+    let service = (req.service_name.as_str(), req.attrs.always_check_capacity);
+    book_on(admission, service, settings, plan, now)
+}
+
+/// [`book`] for `(service name, alwaysCheckCapacity)` (create and reschedule).
+pub fn book_on(
+    admission: Admission,
+    (service, always_check_capacity): (&str, bool),
+    settings: &ServiceSettings,
+    plan: Option<&SlotPlan>,
+    now: Timestamp,
+) -> Result<Booked> {
     let Some(plan) = plan else {
         return Ok(Booked::Admitted(admission));
     };
-    let service = &req.service_name;
     let Admission::Scheduled {
         desired,
         dispatch_at,
@@ -149,7 +171,7 @@ pub fn book(
                 wire_time(desired)
             ));
         }
-        if slot.total == 0 && !req.attrs.always_check_capacity {
+        if slot.total == 0 && !always_check_capacity {
             return Ok(Booked::Admitted(admission));
         }
     }
