@@ -120,6 +120,41 @@ impl Change {
     }
 }
 
+impl Change {
+    /// The change a GMS `PUT …/callback/{service}/{id}` body asks for (docs/gms.md#reschedule-and-update):
+    /// `_new_desired_time` or `_desired_time` (equal when both) moves it; other keys without a
+    /// leading `_` set a property, `""` removes it; other `_` keys are ignored.
+    pub fn from_gms(fields: &Map<String, Value>) -> Result<Self> {
+        let time = |k: &str| match fields.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
+            Some(Value::String(s)) => parse_time(k, s.trim()).map(Some),
+            Some(_) => Err(Error::invalid(format!("{k} must be an ISO-8601 time"))),
+        };
+        let (new, old) = (time("_new_desired_time")?, time("_desired_time")?);
+        if let (Some(a), Some(b)) = (new, old)
+            && a != b
+        {
+            return Err(Error::invalid(
+                "_new_desired_time and _desired_time differ; send one of them",
+            ));
+        }
+        let mut change = Self {
+            desired_time: new.or(old),
+            ..Self::default()
+        };
+        for (k, v) in fields.iter().filter(|(k, _)| !k.starts_with('_')) {
+            match v {
+                Value::String(s) if s.is_empty() => change.remove.push(k.clone()),
+                v => {
+                    change.set.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        Ok(change)
+    }
+}
+
 async fn handler(
     State(state): State<AppState>,
     ApiTenant(tenant): ApiTenant,
@@ -452,5 +487,73 @@ impl Job {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn gms(v: Value) -> Result<Change> {
+        let Value::Object(m) = v else { panic!() };
+        Change::from_gms(&m)
+    }
+
+    #[test]
+    fn a_gms_put_body_becomes_one_change() {
+        let c = gms(
+            json!({"_new_desired_time": "2030-05-28T15:30:00.000Z", "_callback_state": "QUEUED",
+            "orderId": "A-17", "gone": ""}),
+        )
+        .unwrap();
+        assert_eq!(
+            c.desired_time,
+            Some("2030-05-28T15:30:00Z".parse().unwrap())
+        );
+        assert_eq!(
+            c.set,
+            json!({"orderId": "A-17"}).as_object().unwrap().clone()
+        );
+        assert_eq!(c.remove, vec!["gone".to_string()]);
+        let qa = gms(json!({"_desired_time": "2030-05-28T15:30:00.000Z"})).unwrap();
+        assert!(
+            qa.desired_time.is_some(),
+            "GMS QA's _desired_time reschedules too"
+        );
+        let both = json!({"_desired_time": "2030-05-28T15:30:00Z", "_new_desired_time": "2030-05-28T16:00:00Z"});
+        assert!(gms(both).is_err());
+        assert!(gms(json!({"_new_desired_time": "soon"})).is_err());
+        assert!(
+            gms(json!({"_callback_state": "QUEUED"}))
+                .unwrap()
+                .check()
+                .is_err(),
+            "nothing to change"
+        );
+        assert!(gms(json!({"bad key": 1})).unwrap().check().is_err());
+    }
+
+    #[test]
+    fn merged_properties_are_bounded() {
+        let c = Change {
+            set: json!({"big": "x".repeat(MAX_USER_DATA)})
+                .as_object()
+                .unwrap()
+                .clone(),
+            ..Change::default()
+        };
+        assert!(c.merged(&Map::new()).is_err());
+        let c = Change {
+            set: json!({"a": 1}).as_object().unwrap().clone(),
+            remove: vec!["b".into()],
+            ..Change::default()
+        };
+        let had = json!({"b": 2, "c": 3}).as_object().unwrap().clone();
+        assert_eq!(
+            Value::Object(c.merged(&had).unwrap()),
+            json!({"a": 1, "c": 3})
+        );
     }
 }

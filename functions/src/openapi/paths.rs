@@ -163,7 +163,8 @@ fn create() -> Value {
     let by_id = json!({"requestBody": {"id": "$response.body#/data/id"}});
     o["responses"]["200"]["links"] = json!({
         "RetrieveCreated": {"operationId": "queryCallbackById", "description": "the callback just booked", "requestBody": by_id["requestBody"]},
-        "CancelCreated": {"operationId": "cancelCallback", "description": "cancel the callback just booked", "requestBody": by_id["requestBody"]}});
+        "CancelCreated": {"operationId": "cancelCallback", "description": "cancel the callback just booked", "requestBody": by_id["requestBody"]},
+        "RescheduleCreated": {"operationId": "rescheduleCallback", "description": "reschedule the callback just booked (Engage extension)", "requestBody": by_id["requestBody"]}});
     o
 }
 

@@ -138,6 +138,8 @@ fn id_parms() -> Value {
 /// The reschedule extension's body (Engage only; docs/voice-platform.md#reschedule).
 fn reschedule_parms() -> Value {
     json!({"type": "object", "required": ["id"],
+      "anyOf": [{"required": ["desiredTime"], "properties": {"desiredTime": {"type": "string"}}},
+                {"required": ["userData"], "properties": {"userData": {"type": "object", "minProperties": 1}}}],
       "description": "Engage extension (GES v3 has no reschedule): a new desired time and/or user-data changes; at least one.",
       "example": {"id": "0190a3c2-7b1e-7cc0-8e3f-2f6f1c0b9d11", "desiredTime": "2030-05-28T16:00:00.000Z"},
       "properties": {
@@ -145,7 +147,7 @@ fn reschedule_parms() -> Value {
         "desiredTime": {"type": "string", "nullable": true, "format": "date-time",
             "description": "the new desired time (ISO-8601 with a UTC offset): the create's checks apply (booking window, business hours, slot capacity)"},
         "userData": {"type": "object", "nullable": true, "additionalProperties": true,
-            "description": "properties to set (any JSON value) or remove (null); keys must be JavaScript identifiers"}}})
+            "description": "properties to set (any JSON value) or remove (null); keys must be JavaScript identifiers, not reserved words"}}})
 }
 
 fn reschedule_data() -> Value {
