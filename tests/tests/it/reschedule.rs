@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 use harness::{
-    Engage, Fixture, PrivatePostgres, PrivateRedis, TestEnv, WorkerProc, next_phone, open_service,
-    wire,
+    Engage, Fixture, PrivatePostgres, PrivateRedis, TestEnv, WorkerProc, in_secs, next_phone,
+    open_service, wire,
 };
 use serde_json::{Value, json};
 
@@ -467,4 +467,75 @@ async fn frozen_postgres_answers_a_bounded_503_and_the_callback_stays_whole() {
     .await;
     assert_eq!(code, 200, "{answer}");
     assert_eq!(booked(&fx.env).await, vec![(minute(new), 1)]);
+}
+
+/// The submission dedupe key of attempt 1 (epoch 0) of `id`.
+fn old_handoff_key(env: &TestEnv, id: &str) -> String {
+    format!("{{{}}}:sub:{id}:1", env.voice_stream())
+}
+
+/// A move of a callback due soon fences its old hand-off before it commits: kept (24 h) when it
+/// committed, so a worker that loaded the old time can never write it; lifted when the move
+/// was refused, so the callback still goes out at its old time.
+#[tokio::test]
+async fn the_old_handoff_is_fenced_when_a_move_commits_and_freed_when_refused() {
+    let fx = Fixture::start(open_service(
+        json!({"slot_minutes": 15, "slot_capacity": 1}),
+    ))
+    .await;
+    let full = day_at(2, 10);
+    fx.create().at(&wire(full)).id().await;
+    let id = fx.create().at(&in_secs(120)).id().await;
+    let mut voice = fx.env.voice().await;
+    let key = old_handoff_key(&fx.env, &id);
+    let (code, answer) = reschedule(
+        &fx.engage,
+        &fx.key,
+        json!({"id": id, "desiredTime": wire(full)}),
+    )
+    .await;
+    assert_eq!(code, 429, "{answer}");
+    let fence: Option<String> = redis::cmd("GET")
+        .arg(&key)
+        .query_async(&mut voice)
+        .await
+        .unwrap();
+    assert_eq!(fence, None, "a refused move lifts its fence");
+    let to = day_at(2, 12);
+    let (code, answer) = reschedule(
+        &fx.engage,
+        &fx.key,
+        json!({"id": id, "desiredTime": wire(to)}),
+    )
+    .await;
+    assert_eq!(code, 200, "{answer}");
+    let fence: Option<String> = redis::cmd("GET")
+        .arg(&key)
+        .query_async(&mut voice)
+        .await
+        .unwrap();
+    assert_eq!(fence.as_deref(), Some("rescheduled"));
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(&key)
+        .query_async(&mut voice)
+        .await
+        .unwrap();
+    assert!(ttl > 3_600, "kept like any dedupe key: {ttl}");
+    // A stale worker's write of the old time finds the key taken.
+    let stale: bool = redis::cmd("SET")
+        .arg(&key)
+        .arg("1")
+        .arg("NX")
+        .query_async::<Option<String>>(&mut voice)
+        .await
+        .unwrap()
+        .is_some();
+    assert!(!stale);
+    let epoch = fx
+        .env
+        .count(&format!(
+            "SELECT handoff_epoch::bigint FROM callbacks WHERE id = '{id}'"
+        ))
+        .await;
+    assert_eq!(epoch, 1);
 }
