@@ -25,6 +25,7 @@ mod create_pipeline;
 mod dispatch_settle;
 mod ewt;
 mod fixtures;
+mod gms;
 mod handoff;
 mod hardening;
 mod hours;
