@@ -18,6 +18,7 @@ pub mod create;
 pub mod error;
 pub mod record;
 pub mod tenant;
+pub mod update;
 
 use axum::Router;
 use shared::http::AppState;
@@ -27,6 +28,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .merge(create::router())
         .merge(cancel::router())
+        .merge(update::router())
 }
 
 /// The path prefix of this surface; errors under it answer in the GMS shape

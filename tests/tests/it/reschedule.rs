@@ -539,3 +539,56 @@ async fn the_old_handoff_is_fenced_when_a_move_commits_and_freed_when_refused() 
         .await;
     assert_eq!(epoch, 1);
 }
+
+/// A GMS `PUT` of `body` (JSON) on callback `id` of `service`; (status, body).
+async fn gms_put(e: &Engage, service: &str, id: &str, body: Value) -> (u16, Value) {
+    let url = format!("{}/genesys/1/service/callback/{service}/{id}", e.internal);
+    harness::send(
+        e.http
+            .put(url)
+            .header("ContactCenterId", "acme")
+            .json(&body),
+    )
+    .await
+}
+
+/// The GMS `PUT` is a thin translation onto the same reschedule: `_new_desired_time` moves
+/// (counts follow), `""` removes a property, a full slot refuses with `availability` and
+/// changes nothing, another service's or an unknown id is 404, and v3 sees the result.
+#[tokio::test]
+async fn the_gms_put_reschedules_through_the_same_code() {
+    let fx = Fixture::start(open_service(
+        json!({"slot_minutes": 15, "slot_capacity": 1}),
+    ))
+    .await;
+    let (x, y) = (day_at(2, 10), day_at(2, 12));
+    fx.create().at(&wire(x)).id().await;
+    let id = fx
+        .create()
+        .at(&wire(day_at(2, 11)))
+        .user_data(json!({"a": "1", "b": "2"}))
+        .id()
+        .await;
+    let e = &fx.engage;
+    let (code, answer) = gms_put(e, "sales", &id, json!({"_new_desired_time": wire(x)})).await;
+    assert_eq!(code, 400, "{answer}");
+    let availability = answer["availability"]
+        .as_object()
+        .expect("availability map");
+    assert!(
+        !availability.is_empty() && !availability.contains_key(&wire(x)),
+        "{answer}"
+    );
+    let body =
+        json!({"_new_desired_time": wire(y), "a": "", "c": "3", "_callback_state": "QUEUED"});
+    let (code, answer) = gms_put(e, "sales", &id, body).await;
+    assert_eq!(code, 200, "{answer}");
+    let cb = fx.retrieve(&id).await;
+    assert_eq!(cb["desiredTime"], wire(y));
+    assert_eq!(cb["userData"], json!({"b": "2", "c": "3"}));
+    assert_eq!(booked(&fx.env).await, vec![(minute(x), 1), (minute(y), 1)]);
+    let (code, _) = gms_put(e, "other", &id, json!({"c": "4"})).await;
+    assert_eq!(code, 404);
+    let (code, _) = gms_put(e, "sales", "not-an-id", json!({"c": "4"})).await;
+    assert_eq!(code, 404);
+}
