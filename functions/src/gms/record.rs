@@ -106,6 +106,7 @@ mod tests {
             dispatch_at: t,
             priority: 0,
             attempt: 1,
+            handoff_epoch: 0,
             submitted_at: None,
             created_at: t,
             attrs: Map::new(),
