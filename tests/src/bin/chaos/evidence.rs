@@ -21,7 +21,11 @@ const MAX_CALLBACKS: usize = 20;
 const KINDS: [&str; 2] = ["lost", "duplicated"];
 
 /// The evidence of every lost or duplicated callback of `f`, as text ("" when none).
-pub(crate) async fn collect(stack: &Stack, ledger: &Ledger, f: &Findings) -> anyhow::Result<String> {
+pub(crate) async fn collect(
+    stack: &Stack,
+    ledger: &Ledger,
+    f: &Findings,
+) -> anyhow::Result<String> {
     let ids: Vec<&String> = KINDS
         .iter()
         .filter_map(|k| f.examples.get(k))
@@ -43,8 +47,14 @@ pub(crate) async fn collect(stack: &Stack, ledger: &Ledger, f: &Findings) -> any
         let attempt = row(&mut out, &pg, id).await?;
         let mut max_attempt = attempt;
         for (what, list) in [("voice entry", &entries), ("control entry", &controls)] {
-            for (entry, fields) in list.iter().filter(|(_, f)| f.get("callback_id") == Some(id)) {
-                let n: i16 = fields.get("attempt").and_then(|a| a.parse().ok()).unwrap_or(0);
+            for (entry, fields) in list
+                .iter()
+                .filter(|(_, f)| f.get("callback_id") == Some(id))
+            {
+                let n: i16 = fields
+                    .get("attempt")
+                    .and_then(|a| a.parse().ok())
+                    .unwrap_or(0);
                 max_attempt = max_attempt.max(n);
                 let action = fields.get("action").map_or("", String::as_str);
                 let _ = writeln!(out, "  {what} {entry}: attempt {n} {action}");
@@ -63,9 +73,10 @@ fn client_view(out: &mut String, ledger: &Ledger, id: &str) {
     let _ = writeln!(
         out,
         "  client: {}; {}",
-        acked.map_or("create not acknowledged (a 503, or never answered)".into(), |a| {
-            format!("acknowledged, due at {} ms", a.due_ms)
-        }),
+        acked.map_or(
+            "create not acknowledged (a 503, or never answered)".into(),
+            |a| { format!("acknowledged, due at {} ms", a.due_ms) }
+        ),
         cancel.map_or("no cancel accepted".into(), |c| {
             format!("cancel accepted at {} ms", c.answered_ms)
         })

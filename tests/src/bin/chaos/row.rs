@@ -181,7 +181,10 @@ async fn post_mortem(
             println!("   evidence:\n{text}");
             let file = std::env::temp_dir().join(format!("{}-evidence.txt", stack.env.id));
             if std::fs::write(&file, &text).is_ok() {
-                notes.push(format!("evidence per lost/duplicated callback: {}", file.display()));
+                notes.push(format!(
+                    "evidence per lost/duplicated callback: {}",
+                    file.display()
+                ));
             }
         }
         Err(e) => notes.push(format!("the evidence could not be collected: {e:#}")),
@@ -193,7 +196,10 @@ async fn post_mortem(
         stack.env.id,
         kept.display()
     ));
-    notes.push(format!("voice Redis data kept: {}", stack.voice.keep().display()));
+    notes.push(format!(
+        "voice Redis data kept: {}",
+        stack.voice.keep().display()
+    ));
     if let Some(dir) = stack.redis.keep() {
         notes.push(format!("service Redis folder kept: {}", dir.display()));
     }
