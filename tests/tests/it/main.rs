@@ -26,6 +26,7 @@ mod dispatch_fence;
 mod dispatch_settle;
 mod ewt;
 mod fixtures;
+mod gms;
 mod handoff;
 mod hardening;
 mod hours;
