@@ -3,8 +3,9 @@
 //!
 //! Every statement is scoped by the tenant first (`c.tenant_id = $1`), takes every value as a
 //! bound parameter (a user-data key too: `c.user_data ->> $n`), and ends in a `LIMIT`. The
-//! customer-number and state filters read `callbacks_tenant_phone_idx` and
-//! `callbacks_tenant_state_idx` (V12); a user-data filter alone reads the tenant's rows, so
+//! customer-number filter reads `callbacks_tenant_phone_idx` (V12), live-state filters (and so
+//! the queue listing and the watermarks) the partial `callbacks_service_idx` of live callbacks;
+//! a user-data filter alone reads the tenant's rows, so
 //! each read runs under a statement timeout ([`READ_TIMEOUT_MS`]) and a runaway scan ends as a
 //! 503 instead of holding a connection.
 
