@@ -25,6 +25,8 @@ mod create_pipeline;
 mod dispatch_settle;
 mod ewt;
 mod fixtures;
+mod gms;
+mod gms_query;
 mod handoff;
 mod hardening;
 mod hours;
