@@ -60,5 +60,14 @@ pub async fn free_slots(
     }
     let client = state.db.get().await?;
     let plan = db::hours::plan(&client, tenant, service, s).await?;
-    db::slots::availability(&client, tenant, service, &plan, s.max_days_ahead, query, now).await
+    db::slots::availability(
+        &client,
+        tenant,
+        service,
+        &plan,
+        s.max_days_ahead,
+        query,
+        now,
+    )
+    .await
 }

@@ -24,9 +24,9 @@ use shared::{
     db::{self, gms_query::QueueListing},
     http::{AppState, extract::RawBody},
     model::{
+        CallbackState,
         availability::{Zone, parse_time},
         gms_query::{self, PropertyQuery, complement, parse_max, parse_states},
-        CallbackState,
     },
 };
 use uuid::Uuid;

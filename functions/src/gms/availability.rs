@@ -30,8 +30,14 @@ use crate::callbacks::availability::free_slots;
 /// Routes of both versions.
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/genesys/1/service/callback/{service}/availability", get(v1))
-        .route("/genesys/2/service/callback/{service}/availability", get(v2))
+        .route(
+            "/genesys/1/service/callback/{service}/availability",
+            get(v1),
+        )
+        .route(
+            "/genesys/2/service/callback/{service}/availability",
+            get(v2),
+        )
 }
 
 type Params = Result<Query<BTreeMap<String, String>>, QueryRejection>;

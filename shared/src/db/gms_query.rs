@@ -82,7 +82,11 @@ impl Select {
             Test::States(states) => {
                 let p = self.bind(state_names(states));
                 let cond = format!("c.state = ANY({p}::text[])");
-                if f.negated { format!("NOT {cond}") } else { cond }
+                if f.negated {
+                    format!("NOT {cond}")
+                } else {
+                    cond
+                }
             }
             Test::UserData { key, value } => {
                 let k = self.bind(key.clone());
@@ -92,7 +96,11 @@ impl Select {
         }
     }
 
-    async fn run(self, db: &mut deadpool_postgres::Object, sql: &str) -> Result<Vec<StoredCallback>, Error> {
+    async fn run(
+        self,
+        db: &mut deadpool_postgres::Object,
+        sql: &str,
+    ) -> Result<Vec<StoredCallback>, Error> {
         let params: Vec<&(dyn ToSql + Sync)> = self
             .params
             .iter()
@@ -166,10 +174,12 @@ pub async fn queues(
 ) -> Result<Vec<StoredCallback>, Error> {
     let mut s = Select::new(tenant);
     let (from, to) = (s.bind(listing.from), s.bind(listing.to));
-    s.conditions
-        .push(format!("c.desired_time >= {from} AND c.desired_time <= {to}"));
+    s.conditions.push(format!(
+        "c.desired_time >= {from} AND c.desired_time <= {to}"
+    ));
     let states = s.bind(state_names(&listing.states));
-    s.conditions.push(format!("c.state = ANY({states}::text[])"));
+    s.conditions
+        .push(format!("c.state = ANY({states}::text[])"));
     if let Some(service) = &listing.service {
         let p = s.bind(service.clone());
         s.conditions.push(format!("c.service = {p}"));

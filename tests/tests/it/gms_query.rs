@@ -96,7 +96,10 @@ async fn queries_negate_combine_and_stay_in_their_tenant() {
         .await;
 
     // Across services, with negation: the live ones of this number in both services.
-    let q = [("_customer_number", number), ("_callback_state", "!COMPLETED")];
+    let q = [
+        ("_customer_number", number),
+        ("_callback_state", "!COMPLETED"),
+    ];
     let (code, body) = gms_get(e, "acme", ACROSS, &q).await;
     assert_eq!(code, 200, "{body}");
     assert_eq!(ids(&body), sorted(vec![&live, &support]));
@@ -154,7 +157,11 @@ async fn queries_negate_combine_and_stay_in_their_tenant() {
 async fn hostile_keys_and_values_are_refused_or_match_nothing() {
     let fx = Fixture::start(harness::open_service(json!({}))).await;
     let e = &fx.engage;
-    fx.create().in_secs(3600).user_data(json!({"k": "v"})).id().await;
+    fx.create()
+        .in_secs(3600)
+        .user_data(json!({"k": "v"}))
+        .id()
+        .await;
     let big = "x".repeat(10 * 1024);
     let refused: Vec<(&str, &str)> = vec![
         ("_customer_number", "a\0b"),
@@ -195,8 +202,8 @@ async fn hostile_keys_and_values_are_refused_or_match_nothing() {
 /// v1, v2 and v3 availability of the same window answer the same numbers.
 #[tokio::test]
 async fn availability_v1_and_v2_agree_with_v3() {
-    let fx = Fixture::start(json!({"slot_minutes": 15, "slot_capacity": 2, "max_days_ahead": 30}))
-        .await;
+    let fx =
+        Fixture::start(json!({"slot_minutes": 15, "slot_capacity": 2, "max_days_ahead": 30})).await;
     let e = &fx.engage;
     let t0 = day_after_tomorrow();
     for at in [t0, t0, t0 + SignedDuration::from_mins(15)] {
@@ -213,7 +220,11 @@ async fn availability_v1_and_v2_agree_with_v3() {
             .await;
         assert_eq!(code, 200, "{v3}");
         let v3 = v3["data"].clone();
-        let q = [("start", wire(t0)), ("end", wire(end)), ("report-busy", busy.into())];
+        let q = [
+            ("start", wire(t0)),
+            ("end", wire(end)),
+            ("report-busy", busy.into()),
+        ];
         let q: Vec<(&str, &str)> = q.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let (code, v1) = gms_get(e, "acme", &format!("{ACROSS}/sales/availability"), &q).await;
         assert_eq!(code, 200, "{v1}");
@@ -224,7 +235,12 @@ async fn availability_v1_and_v2_agree_with_v3() {
         assert_eq!(slots.len(), if busy == "true" { 8 } else { 7 });
         let map: serde_json::Map<String, Value> = slots
             .iter()
-            .map(|s| (s["utcTime"].as_str().unwrap().to_string(), s["capacity"].clone()))
+            .map(|s| {
+                (
+                    s["utcTime"].as_str().unwrap().to_string(),
+                    s["capacity"].clone(),
+                )
+            })
             .collect();
         assert_eq!(v1, Value::Object(map), "v1 = v3");
         assert_eq!(v2["durationMin"], 15);
@@ -238,19 +254,35 @@ async fn availability_v1_and_v2_agree_with_v3() {
             assert_eq!(a["localTime"], b["localTime"].as_str().unwrap()[..23]);
         }
         let second = &v2slots[if busy == "true" { 1 } else { 0 }];
-        assert_eq!((second["capacity"].clone(), second["total"].clone()), (json!(1), json!(2)));
+        assert_eq!(
+            (second["capacity"].clone(), second["total"].clone()),
+            (json!(1), json!(2))
+        );
     }
     // v2's localTime in the requested zone, without an offset.
-    let q = [("start-ms", t0.as_millisecond().to_string()), ("number-of-days", "1".into()),
-        ("timezone", "Europe/Paris".into()), ("max-time-slots", "3".into())];
+    let q = [
+        ("start-ms", t0.as_millisecond().to_string()),
+        ("number-of-days", "1".into()),
+        ("timezone", "Europe/Paris".into()),
+        ("max-time-slots", "3".into()),
+    ];
     let q: Vec<(&str, &str)> = q.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let (code, v2) = gms_get(e, "acme", "/genesys/2/service/callback/sales/availability", &q).await;
+    let (code, v2) = gms_get(
+        e,
+        "acme",
+        "/genesys/2/service/callback/sales/availability",
+        &q,
+    )
+    .await;
     assert_eq!(code, 200, "{v2}");
     // The first slot is full (left out): the first listed starts 15 minutes later.
     let first = t0 + SignedDuration::from_mins(15);
     let local = first.to_zoned(jiff::tz::TimeZone::get("Europe/Paris").unwrap());
     assert_eq!(v2["slots"].as_array().unwrap().len(), 3);
-    assert_eq!(v2["slots"][0]["localTime"], local.strftime("%Y-%m-%dT%H:%M:%S%.3f").to_string());
+    assert_eq!(
+        v2["slots"][0]["localTime"],
+        local.strftime("%Y-%m-%dT%H:%M:%S%.3f").to_string()
+    );
     // Bad parameters are 400s naming the GMS parameter; an unknown service is 404.
     let path = format!("{ACROSS}/sales/availability");
     for (q, named) in [
@@ -258,15 +290,24 @@ async fn availability_v1_and_v2_agree_with_v3() {
         (vec![("start", "tomorrow-ish")], "start"),
         (vec![("start", "2026-13-45T99:00:00Z")], "start"),
         (vec![("number-of-days", "100000")], "number-of-days"),
-        (vec![("start-ms", "1"), ("start", "2030-01-01T00:00:00Z")], "start-ms"),
+        (
+            vec![("start-ms", "1"), ("start", "2030-01-01T00:00:00Z")],
+            "start-ms",
+        ),
         (vec![("end-ms", "99999999999999999999")], "end-ms"),
         (vec![("report-busy", "maybe")], "report-busy"),
     ] {
         let (code, body) = gms_get(e, "acme", &path, &q).await;
         assert_eq!(code, 400, "{q:?}: {body}");
-        assert!(body["message"].as_str().unwrap().contains(named), "{q:?}: {body}");
+        assert!(
+            body["message"].as_str().unwrap().contains(named),
+            "{q:?}: {body}"
+        );
     }
-    let huge = [("start", "2030-01-01T00:00:00Z"), ("end", "2032-01-01T00:00:00Z")];
+    let huge = [
+        ("start", "2030-01-01T00:00:00Z"),
+        ("end", "2032-01-01T00:00:00Z"),
+    ];
     assert_eq!(gms_get(e, "acme", &path, &huge).await.0, 400);
     let nope = format!("{ACROSS}/nope/availability");
     assert_eq!(gms_get(e, "acme", &nope, &[]).await.0, 404);
@@ -283,7 +324,9 @@ fn watermark(body: &Value, service: &str) -> (i64, i64, i64) {
 async fn admin_queues_watermarks_and_bulk_cancel() {
     let fx = Fixture::dispatch(TestEnv::new(), "acme", "sales", json!({})).await;
     let e = &fx.engage;
-    let other = e.provision("globex", "sales", harness::open_service(json!({}))).await;
+    let other = e
+        .provision("globex", "sales", harness::open_service(json!({})))
+        .await;
     let wm = "/genesys/1/admin/callback/watermarks";
     let (code, body) = gms_get(e, "acme", wm, &[]).await;
     assert_eq!(code, 200, "{body}");
@@ -308,12 +351,26 @@ async fn admin_queues_watermarks_and_bulk_cancel() {
     assert_eq!(ids(&body["sales"]), vec![soon.clone()]);
     assert_eq!(body.as_object().unwrap().len(), 1, "{body}");
     let end = wire(Timestamp::now() + SignedDuration::from_hours(48));
-    let q = [("target", "sales"), ("end_time", end.as_str()), ("states", "SCHEDULED,COMPLETED")];
+    let q = [
+        ("target", "sales"),
+        ("end_time", end.as_str()),
+        ("states", "SCHEDULED,COMPLETED"),
+    ];
     let (_, body) = gms_get(e, "acme", queues, &q).await;
     assert_eq!(ids(&body["sales"]), sorted(vec![&soon, &later, &done]));
-    let (_, body) = gms_get(e, "acme", queues, &[("end_time", end.as_str()), ("max", "1")]).await;
+    let (_, body) = gms_get(
+        e,
+        "acme",
+        queues,
+        &[("end_time", end.as_str()), ("max", "1")],
+    )
+    .await;
     assert_eq!(ids(&body["sales"]), vec![soon.clone()]);
-    for bad in [[("start_time", "soon")], [("states", "DONE")], [("max", "0")]] {
+    for bad in [
+        [("start_time", "soon")],
+        [("states", "DONE")],
+        [("max", "0")],
+    ] {
         assert_eq!(gms_get(e, "acme", queues, &bad).await.0, 400, "{bad:?}");
     }
 
@@ -326,7 +383,9 @@ async fn admin_queues_watermarks_and_bulk_cancel() {
     let (_, waiting, _) = watermark(&body, "sales");
     assert_eq!(waiting, 1, "{body}");
     fx.env.wait_handoffs(1, Duration::from_secs(20)).await;
-    let (code, ev) = e.event(&now, json!({"state": "PROCESSING", "attempt": 1})).await;
+    let (code, ev) = e
+        .event(&now, json!({"state": "PROCESSING", "attempt": 1}))
+        .await;
     assert_eq!(code, 200, "{ev}");
     let (_, body) = gms_get(e, "acme", wm, &[("service_name", "sales")]).await;
     assert_eq!(watermark(&body, "sales"), (2, 0, 1));
@@ -337,7 +396,8 @@ async fn admin_queues_watermarks_and_bulk_cancel() {
     // Bulk cancel of a mix: only the tenant's own live callback is cancelled.
     let unknown = uuid::Uuid::now_v7().to_string();
     let cancel = "/genesys/1/admin/callback/cancel";
-    let body = json!({"reason": "store closed", "ids": [soon, done, theirs, unknown, "nope", 42, now]});
+    let body =
+        json!({"reason": "store closed", "ids": [soon, done, theirs, unknown, "nope", 42, now]});
     let (code, answer) = gms_post(e, "acme", cancel, body).await;
     assert_eq!(code, 200, "{answer}");
     let outcomes: Vec<&str> = answer["results"]
@@ -348,16 +408,32 @@ async fn admin_queues_watermarks_and_bulk_cancel() {
         .collect();
     assert_eq!(
         outcomes,
-        ["CANCELLED", "NOT_CANCELLABLE", "NOT_FOUND", "NOT_FOUND", "INVALID_ID", "INVALID_ID", "NOT_CANCELLABLE"]
+        [
+            "CANCELLED",
+            "NOT_CANCELLABLE",
+            "NOT_FOUND",
+            "NOT_FOUND",
+            "INVALID_ID",
+            "INVALID_ID",
+            "NOT_CANCELLABLE"
+        ]
     );
     assert_eq!(answer["cancelled"], 1);
     assert_eq!(fx.retrieve(&soon).await["callbackReason"], "CANCELLED");
-    assert_eq!(e.retrieve(&other, &theirs).await["callbackState"], "SCHEDULED");
+    assert_eq!(
+        e.retrieve(&other, &theirs).await["callbackState"],
+        "SCHEDULED"
+    );
     let (_, body) = gms_get(e, "acme", wm, &[("service_name", "sales")]).await;
     assert_eq!(watermark(&body, "sales"), (1, 0, 1));
     // Bounds: no ids, too many, not an object.
     let many: Vec<String> = (0..101).map(|_| uuid::Uuid::now_v7().to_string()).collect();
-    for bad in [json!({"ids": []}), json!({"ids": many}), json!([soon]), json!({"ids": "x"})] {
+    for bad in [
+        json!({"ids": []}),
+        json!({"ids": many}),
+        json!([soon]),
+        json!({"ids": "x"}),
+    ] {
         assert_eq!(gms_post(e, "acme", cancel, bad).await.0, 400);
     }
 }
@@ -388,14 +464,23 @@ async fn customer_number_and_state_filters_use_an_index() {
         let pg = &pg;
         async move {
             let rows = pg.query(&sql, &[]).await.unwrap();
-            rows.iter().map(|r| r.get::<_, String>(0)).collect::<Vec<_>>().join("\n")
+            rows.iter()
+                .map(|r| r.get::<_, String>(0))
+                .collect::<Vec<_>>()
+                .join("\n")
         }
     };
     let by_number = plan("c.phone_number = '+15554000'").await;
-    assert!(by_number.contains("callbacks_tenant_phone_idx"), "{by_number}");
+    assert!(
+        by_number.contains("callbacks_tenant_phone_idx"),
+        "{by_number}"
+    );
     let live = "c.state = ANY('{SCHEDULED,QUEUED,ROUTING,PROCESSING}'::text[])";
     let by_state = plan(live).await;
-    assert!(by_state.contains("Index Scan on callbacks_service_idx"), "{by_state}");
+    assert!(
+        by_state.contains("Index Scan on callbacks_service_idx"),
+        "{by_state}"
+    );
     assert!(!by_state.contains("Seq Scan"), "{by_state}");
     let both = plan(&format!("c.phone_number = '+15554000' AND {live}")).await;
     assert!(both.contains("Index"), "{both}");
