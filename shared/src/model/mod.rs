@@ -9,6 +9,7 @@ pub mod availability;
 pub mod callback;
 pub mod capacity;
 pub mod ewt;
+pub mod gms_query;
 pub mod hours;
 pub mod informational;
 pub mod service;

@@ -27,6 +27,7 @@ mod dispatch_settle;
 mod ewt;
 mod fixtures;
 mod gms;
+mod gms_query;
 mod handoff;
 mod hardening;
 mod hours;
