@@ -463,11 +463,18 @@ fn check_header(header: &[String]) -> Result<(), Error> {
 }
 
 /// Reads a CSV export: a header row of titles, then one row per service. UTF-8 (a leading
-/// byte-order mark is skipped); quoted cells may hold commas, quotes (doubled) and line breaks;
+/// byte-order mark is skipped); quoted cells may hold commas, quotes (doubled) and line breaks,
+/// and must be closed;
 /// lines end in LF or CRLF. The delimiter is `,`, or `;` or a tab when the header line holds
 /// none of the others.
 pub fn csv_rows(body: &[u8]) -> Result<Vec<TitledRow>, Error> {
     let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
+    // A quoted cell left open would swallow the rest of the table into one cell.
+    if body.iter().filter(|&&b| b == b'"').count() % 2 == 1 {
+        return Err(Error::invalid(
+            "the CSV table has an unterminated quoted cell (an odd number of '\"' characters)",
+        ));
+    }
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
@@ -726,6 +733,7 @@ mod tests {
         assert!(err(b"VQ\na,b\n").contains("rows[0]: 2 values, but the header has 1"));
         assert!(err(b"VQ,\na,x\n").contains("column 2 has a value but no title"));
         assert!(err(b"VQ\n\xff\xfe\n").contains("not UTF-8"));
+        assert!(err(b"VQ,Dial Prefix\n\"a,9\nb,8\n").contains("unterminated quoted cell"));
     }
 
     #[test]
