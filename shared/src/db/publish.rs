@@ -333,6 +333,7 @@ async fn apply(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::strategy::Strategy;
     use serde_json::json;
 
     fn err(v: Value) -> String {
@@ -384,6 +385,62 @@ mod tests {
         );
         let e = err(json!([{"VQ": "a"}, 7]));
         assert_eq!(e, "rows[1]: must be a JSON object");
+    }
+
+    /// A table that validates is what it says: unique names, settings that parse back equal.
+    fn sound(t: &Table) {
+        let names: BTreeSet<&str> = t.rows.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names.len(), t.rows.len(), "duplicate names passed");
+        for r in &t.rows {
+            let json = serde_json::to_value(&r.settings).unwrap();
+            let back = ServiceSettings::parse(json.clone()).expect("stored settings re-parse");
+            assert_eq!(serde_json::to_value(&back).unwrap(), json);
+        }
+    }
+
+    fn refused_or_sound(r: Result<Table>) {
+        match r {
+            Ok(t) => sound(&t),
+            Err(Error::Invalid(_)) => {}
+            Err(e) => panic!("not a 400: {e}"),
+        }
+    }
+
+    proptest::proptest! {
+        /// Any bytes as CSV, and CSV-like text under real titles: a 400 or a sound table,
+        /// never a panic.
+        #[test]
+        fn any_csv_is_refused_or_read_soundly(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+            text in "[\"a-c0-9 ,;\r\n\u{feff}é/+-]{0,300}",
+        ) {
+            refused_or_sound(parse_csv(&bytes));
+            let header = "Virtual Queue,Slot Capacity,Enabled,Call Direction,Priority,Notes\n";
+            refused_or_sound(parse_csv(format!("{header}{text}").as_bytes()));
+        }
+
+        /// Designer rows of arbitrary scalar cells: a 400 or a sound table.
+        #[test]
+        fn any_designer_cells_are_refused_or_read_soundly(
+            cells in proptest::collection::vec(
+                (0usize..6, proptest::prop_oneof![
+                    "[a-z0-9 +-.]{0,8}".prop_map(Value::from),
+                    proptest::prelude::any::<i64>().prop_map(Value::from),
+                    proptest::prelude::any::<f64>().prop_map(Value::from),
+                    proptest::prelude::any::<bool>().prop_map(Value::from),
+                    proptest::strategy::Just(Value::Null),
+                ]),
+                0..12,
+            ),
+        ) {
+            let titles = ["VQ", "Slot Capacity", "Enabled", "Call Direction", "Priority", "Notes"];
+            let mut rows = vec![serde_json::Map::new(), serde_json::Map::new()];
+            for (n, (col, v)) in cells.into_iter().enumerate() {
+                rows[n % 2].insert(titles[col].to_string(), v);
+            }
+            let table = Value::Array(rows.into_iter().map(Value::Object).collect());
+            refused_or_sound(parse_table(json!({"rows": table})));
+        }
     }
 
     #[test]
