@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod callbacks;
+pub mod gms;
 pub mod openapi;
 pub mod ops;
 pub mod ors;
@@ -31,6 +32,7 @@ pub fn internal_routes() -> Router<AppState> {
         .merge(public_routes())
         .merge(admin::router())
         .merge(ors::router())
+        .merge(gms::router())
         .merge(ops::health_router())
         .merge(ops::metrics_router())
 }
@@ -50,7 +52,8 @@ pub fn external_app(state: AppState) -> Router {
     shared::http::cors::wrap(app, &state)
 }
 
-/// The internal port's app: every route.
+/// The internal port's app: every route; errors under `/genesys/` in the GMS shape, whichever
+/// layer wrote them (`gms::error::reshape`, outermost).
 pub fn internal_app(state: AppState) -> Router {
     let http: HttpConfig = state.cfg.http.clone();
     let errors = state.errors.clone();
@@ -60,6 +63,7 @@ pub fn internal_app(state: AppState) -> Router {
         &http,
         errors,
     )
+    .layer(axum::middleware::from_fn(gms::error::reshape))
 }
 
 #[cfg(test)]
@@ -80,5 +84,7 @@ mod tests {
         let _ = super::admin::publish::router();
         let _ = super::admin::router();
         let _ = super::ors::router();
+        let _ = super::gms::router();
+        let _ = super::admin::gms_credentials::router();
     }
 }

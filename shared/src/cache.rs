@@ -12,7 +12,10 @@ use std::{
 
 use moka::{Expiry, future::Cache};
 
-use crate::{db::services::Service, error::Error};
+use crate::{
+    db::{gms::Resolved, services::Service},
+    error::Error,
+};
 
 /// Cache key of a service: (tenant id, service name).
 type ServiceKey = (Arc<str>, Arc<str>);
@@ -25,6 +28,11 @@ pub struct Caches {
     /// entry above has expired even for a client over its failure limit (docs/abuse.md).
     recently_known: Cache<[u8; 32], ()>,
     services: Cache<ServiceKey, Option<Arc<Service>>>,
+    /// `ContactCenterId` value (as sent) → how it resolved, with the tenant's credentials.
+    gms_tenants: Cache<Arc<str>, Arc<Resolved>>,
+    /// SHA-256 of (tenant, stored password hash, `Authorization` value) → whether it matched:
+    /// a Designer burst costs one password check, not one per request.
+    gms_logins: Cache<[u8; 32], bool>,
 }
 
 impl std::fmt::Debug for Caches {
@@ -86,6 +94,14 @@ impl Caches {
             services: Cache::builder()
                 .max_capacity(10_000)
                 .time_to_live(ttl)
+                .build(),
+            gms_tenants: Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(ttl)
+                .build(),
+            gms_logins: Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(negative_ttl.max(ttl))
                 .build(),
         }
     }
@@ -153,6 +169,33 @@ impl Caches {
         self.services.invalidate_all();
     }
 
+    /// How a `ContactCenterId` value resolves, loading on a miss (docs/gms.md).
+    pub async fn gms_tenant<F>(&self, ccid: &str, load: F) -> Result<Arc<Resolved>, Error>
+    where
+        F: Future<Output = Result<Resolved, Error>>,
+    {
+        self.gms_tenants
+            .try_get_with(Arc::from(ccid), async { load.await.map(Arc::new) })
+            .await
+            .map_err(|e| clone_error(&e))
+    }
+
+    /// Whether a Basic login was checked before (`Some(matched)`), by its digest.
+    pub async fn gms_login(&self, digest: &[u8; 32]) -> Option<bool> {
+        self.gms_logins.get(digest).await
+    }
+
+    /// Remembers the outcome of a Basic login check.
+    pub async fn remember_gms_login(&self, digest: [u8; 32], matched: bool) {
+        self.gms_logins.insert(digest, matched).await;
+    }
+
+    /// Forgets every resolved `ContactCenterId` (after a credentials change: the header may
+    /// have been cached in any spelling).
+    pub fn forget_gms(&self) {
+        self.gms_tenants.invalidate_all();
+    }
+
     /// Forgets every key (after a revocation: only the key's id is known there).
     pub fn forget_keys(&self) {
         self.keys.invalidate_all();
@@ -172,10 +215,12 @@ fn clone_error(e: &Error) -> Error {
             message,
             data,
             retry_after_s,
+            limit,
         } => Error::LimitReached {
             message: message.clone(),
             data: data.clone(),
             retry_after_s: *retry_after_s,
+            limit: *limit,
         },
         other => Error::internal(anyhow::anyhow!("{other}")),
     }

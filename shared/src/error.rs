@@ -30,6 +30,9 @@ pub enum Error {
         /// Seconds until a retry can pass; `None` when waiting alone will not help (a full
         /// slot, an active-callback limit).
         retry_after_s: Option<u64>,
+        /// Which create-time limit it was, when it was one (the GMS surface words each its
+        /// own way: docs/gms.md#errors).
+        limit: Option<crate::redis::throttle::Limit>,
     },
     /// A scheduled callback's slot cannot take it: full, or closed to scheduled callbacks
     /// (capacity 0). Answered like a limit, with the open slots nearest the desired time.

@@ -18,8 +18,9 @@ use axum::{Router, extract::State, routing::post};
 use serde::Serialize;
 use shared::db::outcome::TxFail as Fail;
 use shared::{
-    ApiError, db,
+    db,
     db::outcome::{self, Waited, Writer},
+    error::Result,
     http::ApiResult,
     http::{ApiTenant, AppState, Envelope, Json},
     metrics,
@@ -46,28 +47,46 @@ async fn handler(
     Json(body): Json<CallbackIdParms>,
 ) -> ApiResult<Envelope<CancelledData>> {
     let id = body.parse()?;
+    cancel(&state, &tenant, id, None).await?;
+    Ok(Envelope::ok(CancelledData { id: id.to_string() }))
+}
+
+/// Cancels one callback of `tenant` (also of `service`, when given: another service's callback
+/// is not found), within the request's commit deadline; the one cancel of both the v3 and the
+/// GMS surface. `Unavailable` means not cancelled, or (its message says so) maybe cancelled.
+pub async fn cancel(
+    state: &AppState,
+    tenant: &str,
+    id: Uuid,
+    service: Option<&str>,
+) -> Result<(), shared::Error> {
     let client = state.db.get().await?;
     shared::http::envelope::committing();
     let deadline = shared::http::envelope::commit_deadline();
     let (writer, waiter) = outcome::pair();
-    tokio::spawn(cancel_task(state.clone(), client, tenant, id, writer));
-    match waiter.wait(deadline).await {
-        Waited::Done(answer) => answer?,
-        // Cancelled; only its follow-ups (index, control entry) ran late.
-        Waited::DoneLate { stored: true } => {}
-        Waited::Abandoned | Waited::DoneLate { stored: false } => {
-            return Err(ApiError::unavailable(
-                "the database did not answer in time; the callback was not cancelled, retry later",
-            ));
-        }
-        Waited::InDoubt => {
-            return Err(ApiError::unavailable(
-                "the database did not confirm the cancel in time; it may still apply: retry to \
-                 learn the outcome",
-            ));
-        }
+    let scope = Scope {
+        tenant: tenant.to_string(),
+        service: service.map(str::to_string),
     };
-    Ok(Envelope::ok(CancelledData { id: id.to_string() }))
+    tokio::spawn(cancel_task(state.clone(), client, scope, id, writer));
+    match waiter.wait(deadline).await {
+        Waited::Done(answer) => answer,
+        // Cancelled; only its follow-ups (index, control entry) ran late.
+        Waited::DoneLate { stored: true } => Ok(()),
+        Waited::Abandoned | Waited::DoneLate { stored: false } => Err(shared::Error::unavailable(
+            "the database did not answer in time; the callback was not cancelled, retry later",
+        )),
+        Waited::InDoubt => Err(shared::Error::unavailable(
+            "the database did not confirm the cancel in time; it may still apply: retry to \
+             learn the outcome",
+        )),
+    }
+}
+
+/// Which callbacks a cancel may touch: the tenant's, and of one service when given.
+struct Scope {
+    tenant: String,
+    service: Option<String>,
 }
 
 /// The cancel, committed only while the request waits, then its follow-ups (done here also
@@ -75,42 +94,52 @@ async fn handler(
 async fn cancel_task(
     state: AppState,
     mut client: deadpool_postgres::Object,
-    tenant: String,
+    scope: Scope,
     id: Uuid,
-    writer: Writer<ApiResult<()>>,
+    writer: Writer<Result<()>>,
 ) {
-    let result = match in_tx(&mut client, &tenant, id, &writer).await {
+    let tenant = scope.tenant.as_str();
+    let result = match in_tx(&mut client, &scope, id, &writer).await {
         Err(Fail::InDoubt(e)) => {
             tracing::warn!(callback.id = %id, error = %e, "cancel commit outcome unknown; resolving");
             drop(client);
-            resolve(&state, &tenant, id).await
+            resolve(&state, tenant, id).await
         }
-        Err(Fail::Api(e)) => Err(e.into()),
+        Err(Fail::Api(e)) => Err(e),
         Ok(c) => Ok(c),
     };
     let done = result.as_ref().is_ok();
     let answered = writer.settle(done);
-    if let Ok(cancelled) = result {
-        release_throttle(&state, &tenant, &cancelled.service, id).await;
-        after_cancel(&state, &tenant, id, cancelled).await;
-        if answered {
-            writer.send(Ok(()));
+    match result {
+        Ok(cancelled) => {
+            release_throttle(&state, tenant, &cancelled.service, id).await;
+            after_cancel(&state, tenant, id, cancelled).await;
+            if answered {
+                writer.send(Ok(()));
+            }
         }
-    } else if let Err(e) = result
-        && answered
-    {
-        writer.send(Err(e));
+        Err(e) if answered => writer.send(Err(e)),
+        Err(_) => {}
     }
 }
 
 async fn in_tx(
     client: &mut deadpool_postgres::Object,
-    tenant: &str,
+    scope: &Scope,
     id: Uuid,
-    writer: &Writer<ApiResult<()>>,
+    writer: &Writer<Result<()>>,
 ) -> Result<db::callbacks::Cancelled, Fail> {
     let tx = client.transaction().await?;
-    let cancelled = db::callbacks::cancel(&tx, tenant, id).await?;
+    if let Some(service) = &scope.service {
+        // Another service's callback is not found through this service (nothing changes).
+        let current = db::callbacks::get(&tx, &scope.tenant, id).await?;
+        if &current.service != service {
+            return Err(Fail::Api(shared::Error::not_found(format!(
+                "no callback {id} in service {service}"
+            ))));
+        }
+    }
+    let cancelled = db::callbacks::cancel(&tx, &scope.tenant, id).await?;
     if !writer.begin_commit() {
         tx.rollback().await?;
         return Err(Fail::Api(shared::Error::unavailable("request given up")));
@@ -124,7 +153,7 @@ async fn in_tx(
 
 /// After a broken `COMMIT`: whether the cancel landed, read under the row lock (which waits
 /// for a transaction still holding it). Retries until PostgreSQL answers.
-async fn resolve(state: &AppState, tenant: &str, id: Uuid) -> ApiResult<db::callbacks::Cancelled> {
+async fn resolve(state: &AppState, tenant: &str, id: Uuid) -> Result<db::callbacks::Cancelled> {
     let mut delay = std::time::Duration::from_millis(100);
     loop {
         let read = async {
@@ -138,7 +167,7 @@ async fn resolve(state: &AppState, tenant: &str, id: Uuid) -> ApiResult<db::call
         match read {
             Ok(Some(c)) => return Ok(c),
             Ok(None) => {
-                return Err(ApiError::unavailable(
+                return Err(shared::Error::unavailable(
                     "database connection lost; the callback was not cancelled, retry later",
                 ));
             }

@@ -123,6 +123,7 @@ impl From<Error> for ApiError {
                 message,
                 data,
                 retry_after_s,
+                ..
             } => Self::TooManyRequests {
                 message,
                 data,

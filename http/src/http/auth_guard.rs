@@ -148,6 +148,7 @@ fn busy(retry_after_s: u64) -> crate::Error {
         message: "lookup budget spent".into(),
         data: None,
         retry_after_s: Some(retry_after_s),
+        limit: None,
     }
 }
 

@@ -11,6 +11,7 @@ pub mod batch;
 pub mod callbacks;
 pub mod dispatch;
 pub mod events;
+pub mod gms;
 pub mod hours;
 pub mod number_rules;
 pub mod outcome;

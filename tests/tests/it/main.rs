@@ -26,6 +26,7 @@ mod designer_publish;
 mod dispatch_settle;
 mod ewt;
 mod fixtures;
+mod gms;
 mod handoff;
 mod hardening;
 mod hours;

@@ -25,6 +25,9 @@ const SHARED: &str = "sales";
 const OWN: &str = "vonly";
 /// The one origin the victim's CORS allows.
 const ORIGIN: &str = "https://app.victim.example";
+/// The victim's GMS Basic credentials.
+const GMS_USER: &str = "designer";
+const GMS_PASSWORD: &str = "sweep-gms-password";
 
 /// One `engage serve`, two tenants, and the victim's objects the routes are aimed at.
 struct Sweep {
@@ -60,6 +63,10 @@ impl Sweep {
             .admin_put(&cors, json!({"allowed_origins": [ORIGIN]}))
             .await;
         assert_eq!(code, 200, "cors: {body}");
+        let gms = format!("/ges/v1/tenants/{VICTIM}/gms-credentials");
+        let login = json!({"username": GMS_USER, "password": GMS_PASSWORD});
+        let (code, body) = e.admin_put(&gms, login).await;
+        assert_eq!(code, 200, "gms credentials: {body}");
         // A key used (so cached, with and without an Origin) and then revoked.
         let (revoked, revoked_id) = new_key(&e, "revoked").await;
         let path = "/engagement/v3/callbacks/queue-status/sales";
@@ -133,6 +140,9 @@ impl Sweep {
                 json!({"state": "COMPLETED", "reason": "AGENT_CONNECTED"})
             }
             (_, "/ges/v1/tenants/{ccid}/services/{name}") => open_service(json!({})),
+            (_, "/genesys/1/service/callback/{service}") => {
+                json!({"_customer_number": harness::next_phone()})
+            }
             _ => json!({}),
         };
         Some(body)
@@ -229,6 +239,38 @@ impl Sweep {
                     vec![("authorization", format!("Basic {ORS_EVENTS_TOKEN}"))],
                 ),
             ],
+            Auth::Gms => {
+                let ccid = || ("contactcenterid", VICTIM.to_string());
+                let with = |name: &'static str, value: String| vec![ccid(), (name, value)];
+                vec![
+                    ("ContactCenterId without Basic", vec![ccid()]),
+                    (
+                        "a wrong Basic password",
+                        with("authorization", basic(GMS_USER, "wrong")),
+                    ),
+                    (
+                        "the password under another user",
+                        with("authorization", basic("Designer", GMS_PASSWORD)),
+                    ),
+                    (
+                        "the password plus a character",
+                        with(
+                            "authorization",
+                            basic(GMS_USER, &format!("{GMS_PASSWORD}x")),
+                        ),
+                    ),
+                    ("garbage Basic", with("authorization", "Basic !!!".into())),
+                    (
+                        "the admin token",
+                        with("authorization", format!("Bearer {ADMIN_TOKEN}")),
+                    ),
+                    (
+                        "the password as a bearer",
+                        with("authorization", format!("Bearer {GMS_PASSWORD}")),
+                    ),
+                    ("an API key", with("x-api-key", self.victim.clone())),
+                ]
+            }
         }
     }
 
@@ -239,8 +281,17 @@ impl Sweep {
             Auth::ApiKey => vec![("x-api-key", self.victim.clone())],
             Auth::Admin => vec![("authorization", format!("Bearer {ADMIN_TOKEN}"))],
             Auth::Ors => vec![("authorization", format!("Bearer {ORS_EVENTS_TOKEN}"))],
+            Auth::Gms => vec![
+                ("contactcenterid", VICTIM.to_string()),
+                ("authorization", basic(GMS_USER, GMS_PASSWORD)),
+            ],
         }
     }
+}
+
+/// An `Authorization: Basic` value.
+fn basic(user: &str, password: &str) -> String {
+    format!("Basic {}", base64(format!("{user}:{password}").as_bytes()))
 }
 
 /// Creates a key of the victim through the admin API: (key, id).
@@ -277,10 +328,24 @@ fn random_like(real: &str) -> String {
     random_alnum(real.len())
 }
 
-/// Asserts an answer is in the envelope with its own status, and not a 5xx.
+/// Asserts an answer is in the envelope with its own status, and not a 5xx (under
+/// `/genesys/`, GMS's `{message, exception}` shape instead: docs/gms.md#errors).
 #[track_caller]
 fn assert_envelope(code: u16, body: &Value, what: &str) {
     assert!(code < 500, "{what}: {code} {body}");
+    if body.get("exception").is_some() {
+        assert!(what.contains("/genesys/"), "{what}: GMS shape: {body}");
+        let class = body["exception"].as_str().unwrap_or_default();
+        assert!(
+            class.starts_with("com.genesyslab.gsg.services.callback.exceptions."),
+            "{what}: {body}"
+        );
+        assert!(
+            !body["message"].as_str().unwrap_or_default().is_empty(),
+            "{what}: no message: {body}"
+        );
+        return;
+    }
     assert_eq!(
         body["status"]["code"], code,
         "{what}: not in the envelope: {body}"
@@ -483,6 +548,8 @@ async fn other_methods_neither_pass_nor_reveal_internal_routes() {
                 let ctx = format!("{method} {} on {base}", route.path);
                 let expected = match (served, method) {
                     (false, _) => 404,
+                    // Without ContactCenterId: 400 (docs/gms.md#addressing-and-tenants).
+                    (true, "HEAD") if methods.contains(&"GET") && route.auth == Auth::Gms => 400,
                     (true, "HEAD") if methods.contains(&"GET") && route.auth != Auth::Open => 401,
                     (true, "HEAD") if methods.contains(&"GET") => 200,
                     (true, _) => 405,

@@ -171,6 +171,7 @@ fn rejected(ctx: &Ctx, number: &str, r: &Rejection) -> Error {
         message: r.message(service),
         data: None,
         retry_after_s,
+        limit: Some(r.limit),
     }
 }
 

@@ -18,6 +18,9 @@ pub(crate) enum Auth {
     Ors,
     /// Nothing (probes, metrics, the OpenAPI document).
     Open,
+    /// The GMS surface: `ContactCenterId` of the tenant, plus the tenant's HTTP Basic
+    /// credentials (the sweep's victim has some).
+    Gms,
 }
 
 /// Where a route is served.
@@ -47,7 +50,7 @@ const fn r(method: &'static str, path: &'static str, auth: Auth, port: Port) -> 
     }
 }
 
-use Auth::{Admin, ApiKey, Open, Ors};
+use Auth::{Admin, ApiKey, Gms, Open, Ors};
 use Port::{Both, Internal};
 
 /// Every route of `engage serve` (the versioned admin kinds are expanded from [`KINDS`]).
@@ -100,6 +103,30 @@ const FIXED: &[Route] = &[
         Internal,
     ),
     r("POST", "/ges/v1/ors/callbacks/{id}/events", Ors, Internal),
+    r(
+        "PUT",
+        "/ges/v1/tenants/{ccid}/gms-credentials",
+        Admin,
+        Internal,
+    ),
+    r(
+        "DELETE",
+        "/ges/v1/tenants/{ccid}/gms-credentials",
+        Admin,
+        Internal,
+    ),
+    r(
+        "POST",
+        "/genesys/1/service/callback/{service}",
+        Gms,
+        Internal,
+    ),
+    r(
+        "DELETE",
+        "/genesys/1/service/callback/{service}/{id}",
+        Gms,
+        Internal,
+    ),
 ];
 
 /// The versioned admin object kinds (`functions::admin::versioned`, `AdminKind::PATH`).
