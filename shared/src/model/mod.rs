@@ -8,6 +8,7 @@ pub mod attrs;
 pub mod availability;
 pub mod callback;
 pub mod capacity;
+pub mod designer;
 pub mod ewt;
 pub mod gms_query;
 pub mod hours;

@@ -22,6 +22,7 @@ mod bounded;
 mod callbacks;
 mod clients;
 mod create_pipeline;
+mod designer_publish;
 mod dispatch_fence;
 mod dispatch_settle;
 mod ewt;
