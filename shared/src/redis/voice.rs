@@ -9,9 +9,8 @@
 //! A cancel of a callback that may be mid-hand-off *fences* its submission: it sets the
 //! submission's dedupe key itself (value [`FENCE`]), so a submission not yet written never will
 //! be, and a submission already written is proven by the key and gets its control entry after
-//! it (docs/voice-platform.md, "Cancel"). A reschedule of a callback that may be mid-hand-off
-//! fences the same way (value [`MOVED`]) before it commits, and its later hand-offs carry the
-//! next *hand-off epoch* in their dedupe key (docs/voice-platform.md#reschedule).
+//! it (docs/voice-platform.md, "Cancel"). A submission that finds its key fenced says so
+//! ([`Written::Fenced`]): it was never written, and the worker records no hand-off for it.
 
 use std::sync::LazyLock;
 
@@ -24,17 +23,18 @@ use super::RedisConn;
 pub const DEDUPE_TTL_S: u64 = 86_400;
 
 /// Adds entries to one stream, each guarded by its dedupe key.
-/// KEYS: stream, dedupe keys…  ARGV: ttl, minid (or "" for no trim), the [`MOVED`] fence value,
-/// then per entry its number of fields followed by its fields flattened (field, value, …):
-/// entries leave out absent optional fields. Returns 1 (added), 0 (duplicate) or 2 (fenced by
-/// a reschedule) per entry.
+/// KEYS: stream, dedupe keys…  ARGV: ttl, minid (or "" for no trim), fence value, then per
+/// entry its number of fields followed by its fields flattened (field, value, …): entries leave
+/// out absent optional fields. Returns per entry 1 (added), 0 (added before) or 2 (fenced: a
+/// cancel took the key first, nothing was ever written).
 static SUBMIT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local ttl = ARGV[1]
 local minid = ARGV[2]
-local moved = ARGV[3]
-local base = 4
+local fence = ARGV[3]
+local moved = ARGV[4]
+local base = 5
 local out = {}
 for i = 2, #KEYS do
   local per = tonumber(ARGV[base]) * 2
@@ -47,7 +47,7 @@ for i = 2, #KEYS do
     for j = 1, per do args[#args + 1] = ARGV[base + j] end
     redis.call('XADD', unpack(args))
     out[#out + 1] = 1
-  elseif redis.call('GET', KEYS[i]) == moved then
+  elseif redis.call('GET', KEYS[i]) == fence or redis.call('GET', KEYS[i]) == moved then
     out[#out + 1] = 2
   else
     out[#out + 1] = 0
@@ -114,34 +114,21 @@ pub struct Entry {
     pub fields: Vec<(&'static str, String)>,
 }
 
-/// What one guarded write found.
+/// What [`submit`] did with one entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Written {
-    /// Added now.
+    /// Added to the stream now.
     Added,
-    /// Added before (or fenced by a cancel): nothing written now.
-    Duplicate,
-    /// Fenced by a reschedule ([`MOVED`]): this hand-off is of a time the callback no longer
-    /// has (or of a reschedule in progress); nothing written, and it must not be recorded.
-    Moved,
+    /// Added before (a retried or taken-over submission): the stream holds it once.
+    Already,
+    /// Never written and never will be: a cancel fenced the attempt first
+    /// (docs/voice-platform.md#cancel). Not a hand-off.
+    Fenced,
 }
 
-/// Adds `entries` to `stream` exactly once each; returns per entry whether it was added now
-/// (`false` = it had been added before, or was fenced). `trim_before_ms` trims entries older
-/// than that time (`MINID ~`), 0 = no trim.
+/// Adds `entries` to `stream` exactly once each; returns per entry what happened
+/// ([`Written`]). `trim_before_ms` trims entries older than that time (`MINID ~`), 0 = no trim.
 pub async fn submit(
-    conn: &mut RedisConn,
-    stream: &str,
-    kind: &str,
-    entries: &[Entry],
-    trim_before_ms: i64,
-) -> redis::RedisResult<Vec<bool>> {
-    let written = submit_checked(conn, stream, kind, entries, trim_before_ms).await?;
-    Ok(written.into_iter().map(|w| w == Written::Added).collect())
-}
-
-/// [`submit`], telling a duplicate from a hand-off fenced by a reschedule.
-pub async fn submit_checked(
     conn: &mut RedisConn,
     stream: &str,
     kind: &str,
@@ -155,25 +142,27 @@ pub async fn submit_checked(
     for e in entries {
         inv.key(dedupe_key(stream, kind, e.id, e.attempt, e.epoch));
     }
-    inv.arg(DEDUPE_TTL_S).arg(if trim_before_ms > 0 {
-        format!("{trim_before_ms}-0")
-    } else {
-        String::new()
-    });
-    inv.arg(MOVED);
+    inv.arg(DEDUPE_TTL_S)
+        .arg(if trim_before_ms > 0 {
+            format!("{trim_before_ms}-0")
+        } else {
+            String::new()
+        })
+        .arg(FENCE)
+        .arg(MOVED);
     for e in entries {
         inv.arg(e.fields.len());
         for (k, v) in &e.fields {
             inv.arg(*k).arg(v);
         }
     }
-    let added: Vec<i64> = inv.invoke_async(conn).await?;
-    Ok(added
+    let written: Vec<i64> = inv.invoke_async(conn).await?;
+    Ok(written
         .into_iter()
         .map(|n| match n {
             1 => Written::Added,
-            2 => Written::Moved,
-            _ => Written::Duplicate,
+            2 => Written::Fenced,
+            _ => Written::Already,
         })
         .collect())
 }
@@ -237,8 +226,8 @@ pub async fn settle_cancels(
         .filter(|o| !fenced.contains(&(o.id, o.attempt)))
         .map(|o| control_entry(o.id, o.attempt, "cancel"))
         .collect();
-    let added = submit(conn, control_stream, "ctl", &entries, 0).await?;
-    Ok(added.into_iter().filter(|a| *a).count())
+    let written = submit(conn, control_stream, "ctl", &entries, 0).await?;
+    Ok(written.into_iter().filter(|w| *w == Written::Added).count())
 }
 
 /// Whether attempt `attempt` (epoch `epoch`) of `id` was written to `voice_stream` (its dedupe
