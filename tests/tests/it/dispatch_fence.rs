@@ -161,6 +161,7 @@ async fn dispatch_fence_a_fenced_submission_is_not_recorded_as_handed_off() {
         "sub",
         id.parse().expect("uuid"),
         1,
+        0,
     );
     let fence: Option<String> = redis::cmd("GET")
         .arg(&dedupe)

@@ -146,7 +146,7 @@ async fn dedupe_keys(
     ];
     for n in 1..=attempts.max(1) {
         for (stream, kind) in streams {
-            let key = shared::redis::voice::dedupe_key(stream, kind, uuid, n);
+            let key = shared::redis::voice::dedupe_key(stream, kind, uuid, n, 0);
             let (value, ttl): (Option<String>, i64) = redis::pipe()
                 .cmd("GET")
                 .arg(&key)
