@@ -676,6 +676,8 @@ pub struct PrivateRedis {
     /// Port it listens on (kept across restarts).
     pub port: u16,
     dir: PathBuf,
+    /// Leave `dir` when dropped ([`Self::keep`]).
+    kept: std::sync::atomic::AtomicBool,
     persistent: bool,
     child: Option<Child>,
     /// With TLS: it listens only on its TLS port.
@@ -692,6 +694,7 @@ impl PrivateRedis {
         let mut r = Self {
             port,
             dir,
+            kept: false.into(),
             persistent,
             child: None,
             tls: None,
@@ -709,6 +712,7 @@ impl PrivateRedis {
         let mut r = Self {
             port,
             dir,
+            kept: false.into(),
             persistent: false,
             child: None,
             tls: Some(tls),
@@ -827,10 +831,21 @@ impl PrivateRedis {
     }
 }
 
+impl PrivateRedis {
+    /// Leaves the server's folder (with a persistent server, its append-only file) in place
+    /// when dropped, for a post-mortem; returns it.
+    pub fn keep(&self) -> PathBuf {
+        self.kept.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.dir.clone()
+    }
+}
+
 impl Drop for PrivateRedis {
     fn drop(&mut self) {
         self.stop();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if !self.kept.load(std::sync::atomic::Ordering::Relaxed) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 

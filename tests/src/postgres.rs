@@ -4,6 +4,7 @@
 use std::{
     path::{Path, PathBuf},
     process::{Command, Stdio},
+    sync::atomic::{AtomicBool, Ordering},
 };
 
 use anyhow::{Context, bail};
@@ -14,6 +15,8 @@ pub struct PrivatePostgres {
     /// Port it listens on.
     pub port: u16,
     dir: PathBuf,
+    /// Leave `dir` when dropped ([`Self::keep`]).
+    kept: AtomicBool,
 }
 
 /// Path of a PostgreSQL tool (whatever version is installed under /usr/lib/postgresql).
@@ -110,7 +113,11 @@ impl PrivatePostgres {
         let mut text = std::fs::read_to_string(&conf_path)?;
         text.push_str(&conf);
         std::fs::write(&conf_path, text)?;
-        let pg = Self { port, dir };
+        let pg = Self {
+            port,
+            dir,
+            kept: false.into(),
+        };
         pg.start_server()?;
         let mut create = Command::new("psql");
         create
@@ -193,6 +200,13 @@ impl PrivatePostgres {
     pub fn thaw(&self) {
         signal(&self.pids().unwrap_or_default(), "CONT");
     }
+
+    /// Leaves the cluster's folder (data directory `data/`, log `server.log`) in place when
+    /// dropped, for a post-mortem (`pg_ctl -D <folder>/data start`); returns the folder.
+    pub fn keep(&self) -> &Path {
+        self.kept.store(true, Ordering::Relaxed);
+        &self.dir
+    }
 }
 
 impl Default for PrivatePostgres {
@@ -211,7 +225,9 @@ impl Drop for PrivatePostgres {
                 .args(["-m", "immediate", "-w", "stop"]);
             let _ = run(c, "pg_ctl stop");
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if !self.kept.load(Ordering::Relaxed) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use axum::{Router, extract::State, routing::get};
 use jiff::Timestamp;
 use shared::{
-    ApiError, db,
+    Error, db,
     http::ApiResult,
     http::{ApiTenant, AppState, Envelope, Path, Query},
     model::availability::{Availabilities, AvailabilityQuery},
@@ -30,32 +30,44 @@ async fn handler(
 ) -> ApiResult<Envelope<Availabilities>> {
     let now = Timestamp::now();
     let query = AvailabilityQuery::parse(&params, now)?;
+    Ok(Envelope::ok(
+        free_slots(&state, &tenant, &service, &query, now).await?,
+    ))
+}
+
+/// The free slots of a service for a parsed request: the one implementation behind v3
+/// availability and GMS availability v1/v2 (`functions::gms::availability`). A service that is
+/// unknown, disabled or without scheduled callbacks is refused (400), naming it.
+pub async fn free_slots(
+    state: &AppState,
+    tenant: &str,
+    service: &str,
+    query: &AvailabilityQuery,
+    now: Timestamp,
+) -> Result<Availabilities, Error> {
     let svc = state
-        .service(&tenant, &service)
+        .service(tenant, service)
         .await?
-        .ok_or_else(|| ApiError::bad_request(format!("unknown service {service}")))?;
+        .ok_or_else(|| Error::invalid(format!("unknown service {service}")))?;
     let s = &svc.body;
     if !s.enabled {
-        return Err(ApiError::bad_request(format!(
-            "service {service} is disabled"
-        )));
+        return Err(Error::invalid(format!("service {service} is disabled")));
     }
     if !s.scheduled_enabled {
-        return Err(ApiError::bad_request(format!(
+        return Err(Error::invalid(format!(
             "service {service} does not offer scheduled callbacks"
         )));
     }
     let client = state.db.get().await?;
-    let plan = db::hours::plan(&client, &tenant, &service, s).await?;
-    let answer = db::slots::availability(
+    let plan = db::hours::plan(&client, tenant, service, s).await?;
+    db::slots::availability(
         &client,
-        &tenant,
-        &service,
+        tenant,
+        service,
         &plan,
         s.max_days_ahead,
-        &query,
+        query,
         now,
     )
-    .await?;
-    Ok(Envelope::ok(answer))
+    .await
 }

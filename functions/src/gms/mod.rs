@@ -12,10 +12,13 @@
 //! Path parameters are named `{service}` and `{id}` in every route of this surface (axum
 //! refuses one path spelled with two names).
 
+pub mod admin;
+pub mod availability;
 pub mod body;
 pub mod cancel;
 pub mod create;
 pub mod error;
+pub mod query;
 pub mod record;
 pub mod tenant;
 
@@ -27,6 +30,9 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .merge(create::router())
         .merge(cancel::router())
+        .merge(query::router())
+        .merge(availability::router())
+        .merge(admin::router())
 }
 
 /// The path prefix of this surface; errors under it answer in the GMS shape

@@ -12,6 +12,7 @@ pub mod callbacks;
 pub mod dispatch;
 pub mod events;
 pub mod gms;
+pub mod gms_query;
 pub mod hours;
 pub mod number_rules;
 pub mod outcome;

@@ -135,12 +135,67 @@ pub struct AvailabilityQuery {
     pub report_busy: bool,
 }
 
+/// The spelling of the availability parameters on one surface (errors name them as sent).
+#[derive(Debug, Clone, Copy)]
+pub struct ParamNames {
+    /// Window start (a time).
+    pub start: &'static str,
+    /// Window start (epoch ms).
+    pub start_ms: &'static str,
+    /// Window end (a time).
+    pub end: &'static str,
+    /// Window end (epoch ms).
+    pub end_ms: &'static str,
+    /// Window length in local days.
+    pub number_of_days: &'static str,
+    /// Zone of local times.
+    pub timezone: &'static str,
+    /// Cap on the slots returned.
+    pub max_time_slots: &'static str,
+    /// List full slots too.
+    pub report_busy: &'static str,
+}
+
+impl ParamNames {
+    /// Engagement API v3 (`startMS`, `numberOfDays`, …).
+    pub const V3: Self = Self {
+        start: "start",
+        start_ms: "startMS",
+        end: "end",
+        end_ms: "endMS",
+        number_of_days: "numberOfDays",
+        timezone: "timezone",
+        max_time_slots: "maxTimeSlots",
+        report_busy: "reportBusy",
+    };
+    /// GMS availability v1/v2 (`start-ms`, `number-of-days`, …; docs/gms.md#availability).
+    pub const GMS: Self = Self {
+        start: "start",
+        start_ms: "start-ms",
+        end: "end",
+        end_ms: "end-ms",
+        number_of_days: "number-of-days",
+        timezone: "timezone",
+        max_time_slots: "max-time-slots",
+        report_busy: "report-busy",
+    };
+}
+
 impl AvailabilityQuery {
-    /// Parses the query parameters; `now` is the default start.
+    /// Parses the v3 query parameters; `now` is the default start.
     pub fn parse(params: &BTreeMap<String, String>, now: Timestamp) -> Result<Self, Error> {
-        let zone = Zone::from_param(params.get("timezone").map(String::as_str))?;
-        let start = window_start(params, &zone, now)?;
-        let end = window_end(params, &zone, start)?;
+        Self::parse_named(params, now, &ParamNames::V3)
+    }
+
+    /// Parses the query parameters as spelled by `names`; `now` is the default start.
+    pub fn parse_named(
+        params: &BTreeMap<String, String>,
+        now: Timestamp,
+        names: &ParamNames,
+    ) -> Result<Self, Error> {
+        let zone = Zone::from_param(params.get(names.timezone).map(String::as_str))?;
+        let start = window_start(params, &zone, now, names)?;
+        let end = window_end(params, &zone, start, names)?;
         if end < start {
             return Err(Error::invalid(format!(
                 "the window ends ({}) before it starts ({})",
@@ -153,28 +208,44 @@ impl AvailabilityQuery {
                 "the window may span at most {MAX_DAYS} days"
             )));
         }
-        let max_time_slots = match param(params, "maxTimeSlots") {
-            None => None,
-            Some(v) => Some(
-                v.parse::<usize>()
-                    .ok()
-                    .filter(|n| *n >= 1)
-                    .ok_or_else(|| Error::invalid("maxTimeSlots must be a positive integer"))?,
-            ),
-        };
-        let report_busy = match param(params, "reportBusy").map(str::to_ascii_lowercase) {
-            None => false,
-            Some(v) if v == "true" => true,
-            Some(v) if v == "false" => false,
-            Some(_) => return Err(Error::invalid("reportBusy must be true or false")),
-        };
         Ok(Self {
             start,
             end,
             zone,
-            max_time_slots,
-            report_busy,
+            max_time_slots: max_time_slots(params, names)?,
+            report_busy: report_busy(params, names)?,
         })
+    }
+}
+
+fn max_time_slots(
+    params: &BTreeMap<String, String>,
+    names: &ParamNames,
+) -> Result<Option<usize>, Error> {
+    let Some(v) = param(params, names.max_time_slots) else {
+        return Ok(None);
+    };
+    v.parse::<usize>()
+        .ok()
+        .filter(|n| *n >= 1)
+        .map(Some)
+        .ok_or_else(|| {
+            Error::invalid(format!(
+                "{} must be a positive integer",
+                names.max_time_slots
+            ))
+        })
+}
+
+fn report_busy(params: &BTreeMap<String, String>, names: &ParamNames) -> Result<bool, Error> {
+    match param(params, names.report_busy).map(str::to_ascii_lowercase) {
+        None => Ok(false),
+        Some(v) if v == "true" => Ok(true),
+        Some(v) if v == "false" => Ok(false),
+        Some(_) => Err(Error::invalid(format!(
+            "{} must be true or false",
+            names.report_busy
+        ))),
     }
 }
 
@@ -183,13 +254,15 @@ fn window_start(
     params: &BTreeMap<String, String>,
     zone: &Zone,
     now: Timestamp,
+    n: &ParamNames,
 ) -> Result<Timestamp, Error> {
-    match (param(params, "start"), param(params, "startMS")) {
-        (Some(_), Some(_)) => Err(Error::invalid(
-            "start and startMS conflict: give only one of them",
-        )),
-        (Some(s), None) => parse_time("start", s, zone),
-        (None, Some(ms)) => parse_ms("startMS", ms),
+    match (param(params, n.start), param(params, n.start_ms)) {
+        (Some(_), Some(_)) => Err(Error::invalid(format!(
+            "{} and {} conflict: give only one of them",
+            n.start, n.start_ms
+        ))),
+        (Some(s), None) => parse_time(n.start, s, zone),
+        (None, Some(ms)) => parse_ms(n.start_ms, ms),
         (None, None) => Ok(now),
     }
 }
@@ -200,37 +273,44 @@ fn window_end(
     params: &BTreeMap<String, String>,
     zone: &Zone,
     start: Timestamp,
+    n: &ParamNames,
 ) -> Result<Timestamp, Error> {
-    let given: Vec<&str> = ["end", "endMS", "numberOfDays"]
+    let given: Vec<&str> = [n.end, n.end_ms, n.number_of_days]
         .into_iter()
         .filter(|p| param(params, p).is_some())
         .collect();
     if given.len() > 1 {
         return Err(Error::invalid(format!(
-            "{} conflict: give only one of end, endMS, numberOfDays",
-            given.join(" and ")
+            "{} conflict: give only one of {}, {}, {}",
+            given.join(" and "),
+            n.end,
+            n.end_ms,
+            n.number_of_days
         )));
     }
     let value = |name| param(params, name).unwrap_or_default();
     match given.first().copied() {
         None => Ok(start),
-        Some("end") => parse_time("end", value("end"), zone),
-        Some("endMS") => parse_ms("endMS", value("endMS")),
+        Some(p) if p == n.end => parse_time(n.end, value(n.end), zone),
+        Some(p) if p == n.end_ms => parse_ms(n.end_ms, value(n.end_ms)),
         Some(_) => {
-            let days = value("numberOfDays")
+            let days = value(n.number_of_days)
                 .parse::<i64>()
                 .ok()
                 .filter(|d| (0..=MAX_DAYS).contains(d))
                 .ok_or_else(|| {
                     Error::invalid(format!(
-                        "numberOfDays must be an integer from 0 to {MAX_DAYS}"
+                        "{} must be an integer from 0 to {MAX_DAYS}",
+                        n.number_of_days
                     ))
                 })?;
             start
                 .to_zoned(zone.tz.clone())
                 .checked_add(Span::new().days(days))
                 .map(|z| z.timestamp())
-                .map_err(|_| Error::invalid("numberOfDays goes past the year 9999"))
+                .map_err(|_| {
+                    Error::invalid(format!("{} goes past the year 9999", n.number_of_days))
+                })
         }
     }
 }

@@ -9,7 +9,8 @@
 //! A cancel of a callback that may be mid-hand-off *fences* its submission: it sets the
 //! submission's dedupe key itself (value [`FENCE`]), so a submission not yet written never will
 //! be, and a submission already written is proven by the key and gets its control entry after
-//! it (docs/voice-platform.md, "Cancel").
+//! it (docs/voice-platform.md, "Cancel"). A submission that finds its key fenced says so
+//! ([`Written::Fenced`]): it was never written, and the worker records no hand-off for it.
 
 use std::sync::LazyLock;
 
@@ -22,15 +23,17 @@ use super::RedisConn;
 pub const DEDUPE_TTL_S: u64 = 86_400;
 
 /// Adds entries to one stream, each guarded by its dedupe key.
-/// KEYS: stream, dedupe keys…  ARGV: ttl, minid (or "" for no trim), then per entry its number
-/// of fields followed by its fields flattened (field, value, …): entries leave out absent
-/// optional fields. Returns 1 (added) or 0 (duplicate) per entry.
+/// KEYS: stream, dedupe keys…  ARGV: ttl, minid (or "" for no trim), fence value, then per
+/// entry its number of fields followed by its fields flattened (field, value, …): entries leave
+/// out absent optional fields. Returns per entry 1 (added), 0 (added before) or 2 (fenced: a
+/// cancel took the key first, nothing was ever written).
 static SUBMIT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local ttl = ARGV[1]
 local minid = ARGV[2]
-local base = 3
+local fence = ARGV[3]
+local base = 4
 local out = {}
 for i = 2, #KEYS do
   local per = tonumber(ARGV[base]) * 2
@@ -43,6 +46,8 @@ for i = 2, #KEYS do
     for j = 1, per do args[#args + 1] = ARGV[base + j] end
     redis.call('XADD', unpack(args))
     out[#out + 1] = 1
+  elseif redis.call('GET', KEYS[i]) == fence then
+    out[#out + 1] = 2
   else
     out[#out + 1] = 0
   end
@@ -101,16 +106,27 @@ pub struct Entry {
     pub fields: Vec<(&'static str, String)>,
 }
 
-/// Adds `entries` to `stream` exactly once each; returns per entry whether it was added now
-/// (`false` = it had been added before). `trim_before_ms` trims entries older than that time
-/// (`MINID ~`), 0 = no trim.
+/// What [`submit`] did with one entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Written {
+    /// Added to the stream now.
+    Added,
+    /// Added before (a retried or taken-over submission): the stream holds it once.
+    Already,
+    /// Never written and never will be: a cancel fenced the attempt first
+    /// (docs/voice-platform.md#cancel). Not a hand-off.
+    Fenced,
+}
+
+/// Adds `entries` to `stream` exactly once each; returns per entry what happened
+/// ([`Written`]). `trim_before_ms` trims entries older than that time (`MINID ~`), 0 = no trim.
 pub async fn submit(
     conn: &mut RedisConn,
     stream: &str,
     kind: &str,
     entries: &[Entry],
     trim_before_ms: i64,
-) -> redis::RedisResult<Vec<bool>> {
+) -> redis::RedisResult<Vec<Written>> {
     if entries.is_empty() {
         return Ok(Vec::new());
     }
@@ -118,19 +134,28 @@ pub async fn submit(
     for e in entries {
         inv.key(dedupe_key(stream, kind, e.id, e.attempt));
     }
-    inv.arg(DEDUPE_TTL_S).arg(if trim_before_ms > 0 {
-        format!("{trim_before_ms}-0")
-    } else {
-        String::new()
-    });
+    inv.arg(DEDUPE_TTL_S)
+        .arg(if trim_before_ms > 0 {
+            format!("{trim_before_ms}-0")
+        } else {
+            String::new()
+        })
+        .arg(FENCE);
     for e in entries {
         inv.arg(e.fields.len());
         for (k, v) in &e.fields {
             inv.arg(*k).arg(v);
         }
     }
-    let added: Vec<i64> = inv.invoke_async(conn).await?;
-    Ok(added.into_iter().map(|n| n == 1).collect())
+    let written: Vec<i64> = inv.invoke_async(conn).await?;
+    Ok(written
+        .into_iter()
+        .map(|n| match n {
+            1 => Written::Added,
+            2 => Written::Fenced,
+            _ => Written::Already,
+        })
+        .collect())
 }
 
 /// A control entry (`{callback_id, action, attempt, at}`) for the voice platform.
@@ -189,8 +214,8 @@ pub async fn settle_cancels(
         .filter(|o| !fenced.contains(&(o.id, o.attempt)))
         .map(|o| control_entry(o.id, o.attempt, "cancel"))
         .collect();
-    let added = submit(conn, control_stream, "ctl", &entries, 0).await?;
-    Ok(added.into_iter().filter(|a| *a).count())
+    let written = submit(conn, control_stream, "ctl", &entries, 0).await?;
+    Ok(written.into_iter().filter(|w| *w == Written::Added).count())
 }
 
 /// Whether attempt `attempt` of `id` was written to `voice_stream` (its dedupe key holds a

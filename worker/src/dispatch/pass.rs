@@ -15,7 +15,10 @@ use shared::{
     db::dispatch::{self, DueCallback, Submitted},
     metrics,
     model::ServiceSettings,
-    redis::{RedisConn, queue, voice},
+    redis::{
+        RedisConn, queue,
+        voice::{self, Written},
+    },
 };
 use uuid::Uuid;
 
@@ -135,7 +138,11 @@ async fn work(
     if ready.is_empty() {
         return Ok(());
     }
-    hand_off(w, &ready, now_ms, ledger).await?;
+    let written = hand_off(w, &ready, now_ms, ledger).await?;
+    let ready = drop_fenced(ready, &written, ledger);
+    if ready.is_empty() {
+        return Ok(());
+    }
     let marked = record(w, &ready).await?;
     for r in &ready {
         ledger.release(r.cb.id);
@@ -197,16 +204,16 @@ fn paced_delay_ms(not_now: NotNow, k: &mut u32) -> i64 {
         .max(1)
 }
 
-/// Hands `ready` to the voice stream in one deduplicating script. When the voice Redis refuses
-/// it, the batch goes back to the schedule as still due (the dedupe key makes the retry safe
-/// even if the refused call did reach Redis). `now_ms` (the claim's Redis time) is the time
-/// priorities are escalated to.
+/// Hands `ready` to the voice stream in one deduplicating script; returns what it did with
+/// each. When the voice Redis refuses it, the batch goes back to the schedule as still due (the
+/// dedupe key makes the retry safe even if the refused call did reach Redis). `now_ms` (the
+/// claim's Redis time) is the time priorities are escalated to.
 async fn hand_off(
     w: &Worker,
     ready: &[Ready<'_>],
     now_ms: i64,
     ledger: &mut Ledger,
-) -> Result<(), PassError> {
+) -> Result<Vec<Written>, PassError> {
     let ges_url = &w.cfg.voice.ges_url;
     let entries: Vec<voice::Entry> = ready
         .iter()
@@ -221,10 +228,10 @@ async fn hand_off(
     }
     .await;
     match submitted {
-        Ok(added) => {
+        Ok(written) => {
             metrics::set_health(metrics::ORS_REDIS_STATUS, true);
-            count_hand_off(ready, &added);
-            Ok(())
+            count_hand_off(ready, &written);
+            Ok(written)
         }
         Err(e) => {
             ::metrics::counter!(metrics::CB_SUBMIT_FAILED).increment(ready.len() as u64);
@@ -237,19 +244,50 @@ async fn hand_off(
     }
 }
 
-/// Dispatch metrics of one hand-off (`added[i]`: entry `i` was new to the stream).
-fn count_hand_off(ready: &[Ready<'_>], added: &[bool]) {
+/// Dispatch metrics of one hand-off (`written[i]`: what became of entry `i`).
+fn count_hand_off(ready: &[Ready<'_>], written: &[Written]) {
     let now = local_ms();
-    let mut fresh = 0u64;
-    for (r, was_added) in ready.iter().zip(added) {
-        if *was_added {
-            fresh += 1;
-            let late = (now - r.cb.dispatch_at.as_millisecond()).max(0) as f64 / 1_000.0;
-            ::metrics::histogram!(metrics::DISPATCH_LATENESS).record(late);
+    let (mut fresh, mut again) = (0u64, 0u64);
+    for (r, w) in ready.iter().zip(written) {
+        match w {
+            Written::Added => {
+                fresh += 1;
+                let late = (now - r.cb.dispatch_at.as_millisecond()).max(0) as f64 / 1_000.0;
+                ::metrics::histogram!(metrics::DISPATCH_LATENESS).record(late);
+            }
+            Written::Already => again += 1,
+            Written::Fenced => {}
         }
     }
     ::metrics::counter!(metrics::DISPATCHED).increment(fresh);
-    ::metrics::counter!(metrics::DISPATCH_DUPLICATES).increment(ready.len() as u64 - fresh);
+    ::metrics::counter!(metrics::DISPATCH_DUPLICATES).increment(again);
+}
+
+/// Drops the submissions a cancel fenced before they were written (its statement committed
+/// after this pass loaded the row): nothing reached the stream, so nothing is recorded and no
+/// cancel is owed for them (the cancel settled the attempt); their claims are released.
+/// Recording them would claim a hand-off the stream does not hold (docs/voice-platform.md#cancel).
+fn drop_fenced<'a>(
+    ready: Vec<Ready<'a>>,
+    written: &[Written],
+    ledger: &mut Ledger,
+) -> Vec<Ready<'a>> {
+    ready
+        .into_iter()
+        .zip(written)
+        .filter_map(|(r, w)| {
+            if *w != Written::Fenced {
+                return Some(r);
+            }
+            tracing::info!(
+                callback.id = %r.cb.id,
+                attempt = r.cb.attempt,
+                "hand-off refused: the attempt was fenced by a cancel; not recorded"
+            );
+            ledger.release(r.cb.id);
+            None
+        })
+        .collect()
 }
 
 /// Records the hand-off in PostgreSQL (a few tries); returns the ids marked now with their

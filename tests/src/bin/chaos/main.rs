@@ -10,6 +10,7 @@
 //! could not run. See tests/chaos/README.md.
 
 mod audit;
+mod evidence;
 mod faults;
 mod load;
 mod report;

@@ -13,6 +13,7 @@ use tokio::time::sleep;
 
 use crate::{
     audit::{Findings, audit},
+    evidence,
     faults::{Fault, Timing},
     load::{Ledger, Load},
     stack::Stack,
@@ -78,6 +79,9 @@ async fn run_inner(fault: Fault, pg: &PrivatePostgres, t: &Timing) -> anyhow::Re
         stack.env.id
     ));
     let (findings, recovered) = settle(&stack, &ledger, t, &mut notes).await;
+    if let Some(f) = findings.as_ref().filter(|f| f.lost + f.duplicated > 0) {
+        post_mortem(&stack, pg, &ledger, f, &mut notes).await;
+    }
     Ok(RowResult {
         fault,
         recovered_s: recovered.map(|at| at.duration_since(fault_end).as_secs_f64()),
@@ -160,4 +164,43 @@ async fn settle(
         }
     }
     (last, holding_since)
+}
+
+/// A row that lost or doubled a callback: prints and files the evidence of each
+/// (`evidence::collect`), and keeps the private servers' folders (PostgreSQL data, the voice
+/// Redis's append-only file) instead of deleting them; the notes say where everything is.
+async fn post_mortem(
+    stack: &Stack,
+    pg: &PrivatePostgres,
+    ledger: &Ledger,
+    f: &Findings,
+    notes: &mut Vec<String>,
+) {
+    match evidence::collect(stack, ledger, f).await {
+        Ok(text) => {
+            println!("   evidence:\n{text}");
+            let file = std::env::temp_dir().join(format!("{}-evidence.txt", stack.env.id));
+            if std::fs::write(&file, &text).is_ok() {
+                notes.push(format!(
+                    "evidence per lost/duplicated callback: {}",
+                    file.display()
+                ));
+            }
+        }
+        Err(e) => notes.push(format!("the evidence could not be collected: {e:#}")),
+    }
+    let kept = pg.keep();
+    notes.push(format!(
+        "PostgreSQL data kept: {} (schema {}; `pg_ctl -D {}/data start`)",
+        kept.display(),
+        stack.env.id,
+        kept.display()
+    ));
+    notes.push(format!(
+        "voice Redis data kept: {}",
+        stack.voice.keep().display()
+    ));
+    if let Some(dir) = stack.redis.keep() {
+        notes.push(format!("service Redis folder kept: {}", dir.display()));
+    }
 }

@@ -30,6 +30,17 @@ impl ServiceRedis {
     pub(crate) async fn zrange(&self, key: &str) -> anyhow::Result<Vec<String>> {
         let mut cmd = redis::cmd("ZRANGE");
         cmd.arg(key).arg(0).arg(-1);
+        self.query(&cmd).await
+    }
+
+    /// The score of `member` in a sorted set (schedule index, in-flight set).
+    pub(crate) async fn zscore(&self, key: &str, member: &str) -> anyhow::Result<Option<f64>> {
+        let mut cmd = redis::cmd("ZSCORE");
+        cmd.arg(key).arg(member);
+        self.query(&cmd).await
+    }
+
+    async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> anyhow::Result<T> {
         Ok(match self {
             Self::Single(r) => cmd.query_async(&mut r.conn().await).await?,
             Self::Cluster(c) => {
@@ -39,6 +50,15 @@ impl ServiceRedis {
                     .await?
             }
         })
+    }
+
+    /// Keeps the server's folder when the row is dropped (evidence of a failing row); returns
+    /// it (`None` for the cluster, whose nodes' folders go).
+    pub(crate) fn keep(&self) -> Option<std::path::PathBuf> {
+        match self {
+            Self::Single(r) => Some(r.keep()),
+            Self::Cluster(_) => None,
+        }
     }
 
     /// The standalone server (faults that act on one server).

@@ -127,6 +127,28 @@ const FIXED: &[Route] = &[
         Gms,
         Internal,
     ),
+    r("GET", "/genesys/1/service/callback", Gms, Internal),
+    r(
+        "GET",
+        "/genesys/1/service/callback/{service}",
+        Gms,
+        Internal,
+    ),
+    r(
+        "GET",
+        "/genesys/1/service/callback/{service}/availability",
+        Gms,
+        Internal,
+    ),
+    r(
+        "GET",
+        "/genesys/2/service/callback/{service}/availability",
+        Gms,
+        Internal,
+    ),
+    r("GET", "/genesys/1/admin/callback/queues", Gms, Internal),
+    r("GET", "/genesys/1/admin/callback/watermarks", Gms, Internal),
+    r("POST", "/genesys/1/admin/callback/cancel", Gms, Internal),
 ];
 
 /// The versioned admin object kinds (`functions::admin::versioned`, `AdminKind::PATH`).
