@@ -59,10 +59,11 @@ impl FromRequestParts<AppState> for GmsTenant {
                 ));
             }
         };
-        envelope::set_tenant(&tenant.id);
         if let Some(login) = &tenant.login {
             check_login(state, &tenant.id, login, parts).await?;
         }
+        // Only now: a refused login is not the tenant's failed call (as an unknown API key).
+        envelope::set_tenant(&tenant.id);
         Ok(GmsTenant(tenant.id.clone()))
     }
 }
