@@ -89,6 +89,14 @@ impl Locked {
     /// (SCHEDULED, or QUEUED waiting for its hand-off).
     pub fn movable(&self, id: Uuid) -> Result<(), Error> {
         self.changeable(id)?;
+        if self.epoch == i16::MAX {
+            // The hand-off epoch (a smallint in every dedupe key) cannot count another move.
+            return Err(Error::conflict(format!(
+                "callback {id} was rescheduled {} times, the most a callback can be; cancel it \
+                 and create a new one",
+                i16::MAX
+            )));
+        }
         match self.state {
             CallbackState::Scheduled | CallbackState::Queued if !self.submitted => Ok(()),
             s => Err(Error::conflict(format!(
