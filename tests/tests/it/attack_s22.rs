@@ -388,9 +388,23 @@ async fn raced_moves_and_bulk_cancels_keep_the_slot_counts_exact() {
         )
         .await
         .unwrap();
+    let all: Vec<String> = pg
+        .query(
+            "SELECT id::text || ' ' || state || ' ' || coalesce(reason, '-') || ' ' ||
+                    coalesce(slot_start::text, 'none') || ' e' || handoff_epoch FROM callbacks",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
     for r in &rows {
         let (slot, booked, live): (String, i64, i64) = (r.get(0), r.get(1), r.get(2));
-        assert_eq!(booked, live, "slot {slot}: booked {booked}, live {live}");
+        assert_eq!(
+            booked, live,
+            "slot {slot}: booked {booked}, live {live}; callbacks {all:#?}"
+        );
         assert!(booked <= 3, "slot {slot} overbooked: {booked}");
     }
     let holding = fx
