@@ -496,3 +496,38 @@ async fn a_burst_of_wrong_passwords_does_not_balloon_the_server() {
     let grown_mib = peak_kib(pid).saturating_sub(before) / 1024;
     assert!(grown_mib < 300, "peak memory grew by {grown_mib} MiB");
 }
+
+/// With PostgreSQL down, a GMS `PUT` answers 503, never 404 "no callback" (a client would drop
+/// a callback it should retry). The handler's read of the callback's service turned any failed
+/// query into that 404; a down server fails earlier (taking a connection), so this test passed
+/// before the fix too and guards the pool path; the query path is fixed by reading the code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gms_put_with_postgres_down_is_a_503_not_a_404() {
+    let pg = harness::PrivatePostgres::new();
+    let env = harness::TestEnv::new()
+        .with("DATABASE_URL", &pg.url())
+        .with("REQUEST_TIMEOUT_MS", "3000")
+        .with("CACHE_TTL_MS", "600000");
+    let fx = Fixture::with(env, &[], "acme", "sales", open()).await;
+    let id = fx.create().at(&wire(day_at(2, 10))).id().await;
+    let put = |k: &'static str| {
+        gms(
+            &fx.engage,
+            Method::PUT,
+            &format!("/genesys/1/service/callback/sales/{id}"),
+            "acme",
+        )
+        .form(&[(k, "1")])
+    };
+    // Warm the tenant and service caches.
+    assert_eq!(harness::send(put("warm")).await.0, 200);
+    pg.stop_server().unwrap();
+    let (code, body) = harness::send(put("k")).await;
+    pg.start_server().unwrap();
+    assert_eq!(code, 503, "{body}");
+    assert_eq!(
+        body["exception"],
+        "com.genesyslab.gsg.services.callback.exceptions.CallbackExceptionServiceUnavailable",
+        "{body}"
+    );
+}
