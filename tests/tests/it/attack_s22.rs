@@ -531,3 +531,119 @@ async fn a_gms_put_with_postgres_down_is_a_503_not_a_404() {
         "{body}"
     );
 }
+
+/// Another tenant's callback, reached through every route that takes an id or a filter, stays
+/// untouched and unseen: GMS `PUT`, GMS cancel, bulk cancel, `_id` and number queries, the
+/// queue listing, the v3 extension; a ContactCenterId in another case reaches the tenant but
+/// not past its Basic credentials, and with two tenants equal ignoring case, neither.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_tenants_callbacks_stay_out_of_reach() {
+    let fx = Fixture::start(open()).await;
+    let e = &fx.engage;
+    let globex_key = e.provision("Globex", "sales", open()).await;
+    let at = wire(day_at(2, 10));
+    let (code, created) = e
+        .post(
+            &globex_key,
+            "/engagement/v3/callbacks/create",
+            json!({"serviceName": "sales", "phoneNumber": "+15550142", "desiredTime": at,
+                   "userData": {"orderId": "G-1"}}),
+        )
+        .await;
+    assert_eq!(code, 200, "{created}");
+    let theirs = created["data"]["id"].as_str().unwrap().to_string();
+    let creds = json!({"username": "designer", "password": "globex pass"});
+    let path = "/ges/v1/tenants/Globex/gms-credentials";
+    assert_eq!(e.admin_put(path, creds).await.0, 200);
+    let put = harness::send(
+        gms(
+            e,
+            Method::PUT,
+            &format!("/genesys/1/service/callback/sales/{theirs}"),
+            "acme",
+        )
+        .form(&[
+            ("_new_desired_time", wire(day_at(2, 12))),
+            ("orderId", "X".into()),
+        ]),
+    )
+    .await;
+    assert_eq!(put.0, 404, "{}", put.1);
+    let del = harness::send(gms(
+        e,
+        Method::DELETE,
+        &format!("/genesys/1/service/callback/sales/{theirs}"),
+        "acme",
+    ))
+    .await;
+    assert_eq!(del.0, 404, "{}", del.1);
+    let bulk = harness::send(
+        gms(e, Method::POST, "/genesys/1/admin/callback/cancel", "acme")
+            .json(&json!({"ids": [theirs]})),
+    )
+    .await;
+    assert_eq!(bulk.1["results"][0]["outcome"], "NOT_FOUND", "{}", bulk.1);
+    for q in [
+        format!("/genesys/1/service/callback?_id={theirs}"),
+        "/genesys/1/service/callback?_customer_number=%2B15550142".into(),
+        "/genesys/1/service/callback?orderId=G-1".into(),
+        "/genesys/1/service/callback?orderId=!nothing".into(),
+        "/genesys/1/service/callback/sales?_callback_state=!COMPLETED".into(),
+    ] {
+        let (code, found) = harness::send(gms(e, Method::GET, &q, "acme")).await;
+        assert_eq!(code, 200, "{q}: {found}");
+        assert!(
+            !found.to_string().contains(&theirs),
+            "{q} shows globex's callback: {found}"
+        );
+    }
+    let (code, listed) = harness::send(gms(
+        e,
+        Method::GET,
+        "/genesys/1/admin/callback/queues?end_time=2100-01-01T00:00:00Z",
+        "acme",
+    ))
+    .await;
+    assert_eq!(code, 200, "{listed}");
+    assert!(!listed.to_string().contains(&theirs), "{listed}");
+    let v3 = e
+        .post(
+            &fx.key,
+            RESCHEDULE,
+            json!({"id": theirs, "desiredTime": wire(day_at(2, 12))}),
+        )
+        .await;
+    assert_eq!(v3.0, 404, "{}", v3.1);
+    // Case tricks: "globex" is Globex, credentials and all.
+    for ccid in ["globex", "GLOBEX", " Globex "] {
+        let (code, body) = harness::send(gms(
+            e,
+            Method::GET,
+            &format!("/genesys/1/service/callback?_id={theirs}"),
+            ccid,
+        ))
+        .await;
+        assert_eq!(code, 401, "{ccid}: {body}");
+    }
+    let (code, body) = harness::send(
+        gms(
+            e,
+            Method::GET,
+            &format!("/genesys/1/service/callback?_id={theirs}"),
+            "globex",
+        )
+        .basic_auth("designer", Some("globex pass")),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body[0]["_id"], theirs.as_str(), "{body}");
+    // A second tenant equal ignoring case: the header must then be exact.
+    e.provision("GLOBEX", "sales", open()).await;
+    let (code, body) =
+        harness::send(gms(e, Method::GET, "/genesys/1/service/callback", "gLoBeX")).await;
+    assert_eq!(code, 404, "{body}");
+    let cb = e.retrieve(&globex_key, &theirs).await;
+    assert_eq!(cb["desiredTime"], at.as_str(), "{cb}");
+    assert_eq!(cb["callbackState"], "SCHEDULED", "{cb}");
+    assert_eq!(cb["userData"], json!({"orderId": "G-1"}), "{cb}");
+}
