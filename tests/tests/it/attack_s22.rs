@@ -647,3 +647,55 @@ async fn another_tenants_callbacks_stay_out_of_reach() {
     assert_eq!(cb["callbackState"], "SCHEDULED", "{cb}");
     assert_eq!(cb["userData"], json!({"orderId": "G-1"}), "{cb}");
 }
+
+/// Every refusal under `/genesys/` is GMS-shaped whichever layer writes it (a body over any
+/// limit, a wrong method, a bad percent-escape in the path, an absurd header), and the v3
+/// routes keep the envelope even when a GMS header or path-like query rides along.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_keep_the_shape_of_their_surface() {
+    let fx = Fixture::start(open()).await;
+    let e = &fx.engage;
+    let path = "/genesys/1/service/callback/sales";
+    let huge = vec![b'a'; 3 * 1024 * 1024];
+    let answers = [
+        harness::send(gms(e, Method::POST, path, "acme").body(huge.clone())).await,
+        harness::send(
+            gms(e, Method::POST, path, "acme")
+                .header("content-type", "application/json")
+                .body(huge),
+        )
+        .await,
+        harness::send(gms(e, Method::PATCH, path, "acme")).await,
+        harness::send(gms(
+            e,
+            Method::GET,
+            "/genesys/1/service/callback/%FF/x/y",
+            "acme",
+        ))
+        .await,
+        harness::send(gms(e, Method::GET, path, &"a".repeat(10_000))).await,
+        harness::send(gms(e, Method::GET, "/genesys/", "acme")).await,
+    ];
+    for (code, body) in &answers {
+        assert!((400..500).contains(code), "{code} {body}");
+        assert!(
+            body["exception"]
+                .as_str()
+                .is_some_and(|c| c.starts_with("com.genesyslab")),
+            "not GMS-shaped: {code} {body}"
+        );
+        assert!(body.get("status").is_none(), "{body}");
+    }
+    let (code, body) = harness::send(
+        e.http
+            .post(format!(
+                "{}/engagement/v3/callbacks/create?x=/genesys/",
+                e.external
+            ))
+            .header("x-api-key", &fx.key)
+            .json(&json!({"serviceName": "nosuch"})),
+    )
+    .await;
+    assert!((400..500).contains(&code), "{code} {body}");
+    assert!(body["status"]["code"].is_number(), "v3 envelope: {body}");
+}
