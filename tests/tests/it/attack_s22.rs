@@ -338,7 +338,7 @@ async fn raced_moves_and_bulk_cancels_keep_the_slot_counts_exact() {
     let key = fx.key.as_str();
     let mover = move |round: usize, i: usize, id: String| async move {
         let to = wire(slots[(round + i) % 3]);
-        if (round + i) % 2 == 0 {
+        if (round + i).is_multiple_of(2) {
             e.post(key, RESCHEDULE, json!({"id": id, "desiredTime": to}))
                 .await
         } else {
@@ -355,8 +355,7 @@ async fn raced_moves_and_bulk_cancels_keep_the_slot_counts_exact() {
         }
     };
     for round in 0..4 {
-        let mut calls: Vec<std::pin::Pin<Box<dyn Future<Output = (u16, Value)> + Send + '_>>> =
-            Vec::new();
+        let mut calls: Vec<futures::future::BoxFuture<'_, (u16, Value)>> = Vec::new();
         for (i, id) in ids.iter().enumerate() {
             calls.push(Box::pin(mover(round, i, id.clone())));
             calls.push(Box::pin(mover(round + 1, i, id.clone())));
