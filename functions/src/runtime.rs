@@ -15,7 +15,7 @@ use shared::{
     },
 };
 
-use crate::ops;
+use crate::{gms, ops};
 
 /// Runs one function: `routes` on `$PORT` (with the liveness/readiness probes), and `/metrics`
 /// plus health detail on `METRICS_PORT` (kept off the public port).
@@ -77,8 +77,10 @@ async fn run(
         &http,
         state.errors.clone(),
     );
-    if exposure == Exposure::External {
-        app = shared::http::cors::wrap(app, &state);
+    match exposure {
+        Exposure::External => app = shared::http::cors::wrap(app, &state),
+        // The stack's own errors under `/genesys/` in GMS's shape, as on the internal port.
+        Exposure::Internal => app = app.layer(axum::middleware::from_fn(gms::error::reshape)),
     }
     if !http.on_lambda() && http.metrics_port != 0 {
         ops::spawn_health_refresh(state.clone());

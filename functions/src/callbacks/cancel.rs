@@ -99,10 +99,13 @@ async fn cancel_task(
     writer: Writer<Result<()>>,
 ) {
     let tenant = scope.tenant.as_str();
-    let result = match in_tx(&mut client, &scope, id, &writer).await {
+    let tx = in_tx(&mut client, &scope, id, &writer).await;
+    // Back to the pool before the follow-ups, which take connections of their own: a request
+    // holds at most one (knative/README.md), or concurrent cancels starve the pool.
+    drop(client);
+    let result = match tx {
         Err(Fail::InDoubt(e)) => {
             tracing::warn!(callback.id = %id, error = %e, "cancel commit outcome unknown; resolving");
-            drop(client);
             resolve(&state, tenant, id).await
         }
         Err(Fail::Api(e)) => Err(e),

@@ -3,7 +3,7 @@
 //! times and user data (docs/voice-platform.md#reschedule).
 //!
 //! A move gives back the old place and claims the new one in the same transaction (the claim
-//! is the create's, [`super::callbacks::claim_ctes`]), so a full slot rolls both back and the
+//! is the create's, `db::callbacks::claim_ctes!`), so a full slot rolls both back and the
 //! counts stay exact; it bumps the hand-off epoch, so a worker that loaded the row before the
 //! commit can neither write the old time's hand-off (its dedupe key is fenced by the caller
 //! before the commit) nor mark the row submitted (`db::dispatch::mark_submitted` matches the

@@ -682,18 +682,10 @@ async fn cancels_raced_against_hand_off_settle_with_the_voice_platform() {
         assert_eq!(code, 200, "{body}");
         ids.push(body["_id"].as_str().unwrap().to_string());
     }
-    // Concurrent cancels while the worker hands off; a 503 (the pool busy: nothing cancelled,
-    // docs/bounded-answers.md) is retried as a client would.
-    let cancel = |id: String| async move {
-        for _ in 0..20 {
-            let (code, body) = gms_cancel(e, "acme", "sales", &id).await;
-            if code != 503 {
-                return (code, body);
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        (503, Value::Null)
-    };
+    // Concurrent cancels while the worker hands off, more than the pool has connections: each
+    // request holds at most one (the cancel's follow-ups take theirs after it is returned), so
+    // every one is answered 200, none starves the pool into a 503.
+    let cancel = |id: String| async move { gms_cancel(e, "acme", "sales", &id).await };
     let cancels = ids.iter().cloned().map(cancel);
     for (code, body) in futures::future::join_all(cancels).await {
         assert_eq!(code, 200, "{body}");

@@ -58,6 +58,7 @@ const FIXED: &[Route] = &[
     r("POST", "/engagement/v3/callbacks/create", ApiKey, Both),
     r("POST", "/engagement/v3/callbacks/retrieve", ApiKey, Both),
     r("POST", "/engagement/v3/callbacks/cancel", ApiKey, Both),
+    r("POST", "/engagement/v3/callbacks/reschedule", ApiKey, Both),
     r(
         "GET",
         "/engagement/v3/callbacks/availability/{service}",
@@ -123,6 +124,12 @@ const FIXED: &[Route] = &[
     ),
     r(
         "DELETE",
+        "/genesys/1/service/callback/{service}/{id}",
+        Gms,
+        Internal,
+    ),
+    r(
+        "PUT",
         "/genesys/1/service/callback/{service}/{id}",
         Gms,
         Internal,
