@@ -698,3 +698,30 @@ async fn refusals_keep_the_shape_of_their_surface() {
     assert!((400..500).contains(&code), "{code} {body}");
     assert!(body["status"]["code"].is_number(), "v3 envelope: {body}");
 }
+
+/// A ContactCenterId looked up before its tenant exists (an IVR configured ahead of the
+/// onboarding) was cached as unknown: the new tenant's GMS surface answered 404 for the whole
+/// cache TTL. A second tenant equal ignoring case left the first one reachable by the inexact
+/// spelling just as long. Creating a tenant now forgets the resolved headers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_tenant_is_reachable_at_once_and_makes_inexact_spellings_ambiguous_at_once() {
+    let env = harness::TestEnv::new().with("CACHE_TTL_MS", "600000");
+    let fx = Fixture::with(env, &[], "acme", "sales", open()).await;
+    let e = &fx.engage;
+    let watermarks = |ccid: &'static str| {
+        harness::send(gms(
+            e,
+            Method::GET,
+            "/genesys/1/admin/callback/watermarks",
+            ccid,
+        ))
+    };
+    assert_eq!(watermarks("newco").await.0, 404);
+    e.provision("newco", "sales", open()).await;
+    let (code, body) = watermarks("newco").await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(watermarks("ACME").await.0, 200);
+    e.provision("Acme", "sales", open()).await;
+    let (code, body) = watermarks("ACME").await;
+    assert_eq!(code, 404, "ambiguous now: {body}");
+}
