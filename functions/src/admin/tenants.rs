@@ -39,7 +39,11 @@ pub async fn create_tenant(state: &AppState, t: &NewTenant) -> ApiResult<Tenant>
         return Err(ApiError::bad_request("name must be 1-255 characters"));
     }
     let client = state.db.get().await?;
-    Ok(db::tenants::create(&client, &t.id, name).await?)
+    let created = db::tenants::create(&client, &t.id, name).await?;
+    // A `ContactCenterId` resolved before (unknown, or another tenant's id in another case)
+    // may resolve differently now (docs/gms.md#addressing-and-tenants).
+    state.cache.forget_gms();
+    Ok(created)
 }
 
 async fn create(

@@ -381,6 +381,12 @@ impl Job {
         if let Some(target) = &self.target {
             row.movable(self.id)?;
             before.moved_from = Some((row.attempt, row.epoch));
+            let claimed = target
+                .to
+                .slot
+                .map(|s| (s.start, i16::try_from(s.minutes).unwrap_or(i16::MAX)));
+            let scope = (self.tenant.as_str(), row.service.as_str());
+            db::reschedule::lock_counters(&tx, scope, row.slot, claimed).await?;
             db::reschedule::release_slot(&tx, self.id).await?;
             let who = (self.tenant.as_str(), row.service.as_str(), self.id);
             let Some(at) = db::reschedule::move_to(&tx, who, &target.to).await? else {

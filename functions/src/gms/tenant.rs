@@ -139,6 +139,12 @@ async fn check_login(
     }
 }
 
+/// Argon2 checks running at once, at most (each holds its ~19 MiB of memory cost).
+const ARGON2_AT_ONCE: usize = 4;
+
+/// The places of [`ARGON2_AT_ONCE`].
+static ARGON2_PLACES: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(ARGON2_AT_ONCE);
+
 /// Whether an `Authorization` value carries the login's user name and password (the Argon2
 /// check runs off the async threads).
 async fn verify(login: GmsLogin, header: Vec<u8>) -> bool {
@@ -148,6 +154,11 @@ async fn verify(login: GmsLogin, header: Vec<u8>) -> bool {
     if !auth::secrets_equal(&user, &login.username) {
         return false;
     }
+    // One check holds ~19 MiB while it runs: a burst of wrong passwords waits for a place
+    // instead of taking that much each at once (docs/gms.md#addressing-and-tenants).
+    let Ok(_place) = ARGON2_PLACES.acquire().await else {
+        return false;
+    };
     tokio::task::spawn_blocking(move || {
         PasswordHash::new(&login.password_hash).is_ok_and(|hash| {
             Argon2::default()

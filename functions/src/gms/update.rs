@@ -32,11 +32,15 @@ async fn handler(
     let fields = body::parse(&headers, &raw)?;
     let not_found = || GmsError::not_found(format!("no callback {id} in service {service}"));
     let uuid = Uuid::parse_str(&id).map_err(|_| not_found())?;
-    let stored = {
-        let client = state.db.get().await?;
-        db::callbacks::get(&client, &tenant, uuid).await
+    let client = state.db.get().await?;
+    // Only "not found" is a 404: a failed read is the database's (503), never "no callback".
+    let stored = match db::callbacks::get(&client, &tenant, uuid).await {
+        Ok(cb) => Some(cb),
+        Err(shared::Error::NotFound(_)) => None,
+        Err(e) => return Err(e.into()),
     };
-    if stored.map_or(true, |cb| cb.service != service) {
+    drop(client);
+    if stored.is_none_or(|cb| cb.service != service) {
         return Err(not_found());
     }
     let map: Map<String, Value> = fields

@@ -459,6 +459,17 @@ pub struct Cancelled {
 /// (fence or control entry, `redis::voice::settle_cancels`), and the worker's outbox settles it
 /// if the caller's write fails (docs/voice-platform.md#cancel).
 pub async fn cancel(db: &impl GenericClient, tenant: &str, id: Uuid) -> Result<Cancelled, Error> {
+    // The row lock first, in a statement of its own: the cancel below then reads with a
+    // snapshot taken after any reschedule that held the row committed, so it gives back the
+    // slot place the callback holds now. In one statement the counter row is read with the
+    // snapshot of before that commit: a counter the move created, or raised from 0, is not
+    // seen and the place leaks (docs/voice-platform.md#reschedule).
+    super::stmt::query_opt(
+        db,
+        "SELECT 1 FROM callbacks WHERE id = $1 AND tenant_id = $2 FOR UPDATE",
+        &[&id, &tenant],
+    )
+    .await?;
     let row = super::stmt::query_opt(
         db,
         "WITH c AS (

@@ -40,6 +40,8 @@ pub struct Locked {
     pub due_soon: bool,
     /// Its user data.
     pub user_data: Map<String, Value>,
+    /// The slot place it holds: (slot start, slot minutes; 0 before v6).
+    pub slot: Option<(Timestamp, i16)>,
 }
 
 /// Locks callback `id` of `tenant` for a change (404 when it is not the tenant's).
@@ -47,7 +49,8 @@ pub async fn lock(db: &impl GenericClient, tenant: &str, id: Uuid) -> Result<Loc
     let row = super::stmt::query_opt(
         db,
         "SELECT service, state, reason, attempt, handoff_epoch, submitted_at IS NOT NULL,
-                dispatch_at <= now() + interval '1 hour', user_data
+                dispatch_at <= now() + interval '1 hour', user_data, slot_start,
+                coalesce(slot_minutes, 0::smallint)
          FROM callbacks WHERE id = $1 AND tenant_id = $2 FOR UPDATE",
         &[&id, &tenant],
     )
@@ -68,7 +71,33 @@ pub async fn lock(db: &impl GenericClient, tenant: &str, id: Uuid) -> Result<Loc
             Some(Value::Object(m)) => m,
             _ => Map::new(),
         },
+        slot: row
+            .get::<_, Option<Timestamp>>(8)
+            .map(|start| (start, row.get(9))),
     })
+}
+
+/// Locks the slot counters a move touches (the one it leaves, the one it claims), in slot
+/// order, before either is updated: two moves crossing between the same slots (A→B, B→A)
+/// would otherwise each hold one counter and wait for the other, and PostgreSQL would abort
+/// one of them as a deadlock (docs/voice-platform.md#reschedule).
+pub async fn lock_counters(
+    db: &impl GenericClient,
+    (tenant, service): (&str, &str),
+    left: Option<(Timestamp, i16)>,
+    claimed: Option<(Timestamp, i16)>,
+) -> Result<(), Error> {
+    let (a, b) = (left.unzip(), claimed.unzip());
+    super::stmt::query(
+        db,
+        "SELECT 1 FROM slot_bookings
+         WHERE tenant_id = $1 AND service = $2
+           AND ((slot_start = $3 AND slot_minutes = $4) OR (slot_start = $5 AND slot_minutes = $6))
+         ORDER BY slot_start, slot_minutes FOR UPDATE",
+        &[&tenant, &service, &a.0, &a.1, &b.0, &b.1],
+    )
+    .await?;
+    Ok(())
 }
 
 impl Locked {
@@ -89,6 +118,14 @@ impl Locked {
     /// (SCHEDULED, or QUEUED waiting for its hand-off).
     pub fn movable(&self, id: Uuid) -> Result<(), Error> {
         self.changeable(id)?;
+        if self.epoch == i16::MAX {
+            // The hand-off epoch (a smallint in every dedupe key) cannot count another move.
+            return Err(Error::conflict(format!(
+                "callback {id} was rescheduled {} times, the most a callback can be; cancel it \
+                 and create a new one",
+                i16::MAX
+            )));
+        }
         match self.state {
             CallbackState::Scheduled | CallbackState::Queued if !self.submitted => Ok(()),
             s => Err(Error::conflict(format!(

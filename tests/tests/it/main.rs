@@ -14,6 +14,7 @@ mod attack_attrs;
 mod attack_cache;
 mod attack_nul;
 mod attack_s21;
+mod attack_s22;
 mod attack_specs;
 mod attack_tenants;
 mod availability;
