@@ -252,12 +252,20 @@ pub async fn insert(db: &impl GenericClient, cb: &NewCallback) -> Result<Inserte
 /// fenced if not yet written, a control entry follows it otherwise), in the same statement
 /// that gives back its slot place and frees its Idempotency-Key. Returns how many.
 pub async fn withdraw_unanswered(
-    db: &impl GenericClient,
+    tx: &deadpool_postgres::Transaction<'_>,
     tenant: &str,
     ids: &[Uuid],
 ) -> Result<u64, Error> {
+    // The row locks first, in a statement of their own (as `cancel`): the withdrawal below
+    // then reads the slot counters after any move that committed meanwhile, and gives back
+    // the place held now, not the one held at its snapshot.
+    tx.query(
+        "SELECT 1 FROM callbacks WHERE id = ANY($1) AND tenant_id = $2 ORDER BY id FOR UPDATE",
+        &[&ids, &tenant],
+    )
+    .await?;
     let row = super::stmt::query_one(
-        db,
+        tx,
         "WITH d AS (
                 UPDATE callbacks SET state = 'COMPLETED', reason = 'CANCELLED',
                     control_pending = true, updated_at = now()

@@ -248,8 +248,11 @@ pub async fn compensate(pool: &Pool, tenant: &str, ids: &[Uuid]) {
     let mut delay = Duration::from_millis(100);
     loop {
         let deleted = async {
-            let client = pool.get().await?;
-            super::callbacks::withdraw_unanswered(&client, tenant, ids).await
+            let mut client = pool.get().await?;
+            let tx = client.transaction().await?;
+            let n = super::callbacks::withdraw_unanswered(&tx, tenant, ids).await?;
+            tx.commit().await?;
+            Ok::<_, Error>(n)
         }
         .await;
         match deleted {
