@@ -46,7 +46,10 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(parms.phone_number.as_deref(), Some(given.as_str()));
     if let Some(serde_json::Value::Object(user)) = &parms.user_data {
         for key in create::IGNORED {
-            assert!(!user.contains_key(key), "ignored key {key} kept as user data");
+            assert!(
+                !user.contains_key(key),
+                "ignored key {key} kept as user data"
+            );
         }
     }
     let _ = parms.validate();
