@@ -12,6 +12,7 @@ use harness::{
     Engage, Fixture, PrivatePostgres, PrivateRedis, TestEnv, WorkerProc, in_secs, next_phone,
     open_service, wire,
 };
+use redis::AsyncCommands;
 use serde_json::{Value, json};
 
 const RESCHEDULE: &str = "/engagement/v3/callbacks/reschedule";
@@ -19,6 +20,16 @@ const RESCHEDULE: &str = "/engagement/v3/callbacks/reschedule";
 /// `POST …/reschedule` with `body`; (status, envelope).
 async fn reschedule(e: &Engage, key: &str, body: Value) -> (u16, Value) {
     e.post(key, RESCHEDULE, body).await
+}
+
+/// `POST …/reschedule` of `id` to `to` with the fixture's key; (status, envelope).
+async fn move_to(fx: &Fixture, id: &str, to: jiff::Timestamp) -> (u16, Value) {
+    reschedule(
+        &fx.engage,
+        &fx.key,
+        json!({"id": id, "desiredTime": wire(to)}),
+    )
+    .await
 }
 
 /// `days` days from now at `hour`:00 UTC.
@@ -241,12 +252,7 @@ async fn a_moved_callback_reaches_the_voice_stream_at_its_new_time_only() {
     let old = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(4);
     let new = old + jiff::SignedDuration::from_secs(8);
     let id = fx.create().at(&wire(old)).id().await;
-    let (code, answer) = reschedule(
-        &fx.engage,
-        &fx.key,
-        json!({"id": id, "desiredTime": wire(new)}),
-    )
-    .await;
+    let (code, answer) = move_to(&fx, &id, new).await;
     assert_eq!(code, 200, "{answer}");
     // Nothing at the old time (and up to a second before the new one).
     let quiet = (new - jiff::SignedDuration::from_secs(1)).duration_since(jiff::Timestamp::now());
@@ -335,13 +341,7 @@ async fn concurrent_movers_into_the_last_place_one_wins_and_counts_stay_exact() 
     for i in 0..8 {
         ids.push(fx.create().at(&wire(day_at(3, 10 + i))).id().await);
     }
-    let tries = ids.iter().map(|id| {
-        reschedule(
-            &fx.engage,
-            &fx.key,
-            json!({"id": id, "desiredTime": wire(x)}),
-        )
-    });
+    let tries = ids.iter().map(|id| move_to(&fx, id, x));
     let codes: Vec<u16> = join_all(tries).await.into_iter().map(|(c, _)| c).collect();
     assert_eq!(codes.iter().filter(|c| **c == 200).count(), 1, "{codes:?}");
     assert_eq!(codes.iter().filter(|c| **c == 429).count(), 7, "{codes:?}");
@@ -384,12 +384,7 @@ async fn redis_refusing_writes_during_a_reschedule_still_dispatches_at_the_new_t
     let old = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(2);
     let new = old + jiff::SignedDuration::from_secs(6);
     let id = fx.create().at(&wire(old)).id().await;
-    let (code, answer) = reschedule(
-        &fx.engage,
-        &fx.key,
-        json!({"id": id, "desiredTime": wire(new)}),
-    )
-    .await;
+    let (code, answer) = move_to(&fx, &id, new).await;
     assert_eq!(code, 200, "{answer}");
     assert!(
         fx.engage
@@ -439,12 +434,7 @@ async fn frozen_postgres_answers_a_bounded_503_and_the_callback_stays_whole() {
     assert_eq!(code, 200);
     pg.freeze();
     let started = Instant::now();
-    let (code, answer) = reschedule(
-        &fx.engage,
-        &fx.key,
-        json!({"id": id, "desiredTime": wire(new)}),
-    )
-    .await;
+    let (code, answer) = move_to(&fx, &id, new).await;
     let took = started.elapsed();
     pg.thaw();
     println!("FIGURE frozen_reschedule_answer_ms={}", took.as_millis());
@@ -459,12 +449,7 @@ async fn frozen_postgres_answers_a_bounded_503_and_the_callback_stays_whole() {
     let at: jiff::Timestamp = cb["desiredTime"].as_str().unwrap().parse().unwrap();
     assert!(at == old || at == new, "{cb}");
     assert_eq!(booked(&fx.env).await, vec![(minute(at), 1)]);
-    let (code, answer) = reschedule(
-        &fx.engage,
-        &fx.key,
-        json!({"id": id, "desiredTime": wire(new)}),
-    )
-    .await;
+    let (code, answer) = move_to(&fx, &id, new).await;
     assert_eq!(code, 200, "{answer}");
     assert_eq!(booked(&fx.env).await, vec![(minute(new), 1)]);
 }
@@ -488,32 +473,14 @@ async fn the_old_handoff_is_fenced_when_a_move_commits_and_freed_when_refused() 
     let id = fx.create().at(&in_secs(120)).id().await;
     let mut voice = fx.env.voice().await;
     let key = old_handoff_key(&fx.env, &id);
-    let (code, answer) = reschedule(
-        &fx.engage,
-        &fx.key,
-        json!({"id": id, "desiredTime": wire(full)}),
-    )
-    .await;
+    let (code, answer) = move_to(&fx, &id, full).await;
     assert_eq!(code, 429, "{answer}");
-    let fence: Option<String> = redis::cmd("GET")
-        .arg(&key)
-        .query_async(&mut voice)
-        .await
-        .unwrap();
+    let fence: Option<String> = voice.get(&key).await.unwrap();
     assert_eq!(fence, None, "a refused move lifts its fence");
     let to = day_at(2, 12);
-    let (code, answer) = reschedule(
-        &fx.engage,
-        &fx.key,
-        json!({"id": id, "desiredTime": wire(to)}),
-    )
-    .await;
+    let (code, answer) = move_to(&fx, &id, to).await;
     assert_eq!(code, 200, "{answer}");
-    let fence: Option<String> = redis::cmd("GET")
-        .arg(&key)
-        .query_async(&mut voice)
-        .await
-        .unwrap();
+    let fence: Option<String> = voice.get(&key).await.unwrap();
     assert_eq!(fence.as_deref(), Some("rescheduled"));
     let ttl: i64 = redis::cmd("TTL")
         .arg(&key)
