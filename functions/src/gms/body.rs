@@ -87,7 +87,9 @@ pub fn form(bytes: &[u8]) -> Result<Fields, GmsError> {
     Ok(fields)
 }
 
-/// One percent-encoded component (`+` is a space) as UTF-8 text.
+/// One percent-encoded component (`+` is a space) as UTF-8 text. Written here rather than
+/// taken from `form_urlencoded`/`percent-encoding`: those pass a malformed escape through as
+/// text and replace bad UTF-8, where a GMS body with either is refused.
 fn decode(raw: &[u8]) -> Result<String, GmsError> {
     let mut out = Vec::with_capacity(raw.len());
     let mut i = 0;
