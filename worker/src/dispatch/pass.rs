@@ -139,7 +139,7 @@ async fn work(
         return Ok(());
     }
     let written = hand_off(w, &ready, now_ms, ledger).await?;
-    let ready = drop_fenced(ready, &written, ledger);
+    let ready = drop_fenced(ready, &written, now_ms, ledger);
     if ready.is_empty() {
         return Ok(());
     }
@@ -263,13 +263,17 @@ fn count_hand_off(ready: &[Ready<'_>], written: &[Written]) {
     ::metrics::counter!(metrics::DISPATCH_DUPLICATES).increment(again);
 }
 
-/// Drops the submissions a cancel fenced before they were written (its statement committed
-/// after this pass loaded the row): nothing reached the stream, so nothing is recorded and no
-/// cancel is owed for them (the cancel settled the attempt); their claims are released.
-/// Recording them would claim a hand-off the stream does not hold (docs/voice-platform.md#cancel).
+/// Drops the submissions fenced before they were written (a cancel, or a reschedule, whose
+/// statement committed or is committing after this pass loaded the row): nothing reached the
+/// stream, so nothing is recorded and no cancel is owed for them. Recording them would claim a
+/// hand-off the stream does not hold (docs/voice-platform.md#cancel). Each goes back to the
+/// schedule a second from now, where the next load decides it from the row as it is then:
+/// cancelled → released; moved → handed back at its new time; a move that was refused (fence
+/// lifted) → handed off, a second late rather than at the sweep's next pass.
 fn drop_fenced<'a>(
     ready: Vec<Ready<'a>>,
     written: &[Written],
+    now_ms: i64,
     ledger: &mut Ledger,
 ) -> Vec<Ready<'a>> {
     ready
@@ -282,9 +286,9 @@ fn drop_fenced<'a>(
             tracing::info!(
                 callback.id = %r.cb.id,
                 attempt = r.cb.attempt,
-                "hand-off refused: the attempt was fenced by a cancel; not recorded"
+                "hand-off refused: the attempt was fenced by a cancel or a reschedule; not recorded"
             );
-            ledger.release(r.cb.id);
+            ledger.hand_back(r.cb.id, now_ms + 1_000);
             None
         })
         .collect()
