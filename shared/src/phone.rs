@@ -184,7 +184,12 @@ fn parse_valid(
     // An international number is parsed without a default country: phonenumber 0.3.10 applies
     // the default country's national prefix to it otherwise (`+33 1 42…` read with US loses
     // its `1`, since `1` is the US national prefix).
-    let country = (!number.trim_start().starts_with('+')).then_some(default);
+    // International when the first plus sign or digit, where the parser starts reading, is a
+    // plus (`\0+ 7…`, found by the `phone` fuzz target, was read with US's prefix rules).
+    let first = number
+        .chars()
+        .find(|c| matches!(c, '+' | '＋') || c.is_numeric());
+    let country = (!matches!(first, Some('+' | '＋'))).then_some(default);
     let parsed =
         phonenumber::parse(country, number).map_err(|e| format!("not a phone number ({e})"))?;
     if !parsed.is_valid() {
@@ -426,6 +431,20 @@ mod tests {
             check("+49 30 901820", Some(&de)).unwrap().e164.as_deref(),
             Some("4930901820")
         );
+    }
+
+    /// Found by the `phone` fuzz target: text before the plus sign (here a NUL) made an
+    /// international number read with the default country's prefix rules, so its E.164 form
+    /// did not normalise to itself.
+    #[test]
+    fn a_plus_after_leading_junk_is_still_international() {
+        for given in ["\0+ 7835353eetxx= ", "x+7835353eetxx", "＋7835353eetxx"] {
+            let Some(e) = check(given, None).unwrap().e164 else {
+                continue;
+            };
+            let again = check(&format!("+{e}"), None).unwrap().e164;
+            assert_eq!(again.as_deref(), Some(e.as_str()), "{given:?}");
+        }
     }
 
     #[test]
