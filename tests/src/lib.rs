@@ -657,6 +657,27 @@ impl Engage {
     }
 }
 
+/// `days` days from now at `hour`:00 UTC.
+pub fn day_at(days: i64, hour: i8) -> jiff::Timestamp {
+    let date = jiff::Timestamp::now()
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .date()
+        .checked_add(jiff::Span::new().days(days))
+        .expect("a date within jiff's range");
+    local("UTC", date, hour, 0)
+}
+
+/// `CONFIG SET` on a private Redis.
+pub async fn config_set(conn: &mut redis::aio::MultiplexedConnection, key: &str, value: &str) {
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg(key)
+        .arg(value)
+        .query_async::<()>(conn)
+        .await
+        .expect("config set");
+}
+
 /// A local wall-clock time of `zone` as an instant (earlier instant in an overlap).
 pub fn local(zone: &str, date: jiff::civil::Date, hour: i8, minute: i8) -> jiff::Timestamp {
     let tz = jiff::tz::TimeZone::get(zone).expect("known zone");

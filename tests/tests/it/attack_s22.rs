@@ -20,23 +20,13 @@ fn open() -> Value {
     harness::open_service(json!({"slot_minutes": 15, "slot_capacity": 5}))
 }
 
-/// `days` days from now at `hour`:00 UTC.
-fn day_at(days: i64, hour: i8) -> jiff::Timestamp {
-    let date = jiff::Timestamp::now()
-        .to_zoned(jiff::tz::TimeZone::UTC)
-        .date()
-        .checked_add(jiff::Span::new().days(days))
-        .unwrap();
-    harness::local("UTC", date, hour, 0)
-}
-
 /// A callback moved as often as its hand-off epoch can count (a `smallint`, bumped by every
 /// move) is refused a further move with a clear 409 that changes nothing; it was a 500
 /// (PostgreSQL's "smallint out of range") for the v3 extension and the GMS `PUT` alike.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_callback_moved_32767_times_is_refused_not_a_500() {
     let fx = Fixture::start(open()).await;
-    let (old, new) = (day_at(2, 10), day_at(2, 12));
+    let (old, new) = (harness::day_at(2, 10), harness::day_at(2, 12));
     let id = fx.create().at(&wire(old)).id().await;
     // Stands for 32767 earlier moves (each one request of the tenant).
     let uuid = uuid::Uuid::parse_str(&id).unwrap();
@@ -77,7 +67,7 @@ async fn a_callback_moved_32767_times_is_refused_not_a_500() {
 async fn odd_input_on_every_gms_route_is_never_a_5xx() {
     let fx = Fixture::start(open()).await;
     let e = &fx.engage;
-    let id = fx.create().at(&wire(day_at(2, 10))).id().await;
+    let id = fx.create().at(&wire(harness::day_at(2, 10))).id().await;
     let times = [
         "2027-02-29T10:00:00Z",
         "2028-02-29T10:00:00Z",
@@ -328,7 +318,11 @@ async fn raced_moves_and_bulk_cancels_keep_the_slot_counts_exact() {
     ))
     .await;
     let e = &fx.engage;
-    let slots = [day_at(2, 10), day_at(2, 12), day_at(2, 14)];
+    let slots = [
+        harness::day_at(2, 10),
+        harness::day_at(2, 12),
+        harness::day_at(2, 14),
+    ];
     let mut ids = Vec::new();
     for s in slots {
         for _ in 0..2 {
@@ -424,7 +418,11 @@ async fn a_cancel_raced_with_moves_gives_back_the_place_held_now() {
     ))
     .await;
     let e = &fx.engage;
-    let slots = [day_at(2, 10), day_at(2, 12), day_at(2, 14)];
+    let slots = [
+        harness::day_at(2, 10),
+        harness::day_at(2, 12),
+        harness::day_at(2, 14),
+    ];
     let pg = fx.env.pg().await;
     for n in 0..30 {
         let id = fx.create().at(&wire(slots[n % 3])).id().await;
@@ -508,7 +506,7 @@ async fn a_gms_put_with_postgres_down_is_a_503_not_a_404() {
         .with("REQUEST_TIMEOUT_MS", "3000")
         .with("CACHE_TTL_MS", "600000");
     let fx = Fixture::with(env, &[], "acme", "sales", open()).await;
-    let id = fx.create().at(&wire(day_at(2, 10))).id().await;
+    let id = fx.create().at(&wire(harness::day_at(2, 10))).id().await;
     let put = |k: &'static str| {
         gms(
             &fx.engage,
@@ -540,7 +538,7 @@ async fn another_tenants_callbacks_stay_out_of_reach() {
     let fx = Fixture::start(open()).await;
     let e = &fx.engage;
     let globex_key = e.provision("Globex", "sales", open()).await;
-    let at = wire(day_at(2, 10));
+    let at = wire(harness::day_at(2, 10));
     let (code, created) = e
         .post(
             &globex_key,
@@ -562,7 +560,7 @@ async fn another_tenants_callbacks_stay_out_of_reach() {
             "acme",
         )
         .form(&[
-            ("_new_desired_time", wire(day_at(2, 12))),
+            ("_new_desired_time", wire(harness::day_at(2, 12))),
             ("orderId", "X".into()),
         ]),
     )
@@ -609,7 +607,7 @@ async fn another_tenants_callbacks_stay_out_of_reach() {
         .post(
             &fx.key,
             RESCHEDULE,
-            json!({"id": theirs, "desiredTime": wire(day_at(2, 12))}),
+            json!({"id": theirs, "desiredTime": wire(harness::day_at(2, 12))}),
         )
         .await;
     assert_eq!(v3.0, 404, "{}", v3.1);

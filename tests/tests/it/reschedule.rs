@@ -32,16 +32,6 @@ async fn move_to(fx: &Fixture, id: &str, to: jiff::Timestamp) -> (u16, Value) {
     .await
 }
 
-/// `days` days from now at `hour`:00 UTC.
-fn day_at(days: i64, hour: i8) -> jiff::Timestamp {
-    let date = jiff::Timestamp::now()
-        .to_zoned(jiff::tz::TimeZone::UTC)
-        .date()
-        .checked_add(jiff::Span::new().days(days))
-        .unwrap();
-    harness::local("UTC", date, hour, 0)
-}
-
 /// The places booked per slot start (only slots holding any), in time order.
 async fn booked(env: &TestEnv) -> Vec<(String, i64)> {
     env.pg()
@@ -68,7 +58,7 @@ async fn reschedule_moves_the_slot_place_and_the_desired_time() {
         json!({"slot_minutes": 15, "slot_capacity": 3}),
     ))
     .await;
-    let (old, new) = (day_at(2, 10), day_at(2, 12));
+    let (old, new) = (harness::day_at(2, 10), harness::day_at(2, 12));
     let id = fx
         .create()
         .at(&wire(old))
@@ -114,7 +104,7 @@ async fn a_full_slot_refuses_with_proposals_and_nothing_changes() {
         json!({"slot_minutes": 15, "slot_capacity": 1}),
     ))
     .await;
-    let (x, y) = (day_at(2, 10), day_at(2, 12));
+    let (x, y) = (harness::day_at(2, 10), harness::day_at(2, 12));
     fx.create().at(&wire(x)).id().await;
     let b = fx
         .create()
@@ -155,7 +145,7 @@ async fn refusals_name_what_is_wrong_and_change_nothing() {
         "slot_minutes": 15, "slot_capacity": 5, "in_queue_checking": false});
     e.service("acme", "sales", settings).await;
     let sunday = (1..=8)
-        .map(|d| day_at(d, 12))
+        .map(|d| harness::day_at(d, 12))
         .find(|t| t.to_zoned(jiff::tz::TimeZone::UTC).weekday() == jiff::civil::Weekday::Sunday)
         .unwrap();
     let monday = sunday + jiff::SignedDuration::from_hours(24);
@@ -335,11 +325,11 @@ async fn concurrent_movers_into_the_last_place_one_wins_and_counts_stay_exact() 
         json!({"slot_minutes": 15, "slot_capacity": 2}),
     ))
     .await;
-    let x = day_at(3, 9);
+    let x = harness::day_at(3, 9);
     fx.create().at(&wire(x)).id().await;
     let mut ids = Vec::new();
     for i in 0..8 {
-        ids.push(fx.create().at(&wire(day_at(3, 10 + i))).id().await);
+        ids.push(fx.create().at(&wire(harness::day_at(3, 10 + i))).id().await);
     }
     let tries = ids.iter().map(|id| move_to(&fx, id, x));
     let codes: Vec<u16> = join_all(tries).await.into_iter().map(|(c, _)| c).collect();
@@ -356,17 +346,6 @@ async fn concurrent_movers_into_the_last_place_one_wins_and_counts_stay_exact() 
     assert_eq!(held, 9);
 }
 
-/// `CONFIG SET` on a private Redis.
-async fn config_set(conn: &mut redis::aio::MultiplexedConnection, key: &str, value: &str) {
-    redis::cmd("CONFIG")
-        .arg("SET")
-        .arg(key)
-        .arg(value)
-        .query_async::<()>(conn)
-        .await
-        .unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_refusing_writes_during_a_reschedule_still_dispatches_at_the_new_time() {
     let redis = PrivateRedis::new(false);
@@ -378,8 +357,8 @@ async fn redis_refusing_writes_during_a_reschedule_still_dispatches_at_the_new_t
     ];
     let w = WorkerProc::start(&fx.env, &sweep).await;
     let mut conn = redis.conn().await;
-    config_set(&mut conn, "maxmemory-policy", "noeviction").await;
-    config_set(&mut conn, "maxmemory", "1").await;
+    harness::config_set(&mut conn, "maxmemory-policy", "noeviction").await;
+    harness::config_set(&mut conn, "maxmemory", "1").await;
     // Never indexed (refused), then moved (the index write refused again).
     let old = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(2);
     let new = old + jiff::SignedDuration::from_secs(6);
@@ -394,7 +373,7 @@ async fn redis_refusing_writes_during_a_reschedule_still_dispatches_at_the_new_t
         "void test"
     );
     tokio::time::sleep(Duration::from_secs(3)).await;
-    config_set(&mut conn, "maxmemory", "0").await;
+    harness::config_set(&mut conn, "maxmemory", "0").await;
     let (at, entry) = handoff_of(&fx.env, &id, Duration::from_secs(40))
         .await
         .expect("swept");
@@ -427,7 +406,7 @@ async fn frozen_postgres_answers_a_bounded_503_and_the_callback_stays_whole() {
         open_service(json!({"slot_minutes": 15, "slot_capacity": 5})),
     )
     .await;
-    let (old, new) = (day_at(2, 10), day_at(2, 12));
+    let (old, new) = (harness::day_at(2, 10), harness::day_at(2, 12));
     let id = fx.create().at(&wire(old)).id().await;
     // Warm the service cache, then freeze.
     let (code, _) = reschedule(&fx.engage, &fx.key, json!({"id": id, "userData": {"w": 1}})).await;
@@ -468,7 +447,7 @@ async fn the_old_handoff_is_fenced_when_a_move_commits_and_freed_when_refused() 
         json!({"slot_minutes": 15, "slot_capacity": 1}),
     ))
     .await;
-    let full = day_at(2, 10);
+    let full = harness::day_at(2, 10);
     fx.create().at(&wire(full)).id().await;
     let id = fx.create().at(&in_secs(120)).id().await;
     let mut voice = fx.env.voice().await;
@@ -477,7 +456,7 @@ async fn the_old_handoff_is_fenced_when_a_move_commits_and_freed_when_refused() 
     assert_eq!(code, 429, "{answer}");
     let fence: Option<String> = voice.get(&key).await.unwrap();
     assert_eq!(fence, None, "a refused move lifts its fence");
-    let to = day_at(2, 12);
+    let to = harness::day_at(2, 12);
     let (code, answer) = move_to(&fx, &id, to).await;
     assert_eq!(code, 200, "{answer}");
     let fence: Option<String> = voice.get(&key).await.unwrap();
@@ -528,11 +507,11 @@ async fn the_gms_put_reschedules_through_the_same_code() {
         json!({"slot_minutes": 15, "slot_capacity": 1}),
     ))
     .await;
-    let (x, y) = (day_at(2, 10), day_at(2, 12));
+    let (x, y) = (harness::day_at(2, 10), harness::day_at(2, 12));
     fx.create().at(&wire(x)).id().await;
     let id = fx
         .create()
-        .at(&wire(day_at(2, 11)))
+        .at(&wire(harness::day_at(2, 11)))
         .user_data(json!({"a": "1", "b": "2"}))
         .id()
         .await;

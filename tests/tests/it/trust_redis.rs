@@ -15,17 +15,6 @@ async fn open(env: TestEnv, tenant: &str, service: &str) -> (TestEnv, Engage, St
         .parts()
 }
 
-/// `CONFIG SET` on a private Redis.
-async fn config_set(conn: &mut redis::aio::MultiplexedConnection, key: &str, value: &str) {
-    redis::cmd("CONFIG")
-        .arg("SET")
-        .arg(key)
-        .arg(value)
-        .query_async::<()>(conn)
-        .await
-        .expect("config set");
-}
-
 /// Members of a service's queue view.
 async fn view(
     conn: &mut redis::aio::MultiplexedConnection,
@@ -60,8 +49,8 @@ async fn trust_committed_callbacks_are_dispatched_when_redis_refused_the_index_w
 
     // Redis refuses every write: the creates commit, their index writes fail.
     let mut conn = redis.conn().await;
-    config_set(&mut conn, "maxmemory-policy", "noeviction").await;
-    config_set(&mut conn, "maxmemory", "1").await;
+    harness::config_set(&mut conn, "maxmemory-policy", "noeviction").await;
+    harness::config_set(&mut conn, "maxmemory", "1").await;
     let ids = engage.create_immediate(&key, "refuse", 30, 0).await;
     let due = Instant::now();
     let failed = engage.metric_sum("engage_redis_write_failed_total").await;
@@ -70,7 +59,7 @@ async fn trust_committed_callbacks_are_dispatched_when_redis_refused_the_index_w
         "the index writes did not fail (test is void)"
     );
     tokio::time::sleep(Duration::from_secs(3)).await;
-    config_set(&mut conn, "maxmemory", "0").await;
+    harness::config_set(&mut conn, "maxmemory", "0").await;
 
     // Nothing tells the worker: no flush, no restart, the marker is still there.
     let n = env.wait_submitted(30, Duration::from_secs(60)).await;
@@ -209,7 +198,7 @@ async fn trust_evicted_shard_keys_are_noticed_and_repaired() {
     };
     assert_eq!(zcard(&mut conn).await, 20);
     // An `allkeys-random` policy under memory pressure drops keys, ours among them.
-    config_set(&mut conn, "maxmemory-policy", "allkeys-random").await;
+    harness::config_set(&mut conn, "maxmemory-policy", "allkeys-random").await;
     let started = Instant::now();
     let mut filler = 0u64;
     while zcard(&mut conn).await == 20 {
@@ -227,7 +216,7 @@ async fn trust_evicted_shard_keys_are_noticed_and_repaired() {
             .find_map(|l| l.strip_prefix("used_memory:"))
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or(0);
-        config_set(&mut conn, "maxmemory", &(used + 64 * 1024).to_string()).await;
+        harness::config_set(&mut conn, "maxmemory", &(used + 64 * 1024).to_string()).await;
         for _ in 0..200 {
             filler += 1;
             let _ = redis::cmd("SET")
@@ -237,8 +226,8 @@ async fn trust_evicted_shard_keys_are_noticed_and_repaired() {
                 .await;
         }
     }
-    config_set(&mut conn, "maxmemory", "0").await;
-    config_set(&mut conn, "maxmemory-policy", "noeviction").await;
+    harness::config_set(&mut conn, "maxmemory", "0").await;
+    harness::config_set(&mut conn, "maxmemory-policy", "noeviction").await;
     let evicted = Instant::now();
     while zcard(&mut conn).await < 20 {
         assert!(
