@@ -337,25 +337,30 @@ pub struct Function {
 }
 
 impl Function {
-    /// Spawns function `name` with `extra` variables and waits until it is ready.
+    /// Spawns function `name` with `extra` variables and waits until it is ready (on new
+    /// ports when another test took one of its free ports first).
     pub async fn start(env: &TestEnv, name: &str, extra: &[(&str, String)]) -> Self {
-        let (port, metrics_port) = (free_port(), free_port());
-        let mut vars = vec![
-            ("PORT", port.to_string()),
-            ("METRICS_PORT", metrics_port.to_string()),
-        ];
-        vars.extend(extra.iter().cloned());
-        let proc = Proc::spawn(env, name, &[], &vars);
-        let http = reqwest::Client::new();
-        let url = format!("http://127.0.0.1:{port}");
-        wait_ready(&http, &format!("{url}/ges/v1/health/ready"), &proc).await;
-        Self {
-            proc,
-            port,
-            metrics_port,
-            url,
-            http,
+        for _ in 0..3 {
+            let (port, metrics_port) = (free_port(), free_port());
+            let mut vars = vec![
+                ("PORT", port.to_string()),
+                ("METRICS_PORT", metrics_port.to_string()),
+            ];
+            vars.extend(extra.iter().cloned());
+            let mut proc = Proc::spawn(env, name, &[], &vars);
+            let http = reqwest::Client::new();
+            let url = format!("http://127.0.0.1:{port}");
+            if wait_ready(&http, &format!("{url}/ges/v1/health/ready"), &mut proc).await {
+                return Self {
+                    proc,
+                    port,
+                    metrics_port,
+                    url,
+                    http,
+                };
+            }
         }
+        panic!("{name} started three times on ports another process took");
     }
 
     /// A public API call (`x-api-key`) on the function's port.
@@ -383,14 +388,25 @@ pub struct Engage {
     pub http: reqwest::Client,
 }
 
-/// Waits until `url` answers 200, or panics with the process output.
-pub async fn wait_ready(http: &reqwest::Client, url: &str, proc: &Proc) {
+/// Waits until `url` answers 200. Returns `false` when the process exited because one of
+/// its free ports was taken by another test between `free_port` and its bind (the caller
+/// starts it again on new ports); panics with the process output on any other exit or after
+/// 30 s.
+pub async fn wait_ready(http: &reqwest::Client, url: &str, proc: &mut Proc) -> bool {
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(30) {
         if let Ok(r) = http.get(url).send().await
             && r.status().is_success()
         {
-            return;
+            return true;
+        }
+        if let Ok(Some(status)) = proc.child.try_wait() {
+            let output = proc.output();
+            assert!(
+                output.contains("Address already in use"),
+                "{url}: the process exited ({status}) before it was ready; output:\n{output}"
+            );
+            return false;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -438,7 +454,9 @@ impl Engage {
         let http = reqwest::Client::new();
         let internal = format!("http://127.0.0.1:{internal}");
         let external = format!("http://127.0.0.1:{external}");
-        wait_ready(&http, &format!("{internal}/ges/v1/health/ready"), &proc).await;
+        if !wait_ready(&http, &format!("{internal}/ges/v1/health/ready"), &mut proc).await {
+            return None;
+        }
         let own = matches!(proc.child.try_wait(), Ok(None))
             && http
                 .get(format!("{external}/engagement/v3/openapi.json"))
@@ -882,13 +900,17 @@ pub struct WorkerProc {
 impl WorkerProc {
     /// Starts `engage-worker` and waits until `/health` answers.
     pub async fn start(env: &TestEnv, extra: &[(&str, String)]) -> Self {
-        let port = free_port();
-        let mut vars: Vec<(&str, String)> = vec![("WORKER_PORT", port.to_string())];
-        vars.extend(extra.iter().cloned());
-        let proc = Proc::spawn(env, "engage-worker", &[], &vars);
-        let url = format!("http://127.0.0.1:{port}");
-        wait_ready(&reqwest::Client::new(), &format!("{url}/health"), &proc).await;
-        Self { proc, url }
+        for _ in 0..3 {
+            let port = free_port();
+            let mut vars: Vec<(&str, String)> = vec![("WORKER_PORT", port.to_string())];
+            vars.extend(extra.iter().cloned());
+            let mut proc = Proc::spawn(env, "engage-worker", &[], &vars);
+            let url = format!("http://127.0.0.1:{port}");
+            if wait_ready(&reqwest::Client::new(), &format!("{url}/health"), &mut proc).await {
+                return Self { proc, url };
+            }
+        }
+        panic!("engage-worker started three times on ports another process took");
     }
 
     /// The sum of a metric's samples (all label sets) from `/metrics`; 0 when absent.
