@@ -49,6 +49,11 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: ServiceCmd,
     },
+    /// Per-tenant third-party credentials (docs/credentials.md).
+    Credentials {
+        #[command(subcommand)]
+        command: CredentialsCmd,
+    },
     /// Provision the demo tenant, two services and a fresh API key; prints them as JSON.
     Demo {
         /// Tenant id of the demo.
@@ -89,6 +94,14 @@ pub(crate) enum ApikeyCmd {
         #[arg(long)]
         key_stdin: bool,
     },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum CredentialsCmd {
+    /// Re-encrypt every stored record under CREDENTIALS_KEY (records under a key of
+    /// CREDENTIALS_KEYS_RETIRED); idempotent. Prints {keyId, rotated, failed}; exits non-zero
+    /// when a record opens under no configured key (docs/credentials.md#rotation).
+    Rotate,
 }
 
 #[derive(Subcommand)]
@@ -146,7 +159,28 @@ pub(crate) async fn run(command: Command, cfg: Config) -> anyhow::Result<()> {
         Command::Service {
             command: ServiceCmd::Put { tenant, name, file },
         } => put_service_file(&state, &tenant, name, &file).await,
+        Command::Credentials {
+            command: CredentialsCmd::Rotate,
+        } => rotate(&state).await,
         Command::Demo { tenant } => crate::demo::provision(&state, &tenant).await,
+    }
+}
+
+/// `engage credentials rotate`: re-seals every record under the current key.
+async fn rotate(state: &AppState) -> anyhow::Result<()> {
+    let client = state.db.get().await?;
+    // With the cause (the operator's own terminal): a missing key or a database failure.
+    let report = state
+        .vault
+        .rotate(&client)
+        .await
+        .map_err(|e| anyhow::anyhow!("credentials rotate: {e:?}"))?;
+    print(&report)?;
+    match report.failed.len() {
+        0 => Ok(()),
+        n => anyhow::bail!(
+            "{n} credential records open under no configured key and were left as they are"
+        ),
     }
 }
 

@@ -6,6 +6,7 @@ pub mod gms;
 pub mod openapi;
 pub mod ops;
 pub mod ors;
+pub mod outbound;
 pub mod runtime;
 pub mod wait;
 
@@ -86,5 +87,6 @@ mod tests {
         let _ = super::ors::router();
         let _ = super::gms::router();
         let _ = super::admin::gms_credentials::router();
+        let _ = super::admin::credentials::router();
     }
 }

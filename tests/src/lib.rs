@@ -20,6 +20,7 @@ mod cluster;
 mod fixtures;
 mod postgres;
 mod readback;
+pub mod siteverify;
 mod tls;
 pub use cluster::PrivateCluster;
 pub use fixtures::{

@@ -297,6 +297,30 @@ pub enum Idempotent {
     Mismatch,
 }
 
+/// The earlier use of an Idempotency-Key still in force (kept 24 h), read without claiming
+/// it: `Replayed` for the same body, `Mismatch` for another, `None` when unused.
+pub async fn earlier_use(
+    db: &impl GenericClient,
+    tenant: &str,
+    key: &str,
+    request_hash: &[u8],
+) -> Result<Option<Idempotent>, Error> {
+    let row = db
+        .query_opt(
+            "SELECT request_hash, callback_id FROM idempotency_keys
+             WHERE tenant_id = $1 AND key = $2 AND created_at >= now() - interval '24 hours'",
+            &[&tenant, &key],
+        )
+        .await?;
+    Ok(row.map(|r| {
+        let (hash, id): (Vec<u8>, Uuid) = (r.get(0), r.get(1));
+        match hash == request_hash {
+            true => Idempotent::Replayed(id),
+            false => Idempotent::Mismatch,
+        }
+    }))
+}
+
 /// Claims `key` for `cb` inside the caller's transaction: `None` = claimed (insert `cb`, then
 /// commit; rolling back frees the key), else the earlier use (`Replayed` or `Mismatch`).
 /// A concurrent claim of the same key waits here until the first transaction ends.

@@ -218,7 +218,8 @@ pub struct ServiceSettings {
     /// push notifications are not built yet.
     #[serde(default = "defaults::push_threshold_minutes")]
     pub push_threshold_minutes: u32,
-    /// Whether a create must carry `captchaToken` (400 without). The token is not verified yet.
+    /// Whether a create must carry a `captchaToken` that the tenant's CAPTCHA verifier accepts
+    /// (docs/credentials.md#captcha).
     #[serde(default)]
     pub captcha_required: bool,
     /// Name of the tenant's number rule (must exist) that validates phone numbers on create.

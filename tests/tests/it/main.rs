@@ -23,6 +23,7 @@ mod bounded;
 mod callbacks;
 mod clients;
 mod create_pipeline;
+mod credentials;
 mod designer_publish;
 mod dispatch_fence;
 mod dispatch_settle;

@@ -113,6 +113,7 @@ impl Sweep {
             .replace("{queue}", OWN)
             .replace("{name}", SHARED)
             .replace("{key_id}", &self.key_id)
+            .replace("{kind}", "captcha")
             .replace("{id}", &self.callback);
         let query = match route.path {
             "/engagement/v3/estimated-wait-time" => "?mode=mode1&virtual-queues=vonly",
@@ -136,6 +137,7 @@ impl Sweep {
                 json!({"allowed_origins": ["https://evil.example"]})
             }
             (_, "/ges/v1/tenants/{ccid}/api-keys") => json!({"label": "sneaky"}),
+            (_, "/ges/v1/tenants/{ccid}/credentials/{kind}") => json!({"secret": "sneaky"}),
             (_, "/ges/v1/ors/callbacks/{id}/events") => {
                 json!({"state": "COMPLETED", "reason": "AGENT_CONNECTED"})
             }

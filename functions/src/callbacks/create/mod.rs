@@ -7,7 +7,9 @@
 //!    scheduled, with its dispatch time; [`admit::book`] applies business hours and capacity
 //!    (the slot place it claims);
 //! 4. [`limits`] checks the number against the service's number rule;
-//! 5. [`store`] commits the callback (group commit, or a transaction of its own for slot
+//! 5. [`captcha`] verifies `captchaToken` when the service requires it (docs/credentials.md#captcha),
+//!    before anything is stored or counted;
+//! 6. [`store`] commits the callback (group commit, or a transaction of its own for slot
 //!    claims and Idempotency-Keys, [`commit`]), reserving the create-time limits just before
 //!    the insert, and indexes what it committed for dispatch.
 //!
@@ -19,6 +21,7 @@
 //! proposals), given their HTTP form once, at the edge.
 
 pub mod admit;
+pub mod captcha;
 pub mod commit;
 pub mod limits;
 pub mod store;
@@ -50,7 +53,7 @@ use shared::{
 };
 use uuid::Uuid;
 
-use self::{admit::Booked, limits::Number, store::Write};
+use self::{admit::Booked, captcha::Checked, limits::Number, store::Write};
 
 /// Route of this function.
 pub fn router() -> Router<AppState> {
@@ -136,6 +139,18 @@ pub async fn create(
     let (admission, plan) = book(&client, &ctx, &req, admission).await?;
     // Number rule (400); the create-time limits (429) are reserved by the store.
     let number = limits::check_number(&client, &ctx, &req.phone_number).await?;
+    let client = match ctx.settings().captcha_required {
+        true => {
+            // Not held while siteverify answers (up to CAPTCHA_TIMEOUT_MS).
+            drop(client);
+            let token = req.captcha_token.as_deref();
+            if let Checked::Replayed(id) = captcha::check(&ctx, token, keyed.as_ref()).await? {
+                return Ok(id);
+            }
+            state.db.get().await?
+        }
+        false => client,
+    };
     let cb = ctx.new_callback(req, admission, &number);
     let write = Write {
         cb,

@@ -117,6 +117,24 @@ const FIXED: &[Route] = &[
         Internal,
     ),
     r(
+        "PUT",
+        "/ges/v1/tenants/{ccid}/credentials/{kind}",
+        Admin,
+        Internal,
+    ),
+    r(
+        "GET",
+        "/ges/v1/tenants/{ccid}/credentials/{kind}",
+        Admin,
+        Internal,
+    ),
+    r(
+        "DELETE",
+        "/ges/v1/tenants/{ccid}/credentials/{kind}",
+        Admin,
+        Internal,
+    ),
+    r(
         "POST",
         "/genesys/1/service/callback/{service}",
         Gms,

@@ -1,0 +1,137 @@
+//! CAPTCHA verification of a create whose service has `captcha_required`
+//! (docs/credentials.md#captcha): the request's `captchaToken` is checked with the tenant's
+//! secret against a reCAPTCHA-compatible `siteverify` endpoint (`CAPTCHA_VERIFY_URL`), before
+//! anything is stored or any create-time limit counted.
+//!
+//! - No token, or `siteverify` says `success: false` (forged, expired, already used, wrong
+//!   secret) → 400 naming `captchaToken` and the verifier's error codes.
+//! - `siteverify` slower than `CAPTCHA_TIMEOUT_MS`, unreachable, answering 5xx or something
+//!   that is not its JSON → 503, never a silent pass.
+//! - The tenant has no CAPTCHA secret (or the vault has no `CREDENTIALS_KEY`) → 503: the
+//!   service is misconfigured, nothing the caller can fix in the request.
+//! - A retry under an Idempotency-Key of a create that succeeded answers that create's id
+//!   without a second verification (its token was used once already).
+
+use std::time::Duration;
+
+use secrecy::ExposeSecret;
+use serde::Deserialize;
+use shared::{
+    credentials::CaptchaCredentials,
+    db,
+    db::callbacks::Idempotent,
+    error::{Error, Result},
+};
+use uuid::Uuid;
+
+use super::{Ctx, Keyed};
+
+/// What the check found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Checked {
+    /// The token was verified: go on and store.
+    Verified,
+    /// The Idempotency-Key replays a stored create: answer its id, store nothing.
+    Replayed(Uuid),
+}
+
+/// The error codes `siteverify` defines; others are not echoed.
+const KNOWN_CODES: [&str; 6] = [
+    "missing-input-secret",
+    "invalid-input-secret",
+    "missing-input-response",
+    "invalid-input-response",
+    "bad-request",
+    "timeout-or-duplicate",
+];
+
+/// `siteverify`'s answer (other fields ignored).
+#[derive(Debug, Deserialize)]
+struct Answer {
+    success: bool,
+    #[serde(rename = "error-codes", default)]
+    error_codes: Vec<String>,
+}
+
+/// Checks `token` for a create on a service with `captcha_required` (see the module doc).
+pub async fn check(ctx: &Ctx, token: Option<&str>, keyed: Option<&Keyed>) -> Result<Checked> {
+    if let Some(id) = replayed(ctx, keyed).await? {
+        return Ok(Checked::Replayed(id));
+    }
+    let Some(token) = token else {
+        return Err(Error::invalid(format!(
+            "captchaToken is required by service {}",
+            ctx.name()
+        )));
+    };
+    let state = &ctx.state;
+    let Some(creds) = state.vault.captcha(&state.db, &ctx.tenant).await? else {
+        return Err(Error::unavailable(format!(
+            "service {} requires a CAPTCHA but no CAPTCHA secret is configured for this \
+             tenant (docs/credentials.md#captcha)",
+            ctx.name()
+        )));
+    };
+    let answer = siteverify(ctx, &creds, token).await?;
+    if answer.success {
+        return Ok(Checked::Verified);
+    }
+    let codes: Vec<&str> = answer
+        .error_codes
+        .iter()
+        .map(String::as_str)
+        .filter(|c| KNOWN_CODES.contains(c))
+        .collect();
+    Err(Error::invalid(match codes.is_empty() {
+        true => "captchaToken was refused by CAPTCHA verification".to_string(),
+        false => format!(
+            "captchaToken was refused by CAPTCHA verification ({})",
+            codes.join(", ")
+        ),
+    }))
+}
+
+/// The stored create an Idempotency-Key replays (same body), if any; 409 for another body.
+async fn replayed(ctx: &Ctx, keyed: Option<&Keyed>) -> Result<Option<Uuid>> {
+    let Some(k) = keyed else {
+        return Ok(None);
+    };
+    let client = ctx.state.db.get().await?;
+    match db::callbacks::earlier_use(&client, &ctx.tenant, &k.key, &k.hash).await? {
+        Some(Idempotent::Replayed(id)) => Ok(Some(id)),
+        Some(Idempotent::Mismatch) => Err(Error::conflict(
+            "Idempotency-Key was already used with a different request body",
+        )),
+        None => Ok(None),
+    }
+}
+
+/// One `siteverify` call: `POST secret=…&response=…` (form), JSON answer.
+async fn siteverify(ctx: &Ctx, creds: &CaptchaCredentials, token: &str) -> Result<Answer> {
+    let cfg = &ctx.state.cfg.captcha;
+    let unavailable = |cause: String| Error::Unavailable {
+        message: "CAPTCHA verification is unavailable, retry later".into(),
+        cause: Some(cause),
+    };
+    let form = [
+        ("secret", creds.secret.expose_secret()),
+        ("response", token),
+    ];
+    let response = crate::outbound::client()?
+        .post(&cfg.verify_url)
+        .timeout(Duration::from_millis(cfg.timeout_ms))
+        .form(&form)
+        .send()
+        .await
+        .map_err(|e| unavailable(format!("CAPTCHA siteverify: {}", e.without_url())))?;
+    let status = response.status();
+    if !status.is_success() {
+        return Err(unavailable(format!("CAPTCHA siteverify answered {status}")));
+    }
+    let body = response
+        .bytes()
+        .await
+        .map_err(|e| unavailable(format!("CAPTCHA siteverify body: {}", e.without_url())))?;
+    serde_json::from_slice(&body)
+        .map_err(|e| unavailable(format!("CAPTCHA siteverify answer is not its JSON: {e}")))
+}
