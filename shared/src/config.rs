@@ -430,10 +430,17 @@ pub struct CredentialsConfig {
 #[derive(Debug, Clone, Deserialize)]
 pub struct CaptchaConfig {
     /// `CAPTCHA_VERIFY_URL`: the reCAPTCHA-compatible `siteverify` endpoint.
-    #[serde(rename = "captcha_verify_url", default = "defaults::captcha_verify_url")]
+    #[serde(
+        rename = "captcha_verify_url",
+        default = "defaults::captcha_verify_url"
+    )]
     pub verify_url: String,
-    /// `CAPTCHA_TIMEOUT_MS`: how long a create waits for `siteverify` before answering 503.
-    #[serde(rename = "captcha_timeout_ms", default = "defaults::captcha_timeout_ms")]
+    /// `CAPTCHA_TIMEOUT_MS`: how long a create waits for `siteverify` before answering 503
+    /// (100–60,000; the request's deadline, `REQUEST_TIMEOUT_MS`, bounds it too).
+    #[serde(
+        rename = "captcha_timeout_ms",
+        default = "defaults::captcha_timeout_ms"
+    )]
     pub timeout_ms: u64,
 }
 
@@ -640,7 +647,7 @@ impl Config {
         self.log.validate()?;
         self.worker.validate()?;
         self.credentials.validate()?;
-        self.captcha.validate(self.http.request_timeout_ms)
+        self.captcha.validate()
     }
 }
 
@@ -820,8 +827,10 @@ impl CredentialsConfig {
                 .as_ref()
                 .is_some_and(|r| !r.expose_secret().trim().is_empty()) =>
             {
-                bad("CREDENTIALS_KEYS_RETIRED is set without CREDENTIALS_KEY: set the current key \
-                     too (docs/credentials.md#rotation)")
+                bad(
+                    "CREDENTIALS_KEYS_RETIRED is set without CREDENTIALS_KEY: set the current key \
+                     too (docs/credentials.md#rotation)",
+                )
             }
             None => Ok(()),
         }
@@ -829,12 +838,13 @@ impl CredentialsConfig {
 }
 
 impl CaptchaConfig {
-    fn validate(&self, request_timeout_ms: u64) -> Result<(), ConfigError> {
+    fn validate(&self) -> Result<(), ConfigError> {
         if !crate::credentials::records::is_http_url(&self.verify_url) {
             return bad("CAPTCHA_VERIFY_URL must be an http:// or https:// URL with a host");
         }
-        if self.timeout_ms < 100 || self.timeout_ms >= request_timeout_ms {
-            return bad("CAPTCHA_TIMEOUT_MS must be at least 100 and less than REQUEST_TIMEOUT_MS");
+        // The request's own deadline (REQUEST_TIMEOUT_MS) bounds the call too.
+        if !(100..=60_000).contains(&self.timeout_ms) {
+            return bad("CAPTCHA_TIMEOUT_MS must be between 100 and 60000");
         }
         Ok(())
     }
@@ -1466,15 +1476,24 @@ mod tests {
         assert_eq!(cfg.captcha.timeout_ms, 3_000);
         let key = crate::credentials::seal::generate_key().unwrap();
         let e = err_of(&[("CREDENTIALS_KEY", "dG9vIHNob3J0")]);
-        assert!(e.contains("CREDENTIALS_KEY decodes to 9 bytes, not 32"), "{e}");
+        assert!(
+            e.contains("CREDENTIALS_KEY decodes to 9 bytes, not 32"),
+            "{e}"
+        );
         let e = err_of(&[("CREDENTIALS_KEYS_RETIRED", &key)]);
-        assert!(e.contains("CREDENTIALS_KEYS_RETIRED is set without CREDENTIALS_KEY"), "{e}");
+        assert!(
+            e.contains("CREDENTIALS_KEYS_RETIRED is set without CREDENTIALS_KEY"),
+            "{e}"
+        );
         assert!(!e.contains(&key), "{e}");
         let e = err_of(&[("CREDENTIALS_KEY", &key), ("CREDENTIALS_KEYS_RETIRED", "x")]);
-        assert!(e.contains("CREDENTIALS_KEYS_RETIRED entry 1 is not base64"), "{e}");
+        assert!(
+            e.contains("CREDENTIALS_KEYS_RETIRED entry 1 is not base64"),
+            "{e}"
+        );
         let e = err_of(&[("CAPTCHA_VERIFY_URL", "siteverify")]);
         assert!(e.contains("CAPTCHA_VERIFY_URL must be"), "{e}");
-        let e = err_of(&[("CAPTCHA_TIMEOUT_MS", "15000")]);
+        let e = err_of(&[("CAPTCHA_TIMEOUT_MS", "60001")]);
         assert!(e.contains("CAPTCHA_TIMEOUT_MS must be"), "{e}");
         let dir = std::env::temp_dir().join(format!("engage-creds-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();

@@ -123,8 +123,10 @@ async fn verify(State(inner): State<Arc<Inner>>, body: String) -> axum::response
         return refuse("invalid-input-response").into_response();
     }
     lock(&inner.used).insert(token);
-    axum::Json(json!({"success": true, "challenge_ts": jiff::Timestamp::now().to_string(),
-        "hostname": "localhost"}))
+    axum::Json(
+        json!({"success": true, "challenge_ts": jiff::Timestamp::now().to_string(),
+        "hostname": "localhost"}),
+    )
     .into_response()
 }
 
