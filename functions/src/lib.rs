@@ -14,7 +14,7 @@ use shared::{
     config::HttpConfig,
     http::{
         AppState,
-        middleware::{Exposure, stack},
+        middleware::{Exposure, stack, stack_with_fleet},
     },
 };
 
@@ -41,13 +41,15 @@ pub fn internal_routes() -> Router<AppState> {
 pub fn external_app(state: AppState) -> Router {
     let http: HttpConfig = state.cfg.http.clone();
     let errors = state.errors.clone();
-    let app = stack(
+    let fleet = Some((state.redis.clone(), state.keys.clone()));
+    let app = stack_with_fleet(
         public_routes()
             .merge(ops::probe_router())
             .with_state(state.clone()),
         Exposure::External,
         &http,
         errors,
+        fleet,
     );
     shared::http::cors::wrap(app, &state)
 }

@@ -176,7 +176,9 @@ impl Pacer {
         tenants.sort_unstable();
         tenants.dedup();
         for tenant in tenants {
-            let idx: Vec<usize> = (0..asks.len()).filter(|i| asks[*i].tenant == tenant).collect();
+            let idx: Vec<usize> = (0..asks.len())
+                .filter(|i| asks[*i].tenant == tenant)
+                .collect();
             self.admit_tenant(conn, keys, now_ms, asks, &idx, &mut out)
                 .await;
         }

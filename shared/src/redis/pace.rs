@@ -163,6 +163,11 @@ pub async fn take(
     };
     Ok(Taken {
         now_ms: raw.first().copied().unwrap_or_default(),
-        grants: raw.get(1..).unwrap_or_default().chunks_exact(3).map(grant).collect(),
+        grants: raw
+            .get(1..)
+            .unwrap_or_default()
+            .chunks_exact(3)
+            .map(grant)
+            .collect(),
     })
 }
