@@ -38,6 +38,7 @@ mod migrate;
 mod numbers;
 mod observability;
 mod ors;
+mod pacing;
 mod public_port;
 mod reschedule;
 mod security_sweep;
