@@ -338,3 +338,59 @@ impl Pacer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ask(service: &str, rate: u32, n: u32) -> Ask<'_> {
+        Ask {
+            tenant: "t",
+            service,
+            rate,
+            n,
+        }
+    }
+
+    #[test]
+    fn the_free_allowance_is_one_at_a_time_and_owed() {
+        let mut p = Pacer::new(0);
+        assert_eq!(p.take_free(&ask("a", 32, 5)), 1, "bursts of one");
+        assert_eq!(p.take_free(&ask("a", 32, 5)), 0);
+        assert_eq!(p.service(&ask("a", 32, 0)).debt_now(), 1);
+        assert_eq!(p.take_free(&ask("slow", 15, 1)), 0, "below 16/s: none");
+    }
+
+    #[test]
+    fn a_tenant_without_free_permits_stops_the_free_path() {
+        let mut p = Pacer::new(10);
+        assert_eq!(p.take_free(&ask("a", 1_000, 3)), 0);
+        // The service permit taken is owed all the same.
+        assert_eq!(p.service(&ask("a", 1_000, 0)).debt_now(), 1);
+    }
+
+    #[test]
+    fn the_fallback_paces_one_worker_at_the_full_rates() {
+        let mut p = Pacer::new(0);
+        let got = p.fallback(&ask("a", 10, 100), 0, 5_000);
+        assert_eq!(got.granted, 10, "one second's burst");
+        assert!((5_001..=5_100).contains(&got.not_now.at_ms));
+        assert_eq!(got.not_now.spacing, Duration::from_millis(100));
+        let mut capped = Pacer::new(5);
+        let n: u32 = (0..4)
+            .map(|i| capped.fallback(&ask(["s0", "s1", "s2", "s3"][i], 100, 5), 0, 0).granted)
+            .sum();
+        assert_eq!(n, 5, "the tenant cap spans services");
+    }
+
+    #[test]
+    fn slots_follow_the_spacing_without_drift() {
+        let n = NotNow {
+            at_ms: 1_000,
+            spacing: Duration::from_micros(33_334),
+        };
+        assert_eq!(n.slot(0), 1_000);
+        assert_eq!(n.slot(3), 1_100);
+        assert_eq!(n.slot(300), 11_000);
+    }
+}
