@@ -211,3 +211,57 @@ async fn pacing_idle_worker_asks_redis_nothing() {
     );
     assert!(calls < 5, "{calls} commands while idle: {seen:?}");
 }
+
+/// Attack: the service Redis goes away under a flood of one key. The replica's own limit
+/// still holds (never unlimited), nothing answers 5xx, and the fallback is counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pacing_api_key_rate_falls_back_to_the_replica_limit_when_redis_is_down() {
+    let mut redis = PrivateRedis::new(false);
+    let env = TestEnv::new()
+        .with("REDIS_URL", &redis.url())
+        .with("API_KEY_RATE_PER_SECOND", "100")
+        .with("API_KEY_BURST", "100");
+    let engage = Engage::start(&env, &[]).await;
+    let key = engage.provision("pc6", "svc", json!({})).await;
+    redis.stop();
+    let (secs, offered) = (3u64, 300u64);
+    // `offer` panics on anything but 2xx and 429.
+    let got = offer(std::slice::from_ref(&engage.external), &key, offered, secs).await;
+    let local_only = engage
+        .metric_sum("engage_api_key_rate_local_only_total")
+        .await;
+    println!(
+        "FIGURE api_key_rate_redis_down accepted={} refused={} local_only={local_only}",
+        got.accepted, got.refused
+    );
+    // The replica's own limit: B + R·W.
+    assert!(got.accepted <= 100 + 100 * secs as usize, "{} accepted", got.accepted);
+    assert!(got.accepted >= 100 * secs as usize * 9 / 10, "over-limited: {}", got.accepted);
+    assert!(local_only > 0.0, "fallback not counted");
+}
+
+/// The pacing script on the 3-node Redis Cluster: one key per tenant, so one slot. Two workers
+/// pace a burst of 60 at 20/s together (never alone: the log has no fallback).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pacing_on_a_redis_cluster() {
+    let env = TestEnv::new()
+        .with("REDIS_URL", harness::cluster())
+        .with("REDIS_CLUSTER", "true");
+    let pace = json!({ "dispatch_rate_per_second": RATE });
+    let (env, engage, key) = Fixture::dispatch(env, "pc7", "clustered", pace).await.parts();
+    engage.create_immediate(&key, "clustered", 60, 0).await;
+    let a = WorkerProc::start(&env, &[]).await;
+    let b = WorkerProc::start(&env, &[]).await;
+    assert_eq!(env.wait_submitted(60, Duration::from_secs(20)).await, 60);
+    let (total, distinct, _) = env.census().await;
+    assert_eq!((total, distinct), (60, 60));
+    let mut times: Vec<i64> = env.handoffs().await.iter().map(|(id, _)| entry_ms(id)).collect();
+    times.sort_unstable();
+    let spread = (times[59] - times[0]) as f64 / 1_000.0;
+    println!("FIGURE fleet_pacing_cluster spread_s={spread:.2} (60 at 20/s, 2 workers)");
+    // The burst of 20, then 40 at 20/s: 2 s.
+    assert!((1.8..=2.4).contains(&spread), "spread {spread}");
+    for w in [&a, &b] {
+        assert!(!w.proc.output().contains("fleet pacing unavailable"), "{}", w.proc.output());
+    }
+}
