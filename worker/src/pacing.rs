@@ -378,7 +378,11 @@ mod tests {
         assert_eq!(got.not_now.spacing, Duration::from_millis(100));
         let mut capped = Pacer::new(5);
         let n: u32 = (0..4)
-            .map(|i| capped.fallback(&ask(["s0", "s1", "s2", "s3"][i], 100, 5), 0, 0).granted)
+            .map(|i| {
+                capped
+                    .fallback(&ask(["s0", "s1", "s2", "s3"][i], 100, 5), 0, 0)
+                    .granted
+            })
             .sum();
         assert_eq!(n, 5, "the tenant cap spans services");
     }

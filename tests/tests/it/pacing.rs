@@ -14,7 +14,10 @@ const DUE: usize = 600;
 
 /// Milliseconds of a stream entry id (`<ms>-<seq>`: the voice Redis clock when it was added).
 fn entry_ms(id: &str) -> i64 {
-    id.split('-').next().and_then(|s| s.parse().ok()).unwrap_or(0)
+    id.split('-')
+        .next()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
 }
 
 /// The most entries in any window of `len_ms` starting at an entry.
@@ -50,18 +53,39 @@ async fn three_workers(tenant: &str, kill_after: Option<Duration>) {
         tokio::time::sleep(after.saturating_sub(started.elapsed())).await;
         workers[0].proc.kill();
     }
-    let n = env.wait_submitted(DUE as i64, Duration::from_secs(60)).await;
-    assert_eq!(n, DUE as i64, "log of worker 2:\n{}", workers[1].proc.output());
+    let n = env
+        .wait_submitted(DUE as i64, Duration::from_secs(60))
+        .await;
+    assert_eq!(
+        n,
+        DUE as i64,
+        "log of worker 2:\n{}",
+        workers[1].proc.output()
+    );
     let (total, distinct, _) = env.census().await;
     assert_eq!((total, distinct), (DUE, DUE), "each exactly once");
-    let mut times: Vec<i64> = env.handoffs().await.iter().map(|(id, _)| entry_ms(id)).collect();
+    let mut times: Vec<i64> = env
+        .handoffs()
+        .await
+        .iter()
+        .map(|(id, _)| entry_ms(id))
+        .collect();
     times.sort_unstable();
     let spread = (times[DUE - 1] - times[0]) as f64 / 1_000.0;
     let per_s = max_in_window(&times, 1_000);
-    let label = if kill_after.is_some() { "one_killed" } else { "all_alive" };
-    println!("FIGURE fleet_pacing_{label} spread_s={spread:.2} max_per_1s_window={per_s} (20/s, burst 20, 3 workers, 600 due)");
+    let label = if kill_after.is_some() {
+        "one_killed"
+    } else {
+        "all_alive"
+    };
+    println!(
+        "FIGURE fleet_pacing_{label} spread_s={spread:.2} max_per_1s_window={per_s} (20/s, burst 20, 3 workers, 600 due)"
+    );
     // One second's burst at once, then 20 per second: the last goes out 29 s after the first.
-    assert!((27.0..=33.0).contains(&spread), "spread {spread} s, not 30 s ± 10 %");
+    assert!(
+        (27.0..=33.0).contains(&spread),
+        "spread {spread} s, not 30 s ± 10 %"
+    );
     // Any one-second window: the burst plus a second's rate, plus one free permit per worker
     // not yet reported (docs/pacing.md#bounds).
     assert!(per_s <= 2 * RATE as usize + 3, "{per_s} in one second");
@@ -93,7 +117,10 @@ async fn offer(bases: &[String], key: &str, per_s: u64, secs: u64) -> Offered {
     for i in 0..per_s * secs {
         tokio::time::sleep_until(start + Duration::from_micros(i * 1_000_000 / per_s)).await;
         let req = http
-            .get(format!("{}/ges/v1/health/live", bases[i as usize % bases.len()]))
+            .get(format!(
+                "{}/ges/v1/health/live",
+                bases[i as usize % bases.len()]
+            ))
             .header("x-api-key", key);
         tasks.spawn(async move {
             let resp = req.send().await.expect("request");
@@ -135,7 +162,13 @@ async fn pacing_api_key_rate_holds_across_two_replicas() {
     let b = Engage::start(&env, &[]).await;
     let key = a.provision("pc3", "svc", json!({})).await;
     let (secs, offered) = (5u64, 400u64);
-    let got = offer(&[a.external.clone(), b.external.clone()], &key, offered, secs).await;
+    let got = offer(
+        &[a.external.clone(), b.external.clone()],
+        &key,
+        offered,
+        secs,
+    )
+    .await;
     let per_s = got.accepted as f64 / secs as f64;
     // docs/throttling.md#request-rate-per-api-key: over W seconds at most
     // B + R·W + N·(R/2)·H with N replicas, H = 1 s (free requests not yet reported).
@@ -145,7 +178,11 @@ async fn pacing_api_key_rate_holds_across_two_replicas() {
         got.accepted, got.refused
     );
     assert!(got.accepted <= bound, "{} accepted > {bound}", got.accepted);
-    assert!(got.accepted >= 100 * secs as usize * 9 / 10, "over-limited: {}", got.accepted);
+    assert!(
+        got.accepted >= 100 * secs as usize * 9 / 10,
+        "over-limited: {}",
+        got.accepted
+    );
     let (retry, body) = got.refusal.expect("some refused");
     assert_eq!(body["status"]["code"], 429, "{body}");
     let message = body["status"]["message"].as_str().unwrap_or_default();
@@ -195,7 +232,10 @@ async fn pacing_idle_worker_asks_redis_nothing() {
     let extra = [("WORKER_RECONCILE_CHECK_S", "50".to_string())];
     let w = WorkerProc::start(&env, &extra).await;
     assert_eq!(env.wait_submitted(60, Duration::from_secs(15)).await, 60);
-    assert!(w.metric("engage_dispatch_paced_total").await > 0.0, "not paced");
+    assert!(
+        w.metric("engage_dispatch_paced_total").await > 0.0,
+        "not paced"
+    );
     let mut conn = redis.conn().await;
     let _: () = redis::cmd("CONFIG")
         .arg("RESETSTAT")
@@ -235,8 +275,16 @@ async fn pacing_api_key_rate_falls_back_to_the_replica_limit_when_redis_is_down(
         got.accepted, got.refused
     );
     // The replica's own limit: B + R·W.
-    assert!(got.accepted <= 100 + 100 * secs as usize, "{} accepted", got.accepted);
-    assert!(got.accepted >= 100 * secs as usize * 9 / 10, "over-limited: {}", got.accepted);
+    assert!(
+        got.accepted <= 100 + 100 * secs as usize,
+        "{} accepted",
+        got.accepted
+    );
+    assert!(
+        got.accepted >= 100 * secs as usize * 9 / 10,
+        "over-limited: {}",
+        got.accepted
+    );
     assert!(local_only > 0.0, "fallback not counted");
 }
 
@@ -248,20 +296,31 @@ async fn pacing_on_a_redis_cluster() {
         .with("REDIS_URL", harness::cluster())
         .with("REDIS_CLUSTER", "true");
     let pace = json!({ "dispatch_rate_per_second": RATE });
-    let (env, engage, key) = Fixture::dispatch(env, "pc7", "clustered", pace).await.parts();
+    let (env, engage, key) = Fixture::dispatch(env, "pc7", "clustered", pace)
+        .await
+        .parts();
     engage.create_immediate(&key, "clustered", 60, 0).await;
     let a = WorkerProc::start(&env, &[]).await;
     let b = WorkerProc::start(&env, &[]).await;
     assert_eq!(env.wait_submitted(60, Duration::from_secs(20)).await, 60);
     let (total, distinct, _) = env.census().await;
     assert_eq!((total, distinct), (60, 60));
-    let mut times: Vec<i64> = env.handoffs().await.iter().map(|(id, _)| entry_ms(id)).collect();
+    let mut times: Vec<i64> = env
+        .handoffs()
+        .await
+        .iter()
+        .map(|(id, _)| entry_ms(id))
+        .collect();
     times.sort_unstable();
     let spread = (times[59] - times[0]) as f64 / 1_000.0;
     println!("FIGURE fleet_pacing_cluster spread_s={spread:.2} (60 at 20/s, 2 workers)");
     // The burst of 20, then 40 at 20/s: 2 s.
     assert!((1.8..=2.4).contains(&spread), "spread {spread}");
     for w in [&a, &b] {
-        assert!(!w.proc.output().contains("fleet pacing unavailable"), "{}", w.proc.output());
+        assert!(
+            !w.proc.output().contains("fleet pacing unavailable"),
+            "{}",
+            w.proc.output()
+        );
     }
 }
