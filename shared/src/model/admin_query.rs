@@ -351,3 +351,124 @@ fn shown(value: &str) -> String {
     let cut: String = value.chars().take(64).collect();
     format!("{cut:?}")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {
+        p.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn listing(p: &[(&str, &str)]) -> Result<Listing, Error> {
+        Listing::parse(&pairs(p))
+    }
+
+    fn msg(p: &[(&str, &str)]) -> String {
+        listing(p).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn cursors_round_trip_and_stay_with_their_sort() {
+        let sort = Sort {
+            key: SortKey::Created,
+            desc: true,
+        };
+        let c = Cursor {
+            at: Timestamp::from_microsecond(1_780_000_000_123_456).unwrap(),
+            id: Uuid::now_v7(),
+        };
+        let text = c.encode(sort);
+        assert_eq!(Cursor::decode(&text, sort).unwrap(), c);
+        let asc = Sort {
+            desc: false,
+            ..sort
+        };
+        assert!(Cursor::decode(&text, asc).is_err());
+        for bad in ["", "zz", "00", &hex::encode("1|created|1|x|y")] {
+            assert!(Cursor::decode(bad, sort).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn phone_formats_normalise_alike() {
+        for given in [
+            "+1 202 555 0101",
+            "(202) 555-0101",
+            "12025550101",
+            "202.555.0101",
+        ] {
+            let l = listing(&[("phone", given)]).unwrap();
+            assert_eq!(
+                l.filter.phone,
+                Some(PhoneMatch::E164("12025550101".into())),
+                "{given}"
+            );
+        }
+        let l = listing(&[("phone", "sip:alice")]).unwrap();
+        assert_eq!(
+            l.filter.phone,
+            Some(PhoneMatch::AsGiven("sip:alice".into()))
+        );
+    }
+
+    #[test]
+    fn defaults_lists_and_local_times() {
+        let l = listing(&[]).unwrap();
+        assert_eq!(l.limit, DEFAULT_LIMIT);
+        assert_eq!(l.sort.key, SortKey::DesiredTime);
+        assert!(!l.sort.desc && l.filter.is_empty() && l.zone.is_none());
+        let l = listing(&[
+            ("state", "scheduled, QUEUED,SCHEDULED"),
+            ("reason", "CANCELLED"),
+            ("tz", "Europe/Paris"),
+            ("desiredFrom", "2026-07-01T10:00"),
+        ])
+        .unwrap();
+        assert_eq!(
+            l.filter.states,
+            [CallbackState::Scheduled, CallbackState::Queued]
+        );
+        assert_eq!(l.filter.reasons, [CompletionReason::Cancelled]);
+        let from = l.filter.desired_from.unwrap();
+        assert_eq!(from.to_string(), "2026-07-01T08:00:00Z");
+    }
+
+    #[test]
+    fn bad_input_names_the_parameter() {
+        for (k, v) in [
+            ("desiredFrom", "soon"),
+            ("createdTo", ""),
+            ("state", "DONE"),
+            ("reason", "x"),
+            ("limit", "0"),
+            ("limit", "1001"),
+            ("sort", "phone"),
+            ("order", "sideways"),
+            ("cursor", "nope"),
+            ("format", "xml"),
+            ("tz", "Nowhere/Else"),
+            ("service", &"s".repeat(MAX_VALUE + 1)),
+            ("phone", "a\0b"),
+        ] {
+            assert!(
+                msg(&[(k, v)]).starts_with(k),
+                "{k}={v:?}: {}",
+                msg(&[(k, v)])
+            );
+        }
+        assert!(msg(&[("dryRun", "true")]).contains("not a parameter"));
+        assert!(msg(&[("state", "QUEUED"), ("state", "QUEUED")]).contains("more than once"));
+        let reversed = [
+            ("createdFrom", "2026-07-02T00:00:00Z"),
+            ("createdTo", "2026-07-01T00:00:00Z"),
+        ];
+        assert!(msg(&reversed).starts_with("createdTo"));
+        let (f, dry) = parse_bulk(&pairs(&[("service", "sales"), ("dryRun", "true")])).unwrap();
+        assert!(dry && f.service.as_deref() == Some("sales"));
+        assert!(parse_bulk(&pairs(&[("limit", "5")])).is_err());
+        assert!(parse_bulk(&pairs(&[("dryRun", "yes")])).is_err());
+    }
+}

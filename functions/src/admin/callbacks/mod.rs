@@ -25,15 +25,20 @@ use uuid::Uuid;
 
 /// The routes of the admin callback API.
 pub fn router() -> Router<AppState> {
-    let base = "/ges/v1/tenants/{ccid}/callbacks";
     Router::new()
-        .route(base, get(list::list))
-        .route(&format!("{base}.csv"), get(export::csv))
-        .route(&format!("{base}/bulk-cancel"), post(actions::bulk_cancel))
-        .route(&format!("{base}/{{id}}"), get(list::detail))
-        .route(&format!("{base}/{{id}}/cancel"), post(actions::cancel))
+        .route("/ges/v1/tenants/{ccid}/callbacks", get(list::list))
+        .route("/ges/v1/tenants/{ccid}/callbacks.csv", get(export::csv))
         .route(
-            &format!("{base}/{{id}}/reschedule"),
+            "/ges/v1/tenants/{ccid}/callbacks/bulk-cancel",
+            post(actions::bulk_cancel),
+        )
+        .route("/ges/v1/tenants/{ccid}/callbacks/{id}", get(list::detail))
+        .route(
+            "/ges/v1/tenants/{ccid}/callbacks/{id}/cancel",
+            post(actions::cancel),
+        )
+        .route(
+            "/ges/v1/tenants/{ccid}/callbacks/{id}/reschedule",
             post(actions::reschedule),
         )
 }
