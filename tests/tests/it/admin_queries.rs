@@ -13,6 +13,9 @@ use serde_json::{Value, json};
 
 const BASE: &str = "/ges/v1/tenants";
 
+/// Query-string pairs.
+type Query<'a> = Vec<(&'a str, &'a str)>;
+
 /// `GET …/callbacks` of `tenant` with `query` pairs: (status, envelope).
 async fn list(e: &Engage, tenant: &str, query: &[(&str, &str)]) -> (u16, Value) {
     send(
@@ -506,7 +509,7 @@ async fn bulk_cancel_counts_then_cancels_through_the_one_cancel() {
     let many: Vec<String> = (0..1001)
         .map(|_| uuid::Uuid::now_v7().to_string())
         .collect();
-    let bad: Vec<(Vec<(&str, &str)>, Option<Value>)> = vec![
+    let bad: Vec<(Query<'_>, Option<Value>)> = vec![
         (vec![], None),
         (vec![("dryRun", "true")], None),
         (vec![("dryRun", "maybe"), ("service", "sales")], None),
