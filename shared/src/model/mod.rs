@@ -4,6 +4,7 @@
 //! CALLBACK_SETTINGS column names (snake_case, docs/decisions.md#service-settings). Parsing
 //! functions here turn untrusted input into validated values ("parse, don't validate").
 
+pub mod admin_query;
 pub mod attrs;
 pub mod availability;
 pub mod callback;

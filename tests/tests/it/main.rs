@@ -10,6 +10,7 @@ mod abuse;
 mod admin;
 mod admin_errors;
 mod admin_objects;
+mod admin_queries;
 mod attack_attrs;
 mod attack_cache;
 mod attack_nul;

@@ -87,6 +87,37 @@ const FIXED: &[Route] = &[
     r("POST", "/ges/v1/tenants", Admin, Internal),
     r("GET", "/ges/v1/tenants/{ccid}", Admin, Internal),
     r("GET", "/ges/v1/tenants/{ccid}/api-errors", Admin, Internal),
+    r("GET", "/ges/v1/tenants/{ccid}/callbacks", Admin, Internal),
+    r(
+        "GET",
+        "/ges/v1/tenants/{ccid}/callbacks.csv",
+        Admin,
+        Internal,
+    ),
+    r(
+        "POST",
+        "/ges/v1/tenants/{ccid}/callbacks/bulk-cancel",
+        Admin,
+        Internal,
+    ),
+    r(
+        "GET",
+        "/ges/v1/tenants/{ccid}/callbacks/{id}",
+        Admin,
+        Internal,
+    ),
+    r(
+        "POST",
+        "/ges/v1/tenants/{ccid}/callbacks/{id}/cancel",
+        Admin,
+        Internal,
+    ),
+    r(
+        "POST",
+        "/ges/v1/tenants/{ccid}/callbacks/{id}/reschedule",
+        Admin,
+        Internal,
+    ),
     r(
         "POST",
         "/ges/v1/tenants/{ccid}/callback-settings",
