@@ -1,10 +1,11 @@
 //! The internal admin API under `/ges/v1/tenants`: tenants, API keys, callback services,
 //! business hours and capacity rules, the Designer publish of CALLBACK_SETTINGS, number rules,
-//! CORS origins, the GMS surface's Basic credentials.
+//! CORS origins, the GMS surface's Basic credentials, Click-To-Call-In groups.
 //! Every route requires `Authorization: Bearer $ADMIN_TOKEN`.
 
 pub mod api_errors;
 pub mod api_keys;
+pub mod call_in_groups;
 pub mod cors;
 pub mod gms_credentials;
 pub mod number_rules;
@@ -29,4 +30,5 @@ pub fn router() -> Router<AppState> {
         .merge(number_rules::router())
         .merge(cors::router())
         .merge(gms_credentials::router())
+        .merge(call_in_groups::router())
 }

@@ -8,6 +8,7 @@
 pub mod api_errors;
 pub mod api_keys;
 pub mod batch;
+pub mod call_in;
 pub mod callbacks;
 pub mod dispatch;
 pub mod events;

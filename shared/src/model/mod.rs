@@ -7,6 +7,7 @@
 pub mod attrs;
 pub mod availability;
 pub mod callback;
+pub mod call_in;
 pub mod capacity;
 pub mod designer;
 pub mod ewt;
