@@ -69,10 +69,7 @@ pub async fn create(
     let group = versioned::find::<CallInGroups>(&client, tenant, &req.group_name)
         .await?
         .ok_or_else(|| {
-            Error::invalid(format!(
-                "unknown Click-To-Call-In group {}",
-                req.group_name
-            ))
+            Error::invalid(format!("unknown Click-To-Call-In group {}", req.group_name))
         })?;
     if let Some(id) = req.callback_id
         && !call_in::callback_exists(&client, tenant, id).await?

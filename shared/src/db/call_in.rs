@@ -94,7 +94,11 @@ pub enum Try {
 
 /// One atomic try: stores the request on a random number that has no live request with `code`
 /// (`None`: codes off). The unique index decides races; nothing is read and then written.
-pub async fn try_pair(db: &impl GenericClient, a: &Allocation<'_>, code: Option<i32>) -> Result<Try> {
+pub async fn try_pair(
+    db: &impl GenericClient,
+    a: &Allocation<'_>,
+    code: Option<i32>,
+) -> Result<Try> {
     let user_data = a.user_data.map(|m| Value::Object(m.clone()));
     let lifetime = f64::from(a.lifetime_s);
     let row = stmt::query_one(

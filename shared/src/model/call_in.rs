@@ -145,9 +145,10 @@ impl CallInRequestsParms {
         }
         let from_number = match self.from_phone_number.as_deref().map(str::trim) {
             None | Some("") => None,
-            Some(n) => Some(e164(n).ok_or_else(|| {
-                Error::invalid("fromPhoneNumber is not a valid phone number")
-            })?),
+            Some(n) => Some(
+                e164(n)
+                    .ok_or_else(|| Error::invalid("fromPhoneNumber is not a valid phone number"))?,
+            ),
         };
         let callback_id = match self.callback_service_id.as_deref().map(str::trim) {
             None | Some("") => None,
@@ -213,7 +214,11 @@ mod tests {
 
     #[test]
     fn requests_need_a_group_and_valid_fields() {
-        let ok = |v: Value| serde_json::from_value::<CallInRequestsParms>(v).unwrap().validate();
+        let ok = |v: Value| {
+            serde_json::from_value::<CallInRequestsParms>(v)
+                .unwrap()
+                .validate()
+        };
         assert!(ok(json!({})).is_err());
         assert!(ok(json!({"groupName": "  "})).is_err());
         assert!(ok(json!({"groupName": "g", "fromPhoneNumber": "12"})).is_err());

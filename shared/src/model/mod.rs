@@ -6,8 +6,8 @@
 
 pub mod attrs;
 pub mod availability;
-pub mod callback;
 pub mod call_in;
+pub mod callback;
 pub mod capacity;
 pub mod designer;
 pub mod ewt;

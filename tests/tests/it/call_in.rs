@@ -22,7 +22,10 @@ fn numbers(base: u32) -> Vec<String> {
 
 async fn group(e: &Engage, tenant: &str, name: &str, spec: Value) {
     let (code, body) = e
-        .admin_put(&format!("/ges/v1/tenants/{tenant}/call-in-groups/{name}"), spec)
+        .admin_put(
+            &format!("/ges/v1/tenants/{tenant}/call-in-groups/{name}"),
+            spec,
+        )
         .await;
     assert!(code == 200 || code == 201, "group put: {code} {body}");
 }
@@ -46,7 +49,10 @@ async fn matches(e: &Engage, body: Value) -> (u16, Value) {
 async fn live_rows(env: &TestEnv) -> i64 {
     let pg = env.pg().await;
     let row = pg
-        .query_one("SELECT count(*) FROM call_in_requests WHERE state = 'live'", &[])
+        .query_one(
+            "SELECT count(*) FROM call_in_requests WHERE state = 'live'",
+            &[],
+        )
         .await
         .expect("count");
     row.get(0)
@@ -86,8 +92,14 @@ async fn concurrent_creates_never_share_a_live_pair() {
         let access = d["accessCode"].as_i64().expect("accessCode is a number");
         assert!((1000..=9999).contains(&access), "{access}");
         let exp = d["expirationTime"].as_i64().expect("expirationTime");
-        assert!(exp >= before + 299_000 && exp <= before + 310_000, "{exp}: epoch ms");
-        assert!(pairs.insert((to.to_string(), access)), "pair handed out twice: {body}");
+        assert!(
+            exp >= before + 299_000 && exp <= before + 310_000,
+            "{exp}: epoch ms"
+        );
+        assert!(
+            pairs.insert((to.to_string(), access)),
+            "pair handed out twice: {body}"
+        );
     }
     assert_eq!(live_rows(&env).await, 100);
     assert_eq!(duplicate_live_pairs(&env).await, 0);
@@ -103,9 +115,16 @@ async fn exhaustion_is_429_and_expiry_frees_pairs() {
         (0..11).map(|_| e.post(&key, CREATE, json!({"groupName": "Support"}))),
     )
     .await;
-    let ok: Vec<&Value> = answers.iter().filter(|(c, _)| *c == 200).map(|(_, b)| b).collect();
+    let ok: Vec<&Value> = answers
+        .iter()
+        .filter(|(c, _)| *c == 200)
+        .map(|(_, b)| b)
+        .collect();
     assert_eq!(ok.len(), 10, "{answers:?}");
-    let given: HashSet<&str> = ok.iter().map(|b| b["data"]["toPhoneNumber"].as_str().unwrap()).collect();
+    let given: HashSet<&str> = ok
+        .iter()
+        .map(|b| b["data"]["toPhoneNumber"].as_str().unwrap())
+        .collect();
     assert_eq!(given.len(), 10);
     assert!(ok.iter().all(|b| b["data"].get("accessCode").is_none()));
     let (code, refused) = answers.iter().find(|(c, _)| *c != 200).unwrap();
@@ -160,8 +179,12 @@ async fn a_match_consumes_once_and_only_the_right_request() {
     let d = &made["data"];
     assert_eq!(d["fromPhoneNumber"], "+14155550100");
     assert_eq!(d["callbackServiceId"], cb.as_str());
-    let (to, access) = (d["toPhoneNumber"].clone(), d["accessCode"].as_i64().unwrap());
-    let asked = json!({"toPhoneNumber": to, "accessCode": access, "fromPhoneNumber": "+14155550100"});
+    let (to, access) = (
+        d["toPhoneNumber"].clone(),
+        d["accessCode"].as_i64().unwrap(),
+    );
+    let asked =
+        json!({"toPhoneNumber": to, "accessCode": access, "fromPhoneNumber": "+14155550100"});
     // Wrong code, wrong caller, withheld caller, no code: 404, and nothing consumed.
     let wrong = if access == 9999 { 1000 } else { access + 1 };
     for (field, value) in [
@@ -202,7 +225,13 @@ async fn a_match_consumes_once_and_only_the_right_request() {
 async fn expired_requests_and_other_tenants_never_match() {
     let (_env, e, key) = setup(json!({"numbers": numbers(400), "lifetime_seconds": 1})).await;
     let other = e.tenant("globex").await;
-    group(&e, "globex", "Sales", json!({"numbers": numbers(500), "access_codes": true})).await;
+    group(
+        &e,
+        "globex",
+        "Sales",
+        json!({"numbers": numbers(500), "access_codes": true}),
+    )
+    .await;
     // A number pooled by one tenant cannot be pooled by another (nor another group): 409.
     let (code, body) = e
         .admin_put(
@@ -211,10 +240,14 @@ async fn expired_requests_and_other_tenants_never_match() {
         )
         .await;
     assert_eq!(code, 409, "{body}");
-    let (code, _) = e.admin_get("/ges/v1/tenants/globex/call-in-groups/Steal").await;
+    let (code, _) = e
+        .admin_get("/ges/v1/tenants/globex/call-in-groups/Steal")
+        .await;
     assert_eq!(code, 404, "nothing stored");
     // acme's group does not exist for globex.
-    let (code, body) = e.post(&other, CREATE, json!({"groupName": "Support"})).await;
+    let (code, body) = e
+        .post(&other, CREATE, json!({"groupName": "Support"}))
+        .await;
     assert_eq!(code, 400, "{body}");
     let (_, theirs) = e.post(&other, CREATE, json!({"groupName": "Sales"})).await;
     let (_, ours) = e.post(&key, CREATE, json!({"groupName": "Support"})).await;
@@ -250,13 +283,31 @@ async fn bad_inputs_are_400_and_store_nothing() {
         (json!({}), "groupName is required"),
         (json!({"groupName": ""}), "groupName is required"),
         (json!({"groupName": 7}), "groupName"),
-        (json!({"groupName": "Nope"}), "unknown Click-To-Call-In group"),
-        (json!({"groupName": "Support", "fromPhoneNumber": "12"}), "fromPhoneNumber"),
-        (json!({"groupName": "Support", "fromPhoneNumber": 5}), "fromPhoneNumber"),
+        (
+            json!({"groupName": "Nope"}),
+            "unknown Click-To-Call-In group",
+        ),
+        (
+            json!({"groupName": "Support", "fromPhoneNumber": "12"}),
+            "fromPhoneNumber",
+        ),
+        (
+            json!({"groupName": "Support", "fromPhoneNumber": 5}),
+            "fromPhoneNumber",
+        ),
         (json!({"groupName": "Support", "userData": [1]}), "userData"),
-        (json!({"groupName": "Support", "userData": {"a": huge}}), "userData is too large"),
-        (json!({"groupName": "Support", "callbackServiceId": "x"}), "callbackServiceId"),
-        (json!({"groupName": "Support", "callbackServiceId": other_cb}), "callbackServiceId"),
+        (
+            json!({"groupName": "Support", "userData": {"a": huge}}),
+            "userData is too large",
+        ),
+        (
+            json!({"groupName": "Support", "callbackServiceId": "x"}),
+            "callbackServiceId",
+        ),
+        (
+            json!({"groupName": "Support", "callbackServiceId": other_cb}),
+            "callbackServiceId",
+        ),
         (json!([1]), "JSON object"),
     ] {
         let (code, answer) = e.post(&key, CREATE, body.clone()).await;
@@ -285,7 +336,9 @@ async fn bad_inputs_are_400_and_store_nothing() {
             .await;
         assert_eq!(code, 400, "{spec}: {answer}");
     }
-    let (_, shown) = e.admin_get("/ges/v1/tenants/acme/call-in-groups/Support").await;
+    let (_, shown) = e
+        .admin_get("/ges/v1/tenants/acme/call-in-groups/Support")
+        .await;
     assert_eq!(shown["data"]["version"], 1, "{shown}");
     // Match: bad numbers and codes are 400.
     for body in [
@@ -335,7 +388,8 @@ fn assert_call_in_request(d: &Value) {
 
 #[tokio::test]
 async fn the_published_js_client_requests_are_answered_in_its_model() {
-    let (_env, e, key) = setup(json!({"numbers": numbers(700), "access_codes": true, "code_length": 6})).await;
+    let (_env, e, key) =
+        setup(json!({"numbers": numbers(700), "access_codes": true, "code_length": 6})).await;
     let cb = callback(&e, "acme", &key).await;
     // `new CallInRequestsParms("Support")`: the constructor sets only groupName; the other
     // fields are prototype defaults (undefined), which JSON.stringify leaves out.
@@ -371,9 +425,17 @@ async fn the_published_js_client_requests_are_answered_in_its_model() {
 async fn the_function_binaries_serve_create_and_match() {
     let env = TestEnv::new();
     let (env, e, key) = harness::serve_tenant(env, "acme").await;
-    group(&e, "acme", "Support", json!({"numbers": numbers(800), "access_codes": true})).await;
+    group(
+        &e,
+        "acme",
+        "Support",
+        json!({"numbers": numbers(800), "access_codes": true}),
+    )
+    .await;
     let create = Function::start(&env, "call-in", &[]).await;
-    let (code, made) = create.post(&key, CREATE, json!({"groupName": "Support"})).await;
+    let (code, made) = create
+        .post(&key, CREATE, json!({"groupName": "Support"}))
+        .await;
     assert_eq!(code, 200, "{made}");
     let (code, _) = create.post(&key, MATCH, json!({})).await;
     assert_eq!(code, 404, "the match is not on the public function");

@@ -78,7 +78,12 @@ const FIXED: &[Route] = &[
         Both,
     ),
     r("GET", "/engagement/v3/estimated-wait-time", ApiKey, Both),
-    r("POST", "/engagement/v3/call-in/requests/create", ApiKey, Both),
+    r(
+        "POST",
+        "/engagement/v3/call-in/requests/create",
+        ApiKey,
+        Both,
+    ),
     r("POST", "/ges/v1/call-in/match", Ors, Internal),
     r("GET", "/engagement/v3/openapi.json", Open, Both),
     r("GET", "/ges/v1/health/live", Open, Both),
