@@ -10,6 +10,7 @@ pub mod api_keys;
 pub mod batch;
 pub mod call_in;
 pub mod callbacks;
+pub mod credentials;
 pub mod dispatch;
 pub mod events;
 pub mod gms;
