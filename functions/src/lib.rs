@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod admin;
+pub mod call_in;
 pub mod callbacks;
 pub mod gms;
 pub mod openapi;
@@ -22,6 +23,7 @@ use shared::{
 pub fn public_routes() -> Router<AppState> {
     Router::new()
         .merge(callbacks::router())
+        .merge(call_in::router())
         .merge(wait::router())
         .merge(openapi::router())
 }
@@ -88,5 +90,8 @@ mod tests {
         let _ = super::ors::router();
         let _ = super::gms::router();
         let _ = super::admin::gms_credentials::router();
+        let _ = super::admin::call_in_groups::router();
+        let _ = super::call_in::create::router();
+        let _ = super::call_in::matching::router();
     }
 }

@@ -9,6 +9,7 @@ pub mod admin_query;
 pub mod api_errors;
 pub mod api_keys;
 pub mod batch;
+pub mod call_in;
 pub mod callbacks;
 pub mod credentials;
 pub mod dispatch;

@@ -7,6 +7,7 @@
 pub mod admin_query;
 pub mod attrs;
 pub mod availability;
+pub mod call_in;
 pub mod callback;
 pub mod capacity;
 pub mod designer;

@@ -21,6 +21,7 @@ mod attack_tenants;
 mod availability;
 mod booking;
 mod bounded;
+mod call_in;
 mod callbacks;
 mod clients;
 mod create_pipeline;
