@@ -7,6 +7,7 @@ pub mod openapi;
 pub mod ops;
 pub mod ors;
 pub mod runtime;
+pub mod statistics;
 pub mod wait;
 
 use axum::Router;
@@ -23,6 +24,7 @@ pub fn public_routes() -> Router<AppState> {
     Router::new()
         .merge(callbacks::router())
         .merge(wait::router())
+        .merge(statistics::router())
         .merge(openapi::router())
 }
 
@@ -80,6 +82,7 @@ mod tests {
         let _ = super::callbacks::open_for::router();
         let _ = super::callbacks::queue_status::router();
         let _ = super::wait::estimated_wait_time::router();
+        let _ = super::statistics::router();
         let _ = super::admin::rules::router();
         let _ = super::admin::publish::router();
         let _ = super::admin::router();

@@ -64,6 +64,8 @@ pub(super) fn all() -> Value {
         ("QueueStatus", queue_status()),
         ("EstimatedWaitTime", estimated_wait_time()),
         ("ProposedSlots", proposed_slots()),
+        ("StatisticsRequest", statistics_request()),
+        ("Statistics", statistics()),
     ] {
         schemas[name] = schema;
     }
@@ -209,6 +211,19 @@ fn slot() -> Value {
         "localTime": {"type": "string", "format": "date-time", "description": "the slot start in the requested timezone, with its offset"},
         "capacity": {"type": "integer", "minimum": 0, "description": "places left"},
         "total": {"type": "integer", "minimum": 0, "description": "places configured"}}})
+}
+
+/// The get-statistic-ex body, passed to GWS as sent (docs/statistics.md).
+fn statistics_request() -> Value {
+    json!({"type": "object", "additionalProperties": true,
+        "description": "GWS's get-statistic-ex body, passed through: `data.statistics` lists the statistics (Stat Server names pre-configured for the contact center) and the objects they are asked for",
+        "example": {"data": {"statistics": [{"name": "CurrNumberWaitingCalls", "objectId": "demo-immediate", "objectType": "Queue"}]}}})
+}
+
+/// GWS's answer, as GWS sent it.
+fn statistics() -> Value {
+    json!({"type": "object", "additionalProperties": true,
+        "description": "GWS's get-statistic-ex answer as GWS sent it (its own `status` and `data.statistics[]` of `{name, objectId, objectType, timestamp, value}`)"})
 }
 
 fn open_for() -> Value {
