@@ -82,7 +82,10 @@ impl FakeGws {
         fake.inner.token_ttl_s.store(3600, Ordering::SeqCst);
         let app = Router::new()
             .route("/auth/v3/oauth/token", post(token))
-            .route("/statistics/v3/operations/get-statistic-ex", post(statistics))
+            .route(
+                "/statistics/v3/operations/get-statistic-ex",
+                post(statistics),
+            )
             .with_state(fake.clone());
         tokio::spawn(async move { axum::serve(listener, app).await });
         fake
@@ -179,7 +182,10 @@ async fn token(State(fake): State<FakeGws>, headers: HeaderMap, body: Bytes) -> 
         return r;
     }
     let form = String::from_utf8_lossy(&body).to_string();
-    if !form.split('&').any(|p| p == "grant_type=client_credentials") {
+    if !form
+        .split('&')
+        .any(|p| p == "grant_type=client_credentials")
+    {
         return oauth_error(400, "unsupported_grant_type");
     }
     let known = basic(&headers) == Some((fake.client_id.clone(), fake.client_secret.clone()));
@@ -223,7 +229,10 @@ async fn statistics(State(fake): State<FakeGws>, headers: HeaderMap, body: Bytes
         return gws_error(400, "malformed JSON");
     };
     fake.inner.bodies.lock().unwrap().push(request.clone());
-    let Some(asked) = request.pointer("/data/statistics").and_then(Value::as_array) else {
+    let Some(asked) = request
+        .pointer("/data/statistics")
+        .and_then(Value::as_array)
+    else {
         return gws_error(400, "data.statistics is required");
     };
     let values = fake.inner.values.lock().unwrap().clone();

@@ -18,9 +18,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use shared::{config::GwsConfig, metrics};
-
-use super::GwsCredentials;
+use shared::{config::GwsConfig, credentials::GwsCredentials, metrics};
 
 /// Why GWS gave no answer.
 #[derive(Debug, thiserror::Error)]

@@ -7,9 +7,9 @@ pub mod get_statistic_ex;
 pub mod gws;
 
 use axum::Router;
-use secrecy::SecretString;
 use serde_json::Value;
 use shared::{
+    credentials::GwsCredentials,
     error::Error,
     http::AppState,
     model::{
@@ -26,26 +26,9 @@ pub fn router() -> Router<AppState> {
     get_statistic_ex::router()
 }
 
-/// A tenant's GWS client (stand-in for `shared::credentials::GwsCredentials` until the
-/// credentials vault is merged).
-#[derive(Debug, Clone)]
-pub struct GwsCredentials {
-    /// OAuth client id.
-    pub client_id: String,
-    /// OAuth client secret.
-    pub client_secret: SecretString,
-    /// GWS auth base URL or token endpoint.
-    pub auth_url: String,
-    /// GWS statistics base URL or get-statistic-ex endpoint.
-    pub statistics_url: String,
-}
-
 /// The tenant's GWS credentials, `None` when none are registered.
-pub async fn credentials(
-    _state: &AppState,
-    _tenant: &str,
-) -> Result<Option<GwsCredentials>, Error> {
-    Ok(None)
+pub async fn credentials(state: &AppState, tenant: &str) -> Result<Option<GwsCredentials>, Error> {
+    state.vault.gws(&state.db, tenant).await
 }
 
 /// GWS's answer to `body` for `tenant`: a cached one when there is one no older than

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use harness::{Engage, FakeGws, GwsMode, PrivateRedis, TestEnv, message, send};
 use redis::AsyncCommands;
 use serde_json::{Value, json};
+use shared::credentials::{GwsCredentials, Vault};
 
 const PATH: &str = "/engagement/v3/statistics/operations/get-statistic-ex";
 
@@ -31,18 +32,31 @@ async fn ask(e: &Engage, key: &str, body: &Value, cache: Option<&str>) -> (u16, 
     send(req).await
 }
 
-/// Registers the fake as `tenant`'s GWS.
-async fn register(e: &Engage, tenant: &str, gws: &FakeGws) {
+/// Registers the fake as `tenant`'s GWS: with the admin API when this build serves it, else
+/// sealed by the test process with the environment's `CREDENTIALS_KEY` (the same vault code).
+async fn register(env: &TestEnv, e: &Engage, tenant: &str, gws: &FakeGws) {
     let path = format!("/ges/v1/tenants/{tenant}/credentials/gws");
     let (code, answer) = e.admin_put(&path, gws.credentials()).await;
-    assert_eq!(code, 200, "{answer}");
+    if code == 200 {
+        return;
+    }
+    assert_eq!(code, 404, "{answer}");
+    let cfg = shared::config::Config::from_vars(env.vars.clone()).unwrap();
+    let vault = Vault::new(&cfg.credentials, Duration::ZERO).unwrap();
+    let record: GwsCredentials = serde_json::from_value(json!({
+        "client_id": gws.client_id, "client_secret": gws.client_secret,
+        "auth_url": gws.url, "statistics_url": format!("{}/statistics/v3", gws.url)}))
+    .unwrap();
+    let pool = shared::db::pool(&cfg.db).unwrap();
+    let client = pool.get().await.unwrap();
+    vault.store(&client, tenant, &record).await.unwrap();
 }
 
 /// `engage serve`, tenant `acme` with a key and the fake registered as its GWS.
 async fn setup(env: TestEnv) -> (TestEnv, Engage, String, FakeGws) {
     let gws = FakeGws::start().await;
     let (env, e, key) = harness::serve_tenant(env, "acme").await;
-    register(&e, "acme", &gws).await;
+    register(&env, &e, "acme", &gws).await;
     (env, e, key, gws)
 }
 
@@ -56,7 +70,10 @@ async fn answers_are_gws_data_and_cached_across_replicas() {
     assert_eq!(answer["status"]["message"], "Successful");
     let stat = &answer["data"]["data"]["statistics"][0];
     assert_eq!(stat["value"], 7, "{answer}");
-    assert_eq!(answer["data"]["status"]["code"], 0, "GWS's own status passes through");
+    assert_eq!(
+        answer["data"]["status"]["code"], 0,
+        "GWS's own status passes through"
+    );
     // The same body, keys in another order and spaced, on the other replica: from the cache.
     let reordered: Value = serde_json::from_str(
         r#"{ "data": { "statistics": [ {"objectType":"Queue", "objectId":"sales",
@@ -161,16 +178,20 @@ async fn a_hanging_gws_answers_503_within_the_timeout() {
     let started = Instant::now();
     let (code, answer) = ask(&e, &key, &body("B"), None).await;
     assert_eq!(code, 503, "{answer}");
-    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
     assert!(e.metric_sum("GWS_SERVER_ERROR").await >= 1.0);
 }
 
 #[tokio::test]
 async fn a_tenant_never_gets_another_tenants_cached_answer() {
-    let (_env, e, key_a, gws) = setup(TestEnv::new()).await;
+    let (env, e, key_a, gws) = setup(TestEnv::new()).await;
     let key_b = e.tenant("bravo").await;
     // The same GWS, the same client and the same body: still two answers.
-    register(&e, "bravo", &gws).await;
+    register(&env, &e, "bravo", &gws).await;
     gws.set_value("X", json!(1));
     assert_eq!(ask(&e, &key_a, &body("X"), None).await.0, 200);
     gws.set_value("X", json!(2));
@@ -257,15 +278,21 @@ async fn mode3(e: &Engage, key: &str) -> (i64, i64, String) {
 #[tokio::test]
 async fn ewt_mode3_reads_the_services_statistic_from_gws() {
     let gws = FakeGws::start().await;
-    let (_env, e, key) = harness::serve_tenant(TestEnv::new(), "acme").await;
-    e.service("acme", "sales", json!({"ewt_statistic": "ExpectedWaitTime"}))
-        .await;
+    // Credentials are read through a cache of CACHE_TTL_MS; none here, so the change shows.
+    let env = TestEnv::new().with("CACHE_TTL_MS", "0");
+    let (env, e, key) = harness::serve_tenant(env, "acme").await;
+    e.service(
+        "acme",
+        "sales",
+        json!({"ewt_statistic": "ExpectedWaitTime"}),
+    )
+    .await;
     gws.set_value("ExpectedWaitTime", json!(95));
     // No GWS yet: the in-band -1.
     let (secs, code, msg) = mode3(&e, &key).await;
     assert_eq!((secs, code), (-1, -1));
     assert!(msg.contains("no statistics source"), "{msg}");
-    register(&e, "acme", &gws).await;
+    register(&env, &e, "acme", &gws).await;
     assert_eq!(mode3(&e, &key).await.0, 95);
     let asked = gws.bodies();
     assert_eq!(
@@ -286,7 +313,8 @@ async fn ewt_mode3_without_a_statistic_or_with_gws_down_is_minus_one() {
     let (secs, code, msg) = mode3(&e, &key).await;
     assert_eq!((secs, code), (-1, -1));
     assert!(msg.contains("ewt_statistic"), "{msg}");
-    e.service("acme", "sales", json!({"ewt_statistic": "EWT"})).await;
+    e.service("acme", "sales", json!({"ewt_statistic": "EWT"}))
+        .await;
     gws.set_mode(GwsMode::Fail);
     // The service's settings are cached for CACHE_TTL_MS; wait until the change shows.
     let mut last = (0, 0, String::new());
@@ -304,7 +332,12 @@ async fn ewt_mode3_without_a_statistic_or_with_gws_down_is_minus_one() {
 /// Posts exactly what engagement-client-js 9.0.84 `StatisticsApi.statistics(xApiKey,
 /// {cacheControl})` sends (superagent 3.7.0): no body (its `postBody` is `null`), JSON content
 /// type and accept, the `cache-control` header only when given.
-async fn as_js_client(e: &Engage, key: &str, cache: Option<&str>, body: Option<&Value>) -> (u16, Value) {
+async fn as_js_client(
+    e: &Engage,
+    key: &str,
+    cache: Option<&str>,
+    body: Option<&Value>,
+) -> (u16, Value) {
     let mut req = e
         .http
         .post(format!("{}{PATH}", e.external))
@@ -334,16 +367,20 @@ fn client_error_model(answer: &Value, code: u16) {
 #[tokio::test]
 async fn the_published_js_clients_requests() {
     let gws = FakeGws::start().await;
-    let (_env, e, key) = harness::serve_tenant(TestEnv::new(), "acme").await;
+    let env = TestEnv::new().with("CACHE_TTL_MS", "0");
+    let (env, e, key) = harness::serve_tenant(env, "acme").await;
     // No credentials: StatisticsResponse401.
     let (code, answer) = as_js_client(&e, &key, Some("max-age=15"), None).await;
     assert_eq!(code, 401, "{answer}");
     client_error_model(&answer, 401);
-    register(&e, "acme", &gws).await;
+    register(&env, &e, "acme", &gws).await;
     // The client cannot send a body: a clear 400 naming what GWS needs (docs/statistics.md).
     let (code, answer) = as_js_client(&e, &key, Some("max-age=15"), None).await;
     assert_eq!(code, 400, "{answer}");
-    assert!(message(&answer).contains("request body is required"), "{answer}");
+    assert!(
+        message(&answer).contains("request body is required"),
+        "{answer}"
+    );
     // The same headers with GWS's body: StatisticsResponse200 {status: SuccessStatus200,
     // data: Statistics (an object)}.
     for cache in [None, Some("max-age=15")] {
