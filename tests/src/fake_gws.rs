@@ -71,8 +71,13 @@ pub struct FakeGws {
 impl FakeGws {
     /// Starts a fake knowing one client, on a free port.
     pub async fn start() -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("fake GWS port");
+        let url = format!(
+            "http://{}",
+            listener.local_addr().expect("fake GWS address")
+        );
         let fake = Self {
             url,
             client_id: format!("engage-{}", uuid::Uuid::new_v4().simple()),
@@ -99,7 +104,7 @@ impl FakeGws {
 
     /// Switches how it answers.
     pub fn set_mode(&self, mode: GwsMode) {
-        *self.inner.mode.lock().unwrap() = Some(mode);
+        *self.inner.mode.lock().expect("fake GWS lock") = Some(mode);
     }
 
     /// Lifetime (`expires_in`) of the tokens it issues from now on.
@@ -112,13 +117,13 @@ impl FakeGws {
         self.inner
             .values
             .lock()
-            .unwrap()
+            .expect("fake GWS lock")
             .insert(name.to_string(), value);
     }
 
     /// Forgets every token it issued (as after a GWS restart): the next statistics call is 401.
     pub fn revoke_tokens(&self) {
-        self.inner.tokens.lock().unwrap().clear();
+        self.inner.tokens.lock().expect("fake GWS lock").clear();
     }
 
     /// Token requests received.
@@ -133,11 +138,15 @@ impl FakeGws {
 
     /// The statistics bodies received, in order.
     pub fn bodies(&self) -> Vec<Value> {
-        self.inner.bodies.lock().unwrap().clone()
+        self.inner.bodies.lock().expect("fake GWS lock").clone()
     }
 
     fn mode(&self) -> GwsMode {
-        self.inner.mode.lock().unwrap().unwrap_or(GwsMode::Answer)
+        self.inner
+            .mode
+            .lock()
+            .expect("fake GWS lock")
+            .unwrap_or(GwsMode::Answer)
     }
 
     /// Hang and Fail, shared by both endpoints.
@@ -154,13 +163,13 @@ impl FakeGws {
 }
 
 fn gws_error(code: u16, message: &str) -> Response {
-    let status = StatusCode::from_u16(code).unwrap();
+    let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let body = json!({"status": {"code": code, "message": message}});
     (status, axum::Json(body)).into_response()
 }
 
 fn oauth_error(code: u16, error: &str) -> Response {
-    let status = StatusCode::from_u16(code).unwrap();
+    let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     (status, axum::Json(json!({"error": error}))).into_response()
 }
 
@@ -198,7 +207,7 @@ async fn token(State(fake): State<FakeGws>, headers: HeaderMap, body: Bytes) -> 
     fake.inner
         .tokens
         .lock()
-        .unwrap()
+        .expect("fake GWS lock")
         .insert(token.clone(), expiry);
     axum::Json(json!({"access_token": token, "token_type": "bearer",
                       "expires_in": ttl, "scope": "*"}))
@@ -213,7 +222,7 @@ fn bearer_ok(fake: &FakeGws, headers: &HeaderMap) -> bool {
     else {
         return false;
     };
-    let tokens = fake.inner.tokens.lock().unwrap();
+    let tokens = fake.inner.tokens.lock().expect("fake GWS lock");
     tokens.get(token).is_some_and(|exp| *exp > Instant::now())
 }
 
@@ -228,14 +237,18 @@ async fn statistics(State(fake): State<FakeGws>, headers: HeaderMap, body: Bytes
     let Ok(request) = serde_json::from_slice::<Value>(&body) else {
         return gws_error(400, "malformed JSON");
     };
-    fake.inner.bodies.lock().unwrap().push(request.clone());
+    fake.inner
+        .bodies
+        .lock()
+        .expect("fake GWS lock")
+        .push(request.clone());
     let Some(asked) = request
         .pointer("/data/statistics")
         .and_then(Value::as_array)
     else {
         return gws_error(400, "data.statistics is required");
     };
-    let values = fake.inner.values.lock().unwrap().clone();
+    let values = fake.inner.values.lock().expect("fake GWS lock").clone();
     let now = jiff::Timestamp::now().as_millisecond();
     let answered: Vec<Value> = asked
         .iter()

@@ -104,7 +104,7 @@ pub fn ewt_value(answer: &Value, statistic: &str, service: &str) -> Option<i64> 
         })
         .or_else(|| (stats.len() == 1).then(|| &stats[0]))?;
     let secs = number(entry.get("value")?)?;
-    (secs.is_finite() && secs >= 0.0 && secs < 1e12).then(|| secs.round() as i64)
+    (0.0..1e12).contains(&secs).then(|| secs.round() as i64)
 }
 
 fn number(v: &Value) -> Option<f64> {
