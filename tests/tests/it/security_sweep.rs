@@ -946,6 +946,7 @@ const FUNCTIONS: &[(&str, bool)] = &[
     ("open-for", true),
     ("queue-status", true),
     ("estimated-wait-time", true),
+    ("call-in", true),
     ("statistics", true),
     ("admin", false),
     ("callback-settings", false),
