@@ -85,6 +85,8 @@ const FIXED: &[Route] = &[
         Both,
     ),
     r("POST", "/ges/v1/call-in/match", Ors, Internal),
+    r(
+        "POST",
         "/engagement/v3/statistics/operations/get-statistic-ex",
         ApiKey,
         Both,
