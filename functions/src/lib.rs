@@ -9,6 +9,7 @@ pub mod ops;
 pub mod ors;
 pub mod outbound;
 pub mod runtime;
+pub mod statistics;
 pub mod wait;
 
 use axum::Router;
@@ -26,6 +27,7 @@ pub fn public_routes() -> Router<AppState> {
         .merge(callbacks::router())
         .merge(call_in::router())
         .merge(wait::router())
+        .merge(statistics::router())
         .merge(openapi::router())
 }
 
@@ -85,6 +87,7 @@ mod tests {
         let _ = super::callbacks::open_for::router();
         let _ = super::callbacks::queue_status::router();
         let _ = super::wait::estimated_wait_time::router();
+        let _ = super::statistics::router();
         let _ = super::admin::rules::router();
         let _ = super::admin::publish::router();
         let _ = super::admin::router();

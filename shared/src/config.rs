@@ -44,6 +44,8 @@ pub struct Config {
     pub credentials: CredentialsConfig,
     /// CAPTCHA verification of creates (`CAPTCHA_*`).
     pub captcha: CaptchaConfig,
+    /// The GWS statistics proxy (`GWS_*`; docs/statistics.md).
+    pub gws: GwsConfig,
 }
 
 /// PostgreSQL settings (`DATABASE_URL`, `DB_*`).
@@ -329,6 +331,24 @@ impl HttpConfig {
     }
 }
 
+/// The GWS statistics proxy and EWT mode3 (docs/statistics.md): how long a call to a
+/// tenant's GWS may take, how large its bodies may be, how long its answers are cached.
+#[derive(Debug, Clone, Deserialize)]
+pub struct GwsConfig {
+    /// `GWS_TIMEOUT_MS`: the longest one call to GWS (token or statistics) may take, in ms
+    /// (default 3,000; 100–20,000). A request makes at most three (docs/statistics.md).
+    #[serde(default = "defaults::gws_timeout_ms")]
+    pub gws_timeout_ms: u64,
+    /// `GWS_MAX_BODY_BYTES`: the largest statistics request body accepted (413 above it) and
+    /// the largest GWS answer read (503 above it), in bytes (default 262,144).
+    #[serde(default = "defaults::gws_max_body_bytes")]
+    pub gws_max_body_bytes: usize,
+    /// `GWS_CACHE_TTL_S`: how long a GWS answer is cached in the service Redis, in seconds
+    /// (default 300, GES's 5 minutes; 15–3,600).
+    #[serde(default = "defaults::gws_cache_ttl_s")]
+    pub gws_cache_ttl_s: u64,
+}
+
 /// Logging settings (`LOG_LEVEL`, `LOG_MAX_LEN`, `LOG_FORMAT`).
 #[derive(Debug, Clone, Deserialize)]
 pub struct LogConfig {
@@ -450,6 +470,15 @@ mod defaults {
     }
     pub(super) fn captcha_timeout_ms() -> u64 {
         3_000
+    }
+    pub(super) fn gws_timeout_ms() -> u64 {
+        3_000
+    }
+    pub(super) fn gws_max_body_bytes() -> usize {
+        256 * 1024
+    }
+    pub(super) fn gws_cache_ttl_s() -> u64 {
+        300
     }
     pub(super) fn db_pool_size() -> usize {
         8
@@ -619,6 +648,7 @@ impl Config {
             worker: area("worker", &source)?,
             credentials: area("credentials", &source)?,
             captcha: area("captcha", &source)?,
+            gws: area("gws", &source)?,
         };
         cfg.validate()?;
         cfg.resolve_redis_tls()?;
@@ -647,7 +677,8 @@ impl Config {
         self.log.validate()?;
         self.worker.validate()?;
         self.credentials.validate()?;
-        self.captcha.validate()
+        self.captcha.validate()?;
+        self.gws.validate(self.http.request_timeout_ms)
     }
 }
 
@@ -740,6 +771,30 @@ fn check_ges_url(url: &str) -> Result<(), ConfigError> {
             "GES_URL must be an http:// or https:// URL with a host (the base of the events_url \
              the voice platform posts to), e.g. http://engage-internal:3050",
         ),
+    }
+}
+
+impl GwsConfig {
+    /// Ranges, and three calls (token, statistics, the retry after a 401) within a request's
+    /// deadline.
+    fn validate(&self, request_timeout_ms: u64) -> Result<(), ConfigError> {
+        if !(100..=20_000).contains(&self.gws_timeout_ms) {
+            return bad("GWS_TIMEOUT_MS must be between 100 and 20000");
+        }
+        if self.gws_timeout_ms.saturating_mul(3) >= request_timeout_ms {
+            return bad(format!(
+                "GWS_TIMEOUT_MS ({}) × 3 must be below REQUEST_TIMEOUT_MS ({request_timeout_ms}): \
+                 a statistics request makes up to three calls to GWS",
+                self.gws_timeout_ms
+            ));
+        }
+        if !(1_024..=16 * 1024 * 1024).contains(&self.gws_max_body_bytes) {
+            return bad("GWS_MAX_BODY_BYTES must be between 1024 and 16777216");
+        }
+        if !(15..=3_600).contains(&self.gws_cache_ttl_s) {
+            return bad("GWS_CACHE_TTL_S must be between 15 and 3600");
+        }
+        Ok(())
     }
 }
 

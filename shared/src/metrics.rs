@@ -57,6 +57,11 @@ pub const DISPATCH_LATENESS: &str = "engage_dispatch_lateness_seconds";
 pub const CALLIN_CREATED: &str = "ges_callin_created";
 /// Push notifications sent, by tenant, channel, result.
 pub const PUSH_SENT: &str = "ges_push_notifications_sent";
+/// Calls to a tenant's GWS that failed: 5xx, timeout, unreachable, an unreadable or oversized
+/// answer (docs/statistics.md#errors).
+pub const GWS_SERVER_ERROR: &str = "GWS_SERVER_ERROR";
+/// GWS refusals of a tenant's client credentials (docs/statistics.md#errors).
+pub const GWS_INCORRECT_CLIENT_CREDENTIALS: &str = "GWS_INCORRECT_CLIENT_CREDENTIALS";
 /// API-error records dropped because the writer was behind.
 pub const API_ERRORS_DROPPED: &str = "engage_api_errors_dropped_total";
 
@@ -77,6 +82,8 @@ pub const ALERT_COUNTERS: &[&str] = &[
     CB_SUBMIT_FAILED,
     CB_TTL_LIMIT_REACHED,
     CB_ENQUEUE_LIMIT_REACHED,
+    GWS_SERVER_ERROR,
+    GWS_INCORRECT_CLIENT_CREDENTIALS,
 ];
 
 /// Callbacks handed to the voice stream (first submissions only).
@@ -199,6 +206,14 @@ fn describe() {
     describe_counter!(
         PUSH_SENT,
         "Push notifications sent, by tenant, channel and result."
+    );
+    describe_counter!(
+        GWS_SERVER_ERROR,
+        "Calls to a tenant's GWS that failed (5xx, timeout, unreachable, unreadable answer)."
+    );
+    describe_counter!(
+        GWS_INCORRECT_CLIENT_CREDENTIALS,
+        "GWS refusals of a tenant's GWS client credentials."
     );
     describe_counter!(
         API_ERRORS_DROPPED,

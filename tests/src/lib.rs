@@ -17,12 +17,14 @@ use std::{
 use serde_json::{Value, json};
 
 mod cluster;
+mod fake_gws;
 mod fixtures;
 mod postgres;
 mod readback;
 pub mod siteverify;
 mod tls;
 pub use cluster::PrivateCluster;
+pub use fake_gws::{FakeGws, GwsMode};
 pub use fixtures::{
     CANCEL, CREATE, Create, Fixture, RETRIEVE, in_secs, next_phone, open_service, serve_tenant,
 };

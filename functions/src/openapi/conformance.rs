@@ -422,6 +422,12 @@ fn real_answers_fit_their_operations() {
                 result_code: 0,
             }]),
         ),
+        (
+            "/engagement/v3/statistics/operations/get-statistic-ex",
+            "post",
+            serde_json::json!({"status": {"code": 0}, "data": {"statistics": [
+                {"name": "X", "objectId": "q", "objectType": "Queue", "timestamp": 1, "value": 3}]}}),
+        ),
     ];
     for (path, method, data) in cases {
         check(&ok(data), &answer(path, method, 200), path).unwrap();

@@ -136,6 +136,7 @@ pub(super) fn all() -> Value {
       "/engagement/v3/estimated-wait-time": {"get": estimated_wait_time()},
       "/engagement/v3/call-in/requests/create": {"post": post("Click-To-Call-In: an inbound number (and access code) to call before expirationTime", "callInRequests", "CallInRequestsParms",
             r("CallInRequest"), &[(400, "groupName missing or not a Click-To-Call-In group of this tenant, or a malformed fromPhoneNumber, userData (an object of at most 16 KB) or callbackServiceId (a callback of this tenant)")])},
+      "/engagement/v3/statistics/operations/get-statistic-ex": {"post": statistics()},
       "/engagement/v3/openapi.json": {"get": {"summary": "This document", "operationId": "openapi", "security": [],
             "responses": {
               "200": {"description": "OpenAPI 3.0 document", "headers": {}, "content": {"application/json": {"schema":
@@ -227,6 +228,41 @@ fn availability() -> Value {
     )
 }
 
+/// The GWS statistics proxy (docs/statistics.md): its own meanings of 401, 413 and 503.
+fn statistics() -> Value {
+    let mut o = post(
+        "Values of a set of statistics from the tenant's GWS (cached 5 minutes)",
+        "statistics",
+        "StatisticsRequest",
+        r("Statistics"),
+        &[(
+            400,
+            "cache-control max-age below 15 or not a number, no body or not a JSON object, or GWS refused the body (its reason in status.message)",
+        )],
+    );
+    o["parameters"] = json!([{"name": "cache-control", "in": "header", "required": false,
+        "schema": {"type": "string", "pattern": "^max-age=(1[5-9]|[2-9][0-9]|[1-9][0-9]{2,8})$"},
+        "example": "max-age=15",
+        "description": "max-age=N (N ≥ 15): a cached answer older than N seconds is asked of GWS again"}]);
+    for (code, what) in [
+        (
+            401,
+            "x-api-key missing, unknown or revoked; no GWS credentials registered for the tenant; or GWS rejected them",
+        ),
+        (
+            413,
+            "body over GWS_MAX_BODY_BYTES (256 KiB by default) or the public port's limit",
+        ),
+        (
+            503,
+            "GWS failed, did not answer within GWS_TIMEOUT_MS, or answered over GWS_MAX_BODY_BYTES; or a dependency did not answer in time",
+        ),
+    ] {
+        o["responses"][code.to_string()] = error(code, what);
+    }
+    o
+}
+
 fn estimated_wait_time() -> Value {
     op(
         "Estimated wait time of virtual queues",
@@ -235,7 +271,7 @@ fn estimated_wait_time() -> Value {
                 "schema": {"type": "string", "minLength": 1, "pattern": "^[^\\u0000]*[^,\\s\\u0000][^\\u0000]*$"},
                 "description": format!("comma-separated virtual queue (service) names, at most {MAX_QUEUES}; an unknown one answers -1 with a message; no NUL characters")},
                query("mode", json!({"type": "string", "enum": ["mode1", "mode2", "mode3"], "default": "mode2"}),
-                     "mode1: pending count × mean interval of the last 32 dequeues; mode2: mode1, -1 when callbacks wait and no agent took one recently; mode3: external statistics source (-1 when none is configured)"),
+                     "mode1: pending count × mean interval of the last 32 dequeues; mode2: mode1, -1 when callbacks wait and no agent took one recently; mode3: the service's ewt_statistic from the tenant's GWS (-1 with a message when there is no GWS, no statistic or no value)"),
                query("include-calls-on-hold", json!({"type": "boolean"}), "true or false (any case); no effect: Engage's queues hold callbacks only, never a call on hold")]),
         json!({"type": "array", "items": r("EstimatedWaitTime")}),
         &[(

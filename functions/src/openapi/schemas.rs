@@ -66,6 +66,8 @@ pub(super) fn all() -> Value {
         ("ProposedSlots", proposed_slots()),
         ("CallInRequestsParms", call_in_parms()),
         ("CallInRequest", call_in_request()),
+        ("StatisticsRequest", statistics_request()),
+        ("Statistics", statistics()),
     ] {
         schemas[name] = schema;
     }
@@ -211,6 +213,19 @@ fn slot() -> Value {
         "localTime": {"type": "string", "format": "date-time", "description": "the slot start in the requested timezone, with its offset"},
         "capacity": {"type": "integer", "minimum": 0, "description": "places left"},
         "total": {"type": "integer", "minimum": 0, "description": "places configured"}}})
+}
+
+/// The get-statistic-ex body, passed to GWS as sent (docs/statistics.md).
+fn statistics_request() -> Value {
+    json!({"type": "object", "additionalProperties": true,
+        "description": "GWS's get-statistic-ex body, passed through: `data.statistics` lists the statistics (Stat Server names pre-configured for the contact center) and the objects they are asked for",
+        "example": {"data": {"statistics": [{"name": "CurrNumberWaitingCalls", "objectId": "demo-immediate", "objectType": "Queue"}]}}})
+}
+
+/// GWS's answer, as GWS sent it.
+fn statistics() -> Value {
+    json!({"type": "object", "additionalProperties": true,
+        "description": "GWS's get-statistic-ex answer as GWS sent it (its own `status` and `data.statistics[]` of `{name, objectId, objectType, timestamp, value}`)"})
 }
 
 fn open_for() -> Value {

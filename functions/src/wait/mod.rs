@@ -52,7 +52,9 @@ pub async fn for_service(
     mode: Mode,
 ) -> Result<i64, Missing> {
     if mode == Mode::Mode3 {
-        return Err(Missing::Unknown(Unknown::NoStatisticsSource));
+        return crate::statistics::ewt(state, tenant, service)
+            .await
+            .map_err(Missing::Unknown);
     }
     let snap = async {
         let mut conn = state.redis.conn().await?;

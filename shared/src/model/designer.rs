@@ -76,6 +76,11 @@ const COLUMNS: &[Column] = &[
     ),
     col("callback_application", Text, &["Callback Application"]),
     col("application_stream", Text, &["Application Stream"]),
+    col(
+        "ewt_statistic",
+        Text,
+        &["EWT Statistic", "Wait Time Statistic"],
+    ),
     col("route_point", Text, &["Routing Point"]),
     col("dial_prefix", Text, &["Dial Prefix"]),
     col("display_number", Text, &["Call Display Number"]),

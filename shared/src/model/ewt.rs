@@ -7,7 +7,9 @@
 //! - `mode2` (default): as `mode1`, but `-1` when callbacks wait and no agent took one within
 //!   the activity window (`EWT_AGENT_ACTIVITY_WINDOW_S`) — nobody is serving the queue. An
 //!   empty queue whose agents are idle is not "no activity": its estimate is 0.
-//! - `mode3`: an external statistics source; none is configured in this build, so `-1`.
+//! - `mode3`: the tenant's GWS statistic named by the service's `ewt_statistic`
+//!   (`functions::statistics::ewt`, docs/statistics.md#ewt-mode3); `-1` when there is no GWS,
+//!   no statistic or no value. [`estimate`] itself never answers it.
 
 use serde::Serialize;
 
@@ -20,7 +22,7 @@ pub enum Mode {
     Mode1,
     /// Mode1 plus agent activity.
     Mode2,
-    /// An external statistics source; none is built, so always `-1` with a message.
+    /// The tenant's GWS statistic (`functions::statistics::ewt`).
     Mode3,
 }
 
@@ -44,8 +46,12 @@ pub enum Unknown {
     NoHistory,
     /// Callbacks wait but no agent took one within the window (seconds).
     NoAgentActivity(u64),
-    /// Mode3 without a statistics source.
+    /// Mode3 without a statistics source (no GWS credentials for the tenant).
     NoStatisticsSource,
+    /// Mode3 for a service without `ewt_statistic`.
+    NoStatistic,
+    /// Mode3: GWS failed, or its answer holds no usable value.
+    StatisticUnavailable,
 }
 
 impl Unknown {
@@ -54,7 +60,10 @@ impl Unknown {
     pub fn result_code(self) -> i32 {
         match self {
             Self::NoAgentActivity(_) => -2,
-            Self::NoHistory | Self::NoStatisticsSource => -1,
+            Self::NoHistory
+            | Self::NoStatisticsSource
+            | Self::NoStatistic
+            | Self::StatisticUnavailable => -1,
         }
     }
 
@@ -63,12 +72,19 @@ impl Unknown {
         match self {
             Self::NoHistory => "no wait-time history yet for this queue".into(),
             Self::NoAgentActivity(s) => format!("no agent activity in the last {s} s"),
-            Self::NoStatisticsSource => "no statistics source configured".into(),
+            Self::NoStatisticsSource => {
+                "no statistics source configured (no GWS credentials for this tenant)".into()
+            }
+            Self::NoStatistic => "no ewt_statistic set for this service".into(),
+            Self::StatisticUnavailable => {
+                "statistics source unavailable or without a value, retry later".into()
+            }
         }
     }
 }
 
-/// The estimate for a callback joining the queue now, in seconds.
+/// The estimate for a callback joining the queue now, in seconds (mode1 and mode2; mode3 reads
+/// GWS above this layer and answers [`Unknown::NoStatisticsSource`] here).
 pub fn estimate(snap: &Snapshot, mode: Mode, now_ms: i64, window_s: u64) -> Result<i64, Unknown> {
     if mode == Mode::Mode3 {
         return Err(Unknown::NoStatisticsSource);

@@ -16,6 +16,7 @@ pub mod gms_query;
 pub mod hours;
 pub mod informational;
 pub mod service;
+pub mod statistics;
 pub mod user_data;
 
 pub use callback::{CallbackState, CompletionReason};

@@ -214,6 +214,12 @@ pub struct ServiceSettings {
     /// `application_stream` when set.
     #[serde(default)]
     pub application_stream: Option<String>,
+    /// Name of the GWS statistic (Stat Server's, pre-configured for the contact center) whose
+    /// value on this virtual queue (object type `Queue`, id = the service name) is the
+    /// estimated wait time in seconds of `mode3` (docs/statistics.md#ewt-mode3). None: mode3
+    /// answers `-1`.
+    #[serde(default)]
+    pub ewt_statistic: Option<String>,
     /// Minutes of estimated wait below which the `CALLBACK_UPCOMING` push is sent once. Stored;
     /// push notifications are not built yet.
     #[serde(default = "defaults::push_threshold_minutes")]
@@ -347,6 +353,7 @@ impl ServiceSettings {
         {
             return bad("setting dial_prefix: at most 16 of 0-9 + * #");
         }
+        self.check_ewt_statistic()?;
         for (col, v) in [
             ("business_hours", &self.business_hours),
             ("capacity_rule", &self.capacity_rule),
@@ -361,6 +368,18 @@ impl ServiceSettings {
             }
         }
         Ok(())
+    }
+
+    /// `ewt_statistic`: 1–255 characters, no control characters, not blank.
+    fn check_ewt_statistic(&self) -> Result<(), Error> {
+        match &self.ewt_statistic {
+            Some(s) if s.trim().is_empty() || s.len() > 255 || s.chars().any(char::is_control) => {
+                Err(Error::invalid(
+                    "setting ewt_statistic: must be a GWS statistic name (1-255 characters)",
+                ))
+            }
+            _ => Ok(()),
+        }
     }
 }
 

@@ -8,6 +8,7 @@ pub mod keys;
 pub mod pace;
 pub mod queue;
 pub mod schedule;
+pub mod statistics;
 pub mod throttle;
 pub mod tls;
 pub mod voice;

@@ -46,6 +46,7 @@ mod public_port;
 mod reschedule;
 mod security_sweep;
 mod slot_grid;
+mod statistics;
 mod throttle;
 mod tidy;
 mod tls_postgres;

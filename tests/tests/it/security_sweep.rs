@@ -949,6 +949,7 @@ const FUNCTIONS: &[(&str, bool)] = &[
     ("queue-status", true),
     ("estimated-wait-time", true),
     ("call-in", true),
+    ("statistics", true),
     ("admin", false),
     ("callback-settings", false),
     ("ors-events", false),

@@ -85,6 +85,12 @@ const FIXED: &[Route] = &[
         Both,
     ),
     r("POST", "/ges/v1/call-in/match", Ors, Internal),
+    r(
+        "POST",
+        "/engagement/v3/statistics/operations/get-statistic-ex",
+        ApiKey,
+        Both,
+    ),
     r("GET", "/engagement/v3/openapi.json", Open, Both),
     r("GET", "/ges/v1/health/live", Open, Both),
     r("GET", "/ges/v1/health/ready", Open, Both),
