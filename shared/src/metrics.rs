@@ -54,6 +54,9 @@ pub const DISPATCH_LATENESS: &str = "engage_dispatch_lateness_seconds";
 pub const CALLIN_CREATED: &str = "ges_callin_created";
 /// Push notifications sent, by tenant, channel, result.
 pub const PUSH_SENT: &str = "ges_push_notifications_sent";
+/// Failures to reach the push relay (FCM or its token endpoint: unreachable, timed out, 5xx,
+/// 429, credentials refused); GES alerts above 30 an hour.
+pub const NEXUS_ACCESS_FAILURE: &str = "NEXUS_ACCESS_FAILURE";
 /// API-error records dropped because the writer was behind.
 pub const API_ERRORS_DROPPED: &str = "engage_api_errors_dropped_total";
 
@@ -74,6 +77,7 @@ pub const ALERT_COUNTERS: &[&str] = &[
     CB_SUBMIT_FAILED,
     CB_TTL_LIMIT_REACHED,
     CB_ENQUEUE_LIMIT_REACHED,
+    NEXUS_ACCESS_FAILURE,
 ];
 
 /// Callbacks handed to the voice stream (first submissions only).
