@@ -18,7 +18,7 @@ use std::{
 
 use axum::{
     Router,
-    extract::{Form, Path, State},
+    extract::{Path, State},
     http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
     routing::post,
@@ -159,7 +159,8 @@ fn pem_der(pem: &str) -> Vec<u8> {
     STANDARD.decode(b64).expect("PEM body")
 }
 
-async fn token(State(s): State<Arc<Inner>>, Form(form): Form<Vec<(String, String)>>) -> Response {
+async fn token(State(s): State<Arc<Inner>>, body: axum::body::Bytes) -> Response {
+    let form = form_fields(&body);
     let field = |k: &str| {
         form.iter()
             .find(|(n, _)| n == k)
@@ -185,6 +186,35 @@ async fn token(State(s): State<Arc<Inner>>, Form(form): Form<Vec<(String, String
     s.seen.lock().expect("seen").tokens_issued += 1;
     axum::Json(json!({"access_token": access, "expires_in": 3599, "token_type": "Bearer"}))
         .into_response()
+}
+
+/// The fields of an `application/x-www-form-urlencoded` body.
+fn form_fields(body: &[u8]) -> Vec<(String, String)> {
+    let text = String::from_utf8_lossy(body);
+    text.split('&')
+        .filter_map(|pair| {
+            let (k, v) = pair.split_once('=')?;
+            Some((percent_decode(k), percent_decode(v)))
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let (mut out, mut i) = (Vec::with_capacity(b.len()), 0);
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => {
+                let hex = std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("");
+                out.push(u8::from_str_radix(hex, 16).unwrap_or(b'?'));
+                i += 2;
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Verifies an assertion: RS256 signature by the account's key, then every claim.

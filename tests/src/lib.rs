@@ -17,6 +17,7 @@ use std::{
 use serde_json::{Value, json};
 
 mod cluster;
+pub mod fake_fcm;
 mod fixtures;
 mod postgres;
 mod readback;
