@@ -121,7 +121,11 @@ impl FakeFcm {
     }
 
     /// Changes how the fake behaves from now on.
+    /// Rejecting the credentials also revokes every token issued (as a deleted key would).
     pub fn set_mode(&self, mode: Mode) {
+        if mode == Mode::RejectCredentials {
+            self.inner.tokens.lock().expect("tokens").clear();
+        }
         *self.inner.mode.lock().expect("mode") = mode;
     }
 

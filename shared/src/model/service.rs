@@ -214,8 +214,8 @@ pub struct ServiceSettings {
     /// `application_stream` when set.
     #[serde(default)]
     pub application_stream: Option<String>,
-    /// Minutes of estimated wait below which the `CALLBACK_UPCOMING` push is sent once. Stored;
-    /// push notifications are not built yet.
+    /// Minutes of estimated wait below which the `CALLBACK_UPCOMING` push is sent, once per
+    /// callback (0: never; docs/push.md#events).
     #[serde(default = "defaults::push_threshold_minutes")]
     pub push_threshold_minutes: u32,
     /// Whether a create must carry `captchaToken` (400 without). The token is not verified yet.

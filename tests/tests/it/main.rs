@@ -39,6 +39,7 @@ mod numbers;
 mod observability;
 mod ors;
 mod public_port;
+mod push;
 mod reschedule;
 mod security_sweep;
 mod slot_grid;
