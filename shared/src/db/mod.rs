@@ -9,6 +9,7 @@ pub mod api_errors;
 pub mod api_keys;
 pub mod batch;
 pub mod callbacks;
+pub mod credentials;
 pub mod dispatch;
 pub mod events;
 pub mod gms;
