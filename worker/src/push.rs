@@ -15,8 +15,10 @@
 
 use std::time::Duration;
 
+use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 use shared::{
+    credentials::FcmCredentials,
     db::push::{self, Claimed, PushEvent, Settle},
     metrics,
     model::ServiceSettings,
@@ -135,13 +137,13 @@ async fn deliver(w: &Worker, fcm: &Fcm, c: &Claimed) -> Settle {
     if let Some(why) = moved_on(c, event) {
         return Settle::Dropped(why);
     }
-    let creds = match load_account(w, &c.tenant).await {
+    let creds = match w.vault.fcm(&w.db, &c.tenant).await {
         Ok(Some(a)) => a,
         Ok(None) => return again(w, c, None, "tenant has no FCM credentials".into()),
         Err(e) => return again(w, c, None, format!("credentials unreadable: {e}")),
     };
     let message = message(c, event, &token);
-    let delivery = fcm.send(&c.tenant, &creds.account(), &message).await;
+    let delivery = fcm.send(&c.tenant, &account(&creds), &message).await;
     count(&c.tenant, &delivery);
     match delivery {
         Delivery::Sent => Settle::Sent,
@@ -216,31 +218,15 @@ fn count(tenant: &str, d: &Delivery) {
     }
 }
 
-/// A tenant's FCM service account, as stored (`shared::credentials`).
-struct Creds {
-    project_id: String,
-    client_email: String,
-    private_key_id: Option<String>,
-    private_key: secrecy::SecretString,
-    token_uri: String,
-}
-
-impl Creds {
-    fn account(&self) -> Account<'_> {
-        use secrecy::ExposeSecret;
-        Account {
-            project_id: &self.project_id,
-            signer: shared::push::jwt::Signer {
-                client_email: &self.client_email,
-                private_key_id: self.private_key_id.as_deref(),
-                private_key_pem: self.private_key.expose_secret(),
-                token_uri: &self.token_uri,
-            },
-        }
+/// The sender's view of a tenant's stored service account.
+fn account(c: &FcmCredentials) -> Account<'_> {
+    Account {
+        project_id: &c.project_id,
+        signer: shared::push::jwt::Signer {
+            client_email: &c.client_email,
+            private_key_id: c.private_key_id.as_deref(),
+            private_key_pem: c.private_key.expose_secret(),
+            token_uri: &c.token_uri,
+        },
     }
-}
-
-/// The tenant's FCM credentials (until the credentials store is merged: none).
-async fn load_account(_w: &Worker, _tenant: &str) -> Result<Option<Creds>, shared::Error> {
-    Ok(None)
 }

@@ -84,7 +84,44 @@ fn pem_der(pem: &str) -> Result<Vec<u8>, KeyError> {
 
 #[cfg(test)]
 mod tests {
+    use ring::signature::KeyPair;
+
     use super::*;
+
+    /// The assertion verifies with the account's public key and carries Google's claims.
+    #[test]
+    fn the_assertion_is_rs256_with_the_claims_google_requires() {
+        let pem = include_str!("../credentials/test-rsa-key.pem");
+        let s = Signer {
+            client_email: "push@p.iam.gserviceaccount.com",
+            private_key_id: Some("k1"),
+            private_key_pem: pem,
+            token_uri: "https://oauth2.googleapis.com/token",
+        };
+        let jwt = assertion(s, 1_000).unwrap();
+        let parts: Vec<&str> = jwt.split('.').collect();
+        assert_eq!(parts.len(), 3);
+        let pair = signature::RsaKeyPair::from_pkcs8(&pem_der(pem).unwrap()).unwrap();
+        let public = signature::UnparsedPublicKey::new(
+            &signature::RSA_PKCS1_2048_8192_SHA256,
+            pair.public_key().as_ref(),
+        );
+        let sig = URL_SAFE_NO_PAD.decode(parts[2]).unwrap();
+        let input = format!("{}.{}", parts[0], parts[1]);
+        public.verify(input.as_bytes(), &sig).unwrap();
+        let header: serde_json::Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[0]).unwrap()).unwrap();
+        assert_eq!(header, json!({"alg": "RS256", "typ": "JWT", "kid": "k1"}));
+        let claims: serde_json::Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
+        assert_eq!(
+            claims,
+            json!({"iss": s.client_email, "scope": FCM_SCOPE, "aud": s.token_uri,
+                "iat": 1_000, "exp": 4_600})
+        );
+        // A different message does not verify: the signature covers header and claims.
+        assert!(public.verify(b"x.y", &sig).is_err());
+    }
 
     #[test]
     fn a_key_that_is_not_pkcs8_is_refused_without_panicking() {

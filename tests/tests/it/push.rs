@@ -31,10 +31,23 @@ async fn setup(threshold: u32) -> (TestEnv, Engage, String, FakeFcm) {
     let key = engage
         .provision(TENANT, SERVICE, service(threshold))
         .await;
-    let path = format!("/ges/v1/tenants/{TENANT}/credentials/fcm");
-    let (code, body) = engage.admin_put(&path, fcm.service_account.clone()).await;
-    assert!(code == 200 || code == 201, "fcm credentials: {code} {body}");
+    store_credentials(&env, &fcm).await;
     (env, engage, key, fcm)
+}
+
+/// Stores the fake's service account as the tenant's FCM credentials, sealed by the vault
+/// under the environment's `CREDENTIALS_KEY` (what the admin API's PUT does).
+async fn store_credentials(env: &TestEnv, fcm: &FakeFcm) {
+    let vars = env.vars.iter().map(|(k, v)| (k.clone(), v.clone()));
+    let cfg = shared::Config::from_vars(vars).expect("config");
+    let res = shared::Resources::connect(cfg).expect("resources");
+    let record = shared::credentials::FcmCredentials::from_service_account(&fcm.service_account)
+        .expect("service account");
+    let client = res.db.get().await.expect("pool");
+    res.vault
+        .store(&client, TENANT, &record)
+        .await
+        .expect("credentials stored");
 }
 
 fn service(threshold: u32) -> Value {
