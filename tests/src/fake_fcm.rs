@@ -148,7 +148,13 @@ impl FakeFcm {
 /// A 2048-bit RSA key as PKCS#8 PEM, from `openssl genpkey`.
 fn generate_key() -> String {
     let out = Command::new("openssl")
-        .args(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"])
+        .args([
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+        ])
         .output()
         .expect("openssl genpkey (the push tests need openssl)");
     assert!(out.status.success(), "openssl genpkey failed");
@@ -156,10 +162,7 @@ fn generate_key() -> String {
 }
 
 fn pem_der(pem: &str) -> Vec<u8> {
-    let b64: String = pem
-        .lines()
-        .filter(|l| !l.starts_with("-----"))
-        .collect();
+    let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
     STANDARD.decode(b64).expect("PEM body")
 }
 
@@ -227,15 +230,17 @@ fn verify(s: &Inner, jwt: &str) -> Result<(), String> {
     let [h, c, sig] = parts[..] else {
         return Err("assertion is not three parts".into());
     };
-    let decode = |p: &str| URL_SAFE_NO_PAD.decode(p).map_err(|e| format!("base64url: {e}"));
+    let decode = |p: &str| {
+        URL_SAFE_NO_PAD
+            .decode(p)
+            .map_err(|e| format!("base64url: {e}"))
+    };
     let header: Value = serde_json::from_slice(&decode(h)?).map_err(|e| e.to_string())?;
     if header["alg"] != "RS256" {
         return Err(format!("alg {}", header["alg"]));
     }
-    let key = signature::UnparsedPublicKey::new(
-        &signature::RSA_PKCS1_2048_8192_SHA256,
-        &s.public_key,
-    );
+    let key =
+        signature::UnparsedPublicKey::new(&signature::RSA_PKCS1_2048_8192_SHA256, &s.public_key);
     key.verify(format!("{h}.{c}").as_bytes(), &decode(sig)?)
         .map_err(|_| "bad signature".to_string())?;
     let claims: Value = serde_json::from_slice(&decode(c)?).map_err(|e| e.to_string())?;

@@ -197,7 +197,9 @@ fn again(w: &Worker, c: &Claimed, after: Option<Duration>, why: String) -> Settl
     }
     let shift = u32::try_from(c.tries.saturating_sub(1).clamp(0, 20)).unwrap_or(20);
     let backoff = w.cfg.push.backoff_ms.saturating_mul(1 << shift);
-    let ms = after.map_or(backoff, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let ms = after.map_or(backoff, |d| {
+        u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+    });
     Settle::Again(ms.min(MAX_BACKOFF_MS.max(w.cfg.push.backoff_ms)), why)
 }
 

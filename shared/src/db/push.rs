@@ -154,7 +154,7 @@ pub async fn claim(
             SELECT id FROM push_outbox WHERE status = 'pending' AND due_at <= now()
              ORDER BY due_at LIMIT $1 FOR UPDATE SKIP LOCKED
          ), claimed AS (
-            UPDATE push_outbox p SET due_at = now() + make_interval(secs => $2 / 1000.0),
+            UPDATE push_outbox p SET due_at = now() + make_interval(secs => $2::float8 / 1000.0),
                    tries = p.tries + 1
               FROM due WHERE p.id = due.id
             RETURNING p.id, p.callback_id, p.tenant_id, p.event, p.attempt, p.tries, p.data,
@@ -209,7 +209,7 @@ pub async fn settle(db: &impl GenericClient, row: i64, how: &Settle) -> Result<(
     super::stmt::execute(
         db,
         "UPDATE push_outbox SET status = $2, last_error = $3,
-                due_at = CASE WHEN $2 = 'pending' THEN now() + make_interval(secs => $4 / 1000.0)
+                due_at = CASE WHEN $2 = 'pending' THEN now() + make_interval(secs => $4::float8 / 1000.0)
                               ELSE due_at END,
                 done_at = CASE WHEN $2 = 'pending' THEN NULL ELSE now() END
           WHERE id = $1",

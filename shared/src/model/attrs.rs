@@ -221,7 +221,10 @@ mod tests {
             panic!("object")
         };
         let shown = Value::Object(shown(&stored));
-        assert_eq!(shown["pushTargets"], serde_json::json!([{"channel": "FCM"}]));
+        assert_eq!(
+            shown["pushTargets"],
+            serde_json::json!([{"channel": "FCM"}])
+        );
         assert_eq!(shown["language"], "en");
         assert!(!shown.to_string().contains("secret-token"));
     }

@@ -112,7 +112,10 @@ impl Fcm {
         match status.as_u16() {
             401 | 403 => {
                 self.forget(tenant);
-                retry(after, format!("FCM refused the access token ({status}, {code})"))
+                retry(
+                    after,
+                    format!("FCM refused the access token ({status}, {code})"),
+                )
             }
             429 | 500..=599 => retry(after, format!("FCM answered {status} ({code})")),
             _ => Delivery::Rejected {
@@ -156,7 +159,10 @@ impl Fcm {
         if !status.is_success() {
             let after = retry_after(answer.headers());
             let code = error_code(answer).await;
-            return Err(retry(after, format!("token endpoint answered {status} ({code})")));
+            return Err(retry(
+                after,
+                format!("token endpoint answered {status} ({code})"),
+            ));
         }
         let t: TokenAnswer = answer
             .json()
@@ -166,11 +172,14 @@ impl Fcm {
         let life = t.expires_in.unwrap_or(3_600).saturating_sub(60).max(1);
         let token = SecretString::from(t.access_token);
         if let Ok(mut m) = self.tokens.lock() {
-            m.insert(tenant.to_string(), Cached {
-                token: token.clone(),
-                until: Instant::now() + Duration::from_secs(life),
-                account: fp,
-            });
+            m.insert(
+                tenant.to_string(),
+                Cached {
+                    token: token.clone(),
+                    until: Instant::now() + Duration::from_secs(life),
+                    account: fp,
+                },
+            );
         }
         Ok(token)
     }

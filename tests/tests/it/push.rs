@@ -28,9 +28,7 @@ async fn setup(threshold: u32) -> (TestEnv, Engage, String, FakeFcm) {
         .with("PUSH_SEND_MS", "100")
         .with("PUSH_BACKOFF_MS", "100");
     let engage = Engage::start(&env, &[]).await;
-    let key = engage
-        .provision(TENANT, SERVICE, service(threshold))
-        .await;
+    let key = engage.provision(TENANT, SERVICE, service(threshold)).await;
     store_credentials(&env, &fcm).await;
     (env, engage, key, fcm)
 }
@@ -58,6 +56,7 @@ async fn create(engage: &Engage, key: &str, device: &str) -> String {
     engage
         .create(key)
         .service(SERVICE)
+        .phone(&harness::next_phone())
         .field("pushTargets", json!([{"channel": "FCM", "target": device}]))
         .id()
         .await
@@ -104,8 +103,16 @@ async fn push_upcoming_once_through_threshold_crossings_kill_and_two_workers() {
     let _sim = Proc::spawn(
         &env,
         "ors-sim",
-        &["--agents", "1", "--handle-ms", "6000", "--dist", "fixed", "--group",
-            &format!("{}-sim", env.id)],
+        &[
+            "--agents",
+            "1",
+            "--handle-ms",
+            "6000",
+            "--dist",
+            "fixed",
+            "--group",
+            &format!("{}-sim", env.id),
+        ],
         &[],
     );
     let f1 = create(&engage, &key, "dev-f1").await;
@@ -122,17 +129,27 @@ async fn push_upcoming_once_through_threshold_crossings_kill_and_two_workers() {
         .await;
     assert_eq!(cb["callbackState"], "QUEUED", "{cb}");
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(fcm.delivered("dev-t", "CALLBACK_UPCOMING"), 0, "sent above the threshold");
+    assert_eq!(
+        fcm.delivered("dev-t", "CALLBACK_UPCOMING"),
+        0,
+        "sent above the threshold"
+    );
 
     // Below the threshold: sent once.
     engage.service(TENANT, SERVICE, service(1)).await;
-    until(&fcm, 5, "upcoming", |f| f.delivered("dev-t", "CALLBACK_UPCOMING") == 1).await;
+    until(&fcm, 5, "upcoming", |f| {
+        f.delivered("dev-t", "CALLBACK_UPCOMING") == 1
+    })
+    .await;
     // Above, below again: the estimate crosses twice more, nothing more is sent.
     engage.service(TENANT, SERVICE, service(0)).await;
     tokio::time::sleep(Duration::from_millis(400)).await;
     engage.service(TENANT, SERVICE, service(1)).await;
     tokio::time::sleep(Duration::from_millis(400)).await;
-    assert_eq!(outbox(&env, &t, "CALLBACK_UPCOMING").await, vec![("sent".into(), 1)]);
+    assert_eq!(
+        outbox(&env, &t, "CALLBACK_UPCOMING").await,
+        vec![("sent".into(), 1)]
+    );
 
     // kill -9 after the send was recorded; two workers take over.
     w1.proc.kill();
@@ -142,7 +159,10 @@ async fn push_upcoming_once_through_threshold_crossings_kill_and_two_workers() {
         .wait_for(&key, &t, 20, |cb| cb["callbackState"] != "QUEUED")
         .await;
     assert_ne!(cb["callbackState"], "COMPLETED", "{cb}");
-    until(&fcm, 5, "ready", |f| f.delivered("dev-t", "CALLBACK_READY") == 1).await;
+    until(&fcm, 5, "ready", |f| {
+        f.delivered("dev-t", "CALLBACK_READY") == 1
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(fcm.delivered("dev-t", "CALLBACK_UPCOMING"), 1);
     assert_eq!(fcm.delivered("dev-t", "CALLBACK_READY"), 1);
@@ -179,7 +199,10 @@ async fn push_ready_survives_fcm_500s_and_a_hang_then_delivers_once() {
     assert_eq!(code, 200, "{body}");
     until(&fcm, 5, "a hung send", |f| f.seen(|s| s.send_requests) >= 1).await;
     fcm.set_mode(Mode::Fail500(3));
-    until(&fcm, 15, "delivered", |f| f.delivered("dev-r", "CALLBACK_READY") == 1).await;
+    until(&fcm, 15, "delivered", |f| {
+        f.delivered("dev-r", "CALLBACK_READY") == 1
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(fcm.delivered("dev-r", "CALLBACK_READY"), 1);
     let rows = outbox(&env, &id, "CALLBACK_READY").await;
@@ -225,11 +248,19 @@ async fn push_unregistered_rejected_credentials_and_cancel() {
     engage.event(&a, json!({"state": "ROUTING"})).await;
     let deadline = Instant::now() + Duration::from_secs(5);
     while outbox(&env, &a, "CALLBACK_READY").await != vec![("failed".into(), 1)] {
-        assert!(Instant::now() < deadline, "{:?}", outbox(&env, &a, "CALLBACK_READY").await);
+        assert!(
+            Instant::now() < deadline,
+            "{:?}",
+            outbox(&env, &a, "CALLBACK_READY").await
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(fcm.seen(|s| s.send_requests), 1, "an UNREGISTERED token is not retried");
+    assert_eq!(
+        fcm.seen(|s| s.send_requests),
+        1,
+        "an UNREGISTERED token is not retried"
+    );
 
     fcm.set_mode(Mode::RejectCredentials);
     engage.event(&b, json!({"state": "ROUTING"})).await;
@@ -241,7 +272,11 @@ async fn push_unregistered_rejected_credentials_and_cancel() {
     fcm.set_mode(Mode::Normal);
     let deadline = Instant::now() + Duration::from_secs(5);
     while outbox(&env, &b, "CALLBACK_READY").await[0].0 != "dropped" {
-        assert!(Instant::now() < deadline, "{:?}", outbox(&env, &b, "CALLBACK_READY").await);
+        assert!(
+            Instant::now() < deadline,
+            "{:?}",
+            outbox(&env, &b, "CALLBACK_READY").await
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(fcm.delivered("dev-b", "CALLBACK_READY"), 0);
@@ -260,13 +295,19 @@ async fn push_retrieve_hides_tokens_legacy_fields_accepted() {
     let legacy = engage
         .create(&key)
         .service(SERVICE)
+        .phone(&harness::next_phone())
         .fields(json!({"pushChannel": "FCM", "pushTarget": "legacy-token"}))
         .id()
         .await;
     let cb = engage.retrieve(&key, &legacy).await;
     assert_eq!(cb["pushTargets"], json!([{"channel": "FCM"}]), "{cb}");
     assert!(!cb.to_string().contains("legacy-token"), "{cb}");
-    let (code, body) = engage.create(&key).service(SERVICE).send().await;
+    let (code, body) = engage
+        .create(&key)
+        .service(SERVICE)
+        .phone(&harness::next_phone())
+        .send()
+        .await;
     assert_eq!(code, 400, "{body}");
     assert!(harness::message(&body).contains("pushTargets"), "{body}");
 }
