@@ -115,6 +115,8 @@ async fn push_upcoming_once_through_threshold_crossings_kill_and_two_workers() {
         ],
         &[],
     );
+    // The simulator's consumer group must exist before the first hand-off.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
     let f1 = create(&engage, &key, "dev-f1").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let f2 = create(&engage, &key, "dev-f2").await;
