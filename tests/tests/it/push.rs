@@ -88,8 +88,9 @@ async fn outbox(env: &TestEnv, id: &str, event: &str) -> Vec<(String, i32)> {
     .collect()
 }
 
-async fn worker(env: &TestEnv) -> WorkerProc {
-    WorkerProc::start(env, &[]).await
+async fn worker(env: &TestEnv, engage: &Engage) -> WorkerProc {
+    // The voice platform posts its events to Engage's internal port (the entry's events_url).
+    WorkerProc::start(env, &[("GES_URL", engage.internal.clone())]).await
 }
 
 /// With `ors-sim` (one agent, 6 s per call): the estimate of the third callback is known once
@@ -99,7 +100,7 @@ async fn worker(env: &TestEnv) -> WorkerProc {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn push_upcoming_once_through_threshold_crossings_kill_and_two_workers() {
     let (env, engage, key, fcm) = setup(0).await;
-    let mut w1 = worker(&env).await;
+    let mut w1 = worker(&env, &engage).await;
     let _sim = Proc::spawn(
         &env,
         "ors-sim",
@@ -155,8 +156,8 @@ async fn push_upcoming_once_through_threshold_crossings_kill_and_two_workers() {
 
     // kill -9 after the send was recorded; two workers take over.
     w1.proc.kill();
-    let _w2 = worker(&env).await;
-    let _w3 = worker(&env).await;
+    let _w2 = worker(&env, &engage).await;
+    let _w3 = worker(&env, &engage).await;
     let cb = engage
         .wait_for(&key, &t, 20, |cb| cb["callbackState"] != "QUEUED")
         .await;
@@ -193,7 +194,7 @@ async fn push_upcoming_once_through_threshold_crossings_kill_and_two_workers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn push_ready_survives_fcm_500s_and_a_hang_then_delivers_once() {
     let (env, engage, key, fcm) = setup(0).await;
-    let w = worker(&env).await;
+    let w = worker(&env, &engage).await;
     let id = create(&engage, &key, "dev-r").await;
     env.wait_submitted(1, Duration::from_secs(10)).await;
     fcm.set_mode(Mode::Hang);
@@ -241,7 +242,7 @@ async fn push_ready_survives_fcm_500s_and_a_hang_then_delivers_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn push_unregistered_rejected_credentials_and_cancel() {
     let (env, engage, key, fcm) = setup(0).await;
-    let w = worker(&env).await;
+    let w = worker(&env, &engage).await;
     let a = create(&engage, &key, "dev-gone").await;
     let b = create(&engage, &key, "dev-b").await;
     env.wait_submitted(2, Duration::from_secs(10)).await;
