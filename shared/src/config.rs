@@ -40,6 +40,8 @@ pub struct Config {
     pub log: LogConfig,
     /// Dispatcher tuning (used by the worker and `engage serve --with-worker`).
     pub worker: WorkerConfig,
+    /// Push notifications (`FCM_*`, `PUSH_*`).
+    pub push: PushConfig,
     /// Keys of the per-tenant credentials vault (`CREDENTIALS_*`).
     pub credentials: CredentialsConfig,
     /// CAPTCHA verification of creates (`CAPTCHA_*`).
@@ -464,7 +466,73 @@ pub struct CaptchaConfig {
     pub timeout_ms: u64,
 }
 
+/// Push notifications (`FCM_*`, `PUSH_*`, docs/push.md#configuration).
+#[derive(Debug, Clone, Deserialize)]
+pub struct PushConfig {
+    /// Base URL of FCM HTTP v1 (`{FCM_URL}/v1/projects/{project}/messages:send`).
+    #[serde(rename = "fcm_url", default = "defaults::fcm_url")]
+    pub fcm_url: String,
+    /// Timeout of each request to FCM or the token endpoint, ms.
+    #[serde(rename = "fcm_timeout_ms", default = "defaults::fcm_timeout_ms")]
+    pub fcm_timeout_ms: u64,
+    /// Cadence of the `CALLBACK_UPCOMING` watcher, ms.
+    #[serde(rename = "push_watch_ms", default = "defaults::push_watch_ms")]
+    pub watch_ms: u64,
+    /// Cadence of the outbox sender, ms.
+    #[serde(rename = "push_send_ms", default = "defaults::push_send_ms")]
+    pub send_ms: u64,
+    /// First retry delay of a message, ms (doubling, at most 5 minutes).
+    #[serde(rename = "push_backoff_ms", default = "defaults::push_backoff_ms")]
+    pub backoff_ms: u64,
+    /// Tries of one message before it is given up.
+    #[serde(rename = "push_max_tries", default = "defaults::push_max_tries")]
+    pub max_tries: u32,
+}
+
+impl PushConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let url = self.fcm_url.trim();
+        let host = url
+            .strip_prefix("https://")
+            .or_else(|| url.strip_prefix("http://"))
+            .map(|rest| rest.split(['/', ':']).next().unwrap_or(""));
+        if host.is_none_or(str::is_empty) {
+            return bad("FCM_URL must be an http:// or https:// URL with a host");
+        }
+        if !(100..=60_000).contains(&self.fcm_timeout_ms) {
+            return bad("FCM_TIMEOUT_MS must be between 100 and 60000");
+        }
+        if !(50..=600_000).contains(&self.watch_ms) || !(50..=600_000).contains(&self.send_ms) {
+            return bad("PUSH_WATCH_MS and PUSH_SEND_MS must be between 50 and 600000");
+        }
+        if !(10..=300_000).contains(&self.backoff_ms) || !(1..=100).contains(&self.max_tries) {
+            return bad(
+                "PUSH_BACKOFF_MS must be between 10 and 300000, PUSH_MAX_TRIES between 1 and 100",
+            );
+        }
+        Ok(())
+    }
+}
+
 mod defaults {
+    pub(super) fn fcm_url() -> String {
+        "https://fcm.googleapis.com".into()
+    }
+    pub(super) fn fcm_timeout_ms() -> u64 {
+        5_000
+    }
+    pub(super) fn push_watch_ms() -> u64 {
+        5_000
+    }
+    pub(super) fn push_send_ms() -> u64 {
+        1_000
+    }
+    pub(super) fn push_backoff_ms() -> u64 {
+        1_000
+    }
+    pub(super) fn push_max_tries() -> u32 {
+        8
+    }
     pub(super) fn captcha_verify_url() -> String {
         "https://www.google.com/recaptcha/api/siteverify".into()
     }
@@ -646,6 +714,7 @@ impl Config {
             http: area("http", &source)?,
             log: area("log", &source)?,
             worker: area("worker", &source)?,
+            push: area("push", &source)?,
             credentials: area("credentials", &source)?,
             captcha: area("captcha", &source)?,
             gws: area("gws", &source)?,
@@ -676,6 +745,7 @@ impl Config {
         self.http.validate()?;
         self.log.validate()?;
         self.worker.validate()?;
+        self.push.validate()?;
         self.credentials.validate()?;
         self.captcha.validate()?;
         self.gws.validate(self.http.request_timeout_ms)

@@ -62,6 +62,9 @@ pub const PUSH_SENT: &str = "ges_push_notifications_sent";
 pub const GWS_SERVER_ERROR: &str = "GWS_SERVER_ERROR";
 /// GWS refusals of a tenant's client credentials (docs/statistics.md#errors).
 pub const GWS_INCORRECT_CLIENT_CREDENTIALS: &str = "GWS_INCORRECT_CLIENT_CREDENTIALS";
+/// Failures to reach the push relay (FCM or its token endpoint: unreachable, timed out, 5xx,
+/// 429, credentials refused); GES alerts above 30 an hour.
+pub const NEXUS_ACCESS_FAILURE: &str = "NEXUS_ACCESS_FAILURE";
 /// API-error records dropped because the writer was behind.
 pub const API_ERRORS_DROPPED: &str = "engage_api_errors_dropped_total";
 
@@ -84,6 +87,7 @@ pub const ALERT_COUNTERS: &[&str] = &[
     CB_ENQUEUE_LIMIT_REACHED,
     GWS_SERVER_ERROR,
     GWS_INCORRECT_CLIENT_CREDENTIALS,
+    NEXUS_ACCESS_FAILURE,
 ];
 
 /// Callbacks handed to the voice stream (first submissions only).

@@ -17,6 +17,7 @@ use std::{
 use serde_json::{Value, json};
 
 mod cluster;
+pub mod fake_fcm;
 mod fake_gws;
 mod fixtures;
 mod postgres;

@@ -42,7 +42,7 @@ pub fn build(cb: &DueCallback, settings: &ServiceSettings, ges_url: &str, now_ms
         ("events_url", events_url),
         ("attempt", cb.attempt.to_string()),
     ];
-    direction_fields(cb, settings, &attrs, &mut fields);
+    direction_fields(cb, settings, &mut fields);
     routing_fields(settings, &attrs, &mut fields);
     reporting_fields(cb, &attrs, &mut fields);
     Entry {
@@ -56,13 +56,8 @@ pub fn build(cb: &DueCallback, settings: &ServiceSettings, ges_url: &str, now_ms
 type Fields = Vec<(&'static str, String)>;
 
 /// Who dials: USERTERMINATED carries `dial_number` (the platform calls the customer);
-/// USERORIGINATED carries the push targets instead (the customer calls in, nothing is dialled).
-fn direction_fields(
-    cb: &DueCallback,
-    settings: &ServiceSettings,
-    attrs: &CallbackAttrs,
-    fields: &mut Fields,
-) {
+/// USERORIGINATED carries neither (the customer calls in, nothing is dialled).
+fn direction_fields(cb: &DueCallback, settings: &ServiceSettings, fields: &mut Fields) {
     match settings.call_direction {
         CallDirection::UserTerminated => {
             let dial = shared::phone::dial_number(
@@ -73,13 +68,10 @@ fn direction_fields(
             fields.push(("call_direction", "USERTERMINATED".into()));
             fields.push(("dial_number", dial));
         }
+        // Nothing dialled, and no push targets: Engage itself tells the customer it is their
+        // turn (docs/push.md); device tokens never travel through the voice stream.
         CallDirection::UserOriginated => {
             fields.push(("call_direction", "USERORIGINATED".into()));
-            if !attrs.push_targets.is_empty()
-                && let Ok(json) = serde_json::to_string(&attrs.push_targets)
-            {
-                fields.push(("push_targets", json));
-            }
         }
     }
 }
@@ -319,7 +311,7 @@ mod tests {
     }
 
     #[test]
-    fn user_originated_carries_push_targets_and_dials_nothing() {
+    fn user_originated_dials_nothing_and_carries_no_push_token() {
         let attrs = CallbackAttrs {
             push_targets: vec![shared::model::callback::PushTarget {
                 channel: "FCM".into(),
@@ -331,9 +323,6 @@ mod tests {
         let e = build(&due(attrs, None), &settings, "", 0);
         assert_eq!(get(&e, "call_direction"), Some("USERORIGINATED"));
         assert_eq!(get(&e, "dial_number"), None);
-        assert_eq!(
-            get(&e, "push_targets"),
-            Some(r#"[{"channel":"FCM","target":"tok"}]"#)
-        );
+        assert_eq!(get(&e, "push_targets"), None);
     }
 }

@@ -15,6 +15,8 @@
 //! - [`sweep`]: the PostgreSQL sweep that re-indexes overdue callbacks a failed Redis write
 //!   left out and keeps the queue views of changed services equal to PostgreSQL.
 //! - [`maintenance`]: the control-stream outbox, TTL expiry, retention, gauges.
+//! - [`push`]: the push-notification watcher (`CALLBACK_UPCOMING` owed when a waiting
+//!   callback's estimate drops below its service's threshold) and the outbox sender (FCM).
 //! - [`http`]: `/health` and `/metrics` on `WORKER_PORT` without a web framework.
 //!
 //! Exactly-once in brief: a claim moves ids into an in-flight ZSET with a lease (a dead
@@ -33,6 +35,7 @@ pub mod error;
 pub mod http;
 pub mod maintenance;
 pub mod pacing;
+pub mod push;
 pub mod reconcile;
 pub mod sweep;
 pub mod wake;
@@ -126,6 +129,7 @@ impl Worker {
             tokio::spawn(reconcile::run(self.clone(), tx.clone(), stop.clone())),
             tokio::spawn(maintenance::run(self.clone(), stop.clone())),
             tokio::spawn(sweep::run(self.clone(), stop.clone())),
+            tokio::spawn(push::run(self.clone(), stop.clone())),
             tokio::spawn(dispatch::run(self.clone(), rx, stop.clone())),
         ];
         drop(tx);

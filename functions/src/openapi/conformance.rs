@@ -146,7 +146,7 @@ fn full_callback() -> Callback {
         estimated_wait_time: Some(60),
         attempt: 1,
         created_time: "2030-05-28T15:00:00.000Z".into(),
-        attrs,
+        attrs: shared::model::attrs::shown(&attrs),
         user_data: Some(json!({"orderId": "A-17"})),
     }
 }

@@ -191,9 +191,17 @@ fn callback() -> Value {
       "inboundVQ": text, "channel": text, "cbOriginationIxnId": text,
       "offerThreshold": {"type": "number"}, "offerThresholdRaw": raw("offerThreshold"),
       "surveyRP": text, "routePoint": text,
-      "pushTargets": {"type": "array", "items": r("PushTarget")},
+      "pushTargets": shown_push_targets(),
       "alwaysCheckCapacity": {"type": "boolean", "enum": [true], "description": "present only when the create asked for it"}
     }})
+}
+
+/// Retrieve's `pushTargets`: channel only (docs/push.md#what-callers-see).
+fn shown_push_targets() -> Value {
+    json!({"type": "array",
+        "description": "the create's push targets, channel only: a registration token is a credential of the customer's device and is never shown",
+        "items": {"type": "object", "additionalProperties": false, "required": ["channel"],
+            "properties": {"channel": {"type": "string", "enum": ["FCM"]}}}})
 }
 
 fn raw(field: &str) -> Value {

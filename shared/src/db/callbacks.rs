@@ -444,7 +444,7 @@ impl StoredCallback {
             estimated_wait_time: None,
             attempt: self.attempt,
             created_time: wire_time(self.created_at),
-            attrs: self.attrs.clone(),
+            attrs: crate::model::attrs::shown(&self.attrs),
             user_data: self.user_data.clone(),
         }
     }

@@ -185,6 +185,10 @@ pub async fn apply(
         return Ok((target, outcome));
     }
     let target = advance(&tx, id, target, ev.state, reason).await?;
+    if ev.state == CallbackState::Routing {
+        // USERORIGINATED: the customer's turn to call in, owed with the state (docs/push.md).
+        super::push::owe_ready(&tx, id).await?;
+    }
     tx.commit().await?;
     let outcome = Outcome::Applied {
         from: cur.state,

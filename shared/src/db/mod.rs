@@ -20,6 +20,7 @@ pub mod hours;
 pub mod number_rules;
 pub mod outcome;
 pub mod publish;
+pub mod push;
 pub mod reschedule;
 pub mod services;
 pub mod slots;

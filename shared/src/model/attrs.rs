@@ -110,6 +110,20 @@ fn is_false(b: &bool) -> bool {
     !*b
 }
 
+/// The stored attributes as API callers see them (retrieve): each push target shows only its
+/// channel. A registration token is a credential of the customer's device, used only to send
+/// it notifications (docs/push.md#what-callers-see).
+pub fn shown(stored: &Map<String, Value>) -> Map<String, Value> {
+    let mut shown = stored.clone();
+    if let Some(Value::Array(targets)) = shown.get_mut("pushTargets") {
+        for t in targets.iter_mut() {
+            let channel = t.get("channel").cloned().unwrap_or(Value::Null);
+            *t = Value::Object(Map::from_iter([("channel".to_string(), channel)]));
+        }
+    }
+    shown
+}
+
 impl CallbackAttrs {
     /// The stored JSON object (`None` when there is nothing to store: the column stays NULL).
     pub fn to_json(&self) -> Option<Value> {
@@ -197,5 +211,21 @@ mod tests {
         let attrs = CallbackAttrs::from_map(&map);
         assert_eq!(attrs.route_point, None);
         assert_eq!(attrs.language.as_deref(), Some("de"));
+    }
+
+    #[test]
+    fn callers_see_push_channels_never_tokens() {
+        let stored = serde_json::json!({"language": "en",
+            "pushTargets": [{"channel": "FCM", "target": "secret-token"}]});
+        let Value::Object(stored) = stored else {
+            panic!("object")
+        };
+        let shown = Value::Object(shown(&stored));
+        assert_eq!(
+            shown["pushTargets"],
+            serde_json::json!([{"channel": "FCM"}])
+        );
+        assert_eq!(shown["language"], "en");
+        assert!(!shown.to_string().contains("secret-token"));
     }
 }

@@ -399,7 +399,8 @@ pub struct Callback {
     pub attempt: i16,
     /// When the create was committed (`2026-05-28T15:30:00.000Z`).
     pub created_time: String,
-    /// Stored optional attributes (language, offer type, overrides, push targets).
+    /// Stored optional attributes (language, offer type, overrides, push channels: never a
+    /// push token, `attrs::shown`).
     #[serde(flatten)]
     pub attrs: Map<String, Value>,
     /// The create's `userData`, keys that are not identifiers dropped; absent when none.

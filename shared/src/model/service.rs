@@ -220,8 +220,8 @@ pub struct ServiceSettings {
     /// answers `-1`.
     #[serde(default)]
     pub ewt_statistic: Option<String>,
-    /// Minutes of estimated wait below which the `CALLBACK_UPCOMING` push is sent once. Stored;
-    /// push notifications are not built yet.
+    /// Minutes of estimated wait below which the `CALLBACK_UPCOMING` push is sent, once per
+    /// callback (0: never; docs/push.md#events).
     #[serde(default = "defaults::push_threshold_minutes")]
     pub push_threshold_minutes: u32,
     /// Whether a create must carry a `captchaToken` that the tenant's CAPTCHA verifier accepts

@@ -43,6 +43,7 @@ mod observability;
 mod ors;
 mod pacing;
 mod public_port;
+mod push;
 mod reschedule;
 mod security_sweep;
 mod slot_grid;
