@@ -9,6 +9,7 @@ use functions::admin::{
     services::put_service,
     tenants::{NewTenant, create_tenant},
 };
+use functions::ui::users::{NewUser, create_user};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 use shared::{ApiError, Config, http::AppState};
@@ -49,6 +50,11 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: ServiceCmd,
     },
+    /// Admin-UI users (docs/admin-ui.md).
+    User {
+        #[command(subcommand)]
+        command: UserCmd,
+    },
     /// Provision the demo tenant, two services and a fresh API key; prints them as JSON.
     Demo {
         /// Tenant id of the demo.
@@ -88,6 +94,29 @@ pub(crate) enum ApikeyCmd {
         /// Import the key read from standard input (surrounding whitespace ignored).
         #[arg(long)]
         key_stdin: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum UserCmd {
+    /// Create a user (or replace its password and role); the password is read from a file or
+    /// standard input, never from the command line.
+    Create {
+        /// Contact-center id of an existing tenant.
+        #[arg(long)]
+        tenant: String,
+        /// Login name.
+        #[arg(long)]
+        username: String,
+        /// Administrator, Supervisor, Monitor or Developer.
+        #[arg(long)]
+        role: String,
+        /// Read the password from this file (surrounding whitespace and newline ignored).
+        #[arg(long, value_name = "PATH", conflicts_with = "password_stdin")]
+        password_file: Option<PathBuf>,
+        /// Read the password from standard input (surrounding whitespace ignored).
+        #[arg(long)]
+        password_stdin: bool,
     },
 }
 
@@ -146,20 +175,39 @@ pub(crate) async fn run(command: Command, cfg: Config) -> anyhow::Result<()> {
         Command::Service {
             command: ServiceCmd::Put { tenant, name, file },
         } => put_service_file(&state, &tenant, name, &file).await,
+        Command::User {
+            command:
+                UserCmd::Create {
+                    tenant,
+                    username,
+                    role,
+                    password_file,
+                    password_stdin,
+                },
+        } => {
+            let password = imported_key(password_file.as_deref(), password_stdin)?
+                .ok_or_else(|| anyhow::anyhow!("give --password-file or --password-stdin"))?;
+            let user = NewUser {
+                username,
+                password,
+                role,
+            };
+            print(&create_user(&state, &tenant, user).await.map_err(api)?)
+        }
         Command::Demo { tenant } => crate::demo::provision(&state, &tenant).await,
     }
 }
 
-/// The key to import from `--key-file` or `--key-stdin` (none: generate one).
+/// The secret read from `--key-file`/`--password-file` or standard input (none: not given).
 fn imported_key(
     file: Option<&std::path::Path>,
     stdin: bool,
 ) -> anyhow::Result<Option<SecretString>> {
     let text = match (file, stdin) {
         (Some(path), _) => std::fs::read_to_string(path)
-            .map_err(|e| anyhow::anyhow!("--key-file {}: cannot read it: {e}", path.display()))?,
+            .map_err(|e| anyhow::anyhow!("{}: cannot read it: {e}", path.display()))?,
         (None, true) => std::io::read_to_string(std::io::stdin())
-            .map_err(|e| anyhow::anyhow!("--key-stdin: cannot read standard input: {e}"))?,
+            .map_err(|e| anyhow::anyhow!("cannot read standard input: {e}"))?,
         (None, false) => return Ok(None),
     };
     Ok(Some(SecretString::from(text.trim().to_string())))

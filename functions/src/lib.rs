@@ -7,6 +7,7 @@ pub mod openapi;
 pub mod ops;
 pub mod ors;
 pub mod runtime;
+pub mod ui;
 pub mod wait;
 
 use axum::Router;
@@ -33,6 +34,7 @@ pub fn internal_routes() -> Router<AppState> {
         .merge(admin::router())
         .merge(ors::router())
         .merge(gms::router())
+        .merge(ui::router())
         .merge(ops::health_router())
         .merge(ops::metrics_router())
 }

@@ -21,6 +21,7 @@ mod fixtures;
 mod postgres;
 mod readback;
 mod tls;
+pub mod ui;
 pub use cluster::PrivateCluster;
 pub use fixtures::{
     CANCEL, CREATE, Create, Fixture, RETRIEVE, in_secs, next_phone, open_service, serve_tenant,

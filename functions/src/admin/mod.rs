@@ -1,6 +1,6 @@
 //! The internal admin API under `/ges/v1/tenants`: tenants, API keys, callback services,
 //! business hours and capacity rules, the Designer publish of CALLBACK_SETTINGS, number rules,
-//! CORS origins, the GMS surface's Basic credentials.
+//! CORS origins, the GMS surface's Basic credentials, the admin UI's users (`ui::users`).
 //! Every route requires `Authorization: Bearer $ADMIN_TOKEN`.
 
 pub mod api_errors;
@@ -29,4 +29,5 @@ pub fn router() -> Router<AppState> {
         .merge(number_rules::router())
         .merge(cors::router())
         .merge(gms_credentials::router())
+        .merge(crate::ui::users::router())
 }

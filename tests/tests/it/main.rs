@@ -46,6 +46,7 @@ mod throttle;
 mod tidy;
 mod tls_postgres;
 mod tls_redis;
+mod ui;
 mod trust_attacks;
 mod trust_events;
 mod trust_redis;
