@@ -121,7 +121,8 @@ impl Browser {
             .expect("spawn chromedriver");
         let url = format!("http://127.0.0.1:{port}");
         wait_driver(&url, &mut driver).await;
-        let profile = std::env::temp_dir().join(format!("ui-chromium-{port}-{}", std::process::id()));
+        let profile =
+            std::env::temp_dir().join(format!("ui-chromium-{port}-{}", std::process::id()));
         let caps = json!({
             "browserName": "chrome",
             "goog:chromeOptions": {

@@ -112,24 +112,42 @@ struct GridRow {
 
 fn grid(name: &str, spec: &Map<String, Value>) -> Grid {
     let weekly = spec.get("weekly").and_then(Value::as_object);
-    let day = |d: usize| weekly.and_then(|w| w.get(&(d + 1).to_string())).and_then(Value::as_object);
-    let times: BTreeSet<String> = (0..7).filter_map(day).flat_map(|m| m.keys().cloned()).collect();
+    let day = |d: usize| {
+        weekly
+            .and_then(|w| w.get(&(d + 1).to_string()))
+            .and_then(Value::as_object)
+    };
+    let times: BTreeSet<String> = (0..7)
+        .filter_map(day)
+        .flat_map(|m| m.keys().cloned())
+        .collect();
     let rows = times
         .into_iter()
         .map(|t| GridRow {
             label: format!("{}:{}", &t[..2.min(t.len())], &t[2.min(t.len())..]),
             cells: (0..7)
-                .map(|d| day(d).and_then(|m| m.get(&t)).and_then(Value::as_u64).unwrap_or(0))
+                .map(|d| {
+                    day(d)
+                        .and_then(|m| m.get(&t))
+                        .and_then(Value::as_u64)
+                        .unwrap_or(0)
+                })
                 .collect(),
             time: t,
         })
         .collect();
     Grid {
         name: name.to_string(),
-        slot_minutes: spec.get("slot_minutes").and_then(Value::as_u64).unwrap_or(0),
+        slot_minutes: spec
+            .get("slot_minutes")
+            .and_then(Value::as_u64)
+            .unwrap_or(0),
         days: DAYS.to_vec(),
         rows,
-        overrides: spec.get("overrides").and_then(Value::as_array).map_or(0, Vec::len),
+        overrides: spec
+            .get("overrides")
+            .and_then(Value::as_array)
+            .map_or(0, Vec::len),
     }
 }
 
@@ -233,7 +251,9 @@ async fn test_number(
     s.require(Permission::ViewConfig)?;
     let f = &posted.form;
     if f.number.len() > 64 {
-        return Err(UiError::BadRequest("a phone number has at most 64 characters".into()));
+        return Err(UiError::BadRequest(
+            "a phone number has at most 64 characters".into(),
+        ));
     }
     let compiled = if f.rule.is_empty() {
         None

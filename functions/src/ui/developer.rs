@@ -86,7 +86,9 @@ async fn validate_key(
         db::api_keys::resolve_hash(&client, &auth::hash_key(key)).await?
     };
     let notice = match tenant {
-        Some(t) if t == s.tenant || s.admin => json!({"ok": true, "text": format!("Valid Api Key (tenant {t})")}),
+        Some(t) if t == s.tenant || s.admin => {
+            json!({"ok": true, "text": format!("Valid Api Key (tenant {t})")})
+        }
         Some(_) => json!({"ok": false, "text": "Valid Api Key, but of another tenant"}),
         None => json!({"ok": false, "text": "Invalid Api Key"}),
     };
@@ -96,7 +98,10 @@ async fn validate_key(
 #[derive(Deserialize)]
 struct Empty {}
 
-async fn refetch(State(state): State<AppState>, posted: Posted<Empty>) -> Result<Response, UiError> {
+async fn refetch(
+    State(state): State<AppState>,
+    posted: Posted<Empty>,
+) -> Result<Response, UiError> {
     let s = &posted.session;
     s.require(Permission::Developer)?;
     state.cache.forget_services();

@@ -19,11 +19,7 @@ use axum::{
 };
 use secrecy::ExposeSecret;
 use serde::Deserialize;
-use shared::{
-    auth, db,
-    db::ui::SessionRow,
-    http::AppState,
-};
+use shared::{auth, db, db::ui::SessionRow, http::AppState};
 
 use super::{
     UiError, page,
@@ -50,7 +46,9 @@ struct FormQuery {
 }
 
 async fn form(Query(q): Query<FormQuery>) -> Result<Response, UiError> {
-    let notice = q.expired.map(|_| "Please log in (your session ended or you were not logged in).");
+    let notice = q
+        .expired
+        .map(|_| "Please log in (your session ended or you were not logged in).");
     login_page(notice, None, 200)
 }
 
@@ -83,8 +81,9 @@ struct LoginForm {
 async fn login(
     State(state): State<AppState>,
     headers: HeaderMap,
-    axum::Form(f): axum::Form<LoginForm>,
+    form: Result<axum::Form<LoginForm>, axum::extract::rejection::FormRejection>,
 ) -> Result<Response, UiError> {
+    let axum::Form(f) = form.map_err(|e| UiError::BadRequest(e.body_text()))?;
     let cookie = headers
         .get_all(header::COOKIE)
         .iter()
@@ -116,7 +115,12 @@ async fn authenticate(
     password: String,
 ) -> Result<Result<SessionRow, &'static str>, UiError> {
     const WRONG: &str = "Wrong tenant, user name or password.";
-    if tenant.is_empty() || tenant.len() > 64 || user.is_empty() || user.len() > 255 || password.len() > 255 {
+    if tenant.is_empty()
+        || tenant.len() > 64
+        || user.is_empty()
+        || user.len() > 255
+        || password.len() > 255
+    {
         return Ok(Err(WRONG));
     }
     let client = state.db.get().await?;
@@ -132,7 +136,9 @@ async fn authenticate(
         return Ok(Err(WRONG));
     };
     if login.locked {
-        return Ok(Err("Too many failed attempts: this user is locked for a few minutes."));
+        return Ok(Err(
+            "Too many failed attempts: this user is locked for a few minutes.",
+        ));
     }
     let ok = verify_password(login.password_hash, password).await;
     db::ui::record_login(&client, tenant, user, ok).await?;

@@ -78,7 +78,10 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
         ("error.html", include_str!("templates/error.html")),
         ("queues.html", include_str!("templates/queues.html")),
         ("services.html", include_str!("templates/services.html")),
-        ("number_rules.html", include_str!("templates/number_rules.html")),
+        (
+            "number_rules.html",
+            include_str!("templates/number_rules.html"),
+        ),
         ("capacity.html", include_str!("templates/capacity.html")),
         ("developer.html", include_str!("templates/developer.html")),
     ] {
@@ -114,11 +117,15 @@ fn render(
     s: Option<&Session>,
     ctx: Value,
 ) -> Result<Response, UiError> {
-    let chrome = s.map(chrome).unwrap_or_default();
+    let chrome = s.map_or_else(|| minijinja::context! {}, chrome);
     let html = TEMPLATES
         .get_template(template)
         .and_then(|t| t.render(minijinja::context! { s => chrome, ..ctx }))
-        .map_err(|e| UiError::Api(ApiError::internal(anyhow::anyhow!("template {template}: {e}"))))?;
+        .map_err(|e| {
+            UiError::Api(ApiError::internal(anyhow::anyhow!(
+                "template {template}: {e}"
+            )))
+        })?;
     let mut response = (status, Html(html)).into_response();
     harden(&mut response);
     Ok(response)
@@ -231,5 +238,13 @@ mod tests {
         ] {
             assert!(TEMPLATES.get_template(name).is_ok(), "{name}");
         }
+    }
+
+    /// The pages shown without a session render (the layout without navigation).
+    #[test]
+    fn pages_without_a_session_render() {
+        let ctx = minijinja::context! { csrf => "t", status => 403, message => "m" };
+        assert!(page("login.html", None, ctx.clone()).is_ok());
+        assert!(page("error.html", None, ctx).is_ok());
     }
 }

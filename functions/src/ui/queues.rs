@@ -72,7 +72,11 @@ async fn queues(State(state): State<AppState>, s: Session) -> Result<Response, U
             bars,
         });
     }
-    page("queues.html", Some(&s), minijinja::context! { queues => views })
+    page(
+        "queues.html",
+        Some(&s),
+        minijinja::context! { queues => views },
+    )
 }
 
 /// The bars of the next 24 hours' open slots (none when the service has no plan or it cannot
@@ -87,14 +91,20 @@ async fn slot_bars(
         return Vec::new();
     }
     let now = Timestamp::now();
-    let to = now.saturating_add(SignedDuration::from_hours(24)).unwrap_or(now);
+    let to = now
+        .saturating_add(SignedDuration::from_hours(24))
+        .unwrap_or(now);
     let Ok(plan) = db::hours::plan(client, tenant, service, settings).await else {
         return Vec::new();
     };
     let Ok(slots) = db::slots::window(client, tenant, service, &plan, now, to).await else {
         return Vec::new();
     };
-    let open: Vec<_> = slots.into_iter().filter(|s| s.slot.total > 0).take(96).collect();
+    let open: Vec<_> = slots
+        .into_iter()
+        .filter(|s| s.slot.total > 0)
+        .take(96)
+        .collect();
     let max = open.iter().map(|s| s.slot.total).max().unwrap_or(1).max(1);
     open.iter()
         .enumerate()

@@ -73,7 +73,11 @@ fn cookie_value(headers: &HeaderMap) -> Option<String> {
 }
 
 /// Opens a session for `row` and answers the `Set-Cookie` value.
-pub async fn open(state: &AppState, headers: &HeaderMap, row: &SessionRow) -> Result<String, UiError> {
+pub async fn open(
+    state: &AppState,
+    headers: &HeaderMap,
+    row: &SessionRow,
+) -> Result<String, UiError> {
     let id = token();
     let client = state.db.get().await?;
     let idle = idle_seconds(state);

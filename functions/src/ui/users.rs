@@ -3,7 +3,11 @@
 //! hashes and never shown; creating an existing user replaces its password and role and ends
 //! its sessions.
 
-use axum::{Router, extract::State, routing::{delete, post}};
+use axum::{
+    Router,
+    extract::State,
+    routing::{delete, post},
+};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use shared::{

@@ -156,11 +156,7 @@ pub async fn record_login(
 }
 
 /// Stores a new session (`id_hash`: SHA-256 of the cookie value).
-pub async fn create_session(
-    db: &impl GenericClient,
-    id_hash: &[u8],
-    s: &SessionRow,
-) -> Result<()> {
+pub async fn create_session(db: &impl GenericClient, id_hash: &[u8], s: &SessionRow) -> Result<()> {
     db.execute(
         "INSERT INTO ui_sessions (id_hash, tenant_id, username, role, csrf)
          VALUES ($1, $2, $3, $4, $5)",

@@ -90,7 +90,8 @@ impl Sweep {
             .in_secs(3600)
             .id()
             .await;
-        let user = json!({"username": "sweeper", "password": GMS_PASSWORD, "role": "Administrator"});
+        let user =
+            json!({"username": "sweeper", "password": GMS_PASSWORD, "role": "Administrator"});
         let (code, body) = e
             .admin_post(&format!("/ges/v1/tenants/{VICTIM}/users"), user)
             .await;
@@ -254,7 +255,10 @@ impl Sweep {
                 let cookie = |c: String| vec![("cookie", c)];
                 vec![
                     ("no credentials", vec![]),
-                    ("a forged session", cookie(format!("ges_session={}", random_key()))),
+                    (
+                        "a forged session",
+                        cookie(format!("ges_session={}", random_key())),
+                    ),
                     (
                         "the session with a character more",
                         cookie(format!("{}x", self.session)),
