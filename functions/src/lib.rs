@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod admin;
+pub mod call_in;
 pub mod callbacks;
 pub mod gms;
 pub mod openapi;
@@ -15,7 +16,7 @@ use shared::{
     config::HttpConfig,
     http::{
         AppState,
-        middleware::{Exposure, stack},
+        middleware::{Exposure, stack, stack_with_fleet},
     },
 };
 
@@ -23,6 +24,7 @@ use shared::{
 pub fn public_routes() -> Router<AppState> {
     Router::new()
         .merge(callbacks::router())
+        .merge(call_in::router())
         .merge(wait::router())
         .merge(openapi::router())
 }
@@ -43,13 +45,15 @@ pub fn internal_routes() -> Router<AppState> {
 pub fn external_app(state: AppState) -> Router {
     let http: HttpConfig = state.cfg.http.clone();
     let errors = state.errors.clone();
-    let app = stack(
+    let fleet = Some((state.redis.clone(), state.keys.clone()));
+    let app = stack_with_fleet(
         public_routes()
             .merge(ops::probe_router())
             .with_state(state.clone()),
         Exposure::External,
         &http,
         errors,
+        fleet,
     );
     shared::http::cors::wrap(app, &state)
 }
@@ -88,5 +92,8 @@ mod tests {
         let _ = super::ors::router();
         let _ = super::gms::router();
         let _ = super::admin::gms_credentials::router();
+        let _ = super::admin::call_in_groups::router();
+        let _ = super::call_in::create::router();
+        let _ = super::call_in::matching::router();
     }
 }

@@ -8,7 +8,7 @@ use shared::{
     Config,
     http::{
         AppState,
-        middleware::{Exposure, stack},
+        middleware::{Exposure, stack, stack_with_fleet},
         serve,
         serve::{ConnLimits, millis},
         serve_listener, shutdown_signal,
@@ -69,13 +69,15 @@ async fn run(
     shared::metrics::install();
     let state = AppState::new(cfg)?;
     let http = state.cfg.http.clone();
-    let mut app = stack(
+    let fleet = (exposure == Exposure::External).then(|| (state.redis.clone(), state.keys.clone()));
+    let mut app = stack_with_fleet(
         routes()
             .merge(ops::probe_router())
             .with_state(state.clone()),
         exposure,
         &http,
         state.errors.clone(),
+        fleet,
     );
     match exposure {
         Exposure::External => app = shared::http::cors::wrap(app, &state),

@@ -35,6 +35,12 @@ ADMIN_TOKEN=$token
 # The voice platform's events token: engage refuses to start without one; ors-sim sends it.
 ORS_EVENTS_TOKEN=${ORS_EVENTS_TOKEN:-local-ors-events-token-change-me}
 GES_URL=http://127.0.0.1:3050
+# The per-tenant credentials key (docs/credentials.md): generated once into the data folder
+# (git-ignored), never committed.
+if [ ! -s "$data/credentials-key" ]; then
+  (umask 077; python3 -c "import base64, os; print(base64.b64encode(os.urandom(32)).decode())" >"$data/credentials-key")
+fi
+CREDENTIALS_KEY=$(cat "$data/credentials-key")
 set +a
 
 bin=$repo/target/local

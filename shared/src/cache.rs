@@ -204,7 +204,7 @@ impl Caches {
 }
 
 /// A loader's error, shared by every waiter of the same entry.
-fn clone_error(e: &Error) -> Error {
+pub(crate) fn clone_error(e: &Error) -> Error {
     match e {
         Error::Unavailable { message, cause } => Error::Unavailable {
             message: message.clone(),

@@ -40,6 +40,10 @@ pub struct Config {
     pub log: LogConfig,
     /// Dispatcher tuning (used by the worker and `engage serve --with-worker`).
     pub worker: WorkerConfig,
+    /// Keys of the per-tenant credentials vault (`CREDENTIALS_*`).
+    pub credentials: CredentialsConfig,
+    /// CAPTCHA verification of creates (`CAPTCHA_*`).
+    pub captcha: CaptchaConfig,
 }
 
 /// PostgreSQL settings (`DATABASE_URL`, `DB_*`).
@@ -416,7 +420,38 @@ pub struct WorkerConfig {
     pub stream_horizon_s: u64,
 }
 
+/// Keys of the per-tenant credentials vault (docs/credentials.md#configuration).
+#[derive(Debug, Clone, Deserialize)]
+pub struct CredentialsConfig {
+    /// `CREDENTIALS_KEY` (secret file `CREDENTIALS-KEY`): the base64 of 32 random bytes; every
+    /// record is sealed under it. Unset: the vault is not configured (no credentials are read,
+    /// writes answer 503).
+    #[serde(rename = "credentials_key", default)]
+    pub key: Option<SecretString>,
+    /// `CREDENTIALS_KEYS_RETIRED`: comma-separated older keys, still accepted for decryption
+    /// until `engage credentials rotate` has re-sealed every record under the current key.
+    #[serde(rename = "credentials_keys_retired", default)]
+    pub keys_retired: Option<SecretString>,
+}
+
+/// CAPTCHA verification of creates (docs/credentials.md#captcha).
+#[derive(Debug, Clone, Deserialize)]
+pub struct CaptchaConfig {
+    /// `CAPTCHA_VERIFY_URL`: the reCAPTCHA-compatible `siteverify` endpoint.
+    #[serde(rename = "captcha_verify_url", default = "defaults::captcha_verify_url")]
+    pub verify_url: String,
+    /// `CAPTCHA_TIMEOUT_MS`: how long a create waits for `siteverify` before answering 503.
+    #[serde(rename = "captcha_timeout_ms", default = "defaults::captcha_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
 mod defaults {
+    pub(super) fn captcha_verify_url() -> String {
+        "https://www.google.com/recaptcha/api/siteverify".into()
+    }
+    pub(super) fn captcha_timeout_ms() -> u64 {
+        3_000
+    }
     pub(super) fn db_pool_size() -> usize {
         8
     }
@@ -586,6 +621,8 @@ impl Config {
             http: area("http", &source)?,
             log: area("log", &source)?,
             worker: area("worker", &source)?,
+            credentials: area("credentials", &source)?,
+            captcha: area("captcha", &source)?,
         };
         cfg.validate()?;
         cfg.resolve_redis_tls()?;
@@ -612,7 +649,9 @@ impl Config {
         self.voice.validate()?;
         self.http.validate()?;
         self.log.validate()?;
-        self.worker.validate()
+        self.worker.validate()?;
+        self.credentials.validate()?;
+        self.captcha.validate(self.http.request_timeout_ms)
     }
 }
 
@@ -776,6 +815,37 @@ impl WorkerConfig {
         }
         if self.retention_days == 0 {
             return bad("WORKER_RETENTION_DAYS must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+impl CredentialsConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        match &self.key {
+            Some(key) => crate::credentials::Keys::parse(key, self.keys_retired.as_ref())
+                .map(|_| ())
+                .map_err(ConfigError),
+            None if self
+                .keys_retired
+                .as_ref()
+                .is_some_and(|r| !r.expose_secret().trim().is_empty()) =>
+            {
+                bad("CREDENTIALS_KEYS_RETIRED is set without CREDENTIALS_KEY: set the current key \
+                     too (docs/credentials.md#rotation)")
+            }
+            None => Ok(()),
+        }
+    }
+}
+
+impl CaptchaConfig {
+    fn validate(&self, request_timeout_ms: u64) -> Result<(), ConfigError> {
+        if !crate::credentials::records::is_http_url(&self.verify_url) {
+            return bad("CAPTCHA_VERIFY_URL must be an http:// or https:// URL with a host");
+        }
+        if self.timeout_ms < 100 || self.timeout_ms >= request_timeout_ms {
+            return bad("CAPTCHA_TIMEOUT_MS must be at least 100 and less than REQUEST_TIMEOUT_MS");
         }
         Ok(())
     }
@@ -1396,6 +1466,37 @@ mod tests {
             assert!(cfg.voice.tls.ca_pem.is_some(), "{secret}");
             assert_eq!(cfg.voice.tls.url_var, "VOICE_REDIS_SERVERNAME");
         }
+    }
+
+    /// The vault's keys are checked at start (messages name the variable, never a key); the
+    /// key may come as the secret file `CREDENTIALS-KEY`.
+    #[test]
+    fn credentials_keys_and_captcha_settings_are_checked_at_start() {
+        let cfg = Config::from_vars(vars(&[("DATABASE_URL", "postgres://u@h/d")])).unwrap();
+        assert!(cfg.credentials.key.is_none(), "absent: not configured");
+        assert_eq!(cfg.captcha.timeout_ms, 3_000);
+        let key = crate::credentials::seal::generate_key().unwrap();
+        let e = err_of(&[("CREDENTIALS_KEY", "dG9vIHNob3J0")]);
+        assert!(e.contains("CREDENTIALS_KEY decodes to 9 bytes, not 32"), "{e}");
+        let e = err_of(&[("CREDENTIALS_KEYS_RETIRED", &key)]);
+        assert!(e.contains("CREDENTIALS_KEYS_RETIRED is set without CREDENTIALS_KEY"), "{e}");
+        assert!(!e.contains(&key), "{e}");
+        let e = err_of(&[("CREDENTIALS_KEY", &key), ("CREDENTIALS_KEYS_RETIRED", "x")]);
+        assert!(e.contains("CREDENTIALS_KEYS_RETIRED entry 1 is not base64"), "{e}");
+        let e = err_of(&[("CAPTCHA_VERIFY_URL", "siteverify")]);
+        assert!(e.contains("CAPTCHA_VERIFY_URL must be"), "{e}");
+        let e = err_of(&[("CAPTCHA_TIMEOUT_MS", "15000")]);
+        assert!(e.contains("CAPTCHA_TIMEOUT_MS must be"), "{e}");
+        let dir = std::env::temp_dir().join(format!("engage-creds-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("CREDENTIALS-KEY"), format!("{key}\n")).unwrap();
+        let cfg = Config::from_vars(vars(&[
+            ("DATABASE_URL", "postgres://u@h/d"),
+            ("CONFIG_FOLDERS", dir.to_str().unwrap()),
+        ]));
+        std::fs::remove_dir_all(&dir).unwrap();
+        let cfg = cfg.unwrap();
+        assert_eq!(cfg.credentials.key.unwrap().expose_secret(), key);
     }
 
     #[test]

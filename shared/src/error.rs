@@ -126,6 +126,20 @@ impl From<tokio_postgres::Error> for Error {
                     "text may not contain the NUL character (\\u0000); remove it and retry",
                 )
             }
+            // Two concurrent PUTs pooling the same number in two groups: the second statement
+            // fails on the number's key (docs/call-in.md#groups).
+            Some(code)
+                if code == &SqlState::UNIQUE_VIOLATION
+                    && e.as_db_error().and_then(|d| d.constraint())
+                        == Some("call_in_numbers_pkey") =>
+            {
+                // The detail names the number: `Key (number)=(+1…) already exists.`
+                let detail = e.as_db_error().and_then(|d| d.detail()).unwrap_or_default();
+                Self::conflict(format!(
+                    "an inbound number of this group is already in another Click-To-Call-In \
+                     group (a number belongs to one group only): {detail}"
+                ))
+            }
             _ => Self::Internal(e.into()),
         }
     }

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod aws_secrets;
 pub mod cache;
 pub mod config;
+pub mod credentials;
 pub mod db;
 pub mod error;
 pub mod metrics;

@@ -34,6 +34,9 @@ pub const REDIS_WRITE_FAILED: &str = "engage_redis_write_failed_total";
 pub const THROTTLE_FAIL_OPEN: &str = "engage_throttle_fail_open_total";
 /// Requests refused by the per-API-key request rate limit of the public port.
 pub const API_KEY_RATE_LIMITED: &str = "engage_api_key_rate_limited_total";
+/// Requests of keys over their free allowance decided on the replica's own limit because the
+/// service Redis failed or was slow (docs/throttling.md#request-rate-per-api-key).
+pub const API_KEY_RATE_LOCAL_ONLY: &str = "engage_api_key_rate_local_only_total";
 /// API-key lookups in PostgreSQL (key-cache misses; docs/abuse.md).
 pub const API_KEY_LOOKUPS: &str = "engage_api_key_lookups_total";
 /// Requests refused for an unknown, revoked or malformed API key (401 or 429).

@@ -1,5 +1,5 @@
 //! [`Resources`]: the handles every long-running Engage process shares (configuration,
-//! PostgreSQL pool, service Redis, voice Redis, key layout), built in one place for the API
+//! PostgreSQL pool, service Redis, voice Redis, key layout, credentials vault), built in one place for the API
 //! state (`shared::http::AppState`) and the dispatcher (`worker::Worker`), so the two build
 //! them alike and `engage serve --with-worker` can hand the API's own handles to the worker.
 
@@ -9,6 +9,7 @@ use deadpool_postgres::Pool;
 
 use crate::{
     config::Config,
+    credentials::Vault,
     db,
     redis::{self, Keys, RedisHandle},
 };
@@ -26,6 +27,9 @@ pub struct Resources {
     pub voice: RedisHandle,
     /// Key layout of the service Redis (`REDIS_PREFIX`, `REDIS_SCHEDULE_SHARDS`).
     pub keys: Keys,
+    /// Per-tenant third-party credentials, decrypted on read (`CREDENTIALS_KEY`; cached
+    /// `CACHE_TTL_MS`): `vault.fcm(&db, tenant)`, `vault.captcha(..)`, `vault.gws(..)`.
+    pub vault: Vault,
 }
 
 impl Resources {
@@ -37,6 +41,10 @@ impl Resources {
         let redis = redis::service(&cfg.redis)?;
         let voice = redis::voice(&cfg)?;
         let keys = Keys::new(&cfg.redis.prefix, cfg.redis.schedule_shards);
+        let vault = Vault::new(
+            &cfg.credentials,
+            Duration::from_millis(cfg.http.cache_ttl_ms),
+        )?;
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(check_tls_at_start(redis.clone(), voice.clone()));
         }
@@ -46,6 +54,7 @@ impl Resources {
             redis,
             voice,
             keys,
+            vault,
         })
     }
 }

@@ -114,6 +114,8 @@ admin services/demo-immediate '{"scheduled_enabled": false, "route_point": "5000
   "reject_out_of_hours": false, "throttle_per_number_24h": 0, "in_queue_checking": false}'
 admin services/demo-scheduled '{"immediate_enabled": false, "route_point": "5001",
   "business_hours": "contract-hours", "capacity_rule": "contract-capacity", "max_days_ahead": 30}'
+admin call-in-groups/demo-call-in '{"numbers": ["+16505550190", "+16505550191", "+16505550192",
+  "+16505550193", "+16505550194"], "access_codes": true, "code_length": 6, "lifetime_seconds": 30}'
 
 # Desired times the fuzzer draws often (schemathesis.toml): the next weekdays inside the
 # scheduled service's hours (14:00 to 22:00 UTC is 09:00 to 17:00 or 10:00 to 18:00 in New York).

@@ -153,6 +153,9 @@ impl TestEnv {
         ] {
             vars.insert(k.to_string(), v.to_string());
         }
+        // Every environment has its own credentials key (docs/credentials.md), never committed.
+        let key = shared::credentials::seal::generate_key().expect("random credentials key");
+        vars.insert("CREDENTIALS_KEY".into(), key);
         vars.insert("DB_SCHEMA".into(), id.clone());
         vars.insert("REDIS_PREFIX".into(), id.clone());
         vars.insert("VOICE_STREAM".into(), format!("{id}:NewCallbackStream"));

@@ -7,7 +7,8 @@
 //!   COMPLETED/FAIL_TIMEOUT_TTL (and owe a cancel to the voice platform);
 //! - gauges: `ges_monitor_size` by type;
 //! - retention: finished callbacks (and their events) 14 days past their desired time are
-//!   deleted in small batches with their Redis traces, plus expired idempotency keys;
+//!   deleted in small batches with their Redis traces, plus expired idempotency keys and
+//!   Click-To-Call-In requests that ended as long ago;
 //!   unfinished ones past the window are first ended like an expiry (control entry owed), so
 //!   retention never deletes a callback that is still waiting or in the voice platform's hands.
 
@@ -195,6 +196,9 @@ pub async fn retention(w: &Worker, stop: &CancellationToken) -> Result<usize> {
     }
     let client = w.db.get().await?;
     dispatch::purge_idempotency_keys(&client).await?;
+    // Click-To-Call-In requests that ended (matched, or expired) as long ago as finished
+    // callbacks are kept (docs/call-in.md#retention).
+    shared::db::call_in::purge(&client, days, 20 * BATCH).await?;
     shared::db::slots::purge_past(
         &client,
         jiff::Timestamp::now() - jiff::SignedDuration::from_hours(24),

@@ -1,10 +1,14 @@
 //! The internal admin API under `/ges/v1/tenants`: tenants, API keys, callback services,
 //! business hours and capacity rules, the Designer publish of CALLBACK_SETTINGS, number rules,
-//! CORS origins, the GMS surface's Basic credentials, the admin UI's users (`ui::users`).
+//! CORS origins, the GMS surface's Basic credentials, Click-To-Call-In groups, the admin UI's
+//! users (`ui::users`), and the tenant's callbacks (list, search, export, cancel, reschedule:
+//! [`callbacks`], docs/admin-queries.md).
 //! Every route requires `Authorization: Bearer $ADMIN_TOKEN`.
 
 pub mod api_errors;
 pub mod api_keys;
+pub mod call_in_groups;
+pub mod callbacks;
 pub mod cors;
 pub mod gms_credentials;
 pub mod number_rules;
@@ -30,4 +34,6 @@ pub fn router() -> Router<AppState> {
         .merge(cors::router())
         .merge(gms_credentials::router())
         .merge(crate::ui::users::router())
+        .merge(callbacks::router())
+        .merge(call_in_groups::router())
 }

@@ -40,7 +40,7 @@ impl AdminKind for CapacityKind {
 
 /// The body without the fields a GET adds (`name`, `version`, `updatedAt`), so a fetched rule
 /// can be PUT back unchanged; a `name` other than the URL's is refused.
-fn without_shown_fields(name: &str, mut body: Value) -> ApiResult<Value> {
+pub(crate) fn without_shown_fields(name: &str, mut body: Value) -> ApiResult<Value> {
     if let Some(obj) = body.as_object_mut() {
         if let Some(n) = obj.remove("name")
             && n.as_str() != Some(name)

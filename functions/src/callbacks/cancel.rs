@@ -83,6 +83,61 @@ pub async fn cancel(
     }
 }
 
+/// One callback's outcome in a bulk cancel (the GMS surface's and the admin API's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Cancelled now.
+    Cancelled,
+    /// Unknown, or another tenant's.
+    NotFound(String),
+    /// Not a callback id at all.
+    InvalidId,
+    /// Completed, or with an agent.
+    NotCancellable(String),
+    /// Not cancelled (or, the message says, maybe): retry.
+    Unavailable(String),
+    /// An unexpected failure (logged).
+    Failed,
+}
+
+impl Outcome {
+    /// The outcome's name in bulk answers.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Cancelled => "CANCELLED",
+            Self::NotFound(_) => "NOT_FOUND",
+            Self::InvalidId => "INVALID_ID",
+            Self::NotCancellable(_) => "NOT_CANCELLABLE",
+            Self::Unavailable(_) => "UNAVAILABLE",
+            Self::Failed => "ERROR",
+        }
+    }
+
+    /// Why it was not cancelled.
+    pub fn message(&self) -> Option<String> {
+        match self {
+            Self::Cancelled => None,
+            Self::InvalidId => Some("not a callback id (a UUID)".into()),
+            Self::Failed => Some("internal error".into()),
+            Self::NotFound(m) | Self::NotCancellable(m) | Self::Unavailable(m) => Some(m.clone()),
+        }
+    }
+}
+
+/// [`cancel`] of one callback of a bulk cancel, its error folded into an [`Outcome`].
+pub async fn cancel_counted(state: &AppState, tenant: &str, id: Uuid) -> Outcome {
+    match cancel(state, tenant, id, None).await {
+        Ok(()) => Outcome::Cancelled,
+        Err(shared::Error::NotFound(_)) => Outcome::NotFound(format!("no callback {id}")),
+        Err(shared::Error::Invalid(m)) => Outcome::NotCancellable(m),
+        Err(shared::Error::Unavailable { message, .. }) => Outcome::Unavailable(message),
+        Err(other) => {
+            tracing::error!(callback.id = %id, error = %other, "bulk cancel failed");
+            Outcome::Failed
+        }
+    }
+}
+
 /// Which callbacks a cancel may touch: the tenant's, and of one service when given.
 struct Scope {
     tenant: String,

@@ -121,6 +121,30 @@ impl Change {
 }
 
 impl Change {
+    /// The change of a v3 extension body (and the admin API's): the new desired time, and
+    /// `userData` keys to set (any value) or remove (`null`).
+    pub fn from_v3(desired_time: Option<Timestamp>, user_data: Option<Value>) -> Result<Self> {
+        let mut change = Self {
+            desired_time,
+            ..Self::default()
+        };
+        match user_data {
+            None | Some(Value::Null) => {}
+            Some(Value::Object(m)) => {
+                for (k, v) in m {
+                    match v {
+                        Value::Null => change.remove.push(k),
+                        v => {
+                            change.set.insert(k, v);
+                        }
+                    }
+                }
+            }
+            Some(_) => return Err(Error::invalid("userData must be a JSON object")),
+        }
+        Ok(change)
+    }
+
     /// The change a GMS `PUT …/callback/{service}/{id}` body asks for (docs/gms.md#reschedule-and-update):
     /// `_new_desired_time` or `_desired_time` (equal when both) moves it; other keys without a
     /// leading `_` set a property, `""` removes it; other `_` keys are ignored.
@@ -161,24 +185,12 @@ async fn handler(
     Json(body): Json<RescheduleParms>,
 ) -> ApiResult<Envelope<RescheduledData>> {
     let id = CallbackIdParms { id: body.id }.parse()?;
-    let mut change = Change::default();
-    if let Some(t) = body.desired_time.as_deref().map(str::trim) {
-        change.desired_time = Some(parse_time("desiredTime", t)?);
-    }
-    match body.user_data {
-        None | Some(Value::Null) => {}
-        Some(Value::Object(m)) => {
-            for (k, v) in m {
-                match v {
-                    Value::Null => change.remove.push(k),
-                    v => {
-                        change.set.insert(k, v);
-                    }
-                }
-            }
-        }
-        Some(_) => return Err(Error::invalid("userData must be a JSON object").into()),
-    }
+    let time = body
+        .desired_time
+        .as_deref()
+        .map(|t| parse_time("desiredTime", t.trim()))
+        .transpose()?;
+    let change = Change::from_v3(time, body.user_data)?;
     let done = reschedule(&state, &tenant, id, change).await?;
     Ok(Envelope::ok(RescheduledData {
         id: id.to_string(),

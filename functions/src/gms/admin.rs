@@ -195,26 +195,17 @@ async fn cancel_one(state: &AppState, tenant: &str, given: &Value) -> Value {
         other => Value::String(other.to_string().chars().take(64).collect()),
     };
     let Some(id) = given.as_str().and_then(|s| Uuid::parse_str(s.trim()).ok()) else {
-        let message = "not a callback id (a UUID)";
-        return json!({"id": shown, "outcome": "INVALID_ID", "message": message});
+        let done = cancel::Outcome::InvalidId;
+        return json!({"id": shown, "outcome": done.name(), "message": done.message()});
     };
-    let (outcome, message) = match cancel::cancel(state, tenant, id, None).await {
-        Ok(()) => ("CANCELLED", None),
-        Err(Error::NotFound(_)) => ("NOT_FOUND", Some(format!("no callback {id}"))),
-        Err(Error::Invalid(m)) => ("NOT_CANCELLABLE", Some(m)),
-        Err(Error::Unavailable { message, .. }) => ("UNAVAILABLE", Some(message)),
-        Err(other) => {
-            tracing::error!(callback.id = %id, error = %other, "bulk cancel failed");
-            ("ERROR", Some("internal error".to_string()))
-        }
-    };
-    let mut out = json!({"id": id.to_string(), "outcome": outcome});
-    if outcome == "CANCELLED" {
+    let done = cancel::cancel_counted(state, tenant, id).await;
+    let mut out = json!({"id": id.to_string(), "outcome": done.name()});
+    if let Some(m) = done.message() {
+        out["message"] = json!(m);
+    }
+    if done == cancel::Outcome::Cancelled {
         out["_callback_state"] = json!("COMPLETED");
         out["_callback_reason"] = json!("CANCELLED");
-    }
-    if let Some(m) = message {
-        out["message"] = json!(m);
     }
     out
 }

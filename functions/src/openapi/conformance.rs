@@ -15,12 +15,14 @@ use shared::{
         CallbackState,
         attrs::CallbackAttrs,
         availability::{Availabilities, OpenFor, SlotOut},
+        call_in::CallInRequestsParms,
         callback::{Callback, CallbackIdParms, CompletionReason, CreateCallbackParms, PushTarget},
         ewt::{EstimatedWaitTime, QueueStatus},
     },
 };
 
 use super::{document, schemas};
+use crate::call_in::create::CallInRequest;
 use crate::callbacks::{
     cancel::CancelledData,
     create::Created,
@@ -92,6 +94,10 @@ fn request_schemas_name_exactly_the_fields_read() {
         properties("CallbackIdParms")
     );
     assert_eq!(read_fields::<PushTarget>(), properties("PushTarget"));
+    assert_eq!(
+        read_fields::<CallInRequestsParms>(),
+        properties("CallInRequestsParms")
+    );
     assert_eq!(
         read_fields::<RescheduleParms>(),
         properties("RescheduleCallbackParms")
@@ -192,6 +198,20 @@ fn response_schemas_name_exactly_the_fields_written() {
         desired_time: Some("2030-05-28T15:30:00.000Z".into()),
     };
     assert_eq!(keys(&moved), properties("RescheduleCallbackData"));
+    assert_eq!(keys(&full_call_in()), properties("CallInRequest"));
+}
+
+/// A `CallInRequest` with every field set.
+fn full_call_in() -> CallInRequest {
+    CallInRequest {
+        id: uuid::Uuid::now_v7().to_string(),
+        to_phone_number: "+16505550100".into(),
+        group_name: "Support".into(),
+        expiration_time: 1_900_000_000_000,
+        access_code: Some(4321),
+        from_phone_number: Some("+14155550100".into()),
+        callback_service_id: Some(uuid::Uuid::now_v7().to_string()),
+    }
 }
 
 /// Each state and reason once (a new variant fails to compile here until it is listed).
@@ -405,6 +425,16 @@ fn real_answers_fit_their_operations() {
     ];
     for (path, method, data) in cases {
         check(&ok(data), &answer(path, method, 200), path).unwrap();
+    }
+    let bare_call_in = CallInRequest {
+        access_code: None,
+        from_phone_number: None,
+        callback_service_id: None,
+        ..full_call_in()
+    };
+    for c in [full_call_in(), bare_call_in] {
+        let path = "/engagement/v3/call-in/requests/create";
+        check(&ok(v(&c)), &answer(path, "post", 200), path).unwrap();
     }
     let bare = Callback {
         callback_reason: None,

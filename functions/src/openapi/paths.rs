@@ -134,6 +134,8 @@ pub(super) fn all() -> Value {
             json!([path_param("queue", "callback service (virtual queue) name", "demo-immediate")]),
             r("QueueStatus"), &[(400, "unknown service")])},
       "/engagement/v3/estimated-wait-time": {"get": estimated_wait_time()},
+      "/engagement/v3/call-in/requests/create": {"post": post("Click-To-Call-In: an inbound number (and access code) to call before expirationTime", "callInRequests", "CallInRequestsParms",
+            r("CallInRequest"), &[(400, "groupName missing or not a Click-To-Call-In group of this tenant, or a malformed fromPhoneNumber, userData (an object of at most 16 KB) or callbackServiceId (a callback of this tenant)")])},
       "/engagement/v3/openapi.json": {"get": {"summary": "This document", "operationId": "openapi", "security": [],
             "responses": {
               "200": {"description": "OpenAPI 3.0 document", "headers": {}, "content": {"application/json": {"schema":

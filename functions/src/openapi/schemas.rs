@@ -64,6 +64,8 @@ pub(super) fn all() -> Value {
         ("QueueStatus", queue_status()),
         ("EstimatedWaitTime", estimated_wait_time()),
         ("ProposedSlots", proposed_slots()),
+        ("CallInRequestsParms", call_in_parms()),
+        ("CallInRequest", call_in_request()),
     ] {
         schemas[name] = schema;
     }
@@ -236,4 +238,38 @@ fn proposed_slots() -> Value {
         "description": "`data` of a 429 for a full slot (`ProposedSlots` in the published clients)",
         "properties": {"slots": {"type": "object", "description": "open slots near the one asked for: slot start (UTC) → places left, as text (`HashData`)",
             "additionalProperties": {"type": "string", "pattern": "^[0-9]+$"}}}})
+}
+
+/// `CallInRequestsParms` (docs/call-in.md#create).
+fn call_in_parms() -> Value {
+    let nullable = |t: Value| {
+        let mut t = t;
+        t["nullable"] = json!(true);
+        t
+    };
+    json!({"type": "object", "required": ["groupName"],
+      "example": {"groupName": "Support", "fromPhoneNumber": "+16505550100", "userData": {"orderId": "A-17"}},
+      "properties": {
+        "groupName": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[^/\\u0000-\\u001f\\u007f-\\u009f]*$",
+            "description": "a Click-To-Call-In group of the tenant"},
+        "fromPhoneNumber": nullable(json!({"type": "string", "maxLength": MAX_PHONE,
+            "description": "the number the customer will call from; the match then requires it"})),
+        "userData": nullable(json!({"type": "object", "additionalProperties": true,
+            "description": "handed to the voice platform with the match; keys must be JavaScript identifiers (others are dropped); at most 16 KB of JSON"})),
+        "callbackServiceId": nullable(json!({"type": "string", "format": "uuid",
+            "description": "a callback of the tenant to link"}))}})
+}
+
+/// `CallInRequest` as create answers it.
+fn call_in_request() -> Value {
+    json!({"type": "object", "additionalProperties": false,
+      "required": ["id", "toPhoneNumber", "groupName", "expirationTime"], "properties": {
+        "id": {"type": "string", "format": "uuid", "description": "the request's id (a UUIDv7)"},
+        "toPhoneNumber": {"type": "string", "description": "the number to dial (E.164)"},
+        "groupName": {"type": "string"},
+        "expirationTime": {"type": "integer", "description": "epoch milliseconds after which the number no longer matches"},
+        "accessCode": {"type": "integer", "minimum": 1000, "maximum": 99_999_999,
+            "description": "the code to key in (groups with access codes; never starts with 0)"},
+        "fromPhoneNumber": {"type": "string", "description": "the caller's number (E.164), when given"},
+        "callbackServiceId": {"type": "string", "format": "uuid", "description": "the linked callback, when given"}}})
 }

@@ -83,7 +83,7 @@ pub struct EventResult {
 /// route refuse to start without one, `Config::require_ors_events_token`).
 /// The voice platform, authenticated by its bearer token. An extractor, listed before the body
 /// and path, so an unauthenticated caller learns nothing from how its body or id is read.
-struct OrsCaller;
+pub(crate) struct OrsCaller;
 
 impl FromRequestParts<AppState> for OrsCaller {
     type Rejection = ApiError;

@@ -17,6 +17,9 @@ pub enum ApiError {
     /// 401: no or unknown credentials.
     #[error("{0}")]
     Unauthorized(String),
+    /// 403: known credentials without the right to this operation (a role's limits).
+    #[error("{0}")]
+    Forbidden(String),
     /// 404: no such resource for this tenant.
     #[error("{0}")]
     NotFound(String),
@@ -67,6 +70,10 @@ impl ApiError {
     pub fn not_found(msg: impl Into<String>) -> Self {
         Self::NotFound(msg.into())
     }
+    /// 403 with a message.
+    pub fn forbidden(msg: impl Into<String>) -> Self {
+        Self::Forbidden(msg.into())
+    }
     /// 409 with a message.
     pub fn conflict(msg: impl Into<String>) -> Self {
         Self::Conflict(msg.into())
@@ -92,6 +99,7 @@ impl ApiError {
         match self {
             Self::BadRequest(_) => 400,
             Self::Unauthorized(_) => 401,
+            Self::Forbidden(_) => 403,
             Self::NotFound(_) => 404,
             Self::MethodNotAllowed(_) => 405,
             Self::Conflict(_) => 409,

@@ -25,11 +25,13 @@ use governor::{
     DefaultKeyedRateLimiter, Quota, RateLimiter,
     clock::{Clock, DefaultClock},
 };
+use shared::redis::{Keys, RedisHandle};
 use tower_http::catch_panic::CatchPanicLayer;
 
 use super::{
     envelope::{ANSWER_MARGIN, CTX, RequestCtx, new_corr_id},
     errors::{ErrorMessage, ErrorSink},
+    key_rate::{FleetRate, Verdict},
 };
 use crate::db::api_errors::FailedCallRecord;
 use crate::{http::ApiError, metrics};
@@ -43,12 +45,25 @@ pub enum Exposure {
     Internal,
 }
 
-/// Applies the whole stack to a router; failed calls of known tenants go to `errors`.
+/// Applies the whole stack to a router; failed calls of known tenants go to `errors`. The
+/// per-API-key rate applies per replica only; see [`stack_with_fleet`].
 pub fn stack(
     router: Router,
     exposure: Exposure,
     http: &crate::config::HttpConfig,
     errors: ErrorSink,
+) -> Router {
+    stack_with_fleet(router, exposure, http, errors, None)
+}
+
+/// [`stack`], with the per-API-key rate held across replicas on the service Redis (`fleet`:
+/// its handle and key layout; the external port of the serving binaries).
+pub fn stack_with_fleet(
+    router: Router,
+    exposure: Exposure,
+    http: &crate::config::HttpConfig,
+    errors: ErrorSink,
+    fleet: Option<(RedisHandle, Keys)>,
 ) -> Router {
     let limit = match exposure {
         Exposure::External => http.external_body_limit,
@@ -69,7 +84,7 @@ pub fn stack(
         }));
     if exposure == Exposure::External {
         router = router.layer(middleware::from_fn(reject_ccid_headers));
-        if let Some(limiter) = KeyRate::new(http) {
+        if let Some(limiter) = KeyRate::new(http, fleet) {
             let limiter = Arc::new(limiter);
             router = router.layer(middleware::from_fn(move |req: Request, next: Next| {
                 api_key_rate(limiter.clone(), req, next)
@@ -282,11 +297,11 @@ async fn reject_ccid_headers(req: Request, next: Next) -> Response {
 }
 
 /// The per-API-key request rate of the public port (`API_KEY_RATE_PER_SECOND`,
-/// `API_KEY_BURST`). In-process by design: each replica allows the rate on its own, so the
-/// effective ceiling is the rate times the replica count. It guards a process against one
-/// noisy key; the exact business limits are the Redis throttles of create.
+/// `API_KEY_BURST`): each replica applies it on its own (`limiter`), and with `fleet` the
+/// replicas together hold it too, with a bounded overshoot (docs/throttling.md).
 struct KeyRate {
     limiter: DefaultKeyedRateLimiter<u64>,
+    fleet: Option<FleetRate>,
     /// Keys are hashed with a per-process random key: fixed-size entries, no raw keys kept.
     hasher: RandomState,
     rate: u32,
@@ -298,11 +313,12 @@ struct KeyRate {
 const KEY_RATE_SWEEP_EVERY: u64 = 4096;
 
 impl KeyRate {
-    fn new(http: &crate::config::HttpConfig) -> Option<Self> {
+    fn new(http: &crate::config::HttpConfig, fleet: Option<(RedisHandle, Keys)>) -> Option<Self> {
         let rate = NonZeroU32::new(http.api_key_rate_per_second)?;
         let burst = NonZeroU32::new(http.api_key_burst).unwrap_or(rate);
         Some(Self {
             limiter: RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst)),
+            fleet: fleet.map(|(redis, keys)| FleetRate::new(redis, keys, rate, burst)),
             hasher: RandomState::new(),
             rate: rate.get(),
             burst: burst.get(),
@@ -320,26 +336,41 @@ async fn api_key_rate(limits: Arc<KeyRate>, req: Request, next: Next) -> Respons
             .is_multiple_of(KEY_RATE_SWEEP_EVERY)
         {
             limits.limiter.retain_recent();
+            if let Some(f) = &limits.fleet {
+                f.sweep();
+            }
         }
         let hashed = limits.hasher.hash_one(key.as_bytes());
         if let Err(not_until) = limits.limiter.check_key(&hashed) {
             let wait = not_until.wait_time_from(DefaultClock::default().now());
-            ::metrics::counter!(metrics::API_KEY_RATE_LIMITED).increment(1);
-            return ApiError::TooManyRequests {
-                message: format!(
-                    "request rate limit reached: {} requests per second per API key (bursts of {}); \
-                     retry after {} ms",
-                    limits.rate,
-                    limits.burst,
-                    wait.as_millis().max(1)
-                ),
-                data: None,
-                retry_after_s: Some(wait.as_secs_f64().ceil().max(1.0) as u64),
-            }
-            .into_response();
+            return limits.refuse(wait);
+        }
+        if let Some(f) = &limits.fleet
+            && let Verdict::Wait(wait) = f.check(hashed, key.as_bytes()).await
+        {
+            return limits.refuse(wait);
         }
     }
     next.run(req).await
+}
+
+impl KeyRate {
+    /// 429 with the wait in the message and in `Retry-After` (whole seconds, rounded up).
+    fn refuse(&self, wait: Duration) -> Response {
+        ::metrics::counter!(metrics::API_KEY_RATE_LIMITED).increment(1);
+        ApiError::TooManyRequests {
+            message: format!(
+                "request rate limit reached: {} requests per second per API key (bursts of {}); \
+                 retry after {} ms",
+                self.rate,
+                self.burst,
+                wait.as_millis().max(1)
+            ),
+            data: None,
+            retry_after_s: Some(wait.as_secs_f64().ceil().max(1.0) as u64),
+        }
+        .into_response()
+    }
 }
 
 fn on_panic(_: Box<dyn std::any::Any + Send + 'static>) -> Response {

@@ -9,6 +9,7 @@ pub mod cors;
 pub mod envelope;
 pub mod errors;
 pub mod extract;
+pub mod key_rate;
 pub mod middleware;
 pub mod serve;
 pub mod state;

@@ -27,14 +27,15 @@ pub const READ_TIMEOUT_MS: u32 = 5_000;
 
 type Param = Box<dyn ToSql + Sync + Send>;
 
-/// A statement being built: conditions joined by AND, and their bound values.
-struct Select {
-    conditions: Vec<String>,
+/// A statement being built: conditions joined by AND, and their bound values (the admin
+/// callback reads build on it too: `super::admin_query`).
+pub(crate) struct Select {
+    pub(crate) conditions: Vec<String>,
     params: Vec<Param>,
 }
 
 impl Select {
-    fn new(tenant: &str) -> Self {
+    pub(crate) fn new(tenant: &str) -> Self {
         Self {
             conditions: vec!["c.tenant_id = $1".into()],
             params: vec![Box::new(tenant.to_string())],
@@ -42,13 +43,13 @@ impl Select {
     }
 
     /// Binds `value`, answering its placeholder (`$n`).
-    fn bind(&mut self, value: impl ToSql + Sync + Send + 'static) -> String {
+    pub(crate) fn bind(&mut self, value: impl ToSql + Sync + Send + 'static) -> String {
         self.params.push(Box::new(value));
         format!("${}", self.params.len())
     }
 
     /// `SELECT … WHERE <conditions> ORDER BY <order> LIMIT max`.
-    fn sql(&mut self, order: &str, max: usize) -> String {
+    pub(crate) fn sql(&mut self, order: &str, max: usize) -> String {
         let limit = self.bind(i64::try_from(max).unwrap_or(i64::MAX));
         format!(
             "SELECT {COLUMNS} FROM callbacks c WHERE {} ORDER BY {order} LIMIT {limit}",
@@ -96,11 +97,22 @@ impl Select {
         }
     }
 
-    async fn run(
+    pub(crate) async fn run(
         self,
         db: &mut deadpool_postgres::Object,
         sql: &str,
     ) -> Result<Vec<StoredCallback>, Error> {
+        let rows = self.rows(db, sql).await?;
+        rows.iter().map(StoredCallback::from_row).collect()
+    }
+
+    /// Runs `sql` with the bound values under the statement timeout, in a transaction of its
+    /// own (rolled back: it only reads).
+    pub(crate) async fn rows(
+        self,
+        db: &mut deadpool_postgres::Object,
+        sql: &str,
+    ) -> Result<Vec<tokio_postgres::Row>, Error> {
         let params: Vec<&(dyn ToSql + Sync)> = self
             .params
             .iter()
@@ -111,7 +123,7 @@ impl Select {
             .await?;
         let rows = tx.query(sql, &params).await.map_err(timed_out)?;
         tx.rollback().await?;
-        rows.iter().map(StoredCallback::from_row).collect()
+        Ok(rows)
     }
 }
 
@@ -127,7 +139,7 @@ fn timed_out(e: tokio_postgres::Error) -> Error {
     e.into()
 }
 
-fn state_names(states: &[CallbackState]) -> Vec<String> {
+pub(crate) fn state_names(states: &[CallbackState]) -> Vec<String> {
     states.iter().map(|s| s.as_str().to_string()).collect()
 }
 

@@ -5,10 +5,13 @@
 //! `&Client` (pooled connection or transaction) and return [`crate::Error`] on failure, so
 //! connection loss maps to 503 everywhere the same way.
 
+pub mod admin_query;
 pub mod api_errors;
 pub mod api_keys;
 pub mod batch;
+pub mod call_in;
 pub mod callbacks;
+pub mod credentials;
 pub mod dispatch;
 pub mod events;
 pub mod gms;

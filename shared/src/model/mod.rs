@@ -4,8 +4,10 @@
 //! CALLBACK_SETTINGS column names (snake_case, docs/decisions.md#service-settings). Parsing
 //! functions here turn untrusted input into validated values ("parse, don't validate").
 
+pub mod admin_query;
 pub mod attrs;
 pub mod availability;
+pub mod call_in;
 pub mod callback;
 pub mod capacity;
 pub mod designer;

@@ -65,6 +65,19 @@ impl Keys {
         format!("{}:done", self.queue(tenant, service))
     }
 
+    /// Dispatch pacing of a tenant (HASH, one script's key): `~o` the tenant cap's arrival
+    /// time, `s:<service>` each service's, `s:<service>~h` its placement horizon
+    /// (docs/pacing.md).
+    pub fn pace(&self, tenant: &str) -> String {
+        format!("{{{}:pace:{tenant}}}", self.prefix)
+    }
+
+    /// Request rate of one API key across replicas (HASH; `hash` is a digest of the key, never
+    /// the key itself).
+    pub fn key_rate(&self, hash: &str) -> String {
+        format!("{{{}:akr:{hash}}}", self.prefix)
+    }
+
     /// Any other key under the prefix.
     pub fn key(&self, rest: &str) -> String {
         format!("{}:{rest}", self.prefix)

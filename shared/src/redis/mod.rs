@@ -5,6 +5,7 @@
 //! lazy: a process starts and serves while Redis is down, and reconnects by itself.
 
 pub mod keys;
+pub mod pace;
 pub mod queue;
 pub mod schedule;
 pub mod throttle;

@@ -976,6 +976,7 @@ const FUNCTIONS: &[(&str, bool)] = &[
     ("open-for", true),
     ("queue-status", true),
     ("estimated-wait-time", true),
+    ("call-in", true),
     ("admin", false),
     ("callback-settings", false),
     ("ors-events", false),

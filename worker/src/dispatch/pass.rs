@@ -26,7 +26,7 @@ use super::settle::Ledger;
 use crate::{
     Backoff, Worker, claim, entry,
     error::Cause,
-    pacing::{NotNow, Pacer},
+    pacing::{Ask, Pacer},
 };
 
 /// Due entries whose row says otherwise by more than this are moved to the row's time.
@@ -134,7 +134,8 @@ async fn work(
             return Err(PassError::Load(e));
         }
     };
-    let ready = triage(&ids, &rows, now_ms, pacer, ledger);
+    let ready = triage(&ids, &rows, now_ms, ledger);
+    let ready = pace(w, conn, now_ms, (pacer, ledger), ready).await;
     if ready.is_empty() {
         return Ok(());
     }
@@ -157,18 +158,15 @@ async fn load(w: &Worker, ids: &[Uuid]) -> Result<Vec<DueCallback>, shared::Erro
 }
 
 /// Sorts the claimed rows: no longer pending → released; moved later → handed back at the
-/// row's time; held by pacing → handed back when it may go; the rest are ready.
+/// row's time; the rest may go as far as pacing lets them.
 fn triage<'a>(
     ids: &[Uuid],
     rows: &'a [DueCallback],
     now_ms: i64,
-    pacer: &mut Pacer,
     ledger: &mut Ledger,
 ) -> Vec<Ready<'a>> {
     let by_id: HashMap<Uuid, &DueCallback> = rows.iter().map(|r| (r.id, r)).collect();
     let mut ready = Vec::new();
-    // Per service: how many were paced already in this pass (spaces them by the rate).
-    let mut deferred: HashMap<(&str, &str), u32> = HashMap::new();
     for id in ids {
         // Purged, cancelled, submitted, or moved on.
         let Some(cb) = by_id.get(id).copied().filter(|cb| cb.pending()) else {
@@ -181,27 +179,56 @@ fn triage<'a>(
             continue;
         }
         let settings = cb.settings.clone().unwrap_or_default();
-        match pacer.admit(&cb.tenant, &cb.service, settings.dispatch_rate_per_second) {
-            Ok(()) => ready.push(Ready { cb, settings }),
-            Err(not_now) => {
-                let k = deferred
-                    .entry((cb.tenant.as_str(), cb.service.as_str()))
-                    .or_default();
-                ledger.hand_back(*id, now_ms + paced_delay_ms(not_now, k));
-                ::metrics::counter!(metrics::DISPATCH_PACED).increment(1);
-            }
-        }
+        ready.push(Ready { cb, settings });
     }
     ready
 }
 
-/// How long the `k`-th paced callback of a service waits; counts it.
-fn paced_delay_ms(not_now: NotNow, k: &mut u32) -> i64 {
-    let delay = not_now.wait + not_now.spacing * *k;
-    *k += 1;
-    i64::try_from(delay.as_millis())
-        .unwrap_or(i64::MAX / 2)
-        .max(1)
+/// Keeps what pacing lets go now, in claim order; hands each of the rest back to the schedule
+/// at the slot pacing gave it (docs/pacing.md).
+async fn pace<'a>(
+    w: &Worker,
+    conn: &mut RedisConn,
+    now_ms: i64,
+    (pacer, ledger): (&mut Pacer, &mut Ledger),
+    ready: Vec<Ready<'a>>,
+) -> Vec<Ready<'a>> {
+    let mut order: Vec<(&str, &str)> = Vec::new();
+    let mut asks: Vec<Ask<'_>> = Vec::new();
+    for r in &ready {
+        let key = (r.cb.tenant.as_str(), r.cb.service.as_str());
+        match order.iter().position(|k| *k == key) {
+            Some(i) => asks[i].n += 1,
+            None => {
+                order.push(key);
+                asks.push(Ask {
+                    tenant: key.0,
+                    service: key.1,
+                    rate: r.settings.dispatch_rate_per_second,
+                    n: 1,
+                });
+            }
+        }
+    }
+    let paced = pacer.admit(conn, &w.keys, now_ms, &asks).await;
+    let mut seen = vec![0u32; order.len()];
+    let mut go = Vec::with_capacity(ready.len());
+    for r in ready {
+        let key = (r.cb.tenant.as_str(), r.cb.service.as_str());
+        let Some(i) = order.iter().position(|k| *k == key) else {
+            continue;
+        };
+        let k = seen[i];
+        seen[i] += 1;
+        match k.checked_sub(paced[i].granted) {
+            None => go.push(r),
+            Some(late) => {
+                ledger.hand_back(r.cb.id, paced[i].not_now.slot(late).max(now_ms + 1));
+                ::metrics::counter!(metrics::DISPATCH_PACED).increment(1);
+            }
+        }
+    }
+    go
 }
 
 /// Hands `ready` to the voice stream in one deduplicating script; returns what it did with

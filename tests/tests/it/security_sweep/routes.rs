@@ -80,6 +80,13 @@ const FIXED: &[Route] = &[
         Both,
     ),
     r("GET", "/engagement/v3/estimated-wait-time", ApiKey, Both),
+    r(
+        "POST",
+        "/engagement/v3/call-in/requests/create",
+        ApiKey,
+        Both,
+    ),
+    r("POST", "/ges/v1/call-in/match", Ors, Internal),
     r("GET", "/engagement/v3/openapi.json", Open, Both),
     r("GET", "/ges/v1/health/live", Open, Both),
     r("GET", "/ges/v1/health/ready", Open, Both),
@@ -89,6 +96,37 @@ const FIXED: &[Route] = &[
     r("POST", "/ges/v1/tenants", Admin, Internal),
     r("GET", "/ges/v1/tenants/{ccid}", Admin, Internal),
     r("GET", "/ges/v1/tenants/{ccid}/api-errors", Admin, Internal),
+    r("GET", "/ges/v1/tenants/{ccid}/callbacks", Admin, Internal),
+    r(
+        "GET",
+        "/ges/v1/tenants/{ccid}/callbacks.csv",
+        Admin,
+        Internal,
+    ),
+    r(
+        "POST",
+        "/ges/v1/tenants/{ccid}/callbacks/bulk-cancel",
+        Admin,
+        Internal,
+    ),
+    r(
+        "GET",
+        "/ges/v1/tenants/{ccid}/callbacks/{id}",
+        Admin,
+        Internal,
+    ),
+    r(
+        "POST",
+        "/ges/v1/tenants/{ccid}/callbacks/{id}/cancel",
+        Admin,
+        Internal,
+    ),
+    r(
+        "POST",
+        "/ges/v1/tenants/{ccid}/callbacks/{id}/reschedule",
+        Admin,
+        Internal,
+    ),
     r(
         "POST",
         "/ges/v1/tenants/{ccid}/callback-settings",
@@ -189,6 +227,7 @@ const KINDS: &[&str] = &[
     "number-rules",
     "business-hours",
     "capacity-rules",
+    "call-in-groups",
 ];
 
 /// The whole list: [`FIXED`] plus, per kind, `GET …/{kind}` and `GET|PUT|DELETE …/{kind}/{name}`.

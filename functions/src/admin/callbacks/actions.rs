@@ -1,0 +1,284 @@
+//! The admin API's changes, each through the public API's domain functions:
+//! `POST …/callbacks/{id}/cancel` and `POST …/callbacks/bulk-cancel` through
+//! `callbacks::cancel::cancel` (capacity given back, the settle owed to the voice platform for a
+//! handed-off or soon-due callback: docs/voice-platform.md#cancel), `POST …/callbacks/{id}/reschedule`
+//! through `callbacks::reschedule::reschedule` (business hours, capacity, the fence of the old
+//! time's hand-off).
+//!
+//! Bulk cancel takes either `{"ids": […]}` (1 to [`MAX_IDS`]) or filters in the query string
+//! (those of the listing, at least one); `dryRun=true` answers how many would be cancelled and
+//! changes nothing. By filter, one call cancels at most [`MAX_PER_CALL`] callbacks, read in
+//! keyset batches, and stops early when its request deadline nears; `more: true` says to call
+//! again (a cancelled callback no longer matches, so each call continues where the last one
+//! ended): 100,000 matches take 100 calls (docs/admin-queries.md#bulk-cancel).
+
+use std::time::Duration;
+
+use axum::extract::State;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use shared::{
+    ApiError,
+    db::admin_query,
+    http::{ApiResult, AppState, Envelope, Json, Path, Query, extract::RawBody},
+    model::{
+        admin_query::{CallbackFilter, Sort, SortKey, parse_bulk},
+        callback::{parse_time, wire_time},
+    },
+};
+use uuid::Uuid;
+
+use super::{
+    access::{Actor, Operation},
+    callback_id, known_tenant,
+};
+use crate::callbacks::{
+    cancel::{self, Outcome},
+    reschedule,
+};
+
+/// Most ids one bulk cancel by ids takes.
+pub const MAX_IDS: usize = 1000;
+/// Most callbacks one bulk cancel by filter cancels.
+pub const MAX_PER_CALL: usize = 1000;
+/// Rows read per statement by a bulk cancel by filter.
+const BATCH: usize = 250;
+/// A bulk cancel by filter stops this long before its request's commit deadline.
+const DEADLINE_MARGIN: Duration = Duration::from_secs(4);
+/// Most failures listed in a bulk cancel by filter's answer.
+const MAX_LISTED: usize = 100;
+
+/// The answer of a one-callback change.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Changed {
+    /// The callback's id.
+    pub id: String,
+    /// Its desired time now, when a reschedule moved it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub desired_time: Option<String>,
+}
+
+/// `POST …/callbacks/{id}/cancel`.
+pub async fn cancel(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path((ccid, id)): Path<(String, String)>,
+) -> ApiResult<Envelope<Changed>> {
+    actor.may(&ccid, Operation::Change)?;
+    let id = callback_id(&id)?;
+    cancel::cancel(&state, &ccid, id, None).await?;
+    Ok(Envelope::ok(Changed {
+        id: id.to_string(),
+        desired_time: None,
+    }))
+}
+
+/// Body of `POST …/callbacks/{id}/reschedule`: as the v3 extension's, without the id.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RescheduleBody {
+    /// The new desired time (RFC 3339 with an offset).
+    pub desired_time: Option<String>,
+    /// User-data keys to set (any JSON value) or remove (`null`).
+    pub user_data: Option<Value>,
+}
+
+/// `POST …/callbacks/{id}/reschedule`.
+pub async fn reschedule(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path((ccid, id)): Path<(String, String)>,
+    Json(body): Json<RescheduleBody>,
+) -> ApiResult<Envelope<Changed>> {
+    actor.may(&ccid, Operation::Change)?;
+    let id = callback_id(&id)?;
+    let time = body
+        .desired_time
+        .as_deref()
+        .map(|t| parse_time("desiredTime", t.trim()))
+        .transpose()?;
+    let change = reschedule::Change::from_v3(time, body.user_data)?;
+    let done = reschedule::reschedule(&state, &ccid, id, change).await?;
+    Ok(Envelope::ok(Changed {
+        id: id.to_string(),
+        desired_time: done.desired_time.map(wire_time),
+    }))
+}
+
+/// One id's outcome in a bulk cancel.
+#[derive(Debug, Serialize)]
+pub struct IdOutcome {
+    /// The id as given (at most 64 characters).
+    pub id: String,
+    /// CANCELLED, NOT_FOUND, INVALID_ID, NOT_CANCELLABLE, UNAVAILABLE or ERROR.
+    pub outcome: &'static str,
+    /// Why, when not cancelled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// The answer of a bulk cancel.
+#[derive(Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BulkAnswer {
+    /// A dry run: nothing changed.
+    pub dry_run: bool,
+    /// Dry run: how many would be cancelled now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub matched: Option<i64>,
+    /// How many this call cancelled.
+    pub cancelled: usize,
+    /// By ids: every id's outcome; by filter: the ones not cancelled (at most 100).
+    pub results: Vec<IdOutcome>,
+    /// By filter: more callbacks may match; call again.
+    pub more: bool,
+}
+
+/// Body of a bulk cancel by ids.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ByIds {
+    ids: Vec<Value>,
+}
+
+/// `POST …/callbacks/bulk-cancel[?filters][&dryRun=true]` with `{"ids": […]}` or no body.
+pub async fn bulk_cancel(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(ccid): Path<String>,
+    Query(pairs): Query<Vec<(String, String)>>,
+    RawBody(body): RawBody,
+) -> ApiResult<Envelope<BulkAnswer>> {
+    actor.may(&ccid, Operation::Change)?;
+    let (filter, dry_run) = parse_bulk(&pairs)?;
+    known_tenant(&state, &ccid).await?;
+    let answer = if body.iter().all(u8::is_ascii_whitespace) {
+        if filter.is_empty() {
+            return Err(ApiError::bad_request(
+                "bulk cancel needs {\"ids\": [...]} or at least one filter parameter",
+            ));
+        }
+        by_filter(&state, &ccid, &filter, dry_run).await?
+    } else {
+        if !filter.is_empty() {
+            return Err(ApiError::bad_request(
+                "bulk cancel takes ids or filters, not both",
+            ));
+        }
+        let ByIds { ids } = shared::http::extract::parse_json(&body)?;
+        if ids.is_empty() || ids.len() > MAX_IDS {
+            return Err(ApiError::bad_request(format!(
+                "ids must be an array of 1 to {MAX_IDS} callback ids"
+            )));
+        }
+        by_ids(&state, &ccid, &ids, dry_run).await?
+    };
+    Ok(Envelope::ok(answer))
+}
+
+async fn by_ids(
+    state: &AppState,
+    tenant: &str,
+    ids: &[Value],
+    dry_run: bool,
+) -> Result<BulkAnswer, ApiError> {
+    let parsed: Vec<Option<Uuid>> = ids
+        .iter()
+        .map(|v| v.as_str().and_then(|s| Uuid::parse_str(s.trim()).ok()))
+        .collect();
+    if dry_run {
+        let mut valid: Vec<Uuid> = parsed.iter().flatten().copied().collect();
+        valid.sort();
+        valid.dedup();
+        let mut client = state.db.get().await?;
+        let matched = admin_query::count_ids(&mut client, tenant, &valid).await?;
+        return Ok(dry(matched));
+    }
+    let mut answer = BulkAnswer::default();
+    for (given, id) in ids.iter().zip(parsed) {
+        let shown = match given {
+            Value::String(s) => s.chars().take(64).collect(),
+            other => other.to_string().chars().take(64).collect(),
+        };
+        let outcome = match id {
+            Some(id) => cancel::cancel_counted(state, tenant, id).await,
+            None => Outcome::InvalidId,
+        };
+        answer.record(shown, outcome, true);
+    }
+    Ok(answer)
+}
+
+fn dry(matched: i64) -> BulkAnswer {
+    BulkAnswer {
+        dry_run: true,
+        matched: Some(matched),
+        ..BulkAnswer::default()
+    }
+}
+
+impl BulkAnswer {
+    /// Counts `outcome`; lists it when `all` or when it is a failure (up to [`MAX_LISTED`]).
+    fn record(&mut self, id: String, outcome: Outcome, all: bool) {
+        let ok = matches!(outcome, Outcome::Cancelled);
+        if ok {
+            self.cancelled += 1;
+        }
+        if all || (!ok && self.results.len() < MAX_LISTED) {
+            self.results.push(IdOutcome {
+                id,
+                outcome: outcome.name(),
+                message: outcome.message(),
+            });
+        }
+    }
+}
+
+async fn by_filter(
+    state: &AppState,
+    tenant: &str,
+    filter: &CallbackFilter,
+    dry_run: bool,
+) -> Result<BulkAnswer, ApiError> {
+    let Some(filter) = admin_query::cancellable(filter) else {
+        return Ok(if dry_run {
+            dry(0)
+        } else {
+            BulkAnswer::default()
+        });
+    };
+    let mut client = state.db.get().await?;
+    if dry_run {
+        return Ok(dry(admin_query::count(&mut client, tenant, &filter).await?));
+    }
+    drop(client);
+    let stop_at = shared::http::envelope::commit_deadline()
+        .map(|d| d - shared::http::envelope::COMMIT_GRACE - DEADLINE_MARGIN);
+    let sort = Sort {
+        key: SortKey::DesiredTime,
+        desc: false,
+    };
+    let (mut answer, mut cursor, mut done) = (BulkAnswer::default(), None, 0);
+    loop {
+        let late = stop_at.is_some_and(|t| tokio::time::Instant::now() >= t);
+        if done >= MAX_PER_CALL || late {
+            answer.more = true;
+            return Ok(answer);
+        }
+        let want = BATCH.min(MAX_PER_CALL - done);
+        client = state.db.get().await?;
+        let batch =
+            admin_query::page(&mut client, tenant, &filter, sort, cursor.as_ref(), want).await?;
+        drop(client);
+        if batch.is_empty() {
+            return Ok(answer);
+        }
+        cursor = admin_query::cursor_after(&batch, sort);
+        for cb in &batch {
+            let outcome = cancel::cancel_counted(state, tenant, cb.id).await;
+            answer.record(cb.id.to_string(), outcome, false);
+            done += 1;
+        }
+    }
+}
