@@ -438,10 +438,16 @@ pub struct CredentialsConfig {
 #[derive(Debug, Clone, Deserialize)]
 pub struct CaptchaConfig {
     /// `CAPTCHA_VERIFY_URL`: the reCAPTCHA-compatible `siteverify` endpoint.
-    #[serde(rename = "captcha_verify_url", default = "defaults::captcha_verify_url")]
+    #[serde(
+        rename = "captcha_verify_url",
+        default = "defaults::captcha_verify_url"
+    )]
     pub verify_url: String,
     /// `CAPTCHA_TIMEOUT_MS`: how long a create waits for `siteverify` before answering 503.
-    #[serde(rename = "captcha_timeout_ms", default = "defaults::captcha_timeout_ms")]
+    #[serde(
+        rename = "captcha_timeout_ms",
+        default = "defaults::captcha_timeout_ms"
+    )]
     pub timeout_ms: u64,
 }
 
@@ -831,8 +837,10 @@ impl CredentialsConfig {
                 .as_ref()
                 .is_some_and(|r| !r.expose_secret().trim().is_empty()) =>
             {
-                bad("CREDENTIALS_KEYS_RETIRED is set without CREDENTIALS_KEY: set the current key \
-                     too (docs/credentials.md#rotation)")
+                bad(
+                    "CREDENTIALS_KEYS_RETIRED is set without CREDENTIALS_KEY: set the current key \
+                     too (docs/credentials.md#rotation)",
+                )
             }
             None => Ok(()),
         }
@@ -1477,12 +1485,21 @@ mod tests {
         assert_eq!(cfg.captcha.timeout_ms, 3_000);
         let key = crate::credentials::seal::generate_key().unwrap();
         let e = err_of(&[("CREDENTIALS_KEY", "dG9vIHNob3J0")]);
-        assert!(e.contains("CREDENTIALS_KEY decodes to 9 bytes, not 32"), "{e}");
+        assert!(
+            e.contains("CREDENTIALS_KEY decodes to 9 bytes, not 32"),
+            "{e}"
+        );
         let e = err_of(&[("CREDENTIALS_KEYS_RETIRED", &key)]);
-        assert!(e.contains("CREDENTIALS_KEYS_RETIRED is set without CREDENTIALS_KEY"), "{e}");
+        assert!(
+            e.contains("CREDENTIALS_KEYS_RETIRED is set without CREDENTIALS_KEY"),
+            "{e}"
+        );
         assert!(!e.contains(&key), "{e}");
         let e = err_of(&[("CREDENTIALS_KEY", &key), ("CREDENTIALS_KEYS_RETIRED", "x")]);
-        assert!(e.contains("CREDENTIALS_KEYS_RETIRED entry 1 is not base64"), "{e}");
+        assert!(
+            e.contains("CREDENTIALS_KEYS_RETIRED entry 1 is not base64"),
+            "{e}"
+        );
         let e = err_of(&[("CAPTCHA_VERIFY_URL", "siteverify")]);
         assert!(e.contains("CAPTCHA_VERIFY_URL must be"), "{e}");
         let e = err_of(&[("CAPTCHA_TIMEOUT_MS", "15000")]);

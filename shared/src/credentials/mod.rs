@@ -193,9 +193,8 @@ impl Vault {
         record: &T,
     ) -> Result<Stored, Error> {
         let inner = self.inner()?;
-        let plain = SecretSlice::from(
-            serde_json::to_vec(&record.sealed()).map_err(Error::internal)?,
-        );
+        let plain =
+            SecretSlice::from(serde_json::to_vec(&record.sealed()).map_err(Error::internal)?);
         let sealed = inner
             .keys
             .seal(&aad(tenant, T::KIND), plain.expose_secret())

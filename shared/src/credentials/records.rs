@@ -201,7 +201,10 @@ impl FcmCredentials {
         }
         let client_email = f.req("client_email", MAX_FIELD)?;
         if !client_email.contains('@') {
-            return f.bad("client_email", "must be the service account's e-mail address");
+            return f.bad(
+                "client_email",
+                "must be the service account's e-mail address",
+            );
         }
         let private_key = f.req("private_key", MAX_PEM)?;
         if !rsa_pkcs8_pem(&private_key) {
@@ -213,7 +216,10 @@ impl FcmCredentials {
         }
         let token_uri = match f.opt("token_uri", MAX_FIELD)? {
             Some(uri) if !is_http_url(&uri) => {
-                return f.bad("token_uri", "must be an http:// or https:// URL with a host");
+                return f.bad(
+                    "token_uri",
+                    "must be an http:// or https:// URL with a host",
+                );
             }
             uri => uri.unwrap_or_else(|| DEFAULT_TOKEN_URI.to_string()),
         };
@@ -288,10 +294,16 @@ mod tests {
             (json!({"secret": 12345}), "secret must be a string"),
             (json!({"secret": ""}), "secret must be 1-"),
             (json!({"secret": "a\u{0}b"}), "secret must be 1-"),
-            (json!({"secret": "x", "site_key": "k"}), "unknown field \"site_key\""),
+            (
+                json!({"secret": "x", "site_key": "k"}),
+                "unknown field \"site_key\"",
+            ),
             (json!(["x"]), "must be a JSON object"),
         ] {
-            let e = CaptchaCredentials::from_body(&body).err().unwrap().to_string();
+            let e = CaptchaCredentials::from_body(&body)
+                .err()
+                .unwrap()
+                .to_string();
             assert!(e.contains(needle), "{body}: {e}");
             assert!(!e.contains("12345"), "{e}");
         }
@@ -300,7 +312,13 @@ mod tests {
                 "authUrl": auth, "statisticsUrl": "https://gws.example/statistics"}))
         };
         assert!(gws("http://gws-auth:8080").is_ok());
-        for bad in ["ftp://x", "http://", "https:///p", "gws.example", "http://a b"] {
+        for bad in [
+            "ftp://x",
+            "http://",
+            "https:///p",
+            "gws.example",
+            "http://a b",
+        ] {
             let e = gws(bad).err().unwrap().to_string();
             assert!(e.contains("authUrl must be an http"), "{bad}: {e}");
         }
@@ -310,15 +328,24 @@ mod tests {
     fn a_service_account_needs_its_fields_and_an_rsa_key() {
         let base = json!({"type": "service_account", "project_id": "p",
             "client_email": "sa@p.iam.gserviceaccount.com", "private_key": "x"});
-        let e = FcmCredentials::from_service_account(&base).err().unwrap().to_string();
+        let e = FcmCredentials::from_service_account(&base)
+            .err()
+            .unwrap()
+            .to_string();
         assert!(e.contains("private_key must be an RSA private key"), "{e}");
         let mut no_email = base.clone();
         no_email.as_object_mut().unwrap().remove("client_email");
-        let e = FcmCredentials::from_service_account(&no_email).err().unwrap().to_string();
+        let e = FcmCredentials::from_service_account(&no_email)
+            .err()
+            .unwrap()
+            .to_string();
         assert!(e.contains("client_email is required"), "{e}");
         let mut wrong = base.clone();
         wrong["type"] = json!("authorized_user");
-        let e = FcmCredentials::from_service_account(&wrong).err().unwrap().to_string();
+        let e = FcmCredentials::from_service_account(&wrong)
+            .err()
+            .unwrap()
+            .to_string();
         assert!(e.contains("type must be"), "{e}");
     }
 

@@ -86,8 +86,8 @@ pub fn key_id(key: &[u8; 32]) -> String {
 
 impl Key {
     fn new(bytes: &[u8; 32]) -> Result<Self, String> {
-        let unbound =
-            UnboundKey::new(&AES_256_GCM, bytes).map_err(|_| "is not an AES-256 key".to_string())?;
+        let unbound = UnboundKey::new(&AES_256_GCM, bytes)
+            .map_err(|_| "is not an AES-256 key".to_string())?;
         Ok(Self {
             id: key_id(bytes),
             key: LessSafeKey::new(unbound),
@@ -108,7 +108,9 @@ impl Keys {
                 )
             })?;
         let mut old = Vec::new();
-        let list = retired.map(|r| r.expose_secret().to_string()).unwrap_or_default();
+        let list = retired
+            .map(|r| r.expose_secret().to_string())
+            .unwrap_or_default();
         for (i, text) in list.split(',').map(str::trim).enumerate() {
             if text.is_empty() {
                 continue;
@@ -205,13 +207,22 @@ mod tests {
         assert_ne!(a.nonce, b.nonce, "a fresh nonce per seal");
         assert_eq!(a.key_id, key_id(&[7; 32]));
         assert_eq!(keys.open(&a, b"acme\0fcm").unwrap(), b"secret");
-        assert!(matches!(keys.open(&a, b"beta\0fcm"), Err(OpenError::Forged(_))));
-        assert!(matches!(keys.open(&a, b"acme\0gws"), Err(OpenError::Forged(_))));
+        assert!(matches!(
+            keys.open(&a, b"beta\0fcm"),
+            Err(OpenError::Forged(_))
+        ));
+        assert!(matches!(
+            keys.open(&a, b"acme\0gws"),
+            Err(OpenError::Forged(_))
+        ));
         let mut flipped = a.clone();
         flipped.ciphertext[0] ^= 1;
         assert!(keys.open(&flipped, b"acme\0fcm").is_err());
         let other = Keys::parse(&b64(&[8; 32]), None).unwrap();
-        assert!(matches!(other.open(&a, b"acme\0fcm"), Err(OpenError::UnknownKey(_))));
+        assert!(matches!(
+            other.open(&a, b"acme\0fcm"),
+            Err(OpenError::UnknownKey(_))
+        ));
     }
 
     #[test]
@@ -228,6 +239,9 @@ mod tests {
         let retired = b64(&[1; 32]);
         let new = Keys::parse(&b64(&[2; 32]), Some(&retired)).unwrap();
         assert_eq!(new.open(&sealed, b"t\0captcha").unwrap(), b"x");
-        assert_eq!(new.seal(b"t\0captcha", b"x").unwrap().key_id, new.current_id());
+        assert_eq!(
+            new.seal(b"t\0captcha", b"x").unwrap().key_id,
+            new.current_id()
+        );
     }
 }
