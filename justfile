@@ -27,6 +27,7 @@ down:
 # Run the full test suite against real PostgreSQL and Redis (standalone and cluster).
 test: deps
     bash infra/local/deps.sh cluster > /dev/null
+    bash infra/local/deps.sh browser
     cargo build --workspace --bins
     cargo nextest run --workspace --no-fail-fast
     # The OpenAPI contract against the live service (schemathesis, ~2 min: docs/api-contract.md).

@@ -9,6 +9,7 @@ use functions::admin::{
     services::put_service,
     tenants::{NewTenant, create_tenant},
 };
+use functions::ui::users::{NewUser, create_user};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 use shared::{ApiError, Config, http::AppState};
@@ -53,6 +54,11 @@ pub(crate) enum Command {
     Credentials {
         #[command(subcommand)]
         command: CredentialsCmd,
+    },
+    /// Admin-UI users (docs/admin-ui.md).
+    User {
+        #[command(subcommand)]
+        command: UserCmd,
     },
     /// Provision the demo tenant, two services and a fresh API key; prints them as JSON.
     Demo {
@@ -102,6 +108,29 @@ pub(crate) enum CredentialsCmd {
     /// CREDENTIALS_KEYS_RETIRED); idempotent. Prints {keyId, rotated, failed}; exits non-zero
     /// when a record opens under no configured key (docs/credentials.md#rotation).
     Rotate,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum UserCmd {
+    /// Create a user (or replace its password and role); the password is read from a file or
+    /// standard input, never from the command line.
+    Create {
+        /// Contact-center id of an existing tenant.
+        #[arg(long)]
+        tenant: String,
+        /// Login name.
+        #[arg(long)]
+        username: String,
+        /// Administrator, Supervisor, Monitor or Developer.
+        #[arg(long)]
+        role: String,
+        /// Read the password from this file (surrounding whitespace and newline ignored).
+        #[arg(long, value_name = "PATH", conflicts_with = "password_stdin")]
+        password_file: Option<PathBuf>,
+        /// Read the password from standard input (surrounding whitespace ignored).
+        #[arg(long)]
+        password_stdin: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -162,6 +191,25 @@ pub(crate) async fn run(command: Command, cfg: Config) -> anyhow::Result<()> {
         Command::Credentials {
             command: CredentialsCmd::Rotate,
         } => rotate(&state).await,
+        Command::User {
+            command:
+                UserCmd::Create {
+                    tenant,
+                    username,
+                    role,
+                    password_file,
+                    password_stdin,
+                },
+        } => {
+            let password = imported_key(password_file.as_deref(), password_stdin)?
+                .ok_or_else(|| anyhow::anyhow!("give --password-file or --password-stdin"))?;
+            let user = NewUser {
+                username,
+                password,
+                role,
+            };
+            print(&create_user(&state, &tenant, user).await.map_err(api)?)
+        }
         Command::Demo { tenant } => crate::demo::provision(&state, &tenant).await,
     }
 }
@@ -184,16 +232,16 @@ async fn rotate(state: &AppState) -> anyhow::Result<()> {
     }
 }
 
-/// The key to import from `--key-file` or `--key-stdin` (none: generate one).
+/// The secret read from `--key-file`/`--password-file` or standard input (none: not given).
 fn imported_key(
     file: Option<&std::path::Path>,
     stdin: bool,
 ) -> anyhow::Result<Option<SecretString>> {
     let text = match (file, stdin) {
         (Some(path), _) => std::fs::read_to_string(path)
-            .map_err(|e| anyhow::anyhow!("--key-file {}: cannot read it: {e}", path.display()))?,
+            .map_err(|e| anyhow::anyhow!("{}: cannot read it: {e}", path.display()))?,
         (None, true) => std::io::read_to_string(std::io::stdin())
-            .map_err(|e| anyhow::anyhow!("--key-stdin: cannot read standard input: {e}"))?,
+            .map_err(|e| anyhow::anyhow!("cannot read standard input: {e}"))?,
         (None, false) => return Ok(None),
     };
     Ok(Some(SecretString::from(text.trim().to_string())))

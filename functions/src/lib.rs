@@ -10,6 +10,7 @@ pub mod ors;
 pub mod outbound;
 pub mod runtime;
 pub mod statistics;
+pub mod ui;
 pub mod wait;
 
 use axum::Router;
@@ -38,6 +39,7 @@ pub fn internal_routes() -> Router<AppState> {
         .merge(admin::router())
         .merge(ors::router())
         .merge(gms::router())
+        .merge(ui::router())
         .merge(ops::health_router())
         .merge(ops::metrics_router())
 }

@@ -7,6 +7,8 @@
 #   infra/local/deps.sh down     stop what this script started
 #   infra/local/deps.sh env      print the environment variables for the local services
 #   infra/local/deps.sh cluster  also start a 3-node Redis cluster (ports 7101-7103)
+#   infra/local/deps.sh browser  install Chromium and chromedriver for the admin-UI browser
+#                                tests (only `just test` asks for it: `just up` stays fast)
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -19,6 +21,15 @@ cluster_base=${ENGAGE_CLUSTER_BASE_PORT:-7101}
 cluster_ports=("$cluster_base" $((cluster_base + 1)) $((cluster_base + 2)))
 
 log() { echo "deps: $*" >&2; }
+
+# Debian's Chromium and its WebDriver (docs/admin-ui.md#browser-tests), when missing.
+install_browser() {
+  if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then return; fi
+  log "installing chromium chromium-driver"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >/dev/null
+  apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
+}
 
 pg_bin() {
   local d
@@ -131,7 +142,8 @@ stop_all() {
 case "${1:-up}" in
   up) install; start_pg; start_redis "$redis_port"; start_redis "$voice_port"; env_out ;;
   cluster) install; start_cluster; env_out ;;
+  browser) install_browser ;;
   down) stop_all ;;
   env) env_out ;;
-  *) echo "usage: $0 up|down|env|cluster" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|env|cluster|browser" >&2; exit 2 ;;
 esac

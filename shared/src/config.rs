@@ -280,6 +280,14 @@ pub struct HttpConfig {
     /// on a replica that remembers it as unknown for at most this long.
     #[serde(default = "defaults::auth_negative_ttl_ms")]
     pub auth_negative_ttl_ms: u64,
+    /// `UI_SESSION_IDLE_S`: seconds an admin-UI session may stay unused before it ends
+    /// (default 1,200 = GES's 20 minutes; docs/admin-ui.md#sessions).
+    #[serde(default = "defaults::ui_session_idle_s")]
+    pub ui_session_idle_s: u64,
+    /// `UI_COOKIE_SECURE`: mark the admin-UI session cookie `Secure` (set it when the internal
+    /// port is reached over TLS; a request with `X-Forwarded-Proto: https` gets it anyway).
+    #[serde(default)]
+    pub ui_cookie_secure: bool,
     /// Set by the AWS Lambda runtime on every invocation host (never set it yourself): when
     /// present, function binaries answer Lambda invocations instead of listening on `PORT`.
     #[serde(default)]
@@ -634,6 +642,9 @@ mod defaults {
     }
     pub(super) fn cors_cache_seconds() -> u64 {
         10
+    }
+    pub(super) fn ui_session_idle_s() -> u64 {
+        1_200
     }
     pub(super) fn ewt_agent_activity_window_s() -> u64 {
         600

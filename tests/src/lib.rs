@@ -24,6 +24,7 @@ mod postgres;
 mod readback;
 pub mod siteverify;
 mod tls;
+pub mod ui;
 pub use cluster::PrivateCluster;
 pub use fake_gws::{FakeGws, GwsMode};
 pub use fixtures::{

@@ -1,8 +1,8 @@
 //! The internal admin API under `/ges/v1/tenants`: tenants, API keys, callback services,
 //! business hours and capacity rules, the Designer publish of CALLBACK_SETTINGS, number rules,
 //! CORS origins, the GMS surface's Basic credentials, third-party credentials (FCM, CAPTCHA,
-//! GWS), Click-To-Call-In groups, and the tenant's callbacks (list, search, export, cancel,
-//! reschedule: [`callbacks`], docs/admin-queries.md).
+//! GWS), Click-To-Call-In groups, the admin UI's users (`ui::users`), and the tenant's
+//! callbacks (list, search, export, cancel, reschedule: [`callbacks`], docs/admin-queries.md).
 //! Every route requires `Authorization: Bearer $ADMIN_TOKEN`.
 
 pub mod api_errors;
@@ -35,6 +35,7 @@ pub fn router() -> Router<AppState> {
         .merge(cors::router())
         .merge(gms_credentials::router())
         .merge(credentials::router())
+        .merge(crate::ui::users::router())
         .merge(callbacks::router())
         .merge(call_in_groups::router())
 }

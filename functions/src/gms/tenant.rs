@@ -154,13 +154,19 @@ async fn verify(login: GmsLogin, header: Vec<u8>) -> bool {
     if !auth::secrets_equal(&user, &login.username) {
         return false;
     }
+    verify_password(login.password_hash, password).await
+}
+
+/// Whether `password` matches the Argon2 PHC string `hash`: off the async threads, at most
+/// [`ARGON2_AT_ONCE`] at a time in the process (GMS Basic credentials and admin-UI logins).
+pub async fn verify_password(hash: String, password: String) -> bool {
     // One check holds ~19 MiB while it runs: a burst of wrong passwords waits for a place
     // instead of taking that much each at once (docs/gms.md#addressing-and-tenants).
     let Ok(_place) = ARGON2_PLACES.acquire().await else {
         return false;
     };
     tokio::task::spawn_blocking(move || {
-        PasswordHash::new(&login.password_hash).is_ok_and(|hash| {
+        PasswordHash::new(&hash).is_ok_and(|hash| {
             Argon2::default()
                 .verify_password(password.as_bytes(), &hash)
                 .is_ok()

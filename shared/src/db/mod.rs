@@ -28,6 +28,7 @@ pub mod stmt;
 pub mod tenants;
 pub mod throttle;
 pub mod tls;
+pub mod ui;
 pub mod versioned;
 
 use std::time::Duration;

@@ -55,5 +55,6 @@ mod tls_redis;
 mod trust_attacks;
 mod trust_events;
 mod trust_redis;
+mod ui;
 mod wiring;
 mod worker;

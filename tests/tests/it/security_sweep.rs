@@ -39,6 +39,8 @@ struct Sweep {
     revoked: String,
     key_id: String,
     callback: String,
+    /// `Cookie` header of a victim Administrator's admin-UI session.
+    session: String,
 }
 
 /// A body sent with a request: the one the route accepts, or broken JSON.
@@ -88,6 +90,15 @@ impl Sweep {
             .in_secs(3600)
             .id()
             .await;
+        let user =
+            json!({"username": "sweeper", "password": GMS_PASSWORD, "role": "Administrator"});
+        let (code, body) = e
+            .admin_post(&format!("/ges/v1/tenants/{VICTIM}/users"), user)
+            .await;
+        assert_eq!(code, 200, "ui user: {body}");
+        let session = harness::ui::ui_login(&e, VICTIM, "sweeper", GMS_PASSWORD)
+            .await
+            .unwrap();
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(20))
             .build()
@@ -101,6 +112,7 @@ impl Sweep {
             revoked,
             key_id,
             callback,
+            session,
         }
     }
 
@@ -241,6 +253,23 @@ impl Sweep {
                     vec![("authorization", format!("Basic {ORS_EVENTS_TOKEN}"))],
                 ),
             ],
+            Auth::Session => {
+                let cookie = |c: String| vec![("cookie", c)];
+                vec![
+                    ("no credentials", vec![]),
+                    (
+                        "a forged session",
+                        cookie(format!("ges_session={}", random_key())),
+                    ),
+                    (
+                        "the session with a character more",
+                        cookie(format!("{}x", self.session)),
+                    ),
+                    ("an empty session", cookie("ges_session=".into())),
+                    ("the admin token", bearer(ADMIN_TOKEN)),
+                    ("an API key", key(&self.victim)),
+                ]
+            }
             Auth::Gms => {
                 let ccid = || ("contactcenterid", VICTIM.to_string());
                 let with = |name: &'static str, value: String| vec![ccid(), (name, value)];
@@ -287,6 +316,7 @@ impl Sweep {
                 ("contactcenterid", VICTIM.to_string()),
                 ("authorization", basic(GMS_USER, GMS_PASSWORD)),
             ],
+            Auth::Session => vec![("cookie", self.session.clone())],
         }
     }
 }

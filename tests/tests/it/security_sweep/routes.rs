@@ -21,6 +21,8 @@ pub(crate) enum Auth {
     /// The GMS surface: `ContactCenterId` of the tenant, plus the tenant's HTTP Basic
     /// credentials (the sweep's victim has some).
     Gms,
+    /// An admin-UI session cookie (`ges_session`; the sweep's is a victim Administrator's).
+    Session,
 }
 
 /// Where a route is served.
@@ -50,7 +52,7 @@ const fn r(method: &'static str, path: &'static str, auth: Auth, port: Port) -> 
     }
 }
 
-use Auth::{Admin, ApiKey, Gms, Open, Ors};
+use Auth::{Admin, ApiKey, Gms, Open, Ors, Session};
 use Port::{Both, Internal};
 
 /// Every route of `engage serve` (the versioned admin kinds are expanded from [`KINDS`]).
@@ -148,6 +150,29 @@ const FIXED: &[Route] = &[
         Internal,
     ),
     r("POST", "/ges/v1/ors/callbacks/{id}/events", Ors, Internal),
+    r("GET", "/ges/v1/tenants/{ccid}/users", Admin, Internal),
+    r("POST", "/ges/v1/tenants/{ccid}/users", Admin, Internal),
+    r(
+        "DELETE",
+        "/ges/v1/tenants/{ccid}/users/{username}",
+        Admin,
+        Internal,
+    ),
+    r("GET", "/ges", Session, Internal),
+    r("GET", "/ges/", Session, Internal),
+    r("GET", "/ges/static/app.css", Open, Internal),
+    r("GET", "/ges/login", Open, Internal),
+    r("POST", "/ges/login", Open, Internal),
+    r("POST", "/ges/logout", Session, Internal),
+    r("GET", "/ges/queues", Session, Internal),
+    r("GET", "/ges/config/services", Session, Internal),
+    r("GET", "/ges/config/capacity", Session, Internal),
+    r("POST", "/ges/config/capacity/{name}", Session, Internal),
+    r("GET", "/ges/config/number-rules", Session, Internal),
+    r("POST", "/ges/config/number-rules/test", Session, Internal),
+    r("GET", "/ges/developer", Session, Internal),
+    r("POST", "/ges/developer/validate-key", Session, Internal),
+    r("POST", "/ges/developer/refetch", Session, Internal),
     r(
         "PUT",
         "/ges/v1/tenants/{ccid}/gms-credentials",

@@ -1,0 +1,265 @@
+//! The admin UI's users and sessions (docs/admin-ui.md): tenant-scoped statements, bound
+//! parameters. Passwords arrive here already hashed; session ids arrive as their SHA-256.
+
+use deadpool_postgres::GenericClient;
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+
+/// Consecutive failed logins after which a user is locked for [`LOCK_SECONDS`].
+pub const MAX_FAILED_LOGINS: i32 = 5;
+/// How long a user stays locked after [`MAX_FAILED_LOGINS`] failures.
+pub const LOCK_SECONDS: i32 = 300;
+
+/// A user as listed (never the hash).
+#[derive(Debug, Clone, Serialize)]
+pub struct UserInfo {
+    /// Login name.
+    pub username: String,
+    /// Role name (`Administrator`, `Supervisor`, `Monitor`, `Developer`).
+    pub role: String,
+}
+
+/// What a login attempt needs: the stored hash and role, and whether the user is locked.
+#[derive(Debug, Clone)]
+pub struct LoginRow {
+    /// Argon2id PHC string.
+    pub password_hash: String,
+    /// Role name.
+    pub role: String,
+    /// Locked after too many failures (no password check is made while locked).
+    pub locked: bool,
+}
+
+/// A live session.
+#[derive(Debug, Clone)]
+pub struct SessionRow {
+    /// The tenant the session acts for.
+    pub tenant: String,
+    /// The user (empty for an admin-token session).
+    pub username: String,
+    /// Role name.
+    pub role: String,
+    /// The session's CSRF token.
+    pub csrf: String,
+}
+
+/// Creates or replaces a user (a new password or role; failures reset).
+pub async fn put_user(
+    db: &impl GenericClient,
+    tenant: &str,
+    username: &str,
+    hash: &str,
+    role: &str,
+) -> Result<()> {
+    db.execute(
+        "INSERT INTO ui_users (tenant_id, username, password_hash, role) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (tenant_id, username) DO UPDATE
+         SET password_hash = excluded.password_hash, role = excluded.role,
+             failed_logins = 0, locked_until = NULL",
+        &[&tenant, &username, &hash, &role],
+    )
+    .await?;
+    // A changed role or password ends the user's open sessions.
+    delete_sessions_of(db, tenant, username).await
+}
+
+/// The tenant's users, by name.
+pub async fn list_users(db: &impl GenericClient, tenant: &str) -> Result<Vec<UserInfo>> {
+    let rows = db
+        .query(
+            "SELECT username, role FROM ui_users WHERE tenant_id = $1 ORDER BY username",
+            &[&tenant],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| UserInfo {
+            username: r.get(0),
+            role: r.get(1),
+        })
+        .collect())
+}
+
+/// Deletes a user and its sessions (404 when there is none).
+pub async fn delete_user(db: &impl GenericClient, tenant: &str, username: &str) -> Result<()> {
+    let n = db
+        .execute(
+            "DELETE FROM ui_users WHERE tenant_id = $1 AND username = $2",
+            &[&tenant, &username],
+        )
+        .await?;
+    if n == 0 {
+        return Err(Error::not_found(format!("no user {username}")));
+    }
+    delete_sessions_of(db, tenant, username).await
+}
+
+async fn delete_sessions_of(db: &impl GenericClient, tenant: &str, username: &str) -> Result<()> {
+    db.execute(
+        "DELETE FROM ui_sessions WHERE tenant_id = $1 AND username = $2",
+        &[&tenant, &username],
+    )
+    .await?;
+    Ok(())
+}
+
+/// The stored login of a user, or `None`.
+pub async fn login_row(
+    db: &impl GenericClient,
+    tenant: &str,
+    username: &str,
+) -> Result<Option<LoginRow>> {
+    Ok(db
+        .query_opt(
+            "SELECT password_hash, role, coalesce(locked_until > now(), false)
+             FROM ui_users WHERE tenant_id = $1 AND username = $2",
+            &[&tenant, &username],
+        )
+        .await?
+        .map(|r| LoginRow {
+            password_hash: r.get(0),
+            role: r.get(1),
+            locked: r.get(2),
+        }))
+}
+
+/// Records the outcome of a password check: success resets the count; the
+/// [`MAX_FAILED_LOGINS`]th consecutive failure locks the user for [`LOCK_SECONDS`].
+pub async fn record_login(
+    db: &impl GenericClient,
+    tenant: &str,
+    username: &str,
+    ok: bool,
+) -> Result<()> {
+    if ok {
+        db.execute(
+            "UPDATE ui_users SET failed_logins = 0, locked_until = NULL
+             WHERE tenant_id = $1 AND username = $2",
+            &[&tenant, &username],
+        )
+        .await?;
+    } else {
+        db.execute(
+            "UPDATE ui_users SET
+                 failed_logins = CASE WHEN failed_logins + 1 >= $3 THEN 0
+                                      ELSE failed_logins + 1 END,
+                 locked_until = CASE WHEN failed_logins + 1 >= $3
+                                     THEN now() + $4::int * interval '1 second'
+                                     ELSE locked_until END
+             WHERE tenant_id = $1 AND username = $2",
+            &[&tenant, &username, &MAX_FAILED_LOGINS, &LOCK_SECONDS],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Stores a new session (`id_hash`: SHA-256 of the cookie value).
+pub async fn create_session(db: &impl GenericClient, id_hash: &[u8], s: &SessionRow) -> Result<()> {
+    db.execute(
+        "INSERT INTO ui_sessions (id_hash, tenant_id, username, role, csrf)
+         VALUES ($1, $2, $3, $4, $5)",
+        &[&id_hash, &s.tenant, &s.username, &s.role, &s.csrf],
+    )
+    .await?;
+    Ok(())
+}
+
+/// The session if it was used within `idle_s` seconds, marking it used now (one statement,
+/// so every replica sees the same idle clock); an idle one is deleted.
+pub async fn touch_session(
+    db: &impl GenericClient,
+    id_hash: &[u8],
+    idle_s: i64,
+) -> Result<Option<SessionRow>> {
+    let idle = idle_s as f64;
+    let row = db
+        .query_opt(
+            "UPDATE ui_sessions SET last_seen = now()
+             WHERE id_hash = $1 AND last_seen > now() - make_interval(secs => $2)
+             RETURNING tenant_id, username, role, csrf",
+            &[&id_hash, &idle],
+        )
+        .await?;
+    if row.is_none() {
+        end_session(db, id_hash).await?;
+    }
+    Ok(row.map(|r| SessionRow {
+        tenant: r.get(0),
+        username: r.get(1),
+        role: r.get(2),
+        csrf: r.get(3),
+    }))
+}
+
+/// Deletes a session (logout, expiry).
+pub async fn end_session(db: &impl GenericClient, id_hash: &[u8]) -> Result<()> {
+    db.execute("DELETE FROM ui_sessions WHERE id_hash = $1", &[&id_hash])
+        .await?;
+    Ok(())
+}
+
+/// Deletes sessions idle for more than `idle_s` seconds (a login sweeps them).
+pub async fn purge_idle(db: &impl GenericClient, idle_s: i64) -> Result<u64> {
+    let idle = idle_s as f64;
+    Ok(db
+        .execute(
+            "DELETE FROM ui_sessions WHERE last_seen < now() - make_interval(secs => $1)",
+            &[&idle],
+        )
+        .await?)
+}
+
+/// One service's open callbacks on the Queues page.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct QueueCounts {
+    /// Service name.
+    pub service: String,
+    /// Callbacks per open state: SCHEDULED, QUEUED, ROUTING, PROCESSING.
+    pub scheduled: i64,
+    /// In the voice platform's queue.
+    pub queued: i64,
+    /// Being routed to an agent.
+    pub routing: i64,
+    /// With an agent.
+    pub processing: i64,
+    /// Completed in the last 24 hours.
+    pub completed_24h: i64,
+    /// Earliest desired time of a SCHEDULED callback (RFC 3339, UTC).
+    pub next_due: Option<String>,
+}
+
+/// Open callbacks per service and state of a tenant, the last day's completions and the next
+/// due time (one statement; docs/admin-ui.md#queues).
+pub async fn queue_counts(db: &impl GenericClient, tenant: &str) -> Result<Vec<QueueCounts>> {
+    let rows = db
+        .query(
+            "SELECT service,
+                    count(*) FILTER (WHERE state = 'SCHEDULED'),
+                    count(*) FILTER (WHERE state = 'QUEUED'),
+                    count(*) FILTER (WHERE state = 'ROUTING'),
+                    count(*) FILTER (WHERE state = 'PROCESSING'),
+                    count(*) FILTER (WHERE state = 'COMPLETED'),
+                    to_char(min(desired_time) FILTER (WHERE state = 'SCHEDULED')
+                            AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')
+             FROM callbacks
+             WHERE tenant_id = $1
+               AND (state <> 'COMPLETED' OR updated_at > now() - interval '24 hours')
+             GROUP BY service ORDER BY service",
+            &[&tenant],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| QueueCounts {
+            service: r.get(0),
+            scheduled: r.get(1),
+            queued: r.get(2),
+            routing: r.get(3),
+            processing: r.get(4),
+            completed_24h: r.get(5),
+            next_due: r.get(6),
+        })
+        .collect())
+}
