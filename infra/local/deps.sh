@@ -43,6 +43,7 @@ install() {
   pg_bin >/dev/null || need+=(postgresql postgresql-contrib)
   command -v promtool >/dev/null || need+=(prometheus)   # promtool: metrics and rules checks
   command -v faketime >/dev/null || need+=(faketime)     # libfaketime: skewed-clock tests, chaos
+  command -v openssl >/dev/null || need+=(openssl)       # fresh RSA keys for the push tests
   if [ ${#need[@]} -gt 0 ]; then
     log "installing ${need[*]}"
     export DEBIAN_FRONTEND=noninteractive

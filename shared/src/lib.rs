@@ -12,7 +12,6 @@ pub mod metrics;
 pub mod model;
 pub mod phone;
 pub mod process;
-pub mod push;
 pub mod redis;
 pub mod resources;
 pub mod telemetry;

@@ -145,8 +145,8 @@ impl FakeFcm {
     }
 }
 
-/// A 2048-bit RSA key as PKCS#8 PEM, from `openssl genpkey`.
-fn generate_key() -> String {
+/// A fresh 2048-bit RSA key as PKCS#8 PEM, from `openssl genpkey` (no key is committed).
+pub fn generate_key() -> String {
     let out = Command::new("openssl")
         .args([
             "genpkey",
@@ -315,7 +315,7 @@ fn check_message(project: &str, body: &[u8]) -> Result<Value, String> {
     }
     let v: Value = serde_json::from_slice(body).map_err(|e| format!("body: {e}"))?;
     let m = &v["message"];
-    if !m["token"].as_str().is_some_and(|t| !t.is_empty()) {
+    if m["token"].as_str().is_none_or(|t| t.is_empty()) {
         return Err(format!("message.token missing: {v}"));
     }
     let Some(data) = m["data"].as_object() else {

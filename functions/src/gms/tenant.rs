@@ -158,7 +158,7 @@ async fn verify(login: GmsLogin, header: Vec<u8>) -> bool {
 }
 
 /// Whether `password` matches the Argon2 PHC string `hash`: off the async threads, at most
-/// [`ARGON2_AT_ONCE`] at a time in the process (GMS Basic credentials and admin-UI logins).
+/// `ARGON2_AT_ONCE` at a time in the process (GMS Basic credentials and admin-UI logins).
 pub async fn verify_password(hash: String, password: String) -> bool {
     // One check holds ~19 MiB while it runs: a burst of wrong passwords waits for a place
     // instead of taking that much each at once (docs/gms.md#addressing-and-tenants).

@@ -3,7 +3,7 @@
 //! session exists yet). A tenant user is checked against its Argon2id hash, with consecutive
 //! failures locking it ([`db::ui::MAX_FAILED_LOGINS`]); the user name `@admin` with the admin
 //! token opens an Administrator session for any existing tenant, with failures bounded per
-//! process ([`AdminFailures`]).
+//! process (`ADMIN_FAILURES`).
 
 use std::{
     sync::{LazyLock, Mutex},

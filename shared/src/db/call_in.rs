@@ -1,4 +1,4 @@
-//! Click-To-Call-In in PostgreSQL (docs/call-in.md): the groups (a [`versioned`] kind whose
+//! Click-To-Call-In in PostgreSQL (docs/call-in.md): the groups (a [`versioned`](super::versioned) kind whose
 //! numbers the `call_in_numbers` table mirrors, one group per number), the allocation of a free
 //! (number, code) pair, the voice platform's one-time match, and retention.
 //!
@@ -147,7 +147,7 @@ pub async fn try_pair(
 const TRIES: usize = 16;
 
 /// Stores the request on a free pair: a random number and, when `codes` is set, a random code
-/// from it. `None` when no pair was free within [`TRIES`] tries (the group is exhausted, or
+/// from it. `None` when no pair was free within `TRIES` tries (the group is exhausted, or
 /// nearly: docs/call-in.md#allocation). Frees the pool's expired pairs first.
 pub async fn allocate(
     db: &impl GenericClient,

@@ -12,13 +12,13 @@ use harness::{
 };
 use serde_json::{Value, json};
 
-/// A throwaway RSA key for service-account bodies (never used anywhere else).
-const TEST_RSA_KEY: &str = include_str!("../../../shared/src/credentials/test-rsa-key.pem");
+/// The CAPTCHA secret the tests store and the fake verifier expects.
 const SECRET: &str = "captcha-secret-6LeIxAcT";
 
+/// A service-account body with a fresh RSA key (`openssl genpkey`; no key is committed).
 fn service_account(project: &str) -> Value {
     json!({"type": "service_account", "project_id": project, "private_key_id": "kid-1",
-        "private_key": TEST_RSA_KEY, "client_email": format!("push@{project}.iam.gserviceaccount.com"),
+        "private_key": harness::fake_fcm::generate_key(), "client_email": format!("push@{project}.iam.gserviceaccount.com"),
         "client_id": "1234", "auth_uri": "https://accounts.google.com/o/oauth2/auth",
         "token_uri": "https://oauth2.googleapis.com/token"})
 }

@@ -16,7 +16,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::jwt;
-use crate::config::PushConfig;
+use shared::config::PushConfig;
 
 /// A tenant's service account, as the sender needs it.
 pub struct Account<'a> {

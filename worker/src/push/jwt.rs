@@ -91,7 +91,7 @@ mod tests {
     /// The assertion verifies with the account's public key and carries Google's claims.
     #[test]
     fn the_assertion_is_rs256_with_the_claims_google_requires() {
-        let pem = include_str!("../credentials/test-rsa-key.pem");
+        let pem = &generate_key();
         let s = Signer {
             client_email: "push@p.iam.gserviceaccount.com",
             private_key_id: Some("k1"),
@@ -121,6 +121,22 @@ mod tests {
         );
         // A different message does not verify: the signature covers header and claims.
         assert!(public.verify(b"x.y", &sig).is_err());
+    }
+
+    /// A fresh key from `openssl genpkey`: no private key is committed, not even a test one.
+    fn generate_key() -> String {
+        let out = std::process::Command::new("openssl")
+            .args([
+                "genpkey",
+                "-algorithm",
+                "RSA",
+                "-pkeyopt",
+                "rsa_keygen_bits:2048",
+            ])
+            .output()
+            .expect("openssl genpkey (this test needs openssl)");
+        assert!(out.status.success(), "openssl genpkey failed");
+        String::from_utf8(out.stdout).expect("PEM is text")
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //!   the service's `push_threshold_minutes`. The row's unique key makes it once per callback,
 //!   across restarts and workers; once owed, the callback is no longer watched.
 //! - The **sender** (every `PUSH_SEND_MS`) claims due rows under a lease, drops those whose
-//!   callback moved on, sends the rest through [`shared::push::fcm`], and records each outcome:
+//!   callback moved on, sends the rest through [`fcm`], and records each outcome:
 //!   sent, failed for good (FCM refused the message or token), or due again after a backoff
 //!   (1 s doubling to 5 min, or FCM's `Retry-After`) until `PUSH_MAX_TRIES`.
 
@@ -22,12 +22,16 @@ use shared::{
     db::push::{self, Claimed, PushEvent, Settle},
     metrics,
     model::ServiceSettings,
-    push::fcm::{Account, Delivery, Fcm},
     redis::queue,
 };
 use tokio_util::sync::CancellationToken;
 
 use crate::{Worker, error::Result};
+
+pub mod fcm;
+pub mod jwt;
+
+use fcm::{Account, Delivery, Fcm};
 
 /// Callbacks the watcher looks at per pass, and rows the sender claims per pass.
 const BATCH: i64 = 200;
@@ -224,7 +228,7 @@ fn count(tenant: &str, d: &Delivery) {
 fn account(c: &FcmCredentials) -> Account<'_> {
     Account {
         project_id: &c.project_id,
-        signer: shared::push::jwt::Signer {
+        signer: jwt::Signer {
             client_email: &c.client_email,
             private_key_id: c.private_key_id.as_deref(),
             private_key_pem: c.private_key.expose_secret(),
