@@ -19,7 +19,11 @@ use axum::{
 };
 use secrecy::ExposeSecret;
 use serde::Deserialize;
-use shared::{auth, db, db::ui::SessionRow, http::AppState};
+use shared::{
+    auth, db,
+    db::ui::{LoginStart, SessionRow},
+    http::AppState,
+};
 
 use super::{
     UiError, page,
@@ -130,21 +134,24 @@ async fn authenticate(
     if user == ADMIN_USER {
         return Ok(admin_login(state, tenant, &password));
     }
-    let Some(login) = db::ui::login_row(&client, tenant, user).await? else {
-        // The same work as a real check, so timing does not tell which users exist.
-        let _ = verify_password(DUMMY_HASH.clone(), password).await;
-        return Ok(Err(WRONG));
+    let login = match db::ui::begin_login(&client, tenant, user).await? {
+        LoginStart::Check(login) => login,
+        LoginStart::Locked => {
+            return Ok(Err(
+                "Too many failed attempts: this user is locked for a few minutes.",
+            ));
+        }
+        LoginStart::Unknown => {
+            // The same work as a real check, so timing does not tell which users exist.
+            let _ = verify_password(DUMMY_HASH.clone(), password).await;
+            return Ok(Err(WRONG));
+        }
     };
-    if login.locked {
-        return Ok(Err(
-            "Too many failed attempts: this user is locked for a few minutes.",
-        ));
-    }
-    let ok = verify_password(login.password_hash, password).await;
-    db::ui::record_login(&client, tenant, user, ok).await?;
-    if !ok {
+    // The attempt is already counted as a failure (so concurrent guesses find the lock).
+    if !verify_password(login.password_hash, password).await {
         return Ok(Err(WRONG));
     }
+    db::ui::login_succeeded(&client, tenant, user).await?;
     Ok(Ok(SessionRow {
         tenant: tenant.to_string(),
         username: user.to_string(),

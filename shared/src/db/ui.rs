@@ -20,15 +20,25 @@ pub struct UserInfo {
     pub role: String,
 }
 
-/// What a login attempt needs: the stored hash and role, and whether the user is locked.
+/// What a login attempt needs: the stored hash and role.
 #[derive(Debug, Clone)]
 pub struct LoginRow {
     /// Argon2id PHC string.
     pub password_hash: String,
     /// Role name.
     pub role: String,
-    /// Locked after too many failures (no password check is made while locked).
-    pub locked: bool,
+}
+
+/// The start of a login attempt ([`begin_login`]).
+#[derive(Debug, Clone)]
+pub enum LoginStart {
+    /// No such user.
+    Unknown,
+    /// Locked after too many failures: no password check may be made.
+    Locked,
+    /// The attempt is counted as a failure until [`login_succeeded`] says otherwise: check
+    /// the password against this.
+    Check(LoginRow),
 }
 
 /// A live session.
@@ -104,54 +114,58 @@ async fn delete_sessions_of(db: &impl GenericClient, tenant: &str, username: &st
     Ok(())
 }
 
-/// The stored login of a user, or `None`.
-pub async fn login_row(
+/// Starts a login attempt of `username`: unless the user is locked, counts the attempt as a
+/// failure *before* the password is checked, in one statement, so concurrent guesses cannot
+/// all pass a lock that only a finished check would set: the [`MAX_FAILED_LOGINS`]th
+/// consecutive attempt locks the user for [`LOCK_SECONDS`] (it is still checked), the ones
+/// after it find the lock. A right password then clears the count ([`login_succeeded`]).
+pub async fn begin_login(
     db: &impl GenericClient,
     tenant: &str,
     username: &str,
-) -> Result<Option<LoginRow>> {
-    Ok(db
+) -> Result<LoginStart> {
+    let counted = db
         .query_opt(
-            "SELECT password_hash, role, coalesce(locked_until > now(), false)
-             FROM ui_users WHERE tenant_id = $1 AND username = $2",
-            &[&tenant, &username],
-        )
-        .await?
-        .map(|r| LoginRow {
-            password_hash: r.get(0),
-            role: r.get(1),
-            locked: r.get(2),
-        }))
-}
-
-/// Records the outcome of a password check: success resets the count; the
-/// [`MAX_FAILED_LOGINS`]th consecutive failure locks the user for [`LOCK_SECONDS`].
-pub async fn record_login(
-    db: &impl GenericClient,
-    tenant: &str,
-    username: &str,
-    ok: bool,
-) -> Result<()> {
-    if ok {
-        db.execute(
-            "UPDATE ui_users SET failed_logins = 0, locked_until = NULL
-             WHERE tenant_id = $1 AND username = $2",
-            &[&tenant, &username],
-        )
-        .await?;
-    } else {
-        db.execute(
             "UPDATE ui_users SET
                  failed_logins = CASE WHEN failed_logins + 1 >= $3 THEN 0
                                       ELSE failed_logins + 1 END,
                  locked_until = CASE WHEN failed_logins + 1 >= $3
                                      THEN now() + $4::int * interval '1 second'
                                      ELSE locked_until END
-             WHERE tenant_id = $1 AND username = $2",
+             WHERE tenant_id = $1 AND username = $2
+               AND NOT coalesce(locked_until > now(), false)
+             RETURNING password_hash, role",
             &[&tenant, &username, &MAX_FAILED_LOGINS, &LOCK_SECONDS],
         )
         .await?;
+    if let Some(r) = counted {
+        return Ok(LoginStart::Check(LoginRow {
+            password_hash: r.get(0),
+            role: r.get(1),
+        }));
     }
+    let exists = db
+        .query_opt(
+            "SELECT 1 FROM ui_users WHERE tenant_id = $1 AND username = $2",
+            &[&tenant, &username],
+        )
+        .await?
+        .is_some();
+    Ok(if exists {
+        LoginStart::Locked
+    } else {
+        LoginStart::Unknown
+    })
+}
+
+/// A right password: the failure count and any lock are cleared.
+pub async fn login_succeeded(db: &impl GenericClient, tenant: &str, username: &str) -> Result<()> {
+    db.execute(
+        "UPDATE ui_users SET failed_logins = 0, locked_until = NULL
+         WHERE tenant_id = $1 AND username = $2",
+        &[&tenant, &username],
+    )
+    .await?;
     Ok(())
 }
 
