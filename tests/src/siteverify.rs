@@ -77,9 +77,21 @@ impl FakeSiteverify {
         }
     }
 
-    /// A new token the fake will accept once (what a browser's widget would hand the app).
+    /// A new token the fake will accept once (what a browser's widget would hand the app): as
+    /// long as Google's reCAPTCHA v2 tokens (about 560 characters).
     pub fn issue(&self) -> String {
-        let token = format!("tok-{}", uuid::Uuid::new_v4().simple());
+        self.issue_sized(560)
+    }
+
+    /// A new token of `len` characters (at least 36) of the URL-safe base64 alphabet that
+    /// reCAPTCHA, hCaptcha and Turnstile tokens use (v3 and hCaptcha tokens exceed 1,500).
+    pub fn issue_sized(&self, len: usize) -> String {
+        let mut token = format!("03A{}", uuid::Uuid::new_v4().simple());
+        while token.len() < len {
+            token.push_str(&uuid::Uuid::new_v4().simple().to_string());
+            token.push('_');
+        }
+        token.truncate(len.max(36));
         lock(&self.inner.issued).insert(token.clone());
         token
     }

@@ -5,7 +5,8 @@
 use serde_json::{Value, json};
 use shared::model::{
     callback::{
-        MAX_PHONE, MAX_PUSH_TARGETS, MAX_PUSH_TOKEN, MAX_SERVICE_NAME, MAX_TEXT, MIN_PHONE_DIGITS,
+        MAX_CAPTCHA_TOKEN, MAX_PHONE, MAX_PUSH_TARGETS, MAX_PUSH_TOKEN, MAX_SERVICE_NAME, MAX_TEXT,
+        MIN_PHONE_DIGITS,
     },
     informational::MAX_RAW,
 };
@@ -31,7 +32,12 @@ pub(super) fn r(name: &str) -> Value {
 
 /// Text without control characters (the rule of the strict routing fields), nullable.
 fn routing_text(description: &str) -> Value {
-    json!({"type": "string", "nullable": true, "maxLength": MAX_TEXT,
+    text_of(MAX_TEXT, description)
+}
+
+/// [`routing_text`] of at most `max` characters.
+fn text_of(max: usize, description: &str) -> Value {
+    json!({"type": "string", "nullable": true, "maxLength": max,
            "pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f]*$", "description": description})
 }
 
@@ -116,7 +122,7 @@ fn create_parms() -> Value {
       "routePoint": routing_text("routing point of the outbound call (overrides the service's)"),
       "userData": {"type": "object", "nullable": true, "additionalProperties": true,
           "description": "attached data; keys that are not JavaScript identifiers are dropped; never logged"},
-      "captchaToken": routing_text("reCAPTCHA response token (required when the service requires a captcha)"),
+      "captchaToken": text_of(MAX_CAPTCHA_TOKEN, "reCAPTCHA response token (required when the service requires a captcha)"),
       "pushTargets": {"type": "array", "nullable": true, "maxItems": MAX_PUSH_TARGETS, "items": r("PushTarget")},
       "alwaysCheckCapacity": {"type": "boolean", "nullable": true,
           "description": "strict capacity check for a scheduled callback"},

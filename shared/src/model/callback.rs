@@ -190,8 +190,11 @@ pub struct CreateRequest {
     pub user_data: Option<Map<String, Value>>,
 }
 
-/// The longest routing text (`surveyRP`, `routePoint`, `captchaToken`), in bytes.
+/// The longest routing text (`surveyRP`, `routePoint`), in bytes.
 pub const MAX_TEXT: usize = 255;
+/// The longest `captchaToken`, in bytes: real tokens are long (reCAPTCHA v2 about 560
+/// characters, v3 and hCaptcha often over 1,500; docs/credentials.md#captcha).
+pub const MAX_CAPTCHA_TOKEN: usize = 8192;
 /// The longest `serviceName`, in bytes (the rule of every name: `model::valid_name`).
 pub const MAX_SERVICE_NAME: usize = 255;
 /// The longest `phoneNumber`, in bytes.
@@ -204,10 +207,15 @@ pub const MAX_PUSH_TARGETS: usize = 10;
 pub const MAX_PUSH_TOKEN: usize = 4096;
 
 fn text(field: &str, v: Option<String>) -> Result<Option<String>, Error> {
+    text_of(field, v, MAX_TEXT)
+}
+
+/// [`text`] at most `max` bytes long.
+fn text_of(field: &str, v: Option<String>, max: usize) -> Result<Option<String>, Error> {
     match v {
         None => Ok(None),
-        Some(s) if s.len() > MAX_TEXT => Err(Error::invalid(format!(
-            "{field} is too long (at most {MAX_TEXT} characters)"
+        Some(s) if s.len() > max => Err(Error::invalid(format!(
+            "{field} is too long (at most {max} characters)"
         ))),
         Some(s) if s.chars().any(char::is_control) => Err(Error::invalid(format!(
             "{field} may not contain control characters"
@@ -344,7 +352,7 @@ impl CreateCallbackParms {
             phone_number,
             desired_time,
             priority,
-            captcha_token: text("captchaToken", self.captcha_token)?,
+            captcha_token: text_of("captchaToken", self.captcha_token, MAX_CAPTCHA_TOKEN)?,
             attrs,
             user_data,
         })
@@ -444,11 +452,13 @@ mod tests {
                 .is_ok()
         };
         let text = |n: usize| Value::String("a".repeat(n));
-        for field in ["serviceName", "surveyRP", "routePoint", "captchaToken"] {
+        for field in ["serviceName", "surveyRP", "routePoint"] {
             assert_eq!(MAX_SERVICE_NAME, MAX_TEXT);
             assert!(ok(field, text(MAX_TEXT)), "{field} at the limit");
             assert!(!ok(field, text(MAX_TEXT + 1)), "{field} past the limit");
         }
+        assert!(ok("captchaToken", text(MAX_CAPTCHA_TOKEN)));
+        assert!(!ok("captchaToken", text(MAX_CAPTCHA_TOKEN + 1)));
         let digits = |n: usize| Value::String("5".repeat(n));
         assert!(ok("phoneNumber", digits(MAX_PHONE)));
         assert!(!ok("phoneNumber", digits(MAX_PHONE + 1)));

@@ -16,6 +16,7 @@ mod attack_cache;
 mod attack_nul;
 mod attack_s21;
 mod attack_s22;
+mod attack_s24a;
 mod attack_s24b;
 mod attack_specs;
 mod attack_tenants;

@@ -263,7 +263,8 @@ mod tests {
 
     use super::idempotency_key;
     use shared::model::callback::{
-        MAX_PHONE, MAX_PUSH_TARGETS, MAX_PUSH_TOKEN, MAX_SERVICE_NAME, MAX_TEXT, MIN_PHONE_DIGITS,
+        MAX_CAPTCHA_TOKEN, MAX_PHONE, MAX_PUSH_TARGETS, MAX_PUSH_TOKEN, MAX_SERVICE_NAME, MAX_TEXT,
+        MIN_PHONE_DIGITS,
     };
 
     use super::MAX_IDEMPOTENCY_KEY;
@@ -289,9 +290,13 @@ mod tests {
             n(&create["pushTargets"]["maxItems"]),
             Some(MAX_PUSH_TARGETS)
         );
-        for field in ["surveyRP", "routePoint", "captchaToken"] {
+        for field in ["surveyRP", "routePoint"] {
             assert_eq!(n(&create[field]["maxLength"]), Some(MAX_TEXT), "{field}");
         }
+        assert_eq!(
+            n(&create["captchaToken"]["maxLength"]),
+            Some(MAX_CAPTCHA_TOKEN)
+        );
         let target = &schemas["PushTarget"]["properties"]["target"];
         assert_eq!(n(&target["maxLength"]), Some(MAX_PUSH_TOKEN));
         let header = &doc["paths"]["/engagement/v3/callbacks/create"]["post"]["parameters"][0];
