@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 
 use axum::{Router, extract::State, routing::get};
+use futures::future::join_all;
 use shared::{
     ApiError,
     http::ApiResult,
@@ -69,32 +70,47 @@ async fn handler(
         .ok_or_else(|| ApiError::bad_request("mode must be one of mode1, mode2, mode3"))?;
     on_hold(&params)?;
     let names = queues(&params)?;
-    let mut out = Vec::with_capacity(names.len());
-    for name in names {
-        let known = state.service(&tenant, &name).await?.is_some();
-        let estimate = if known {
-            super::for_service(&state, &tenant, &name, mode)
-                .await
-                .map_err(|m| (m.message(), m.result_code()))
-        } else {
-            Err(("unknown service".to_string(), -1))
-        };
-        out.push(match estimate {
-            Ok(secs) => EstimatedWaitTime {
-                virtual_queue: name,
-                estimated_wait_time: secs,
-                message: None,
-                result_code: 0,
-            },
-            Err((message, result_code)) => EstimatedWaitTime {
-                virtual_queue: name,
-                estimated_wait_time: -1,
-                message: Some(message),
-                result_code,
-            },
-        });
-    }
-    Ok(Envelope::ok(out))
+    // The queues are estimated together, not one after the other: a mode3 estimate may wait
+    // for GWS up to its timeout, and one such wait per queue in a row would outlast the
+    // request's deadline (docs/statistics.md#ewt-mode3).
+    let items = join_all(
+        names
+            .into_iter()
+            .map(|name| item(&state, &tenant, name, mode)),
+    )
+    .await;
+    Ok(Envelope::ok(items.into_iter().collect::<ApiResult<_>>()?))
+}
+
+/// The answer's item for one queue.
+async fn item(
+    state: &AppState,
+    tenant: &str,
+    name: String,
+    mode: Mode,
+) -> ApiResult<EstimatedWaitTime> {
+    let known = state.service(tenant, &name).await?.is_some();
+    let estimate = if known {
+        super::for_service(state, tenant, &name, mode)
+            .await
+            .map_err(|m| (m.message(), m.result_code()))
+    } else {
+        Err(("unknown service".to_string(), -1))
+    };
+    Ok(match estimate {
+        Ok(secs) => EstimatedWaitTime {
+            virtual_queue: name,
+            estimated_wait_time: secs,
+            message: None,
+            result_code: 0,
+        },
+        Err((message, result_code)) => EstimatedWaitTime {
+            virtual_queue: name,
+            estimated_wait_time: -1,
+            message: Some(message),
+            result_code,
+        },
+    })
 }
 
 #[cfg(test)]

@@ -3,7 +3,9 @@
 //! and FCM push. Each test is an attack that broke something (fixed since) or a battery that
 //! tried to and is kept as a guard.
 
-use harness::{Fixture, TestEnv, message, siteverify::FakeSiteverify};
+use std::time::{Duration, Instant};
+
+use harness::{FakeGws, Fixture, GwsMode, TestEnv, message, siteverify::FakeSiteverify};
 use serde_json::json;
 
 /// Real CAPTCHA tokens are long: Google's reCAPTCHA v2 tokens are about 560 characters, v3
@@ -45,4 +47,58 @@ async fn captcha_tokens_of_real_length_are_verified_not_refused() {
     assert!(message(&body).contains("captchaToken"), "{body}");
     assert_eq!(fake.calls(), calls);
     assert_eq!(fx.env.count("SELECT count(*) FROM callbacks").await, 3);
+}
+
+/// EWT mode3 asks GWS once per queue. With GWS hanging, the queues were asked one after the
+/// other, each waiting `GWS_TIMEOUT_MS`: ten queues took ten timeouts, past the request's
+/// deadline, and the whole answer was a 503 instead of the documented in-band `-1` per queue.
+#[tokio::test]
+async fn ewt_mode3_over_many_queues_with_gws_hanging_answers_in_band_in_time() {
+    let gws = FakeGws::start().await;
+    let env = TestEnv::new()
+        .with("GWS_TIMEOUT_MS", "700")
+        .with("REQUEST_TIMEOUT_MS", "3000");
+    let (_env, e, key) = harness::serve_tenant(env, "acme").await;
+    let (code, body) = e
+        .admin_put("/ges/v1/tenants/acme/credentials/gws", gws.credentials())
+        .await;
+    assert_eq!(code, 200, "{body}");
+    let names: Vec<String> = (0..10).map(|i| format!("q{i}")).collect();
+    for name in &names {
+        e.service("acme", name, json!({"ewt_statistic": "EWT"}))
+            .await;
+    }
+    let path = format!(
+        "/engagement/v3/estimated-wait-time?mode=mode3&virtual-queues={}",
+        names.join(",")
+    );
+    // GWS answering: every queue gets its value, with one token for all of them.
+    gws.set_value("EWT", json!(30));
+    let (code, body) = e.get(&key, &path).await;
+    assert_eq!(code, 200, "{body}");
+    let items = body["data"].as_array().unwrap();
+    assert_eq!(items.len(), 10, "{body}");
+    assert!(items.iter().all(|i| i["estimatedWaitTime"] == 30), "{body}");
+    assert_eq!(gws.token_calls(), 1);
+
+    // GWS hanging (new statistic, so nothing is cached): in band, within the deadline.
+    for name in &names {
+        e.service("acme", name, json!({"ewt_statistic": "EWT2"}))
+            .await;
+    }
+    gws.set_mode(GwsMode::Hang);
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    let started = Instant::now();
+    let (code, body) = e.get(&key, &path).await;
+    assert_eq!(code, 200, "after {:?}: {body}", started.elapsed());
+    assert!(started.elapsed() < Duration::from_millis(2_900));
+    let items = body["data"].as_array().unwrap();
+    assert_eq!(items.len(), 10, "{body}");
+    for item in items {
+        assert_eq!(item["estimatedWaitTime"], -1, "{body}");
+        assert!(
+            item["message"].as_str().unwrap().contains("unavailable"),
+            "{body}"
+        );
+    }
 }
