@@ -7,6 +7,7 @@
 //! row), sends, and records the outcome; a row whose callback has moved on is dropped unsent.
 
 use deadpool_postgres::GenericClient;
+use jiff::Timestamp;
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -51,22 +52,36 @@ pub struct Watched {
     pub service: String,
     /// The service's settings (threshold, escalation).
     pub settings: Value,
+    /// When it reached the voice platform (the watcher's order, with the id).
+    pub submitted_at: Timestamp,
 }
 
+/// Where a watcher pass goes on from: after this (submitted time, id); `None`: from the start.
+pub type WatchCursor = Option<(Timestamp, Uuid)>;
+
 /// Callbacks the voice platform holds QUEUED that have push targets and no `CALLBACK_UPCOMING`
-/// row yet (an index of exactly those rows: `callbacks_push_watch_idx`), at most `limit`.
-pub async fn watched(db: &impl GenericClient, limit: i64) -> Result<Vec<Watched>, Error> {
+/// row yet (an index of exactly those rows: `callbacks_push_watch_idx`), at most `limit`, in
+/// submission order after `after`. The watcher moves its cursor past each page and starts
+/// over after a short one, so callbacks whose estimate stays above the threshold (or unknown)
+/// never hide the others, however many they are (docs/push.md#outbox).
+pub async fn watched(
+    db: &impl GenericClient,
+    after: WatchCursor,
+    limit: i64,
+) -> Result<Vec<Watched>, Error> {
+    let (at, id) = (after.map(|a| a.0), after.map(|a| a.1));
     let rows = super::stmt::query(
         db,
-        "SELECT c.id, c.tenant_id, c.service, s.settings
+        "SELECT c.id, c.tenant_id, c.service, s.settings, c.submitted_at
            FROM callbacks c
            JOIN services s ON s.tenant_id = c.tenant_id AND s.name = c.service
           WHERE c.state = 'QUEUED' AND c.submitted_at IS NOT NULL AND c.attrs ? 'pushTargets'
+            AND ($2::timestamptz IS NULL OR (c.submitted_at, c.id) > ($2, $3::uuid))
             AND NOT EXISTS (SELECT 1 FROM push_outbox p
                              WHERE p.callback_id = c.id AND p.event = 'CALLBACK_UPCOMING')
-          ORDER BY c.submitted_at
+          ORDER BY c.submitted_at, c.id
           LIMIT $1",
-        &[&limit],
+        &[&limit, &at, &id],
     )
     .await?;
     Ok(rows
@@ -76,6 +91,7 @@ pub async fn watched(db: &impl GenericClient, limit: i64) -> Result<Vec<Watched>
             tenant: r.get(1),
             service: r.get(2),
             settings: r.get(3),
+            submitted_at: r.get(4),
         })
         .collect())
 }

@@ -5,7 +5,11 @@
 
 use std::time::{Duration, Instant};
 
-use harness::{FakeGws, Fixture, GwsMode, TestEnv, message, siteverify::FakeSiteverify};
+use futures::future::join_all;
+use harness::{
+    Engage, FakeGws, Fixture, GwsMode, TestEnv, WorkerProc, fake_fcm::FakeFcm, message,
+    open_service, siteverify::FakeSiteverify,
+};
 use serde_json::json;
 
 /// Real CAPTCHA tokens are long: Google's reCAPTCHA v2 tokens are about 560 characters, v3
@@ -101,4 +105,70 @@ async fn ewt_mode3_over_many_queues_with_gws_hanging_answers_in_band_in_time() {
             "{body}"
         );
     }
+}
+
+/// The push watcher looked only at the 200 longest-waiting callbacks with push targets that
+/// were not yet owed their `CALLBACK_UPCOMING`. 200 callbacks whose estimate stays unknown
+/// (a service no agent has taken a call of yet) filled that window for good: no other
+/// callback, of any tenant, was ever notified.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_unnotifiable_callbacks_do_not_starve_another_tenants_push() {
+    let fcm = FakeFcm::start().await;
+    let env = TestEnv::new()
+        .with("FCM_URL", &fcm.url)
+        .with("FCM_TIMEOUT_MS", "500")
+        .with("PUSH_WATCH_MS", "100")
+        .with("PUSH_SEND_MS", "100");
+    let fx = Fixture::dispatch(env, "flood", "wall", json!({"push_threshold_minutes": 60})).await;
+    let (env, e, flood_key) = fx.parts();
+    let app_key = e
+        .provision(
+            "pushco",
+            "app",
+            open_service(json!({"push_threshold_minutes": 60})),
+        )
+        .await;
+    let (code, body) = e
+        .admin_put(
+            "/ges/v1/tenants/pushco/credentials/fcm",
+            fcm.service_account.clone(),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    let _w = WorkerProc::start(&env, &[]).await;
+    // 201 callbacks of the flood tenant first, none of whose estimates can be known.
+    for chunk in 0..3 {
+        join_all((0..67).map(|i| push_create(&e, &flood_key, "wall", format!("f{chunk}-{i}"))))
+            .await;
+    }
+    assert_eq!(env.wait_submitted(201, Duration::from_secs(30)).await, 201);
+    let b: Vec<String> =
+        join_all(["b1", "b2", "b3"].map(|d| push_create(&e, &app_key, "app", d.into()))).await;
+    assert_eq!(env.wait_submitted(204, Duration::from_secs(20)).await, 204);
+    // Two calls taken by agents: b3's estimate is known (nobody ahead: 0 s, below 60 min).
+    for id in &b[..2] {
+        let (code, body) = e.event(id, json!({"state": "PROCESSING"})).await;
+        assert_eq!(code, 200, "{body}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let cb = e.retrieve(&app_key, &b[2]).await;
+    assert_eq!(cb["estimatedWaitTime"], 0, "{cb}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while fcm.delivered("b3", "CALLBACK_UPCOMING") == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "b3 never told CALLBACK_UPCOMING behind 201 unnotifiable callbacks"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A create with one FCM push target named `device` on `service`; its id.
+async fn push_create(e: &Engage, key: &str, service: &str, device: String) -> String {
+    e.create(key)
+        .service(service)
+        .phone(&harness::next_phone())
+        .field("pushTargets", json!([{"channel": "FCM", "target": device}]))
+        .id()
+        .await
 }

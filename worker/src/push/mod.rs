@@ -19,7 +19,7 @@ use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 use shared::{
     credentials::FcmCredentials,
-    db::push::{self, Claimed, PushEvent, Settle},
+    db::push::{self, Claimed, PushEvent, Settle, WatchCursor},
     metrics,
     model::ServiceSettings,
     redis::queue,
@@ -54,8 +54,9 @@ pub async fn run(w: Worker, stop: CancellationToken) {
 
 async fn watch_loop(w: Worker, stop: CancellationToken) {
     let every = Duration::from_millis(w.cfg.push.watch_ms);
+    let mut cursor = None;
     loop {
-        if let Err(e) = watch(&w).await {
+        if let Err(e) = watch(&w, &mut cursor).await {
             tracing::warn!(error = %e, "push watch pass failed");
         }
         if crate::sleep_or_stop(every, &stop).await {
@@ -64,10 +65,16 @@ async fn watch_loop(w: Worker, stop: CancellationToken) {
     }
 }
 
-/// One watcher pass; returns how many callbacks were newly owed `CALLBACK_UPCOMING`.
-pub async fn watch(w: &Worker) -> Result<usize> {
+/// One watcher pass over the next page of watched callbacks after `cursor` (moved past it, or
+/// back to the start after a short page: every watched callback is looked at in turn, however
+/// many never get below the threshold); returns how many were newly owed `CALLBACK_UPCOMING`.
+pub async fn watch(w: &Worker, cursor: &mut WatchCursor) -> Result<usize> {
     let client = w.db.get().await?;
-    let watched = push::watched(&client, BATCH).await?;
+    let watched = push::watched(&client, *cursor, BATCH).await?;
+    *cursor = match watched.last() {
+        Some(last) if watched.len() as i64 >= BATCH => Some((last.submitted_at, last.id)),
+        _ => None,
+    };
     if watched.is_empty() {
         return Ok(0);
     }
