@@ -220,6 +220,10 @@ fn describe() {
         "GWS refusals of a tenant's GWS client credentials."
     );
     describe_counter!(
+        NEXUS_ACCESS_FAILURE,
+        "Push notification tries that could not use FCM (unreachable, timeout, 5xx, 429, credentials refused)."
+    );
+    describe_counter!(
         API_ERRORS_DROPPED,
         "API-error records dropped because the writer was behind."
     );

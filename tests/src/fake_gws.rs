@@ -1,5 +1,5 @@
 //! A fake Genesys Web Services (GWS) for the statistics proxy: a real HTTP server on a free
-//! local port speaking the two calls Engage makes (docs/statistics.md#gws).
+//! local port speaking the two calls Engage makes (docs/statistics.md#protocol).
 //!
 //! - `POST /auth/v3/oauth/token`: OAuth 2 client credentials. Checks HTTP Basic client
 //!   authentication against its one client and `grant_type=client_credentials`; issues random

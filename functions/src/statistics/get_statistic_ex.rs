@@ -19,16 +19,16 @@ use shared::{
 
 use super::gws::GwsError;
 
-/// The route's path.
-pub const PATH: &str = "/engagement/v3/statistics/operations/get-statistic-ex";
-
 /// What a tenant without GWS credentials is told.
 pub const NO_CREDENTIALS: &str = "no GWS credentials are registered for this tenant: an \
      administrator registers them with PUT /ges/v1/tenants/{ccid}/credentials/gws";
 
 /// Route of this function.
 pub fn router() -> Router<AppState> {
-    Router::new().route(PATH, post(handler))
+    Router::new().route(
+        "/engagement/v3/statistics/operations/get-statistic-ex",
+        post(handler),
+    )
 }
 
 async fn handler(

@@ -1,4 +1,4 @@
-//! The GWS client of the statistics proxy (docs/statistics.md#gws): an OAuth
+//! The GWS client of the statistics proxy (docs/statistics.md#protocol): an OAuth
 //! client-credentials token from the tenant's auth URL (`POST …/auth/v3/oauth/token`, Basic
 //! client authentication, `grant_type=client_credentials`), cached per tenant and credentials
 //! until shortly before it expires, then `POST …/statistics/v3/operations/get-statistic-ex`
@@ -53,13 +53,12 @@ pub struct Gws {
 static GWS: OnceLock<Gws> = OnceLock::new();
 
 /// The process's client, built on first use from the configuration (read once at start).
-pub fn client(cfg: &GwsConfig) -> &'static Gws {
-    GWS.get_or_init(|| Gws::new(cfg))
+pub fn client(cfg: &GwsConfig, request_timeout_ms: u64) -> &'static Gws {
+    GWS.get_or_init(|| Gws::new(cfg, cfg.call_timeout(request_timeout_ms)))
 }
 
 impl Gws {
-    fn new(cfg: &GwsConfig) -> Self {
-        let timeout = Duration::from_millis(cfg.gws_timeout_ms);
+    fn new(cfg: &GwsConfig, timeout: Duration) -> Self {
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout)

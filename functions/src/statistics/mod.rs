@@ -54,7 +54,7 @@ pub async fn fetch(
     {
         return Ok(hit.answer);
     }
-    let answer = gws::client(&state.cfg.gws)
+    let answer = gws::client(&state.cfg.gws, state.cfg.http.request_timeout_ms)
         .get_statistic_ex(tenant, creds, body)
         .await?;
     let entry = Cached { at_ms: now, answer };

@@ -1,5 +1,5 @@
 //! The admin UI's roles and the ONE permission table every page and action is checked
-//! against on the server (ges-behavior §11 in our words: docs/admin-ui.md#roles).
+//! against on the server (docs/admin-ui.md#roles).
 
 use serde::Serialize;
 

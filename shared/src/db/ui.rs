@@ -245,7 +245,7 @@ pub struct QueueCounts {
 }
 
 /// Open callbacks per service and state of a tenant, the last day's completions and the next
-/// due time (one statement; docs/admin-ui.md#queues).
+/// due time (one statement; docs/admin-ui.md#pages).
 pub async fn queue_counts(db: &impl GenericClient, tenant: &str) -> Result<Vec<QueueCounts>> {
     let rows = db
         .query(

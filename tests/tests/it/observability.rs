@@ -205,7 +205,7 @@ fn alert_rules_pass_promtool() {
         "{report}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(report.contains("SUCCESS: 21 rules found"), "{report}");
+    assert!(report.contains("SUCCESS: 22 rules found"), "{report}");
 }
 
 #[tokio::test]

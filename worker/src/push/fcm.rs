@@ -1,4 +1,4 @@
-//! The FCM HTTP v1 client (docs/push.md#fcm): an OAuth access token per tenant from a signed
+//! The FCM HTTP v1 client (docs/push.md#oauth): an OAuth access token per tenant from a signed
 //! service-account assertion ([`super::jwt`]), cached until a minute before it expires, and
 //! `POST {FCM_URL}/v1/projects/{project_id}/messages:send`. One call, one message, one
 //! [`Delivery`]: what the outbox does next (done, again later, or never) is decided here from

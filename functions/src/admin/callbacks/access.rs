@@ -4,7 +4,7 @@
 //! Today the only actor is the holder of `ADMIN_TOKEN`, who acts for any tenant. The UI's
 //! users (issue 17) will be a second [`Actor`]: a session user with one tenant and one role;
 //! their extractor resolves the session into `Actor::User` and [`Actor::may`] already answers
-//! for them, with the rights of the GES roles (docs/ges-behavior.md#callback-ui): Monitor
+//! for them, with the rights of the GES roles (docs/admin-ui.md#roles): Monitor
 //! views, Supervisor and Administrator also change and export, Developer has no Callback tab.
 
 use axum::{extract::FromRequestParts, http::request::Parts};
