@@ -10,7 +10,7 @@ use harness::{
     Engage, FakeGws, Fixture, GwsMode, TestEnv, WorkerProc, fake_fcm::FakeFcm, message,
     open_service, siteverify::FakeSiteverify,
 };
-use serde_json::json;
+use serde_json::{Value, json};
 
 /// Real CAPTCHA tokens are long: Google's reCAPTCHA v2 tokens are about 560 characters, v3
 /// and hCaptcha tokens often over 1,500. A `captcha_required` service refused every one of
@@ -171,4 +171,157 @@ async fn push_create(e: &Engage, key: &str, service: &str, device: String) -> St
         .field("pushTargets", json!([{"channel": "FCM", "target": device}]))
         .id()
         .await
+}
+
+/// Every route of this area given text PostgreSQL cannot store (NUL), wrong types, huge and
+/// unicode values, unknown tenants and kinds: a 4xx in the envelope, never a 5xx. Kept as a
+/// guard (nothing broke).
+#[tokio::test]
+async fn bad_input_across_credentials_call_in_statistics_and_match_is_4xx() {
+    let (_env, e, key) = harness::serve_tenant(TestEnv::new(), "acme").await;
+    let nul = "a\u{0}b";
+    let creds = |tenant: &str, kind: &str| format!("/ges/v1/tenants/{tenant}/credentials/{kind}");
+    let mut answers = Vec::new();
+    for (tenant, kind) in [
+        ("a%00b", "gws"),
+        ("acme", "a%00b"),
+        ("nope", "fcm"),
+        ("ü", "gws"),
+    ] {
+        for m in [reqwest::Method::GET, reqwest::Method::DELETE] {
+            answers.push((
+                format!("{m} {tenant}/{kind}"),
+                e.admin(m, &creds(tenant, kind), None).await,
+            ));
+        }
+        let body = json!({"secret": "s"});
+        let what = format!("PUT {tenant}/{kind}");
+        answers.push((what, e.admin_put(&creds(tenant, kind), body).await));
+    }
+    for body in [
+        json!({"secret": nul}),
+        json!({"secret": "s", "siteKey": nul}),
+        json!({"secret": ["s"]}),
+        json!({"secret": "s".repeat(100_000)}),
+        json!("secret"),
+        json!(null),
+    ] {
+        answers.push((
+            format!("captcha {body:.40}"),
+            e.admin_put(&creds("acme", "captcha"), body).await,
+        ));
+    }
+    for body in [
+        json!({"clientId": nul, "clientSecret": "s", "authUrl": "http://x", "statisticsUrl": "http://x"}),
+        json!({"clientId": "c", "clientSecret": "s", "authUrl": "http://\u{0}x", "statisticsUrl": "http://x"}),
+        json!({"clientId": "c", "clientSecret": "s", "authUrl": "http://ü.example", "statisticsUrl": 5}),
+    ] {
+        answers.push((
+            format!("gws {body:.40}"),
+            e.admin_put(&creds("acme", "gws"), body).await,
+        ));
+    }
+    for body in [
+        json!({"project_id": nul, "client_email": "a@b", "private_key": "x"}),
+        json!({"project_id": "p", "client_email": "a@b", "private_key": "-----BEGIN PRIVATE KEY-----\n\u{0}\n-----END PRIVATE KEY-----"}),
+        json!({"project_id": "p", "client_email": "a@b", "private_key": "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----", "type": 5}),
+    ] {
+        answers.push((
+            format!("fcm {body:.40}"),
+            e.admin_put(&creds("acme", "fcm"), body).await,
+        ));
+    }
+    let (code, body) = e
+        .admin_put(
+            "/ges/v1/tenants/acme/call-in-groups/G",
+            json!({"numbers": ["+16505557000"], "access_codes": true}),
+        )
+        .await;
+    assert!(code == 200 || code == 201, "{body}");
+    for body in [
+        json!({"groupName": nul}),
+        json!({"groupName": "G", "fromPhoneNumber": nul}),
+        json!({"groupName": "G", "userData": {"k": nul}}),
+        json!({"groupName": "G", "callbackServiceId": nul}),
+        json!({"groupName": "G", "callbackServiceId": 12}),
+        json!({"groupName": "Ǵ".repeat(300)}),
+    ] {
+        let what = format!("call-in {body:.40}");
+        answers.push((
+            what,
+            e.post(&key, "/engagement/v3/call-in/requests/create", body)
+                .await,
+        ));
+    }
+    let matched = |body: Value| {
+        harness::send(
+            e.http
+                .post(format!("{}/ges/v1/call-in/match", e.internal))
+                .bearer_auth(harness::ORS_EVENTS_TOKEN)
+                .json(&body),
+        )
+    };
+    for body in [
+        json!({"toPhoneNumber": nul}),
+        json!({"toPhoneNumber": "+16505557000", "accessCode": nul}),
+        json!({"toPhoneNumber": "+16505557000", "accessCode": 99_999_999_999_i64}),
+        json!({"toPhoneNumber": "+16505557000", "accessCode": 1.5}),
+        json!({"toPhoneNumber": "+16505557000", "accessCode": "１２３４"}),
+        json!({"toPhoneNumber": "+16505557000", "fromPhoneNumber": nul}),
+        json!({"toPhoneNumber": 16505557000_i64}),
+        json!([]),
+    ] {
+        answers.push((format!("match {body:.40}"), matched(body).await));
+    }
+    let stats = "/engagement/v3/statistics/operations/get-statistic-ex";
+    answers.push((
+        "statistics without creds".into(),
+        e.post(&key, stats, json!({"a": nul})).await,
+    ));
+    for (what, (code, body)) in answers {
+        assert!((400..500).contains(&code), "{what}: {code} {body}");
+        assert!(body["status"]["message"].is_string(), "{what}: {body}");
+    }
+}
+
+/// A push target's registration token is a credential of the customer's device: retrieve shows
+/// only its channel (docs/push.md#what-callers-see). The admin callback API (listing, detail,
+/// CSV export) showed the stored attributes as they are, tokens included.
+#[tokio::test]
+#[ignore = "reported, not fixed: functions/src/admin/callbacks/view.rs (attacker B's area) shows \
+            `attrs` as stored; the fix is `attrs: shared::model::attrs::shown(&cb.attrs)`"]
+async fn no_admin_read_shows_a_device_token() {
+    let fx = Fixture::start(json!({})).await;
+    let token = "fcm-device-token-0123456789";
+    let id = fx
+        .create()
+        .field("pushTargets", json!([{"channel": "FCM", "target": token}]))
+        .id()
+        .await;
+    let cb = fx.retrieve(&id).await;
+    assert!(!cb.to_string().contains(token), "{cb}");
+    for path in [
+        format!("/ges/v1/tenants/acme/callbacks/{id}"),
+        "/ges/v1/tenants/acme/callbacks".to_string(),
+    ] {
+        let (code, body) = fx.engage.admin_get(&path).await;
+        assert_eq!(code, 200, "{path}: {body}");
+        assert!(body.to_string().contains(&id), "{path}: {body}");
+        assert!(!body.to_string().contains(token), "{path}: {body}");
+    }
+    let csv = fx
+        .engage
+        .http
+        .get(format!(
+            "{}/ges/v1/tenants/acme/callbacks.csv",
+            fx.engage.internal
+        ))
+        .bearer_auth(harness::ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(csv.contains(&id) && !csv.contains(token), "{csv}");
 }
