@@ -325,3 +325,52 @@ async fn no_admin_read_shows_a_device_token() {
         .unwrap();
     assert!(csv.contains(&id) && !csv.contains(token), "{csv}");
 }
+
+/// The FCM access token is cached per tenant, "one token request per tenant and worker an
+/// hour" (docs/push.md#cost); but the sender sends a pass's messages concurrently, and every
+/// one of them that found no cached token fetched its own: five callbacks routed together made
+/// five token requests (two hundred a pass at most).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_pushes_of_a_tenant_share_one_access_token() {
+    let fcm = FakeFcm::start().await;
+    let env = TestEnv::new()
+        .with("FCM_URL", &fcm.url)
+        .with("PUSH_WATCH_MS", "100")
+        .with("PUSH_SEND_MS", "3000");
+    let settings = json!({"call_direction": "USERORIGINATED", "push_threshold_minutes": 0});
+    let fx = Fixture::dispatch(env, "pushco", "app", settings).await;
+    let (env, e, key) = fx.parts();
+    let (code, body) = e
+        .admin_put(
+            "/ges/v1/tenants/pushco/credentials/fcm",
+            fcm.service_account.clone(),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    let _w = WorkerProc::start(&env, &[]).await;
+    let devices: Vec<String> = (0..5).map(|i| format!("dev-{i}")).collect();
+    let ids = join_all(
+        devices
+            .iter()
+            .map(|d| push_create(&e, &key, "app", d.clone())),
+    )
+    .await;
+    assert_eq!(env.wait_submitted(5, Duration::from_secs(10)).await, 5);
+    for r in join_all(
+        ids.iter()
+            .map(|id| e.event(id, json!({"state": "ROUTING"}))),
+    )
+    .await
+    {
+        assert_eq!(r.0, 200, "{}", r.1);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while devices
+        .iter()
+        .any(|d| fcm.delivered(d, "CALLBACK_READY") == 0)
+    {
+        assert!(Instant::now() < deadline, "not all delivered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(fcm.seen(|s| s.tokens_issued), 1);
+}

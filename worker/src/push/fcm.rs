@@ -6,7 +6,7 @@
 
 use std::{
     collections::HashMap,
-    sync::Mutex,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -52,11 +52,16 @@ struct Cached {
     account: [u8; 32],
 }
 
+/// One token request at a time per tenant: the messages of a pass that find no cached token
+/// wait for it (and for its failure, when it fails) instead of each requesting their own.
+type Fetching = Arc<tokio::sync::Mutex<Option<(Instant, Delivery)>>>;
+
 /// The FCM client of one process (tokens cached per tenant).
 pub struct Fcm {
     http: reqwest::Client,
     base: String,
     tokens: Mutex<HashMap<String, Cached>>,
+    fetching: Mutex<HashMap<String, Fetching>>,
 }
 
 #[derive(Deserialize)]
@@ -78,6 +83,7 @@ impl Fcm {
             http,
             base: cfg.fcm_url.trim_end_matches('/').to_string(),
             tokens: Mutex::new(HashMap::new()),
+            fetching: Mutex::new(HashMap::new()),
         })
     }
 
@@ -130,16 +136,47 @@ impl Fcm {
         }
     }
 
-    /// The tenant's cached access token, or a new one from the token URI.
+    /// The tenant's cached token for these credentials, when still good.
+    fn cached(&self, tenant: &str, fp: &[u8; 32]) -> Option<SecretString> {
+        let t = self.tokens.lock().ok()?;
+        let c = t.get(tenant)?;
+        (c.account == *fp && c.until > Instant::now()).then(|| c.token.clone())
+    }
+
+    /// The tenant's cached access token, or a new one from the token URI: one request at a
+    /// time per tenant, whose token (or failure) the concurrent callers share
+    /// (docs/push.md#oauth).
     async fn token(&self, tenant: &str, account: &Account<'_>) -> Result<SecretString, Delivery> {
         let fp = fingerprint(account);
-        if let Ok(t) = self.tokens.lock()
-            && let Some(c) = t.get(tenant)
-            && c.account == fp
-            && c.until > Instant::now()
-        {
-            return Ok(c.token.clone());
+        if let Some(token) = self.cached(tenant, &fp) {
+            return Ok(token);
         }
+        let asked = Instant::now();
+        let slot = self.fetching.lock().map_or_else(
+            |_| Fetching::default(),
+            |mut m| m.entry(tenant.to_string()).or_default().clone(),
+        );
+        let mut last_failure = slot.lock().await;
+        if let Some(token) = self.cached(tenant, &fp) {
+            return Ok(token);
+        }
+        if let Some((at, failed)) = last_failure.as_ref()
+            && *at >= asked
+        {
+            return Err(failed.clone());
+        }
+        let got = self.fetch_token(tenant, account, fp).await;
+        *last_failure = got.as_ref().err().map(|d| (Instant::now(), d.clone()));
+        got
+    }
+
+    /// A new access token from the token URI, cached for the tenant.
+    async fn fetch_token(
+        &self,
+        tenant: &str,
+        account: &Account<'_>,
+        fp: [u8; 32],
+    ) -> Result<SecretString, Delivery> {
         let now = jiff::Timestamp::now().as_second();
         let assertion = jwt::assertion(account.signer, now).map_err(|e| Delivery::Retry {
             after: None,
