@@ -22,6 +22,10 @@ use super::RedisConn;
 /// With `place`, what is refused gets consecutive future slots after the inner limit's
 /// horizon (field `<field>~h`), which then moves past them: callers refused together (several
 /// workers, one burst) line up one after the other instead of all aiming at the next permit.
+/// A horizon still ahead is dropped when its buckets are full (no permit taken for a burst's
+/// time, no debt), which a line being worked through never lets happen: the callbacks placed
+/// there are not coming (cancelled, rescheduled), and new ones must not wait behind them. The
+/// horizon only places; grants never depend on it.
 ///
 /// Returns `[now ms, per inner limit: granted, first slot ms (absolute, 0 when all were
 /// granted), spacing µs]`.
@@ -38,6 +42,7 @@ end
 local v = redis.call('HMGET', KEYS[1], unpack(fields))
 local oi, ob = tonumber(ARGV[1]), tonumber(ARGV[2])
 local otat = math.max(tonumber(v[1]) or 0, now) + tonumber(ARGV[3]) * oi
+local ofull = oi <= 0 or otat <= now
 local function avail(tat, iv, b)
   if iv <= 0 then return 1e15 end
   return math.max(0, math.floor((now + b * iv - tat) / iv + 1e-6))
@@ -51,6 +56,11 @@ for k = 1, (#ARGV - 4) / 5 do
   local j = 5 + (k - 1) * 5
   local iv, b, want = tonumber(ARGV[j + 1]), tonumber(ARGV[j + 2]), tonumber(ARGV[j + 4])
   local tat = math.max(tonumber(v[2 * k]) or 0, now) + tonumber(ARGV[j + 3]) * iv
+  local h0 = tonumber(v[2 * k + 1]) or 0
+  if place and ofull and tat <= now and h0 > now then
+    h0 = 0
+    set[#set + 1] = fields[2 * k + 1]; set[#set + 1] = '0'
+  end
   local g = math.min(want, avail(tat, iv, b), avail(otat, oi, ob))
   tat = tat + g * iv
   otat = otat + g * oi
@@ -58,7 +68,7 @@ for k = 1, (#ARGV - 4) / 5 do
   if g < want then
     at = math.max(next_at(tat, iv, b), next_at(otat, oi, ob))
     if place then
-      at = math.max(at, tonumber(v[2 * k + 1]) or 0)
+      at = math.max(at, h0)
       local h = at + (want - g) * sp
       set[#set + 1] = fields[2 * k + 1]; set[#set + 1] = string.format('%.3f', h)
       far = math.max(far, h)

@@ -2,9 +2,11 @@
 //! dispatch pacing and the per-API-key request limit. Each test is an attack that broke
 //! something (fixed since) or a battery that tried to and is kept as a guard.
 
+use std::time::{Duration, Instant};
+
 use futures::future::join_all;
 use harness::{
-    ADMIN_TOKEN, Engage, Fixture, send,
+    ADMIN_TOKEN, Engage, Fixture, TestEnv, WorkerProc, send,
     ui::{csrf_of, form_body, no_redirects},
 };
 use serde_json::{Value, json};
@@ -133,4 +135,93 @@ async fn concurrent_wrong_passwords_get_at_most_five_checks() {
     // The right password is refused while locked.
     let (code, page) = attempt(e, &form, "vic", "correct horse battery").await;
     assert!(code != 303 && page.contains("locked"), "{code} {page}");
+}
+
+/// Milliseconds of a stream entry id (`<ms>-<seq>`: the voice Redis clock when it was added).
+fn entry_ms(id: &str) -> i64 {
+    id.split('-')
+        .next()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Dispatch pacing lines refused callbacks up behind a per-service horizon (docs/pacing.md
+/// #placement). When the callbacks placed there never come (a supervisor bulk-cancels a
+/// backlog while the service keeps receiving callbacks), the horizon must not delay what is
+/// created next: at 10/s, 30 callbacks due at once go out within about 2 s (one second's
+/// burst, then 10/s), not behind the cancelled backlog. They waited for the phantom queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_backlog_does_not_delay_what_comes_next() {
+    let pace = json!({ "dispatch_rate_per_second": 10 });
+    let (env, engage, key) = Fixture::dispatch(TestEnv::new(), "pz1", "paced", pace)
+        .await
+        .parts();
+    engage.create_immediate(&key, "paced", 300, 0).await;
+    let _worker = WorkerProc::start(&env, &[]).await;
+    env.wait_handoffs(10, Duration::from_secs(20)).await;
+    // Every pass has claimed and placed its share: the backlog reaches ~29 s ahead.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let (code, body) = send(
+        engage
+            .http
+            .post(format!(
+                "{}{BASE}/pz1/callbacks/bulk-cancel",
+                engage.internal
+            ))
+            .bearer_auth(ADMIN_TOKEN)
+            .query(&[("service", "paced")]),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    assert!(body["data"]["cancelled"].as_u64().unwrap() > 250, "{body}");
+    // 30 due at the same instant, 4 s from now; meanwhile one callback every 400 ms.
+    let due = jiff::Timestamp::now() + Duration::from_secs(4);
+    let at = harness::wire(due);
+    let burst: Vec<String> = join_all((0..30).map(|i| {
+        let phone = format!("+1555{:07}", 1_000 + i);
+        let (engage, key, at) = (&engage, &key, &at);
+        async move {
+            engage
+                .create(key)
+                .service("paced")
+                .phone(&phone)
+                .at(at)
+                .id()
+                .await
+        }
+    }))
+    .await;
+    let mut i = 2_000;
+    while jiff::Timestamp::now() < due {
+        engage
+            .create(&key)
+            .service("paced")
+            .phone(&format!("+1555{i:07}"))
+            .id()
+            .await;
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        i += 1;
+    }
+    let burst_sent = |entries: &[harness::Entry]| {
+        let mut t: Vec<i64> = entries
+            .iter()
+            .filter(|(_, f)| f.values().any(|v| burst.contains(v)))
+            .map(|(id, _)| entry_ms(id))
+            .collect();
+        t.sort_unstable();
+        t
+    };
+    let started = Instant::now();
+    let mut times = Vec::new();
+    while started.elapsed() < Duration::from_secs(30) && times.len() < 30 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        times = burst_sent(&env.handoffs().await);
+    }
+    assert_eq!(times.len(), 30, "the burst was handed off");
+    let last = (times[29] - due.as_millisecond()) as f64 / 1_000.0;
+    println!("FIGURE paced_after_cancelled_backlog last_after_due_s={last:.1}");
+    assert!(
+        last < 4.0,
+        "30 callbacks due at once at 10/s: the last went {last} s late"
+    );
 }
