@@ -129,7 +129,7 @@ impl Gws {
             .map_err(|e| server(format!("token request failed: {}", without_url(e))))?;
         let status = sent.status().as_u16();
         let body = self.read(sent).await?;
-        if (400..500).contains(&status) {
+        if (400..500).contains(&status) && !unavailable(status) {
             return Err(rejected());
         }
         if status != 200 {
@@ -165,6 +165,7 @@ impl Gws {
             },
             401 => Ok(None),
             403 => Err(rejected()),
+            s if unavailable(s) => Err(server(format!("statistics endpoint answered {s}"))),
             400..=499 => Err(GwsError::Refused(gws_message(&bytes, status))),
             _ => Err(server(format!("statistics endpoint answered {status}"))),
         }
@@ -208,6 +209,12 @@ impl Granted {
             refresh_at: Instant::now() + Duration::from_secs(use_for),
         }
     }
+}
+
+/// 4xx answers that say "not now" (request timeout, throttled), not "wrong credentials" or
+/// "wrong body": the caller gets a 503 to retry later.
+fn unavailable(status: u16) -> bool {
+    matches!(status, 408 | 429)
 }
 
 /// Tenant plus a hash of the credentials: a changed secret or URL never reuses a token.

@@ -374,3 +374,56 @@ async fn concurrent_pushes_of_a_tenant_share_one_access_token() {
     }
     assert_eq!(fcm.seen(|s| s.tokens_issued), 1);
 }
+
+/// A GWS that throttles (429) or times a request out (408) did not reject anything: it asks to
+/// be asked later. The token endpoint's 429 answered 401 "GWS rejected this tenant's GWS
+/// client credentials" and counted `GWS_INCORRECT_CLIENT_CREDENTIALS` (an alert telling an
+/// administrator to fix credentials that are fine); the statistics call's 429 answered 400
+/// "GWS refused the statistics request" (telling the caller its body is wrong).
+#[tokio::test]
+async fn a_throttling_gws_is_unavailable_not_a_credentials_or_body_error() {
+    use axum::{Router, http::StatusCode, routing::post};
+    let throttled = |code: u16| {
+        let status = StatusCode::from_u16(code).unwrap();
+        move || async move {
+            let body = json!({"status": {"code": code, "message": "slow down"}});
+            (status, [("retry-after", "30")], axum::Json(body))
+        }
+    };
+    let token = || async {
+        axum::Json(json!({"access_token": "t0k", "token_type": "bearer", "expires_in": 3600}))
+    };
+    let mut bases = Vec::new();
+    for (token_code, stat_code) in [(429, 200), (408, 200), (200, 429), (200, 408)] {
+        let mut app = Router::new();
+        app = match token_code {
+            200 => app.route("/auth/v3/oauth/token", post(token)),
+            c => app.route("/auth/v3/oauth/token", post(throttled(c))),
+        };
+        app = app.route(
+            "/statistics/v3/operations/get-statistic-ex",
+            post(throttled(stat_code)),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        bases.push(format!("http://{}", listener.local_addr().unwrap()));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+    }
+    let (_env, e, key) = harness::serve_tenant(TestEnv::new(), "acme").await;
+    let before = e.metric_sum("GWS_INCORRECT_CLIENT_CREDENTIALS").await;
+    for base in bases {
+        let creds = json!({"clientId": "c", "clientSecret": "s", "authUrl": base,
+                           "statisticsUrl": base});
+        let (code, body) = e
+            .admin_put("/ges/v1/tenants/acme/credentials/gws", creds)
+            .await;
+        assert_eq!(code, 200, "{body}");
+        let stats = "/engagement/v3/statistics/operations/get-statistic-ex";
+        let ask = json!({"data": {"statistics": [{"name": "X", "objectId": "q", "objectType": "Queue"}]}});
+        let (code, body) = e.post(&key, stats, ask).await;
+        assert_eq!(code, 503, "{base}: {body}");
+    }
+    assert_eq!(
+        e.metric_sum("GWS_INCORRECT_CLIENT_CREDENTIALS").await,
+        before
+    );
+}
