@@ -225,3 +225,77 @@ async fn a_cancelled_backlog_does_not_delay_what_comes_next() {
         "30 callbacks due at once at 10/s: the last went {last} s late"
     );
 }
+
+/// The per-API-key request rate is the key's, however the header is spelled: the key is
+/// resolved trimmed, so a key with a trailing space or tab is the same key and must share its
+/// limit (docs/throttling.md#request-rate-per-api-key). Keyed on the raw header bytes, each
+/// spelling had a limit of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_spelled_with_whitespace_shares_its_rate_limit() {
+    let env = TestEnv::new()
+        .with("API_KEY_RATE_PER_SECOND", "10")
+        .with("API_KEY_BURST", "10");
+    let engage = Engage::start(&env, &[]).await;
+    let key = engage.provision("kr1", "svc", json!({})).await;
+    let spellings = [
+        key.clone(),
+        format!("{key} "),
+        format!("{key}\t"),
+        format!("{key} \t "),
+        format!("{key}\t\t"),
+    ];
+    let url = format!("{}/engagement/v3/callbacks/retrieve", engage.external);
+    let sends = (0..50).map(|i| {
+        let req = engage
+            .http
+            .post(&url)
+            .header("x-api-key", spellings[i % spellings.len()].as_str())
+            .json(&json!({"id": uuid::Uuid::now_v7().to_string()}));
+        send(req)
+    });
+    let answers = join_all(sends).await;
+    let passed = answers.iter().filter(|(code, _)| *code != 429).count();
+    for (code, body) in &answers {
+        assert!(matches!(code, 404 | 429), "{code} {body}");
+    }
+    assert!(
+        passed <= 12,
+        "{passed} of 50 passed a limit of 10 (burst 10)"
+    );
+}
+
+/// Bulk cancel by filter stops 4 s before its request's deadline and says `more: true`
+/// (docs/admin-queries.md#bulk-cancel). With `REQUEST_TIMEOUT_MS` of 3 s that moment was
+/// before the call began: every call cancelled nothing and answered `more: true`, so the UI's
+/// loop ("call again while more") never ended and never cancelled anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_cancel_by_filter_progresses_under_a_short_request_timeout() {
+    let env = TestEnv::new().with("REQUEST_TIMEOUT_MS", "3000");
+    let settings = harness::open_service(json!({}));
+    let fx = Fixture::with(env, &[], "acme", "sales", settings).await;
+    for _ in 0..20 {
+        fx.create().in_secs(7200).id().await;
+    }
+    let url = format!("{}{BASE}/acme/callbacks/bulk-cancel", fx.engage.internal);
+    let mut cancelled = 0;
+    for call in 0..5 {
+        let req = fx
+            .engage
+            .http
+            .post(&url)
+            .bearer_auth(ADMIN_TOKEN)
+            .query(&[("service", "sales")]);
+        let (code, body) = send(req).await;
+        assert_eq!(code, 200, "call {call}: {body}");
+        cancelled += body["data"]["cancelled"].as_u64().unwrap();
+        if body["data"]["more"] == json!(false) {
+            break;
+        }
+    }
+    assert_eq!(cancelled, 20, "20 callbacks, 5 calls");
+    let live = fx
+        .env
+        .count("SELECT count(*) FROM callbacks WHERE state <> 'COMPLETED'")
+        .await;
+    assert_eq!(live, 0);
+}

@@ -253,19 +253,13 @@ async fn by_filter(
         return Ok(dry(admin_query::count(&mut client, tenant, &filter).await?));
     }
     drop(client);
-    let stop_at = shared::http::envelope::commit_deadline()
-        .map(|d| d - shared::http::envelope::COMMIT_GRACE - DEADLINE_MARGIN);
+    let stop_at = stop_at();
     let sort = Sort {
         key: SortKey::DesiredTime,
         desc: false,
     };
     let (mut answer, mut cursor, mut done) = (BulkAnswer::default(), None, 0);
     loop {
-        let late = stop_at.is_some_and(|t| tokio::time::Instant::now() >= t);
-        if done >= MAX_PER_CALL || late {
-            answer.more = true;
-            return Ok(answer);
-        }
         let want = BATCH.min(MAX_PER_CALL - done);
         client = state.db.get().await?;
         let batch =
@@ -276,9 +270,25 @@ async fn by_filter(
         }
         cursor = admin_query::cursor_after(&batch, sort);
         for cb in &batch {
+            // At least one per call, whatever the deadline: each call makes progress.
+            let late = stop_at.is_some_and(|t| tokio::time::Instant::now() >= t);
+            if done >= MAX_PER_CALL || (late && done > 0) {
+                answer.more = true;
+                return Ok(answer);
+            }
             let outcome = cancel::cancel_counted(state, tenant, cb.id).await;
             answer.record(cb.id.to_string(), outcome, false);
             done += 1;
         }
     }
+}
+
+/// When a bulk cancel by filter stops: [`DEADLINE_MARGIN`] before the request's commit
+/// deadline, or halfway to it when less than twice the margin is left (a short
+/// `REQUEST_TIMEOUT_MS`), so every call has time to cancel something.
+fn stop_at() -> Option<tokio::time::Instant> {
+    let deadline = shared::http::envelope::commit_deadline()?
+        .checked_sub(shared::http::envelope::COMMIT_GRACE)?;
+    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+    Some(deadline - DEADLINE_MARGIN.min(left / 2))
 }
