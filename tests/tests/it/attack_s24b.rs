@@ -299,3 +299,215 @@ async fn bulk_cancel_by_filter_progresses_under_a_short_request_timeout() {
         .await;
     assert_eq!(live, 0);
 }
+
+/// Odd input on every admin callback route answers below 500 and never hangs: raw query
+/// strings (bad escapes, non-UTF-8, huge, extreme times and zones), odd ids, odd bodies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn odd_input_on_the_admin_callback_api_is_never_a_5xx() {
+    let fx = Fixture::start(harness::open_service(json!({}))).await;
+    let e = &fx.engage;
+    let id = fx.create().in_secs(7200).id().await;
+    let long = "9".repeat(20_000);
+    let queries = [
+        "state=%FF",
+        "%FF=1",
+        "service=%C3%28",
+        "limit=-1",
+        "limit=99999999999999999999999",
+        "limit=1e3",
+        "desiredFrom=%2B275760-09-13T00:00:00Z",
+        "desiredFrom=-009999-01-01T00:00:00Z",
+        "desiredFrom=9999-12-31T23:59:59.999999999Z",
+        "desiredTo=0000-01-01",
+        "createdFrom=2027-03-14T02:30&tz=America/New_York",
+        "tz=../../../../etc/passwd",
+        "tz=UTC%00",
+        "tz=%2B99:00",
+        "phone=%00",
+        "phone=%2B",
+        "phone=%2B99999999999999999999999999",
+        "state=SCHEDULED,,",
+        "state=%20,%20",
+        "reason=cancelled",
+        "sort=created&order=desc&cursor=00",
+        "format=csv&limit=250",
+        "format=csv&tz=Pacific/Kiritimati&desiredFrom=2020-01-01",
+    ];
+    let base = format!("{}{BASE}/acme/callbacks", e.internal);
+    let mut urls: Vec<String> = queries.iter().map(|q| format!("{base}?{q}")).collect();
+    urls.push(format!("{base}?service={long}"));
+    urls.push(format!("{base}?cursor={long}"));
+    urls.push(format!("{base}.csv?phone={}", "1".repeat(300)));
+    for path in [
+        format!("/{id}"),
+        "/%00".into(),
+        "/%FF%FE".into(),
+        format!("/{}", "a".repeat(5_000)),
+        format!("/{}", id.to_uppercase()),
+        format!("/{{{id}}}"),
+    ] {
+        urls.push(format!("{base}{path}"));
+    }
+    for url in &urls {
+        let (code, body) = send(e.http.get(url).bearer_auth(ADMIN_TOKEN)).await;
+        assert!(code < 500, "GET {url:.200}: {code} {body}");
+    }
+    let bodies = [
+        json!({"desiredTime": "9999-12-31T23:59:59Z"}),
+        json!({"desiredTime": "+275760-09-13T00:00:00Z"}),
+        json!({"desiredTime": 5}),
+        json!({"desiredTime": "2020-01-01T00:00:00Z"}),
+        json!({"userData": "x"}),
+        json!({"userData": {"k": "\u{0000}"}}),
+        json!({"userData": {"\u{0000}": 1}}),
+        json!([]),
+        json!({"desiredTime": null, "userData": null}),
+        json!({"id": id}),
+    ];
+    for body in &bodies {
+        for path in ["reschedule", "cancel"] {
+            let url = format!("{base}/{id}/{path}");
+            let (code, answer) = send(e.http.post(&url).bearer_auth(ADMIN_TOKEN).json(body)).await;
+            assert!(code < 500, "POST {path} {body}: {code} {answer}");
+        }
+    }
+    let bulk = format!("{base}/bulk-cancel");
+    for body in [
+        json!({"ids": [null, 1, {}, "x", "", id, id]}),
+        json!({"ids": "x"}),
+        json!({"ids": vec!["x"; 1001]}),
+        json!({"ids": [], "more": 1}),
+        json!({"ids": [format!("{id}\u{0000}")]}),
+    ] {
+        for q in ["", "?dryRun=true", "?dryRun=1", "?service=sales"] {
+            let url = format!("{bulk}{q}");
+            let (code, answer) = send(e.http.post(&url).bearer_auth(ADMIN_TOKEN).json(&body)).await;
+            assert!(code < 500, "bulk {q} {body:.100}: {code} {answer}");
+        }
+    }
+    for raw in ["{", "\u{feff}{\"ids\":[]}", "null", "{\"ids\":[1,2,3]}{}"] {
+        let req = e.http.post(&bulk).bearer_auth(ADMIN_TOKEN).body(raw);
+        let (code, answer) = send(req).await;
+        assert!(code < 500, "bulk {raw:?}: {code} {answer}");
+    }
+}
+
+/// POSTs a raw form body with a session cookie: (status, body text).
+async fn post_raw(e: &Engage, cookie: &str, path: &str, body: String) -> (u16, String) {
+    let r = no_redirects()
+        .post(format!("{}{path}", e.internal))
+        .header("cookie", cookie)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+/// Odd forms and queries on every UI page and action, as an Administrator with a valid CSRF
+/// token, answer below 500: odd grid cells and times, huge and non-UTF-8 values, another
+/// tenant's object names, odd `corrId`s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn odd_forms_on_the_ui_are_never_a_5xx() {
+    let fx = Fixture::start(harness::open_service(json!({}))).await;
+    let e = &fx.engage;
+    let body =
+        json!({"username": "ada", "password": "correct horse battery", "role": "Administrator"});
+    assert_eq!(
+        e.admin_post("/ges/v1/tenants/acme/users", body).await.0,
+        200
+    );
+    let weekly: serde_json::Map<String, Value> = (1..=7)
+        .map(|d| (d.to_string(), json!({"0900": 2})))
+        .collect();
+    let rule = json!({"slot_minutes": 60, "weekly": weekly});
+    let (code, answer) = e
+        .admin_put("/ges/v1/tenants/acme/capacity-rules/r1", rule)
+        .await;
+    assert_eq!(code, 201, "{answer}");
+    let cookie = harness::ui::ui_login(e, "acme", "ada", "correct horse battery")
+        .await
+        .unwrap();
+    let (_, page) = {
+        let r = no_redirects()
+            .get(format!("{}/ges/config/capacity", e.internal))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    };
+    let csrf = csrf_of(&page).unwrap();
+    let c = format!("csrf={csrf}");
+    let big = "9".repeat(100_000);
+    let forms = [
+        (
+            "/ges/config/capacity/r1",
+            format!("{c}&c_1_0900=99999999999999999999999"),
+        ),
+        ("/ges/config/capacity/r1", format!("{c}&c_1_0900=-1")),
+        ("/ges/config/capacity/r1", format!("{c}&c_1_2500=1")),
+        ("/ges/config/capacity/r1", format!("{c}&c_1_=1")),
+        ("/ges/config/capacity/r1", format!("{c}&c__0900=1")),
+        ("/ges/config/capacity/r1", format!("{c}&c_1_09%FF=1")),
+        (
+            "/ges/config/capacity/r1",
+            format!("{c}&c_1_0900=1&c_1_0900=2"),
+        ),
+        (
+            "/ges/config/capacity/r1",
+            format!("{c}&new_time=%EF%BC%90%EF%BC%99:00"),
+        ),
+        ("/ges/config/capacity/r1", format!("{c}&new_time={big}")),
+        ("/ges/config/capacity/r1", format!("{c}&new_time=24:00")),
+        ("/ges/config/capacity/r1", format!("{c}&c_1_0900=1000001")),
+        ("/ges/config/capacity/nope", format!("{c}&c_1_0900=1")),
+        ("/ges/config/capacity/%00", format!("{c}&c_1_0900=1")),
+        ("/ges/config/number-rules/test", format!("{c}&number=%00")),
+        (
+            "/ges/config/number-rules/test",
+            format!("{c}&number=1&rule=%00"),
+        ),
+        (
+            "/ges/config/number-rules/test",
+            format!("{c}&number=1&rule=nope"),
+        ),
+        (
+            "/ges/config/number-rules/test",
+            format!("{c}&number={}", "1".repeat(64)),
+        ),
+        ("/ges/config/number-rules/test", c.clone()),
+        ("/ges/developer/validate-key", format!("{c}&key=%00")),
+        ("/ges/developer/validate-key", format!("{c}&key={big}")),
+        ("/ges/developer/validate-key", format!("{c}&key=%FF%FE")),
+        ("/ges/developer/refetch", format!("{c}&x=1")),
+        ("/ges/logout", format!("{c}&csrf={csrf}")),
+    ];
+    for (path, form) in &forms {
+        let (code, text) = post_raw(e, &cookie, path, form.clone()).await;
+        assert!(code < 500, "POST {path} {form:.120}: {code} {text:.300}");
+        assert!(
+            code != 401 && code != 403,
+            "the session and its token hold: {path} {code}"
+        );
+    }
+    for q in [
+        "corrId=%00",
+        "corrId=%FF",
+        "corrId=x",
+        "corrId=",
+        "expired=%FF",
+    ] {
+        for path in ["/ges/developer", "/ges/login", "/ges/queues"] {
+            let r = no_redirects()
+                .get(format!("{}{path}?{q}", e.internal))
+                .header("cookie", &cookie)
+                .send()
+                .await
+                .unwrap();
+            let code = r.status().as_u16();
+            assert!(code < 500, "GET {path}?{q}: {code}");
+        }
+    }
+}
