@@ -77,16 +77,47 @@ async fn handler(
         .ok_or_else(|| ApiError::bad_request("toPhoneNumber is required"))?;
     let code = access_code(body.access_code)?;
     let from = number("fromPhoneNumber", body.from_phone_number.as_deref())?;
-    let client = state.db.get().await?;
-    let found = call_in::consume(&client, &to, code, from.as_deref())
-        .await?
-        .ok_or_else(|| {
-            ApiError::not_found(
-                "no live Click-To-Call-In request for this number and access code \
+    let found = consume(&state, to, code, from).await?.ok_or_else(|| {
+        ApiError::not_found(
+            "no live Click-To-Call-In request for this number and access code \
                  (unknown, expired, already matched, or another caller)",
-            )
-        })?;
+        )
+    })?;
     Ok(Envelope::ok(shown(found)))
+}
+
+/// The consume, owned by a task: when the request gives up at its deadline while the
+/// `UPDATE` is in flight, the answer finds nobody to take it and the task gives the request
+/// back, so the voice platform's retry matches it instead of finding it consumed by a match
+/// whose answer was lost (docs/call-in.md#match).
+async fn consume(
+    state: &AppState,
+    to: String,
+    code: Option<i32>,
+    from: Option<String>,
+) -> shared::error::Result<Option<Matched>> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let db = state.db.clone();
+    tokio::spawn(async move {
+        let got = async {
+            let client = db.get().await?;
+            call_in::consume(&client, &to, code, from.as_deref()).await
+        }
+        .await;
+        if let Err(Ok(Some(lost))) = tx.send(got) {
+            let back = async { call_in::unconsume(&db.get().await?, lost.id).await }.await;
+            match back {
+                Ok(given_back) => tracing::warn!(
+                    request = %lost.id, given_back,
+                    "call-in match answered after its request gave up: request given back"
+                ),
+                Err(e) => tracing::error!(request = %lost.id, error = %e,
+                    "call-in match answered after its request gave up; not given back"),
+            }
+        }
+    });
+    rx.await
+        .map_err(|_| shared::error::Error::internal(anyhow::anyhow!("call-in match task ended")))?
 }
 
 fn number(field: &str, n: Option<&str>) -> ApiResult<Option<String>> {

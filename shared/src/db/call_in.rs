@@ -223,6 +223,21 @@ pub async fn consume(
     }))
 }
 
+/// Gives back a request consumed by a match whose answer nobody received (the request gave up
+/// at its deadline while the `UPDATE` was in flight): live again, so the voice platform's retry
+/// matches it. Whether it was given back; not when the pair was taken again meanwhile (the
+/// unique index refuses it) or it has expired.
+pub async fn unconsume(db: &impl GenericClient, id: Uuid) -> Result<bool> {
+    Ok(stmt::execute(
+        db,
+        "UPDATE call_in_requests SET state = 'live', consumed_at = NULL
+          WHERE id = $1 AND state = 'consumed' AND expires_at > now()",
+        &[&id],
+    )
+    .await?
+        > 0)
+}
+
 /// Deletes up to `limit` requests that ended (consumed, or past their expiry) more than `days`
 /// ago; returns how many.
 pub async fn purge(db: &impl GenericClient, days: u32, limit: i64) -> Result<u64> {

@@ -427,3 +427,54 @@ async fn a_throttling_gws_is_unavailable_not_a_credentials_or_body_error() {
         before
     );
 }
+
+/// The voice platform's match consumes the request. When its `UPDATE … SET state =
+/// 'consumed'` waited (a row lock held by another statement) past the request's deadline, the
+/// match answered 503, but the statement was already sent: it committed once the lock was
+/// released, and the voice platform's retry got 404 "already matched": the customer's call
+/// was matched to nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_match_given_up_at_its_deadline_leaves_the_request_matchable() {
+    let env = TestEnv::new().with("REQUEST_TIMEOUT_MS", "1500");
+    let (env, e, key) = harness::serve_tenant(env, "acme").await;
+    let (code, body) = e
+        .admin_put(
+            "/ges/v1/tenants/acme/call-in-groups/G",
+            json!({"numbers": ["+16505558000"], "lifetime_seconds": 600}),
+        )
+        .await;
+    assert!(code == 200 || code == 201, "{body}");
+    let (code, body) = e
+        .post(
+            &key,
+            "/engagement/v3/call-in/requests/create",
+            json!({"groupName": "G"}),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    let id = body["data"]["id"].as_str().unwrap().to_string();
+    let matched = || {
+        harness::send(
+            e.http
+                .post(format!("{}/ges/v1/call-in/match", e.internal))
+                .bearer_auth(harness::ORS_EVENTS_TOKEN)
+                .json(&json!({"toPhoneNumber": "+16505558000"})),
+        )
+    };
+    // Another statement holds the request's row for 3 s.
+    let mut pg = env.pg().await;
+    let tx = pg.transaction().await.unwrap();
+    tx.execute("SELECT 1 FROM call_in_requests FOR UPDATE", &[])
+        .await
+        .unwrap();
+    let (code, body) = matched().await;
+    assert_eq!(code, 503, "{body}");
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    tx.rollback().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    let (code, body) = matched().await;
+    assert_eq!(code, 200, "the retry after a 503: {body}");
+    assert_eq!(body["data"]["id"], id.as_str(), "{body}");
+    let (code, body) = matched().await;
+    assert_eq!(code, 404, "consumed once: {body}");
+}
