@@ -78,23 +78,53 @@ pub async fn create(
             "callbackServiceId: you have no callback with this id",
         ));
     }
+    drop(client);
     let id = Uuid::now_v7();
-    let spec = &group.body;
-    let a = Allocation {
-        id,
-        tenant,
-        group: &req.group_name,
-        numbers: &spec.numbers,
-        from_number: req.from_number.as_deref(),
-        user_data: req.user_data.as_ref(),
-        callback_id: req.callback_id,
-        lifetime_s: spec.lifetime_seconds,
-    };
-    let got = call_in::allocate(&client, &a, spec.code_range())
+    let spec = group.body;
+    let got = allocate(state, id, tenant, &req, &spec)
         .await?
-        .ok_or_else(|| exhausted(&req.group_name, spec))?;
+        .ok_or_else(|| exhausted(&req.group_name, &spec))?;
     ::metrics::counter!(metrics::CALLIN_CREATED, "tenant" => tenant.to_string()).increment(1);
     Ok(answer(id, req, got))
+}
+
+/// The allocation, owned by a task: when the request gives up at its deadline while the insert
+/// is in flight, the stored request finds nobody to answer and the task withdraws it, so it
+/// holds no pair that nobody was told about (docs/call-in.md#allocation).
+async fn allocate(
+    state: &AppState,
+    id: Uuid,
+    tenant: &str,
+    req: &NewCallIn,
+    spec: &GroupSpec,
+) -> Result<Option<Allocated>> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let db = state.db.clone();
+    let (tenant, req, spec) = (tenant.to_string(), req.clone(), spec.clone());
+    tokio::spawn(async move {
+        let a = Allocation {
+            id,
+            tenant: &tenant,
+            group: &req.group_name,
+            numbers: &spec.numbers,
+            from_number: req.from_number.as_deref(),
+            user_data: req.user_data.as_ref(),
+            callback_id: req.callback_id,
+            lifetime_s: spec.lifetime_seconds,
+        };
+        let got = async { call_in::allocate(&db.get().await?, &a, spec.code_range()).await };
+        if let Err(Ok(Some(_))) = tx.send(got.await) {
+            match async { call_in::withdraw(&db.get().await?, id).await }.await {
+                Ok(_) => {
+                    tracing::warn!(request = %id, "call-in create stored after its request gave up: withdrawn")
+                }
+                Err(e) => tracing::error!(request = %id, error = %e,
+                    "call-in create stored after its request gave up; not withdrawn"),
+            }
+        }
+    });
+    rx.await
+        .map_err(|_| Error::internal(anyhow::anyhow!("call-in allocation task ended")))?
 }
 
 fn exhausted(group: &str, spec: &GroupSpec) -> Error {

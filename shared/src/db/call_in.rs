@@ -223,6 +223,18 @@ pub async fn consume(
     }))
 }
 
+/// Ends a request whose create gave up at its deadline after the insert was sent: nobody was
+/// told its number, so it frees its pair at once (`expired`) instead of at its expiry.
+pub async fn withdraw(db: &impl GenericClient, id: Uuid) -> Result<bool> {
+    Ok(stmt::execute(
+        db,
+        "UPDATE call_in_requests SET state = 'expired' WHERE id = $1 AND state = 'live'",
+        &[&id],
+    )
+    .await?
+        > 0)
+}
+
 /// Gives back a request consumed by a match whose answer nobody received (the request gave up
 /// at its deadline while the `UPDATE` was in flight): live again, so the voice platform's retry
 /// matches it. Whether it was given back; not when the pair was taken again meanwhile (the

@@ -478,3 +478,52 @@ async fn a_match_given_up_at_its_deadline_leaves_the_request_matchable() {
     let (code, body) = matched().await;
     assert_eq!(code, 404, "consumed once: {body}");
 }
+
+/// A call-in create that gives up at its deadline (503) while its `INSERT` waits must not leave
+/// a live request behind: it held its pair until it expired, so the customer's retry found the
+/// group exhausted (429) for the whole lifetime of a request nobody was told about.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_in_create_given_up_at_its_deadline_holds_no_pair() {
+    let env = TestEnv::new().with("REQUEST_TIMEOUT_MS", "1500");
+    let (env, e, key) = harness::serve_tenant(env, "acme").await;
+    let (code, body) = e
+        .admin_put(
+            "/ges/v1/tenants/acme/call-in-groups/One",
+            json!({"numbers": ["+16505559000"], "lifetime_seconds": 600}),
+        )
+        .await;
+    assert!(code == 200 || code == 201, "{body}");
+    let create = || {
+        e.post(
+            &key,
+            "/engagement/v3/call-in/requests/create",
+            json!({"groupName": "One"}),
+        )
+    };
+    // Another transaction is inserting a request on the same pair: the create's insert waits.
+    let mut pg = env.pg().await;
+    let tx = pg.transaction().await.unwrap();
+    tx.execute(
+        "INSERT INTO call_in_requests (id, tenant_id, group_name, to_number, expires_at)
+         VALUES (gen_random_uuid(), 'acme', 'One', '+16505559000', now() + interval '1 hour')",
+        &[],
+    )
+    .await
+    .unwrap();
+    let (code, body) = create().await;
+    assert_eq!(code, 503, "{body}");
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    tx.rollback().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    let (code, body) = create().await;
+    assert_eq!(code, 200, "the retry after a 503: {body}");
+    let live: i64 = pg
+        .query_one(
+            "SELECT count(*) FROM call_in_requests WHERE state = 'live'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(live, 1);
+}
