@@ -99,6 +99,59 @@ pub async fn page(
     s.run(db, &sql).await
 }
 
+/// Most bytes of `userData` and attributes (as JSON text) one page or export batch holds: a
+/// callback's user data is bounded only by the public port's body limit, so a thousand fat
+/// rows would otherwise cost the server gigabytes (docs/admin-queries.md#memory).
+pub const PAGE_BYTES: i64 = 8 * 1024 * 1024;
+
+/// Like [`page`], but cut short so the rows' user data and attributes stay within
+/// [`PAGE_BYTES`] (at least one row whatever its size). Answers the rows and whether the cut
+/// left out rows that `limit` would have taken (then more may follow).
+///
+/// Two statements: the sizes of the next `limit` rows (only their ids, sort values and
+/// lengths cross the wire), then the rows that fit.
+pub async fn page_bounded(
+    db: &mut deadpool_postgres::Object,
+    tenant: &str,
+    filter: &CallbackFilter,
+    sort: Sort,
+    cursor: Option<&Cursor>,
+    limit: usize,
+) -> Result<(Vec<StoredCallback>, bool), Error> {
+    let mut s = Select::new(tenant);
+    s.admin_filter(filter);
+    let order = s.keyset(sort, cursor);
+    let max = s.bind(i64::try_from(limit).unwrap_or(i64::MAX));
+    let sql = format!(
+        "SELECT (coalesce(octet_length(c.user_data::text), 0)
+                 + coalesce(octet_length(c.attrs::text), 0))::bigint
+         FROM callbacks c WHERE {} ORDER BY {order} LIMIT {max}",
+        s.conditions.join(" AND ")
+    );
+    let sizes = s
+        .rows(db, &sql)
+        .await?
+        .iter()
+        .map(|r| r.try_get::<_, i64>(0))
+        .collect::<Result<Vec<i64>, _>>()?;
+    let fit = fitting(&sizes, PAGE_BYTES);
+    let rows = page(db, tenant, filter, sort, cursor, fit).await?;
+    Ok((rows, fit < sizes.len()))
+}
+
+/// How many of `sizes` (in order) fit in `budget` bytes: at least one when there is one.
+fn fitting(sizes: &[i64], budget: i64) -> usize {
+    let mut total = 0i64;
+    let n = sizes
+        .iter()
+        .take_while(|size| {
+            total = total.saturating_add(**size);
+            total <= budget
+        })
+        .count();
+    n.max(sizes.len().min(1))
+}
+
 /// The cursor after the last of `rows` (listed in `sort` order).
 pub fn cursor_after(rows: &[StoredCallback], sort: Sort) -> Option<Cursor> {
     rows.last().map(|r| Cursor {
@@ -218,4 +271,18 @@ pub async fn history(
             attempt: r.get(4),
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fitting;
+
+    #[test]
+    fn pages_stop_at_the_byte_budget_but_take_one_row_at_least() {
+        assert_eq!(fitting(&[], 10), 0);
+        assert_eq!(fitting(&[50], 10), 1);
+        assert_eq!(fitting(&[3, 3, 3, 3], 10), 3);
+        assert_eq!(fitting(&[3, 3, 4, 1], 10), 3);
+        assert_eq!(fitting(&[1; 5], 10), 5);
+    }
 }

@@ -511,3 +511,90 @@ async fn odd_forms_on_the_ui_are_never_a_5xx() {
         }
     }
 }
+
+fn rss_kb(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// The peak RSS (kB) of `pid` while `work` runs, sampled every 10 ms.
+async fn peak_rss<T>(pid: u32, work: impl Future<Output = T>) -> (u64, T) {
+    let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(rss_kb(pid)));
+    let sampler = {
+        let peak = peak.clone();
+        tokio::spawn(async move {
+            loop {
+                peak.fetch_max(rss_kb(pid), std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+    };
+    let out = work.await;
+    sampler.abort();
+    (peak.load(std::sync::atomic::Ordering::Relaxed), out)
+}
+
+/// A page of the admin listing (and a batch of the export) holds its rows in memory; a
+/// callback's `userData` is bounded only by the public port's body limit (500 KB), so anyone
+/// with the app's API key can make each row ~400 KB. A page of 1,000 such rows must not cost
+/// the server hundreds of megabytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn big_user_data_does_not_blow_up_a_page_or_an_export() {
+    let fx = Fixture::start(harness::open_service(json!({}))).await;
+    let e = &fx.engage;
+    let blob = "x".repeat(400_000);
+    fx.create()
+        .in_secs(3600)
+        .user_data(json!({ "blob": blob }))
+        .id()
+        .await;
+    fx.env
+        .pg()
+        .await
+        .batch_execute(
+            "INSERT INTO callbacks (id, tenant_id, service, state, phone_number, phone_e164,
+                                    desired_time, dispatch_at, scheduled, user_data)
+             SELECT gen_random_uuid(), tenant_id, service, state, phone_number, phone_e164,
+                    desired_time + make_interval(secs => i), dispatch_at, scheduled, user_data
+             FROM callbacks, generate_series(1, 399) i",
+        )
+        .await
+        .unwrap();
+    let pid = e.proc.child.id();
+    let before = rss_kb(pid);
+    let (peak, (code, body)) = peak_rss(pid, list(e, "acme", &[("limit", "1000")])).await;
+    assert_eq!(code, 200);
+    let n = body["data"]["callbacks"].as_array().unwrap().len();
+    println!("FIGURE big_user_data_page rows={n} rss_before_kb={before} rss_peak_kb={peak}");
+    assert!(
+        n >= 1 && body["data"]["nextCursor"].is_string(),
+        "a short page says more follow"
+    );
+    let (peak2, bytes) = peak_rss(pid, async {
+        let r = e
+            .http
+            .get(format!("{}{BASE}/acme/callbacks.csv", e.internal))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        r.bytes().await.unwrap().len()
+    })
+    .await;
+    println!("FIGURE big_user_data_export bytes={bytes} rss_peak_kb={peak2}");
+    assert!(bytes > 400 * 400_000, "every row exported: {bytes} bytes");
+    assert!(
+        peak - before < 100_000,
+        "a page took {} MB",
+        (peak - before) / 1000
+    );
+    assert!(
+        peak2 - before < 100_000,
+        "an export took {} MB",
+        (peak2 - before) / 1000
+    );
+}

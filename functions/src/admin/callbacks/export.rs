@@ -101,7 +101,7 @@ impl Export {
     /// The next batch, from a connection held only while it is read.
     async fn fetch(&mut self) -> Result<Vec<StoredCallback>, shared::Error> {
         let mut client = self.state.db.get().await?;
-        let rows = admin_query::page(
+        let (rows, cut) = admin_query::page_bounded(
             &mut client,
             &self.tenant,
             &self.listing.filter,
@@ -111,7 +111,7 @@ impl Export {
         )
         .await?;
         self.cursor = admin_query::cursor_after(&rows, self.listing.sort).or(self.cursor);
-        self.done = rows.len() < BATCH;
+        self.done = rows.len() < BATCH && !cut;
         Ok(rows)
     }
 

@@ -45,7 +45,7 @@ pub async fn list(
     actor.may(&ccid, Operation::View)?;
     known_tenant(&state, &ccid).await?;
     let mut client = state.db.get().await?;
-    let mut rows = admin_query::page(
+    let (mut rows, cut) = admin_query::page_bounded(
         &mut client,
         &ccid,
         &listing.filter,
@@ -55,7 +55,8 @@ pub async fn list(
     )
     .await?;
     drop(client);
-    let more = rows.len() > listing.limit;
+    // A page cut short by its byte budget has more after it too.
+    let more = rows.len() > listing.limit || cut;
     rows.truncate(listing.limit);
     let next_cursor = more
         .then(|| admin_query::cursor_after(&rows, listing.sort))
