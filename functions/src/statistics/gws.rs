@@ -191,6 +191,9 @@ impl Gws {
     }
 }
 
+/// The longest a GWS token is used, whatever its `expires_in` says (a day).
+const MAX_TOKEN_LIFE_S: u64 = 86_400;
+
 /// The token endpoint's answer (RFC 6749 §5.1).
 #[derive(Deserialize)]
 struct Granted {
@@ -202,7 +205,8 @@ struct Granted {
 impl Granted {
     /// Used until a minute before expiry (half its life when shorter than two minutes).
     fn into_token(self) -> Token {
-        let life = self.expires_in.unwrap_or(300);
+        // At most a day: an absurd `expires_in` (u64::MAX) would overflow `Instant`.
+        let life = self.expires_in.unwrap_or(300).min(MAX_TOKEN_LIFE_S);
         let use_for = if life >= 120 { life - 60 } else { life / 2 };
         Token {
             bearer: SecretString::from(self.access_token),
@@ -349,6 +353,8 @@ mod tests {
         assert!((3538..=3540).contains(&t(3600)), "{}", t(3600));
         assert!((29..=30).contains(&t(60)));
         assert_eq!(t(0), 0);
+        let day = MAX_TOKEN_LIFE_S - 60;
+        assert!((day - 2..=day).contains(&t(u64::MAX)), "{}", t(u64::MAX));
     }
 
     #[test]

@@ -527,3 +527,84 @@ async fn a_call_in_create_given_up_at_its_deadline_holds_no_pair() {
         .get(0);
     assert_eq!(live, 1);
 }
+
+/// A token endpoint (`token_uri`, per tenant) answering with an absurd `expires_in`
+/// (`u64::MAX`): the FCM client added it to `Instant::now()`, which panics on overflow, inside
+/// the worker's push sender: its task died and no push of any tenant was sent again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_absurd_token_lifetime_from_one_tenant_does_not_stop_push_for_others() {
+    use axum::{Router, routing::post};
+    let fcm = FakeFcm::start().await;
+    let bad = Router::new().route(
+        "/token",
+        post(|| async {
+            axum::Json(json!({"access_token": "x", "token_type": "Bearer",
+                              "expires_in": u64::MAX}))
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let bad_uri = format!("http://{}/token", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, bad).await });
+    let env = TestEnv::new()
+        .with("FCM_URL", &fcm.url)
+        .with("PUSH_SEND_MS", "100")
+        .with("PUSH_BACKOFF_MS", "100");
+    let settings = json!({"call_direction": "USERORIGINATED", "push_threshold_minutes": 0});
+    let fx = Fixture::dispatch(env, "badco", "app", settings.clone()).await;
+    let (env, e, bad_key) = fx.parts();
+    let good_key = e.provision("goodco", "app", open_service(settings)).await;
+    let mut account = fcm.service_account.clone();
+    account["token_uri"] = json!(bad_uri);
+    for (tenant, body) in [("badco", account), ("goodco", fcm.service_account.clone())] {
+        let path = format!("/ges/v1/tenants/{tenant}/credentials/fcm");
+        let (code, answer) = e.admin_put(&path, body).await;
+        assert_eq!(code, 200, "{answer}");
+    }
+    let _w = WorkerProc::start(&env, &[]).await;
+    let b = push_create(&e, &bad_key, "app", "dev-bad".into()).await;
+    let g = push_create(&e, &good_key, "app", "dev-good".into()).await;
+    assert_eq!(env.wait_submitted(2, Duration::from_secs(10)).await, 2);
+    assert_eq!(e.event(&b, json!({"state": "ROUTING"})).await.0, 200);
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    assert_eq!(e.event(&g, json!({"state": "ROUTING"})).await.0, 200);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while fcm.delivered("dev-good", "CALLBACK_READY") == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the good tenant's push never went"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The same absurd `expires_in` from a tenant's GWS token endpoint: the statistics request
+/// panicked (500). It is a 200 with GWS's answer (the token is used, and refreshed within a
+/// day like any other).
+#[tokio::test]
+async fn an_absurd_gws_token_lifetime_is_not_a_panic() {
+    use axum::{Router, routing::post};
+    let app = Router::new()
+        .route(
+            "/auth/v3/oauth/token",
+            post(|| async { axum::Json(json!({"access_token": "t", "expires_in": u64::MAX})) }),
+        )
+        .route(
+            "/statistics/v3/operations/get-statistic-ex",
+            post(|| async { axum::Json(json!({"status": {"code": 0}, "data": {}})) }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let (_env, e, key) = harness::serve_tenant(TestEnv::new(), "acme").await;
+    let creds =
+        json!({"clientId": "c", "clientSecret": "s", "authUrl": base, "statisticsUrl": base});
+    let (code, body) = e
+        .admin_put("/ges/v1/tenants/acme/credentials/gws", creds)
+        .await;
+    assert_eq!(code, 200, "{body}");
+    let stats = "/engagement/v3/statistics/operations/get-statistic-ex";
+    let (code, body) = e
+        .post(&key, stats, json!({"data": {"statistics": []}}))
+        .await;
+    assert_eq!(code, 200, "{body}");
+}

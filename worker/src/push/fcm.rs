@@ -206,7 +206,14 @@ impl Fcm {
             .await
             .map_err(|_| retry(None, "token endpoint answered no access_token".into()))?;
         // Refreshed a minute before it runs out (Google's tokens live an hour).
-        let life = t.expires_in.unwrap_or(3_600).saturating_sub(60).max(1);
+        // Google's tokens live at most an hour; a larger `expires_in` (u64::MAX) is not
+        // believed, and would overflow `Instant`.
+        let life = t
+            .expires_in
+            .unwrap_or(3_600)
+            .min(3_600)
+            .saturating_sub(60)
+            .max(1);
         let token = SecretString::from(t.access_token);
         if let Ok(mut m) = self.tokens.lock() {
             m.insert(
