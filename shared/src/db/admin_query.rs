@@ -139,6 +139,41 @@ pub async fn page_bounded(
     Ok((rows, fit < sizes.len()))
 }
 
+/// The sort values and ids (as cursors) of at most `limit` callbacks of `tenant` matching
+/// `filter`, in `sort` order, after `cursor`: what a bulk cancel needs, without reading the
+/// rows' user data.
+pub async fn keys_page(
+    db: &mut deadpool_postgres::Object,
+    tenant: &str,
+    filter: &CallbackFilter,
+    sort: Sort,
+    cursor: Option<&Cursor>,
+    limit: usize,
+) -> Result<Vec<Cursor>, Error> {
+    let mut s = Select::new(tenant);
+    s.admin_filter(filter);
+    let order = s.keyset(sort, cursor);
+    let max = s.bind(i64::try_from(limit).unwrap_or(i64::MAX));
+    let column = match sort.key {
+        SortKey::DesiredTime => "c.desired_time",
+        SortKey::Created => "c.created_at",
+    };
+    let sql = format!(
+        "SELECT {column}, c.id FROM callbacks c WHERE {} ORDER BY {order} LIMIT {max}",
+        s.conditions.join(" AND ")
+    );
+    s.rows(db, &sql)
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(Cursor {
+                at: r.try_get(0)?,
+                id: r.try_get(1)?,
+            })
+        })
+        .collect()
+}
+
 /// How many of `sizes` (in order) fit in `budget` bytes: at least one when there is one.
 fn fitting(sizes: &[i64], budget: i64) -> usize {
     let mut total = 0i64;

@@ -587,6 +587,27 @@ async fn big_user_data_does_not_blow_up_a_page_or_an_export() {
     .await;
     println!("FIGURE big_user_data_export bytes={bytes} rss_peak_kb={peak2}");
     assert!(bytes > 400 * 400_000, "every row exported: {bytes} bytes");
+    let (peak3, (code, answer)) = peak_rss(pid, async {
+        let url = format!("{}{BASE}/acme/callbacks/bulk-cancel", e.internal);
+        let req = e
+            .http
+            .post(&url)
+            .bearer_auth(ADMIN_TOKEN)
+            .query(&[("service", "sales")]);
+        send(req).await
+    })
+    .await;
+    assert_eq!(code, 200, "{answer}");
+    println!(
+        "FIGURE big_user_data_bulk_cancel cancelled={} rss_peak_kb={peak3}",
+        answer["data"]["cancelled"]
+    );
+    assert_eq!(answer["data"]["cancelled"], 400, "{answer}");
+    assert!(
+        peak3 - before < 100_000,
+        "a bulk cancel took {} MB",
+        (peak3 - before) / 1000
+    );
     assert!(
         peak - before < 100_000,
         "a page took {} MB",
