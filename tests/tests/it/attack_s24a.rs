@@ -608,3 +608,36 @@ async fn an_absurd_gws_token_lifetime_is_not_a_panic() {
         .await;
     assert_eq!(code, 200, "{body}");
 }
+
+/// A `siteverify` that never answers, with `CAPTCHA_TIMEOUT_MS` longer than the request's
+/// deadline: the deadline answers 503, and nothing is stored, then or later (never a silent
+/// pass). Kept as a guard (it held).
+#[tokio::test]
+async fn a_hanging_siteverify_past_the_request_deadline_stores_nothing() {
+    let fake = FakeSiteverify::start("s3cret").await;
+    let env = TestEnv::new()
+        .with("CAPTCHA_VERIFY_URL", &fake.url)
+        .with("CAPTCHA_TIMEOUT_MS", "60000")
+        .with("REQUEST_TIMEOUT_MS", "1500");
+    let fx = Fixture::with(env, &[], "acme", "sales", json!({"captcha_required": true})).await;
+    let (code, body) = fx
+        .engage
+        .admin_put(
+            "/ges/v1/tenants/acme/credentials/captcha",
+            json!({"secret": "s3cret"}),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    fake.set_mode(harness::siteverify::Mode::Hang);
+    let started = Instant::now();
+    let token = fake.issue();
+    let (code, body) = fx.create().field("captchaToken", json!(token)).send().await;
+    assert_eq!(code, 503, "{body}");
+    assert!(
+        started.elapsed() < Duration::from_millis(3_600),
+        "{:?}",
+        started.elapsed()
+    );
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(fx.env.count("SELECT count(*) FROM callbacks").await, 0);
+}
