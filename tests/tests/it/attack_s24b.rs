@@ -619,3 +619,39 @@ async fn big_user_data_does_not_blow_up_a_page_or_an_export() {
         (peak2 - before) / 1000
     );
 }
+
+/// A push target's registration token is a credential of the customer's device: retrieve shows
+/// only its channel (docs/push.md#what-callers-see), and so must every admin read (listing,
+/// detail, CSV export). The admin view showed the stored attributes as they were, tokens
+/// included (found by attacker A, `attack_s24a::no_admin_read_shows_a_device_token`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_reads_never_show_a_device_token() {
+    let fx = Fixture::start(json!({})).await;
+    let token = "fcm-device-token-s24b-0123456789";
+    let id = fx
+        .create()
+        .field("pushTargets", json!([{"channel": "FCM", "target": token}]))
+        .id()
+        .await;
+    for path in [
+        format!("{BASE}/acme/callbacks/{id}"),
+        format!("{BASE}/acme/callbacks"),
+        format!("{BASE}/acme/callbacks?format=csv"),
+    ] {
+        let r = fx
+            .engage
+            .http
+            .get(format!("{}{path}", fx.engage.internal))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{path}");
+        let text = r.text().await.unwrap();
+        assert!(text.contains(&id), "{path}: {text}");
+        assert!(!text.contains(token), "{path}: {text}");
+    }
+    let (_, body) = list(&fx.engage, "acme", &[]).await;
+    let targets = &body["data"]["callbacks"][0]["attrs"]["pushTargets"];
+    assert_eq!(targets, &json!([{"channel": "FCM"}]), "{body}");
+}

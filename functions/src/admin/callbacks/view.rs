@@ -39,7 +39,7 @@ pub struct AdminCallback {
     pub priority: i32,
     /// The stored user data.
     pub user_data: Option<Value>,
-    /// Per-callback attributes (informational fields, overrides).
+    /// Per-callback attributes (informational fields, overrides; push targets by channel only).
     pub attrs: Map<String, Value>,
 }
 
@@ -61,7 +61,8 @@ impl AdminCallback {
             attempt: cb.attempt,
             priority: cb.priority,
             user_data: cb.user_data.clone(),
-            attrs: cb.attrs.clone(),
+            // Device tokens show as their channel only (docs/push.md#what-callers-see).
+            attrs: shared::model::attrs::shown(&cb.attrs),
         }
     }
 }
