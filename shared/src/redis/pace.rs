@@ -20,7 +20,8 @@ use super::RedisConn;
 /// of the inner ones. Debts are added first, even beyond the burst: they were spent already.
 ///
 /// With `place`, what is refused gets consecutive future slots after the inner limit's
-/// horizon (field `<field>~h`), which then moves past them: callers refused together (several
+/// horizon (field `h<field>`: the prefix keeps it apart from every limit's field, whose
+/// names start with `s:`, `k` or `~`), which then moves past them: callers refused together (several
 /// workers, one burst) line up one after the other instead of all aiming at the next permit.
 /// A horizon still ahead is dropped when its buckets are full (no permit taken for a burst's
 /// time, no debt), which a line being worked through never lets happen: the callbacks placed
@@ -37,7 +38,7 @@ local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 local place = ARGV[4] == '1'
 local fields = {'~o'}
 for i = 5, #ARGV, 5 do
-  fields[#fields + 1] = ARGV[i]; fields[#fields + 1] = ARGV[i] .. '~h'
+  fields[#fields + 1] = ARGV[i]; fields[#fields + 1] = 'h' .. ARGV[i]
 end
 local v = redis.call('HMGET', KEYS[1], unpack(fields))
 local oi, ob = tonumber(ARGV[1]), tonumber(ARGV[2])

@@ -655,3 +655,41 @@ async fn admin_reads_never_show_a_device_token() {
     let targets = &body["data"]["callbacks"][0]["attrs"]["pushTargets"];
     assert_eq!(targets, &json!([{"channel": "FCM"}]), "{body}");
 }
+
+/// Each service of a tenant paces on its own (docs/pacing.md): a service's placement
+/// horizon was stored in the field `s:<name>~h`, which is also the bucket of a service named
+/// `<name>~h` (a valid name), so a backlog of `x` stalled every callback of `x~h` for as long
+/// as the backlog lasted (~19 s at 10/s for 200).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_named_like_a_horizon_field_paces_on_its_own() {
+    let pace = json!({ "dispatch_rate_per_second": 10 });
+    let fx = Fixture::dispatch(TestEnv::new(), "pz2", "x", pace.clone()).await;
+    fx.engage
+        .service("pz2", "x~h", harness::open_service(pace))
+        .await;
+    let (env, engage, key) = fx.parts();
+    engage.create_immediate(&key, "x", 200, 0).await;
+    let _worker = WorkerProc::start(&env, &[]).await;
+    env.wait_handoffs(10, Duration::from_secs(20)).await;
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    let started = Instant::now();
+    let ids = engage.create_immediate(&key, "x~h", 5, 1_000).await;
+    let sent = |entries: &[harness::Entry]| {
+        entries
+            .iter()
+            .filter(|(_, f)| f.values().any(|v| ids.contains(v)))
+            .count()
+    };
+    while started.elapsed() < Duration::from_secs(30) && sent(&env.handoffs().await) < 5 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let took = started.elapsed();
+    println!(
+        "FIGURE other_service_after_backlog took_s={:.1}",
+        took.as_secs_f64()
+    );
+    assert!(
+        took < Duration::from_secs(4),
+        "5 callbacks of x~h waited {took:?}"
+    );
+}
