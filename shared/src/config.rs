@@ -856,11 +856,11 @@ fn check_ges_url(url: &str) -> Result<(), ConfigError> {
 }
 
 impl GwsConfig {
-    /// How long one call to GWS may take: `GWS_TIMEOUT_MS`, but never more than a third of
+    /// How long one call to GWS may take: `GWS_TIMEOUT_MS`, but never more than a quarter of
     /// the request's deadline, since a request makes up to three calls (token, statistics,
     /// the retry after a 401) and should answer its own 503 before the deadline's.
     pub fn call_timeout(&self, request_timeout_ms: u64) -> Duration {
-        Duration::from_millis(self.gws_timeout_ms.min(request_timeout_ms / 3).max(1))
+        Duration::from_millis(self.gws_timeout_ms.min(request_timeout_ms / 4).max(1))
     }
 
     /// Ranges. (The calls of one request also share its deadline: [`GwsConfig::call_timeout`].)

@@ -288,8 +288,6 @@ async fn bad_input_across_credentials_call_in_statistics_and_match_is_4xx() {
 /// only its channel (docs/push.md#what-callers-see). The admin callback API (listing, detail,
 /// CSV export) showed the stored attributes as they are, tokens included.
 #[tokio::test]
-#[ignore = "reported, not fixed: functions/src/admin/callbacks/view.rs (attacker B's area) shows \
-            `attrs` as stored; the fix is `attrs: shared::model::attrs::shown(&cb.attrs)`"]
 async fn no_admin_read_shows_a_device_token() {
     let fx = Fixture::start(json!({})).await;
     let token = "fcm-device-token-0123456789";
