@@ -287,12 +287,22 @@ async fn browser_login(c: &Client, e: &Engage, user: &str, password: &str) {
         .send_keys(password)
         .await
         .unwrap();
-    c.find(Locator::Id("login"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click_through(c, Locator::Id("login")).await;
+}
+
+/// Clicks what submits a form or follows a link and waits until the next page has replaced
+/// this one (the old page's root goes stale): on a loaded machine a find right after the
+/// click could otherwise read the old page, or an API read run before the POST.
+async fn click_through(c: &Client, target: Locator<'_>) {
+    let old = c.find(Locator::Css("html")).await.unwrap();
+    c.find(target).await.unwrap().click().await.unwrap();
+    for _ in 0..200 {
+        if old.tag_name().await.is_err() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    c.wait().for_element(Locator::Css("body")).await.unwrap();
 }
 
 async fn text_of(c: &Client, css: &str) -> String {
@@ -361,12 +371,7 @@ async fn an_administrator_works_through_every_page_in_a_browser() {
     c.set_window_size(390, 844).await.unwrap();
     shot(c, "02-queues-phone").await;
     c.set_window_size(1280, 900).await.unwrap();
-    c.find(Locator::LinkText("Services"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click_through(c, Locator::LinkText("Services")).await;
     assert!(c.source().await.unwrap().contains("allday"));
     shot(c, "03-services").await;
     capacity_in_browser(c, e).await;
@@ -380,12 +385,7 @@ async fn an_administrator_works_through_every_page_in_a_browser() {
     );
     shot(c, "07-csrf-refused").await;
     c.goto(&format!("{}/ges/queues", e.internal)).await.unwrap();
-    c.find(Locator::Id("logout"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click_through(c, Locator::Id("logout")).await;
     assert!(
         c.current_url()
             .await
@@ -403,12 +403,7 @@ async fn an_administrator_works_through_every_page_in_a_browser() {
 }
 
 async fn capacity_in_browser(c: &Client, e: &Engage) {
-    c.find(Locator::LinkText("Capacity"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click_through(c, Locator::LinkText("Capacity")).await;
     let cell = c.find(Locator::Css("input[name=c_1_0900]")).await.unwrap();
     assert_eq!(
         cell.attr("aria-label").await.unwrap().as_deref(),
@@ -417,12 +412,7 @@ async fn capacity_in_browser(c: &Client, e: &Engage) {
     cell.clear().await.unwrap();
     cell.send_keys("12").await.unwrap();
     shot(c, "04-capacity").await;
-    c.find(Locator::XPath("//button[text()='Save allday']"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click_through(c, Locator::XPath("//button[text()='Save allday']")).await;
     assert!(
         c.current_url()
             .await
@@ -438,12 +428,7 @@ async fn capacity_in_browser(c: &Client, e: &Engage) {
 }
 
 async fn numbers_in_browser(c: &Client) {
-    c.find(Locator::LinkText("Number rules"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click_through(c, Locator::LinkText("Number rules")).await;
     for (number, expect) in [
         ("+33 1 42 68 53 00", "Refused: number not permitted"),
         ("+1 202 555 0100", "Accepted: +12025550100"),
@@ -460,12 +445,7 @@ async fn numbers_in_browser(c: &Client) {
             .click()
             .await
             .unwrap();
-        c.find(Locator::Id("test-number"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        click_through(c, Locator::Id("test-number")).await;
         let result = text_of(c, "#test-result").await;
         assert!(result.contains(expect), "{number}: {result}");
     }
@@ -476,12 +456,7 @@ async fn developer_in_browser(c: &Client, fx: &Fixture) {
     let (code, failed) = fx.create().phone("not a number").send().await;
     assert_eq!(code, 400);
     let corr = failed["status"]["corrId"].as_str().unwrap().to_string();
-    c.find(Locator::LinkText("Developer"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click_through(c, Locator::LinkText("Developer")).await;
     for (key, expect) in [
         (fx.key.as_str(), "Valid Api Key (tenant acme)"),
         ("egk_nope", "Invalid Api Key"),
@@ -492,12 +467,7 @@ async fn developer_in_browser(c: &Client, fx: &Fixture) {
             .send_keys(key)
             .await
             .unwrap();
-        c.find(Locator::Id("validate-key"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        click_through(c, Locator::Id("validate-key")).await;
         assert_eq!(text_of(c, "#notice").await, expect);
     }
     // The error log is written in the background: search until it is there.
@@ -515,12 +485,7 @@ async fn developer_in_browser(c: &Client, fx: &Fixture) {
             .send_keys(&corr)
             .await
             .unwrap();
-        c.find(Locator::Id("search-errors"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        click_through(c, Locator::Id("search-errors")).await;
         found = text_of(c, "main table tbody").await;
         if found.contains(&corr) {
             break;
