@@ -41,7 +41,7 @@ pub async fn fetch(
     body: &Value,
     max_age_s: Option<u64>,
 ) -> Result<Value, GwsError> {
-    let hash = body_hash(&creds.statistics_url, body);
+    let hash = body_hash(&creds.statistics_url, &creds.client_id, body);
     let now = jiff::Timestamp::now().as_millisecond();
     let cached = cache::get(&state.redis, &state.keys, tenant, &hash)
         .await

@@ -66,11 +66,14 @@ pub fn canonical(body: &Value) -> String {
     sorted(body).to_string()
 }
 
-/// Hex SHA-256 of the GWS statistics URL and the canonical body: the cache key's tail (the
-/// URL in it, so answers of a tenant's former GWS are not served after its URL changed).
-pub fn body_hash(statistics_url: &str, body: &Value) -> String {
+/// Hex SHA-256 of the GWS statistics URL, the client id and the canonical body: the cache
+/// key's tail (URL and client in it, so answers got with a tenant's former GWS or former
+/// client are not served after an administrator changed them).
+pub fn body_hash(statistics_url: &str, client_id: &str, body: &Value) -> String {
     let mut h = Sha256::new();
     h.update(statistics_url.as_bytes());
+    h.update([0u8]);
+    h.update(client_id.as_bytes());
     h.update([0u8]);
     h.update(canonical(body).as_bytes());
     hex(&h.finalize())
@@ -146,12 +149,13 @@ mod tests {
             serde_json::from_str(r#"{ "a": {"x": 2, "y": [ {"p":2, "q":1} ]}, "b": 1 }"#).unwrap();
         assert_eq!(canonical(&a), canonical(&b));
         assert_eq!(canonical(&a), r#"{"a":{"x":2,"y":[{"p":2,"q":1}]},"b":1}"#);
-        assert_eq!(body_hash("u", &a), body_hash("u", &b));
-        assert_ne!(body_hash("u", &a), body_hash("v", &a));
+        assert_eq!(body_hash("u", "c", &a), body_hash("u", "c", &b));
+        assert_ne!(body_hash("u", "c", &a), body_hash("v", "c", &a));
+        assert_ne!(body_hash("u", "c", &a), body_hash("u", "d", &a));
         // Array order is meaning, not spacing.
         let c: Value = serde_json::from_str(r#"[1,2]"#).unwrap();
         let d: Value = serde_json::from_str(r#"[2,1]"#).unwrap();
-        assert_ne!(body_hash("u", &c), body_hash("u", &d));
+        assert_ne!(body_hash("u", "c", &c), body_hash("u", "c", &d));
     }
 
     #[test]
