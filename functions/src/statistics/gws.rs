@@ -240,26 +240,29 @@ fn token_key(tenant: &str, creds: &GwsCredentials) -> String {
 /// `auth_url` as given when it ends with `/oauth/token`; else `/oauth/token` or
 /// `/auth/v3/oauth/token` appended to it.
 pub fn token_url(auth_url: &str) -> String {
-    let base = auth_url.trim_end_matches('/');
-    if base.ends_with("/oauth/token") {
-        base.to_string()
-    } else if base.ends_with("/auth/v3") {
-        format!("{base}/oauth/token")
-    } else {
-        format!("{base}/auth/v3/oauth/token")
-    }
+    completed(auth_url, "/auth/v3", "/oauth/token")
 }
 
 /// `statistics_url` as given when it ends with `/get-statistic-ex`; else the operation path
 /// appended to it (after `/statistics/v3` when the URL does not end with it).
 pub fn statistics_url(statistics_url: &str) -> String {
-    let base = statistics_url.trim_end_matches('/');
-    if base.ends_with("/operations/get-statistic-ex") {
+    completed(
+        statistics_url,
+        "/statistics/v3",
+        "/operations/get-statistic-ex",
+    )
+}
+
+/// `url` (without trailing `/`) when it already ends with `operation`; else `operation`
+/// appended, after `api` when the URL does not end with it.
+fn completed(url: &str, api: &str, operation: &str) -> String {
+    let base = url.trim_end_matches('/');
+    if base.ends_with(operation) {
         base.to_string()
-    } else if base.ends_with("/statistics/v3") {
-        format!("{base}/operations/get-statistic-ex")
+    } else if base.ends_with(api) {
+        format!("{base}{operation}")
     } else {
-        format!("{base}/statistics/v3/operations/get-statistic-ex")
+        format!("{base}{api}{operation}")
     }
 }
 

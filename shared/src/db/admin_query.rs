@@ -62,12 +62,23 @@ impl Select {
         }
     }
 
+    /// The select of a listing: `tenant`'s callbacks matching `filter` after `cursor`, and the
+    /// `ORDER BY` of `sort`.
+    fn listing(
+        tenant: &str,
+        filter: &CallbackFilter,
+        sort: Sort,
+        cursor: Option<&Cursor>,
+    ) -> (Self, String) {
+        let mut s = Self::new(tenant);
+        s.admin_filter(filter);
+        let order = s.keyset(sort, cursor);
+        (s, order)
+    }
+
     /// Adds the keyset condition after `cursor` and answers the `ORDER BY` of `sort`.
     fn keyset(&mut self, sort: Sort, cursor: Option<&Cursor>) -> String {
-        let column = match sort.key {
-            SortKey::DesiredTime => "c.desired_time",
-            SortKey::Created => "c.created_at",
-        };
+        let column = sort_column(sort.key);
         let (cmp, dir) = if sort.desc {
             ("<", "DESC")
         } else {
@@ -92,9 +103,7 @@ pub async fn page(
     cursor: Option<&Cursor>,
     limit: usize,
 ) -> Result<Vec<StoredCallback>, Error> {
-    let mut s = Select::new(tenant);
-    s.admin_filter(filter);
-    let order = s.keyset(sort, cursor);
+    let (mut s, order) = Select::listing(tenant, filter, sort, cursor);
     let sql = s.sql(&order, limit);
     s.run(db, &sql).await
 }
@@ -118,9 +127,7 @@ pub async fn page_bounded(
     cursor: Option<&Cursor>,
     limit: usize,
 ) -> Result<(Vec<StoredCallback>, bool), Error> {
-    let mut s = Select::new(tenant);
-    s.admin_filter(filter);
-    let order = s.keyset(sort, cursor);
+    let (mut s, order) = Select::listing(tenant, filter, sort, cursor);
     let max = s.bind(i64::try_from(limit).unwrap_or(i64::MAX));
     let sql = format!(
         "SELECT (coalesce(octet_length(c.user_data::text), 0)
@@ -150,14 +157,9 @@ pub async fn keys_page(
     cursor: Option<&Cursor>,
     limit: usize,
 ) -> Result<Vec<Cursor>, Error> {
-    let mut s = Select::new(tenant);
-    s.admin_filter(filter);
-    let order = s.keyset(sort, cursor);
+    let (mut s, order) = Select::listing(tenant, filter, sort, cursor);
     let max = s.bind(i64::try_from(limit).unwrap_or(i64::MAX));
-    let column = match sort.key {
-        SortKey::DesiredTime => "c.desired_time",
-        SortKey::Created => "c.created_at",
-    };
+    let column = sort_column(sort.key);
     let sql = format!(
         "SELECT {column}, c.id FROM callbacks c WHERE {} ORDER BY {order} LIMIT {max}",
         s.conditions.join(" AND ")
@@ -172,6 +174,14 @@ pub async fn keys_page(
             })
         })
         .collect()
+}
+
+/// The column a listing is ordered by.
+fn sort_column(key: SortKey) -> &'static str {
+    match key {
+        SortKey::DesiredTime => "c.desired_time",
+        SortKey::Created => "c.created_at",
+    }
 }
 
 /// How many of `sizes` (in order) fit in `budget` bytes: at least one when there is one.

@@ -231,13 +231,13 @@ async fn bad_input_across_credentials_call_in_statistics_and_match_is_4xx() {
             e.admin_put(&creds("acme", "fcm"), body).await,
         ));
     }
-    let (code, body) = e
-        .admin_put(
-            "/ges/v1/tenants/acme/call-in-groups/G",
-            json!({"numbers": ["+16505557000"], "access_codes": true}),
-        )
-        .await;
-    assert!(code == 200 || code == 201, "{body}");
+    crate::call_in::group(
+        &e,
+        "acme",
+        "G",
+        json!({"numbers": ["+16505557000"], "access_codes": true}),
+    )
+    .await;
     for body in [
         json!({"groupName": nul}),
         json!({"groupName": "G", "fromPhoneNumber": nul}),
@@ -435,13 +435,13 @@ async fn a_throttling_gws_is_unavailable_not_a_credentials_or_body_error() {
 async fn a_match_given_up_at_its_deadline_leaves_the_request_matchable() {
     let env = TestEnv::new().with("REQUEST_TIMEOUT_MS", "1500");
     let (env, e, key) = harness::serve_tenant(env, "acme").await;
-    let (code, body) = e
-        .admin_put(
-            "/ges/v1/tenants/acme/call-in-groups/G",
-            json!({"numbers": ["+16505558000"], "lifetime_seconds": 600}),
-        )
-        .await;
-    assert!(code == 200 || code == 201, "{body}");
+    crate::call_in::group(
+        &e,
+        "acme",
+        "G",
+        json!({"numbers": ["+16505558000"], "lifetime_seconds": 600}),
+    )
+    .await;
     let (code, body) = e
         .post(
             &key,
@@ -484,13 +484,13 @@ async fn a_match_given_up_at_its_deadline_leaves_the_request_matchable() {
 async fn a_call_in_create_given_up_at_its_deadline_holds_no_pair() {
     let env = TestEnv::new().with("REQUEST_TIMEOUT_MS", "1500");
     let (env, e, key) = harness::serve_tenant(env, "acme").await;
-    let (code, body) = e
-        .admin_put(
-            "/ges/v1/tenants/acme/call-in-groups/One",
-            json!({"numbers": ["+16505559000"], "lifetime_seconds": 600}),
-        )
-        .await;
-    assert!(code == 200 || code == 201, "{body}");
+    crate::call_in::group(
+        &e,
+        "acme",
+        "One",
+        json!({"numbers": ["+16505559000"], "lifetime_seconds": 600}),
+    )
+    .await;
     let create = || {
         e.post(
             &key,

@@ -20,7 +20,8 @@ fn numbers(base: u32) -> Vec<String> {
     (0..10).map(|i| format!("+1650555{base:03}{i}")).collect()
 }
 
-async fn group(e: &Engage, tenant: &str, name: &str, spec: Value) {
+/// Creates or replaces call-in group `name` of `tenant` (also used by the attack tests).
+pub(crate) async fn group(e: &Engage, tenant: &str, name: &str, spec: Value) {
     let (code, body) = e
         .admin_put(
             &format!("/ges/v1/tenants/{tenant}/call-in-groups/{name}"),
