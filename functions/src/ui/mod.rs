@@ -3,6 +3,8 @@
 //! [`roles`] checked on the server by every page and action, a CSRF token on every form.
 //! No JavaScript, no CDN, no build step.
 
+pub mod callback_actions;
+pub mod callbacks;
 pub mod config_pages;
 pub mod developer;
 pub mod login;
@@ -32,6 +34,7 @@ pub fn router() -> Router<AppState> {
         .route("/ges/static/app.css", get(stylesheet))
         .merge(login::router())
         .merge(queues::router())
+        .merge(callbacks::router())
         .merge(config_pages::router())
         .merge(developer::router())
         .layer(axum::middleware::from_fn(negotiate))
@@ -84,6 +87,9 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
         ),
         ("capacity.html", include_str!("templates/capacity.html")),
         ("developer.html", include_str!("templates/developer.html")),
+        ("callbacks.html", include_str!("templates/callbacks.html")),
+        ("callback.html", include_str!("templates/callback.html")),
+        ("bulk_cancel.html", include_str!("templates/bulk_cancel.html")),
     ] {
         // A template that does not parse is a bug caught by `every_template_renders`.
         if let Err(e) = env.add_template(name, text) {
@@ -101,6 +107,7 @@ fn chrome(s: &Session) -> Value {
         role => s.role.name(),
         csrf => s.csrf,
         nav_queues => s.may(Permission::ViewCallbacks),
+        nav_callbacks => s.may(Permission::ListCallbacks),
         nav_config => s.may(Permission::ViewConfig),
         nav_developer => s.may(Permission::Developer),
     }
@@ -235,6 +242,9 @@ mod tests {
             "number_rules.html",
             "capacity.html",
             "developer.html",
+            "callbacks.html",
+            "callback.html",
+            "bulk_cancel.html",
         ] {
             assert!(TEMPLATES.get_template(name).is_ok(), "{name}");
         }

@@ -19,8 +19,10 @@ pub enum Role {
 /// Something a page shows or an action does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Permission {
-    /// See callbacks and queues.
+    /// See the queues page.
     ViewCallbacks,
+    /// List and search callbacks, read one with its history (the Callbacks page).
+    ListCallbacks,
     /// Create, reschedule, cancel, bulk cancel callbacks.
     ManageCallbacks,
     /// Export callbacks as CSV.
@@ -40,6 +42,7 @@ use Permission::*;
 /// Which role has which permission: columns Administrator, Supervisor, Monitor, Developer.
 const TABLE: &[(Permission, [bool; 4])] = &[
     (ViewCallbacks, [true, true, true, true]),
+    (ListCallbacks, [true, true, true, false]),
     (ManageCallbacks, [true, true, false, false]),
     (ExportCallbacks, [true, true, false, false]),
     (ViewConfig, [true, true, false, true]),

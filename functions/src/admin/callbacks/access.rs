@@ -1,34 +1,23 @@
 //! Who may do what on the admin callback API: the one authorisation check of every operation
 //! (docs/admin-queries.md#authorisation).
 //!
-//! Today the only actor is the holder of `ADMIN_TOKEN`, who acts for any tenant. The UI's
-//! users (issue 17) will be a second [`Actor`]: a session user with one tenant and one role;
-//! their extractor resolves the session into `Actor::User` and [`Actor::may`] already answers
-//! for them, with the rights of the GES roles (docs/admin-ui.md#roles): Monitor
+//! Two actors: the holder of `ADMIN_TOKEN` (the API's extractor), who acts for any tenant, and
+//! a `/ges` UI session user of one tenant and one role (`ui::callbacks` builds it from the
+//! session), whose rights are the UI's one permission table (docs/admin-ui.md#roles): Monitor
 //! views, Supervisor and Administrator also change and export, Developer has no Callback tab.
 
 use axum::{extract::FromRequestParts, http::request::Parts};
 use shared::http::{Admin, ApiError, AppState};
 
-/// The GES UI roles.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    /// Everything.
-    Administrator,
-    /// The whole Callback tab (view, create, cancel, reschedule, export).
-    Supervisor,
-    /// Views callbacks only.
-    Monitor,
-    /// The Developer tab; not the Callback tab.
-    Developer,
-}
+pub use crate::ui::roles::Role;
+use crate::ui::roles::Permission;
 
 /// Who is asking.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Actor {
     /// `Authorization: Bearer $ADMIN_TOKEN`: every operation, any tenant.
     AdminToken,
-    /// A signed-in user of one tenant (resolved by the UI's session extractor, to come).
+    /// A signed-in user of one tenant (the UI's session: `ui::callbacks`).
     User {
         /// The tenant the user belongs to.
         tenant: String,
@@ -60,11 +49,12 @@ impl Actor {
         if own != tenant {
             return Err(ApiError::not_found(format!("no tenant {tenant}")));
         }
-        let allowed = match role {
-            Role::Administrator | Role::Supervisor => true,
-            Role::Monitor => op == Operation::View,
-            Role::Developer => false,
-        };
+        // The one permission table of the UI's roles (docs/admin-ui.md#roles).
+        let allowed = role.may(match op {
+            Operation::View => Permission::ListCallbacks,
+            Operation::Change => Permission::ManageCallbacks,
+            Operation::Export => Permission::ExportCallbacks,
+        });
         if allowed {
             Ok(())
         } else {

@@ -65,13 +65,23 @@ pub async fn cancel(
     actor: Actor,
     Path((ccid, id)): Path<(String, String)>,
 ) -> ApiResult<Envelope<Changed>> {
-    actor.may(&ccid, Operation::Change)?;
-    let id = callback_id(&id)?;
-    cancel::cancel(&state, &ccid, id, None).await?;
-    Ok(Envelope::ok(Changed {
+    Ok(Envelope::ok(cancel_one(&state, &actor, &ccid, &id).await?))
+}
+
+/// Cancels one of `tenant`'s callbacks (`id` as given) as the public cancel does.
+pub async fn cancel_one(
+    state: &AppState,
+    actor: &Actor,
+    tenant: &str,
+    id: &str,
+) -> Result<Changed, ApiError> {
+    actor.may(tenant, Operation::Change)?;
+    let id = callback_id(id)?;
+    cancel::cancel(state, tenant, id, None).await?;
+    Ok(Changed {
         id: id.to_string(),
         desired_time: None,
-    }))
+    })
 }
 
 /// Body of `POST …/callbacks/{id}/reschedule`: as the v3 extension's, without the id.
@@ -91,19 +101,32 @@ pub async fn reschedule(
     Path((ccid, id)): Path<(String, String)>,
     Json(body): Json<RescheduleBody>,
 ) -> ApiResult<Envelope<Changed>> {
-    actor.may(&ccid, Operation::Change)?;
-    let id = callback_id(&id)?;
+    Ok(Envelope::ok(
+        reschedule_one(&state, &actor, &ccid, &id, body).await?,
+    ))
+}
+
+/// Reschedules one of `tenant`'s callbacks (`id` as given) as the v3 extension does.
+pub async fn reschedule_one(
+    state: &AppState,
+    actor: &Actor,
+    tenant: &str,
+    id: &str,
+    body: RescheduleBody,
+) -> Result<Changed, ApiError> {
+    actor.may(tenant, Operation::Change)?;
+    let id = callback_id(id)?;
     let time = body
         .desired_time
         .as_deref()
         .map(|t| parse_time("desiredTime", t.trim()))
         .transpose()?;
     let change = reschedule::Change::from_v3(time, body.user_data)?;
-    let done = reschedule::reschedule(&state, &ccid, id, change).await?;
-    Ok(Envelope::ok(Changed {
+    let done = reschedule::reschedule(state, tenant, id, change).await?;
+    Ok(Changed {
         id: id.to_string(),
         desired_time: done.desired_time.map(wire_time),
-    }))
+    })
 }
 
 /// One id's outcome in a bulk cancel.
@@ -150,31 +173,46 @@ pub async fn bulk_cancel(
     Query(pairs): Query<Vec<(String, String)>>,
     RawBody(body): RawBody,
 ) -> ApiResult<Envelope<BulkAnswer>> {
-    actor.may(&ccid, Operation::Change)?;
-    let (filter, dry_run) = parse_bulk(&pairs)?;
-    known_tenant(&state, &ccid).await?;
-    let answer = if body.iter().all(u8::is_ascii_whitespace) {
+    let ids = if body.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        let ByIds { ids } = shared::http::extract::parse_json(&body)?;
+        Some(ids)
+    };
+    Ok(Envelope::ok(bulk(&state, &actor, &ccid, &pairs, ids).await?))
+}
+
+/// A bulk cancel of `tenant`'s callbacks: by `ids` when given, else by the filters of `pairs`
+/// (at least one); `dryRun=true` in `pairs` counts and changes nothing.
+pub async fn bulk(
+    state: &AppState,
+    actor: &Actor,
+    tenant: &str,
+    pairs: &[(String, String)],
+    ids: Option<Vec<Value>>,
+) -> Result<BulkAnswer, ApiError> {
+    actor.may(tenant, Operation::Change)?;
+    let (filter, dry_run) = parse_bulk(pairs)?;
+    known_tenant(state, tenant).await?;
+    let Some(ids) = ids else {
         if filter.is_empty() {
             return Err(ApiError::bad_request(
                 "bulk cancel needs {\"ids\": [...]} or at least one filter parameter",
             ));
         }
-        by_filter(&state, &ccid, &filter, dry_run).await?
-    } else {
-        if !filter.is_empty() {
-            return Err(ApiError::bad_request(
-                "bulk cancel takes ids or filters, not both",
-            ));
-        }
-        let ByIds { ids } = shared::http::extract::parse_json(&body)?;
-        if ids.is_empty() || ids.len() > MAX_IDS {
-            return Err(ApiError::bad_request(format!(
-                "ids must be an array of 1 to {MAX_IDS} callback ids"
-            )));
-        }
-        by_ids(&state, &ccid, &ids, dry_run).await?
+        return by_filter(state, tenant, &filter, dry_run).await;
     };
-    Ok(Envelope::ok(answer))
+    if !filter.is_empty() {
+        return Err(ApiError::bad_request(
+            "bulk cancel takes ids or filters, not both",
+        ));
+    }
+    if ids.is_empty() || ids.len() > MAX_IDS {
+        return Err(ApiError::bad_request(format!(
+            "ids must be an array of 1 to {MAX_IDS} callback ids"
+        )));
+    }
+    by_ids(state, tenant, &ids, dry_run).await
 }
 
 async fn by_ids(

@@ -7,6 +7,7 @@ use axum::{
 };
 use serde::Serialize;
 use shared::{
+    ApiError,
     db::{
         self,
         admin_query::{self, HistoryEntry},
@@ -42,12 +43,23 @@ pub async fn list(
     if listing.format == Format::Csv {
         return export::respond(state, actor, ccid, listing).await;
     }
-    actor.may(&ccid, Operation::View)?;
-    known_tenant(&state, &ccid).await?;
+    let page = page(&state, &actor, &ccid, &listing).await?;
+    Ok(Envelope::ok(page).into_response())
+}
+
+/// A page of `tenant`'s callbacks matching `listing` (JSON listing and the UI's grid).
+pub async fn page(
+    state: &AppState,
+    actor: &Actor,
+    tenant: &str,
+    listing: &Listing,
+) -> Result<Page, ApiError> {
+    actor.may(tenant, Operation::View)?;
+    known_tenant(state, tenant).await?;
     let mut client = state.db.get().await?;
     let (mut rows, cut) = admin_query::page_bounded(
         &mut client,
-        &ccid,
+        tenant,
         &listing.filter,
         listing.sort,
         listing.cursor.as_ref(),
@@ -62,11 +74,10 @@ pub async fn list(
         .then(|| admin_query::cursor_after(&rows, listing.sort))
         .flatten()
         .map(|c| c.encode(listing.sort));
-    let page = Page {
+    Ok(Page {
         callbacks: rows.iter().map(AdminCallback::of).collect(),
         next_cursor,
-    };
-    Ok(Envelope::ok(page).into_response())
+    })
 }
 
 /// One callback with its history.
@@ -103,16 +114,26 @@ pub async fn detail(
     actor: Actor,
     Path((ccid, id)): Path<(String, String)>,
 ) -> ApiResult<Envelope<Detail>> {
-    actor.may(&ccid, Operation::View)?;
-    let id = callback_id(&id)?;
+    Ok(Envelope::ok(detail_of(&state, &actor, &ccid, &id).await?))
+}
+
+/// One of `tenant`'s callbacks (`id` as given) with its history; another tenant's is 404.
+pub async fn detail_of(
+    state: &AppState,
+    actor: &Actor,
+    tenant: &str,
+    id: &str,
+) -> Result<Detail, ApiError> {
+    actor.may(tenant, Operation::View)?;
+    let id = callback_id(id)?;
     let client = state.db.get().await?;
-    let cb = db::callbacks::get(&client, &ccid, id).await?;
-    let history = admin_query::history(&client, &ccid, id).await?;
-    Ok(Envelope::ok(Detail {
+    let cb = db::callbacks::get(&client, tenant, id).await?;
+    let history = admin_query::history(&client, tenant, id).await?;
+    Ok(Detail {
         callback: AdminCallback::of(&cb),
         attempts: attempts(&history),
         history,
-    }))
+    })
 }
 
 /// The attempts the history names, in attempt order.
