@@ -234,7 +234,7 @@ fn detail_context(s: &Session, d: &Detail, zone: &Zone, notice: Option<&str>) ->
         .map(|h| {
             let at = shared::model::callback::wire_time(h.at);
             minijinja::context! { at => local(&at, zone), state => h.state, reason => h.reason,
-                                  source => h.source, attempt => h.attempt }
+            source => h.source, attempt => h.attempt }
         })
         .collect();
     let open = cb.state != "COMPLETED";

@@ -89,7 +89,10 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
         ("developer.html", include_str!("templates/developer.html")),
         ("callbacks.html", include_str!("templates/callbacks.html")),
         ("callback.html", include_str!("templates/callback.html")),
-        ("bulk_cancel.html", include_str!("templates/bulk_cancel.html")),
+        (
+            "bulk_cancel.html",
+            include_str!("templates/bulk_cancel.html"),
+        ),
     ] {
         // A template that does not parse is a bug caught by `every_template_renders`.
         if let Err(e) = env.add_template(name, text) {

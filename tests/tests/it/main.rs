@@ -58,5 +58,6 @@ mod trust_attacks;
 mod trust_events;
 mod trust_redis;
 mod ui;
+mod ui_callbacks;
 mod wiring;
 mod worker;

@@ -9,8 +9,8 @@
 use axum::{extract::FromRequestParts, http::request::Parts};
 use shared::http::{Admin, ApiError, AppState};
 
-pub use crate::ui::roles::Role;
 use crate::ui::roles::Permission;
+pub use crate::ui::roles::Role;
 
 /// Who is asking.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -179,7 +179,9 @@ pub async fn bulk_cancel(
         let ByIds { ids } = shared::http::extract::parse_json(&body)?;
         Some(ids)
     };
-    Ok(Envelope::ok(bulk(&state, &actor, &ccid, &pairs, ids).await?))
+    Ok(Envelope::ok(
+        bulk(&state, &actor, &ccid, &pairs, ids).await?,
+    ))
 }
 
 /// A bulk cancel of `tenant`'s callbacks: by `ids` when given, else by the filters of `pairs`

@@ -173,6 +173,13 @@ const FIXED: &[Route] = &[
     r("GET", "/ges/developer", Session, Internal),
     r("POST", "/ges/developer/validate-key", Session, Internal),
     r("POST", "/ges/developer/refetch", Session, Internal),
+    r("GET", "/ges/callbacks", Session, Internal),
+    r("GET", "/ges/callbacks.csv", Session, Internal),
+    r("POST", "/ges/callbacks/create", Session, Internal),
+    r("POST", "/ges/callbacks/bulk-cancel", Session, Internal),
+    r("GET", "/ges/callbacks/{id}", Session, Internal),
+    r("POST", "/ges/callbacks/{id}/cancel", Session, Internal),
+    r("POST", "/ges/callbacks/{id}/reschedule", Session, Internal),
     r(
         "PUT",
         "/ges/v1/tenants/{ccid}/gms-credentials",
