@@ -45,7 +45,7 @@ pub struct View {
     pub public: Map<String, Value>,
 }
 
-fn kind_of(segment: &str) -> Result<Kind, ApiError> {
+pub fn kind_of(segment: &str) -> Result<Kind, ApiError> {
     Kind::parse(segment).ok_or_else(|| {
         ApiError::not_found(format!(
             "no credentials kind {:?}: use fcm, captcha or gws",
@@ -70,7 +70,7 @@ async fn set(
 }
 
 /// Validates `body` as a record of `kind` and stores it.
-async fn store(
+pub async fn store(
     vault: &Vault,
     db: &deadpool_postgres::Object,
     tenant: &str,
@@ -116,7 +116,7 @@ async fn remove(
 }
 
 /// The stored record's public view (404 for an unknown tenant).
-async fn view(db: &deadpool_postgres::Object, tenant: &str, kind: Kind) -> Result<View, Error> {
+pub async fn view(db: &deadpool_postgres::Object, tenant: &str, kind: Kind) -> Result<View, Error> {
     let row = db::credentials::public(db, tenant, kind).await?;
     let mut v = View {
         tenant: tenant.to_string(),

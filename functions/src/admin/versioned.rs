@@ -121,8 +121,18 @@ async fn remove<K: AdminKind>(
     _: Admin,
     Path((ccid, name)): Path<(String, String)>,
 ) -> ApiResult<Envelope<Deleted>> {
-    let client = state.db.get().await?;
-    store::delete::<K>(&client, &ccid, &name).await?;
-    K::changed(&state, &ccid, &name).await;
+    delete_object::<K>(&state, &ccid, &name).await?;
     Ok(Envelope::ok(Deleted { name }))
+}
+
+/// Deletes one object (404 when there is none), as `DELETE …/{kind}/{name}` does.
+pub async fn delete_object<K: AdminKind>(
+    state: &AppState,
+    tenant: &str,
+    name: &str,
+) -> ApiResult<()> {
+    let client = state.db.get().await?;
+    store::delete::<K>(&client, tenant, name).await?;
+    K::changed(state, tenant, name).await;
+    Ok(())
 }

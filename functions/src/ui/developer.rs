@@ -1,6 +1,6 @@
 //! The Developer page (roles with [`Permission::Developer`]): API key validation (paste a key
 //! → valid for this tenant / invalid), the tenant's recent API errors searchable by `corrId`,
-//! and "re-read configuration" (this replica forgets its cached keys and settings; the
+//! credentials management (`super::credentials`), and "re-read configuration" (this replica forgets its cached keys and settings; the
 //! others within `CACHE_TTL_MS`).
 
 use axum::{
@@ -31,6 +31,10 @@ pub fn router() -> Router<AppState> {
 struct ErrorSearch {
     #[serde(rename = "corrId")]
     corr_id: Option<String>,
+    /// After a credentials form: which kind (`fcm`, `captcha`, `gws`) …
+    cred: Option<String>,
+    /// … and what was done (`saved`, `deleted`).
+    done: Option<String>,
 }
 
 async fn show(
@@ -38,7 +42,13 @@ async fn show(
     s: Session,
     Query(q): Query<ErrorSearch>,
 ) -> Result<Response, UiError> {
-    render(&state, &s, q.corr_id, None).await
+    let notice = match (q.cred.as_deref(), q.done.as_deref()) {
+        (Some(kind @ ("fcm" | "captcha" | "gws")), Some(what @ ("saved" | "deleted"))) => Some(
+            json!({"ok": true, "text": format!("{} credentials {what}.", kind.to_uppercase())}),
+        ),
+        _ => None,
+    };
+    render(&state, &s, q.corr_id, notice).await
 }
 
 /// The page, with the errors found for `corr_id` (or the newest 50) and an optional notice.
@@ -58,11 +68,13 @@ async fn render(
         .transpose()?;
     let client = state.db.get().await?;
     let errors = db::api_errors::list(&client, &s.tenant, parsed, 50).await?;
-    page(
-        "developer.html",
-        Some(s),
-        minijinja::context! { errors => errors, corr_id => corr, notice => notice },
-    )
+    drop(client);
+    let ctx = minijinja::context! {
+        errors => errors, corr_id => corr, notice => notice,
+        credentials => super::credentials::views(state, &s.tenant).await?,
+        vault => state.vault.is_configured(),
+    };
+    page("developer.html", Some(s), ctx)
 }
 
 #[derive(Deserialize)]

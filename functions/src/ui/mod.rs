@@ -3,9 +3,11 @@
 //! [`roles`] checked on the server by every page and action, a CSRF token on every form.
 //! No JavaScript, no CDN, no build step.
 
+pub mod call_in;
 pub mod callback_actions;
 pub mod callbacks;
 pub mod config_pages;
+pub mod credentials;
 pub mod developer;
 pub mod login;
 pub mod queues;
@@ -37,6 +39,8 @@ pub fn router() -> Router<AppState> {
         .merge(callbacks::router())
         .merge(config_pages::router())
         .merge(developer::router())
+        .merge(credentials::router())
+        .merge(call_in::router())
         .layer(axum::middleware::from_fn(negotiate))
 }
 
@@ -92,6 +96,11 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
         (
             "bulk_cancel.html",
             include_str!("templates/bulk_cancel.html"),
+        ),
+        ("call_in.html", include_str!("templates/call_in.html")),
+        (
+            "call_in_form.html",
+            include_str!("templates/call_in_form.html"),
         ),
     ] {
         // A template that does not parse is a bug caught by `every_template_renders`.
@@ -248,6 +257,8 @@ mod tests {
             "callbacks.html",
             "callback.html",
             "bulk_cancel.html",
+            "call_in.html",
+            "call_in_form.html",
         ] {
             assert!(TEMPLATES.get_template(name).is_ok(), "{name}");
         }

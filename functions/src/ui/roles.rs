@@ -31,6 +31,8 @@ pub enum Permission {
     ViewConfig,
     /// Edit capacity rules and business hours.
     EditCapacity,
+    /// Edit Click-To-Call-In groups.
+    EditCallIn,
     /// Edit number rules (and use the "test a number" box).
     EditNumberRules,
     /// The Developer tab: API key validation, API errors, re-read configuration.
@@ -47,6 +49,7 @@ const TABLE: &[(Permission, [bool; 4])] = &[
     (ExportCallbacks, [true, true, false, false]),
     (ViewConfig, [true, true, false, true]),
     (EditCapacity, [true, false, false, false]),
+    (EditCallIn, [true, false, false, false]),
     (EditNumberRules, [true, true, false, true]),
     (Developer, [true, false, false, true]),
 ];

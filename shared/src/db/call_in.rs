@@ -264,3 +264,60 @@ pub async fn purge(db: &impl GenericClient, days: u32, limit: i64) -> Result<u64
     )
     .await?)
 }
+
+/// One Click-To-Call-In request as the `/ges` UI's records view shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RequestRecord {
+    /// The request's id.
+    pub id: Uuid,
+    /// Its group.
+    pub group: String,
+    /// The number handed out.
+    pub to_number: String,
+    /// The access code handed out, when the group uses codes.
+    pub access_code: Option<i32>,
+    /// The caller's number the request named.
+    pub from_number: Option<String>,
+    /// The linked callback.
+    pub callback_id: Option<Uuid>,
+    /// `live`, `consumed` or `expired` (a live request past its expiry shows as expired).
+    pub state: String,
+    /// When it was created, UTC wire time.
+    pub created_at: String,
+    /// When it expires (or expired), UTC wire time.
+    pub expires_at: String,
+}
+
+/// The tenant's newest `limit` requests (live, consumed and expired, until retention deletes
+/// them), newest first: the `(tenant_id, created_at)` index read backwards.
+pub async fn recent(
+    db: &impl GenericClient,
+    tenant: &str,
+    limit: i64,
+) -> Result<Vec<RequestRecord>> {
+    let rows = stmt::query(
+        db,
+        "SELECT id, group_name, to_number, access_code, from_number, callback_id,
+                CASE WHEN state = 'live' AND expires_at <= now() THEN 'expired' ELSE state END,
+                created_at, expires_at
+           FROM call_in_requests WHERE tenant_id = $1
+          ORDER BY created_at DESC LIMIT $2",
+        &[&tenant, &limit],
+    )
+    .await?;
+    let wire = crate::model::callback::wire_time;
+    Ok(rows
+        .iter()
+        .map(|r| RequestRecord {
+            id: r.get(0),
+            group: r.get(1),
+            to_number: r.get(2),
+            access_code: r.get(3),
+            from_number: r.get(4),
+            callback_id: r.get(5),
+            state: r.get(6),
+            created_at: wire(r.get(7)),
+            expires_at: wire(r.get(8)),
+        })
+        .collect())
+}

@@ -59,5 +59,6 @@ mod trust_events;
 mod trust_redis;
 mod ui;
 mod ui_callbacks;
+mod ui_config;
 mod wiring;
 mod worker;
