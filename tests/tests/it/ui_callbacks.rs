@@ -57,10 +57,35 @@ async fn callback_forms_check_role_csrf_and_tenant_on_the_server() {
         .in_secs(3600)
         .id()
         .await;
+    let mo_csrf = a_monitor_is_refused_every_form(e, &ours, &theirs).await;
+    let cancel = format!("/ges/callbacks/{ours}/cancel");
+    let dev = ui_login(e, "acme", "dev", PASSWORD).await.unwrap();
+    assert_eq!(get(e, &dev, "/ges/callbacks").await.0, 403);
+    assert_eq!(get(e, &dev, &format!("/ges/callbacks/{ours}")).await.0, 403);
+    let sue = ui_login(e, "acme", "sue", PASSWORD).await.unwrap();
+    let sue_csrf = csrf_of(&get(e, &sue, "/ges/callbacks").await.1).unwrap();
+    // Without a token, with another session's: refused before anything runs.
+    for token in [None, Some(mo_csrf.as_str())] {
+        let pairs: Vec<(&str, &str)> = token.map(|t| ("csrf", t)).into_iter().collect();
+        assert_eq!(post(e, &sue, &cancel, &pairs).await.0, 403);
+        let mut create = pairs.clone();
+        create.extend([("service", "sales"), ("phone", "+12025550124")]);
+        assert_eq!(post(e, &sue, "/ges/callbacks/create", &create).await.0, 403);
+    }
+    another_tenants_callback_is_not_found(e, &sue, &sue_csrf, &theirs).await;
+    assert_eq!(admin_view(e, "globex", &theirs).await["state"], "SCHEDULED");
+    assert_eq!(admin_view(e, "acme", &ours).await["state"], "SCHEDULED");
+    let (_, _, csv) = get_typed(e, &sue, "/ges/callbacks.csv").await;
+    assert!(csv.contains(&ours) && !csv.contains(&theirs), "{csv}");
+}
+
+/// A Monitor's grid has no controls, and each form posted anyway (with its token) is a 403;
+/// answers the Monitor's token.
+async fn a_monitor_is_refused_every_form(e: &Engage, ours: &str, theirs: &str) -> String {
     let mo = ui_login(e, "acme", "mo", PASSWORD).await.unwrap();
     let (code, grid) = get(e, &mo, "/ges/callbacks").await;
     assert_eq!(code, 200);
-    assert!(grid.contains(&ours) && !grid.contains(&theirs), "{grid}");
+    assert!(grid.contains(ours) && !grid.contains(theirs), "{grid}");
     for control in [
         "/ges/callbacks/create",
         "bulk-cancel",
@@ -95,46 +120,39 @@ async fn callback_forms_check_role_csrf_and_tenant_on_the_server() {
         assert_eq!(post(e, &mo, path, &pairs).await.0, 403, "monitor {path}");
     }
     assert_eq!(get(e, &mo, "/ges/callbacks.csv").await.0, 403);
-    let dev = ui_login(e, "acme", "dev", PASSWORD).await.unwrap();
-    assert_eq!(get(e, &dev, "/ges/callbacks").await.0, 403);
-    assert_eq!(get(e, &dev, &format!("/ges/callbacks/{ours}")).await.0, 403);
-    let sue = ui_login(e, "acme", "sue", PASSWORD).await.unwrap();
-    let sue_csrf = csrf_of(&get(e, &sue, "/ges/callbacks").await.1).unwrap();
-    // Without a token, with another session's: refused before anything runs.
-    for token in [None, Some(mo_csrf.as_str())] {
-        let pairs: Vec<(&str, &str)> = token.map(|t| ("csrf", t)).into_iter().collect();
-        assert_eq!(post(e, &sue, &cancel, &pairs).await.0, 403);
-        let mut create = pairs.clone();
-        create.extend([("service", "sales"), ("phone", "+12025550124")]);
-        assert_eq!(post(e, &sue, "/ges/callbacks/create", &create).await.0, 403);
-    }
-    // Another tenant's callback: as if it did not exist.
-    let csrf = [("csrf", sue_csrf.as_str())];
+    mo_csrf
+}
+
+/// Another tenant's callback, by id: as if it did not exist, on every page and form.
+async fn another_tenants_callback_is_not_found(
+    e: &Engage,
+    sue: &str,
+    sue_csrf: &str,
+    theirs: &str,
+) {
+    let at = in_secs(7200);
+    let csrf = [("csrf", sue_csrf)];
     assert_eq!(
-        get(e, &sue, &format!("/ges/callbacks/{theirs}")).await.0,
+        get(e, sue, &format!("/ges/callbacks/{theirs}")).await.0,
         404
     );
     let theirs_cancel = format!("/ges/callbacks/{theirs}/cancel");
-    assert_eq!(post(e, &sue, &theirs_cancel, &csrf).await.0, 404);
-    let pairs = [("csrf", sue_csrf.as_str()), ("desired", at.as_str())];
+    assert_eq!(post(e, sue, &theirs_cancel, &csrf).await.0, 404);
+    let pairs = [("csrf", sue_csrf), ("desired", at.as_str())];
     let theirs_resched = format!("/ges/callbacks/{theirs}/reschedule");
-    assert_eq!(post(e, &sue, &theirs_resched, &pairs).await.0, 404);
+    assert_eq!(post(e, sue, &theirs_resched, &pairs).await.0, 404);
     let theirs_sel = format!("sel_{theirs}");
     let pairs = [
-        ("csrf", sue_csrf.as_str()),
+        ("csrf", sue_csrf),
         (theirs_sel.as_str(), "on"),
         ("confirm", "yes"),
     ];
-    let (code, page) = post(e, &sue, "/ges/callbacks/bulk-cancel", &pairs).await;
+    let (code, page) = post(e, sue, "/ges/callbacks/bulk-cancel", &pairs).await;
     assert_eq!(code, 200);
     assert!(
         page.contains("NOT_FOUND") && page.contains("Cancelled 0"),
         "{page}"
     );
-    assert_eq!(admin_view(e, "globex", &theirs).await["state"], "SCHEDULED");
-    assert_eq!(admin_view(e, "acme", &ours).await["state"], "SCHEDULED");
-    let (_, _, csv) = get_typed(e, &sue, "/ges/callbacks.csv").await;
-    assert!(csv.contains(&ours) && !csv.contains(&theirs), "{csv}");
 }
 
 /// Bad input on every callback form and page is a 4xx page naming the problem; nothing is
@@ -146,54 +164,11 @@ async fn bad_callback_input_is_a_4xx_and_changes_nothing() {
     let ours = fx.create().in_secs(3600).id().await;
     let sue = ui_login(e, "acme", "sue", PASSWORD).await.unwrap();
     let csrf = csrf_of(&get(e, &sue, "/ges/callbacks").await.1).unwrap();
-    for path in [
-        "/ges/callbacks?state=NOPE",
-        "/ges/callbacks?tz=Mars/Olympus",
-        "/ges/callbacks?cursor=zzz",
-        "/ges/callbacks?desiredFrom=yesterday",
-        "/ges/callbacks?desiredFrom=2026-07-02T00:00&desiredTo=2026-07-01T00:00",
-        "/ges/callbacks?sort=phone",
-        "/ges/callbacks.csv?order=sideways",
-        "/ges/callbacks/not-an-id",
-        "/ges/callbacks/00000000-0000-0000-0000-000000000000",
-        "/ges/callbacks/00000000-0000-0000-0000-000000000000?tz=Nowhere",
-    ] {
-        let (code, body) = get(e, &sue, path).await;
-        assert!((400..500).contains(&code), "{path}: {code} {body}");
-    }
+    bad_pages_are_4xx(e, &sue).await;
     let cancel_unknown = "/ges/callbacks/00000000-0000-0000-0000-000000000000/cancel";
     let resched = format!("/ges/callbacks/{ours}/reschedule");
-    let long = "9".repeat(300);
+    bad_creates_are_4xx(e, &sue, &csrf).await;
     let cases: Vec<(&str, Vec<(&str, &str)>)> = vec![
-        (
-            "/ges/callbacks/create",
-            vec![("service", "sales"), ("phone", "not a number")],
-        ),
-        (
-            "/ges/callbacks/create",
-            vec![("service", "nope"), ("phone", "+12025550100")],
-        ),
-        (
-            "/ges/callbacks/create",
-            vec![("service", "sales"), ("phone", &long)],
-        ),
-        ("/ges/callbacks/create", vec![("service", "sales")]),
-        (
-            "/ges/callbacks/create",
-            vec![
-                ("service", "sales"),
-                ("phone", "+12025550100"),
-                ("desired", "tomorrow"),
-            ],
-        ),
-        (
-            "/ges/callbacks/create",
-            vec![
-                ("service", "sales"),
-                ("phone", "+12025550100"),
-                ("tz", "Nowhere/Else"),
-            ],
-        ),
         (&resched, vec![("desired", "")]),
         (&resched, vec![("desired", "2026-13-45T99:00")]),
         (&resched, vec![]),
@@ -230,6 +205,52 @@ async fn bad_callback_input_is_a_4xx_and_changes_nothing() {
     assert_eq!(cb["state"], "SCHEDULED");
 }
 
+/// Create forms with a bad number, service, time or zone: 4xx, nothing stored.
+async fn bad_creates_are_4xx(e: &Engage, sue: &str, csrf: &str) {
+    let long = "9".repeat(300);
+    let cases: Vec<Vec<(&str, &str)>> = vec![
+        vec![("service", "sales"), ("phone", "not a number")],
+        vec![("service", "nope"), ("phone", "+12025550100")],
+        vec![("service", "sales"), ("phone", &long)],
+        vec![("service", "sales")],
+        vec![
+            ("service", "sales"),
+            ("phone", "+12025550100"),
+            ("desired", "tomorrow"),
+        ],
+        vec![
+            ("service", "sales"),
+            ("phone", "+12025550100"),
+            ("tz", "Nowhere/Else"),
+        ],
+    ];
+    for fields in &cases {
+        let mut pairs = vec![("csrf", csrf)];
+        pairs.extend(fields.iter().copied());
+        let (code, body) = post(e, sue, "/ges/callbacks/create", &pairs).await;
+        assert!((400..500).contains(&code), "{fields:?}: {code} {body}");
+    }
+}
+
+/// Bad query strings and ids of the grid, the export and the detail: 4xx pages.
+async fn bad_pages_are_4xx(e: &Engage, sue: &str) {
+    for path in [
+        "/ges/callbacks?state=NOPE",
+        "/ges/callbacks?tz=Mars/Olympus",
+        "/ges/callbacks?cursor=zzz",
+        "/ges/callbacks?desiredFrom=yesterday",
+        "/ges/callbacks?desiredFrom=2026-07-02T00:00&desiredTo=2026-07-01T00:00",
+        "/ges/callbacks?sort=phone",
+        "/ges/callbacks.csv?order=sideways",
+        "/ges/callbacks/not-an-id",
+        "/ges/callbacks/00000000-0000-0000-0000-000000000000",
+        "/ges/callbacks/00000000-0000-0000-0000-000000000000?tz=Nowhere",
+    ] {
+        let (code, body) = get(e, sue, path).await;
+        assert!((400..500).contains(&code), "{path}: {code} {body}");
+    }
+}
+
 /// A create through the form is the public create's (its number normalised, found by any
 /// spelling), reschedule and cancel land on the detail with its history, the export has the
 /// filtered rows, and a bulk cancel by filter counts first and cancels only on confirmation.
@@ -241,29 +262,7 @@ async fn a_supervisor_creates_finds_changes_and_exports_over_http() {
     let csrf = csrf_of(&get(e, &sue, "/ges/callbacks").await.1).unwrap();
     let at = in_secs(3 * 3600);
     let local = &at[..16];
-    let create = [
-        ("csrf", csrf.as_str()),
-        ("service", "sales"),
-        ("phone", "+1 (202) 555-0199"),
-        ("desired", local),
-        ("tz", "UTC"),
-    ];
-    let r = no_redirects()
-        .post(format!("{}/ges/callbacks/create", e.internal))
-        .header("cookie", &sue)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(harness::ui::form_body(&create))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 303);
-    let to = r.headers()["location"].to_str().unwrap().to_string();
-    let id = to
-        .trim_start_matches("/ges/callbacks/")
-        .split('?')
-        .next()
-        .unwrap()
-        .to_string();
+    let (id, to) = create_by_form(e, &sue, &csrf, local).await;
     let cb = admin_view(e, "acme", &id).await;
     assert_eq!(
         (cb["phoneE164"].as_str(), cb["state"].as_str()),
@@ -321,6 +320,35 @@ async fn a_supervisor_creates_finds_changes_and_exports_over_http() {
     );
 }
 
+/// Posts the create form (phone `+1 (202) 555-0199`, desired `local` UTC): (id, the
+/// detail it redirects to).
+async fn create_by_form(e: &Engage, sue: &str, csrf: &str, local: &str) -> (String, String) {
+    let create = [
+        ("csrf", csrf),
+        ("service", "sales"),
+        ("phone", "+1 (202) 555-0199"),
+        ("desired", local),
+        ("tz", "UTC"),
+    ];
+    let r = no_redirects()
+        .post(format!("{}/ges/callbacks/create", e.internal))
+        .header("cookie", sue)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(harness::ui::form_body(&create))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 303);
+    let to = r.headers()["location"].to_str().unwrap().to_string();
+    let id = to
+        .trim_start_matches("/ges/callbacks/")
+        .split('?')
+        .next()
+        .unwrap()
+        .to_string();
+    (id, to)
+}
+
 /// Sets an input's value as a person picking a date would (a `datetime-local` field).
 async fn set_value(c: &Client, id: &str, value: &str) {
     c.execute(
@@ -342,27 +370,7 @@ async fn a_supervisor_works_callbacks_in_a_browser() {
     let b = Browser::start().await;
     let c = &b.client;
     browser_login(c, e, "sue", PASSWORD).await;
-    c.goto(&format!("{}/ges/callbacks", e.internal))
-        .await
-        .unwrap();
-    c.find(Locator::Css("#create-card summary"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    c.find(Locator::Id("c-phone"))
-        .await
-        .unwrap()
-        .send_keys("+1 202 555 0142")
-        .await
-        .unwrap();
-    let first = in_secs(2 * 3600);
-    set_value(c, "c-desired", &first[..16]).await;
-    shot(c, "11-callbacks-create").await;
-    click_through(c, Locator::Id("create")).await;
-    assert_eq!(text_of(c, "#notice").await, "Callback created.");
-    let id = text_of(c, "#cb-id").await;
+    let id = create_in_browser(c, e).await;
     c.goto(&format!("{}/ges/callbacks", e.internal))
         .await
         .unwrap();
@@ -406,6 +414,32 @@ async fn a_supervisor_works_callbacks_in_a_browser() {
     click_through(c, Locator::Id("logout")).await;
     monitor_in_browser(c, &fx).await;
     b.close().await;
+}
+
+/// Opens the create form, fills it as a person would, submits: the new callback's id.
+async fn create_in_browser(c: &Client, e: &Engage) -> String {
+    c.goto(&format!("{}/ges/callbacks", e.internal))
+        .await
+        .unwrap();
+    c.find(Locator::Css("#create-card summary"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.find(Locator::Id("c-phone"))
+        .await
+        .unwrap()
+        .send_keys("+1 202 555 0142")
+        .await
+        .unwrap();
+    let first = in_secs(2 * 3600);
+    set_value(c, "c-desired", &first[..16]).await;
+    shot(c, "11-callbacks-create").await;
+    click_through(c, Locator::Id("create")).await;
+    assert_eq!(text_of(c, "#notice").await, "Callback created.");
+    let id = text_of(c, "#cb-id").await;
+    id
 }
 
 /// The grid's export link, fetched with the browser's session cookie: the filtered rows.

@@ -28,6 +28,19 @@ fn service_account() -> String {
     .to_string()
 }
 
+/// POSTs `fields` with the session's token `csrf`: the status.
+async fn post_with(
+    e: &Engage,
+    cookie: &str,
+    csrf: &str,
+    path: &str,
+    fields: &[(&str, &str)],
+) -> (u16, String) {
+    let mut pairs = vec![("csrf", csrf)];
+    pairs.extend(fields.iter().copied());
+    post(e, cookie, path, &pairs).await
+}
+
 const SECRET: &str = "s3cr3t-never-shown-0xC0FFEE";
 
 /// Secrets go in and never come out; only Administrator and Developer may write; a form
@@ -41,6 +54,26 @@ async fn credential_forms_are_write_only_checked_and_scoped() {
     let (code, page) = get(e, &dev, "/ges/developer").await;
     assert_eq!((code, page.matches("Not set").count()), (200, 3), "{page}");
     let csrf = csrf_of(&page).unwrap();
+    store_every_kind(e, &dev, &csrf).await;
+    bad_credentials_store_nothing(e, &dev, &csrf).await;
+    // Roles and the token.
+    let sue = ui_login(e, "acme", "sue", PASSWORD).await.unwrap();
+    let sue_csrf = csrf_of(&get(e, &sue, "/ges/queues").await.1).unwrap();
+    let (set, delete) = (
+        "/ges/developer/credentials/captcha",
+        "/ges/developer/credentials/captcha/delete",
+    );
+    let secret = [("secret", "x")];
+    assert_eq!(post_with(e, &sue, &sue_csrf, set, &secret).await.0, 403);
+    assert_eq!(post_with(e, &sue, &sue_csrf, delete, &[]).await.0, 403);
+    assert_eq!(post(e, &dev, delete, &[]).await.0, 403, "no token");
+    assert_eq!(cred(e, "acme", "captcha").await["configured"], true);
+    assert_eq!(post_with(e, &dev, &csrf, delete, &[]).await.0, 303);
+    assert_eq!(cred(e, "acme", "captcha").await["configured"], false);
+}
+
+/// Each kind's form stores the tenant's record; the page shows public fields only.
+async fn store_every_kind(e: &Engage, dev: &str, csrf: &str) {
     let sa = service_account();
     let forms: [(&str, Vec<(&str, &str)>); 3] = [
         ("captcha", vec![("secret", SECRET), ("siteKey", "site-1")]),
@@ -57,22 +90,25 @@ async fn credential_forms_are_write_only_checked_and_scoped() {
     ];
     for (kind, fields) in &forms {
         let path = format!("/ges/developer/credentials/{kind}");
-        let mut pairs = vec![("csrf", csrf.as_str())];
+        let mut pairs = vec![("csrf", csrf)];
         pairs.extend(fields.iter().copied());
-        let (code, body) = post(e, &dev, &path, &pairs).await;
+        let (code, body) = post(e, dev, &path, &pairs).await;
         assert_eq!(code, 303, "{kind}: {body}");
         assert_eq!(cred(e, "acme", kind).await["configured"], true);
         assert_eq!(cred(e, "globex", kind).await["configured"], false);
     }
-    let (_, page) = get(e, &dev, "/ges/developer").await;
+    let (_, page) = get(e, dev, "/ges/developer").await;
     assert!(page.contains("site-1") && page.contains("acme-push") && page.contains("cid-1"));
     assert!(
         !page.contains(SECRET) && !page.contains("PRIVATE KEY"),
         "a secret shown"
     );
     assert_eq!(page.matches("Set at").count(), 3);
+}
+
+/// Bad input: 4xx naming the problem, never the secret; the stored record unchanged.
+async fn bad_credentials_store_nothing(e: &Engage, dev: &str, csrf: &str) {
     let long = "k".repeat(5000);
-    // Bad input: 4xx naming the problem, never the secret; the stored record unchanged.
     let bad: [(&str, Vec<(&str, &str)>); 6] = [
         ("fcm", vec![("service_account", "not json")]),
         (
@@ -93,52 +129,27 @@ async fn credential_forms_are_write_only_checked_and_scoped() {
         ("nope", vec![("secret", SECRET)]),
     ];
     for (kind, fields) in &bad {
-        let mut pairs = vec![("csrf", csrf.as_str())];
-        pairs.extend(fields.iter().copied());
-        let (code, body) = post(
-            e,
-            &dev,
-            &format!("/ges/developer/credentials/{kind}"),
-            &pairs,
-        )
-        .await;
+        let path = format!("/ges/developer/credentials/{kind}");
+        let (code, body) = post_with(e, dev, csrf, &path, fields).await;
         assert!((400..500).contains(&code), "{kind}: {code} {body}");
         assert!(!body.contains(SECRET), "{kind}: the secret echoed");
     }
     assert_eq!(cred(e, "acme", "captcha").await["siteKey"], "site-1");
-    // Roles and the token.
-    let sue = ui_login(e, "acme", "sue", PASSWORD).await.unwrap();
-    let sue_csrf = csrf_of(&get(e, &sue, "/ges/queues").await.1).unwrap();
-    let pairs = [("csrf", sue_csrf.as_str()), ("secret", "x")];
-    assert_eq!(
-        post(e, &sue, "/ges/developer/credentials/captcha", &pairs)
-            .await
-            .0,
-        403
-    );
-    let pairs = [("csrf", sue_csrf.as_str())];
-    assert_eq!(
-        post(e, &sue, "/ges/developer/credentials/captcha/delete", &pairs)
-            .await
-            .0,
-        403
-    );
-    assert_eq!(
-        post(e, &dev, "/ges/developer/credentials/captcha/delete", &[])
-            .await
-            .0,
-        403
-    );
-    assert_eq!(cred(e, "acme", "captcha").await["configured"], true);
-    let pairs = [("csrf", csrf.as_str())];
-    assert_eq!(
-        post(e, &dev, "/ges/developer/credentials/captcha/delete", &pairs)
-            .await
-            .0,
-        303
-    );
-    assert_eq!(cred(e, "acme", "captcha").await["configured"], false);
 }
+
+/// The group form's fields.
+fn group(numbers: &'static str, len: &'static str) -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("name", "Support"),
+        ("numbers", numbers),
+        ("access_codes", "on"),
+        ("code_length", len),
+        ("lifetime_seconds", "300"),
+    ]
+}
+
+const SAVE: &str = "/ges/config/call-in/save";
+const SUPPORT: &str = "/ges/v1/tenants/acme/call-in-groups/Support";
 
 /// Groups are edited through the admin API's validation (numbers normalised, one group per
 /// number across tenants), Supervisors read, Monitors are refused, and the requests show up.
@@ -148,133 +159,73 @@ async fn call_in_page_edits_groups_and_lists_requests() {
     let e = &fx.engage;
     e.tenant("globex").await;
     let theirs = json!({"numbers": ["+16505550199"]});
-    assert_eq!(
-        e.admin_put("/ges/v1/tenants/globex/call-in-groups/Theirs", theirs)
-            .await
-            .0,
-        201
-    );
+    let path = "/ges/v1/tenants/globex/call-in-groups/Theirs";
+    assert_eq!(e.admin_put(path, theirs).await.0, 201);
     let ada = ui_login(e, "acme", "ada", PASSWORD).await.unwrap();
     let (code, page) = get(e, &ada, "/ges/config/call-in").await;
     assert_eq!(code, 200);
-    assert!(
-        !page.contains("Theirs") && !page.contains("+16505550199"),
-        "{page}"
-    );
+    assert!(!page.contains("Theirs") && !page.contains("+16505550199"));
     let csrf = csrf_of(&page).unwrap();
-    let group = |numbers: &'static str, len: &'static str| {
-        vec![
-            ("name", "Support"),
-            ("numbers", numbers),
-            ("access_codes", "on"),
-            ("code_length", len),
-            ("lifetime_seconds", "300"),
-        ]
-    };
-    let save = "/ges/config/call-in/save";
+    bad_groups_are_refused(e, &ada, &csrf).await;
+    let fields = group("+1 650 555 0100\n(650) 555-0101", "4");
+    assert_eq!(post_with(e, &ada, &csrf, SAVE, &fields).await.0, 303);
+    let (_, g) = e.admin_get(SUPPORT).await;
+    let numbers = json!(["+16505550100", "+16505550101"]);
+    assert_eq!(g["data"]["numbers"], numbers, "{g}");
+    let create = "/engagement/v3/call-in/requests/create";
+    let (code, req) = e
+        .post(&fx.key, create, json!({"groupName": "Support"}))
+        .await;
+    assert_eq!(code, 200, "{req}");
+    let (_, page) = get(e, &ada, "/ges/config/call-in").await;
+    let records = &page[page.find("call-in-records").unwrap()..];
+    assert!(records.contains("live") && records.contains("+1650555010"));
+    others_may_not_edit(e).await;
+    let delete = "/ges/config/call-in/Support/delete";
+    assert_eq!(post(e, &ada, delete, &[]).await.0, 403, "no token");
+    let theirs = "/ges/config/call-in/Theirs/delete";
+    assert_eq!(post_with(e, &ada, &csrf, theirs, &[]).await.0, 404);
+    assert_eq!(e.admin_get(path).await.0, 200, "globex's group stays");
+    assert_eq!(post_with(e, &ada, &csrf, delete, &[]).await.0, 303);
+    assert_eq!(e.admin_get(SUPPORT).await.0, 404);
+}
+
+/// Bad group forms: 4xx (409 for a number pooled by another tenant), nothing stored.
+async fn bad_groups_are_refused(e: &Engage, ada: &str, csrf: &str) {
+    let bad_name = vec![
+        ("name", "bad/name"),
+        ("numbers", "+16505550100"),
+        ("code_length", "4"),
+        ("lifetime_seconds", "1"),
+    ];
     for (fields, expect) in [
         (group("", "4"), 400),
         (group("+1 650 555 0100", "x"), 400),
         (group("+1 650 555 0100", "12"), 400),
         (group("not a number", "4"), 400),
         (group("+1 650 555 0199", "4"), 409),
-        (
-            vec![
-                ("name", "bad/name"),
-                ("numbers", "+16505550100"),
-                ("code_length", "4"),
-                ("lifetime_seconds", "1"),
-            ],
-            400,
-        ),
+        (bad_name, 400),
         (vec![("name", "Support")], 400),
     ] {
-        let mut pairs = vec![("csrf", csrf.as_str())];
-        pairs.extend(fields.iter().copied());
-        let (code, body) = post(e, &ada, save, &pairs).await;
+        let (code, body) = post_with(e, ada, csrf, SAVE, &fields).await;
         assert_eq!(code, expect, "{fields:?}: {body}");
     }
-    assert_eq!(
-        e.admin_get("/ges/v1/tenants/acme/call-in-groups/Support")
-            .await
-            .0,
-        404
-    );
-    let mut pairs = vec![("csrf", csrf.as_str())];
-    pairs.extend(group("+1 650 555 0100\n(650) 555-0101", "4"));
-    assert_eq!(post(e, &ada, save, &pairs).await.0, 303);
-    let (_, g) = e
-        .admin_get("/ges/v1/tenants/acme/call-in-groups/Support")
-        .await;
-    assert_eq!(
-        g["data"]["numbers"],
-        json!(["+16505550100", "+16505550101"]),
-        "{g}"
-    );
-    let (code, req) = e
-        .post(
-            &fx.key,
-            "/engagement/v3/call-in/requests/create",
-            json!({"groupName": "Support"}),
-        )
-        .await;
-    assert_eq!(code, 200, "{req}");
-    let (_, page) = get(e, &ada, "/ges/config/call-in").await;
-    let records = &page[page.find("call-in-records").unwrap()..];
-    assert!(
-        records.contains("live") && records.contains("+1650555010"),
-        "{records}"
-    );
+    assert_eq!(e.admin_get(SUPPORT).await.0, 404);
+}
+
+/// A Supervisor reads the page but may not save or delete; a Monitor may not read it.
+async fn others_may_not_edit(e: &Engage) {
     let sue = ui_login(e, "acme", "sue", PASSWORD).await.unwrap();
     let (code, page) = get(e, &sue, "/ges/config/call-in").await;
-    assert!(
-        code == 200 && page.contains("Read-only") && !page.contains("/ges/config/call-in/save")
-    );
-    let sue_csrf = csrf_of(&page).unwrap();
-    let mut pairs = vec![("csrf", sue_csrf.as_str())];
-    pairs.extend(group("+16505550102", "4"));
-    assert_eq!(post(e, &sue, save, &pairs).await.0, 403);
-    let del = [("csrf", sue_csrf.as_str())];
-    assert_eq!(
-        post(e, &sue, "/ges/config/call-in/Support/delete", &del)
-            .await
-            .0,
-        403
-    );
+    assert!(code == 200 && page.contains("Read-only") && !page.contains(SAVE));
+    let csrf = csrf_of(&page).unwrap();
+    let fields = group("+16505550102", "4");
+    assert_eq!(post_with(e, &sue, &csrf, SAVE, &fields).await.0, 403);
+    let delete = "/ges/config/call-in/Support/delete";
+    assert_eq!(post_with(e, &sue, &csrf, delete, &[]).await.0, 403);
     let mo = ui_login(e, "acme", "mo", PASSWORD).await.unwrap();
     assert_eq!(get(e, &mo, "/ges/config/call-in").await.0, 403);
-    assert_eq!(
-        post(e, &ada, "/ges/config/call-in/Support/delete", &[])
-            .await
-            .0,
-        403,
-        "no token"
-    );
-    let del = [("csrf", csrf.as_str())];
-    assert_eq!(
-        post(e, &ada, "/ges/config/call-in/Theirs/delete", &del)
-            .await
-            .0,
-        404
-    );
-    assert_eq!(
-        e.admin_get("/ges/v1/tenants/globex/call-in-groups/Theirs")
-            .await
-            .0,
-        200
-    );
-    assert_eq!(
-        post(e, &ada, "/ges/config/call-in/Support/delete", &del)
-            .await
-            .0,
-        303
-    );
-    assert_eq!(
-        e.admin_get("/ges/v1/tenants/acme/call-in-groups/Support")
-            .await
-            .0,
-        404
-    );
+    assert_eq!(e.admin_get(SUPPORT).await.0, 200, "unchanged");
 }
 
 /// An Administrator adds a call-in group and stores CAPTCHA credentials in Chromium.
