@@ -438,8 +438,7 @@ async fn create_in_browser(c: &Client, e: &Engage) -> String {
     shot(c, "11-callbacks-create").await;
     click_through(c, Locator::Id("create")).await;
     assert_eq!(text_of(c, "#notice").await, "Callback created.");
-    let id = text_of(c, "#cb-id").await;
-    id
+    text_of(c, "#cb-id").await
 }
 
 /// The grid's export link, fetched with the browser's session cookie: the filtered rows.
