@@ -636,3 +636,57 @@ async fn the_grid_pages_by_250_and_shows_each_row_once() {
     );
     assert_eq!(seen.len(), 260);
 }
+
+/// The running total a bulk-cancel page carries into its "Continue" form, if it has one.
+fn carried_total(page: &str) -> Option<String> {
+    let at = page.find("name=\"total\" value=\"")? + "name=\"total\" value=\"".len();
+    Some(page[at..].split('"').next()?.to_string())
+}
+
+/// A bulk cancel by filter of more than one call cancels (1,000, or less near its deadline)
+/// shows "Continue" with the running count until every match is cancelled, each once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulk_cancel_past_one_call_continues_with_its_running_count() {
+    let fx = ui_fixture(TestEnv::new()).await;
+    let e = &fx.engage;
+    e.service("acme", "bulk", open_service(json!({}))).await;
+    e.create_immediate(&fx.key, "bulk", 1001, 0).await;
+    let keep = fx.create().in_secs(3600).id().await;
+    let sue = ui_login(e, "acme", "sue", PASSWORD).await.unwrap();
+    let csrf = csrf_of(&get(e, &sue, "/ges/callbacks").await.1).unwrap();
+    let mut total = "0".to_string();
+    let mut rounds = 0;
+    let last = loop {
+        rounds += 1;
+        assert!(rounds <= 30, "no end after {rounds} rounds");
+        let pairs = [
+            ("csrf", csrf.as_str()),
+            ("service", "bulk"),
+            ("confirm", "yes"),
+            ("total", total.as_str()),
+        ];
+        let (code, page) = post(e, &sue, "/ges/callbacks/bulk-cancel", &pairs).await;
+        assert_eq!(code, 200, "{page}");
+        match carried_total(&page) {
+            Some(t) => {
+                assert!(
+                    page.contains("Continue")
+                        && t.parse::<usize>().unwrap() > total.parse().unwrap()
+                );
+                total = t;
+            }
+            None => break page,
+        }
+    };
+    assert!(rounds >= 2, "1001 matches take at least two calls");
+    assert!(last.contains("1001 in all"), "{last}");
+    let (_, left) = e
+        .admin_get("/ges/v1/tenants/acme/callbacks?service=bulk&state=QUEUED")
+        .await;
+    assert_eq!(
+        left["data"]["callbacks"].as_array().unwrap().len(),
+        0,
+        "{left}"
+    );
+    assert_eq!(admin_view(e, "acme", &keep).await["state"], "SCHEDULED");
+}

@@ -300,6 +300,11 @@ async fn by_filter(
     };
     let (mut answer, mut cursor, mut done) = (BulkAnswer::default(), None, 0);
     loop {
+        // A full call stops before reading: a batch of 0 rows would look like the end.
+        if done >= MAX_PER_CALL {
+            answer.more = true;
+            return Ok(answer);
+        }
         let want = BATCH.min(MAX_PER_CALL - done);
         client = state.db.get().await?;
         // Ids and sort values only: the rows' user data is not read (docs/admin-queries.md#memory).
