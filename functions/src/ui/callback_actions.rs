@@ -190,7 +190,8 @@ fn bulk_page(
         dry_run => answer.dry_run,
         matched => answer.matched,
         cancelled => answer.cancelled,
-        total => before + answer.cancelled,
+        // `before` is the client's (a hidden field): never trusted to leave room for a sum.
+        total => before.saturating_add(answer.cancelled),
         more => answer.more,
         failed => failed,
         selected => selected,

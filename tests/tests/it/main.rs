@@ -18,6 +18,7 @@ mod attack_s21;
 mod attack_s22;
 mod attack_s24a;
 mod attack_s24b;
+mod attack_s25_ui;
 mod attack_specs;
 mod attack_tenants;
 mod availability;

@@ -1,0 +1,56 @@
+//! Session 25's attacks on the `/ges` admin UI (issue 17): hostile input on the pages and
+//! forms over real HTTP against the real binary; each answer a page or a 4xx, never a
+//! dropped connection, a 5xx or a panic.
+
+use harness::{
+    TestEnv,
+    ui::{csrf_of, form_body, no_redirects, ui_login},
+};
+
+use crate::ui::{PASSWORD, get, ui_fixture};
+
+/// POSTs a raw form body with a session cookie: (status, body), or the transport error.
+async fn post_raw(
+    e: &harness::Engage,
+    cookie: &str,
+    path: &str,
+    body: String,
+) -> Result<(u16, String), String> {
+    let r = no_redirects()
+        .post(format!("{}{path}", e.internal))
+        .header("cookie", cookie)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| format!("{e:?}"))?;
+    Ok((r.status().as_u16(), r.text().await.unwrap_or_default()))
+}
+
+/// The bulk-cancel page's `total` (the running count the Continue button carries) is the
+/// client's: a huge one (`usize::MAX`) overflowed the sum with this round's count, and the
+/// cancel that had just committed answered a 500. Now the page answers, the count saturated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_cancel_with_a_huge_running_total_answers_its_page() {
+    let fx = ui_fixture(TestEnv::new()).await;
+    let e = &fx.engage;
+    let id = fx.create().in_secs(3600).id().await;
+    let sue = ui_login(e, "acme", "sue", PASSWORD).await.unwrap();
+    let csrf = csrf_of(&get(e, &sue, "/ges/callbacks").await.1).unwrap();
+    let pairs = [
+        ("csrf", csrf.as_str()),
+        ("state", "SCHEDULED"),
+        ("confirm", "yes"),
+        ("total", "18446744073709551615"),
+    ];
+    let (code, page) = post_raw(e, &sue, "/ges/callbacks/bulk-cancel", form_body(&pairs))
+        .await
+        .unwrap();
+    assert_eq!(code, 200, "{page}");
+    assert!(page.contains("Cancelled 1"), "{page}");
+    let (code, view) = e
+        .admin_get(&format!("/ges/v1/tenants/acme/callbacks/{id}"))
+        .await;
+    assert_eq!(code, 200);
+    assert_eq!(view["data"]["callback"]["state"], "COMPLETED", "{view}");
+}
