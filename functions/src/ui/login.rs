@@ -194,7 +194,7 @@ fn admin_login(state: &AppState, tenant: &str, password: &str) -> Result<Session
     }
     Ok(SessionRow {
         tenant: tenant.to_string(),
-        username: String::new(),
+        username: session::admin_user(state).unwrap_or_default(),
         role: Role::Administrator.name().to_string(),
         csrf: session::token(),
     })

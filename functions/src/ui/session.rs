@@ -60,6 +60,16 @@ pub fn token() -> String {
         .collect()
 }
 
+/// The stored user name of an admin-token session: `@admin:` and a fingerprint of the token
+/// that opened it (a tenant user's name never starts with `@`), so rotating `ADMIN_TOKEN` ends
+/// every session the old token opened (docs/admin-ui.md#sessions). `None` without a token.
+pub fn admin_user(state: &AppState) -> Option<String> {
+    let token = state.cfg.http.admin_token.as_ref()?;
+    let digest = auth::hash_key(secrecy::ExposeSecret::expose_secret(token));
+    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    Some(format!("@admin:{hex}"))
+}
+
 /// The session cookie's value, if the request carries one.
 fn cookie_value(headers: &HeaderMap) -> Option<String> {
     headers
@@ -126,10 +136,16 @@ impl FromRequestParts<AppState> for Session {
             .await?
             .ok_or(UiError::Login)?;
         let role = Role::parse(&row.role).ok_or(UiError::Login)?;
+        // An admin-token session (or a former one, empty name) lives only with its token.
+        let admin = row.username.is_empty() || row.username.starts_with('@');
+        if admin && admin_user(state).as_deref() != Some(row.username.as_str()) {
+            db::ui::end_session(&client, &auth::hash_key(&id)).await?;
+            return Err(UiError::Login);
+        }
         shared::http::envelope::set_tenant(&row.tenant);
         Ok(Session {
-            admin: row.username.is_empty(),
-            username: if row.username.is_empty() {
+            admin,
+            username: if admin {
                 "admin token".into()
             } else {
                 row.username

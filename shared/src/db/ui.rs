@@ -46,7 +46,7 @@ pub enum LoginStart {
 pub struct SessionRow {
     /// The tenant the session acts for.
     pub tenant: String,
-    /// The user (empty for an admin-token session).
+    /// The user (`@admin:<token fingerprint>` for an admin-token session).
     pub username: String,
     /// Role name.
     pub role: String,

@@ -54,3 +54,30 @@ async fn bulk_cancel_with_a_huge_running_total_answers_its_page() {
     assert_eq!(code, 200);
     assert_eq!(view["data"]["callback"]["state"], "COMPLETED", "{view}");
 }
+
+/// A UI session opened with the admin token outlived the token: sessions live in PostgreSQL,
+/// so after the token was rotated (the service restarted with a new `ADMIN_TOKEN`, as one does
+/// when it leaked), a cookie opened with the old token still acted as Administrator. Now an
+/// admin-token session is bound to the token that opened it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotating_the_admin_token_ends_its_ui_sessions() {
+    let env = TestEnv::new();
+    let old = harness::Engage::start(&env, &[]).await;
+    old.tenant("acme").await;
+    let cookie = ui_login(&old, "acme", "@admin", harness::ADMIN_TOKEN)
+        .await
+        .unwrap();
+    assert_eq!(get(&old, &cookie, "/ges/queues").await.0, 200);
+    let rotated = env
+        .clone()
+        .with("ADMIN_TOKEN", "a-brand-new-admin-token-0123456789");
+    let new = harness::Engage::start(&rotated, &[]).await;
+    let (code, page) = get(&new, &cookie, "/ges/queues").await;
+    assert_eq!(code, 401, "the old token's session still works: {page}");
+    // The new token opens a session as before.
+    let fresh = ui_login(&new, "acme", "@admin", "a-brand-new-admin-token-0123456789")
+        .await
+        .unwrap();
+    assert_eq!(get(&new, &fresh, "/ges/queues").await.0, 200);
+    assert_eq!(get(&new, &fresh, "/ges/callbacks").await.0, 200);
+}
