@@ -102,23 +102,28 @@ async fn login(
     }
     let tenant = f.tenant.trim();
     let user = f.username.trim();
-    let row = match authenticate(&state, tenant, user, f.password).await? {
-        Ok(row) => row,
+    let (row, checked) = match authenticate(&state, tenant, user, f.password).await? {
+        Ok(found) => found,
         Err(why) => return login_page(None, Some(why), 401),
     };
-    let set = session::open(&state, &headers, &row).await?;
+    let Some(set) = session::open(&state, &headers, &row, checked.as_deref()).await? else {
+        // The password or role changed while the password was being checked.
+        return login_page(None, Some(WRONG), 401);
+    };
     Ok(([(header::SET_COOKIE, set)], Redirect::to("/ges/queues")).into_response())
 }
 
-/// The session to open for these credentials, or why not (the same words for an unknown user
-/// and a wrong password).
+/// The refusal of an unknown user and of a wrong password alike.
+const WRONG: &str = "Wrong tenant, user name or password.";
+
+/// The session to open for these credentials and, for a tenant user, the hash its password
+/// was checked against; or why not (the same words for an unknown user and a wrong password).
 async fn authenticate(
     state: &AppState,
     tenant: &str,
     user: &str,
     password: String,
-) -> Result<Result<SessionRow, &'static str>, UiError> {
-    const WRONG: &str = "Wrong tenant, user name or password.";
+) -> Result<Result<(SessionRow, Option<String>), &'static str>, UiError> {
     if tenant.is_empty()
         || tenant.len() > 64
         || user.is_empty()
@@ -132,7 +137,7 @@ async fn authenticate(
         return Ok(Err(WRONG));
     }
     if user == ADMIN_USER {
-        return Ok(admin_login(state, tenant, &password));
+        return Ok(admin_login(state, tenant, &password).map(|row| (row, None)));
     }
     let login = match db::ui::begin_login(&client, tenant, user).await? {
         LoginStart::Check(login) => login,
@@ -148,16 +153,17 @@ async fn authenticate(
         }
     };
     // The attempt is already counted as a failure (so concurrent guesses find the lock).
-    if !verify_password(login.password_hash, password).await {
+    if !verify_password(login.password_hash.clone(), password).await {
         return Ok(Err(WRONG));
     }
     db::ui::login_succeeded(&client, tenant, user).await?;
-    Ok(Ok(SessionRow {
+    let row = SessionRow {
         tenant: tenant.to_string(),
         username: user.to_string(),
         role: login.role,
         csrf: session::token(),
-    }))
+    };
+    Ok(Ok((row, Some(login.password_hash))))
 }
 
 /// A hash no password matches in practice, verified for unknown users.
@@ -190,7 +196,7 @@ fn admin_login(state: &AppState, tenant: &str, password: &str) -> Result<Session
     if !valid {
         let (since, n) = failures.unwrap_or((now, 0));
         *failures = Some((since, n + 1));
-        return Err("Wrong tenant, user name or password.");
+        return Err(WRONG);
     }
     Ok(SessionRow {
         tenant: tenant.to_string(),

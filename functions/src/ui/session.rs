@@ -82,18 +82,21 @@ fn cookie_value(headers: &HeaderMap) -> Option<String> {
         .map(|(_, value)| value.to_string())
 }
 
-/// Opens a session for `row` and answers the `Set-Cookie` value.
+/// Opens a session for `row` and answers the `Set-Cookie` value; `None` when the user's
+/// password or role changed since `checked` (the hash its password was checked against) was
+/// read ([`db::ui::create_session`]).
 pub async fn open(
     state: &AppState,
     headers: &HeaderMap,
     row: &SessionRow,
-) -> Result<String, UiError> {
+    checked: Option<&str>,
+) -> Result<Option<String>, UiError> {
     let id = token();
     let client = state.db.get().await?;
     let idle = idle_seconds(state);
     db::ui::purge_idle(&client, idle).await?;
-    db::ui::create_session(&client, &auth::hash_key(&id), row).await?;
-    Ok(set_cookie(state, headers, &id, None))
+    let stored = db::ui::create_session(&client, &auth::hash_key(&id), row, checked).await?;
+    Ok(stored.then(|| set_cookie(state, headers, &id, None)))
 }
 
 /// Ends the request's session (if any) and answers the `Set-Cookie` that clears it.

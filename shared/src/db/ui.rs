@@ -169,15 +169,39 @@ pub async fn login_succeeded(db: &impl GenericClient, tenant: &str, username: &s
     Ok(())
 }
 
-/// Stores a new session (`id_hash`: SHA-256 of the cookie value).
-pub async fn create_session(db: &impl GenericClient, id_hash: &[u8], s: &SessionRow) -> Result<()> {
-    db.execute(
-        "INSERT INTO ui_sessions (id_hash, tenant_id, username, role, csrf)
-         VALUES ($1, $2, $3, $4, $5)",
-        &[&id_hash, &s.tenant, &s.username, &s.role, &s.csrf],
-    )
-    .await?;
-    Ok(())
+/// Stores a new session (`id_hash`: SHA-256 of the cookie value). A tenant user's session
+/// (`checked`: the hash its password was checked against) is stored only while the user still
+/// has that hash and the session's role: a password or role change that landed during the
+/// check leaves no session (the row is read `FOR SHARE`, so a change either lands first and
+/// the insert finds nothing, or waits and then ends the new session too). Answers whether it
+/// was stored.
+pub async fn create_session(
+    db: &impl GenericClient,
+    id_hash: &[u8],
+    s: &SessionRow,
+    checked: Option<&str>,
+) -> Result<bool> {
+    let n = match checked {
+        None => {
+            db.execute(
+                "INSERT INTO ui_sessions (id_hash, tenant_id, username, role, csrf)
+                 VALUES ($1, $2, $3, $4, $5)",
+                &[&id_hash, &s.tenant, &s.username, &s.role, &s.csrf],
+            )
+            .await?
+        }
+        Some(hash) => {
+            db.execute(
+                "INSERT INTO ui_sessions (id_hash, tenant_id, username, role, csrf)
+                 SELECT $1, tenant_id, username, role, $5 FROM ui_users
+                 WHERE tenant_id = $2 AND username = $3 AND role = $4 AND password_hash = $6
+                 FOR SHARE",
+                &[&id_hash, &s.tenant, &s.username, &s.role, &s.csrf, &hash],
+            )
+            .await?
+        }
+    };
+    Ok(n == 1)
 }
 
 /// The session if it was used within `idle_s` seconds, marking it used now (one statement,

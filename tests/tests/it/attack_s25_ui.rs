@@ -81,3 +81,39 @@ async fn rotating_the_admin_token_ends_its_ui_sessions() {
     assert_eq!(get(&new, &fresh, "/ges/queues").await.0, 200);
     assert_eq!(get(&new, &fresh, "/ges/callbacks").await.0, 200);
 }
+
+/// A login whose password check was under way when an administrator changed the user's
+/// password and role opened a session anyway, with the old role: the check ran against the
+/// hash read before the change, and the session was stored after the change had ended the
+/// user's sessions. Here the check waits behind a burst of other logins (Argon2 checks run a
+/// few at a time) while the change lands; the session it opens must not survive the change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_password_change_during_a_login_check_leaves_no_session() {
+    let fx = std::sync::Arc::new(ui_fixture(TestEnv::new()).await);
+    let mut flood = Vec::new();
+    for i in 0..24 {
+        let fx = fx.clone();
+        flood.push(tokio::spawn(async move {
+            let _ = ui_login(&fx.engage, "acme", &format!("nobody{i}"), PASSWORD).await;
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let login = {
+        let fx = fx.clone();
+        tokio::spawn(async move { ui_login(&fx.engage, "acme", "sue", PASSWORD).await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    let e = &fx.engage;
+    let body =
+        serde_json::json!({"username": "sue", "password": "a new passphrase!", "role": "Monitor"});
+    let (code, answer) = e.admin_post("/ges/v1/tenants/acme/users", body).await;
+    assert_eq!(code, 200, "{answer}");
+    let opened = login.await.unwrap();
+    for f in flood {
+        f.await.unwrap();
+    }
+    if let Ok(cookie) = opened {
+        let (code, page) = get(e, &cookie, "/ges/callbacks").await;
+        assert_eq!(code, 401, "a session outlived the password change: {page}");
+    }
+}
