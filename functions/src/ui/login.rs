@@ -139,7 +139,11 @@ async fn authenticate(
     if user == ADMIN_USER {
         return Ok(admin_login(state, tenant, &password).map(|row| (row, None)));
     }
-    let login = match db::ui::begin_login(&client, tenant, user).await? {
+    let start = db::ui::begin_login(&client, tenant, user).await?;
+    // No pooled connection is held through the (slow, queued) Argon2 check: a burst of
+    // logins would otherwise hold the whole pool and stall every other request.
+    drop(client);
+    let login = match start {
         LoginStart::Check(login) => login,
         LoginStart::Locked => {
             return Ok(Err(
@@ -156,6 +160,7 @@ async fn authenticate(
     if !verify_password(login.password_hash.clone(), password).await {
         return Ok(Err(WRONG));
     }
+    let client = state.db.get().await?;
     db::ui::login_succeeded(&client, tenant, user).await?;
     let row = SessionRow {
         tenant: tenant.to_string(),

@@ -117,3 +117,36 @@ async fn a_password_change_during_a_login_check_leaves_no_session() {
         assert_eq!(code, 401, "a session outlived the password change: {page}");
     }
 }
+
+/// A burst of logins (unknown users, no credentials needed) held every pooled PostgreSQL
+/// connection while their Argon2 checks waited for a place (a few run at once): with a pool of
+/// 2, an admin read waited 2 s for the burst to drain, and every other request of the process
+/// with it. Now a login holds no connection through its check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_burst_of_logins_does_not_hold_the_database_pool() {
+    let fx = std::sync::Arc::new(ui_fixture(TestEnv::new().with("DB_POOL_SIZE", "2")).await);
+    let mut flood = Vec::new();
+    for i in 0..60 {
+        let fx = fx.clone();
+        flood.push(tokio::spawn(async move {
+            let _ = ui_login(&fx.engage, "acme", &format!("nobody{i}"), PASSWORD).await;
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let t = std::time::Instant::now();
+    let (code, body) = fx.engage.admin_get("/ges/v1/tenants/acme").await;
+    let took = t.elapsed();
+    let burst_running = flood.iter().any(|f| !f.is_finished());
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        burst_running,
+        "the burst ended before the read: no overlap to measure"
+    );
+    assert!(
+        took < std::time::Duration::from_secs(1),
+        "an admin read waited {took:?} behind the logins"
+    );
+    for f in flood {
+        f.await.unwrap();
+    }
+}
