@@ -152,6 +152,41 @@ impl PrivateCluster {
         }
     }
 
+    /// Stops node `i` with SIGSTOP (it keeps its connections but answers nothing and
+    /// replicates nothing) until [`Self::resume`]: a replica made to lag behind its primary.
+    pub fn pause(&self, i: usize) {
+        self.signal(i, "-STOP");
+    }
+
+    /// Lets a node stopped by [`Self::pause`] run again.
+    pub fn resume(&self, i: usize) {
+        self.signal(i, "-CONT");
+    }
+
+    fn signal(&self, i: usize, sig: &str) {
+        let pid = self.children[i].as_ref().expect("node running").id();
+        let status = Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill {sig} {pid}");
+    }
+
+    /// The index of the replica of primary `i` (from its `INFO replication`).
+    pub fn replica_of(&self, i: usize) -> usize {
+        let info = self.cli(i, &["INFO", "replication"]);
+        let port: u16 = info
+            .lines()
+            .find_map(|l| l.strip_prefix("slave0:"))
+            .and_then(|l| l.split(',').find_map(|f| f.strip_prefix("port=")))
+            .and_then(|p| p.trim().parse().ok())
+            .expect("primary has a replica");
+        self.ports
+            .iter()
+            .position(|p| *p == port)
+            .expect("one of ours")
+    }
+
     /// Whether node `i` is running.
     pub fn is_up(&self, i: usize) -> bool {
         self.children[i].is_some()
@@ -173,6 +208,21 @@ impl PrivateCluster {
             std::thread::sleep(Duration::from_millis(50));
         }
         started.elapsed()
+    }
+
+    /// Waits until replica `i` has been promoted to primary and the cluster serves every slot
+    /// again; returns how long that took.
+    pub fn wait_promoted(&self, i: usize) -> Duration {
+        let started = Instant::now();
+        while !self.cli(i, &["INFO", "replication"]).contains("role:master") {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "replica {} not promoted",
+                self.ports[i]
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        started.elapsed() + self.wait_ok()
     }
 
     /// Waits until every replica has finished its first sync with its primary.

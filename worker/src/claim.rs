@@ -173,8 +173,8 @@ pub async fn heads(
     conn: &mut RedisConn,
     keys: &Keys,
 ) -> redis::RedisResult<Vec<(Option<i64>, Option<i64>)>> {
-    let mut out = Vec::with_capacity(usize::from(keys.shards()));
-    for shard in 0..keys.shards() {
+    let mut out = Vec::with_capacity(usize::from(keys.claimed_shards()));
+    for shard in 0..keys.claimed_shards() {
         let (sched, inflight): (Vec<String>, Vec<String>) = redis::pipe()
             .cmd("ZRANGE")
             .arg(keys.sched(shard))

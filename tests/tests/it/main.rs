@@ -32,6 +32,7 @@ mod designer_publish;
 mod dispatch_fence;
 mod dispatch_settle;
 mod ewt;
+mod fleet;
 mod fixtures;
 mod gms;
 mod gms_query;
