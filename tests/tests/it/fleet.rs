@@ -50,7 +50,7 @@ fn victim(env: &TestEnv, role: Role, cluster: &PrivateCluster) -> usize {
 }
 
 /// 600 due callbacks paced at 100/s; after ~150 are handed off, the replica of one primary is
-/// paused, the primary takes writes for 800 ms, is SIGKILLed, and the replica (without those
+/// paused and cut off, the primary takes writes for 800 ms, is SIGKILLed, and the replica (without those
 /// writes) is promoted. The killed node then comes back empty and rejoins as a replica of it
 /// (as a restarted pod would).
 async fn failover_during_dispatch(role: Role, tenant: &str) {
@@ -76,7 +76,11 @@ async fn failover_during_dispatch(role: Role, tenant: &str) {
     assert!(env.wait_submitted(150, Duration::from_secs(30)).await >= 150);
     let primary = victim(&env, role, &cluster);
     let replica = cluster.replica_of(primary);
+    // The replica stops reading, and its link is cut: what the primary takes from now on is
+    // acknowledged to clients but reaches no replica (data already sent sits in the replica's
+    // socket and is still applied).
     cluster.pause(replica);
+    cluster.cli(primary, &["CLIENT", "KILL", "TYPE", "replica"]);
     tokio::time::sleep(Duration::from_millis(800)).await;
     let at_kill = env.submitted_count().await;
     cluster.kill(primary);
