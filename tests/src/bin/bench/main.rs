@@ -9,6 +9,7 @@
 
 mod chart;
 mod dispatch;
+mod fleet;
 mod load;
 mod report;
 mod scenarios;

@@ -39,6 +39,7 @@ pub(crate) const SCENARIOS: &[&str] = &[
     "lifecycle",
     "idle",
     "sizing",
+    "cluster-dispatch",
 ];
 
 impl Options {
@@ -440,6 +441,9 @@ pub(crate) async fn run_all(opts: &Options, out: &Path) -> anyhow::Result<Result
     }
     if opts.wants("sizing") {
         crate::dispatch::sizing(opts, &mut r).await?;
+    }
+    if opts.wants("cluster-dispatch") {
+        crate::fleet::cluster_dispatch(opts, &mut r).await?;
     }
     Ok(r)
 }
