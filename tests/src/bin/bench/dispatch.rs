@@ -48,15 +48,15 @@ pub(crate) async fn create_all(engage: &Engage, key: &str, bodies: Vec<Value>) -
     ok
 }
 
-struct Stack {
-    redis: PrivateRedis,
-    voice: PrivateRedis,
-    env: TestEnv,
-    engage: Engage,
-    key: String,
+pub(crate) struct Stack {
+    pub(crate) redis: PrivateRedis,
+    pub(crate) voice: PrivateRedis,
+    pub(crate) env: TestEnv,
+    pub(crate) engage: Engage,
+    pub(crate) key: String,
 }
 
-async fn stack() -> Stack {
+pub(crate) async fn stack() -> Stack {
     let (redis, voice) = (PrivateRedis::new(false), PrivateRedis::new(false));
     let env = TestEnv::new()
         .with("REDIS_URL", &redis.url())
