@@ -214,7 +214,10 @@ impl PrivateCluster {
     /// again; returns how long that took.
     pub fn wait_promoted(&self, i: usize) -> Duration {
         let started = Instant::now();
-        while !self.cli(i, &["INFO", "replication"]).contains("role:master") {
+        while !self
+            .cli(i, &["INFO", "replication"])
+            .contains("role:master")
+        {
             assert!(
                 started.elapsed() < Duration::from_secs(30),
                 "replica {} not promoted",
@@ -288,7 +291,6 @@ impl PrivateCluster {
             .position(|p| *p == port)
             .expect("one of ours")
     }
-
 }
 
 /// A free port whose cluster-bus port (+10000) is free and valid too.

@@ -96,7 +96,11 @@ async fn failover_during_dispatch(role: Role, tenant: &str) {
     // Let any late duplicate show before counting.
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     let (total, distinct) = census(&env, role, &cluster).await;
-    let name = if role == Role::Service { "service" } else { "voice" };
+    let name = if role == Role::Service {
+        "service"
+    } else {
+        "voice"
+    };
     println!(
         "FIGURE failover_{name} promoted_after_ms={} submitted_at_kill={at_kill} \
          all_{N}_submitted_after_kill_ms={} total_s={:.1} stream_total={total} \
@@ -191,7 +195,15 @@ async fn fleet_four_workers_share_the_shards_and_take_over_a_dead_one() {
 
     // A second burst, all due at one time; one worker dies 300 ms after it.
     let due = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(10);
-    scheduled(&engage, &key, "share", N as usize, 10_000, harness::wire(due)).await;
+    scheduled(
+        &engage,
+        &key,
+        "share",
+        N as usize,
+        10_000,
+        harness::wire(due),
+    )
+    .await;
     let wait = due.duration_since(jiff::Timestamp::now()).as_millis() + 300;
     assert!(wait > 300, "creating the burst took longer than 10 s");
     tokio::time::sleep(Duration::from_millis(u64::try_from(wait).unwrap_or(0))).await;
@@ -261,7 +273,10 @@ async fn fleet_shard_count_changed_up_and_down_loses_nothing() {
     let mut w = WorkerProc::start(&env, &shards("8", "4")).await;
     api4.create_immediate(&key, "resh", 100, 2_000).await;
     assert_eq!(env.wait_submitted(350, Duration::from_secs(20)).await, 350);
-    println!("FIGURE reshard_up_350_in_s={:.1}", started.elapsed().as_secs_f64());
+    println!(
+        "FIGURE reshard_up_350_in_s={:.1}",
+        started.elapsed().as_secs_f64()
+    );
 
     // Down: workers claim 2 shards and the 8 any layout used; the API moves to 2.
     w.proc.kill();
@@ -274,7 +289,10 @@ async fn fleet_shard_count_changed_up_and_down_loses_nothing() {
     // Written by the old API after the workers started, due after the final restart.
     scheduled(&api4, &key, "resh", 30, 6_000, soon(8)).await;
     assert_eq!(env.wait_submitted(600, Duration::from_secs(20)).await, 600);
-    println!("FIGURE reshard_down_250_in_s={:.1}", started.elapsed().as_secs_f64());
+    println!(
+        "FIGURE reshard_down_250_in_s={:.1}",
+        started.elapsed().as_secs_f64()
+    );
 
     // The roll is over: workers without the former count; their start-up rebuild re-indexes
     // what only a former shard held.
@@ -286,7 +304,10 @@ async fn fleet_shard_count_changed_up_and_down_loses_nothing() {
         "worker log:\n{}",
         w.proc.output()
     );
-    println!("FIGURE reshard_final_630_in_s={:.1}", started.elapsed().as_secs_f64());
+    println!(
+        "FIGURE reshard_final_630_in_s={:.1}",
+        started.elapsed().as_secs_f64()
+    );
     tokio::time::sleep(Duration::from_millis(1_000)).await;
     let (total, distinct, _) = env.census().await;
     assert_eq!((total, distinct), (630, 630), "each exactly once");

@@ -89,7 +89,10 @@ async fn drain(
         .map(|i| json!({"serviceName": "sales", "phoneNumber": phone(i), "desiredTime": due.to_string()}))
         .collect();
     let booked = create_all(&engage, key, bodies).await;
-    anyhow::ensure!(Timestamp::now() < due, "burst booking took longer than its lead");
+    anyhow::ensure!(
+        Timestamp::now() < due,
+        "burst booking took longer than its lead"
+    );
     let stream = env2.voice_stream().to_string();
     let deadline = Instant::now() + Duration::from_secs(120);
     while stream_len(&voice.url(), &stream).await < booked as u64 && Instant::now() < deadline {
