@@ -118,6 +118,12 @@ async fn failover_during_dispatch(role: Role, tenant: &str) {
         w.proc.output()
     );
     assert!(at_kill < N, "the kill came after the dispatch ended");
+    match role {
+        // The start-up rebuild, then at least one for the promoted node.
+        Role::Service => assert!(w.metric("engage_reconcile_rebuilds_total").await >= 2.0),
+        // Hand-offs no replica acknowledged went back to the schedule.
+        Role::Voice => assert!(w.metric("CB_SUBMIT_FAILED").await > 0.0),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
