@@ -252,6 +252,9 @@ async fn hand_off(
         let mut v = w.voice.conn().await?;
         let stream = &w.cfg.voice.stream;
         let written = voice::submit(&mut v, stream, "sub", &entries, trim_before).await?;
+        // Counted as written now, whether or not the replicas acknowledge it in time (the
+        // retry of a batch handed back for that counts as duplicates).
+        count_hand_off(ready, &written);
         replicated(w, &mut v).await?;
         Ok(written)
     }
@@ -259,7 +262,6 @@ async fn hand_off(
     match submitted {
         Ok(written) => {
             metrics::set_health(metrics::ORS_REDIS_STATUS, true);
-            count_hand_off(ready, &written);
             Ok(written)
         }
         Err(e) => {
