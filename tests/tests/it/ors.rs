@@ -312,6 +312,75 @@ async fn ors_events_token_when_configured() {
     harness::assert_refused((code, &body), 409, "never handed to the voice platform");
 }
 
+/// Budget of issue 18: a LONE immediate callback (created alone, COMPLETED before the next
+/// is created, so nothing is shared by group commit or batched claims) costs ≤ 15 service-Redis
+/// commands from create to COMPLETED, commands inside scripts included (docs/costs.md).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ors_service_redis_commands_per_lone_immediate_callback() {
+    let redis = harness::PrivateRedis::new(false);
+    let env = TestEnv::new().with("REDIS_URL", &redis.url());
+    let engage = Engage::start(&env, &["--with-worker"]).await;
+    let key = engage
+        .provision("lone", "svc", open_service(json!({})))
+        .await;
+    let _sim = Proc::spawn(
+        &env,
+        "ors-sim",
+        &[
+            "--agents",
+            "4",
+            "--routing-ms",
+            "0",
+            "--handle-ms",
+            "10",
+            "--dist",
+            "fixed",
+            "--group",
+            &format!("{}-sim", env.id),
+        ],
+        &[],
+    );
+    // One warm-up callback (seeds the throttle state, a once-per-period cost).
+    let pg = env.pg().await;
+    let warm = engage.create_immediate(&key, "svc", 1, 0).await;
+    wait_completed(&pg, &warm[0]).await;
+    let mut conn = redis.conn().await;
+    redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async::<()>(&mut conn)
+        .await
+        .expect("resetstat");
+    const N: usize = 40;
+    for i in 0..N {
+        let id = engage.create_immediate(&key, "svc", 1, 1 + i).await;
+        wait_completed(&pg, &id[0]).await;
+    }
+    let (total, by) = harness::command_total(&mut conn, &["info", "config"]).await;
+    let per = total as f64 / N as f64;
+    println!("FIGURE service_redis_commands_per_lone_immediate_callback={per:.1} {by:?}");
+    assert!(per <= 15.0, "{per} commands per lone callback: {by:?}");
+}
+
+/// Polls PostgreSQL (no Redis command) until callback `id` is COMPLETED/AGENT_CONNECTED.
+async fn wait_completed(pg: &tokio_postgres::Client, id: &str) {
+    let started = Instant::now();
+    loop {
+        let done: i64 = pg
+            .query_one(
+                "SELECT count(*) FROM callbacks WHERE id::text = $1 AND state = 'COMPLETED' AND reason = 'AGENT_CONNECTED'",
+                &[&id],
+            )
+            .await
+            .expect("state")
+            .get(0);
+        if done == 1 {
+            return;
+        }
+        assert!(started.elapsed() < Duration::from_secs(15), "{id} not completed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ors_service_redis_commands_per_immediate_callback() {
     let redis = harness::PrivateRedis::new(false);
