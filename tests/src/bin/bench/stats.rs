@@ -133,6 +133,19 @@ pub(crate) fn cpu_per_request(
     format!("{total:.0} µs in all: {}", parts.join(", "))
 }
 
+/// The share (0–1) of all CPU time between two [`cpu_by_comm`] snapshots spent by processes
+/// named `comm` (the load generator's own share of a saturation run).
+pub(crate) fn cpu_share(
+    before: &std::collections::BTreeMap<String, f64>,
+    after: &std::collections::BTreeMap<String, f64>,
+    comm: &str,
+) -> f64 {
+    let delta = |k: &str, a: f64| a - before.get(k).copied().unwrap_or(0.0);
+    let total: f64 = after.iter().map(|(k, a)| delta(k, *a).max(0.0)).sum();
+    let own = after.get(comm).map_or(0.0, |a| delta(comm, *a).max(0.0));
+    if total > 0.0 { own / total } else { 0.0 }
+}
+
 /// Bytes held per kind of key under `prefix` (`MEMORY USAGE … SAMPLES 0`, exact), divided by
 /// `per`, as `kind bytes` text: where the Redis memory of a callback goes.
 pub(crate) async fn memory_by_kind(url: &str, prefix: &str, per: f64) -> String {
