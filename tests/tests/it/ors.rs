@@ -364,6 +364,65 @@ async fn ors_service_redis_commands_per_lone_immediate_callback() {
     assert!(per <= 22.0, "{per} commands per lone callback: {by:?}");
 }
 
+/// The release on COMPLETED reads its counts with the number key derived from the stored row
+/// (`release_number`, docs/costs.md): for a number in E.164, a national one and one that does
+/// not normalise, the derived key is the one the admission counted (no fall-back read: no
+/// `HGET` at all), and the place is freed (`in_queue_checking: "strict"` admits the same
+/// number again, in another format too).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ors_release_on_completion_frees_the_admitted_number_key() {
+    let redis = harness::PrivateRedis::new(false);
+    let env = TestEnv::new().with("REDIS_URL", &redis.url());
+    let engage = Engage::start(&env, &["--with-worker"]).await;
+    let key = engage
+        .provision(
+            "hint",
+            "svc",
+            open_service(json!({"in_queue_checking": "strict"})),
+        )
+        .await;
+    let _sim = Proc::spawn(
+        &env,
+        "ors-sim",
+        &[
+            "--agents",
+            "2",
+            "--routing-ms",
+            "0",
+            "--handle-ms",
+            "10",
+            "--dist",
+            "fixed",
+            "--group",
+            &format!("{}-sim", env.id),
+        ],
+        &[],
+    );
+    let pg = env.pg().await;
+    let mut conn = redis.conn().await;
+    let formats = [
+        ("+12025550142", "(202) 555-0142"),
+        ("(202) 555-0143", "+1 202 555 0143"),
+        ("555 12345", "555-12345"),
+    ];
+    for (first, again) in formats {
+        let id = engage.create(&key).service("svc").phone(first).id().await;
+        wait_completed(&pg, &id).await;
+        redis::cmd("CONFIG")
+            .arg("RESETSTAT")
+            .query_async::<()>(&mut conn)
+            .await
+            .expect("resetstat");
+        let id = engage.create(&key).service("svc").phone(again).id().await;
+        wait_completed(&pg, &id).await;
+        let (_, by) = harness::command_total(&mut conn, &["info", "config"]).await;
+        assert!(
+            !by.iter().any(|c| c.starts_with("hget=")),
+            "{again}: the release fell back to reading the stored number: {by:?}"
+        );
+    }
+}
+
 /// Polls PostgreSQL (no Redis command) until callback `id` is COMPLETED/AGENT_CONNECTED.
 async fn wait_completed(pg: &tokio_postgres::Client, id: &str) {
     let started = Instant::now();
@@ -379,7 +438,10 @@ async fn wait_completed(pg: &tokio_postgres::Client, id: &str) {
         if done == 1 {
             return;
         }
-        assert!(started.elapsed() < Duration::from_secs(15), "{id} not completed");
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "{id} not completed"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
