@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use crate::scenarios::{Figure, Options, Results, bench_service, fig, phone};
 
-async fn stream_len(url: &str, stream: &str) -> u64 {
+pub(crate) async fn stream_len(url: &str, stream: &str) -> u64 {
     let mut c = redis::Client::open(url)
         .expect("url")
         .get_multiplexed_async_connection()
@@ -26,7 +26,7 @@ async fn stream_len(url: &str, stream: &str) -> u64 {
 }
 
 /// Creates callbacks from `bodies` with 64 requests in flight; returns how many succeeded.
-async fn create_all(engage: &Engage, key: &str, bodies: Vec<Value>) -> usize {
+pub(crate) async fn create_all(engage: &Engage, key: &str, bodies: Vec<Value>) -> usize {
     let url = format!("{}/engagement/v3/callbacks/create", engage.internal);
     let mut ok = 0;
     for chunk in bodies.chunks(64) {
@@ -48,15 +48,15 @@ async fn create_all(engage: &Engage, key: &str, bodies: Vec<Value>) -> usize {
     ok
 }
 
-struct Stack {
-    redis: PrivateRedis,
-    voice: PrivateRedis,
-    env: TestEnv,
-    engage: Engage,
-    key: String,
+pub(crate) struct Stack {
+    pub(crate) redis: PrivateRedis,
+    pub(crate) voice: PrivateRedis,
+    pub(crate) env: TestEnv,
+    pub(crate) engage: Engage,
+    pub(crate) key: String,
 }
 
-async fn stack() -> Stack {
+pub(crate) async fn stack() -> Stack {
     let (redis, voice) = (PrivateRedis::new(false), PrivateRedis::new(false));
     let env = TestEnv::new()
         .with("REDIS_URL", &redis.url())
@@ -79,7 +79,7 @@ async fn stack() -> Stack {
 }
 
 /// Lateness = XADD time of the voice-stream entry − the callback's due time, per entry.
-async fn lateness_of(voice: &str, stream: &str) -> Vec<f64> {
+pub(crate) async fn lateness_of(voice: &str, stream: &str) -> Vec<f64> {
     let mut c = redis::Client::open(voice)
         .expect("url")
         .get_multiplexed_async_connection()
@@ -98,7 +98,7 @@ async fn lateness_of(voice: &str, stream: &str) -> Vec<f64> {
         .collect()
 }
 
-fn pct(v: &mut [f64], q: f64) -> f64 {
+pub(crate) fn pct(v: &mut [f64], q: f64) -> f64 {
     v.sort_by(f64::total_cmp);
     if v.is_empty() {
         f64::NAN

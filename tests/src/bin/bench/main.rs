@@ -4,13 +4,15 @@
 //! noisy host. Figures are medians of repeated runs.
 //!
 //! `bench --quick` shortens every run (for a smoke check); `bench --only create,idle` runs
-//! some scenarios (the report then holds only their figures); `bench --serve-empty PORT` is
+//! some scenarios and writes `REPORT-create-idle.md` with only their figures; `bench --only
+//! scale` is the one scenario a full run leaves out (10 million rows take minutes to load); `bench --serve-empty PORT` is
 //! the empty axum server used as the HTTP ceiling.
 
 mod chart;
 mod dispatch;
 mod load;
 mod report;
+mod scale;
 mod scenarios;
 mod stats;
 
@@ -64,7 +66,12 @@ fn main() -> anyhow::Result<()> {
     let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("bench");
     std::fs::create_dir_all(&out)?;
     let results = rt.block_on(scenarios::run_all(&opts, &out))?;
-    let path = out.join("REPORT.md");
+    // A partial run (`--only`) writes its own file, so the full report stays whole.
+    let path = if opts.only.is_empty() {
+        out.join("REPORT.md")
+    } else {
+        out.join(format!("REPORT-{}.md", opts.only.join("-")))
+    };
     std::fs::write(&path, report::render(&opts, &results))?;
     println!("{}", report::render(&opts, &results));
     println!("wrote {}", path.display());

@@ -39,12 +39,20 @@ pub(crate) const SCENARIOS: &[&str] = &[
     "lifecycle",
     "idle",
     "sizing",
+    "scale",
 ];
+
+/// Scenarios run only when named (`bench --only scale`): loading 10 million rows takes minutes.
+const OPT_IN: &[&str] = &["scale"];
 
 impl Options {
     /// Whether `scenario` runs.
     pub(crate) fn wants(&self, scenario: &str) -> bool {
-        self.only.is_empty() || self.only.iter().any(|s| s == scenario)
+        if self.only.is_empty() {
+            !OPT_IN.contains(&scenario)
+        } else {
+            self.only.iter().any(|s| s == scenario)
+        }
     }
 }
 
@@ -467,6 +475,9 @@ pub(crate) async fn run_all(opts: &Options, out: &Path) -> anyhow::Result<Result
     if opts.wants("idle") && !opts.wants("sizing") {
         // The sizing scenario measures idle too, on its own processes.
         crate::dispatch::idle(opts, &mut r).await?;
+    }
+    if opts.wants("scale") {
+        crate::scale::scale(opts, &mut r).await?;
     }
     if opts.wants("sizing") {
         crate::dispatch::sizing(opts, &mut r).await?;
