@@ -21,8 +21,8 @@ use uuid::Uuid;
 ///
 /// Reads cost one command per key in the common case (docs/costs.md): the in-flight head
 /// (`ZRANGE 0 0`) says whether any lease ran out (only then a `ZRANGEBYSCORE` and a re-read),
-/// and one `ZRANGE 0 room` of the schedule gives both the due entries and the next due score
-/// (the first entry not taken). A lone callback's claim is `TIME`, two `ZRANGE`, `ZREM`, `ZADD`
+/// and one short `ZRANGE` of the schedule (17 entries; a backlog reads on up to the batch)
+/// gives both the due entries and the next due score (the first entry not taken). A lone callback's claim is `TIME`, two `ZRANGE`, `ZREM`, `ZADD`
 /// and `PUBLISH`.
 static CLAIM: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -44,19 +44,27 @@ if lease_head and tonumber(lease_head) <= now then
   end
 end
 local room = batch - #expired
-local head_limit = room
-if room < 1 then head_limit = 0 end
-local due = redis.call('ZRANGE', KEYS[1], 0, head_limit, 'WITHSCORES')
 local ids = {}
-for i = 1, #due, 2 do
-  if #ids < room and tonumber(due[i + 1]) <= now then
-    ids[#ids + 1] = due[i]
-    lease[#lease + 1] = deadline; lease[#lease + 1] = due[i]
-    out[#out + 1] = due[i]; out[#out + 1] = due[i + 1]
-  else
-    out[2] = due[i + 1]
-    break
+-- Takes the due entries of one read; true when it met an entry it does not take (the next due).
+local function take(entries)
+  for i = 1, #entries, 2 do
+    if #ids < room and tonumber(entries[i + 1]) <= now then
+      ids[#ids + 1] = entries[i]
+      lease[#lease + 1] = deadline; lease[#lease + 1] = entries[i]
+      out[#out + 1] = entries[i]; out[#out + 1] = entries[i + 1]
+    else
+      out[2] = entries[i + 1]
+      return true
+    end
   end
+  return false
+end
+-- A short first read (the light case in one command); a backlog reads on from there, by
+-- index: nothing is removed before the ZREM below.
+local first = math.max(math.min(room, 16), 0)
+local fetched = redis.call('ZRANGE', KEYS[1], 0, first, 'WITHSCORES')
+if not take(fetched) and #fetched == 2 * (first + 1) then
+  take(redis.call('ZRANGE', KEYS[1], first + 1, room, 'WITHSCORES'))
 end
 if #ids > 0 then redis.call('ZREM', KEYS[1], unpack(ids)) end
 if #lease > 0 then
