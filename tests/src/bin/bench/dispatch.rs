@@ -264,6 +264,8 @@ async fn lone(s: &Stack, r: &mut Results) -> anyhow::Result<()> {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        // Apart beyond the pacing free allowance too (docs/pacing.md, docs/costs.md).
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     let per = (crate::stats::total_calls(&s.redis.url()).await - before) / n as f64;
