@@ -346,7 +346,7 @@ pub(crate) async fn run_all(opts: &Options, out: &Path) -> anyhow::Result<Result
         ));
         // The load generator runs on the same cores: its share is reported, not subtracted.
         r.add(fig(
-            "Load generator's share of all CPU at create saturation (bench process, same cores)",
+            "Load generator's share of the stack's CPU at create saturation (bench of bench + engage + postgres + redis-server, same cores)",
             100.0 * crate::stats::cpu_share(&cpu_before, &cpu_after, "bench"),
             "%",
         ));
