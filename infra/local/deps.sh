@@ -6,7 +6,8 @@
 #   infra/local/deps.sh up       install if needed, start, create the database; print env
 #   infra/local/deps.sh down     stop what this script started
 #   infra/local/deps.sh env      print the environment variables for the local services
-#   infra/local/deps.sh cluster  also start a 3-node Redis cluster (ports 7101-7103)
+#   infra/local/deps.sh cluster  also start a Redis cluster: 3 primaries (ports 7101-7103) and
+#                                one replica each (7104-7106), node timeout 2 s
 #   infra/local/deps.sh browser  install Chromium and chromedriver for the admin-UI browser
 #                                tests (only `just test` asks for it: `just up` stays fast)
 set -euo pipefail
@@ -19,6 +20,8 @@ redis_port=${ENGAGE_REDIS_PORT:-6390}
 voice_port=${ENGAGE_VOICE_REDIS_PORT:-6391}
 cluster_base=${ENGAGE_CLUSTER_BASE_PORT:-7101}
 cluster_ports=("$cluster_base" $((cluster_base + 1)) $((cluster_base + 2)))
+# Replicas of the three primaries (`--cluster-replicas 1`): a killed primary fails over.
+replica_ports=($((cluster_base + 3)) $((cluster_base + 4)) $((cluster_base + 5)))
 
 log() { echo "deps: $*" >&2; }
 
@@ -105,15 +108,27 @@ start_redis() { # port dir
 
 start_cluster() {
   local p
-  for p in "${cluster_ports[@]}"; do
-    start_redis "$p" --cluster-enabled yes --cluster-config-file "$data/redis-$p/nodes.conf" --cluster-node-timeout 2000
+  # A cluster already served on these ports (e.g. started by another checkout, maybe of the
+  # former 3-node shape) is used as it is: never reshaped.
+  if redis-cli -p "${cluster_ports[0]}" ping >/dev/null 2>&1; then
+    wait_cluster_ok; return
+  fi
+  for p in "${cluster_ports[@]}" "${replica_ports[@]}"; do
+    # No snapshot delay for a replica's first sync: the cluster is ready in about a second.
+    start_redis "$p" --cluster-enabled yes --cluster-config-file "$data/redis-$p/nodes.conf" \
+      --cluster-node-timeout 2000 --repl-diskless-sync-delay 0
   done
   # Nodes restarted with their nodes.conf re-form by themselves; only fresh nodes need create.
   if [ "$(redis-cli -p "${cluster_ports[0]}" cluster info | awk -F: '/cluster_known_nodes/{print $2+0}')" = 1 ]; then
-    log "forming the Redis cluster"
+    log "forming the Redis cluster (3 primaries, 3 replicas)"
     # --cluster-yes, not `yes | …`: under pipefail `yes` dies of SIGPIPE (exit 141).
-    redis-cli --cluster create "${cluster_ports[@]/#/127.0.0.1:}" --cluster-replicas 0 --cluster-yes </dev/null >/dev/null
+    redis-cli --cluster create "${cluster_ports[@]/#/127.0.0.1:}" "${replica_ports[@]/#/127.0.0.1:}" \
+      --cluster-replicas 1 --cluster-yes </dev/null >/dev/null
   fi
+  wait_cluster_ok
+}
+
+wait_cluster_ok() {
   for _ in $(seq 100); do
     [[ $(redis-cli -p "${cluster_ports[0]}" cluster info) == *cluster_state:ok* ]] && return
     sleep 0.1
@@ -121,12 +136,24 @@ start_cluster() {
   log "the Redis cluster did not reach state ok"; return 1
 }
 
+# Every running node of the cluster, as comma-separated URLs (after a failover a client still
+# finds the slots from any of them).
+cluster_urls() {
+  local p urls=()
+  for p in "${cluster_ports[@]}" "${replica_ports[@]}"; do
+    if [ "$p" = "${cluster_ports[0]}" ] || redis-cli -p "$p" ping >/dev/null 2>&1; then
+      urls+=("redis://127.0.0.1:$p")
+    fi
+  done
+  local IFS=,; echo "${urls[*]}"
+}
+
 env_out() {
   cat <<ENV
 DATABASE_URL=postgres://postgres@127.0.0.1:$pg_port/engage
 REDIS_URL=redis://127.0.0.1:$redis_port
 VOICE_REDIS_URL=redis://127.0.0.1:$voice_port
-ENGAGE_CLUSTER_URLS=redis://127.0.0.1:${cluster_ports[0]},redis://127.0.0.1:${cluster_ports[1]},redis://127.0.0.1:${cluster_ports[2]}
+ENGAGE_CLUSTER_URLS=$(cluster_urls)
 ENV
 }
 
@@ -135,7 +162,7 @@ stop_all() {
   local pgdir=${ENGAGE_PG_DIR:-/var/tmp/engage-pg-$pg_port}
   [ -n "${bin:-}" ] && [ -f "$pgdir/data/PG_VERSION" ] && as_pg "$bin/pg_ctl" -D "$pgdir/data" -m fast stop >/dev/null 2>&1 || true
   local p
-  for p in "$redis_port" "$voice_port" "${cluster_ports[@]}"; do
+  for p in "$redis_port" "$voice_port" "${cluster_ports[@]}" "${replica_ports[@]}"; do
     redis-cli -p "$p" shutdown nosave >/dev/null 2>&1 || true
   done
 }

@@ -135,6 +135,11 @@ pub struct RedisConfig {
         default = "defaults::redis_schedule_shards"
     )]
     pub schedule_shards: u16,
+    /// The shard count before a change of `REDIS_SCHEDULE_SHARDS` (0 = none): workers also
+    /// claim from those shards until every API replica writes the new layout
+    /// (docs/SCALING.md#changing-the-shard-count).
+    #[serde(rename = "redis_schedule_shards_old", default)]
+    pub schedule_shards_old: u16,
     /// Timeout of one Redis command; a request never waits longer on Redis.
     #[serde(rename = "redis_timeout_ms", default = "defaults::redis_timeout_ms")]
     pub timeout_ms: u64,
@@ -185,6 +190,17 @@ pub struct VoiceConfig {
     /// The same CA as PEM text (secret file `VOICE-REDIS-TLS-CA`).
     #[serde(rename = "voice_redis_tls_ca", default)]
     pub redis_tls_ca: Option<String>,
+    /// Replicas that must hold a hand-off before the worker records it (Redis `WAIT` on the
+    /// stream's primary; 0 = do not wait). With 1, a failover of the voice Redis cannot lose
+    /// a recorded hand-off (docs/voice-platform.md#failover).
+    #[serde(rename = "voice_redis_replica_acks", default)]
+    pub replica_acks: u8,
+    /// How long the worker waits for those replicas before handing the batch back (ms).
+    #[serde(
+        rename = "voice_redis_ack_timeout_ms",
+        default = "defaults::voice_redis_ack_timeout_ms"
+    )]
+    pub ack_timeout_ms: u64,
     /// Resolved TLS settings of the voice Redis (the CA read once at start).
     #[serde(skip)]
     pub tls: RedisTls,
@@ -598,6 +614,9 @@ mod defaults {
     pub(super) fn redis_timeout_ms() -> u64 {
         500
     }
+    pub(super) fn voice_redis_ack_timeout_ms() -> u64 {
+        250
+    }
     pub(super) fn voice_stream() -> String {
         "NewCallbackStream".into()
     }
@@ -816,6 +835,9 @@ impl RedisConfig {
         if self.schedule_shards == 0 || self.schedule_shards > 1024 {
             return bad("REDIS_SCHEDULE_SHARDS must be between 1 and 1024");
         }
+        if self.schedule_shards_old > 1024 {
+            return bad("REDIS_SCHEDULE_SHARDS_OLD must be between 0 and 1024");
+        }
         if self.prefix.contains(['{', '}', ' ']) {
             return bad("REDIS_PREFIX may not contain braces or spaces");
         }
@@ -833,6 +855,9 @@ impl VoiceConfig {
         }
         if self.stream.is_empty() || self.control_stream.is_empty() {
             return bad("VOICE_STREAM and CONTROL_STREAM may not be empty");
+        }
+        if self.replica_acks > 0 && !(10..=5_000).contains(&self.ack_timeout_ms) {
+            return bad("VOICE_REDIS_ACK_TIMEOUT_MS must be between 10 and 5000");
         }
         check_ges_url(&self.ges_url)
     }

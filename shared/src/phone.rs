@@ -177,10 +177,12 @@ pub struct Checked {
 }
 
 /// Parses `number` with `default` as the country of national numbers; only valid numbers count.
+/// Answers the number with its type, classified once (the type is what `is_valid` computes and
+/// drops: `Unknown` = invalid), so a rule's premium check does not classify it again.
 fn parse_valid(
     number: &str,
     default: phonenumber::country::Id,
-) -> Result<phonenumber::PhoneNumber, String> {
+) -> Result<(phonenumber::PhoneNumber, phonenumber::Type), String> {
     // An international number is parsed without a default country: phonenumber 0.3.10 applies
     // the default country's national prefix to it otherwise (`+33 1 42…` read with US loses
     // its `1`, since `1` is the US national prefix).
@@ -192,7 +194,8 @@ fn parse_valid(
     let country = (!matches!(first, Some('+' | '＋'))).then_some(default);
     let parsed =
         phonenumber::parse(country, number).map_err(|e| format!("not a phone number ({e})"))?;
-    if !parsed.is_valid() {
+    let kind = parsed.number_type(&phonenumber::metadata::DATABASE);
+    if kind == phonenumber::Type::Unknown {
         return Err(format!(
             "not a valid number (national numbers are read as {})",
             default.as_ref()
@@ -205,7 +208,7 @@ fn parse_valid(
             "not a valid number (more than {MAX_E164_DIGITS} digits with the country code)"
         ));
     }
-    Ok(parsed)
+    Ok((parsed, kind))
 }
 
 /// The most digits of an E.164 number, country code included (ITU-T E.164).
@@ -225,13 +228,13 @@ pub fn check(number: &str, rule: Option<&CompiledRule>) -> Result<Checked, Numbe
         return Ok(match parse_valid(number, phonenumber::country::Id::US) {
             // (Not the country: phonenumber 0.3 works it out again on every call, a third
             // of this function's cost, and nothing reads it.)
-            Ok(n) => Checked {
+            Ok((n, _)) => Checked {
                 e164: Some(e164_digits(&n)),
             },
             Err(_) => Checked { e164: None },
         });
     };
-    let n = parse_valid(number, rule.default_country).map_err(NumberError::Impossible)?;
+    let (n, kind) = parse_valid(number, rule.default_country).map_err(NumberError::Impossible)?;
     let id = n.country().id();
     if !id.is_some_and(|c| rule.permitted.contains(&c)) {
         let shown = id.map_or_else(
@@ -244,9 +247,7 @@ pub fn check(number: &str, rule: Option<&CompiledRule>) -> Result<Checked, Numbe
     if rule.blocked.is_match(&e164) {
         return Err(NumberError::Blocked);
     }
-    if rule.block_premium
-        && n.number_type(&phonenumber::metadata::DATABASE) == phonenumber::Type::PremiumRate
-    {
+    if rule.block_premium && kind == phonenumber::Type::PremiumRate {
         return Err(NumberError::Premium);
     }
     Ok(Checked { e164: Some(e164) })

@@ -40,7 +40,8 @@ impl Resources {
         let db = db::pool(&cfg.db)?;
         let redis = redis::service(&cfg.redis)?;
         let voice = redis::voice(&cfg)?;
-        let keys = Keys::new(&cfg.redis.prefix, cfg.redis.schedule_shards);
+        let keys = Keys::new(&cfg.redis.prefix, cfg.redis.schedule_shards)
+            .draining(cfg.redis.schedule_shards_old);
         let vault = Vault::new(
             &cfg.credentials,
             Duration::from_millis(cfg.http.cache_ttl_ms),

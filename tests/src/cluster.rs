@@ -1,5 +1,6 @@
-//! A private 3-primary Redis Cluster for fault tests (restart a node empty, flush one node),
-//! so that no test disturbs the shared cluster of `infra/local/deps.sh`.
+//! A private Redis Cluster for fault tests (restart a node empty, flush one node, kill a
+//! primary so that its replica takes over), so that no test disturbs the shared cluster of
+//! `infra/local/deps.sh`.
 
 use std::{
     path::PathBuf,
@@ -9,12 +10,16 @@ use std::{
 
 use crate::{ServerTls, free_port};
 
-/// Three primaries on free ports, without persistence: a restarted node comes back empty but
-/// keeps its cluster identity and slots (its `nodes.conf`).
+/// Three primaries on free ports (and, [`PrivateCluster::with_replicas`], one replica each),
+/// without persistence: a restarted node comes back empty but keeps its cluster identity and
+/// slots (its `nodes.conf`).
 #[derive(Debug)]
 pub struct PrivateCluster {
-    /// Ports of the nodes.
+    /// Ports of the nodes: the three first primaries, then their replicas (if any).
     pub ports: Vec<u16>,
+    /// `cluster-node-timeout` (ms): how long a primary may be silent before its replica is
+    /// promoted.
+    node_timeout_ms: u32,
     dir: PathBuf,
     children: Vec<Option<Child>>,
     /// With TLS: clients and the cluster bus speak only TLS.
@@ -24,17 +29,24 @@ pub struct PrivateCluster {
 impl PrivateCluster {
     /// Starts the nodes, forms the cluster and waits until it serves every slot.
     pub fn new() -> Self {
-        Self::start(None)
+        Self::start(None, 0, 2000)
+    }
+
+    /// Three primaries with one replica each (`--cluster-replicas 1`) and a node timeout of
+    /// `node_timeout_ms`: [`PrivateCluster::kill`] a primary and its replica takes over after
+    /// about that long.
+    pub fn with_replicas(node_timeout_ms: u32) -> Self {
+        Self::start(None, 1, node_timeout_ms)
     }
 
     /// The same speaking only TLS, to clients and between nodes (`tls-cluster`), with `tls`'s
     /// certificate (`rediss://` URLs).
     pub fn with_tls(tls: ServerTls) -> Self {
-        Self::start(Some(tls))
+        Self::start(Some(tls), 0, 2000)
     }
 
-    fn start(tls: Option<ServerTls>) -> Self {
-        let ports: Vec<u16> = (0..3).map(|_| cluster_port()).collect();
+    fn start(tls: Option<ServerTls>, replicas: usize, node_timeout_ms: u32) -> Self {
+        let ports: Vec<u16> = (0..3 * (1 + replicas)).map(|_| cluster_port()).collect();
         let dir = std::env::temp_dir().join(format!(
             "engage-cluster-{}-{}",
             ports[0],
@@ -44,10 +56,11 @@ impl PrivateCluster {
         let mut c = Self {
             children: ports.iter().map(|_| None).collect(),
             ports,
+            node_timeout_ms,
             dir,
             tls,
         };
-        for i in 0..3 {
+        for i in 0..c.ports.len() {
             c.start_node(i);
         }
         let nodes: Vec<String> = c.ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
@@ -55,6 +68,7 @@ impl PrivateCluster {
             .args(c.tls.iter().flat_map(ServerTls::cli_args))
             .args(["--cluster", "create"])
             .args(&nodes)
+            .args(["--cluster-replicas", &replicas.to_string()])
             .arg("--cluster-yes")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -63,6 +77,9 @@ impl PrivateCluster {
             .expect("redis-cli runs");
         assert!(status.success(), "redis-cli --cluster create failed");
         c.wait_ok();
+        if replicas > 0 {
+            c.wait_replicas_synced();
+        }
         c
     }
 
@@ -93,7 +110,10 @@ impl PrivateCluster {
         };
         let child = cmd
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"])
+            .args(["--cluster-enabled", "yes", "--cluster-node-timeout"])
+            .arg(self.node_timeout_ms.to_string())
+            // A replica may always be promoted, however long it was cut off.
+            .args(["--cluster-replica-validity-factor", "0"])
             .arg("--cluster-config-file")
             .arg(self.dir.join(format!("nodes-{port}.conf")))
             .arg("--dir")
@@ -123,6 +143,109 @@ impl PrivateCluster {
         self.wait_ok();
     }
 
+    /// Kills node `i` with SIGKILL and leaves it down (a failed primary: its replica takes
+    /// over after the node timeout).
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.children[i].take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Stops node `i` with SIGSTOP (it keeps its connections but answers nothing and
+    /// replicates nothing) until [`Self::resume`]: a replica made to lag behind its primary.
+    pub fn pause(&self, i: usize) {
+        self.signal(i, "-STOP");
+    }
+
+    /// Lets a node stopped by [`Self::pause`] run again.
+    pub fn resume(&self, i: usize) {
+        self.signal(i, "-CONT");
+    }
+
+    fn signal(&self, i: usize, sig: &str) {
+        let pid = self.children[i].as_ref().expect("node running").id();
+        let status = Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill {sig} {pid}");
+    }
+
+    /// The index of the replica of primary `i` (from its `INFO replication`).
+    pub fn replica_of(&self, i: usize) -> usize {
+        let info = self.cli(i, &["INFO", "replication"]);
+        let port: u16 = info
+            .lines()
+            .find_map(|l| l.strip_prefix("slave0:"))
+            .and_then(|l| l.split(',').find_map(|f| f.strip_prefix("port=")))
+            .and_then(|p| p.trim().parse().ok())
+            .expect("primary has a replica");
+        self.ports
+            .iter()
+            .position(|p| *p == port)
+            .expect("one of ours")
+    }
+
+    /// Whether node `i` is running.
+    pub fn is_up(&self, i: usize) -> bool {
+        self.children[i].is_some()
+    }
+
+    /// Waits until every running node reports `cluster_state:ok` with all 16384 slots served;
+    /// returns how long that took.
+    pub fn wait_ok(&self) -> Duration {
+        let started = Instant::now();
+        let up: Vec<usize> = (0..self.ports.len()).filter(|i| self.is_up(*i)).collect();
+        while !up.iter().all(|i| {
+            let info = self.cli(*i, &["CLUSTER", "INFO"]);
+            info.contains("cluster_state:ok") && info.contains("cluster_slots_ok:16384")
+        }) {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "cluster not ok"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        started.elapsed()
+    }
+
+    /// Waits until replica `i` has been promoted to primary and the cluster serves every slot
+    /// again; returns how long that took.
+    pub fn wait_promoted(&self, i: usize) -> Duration {
+        let started = Instant::now();
+        while !self
+            .cli(i, &["INFO", "replication"])
+            .contains("role:master")
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "replica {} not promoted",
+                self.ports[i]
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        started.elapsed() + self.wait_ok()
+    }
+
+    /// Waits until every replica has finished its first sync with its primary.
+    fn wait_replicas_synced(&self) {
+        let started = Instant::now();
+        for i in 3..self.ports.len() {
+            while !self
+                .cli(i, &["INFO", "replication"])
+                .contains("master_link_status:up")
+            {
+                assert!(
+                    started.elapsed() < Duration::from_secs(30),
+                    "replica {} did not sync",
+                    self.ports[i]
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+
     /// `redis-cli -p <node i> args…` (not following redirections), its output.
     pub fn cli(&self, i: usize, args: &[&str]) -> String {
         let out = Command::new("redis-cli")
@@ -135,15 +258,18 @@ impl PrivateCluster {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    /// The index of the node serving `key`.
+    /// The index of the primary serving `key` (asked of a running node).
     pub fn node_of(&self, key: &str) -> usize {
+        let live = (0..self.ports.len())
+            .find(|i| self.is_up(*i))
+            .expect("a node is up");
         let slot: u16 = self
-            .cli(0, &["CLUSTER", "KEYSLOT", key])
+            .cli(live, &["CLUSTER", "KEYSLOT", key])
             .trim()
             .parse()
             .expect("slot");
         // `CLUSTER SLOTS` prints, per range: start, end, then the primary's ip and port.
-        let out = self.cli(0, &["CLUSTER", "SLOTS"]);
+        let out = self.cli(live, &["CLUSTER", "SLOTS"]);
         let lines: Vec<&str> = out.lines().map(str::trim).collect();
         let port = lines
             .windows(4)
@@ -164,20 +290,6 @@ impl PrivateCluster {
             .iter()
             .position(|p| *p == port)
             .expect("one of ours")
-    }
-
-    fn wait_ok(&self) {
-        let started = Instant::now();
-        while !(0..3).all(|i| {
-            self.cli(i, &["CLUSTER", "INFO"])
-                .contains("cluster_state:ok")
-        }) {
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "cluster not ok"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
     }
 }
 

@@ -91,7 +91,7 @@ pub fn deps() -> &'static Deps {
     })
 }
 
-/// Starts (if needed) the 3-node Redis cluster; returns its node URLs.
+/// Starts (if needed) the local Redis cluster (3 primaries, 3 replicas); returns its node URLs.
 pub fn cluster() -> &'static str {
     static CLUSTER: OnceLock<String> = OnceLock::new();
     CLUSTER.get_or_init(|| run_deps("cluster")["ENGAGE_CLUSTER_URLS"].clone())

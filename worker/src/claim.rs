@@ -18,6 +18,12 @@ use uuid::Uuid;
 /// when to look again should this one die. Returns
 /// `[now, next due score or "", earliest lease deadline or "", id, due score or "-1", …]`.
 /// KEYS: sched, inflight. ARGV: batch, lease ms, wake channel, shard.
+///
+/// Reads cost one command per key in the common case (docs/costs.md): the in-flight head
+/// (`ZRANGE 0 0`) says whether any lease ran out (only then a `ZRANGEBYSCORE` and a re-read),
+/// and one short `ZRANGE` of the schedule (17 entries; a backlog reads on up to the batch)
+/// gives both the due entries and the next due score (the first entry not taken). A lone callback's claim is `TIME`, two `ZRANGE`, `ZREM`, `ZADD`
+/// and `PUBLISH`.
 static CLAIM: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -27,32 +33,52 @@ local batch = tonumber(ARGV[1])
 local deadline = now + tonumber(ARGV[2])
 local out = {tostring(now), '', ''}
 local lease = {}
-local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, batch)
-for _, id in ipairs(expired) do
-  lease[#lease + 1] = deadline; lease[#lease + 1] = id
-  out[#out + 1] = id; out[#out + 1] = '-1'
-end
-local room = batch - #expired
-if room > 0 then
-  local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'WITHSCORES', 'LIMIT', 0, room)
-  if #due > 0 then
-    local ids = {}
-    for i = 1, #due, 2 do
-      ids[#ids + 1] = due[i]
-      lease[#lease + 1] = deadline; lease[#lease + 1] = due[i]
-      out[#out + 1] = due[i]; out[#out + 1] = due[i + 1]
-    end
-    redis.call('ZREM', KEYS[1], unpack(ids))
+local f = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+local lease_head = f[2]
+local expired = {}
+if lease_head and tonumber(lease_head) <= now then
+  expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, batch)
+  for _, id in ipairs(expired) do
+    lease[#lease + 1] = deadline; lease[#lease + 1] = id
+    out[#out + 1] = id; out[#out + 1] = '-1'
   end
 end
+local room = batch - #expired
+local ids = {}
+-- Takes the due entries of one read; true when it met an entry it does not take (the next due).
+local function take(entries)
+  for i = 1, #entries, 2 do
+    if #ids < room and tonumber(entries[i + 1]) <= now then
+      ids[#ids + 1] = entries[i]
+      lease[#lease + 1] = deadline; lease[#lease + 1] = entries[i]
+      out[#out + 1] = entries[i]; out[#out + 1] = entries[i + 1]
+    else
+      out[2] = entries[i + 1]
+      return true
+    end
+  end
+  return false
+end
+-- A short first read (the light case in one command); a backlog reads on from there, by
+-- index: nothing is removed before the ZREM below.
+local first = math.max(math.min(room, 16), 0)
+local fetched = redis.call('ZRANGE', KEYS[1], 0, first, 'WITHSCORES')
+if not take(fetched) and #fetched == 2 * (first + 1) then
+  take(redis.call('ZRANGE', KEYS[1], first + 1, room, 'WITHSCORES'))
+end
+if #ids > 0 then redis.call('ZREM', KEYS[1], unpack(ids)) end
 if #lease > 0 then
   redis.call('ZADD', KEYS[2], unpack(lease))
   redis.call('PUBLISH', ARGV[3], deadline .. ':' .. ARGV[4])
 end
-local h = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-if h[2] then out[2] = h[2] end
-local f = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
-if f[2] then out[3] = f[2] end
+if #expired > 0 then
+  local h = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+  if h[2] then out[3] = h[2] end
+elseif #lease > 0 and (not lease_head or deadline < tonumber(lease_head)) then
+  out[3] = tostring(deadline)
+elseif lease_head then
+  out[3] = lease_head
+end
 return out",
     )
 });
@@ -173,8 +199,8 @@ pub async fn heads(
     conn: &mut RedisConn,
     keys: &Keys,
 ) -> redis::RedisResult<Vec<(Option<i64>, Option<i64>)>> {
-    let mut out = Vec::with_capacity(usize::from(keys.shards()));
-    for shard in 0..keys.shards() {
+    let mut out = Vec::with_capacity(usize::from(keys.claimed_shards()));
+    for shard in 0..keys.claimed_shards() {
         let (sched, inflight): (Vec<String>, Vec<String>) = redis::pipe()
             .cmd("ZRANGE")
             .arg(keys.sched(shard))

@@ -136,7 +136,7 @@ impl Shards {
 
 /// Runs the dispatch loop until `stop` fires.
 pub async fn run(w: Worker, mut rx: mpsc::Receiver<Signal>, stop: CancellationToken) {
-    let mut shards = Shards::new(usize::from(w.keys.shards()));
+    let mut shards = Shards::new(usize::from(w.keys.claimed_shards()));
     let mut pacer = Pacer::new(w.cfg.worker.tenant_rate);
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
     while !stop.is_cancelled() {
@@ -171,7 +171,7 @@ async fn pass_pending(
     stop: &CancellationToken,
 ) -> Result<(), PassError> {
     let mut failed = Ok(());
-    for shard in 0..w.keys.shards() {
+    for shard in 0..w.keys.claimed_shards() {
         let i = usize::from(shard);
         if !shards.pending[i] || stop.is_cancelled() {
             continue;

@@ -291,7 +291,8 @@ async fn follow_up(
         } = outcome
         {
             let mut conn = state.redis.conn().await?;
-            throttle::release(&mut conn, &state.keys, tenant, service, id).await?;
+            let number = target.number_key.as_str();
+            throttle::release_number(&mut conn, &state.keys, tenant, service, id, number).await?;
         }
         Ok::<(), redis::RedisError>(())
     }

@@ -86,6 +86,9 @@ pub struct Target {
     /// Whether it had reached the voice stream before this event (then the worker already put
     /// it into the queue view).
     pub was_submitted: bool,
+    /// The number its create-time limits counted (`phone::number_key`): the release on
+    /// COMPLETED reads its counts in one go (docs/costs.md).
+    pub number_key: String,
 }
 
 /// The locked row an event applies to.
@@ -102,7 +105,7 @@ async fn lock(
     let row = super::stmt::query_opt(
         tx,
         "SELECT tenant_id, service, state, attempt, submitted_at, priority, desired_time,
-                    handoff_epoch
+                    handoff_epoch, phone_e164, phone_number
              FROM callbacks WHERE id = $1 FOR UPDATE",
         &[&id],
     )
@@ -119,6 +122,7 @@ async fn lock(
         desired_time: row.get(6),
         priority: row.get(5),
         was_submitted: submitted_at.is_some(),
+        number_key: crate::phone::number_key(row.get(8), row.get(9)),
     };
     Ok((
         target,

@@ -8,6 +8,8 @@ use uuid::Uuid;
 pub struct Keys {
     prefix: String,
     shards: u16,
+    /// The shard count before a change (0 = none): still claimed, never written.
+    old_shards: u16,
 }
 
 impl Keys {
@@ -16,7 +18,21 @@ impl Keys {
         Self {
             prefix: prefix.to_string(),
             shards: shards.max(1),
+            old_shards: 0,
         }
+    }
+
+    /// The same, with `old` shards of a former layout still to drain
+    /// (`REDIS_SCHEDULE_SHARDS_OLD`, docs/SCALING.md#changing-the-shard-count).
+    pub fn draining(mut self, old: u16) -> Self {
+        self.old_shards = old;
+        self
+    }
+
+    /// Number of shards the worker claims from: the current ones and, while a change of the
+    /// count rolls out, the former ones. Writers use [`Self::shard_of`] (current only).
+    pub fn claimed_shards(&self) -> u16 {
+        self.shards.max(self.old_shards)
     }
 
     /// Number of schedule shards.

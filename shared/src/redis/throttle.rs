@@ -335,9 +335,27 @@ local function release(act, id, extra)
 end
 ";
 
-/// KEYS: act. ARGV: id.
+/// With the caller's number key (`ARGV[2]`, or `""`): the callback's field and both counts in
+/// one `HMGET` (`EVALSHA`, `HMGET`, `HSET`); a hint that does not match the stored number falls
+/// back to [`RELEASE_BODY`]'s two reads.
+const RELEASE_HINTED: &str = r"
+local function release_hinted(act, id, hint)
+  local st = redis.call('HMGET', act, 'i:' .. id, 'n:' .. hint, '~count')
+  local v = st[1]
+  if not v or v == '' then return 0 end
+  if string.match(v, '^([^|]*)') ~= hint then return release(act, id) end
+  local n = math.max((tonumber(st[2]) or 1) - 1, 0)
+  local total = math.max((tonumber(st[3]) or 1) - 1, 0)
+  redis.call('HSET', act, 'i:' .. id, '', 'n:' .. hint, n, '~count', total)
+  return 1
+end
+if ARGV[2] ~= '' then return release_hinted(KEYS[1], ARGV[1], ARGV[2]) end
+return release(KEYS[1], ARGV[1])
+";
+
+/// KEYS: act. ARGV: id, number key or `""`.
 static RELEASE: LazyLock<Script> =
-    LazyLock::new(|| Script::new(&format!("{RELEASE_BODY}\nreturn release(KEYS[1], ARGV[1])")));
+    LazyLock::new(|| Script::new(&format!("{RELEASE_BODY}\n{RELEASE_HINTED}")));
 
 /// Undoes an admission entirely (window entry, 24 h entry, active place). KEYS: win, act.
 /// ARGV: id.
@@ -542,10 +560,25 @@ pub async fn release(
     service: &str,
     id: Uuid,
 ) -> RedisResult<bool> {
+    release_number(conn, keys, tenant, service, id, "").await
+}
+
+/// [`release`] by a caller that knows the callback's number key
+/// (`phone::number_key(phone_e164, phone_number)`, what the admission counted): one read
+/// fewer (docs/costs.md). A wrong or empty key only costs the read back.
+pub async fn release_number(
+    conn: &mut RedisConn,
+    keys: &Keys,
+    tenant: &str,
+    service: &str,
+    id: Uuid,
+    number_key: &str,
+) -> RedisResult<bool> {
     let tk = ThrottleKeys::new(keys, tenant, service);
     let n: i64 = RELEASE
         .key(tk.act())
         .arg(id.to_string())
+        .arg(number_key)
         .invoke_async(conn)
         .await?;
     Ok(n > 0)

@@ -167,6 +167,32 @@ pub async fn submit(
         .collect())
 }
 
+/// Waits until `replicas` replicas of the primary holding `stream` have every write this
+/// connection made there (Redis `WAIT`, at most `timeout_ms`); returns how many acknowledged.
+/// Redis refuses `WAIT` inside scripts, so it follows [`submit`] on the same connection (on
+/// a cluster, routed to the stream's primary: the connection to that node is the one the
+/// script went through). A hand-off is recorded only once a replica holds it, so a failover
+/// cannot lose a recorded one (docs/voice-platform.md#failover).
+pub async fn wait_replicas(
+    conn: &mut RedisConn,
+    stream: &str,
+    replicas: u8,
+    timeout_ms: u64,
+) -> redis::RedisResult<u8> {
+    use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, Slot, SlotAddr};
+    let mut cmd = redis::cmd("WAIT");
+    cmd.arg(replicas).arg(timeout_ms);
+    let acked: i64 = match conn {
+        RedisConn::Single(c) => cmd.query_async(c).await?,
+        RedisConn::Cluster(c) => {
+            let route = Route::with_slot(Slot::for_key(stream), SlotAddr::Master);
+            let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route));
+            redis::from_redis_value(c.route_command(cmd, routing).await?)?
+        }
+    };
+    Ok(u8::try_from(acked.clamp(0, 255)).unwrap_or(u8::MAX))
+}
+
 /// A control entry (`{callback_id, action, attempt, at}`) for the voice platform.
 pub fn control_entry(id: Uuid, attempt: i16, action: &str) -> Entry {
     Entry {

@@ -34,6 +34,7 @@ mod dispatch_fence;
 mod dispatch_settle;
 mod ewt;
 mod fixtures;
+mod fleet;
 mod gms;
 mod gms_query;
 mod handoff;

@@ -251,13 +251,17 @@ async fn hand_off(
     let submitted = async {
         let mut v = w.voice.conn().await?;
         let stream = &w.cfg.voice.stream;
-        voice::submit(&mut v, stream, "sub", &entries, trim_before).await
+        let written = voice::submit(&mut v, stream, "sub", &entries, trim_before).await?;
+        // Counted as written now, whether or not the replicas acknowledge it in time (the
+        // retry of a batch handed back for that counts as duplicates).
+        count_hand_off(ready, &written);
+        replicated(w, &mut v).await?;
+        Ok(written)
     }
     .await;
     match submitted {
         Ok(written) => {
             metrics::set_health(metrics::ORS_REDIS_STATUS, true);
-            count_hand_off(ready, &written);
             Ok(written)
         }
         Err(e) => {
@@ -269,6 +273,25 @@ async fn hand_off(
             Err(PassError::Voice(e))
         }
     }
+}
+
+/// With `VOICE_REDIS_REPLICA_ACKS`, fails unless that many replicas of the stream's primary
+/// hold the hand-off: then it goes back to the schedule as still due, and the retry finds the
+/// entry (added before) or, if a failover lost it, adds it again (docs/voice-platform.md#failover).
+async fn replicated(w: &Worker, v: &mut RedisConn) -> redis::RedisResult<()> {
+    let (want, timeout) = (w.cfg.voice.replica_acks, w.cfg.voice.ack_timeout_ms);
+    if want == 0 {
+        return Ok(());
+    }
+    let acked = voice::wait_replicas(v, &w.cfg.voice.stream, want, timeout).await?;
+    if acked >= want {
+        return Ok(());
+    }
+    Err(redis::RedisError::from((
+        redis::ErrorKind::Io,
+        "hand-off not yet on enough voice Redis replicas",
+        format!("{acked} of {want} acknowledged within {timeout} ms"),
+    )))
 }
 
 /// Dispatch metrics of one hand-off (`written[i]`: what became of entry `i`).

@@ -237,6 +237,46 @@ pub(crate) async fn lateness(opts: &Options, r: &mut Results) -> anyhow::Result<
     Ok(())
 }
 
+/// Service-Redis commands per LONE immediate callback: each created alone and COMPLETED before
+/// the next (no group commit, no shared claim), the budget case of docs/costs.md.
+async fn lone(s: &Stack, r: &mut Results) -> anyhow::Result<()> {
+    let pg = s.env.pg().await;
+    let n = 30u64;
+    let before = crate::stats::total_calls(&s.redis.url()).await;
+    for i in 0..n {
+        let body = json!({"serviceName": "sales", "phoneNumber": phone(70_000 + i)});
+        let (_, resp) = s
+            .engage
+            .post(&s.key, "/engagement/v3/callbacks/create", body)
+            .await;
+        let id = resp["data"]["id"].as_str().unwrap_or_default().to_string();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            let done: i64 = pg
+                .query_one(
+                    "SELECT count(*) FROM callbacks WHERE id::text = $1 AND state = 'COMPLETED'",
+                    &[&id],
+                )
+                .await?
+                .get(0);
+            if done == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // Apart beyond the pacing free allowance too (docs/pacing.md, docs/costs.md).
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let per = (crate::stats::total_calls(&s.redis.url()).await - before) / n as f64;
+    r.add(Figure {
+        budget: Some("≤ 15".into()),
+        met: Some(per <= 15.0),
+        ..fig("Service-Redis commands per LONE immediate callback (created one at a time, each COMPLETED before the next), create → COMPLETED", per, "commands")
+    });
+    Ok(())
+}
+
 /// Service-Redis commands per immediate callback, create → COMPLETED, with `ors-sim`.
 pub(crate) async fn lifecycle(opts: &Options, r: &mut Results) -> anyhow::Result<()> {
     println!("commands per lifecycle");
@@ -288,7 +328,7 @@ pub(crate) async fn lifecycle(opts: &Options, r: &mut Results) -> anyhow::Result
         ));
     }
     r.notes.push(format!(
-        "lifecycle: {booked} immediate callbacks created 64 at a time, {done} COMPLETED by ors-sim (50 agents, 20 ms calls); concurrent creates share index writes (group commit), so one callback alone costs more (the test `ors_service_redis_commands_per_immediate_callback` measures that case)"
+        "lifecycle: {booked} immediate callbacks created 64 at a time, {done} COMPLETED by ors-sim (50 agents, 20 ms calls); concurrent creates share index writes (group commit), so one callback alone costs more (the LONE row and the test `ors_service_redis_commands_per_lone_immediate_callback` measure that case)"
     ));
     r.add(Figure {
         budget: Some("≤ 15".into()),
@@ -296,6 +336,8 @@ pub(crate) async fn lifecycle(opts: &Options, r: &mut Results) -> anyhow::Result
         met: Some(per <= 15.0),
         ..fig("Service-Redis commands per immediate callback, create → COMPLETED (incl. commands inside scripts, all throttles on)", per, "commands")
     });
+
+    lone(&s, r).await?;
 
     // The wait-time endpoints, with real history (the 300 just served) and 200 waiting: the
     // voice simulator is stopped, so these stay queued.

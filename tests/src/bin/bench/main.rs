@@ -10,6 +10,7 @@
 
 mod chart;
 mod dispatch;
+mod fleet;
 mod load;
 mod report;
 mod scale;

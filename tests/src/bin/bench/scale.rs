@@ -25,6 +25,7 @@ use crate::{
 #[derive(Debug, Default)]
 struct Sample {
     create: Vec<f64>,
+    wal_per_create: f64,
     retrieve: Vec<f64>,
     burst_ms: f64,
     burst_n: usize,
@@ -186,8 +187,20 @@ async fn load(
 
 /// Lone creates, retrieves, a due burst and the purge, on the table as it is.
 async fn measure(s: &Stack, pg: &tokio_postgres::Client, pass: u64) -> anyhow::Result<Sample> {
+    let lsn = "SELECT pg_current_wal_lsn()::text";
+    let before: String = pg.query_one(lsn, &[]).await?.get(0);
+    let create = lone_creates(s, pass).await?;
+    let after: String = pg.query_one(lsn, &[]).await?.get(0);
+    let wal: f64 = pg
+        .query_one(
+            "SELECT pg_wal_lsn_diff($1::text::pg_lsn, $2::text::pg_lsn)::float8",
+            &[&after, &before],
+        )
+        .await?
+        .get(0);
     let mut out = Sample {
-        create: lone_creates(s, pass).await?,
+        wal_per_create: wal / 330.0,
+        create,
         retrieve: retrieves(s, pg).await?,
         ..Default::default()
     };
@@ -319,6 +332,14 @@ fn report(r: &mut Results, rows: i64, small: &Sample, big: &Sample) {
         "Scale: lone scheduled create (one at a time, durable)",
         &small.create,
         &big.create,
+    ));
+    r.add(fig(
+        &format!(
+            "Scale: WAL per lone scheduled create (whole server, so an upper bound): at 40k rows {:.0} B; at {m:.1} M rows",
+            small.wal_per_create
+        ),
+        big.wal_per_create,
+        "bytes",
     ));
     r.add(pair(
         "Scale: retrieve (one at a time)",

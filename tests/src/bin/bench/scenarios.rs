@@ -40,6 +40,7 @@ pub(crate) const SCENARIOS: &[&str] = &[
     "idle",
     "sizing",
     "scale",
+    "cluster-dispatch",
 ];
 
 /// Scenarios run only when named (`bench --only scale`): loading 10 million rows takes minutes.
@@ -162,8 +163,37 @@ fn create_request(
     Arc::new(move |i| http.post(&url).header("x-api-key", &key).json(&body(i)))
 }
 
+/// pgbench clients of the insert ceiling: the best of these is the ceiling (8 alone understates
+/// PostgreSQL, whose group commit needs concurrent committers).
+const PG_CLIENTS: [u32; 3] = [8, 32, 64];
+
+/// The PostgreSQL insert ceiling at each of [`PG_CLIENTS`] (median of the repeats), one row
+/// each; returns the best.
+fn pg_ceilings(env: &TestEnv, opts: &Options, r: &mut Results) -> anyhow::Result<f64> {
+    let mut best = 0f64;
+    for clients in PG_CLIENTS {
+        let tps = median(
+            (0..opts.repeats)
+                .map(|_| pg_insert_ceiling(env, opts.run.as_secs(), clients))
+                .collect::<anyhow::Result<Vec<_>>>()?,
+        );
+        best = best.max(tps);
+        r.add(fig(
+            &format!("PostgreSQL single-row insert, callbacks row shape, sync commit, pgbench -c {clients}"),
+            tps,
+            "rows/s",
+        ));
+    }
+    r.add(fig(
+        "Ceiling: PostgreSQL single-row insert, best of pgbench -c 8 / 32 / 64",
+        best,
+        "rows/s",
+    ));
+    Ok(best)
+}
+
 /// pgbench: single-row inserts of the callbacks row shape, synchronous_commit on.
-fn pg_insert_ceiling(env: &TestEnv, secs: u64) -> anyhow::Result<f64> {
+fn pg_insert_ceiling(env: &TestEnv, secs: u64, clients: u32) -> anyhow::Result<f64> {
     let url = &env.vars["DATABASE_URL"];
     let schema = &env.id;
     let script = std::env::temp_dir().join(format!("{schema}-ins1.sql"));
@@ -188,7 +218,7 @@ fn pg_insert_ceiling(env: &TestEnv, secs: u64) -> anyhow::Result<f64> {
             "-M",
             "prepared",
             "-c",
-            "8",
+            &clients.to_string(),
             "-j",
             "2",
             "-T",
@@ -262,11 +292,7 @@ pub(crate) async fn run_all(opts: &Options, out: &Path) -> anyhow::Result<Result
         .any(|s| opts.wants(s))
     {
         println!("ceilings");
-        let pg = median(
-            (0..opts.repeats)
-                .map(|_| pg_insert_ceiling(&env, opts.run.as_secs()))
-                .collect::<anyhow::Result<Vec<_>>>()?,
-        );
+        let pg = pg_ceilings(&env, opts, &mut r)?;
         let empty_port = harness::free_port();
         let _empty = Proc::spawn(
             &env,
@@ -288,7 +314,6 @@ pub(crate) async fn run_all(opts: &Options, out: &Path) -> anyhow::Result<Result
             })
             .await,
         );
-        r.add(Figure { ceiling: None, ..fig("Ceiling: PostgreSQL single-row insert, callbacks row shape, sync commit (pgbench -c 8)", pg, "rows/s") });
         r.http_ceiling = Some(http_ceiling.throughput);
         r.add(fig(
             "Ceiling: empty axum route, same load generator (64 connections)",
@@ -320,11 +345,17 @@ pub(crate) async fn run_all(opts: &Options, out: &Path) -> anyhow::Result<Result
             "CPU per create at saturation (all processes on the machine, by name): {}",
             crate::stats::cpu_per_request(&cpu_before, &cpu_after, served.max(1) as f64)
         ));
+        // The load generator runs on the same cores: its share is reported, not subtracted.
+        r.add(fig(
+            "Load generator's share of the stack's CPU at create saturation (bench of bench + engage + postgres + redis-server, same cores)",
+            100.0 * crate::stats::cpu_share(&cpu_before, &cpu_after, "bench"),
+            "%",
+        ));
         let sat = med_run(&sat_runs);
         r.add(Figure {
-            ceiling: Some((pg, "PG insert ceiling".into())),
-            budget: Some("≥ 0.5× PG insert ceiling (aim > 1×)".into()),
-            met: Some(sat.throughput >= 0.5 * pg),
+            ceiling: Some((pg, "PG insert ceiling, best client count".into())),
+            budget: Some("≥ 1.0× PG insert ceiling at its best client count".into()),
+            met: Some(sat.throughput >= pg),
             ..fig(
                 "Create (immediate, durable) at saturation, 64 connections",
                 sat.throughput,
@@ -452,6 +483,9 @@ pub(crate) async fn run_all(opts: &Options, out: &Path) -> anyhow::Result<Result
     if opts.wants("sizing") {
         crate::dispatch::sizing(opts, &mut r).await?;
     }
+    if opts.wants("cluster-dispatch") {
+        crate::fleet::cluster_dispatch(opts, &mut r).await?;
+    }
     Ok(r)
 }
 
@@ -573,9 +607,9 @@ async fn storage(opts: &Options, redis: &PrivateRedis, r: &mut Results) -> anyho
             )
         });
         r.add(Figure {
-            budget: Some("≤ 0.5 kB (aim ≤ 0.2 kB), user data stays in PostgreSQL".into()),
+            budget: Some("≤ 0.2 kB, user data stays in PostgreSQL (docs/costs.md)".into()),
             ges: Some(ges_redis.into()),
-            met: Some(per_redis <= 0.5),
+            met: Some(per_redis <= 0.2),
             ..fig(
                 &format!("Redis memory per scheduled callback, {label}"),
                 per_redis,

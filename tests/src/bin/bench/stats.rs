@@ -133,6 +133,27 @@ pub(crate) fn cpu_per_request(
     format!("{total:.0} µs in all: {}", parts.join(", "))
 }
 
+/// Processes of the measured stack: the load generator's share is taken among these, so other
+/// work on a shared machine (a build) does not dilute it.
+const STACK: [&str; 4] = ["bench", "engage", "postgres", "redis-server"];
+
+/// The share (0–1) of the stack's CPU time ([`STACK`]) between two [`cpu_by_comm`] snapshots
+/// spent by processes named `comm` (the load generator's own share of a saturation run).
+pub(crate) fn cpu_share(
+    before: &std::collections::BTreeMap<String, f64>,
+    after: &std::collections::BTreeMap<String, f64>,
+    comm: &str,
+) -> f64 {
+    let delta = |k: &str, a: f64| a - before.get(k).copied().unwrap_or(0.0);
+    let total: f64 = after
+        .iter()
+        .filter(|(k, _)| STACK.contains(&k.as_str()))
+        .map(|(k, a)| delta(k, *a).max(0.0))
+        .sum();
+    let own = after.get(comm).map_or(0.0, |a| delta(comm, *a).max(0.0));
+    if total > 0.0 { own / total } else { 0.0 }
+}
+
 /// Bytes held per kind of key under `prefix` (`MEMORY USAGE … SAMPLES 0`, exact), divided by
 /// `per`, as `kind bytes` text: where the Redis memory of a callback goes.
 pub(crate) async fn memory_by_kind(url: &str, prefix: &str, per: f64) -> String {
