@@ -115,6 +115,42 @@ async fn login(
 
 /// The refusal of an unknown user and of a wrong password alike.
 const WRONG: &str = "Wrong tenant, user name or password.";
+/// The refusal of a locked user (and of an unknown name failing as often: [`UNKNOWN_FAILURES`]).
+const LOCKED: &str = "Too many failed attempts: this user is locked for a few minutes.";
+
+/// Consecutive failures and the end of the lock they set.
+type Failures = (i32, Option<Instant>);
+
+/// Failed logins of unknown user names in this process, counted and locked as
+/// `db::ui::begin_login` counts and locks a real user's, so the lock message does not tell
+/// which names exist: (tenant, name) → (consecutive failures, locked until).
+static UNKNOWN_FAILURES: LazyLock<moka::future::Cache<(String, String), Failures>> =
+    LazyLock::new(|| {
+        moka::future::Cache::builder()
+            .max_capacity(100_000)
+            .time_to_idle(Duration::from_secs(3600))
+            .build()
+    });
+
+/// Counts a failed login of an unknown name; whether that name is "locked" now (the attempt
+/// that reaches [`db::ui::MAX_FAILED_LOGINS`] locks it for [`db::ui::LOCK_SECONDS`]).
+async fn unknown_user_locked(tenant: &str, user: &str) -> bool {
+    let key = (tenant.to_string(), user.to_string());
+    let now = Instant::now();
+    let (failures, until) = UNKNOWN_FAILURES.get(&key).await.unwrap_or((0, None));
+    if until.is_some_and(|t| t > now) {
+        return true;
+    }
+    let failures = failures + 1;
+    let lock = Duration::from_secs(db::ui::LOCK_SECONDS.unsigned_abs().into());
+    let entry = if failures >= db::ui::MAX_FAILED_LOGINS {
+        (0, Some(now + lock))
+    } else {
+        (failures, until)
+    };
+    UNKNOWN_FAILURES.insert(key, entry).await;
+    false
+}
 
 /// The session to open for these credentials and, for a tenant user, the hash its password
 /// was checked against; or why not (the same words for an unknown user and a wrong password).
@@ -145,12 +181,11 @@ async fn authenticate(
     drop(client);
     let login = match start {
         LoginStart::Check(login) => login,
-        LoginStart::Locked => {
-            return Ok(Err(
-                "Too many failed attempts: this user is locked for a few minutes.",
-            ));
-        }
+        LoginStart::Locked => return Ok(Err(LOCKED)),
         LoginStart::Unknown => {
+            if unknown_user_locked(tenant, user).await {
+                return Ok(Err(LOCKED));
+            }
             // The same work as a real check, so timing does not tell which users exist.
             let _ = verify_password(DUMMY_HASH.clone(), password).await;
             return Ok(Err(WRONG));

@@ -150,3 +150,58 @@ async fn a_burst_of_logins_does_not_hold_the_database_pool() {
         f.await.unwrap();
     }
 }
+
+/// The login page told which user names exist: wrong passwords lock a real user and the sixth
+/// attempt says so, while an unknown name answered "wrong …" forever. Now an unknown name
+/// locks after as many failures, with the same words.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lock_message_does_not_tell_which_users_exist() {
+    let fx = ui_fixture(TestEnv::new()).await;
+    let e = &fx.engage;
+    let sixth = |user: &'static str| async move {
+        for i in 0..5 {
+            let wrong = format!("wrong password {i}");
+            assert_eq!(ui_login(e, "acme", user, &wrong).await, Err(401));
+        }
+        login_page_answer(e, user).await
+    };
+    let real = sixth("sue").await;
+    let ghost = sixth("ghost").await;
+    assert!(real.contains("locked"), "{real}");
+    assert_eq!(
+        real, ghost,
+        "the sixth attempt tells a real user from an unknown one"
+    );
+}
+
+/// The error text of a wrong login of `user` on tenant `acme`.
+async fn login_page_answer(e: &harness::Engage, user: &str) -> String {
+    let http = no_redirects();
+    let form = http
+        .get(format!("{}/ges/login", e.internal))
+        .send()
+        .await
+        .unwrap();
+    let cookie = form
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("ges_login_csrf="))
+        .and_then(|v| v.split(';').next())
+        .unwrap()
+        .to_string();
+    let token = csrf_of(&form.text().await.unwrap()).unwrap();
+    let body = form_body(&[
+        ("csrf", &token),
+        ("tenant", "acme"),
+        ("username", user),
+        ("password", "wrong password 6"),
+    ]);
+    let page = post_raw(e, &cookie, "/ges/login", body).await.unwrap().1;
+    page.split("role=\"alert\"")
+        .nth(1)
+        .and_then(|rest| rest.split("</").next())
+        .unwrap_or(&page)
+        .to_string()
+}
