@@ -1,4 +1,4 @@
-//! Credentials management on the Developer page (docs/admin-ui.md#developer, docs/credentials.md):
+//! Credentials management on the Developer page (docs/admin-ui.md#credentials, docs/credentials.md):
 //! write-only forms for the tenant's FCM service account, CAPTCHA secret and GWS client. A form
 //! is turned into the admin API's body and stored through the same validation and vault
 //! (`admin::credentials::store`); the page shows only each record's public fields and when it
