@@ -84,7 +84,7 @@ pub async fn outbox(w: &Worker) -> Result<usize> {
         let v = &w.cfg.voice;
         let added = async {
             let mut conn = w.voice.conn().await?;
-            voice::settle_cancels(&mut conn, &v.stream, &v.control_stream, &cancels).await
+            voice::settle_cancels(&mut conn, v, &cancels).await
         }
         .await
         .map_err(Error::VoiceRedis)?;

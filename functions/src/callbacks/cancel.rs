@@ -300,7 +300,7 @@ async fn settle(state: &AppState, id: Uuid, cancelled: &db::callbacks::Cancelled
     let sent = async {
         let mut conn = state.voice.conn().await?;
         let v = &state.cfg.voice;
-        voice::settle_cancels(&mut conn, &v.stream, &v.control_stream, &[owed]).await
+        voice::settle_cancels(&mut conn, v, &[owed]).await
     }
     .await;
     match sent {

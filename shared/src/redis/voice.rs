@@ -18,6 +18,7 @@ use redis::Script;
 use uuid::Uuid;
 
 use super::RedisConn;
+use crate::config::VoiceConfig;
 
 /// How long a dedupe key lives: a submission retried later than this could double.
 pub const DEDUPE_TTL_S: u64 = 86_400;
@@ -222,12 +223,14 @@ pub struct OwedCancel {
 }
 
 /// Settles owed cancels: fences the submissions not known to be written, then writes a control
-/// entry (once, deduplicated) for every attempt whose submission is in `voice_stream`. Safe to
-/// repeat. Returns how many control entries were added now.
+/// entry (once, deduplicated) for every attempt whose submission is in the voice stream. Safe to
+/// repeat. Returns how many control entries were added now. With
+/// `VOICE_REDIS_REPLICA_ACKS` it fails unless that many replicas hold the fences and entries,
+/// so the caller keeps the cancel owed (`control_pending`) and settles it again: a failover
+/// cannot lose a settled cancel (docs/voice-platform.md#failover).
 pub async fn settle_cancels(
     conn: &mut RedisConn,
-    voice_stream: &str,
-    control_stream: &str,
+    v: &VoiceConfig,
     owed: &[OwedCancel],
 ) -> redis::RedisResult<usize> {
     let unknown: Vec<&OwedCancel> = owed.iter().filter(|o| !o.submitted).collect();
@@ -235,7 +238,7 @@ pub async fn settle_cancels(
     if !unknown.is_empty() {
         let mut inv = FENCE_SCRIPT.prepare_invoke();
         for o in &unknown {
-            inv.key(dedupe_key(voice_stream, "sub", o.id, o.attempt, o.epoch));
+            inv.key(dedupe_key(&v.stream, "sub", o.id, o.attempt, o.epoch));
         }
         inv.arg(DEDUPE_TTL_S).arg(FENCE);
         let out: Vec<i64> = inv.invoke_async(conn).await?;
@@ -252,7 +255,24 @@ pub async fn settle_cancels(
         .filter(|o| !fenced.contains(&(o.id, o.attempt)))
         .map(|o| control_entry(o.id, o.attempt, "cancel"))
         .collect();
-    let written = submit(conn, control_stream, "ctl", &entries, 0).await?;
+    let written = submit(conn, &v.control_stream, "ctl", &entries, 0).await?;
+    if v.replica_acks > 0 {
+        // Fences live in the voice stream's slot, control entries in the control stream's.
+        let mut streams = vec![v.stream.as_str()];
+        if !entries.is_empty() {
+            streams.push(v.control_stream.as_str());
+        }
+        for stream in streams {
+            let acked = wait_replicas(conn, stream, v.replica_acks, v.ack_timeout_ms).await?;
+            if acked < v.replica_acks {
+                return Err(redis::RedisError::from((
+                    redis::ErrorKind::Io,
+                    "cancel not yet on enough voice Redis replicas",
+                    format!("{acked} of {} acknowledged", v.replica_acks),
+                )));
+            }
+        }
+    }
     Ok(written.into_iter().filter(|w| *w == Written::Added).count())
 }
 

@@ -320,3 +320,83 @@ async fn fleet_shard_count_changed_up_and_down_loses_nothing() {
     let (total, distinct, _) = env.census().await;
     assert_eq!((total, distinct), (630, 630), "each exactly once");
 }
+
+/// Cancels of handed-off callbacks settled while the voice Redis primary holding the control
+/// stream has no replica in sync, then that primary SIGKILLed and its replica promoted: the
+/// control entries the primary acknowledged are gone, but with `VOICE_REDIS_REPLICA_ACKS=1`
+/// no cancel was cleared from PostgreSQL's debt without a replica holding it, so the worker's
+/// outbox settles them again on the promoted node: every cancel reaches the voice platform,
+/// once (docs/voice-platform.md#failover).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fleet_cancels_settled_just_before_a_voice_failover_still_reach_the_platform() {
+    const N: i64 = 60;
+    let mut cluster = PrivateCluster::with_replicas(1_000);
+    let env = TestEnv::new()
+        .with("VOICE_REDIS_URL", &cluster.urls())
+        .with("VOICE_REDIS_CLUSTER", "true")
+        .with("VOICE_REDIS_REPLICA_ACKS", "1")
+        .with("VOICE_REDIS_ACK_TIMEOUT_MS", "50");
+    let (env, engage, key) = paced(env, "fl5", "fc", 1_000).await;
+    let ids = engage.create_immediate(&key, "fc", N as usize, 0).await;
+    let w = WorkerProc::start(&env, &[("WORKER_MAINTENANCE_S", "1".to_string())]).await;
+    assert_eq!(env.wait_submitted(N, Duration::from_secs(30)).await, N);
+    let primary = cluster.node_of(env.control_stream());
+    let replica = cluster.replica_of(primary);
+    cluster.pause(replica);
+    cluster.cli(primary, &["CLIENT", "KILL", "TYPE", "replica"]);
+    let answers: Vec<u16> = futures::stream::iter(&ids)
+        .map(|id| async { engage.cancel(&key, id).await.0 })
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    assert!(answers.iter().all(|c| *c == 200), "{answers:?}");
+    // Every control entry is on the primary (acknowledged to its writer) before the kill.
+    let started = Instant::now();
+    while cluster.cli(primary, &["XLEN", env.control_stream()]).trim() != N.to_string() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "control entries not written"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let owed = pending(&env).await;
+    cluster.kill(primary);
+    cluster.resume(replica);
+    cluster.wait_promoted(replica);
+    cluster.restart_empty(primary);
+    let started = Instant::now();
+    while pending(&env).await > 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "cancels still owed; worker log:\n{}",
+            w.proc.output()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let node = cluster.node_of(env.control_stream());
+    let url = format!("redis://127.0.0.1:{}", cluster.ports[node]);
+    let (total, distinct, _) = stream_census(&url, env.control_stream()).await;
+    println!(
+        "FIGURE voice_failover_cancels owed_before_kill={owed} settled_after_ms={} \
+         control_total={total} control_distinct={distinct}",
+        started.elapsed().as_millis()
+    );
+    // Without the wait: 0 of 60 (every entry lost with the primary, no debt left; measured).
+    assert_eq!((total, distinct), (N as usize, N as usize), "cancels lost");
+    assert!(
+        owed > 0,
+        "no cancel was left owed while the replica was cut off"
+    );
+}
+
+/// Callbacks whose cancel is still owed to the voice platform.
+async fn pending(env: &TestEnv) -> i64 {
+    env.pg()
+        .await
+        .query_one("SELECT count(*) FROM callbacks WHERE control_pending", &[])
+        .await
+        .expect("count")
+        .get(0)
+}
