@@ -436,8 +436,7 @@ impl Job {
         let handoff = (row.attempt, row.epoch);
         let fenced = async {
             let mut conn = self.state.voice.conn().await?;
-            let stream = &self.state.cfg.voice.stream;
-            voice::fence_for_move(&mut conn, stream, self.id, handoff).await
+            voice::fence_for_move(&mut conn, &self.state.cfg.voice, self.id, handoff).await
         }
         .await;
         match fenced {
@@ -450,7 +449,7 @@ impl Job {
                 tracing::warn!(callback.id = %self.id, error = %e, "fencing a hand-off for a reschedule failed");
                 Err(Error::unavailable(
                     "cannot stop the callback's hand-off to the voice platform (voice Redis \
-                     unreachable); it was not rescheduled, retry later",
+                     unreachable or its replicas behind); it was not rescheduled, retry later",
                 ))
             }
         }

@@ -307,22 +307,36 @@ return redis.call('EXPIRE', KEYS[1], ARGV[2])",
 });
 
 /// Fences the hand-off of attempt `attempt` (epoch `epoch`) of `id` before a reschedule
-/// commits (for [`MOVE_FENCE_TTL_S`]): `true` when no submission of it is in `voice_stream`
+/// commits (for [`MOVE_FENCE_TTL_S`]): `true` when no submission of it is in the voice stream
 /// (none will be while the fence holds), `false` when it was written (the callback is with
-/// the voice platform and cannot move).
+/// the voice platform and cannot move). With `VOICE_REDIS_REPLICA_ACKS` a fence no replica
+/// acknowledged is lifted again and answered as an error (the reschedule must not commit on a
+/// fence a failover could lose: docs/voice-platform.md#failover).
 pub async fn fence_for_move(
     conn: &mut RedisConn,
-    voice_stream: &str,
+    v: &VoiceConfig,
     id: Uuid,
     (attempt, epoch): (i16, i16),
 ) -> redis::RedisResult<bool> {
     let out: Vec<i64> = FENCE_SCRIPT
-        .key(dedupe_key(voice_stream, "sub", id, attempt, epoch))
+        .key(dedupe_key(&v.stream, "sub", id, attempt, epoch))
         .arg(MOVE_FENCE_TTL_S)
         .arg(MOVED)
         .invoke_async(conn)
         .await?;
-    Ok(out.first() == Some(&1))
+    let fenced = out.first() == Some(&1);
+    if fenced && v.replica_acks > 0 {
+        let acked = wait_replicas(conn, &v.stream, v.replica_acks, v.ack_timeout_ms).await?;
+        if acked < v.replica_acks {
+            end_move_fence(conn, &v.stream, id, (attempt, epoch), false).await?;
+            return Err(redis::RedisError::from((
+                redis::ErrorKind::Io,
+                "reschedule fence not yet on enough voice Redis replicas",
+                format!("{acked} of {} acknowledged", v.replica_acks),
+            )));
+        }
+    }
+    Ok(fenced)
 }
 
 /// Ends a reschedule's fence: committed (`keep`), it stays as long as any dedupe key, so the

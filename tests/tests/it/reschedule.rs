@@ -486,6 +486,35 @@ async fn the_old_handoff_is_fenced_when_a_move_commits_and_freed_when_refused() 
     assert_eq!(epoch, 1);
 }
 
+/// With `VOICE_REDIS_REPLICA_ACKS=1` and no replica in sync (the test voice Redis has none), a
+/// move of a callback due soon must not commit on a fence a failover could lose: 503, the
+/// callback unchanged, and the fence lifted again so it still goes out at its time. A move of
+/// a callback not due soon needs no fence and goes through.
+#[tokio::test]
+async fn a_move_whose_fence_no_replica_holds_is_refused_and_changes_nothing() {
+    let env = TestEnv::new()
+        .with("VOICE_REDIS_REPLICA_ACKS", "1")
+        .with("VOICE_REDIS_ACK_TIMEOUT_MS", "50");
+    let fx = Fixture::with(env, &[], "acme", "sales", open_service(json!({}))).await;
+    let soon = in_secs(120);
+    let id = fx.create().at(&soon).id().await;
+    let mut voice = fx.env.voice().await;
+    let key = old_handoff_key(&fx.env, &id);
+    let (code, answer) = move_to(&fx, &id, harness::day_at(2, 12)).await;
+    assert_eq!(code, 503, "{answer}");
+    let message = answer["status"]["message"].as_str().unwrap_or("");
+    assert!(message.contains("replicas behind"), "{answer}");
+    let fence: Option<String> = voice.get(&key).await.unwrap();
+    assert_eq!(fence, None, "an unacknowledged fence is lifted");
+    assert_eq!(
+        fx.retrieve(&id).await["desiredTime"].as_str(),
+        Some(soon.as_str())
+    );
+    let later = fx.create().at(&wire(harness::day_at(2, 9))).id().await;
+    let (code, answer) = move_to(&fx, &later, harness::day_at(2, 13)).await;
+    assert_eq!(code, 200, "{answer}");
+}
+
 /// A GMS `PUT` of `body` (JSON) on callback `id` of `service`; (status, body).
 async fn gms_put(e: &Engage, service: &str, id: &str, body: Value) -> (u16, Value) {
     let url = format!("{}/genesys/1/service/callback/{service}/{id}", e.internal);
