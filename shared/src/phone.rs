@@ -195,7 +195,12 @@ fn parse_valid(
     let parsed =
         phonenumber::parse(country, number).map_err(|e| format!("not a phone number ({e})"))?;
     let kind = parsed.number_type(&phonenumber::metadata::DATABASE);
-    if kind == phonenumber::Type::Unknown {
+    // phonenumber 0.3.10's `number_type` drops the national number's leading zeros (Italy's
+    // `06…` is then `Unknown`), while `is_valid` keeps them: such numbers are valid by the
+    // latter (their type stays `Unknown`, so no premium check applies; Italy's premium
+    // numbers have no leading zero).
+    let zeros = parsed.national().zeros() > 0;
+    if kind == phonenumber::Type::Unknown && !(zeros && phonenumber::is_valid(&parsed)) {
         return Err(format!(
             "not a valid number (national numbers are read as {})",
             default.as_ref()
@@ -208,7 +213,21 @@ fn parse_valid(
             "not a valid number (more than {MAX_E164_DIGITS} digits with the country code)"
         ));
     }
+    if zeros && !stable(&parsed) {
+        return Err("not a valid number (its leading zeros do not survive E.164)".to_string());
+    }
     Ok((parsed, kind))
+}
+
+/// Whether a number kept with leading zeros of its national number (Italy's `06…`, or what the
+/// parser took for them) reads back as itself from its E.164 form. `00002 20469058` read as
+/// French kept two zeros (`+33 00 220469058`), whose E.164 form reads back as `+33 220469058`:
+/// a number whose normal form changes when given again is not one number (found by the
+/// `phone` fuzz target). Only numbers with leading zeros pay this second parse.
+fn stable(parsed: &phonenumber::PhoneNumber) -> bool {
+    let e164 = e164_digits(parsed);
+    phonenumber::parse(None, format!("+{e164}"))
+        .is_ok_and(|again| e164_digits(&again) == e164 && again.is_valid())
 }
 
 /// The most digits of an E.164 number, country code included (ITU-T E.164).
@@ -235,7 +254,7 @@ pub fn check(number: &str, rule: Option<&CompiledRule>) -> Result<Checked, Numbe
         });
     };
     let (n, kind) = parse_valid(number, rule.default_country).map_err(NumberError::Impossible)?;
-    let id = n.country().id();
+    let id = country_of(&n);
     if !id.is_some_and(|c| rule.permitted.contains(&c)) {
         let shown = id.map_or_else(
             || format!("unknown (+{})", n.country().code()),
@@ -251,6 +270,19 @@ pub fn check(number: &str, rule: Option<&CompiledRule>) -> Result<Checked, Numbe
         return Err(NumberError::Premium);
     }
     Ok(Checked { e164: Some(e164) })
+}
+
+/// The number's country. phonenumber 0.3.10 cannot name it for numbers with leading zeros of
+/// their national number (it matches regions without the zeros), so those get their code's
+/// main country (`+39 06…` Italy).
+fn country_of(n: &phonenumber::PhoneNumber) -> Option<phonenumber::country::Id> {
+    n.country().id().or_else(|| {
+        if n.national().zeros() == 0 {
+            return None;
+        }
+        let regions = phonenumber::metadata::DATABASE.by_code(&n.country().code())?;
+        regions.first()?.id().parse().ok()
+    })
 }
 
 /// Digits of a number as given: the fallback key and dial string of numbers that did not
@@ -420,6 +452,41 @@ mod tests {
     /// Found by the `phone` fuzz target: the numbering metadata calls this German number
     /// valid, but its E.164 form has 16 digits. Without a rule it is kept as given; under a
     /// rule it is impossible.
+    #[test]
+    fn leading_zeros_that_do_not_survive_e164_are_not_a_number() {
+        let given = "00002 20469058";
+        assert_eq!(check(given, None).unwrap().e164, None);
+        for rule in [
+            serde_json::json!({"default_country": "FR", "permitted_countries": ["FR"]}),
+            serde_json::json!({"default_country": "GB", "permitted_countries": ["GB", "FR", "DE", "IN"]}),
+        ] {
+            let rule = serde_json::from_value::<NumberRule>(rule)
+                .unwrap()
+                .compile()
+                .unwrap();
+            if let Ok(c) = check(given, Some(&rule)) {
+                let e = c.e164.unwrap();
+                let again = check(&format!("+{e}"), Some(&rule)).unwrap().e164;
+                assert_eq!(again.as_deref(), Some(e.as_str()));
+            }
+        }
+        // Italy's leading zero is part of the number and survives.
+        let rome = check("+39 06 4991 1234", None).unwrap().e164.unwrap();
+        assert_eq!(rome, "390649911234");
+        assert_eq!(
+            check(&format!("+{rome}"), None).unwrap().e164,
+            Some(rome.clone())
+        );
+        let italy = serde_json::from_value::<NumberRule>(
+            serde_json::json!({"default_country": "IT", "permitted_countries": ["IT"]}),
+        )
+        .unwrap()
+        .compile()
+        .unwrap();
+        let national = check("06 4991 1234", Some(&italy)).unwrap().e164;
+        assert_eq!(national, Some(rome));
+    }
+
     #[test]
     fn numbers_longer_than_e164_are_not_normalised() {
         let long = "+49185900 30 901820";
