@@ -449,11 +449,12 @@ mod tests {
         }
     }
 
-    /// Found by the `phone` fuzz target: the numbering metadata calls this German number
-    /// valid, but its E.164 form has 16 digits. Without a rule it is kept as given; under a
-    /// rule it is impossible.
+    /// Found by the `phone` fuzz target: numbers the parser reads one way as given and another
+    /// way from their own E.164 form (leading zeros of a national number, a national prefix
+    /// after an exit code) get no normal form; Italy's leading zero, part of its numbers, is
+    /// kept, and Italian numbers pass an Italian rule.
     #[test]
-    fn leading_zeros_that_do_not_survive_e164_are_not_a_number() {
+    fn a_number_whose_e164_form_reads_as_another_is_not_normalised() {
         assert_eq!(check("011-784-01162384", None).unwrap().e164, None);
         let given = "00002 20469058";
         assert_eq!(check(given, None).unwrap().e164, None);
@@ -488,6 +489,9 @@ mod tests {
         assert_eq!(national, Some(rome));
     }
 
+    /// Found by the `phone` fuzz target: the numbering metadata calls this German number
+    /// valid, but its E.164 form has 16 digits. Without a rule it is kept as given; under a
+    /// rule it is impossible.
     #[test]
     fn numbers_longer_than_e164_are_not_normalised() {
         let long = "+49185900 30 901820";

@@ -226,8 +226,9 @@ pub struct OwedCancel {
 /// entry (once, deduplicated) for every attempt whose submission is in the voice stream. Safe to
 /// repeat. Returns how many control entries were added now. With
 /// `VOICE_REDIS_REPLICA_ACKS` it fails unless that many replicas hold the fences and entries,
-/// so the caller keeps the cancel owed (`control_pending`) and settles it again: a failover
-/// cannot lose a settled cancel (docs/voice-platform.md#failover).
+/// so the caller keeps the cancel owed (`control_pending`) and settles it again after a
+/// failover (docs/voice-platform.md#failover, which names the open gap: during a failover
+/// `WAIT` can be answered by another node).
 pub async fn settle_cancels(
     conn: &mut RedisConn,
     v: &VoiceConfig,

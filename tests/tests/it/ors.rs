@@ -312,35 +312,42 @@ async fn ors_events_token_when_configured() {
     harness::assert_refused((code, &body), 409, "never handed to the voice platform");
 }
 
+/// For counting Redis commands: a private service Redis, `engage --with-worker`, `tenant` with
+/// service `svc`, and an ors-sim with `agents` agents answering at once (10 ms calls).
+async fn counted_service(
+    tenant: &str,
+    agents: &str,
+) -> (harness::PrivateRedis, TestEnv, Engage, String, Proc) {
+    let redis = harness::PrivateRedis::new(false);
+    let env = TestEnv::new().with("REDIS_URL", &redis.url());
+    let engage = Engage::start(&env, &["--with-worker"]).await;
+    let key = engage
+        .provision(tenant, "svc", open_service(json!({})))
+        .await;
+    let group = format!("{}-sim", env.id);
+    let args = [
+        "--agents",
+        agents,
+        "--routing-ms",
+        "0",
+        "--handle-ms",
+        "10",
+        "--dist",
+        "fixed",
+        "--group",
+        &group,
+    ];
+    let sim = Proc::spawn(&env, "ors-sim", &args, &[]);
+    (redis, env, engage, key, sim)
+}
+
 /// A LONE immediate callback (created alone, COMPLETED before the next is created, so nothing
 /// is shared by group commit or batched claims): service-Redis commands from create to
 /// COMPLETED, commands inside scripts included. Issue 18's budget is 15; this guards what is
 /// reached (21.0 measured, 25.1 before: docs/costs.md has the breakdown and what is left).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ors_service_redis_commands_per_lone_immediate_callback() {
-    let redis = harness::PrivateRedis::new(false);
-    let env = TestEnv::new().with("REDIS_URL", &redis.url());
-    let engage = Engage::start(&env, &["--with-worker"]).await;
-    let key = engage
-        .provision("lone", "svc", open_service(json!({})))
-        .await;
-    let _sim = Proc::spawn(
-        &env,
-        "ors-sim",
-        &[
-            "--agents",
-            "4",
-            "--routing-ms",
-            "0",
-            "--handle-ms",
-            "10",
-            "--dist",
-            "fixed",
-            "--group",
-            &format!("{}-sim", env.id),
-        ],
-        &[],
-    );
+    let (redis, env, engage, key, _sim) = counted_service("lone", "4").await;
     // One warm-up callback (seeds the throttle state, a once-per-period cost).
     let pg = env.pg().await;
     let warm = engage.create_immediate(&key, "svc", 1, 0).await;
@@ -452,29 +459,7 @@ async fn wait_completed(pg: &tokio_postgres::Client, id: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ors_service_redis_commands_per_immediate_callback() {
-    let redis = harness::PrivateRedis::new(false);
-    let env = TestEnv::new().with("REDIS_URL", &redis.url());
-    let engage = Engage::start(&env, &["--with-worker"]).await;
-    let key = engage
-        .provision("cmds", "svc", open_service(json!({})))
-        .await;
-    let _sim = Proc::spawn(
-        &env,
-        "ors-sim",
-        &[
-            "--agents",
-            "50",
-            "--routing-ms",
-            "0",
-            "--handle-ms",
-            "10",
-            "--dist",
-            "fixed",
-            "--group",
-            &format!("{}-sim", env.id),
-        ],
-        &[],
-    );
+    let (redis, env, engage, key, _sim) = counted_service("cmds", "50").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut conn = redis.conn().await;
     redis::cmd("CONFIG")

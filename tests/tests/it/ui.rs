@@ -274,25 +274,16 @@ pub(crate) async fn shot(c: &Client, name: &str) {
 /// Logs in through the form as a person would.
 pub(crate) async fn browser_login(c: &Client, e: &Engage, user: &str, password: &str) {
     c.goto(&format!("{}/ges/login", e.internal)).await.unwrap();
-    c.find(Locator::Id("tenant"))
-        .await
-        .unwrap()
-        .send_keys("acme")
-        .await
-        .unwrap();
-    c.find(Locator::Id("username"))
-        .await
-        .unwrap()
-        .send_keys(user)
-        .await
-        .unwrap();
-    c.find(Locator::Id("password"))
-        .await
-        .unwrap()
-        .send_keys(password)
-        .await
-        .unwrap();
+    type_into(c, "tenant", "acme").await;
+    type_into(c, "username", user).await;
+    type_into(c, "password", password).await;
     click_through(c, Locator::Id("login")).await;
+}
+
+/// Types `text` into the input with id `id`, as a person would.
+pub(crate) async fn type_into(c: &Client, id: &str, text: &str) {
+    let input = c.find(Locator::Id(id)).await.unwrap();
+    input.send_keys(text).await.unwrap();
 }
 
 /// Clicks what submits a form or follows a link and waits until the next page has replaced
@@ -438,12 +429,7 @@ async fn numbers_in_browser(c: &Client) {
         ("+33 1 42 68 53 00", "Refused: number not permitted"),
         ("+1 202 555 0100", "Accepted: +12025550100"),
     ] {
-        c.find(Locator::Id("number"))
-            .await
-            .unwrap()
-            .send_keys(number)
-            .await
-            .unwrap();
+        type_into(c, "number", number).await;
         c.find(Locator::Css("#rule option[value='us-only']"))
             .await
             .unwrap()
@@ -466,12 +452,7 @@ async fn developer_in_browser(c: &Client, fx: &Fixture) {
         (fx.key.as_str(), "Valid Api Key (tenant acme)"),
         ("egk_nope", "Invalid Api Key"),
     ] {
-        c.find(Locator::Id("key"))
-            .await
-            .unwrap()
-            .send_keys(key)
-            .await
-            .unwrap();
+        type_into(c, "key", key).await;
         click_through(c, Locator::Id("validate-key")).await;
         assert_eq!(text_of(c, "#notice").await, expect);
     }
@@ -484,12 +465,7 @@ async fn developer_in_browser(c: &Client, fx: &Fixture) {
             .clear()
             .await
             .unwrap();
-        c.find(Locator::Id("corr"))
-            .await
-            .unwrap()
-            .send_keys(&corr)
-            .await
-            .unwrap();
+        type_into(c, "corr", &corr).await;
         click_through(c, Locator::Id("search-errors")).await;
         found = text_of(c, "main table tbody").await;
         if found.contains(&corr) {

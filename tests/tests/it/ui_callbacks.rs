@@ -11,7 +11,8 @@ use harness::{
 use serde_json::{Value, json};
 
 use crate::ui::{
-    PASSWORD, browser_login, click_through, get, post, shot, submit_forged, text_of, ui_fixture,
+    PASSWORD, browser_login, click_through, get, post, shot, submit_forged, text_of, type_into,
+    ui_fixture,
 };
 
 /// The admin API's view of a callback of `tenant`.
@@ -374,12 +375,7 @@ async fn a_supervisor_works_callbacks_in_a_browser() {
     c.goto(&format!("{}/ges/callbacks", e.internal))
         .await
         .unwrap();
-    c.find(Locator::Id("f-phone"))
-        .await
-        .unwrap()
-        .send_keys("(202) 555-0142")
-        .await
-        .unwrap();
+    type_into(c, "f-phone", "(202) 555-0142").await;
     click_through(c, Locator::Id("apply-filter")).await;
     let rows = c
         .find_all(Locator::Css("table.callbacks a.open"))
@@ -427,12 +423,7 @@ async fn create_in_browser(c: &Client, e: &Engage) -> String {
         .click()
         .await
         .unwrap();
-    c.find(Locator::Id("c-phone"))
-        .await
-        .unwrap()
-        .send_keys("+1 202 555 0142")
-        .await
-        .unwrap();
+    type_into(c, "c-phone", "+1 202 555 0142").await;
     let first = in_secs(2 * 3600);
     set_value(c, "c-desired", &first[..16]).await;
     shot(c, "11-callbacks-create").await;

@@ -9,7 +9,9 @@ use harness::{
 };
 use serde_json::{Value, json};
 
-use crate::ui::{PASSWORD, browser_login, click_through, get, post, shot, text_of, ui_fixture};
+use crate::ui::{
+    PASSWORD, browser_login, click_through, get, post, shot, text_of, type_into, ui_fixture,
+};
 
 /// The admin API's public view of `tenant`'s credentials of `kind`.
 async fn cred(e: &Engage, tenant: &str, kind: &str) -> Value {
@@ -237,18 +239,8 @@ async fn an_administrator_configures_call_in_and_credentials_in_a_browser() {
     let c = &b.client;
     browser_login(c, e, "ada", PASSWORD).await;
     click_through(c, Locator::LinkText("Call-in")).await;
-    c.find(Locator::Id("n-name"))
-        .await
-        .unwrap()
-        .send_keys("Support")
-        .await
-        .unwrap();
-    c.find(Locator::Id("n-numbers"))
-        .await
-        .unwrap()
-        .send_keys("+1 650 555 0100")
-        .await
-        .unwrap();
+    type_into(c, "n-name", "Support").await;
+    type_into(c, "n-numbers", "+1 650 555 0100").await;
     click_through(c, Locator::Id("n-save")).await;
     assert!(text_of(c, "main").await.contains("+16505550100"));
     let (code, req) = e
@@ -263,18 +255,8 @@ async fn an_administrator_configures_call_in_and_credentials_in_a_browser() {
     assert!(text_of(c, "#call-in-records").await.contains("live"));
     shot(c, "18-call-in").await;
     click_through(c, Locator::LinkText("Developer")).await;
-    c.find(Locator::Id("captcha-secret"))
-        .await
-        .unwrap()
-        .send_keys(SECRET)
-        .await
-        .unwrap();
-    c.find(Locator::Id("captcha-site"))
-        .await
-        .unwrap()
-        .send_keys("site-1")
-        .await
-        .unwrap();
+    type_into(c, "captcha-secret", SECRET).await;
+    type_into(c, "captcha-site", "site-1").await;
     click_through(c, Locator::Id("save-captcha")).await;
     assert_eq!(text_of(c, "#notice").await, "CAPTCHA credentials saved.");
     assert!(
