@@ -28,9 +28,7 @@ pub const DEDUPE_TTL_S: u64 = 86_400;
 /// entry its number of fields followed by its fields flattened (field, value, …): entries leave
 /// out absent optional fields. Returns per entry 1 (added), 0 (added before) or 2 (fenced: a
 /// cancel took the key first, nothing was ever written).
-static SUBMIT: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
+const SUBMIT_LUA: &str = r"
 local ttl = ARGV[1]
 local minid = ARGV[2]
 local fence = ARGV[3]
@@ -55,9 +53,8 @@ for i = 2, #KEYS do
   end
   base = base + 1 + per
 end
-return out",
-    )
-});
+return out";
+static SUBMIT: LazyLock<Script> = LazyLock::new(|| Script::new(SUBMIT_LUA));
 
 /// Value of a submission dedupe key set by a cancel (a written submission sets `1`).
 pub const FENCE: &str = "cancelled";
@@ -65,9 +62,7 @@ pub const FENCE: &str = "cancelled";
 /// Fences submissions. KEYS: submission dedupe keys (one stream, one slot). ARGV: ttl, fence
 /// value. Returns per key 1 (no submission: fenced now or before) or 0 (the submission is in
 /// the stream).
-static FENCE_SCRIPT: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
+const FENCE_LUA: &str = r"
 local out = {}
 for i = 1, #KEYS do
   if redis.call('SET', KEYS[i], ARGV[2], 'NX', 'EX', ARGV[1]) then
@@ -78,9 +73,8 @@ for i = 1, #KEYS do
     out[i] = 0
   end
 end
-return out",
-    )
-});
+return out";
+static FENCE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(FENCE_LUA));
 
 /// Value of a submission dedupe key set by a reschedule: the old time's hand-off never happens.
 pub const MOVED: &str = "rescheduled";
@@ -127,71 +121,188 @@ pub enum Written {
     Fenced,
 }
 
+/// How many replicas of the voice Redis must hold a write before it counts, and how long to
+/// wait for them (`VOICE_REDIS_REPLICA_ACKS`, `VOICE_REDIS_ACK_TIMEOUT_MS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Acks {
+    /// Replicas that must acknowledge; 0 = do not wait.
+    pub replicas: u8,
+    /// The longest wait for them (ms).
+    pub timeout_ms: u64,
+}
+
+impl Acks {
+    /// No wait: a write counts once its primary took it.
+    pub const NONE: Self = Self {
+        replicas: 0,
+        timeout_ms: 0,
+    };
+
+    /// The acknowledgements `v` asks for.
+    pub fn of(v: &VoiceConfig) -> Self {
+        Self {
+            replicas: v.replica_acks,
+            timeout_ms: v.ack_timeout_ms,
+        }
+    }
+}
+
+/// What one script call returned, and whether enough replicas hold its writes.
+struct Acked {
+    value: redis::Value,
+    /// `true` when the [`Acks`] asked for none, or that many replicas acknowledged.
+    held: bool,
+}
+
+/// Calls `script` on the node of `keys`' slot (all keys in `stream`'s slot). With
+/// `acks.replicas` > 0 the call, a write of the slot's `{tag}:ack` key and `WAIT` go in one
+/// pipeline on one connection: a node that is not the slot's primary answers the keyed
+/// commands with `MOVED` (or refuses `WAIT` as a replica), so an acknowledgement is only ever
+/// counted from the primary that ran the script, over the connection that wrote. The `ack`
+/// write makes `WAIT` cover everything that primary holds, also a submission found written
+/// before (docs/voice-platform.md#failover).
+async fn call(
+    conn: &mut RedisConn,
+    (script, text): (&Script, &str),
+    stream: &str,
+    keys: &[String],
+    args: &[Vec<u8>],
+    acks: Acks,
+) -> redis::RedisResult<Acked> {
+    let eval = |name: &str, body: &str| {
+        let mut c = redis::cmd(name);
+        c.arg(body).arg(keys.len()).arg(keys).arg(args);
+        c
+    };
+    if acks.replicas == 0 {
+        let value = match eval("EVALSHA", script.get_hash()).query_async(conn).await {
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                eval("EVAL", text).query_async(conn).await?
+            }
+            other => other?,
+        };
+        return Ok(Acked { value, held: true });
+    }
+    let ack_key = format!("{{{}}}:ack", hash_tag(stream).unwrap_or(stream));
+    let mut replies =
+        acked_pipeline(conn, eval("EVALSHA", script.get_hash()), &ack_key, acks).await?;
+    if matches!(&replies[0], Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript))
+    {
+        replies = acked_pipeline(conn, eval("EVAL", text), &ack_key, acks).await?;
+    }
+    let mut replies = replies.into_iter();
+    let (value, ack, waited) = match (replies.next(), replies.next(), replies.next()) {
+        (Some(v), Some(a), Some(w)) => (v, a, w),
+        _ => return Err(bad_reply("a script, SET and WAIT pipeline answered short")),
+    };
+    let value = match value.and_then(|v| ack.map(|_| v)) {
+        Ok(v) => v,
+        Err(e) => {
+            // Not the slot's primary (MOVED, a replica, a node that lost the slot): let the
+            // client learn the slot's owner through an ordinary keyed command, then fail.
+            let _ = redis::cmd("EXISTS")
+                .arg(&ack_key)
+                .query_async::<i64>(conn)
+                .await;
+            return Err(e);
+        }
+    };
+    let acked: i64 = redis::from_redis_value(waited?)?;
+    Ok(Acked {
+        value,
+        held: acked >= i64::from(acks.replicas),
+    })
+}
+
+/// `[script call, SET ack-key, WAIT]` as one pipeline whose replies come back one by one
+/// (a server error in one does not hide the others).
+async fn acked_pipeline(
+    conn: &mut RedisConn,
+    script_call: redis::Cmd,
+    ack_key: &str,
+    acks: Acks,
+) -> redis::RedisResult<Vec<redis::RedisResult<redis::Value>>> {
+    let mut pipe = redis::pipe();
+    pipe.add_command(script_call)
+        .cmd("SET")
+        .arg(ack_key)
+        .arg(1)
+        .cmd("WAIT")
+        .arg(acks.replicas)
+        .arg(acks.timeout_ms);
+    pipe.ignore_errors().query_async(conn).await
+}
+
+fn bad_reply(what: &'static str) -> redis::RedisError {
+    redis::RedisError::from((redis::ErrorKind::Client, what))
+}
+
+/// The result of [`submit`]: what happened to each entry, and whether the replicas asked for
+/// hold them.
+#[derive(Debug)]
+pub struct Submitted {
+    /// Per entry, in order.
+    pub written: Vec<Written>,
+    /// Enough replicas acknowledged (always `true` with [`Acks::NONE`]). When `false` the
+    /// entries are on the primary but a failover could still lose them: the caller must not
+    /// record them as handed off (a retry finds them, deduplicated).
+    pub held: bool,
+}
+
 /// Adds `entries` to `stream` exactly once each; returns per entry what happened
-/// ([`Written`]). `trim_before_ms` trims entries older than that time (`MINID ~`), 0 = no trim.
+/// ([`Written`]) and whether `acks` replicas hold it. `trim_before_ms` trims entries older
+/// than that time (`MINID ~`), 0 = no trim.
 pub async fn submit(
     conn: &mut RedisConn,
     stream: &str,
     kind: &str,
     entries: &[Entry],
     trim_before_ms: i64,
-) -> redis::RedisResult<Vec<Written>> {
+    acks: Acks,
+) -> redis::RedisResult<Submitted> {
     if entries.is_empty() {
-        return Ok(Vec::new());
+        return Ok(Submitted {
+            written: Vec::new(),
+            held: true,
+        });
     }
-    let mut inv = SUBMIT.key(stream);
-    for e in entries {
-        inv.key(dedupe_key(stream, kind, e.id, e.attempt, e.epoch));
-    }
-    inv.arg(DEDUPE_TTL_S)
-        .arg(if trim_before_ms > 0 {
-            format!("{trim_before_ms}-0")
-        } else {
-            String::new()
-        })
-        .arg(FENCE)
-        .arg(MOVED);
-    for e in entries {
-        inv.arg(e.fields.len());
-        for (k, v) in &e.fields {
-            inv.arg(*k).arg(v);
-        }
-    }
-    let written: Vec<i64> = inv.invoke_async(conn).await?;
-    Ok(written
-        .into_iter()
-        .map(|n| match n {
-            1 => Written::Added,
-            2 => Written::Fenced,
-            _ => Written::Already,
-        })
-        .collect())
-}
-
-/// Waits until `replicas` replicas of the primary holding `stream` have every write this
-/// connection made there (Redis `WAIT`, at most `timeout_ms`); returns how many acknowledged.
-/// Redis refuses `WAIT` inside scripts, so it follows [`submit`] on the same connection (on
-/// a cluster, routed to the stream's primary: the connection to that node is the one the
-/// script went through). A hand-off is recorded only once a replica holds it, so a failover
-/// cannot lose a recorded one (docs/voice-platform.md#failover).
-pub async fn wait_replicas(
-    conn: &mut RedisConn,
-    stream: &str,
-    replicas: u8,
-    timeout_ms: u64,
-) -> redis::RedisResult<u8> {
-    use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, Slot, SlotAddr};
-    let mut cmd = redis::cmd("WAIT");
-    cmd.arg(replicas).arg(timeout_ms);
-    let acked: i64 = match conn {
-        RedisConn::Single(c) => cmd.query_async(c).await?,
-        RedisConn::Cluster(c) => {
-            let route = Route::with_slot(Slot::for_key(stream), SlotAddr::Master);
-            let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route));
-            redis::from_redis_value(c.route_command(cmd, routing).await?)?
-        }
+    let mut keys = vec![stream.to_string()];
+    keys.extend(
+        entries
+            .iter()
+            .map(|e| dedupe_key(stream, kind, e.id, e.attempt, e.epoch)),
+    );
+    let trim = if trim_before_ms > 0 {
+        format!("{trim_before_ms}-0")
+    } else {
+        String::new()
     };
-    Ok(u8::try_from(acked.clamp(0, 255)).unwrap_or(u8::MAX))
+    let mut args: Vec<Vec<u8>> = vec![
+        DEDUPE_TTL_S.to_string().into_bytes(),
+        trim.into_bytes(),
+        FENCE.into(),
+        MOVED.into(),
+    ];
+    for e in entries {
+        args.push(e.fields.len().to_string().into_bytes());
+        for (k, v) in &e.fields {
+            args.push(k.as_bytes().to_vec());
+            args.push(v.as_bytes().to_vec());
+        }
+    }
+    let out = call(conn, (&SUBMIT, SUBMIT_LUA), stream, &keys, &args, acks).await?;
+    let codes: Vec<i64> = redis::from_redis_value(out.value)?;
+    Ok(Submitted {
+        written: codes
+            .into_iter()
+            .map(|n| match n {
+                1 => Written::Added,
+                2 => Written::Fenced,
+                _ => Written::Already,
+            })
+            .collect(),
+        held: out.held,
+    })
 }
 
 /// A control entry (`{callback_id, action, attempt, at}`) for the voice platform.
@@ -225,28 +336,41 @@ pub struct OwedCancel {
 /// Settles owed cancels: fences the submissions not known to be written, then writes a control
 /// entry (once, deduplicated) for every attempt whose submission is in the voice stream. Safe to
 /// repeat. Returns how many control entries were added now. With
-/// `VOICE_REDIS_REPLICA_ACKS` it fails unless that many replicas hold the fences and entries,
-/// so the caller keeps the cancel owed (`control_pending`) and settles it again after a
-/// failover (docs/voice-platform.md#failover, which names the open gap: during a failover
-/// `WAIT` can be answered by another node).
+/// `VOICE_REDIS_REPLICA_ACKS` it fails unless that many replicas hold the fences and entries
+/// (each acknowledged by the primary that wrote it: [`call`]), so the caller keeps the cancel
+/// owed (`control_pending`) and settles it again after a failover
+/// (docs/voice-platform.md#failover).
 pub async fn settle_cancels(
     conn: &mut RedisConn,
     v: &VoiceConfig,
     owed: &[OwedCancel],
 ) -> redis::RedisResult<usize> {
+    let acks = Acks::of(v);
     let unknown: Vec<&OwedCancel> = owed.iter().filter(|o| !o.submitted).collect();
     let mut fenced = std::collections::HashSet::new();
     if !unknown.is_empty() {
-        let mut inv = FENCE_SCRIPT.prepare_invoke();
-        for o in &unknown {
-            inv.key(dedupe_key(&v.stream, "sub", o.id, o.attempt, o.epoch));
+        let keys: Vec<String> = unknown
+            .iter()
+            .map(|o| dedupe_key(&v.stream, "sub", o.id, o.attempt, o.epoch))
+            .collect();
+        let args = [DEDUPE_TTL_S.to_string().into_bytes(), FENCE.into()];
+        let out = call(
+            conn,
+            (&FENCE_SCRIPT, FENCE_LUA),
+            &v.stream,
+            &keys,
+            &args,
+            acks,
+        )
+        .await?;
+        if !out.held {
+            return Err(under_acked("cancel fences", acks));
         }
-        inv.arg(DEDUPE_TTL_S).arg(FENCE);
-        let out: Vec<i64> = inv.invoke_async(conn).await?;
+        let codes: Vec<i64> = redis::from_redis_value(out.value)?;
         fenced.extend(
             unknown
                 .iter()
-                .zip(out)
+                .zip(codes)
                 .filter(|(_, f)| *f == 1)
                 .map(|(o, _)| (o.id, o.attempt)),
         );
@@ -256,25 +380,27 @@ pub async fn settle_cancels(
         .filter(|o| !fenced.contains(&(o.id, o.attempt)))
         .map(|o| control_entry(o.id, o.attempt, "cancel"))
         .collect();
-    let written = submit(conn, &v.control_stream, "ctl", &entries, 0).await?;
-    if v.replica_acks > 0 {
-        // Fences live in the voice stream's slot, control entries in the control stream's.
-        let mut streams = vec![v.stream.as_str()];
-        if !entries.is_empty() {
-            streams.push(v.control_stream.as_str());
-        }
-        for stream in streams {
-            let acked = wait_replicas(conn, stream, v.replica_acks, v.ack_timeout_ms).await?;
-            if acked < v.replica_acks {
-                return Err(redis::RedisError::from((
-                    redis::ErrorKind::Io,
-                    "cancel not yet on enough voice Redis replicas",
-                    format!("{acked} of {} acknowledged", v.replica_acks),
-                )));
-            }
-        }
+    let sent = submit(conn, &v.control_stream, "ctl", &entries, 0, acks).await?;
+    if !sent.held {
+        return Err(under_acked("cancel entries", acks));
     }
-    Ok(written.into_iter().filter(|w| *w == Written::Added).count())
+    Ok(sent
+        .written
+        .iter()
+        .filter(|w| **w == Written::Added)
+        .count())
+}
+
+/// The error of a write fewer than `acks.replicas` replicas acknowledged in time.
+fn under_acked(what: &str, acks: Acks) -> redis::RedisError {
+    redis::RedisError::from((
+        redis::ErrorKind::Io,
+        "write not yet on enough voice Redis replicas",
+        format!(
+            "{what}: fewer than {} acknowledged within {} ms",
+            acks.replicas, acks.timeout_ms
+        ),
+    ))
 }
 
 /// Whether attempt `attempt` (epoch `epoch`) of `id` was written to `voice_stream` (its dedupe
@@ -319,23 +445,23 @@ pub async fn fence_for_move(
     id: Uuid,
     (attempt, epoch): (i16, i16),
 ) -> redis::RedisResult<bool> {
-    let out: Vec<i64> = FENCE_SCRIPT
-        .key(dedupe_key(&v.stream, "sub", id, attempt, epoch))
-        .arg(MOVE_FENCE_TTL_S)
-        .arg(MOVED)
-        .invoke_async(conn)
-        .await?;
-    let fenced = out.first() == Some(&1);
-    if fenced && v.replica_acks > 0 {
-        let acked = wait_replicas(conn, &v.stream, v.replica_acks, v.ack_timeout_ms).await?;
-        if acked < v.replica_acks {
-            end_move_fence(conn, &v.stream, id, (attempt, epoch), false).await?;
-            return Err(redis::RedisError::from((
-                redis::ErrorKind::Io,
-                "reschedule fence not yet on enough voice Redis replicas",
-                format!("{acked} of {} acknowledged", v.replica_acks),
-            )));
-        }
+    let keys = [dedupe_key(&v.stream, "sub", id, attempt, epoch)];
+    let args = [MOVE_FENCE_TTL_S.to_string().into_bytes(), MOVED.into()];
+    let acks = Acks::of(v);
+    let out = call(
+        conn,
+        (&FENCE_SCRIPT, FENCE_LUA),
+        &v.stream,
+        &keys,
+        &args,
+        acks,
+    )
+    .await?;
+    let codes: Vec<i64> = redis::from_redis_value(out.value)?;
+    let fenced = codes.first() == Some(&1);
+    if fenced && !out.held {
+        end_move_fence(conn, &v.stream, id, (attempt, epoch), false).await?;
+        return Err(under_acked("reschedule fence", acks));
     }
     Ok(fenced)
 }

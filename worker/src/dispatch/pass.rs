@@ -250,13 +250,13 @@ async fn hand_off(
     let trim_before = if horizon > 0 { local_ms() - horizon } else { 0 };
     let submitted = async {
         let mut v = w.voice.conn().await?;
-        let stream = &w.cfg.voice.stream;
-        let written = voice::submit(&mut v, stream, "sub", &entries, trim_before).await?;
+        let (stream, acks) = (&w.cfg.voice.stream, voice::Acks::of(&w.cfg.voice));
+        let sent = voice::submit(&mut v, stream, "sub", &entries, trim_before, acks).await?;
         // Counted as written now, whether or not the replicas acknowledge it in time (the
         // retry of a batch handed back for that counts as duplicates).
-        count_hand_off(ready, &written);
-        replicated(w, &mut v).await?;
-        Ok(written)
+        count_hand_off(ready, &sent.written);
+        held(sent.held, acks)?;
+        Ok(sent.written)
     }
     .await;
     match submitted {
@@ -276,21 +276,20 @@ async fn hand_off(
 }
 
 /// With `VOICE_REDIS_REPLICA_ACKS`, fails unless that many replicas of the stream's primary
-/// hold the hand-off: then it goes back to the schedule as still due, and the retry finds the
-/// entry (added before) or, if a failover lost it, adds it again (docs/voice-platform.md#failover).
-async fn replicated(w: &Worker, v: &mut RedisConn) -> redis::RedisResult<()> {
-    let (want, timeout) = (w.cfg.voice.replica_acks, w.cfg.voice.ack_timeout_ms);
-    if want == 0 {
-        return Ok(());
-    }
-    let acked = voice::wait_replicas(v, &w.cfg.voice.stream, want, timeout).await?;
-    if acked >= want {
+/// hold the hand-off (`held`, acknowledged by the primary that wrote it): then it goes back to
+/// the schedule as still due, and the retry finds the entry (added before) or, if a failover
+/// lost it, adds it again (docs/voice-platform.md#failover).
+fn held(held: bool, acks: voice::Acks) -> redis::RedisResult<()> {
+    if held {
         return Ok(());
     }
     Err(redis::RedisError::from((
         redis::ErrorKind::Io,
         "hand-off not yet on enough voice Redis replicas",
-        format!("{acked} of {want} acknowledged within {timeout} ms"),
+        format!(
+            "fewer than {} acknowledged within {} ms",
+            acks.replicas, acks.timeout_ms
+        ),
     )))
 }
 
