@@ -767,11 +767,25 @@ impl Config {
         Ok(())
     }
 
+    /// A replica `WAIT` runs on a connection with `REDIS_TIMEOUT_MS` as its response timeout:
+    /// a wait as long as that would be cut off by the client, leaving its outcome unknown
+    /// (docs/voice-platform.md#failover). Half leaves room for one call queued behind it.
+    fn check_ack_timeout(&self) -> Result<(), ConfigError> {
+        if self.voice.replica_acks > 0 && self.voice.ack_timeout_ms * 2 > self.redis.timeout_ms {
+            return bad(format!(
+                "VOICE_REDIS_ACK_TIMEOUT_MS ({}) must be at most half of REDIS_TIMEOUT_MS ({})",
+                self.voice.ack_timeout_ms, self.redis.timeout_ms
+            ));
+        }
+        Ok(())
+    }
+
     /// Checks every area; the first problem found names its variable.
     fn validate(&self) -> Result<(), ConfigError> {
         self.db.validate()?;
         self.redis.validate()?;
         self.voice.validate()?;
+        self.check_ack_timeout()?;
         self.http.validate()?;
         self.log.validate()?;
         self.worker.validate()?;
@@ -1453,6 +1467,26 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("HEADER_READ_TIMEOUT_MS"), "{err}");
+    }
+
+    #[test]
+    fn a_replica_wait_must_fit_in_the_redis_response_timeout() {
+        let with = |ack: &str, timeout: &str| {
+            Config::from_vars(vars(&[
+                ("DATABASE_URL", "postgres://u@h/d"),
+                ("VOICE_REDIS_REPLICA_ACKS", "1"),
+                ("VOICE_REDIS_ACK_TIMEOUT_MS", ack),
+                ("REDIS_TIMEOUT_MS", timeout),
+            ]))
+        };
+        assert!(with("250", "500").is_ok(), "the defaults fit");
+        let err = with("1000", "500").unwrap_err().to_string();
+        assert!(
+            err.contains("VOICE_REDIS_ACK_TIMEOUT_MS") && err.contains("REDIS_TIMEOUT_MS"),
+            "{err}"
+        );
+        assert!(with("300", "500").is_err(), "more than half");
+        assert!(with("1000", "2000").is_ok());
     }
 
     #[test]

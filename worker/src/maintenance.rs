@@ -83,7 +83,7 @@ pub async fn outbox(w: &Worker) -> Result<usize> {
             .collect();
         let v = &w.cfg.voice;
         let added = async {
-            let mut conn = w.voice.conn().await?;
+            let mut conn = voice::writer(&w.voice, v).await?;
             voice::settle_cancels(&mut conn, v, &cancels).await
         }
         .await

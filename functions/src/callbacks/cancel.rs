@@ -298,8 +298,8 @@ async fn settle(state: &AppState, id: Uuid, cancelled: &db::callbacks::Cancelled
         submitted: cancelled.submitted,
     };
     let sent = async {
-        let mut conn = state.voice.conn().await?;
         let v = &state.cfg.voice;
+        let mut conn = voice::writer(&state.voice, v).await?;
         voice::settle_cancels(&mut conn, v, &[owed]).await
     }
     .await;

@@ -435,7 +435,7 @@ impl Job {
     async fn fence(&self, row: &Locked) -> Result<bool> {
         let handoff = (row.attempt, row.epoch);
         let fenced = async {
-            let mut conn = self.state.voice.conn().await?;
+            let mut conn = voice::writer(&self.state.voice, &self.state.cfg.voice).await?;
             voice::fence_for_move(&mut conn, &self.state.cfg.voice, self.id, handoff).await
         }
         .await;

@@ -38,19 +38,24 @@ pub struct RedisHandle {
 }
 
 enum Inner {
-    /// A multiplexed connection that reconnects in the background after a failure.
-    Single(ConnectionManager),
+    /// A multiplexed connection that reconnects in the background after a failure; `apart`
+    /// is a second one, connected on first use (see [`RedisHandle::conn_apart`]).
+    Single {
+        shared: ConnectionManager,
+        apart: ConnectionManager,
+    },
     /// Cluster: connected on first use (and retried on the next use if that failed).
     Cluster {
         client: ClusterClient,
         conn: OnceCell<ClusterConnection>,
+        apart: OnceCell<ClusterConnection>,
     },
 }
 
 impl std::fmt::Debug for RedisHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match *self.inner {
-            Inner::Single(_) => "RedisHandle(single)",
+            Inner::Single { .. } => "RedisHandle(single)",
             Inner::Cluster { .. } => "RedisHandle(cluster)",
         })
     }
@@ -85,7 +90,10 @@ impl RedisHandle {
                 .set_response_timeout(Some(timeout))
                 .set_number_of_retries(1)
                 .set_max_delay(Duration::from_secs(2));
-            Inner::Single(ConnectionManager::new_lazy_with_config(client, config)?)
+            Inner::Single {
+                shared: ConnectionManager::new_lazy_with_config(client.clone(), config.clone())?,
+                apart: ConnectionManager::new_lazy_with_config(client, config)?,
+            }
         };
         Ok(Self {
             inner: Arc::new(inner),
@@ -117,20 +125,36 @@ impl RedisHandle {
         Ok(Inner::Cluster {
             client: b.build()?,
             conn: OnceCell::new(),
+            apart: OnceCell::new(),
         })
     }
 
     /// A connection for commands and scripts.
     pub async fn conn(&self) -> RedisResult<RedisConn> {
         match &*self.inner {
-            Inner::Single(m) => Ok(RedisConn::Single(m.clone())),
-            Inner::Cluster { client, conn } => {
-                let c = conn
-                    .get_or_try_init(|| client.get_async_connection())
-                    .await?;
-                Ok(RedisConn::Cluster(c.clone()))
-            }
+            Inner::Single { shared, .. } => Ok(RedisConn::Single(shared.clone())),
+            Inner::Cluster { client, conn, .. } => Self::cluster_conn(client, conn).await,
         }
+    }
+
+    /// A second connection (per node), for commands that hold their connection on the server
+    /// (Redis `WAIT` blocks the client until its replicas answer or it times out): what
+    /// [`conn`](Self::conn)'s users send never queues behind them. Connected on first use.
+    pub async fn conn_apart(&self) -> RedisResult<RedisConn> {
+        match &*self.inner {
+            Inner::Single { apart, .. } => Ok(RedisConn::Single(apart.clone())),
+            Inner::Cluster { client, apart, .. } => Self::cluster_conn(client, apart).await,
+        }
+    }
+
+    async fn cluster_conn(
+        client: &ClusterClient,
+        cell: &OnceCell<ClusterConnection>,
+    ) -> RedisResult<RedisConn> {
+        let c = cell
+            .get_or_try_init(|| client.get_async_connection())
+            .await?;
+        Ok(RedisConn::Cluster(c.clone()))
     }
 
     /// A dedicated (non-multiplexed) client for blocking reads and pub/sub: the URL of the

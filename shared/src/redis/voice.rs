@@ -17,7 +17,7 @@ use std::sync::LazyLock;
 use redis::Script;
 use uuid::Uuid;
 
-use super::RedisConn;
+use super::{RedisConn, RedisHandle};
 use crate::config::VoiceConfig;
 
 /// How long a dedupe key lives: a submission retried later than this could double.
@@ -144,6 +144,18 @@ impl Acks {
             replicas: v.replica_acks,
             timeout_ms: v.ack_timeout_ms,
         }
+    }
+}
+
+/// The connection for writes to the voice Redis under `v`'s [`Acks`]: with acknowledgements,
+/// one apart from the process's shared connection ([`RedisHandle::conn_apart`]), since each
+/// `WAIT` holds its connection on the server for up to `VOICE_REDIS_ACK_TIMEOUT_MS`, and reads
+/// on the shared one must not queue behind it.
+pub async fn writer(voice: &RedisHandle, v: &VoiceConfig) -> redis::RedisResult<RedisConn> {
+    if v.replica_acks > 0 {
+        voice.conn_apart().await
+    } else {
+        voice.conn().await
     }
 }
 
@@ -348,6 +360,7 @@ pub async fn settle_cancels(
     let acks = Acks::of(v);
     let unknown: Vec<&OwedCancel> = owed.iter().filter(|o| !o.submitted).collect();
     let mut fenced = std::collections::HashSet::new();
+    let mut fences_held = true;
     if !unknown.is_empty() {
         let keys: Vec<String> = unknown
             .iter()
@@ -363,9 +376,7 @@ pub async fn settle_cancels(
             acks,
         )
         .await?;
-        if !out.held {
-            return Err(under_acked("cancel fences", acks));
-        }
+        fences_held = out.held;
         let codes: Vec<i64> = redis::from_redis_value(out.value)?;
         fenced.extend(
             unknown
@@ -375,12 +386,17 @@ pub async fn settle_cancels(
                 .map(|(o, _)| (o.id, o.attempt)),
         );
     }
+    // A submission found written is with the voice platform (it may be dialling): its control
+    // entry goes now, whether or not a replica holds the fences of the others yet.
     let entries: Vec<Entry> = owed
         .iter()
         .filter(|o| !fenced.contains(&(o.id, o.attempt)))
         .map(|o| control_entry(o.id, o.attempt, "cancel"))
         .collect();
     let sent = submit(conn, &v.control_stream, "ctl", &entries, 0, acks).await?;
+    if !fences_held {
+        return Err(under_acked("cancel fences", acks));
+    }
     if !sent.held {
         return Err(under_acked("cancel entries", acks));
     }
@@ -424,21 +440,19 @@ pub const MOVE_FENCE_TTL_S: u64 = 120;
 
 /// Lifts (ARGV[2] = "lift") or keeps for ARGV[2] seconds a reschedule's fence. KEYS: the
 /// dedupe key. ARGV: [`MOVED`], "lift" or a ttl.
-static MOVE_FENCE_END: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
+const MOVE_FENCE_END_LUA: &str = r"
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 if ARGV[2] == 'lift' then return redis.call('DEL', KEYS[1]) end
-return redis.call('EXPIRE', KEYS[1], ARGV[2])",
-    )
-});
+return redis.call('EXPIRE', KEYS[1], ARGV[2])";
+static MOVE_FENCE_END: LazyLock<Script> = LazyLock::new(|| Script::new(MOVE_FENCE_END_LUA));
 
 /// Fences the hand-off of attempt `attempt` (epoch `epoch`) of `id` before a reschedule
 /// commits (for [`MOVE_FENCE_TTL_S`]): `true` when no submission of it is in the voice stream
 /// (none will be while the fence holds), `false` when it was written (the callback is with
 /// the voice platform and cannot move). With `VOICE_REDIS_REPLICA_ACKS` a fence no replica
 /// acknowledged is lifted again and answered as an error (the reschedule must not commit on a
-/// fence a failover could lose: docs/voice-platform.md#failover).
+/// fence a failover could lose: docs/voice-platform.md#failover); so is a fence whose call
+/// failed any other way (it may have been set).
 pub async fn fence_for_move(
     conn: &mut RedisConn,
     v: &VoiceConfig,
@@ -448,22 +462,44 @@ pub async fn fence_for_move(
     let keys = [dedupe_key(&v.stream, "sub", id, attempt, epoch)];
     let args = [MOVE_FENCE_TTL_S.to_string().into_bytes(), MOVED.into()];
     let acks = Acks::of(v);
-    let out = call(
-        conn,
-        (&FENCE_SCRIPT, FENCE_LUA),
-        &v.stream,
-        &keys,
-        &args,
-        acks,
-    )
-    .await?;
-    let codes: Vec<i64> = redis::from_redis_value(out.value)?;
-    let fenced = codes.first() == Some(&1);
-    if fenced && !out.held {
-        end_move_fence(conn, &v.stream, id, (attempt, epoch), false).await?;
-        return Err(under_acked("reschedule fence", acks));
+    let fenced = async {
+        let out = call(
+            conn,
+            (&FENCE_SCRIPT, FENCE_LUA),
+            &v.stream,
+            &keys,
+            &args,
+            acks,
+        )
+        .await?;
+        let codes: Vec<i64> = redis::from_redis_value(out.value)?;
+        let fenced = codes.first() == Some(&1);
+        if fenced && !out.held {
+            return Err(under_acked("reschedule fence", acks));
+        }
+        Ok(fenced)
     }
-    Ok(fenced)
+    .await;
+    if fenced.is_err() {
+        // The fence may be set (a call that timed out on this side still runs on the server):
+        // the reschedule will not commit, so lift it, or the old time's hand-off waits out
+        // MOVE_FENCE_TTL_S. `EVAL`, not `EVALSHA`: sent on the same connection, it runs after
+        // the fence even when its own answer times out here (no NOSCRIPT round trip to miss).
+        // Only a reschedule's fence value is lifted, never a cancel's; a lift that never
+        // reaches the server leaves the fence to its TTL.
+        let lift = redis::cmd("EVAL")
+            .arg(MOVE_FENCE_END_LUA)
+            .arg(1)
+            .arg(&keys[0])
+            .arg(MOVED)
+            .arg("lift")
+            .query_async::<i64>(conn)
+            .await;
+        if let Err(e) = lift {
+            tracing::warn!(callback.id = %id, error = %e, "lifting a refused reschedule's fence: no answer (it runs on the server after the calls queued before it)");
+        }
+    }
+    fenced
 }
 
 /// Ends a reschedule's fence: committed (`keep`), it stays as long as any dedupe key, so the

@@ -19,6 +19,7 @@ mod attack_s22;
 mod attack_s24a;
 mod attack_s24b;
 mod attack_s25_ui;
+mod attack_s27_voice;
 mod attack_specs;
 mod attack_tenants;
 mod availability;

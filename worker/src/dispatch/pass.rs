@@ -249,7 +249,7 @@ async fn hand_off(
     let horizon = i64::try_from(w.cfg.worker.stream_horizon_s).unwrap_or(0) * 1_000;
     let trim_before = if horizon > 0 { local_ms() - horizon } else { 0 };
     let submitted = async {
-        let mut v = w.voice.conn().await?;
+        let mut v = voice::writer(&w.voice, &w.cfg.voice).await?;
         let (stream, acks) = (&w.cfg.voice.stream, voice::Acks::of(&w.cfg.voice));
         let sent = voice::submit(&mut v, stream, "sub", &entries, trim_before, acks).await?;
         // Counted as written now, whether or not the replicas acknowledge it in time (the
