@@ -366,18 +366,8 @@ pub async fn settle_cancels(
             .iter()
             .map(|o| dedupe_key(&v.stream, "sub", o.id, o.attempt, o.epoch))
             .collect();
-        let args = [DEDUPE_TTL_S.to_string().into_bytes(), FENCE.into()];
-        let out = call(
-            conn,
-            (&FENCE_SCRIPT, FENCE_LUA),
-            &v.stream,
-            &keys,
-            &args,
-            acks,
-        )
-        .await?;
-        fences_held = out.held;
-        let codes: Vec<i64> = redis::from_redis_value(out.value)?;
+        let codes;
+        (codes, fences_held) = fence(conn, v, &keys, (DEDUPE_TTL_S, FENCE)).await?;
         fenced.extend(
             unknown
                 .iter()
@@ -405,6 +395,21 @@ pub async fn settle_cancels(
         .iter()
         .filter(|w| **w == Written::Added)
         .count())
+}
+
+/// Sets fence `value` for `ttl_s` on the submission dedupe `keys` (one slot: `v.stream`'s)
+/// under `v`'s [`Acks`]; returns per key 1 (fenced, now or before) or 0 (the submission is in
+/// the stream), and whether enough replicas hold the fences.
+async fn fence(
+    conn: &mut RedisConn,
+    v: &VoiceConfig,
+    keys: &[String],
+    (ttl_s, value): (u64, &str),
+) -> redis::RedisResult<(Vec<i64>, bool)> {
+    let args = [ttl_s.to_string().into_bytes(), value.as_bytes().to_vec()];
+    let script = (&*FENCE_SCRIPT, FENCE_LUA);
+    let out = call(conn, script, &v.stream, keys, &args, Acks::of(v)).await?;
+    Ok((redis::from_redis_value(out.value)?, out.held))
 }
 
 /// The error of a write fewer than `acks.replicas` replicas acknowledged in time.
@@ -460,21 +465,11 @@ pub async fn fence_for_move(
     (attempt, epoch): (i16, i16),
 ) -> redis::RedisResult<bool> {
     let keys = [dedupe_key(&v.stream, "sub", id, attempt, epoch)];
-    let args = [MOVE_FENCE_TTL_S.to_string().into_bytes(), MOVED.into()];
     let acks = Acks::of(v);
     let fenced = async {
-        let out = call(
-            conn,
-            (&FENCE_SCRIPT, FENCE_LUA),
-            &v.stream,
-            &keys,
-            &args,
-            acks,
-        )
-        .await?;
-        let codes: Vec<i64> = redis::from_redis_value(out.value)?;
+        let (codes, held) = fence(conn, v, &keys, (MOVE_FENCE_TTL_S, MOVED)).await?;
         let fenced = codes.first() == Some(&1);
-        if fenced && !out.held {
+        if fenced && !held {
             return Err(under_acked("reschedule fence", acks));
         }
         Ok(fenced)
