@@ -349,7 +349,7 @@ pub struct OwedCancel {
 /// entry (once, deduplicated) for every attempt whose submission is in the voice stream. Safe to
 /// repeat. Returns how many control entries were added now. With
 /// `VOICE_REDIS_REPLICA_ACKS` it fails unless that many replicas hold the fences and entries
-/// (each acknowledged by the primary that wrote it: [`call`]), so the caller keeps the cancel
+/// (each acknowledged by the primary that wrote it: `call`), so the caller keeps the cancel
 /// owed (`control_pending`) and settles it again after a failover
 /// (docs/voice-platform.md#failover).
 pub async fn settle_cancels(
