@@ -49,17 +49,18 @@ async fn primary_with_replica() -> (PrivateRedis, PrivateRedis) {
     (p, r)
 }
 
-/// A private 3 + 3 cluster (`node_timeout_ms`) as the voice Redis, acks 1 within 100 ms:
+/// A private 3 + 3 cluster (`node_timeout_ms`) as the voice Redis, acks 1 within `ack_ms`:
 /// the cluster, the configuration and its voice handle.
 fn acked_cluster(
     node_timeout_ms: u32,
+    ack_ms: &str,
 ) -> (PrivateCluster, shared::Config, shared::redis::RedisHandle) {
     let cluster = PrivateCluster::with_replicas(node_timeout_ms);
     let env = TestEnv::new()
         .with("VOICE_REDIS_URL", &cluster.urls())
         .with("VOICE_REDIS_CLUSTER", "true")
         .with("VOICE_REDIS_REPLICA_ACKS", "1")
-        .with("VOICE_REDIS_ACK_TIMEOUT_MS", "100");
+        .with("VOICE_REDIS_ACK_TIMEOUT_MS", ack_ms);
     let cfg = cfg(&env);
     let h = shared::redis::voice(&cfg).unwrap();
     (cluster, cfg, h)
@@ -265,14 +266,7 @@ async fn attack_s27_concurrent_refused_moves_leave_no_fences_with_default_timeou
 /// replica (the promoted node has none).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attack_s27_cluster_no_false_ack_through_failover() {
-    let mut cluster = PrivateCluster::with_replicas(1_000);
-    let env = TestEnv::new()
-        .with("VOICE_REDIS_URL", &cluster.urls())
-        .with("VOICE_REDIS_CLUSTER", "true")
-        .with("VOICE_REDIS_REPLICA_ACKS", "1")
-        .with("VOICE_REDIS_ACK_TIMEOUT_MS", "50");
-    let cfg = cfg(&env);
-    let h = shared::redis::voice(&cfg).unwrap();
+    let (mut cluster, cfg, h) = acked_cluster(1_000, "50");
     let mut conn = h.conn().await.unwrap();
     let stream = cfg.voice.stream.clone();
     let acks = Acks::of(&cfg.voice);
@@ -388,7 +382,7 @@ async fn attack_s27_api_refused_reschedules_leave_no_fences() {
 /// submission reported held must be in the stream of the node that serves it at the end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attack_s27_cluster_paused_primary_every_held_submission_survives() {
-    let (cluster, cfg, h) = acked_cluster(1_000);
+    let (cluster, cfg, h) = acked_cluster(1_000, "100");
     let stream = cfg.voice.stream.clone();
     let acks = Acks::of(&cfg.voice);
     let primary = cluster.node_of(&stream);
@@ -704,7 +698,7 @@ async fn attack_s27_figures_short_timeout_and_reads_behind_wait() {
 /// once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attack_s27_cluster_slot_migration_during_submissions() {
-    let (cluster, cfg, h) = acked_cluster(2_000);
+    let (cluster, cfg, h) = acked_cluster(2_000, "100");
     let stream = cfg.voice.stream.clone();
     let acks = Acks::of(&cfg.voice);
     let src = cluster.node_of(&stream);
