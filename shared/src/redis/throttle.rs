@@ -3,31 +3,33 @@
 //! hold exactly across any number of replicas, and a rejected request counts nothing.
 //!
 //! # Keys
-//! One hash tag per service, `{<prefix>:thr:<tenant>:<service>}` (written `T` below), so every
-//! script touches a single cluster slot:
-//! - `T:win` — ZSET, member = callback id, score = admission time (ms, Redis clock): the
-//!   requests of both service windows (`throttle_per_service_1/2` over `throttle_ttl_1/2`).
-//! - `T:act` — HASH of the active (not COMPLETED) callbacks: `i:<id>` → `<number>|<ms>`
-//!   (`|d` appended when it counts in the number's 24 h window; `""` = released),
-//!   `n:<number>` → active count of that number, `d:<number>` → the number's immediate
+//! One hash, `{<prefix>:thr:<tenant>:<service>}:act` (`T:act`), so every script touches a
+//! single cluster slot:
+//! - `i:<id>` → `<number>|<ms>` per active (not COMPLETED) callback (`|d` appended when it
+//!   counts in the number's 24 h window; `""` = released);
+//! - `n:<number>` → active count of that number, `d:<number>` → the number's immediate
 //!   admissions of the last 24 h (comma-separated ms), `~count` → active total (for
-//!   `max_queued`), `~w` → an upper bound of `T:win`'s size, `~wx` → when `T:win` expires,
-//!   `~seed` → until when the hash counts as checked against PostgreSQL.
+//!   `max_queued`), `~seed` → until when the hash counts as checked against PostgreSQL;
+//! - per service window `k` (1, 2): a ring of 61 sub-window counters `w<k>:<slot>` →
+//!   `<sub-window>:<admissions>`, `~s<k>` → the sub-window length it counts in (ms), `~w<k>`
+//!   → an upper bound of the window's count.
 //!
 //! # Cost (docs/decisions.md#budgets: 15 commands per immediate callback, create to COMPLETED)
-//! An admission is `TIME`, `HMGET`, `ZADD`, `HSET`: the per-number 24 h window rides in the
-//! active hash instead of a ZSET of its own, the service windows are counted only when `~w`
-//! says one could be full, and `T:win`'s TTL is refreshed once per window length. A release
-//! is `HGET`, `HMGET`, `HSET` (tombstone instead of `HDEL`). `T:act` expires
-//! `period + grace` after its last seed (or seed lease), and admissions happen only before
-//! the seed deadline, so an expiry never forgets an in-flight create; a missing hash re-seeds.
+//! An admission is `TIME`, `HMGET`, `HSET`: the windows and the per-number 24 h window ride in
+//! the active hash, and a window's ring is summed only when `~w<k>` says it could be full. A
+//! release is `HMGET`, `HSET` (tombstone instead of `HDEL`), plus one `HGET` without the
+//! caller's number key. `T:act` expires `period + grace` after its last seed (or seed lease),
+//! and admissions happen only before the seed deadline, so an expiry never forgets an
+//! in-flight create; a missing hash re-seeds.
 //!
 //! # Windows
-//! Sliding windows (a log of admission times), not fixed buckets: "at most N in any T
-//! seconds" holds at every instant (a fixed window lets 2 N through around a boundary), the
-//! time a slot frees up is exact (oldest entry + T), and giving back a reservation is one
-//! `ZREM`. Memory is bounded by the limits themselves (an entry exists only for an admitted
-//! request): at the defaults, at most 1000 entries per busy service.
+//! Sliding windows counted in sub-windows of `ceil(T / 60)` (docs/throttling.md): a request
+//! is admitted while fewer than N admissions lie in the sub-windows that overlap the last T
+//! seconds, so "at most N in any T seconds" holds at every instant (a fixed window lets 2 N
+//! through around a boundary), conservatively: the count may include admissions up to one
+//! sub-window older than T, so a request can be refused up to `T / 60` early, and the
+//! announced time a slot frees up is when the oldest counted sub-window leaves the window.
+//! Memory is bounded per service (61 counters per window), not per request.
 //!
 //! # Releasing
 //! A callback holds its place in `T:act` until it completes. Whoever moves a callback to
@@ -37,8 +39,8 @@
 //!
 //! # Self-healing (PostgreSQL is the truth)
 //! `~seed` expires every `THROTTLE_RESEED_SECONDS`; the next create of the service then
-//! re-seeds `T:act` from PostgreSQL (active callbacks, 24 h lists) and `T:win` from the recent
-//! creations ([`seed`]). Entries PostgreSQL does not know are dropped unless younger than
+//! re-seeds `T:act` from PostgreSQL: active callbacks, 24 h lists, and the windows from the
+//! recent creations plus the admissions whose insert is still in flight ([`seed`]). Entries PostgreSQL does not know are dropped unless younger than
 //! [`SEED_GRACE_MS`] (a create whose insert is still in flight), so a lost release or a crash
 //! between reservation and insert heals within one period, and a flushed Redis rebuilds
 //! itself on first use. Only one caller per service seeds at a time (a short lease); the
@@ -74,11 +76,6 @@ impl ThrottleKeys {
         Self {
             tag: format!("{{{}:thr:{tenant}:{service}}}", keys.prefix()),
         }
-    }
-    /// `T:win`: ZSET of the service's recent admissions (member callback id, score admission
-    /// ms), counted by both service windows.
-    pub fn win(&self) -> String {
-        format!("{}:win", self.tag)
     }
     /// `T:act`: HASH of the service's active callbacks and per-number counts, plus the `~`
     /// bookkeeping fields (see the module doc).
@@ -118,7 +115,17 @@ impl Limits {
         }
     }
 
-    /// How long window entries must be kept (ms).
+    /// The sub-window length (ms) of service window 1 or 2, 0 when that window is off.
+    fn sub_ms(&self, window: u8) -> i64 {
+        let (limit, ttl) = if window == 1 {
+            self.per_service_1
+        } else {
+            self.per_service_2
+        };
+        sub_ms(limit, i64::from(ttl) * 1000)
+    }
+
+    /// How far back the windows reach (ms).
     fn keep_ms(&self) -> i64 {
         let mut keep = 0;
         for (limit, ttl) in [self.per_service_1, self.per_service_2] {
@@ -234,86 +241,142 @@ pub enum Verdict {
     NeedsSeed,
 }
 
+/// Slots in each window's ring of sub-window counters: a window of `T` is counted in
+/// sub-windows of `ceil(T / 60)`, and at most 61 of them overlap any instant's window.
+const RING: i64 = 61;
+
+/// The sub-window length of a window of `ttl_ms` (0 = window off): `ceil(ttl / 60)`.
+fn sub_ms(limit: u32, ttl_ms: i64) -> i64 {
+    if limit == 0 {
+        0
+    } else {
+        (ttl_ms.max(1) + RING - 2) / (RING - 1)
+    }
+}
+
+/// A window's length in ms.
+fn ttl_ms((_, ttl): (u32, u32)) -> i64 {
+    i64::from(ttl) * 1000
+}
+
+/// Lua shared by admission and seed: the ring fields of window `k`.
+const RING_BODY: &str = r"
+local RING = 61
+local function slot(k, b) return 'w' .. k .. ':' .. (b % RING) end
+local function parse(v)
+  if not v then return nil, 0 end
+  local b, c = string.match(v, '^(%-?%d+):(%d+)$')
+  return tonumber(b), tonumber(c) or 0
+end
+";
+
 /// Checks every limit and, only when all pass, counts the request.
-/// KEYS: win, act. ARGV: id, number, lim1, ttl1 ms, lim2, ttl2 ms, n24 limit, in-queue
-/// limit, max queued, seed lease ms, grace ms.
+/// KEYS: act. ARGV: id, number, lim1, ttl1 ms, sub1 ms, lim2, ttl2 ms, sub2 ms, n24 limit,
+/// in-queue limit, max queued, seed lease ms.
 ///
-/// Cost when admitted: `TIME`, one `HMGET`, one `ZADD`, one `HSET` (plus a `ZREMRANGEBYSCORE`
-/// on one call in 16 and a `PEXPIRE` once per window length). The windows are only counted
-/// (`ZCARD`, `ZCOUNT`) when `~w`, an upper bound of the window ZSET's size, says one could be
-/// full; the 24 h list of the number rides in the same `HMGET`/`HSET` as the active counts.
+/// Cost when admitted: `TIME`, one `HMGET`, one `HSET`. Each service window is a ring of
+/// sub-window counters in the same hash (`w<k>:<slot>` → `<sub-window>:<count>`); the ring
+/// is only summed (one more `HMGET` of its 61 slots) when `~w<k>`, an upper bound of the
+/// window's count, says it could be full. The 24 h list of the number rides in the same
+/// `HMGET`/`HSET` as the active counts.
 static CHECK: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
+    Script::new(&format!(
+        r"{RING_BODY}
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local id, num = ARGV[1], ARGV[2]
-local lim1, ttl1, lim2, ttl2 = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
-local n24, inq, maxq = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
-local lease, grace = tonumber(ARGV[10]), tonumber(ARGV[11])
-local st = redis.call('HMGET', KEYS[2], '~seed', '~count', 'n:' .. num, '~w', '~wx', 'd:' .. num)
-if (tonumber(st[1]) or 0) < now then
-  redis.call('HSET', KEYS[2], '~seed', now + lease)
-  redis.call('PEXPIRE', KEYS[2], lease + grace)
-  return {'seed'}
+local lim = {{tonumber(ARGV[3]), tonumber(ARGV[6])}}
+local ttl = {{tonumber(ARGV[4]), tonumber(ARGV[7])}}
+local sub = {{tonumber(ARGV[5]), tonumber(ARGV[8])}}
+local n24, inq, maxq = tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11])
+local lease = tonumber(ARGV[12])
+local cur, fld = {{}}, {{}}
+for k = 1, 2 do
+  fld[k] = '~'
+  if lim[k] > 0 then
+    cur[k] = math.floor(now / sub[k])
+    fld[k] = slot(k, cur[k])
+  end
 end
-local keep = 0
-if lim1 > 0 then keep = ttl1 end
-if lim2 > 0 and ttl2 > keep then keep = ttl2 end
-local w = tonumber(st[4])
-if keep > 0 then
-  local low = lim1
-  if lim1 <= 0 or (lim2 > 0 and lim2 < low) then low = lim2 end
-  if w == nil or w >= low then w = redis.call('ZCARD', KEYS[1]) end
+local st = redis.call('HMGET', KEYS[1], '~seed', '~count', 'n:' .. num, 'd:' .. num,
+  '~s1', '~s2', '~w1', '~w2', fld[1], fld[2])
+-- Re-seed when the deadline passed or a ring counts in other sub-windows (the window's
+-- length changed): this caller takes the lease, the others count on meanwhile.
+local reseed = (tonumber(st[1]) or 0) < now
+local lease_args = {{'~seed', now + lease}}
+for k = 1, 2 do
+  if lim[k] > 0 then
+    if tonumber(st[4 + k]) ~= sub[k] then reseed = true end
+    lease_args[#lease_args + 1] = '~s' .. k
+    lease_args[#lease_args + 1] = sub[k]
+  end
 end
-local function window(lim, ttl, name)
-  if lim <= 0 or w < lim then return nil end
-  local lo = '(' .. (now - ttl)
-  local n = redis.call('ZCOUNT', KEYS[1], lo, '+inf')
-  if n < lim then return nil end
-  local e = redis.call('ZRANGEBYSCORE', KEYS[1], lo, '+inf', 'WITHSCORES', 'LIMIT', n - lim, 1)
-  return {name, tostring(tonumber(e[2]) + ttl)}
+if reseed then
+  redis.call('HSET', KEYS[1], unpack(lease_args))
+  redis.call('PEXPIRE', KEYS[1], lease + tonumber(ARGV[13]))
+  return {{'seed'}}
 end
-local r = window(lim1, ttl1, 'throttle_per_service_1')
-  or window(lim2, ttl2, 'throttle_per_service_2')
+local bound = {{}}
+local function window(k, name)
+  if lim[k] <= 0 then return nil end
+  local w = tonumber(st[6 + k])
+  if w ~= nil and w < lim[k] then bound[k] = w return nil end
+  local names = {{}}
+  for i = 0, RING - 1 do names[#names + 1] = 'w' .. k .. ':' .. i end
+  local vals = redis.call('HMGET', KEYS[1], unpack(names))
+  local lo, sum, live = math.floor((now - ttl[k]) / sub[k]), 0, {{}}
+  for i = 1, RING do
+    local b, c = parse(vals[i])
+    if b and b >= lo and c > 0 then
+      sum = sum + c
+      live[#live + 1] = {{b, c}}
+    end
+  end
+  bound[k] = sum
+  if sum < lim[k] then return nil end
+  table.sort(live, function(x, y) return x[1] < y[1] end)
+  for _, e in ipairs(live) do
+    sum = sum - e[2]
+    if sum < lim[k] then return {{name, tostring((e[1] + 1) * sub[k] + ttl[k])}} end
+  end
+  return {{name, ''}}
+end
+local r = window(1, 'throttle_per_service_1') or window(2, 'throttle_per_service_2')
 if r then return r end
-local days = {}
+local days = {{}}
 if n24 > 0 then
-  for ms in string.gmatch(st[6] or '', '%d+') do
+  for ms in string.gmatch(st[4] or '', '%d+') do
     if tonumber(ms) > now - 86400000 then days[#days + 1] = ms end
   end
   if #days >= n24 then
-    return {'throttle_per_number_24h', tostring(tonumber(days[#days - n24 + 1]) + 86400000)}
+    return {{'throttle_per_number_24h', tostring(tonumber(days[#days - n24 + 1]) + 86400000)}}
   end
 end
 local active = tonumber(st[3]) or 0
-if inq > 0 and active >= inq then return {'in_queue_checking', ''} end
+if inq > 0 and active >= inq then return {{'in_queue_checking', ''}} end
 local total = tonumber(st[2]) or 0
-if maxq > 0 and total >= maxq then return {'max_queued', ''} end
+if maxq > 0 and total >= maxq then return {{'max_queued', ''}} end
 local flag = ''
 if n24 > 0 then flag = '|d' end
-local args = {'i:' .. id, num .. '|' .. now .. flag, 'n:' .. num, active + 1, '~count', total + 1}
-if keep > 0 then
-  w = w + redis.call('ZADD', KEYS[1], now, id)
-  if now % 16 == 0 then
-    w = w - redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - keep)
+local args = {{'i:' .. id, num .. '|' .. now .. flag, 'n:' .. num, active + 1, '~count', total + 1}}
+for k = 1, 2 do
+  if lim[k] > 0 then
+    local b, c = parse(st[8 + k])
+    if b ~= cur[k] then c = 0 end
+    args[#args + 1] = fld[k]
+    args[#args + 1] = cur[k] .. ':' .. (c + 1)
+    args[#args + 1] = '~w' .. k
+    args[#args + 1] = bound[k] + 1
   end
-  if (tonumber(st[5]) or 0) < now + keep then
-    redis.call('PEXPIRE', KEYS[1], 2 * keep)
-    args[#args + 1] = '~wx'
-    args[#args + 1] = now + 2 * keep
-  end
-  args[#args + 1] = '~w'
-  args[#args + 1] = w
 end
 if n24 > 0 then
   days[#days + 1] = tostring(now)
   args[#args + 1] = 'd:' .. num
   args[#args + 1] = table.concat(days, ',')
 end
-redis.call('HSET', KEYS[2], unpack(args))
-return {'ok'}",
-    )
+redis.call('HSET', KEYS[1], unpack(args))
+return {{'ok'}}",
+    ))
 });
 
 /// Lua shared by release and give-back: drops one active callback from `act` (KEYS[n]).
@@ -325,7 +388,7 @@ local function release(act, id, extra)
   local v = redis.call('HGET', act, 'i:' .. id)
   if not v or v == '' then return 0 end
   local num, ms, flag = string.match(v, '^([^|]*)|?(%d*)|?(.*)$')
-  local st = redis.call('HMGET', act, 'n:' .. num, '~count', '~w', 'd:' .. num)
+  local st = redis.call('HMGET', act, 'n:' .. num, '~count', 'd:' .. num)
   local n = math.max((tonumber(st[1]) or 1) - 1, 0)
   local total = math.max((tonumber(st[2]) or 1) - 1, 0)
   local args = {'i:' .. id, '', 'n:' .. num, n, '~count', total}
@@ -357,22 +420,31 @@ return release(KEYS[1], ARGV[1])
 static RELEASE: LazyLock<Script> =
     LazyLock::new(|| Script::new(&format!("{RELEASE_BODY}\n{RELEASE_HINTED}")));
 
-/// Undoes an admission entirely (window entry, 24 h entry, active place). KEYS: win, act.
-/// ARGV: id.
+/// Undoes an admission entirely (its sub-window counts, 24 h entry, active place).
+/// KEYS: act. ARGV: id, sub1 ms, sub2 ms (0 = window off). A sub-window count is only taken
+/// back while the ring still counts in that sub-window length and holds that sub-window.
 static GIVE_BACK: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
-        "{RELEASE_BODY}
-local removed = redis.call('ZREM', KEYS[1], ARGV[1])
-return release(KEYS[2], ARGV[1], function(args, st, num, ms, flag)
-  if removed > 0 and st[3] then
-    args[#args + 1] = '~w'
-    args[#args + 1] = math.max(tonumber(st[3]) - removed, 0)
-    args[#args + 1] = '~wx'
-    args[#args + 1] = 0
+        "{RELEASE_BODY}{RING_BODY}
+return release(KEYS[1], ARGV[1], function(args, st, num, ms, flag)
+  local at, sub = tonumber(ms), {{tonumber(ARGV[2]), tonumber(ARGV[3])}}
+  if at then
+    local f = {{'~', '~'}}
+    for k = 1, 2 do
+      if sub[k] > 0 then f[k] = slot(k, math.floor(at / sub[k])) end
+    end
+    local r = redis.call('HMGET', KEYS[1], '~s1', '~s2', f[1], f[2])
+    for k = 1, 2 do
+      local b, c = parse(r[2 + k])
+      if sub[k] > 0 and tonumber(r[k]) == sub[k] and b == math.floor(at / sub[k]) and c > 0 then
+        args[#args + 1] = f[k]
+        args[#args + 1] = b .. ':' .. (c - 1)
+      end
+    end
   end
-  if flag == 'd' and st[4] then
+  if flag == 'd' and st[3] then
     local days, gone = {{}}, false
-    for e in string.gmatch(st[4], '%d+') do
+    for e in string.gmatch(st[3], '%d+') do
       if not gone and e == ms then gone = true else days[#days + 1] = e end
     end
     args[#args + 1] = 'd:' .. num
@@ -382,39 +454,53 @@ end)"
     ))
 });
 
-/// Merges the truth into the state. KEYS: win, act. ARGV: grace ms, period ms, keep ms,
-/// then the active count and (id, number, created ms) per active callback, then the recent
-/// count and (id, created ms, number if it counts in the number's 24 h window else "") per
-/// recent creation.
+/// Merges the truth into the state. KEYS: act. ARGV: grace ms, period ms, ttl1 ms, sub1 ms,
+/// ttl2 ms, sub2 ms (sub 0 = window off), then the active count and (id, number, created ms)
+/// per active callback, then the recent count and (id, created ms, number if it counts in
+/// the number's 24 h window else "") per recent creation.
+///
+/// The windows are rebuilt from the recent creations plus the admissions PostgreSQL does not
+/// show yet (an `i:` entry younger than the grace: its insert is in flight), so each
+/// admission is counted once, in the sub-window of its time (a time ahead of the Redis clock
+/// counts in the current one).
 static SEED: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
+    Script::new(&format!(
+        r"{RING_BODY}
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local grace, period, keep = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local grace, period = tonumber(ARGV[1]), tonumber(ARGV[2])
+local ttl, sub = {{tonumber(ARGV[3]), tonumber(ARGV[5])}}, {{tonumber(ARGV[4]), tonumber(ARGV[6])}}
 local day = now - 86400000
-local i = 4
-local truth = {}
+local i = 7
+local truth = {{}}
 for _ = 1, tonumber(ARGV[i]) do
   truth[ARGV[i + 1]] = ARGV[i + 2] .. '|' .. ARGV[i + 3]
   i = i + 3
 end
 i = i + 1
-local recent, days = {}, {}
+local recent, days, rings = {{}}, {{}}, {{{{}}, {{}}}}
 local function day_entry(num, ms)
   if num == '' or ms <= day then return end
-  days[num] = days[num] or {}
+  days[num] = days[num] or {{}}
   table.insert(days[num], ms)
+end
+local function admitted(ms)
+  for k = 1, 2 do
+    if sub[k] > 0 and ms > now - ttl[k] then
+      local b = math.min(math.floor(ms / sub[k]), math.floor(now / sub[k]))
+      rings[k][b] = (rings[k][b] or 0) + 1
+    end
+  end
 end
 for _ = 1, tonumber(ARGV[i]) do
   local id, ms, num = ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3]
   i = i + 3
   recent[id] = true
-  if keep > 0 and ms > now - keep then redis.call('ZADD', KEYS[1], 'NX', ms, id) end
+  admitted(ms)
   day_entry(num, ms)
 end
-local kept = {}
-local all = redis.call('HGETALL', KEYS[2])
+local kept = {{}}
+local all = redis.call('HGETALL', KEYS[1])
 for j = 1, #all, 2 do
   local f, v = all[j], all[j + 1]
   if string.sub(f, 1, 2) == 'i:' and v ~= '' then
@@ -422,18 +508,21 @@ for j = 1, #all, 2 do
     local num, ms, flag = string.match(v, '^([^|]*)|?(%d*)|?(.*)$')
     local added = tonumber(ms) or 0
     if truth[id] or added > now - grace then kept[id] = v end
-    -- An admission PostgreSQL does not show yet (insert in flight) still counts for its number.
-    if not recent[id] and flag == 'd' and added > now - grace then day_entry(num, added) end
+    -- An admission PostgreSQL does not show yet (insert in flight) still counts.
+    if not recent[id] and added > now - grace then
+      admitted(added)
+      if flag == 'd' then day_entry(num, added) end
+    end
   end
 end
 for id, v in pairs(truth) do
   if not kept[id] then kept[id] = v end
 end
-redis.call('DEL', KEYS[2])
-local counts, total, args = {}, 0, {}
+redis.call('DEL', KEYS[1])
+local counts, total, args = {{}}, 0, {{}}
 local function flush()
-  if #args > 0 then redis.call('HSET', KEYS[2], unpack(args)) end
-  args = {}
+  if #args > 0 then redis.call('HSET', KEYS[1], unpack(args)) end
+  args = {{}}
 end
 local function put(f, v)
   args[#args + 1] = f
@@ -451,22 +540,23 @@ for num, list in pairs(days) do
   table.sort(list)
   put('d:' .. num, table.concat(list, ','))
 end
-if keep > 0 then
-  local w = redis.call('ZCARD', KEYS[1])
-  put('~w', w)
-  if w > 0 then
-    redis.call('PEXPIRE', KEYS[1], 2 * keep)
-    put('~wx', now + 2 * keep)
-  else
-    put('~wx', 0)
+for k = 1, 2 do
+  if sub[k] > 0 then
+    local sum = 0
+    for b, c in pairs(rings[k]) do
+      put(slot(k, b), b .. ':' .. c)
+      sum = sum + c
+    end
+    put('~s' .. k, sub[k])
+    put('~w' .. k, sum)
   end
 end
 put('~count', total)
 put('~seed', now + period)
 flush()
-redis.call('PEXPIRE', KEYS[2], period + grace)
+redis.call('PEXPIRE', KEYS[1], period + grace)
 return total",
-    )
+    ))
 });
 
 fn text(v: &Value) -> Option<String> {
@@ -487,14 +577,15 @@ pub async fn check_and_count(
     limits: &Limits,
 ) -> RedisResult<Verdict> {
     let reply: Vec<Value> = CHECK
-        .key(tk.win())
         .key(tk.act())
         .arg(id.to_string())
         .arg(number)
         .arg(limits.per_service_1.0)
-        .arg(i64::from(limits.per_service_1.1) * 1000)
+        .arg(ttl_ms(limits.per_service_1))
+        .arg(limits.sub_ms(1))
         .arg(limits.per_service_2.0)
-        .arg(i64::from(limits.per_service_2.1) * 1000)
+        .arg(ttl_ms(limits.per_service_2))
+        .arg(limits.sub_ms(2))
         .arg(limits.per_number_24h)
         .arg(limits.in_queue)
         .arg(limits.max_queued)
@@ -539,12 +630,19 @@ pub async fn check_and_count(
     Ok(Verdict::Rejected(Rejection { limit, frees_at }))
 }
 
-/// Undoes the admission of `id` (its insert failed, or an idempotent replay answered instead).
-pub async fn give_back(conn: &mut RedisConn, tk: &ThrottleKeys, id: Uuid) -> RedisResult<()> {
+/// Undoes the admission of `id` (its insert failed, or an idempotent replay answered instead),
+/// admitted under `limits`.
+pub async fn give_back(
+    conn: &mut RedisConn,
+    tk: &ThrottleKeys,
+    limits: &Limits,
+    id: Uuid,
+) -> RedisResult<()> {
     GIVE_BACK
-        .key(tk.win())
         .key(tk.act())
         .arg(id.to_string())
+        .arg(limits.sub_ms(1))
+        .arg(limits.sub_ms(2))
         .invoke_async::<i64>(conn)
         .await
         .map(drop)
@@ -587,7 +685,7 @@ pub async fn release_number(
 /// One callback as the seed needs it.
 #[derive(Debug, Clone)]
 pub struct SeedEntry {
-    /// The callback, as counted in `T:act` and `T:win`.
+    /// The callback, as counted in `T:act`.
     pub id: Uuid,
     /// Throttle number key (E.164 digits, else digits as given).
     pub number: String,
@@ -609,10 +707,13 @@ pub async fn seed(
     period_s: u32,
 ) -> RedisResult<i64> {
     let mut inv = SEED.prepare_invoke();
-    inv.key(tk.win()).key(tk.act());
+    inv.key(tk.act());
     inv.arg(SEED_GRACE_MS)
         .arg(i64::from(period_s) * 1000)
-        .arg(limits.keep_ms())
+        .arg(ttl_ms(limits.per_service_1))
+        .arg(limits.sub_ms(1))
+        .arg(ttl_ms(limits.per_service_2))
+        .arg(limits.sub_ms(2))
         .arg(active.len());
     for e in active {
         inv.arg(e.id.to_string()).arg(&e.number).arg(e.created_ms);

@@ -20,6 +20,7 @@ mod attack_s24a;
 mod attack_s24b;
 mod attack_s25_ui;
 mod attack_s27_voice;
+mod attack_s28_windows;
 mod attack_specs;
 mod attack_tenants;
 mod availability;

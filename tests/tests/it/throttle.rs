@@ -227,13 +227,23 @@ async fn rejected_requests_consume_no_quota() {
     );
     // Each refusal left no trace in the window (3 admissions only).
     let mut redis = env.redis().await;
-    let win = format!("{{{}:thr:acme:s}}:win", env.id);
-    let entries: i64 = redis::cmd("ZCARD")
-        .arg(&win)
-        .query_async(&mut redis)
+    let act = format!("{{{}:thr:acme:s}}:act", env.id);
+    assert_eq!(window_count(&mut redis, &act, 1).await, 3);
+}
+
+/// The admissions window `k` of a service's throttle hash counts (its ring of sub-window
+/// counters, summed).
+async fn window_count(redis: &mut redis::aio::MultiplexedConnection, act: &str, k: u8) -> i64 {
+    let all: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
+        .arg(act)
+        .query_async(redis)
         .await
         .unwrap();
-    assert_eq!(entries, 3);
+    let prefix = format!("w{k}:");
+    all.iter()
+        .filter(|(f, _)| f.starts_with(&prefix))
+        .map(|(_, v)| v.rsplit(':').next().unwrap().parse::<i64>().unwrap())
+        .sum()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -256,7 +266,6 @@ async fn active_counts_heal_from_postgresql() {
     let tag = format!("{{{}:thr:acme:s}}", env.id);
     let _: i64 = redis::cmd("DEL")
         .arg(format!("{tag}:act"))
-        .arg(format!("{tag}:win"))
         .query_async(&mut redis)
         .await
         .unwrap();
@@ -383,8 +392,8 @@ async fn throttle_cost_per_create_is_small() {
     // The schedule index (create's other Redis write) is a plain pipeline, not a script.
     let throttle_scripts = calls("evalsha") + calls("eval");
     let tag = format!("{{{}:thr:acme:s}}", env.id);
-    // The numbers' 24 h lists live in `act` since the windows left their own keys.
-    let keys = [format!("{tag}:act"), format!("{tag}:win")];
+    // The numbers' 24 h lists and the windows' counters live in `act`.
+    let keys = [format!("{tag}:act")];
     let mut resident = 0i64; // lives as long as the callback is active
     let mut transient = 0i64; // expires with the windows (1 h, 24 h)
     for k in &keys {
@@ -398,13 +407,17 @@ async fn throttle_cost_per_create_is_small() {
             .unwrap();
         if k.ends_with(":act") {
             // The numbers' 24 h lists (`d:` fields) expire with their day, not with the
-            // callbacks: count their share of the hash (by fields) as transient.
+            // callbacks, and the windows' counters (`w1:`, `w2:`) are per service: count
+            // their share of the hash (by fields) as transient.
             let fields: Vec<String> = redis::cmd("HKEYS")
                 .arg(k)
                 .query_async(&mut redis)
                 .await
                 .unwrap();
-            let days = fields.iter().filter(|f| f.starts_with("d:")).count() as i64;
+            let days = fields
+                .iter()
+                .filter(|f| f.starts_with("d:") || f.starts_with('w'))
+                .count() as i64;
             let all = (fields.len() as i64).max(1);
             let b = b.unwrap_or(0);
             transient += b * days / all;

@@ -65,18 +65,18 @@ pub async fn check_number(
 /// Quota reserved for one callback; give it back when the callback is not inserted after all.
 #[derive(Debug)]
 #[must_use = "give the reservation back when the insert does not happen"]
-pub struct Reservation(Option<(ThrottleKeys, Uuid)>);
+pub struct Reservation(Option<(ThrottleKeys, Limits, Uuid)>);
 
 impl Reservation {
     /// Returns the reserved quota (the callback was not inserted). Best effort: a failure is
     /// logged and left to the next re-seed.
     pub async fn give_back(self, state: &AppState) {
-        let Some((tk, id)) = self.0 else {
+        let Some((tk, limits, id)) = self.0 else {
             return;
         };
         let result = async {
             let mut conn = state.redis.conn().await?;
-            throttle::give_back(&mut conn, &tk, id).await
+            throttle::give_back(&mut conn, &tk, &limits, id).await
         }
         .await;
         if let Err(e) = result {
@@ -106,7 +106,7 @@ pub async fn reserve(
     for _ in 0..2 {
         match throttle::check_and_count(&mut conn, &tk, cb.id, &number.key, &limits).await {
             Err(e) => return Ok(fail_open(ctx, e)),
-            Ok(Verdict::Admitted) => return Ok(Reservation(Some((tk, cb.id)))),
+            Ok(Verdict::Admitted) => return Ok(Reservation(Some((tk, limits, cb.id)))),
             Ok(Verdict::Rejected(r)) => return Err(rejected(ctx, &number.key, &r)),
             Ok(Verdict::NeedsSeed) => {
                 if let Err(e) = seed(ctx, client, &mut conn, &tk, &limits).await? {

@@ -184,10 +184,8 @@ pub(crate) async fn memory_by_kind(url: &str, prefix: &str, per: f64) -> String 
             "in-flight claims"
         } else if k.contains(":sched:") {
             "schedule index"
-        } else if k.ends_with(":win") {
-            "throttle windows (lapse after throttle_ttl_2)"
         } else if k.ends_with(":act") {
-            "active-callback hash (throttles)"
+            "throttle hash (active callbacks, window counters)"
         } else if k.contains(":q:") {
             "queue views"
         } else {

@@ -1,0 +1,230 @@
+//! Attacks on the service windows counted in sub-window rings (docs/throttling.md, "Sliding
+//! windows in sub-windows"): the promise is never more than N admissions in any T seconds,
+//! whatever the load, the number of replicas, a changed window length, a lost or old-format
+//! hash.
+
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use harness::{Engage, TestEnv};
+use serde_json::json;
+
+fn env() -> TestEnv {
+    TestEnv::new().with("API_KEY_RATE_PER_SECOND", "0")
+}
+
+/// A valid US number, distinct per `i` (0..10000).
+fn number(i: usize) -> String {
+    format!("+1 202 555 {:04}", i % 10_000)
+}
+
+/// The Redis admission times (ms) of the service's active callbacks, sorted: the `i:` fields
+/// of its throttle hash (`<number>|<ms>[|d]`).
+async fn admission_times(env: &TestEnv, service: &str) -> Vec<i64> {
+    let mut redis = env.redis().await;
+    let act = format!("{{{}:thr:acme:{service}}}:act", env.id);
+    let all: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
+        .arg(&act)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let mut times: Vec<i64> = all
+        .iter()
+        .filter(|(f, v)| f.starts_with("i:") && !v.is_empty())
+        .map(|(_, v)| v.split('|').nth(1).unwrap().parse().unwrap())
+        .collect();
+    times.sort_unstable();
+    times
+}
+
+/// The largest number of `times` (ms, sorted) inside any window of `ttl_ms`.
+fn most_in_any_window(times: &[i64], ttl_ms: i64) -> usize {
+    let mut most = 0;
+    let mut lo = 0;
+    for hi in 0..times.len() {
+        while times[hi] - times[lo] >= ttl_ms {
+            lo += 1;
+        }
+        most = most.max(hi - lo + 1);
+    }
+    most
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_window_of_t_seconds_ever_holds_more_than_n_under_sustained_load_on_two_replicas() {
+    let env = env();
+    let a = Engage::start(&env, &[]).await;
+    let b = Engage::start(&env, &[]).await;
+    let key = a
+        .provision(
+            "acme",
+            "s",
+            json!({"throttle_per_service_1": 6, "throttle_ttl_1": 2,
+                   "throttle_per_service_2": 20, "throttle_ttl_2": 7,
+                   "throttle_per_number_24h": 0, "in_queue_checking": false}),
+        )
+        .await;
+    // 9 s of bursts of 8 concurrent creates on both replicas: far above both limits.
+    let start = Instant::now();
+    let (mut admitted, mut refused, mut i) = (0, 0, 0);
+    while start.elapsed() < Duration::from_secs(9) {
+        let calls = (0..8).map(|j| {
+            let target = if j % 2 == 0 { &a } else { &b };
+            target
+                .create(&key)
+                .service("s")
+                .phone(&number(i + j))
+                .send()
+        });
+        for (code, body) in join_all(calls).await {
+            match code {
+                200 => admitted += 1,
+                429 => refused += 1,
+                _ => panic!("{code} {body}"),
+            }
+        }
+        i += 8;
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    let times = admission_times(&env, "s").await;
+    assert_eq!(times.len(), admitted, "every admission is one callback");
+    assert!(refused > 0);
+    let in_2s = most_in_any_window(&times, 2_000);
+    let in_7s = most_in_any_window(&times, 7_000);
+    println!(
+        "{admitted} admitted, {refused} refused; most in any 2 s: {in_2s} (limit 6), in any 7 s: {in_7s} (limit 20)"
+    );
+    assert!(in_2s <= 6, "{in_2s} admissions in one 2 s window");
+    assert!(in_7s <= 20, "{in_7s} admissions in one 7 s window");
+    // Conservative by at most one sub-window, not more: the long window admits its 20 in
+    // 9 s (the short one alone would allow 27).
+    assert!(admitted >= 20, "only {admitted} admitted in 9 s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_window_length_keeps_counting_what_was_admitted() {
+    let env = env();
+    let a = Engage::start(&env, &[]).await;
+    let settings = |ttl: u32| {
+        json!({"throttle_per_service_1": 4, "throttle_ttl_1": ttl,
+               "throttle_per_number_24h": 0, "in_queue_checking": false})
+    };
+    let key = a.provision("acme", "s", settings(300)).await;
+    for n in 0..4 {
+        let (code, body) = a.create(&key).service("s").phone(&number(n)).send().await;
+        assert_eq!(code, 200, "{body}");
+    }
+    // A longer window (other sub-windows): the 4 admissions still count, from PostgreSQL.
+    a.service("acme", "s", settings(600)).await;
+    let (code, body) = a.create(&key).service("s").phone(&number(10)).send().await;
+    assert_eq!(code, 429, "{body}");
+    // A shorter one that still covers them: the same.
+    a.service("acme", "s", settings(120)).await;
+    let (code, body) = a.create(&key).service("s").phone(&number(11)).send().await;
+    assert_eq!(code, 429, "{body}");
+    let msg = body["status"]["message"].as_str().unwrap();
+    assert!(msg.starts_with("throttle_per_service_1"), "{msg}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_windows_rebuild_from_postgresql_after_redis_loses_them() {
+    let env = env();
+    let a = Engage::start(&env, &[]).await;
+    let key = a
+        .provision(
+            "acme",
+            "s",
+            json!({"throttle_per_service_1": 3, "throttle_per_number_24h": 0,
+                   "in_queue_checking": false}),
+        )
+        .await;
+    for n in 0..3 {
+        assert_eq!(
+            a.create(&key).service("s").phone(&number(n)).send().await.0,
+            200
+        );
+    }
+    let mut redis = env.redis().await;
+    let act = format!("{{{}:thr:acme:s}}:act", env.id);
+    // The hash of an older release: no sub-window length, the old bound fields.
+    let _: i64 = redis::cmd("HDEL")
+        .arg(&act)
+        .arg("~s1")
+        .arg("w1:0")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let (code, body) = a.create(&key).service("s").phone(&number(7)).send().await;
+    assert_eq!(code, 429, "old-format hash: {body}");
+    // Redis loses the hash altogether.
+    let _: i64 = redis::cmd("DEL")
+        .arg(&act)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let (code, body) = a.create(&key).service("s").phone(&number(8)).send().await;
+    assert_eq!(code, 429, "lost hash: {body}");
+    // Ring counters wiped but the bound left: the bound is only an upper bound, the ring is
+    // rebuilt at the next re-seed, which forcing the deadline brings now.
+    let _: () = redis::cmd("HSET")
+        .arg(&act)
+        .arg("~seed")
+        .arg(0)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let (code, body) = a.create(&key).service("s").phone(&number(9)).send().await;
+    assert_eq!(code, 429, "re-seeded: {body}");
+    assert_eq!(admission_times(&env, "s").await.len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_creates_during_a_reseed_are_counted_once() {
+    let env = env();
+    let a = Engage::start(&env, &[]).await;
+    let b = Engage::start(&env, &[]).await;
+    let key = a
+        .provision(
+            "acme",
+            "s",
+            json!({"throttle_per_service_1": 30, "throttle_per_number_24h": 0,
+                   "in_queue_checking": false}),
+        )
+        .await;
+    let mut redis = env.redis().await;
+    let act = format!("{{{}:thr:acme:s}}:act", env.id);
+    let mut admitted = 0;
+    for round in 0..6 {
+        // Every round forces a re-seed in the middle of 10 concurrent creates.
+        let force = async {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            let _: () = redis::cmd("HSET")
+                .arg(&act)
+                .arg("~seed")
+                .arg(0)
+                .query_async(&mut redis.clone())
+                .await
+                .unwrap();
+        };
+        let calls = (0..10).map(|j| {
+            let target = if j % 2 == 0 { &a } else { &b };
+            target
+                .create(&key)
+                .service("s")
+                .phone(&number(round * 10 + j))
+                .send()
+        });
+        let (results, ()) = tokio::join!(join_all(calls), force);
+        admitted += results.iter().filter(|(c, _)| *c == 200).count();
+    }
+    assert_eq!(admitted, 30, "exactly the limit, re-seeds or not");
+    let _: () = redis::cmd("HSET")
+        .arg(&act)
+        .arg("~seed")
+        .arg(0)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let (code, body) = a.create(&key).service("s").phone(&number(99)).send().await;
+    assert_eq!(code, 429, "{body}");
+}
