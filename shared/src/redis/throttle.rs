@@ -367,6 +367,10 @@ for k = 1, 2 do
     args[#args + 1] = cur[k] .. ':' .. (c + 1)
     args[#args + 1] = '~w' .. k
     args[#args + 1] = bound[k] + 1
+  elseif tonumber(st[4 + k]) ~= 0 then
+    -- The window is off and its ring stops counting: when it is on again, re-seed.
+    args[#args + 1] = '~s' .. k
+    args[#args + 1] = 0
   end
 end
 if n24 > 0 then
@@ -492,27 +496,34 @@ local function admitted(ms)
     end
   end
 end
+local held = {{}}
+local all = redis.call('HGETALL', KEYS[1])
+for j = 1, #all, 2 do
+  local f, v = all[j], all[j + 1]
+  if string.sub(f, 1, 2) == 'i:' and v ~= '' then held[string.sub(f, 3)] = v end
+end
+local function admission_ms(v)
+  return tonumber(string.match(v, '^[^|]*|(%d+)')) or 0
+end
 for _ = 1, tonumber(ARGV[i]) do
   local id, ms, num = ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3]
   i = i + 3
   recent[id] = true
+  -- Counted at the later of PostgreSQL's creation time and Redis's admission time: a
+  -- PostgreSQL clock behind Redis's must not age an admission out early.
+  if held[id] then ms = math.max(ms, admission_ms(held[id])) end
   admitted(ms)
   day_entry(num, ms)
 end
 local kept = {{}}
-local all = redis.call('HGETALL', KEYS[1])
-for j = 1, #all, 2 do
-  local f, v = all[j], all[j + 1]
-  if string.sub(f, 1, 2) == 'i:' and v ~= '' then
-    local id = string.sub(f, 3)
-    local num, ms, flag = string.match(v, '^([^|]*)|?(%d*)|?(.*)$')
-    local added = tonumber(ms) or 0
-    if truth[id] or added > now - grace then kept[id] = v end
-    -- An admission PostgreSQL does not show yet (insert in flight) still counts.
-    if not recent[id] and added > now - grace then
-      admitted(added)
-      if flag == 'd' then day_entry(num, added) end
-    end
+for id, v in pairs(held) do
+  local num, ms, flag = string.match(v, '^([^|]*)|?(%d*)|?(.*)$')
+  local added = tonumber(ms) or 0
+  if truth[id] or added > now - grace then kept[id] = v end
+  -- An admission PostgreSQL does not show yet (insert in flight) still counts.
+  if not recent[id] and added > now - grace then
+    admitted(added)
+    if flag == 'd' then day_entry(num, added) end
   end
 end
 for id, v in pairs(truth) do
@@ -541,13 +552,13 @@ for num, list in pairs(days) do
   put('d:' .. num, table.concat(list, ','))
 end
 for k = 1, 2 do
+  put('~s' .. k, sub[k])
   if sub[k] > 0 then
     local sum = 0
     for b, c in pairs(rings[k]) do
       put(slot(k, b), b .. ':' .. c)
       sum = sum + c
     end
-    put('~s' .. k, sub[k])
     put('~w' .. k, sum)
   end
 end

@@ -228,3 +228,35 @@ async fn concurrent_creates_during_a_reseed_are_counted_once() {
     let (code, body) = a.create(&key).service("s").phone(&number(99)).send().await;
     assert_eq!(code, 429, "{body}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_window_switched_off_and_on_again_counts_what_it_missed() {
+    let env = env();
+    let a = Engage::start(&env, &[]).await;
+    let settings = |lim1: u32| {
+        json!({"throttle_per_service_1": lim1, "throttle_ttl_1": 300,
+               "throttle_per_service_2": 100, "throttle_ttl_2": 3600,
+               "throttle_per_number_24h": 0, "in_queue_checking": false})
+    };
+    let key = a.provision("acme", "s", settings(3)).await;
+    for n in 0..3 {
+        assert_eq!(
+            a.create(&key).service("s").phone(&number(n)).send().await.0,
+            200
+        );
+    }
+    // Window 1 off: the second window alone counts these.
+    a.service("acme", "s", settings(0)).await;
+    for n in 3..8 {
+        assert_eq!(
+            a.create(&key).service("s").phone(&number(n)).send().await.0,
+            200
+        );
+    }
+    // On again at 6: the 8 admissions of the last 300 s are over it.
+    a.service("acme", "s", settings(6)).await;
+    let (code, body) = a.create(&key).service("s").phone(&number(9)).send().await;
+    assert_eq!(code, 429, "{body}");
+    let msg = body["status"]["message"].as_str().unwrap();
+    assert!(msg.starts_with("throttle_per_service_1"), "{msg}");
+}
