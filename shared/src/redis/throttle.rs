@@ -43,8 +43,10 @@
 //! recent creations plus the admissions whose insert is still in flight ([`seed`]). Entries PostgreSQL does not know are dropped unless younger than
 //! [`SEED_GRACE_MS`] (a create whose insert is still in flight), so a lost release or a crash
 //! between reservation and insert heals within one period, and a flushed Redis rebuilds
-//! itself on first use. Only one caller per service seeds at a time (a short lease); the
-//! others keep counting meanwhile.
+//! itself on first use. Only one caller per service seeds at a time (a short lease, `~lease`);
+//! the others keep counting meanwhile when the rings can count, and wait ([`Verdict::Busy`])
+//! when they cannot (a lost hash, a window switched on again). A ring counted in another
+//! window length is converted in place, never re-seeded (docs/throttling.md).
 
 use std::sync::LazyLock;
 
@@ -239,6 +241,9 @@ pub enum Verdict {
     Rejected(Rejection),
     /// This caller must re-seed from PostgreSQL ([`seed`]) and ask again; nothing counted.
     NeedsSeed,
+    /// Another caller is re-seeding state that cannot count meanwhile (lost, or a window
+    /// switched on again): ask again shortly; nothing counted.
+    Busy,
 }
 
 /// Slots in each window's ring of sub-window counters: a window of `T` is counted in
@@ -299,28 +304,60 @@ for k = 1, 2 do
   end
 end
 local st = redis.call('HMGET', KEYS[1], '~seed', '~count', 'n:' .. num, 'd:' .. num,
-  '~s1', '~s2', '~w1', '~w2', fld[1], fld[2])
--- Re-seed when the deadline passed or a ring counts in other sub-windows (the window's
--- length changed): this caller takes the lease, the others count on meanwhile.
-local reseed = (tonumber(st[1]) or 0) < now
-local lease_args = {{'~seed', now + lease}}
+  '~s1', '~s2', '~w1', '~w2', fld[1], fld[2], '~lease')
+-- Rings are usable when each window's ring counts in some sub-window length (a length from
+-- other settings is converted below); a lost hash or a window switched on again is not.
+local rings_ok, other = true, {{}}
 for k = 1, 2 do
   if lim[k] > 0 then
-    if tonumber(st[4 + k]) ~= sub[k] then reseed = true end
-    lease_args[#lease_args + 1] = '~s' .. k
-    lease_args[#lease_args + 1] = sub[k]
+    local s = tonumber(st[4 + k])
+    if not s or s <= 0 then rings_ok = false elseif s ~= sub[k] then other[k] = s end
   end
 end
-if reseed then
-  redis.call('HSET', KEYS[1], unpack(lease_args))
-  redis.call('PEXPIRE', KEYS[1], lease + tonumber(ARGV[13]))
-  return {{'seed'}}
+local stale = (tonumber(st[1]) or 0) < now
+if stale or not rings_ok then
+  -- One caller re-seeds (the lease); meanwhile the others count on when the rings are
+  -- usable, and wait when they are not. Before its deadline the hash already lives long
+  -- enough; past it (or lost), it must outlive the lease.
+  if (tonumber(st[11]) or 0) < now then
+    redis.call('HSET', KEYS[1], '~lease', now + lease)
+    if stale then redis.call('PEXPIRE', KEYS[1], lease + tonumber(ARGV[13])) end
+    return {{'seed'}}
+  end
+  if not rings_ok then return {{'busy'}} end
 end
+-- Rewrites ring k, counted in sub-windows of `old` ms, in this caller's sub-windows: each
+-- count moves to the sub-window holding the last instant of its old one (never earlier, so
+-- never out of the window sooner); every slot is rewritten, so no count stays in old units.
+local function convert(k, old)
+  local names = {{}}
+  for i = 0, RING - 1 do names[#names + 1] = 'w' .. k .. ':' .. i end
+  local vals = redis.call('HMGET', KEYS[1], unpack(names))
+  local lo, counts, sum = math.floor((now - ttl[k]) / sub[k]), {{}}, 0
+  for i = 1, RING do
+    local b, c = parse(vals[i])
+    if b and c > 0 then
+      local nb = math.min(math.floor(((b + 1) * old - 1) / sub[k]), cur[k])
+      if nb >= lo then
+        counts[nb] = (counts[nb] or 0) + c
+        sum = sum + c
+      end
+    end
+  end
+  local args = {{'~s' .. k, sub[k], '~w' .. k, sum}}
+  for i = 0, RING - 1 do args[#args + 1] = 'w' .. k .. ':' .. i args[#args + 1] = '0:0' end
+  for b, c in pairs(counts) do args[2 * (3 + b % RING)] = b .. ':' .. c end
+  redis.call('HSET', KEYS[1], unpack(args))
+  st[6 + k], st[8 + k] = sum, (counts[cur[k]] and (cur[k] .. ':' .. counts[cur[k]])) or nil
+end
+for k, old in pairs(other) do convert(k, old) end
 local bound = {{}}
+-- Window k's refusal (name, when a slot frees) or nil; sums the ring only when its bound
+-- says it could be full.
 local function window(k, name)
   if lim[k] <= 0 then return nil end
   local w = tonumber(st[6 + k])
-  if w ~= nil and w < lim[k] then bound[k] = w return nil end
+  if w ~= nil and w >= 0 and w < lim[k] then bound[k] = w return nil end
   local names = {{}}
   for i = 0, RING - 1 do names[#names + 1] = 'w' .. k .. ':' .. i end
   local vals = redis.call('HMGET', KEYS[1], unpack(names))
@@ -337,21 +374,27 @@ local function window(k, name)
   table.sort(live, function(x, y) return x[1] < y[1] end)
   for _, e in ipairs(live) do
     sum = sum - e[2]
-    if sum < lim[k] then return {{name, tostring((e[1] + 1) * sub[k] + ttl[k])}} end
+    if sum < lim[k] then return {{name, (e[1] + 1) * sub[k] + ttl[k]}} end
   end
-  return {{name, ''}}
+  return {{name, now + ttl[k]}}
 end
-local r = window(1, 'throttle_per_service_1') or window(2, 'throttle_per_service_2')
-if r then return r end
 local days = {{}}
-if n24 > 0 then
+local function per_number()
+  if n24 <= 0 then return nil end
   for ms in string.gmatch(st[4] or '', '%d+') do
     if tonumber(ms) > now - 86400000 then days[#days + 1] = ms end
   end
-  if #days >= n24 then
-    return {{'throttle_per_number_24h', tostring(tonumber(days[#days - n24 + 1]) + 86400000)}}
-  end
+  if #days < n24 then return nil end
+  return {{'throttle_per_number_24h', tonumber(days[#days - n24 + 1]) + 86400000}}
 end
+-- Every timed limit is checked, and the one that frees last answers: at its time every
+-- other timed limit has freed too.
+local refusal
+for _, r in ipairs({{window(1, 'throttle_per_service_1') or false,
+    window(2, 'throttle_per_service_2') or false, per_number() or false}}) do
+  if r and (not refusal or r[2] > refusal[2]) then refusal = r end
+end
+if refusal then return {{refusal[1], string.format('%d', refusal[2])}} end
 local active = tonumber(st[3]) or 0
 if inq > 0 and active >= inq then return {{'in_queue_checking', ''}} end
 local total = tonumber(st[2]) or 0
@@ -613,6 +656,7 @@ pub async fn check_and_count(
     let limit = match word.as_str() {
         "ok" => return Ok(Verdict::Admitted),
         "seed" => return Ok(Verdict::NeedsSeed),
+        "busy" => return Ok(Verdict::Busy),
         "throttle_per_service_1" => Limit::PerService1 {
             limit: limits.per_service_1.0,
             ttl: limits.per_service_1.1,

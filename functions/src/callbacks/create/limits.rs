@@ -87,6 +87,11 @@ impl Reservation {
     }
 }
 
+/// How often a create asks again while another caller re-seeds, and how long it waits
+/// between asks: a re-seed takes milliseconds; after these the create re-seeds itself.
+const BUSY_ROUNDS: u32 = 50;
+const BUSY_WAIT: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// Checks every create-time limit of the service and reserves quota for `cb` (a limit
 /// reached is [`Error::LimitReached`]). Redis failing: no reservation, the create goes ahead
 /// (fail open). PostgreSQL failing while re-seeding fails the create.
@@ -102,17 +107,28 @@ pub async fn reserve(
         Ok(conn) => conn,
         Err(e) => return Ok(fail_open(ctx, e)),
     };
-    // At most one re-seed: asked twice in a row, the state vanished meanwhile.
-    for _ in 0..2 {
-        match throttle::check_and_count(&mut conn, &tk, cb.id, &number.key, &limits).await {
-            Err(e) => return Ok(fail_open(ctx, e)),
-            Ok(Verdict::Admitted) => return Ok(Reservation(Some((tk, limits, cb.id)))),
-            Ok(Verdict::Rejected(r)) => return Err(rejected(ctx, &number.key, &r)),
-            Ok(Verdict::NeedsSeed) => {
-                if let Err(e) = seed(ctx, client, &mut conn, &tk, &limits).await? {
-                    return Ok(fail_open(ctx, e));
-                }
+    // At most one re-seed by this caller: asked again after it, the state vanished
+    // meanwhile. While another caller re-seeds, wait for it, then re-seed here.
+    let mut seeded = false;
+    for round in 0..=BUSY_ROUNDS {
+        let must_seed =
+            match throttle::check_and_count(&mut conn, &tk, cb.id, &number.key, &limits).await {
+                Err(e) => return Ok(fail_open(ctx, e)),
+                Ok(Verdict::Admitted) => return Ok(Reservation(Some((tk, limits, cb.id)))),
+                Ok(Verdict::Rejected(r)) => return Err(rejected(ctx, &number.key, &r)),
+                Ok(Verdict::NeedsSeed) => true,
+                Ok(Verdict::Busy) => round == BUSY_ROUNDS,
+            };
+        if must_seed && seeded {
+            break;
+        }
+        if must_seed {
+            if let Err(e) = seed(ctx, client, &mut conn, &tk, &limits).await? {
+                return Ok(fail_open(ctx, e));
             }
+            seeded = true;
+        } else {
+            tokio::time::sleep(BUSY_WAIT).await;
         }
     }
     let vanished = ::redis::RedisError::from((
