@@ -9,7 +9,8 @@
 //!   counts in the number's 24 h window; `""` = released);
 //! - `n:<number>` → active count of that number, `d:<number>` → the number's immediate
 //!   admissions of the last 24 h (comma-separated ms), `~count` → active total (for
-//!   `max_queued`), `~seed` → until when the hash counts as checked against PostgreSQL;
+//!   `max_queued`), `~seed` → until when the hash counts as checked against PostgreSQL,
+//!   `~lease` → until when one caller's re-seed runs;
 //! - per service window `k` (1, 2): a ring of 61 sub-window counters `w<k>:<slot>` →
 //!   `<sub-window>:<admissions>`, `~s<k>` → the sub-window length it counts in (ms), `~w<k>`
 //!   → an upper bound of the window's count.
