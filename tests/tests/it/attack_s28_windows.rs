@@ -9,38 +9,62 @@ use futures::future::join_all;
 use harness::{Engage, TestEnv};
 use serde_json::json;
 
-fn env() -> TestEnv {
+pub(super) fn env() -> TestEnv {
     TestEnv::new().with("API_KEY_RATE_PER_SECOND", "0")
 }
 
 /// A valid US number, distinct per `i` (0..10000).
-fn number(i: usize) -> String {
+pub(super) fn number(i: usize) -> String {
     format!("+1 202 555 {:04}", i % 10_000)
 }
 
-/// The Redis admission times (ms) of the service's active callbacks, sorted: the `i:` fields
-/// of its throttle hash (`<number>|<ms>[|d]`).
-async fn admission_times(env: &TestEnv, service: &str) -> Vec<i64> {
+/// The throttle hash of `service` of tenant `acme`.
+pub(super) fn act(env: &TestEnv, service: &str) -> String {
+    format!("{{{}:thr:acme:{service}}}:act", env.id)
+}
+
+/// (id field, Redis admission ms) of the service's live `i:` entries (`<number>|<ms>[|d]`).
+pub(super) async fn admission_ids(env: &TestEnv, service: &str) -> Vec<(String, i64)> {
     let mut redis = env.redis().await;
-    let act = format!("{{{}:thr:acme:{service}}}:act", env.id);
     let all: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
-        .arg(&act)
+        .arg(act(env, service))
         .query_async(&mut redis)
         .await
         .unwrap();
-    let mut times: Vec<i64> = all
-        .iter()
+    all.into_iter()
         .filter(|(f, v)| f.starts_with("i:") && !v.is_empty())
-        .map(|(_, v)| v.split('|').nth(1).unwrap().parse().unwrap())
+        .filter_map(|(f, v)| Some((f, v.split('|').nth(1)?.parse().ok()?)))
+        .collect()
+}
+
+/// The Redis admission times (ms) of the service's active callbacks, sorted.
+async fn admission_times(env: &TestEnv, service: &str) -> Vec<i64> {
+    let mut times: Vec<i64> = admission_ids(env, service)
+        .await
+        .into_iter()
+        .map(|(_, ms)| ms)
         .collect();
     times.sort_unstable();
     times
 }
 
+/// Creates `n` callbacks on service `s` through `a` (numbers 0..n), each admitted.
+pub(super) async fn admit(a: &Engage, key: &str, n: usize) {
+    for i in 0..n {
+        let (code, body) = a.create(key).service("s").phone(&number(i)).send().await;
+        assert_eq!(code, 200, "{body}");
+    }
+}
+
+/// Service settings with window 1 only (`limit` per `ttl` s; no per-number limits).
+pub(super) fn window1(limit: u32, ttl: u32) -> serde_json::Value {
+    json!({"throttle_per_service_1": limit, "throttle_ttl_1": ttl,
+           "throttle_per_number_24h": 0, "in_queue_checking": false})
+}
+
 /// The largest number of `times` (ms, sorted) inside any window of `ttl_ms`.
-fn most_in_any_window(times: &[i64], ttl_ms: i64) -> usize {
-    let mut most = 0;
-    let mut lo = 0;
+pub(super) fn most_in_any_window(times: &[i64], ttl_ms: i64) -> usize {
+    let (mut most, mut lo) = (0, 0);
     for hi in 0..times.len() {
         while times[hi] - times[lo] >= ttl_ms {
             lo += 1;
@@ -110,10 +134,7 @@ async fn a_changed_window_length_keeps_counting_what_was_admitted() {
                "throttle_per_number_24h": 0, "in_queue_checking": false})
     };
     let key = a.provision("acme", "s", settings(300)).await;
-    for n in 0..4 {
-        let (code, body) = a.create(&key).service("s").phone(&number(n)).send().await;
-        assert_eq!(code, 200, "{body}");
-    }
+    admit(&a, &key, 4).await;
     // A longer window (other sub-windows): the 4 admissions still count, from PostgreSQL.
     a.service("acme", "s", settings(600)).await;
     let (code, body) = a.create(&key).service("s").phone(&number(10)).send().await;
@@ -138,14 +159,9 @@ async fn the_windows_rebuild_from_postgresql_after_redis_loses_them() {
                    "in_queue_checking": false}),
         )
         .await;
-    for n in 0..3 {
-        assert_eq!(
-            a.create(&key).service("s").phone(&number(n)).send().await.0,
-            200
-        );
-    }
+    admit(&a, &key, 3).await;
     let mut redis = env.redis().await;
-    let act = format!("{{{}:thr:acme:s}}:act", env.id);
+    let act = act(&env, "s");
     // The hash of an older release: no sub-window length, the old bound fields.
     let _: i64 = redis::cmd("HDEL")
         .arg(&act)
@@ -198,7 +214,7 @@ async fn concurrent_creates_during_a_reseed_are_counted_once() {
         )
         .await;
     let mut redis = env.redis().await;
-    let act = format!("{{{}:thr:acme:s}}:act", env.id);
+    let act = act(&env, "s");
     let mut admitted = 0;
     for round in 0..6 {
         // Every round forces a re-seed in the middle of 10 concurrent creates.
@@ -245,12 +261,7 @@ async fn a_window_switched_off_and_on_again_counts_what_it_missed() {
                "throttle_per_number_24h": 0, "in_queue_checking": false})
     };
     let key = a.provision("acme", "s", settings(3)).await;
-    for n in 0..3 {
-        assert_eq!(
-            a.create(&key).service("s").phone(&number(n)).send().await.0,
-            200
-        );
-    }
+    admit(&a, &key, 3).await;
     // Window 1 off: the second window alone counts these.
     a.service("acme", "s", settings(0)).await;
     for n in 3..8 {

@@ -12,44 +12,9 @@ use harness::{Engage, TestEnv, local, wire};
 use jiff::{Timestamp, ToSpan};
 use serde_json::{Value, json};
 
-fn env() -> TestEnv {
-    TestEnv::new().with("API_KEY_RATE_PER_SECOND", "0")
-}
-
-/// A valid US number, distinct per `i` (0..10000).
-fn number(i: usize) -> String {
-    format!("+1 202 555 {:04}", i % 10_000)
-}
-
-fn act(env: &TestEnv, service: &str) -> String {
-    format!("{{{}:thr:acme:{service}}}:act", env.id)
-}
-
-/// (id, Redis admission ms) of the service's live `i:` entries.
-async fn admission_ids(env: &TestEnv, service: &str) -> Vec<(String, i64)> {
-    let mut redis = env.redis().await;
-    let all: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
-        .arg(act(env, service))
-        .query_async(&mut redis)
-        .await
-        .unwrap();
-    all.into_iter()
-        .filter(|(f, v)| f.starts_with("i:") && !v.is_empty())
-        .filter_map(|(f, v)| Some((f, v.split('|').nth(1)?.parse().ok()?)))
-        .collect()
-}
-
-/// The largest number of `times` (ms, sorted) inside any window of `ttl_ms`.
-fn most_in_any_window(times: &[i64], ttl_ms: i64) -> usize {
-    let (mut most, mut lo) = (0, 0);
-    for hi in 0..times.len() {
-        while times[hi] - times[lo] >= ttl_ms {
-            lo += 1;
-        }
-        most = most.max(hi - lo + 1);
-    }
-    most
-}
+use super::attack_s28_windows::{
+    act, admission_ids, admit, env, most_in_any_window, number, window1,
+};
 
 /// `n` concurrent creates alternating between `a` and `b`; returns (admitted, refused) and
 /// panics on anything but 200/429.
@@ -102,8 +67,8 @@ async fn sleep_until(t: Timestamp) {
 }
 
 // Held at 34bc596 (broke at 18e4843, found independently and fixed there: a window switched
-// off now sets `~s<k>` = 0). Was: window 1 switched off while window 2 stays on, then switched back on with the same
-// length within THROTTLE_RESEED_SECONDS. While a window is off, CHECK neither counts into its
+// off now sets `~s<k>` = 0). Was: window 1 switched off while window 2 stays on, then
+// switched back on with the same length within THROTTLE_RESEED_SECONDS. While a window is off, CHECK neither counts into its
 // ring nor its bound `~w1`, but leaves `~s1` in the hash; switched back on, `~s1` still equals
 // the sub-window length, so no re-seed happens and the stale ring (missing everything admitted
 // meanwhile) is trusted: up to N more pass although N were admitted in the last T seconds. A
@@ -147,7 +112,8 @@ async fn attack_s28b_window_off_then_on_again_forgets_what_was_admitted_meanwhil
     );
 }
 
-// Broke on 34bc596, fixed (lease and busy wait, ring conversion): the service's hash is lost (it expires THROTTLE_RESEED_SECONDS + 120 s after its last
+// Broke on 34bc596 (fixed: lease and busy wait, ring conversion).
+// the service's hash is lost (it expires THROTTLE_RESEED_SECONDS + 120 s after its last
 // seed, e.g. after an idle spell shorter than throttle_ttl_2, or Redis loses it) while the
 // window is full, then a burst arrives on two replicas. The first CHECK takes the seed lease
 // (`~seed` = now + 10 s) and writes `~s1`; every concurrent CHECK during the seeder's
@@ -158,18 +124,8 @@ async fn attack_s28b_a_burst_while_a_lost_hash_is_reseeded_passes_a_full_window(
     let env = env();
     let a = Engage::start(&env, &[]).await;
     let b = Engage::start(&env, &[]).await;
-    let key = a
-        .provision(
-            "acme",
-            "s",
-            json!({"throttle_per_service_1": 5, "throttle_ttl_1": 600,
-                   "throttle_per_number_24h": 0, "in_queue_checking": false}),
-        )
-        .await;
-    for n in 0..5 {
-        let (code, body) = a.create(&key).service("s").phone(&number(n)).send().await;
-        assert_eq!(code, 200, "{body}");
-    }
+    let key = a.provision("acme", "s", window1(5, 600)).await;
+    admit(&a, &key, 5).await;
     let mut redis = env.redis().await;
     let mut admitted = 0;
     for round in 0..5 {
@@ -189,7 +145,8 @@ async fn attack_s28b_a_burst_while_a_lost_hash_is_reseeded_passes_a_full_window(
     );
 }
 
-// Broke on 34bc596, fixed (lease and busy wait, ring conversion): a shorter throttle_ttl_1 (new, smaller sub-window) mid-traffic. The CHECK that sees
+// Broke on 34bc596 (fixed: lease and busy wait, ring conversion).
+// a shorter throttle_ttl_1 (new, smaller sub-window) mid-traffic. The CHECK that sees
 // `~s1` differ takes the lease and writes the new `~s1` at once, before the ring is rebuilt;
 // concurrent CHECKs read the old ring's sub-window numbers (counted in the longer unit, so
 // far below the new `lo`) as expired and are admitted until the seed lands.
@@ -198,15 +155,9 @@ async fn attack_s28b_a_burst_right_after_a_shorter_window_passes_a_full_window()
     let env = env();
     let a = Engage::start(&env, &[]).await;
     let b = Engage::start(&env, &[]).await;
-    let settings = |ttl: u32| {
-        json!({"throttle_per_service_1": 5, "throttle_ttl_1": ttl,
-               "throttle_per_number_24h": 0, "in_queue_checking": false})
-    };
+    let settings = |ttl: u32| window1(5, ttl);
     let key = a.provision("acme", "s", settings(900)).await;
-    for n in 0..5 {
-        let (code, body) = a.create(&key).service("s").phone(&number(n)).send().await;
-        assert_eq!(code, 200, "{body}");
-    }
+    admit(&a, &key, 5).await;
     let mut admitted = 0;
     // Each step shortens the window (all still cover the 5 admissions), then lengthens it.
     for (round, ttl) in [120, 900, 110, 800, 100, 700, 90].into_iter().enumerate() {
@@ -221,7 +172,8 @@ async fn attack_s28b_a_burst_right_after_a_shorter_window_passes_a_full_window()
     );
 }
 
-// Broke on 34bc596, fixed (lease and busy wait, ring conversion): two replicas hold different settings for up to CACHE_TTL_MS after a change
+// Broke on 34bc596 (fixed: lease and busy wait, ring conversion).
+// two replicas hold different settings for up to CACHE_TTL_MS after a change
 // (the service cache). A `~s1` mismatch forces a re-seed regardless of the lease, so each
 // replica's CHECK flips `~s1` back to its own sub-window length and re-seeds; a caller asked
 // to seed twice in a row fails open (admitted without limits), and callers between a flip and
@@ -231,10 +183,7 @@ async fn attack_s28b_replicas_with_different_cached_window_lengths() {
     let env = env();
     let a = Engage::start(&env, &[]).await;
     let b = Engage::start(&env, &[]).await;
-    let settings = |ttl: u32| {
-        json!({"throttle_per_service_1": 5, "throttle_ttl_1": ttl,
-               "throttle_per_number_24h": 0, "in_queue_checking": false})
-    };
+    let settings = |ttl: u32| window1(5, ttl);
     let key = a.provision("acme", "s", settings(600)).await;
     // Fill the window on both replicas (both cache ttl 600).
     for n in 0..5 {
@@ -267,7 +216,8 @@ async fn attack_s28b_replicas_with_different_cached_window_lengths() {
     );
 }
 
-// Broke (pre-existing, also in the ZSET design; fixed: the timed refusal that frees last answers): both windows full. CHECK returns at the
+// Broke before, also in the ZSET design (fixed: the timed refusal that frees last answers).
+// both windows full. CHECK returns at the
 // first full window (`window(1) or window(2)`), so the announced time is when window 1 frees
 // up, while window 2 still refuses then: "the retry time is when a request would pass" fails.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -311,14 +261,7 @@ async fn attack_s28b_retry_time_when_both_windows_are_full() {
 async fn attack_s28b_retry_time_is_future_and_a_request_then_passes() {
     let env = env();
     let a = Engage::start(&env, &[]).await;
-    let key = a
-        .provision(
-            "acme",
-            "s",
-            json!({"throttle_per_service_1": 3, "throttle_ttl_1": 2,
-                   "throttle_per_number_24h": 0, "in_queue_checking": false}),
-        )
-        .await;
+    let key = a.provision("acme", "s", window1(3, 2)).await;
     a.service(
         "acme",
         "one",
@@ -378,14 +321,7 @@ async fn attack_s28b_one_second_window_under_forced_reseeds() {
     let env = env();
     let a = Engage::start(&env, &[]).await;
     let b = Engage::start(&env, &[]).await;
-    let key = a
-        .provision(
-            "acme",
-            "s",
-            json!({"throttle_per_service_1": 2, "throttle_ttl_1": 1,
-                   "throttle_per_number_24h": 0, "in_queue_checking": false}),
-        )
-        .await;
+    let key = a.provision("acme", "s", window1(2, 1)).await;
     let start = Instant::now();
     let mut i = 0;
     let mut admitted = 0;
@@ -503,10 +439,7 @@ async fn attack_s28b_garbage_in_the_hash_never_yields_a_5xx() {
                    "max_queued": 100}),
         )
         .await;
-    for n in 0..2 {
-        let (code, body) = a.create(&key).service("s").phone(&number(n)).send().await;
-        assert_eq!(code, 200, "{body}");
-    }
+    admit(&a, &key, 2).await;
     let garbage = [
         ("~s1", "1e999"),
         ("~s2", "nan"),
@@ -634,7 +567,8 @@ async fn attack_s28b_extreme_window_lengths() {
     }
 }
 
-// Broke on 34bc596, fixed (lease and busy wait, ring conversion): on a Redis cluster too (the same lease race as
+// Broke on 34bc596 (fixed: lease and busy wait, ring conversion).
+// on a Redis cluster too (the same lease race as
 // `attack_s28b_a_burst_right_after_a_shorter_window_passes_a_full_window`): the first burst is
 // exact (10 of 30), but right after throttle_ttl_1 300 -> 200 s a burst admits 10 more.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -644,10 +578,7 @@ async fn attack_s28b_cluster_exact_across_a_changed_window_length() {
         .with("REDIS_CLUSTER", "true");
     let a = Engage::start(&env, &[]).await;
     let b = Engage::start(&env, &[]).await;
-    let settings = |ttl: u32| {
-        json!({"throttle_per_service_1": 10, "throttle_ttl_1": ttl,
-               "throttle_per_number_24h": 0, "in_queue_checking": false})
-    };
+    let settings = |ttl: u32| window1(10, ttl);
     let key = a.provision("acme", "s", settings(300)).await;
     assert_eq!(burst(&a, &b, &key, "s", 30, 0).await, 10);
     a.service("acme", "s", settings(200)).await;
