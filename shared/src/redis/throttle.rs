@@ -532,10 +532,15 @@ local function day_entry(num, ms)
   days[num] = days[num] or {{}}
   table.insert(days[num], ms)
 end
-local function admitted(ms)
+-- Counts an admission at `ms`; `late`: a time PostgreSQL gave (the creating transaction's
+-- start, which may precede the admission, and another host's clock) counts one sub-window
+-- later, never earlier than the admission was.
+local function admitted(ms, late)
   for k = 1, 2 do
-    if sub[k] > 0 and ms > now - ttl[k] then
-      local b = math.min(math.floor(ms / sub[k]), math.floor(now / sub[k]))
+    local at = ms
+    if late then at = ms + sub[k] end
+    if sub[k] > 0 and at > now - ttl[k] then
+      local b = math.min(math.floor(at / sub[k]), math.floor(now / sub[k]))
       rings[k][b] = (rings[k][b] or 0) + 1
     end
   end
@@ -553,10 +558,15 @@ for _ = 1, tonumber(ARGV[i]) do
   local id, ms, num = ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3]
   i = i + 3
   recent[id] = true
-  -- Counted at the later of PostgreSQL's creation time and Redis's admission time: a
-  -- PostgreSQL clock behind Redis's must not age an admission out early.
-  if held[id] then ms = math.max(ms, admission_ms(held[id])) end
-  admitted(ms)
+  -- Counted at Redis's admission time when the hash still holds it (the later of the two:
+  -- a PostgreSQL clock behind Redis's must not age an admission out early), else at
+  -- PostgreSQL's creation time one sub-window late.
+  if held[id] then
+    ms = math.max(ms, admission_ms(held[id]))
+    admitted(ms, false)
+  else
+    admitted(ms, true)
+  end
   day_entry(num, ms)
 end
 local kept = {{}}
@@ -566,7 +576,7 @@ for id, v in pairs(held) do
   if truth[id] or added > now - grace then kept[id] = v end
   -- An admission PostgreSQL does not show yet (insert in flight) still counts.
   if not recent[id] and added > now - grace then
-    admitted(added)
+    admitted(added, false)
     if flag == 'd' then day_entry(num, added) end
   end
 end

@@ -277,3 +277,46 @@ async fn a_window_switched_off_and_on_again_counts_what_it_missed() {
     let msg = body["status"]["message"].as_str().unwrap();
     assert!(msg.starts_with("throttle_per_service_1"), "{msg}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_lost_hash_no_admission_leaves_its_window_early() {
+    let env = env();
+    let a = Engage::start(&env, &[]).await;
+    let key = a.provision("acme", "s", window1(2, 2)).await;
+    // Creates with an Idempotency-Key: their insert's transaction begins before the admission,
+    // so PostgreSQL's creation time precedes Redis's admission time.
+    for n in 0..2 {
+        let (code, body) = a
+            .create(&key)
+            .service("s")
+            .phone(&number(n))
+            .idempotency_key(&format!("lost-{n}"))
+            .send()
+            .await;
+        assert_eq!(code, 200, "{body}");
+    }
+    let first = admission_times(&env, "s").await[0];
+    let mut redis = env.redis().await;
+    let _: i64 = redis::cmd("DEL")
+        .arg(act(&env, "s"))
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    // Rebuilt from PostgreSQL alone: the next admission comes no sooner than the first one
+    // leaves the 2 s window.
+    for n in 2.. {
+        let (code, body) = a.create(&key).service("s").phone(&number(n)).send().await;
+        match code {
+            429 => tokio::time::sleep(Duration::from_millis(5)).await,
+            200 => break,
+            _ => panic!("{code} {body}"),
+        }
+    }
+    let times = admission_times(&env, "s").await;
+    let last = *times.last().unwrap();
+    assert!(
+        last >= first + 2_000,
+        "admitted {} ms after the first admission (window 2 s)",
+        last - first
+    );
+}
