@@ -6,7 +6,8 @@
 //! One hash, `{<prefix>:thr:<tenant>:<service>}:act` (`T:act`), so every script touches a
 //! single cluster slot:
 //! - `i:<id>` → `<number>|<ms>` per active (not COMPLETED) callback (`|d` appended when it
-//!   counts in the number's 24 h window; `""` = released);
+//!   counts in the number's 24 h window); a release prefixes `~` (the admission still counts
+//!   in the windows at a re-seed), a give-back empties it;
 //! - `n:<number>` → active count of that number, `d:<number>` → the number's immediate
 //!   admissions of the last 24 h (comma-separated ms), `~count` → active total (for
 //!   `max_queued`), `~seed` → until when the hash counts as checked against PostgreSQL,
@@ -308,11 +309,20 @@ local st = redis.call('HMGET', KEYS[1], '~seed', '~count', 'n:' .. num, 'd:' .. 
   '~s1', '~s2', '~w1', '~w2', fld[1], fld[2], '~lease')
 -- Rings are usable when each window's ring counts in some sub-window length (a length from
 -- other settings is converted below); a lost hash or a window switched on again is not.
+-- A ring counted in longer sub-windows (a shorter window now) is converted below: it holds
+-- all the new window needs. A lengthened window needs admissions the ring no longer holds,
+-- and a length no settings give (at least 17 ms, whole) means the hash was altered: re-seed.
 local rings_ok, other = true, {{}}
 for k = 1, 2 do
   if lim[k] > 0 then
     local s = tonumber(st[4 + k])
-    if not s or s <= 0 then rings_ok = false elseif s ~= sub[k] then other[k] = s end
+    if s ~= sub[k] then
+      if s and s > sub[k] and s >= 17 and s == math.floor(s) and s < 1e12 then
+        other[k] = s
+      else
+        rings_ok = false
+      end
+    end
   end
 end
 local stale = (tonumber(st[1]) or 0) < now
@@ -320,7 +330,8 @@ if stale or not rings_ok then
   -- One caller re-seeds (the lease); meanwhile the others count on when the rings are
   -- usable, and wait when they are not. Before its deadline the hash already lives long
   -- enough; past it (or lost), it must outlive the lease.
-  if (tonumber(st[11]) or 0) < now then
+  local held = tonumber(st[11])
+  if not (held and held >= now and held <= now + lease) then
     redis.call('HSET', KEYS[1], '~lease', now + lease)
     if stale then redis.call('PEXPIRE', KEYS[1], lease + tonumber(ARGV[13])) end
     return {{'seed'}}
@@ -428,18 +439,19 @@ return {{'ok'}}",
 });
 
 /// Lua shared by release and give-back: drops one active callback from `act` (KEYS[n]).
-/// The callback's field is overwritten with an empty tombstone and a number's count may drop
-/// to 0, all in one `HSET` (a `HDEL` would cost a second write); the next re-seed or the
-/// hash's expiry clears both. `extra` = more field/value pairs for the same `HSET`.
+/// The callback's field is overwritten with a tombstone (`~` + its value; empty for a
+/// give-back) and a number's count may drop to 0, all in one `HSET` (a `HDEL` would cost a
+/// second write); the next re-seed or the hash's expiry clears both. `extra` = more field/value pairs for the same `HSET`.
 const RELEASE_BODY: &str = r"
+local function gone(v) return not v or v == '' or string.sub(v, 1, 1) == '~' end
 local function release(act, id, extra)
   local v = redis.call('HGET', act, 'i:' .. id)
-  if not v or v == '' then return 0 end
+  if gone(v) then return 0 end
   local num, ms, flag = string.match(v, '^([^|]*)|?(%d*)|?(.*)$')
   local st = redis.call('HMGET', act, 'n:' .. num, '~count', 'd:' .. num)
   local n = math.max((tonumber(st[1]) or 1) - 1, 0)
   local total = math.max((tonumber(st[2]) or 1) - 1, 0)
-  local args = {'i:' .. id, '', 'n:' .. num, n, '~count', total}
+  local args = {'i:' .. id, '~' .. v, 'n:' .. num, n, '~count', total}
   if extra then extra(args, st, num, ms, flag) end
   redis.call('HSET', act, unpack(args))
   return 1
@@ -453,11 +465,11 @@ const RELEASE_HINTED: &str = r"
 local function release_hinted(act, id, hint)
   local st = redis.call('HMGET', act, 'i:' .. id, 'n:' .. hint, '~count')
   local v = st[1]
-  if not v or v == '' then return 0 end
+  if gone(v) then return 0 end
   if string.match(v, '^([^|]*)') ~= hint then return release(act, id) end
   local n = math.max((tonumber(st[2]) or 1) - 1, 0)
   local total = math.max((tonumber(st[3]) or 1) - 1, 0)
-  redis.call('HSET', act, 'i:' .. id, '', 'n:' .. hint, n, '~count', total)
+  redis.call('HSET', act, 'i:' .. id, '~' .. v, 'n:' .. hint, n, '~count', total)
   return 1
 end
 if ARGV[2] ~= '' then return release_hinted(KEYS[1], ARGV[1], ARGV[2]) end
@@ -475,6 +487,7 @@ static GIVE_BACK: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         "{RELEASE_BODY}{RING_BODY}
 return release(KEYS[1], ARGV[1], function(args, st, num, ms, flag)
+  args[2] = ''
   local at, sub = tonumber(ms), {{tonumber(ARGV[2]), tonumber(ARGV[3])}}
   if at then
     local f = {{'~', '~'}}
@@ -552,7 +565,7 @@ for j = 1, #all, 2 do
   if string.sub(f, 1, 2) == 'i:' and v ~= '' then held[string.sub(f, 3)] = v end
 end
 local function admission_ms(v)
-  return tonumber(string.match(v, '^[^|]*|(%d+)')) or 0
+  return tonumber(string.match(v, '^~?[^|]*|(%d+)')) or 0
 end
 for _ = 1, tonumber(ARGV[i]) do
   local id, ms, num = ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3]
@@ -571,11 +584,14 @@ for _ = 1, tonumber(ARGV[i]) do
 end
 local kept = {{}}
 for id, v in pairs(held) do
-  local num, ms, flag = string.match(v, '^([^|]*)|?(%d*)|?(.*)$')
+  local released = string.sub(v, 1, 1) == '~'
+  local num, ms, flag = string.match(v, '^~?([^|]*)|?(%d*)|?(.*)$')
   local added = tonumber(ms) or 0
-  if truth[id] or added > now - grace then kept[id] = v end
-  -- An admission PostgreSQL does not show yet (insert in flight) still counts.
-  if not recent[id] and added > now - grace then
+  if not released and (truth[id] or added > now - grace) then kept[id] = v end
+  -- An admission PostgreSQL does not show yet still counts in the windows: its insert is in
+  -- flight, or it was inserted and released after this seed's snapshot (a released one's
+  -- tombstone keeps its admission).
+  if not recent[id] and (released or added > now - grace) then
     admitted(added, false)
     if flag == 'd' then day_entry(num, added) end
   end

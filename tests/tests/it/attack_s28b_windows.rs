@@ -273,8 +273,10 @@ async fn attack_s28b_retry_time_is_future_and_a_request_then_passes() {
     for service in ["s", "one"] {
         for _ in 0..4 {
             // Fill the window.
-            let body = loop {
+            let (body, now) = loop {
                 i += 1;
+                // The announced time is after the refusal, not necessarily after its arrival.
+                let sent = Timestamp::now();
                 let (code, body) = a
                     .create(&key)
                     .service(service)
@@ -283,12 +285,11 @@ async fn attack_s28b_retry_time_is_future_and_a_request_then_passes() {
                     .await;
                 match code {
                     200 => continue,
-                    429 => break body,
+                    429 => break (body, sent),
                     _ => panic!("{code} {body}"),
                 }
             };
             let at = retry_after(&body);
-            let now = Timestamp::now();
             assert!(
                 at > now,
                 "announced {at} at {now}: {}",

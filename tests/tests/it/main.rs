@@ -22,6 +22,7 @@ mod attack_s25_ui;
 mod attack_s27_voice;
 mod attack_s28_windows;
 mod attack_s28b_windows;
+mod attack_s28c_windows;
 mod attack_specs;
 mod attack_tenants;
 mod availability;

@@ -108,28 +108,27 @@ pub async fn reserve(
         Err(e) => return Ok(fail_open(ctx, e)),
     };
     // At most one re-seed by this caller: asked again after it, the state vanished
-    // meanwhile. While another caller re-seeds, wait for it, then re-seed here.
-    let mut seeded = false;
-    for round in 0..=BUSY_ROUNDS {
-        let must_seed =
-            match throttle::check_and_count(&mut conn, &tk, cb.id, &number.key, &limits).await {
-                Err(e) => return Ok(fail_open(ctx, e)),
-                Ok(Verdict::Admitted) => return Ok(Reservation(Some((tk, limits, cb.id)))),
-                Ok(Verdict::Rejected(r)) => return Err(rejected(ctx, &number.key, &r)),
-                Ok(Verdict::NeedsSeed) => true,
-                Ok(Verdict::Busy) => round == BUSY_ROUNDS,
-            };
-        if must_seed && seeded {
-            break;
-        }
-        if must_seed {
-            if let Err(e) = seed(ctx, client, &mut conn, &tk, &limits).await? {
-                return Ok(fail_open(ctx, e));
+    // meanwhile. While another caller re-seeds, wait for it; when it takes too long, re-seed
+    // here and ask once more.
+    let (mut seeded, mut waits) = (false, 0);
+    loop {
+        let verdict = throttle::check_and_count(&mut conn, &tk, cb.id, &number.key, &limits).await;
+        match verdict {
+            Err(e) => return Ok(fail_open(ctx, e)),
+            Ok(Verdict::Admitted) => return Ok(Reservation(Some((tk, limits, cb.id)))),
+            Ok(Verdict::Rejected(r)) => return Err(rejected(ctx, &number.key, &r)),
+            Ok(Verdict::Busy) if waits < BUSY_ROUNDS => {
+                waits += 1;
+                tokio::time::sleep(BUSY_WAIT).await;
+                continue;
             }
-            seeded = true;
-        } else {
-            tokio::time::sleep(BUSY_WAIT).await;
+            Ok(Verdict::NeedsSeed | Verdict::Busy) if seeded => break,
+            Ok(Verdict::NeedsSeed | Verdict::Busy) => {}
         }
+        if let Err(e) = seed(ctx, client, &mut conn, &tk, &limits).await? {
+            return Ok(fail_open(ctx, e));
+        }
+        seeded = true;
     }
     let vanished = ::redis::RedisError::from((
         ::redis::ErrorKind::Client,
