@@ -47,8 +47,9 @@
 //! between reservation and insert heals within one period, and a flushed Redis rebuilds
 //! itself on first use. Only one caller per service seeds at a time (a short lease, `~lease`);
 //! the others keep counting meanwhile when the rings can count, and wait ([`Verdict::Busy`])
-//! when they cannot (a lost hash, a window switched on again). A ring counted in another
-//! window length is converted in place, never re-seeded (docs/throttling.md).
+//! when they cannot (a lost hash, a window switched on again, a longer window). A ring
+//! counted in longer sub-windows (a shorter window) counts as it is, conservatively, until
+//! the next re-seed (docs/throttling.md).
 
 use std::sync::LazyLock;
 
@@ -241,11 +242,12 @@ pub enum Verdict {
     Admitted,
     /// Refused; nothing counted.
     Rejected(Rejection),
-    /// This caller must re-seed from PostgreSQL ([`seed`]) and ask again; nothing counted.
-    NeedsSeed,
+    /// This caller must re-seed from PostgreSQL ([`seed`], passing this Redis time) and ask
+    /// again; nothing counted.
+    NeedsSeed(i64),
     /// Another caller is re-seeding state that cannot count meanwhile (lost, or a window
-    /// switched on again): ask again shortly; nothing counted.
-    Busy,
+    /// switched on again): ask again shortly, or re-seed with this Redis time; nothing counted.
+    Busy(i64),
 }
 
 /// Slots in each window's ring of sub-window counters: a window of `T` is counted in
@@ -307,24 +309,22 @@ for k = 1, 2 do
 end
 local st = redis.call('HMGET', KEYS[1], '~seed', '~count', 'n:' .. num, 'd:' .. num,
   '~s1', '~s2', '~w1', '~w2', fld[1], fld[2], '~lease')
--- Rings are usable when each window's ring counts in some sub-window length (a length from
--- other settings is converted below); a lost hash or a window switched on again is not.
--- A ring counted in longer sub-windows (a shorter window now) is converted below: it holds
--- all the new window needs. A lengthened window needs admissions the ring no longer holds,
--- and a length no settings give (at least 17 ms, whole) means the hash was altered: re-seed.
-local rings_ok, other = true, {{}}
+-- A ring counted in longer sub-windows (a shorter window now, or another replica's cached
+-- settings) is counted as it is, conservatively, until the next re-seed rebuilds it in this
+-- caller's. A ring in shorter ones (a longer window) lacks older admissions, and a length no
+-- settings give (at least 17 ms, whole) means the hash was altered: both re-seed.
+local rings_ok, unit = true, {{}}
 for k = 1, 2 do
   if lim[k] > 0 then
     local s = tonumber(st[4 + k])
-    if s ~= sub[k] then
-      if s and s > sub[k] and s >= 17 and s == math.floor(s) and s < 1e12 then
-        other[k] = s
-      else
-        rings_ok = false
-      end
+    unit[k] = s
+    if s ~= sub[k] and not (s and s > sub[k] and s == math.floor(s) and s < 1e12) then
+      rings_ok = false
     end
   end
 end
+-- A hash without a seed deadline was lost (or never seeded): nothing in it counts yet.
+if not st[1] then rings_ok = false end
 local stale = (tonumber(st[1]) or 0) < now
 if stale or not rings_ok then
   -- One caller re-seeds (the lease); meanwhile the others count on when the rings are
@@ -334,35 +334,18 @@ if stale or not rings_ok then
   if not (held and held >= now and held <= now + lease) then
     redis.call('HSET', KEYS[1], '~lease', now + lease)
     if stale then redis.call('PEXPIRE', KEYS[1], lease + tonumber(ARGV[13])) end
-    return {{'seed'}}
+    return {{'seed', string.format('%d', now)}}
   end
-  if not rings_ok then return {{'busy'}} end
+  if not rings_ok then return {{'busy', string.format('%d', now)}} end
 end
--- Rewrites ring k, counted in sub-windows of `old` ms, in this caller's sub-windows: each
--- count moves to the sub-window holding the last instant of its old one (never earlier, so
--- never out of the window sooner); every slot is rewritten, so no count stays in old units.
-local function convert(k, old)
-  local names = {{}}
-  for i = 0, RING - 1 do names[#names + 1] = 'w' .. k .. ':' .. i end
-  local vals = redis.call('HMGET', KEYS[1], unpack(names))
-  local lo, counts, sum = math.floor((now - ttl[k]) / sub[k]), {{}}, 0
-  for i = 1, RING do
-    local b, c = parse(vals[i])
-    if b and c > 0 then
-      local nb = math.min(math.floor(((b + 1) * old - 1) / sub[k]), cur[k])
-      if nb >= lo then
-        counts[nb] = (counts[nb] or 0) + c
-        sum = sum + c
-      end
-    end
+-- In a ring of another unit, the current sub-window is another slot.
+for k = 1, 2 do
+  if lim[k] > 0 and unit[k] ~= sub[k] then
+    cur[k] = math.floor(now / unit[k])
+    fld[k] = slot(k, cur[k])
+    st[8 + k] = redis.call('HGET', KEYS[1], fld[k])
   end
-  local args = {{'~s' .. k, sub[k], '~w' .. k, sum}}
-  for i = 0, RING - 1 do args[#args + 1] = 'w' .. k .. ':' .. i args[#args + 1] = '0:0' end
-  for b, c in pairs(counts) do args[2 * (3 + b % RING)] = b .. ':' .. c end
-  redis.call('HSET', KEYS[1], unpack(args))
-  st[6 + k], st[8 + k] = sum, (counts[cur[k]] and (cur[k] .. ':' .. counts[cur[k]])) or nil
 end
-for k, old in pairs(other) do convert(k, old) end
 local bound = {{}}
 -- Window k's refusal (name, when a slot frees) or nil; sums the ring only when its bound
 -- says it could be full.
@@ -373,7 +356,7 @@ local function window(k, name)
   local names = {{}}
   for i = 0, RING - 1 do names[#names + 1] = 'w' .. k .. ':' .. i end
   local vals = redis.call('HMGET', KEYS[1], unpack(names))
-  local lo, sum, live = math.floor((now - ttl[k]) / sub[k]), 0, {{}}
+  local lo, sum, live = math.floor((now - ttl[k]) / unit[k]), 0, {{}}
   for i = 1, RING do
     local b, c = parse(vals[i])
     if b and b >= lo and c > 0 then
@@ -381,12 +364,13 @@ local function window(k, name)
       live[#live + 1] = {{b, c}}
     end
   end
-  bound[k] = sum
+  -- Only the ring's own window's sum bounds every window counted in it (the longest).
+  if unit[k] == sub[k] then bound[k] = sum end
   if sum < lim[k] then return nil end
   table.sort(live, function(x, y) return x[1] < y[1] end)
   for _, e in ipairs(live) do
     sum = sum - e[2]
-    if sum < lim[k] then return {{name, (e[1] + 1) * sub[k] + ttl[k]}} end
+    if sum < lim[k] then return {{name, (e[1] + 1) * unit[k] + ttl[k]}} end
   end
   return {{name, now + ttl[k]}}
 end
@@ -420,8 +404,11 @@ for k = 1, 2 do
     if b ~= cur[k] then c = 0 end
     args[#args + 1] = fld[k]
     args[#args + 1] = cur[k] .. ':' .. (c + 1)
-    args[#args + 1] = '~w' .. k
-    args[#args + 1] = bound[k] + 1
+    local w = bound[k] or tonumber(st[6 + k])
+    if w then
+      args[#args + 1] = '~w' .. k
+      args[#args + 1] = w + 1
+    end
   elseif tonumber(st[4 + k]) ~= 0 then
     -- The window is off and its ring stops counting: when it is on again, re-seed.
     args[#args + 1] = '~s' .. k
@@ -516,7 +503,9 @@ end)"
 });
 
 /// Merges the truth into the state. KEYS: act. ARGV: grace ms, period ms, ttl1 ms, sub1 ms,
-/// ttl2 ms, sub2 ms (sub 0 = window off), then the active count and (id, number, created ms)
+/// ttl2 ms, sub2 ms (sub 0 = window off), the Redis time the admission asked for this seed
+/// (a seed asked before the last one applied is older: it returns -1 and changes nothing),
+/// then the active count and (id, number, created ms)
 /// per active callback, then the recent count and (id, created ms, number if it counts in
 /// the number's 24 h window else "") per recent creation.
 ///
@@ -529,10 +518,10 @@ static SEED: LazyLock<Script> = LazyLock::new(|| {
         r"{RING_BODY}
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local grace, period = tonumber(ARGV[1]), tonumber(ARGV[2])
+local grace, period, asked = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[7])
 local ttl, sub = {{tonumber(ARGV[3]), tonumber(ARGV[5])}}, {{tonumber(ARGV[4]), tonumber(ARGV[6])}}
 local day = now - 86400000
-local i = 7
+local i = 8
 local truth = {{}}
 for _ = 1, tonumber(ARGV[i]) do
   truth[ARGV[i + 1]] = ARGV[i + 2] .. '|' .. ARGV[i + 3]
@@ -558,11 +547,19 @@ local function admitted(ms, late)
     end
   end
 end
-local held = {{}}
+local held, ended = {{}}, {{}}
 local all = redis.call('HGETALL', KEYS[1])
 for j = 1, #all, 2 do
   local f, v = all[j], all[j + 1]
-  if string.sub(f, 1, 2) == 'i:' and v ~= '' then held[string.sub(f, 3)] = v end
+  if string.sub(f, 1, 2) == 'i:' then
+    local id = string.sub(f, 3)
+    -- A tombstone (released, or given back) is newer than any snapshot that shows the
+    -- callback active: the snapshot was read before the release.
+    if v == '' or string.sub(v, 1, 1) == '~' then ended[id] = true end
+    if v ~= '' then held[id] = v end
+  elseif f == '~asked' and tonumber(v) and tonumber(v) > asked and tonumber(v) <= now then
+    return -1
+  end
 end
 local function admission_ms(v)
   return tonumber(string.match(v, '^~?[^|]*|(%d+)')) or 0
@@ -597,7 +594,7 @@ for id, v in pairs(held) do
   end
 end
 for id, v in pairs(truth) do
-  if not kept[id] then kept[id] = v end
+  if not kept[id] and not ended[id] then kept[id] = v end
 end
 redis.call('DEL', KEYS[1])
 local counts, total, args = {{}}, 0, {{}}
@@ -633,6 +630,7 @@ for k = 1, 2 do
   end
 end
 put('~count', total)
+put('~asked', asked)
 put('~seed', now + period)
 flush()
 redis.call('PEXPIRE', KEYS[1], period + grace)
@@ -682,8 +680,8 @@ pub async fn check_and_count(
         .and_then(|ms| Timestamp::from_millisecond(ms).ok());
     let limit = match word.as_str() {
         "ok" => return Ok(Verdict::Admitted),
-        "seed" => return Ok(Verdict::NeedsSeed),
-        "busy" => return Ok(Verdict::Busy),
+        "seed" => return Ok(Verdict::NeedsSeed(asked(&reply))),
+        "busy" => return Ok(Verdict::Busy(asked(&reply))),
         "throttle_per_service_1" => Limit::PerService1 {
             limit: limits.per_service_1.0,
             ttl: limits.per_service_1.1,
@@ -710,6 +708,15 @@ pub async fn check_and_count(
         }
     };
     Ok(Verdict::Rejected(Rejection { limit, frees_at }))
+}
+
+/// The Redis time a `seed` or `busy` answer carries (0 when missing: the oldest).
+fn asked(reply: &[Value]) -> i64 {
+    reply
+        .get(1)
+        .and_then(text)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
 }
 
 /// Undoes the admission of `id` (its insert failed, or an idempotent replay answered instead),
@@ -779,14 +786,16 @@ pub struct SeedEntry {
 
 /// Merges the truth from PostgreSQL into the service's state: `active` = its callbacks not
 /// COMPLETED, `recent` = its creations of the last `max(window, 24 h)`. Returns the active
-/// count now held. `period_s` = seconds until the next re-seed.
+/// count now held, or -1 when a seed asked later was applied already (nothing changed).
+/// `period_s` = seconds until the next re-seed; `asked_ms` = the Redis time of the answer that
+/// asked for it ([`Verdict::NeedsSeed`], [`Verdict::Busy`]).
 pub async fn seed(
     conn: &mut RedisConn,
     tk: &ThrottleKeys,
     limits: &Limits,
     active: &[SeedEntry],
     recent: &[SeedEntry],
-    period_s: u32,
+    (period_s, asked_ms): (u32, i64),
 ) -> RedisResult<i64> {
     let mut inv = SEED.prepare_invoke();
     inv.key(tk.act());
@@ -796,6 +805,7 @@ pub async fn seed(
         .arg(limits.sub_ms(1))
         .arg(ttl_ms(limits.per_service_2))
         .arg(limits.sub_ms(2))
+        .arg(asked_ms)
         .arg(active.len());
     for e in active {
         inv.arg(e.id.to_string()).arg(&e.number).arg(e.created_ms);

@@ -255,9 +255,16 @@ async fn attack_s28c_reseed_with_an_older_snapshot_forgets_released_admissions()
     let mut conn = h.conn().await.unwrap();
     let tk = throttle::ThrottleKeys::new(&Keys::new(&env.id, 4), "acme", "s");
     assert_eq!(tk.act(), act(&env, "s"));
-    throttle::seed(&mut conn, &tk, &limits, &[], &[], 60)
-        .await
-        .unwrap();
+    throttle::seed(
+        &mut conn,
+        &tk,
+        &limits,
+        &[],
+        &[],
+        (60, jiff::Timestamp::now().as_millisecond()),
+    )
+    .await
+    .unwrap();
     let more = burst(&a, &b, &key, 6, 100).await;
     assert_eq!(
         more, 0,

@@ -419,6 +419,21 @@ async fn ors_release_on_completion_frees_the_admitted_number_key() {
     for (first, again) in formats {
         let id = engage.create(&key).service("svc").phone(first).id().await;
         wait_completed(&pg, &id).await;
+        // The release follows the commit PostgreSQL shows: wait for it (before the reset, so
+        // this read is not counted).
+        let act = format!("{{{}:thr:hint:svc}}:act", env.id);
+        for _ in 0..200 {
+            let held: Option<i64> = redis::cmd("HGET")
+                .arg(&act)
+                .arg("~count")
+                .query_async(&mut conn)
+                .await
+                .expect("hget");
+            if held == Some(0) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         redis::cmd("CONFIG")
             .arg("RESETSTAT")
             .query_async::<()>(&mut conn)

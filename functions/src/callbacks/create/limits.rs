@@ -117,18 +117,18 @@ pub async fn reserve(
             Err(e) => return Ok(fail_open(ctx, e)),
             Ok(Verdict::Admitted) => return Ok(Reservation(Some((tk, limits, cb.id)))),
             Ok(Verdict::Rejected(r)) => return Err(rejected(ctx, &number.key, &r)),
-            Ok(Verdict::Busy) if waits < BUSY_ROUNDS => {
+            Ok(Verdict::Busy(_)) if waits < BUSY_ROUNDS => {
                 waits += 1;
                 tokio::time::sleep(BUSY_WAIT).await;
-                continue;
             }
-            Ok(Verdict::NeedsSeed | Verdict::Busy) if seeded => break,
-            Ok(Verdict::NeedsSeed | Verdict::Busy) => {}
+            Ok(Verdict::NeedsSeed(_) | Verdict::Busy(_)) if seeded => break,
+            Ok(Verdict::NeedsSeed(asked) | Verdict::Busy(asked)) => {
+                if let Err(e) = seed(ctx, client, &mut conn, &tk, (&limits, asked)).await? {
+                    return Ok(fail_open(ctx, e));
+                }
+                seeded = true;
+            }
         }
-        if let Err(e) = seed(ctx, client, &mut conn, &tk, &limits).await? {
-            return Ok(fail_open(ctx, e));
-        }
-        seeded = true;
     }
     let vanished = ::redis::RedisError::from((
         ::redis::ErrorKind::Client,
@@ -137,14 +137,15 @@ pub async fn reserve(
     Ok(fail_open(ctx, vanished))
 }
 
-/// Re-seeds the throttle state from PostgreSQL. Outer error: PostgreSQL failed (the create
+/// Re-seeds the throttle state from PostgreSQL (`asked_ms`: the Redis time of the answer that
+/// asked for it; an older seed than one applied already changes nothing). Outer error: PostgreSQL failed (the create
 /// fails); inner: Redis failed (the create goes ahead without limits).
 async fn seed(
     ctx: &Ctx,
     client: &impl GenericClient,
     conn: &mut RedisConn,
     tk: &ThrottleKeys,
-    limits: &Limits,
+    (limits, asked_ms): (&Limits, i64),
 ) -> Result<::redis::RedisResult<()>> {
     let (tenant, service) = (&*ctx.tenant, ctx.name());
     let active = db::throttle::active(client, tenant, service).await?;
@@ -155,7 +156,7 @@ async fn seed(
         tracing::warn!(service, "throttle seed capped at {cap} rows");
     }
     let reseed_s = ctx.state.cfg.redis.throttle_reseed_seconds;
-    let seeded = throttle::seed(conn, tk, limits, &active, &recent, reseed_s).await;
+    let seeded = throttle::seed(conn, tk, limits, &active, &recent, (reseed_s, asked_ms)).await;
     Ok(seeded.map(|held| tracing::debug!(service, active = held, "throttle state re-seeded")))
 }
 
