@@ -212,7 +212,7 @@ async fn attack_s28d_reseed_with_an_older_snapshot_resurrects_a_released_callbac
         &tk,
         &limits,
         std::slice::from_ref(&entry),
-        &[entry],
+        std::slice::from_ref(&entry),
         (60, jiff::Timestamp::now().as_millisecond()),
     )
     .await
@@ -278,7 +278,7 @@ async fn attack_s28d_resurrected_callback_survives_later_reseeds_for_the_grace()
         &tk,
         &limits,
         std::slice::from_ref(&entry),
-        &[entry],
+        std::slice::from_ref(&entry),
         (60, jiff::Timestamp::now().as_millisecond()),
     )
     .await
