@@ -428,7 +428,8 @@ return {{'ok'}}",
 /// Lua shared by release and give-back: drops one active callback from `act` (KEYS[n]).
 /// The callback's field is overwritten with a tombstone (`~` + its value; empty for a
 /// give-back) and a number's count may drop to 0, all in one `HSET` (a `HDEL` would cost a
-/// second write); the next re-seed or the hash's expiry clears both. `extra` = more field/value pairs for the same `HSET`.
+/// second write); the next re-seed or the hash's expiry clears both. `extra` = more
+/// field/value pairs for the same `HSET`.
 const RELEASE_BODY: &str = r"
 local function gone(v) return not v or v == '' or string.sub(v, 1, 1) == '~' end
 local function release(act, id, extra)
