@@ -43,9 +43,9 @@
 //! `~seed` expires every `THROTTLE_RESEED_SECONDS`; the next create of the service then
 //! re-seeds `T:act` from PostgreSQL: active callbacks, 24 h lists, and the windows from the
 //! recent creations plus the admissions whose insert is still in flight ([`seed`]).
-//! Entries PostgreSQL does not know are dropped unless younger than [`SEED_GRACE_MS`] (a create whose insert is still in flight), so a lost release or a crash
-//! between reservation and insert heals within one period, and a flushed Redis rebuilds
-//! itself on first use. Only one caller per service seeds at a time (a short lease, `~lease`);
+//! Entries PostgreSQL does not know are dropped unless younger than [`SEED_GRACE_MS`] (a
+//! create whose insert is still in flight), so a lost release or a crash between reservation
+//! and insert heals within one period, and a flushed Redis rebuilds itself on first use. Only one caller per service seeds at a time (a short lease, `~lease`);
 //! the others keep counting meanwhile when the rings can count, and wait ([`Verdict::Busy`])
 //! when they cannot (a lost hash, a window switched on again, a longer window). A ring
 //! counted in longer sub-windows (a shorter window) counts as it is, conservatively, until
