@@ -62,6 +62,47 @@ pub(super) fn window1(limit: u32, ttl: u32) -> serde_json::Value {
            "throttle_per_number_24h": 0, "in_queue_checking": false})
 }
 
+/// `n` concurrent creates alternating between `a` and `b`; returns (admitted, refused) and
+/// panics on anything but 200/429.
+pub(super) async fn burst(
+    a: &Engage,
+    b: &Engage,
+    key: &str,
+    service: &str,
+    n: usize,
+    from: usize,
+) -> usize {
+    let calls = (0..n).map(|j| {
+        let target = if j % 2 == 0 { a } else { b };
+        target
+            .create(key)
+            .service(service)
+            .phone(&number(from + j))
+            .send()
+    });
+    let mut admitted = 0;
+    for (code, body) in join_all(calls).await {
+        match code {
+            200 => admitted += 1,
+            429 => {}
+            _ => panic!("{code} {body}"),
+        }
+    }
+    admitted
+}
+
+/// Sets one field of the service's throttle hash.
+pub(super) async fn hset(env: &TestEnv, service: &str, field: &str, value: &str) {
+    let mut redis = env.redis().await;
+    let _: () = redis::cmd("HSET")
+        .arg(act(env, service))
+        .arg(field)
+        .arg(value)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+}
+
 /// The largest number of `times` (ms, sorted) inside any window of `ttl_ms`.
 pub(super) fn most_in_any_window(times: &[i64], ttl_ms: i64) -> usize {
     let (mut most, mut lo) = (0, 0);

@@ -8,46 +8,13 @@
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
-use harness::{Engage, TestEnv, local, wire};
+use harness::{Engage, local, wire};
 use jiff::{Timestamp, ToSpan};
 use serde_json::{Value, json};
 
 use super::attack_s28_windows::{
-    act, admission_ids, admit, env, most_in_any_window, number, window1,
+    act, admission_ids, admit, burst, env, hset, most_in_any_window, number, window1,
 };
-
-/// `n` concurrent creates alternating between `a` and `b`; returns (admitted, refused) and
-/// panics on anything but 200/429.
-async fn burst(a: &Engage, b: &Engage, key: &str, service: &str, n: usize, from: usize) -> usize {
-    let calls = (0..n).map(|j| {
-        let target = if j % 2 == 0 { a } else { b };
-        target
-            .create(key)
-            .service(service)
-            .phone(&number(from + j))
-            .send()
-    });
-    let mut admitted = 0;
-    for (code, body) in join_all(calls).await {
-        match code {
-            200 => admitted += 1,
-            429 => {}
-            _ => panic!("{code} {body}"),
-        }
-    }
-    admitted
-}
-
-async fn hset(env: &TestEnv, service: &str, field: &str, value: &str) {
-    let mut redis = env.redis().await;
-    let _: () = redis::cmd("HSET")
-        .arg(act(env, service))
-        .arg(field)
-        .arg(value)
-        .query_async(&mut redis)
-        .await
-        .unwrap();
-}
 
 /// The time in a 429 message's "; retry after <time>".
 fn retry_after(body: &Value) -> Timestamp {

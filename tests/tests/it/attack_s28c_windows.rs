@@ -8,39 +8,9 @@ use std::time::{Duration, Instant};
 use futures::future::join_all;
 use harness::{Engage, TestEnv};
 
-use super::attack_s28_windows::{act, admission_ids, env, most_in_any_window, number, window1};
-
-async fn hset(env: &TestEnv, service: &str, field: &str, value: &str) {
-    let mut redis = env.redis().await;
-    let _: () = redis::cmd("HSET")
-        .arg(act(env, service))
-        .arg(field)
-        .arg(value)
-        .query_async(&mut redis)
-        .await
-        .unwrap();
-}
-
-/// `n` concurrent creates alternating between `a` and `b` (numbers from `from`); admitted.
-async fn burst(a: &Engage, b: &Engage, key: &str, n: usize, from: usize) -> usize {
-    let calls = (0..n).map(|j| {
-        let target = if j % 2 == 0 { a } else { b };
-        target
-            .create(key)
-            .service("s")
-            .phone(&number(from + j))
-            .send()
-    });
-    let mut admitted = 0;
-    for (code, body) in join_all(calls).await {
-        match code {
-            200 => admitted += 1,
-            429 => {}
-            _ => panic!("{code} {body}"),
-        }
-    }
-    admitted
-}
+use super::attack_s28_windows::{
+    act, admission_ids, burst, env, hset, most_in_any_window, number, window1,
+};
 
 // Broke on 99200c2 (fixed: a lengthened window re-seeds from PostgreSQL; only a shortened one converts).
 // a ring holds only 61 sub-windows of its *old* length; lengthening the window
@@ -58,7 +28,7 @@ async fn attack_s28c_lengthened_window_forgets_admissions_older_than_the_old_win
     let mut admitted = 0;
     let mut i = 0;
     while start.elapsed() < Duration::from_millis(3_000) {
-        admitted += burst(&a, &b, &key, 4, i).await;
+        admitted += burst(&a, &b, &key, "s", 4, i).await;
         i += 4;
         tokio::time::sleep(Duration::from_millis(60)).await;
     }
@@ -68,7 +38,7 @@ async fn attack_s28c_lengthened_window_forgets_admissions_older_than_the_old_win
     tokio::time::sleep(Duration::from_millis(2_200)).await;
     let mut more = 0;
     for round in 0..4 {
-        more += burst(&a, &b, &key, 40, 5_000 + round * 40).await;
+        more += burst(&a, &b, &key, "s", 40, 5_000 + round * 40).await;
     }
     let mut times: Vec<i64> = admission_ids(&env, "s")
         .await
@@ -97,12 +67,12 @@ async fn attack_s28c_garbage_small_sub_length_empties_a_full_window() {
     let a = Engage::start(&env, &[]).await;
     let b = Engage::start(&env, &[]).await;
     let key = a.provision("acme", "s", window1(5, 600)).await;
-    assert_eq!(burst(&a, &b, &key, 5, 0).await, 5);
-    assert_eq!(burst(&a, &b, &key, 4, 10).await, 0, "window full");
+    assert_eq!(burst(&a, &b, &key, "s", 5, 0).await, 5);
+    assert_eq!(burst(&a, &b, &key, "s", 4, 10).await, 0, "window full");
     let mut more = 0;
     for (round, garbage) in ["1", "0.5", "7"].into_iter().enumerate() {
         hset(&env, "s", "~s1", garbage).await;
-        let n = burst(&a, &b, &key, 8, 100 + round * 8).await;
+        let n = burst(&a, &b, &key, "s", 8, 100 + round * 8).await;
         println!("~s1={garbage}: {n} admitted");
         more += n;
     }
@@ -122,7 +92,7 @@ async fn attack_s28c_garbage_lease_and_huge_sub_length() {
     let a = Engage::start(&env, &[]).await;
     let b = Engage::start(&env, &[]).await;
     let key = a.provision("acme", "s", window1(5, 600)).await;
-    assert_eq!(burst(&a, &b, &key, 5, 0).await, 5);
+    assert_eq!(burst(&a, &b, &key, "s", 5, 0).await, 5);
     let mut more = 0;
     for (round, (field, v)) in [
         ("~s1", "1e308"),
@@ -137,7 +107,7 @@ async fn attack_s28c_garbage_lease_and_huge_sub_length() {
     {
         hset(&env, "s", field, v).await;
         let t = Instant::now();
-        let n = burst(&a, &b, &key, 6, 100 + round * 6).await;
+        let n = burst(&a, &b, &key, "s", 6, 100 + round * 6).await;
         println!("{field}={v}: {n} admitted in {:?}", t.elapsed());
         more += n;
         assert!(
@@ -170,8 +140,8 @@ async fn attack_s28c_stalled_seeder_makes_waiting_creates_fail_open() {
     let a = Engage::start(&env, &[]).await;
     let b = Engage::start(&env, &[]).await;
     let key = a.provision("acme", "s", window1(5, 600)).await;
-    assert_eq!(burst(&a, &b, &key, 5, 0).await, 5);
-    assert_eq!(burst(&a, &b, &key, 4, 10).await, 0, "window full");
+    assert_eq!(burst(&a, &b, &key, "s", 5, 0).await, 5);
+    assert_eq!(burst(&a, &b, &key, "s", 4, 10).await, 0, "window full");
     // The hash is lost; a seeder took the lease and stalled.
     let mut redis = env.redis().await;
     let _: () = redis::cmd("DEL")
@@ -182,7 +152,7 @@ async fn attack_s28c_stalled_seeder_makes_waiting_creates_fail_open() {
     let lease = redis_now_ms(&env).await + 10_000;
     hset(&env, "s", "~lease", &lease.to_string()).await;
     let t = Instant::now();
-    let more = burst(&a, &b, &key, 8, 100).await;
+    let more = burst(&a, &b, &key, "s", 8, 100).await;
     let took = t.elapsed();
     let fail_open = a.metric_sum("engage_throttle_fail_open_total").await
         + b.metric_sum("engage_throttle_fail_open_total").await;
@@ -205,10 +175,10 @@ async fn attack_s28c_nan_lease_and_unusable_ring_fail_open() {
     let a = Engage::start(&env, &[]).await;
     let b = Engage::start(&env, &[]).await;
     let key = a.provision("acme", "s", window1(5, 600)).await;
-    assert_eq!(burst(&a, &b, &key, 5, 0).await, 5);
+    assert_eq!(burst(&a, &b, &key, "s", 5, 0).await, 5);
     hset(&env, "s", "~lease", "nan").await;
     hset(&env, "s", "~s1", "x").await;
-    let more = burst(&a, &b, &key, 6, 100).await;
+    let more = burst(&a, &b, &key, "s", 6, 100).await;
     assert_eq!(more, 0, "full window: {more} admitted behind a 'nan' lease");
 }
 
@@ -244,7 +214,7 @@ async fn attack_s28c_reseed_with_an_older_snapshot_forgets_released_admissions()
         assert_eq!(code, 200, "{body}");
         ids.push(body["data"]["id"].as_str().unwrap().to_string());
     }
-    assert_eq!(burst(&a, &b, &key, 4, 10).await, 0, "window full");
+    assert_eq!(burst(&a, &b, &key, "s", 4, 10).await, 0, "window full");
     for id in &ids {
         let (code, body) = b.cancel(&key, id).await;
         assert_eq!(code, 200, "{body}");
@@ -265,7 +235,7 @@ async fn attack_s28c_reseed_with_an_older_snapshot_forgets_released_admissions()
     )
     .await
     .unwrap();
-    let more = burst(&a, &b, &key, 6, 100).await;
+    let more = burst(&a, &b, &key, "s", 6, 100).await;
     assert_eq!(
         more, 0,
         "3 of 3 admitted in the last 600 s (then cancelled); {more} more admitted after the re-seed"

@@ -9,18 +9,7 @@ use futures::future::join_all;
 use harness::{Engage, TestEnv};
 use serde_json::json;
 
-use super::attack_s28_windows::{act, env, number};
-
-async fn hset(env: &TestEnv, service: &str, field: &str, value: &str) {
-    let mut redis = env.redis().await;
-    let _: () = redis::cmd("HSET")
-        .arg(act(env, service))
-        .arg(field)
-        .arg(value)
-        .query_async(&mut redis)
-        .await
-        .unwrap();
-}
+use super::attack_s28_windows::{act, env, hset, number};
 
 async fn hget(env: &TestEnv, service: &str, field: &str) -> Option<String> {
     let mut redis = env.redis().await;
@@ -157,28 +146,23 @@ async fn attack_s28d_lost_hash_without_windows_breaks_strict_in_queue() {
     );
 }
 
-// Broke on 28273f5 (fixed: a hash without a seed deadline is not usable).
-// a release racing a re-seed. The seeder reads PostgreSQL's active callbacks (X is
-// active), then X is cancelled (commit, release: `i:X` becomes a tombstone), then the
-// seeder's script lands: it drops the tombstone but re-adds X from its older snapshot, so X
-// counts as active again and its number stays blocked under "strict" (and its place in
-// max_queued stays taken) until the next re-seed — although the tombstone tells the script
-// that X was released after the snapshot. The release is "exactly once", so nothing frees
-// it earlier; a second cancel is a no-op. Simulated with the library call `throttle::seed`
-// and the snapshot of before the cancel.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn attack_s28d_reseed_with_an_older_snapshot_resurrects_a_released_callback() {
+/// Service `s` (strict in-queue, `max_queued`) on two replicas: one callback on number 7 is
+/// created, a re-seed's snapshot is read while it is active, the callback is cancelled, then
+/// that older snapshot is applied. Returns both replicas, the API key and the callback id.
+async fn cancel_under_an_older_snapshot(
+    env: &TestEnv,
+    max_queued: u32,
+) -> (Engage, Engage, String, String) {
     use shared::redis::{Keys, throttle};
-    let env = env();
-    let a = Engage::start(&env, &[]).await;
-    let b = Engage::start(&env, &[]).await;
+    let a = Engage::start(env, &[]).await;
+    let b = Engage::start(env, &[]).await;
     let key = a
-        .provision("acme", "s", active_only(1, json!("strict")))
+        .provision("acme", "s", active_only(max_queued, json!("strict")))
         .await;
     let (code, body) = a.create(&key).service("s").phone(&number(7)).send().await;
     assert_eq!(code, 200, "{body}");
     let id = body["data"]["id"].as_str().unwrap().to_string();
-    let v = hget(&env, "s", &format!("i:{id}"))
+    let v = hget(env, "s", &format!("i:{id}"))
         .await
         .expect("active entry");
     let mut parts = v.split('|');
@@ -193,20 +177,20 @@ async fn attack_s28d_reseed_with_an_older_snapshot_resurrects_a_released_callbac
     // Seeder's snapshot (X active) read here; then X is cancelled.
     let (code, body) = b.cancel(&key, &id).await;
     assert_eq!(code, 200, "{body}");
-    let tomb = hget(&env, "s", &format!("i:{id}")).await.unwrap();
+    let tomb = hget(env, "s", &format!("i:{id}")).await.unwrap();
     assert!(tomb.starts_with('~'), "tombstone: {tomb}");
     let limits = throttle::Limits {
         per_service_1: (0, 0),
         per_service_2: (0, 0),
         per_number_24h: 0,
         in_queue: 1,
-        max_queued: 1,
+        max_queued,
     };
     let cfg = shared::Config::from_vars(env.vars.clone()).expect("config");
     let h = shared::redis::service(&cfg.redis).unwrap();
     let mut conn = h.conn().await.unwrap();
     let tk = throttle::ThrottleKeys::new(&Keys::new(&env.id, 4), "acme", "s");
-    assert_eq!(tk.act(), act(&env, "s"));
+    assert_eq!(tk.act(), act(env, "s"));
     throttle::seed(
         &mut conn,
         &tk,
@@ -217,6 +201,22 @@ async fn attack_s28d_reseed_with_an_older_snapshot_resurrects_a_released_callbac
     )
     .await
     .unwrap();
+    (a, b, key, id)
+}
+
+// Broke on 28273f5 (fixed: a tombstone overrides the snapshot).
+// A release racing a re-seed. The seeder reads PostgreSQL's active callbacks (X is
+// active), then X is cancelled (commit, release: `i:X` becomes a tombstone), then the
+// seeder's script lands: it drops the tombstone but re-adds X from its older snapshot, so X
+// counts as active again and its number stays blocked under "strict" (and its place in
+// max_queued stays taken) until the next re-seed — although the tombstone tells the script
+// that X was released after the snapshot. The release is "exactly once", so nothing frees
+// it earlier; a second cancel is a no-op. Simulated with the library call `throttle::seed`
+// and the snapshot of before the cancel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_s28d_reseed_with_an_older_snapshot_resurrects_a_released_callback() {
+    let env = env();
+    let (a, b, key, id) = cancel_under_an_older_snapshot(&env, 1).await;
     // Cancelling again (a retried cancel, a duplicate COMPLETED) must not free it twice.
     let _ = b.cancel(&key, &id).await;
     let (code, body) = a.create(&key).service("s").phone(&number(7)).send().await;
@@ -228,61 +228,14 @@ async fn attack_s28d_reseed_with_an_older_snapshot_resurrects_a_released_callbac
 
 // Broke on 28273f5 (fixed: a tombstone overrides the snapshot; a seed asked before the last
 // applied changes nothing).
-// the resurrected entry of the previous test is not healed by the next re-seed
+// The resurrected entry of the previous test is not healed by the next re-seed
 // either: the re-seed keeps any non-released `i:` entry younger than SEED_GRACE_MS (an
 // insert possibly in flight), so a released callback re-added from an old snapshot holds
 // its in_queue / max_queued place for up to 120 s through any number of re-seeds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attack_s28d_resurrected_callback_survives_later_reseeds_for_the_grace() {
-    use shared::redis::{Keys, throttle};
     let env = env();
-    let a = Engage::start(&env, &[]).await;
-    let b = Engage::start(&env, &[]).await;
-    let key = a
-        .provision("acme", "s", active_only(0, json!("strict")))
-        .await;
-    let (code, body) = a.create(&key).service("s").phone(&number(7)).send().await;
-    assert_eq!(code, 200, "{body}");
-    let id = body["data"]["id"].as_str().unwrap().to_string();
-    let v = hget(&env, "s", &format!("i:{id}"))
-        .await
-        .expect("active entry");
-    let mut parts = v.split('|');
-    let num = parts.next().unwrap().to_string();
-    let ms: i64 = parts.next().unwrap().parse().unwrap();
-    let entry = throttle::SeedEntry {
-        id: id.parse().unwrap(),
-        number: num,
-        created_ms: ms,
-        immediate: true,
-    };
-    // Seeder's snapshot (X active) read here; then X is cancelled.
-    let (code, body) = b.cancel(&key, &id).await;
-    assert_eq!(code, 200, "{body}");
-    let tomb = hget(&env, "s", &format!("i:{id}")).await.unwrap();
-    assert!(tomb.starts_with('~'), "tombstone: {tomb}");
-    let limits = throttle::Limits {
-        per_service_1: (0, 0),
-        per_service_2: (0, 0),
-        per_number_24h: 0,
-        in_queue: 1,
-        max_queued: 0,
-    };
-    let cfg = shared::Config::from_vars(env.vars.clone()).expect("config");
-    let h = shared::redis::service(&cfg.redis).unwrap();
-    let mut conn = h.conn().await.unwrap();
-    let tk = throttle::ThrottleKeys::new(&Keys::new(&env.id, 4), "acme", "s");
-    assert_eq!(tk.act(), act(&env, "s"));
-    throttle::seed(
-        &mut conn,
-        &tk,
-        &limits,
-        std::slice::from_ref(&entry),
-        std::slice::from_ref(&entry),
-        (60, jiff::Timestamp::now().as_millisecond()),
-    )
-    .await
-    .unwrap();
+    let (a, _b, key, _) = cancel_under_an_older_snapshot(&env, 0).await;
     // Later re-seeds read the truth (X cancelled) but keep the resurrected entry: it is
     // younger than SEED_GRACE_MS (120 s), so it passes for an insert still in flight.
     for _ in 0..3 {
@@ -370,8 +323,8 @@ async fn attack_s28d_per_number_24h_after_release_and_reseeds_counts_once() {
     assert_eq!(admitted(&codes), 1, "24 h: 2 of 3 used, then {codes:?}");
 }
 
-// Holds (regression; p99 ~430 ms, p50 ~50 ms on 28273f5). Busy path: a lost hash under 40 concurrent creates on two replicas with windows on. No
-// fail-open, the window exact, and p99 latency well under 2 s.
+// Holds (regression; p99 ~430 ms, p50 ~50 ms on 28273f5). Busy path: a lost hash under 40
+// concurrent creates on two replicas with windows on. No fail-open, the window exact, and p99 latency well under 2 s.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attack_s28d_busy_path_latency_with_a_lost_hash() {
     let env = env();
