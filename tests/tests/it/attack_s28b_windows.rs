@@ -196,7 +196,7 @@ async fn attack_s28b_retry_time_when_both_windows_are_full() {
             "acme",
             "s",
             json!({"throttle_per_service_1": 2, "throttle_ttl_1": 2,
-                   "throttle_per_service_2": 3, "throttle_ttl_2": 60,
+                   "throttle_per_service_2": 3, "throttle_ttl_2": 6,
                    "throttle_per_number_24h": 0, "in_queue_checking": false}),
         )
         .await;
@@ -207,7 +207,7 @@ async fn attack_s28b_retry_time_when_both_windows_are_full() {
         let (code, body) = a.create(&key).service("s").phone(&number(n)).send().await;
         assert_eq!(code, 200, "{body}");
     }
-    // Window 1 (2 per 2 s) and window 2 (3 per 60 s) are both full.
+    // Window 1 (2 per 2 s) and window 2 (3 per 6 s) are both full.
     let (code, body) = a.create(&key).service("s").phone(&number(3)).send().await;
     assert_eq!(code, 429, "{body}");
     let at = retry_after(&body);
