@@ -48,6 +48,15 @@ async fn admission_times(env: &TestEnv, service: &str) -> Vec<i64> {
     times
 }
 
+/// Two `engage` replicas on `env` and service `s` of tenant `acme` with `settings`; returns
+/// both and an API key.
+pub(super) async fn two(env: &TestEnv, settings: serde_json::Value) -> (Engage, Engage, String) {
+    let a = Engage::start(env, &[]).await;
+    let b = Engage::start(env, &[]).await;
+    let key = a.provision("acme", "s", settings).await;
+    (a, b, key)
+}
+
 /// Creates `n` callbacks on service `s` through `a` (numbers 0..n), each admitted.
 pub(super) async fn admit(a: &Engage, key: &str, n: usize) {
     for i in 0..n {

@@ -13,7 +13,7 @@ use jiff::{Timestamp, ToSpan};
 use serde_json::{Value, json};
 
 use super::attack_s28_windows::{
-    act, admission_ids, admit, burst, env, hset, most_in_any_window, number, window1,
+    act, admission_ids, admit, burst, env, hset, most_in_any_window, number, two, window1,
 };
 
 /// The time in a 429 message's "; retry after <time>".
@@ -89,9 +89,7 @@ async fn attack_s28b_window_off_then_on_again_forgets_what_was_admitted_meanwhil
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attack_s28b_a_burst_while_a_lost_hash_is_reseeded_passes_a_full_window() {
     let env = env();
-    let a = Engage::start(&env, &[]).await;
-    let b = Engage::start(&env, &[]).await;
-    let key = a.provision("acme", "s", window1(5, 600)).await;
+    let (a, b, key) = two(&env, window1(5, 600)).await;
     admit(&a, &key, 5).await;
     let mut redis = env.redis().await;
     let mut admitted = 0;
@@ -287,9 +285,7 @@ async fn attack_s28b_retry_time_is_future_and_a_request_then_passes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attack_s28b_one_second_window_under_forced_reseeds() {
     let env = env();
-    let a = Engage::start(&env, &[]).await;
-    let b = Engage::start(&env, &[]).await;
-    let key = a.provision("acme", "s", window1(2, 1)).await;
+    let (a, b, key) = two(&env, window1(2, 1)).await;
     let start = Instant::now();
     let mut i = 0;
     let mut admitted = 0;

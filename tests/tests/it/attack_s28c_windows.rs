@@ -9,7 +9,7 @@ use futures::future::join_all;
 use harness::{Engage, TestEnv};
 
 use super::attack_s28_windows::{
-    act, admission_ids, burst, env, hset, most_in_any_window, number, window1,
+    act, admission_ids, burst, env, hset, most_in_any_window, number, two, window1,
 };
 
 // Broke on 99200c2 (fixed: a lengthened window re-seeds from PostgreSQL; only a shortened one converts).
@@ -64,9 +64,7 @@ async fn attack_s28c_lengthened_window_forgets_admissions_older_than_the_old_win
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attack_s28c_garbage_small_sub_length_empties_a_full_window() {
     let env = env();
-    let a = Engage::start(&env, &[]).await;
-    let b = Engage::start(&env, &[]).await;
-    let key = a.provision("acme", "s", window1(5, 600)).await;
+    let (a, b, key) = two(&env, window1(5, 600)).await;
     assert_eq!(burst(&a, &b, &key, "s", 5, 0).await, 5);
     assert_eq!(burst(&a, &b, &key, "s", 4, 10).await, 0, "window full");
     let mut more = 0;
@@ -89,9 +87,7 @@ async fn attack_s28c_garbage_small_sub_length_empties_a_full_window() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attack_s28c_garbage_lease_and_huge_sub_length() {
     let env = env();
-    let a = Engage::start(&env, &[]).await;
-    let b = Engage::start(&env, &[]).await;
-    let key = a.provision("acme", "s", window1(5, 600)).await;
+    let (a, b, key) = two(&env, window1(5, 600)).await;
     assert_eq!(burst(&a, &b, &key, "s", 5, 0).await, 5);
     let mut more = 0;
     for (round, (field, v)) in [
@@ -137,9 +133,7 @@ async fn redis_now_ms(env: &TestEnv) -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attack_s28c_stalled_seeder_makes_waiting_creates_fail_open() {
     let env = env();
-    let a = Engage::start(&env, &[]).await;
-    let b = Engage::start(&env, &[]).await;
-    let key = a.provision("acme", "s", window1(5, 600)).await;
+    let (a, b, key) = two(&env, window1(5, 600)).await;
     assert_eq!(burst(&a, &b, &key, "s", 5, 0).await, 5);
     assert_eq!(burst(&a, &b, &key, "s", 4, 10).await, 0, "window full");
     // The hash is lost; a seeder took the lease and stalled.
@@ -172,9 +166,7 @@ async fn attack_s28c_stalled_seeder_makes_waiting_creates_fail_open() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attack_s28c_nan_lease_and_unusable_ring_fail_open() {
     let env = env();
-    let a = Engage::start(&env, &[]).await;
-    let b = Engage::start(&env, &[]).await;
-    let key = a.provision("acme", "s", window1(5, 600)).await;
+    let (a, b, key) = two(&env, window1(5, 600)).await;
     assert_eq!(burst(&a, &b, &key, "s", 5, 0).await, 5);
     hset(&env, "s", "~lease", "nan").await;
     hset(&env, "s", "~s1", "x").await;

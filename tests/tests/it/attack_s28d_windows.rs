@@ -9,7 +9,7 @@ use futures::future::join_all;
 use harness::{Engage, TestEnv};
 use serde_json::json;
 
-use super::attack_s28_windows::{act, env, hset, number};
+use super::attack_s28_windows::{act, env, hset, number, two};
 
 async fn hget(env: &TestEnv, service: &str, field: &str) -> Option<String> {
     let mut redis = env.redis().await;
@@ -84,9 +84,7 @@ fn active_only(max_queued: u32, in_queue: serde_json::Value) -> serde_json::Valu
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attack_s28d_lost_hash_without_windows_counts_on_an_empty_hash() {
     let env = env();
-    let a = Engage::start(&env, &[]).await;
-    let b = Engage::start(&env, &[]).await;
-    let key = a.provision("acme", "s", active_only(3, json!(false))).await;
+    let (a, b, key) = two(&env, active_only(3, json!(false))).await;
     assert_eq!(admitted(&burst_codes(&a, &b, &key, 3, number).await), 3);
     assert_eq!(
         admitted(&burst_codes(&a, &b, &key, 4, |j| number(10 + j)).await),
@@ -109,9 +107,7 @@ async fn attack_s28d_lost_hash_without_windows_counts_on_an_empty_hash() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attack_s28d_lost_hash_burst_exceeds_max_queued_without_windows() {
     let env = env();
-    let a = Engage::start(&env, &[]).await;
-    let b = Engage::start(&env, &[]).await;
-    let key = a.provision("acme", "s", active_only(5, json!(false))).await;
+    let (a, b, key) = two(&env, active_only(5, json!(false))).await;
     assert_eq!(admitted(&burst_codes(&a, &b, &key, 5, number).await), 5);
     let mut more = 0;
     for round in 0..5 {
@@ -129,11 +125,7 @@ async fn attack_s28d_lost_hash_burst_exceeds_max_queued_without_windows() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attack_s28d_lost_hash_without_windows_breaks_strict_in_queue() {
     let env = env();
-    let a = Engage::start(&env, &[]).await;
-    let b = Engage::start(&env, &[]).await;
-    let key = a
-        .provision("acme", "s", active_only(0, json!("strict")))
-        .await;
+    let (a, b, key) = two(&env, active_only(0, json!("strict"))).await;
     let (code, body) = a.create(&key).service("s").phone(&number(7)).send().await;
     assert_eq!(code, 200, "{body}");
     del(&env, "s").await;
@@ -257,11 +249,7 @@ async fn attack_s28d_resurrected_callback_survives_later_reseeds_for_the_grace()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attack_s28d_cancel_twice_around_reseeds_frees_exactly_once() {
     let env = env();
-    let a = Engage::start(&env, &[]).await;
-    let b = Engage::start(&env, &[]).await;
-    let key = a
-        .provision("acme", "s", active_only(2, json!("strict")))
-        .await;
+    let (a, b, key) = two(&env, active_only(2, json!("strict"))).await;
     for round in 0..4 {
         let (code, body) = a.create(&key).service("s").phone(&number(1)).send().await;
         assert_eq!(code, 200, "round {round}: {body}");
