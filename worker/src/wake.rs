@@ -3,9 +3,10 @@
 //! shard's head; claims publish their lease deadline. Each message becomes a
 //! [`Signal::At`] for the dispatcher.
 //!
-//! When the subscription breaks (Redis restarted, network), messages may have been missed: on
-//! reconnect the dispatcher is told to look at every shard ([`Signal::Resync`]) and the
-//! reconciler to check whether Redis lost its data.
+//! Messages sent before a subscription takes effect are missed: at start-up (the dispatcher's
+//! first pass may run before it) and while it is broken (Redis restarted, network). So every
+//! subscription tells the dispatcher to look at every shard ([`Signal::Resync`]), and a
+//! re-subscription also asks the reconciler to check whether Redis lost its data.
 
 use std::time::Duration;
 
@@ -35,9 +36,13 @@ pub async fn run(w: Worker, tx: mpsc::Sender<Signal>, stop: CancellationToken) {
         match pubsub {
             Ok(pubsub) => {
                 backoff.reset();
+                // Messages published before this subscription took effect were not received:
+                // on a reconnect those of the outage, at start-up those sent while the
+                // dispatcher's first pass was already done. Either way every shard is looked
+                // at again (one cheap claim each), so nothing waits for the safety poll.
+                let _ = tx.try_send(Signal::Resync);
                 if !first {
-                    // Messages may have been lost while disconnected.
-                    let _ = tx.try_send(Signal::Resync);
+                    // Redis may also have lost its data.
                     w.reconcile_check.notify_one();
                 }
                 first = false;
