@@ -1,7 +1,6 @@
 #![doc = include_str!("../README.md")]
 
 pub mod auth;
-#[cfg(feature = "aws-secrets")]
 pub mod aws_secrets;
 pub mod cache;
 pub mod config;

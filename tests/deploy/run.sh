@@ -13,12 +13,13 @@ python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore 
   'cargo-lambda>=1.8' 'dockerfile-parse>=2'
 export PATH="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))'):$PATH"
 
-# The CLI used to provision, and the Lambda builds of the functions under test (feature
-# `lambda`: Secrets Manager). Same target folder as the rest, so this is incremental.
-cargo build --quiet -p engage --bin engage
+# The CLI used to provision (a no-op after `just test`'s workspace build), and the Lambda builds
+# of the functions under test (feature `lambda`: Secrets Manager), built exactly as `cargo
+# lambda watch` builds them so the watch starts without compiling. A `-p` build unifies
+# features differently from the workspace build, so only this one extra build runs here (the
+# secret mapping's unit tests need no feature: they run in the workspace suite).
+cargo build --quiet --workspace --bins
 cargo build --quiet -p engage-functions --features lambda --bin callbacks-create --bin callbacks-retrieve
 bash infra/local/deps.sh up >/dev/null
-# Unit tests of the Secrets Manager mapping (compiled only with the feature).
-cargo test --quiet -p engage-shared --features aws-secrets --lib aws_secrets
 
 exec python3 -m pytest -q -p no:cacheprovider tests/deploy "$@"
