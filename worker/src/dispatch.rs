@@ -5,6 +5,12 @@
 //! safety poll (`WORKER_SAFETY_POLL_S`, which reads only the shards' heads). Nothing is polled
 //! per callback or per minute while callbacks wait.
 //!
+//! Shards are independent: a shard whose pass fails (its cluster node unreachable, a row that
+//! does not load) is retried on a backoff of its own ([`Shards::failed`]), and after every
+//! round of passes the loop takes in the wake-ups that arrived and every shard whose time has
+//! come ([`Shards::catch_up`]), so neither one failing shard nor one shard with a backlog holds
+//! up the others (docs/derived-state.md#a-failing-shard).
+//!
 //! Busy path, per shard ([`mod@pass`]): claim up to `WORKER_BATCH` due ids (lease
 //! `WORKER_LEASE_MS`), load the rows, drop what is no longer pending (cancelled, already
 //! submitted, purged), hand back what pacing holds, submit the rest in one deduplicating script
@@ -17,7 +23,7 @@
 pub mod pass;
 pub mod settle;
 
-use std::time::Duration;
+use std::{sync::atomic::Ordering, time::Duration};
 
 use jiff::Timestamp;
 use shared::metrics;
@@ -39,6 +45,8 @@ struct Shards {
     announced: Vec<Option<i64>>,
     /// Shards to pass over now (all at start).
     pending: Vec<bool>,
+    /// Per shard whose last pass failed: when to try again, and the backoff behind it.
+    retry: Vec<(Option<i64>, Backoff)>,
     /// Redis clock minus local clock, so sleeps follow Redis time.
     offset_ms: i64,
 }
@@ -61,6 +69,7 @@ impl Shards {
             heads: vec![(None, None); n],
             announced: vec![None; n],
             pending: vec![true; n],
+            retry: (0..n).map(|_| (None, shard_backoff())).collect(),
             offset_ms: 0,
         }
     }
@@ -69,8 +78,11 @@ impl Shards {
         self.pending.iter().any(|p| *p)
     }
 
-    /// When shard `i` next needs a look.
+    /// When shard `i` next needs a look: after a failure, its retry time.
     fn target(&self, i: usize) -> Option<i64> {
+        if let Some(at) = self.retry[i].0 {
+            return Some(at);
+        }
         let (due, lease) = self.heads[i];
         [due, lease, self.announced[i]].into_iter().flatten().min()
     }
@@ -84,6 +96,18 @@ impl Shards {
         self.offset_ms = p.now_ms - before;
         // A full batch: more may be due right now.
         self.pending[i] = p.claimed >= batch;
+        self.retry[i].0 = None;
+        self.retry[i].1.reset();
+    }
+
+    /// Takes in a failed pass over shard `i`: it waits for its own backoff (the other shards
+    /// go on); returns that wait.
+    fn failed(&mut self, i: usize) -> Duration {
+        let d = self.retry[i].1.next_delay();
+        let ms = i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        self.retry[i].0 = Some(local_ms() + self.offset_ms + ms);
+        self.pending[i] = false;
+        d
     }
 
     /// Takes in a wake-up message.
@@ -118,6 +142,24 @@ impl Shards {
         }
     }
 
+    /// Between rounds of passes (a backlog or a failing shard keeps the loop passing): takes in
+    /// the wake-ups that arrived meanwhile (a dropped one as a look at every shard) and adds
+    /// every shard whose time has come.
+    fn catch_up(&mut self, w: &Worker, rx: &mut mpsc::Receiver<Signal>) {
+        while let Ok(s) = rx.try_recv() {
+            self.signal(s);
+        }
+        if w.wake_overflow.swap(false, Ordering::Relaxed) {
+            self.signal(Signal::Resync);
+        }
+        let now = local_ms() + self.offset_ms;
+        for i in 0..self.pending.len() {
+            if self.target(i).is_some_and(|t| t <= now + 1) {
+                self.pending[i] = true;
+            }
+        }
+    }
+
     /// After sleeping: marks every shard whose time has come.
     fn mark_due(&mut self) {
         let now = local_ms() + self.offset_ms;
@@ -138,20 +180,10 @@ impl Shards {
 pub async fn run(w: Worker, mut rx: mpsc::Receiver<Signal>, stop: CancellationToken) {
     let mut shards = Shards::new(usize::from(w.keys.claimed_shards()));
     let mut pacer = Pacer::new(w.cfg.worker.tenant_rate);
-    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
     while !stop.is_cancelled() {
         if shards.any_pending() {
-            match pass_pending(&w, &mut shards, &mut pacer, &stop).await {
-                Ok(()) => {
-                    backoff.reset();
-                    metrics::set_health(metrics::REDIS_CONNECTION, true);
-                }
-                Err(e) => {
-                    if back_off(&e, &mut backoff, &stop).await {
-                        break;
-                    }
-                }
-            }
+            pass_pending(&w, &mut shards, &mut pacer, &stop).await;
+            shards.catch_up(&w, &mut rx);
             continue;
         }
         match idle(&w, &mut shards, &mut rx, &stop).await {
@@ -163,14 +195,19 @@ pub async fn run(w: Worker, mut rx: mpsc::Receiver<Signal>, stop: CancellationTo
     tracing::info!("dispatcher stopped claiming");
 }
 
-/// Passes over every pending shard; returns the last failure (the others still ran).
+/// The backoff of one failing shard.
+fn shard_backoff() -> Backoff {
+    Backoff::new(Duration::from_millis(100), Duration::from_secs(1))
+}
+
+/// Passes over every pending shard; a failed one is set to retry on its own backoff.
 async fn pass_pending(
     w: &Worker,
     shards: &mut Shards,
     pacer: &mut Pacer,
     stop: &CancellationToken,
-) -> Result<(), PassError> {
-    let mut failed = Ok(());
+) {
+    let mut all_ok = true;
     for shard in 0..w.keys.claimed_shards() {
         let i = usize::from(shard);
         if !shards.pending[i] || stop.is_cancelled() {
@@ -179,22 +216,26 @@ async fn pass_pending(
         let before = local_ms();
         match pass(w, shard, pacer).await {
             Ok(p) => shards.passed(i, &p, before, w.cfg.worker.batch),
-            Err(e) => failed = Err(e),
+            Err(e) => {
+                all_ok = false;
+                report(&e, shard, shards.failed(i));
+            }
         }
     }
-    failed
+    if all_ok {
+        metrics::set_health(metrics::REDIS_CONNECTION, true);
+    }
 }
 
-/// Marks the failed dependency unhealthy and sleeps the backoff; returns whether stopped.
-async fn back_off(e: &PassError, backoff: &mut Backoff, stop: &CancellationToken) -> bool {
+/// Marks the failed dependency unhealthy and logs the failed pass.
+fn report(e: &PassError, shard: u16, retry_in: Duration) {
     match e {
         PassError::ServiceRedis(_) => metrics::set_health(metrics::REDIS_CONNECTION, false),
         PassError::Voice(_) => metrics::set_health(metrics::ORS_REDIS_STATUS, false),
         PassError::Load(_) | PassError::NotRecorded(_) => {}
     }
-    let d = backoff.next_delay();
-    tracing::warn!(error = %e, retry_in_ms = d.as_millis() as u64, "dispatch pass failed");
-    crate::sleep_or_stop(d, stop).await
+    let retry_in_ms = u64::try_from(retry_in.as_millis()).unwrap_or(u64::MAX);
+    tracing::warn!(error = %e, shard, retry_in_ms, "dispatch pass failed");
 }
 
 /// Sleeps until the earliest known due time, lease deadline or announcement, a wake-up
@@ -205,6 +246,10 @@ async fn idle(
     rx: &mut mpsc::Receiver<Signal>,
     stop: &CancellationToken,
 ) -> Woke {
+    if w.wake_overflow.swap(false, Ordering::Relaxed) {
+        shards.signal(Signal::Resync);
+        return Woke::Signal;
+    }
     let safety = Duration::from_secs(w.cfg.worker.safety_poll_s);
     let (sleep, is_safety_poll) = shards.sleep(safety);
     if sleep.is_zero() {

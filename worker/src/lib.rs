@@ -68,6 +68,9 @@ pub struct Inner {
     pub resources: Resources,
     /// Asks the reconciler for a full check now (run id, marker).
     pub reconcile_check: Notify,
+    /// Set when a wake-up could not be queued (the dispatcher's channel was full): the
+    /// dispatcher then looks at every shard, as for [`Signal::Resync`], so no wake-up is lost.
+    pub wake_overflow: AtomicBool,
     running: AtomicBool,
 }
 
@@ -99,6 +102,7 @@ impl Worker {
             inner: Arc::new(Inner {
                 resources,
                 reconcile_check: Notify::new(),
+                wake_overflow: AtomicBool::new(false),
                 running: AtomicBool::new(false),
             }),
         }

@@ -38,6 +38,7 @@ mod designer_publish;
 mod dispatch_fence;
 mod dispatch_settle;
 mod ewt;
+mod failing_shard;
 mod fixtures;
 mod fleet;
 mod gms;

@@ -1,0 +1,169 @@
+//! Attack: one schedule shard whose pass keeps failing must not hold up the other shards
+//! (docs/derived-state.md#a-failing-shard). The service Redis is a cluster; the primary that
+//! holds some of the shards is frozen (`SIGSTOP`) after callbacks were booked in every shard.
+//! Before the fix the dispatcher re-passed only the failing shard until it recovered, and no
+//! other shard's due time was ever taken in: one frozen node stopped dispatch for all.
+
+use std::time::{Duration, Instant};
+
+use harness::{Engage, Fixture, PrivateCluster, TestEnv, WorkerProc, wire};
+use serde_json::json;
+use shared::redis::Keys;
+use uuid::Uuid;
+
+/// A shard count whose shards are not all on one node, with the node to freeze: the one
+/// holding the most shards but not all of them.
+fn split(cluster: &PrivateCluster, prefix: &str) -> (u16, usize) {
+    for shards in 6..=12u16 {
+        let keys = Keys::new(prefix, shards);
+        let mut per = [0u16; 3];
+        for s in 0..shards {
+            per[cluster.node_of(&keys.sched(s))] += 1;
+        }
+        if let Some(node) = (0..3).filter(|n| per[*n] < shards).max_by_key(|n| per[*n]) {
+            return (shards, node);
+        }
+    }
+    panic!("every shard count put all shards on one node");
+}
+
+/// A tenant name whose pacing and queue-view keys are not on the frozen node (the pass of a
+/// healthy shard touches them).
+fn tenant_off(cluster: &PrivateCluster, keys: &Keys, frozen: usize) -> String {
+    (0..64)
+        .map(|i| format!("fsh{i}"))
+        .find(|t| {
+            cluster.node_of(&keys.pace(t)) != frozen
+                && cluster.node_of(&keys.queue(t, "fs")) != frozen
+        })
+        .expect("a tenant whose keys avoid the frozen node")
+}
+
+/// Books callbacks due at `at` (numbers from `+1555` `base`) until `want` of them are in a
+/// shard for which `pick` holds; returns every id booked with whether it is in such a shard.
+async fn book(
+    (api, key, keys): (&Engage, &str, &Keys),
+    at: jiff::Timestamp,
+    base: usize,
+    want: usize,
+    pick: impl Fn(u16) -> bool,
+) -> Vec<(String, bool)> {
+    let mut out: Vec<(String, bool)> = Vec::new();
+    while out.iter().filter(|(_, p)| *p).count() < want {
+        assert!(out.len() < 200, "shards never picked");
+        let phone = format!("+1555{:07}", base + out.len());
+        let id = api
+            .create(key)
+            .service("fs")
+            .phone(&phone)
+            .at(&wire(at))
+            .id()
+            .await;
+        let shard = keys.shard_of(&Uuid::parse_str(&id).expect("uuid"));
+        out.push((id, pick(shard)));
+    }
+    out
+}
+
+/// Waits until every id is submitted or `deadline` passes; returns those still waiting.
+async fn wait_submitted(env: &TestEnv, ids: &[String], deadline: Instant) -> Vec<String> {
+    let mut waiting: Vec<String> = ids.to_vec();
+    while !waiting.is_empty() && Instant::now() < deadline {
+        let mut still = Vec::new();
+        for id in waiting {
+            if !env.row(&id).await.2 {
+                still.push(id);
+            }
+        }
+        waiting = still;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    waiting
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_shard_a_frozen_cluster_primary_holds_up_only_its_own_shards() {
+    let cluster = PrivateCluster::new();
+    // Without full coverage the healthy nodes keep serving once they flag the frozen one.
+    for i in 0..3 {
+        cluster.cli(i, &["CONFIG", "SET", "cluster-require-full-coverage", "no"]);
+    }
+    let env = TestEnv::new()
+        .with("REDIS_URL", &cluster.urls())
+        .with("REDIS_CLUSTER", "true");
+    let (shards, frozen) = split(&cluster, &env.id);
+    let keys = Keys::new(&env.id, shards);
+    let on_frozen = |s: u16| cluster.node_of(&keys.sched(s)) == frozen;
+    let env = env.with("REDIS_SCHEDULE_SHARDS", &shards.to_string());
+    let tenant = tenant_off(&cluster, &keys, frozen);
+    let (env, api, key) = Fixture::dispatch(env, &tenant, "fs", json!({}))
+        .await
+        .parts();
+    let w = WorkerProc::start(&env, &[]).await;
+
+    // First wave: at least one in a frozen shard (its failing pass starts the trouble).
+    // Second wave, due 6 s later: at least eight in healthy shards.
+    let due1 = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(12);
+    let due2 = due1 + jiff::SignedDuration::from_secs(6);
+    let first = book((&api, &key, &keys), due1, 4_000_000, 1, on_frozen).await;
+    let second = book((&api, &key, &keys), due2, 4_001_000, 8, |s| !on_frozen(s)).await;
+    let lead = due1.duration_since(jiff::Timestamp::now()).as_secs_f64();
+    assert!(
+        lead > 2.0,
+        "booking overran the first due time ({lead:.1} s left)"
+    );
+    cluster.pause(frozen);
+
+    let healthy: Vec<String> = second
+        .iter()
+        .filter(|(_, p)| *p)
+        .map(|(i, _)| i.clone())
+        .collect();
+    let to_due2 = due2.duration_since(jiff::Timestamp::now()).unsigned_abs();
+    let late = wait_submitted(
+        &env,
+        &healthy,
+        Instant::now() + to_due2 + Duration::from_secs(4),
+    )
+    .await;
+    let healthy_late_ms = jiff::Timestamp::now().duration_since(due2).as_millis();
+    cluster.resume(frozen);
+    assert!(
+        late.is_empty(),
+        "{} of {} callbacks in healthy shards were held up by the frozen node's shards; \
+         worker log:\n{}",
+        late.len(),
+        healthy.len(),
+        w.proc.output()
+    );
+
+    // Thawed: the frozen shards' callbacks follow, and each callback is in the stream once.
+    let all: Vec<String> = first
+        .iter()
+        .chain(&second)
+        .map(|(i, _)| i.clone())
+        .collect();
+    let thawed = Instant::now();
+    let left = wait_submitted(&env, &all, thawed + Duration::from_secs(20)).await;
+    assert!(
+        left.is_empty(),
+        "{} never submitted; worker log:\n{}",
+        left.len(),
+        w.proc.output()
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (total, distinct, _) = env.census().await;
+    println!(
+        "FIGURE failing_shard shards={shards} frozen_node_shards={} healthy={} \
+         healthy_checked_at_due2_plus_ms={healthy_late_ms} frozen_done_after_thaw_ms={} \
+         stream_total={total} stream_distinct={distinct}",
+        (0..shards).filter(|s| on_frozen(*s)).count(),
+        healthy.len(),
+        thawed.elapsed().as_millis()
+    );
+    assert_eq!(
+        (total, distinct),
+        (all.len(), all.len()),
+        "each callback exactly once"
+    );
+}
