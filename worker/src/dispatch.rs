@@ -282,3 +282,7 @@ async fn idle(
     }
     Woke::Polled
 }
+
+#[cfg(test)]
+#[path = "/tmp/scratch/dispatch_scratch.rs"]
+mod scratch;

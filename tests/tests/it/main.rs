@@ -70,3 +70,5 @@ mod ui_callbacks;
 mod ui_config;
 mod wiring;
 mod worker;
+#[path = "/tmp/scratch/shard_scratch.rs"]
+mod shard_scratch;
