@@ -13,7 +13,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::config::{ConfigError, overlay_secret};
+use crate::config::{ConfigError, comma_list, overlay_secret};
 
 /// The variable naming the secrets to load.
 pub const SECRETS_ID_VAR: &str = "AWS_SECRETS_ID";
@@ -88,13 +88,8 @@ mod fetch {
 pub fn secret_ids(source: &BTreeMap<String, String>) -> Vec<String> {
     source
         .get(SECRETS_ID_VAR)
-        .map(|v| {
-            v.split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(str::to_string)
-                .collect()
-        })
+        .map(String::as_str)
+        .map(comma_list)
         .unwrap_or_default()
 }
 

@@ -1184,6 +1184,15 @@ fn load_ca(
         .map_err(ConfigError)
 }
 
+/// The items of a comma-separated list, trimmed, blanks dropped (`" a, ,b "` → `["a", "b"]`).
+pub fn comma_list(text: &str) -> Vec<String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
 /// Every node of a URL list speaks TLS or none does; a CA needs `rediss://`.
 fn check_tls_scheme(urls: &str, var: &str, ca_var: Option<&str>) -> Result<(), ConfigError> {
     let tls = urls

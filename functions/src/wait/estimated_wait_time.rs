@@ -29,13 +29,8 @@ pub fn router() -> Router<AppState> {
 fn queues(params: &BTreeMap<String, String>) -> ApiResult<Vec<String>> {
     let names: Vec<String> = params
         .get("virtual-queues")
-        .map(|v| {
-            v.split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(str::to_string)
-                .collect()
-        })
+        .map(String::as_str)
+        .map(shared::config::comma_list)
         .unwrap_or_default();
     if names.is_empty() {
         return Err(ApiError::bad_request(
