@@ -282,7 +282,3 @@ async fn idle(
     }
     Woke::Polled
 }
-
-#[cfg(test)]
-#[path = "/tmp/scratch/dispatch_scratch.rs"]
-mod scratch;

@@ -70,5 +70,3 @@ mod ui_callbacks;
 mod ui_config;
 mod wiring;
 mod worker;
-#[path = "/tmp/scratch/shard_scratch.rs"]
-mod shard_scratch;
