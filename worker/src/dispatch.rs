@@ -6,10 +6,11 @@
 //! per callback or per minute while callbacks wait.
 //!
 //! Shards are independent: a shard whose pass fails (its cluster node unreachable, a row that
-//! does not load) is retried on a backoff of its own ([`Shards::failed`]), and after every
-//! round of passes the loop takes in the wake-ups that arrived and every shard whose time has
-//! come ([`Shards::catch_up`]), so neither one failing shard nor one shard with a backlog holds
-//! up the others (docs/derived-state.md#a-failing-shard).
+//! does not load) is retried on a backoff of its own ([`Shards::failed`]); a round passes the
+//! healthy shards first and then at most one failing shard ([`Shards::round`]); and after
+//! every round the loop takes in the wake-ups that arrived and every shard whose time has come
+//! ([`Shards::catch_up`]). So neither failing shards nor one shard with a backlog hold up the
+//! others for more than one failing pass (docs/derived-state.md#a-failing-shard).
 //!
 //! Busy path, per shard ([`mod@pass`]): claim up to `WORKER_BATCH` due ids (lease
 //! `WORKER_LEASE_MS`), load the rows, drop what is no longer pending (cancelled, already
@@ -24,6 +25,8 @@ pub mod pass;
 pub mod settle;
 
 use std::{sync::atomic::Ordering, time::Duration};
+
+use tokio::time::Instant;
 
 use jiff::Timestamp;
 use shared::metrics;
@@ -45,10 +48,20 @@ struct Shards {
     announced: Vec<Option<i64>>,
     /// Shards to pass over now (all at start).
     pending: Vec<bool>,
-    /// Per shard whose last pass failed: when to try again, and the backoff behind it.
-    retry: Vec<(Option<i64>, Backoff)>,
+    /// Per shard: its failures since the last successful pass.
+    retry: Vec<Retry>,
     /// Redis clock minus local clock, so sleeps follow Redis time.
     offset_ms: i64,
+}
+
+/// A shard's failed passes since its last successful one.
+struct Retry {
+    /// When to try again (monotonic, so no clock offset or jump moves it); `None`: healthy.
+    at: Option<Instant>,
+    backoff: Backoff,
+    failures: u32,
+    /// Whether the last failure was the service Redis's (for its health gauge).
+    redis: bool,
 }
 
 /// How an idle wait ended.
@@ -69,7 +82,14 @@ impl Shards {
             heads: vec![(None, None); n],
             announced: vec![None; n],
             pending: vec![true; n],
-            retry: (0..n).map(|_| (None, shard_backoff())).collect(),
+            retry: (0..n)
+                .map(|_| Retry {
+                    at: None,
+                    backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(1)),
+                    failures: 0,
+                    redis: false,
+                })
+                .collect(),
             offset_ms: 0,
         }
     }
@@ -78,10 +98,11 @@ impl Shards {
         self.pending.iter().any(|p| *p)
     }
 
-    /// When shard `i` next needs a look: after a failure, its retry time.
+    /// When shard `i` next needs a look (Redis clock): after a failure, its retry time.
     fn target(&self, i: usize) -> Option<i64> {
-        if let Some(at) = self.retry[i].0 {
-            return Some(at);
+        if let Some(at) = self.retry[i].at {
+            let wait = at.saturating_duration_since(Instant::now()).as_millis();
+            return Some(local_ms() + self.offset_ms + i64::try_from(wait).unwrap_or(i64::MAX));
         }
         let (due, lease) = self.heads[i];
         [due, lease, self.announced[i]].into_iter().flatten().min()
@@ -96,18 +117,53 @@ impl Shards {
         self.offset_ms = p.now_ms - before;
         // A full batch: more may be due right now.
         self.pending[i] = p.claimed >= batch;
-        self.retry[i].0 = None;
-        self.retry[i].1.reset();
+        let r = &mut self.retry[i];
+        r.at = None;
+        r.backoff.reset();
+        r.failures = 0;
     }
 
-    /// Takes in a failed pass over shard `i`: it waits for its own backoff (the other shards
-    /// go on); returns that wait.
-    fn failed(&mut self, i: usize) -> Duration {
-        let d = self.retry[i].1.next_delay();
-        let ms = i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
-        self.retry[i].0 = Some(local_ms() + self.offset_ms + ms);
+    /// Takes in a failed pass over shard `i`: it waits for its own backoff while the other
+    /// shards go on. Returns that wait and the shard's failures in a row.
+    fn failed(&mut self, i: usize, e: &PassError) -> (Duration, u32) {
+        let r = &mut self.retry[i];
+        r.redis = matches!(e, PassError::ServiceRedis(_));
+        let d = r.backoff.next_delay();
+        r.at = Some(Instant::now() + d);
+        r.failures = r.failures.saturating_add(1);
         self.pending[i] = false;
-        d
+        (d, r.failures)
+    }
+
+    /// Whether any shard is waiting to retry a pass the service Redis failed.
+    fn redis_failing(&self) -> bool {
+        self.retry.iter().any(|r| r.at.is_some() && r.redis)
+    }
+
+    /// The shards to pass over this round: every pending healthy shard, then the pending
+    /// failing shard that has waited longest (one per round, so a frozen node costs the
+    /// healthy shards at most one failing pass; the other failing shards stay pending).
+    fn round(&self) -> Vec<usize> {
+        let pending = (0..self.pending.len()).filter(|i| self.pending[*i]);
+        let mut order: Vec<usize> = pending
+            .clone()
+            .filter(|i| self.retry[*i].at.is_none())
+            .collect();
+        order.extend(
+            pending
+                .filter_map(|i| self.retry[i].at.map(|at| (at, i)))
+                .min()
+                .map(|(_, i)| i),
+        );
+        order
+    }
+
+    /// Every shard gets a look, except those still backing off after a failure.
+    fn resync(&mut self) {
+        let now = Instant::now();
+        for (p, r) in self.pending.iter_mut().zip(&self.retry) {
+            *p |= r.at.is_none_or(|at| at <= now);
+        }
     }
 
     /// Takes in a wake-up message.
@@ -123,7 +179,7 @@ impl Shards {
                     self.announced[i] = Some(self.announced[i].map_or(t, |a| a.min(t)));
                 }
             }
-            Signal::Resync => self.pending.fill(true),
+            Signal::Resync => self.resync(),
         }
     }
 
@@ -195,47 +251,48 @@ pub async fn run(w: Worker, mut rx: mpsc::Receiver<Signal>, stop: CancellationTo
     tracing::info!("dispatcher stopped claiming");
 }
 
-/// The backoff of one failing shard.
-fn shard_backoff() -> Backoff {
-    Backoff::new(Duration::from_millis(100), Duration::from_secs(1))
-}
-
-/// Passes over every pending shard; a failed one is set to retry on its own backoff.
+/// Passes over this round's shards ([`Shards::round`]); a failed one is set to retry on its
+/// own backoff.
 async fn pass_pending(
     w: &Worker,
     shards: &mut Shards,
     pacer: &mut Pacer,
     stop: &CancellationToken,
 ) {
-    let mut all_ok = true;
-    for shard in 0..w.keys.claimed_shards() {
-        let i = usize::from(shard);
-        if !shards.pending[i] || stop.is_cancelled() {
-            continue;
+    for i in shards.round() {
+        if stop.is_cancelled() {
+            return;
         }
+        let Ok(shard) = u16::try_from(i) else {
+            continue;
+        };
         let before = local_ms();
         match pass(w, shard, pacer).await {
             Ok(p) => shards.passed(i, &p, before, w.cfg.worker.batch),
             Err(e) => {
-                all_ok = false;
-                report(&e, shard, shards.failed(i));
+                let (retry_in, failures) = shards.failed(i, &e);
+                report(&e, shard, retry_in, failures);
             }
         }
     }
-    if all_ok {
+    // Healthy only when no shard still fails on it (a round may not include a failing shard).
+    if !shards.redis_failing() {
         metrics::set_health(metrics::REDIS_CONNECTION, true);
     }
 }
 
-/// Marks the failed dependency unhealthy and logs the failed pass.
-fn report(e: &PassError, shard: u16, retry_in: Duration) {
+/// Marks the failed dependency unhealthy and logs the failed pass: a shard's 1st, 2nd, 4th,
+/// 8th… failure in a row, so a long outage does not flood the log.
+fn report(e: &PassError, shard: u16, retry_in: Duration, failures: u32) {
     match e {
         PassError::ServiceRedis(_) => metrics::set_health(metrics::REDIS_CONNECTION, false),
         PassError::Voice(_) => metrics::set_health(metrics::ORS_REDIS_STATUS, false),
         PassError::Load(_) | PassError::NotRecorded(_) => {}
     }
-    let retry_in_ms = u64::try_from(retry_in.as_millis()).unwrap_or(u64::MAX);
-    tracing::warn!(error = %e, shard, retry_in_ms, "dispatch pass failed");
+    if failures.is_power_of_two() {
+        let retry_in_ms = u64::try_from(retry_in.as_millis()).unwrap_or(u64::MAX);
+        tracing::warn!(error = %e, shard, failures, retry_in_ms, "dispatch pass failed");
+    }
 }
 
 /// Sleeps until the earliest known due time, lease deadline or announcement, a wake-up
@@ -275,10 +332,56 @@ async fn idle(
             Ok(h) => shards.heads = h,
             Err(e) => {
                 tracing::warn!(error = %e, "safety poll failed");
-                shards.pending.fill(true);
+                shards.resync();
             }
         },
-        Err(_) => shards.pending.fill(true),
+        Err(_) => shards.resync(),
     }
     Woke::Polled
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused() -> PassError {
+        PassError::ServiceRedis(redis::RedisError::from((redis::ErrorKind::Io, "refused")))
+    }
+
+    #[test]
+    fn a_round_passes_healthy_shards_first_and_one_failing_shard() {
+        let mut s = Shards::new(4);
+        s.failed(0, &refused());
+        s.failed(2, &refused());
+        s.pending.fill(true);
+        assert_eq!(s.round(), [1, 3, 0]);
+        s.pending[1] = false;
+        s.pending[3] = false;
+        s.pending[0] = false;
+        assert_eq!(s.round(), [2]);
+    }
+
+    #[test]
+    fn a_resync_does_not_cut_a_failing_shards_backoff_short() {
+        let mut s = Shards::new(3);
+        s.pending.fill(false);
+        s.failed(1, &refused());
+        s.signal(Signal::Resync);
+        assert_eq!(s.pending, [true, false, true]);
+        assert!(s.redis_failing());
+    }
+
+    #[test]
+    fn a_retry_keeps_its_wait_whatever_the_clock_offset() {
+        let mut s = Shards::new(1);
+        let (wait, failures) = s.failed(0, &refused());
+        assert_eq!((wait, failures), (Duration::from_millis(100), 1));
+        // The Redis clock turns out to be 300 s behind the host's.
+        s.offset_ms = -300_000;
+        let (sleep, safety_poll) = s.sleep(Duration::from_secs(120));
+        assert!(
+            !safety_poll && sleep <= Duration::from_millis(100),
+            "{sleep:?}"
+        );
+    }
 }

@@ -108,6 +108,15 @@ impl Worker {
         }
     }
 
+    /// Queues a wake-up for the dispatcher. When its channel is full the wake-up is not lost:
+    /// the dispatcher looks at every shard after its current round instead.
+    pub fn wake(&self, tx: &mpsc::Sender<Signal>, signal: Signal) {
+        if tx.try_send(signal).is_err() {
+            self.wake_overflow.store(true, Ordering::Relaxed);
+            tracing::debug!("wake channel full");
+        }
+    }
+
     /// Whether the loops are running (health).
     pub fn is_running(&self) -> bool {
         self.running.load(Ordering::Relaxed)

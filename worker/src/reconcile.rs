@@ -57,7 +57,7 @@ pub async fn run(w: Worker, tx: mpsc::Sender<Signal>, stop: CancellationToken) {
                     seen = fp;
                     cause = None;
                     backoff.reset();
-                    let _ = tx.try_send(Signal::Resync);
+                    w.wake(&tx, Signal::Resync);
                 }
                 Ok(None) => return, // stopped
                 Err(e) => {

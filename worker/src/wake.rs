@@ -8,7 +8,7 @@
 //! subscription tells the dispatcher to look at every shard ([`Signal::Resync`]), and a
 //! re-subscription also asks the reconciler to check whether Redis lost its data.
 
-use std::{sync::atomic::Ordering, time::Duration};
+use std::time::Duration;
 
 use futures::StreamExt;
 use redis::IntoConnectionInfo;
@@ -40,9 +40,7 @@ pub async fn run(w: Worker, tx: mpsc::Sender<Signal>, stop: CancellationToken) {
                 // on a reconnect those of the outage, at start-up those sent while the
                 // dispatcher's first pass was already done. Either way every shard is looked
                 // at again (one cheap claim each), so nothing waits for the safety poll.
-                if tx.try_send(Signal::Resync).is_err() {
-                    w.wake_overflow.store(true, Ordering::Relaxed);
-                }
+                w.wake(&tx, Signal::Resync);
                 if !first {
                     // Redis may also have lost its data.
                     w.reconcile_check.notify_one();
@@ -59,12 +57,7 @@ pub async fn run(w: Worker, tx: mpsc::Sender<Signal>, stop: CancellationToken) {
                                     .ok()
                                     .and_then(|s| parse(&s))
                                     .unwrap_or(Signal::Resync);
-                                if tx.try_send(signal).is_err() {
-                                    // Full: the dispatcher is busy; it looks at every shard
-                                    // after its current round instead.
-                                    w.wake_overflow.store(true, Ordering::Relaxed);
-                                    tracing::debug!("wake channel full");
-                                }
+                                w.wake(&tx, signal);
                             }
                             None => {
                                 tracing::warn!("wake subscription closed; reconnecting");

@@ -12,9 +12,9 @@ use shared::redis::Keys;
 use uuid::Uuid;
 
 /// A shard count whose shards are not all on one node, with the node to freeze: the one
-/// holding the most shards but not all of them.
+/// holding the most shards but not all of them. Many shards, so that several fail at once.
 fn split(cluster: &PrivateCluster, prefix: &str) -> (u16, usize) {
-    for shards in 6..=12u16 {
+    for shards in 24..=30u16 {
         let keys = Keys::new(prefix, shards);
         let mut per = [0u16; 3];
         for s in 0..shards {
@@ -39,8 +39,8 @@ fn tenant_off(cluster: &PrivateCluster, keys: &Keys, frozen: usize) -> String {
         .expect("a tenant whose keys avoid the frozen node")
 }
 
-/// Books callbacks due at `at` (numbers from `+1555` `base`) until `want` of them are in a
-/// shard for which `pick` holds; returns every id booked with whether it is in such a shard.
+/// Books callbacks due at `at` (numbers from `+1555` `base`) until `want` distinct shards for
+/// which `pick` holds have one; returns every id booked with whether it is in such a shard.
 async fn book(
     (api, key, keys): (&Engage, &str, &Keys),
     at: jiff::Timestamp,
@@ -49,8 +49,9 @@ async fn book(
     pick: impl Fn(u16) -> bool,
 ) -> Vec<(String, bool)> {
     let mut out: Vec<(String, bool)> = Vec::new();
-    while out.iter().filter(|(_, p)| *p).count() < want {
-        assert!(out.len() < 200, "shards never picked");
+    let mut picked = std::collections::BTreeSet::new();
+    while picked.len() < want {
+        assert!(out.len() < 400, "shards never picked");
         let phone = format!("+1555{:07}", base + out.len());
         let id = api
             .create(key)
@@ -60,6 +61,9 @@ async fn book(
             .id()
             .await;
         let shard = keys.shard_of(&Uuid::parse_str(&id).expect("uuid"));
+        if pick(shard) {
+            picked.insert(shard);
+        }
         out.push((id, pick(shard)));
     }
     out
@@ -79,6 +83,21 @@ async fn wait_submitted(env: &TestEnv, ids: &[String], deadline: Instant) -> Vec
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     waiting
+}
+
+/// The latest `submitted_at` of `ids` (ms since the epoch; 0 when none is submitted).
+async fn last_submitted_ms(env: &TestEnv, ids: &[String]) -> i64 {
+    let row = env
+        .pg()
+        .await
+        .query_one(
+            "SELECT coalesce((extract(epoch FROM max(submitted_at)) * 1000)::bigint, 0)
+             FROM callbacks WHERE id::text = ANY($1)",
+            &[&ids],
+        )
+        .await
+        .expect("submitted_at");
+    row.get(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -101,11 +120,20 @@ async fn failing_shard_a_frozen_cluster_primary_holds_up_only_its_own_shards() {
         .parts();
     let w = WorkerProc::start(&env, &[]).await;
 
-    // First wave: at least one in a frozen shard (its failing pass starts the trouble).
-    // Second wave, due 6 s later: at least eight in healthy shards.
-    let due1 = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(12);
+    // First wave: callbacks in six frozen shards (their failing passes start the trouble; one
+    // by one, before the fix of 2026-12-03 they held healthy shards up for seconds).
+    // Second wave, due 6 s later: callbacks in eight healthy shards.
+    let due1 = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(15);
     let due2 = due1 + jiff::SignedDuration::from_secs(6);
-    let first = book((&api, &key, &keys), due1, 4_000_000, 1, on_frozen).await;
+    let frozen_shards = (0..shards).filter(|s| on_frozen(*s)).count();
+    let first = book(
+        (&api, &key, &keys),
+        due1,
+        4_000_000,
+        frozen_shards.min(6),
+        on_frozen,
+    )
+    .await;
     let second = book((&api, &key, &keys), due2, 4_001_000, 8, |s| !on_frozen(s)).await;
     let lead = due1.duration_since(jiff::Timestamp::now()).as_secs_f64();
     assert!(
@@ -123,10 +151,11 @@ async fn failing_shard_a_frozen_cluster_primary_holds_up_only_its_own_shards() {
     let late = wait_submitted(
         &env,
         &healthy,
-        Instant::now() + to_due2 + Duration::from_secs(4),
+        // A round: the healthy passes and at most one failing pass (REDIS_TIMEOUT_MS, 500 ms).
+        Instant::now() + to_due2 + Duration::from_secs(3),
     )
     .await;
-    let healthy_late_ms = jiff::Timestamp::now().duration_since(due2).as_millis();
+    let healthy_late_ms = last_submitted_ms(&env, &healthy).await - due2.as_millisecond();
     cluster.resume(frozen);
     assert!(
         late.is_empty(),
@@ -155,9 +184,9 @@ async fn failing_shard_a_frozen_cluster_primary_holds_up_only_its_own_shards() {
     let (total, distinct, _) = env.census().await;
     println!(
         "FIGURE failing_shard shards={shards} frozen_node_shards={} healthy={} \
-         healthy_checked_at_due2_plus_ms={healthy_late_ms} frozen_done_after_thaw_ms={} \
+         healthy_last_submitted_after_due_ms={healthy_late_ms} frozen_done_after_thaw_ms={} \
          stream_total={total} stream_distinct={distinct}",
-        (0..shards).filter(|s| on_frozen(*s)).count(),
+        frozen_shards,
         healthy.len(),
         thawed.elapsed().as_millis()
     );
