@@ -5,12 +5,13 @@
 //! safety poll (`WORKER_SAFETY_POLL_S`, which reads only the shards' heads). Nothing is polled
 //! per callback or per minute while callbacks wait.
 //!
-//! Shards are independent: a shard whose pass fails (its cluster node unreachable, a row that
-//! does not load) is retried on a backoff of its own ([`Shards::failed`]); a round passes the
-//! healthy shards first and then at most one failing shard ([`Shards::round`]); and after
-//! every round the loop takes in the wake-ups that arrived and every shard whose time has come
-//! ([`Shards::catch_up`]). So neither failing shards nor one shard with a backlog hold up the
-//! others for more than one failing pass (docs/derived-state.md#a-failing-shard).
+//! Shards are independent: a round sends the claims of all its shards at once and works
+//! through each claim as it comes back, so a shard whose node is slow or frozen delays no other
+//! shard's claim; a shard whose pass fails (its cluster node unreachable, a row that does not
+//! load) is retried on a backoff of its own ([`Shards::failed`]); and after every round the
+//! loop takes in the wake-ups that arrived and every shard whose time has come
+//! ([`Shards::catch_up`]), so one shard with a backlog does not hold up the others either
+//! (docs/derived-state.md#a-failing-shard).
 //!
 //! Busy path, per shard ([`mod@pass`]): claim up to `WORKER_BATCH` due ids (lease
 //! `WORKER_LEASE_MS`), load the rows, drop what is no longer pending (cancelled, already
@@ -33,7 +34,9 @@ use shared::metrics;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use self::pass::{PassError, ShardPass, pass};
+use futures::stream::{FuturesUnordered, StreamExt};
+
+use self::pass::{PassError, ShardPass};
 use crate::{Backoff, Signal, Worker, claim, pacing::Pacer};
 
 fn local_ms() -> i64 {
@@ -140,22 +143,12 @@ impl Shards {
         self.retry.iter().any(|r| r.at.is_some() && r.redis)
     }
 
-    /// The shards to pass over this round: every pending healthy shard, then the pending
-    /// failing shard that has waited longest (one per round, so a frozen node costs the
-    /// healthy shards at most one failing pass; the other failing shards stay pending).
-    fn round(&self) -> Vec<usize> {
-        let pending = (0..self.pending.len()).filter(|i| self.pending[*i]);
-        let mut order: Vec<usize> = pending
-            .clone()
-            .filter(|i| self.retry[*i].at.is_none())
-            .collect();
-        order.extend(
-            pending
-                .filter_map(|i| self.retry[i].at.map(|at| (at, i)))
-                .min()
-                .map(|(_, i)| i),
-        );
-        order
+    /// The shards to pass over this round: every pending one.
+    fn round(&self) -> Vec<u16> {
+        (0..self.pending.len())
+            .filter(|i| self.pending[*i])
+            .filter_map(|i| u16::try_from(i).ok())
+            .collect()
     }
 
     /// Every shard gets a look, except those still backing off after a failure.
@@ -251,23 +244,32 @@ pub async fn run(w: Worker, mut rx: mpsc::Receiver<Signal>, stop: CancellationTo
     tracing::info!("dispatcher stopped claiming");
 }
 
-/// Passes over this round's shards ([`Shards::round`]); a failed one is set to retry on its
-/// own backoff.
+/// Passes over this round's shards: their claims all go out at once, and each is worked
+/// through as it comes back (one at a time: pacing and PostgreSQL see one pass at a time). A
+/// failed shard is set to retry on its own backoff.
 async fn pass_pending(
     w: &Worker,
     shards: &mut Shards,
     pacer: &mut Pacer,
     stop: &CancellationToken,
 ) {
-    for i in shards.round() {
-        if stop.is_cancelled() {
-            return;
-        }
-        let Ok(shard) = u16::try_from(i) else {
-            continue;
+    let mut claims: FuturesUnordered<_> = shards
+        .round()
+        .into_iter()
+        .map(|shard| async move { (shard, local_ms(), pass::claim(w, shard).await) })
+        .collect();
+    while let Some((shard, before, claimed)) = claims.next().await {
+        let i = usize::from(shard);
+        let result = match claimed {
+            // Stopping: a claim not yet worked through goes back to the schedule.
+            Ok(c) if stop.is_cancelled() => {
+                pass::give_back(w, c).await;
+                continue;
+            }
+            Ok(c) => pass::finish(w, c, pacer).await,
+            Err(e) => Err(e),
         };
-        let before = local_ms();
-        match pass(w, shard, pacer).await {
+        match result {
             Ok(p) => shards.passed(i, &p, before, w.cfg.worker.batch),
             Err(e) => {
                 let (retry_in, failures) = shards.failed(i, &e);
@@ -346,19 +348,6 @@ mod tests {
 
     fn refused() -> PassError {
         PassError::ServiceRedis(redis::RedisError::from((redis::ErrorKind::Io, "refused")))
-    }
-
-    #[test]
-    fn a_round_passes_healthy_shards_first_and_one_failing_shard() {
-        let mut s = Shards::new(4);
-        s.failed(0, &refused());
-        s.failed(2, &refused());
-        s.pending.fill(true);
-        assert_eq!(s.round(), [1, 3, 0]);
-        s.pending[1] = false;
-        s.pending[3] = false;
-        s.pending[0] = false;
-        assert_eq!(s.round(), [2]);
     }
 
     #[test]

@@ -100,6 +100,33 @@ async fn last_submitted_ms(env: &TestEnv, ids: &[String]) -> i64 {
     row.get(0)
 }
 
+/// The ids of `booked` in picked shards.
+fn picked(booked: &[(String, bool)]) -> Vec<String> {
+    booked
+        .iter()
+        .filter(|(_, p)| *p)
+        .map(|(i, _)| i.clone())
+        .collect()
+}
+
+/// Waits for `ids`, due at `due`, until 3 s after it; returns how long after `due` the last
+/// of them was handed off, panicking with the worker's log if any is still waiting.
+async fn on_time(env: &TestEnv, w: &WorkerProc, ids: &[String], due: jiff::Timestamp) -> i64 {
+    let to_due = due.duration_since(jiff::Timestamp::now()).unsigned_abs();
+    // A round: every claim at once, then the healthy passes; a frozen node's claims time out
+    // (REDIS_TIMEOUT_MS, 500 ms) alongside.
+    let late = wait_submitted(env, ids, Instant::now() + to_due + Duration::from_secs(3)).await;
+    assert!(
+        late.is_empty(),
+        "{} of {} callbacks in healthy shards were held up by the frozen node's shards; \
+         worker log:\n{}",
+        late.len(),
+        ids.len(),
+        w.proc.output()
+    );
+    last_submitted_ms(env, ids).await - due.as_millisecond()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_shard_a_frozen_cluster_primary_holds_up_only_its_own_shards() {
     let cluster = PrivateCluster::new();
@@ -120,56 +147,33 @@ async fn failing_shard_a_frozen_cluster_primary_holds_up_only_its_own_shards() {
         .parts();
     let w = WorkerProc::start(&env, &[]).await;
 
-    // First wave: callbacks in six frozen shards (their failing passes start the trouble; one
-    // by one, before the fix of 2026-12-03 they held healthy shards up for seconds).
-    // Second wave, due 6 s later: callbacks in eight healthy shards.
-    let due1 = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(15);
-    let due2 = due1 + jiff::SignedDuration::from_secs(6);
+    // Wave 1: callbacks in six frozen shards, not yet known to fail (passed one after another
+    // they would cost 500 ms each). Wave 2, due 200 ms later, and wave 3, due 6 s later while
+    // the frozen shards retry: callbacks in eight healthy shards each.
+    let due1 = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(20);
+    let due2 = due1 + jiff::SignedDuration::from_millis(200);
+    let due3 = due1 + jiff::SignedDuration::from_secs(6);
     let frozen_shards = (0..shards).filter(|s| on_frozen(*s)).count();
-    let first = book(
-        (&api, &key, &keys),
-        due1,
-        4_000_000,
-        frozen_shards.min(6),
-        on_frozen,
-    )
-    .await;
-    let second = book((&api, &key, &keys), due2, 4_001_000, 8, |s| !on_frozen(s)).await;
+    let healthy = |s: u16| !on_frozen(s);
+    let parts = (&api, key.as_str(), &keys);
+    let wave1 = book(parts, due1, 4_000_000, frozen_shards.min(6), on_frozen).await;
+    let wave2 = book(parts, due2, 4_001_000, 8, healthy).await;
+    let wave3 = book(parts, due3, 4_002_000, 8, healthy).await;
     let lead = due1.duration_since(jiff::Timestamp::now()).as_secs_f64();
     assert!(
         lead > 2.0,
         "booking overran the first due time ({lead:.1} s left)"
     );
     cluster.pause(frozen);
-
-    let healthy: Vec<String> = second
-        .iter()
-        .filter(|(_, p)| *p)
-        .map(|(i, _)| i.clone())
-        .collect();
-    let to_due2 = due2.duration_since(jiff::Timestamp::now()).unsigned_abs();
-    let late = wait_submitted(
-        &env,
-        &healthy,
-        // A round: the healthy passes and at most one failing pass (REDIS_TIMEOUT_MS, 500 ms).
-        Instant::now() + to_due2 + Duration::from_secs(3),
-    )
-    .await;
-    let healthy_late_ms = last_submitted_ms(&env, &healthy).await - due2.as_millisecond();
+    let late2 = on_time(&env, &w, &picked(&wave2), due2).await;
+    let late3 = on_time(&env, &w, &picked(&wave3), due3).await;
     cluster.resume(frozen);
-    assert!(
-        late.is_empty(),
-        "{} of {} callbacks in healthy shards were held up by the frozen node's shards; \
-         worker log:\n{}",
-        late.len(),
-        healthy.len(),
-        w.proc.output()
-    );
 
     // Thawed: the frozen shards' callbacks follow, and each callback is in the stream once.
-    let all: Vec<String> = first
+    let all: Vec<String> = wave1
         .iter()
-        .chain(&second)
+        .chain(&wave2)
+        .chain(&wave3)
         .map(|(i, _)| i.clone())
         .collect();
     let thawed = Instant::now();
@@ -183,11 +187,10 @@ async fn failing_shard_a_frozen_cluster_primary_holds_up_only_its_own_shards() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (total, distinct, _) = env.census().await;
     println!(
-        "FIGURE failing_shard shards={shards} frozen_node_shards={} healthy={} \
-         healthy_last_submitted_after_due_ms={healthy_late_ms} frozen_done_after_thaw_ms={} \
-         stream_total={total} stream_distinct={distinct}",
-        frozen_shards,
-        healthy.len(),
+        "FIGURE failing_shard shards={shards} frozen_node_shards={frozen_shards} \
+         healthy_last_handed_off_after_due_ms: with_the_first_failures={late2} \
+         while_retrying={late3}; frozen_done_after_thaw_ms={} stream_total={total} \
+         stream_distinct={distinct}",
         thawed.elapsed().as_millis()
     );
     assert_eq!(

@@ -3,7 +3,7 @@
 //!
 //! Every step only *decides* what happens to its claims, in the pass's
 //! [`Ledger`]; the claims are settled once, at the end, by
-//! [`pass`] whether the steps succeeded or failed (see [`super::settle`] for the
+//! [`finish`] whether the steps succeeded or failed (see [`super::settle`] for the
 //! exactly-once story).
 
 use std::{
@@ -81,13 +81,53 @@ fn local_ms() -> i64 {
     jiff::Timestamp::now().as_millisecond()
 }
 
-/// One pass over `shard`: claims, works through the claims, and settles each claim once.
-pub async fn pass(w: &Worker, shard: u16, pacer: &mut Pacer) -> Result<ShardPass, PassError> {
+/// A shard's claim, taken and not yet worked through ([`claim`] then [`finish`]).
+pub struct Claim {
+    shard: u16,
+    conn: RedisConn,
+    claimed: claim::Claimed,
+}
+
+/// The first step of a pass over `shard`: claims its due entries. Claims of several shards can
+/// run at once (each on its own cluster slot); only this step waits on the shard's node.
+pub async fn claim(w: &Worker, shard: u16) -> Result<Claim, PassError> {
     let mut conn = w.redis.conn().await.map_err(PassError::ServiceRedis)?;
     let (batch, lease) = (w.cfg.worker.batch, w.cfg.worker.lease_ms);
-    let c = claim::claim(&mut conn, &w.keys, shard, batch, lease)
+    let claimed = claim::claim(&mut conn, &w.keys, shard, batch, lease)
         .await
         .map_err(PassError::ServiceRedis)?;
+    Ok(Claim {
+        shard,
+        conn,
+        claimed,
+    })
+}
+
+/// Gives a claim back untouched (the worker is stopping): every id returns to the schedule at
+/// its due time, so the next claim of any worker takes it instead of waiting for the lease. If
+/// that fails the claims stay in flight until their lease runs out.
+pub async fn give_back(w: &Worker, claim: Claim) {
+    let Claim {
+        shard,
+        mut conn,
+        claimed: c,
+    } = claim;
+    let mut ledger = Ledger::new(shard, &c);
+    for (id, due) in &c.ids {
+        ledger.hand_back(*id, due.unwrap_or(c.now_ms));
+    }
+    if let Err(e) = ledger.settle(&mut conn, &w.keys).await {
+        tracing::warn!(error = %e, shard, "giving back the claims of a stopped pass failed");
+    }
+}
+
+/// The rest of the pass: works through the claims and settles each claim once.
+pub async fn finish(w: &Worker, claim: Claim, pacer: &mut Pacer) -> Result<ShardPass, PassError> {
+    let Claim {
+        shard,
+        mut conn,
+        claimed: c,
+    } = claim;
     let mut ledger = Ledger::new(shard, &c);
     let worked = work(w, &mut conn, c.now_ms, &mut ledger, pacer).await;
     let next_due_ms = [c.next_due_ms, ledger.earliest_hand_back()]
