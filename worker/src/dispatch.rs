@@ -246,24 +246,45 @@ pub async fn run(w: Worker, mut rx: mpsc::Receiver<Signal>, stop: CancellationTo
 
 /// Passes over this round's shards: their claims all go out at once, and each is worked
 /// through as it comes back (one at a time: pacing and PostgreSQL see one pass at a time). A
-/// failed shard is set to retry on its own backoff.
+/// claim that waited more than half its lease for its turn is given back rather than worked
+/// through late (another worker may take it meanwhile). A failed shard is set to retry on its
+/// own backoff.
 async fn pass_pending(
     w: &Worker,
     shards: &mut Shards,
     pacer: &mut Pacer,
     stop: &CancellationToken,
 ) {
-    let mut claims: FuturesUnordered<_> = shards
-        .round()
+    let round = shards.round();
+    let conn = match w.redis.conn().await {
+        Ok(conn) => conn,
+        Err(e) => {
+            let e = PassError::ServiceRedis(e);
+            for shard in round {
+                fail(shards, shard, &e);
+            }
+            return;
+        }
+    };
+    let mut claims: FuturesUnordered<_> = round
         .into_iter()
-        .map(|shard| async move { (shard, local_ms(), pass::claim(w, shard).await) })
+        .map(|shard| {
+            let conn = conn.clone();
+            async move { (shard, local_ms(), pass::claim(w, conn, shard).await) }
+        })
         .collect();
+    let half_lease = i64::try_from(w.cfg.worker.lease_ms / 2).unwrap_or(i64::MAX);
+    let mut stopped = Vec::new();
     while let Some((shard, before, claimed)) = claims.next().await {
         let i = usize::from(shard);
         let result = match claimed {
-            // Stopping: a claim not yet worked through goes back to the schedule.
             Ok(c) if stop.is_cancelled() => {
+                stopped.push(c);
+                continue;
+            }
+            Ok(c) if c.age_ms() > half_lease => {
                 pass::give_back(w, c).await;
+                shards.pending[i] = true;
                 continue;
             }
             Ok(c) => pass::finish(w, c, pacer).await,
@@ -271,16 +292,34 @@ async fn pass_pending(
         };
         match result {
             Ok(p) => shards.passed(i, &p, before, w.cfg.worker.batch),
-            Err(e) => {
-                let (retry_in, failures) = shards.failed(i, &e);
-                report(&e, shard, retry_in, failures);
-            }
+            Err(e) => fail(shards, shard, &e),
         }
     }
+    give_back_all(w, stopped).await;
     // Healthy only when no shard still fails on it (a round may not include a failing shard).
     if !shards.redis_failing() {
         metrics::set_health(metrics::REDIS_CONNECTION, true);
     }
+}
+
+/// Stopping: gives back the claims not worked through, all at once, within 2 s.
+async fn give_back_all(w: &Worker, claims: Vec<pass::Claim>) {
+    if claims.is_empty() {
+        return;
+    }
+    let all = futures::future::join_all(claims.into_iter().map(|c| pass::give_back(w, c)));
+    if tokio::time::timeout(Duration::from_secs(2), all)
+        .await
+        .is_err()
+    {
+        tracing::warn!("giving back claims at stop timed out; their leases will run out");
+    }
+}
+
+/// Takes in a failed pass over `shard` and reports it.
+fn fail(shards: &mut Shards, shard: u16, e: &PassError) {
+    let (retry_in, failures) = shards.failed(usize::from(shard), e);
+    report(e, shard, retry_in, failures);
 }
 
 /// Marks the failed dependency unhealthy and logs the failed pass: a shard's 1st, 2nd, 4th,

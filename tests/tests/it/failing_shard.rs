@@ -199,3 +199,55 @@ async fn failing_shard_a_frozen_cluster_primary_holds_up_only_its_own_shards() {
         "each callback exactly once"
     );
 }
+
+/// A worker stopped in the middle of a backlog gives back the claims of its round that it had
+/// not worked through (a round claims every shard at once): a worker started right after it
+/// takes them at once, not after their lease (15 s), and each callback goes out once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_shard_a_stopped_worker_gives_back_the_claims_of_its_round() {
+    const N: i64 = 3_000;
+    let env = TestEnv::new().with("REDIS_SCHEDULE_SHARDS", "16");
+    let (env, api, key) = Fixture::dispatch(env, "fsg", "fs", json!({})).await.parts();
+    api.create_immediate(&key, "fs", N as usize, 0).await;
+    let mut a = WorkerProc::start(&env, &[]).await;
+    assert!(env.wait_submitted(300, Duration::from_secs(30)).await >= 300);
+    let stop = Instant::now();
+    a.proc.terminate();
+    let status = loop {
+        if let Some(s) = a.proc.child.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(
+            stop.elapsed() < Duration::from_secs(10),
+            "worker did not stop in 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert!(status.success(), "exit status {status:?}");
+    let at_stop = env.submitted_count().await;
+    let b = WorkerProc::start(&env, &[]).await;
+    let started = Instant::now();
+    let n = env.wait_submitted(N, Duration::from_secs(12)).await;
+    let took = started.elapsed();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (total, distinct, _) = env.census().await;
+    println!(
+        "FIGURE stopped_worker submitted_at_stop={at_stop} rest_after_restart_ms={} \
+         stream_total={total} stream_distinct={distinct}",
+        took.as_millis()
+    );
+    assert!(at_stop < N, "the stop came after the backlog was done");
+    assert_eq!(
+        n,
+        N,
+        "callbacks claimed by the stopped worker waited for their lease; its log:\n{}\n\
+         the next worker's log:\n{}",
+        a.proc.output(),
+        b.proc.output()
+    );
+    assert_eq!(
+        (total, distinct),
+        (N as usize, N as usize),
+        "each callback exactly once"
+    );
+}

@@ -81,17 +81,28 @@ fn local_ms() -> i64 {
     jiff::Timestamp::now().as_millisecond()
 }
 
-/// A shard's claim, taken and not yet worked through ([`claim`] then [`finish`]).
+/// A shard's claim, taken and not yet worked through ([`claim`], then [`finish`] or
+/// [`give_back`]).
 pub struct Claim {
     shard: u16,
     conn: RedisConn,
     claimed: claim::Claimed,
+    /// Local time (ms) the claim was sent: its lease runs from about then.
+    sent_ms: i64,
 }
 
-/// The first step of a pass over `shard`: claims its due entries. Claims of several shards can
-/// run at once (each on its own cluster slot); only this step waits on the shard's node.
-pub async fn claim(w: &Worker, shard: u16) -> Result<Claim, PassError> {
-    let mut conn = w.redis.conn().await.map_err(PassError::ServiceRedis)?;
+impl Claim {
+    /// How long ago the claim was sent (ms).
+    pub fn age_ms(&self) -> i64 {
+        local_ms() - self.sent_ms
+    }
+}
+
+/// The first step of a pass over `shard`: claims its due entries on `conn`. Claims of several
+/// shards can run at once (each on its own cluster slot); only this step waits on the shard's
+/// node.
+pub async fn claim(w: &Worker, mut conn: RedisConn, shard: u16) -> Result<Claim, PassError> {
+    let sent_ms = local_ms();
     let (batch, lease) = (w.cfg.worker.batch, w.cfg.worker.lease_ms);
     let claimed = claim::claim(&mut conn, &w.keys, shard, batch, lease)
         .await
@@ -100,36 +111,58 @@ pub async fn claim(w: &Worker, shard: u16) -> Result<Claim, PassError> {
         shard,
         conn,
         claimed,
+        sent_ms,
     })
 }
 
-/// Gives a claim back untouched (the worker is stopping): every id returns to the schedule at
-/// its due time, so the next claim of any worker takes it instead of waiting for the lease. If
-/// that fails the claims stay in flight until their lease runs out.
+/// Gives a claim back untouched (the worker is stopping, or the claim waited too long for its
+/// turn): every id returns to the schedule at its due time, and a wake-up tells every worker,
+/// so the next claim takes it instead of waiting for the lease. A claim whose lease has run
+/// out is left alone (another worker may hold it by now). If the settlement fails the claims
+/// stay in flight until their lease runs out.
 pub async fn give_back(w: &Worker, claim: Claim) {
+    if claim.age_ms() >= i64::try_from(w.cfg.worker.lease_ms).unwrap_or(i64::MAX) {
+        return;
+    }
     let Claim {
         shard,
         mut conn,
         claimed: c,
+        ..
     } = claim;
     let mut ledger = Ledger::new(shard, &c);
     for (id, due) in &c.ids {
         ledger.hand_back(*id, due.unwrap_or(c.now_ms));
     }
+    let earliest = ledger.earliest_hand_back();
     if let Err(e) = ledger.settle(&mut conn, &w.keys).await {
-        tracing::warn!(error = %e, shard, "giving back the claims of a stopped pass failed");
+        tracing::warn!(error = %e, shard, "giving back the claims of a pass failed");
+        return;
+    }
+    if let Some(at) = earliest {
+        let announce: redis::RedisResult<i64> = redis::cmd("PUBLISH")
+            .arg(w.keys.wake_channel())
+            .arg(format!("{at}:{shard}"))
+            .query_async(&mut conn)
+            .await;
+        if let Err(e) = announce {
+            tracing::debug!(error = %e, shard, "announcing given-back claims failed");
+        }
     }
 }
 
 /// The rest of the pass: works through the claims and settles each claim once.
 pub async fn finish(w: &Worker, claim: Claim, pacer: &mut Pacer) -> Result<ShardPass, PassError> {
+    // Redis time now: the claim's, plus how long it waited for its turn.
+    let now_ms = claim.claimed.now_ms + claim.age_ms();
     let Claim {
         shard,
         mut conn,
         claimed: c,
+        ..
     } = claim;
     let mut ledger = Ledger::new(shard, &c);
-    let worked = work(w, &mut conn, c.now_ms, &mut ledger, pacer).await;
+    let worked = work(w, &mut conn, now_ms, &mut ledger, pacer).await;
     let next_due_ms = [c.next_due_ms, ledger.earliest_hand_back()]
         .into_iter()
         .flatten()
