@@ -173,16 +173,7 @@ async fn worker_dispatch_timing_fields_and_sigterm() {
     // SIGTERM: exits 0 well within 10 s.
     let stop = Instant::now();
     w.proc.terminate();
-    let status = loop {
-        if let Some(s) = w.proc.child.try_wait().expect("wait") {
-            break s;
-        }
-        assert!(
-            stop.elapsed() < Duration::from_secs(10),
-            "worker did not stop in 10 s"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    let status = w.proc.wait_exit(Duration::from_secs(10)).await;
     println!("FIGURE sigterm_exit_ms={}", stop.elapsed().as_millis());
     assert!(status.success(), "exit status {status:?}");
 }

@@ -96,6 +96,12 @@ impl Claim {
     pub fn age_ms(&self) -> i64 {
         local_ms() - self.sent_ms
     }
+
+    /// The connection, the claim's answer, and its ledger (every claim kept).
+    fn open(self) -> (RedisConn, claim::Claimed, Ledger) {
+        let ledger = Ledger::new(self.shard, &self.claimed);
+        (self.conn, self.claimed, ledger)
+    }
 }
 
 /// The first step of a pass over `shard`: claims its due entries on `conn`. Claims of several
@@ -124,13 +130,8 @@ pub async fn give_back(w: &Worker, claim: Claim) {
     if claim.age_ms() >= i64::try_from(w.cfg.worker.lease_ms).unwrap_or(i64::MAX) {
         return;
     }
-    let Claim {
-        shard,
-        mut conn,
-        claimed: c,
-        ..
-    } = claim;
-    let mut ledger = Ledger::new(shard, &c);
+    let shard = claim.shard;
+    let (mut conn, c, mut ledger) = claim.open();
     for (id, due) in &c.ids {
         ledger.hand_back(*id, due.unwrap_or(c.now_ms));
     }
@@ -155,13 +156,7 @@ pub async fn give_back(w: &Worker, claim: Claim) {
 pub async fn finish(w: &Worker, claim: Claim, pacer: &mut Pacer) -> Result<ShardPass, PassError> {
     // Redis time now: the claim's, plus how long it waited for its turn.
     let now_ms = claim.claimed.now_ms + claim.age_ms();
-    let Claim {
-        shard,
-        mut conn,
-        claimed: c,
-        ..
-    } = claim;
-    let mut ledger = Ledger::new(shard, &c);
+    let (mut conn, c, mut ledger) = claim.open();
     let worked = work(w, &mut conn, now_ms, &mut ledger, pacer).await;
     let next_due_ms = [c.next_due_ms, ledger.earliest_hand_back()]
         .into_iter()
