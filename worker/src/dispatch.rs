@@ -8,9 +8,9 @@
 //! Shards are independent: a round sends the claims of all its shards at once and works
 //! through each claim as it comes back, so a shard whose node is slow or frozen delays no other
 //! shard's claim; a shard whose pass fails (its cluster node unreachable, a row that does not
-//! load) is retried on a backoff of its own ([`Shards::failed`]); and after every round the
+//! load) is retried on a backoff of its own (`Shards::failed`); and after every round the
 //! loop takes in the wake-ups that arrived and every shard whose time has come
-//! ([`Shards::catch_up`]), so one shard with a backlog does not hold up the others either
+//! (`Shards::catch_up`), so one shard with a backlog does not hold up the others either
 //! (docs/derived-state.md#a-failing-shard).
 //!
 //! Busy path, per shard ([`mod@pass`]): claim up to `WORKER_BATCH` due ids (lease

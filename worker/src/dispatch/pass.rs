@@ -81,7 +81,7 @@ fn local_ms() -> i64 {
     jiff::Timestamp::now().as_millisecond()
 }
 
-/// A shard's claim, taken and not yet worked through ([`claim`], then [`finish`] or
+/// A shard's claim, taken and not yet worked through ([`claim()`], then [`finish`] or
 /// [`give_back`]).
 pub struct Claim {
     shard: u16,
