@@ -191,6 +191,16 @@ impl Shards {
         }
     }
 
+    /// Takes in a wake-up dropped on a full channel as a look at every shard; returns whether
+    /// there was one.
+    fn take_overflow(&mut self, w: &Worker) -> bool {
+        let dropped = w.wake_overflow.swap(false, Ordering::Relaxed);
+        if dropped {
+            self.resync();
+        }
+        dropped
+    }
+
     /// Between rounds of passes (a backlog or a failing shard keeps the loop passing): takes in
     /// the wake-ups that arrived meanwhile (a dropped one as a look at every shard) and adds
     /// every shard whose time has come.
@@ -198,9 +208,7 @@ impl Shards {
         while let Ok(s) = rx.try_recv() {
             self.signal(s);
         }
-        if w.wake_overflow.swap(false, Ordering::Relaxed) {
-            self.signal(Signal::Resync);
-        }
+        self.take_overflow(w);
         let now = local_ms() + self.offset_ms;
         for i in 0..self.pending.len() {
             if self.target(i).is_some_and(|t| t <= now + 1) {
@@ -344,8 +352,7 @@ async fn idle(
     rx: &mut mpsc::Receiver<Signal>,
     stop: &CancellationToken,
 ) -> Woke {
-    if w.wake_overflow.swap(false, Ordering::Relaxed) {
-        shards.signal(Signal::Resync);
+    if shards.take_overflow(w) {
         return Woke::Signal;
     }
     let safety = Duration::from_secs(w.cfg.worker.safety_poll_s);

@@ -103,11 +103,7 @@ pub async fn index_many(
             // Two round trips, as a head announced after the read below: `PUBLISH` has no
             // key, so it is not pipelined with the shard's `ZADD` (cluster routing).
             zadd.query_async::<i64>(conn).await?;
-            redis::cmd("PUBLISH")
-                .arg(keys.wake_channel())
-                .arg(format!("{earliest}:{shard}"))
-                .query_async::<i64>(conn)
-                .await?;
+            announce(conn, keys, shard, earliest).await?;
             continue;
         }
         let (_, head): (i64, Vec<String>) = redis::pipe()
@@ -122,13 +118,24 @@ pub async fn index_many(
             .first()
             .and_then(|h| members.iter().find(|(m, _)| m == h))
         {
-            redis::cmd("PUBLISH")
-                .arg(keys.wake_channel())
-                .arg(format!("{at}:{shard}"))
-                .query_async::<i64>(conn)
-                .await?;
+            announce(conn, keys, shard, *at).await?;
         }
     }
+    Ok(())
+}
+
+/// Tells every worker (wake channel) that `shard` has an entry due at `at` (ms).
+pub async fn announce(
+    conn: &mut RedisConn,
+    keys: &Keys,
+    shard: u16,
+    at: i64,
+) -> redis::RedisResult<()> {
+    redis::cmd("PUBLISH")
+        .arg(keys.wake_channel())
+        .arg(format!("{at}:{shard}"))
+        .query_async::<i64>(conn)
+        .await?;
     Ok(())
 }
 

@@ -140,15 +140,10 @@ pub async fn give_back(w: &Worker, claim: Claim) {
         tracing::warn!(error = %e, shard, "giving back the claims of a pass failed");
         return;
     }
-    if let Some(at) = earliest {
-        let announce: redis::RedisResult<i64> = redis::cmd("PUBLISH")
-            .arg(w.keys.wake_channel())
-            .arg(format!("{at}:{shard}"))
-            .query_async(&mut conn)
-            .await;
-        if let Err(e) = announce {
-            tracing::debug!(error = %e, shard, "announcing given-back claims failed");
-        }
+    if let Some(at) = earliest
+        && let Err(e) = shared::redis::schedule::announce(&mut conn, &w.keys, shard, at).await
+    {
+        tracing::debug!(error = %e, shard, "announcing given-back claims failed");
     }
 }
 
