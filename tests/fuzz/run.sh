@@ -5,12 +5,15 @@
 # of memory. Crashing inputs are kept in tests/fuzz/artifacts/<target>/ (not committed); the
 # committed corpus is read, never written (new inputs go to a scratch folder).
 #
-# usage: tests/fuzz/run.sh [seconds]
+# usage: tests/fuzz/run.sh [seconds]   (build, then run every target)
+#        tests/fuzz/run.sh build       (build only: CI builds early, in the background)
 # The pinned stable toolchain builds libFuzzer targets with RUSTC_BOOTSTRAP=1 and without a
 # sanitizer (`-s none`); debug assertions and overflow checks stay on (`-a`).
 set -euo pipefail
 
 secs="${1:-60}"
+build_only=false
+[[ "$secs" == build ]] && build_only=true && secs=0
 [[ "$secs" =~ ^[0-9]+$ ]] || { echo "usage: $0 [seconds]" >&2; exit 2; }
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 fuzz="$root/tests/fuzz"
@@ -27,6 +30,7 @@ started=$(date +%s)
 cargo fuzz build --fuzz-dir tests/fuzz -s none -a
 built=$(date +%s)
 echo "fuzz: built every target in $((built - started)) s"
+$build_only && exit 0
 
 targets=$(cargo fuzz list --fuzz-dir tests/fuzz)
 scratch="$(mktemp -d)"
