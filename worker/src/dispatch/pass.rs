@@ -168,9 +168,10 @@ pub async fn finish(w: &Worker, claim: Claim, pacer: &mut Pacer) -> Result<Shard
         (Ok(()), Err(e)) => Err(PassError::ServiceRedis(e)),
         (Err(e), Ok(_)) => Err(e),
         (Err(e), Err(e2)) => {
-            // The leases run out and the claims are re-claimed then.
-            tracing::warn!(error = %e2, "settling the claims of a failed pass failed too");
-            Err(e)
+            // The leases run out and the claims are re-claimed then. The settlement's error is
+            // the one returned: it failed on the service Redis, which the health gauge reports.
+            tracing::warn!(error = %e, "a pass failed, and settling its claims failed too");
+            Err(PassError::ServiceRedis(e2))
         }
     }
 }
