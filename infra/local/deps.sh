@@ -85,7 +85,10 @@ CONF
   fi
   if ! as_pg "$bin/pg_ctl" -D "$dir/data" status >/dev/null 2>&1; then
     log "starting PostgreSQL on $pg_port"
-    as_pg "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start >/dev/null
+    # A data folder left by a killed server first replays its WAL (crash recovery), which on a
+    # large one takes minutes: wait for it, and show the server's log if it still fails.
+    as_pg "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 900 start >/dev/null || {
+      tail -20 "$dir/server.log" >&2; return 1; }
   fi
   ensure_db
 }
