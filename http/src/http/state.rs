@@ -9,6 +9,7 @@ use crate::{
     config::Config,
     db::{self, batch::InsertBatcher, services::Service},
     error::Error,
+    redis::admission::Admissions,
     resources::Resources,
 };
 
@@ -35,6 +36,8 @@ pub struct ApiResources {
     pub errors: ErrorSink,
     /// Group-commit writer of new callbacks.
     pub inserts: InsertBatcher,
+    /// Group admission: the create-time limits asked for concurrent creates at once.
+    pub admissions: Admissions,
     /// API-key and service-settings caches.
     pub cache: Caches,
     /// Failed API-key attempts per client of the public port (`None`: `AUTH_FAILURE_LIMIT=0`).
@@ -64,6 +67,7 @@ impl AppState {
             resources.redis.clone(),
             resources.keys.clone(),
         );
+        let admissions = Admissions::spawn(resources.redis.clone());
         let cache = Caches::new(
             std::time::Duration::from_millis(cfg.http.cache_ttl_ms),
             std::time::Duration::from_millis(cfg.http.auth_negative_ttl_ms),
@@ -74,6 +78,7 @@ impl AppState {
             resources,
             errors,
             inserts,
+            admissions,
             cache,
             auth_failures,
             auth_lookups,

@@ -4,6 +4,7 @@
 //! Redis failure as "log, count, carry on" unless the operation is Redis-only. Connections are
 //! lazy: a process starts and serves while Redis is down, and reconnects by itself.
 
+pub mod admission;
 pub mod keys;
 pub mod pace;
 pub mod queue;

@@ -67,7 +67,7 @@ const SEED_LEASE_MS: i64 = 10_000;
 const DAY_MS: i64 = 86_400_000;
 
 /// The keys of one service's throttle state.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ThrottleKeys {
     tag: String,
 }
@@ -279,11 +279,13 @@ local function parse(v)
 end
 ";
 
-/// Checks every limit and, only when all pass, counts the request.
-/// KEYS: act. ARGV: id, number, lim1, ttl1 ms, sub1 ms, lim2, ttl2 ms, sub2 ms, n24 limit,
-/// in-queue limit, max queued, seed lease ms.
+/// Checks every limit and, only when all pass, counts the request; for each of a group of
+/// requests in turn, exactly as if each had its own call (docs/throttling.md#group-admission).
+/// KEYS: act. ARGV: lim1, ttl1 ms, sub1 ms, lim2, ttl2 ms, sub2 ms, n24 limit, in-queue limit,
+/// max queued, seed lease ms, seed grace ms, then `id, number` per request. Returns
+/// `verdict, detail` per request.
 ///
-/// Cost when admitted: `TIME`, one `HMGET`, one `HSET`. Each service window is a ring of
+/// Cost when admitted: `TIME` once per call, then per request one `HMGET`, one `HSET`. Each service window is a ring of
 /// sub-window counters in the same hash (`w<k>:<slot>` → `<sub-window>:<count>`); the ring
 /// is only summed (one more `HMGET` of its 61 slots) when `~w<k>`, an upper bound of the
 /// window's count, says it could be full. The 24 h list of the number rides in the same
@@ -293,12 +295,12 @@ static CHECK: LazyLock<Script> = LazyLock::new(|| {
         r"{RING_BODY}
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local id, num = ARGV[1], ARGV[2]
-local lim = {{tonumber(ARGV[3]), tonumber(ARGV[6])}}
-local ttl = {{tonumber(ARGV[4]), tonumber(ARGV[7])}}
-local sub = {{tonumber(ARGV[5]), tonumber(ARGV[8])}}
-local n24, inq, maxq = tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11])
-local lease = tonumber(ARGV[12])
+local lim = {{tonumber(ARGV[1]), tonumber(ARGV[4])}}
+local ttl = {{tonumber(ARGV[2]), tonumber(ARGV[5])}}
+local sub = {{tonumber(ARGV[3]), tonumber(ARGV[6])}}
+local n24, inq, maxq = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
+local lease, grace = tonumber(ARGV[10]), tonumber(ARGV[11])
+local function check(id, num)
 local cur, fld = {{}}, {{}}
 for k = 1, 2 do
   fld[k] = '~'
@@ -333,7 +335,7 @@ if stale or not rings_ok then
   local held = tonumber(st[11])
   if not (held and held >= now and held <= now + lease) then
     redis.call('HSET', KEYS[1], '~lease', now + lease)
-    if stale then redis.call('PEXPIRE', KEYS[1], lease + tonumber(ARGV[13])) end
+    if stale then redis.call('PEXPIRE', KEYS[1], lease + grace) end
     return {{'seed', string.format('%d', now)}}
   end
   if not rings_ok then return {{'busy', string.format('%d', now)}} end
@@ -421,7 +423,15 @@ if n24 > 0 then
   args[#args + 1] = table.concat(days, ',')
 end
 redis.call('HSET', KEYS[1], unpack(args))
-return {{'ok'}}",
+return {{'ok'}}
+end
+local out = {{}}
+for i = 12, #ARGV - 1, 2 do
+  local r = check(ARGV[i], ARGV[i + 1])
+  out[#out + 1] = r[1]
+  out[#out + 1] = r[2] or ''
+end
+return out",
     ))
 });
 
@@ -656,11 +666,23 @@ pub async fn check_and_count(
     number: &str,
     limits: &Limits,
 ) -> RedisResult<Verdict> {
-    let reply: Vec<Value> = CHECK
-        .key(tk.act())
-        .arg(id.to_string())
-        .arg(number)
-        .arg(limits.per_service_1.0)
+    let mut verdicts = check_many(conn, tk, limits, &[(id, number)]).await?;
+    verdicts
+        .pop()
+        .ok_or_else(|| unexpected("no verdict".into()))
+}
+
+/// [`check_and_count`] for several creates of one service under the same `limits`, in one
+/// script call: each is checked and counted in turn, as if each had its own call (the verdicts
+/// in the order of `requests`; docs/throttling.md#group-admission).
+pub async fn check_many(
+    conn: &mut RedisConn,
+    tk: &ThrottleKeys,
+    limits: &Limits,
+    requests: &[(Uuid, &str)],
+) -> RedisResult<Vec<Verdict>> {
+    let mut call = CHECK.key(tk.act());
+    call.arg(limits.per_service_1.0)
         .arg(ttl_ms(limits.per_service_1))
         .arg(limits.sub_ms(1))
         .arg(limits.per_service_2.0)
@@ -670,19 +692,29 @@ pub async fn check_and_count(
         .arg(limits.in_queue)
         .arg(limits.max_queued)
         .arg(SEED_LEASE_MS)
-        .arg(SEED_GRACE_MS)
-        .invoke_async(conn)
-        .await?;
-    let word = reply.first().and_then(text).unwrap_or_default();
-    let frees_at = reply
+        .arg(SEED_GRACE_MS);
+    for (id, number) in requests {
+        call.arg(id.to_string()).arg(*number);
+    }
+    let reply: Vec<Value> = call.invoke_async(conn).await?;
+    if reply.len() != 2 * requests.len() {
+        return Err(unexpected(format!("{} values", reply.len())));
+    }
+    reply.chunks(2).map(|pair| verdict(pair, limits)).collect()
+}
+
+/// One request's verdict from its `[word, detail]` pair of the script's reply.
+fn verdict(pair: &[Value], limits: &Limits) -> RedisResult<Verdict> {
+    let word = pair.first().and_then(text).unwrap_or_default();
+    let frees_at = pair
         .get(1)
         .and_then(text)
         .and_then(|s| s.parse::<i64>().ok())
         .and_then(|ms| Timestamp::from_millisecond(ms).ok());
     let limit = match word.as_str() {
         "ok" => return Ok(Verdict::Admitted),
-        "seed" => return Ok(Verdict::NeedsSeed(asked(&reply))),
-        "busy" => return Ok(Verdict::Busy(asked(&reply))),
+        "seed" => return Ok(Verdict::NeedsSeed(asked(pair))),
+        "busy" => return Ok(Verdict::Busy(asked(pair))),
         "throttle_per_service_1" => Limit::PerService1 {
             limit: limits.per_service_1.0,
             ttl: limits.per_service_1.1,
@@ -700,15 +732,17 @@ pub async fn check_and_count(
         "max_queued" => Limit::MaxQueued {
             limit: limits.max_queued,
         },
-        other => {
-            return Err(redis::RedisError::from((
-                redis::ErrorKind::Client,
-                "unexpected throttle script reply",
-                other.to_string(),
-            )));
-        }
+        other => return Err(unexpected(other.to_string())),
     };
     Ok(Verdict::Rejected(Rejection { limit, frees_at }))
+}
+
+fn unexpected(detail: String) -> redis::RedisError {
+    redis::RedisError::from((
+        redis::ErrorKind::Client,
+        "unexpected throttle script reply",
+        detail,
+    ))
 }
 
 /// The Redis time a `seed` or `busy` answer carries (0 when missing: the oldest).

@@ -43,6 +43,7 @@ mod fixtures;
 mod fleet;
 mod gms;
 mod gms_query;
+mod group_admission;
 mod handoff;
 mod hardening;
 mod hours;

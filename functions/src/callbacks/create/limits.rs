@@ -24,10 +24,7 @@ use shared::{
     http::AppState,
     metrics,
     phone::{self, CompiledRule},
-    redis::{
-        RedisConn,
-        throttle::{self, Limits, Rejection, ThrottleKeys, Verdict},
-    },
+    redis::throttle::{self, Limits, Rejection, ThrottleKeys, Verdict},
     telemetry::mask_phone,
 };
 use uuid::Uuid;
@@ -103,16 +100,14 @@ pub async fn reserve(
 ) -> Result<Reservation> {
     let tk = ThrottleKeys::new(&ctx.state.keys, &ctx.tenant, ctx.name());
     let limits = Limits::of(ctx.settings(), cb.admission.is_immediate());
-    let mut conn = match ctx.state.redis.conn().await {
-        Ok(conn) => conn,
-        Err(e) => return Ok(fail_open(ctx, e)),
-    };
     // At most one re-seed by this caller: asked again after it, the state vanished
     // meanwhile. While another caller re-seeds, wait for it; when it takes too long, re-seed
-    // here and ask once more.
+    // here and ask once more. Asked with the concurrent creates of this process at once.
     let (mut seeded, mut waits) = (false, 0);
     loop {
-        let verdict = throttle::check_and_count(&mut conn, &tk, cb.id, &number.key, &limits).await;
+        let verdict = (ctx.state.admissions)
+            .check(&tk, &limits, cb.id, &number.key)
+            .await;
         match verdict {
             Err(e) => return Ok(fail_open(ctx, e)),
             Ok(Verdict::Admitted) => return Ok(Reservation(Some((tk, limits, cb.id)))),
@@ -123,7 +118,7 @@ pub async fn reserve(
             }
             Ok(Verdict::NeedsSeed(_) | Verdict::Busy(_)) if seeded => break,
             Ok(Verdict::NeedsSeed(asked) | Verdict::Busy(asked)) => {
-                if let Err(e) = seed(ctx, client, &mut conn, &tk, (&limits, asked)).await? {
+                if let Err(e) = seed(ctx, client, &tk, (&limits, asked)).await? {
                     return Ok(fail_open(ctx, e));
                 }
                 seeded = true;
@@ -143,7 +138,6 @@ pub async fn reserve(
 async fn seed(
     ctx: &Ctx,
     client: &impl GenericClient,
-    conn: &mut RedisConn,
     tk: &ThrottleKeys,
     (limits, asked_ms): (&Limits, i64),
 ) -> Result<::redis::RedisResult<()>> {
@@ -156,7 +150,19 @@ async fn seed(
         tracing::warn!(service, "throttle seed capped at {cap} rows");
     }
     let reseed_s = ctx.state.cfg.redis.throttle_reseed_seconds;
-    let seeded = throttle::seed(conn, tk, limits, &active, &recent, (reseed_s, asked_ms)).await;
+    let mut conn = match ctx.state.redis.conn().await {
+        Ok(conn) => conn,
+        Err(e) => return Ok(Err(e)),
+    };
+    let seeded = throttle::seed(
+        &mut conn,
+        tk,
+        limits,
+        &active,
+        &recent,
+        (reseed_s, asked_ms),
+    )
+    .await;
     Ok(seeded.map(|held| tracing::debug!(service, active = held, "throttle state re-seeded")))
 }
 
