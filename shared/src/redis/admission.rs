@@ -4,13 +4,21 @@
 //! checks and counts the requests one after another, exactly as separate calls would, so the
 //! limits stay exact; only the round trips, and the script's `TIME`, are shared.
 //!
-//! At low load a group is one request and nothing waits for a group to fill: requests queue
-//! only while [`IN_FLIGHT`] groups are already out. A request whose caller gave up before its
-//! verdict arrived gives an admission back at once (the single call would have left it to the
-//! next re-seed).
+//! At low load a group is one request and nothing waits for a group to fill: a request queues
+//! only while its service's previous call is out (one script round trip), and services never
+//! wait for each other. A request whose create gave up before its verdict arrived gives its
+//! admission back at once (a single call left it to the next re-seed), also when the call
+//! timed out but Redis ran it; a request that gave up while queued is not asked at all. A
+//! request whose write Redis refuses fails open alone; when Redis is not reached, the requests
+//! queued behind that call fail open at once rather than each waiting out another timeout.
+
+use std::collections::HashMap;
 
 use redis::RedisResult;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::{
+    sync::{mpsc, oneshot},
+    task::JoinSet,
+};
 use uuid::Uuid;
 
 use super::{
@@ -18,10 +26,8 @@ use super::{
     throttle::{self, Limits, ThrottleKeys, Verdict},
 };
 
-/// Groups out at once: while they are, new requests queue and form the next groups.
-const IN_FLIGHT: usize = 1;
-/// Most requests taken from the queue at once, and most in one script call (each costs the
-/// script two hash commands; 64 keep one call well under a millisecond of Redis time).
+/// Most requests in one script call (each costs the script two hash commands; 64 keep one
+/// call well under a millisecond of Redis time).
 const MAX_GROUP: usize = 64;
 
 /// One create's question.
@@ -85,43 +91,89 @@ fn stopped() -> redis::RedisError {
     redis::RedisError::from((redis::ErrorKind::Client, "admission task stopped"))
 }
 
+/// What a group shares: the service's hash and the limits asked.
+type GroupKey = (ThrottleKeys, Limits);
+
+/// The task: per group key, one call out at a time; what arrives meanwhile waits and goes in
+/// the next call. Keys never wait for each other (a stalled cluster node delays only the
+/// services whose hash it holds).
 async fn run(redis: RedisHandle, mut rx: mpsc::Receiver<Job>) {
-    let permits = std::sync::Arc::new(Semaphore::new(IN_FLIGHT));
-    loop {
-        let Ok(permit) = permits.clone().acquire_owned().await else {
-            return;
-        };
-        let mut jobs = Vec::with_capacity(MAX_GROUP);
-        if rx.recv_many(&mut jobs, MAX_GROUP).await == 0 {
-            return; // every sender dropped
+    let mut waiting: HashMap<GroupKey, Vec<Job>> = HashMap::new();
+    let mut out: HashMap<tokio::task::Id, GroupKey> = HashMap::new();
+    let mut calls: JoinSet<Outcome> = JoinSet::new();
+    let mut open = true;
+    while open || !calls.is_empty() {
+        tokio::select! {
+            got = rx.recv(), if open => match got {
+                Some(job) => {
+                    let key = (job.tk.clone(), job.limits);
+                    waiting.entry(key.clone()).or_default().push(job);
+                    if !out.values().any(|k| *k == key) {
+                        start(&redis, &mut calls, &mut out, &mut waiting, key);
+                    }
+                }
+                None => open = false,
+            },
+            Some(done) = calls.join_next_with_id() => {
+                let (id, outcome) = match done {
+                    Ok((id, outcome)) => (id, outcome),
+                    Err(e) => (e.id(), Outcome::Answered),
+                };
+                let Some(key) = out.remove(&id) else { continue };
+                if let Outcome::Unreachable(e) = outcome {
+                    // The jobs that queued behind a call Redis did not answer fail open now
+                    // instead of each waiting out another timeout.
+                    for job in waiting.remove(&key).unwrap_or_default() {
+                        let _ = job.reply.send(Err(copy(&e)));
+                    }
+                }
+                if waiting.contains_key(&key) {
+                    start(&redis, &mut calls, &mut out, &mut waiting, key);
+                }
+            }
         }
-        let redis = redis.clone();
-        tokio::spawn(async move {
-            let groups = group(jobs);
-            futures::future::join_all(groups.into_iter().map(|g| ask(&redis, g))).await;
-            drop(permit);
-        });
+    }
+    // Every sender is gone (shutdown): whatever still waits fails open.
+    for job in waiting.into_values().flatten() {
+        let _ = job.reply.send(Err(stopped()));
     }
 }
 
-/// The jobs by service and limits, in arrival order within each group.
-fn group(jobs: Vec<Job>) -> Vec<Vec<Job>> {
-    let mut groups: Vec<Vec<Job>> = Vec::new();
-    for job in jobs {
-        match groups
-            .iter_mut()
-            .find(|g| g[0].tk == job.tk && g[0].limits == job.limits)
-        {
-            Some(g) => g.push(job),
-            None => groups.push(vec![job]),
-        }
+/// Starts the next call of `key` with up to [`MAX_GROUP`] of its waiting jobs.
+fn start(
+    redis: &RedisHandle,
+    calls: &mut JoinSet<Outcome>,
+    out: &mut HashMap<tokio::task::Id, GroupKey>,
+    waiting: &mut HashMap<GroupKey, Vec<Job>>,
+    key: GroupKey,
+) {
+    let Some(queue) = waiting.get_mut(&key) else {
+        return;
+    };
+    let jobs: Vec<Job> = queue.drain(..queue.len().min(MAX_GROUP)).collect();
+    if queue.is_empty() {
+        waiting.remove(&key);
     }
-    groups
+    let handle = calls.spawn(ask(redis.clone(), key.clone(), jobs));
+    out.insert(handle.id(), key);
 }
 
-/// One script call for a group; every job gets its verdict or the call's error.
-async fn ask(redis: &RedisHandle, jobs: Vec<Job>) {
-    let (tk, limits) = (jobs[0].tk.clone(), jobs[0].limits);
+/// How a call ended, for the jobs queued behind it.
+enum Outcome {
+    /// Redis answered (verdicts, or an error of the request itself).
+    Answered,
+    /// Redis was not reached or did not answer in time.
+    Unreachable(redis::RedisError),
+}
+
+/// One script call for a group; every job gets its verdict or the call's error. Jobs whose
+/// create already gave up are left out (a stale request must not take a place ahead of its
+/// own retry).
+async fn ask(redis: RedisHandle, (tk, limits): GroupKey, jobs: Vec<Job>) -> Outcome {
+    let jobs: Vec<Job> = jobs.into_iter().filter(|j| !j.reply.is_closed()).collect();
+    if jobs.is_empty() {
+        return Outcome::Answered;
+    }
     let requests: Vec<(Uuid, &str)> = jobs.iter().map(|j| (j.id, j.number.as_str())).collect();
     let verdicts = match redis.conn().await {
         Ok(mut conn) => throttle::check_many(&mut conn, &tk, &limits, &requests).await,
@@ -130,24 +182,42 @@ async fn ask(redis: &RedisHandle, jobs: Vec<Job>) {
     match verdicts {
         Ok(verdicts) => {
             for (job, verdict) in jobs.into_iter().zip(verdicts) {
-                answer(redis, &tk, limits, job, verdict);
+                answer(&redis, &tk, limits, job, verdict);
             }
+            Outcome::Answered
         }
         Err(e) => {
             for job in jobs {
-                let _ = job.reply.send(Err(copy(&e)));
+                // Redis may have run the call after all (a timeout): a create that gave up
+                // meanwhile gives its admission back (a no-op when there is none).
+                if job.reply.send(Err(copy(&e))).is_err() {
+                    give_back(&redis, &tk, limits, job.id);
+                }
+            }
+            if e.is_timeout() || e.is_io_error() || e.is_connection_dropped() {
+                Outcome::Unreachable(e)
+            } else {
+                Outcome::Answered
             }
         }
     }
 }
 
-/// Sends a verdict; an admission whose caller is gone is given back (in the background: the
-/// group's other answers do not wait for it).
-fn answer(redis: &RedisHandle, tk: &ThrottleKeys, limits: Limits, job: Job, verdict: Verdict) {
-    let id = job.id;
-    let Err(Ok(Verdict::Admitted)) = job.reply.send(Ok(verdict)) else {
-        return;
-    };
+/// Sends a verdict; an admission whose caller is gone is given back.
+fn answer(
+    redis: &RedisHandle,
+    tk: &ThrottleKeys,
+    limits: Limits,
+    job: Job,
+    verdict: RedisResult<Verdict>,
+) {
+    if let Err(Ok(Verdict::Admitted)) = job.reply.send(verdict) {
+        give_back(redis, tk, limits, job.id);
+    }
+}
+
+/// Gives admission `id` back in the background (the group's other answers do not wait).
+fn give_back(redis: &RedisHandle, tk: &ThrottleKeys, limits: Limits, id: Uuid) {
     let (redis, tk) = (redis.clone(), tk.clone());
     tokio::spawn(async move {
         let given = async {

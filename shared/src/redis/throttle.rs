@@ -67,7 +67,7 @@ const SEED_LEASE_MS: i64 = 10_000;
 const DAY_MS: i64 = 86_400_000;
 
 /// The keys of one service's throttle state.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ThrottleKeys {
     tag: String,
 }
@@ -90,7 +90,7 @@ impl ThrottleKeys {
 }
 
 /// The limits that apply to one create request (0 = no limit).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Limits {
     /// `throttle_per_service_1` and `throttle_ttl_1` (seconds).
     pub per_service_1: (u32, u32),
@@ -283,7 +283,7 @@ end
 /// requests in turn, exactly as if each had its own call (docs/throttling.md#group-admission).
 /// KEYS: act. ARGV: lim1, ttl1 ms, sub1 ms, lim2, ttl2 ms, sub2 ms, n24 limit, in-queue limit,
 /// max queued, seed lease ms, seed grace ms, then `id, number` per request. Returns
-/// `verdict, detail` per request.
+/// `verdict, detail` per request (`error, <Redis's error>` for a request whose write failed).
 ///
 /// Cost when admitted: `TIME` once per call, then per request one `HMGET`, one `HSET`. Each service window is a ring of
 /// sub-window counters in the same hash (`w<k>:<slot>` → `<sub-window>:<count>`); the ring
@@ -425,11 +425,18 @@ end
 redis.call('HSET', KEYS[1], unpack(args))
 return {{'ok'}}
 end
+-- A request whose write fails (Redis out of memory, a read-only replica) answers 'error' by
+-- itself: the others of the group keep their verdicts, as separate calls would.
 local out = {{}}
 for i = 12, #ARGV - 1, 2 do
-  local r = check(ARGV[i], ARGV[i + 1])
-  out[#out + 1] = r[1]
-  out[#out + 1] = r[2] or ''
+  local ok, r = pcall(check, ARGV[i], ARGV[i + 1])
+  if ok then
+    out[#out + 1] = r[1]
+    out[#out + 1] = r[2] or ''
+  else
+    out[#out + 1] = 'error'
+    out[#out + 1] = type(r) == 'table' and tostring(r.err) or tostring(r)
+  end
 end
 return out",
     ))
@@ -669,18 +676,19 @@ pub async fn check_and_count(
     let mut verdicts = check_many(conn, tk, limits, &[(id, number)]).await?;
     verdicts
         .pop()
-        .ok_or_else(|| unexpected("no verdict".into()))
+        .unwrap_or_else(|| Err(unexpected("no verdict".into())))
 }
 
 /// [`check_and_count`] for several creates of one service under the same `limits`, in one
 /// script call: each is checked and counted in turn, as if each had its own call (the verdicts
-/// in the order of `requests`; docs/throttling.md#group-admission).
+/// in the order of `requests`; docs/throttling.md#group-admission). Outer error: the call
+/// failed (none was decided); inner: that request's write failed (the others stand).
 pub async fn check_many(
     conn: &mut RedisConn,
     tk: &ThrottleKeys,
     limits: &Limits,
     requests: &[(Uuid, &str)],
-) -> RedisResult<Vec<Verdict>> {
+) -> RedisResult<Vec<RedisResult<Verdict>>> {
     let mut call = CHECK.key(tk.act());
     call.arg(limits.per_service_1.0)
         .arg(ttl_ms(limits.per_service_1))
@@ -700,7 +708,7 @@ pub async fn check_many(
     if reply.len() != 2 * requests.len() {
         return Err(unexpected(format!("{} values", reply.len())));
     }
-    reply.chunks(2).map(|pair| verdict(pair, limits)).collect()
+    Ok(reply.chunks(2).map(|pair| verdict(pair, limits)).collect())
 }
 
 /// One request's verdict from its `[word, detail]` pair of the script's reply.
@@ -715,6 +723,14 @@ fn verdict(pair: &[Value], limits: &Limits) -> RedisResult<Verdict> {
         "ok" => return Ok(Verdict::Admitted),
         "seed" => return Ok(Verdict::NeedsSeed(asked(pair))),
         "busy" => return Ok(Verdict::Busy(asked(pair))),
+        "error" => {
+            let detail = pair.get(1).and_then(text).unwrap_or_default();
+            return Err(redis::RedisError::from((
+                redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError),
+                "throttle write refused",
+                detail,
+            )));
+        }
         "throttle_per_service_1" => Limit::PerService1 {
             limit: limits.per_service_1.0,
             ttl: limits.per_service_1.1,

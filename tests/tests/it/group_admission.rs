@@ -80,7 +80,7 @@ async fn group_admission_decides_each_request_after_the_ones_before_it() {
     let first = throttle::check_many(&mut conn, &tk, &STRICT_MAX_3, &requests)
         .await
         .unwrap();
-    let kinds: Vec<_> = first.iter().map(kind).collect();
+    let kinds: Vec<_> = first.iter().map(|v| kind(v.as_ref().unwrap())).collect();
     assert_eq!(kinds, ["seed", "busy", "busy", "busy", "busy", "busy"]);
     assert_eq!(hget(&env, "g", &format!("i:{}", ids[0])).await, None);
 
@@ -88,7 +88,7 @@ async fn group_admission_decides_each_request_after_the_ones_before_it() {
     let verdicts = throttle::check_many(&mut conn, &tk, &STRICT_MAX_3, &requests)
         .await
         .unwrap();
-    let kinds: Vec<_> = verdicts.iter().map(kind).collect();
+    let kinds: Vec<_> = verdicts.iter().map(|v| kind(v.as_ref().unwrap())).collect();
     assert_eq!(
         kinds,
         [

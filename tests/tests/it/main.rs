@@ -24,6 +24,7 @@ mod attack_s28_windows;
 mod attack_s28b_windows;
 mod attack_s28c_windows;
 mod attack_s28d_windows;
+mod attack_s32_admission;
 mod attack_specs;
 mod attack_tenants;
 mod availability;
