@@ -404,8 +404,8 @@ async fn wait_endpoints(opts: &Options, s: &Stack, r: &mut Results) -> anyhow::R
         r.notes
             .push(format!("{label}: sample answer {}", sample["data"]));
         let make: crate::load::MakeRequest = {
-            let (http, key) = (http.clone(), s.key.clone());
-            Arc::new(move |_| http.get(&url).header("x-api-key", &key))
+            let key = s.key.clone();
+            Arc::new(move |http, _| http.get(&url).header("x-api-key", &key))
         };
         let run = crate::scenarios::med_run(
             &crate::scenarios::repeat(opts.repeats, || {
@@ -520,9 +520,6 @@ pub(crate) async fn sizing(opts: &Options, r: &mut Results) -> anyhow::Result<()
     ));
 
     // Availability over 14 days of 15-minute slots, with those bookings in place.
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(64)
-        .build()?;
     let (url, key) = (
         format!(
             "{}/engagement/v3/callbacks/availability/sales?numberOfDays=14&reportBusy=true",
@@ -531,7 +528,7 @@ pub(crate) async fn sizing(opts: &Options, r: &mut Results) -> anyhow::Result<()
         s.key.clone(),
     );
     let make: crate::load::MakeRequest =
-        Arc::new(move |_| http.get(&url).header("x-api-key", &key));
+        Arc::new(move |http, _| http.get(&url).header("x-api-key", &key));
     let run = crate::load::closed_loop(make, 16, opts.run).await;
     r.add(fig(&format!("Availability, 14 days of 15-min slots (1,344 slots), 16 connections: p99 {:.1} ms; throughput", run.ms(0.99)), run.throughput, "req/s"));
     Ok(())

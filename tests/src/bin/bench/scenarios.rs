@@ -155,12 +155,11 @@ fn create_request(
     key: &str,
     body: impl Fn(u64) -> Value + Send + Sync + 'static,
 ) -> MakeRequest {
-    let (http, url, key) = (
-        engage.http.clone(),
+    let (url, key) = (
         format!("{}/engagement/v3/callbacks/create", engage.external),
         key.to_string(),
     );
-    Arc::new(move |i| http.post(&url).header("x-api-key", &key).json(&body(i)))
+    Arc::new(move |http, i| http.post(&url).header("x-api-key", &key).json(&body(i)))
 }
 
 /// pgbench clients of the insert ceiling: the best of these is the ceiling (8 alone understates
@@ -302,11 +301,8 @@ pub(crate) async fn run_all(opts: &Options, out: &Path) -> anyhow::Result<Result
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
         let hello: MakeRequest = {
-            let (http, url) = (
-                engage.http.clone(),
-                format!("http://127.0.0.1:{empty_port}/hello"),
-            );
-            Arc::new(move |_| http.get(&url))
+            let url = format!("http://127.0.0.1:{empty_port}/hello");
+            Arc::new(move |http, _| http.get(&url))
         };
         let http_ceiling = med_run(
             &repeat(opts.repeats, || {
@@ -432,13 +428,12 @@ pub(crate) async fn run_all(opts: &Options, out: &Path) -> anyhow::Result<Result
             }
         }
         let retrieve: MakeRequest = {
-            let (http, url, key, ids) = (
-                engage.http.clone(),
+            let (url, key, ids) = (
                 format!("{}/engagement/v3/callbacks/retrieve", engage.external),
                 key.clone(),
                 Arc::new(ids),
             );
-            Arc::new(move |i| {
+            Arc::new(move |http, i| {
                 http.post(&url)
                     .header("x-api-key", &key)
                     .json(&json!({"id": ids[i as usize % ids.len()]}))
