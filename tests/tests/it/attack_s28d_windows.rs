@@ -11,7 +11,8 @@ use serde_json::json;
 
 use super::attack_s28_windows::{act, env, hset, number, two};
 
-async fn hget(env: &TestEnv, service: &str, field: &str) -> Option<String> {
+/// Field `field` of service `service`'s throttle hash.
+pub(super) async fn hget(env: &TestEnv, service: &str, field: &str) -> Option<String> {
     let mut redis = env.redis().await;
     redis::cmd("HGET")
         .arg(act(env, service))

@@ -13,7 +13,10 @@ use shared::redis::{
 };
 use uuid::Uuid;
 
-use super::attack_s28_windows::{act, env};
+use super::{
+    attack_s28_windows::{act, env},
+    attack_s28d_windows::hget,
+};
 
 const STRICT_MAX_3: Limits = Limits {
     per_service_1: (0, 0),
@@ -32,16 +35,6 @@ fn keys(env: &TestEnv, service: &str) -> ThrottleKeys {
 fn handle(env: &TestEnv) -> shared::redis::RedisHandle {
     let cfg = shared::Config::from_vars(env.vars.clone()).expect("config");
     shared::redis::service(&cfg.redis).expect("redis handle")
-}
-
-async fn hget(env: &TestEnv, service: &str, field: &str) -> Option<String> {
-    let mut redis = env.redis().await;
-    redis::cmd("HGET")
-        .arg(act(env, service))
-        .arg(field)
-        .query_async(&mut redis)
-        .await
-        .unwrap()
 }
 
 /// Seeds an empty state for `tk` (nothing active in PostgreSQL).
