@@ -11,8 +11,9 @@
 //! timed out but Redis ran it; a request that gave up while queued is not asked at all. A
 //! request whose write Redis refuses fails open alone; when Redis is not reached, the requests
 //! queued behind that call fail open at once rather than each waiting out another timeout.
+//! Should the task ever be gone, each request makes its own call: the limits still apply.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use redis::RedisResult;
 use tokio::{
@@ -71,8 +72,7 @@ impl Admissions {
         number: &str,
     ) -> RedisResult<Verdict> {
         let Some(tx) = &self.tx else {
-            let mut conn = self.redis.conn().await?;
-            return throttle::check_and_count(&mut conn, tk, id, number, limits).await;
+            return self.alone(tk, limits, id, number).await;
         };
         let (reply, answer) = oneshot::channel();
         let job = Job {
@@ -82,8 +82,26 @@ impl Admissions {
             number: number.to_string(),
             reply,
         };
-        tx.send(job).await.map_err(|_| stopped())?;
-        answer.await.map_err(|_| stopped())?
+        if tx.send(job).await.is_err() {
+            return self.alone(tk, limits, id, number).await;
+        }
+        match answer.await {
+            Ok(verdict) => verdict,
+            // The task lost the job (it cannot, short of a panic): the limits still apply.
+            Err(_) => self.alone(tk, limits, id, number).await,
+        }
+    }
+
+    /// The single call, without the task (outside a runtime, or the task gone).
+    async fn alone(
+        &self,
+        tk: &ThrottleKeys,
+        limits: &Limits,
+        id: Uuid,
+        number: &str,
+    ) -> RedisResult<Verdict> {
+        let mut conn = self.redis.conn().await?;
+        throttle::check_and_count(&mut conn, tk, id, number, limits).await
     }
 }
 
@@ -99,7 +117,7 @@ type GroupKey = (ThrottleKeys, Limits);
 /// services whose hash it holds).
 async fn run(redis: RedisHandle, mut rx: mpsc::Receiver<Job>) {
     let mut waiting: HashMap<GroupKey, Vec<Job>> = HashMap::new();
-    let mut out: HashMap<tokio::task::Id, GroupKey> = HashMap::new();
+    let mut out = Out::default();
     let mut calls: JoinSet<Outcome> = JoinSet::new();
     let mut open = true;
     while open || !calls.is_empty() {
@@ -108,7 +126,7 @@ async fn run(redis: RedisHandle, mut rx: mpsc::Receiver<Job>) {
                 Some(job) => {
                     let key = (job.tk.clone(), job.limits);
                     waiting.entry(key.clone()).or_default().push(job);
-                    if !out.values().any(|k| *k == key) {
+                    if !out.keys.contains(&key) {
                         start(&redis, &mut calls, &mut out, &mut waiting, key);
                     }
                 }
@@ -119,7 +137,7 @@ async fn run(redis: RedisHandle, mut rx: mpsc::Receiver<Job>) {
                     Ok((id, outcome)) => (id, outcome),
                     Err(e) => (e.id(), Outcome::Answered),
                 };
-                let Some(key) = out.remove(&id) else { continue };
+                let Some(key) = out.ended(id) else { continue };
                 if let Outcome::Unreachable(e) = outcome {
                     // The jobs that queued behind a call Redis did not answer fail open now
                     // instead of each waiting out another timeout.
@@ -139,11 +157,27 @@ async fn run(redis: RedisHandle, mut rx: mpsc::Receiver<Job>) {
     }
 }
 
+/// The calls out: by task, and the set of their keys.
+#[derive(Default)]
+struct Out {
+    tasks: HashMap<tokio::task::Id, GroupKey>,
+    keys: HashSet<GroupKey>,
+}
+
+impl Out {
+    /// Forgets the call of task `id`; its key.
+    fn ended(&mut self, id: tokio::task::Id) -> Option<GroupKey> {
+        let key = self.tasks.remove(&id)?;
+        self.keys.remove(&key);
+        Some(key)
+    }
+}
+
 /// Starts the next call of `key` with up to [`MAX_GROUP`] of its waiting jobs.
 fn start(
     redis: &RedisHandle,
     calls: &mut JoinSet<Outcome>,
-    out: &mut HashMap<tokio::task::Id, GroupKey>,
+    out: &mut Out,
     waiting: &mut HashMap<GroupKey, Vec<Job>>,
     key: GroupKey,
 ) {
@@ -155,7 +189,8 @@ fn start(
         waiting.remove(&key);
     }
     let handle = calls.spawn(ask(redis.clone(), key.clone(), jobs));
-    out.insert(handle.id(), key);
+    out.keys.insert(key.clone());
+    out.tasks.insert(handle.id(), key);
 }
 
 /// How a call ended, for the jobs queued behind it.
