@@ -254,17 +254,21 @@ fn answer(
 /// Gives admission `id` back in the background (the group's other answers do not wait).
 fn give_back(redis: &RedisHandle, tk: &ThrottleKeys, limits: Limits, id: Uuid) {
     let (redis, tk) = (redis.clone(), tk.clone());
-    tokio::spawn(async move {
-        let given = async {
-            let mut conn = redis.conn().await?;
-            throttle::give_back(&mut conn, &tk, &limits, id).await
-        };
-        if let Err(e) = given.await {
-            ::metrics::counter!(crate::metrics::REDIS_WRITE_FAILED, "op" => "throttle_give_back")
-                .increment(1);
-            tracing::warn!(callback.id = %id, error = %e, "give-back of an abandoned admission failed; the next re-seed repairs it");
-        }
-    });
+    tokio::spawn(async move { give_back_logged(&redis, &tk, &limits, id).await });
+}
+
+/// [`throttle::give_back`] of admission `id`, best effort: a failure is counted and logged,
+/// and the next re-seed repairs the count.
+pub async fn give_back_logged(redis: &RedisHandle, tk: &ThrottleKeys, limits: &Limits, id: Uuid) {
+    let given = async {
+        let mut conn = redis.conn().await?;
+        throttle::give_back(&mut conn, tk, limits, id).await
+    };
+    if let Err(e) = given.await {
+        ::metrics::counter!(crate::metrics::REDIS_WRITE_FAILED, "op" => "throttle_give_back")
+            .increment(1);
+        tracing::warn!(callback.id = %id, error = %e, "throttle give-back failed; the next re-seed repairs it");
+    }
 }
 
 /// The same error for every job of a failed call (`RedisError` is not `Clone`).

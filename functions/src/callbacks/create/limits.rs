@@ -24,7 +24,10 @@ use shared::{
     http::AppState,
     metrics,
     phone::{self, CompiledRule},
-    redis::throttle::{self, Limits, Rejection, ThrottleKeys, Verdict},
+    redis::{
+        admission,
+        throttle::{self, Limits, Rejection, ThrottleKeys, Verdict},
+    },
     telemetry::mask_phone,
 };
 use uuid::Uuid;
@@ -71,16 +74,7 @@ impl Reservation {
         let Some((tk, limits, id)) = self.0 else {
             return;
         };
-        let result = async {
-            let mut conn = state.redis.conn().await?;
-            throttle::give_back(&mut conn, &tk, &limits, id).await
-        }
-        .await;
-        if let Err(e) = result {
-            ::metrics::counter!(metrics::REDIS_WRITE_FAILED, "op" => "throttle_give_back")
-                .increment(1);
-            tracing::warn!(callback.id = %id, error = %e, "throttle give-back failed; the next re-seed repairs it");
-        }
+        admission::give_back_logged(&state.redis, &tk, &limits, id).await;
     }
 }
 
