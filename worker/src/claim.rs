@@ -142,7 +142,7 @@ pub async fn claim(
         .key(keys.inflight(shard))
         .arg(batch)
         .arg(lease_ms)
-        .arg(keys.wake_channel())
+        .arg(keys.wake_channel(shard))
         .arg(shard)
         .invoke_async(conn)
         .await?;

@@ -61,9 +61,26 @@ impl Keys {
         format!("{{{}:sched:{shard}}}:inflight", self.prefix)
     }
 
-    /// Pub/sub channel that wakes sleeping workers when an earlier callback is indexed.
-    pub fn wake_channel(&self) -> String {
+    /// Pub/sub channel that wakes sleeping workers when a shard gets an earlier head or a new
+    /// lease deadline. One per shard, in the shard's hash tag: a cluster routes the `PUBLISH`
+    /// to the node that holds the shard, so a stalled node delays only its own shards' writers
+    /// (docs/derived-state.md#wake-ups), and a standalone writer pipelines it with the `ZADD`.
+    pub fn wake_channel(&self, shard: u16) -> String {
+        format!("{}:wake", self.sched(shard))
+    }
+
+    /// The one wake channel of releases before the per-shard channels; workers still listen
+    /// to it so API replicas of a former release keep waking them during a rolling upgrade.
+    pub fn former_wake_channel(&self) -> String {
         format!("{}:wake", self.prefix)
+    }
+
+    /// Every channel a worker subscribes to: those of the shards it claims and the former one.
+    pub fn wake_channels(&self) -> Vec<String> {
+        (0..self.claimed_shards())
+            .map(|s| self.wake_channel(s))
+            .chain(std::iter::once(self.former_wake_channel()))
+            .collect()
     }
 
     /// Marker whose disappearance tells the worker Redis was emptied (rebuild from PostgreSQL).
@@ -114,5 +131,16 @@ mod tests {
         assert!(seen.iter().all(|&n| n > 800), "{seen:?}");
         assert_eq!(k.sched(2), "{t1:sched:2}");
         assert!(k.inflight(2).starts_with("{t1:sched:2}"));
+        assert_eq!(k.wake_channel(2), "{t1:sched:2}:wake");
+        let draining = Keys::new("t1", 2).draining(3);
+        assert_eq!(
+            draining.wake_channels(),
+            [
+                "{t1:sched:0}:wake",
+                "{t1:sched:1}:wake",
+                "{t1:sched:2}:wake",
+                "t1:wake"
+            ]
+        );
     }
 }

@@ -100,10 +100,7 @@ pub async fn index_many(
         }
         let earliest = members.iter().map(|(_, at)| *at).min().unwrap_or_default();
         if earliest <= due_by {
-            // Two round trips, as a head announced after the read below: `PUBLISH` has no
-            // key, so it is not pipelined with the shard's `ZADD` (cluster routing).
-            zadd.query_async::<i64>(conn).await?;
-            announce(conn, keys, shard, earliest).await?;
+            add_and_announce(conn, keys, shard, zadd, earliest).await?;
             continue;
         }
         let (_, head): (i64, Vec<String>) = redis::pipe()
@@ -124,19 +121,50 @@ pub async fn index_many(
     Ok(())
 }
 
-/// Tells every worker (wake channel) that `shard` has an entry due at `at` (ms).
+/// `ZADD` of a shard's due members, then the announcement of the earliest. A standalone
+/// server gets both in one round trip: one connection runs them in order, so no worker can
+/// hear of the entry before it is there. A cluster gets two: `PUBLISH` is not bound to a slot
+/// there, so a node that redirects the `ZADD` (`MOVED` during a slot migration) would still
+/// deliver the announcement, before the retried `ZADD` lands, and the worker it wakes would
+/// find nothing.
+async fn add_and_announce(
+    conn: &mut RedisConn,
+    keys: &Keys,
+    shard: u16,
+    zadd: redis::Cmd,
+    earliest: i64,
+) -> redis::RedisResult<()> {
+    if matches!(conn, RedisConn::Single(_)) {
+        redis::pipe()
+            .add_command(zadd)
+            .ignore()
+            .add_command(publish(keys, shard, earliest))
+            .ignore()
+            .query_async::<()>(conn)
+            .await
+    } else {
+        zadd.query_async::<i64>(conn).await?;
+        announce(conn, keys, shard, earliest).await
+    }
+}
+
+/// Tells every worker (the shard's wake channel) that `shard` has an entry due at `at` (ms).
 pub async fn announce(
     conn: &mut RedisConn,
     keys: &Keys,
     shard: u16,
     at: i64,
 ) -> redis::RedisResult<()> {
-    redis::cmd("PUBLISH")
-        .arg(keys.wake_channel())
-        .arg(format!("{at}:{shard}"))
-        .query_async::<i64>(conn)
-        .await?;
+    publish(keys, shard, at).query_async::<i64>(conn).await?;
     Ok(())
+}
+
+/// The `PUBLISH` of [`announce`].
+fn publish(keys: &Keys, shard: u16, at: i64) -> redis::Cmd {
+    let mut cmd = redis::cmd("PUBLISH");
+    cmd.arg(keys.wake_channel(shard))
+        .arg(format!("{at}:{shard}"));
+    cmd
 }
 
 /// Indexes committed callbacks ([`index_many`]) on the service Redis; a failure is counted
@@ -174,7 +202,7 @@ pub async fn index_missing(
     for (shard, members) in by_shard {
         let mut inv = INDEX_MISSING.key(keys.sched(shard));
         inv.key(keys.inflight(shard))
-            .arg(keys.wake_channel())
+            .arg(keys.wake_channel(shard))
             .arg(shard);
         for (id, at) in &members {
             inv.arg(*at).arg(id.to_string());

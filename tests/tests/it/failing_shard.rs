@@ -241,3 +241,173 @@ async fn failing_shard_a_stopped_worker_gives_back_the_claims_of_its_round() {
         "each callback exactly once"
     );
 }
+
+/// Attack on the wake channel (docs/derived-state.md#wake-ups): every create announces its
+/// callback on a channel after the index `ZADD`. With one channel for all shards, its slot
+/// lived on one cluster node, and a stall of that node held up every create by the publish's
+/// timeout (`REDIS_TIMEOUT_MS`), whatever shard the callback went to. Here the node frozen is
+/// the one holding the former channel's slot, and the creates whose shard lives elsewhere must
+/// answer at their usual speed; those in the frozen node's shards answer after the index
+/// write's timeout (committed, left to the reconciler).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_shard_a_stalled_primary_delays_only_the_creates_of_its_shards() {
+    let cluster = PrivateCluster::new();
+    for i in 0..3 {
+        cluster.cli(i, &["CONFIG", "SET", "cluster-require-full-coverage", "no"]);
+    }
+    let env = TestEnv::new()
+        .with("REDIS_URL", &cluster.urls())
+        .with("REDIS_CLUSTER", "true")
+        .with("API_KEY_RATE_PER_SECOND", "0");
+    let frozen = cluster.node_of(&Keys::new(&env.id, 1).former_wake_channel());
+    let shards = (4..=30u16)
+        .find(|n| {
+            let on = (0..*n)
+                .filter(|s| cluster.node_of(&Keys::new(&env.id, *n).sched(*s)) == frozen)
+                .count();
+            on > 0 && on < usize::from(*n) - 3
+        })
+        .expect("a shard count with shards on and off the frozen node");
+    let keys = Keys::new(&env.id, shards);
+    let service = (0..500)
+        .map(|i| format!("ws{i}"))
+        .find(|s| cluster.node_of(&format!("{{{}:thr:wsh:{s}}}:act", env.id)) != frozen)
+        .expect("a service whose throttle hash avoids the frozen node");
+    let env = env.with("REDIS_SCHEDULE_SHARDS", &shards.to_string());
+    let e = Engage::start(&env, &[]).await;
+    let key = e.provision("wsh", &service, json!({})).await;
+    // Asked before the freeze: `node_of` asks a node, which may be the frozen one.
+    let on_frozen: Vec<bool> = (0..shards)
+        .map(|s| cluster.node_of(&keys.sched(s)) == frozen)
+        .collect();
+    let (keys, on_frozen) = (&keys, &on_frozen);
+    let create = |i: usize| {
+        let (e, key, service) = (&e, key.clone(), service.clone());
+        async move {
+            let t = Instant::now();
+            let id = e
+                .create(&key)
+                .service(&service)
+                .phone(&format!("+1555{:07}", 5_000_000 + i))
+                .id()
+                .await;
+            let shard = keys.shard_of(&Uuid::parse_str(&id).expect("uuid"));
+            (t.elapsed(), on_frozen[usize::from(shard)])
+        }
+    };
+    for i in 0..4 {
+        create(i).await;
+    }
+    cluster.pause(frozen);
+    let mut healthy = Vec::new();
+    let mut stalled = Vec::new();
+    for i in 10..40 {
+        let (took, on_frozen) = create(i).await;
+        if on_frozen {
+            stalled.push(took);
+        } else {
+            healthy.push(took);
+        }
+    }
+    cluster.resume(frozen);
+    healthy.sort();
+    stalled.sort();
+    println!(
+        "FIGURE stalled_wake shards={shards} healthy_creates={} healthy_ms_median={} \
+         healthy_ms_max={} stalled_creates={} stalled_ms_median={}",
+        healthy.len(),
+        healthy[healthy.len() / 2].as_millis(),
+        healthy.last().expect("some").as_millis(),
+        stalled.len(),
+        stalled
+            .get(stalled.len() / 2)
+            .map_or(0, Duration::as_millis),
+    );
+    assert!(healthy.len() >= 10, "too few creates in healthy shards");
+    let slow = healthy
+        .iter()
+        .filter(|t| **t >= Duration::from_millis(400))
+        .count();
+    assert_eq!(
+        slow,
+        0,
+        "{slow} of {} creates in healthy shards waited for the frozen node (max {:?})",
+        healthy.len(),
+        healthy.last()
+    );
+}
+
+/// Attack on the wake subscription (docs/derived-state.md#wake-ups): a worker listened on the
+/// first node of `REDIS_URL` only. With that node frozen it heard no wake-up, and a callback
+/// created meanwhile in a healthy shard waited for the safety poll (120 s). It now listens on
+/// up to three nodes; here the first is frozen and the callbacks, in shards and services
+/// whose keys live on the other nodes, must go out at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_shard_a_frozen_first_node_leaves_the_worker_listening() {
+    let cluster = PrivateCluster::new();
+    for i in 0..3 {
+        cluster.cli(i, &["CONFIG", "SET", "cluster-require-full-coverage", "no"]);
+    }
+    let env = TestEnv::new()
+        .with("REDIS_URL", &cluster.urls())
+        .with("REDIS_CLUSTER", "true")
+        .with("API_KEY_RATE_PER_SECOND", "0");
+    let frozen = 0;
+    let shards = 8u16;
+    let keys = Keys::new(&env.id, shards);
+    let tenant = (0..200)
+        .map(|i| format!("ffn{i}"))
+        .find(|t| {
+            [
+                keys.pace(t),
+                keys.queue(t, "fs"),
+                format!("{{{}:thr:{t}:fs}}:act", env.id),
+            ]
+            .iter()
+            .all(|k| cluster.node_of(k) != frozen)
+        })
+        .expect("a tenant whose keys avoid the frozen node");
+    let env = env.with("REDIS_SCHEDULE_SHARDS", &shards.to_string());
+    let (env, api, key) = Fixture::dispatch(env, &tenant, "fs", json!({}))
+        .await
+        .parts();
+    let w = WorkerProc::start(&env, &[]).await;
+    let on_frozen: Vec<bool> = (0..shards)
+        .map(|s| cluster.node_of(&keys.sched(s)) == frozen)
+        .collect();
+    // Past the start-up rebuild and the first look at every shard.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    cluster.pause(frozen);
+    let mut ids = Vec::new();
+    let mut i = 0;
+    while ids.len() < 6 {
+        assert!(i < 200, "no callback landed in a healthy shard");
+        let id = api
+            .create(&key)
+            .service("fs")
+            .phone(&format!("+1555{:07}", 6_000_000 + i))
+            .id()
+            .await;
+        i += 1;
+        let shard = keys.shard_of(&Uuid::parse_str(&id).expect("uuid"));
+        if !on_frozen[usize::from(shard)] {
+            ids.push(id);
+        }
+    }
+    let started = Instant::now();
+    let late = wait_submitted(&env, &ids, started + Duration::from_secs(5)).await;
+    let took = started.elapsed();
+    cluster.resume(frozen);
+    println!(
+        "FIGURE frozen_first_node healthy_callbacks={} all_handed_off_within_ms={}",
+        ids.len(),
+        took.as_millis()
+    );
+    assert!(
+        late.is_empty(),
+        "{} of {} callbacks in healthy shards waited: the worker heard no wake-up; its log:\n{}",
+        late.len(),
+        ids.len(),
+        w.proc.output()
+    );
+}

@@ -70,5 +70,6 @@ mod trust_redis;
 mod ui;
 mod ui_callbacks;
 mod ui_config;
+mod wake_channel;
 mod wiring;
 mod worker;
