@@ -19,44 +19,15 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{Backoff, Signal, Worker};
 
-/// Cluster nodes listened on at most: the first ones of `REDIS_URL`.
-const LISTENED_NODES: usize = 3;
-
-/// Runs the subscribers until `stop` fires: one on the standalone server, one on each of the
-/// first [`LISTENED_NODES`] nodes of a cluster. A cluster delivers every message to the
-/// subscribers of every node, so each is heard up to that many times (a wake-up is
-/// idempotent), and a frozen node, which keeps its connection open and says nothing, leaves
-/// the others listening (docs/derived-state.md#wake-ups).
+/// Runs the subscriber until `stop` fires. One subscription, on the first node of
+/// `REDIS_URL`: a cluster delivers every message to the subscribers of every node
+/// (docs/derived-state.md#wake-ups says why not more, and what a frozen first node costs).
 pub async fn run(w: Worker, tx: mpsc::Sender<Signal>, stop: CancellationToken) {
-    let nodes = if w.cfg.redis.cluster {
-        LISTENED_NODES
-    } else {
-        1
-    };
-    let urls: Vec<String> = w
-        .cfg
-        .redis
-        .url
-        .split(',')
-        .map(str::trim)
-        .filter(|u| !u.is_empty())
-        .take(nodes)
-        .map(String::from)
-        .collect();
-    futures::future::join_all(
-        urls.into_iter()
-            .map(|url| listen(w.clone(), url, tx.clone(), stop.clone())),
-    )
-    .await;
-}
-
-/// One subscriber, on the node at `url`, until `stop` fires.
-async fn listen(w: Worker, url: String, tx: mpsc::Sender<Signal>, stop: CancellationToken) {
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     let mut first = true;
     loop {
         let session = async {
-            let client = client(&w, &url)?;
+            let client = client(&w)?;
             let mut pubsub = client.get_async_pubsub().await?;
             pubsub.subscribe(w.keys.wake_channels()).await?;
             Ok::<_, redis::RedisError>(pubsub)
@@ -122,8 +93,9 @@ fn parse(payload: &str) -> Option<Signal> {
     Some(Signal::At(at, shard))
 }
 
-/// A client for one node of the service Redis.
-fn client(w: &Worker, url: &str) -> redis::RedisResult<redis::Client> {
+/// A client for the first node of the service Redis.
+fn client(w: &Worker) -> redis::RedisResult<redis::Client> {
+    let url = w.cfg.redis.url.split(',').next().unwrap_or_default().trim();
     let mut info = url.into_connection_info()?;
     if let Some(p) = &w.cfg.redis.password {
         let settings = info
