@@ -413,6 +413,14 @@ pub struct WorkerConfig {
         default = "defaults::worker_safety_poll_s"
     )]
     pub safety_poll_s: u64,
+    /// How long the wake-up subscription may stay silent before the worker checks the node
+    /// still answers (`PING`, within `REDIS_TIMEOUT_MS`), seconds; a node that does not is left
+    /// for the next one of `REDIS_URL` (docs/derived-state.md#wake-ups).
+    #[serde(
+        rename = "worker_wake_ping_s",
+        default = "defaults::worker_wake_ping_s"
+    )]
+    pub wake_ping_s: u64,
     /// How often the reconciler checks that no part of the service Redis was lost (marker key,
     /// and per node: restart, evictions, flushes), seconds. 1 + one command per node per check.
     #[serde(
@@ -698,6 +706,9 @@ mod defaults {
     pub(super) fn worker_safety_poll_s() -> u64 {
         120
     }
+    pub(super) fn worker_wake_ping_s() -> u64 {
+        2
+    }
     pub(super) fn worker_reconcile_check_s() -> u64 {
         40
     }
@@ -968,6 +979,9 @@ impl WorkerConfig {
         }
         if self.safety_poll_s < 30 {
             return bad("WORKER_SAFETY_POLL_S must be at least 30 (the idle path must stay quiet)");
+        }
+        if !(1..=30).contains(&self.wake_ping_s) {
+            return bad("WORKER_WAKE_PING_S must be between 1 and 30");
         }
         if self.maintenance_s == 0 || self.retention_interval_s == 0 {
             return bad("WORKER_MAINTENANCE_S and WORKER_RETENTION_INTERVAL_S must be positive");
@@ -1386,6 +1400,7 @@ mod tests {
             ("WORKER_TENANT_RATE", "21"),
             ("WORKER_PORT", "22"),
             ("WORKER_SAFETY_POLL_S", "31"),
+            ("WORKER_WAKE_PING_S", "7"),
             ("WORKER_RECONCILE_CHECK_S", "23"),
             ("WORKER_SWEEP_S", "24"),
             ("WORKER_SWEEP_GRACE_S", "25"),
@@ -1446,6 +1461,7 @@ mod tests {
         assert_eq!(b, (23, 24, 25, 26));
         let c = (w.retention_days, w.retention_interval_s, w.stream_horizon_s);
         assert_eq!(c, (27, 28, 29));
+        assert_eq!(w.wake_ping_s, 7);
         assert!(cfg.http.on_lambda());
     }
 

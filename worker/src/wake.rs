@@ -12,72 +12,116 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use redis::IntoConnectionInfo;
+use redis::{IntoConnectionInfo, aio::PubSub};
 use secrecy::ExposeSecret;
-use tokio::sync::mpsc;
+use tokio::{sync::mpsc, time::timeout};
 use tokio_util::sync::CancellationToken;
 
 use crate::{Backoff, Signal, Worker};
 
-/// Runs the subscriber until `stop` fires. One subscription, on the first node of
-/// `REDIS_URL`: a cluster delivers every message to the subscribers of every node
-/// (docs/derived-state.md#wake-ups says why not more, and what a frozen first node costs).
+/// Runs the subscriber until `stop` fires. One subscription at a time, on one node of
+/// `REDIS_URL` (a cluster delivers every message to the subscribers of every node): the first,
+/// until it fails or stops answering, then the next one, in turn
+/// (docs/derived-state.md#wake-ups).
 pub async fn run(w: Worker, tx: mpsc::Sender<Signal>, stop: CancellationToken) {
+    let nodes = nodes(&w.cfg.redis.url);
+    if w.cfg.redis.cluster && nodes.len() < 2 {
+        tracing::warn!(
+            "REDIS_URL names one cluster node: the wake-up subscription has no other node to \
+             move to while it does not answer (docs/derived-state.md#wake-ups)"
+        );
+    }
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     let mut first = true;
-    loop {
-        let session = async {
-            let client = client(&w)?;
-            let mut pubsub = client.get_async_pubsub().await?;
-            pubsub.subscribe(w.keys.wake_channels()).await?;
-            Ok::<_, redis::RedisError>(pubsub)
-        };
-        let pubsub = tokio::select! {
+    for node in (0..nodes.len()).cycle() {
+        let ended = tokio::select! {
             () = stop.cancelled() => return,
-            r = session => r,
+            ended = listen(&w, &tx, nodes[node], &mut first, &mut backoff) => ended,
         };
-        match pubsub {
-            Ok(pubsub) => {
-                backoff.reset();
-                // Messages published before this subscription took effect were not received:
-                // on a reconnect those of the outage, at start-up those sent while the
-                // dispatcher's first pass was already done. Either way every shard is looked
-                // at again (one cheap claim each), so nothing waits for the safety poll.
-                w.wake(&tx, Signal::Resync);
-                if !first {
-                    // Redis may also have lost its data.
-                    w.reconcile_check.notify_one();
-                }
-                first = false;
-                let mut messages = pubsub.into_on_message();
-                loop {
-                    tokio::select! {
-                        () = stop.cancelled() => return,
-                        msg = messages.next() => match msg {
-                            Some(msg) => {
-                                let signal = msg
-                                    .get_payload::<String>()
-                                    .ok()
-                                    .and_then(|s| parse(&s))
-                                    .unwrap_or(Signal::Resync);
-                                w.wake(&tx, signal);
-                            }
-                            None => {
-                                tracing::warn!("wake subscription closed; reconnecting");
-                                break;
-                            }
-                        },
-                    }
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "wake subscription failed; retrying");
-            }
-        }
+        tracing::warn!(node, ended = %ended, "wake subscription ended; moving to the next node");
         if crate::sleep_or_stop(backoff.next_delay(), &stop).await {
             return;
         }
     }
+}
+
+/// Why a subscription ended.
+#[derive(Debug, thiserror::Error)]
+enum Ended {
+    #[error("{0}")]
+    Failed(#[from] redis::RedisError),
+    #[error("no answer within REDIS_TIMEOUT_MS while {0}")]
+    Silent(&'static str),
+    #[error("connection closed")]
+    Closed,
+}
+
+/// One subscription on `url`: forwards its messages to the dispatcher until the connection
+/// fails, closes, or stays silent and then does not answer a `PING` (a frozen node keeps its
+/// connections open and says nothing).
+async fn listen(
+    w: &Worker,
+    tx: &mpsc::Sender<Signal>,
+    url: &str,
+    first: &mut bool,
+    backoff: &mut Backoff,
+) -> Ended {
+    let patience = Duration::from_millis(w.cfg.redis.timeout_ms);
+    let pubsub = match timeout(patience * 4, subscribe(w, url)).await {
+        Err(_) => return Ended::Silent("subscribing"),
+        Ok(Err(e)) => return e.into(),
+        Ok(Ok(pubsub)) => pubsub,
+    };
+    backoff.reset();
+    // Messages published before this subscription took effect were not received: on a
+    // reconnect those of the outage, at start-up those sent while the dispatcher's first pass
+    // was already done. Either way every shard is looked at again (one cheap claim each), so
+    // nothing waits for the safety poll.
+    w.wake(tx, Signal::Resync);
+    if !*first {
+        // Redis may also have lost its data.
+        w.reconcile_check.notify_one();
+    }
+    *first = false;
+    let (mut sink, mut messages) = pubsub.split();
+    let quiet = Duration::from_secs(w.cfg.worker.wake_ping_s);
+    loop {
+        match timeout(quiet, messages.next()).await {
+            Ok(Some(msg)) => {
+                let signal = msg
+                    .get_payload::<String>()
+                    .ok()
+                    .and_then(|s| parse(&s))
+                    .unwrap_or(Signal::Resync);
+                w.wake(tx, signal);
+            }
+            Ok(None) => return Ended::Closed,
+            // Silent for a while: is the node still there? (Only when idle; any message
+            // proves it is.)
+            Err(_) => match timeout(patience, sink.ping::<redis::Value>()).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return e.into(),
+                Err(_) => return Ended::Silent("answering a PING"),
+            },
+        }
+    }
+}
+
+/// Connects to `url` and subscribes to every wake channel.
+async fn subscribe(w: &Worker, url: &str) -> redis::RedisResult<PubSub> {
+    let mut pubsub = client(w, url)?.get_async_pubsub().await?;
+    pubsub.subscribe(w.keys.wake_channels()).await?;
+    Ok(pubsub)
+}
+
+/// The nodes of `REDIS_URL`, in its order (never empty: a blank entry stands for the default).
+fn nodes(url: &str) -> Vec<&str> {
+    let nodes: Vec<&str> = url
+        .split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .collect();
+    if nodes.is_empty() { vec![""] } else { nodes }
 }
 
 /// Parses a wake message: `<ms>` or `<ms>:<shard>`.
@@ -93,9 +137,8 @@ fn parse(payload: &str) -> Option<Signal> {
     Some(Signal::At(at, shard))
 }
 
-/// A client for the first node of the service Redis.
-fn client(w: &Worker) -> redis::RedisResult<redis::Client> {
-    let url = w.cfg.redis.url.split(',').next().unwrap_or_default().trim();
+/// A client for one node of the service Redis.
+fn client(w: &Worker, url: &str) -> redis::RedisResult<redis::Client> {
     let mut info = url.into_connection_info()?;
     if let Some(p) = &w.cfg.redis.password {
         let settings = info
@@ -122,5 +165,14 @@ mod tests {
             Some(Signal::At(1_700_000_000_000, None))
         ));
         assert!(parse("soon").is_none());
+    }
+
+    #[test]
+    fn nodes_in_order_without_blanks() {
+        assert_eq!(
+            nodes("redis://a:1, ,redis://b:2 ,"),
+            ["redis://a:1", "redis://b:2"]
+        );
+        assert_eq!(nodes(" , "), [""]);
     }
 }

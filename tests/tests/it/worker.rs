@@ -440,12 +440,32 @@ async fn worker_idle_budget_with_10000_scheduled() {
     tokio::time::sleep(Duration::from_secs(30)).await;
     // This test's own `CONFIG RESETSTAT` is not the worker's; its `INFO`s before the reset
     // are gone and the last one does not count itself, so every `INFO` here is the worker's
-    // (its loss check).
-    let (worker_calls, seen) = harness::command_total(&mut conn, &["config"]).await;
-    println!("FIGURE idle_redis_commands_30s={worker_calls} {seen:?}");
+    // (its loss check). The wake subscription's liveness `PING` (one per `WORKER_WAKE_PING_S`,
+    // 2 s, while no message arrives; docs/derived-state.md#wake-ups) is counted apart.
+    let stats = harness::commandstats(&mut conn).await;
+    let pings: u64 = stats
+        .iter()
+        .filter(|(n, _)| n == "ping")
+        .map(|(_, c)| c)
+        .sum();
+    let seen: Vec<String> = stats
+        .iter()
+        .filter(|(n, _)| !n.starts_with("config") && n != "ping")
+        .map(|(n, c)| format!("{n}={c}"))
+        .collect();
+    let worker_calls: u64 = stats
+        .iter()
+        .filter(|(n, _)| !n.starts_with("config") && n != "ping")
+        .map(|(_, c)| c)
+        .sum();
+    println!("FIGURE idle_redis_commands_30s={worker_calls} pings={pings} {seen:?}");
     assert!(
         worker_calls < 10,
         "idle worker issued {worker_calls} commands: {seen:?}"
+    );
+    assert!(
+        pings <= 16,
+        "idle worker pinged {pings} times in 30 s (one per 2 s expected)"
     );
     assert!(w.proc.output().contains("reconciled with PostgreSQL"));
 }
