@@ -15,9 +15,12 @@ use uuid::Uuid;
 /// Claims due work of one shard. First re-leases in-flight entries whose lease ran out (their
 /// worker died or stalled), then moves due entries from the schedule into in-flight with
 /// deadline now + lease. Publishes the new deadline on the wake channel so every worker knows
-/// when to look again should this one die. Returns
-/// `[now, next due score or "", earliest lease deadline or "", id, due score or "-1", …]`.
-/// KEYS: sched, inflight. ARGV: batch, lease ms, wake channel, shard.
+/// when to look again should this one die, as `<deadline>.<tag>:<shard>` (workers of earlier
+/// releases read the fraction as part of a number and drop it; the claiming worker knows its
+/// own tag and, when its pass released everything it claimed, does not wake for it:
+/// docs/derived-state.md#wake-ups). Returns `[now, next due score or "", earliest lease
+/// deadline or "", "1" if nothing was in flight before or "", id, due score or "-1", …]`.
+/// KEYS: sched, inflight. ARGV: batch, lease ms, wake channel, shard, tag.
 ///
 /// Reads cost one command per key in the common case (docs/costs.md): the in-flight head
 /// (`ZRANGE 0 0`) says whether any lease ran out (only then a `ZRANGEBYSCORE` and a re-read),
@@ -31,10 +34,11 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local batch = tonumber(ARGV[1])
 local deadline = now + tonumber(ARGV[2])
-local out = {tostring(now), '', ''}
+local out = {tostring(now), '', '', ''}
 local lease = {}
 local f = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
 local lease_head = f[2]
+if not lease_head then out[4] = '1' end
 local expired = {}
 if lease_head and tonumber(lease_head) <= now then
   expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, batch)
@@ -69,7 +73,7 @@ end
 if #ids > 0 then redis.call('ZREM', KEYS[1], unpack(ids)) end
 if #lease > 0 then
   redis.call('ZADD', KEYS[2], unpack(lease))
-  redis.call('PUBLISH', ARGV[3], deadline .. ':' .. ARGV[4])
+  redis.call('PUBLISH', ARGV[3], deadline .. '.' .. ARGV[5] .. ':' .. ARGV[4])
 end
 if #expired > 0 then
   local h = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
@@ -113,6 +117,11 @@ pub struct Claimed {
     pub next_due_ms: Option<i64>,
     /// Earliest lease deadline of the shard.
     pub next_lease_ms: Option<i64>,
+    /// Whether nothing was in flight before this claim: every lease of the shard is then this
+    /// claim's or was taken after it (and announced).
+    pub inflight_was_empty: bool,
+    /// The tag of this claim's lease announcement.
+    pub tag: u32,
     /// Claimed ids (with their due score; `None` for taken-over leases).
     pub ids: Vec<(Uuid, Option<i64>)>,
     /// Members that were not callback ids (dropped from in-flight).
@@ -129,13 +138,14 @@ fn opt_ms(s: &str) -> Option<i64> {
         .or_else(|| s.parse::<f64>().ok().map(|f| f as i64))
 }
 
-/// Claims up to `batch` due callbacks of `shard` with a lease of `lease_ms`.
+/// Claims up to `batch` due callbacks of `shard` with a lease of `lease_ms`, announcing the
+/// lease with `tag`.
 pub async fn claim(
     conn: &mut RedisConn,
     keys: &Keys,
     shard: u16,
-    batch: usize,
-    lease_ms: u64,
+    (batch, lease_ms): (usize, u64),
+    tag: u32,
 ) -> redis::RedisResult<Claimed> {
     let raw: Vec<String> = CLAIM
         .key(keys.sched(shard))
@@ -144,15 +154,18 @@ pub async fn claim(
         .arg(lease_ms)
         .arg(keys.wake_channel(shard))
         .arg(shard)
+        .arg(tag)
         .invoke_async(conn)
         .await?;
     let mut out = Claimed {
         now_ms: raw.first().and_then(|s| opt_ms(s)).unwrap_or_default(),
         next_due_ms: raw.get(1).and_then(|s| opt_ms(s)),
         next_lease_ms: raw.get(2).and_then(|s| opt_ms(s)),
+        inflight_was_empty: raw.get(3).is_some_and(|s| s == "1"),
+        tag,
         ..Claimed::default()
     };
-    for pair in raw.get(3..).unwrap_or_default().chunks(2) {
+    for pair in raw.get(4..).unwrap_or_default().chunks(2) {
         let [member, score] = pair else { continue };
         match Uuid::parse_str(member) {
             Ok(id) => out.ids.push((id, opt_ms(score).filter(|s| *s >= 0))),

@@ -25,7 +25,7 @@
 pub mod pass;
 pub mod settle;
 
-use std::{sync::atomic::Ordering, time::Duration};
+use std::{collections::VecDeque, sync::atomic::Ordering, time::Duration};
 
 use tokio::time::Instant;
 
@@ -39,6 +39,10 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use self::pass::{PassError, ShardPass};
 use crate::{Backoff, Signal, Worker, claim, pacing::Pacer};
 
+/// Most own lease announcements remembered for dropping (each is heard within a round trip
+/// of its claim; the bound only keeps a lost one from being remembered for ever).
+const OWN_TAGS: usize = 256;
+
 fn local_ms() -> i64 {
     Timestamp::now().as_millisecond()
 }
@@ -49,6 +53,10 @@ struct Shards {
     heads: Vec<(Option<i64>, Option<i64>)>,
     /// Per shard: the earliest time announced on the wake channel since its last pass.
     announced: Vec<Option<i64>>,
+    /// (shard, tag) of this worker's own lease announcements that need no wake-up: the pass
+    /// left nothing in flight (`ShardPass::released_tag`). Dropped when heard; the oldest go
+    /// first beyond [`OWN_TAGS`].
+    own_released: VecDeque<(usize, u32)>,
     /// Shards to pass over now (all at start).
     pending: Vec<bool>,
     /// Per shard: its failures since the last successful pass.
@@ -84,6 +92,7 @@ impl Shards {
         Self {
             heads: vec![(None, None); n],
             announced: vec![None; n],
+            own_released: VecDeque::new(),
             pending: vec![true; n],
             retry: (0..n)
                 .map(|_| Retry {
@@ -115,6 +124,12 @@ impl Shards {
     fn passed(&mut self, i: usize, p: &ShardPass, before: i64, batch: usize) {
         self.heads[i] = (p.next_due_ms, p.next_lease_ms);
         self.announced[i] = None;
+        if let Some(tag) = p.released_tag {
+            if self.own_released.len() >= OWN_TAGS {
+                self.own_released.pop_front();
+            }
+            self.own_released.push_back((i, tag));
+        }
         // Measured against the time before the call: errs towards waking a little early (a
         // cheap empty claim), never late.
         self.offset_ms = p.now_ms - before;
@@ -170,6 +185,14 @@ impl Shards {
                 };
                 for i in slots {
                     self.announced[i] = Some(self.announced[i].map_or(t, |a| a.min(t)));
+                }
+            }
+            Signal::Lease(t, shard, tag) => {
+                let own = (usize::from(shard), tag);
+                if let Some(k) = self.own_released.iter().position(|o| *o == own) {
+                    self.own_released.remove(k);
+                } else {
+                    self.signal(Signal::At(t, Some(shard)));
                 }
             }
             Signal::Resync => self.resync(),
@@ -418,5 +441,34 @@ mod tests {
             !safety_poll && sleep <= Duration::from_millis(100),
             "{sleep:?}"
         );
+    }
+    #[test]
+    fn only_its_own_released_lease_announcement_is_dropped() {
+        let mut s = Shards::new(2);
+        let pass = ShardPass {
+            claimed: 1,
+            released_tag: Some(7),
+            ..ShardPass::default()
+        };
+        s.passed(0, &pass, 0, 10);
+        // Another claim's tag in the same shard, and the same tag in another shard: woken.
+        s.signal(Signal::Lease(5_000, 0, 8));
+        s.signal(Signal::Lease(6_000, 1, 7));
+        assert_eq!(s.announced, [Some(5_000), Some(6_000)]);
+        // Its own: dropped, once.
+        s.announced = vec![None, None];
+        s.signal(Signal::Lease(5_000, 0, 7));
+        assert_eq!(s.announced, [None, None]);
+        s.signal(Signal::Lease(5_000, 0, 7));
+        assert_eq!(s.announced, [Some(5_000), None]);
+        // A pass that kept claims in flight remembers no tag: its lease is woken for.
+        let kept = ShardPass {
+            claimed: 1,
+            next_lease_ms: Some(9_000),
+            ..ShardPass::default()
+        };
+        s.passed(1, &kept, 0, 10);
+        assert!(s.own_released.is_empty());
+        assert_eq!(s.heads[1], (None, Some(9_000)));
     }
 }

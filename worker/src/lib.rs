@@ -57,6 +57,9 @@ use tokio_util::sync::CancellationToken;
 pub enum Signal {
     /// Something may be due at this time (ms since the epoch) in this shard (`None` = any).
     At(i64, Option<u16>),
+    /// A claim's lease deadline (ms since the epoch) in this shard, with the claim's tag: the
+    /// claiming worker drops its own when its pass left nothing in flight.
+    Lease(i64, u16, u32),
     /// Look at every shard now (index rebuilt, subscriber reconnected).
     Resync,
 }

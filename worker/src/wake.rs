@@ -124,12 +124,17 @@ fn nodes(url: &str) -> Vec<&str> {
     if nodes.is_empty() { vec![""] } else { nodes }
 }
 
-/// Parses a wake message: `<ms>` or `<ms>:<shard>`.
+/// Parses a wake message: `<ms>`, `<ms>:<shard>`, or a claim's `<ms>.<tag>:<shard>`.
 fn parse(payload: &str) -> Option<Signal> {
     let (at, shard) = match payload.split_once(':') {
         Some((at, shard)) => (at, Some(shard.parse::<u16>().ok()?)),
         None => (payload, None),
     };
+    if let (Some((ms, tag)), Some(shard)) = (at.split_once('.'), shard)
+        && let (Ok(ms), Ok(tag)) = (ms.parse::<i64>(), tag.parse::<u32>())
+    {
+        return Some(Signal::Lease(ms, shard, tag));
+    }
     let at = at
         .parse::<i64>()
         .ok()
@@ -163,6 +168,20 @@ mod tests {
         assert!(matches!(
             parse("1700000000000"),
             Some(Signal::At(1_700_000_000_000, None))
+        ));
+        assert!(matches!(
+            parse("1700000000000.4294967295:3"),
+            Some(Signal::Lease(1_700_000_000_000, 3, u32::MAX))
+        ));
+        // How a worker of an earlier release reads a claim's message: the same time.
+        let former = "1700000000000.4294967295"
+            .parse::<f64>()
+            .map(|f| f as i64)
+            .ok();
+        assert_eq!(former, Some(1_700_000_000_000));
+        assert!(matches!(
+            parse("1.7e12:2"),
+            Some(Signal::At(1_700_000_000_000, Some(2)))
         ));
         assert!(parse("soon").is_none());
     }

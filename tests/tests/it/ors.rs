@@ -367,12 +367,78 @@ async fn ors_service_redis_commands_per_lone_immediate_callback() {
         // (docs/pacing.md); closer ones add a pacing script now and then.
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let (total, by) = harness::command_total(&mut conn, &["info", "config"]).await;
+    let (total, by) = harness::command_total(&mut conn, &["info", "config", "ping"]).await;
     let per = total as f64 / N as f64;
     println!("FIGURE service_redis_commands_per_lone_immediate_callback={per:.1} {by:?}");
     // Breakdown (docs/costs.md): admission 5, index 2, claim 7, queue view 1, settle 1,
     // PROCESSING dequeue 2, release 3 = 21, plus a share of periodic trims and re-seeds.
     assert!(per <= 22.0, "{per} commands per lone callback: {by:?}");
+}
+
+/// LONE callbacks spaced further apart than the lease (a quiet service): the claim announces
+/// its lease deadline so that another worker takes over should this one die, and until
+/// 2026-12-04 the claiming worker heard its own announcement and woke at that deadline for an
+/// empty claim (`EVALSHA`, `TIME`, two `ZRANGE`) although its pass had left nothing in flight:
+/// 24.0 commands per callback instead of 20. Now it drops its own announcement when its pass
+/// released everything it claimed (docs/derived-state.md#wake-ups).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ors_service_redis_commands_per_lone_callback_spaced_past_the_lease() {
+    let redis = harness::PrivateRedis::new(false);
+    let env = TestEnv::new()
+        .with("REDIS_URL", &redis.url())
+        .with("WORKER_LEASE_MS", "1000");
+    let engage = Engage::start(&env, &["--with-worker"]).await;
+    let key = engage
+        .provision("spaced", "svc", open_service(json!({})))
+        .await;
+    let group = format!("{}-sim", env.id);
+    let args = [
+        "--agents",
+        "4",
+        "--routing-ms",
+        "0",
+        "--handle-ms",
+        "10",
+        "--dist",
+        "fixed",
+        "--group",
+        &group,
+    ];
+    let _sim = Proc::spawn(&env, "ors-sim", &args, &[]);
+    let pg = env.pg().await;
+    let warm = engage.create_immediate(&key, "svc", 1, 0).await;
+    wait_completed(&pg, &warm[0]).await;
+    // Past the warm-up's lease deadline.
+    tokio::time::sleep(Duration::from_millis(1_300)).await;
+    let mut conn = redis.conn().await;
+    redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async::<()>(&mut conn)
+        .await
+        .expect("resetstat");
+    const N: usize = 8;
+    for i in 0..N {
+        let id = engage.create_immediate(&key, "svc", 1, 1 + i).await;
+        wait_completed(&pg, &id[0]).await;
+        tokio::time::sleep(Duration::from_millis(1_300)).await;
+    }
+    // The wake subscription's liveness PING is the worker's, not the callbacks'.
+    let (total, by) = harness::command_total(&mut conn, &["info", "config", "ping"]).await;
+    let per = total as f64 / N as f64;
+    println!(
+        "FIGURE service_redis_commands_per_lone_callback_spaced_past_the_lease={per:.1} {by:?}"
+    );
+    let scripts = by
+        .iter()
+        .find_map(|b| b.strip_prefix("evalsha="))
+        .and_then(|n| n.parse::<usize>().ok())
+        .unwrap_or(0);
+    // Admission, claim, release: three scripts each, no empty claim at a lease deadline.
+    assert_eq!(scripts, 3 * N, "{by:?}");
+    assert!(
+        per <= 20.5,
+        "{per} commands per spaced lone callback: {by:?}"
+    );
 }
 
 /// The release on COMPLETED reads its counts with the number key derived from the stored row
@@ -441,7 +507,7 @@ async fn ors_release_on_completion_frees_the_admitted_number_key() {
             .expect("resetstat");
         let id = engage.create(&key).service("svc").phone(again).id().await;
         wait_completed(&pg, &id).await;
-        let (_, by) = harness::command_total(&mut conn, &["info", "config"]).await;
+        let (_, by) = harness::command_total(&mut conn, &["info", "config", "ping"]).await;
         assert!(
             !by.iter().any(|c| c.starts_with("hget=")),
             "{again}: the release fell back to reading the stored number: {by:?}"
@@ -504,7 +570,7 @@ async fn ors_service_redis_commands_per_immediate_callback() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let (total, by) = harness::command_total(&mut conn, &["info", "config"]).await;
+    let (total, by) = harness::command_total(&mut conn, &["info", "config", "ping"]).await;
     // Measured 14.1 (26 before the create-time throttles were trimmed): throttle script 5
     // (EVALSHA, TIME, HMGET, ZADD, HSET), schedule index 2 (ZADD + ZRANGE pipeline, PUBLISH
     // when head), claim/submit/queue-view enqueue about 1 (batched), PROCESSING dequeue 2

@@ -43,6 +43,11 @@ pub struct ShardPass {
     pub next_due_ms: Option<i64>,
     /// Earliest lease deadline of the shard.
     pub next_lease_ms: Option<i64>,
+    /// The tag of the claim's lease announcement when no lease of the shard needs this worker
+    /// to wake: nothing was in flight before the claim and the pass released or handed back
+    /// everything it claimed (later leases are announced by their own claims). The dispatcher
+    /// then drops that announcement when it arrives (docs/derived-state.md#wake-ups).
+    pub released_tag: Option<u32>,
     /// Redis time of the claim.
     pub now_ms: i64,
 }
@@ -110,7 +115,9 @@ impl Claim {
 pub async fn claim(w: &Worker, mut conn: RedisConn, shard: u16) -> Result<Claim, PassError> {
     let sent_ms = local_ms();
     let (batch, lease) = (w.cfg.worker.batch, w.cfg.worker.lease_ms);
-    let claimed = claim::claim(&mut conn, &w.keys, shard, batch, lease)
+    // Tells this claim's lease announcement apart from every other (docs/derived-state.md).
+    let tag = (Uuid::new_v4().as_u128() as u32).max(1);
+    let claimed = claim::claim(&mut conn, &w.keys, shard, (batch, lease), tag)
         .await
         .map_err(PassError::ServiceRedis)?;
     Ok(Claim {
@@ -159,12 +166,17 @@ pub async fn finish(w: &Worker, claim: Claim, pacer: &mut Pacer) -> Result<Shard
         .min();
     let settled = ledger.settle(&mut conn, &w.keys).await;
     match (worked, settled) {
-        (Ok(()), Ok(_)) => Ok(ShardPass {
-            claimed: c.ids.len() + c.junk.len(),
-            next_due_ms,
-            next_lease_ms: c.next_lease_ms,
-            now_ms: c.now_ms,
-        }),
+        (Ok(()), Ok(plan)) => {
+            let claimed = c.ids.len() + c.junk.len();
+            let ours_gone = c.inflight_was_empty && claimed > 0 && plan.kept == 0;
+            Ok(ShardPass {
+                claimed,
+                next_due_ms,
+                next_lease_ms: c.next_lease_ms.filter(|_| !ours_gone),
+                released_tag: ours_gone.then_some(c.tag),
+                now_ms: c.now_ms,
+            })
+        }
         (Ok(()), Err(e)) => Err(PassError::ServiceRedis(e)),
         (Err(e), Ok(_)) => Err(e),
         (Err(e), Err(e2)) => {
