@@ -246,7 +246,7 @@ async fn pacing_idle_worker_asks_redis_nothing() {
     // The wake subscription's liveness PING (one per 2 s while no message arrives) is not
     // pacing's: counted apart.
     let (calls, seen) = harness::command_total(&mut conn, &["config", "ping"]).await;
-    let pings: u64 = harness::commandstats(&mut conn)
+    let pings: u64 = commandstats(&mut conn)
         .await
         .iter()
         .filter(|(n, _)| n == "ping")
