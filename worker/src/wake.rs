@@ -31,16 +31,57 @@ pub async fn run(w: Worker, tx: mpsc::Sender<Signal>, stop: CancellationToken) {
              move to while it does not answer (docs/derived-state.md#wake-ups)"
         );
     }
+    let patience = Patience::new(w.cfg.redis.timeout_ms, nodes.len());
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     let mut first = true;
     for node in (0..nodes.len()).cycle() {
         let ended = tokio::select! {
             () = stop.cancelled() => return,
-            ended = listen(&w, &tx, nodes[node], &mut first, &mut backoff) => ended,
+            ended = listen(&w, &tx, (nodes[node], patience), &mut first, &mut backoff) => ended,
         };
-        tracing::warn!(node, ended = %ended, "wake subscription ended; moving to the next node");
-        if crate::sleep_or_stop(backoff.next_delay(), &stop).await {
+        let next = if nodes.len() > 1 {
+            "moving to the next node"
+        } else {
+            "subscribing again"
+        };
+        tracing::warn!(node, ended = %ended, "wake subscription ended; {next}");
+        // A silent node was already waited for: the next try goes at once (a subscription
+        // request sent to a frozen server is answered the moment it thaws). Errors back off.
+        if !matches!(ended, Ended::Silent(_))
+            && crate::sleep_or_stop(backoff.next_delay(), &stop).await
+        {
             return;
+        }
+    }
+}
+
+/// How long a node may stay silent.
+#[derive(Debug, Clone, Copy)]
+struct Patience {
+    /// For the answer to a `PING`.
+    ping: Duration,
+    /// For connecting and subscribing.
+    subscribe: Duration,
+}
+
+impl Patience {
+    /// With other nodes to move to, a node is left after `REDIS_TIMEOUT_MS` (4 × for a new
+    /// subscription); a lone server is only reconnected to, after 5 s or 10 × that timeout,
+    /// so that a busy or frozen one is waited for on its open subscription rather than
+    /// re-subscribed to over and over.
+    fn new(timeout_ms: u64, nodes: usize) -> Self {
+        let t = Duration::from_millis(timeout_ms).max(Duration::from_millis(100));
+        if nodes > 1 {
+            Self {
+                ping: t,
+                subscribe: t * 4,
+            }
+        } else {
+            let lone = (t * 10).max(Duration::from_secs(5));
+            Self {
+                ping: lone,
+                subscribe: lone,
+            }
         }
     }
 }
@@ -62,12 +103,11 @@ enum Ended {
 async fn listen(
     w: &Worker,
     tx: &mpsc::Sender<Signal>,
-    url: &str,
+    (url, patience): (&str, Patience),
     first: &mut bool,
     backoff: &mut Backoff,
 ) -> Ended {
-    let patience = Duration::from_millis(w.cfg.redis.timeout_ms);
-    let pubsub = match timeout(patience * 4, subscribe(w, url)).await {
+    let pubsub = match timeout(patience.subscribe, subscribe(w, url)).await {
         Err(_) => return Ended::Silent("subscribing"),
         Ok(Err(e)) => return e.into(),
         Ok(Ok(pubsub)) => pubsub,
@@ -98,7 +138,7 @@ async fn listen(
             Ok(None) => return Ended::Closed,
             // Silent for a while: is the node still there? (Only when idle; any message
             // proves it is.)
-            Err(_) => match timeout(patience, sink.ping::<redis::Value>()).await {
+            Err(_) => match timeout(patience.ping, sink.ping::<redis::Value>()).await {
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => return e.into(),
                 Err(_) => return Ended::Silent("answering a PING"),
@@ -184,6 +224,20 @@ mod tests {
             Some(Signal::At(1_700_000_000_000, Some(2)))
         ));
         assert!(parse("soon").is_none());
+    }
+
+    #[test]
+    fn a_lone_server_is_given_more_patience() {
+        let several = Patience::new(500, 3);
+        assert_eq!((several.ping, several.subscribe), (ms(500), ms(2_000)));
+        let lone = Patience::new(500, 1);
+        assert_eq!((lone.ping, lone.subscribe), (ms(5_000), ms(5_000)));
+        // No timeout turns the liveness check into a loop.
+        assert_eq!(Patience::new(0, 2).ping, ms(100));
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
     }
 
     #[test]

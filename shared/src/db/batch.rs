@@ -27,7 +27,7 @@ use uuid::Uuid;
 
 use super::{
     callbacks::NewCallback,
-    outcome::{self, Waited, Writer},
+    outcome::{self, UndoUnlessStored, Waited, Writer},
 };
 use crate::{
     error::Error,
@@ -86,19 +86,26 @@ impl InsertBatcher {
     }
 
     /// Inserts one callback and indexes it for dispatch; returns once it is committed, or once
-    /// `deadline` passed (then 503, and the row is never stored or is deleted again).
+    /// `deadline` passed (then 503, and the row is never stored or is deleted again). `undo`
+    /// runs whenever the row is not kept: a failure answered, and also this future dropped
+    /// before the end (the request's client went away), when the row is then left out or
+    /// deleted again ([`UndoUnlessStored`]).
     pub async fn insert(
         &self,
         cb: NewCallback,
         deadline: Option<tokio::time::Instant>,
+        undo: Option<Box<dyn FnOnce() + Send>>,
     ) -> Result<(), Error> {
+        let mut guard = UndoUnlessStored::new(undo);
         let Some(tx) = &self.tx else {
             let client = self.pool.get().await?;
             let stored = insert_rows(&client, std::slice::from_ref(&cb)).await?;
+            guard.stored();
             self.index.rows(&stored).await;
             return Ok(());
         };
         let (writer, waiter) = outcome::pair();
+        guard.watch(&waiter);
         tx.send((cb, writer))
             .await
             .map_err(|_| Error::unavailable("shutting down"))?;

@@ -126,6 +126,58 @@ impl<T> Writer<T> {
     }
 }
 
+/// Work to undo should a write not be kept (the create-time limits reserved for a callback):
+/// run when its guard is dropped and the write is not stored, whether the request answered
+/// a failure or was itself dropped mid-wait (client gone). Decided on the write's state, by
+/// the same compare-and-swap as a waiter giving up, so it runs exactly when the row is not
+/// (or will not stay) stored, whatever the order of the drops.
+pub struct UndoUnlessStored {
+    state: Option<Arc<AtomicU8>>,
+    undo: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl std::fmt::Debug for UndoUnlessStored {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UndoUnlessStored")
+            .field("armed", &self.undo.is_some())
+            .finish()
+    }
+}
+
+impl UndoUnlessStored {
+    /// A guard that runs `undo` when dropped, unless it watches a write that ends stored.
+    pub fn new(undo: Option<Box<dyn FnOnce() + Send>>) -> Self {
+        Self { state: None, undo }
+    }
+
+    /// Watches the write of `waiter` from now on.
+    pub fn watch<T>(&mut self, waiter: &Waiter<T>) {
+        self.state = Some(waiter.state.clone());
+    }
+
+    /// The write is stored (a path without a [`Waiter`]): nothing to undo.
+    pub fn stored(mut self) {
+        self.undo = None;
+    }
+}
+
+impl Drop for UndoUnlessStored {
+    fn drop(&mut self) {
+        let Some(undo) = self.undo.take() else {
+            return;
+        };
+        if let Some(state) = &self.state {
+            // Gives the write up like a dropped waiter; a write that already settled keeps
+            // its outcome, and only a stored one keeps its reservation.
+            let _ = swap(state, WAITING, ABANDONED) || swap(state, COMMITTING, ABANDONED_IN_DOUBT);
+            if state.load(Ordering::Acquire) == DONE_STORED {
+                return;
+            }
+        }
+        undo();
+    }
+}
+
 impl<T> Waiter<T> {
     /// Waits for the answer until `deadline` (`None`: without bound), then gives up.
     pub async fn wait(mut self, deadline: Option<Instant>) -> Waited<T> {
@@ -298,6 +350,54 @@ mod tests {
         let d = Instant::now() + Duration::from_millis(10);
         assert!(matches!(wait.wait(Some(d)).await, Waited::InDoubt));
         assert!(!w.settle(true), "the writer must compensate");
+    }
+
+    #[tokio::test]
+    async fn undo_runs_exactly_when_the_write_is_not_stored() {
+        use std::sync::atomic::AtomicUsize;
+        let runs = Arc::new(AtomicUsize::new(0));
+        let guard = || {
+            let runs = runs.clone();
+            UndoUnlessStored::new(Some(Box::new(move || {
+                runs.fetch_add(1, Ordering::SeqCst);
+            })))
+        };
+        // Stored, then the request went away before reading the answer: kept.
+        let (w, wait) = pair::<u8>();
+        let mut g = guard();
+        g.watch(&wait);
+        assert!(w.begin_commit() && w.settle(true));
+        drop(wait);
+        drop(g);
+        assert_eq!(runs.load(Ordering::SeqCst), 0);
+        // Dropped mid-commit (the guard first, then the waiter): undone, and the writer
+        // compensates.
+        let (w, wait) = pair::<u8>();
+        let mut g = guard();
+        g.watch(&wait);
+        assert!(w.begin_commit());
+        drop(g);
+        drop(wait);
+        assert!(!w.settle(true));
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+        // Dropped while queued (the waiter first): undone, never written.
+        let (w, wait) = pair::<u8>();
+        let mut g = guard();
+        g.watch(&wait);
+        drop(wait);
+        drop(g);
+        assert!(!w.begin_commit());
+        // Answered "not stored": undone. Before any write was handed over: undone.
+        let (w, wait) = pair::<u8>();
+        let mut g = guard();
+        g.watch(&wait);
+        assert!(w.settle(false));
+        drop(g);
+        drop(guard());
+        assert_eq!(runs.load(Ordering::SeqCst), 4);
+        // A path without a waiter that stored: kept.
+        guard().stored();
+        assert_eq!(runs.load(Ordering::SeqCst), 4);
     }
 
     #[tokio::test]

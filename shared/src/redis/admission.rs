@@ -8,7 +8,8 @@
 //! only while its service's previous call is out (one script round trip), and services never
 //! wait for each other. A request whose create gave up before its verdict arrived gives its
 //! admission back at once (a single call left it to the next re-seed), also when the call
-//! timed out but Redis ran it; a request that gave up while queued is not asked at all. A
+//! timed out but Redis ran it, and when the verdict arrived but the create went away before
+//! reading it (`Unread`); a request that gave up while queued is not asked at all. A
 //! request whose write Redis refuses fails open alone; when Redis is not reached, the requests
 //! queued behind that call fail open at once rather than each waiting out another timeout.
 //! Should the task ever be gone, each request makes its own call: the limits still apply.
@@ -75,6 +76,13 @@ impl Admissions {
             return self.alone(tk, limits, id, number).await;
         };
         let (reply, answer) = oneshot::channel();
+        let mut answer = Unread {
+            rx: Some(answer),
+            redis: &self.redis,
+            tk,
+            limits: *limits,
+            id,
+        };
         let job = Job {
             tk: tk.clone(),
             limits: *limits,
@@ -85,7 +93,7 @@ impl Admissions {
         if tx.send(job).await.is_err() {
             return self.alone(tk, limits, id, number).await;
         }
-        match answer.await {
+        match answer.recv().await {
             Ok(verdict) => verdict,
             // The task lost the job (it cannot, short of a panic): the limits still apply.
             Err(_) => self.alone(tk, limits, id, number).await,
@@ -102,6 +110,41 @@ impl Admissions {
     ) -> RedisResult<Verdict> {
         let mut conn = self.redis.conn().await?;
         throttle::check_and_count(&mut conn, tk, id, number, limits).await
+    }
+}
+
+/// A verdict on its way from the task. Should the create go away before reading it (the
+/// request dropped: its client left), an admission it holds is given back: the channel is
+/// closed first, so the task either delivered the verdict here, where it is read back, or
+/// finds the create gone and gives it back itself ([`answer`]). Never both, never neither.
+struct Unread<'a> {
+    rx: Option<oneshot::Receiver<RedisResult<Verdict>>>,
+    redis: &'a RedisHandle,
+    tk: &'a ThrottleKeys,
+    limits: Limits,
+    id: Uuid,
+}
+
+impl Unread<'_> {
+    async fn recv(&mut self) -> Result<RedisResult<Verdict>, oneshot::error::RecvError> {
+        let Some(rx) = self.rx.as_mut() else {
+            return Ok(Err(stopped()));
+        };
+        let got = rx.await;
+        self.rx = None;
+        got
+    }
+}
+
+impl Drop for Unread<'_> {
+    fn drop(&mut self) {
+        let Some(mut rx) = self.rx.take() else {
+            return;
+        };
+        rx.close();
+        if let Ok(Ok(Verdict::Admitted)) = rx.try_recv() {
+            give_back(self.redis, self.tk, self.limits, self.id);
+        }
     }
 }
 
@@ -251,10 +294,14 @@ fn answer(
     }
 }
 
-/// Gives admission `id` back in the background (the group's other answers do not wait).
+/// Gives admission `id` back in the background (the group's other answers do not wait). Out
+/// of a runtime (shutting down) it is left to the next re-seed.
 fn give_back(redis: &RedisHandle, tk: &ThrottleKeys, limits: Limits, id: Uuid) {
+    let Ok(rt) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
     let (redis, tk) = (redis.clone(), tk.clone());
-    tokio::spawn(async move { give_back_logged(&redis, &tk, &limits, id).await });
+    rt.spawn(async move { give_back_logged(&redis, &tk, &limits, id).await });
 }
 
 /// [`throttle::give_back`] of admission `id`, best effort: a failure is counted and logged,

@@ -41,18 +41,23 @@ async fn batched(ctx: &Ctx, client: Object, w: Write) -> Result<()> {
     let reservation = limits::reserve(ctx, &client, &w.number, &w.cb).await?;
     drop(client);
     envelope::committing();
+    // Given back whenever the row is not kept: a failure answered (a 503 at the deadline), or
+    // this request dropped mid-insert (its client went away) while the row is left out or
+    // deleted again. Off the request's path: the answer is due now.
+    let state = ctx.state.clone();
+    let undo = Box::new(move || {
+        // A drop outside the runtime (it is shutting down) leaves it to the next re-seed.
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move { reservation.give_back(&state).await });
+        }
+    });
     let inserted = ctx
         .state
         .inserts
-        .insert(w.cb, envelope::commit_deadline())
+        .insert(w.cb, envelope::commit_deadline(), Some(undo))
         .await;
-    match inserted {
-        Ok(()) => created(ctx),
-        Err(_) => {
-            // Off the request's path: the answer is due now (a 503 at the deadline).
-            let state = ctx.state.clone();
-            tokio::spawn(async move { reservation.give_back(&state).await });
-        }
+    if inserted.is_ok() {
+        created(ctx);
     }
     inserted
 }
