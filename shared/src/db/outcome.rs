@@ -312,7 +312,7 @@ pub async fn compensate(pool: &Pool, tenant: &str, ids: &[Uuid]) {
                 ::metrics::counter!(crate::metrics::CREATES_COMPENSATED).increment(n);
                 tracing::warn!(
                     count = n,
-                    "callbacks stored after their request had answered 503 were withdrawn"
+                    "callbacks stored after their request gave up (answered 503, or its client went away) were withdrawn"
                 );
                 return;
             }
