@@ -6,6 +6,9 @@
 //!   are missing (neither indexed nor in flight, see `schedule::index_missing`). This is what
 //!   makes "committed means dispatched" hold whatever happened to Redis after the commit: a
 //!   timed-out `ZADD`, Redis refusing writes, a process killed between commit and index.
+//!   Those already indexed, or in flight with a lease that ran out, are announced on their
+//!   shard's wake channel: a worker not told of them (an announcement lost) claims them now
+//!   rather than at the safety poll.
 //! - **Queue views**: the views of services whose submitted, completed or retried callbacks
 //!   changed since the last check are made equal to PostgreSQL's waiting set
 //!   ([`crate::reconcile::repair_view`]), so a dequeue that failed or raced with the worker's
@@ -89,7 +92,8 @@ pub async fn reindex(
             .map(|(id, at)| (*id, at.as_millisecond()))
             .collect();
         let mut conn = w.redis.conn().await?;
-        added += schedule::index_missing(&mut conn, &w.keys, &entries).await?;
+        let overdue = matches!(which, Unsubmitted::OverdueBy(_));
+        added += schedule::index_missing(&mut conn, &w.keys, &entries, overdue).await?;
         if page.len() < PAGE as usize {
             break;
         }

@@ -40,7 +40,9 @@ pub async fn active(
     Ok(rows.iter().map(entry).collect())
 }
 
-/// Callbacks of the service created in the last `horizon_s` seconds.
+/// Callbacks of the service created in the last `horizon_s` seconds, except those withdrawn
+/// because their request gave up (503, or its client went away: `withdraw_unanswered`): for
+/// the caller they were never created, and their admission was given back.
 pub async fn recent(
     db: &impl GenericClient,
     tenant: &str,
@@ -57,6 +59,9 @@ pub async fn recent(
                 "SELECT id, {NUMBER}, (extract(epoch FROM created_at) * 1000)::int8, scheduled
                  FROM callbacks WHERE tenant_id = $1 AND service = $2
                    AND created_at > now() - make_interval(secs => $3)
+                   AND NOT (state = 'COMPLETED' AND reason = 'CANCELLED' AND EXISTS (
+                       SELECT 1 FROM callback_events e
+                       WHERE e.callback_id = callbacks.id AND e.source = 'compensation'))
                  LIMIT $4"
             ),
             &[&tenant, &service, &horizon, &SEED_ROW_CAP],

@@ -21,26 +21,44 @@ return n + redis.call('ZREM', KEYS[2], ARGV[1])",
 /// Adds the members that are neither in the shard nor in flight (a claimed callback is being
 /// handled: adding it again would only make a second worker find it already submitted), and
 /// leaves every existing entry alone (`ZADD NX`: a paced entry keeps its later score). When
-/// something was added, announces the earliest added score on the wake channel. Returns how
-/// many were added. KEYS: sched, inflight. ARGV: wake channel, shard, score, id, score, id, …
+/// something was added, announces the earliest added score on the wake channel. With the
+/// overdue flag (the sweep: every member is overdue by PostgreSQL), also announces members
+/// that were already indexed, and in-flight ones whose lease ran out: they wait for a worker
+/// that was not told (an announcement lost, a frozen claimer's lease message not heard), and
+/// would otherwise wait for the safety poll. Returns how many were added.
+/// KEYS: sched, inflight. ARGV: wake channel, shard, overdue flag ("1" or "0"), score, id, …
 static INDEX_MISSING: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
+local overdue = ARGV[3] == '1'
 local ids = {}
-for i = 4, #ARGV, 2 do ids[#ids + 1] = ARGV[i] end
+for i = 5, #ARGV, 2 do ids[#ids + 1] = ARGV[i] end
 local held = redis.call('ZMSCORE', KEYS[2], unpack(ids))
 local add = {}
+local lapsed = nil
+local now = nil
 for i, id in ipairs(ids) do
   if not held[i] then
-    add[#add + 1] = tonumber(ARGV[2 * i + 1]); add[#add + 1] = id
+    add[#add + 1] = tonumber(ARGV[2 * i + 2]); add[#add + 1] = id
+  elseif overdue then
+    if not now then
+      local t = redis.call('TIME')
+      now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+    end
+    local lease = tonumber(held[i])
+    if lease <= now and (not lapsed or lease < lapsed) then lapsed = lease end
   end
 end
-if #add == 0 then return 0 end
-local n = redis.call('ZADD', KEYS[1], 'NX', unpack(add))
-if n > 0 then
+local n = 0
+if #add > 0 then n = redis.call('ZADD', KEYS[1], 'NX', unpack(add)) end
+local earliest = lapsed
+if n > 0 or (overdue and #add > 0) then
   -- The earliest candidate (an entry kept by NX may make this early: a cheap empty claim).
-  local earliest = add[1]
-  for i = 3, #add, 2 do if add[i] < earliest then earliest = add[i] end end
+  for i = 1, #add, 2 do
+    if not earliest or add[i] < earliest then earliest = add[i] end
+  end
+end
+if earliest then
   redis.call('PUBLISH', ARGV[1], string.format('%d', earliest) .. ':' .. ARGV[2])
 end
 return n",
@@ -185,11 +203,14 @@ pub async fn index_committed(redis: &RedisHandle, keys: &Keys, entries: &[(Uuid,
 
 /// Puts committed, unsubmitted callbacks back into the index where they are missing (the
 /// PostgreSQL sweep and the rebuild): per shard one script (`INDEX_MISSING`) that skips
-/// entries already indexed or in flight. Returns how many were missing.
+/// entries already indexed or in flight. `overdue` (the sweep: all of them are overdue) also
+/// announces those already indexed and those whose lease ran out, so that no worker sleeps on
+/// them. Returns how many were missing.
 pub async fn index_missing(
     conn: &mut RedisConn,
     keys: &Keys,
     entries: &[(Uuid, i64)],
+    overdue: bool,
 ) -> redis::RedisResult<u64> {
     let mut by_shard: std::collections::BTreeMap<u16, Vec<(Uuid, i64)>> = Default::default();
     for (id, at) in entries {
@@ -203,7 +224,8 @@ pub async fn index_missing(
         let mut inv = INDEX_MISSING.key(keys.sched(shard));
         inv.key(keys.inflight(shard))
             .arg(keys.wake_channel(shard))
-            .arg(shard);
+            .arg(shard)
+            .arg(if overdue { "1" } else { "0" });
         for (id, at) in &members {
             inv.arg(*at).arg(id.to_string());
         }

@@ -4,7 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use harness::{TestEnv, WorkerProc};
+use harness::{Fixture, TestEnv, WorkerProc};
+use serde_json::json;
 use shared::redis::Keys;
 use uuid::Uuid;
 
@@ -85,4 +86,77 @@ async fn wake_channel_former_and_per_shard_both_wake_a_worker() {
             w.proc.output()
         );
     }
+}
+
+/// Attack: committed, overdue callbacks that no worker was told about. One is indexed but its
+/// announcement was lost (a `PUBLISH` that failed after its `ZADD`, a message a worker never
+/// got without a re-subscription); one is in flight under a lease that ran out, its claimer
+/// frozen before anyone heard its lease message. An idle worker knows of neither, and before
+/// 2026-12-04 the sweep skipped both (it adds only what is missing): they waited for the
+/// safety poll (120 s). The sweep now announces them (docs/derived-state.md#wake-ups).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wake_channel_the_sweep_announces_overdue_callbacks_nobody_was_told_of() {
+    let env = TestEnv::new().with("REDIS_SCHEDULE_SHARDS", "2");
+    let (env, _api, _key) = Fixture::dispatch(env, "swp", "svc", json!({}))
+        .await
+        .parts();
+    let keys = Keys::new(&env.id, 2);
+    let sweep = [
+        ("WORKER_SWEEP_S", "2".to_string()),
+        ("WORKER_SWEEP_GRACE_S", "1".to_string()),
+    ];
+    let w = WorkerProc::start(&env, &sweep).await;
+    // Past the start-up rebuild and the first look at every shard.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (indexed, leased) = (Uuid::now_v7(), Uuid::now_v7());
+    let pg = env.pg().await;
+    for id in [indexed, leased] {
+        pg.execute(
+            "INSERT INTO callbacks (id, tenant_id, service, state, phone_number, desired_time,
+                                    dispatch_at, scheduled)
+             VALUES ($1, 'swp', 'svc', 'SCHEDULED', '+15550100077', now() - interval '5 s',
+                     now() - interval '5 s', true)",
+            &[&id],
+        )
+        .await
+        .expect("insert");
+    }
+    let now: i64 = jiff::Timestamp::now().as_millisecond();
+    let mut conn = env.redis().await;
+    for (key, id, score) in [
+        (keys.sched(keys.shard_of(&indexed)), indexed, now - 5_000),
+        (keys.inflight(keys.shard_of(&leased)), leased, now - 3_000),
+    ] {
+        let _: i64 = redis::cmd("ZADD")
+            .arg(key)
+            .arg(score)
+            .arg(id.to_string())
+            .query_async(&mut conn)
+            .await
+            .expect("ZADD");
+    }
+    let started = Instant::now();
+    let mut waiting = vec![indexed.to_string(), leased.to_string()];
+    while !waiting.is_empty() && started.elapsed() < Duration::from_secs(8) {
+        let mut still = Vec::new();
+        for id in waiting {
+            if !env.row(&id).await.2 {
+                still.push(id);
+            }
+        }
+        waiting = still;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!(
+        "FIGURE sweep_announces handed_off_ms={} left={}",
+        started.elapsed().as_millis(),
+        waiting.len()
+    );
+    assert!(
+        waiting.is_empty(),
+        "{waiting:?} waited past two sweeps (nobody told the worker); its log:\n{}",
+        w.proc.output()
+    );
+    let (total, distinct, _) = env.census().await;
+    assert_eq!((total, distinct), (2, 2), "each once");
 }
