@@ -318,8 +318,20 @@ async fn counted_service(
     tenant: &str,
     agents: &str,
 ) -> (harness::PrivateRedis, TestEnv, Engage, String, Proc) {
+    counted_service_with(tenant, agents, &[]).await
+}
+
+/// [`counted_service`] with more settings for the API and its worker.
+async fn counted_service_with(
+    tenant: &str,
+    agents: &str,
+    vars: &[(&str, &str)],
+) -> (harness::PrivateRedis, TestEnv, Engage, String, Proc) {
     let redis = harness::PrivateRedis::new(false);
-    let env = TestEnv::new().with("REDIS_URL", &redis.url());
+    let mut env = TestEnv::new().with("REDIS_URL", &redis.url());
+    for (k, v) in vars {
+        env = env.with(k, v);
+    }
     let engage = Engage::start(&env, &["--with-worker"]).await;
     let key = engage
         .provision(tenant, "svc", open_service(json!({})))
@@ -383,28 +395,8 @@ async fn ors_service_redis_commands_per_lone_immediate_callback() {
 /// released everything it claimed (docs/derived-state.md#wake-ups).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ors_service_redis_commands_per_lone_callback_spaced_past_the_lease() {
-    let redis = harness::PrivateRedis::new(false);
-    let env = TestEnv::new()
-        .with("REDIS_URL", &redis.url())
-        .with("WORKER_LEASE_MS", "1000");
-    let engage = Engage::start(&env, &["--with-worker"]).await;
-    let key = engage
-        .provision("spaced", "svc", open_service(json!({})))
-        .await;
-    let group = format!("{}-sim", env.id);
-    let args = [
-        "--agents",
-        "4",
-        "--routing-ms",
-        "0",
-        "--handle-ms",
-        "10",
-        "--dist",
-        "fixed",
-        "--group",
-        &group,
-    ];
-    let _sim = Proc::spawn(&env, "ors-sim", &args, &[]);
+    let (redis, env, engage, key, _sim) =
+        counted_service_with("spaced", "4", &[("WORKER_LEASE_MS", "1000")]).await;
     let pg = env.pg().await;
     let warm = engage.create_immediate(&key, "svc", 1, 0).await;
     wait_completed(&pg, &warm[0]).await;
