@@ -442,6 +442,7 @@ mod tests {
             "{sleep:?}"
         );
     }
+
     #[test]
     fn only_its_own_released_lease_announcement_is_dropped() {
         let mut s = Shards::new(2);
