@@ -57,7 +57,7 @@ async fn all_rows(pg: &tokio_postgres::Client, phone: &str) -> Vec<(String, Opti
 }
 
 /// A create whose client gives up after `ms`; the raw outcome.
-async fn impatient_create(
+pub(crate) async fn impatient_create(
     engage: &Engage,
     key: &str,
     body: &Value,

@@ -25,31 +25,11 @@ use futures::StreamExt;
 use harness::{
     CREATE, Engage, Fixture, PrivateRedis, TestEnv, WorkerProc, commandstats, open_service, signal,
 };
-use serde_json::{Value, json};
+use serde_json::json;
 use shared::redis::Keys;
 use uuid::Uuid;
 
-/// A create whose client gives up after `ms`; the raw outcome.
-async fn impatient_create(
-    engage: &Engage,
-    key: &str,
-    body: &Value,
-    ms: u64,
-    idem: Option<&str>,
-) -> Result<reqwest::Response, reqwest::Error> {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_millis(ms))
-        .build()
-        .expect("client");
-    let mut req = client
-        .post(format!("{}{CREATE}", engage.external))
-        .header("x-api-key", key)
-        .json(body);
-    if let Some(k) = idem {
-        req = req.header("Idempotency-Key", k);
-    }
-    req.send().await
-}
+use crate::attack_s34_client_gone::impatient_create;
 
 /// Installs a deferred constraint trigger on the test schema's `callbacks`: the `COMMIT` of a
 /// transaction that inserted a row of `phone` waits until the advisory lock `lock` is free.
