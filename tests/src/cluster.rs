@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{ServerTls, free_port};
+use crate::{CLUSTER_PORTS, ServerTls, free_port_in};
 
 /// Three primaries on free ports (and, [`PrivateCluster::with_replicas`], one replica each),
 /// without persistence: a restarted node comes back empty but keeps its cluster identity and
@@ -61,7 +61,14 @@ impl PrivateCluster {
             tls,
         };
         for i in 0..c.ports.len() {
-            c.start_node(i);
+            // A port taken between its pick and the node's bind: the node exits; take another.
+            for _ in 0..5 {
+                if c.start_node(i) {
+                    break;
+                }
+                c.ports[i] = cluster_port();
+            }
+            assert!(c.children[i].is_some(), "node {i} did not start");
         }
         let nodes: Vec<String> = c.ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
         let status = Command::new("redis-cli")
@@ -98,7 +105,9 @@ impl PrivateCluster {
         urls.join(",")
     }
 
-    fn start_node(&mut self, i: usize) {
+    /// Starts node `i` on its port and waits for its `PONG`; false (and no child) when the node
+    /// exited at once, e.g. because something else took its port.
+    fn start_node(&mut self, i: usize) -> bool {
         let port = self.ports[i].to_string();
         let mut cmd = Command::new("redis-server");
         match &self.tls {
@@ -125,12 +134,20 @@ impl PrivateCluster {
         self.children[i] = Some(child);
         let started = Instant::now();
         while self.cli(i, &["PING"]).trim() != "PONG" {
+            let exited = self.children[i]
+                .as_mut()
+                .is_some_and(|c| c.try_wait().ok().flatten().is_some());
+            if exited {
+                self.children[i] = None;
+                return false;
+            }
             assert!(
                 started.elapsed() < Duration::from_secs(10),
                 "node {port} did not start"
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+        true
     }
 
     /// Kills node `i` and starts it again with no data (same identity and slots).
@@ -139,7 +156,7 @@ impl PrivateCluster {
             let _ = c.kill();
             let _ = c.wait();
         }
-        self.start_node(i);
+        assert!(self.start_node(i), "node {i} exited at start (port taken?)");
         self.wait_ok();
     }
 
@@ -293,11 +310,11 @@ impl PrivateCluster {
     }
 }
 
-/// A free port whose cluster-bus port (+10000) is free and valid too.
+/// A free port whose cluster-bus port (+10000) is free too.
 fn cluster_port() -> u16 {
     loop {
-        let p = free_port();
-        if p < 55_000 && std::net::TcpListener::bind(("127.0.0.1", p + 10_000)).is_ok() {
+        let p = free_port_in(CLUSTER_PORTS);
+        if std::net::TcpListener::bind(("127.0.0.1", p + 10_000)).is_ok() {
             return p;
         }
     }

@@ -97,13 +97,29 @@ pub fn cluster() -> &'static str {
     CLUSTER.get_or_init(|| run_deps("cluster")["ENGAGE_CLUSTER_URLS"].clone())
 }
 
-/// A free TCP port on loopback.
+/// Ports handed to test servers: below the kernel's ephemeral range (32768 and up by default),
+/// so that no outgoing connection of a busy test run takes a port between its pick and the
+/// server's bind (a CI run once lost a cluster node that way). Cluster nodes take theirs from
+/// [`CLUSTER_PORTS`], whose bus ports (+10000) lie above this range.
+const FREE_PORTS: std::ops::Range<u16> = 22_768..30_000;
+
+/// Client ports of test cluster nodes; their bus ports are 30000–32767.
+pub(crate) const CLUSTER_PORTS: std::ops::Range<u16> = 20_000..22_768;
+
+/// A free TCP port on loopback, from [`FREE_PORTS`].
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind :0")
-        .local_addr()
-        .expect("addr")
-        .port()
+    free_port_in(FREE_PORTS)
+}
+
+/// A port of `range` nothing listens on now (picked at random, so that parallel test
+/// processes rarely pick the same one).
+pub(crate) fn free_port_in(range: std::ops::Range<u16>) -> u16 {
+    loop {
+        let p = rand::random_range(range.clone());
+        if TcpListener::bind(("127.0.0.1", p)).is_ok() {
+            return p;
+        }
+    }
 }
 
 /// Path of a workspace binary built by cargo.
