@@ -106,7 +106,7 @@ const FREE_PORTS: std::ops::Range<u16> = 22_768..30_000;
 /// Client ports of test cluster nodes; their bus ports are 30000–32767.
 pub(crate) const CLUSTER_PORTS: std::ops::Range<u16> = 20_000..22_768;
 
-/// A free TCP port on loopback, from [`FREE_PORTS`].
+/// A free TCP port on loopback, below the kernel's ephemeral range (see `FREE_PORTS`).
 pub fn free_port() -> u16 {
     free_port_in(FREE_PORTS)
 }
