@@ -245,18 +245,46 @@ pub async fn insert(db: &impl GenericClient, cb: &NewCallback) -> Result<Inserte
     Ok(row.map_or(Inserted::SlotFull(*claim), |r| Inserted::Stored(r.get(0))))
 }
 
+/// What a compensation did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Withdrawn {
+    /// How many callbacks it withdrew.
+    pub count: u64,
+    /// Callbacks it kept: a replay of their Idempotency-Key was answered with them.
+    pub spared: Vec<Uuid>,
+}
+
 /// Withdraws callbacks of `tenant` whose create answered 503 but which were stored after all
 /// (compensation, docs/bounded-answers.md). They are not deleted: while the API could not
 /// reach PostgreSQL a worker may have found and handed one off, so each is cancelled
 /// (COMPLETED/CANCELLED) owing the voice platform a settle (`control_pending`: the hand-off is
 /// fenced if not yet written, a control entry follows it otherwise), in the same statement
-/// that gives back its slot place and frees its Idempotency-Key. Returns how many.
+/// that gives back its slot place and frees its Idempotency-Key. A callback whose key a replay
+/// marked is kept (`Withdrawn::spared`): that replay's answer named it.
 pub async fn withdraw_unanswered(
     tx: &deadpool_postgres::Transaction<'_>,
     tenant: &str,
     ids: &[Uuid],
-) -> Result<u64, Error> {
-    // The row locks first, in a statement of their own (as `cancel`): the withdrawal below
+) -> Result<Withdrawn, Error> {
+    // The keys first: a replay holding one commits its mark before this reads it, and one
+    // that comes later waits for this transaction and then finds the key gone.
+    let spared: Vec<Uuid> = tx
+        .query(
+            "SELECT callback_id, replayed FROM idempotency_keys
+             WHERE tenant_id = $2 AND callback_id = ANY($1) ORDER BY key FOR UPDATE",
+            &[&ids, &tenant],
+        )
+        .await?
+        .iter()
+        .filter(|r| r.get::<_, bool>(1))
+        .map(|r| r.get(0))
+        .collect();
+    let ids: Vec<Uuid> = ids
+        .iter()
+        .filter(|id| !spared.contains(id))
+        .copied()
+        .collect();
+    // The row locks next, in a statement of their own (as `cancel`): the withdrawal below
     // then reads the slot counters after any move that committed meanwhile, and gives back
     // the place held now, not the one held at its snapshot.
     tx.query(
@@ -285,7 +313,8 @@ pub async fn withdraw_unanswered(
         &[&ids, &tenant],
     )
     .await?;
-    Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
+    let count = u64::try_from(row.get::<_, i64>(0)).unwrap_or(0);
+    Ok(Withdrawn { count, spared })
 }
 
 /// Result of an idempotent insert.
@@ -297,8 +326,12 @@ pub enum Idempotent {
     Mismatch,
 }
 
-/// The earlier use of an Idempotency-Key still in force (kept 24 h), read without claiming
-/// it: `Replayed` for the same body, `Mismatch` for another, `None` when unused.
+/// The earlier use of an Idempotency-Key still in force (kept 24 h), without claiming it:
+/// `Replayed` for the same body, `Mismatch` for another, `None` when unused. A replay marks
+/// the key (`replayed`, committed by this statement) before its answer names the callback, so
+/// that a compensation still to come for that callback keeps it
+/// (docs/bounded-answers.md#a-replay-of-a-create-answered-503); a key being withdrawn is waited
+/// for, and is then unused.
 pub async fn earlier_use(
     db: &impl GenericClient,
     tenant: &str,
@@ -307,23 +340,28 @@ pub async fn earlier_use(
 ) -> Result<Option<Idempotent>, Error> {
     let row = db
         .query_opt(
-            "SELECT request_hash, callback_id FROM idempotency_keys
-             WHERE tenant_id = $1 AND key = $2 AND created_at >= now() - interval '24 hours'",
-            &[&tenant, &key],
+            "UPDATE idempotency_keys SET replayed = replayed OR request_hash = $3
+             WHERE tenant_id = $1 AND key = $2 AND created_at >= now() - interval '24 hours'
+             RETURNING request_hash, callback_id",
+            &[&tenant, &key, &request_hash],
         )
         .await?;
-    Ok(row.map(|r| {
-        let (hash, id): (Vec<u8>, Uuid) = (r.get(0), r.get(1));
-        match hash == request_hash {
-            true => Idempotent::Replayed(id),
-            false => Idempotent::Mismatch,
-        }
-    }))
+    Ok(row.map(|r| earlier(&r, request_hash)))
+}
+
+fn earlier(row: &tokio_postgres::Row, request_hash: &[u8]) -> Idempotent {
+    let (hash, id): (Vec<u8>, Uuid) = (row.get(0), row.get(1));
+    match hash == request_hash {
+        true => Idempotent::Replayed(id),
+        false => Idempotent::Mismatch,
+    }
 }
 
 /// Claims `key` for `cb` inside the caller's transaction: `None` = claimed (insert `cb`, then
 /// commit; rolling back frees the key), else the earlier use (`Replayed` or `Mismatch`).
-/// A concurrent claim of the same key waits here until the first transaction ends.
+/// A concurrent claim of the same key waits here until the first transaction ends. A
+/// `Replayed` key is marked in this transaction, which the caller commits before it answers
+/// (see [`earlier_use`]).
 pub async fn claim_idempotency_key(
     tx: &deadpool_postgres::Transaction<'_>,
     cb: &NewCallback,
@@ -336,7 +374,7 @@ pub async fn claim_idempotency_key(
              VALUES ($1, $2, $3, $4)
              ON CONFLICT (tenant_id, key) DO UPDATE
                 SET request_hash = EXCLUDED.request_hash, callback_id = EXCLUDED.callback_id,
-                    created_at = now()
+                    created_at = now(), replayed = false
                 WHERE idempotency_keys.created_at < now() - interval '24 hours'
              RETURNING 1",
         &[&cb.tenant, &key, &request_hash, &cb.id],
@@ -345,18 +383,16 @@ pub async fn claim_idempotency_key(
     if claimed.is_some() {
         return Ok(None);
     }
+    // The conflict locked the row (ON CONFLICT DO UPDATE locks it even where it updates
+    // nothing): it is the one that stays until this transaction ends.
     let row = super::stmt::query_one(
         tx,
-        "SELECT request_hash, callback_id FROM idempotency_keys WHERE tenant_id = $1 AND key = $2",
-        &[&cb.tenant, &key],
+        "UPDATE idempotency_keys SET replayed = replayed OR request_hash = $3
+         WHERE tenant_id = $1 AND key = $2 RETURNING request_hash, callback_id",
+        &[&cb.tenant, &key, &request_hash],
     )
     .await?;
-    let (hash, id): (Vec<u8>, Uuid) = (row.get(0), row.get(1));
-    Ok(Some(if hash == request_hash {
-        Idempotent::Replayed(id)
-    } else {
-        Idempotent::Mismatch
-    }))
+    Ok(Some(earlier(&row, request_hash)))
 }
 
 /// A callback row: what retrieve and cancel read, and what the worker loads to dispatch

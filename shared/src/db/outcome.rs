@@ -32,7 +32,7 @@ use deadpool_postgres::Pool;
 use tokio::{sync::oneshot, time::Instant};
 use uuid::Uuid;
 
-use super::callbacks::NewCallback;
+use super::callbacks::{NewCallback, Withdrawn};
 use crate::error::Error;
 
 const WAITING: u8 = 0;
@@ -181,28 +181,32 @@ impl Drop for UndoUnlessStored {
 impl<T> Waiter<T> {
     /// Waits for the answer until `deadline` (`None`: without bound), then gives up.
     pub async fn wait(mut self, deadline: Option<Instant>) -> Waited<T> {
-        // The receiver is taken out for the wait, so a wait dropped midway (the request's
-        // client went away) gives nothing up here: the write goes on and is kept. Giving it up
-        // (as `Drop` does for a waiter that never waited) was tried on 2026-12-04 and taken
-        // back: a keyed create whose client timed out mid-commit was then withdrawn while the
-        // client's retry with the same Idempotency-Key was answered 200 with its id (helper-55;
-        // docs/bounded-answers.md#open-a-replay-of-a-withdrawn-create). A plain create, which
-        // has no key to replay, gives its write up through `UndoUnlessStored`.
-        let Some(mut rx) = self.rx.take() else {
+        // The receiver stays in `self` while this future waits: should it be dropped midway
+        // (the request's client went away, or the last-resort 503), `Drop` still sees a waiter
+        // and gives the write up, and a stored one is withdrawn. A retry with the same
+        // Idempotency-Key that replays it marks its key first, and the withdrawal then keeps
+        // it (docs/bounded-answers.md#a-replay-of-a-create-answered-503).
+        let Some(rx) = self.rx.as_mut() else {
             return Waited::Abandoned;
         };
         let early = match deadline {
-            Some(d) => tokio::time::timeout_at(d, &mut rx).await.ok(),
-            None => Some((&mut rx).await),
+            Some(d) => tokio::time::timeout_at(d, &mut *rx).await.ok(),
+            None => Some((&mut *rx).await),
         };
         // `Some(Err)`: the writer vanished without answering (its task panicked): nothing
         // was settled for us, so it is handled like the deadline.
         if let Some(Ok(v)) = early {
+            self.rx = None;
             return Waited::Done(v);
         }
         if let Some(given_up) = self.give_up() {
+            self.rx = None;
             return given_up;
         }
+        // Settled by the writer: only its answer is late (dropping now gives nothing up).
+        let Some(rx) = self.rx.take() else {
+            return Waited::Abandoned;
+        };
         match tokio::time::timeout(LATE_VALUE_GRACE, rx).await {
             Ok(Ok(v)) => Waited::Done(v),
             _ => Waited::DoneLate {
@@ -225,8 +229,8 @@ impl<T> Waiter<T> {
 
 impl<T> Drop for Waiter<T> {
     fn drop(&mut self) {
-        // A waiter dropped before it waited gives the write up; one dropped during `wait` does
-        // not (see there).
+        // A request dropped before or while it waits (client gone, last-resort 503) gives up
+        // the same way as at its deadline.
         if self.rx.is_some() {
             let _ = self.give_up();
         }
@@ -302,27 +306,49 @@ async fn probe(pool: &Pool, rows: &[NewCallback]) -> Result<HashSet<Uuid>, Error
 
 /// Withdraws callbacks whose caller was told they failed (cancelled with a settle owed, so a
 /// hand-off made meanwhile is fenced or followed by a control entry), with what they held:
-/// their slot place and Idempotency-Key. Retries until PostgreSQL answers. The create-time
-/// throttle reservation is Redis state; the caller gives it back.
-pub async fn compensate(pool: &Pool, tenant: &str, ids: &[Uuid]) {
+/// their slot place and Idempotency-Key. Retries until PostgreSQL answers. Returns the
+/// callbacks it kept because a replay of their Idempotency-Key was answered with them: those
+/// stay, and the caller indexes them. The create-time throttle reservation is Redis state; the
+/// caller gives it back for the others.
+pub async fn compensate(pool: &Pool, tenant: &str, ids: &[Uuid]) -> Vec<Uuid> {
+    compensate_with(pool, tenant, ids, &mut |_| Box::pin(async {})).await
+}
+
+/// Work run before a withdrawal commits ([`compensate_with`]).
+pub type BeforeCommit<'a> =
+    &'a mut (dyn FnMut(&Withdrawn) -> futures::future::BoxFuture<'static, ()> + Send);
+
+/// [`compensate`], running `before_commit` with what is being withdrawn just before the
+/// withdrawal commits, while it holds the callbacks' Idempotency-Keys: a retry that claims a
+/// key anew waits for the commit and so sees what `before_commit` did (the keyed create gives
+/// its throttle reservation back there, so the retry is not refused for the callback being
+/// withdrawn). It may run again if the commit fails.
+pub async fn compensate_with(
+    pool: &Pool,
+    tenant: &str,
+    ids: &[Uuid],
+    before_commit: BeforeCommit<'_>,
+) -> Vec<Uuid> {
     let mut delay = Duration::from_millis(100);
     loop {
-        let deleted = async {
+        let done = async {
             let mut client = pool.get().await?;
             let tx = client.transaction().await?;
-            let n = super::callbacks::withdraw_unanswered(&tx, tenant, ids).await?;
+            let w = super::callbacks::withdraw_unanswered(&tx, tenant, ids).await?;
+            before_commit(&w).await;
             tx.commit().await?;
-            Ok::<_, Error>(n)
+            Ok::<_, Error>(w)
         }
         .await;
-        match deleted {
-            Ok(n) => {
-                ::metrics::counter!(crate::metrics::CREATES_COMPENSATED).increment(n);
+        match done {
+            Ok(w) => {
+                ::metrics::counter!(crate::metrics::CREATES_COMPENSATED).increment(w.count);
                 tracing::warn!(
-                    count = n,
+                    count = w.count,
+                    kept_for_a_replay = w.spared.len(),
                     "callbacks stored after their request gave up (answered 503, or its client went away) were withdrawn"
                 );
-                return;
+                return w.spared;
             }
             Err(e) => {
                 tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "compensation not done yet");
@@ -406,6 +432,18 @@ mod tests {
         // A path without a waiter that stored: kept.
         guard().stored();
         assert_eq!(runs.load(Ordering::SeqCst), 4);
+    }
+
+    #[tokio::test]
+    async fn dropping_a_wait_in_progress_gives_up() {
+        let (w, wait) = pair::<u8>();
+        assert!(w.begin_commit());
+        let waiting = tokio::spawn(wait.wait(None));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        waiting.abort();
+        let _ = waiting.await;
+        assert!(w.abandoned(), "a dropped wait left the write to its writer");
+        assert!(!w.settle(true));
     }
 
     #[tokio::test]

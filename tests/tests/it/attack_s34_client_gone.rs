@@ -17,24 +17,24 @@ use redis::AsyncCommands;
 use serde_json::{Value, json};
 
 /// The throttle hash of a service (docs/throttling.md: `{<prefix>:thr:<tenant>:<service>}:act`).
-fn act_key(env: &TestEnv, tenant: &str, service: &str) -> String {
+pub(crate) fn act_key(env: &TestEnv, tenant: &str, service: &str) -> String {
     format!("{{{}:thr:{tenant}:{service}}}:act", env.id)
 }
 
-async fn hget(env: &TestEnv, key: &str, field: &str) -> Option<String> {
+pub(crate) async fn hget(env: &TestEnv, key: &str, field: &str) -> Option<String> {
     let mut conn = env.redis().await;
     conn.hget(key, field).await.expect("HGET")
 }
 
 /// `n:<number>` as a count (absent = 0).
-async fn redis_count(env: &TestEnv, key: &str, number: &str) -> i64 {
+pub(crate) async fn redis_count(env: &TestEnv, key: &str, number: &str) -> i64 {
     hget(env, key, &format!("n:{number}"))
         .await
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
 }
 
-async fn active_rows(pg: &tokio_postgres::Client, phone: &str) -> i64 {
+pub(crate) async fn active_rows(pg: &tokio_postgres::Client, phone: &str) -> i64 {
     pg.query_one(
         "SELECT count(*) FROM callbacks WHERE phone_number = $1 AND state <> 'COMPLETED'",
         &[&phone],
@@ -44,7 +44,10 @@ async fn active_rows(pg: &tokio_postgres::Client, phone: &str) -> i64 {
     .get(0)
 }
 
-async fn all_rows(pg: &tokio_postgres::Client, phone: &str) -> Vec<(String, Option<String>)> {
+pub(crate) async fn all_rows(
+    pg: &tokio_postgres::Client,
+    phone: &str,
+) -> Vec<(String, Option<String>)> {
     pg.query(
         "SELECT state, reason FROM callbacks WHERE phone_number = $1 ORDER BY created_at",
         &[&phone],
@@ -79,17 +82,18 @@ pub(crate) async fn impatient_create(
 }
 
 /// The digits the limits key on for a `+1…` number without a number rule.
-fn number_key(phone: &str) -> String {
+pub(crate) fn number_key(phone: &str) -> String {
     phone.chars().filter(char::is_ascii_digit).collect()
 }
 
 /// Installs a deferred constraint trigger on the test schema's `callbacks`: the `COMMIT` of a
-/// transaction that inserted a row of `phone` waits until the advisory lock `lock` is free.
-async fn slow_commits_of(pg: &tokio_postgres::Client, phone: &str, lock: i64) {
+/// transaction that inserted a row of `phone` (a `LIKE` pattern) waits until the advisory lock
+/// `lock` is free.
+pub(crate) async fn slow_commits_of(pg: &tokio_postgres::Client, phone: &str, lock: i64) {
     pg.batch_execute(&format!(
         "CREATE FUNCTION attack_slow_commit() RETURNS trigger LANGUAGE plpgsql AS $$
          BEGIN
-           IF NEW.phone_number = '{phone}' THEN PERFORM pg_advisory_xact_lock_shared({lock}); END IF;
+           IF NEW.phone_number LIKE '{phone}' THEN PERFORM pg_advisory_xact_lock_shared({lock}); END IF;
            RETURN NULL;
          END $$;
          CREATE CONSTRAINT TRIGGER attack_slow_commit AFTER INSERT ON callbacks
@@ -99,9 +103,10 @@ async fn slow_commits_of(pg: &tokio_postgres::Client, phone: &str, lock: i64) {
     .expect("trigger");
 }
 
-/// FINDING, open (client never heard, left active; a retry without the key refused). Fixed
-/// on 2026-12-04 by giving the write up on a dropped wait, and taken back the same day: the
-/// key's own retry then replayed a callback that was withdrawn a moment later (helper-55). A create with an
+/// Attack; a finding of 2026-12-04 (client never heard, left active; a retry without the key
+/// refused), fixed for good on 2026-12-04 (stop 35) by giving the write up on a dropped wait
+/// once a replay marks its key (the first fix, taken back the same day, let the key's own
+/// retry replay a callback withdrawn a moment later: helper-55). A create with an
 /// `Idempotency-Key` (the spawned-task path, `create::commit`) is dropped by the server while
 /// its `COMMIT` is in flight (its client went away). docs/bounded-answers.md: "Dropping a
 /// handler drops its waiter, which gives the write up the same way"; outcome.rs's `Drop for
@@ -113,7 +118,6 @@ async fn slow_commits_of(pg: &tokio_postgres::Client, phone: &str, lock: i64) {
 /// same number without the key is refused under `in_queue_checking: "strict"` — the 429 this
 /// change set out to remove — and the same holds for slot creates and for the middleware's
 /// last-resort 503 (which drops the handler in `wait`: a 503 with the row stored).
-#[ignore = "open: giving a keyed create up on a dropped wait let its key's retry replay a withdrawn callback (helper-55); docs/bounded-answers.md#open-a-replay-of-a-withdrawn-create"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attack_keyed_create_dropped_mid_commit_is_kept_and_blocks_the_retry() {
     let env = TestEnv::new();
@@ -165,14 +169,15 @@ async fn attack_keyed_create_dropped_mid_commit_is_kept_and_blocks_the_retry() {
     );
 }
 
-/// FINDING (a 200 naming a withdrawn callback). A keyed create whose `COMMIT` outlives the
+/// Attack; a finding of helper-54 (a 200 naming a withdrawn callback), fixed on 2026-12-04
+/// (stop 35): the replay commits a mark on the key before it answers, and the compensation
+/// locks the key first and keeps a marked callback. A keyed create whose `COMMIT` outlives the
 /// request's commit deadline is answered 503 ("nothing was stored, retry later"); the customer
 /// retries with the same key and body, as told. The retry waits on the first transaction's key
 /// row, sees it committed, and is answered 200 with the first callback's id (a replay). Then
 /// the first request's task finds its waiter gone (ABANDONED_IN_DOUBT) and withdraws that very
 /// callback (COMPLETED/CANCELLED, key deleted): the customer holds a 200 for a cancelled
 /// callback, and no active one.
-#[ignore = "open: a keyed retry can replay a callback its first request then withdraws (docs/bounded-answers.md#open-a-replay-of-a-withdrawn-create)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attack_keyed_retry_after_503_is_answered_with_a_withdrawn_callback() {
     let env = TestEnv::new().with("REQUEST_TIMEOUT_MS", "1000");
@@ -239,7 +244,7 @@ async fn attack_keyed_retry_after_503_is_answered_with_a_withdrawn_callback() {
     );
 }
 
-fn rand_u16() -> u16 {
+pub(crate) fn rand_u16() -> u16 {
     uuid::Uuid::new_v4().as_bytes()[0] as u16 * 256 + uuid::Uuid::new_v4().as_bytes()[1] as u16
 }
 

@@ -99,7 +99,8 @@ async fn commits_held(pg: &tokio_postgres::Client) -> i64 {
     .get(0)
 }
 
-/// FINDING (200 then withdrawn; a regression of d2dbdd8). The ordinary Idempotency-Key retry:
+/// Attack; a finding of helper-55 (200 then withdrawn; a regression of d2dbdd8, taken back in
+/// 1a7ec0d), now a guard of the replay mark (stop 35). The ordinary Idempotency-Key retry:
 /// the customer's HTTP client times out (here 700 ms, far inside the server's 15 s
 /// `REQUEST_TIMEOUT_MS`) while the keyed create's `COMMIT` is in flight (slow: a stalled disk, a
 /// synchronous standby), and retries at once with the same key and body — exactly what the
@@ -705,7 +706,6 @@ async fn booked(pg: &tokio_postgres::Client) -> i64 {
 /// path) whose client leaves while its `COMMIT` is held is withdrawn once it lands: its place
 /// is given back exactly once (booked 1 -> 0, not below), so the next create of the slot is
 /// admitted and the one after it refused as full.
-#[ignore = "open: a slot or keyed create dropped mid-commit is kept (Waiter::wait gives nothing up; docs/bounded-answers.md#open-a-replay-of-a-withdrawn-create)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attack_s34c_slot_create_dropped_mid_commit_gives_its_place_back_once() {
     let env = TestEnv::new();

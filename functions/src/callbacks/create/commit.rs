@@ -13,12 +13,13 @@
 //! reservation is given back.
 
 use deadpool_postgres::Object;
+use futures::future::BoxFuture;
 use jiff::Timestamp;
 use shared::{
     db::{
         self,
         batch::not_confirmed,
-        callbacks::{Idempotent, Inserted},
+        callbacks::{Idempotent, Inserted, Withdrawn},
         outcome::{self, TxFail, Waited, Writer},
         slots::SlotRefusal,
     },
@@ -96,8 +97,33 @@ async fn write(mut client: Object, job: Job, writer: Writer<Result<Written>>) {
         return;
     }
     // The request answered 503 meanwhile.
-    if stored {
-        outcome::compensate(&ctx.state.db, &ctx.tenant, &[job.w.cb.id]).await;
+    if let Ok(Written::Stored(at)) = &result {
+        // Given back before the withdrawal commits, while it holds the key: a retry that then
+        // claims the key anew is counted without this callback.
+        let (state, mut held) = (ctx.state.clone(), reservation.take());
+        let mut give_back = move |w: &Withdrawn| -> BoxFuture<'static, ()> {
+            let r = if w.spared.is_empty() {
+                held.take()
+            } else {
+                None
+            };
+            let state = state.clone();
+            Box::pin(async move {
+                if let Some(r) = r {
+                    r.give_back(&state).await;
+                }
+            })
+        };
+        let (db, ids) = (&ctx.state.db, [job.w.cb.id]);
+        let spared = outcome::compensate_with(db, &ctx.tenant, &ids, &mut give_back).await;
+        if !spared.is_empty() {
+            // A retry with the same Idempotency-Key was answered with this callback: it
+            // stays, with its reservation (docs/bounded-answers.md#a-replay-of-a-create-answered-503).
+            super::store::created(ctx);
+            let entry = (job.w.cb.id, at.as_millisecond());
+            schedule::index_committed(&ctx.state.redis, &ctx.state.keys, &[entry]).await;
+            return;
+        }
     }
     if let Some(r) = reservation.take() {
         r.give_back(&ctx.state).await;
@@ -129,6 +155,30 @@ async fn full(ctx: &Ctx, w: &Write, client: &Object, start: Timestamp) -> Error 
     }
 }
 
+/// An earlier use of the key: a replay commits its mark on the key before it answers, and only
+/// while the request still waits (a compensation of the callback then keeps it); a mismatch
+/// changed nothing.
+async fn replay(
+    tx: deadpool_postgres::Transaction<'_>,
+    earlier: Idempotent,
+    writer: &Writer<Result<Written>>,
+) -> Result<Written, TxFail> {
+    if matches!(earlier, Idempotent::Mismatch) {
+        tx.rollback().await?;
+        return Ok(Written::Earlier(earlier));
+    }
+    if !writer.begin_commit() {
+        tx.rollback().await?;
+        return Err(TxFail::Api(not_confirmed()));
+    }
+    match tx.commit().await {
+        Ok(()) => Ok(Written::Earlier(earlier)),
+        // The mark may have landed: the callback is then kept although this request answers
+        // 503 too (docs/bounded-answers.md#a-replay-of-a-create-answered-503).
+        Err(e) => Err(TxFail::Api(e.into())),
+    }
+}
+
 async fn transaction(
     client: &mut Object,
     job: &Job,
@@ -141,8 +191,7 @@ async fn transaction(
         && let Some(earlier) =
             db::callbacks::claim_idempotency_key(&tx, &w.cb, &k.key, &k.hash).await?
     {
-        tx.rollback().await?;
-        return Ok(Written::Earlier(earlier));
+        return replay(tx, earlier, writer).await;
     }
     *reservation = Some(super::limits::reserve(ctx, &tx, &w.number, &w.cb).await?);
     let dispatch_at = match db::callbacks::insert(&tx, &w.cb).await? {
