@@ -35,10 +35,18 @@ pub struct RequestCtx {
 pub const COMMIT_GRACE: Duration = Duration::from_millis(1_000);
 
 /// The most a request answers after its timeout: the commit grace, then the time a write that
-/// settled just then has to hand over its answer. Past it the middleware answers 503 whatever
-/// the handler is doing; dropping a handler gives its write up safely (`db::outcome`).
-pub const ANSWER_MARGIN: Duration =
-    COMMIT_GRACE.saturating_add(crate::db::outcome::LATE_VALUE_GRACE);
+/// settled just then has to hand over its answer, then [`ANSWER_SLACK`]. Past it the
+/// middleware answers 503 whatever the handler is doing; dropping a handler gives its write up
+/// safely (`db::outcome`).
+pub const ANSWER_MARGIN: Duration = COMMIT_GRACE
+    .saturating_add(crate::db::outcome::LATE_VALUE_GRACE)
+    .saturating_add(ANSWER_SLACK);
+
+/// Time a handler whose write settled as stored, but whose answer was still late at the end of
+/// the late grace, has to answer before the last resort: without it both ended at the same
+/// instant and a stored create could lose the race and be answered 503
+/// (docs/bounded-answers.md).
+pub const ANSWER_SLACK: Duration = Duration::from_millis(250);
 
 tokio::task_local! {
     /// The context of the request this task serves.

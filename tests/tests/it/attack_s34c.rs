@@ -197,13 +197,14 @@ async fn attack_s34c_keyed_retry_after_client_timeout_replays_a_withdrawn_callba
 /// creates (task) and cancels, each sent while PostgreSQL is held (creates) and answered while
 /// Redis is frozen. Fails if any 503 hides a stored create or a landed cancel.
 ///
-/// FINDING (503 hides a stored callback; not introduced by d2dbdd8, the path it touched):
+/// Fixed on 2026-12-04 (stop 35): `ANSWER_MARGIN` now ends `ANSWER_SLACK` (250 ms) after the
+/// waiter's late grace. The finding it was (503 hides a stored callback; not introduced by
+/// d2dbdd8, the path it touched):
 /// measured 4 of 24 creates (two runs: 3 plain + 1 keyed, then 2 + 2) answered 503 "request
 /// timed out" at 3.003 s with their callback stored and active, the other 20 and all 6
 /// cancels 200 at the same instant. Under the default `REDIS_TIMEOUT_MS` (500) a batch
 /// indexing into several shards (one round trip each, in turn) during a Redis stall can take
 /// the > 1 s it needs.
-#[ignore = "open, older than this stop: a late answer can lose to the last-resort 503 at REQUEST_TIMEOUT_MS + ANSWER_MARGIN while its row stays stored (docs/bounded-answers.md)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attack_s34c_late_answer_races_the_last_resort_503() {
     let redis = PrivateRedis::new(false);
