@@ -245,7 +245,7 @@ pub struct HttpConfig {
     #[serde(default = "defaults::internal_body_limit")]
     pub internal_body_limit: usize,
     /// `REQUEST_TIMEOUT_MS`: the deadline of one request in ms (default 15,000); every request
-    /// answers within it plus 2 s (docs/bounded-answers.md).
+    /// answers within it plus 2.25 s (docs/bounded-answers.md).
     #[serde(default = "defaults::request_timeout_ms")]
     pub request_timeout_ms: u64,
     /// `HEADER_READ_TIMEOUT_MS`: how long a connection may take to send a request's head, and

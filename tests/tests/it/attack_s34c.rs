@@ -190,8 +190,8 @@ async fn attack_s34c_keyed_retry_after_client_timeout_replays_a_withdrawn_callba
 /// its answer only after indexing, and the service Redis is frozen (the index write waits
 /// `REDIS_TIMEOUT_MS`, here 4 s). The waiter gives up nothing at its commit deadline
 /// (`REQUEST_TIMEOUT_MS` + 1 s), waits `LATE_VALUE_GRACE` (1 s) and answers 200; the
-/// middleware's last resort fires at `REQUEST_TIMEOUT_MS` + `ANSWER_MARGIN`, also + 2 s, with
-/// no slack between the two (`ANSWER_MARGIN = COMMIT_GRACE + LATE_VALUE_GRACE`), and a handler
+/// middleware's last resort fired at `REQUEST_TIMEOUT_MS` + `ANSWER_MARGIN`, also + 2 s, with
+/// no slack between the two (`ANSWER_MARGIN` was `COMMIT_GRACE + LATE_VALUE_GRACE`), and a handler
 /// dropped there during the grace gives nothing up ("dropping now gives nothing up"): a 503
 /// "request timed out" with the callback stored and kept. Plain creates (batcher), keyed
 /// creates (task) and cancels, each sent while PostgreSQL is held (creates) and answered while
