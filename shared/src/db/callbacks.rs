@@ -296,7 +296,7 @@ pub async fn withdraw_unanswered(
         tx,
         "WITH d AS (
                 UPDATE callbacks SET state = 'COMPLETED', reason = 'CANCELLED',
-                    control_pending = true, updated_at = now()
+                    control_pending = true, withdrawn = true, updated_at = now()
                 WHERE id = ANY($1) AND tenant_id = $2 AND state <> 'COMPLETED'
                 RETURNING id, service, slot_start, slot_minutes
              ), e AS (
