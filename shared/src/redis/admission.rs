@@ -318,6 +318,23 @@ pub async fn give_back_logged(redis: &RedisHandle, tk: &ThrottleKeys, limits: &L
     }
 }
 
+/// [`throttle::restore`] of callback `id`, best effort as [`give_back_logged`].
+pub async fn restore_logged(
+    redis: &RedisHandle,
+    tk: &ThrottleKeys,
+    (id, number, admitted_ms): (Uuid, &str, i64),
+) {
+    let restored = async {
+        let mut conn = redis.conn().await?;
+        throttle::restore(&mut conn, tk, id, number, admitted_ms).await
+    };
+    if let Err(e) = restored.await {
+        ::metrics::counter!(crate::metrics::REDIS_WRITE_FAILED, "op" => "throttle_restore")
+            .increment(1);
+        tracing::warn!(callback.id = %id, error = %e, "throttle restore failed; the next re-seeds repair it");
+    }
+}
+
 /// The same error for every job of a failed call (`RedisError` is not `Clone`).
 fn copy(e: &redis::RedisError) -> redis::RedisError {
     redis::RedisError::from((e.kind(), "throttle call failed", e.to_string()))

@@ -788,6 +788,45 @@ pub async fn give_back(
         .map(drop)
 }
 
+/// The Lua of [`restore`]. KEYS: act. ARGV: id, number key, admission ms.
+static RESTORE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local f = 'i:' .. ARGV[1]
+local v = redis.call('HGET', KEYS[1], f)
+if v and v ~= '' and string.sub(v, 1, 1) ~= '~' then return 0 end
+local st = redis.call('HMGET', KEYS[1], 'n:' .. ARGV[2], '~count')
+redis.call('HSET', KEYS[1], f, ARGV[2] .. '|' .. ARGV[3], 'n:' .. ARGV[2],
+  (tonumber(st[1]) or 0) + 1, '~count', (tonumber(st[2]) or 0) + 1)
+return 1",
+    )
+});
+
+/// Counts callback `id` (number key `number`, admitted at `admitted_ms`) as active again after
+/// a [`give_back`] that turned out wrong: the withdrawal it belonged to did not commit, and the
+/// callback stays (docs/bounded-answers.md#a-replay-of-a-create-answered-503). Only its place in
+/// the active counts comes back (what `in_queue_checking` and `max_queued` read), not its window
+/// admission: the windows then err low by one admission. A no-op while the callback is
+/// counted, or when the state is gone (the next seed counts it from PostgreSQL). Returns
+/// whether it counted the callback again.
+pub async fn restore(
+    conn: &mut RedisConn,
+    tk: &ThrottleKeys,
+    id: Uuid,
+    number: &str,
+    admitted_ms: i64,
+) -> RedisResult<bool> {
+    let n: i64 = RESTORE
+        .key(tk.act())
+        .arg(id.to_string())
+        .arg(number)
+        .arg(admitted_ms)
+        .invoke_async(conn)
+        .await?;
+    Ok(n > 0)
+}
+
 /// Frees the place callback `id` held in its service's active count (and its number's).
 /// Call after committing the move to COMPLETED: the cancel endpoint does, the worker must on
 /// completion. Idempotent; returns whether the callback was counted.

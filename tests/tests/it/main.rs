@@ -30,6 +30,7 @@ mod attack_s34_lease_tag;
 mod attack_s34_wake;
 mod attack_s34c;
 mod attack_s35_replay;
+mod attack_s35b;
 mod attack_specs;
 mod attack_tenants;
 mod availability;

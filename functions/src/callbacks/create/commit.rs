@@ -12,6 +12,8 @@
 //! callback, its slot place and its key are withdrawn in one statement and the throttle
 //! reservation is given back.
 
+use std::sync::{Arc, Mutex, PoisonError};
+
 use deadpool_postgres::Object;
 use futures::future::BoxFuture;
 use jiff::Timestamp;
@@ -101,16 +103,19 @@ async fn write(mut client: Object, job: Job, writer: Writer<Result<Written>>) {
         // Given back before the withdrawal commits, while it holds the key: a retry that then
         // claims the key anew is counted without this callback.
         let (state, mut held) = (ctx.state.clone(), reservation.take());
+        let given = Arc::new(Mutex::new(None));
+        let restore = given.clone();
         let mut give_back = move |w: &Withdrawn| -> BoxFuture<'static, ()> {
             let r = if w.spared.is_empty() {
                 held.take()
             } else {
                 None
             };
-            let state = state.clone();
+            let (state, given) = (state.clone(), given.clone());
             Box::pin(async move {
                 if let Some(r) = r {
-                    r.give_back(&state).await;
+                    let handle = r.give_back_restorable(&state).await;
+                    *given.lock().unwrap_or_else(PoisonError::into_inner) = handle;
                 }
             })
         };
@@ -118,7 +123,15 @@ async fn write(mut client: Object, job: Job, writer: Writer<Result<Written>>) {
         let spared = outcome::compensate_with(db, &ctx.tenant, &ids, &mut give_back).await;
         if !spared.is_empty() {
             // A retry with the same Idempotency-Key was answered with this callback: it
-            // stays, with its reservation (docs/bounded-answers.md#a-replay-of-a-create-answered-503).
+            // stays, with its reservation (docs/bounded-answers.md#a-replay-of-a-create-answered-503);
+            // one given back by an attempt whose commit failed is counted again.
+            let undo = restore
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
+            if let Some(r) = undo {
+                r.count_again(&ctx.state, &job.w.number.key).await;
+            }
             super::store::created(ctx);
             let entry = (job.w.cb.id, at.as_millisecond());
             schedule::index_committed(&ctx.state.redis, &ctx.state.keys, &[entry]).await;

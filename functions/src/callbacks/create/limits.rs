@@ -76,6 +76,26 @@ impl Reservation {
         };
         admission::give_back_logged(&state.redis, &tk, &limits, id).await;
     }
+
+    /// [`Self::give_back`], keeping what [`Restore`] needs to count the callback again.
+    pub async fn give_back_restorable(self, state: &AppState) -> Option<Restore> {
+        let (tk, limits, id) = self.0?;
+        admission::give_back_logged(&state.redis, &tk, &limits, id).await;
+        Some(Restore(tk, id))
+    }
+}
+
+/// A reservation given back by a withdrawal that then did not commit
+/// ([`Reservation::give_back_restorable`]).
+#[derive(Debug)]
+pub struct Restore(ThrottleKeys, Uuid);
+
+impl Restore {
+    /// Counts the callback (number key `number`) as active again; best effort.
+    pub async fn count_again(self, state: &AppState, number: &str) {
+        let ms = jiff::Timestamp::now().as_millisecond();
+        admission::restore_logged(&state.redis, &self.0, (self.1, number, ms)).await;
+    }
 }
 
 /// How often a create asks again while another caller re-seeds, and how long it waits
