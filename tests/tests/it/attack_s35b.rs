@@ -61,12 +61,12 @@ async fn held_commits(pg: &tokio_postgres::Client, lock: i64) -> Vec<i32> {
     .collect()
 }
 
-/// Backends of this database waiting on a row or transaction lock.
-async fn lock_waiters(pg: &tokio_postgres::Client) -> i64 {
+/// Backends waiting on a lock that one of `pids` holds (other tests' waiters in the same
+/// database do not count).
+async fn lock_waiters(pg: &tokio_postgres::Client, pids: &[i32]) -> i64 {
     pg.query_one(
-        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
-           AND wait_event_type = 'Lock' AND wait_event IN ('transactionid', 'tuple')",
-        &[],
+        "SELECT count(*) FROM pg_stat_activity WHERE pg_blocking_pids(pid) && $1::int4[]",
+        &[&pids],
     )
     .await
     .expect("activity")
@@ -131,83 +131,119 @@ async fn attack_s35b_withdrawal_commit_lost_then_replay_keeps_an_uncounted_callb
     let engage = Engage::start(&env, &[]).await;
     let svc = open_service(json!({"in_queue_checking": "strict"}));
     let key = engage.provision("s35b", "svc", svc).await;
-    let act = act_key(&env, "s35b", "svc");
     let phone = "+15550179101";
-    let num = number_key(phone);
-    let pg = env.pg().await;
-    let (insert_lock, withdraw_lock) = {
-        let r = i64::from(rand_u16());
-        (0x5b35_0000 + r, 0x5b36_0000 + r)
-    };
-    slow_commits_of(&pg, phone, insert_lock).await;
-    slow_withdrawals_of(&pg, phone, withdraw_lock).await;
-    for l in [insert_lock, withdraw_lock] {
-        pg.execute("SELECT pg_advisory_lock($1)", &[&l])
-            .await
-            .expect("hold");
-    }
-    let idem = "order-s35b-1";
     let body = json!({"serviceName": "svc", "phoneNumber": phone});
-    let first = harness::send(keyed_request(&engage, &key, idem, &body)).await;
-    assert_eq!(first.0, 503, "the held create answered: {}", first.1);
-    // The create commits; its withdrawal gives the reservation back and holds at its COMMIT.
-    pg.execute("SELECT pg_advisory_unlock($1)", &[&insert_lock])
-        .await
-        .expect("release insert");
-    let held = until(3_000, || async {
-        !held_commits(&pg, withdraw_lock).await.is_empty()
-    })
-    .await;
-    assert!(held, "the withdrawal's COMMIT is not held");
-    let pids = held_commits(&pg, withdraw_lock).await;
-    let counted_during = redis_count(&env, &act, &num).await;
-    // The client's retry, as told by the 503: it waits on the key row the withdrawal holds.
-    let retry = tokio::spawn(harness::send(keyed_request(&engage, &key, idem, &body)));
-    let waiting = until(2_000, || async { lock_waiters(&pg).await >= 1 }).await;
-    // The withdrawal's connection is lost at COMMIT: its transaction is rolled back.
-    for pid in &pids {
-        pg.execute("SELECT pg_terminate_backend($1)", &[pid])
-            .await
-            .expect("terminate");
-    }
-    let (code, resp) = retry.await.expect("retry");
-    pg.execute("SELECT pg_advisory_unlock($1)", &[&withdraw_lock])
-        .await
-        .expect("release withdrawal");
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
-    let rows = all_rows(&pg, phone).await;
-    let active = active_rows(&pg, phone).await;
-    let counted = redis_count(&env, &act, &num).await;
-    let named = match id_of(&resp) {
-        Some(id) => state_of(&pg, id).await,
-        None => None,
+    let lost = LostWithdrawal {
+        env: &env,
+        engage: &engage,
+        key: &key,
+        act: act_key(&env, "s35b", "svc"),
+        phone,
+        locks: (0x5b35_0000, 0x5b36_0000),
     };
+    lost.run("order-s35b-1", &body).await;
     let other = engage.create(&key).service("svc").phone(phone).send().await;
-    let active_after = active_rows(&pg, phone).await;
-    println!(
-        "FIGURE s35b_lost_withdrawal first={} retry_waited={waiting} retry={code} named={named:?} \
-         counted_during_withdrawal={counted_during} rows={rows:?} active={active} n={counted} \
-         plain_create_after={} active_after={active_after}",
-        first.0, other.0
-    );
-    assert_eq!(code, 200, "the retry answered {code}: {resp}");
-    assert!(
-        named.as_ref().is_some_and(|s| s.0 != "COMPLETED"),
-        "the 200 named a callback that did not stay: {named:?}; rows {rows:?}"
-    );
-    assert_eq!(
-        (active, counted),
-        (1, 1),
-        "the number keeps {active} active callback(s) but Redis counts n:{num} = {counted} \
-         (rows {rows:?})"
-    );
-    assert_eq!(
-        (other.0, active_after),
-        (429, 1),
-        "a create of the number without the key was answered {} under strict: {} active",
-        other.0,
-        active_after
-    );
+    lost.only_one_after(other).await;
+}
+
+/// A keyed create answered 503 while its `COMMIT` is held (advisory lock `locks.0`), whose
+/// withdrawal then holds at its own `COMMIT` (`locks.1`) after giving the reservation back;
+/// the client's retry waits on the key row, and the withdrawal's connection is lost.
+struct LostWithdrawal<'a> {
+    env: &'a TestEnv,
+    engage: &'a Engage,
+    key: &'a str,
+    act: String,
+    phone: &'a str,
+    locks: (i64, i64),
+}
+
+impl LostWithdrawal<'_> {
+    /// Plays the scenario with key `idem` and `body`; checks that the retry was answered 200
+    /// with a callback that stays, the only active one of the number, counted once.
+    async fn run(&self, idem: &str, body: &Value) {
+        let (env, engage, key, phone) = (self.env, self.engage, self.key, self.phone);
+        let num = number_key(phone);
+        let pg = env.pg().await;
+        let (insert_lock, withdraw_lock) = {
+            let r = i64::from(rand_u16());
+            (self.locks.0 + r, self.locks.1 + r)
+        };
+        slow_commits_of(&pg, phone, insert_lock).await;
+        slow_withdrawals_of(&pg, phone, withdraw_lock).await;
+        for l in [insert_lock, withdraw_lock] {
+            pg.execute("SELECT pg_advisory_lock($1)", &[&l])
+                .await
+                .expect("hold");
+        }
+        let first = harness::send(keyed_request(engage, key, idem, body)).await;
+        assert_eq!(first.0, 503, "the held create answered: {}", first.1);
+        // The create commits; its withdrawal gives the reservation back and holds at COMMIT.
+        pg.execute("SELECT pg_advisory_unlock($1)", &[&insert_lock])
+            .await
+            .expect("release insert");
+        let held = until(3_000, || async {
+            !held_commits(&pg, withdraw_lock).await.is_empty()
+        })
+        .await;
+        assert!(held, "the withdrawal's COMMIT is not held");
+        let pids = held_commits(&pg, withdraw_lock).await;
+        let counted_during = redis_count(env, &self.act, &num).await;
+        // The client's retry, as told by the 503: it waits on the key row the withdrawal holds.
+        let retry = tokio::spawn(harness::send(keyed_request(engage, key, idem, body)));
+        let waiting = until(2_000, || async { lock_waiters(&pg, &pids).await >= 1 }).await;
+        assert!(
+            waiting,
+            "the retry does not wait on the withdrawal's key row"
+        );
+        // The withdrawal's connection is lost at COMMIT: its transaction is rolled back.
+        for pid in &pids {
+            pg.execute("SELECT pg_terminate_backend($1)", &[pid])
+                .await
+                .expect("terminate");
+        }
+        let (code, resp) = retry.await.expect("retry");
+        pg.execute("SELECT pg_advisory_unlock($1)", &[&withdraw_lock])
+            .await
+            .expect("release withdrawal");
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        let rows = all_rows(&pg, phone).await;
+        let active = active_rows(&pg, phone).await;
+        let counted = redis_count(env, &self.act, &num).await;
+        let named = match id_of(&resp) {
+            Some(id) => state_of(&pg, id).await,
+            None => None,
+        };
+        println!(
+            "FIGURE s35b_lost_withdrawal phone={phone} retry_waited={waiting} retry={code} \
+             named={named:?} counted_during_withdrawal={counted_during} rows={rows:?} \
+             active={active} n={counted}"
+        );
+        assert_eq!(code, 200, "the retry answered {code}: {resp}");
+        assert!(
+            named.as_ref().is_some_and(|s| s.0 != "COMPLETED"),
+            "the 200 named a callback that did not stay: {named:?}; rows {rows:?}"
+        );
+        assert_eq!(
+            (active, counted),
+            (1, 1),
+            "the number keeps {active} active callback(s) but Redis counts n:{num} = {counted} \
+             (rows {rows:?})"
+        );
+    }
+
+    /// Under `in_queue_checking: "strict"`, `other` (a create of the number without the key,
+    /// sent after [`Self::run`]) is refused and the number keeps one active callback.
+    async fn only_one_after(&self, other: (u16, Value)) {
+        let active_after = active_rows(&self.env.pg().await, self.phone).await;
+        assert_eq!(
+            (other.0, active_after),
+            (429, 1),
+            "a create of the number without the key was answered {} under strict: {} active",
+            other.0,
+            active_after
+        );
+    }
 }
 
 /// A keyed create whose client gives up after `ms` (`None`: waits); the answer, `None` when
@@ -489,56 +525,19 @@ async fn attack_s35b_captcha_replay_after_lost_withdrawal_keeps_an_uncounted_cal
         )
         .await;
     assert_eq!(put.0, 200, "{}", put.1);
-    let act = act_key(&env, "s35bcap", "svc");
     let phone = "+15550179501";
-    let num = number_key(phone);
-    let pg = env.pg().await;
-    let (insert_lock, withdraw_lock) = {
-        let r = i64::from(rand_u16());
-        (0x5b3a_0000 + r, 0x5b3b_0000 + r)
-    };
-    slow_commits_of(&pg, phone, insert_lock).await;
-    slow_withdrawals_of(&pg, phone, withdraw_lock).await;
-    for l in [insert_lock, withdraw_lock] {
-        pg.execute("SELECT pg_advisory_lock($1)", &[&l])
-            .await
-            .expect("hold");
-    }
-    let idem = "order-s35b-cap";
     let body = json!({"serviceName": "svc", "phoneNumber": phone, "captchaToken": fake.issue()});
-    let first = harness::send(keyed_request(&engage, &key, idem, &body)).await;
-    assert_eq!(first.0, 503, "the held create answered: {}", first.1);
-    pg.execute("SELECT pg_advisory_unlock($1)", &[&insert_lock])
-        .await
-        .expect("release insert");
-    let held = until(3_000, || async {
-        !held_commits(&pg, withdraw_lock).await.is_empty()
-    })
-    .await;
-    assert!(held, "the withdrawal's COMMIT is not held");
-    let pids = held_commits(&pg, withdraw_lock).await;
-    let counted_during = redis_count(&env, &act, &num).await;
-    let verified_before = fake.calls();
-    let retry = tokio::spawn(harness::send(keyed_request(&engage, &key, idem, &body)));
-    let waiting = until(2_000, || async { lock_waiters(&pg).await >= 1 }).await;
-    for pid in &pids {
-        pg.execute("SELECT pg_terminate_backend($1)", &[pid])
-            .await
-            .expect("terminate");
-    }
-    let (code, resp) = retry.await.expect("retry");
-    pg.execute("SELECT pg_advisory_unlock($1)", &[&withdraw_lock])
-        .await
-        .expect("release withdrawal");
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
-    let rows = all_rows(&pg, phone).await;
-    let active = active_rows(&pg, phone).await;
-    let counted = redis_count(&env, &act, &num).await;
-    let named = match id_of(&resp) {
-        Some(id) => state_of(&pg, id).await,
-        None => None,
+    let lost = LostWithdrawal {
+        env: &env,
+        engage: &engage,
+        key: &key,
+        act: act_key(&env, "s35bcap", "svc"),
+        phone,
+        locks: (0x5b3a_0000, 0x5b3b_0000),
     };
-    let verified_by_retry = fake.calls() - verified_before;
+    lost.run("order-s35b-cap", &body).await;
+    // The first create verified its token; the replay answered without a second verification.
+    assert_eq!(fake.calls(), 1, "verifications");
     let other = engage
         .create(&key)
         .service("svc")
@@ -546,31 +545,7 @@ async fn attack_s35b_captcha_replay_after_lost_withdrawal_keeps_an_uncounted_cal
         .field("captchaToken", json!(fake.issue()))
         .send()
         .await;
-    let active_after = active_rows(&pg, phone).await;
-    println!(
-        "FIGURE s35b_captcha_lost_withdrawal retry_waited={waiting} retry={code} named={named:?} \
-         verifications_by_retry={} counted_during_withdrawal={counted_during} rows={rows:?} \
-         active={active} n={counted} plain_create_after={} active_after={active_after}",
-        verified_by_retry, other.0
-    );
-    assert_eq!(code, 200, "the retry answered {code}: {resp}");
-    assert!(
-        named.as_ref().is_some_and(|s| s.0 != "COMPLETED"),
-        "the 200 named a callback that did not stay: {named:?}; rows {rows:?}"
-    );
-    assert_eq!(
-        (active, counted),
-        (1, 1),
-        "the number keeps {active} active callback(s) but Redis counts n:{num} = {counted} \
-         (rows {rows:?})"
-    );
-    assert_eq!(
-        (other.0, active_after),
-        (429, 1),
-        "another create of the number was answered {} under strict: {} active",
-        other.0,
-        active_after
-    );
+    lost.only_one_after(other).await;
 }
 
 /// GUARD (the 409 path racing the withdrawal). A keyed create is answered 503 while its

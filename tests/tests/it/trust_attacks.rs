@@ -329,7 +329,9 @@ async fn partitioned(
 
 /// A keyed create whose COMMIT ran while the API host lost PostgreSQL: 503 to the client,
 /// while the worker (other host) sees the row; a retry on another API instance gets 200.
-/// Then the API host reconnects and compensates (deletes) the callback.
+/// Then the API host reconnects and compensates: it withdraws the callback (with a cancel to
+/// the voice platform if it was handed off) unless the retry was answered 200 with it, in
+/// which case it stays (docs/bounded-answers.md#a-replay-of-a-create-answered-503).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trust_attack_partitioned_api_503_create_is_withdrawn_if_dispatched() {
     let (_pg, proxy, direct, via_proxy) = partitioned(true).await;
@@ -403,15 +405,25 @@ async fn trust_attack_partitioned_api_503_create_is_withdrawn_if_dispatched() {
     let control = harness::stream_entries(&mut voice, &direct.vars["CONTROL_STREAM"]).await;
     let ctl = in_stream(&control);
     eprintln!("after heal: stored {stored_after}, control entries {ctl}");
+    let mut state = None;
     if let Some(id) = &id {
         let (code, r) = api2
             .post(&key, "/engagement/v3/callbacks/retrieve", json!({"id": id}))
             .await;
         eprintln!("retrieve of the id api2 answered 200 for: {code} {r}");
+        state = r["data"]["callbackState"].as_str().map(str::to_string);
     }
-    // A 503 whose callback was handed off meanwhile is withdrawn with a cancel to the voice
-    // platform, and its record kept.
-    if code1 == 503 && dialed > 0 {
+    if code2 == 200 {
+        // The retry's 200 named the callback: it stays, and no cancel follows its hand-off.
+        assert_eq!(ctl, 0, "the callback a 200 named was cancelled");
+        assert_ne!(
+            state.as_deref(),
+            Some("COMPLETED"),
+            "the callback a 200 named ended"
+        );
+    } else if code1 == 503 && dialed > 0 {
+        // A 503 whose callback was handed off meanwhile is withdrawn with a cancel to the
+        // voice platform, and its record kept.
         assert!(ctl > 0, "a 503 create was dialled and never cancelled");
     }
     assert!(stored_after >= stored_before.min(1), "the record went away");
