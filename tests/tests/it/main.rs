@@ -31,6 +31,7 @@ mod attack_s34_wake;
 mod attack_s34c;
 mod attack_s35_replay;
 mod attack_s35b;
+mod attack_s35c;
 mod attack_specs;
 mod attack_tenants;
 mod availability;
