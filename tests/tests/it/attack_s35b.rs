@@ -45,7 +45,7 @@ async fn slow_withdrawals_of(pg: &tokio_postgres::Client, phone: &str, lock: i64
 
 /// Backends whose `COMMIT` waits on the advisory lock `lock` (this test's own: other tests
 /// running at the same time hold locks of their own, never terminated here).
-async fn held_commits(pg: &tokio_postgres::Client, lock: i64) -> Vec<i32> {
+pub(crate) async fn held_commits(pg: &tokio_postgres::Client, lock: i64) -> Vec<i32> {
     let (class, obj) = ((lock >> 32) as u32, (lock & 0xffff_ffff) as u32);
     pg.query(
         "SELECT a.pid FROM pg_stat_activity a JOIN pg_locks l ON l.pid = a.pid
@@ -63,7 +63,7 @@ async fn held_commits(pg: &tokio_postgres::Client, lock: i64) -> Vec<i32> {
 
 /// Backends waiting on a lock that one of `pids` holds (other tests' waiters in the same
 /// database do not count).
-async fn lock_waiters(pg: &tokio_postgres::Client, pids: &[i32]) -> i64 {
+pub(crate) async fn lock_waiters(pg: &tokio_postgres::Client, pids: &[i32]) -> i64 {
     pg.query_one(
         "SELECT count(*) FROM pg_stat_activity WHERE pg_blocking_pids(pid) && $1::int4[]",
         &[&pids],
@@ -74,7 +74,7 @@ async fn lock_waiters(pg: &tokio_postgres::Client, pids: &[i32]) -> i64 {
 }
 
 /// Polls `f` every 50 ms up to `ms`.
-async fn until<F, Fut>(ms: u64, mut f: F) -> bool
+pub(crate) async fn until<F, Fut>(ms: u64, mut f: F) -> bool
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
@@ -88,7 +88,7 @@ where
     f().await
 }
 
-fn id_of(body: &Value) -> Option<Uuid> {
+pub(crate) fn id_of(body: &Value) -> Option<Uuid> {
     body["data"]["id"].as_str().and_then(|s| s.parse().ok())
 }
 
@@ -99,7 +99,12 @@ async fn state_of(pg: &tokio_postgres::Client, id: Uuid) -> Option<(String, Opti
         .map(|r| (r.get(0), r.get(1)))
 }
 
-fn keyed_request(engage: &Engage, key: &str, idem: &str, body: &Value) -> reqwest::RequestBuilder {
+pub(crate) fn keyed_request(
+    engage: &Engage,
+    key: &str,
+    idem: &str,
+    body: &Value,
+) -> reqwest::RequestBuilder {
     engage
         .http
         .post(format!("{}{CREATE}", engage.external))

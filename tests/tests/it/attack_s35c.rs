@@ -29,6 +29,7 @@ use uuid::Uuid;
 use crate::attack_s34_client_gone::{
     act_key, active_rows, all_rows, hget, number_key, rand_u16, redis_count, slow_commits_of,
 };
+use crate::attack_s35b::{held_commits, id_of, keyed_request, lock_waiters, until};
 
 /// Deferred constraint trigger: the `COMMIT` of a transaction that *withdrew* a row of `phone`
 /// (`withdrawn` set: only `withdraw_unanswered` sets it, a customer's cancel does not) waits
@@ -50,68 +51,12 @@ async fn slow_withdrawals_of(pg: &tokio_postgres::Client, phone: &str, lock: i64
     .expect("trigger");
 }
 
-/// Backends whose `COMMIT` waits on the advisory lock `lock`.
-async fn held_commits(pg: &tokio_postgres::Client, lock: i64) -> Vec<i32> {
-    let (class, obj) = ((lock >> 32) as u32, (lock & 0xffff_ffff) as u32);
-    pg.query(
-        "SELECT a.pid FROM pg_stat_activity a JOIN pg_locks l ON l.pid = a.pid
-         WHERE a.datname = current_database() AND a.query = 'COMMIT'
-           AND l.locktype = 'advisory' AND NOT l.granted
-           AND l.classid = $1::int8::oid AND l.objid = $2::int8::oid",
-        &[&i64::from(class), &i64::from(obj)],
-    )
-    .await
-    .expect("activity")
-    .iter()
-    .map(|r| r.get(0))
-    .collect()
-}
-
-/// Backends waiting on a lock that one of `pids` holds.
-async fn lock_waiters(pg: &tokio_postgres::Client, pids: &[i32]) -> i64 {
-    pg.query_one(
-        "SELECT count(*) FROM pg_stat_activity WHERE pg_blocking_pids(pid) && $1::int4[]",
-        &[&pids],
-    )
-    .await
-    .expect("activity")
-    .get(0)
-}
-
 /// Whether backend `pid` waits on a lock.
 async fn blocked(pg: &tokio_postgres::Client, pid: i32) -> bool {
     pg.query_one("SELECT cardinality(pg_blocking_pids($1)) > 0", &[&pid])
         .await
         .expect("blocking")
         .get(0)
-}
-
-/// Polls `f` every 50 ms up to `ms`.
-async fn until<F, Fut>(ms: u64, mut f: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    for _ in 0..ms / 50 {
-        if f().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    f().await
-}
-
-fn id_of(body: &Value) -> Option<Uuid> {
-    body["data"]["id"].as_str().and_then(|s| s.parse().ok())
-}
-
-fn keyed_request(engage: &Engage, key: &str, idem: &str, body: &Value) -> reqwest::RequestBuilder {
-    engage
-        .http
-        .post(format!("{}{}", engage.external, harness::CREATE))
-        .header("x-api-key", key)
-        .header("Idempotency-Key", idem)
-        .json(body)
 }
 
 /// Expires the service's seed deadline, then sends a create of `other` (another number): that
