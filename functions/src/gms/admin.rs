@@ -32,7 +32,7 @@ use shared::{
 use uuid::Uuid;
 
 use super::{error::GmsError, query, tenant::GmsTenant};
-use crate::callbacks::cancel;
+use crate::{admin::callbacks::actions, callbacks::cancel};
 
 /// Most ids one bulk cancel takes.
 pub const MAX_IDS: usize = 100;
@@ -176,15 +176,37 @@ async fn bulk_cancel(
 ) -> Result<Json<Value>, GmsError> {
     let ids = cancel_ids(&body)?;
     let mut results = Vec::with_capacity(ids.len());
-    let mut cancelled = 0;
+    let (stop_at, mut tried, mut cancelled) = (actions::stop_at(), 0, 0);
     for given in ids {
-        let outcome = cancel_one(&state, &tenant, &given).await;
+        // As the admin API's bulk cancel: the ids left when the deadline nears are not tried,
+        // so the answer arrives with every cancel that landed (docs/admin-queries.md#bulk-cancel).
+        let late = stop_at.is_some_and(|t| tokio::time::Instant::now() >= t);
+        let outcome = if late && tried > 0 && parse_id(&given).is_some() {
+            not_tried(&given)
+        } else {
+            tried += 1;
+            cancel_one(&state, &tenant, &given).await
+        };
         if outcome["outcome"] == "CANCELLED" {
             cancelled += 1;
         }
         results.push(outcome);
     }
     Ok(Json(json!({"cancelled": cancelled, "results": results})))
+}
+
+/// A bulk cancel's id as given, when it is one.
+fn parse_id(given: &Value) -> Option<Uuid> {
+    given.as_str().and_then(|s| Uuid::parse_str(s.trim()).ok())
+}
+
+/// An id not tried before the deadline: `UNAVAILABLE` (retry).
+fn not_tried(given: &Value) -> Value {
+    let shown = match given {
+        Value::String(s) => s.chars().take(64).collect(),
+        other => other.to_string().chars().take(64).collect::<String>(),
+    };
+    json!({"id": shown, "outcome": "UNAVAILABLE", "message": actions::NOT_TRIED})
 }
 
 /// One id's outcome: `CANCELLED`, `NOT_FOUND` (unknown, or another tenant's), `INVALID_ID`,
@@ -194,7 +216,7 @@ async fn cancel_one(state: &AppState, tenant: &str, given: &Value) -> Value {
         Value::String(s) => Value::String(s.chars().take(64).collect()),
         other => Value::String(other.to_string().chars().take(64).collect()),
     };
-    let Some(id) = given.as_str().and_then(|s| Uuid::parse_str(s.trim()).ok()) else {
+    let Some(id) = parse_id(given) else {
         let done = cancel::Outcome::InvalidId;
         return json!({"id": shown, "outcome": done.name(), "message": done.message()});
     };

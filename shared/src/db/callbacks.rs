@@ -252,6 +252,9 @@ pub struct Withdrawn {
     pub count: u64,
     /// Callbacks it kept: a replay of their Idempotency-Key was answered with them.
     pub spared: Vec<Uuid>,
+    /// Those of `spared` still active (not cancelled meanwhile), their rows locked by the
+    /// withdrawal's transaction until it ends: nothing can complete them before then.
+    pub kept_active: Vec<Uuid>,
 }
 
 /// Withdraws callbacks of `tenant` whose create answered 503 but which were stored after all
@@ -279,19 +282,27 @@ pub async fn withdraw_unanswered(
         .filter(|r| r.get::<_, bool>(1))
         .map(|r| r.get(0))
         .collect();
+    // The row locks next, in a statement of their own (as `cancel`): the withdrawal below
+    // then reads the slot counters after any move that committed meanwhile, and gives back
+    // the place held now, not the one held at its snapshot. A kept row is locked too, so that
+    // whatever the caller does for it before the commit (counting it again) sees it active.
+    let kept_active: Vec<Uuid> = tx
+        .query(
+            "SELECT id, state <> 'COMPLETED' FROM callbacks WHERE id = ANY($1) AND tenant_id = $2
+             ORDER BY id FOR UPDATE",
+            &[&ids, &tenant],
+        )
+        .await?
+        .iter()
+        .filter(|r| r.get::<_, bool>(1))
+        .map(|r| r.get::<_, Uuid>(0))
+        .filter(|id| spared.contains(id))
+        .collect();
     let ids: Vec<Uuid> = ids
         .iter()
         .filter(|id| !spared.contains(id))
         .copied()
         .collect();
-    // The row locks next, in a statement of their own (as `cancel`): the withdrawal below
-    // then reads the slot counters after any move that committed meanwhile, and gives back
-    // the place held now, not the one held at its snapshot.
-    tx.query(
-        "SELECT 1 FROM callbacks WHERE id = ANY($1) AND tenant_id = $2 ORDER BY id FOR UPDATE",
-        &[&ids, &tenant],
-    )
-    .await?;
     let row = super::stmt::query_one(
         tx,
         "WITH d AS (
@@ -314,7 +325,11 @@ pub async fn withdraw_unanswered(
     )
     .await?;
     let count = u64::try_from(row.get::<_, i64>(0)).unwrap_or(0);
-    Ok(Withdrawn { count, spared })
+    Ok(Withdrawn {
+        count,
+        spared,
+        kept_active,
+    })
 }
 
 /// Result of an idempotent insert.

@@ -311,7 +311,9 @@ async fn probe(pool: &Pool, rows: &[NewCallback]) -> Result<HashSet<Uuid>, Error
 /// stay, and the caller indexes them. The create-time throttle reservation is Redis state; the
 /// caller gives it back for the others.
 pub async fn compensate(pool: &Pool, tenant: &str, ids: &[Uuid]) -> Vec<Uuid> {
-    compensate_with(pool, tenant, ids, &mut |_| Box::pin(async {})).await
+    compensate_with(pool, tenant, ids, &mut |_| Box::pin(async {}))
+        .await
+        .spared
 }
 
 /// Work run before a withdrawal commits ([`compensate_with`]).
@@ -322,13 +324,14 @@ pub type BeforeCommit<'a> =
 /// withdrawal commits, while it holds the callbacks' Idempotency-Keys: a retry that claims a
 /// key anew waits for the commit and so sees what `before_commit` did (the keyed create gives
 /// its throttle reservation back there, so the retry is not refused for the callback being
-/// withdrawn). It may run again if the commit fails.
+/// withdrawn). It may run again if the commit fails. Returns what the attempt that committed
+/// did.
 pub async fn compensate_with(
     pool: &Pool,
     tenant: &str,
     ids: &[Uuid],
     before_commit: BeforeCommit<'_>,
-) -> Vec<Uuid> {
+) -> Withdrawn {
     let mut delay = Duration::from_millis(100);
     loop {
         let done = async {
@@ -348,7 +351,7 @@ pub async fn compensate_with(
                     kept_for_a_replay = w.spared.len(),
                     "callbacks stored after their request gave up (answered 503, or its client went away) were withdrawn"
                 );
-                return w.spared;
+                return w;
             }
             Err(e) => {
                 tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "compensation not done yet");

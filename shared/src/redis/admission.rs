@@ -322,11 +322,11 @@ pub async fn give_back_logged(redis: &RedisHandle, tk: &ThrottleKeys, limits: &L
 pub async fn restore_logged(
     redis: &RedisHandle,
     tk: &ThrottleKeys,
-    (id, number, admitted_ms): (Uuid, &str, i64),
+    (limits, id, number): (&Limits, Uuid, &str),
 ) {
     let restored = async {
         let mut conn = redis.conn().await?;
-        throttle::restore(&mut conn, tk, id, number, admitted_ms).await
+        throttle::restore(&mut conn, tk, limits, id, number).await
     };
     if let Err(e) = restored.await {
         ::metrics::counter!(crate::metrics::REDIS_WRITE_FAILED, "op" => "throttle_restore")

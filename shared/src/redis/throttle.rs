@@ -788,40 +788,78 @@ pub async fn give_back(
         .map(drop)
 }
 
-/// The Lua of [`restore`]. KEYS: act. ARGV: id, number key, admission ms.
+/// The Lua of [`restore`]. KEYS: act. ARGV: id, number key, `d` when the admission counted in
+/// the number's 24 h window (else `""`), sub1 ms, sub2 ms (0 = window off).
 static RESTORE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
+    Script::new(&format!(
+        r"{RING_BODY}
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-local f = 'i:' .. ARGV[1]
-local v = redis.call('HGET', KEYS[1], f)
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local f, num, flag = 'i:' .. ARGV[1], ARGV[2], ARGV[3]
+local sub, cur, fld = {{tonumber(ARGV[4]), tonumber(ARGV[5])}}, {{}}, {{'~', '~'}}
+for k = 1, 2 do
+  if sub[k] > 0 then
+    cur[k] = math.floor(now / sub[k])
+    fld[k] = slot(k, cur[k])
+  end
+end
+local st = redis.call('HMGET', KEYS[1], f, 'n:' .. num, '~count', 'd:' .. num,
+  '~s1', '~s2', fld[1], fld[2], '~w1', '~w2')
+local v = st[1]
 if v and v ~= '' and string.sub(v, 1, 1) ~= '~' then return 0 end
-local st = redis.call('HMGET', KEYS[1], 'n:' .. ARGV[2], '~count')
-redis.call('HSET', KEYS[1], f, ARGV[2] .. '|' .. ARGV[3], 'n:' .. ARGV[2],
-  (tonumber(st[1]) or 0) + 1, '~count', (tonumber(st[2]) or 0) + 1)
+local value = num .. '|' .. now
+if flag == 'd' then value = value .. '|d' end
+local args = {{f, value, 'n:' .. num, (tonumber(st[2]) or 0) + 1, '~count', (tonumber(st[3]) or 0) + 1}}
+-- Its admission counts again in the current sub-window of each ring that still counts in
+-- this caller's sub-windows (another unit is rebuilt by the next re-seed).
+for k = 1, 2 do
+  if sub[k] > 0 and tonumber(st[4 + k]) == sub[k] then
+    local b, c = parse(st[6 + k])
+    if b ~= cur[k] then c = 0 end
+    args[#args + 1] = fld[k]
+    args[#args + 1] = cur[k] .. ':' .. (c + 1)
+    local w = tonumber(st[8 + k])
+    if w then
+      args[#args + 1] = '~w' .. k
+      args[#args + 1] = w + 1
+    end
+  end
+end
+if flag == 'd' then
+  local days = st[4]
+  if days and days ~= '' then days = days .. ',' .. now else days = tostring(now) end
+  args[#args + 1] = 'd:' .. num
+  args[#args + 1] = days
+end
+redis.call('HSET', KEYS[1], unpack(args))
 return 1",
-    )
+    ))
 });
 
-/// Counts callback `id` (number key `number`, admitted at `admitted_ms`) as active again after
-/// a [`give_back`] that turned out wrong: the withdrawal it belonged to did not commit, and the
-/// callback stays (docs/bounded-answers.md#a-replay-of-a-create-answered-503). Only its place in
-/// the active counts comes back (what `in_queue_checking` and `max_queued` read), not its window
-/// admission: the windows then err low by one admission. A no-op while the callback is
-/// counted, or when the state is gone (the next seed counts it from PostgreSQL). Returns
-/// whether it counted the callback again.
+/// Counts callback `id` (number key `number`) as admitted and active again after a
+/// [`give_back`] that turned out wrong: the withdrawal it belonged to kept the callback after
+/// all (docs/bounded-answers.md#a-replay-of-a-create-answered-503). Everything the give-back
+/// took comes back, at Redis's time now: its active place (what `in_queue_checking` and
+/// `max_queued` read), its service-window admission and, under `throttle_per_number_24h`, its
+/// number's 24 h entry. The caller must hold the callback's row locked and have seen it
+/// active, so that no release can be lost in between. A no-op while the callback is counted,
+/// or when the state is gone (the next seed counts it from PostgreSQL). Returns whether it
+/// counted the callback again.
 pub async fn restore(
     conn: &mut RedisConn,
     tk: &ThrottleKeys,
+    limits: &Limits,
     id: Uuid,
     number: &str,
-    admitted_ms: i64,
 ) -> RedisResult<bool> {
     let n: i64 = RESTORE
         .key(tk.act())
         .arg(id.to_string())
         .arg(number)
-        .arg(admitted_ms)
+        .arg(if limits.per_number_24h > 0 { "d" } else { "" })
+        .arg(limits.sub_ms(1))
+        .arg(limits.sub_ms(2))
         .invoke_async(conn)
         .await?;
     Ok(n > 0)

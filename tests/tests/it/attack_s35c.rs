@@ -11,13 +11,16 @@
 //! running the withdrawal's `COMMIT`). A re-seed is forced by expiring the service's seed
 //! deadline (`~seed` of the test's own throttle hash) and sending a create.
 //!
-//! Findings (failing): `restore` counts a callback that was cancelled before the spare
-//! (its field given back, or tombstoned by a release after a re-seed counted it again), and
-//! the phantom survives re-seeds for `SEED_GRACE_MS`; `restore` leaves the kept callback out
-//! of its number's 24 h count; the admin bulk cancel by ids is answered 503 by the last
-//! resort over cancels that landed; V19 leaves withdrawals older than 25 h unmarked, counted
-//! in windows longer than that. Guards (passing): restore after two re-seeds counts once; a
-//! re-seed counts a customer-cancelled and a kept create and leaves a withdrawn one out.
+//! Findings, all fixed since and kept as guards: `restore` counted a callback that was
+//! cancelled before the spare (its field given back, or tombstoned by a release after a
+//! re-seed counted it again), and the phantom survived re-seeds for `SEED_GRACE_MS` (fixed in
+//! stop 36: the withdrawal locks the kept row and restores only while it is active, before it
+//! commits); `restore` left the kept callback out of its number's 24 h count (stop 36: it
+//! restores the 24 h entry and the window admission too); the admin bulk cancel by ids was
+//! answered 503 by the last resort over cancels that landed (stop 36: it stops before its
+//! deadline, as by filter); V19 left withdrawals older than 25 h unmarked (stop 35). Guards
+//! from the start: restore after two re-seeds counts once; a re-seed counts a
+//! customer-cancelled and a kept create and leaves a withdrawn one out.
 
 use std::{future::Future, time::Duration};
 
@@ -166,7 +169,8 @@ impl Held {
 }
 
 /// Attack on 63ac9f8 ("a no-op when counted": `restore` counts a callback whose field is
-/// empty or a *tombstone*, whatever happened to it meanwhile). FINDING (fails).
+/// empty or a *tombstone*, whatever happened to it meanwhile). A finding of helper-58, fixed in
+/// stop 36 (the withdrawal restores only a row it holds locked and sees active).
 ///
 /// Promise (docs/throttling.md, `throttle::restore`'s doc): the Redis active counts equal the
 /// active callbacks; a callback that completes or is cancelled is released and never counted
@@ -185,7 +189,6 @@ impl Held {
 /// cancel, then rows [COMPLETED/CANCELLED], active 0, `n:` = 1, field `<number>|<restore ms>`,
 /// `~count` 1; the number's create 429 "in_queue_checking"; after a forced re-seed still
 /// n = 1 and 429.
-#[ignore = "open (helper-58): a restore after a lost withdrawal can count a callback its customer cancelled meanwhile (errs high until the seed grace and a re-seed); docs/bounded-answers.md"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn attack_s35c_restore_counts_a_callback_cancelled_before_the_spare() {
     let env = TestEnv::new().with("REQUEST_TIMEOUT_MS", "1000");
@@ -280,7 +283,8 @@ async fn attack_s35c_restore_counts_a_callback_cancelled_before_the_spare() {
     );
 }
 
-/// Attack on 63ac9f8 (`restore` brings back the active place only). FINDING (fails).
+/// Attack on 63ac9f8 (`restore` brings back the active place only). A finding, fixed in stop 36
+/// (the 24 h entry and window admission come back too).
 ///
 /// Promise (docs/throttling.md): `throttle_per_number_24h` immediate requests per number in any
 /// 24 h; a kept (spared) callback counts like every create that stays. `restore` writes the
@@ -294,7 +298,6 @@ async fn attack_s35c_restore_counts_a_callback_cancelled_before_the_spare() {
 /// (the active place is back), `d:<number>` = "" during the withdrawal and after the restore,
 /// the second create 200, two active callbacks for the number. A re-seed counts it again
 /// (`attack_s35c_reseed_counts_the_kept_callback`), so the window lasts until the next one.
-#[ignore = "open (helper-58): a restore brings back the active place only, not the per-number 24 h entry (errs low by one until the next re-seed); docs/bounded-answers.md"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn attack_s35c_restore_leaves_the_kept_callback_out_of_the_24h_count() {
     let env = TestEnv::new().with("REQUEST_TIMEOUT_MS", "1000");
@@ -574,7 +577,7 @@ async fn attack_s35c_reseed_counts_the_kept_callback() {
 }
 
 /// Attack on 4e96bf9 ("the bound is REQUEST_TIMEOUT_MS + 2.25 s", "a 503 never hides ... a
-/// landed cancel"). FINDING (fails).
+/// landed cancel"). A finding, fixed in stop 36 (it stops before its deadline).
 ///
 /// The admin bulk cancel by ids (up to 1 000 ids) runs one `callbacks::cancel::cancel` after
 /// the other and, unlike the bulk cancel by filter, never looks at its deadline. Every cancel
@@ -589,7 +592,6 @@ async fn attack_s35c_reseed_counts_the_kept_callback() {
 /// id's outcome (20 CANCELLED, the rest UNAVAILABLE), or at least no 503 while cancels
 /// landed. Observed (5 of 5): 503 "request timed out" after 3 253 to 3 255 ms, all 20
 /// cancels landed (COMPLETED/CANCELLED), no per-id outcome reached the caller.
-#[ignore = "open (helper-58, older than this stop): the admin bulk cancel by ids does not stop at its deadline and its 503 hides the cancels that landed; docs/bounded-answers.md"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn attack_s35c_bulk_cancel_by_ids_answers_503_over_landed_cancels() {
     let env = TestEnv::new().with("REQUEST_TIMEOUT_MS", "1000");
@@ -676,6 +678,19 @@ async fn attack_s35c_bulk_cancel_by_ids_answers_503_over_landed_cancels() {
         "the bulk cancel was answered 503 after {took:?} while {landed} of its cancels landed: \
          {resp}"
     );
+    // Fixed: it stops before its deadline and names every cancel that landed; the ids it did
+    // not get to are UNAVAILABLE (retry), with `more`.
+    assert_eq!(code, 200, "{resp}");
+    assert_eq!(listed, json!(landed), "{resp}");
+    let results = resp["data"]["results"].as_array().expect("results");
+    assert_eq!(results.len(), ids.len(), "every id has its outcome: {resp}");
+    assert!(
+        results
+            .iter()
+            .all(|r| r["outcome"] == "CANCELLED" || r["outcome"] == "UNAVAILABLE"),
+        "{resp}"
+    );
+    assert_eq!(resp["data"]["more"], json!(true), "{resp}");
 }
 
 /// Attack on cea5b49 (V19 marks "the last day's withdrawals" only, while the re-seed reads
@@ -766,7 +781,7 @@ async fn attack_s35c_v19_leaves_older_withdrawals_counted_in_long_windows() {
 }
 
 /// Attack on 63ac9f8 (`restore` counts over a release tombstone: "if v ... string.sub(v, 1, 1)
-/// ~= '~' then return 0"). FINDING (fails).
+/// ~= '~' then return 0"). A finding, fixed in stop 36 (as the first).
 ///
 /// Promise: never double-counted; a callback released by its cancel is not counted again.
 /// Sequence: the lost-withdrawal scenario under strict; while the withdrawal holds at its
@@ -779,7 +794,6 @@ async fn attack_s35c_v19_leaves_older_withdrawals_counted_in_long_windows() {
 /// number's next create refused 429 under strict. Observed (4 of 4): seeds n = 0 then 1,
 /// cancel 200, retry 200, rows [COMPLETED/CANCELLED], active 0, n = 1 (field active again with
 /// the restore's time), the number's create 429.
-#[ignore = "open (helper-58): as above, with the cancel landing while the withdrawal was held; docs/bounded-answers.md"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn attack_s35c_restore_counts_a_callback_released_by_a_concurrent_cancel() {
     let env = TestEnv::new().with("REQUEST_TIMEOUT_MS", "1000");

@@ -10,7 +10,8 @@
 //! changes nothing. By filter, one call cancels at most [`MAX_PER_CALL`] callbacks, read in
 //! keyset batches, and stops early when its request deadline nears; `more: true` says to call
 //! again (a cancelled callback no longer matches, so each call continues where the last one
-//! ended): 100,000 matches take 100 calls (docs/admin-queries.md#bulk-cancel).
+//! ended): 100,000 matches take 100 calls (docs/admin-queries.md#bulk-cancel). By ids, the ids
+//! left when the deadline nears are answered `UNAVAILABLE` (not tried) with `more: true`.
 
 use std::time::Duration;
 
@@ -45,6 +46,8 @@ pub const MAX_PER_CALL: usize = 1000;
 const BATCH: usize = 250;
 /// A bulk cancel by filter stops this long before its request's commit deadline.
 const DEADLINE_MARGIN: Duration = Duration::from_secs(4);
+/// The message of an id a bulk cancel by ids did not get to before its deadline.
+pub const NOT_TRIED: &str = "not tried: the request's time ran out first; send this id again";
 /// Most failures listed in a bulk cancel by filter's answer.
 const MAX_LISTED: usize = 100;
 
@@ -154,7 +157,8 @@ pub struct BulkAnswer {
     pub cancelled: usize,
     /// By ids: every id's outcome; by filter: the ones not cancelled (at most 100).
     pub results: Vec<IdOutcome>,
-    /// By filter: more callbacks may match; call again.
+    /// By filter: more callbacks may match; call again. By ids: some ids were not tried
+    /// (`UNAVAILABLE`, the deadline came first); send those again.
     pub more: bool,
 }
 
@@ -235,14 +239,25 @@ async fn by_ids(
         let matched = admin_query::count_ids(&mut client, tenant, &valid).await?;
         return Ok(dry(matched));
     }
+    let (stop_at, mut tried) = (stop_at(), 0);
     let mut answer = BulkAnswer::default();
     for (given, id) in ids.iter().zip(parsed) {
         let shown = match given {
             Value::String(s) => s.chars().take(64).collect(),
             other => other.to_string().chars().take(64).collect(),
         };
+        // As by filter: at least one, then only while the deadline is not near, so the
+        // answer (each id's outcome) always arrives.
+        let late = stop_at.is_some_and(|t| tokio::time::Instant::now() >= t);
         let outcome = match id {
-            Some(id) => cancel::cancel_counted(state, tenant, id).await,
+            Some(_) if late && tried > 0 => {
+                answer.more = true;
+                Outcome::Unavailable(NOT_TRIED.into())
+            }
+            Some(id) => {
+                tried += 1;
+                cancel::cancel_counted(state, tenant, id).await
+            }
             None => Outcome::InvalidId,
         };
         answer.record(shown, outcome, true);
@@ -330,10 +345,10 @@ async fn by_filter(
     }
 }
 
-/// When a bulk cancel by filter stops: [`DEADLINE_MARGIN`] before the request's commit
+/// When a bulk cancel stops: [`DEADLINE_MARGIN`] before the request's commit
 /// deadline, or halfway to it when less than twice the margin is left (a short
 /// `REQUEST_TIMEOUT_MS`), so every call has time to cancel something.
-fn stop_at() -> Option<tokio::time::Instant> {
+pub fn stop_at() -> Option<tokio::time::Instant> {
     let deadline = shared::http::envelope::commit_deadline()?
         .checked_sub(shared::http::envelope::COMMIT_GRACE)?;
     let left = deadline.saturating_duration_since(tokio::time::Instant::now());

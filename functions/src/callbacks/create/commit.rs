@@ -12,7 +12,7 @@
 //! callback, its slot place and its key are withdrawn in one statement and the throttle
 //! reservation is given back.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use deadpool_postgres::Object;
 use futures::future::BoxFuture;
@@ -31,7 +31,13 @@ use shared::{
 };
 use uuid::Uuid;
 
-use super::{Ctx, limits::Reservation, store::Write};
+use tokio::sync::Mutex;
+
+use super::{
+    Ctx,
+    limits::{Reservation, Restore},
+    store::Write,
+};
 
 /// What the transaction did.
 #[derive(Debug)]
@@ -84,62 +90,76 @@ async fn write(mut client: Object, job: Job, writer: Writer<Result<Written>>) {
         Err(TxFail::Api(e)) => Err(e),
         Ok(w) => Ok(w),
     };
-    let stored = matches!(result, Ok(Written::Stored(_)));
-    let ctx = &job.ctx;
-    if writer.settle(stored) {
-        if let Ok(Written::Stored(at)) = &result {
-            super::store::created(ctx);
-            let entry = (job.w.cb.id, at.as_millisecond());
-            schedule::index_committed(&ctx.state.redis, &ctx.state.keys, &[entry]).await;
+    let stored_at = match &result {
+        Ok(Written::Stored(at)) => Some(*at),
+        _ => None,
+    };
+    if writer.settle(stored_at.is_some()) {
+        if let Some(at) = stored_at {
+            index(&job.ctx, job.w.cb.id, at).await;
         }
         writer.send(result);
-        if !stored && let Some(r) = reservation.take() {
-            r.give_back(&ctx.state).await;
-        }
-        return;
+    } else if let Some(at) = stored_at {
+        // The request answered 503 meanwhile.
+        return withdraw(&job, reservation, at).await;
     }
-    // The request answered 503 meanwhile.
-    if let Ok(Written::Stored(at)) = &result {
-        // Given back before the withdrawal commits, while it holds the key: a retry that then
-        // claims the key anew is counted without this callback.
-        let (state, mut held) = (ctx.state.clone(), reservation.take());
-        let given = Arc::new(Mutex::new(None));
-        let restore = given.clone();
-        let mut give_back = move |w: &Withdrawn| -> BoxFuture<'static, ()> {
-            let r = if w.spared.is_empty() {
-                held.take()
-            } else {
-                None
-            };
-            let (state, given) = (state.clone(), given.clone());
-            Box::pin(async move {
-                if let Some(r) = r {
-                    let handle = r.give_back_restorable(&state).await;
-                    *given.lock().unwrap_or_else(PoisonError::into_inner) = handle;
+    if stored_at.is_none()
+        && let Some(r) = reservation
+    {
+        r.give_back(&job.ctx.state).await;
+    }
+}
+
+/// Counts the create and indexes the committed callback (due at `at`).
+async fn index(ctx: &Ctx, id: Uuid, at: Timestamp) {
+    super::store::created(ctx);
+    let entry = (id, at.as_millisecond());
+    schedule::index_committed(&ctx.state.redis, &ctx.state.keys, &[entry]).await;
+}
+
+/// The throttle reservation of a create being withdrawn, across the withdrawal's attempts.
+enum Held {
+    /// Still counted.
+    Reserved(Reservation),
+    /// Given back by an attempt (whose commit may have failed).
+    Given(Restore),
+    /// Nothing left to do.
+    Done,
+}
+
+/// Withdraws a create committed after its request answered 503, unless a retry with the same
+/// Idempotency-Key was answered with it: then it stays, indexed, with its reservation
+/// (docs/bounded-answers.md#a-replay-of-a-create-answered-503).
+async fn withdraw(job: &Job, reservation: Option<Reservation>, at: Timestamp) {
+    let (ctx, id) = (&job.ctx, job.w.cb.id);
+    let held = Arc::new(Mutex::new(reservation.map_or(Held::Done, Held::Reserved)));
+    let (state, number) = (ctx.state.clone(), job.w.number.key.clone());
+    let mut before_commit = |w: &Withdrawn| -> BoxFuture<'static, ()> {
+        let (held, state, number) = (held.clone(), state.clone(), number.clone());
+        let (spared, active) = (!w.spared.is_empty(), w.kept_active.contains(&id));
+        Box::pin(async move {
+            let mut held = held.lock().await;
+            *held = match std::mem::replace(&mut *held, Held::Done) {
+                // Given back while the withdrawal holds the key: a retry that then claims
+                // the key anew is counted without this callback.
+                Held::Reserved(r) if !spared => r
+                    .give_back_restorable(&state)
+                    .await
+                    .map_or(Held::Done, Held::Given),
+                // An earlier attempt gave it back and its commit failed; a replay has marked
+                // the key since. Counted again while the row is locked and active, so that a
+                // cancel either came before (nothing to count) or releases it after.
+                Held::Given(r) if spared && active => {
+                    r.count_again(&state, &number).await;
+                    Held::Done
                 }
-            })
-        };
-        let (db, ids) = (&ctx.state.db, [job.w.cb.id]);
-        let spared = outcome::compensate_with(db, &ctx.tenant, &ids, &mut give_back).await;
-        if !spared.is_empty() {
-            // A retry with the same Idempotency-Key was answered with this callback: it
-            // stays, with its reservation (docs/bounded-answers.md#a-replay-of-a-create-answered-503);
-            // one given back by an attempt whose commit failed is counted again.
-            let undo = restore
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .take();
-            if let Some(r) = undo {
-                r.count_again(&ctx.state, &job.w.number.key).await;
-            }
-            super::store::created(ctx);
-            let entry = (job.w.cb.id, at.as_millisecond());
-            schedule::index_committed(&ctx.state.redis, &ctx.state.keys, &[entry]).await;
-            return;
-        }
-    }
-    if let Some(r) = reservation.take() {
-        r.give_back(&ctx.state).await;
+                other => other,
+            };
+        })
+    };
+    let w = outcome::compensate_with(&ctx.state.db, &ctx.tenant, &[id], &mut before_commit).await;
+    if w.kept_active.contains(&id) {
+        index(ctx, id, at).await;
     }
 }
 

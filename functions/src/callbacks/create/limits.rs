@@ -81,20 +81,21 @@ impl Reservation {
     pub async fn give_back_restorable(self, state: &AppState) -> Option<Restore> {
         let (tk, limits, id) = self.0?;
         admission::give_back_logged(&state.redis, &tk, &limits, id).await;
-        Some(Restore(tk, id))
+        Some(Restore(tk, limits, id))
     }
 }
 
-/// A reservation given back by a withdrawal that then did not commit
+/// A reservation given back by a withdrawal that then kept the callback after all
 /// ([`Reservation::give_back_restorable`]).
 #[derive(Debug)]
-pub struct Restore(ThrottleKeys, Uuid);
+pub struct Restore(ThrottleKeys, Limits, Uuid);
 
 impl Restore {
-    /// Counts the callback (number key `number`) as active again; best effort.
+    /// Counts the callback (number key `number`) as admitted and active again; best effort.
+    /// Call while holding its row locked and seen active (`Withdrawn::kept_active`).
     pub async fn count_again(self, state: &AppState, number: &str) {
-        let ms = jiff::Timestamp::now().as_millisecond();
-        admission::restore_logged(&state.redis, &self.0, (self.1, number, ms)).await;
+        let Self(tk, limits, id) = self;
+        admission::restore_logged(&state.redis, &tk, (&limits, id, number)).await;
     }
 }
 
