@@ -257,18 +257,13 @@ pub struct Withdrawn {
     pub kept_active: Vec<Uuid>,
 }
 
-/// Withdraws callbacks of `tenant` whose create answered 503 but which were stored after all
-/// (compensation, docs/bounded-answers.md). They are not deleted: while the API could not
-/// reach PostgreSQL a worker may have found and handed one off, so each is cancelled
-/// (COMPLETED/CANCELLED) owing the voice platform a settle (`control_pending`: the hand-off is
-/// fenced if not yet written, a control entry follows it otherwise), in the same statement
-/// that gives back its slot place and frees its Idempotency-Key. A callback whose key a replay
-/// marked is kept (`Withdrawn::spared`): that replay's answer named it.
-pub async fn withdraw_unanswered(
+/// The locks of a withdrawal of `ids`: their Idempotency-Keys first, then their rows. Returns
+/// the callbacks a replay marked (kept) and those of them still active.
+async fn lock_for_withdrawal(
     tx: &deadpool_postgres::Transaction<'_>,
     tenant: &str,
     ids: &[Uuid],
-) -> Result<Withdrawn, Error> {
+) -> Result<(Vec<Uuid>, Vec<Uuid>), Error> {
     // The keys first: a replay holding one commits its mark before this reads it, and one
     // that comes later waits for this transaction and then finds the key gone.
     let spared: Vec<Uuid> = tx
@@ -298,6 +293,22 @@ pub async fn withdraw_unanswered(
         .map(|r| r.get::<_, Uuid>(0))
         .filter(|id| spared.contains(id))
         .collect();
+    Ok((spared, kept_active))
+}
+
+/// Withdraws callbacks of `tenant` whose create answered 503 but which were stored after all
+/// (compensation, docs/bounded-answers.md). They are not deleted: while the API could not
+/// reach PostgreSQL a worker may have found and handed one off, so each is cancelled
+/// (COMPLETED/CANCELLED) owing the voice platform a settle (`control_pending`: the hand-off is
+/// fenced if not yet written, a control entry follows it otherwise), in the same statement
+/// that gives back its slot place and frees its Idempotency-Key. A callback whose key a replay
+/// marked is kept (`Withdrawn::spared`): that replay's answer named it.
+pub async fn withdraw_unanswered(
+    tx: &deadpool_postgres::Transaction<'_>,
+    tenant: &str,
+    ids: &[Uuid],
+) -> Result<Withdrawn, Error> {
+    let (spared, kept_active) = lock_for_withdrawal(tx, tenant, ids).await?;
     let ids: Vec<Uuid> = ids
         .iter()
         .filter(|id| !spared.contains(id))
