@@ -60,9 +60,20 @@ pub async fn cancel(
     id: Uuid,
     service: Option<&str>,
 ) -> Result<(), shared::Error> {
-    let client = state.db.get().await?;
-    shared::http::envelope::committing();
     let deadline = shared::http::envelope::commit_deadline();
+    // The wait for a connection ends at the commit deadline too: a bulk cancel's answer must
+    // arrive with every cancel that landed before it (docs/admin-queries.md#bulk-cancel).
+    let client = match deadline {
+        Some(d) => tokio::time::timeout_at(d, state.db.get())
+            .await
+            .map_err(|_| {
+                shared::Error::unavailable(
+                    "no database connection in time; the callback was not cancelled, retry later",
+                )
+            })??,
+        None => state.db.get().await?,
+    };
+    shared::http::envelope::committing();
     let (writer, waiter) = outcome::pair();
     let scope = Scope {
         tenant: tenant.to_string(),

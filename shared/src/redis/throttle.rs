@@ -811,10 +811,14 @@ if v and v ~= '' and string.sub(v, 1, 1) ~= '~' then return 0 end
 local value = num .. '|' .. now
 if flag == 'd' then value = value .. '|d' end
 local args = {{f, value, 'n:' .. num, (tonumber(st[2]) or 0) + 1, '~count', (tonumber(st[3]) or 0) + 1}}
--- Its admission counts again in the current sub-window of each ring that still counts in
--- this caller's sub-windows (another unit is rebuilt by the next re-seed).
+-- Only the give-back's own mark (an empty field) says the admission left the windows and
+-- the 24 h list: a re-seed since (the field gone) counted it again from PostgreSQL, where the
+-- row is not withdrawn. Then its admission counts again in the current sub-window of each
+-- ring that still counts in this caller's sub-windows (another unit is rebuilt by the next
+-- re-seed).
+local given = v == ''
 for k = 1, 2 do
-  if sub[k] > 0 and tonumber(st[4 + k]) == sub[k] then
+  if given and sub[k] > 0 and tonumber(st[4 + k]) == sub[k] then
     local b, c = parse(st[6 + k])
     if b ~= cur[k] then c = 0 end
     args[#args + 1] = fld[k]
@@ -826,7 +830,7 @@ for k = 1, 2 do
     end
   end
 end
-if flag == 'd' then
+if given and flag == 'd' then
   local days = st[4]
   if days and days ~= '' then days = days .. ',' .. now else days = tostring(now) end
   args[#args + 1] = 'd:' .. num
@@ -839,11 +843,12 @@ return 1",
 
 /// Counts callback `id` (number key `number`) as admitted and active again after a
 /// [`give_back`] that turned out wrong: the withdrawal it belonged to kept the callback after
-/// all (docs/bounded-answers.md#a-replay-of-a-create-answered-503). Everything the give-back
-/// took comes back, at Redis's time now: its active place (what `in_queue_checking` and
-/// `max_queued` read), its service-window admission and, under `throttle_per_number_24h`, its
-/// number's 24 h entry. The caller must hold the callback's row locked and have seen it
-/// active, so that no release can be lost in between. A no-op while the callback is counted,
+/// all (docs/bounded-answers.md#a-replay-of-a-create-answered-503). Its active place comes
+/// back (what `in_queue_checking` and `max_queued` read) and, while the give-back's empty
+/// field says no re-seed counted it since, its service-window admission and, under
+/// `throttle_per_number_24h`, its number's 24 h entry, at Redis's time now. The caller must
+/// hold the callback's row locked and have seen it active, so that no release can be lost in
+/// between. A no-op while the callback is counted,
 /// or when the state is gone (the next seed counts it from PostgreSQL). Returns whether it
 /// counted the callback again.
 pub async fn restore(

@@ -10,14 +10,16 @@
 //! `COMMIT`). A re-seed is forced by expiring the test's own throttle hash's seed deadline
 //! (`~seed`) and sending a create of another number.
 //!
-//! Findings (ignored, open): `restore` after a re-seed counts the kept admission twice, in the
+//! Findings of helper-59: `restore` after a re-seed counted the kept admission twice, in the
 //! number's 24 h list and in the service window (the re-seed already counted it from
-//! PostgreSQL; `restore` reads a missing field as "given back"); a create of the same number
-//! admitted between the give-back and the spare stays beside the restored callback (two
-//! active under `in_queue_checking: "strict"`); the admin and GMS bulk cancels by ids, with a
-//! short `REQUEST_TIMEOUT_MS`, wait for a pool connection past the last resort and answer 503
-//! over a cancel that landed. Guard: at the default timeout the stop margin covers the pool
-//! wait.
+//! PostgreSQL; `restore` read a missing field as "given back"): fixed, it restores those only
+//! over the give-back's own empty field; the admin and GMS bulk cancels by ids, with a short
+//! `REQUEST_TIMEOUT_MS`, waited for a pool connection past the last resort and answered 503
+//! over a cancel that landed: fixed, a cancel's wait for a connection ends at the commit
+//! deadline. Open (ignored): a create of the same number admitted between the give-back and
+//! the spare stays beside the restored callback (two active under
+//! `in_queue_checking: "strict"`). Guard: at the default timeout the stop margin covers the
+//! pool wait.
 
 use std::{future::Future, time::Duration};
 
@@ -156,7 +158,7 @@ impl Held {
 
 /// Attack on c1de631 (`throttle::restore` "brings back everything the give-back took": the
 /// number's 24 h entry and the window admission, "a no-op while the callback is counted").
-/// FINDING (fails; ignored).
+/// A finding, fixed (a restore over a missing field brings back the active place only).
 ///
 /// Promise (docs/throttling.md): `throttle_per_number_24h` immediate requests per number in
 /// any 24 h, each admission counted once. `restore` decides "not counted" from the callback's
@@ -174,7 +176,6 @@ impl Held {
 /// the restore for one admission; the second create 429 "throttle_per_number_24h reached: 2",
 /// until the next periodic re-seed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "open (helper-59): restore after a re-seed counts the kept admission twice in d:<number> (429 within throttle_per_number_24h)"]
 async fn attack_s36_restore_after_a_reseed_counts_the_kept_admission_twice() {
     let env = TestEnv::new().with("REQUEST_TIMEOUT_MS", "1000");
     let engage = Engage::start(&env, &[]).await;
@@ -234,7 +235,7 @@ async fn attack_s36_restore_after_a_reseed_counts_the_kept_admission_twice() {
 }
 
 /// Attack on c1de631 (the restore of the service-window admission), the window variant of
-/// the one above. FINDING (fails; ignored).
+/// the one above. A finding, fixed as the one above.
 ///
 /// Promise (docs/throttling.md): at most N admissions in any T seconds, each counted once.
 /// Sequence (`throttle_per_service_1: 3` per 3 600 s): the lost-withdrawal scenario; while the
@@ -245,7 +246,6 @@ async fn attack_s36_restore_after_a_reseed_counts_the_kept_admission_twice() {
 /// Observed (3 of 3, 2026-12-04): the third create 429 "throttle_per_service_1 reached: 3
 /// requests per 3600 s", with two callbacks created in the service.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "open (helper-59): restore after a re-seed counts the kept admission twice in the service window (429 within throttle_per_service_1)"]
 async fn attack_s36_restore_after_a_reseed_counts_the_window_admission_twice() {
     let env = TestEnv::new().with("REQUEST_TIMEOUT_MS", "1000");
     let engage = Engage::start(&env, &[]).await;
@@ -503,7 +503,8 @@ async fn pool_starved_bulk(
 
 /// Attack on c1de631 (the admin bulk cancel by ids "stops at the same point before its
 /// deadline as by filter, after at least one cancel: ... so the answer always arrives and
-/// names every cancel that landed"). FINDING (fails; ignored).
+/// names every cancel that landed"). A finding, fixed (the connection wait ends at the
+/// commit deadline).
 ///
 /// The stop is checked before each cancel, but a cancel's first step, the pool checkout
 /// (`state.db.get()` in `callbacks::cancel::cancel`, up to `DB_POOL_TIMEOUT_MS`, 3 s), runs
@@ -515,7 +516,6 @@ async fn pool_starved_bulk(
 /// UNAVAILABLE. Observed (3 of 3, 2026-12-04): 503 "request timed out" after 3 254 ms, A
 /// COMPLETED/CANCELLED, C untouched, no outcome reached the caller.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "open (helper-59): bulk cancel by ids waits for a pool connection past its last resort and answers 503 over a landed cancel"]
 async fn attack_s36_bulk_cancel_by_ids_pool_wait_hides_a_landed_cancel() {
     let env = TestEnv::new().with("REQUEST_TIMEOUT_MS", "1000");
     let engage = Engage::start(&env, &[]).await;
@@ -542,13 +542,13 @@ async fn attack_s36_bulk_cancel_by_ids_pool_wait_hides_a_landed_cancel() {
 }
 
 /// Attack on c1de631 (the GMS admin bulk cancel "now stops ... so the answer arrives with every
-/// cancel that landed"), the same scene as the admin API's above. FINDING (fails; ignored).
+/// cancel that landed"), the same scene as the admin API's above. A finding, fixed as
+/// the one above.
 ///
 /// Promised (docs/admin-queries.md#bulk-cancel): 200 with every id's outcome, never a 503
 /// while a cancel landed. Observed (3 of 3, 2026-12-04): 503 after ~3.25 s, A
 /// COMPLETED/CANCELLED.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "open (helper-59): GMS bulk cancel waits for a pool connection past its last resort and answers 503 over a landed cancel"]
 async fn attack_s36_gms_bulk_cancel_pool_wait_hides_a_landed_cancel() {
     let env = TestEnv::new().with("REQUEST_TIMEOUT_MS", "1000");
     let engage = Engage::start(&env, &[]).await;
