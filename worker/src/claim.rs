@@ -206,6 +206,23 @@ pub async fn settle(
     inv.invoke_async::<i64>(conn).await.map(drop)
 }
 
+/// The earliest lease deadline in flight in `shard` (`None`: nothing in flight): a lease look,
+/// one command, for a worker woken only by a lease deadline (docs/derived-state.md#wake-ups).
+pub async fn lease_head(
+    conn: &mut RedisConn,
+    keys: &Keys,
+    shard: u16,
+) -> redis::RedisResult<Option<i64>> {
+    let head: Vec<String> = redis::cmd("ZRANGE")
+        .arg(keys.inflight(shard))
+        .arg(0)
+        .arg(0)
+        .arg("WITHSCORES")
+        .query_async(conn)
+        .await?;
+    Ok(head.get(1).and_then(|s| opt_ms(s)))
+}
+
 /// The earliest due score and lease deadline of every shard (two reads per shard): the safety
 /// poll, so it stays cheap on the idle path. One pipeline per shard keeps each in one slot.
 pub async fn heads(

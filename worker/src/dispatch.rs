@@ -3,7 +3,8 @@
 //! Idle path: the loop knows each shard's earliest due score and lease deadline (every claim
 //! returns them) and sleeps until the earliest of those, a wake-up from [`crate::wake`], or the
 //! safety poll (`WORKER_SAFETY_POLL_S`, which reads only the shards' heads). Nothing is polled
-//! per callback or per minute while callbacks wait.
+//! per callback or per minute while callbacks wait. A shard due only for a lease deadline gets
+//! a lease look (one read of its in-flight head) and is claimed only when a lease ran out.
 //!
 //! Shards are independent: a round sends the claims of all its shards at once and works
 //! through each claim as it comes back, so a shard whose node is slow or frozen delays no other
@@ -53,6 +54,13 @@ struct Shards {
     heads: Vec<(Option<i64>, Option<i64>)>,
     /// Per shard: the earliest time announced on the wake channel since its last pass.
     announced: Vec<Option<i64>>,
+    /// Per shard: the earliest lease deadline another worker's claim announced since its last
+    /// pass.
+    heard: Vec<Option<i64>>,
+    /// Per pending shard: only a lease deadline made it due (one it saw or heard), so a lease
+    /// look ([`claim::lease_head`]) decides whether a claim is needed
+    /// (docs/derived-state.md#wake-ups).
+    looks: Vec<bool>,
     /// (shard, tag) of this worker's own lease announcements that need no wake-up: the pass
     /// left nothing in flight (`ShardPass::released_tag`). Dropped when heard; the oldest go
     /// first beyond [`OWN_TAGS`].
@@ -92,6 +100,8 @@ impl Shards {
         Self {
             heads: vec![(None, None); n],
             announced: vec![None; n],
+            heard: vec![None; n],
+            looks: vec![false; n],
             own_released: VecDeque::new(),
             pending: vec![true; n],
             retry: (0..n)
@@ -117,13 +127,41 @@ impl Shards {
             return Some(local_ms() + self.offset_ms + i64::try_from(wait).unwrap_or(i64::MAX));
         }
         let (due, lease) = self.heads[i];
-        [due, lease, self.announced[i]].into_iter().flatten().min()
+        [due, lease, self.announced[i], self.heard[i]]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Whether at `at` shard `i` is due only because of a lease deadline (one its claims saw or
+    /// another worker announced), with nothing due, announced or to retry.
+    fn lease_only(&self, i: usize, at: i64) -> bool {
+        let (due, lease) = self.heads[i];
+        [lease, self.heard[i]]
+            .into_iter()
+            .flatten()
+            .any(|t| t <= at)
+            && self.retry[i].at.is_none()
+            && [due, self.announced[i]]
+                .into_iter()
+                .all(|t| t.is_none_or(|t| t > at))
+    }
+
+    /// Takes in a lease look over shard `i` that found `head`, the earliest lease deadline in
+    /// flight, not run out (`None`: nothing in flight).
+    fn looked(&mut self, i: usize, head: Option<i64>) {
+        self.heads[i].1 = head;
+        self.heard[i] = None;
+        self.pending[i] = false;
+        self.looks[i] = false;
     }
 
     /// Takes in a successful pass over shard `i` that started at local time `before`.
     fn passed(&mut self, i: usize, p: &ShardPass, before: i64, batch: usize) {
         self.heads[i] = (p.next_due_ms, p.next_lease_ms);
         self.announced[i] = None;
+        self.heard[i] = None;
+        self.looks[i] = false;
         if let Some(tag) = p.released_tag {
             if self.own_released.len() >= OWN_TAGS {
                 self.own_released.pop_front();
@@ -150,6 +188,7 @@ impl Shards {
         r.at = Some(Instant::now() + d);
         r.failures = r.failures.saturating_add(1);
         self.pending[i] = false;
+        self.looks[i] = false;
         (d, r.failures)
     }
 
@@ -158,19 +197,23 @@ impl Shards {
         self.retry.iter().any(|r| r.at.is_some() && r.redis)
     }
 
-    /// The shards to pass over this round: every pending one.
-    fn round(&self) -> Vec<u16> {
+    /// The shards to pass over this round: every pending one, those due only for a heard
+    /// lease as lease looks (`true`).
+    fn round(&self) -> Vec<(u16, bool)> {
         (0..self.pending.len())
             .filter(|i| self.pending[*i])
-            .filter_map(|i| u16::try_from(i).ok())
+            .filter_map(|i| u16::try_from(i).ok().map(|s| (s, self.looks[i])))
             .collect()
     }
 
-    /// Every shard gets a look, except those still backing off after a failure.
+    /// Every shard gets a claim, except those still backing off after a failure.
     fn resync(&mut self) {
         let now = Instant::now();
-        for (p, r) in self.pending.iter_mut().zip(&self.retry) {
-            *p |= r.at.is_none_or(|at| at <= now);
+        for i in 0..self.pending.len() {
+            if self.retry[i].at.is_none_or(|at| at <= now) {
+                self.pending[i] = true;
+                self.looks[i] = false;
+            }
         }
     }
 
@@ -191,8 +234,8 @@ impl Shards {
                 let own = (usize::from(shard), tag);
                 if let Some(k) = self.own_released.iter().position(|o| *o == own) {
                     self.own_released.remove(k);
-                } else {
-                    self.signal(Signal::At(t, Some(shard)));
+                } else if let Some(h) = self.heard.get_mut(own.0) {
+                    *h = Some(h.map_or(t, |h| h.min(t)));
                 }
             }
             Signal::Resync => self.resync(),
@@ -232,9 +275,17 @@ impl Shards {
             self.signal(s);
         }
         self.take_overflow(w);
-        let now = local_ms() + self.offset_ms;
+        self.catch_up_times();
+    }
+
+    /// Adds every shard whose time has come (a look when only a heard lease is due).
+    fn catch_up_times(&mut self) {
+        let now = local_ms() + self.offset_ms + 1;
         for i in 0..self.pending.len() {
-            if self.target(i).is_some_and(|t| t <= now + 1) {
+            if self.target(i).is_some_and(|t| t <= now) {
+                // A shard already pending for a claim stays a claim.
+                let look = self.lease_only(i, now);
+                self.looks[i] = look && (self.looks[i] || !self.pending[i]);
                 self.pending[i] = true;
             }
         }
@@ -242,15 +293,17 @@ impl Shards {
 
     /// After sleeping: marks every shard whose time has come.
     fn mark_due(&mut self) {
-        let now = local_ms() + self.offset_ms;
+        let now = local_ms() + self.offset_ms + 1;
         for i in 0..self.pending.len() {
-            self.pending[i] = self.target(i).is_some_and(|t| t <= now + 1);
+            self.pending[i] = self.target(i).is_some_and(|t| t <= now);
+            self.looks[i] = self.pending[i] && self.lease_only(i, now);
         }
         if !self.any_pending() {
             // Timer granularity: the earliest shard is due within a millisecond or two.
             let n = self.pending.len();
             if let Some(i) = (0..n).min_by_key(|i| self.target(*i).unwrap_or(i64::MAX)) {
                 self.pending[i] = true;
+                self.looks[i] = self.target(i).is_some_and(|t| self.lease_only(i, t));
             }
         }
     }
@@ -291,12 +344,13 @@ async fn pass_pending(
         Ok(conn) => conn,
         Err(e) => {
             let e = PassError::ServiceRedis(e);
-            for shard in round {
+            for (shard, _) in round {
                 fail(shards, shard, &e);
             }
             return;
         }
     };
+    let round = look(w, shards, &conn, round).await;
     let mut claims: FuturesUnordered<_> = round
         .into_iter()
         .map(|shard| {
@@ -331,6 +385,37 @@ async fn pass_pending(
     if !shards.redis_failing() {
         metrics::set_health(metrics::REDIS_CONNECTION, true);
     }
+}
+
+/// The lease looks of a round: a shard due only for a lease deadline reads its earliest lease
+/// in flight (one command instead of an empty claim's four); a lease that ran out, or a look
+/// that failed, makes it a claim. Returns the shards to claim.
+async fn look(
+    w: &Worker,
+    shards: &mut Shards,
+    conn: &shared::redis::RedisConn,
+    round: Vec<(u16, bool)>,
+) -> Vec<u16> {
+    let (looks, mut claims): (Vec<_>, Vec<_>) = round.into_iter().partition(|(_, l)| *l);
+    let heads = futures::future::join_all(looks.iter().map(|(shard, _)| {
+        let mut conn = conn.clone();
+        async move { claim::lease_head(&mut conn, &w.keys, *shard).await }
+    }))
+    .await;
+    let now = local_ms() + shards.offset_ms;
+    for ((shard, _), head) in looks.into_iter().zip(heads) {
+        let i = usize::from(shard);
+        match head {
+            // Not run out by this worker's estimate of the Redis clock: should the estimate be
+            // behind, the lease is woken for again at its deadline, then with a claim.
+            Ok(head) if head.is_none_or(|h| h > now) => shards.looked(i, head),
+            _ => {
+                shards.looks[i] = false;
+                claims.push((shard, false));
+            }
+        }
+    }
+    claims.into_iter().map(|(shard, _)| shard).collect()
 }
 
 /// Stopping: gives back the claims not worked through, all at once, within 2 s.
@@ -455,13 +540,13 @@ mod tests {
         // Another claim's tag in the same shard, and the same tag in another shard: woken.
         s.signal(Signal::Lease(5_000, 0, 8));
         s.signal(Signal::Lease(6_000, 1, 7));
-        assert_eq!(s.announced, [Some(5_000), Some(6_000)]);
+        assert_eq!(s.heard, [Some(5_000), Some(6_000)]);
         // Its own: dropped, once.
-        s.announced = vec![None, None];
+        s.heard = vec![None, None];
         s.signal(Signal::Lease(5_000, 0, 7));
-        assert_eq!(s.announced, [None, None]);
+        assert_eq!(s.heard, [None, None]);
         s.signal(Signal::Lease(5_000, 0, 7));
-        assert_eq!(s.announced, [Some(5_000), None]);
+        assert_eq!(s.heard, [Some(5_000), None]);
         // A pass that kept claims in flight remembers no tag: its lease is woken for.
         let kept = ShardPass {
             claimed: 1,
@@ -471,5 +556,39 @@ mod tests {
         s.passed(1, &kept, 0, 10);
         assert!(s.own_released.is_empty());
         assert_eq!(s.heads[1], (None, Some(9_000)));
+    }
+
+    #[test]
+    fn a_lease_deadline_alone_is_a_look_and_anything_else_a_claim() {
+        let mut s = Shards::new(3);
+        s.pending = vec![false; 3];
+        let now = local_ms();
+        // Shard 0: only another worker's lease ran out. Shard 1: the same, and something is
+        // announced due. Shard 2: a lease its claim saw.
+        s.signal(Signal::Lease(now - 10, 0, 1));
+        s.signal(Signal::Lease(now - 10, 1, 2));
+        s.signal(Signal::At(now - 5, Some(1)));
+        s.heads[2] = (None, Some(now - 10));
+        s.mark_due();
+        assert_eq!(s.round(), [(0, true), (1, false), (2, true)]);
+        // A look that found a live lease: woken for at its deadline, with a look again.
+        s.looked(0, Some(now + 60_000));
+        assert_eq!((s.pending[0], s.heard[0]), (false, None));
+        assert_eq!(s.target(0), Some(now + 60_000));
+        assert!(s.lease_only(0, now + 60_000));
+        // An announcement arriving for a shard pending as a look makes it a claim.
+        s.signal(Signal::Lease(now - 10, 0, 3));
+        s.catch_up_times();
+        assert_eq!(s.round()[0], (0, true));
+        s.signal(Signal::At(now - 1, Some(0)));
+        s.catch_up_times();
+        assert_eq!(s.round()[0], (0, false));
+        // A resync is always a claim.
+        s.passed(0, &ShardPass::default(), 0, 10);
+        s.signal(Signal::Lease(now - 10, 0, 4));
+        s.catch_up_times();
+        assert_eq!(s.round()[0], (0, true));
+        s.resync();
+        assert_eq!(s.round()[0], (0, false));
     }
 }
