@@ -343,6 +343,23 @@ pub async fn withdraw_unanswered(
     })
 }
 
+/// Locks callback `id` of `tenant` against changes (`FOR SHARE`: a cancel waits for the
+/// caller's transaction) and tells whether it is active (not COMPLETED).
+pub async fn lock_if_active(
+    tx: &deadpool_postgres::Transaction<'_>,
+    tenant: &str,
+    id: Uuid,
+) -> Result<bool, Error> {
+    let row = super::stmt::query_opt(
+        tx,
+        "SELECT 1 FROM callbacks WHERE id = $1 AND tenant_id = $2 AND state <> 'COMPLETED'
+         FOR SHARE",
+        &[&id, &tenant],
+    )
+    .await?;
+    Ok(row.is_some())
+}
+
 /// Result of an idempotent insert.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Idempotent {
@@ -354,7 +371,7 @@ pub enum Idempotent {
 
 /// The earlier use of an Idempotency-Key still in force (kept 24 h), without claiming it:
 /// `Replayed` for the same body, `Mismatch` for another, `None` when unused. A replay marks
-/// the key (`replayed`, committed by this statement) before its answer names the callback, so
+/// the key (`replayed`, committed by `db`'s transaction) before its answer names the callback, so
 /// that a compensation still to come for that callback keeps it
 /// (docs/bounded-answers.md#a-replay-of-a-create-answered-503); a key being withdrawn is waited
 /// for, and is then unused.

@@ -870,6 +870,17 @@ pub async fn restore(
     Ok(n > 0)
 }
 
+/// Whether callback `id`'s reservation was given back ([`give_back`]'s empty field) and not
+/// counted again since. One `HGET`.
+pub async fn given_back(conn: &mut RedisConn, tk: &ThrottleKeys, id: Uuid) -> RedisResult<bool> {
+    let v: Option<String> = redis::cmd("HGET")
+        .arg(tk.act())
+        .arg(format!("i:{id}"))
+        .query_async(conn)
+        .await?;
+    Ok(v.is_some_and(|v| v.is_empty()))
+}
+
 /// Frees the place callback `id` held in its service's active count (and its number's).
 /// Call after committing the move to COMPLETED: the cancel endpoint does, the worker must on
 /// completion. Idempotent; returns whether the callback was counted.

@@ -299,7 +299,8 @@ async fn attack_s36_restore_after_a_reseed_counts_the_window_admission_twice() {
 }
 
 /// Attack on c1de631 ("the reservation given back is counted again", unconditionally, by the
-/// spare). FINDING (fails; ignored).
+/// spare). A finding, fixed: a replay admits a given-back callback again, checked, before it
+/// marks the key, and answers the limit's 429 when another create took the place.
 ///
 /// Promise (docs/throttling.md, `in_queue_checking: "strict"`): a number holds at most one
 /// active callback; "helper-57: the number took a second callback under strict" is the
@@ -313,7 +314,6 @@ async fn attack_s36_restore_after_a_reseed_counts_the_window_admission_twice() {
 /// the gap, retry 200, two active callbacks for the number (QUEUED, QUEUED), n = 2: the
 /// customer is called twice, and the strict limit is exceeded until one completes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "open (helper-59): a create admitted between the give-back and the spare is kept beside the restored callback (2 active under strict)"]
 async fn attack_s36_create_in_the_give_back_gap_is_kept_beside_the_restored_callback() {
     let env = TestEnv::new().with("REQUEST_TIMEOUT_MS", "1000");
     let engage = Engage::start(&env, &[]).await;
@@ -348,7 +348,6 @@ async fn attack_s36_create_in_the_give_back_gap_is_kept_beside_the_restored_call
         "FIGURE s36_gap (n_during,plain_create)={gap:?} retry={code} rows={rows:?} \
          active={active} n={counted}"
     );
-    assert_eq!(code, 200, "the retry answered {code}: {resp}");
     assert!(
         active <= 1,
         "the number holds {active} active callbacks under in_queue_checking strict \
@@ -356,6 +355,12 @@ async fn attack_s36_create_in_the_give_back_gap_is_kept_beside_the_restored_call
          rows {rows:?})",
         gap.1
     );
+    // Fixed: the replay admits the given-back callback again, checked; the create of the gap
+    // holds the number's place, so the replay is refused and the withdrawal goes ahead.
+    assert_eq!(gap.1, 200, "the create in the gap: {gap:?}");
+    assert_eq!(code, 429, "the retry answered {code}: {resp}");
+    assert!(resp.to_string().contains("in_queue_checking"), "{resp}");
+    assert_eq!((active, counted), (1, 1), "rows {rows:?}");
 }
 
 /// What [`pool_starved_bulk`] saw: the setup held, the answer, its time, and the rows of A

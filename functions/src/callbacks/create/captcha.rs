@@ -54,8 +54,13 @@ struct Answer {
 }
 
 /// Checks `token` for a create on a service with `captcha_required` (see the module doc).
-pub async fn check(ctx: &Ctx, token: Option<&str>, keyed: Option<&Keyed>) -> Result<Checked> {
-    if let Some(id) = replayed(ctx, keyed).await? {
+pub async fn check(
+    ctx: &Ctx,
+    token: Option<&str>,
+    keyed: Option<&Keyed>,
+    of: Of<'_>,
+) -> Result<Checked> {
+    if let Some(id) = replayed(ctx, keyed, of).await? {
         return Ok(Checked::Replayed(id));
     }
     let Some(token) = token else {
@@ -91,20 +96,36 @@ pub async fn check(ctx: &Ctx, token: Option<&str>, keyed: Option<&Keyed>) -> Res
     }))
 }
 
-/// The stored create an Idempotency-Key replays (same body), if any; 409 for another body.
-async fn replayed(ctx: &Ctx, keyed: Option<&Keyed>) -> Result<Option<Uuid>> {
+/// The stored create an Idempotency-Key replays (same body), if any, its mark committed (and
+/// the callback admitted again if a withdrawal gave its reservation back:
+/// [`super::limits::readmit`]); 409 for another body.
+async fn replayed(ctx: &Ctx, keyed: Option<&Keyed>, of: Of<'_>) -> Result<Option<Uuid>> {
     let Some(k) = keyed else {
         return Ok(None);
     };
-    let client = ctx.state.db.get().await?;
-    match db::callbacks::earlier_use(&client, &ctx.tenant, &k.key, &k.hash).await? {
-        Some(Idempotent::Replayed(id)) => Ok(Some(id)),
-        Some(Idempotent::Mismatch) => Err(Error::conflict(
-            "Idempotency-Key was already used with a different request body",
-        )),
-        None => Ok(None),
+    let mut client = ctx.state.db.get().await?;
+    let tx = client.transaction().await?;
+    let id = match db::callbacks::earlier_use(&tx, &ctx.tenant, &k.key, &k.hash).await? {
+        Some(Idempotent::Replayed(id)) => id,
+        Some(Idempotent::Mismatch) => {
+            return Err(Error::conflict(
+                "Idempotency-Key was already used with a different request body",
+            ));
+        }
+        None => return Ok(None),
+    };
+    let readmitted = super::limits::readmit(ctx, &tx, of.0, (id, of.1)).await?;
+    if let Err(e) = tx.commit().await {
+        if let Some(r) = readmitted {
+            r.give_back(&ctx.state).await;
+        }
+        return Err(e.into());
     }
+    Ok(Some(id))
 }
+
+/// The create a CAPTCHA check is for: its number, and whether it is immediate.
+pub type Of<'a> = (&'a super::limits::Number, bool);
 
 /// One `siteverify` call: `POST secret=…&response=…` (form), JSON answer.
 async fn siteverify(ctx: &Ctx, creds: &CaptchaCredentials, token: &str) -> Result<Answer> {

@@ -190,26 +190,42 @@ async fn full(ctx: &Ctx, w: &Write, client: &Object, start: Timestamp) -> Error 
 
 /// An earlier use of the key: a replay commits its mark on the key before it answers, and only
 /// while the request still waits (a compensation of the callback then keeps it); a mismatch
-/// changed nothing.
+/// changed nothing. A kept callback whose reservation a withdrawal gave back is admitted again
+/// first, checked: refused, the replay answers the limit and marks nothing.
 async fn replay(
     tx: deadpool_postgres::Transaction<'_>,
     earlier: Idempotent,
+    job: &Job,
     writer: &Writer<Result<Written>>,
 ) -> Result<Written, TxFail> {
-    if matches!(earlier, Idempotent::Mismatch) {
+    let Idempotent::Replayed(id) = earlier else {
         tx.rollback().await?;
         return Ok(Written::Earlier(earlier));
-    }
-    if !writer.begin_commit() {
+    };
+    let (ctx, w) = (&job.ctx, &job.w);
+    let immediate = w.cb.admission.is_immediate();
+    let readmitted = match super::limits::readmit(ctx, &tx, &w.number, (id, immediate)).await {
+        Ok(r) => r,
+        Err(e) => {
+            tx.rollback().await?;
+            return Err(TxFail::Api(e));
+        }
+    };
+    let committed = if writer.begin_commit() {
+        tx.commit().await.map_err(|e| TxFail::Api(e.into()))
+    } else {
         tx.rollback().await?;
-        return Err(TxFail::Api(not_confirmed()));
+        Err(TxFail::Api(not_confirmed()))
+    };
+    if committed.is_err()
+        && let Some(r) = readmitted
+    {
+        // Not marked (or in doubt: a withdrawal that keeps it then counts it again).
+        r.give_back(&ctx.state).await;
     }
-    match tx.commit().await {
-        Ok(()) => Ok(Written::Earlier(earlier)),
-        // The mark may have landed: the callback is then kept although this request answers
-        // 503 too (docs/bounded-answers.md#a-replay-of-a-create-answered-503).
-        Err(e) => Err(TxFail::Api(e.into())),
-    }
+    // A commit error: the mark may have landed, and the callback is then kept although this
+    // request answers 503 too (docs/bounded-answers.md#a-replay-of-a-create-answered-503).
+    committed.map(|()| Written::Earlier(earlier))
 }
 
 async fn transaction(
@@ -224,7 +240,7 @@ async fn transaction(
         && let Some(earlier) =
             db::callbacks::claim_idempotency_key(&tx, &w.cb, &k.key, &k.hash).await?
     {
-        return replay(tx, earlier, writer).await;
+        return replay(tx, earlier, job, writer).await;
     }
     *reservation = Some(super::limits::reserve(ctx, &tx, &w.number, &w.cb).await?);
     let dispatch_at = match db::callbacks::insert(&tx, &w.cb).await? {

@@ -113,19 +113,60 @@ pub async fn reserve(
     number: &Number,
     cb: &NewCallback,
 ) -> Result<Reservation> {
+    reserve_id(ctx, client, number, (cb.id, cb.admission.is_immediate())).await
+}
+
+/// A replay of callback `id` (immediate or not), inside the transaction `tx` that marks its
+/// key: when the callback is active (its row is then locked until `tx` ends) and a withdrawal
+/// gave its reservation back (an attempt whose `COMMIT` then failed), it is admitted again,
+/// checked like a create, before the answer names it. A create of the number admitted
+/// meanwhile may hold the place, and then the replay is refused (429) instead of keeping both
+/// (docs/bounded-answers.md#a-replay-of-a-create-answered-503). `None`: nothing to admit; a
+/// reservation returned is given back by the caller if `tx` does not commit.
+pub async fn readmit(
+    ctx: &Ctx,
+    tx: &deadpool_postgres::Transaction<'_>,
+    number: &Number,
+    (id, immediate): (Uuid, bool),
+) -> Result<Option<Reservation>> {
+    if !db::callbacks::lock_if_active(tx, &ctx.tenant, id).await? {
+        return Ok(None);
+    }
     let tk = ThrottleKeys::new(&ctx.state.keys, &ctx.tenant, ctx.name());
-    let limits = Limits::of(ctx.settings(), cb.admission.is_immediate());
+    let given_back = async {
+        let mut conn = ctx.state.redis.conn().await?;
+        throttle::given_back(&mut conn, &tk, id).await
+    };
+    match given_back.await {
+        Ok(true) => reserve_id(ctx, tx, number, (id, immediate)).await.map(Some),
+        Ok(false) => Ok(None),
+        Err(e) => {
+            tracing::warn!(callback.id = %id, error = %e, "throttle state unreadable; a replay keeps its callback uncounted");
+            Ok(None)
+        }
+    }
+}
+
+/// [`reserve`] for callback `id`, immediate or not.
+async fn reserve_id(
+    ctx: &Ctx,
+    client: &impl GenericClient,
+    number: &Number,
+    (id, immediate): (Uuid, bool),
+) -> Result<Reservation> {
+    let tk = ThrottleKeys::new(&ctx.state.keys, &ctx.tenant, ctx.name());
+    let limits = Limits::of(ctx.settings(), immediate);
     // At most one re-seed by this caller: asked again after it, the state vanished
     // meanwhile. While another caller re-seeds, wait for it; when it takes too long, re-seed
     // here and ask once more. Asked with the concurrent creates of this process at once.
     let (mut seeded, mut waits) = (false, 0);
     loop {
         let verdict = (ctx.state.admissions)
-            .check(&tk, &limits, cb.id, &number.key)
+            .check(&tk, &limits, id, &number.key)
             .await;
         match verdict {
             Err(e) => return Ok(fail_open(ctx, e)),
-            Ok(Verdict::Admitted) => return Ok(Reservation(Some((tk, limits, cb.id)))),
+            Ok(Verdict::Admitted) => return Ok(Reservation(Some((tk, limits, id)))),
             Ok(Verdict::Rejected(r)) => return Err(rejected(ctx, &number.key, &r)),
             Ok(Verdict::Busy(_)) if waits < BUSY_ROUNDS => {
                 waits += 1;

@@ -144,7 +144,8 @@ pub async fn create(
             // Not held while siteverify answers (up to CAPTCHA_TIMEOUT_MS).
             drop(client);
             let token = req.captcha_token.as_deref();
-            if let Checked::Replayed(id) = captcha::check(&ctx, token, keyed.as_ref()).await? {
+            let of = (&number, admission.is_immediate());
+            if let Checked::Replayed(id) = captcha::check(&ctx, token, keyed.as_ref(), of).await? {
                 return Ok(id);
             }
             state.db.get().await?
