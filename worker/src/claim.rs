@@ -206,6 +206,18 @@ pub async fn settle(
     inv.invoke_async::<i64>(conn).await.map(drop)
 }
 
+/// `ZRANGE key 0 0 WITHSCORES`: a sorted set's first entry and its score.
+fn first(key: String) -> redis::Cmd {
+    let mut cmd = redis::cmd("ZRANGE");
+    cmd.arg(key).arg(0).arg(0).arg("WITHSCORES");
+    cmd
+}
+
+/// The score of [`first`]'s answer.
+fn first_score(entry: &[String]) -> Option<i64> {
+    entry.get(1).and_then(|s| opt_ms(s))
+}
+
 /// The earliest lease deadline in flight in `shard` (`None`: nothing in flight): a lease look,
 /// one command, for a worker woken only by a lease deadline (docs/derived-state.md#wake-ups).
 pub async fn lease_head(
@@ -213,14 +225,8 @@ pub async fn lease_head(
     keys: &Keys,
     shard: u16,
 ) -> redis::RedisResult<Option<i64>> {
-    let head: Vec<String> = redis::cmd("ZRANGE")
-        .arg(keys.inflight(shard))
-        .arg(0)
-        .arg(0)
-        .arg("WITHSCORES")
-        .query_async(conn)
-        .await?;
-    Ok(head.get(1).and_then(|s| opt_ms(s)))
+    let head: Vec<String> = first(keys.inflight(shard)).query_async(conn).await?;
+    Ok(first_score(&head))
 }
 
 /// The earliest due score and lease deadline of every shard (two reads per shard): the safety
@@ -232,20 +238,11 @@ pub async fn heads(
     let mut out = Vec::with_capacity(usize::from(keys.claimed_shards()));
     for shard in 0..keys.claimed_shards() {
         let (sched, inflight): (Vec<String>, Vec<String>) = redis::pipe()
-            .cmd("ZRANGE")
-            .arg(keys.sched(shard))
-            .arg(0)
-            .arg(0)
-            .arg("WITHSCORES")
-            .cmd("ZRANGE")
-            .arg(keys.inflight(shard))
-            .arg(0)
-            .arg(0)
-            .arg("WITHSCORES")
+            .add_command(first(keys.sched(shard)))
+            .add_command(first(keys.inflight(shard)))
             .query_async(conn)
             .await?;
-        let score = |v: &Vec<String>| v.get(1).and_then(|s| opt_ms(s));
-        out.push((score(&sched), score(&inflight)));
+        out.push((first_score(&sched), first_score(&inflight)));
     }
     Ok(out)
 }

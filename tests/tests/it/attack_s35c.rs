@@ -37,7 +37,7 @@ use crate::attack_s35b::{held_commits, id_of, keyed_request, lock_waiters, until
 /// Deferred constraint trigger: the `COMMIT` of a transaction that *withdrew* a row of `phone`
 /// (`withdrawn` set: only `withdraw_unanswered` sets it, a customer's cancel does not) waits
 /// until the advisory lock `lock` is free.
-async fn slow_withdrawals_of(pg: &tokio_postgres::Client, phone: &str, lock: i64) {
+pub(crate) async fn slow_withdrawals_of(pg: &tokio_postgres::Client, phone: &str, lock: i64) {
     pg.batch_execute(&format!(
         "CREATE FUNCTION attack_s35c_slow_withdrawal() RETURNS trigger LANGUAGE plpgsql AS $$
          BEGIN
@@ -64,7 +64,13 @@ async fn blocked(pg: &tokio_postgres::Client, pid: i32) -> bool {
 
 /// Expires the service's seed deadline, then sends a create of `other` (another number): that
 /// create re-seeds the service's throttle state from PostgreSQL. Its answer.
-async fn force_reseed(env: &TestEnv, engage: &Engage, key: &str, act: &str, other: &str) -> u16 {
+pub(crate) async fn force_reseed(
+    env: &TestEnv,
+    engage: &Engage,
+    key: &str,
+    act: &str,
+    other: &str,
+) -> u16 {
     let mut conn = env.redis().await;
     let _: () = conn.hset(act, "~seed", 0).await.expect("HSET ~seed");
     engage
@@ -80,29 +86,29 @@ async fn force_reseed(env: &TestEnv, engage: &Engage, key: &str, act: &str, othe
 /// is lost: a keyed create answered 503 while its `COMMIT` is held; it lands; its withdrawal
 /// locks the key, gives the throttle reservation back and holds at its own `COMMIT`; the
 /// client's retry (same key, same body) waits on the key row.
-struct Held {
-    pg: tokio_postgres::Client,
+pub(crate) struct Held {
+    pub(crate) pg: tokio_postgres::Client,
     withdraw_lock: i64,
     pids: Vec<i32>,
-    counted_during: i64,
+    pub(crate) counted_during: i64,
 }
 
 /// The retry's task: its status and envelope.
-type Retry = tokio::task::JoinHandle<(u16, Value)>;
+pub(crate) type Retry = tokio::task::JoinHandle<(u16, Value)>;
 
 /// Who plays the scenario: the environment, the server, the API key, the service's throttle
 /// hash and the number.
-struct Scene<'a> {
-    env: &'a TestEnv,
-    engage: &'a Engage,
-    key: &'a str,
-    act: &'a str,
-    phone: &'a str,
+pub(crate) struct Scene<'a> {
+    pub(crate) env: &'a TestEnv,
+    pub(crate) engage: &'a Engage,
+    pub(crate) key: &'a str,
+    pub(crate) act: &'a str,
+    pub(crate) phone: &'a str,
 }
 
 /// Plays [`Held`]'s scenario with key `idem` and `body`; `between` runs once the withdrawal
 /// holds at its `COMMIT`, before the retry is sent.
-async fn hold_withdrawal(
+pub(crate) async fn hold_withdrawal(
     s: &Scene<'_>,
     idem: &str,
     body: &Value,
@@ -151,7 +157,7 @@ async fn hold_withdrawal(
 
 impl Held {
     /// The withdrawal's connection is lost at `COMMIT` (rolled back; it is tried again).
-    async fn lose_withdrawal(&self) {
+    pub(crate) async fn lose_withdrawal(&self) {
         for pid in &self.pids {
             self.pg
                 .execute("SELECT pg_terminate_backend($1)", &[pid])
@@ -160,7 +166,7 @@ impl Held {
         }
     }
 
-    async fn release(&self) {
+    pub(crate) async fn release(&self) {
         self.pg
             .execute("SELECT pg_advisory_unlock($1)", &[&self.withdraw_lock])
             .await

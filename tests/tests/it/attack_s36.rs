@@ -21,139 +21,22 @@
 //! `in_queue_checking: "strict"`). Guard: at the default timeout the stop margin covers the
 //! pool wait.
 
-use std::{future::Future, time::Duration};
+use std::time::Duration;
 
 use harness::{CANCEL, Engage, TestEnv, open_service};
-use redis::AsyncCommands;
 use serde_json::{Value, json};
 
 use crate::attack_s34_client_gone::{
-    act_key, active_rows, all_rows, hget, number_key, rand_u16, redis_count, slow_commits_of,
+    act_key, active_rows, all_rows, hget, number_key, rand_u16, redis_count,
 };
-use crate::attack_s35b::{held_commits, id_of, keyed_request, lock_waiters, until};
-
-/// Deferred constraint trigger: the `COMMIT` of a transaction that *withdrew* a row of `phone`
-/// (`withdrawn` set: only `withdraw_unanswered` sets it) waits until the advisory lock `lock`
-/// is free.
-async fn slow_withdrawals_of(pg: &tokio_postgres::Client, phone: &str, lock: i64) {
-    pg.batch_execute(&format!(
-        "CREATE FUNCTION attack_s36_slow_withdrawal() RETURNS trigger LANGUAGE plpgsql AS $$
-         BEGIN
-           IF NEW.phone_number LIKE '{phone}' AND NEW.withdrawn THEN
-             PERFORM pg_advisory_xact_lock_shared({lock});
-           END IF;
-           RETURN NULL;
-         END $$;
-         CREATE CONSTRAINT TRIGGER attack_s36_slow_withdrawal AFTER UPDATE ON callbacks
-           DEFERRABLE INITIALLY DEFERRED FOR EACH ROW
-           EXECUTE FUNCTION attack_s36_slow_withdrawal();"
-    ))
-    .await
-    .expect("trigger");
-}
-
-/// Expires the service's seed deadline, then sends a create of `other` (another number): that
-/// create re-seeds the service's throttle state from PostgreSQL. Its answer.
-async fn force_reseed(env: &TestEnv, engage: &Engage, key: &str, act: &str, other: &str) -> u16 {
-    let mut conn = env.redis().await;
-    let _: () = conn.hset(act, "~seed", 0).await.expect("HSET ~seed");
-    engage
-        .create(key)
-        .service("svc")
-        .phone(other)
-        .send()
-        .await
-        .0
-}
+use crate::attack_s35b::{id_of, lock_waiters, until};
+use crate::attack_s35c::{Scene, force_reseed, hold_withdrawal};
 
 /// The number's 24 h admissions as Redis holds them (`d:<number>`, comma-separated ms).
 async fn day_entries(env: &TestEnv, act: &str, num: &str) -> usize {
     hget(env, act, &format!("d:{num}"))
         .await
         .map_or(0, |v| v.split(',').filter(|s| !s.is_empty()).count())
-}
-
-/// The lost-withdrawal scenario of attack_s35b/s35c, up to the moment the withdrawal's
-/// connection is lost: a keyed create answered 503 while its `COMMIT` is held; it lands; its
-/// withdrawal locks the key, gives the throttle reservation back and holds at its own
-/// `COMMIT`; `between` runs; the client's retry (same key, same body) waits on the key row.
-struct Held {
-    pg: tokio_postgres::Client,
-    withdraw_lock: i64,
-    pids: Vec<i32>,
-}
-
-type Retry = tokio::task::JoinHandle<(u16, Value)>;
-
-struct Scene<'a> {
-    env: &'a TestEnv,
-    engage: &'a Engage,
-    key: &'a str,
-    phone: &'a str,
-}
-
-async fn hold_withdrawal(
-    s: &Scene<'_>,
-    idem: &str,
-    body: &Value,
-    between: impl Future<Output = ()>,
-) -> (Held, Retry) {
-    let (env, engage, key, phone) = (s.env, s.engage, s.key, s.phone);
-    let pg = env.pg().await;
-    let (insert_lock, withdraw_lock) = {
-        let r = i64::from(rand_u16());
-        (0x5c46_0000 + r, 0x5c47_0000 + r)
-    };
-    slow_commits_of(&pg, phone, insert_lock).await;
-    slow_withdrawals_of(&pg, phone, withdraw_lock).await;
-    for l in [insert_lock, withdraw_lock] {
-        pg.execute("SELECT pg_advisory_lock($1)", &[&l])
-            .await
-            .expect("hold");
-    }
-    let first = harness::send(keyed_request(engage, key, idem, body)).await;
-    assert_eq!(first.0, 503, "the held create answered: {}", first.1);
-    pg.execute("SELECT pg_advisory_unlock($1)", &[&insert_lock])
-        .await
-        .expect("release insert");
-    let held = until(3_000, || async {
-        !held_commits(&pg, withdraw_lock).await.is_empty()
-    })
-    .await;
-    assert!(held, "the withdrawal's COMMIT is not held");
-    let pids = held_commits(&pg, withdraw_lock).await;
-    between.await;
-    let retry = tokio::spawn(harness::send(keyed_request(engage, key, idem, body)));
-    let waiting = until(2_000, || async { lock_waiters(&pg, &pids).await >= 1 }).await;
-    assert!(
-        waiting,
-        "the retry does not wait on the withdrawal's key row"
-    );
-    let held = Held {
-        pg,
-        withdraw_lock,
-        pids,
-    };
-    (held, retry)
-}
-
-impl Held {
-    /// The withdrawal's connection is lost at `COMMIT` (rolled back; it is tried again).
-    async fn lose_withdrawal(&self) {
-        for pid in &self.pids {
-            self.pg
-                .execute("SELECT pg_terminate_backend($1)", &[pid])
-                .await
-                .expect("terminate");
-        }
-    }
-
-    async fn release(&self) {
-        self.pg
-            .execute("SELECT pg_advisory_unlock($1)", &[&self.withdraw_lock])
-            .await
-            .expect("release withdrawal");
-    }
 }
 
 /// Attack on c1de631 (`throttle::restore` "brings back everything the give-back took": the
@@ -196,6 +79,7 @@ async fn attack_s36_restore_after_a_reseed_counts_the_kept_admission_twice() {
         env: &env,
         engage: &engage,
         key: &key,
+        act: &act,
         phone,
     };
     let (h, retry) = hold_withdrawal(&scene, "order-s36-a", &body, between).await;
@@ -262,6 +146,7 @@ async fn attack_s36_restore_after_a_reseed_counts_the_window_admission_twice() {
         env: &env,
         engage: &engage,
         key: &key,
+        act: &act,
         phone,
     };
     let (h, retry) = hold_withdrawal(&scene, "order-s36-b", &body, between).await;
@@ -333,6 +218,7 @@ async fn attack_s36_create_in_the_give_back_gap_is_kept_beside_the_restored_call
         env: &env,
         engage: &engage,
         key: &key,
+        act: &act,
         phone,
     };
     let (h, retry) = hold_withdrawal(&scene, "order-s36-c", &body, between).await;
