@@ -33,6 +33,7 @@ mod attack_s35_replay;
 mod attack_s35b;
 mod attack_s35c;
 mod attack_s36;
+mod attack_s36b;
 mod attack_specs;
 mod attack_tenants;
 mod availability;

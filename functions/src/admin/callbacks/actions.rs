@@ -345,7 +345,7 @@ async fn by_filter(
     }
 }
 
-/// When a bulk cancel stops: [`DEADLINE_MARGIN`] before the request's commit
+/// When a bulk cancel stops: `DEADLINE_MARGIN` (4 s) before the request's commit
 /// deadline, or halfway to it when less than twice the margin is left (a short
 /// `REQUEST_TIMEOUT_MS`), so every call has time to cancel something.
 pub fn stop_at() -> Option<tokio::time::Instant> {
