@@ -34,6 +34,7 @@ mod attack_s35b;
 mod attack_s35c;
 mod attack_s36;
 mod attack_s36b;
+mod attack_s36c;
 mod attack_specs;
 mod attack_tenants;
 mod availability;
