@@ -218,31 +218,31 @@ fn first_score(entry: &[String]) -> Option<i64> {
     entry.get(1).and_then(|s| opt_ms(s))
 }
 
-/// The earliest lease deadline in flight in `shard` (`None`: nothing in flight): a lease look,
-/// one command, for a worker woken only by a lease deadline (docs/derived-state.md#wake-ups).
-pub async fn lease_head(
+/// The earliest due score and lease deadline of `shard` (two reads in one round trip, one
+/// cluster slot): a lease look, for a worker woken only by a lease deadline
+/// (docs/derived-state.md#wake-ups), and each shard of the safety poll.
+pub async fn shard_heads(
     conn: &mut RedisConn,
     keys: &Keys,
     shard: u16,
-) -> redis::RedisResult<Option<i64>> {
-    let head: Vec<String> = first(keys.inflight(shard)).query_async(conn).await?;
-    Ok(first_score(&head))
+) -> redis::RedisResult<(Option<i64>, Option<i64>)> {
+    let (sched, inflight): (Vec<String>, Vec<String>) = redis::pipe()
+        .add_command(first(keys.sched(shard)))
+        .add_command(first(keys.inflight(shard)))
+        .query_async(conn)
+        .await?;
+    Ok((first_score(&sched), first_score(&inflight)))
 }
 
-/// The earliest due score and lease deadline of every shard (two reads per shard): the safety
-/// poll, so it stays cheap on the idle path. One pipeline per shard keeps each in one slot.
+/// The earliest due score and lease deadline of every shard ([`shard_heads`] each): the
+/// safety poll, so it stays cheap on the idle path.
 pub async fn heads(
     conn: &mut RedisConn,
     keys: &Keys,
 ) -> redis::RedisResult<Vec<(Option<i64>, Option<i64>)>> {
     let mut out = Vec::with_capacity(usize::from(keys.claimed_shards()));
     for shard in 0..keys.claimed_shards() {
-        let (sched, inflight): (Vec<String>, Vec<String>) = redis::pipe()
-            .add_command(first(keys.sched(shard)))
-            .add_command(first(keys.inflight(shard)))
-            .query_async(conn)
-            .await?;
-        out.push((first_score(&sched), first_score(&inflight)));
+        out.push(shard_heads(conn, keys, shard).await?);
     }
     Ok(out)
 }

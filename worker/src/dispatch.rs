@@ -4,7 +4,8 @@
 //! returns them) and sleeps until the earliest of those, a wake-up from [`crate::wake`], or the
 //! safety poll (`WORKER_SAFETY_POLL_S`, which reads only the shards' heads). Nothing is polled
 //! per callback or per minute while callbacks wait. A shard due only for a lease deadline gets
-//! a lease look (one read of its in-flight head) and is claimed only when a lease ran out.
+//! a lease look (its schedule and in-flight heads) and is claimed only when a lease ran out or
+//! an entry is due.
 //!
 //! Shards are independent: a round sends the claims of all its shards at once and works
 //! through each claim as it comes back, so a shard whose node is slow or frozen delays no other
@@ -58,7 +59,7 @@ struct Shards {
     /// pass.
     heard: Vec<Option<i64>>,
     /// Per pending shard: only a lease deadline made it due (one it saw or heard), so a lease
-    /// look ([`claim::lease_head`]) decides whether a claim is needed
+    /// look ([`claim::shard_heads`]) decides whether a claim is needed
     /// (docs/derived-state.md#wake-ups).
     looks: Vec<bool>,
     /// (shard, tag) of this worker's own lease announcements that need no wake-up: the pass
@@ -147,13 +148,21 @@ impl Shards {
                 .all(|t| t.is_none_or(|t| t > at))
     }
 
-    /// Takes in a lease look over shard `i` that found `head`, the earliest lease deadline in
-    /// flight, not run out (`None`: nothing in flight).
-    fn looked(&mut self, i: usize, head: Option<i64>) {
-        self.heads[i].1 = head;
-        self.heard[i] = None;
-        self.pending[i] = false;
+    /// Takes in the lease look of shard `i`: its earliest due score and lease deadline
+    /// (docs/derived-state.md#wake-ups). With neither come (by this worker's estimate of the
+    /// Redis clock; an estimate behind only looks again at that time), the shard waits for
+    /// them; with either come, it is claimed in the next round. A due entry a look finds may
+    /// be one another worker handed back and then died.
+    fn looked(&mut self, i: usize, (due, lease): (Option<i64>, Option<i64>)) {
+        let now = local_ms() + self.offset_ms;
         self.looks[i] = false;
+        if [due, lease].iter().flatten().all(|t| *t > now) {
+            self.heads[i] = (due, lease);
+            self.heard[i] = None;
+            self.pending[i] = false;
+        } else {
+            self.pending[i] = true;
+        }
     }
 
     /// Takes in a successful pass over shard `i` that started at local time `before`.
@@ -332,7 +341,8 @@ pub async fn run(w: Worker, mut rx: mpsc::Receiver<Signal>, stop: CancellationTo
 /// through as it comes back (one at a time: pacing and PostgreSQL see one pass at a time). A
 /// claim that waited more than half its lease for its turn is given back rather than worked
 /// through late (another worker may take it meanwhile). A failed shard is set to retry on its
-/// own backoff.
+/// own backoff. The round's lease looks go out beside the claims; a look that finds work makes
+/// its shard a claim of the next round, and a failed one fails its shard as a claim would.
 async fn pass_pending(
     w: &Worker,
     shards: &mut Shards,
@@ -350,7 +360,35 @@ async fn pass_pending(
             return;
         }
     };
-    let round = look(w, shards, &conn, round).await;
+    let (looks, claims): (Vec<_>, Vec<_>) = round.into_iter().partition(|(_, l)| *l);
+    let looking = futures::future::join_all(looks.into_iter().map(|(shard, _)| {
+        let mut conn = conn.clone();
+        async move { (shard, claim::shard_heads(&mut conn, &w.keys, shard).await) }
+    }));
+    let claims = claims.into_iter().map(|(shard, _)| shard).collect();
+    let passing = pass_claims(w, shards, pacer, stop, (&conn, claims));
+    let (seen, ()) = tokio::join!(looking, passing);
+    for (shard, heads) in seen {
+        match heads {
+            Ok(heads) => shards.looked(usize::from(shard), heads),
+            // As a failed claim: the shard retries on its own backoff, with a claim.
+            Err(e) => fail(shards, shard, &PassError::ServiceRedis(e)),
+        }
+    }
+    // Healthy only when no shard still fails on it (a round may not include a failing shard).
+    if !shards.redis_failing() {
+        metrics::set_health(metrics::REDIS_CONNECTION, true);
+    }
+}
+
+/// The claims of a round (see [`pass_pending`]).
+async fn pass_claims(
+    w: &Worker,
+    shards: &mut Shards,
+    pacer: &mut Pacer,
+    stop: &CancellationToken,
+    (conn, round): (&shared::redis::RedisConn, Vec<u16>),
+) {
     let mut claims: FuturesUnordered<_> = round
         .into_iter()
         .map(|shard| {
@@ -381,41 +419,6 @@ async fn pass_pending(
         }
     }
     give_back_all(w, stopped).await;
-    // Healthy only when no shard still fails on it (a round may not include a failing shard).
-    if !shards.redis_failing() {
-        metrics::set_health(metrics::REDIS_CONNECTION, true);
-    }
-}
-
-/// The lease looks of a round: a shard due only for a lease deadline reads its earliest lease
-/// in flight (one command instead of an empty claim's four); a lease that ran out, or a look
-/// that failed, makes it a claim. Returns the shards to claim.
-async fn look(
-    w: &Worker,
-    shards: &mut Shards,
-    conn: &shared::redis::RedisConn,
-    round: Vec<(u16, bool)>,
-) -> Vec<u16> {
-    let (looks, mut claims): (Vec<_>, Vec<_>) = round.into_iter().partition(|(_, l)| *l);
-    let heads = futures::future::join_all(looks.iter().map(|(shard, _)| {
-        let mut conn = conn.clone();
-        async move { claim::lease_head(&mut conn, &w.keys, *shard).await }
-    }))
-    .await;
-    let now = local_ms() + shards.offset_ms;
-    for ((shard, _), head) in looks.into_iter().zip(heads) {
-        let i = usize::from(shard);
-        match head {
-            // Not run out by this worker's estimate of the Redis clock: should the estimate be
-            // behind, the lease is woken for again at its deadline, then with a claim.
-            Ok(head) if head.is_none_or(|h| h > now) => shards.looked(i, head),
-            _ => {
-                shards.looks[i] = false;
-                claims.push((shard, false));
-            }
-        }
-    }
-    claims.into_iter().map(|(shard, _)| shard).collect()
 }
 
 /// Stopping: gives back the claims not worked through, all at once, within 2 s.
@@ -572,10 +575,21 @@ mod tests {
         s.mark_due();
         assert_eq!(s.round(), [(0, true), (1, false), (2, true)]);
         // A look that found a live lease: woken for at its deadline, with a look again.
-        s.looked(0, Some(now + 60_000));
+        s.looked(0, (None, Some(now + 60_000)));
         assert_eq!((s.pending[0], s.heard[0]), (false, None));
         assert_eq!(s.target(0), Some(now + 60_000));
         assert!(s.lease_only(0, now + 60_000));
+        // A look that found a due entry (or an expired lease): a claim next round.
+        for seen in [(Some(now - 1), Some(now + 60_000)), (None, Some(now - 1))] {
+            s.pending[0] = false;
+            s.looked(0, seen);
+            assert!(s.pending[0] && !s.looks[0]);
+        }
+        // A look that found a due time to come: woken for it with a claim.
+        s.pending[0] = false;
+        s.looked(0, (Some(now + 500), None));
+        assert_eq!((s.pending[0], s.target(0)), (false, Some(now + 500)));
+        assert!(!s.lease_only(0, now + 500));
         // An announcement arriving for a shard pending as a look makes it a claim.
         s.signal(Signal::Lease(now - 10, 0, 3));
         s.catch_up_times();

@@ -498,10 +498,11 @@ async fn attack_s34_lease_tag_rounds_freeze_whoever_holds_the_claim() {
 }
 
 /// Cost claim of docs/costs.md: what a second worker adds to a spaced lone callback. Its
-/// wake-up at the lease deadline is a lease look (one `ZRANGE`), not an empty claim (four
-/// commands): 23.0 commands per callback before the look, 20.0 with it (create to hand-off,
-/// no voice-platform events: the owner's 15 plus the second worker's empty claim at the
-/// create's announcement, 4, and its look, 1). Two workers on a private Redis, lease 1000 ms.
+/// wake-up at the lease deadline is a lease look (two `ZRANGE` in one round trip: the
+/// shard's schedule and in-flight heads), not an empty claim (four commands): 23.0 commands
+/// per callback before the look, 21.0 with it (create to hand-off, no voice-platform events:
+/// the owner's 15 plus the second worker's empty claim at the create's announcement, 4, and
+/// its look, 2). Two workers on a private Redis, lease 1000 ms.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attack_s34_lease_tag_spaced_lone_callbacks_cost_with_two_workers() {
     let redis = PrivateRedis::new(false);
@@ -531,5 +532,5 @@ async fn attack_s34_lease_tag_spaced_lone_callbacks_cost_with_two_workers() {
     let (total, by) = command_total(&mut conn, &["info", "config", "ping"]).await;
     let per = total as f64 / N as f64;
     println!("FIGURE lease_tag_two_workers_per_spaced_lone_callback={per:.1} {by:?}");
-    assert!(per <= 20.5, "{per} per callback with two workers: {by:?}");
+    assert!(per <= 21.5, "{per} per callback with two workers: {by:?}");
 }

@@ -286,11 +286,9 @@ return tostring(deadline)",
 /// Measured (3 runs): claimed after the frozen peer's lease deadline: look 11.02 s every time
 /// (the survivor's first sweep, 15 s after its start; up to `WORKER_SWEEP_GRACE_S` +
 /// `WORKER_SWEEP_S` after the due time in general); control (a claim, as before) 9–11 ms. Within the sweep's 30 s bound,
-/// but the takeover "about one lease later" is gone for handed-back callbacks.
+/// but the takeover "about one lease later" is gone for handed-back callbacks. Fixed: the look
+/// reads the schedule head too and claims what is due: 11–12 ms, as the control.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "open (helper-60): a callback handed back (pacing) by a worker that then froze or \
-            died waits for the sweep, not the survivor's wake-up at the lease deadline (a look \
-            sees nothing in flight)"]
 async fn attack_s36b_a_paced_hand_back_of_a_frozen_worker_waits_for_the_sweep() {
     let control = orphaned_hand_back("s36bctl", Lease::Untagged).await;
     let look = orphaned_hand_back("s36blook", Lease::Tagged).await;
