@@ -240,6 +240,8 @@ impl Rejection {
 pub enum Verdict {
     /// Counted; the reservation is the callback id.
     Admitted,
+    /// The id is counted already (nothing counted now, nothing to give back).
+    Counted,
     /// Refused; nothing counted.
     Rejected(Rejection),
     /// This caller must re-seed from PostgreSQL ([`seed`], passing this Redis time) and ask
@@ -310,7 +312,7 @@ for k = 1, 2 do
   end
 end
 local st = redis.call('HMGET', KEYS[1], '~seed', '~count', 'n:' .. num, 'd:' .. num,
-  '~s1', '~s2', '~w1', '~w2', fld[1], fld[2], '~lease')
+  '~s1', '~s2', '~w1', '~w2', fld[1], fld[2], '~lease', 'i:' .. id)
 -- A ring counted in longer sub-windows (a shorter window now, or another replica's cached
 -- settings) is counted as it is, conservatively, until the next re-seed rebuilds it in this
 -- caller's. A ring in shorter ones (a longer window) lacks older admissions, and a length no
@@ -340,6 +342,10 @@ if stale or not rings_ok then
   end
   if not rings_ok then return {{'busy', string.format('%d', now)}} end
 end
+-- An id counted already (a replay admitting its callback again after a re-seed counted it
+-- from PostgreSQL) is not counted twice.
+local mine = st[12]
+if mine and mine ~= '' and string.sub(mine, 1, 1) ~= '~' then return {{'counted'}} end
 -- In a ring of another unit, the current sub-window is another slot.
 for k = 1, 2 do
   if lim[k] > 0 and unit[k] ~= sub[k] then
@@ -721,6 +727,7 @@ fn verdict(pair: &[Value], limits: &Limits) -> RedisResult<Verdict> {
         .and_then(|ms| Timestamp::from_millisecond(ms).ok());
     let limit = match word.as_str() {
         "ok" => return Ok(Verdict::Admitted),
+        "counted" => return Ok(Verdict::Counted),
         "seed" => return Ok(Verdict::NeedsSeed(asked(pair))),
         "busy" => return Ok(Verdict::Busy(asked(pair))),
         "error" => {
@@ -870,15 +877,91 @@ pub async fn restore(
     Ok(n > 0)
 }
 
-/// Whether callback `id`'s reservation was given back ([`give_back`]'s empty field) and not
-/// counted again since. One `HGET`.
-pub async fn given_back(conn: &mut RedisConn, tk: &ThrottleKeys, id: Uuid) -> RedisResult<bool> {
+/// The Lua of [`readmit_active`]. KEYS: act. ARGV: id, number key, `d` or `""`, in-queue
+/// limit, max queued (0 = off).
+static READMIT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 'gone' end
+local num = ARGV[2]
+local st = redis.call('HMGET', KEYS[1], 'i:' .. ARGV[1], 'n:' .. num, '~count')
+local v = st[1]
+if v and v ~= '' and string.sub(v, 1, 1) ~= '~' then return 'counted' end
+local n, total = tonumber(st[2]) or 0, tonumber(st[3]) or 0
+local inq, maxq = tonumber(ARGV[4]), tonumber(ARGV[5])
+if inq > 0 and n >= inq then return 'in_queue_checking' end
+if maxq > 0 and total >= maxq then return 'max_queued' end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local value = num .. '|' .. now
+if ARGV[3] == 'd' then value = value .. '|d' end
+redis.call('HSET', KEYS[1], 'i:' .. ARGV[1], value, 'n:' .. num, n + 1, '~count', total + 1)
+return 'ok'",
+    )
+});
+
+/// Counts active callback `id` (number key `number`) again whose field a re-seed dropped (or
+/// that was never counted), checking only the active limits (`in_queue_checking`,
+/// `max_queued`): its admission is in the windows already, counted by the re-seed from
+/// PostgreSQL. `Ok(true)`: counted now; `Ok(false)`: counted already, or the state is gone
+/// (the next seed counts it); `Err`: the limit that refuses it. The caller holds the row
+/// locked and active.
+pub async fn readmit_active(
+    conn: &mut RedisConn,
+    tk: &ThrottleKeys,
+    limits: &Limits,
+    id: Uuid,
+    number: &str,
+) -> RedisResult<Result<bool, Rejection>> {
+    let answer: String = READMIT
+        .key(tk.act())
+        .arg(id.to_string())
+        .arg(number)
+        .arg(if limits.per_number_24h > 0 { "d" } else { "" })
+        .arg(limits.in_queue)
+        .arg(limits.max_queued)
+        .invoke_async(conn)
+        .await?;
+    let limit = match answer.as_str() {
+        "ok" => return Ok(Ok(true)),
+        "in_queue_checking" => Limit::InQueue {
+            limit: limits.in_queue,
+        },
+        "max_queued" => Limit::MaxQueued {
+            limit: limits.max_queued,
+        },
+        _ => return Ok(Ok(false)),
+    };
+    Ok(Err(Rejection {
+        limit,
+        frees_at: None,
+    }))
+}
+
+/// The state of callback `id`'s field in the active counts ([`counted`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    /// Live: the callback holds its place.
+    Counted,
+    /// Empty: a give-back took its place and its window admission.
+    GivenBack,
+    /// Missing (a re-seed dropped it, or it was never counted) or a release's tombstone: no
+    /// place, its admission still in the windows.
+    Uncounted,
+}
+
+/// Whether callback `id` holds a place in the active counts, and if not why. One `HGET`.
+pub async fn counted(conn: &mut RedisConn, tk: &ThrottleKeys, id: Uuid) -> RedisResult<Field> {
     let v: Option<String> = redis::cmd("HGET")
         .arg(tk.act())
         .arg(format!("i:{id}"))
         .query_async(conn)
         .await?;
-    Ok(v.is_some_and(|v| v.is_empty()))
+    Ok(match v {
+        Some(v) if v.is_empty() => Field::GivenBack,
+        Some(v) if !v.starts_with('~') => Field::Counted,
+        _ => Field::Uncounted,
+    })
 }
 
 /// Frees the place callback `id` held in its service's active count (and its number's).

@@ -1,7 +1,7 @@
 //! Attacks on 770f02e (`limits::readmit`): a replay of an Idempotency-Key (in the create's
 //! transaction, and before the CAPTCHA check) locks the replayed callback's row `FOR SHARE`
 //! and, when the row is active and its throttle field `i:<id>` is the give-back's empty mark
-//! (`throttle::given_back`), admits it again like a create before it marks the key; refused,
+//! (`throttle::given_back` then; `throttle::counted` now), admits it again like a create before it marks the key; refused,
 //! it answers the limit's 429 and marks nothing.
 //!
 //! Promises attacked (docs/bounded-answers.md#a-replay-of-a-create-answered-503,
@@ -16,16 +16,19 @@
 //! the withdrawal's `COMMIT`, attack_s35c's scene). A re-seed is forced by expiring the test's
 //! own throttle hash's seed deadline (`~seed`) and sending a create of another number.
 //!
-//! Findings of helper-61 (ignored, open): a re-seed erases the give-back's empty field that
-//! `readmit` looks for, so a replay after one re-seed admits nothing and the withdrawal's
-//! `restore` keeps the callback beside a create of the gap (2 active under strict), in the
-//! create's transaction and before the CAPTCHA check alike; the CAPTCHA replay runs in the
-//! handler, which the request timeout drops while its mark `COMMIT` is in flight: when that
-//! `COMMIT` then fails nobody gives the readmission back (n = 1, no active callback, 429 past a
-//! re-seed); and, older than 770f02e, two re-seeds in the give-back gap count a callback the
-//! withdrawal's next attempt withdraws without giving anything back. Guards: two replays
-//! readmit once; a cancel behind the readmission frees it; the commit task gives back a
-//! readmission whose mark is lost; a replay behind a row lock is answered 503 in bounds.
+//! Findings of helper-61, fixed since and kept as guards: a re-seed erased the give-back's
+//! empty field that `readmit` looked for, so a replay after one re-seed admitted nothing and
+//! the withdrawal's `restore` kept the callback beside a create of the gap (2 active under
+//! strict), in both replay paths (now `readmit` admits any active callback that is not
+//! counted: a given-back one like a create, one whose field a re-seed dropped under the active
+//! limits only, `throttle::readmit_active`); the CAPTCHA replay ran in the handler, which the
+//! request timeout drops while its mark `COMMIT` is in flight, so a failed `COMMIT` left the
+//! readmission counted (now it runs in a task of its own); and, older than 770f02e, two
+//! re-seeds in the give-back gap counted a callback the withdrawal's next attempt withdrew
+//! without giving anything back (now every attempt that withdraws gives back again). Guards
+//! from the start: two replays readmit once; a cancel behind the readmission frees it; the
+//! commit task gives back a readmission whose mark is lost; a replay behind a row lock is
+//! answered 503 in bounds.
 
 use std::time::{Duration, Instant};
 
@@ -138,7 +141,6 @@ async fn reseed_gap(scene: &Scene<'_>, idem: &str, body: &Value, other: &str) ->
 /// then the gap create 200; retry 200 naming the first callback; rows [QUEUED, QUEUED],
 /// active 2, n = 2.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "open (helper-61): a re-seed erases the give-back mark readmit reads; the replay keeps the callback beside the gap's create (2 active under strict)"]
 async fn attack_s36c_reseed_erases_the_give_back_mark_and_the_replay_keeps_two() {
     let env = TestEnv::new().with("REQUEST_TIMEOUT_MS", "1000");
     let engage = Engage::start(&env, &[]).await;
@@ -179,7 +181,6 @@ async fn attack_s36c_reseed_erases_the_give_back_mark_and_the_replay_keeps_two()
 /// `captcha_required` (the retry carries the first token; the gap's create a fresh one).
 /// Observed (3 of 3, 2026-12-04): field "" then nil; gap create 200; retry 200; active 2, n = 2.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "open (helper-61): a re-seed erases the give-back mark the CAPTCHA replay's readmit reads (2 active under strict)"]
 async fn attack_s36c_captcha_replay_after_a_reseed_keeps_two() {
     const SECRET: &str = "captcha-secret-s36c";
     let fake = harness::siteverify::FakeSiteverify::start(SECRET).await;
@@ -641,7 +642,6 @@ async fn lost_mark(scene: &Scene<'_>, idem: &str, body: &Value, other: [Value; 2
 /// 429 in_queue_checking, and 429 again after a forced re-seed (the orphan field is younger
 /// than `SEED_GRACE_MS` and counts as an admission in flight).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "open (helper-61): a CAPTCHA replay dropped at its deadline with its mark COMMIT in flight leaks the readmission when that COMMIT fails (number refused 429 with no active callback)"]
 async fn attack_s36c_captcha_replay_dropped_mid_mark_leaks_its_readmission() {
     const SECRET: &str = "captcha-secret-s36c6";
     let fake = harness::siteverify::FakeSiteverify::start(SECRET).await;
@@ -730,7 +730,6 @@ async fn attack_s36c_replay_task_gives_back_a_readmission_whose_mark_is_lost() {
 /// [COMPLETED/CANCELLED], active 0, n = 1, field `<number>|<created ms>`, the number's next
 /// create 429 in_queue_checking, again after a forced re-seed (younger than `SEED_GRACE_MS`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "open (helper-61): two re-seeds in the give-back gap count a callback the withdrawal then withdraws (n = 1, number refused 429)"]
 async fn attack_s36c_reseeds_in_the_gap_count_a_withdrawn_callback() {
     let env = TestEnv::new().with("REQUEST_TIMEOUT_MS", "1000");
     let engage = Engage::start(&env, &[]).await;

@@ -49,6 +49,7 @@ async fn seed_empty(h: &shared::redis::RedisHandle, tk: &ThrottleKeys, limits: &
 fn kind(v: &Verdict) -> &'static str {
     match v {
         Verdict::Admitted => "admitted",
+        Verdict::Counted => "counted",
         Verdict::NeedsSeed(_) => "seed",
         Verdict::Busy(_) => "busy",
         Verdict::Rejected(r) => match r.limit {

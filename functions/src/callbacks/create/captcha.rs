@@ -97,15 +97,25 @@ pub async fn check(
 }
 
 /// The stored create an Idempotency-Key replays (same body), if any, its mark committed (and
-/// the callback admitted again if a withdrawal gave its reservation back:
-/// [`super::limits::readmit`]); 409 for another body.
+/// the callback admitted again when it is not counted: [`super::limits::readmit`]); 409 for
+/// another body. The transaction runs in a task of its own, so that a request dropped at its
+/// deadline still gives back a readmission whose mark did not commit.
 async fn replayed(ctx: &Ctx, keyed: Option<&Keyed>, of: Of<'_>) -> Result<Option<Uuid>> {
     let Some(k) = keyed else {
         return Ok(None);
     };
+    let (ctx, key, hash) = (ctx.clone(), k.key.clone(), k.hash);
+    let (number, immediate) = (of.0.clone(), of.1);
+    tokio::spawn(async move { mark(&ctx, (&key, &hash), (&number, immediate)).await })
+        .await
+        .map_err(|e| Error::internal(anyhow::anyhow!("replay task failed: {e}")))?
+}
+
+/// [`replayed`]'s transaction.
+async fn mark(ctx: &Ctx, (key, hash): (&str, &[u8]), of: Of<'_>) -> Result<Option<Uuid>> {
     let mut client = ctx.state.db.get().await?;
     let tx = client.transaction().await?;
-    let id = match db::callbacks::earlier_use(&tx, &ctx.tenant, &k.key, &k.hash).await? {
+    let id = match db::callbacks::earlier_use(&tx, &ctx.tenant, key, hash).await? {
         Some(Idempotent::Replayed(id)) => id,
         Some(Idempotent::Mismatch) => {
             return Err(Error::conflict(
@@ -116,6 +126,7 @@ async fn replayed(ctx: &Ctx, keyed: Option<&Keyed>, of: Of<'_>) -> Result<Option
     };
     let readmitted = super::limits::readmit(ctx, &tx, of.0, (id, of.1)).await?;
     if let Err(e) = tx.commit().await {
+        // Not marked, or in doubt: a withdrawal that keeps it counts it again.
         if let Some(r) = readmitted {
             r.give_back(&ctx.state).await;
         }

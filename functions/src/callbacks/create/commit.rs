@@ -153,6 +153,11 @@ async fn withdraw(job: &Job, reservation: Option<Reservation>, at: Timestamp) {
                     r.count_again(&state, &number).await;
                     Held::Done
                 }
+                // Withdrawn after all: a re-seed since the give-back may have counted it again.
+                Held::Given(r) if !spared => {
+                    r.give_back_again(&state).await;
+                    Held::Given(r)
+                }
                 other => other,
             };
         })

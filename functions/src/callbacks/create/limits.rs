@@ -26,7 +26,7 @@ use shared::{
     phone::{self, CompiledRule},
     redis::{
         admission,
-        throttle::{self, Limits, Rejection, ThrottleKeys, Verdict},
+        throttle::{self, Field, Limits, Rejection, ThrottleKeys, Verdict},
     },
     telemetry::mask_phone,
 };
@@ -91,6 +91,14 @@ impl Reservation {
 pub struct Restore(ThrottleKeys, Limits, Uuid);
 
 impl Restore {
+    /// Gives the reservation back once more (a no-op while it is given back): an attempt that
+    /// withdraws the callback after a re-seed counted it again from PostgreSQL frees that
+    /// count too.
+    pub async fn give_back_again(&self, state: &AppState) {
+        let Self(tk, limits, id) = self;
+        admission::give_back_logged(&state.redis, tk, limits, *id).await;
+    }
+
     /// Counts the callback (number key `number`) as admitted and active again; best effort.
     /// Call while holding its row locked and seen active (`Withdrawn::kept_active`).
     pub async fn count_again(self, state: &AppState, number: &str) {
@@ -117,9 +125,11 @@ pub async fn reserve(
 }
 
 /// A replay of callback `id` (immediate or not), inside the transaction `tx` that marks its
-/// key: when the callback is active (its row is then locked until `tx` ends) and a withdrawal
-/// gave its reservation back (an attempt whose `COMMIT` then failed), it is admitted again,
-/// checked like a create, before the answer names it. A create of the number admitted
+/// key: when the callback is active (its row is then locked until `tx` ends) and not counted
+/// (a withdrawal gave its reservation back in an attempt whose `COMMIT` then failed, and a
+/// re-seed may have dropped even that mark since), it is admitted again, checked like a
+/// create, before the answer names it; an admission that finds it counted counts nothing. A
+/// create of the number admitted
 /// meanwhile may hold the place, and then the replay is refused (429) instead of keeping both
 /// (docs/bounded-answers.md#a-replay-of-a-create-answered-503). `None`: nothing to admit; a
 /// reservation returned is given back by the caller if `tx` does not commit.
@@ -133,17 +143,40 @@ pub async fn readmit(
         return Ok(None);
     }
     let tk = ThrottleKeys::new(&ctx.state.keys, &ctx.tenant, ctx.name());
-    let given_back = async {
+    let field = async {
         let mut conn = ctx.state.redis.conn().await?;
-        throttle::given_back(&mut conn, &tk, id).await
+        throttle::counted(&mut conn, &tk, id).await
     };
-    match given_back.await {
-        Ok(true) => reserve_id(ctx, tx, number, (id, immediate)).await.map(Some),
-        Ok(false) => Ok(None),
+    match field.await {
+        // Its window admission went back with its place: admitted like a create.
+        Ok(Field::GivenBack) => reserve_id(ctx, tx, number, (id, immediate)).await.map(Some),
+        Ok(Field::Uncounted) => active_again(ctx, &tk, number, (id, immediate)).await,
+        Ok(Field::Counted) => Ok(None),
         Err(e) => {
             tracing::warn!(callback.id = %id, error = %e, "throttle state unreadable; a replay keeps its callback uncounted");
             Ok(None)
         }
+    }
+}
+
+/// [`readmit`] of a callback whose admission is still in the windows (a re-seed counted it
+/// from PostgreSQL): its active place only, under the active limits.
+async fn active_again(
+    ctx: &Ctx,
+    tk: &ThrottleKeys,
+    number: &Number,
+    (id, immediate): (Uuid, bool),
+) -> Result<Option<Reservation>> {
+    let limits = Limits::of(ctx.settings(), immediate);
+    let counted = async {
+        let mut conn = ctx.state.redis.conn().await?;
+        throttle::readmit_active(&mut conn, tk, &limits, id, &number.key).await
+    };
+    match counted.await {
+        Ok(Ok(true)) => Ok(Some(Reservation(Some((tk.clone(), limits, id))))),
+        Ok(Ok(false)) => Ok(None),
+        Ok(Err(r)) => Err(rejected(ctx, &number.key, &r)),
+        Err(e) => Ok(Some(fail_open(ctx, e))),
     }
 }
 
@@ -167,6 +200,7 @@ async fn reserve_id(
         match verdict {
             Err(e) => return Ok(fail_open(ctx, e)),
             Ok(Verdict::Admitted) => return Ok(Reservation(Some((tk, limits, id)))),
+            Ok(Verdict::Counted) => return Ok(Reservation(None)),
             Ok(Verdict::Rejected(r)) => return Err(rejected(ctx, &number.key, &r)),
             Ok(Verdict::Busy(_)) if waits < BUSY_ROUNDS => {
                 waits += 1;
