@@ -195,8 +195,9 @@ async fn full(ctx: &Ctx, w: &Write, client: &Object, start: Timestamp) -> Error 
 
 /// An earlier use of the key: a replay commits its mark on the key before it answers, and only
 /// while the request still waits (a compensation of the callback then keeps it); a mismatch
-/// changed nothing. A kept callback whose reservation a withdrawal gave back is admitted again
-/// first, checked: refused, the replay answers the limit and marks nothing.
+/// changed nothing. An active callback that is not counted (a withdrawal gave its reservation
+/// back) is admitted again first, checked: refused, the replay answers the limit and marks
+/// nothing (`limits::readmit`).
 async fn replay(
     tx: deadpool_postgres::Transaction<'_>,
     earlier: Idempotent,
