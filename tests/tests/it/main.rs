@@ -35,6 +35,7 @@ mod attack_s35c;
 mod attack_s36;
 mod attack_s36b;
 mod attack_s36c;
+mod attack_s36d;
 mod attack_specs;
 mod attack_tenants;
 mod availability;
