@@ -877,67 +877,6 @@ pub async fn restore(
     Ok(n > 0)
 }
 
-/// The Lua of [`readmit_active`]. KEYS: act. ARGV: id, number key, `d` or `""`, in-queue
-/// limit, max queued (0 = off).
-static READMIT: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-if redis.call('EXISTS', KEYS[1]) == 0 then return 'gone' end
-local num = ARGV[2]
-local st = redis.call('HMGET', KEYS[1], 'i:' .. ARGV[1], 'n:' .. num, '~count')
-local v = st[1]
-if v and v ~= '' and string.sub(v, 1, 1) ~= '~' then return 'counted' end
-local n, total = tonumber(st[2]) or 0, tonumber(st[3]) or 0
-local inq, maxq = tonumber(ARGV[4]), tonumber(ARGV[5])
-if inq > 0 and n >= inq then return 'in_queue_checking' end
-if maxq > 0 and total >= maxq then return 'max_queued' end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local value = num .. '|' .. now
-if ARGV[3] == 'd' then value = value .. '|d' end
-redis.call('HSET', KEYS[1], 'i:' .. ARGV[1], value, 'n:' .. num, n + 1, '~count', total + 1)
-return 'ok'",
-    )
-});
-
-/// Counts active callback `id` (number key `number`) again whose field a re-seed dropped (or
-/// that was never counted), checking only the active limits (`in_queue_checking`,
-/// `max_queued`): its admission is in the windows already, counted by the re-seed from
-/// PostgreSQL. `Ok(true)`: counted now; `Ok(false)`: counted already, or the state is gone
-/// (the next seed counts it); `Err`: the limit that refuses it. The caller holds the row
-/// locked and active.
-pub async fn readmit_active(
-    conn: &mut RedisConn,
-    tk: &ThrottleKeys,
-    limits: &Limits,
-    id: Uuid,
-    number: &str,
-) -> RedisResult<Result<bool, Rejection>> {
-    let answer: String = READMIT
-        .key(tk.act())
-        .arg(id.to_string())
-        .arg(number)
-        .arg(if limits.per_number_24h > 0 { "d" } else { "" })
-        .arg(limits.in_queue)
-        .arg(limits.max_queued)
-        .invoke_async(conn)
-        .await?;
-    let limit = match answer.as_str() {
-        "ok" => return Ok(Ok(true)),
-        "in_queue_checking" => Limit::InQueue {
-            limit: limits.in_queue,
-        },
-        "max_queued" => Limit::MaxQueued {
-            limit: limits.max_queued,
-        },
-        _ => return Ok(Ok(false)),
-    };
-    Ok(Err(Rejection {
-        limit,
-        frees_at: None,
-    }))
-}
-
 /// The state of callback `id`'s field in the active counts ([`counted`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Field {

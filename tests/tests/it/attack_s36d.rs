@@ -151,9 +151,6 @@ async fn answered_before_the_loss(scene: &Scene<'_>, idem: &str, body: &Value) -
 /// `<number>|<readmission ms>|d`): it will be called, and both of the client's requests said
 /// 503. Before 2d4465f the transaction lived in the handler and went with it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "open (helper-62): a CAPTCHA replay answered 503 while it waits for the key row marks \
-            it afterwards (its spawned task never checks that the request still waits), so a \
-            callback both of whose requests were answered 503 stays and is called"]
 async fn attack_s36d_captcha_replay_answered_503_marks_the_key_afterwards() {
     const SECRET: &str = "captcha-secret-s36d1";
     let fake = harness::siteverify::FakeSiteverify::start(SECRET).await;
@@ -345,8 +342,6 @@ async fn attack_s36d_readmission_that_reseeds_counts_the_admission_twice() {
 /// "in_queue_checking reached" naming no callback, key not marked, the first callback still
 /// QUEUED (rows [QUEUED, QUEUED]); the next retry 429 again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "open (helper-62): a replay of a callback never counted (created fail-open) is \
-            refused 429 under in_queue_checking although the callback stays and is called"]
 async fn attack_s36d_replay_of_a_fail_open_create_is_answered_429() {
     let redis = PrivateRedis::new(false);
     let env = TestEnv::new()

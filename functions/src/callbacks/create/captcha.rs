@@ -19,7 +19,11 @@ use serde::Deserialize;
 use shared::{
     credentials::CaptchaCredentials,
     db,
-    db::callbacks::Idempotent,
+    db::{
+        batch::not_confirmed,
+        callbacks::Idempotent,
+        outcome::{self, Waited, Writer},
+    },
     error::{Error, Result},
 };
 use uuid::Uuid;
@@ -98,21 +102,37 @@ pub async fn check(
 
 /// The stored create an Idempotency-Key replays (same body), if any, its mark committed (and
 /// the callback admitted again when it is not counted: [`super::limits::readmit`]); 409 for
-/// another body. The transaction runs in a task of its own, so that a request dropped at its
-/// deadline still gives back a readmission whose mark did not commit.
+/// another body. The transaction runs in a task of its own and commits only while the request
+/// still waits (as the create's own replay), so that a request given up at its deadline marks
+/// nothing and gives back a readmission.
 async fn replayed(ctx: &Ctx, keyed: Option<&Keyed>, of: Of<'_>) -> Result<Option<Uuid>> {
     let Some(k) = keyed else {
         return Ok(None);
     };
     let (ctx, key, hash) = (ctx.clone(), k.key.clone(), k.hash);
     let (number, immediate) = (of.0.clone(), of.1);
-    tokio::spawn(async move { mark(&ctx, (&key, &hash), (&number, immediate)).await })
-        .await
-        .map_err(|e| Error::internal(anyhow::anyhow!("replay task failed: {e}")))?
+    shared::http::envelope::committing();
+    let deadline = shared::http::envelope::commit_deadline();
+    let (writer, waiter) = outcome::pair();
+    tokio::spawn(async move {
+        let found = mark(&ctx, (&key, &hash), (&number, immediate), &writer).await;
+        if writer.settle(false) {
+            writer.send(found);
+        }
+    });
+    match waiter.wait(deadline).await {
+        Waited::Done(found) => found,
+        Waited::DoneLate { .. } | Waited::Abandoned | Waited::InDoubt => Err(not_confirmed()),
+    }
 }
 
 /// [`replayed`]'s transaction.
-async fn mark(ctx: &Ctx, (key, hash): (&str, &[u8]), of: Of<'_>) -> Result<Option<Uuid>> {
+async fn mark(
+    ctx: &Ctx,
+    (key, hash): (&str, &[u8]),
+    of: Of<'_>,
+    writer: &Writer<Result<Option<Uuid>>>,
+) -> Result<Option<Uuid>> {
     let mut client = ctx.state.db.get().await?;
     let tx = client.transaction().await?;
     let id = match db::callbacks::earlier_use(&tx, &ctx.tenant, key, hash).await? {
@@ -125,12 +145,18 @@ async fn mark(ctx: &Ctx, (key, hash): (&str, &[u8]), of: Of<'_>) -> Result<Optio
         None => return Ok(None),
     };
     let readmitted = super::limits::readmit(ctx, &tx, of.0, (id, of.1)).await?;
-    if let Err(e) = tx.commit().await {
+    let committed = if writer.begin_commit() {
+        tx.commit().await.map_err(Error::from)
+    } else {
+        tx.rollback().await?;
+        Err(not_confirmed())
+    };
+    if let Err(e) = committed {
         // Not marked, or in doubt: a withdrawal that keeps it counts it again.
         if let Some(r) = readmitted {
             r.give_back(&ctx.state).await;
         }
-        return Err(e.into());
+        return Err(e);
     }
     Ok(Some(id))
 }

@@ -125,13 +125,14 @@ pub async fn reserve(
 }
 
 /// A replay of callback `id` (immediate or not), inside the transaction `tx` that marks its
-/// key: when the callback is active (its row is then locked until `tx` ends) and not counted
-/// (a withdrawal gave its reservation back in an attempt whose `COMMIT` then failed, and a
-/// re-seed may have dropped even that mark since), it is admitted again, checked like a
-/// create, before the answer names it; an admission that finds it counted counts nothing. A
-/// create of the number admitted
-/// meanwhile may hold the place, and then the replay is refused (429) instead of keeping both
-/// (docs/bounded-answers.md#a-replay-of-a-create-answered-503). `None`: nothing to admit; a
+/// key, when the callback is active (its row is then locked until `tx` ends) and not counted:
+/// - its field is the give-back's empty mark (a withdrawal gave its reservation back in an
+///   attempt whose `COMMIT` then failed): admitted again, checked like a create, before the
+///   answer names it. A create of the number admitted meanwhile may hold the place, and then
+///   the replay is refused (429) instead of keeping both, and the withdrawal goes ahead;
+/// - its field is missing or a tombstone: counted again, unchecked (`active_again`).
+///
+/// (docs/bounded-answers.md#a-replay-of-a-create-answered-503). `None`: nothing to give back; a
 /// reservation returned is given back by the caller if `tx` does not commit.
 pub async fn readmit(
     ctx: &Ctx,
@@ -159,8 +160,10 @@ pub async fn readmit(
     }
 }
 
-/// [`readmit`] of a callback whose admission is still in the windows (a re-seed counted it
-/// from PostgreSQL): its active place only, under the active limits.
+/// [`readmit`] of a callback whose field is missing (a re-seed dropped it, the hash was lost,
+/// or it was created while Redis failed open) or a tombstone: nothing says a withdrawal is
+/// pending, so it is counted again unchecked, its active place only (its admission is in the
+/// windows, or was never counted there): a replay of a callback that stays is never refused.
 async fn active_again(
     ctx: &Ctx,
     tk: &ThrottleKeys,
@@ -168,16 +171,8 @@ async fn active_again(
     (id, immediate): (Uuid, bool),
 ) -> Result<Option<Reservation>> {
     let limits = Limits::of(ctx.settings(), immediate);
-    let counted = async {
-        let mut conn = ctx.state.redis.conn().await?;
-        throttle::readmit_active(&mut conn, tk, &limits, id, &number.key).await
-    };
-    match counted.await {
-        Ok(Ok(true)) => Ok(Some(Reservation(Some((tk.clone(), limits, id))))),
-        Ok(Ok(false)) => Ok(None),
-        Ok(Err(r)) => Err(rejected(ctx, &number.key, &r)),
-        Err(e) => Ok(Some(fail_open(ctx, e))),
-    }
+    admission::restore_logged(&ctx.state.redis, tk, (&limits, id, &number.key)).await;
+    Ok(None)
 }
 
 /// [`reserve`] for callback `id`, immediate or not.
