@@ -176,15 +176,14 @@ async fn bulk_cancel(
 ) -> Result<Json<Value>, GmsError> {
     let ids = cancel_ids(&body)?;
     let mut results = Vec::with_capacity(ids.len());
-    let (stop_at, mut tried, mut cancelled) = (actions::stop_at(), 0, 0);
+    let (mut stop, mut cancelled) = (actions::Stop::for_request(), 0);
     for given in ids {
         // As the admin API's bulk cancel: the ids left when the deadline nears are not tried,
         // so the answer arrives with every cancel that landed (docs/admin-queries.md#bulk-cancel).
-        let late = stop_at.is_some_and(|t| tokio::time::Instant::now() >= t);
-        let outcome = if late && tried > 0 && parse_id(&given).is_some() {
+        let outcome = if stop.reached() && parse_id(&given).is_some() {
             not_tried(&given)
         } else {
-            tried += 1;
+            stop.tried();
             cancel_one(&state, &tenant, &given).await
         };
         if outcome["outcome"] == "CANCELLED" {

@@ -239,7 +239,7 @@ async fn by_ids(
         let matched = admin_query::count_ids(&mut client, tenant, &valid).await?;
         return Ok(dry(matched));
     }
-    let (stop_at, mut tried) = (stop_at(), 0);
+    let mut stop = Stop::for_request();
     let mut answer = BulkAnswer::default();
     for (given, id) in ids.iter().zip(parsed) {
         let shown = match given {
@@ -248,14 +248,13 @@ async fn by_ids(
         };
         // As by filter: at least one, then only while the deadline is not near, so the
         // answer (each id's outcome) always arrives.
-        let late = stop_at.is_some_and(|t| tokio::time::Instant::now() >= t);
         let outcome = match id {
-            Some(_) if late && tried > 0 => {
+            Some(_) if stop.reached() => {
                 answer.more = true;
                 Outcome::Unavailable(NOT_TRIED.into())
             }
             Some(id) => {
-                tried += 1;
+                stop.tried();
                 cancel::cancel_counted(state, tenant, id).await
             }
             None => Outcome::InvalidId,
@@ -308,7 +307,7 @@ async fn by_filter(
         return Ok(dry(admin_query::count(&mut client, tenant, &filter).await?));
     }
     drop(client);
-    let stop_at = stop_at();
+    let mut stop = Stop::for_request();
     let sort = Sort {
         key: SortKey::DesiredTime,
         desc: false,
@@ -333,11 +332,11 @@ async fn by_filter(
         cursor = batch.last().copied();
         for cb in &batch {
             // At least one per call, whatever the deadline: each call makes progress.
-            let late = stop_at.is_some_and(|t| tokio::time::Instant::now() >= t);
-            if done >= MAX_PER_CALL || (late && done > 0) {
+            if done >= MAX_PER_CALL || stop.reached() {
                 answer.more = true;
                 return Ok(answer);
             }
+            stop.tried();
             let outcome = cancel::cancel_counted(state, tenant, cb.id).await;
             answer.record(cb.id.to_string(), outcome, false);
             done += 1;
@@ -348,9 +347,36 @@ async fn by_filter(
 /// When a bulk cancel stops: `DEADLINE_MARGIN` (4 s) before the request's commit
 /// deadline, or halfway to it when less than twice the margin is left (a short
 /// `REQUEST_TIMEOUT_MS`), so every call has time to cancel something.
-pub fn stop_at() -> Option<tokio::time::Instant> {
+fn stop_at() -> Option<tokio::time::Instant> {
     let deadline = shared::http::envelope::commit_deadline()?
         .checked_sub(shared::http::envelope::COMMIT_GRACE)?;
     let left = deadline.saturating_duration_since(tokio::time::Instant::now());
     Some(deadline - DEADLINE_MARGIN.min(left / 2))
+}
+
+/// Where a bulk cancel stops trying: at `stop_at`, but only after one try, so every call
+/// makes progress and its answer (each outcome) arrives before the request's deadline.
+pub struct Stop {
+    at: Option<tokio::time::Instant>,
+    tried: bool,
+}
+
+impl Stop {
+    /// The stop point of the current request.
+    pub fn for_request() -> Self {
+        Self {
+            at: stop_at(),
+            tried: false,
+        }
+    }
+
+    /// Whether to stop now: something was tried and the stop point has come.
+    pub fn reached(&self) -> bool {
+        self.tried && self.at.is_some_and(|t| tokio::time::Instant::now() >= t)
+    }
+
+    /// Records a try.
+    pub fn tried(&mut self) {
+        self.tried = true;
+    }
 }
