@@ -514,22 +514,12 @@ async fn attack_s35b_replay_whose_client_left_mid_mark_keeps_one_counted_callbac
 /// active callback; observed 0, and a new create for the number is admitted under strict.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attack_s35b_captcha_replay_after_lost_withdrawal_keeps_an_uncounted_callback() {
-    const SECRET: &str = "captcha-secret-s35b";
-    let fake = harness::siteverify::FakeSiteverify::start(SECRET).await;
-    let env = TestEnv::new()
-        .with("REQUEST_TIMEOUT_MS", "1000")
-        .with("CAPTCHA_VERIFY_URL", &fake.url)
-        .with("CAPTCHA_TIMEOUT_MS", "700");
-    let engage = Engage::start(&env, &[]).await;
-    let svc = open_service(json!({"in_queue_checking": "strict", "captcha_required": true}));
-    let key = engage.provision("s35bcap", "svc", svc).await;
-    let put = engage
-        .admin_put(
-            "/ges/v1/tenants/s35bcap/credentials/captcha",
-            json!({"secret": SECRET, "siteKey": "site-1"}),
-        )
-        .await;
-    assert_eq!(put.0, 200, "{}", put.1);
+    let CaptchaStage {
+        fake,
+        env,
+        engage,
+        key,
+    } = captcha_stage("s35bcap").await;
     let phone = "+15550179501";
     let body = json!({"serviceName": "svc", "phoneNumber": phone, "captchaToken": fake.issue()});
     let lost = LostWithdrawal {
@@ -705,4 +695,40 @@ async fn attack_s35b_expired_replayed_key_does_not_spare_its_new_claim() {
         Some(old_id),
         "the expired key replayed the old callback"
     );
+}
+
+/// A service `svc` of `tenant` under `in_queue_checking: "strict"` that requires a CAPTCHA,
+/// with the tenant's CAPTCHA secret stored and a fake `siteverify` that knows it (kept alive
+/// here); `REQUEST_TIMEOUT_MS` 1 000.
+pub(crate) struct CaptchaStage {
+    pub(crate) fake: harness::siteverify::FakeSiteverify,
+    pub(crate) env: TestEnv,
+    pub(crate) engage: Engage,
+    pub(crate) key: String,
+}
+
+/// Sets up a [`CaptchaStage`] for `tenant`.
+pub(crate) async fn captcha_stage(tenant: &str) -> CaptchaStage {
+    let secret = format!("captcha-secret-{tenant}");
+    let fake = harness::siteverify::FakeSiteverify::start(&secret).await;
+    let env = TestEnv::new()
+        .with("REQUEST_TIMEOUT_MS", "1000")
+        .with("CAPTCHA_VERIFY_URL", &fake.url)
+        .with("CAPTCHA_TIMEOUT_MS", "700");
+    let engage = Engage::start(&env, &[]).await;
+    let svc = open_service(json!({"in_queue_checking": "strict", "captcha_required": true}));
+    let key = engage.provision(tenant, "svc", svc).await;
+    let put = engage
+        .admin_put(
+            &format!("/ges/v1/tenants/{tenant}/credentials/captcha"),
+            json!({"secret": secret, "siteKey": "site-1"}),
+        )
+        .await;
+    assert_eq!(put.0, 200, "{}", put.1);
+    CaptchaStage {
+        fake,
+        env,
+        engage,
+        key,
+    }
 }

@@ -39,7 +39,9 @@ use uuid::Uuid;
 use crate::attack_s34_client_gone::{
     act_key, active_rows, all_rows, hget, number_key, rand_u16, redis_count, slow_commits_of,
 };
-use crate::attack_s35b::{held_commits, id_of, keyed_request, lock_waiters, until};
+use crate::attack_s35b::{
+    CaptchaStage, captcha_stage, held_commits, id_of, keyed_request, lock_waiters, until,
+};
 use crate::attack_s35c::{Scene, force_reseed, hold_withdrawal, slow_withdrawals_of};
 
 /// The id of the oldest callback of `phone` (the first, keyed create).
@@ -184,22 +186,12 @@ async fn attack_s36c_reseed_erases_the_give_back_mark_and_the_replay_keeps_two()
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "open (helper-61, reopened in stop 36): as above through the CAPTCHA replay; docs/bounded-answers.md"]
 async fn attack_s36c_captcha_replay_after_a_reseed_keeps_two() {
-    const SECRET: &str = "captcha-secret-s36c";
-    let fake = harness::siteverify::FakeSiteverify::start(SECRET).await;
-    let env = TestEnv::new()
-        .with("REQUEST_TIMEOUT_MS", "1000")
-        .with("CAPTCHA_VERIFY_URL", &fake.url)
-        .with("CAPTCHA_TIMEOUT_MS", "700");
-    let engage = Engage::start(&env, &[]).await;
-    let svc = open_service(json!({"in_queue_checking": "strict", "captcha_required": true}));
-    let key = engage.provision("s36c2", "svc", svc).await;
-    let put = engage
-        .admin_put(
-            "/ges/v1/tenants/s36c2/credentials/captcha",
-            json!({"secret": SECRET, "siteKey": "site-1"}),
-        )
-        .await;
-    assert_eq!(put.0, 200, "{}", put.1);
+    let CaptchaStage {
+        fake,
+        env,
+        engage,
+        key,
+    } = captcha_stage("s36c2").await;
     let act = act_key(&env, "s36c2", "svc");
     let phone = "+15550196201";
     let body = json!({"serviceName": "svc", "phoneNumber": phone, "captchaToken": fake.issue()});
@@ -645,22 +637,12 @@ async fn lost_mark(scene: &Scene<'_>, idem: &str, body: &Value, other: [Value; 2
 /// than `SEED_GRACE_MS` and counts as an admission in flight).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn attack_s36c_captcha_replay_dropped_mid_mark_leaks_its_readmission() {
-    const SECRET: &str = "captcha-secret-s36c6";
-    let fake = harness::siteverify::FakeSiteverify::start(SECRET).await;
-    let env = TestEnv::new()
-        .with("REQUEST_TIMEOUT_MS", "1000")
-        .with("CAPTCHA_VERIFY_URL", &fake.url)
-        .with("CAPTCHA_TIMEOUT_MS", "700");
-    let engage = Engage::start(&env, &[]).await;
-    let svc = open_service(json!({"in_queue_checking": "strict", "captcha_required": true}));
-    let key = engage.provision("s36c6", "svc", svc).await;
-    let put = engage
-        .admin_put(
-            "/ges/v1/tenants/s36c6/credentials/captcha",
-            json!({"secret": SECRET, "siteKey": "site-1"}),
-        )
-        .await;
-    assert_eq!(put.0, 200, "{}", put.1);
+    let CaptchaStage {
+        fake,
+        env,
+        engage,
+        key,
+    } = captcha_stage("s36c6").await;
     let act = act_key(&env, "s36c6", "svc");
     let phone = "+15550196601";
     let body = json!({"serviceName": "svc", "phoneNumber": phone, "captchaToken": fake.issue()});

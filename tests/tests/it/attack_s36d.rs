@@ -34,7 +34,7 @@ use uuid::Uuid;
 use crate::attack_s34_client_gone::{
     act_key, active_rows, all_rows, hget, number_key, redis_count,
 };
-use crate::attack_s35b::{id_of, keyed_request};
+use crate::attack_s35b::{CaptchaStage, captcha_stage, id_of, keyed_request};
 use crate::attack_s35c::{Scene, force_reseed, hold_withdrawal};
 
 /// The id of the oldest callback of `phone` (the first, keyed create).
@@ -152,22 +152,12 @@ async fn answered_before_the_loss(scene: &Scene<'_>, idem: &str, body: &Value) -
 /// 503. Before 2d4465f the transaction lived in the handler and went with it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn attack_s36d_captcha_replay_answered_503_marks_the_key_afterwards() {
-    const SECRET: &str = "captcha-secret-s36d1";
-    let fake = harness::siteverify::FakeSiteverify::start(SECRET).await;
-    let env = TestEnv::new()
-        .with("REQUEST_TIMEOUT_MS", "1000")
-        .with("CAPTCHA_VERIFY_URL", &fake.url)
-        .with("CAPTCHA_TIMEOUT_MS", "700");
-    let engage = Engage::start(&env, &[]).await;
-    let svc = open_service(json!({"in_queue_checking": "strict", "captcha_required": true}));
-    let key = engage.provision("s36d1", "svc", svc).await;
-    let put = engage
-        .admin_put(
-            "/ges/v1/tenants/s36d1/credentials/captcha",
-            json!({"secret": SECRET, "siteKey": "site-1"}),
-        )
-        .await;
-    assert_eq!(put.0, 200, "{}", put.1);
+    let CaptchaStage {
+        fake,
+        env,
+        engage,
+        key,
+    } = captcha_stage("s36d1").await;
     let act = act_key(&env, "s36d1", "svc");
     let phone = "+15550197101";
     let body = json!({"serviceName": "svc", "phoneNumber": phone, "captchaToken": fake.issue()});
