@@ -62,6 +62,15 @@ impl std::fmt::Debug for RedisHandle {
     }
 }
 
+/// How long a cluster client waits to connect to a node: a quarter of `REDIS_TIMEOUT_MS`, at
+/// least 100 ms and at most the whole. The client refreshes its slot map holding its topology
+/// lock, trying every node that has no connection, and every request of the process waits for
+/// that; with a node frozen, each refresh took a whole `REDIS_TIMEOUT_MS`, so requests to
+/// healthy nodes timed out behind it (docs/derived-state.md#a-failing-shard).
+fn cluster_connect_timeout(timeout: Duration) -> Duration {
+    (timeout / 4).max(Duration::from_millis(100)).min(timeout)
+}
+
 impl RedisHandle {
     /// Builds a handle without connecting. `urls` is one URL, or a comma-separated node list
     /// in cluster mode; `password` overrides one in the URL; `rediss://` URLs use `tls`.
@@ -114,7 +123,7 @@ impl RedisHandle {
         let first = first.into_connection_info()?;
         warn_if_unverified(&first, tls);
         let mut b = ClusterClient::builder(nodes.clone())
-            .connection_timeout(timeout)
+            .connection_timeout(cluster_connect_timeout(timeout))
             .response_timeout(timeout)
             .retries(2);
         if nodes.iter().any(|u| tls::is_tls_url(u)) {
@@ -307,4 +316,18 @@ pub fn voice(cfg: &crate::config::Config) -> anyhow::Result<RedisHandle> {
         Duration::from_millis(cfg.redis.timeout_ms),
         tls,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cluster_connect_waits_a_quarter_of_the_timeout_within_bounds() {
+        let ms = |m| Duration::from_millis(m);
+        assert_eq!(cluster_connect_timeout(ms(500)), ms(125));
+        assert_eq!(cluster_connect_timeout(ms(200)), ms(100));
+        assert_eq!(cluster_connect_timeout(ms(5)), ms(5));
+        assert_eq!(cluster_connect_timeout(ms(8_000)), ms(2_000));
+    }
 }
