@@ -344,20 +344,63 @@ pub async fn withdraw_unanswered(
 }
 
 /// Locks callback `id` of `tenant` against changes (`FOR SHARE`: a cancel waits for the
-/// caller's transaction) and tells whether it is active (not COMPLETED).
+/// caller's transaction) and tells whether it is active (not COMPLETED), and if so whether a
+/// withdrawal gave its throttle reservation back ([`mark_given_back`]) with no replay since:
+/// `None` when not active, else `Some(given_back)`. Read in a replay's transaction, which holds
+/// the key's row.
 pub async fn lock_if_active(
     tx: &deadpool_postgres::Transaction<'_>,
     tenant: &str,
     id: Uuid,
-) -> Result<bool, Error> {
+) -> Result<Option<bool>, Error> {
     let row = super::stmt::query_opt(
         tx,
-        "SELECT 1 FROM callbacks WHERE id = $1 AND tenant_id = $2 AND state <> 'COMPLETED'
-         FOR SHARE",
+        "SELECT EXISTS (SELECT 1 FROM idempotency_keys k
+                         WHERE k.tenant_id = $2 AND k.callback_id = $1
+                           AND k.given_back_at IS NOT NULL)
+         FROM callbacks WHERE id = $1 AND tenant_id = $2 AND state <> 'COMPLETED'
+         FOR SHARE OF callbacks",
         &[&id, &tenant],
     )
     .await?;
-    Ok(row.is_some())
+    Ok(row.map(|r| r.get(0)))
+}
+
+/// Marks the Idempotency-Key of callback `id` as given back (migration V20), unless a replay
+/// marked it first: a withdrawal commits this before it gives the callback's throttle
+/// reservation back, so that the give-back is known whatever Redis loses or a re-seed
+/// rewrites. Returns whether a key was marked (none: no key, or a replay's answer named the
+/// callback and the withdrawal will keep it). docs/bounded-answers.md#a-replay-of-a-create-answered-503
+pub async fn mark_given_back(
+    db: &impl GenericClient,
+    tenant: &str,
+    id: Uuid,
+) -> Result<bool, Error> {
+    let n = super::stmt::execute(
+        db,
+        "UPDATE idempotency_keys SET given_back_at = now()
+         WHERE tenant_id = $1 AND callback_id = $2 AND NOT replayed",
+        &[&tenant, &id],
+    )
+    .await?;
+    Ok(n > 0)
+}
+
+/// Clears the give-back mark of callback `id` in the replay's transaction that admitted it
+/// again: from its commit on, re-seeds count the callback.
+pub async fn clear_given_back(
+    tx: &deadpool_postgres::Transaction<'_>,
+    tenant: &str,
+    id: Uuid,
+) -> Result<(), Error> {
+    super::stmt::execute(
+        tx,
+        "UPDATE idempotency_keys SET given_back_at = NULL
+         WHERE tenant_id = $1 AND callback_id = $2 AND given_back_at IS NOT NULL",
+        &[&tenant, &id],
+    )
+    .await?;
+    Ok(())
 }
 
 /// Result of an idempotent insert.

@@ -316,6 +316,28 @@ pub async fn compensate(pool: &Pool, tenant: &str, ids: &[Uuid]) -> Vec<Uuid> {
         .spared
 }
 
+/// Marks the Idempotency-Key of callback `id` given back before a withdrawal gives its
+/// throttle reservation back (`callbacks::mark_given_back`), committed on its own. Retries
+/// until PostgreSQL answers, as the withdrawal does. Returns whether a key was marked.
+pub async fn mark_given_back(pool: &Pool, tenant: &str, id: Uuid) -> bool {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        let marked = async {
+            let client = pool.get().await?;
+            super::callbacks::mark_given_back(&client, tenant, id).await
+        }
+        .await;
+        match marked {
+            Ok(marked) => return marked,
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "give-back mark not written yet");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+}
+
 /// Work run before a withdrawal commits ([`compensate_with`]).
 pub type BeforeCommit<'a> =
     &'a mut (dyn FnMut(&Withdrawn) -> futures::future::BoxFuture<'static, ()> + Send);

@@ -127,8 +127,8 @@ async fn reseed_gap(scene: &Scene<'_>, idem: &str, body: &Value, other: &str) ->
     }
 }
 
-/// Attack on 770f02e (`readmit` admits again only over the give-back's empty field). FINDING
-/// (fails; ignored).
+/// Attack on 770f02e (`readmit` admits again only over the give-back's empty field). FINDING,
+/// fixed in stop 37 (V20 `given_back`).
 ///
 /// Promise (docs/throttling.md, `in_queue_checking: "strict"`; docs/bounded-answers.md "A
 /// replay admits a given-back callback again, checked, before it marks the key"): a number
@@ -143,7 +143,6 @@ async fn reseed_gap(scene: &Scene<'_>, idem: &str, body: &Value, other: &str) ->
 /// then the gap create 200; retry 200 naming the first callback; rows [QUEUED, QUEUED],
 /// active 2, n = 2.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "open (helper-61, reopened in stop 36): a re-seed erases the give-back mark; with a create of the gap the replay keeps two (2 active under strict); docs/bounded-answers.md"]
 async fn attack_s36c_reseed_erases_the_give_back_mark_and_the_replay_keeps_two() {
     let env = TestEnv::new().with("REQUEST_TIMEOUT_MS", "1000");
     let engage = Engage::start(&env, &[]).await;
@@ -178,13 +177,12 @@ async fn attack_s36c_reseed_erases_the_give_back_mark_and_the_replay_keeps_two()
     assert_eq!((seen.active, seen.counted), (1, 1), "{seen:?}");
 }
 
-/// Attack on 770f02e through the CAPTCHA pre-check (`captcha::replayed`, which calls
-/// `readmit` in a transaction of its own). FINDING (fails; ignored): the same as
+/// Attack on 770f02e through the CAPTCHA pre-check (`captcha::replayed`, which calls `readmit` in a
+/// transaction of its own). FINDING, fixed in stop 37 (V20 `given_back`): the same as
 /// [`attack_s36c_reseed_erases_the_give_back_mark_and_the_replay_keeps_two`] on a service with
-/// `captcha_required` (the retry carries the first token; the gap's create a fresh one).
-/// Observed (3 of 3, 2026-12-04): field "" then nil; gap create 200; retry 200; active 2, n = 2.
+/// `captcha_required` (the retry carries the first token; the gap's create a fresh one). Observed
+/// (3 of 3, 2026-12-04): field "" then nil; gap create 200; retry 200; active 2, n = 2.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "open (helper-61, reopened in stop 36): as above through the CAPTCHA replay; docs/bounded-answers.md"]
 async fn attack_s36c_captcha_replay_after_a_reseed_keeps_two() {
     let CaptchaStage {
         fake,
@@ -428,7 +426,7 @@ async fn attack_s36c_cancel_behind_the_readmission_frees_it() {
     );
     assert_eq!(code, 200, "{resp}");
     assert_eq!(id_of(&resp), Some(id));
-    assert_eq!(cancel.0, 200, "{}", cancel.1);
+    assert_eq!(cancel.0, 200, "{}\n{}", cancel.1, engage.proc.output());
     assert_eq!((active, counted), (0, 0), "{rows:?} field {field:?}");
     assert_eq!(plain.0, 200, "{}", plain.1);
 }

@@ -216,8 +216,9 @@ async fn attack_s36d_replay_answered_503_marks_nothing() {
     assert_eq!(plain.0, 200, "{}", plain.1);
 }
 
-/// Attack on 770f02e/2d4465f ("an admission never counts an id twice"; `readmit` of a
-/// given-back callback goes through `reserve_id`, which may re-seed). FINDING (fails; ignored).
+/// Attack on 770f02e/2d4465f ("an admission never counts an id twice"; `readmit` of a given-back
+/// callback goes through `reserve_id`, which may re-seed). FINDING, fixed in stop 37 (V20
+/// `given_back`).
 ///
 /// Promise (docs/throttling.md): `throttle_per_number_24h` counts each immediate admission
 /// that stays once. When the replay's readmission finds the hash due for a re-seed, it
@@ -235,9 +236,6 @@ async fn attack_s36d_replay_answered_503_marks_nothing() {
 /// `throttle_per_number_24h` with one admission in 24 h; healed by the next re-seed only
 /// (1 entry, then 200).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "open (helper-62): a readmission that re-seeds counts the callback's admission \
-            twice (the re-seed from PostgreSQL, then the admission of the missing field): \
-            the number is refused under throttle_per_number_24h until the next re-seed"]
 async fn attack_s36d_readmission_that_reseeds_counts_the_admission_twice() {
     let env = TestEnv::new().with("REQUEST_TIMEOUT_MS", "1000");
     let engage = Engage::start(&env, &[]).await;
@@ -482,8 +480,8 @@ async fn gap(scene: &Scene<'_>, idem: &str, body: &Value, steps: &[Step]) -> Gap
     }
 }
 
-/// Attack on 2d4465f (`readmit`: "counted -> nothing"; `Verdict::Counted`). FINDING (fails;
-/// ignored).
+/// Attack on 2d4465f (`readmit`: "counted -> nothing"; `Verdict::Counted`). FINDING, fixed in stop
+/// 37 (V20 `given_back`).
 ///
 /// Promise (docs/throttling.md, `in_queue_checking: "strict"`; docs/bounded-answers.md "A
 /// replay admits a given-back callback again, checked"): a number holds at most one active
@@ -499,8 +497,6 @@ async fn gap(scene: &Scene<'_>, idem: &str, body: &Value, steps: &[Step]) -> Gap
 /// field `<number>|<created ms>` from the re-seed). Not new in 2d4465f (770f02e read the same
 /// field as "not given back"), but the class it set out to close.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "open (helper-62): two re-seeds in the give-back gap count the callback beside the \
-            gap's create; readmit reads `counted` and checks nothing: 2 active under strict"]
 async fn attack_s36d_two_reseeds_around_a_gap_create_keep_two() {
     let env = TestEnv::new().with("REQUEST_TIMEOUT_MS", "1000");
     let engage = Engage::start(&env, &[]).await;
@@ -536,7 +532,7 @@ async fn attack_s36d_two_reseeds_around_a_gap_create_keep_two() {
 }
 
 /// Attack on 2d4465f (`readmit_active`: "`Ok(false)`: ... or the state is gone (the next seed
-/// counts it)"). FINDING (fails; ignored).
+/// counts it)"). FINDING, fixed in stop 37 (V20 `given_back`).
 ///
 /// Promise: as above (strict: at most one active callback per number); docs/throttling.md: a
 /// flushed Redis "rebuilds itself on first use". When the throttle hash is lost in the gap
@@ -550,8 +546,6 @@ async fn attack_s36d_two_reseeds_around_a_gap_create_keep_two() {
 /// naming the first callback; rows [QUEUED, QUEUED], active 2; after the next create's
 /// re-seed n = 2.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "open (helper-62): a replay over a lost throttle hash readmits nothing and checks \
-            nothing (`gone`): the callback is kept beside the gap's create, 2 active under strict"]
 async fn attack_s36d_lost_hash_in_the_gap_keeps_two() {
     let env = TestEnv::new().with("REQUEST_TIMEOUT_MS", "1000");
     let engage = Engage::start(&env, &[]).await;

@@ -132,6 +132,11 @@ enum Held {
 /// (docs/bounded-answers.md#a-replay-of-a-create-answered-503).
 async fn withdraw(job: &Job, reservation: Option<Reservation>, at: Timestamp) {
     let (ctx, id) = (&job.ctx, job.w.cb.id);
+    if job.w.keyed.is_some() && reservation.as_ref().is_some_and(Reservation::holds) {
+        // Known in PostgreSQL before it is done: a replay then admits the callback again,
+        // checked, whatever a re-seed or a lost hash does to the give-back's mark in Redis.
+        outcome::mark_given_back(&ctx.state.db, &ctx.tenant, id).await;
+    }
     let held = Arc::new(Mutex::new(reservation.map_or(Held::Done, Held::Reserved)));
     let (state, number) = (ctx.state.clone(), job.w.number.key.clone());
     let mut before_commit = |w: &Withdrawn| -> BoxFuture<'static, ()> {

@@ -68,6 +68,12 @@ pub async fn check_number(
 pub struct Reservation(Option<(ThrottleKeys, Limits, Uuid)>);
 
 impl Reservation {
+    /// Whether quota is reserved (not when the limits failed open or the callback was counted
+    /// already).
+    pub fn holds(&self) -> bool {
+        self.0.is_some()
+    }
+
     /// Returns the reserved quota (the callback was not inserted). Best effort: a failure is
     /// logged and left to the next re-seed.
     pub async fn give_back(self, state: &AppState) {
@@ -126,6 +132,9 @@ pub async fn reserve(
 
 /// A replay of callback `id` (immediate or not), inside the transaction `tx` that marks its
 /// key, when the callback is active (its row is then locked until `tx` ends) and not counted:
+/// - its key is marked given back (`db::callbacks::mark_given_back`, committed by the
+///   withdrawal before it gave the reservation back): admitted again, checked like a create,
+///   and the mark cleared in `tx`, whatever Redis shows;
 /// - its field is the give-back's empty mark (a withdrawal gave its reservation back in an
 ///   attempt whose `COMMIT` then failed): admitted again, checked like a create, before the
 ///   answer names it. A create of the number admitted meanwhile may hold the place, and then
@@ -140,8 +149,16 @@ pub async fn readmit(
     number: &Number,
     (id, immediate): (Uuid, bool),
 ) -> Result<Option<Reservation>> {
-    if !db::callbacks::lock_if_active(tx, &ctx.tenant, id).await? {
+    let Some(given_back) = db::callbacks::lock_if_active(tx, &ctx.tenant, id).await? else {
         return Ok(None);
+    };
+    if given_back {
+        // Whatever Redis shows now (a re-seed or a lost hash may have dropped the give-back's
+        // mark; re-seeds leave the callback out while its key is marked): admitted like a
+        // create, and counted by re-seeds again once this transaction commits.
+        let r = reserve_id(ctx, tx, number, (id, immediate)).await?;
+        db::callbacks::clear_given_back(tx, &ctx.tenant, id).await?;
+        return Ok(Some(r));
     }
     let tk = ThrottleKeys::new(&ctx.state.keys, &ctx.tenant, ctx.name());
     let field = async {
