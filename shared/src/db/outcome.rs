@@ -294,9 +294,15 @@ pub async fn resolve_stored(pool: &Pool, rows: &[NewCallback]) -> HashSet<Uuid> 
 
 async fn probe(pool: &Pool, rows: &[NewCallback]) -> Result<HashSet<Uuid>, Error> {
     let mut client = pool.get().await?;
-    let tx = client.transaction().await?;
-    let inserted = super::batch::probe_rows(&tx, rows).await?;
-    tx.rollback().await?;
+    let inserted = async {
+        let tx = client.transaction().await?;
+        let inserted = super::batch::probe_rows(&tx, rows).await?;
+        tx.rollback().await?;
+        Ok::<_, Error>(inserted)
+    }
+    .await;
+    discard_on_error(client, &inserted);
+    let inserted = inserted?;
     Ok(rows
         .iter()
         .map(|r| r.id)
@@ -324,7 +330,9 @@ pub async fn mark_given_back(pool: &Pool, tenant: &str, id: Uuid) -> bool {
     loop {
         let marked = async {
             let client = pool.get().await?;
-            super::callbacks::mark_given_back(&client, tenant, id).await
+            let marked = super::callbacks::mark_given_back(&client, tenant, id).await;
+            discard_on_error(client, &marked);
+            marked
         }
         .await;
         match marked {
@@ -335,6 +343,16 @@ pub async fn mark_given_back(pool: &Pool, tenant: &str, id: Uuid) -> bool {
                 delay = (delay * 2).min(Duration::from_secs(2));
             }
         }
+    }
+}
+
+/// Drops `client` from the pool when `result` failed: a retry loop's failure is often a
+/// connection the server ended (a terminated backend, a restart), and the pool's fast check
+/// (`is_closed`) may not see that yet when the next request takes the connection (that
+/// request then failed at its first statement).
+fn discard_on_error<T>(client: deadpool_postgres::Object, result: &Result<T, Error>) {
+    if result.is_err() {
+        drop(deadpool_postgres::Object::take(client));
     }
 }
 
@@ -358,11 +376,16 @@ pub async fn compensate_with(
     loop {
         let done = async {
             let mut client = pool.get().await?;
-            let tx = client.transaction().await?;
-            let w = super::callbacks::withdraw_unanswered(&tx, tenant, ids).await?;
-            before_commit(&w).await;
-            tx.commit().await?;
-            Ok::<_, Error>(w)
+            let attempt = async {
+                let tx = client.transaction().await?;
+                let w = super::callbacks::withdraw_unanswered(&tx, tenant, ids).await?;
+                before_commit(&w).await;
+                tx.commit().await?;
+                Ok::<_, Error>(w)
+            }
+            .await;
+            discard_on_error(client, &attempt);
+            attempt
         }
         .await;
         match done {
