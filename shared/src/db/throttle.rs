@@ -38,7 +38,7 @@ fn entry(r: &tokio_postgres::Row) -> SeedEntry {
 }
 
 /// Callbacks of the service that are not COMPLETED, except those being withdrawn
-/// ([`not_given_back`]).
+/// (`not_given_back`).
 pub async fn active(
     db: &impl GenericClient,
     tenant: &str,
@@ -61,7 +61,7 @@ pub async fn active(
 
 /// Callbacks of the service created in the last `horizon_s` seconds, except those withdrawn
 /// because their request gave up (503, or its client went away: `withdraw_unanswered` marks
-/// them `withdrawn`) or being withdrawn ([`not_given_back`]): for the caller they were never
+/// them `withdrawn`) or being withdrawn (`not_given_back`): for the caller they were never
 /// created, and their admission was given back.
 pub async fn recent(
     db: &impl GenericClient,
