@@ -22,8 +22,8 @@
 //! readmission answers `counted` without a check (two active under strict); concurrent creates
 //! of healthy shards wait for a frozen shard in their group-commit batch and some are never
 //! indexed, and the sweep, stopping at the frozen shard too, does not rescue them until the
-//! thaw. Guards: a replay behind the mark statement; a worker started while a node of 30
-//! shards' cluster is frozen.
+//! thaw. Guards: a replay behind the mark statement; a worker, and an API sending one create
+//! at a time, started while a node of a 30-shard cluster is frozen.
 
 use std::time::{Duration, Instant};
 
@@ -846,5 +846,88 @@ async fn attack_s37_healthy_callbacks_batched_with_a_frozen_shard_wait_for_the_s
          log:\n{}",
         ids.len(),
         w.proc.output()
+    );
+}
+
+/// Attack on ec455b9 alone (no batching): one create at a time through an API process
+/// *started while the first node is frozen*, with many shards (30, about a third on the frozen
+/// node), so that each create of a frozen shard makes the client refresh its slot map under its
+/// topology lock. Promise (invariant 9): a create of a healthy shard answers at its usual
+/// speed (under 400 ms, failing_shard's bound for an API started before the freeze). Guard.
+/// Observed (3 of 3, 2026-12-04): healthy creates 11-28 of 40, median 1-3 ms, max 4-244 ms;
+/// frozen-shard creates median 504 ms. Holds one at a time; with 8 at a time the same process
+/// waits (attack_s37_concurrent_creates_of_healthy_shards_wait_for_a_frozen_node).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn attack_s37_api_started_while_frozen_sequential_creates_with_many_shards() {
+    let (cluster, env) = partial_cluster();
+    let frozen = 0;
+    let shards = 30u16;
+    let keys = Keys::new(&env.id, shards);
+    let tenant = (0..200)
+        .map(|i| format!("s37h{i}"))
+        .find(|t| {
+            [
+                keys.pace(t),
+                keys.queue(t, "fs"),
+                format!("{{{}:thr:{t}:fs}}:act", env.id),
+            ]
+            .iter()
+            .all(|k| cluster.node_of(k) != frozen)
+        })
+        .expect("a tenant whose keys avoid the frozen node");
+    let env = env.with("REDIS_SCHEDULE_SHARDS", &shards.to_string());
+    let on_frozen: Vec<bool> = (0..shards)
+        .map(|s| cluster.node_of(&keys.sched(s)) == frozen)
+        .collect();
+    let key = {
+        let first = Engage::start(&env, &[]).await;
+        first.provision(&tenant, "fs", json!({})).await
+    };
+    cluster.pause(frozen);
+    let e = Engage::start(&env, &[]).await;
+    let (mut healthy, mut stalled) = (Vec::new(), Vec::new());
+    for i in 0..40 {
+        let t = Instant::now();
+        let (code, body) = e
+            .create(&key)
+            .service("fs")
+            .phone(&format!("+1555{:07}", 3_950_000 + i))
+            .send()
+            .await;
+        let took = t.elapsed();
+        assert_eq!(code, 200, "{body}");
+        let shard = keys.shard_of(&id_of(&body).expect("id"));
+        if on_frozen[usize::from(shard)] {
+            stalled.push(took);
+        } else {
+            healthy.push(took);
+        }
+    }
+    cluster.resume(frozen);
+    healthy.sort();
+    stalled.sort();
+    let slow = healthy
+        .iter()
+        .filter(|t| **t >= Duration::from_millis(400))
+        .count();
+    println!(
+        "FIGURE s37_api_started_frozen_sequential shards={shards} healthy={} median_ms={} \
+         max_ms={} slow={slow} frozen_shard={} frozen_median_ms={}",
+        healthy.len(),
+        healthy
+            .get(healthy.len() / 2)
+            .map_or(0, Duration::as_millis),
+        healthy.last().map_or(0, Duration::as_millis),
+        stalled.len(),
+        stalled
+            .get(stalled.len() / 2)
+            .map_or(0, Duration::as_millis)
+    );
+    assert_eq!(
+        slow,
+        0,
+        "{slow} of {} healthy creates waited (max {:?})",
+        healthy.len(),
+        healthy.last()
     );
 }
