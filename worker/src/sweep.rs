@@ -75,7 +75,7 @@ pub async fn reindex(
     which: Unsubmitted,
     stop: Option<&CancellationToken>,
 ) -> Result<Option<u64>> {
-    let mut added = 0;
+    let (mut added, mut failed) = (0, None);
     let mut after = None;
     loop {
         if stop.is_some_and(CancellationToken::is_cancelled) {
@@ -93,12 +93,20 @@ pub async fn reindex(
             .collect();
         let mut conn = w.redis.conn().await?;
         let overdue = matches!(which, Unsubmitted::OverdueBy(_));
-        added += schedule::index_missing(&mut conn, &w.keys, &entries, overdue).await?;
+        // A page that fails on one shard (its node down or frozen) still indexed the others,
+        // and the pages after it go on: the failure is returned at the end.
+        match schedule::index_missing(&mut conn, &w.keys, &entries, overdue).await {
+            Ok(n) => added += n,
+            Err(e) => failed = failed.or(Some(e)),
+        }
         if page.len() < PAGE as usize {
             break;
         }
     }
-    Ok(Some(added))
+    match failed {
+        Some(e) => Err(e.into()),
+        None => Ok(Some(added)),
+    }
 }
 
 /// Checks the queue views of services that changed since `since`; returns the database time

@@ -17,7 +17,7 @@
 //! PostgreSQL's `now()`, a scheduled one is never due before it; the index gets the stored
 //! time back (`RETURNING`), so the API host's clock does not delay dispatch.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use deadpool_postgres::Pool;
 use jiff::Timestamp;
@@ -101,7 +101,11 @@ impl InsertBatcher {
             let client = self.pool.get().await?;
             let stored = insert_rows(&client, std::slice::from_ref(&cb)).await?;
             guard.stored();
-            self.index.rows(&stored).await;
+            let entries: Vec<_> = stored
+                .iter()
+                .map(|(id, at)| (*id, at.as_millisecond()))
+                .collect();
+            schedule::index_committed(&self.index.redis, &self.index.keys, &entries).await;
             return Ok(());
         };
         let (writer, waiter) = outcome::pair();
@@ -127,13 +131,25 @@ pub fn not_confirmed() -> Error {
 }
 
 impl Index {
-    /// Indexes committed rows (failures counted and logged, see [`schedule::index_committed`]).
-    async fn rows(&self, rows: &[(Uuid, Timestamp)]) {
-        let entries: Vec<_> = rows
-            .iter()
-            .map(|(id, at)| (*id, at.as_millisecond()))
-            .collect();
-        schedule::index_committed(&self.redis, &self.keys, &entries).await;
+    /// Indexes committed rows (failures counted and logged, see [`schedule::index_committed`])
+    /// and answers their writers, shard by shard and all shards at once: a create waits only
+    /// for the index write of its own shard, so a slow or frozen cluster node delays only the
+    /// creates of its shards, also in a batch shared with others (docs/derived-state.md#a-failing-shard).
+    async fn answer_by_shard(&self, keep: Vec<(Writer<Answer>, (Uuid, Timestamp))>) {
+        let mut by_shard: BTreeMap<u16, Vec<_>> = BTreeMap::new();
+        for (w, (id, at)) in keep {
+            let shard = self.keys.shard_of(&id);
+            by_shard
+                .entry(shard)
+                .or_default()
+                .push((w, (id, at.as_millisecond())));
+        }
+        let shards = by_shard.into_values().map(|group| async move {
+            let entries: Vec<_> = group.iter().map(|(_, e)| *e).collect();
+            schedule::index_committed(&self.redis, &self.keys, &entries).await;
+            group.into_iter().for_each(|(w, _)| w.send(Ok(())));
+        });
+        futures::future::join_all(shards).await;
     }
 }
 
@@ -228,11 +244,7 @@ async fn committed(
     for (tenant, ids) in undo {
         outcome::compensate(pool, tenant, &ids).await;
     }
-    let entries: Vec<_> = keep.iter().map(|(_, e)| *e).collect();
-    if !entries.is_empty() {
-        index.rows(&entries).await;
-    }
-    keep.into_iter().for_each(|(w, _)| w.send(Ok(())));
+    index.answer_by_shard(keep).await;
 }
 
 fn fail(w: Writer<Answer>, e: Error) {

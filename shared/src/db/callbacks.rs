@@ -460,7 +460,7 @@ pub async fn claim_idempotency_key(
              VALUES ($1, $2, $3, $4)
              ON CONFLICT (tenant_id, key) DO UPDATE
                 SET request_hash = EXCLUDED.request_hash, callback_id = EXCLUDED.callback_id,
-                    created_at = now(), replayed = false
+                    created_at = now(), replayed = false, given_back_at = NULL
                 WHERE idempotency_keys.created_at < now() - interval '24 hours'
              RETURNING 1",
         &[&cb.tenant, &key, &request_hash, &cb.id],

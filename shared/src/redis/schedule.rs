@@ -125,31 +125,48 @@ pub async fn index_many(
             .push((id.to_string(), *at));
     }
     let due_by = jiff::Timestamp::now().as_millisecond() + DUE_NOW_MS;
-    for (shard, members) in by_shard {
-        let mut zadd = redis::cmd("ZADD");
-        zadd.arg(keys.sched(shard));
-        for (member, at) in &members {
-            zadd.arg(*at).arg(member);
-        }
-        let earliest = members.iter().map(|(_, at)| *at).min().unwrap_or_default();
-        if earliest <= due_by {
-            add_and_announce(conn, keys, shard, zadd, earliest).await?;
-            continue;
-        }
-        let (_, head): (i64, Vec<String>) = redis::pipe()
-            .add_command(zadd)
-            .cmd("ZRANGE")
-            .arg(keys.sched(shard))
-            .arg(0)
-            .arg(0)
-            .query_async(conn)
-            .await?;
-        if let Some((_, at)) = head
-            .first()
-            .and_then(|h| members.iter().find(|(m, _)| m == h))
-        {
-            announce(conn, keys, shard, *at).await?;
-        }
+    // Every shard at once, each on its own: a shard whose node is slow or down delays or fails
+    // only its own members (docs/derived-state.md#a-failing-shard).
+    let shards = by_shard.into_iter().map(|(shard, members)| {
+        let mut conn = conn.clone();
+        async move { index_shard(&mut conn, keys, shard, &members, due_by).await }
+    });
+    futures::future::join_all(shards)
+        .await
+        .into_iter()
+        .collect()
+}
+
+/// [`index_many`]'s write of one shard's `members`.
+async fn index_shard(
+    conn: &mut RedisConn,
+    keys: &Keys,
+    shard: u16,
+    members: &[(String, i64)],
+    due_by: i64,
+) -> redis::RedisResult<()> {
+    let mut zadd = redis::cmd("ZADD");
+    zadd.arg(keys.sched(shard));
+    for (member, at) in members {
+        zadd.arg(*at).arg(member);
+    }
+    let earliest = members.iter().map(|(_, at)| *at).min().unwrap_or_default();
+    if earliest <= due_by {
+        return add_and_announce(conn, keys, shard, zadd, earliest).await;
+    }
+    let (_, head): (i64, Vec<String>) = redis::pipe()
+        .add_command(zadd)
+        .cmd("ZRANGE")
+        .arg(keys.sched(shard))
+        .arg(0)
+        .arg(0)
+        .query_async(conn)
+        .await?;
+    if let Some((_, at)) = head
+        .first()
+        .and_then(|h| members.iter().find(|(m, _)| m == h))
+    {
+        announce(conn, keys, shard, *at).await?;
     }
     Ok(())
 }
@@ -234,19 +251,23 @@ pub async fn index_missing(
             .or_default()
             .push((*id, *at));
     }
-    let mut added = 0u64;
-    for (shard, members) in by_shard {
-        let mut inv = INDEX_MISSING.key(keys.sched(shard));
-        inv.key(keys.inflight(shard))
-            .arg(keys.wake_channel(shard))
-            .arg(shard)
-            .arg(if overdue { "1" } else { "0" });
-        for (id, at) in &members {
-            inv.arg(*at).arg(id.to_string());
+    // Every shard at once, each on its own (as `index_many`): a shard whose node is slow or
+    // down keeps no other shard's callbacks out of the index.
+    let shards = by_shard.into_iter().map(|(shard, members)| {
+        let mut conn = conn.clone();
+        async move {
+            let mut inv = INDEX_MISSING.key(keys.sched(shard));
+            inv.key(keys.inflight(shard))
+                .arg(keys.wake_channel(shard))
+                .arg(shard)
+                .arg(if overdue { "1" } else { "0" });
+            for (id, at) in &members {
+                inv.arg(*at).arg(id.to_string());
+            }
+            inv.invoke_async::<u64>(&mut conn).await
         }
-        added += inv.invoke_async::<u64>(conn).await?;
-    }
-    Ok(added)
+    });
+    futures::future::join_all(shards).await.into_iter().sum()
 }
 
 /// Removes a callback from the index; returns whether it was there.

@@ -152,15 +152,18 @@ pub async fn readmit(
     let Some(given_back) = db::callbacks::lock_if_active(tx, &ctx.tenant, id).await? else {
         return Ok(None);
     };
+    let tk = ThrottleKeys::new(&ctx.state.keys, &ctx.tenant, ctx.name());
     if given_back {
         // Whatever Redis shows now (a re-seed or a lost hash may have dropped the give-back's
-        // mark; re-seeds leave the callback out while its key is marked): admitted like a
-        // create, and counted by re-seeds again once this transaction commits.
+        // mark, and a re-seed after the seed grace counts the callback again): its own place
+        // is given back (a no-op when it is), then it is admitted like a create, and counted
+        // by re-seeds again once this transaction commits.
+        let limits = Limits::of(ctx.settings(), immediate);
+        admission::give_back_logged(&ctx.state.redis, &tk, &limits, id).await;
         let r = reserve_id(ctx, tx, number, (id, immediate)).await?;
         db::callbacks::clear_given_back(tx, &ctx.tenant, id).await?;
         return Ok(Some(r));
     }
-    let tk = ThrottleKeys::new(&ctx.state.keys, &ctx.tenant, ctx.name());
     let field = async {
         let mut conn = ctx.state.redis.conn().await?;
         throttle::counted(&mut conn, &tk, id).await
