@@ -9,21 +9,30 @@
 //!   Those already indexed, or in flight with a lease that ran out, are announced on their
 //!   shard's wake channel: a worker not told of them (an announcement lost) claims them now
 //!   rather than at the safety poll.
+//! - **Abandoned withdrawals**: a keyed create answered 503 whose late commit is being
+//!   withdrawn marks its key first (`idempotency_keys.given_back_at`); a mark older than
+//!   `WORKER_SWEEP_GRACE_S` whose callback is still active and was named by no replay was left
+//!   by a process that stopped or died mid-withdrawal, and the sweep withdraws the callback
+//!   and frees its throttle place ([`abandoned`]).
 //! - **Queue views**: the views of services whose submitted, completed or retried callbacks
 //!   changed since the last check are made equal to PostgreSQL's waiting set
 //!   ([`crate::reconcile::repair_view`]), so a dequeue that failed or raced with the worker's
 //!   enqueue leaves no stray behind for long.
 //!
-//! Both read PostgreSQL through partial indexes and send no Redis command when they find
+//! All read PostgreSQL through partial indexes and send no Redis command when they find
 //! nothing: the idle budget is unchanged.
 
-use std::time::Duration;
+use std::{collections::BTreeMap, time::Duration};
 
 use jiff::Timestamp;
+
 use shared::{
-    db::dispatch::{self, Unsubmitted},
+    db::{
+        self,
+        dispatch::{self, Unsubmitted},
+    },
     metrics,
-    redis::schedule,
+    redis::{schedule, throttle},
 };
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -41,6 +50,9 @@ pub async fn run(w: Worker, stop: CancellationToken) {
         if crate::sleep_or_stop(every, &stop).await {
             return;
         }
+        if let Err(e) = abandoned(&w).await {
+            tracing::warn!(error = %e, "abandoned withdrawals not finished; retrying next round");
+        }
         if let Err(e) = overdue(&w).await {
             tracing::warn!(error = %e, "overdue sweep failed; retrying next round");
         }
@@ -49,6 +61,48 @@ pub async fn run(w: Worker, stop: CancellationToken) {
             Err(e) => tracing::warn!(error = %e, "queue-view check failed; retrying next round"),
         }
     }
+}
+
+/// Finishes the withdrawals that a process began and did not finish (it stopped or died
+/// between marking the key given back and its withdrawal's `COMMIT`): callbacks whose create
+/// was answered 503, marked more than `WORKER_SWEEP_GRACE_S` ago and named by no replay, are
+/// withdrawn as that process would have (`db::callbacks::withdraw_unanswered`, one attempt
+/// per round) and their throttle place is freed
+/// (docs/bounded-answers.md#a-replay-of-a-create-answered-503). Returns how many.
+pub async fn abandoned(w: &Worker) -> Result<u64> {
+    let grace = w.cfg.worker.sweep_grace_s as f64;
+    let found = {
+        let client = w.db.get().await?;
+        db::callbacks::abandoned_withdrawals(&client, grace, PAGE).await?
+    };
+    let mut by_tenant: BTreeMap<String, Vec<(String, Uuid)>> = BTreeMap::new();
+    for (tenant, service, id) in found {
+        by_tenant.entry(tenant).or_default().push((service, id));
+    }
+    let mut withdrawn = 0;
+    for (tenant, rows) in by_tenant {
+        let ids: Vec<Uuid> = rows.iter().map(|(_, id)| *id).collect();
+        let done = {
+            let mut client = w.db.get().await?;
+            let tx = client.transaction().await.map_err(shared::Error::from)?;
+            let done = db::callbacks::withdraw_unanswered(&tx, &tenant, &ids).await?;
+            tx.commit().await.map_err(shared::Error::from)?;
+            done
+        };
+        withdrawn += done.count;
+        let mut conn = w.redis.conn().await?;
+        for (service, id) in rows.iter().filter(|(_, id)| !done.spared.contains(id)) {
+            throttle::release(&mut conn, &w.keys, &tenant, service, *id).await?;
+        }
+    }
+    if withdrawn > 0 {
+        ::metrics::counter!(metrics::CREATES_COMPENSATED).increment(withdrawn);
+        tracing::warn!(
+            count = withdrawn,
+            "callbacks whose withdrawal their process did not finish were withdrawn"
+        );
+    }
+    Ok(withdrawn)
 }
 
 /// Re-indexes overdue committed callbacks that the schedule index lacks; returns how many.

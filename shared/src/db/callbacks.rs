@@ -386,6 +386,33 @@ pub async fn mark_given_back(
     Ok(n > 0)
 }
 
+/// Callbacks whose withdrawal was begun and not finished: their Idempotency-Key was marked
+/// given back ([`mark_given_back`]) more than `older_than_s` seconds ago, no replay named
+/// them since, and they are still active. The process that began the withdrawal went away
+/// (the worker's sweep finishes it). At most `limit`, as (tenant, service, id); read through
+/// the partial index on the marks.
+pub async fn abandoned_withdrawals(
+    db: &impl GenericClient,
+    older_than_s: f64,
+    limit: i64,
+) -> Result<Vec<(String, String, Uuid)>, Error> {
+    let rows = super::stmt::query(
+        db,
+        "SELECT k.tenant_id, c.service, c.id FROM idempotency_keys k
+         JOIN callbacks c ON c.id = k.callback_id AND c.tenant_id = k.tenant_id
+         WHERE k.given_back_at IS NOT NULL
+           AND k.given_back_at < now() - make_interval(secs => $1)
+           AND NOT k.replayed AND c.state <> 'COMPLETED'
+         LIMIT $2",
+        &[&older_than_s, &limit],
+    )
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect())
+}
+
 /// Clears the give-back mark of callback `id` in the replay's transaction that admitted it
 /// again: from its commit on, re-seeds count the callback.
 pub async fn clear_given_back(

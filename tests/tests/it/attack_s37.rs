@@ -62,9 +62,35 @@ async fn key_row(pg: &tokio_postgres::Client, idem: &str) -> Option<(bool, Optio
     .map(|r| (r.get(0), r.get(1)))
 }
 
+/// A worker whose sweep runs every second with a grace of one second.
+fn quick_sweep() -> [(&'static str, String); 2] {
+    [
+        ("WORKER_SWEEP_S", "1".to_string()),
+        ("WORKER_SWEEP_GRACE_S", "1".to_string()),
+    ]
+}
+
+/// Waits until callback `id` is COMPLETED, at most `limit`.
+async fn withdrawn_within(pg: &tokio_postgres::Client, id: Uuid, limit: Duration) {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        let state: String = pg
+            .query_one("SELECT state FROM callbacks WHERE id = $1", &[&id])
+            .await
+            .expect("row")
+            .get(0);
+        if state == "COMPLETED" {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Attack on V20 ("a process that dies before its withdrawal commits leaves a mark that then
 /// ages out, and its callback is counted again"; "refused, [the replay] answers 429 and the
-/// withdrawal goes ahead"). FINDING (fails; ignored).
+/// withdrawal goes ahead"). FINDING, fixed in stop 37: the worker's sweep finishes a withdrawal
+/// whose key is marked and whose process went away (`sweep::abandoned`); with it running the
+/// first callback is COMPLETED within a second or two, the retry 429 and one active callback.
 ///
 /// Promises: a 503 names nothing that stays unless a later answer named it; under strict a
 /// number holds at most one active callback; a replay of a callback that stays is not refused.
@@ -86,9 +112,6 @@ async fn key_row(pg: &tokio_postgres::Client, idem: &str) -> Option<(bool, Optio
 /// callback answered 503 QUEUED and due), n = 1 for two active callbacks, the mark still set
 /// 3.7 s later. The customer is called twice although the first create was answered 503.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "open: a withdrawal abandoned by a stopped process is never done: the 503'd callback \
-            stays active beside a gap create under strict (2 active) and the key's retry is \
-            refused 429"]
 async fn attack_s37_stopped_process_abandons_a_given_back_withdrawal() {
     let env = TestEnv::new().with("REQUEST_TIMEOUT_MS", "1000");
     let mut engage = Engage::start(&env, &[]).await;
@@ -140,7 +163,8 @@ async fn attack_s37_stopped_process_abandons_a_given_back_withdrawal() {
     let field = hget(&env, &act, &format!("i:{id}")).await;
     let gap = engage.create(&key).service("svc").phone(phone).send().await;
     let retry = harness::send(keyed_request(&engage, &key, idem, &body)).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let _worker = WorkerProc::start(&env, &quick_sweep()).await;
+    withdrawn_within(&pg, id, Duration::from_secs(8)).await;
     let rows = all_rows(&pg, phone).await;
     let active = active_rows(&pg, phone).await;
     let first_state: String = pg
@@ -175,7 +199,8 @@ async fn attack_s37_stopped_process_abandons_a_given_back_withdrawal() {
 }
 
 /// Attack on docs/bounded-answers.md ("A 503 means \"nothing will be dispatched\": the
-/// callback is either never committed or withdrawn"). FINDING (fails; ignored).
+/// callback is either never committed or withdrawn"). FINDING, fixed in stop 37 as above
+/// (`sweep::abandoned`): rows [COMPLETED/CANCELLED], active 0, the key gone.
 ///
 /// The same root as the test above without a lost `COMMIT`: a withdrawal still before its
 /// `COMMIT` when its process is stopped is rolled back and never tried again. Here the
@@ -192,7 +217,6 @@ async fn attack_s37_stopped_process_abandons_a_given_back_withdrawal() {
 /// could withdraw callbacks whose key is marked, not replayed, and older than a withdrawal
 /// takes, or `serve` could wait for its write tasks at shutdown.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "open: SIGTERM drops pending withdrawals: the 503'd callback stays active and due"]
 async fn attack_s37_stopped_process_leaves_a_503_callback_active() {
     let env = TestEnv::new().with("REQUEST_TIMEOUT_MS", "1000");
     let mut engage = Engage::start(&env, &[]).await;
@@ -250,7 +274,9 @@ async fn attack_s37_stopped_process_leaves_a_503_callback_active() {
         .await
         .expect("release withdrawal");
     let _engage = Engage::start(&env, &[]).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let _worker = WorkerProc::start(&env, &quick_sweep()).await;
+    let id = first_id(&pg, phone).await;
+    withdrawn_within(&pg, id, Duration::from_secs(8)).await;
     let rows = all_rows(&pg, phone).await;
     let active = active_rows(&pg, phone).await;
     println!(
