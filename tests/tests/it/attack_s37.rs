@@ -627,18 +627,7 @@ async fn attack_s37_concurrent_creates_of_healthy_shards_wait_for_a_frozen_node(
     let frozen = 0;
     let shards = 12u16;
     let keys = Keys::new(&env.id, shards);
-    let tenant = (0..200)
-        .map(|i| format!("s37c{i}"))
-        .find(|t| {
-            [
-                keys.pace(t),
-                keys.queue(t, "fs"),
-                format!("{{{}:thr:{t}:fs}}:act", env.id),
-            ]
-            .iter()
-            .all(|k| cluster.node_of(k) != frozen)
-        })
-        .expect("a tenant whose keys avoid the frozen node");
+    let tenant = tenant_off(&cluster, &keys, frozen, "s37c");
     let env = env.with("REDIS_SCHEDULE_SHARDS", &shards.to_string());
     let nodes: Vec<usize> = (0..shards)
         .map(|s| cluster.node_of(&keys.sched(s)))
@@ -678,6 +667,23 @@ async fn attack_s37_concurrent_creates_of_healthy_shards_wait_for_a_frozen_node(
     // 248-510 ms, max 763-894 ms.
 }
 
+/// A tenant (named `prefix<n>`) whose pacing key, queue view of service `fs` and throttle hash
+/// all live off node `frozen`, so that only schedule shards touch it.
+fn tenant_off(cluster: &PrivateCluster, keys: &Keys, frozen: usize, prefix: &str) -> String {
+    (0..200)
+        .map(|i| format!("{prefix}{i}"))
+        .find(|t| {
+            [
+                keys.pace(t),
+                keys.queue(t, "fs"),
+                format!("{{{}:thr:{t}:fs}}:act", keys.prefix()),
+            ]
+            .iter()
+            .all(|k| cluster.node_of(k) != frozen)
+        })
+        .expect("a tenant whose keys avoid the frozen node")
+}
+
 /// Waits until every id is submitted or `deadline` passes; returns those still waiting.
 async fn wait_submitted(env: &TestEnv, ids: &[String], deadline: Instant) -> Vec<String> {
     let mut waiting: Vec<String> = ids.to_vec();
@@ -709,18 +715,7 @@ async fn attack_s37_worker_started_while_frozen_with_many_shards() {
     let frozen = 0;
     let shards = 30u16;
     let keys = Keys::new(&env.id, shards);
-    let tenant = (0..200)
-        .map(|i| format!("s37d{i}"))
-        .find(|t| {
-            [
-                keys.pace(t),
-                keys.queue(t, "fs"),
-                format!("{{{}:thr:{t}:fs}}:act", env.id),
-            ]
-            .iter()
-            .all(|k| cluster.node_of(k) != frozen)
-        })
-        .expect("a tenant whose keys avoid the frozen node");
+    let tenant = tenant_off(&cluster, &keys, frozen, "s37d");
     let env = env.with("REDIS_SCHEDULE_SHARDS", &shards.to_string());
     let on_frozen: Vec<bool> = (0..shards)
         .map(|s| cluster.node_of(&keys.sched(s)) == frozen)
@@ -806,18 +801,7 @@ async fn attack_s37_healthy_callbacks_batched_with_a_frozen_shard_wait_for_the_s
     let frozen = 0;
     let shards = 12u16;
     let keys = Keys::new(&env.id, shards);
-    let tenant = (0..200)
-        .map(|i| format!("s37e{i}"))
-        .find(|t| {
-            [
-                keys.pace(t),
-                keys.queue(t, "fs"),
-                format!("{{{}:thr:{t}:fs}}:act", env.id),
-            ]
-            .iter()
-            .all(|k| cluster.node_of(k) != frozen)
-        })
-        .expect("a tenant whose keys avoid the frozen node");
+    let tenant = tenant_off(&cluster, &keys, frozen, "s37e");
     let env = env.with("REDIS_SCHEDULE_SHARDS", &shards.to_string());
     let nodes: Vec<usize> = (0..shards)
         .map(|s| cluster.node_of(&keys.sched(s)))
@@ -877,18 +861,7 @@ async fn attack_s37_api_started_while_frozen_sequential_creates_with_many_shards
     let frozen = 0;
     let shards = 30u16;
     let keys = Keys::new(&env.id, shards);
-    let tenant = (0..200)
-        .map(|i| format!("s37h{i}"))
-        .find(|t| {
-            [
-                keys.pace(t),
-                keys.queue(t, "fs"),
-                format!("{{{}:thr:{t}:fs}}:act", env.id),
-            ]
-            .iter()
-            .all(|k| cluster.node_of(k) != frozen)
-        })
-        .expect("a tenant whose keys avoid the frozen node");
+    let tenant = tenant_off(&cluster, &keys, frozen, "s37h");
     let env = env.with("REDIS_SCHEDULE_SHARDS", &shards.to_string());
     let on_frozen: Vec<bool> = (0..shards)
         .map(|s| cluster.node_of(&keys.sched(s)) == frozen)
