@@ -79,20 +79,13 @@ pub async fn abandoned(w: &Worker) -> Result<u64> {
     for (tenant, service, id) in found {
         by_tenant.entry(tenant).or_default().push((service, id));
     }
-    let mut withdrawn = 0;
+    let (mut withdrawn, mut failed) = (0, None);
+    // Tenant by tenant, each on its own: one whose rows are locked or whose Redis fails does
+    // not hold up the others (their callbacks stay out of the index meanwhile).
     for (tenant, rows) in by_tenant {
-        let ids: Vec<Uuid> = rows.iter().map(|(_, id)| *id).collect();
-        let done = {
-            let mut client = w.db.get().await?;
-            let tx = client.transaction().await.map_err(shared::Error::from)?;
-            let done = db::callbacks::withdraw_unanswered(&tx, &tenant, &ids).await?;
-            tx.commit().await.map_err(shared::Error::from)?;
-            done
-        };
-        withdrawn += done.count;
-        let mut conn = w.redis.conn().await?;
-        for (service, id) in rows.iter().filter(|(_, id)| !done.spared.contains(id)) {
-            throttle::release(&mut conn, &w.keys, &tenant, service, *id).await?;
+        match withdraw_abandoned(w, &tenant, &rows).await {
+            Ok(n) => withdrawn += n,
+            Err(e) => failed = failed.or(Some(e)),
         }
     }
     if withdrawn > 0 {
@@ -102,7 +95,31 @@ pub async fn abandoned(w: &Worker) -> Result<u64> {
             "callbacks whose withdrawal their process did not finish were withdrawn"
         );
     }
-    Ok(withdrawn)
+    failed.map_or(Ok(withdrawn), Err)
+}
+
+/// [`abandoned`] for one tenant's `rows` (service, id): the withdrawal in one transaction,
+/// then each withdrawn callback's throttle place freed, best effort (a failed release is
+/// logged and left to the next re-seed). Returns how many were withdrawn.
+async fn withdraw_abandoned(w: &Worker, tenant: &str, rows: &[(String, Uuid)]) -> Result<u64> {
+    let ids: Vec<Uuid> = rows.iter().map(|(_, id)| *id).collect();
+    let done = {
+        let mut client = w.db.get().await?;
+        let tx = client.transaction().await.map_err(shared::Error::from)?;
+        let done = db::callbacks::withdraw_unanswered(&tx, tenant, &ids).await?;
+        tx.commit().await.map_err(shared::Error::from)?;
+        done
+    };
+    for (service, id) in rows.iter().filter(|(_, id)| !done.spared.contains(id)) {
+        let released = async {
+            let mut conn = w.redis.conn().await?;
+            throttle::release(&mut conn, &w.keys, tenant, service, *id).await
+        };
+        if let Err(e) = released.await {
+            tracing::warn!(callback.id = %id, error = %e, "throttle release of a withdrawn callback failed; the next re-seed repairs it");
+        }
+    }
+    Ok(done.count)
 }
 
 /// Re-indexes overdue committed callbacks that the schedule index lacks; returns how many.
@@ -123,7 +140,8 @@ pub async fn overdue(w: &Worker) -> Result<u64> {
 
 /// Puts the committed, unsubmitted callbacks `which` names back into the schedule index where
 /// they are missing (neither indexed nor in flight: `schedule::index_missing`, which also wakes
-/// the workers), in pages of 1,000. Returns how many were missing (`None` if `stop` fired).
+/// the workers), in pages of 1,000, except those being withdrawn
+/// (`db::callbacks::being_withdrawn`). Returns how many were missing (`None` if `stop` fired).
 pub async fn reindex(
     w: &Worker,
     which: Unsubmitted,
@@ -131,6 +149,10 @@ pub async fn reindex(
 ) -> Result<Option<u64>> {
     let (mut added, mut failed) = (0, None);
     let mut after = None;
+    let withdrawing = {
+        let client = w.db.get().await?;
+        db::callbacks::being_withdrawn(&client).await?
+    };
     loop {
         if stop.is_some_and(CancellationToken::is_cancelled) {
             return Ok(None);
@@ -143,6 +165,7 @@ pub async fn reindex(
         after = Some((last.1, last.0));
         let entries: Vec<(Uuid, i64)> = page
             .iter()
+            .filter(|(id, _)| !withdrawing.contains(id))
             .map(|(id, at)| (*id, at.as_millisecond()))
             .collect();
         let mut conn = w.redis.conn().await?;

@@ -1,5 +1,7 @@
 //! Callbacks: insert (claiming a slot place, under an Idempotency-Key), fetch, cancel.
 
+use std::collections::HashSet;
+
 use deadpool_postgres::GenericClient;
 use jiff::Timestamp;
 use serde_json::{Map, Value};
@@ -411,6 +413,22 @@ pub async fn abandoned_withdrawals(
         .iter()
         .map(|r| (r.get(0), r.get(1), r.get(2)))
         .collect())
+}
+
+/// Callbacks being withdrawn: their Idempotency-Key is marked given back and no replay named
+/// them since ([`mark_given_back`]). The sweep's re-index and the rebuild leave them out of the
+/// schedule index: indexed, they could be dialled before the withdrawal (or the sweep's
+/// `abandoned` step) takes them out (helper-64). Read through the partial index on the marks;
+/// there are usually none.
+pub async fn being_withdrawn(db: &impl GenericClient) -> Result<HashSet<Uuid>, Error> {
+    let rows = super::stmt::query(
+        db,
+        "SELECT callback_id FROM idempotency_keys
+         WHERE given_back_at IS NOT NULL AND NOT replayed",
+        &[],
+    )
+    .await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
 /// Clears the give-back mark of callback `id` in the replay's transaction that admitted it

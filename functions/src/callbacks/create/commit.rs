@@ -151,6 +151,16 @@ async fn withdraw(job: &Job, reservation: Option<Reservation>, at: Timestamp) {
                     .give_back_restorable(&state)
                     .await
                     .map_or(Held::Done, Held::Given),
+                // Kept before this withdrawal gave anything back: the replay that named it
+                // gave this place back and admitted it again, and gives that admission back
+                // if its commit fails, also one that landed after all (in doubt). Counted
+                // again here, a no-op when it is.
+                Held::Reserved(r) if spared && active => {
+                    if let Some(r) = r.into_restore() {
+                        r.count_again(&state, &number).await;
+                    }
+                    Held::Done
+                }
                 // An earlier attempt gave it back and its commit failed; a replay has marked
                 // the key since. Counted again while the row is locked and active, so that a
                 // cancel either came before (nothing to count) or releases it after.

@@ -83,6 +83,11 @@ impl Reservation {
         admission::give_back_logged(&state.redis, &tk, &limits, id).await;
     }
 
+    /// What [`Restore`] needs to count the callback again, without giving anything back.
+    pub fn into_restore(self) -> Option<Restore> {
+        self.0.map(|(tk, limits, id)| Restore(tk, limits, id))
+    }
+
     /// [`Self::give_back`], keeping what [`Restore`] needs to count the callback again.
     pub async fn give_back_restorable(self, state: &AppState) -> Option<Restore> {
         let (tk, limits, id) = self.0?;
@@ -161,7 +166,10 @@ pub async fn readmit(
         let limits = Limits::of(ctx.settings(), immediate);
         admission::give_back_logged(&ctx.state.redis, &tk, &limits, id).await;
         let r = reserve_id(ctx, tx, number, (id, immediate)).await?;
-        db::callbacks::clear_given_back(tx, &ctx.tenant, id).await?;
+        if let Err(e) = db::callbacks::clear_given_back(tx, &ctx.tenant, id).await {
+            r.give_back(&ctx.state).await;
+            return Err(e);
+        }
         return Ok(Some(r));
     }
     let field = async {
