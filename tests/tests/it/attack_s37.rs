@@ -37,6 +37,7 @@ use crate::attack_s34_client_gone::{
 };
 use crate::attack_s35b::{held_commits, id_of, keyed_request, until};
 use crate::attack_s35c::{Scene, force_reseed, hold_withdrawal, slow_withdrawals_of};
+use crate::failing_shard::{partial_cluster, wait_submitted};
 
 /// The id of the oldest callback of `phone` (the keyed create).
 async fn first_id(pg: &tokio_postgres::Client, phone: &str) -> Uuid {
@@ -522,20 +523,6 @@ async fn attack_s37_replay_behind_the_mark_statement_keeps_one_counted_once() {
     assert_eq!(other.0, 429, "strict: {}", other.1);
 }
 
-/// A private cluster whose healthy nodes keep serving while one is frozen, and a test
-/// environment on it without the per-key request limit (as failing_shard's).
-fn partial_cluster() -> (PrivateCluster, TestEnv) {
-    let cluster = PrivateCluster::new();
-    for i in 0..3 {
-        cluster.cli(i, &["CONFIG", "SET", "cluster-require-full-coverage", "no"]);
-    }
-    let env = TestEnv::new()
-        .with("REDIS_URL", &cluster.urls())
-        .with("REDIS_CLUSTER", "true")
-        .with("API_KEY_RATE_PER_SECOND", "0");
-    (cluster, env)
-}
-
 /// Latencies of `waves` waves of 8 concurrent creates through `e` (numbers from `base`):
 /// (codes, healthy-shard latencies, frozen-shard latencies), each sorted.
 async fn waves(
@@ -708,22 +695,6 @@ fn tenant_off(cluster: &PrivateCluster, keys: &Keys, frozen: usize, prefix: &str
             .all(|k| cluster.node_of(k) != frozen)
         })
         .expect("a tenant whose keys avoid the frozen node")
-}
-
-/// Waits until every id is submitted or `deadline` passes; returns those still waiting.
-async fn wait_submitted(env: &TestEnv, ids: &[String], deadline: Instant) -> Vec<String> {
-    let mut waiting: Vec<String> = ids.to_vec();
-    while !waiting.is_empty() && Instant::now() < deadline {
-        let mut still = Vec::new();
-        for id in waiting {
-            if !env.row(&id).await.2 {
-                still.push(id);
-            }
-        }
-        waiting = still;
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    waiting
 }
 
 /// Attack on ec455b9 ("the same worker sends its healthy callbacks within 0.13 to 1.2 s (8 of 8

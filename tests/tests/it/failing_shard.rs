@@ -70,7 +70,11 @@ async fn book(
 }
 
 /// Waits until every id is submitted or `deadline` passes; returns those still waiting.
-async fn wait_submitted(env: &TestEnv, ids: &[String], deadline: Instant) -> Vec<String> {
+pub(crate) async fn wait_submitted(
+    env: &TestEnv,
+    ids: &[String],
+    deadline: Instant,
+) -> Vec<String> {
     let mut waiting: Vec<String> = ids.to_vec();
     while !waiting.is_empty() && Instant::now() < deadline {
         let mut still = Vec::new();
@@ -244,7 +248,7 @@ async fn failing_shard_a_stopped_worker_gives_back_the_claims_of_its_round() {
 
 /// A private cluster whose healthy nodes keep serving while one is frozen, and a test
 /// environment on it without the per-key request limit (its key could be on the frozen node).
-fn partial_cluster() -> (PrivateCluster, TestEnv) {
+pub(crate) fn partial_cluster() -> (PrivateCluster, TestEnv) {
     let cluster = PrivateCluster::new();
     for i in 0..3 {
         cluster.cli(i, &["CONFIG", "SET", "cluster-require-full-coverage", "no"]);
