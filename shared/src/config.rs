@@ -140,6 +140,14 @@ pub struct RedisConfig {
     /// (docs/SCALING.md#changing-the-shard-count).
     #[serde(rename = "redis_schedule_shards_old", default)]
     pub schedule_shards_old: u16,
+    /// How far ahead the schedule index holds callbacks, seconds (0 = everything): a create
+    /// due later leaves its callback to the worker's horizon loader, which indexes it as its
+    /// time comes within reach (docs/derived-state.md#the-horizon).
+    #[serde(
+        rename = "redis_schedule_horizon_s",
+        default = "defaults::redis_schedule_horizon_s"
+    )]
+    pub schedule_horizon_s: u32,
     /// Timeout of one Redis command; a request never waits longer on Redis.
     #[serde(rename = "redis_timeout_ms", default = "defaults::redis_timeout_ms")]
     pub timeout_ms: u64,
@@ -619,6 +627,9 @@ mod defaults {
     pub(super) fn redis_schedule_shards() -> u16 {
         4
     }
+    pub(super) fn redis_schedule_horizon_s() -> u32 {
+        600
+    }
     pub(super) fn redis_timeout_ms() -> u64 {
         500
     }
@@ -800,10 +811,25 @@ impl Config {
         self.http.validate()?;
         self.log.validate()?;
         self.worker.validate()?;
+        self.check_horizon()?;
         self.push.validate()?;
         self.credentials.validate()?;
         self.captcha.validate()?;
         self.gws.validate()
+    }
+}
+
+impl Config {
+    /// The horizon loader runs once per sweep round: a horizon shorter than two rounds could
+    /// let a callback come due before it is loaded.
+    fn check_horizon(&self) -> Result<(), ConfigError> {
+        let h = u64::from(self.redis.schedule_horizon_s);
+        if h != 0 && h < 2 * self.worker.sweep_s {
+            return bad(
+                "REDIS_SCHEDULE_HORIZON_S must be 0 (off) or at least twice WORKER_SWEEP_S",
+            );
+        }
+        Ok(())
     }
 }
 
@@ -865,6 +891,9 @@ impl RedisConfig {
         }
         if self.prefix.contains(['{', '}', ' ']) {
             return bad("REDIS_PREFIX may not contain braces or spaces");
+        }
+        if self.schedule_horizon_s != 0 && !(10..=604_800).contains(&self.schedule_horizon_s) {
+            return bad("REDIS_SCHEDULE_HORIZON_S must be 0 (off) or between 10 and 604800");
         }
         if self.throttle_reseed_seconds < 10 || self.throttle_reseed_seconds > 86_400 {
             return bad("THROTTLE_RESEED_SECONDS must be between 10 and 86400");

@@ -108,6 +108,8 @@ pub const PURGED: &str = "engage_callbacks_purged_total";
 pub const ORS_EVENTS: &str = "engage_ors_events_total";
 /// Due, unsubmitted callbacks the PostgreSQL sweep re-added to the schedule index.
 pub const INDEX_REPAIRED: &str = "engage_index_repaired_total";
+/// Callbacks the horizon loader put into the schedule index as their time came within reach.
+pub const INDEX_LOADED: &str = "engage_index_loaded_total";
 /// Queue-view members added or removed by the honesty check, by action.
 pub const QUEUE_VIEW_REPAIRED: &str = "engage_queue_view_repaired_total";
 
@@ -263,6 +265,10 @@ fn describe_worker() {
     describe_counter!(
         INDEX_REPAIRED,
         "Due, unsubmitted callbacks the PostgreSQL sweep found missing from the schedule index."
+    );
+    describe_counter!(
+        INDEX_LOADED,
+        "Callbacks the horizon loader indexed as their time came within REDIS_SCHEDULE_HORIZON_S."
     );
     describe_counter!(
         QUEUE_VIEW_REPAIRED,

@@ -41,7 +41,8 @@ impl Resources {
         let redis = redis::service(&cfg.redis)?;
         let voice = redis::voice(&cfg)?;
         let keys = Keys::new(&cfg.redis.prefix, cfg.redis.schedule_shards)
-            .draining(cfg.redis.schedule_shards_old);
+            .draining(cfg.redis.schedule_shards_old)
+            .with_horizon(cfg.redis.schedule_horizon_s);
         let vault = Vault::new(
             &cfg.credentials,
             Duration::from_millis(cfg.http.cache_ttl_ms),

@@ -22,11 +22,7 @@ use std::{
     time::Duration,
 };
 
-use shared::{
-    db::dispatch::{self, Unsubmitted},
-    metrics,
-    redis::queue,
-};
+use shared::{db::dispatch, metrics, redis::queue};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -197,7 +193,8 @@ async fn rebuild(
         .arg("1")
         .query_async::<()>(&mut conn)
         .await?;
-    let Some(indexed) = crate::sweep::reindex(w, Unsubmitted::All, Some(stop)).await? else {
+    let scope = crate::sweep::all_within_horizon(w).await?;
+    let Some(indexed) = crate::sweep::reindex(w, scope, Some(stop)).await? else {
         return Ok(None);
     };
     let mut views = 0usize;

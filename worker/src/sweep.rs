@@ -19,6 +19,10 @@
 //!   ([`crate::reconcile::repair_view`]), so a dequeue that failed or raced with the worker's
 //!   enqueue leaves no stray behind for long.
 //!
+//! - **The horizon** (docs/derived-state.md#the-horizon): creates leave callbacks due beyond
+//!   `REDIS_SCHEDULE_HORIZON_S` out of the index; each round first indexes those whose time
+//!   came within it since the last round ([`upcoming`]).
+//!
 //! All read PostgreSQL through partial indexes and send no Redis command when they find
 //! nothing: the idle budget is unchanged.
 
@@ -46,7 +50,12 @@ pub async fn run(w: Worker, stop: CancellationToken) {
     let every = Duration::from_secs(w.cfg.worker.sweep_s);
     // Database time of the last successful view check; the start-up rebuild covers before.
     let mut since = Timestamp::now();
+    // Where the horizon loader's last pass ended (`None`: everything within the horizon).
+    let mut loaded = None;
     loop {
+        if let Err(e) = upcoming(&w, &mut loaded).await {
+            tracing::warn!(error = %e, "horizon loader pass failed; retrying next round");
+        }
         if crate::sleep_or_stop(every, &stop).await {
             return;
         }
@@ -120,6 +129,46 @@ async fn withdraw_abandoned(w: &Worker, tenant: &str, rows: &[(String, Uuid)]) -
         }
     }
     Ok(done.count)
+}
+
+/// The horizon loader (docs/derived-state.md#the-horizon): indexes the committed callbacks
+/// whose time came within `REDIS_SCHEDULE_HORIZON_S` since its last pass, which ended at
+/// `loaded` (`None`: all of them). A pass that fails anywhere leaves `loaded` as it was, so
+/// the next one covers its range again (index writes are idempotent). Returns how many were
+/// missing.
+pub async fn upcoming(w: &Worker, loaded: &mut Option<Timestamp>) -> Result<u64> {
+    let horizon = w.keys.horizon_ms();
+    if horizon == 0 {
+        return Ok(0);
+    }
+    let to = {
+        let client = w.db.get().await?;
+        dispatch::horizon_end(&client, horizon).await?
+    };
+    let from = loaded.unwrap_or(Timestamp::UNIX_EPOCH);
+    let added = reindex(w, Unsubmitted::Window { from, to }, None)
+        .await?
+        .unwrap_or(0);
+    *loaded = Some(to);
+    if added > 0 {
+        ::metrics::counter!(metrics::INDEX_LOADED).increment(added);
+    }
+    Ok(added)
+}
+
+/// What the schedule index must hold: every committed, unsubmitted callback, or with a
+/// horizon those due before its end (the rebuild).
+pub async fn all_within_horizon(w: &Worker) -> Result<Unsubmitted> {
+    let horizon = w.keys.horizon_ms();
+    if horizon == 0 {
+        return Ok(Unsubmitted::All);
+    }
+    let client = w.db.get().await?;
+    let to = dispatch::horizon_end(&client, horizon).await?;
+    Ok(Unsubmitted::Window {
+        from: Timestamp::UNIX_EPOCH,
+        to,
+    })
 }
 
 /// Re-indexes overdue committed callbacks that the schedule index lacks; returns how many.

@@ -17,10 +17,12 @@
 //! PostgreSQL's `now()`, a scheduled one is never due before it; the index gets the stored
 //! time back (`RETURNING`), so the API host's clock does not delay dispatch.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    time::Instant,
+};
 
 use deadpool_postgres::Pool;
-use jiff::Timestamp;
 use serde_json::Value;
 use tokio::sync::{Semaphore, mpsc};
 use uuid::Uuid;
@@ -31,7 +33,10 @@ use super::{
 };
 use crate::{
     error::Error,
-    redis::{Keys, RedisHandle, schedule},
+    redis::{
+        Keys, RedisHandle,
+        schedule::{self, Due},
+    },
 };
 
 /// What the batcher answers a create: `Ok` = committed (and indexed).
@@ -99,11 +104,13 @@ impl InsertBatcher {
         let mut guard = UndoUnlessStored::new(undo);
         let Some(tx) = &self.tx else {
             let client = self.pool.get().await?;
+            let since = Instant::now();
             let stored = insert_rows(&client, std::slice::from_ref(&cb)).await?;
             guard.stored();
             let entries: Vec<_> = stored
                 .iter()
-                .map(|(id, at)| (*id, at.as_millisecond()))
+                .filter(|(_, due)| !due.beyond_horizon(&self.index.keys, since))
+                .map(|(id, due)| due.entry(*id))
                 .collect();
             schedule::index_committed(&self.index.redis, &self.index.keys, &entries).await;
             return Ok(());
@@ -135,14 +142,17 @@ impl Index {
     /// and answers their writers, shard by shard and all shards at once: a create waits only
     /// for the index write of its own shard, so a slow or frozen cluster node delays only the
     /// creates of its shards, also in a batch shared with others (docs/derived-state.md#a-failing-shard).
-    async fn answer_by_shard(&self, keep: Vec<(Writer<Answer>, (Uuid, Timestamp))>) {
+    /// Callbacks due beyond the horizon are answered at once and left to the worker's horizon
+    /// loader (docs/derived-state.md#the-horizon); `since` is when their insert began.
+    async fn answer_by_shard(&self, keep: Vec<(Writer<Answer>, (Uuid, Due))>, since: Instant) {
         let mut by_shard: BTreeMap<u16, Vec<_>> = BTreeMap::new();
-        for (w, (id, at)) in keep {
+        for (w, (id, due)) in keep {
+            if due.beyond_horizon(&self.keys, since) {
+                w.send(Ok(()));
+                continue;
+            }
             let shard = self.keys.shard_of(&id);
-            by_shard
-                .entry(shard)
-                .or_default()
-                .push((w, (id, at.as_millisecond())));
+            by_shard.entry(shard).or_default().push((w, due.entry(id)));
         }
         let shards = by_shard.into_values().map(|group| async move {
             let entries: Vec<_> = group.iter().map(|(_, e)| *e).collect();
@@ -187,8 +197,9 @@ async fn write(pool: &Pool, index: &Index, jobs: Vec<Job>) {
     if rows.is_empty() {
         return;
     }
+    let since = Instant::now();
     match insert_raw(&client, &rows).await {
-        Ok(stored) => committed(pool, index, rows, writers, stored).await,
+        Ok(stored) => committed(pool, index, rows, writers, stored, since).await,
         Err(e) if outcome::in_doubt(&e) => {
             drop(client);
             tracing::warn!(count = rows.len(), error = %e, "batch insert outcome unknown; resolving");
@@ -205,15 +216,16 @@ async fn write(pool: &Pool, index: &Index, jobs: Vec<Job>) {
             let (rows, writers): (Vec<_>, Vec<_>) = done.into_iter().unzip();
             // Indexed as due at once: the worker re-reads each row and moves a scheduled
             // callback to its stored time.
-            let times = rows.iter().map(|r| (r.id, Timestamp::UNIX_EPOCH)).collect();
-            committed(pool, index, rows, writers, times).await;
+            let times = rows.iter().map(|r| (r.id, Due::UNKNOWN)).collect();
+            committed(pool, index, rows, writers, times, since).await;
         }
         // Anything else: retry row by row so one bad row cannot fail its neighbours.
         Err(_) => {
             for (row, w) in rows.into_iter().zip(writers) {
+                let since = Instant::now();
                 let res = insert_rows(&client, std::slice::from_ref(&row)).await;
                 match res {
-                    Ok(stored) => committed(pool, index, vec![row], vec![w], stored).await,
+                    Ok(stored) => committed(pool, index, vec![row], vec![w], stored, since).await,
                     Err(e) => fail(w, e),
                 }
             }
@@ -222,20 +234,21 @@ async fn write(pool: &Pool, index: &Index, jobs: Vec<Job>) {
 }
 
 /// Answers the writers of committed rows; rows whose request gave up meanwhile are deleted
-/// instead of indexed.
+/// instead of indexed. `since`: when their insert began.
 async fn committed(
     pool: &Pool,
     index: &Index,
     rows: Vec<NewCallback>,
     writers: Vec<Writer<Answer>>,
-    stored: Vec<(Uuid, Timestamp)>,
+    stored: Vec<(Uuid, Due)>,
+    since: Instant,
 ) {
-    let times: HashMap<Uuid, Timestamp> = stored.into_iter().collect();
+    let times: HashMap<Uuid, Due> = stored.into_iter().collect();
     let mut keep = Vec::with_capacity(rows.len());
     let mut undo: HashMap<&str, Vec<Uuid>> = HashMap::new();
     for (row, w) in rows.iter().zip(writers) {
         if w.settle(true) {
-            let at = times.get(&row.id).copied().unwrap_or(Timestamp::UNIX_EPOCH);
+            let at = times.get(&row.id).copied().unwrap_or(Due::UNKNOWN);
             keep.push((w, (row.id, at)));
         } else {
             undo.entry(row.tenant.as_str()).or_default().push(row.id);
@@ -244,7 +257,7 @@ async fn committed(
     for (tenant, ids) in undo {
         outcome::compensate(pool, tenant, &ids).await;
     }
-    index.answer_by_shard(keep).await;
+    index.answer_by_shard(keep, since).await;
 }
 
 fn fail(w: Writer<Answer>, e: Error) {
@@ -286,17 +299,26 @@ const INSERT_ROWS: &str = "INSERT INTO callbacks
 pub(crate) async fn insert_rows(
     db: &impl deadpool_postgres::GenericClient,
     rows: &[NewCallback],
-) -> Result<Vec<(Uuid, Timestamp)>, Error> {
+) -> Result<Vec<(Uuid, Due)>, Error> {
     Ok(insert_raw(db, rows).await?)
 }
 
 async fn insert_raw(
     db: &impl deadpool_postgres::GenericClient,
     rows: &[NewCallback],
-) -> Result<Vec<(Uuid, Timestamp)>, tokio_postgres::Error> {
-    let sql = format!("{INSERT_ROWS} RETURNING id, dispatch_at");
+) -> Result<Vec<(Uuid, Due)>, tokio_postgres::Error> {
+    let sql = format!("{INSERT_ROWS} RETURNING id, dispatch_at, statement_timestamp()");
     let found = run_insert(db, &sql, rows).await?;
-    Ok(found.iter().map(|r| (r.get(0), r.get(1))).collect())
+    Ok(found
+        .iter()
+        .map(|r| {
+            let due = Due {
+                at: r.get(1),
+                db_now: r.get(2),
+            };
+            (r.get(0), due)
+        })
+        .collect())
 }
 
 /// Inserts `rows` again, skipping ids already stored; returns the ids it inserted (the

@@ -15,6 +15,7 @@ use crate::{
         attrs::CallbackAttrs,
         callback::{Callback, wire_time},
     },
+    redis::schedule::Due,
 };
 
 /// When a new callback is due, decided once per create (`functions::callbacks::create::admit`).
@@ -103,7 +104,7 @@ const INSERT: &str = "INSERT INTO callbacks
     (id, tenant_id, service, state, phone_number, desired_time, dispatch_at, scheduled, priority, attrs, user_data, phone_e164)
     VALUES ($1, $2, $3, $4, $5, CASE WHEN $8 THEN $6 ELSE now() END,
             CASE WHEN $8 THEN greatest($7, now()) ELSE now() END, $8, $9, $10, $11, $12)
-    RETURNING dispatch_at";
+    RETURNING dispatch_at, statement_timestamp()";
 
 /// The slot claim of a scheduled callback as two CTEs, with the statement's parameter numbers
 /// of tenant, service, slot start, capacity and slot minutes: `s` returns a row when one place
@@ -196,14 +197,14 @@ const INSERT_CLAIMING: &str = concat!(
            CASE WHEN $8 THEN greatest($7::timestamptz, now()) ELSE now() END, $8, $9, $10, $11, $12,
            $13, $15::smallint
     FROM s
-    RETURNING dispatch_at"
+    RETURNING dispatch_at, statement_timestamp()"
 );
 
 /// What an insert did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Inserted {
     /// Stored (committed, or pending the caller's commit), due at this stored time.
-    Stored(Timestamp),
+    Stored(Due),
     /// The claimed slot had no place left: nothing was written. Roll the transaction back
     /// (the claim holds the slot's row lock until then), then refuse with
     /// [`super::slots::Alternatives::refuse`].
@@ -236,7 +237,7 @@ pub async fn insert(db: &impl GenericClient, cb: &NewCallback) -> Result<Inserte
     ];
     let Some(claim) = cb.admission.slot() else {
         let row = super::stmt::query_one(db, INSERT, &params).await?;
-        return Ok(Inserted::Stored(row.get(0)));
+        return Ok(Inserted::Stored(due(&row)));
     };
     let capacity = i32::try_from(claim.capacity).unwrap_or(i32::MAX);
     let minutes = i16::try_from(claim.minutes).unwrap_or(i16::MAX);
@@ -244,7 +245,15 @@ pub async fn insert(db: &impl GenericClient, cb: &NewCallback) -> Result<Inserte
     params.push(&capacity);
     params.push(&minutes);
     let row = super::stmt::query_opt(db, INSERT_CLAIMING, &params).await?;
-    Ok(row.map_or(Inserted::SlotFull(*claim), |r| Inserted::Stored(r.get(0))))
+    Ok(row.map_or(Inserted::SlotFull(*claim), |r| Inserted::Stored(due(&r))))
+}
+
+/// The stored due time and the statement's clock of an insert's `RETURNING`.
+fn due(row: &tokio_postgres::Row) -> Due {
+    Due {
+        at: row.get(0),
+        db_now: row.get(1),
+    }
 }
 
 /// What a compensation did.

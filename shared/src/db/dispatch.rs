@@ -129,6 +129,26 @@ pub enum Unsubmitted {
     All,
     /// Those due more than this many seconds ago by the database's clock (the sweep).
     OverdueBy(i32),
+    /// Those due at or after `from` and before `to` (the horizon loader and, with a horizon,
+    /// the rebuild: docs/derived-state.md#the-horizon).
+    Window {
+        /// First due time listed.
+        from: Timestamp,
+        /// First due time not listed.
+        to: Timestamp,
+    },
+}
+
+/// The end of the horizon now: the database's clock plus `horizon_ms`. Pages listed up to it
+/// afterwards see every callback committed before this statement ran.
+pub async fn horizon_end(db: &impl GenericClient, horizon_ms: i64) -> Result<Timestamp, Error> {
+    let row = super::stmt::query_one(
+        db,
+        "SELECT statement_timestamp() + $1::int8 * interval '1 millisecond'",
+        &[&horizon_ms],
+    )
+    .await?;
+    Ok(row.get(0))
 }
 
 /// One page of committed, unsubmitted callbacks in (dispatch_at, id) order after `after`.
@@ -162,6 +182,18 @@ pub async fn unsubmitted_page(
                        AND (dispatch_at, id) > ($1, $2)
                      ORDER BY dispatch_at, id LIMIT $4",
                 &[&t, &id, &f64::from(grace_s), &limit],
+            )
+            .await?
+        }
+        Unsubmitted::Window { from, to } => {
+            super::stmt::query(
+                db,
+                "SELECT id, dispatch_at FROM callbacks
+                     WHERE submitted_at IS NULL AND state IN ('SCHEDULED', 'QUEUED')
+                       AND dispatch_at >= $3 AND dispatch_at < $4
+                       AND (dispatch_at, id) > ($1, $2)
+                     ORDER BY dispatch_at, id LIMIT $5",
+                &[&t, &id, &from, &to, &limit],
             )
             .await?
         }

@@ -10,6 +10,9 @@ pub struct Keys {
     shards: u16,
     /// The shard count before a change (0 = none): still claimed, never written.
     old_shards: u16,
+    /// How far ahead creates index their callbacks (ms, 0 = everything):
+    /// docs/derived-state.md#the-horizon.
+    horizon_ms: i64,
 }
 
 impl Keys {
@@ -19,7 +22,20 @@ impl Keys {
             prefix: prefix.to_string(),
             shards: shards.max(1),
             old_shards: 0,
+            horizon_ms: 0,
         }
+    }
+
+    /// The same, with creates leaving callbacks due more than `seconds` ahead to the worker's
+    /// horizon loader (`REDIS_SCHEDULE_HORIZON_S`, 0 = off).
+    pub fn with_horizon(mut self, seconds: u32) -> Self {
+        self.horizon_ms = i64::from(seconds) * 1000;
+        self
+    }
+
+    /// How far ahead the index holds callbacks (ms, 0 = everything).
+    pub fn horizon_ms(&self) -> i64 {
+        self.horizon_ms
     }
 
     /// The same, with `old` shards of a former layout still to drain

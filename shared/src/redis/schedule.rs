@@ -2,12 +2,58 @@
 //! worker claims from the same keys. Index entries hold only the callback id; the worker loads
 //! the rest from PostgreSQL, which keeps Redis memory per waiting callback small.
 
-use std::sync::LazyLock;
+use std::{
+    sync::LazyLock,
+    time::{Duration, Instant},
+};
 
+use jiff::Timestamp;
 use redis::Script;
 use uuid::Uuid;
 
 use super::{Keys, RedisConn, RedisHandle};
+
+/// The horizon's margin (docs/derived-state.md#the-horizon): a create leaves its callback to
+/// the worker's horizon loader only when it is due at least this long after the horizon, by
+/// the database's clock, and its insert took less than this from before its statement to
+/// after its commit, by the host's monotonic clock. Then no loader pass that reaches the
+/// callback's time can have read the table before the commit.
+pub const HORIZON_MARGIN_MS: i64 = 10_000;
+
+/// A committed callback's stored due time and the database's clock when its statement ran
+/// (`statement_timestamp()`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Due {
+    /// The stored `dispatch_at`.
+    pub at: Timestamp,
+    /// The database's clock at the insert statement.
+    pub db_now: Timestamp,
+}
+
+impl Due {
+    /// Due at once: an insert whose answer was lost and that was found stored (the worker
+    /// re-reads the row and moves a scheduled callback to its stored time).
+    pub const UNKNOWN: Self = Self {
+        at: Timestamp::UNIX_EPOCH,
+        db_now: Timestamp::UNIX_EPOCH,
+    };
+
+    /// The index entry: id and score (ms).
+    pub fn entry(&self, id: Uuid) -> (Uuid, i64) {
+        (id, self.at.as_millisecond())
+    }
+
+    /// Whether the create may leave this callback out of the index: it is due at least
+    /// [`HORIZON_MARGIN_MS`] past the horizon and its insert, begun at `since`, committed within
+    /// that margin. Always `false` with the horizon off.
+    pub fn beyond_horizon(&self, keys: &Keys, since: Instant) -> bool {
+        let horizon = keys.horizon_ms();
+        horizon > 0
+            && since.elapsed() < Duration::from_millis(HORIZON_MARGIN_MS.unsigned_abs())
+            && self.at.as_millisecond()
+                >= self.db_now.as_millisecond() + horizon + HORIZON_MARGIN_MS
+    }
+}
 
 /// Removes a callback from its shard and from in-flight. KEYS: sched, inflight. ARGV: member.
 static UNINDEX: LazyLock<Script> = LazyLock::new(|| {
@@ -124,7 +170,7 @@ pub async fn index_many(
             .or_default()
             .push((id.to_string(), *at));
     }
-    let due_by = jiff::Timestamp::now().as_millisecond() + DUE_NOW_MS;
+    let due_by = Timestamp::now().as_millisecond() + DUE_NOW_MS;
     // Every shard at once, each on its own: a shard whose node is slow or down delays or fails
     // only its own members (docs/derived-state.md#a-failing-shard).
     let shards = by_shard.into_iter().map(|(shard, members)| {

@@ -801,7 +801,7 @@ async fn attack_s34c_cancel_dropped_mid_commit_lands_with_its_follow_ups() {
         .create(&key)
         .service("svc")
         .phone("+15550178601")
-        .in_secs(7_200)
+        .in_secs(400)
         .id()
         .await;
     let uid: Uuid = id.parse().expect("uuid");

@@ -60,6 +60,7 @@ mod gms_query;
 mod group_admission;
 mod handoff;
 mod hardening;
+mod horizon;
 mod hours;
 mod lifecycle;
 mod migrate;

@@ -166,7 +166,8 @@ async fn trust_evicted_shard_keys_are_noticed_and_repaired() {
     )
     .await;
     let w = WorkerProc::start(&env, &[("WORKER_RECONCILE_CHECK_S", "3".to_string())]).await;
-    let at = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(3600);
+    // Within the schedule horizon (600 s by default): indexed at create.
+    let at = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(400);
     for i in 0..20 {
         let (code, body) = engage
             .create(&key)
@@ -438,7 +439,8 @@ async fn trust_a_redis_user_without_info_still_rebuilds_through_the_marker() {
     let url = format!("redis://engage:pw-0123456789@127.0.0.1:{}", redis.port);
     let (env, engage, key) = open(TestEnv::new().with("REDIS_URL", &url), "tr6", "acl").await;
     let w = WorkerProc::start(&env, &[("WORKER_RECONCILE_CHECK_S", "2".to_string())]).await;
-    let at = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(3600);
+    // Within the schedule horizon (600 s by default): indexed at create and by the rebuild.
+    let at = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(400);
     for i in 0..10 {
         let (code, body) = engage
             .create(&key)

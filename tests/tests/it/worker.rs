@@ -370,7 +370,10 @@ async fn worker_three_at_once_no_duplicates() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn worker_idle_budget_with_10000_scheduled() {
     let redis = PrivateRedis::new(false);
-    let env = TestEnv::new().with("REDIS_URL", &redis.url());
+    // All 10,000 (due in 2 to 5 hours) within the horizon: the index holds them while idle.
+    let env = TestEnv::new()
+        .with("REDIS_URL", &redis.url())
+        .with("REDIS_SCHEDULE_HORIZON_S", "86400");
     env.engage_cli(&["migrate"]);
     let pg = env.pg().await;
     pg.execute(

@@ -12,7 +12,7 @@
 //! callback, its slot place and its key are withdrawn in one statement and the throttle
 //! reservation is given back.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Instant};
 
 use deadpool_postgres::Object;
 use futures::future::BoxFuture;
@@ -27,7 +27,7 @@ use shared::{
     },
     error::{Error, Result},
     http::envelope,
-    redis::schedule,
+    redis::schedule::{self, Due},
 };
 use uuid::Uuid;
 
@@ -42,8 +42,8 @@ use super::{
 /// What the transaction did.
 #[derive(Debug)]
 enum Written {
-    /// The callback is committed, due at this stored time.
-    Stored(Timestamp),
+    /// The callback is committed, due at this stored time; its insert began at the instant.
+    Stored(Due, Instant),
     /// The Idempotency-Key was used before: nothing written.
     Earlier(Idempotent),
 }
@@ -66,7 +66,7 @@ pub async fn run(client: Object, job: Job) -> Result<Uuid> {
     let (writer, waiter) = outcome::pair();
     tokio::spawn(write(client, job, writer));
     match waiter.wait(deadline).await {
-        Waited::Done(Ok(Written::Stored(_))) => Ok(id),
+        Waited::Done(Ok(Written::Stored(..))) => Ok(id),
         Waited::Done(Ok(Written::Earlier(Idempotent::Replayed(earlier)))) => Ok(earlier),
         Waited::Done(Ok(Written::Earlier(_))) => Err(Error::conflict(
             "Idempotency-Key was already used with a different request body",
@@ -91,7 +91,7 @@ async fn write(mut client: Object, job: Job, writer: Writer<Result<Written>>) {
         Ok(w) => Ok(w),
     };
     let stored_at = match &result {
-        Ok(Written::Stored(at)) => Some(*at),
+        Ok(Written::Stored(due, since)) => Some((*due, *since)),
         _ => None,
     };
     if writer.settle(stored_at.is_some()) {
@@ -110,11 +110,14 @@ async fn write(mut client: Object, job: Job, writer: Writer<Result<Written>>) {
     }
 }
 
-/// Counts the create and indexes the committed callback (due at `at`).
-async fn index(ctx: &Ctx, id: Uuid, at: Timestamp) {
+/// Counts the create and indexes the committed callback (`at`: when it is due and when its
+/// insert began), unless it is due beyond the horizon (docs/derived-state.md#the-horizon).
+async fn index(ctx: &Ctx, id: Uuid, (due, since): (Due, Instant)) {
     super::store::created(ctx);
-    let entry = (id, at.as_millisecond());
-    schedule::index_committed(&ctx.state.redis, &ctx.state.keys, &[entry]).await;
+    if due.beyond_horizon(&ctx.state.keys, since) {
+        return;
+    }
+    schedule::index_committed(&ctx.state.redis, &ctx.state.keys, &[due.entry(id)]).await;
 }
 
 /// The throttle reservation of a create being withdrawn, across the withdrawal's attempts.
@@ -130,7 +133,7 @@ enum Held {
 /// Withdraws a create committed after its request answered 503, unless a retry with the same
 /// Idempotency-Key was answered with it: then it stays, indexed, with its reservation
 /// (docs/bounded-answers.md#a-replay-of-a-create-answered-503).
-async fn withdraw(job: &Job, reservation: Option<Reservation>, at: Timestamp) {
+async fn withdraw(job: &Job, reservation: Option<Reservation>, at: (Due, Instant)) {
     let (ctx, id) = (&job.ctx, job.w.cb.id);
     if job.w.keyed.is_some() && reservation.as_ref().is_some_and(Reservation::holds) {
         // Known in PostgreSQL before it is done: a replay then admits the callback again,
@@ -191,7 +194,7 @@ async fn resolve(job: &Job, e: impl std::fmt::Display) -> Result<Written> {
     if stored.contains(&cb.id) {
         // Indexed as due at once: the worker re-reads the row and moves a scheduled
         // callback to its stored time (the host's time may be off).
-        Ok(Written::Stored(Timestamp::UNIX_EPOCH))
+        Ok(Written::Stored(Due::UNKNOWN, Instant::now()))
     } else {
         Err(Error::unavailable(
             "database connection lost; nothing was stored, retry later",
@@ -256,6 +259,7 @@ async fn transaction(
     reservation: &mut Option<Reservation>,
 ) -> Result<Written, TxFail> {
     let (ctx, w) = (&job.ctx, &job.w);
+    let since = Instant::now();
     let tx = client.transaction().await?;
     if let Some(k) = &w.keyed
         && let Some(earlier) =
@@ -265,7 +269,7 @@ async fn transaction(
     }
     *reservation = Some(super::limits::reserve(ctx, &tx, &w.number, &w.cb).await?);
     let dispatch_at = match db::callbacks::insert(&tx, &w.cb).await? {
-        Inserted::Stored(at) => at,
+        Inserted::Stored(due) => due,
         Inserted::SlotFull(claim) => {
             tx.rollback().await?;
             return Err(TxFail::Api(full(ctx, w, client, claim.start).await));
@@ -276,7 +280,7 @@ async fn transaction(
         return Err(TxFail::Api(not_confirmed()));
     }
     match tx.commit().await {
-        Ok(()) => Ok(Written::Stored(dispatch_at)),
+        Ok(()) => Ok(Written::Stored(dispatch_at, since)),
         Err(e) if outcome::in_doubt(&e) => Err(TxFail::InDoubt(e)),
         Err(e) => Err(TxFail::Api(e.into())),
     }
