@@ -724,6 +724,13 @@ pub fn day_at(days: i64, hour: i8) -> jiff::Timestamp {
     local("UTC", date, hour, 0)
 }
 
+/// The field of callback `id` (text form) in its service's throttle hash `…:act`
+/// (`i:` + `shared::redis::throttle::member`).
+pub fn throttle_field(id: &str) -> String {
+    let id: uuid::Uuid = id.parse().expect("callback id");
+    format!("i:{}", shared::redis::throttle::member(id))
+}
+
 /// `CONFIG SET` on a private Redis.
 pub async fn config_set(conn: &mut redis::aio::MultiplexedConnection, key: &str, value: &str) {
     redis::cmd("CONFIG")

@@ -327,3 +327,39 @@ pub async fn unindex(conn: &mut RedisConn, keys: &Keys, id: Uuid) -> redis::Redi
         .await?;
     Ok(n > 0)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use jiff::{SignedDuration, Timestamp};
+
+    use super::{Due, HORIZON_MARGIN_MS, Keys};
+
+    fn due(lead_ms: i64) -> Due {
+        let db_now = Timestamp::from_second(1_800_000_000).expect("time");
+        Due {
+            at: db_now + SignedDuration::from_millis(lead_ms),
+            db_now,
+        }
+    }
+
+    #[test]
+    fn only_callbacks_past_horizon_and_margin_with_a_quick_commit_stay_out() {
+        let keys = Keys::new("t", 4).with_horizon(600);
+        let edge = 600_000 + HORIZON_MARGIN_MS;
+        let now = Instant::now();
+        assert!(due(edge).beyond_horizon(&keys, now));
+        assert!(!due(edge - 1).beyond_horizon(&keys, now), "inside the margin");
+        assert!(!Due::UNKNOWN.beyond_horizon(&keys, now), "a resolved commit");
+        let slow = now.checked_sub(Duration::from_millis(10_001));
+        if let Some(slow) = slow {
+            assert!(
+                !due(edge * 100).beyond_horizon(&keys, slow),
+                "an insert that took longer than the margin is indexed"
+            );
+        }
+        let off = Keys::new("t", 4);
+        assert!(!due(i64::from(i32::MAX)).beyond_horizon(&off, now), "horizon off");
+    }
+}

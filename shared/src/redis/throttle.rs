@@ -5,7 +5,7 @@
 //! # Keys
 //! One hash, `{<prefix>:thr:<tenant>:<service>}:act` (`T:act`), so every script touches a
 //! single cluster slot:
-//! - `i:<id>` → `<number>|<ms>` per active (not COMPLETED) callback (`|d` appended when it
+//! - `i:<id>` ([`member`]: the id in 22 characters) → `<number>|<ms>` per active (not COMPLETED) callback (`|d` appended when it
 //!   counts in the number's 24 h window); a release prefixes `~` (the admission still counts
 //!   in the windows at a re-seed), a give-back empties it;
 //! - `n:<number>` → active count of that number, `d:<number>` → the number's immediate
@@ -65,6 +65,14 @@ pub const SEED_GRACE_MS: i64 = 120_000;
 /// How long one caller may take to re-seed before another one tries.
 const SEED_LEASE_MS: i64 = 10_000;
 const DAY_MS: i64 = 86_400_000;
+
+/// A callback's name in `T:act` (`i:<name>`): its 16 bytes as unpadded base64url, 22
+/// characters instead of the 36 of its text form, 16 B less per counted callback
+/// (docs/costs.md#redis-bytes-per-waiting-scheduled-callback).
+pub fn member(id: Uuid) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(id.as_bytes())
+}
 
 /// The keys of one service's throttle state.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -708,7 +716,7 @@ pub async fn check_many(
         .arg(SEED_LEASE_MS)
         .arg(SEED_GRACE_MS);
     for (id, number) in requests {
-        call.arg(id.to_string()).arg(*number);
+        call.arg(member(*id)).arg(*number);
     }
     let reply: Vec<Value> = call.invoke_async(conn).await?;
     if reply.len() != 2 * requests.len() {
@@ -787,7 +795,7 @@ pub async fn give_back(
 ) -> RedisResult<()> {
     GIVE_BACK
         .key(tk.act())
-        .arg(id.to_string())
+        .arg(member(id))
         .arg(limits.sub_ms(1))
         .arg(limits.sub_ms(2))
         .invoke_async::<i64>(conn)
@@ -867,7 +875,7 @@ pub async fn restore(
 ) -> RedisResult<bool> {
     let n: i64 = RESTORE
         .key(tk.act())
-        .arg(id.to_string())
+        .arg(member(id))
         .arg(number)
         .arg(if limits.per_number_24h > 0 { "d" } else { "" })
         .arg(limits.sub_ms(1))
@@ -893,7 +901,7 @@ pub enum Field {
 pub async fn counted(conn: &mut RedisConn, tk: &ThrottleKeys, id: Uuid) -> RedisResult<Field> {
     let v: Option<String> = redis::cmd("HGET")
         .arg(tk.act())
-        .arg(format!("i:{id}"))
+        .arg(format!("i:{}", member(id)))
         .query_async(conn)
         .await?;
     Ok(match v {
@@ -930,7 +938,7 @@ pub async fn release_number(
     let tk = ThrottleKeys::new(keys, tenant, service);
     let n: i64 = RELEASE
         .key(tk.act())
-        .arg(id.to_string())
+        .arg(member(id))
         .arg(number_key)
         .invoke_async(conn)
         .await?;
@@ -974,7 +982,7 @@ pub async fn seed(
         .arg(asked_ms)
         .arg(active.len());
     for e in active {
-        inv.arg(e.id.to_string()).arg(&e.number).arg(e.created_ms);
+        inv.arg(member(e.id)).arg(&e.number).arg(e.created_ms);
     }
     inv.arg(recent.len());
     for e in recent {
@@ -983,7 +991,7 @@ pub async fn seed(
         } else {
             ""
         };
-        inv.arg(e.id.to_string()).arg(e.created_ms).arg(day_number);
+        inv.arg(member(e.id)).arg(e.created_ms).arg(day_number);
     }
     inv.invoke_async(conn).await
 }

@@ -155,7 +155,7 @@ async fn cancel_under_an_older_snapshot(
     let (code, body) = a.create(&key).service("s").phone(&number(7)).send().await;
     assert_eq!(code, 200, "{body}");
     let id = body["data"]["id"].as_str().unwrap().to_string();
-    let v = hget(env, "s", &format!("i:{id}"))
+    let v = hget(env, "s", &harness::throttle_field(&id.to_string()))
         .await
         .expect("active entry");
     let mut parts = v.split('|');
@@ -170,7 +170,9 @@ async fn cancel_under_an_older_snapshot(
     // Seeder's snapshot (X active) read here; then X is cancelled.
     let (code, body) = b.cancel(&key, &id).await;
     assert_eq!(code, 200, "{body}");
-    let tomb = hget(env, "s", &format!("i:{id}")).await.unwrap();
+    let tomb = hget(env, "s", &harness::throttle_field(&id.to_string()))
+        .await
+        .unwrap();
     assert!(tomb.starts_with('~'), "tombstone: {tomb}");
     let limits = throttle::Limits {
         per_service_1: (0, 0),

@@ -251,7 +251,7 @@ async fn attack_s35c_restore_counts_a_callback_cancelled_before_the_spare() {
     let rows = all_rows(&h.pg, phone).await;
     let active = active_rows(&h.pg, phone).await;
     let counted = redis_count(&env, &act, &num).await;
-    let field = hget(&env, &act, &format!("i:{id}")).await;
+    let field = hget(&env, &act, &harness::throttle_field(&id.to_string())).await;
     let total = hget(&env, &act, "~count").await;
     let strict_create = engage.create(&key).service("svc").phone(phone).send().await;
     let reseed = force_reseed(&env, &engage, &key, &act, "+15550183191").await;
@@ -334,7 +334,7 @@ async fn attack_s35c_restore_leaves_the_kept_callback_out_of_the_24h_count() {
     let counted = redis_count(&env, &act, &num).await;
     let day_after = hget(&env, &act, &day_key).await;
     let field = match id {
-        Some(id) => hget(&env, &act, &format!("i:{id}")).await,
+        Some(id) => hget(&env, &act, &harness::throttle_field(&id.to_string())).await,
         None => None,
     };
     let second = engage.create(&key).service("svc").phone(phone).send().await;
@@ -850,7 +850,7 @@ async fn attack_s35c_restore_counts_a_callback_released_by_a_concurrent_cancel()
     let rows = all_rows(&h.pg, phone).await;
     let active = active_rows(&h.pg, phone).await;
     let counted = redis_count(&env, &act, &num).await;
-    let field = hget(&env, &act, &format!("i:{id}")).await;
+    let field = hget(&env, &act, &harness::throttle_field(&id.to_string())).await;
     let other = engage.create(&key).service("svc").phone(phone).send().await;
     let seeds = seeds.lock().unwrap().clone();
     println!(

@@ -93,7 +93,7 @@ async fn attack_s36_restore_after_a_reseed_counts_the_kept_admission_twice() {
     let counted = redis_count(&env, &act, &num).await;
     let days = day_entries(&env, &act, &num).await;
     let field = match id {
-        Some(id) => hget(&env, &act, &format!("i:{id}")).await,
+        Some(id) => hget(&env, &act, &harness::throttle_field(&id.to_string())).await,
         None => None,
     };
     let second = engage.create(&key).service("svc").phone(phone).send().await;

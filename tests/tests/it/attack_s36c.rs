@@ -100,7 +100,7 @@ async fn reseed_gap(scene: &Scene<'_>, idem: &str, body: &Value, other: &str) ->
     let gap = std::sync::Mutex::new((0i64, 0u16));
     let between = async {
         let id = first_id(&pg, phone).await;
-        let f = format!("i:{id}");
+        let f = harness::throttle_field(&id.to_string());
         let before = hget(env, act, &f).await;
         let code = force_reseed(env, engage, key, act, other).await;
         assert_eq!(code, 200, "the re-seeding create");
@@ -236,7 +236,7 @@ async fn captcha_reseed_gap(
     let (t1, t2) = (fake.issue(), fake.issue());
     let between = async {
         let id = first_id(&pg, phone).await;
-        let f = format!("i:{id}");
+        let f = harness::throttle_field(&id.to_string());
         let before = hget(env, act, &f).await;
         let mut conn = env.redis().await;
         let _: () = redis::AsyncCommands::hset(&mut conn, act, "~seed", 0)
@@ -416,7 +416,7 @@ async fn attack_s36c_cancel_behind_the_readmission_frees_it() {
     let rows = all_rows(&pg, phone).await;
     let active = active_rows(&pg, phone).await;
     let counted = redis_count(&env, &act, &num).await;
-    let field = hget(&env, &act, &format!("i:{id}")).await;
+    let field = hget(&env, &act, &harness::throttle_field(&id.to_string())).await;
     let plain = engage.create(&key).service("svc").phone(phone).send().await;
     println!(
         "FIGURE s36c_cancel_behind_readmit marking={marking} n_readmitted={counted_readmitted} \
@@ -592,7 +592,7 @@ async fn lost_mark(scene: &Scene<'_>, idem: &str, body: &Value, other: [Value; 2
     let rows = all_rows(&pg, phone).await;
     let active = active_rows(&pg, phone).await;
     let counted = redis_count(env, act, &num).await;
-    let field = hget(env, act, &format!("i:{id}")).await;
+    let field = hget(env, act, &harness::throttle_field(&id.to_string())).await;
     let plain = send_plain(&other[0]).await;
     let plain_after_reseed = if plain.0 == 200 {
         0
@@ -782,7 +782,7 @@ async fn attack_s36c_reseeds_in_the_gap_count_a_withdrawn_callback() {
     let rows = all_rows(&pg, phone).await;
     let active = active_rows(&pg, phone).await;
     let counted = redis_count(&env, &act, &num).await;
-    let field = hget(&env, &act, &format!("i:{id}")).await;
+    let field = hget(&env, &act, &harness::throttle_field(&id.to_string())).await;
     let plain = engage.create(&key).service("svc").phone(phone).send().await;
     let after_reseed = force_reseed(&env, &engage, &key, &act, "+15550196893").await;
     let plain2 = engage.create(&key).service("svc").phone(phone).send().await;

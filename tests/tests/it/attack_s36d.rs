@@ -127,7 +127,7 @@ async fn answered_before_the_loss(scene: &Scene<'_>, idem: &str, body: &Value) -
         rows: all_rows(&h.pg, phone).await,
         active: active_rows(&h.pg, phone).await,
         counted: redis_count(env, act, &number_key(phone)).await,
-        field: hget(env, act, &format!("i:{id}")).await,
+        field: hget(env, act, &harness::throttle_field(&id.to_string())).await,
     }
 }
 
@@ -273,7 +273,7 @@ async fn attack_s36d_readmission_that_reseeds_counts_the_admission_twice() {
     let day = hget(&env, &act, &day_key).await;
     let active = active_rows(&h.pg, phone).await;
     let counted = redis_count(&env, &act, &num).await;
-    let field = hget(&env, &act, &format!("i:{id}")).await;
+    let field = hget(&env, &act, &harness::throttle_field(&id.to_string())).await;
     let next = engage.create(&key).service("svc").phone(phone).send().await;
     let (day_reseeded, next_after_reseed) = if next.0 == 200 {
         (None, 0)
@@ -358,7 +358,10 @@ async fn attack_s36d_replay_of_a_fail_open_create_is_answered_429() {
     let fail_open = engage.metric_sum("engage_throttle_fail_open_total").await;
     assert_eq!(first.0, 200, "{}", first.1);
     let id = id_of(&first.1).expect("id");
-    let field: Option<String> = admin.hget(&act, format!("i:{id}")).await.expect("HGET");
+    let field: Option<String> = admin
+        .hget(&act, harness::throttle_field(&id.to_string()))
+        .await
+        .expect("HGET");
     let plain = engage.create(&key).service("svc").phone(phone).send().await;
     let n: Option<String> = admin.hget(&act, format!("n:{num}")).await.expect("HGET");
     let replay = harness::send(keyed_request(&engage, &key, idem, &body)).await;
@@ -476,7 +479,7 @@ async fn gap(scene: &Scene<'_>, idem: &str, body: &Value, steps: &[Step]) -> Gap
         rows: all_rows(&h.pg, phone).await,
         active: active_rows(&h.pg, phone).await,
         counted: redis_count(env, act, &num).await,
-        field: hget(env, act, &format!("i:{first}")).await,
+        field: hget(env, act, &harness::throttle_field(&first.to_string())).await,
     }
 }
 

@@ -171,7 +171,7 @@ async fn attack_s37_stopped_process_abandons_a_given_back_withdrawal() {
         .expect("release withdrawal");
     let engage = Engage::start(&env, &[]).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let field = hget(&env, &act, &format!("i:{id}")).await;
+    let field = hget(&env, &act, &harness::throttle_field(&id.to_string())).await;
     let gap = engage.create(&key).service("svc").phone(phone).send().await;
     let retry = harness::send(keyed_request(&engage, &key, idem, &body)).await;
     let _worker = WorkerProc::start(&env, &quick_sweep()).await;
@@ -384,7 +384,7 @@ async fn attack_s37_aged_mark_lets_the_replay_keep_two() {
     let rows = all_rows(&h.pg, phone).await;
     let active = active_rows(&h.pg, phone).await;
     let counted = redis_count(&env, &act, &num).await;
-    let field = hget(&env, &act, &format!("i:{first}")).await;
+    let field = hget(&env, &act, &harness::throttle_field(&first.to_string())).await;
     let steps = seen.lock().unwrap().clone();
     println!(
         "FIGURE s37_aged_mark counted_during={} steps(name, n, code, mark_age_ms)={steps:?} \
@@ -489,7 +489,7 @@ async fn attack_s37_replay_behind_the_mark_statement_keeps_one_counted_once() {
     let rows = all_rows(&pg, phone).await;
     let active = active_rows(&pg, phone).await;
     let counted = redis_count(&env, &act, &num).await;
-    let field = hget(&env, &act, &format!("i:{id}")).await;
+    let field = hget(&env, &act, &harness::throttle_field(&id.to_string())).await;
     let key_after = key_row(&pg, idem).await;
     let other = engage.create(&key).service("svc").phone(phone).send().await;
     println!(

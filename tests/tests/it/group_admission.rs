@@ -76,7 +76,10 @@ async fn group_admission_decides_each_request_after_the_ones_before_it() {
         .unwrap();
     let kinds: Vec<_> = first.iter().map(|v| kind(v.as_ref().unwrap())).collect();
     assert_eq!(kinds, ["seed", "busy", "busy", "busy", "busy", "busy"]);
-    assert_eq!(hget(&env, "g", &format!("i:{}", ids[0])).await, None);
+    assert_eq!(
+        hget(&env, "g", &harness::throttle_field(&ids[0].to_string())).await,
+        None
+    );
 
     seed_empty(&h, &tk, &STRICT_MAX_3).await;
     let verdicts = throttle::check_many(&mut conn, &tk, &STRICT_MAX_3, &requests)
@@ -97,7 +100,7 @@ async fn group_admission_decides_each_request_after_the_ones_before_it() {
     assert_eq!(hget(&env, "g", "~count").await.as_deref(), Some("3"));
     assert_eq!(hget(&env, "g", "n:A").await.as_deref(), Some("1"));
     for refused in [1, 4, 5] {
-        let field = format!("i:{}", ids[refused]);
+        let field = harness::throttle_field(&ids[refused].to_string());
         assert_eq!(hget(&env, "g", &field).await, None, "{field}");
     }
 }
@@ -128,7 +131,7 @@ async fn group_admission_gives_back_an_admission_whose_create_gave_up() {
     assert!(gave_up.is_err(), "answered during the pause: {gave_up:?}");
 
     // After the pause the admission is counted, then given back (an empty field).
-    let field = format!("i:{id}");
+    let field = harness::throttle_field(&id.to_string());
     let mut last = None;
     for _ in 0..50 {
         tokio::time::sleep(Duration::from_millis(100)).await;

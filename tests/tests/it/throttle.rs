@@ -277,7 +277,7 @@ async fn active_counts_heal_from_postgresql() {
     let phantom = uuid::Uuid::new_v4();
     let _: () = redis::cmd("HSET")
         .arg(format!("{tag}:act"))
-        .arg(format!("i:{phantom}"))
+        .arg(harness::throttle_field(&phantom.to_string()))
         .arg("12025550202|1000")
         .arg("n:12025550202")
         .arg(1)
