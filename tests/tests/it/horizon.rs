@@ -13,14 +13,15 @@ use serde_json::json;
 
 const RESCHEDULE: &str = "/engagement/v3/callbacks/reschedule";
 
-/// A dispatch fixture on a private Redis with a 10 s horizon: (env, server, key, redis).
-async fn setup(tenant: &str) -> (TestEnv, Engage, String, PrivateRedis) {
+/// A dispatch fixture on a private Redis with a 10 s horizon, 2 s sweep rounds and a sweep
+/// grace of `grace` s: (env, server, key, redis).
+pub(crate) async fn setup(tenant: &str, grace: u32) -> (TestEnv, Engage, String, PrivateRedis) {
     let redis = PrivateRedis::new(false);
     let env = TestEnv::new()
         .with("REDIS_URL", &redis.url())
         .with("REDIS_SCHEDULE_HORIZON_S", "10")
         .with("WORKER_SWEEP_S", "2")
-        .with("WORKER_SWEEP_GRACE_S", "2")
+        .with("WORKER_SWEEP_GRACE_S", &grace.to_string())
         .with("WORKER_RECONCILE_CHECK_S", "2");
     let (env, engage, key) = Fixture::dispatch(env, tenant, "svc", json!({}))
         .await
@@ -28,17 +29,27 @@ async fn setup(tenant: &str) -> (TestEnv, Engage, String, PrivateRedis) {
     (env, engage, key, redis)
 }
 
-/// Creates `n` callbacks due at `at` (distinct numbers); returns their ids.
-async fn book(engage: &Engage, key: &str, at: Timestamp, n: usize, base: u32) -> Vec<String> {
+/// Creates `n` callbacks due at `at` (distinct numbers from `base`), each with an
+/// Idempotency-Key when `keyed`; returns their ids.
+pub(crate) async fn book(
+    engage: &Engage,
+    key: &str,
+    at: Timestamp,
+    n: usize,
+    base: u32,
+    keyed: bool,
+) -> Vec<String> {
     let mut ids = Vec::new();
     for i in 0..n {
-        let (code, body) = engage
+        let mut req = engage
             .create(key)
             .service("svc")
             .phone(&format!("+1555{:07}", base as usize + i))
-            .field("desiredTime", json!(harness::wire(at)))
-            .send()
-            .await;
+            .field("desiredTime", json!(harness::wire(at)));
+        if keyed {
+            req = req.idempotency_key(&format!("hz-{base}-{i}"));
+        }
+        let (code, body) = req.send().await;
         assert_eq!(code, 200, "{body}");
         ids.push(body["data"]["id"].as_str().expect("id").to_string());
     }
@@ -46,7 +57,7 @@ async fn book(engage: &Engage, key: &str, at: Timestamp, n: usize, base: u32) ->
 }
 
 /// The latest hand-off after its due time among submitted callbacks, in ms (database clock).
-async fn worst_lateness_ms(env: &TestEnv) -> i64 {
+pub(crate) async fn worst_lateness_ms(env: &TestEnv) -> i64 {
     env.count(
         "SELECT coalesce(max(extract(epoch FROM submitted_at - dispatch_at) * 1000), 0)::bigint
          FROM callbacks WHERE submitted_at IS NOT NULL",
@@ -54,7 +65,8 @@ async fn worst_lateness_ms(env: &TestEnv) -> i64 {
     .await
 }
 
-fn in_secs(s: i64) -> Timestamp {
+/// `s` seconds from now.
+pub(crate) fn in_secs(s: i64) -> Timestamp {
     Timestamp::now() + SignedDuration::from_secs(s)
 }
 
@@ -63,10 +75,10 @@ fn in_secs(s: i64) -> Timestamp {
 /// stream once, on time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn horizon_far_callbacks_wait_outside_the_index_and_dispatch_on_time() {
-    let (env, engage, key, _redis) = setup("hz1").await;
+    let (env, engage, key, _redis) = setup("hz1", 2).await;
     let w = WorkerProc::start(&env, &[]).await;
-    let near = book(&engage, &key, in_secs(15), 5, 100).await;
-    let far = book(&engage, &key, in_secs(30), 20, 200).await;
+    let near = book(&engage, &key, in_secs(15), 5, 100, false).await;
+    let far = book(&engage, &key, in_secs(30), 20, 200, false).await;
     let indexed = env.indexed(4).await;
     assert!(
         near.iter().all(|id| indexed.contains(id)),
@@ -96,9 +108,9 @@ async fn horizon_far_callbacks_wait_outside_the_index_and_dispatch_on_time() {
 /// at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn horizon_worker_down_while_callbacks_enter_the_horizon() {
-    let (env, engage, key, _redis) = setup("hz2").await;
-    let overdue = book(&engage, &key, in_secs(21), 5, 300).await;
-    let on_time = book(&engage, &key, in_secs(40), 5, 400).await;
+    let (env, engage, key, _redis) = setup("hz2", 2).await;
+    let overdue = book(&engage, &key, in_secs(21), 5, 300, false).await;
+    let on_time = book(&engage, &key, in_secs(40), 5, 400, false).await;
     assert!(env.indexed(4).await.is_empty(), "none indexed at create");
     tokio::time::sleep(Duration::from_secs(25)).await;
     assert!(
@@ -131,9 +143,9 @@ async fn horizon_worker_down_while_callbacks_enter_the_horizon() {
 /// horizon's window again and they go on time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn horizon_loaded_callbacks_survive_a_flushall() {
-    let (env, engage, key, redis) = setup("hz3").await;
+    let (env, engage, key, redis) = setup("hz3", 2).await;
     let w = WorkerProc::start(&env, &[]).await;
-    let ids = book(&engage, &key, in_secs(32), 10, 500).await;
+    let ids = book(&engage, &key, in_secs(32), 10, 500, false).await;
     assert!(env.indexed(4).await.is_empty());
     let started = std::time::Instant::now();
     while env.indexed(4).await.len() < 10 {
@@ -160,9 +172,9 @@ async fn horizon_loaded_callbacks_survive_a_flushall() {
 /// their window, and load them once Redis takes writes again; still on time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn horizon_loader_passes_refused_by_redis_are_repeated() {
-    let (env, engage, key, redis) = setup("hz4").await;
+    let (env, engage, key, redis) = setup("hz4", 2).await;
     let w = WorkerProc::start(&env, &[]).await;
-    let ids = book(&engage, &key, in_secs(30), 10, 600).await;
+    let ids = book(&engage, &key, in_secs(30), 10, 600, false).await;
     tokio::time::sleep(Duration::from_secs(12)).await;
     let mut conn = redis.conn().await;
     harness::config_set(&mut conn, "maxmemory-policy", "noeviction").await;
@@ -186,9 +198,9 @@ async fn horizon_loader_passes_refused_by_redis_are_repeated() {
 /// by the reschedule and goes at its new time, one moved further goes at its new time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn horizon_cancel_and_reschedule_before_loading() {
-    let (env, engage, key, _redis) = setup("hz5").await;
+    let (env, engage, key, _redis) = setup("hz5", 2).await;
     let w = WorkerProc::start(&env, &[]).await;
-    let ids = book(&engage, &key, in_secs(35), 3, 700).await;
+    let ids = book(&engage, &key, in_secs(35), 3, 700, false).await;
     let (cancelled, nearer, further) = (&ids[0], &ids[1], &ids[2]);
     assert_eq!(engage.cancel(&key, cancelled).await.0, 200);
     let to = harness::wire(in_secs(6));
