@@ -350,8 +350,14 @@ mod tests {
         let edge = 600_000 + HORIZON_MARGIN_MS;
         let now = Instant::now();
         assert!(due(edge).beyond_horizon(&keys, now));
-        assert!(!due(edge - 1).beyond_horizon(&keys, now), "inside the margin");
-        assert!(!Due::UNKNOWN.beyond_horizon(&keys, now), "a resolved commit");
+        assert!(
+            !due(edge - 1).beyond_horizon(&keys, now),
+            "inside the margin"
+        );
+        assert!(
+            !Due::UNKNOWN.beyond_horizon(&keys, now),
+            "a resolved commit"
+        );
         let slow = now.checked_sub(Duration::from_millis(10_001));
         if let Some(slow) = slow {
             assert!(
@@ -360,6 +366,9 @@ mod tests {
             );
         }
         let off = Keys::new("t", 4);
-        assert!(!due(i64::from(i32::MAX)).beyond_horizon(&off, now), "horizon off");
+        assert!(
+            !due(i64::from(i32::MAX)).beyond_horizon(&off, now),
+            "horizon off"
+        );
     }
 }
