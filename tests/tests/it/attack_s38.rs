@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use harness::{Engage, Fixture, PrivateRedis, Proc, TestEnv, WorkerProc};
 use serde_json::json;
 
-use crate::horizon::{book, in_secs, setup, worst_lateness_ms};
+use crate::horizon::{book, in_secs, on_time_once, setup, worst_lateness_ms};
 
 /// GUARD (a known limit, docs/derived-state.md#the-horizon "Changing the horizon"). The API
 /// leaves out a callback due at least its own horizon + 10 s ahead; a worker whose horizon is
@@ -34,16 +34,19 @@ async fn attack_s38_guard_worker_horizon_longer_than_the_apis_is_late_not_lost()
         ids.iter().all(|id| !indexed.contains(id)),
         "beyond the API's horizon: not indexed at create"
     );
+    late_not_lost(&env, &w, "s38a").await;
+}
+
+/// Waits for the 5 hand-offs of a late-not-lost guard: none later than the overdue sweep's
+/// bound (grace 20 s + round 2 s + a pass), each exactly once.
+async fn late_not_lost(env: &TestEnv, w: &WorkerProc, label: &str) {
     let n = env.wait_submitted(5, Duration::from_secs(60)).await;
     assert_eq!(n, 5, "worker log:\n{}", w.proc.output());
-    let late = worst_lateness_ms(&env).await;
+    let late = worst_lateness_ms(env).await;
     let loaded = w.metric("engage_index_loaded_total").await;
     let repaired = w.metric("engage_index_repaired_total").await;
-    println!("FIGURE s38a late_ms={late} loaded={loaded} repaired_by_sweep={repaired}");
-    assert!(
-        late < 25_000,
-        "{late} ms late: beyond the sweep's bound (grace 20 s + round 2 s + a pass)"
-    );
+    println!("FIGURE {label} late_ms={late} loaded={loaded} repaired_by_sweep={repaired}");
+    assert!(late < 25_000, "{late} ms late: beyond the sweep's bound");
     tokio::time::sleep(Duration::from_secs(3)).await;
     let (total, distinct, _) = env.census().await;
     assert_eq!((total, distinct), (5, 5), "each exactly once");
@@ -63,17 +66,7 @@ async fn attack_s38_guard_api_horizon_with_a_worker_without_loader_is_late_not_l
     let ids = book(&engage, &key, in_secs(25), 5, 200, false).await;
     let indexed = env.indexed(4).await;
     assert!(ids.iter().all(|id| !indexed.contains(id)));
-    let n = env.wait_submitted(5, Duration::from_secs(60)).await;
-    assert_eq!(n, 5, "worker log:\n{}", w.proc.output());
-    let late = worst_lateness_ms(&env).await;
-    println!("FIGURE s38b late_ms={late}");
-    assert!(
-        late < 25_000,
-        "{late} ms late: beyond the sweep's bound (grace 20 s + round 2 s + a pass)"
-    );
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let (total, distinct, _) = env.census().await;
-    assert_eq!((total, distinct), (5, 5), "each exactly once");
+    late_not_lost(&env, &w, "s38b").await;
 }
 
 /// GUARD. The safe direction of a horizon mismatch (an API replica's horizon longer than the
@@ -214,11 +207,7 @@ async fn attack_s38_guard_shard_change_with_the_horizon() {
     .await;
     let n = env.wait_submitted(15, Duration::from_secs(60)).await;
     assert_eq!(n, 15, "worker log:\n{}", w.proc.output());
-    let late = worst_lateness_ms(&env).await;
-    assert!(late < 3_000, "{late} ms late");
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let (total, distinct, _) = env.census().await;
-    assert_eq!((total, distinct), (15, 15), "each exactly once");
+    on_time_once(&env, 15).await;
     let _ = (near, far);
 }
 
@@ -242,11 +231,7 @@ async fn attack_s38_guard_two_workers_one_killed_mid_way() {
         w2.proc.output(),
         w3.proc.output()
     );
-    let late = worst_lateness_ms(&env).await;
-    assert!(late < 3_000, "{late} ms late");
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let (total, distinct, _) = env.census().await;
-    assert_eq!((total, distinct), (20, 20), "each exactly once");
+    on_time_once(&env, 20).await;
     let _ = (a, b);
 }
 

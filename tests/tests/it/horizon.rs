@@ -65,6 +65,16 @@ pub(crate) async fn worst_lateness_ms(env: &TestEnv) -> i64 {
     .await
 }
 
+/// Asserts that every hand-off so far went within 3 s of its due time and, 3 s later (room
+/// for a stray second one), that the voice stream holds `n` entries, one per callback.
+pub(crate) async fn on_time_once(env: &TestEnv, n: usize) {
+    let late = worst_lateness_ms(env).await;
+    assert!(late < 3_000, "handed off {late} ms late");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (total, distinct, _) = env.census().await;
+    assert_eq!((total, distinct), (n, n), "each exactly once");
+}
+
 /// `s` seconds from now.
 pub(crate) fn in_secs(s: i64) -> Timestamp {
     Timestamp::now() + SignedDuration::from_secs(s)
