@@ -558,3 +558,60 @@ async fn attack_s38_guard_shrunk_shards_beyond_the_rebuild_window_are_loaded() {
     assert_eq!(w.metric("engage_index_repaired_total").await, 0.0);
     drop(engage);
 }
+
+/// GUARD (helper-66's findings 1 and 2 on 01ca176, the shorter throttle names). The throttle
+/// hash after an upgrade from the 36-character field names: a re-seed reads both spellings of
+/// one callback as one callback. An old live field keeps its admission time and `|d` under
+/// the new name (its windows do not move to PostgreSQL's earlier time), and a live spelling
+/// wins over an emptied one (a withdrawal and a readmission by replicas of two releases), so
+/// the count never goes low: strict still refuses the number's second callback.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_s38_guard_old_throttle_names_count_once_after_a_reseed() {
+    use super::attack_s28_windows::{act, env, hset, number};
+    use super::attack_s28d_windows::hget;
+    let env = env();
+    let e = Engage::start(&env, &[]).await;
+    let settings = json!({"throttle_per_service_1": 0, "throttle_per_service_2": 0,
+        "throttle_per_number_24h": 6, "in_queue_checking": "strict", "max_queued": 0});
+    let key = e.provision("acme", "s", settings).await;
+    let create = |n: usize| e.create(&key).service("s").phone(&number(n)).id();
+    let (x, y) = (create(1).await, create(2).await);
+    let field = |id: &str| harness::throttle_field(id);
+    let vx = hget(&env, "s", &field(&x)).await.expect("x counted");
+    let vy = hget(&env, "s", &field(&y)).await.expect("y counted");
+    assert!(
+        vx.ends_with("|d"),
+        "an immediate admission in the 24 h list: {vx}"
+    );
+    // X was admitted by a replica of the former release; Y was counted again under the old
+    // name after a give-back under the new one.
+    let mut redis = env.redis().await;
+    let _: i64 = redis::cmd("HDEL")
+        .arg(act(&env, "s"))
+        .arg(field(&x))
+        .query_async(&mut redis)
+        .await
+        .expect("HDEL");
+    hset(&env, "s", &format!("i:{x}"), &vx).await;
+    hset(&env, "s", &format!("i:{y}"), &vy).await;
+    hset(&env, "s", &field(&y), "").await;
+    hset(&env, "s", "~seed", "0").await;
+    let (code, body) = e.create(&key).service("s").phone(&number(3)).send().await;
+    assert_eq!(code, 200, "the re-seeding create: {body}");
+    assert_eq!(
+        hget(&env, "s", &field(&x)).await,
+        Some(vx),
+        "x keeps its admission"
+    );
+    assert_eq!(hget(&env, "s", &field(&y)).await, Some(vy), "y counted");
+    for old in [&x, &y] {
+        assert_eq!(
+            hget(&env, "s", &format!("i:{old}")).await,
+            None,
+            "old name left"
+        );
+    }
+    assert_eq!(hget(&env, "s", "~count").await.as_deref(), Some("3"));
+    let (code, body) = e.create(&key).service("s").phone(&number(2)).send().await;
+    assert_eq!(code, 429, "strict lets y's number in twice: {body}");
+}
