@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use harness::{Engage, Fixture, PrivateRedis, Proc, TestEnv, WorkerProc};
 use serde_json::json;
 
-use crate::horizon::{book, in_secs, on_time_once, setup, worst_lateness_ms};
+use crate::horizon::{book, horizon_env, in_secs, on_time_once, setup, worst_lateness_ms};
 
 /// GUARD (a known limit, docs/derived-state.md#the-horizon "Changing the horizon"). The API
 /// leaves out a callback due at least its own horizon + 10 s ahead; a worker whose horizon is
@@ -241,11 +241,7 @@ async fn attack_s38_guard_two_workers_one_killed_mid_way() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attack_s38_guard_idle_budget_with_far_bookings() {
     let redis = PrivateRedis::new(false);
-    let env = TestEnv::new()
-        .with("REDIS_URL", &redis.url())
-        .with("REDIS_SCHEDULE_HORIZON_S", "10")
-        .with("WORKER_SWEEP_S", "2")
-        .with("WORKER_SWEEP_GRACE_S", "2");
+    let env = horizon_env(&redis, 2);
     env.engage_cli(&["migrate"]);
     env.pg()
         .await
@@ -295,12 +291,7 @@ async fn attack_s38_guard_idle_budget_with_far_bookings() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attack_s38_guard_503_keyed_far_creates_racing_replays() {
     let redis = PrivateRedis::new(false);
-    let env = TestEnv::new()
-        .with("REDIS_URL", &redis.url())
-        .with("REDIS_SCHEDULE_HORIZON_S", "10")
-        .with("WORKER_SWEEP_S", "2")
-        .with("WORKER_SWEEP_GRACE_S", "2")
-        .with("REQUEST_TIMEOUT_MS", "1000");
+    let env = horizon_env(&redis, 2).with("REQUEST_TIMEOUT_MS", "1000");
     let (env, engage, key) = Fixture::dispatch(env, "s38i", "svc", json!({}))
         .await
         .parts();
@@ -410,11 +401,7 @@ async fn attack_s38_guard_cluster_loads_far_callbacks_on_time() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attack_s38_guard_paced_far_callbacks_go_once_at_their_slots() {
     let redis = PrivateRedis::new(false);
-    let env = TestEnv::new()
-        .with("REDIS_URL", &redis.url())
-        .with("REDIS_SCHEDULE_HORIZON_S", "10")
-        .with("WORKER_SWEEP_S", "2")
-        .with("WORKER_SWEEP_GRACE_S", "2");
+    let env = horizon_env(&redis, 2);
     let pace = json!({ "dispatch_rate_per_second": 1 });
     let (env, engage, key) = Fixture::dispatch(env, "s38k", "svc", pace).await.parts();
     let w = WorkerProc::start(&env, &[]).await;

@@ -13,16 +13,21 @@ use serde_json::json;
 
 const RESCHEDULE: &str = "/engagement/v3/callbacks/reschedule";
 
-/// A dispatch fixture on a private Redis with a 10 s horizon, 2 s sweep rounds and a sweep
-/// grace of `grace` s: (env, server, key, redis).
-pub(crate) async fn setup(tenant: &str, grace: u32) -> (TestEnv, Engage, String, PrivateRedis) {
-    let redis = PrivateRedis::new(false);
-    let env = TestEnv::new()
+/// An environment on `redis` with a 10 s horizon, 2 s sweep rounds and a sweep grace of
+/// `grace` s.
+pub(crate) fn horizon_env(redis: &PrivateRedis, grace: u32) -> TestEnv {
+    TestEnv::new()
         .with("REDIS_URL", &redis.url())
         .with("REDIS_SCHEDULE_HORIZON_S", "10")
         .with("WORKER_SWEEP_S", "2")
         .with("WORKER_SWEEP_GRACE_S", &grace.to_string())
-        .with("WORKER_RECONCILE_CHECK_S", "2");
+}
+
+/// A dispatch fixture on a private Redis with a 10 s horizon, 2 s sweep rounds and a sweep
+/// grace of `grace` s: (env, server, key, redis).
+pub(crate) async fn setup(tenant: &str, grace: u32) -> (TestEnv, Engage, String, PrivateRedis) {
+    let redis = PrivateRedis::new(false);
+    let env = horizon_env(&redis, grace).with("WORKER_RECONCILE_CHECK_S", "2");
     let (env, engage, key) = Fixture::dispatch(env, tenant, "svc", json!({}))
         .await
         .parts();
