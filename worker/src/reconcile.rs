@@ -246,7 +246,7 @@ pub async fn repair_view(w: &Worker, tenant: &str, service: &str) -> Result<usiz
         })
         .collect();
     let strays: Vec<String> = held.difference(&wanted).cloned().collect();
-    queue::enqueue(&mut conn, &w.keys, tenant, service, &missing).await?;
+    queue::restore(&mut conn, &w.keys, tenant, service, &missing).await?;
     queue::remove(&mut conn, &w.keys, tenant, service, &strays).await?;
     for (action, n) in [("added", missing.len()), ("removed", strays.len())] {
         if n > 0 {

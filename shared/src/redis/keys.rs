@@ -104,14 +104,11 @@ impl Keys {
         format!("{}:marker", self.prefix)
     }
 
-    /// Queue view of a service: ZSET of QUEUED/ROUTING callback ids, score = time queued (ms).
+    /// Queue view of a service: ZSET of its QUEUED/ROUTING callback ids and of its recent
+    /// dequeues, two score regions ([`super::queue`]). Releases before 2026-12-05 kept the
+    /// dequeues in a list `<view>:done`, no longer read or written (docs/SCALING.md#upgrading-workers-first).
     pub fn queue(&self, tenant: &str, service: &str) -> String {
         format!("{{{}:q:{tenant}:{service}}}", self.prefix)
-    }
-
-    /// Recent dequeue times (ms) of a service, newest first; shares the view's hash tag.
-    pub fn queue_history(&self, tenant: &str, service: &str) -> String {
-        format!("{}:done", self.queue(tenant, service))
     }
 
     /// Dispatch pacing of a tenant (HASH, one script's key): `~o` the tenant cap's arrival

@@ -1,16 +1,24 @@
-//! Queue views: per service, a ZSET of the callbacks the voice platform holds in QUEUED or
-//! ROUTING for `positionInQueue` (score = [`score`]: base priority first, then the time the
-//! callback waits since, its desired time, so `ZRANK` is the position in priority-then-time
-//! order), and a capped list of recent dequeue times (ms) for wait-time estimates
-//! (`shared::model::ewt`). Both are derived: the reconciler rebuilds the ZSET from
-//! PostgreSQL, and a lost history only makes estimates unknown for a while.
+//! Queue views: per service, one ZSET with two regions (docs/derived-state.md#queue-views).
+//!
+//! - **Waiting** (scores below [`DONE_BASE`]): the callbacks the voice platform holds in
+//!   QUEUED or ROUTING, for `positionInQueue` (score = [`score`]: base priority first, then
+//!   the time the callback waits since, its desired time, so `ZRANK` is the position in
+//!   priority-then-time order).
+//! - **Dequeued** (scores from [`DONE_BASE`]): the recent dequeues, for wait-time estimates
+//!   (`shared::model::ewt`), score = [`DONE_BASE`] + dequeue time (ms). A dequeue re-scores
+//!   the callback's member from one region to the other: one `ZADD` records it and takes it
+//!   out of the waiting region (docs/costs.md), and a hand-off's late `ZADD NX` cannot put
+//!   back a callback whose dequeue came first.
+//!
+//! Both are derived: the reconciler rebuilds the waiting region from PostgreSQL (and never
+//! touches the dequeued one), and lost dequeues only make estimates unknown for a while.
 //!
 //! A service with priority escalation orders by the *escalated* priority, computed at read
 //! time by one script from the stored base priorities and times ([`position`],
 //! docs/decisions.md#priority-escalation): no member is ever rewritten while it waits.
 //!
-//! Memory stays small: one ZSET member per queued callback and at most 2 × [`HISTORY`]
-//! numbers per service (trimmed lazily, see [`dequeue`]).
+//! Memory stays small: one ZSET member per queued callback and about [`HISTORY`] to
+//! 2 × [`HISTORY`] dequeued members per service (trimmed lazily, see [`dequeue`]).
 
 use std::sync::LazyLock;
 
@@ -29,6 +37,33 @@ pub const PRIORITY_CAP: i32 = 2_000;
 
 /// One priority step in score units: more than any time queued in ms (until year 2109).
 const PRIORITY_STEP: i64 = 1 << 42;
+
+/// Where the dequeued region starts: above every waiting score (the lowest priority with the
+/// latest time), and [`DONE_BASE`] + any time stays below 2^53, so Redis holds it exactly.
+pub const DONE_BASE: i64 = (PRIORITY_CAP as i64 + 1) * PRIORITY_STEP;
+
+/// `ZRANGEBYSCORE`/`ZCOUNT` bound of the waiting region's top (exclusive).
+fn waiting_max() -> String {
+    format!("({DONE_BASE}")
+}
+
+/// Dequeued-region score of a dequeue at `at_ms`.
+fn done_score(at_ms: i64) -> i64 {
+    DONE_BASE + at_ms.clamp(0, PRIORITY_STEP - 1)
+}
+
+/// Trims a view's dequeued region to its newest `HISTORY` members (the region is the top of
+/// the set). KEYS: view. ARGV: [`DONE_BASE`], [`HISTORY`].
+static TRIM: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local keep = tonumber(ARGV[2])
+local d = redis.call('ZCOUNT', KEYS[1], ARGV[1], '+inf')
+if d <= keep then return 0 end
+local n = redis.call('ZCARD', KEYS[1])
+return redis.call('ZREMRANGEBYRANK', KEYS[1], n - d, n - keep - 1)",
+    )
+});
 
 /// Queue-view score of a callback: higher `priority` first, then earlier `since_ms` (the time
 /// it waits since: its desired time) first. |score| < 2^53, so Redis holds it exactly.
@@ -63,15 +98,19 @@ impl Escalation {
 /// priority) at a time: within a level the escalated priority falls as the time rises, so the
 /// members ahead are those up to one time, found by arithmetic and counted with one `ZCOUNT`.
 /// Four commands plus two per distinct base priority in the view, whatever its length.
-/// KEYS: view, history. ARGV: member, increment, interval ms, limit (0 = none), step, history
-/// length. Returns `{ahead, history…}`, or `{-1, history…}` when the member is not in the view.
+/// KEYS: view. ARGV: member, increment, interval ms, limit (0 = none), step, history length,
+/// [`DONE_BASE`]. Returns `{ahead, dequeue times…}`, or `{-1, dequeue times…}` when the member
+/// is not waiting.
 static POSITION: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local inc, iv, lim, step = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local hist = redis.call('LRANGE', KEYS[2], 0, tonumber(ARGV[6]) - 1)
+local base = tonumber(ARGV[7])
+local done = redis.call('ZREVRANGEBYSCORE', KEYS[1], '+inf', ARGV[7], 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[6]))
+local hist = {}
+for i = 2, #done, 2 do hist[#hist + 1] = tonumber(done[i]) - base end
 local s = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if not s then return {-1, unpack(hist)} end
+if not s or tonumber(s) >= base then return {-1, unpack(hist)} end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local function level(score) return -math.floor(score / step) end
@@ -94,7 +133,7 @@ local tx = s + bx * step
 local ex = eff(bx, tx)
 local ahead, cursor = 0, '-inf'
 while true do
-  local r = redis.call('ZRANGEBYSCORE', KEYS[1], cursor, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+  local r = redis.call('ZRANGEBYSCORE', KEYS[1], cursor, '(' .. ARGV[7], 'WITHSCORES', 'LIMIT', 0, 1)
   if #r == 0 then break end
   local b = level(tonumber(r[2]))
   local lo = -b * step
@@ -115,8 +154,8 @@ return {ahead, unpack(hist)}",
     )
 });
 
-/// Adds callbacks to a service's queue view (no-op for members already there); scores come
-/// from [`score`].
+/// Adds callbacks to a service's queue view (no-op for members already there, in either
+/// region: a dequeue that came first stays); scores come from [`score`].
 pub async fn enqueue(
     conn: &mut RedisConn,
     keys: &Keys,
@@ -135,22 +174,46 @@ pub async fn enqueue(
     cmd.query_async::<i64>(conn).await.map(drop)
 }
 
-/// Every member of a service's queue view (the reconciler's check).
+/// Puts callbacks PostgreSQL says are waiting into the waiting region of their view
+/// (`ZADD LT`: added if absent, moved back down if the dequeued region holds them, e.g. a
+/// retried callback whose earlier removal failed; a waiting member keeps the lower score).
+/// The reconciler's repair; a hand-off uses [`enqueue`], which must not undo a dequeue.
+pub async fn restore(
+    conn: &mut RedisConn,
+    keys: &Keys,
+    tenant: &str,
+    service: &str,
+    members: &[(Uuid, i64)],
+) -> redis::RedisResult<()> {
+    if members.is_empty() {
+        return Ok(());
+    }
+    let mut cmd = redis::cmd("ZADD");
+    cmd.arg(keys.queue(tenant, service)).arg("LT");
+    for (id, score) in members {
+        cmd.arg(*score).arg(id.to_string());
+    }
+    cmd.query_async::<i64>(conn).await.map(drop)
+}
+
+/// Every waiting member of a service's queue view (the reconciler's check; the dequeued
+/// region is not the waiting set's and is left alone).
 pub async fn members(
     conn: &mut RedisConn,
     keys: &Keys,
     tenant: &str,
     service: &str,
 ) -> redis::RedisResult<Vec<String>> {
-    redis::cmd("ZRANGE")
+    redis::cmd("ZRANGEBYSCORE")
         .arg(keys.queue(tenant, service))
-        .arg(0)
-        .arg(-1)
+        .arg("-inf")
+        .arg(waiting_max())
         .query_async(conn)
         .await
 }
 
-/// Removes members from a service's queue view without recording a dequeue (strays).
+/// Removes members from a service's queue view without recording a dequeue (strays, and
+/// callbacks that leave unserved: a dequeue recorded for the callback goes with them).
 pub async fn remove(
     conn: &mut RedisConn,
     keys: &Keys,
@@ -170,6 +233,15 @@ pub async fn remove(
 }
 
 /// Takes a callback off its queue view; `served` records a dequeue for wait-time estimates.
+///
+/// Unserved, the member is removed (`ZREM`), from either region: a retried callback must be
+/// able to wait again, and a callback that leaves for good no longer needs its record.
+/// Served, one `ZADD` moves it to the dequeued region at the API host's time (a lost view
+/// does not lose the dequeue: the member is added if absent; a callback served twice counts
+/// once, at its last dequeue). The region is trimmed back to [`HISTORY`] members by the
+/// dequeue of one callback in [`HISTORY`] (chosen by its id, so whichever replica serves it),
+/// about one script of four commands per `HISTORY` dequeues; readers take the newest
+/// `HISTORY`.
 pub async fn dequeue(
     conn: &mut RedisConn,
     keys: &Keys,
@@ -187,35 +259,52 @@ pub async fn dequeue(
             .await
             .map(drop);
     }
-    // Two commands in one round trip (no script): callers dequeue once per transition, so
-    // the time is recorded whether or not the view still held the member (a lost view must
-    // not lose the dequeue). The list is trimmed only when it has grown to twice its size,
-    // so the trim costs a command once every `HISTORY` dequeues; readers take the newest
-    // `HISTORY`.
-    let history = keys.queue_history(tenant, service);
-    let (_, len): (i64, i64) = redis::pipe()
-        .cmd("ZREM")
+    redis::cmd("ZADD")
         .arg(&view)
+        .arg(done_score(jiff::Timestamp::now().as_millisecond()))
         .arg(id.to_string())
-        .cmd("LPUSH")
-        .arg(&history)
-        .arg(jiff::Timestamp::now().as_millisecond())
-        .query_async(conn)
+        .query_async::<i64>(conn)
         .await?;
-    if len >= 2 * HISTORY as i64 {
-        redis::cmd("LTRIM")
-            .arg(&history)
-            .arg(0)
-            .arg(HISTORY - 1)
-            .query_async::<()>(conn)
+    if trims(id) {
+        TRIM.key(&view)
+            .arg(DONE_BASE)
+            .arg(HISTORY)
+            .invoke_async::<i64>(conn)
             .await?;
     }
     Ok(())
 }
 
+/// Whether `id`'s dequeue trims its view: one callback in [`HISTORY`], by the id's random low
+/// bits (v4 and v7 ids alike).
+fn trims(id: Uuid) -> bool {
+    id.as_u128().is_multiple_of(HISTORY as u128)
+}
+
+/// Dequeue times (ms, newest first) from a `ZREVRANGEBYSCORE … WITHSCORES` of the dequeued
+/// region (scores read as doubles: exact below 2^53, whatever notation Redis replies in).
+fn times(done: &[(String, f64)]) -> Vec<i64> {
+    done.iter()
+        .map(|(_, score)| *score as i64 - DONE_BASE)
+        .collect()
+}
+
+/// `ZREVRANGEBYSCORE` of the newest [`HISTORY`] dequeues of `view`, with their scores.
+fn newest_dequeues(view: &str) -> redis::Cmd {
+    let mut cmd = redis::cmd("ZREVRANGEBYSCORE");
+    cmd.arg(view)
+        .arg("+inf")
+        .arg(DONE_BASE)
+        .arg("WITHSCORES")
+        .arg("LIMIT")
+        .arg(0)
+        .arg(HISTORY);
+    cmd
+}
+
 /// What wait-time estimates need of one service's view: how many callbacks wait, and the
-/// recent dequeue times (ms, newest first). Two commands in one pipeline, O(1) each
-/// (`ZCARD`, `LRANGE` of at most [`HISTORY`]).
+/// recent dequeue times (ms, newest first). Two commands in one pipeline, O(log n) each
+/// (`ZCOUNT` of the waiting region, `ZREVRANGEBYSCORE` of at most [`HISTORY`] dequeues).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Snapshot {
     /// Callbacks in the view (QUEUED or ROUTING).
@@ -231,16 +320,19 @@ pub async fn snapshot(
     tenant: &str,
     service: &str,
 ) -> redis::RedisResult<Snapshot> {
-    let (pending, history): (i64, Vec<i64>) = redis::pipe()
-        .cmd("ZCARD")
-        .arg(keys.queue(tenant, service))
-        .cmd("LRANGE")
-        .arg(keys.queue_history(tenant, service))
-        .arg(0)
-        .arg(HISTORY - 1)
+    let view = keys.queue(tenant, service);
+    let (pending, done): (i64, Vec<(String, f64)>) = redis::pipe()
+        .cmd("ZCOUNT")
+        .arg(&view)
+        .arg("-inf")
+        .arg(waiting_max())
+        .add_command(newest_dequeues(&view))
         .query_async(conn)
         .await?;
-    Ok(Snapshot { pending, history })
+    Ok(Snapshot {
+        pending,
+        history: times(&done),
+    })
 }
 
 /// Position (1-based, priority-then-time order; escalated priority under `escalation`) of a
@@ -260,13 +352,13 @@ pub async fn position(
         Some(e) => {
             let out: Vec<i64> = POSITION
                 .key(keys.queue(tenant, service))
-                .key(keys.queue_history(tenant, service))
                 .arg(id.to_string())
                 .arg(e.increment)
                 .arg(e.interval_ms)
                 .arg(e.limit)
                 .arg(PRIORITY_STEP)
                 .arg(HISTORY)
+                .arg(DONE_BASE)
                 .invoke_async(conn)
                 .await?;
             let ahead = out.first().copied().filter(|a| *a >= 0);
@@ -277,7 +369,9 @@ pub async fn position(
     Ok((rank.map(|r| r + 1), ewt))
 }
 
-/// `ZRANK` and the dequeue history in one pipeline (no escalation).
+/// `ZRANK`, the size of the waiting region and the dequeue history in one pipeline (no
+/// escalation). The waiting region is the bottom of the set, so a rank below its size is the
+/// member's place in it; a rank at or above it is a dequeued member (not waiting).
 async fn rank_and_history(
     conn: &mut RedisConn,
     keys: &Keys,
@@ -285,16 +379,19 @@ async fn rank_and_history(
     service: &str,
     id: Uuid,
 ) -> redis::RedisResult<(Option<i64>, Vec<i64>)> {
-    redis::pipe()
+    let view = keys.queue(tenant, service);
+    let (rank, waiting, done): (Option<i64>, i64, Vec<(String, f64)>) = redis::pipe()
         .cmd("ZRANK")
-        .arg(keys.queue(tenant, service))
+        .arg(&view)
         .arg(id.to_string())
-        .cmd("LRANGE")
-        .arg(keys.queue_history(tenant, service))
-        .arg(0)
-        .arg(HISTORY - 1)
+        .cmd("ZCOUNT")
+        .arg(&view)
+        .arg("-inf")
+        .arg(waiting_max())
+        .add_command(newest_dequeues(&view))
         .query_async(conn)
-        .await
+        .await?;
+    Ok((rank.filter(|r| *r < waiting), times(&done)))
 }
 
 /// Seconds `ahead` dequeues take at `interval_ms` each, rounded to the nearest second.
@@ -333,6 +430,33 @@ mod tests {
             let s = score(p, i64::MAX);
             assert!(s.unsigned_abs() < 1 << 53, "{p}: {s}");
         }
+    }
+
+    #[test]
+    fn the_dequeued_region_sits_above_every_waiting_score_and_stays_exact() {
+        let waiting_top = [i32::MIN, -PRIORITY_CAP, 0, PRIORITY_CAP]
+            .iter()
+            .map(|p| score(*p, i64::MAX))
+            .max();
+        assert!(waiting_top < Some(DONE_BASE));
+        assert_eq!(done_score(-5), DONE_BASE);
+        for at in [0, 1_780_000_000_000, i64::MAX] {
+            let s = done_score(at);
+            assert!((DONE_BASE..1 << 53).contains(&s), "{at}: {s}");
+            assert_eq!((s as f64) as i64, s);
+        }
+        assert_eq!(
+            times(&[("a".into(), done_score(1_780_000_000_123) as f64)]),
+            [1_780_000_000_123]
+        );
+    }
+
+    #[test]
+    fn one_dequeue_in_history_trims() {
+        let n = (0..3_200u128)
+            .filter(|i| trims(Uuid::from_u128(i.wrapping_mul(0x9E37_79B9_7F4A_7C15))))
+            .count();
+        assert_eq!(n, 100);
     }
 
     #[test]

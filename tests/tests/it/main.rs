@@ -71,6 +71,7 @@ mod ors;
 mod pacing;
 mod public_port;
 mod push;
+mod queue_regions;
 mod reschedule;
 mod security_sweep;
 mod slot_grid;

@@ -22,13 +22,14 @@ async fn view(
     svc: &str,
     tenant: &str,
 ) -> Vec<String> {
-    redis::cmd("ZRANGE")
+    // The waiting region (docs/derived-state.md#queue-views).
+    redis::cmd("ZRANGEBYSCORE")
         .arg(format!("{{{}:q:{tenant}:{svc}}}", env.id))
-        .arg(0)
-        .arg(-1)
+        .arg("-inf")
+        .arg(format!("({}", shared::redis::queue::DONE_BASE))
         .query_async(conn)
         .await
-        .expect("zrange")
+        .expect("zrangebyscore")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

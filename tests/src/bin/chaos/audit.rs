@@ -158,7 +158,7 @@ pub(crate) async fn audit(stack: &Stack, ledger: &Ledger) -> anyhow::Result<Find
     let (voice, control) = streams(stack).await?;
     let view: BTreeSet<String> = stack
         .redis
-        .zrange(&view_key(stack))
+        .view_waiting(&view_key(stack))
         .await
         .context("audit: queue view")?
         .into_iter()

@@ -26,10 +26,13 @@ pub(crate) enum ServiceRedis {
 }
 
 impl ServiceRedis {
-    /// Members of a sorted set (the queue views).
-    pub(crate) async fn zrange(&self, key: &str) -> anyhow::Result<Vec<String>> {
-        let mut cmd = redis::cmd("ZRANGE");
-        cmd.arg(key).arg(0).arg(-1);
+    /// The waiting region of a queue view (docs/derived-state.md#queue-views): its members
+    /// below the dequeued region.
+    pub(crate) async fn view_waiting(&self, key: &str) -> anyhow::Result<Vec<String>> {
+        let mut cmd = redis::cmd("ZRANGEBYSCORE");
+        cmd.arg(key)
+            .arg("-inf")
+            .arg(format!("({}", shared::redis::queue::DONE_BASE));
         self.query(&cmd).await
     }
 
