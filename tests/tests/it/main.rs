@@ -38,6 +38,7 @@ mod attack_s36c;
 mod attack_s36d;
 mod attack_s37;
 mod attack_s38;
+mod attack_s39;
 mod attack_specs;
 mod attack_tenants;
 mod availability;
