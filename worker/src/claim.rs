@@ -20,13 +20,18 @@ use uuid::Uuid;
 /// own tag and, when its pass released everything it claimed, does not wake for it:
 /// docs/derived-state.md#wake-ups). Returns `[now, next due score or "", earliest lease
 /// deadline or "", "1" if nothing was in flight before or "", id, due score or "-1", …]`.
-/// KEYS: sched, inflight. ARGV: batch, lease ms, wake channel, shard, tag.
+/// KEYS: sched, inflight. ARGV: batch, lease ms, wake channel, shard, tag, what the worker
+/// knows of the shard's leases ([`Known`]: "" nothing, "e" none in flight, or a deadline every
+/// lease is at or after).
 ///
 /// Reads cost one command per key in the common case (docs/costs.md): the in-flight head
 /// (`ZRANGE 0 0`) says whether any lease ran out (only then a `ZRANGEBYSCORE` and a re-read),
+/// and is not read at all when the worker knows no lease can have run out yet
+/// (docs/derived-state.md#claims-that-know-the-leases); the earliest deadline it returns is
+/// then that bound (or earlier),
 /// and one short `ZRANGE` of the schedule (17 entries; a backlog reads on up to the batch)
-/// gives both the due entries and the next due score (the first entry not taken). A lone callback's claim is `TIME`, two `ZRANGE`, `ZREM`, `ZADD`
-/// and `PUBLISH`.
+/// gives both the due entries and the next due score (the first entry not taken). A lone
+/// callback's claim is `TIME`, one or two `ZRANGE`, `ZREM`, `ZADD` and `PUBLISH`.
 static CLAIM: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -36,7 +41,14 @@ local batch = tonumber(ARGV[1])
 local deadline = now + tonumber(ARGV[2])
 local out = {tostring(now), '', '', ''}
 local lease = {}
-local f = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+local f
+if ARGV[6] == 'e' then
+  f = {}
+elseif ARGV[6] ~= '' and tonumber(ARGV[6]) > now then
+  f = {'', ARGV[6]}
+else
+  f = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+end
 local lease_head = f[2]
 if not lease_head then out[4] = '1' end
 local expired = {}
@@ -108,6 +120,30 @@ return #gone",
     )
 });
 
+/// What a worker knows of a shard's lease deadlines when it claims: from its last read of the
+/// in-flight head and every lease announcement it heard since
+/// (docs/derived-state.md#claims-that-know-the-leases).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Known {
+    /// Nothing sure: the claim reads the in-flight head.
+    Nothing,
+    /// No lease is in flight.
+    Empty,
+    /// Every lease deadline is at or after this (ms, Redis clock): the claim reads the head
+    /// only once Redis's clock has reached it.
+    From(i64),
+}
+
+impl Known {
+    fn arg(self) -> String {
+        match self {
+            Self::Nothing => String::new(),
+            Self::Empty => "e".into(),
+            Self::From(t) => t.to_string(),
+        }
+    }
+}
+
 /// What one claim returned.
 #[derive(Debug, Default)]
 pub struct Claimed {
@@ -139,13 +175,13 @@ fn opt_ms(s: &str) -> Option<i64> {
 }
 
 /// Claims up to `batch` due callbacks of `shard` with a lease of `lease_ms`, announcing the
-/// lease with `tag`.
+/// lease with `tag`; `known` spares the in-flight read when no lease can have run out.
 pub async fn claim(
     conn: &mut RedisConn,
     keys: &Keys,
     shard: u16,
     (batch, lease_ms): (usize, u64),
-    tag: u32,
+    (tag, known): (u32, Known),
 ) -> redis::RedisResult<Claimed> {
     let raw: Vec<String> = CLAIM
         .key(keys.sched(shard))
@@ -155,6 +191,7 @@ pub async fn claim(
         .arg(keys.wake_channel(shard))
         .arg(shard)
         .arg(tag)
+        .arg(known.arg())
         .invoke_async(conn)
         .await?;
     let mut out = Claimed {

@@ -41,6 +41,12 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use self::pass::{PassError, ShardPass};
 use crate::{Backoff, Signal, Worker, claim, pacing::Pacer};
 
+/// How many leases a read of a shard's in-flight head bounds its lease deadlines for
+/// (docs/derived-state.md#claims-that-know-the-leases): a quiet shard (claims further apart
+/// than a lease) still skips the read, and a bound made wrong by a lost announcement delays a
+/// takeover by at most this many leases (the sweep corrects it sooner for overdue callbacks).
+const READ_AGE_LEASES: i64 = 4;
+
 /// Most own lease announcements remembered for dropping (each is heard within a round trip
 /// of its claim; the bound only keeps a lost one from being remembered for ever).
 const OWN_TAGS: usize = 256;
@@ -66,6 +72,16 @@ struct Shards {
     /// left nothing in flight (`ShardPass::released_tag`). Dropped when heard; the oldest go
     /// first beyond [`OWN_TAGS`].
     own_released: VecDeque<(usize, u32)>,
+    /// Per shard: when (Redis clock) its in-flight head was last read, since the last resync:
+    /// its lease deadlines are then bounded by `heads` and `heard`, for at most
+    /// `read_age_ms` (docs/derived-state.md#claims-that-know-the-leases).
+    read_at: Vec<Option<i64>>,
+    /// How long a read bounds the leases: [`READ_AGE_LEASES`] leases, so a wrong bound delays
+    /// a takeover by at most that long.
+    read_age_ms: i64,
+    /// (shard, tag) of this worker's own lease announcements not heard back yet: until they
+    /// are, the subscription may be behind, and the shard's claims read the in-flight head.
+    own_unheard: VecDeque<(usize, u32)>,
     /// Shards to pass over now (all at start).
     pending: Vec<bool>,
     /// Per shard: its failures since the last successful pass.
@@ -104,6 +120,9 @@ impl Shards {
             heard: vec![None; n],
             looks: vec![false; n],
             own_released: VecDeque::new(),
+            read_at: vec![None; n],
+            read_age_ms: READ_AGE_LEASES * 15_000,
+            own_unheard: VecDeque::new(),
             pending: vec![true; n],
             retry: (0..n)
                 .map(|_| Retry {
@@ -119,6 +138,31 @@ impl Shards {
 
     fn any_pending(&self) -> bool {
         self.pending.iter().any(|p| *p)
+    }
+
+    /// What a claim of shard `i` may take as known of its leases: a bound from the shard's
+    /// last read (younger than `read_age_ms`) and every announcement heard since, when both
+    /// are sure.
+    fn known(&self, i: usize) -> claim::Known {
+        let now = local_ms() + self.offset_ms;
+        let fresh = self.read_at[i].is_some_and(|r| now - r < self.read_age_ms);
+        if !fresh || self.own_unheard.iter().any(|(s, _)| *s == i) {
+            return claim::Known::Nothing;
+        }
+        match [self.heads[i].1, self.heard[i]].into_iter().flatten().min() {
+            None => claim::Known::Empty,
+            Some(t) => claim::Known::From(t),
+        }
+    }
+
+    /// Notes a lease announcement a claim of shard `i` published with `tag`.
+    fn published(&mut self, i: usize, tag: u32) {
+        if self.own_unheard.len() >= OWN_TAGS {
+            // Hundreds unheard: the subscription is not delivering; trust nothing.
+            self.own_unheard.clear();
+            self.read_at.fill(None);
+        }
+        self.own_unheard.push_back((i, tag));
     }
 
     /// When shard `i` next needs a look (Redis clock): after a failure, its retry time.
@@ -159,6 +203,7 @@ impl Shards {
         if [due, lease].iter().flatten().all(|t| *t > now) {
             self.heads[i] = (due, lease);
             self.heard[i] = None;
+            self.read_at[i] = Some(now);
             self.pending[i] = false;
         } else {
             self.pending[i] = true;
@@ -170,6 +215,9 @@ impl Shards {
         self.heads[i] = (p.next_due_ms, p.next_lease_ms);
         self.announced[i] = None;
         self.heard[i] = None;
+        if p.read_inflight {
+            self.read_at[i] = Some(p.now_ms);
+        }
         self.looks[i] = false;
         if let Some(tag) = p.released_tag {
             if self.own_released.len() >= OWN_TAGS {
@@ -193,6 +241,10 @@ impl Shards {
     fn failed(&mut self, i: usize, e: &PassError) -> (Duration, u32) {
         let r = &mut self.retry[i];
         r.redis = matches!(e, PassError::ServiceRedis(_));
+        if r.redis {
+            // The shard's node may have failed over and lost writes: read it again.
+            self.read_at[i] = None;
+        }
         let d = r.backoff.next_delay();
         r.at = Some(Instant::now() + d);
         r.failures = r.failures.saturating_add(1);
@@ -215,8 +267,11 @@ impl Shards {
             .collect()
     }
 
-    /// Every shard gets a claim, except those still backing off after a failure.
+    /// Every shard gets a claim, except those still backing off after a failure. Wake-ups may
+    /// have been missed, so nothing is known of any shard's leases until it is read again.
     fn resync(&mut self) {
+        self.read_at.fill(None);
+        self.own_unheard.clear();
         let now = Instant::now();
         for i in 0..self.pending.len() {
             if self.retry[i].at.is_none_or(|at| at <= now) {
@@ -241,6 +296,9 @@ impl Shards {
             }
             Signal::Lease(t, shard, tag) => {
                 let own = (usize::from(shard), tag);
+                if let Some(k) = self.own_unheard.iter().position(|o| *o == own) {
+                    self.own_unheard.remove(k);
+                }
                 if let Some(k) = self.own_released.iter().position(|o| *o == own) {
                     self.own_released.remove(k);
                 } else if let Some(h) = self.heard.get_mut(own.0) {
@@ -321,6 +379,8 @@ impl Shards {
 /// Runs the dispatch loop until `stop` fires.
 pub async fn run(w: Worker, mut rx: mpsc::Receiver<Signal>, stop: CancellationToken) {
     let mut shards = Shards::new(usize::from(w.keys.claimed_shards()));
+    shards.read_age_ms =
+        READ_AGE_LEASES.saturating_mul(i64::try_from(w.cfg.worker.lease_ms).unwrap_or(i64::MAX));
     let mut pacer = Pacer::new(w.cfg.worker.tenant_rate);
     while !stop.is_cancelled() {
         if shards.any_pending() {
@@ -393,13 +453,17 @@ async fn pass_claims(
         .into_iter()
         .map(|shard| {
             let conn = conn.clone();
-            async move { (shard, local_ms(), pass::claim(w, conn, shard).await) }
+            let known = shards.known(usize::from(shard));
+            async move { (shard, local_ms(), pass::claim(w, conn, shard, known).await) }
         })
         .collect();
     let half_lease = i64::try_from(w.cfg.worker.lease_ms / 2).unwrap_or(i64::MAX);
     let mut stopped = Vec::new();
     while let Some((shard, before, claimed)) = claims.next().await {
         let i = usize::from(shard);
+        if let Some(tag) = claimed.as_ref().ok().and_then(pass::Claim::announced) {
+            shards.published(i, tag);
+        }
         let result = match claimed {
             Ok(c) if stop.is_cancelled() => {
                 stopped.push(c);
@@ -604,5 +668,75 @@ mod tests {
         assert_eq!(s.round()[0], (0, true));
         s.resync();
         assert_eq!(s.round()[0], (0, false));
+    }
+
+    #[test]
+    fn a_claim_skips_the_inflight_read_only_on_a_sure_bound() {
+        use claim::Known;
+        let mut s = Shards::new(2);
+        let now = local_ms();
+        let read = |p: ShardPass| ShardPass {
+            now_ms: now,
+            read_inflight: true,
+            ..p
+        };
+        // Nothing read yet.
+        assert_eq!(s.known(0), Known::Nothing);
+        // A pass whose claims all went, with nothing in flight before: none in flight.
+        let gone = read(ShardPass {
+            claimed: 1,
+            released_tag: Some(7),
+            ..ShardPass::default()
+        });
+        s.published(0, 7);
+        s.passed(0, &gone, now, 10);
+        // Its own announcement not heard back yet: the subscription may be behind.
+        assert_eq!(s.known(0), Known::Nothing);
+        s.signal(Signal::Lease(now + 9_000, 0, 7));
+        assert_eq!(s.known(0), Known::Empty);
+        // Another worker's lease: every deadline is at or after it.
+        s.signal(Signal::Lease(now + 8_000, 0, 9));
+        assert_eq!(s.known(0), Known::From(now + 8_000));
+        // The sweep's word of a lease that ran out (tag 0): the next claim reads.
+        s.signal(Signal::Lease(now - 1, 0, 0));
+        assert_eq!(s.known(0), Known::From(now - 1));
+        // A pass that kept a lease: the earlier of its head and what was heard since.
+        let kept = read(ShardPass {
+            claimed: 1,
+            next_lease_ms: Some(now + 12_000),
+            ..ShardPass::default()
+        });
+        s.passed(1, &kept, now, 10);
+        s.signal(Signal::Lease(now + 11_000, 1, 3));
+        assert_eq!(s.known(1), Known::From(now + 11_000));
+        // A look reads the head too.
+        s.looked(1, (None, Some(now + 60_000)));
+        assert_eq!(s.known(1), Known::From(now + 60_000));
+        // A pass that did not read keeps the age of the last read: a bound is trusted for
+        // READ_AGE_LEASES leases after the read it comes from, whatever was heard since.
+        s.read_at[1] = Some(now - s.read_age_ms);
+        let unread = ShardPass {
+            read_inflight: false,
+            ..kept
+        };
+        s.passed(1, &unread, now, 10);
+        assert_eq!(s.known(1), Known::Nothing);
+        // A failure on the service Redis (the node may have failed over): read again.
+        s.passed(1, &kept, now, 10);
+        s.failed(1, &refused());
+        assert_eq!(s.known(1), Known::Nothing);
+        // A resync (a subscription that may have missed announcements) forgets every bound,
+        // and the announcements it waited for.
+        s.published(1, 4);
+        s.resync();
+        assert_eq!((s.known(0), s.known(1)), (Known::Nothing, Known::Nothing));
+        assert!(s.own_unheard.is_empty());
+        // Too many own announcements unheard: nothing is trusted.
+        s.passed(0, &read(ShardPass::default()), now, 10);
+        assert_eq!(s.known(0), Known::Empty);
+        for tag in 1..=OWN_TAGS as u32 + 1 {
+            s.published(1, tag);
+        }
+        assert_eq!(s.known(0), Known::Nothing);
     }
 }

@@ -126,7 +126,7 @@ async fn leave_views(w: &Worker, ended: &[Ended]) -> Result<()> {
     let mut conn = w.redis.conn().await?;
     for e in ended {
         shared::redis::schedule::unindex(&mut conn, &w.keys, e.id).await?;
-        queue::dequeue(&mut conn, &w.keys, &e.tenant, &e.service, e.id, false).await?;
+        queue::dequeue(&mut conn, &w.keys, (&e.tenant, &e.service), e.id, None).await?;
         shared::redis::throttle::release(&mut conn, &w.keys, &e.tenant, &e.service, e.id).await?;
     }
     Ok(())

@@ -275,15 +275,8 @@ async fn after_cancel(
         schedule::unindex(&mut conn, &state.keys, id).await?;
         if cancelled.submitted {
             // Not served: no dequeue time is recorded.
-            queue::dequeue(
-                &mut conn,
-                &state.keys,
-                tenant,
-                &cancelled.service,
-                id,
-                false,
-            )
-            .await?;
+            let view = (tenant, cancelled.service.as_str());
+            queue::dequeue(&mut conn, &state.keys, view, id, None).await?;
         }
         Ok::<(), redis::RedisError>(())
     }

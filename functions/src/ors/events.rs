@@ -251,6 +251,12 @@ async fn follow_up(
     // (QUEUED → ROUTING) touch nothing.
     let result = async {
         let (tenant, service) = (target.tenant.as_str(), target.service.as_str());
+        // A dequeue is recorded at the database's time of the event (one clock for every
+        // replica); the host's if the row did not say.
+        let served_at = target
+            .applied_at
+            .unwrap_or_else(Timestamp::now)
+            .as_millisecond();
         let in_view =
             |s: CallbackState| matches!(s, CallbackState::Queued | CallbackState::Routing);
         match outcome {
@@ -266,19 +272,27 @@ async fn follow_up(
                 ..
             } => {
                 let mut conn = state.redis.conn().await?;
-                queue::dequeue(&mut conn, &state.keys, tenant, service, id, true).await
+                queue::dequeue(
+                    &mut conn,
+                    &state.keys,
+                    (tenant, service),
+                    id,
+                    Some(served_at),
+                )
+                .await
             }
             Outcome::Applied {
                 from,
                 to: CallbackState::Completed,
             } if in_view(*from) => {
                 let served = event.reason == Some(CompletionReason::AgentConnected);
+                let served_at = served.then_some(served_at);
                 let mut conn = state.redis.conn().await?;
-                queue::dequeue(&mut conn, &state.keys, tenant, service, id, served).await
+                queue::dequeue(&mut conn, &state.keys, (tenant, service), id, served_at).await
             }
             Outcome::Retry { dispatch_at, .. } => {
                 let mut conn = state.redis.conn().await?;
-                queue::dequeue(&mut conn, &state.keys, tenant, service, id, false).await?;
+                queue::dequeue(&mut conn, &state.keys, (tenant, service), id, None).await?;
                 schedule::index(&mut conn, &state.keys, id, dispatch_at.as_millisecond()).await
             }
             _ => Ok(()),

@@ -89,6 +89,10 @@ pub struct Target {
     /// The number its create-time limits counted (`phone::number_key`): the release on
     /// COMPLETED reads its counts in one go (docs/costs.md).
     pub number_key: String,
+    /// When the event was applied, by the database's clock (`now()` of its transaction): the
+    /// time a dequeue is recorded at, the same clock whichever replica applied it
+    /// (docs/derived-state.md#queue-views). `None` until the state moves.
+    pub applied_at: Option<Timestamp>,
 }
 
 /// The locked row an event applies to.
@@ -122,6 +126,7 @@ async fn lock(
         desired_time: row.get(6),
         priority: row.get(5),
         was_submitted: submitted_at.is_some(),
+        applied_at: None,
         number_key: crate::phone::number_key(row.get(8), row.get(9)),
     };
     Ok((
@@ -319,10 +324,11 @@ async fn advance(
                 expires_at = COALESCE(c.expires_at, now() + make_interval(secs => COALESCE(
                     (SELECT (s.settings->>'ttl_seconds')::int FROM services s
                      WHERE s.tenant_id = c.tenant_id AND s.name = c.service), 86400)))
-             WHERE c.id = $1 RETURNING c.submitted_at",
+             WHERE c.id = $1 RETURNING c.submitted_at, now()",
         &[&id, &state.as_str(), &reason.map(CompletionReason::as_str)],
     )
     .await?;
     target.submitted_at = row.get(0);
+    target.applied_at = Some(row.get(1));
     Ok(target)
 }

@@ -5,7 +5,8 @@
 //!   the time the callback waits since, its desired time, so `ZRANK` is the position in
 //!   priority-then-time order).
 //! - **Dequeued** (scores from [`DONE_BASE`]): the recent dequeues, for wait-time estimates
-//!   (`shared::model::ewt`), score = [`DONE_BASE`] + dequeue time (ms). A dequeue re-scores
+//!   (`shared::model::ewt`), score = [`DONE_BASE`] + dequeue time (ms, the database's clock
+//!   of the event that served the callback, one clock for every replica). A dequeue re-scores
 //!   the callback's member from one region to the other: one `ZADD` records it and takes it
 //!   out of the waiting region (docs/costs.md), and a hand-off's late `ZADD NX` cannot put
 //!   back a callback whose dequeue came first.
@@ -17,8 +18,8 @@
 //! time by one script from the stored base priorities and times ([`position`],
 //! docs/decisions.md#priority-escalation): no member is ever rewritten while it waits.
 //!
-//! Memory stays small: one ZSET member per queued callback and about [`HISTORY`] to
-//! 2 × [`HISTORY`] dequeued members per service (trimmed lazily, see [`dequeue`]).
+//! Memory stays small: one ZSET member per queued callback and [`HISTORY`] dequeued members
+//! per service plus those since the last trim (64 on average, trimmed lazily: [`dequeue`]).
 
 use std::sync::LazyLock;
 
@@ -212,8 +213,9 @@ pub async fn members(
         .await
 }
 
-/// Removes members from a service's queue view without recording a dequeue (strays, and
-/// callbacks that leave unserved: a dequeue recorded for the callback goes with them).
+/// Removes strays from the waiting region of a service's queue view (the reconciler's
+/// repair). A member found dequeued meanwhile is left: its dequeue was recorded between the
+/// repair's read of the view and its read of PostgreSQL.
 pub async fn remove(
     conn: &mut RedisConn,
     keys: &Keys,
@@ -224,47 +226,75 @@ pub async fn remove(
     if members.is_empty() {
         return Ok(());
     }
-    redis::cmd("ZREM")
-        .arg(keys.queue(tenant, service))
+    REMOVE_WAITING
+        .key(keys.queue(tenant, service))
+        .arg(DONE_BASE)
         .arg(members)
-        .query_async::<i64>(conn)
+        .invoke_async::<i64>(conn)
         .await
         .map(drop)
 }
 
-/// Takes a callback off its queue view; `served` records a dequeue for wait-time estimates.
+/// Removes the given members that are in the waiting region. KEYS: view. ARGV: [`DONE_BASE`],
+/// member, …
+static REMOVE_WAITING: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local members = {}
+for i = 2, #ARGV do members[#members + 1] = ARGV[i] end
+local scores = redis.call('ZMSCORE', KEYS[1], unpack(members))
+local gone = {}
+for i, sc in ipairs(scores) do
+  if sc and tonumber(sc) < tonumber(ARGV[1]) then gone[#gone + 1] = members[i] end
+end
+if #gone == 0 then return 0 end
+return redis.call('ZREM', KEYS[1], unpack(gone))",
+    )
+});
+
+/// Takes a callback off its queue view; `served_at` (ms, the database's clock of the event
+/// that served it) records a dequeue for wait-time estimates.
 ///
 /// Unserved, the member is removed (`ZREM`), from either region: a retried callback must be
 /// able to wait again, and a callback that leaves for good no longer needs its record.
-/// Served, one `ZADD` moves it to the dequeued region at the API host's time (a lost view
-/// does not lose the dequeue: the member is added if absent; a callback served twice counts
-/// once, at its last dequeue). The region is trimmed back to [`HISTORY`] members by the
+/// Served, one `ZADD` moves it to the dequeued region at `served_at` (a lost view does not
+/// lose the dequeue: the member is added if absent; a callback served twice counts once, at
+/// its last dequeue). The times come from one clock, so replicas with skewed clocks neither
+/// hide each other's dequeues nor keep a future one the newest. A Redis out of memory refuses
+/// the `ZADD` but still takes a `ZREM`: the callback then at least stops waiting (its dequeue
+/// is lost, and the error returned). The region is trimmed back to [`HISTORY`] members by the
 /// dequeue of one callback in [`HISTORY`] (chosen by its id, so whichever replica serves it),
-/// about one script of four commands per `HISTORY` dequeues; readers take the newest
-/// `HISTORY`.
+/// about one script of four commands per `HISTORY` dequeues; between trims it holds
+/// `HISTORY` plus the dequeues since the last trim (64 on average, a few hundred at worst in
+/// a long run without one); readers take the newest `HISTORY`.
 pub async fn dequeue(
     conn: &mut RedisConn,
     keys: &Keys,
-    tenant: &str,
-    service: &str,
+    (tenant, service): (&str, &str),
     id: Uuid,
-    served: bool,
+    served_at: Option<i64>,
 ) -> redis::RedisResult<()> {
     let view = keys.queue(tenant, service);
-    if !served {
-        return redis::cmd("ZREM")
-            .arg(view)
-            .arg(id.to_string())
-            .query_async::<i64>(conn)
-            .await
-            .map(drop);
-    }
-    redis::cmd("ZADD")
+    let zrem = |view: &str| {
+        let mut cmd = redis::cmd("ZREM");
+        cmd.arg(view).arg(id.to_string());
+        cmd
+    };
+    let Some(at) = served_at else {
+        return zrem(&view).query_async::<i64>(conn).await.map(drop);
+    };
+    let added = redis::cmd("ZADD")
         .arg(&view)
-        .arg(done_score(jiff::Timestamp::now().as_millisecond()))
+        .arg(done_score(at))
         .arg(id.to_string())
         .query_async::<i64>(conn)
-        .await?;
+        .await;
+    if let Err(e) = added {
+        if e.code() == Some("OOM") {
+            let _ = zrem(&view).query_async::<i64>(conn).await;
+        }
+        return Err(e);
+    }
     if trims(id) {
         TRIM.key(&view)
             .arg(DONE_BASE)

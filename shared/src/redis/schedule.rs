@@ -72,7 +72,10 @@ return n + redis.call('ZREM', KEYS[2], ARGV[1])",
 /// that were already indexed and are due by their index score (not those a pacer moved later),
 /// and in-flight ones whose lease ran out: they wait for a worker
 /// that was not told (an announcement lost, a frozen claimer's lease message not heard), and
-/// would otherwise wait for the safety poll. Returns how many were added.
+/// would otherwise wait for the safety poll. With a lease that ran out the message is a lease
+/// announcement with tag 0 (`<ms>.0:<shard>`), so a worker also drops what it believed of the
+/// shard's leases (docs/derived-state.md#claims-that-know-the-leases). Returns how many were
+/// added.
 /// KEYS: sched, inflight. ARGV: wake channel, shard, overdue flag ("1" or "0"), score, id, …
 static INDEX_MISSING: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -120,7 +123,11 @@ elseif overdue and #add > 0 then
   end
 end
 if earliest then
-  redis.call('PUBLISH', ARGV[1], string.format('%d', earliest) .. ':' .. ARGV[2])
+  -- A lease that ran out is announced as a lease (tag 0, no worker's own): a worker that
+  -- believed no lease could have run out reads the in-flight head again.
+  local tag = ''
+  if lapsed then tag = '.0' end
+  redis.call('PUBLISH', ARGV[1], string.format('%d', earliest) .. tag .. ':' .. ARGV[2])
 end
 return n",
     )

@@ -595,7 +595,9 @@ async fn attack_s34c_slow_owner_and_sweep_wakes_hand_off_each_once() {
 /// overdue callback carries the exact millisecond score (`string.format('%d', …)` of a
 /// 13-digit Lua number, no exponent, no fraction), so a worker of this or an earlier release
 /// parses it; and the rebuild path (overdue flag off) announces nothing for entries already
-/// indexed.
+/// indexed. Since 2026-12-05 a lapsed lease is announced as a lease with tag 0
+/// (`<ms>.0:<shard>`, docs/derived-state.md#claims-that-know-the-leases); an earlier release
+/// reads `<ms>.0` as the same number.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attack_s34c_sweep_announces_exact_scores() {
     let env = TestEnv::new().with("REDIS_SCHEDULE_SHARDS", "1");
@@ -650,7 +652,7 @@ async fn attack_s34c_sweep_announces_exact_scores() {
         .await
         .expect("ZADD");
     let started = Instant::now();
-    let want = format!("{lease}:0");
+    let want = format!("{lease}.0:0");
     while started.elapsed() < Duration::from_secs(6)
         && !heard.lock().unwrap().iter().any(|(_, m)| *m == want)
     {

@@ -50,6 +50,9 @@ pub struct ShardPass {
     pub released_tag: Option<u32>,
     /// Redis time of the claim.
     pub now_ms: i64,
+    /// Whether the claim read the shard's in-flight head (rather than trusting the bound it
+    /// was given, docs/derived-state.md#claims-that-know-the-leases).
+    pub read_inflight: bool,
 }
 
 /// Why a pass failed (decides the backoff and the health metrics).
@@ -94,9 +97,17 @@ pub struct Claim {
     claimed: claim::Claimed,
     /// Local time (ms) the claim was sent: its lease runs from about then.
     sent_ms: i64,
+    /// What the claim was told of the shard's leases.
+    known: claim::Known,
 }
 
 impl Claim {
+    /// The tag of the lease announcement the claim published, if it leased anything.
+    pub fn announced(&self) -> Option<u32> {
+        let c = &self.claimed;
+        (!c.ids.is_empty() || !c.junk.is_empty()).then_some(c.tag)
+    }
+
     /// How long ago the claim was sent (ms).
     pub fn age_ms(&self) -> i64 {
         local_ms() - self.sent_ms
@@ -109,15 +120,20 @@ impl Claim {
     }
 }
 
-/// The first step of a pass over `shard`: claims its due entries on `conn`. Claims of several
-/// shards can run at once (each on its own cluster slot); only this step waits on the shard's
-/// node.
-pub async fn claim(w: &Worker, mut conn: RedisConn, shard: u16) -> Result<Claim, PassError> {
+/// The first step of a pass over `shard`: claims its due entries on `conn`, with what the
+/// dispatcher `known`s of the shard's leases. Claims of several shards can run at once (each
+/// on its own cluster slot); only this step waits on the shard's node.
+pub async fn claim(
+    w: &Worker,
+    mut conn: RedisConn,
+    shard: u16,
+    known: claim::Known,
+) -> Result<Claim, PassError> {
     let sent_ms = local_ms();
     let (batch, lease) = (w.cfg.worker.batch, w.cfg.worker.lease_ms);
     // Tells this claim's lease announcement apart from every other (docs/derived-state.md).
     let tag = (Uuid::new_v4().as_u128() as u32).max(1);
-    let claimed = claim::claim(&mut conn, &w.keys, shard, (batch, lease), tag)
+    let claimed = claim::claim(&mut conn, &w.keys, shard, (batch, lease), (tag, known))
         .await
         .map_err(PassError::ServiceRedis)?;
     Ok(Claim {
@@ -125,6 +141,7 @@ pub async fn claim(w: &Worker, mut conn: RedisConn, shard: u16) -> Result<Claim,
         conn,
         claimed,
         sent_ms,
+        known,
     })
 }
 
@@ -158,6 +175,11 @@ pub async fn give_back(w: &Worker, claim: Claim) {
 pub async fn finish(w: &Worker, claim: Claim, pacer: &mut Pacer) -> Result<ShardPass, PassError> {
     // Redis time now: the claim's, plus how long it waited for its turn.
     let now_ms = claim.claimed.now_ms + claim.age_ms();
+    let read_inflight = match claim.known {
+        claim::Known::Nothing => true,
+        claim::Known::Empty => false,
+        claim::Known::From(t) => claim.claimed.now_ms >= t,
+    };
     let (mut conn, c, mut ledger) = claim.open();
     let worked = work(w, &mut conn, now_ms, &mut ledger, pacer).await;
     let next_due_ms = [c.next_due_ms, ledger.earliest_hand_back()]
@@ -175,6 +197,7 @@ pub async fn finish(w: &Worker, claim: Claim, pacer: &mut Pacer) -> Result<Shard
                 next_lease_ms: c.next_lease_ms.filter(|_| !ours_gone),
                 released_tag: ours_gone.then_some(c.tag),
                 now_ms: c.now_ms,
+                read_inflight,
             })
         }
         (Ok(()), Err(e)) => Err(PassError::ServiceRedis(e)),
