@@ -39,6 +39,7 @@ mod attack_s36d;
 mod attack_s37;
 mod attack_s38;
 mod attack_s39;
+mod attack_s39b;
 mod attack_specs;
 mod attack_tenants;
 mod availability;
