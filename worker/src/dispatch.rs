@@ -169,7 +169,8 @@ impl Shards {
     fn target(&self, i: usize) -> Option<i64> {
         if let Some(at) = self.retry[i].at {
             let wait = at.saturating_duration_since(Instant::now()).as_millis();
-            return Some(local_ms() + self.offset_ms + i64::try_from(wait).unwrap_or(i64::MAX));
+            let wait = i64::try_from(wait).unwrap_or(i64::MAX);
+            return Some((local_ms() + self.offset_ms).saturating_add(wait));
         }
         let (due, lease) = self.heads[i];
         [due, lease, self.announced[i], self.heard[i]]
@@ -315,7 +316,8 @@ impl Shards {
         let Some(t) = earliest else {
             return (safety, true);
         };
-        let ms = u64::try_from((t - self.offset_ms - local_ms()).max(0)).unwrap_or(0);
+        let left = t.saturating_sub(self.offset_ms).saturating_sub(local_ms());
+        let ms = u64::try_from(left.max(0)).unwrap_or(0);
         let d = Duration::from_millis(ms);
         if d >= safety {
             (safety, true)

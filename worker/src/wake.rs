@@ -164,8 +164,21 @@ fn nodes(url: &str) -> Vec<&str> {
     if nodes.is_empty() { vec![""] } else { nodes }
 }
 
-/// Parses a wake message: `<ms>`, `<ms>:<shard>`, or a claim's `<ms>.<tag>:<shard>`.
+/// Parses a wake message: `<ms>`, `<ms>:<shard>`, or a claim's `<ms>.<tag>:<shard>`. A time
+/// outside what a Redis score holds exactly (0 to 2^53 ms) is no time at all: `None` (the
+/// caller then looks at every shard), never a target that overflows the dispatcher's clock
+/// arithmetic.
 fn parse(payload: &str) -> Option<Signal> {
+    let signal = parse_any(payload)?;
+    let sane = |t: i64| (0..1_i64 << 53).contains(&t);
+    match signal {
+        Signal::At(t, _) | Signal::Lease(t, _, _) if !sane(t) => None,
+        s => Some(s),
+    }
+}
+
+/// [`parse`] without the range check.
+fn parse_any(payload: &str) -> Option<Signal> {
     let (at, shard) = match payload.split_once(':') {
         Some((at, shard)) => (at, Some(shard.parse::<u16>().ok()?)),
         None => (payload, None),
@@ -224,6 +237,11 @@ mod tests {
             Some(Signal::At(1_700_000_000_000, Some(2)))
         ));
         assert!(parse("soon").is_none());
+        // Times no score holds: no target at all (helper-69 stopped a dispatcher with one).
+        assert!(parse("-9223372036854775808.5:0").is_none());
+        assert!(parse("-1e30:0").is_none());
+        assert!(parse("1e300:0").is_none());
+        assert!(parse("9223372036854775807:1").is_none());
     }
 
     #[test]
