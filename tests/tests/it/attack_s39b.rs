@@ -144,10 +144,8 @@ async fn round<C: ConnectionLike + Send>(
     };
     let Some((deadline, victims)) = held else {
         stop.notify_one();
-        created
-            .lock()
-            .unwrap()
-            .extend(making.await.expect("creator"));
+        let made = making.await.expect("creator");
+        created.lock().unwrap().extend(made);
         panic!("worker A never held a claim\n{}", a.proc.output());
     };
     let pid = a.proc.child.id();
@@ -181,10 +179,8 @@ async fn round<C: ConnectionLike + Send>(
     // Survivors stay busy a little longer, then the creates stop.
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.notify_one();
-    created
-        .lock()
-        .unwrap()
-        .extend(making.await.expect("creator"));
+    let made = making.await.expect("creator");
+    created.lock().unwrap().extend(made);
     if fate == Fate::FrozenPubsubKilled {
         signal(pid, "-KILL");
     }
