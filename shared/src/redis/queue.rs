@@ -164,15 +164,7 @@ pub async fn enqueue(
     service: &str,
     members: &[(Uuid, i64)],
 ) -> redis::RedisResult<()> {
-    if members.is_empty() {
-        return Ok(());
-    }
-    let mut cmd = redis::cmd("ZADD");
-    cmd.arg(keys.queue(tenant, service)).arg("NX");
-    for (id, score) in members {
-        cmd.arg(*score).arg(id.to_string());
-    }
-    cmd.query_async::<i64>(conn).await.map(drop)
+    zadd(conn, keys.queue(tenant, service), "NX", members).await
 }
 
 /// Puts callbacks PostgreSQL says are waiting into the waiting region of their view
@@ -186,11 +178,21 @@ pub async fn restore(
     service: &str,
     members: &[(Uuid, i64)],
 ) -> redis::RedisResult<()> {
+    zadd(conn, keys.queue(tenant, service), "LT", members).await
+}
+
+/// One `ZADD view <flag> score id …` (nothing for no members).
+async fn zadd(
+    conn: &mut RedisConn,
+    view: String,
+    flag: &str,
+    members: &[(Uuid, i64)],
+) -> redis::RedisResult<()> {
     if members.is_empty() {
         return Ok(());
     }
     let mut cmd = redis::cmd("ZADD");
-    cmd.arg(keys.queue(tenant, service)).arg("LT");
+    cmd.arg(view).arg(flag);
     for (id, score) in members {
         cmd.arg(*score).arg(id.to_string());
     }
