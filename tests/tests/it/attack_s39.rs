@@ -1,7 +1,7 @@
 //! Attacks on the queue view's two score regions (commit 5357802,
 //! docs/derived-state.md#queue-views): waiting callbacks below `DONE_BASE`, recent dequeues
-//! from `DONE_BASE` + the dequeue time. Guards for what holds; `#[ignore = "finding: …"]` for
-//! what breaks (each states the reproduction and why the answer is wrong).
+//! from `DONE_BASE` + the dequeue time. Guards; the tests that were findings say so, with
+//! their reproduction and the fix.
 
 use std::time::{Duration, Instant};
 
@@ -16,8 +16,8 @@ fn view(env: &TestEnv, service: &str) -> String {
     Keys::new(&env.id, 1).queue(TENANT, service)
 }
 
-/// (waiting, dequeued) member counts of a view.
-async fn regions(conn: &mut impl redis::aio::ConnectionLike, view: &str) -> (i64, i64) {
+/// (waiting, dequeued) member counts of a view (also queue_regions.rs's).
+pub(crate) async fn regions(conn: &mut impl redis::aio::ConnectionLike, view: &str) -> (i64, i64) {
     redis::pipe()
         .cmd("ZCOUNT")
         .arg(view)

@@ -11,6 +11,8 @@ use serde_json::json;
 use shared::redis::{Keys, queue};
 use uuid::Uuid;
 
+use crate::attack_s39::regions;
+
 const TENANT: &str = "qr";
 
 fn view(env: &TestEnv) -> String {
@@ -43,22 +45,6 @@ async fn event(engage: &Engage, id: &str, body: serde_json::Value) {
     let (code, resp) = engage.event(id, body).await;
     assert_eq!(code, 200, "{resp}");
     assert_eq!(resp["data"]["applied"], true, "{resp}");
-}
-
-/// (waiting, dequeued) member counts of the view.
-async fn regions(conn: &mut redis::aio::MultiplexedConnection, view: &str) -> (i64, i64) {
-    redis::pipe()
-        .cmd("ZCOUNT")
-        .arg(view)
-        .arg("-inf")
-        .arg(format!("({}", queue::DONE_BASE))
-        .cmd("ZCOUNT")
-        .arg(view)
-        .arg(queue::DONE_BASE)
-        .arg("+inf")
-        .query_async(conn)
-        .await
-        .expect("zcount")
 }
 
 /// The race the regions close: the voice platform's PROCESSING is applied before the worker's
