@@ -176,13 +176,19 @@ pub struct Checked {
     pub e164: Option<String>,
 }
 
+/// A number that parsed as valid: what [`check`] needs of it, each computed once.
+struct Valid {
+    parsed: phonenumber::PhoneNumber,
+    kind: phonenumber::Type,
+    /// E.164 digits, without `+`.
+    e164: String,
+}
+
 /// Parses `number` with `default` as the country of national numbers; only valid numbers count.
 /// Answers the number with its type, classified once (the type is what `is_valid` computes and
-/// drops: `Unknown` = invalid), so a rule's premium check does not classify it again.
-fn parse_valid(
-    number: &str,
-    default: phonenumber::country::Id,
-) -> Result<(phonenumber::PhoneNumber, phonenumber::Type), String> {
+/// drops: `Unknown` = invalid), so a rule's premium check does not classify it again, and its
+/// E.164 digits, formatted once.
+fn parse_valid(number: &str, default: phonenumber::country::Id) -> Result<Valid, String> {
     // An international number is parsed without a default country: phonenumber 0.3.10 applies
     // the default country's national prefix to it otherwise (`+33 1 42…` read with US loses
     // its `1`, since `1` is the US national prefix).
@@ -208,15 +214,16 @@ fn parse_valid(
     }
     // The numbering metadata accepts some numbers longer than E.164 allows (German service
     // numbers of 16 digits, found by the `phone` fuzz target): not E.164, so not valid here.
-    if e164_digits(&parsed).len() > MAX_E164_DIGITS {
+    let e164 = e164_digits(&parsed);
+    if e164.len() > MAX_E164_DIGITS {
         return Err(format!(
             "not a valid number (more than {MAX_E164_DIGITS} digits with the country code)"
         ));
     }
-    if !stable(&parsed) {
+    if !stable(number, &e164) {
         return Err("not a valid number (its E.164 form reads as another number)".to_string());
     }
-    Ok((parsed, kind))
+    Ok(Valid { parsed, kind, e164 })
 }
 
 /// Whether the number reads back as itself from its E.164 form, so that every spelling of a
@@ -224,9 +231,14 @@ fn parse_valid(
 /// always so: `00002 20469058` read as French kept two zeros of the national number
 /// (`+33 00 220469058`) that `+3300220469058` loses, and `011-784-01162384` read with the US
 /// exit code is `+7 840 116 2384` while `+78401162384` loses its `8` as Russia's national
-/// prefix (both found by the `phone` fuzz target). One more parse, without classification.
-fn stable(parsed: &phonenumber::PhoneNumber) -> bool {
-    let e164 = e164_digits(parsed);
+/// prefix (both found by the `phone` fuzz target). One more parse, without classification,
+/// unless `number` was given as exactly that form (`+` and the digits): it was just parsed as
+/// such (international numbers are parsed without a default country), and parsing is
+/// deterministic, so it reads as itself. Most API clients send E.164.
+fn stable(number: &str, e164: &str) -> bool {
+    if number.strip_prefix('+') == Some(e164) {
+        return true;
+    }
     phonenumber::parse(None, format!("+{e164}")).is_ok_and(|again| e164_digits(&again) == e164)
 }
 
@@ -244,25 +256,24 @@ fn e164_digits(n: &phonenumber::PhoneNumber) -> String {
 /// Checks `number` against `rule` (or only normalises it when there is none).
 pub fn check(number: &str, rule: Option<&CompiledRule>) -> Result<Checked, NumberError> {
     let Some(rule) = rule else {
-        return Ok(match parse_valid(number, phonenumber::country::Id::US) {
+        return Ok(Checked {
             // (Not the country: phonenumber 0.3 works it out again on every call, a third
             // of this function's cost, and nothing reads it.)
-            Ok((n, _)) => Checked {
-                e164: Some(e164_digits(&n)),
-            },
-            Err(_) => Checked { e164: None },
+            e164: parse_valid(number, phonenumber::country::Id::US)
+                .ok()
+                .map(|v| v.e164),
         });
     };
-    let (n, kind) = parse_valid(number, rule.default_country).map_err(NumberError::Impossible)?;
-    let id = country_of(&n);
+    let Valid { parsed, kind, e164 } =
+        parse_valid(number, rule.default_country).map_err(NumberError::Impossible)?;
+    let id = country_of(&parsed);
     if !id.is_some_and(|c| rule.permitted.contains(&c)) {
         let shown = id.map_or_else(
-            || format!("unknown (+{})", n.country().code()),
+            || format!("unknown (+{})", parsed.country().code()),
             |c| c.as_ref().to_string(),
         );
         return Err(NumberError::CountryNotPermitted(shown));
     }
-    let e164 = e164_digits(&n);
     if rule.blocked.is_match(&e164) {
         return Err(NumberError::Blocked);
     }
@@ -611,12 +622,14 @@ mod tests {
             let _ = check(&s, Some(&rule));
         }
 
-        /// Phone-like strings: normalising is stable (the E.164 form normalises to itself).
+        /// Phone-like strings: normalising is stable (the E.164 form normalises to itself),
+        /// and the full reparse that `stable` skips for input already in that form agrees.
         #[test]
         fn normalisation_is_idempotent(s in "[+]?[0-9 ().-]{3,20}") {
             if let Ok(Checked { e164: Some(e), .. }) = check(&s, None) {
                 let again = check(&format!("+{e}"), None).unwrap();
                 prop_assert_eq!(again.e164.as_deref(), Some(e.as_str()));
+                prop_assert!(stable("", &e), "the full reparse of +{e}");
             }
         }
     }
