@@ -429,6 +429,16 @@ pub struct WorkerConfig {
         default = "defaults::worker_wake_ping_s"
     )]
     pub wake_ping_s: u64,
+    /// The longest silence between liveness `PING`s once the subscription has been quiet for
+    /// a while: after each `PING` with no message since, the wait doubles from
+    /// `WORKER_WAKE_PING_S` up to this (no back-off when it is not above that), and any
+    /// message brings it back (the idle cost, worker/README.md#idle-cost;
+    /// docs/derived-state.md#wake-ups), seconds.
+    #[serde(
+        rename = "worker_wake_ping_idle_s",
+        default = "defaults::worker_wake_ping_idle_s"
+    )]
+    pub wake_ping_idle_s: u64,
     /// How often the reconciler checks that no part of the service Redis was lost (marker key,
     /// and per node: restart, evictions, flushes), seconds. 1 + one command per node per check.
     #[serde(
@@ -719,6 +729,9 @@ mod defaults {
     }
     pub(super) fn worker_wake_ping_s() -> u64 {
         2
+    }
+    pub(super) fn worker_wake_ping_idle_s() -> u64 {
+        30
     }
     pub(super) fn worker_reconcile_check_s() -> u64 {
         40
@@ -1011,6 +1024,9 @@ impl WorkerConfig {
         }
         if !(1..=30).contains(&self.wake_ping_s) {
             return bad("WORKER_WAKE_PING_S must be between 1 and 30");
+        }
+        if !(1..=60).contains(&self.wake_ping_idle_s) {
+            return bad("WORKER_WAKE_PING_IDLE_S must be between 1 and 60");
         }
         if self.maintenance_s == 0 || self.retention_interval_s == 0 {
             return bad("WORKER_MAINTENANCE_S and WORKER_RETENTION_INTERVAL_S must be positive");
@@ -1430,6 +1446,7 @@ mod tests {
             ("WORKER_PORT", "22"),
             ("WORKER_SAFETY_POLL_S", "31"),
             ("WORKER_WAKE_PING_S", "7"),
+            ("WORKER_WAKE_PING_IDLE_S", "32"),
             ("WORKER_RECONCILE_CHECK_S", "23"),
             ("WORKER_SWEEP_S", "24"),
             ("WORKER_SWEEP_GRACE_S", "25"),
@@ -1490,7 +1507,7 @@ mod tests {
         assert_eq!(b, (23, 24, 25, 26));
         let c = (w.retention_days, w.retention_interval_s, w.stream_horizon_s);
         assert_eq!(c, (27, 28, 29));
-        assert_eq!(w.wake_ping_s, 7);
+        assert_eq!((w.wake_ping_s, w.wake_ping_idle_s), (7, 32));
         assert!(cfg.http.on_lambda());
     }
 

@@ -148,6 +148,10 @@ pub struct TestEnv {
     pub vars: BTreeMap<String, String>,
 }
 
+/// The variable that caps the back-off of the worker's liveness `PING`; the suite sets it to
+/// the `PING`'s base interval (no back-off) unless a test asks for the default.
+pub const WAKE_PING_IDLE: &str = "WORKER_WAKE_PING_IDLE_S";
+
 impl TestEnv {
     /// A fresh environment on the shared PostgreSQL and standalone Redis.
     pub fn new() -> Self {
@@ -170,6 +174,12 @@ impl TestEnv {
             // Load-style tests send thousands of creates with one key; the tests of the
             // per-key limit set their own values.
             ("API_KEY_RATE_PER_SECOND", "0"),
+            // No back-off of the wake subscription's liveness PING (one per 2 s of silence,
+            // however long): the suite's freeze attacks measure the bound of a wait of 2 s.
+            // The back-off's own tests, the idle-cost test, the bench and the chaos suite run
+            // the binaries' default ([`TestEnv::with_default_wake_ping`];
+            // docs/derived-state.md#wake-ups).
+            (WAKE_PING_IDLE, "2"),
         ] {
             vars.insert(k.to_string(), v.to_string());
         }
@@ -189,6 +199,13 @@ impl TestEnv {
     /// Same environment with an extra or changed variable.
     pub fn with(mut self, key: &str, value: &str) -> Self {
         self.vars.insert(key.to_string(), value.to_string());
+        self
+    }
+
+    /// Same environment with the binaries' own back-off of the wake subscription's liveness
+    /// `PING` (the suite turns it off: [`WAKE_PING_IDLE`]).
+    pub fn with_default_wake_ping(mut self) -> Self {
+        self.vars.remove(WAKE_PING_IDLE);
         self
     }
 

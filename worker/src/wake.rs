@@ -124,10 +124,11 @@ async fn listen(
     }
     *first = false;
     let (mut sink, mut messages) = pubsub.split();
-    let quiet = Duration::from_secs(w.cfg.worker.wake_ping_s);
+    let mut quiet = Quiet::new(w.cfg.worker.wake_ping_s, w.cfg.worker.wake_ping_idle_s);
     loop {
-        match timeout(quiet, messages.next()).await {
+        match timeout(quiet.wait(), messages.next()).await {
             Ok(Some(msg)) => {
+                quiet.heard();
                 let signal = msg
                     .get_payload::<String>()
                     .ok()
@@ -139,11 +140,49 @@ async fn listen(
             // Silent for a while: is the node still there? (Only when idle; any message
             // proves it is.)
             Err(_) => match timeout(patience.ping, sink.ping::<redis::Value>()).await {
-                Ok(Ok(_)) => {}
+                Ok(Ok(_)) => quiet.pinged(),
                 Ok(Err(e)) => return e.into(),
                 Err(_) => return Ended::Silent("answering a PING"),
             },
         }
+    }
+}
+
+/// How long the subscription may stay silent before the next liveness `PING`:
+/// `WORKER_WAKE_PING_S` (2 s) after a message, doubling after each answered `PING` with no
+/// message between (4, 8, 16 s), up to `WORKER_WAKE_PING_IDLE_S` (30 s). A frozen node is
+/// noticed within the wait in force when it froze, plus `REDIS_TIMEOUT_MS`; an idle worker
+/// sends one `PING` per 30 s instead of one per 2 s (docs/derived-state.md#wake-ups).
+#[derive(Debug, Clone, Copy)]
+struct Quiet {
+    base: Duration,
+    cap: Duration,
+    now: Duration,
+}
+
+impl Quiet {
+    fn new(base_s: u64, cap_s: u64) -> Self {
+        let base = Duration::from_secs(base_s);
+        Self {
+            base,
+            cap: Duration::from_secs(cap_s).max(base),
+            now: base,
+        }
+    }
+
+    /// The silence to wait for now.
+    fn wait(&self) -> Duration {
+        self.now
+    }
+
+    /// A message arrived: the node is alive and the deployment busy.
+    fn heard(&mut self) {
+        self.now = self.base;
+    }
+
+    /// A `PING` was answered after a silence.
+    fn pinged(&mut self) {
+        self.now = (self.now * 2).min(self.cap);
     }
 }
 
@@ -242,6 +281,23 @@ mod tests {
         assert!(parse("-1e30:0").is_none());
         assert!(parse("1e300:0").is_none());
         assert!(parse("9223372036854775807:1").is_none());
+    }
+
+    #[test]
+    fn the_ping_backs_off_while_silent_and_not_after_a_message() {
+        let mut q = Quiet::new(2, 30);
+        let mut seen = vec![q.wait().as_secs()];
+        for _ in 0..5 {
+            q.pinged();
+            seen.push(q.wait().as_secs());
+        }
+        assert_eq!(seen, [2, 4, 8, 16, 30, 30]);
+        q.heard();
+        assert_eq!(q.wait().as_secs(), 2);
+        // A cap below the base is the base (no back-off).
+        let mut flat = Quiet::new(2, 1);
+        flat.pinged();
+        assert_eq!(flat.wait().as_secs(), 2);
     }
 
     #[test]

@@ -179,7 +179,7 @@ async fn attack_s34_standalone_stalls_make_the_listener_flap() {
 }
 
 /// The indexes of the cluster nodes holding a wake subscription (one pub/sub client).
-fn listening(cluster: &PrivateCluster, up: &[usize]) -> Vec<usize> {
+pub(crate) fn listening(cluster: &PrivateCluster, up: &[usize]) -> Vec<usize> {
     up.iter()
         .copied()
         .filter(|i| {
@@ -449,7 +449,11 @@ async fn attack_s34_ping_interleaved_with_bursts() {
     let redis = PrivateRedis::new(false);
     let env = TestEnv::new().with("REDIS_URL", &redis.url());
     let fx = Fixture::dispatch(env, "burst", "bu", json!({})).await;
-    let w = WorkerProc::start(&fx.env, &[("WORKER_WAKE_PING_S", "1".to_string())]).await;
+    let ping = [
+        ("WORKER_WAKE_PING_S", "1".to_string()),
+        ("WORKER_WAKE_PING_IDLE_S", "1".to_string()),
+    ];
+    let w = WorkerProc::start(&fx.env, &ping).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let mut conn = redis.conn().await;
     let _: () = redis::cmd("CONFIG")

@@ -21,6 +21,7 @@ pub(crate) async fn cluster_dispatch(opts: &Options, r: &mut Results) -> anyhow:
     let cluster = PrivateCluster::with_replicas(2_000);
     let voice = PrivateRedis::new(false);
     let env = TestEnv::new()
+        .with_default_wake_ping()
         .with("REDIS_URL", &cluster.urls())
         .with("REDIS_CLUSTER", "true")
         .with("REDIS_SCHEDULE_SHARDS", SHARDS)

@@ -274,6 +274,7 @@ pub(crate) async fn run_all(opts: &Options, out: &Path) -> anyhow::Result<Result
     };
     let redis = PrivateRedis::new(false);
     let env = TestEnv::new()
+        .with_default_wake_ping()
         .with("REDIS_URL", &redis.url())
         .with("VOICE_REDIS_URL", &redis.url())
         .with("LOG_LEVEL", "WARN");
@@ -508,6 +509,7 @@ async fn storage(opts: &Options, redis: &PrivateRedis, r: &mut Results) -> anyho
         ),
     ] {
         let env = TestEnv::new()
+            .with_default_wake_ping()
             .with("REDIS_URL", &redis.url())
             .with("VOICE_REDIS_URL", &redis.url())
             .with("LOG_LEVEL", "WARN");

@@ -104,6 +104,7 @@ pub(crate) struct Stack {
 
 fn base_env(pg_url: &str, redis_url: &str, cluster: bool, voice_url: &str) -> TestEnv {
     TestEnv::on(pg_url, redis_url, voice_url)
+        .with_default_wake_ping()
         .with("REDIS_CLUSTER", if cluster { "true" } else { "false" })
         .with("ORS_EVENTS_TOKEN", EVENTS_TOKEN)
         .with("LOG_LEVEL", "WARN")
