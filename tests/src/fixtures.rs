@@ -276,6 +276,32 @@ impl Engage {
             .await
     }
 
+    /// Creates immediate callbacks on `service` (numbers `+1555` + `*phone`, counting up) until
+    /// one lands in a schedule shard of `keys` that `accept` takes: for attacks that need a
+    /// callback on (or off) one cluster node. Returns that id and every id created on the way,
+    /// it included; panics after 400 creates.
+    pub async fn create_in_shard(
+        &self,
+        key: &str,
+        service: &str,
+        phone: &mut u32,
+        keys: &shared::redis::Keys,
+        accept: impl Fn(u16) -> bool,
+    ) -> (String, Vec<String>) {
+        let mut made = Vec::new();
+        for _ in 0..400 {
+            let number = format!("+1555{:07}", *phone);
+            *phone += 1;
+            let id = self.create(key).service(service).phone(&number).id().await;
+            made.push(id.clone());
+            let uuid = uuid::Uuid::parse_str(&id).expect("a callback id is a UUID");
+            if accept(keys.shard_of(&uuid)) {
+                return (id, made);
+            }
+        }
+        panic!("400 creates and none landed in an accepted shard")
+    }
+
     /// Retrieves `id` (asserting 200); returns `data`.
     pub async fn retrieve(&self, key: &str, id: &str) -> Value {
         let (code, body) = self.post(key, RETRIEVE, json!({"id": id})).await;

@@ -200,6 +200,24 @@ impl TestEnv {
         }
     }
 
+    /// Polls until every callback of `ids` reached the voice stream (its row says submitted);
+    /// the time that took, or `None` once `within` passed.
+    pub async fn wait_sent(&self, ids: &[String], within: Duration) -> Option<Duration> {
+        let started = Instant::now();
+        let distinct: std::collections::BTreeSet<&String> = ids.iter().collect();
+        let pg = self.pg().await;
+        let sql = "SELECT count(*) FROM callbacks \
+                   WHERE id = ANY($1::text[]::uuid[]) AND submitted_at IS NOT NULL";
+        while started.elapsed() < within {
+            let sent: i64 = pg.query_one(sql, &[&ids]).await.expect("count sent").get(0);
+            if sent as usize == distinct.len() {
+                return Some(started.elapsed());
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        None
+    }
+
     /// (state, attempt, submitted) of one callback, from PostgreSQL.
     pub async fn row(&self, id: &str) -> (String, i16, bool) {
         let r = self

@@ -131,17 +131,7 @@ async fn attack_s34_standalone_stalls_make_the_listener_flap() {
     };
     // Let the last ones go out, then count the hand-offs. A create whose index write timed
     // out in a stall is committed and left to the sweep (WORKER_SWEEP_S 15 s + grace 10 s).
-    let deadline = Instant::now() + Duration::from_secs(35);
-    loop {
-        let mut all = true;
-        for id in &ids {
-            all &= fx.env.row(id).await.2;
-        }
-        if all || Instant::now() > deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    fx.env.wait_sent(&ids, Duration::from_secs(35)).await;
     let (total, distinct, _) = fx.env.census().await;
     let subs = pubsub_clients(port);
     println!(
@@ -265,17 +255,7 @@ async fn attack_s34_freeze_the_listening_node_latency_and_leaks() {
         );
     }
     // Everything created went out once (those in frozen shards after the thaw).
-    let deadline = Instant::now() + Duration::from_secs(40);
-    loop {
-        let mut all = true;
-        for id in &all_ids {
-            all &= env.row(id).await.2;
-        }
-        if all || Instant::now() > deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    env.wait_sent(&all_ids, Duration::from_secs(40)).await;
     let (total, distinct, _) = env.census().await;
     let subs: usize = (0..3)
         .map(|i| {
@@ -470,17 +450,7 @@ async fn attack_s34_ping_interleaved_with_bursts() {
         );
         tokio::time::sleep(Duration::from_millis(1100)).await;
     }
-    let started = Instant::now();
-    loop {
-        let mut all = true;
-        for id in &ids {
-            all &= fx.env.row(id).await.2;
-        }
-        if all || started.elapsed() > Duration::from_secs(10) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let settled = fx.env.wait_sent(&ids, Duration::from_secs(10)).await;
     let stats = commandstats(&mut conn).await;
     let pings: u64 = stats
         .iter()
@@ -490,10 +460,10 @@ async fn attack_s34_ping_interleaved_with_bursts() {
     let (total, distinct, _) = fx.env.census().await;
     println!(
         "FIGURE bursts created={} handed_off={total} distinct={distinct} pings={pings} moves={} \
-         settle_ms={}",
+         settle_ms={:?}",
         ids.len(),
         moves(&w),
-        started.elapsed().as_millis()
+        settled.map(|d| d.as_millis())
     );
     assert_eq!(
         moves(&w),
@@ -538,17 +508,7 @@ async fn attack_s34_failover_of_the_listening_primary() {
         );
     }
     let created_ms = t_kill.elapsed().as_millis();
-    let deadline = Instant::now() + Duration::from_secs(40);
-    loop {
-        let mut all_sent = true;
-        for id in &ids {
-            all_sent &= env.row(id).await.2;
-        }
-        if all_sent || Instant::now() > deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    env.wait_sent(&ids, Duration::from_secs(40)).await;
     let settled = t_kill.elapsed().as_millis();
     let (total, distinct, _) = env.census().await;
     let live: Vec<usize> = all.iter().copied().filter(|i| *i != victim).collect();

@@ -726,36 +726,21 @@ async fn attack_s37_worker_started_while_frozen_with_many_shards() {
         .parts();
     // Callbacks in the frozen node's shards too, due now: the worker's rounds claim them.
     let mut phone = 3_800_000;
-    let mut booked_frozen = 0;
-    while booked_frozen < frozen_shards.min(10) {
-        assert!(phone < 3_800_400, "no callback landed in a frozen shard");
-        let id = api
-            .create(&key)
-            .service("fs")
-            .phone(&format!("+1555{phone:07}"))
-            .id()
-            .await;
-        phone += 1;
-        if on_frozen[usize::from(keys.shard_of(&Uuid::parse_str(&id).expect("uuid")))] {
-            booked_frozen += 1;
-        }
+    let booked_frozen = frozen_shards.min(10);
+    for _ in 0..booked_frozen {
+        let on = |s: u16| on_frozen[usize::from(s)];
+        api.create_in_shard(&key, "fs", &mut phone, &keys, on).await;
     }
     cluster.pause(frozen);
     let w = WorkerProc::start(&env, &[]).await;
     let mut ids = Vec::new();
     while ids.len() < 8 {
-        assert!(phone < 3_801_000, "no callback landed in a healthy shard");
-        let id = api
-            .create(&key)
-            .service("fs")
-            .phone(&format!("+1555{phone:07}"))
-            .id()
-            .await;
-        phone += 1;
-        let shard = keys.shard_of(&Uuid::parse_str(&id).expect("uuid"));
-        if !on_frozen[usize::from(shard)] {
-            ids.push(id);
-        }
+        let healthy = |s: u16| !on_frozen[usize::from(s)];
+        ids.push(
+            api.create_in_shard(&key, "fs", &mut phone, &keys, healthy)
+                .await
+                .0,
+        );
     }
     let started = Instant::now();
     let late = wait_submitted(&env, &ids, started + Duration::from_secs(8)).await;

@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 use harness::{Fixture, PrivateCluster, TestEnv, WorkerProc};
 use serde_json::json;
 use shared::redis::Keys;
-use uuid::Uuid;
 
 use crate::attack_s34_wake::listening;
 
@@ -71,54 +70,44 @@ async fn attack_s40_frozen_listening_node_after_a_long_silence_and_after_a_messa
         .collect();
     let (env, api, key) = Fixture::dispatch(env, "ip", "ip", json!({})).await.parts();
     let _w = WorkerProc::start(&env, &[]).await;
-    let mut phone = 7_100_000;
+    let phone = std::cell::Cell::new(7_100_000);
     let mut all = Vec::new();
     // One callback in a shard not on `avoid` (usize::MAX: any), created now; its id.
-    let mut create_off = async |avoid: usize, all: &mut Vec<String>| loop {
-        let id = api
-            .create(&key)
-            .service("ip")
-            .phone(&format!("+1555{phone:07}"))
-            .id()
-            .await;
-        phone += 1;
-        all.push(id.clone());
-        let shard = keys.shard_of(&Uuid::parse_str(&id).expect("uuid"));
-        if node_of_shard[usize::from(shard)] != avoid {
-            return id;
-        }
+    let create_off = async |avoid: usize, all: &mut Vec<String>| {
+        let off = |s: u16| node_of_shard[usize::from(s)] != avoid;
+        let mut next = phone.get();
+        let (id, made) = api.create_in_shard(&key, "ip", &mut next, &keys, off).await;
+        phone.set(next);
+        all.extend(made);
+        id
     };
-    let sent_within = async |id: &str, limit: Duration| {
-        let t = Instant::now();
-        while t.elapsed() < limit {
-            if env.row(id).await.2 {
-                return Some(t.elapsed());
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        None
+    // A callback in any shard, which must go out: the message on the subscription.
+    let warm_up = async |all: &mut Vec<String>| {
+        let id = create_off(usize::MAX, all).await;
+        let sent = env.wait_sent(&[id], Duration::from_secs(10)).await;
+        assert!(sent.is_some(), "warm-up never went out");
+    };
+    // Freezes `node`, creates a callback in a shard off it and waits up to `limit` for it;
+    // (time the create took, time from the freeze to the hand-off). Resumes `node`.
+    let freeze_and_send = async |node: usize, limit: Duration, all: &mut Vec<String>| {
+        cluster.pause(node);
+        let t_freeze = Instant::now();
+        let id = create_off(node, all).await;
+        let created = t_freeze.elapsed();
+        let sent = env.wait_sent(&[id], limit).await.map(|d| d + created);
+        cluster.resume(node);
+        (created, sent)
     };
     tokio::time::sleep(Duration::from_secs(3)).await;
 
     // (L) A message, then four PINGs, then the freeze.
     let node = listening(&cluster, &[0, 1, 2])[0];
-    let warm = create_off(usize::MAX, &mut all).await;
-    assert!(
-        sent_within(&warm, Duration::from_secs(10)).await.is_some(),
-        "warm-up never went out"
-    );
+    warm_up(&mut all).await;
     let from = pings(&cluster, node);
     let fourth = nth_ping(&cluster, node, from, 4, Duration::from_secs(60)).await;
     let fourth = fourth.expect("four PINGs within 60 s of silence");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    cluster.pause(node);
-    let t_freeze = Instant::now();
-    let id = create_off(node, &mut all).await;
-    let created = t_freeze.elapsed();
-    let sent = sent_within(&id, Duration::from_secs(45))
-        .await
-        .map(|d| d + created);
-    cluster.resume(node);
+    let (created, sent) = freeze_and_send(node, Duration::from_secs(45), &mut all).await;
     println!(
         "FIGURE idle_ping case=long_silence node={node} fourth_ping_after_ms={} create_done_ms={} \
          handed_off_after_freeze_ms={:?}",
@@ -153,20 +142,9 @@ async fn attack_s40_frozen_listening_node_after_a_long_silence_and_after_a_messa
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     tokio::time::sleep(Duration::from_secs(31)).await;
-    let warm = create_off(usize::MAX, &mut all).await;
-    assert!(
-        sent_within(&warm, Duration::from_secs(10)).await.is_some(),
-        "warm-up never went out"
-    );
+    warm_up(&mut all).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    cluster.pause(node);
-    let t_freeze = Instant::now();
-    let id = create_off(node, &mut all).await;
-    let created = t_freeze.elapsed();
-    let sent = sent_within(&id, Duration::from_secs(30))
-        .await
-        .map(|d| d + created);
-    cluster.resume(node);
+    let (created, sent) = freeze_and_send(node, Duration::from_secs(30), &mut all).await;
     println!(
         "FIGURE idle_ping case=after_a_message node={node} create_done_ms={} \
          handed_off_after_freeze_ms={:?}",
@@ -180,17 +158,7 @@ async fn attack_s40_frozen_listening_node_after_a_long_silence_and_after_a_messa
         "after a message: {sent:?} after the freeze"
     );
 
-    let deadline = Instant::now() + Duration::from_secs(40);
-    loop {
-        let mut done = true;
-        for id in &all {
-            done &= env.row(id).await.2;
-        }
-        if done || Instant::now() > deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    env.wait_sent(&all, Duration::from_secs(40)).await;
     let (total, distinct, _) = env.census().await;
     assert_eq!(
         (total, distinct),

@@ -58,8 +58,7 @@ pub(crate) struct Stack {
 
 pub(crate) async fn stack() -> Stack {
     let (redis, voice) = (PrivateRedis::new(false), PrivateRedis::new(false));
-    let env = TestEnv::new()
-        .with_default_wake_ping()
+    let env = crate::deployed_env()
         .with("REDIS_URL", &redis.url())
         .with("VOICE_REDIS_URL", &voice.url())
         .with("LOG_LEVEL", "WARN")

@@ -20,8 +20,7 @@ pub(crate) async fn cluster_dispatch(opts: &Options, r: &mut Results) -> anyhow:
     println!("dispatch throughput on a Redis cluster, 1/2/4 workers");
     let cluster = PrivateCluster::with_replicas(2_000);
     let voice = PrivateRedis::new(false);
-    let env = TestEnv::new()
-        .with_default_wake_ping()
+    let env = crate::deployed_env()
         .with("REDIS_URL", &cluster.urls())
         .with("REDIS_CLUSTER", "true")
         .with("REDIS_SCHEDULE_SHARDS", SHARDS)

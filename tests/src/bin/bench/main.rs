@@ -19,6 +19,12 @@ mod stats;
 
 use std::time::Duration;
 
+/// A test environment with the binaries' own defaults where the suite shortens them (the wake
+/// subscription's `PING` back-off): the bench measures what an operator runs.
+pub(crate) fn deployed_env() -> harness::TestEnv {
+    harness::TestEnv::new().with_default_wake_ping()
+}
+
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -273,8 +273,7 @@ pub(crate) async fn run_all(opts: &Options, out: &Path) -> anyhow::Result<Result
         ..Default::default()
     };
     let redis = PrivateRedis::new(false);
-    let env = TestEnv::new()
-        .with_default_wake_ping()
+    let env = crate::deployed_env()
         .with("REDIS_URL", &redis.url())
         .with("VOICE_REDIS_URL", &redis.url())
         .with("LOG_LEVEL", "WARN");
@@ -508,8 +507,7 @@ async fn storage(opts: &Options, redis: &PrivateRedis, r: &mut Results) -> anyho
             "11.1 kB (110.58 MB / 10k)",
         ),
     ] {
-        let env = TestEnv::new()
-            .with_default_wake_ping()
+        let env = crate::deployed_env()
             .with("REDIS_URL", &redis.url())
             .with("VOICE_REDIS_URL", &redis.url())
             .with("LOG_LEVEL", "WARN");
