@@ -1,10 +1,7 @@
 //! Dispatcher scenarios: lateness at a sustained due rate and in a burst, Redis commands per
 //! callback over its life, while waiting and while idle, GES's sizing scenario, worker memory.
 
-use std::{
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use harness::{Engage, PrivateRedis, Proc, TestEnv, WorkerProc};
 use jiff::{SignedDuration, Timestamp};
@@ -403,10 +400,7 @@ async fn wait_endpoints(opts: &Options, s: &Stack, r: &mut Results) -> anyhow::R
             .await?;
         r.notes
             .push(format!("{label}: sample answer {}", sample["data"]));
-        let make: crate::load::MakeRequest = {
-            let key = s.key.clone();
-            Arc::new(move |http, _| http.get(&url).header("x-api-key", &key))
-        };
+        let make = crate::load::MakeRequest::get(&url, Some(&s.key));
         let run = crate::scenarios::med_run(
             &crate::scenarios::repeat(opts.repeats, || {
                 crate::load::closed_loop(make.clone(), 64, opts.run)
@@ -527,8 +521,7 @@ pub(crate) async fn sizing(opts: &Options, r: &mut Results) -> anyhow::Result<()
         ),
         s.key.clone(),
     );
-    let make: crate::load::MakeRequest =
-        Arc::new(move |http, _| http.get(&url).header("x-api-key", &key));
+    let make = crate::load::MakeRequest::get(&url, Some(&key));
     let run = crate::load::closed_loop(make, 16, opts.run).await;
     r.add(fig(&format!("Availability, 14 days of 15-min slots (1,344 slots), 16 connections: p99 {:.1} ms; throughput", run.ms(0.99)), run.throughput, "req/s"));
     Ok(())
