@@ -267,7 +267,7 @@ async fn transaction(
     {
         return replay(tx, earlier, job, writer).await;
     }
-    *reservation = Some(super::limits::reserve(ctx, &tx, &w.number, &w.cb).await?);
+    *reservation = Some(super::limits::reserve(ctx, Some(&tx), &w.number, &w.cb).await?);
     let dispatch_at = match db::callbacks::insert(&tx, &w.cb).await? {
         Inserted::Stored(due) => due,
         Inserted::SlotFull(claim) => {

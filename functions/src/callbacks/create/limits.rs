@@ -17,7 +17,7 @@ use std::{
     sync::{Arc, LazyLock, Mutex},
 };
 
-use deadpool_postgres::GenericClient;
+use deadpool_postgres::{GenericClient, Transaction};
 use shared::{
     db::{self, callbacks::NewCallback},
     error::{Error, Result},
@@ -32,7 +32,7 @@ use shared::{
 };
 use uuid::Uuid;
 
-use super::Ctx;
+use super::{Conn, Ctx};
 
 /// A phone number that passed the service's number rule.
 #[derive(Debug, Clone)]
@@ -45,14 +45,11 @@ pub struct Number {
 }
 
 /// Checks the number against the service's number rule (400 when refused) and normalises it.
-pub async fn check_number(
-    client: &impl GenericClient,
-    ctx: &Ctx,
-    phone_number: &str,
-) -> Result<Number> {
+/// Only a service with a rule takes a connection (`conn`) to read it.
+pub async fn check_number(conn: &mut Conn<'_>, ctx: &Ctx, phone_number: &str) -> Result<Number> {
     let rule = match &ctx.settings().number_rule {
         None => None,
-        Some(name) => Some(number_rule(client, &ctx.tenant, ctx.name(), name).await?),
+        Some(name) => Some(number_rule(conn.get().await?, &ctx.tenant, ctx.name(), name).await?),
     };
     let checked = phone::check(phone_number, rule.as_deref())?;
     let key = phone::number_key(checked.e164.as_deref(), phone_number);
@@ -125,14 +122,16 @@ const BUSY_WAIT: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// Checks every create-time limit of the service and reserves quota for `cb` (a limit
 /// reached is [`Error::LimitReached`]). Redis failing: no reservation, the create goes ahead
-/// (fail open). PostgreSQL failing while re-seeding fails the create.
+/// (fail open). PostgreSQL failing while re-seeding fails the create. A re-seed reads
+/// PostgreSQL in `tx` when given, else on a connection taken from the pool only then: a plain
+/// create holds none while Redis admits it (docs/costs.md#create-throughput-against-the-postgresql-insert-ceiling).
 pub async fn reserve(
     ctx: &Ctx,
-    client: &impl GenericClient,
+    tx: Option<&Transaction<'_>>,
     number: &Number,
     cb: &NewCallback,
 ) -> Result<Reservation> {
-    reserve_id(ctx, client, number, (cb.id, cb.admission.is_immediate())).await
+    reserve_id(ctx, tx, number, (cb.id, cb.admission.is_immediate())).await
 }
 
 /// A replay of callback `id` (immediate or not), inside the transaction `tx` that marks its
@@ -150,7 +149,7 @@ pub async fn reserve(
 /// reservation returned is given back by the caller if `tx` does not commit.
 pub async fn readmit(
     ctx: &Ctx,
-    tx: &deadpool_postgres::Transaction<'_>,
+    tx: &Transaction<'_>,
     number: &Number,
     (id, immediate): (Uuid, bool),
 ) -> Result<Option<Reservation>> {
@@ -165,7 +164,7 @@ pub async fn readmit(
         // by re-seeds again once this transaction commits.
         let limits = Limits::of(ctx.settings(), immediate);
         admission::give_back_logged(&ctx.state.redis, &tk, &limits, id).await;
-        let r = reserve_id(ctx, tx, number, (id, immediate)).await?;
+        let r = reserve_id(ctx, Some(tx), number, (id, immediate)).await?;
         if let Err(e) = db::callbacks::clear_given_back(tx, &ctx.tenant, id).await {
             r.give_back(&ctx.state).await;
             return Err(e);
@@ -178,7 +177,9 @@ pub async fn readmit(
     };
     match field.await {
         // Its window admission went back with its place: admitted like a create.
-        Ok(Field::GivenBack) => reserve_id(ctx, tx, number, (id, immediate)).await.map(Some),
+        Ok(Field::GivenBack) => reserve_id(ctx, Some(tx), number, (id, immediate))
+            .await
+            .map(Some),
         Ok(Field::Uncounted) => active_again(ctx, &tk, number, (id, immediate)).await,
         Ok(Field::Counted) => Ok(None),
         Err(e) => {
@@ -206,7 +207,7 @@ async fn active_again(
 /// [`reserve`] for callback `id`, immediate or not.
 async fn reserve_id(
     ctx: &Ctx,
-    client: &impl GenericClient,
+    tx: Option<&Transaction<'_>>,
     number: &Number,
     (id, immediate): (Uuid, bool),
 ) -> Result<Reservation> {
@@ -231,7 +232,11 @@ async fn reserve_id(
             }
             Ok(Verdict::NeedsSeed(_) | Verdict::Busy(_)) if seeded => break,
             Ok(Verdict::NeedsSeed(asked) | Verdict::Busy(asked)) => {
-                if let Err(e) = seed(ctx, client, &tk, (&limits, asked)).await? {
+                let outcome = match tx {
+                    Some(tx) => seed(ctx, tx, &tk, (&limits, asked)).await?,
+                    None => seed(ctx, &ctx.state.db.get().await?, &tk, (&limits, asked)).await?,
+                };
+                if let Err(e) = outcome {
                     return Ok(fail_open(ctx, e));
                 }
                 seeded = true;

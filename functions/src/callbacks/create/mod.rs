@@ -135,23 +135,19 @@ pub async fn create(
     let req = parms.validate()?;
     let ctx = Ctx::load(state, tenant, &req.service_name).await?;
     let admission = admit::admit(&req, ctx.settings(), ctx.now)?;
-    let client = state.db.get().await?;
-    let (admission, plan) = book(&client, &ctx, &req, admission).await?;
+    let mut conn = Conn::new(&state.db);
+    let (admission, plan) = book(&mut conn, &ctx, &req, admission).await?;
     // Number rule (400); the create-time limits (429) are reserved by the store.
-    let number = limits::check_number(&client, &ctx, &req.phone_number).await?;
-    let client = match ctx.settings().captcha_required {
-        true => {
-            // Not held while siteverify answers (up to CAPTCHA_TIMEOUT_MS).
-            drop(client);
-            let token = req.captcha_token.as_deref();
-            let of = (&number, admission.is_immediate());
-            if let Checked::Replayed(id) = captcha::check(&ctx, token, keyed.as_ref(), of).await? {
-                return Ok(id);
-            }
-            state.db.get().await?
+    let number = limits::check_number(&mut conn, &ctx, &req.phone_number).await?;
+    if ctx.settings().captcha_required {
+        // Not held while siteverify answers (up to CAPTCHA_TIMEOUT_MS).
+        conn.release();
+        let token = req.captcha_token.as_deref();
+        let of = (&number, admission.is_immediate());
+        if let Checked::Replayed(id) = captcha::check(&ctx, token, keyed.as_ref(), of).await? {
+            return Ok(id);
         }
-        false => client,
-    };
+    }
     let cb = ctx.new_callback(req, admission, &number);
     let write = Write {
         cb,
@@ -159,7 +155,43 @@ pub async fn create(
         number,
         plan,
     };
-    store::write(&ctx, client, write).await
+    store::write(&ctx, conn, write).await
+}
+
+/// The request's PostgreSQL connection, taken from the pool at its first use. A plain
+/// immediate create (no business-hours plan, no number rule) takes none: its row goes to the
+/// group-commit batcher, which draws its own, so 64 or 256 creates in flight no longer queue
+/// for the pool's few connections while Redis admits them
+/// (docs/costs.md#create-throughput-against-the-postgresql-insert-ceiling).
+pub struct Conn<'a> {
+    pool: &'a deadpool_postgres::Pool,
+    client: Option<deadpool_postgres::Object>,
+}
+
+impl<'a> Conn<'a> {
+    fn new(pool: &'a deadpool_postgres::Pool) -> Self {
+        Self { pool, client: None }
+    }
+
+    /// The connection, taken from the pool now if this request holds none.
+    pub async fn get(&mut self) -> Result<&deadpool_postgres::Object> {
+        let client = match self.client.take() {
+            Some(client) => client,
+            None => self.pool.get().await?,
+        };
+        Ok(self.client.insert(client))
+    }
+
+    /// The connection, owned (taken from the pool now if this request holds none).
+    pub async fn take(mut self) -> Result<deadpool_postgres::Object> {
+        self.get().await?;
+        Ok(self.client.take().expect("just taken"))
+    }
+
+    /// Gives the connection back to the pool, if this request holds one.
+    pub fn release(&mut self) {
+        self.client = None;
+    }
 }
 
 /// One create's context, shared by its steps (cheap to clone: the commit task owns one).
@@ -238,20 +270,23 @@ impl Ctx {
 /// Applies the service's business hours and capacity (the plan is read only when used); a
 /// closed slot is refused with proposals, on this connection.
 async fn book(
-    client: &deadpool_postgres::Object,
+    conn: &mut Conn<'_>,
     ctx: &Ctx,
     req: &CreateRequest,
     admission: Admission,
 ) -> Result<(Admission, Option<SlotPlan>)> {
     let s = ctx.settings();
     let plan = match admit::needs_plan(&admission, s) {
-        true => Some(db::hours::plan(client, &ctx.tenant, ctx.name(), s).await?),
+        true => Some(db::hours::plan(conn.get().await?, &ctx.tenant, ctx.name(), s).await?),
         false => None,
     };
     match admit::book(admission, req, s, plan.as_ref(), ctx.now)? {
         Booked::Admitted(admission) => Ok((admission, plan)),
         Booked::Closed { start } => Err(match ctx.alternatives(plan.as_ref(), &admission) {
-            Some(alt) => alt.refuse(client, start, SlotRefusal::Closed).await,
+            Some(alt) => match conn.get().await {
+                Ok(client) => alt.refuse(client, start, SlotRefusal::Closed).await,
+                Err(e) => e,
+            },
             None => Error::internal(anyhow::anyhow!("a closed slot without a plan")),
         }),
     }

@@ -5,11 +5,10 @@
 //! committed the same way before it answers. Either way the create-time limits are reserved
 //! just before the insert and given back when it does not happen ([`super::limits`]).
 
-use deadpool_postgres::Object;
 use shared::{db::callbacks::NewCallback, error::Result, http::envelope, metrics, model::SlotPlan};
 use uuid::Uuid;
 
-use super::{Ctx, Keyed, commit, limits, limits::Number};
+use super::{Conn, Ctx, Keyed, commit, limits, limits::Number};
 
 /// What the store needs besides the context.
 #[derive(Debug)]
@@ -25,21 +24,22 @@ pub struct Write {
 }
 
 /// Stores `w.cb` (committed and indexed when this returns `Ok`); returns its id, or the
-/// earlier callback's id when the Idempotency-Key replays a request. `client` is given back to
-/// the pool before a batched insert (the batcher draws from the same pool).
-pub async fn write(ctx: &Ctx, client: Object, w: Write) -> Result<Uuid> {
+/// earlier callback's id when the Idempotency-Key replays a request. A connection `conn` holds
+/// is given back to the pool before a batched create's admission (the batcher draws from the
+/// same pool).
+pub async fn write(ctx: &Ctx, conn: Conn<'_>, w: Write) -> Result<Uuid> {
     if w.keyed.is_some() || w.cb.admission.slot().is_some() {
         let ctx = ctx.clone();
-        return commit::run(client, commit::Job { ctx, w }).await;
+        return commit::run(conn.take().await?, commit::Job { ctx, w }).await;
     }
+    drop(conn);
     let id = w.cb.id;
-    batched(ctx, client, w).await.map(|()| id)
+    batched(ctx, w).await.map(|()| id)
 }
 
 /// A plain create through the group-commit batcher.
-async fn batched(ctx: &Ctx, client: Object, w: Write) -> Result<()> {
-    let reservation = limits::reserve(ctx, &client, &w.number, &w.cb).await?;
-    drop(client);
+async fn batched(ctx: &Ctx, w: Write) -> Result<()> {
+    let reservation = limits::reserve(ctx, None, &w.number, &w.cb).await?;
     envelope::committing();
     // Given back whenever the row is not kept: a failure answered (a 503 at the deadline), or
     // this request dropped mid-insert (its client went away) while the row is left out or
