@@ -419,12 +419,7 @@ async fn wait_endpoints(opts: &Options, s: &Stack, r: &mut Results) -> anyhow::R
                 "req/s",
             )
         });
-        if run.errors > 0 {
-            r.notes.push(format!(
-                "{label}: {} of {} requests failed",
-                run.errors, run.attempted
-            ));
-        }
+        crate::scenarios::note_errors(r, label, &run);
     }
     Ok(())
 }

@@ -201,17 +201,22 @@ async fn create_saturation(immediate: &MakeRequest, opts: &Options, r: &mut Resu
             sat.throughput,
             "req/s",
         ));
-        if sat.errors > 0 {
-            r.notes.push(format!(
-                "create saturation, {conns} connections: {} of {} requests failed",
-                sat.errors, sat.attempted
-            ));
-        }
+        note_errors(r, &format!("create saturation, {conns} connections"), &sat);
         if best.as_ref().is_none_or(|b| sat.throughput > b.throughput) {
             best = Some(sat);
         }
     }
     best.expect("at least one connection count")
+}
+
+/// Notes the failed requests of `run`, if any, under `label`.
+pub(crate) fn note_errors(r: &mut Results, label: &str, run: &Run) {
+    if run.errors > 0 {
+        r.notes.push(format!(
+            "{label}: {} of {} requests failed",
+            run.errors, run.attempted
+        ));
+    }
 }
 
 /// pgbench clients of the insert ceiling: the best of these is the ceiling (8 alone understates
@@ -416,12 +421,7 @@ pub(crate) async fn run_all(opts: &Options, out: &Path) -> anyhow::Result<Result
                 run.ms(0.99),
                 "ms",
             ));
-            if run.errors > 0 {
-                r.notes.push(format!(
-                    "create at {rate} req/s: {} of {} failed",
-                    run.errors, run.attempted
-                ));
-            }
+            note_errors(&mut r, &format!("create at {rate} req/s"), &run);
             rate_runs.push((format!("{rate} req/s"), run));
         }
         let hists: Vec<(String, &hdrhistogram::Histogram<u64>)> = rate_runs
