@@ -13,6 +13,9 @@
 //!    claims and Idempotency-Keys, [`commit`]), reserving the create-time limits just before
 //!    the insert, and indexes what it committed for dispatch.
 //!
+//! A request takes a PostgreSQL connection from the pool only at the first step that needs one
+//! ([`Conn`]); a plain immediate create takes none (its insert goes through the batcher).
+//!
 //! The answer means durable: PostgreSQL committed. The request waits for the commit only until
 //! its deadline, and a 503 leaves nothing stored (docs/bounded-answers.md). Stored times come
 //! from the database's clock, not this host's. A failed Redis write does not fail the request:
