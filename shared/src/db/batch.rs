@@ -198,8 +198,15 @@ async fn write(pool: &Pool, index: &Index, jobs: Vec<Job>) {
         return;
     }
     let since = Instant::now();
+    // The batch's connection goes back to the pool before `committed` runs: withdrawing rows
+    // whose request gave up takes a connection of the same pool, and with `DB_POOL_SIZE` at
+    // most `DB_BATCH_IN_FLIGHT` every connection could be a batch's waiting for another
+    // (attack_s41b).
     match insert_raw(&client, &rows).await {
-        Ok(stored) => committed(pool, index, rows, writers, stored, since).await,
+        Ok(stored) => {
+            drop(client);
+            committed(pool, index, rows, writers, stored, since).await;
+        }
         Err(e) if outcome::in_doubt(&e) => {
             drop(client);
             tracing::warn!(count = rows.len(), error = %e, "batch insert outcome unknown; resolving");
@@ -220,14 +227,19 @@ async fn write(pool: &Pool, index: &Index, jobs: Vec<Job>) {
             committed(pool, index, rows, writers, times, since).await;
         }
         // Anything else: retry row by row so one bad row cannot fail its neighbours.
+        // The stored ones are answered once the connection is back in the pool.
         Err(_) => {
+            let mut stored = Vec::new();
             for (row, w) in rows.into_iter().zip(writers) {
                 let since = Instant::now();
-                let res = insert_rows(&client, std::slice::from_ref(&row)).await;
-                match res {
-                    Ok(stored) => committed(pool, index, vec![row], vec![w], stored, since).await,
+                match insert_rows(&client, std::slice::from_ref(&row)).await {
+                    Ok(at) => stored.push((row, w, at, since)),
                     Err(e) => fail(w, e),
                 }
+            }
+            drop(client);
+            for (row, w, at, since) in stored {
+                committed(pool, index, vec![row], vec![w], at, since).await;
             }
         }
     }
