@@ -108,12 +108,31 @@ async fn attack_s41_a_stalled_admission_holds_no_connection() {
 /// within 20 s; then the state is seeded and a 31st create is refused too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attack_s41_reseed_burst_with_a_pool_of_one() {
+    let (engage, key) = reseed_burst_with_a_pool_of_one("ls", 300, false).await;
+    let (code, body) = engage
+        .create(&key)
+        .service("ls")
+        .phone("+12125550399")
+        .send()
+        .await;
+    assert_eq!(code, 429, "{body}");
+}
+
+/// The burst of [`attack_s41_reseed_burst_with_a_pool_of_one`] on tenant and service `name`
+/// (numbers from `+1212555` + `first_phone`), every other create with an Idempotency-Key when
+/// `keyed` (those re-seed inside their own transaction). Asserts exactly 10 × 200 and
+/// 20 × 429 within 20 s and 10 rows stored; returns the server and the key.
+pub(crate) async fn reseed_burst_with_a_pool_of_one(
+    name: &str,
+    first_phone: usize,
+    keyed: bool,
+) -> (Engage, String) {
     let env = TestEnv::new().with("DB_POOL_SIZE", "1");
     let engage = Engage::start(&env, &[]).await;
     let settings = open_service(json!({"throttle_per_service_1": 10, "throttle_ttl_1": 300}));
-    let key = engage.provision("ls", "ls", settings).await;
+    let key = engage.provision(name, name, settings).await;
     let mut redis = env.redis().await;
-    let pattern = format!("{{{}:thr:ls:ls}}*", env.id);
+    let pattern = format!("{{{}:thr:{name}:{name}}}*", env.id);
     let keys: Vec<String> = redis::cmd("KEYS")
         .arg(&pattern)
         .query_async(&mut redis)
@@ -130,8 +149,12 @@ async fn attack_s41_reseed_burst_with_a_pool_of_one() {
     let creates = (0..30).map(|i| {
         let (engage, key) = (&engage, &key);
         async move {
-            let phone = format!("+1212555{:04}", 300 + i);
-            engage.create(key).service("ls").phone(&phone).send().await
+            let phone = format!("+1212555{:04}", first_phone + i);
+            let create = engage.create(key).service(name).phone(&phone);
+            match keyed && i % 2 == 0 {
+                true => create.idempotency_key(&format!("k{i}")).send().await,
+                false => create.send().await,
+            }
         }
     });
     let answers = tokio::time::timeout(Duration::from_secs(20), join_all(creates))
@@ -142,19 +165,15 @@ async fn attack_s41_reseed_burst_with_a_pool_of_one() {
         *codes.entry(*code).or_insert(0) += 1;
     }
     println!(
-        "FIGURE lazy_conn_reseed codes={codes:?} took_ms={}",
+        "FIGURE lazy_conn_reseed service={name} keyed={keyed} codes={codes:?} took_ms={}",
         started.elapsed().as_millis()
     );
     assert_eq!(codes, BTreeMap::from([(200, 10), (429, 20)]));
     let stored = env
-        .count("SELECT count(*) FROM callbacks WHERE service = 'ls'")
+        .count(&format!(
+            "SELECT count(*) FROM callbacks WHERE service = '{name}'"
+        ))
         .await;
     assert_eq!(stored, 10);
-    let (code, body) = engage
-        .create(&key)
-        .service("ls")
-        .phone("+12125550399")
-        .send()
-        .await;
-    assert_eq!(code, 429, "{body}");
+    (engage, key)
 }

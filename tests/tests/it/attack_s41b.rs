@@ -15,7 +15,10 @@ use futures::future::join_all;
 use harness::{Engage, PrivatePostgres, RETRIEVE, TestEnv, open_service};
 use serde_json::json;
 
-use crate::attack_s34_client_gone::{act_key, number_key, redis_count};
+use crate::{
+    attack_s34_client_gone::{act_key, number_key, redis_count},
+    attack_s41_lazy_conn::reseed_burst_with_a_pool_of_one,
+};
 
 /// REQUEST_TIMEOUT_MS of these tests (commit deadline: + 1 s).
 const TIMEOUT_MS: u64 = 1_500;
@@ -248,57 +251,5 @@ async fn frozen_postgres(lost_state: bool) {
 /// Promised: exactly 10 answered 200, 20 answered 429, no other status, within 20 s.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attack_s41b_mixed_reseed_burst_with_a_pool_of_one() {
-    let env = TestEnv::new().with("DB_POOL_SIZE", "1");
-    let engage = Engage::start(&env, &[]).await;
-    let settings = open_service(json!({"throttle_per_service_1": 10, "throttle_ttl_1": 300}));
-    let key = engage.provision("lm", "lm", settings).await;
-    let mut redis = env.redis().await;
-    let pattern = format!("{{{}:thr:lm:lm}}*", env.id);
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(&pattern)
-        .query_async(&mut redis)
-        .await
-        .expect("KEYS");
-    if !keys.is_empty() {
-        let _: () = redis::cmd("DEL")
-            .arg(&keys)
-            .query_async(&mut redis)
-            .await
-            .expect("DEL");
-    }
-    let started = Instant::now();
-    let creates = (0..30).map(|i| {
-        let (engage, key) = (&engage, &key);
-        async move {
-            let phone = format!("+1212555{:04}", 700 + i);
-            let create = engage.create(key).service("lm").phone(&phone);
-            match i % 2 {
-                0 => create.idempotency_key(&format!("k{i}")).send().await,
-                _ => create.send().await,
-            }
-        }
-    });
-    let answers = tokio::time::timeout(Duration::from_secs(20), join_all(creates))
-        .await
-        .expect("the burst answered within 20 s");
-    let mut codes = std::collections::BTreeMap::new();
-    for (code, body) in &answers {
-        codes.entry(*code).or_insert_with(Vec::new).push(
-            body["status"]["message"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string(),
-        );
-    }
-    let counts: Vec<(u16, usize)> = codes.iter().map(|(c, v)| (*c, v.len())).collect();
-    println!(
-        "FIGURE s41b_mixed_reseed counts={counts:?} took_ms={} non_2xx_4xx={:?}",
-        started.elapsed().as_millis(),
-        codes.iter().filter(|(c, _)| **c >= 500).collect::<Vec<_>>()
-    );
-    assert_eq!(counts, vec![(200, 10), (429, 20)]);
-    let stored = env
-        .count("SELECT count(*) FROM callbacks WHERE service = 'lm'")
-        .await;
-    assert_eq!(stored, 10);
+    reseed_burst_with_a_pool_of_one("lm", 700, true).await;
 }
