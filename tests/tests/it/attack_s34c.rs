@@ -617,10 +617,14 @@ async fn attack_s34c_sweep_announces_exact_scores() {
     // Past the start-up rebuild and the first look at every shard (which would take the
     // lapsed lease over by itself).
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let pg = env.pg().await;
+    let mut pg = env.pg().await;
     let (leased, indexed) = (Uuid::now_v7(), Uuid::now_v7());
+    // The rows commit after the Redis entries are written: a sweep between an insert and its
+    // `ZADD` would find the row missing from Redis and index it itself (what failed CI on
+    // 215e14f), announcing its PostgreSQL time instead of the lease's.
+    let tx = pg.transaction().await.expect("begin");
     for (id, ago) in [(leased, "30 s"), (indexed, "20 s")] {
-        pg.execute(
+        tx.execute(
             &format!(
                 "INSERT INTO callbacks (id, tenant_id, service, state, phone_number, desired_time,
                                         dispatch_at, scheduled)
@@ -651,6 +655,7 @@ async fn attack_s34c_sweep_announces_exact_scores() {
         .query_async(&mut conn)
         .await
         .expect("ZADD");
+    tx.commit().await.expect("commit");
     let started = Instant::now();
     let want = format!("{lease}.0:0");
     while started.elapsed() < Duration::from_secs(6)
