@@ -92,13 +92,21 @@ impl Error {
     }
 }
 
-/// SQL states that mean "busy or restarting, retry": the statement changed nothing.
-const TRANSIENT: [SqlState; 5] = [
+/// SQL states that mean "busy or restarting, retry": the statement changed nothing. Class 53
+/// (insufficient resources) is the server out of connection slots (`too_many_connections`, a
+/// pool reconnecting to a full server), memory or disk: a load condition, not a fault of the
+/// request (docs/bounded-answers.md).
+const TRANSIENT: [SqlState; 10] = [
     SqlState::ADMIN_SHUTDOWN,
     SqlState::CANNOT_CONNECT_NOW,
     SqlState::T_R_SERIALIZATION_FAILURE,
+    SqlState::T_R_DEADLOCK_DETECTED,
     SqlState::LOCK_NOT_AVAILABLE,
     SqlState::IDLE_IN_TRANSACTION_SESSION_TIMEOUT,
+    SqlState::INSUFFICIENT_RESOURCES,
+    SqlState::DISK_FULL,
+    SqlState::OUT_OF_MEMORY,
+    SqlState::TOO_MANY_CONNECTIONS,
 ];
 
 impl From<tokio_postgres::Error> for Error {

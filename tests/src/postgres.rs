@@ -154,6 +154,17 @@ impl PrivatePostgres {
         run(c, "pg_ctl start")
     }
 
+    /// Appends `name = value` to `postgresql.conf` (the last setting of a name wins): for
+    /// settings that take a restart, such as `max_connections`.
+    pub fn set_conf(&self, name: &str, value: &str) {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.dir.join("data/postgresql.conf"))
+            .expect("postgresql.conf");
+        writeln!(f, "{name} = {value}").expect("append to postgresql.conf");
+    }
+
     /// `pg_ctl stop -m fast`.
     pub fn stop_server(&self) -> anyhow::Result<()> {
         let mut c = pg_tool("pg_ctl")?;
