@@ -13,10 +13,13 @@
 //! The normalised form is E.164 without `+` (`12025550123`); [`dial_number`] prepends the
 //! service's `dial_prefix`.
 
+use phonenumber::metadata::Metadata;
 use regex::{RegexSet, RegexSetBuilder};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
+
+mod classify;
 
 /// The default country when a rule gives none, and for services without a rule.
 pub const DEFAULT_COUNTRY: &str = "US";
@@ -179,6 +182,8 @@ pub struct Checked {
 /// A number that parsed as valid: what [`check`] needs of it, each computed once.
 struct Valid {
     parsed: phonenumber::PhoneNumber,
+    /// The region whose numbering plan classified it (`None`: its code's regions did not).
+    region: Option<&'static Metadata>,
     kind: phonenumber::Type,
     /// E.164 digits, without `+`.
     e164: String,
@@ -200,7 +205,7 @@ fn parse_valid(number: &str, default: phonenumber::country::Id) -> Result<Valid,
     let country = (!matches!(first, Some('+' | '＋'))).then_some(default);
     let parsed =
         phonenumber::parse(country, number).map_err(|e| format!("not a phone number ({e})"))?;
-    let kind = parsed.number_type(&phonenumber::metadata::DATABASE);
+    let (region, kind) = classify::region_and_type(&parsed);
     // phonenumber 0.3.10's `number_type` drops the national number's leading zeros (Italy's
     // `06…` is then `Unknown`), while `is_valid` keeps them: such numbers are valid by the
     // latter (their type stays `Unknown`, so no premium check applies; Italy's premium
@@ -223,7 +228,12 @@ fn parse_valid(number: &str, default: phonenumber::country::Id) -> Result<Valid,
     if !stable(number, &e164) {
         return Err("not a valid number (its E.164 form reads as another number)".to_string());
     }
-    Ok(Valid { parsed, kind, e164 })
+    Ok(Valid {
+        parsed,
+        region,
+        kind,
+        e164,
+    })
 }
 
 /// Whether the number reads back as itself from its E.164 form, so that every spelling of a
@@ -264,9 +274,13 @@ pub fn check(number: &str, rule: Option<&CompiledRule>) -> Result<Checked, Numbe
                 .map(|v| v.e164),
         });
     };
-    let Valid { parsed, kind, e164 } =
-        parse_valid(number, rule.default_country).map_err(NumberError::Impossible)?;
-    let id = country_of(&parsed);
+    let Valid {
+        parsed,
+        region,
+        kind,
+        e164,
+    } = parse_valid(number, rule.default_country).map_err(NumberError::Impossible)?;
+    let id = country_of(&parsed, region);
     if !id.is_some_and(|c| rule.permitted.contains(&c)) {
         let shown = id.map_or_else(
             || format!("unknown (+{})", parsed.country().code()),
@@ -286,8 +300,12 @@ pub fn check(number: &str, rule: Option<&CompiledRule>) -> Result<Checked, Numbe
 /// The number's country. phonenumber 0.3.10 cannot name it for numbers with leading zeros of
 /// their national number (it matches regions without the zeros), so those get their code's
 /// main country (`+39 06…` Italy).
-fn country_of(n: &phonenumber::PhoneNumber) -> Option<phonenumber::country::Id> {
-    n.country().id().or_else(|| {
+fn country_of(
+    n: &phonenumber::PhoneNumber,
+    region: Option<&'static Metadata>,
+) -> Option<phonenumber::country::Id> {
+    // `n.country().id()`, from the region already found.
+    region.and_then(|m| m.id().parse().ok()).or_else(|| {
         if n.national().zeros() == 0 {
             return None;
         }
