@@ -6,7 +6,9 @@
 //! `bench --quick` shortens every run (for a smoke check); `bench --only create,idle` runs
 //! some scenarios and writes `REPORT-create-idle.md` with only their figures; `bench --only
 //! scale` is the one scenario a full run leaves out (10 million rows take minutes to load); `bench --serve-empty PORT` is
-//! the empty axum server used as the HTTP ceiling.
+//! the empty axum server used as the HTTP ceiling. `BENCH_ENV="NAME=value,…"` gives the
+//! services settings of their own for a tuning experiment (e.g. `DB_BATCH_IN_FLIGHT=2`); the
+//! report names them.
 
 mod chart;
 mod dispatch;
@@ -22,7 +24,21 @@ use std::time::Duration;
 /// A test environment with the binaries' own defaults where the suite shortens them (the wake
 /// subscription's `PING` back-off): the bench measures what an operator runs.
 pub(crate) fn deployed_env() -> harness::TestEnv {
-    harness::TestEnv::new().with_default_wake_ping()
+    let mut env = harness::TestEnv::new().with_default_wake_ping();
+    for (name, value) in bench_env() {
+        env = env.with(&name, &value);
+    }
+    env
+}
+
+/// The settings `BENCH_ENV` names (`NAME=value,…`), none when unset.
+pub(crate) fn bench_env() -> Vec<(String, String)> {
+    std::env::var("BENCH_ENV")
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect()
 }
 
 fn main() -> anyhow::Result<()> {

@@ -54,6 +54,14 @@ pub(crate) fn render(opts: &Options, r: &Results) -> String {
         opts.storage_count
     ));
     s.push_str(&format!("Machine: {}\n\n", r.machine));
+    let settings = crate::bench_env();
+    if !settings.is_empty() {
+        let named: Vec<String> = settings.iter().map(|(k, v)| format!("`{k}={v}`")).collect();
+        s.push_str(&format!(
+            "Services run with settings of this run's own (`BENCH_ENV`): {}\n\n",
+            named.join(", ")
+        ));
+    }
     s.push_str(
         "| what | measured | ceiling (same run) | ratio | Engage budget | GES figure | budget |\n",
     );

@@ -141,6 +141,18 @@ pub(crate) fn cpu_per_request(
 /// dilute it.
 const STACK: [&str; 4] = ["bench", "engage", "postgres", "redis-server"];
 
+/// CPU seconds by process name: a [`cpu_by_comm`] snapshot, or a sum of deltas ([`add_cpu`]).
+pub(crate) type Cpu = std::collections::BTreeMap<String, f64>;
+
+/// Adds the CPU time each process name took between two [`cpu_by_comm`] snapshots to `sum`
+/// (a process that ended in between counts nothing).
+pub(crate) fn add_cpu(sum: &mut Cpu, before: &Cpu, after: &Cpu) {
+    for (name, a) in after {
+        let delta = (a - before.get(name).copied().unwrap_or(0.0)).max(0.0);
+        *sum.entry(name.clone()).or_default() += delta;
+    }
+}
+
 /// The share (0–1) of the stack's CPU time ([`STACK`]) between two [`cpu_by_comm`] snapshots
 /// spent by processes named `comm` (the load generator's own share of a saturation run).
 pub(crate) fn cpu_share(
