@@ -35,6 +35,23 @@ async fn states(pg: &tokio_postgres::Client, phone: &str) -> Vec<String> {
     .collect()
 }
 
+/// Sends a create on `svc` for each of `phones`, the i-th `stagger` × i after the first, and
+/// answers each with its status, body and time taken.
+async fn staggered_creates(
+    engage: &Engage,
+    key: &str,
+    phones: &[String],
+    stagger: Duration,
+) -> Vec<(u16, serde_json::Value, Duration)> {
+    let sends = phones.iter().enumerate().map(|(i, phone)| async move {
+        tokio::time::sleep(stagger * i as u32).await;
+        let sent = Instant::now();
+        let (code, body) = engage.create(key).service("svc").phone(phone).send().await;
+        (code, body, sent.elapsed())
+    });
+    join_all(sends).await
+}
+
 /// `pool` plain creates, each in a batch of its own (sent 300 ms apart), whose `INSERT` is held
 /// by a table lock past its request's commit deadline (503), then lets them commit. Found on
 /// 2026-12-05: each batch task, still holding its pooled connection, asked the pool for one
@@ -67,16 +84,7 @@ async fn late_commits_with_a_pool_of(pool: usize, creates: usize) {
     lock.batch_execute("LOCK TABLE callbacks IN EXCLUSIVE MODE")
         .await
         .expect("lock");
-    let sends = phones.iter().enumerate().map(|(i, phone)| {
-        let (engage, key) = (&engage, &key);
-        async move {
-            tokio::time::sleep(Duration::from_millis(300 * i as u64)).await;
-            let sent = Instant::now();
-            let (code, body) = engage.create(key).service("svc").phone(phone).send().await;
-            (code, body, sent.elapsed())
-        }
-    });
-    let answers = join_all(sends).await;
+    let answers = staggered_creates(&engage, &key, &phones, Duration::from_millis(300)).await;
     // The INSERTs commit now (each waited < lock_timeout 5 s), after their requests gave up.
     lock.rollback().await.expect("unlock");
     for (code, body, took) in &answers {
@@ -198,16 +206,7 @@ async fn frozen_postgres(lost_state: bool) {
     }
     pg.freeze();
     let frozen = Instant::now();
-    let sends = phones.iter().enumerate().map(|(i, phone)| {
-        let (engage, key) = (&engage, &key);
-        async move {
-            tokio::time::sleep(Duration::from_millis(100 * i as u64)).await;
-            let sent = Instant::now();
-            let (code, body) = engage.create(key).service("svc").phone(phone).send().await;
-            (code, body, sent.elapsed())
-        }
-    });
-    let answers = join_all(sends).await;
+    let answers = staggered_creates(&engage, &key, &phones, Duration::from_millis(100)).await;
     let wait = Duration::from_secs(6).saturating_sub(frozen.elapsed());
     tokio::time::sleep(wait).await;
     pg.thaw();
