@@ -62,16 +62,23 @@ pub async fn put_user(
     hash: &str,
     role: &str,
 ) -> Result<()> {
+    // A changed role or password ends the user's open sessions, in the same statement: two
+    // statements could leave the change committed with the old sessions alive when the second
+    // failed, and the answer (503) saying nothing changed (helper-72, attack_s42b).
     db.execute(
-        "INSERT INTO ui_users (tenant_id, username, password_hash, role) VALUES ($1, $2, $3, $4)
-         ON CONFLICT (tenant_id, username) DO UPDATE
-         SET password_hash = excluded.password_hash, role = excluded.role,
-             failed_logins = 0, locked_until = NULL",
+        "WITH u AS (
+             INSERT INTO ui_users (tenant_id, username, password_hash, role)
+             VALUES ($1, $2, $3, $4)
+             ON CONFLICT (tenant_id, username) DO UPDATE
+             SET password_hash = excluded.password_hash, role = excluded.role,
+                 failed_logins = 0, locked_until = NULL
+             RETURNING 1),
+         s AS (DELETE FROM ui_sessions WHERE tenant_id = $1 AND username = $2)
+         SELECT count(*) FROM u",
         &[&tenant, &username, &hash, &role],
     )
     .await?;
-    // A changed role or password ends the user's open sessions.
-    delete_sessions_of(db, tenant, username).await
+    Ok(())
 }
 
 /// The tenant's users, by name.
@@ -93,24 +100,20 @@ pub async fn list_users(db: &impl GenericClient, tenant: &str) -> Result<Vec<Use
 
 /// Deletes a user and its sessions (404 when there is none).
 pub async fn delete_user(db: &impl GenericClient, tenant: &str, username: &str) -> Result<()> {
-    let n = db
-        .execute(
-            "DELETE FROM ui_users WHERE tenant_id = $1 AND username = $2",
+    // One statement, as in `put_user`: the user and its sessions go together or not at all.
+    let n: i64 = db
+        .query_one(
+            "WITH u AS (DELETE FROM ui_users WHERE tenant_id = $1 AND username = $2 RETURNING 1),
+                  s AS (DELETE FROM ui_sessions WHERE tenant_id = $1 AND username = $2
+                          AND EXISTS (SELECT 1 FROM u))
+             SELECT count(*) FROM u",
             &[&tenant, &username],
         )
-        .await?;
+        .await?
+        .get(0);
     if n == 0 {
         return Err(Error::not_found(format!("no user {username}")));
     }
-    delete_sessions_of(db, tenant, username).await
-}
-
-async fn delete_sessions_of(db: &impl GenericClient, tenant: &str, username: &str) -> Result<()> {
-    db.execute(
-        "DELETE FROM ui_sessions WHERE tenant_id = $1 AND username = $2",
-        &[&tenant, &username],
-    )
-    .await?;
     Ok(())
 }
 
