@@ -21,10 +21,11 @@ thread_local! {
     static COMPILED: RefCell<HashMap<usize, Rc<Regex>>> = RefCell::new(HashMap::new());
 }
 
-/// Most patterns a thread keeps compiled (about 80 regions' worth; a US number needs 12).
-/// Past it the thread starts again from none, so numbers from every region at once cost
-/// compiles, as phonenumber's 100-entry LRU does, but never unbounded memory.
-const MOST_COMPILED: usize = 1_024;
+/// Most patterns a thread keeps compiled (about 20 regions' worth; a US number needs 12):
+/// at about 17 kB each, 4 MB per thread. Past it the thread starts again from none, so numbers
+/// from every region at once cost compiles (as phonenumber's own 100-entry cache does then),
+/// never unbounded memory: the metadata has about 1,400 patterns.
+const MOST_COMPILED: usize = 256;
 
 /// `pattern` compiled as phonenumber's metadata compiles it (`None` if it does not compile,
 /// which phonenumber's own lookup would report as no match too).
@@ -33,12 +34,7 @@ fn compiled(pattern: &'static CachedRegex) -> Option<Rc<Regex>> {
     if let Some(re) = COMPILED.with_borrow(|c| c.get(&key).cloned()) {
         return Some(re);
     }
-    let re = Rc::new(
-        regex::RegexBuilder::new(pattern.as_str())
-            .ignore_whitespace(true)
-            .build()
-            .ok()?,
-    );
+    let re = Rc::new(build(pattern.as_str()).ok()?);
     COMPILED.with_borrow_mut(|c| {
         if c.len() >= MOST_COMPILED {
             c.clear();
@@ -46,6 +42,17 @@ fn compiled(pattern: &'static CachedRegex) -> Option<Rc<Regex>> {
         c.insert(key, re.clone())
     });
     Some(re)
+}
+
+/// Compiles a metadata pattern: phonenumber's options (`ignore_whitespace`), ASCII classes
+/// only. The text matched is always ASCII digits (`u64::to_string`), so `\d` and friends match
+/// the same; compiled without Unicode tables a pattern takes about 17 kB instead of 116 kB
+/// (attack_s42b).
+fn build(source: &str) -> Result<Regex, regex::Error> {
+    regex::RegexBuilder::new(source)
+        .ignore_whitespace(true)
+        .unicode(false)
+        .build()
 }
 
 /// Whether `pattern` matches at the start of `value` (phonenumber's rule: leftmost match
@@ -207,6 +214,181 @@ mod tests {
         ) {
             if let Ok(n) = phonenumber::parse(None, format!("+{code}{digits}")) {
                 agree(&n);
+            }
+        }
+    }
+}
+
+/// Attack s42b: wider comparisons than the commit's own (every code, any length, national
+/// numbers read with every region as default country, as number rules do).
+#[cfg(test)]
+mod attack_s42b {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn agree(n: &PhoneNumber) {
+        let (meta, kind) = region_and_type(n);
+        assert_eq!(kind, n.number_type(&DATABASE), "type of {n:?}");
+        assert_eq!(
+            meta.map(std::ptr::from_ref),
+            n.metadata(&DATABASE).map(std::ptr::from_ref),
+            "region of {n:?}"
+        );
+        assert_eq!(
+            meta.and_then(|m| m.id().parse::<phonenumber::country::Id>().ok()),
+            n.country().id(),
+            "country of {n:?}"
+        );
+    }
+
+    fn codes() -> Vec<u16> {
+        (1..1000u16)
+            .filter(|c| DATABASE.region(c).is_some())
+            .collect()
+    }
+
+    fn ids() -> Vec<String> {
+        let mut v = Vec::new();
+        for c in 1..1000u16 {
+            for r in DATABASE.region(&c).unwrap_or_default() {
+                if r.parse::<phonenumber::country::Id>().is_ok() {
+                    v.push(r.to_string());
+                }
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn attack_s42b_every_code_every_length_prefixes() {
+        // For every code, every example with its digits cut or padded with zeros/nines, and
+        // leading zeros (Italy-style).
+        let mut n_cmp = 0;
+        for code in codes() {
+            for region in DATABASE.region(&code).unwrap_or_default() {
+                let meta = DATABASE.by_id(region).unwrap();
+                let d = meta.descriptors();
+                let mut examples: Vec<String> = Vec::new();
+                for kind in [
+                    Type::FixedLine,
+                    Type::Mobile,
+                    Type::TollFree,
+                    Type::PremiumRate,
+                    Type::SharedCost,
+                    Type::PersonalNumber,
+                    Type::Voip,
+                    Type::Pager,
+                    Type::Uan,
+                    Type::Voicemail,
+                ] {
+                    if let Some(e) = d.get(kind).and_then(Descriptor::example) {
+                        examples.push(e.to_string());
+                    }
+                }
+                for e in examples {
+                    for cut in 1..=e.len() {
+                        for tail in ["", "0", "9", "00", "99", "0000000000", "9999999999"] {
+                            for lead in ["", "0", "00"] {
+                                let text = format!("+{code}{lead}{}{tail}", &e[..cut]);
+                                if let Ok(n) = phonenumber::parse(None, &text) {
+                                    agree(&n);
+                                    n_cmp += 1;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert!(n_cmp > 10_000, "{n_cmp}");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(5_000))]
+        #[test]
+        fn attack_s42b_any_code_any_digits(
+            code in prop::sample::select(codes()),
+            digits in "0{0,3}[0-9]{1,19}",
+        ) {
+            if let Ok(n) = phonenumber::parse(None, format!("+{code}{digits}")) {
+                agree(&n);
+            }
+        }
+
+        #[test]
+        fn attack_s42b_national_with_any_default(
+            region in prop::sample::select(ids()),
+            digits in "[0-9]{1,20}",
+        ) {
+            let id: phonenumber::country::Id = region.parse().unwrap();
+            if let Ok(n) = phonenumber::parse(Some(id), &digits) {
+                agree(&n);
+            }
+        }
+    }
+}
+
+/// The bound on memory: every pattern of the metadata compiles with this module's options
+/// (ASCII only), and a compiled pattern stays small enough that a full per-thread map is a
+/// few megabytes (attack_s42b: with Unicode classes a pattern took about 125 kB and a full map
+/// of 1,024 about 126 MB per thread, past the functions' 128 MiB limit).
+#[cfg(test)]
+mod bounds {
+    use super::*;
+
+    /// Every national-number and leading-digits pattern of the metadata.
+    fn patterns() -> Vec<&'static CachedRegex> {
+        let mut all = Vec::new();
+        for code in 1..1000u16 {
+            for region in DATABASE.region(&code).unwrap_or_default() {
+                let meta = DATABASE.by_id(region).expect("listed region");
+                all.extend(meta.leading_digits());
+                let d = meta.descriptors();
+                all.push(d.general().national_number());
+                for kind in [
+                    Type::FixedLine,
+                    Type::Mobile,
+                    Type::TollFree,
+                    Type::PremiumRate,
+                    Type::SharedCost,
+                    Type::PersonalNumber,
+                    Type::Voip,
+                    Type::Pager,
+                    Type::Uan,
+                    Type::Voicemail,
+                ] {
+                    all.extend(d.get(kind).map(Descriptor::national_number));
+                }
+            }
+        }
+        all
+    }
+
+    #[test]
+    fn every_pattern_compiles_small() {
+        let all = patterns();
+        assert!(all.len() > 1_000, "only {} patterns", all.len());
+        for pattern in all {
+            let re = build(pattern.as_str())
+                .unwrap_or_else(|e| panic!("{} does not compile: {e}", pattern.as_str()));
+            // A full match of a digit string behaves as phonenumber's (Unicode) compile.
+            let theirs = regex::RegexBuilder::new(pattern.as_str())
+                .ignore_whitespace(true)
+                .build()
+                .expect("phonenumber's options");
+            for digits in [
+                "0",
+                "1",
+                "12345678",
+                "0123456789012",
+                "99999999999999999999",
+            ] {
+                assert_eq!(
+                    re.find(digits).map(|m| (m.start(), m.end())),
+                    theirs.find(digits).map(|m| (m.start(), m.end())),
+                    "{} on {digits}",
+                    pattern.as_str()
+                );
             }
         }
     }
