@@ -156,18 +156,8 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    /// Both classifications of `n`, which must agree.
-    fn agree(n: &PhoneNumber) {
-        let (meta, kind) = region_and_type(n);
-        assert_eq!(kind, n.number_type(&DATABASE), "type of {n:?}");
-        assert_eq!(
-            meta.map(std::ptr::from_ref),
-            n.metadata(&DATABASE).map(std::ptr::from_ref),
-            "region of {n:?}"
-        );
-    }
-
-    const TYPES: [Type; 12] = [
+    /// The types whose descriptors have example numbers and patterns.
+    pub(super) const TYPES: [Type; 10] = [
         Type::FixedLine,
         Type::Mobile,
         Type::TollFree,
@@ -177,55 +167,10 @@ mod tests {
         Type::Voip,
         Type::Pager,
         Type::Uan,
-        Type::Emergency,
         Type::Voicemail,
-        Type::NoInternational,
     ];
 
-    #[test]
-    fn agrees_with_phonenumber_on_every_regions_examples() {
-        let mut compared = 0;
-        for code in 1..1000u16 {
-            for region in DATABASE.region(&code).unwrap_or_default() {
-                let meta = DATABASE.by_id(region).expect("listed region");
-                for kind in TYPES {
-                    let example = meta.descriptors().get(kind).and_then(Descriptor::example);
-                    for text in example
-                        .into_iter()
-                        .flat_map(|e| [e.to_string(), format!("{e}9")])
-                    {
-                        if let Ok(n) = phonenumber::parse(None, format!("+{code}{text}")) {
-                            agree(&n);
-                            compared += 1;
-                        }
-                    }
-                }
-            }
-        }
-        assert!(compared > 2_000, "only {compared} examples");
-    }
-
-    proptest! {
-        #![proptest_config(ProptestConfig::with_cases(4_000))]
-        #[test]
-        fn agrees_with_phonenumber_on_any_digits(
-            code in prop::sample::select(vec![1u16, 7, 33, 39, 44, 49, 61, 81, 86, 91, 262, 358, 800, 882, 979]),
-            digits in "[0-9]{3,15}",
-        ) {
-            if let Ok(n) = phonenumber::parse(None, format!("+{code}{digits}")) {
-                agree(&n);
-            }
-        }
-    }
-}
-
-/// Attack s42b: wider comparisons than the commit's own (every code, any length, national
-/// numbers read with every region as default country, as number rules do).
-#[cfg(test)]
-mod attack_s42b {
-    use super::*;
-    use proptest::prelude::*;
-
+    /// Both classifications of `n` (type, region, country), which must agree.
     fn agree(n: &PhoneNumber) {
         let (meta, kind) = region_and_type(n);
         assert_eq!(kind, n.number_type(&DATABASE), "type of {n:?}");
@@ -247,44 +192,25 @@ mod attack_s42b {
             .collect()
     }
 
+    /// Every region that names a country.
     fn ids() -> Vec<String> {
-        let mut v = Vec::new();
-        for c in 1..1000u16 {
-            for r in DATABASE.region(&c).unwrap_or_default() {
-                if r.parse::<phonenumber::country::Id>().is_ok() {
-                    v.push(r.to_string());
-                }
-            }
-        }
-        v
+        codes()
+            .into_iter()
+            .flat_map(|c| DATABASE.region(&c).unwrap_or_default())
+            .filter(|r| r.parse::<phonenumber::country::Id>().is_ok())
+            .map(str::to_string)
+            .collect()
     }
 
+    /// Every region's example numbers, cut to every length, padded with zeros or nines and
+    /// led by zeros (Italy-style): helper-72's comparison (attack_s42b).
     #[test]
-    fn attack_s42b_every_code_every_length_prefixes() {
-        // For every code, every example with its digits cut or padded with zeros/nines, and
-        // leading zeros (Italy-style).
-        let mut n_cmp = 0;
+    fn agrees_with_phonenumber_on_every_regions_examples_cut_and_padded() {
+        let mut compared = 0;
         for code in codes() {
             for region in DATABASE.region(&code).unwrap_or_default() {
-                let meta = DATABASE.by_id(region).unwrap();
-                let d = meta.descriptors();
-                let mut examples: Vec<String> = Vec::new();
-                for kind in [
-                    Type::FixedLine,
-                    Type::Mobile,
-                    Type::TollFree,
-                    Type::PremiumRate,
-                    Type::SharedCost,
-                    Type::PersonalNumber,
-                    Type::Voip,
-                    Type::Pager,
-                    Type::Uan,
-                    Type::Voicemail,
-                ] {
-                    if let Some(e) = d.get(kind).and_then(Descriptor::example) {
-                        examples.push(e.to_string());
-                    }
-                }
+                let d = DATABASE.by_id(region).expect("listed region").descriptors();
+                let examples = TYPES.iter().filter_map(|k| d.get(*k)?.example());
                 for e in examples {
                     for cut in 1..=e.len() {
                         for tail in ["", "0", "9", "00", "99", "0000000000", "9999999999"] {
@@ -292,7 +218,7 @@ mod attack_s42b {
                                 let text = format!("+{code}{lead}{}{tail}", &e[..cut]);
                                 if let Ok(n) = phonenumber::parse(None, &text) {
                                     agree(&n);
-                                    n_cmp += 1;
+                                    compared += 1;
                                 }
                             }
                         }
@@ -300,13 +226,13 @@ mod attack_s42b {
                 }
             }
         }
-        assert!(n_cmp > 10_000, "{n_cmp}");
+        assert!(compared > 10_000, "only {compared} numbers");
     }
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(5_000))]
         #[test]
-        fn attack_s42b_any_code_any_digits(
+        fn agrees_with_phonenumber_on_any_code_and_digits(
             code in prop::sample::select(codes()),
             digits in "0{0,3}[0-9]{1,19}",
         ) {
@@ -315,12 +241,13 @@ mod attack_s42b {
             }
         }
 
+        /// National numbers read with any default country, as number rules read them.
         #[test]
-        fn attack_s42b_national_with_any_default(
+        fn agrees_with_phonenumber_on_national_numbers_of_any_country(
             region in prop::sample::select(ids()),
             digits in "[0-9]{1,20}",
         ) {
-            let id: phonenumber::country::Id = region.parse().unwrap();
+            let id: phonenumber::country::Id = region.parse().expect("a country");
             if let Ok(n) = phonenumber::parse(Some(id), &digits) {
                 agree(&n);
             }
@@ -334,7 +261,7 @@ mod attack_s42b {
 /// of 1,024 about 126 MB per thread, past the functions' 128 MiB limit).
 #[cfg(test)]
 mod bounds {
-    use super::*;
+    use super::{tests::TYPES, *};
 
     /// Every national-number and leading-digits pattern of the metadata.
     fn patterns() -> Vec<&'static CachedRegex> {
@@ -345,20 +272,8 @@ mod bounds {
                 all.extend(meta.leading_digits());
                 let d = meta.descriptors();
                 all.push(d.general().national_number());
-                for kind in [
-                    Type::FixedLine,
-                    Type::Mobile,
-                    Type::TollFree,
-                    Type::PremiumRate,
-                    Type::SharedCost,
-                    Type::PersonalNumber,
-                    Type::Voip,
-                    Type::Pager,
-                    Type::Uan,
-                    Type::Voicemail,
-                ] {
-                    all.extend(d.get(kind).map(Descriptor::national_number));
-                }
+                let typed = TYPES.iter().filter_map(|k| d.get(*k));
+                all.extend(typed.map(Descriptor::national_number));
             }
         }
         all
