@@ -32,6 +32,36 @@ async fn redis_ms(conn: &mut redis::aio::MultiplexedConnection) -> i64 {
     s * 1000 + us / 1000
 }
 
+/// Waits until `workers` subscribers listen on shard 0's wake channel, then the 1.5 s past the
+/// workers' start-up rebuild and first look. A worker that missed an announcement because it
+/// was not subscribed yet would claim only at its safety poll (30 s): on a loaded CI machine
+/// a fixed 1.5 s was not always enough (`…_frozen_first_claimer_then_survivor_claims` failed
+/// CI on 850e744 with Y never claimed).
+async fn workers_listening(
+    conn: &mut redis::aio::MultiplexedConnection,
+    keys: &Keys,
+    workers: i64,
+) {
+    let started = Instant::now();
+    loop {
+        let (_, n): (String, i64) = redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg(keys.wake_channel(SHARD))
+            .query_async(conn)
+            .await
+            .expect("PUBSUB NUMSUB");
+        if n >= workers {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{n} of {workers} workers subscribed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+}
+
 /// The lease deadline of `id` in shard 0's in-flight set.
 async fn lease_of(
     conn: &mut redis::aio::MultiplexedConnection,
@@ -351,7 +381,7 @@ async fn attack_s34_lease_tag_frozen_peer_claimed_after_an_own_released_claim() 
     let extra = [("WORKER_LEASE_MS", "4000".to_string())];
     let a = WorkerProc::start(&fx.env, &extra).await;
     let c = WorkerProc::start(&fx.env, &extra).await;
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    workers_listening(&mut conn, &keys, 2).await;
     signal(&[pid(&c)], "STOP");
     let x = due_in(&fx, 1_000).await;
     let lock_x = lock_row(&fx.env, &x).await;
@@ -402,7 +432,7 @@ async fn attack_s34_lease_tag_frozen_first_claimer_then_survivor_claims() {
     let extra = [("WORKER_LEASE_MS", "3000".to_string())];
     let a = WorkerProc::start(&fx.env, &extra).await;
     let c = WorkerProc::start(&fx.env, &extra).await;
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    workers_listening(&mut conn, &keys, 2).await;
     signal(&[pid(&a)], "STOP");
     let y = due_in(&fx, 800).await;
     let lock_y = lock_row(&fx.env, &y).await;
@@ -447,7 +477,7 @@ async fn attack_s34_lease_tag_rounds_freeze_whoever_holds_the_claim() {
     for _ in 0..3 {
         workers.push(WorkerProc::start(&fx.env, &extra).await);
     }
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    workers_listening(&mut conn, &keys, 3).await;
     let pids: Vec<u32> = workers.iter().map(pid).collect();
     let mut lates = Vec::new();
     let mut ids = Vec::new();
