@@ -7,13 +7,12 @@
 //! a lease look (its schedule and in-flight heads) and is claimed only when a lease ran out or
 //! an entry is due.
 //!
-//! Shards are independent: a round sends the claims of all its shards at once and works
-//! through each claim as it comes back, so a shard whose node is slow or frozen delays no other
-//! shard's claim; a shard whose pass fails (its cluster node unreachable, a row that does not
-//! load) is retried on a backoff of its own (`Shards::failed`); and after every round the
-//! loop takes in the wake-ups that arrived and every shard whose time has come
-//! (`Shards::catch_up`), so one shard with a backlog does not hold up the others either
-//! (docs/derived-state.md#a-failing-shard).
+//! Shards are independent ([`mod@busy`]): every shard that falls due gets its claim at once,
+//! whatever is still out for the others, and each claim is worked through as it comes back, so
+//! a shard whose node is slow or frozen delays no other shard's claim; a shard whose pass fails
+//! (its cluster node unreachable, a row that does not load) is retried on a backoff of its own
+//! (`Shards::failed`); and a shard with a backlog is claimed again after each pass, beside the
+//! others (docs/derived-state.md#a-failing-shard).
 //!
 //! Busy path, per shard ([`mod@pass`]): claim up to `WORKER_BATCH` due ids (lease
 //! `WORKER_LEASE_MS`), load the rows, drop what is no longer pending (cancelled, already
@@ -24,6 +23,7 @@
 //! as still due and backs off; the dedupe key makes the later retry safe even if the failed
 //! call had in fact reached Redis.
 
+mod busy;
 pub mod pass;
 pub mod settle;
 
@@ -35,8 +35,6 @@ use jiff::Timestamp;
 use shared::metrics;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-
-use futures::stream::{FuturesUnordered, StreamExt};
 
 use self::pass::{PassError, ShardPass};
 use crate::{Backoff, Signal, Worker, claim, pacing::Pacer};
@@ -196,7 +194,7 @@ impl Shards {
     /// Takes in the lease look of shard `i`: its earliest due score and lease deadline
     /// (docs/derived-state.md#wake-ups). With neither come (by this worker's estimate of the
     /// Redis clock; an estimate behind only looks again at that time), the shard waits for
-    /// them; with either come, it is claimed in the next round. A due entry a look finds may
+    /// them; with either come, it is claimed as soon as the look is taken in. A due entry a look finds may
     /// be one another worker handed back and then died.
     fn looked(&mut self, i: usize, (due, lease): (Option<i64>, Option<i64>)) {
         let now = local_ms() + self.offset_ms;
@@ -259,9 +257,9 @@ impl Shards {
         self.retry.iter().any(|r| r.at.is_some() && r.redis)
     }
 
-    /// The shards to pass over this round: every pending one, those due only for a heard
-    /// lease as lease looks (`true`).
-    fn round(&self) -> Vec<(u16, bool)> {
+    /// The shards to pass over now: every pending one, those due only for a heard lease as
+    /// lease looks (`true`).
+    fn to_send(&self) -> Vec<(u16, bool)> {
         (0..self.pending.len())
             .filter(|i| self.pending[*i])
             .filter_map(|i| u16::try_from(i).ok().map(|s| (s, self.looks[i])))
@@ -271,14 +269,28 @@ impl Shards {
     /// Every shard gets a claim, except those still backing off after a failure. Wake-ups may
     /// have been missed, so nothing is known of any shard's leases until it is read again.
     fn resync(&mut self) {
-        self.read_at.fill(None);
-        self.own_unheard.clear();
-        let now = Instant::now();
         for i in 0..self.pending.len() {
-            if self.retry[i].at.is_none_or(|at| at <= now) {
-                self.pending[i] = true;
-                self.looks[i] = false;
-            }
+            self.resync_one(i);
+        }
+    }
+
+    /// [`resync`](Self::resync) for shard `i` alone.
+    fn resync_one(&mut self, i: usize) {
+        self.read_at[i] = None;
+        self.own_unheard.retain(|(s, _)| *s != i);
+        if self.retry[i].at.is_none_or(|at| at <= Instant::now()) {
+            self.pending[i] = true;
+            self.looks[i] = false;
+        }
+    }
+
+    /// Takes in a wake-up for shard `i` alone (an `At` for any shard or a `Resync` as if it
+    /// named `i` only).
+    fn signal_one(&mut self, i: usize, s: Signal) {
+        match s {
+            Signal::Resync => self.resync_one(i),
+            Signal::At(t, _) => self.signal(Signal::At(t, u16::try_from(i).ok())),
+            Signal::Lease(..) => self.signal(s),
         }
     }
 
@@ -336,9 +348,8 @@ impl Shards {
         dropped
     }
 
-    /// Between rounds of passes (a backlog or a failing shard keeps the loop passing): takes in
-    /// the wake-ups that arrived meanwhile (a dropped one as a look at every shard) and adds
-    /// every shard whose time has come.
+    /// After a busy phase: takes in the wake-ups that arrived as it ended (a dropped one as a
+    /// look at every shard) and adds every shard whose time has come.
     fn catch_up(&mut self, w: &Worker, rx: &mut mpsc::Receiver<Signal>) {
         while let Ok(s) = rx.try_recv() {
             self.signal(s);
@@ -349,8 +360,16 @@ impl Shards {
 
     /// Adds every shard whose time has come (a look when only a heard lease is due).
     fn catch_up_times(&mut self) {
+        self.catch_up_beside(&[]);
+    }
+
+    /// [`catch_up_times`](Self::catch_up_times) for the shards with nothing `out`.
+    fn catch_up_beside(&mut self, out: &[bool]) {
         let now = local_ms() + self.offset_ms + 1;
         for i in 0..self.pending.len() {
+            if out.get(i).copied().unwrap_or(false) {
+                continue;
+            }
             if self.target(i).is_some_and(|t| t <= now) {
                 // A shard already pending for a claim stays a claim.
                 let look = self.lease_only(i, now);
@@ -386,7 +405,7 @@ pub async fn run(w: Worker, mut rx: mpsc::Receiver<Signal>, stop: CancellationTo
     let mut pacer = Pacer::new(w.cfg.worker.tenant_rate);
     while !stop.is_cancelled() {
         if shards.any_pending() {
-            pass_pending(&w, &mut shards, &mut pacer, &stop).await;
+            busy::run(&w, &mut shards, &mut pacer, &mut rx, &stop).await;
             shards.catch_up(&w, &mut rx);
             continue;
         }
@@ -397,94 +416,6 @@ pub async fn run(w: Worker, mut rx: mpsc::Receiver<Signal>, stop: CancellationTo
         }
     }
     tracing::info!("dispatcher stopped claiming");
-}
-
-/// Passes over this round's shards: their claims all go out at once, and each is worked
-/// through as it comes back (one at a time: pacing and PostgreSQL see one pass at a time). A
-/// claim that waited more than half its lease for its turn is given back rather than worked
-/// through late (another worker may take it meanwhile). A failed shard is set to retry on its
-/// own backoff. The round's lease looks go out beside the claims; a look that finds work makes
-/// its shard a claim of the next round, and a failed one fails its shard as a claim would.
-async fn pass_pending(
-    w: &Worker,
-    shards: &mut Shards,
-    pacer: &mut Pacer,
-    stop: &CancellationToken,
-) {
-    let round = shards.round();
-    let conn = match w.redis.conn().await {
-        Ok(conn) => conn,
-        Err(e) => {
-            let e = PassError::ServiceRedis(e);
-            for (shard, _) in round {
-                fail(shards, shard, &e);
-            }
-            return;
-        }
-    };
-    let (looks, claims): (Vec<_>, Vec<_>) = round.into_iter().partition(|(_, l)| *l);
-    let looking = futures::future::join_all(looks.into_iter().map(|(shard, _)| {
-        let mut conn = conn.clone();
-        async move { (shard, claim::shard_heads(&mut conn, &w.keys, shard).await) }
-    }));
-    let claims = claims.into_iter().map(|(shard, _)| shard).collect();
-    let passing = pass_claims(w, shards, pacer, stop, (&conn, claims));
-    let (seen, ()) = tokio::join!(looking, passing);
-    for (shard, heads) in seen {
-        match heads {
-            Ok(heads) => shards.looked(usize::from(shard), heads),
-            // As a failed claim: the shard retries on its own backoff, with a claim.
-            Err(e) => fail(shards, shard, &PassError::ServiceRedis(e)),
-        }
-    }
-    // Healthy only when no shard still fails on it (a round may not include a failing shard).
-    if !shards.redis_failing() {
-        metrics::set_health(metrics::REDIS_CONNECTION, true);
-    }
-}
-
-/// The claims of a round (see [`pass_pending`]).
-async fn pass_claims(
-    w: &Worker,
-    shards: &mut Shards,
-    pacer: &mut Pacer,
-    stop: &CancellationToken,
-    (conn, round): (&shared::redis::RedisConn, Vec<u16>),
-) {
-    let mut claims: FuturesUnordered<_> = round
-        .into_iter()
-        .map(|shard| {
-            let conn = conn.clone();
-            let known = shards.known(usize::from(shard));
-            async move { (shard, local_ms(), pass::claim(w, conn, shard, known).await) }
-        })
-        .collect();
-    let half_lease = i64::try_from(w.cfg.worker.lease_ms / 2).unwrap_or(i64::MAX);
-    let mut stopped = Vec::new();
-    while let Some((shard, before, claimed)) = claims.next().await {
-        let i = usize::from(shard);
-        if let Some(tag) = claimed.as_ref().ok().and_then(pass::Claim::announced) {
-            shards.published(i, tag);
-        }
-        let result = match claimed {
-            Ok(c) if stop.is_cancelled() => {
-                stopped.push(c);
-                continue;
-            }
-            Ok(c) if c.age_ms() > half_lease => {
-                pass::give_back(w, c).await;
-                shards.pending[i] = true;
-                continue;
-            }
-            Ok(c) => pass::finish(w, c, pacer).await,
-            Err(e) => Err(e),
-        };
-        match result {
-            Ok(p) => shards.passed(i, &p, before, w.cfg.worker.batch),
-            Err(e) => fail(shards, shard, &e),
-        }
-    }
-    give_back_all(w, stopped).await;
 }
 
 /// Stopping: gives back the claims not worked through, all at once, within 2 s.
@@ -639,13 +570,13 @@ mod tests {
         s.signal(Signal::At(now - 5, Some(1)));
         s.heads[2] = (None, Some(now - 10));
         s.mark_due();
-        assert_eq!(s.round(), [(0, true), (1, false), (2, true)]);
+        assert_eq!(s.to_send(), [(0, true), (1, false), (2, true)]);
         // A look that found a live lease: woken for at its deadline, with a look again.
         s.looked(0, (None, Some(now + 60_000)));
         assert_eq!((s.pending[0], s.heard[0]), (false, None));
         assert_eq!(s.target(0), Some(now + 60_000));
         assert!(s.lease_only(0, now + 60_000));
-        // A look that found a due entry (or an expired lease): a claim next round.
+        // A look that found a due entry (or an expired lease): a claim next.
         for seen in [(Some(now - 1), Some(now + 60_000)), (None, Some(now - 1))] {
             s.pending[0] = false;
             s.looked(0, seen);
@@ -659,17 +590,17 @@ mod tests {
         // An announcement arriving for a shard pending as a look makes it a claim.
         s.signal(Signal::Lease(now - 10, 0, 3));
         s.catch_up_times();
-        assert_eq!(s.round()[0], (0, true));
+        assert_eq!(s.to_send()[0], (0, true));
         s.signal(Signal::At(now - 1, Some(0)));
         s.catch_up_times();
-        assert_eq!(s.round()[0], (0, false));
+        assert_eq!(s.to_send()[0], (0, false));
         // A resync is always a claim.
         s.passed(0, &ShardPass::default(), 0, 10);
         s.signal(Signal::Lease(now - 10, 0, 4));
         s.catch_up_times();
-        assert_eq!(s.round()[0], (0, true));
+        assert_eq!(s.to_send()[0], (0, true));
         s.resync();
-        assert_eq!(s.round()[0], (0, false));
+        assert_eq!(s.to_send()[0], (0, false));
     }
 
     #[test]

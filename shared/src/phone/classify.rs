@@ -126,8 +126,15 @@ pub(super) fn region_and_type(n: &PhoneNumber) -> (Option<&'static Metadata>, Ty
 
 /// A region's metadata by its id, if the id names a country (as phonenumber parses it).
 fn by_region(region: &str) -> Option<&'static Metadata> {
-    region.parse::<phonenumber::country::Id>().ok()?;
-    DATABASE.by_id(region)
+    country(region, DATABASE.by_id(region)?)
+}
+
+/// `meta`, the metadata of `region`, if the region's id names a country.
+fn country(region: &str, meta: &'static Metadata) -> Option<&'static Metadata> {
+    region
+        .parse::<phonenumber::country::Id>()
+        .ok()
+        .map(|_| meta)
 }
 
 /// `validator::source_for` over a code's regions: the first whose leading digits start the
@@ -139,12 +146,12 @@ fn search(regions: &[&str], national: &str) -> (Option<&'static Metadata>, Optio
         };
         if let Some(pattern) = meta.leading_digits() {
             if starts(pattern, national) {
-                return (by_region(region), None);
+                return (country(region, meta), None);
             }
         } else {
             let kind = number_type(meta, national);
             if kind != Type::Unknown {
-                return (by_region(region), Some(kind));
+                return (country(region, meta), Some(kind));
             }
         }
     }

@@ -74,9 +74,10 @@ enum Lease {
 ///
 /// Measured (debug build, 3 runs, 2 rounds of each kind per run): H handed off after its due
 /// time: tagged (look) 504–509 ms (once 5 ms); untagged (claim, the pre-8848136 wake-up)
-/// 477–498 ms; no lease 2–7 ms. So the look's head-of-line wait is real but hidden: a claim of a frozen node's
-/// shard in the same round already held H up by about `REDIS_TIMEOUT_MS` before this commit
-/// (not what the doc promises; an open limit, not this commit's).
+/// 477–498 ms; no lease 2–7 ms. So the look's head-of-line wait was real but hidden: a claim
+/// of a frozen node's shard in the same round already held H up by about `REDIS_TIMEOUT_MS`.
+/// With the looks beside the claims (c24465d) every kind was 2–7 ms except about one round in
+/// four, 470–500 ms late (see the assertion); with the busy phase, 2–5 ms in 36 of 36 rounds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attack_s36b_a_look_on_a_frozen_node_holds_up_healthy_claims() {
     let cluster = PrivateCluster::new();
@@ -142,27 +143,19 @@ async fn attack_s36b_a_look_on_a_frozen_node_holds_up_healthy_claims() {
     let (total, distinct, _) = fx.env.census().await;
     println!("FIGURE s36b_frozen_look census total={total} distinct={distinct} {report:?}");
     assert_eq!(total, distinct, "each callback once");
-    // The best of each kind's rounds: a round may also meet the frozen shard's own retry claim
-    // (an older, separate limit: a round ends when its slowest claim does), whatever its kind
-    // (seen once in a full run: a baseline round 473 ms late).
-    let best = |k: Lease| {
-        report
-            .iter()
-            .filter(|(kind, _)| *kind == k)
-            .map(|(_, l)| l.unwrap_or(i64::MAX))
-            .min()
-            .unwrap_or(i64::MAX)
-    };
-    let (look, claim, none) = (
-        best(Lease::Tagged),
-        best(Lease::Untagged),
-        best(Lease::Silent),
-    );
-    assert!(none < 300, "baseline {none} ms: {report:?}");
+    // Every round: since the busy phase (worker/src/dispatch/busy.rs) a shard is claimed at its
+    // time whatever is out on the frozen node; before it, a round that also claimed a frozen
+    // shard (a cancelled callback's announcement, a retry) held H up for `REDIS_TIMEOUT_MS`
+    // whenever H's shard had been claimed a little early in that round (about one round in
+    // four, whatever its kind; the project's CI failed on a baseline round 471 ms late).
+    let worst = report
+        .iter()
+        .map(|(_, l)| l.unwrap_or(i64::MAX))
+        .max()
+        .unwrap_or(i64::MAX);
     assert!(
-        look <= claim.saturating_add(150),
-        "a lease look on a frozen node held a healthy shard's callback up {look} ms, a claim \
-         {claim} ms: {report:?}\n{}",
+        worst < 300,
+        "a frozen node held a healthy shard's callback up {worst} ms: {report:?}\n{}",
         w.proc.output()
     );
 }
