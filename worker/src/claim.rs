@@ -8,7 +8,7 @@
 
 use std::sync::LazyLock;
 
-use redis::Script;
+use shared::redis::script::Script;
 use shared::redis::{Keys, RedisConn};
 use uuid::Uuid;
 

@@ -9,6 +9,7 @@ pub mod keys;
 pub mod pace;
 pub mod queue;
 pub mod schedule;
+pub mod script;
 pub mod statistics;
 pub mod throttle;
 pub mod tls;
@@ -233,7 +234,7 @@ impl RedisHandle {
 }
 
 /// One connection, standalone or cluster; implements [`ConnectionLike`] so the whole
-/// `redis` command API and [`redis::Script`] work on both.
+/// `redis` command API and [`script::Script`] work on both.
 #[derive(Clone)]
 pub enum RedisConn {
     /// A standalone server (`REDIS_CLUSTER` / `VOICE_REDIS_CLUSTER` false), reconnecting.

@@ -10,7 +10,7 @@
 
 use std::sync::LazyLock;
 
-use redis::Script;
+use super::script::Script;
 
 use super::RedisConn;
 

@@ -23,7 +23,7 @@
 
 use std::sync::LazyLock;
 
-use redis::Script;
+use super::script::Script;
 use uuid::Uuid;
 
 use super::{Keys, RedisConn};

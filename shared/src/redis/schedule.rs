@@ -7,8 +7,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use super::script::Script;
 use jiff::Timestamp;
-use redis::Script;
 use uuid::Uuid;
 
 use super::{Keys, RedisConn, RedisHandle};

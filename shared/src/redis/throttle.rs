@@ -54,7 +54,9 @@
 use std::sync::LazyLock;
 
 use jiff::Timestamp;
-use redis::{RedisResult, Script, Value};
+use redis::{RedisResult, Value};
+
+use super::script::Script;
 use uuid::Uuid;
 
 use super::{Keys, RedisConn};

@@ -45,6 +45,7 @@ mod attack_s41_lazy_conn;
 mod attack_s41b;
 mod attack_s42;
 mod attack_s42b;
+mod attack_s43;
 mod attack_specs;
 mod attack_tenants;
 mod availability;

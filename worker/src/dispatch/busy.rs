@@ -76,7 +76,12 @@ pub(super) async fn run(
         if ops.is_empty() {
             break;
         }
-        let wait = shards.wait_beside(&phase.out);
+        // Stopping: only what is out is waited for (a due shard would wake the loop at once).
+        let wait = if stop.is_cancelled() {
+            Duration::from_secs(3_600)
+        } else {
+            shards.wait_beside(&phase.out)
+        };
         tokio::select! {
             Some(done) = ops.next() => take_in(w, shards, (pacer, stop), &mut phase, done).await,
             Some(s) = rx.recv() => phase.signal(shards, s),
