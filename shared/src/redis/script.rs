@@ -32,11 +32,6 @@ impl Script {
         &self.hash
     }
 
-    /// Its text.
-    pub fn text(&self) -> &str {
-        &self.text
-    }
-
     /// An invocation with no keys or arguments yet.
     pub fn prepare_invoke(&self) -> Invocation<'_> {
         Invocation {
@@ -97,17 +92,6 @@ impl Invocation<'_> {
             }
             other => other,
         }
-    }
-
-    /// The `EVALSHA` command of this invocation (for a pipeline; a caller that gets
-    /// `NOSCRIPT` back sends [`eval_cmd`](Self::eval_cmd)).
-    pub fn evalsha_cmd(&self) -> Cmd {
-        self.cmd("EVALSHA", &self.script.hash)
-    }
-
-    /// The `EVAL` command of this invocation.
-    pub fn eval_cmd(&self) -> Cmd {
-        self.cmd("EVAL", &self.script.text)
     }
 
     fn cmd(&self, name: &str, body: &str) -> Cmd {

@@ -14,7 +14,7 @@
 
 use std::sync::LazyLock;
 
-use super::script::Script;
+use super::script::{Script, is_noscript};
 use uuid::Uuid;
 
 use super::{RedisConn, RedisHandle};
@@ -188,9 +188,7 @@ async fn call(
     };
     if acks.replicas == 0 {
         let value = match eval("EVALSHA", script.get_hash()).query_async(conn).await {
-            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-                eval("EVAL", text).query_async(conn).await?
-            }
+            Err(e) if is_noscript(&e) => eval("EVAL", text).query_async(conn).await?,
             other => other?,
         };
         return Ok(Acked { value, held: true });
@@ -198,8 +196,7 @@ async fn call(
     let ack_key = format!("{{{}}}:ack", hash_tag(stream).unwrap_or(stream));
     let mut replies =
         acked_pipeline(conn, eval("EVALSHA", script.get_hash()), &ack_key, acks).await?;
-    if matches!(&replies[0], Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript))
-    {
+    if matches!(&replies[0], Err(e) if is_noscript(e)) {
         replies = acked_pipeline(conn, eval("EVAL", text), &ack_key, acks).await?;
     }
     let mut replies = replies.into_iter();
