@@ -7,7 +7,7 @@
 //! a lease look (its schedule and in-flight heads) and is claimed only when a lease ran out or
 //! an entry is due.
 //!
-//! Shards are independent ([`mod@busy`]): every shard that falls due gets its claim at once,
+//! Shards are independent (`busy`): every shard that falls due gets its claim at once,
 //! whatever is still out for the others, and each claim is worked through as it comes back, so
 //! a shard whose node is slow or frozen delays no other shard's claim; a shard whose pass fails
 //! (its cluster node unreachable, a row that does not load) is retried on a backoff of its own
