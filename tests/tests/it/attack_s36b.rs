@@ -11,7 +11,7 @@ use shared::redis::Keys;
 use uuid::Uuid;
 
 /// Waits until `id` is submitted (PostgreSQL); its `submitted_at` in ms, or `None` after `limit`.
-async fn submitted_ms(env: &TestEnv, id: &str, limit: Duration) -> Option<i64> {
+pub(crate) async fn submitted_ms(env: &TestEnv, id: &str, limit: Duration) -> Option<i64> {
     let started = Instant::now();
     let pg = env.pg().await;
     loop {
@@ -35,7 +35,7 @@ async fn submitted_ms(env: &TestEnv, id: &str, limit: Duration) -> Option<i64> {
 
 /// A node of `cluster` other than node 0 (the worker listens on node 0) holding some shards but
 /// not all, and the shard count.
-fn frozen_node(cluster: &PrivateCluster, prefix: &str) -> (u16, usize) {
+pub(crate) fn frozen_node(cluster: &PrivateCluster, prefix: &str) -> (u16, usize) {
     for shards in 8..=30u16 {
         let keys = Keys::new(prefix, shards);
         let mut per = [0u16; 3];
@@ -47,6 +47,22 @@ fn frozen_node(cluster: &PrivateCluster, prefix: &str) -> (u16, usize) {
         }
     }
     panic!("no shard count spreads the shards");
+}
+
+/// A tenant named `tag…` whose pace key and `svc` queue view are off node `frozen`.
+pub(crate) fn tenant_off(
+    cluster: &PrivateCluster,
+    keys: &Keys,
+    frozen: usize,
+    tag: &str,
+) -> String {
+    (0..64)
+        .map(|i| format!("{tag}{i}"))
+        .find(|t| {
+            cluster.node_of(&keys.pace(t)) != frozen
+                && cluster.node_of(&keys.queue(t, "svc")) != frozen
+        })
+        .expect("a tenant off the frozen node")
 }
 
 /// How the lease deadline of the frozen node's shard reaches the worker.
@@ -80,13 +96,7 @@ enum Lease {
 /// four, 470–500 ms late (see the assertion); with the busy phase, 2–5 ms in 36 of 36 rounds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attack_s36b_a_look_on_a_frozen_node_holds_up_healthy_claims() {
-    let cluster = PrivateCluster::new();
-    for i in 0..3 {
-        cluster.cli(i, &["CONFIG", "SET", "cluster-require-full-coverage", "no"]);
-    }
-    let env = TestEnv::new()
-        .with("REDIS_URL", &cluster.urls())
-        .with("REDIS_CLUSTER", "true");
+    let (cluster, env) = crate::failing_shard::partial_cluster();
     let (shards, frozen) = frozen_node(&cluster, &env.id);
     let keys = Keys::new(&env.id, shards);
     let f = (0..shards)
@@ -94,13 +104,7 @@ async fn attack_s36b_a_look_on_a_frozen_node_holds_up_healthy_claims() {
         .expect("a shard on the frozen node");
     let h_ok = |s: u16| cluster.node_of(&keys.sched(s)) != frozen;
     let env = env.with("REDIS_SCHEDULE_SHARDS", &shards.to_string());
-    let tenant = (0..64)
-        .map(|i| format!("s36b{i}"))
-        .find(|t| {
-            cluster.node_of(&keys.pace(t)) != frozen
-                && cluster.node_of(&keys.queue(t, "svc")) != frozen
-        })
-        .expect("a tenant off the frozen node");
+    let tenant = tenant_off(&cluster, &keys, frozen, "s36b");
     let fx = Fixture::dispatch(env, &tenant, "svc", json!({})).await;
     let w = WorkerProc::start(&fx.env, &[]).await;
     tokio::time::sleep(Duration::from_millis(1_500)).await;

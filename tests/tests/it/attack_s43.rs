@@ -4,25 +4,44 @@
 
 use std::time::{Duration, Instant};
 
-use harness::{Fixture, PrivateCluster, TestEnv, WorkerProc, wire};
+use harness::{Fixture, PrivateCluster, WorkerProc, wire};
+
+use crate::{
+    attack_s36b::{frozen_node, submitted_ms, tenant_off},
+    failing_shard::partial_cluster,
+};
 use serde_json::json;
 use shared::redis::Keys;
 use uuid::Uuid;
 
-/// A node of `cluster` other than node 0 (the worker listens on node 0) holding some shards but
-/// not all, and the shard count.
-fn frozen_node(cluster: &PrivateCluster, prefix: &str) -> (u16, usize) {
-    for shards in 8..=30u16 {
-        let keys = Keys::new(prefix, shards);
-        let mut per = [0u16; 3];
-        for s in 0..shards {
-            per[cluster.node_of(&keys.sched(s))] += 1;
-        }
-        if let Some(node) = (1..3).find(|n| per[*n] > 0 && per[0] > 0) {
-            return (shards, node);
+/// A private Redis Cluster with a node to freeze (not node 0, where the worker listens), a
+/// dispatch fixture whose tenant's pace and queue keys are off that node, and a worker with
+/// `REDIS_TIMEOUT_MS`.
+struct Frozen {
+    cluster: PrivateCluster,
+    keys: Keys,
+    frozen: usize,
+    fx: Fixture,
+    w: WorkerProc,
+}
+
+impl Frozen {
+    async fn set_up(tag: &str, timeout_ms: u64) -> Self {
+        let (cluster, env) = partial_cluster();
+        let (shards, frozen) = frozen_node(&cluster, &env.id);
+        let keys = Keys::new(&env.id, shards);
+        let env = env.with("REDIS_SCHEDULE_SHARDS", &shards.to_string());
+        let tenant = tenant_off(&cluster, &keys, frozen, tag);
+        let fx = Fixture::dispatch(env, &tenant, "svc", json!({})).await;
+        let w = WorkerProc::start(&fx.env, &[("REDIS_TIMEOUT_MS", timeout_ms.to_string())]).await;
+        Self {
+            cluster,
+            keys,
+            frozen,
+            fx,
+            w,
         }
     }
-    panic!("no shard count spreads the shards");
 }
 
 /// CPU time (ns, from each thread's schedstat) and voluntary context switches of process
@@ -82,26 +101,14 @@ async fn until(ms: i64) {
 /// stop), the worker exits 0 once N answers. Kept as a guard: a spin would burn most of a core.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attack_s43_stop_with_a_claim_out_on_a_frozen_node_spins() {
-    let cluster = PrivateCluster::new();
-    for i in 0..3 {
-        cluster.cli(i, &["CONFIG", "SET", "cluster-require-full-coverage", "no"]);
-    }
-    let env = TestEnv::new()
-        .with("REDIS_URL", &cluster.urls())
-        .with("REDIS_CLUSTER", "true");
-    let (shards, frozen) = frozen_node(&cluster, &env.id);
-    let keys = Keys::new(&env.id, shards);
+    let Frozen {
+        cluster,
+        keys,
+        frozen,
+        fx,
+        mut w,
+    } = Frozen::set_up("s43a", 4_000).await;
     let on_frozen = |s: u16| cluster.node_of(&keys.sched(s)) == frozen;
-    let env = env.with("REDIS_SCHEDULE_SHARDS", &shards.to_string());
-    let tenant = (0..64)
-        .map(|i| format!("s43a{i}"))
-        .find(|t| {
-            cluster.node_of(&keys.pace(t)) != frozen
-                && cluster.node_of(&keys.queue(t, "svc")) != frozen
-        })
-        .expect("a tenant off the frozen node");
-    let fx = Fixture::dispatch(env, &tenant, "svc", json!({})).await;
-    let mut w = WorkerProc::start(&fx.env, &[("REDIS_TIMEOUT_MS", "4000".to_string())]).await;
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     let pid = w.proc.child.id();
 
@@ -142,18 +149,10 @@ async fn attack_s43_stop_with_a_claim_out_on_a_frozen_node_spins() {
     let window = t0.elapsed().as_millis();
     cluster.resume(frozen);
     let status = w.proc.wait_exit(Duration::from_secs(15)).await;
-    let pg = fx.env.pg().await;
     let mut subs = Vec::new();
     for id in [have.0.as_deref(), have.1.as_deref()].into_iter().flatten() {
-        let row = pg
-            .query_one(
-                "SELECT (extract(epoch FROM submitted_at) * 1000)::bigint FROM callbacks
-                 WHERE id = $1::text::uuid",
-                &[&id],
-            )
-            .await
-            .expect("submitted_at");
-        subs.push(row.get::<_, Option<i64>>(0).map(|t| t - d));
+        let at = submitted_ms(&fx.env, id, Duration::ZERO).await;
+        subs.push(at.map(|t| t - d));
     }
     println!("FIGURE s43_stop_spin submitted after D (healthy, frozen): {subs:?}");
     let control = used(c0, c1);
@@ -175,29 +174,6 @@ async fn attack_s43_stop_with_a_claim_out_on_a_frozen_node_spins() {
          waited on a frozen node (control before the stop: {control:?} in 1000 ms)\n{}",
         w.proc.output()
     );
-}
-
-/// Waits until `id` is submitted (PostgreSQL); its `submitted_at` in ms, or `None` after `limit`.
-async fn submitted_ms(env: &TestEnv, id: &str, limit: Duration) -> Option<i64> {
-    let started = Instant::now();
-    let pg = env.pg().await;
-    loop {
-        let row = pg
-            .query_one(
-                "SELECT (extract(epoch FROM submitted_at) * 1000)::bigint FROM callbacks
-                 WHERE id = $1::text::uuid",
-                &[&id],
-            )
-            .await
-            .expect("submitted_at");
-        if let Some(ms) = row.get::<_, Option<i64>>(0) {
-            return Some(ms);
-        }
-        if started.elapsed() > limit {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// Attack: a frozen node holds up every shard through a script's first load. The busy phase
@@ -226,26 +202,14 @@ async fn submitted_ms(env: &TestEnv, id: &str, limit: Duration) -> Option<i64> {
 /// never `SCRIPT LOAD` to all: H 6 ms late.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attack_s43_a_script_load_on_a_frozen_node_holds_up_healthy_shards() {
-    let cluster = PrivateCluster::new();
-    for i in 0..3 {
-        cluster.cli(i, &["CONFIG", "SET", "cluster-require-full-coverage", "no"]);
-    }
-    let env = TestEnv::new()
-        .with("REDIS_URL", &cluster.urls())
-        .with("REDIS_CLUSTER", "true");
-    let (shards, frozen) = frozen_node(&cluster, &env.id);
-    let keys = Keys::new(&env.id, shards);
+    let Frozen {
+        cluster,
+        keys,
+        frozen,
+        fx,
+        w,
+    } = Frozen::set_up("s43b", 2_000).await;
     let on_frozen = |s: u16| cluster.node_of(&keys.sched(s)) == frozen;
-    let env = env.with("REDIS_SCHEDULE_SHARDS", &shards.to_string());
-    let tenant = (0..64)
-        .map(|i| format!("s43b{i}"))
-        .find(|t| {
-            cluster.node_of(&keys.pace(t)) != frozen
-                && cluster.node_of(&keys.queue(t, "svc")) != frozen
-        })
-        .expect("a tenant off the frozen node");
-    let fx = Fixture::dispatch(env, &tenant, "svc", json!({})).await;
-    let w = WorkerProc::start(&fx.env, &[("REDIS_TIMEOUT_MS", "2000".to_string())]).await;
     tokio::time::sleep(Duration::from_millis(1_500)).await;
 
     let d = jiff::Timestamp::now().as_millisecond() + 5_000;
