@@ -46,6 +46,7 @@ mod attack_s41b;
 mod attack_s42;
 mod attack_s42b;
 mod attack_s43;
+mod attack_s43b;
 mod attack_specs;
 mod attack_tenants;
 mod availability;
