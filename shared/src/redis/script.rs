@@ -82,16 +82,21 @@ impl Invocation<'_> {
         &self,
         conn: &mut impl redis::aio::ConnectionLike,
     ) -> RedisResult<T> {
-        match self
-            .cmd("EVALSHA", &self.script.hash)
-            .query_async(conn)
-            .await
-        {
-            Err(e) if is_noscript(&e) => {
-                self.cmd("EVAL", &self.script.text).query_async(conn).await
-            }
+        match self.evalsha_cmd().query_async(conn).await {
+            Err(e) if is_noscript(&e) => self.eval_cmd().query_async(conn).await,
             other => other,
         }
+    }
+
+    /// Its `EVALSHA` (for a pipeline; a caller answered `NOSCRIPT` sends
+    /// [`eval_cmd`](Self::eval_cmd) instead).
+    pub fn evalsha_cmd(&self) -> Cmd {
+        self.cmd("EVALSHA", &self.script.hash)
+    }
+
+    /// Its `EVAL`, with the script's text.
+    pub fn eval_cmd(&self) -> Cmd {
+        self.cmd("EVAL", &self.script.text)
     }
 
     fn cmd(&self, name: &str, body: &str) -> Cmd {

@@ -175,29 +175,22 @@ struct Acked {
 /// before (docs/voice-platform.md#failover).
 async fn call(
     conn: &mut RedisConn,
-    (script, text): (&Script, &str),
+    script: &Script,
     stream: &str,
     keys: &[String],
     args: &[Vec<u8>],
     acks: Acks,
 ) -> redis::RedisResult<Acked> {
-    let eval = |name: &str, body: &str| {
-        let mut c = redis::cmd(name);
-        c.arg(body).arg(keys.len()).arg(keys).arg(args);
-        c
-    };
+    let mut inv = script.prepare_invoke();
+    inv.key(keys).arg(args);
     if acks.replicas == 0 {
-        let value = match eval("EVALSHA", script.get_hash()).query_async(conn).await {
-            Err(e) if is_noscript(&e) => eval("EVAL", text).query_async(conn).await?,
-            other => other?,
-        };
+        let value = inv.invoke_async(conn).await?;
         return Ok(Acked { value, held: true });
     }
     let ack_key = format!("{{{}}}:ack", hash_tag(stream).unwrap_or(stream));
-    let mut replies =
-        acked_pipeline(conn, eval("EVALSHA", script.get_hash()), &ack_key, acks).await?;
+    let mut replies = acked_pipeline(conn, inv.evalsha_cmd(), &ack_key, acks).await?;
     if matches!(&replies[0], Err(e) if is_noscript(e)) {
-        replies = acked_pipeline(conn, eval("EVAL", text), &ack_key, acks).await?;
+        replies = acked_pipeline(conn, inv.eval_cmd(), &ack_key, acks).await?;
     }
     let mut replies = replies.into_iter();
     let (value, ack, waited) = match (replies.next(), replies.next(), replies.next()) {
@@ -299,7 +292,7 @@ pub async fn submit(
             args.push(v.as_bytes().to_vec());
         }
     }
-    let out = call(conn, (&SUBMIT, SUBMIT_LUA), stream, &keys, &args, acks).await?;
+    let out = call(conn, &SUBMIT, stream, &keys, &args, acks).await?;
     let codes: Vec<i64> = redis::from_redis_value(out.value)?;
     Ok(Submitted {
         written: codes
@@ -404,8 +397,7 @@ async fn fence(
     (ttl_s, value): (u64, &str),
 ) -> redis::RedisResult<(Vec<i64>, bool)> {
     let args = [ttl_s.to_string().into_bytes(), value.as_bytes().to_vec()];
-    let script = (&*FENCE_SCRIPT, FENCE_LUA);
-    let out = call(conn, script, &v.stream, keys, &args, Acks::of(v)).await?;
+    let out = call(conn, &FENCE_SCRIPT, &v.stream, keys, &args, Acks::of(v)).await?;
     Ok((redis::from_redis_value(out.value)?, out.held))
 }
 
