@@ -3,12 +3,13 @@
 //! shards' heads.
 //!
 //! Every script touches one shard's two keys, which share a hash tag, so each runs in one
-//! cluster slot. Time comes from Redis (`TIME`), so workers on hosts with skewed clocks agree
-//! on what is due and when a lease runs out.
+//! cluster slot. Time is the node's (`TIME`, or this process's estimate of it from a recent
+//! `TIME`: `shared::redis::clock`), so workers on hosts with skewed clocks agree on what is due
+//! and when a lease runs out.
 
-use std::sync::LazyLock;
+use std::{sync::LazyLock, time::Instant};
 
-use shared::redis::script::Script;
+use shared::redis::{clock, script::Script};
 use shared::redis::{Keys, RedisConn};
 use uuid::Uuid;
 
@@ -19,27 +20,36 @@ use uuid::Uuid;
 /// releases read the fraction as part of a number and drop it; the claiming worker knows its
 /// own tag and, when its pass released everything it claimed, does not wake for it:
 /// docs/derived-state.md#wake-ups). Returns `[now, next due score or "", earliest lease
-/// deadline or "", "1" if nothing was in flight before or "", id, due score or "-1", …]`.
+/// deadline or "", "1" if nothing was in flight before or "", "1" if it read `TIME` or "",
+/// id, due score or "-1", …]`.
 /// KEYS: sched, inflight. ARGV: batch, lease ms, wake channel, shard, tag, what the worker
 /// knows of the shard's leases ([`Known`]: "" nothing, "e" none in flight, or a deadline every
-/// lease is at or after).
+/// lease is at or after), the node's time (ms) or "" to read `TIME`
+/// (docs/costs.md#time-from-the-caller), "p" when due entries are expected, "a" to announce
+/// the lease now (otherwise the worker announces it only if its pass keeps a claim or runs
+/// long: [`announce`], docs/derived-state.md#announced-when-it-matters).
 ///
 /// Reads cost one command per key in the common case (docs/costs.md): the in-flight head
 /// (`ZRANGE 0 0`) says whether any lease ran out (only then a `ZRANGEBYSCORE` and a re-read),
 /// and is not read at all when the worker knows no lease can have run out yet
 /// (docs/derived-state.md#claims-that-know-the-leases); the earliest deadline it returns is
-/// then that bound (or earlier),
-/// and one short `ZRANGE` of the schedule (17 entries; a backlog reads on up to the batch)
-/// gives both the due entries and the next due score (the first entry not taken). A lone
-/// callback's claim is `TIME`, one or two `ZRANGE`, `ZREM`, `ZADD` and `PUBLISH`.
+/// then that bound (or earlier). When due entries are expected, `ZPOPMIN` of two reads and
+/// removes the due one and the next (put back with a `ZADD` if not taken; a backlog pops on,
+/// up to the batch); otherwise one short `ZRANGE` of the schedule (17 entries; a backlog reads
+/// on up to the batch) gives both the due entries and the next due score (the first entry not
+/// taken) and a `ZREM` removes what was taken. A lone callback's claim in a shard that holds
+/// nothing else is `ZPOPMIN`, `ZADD` and `PUBLISH` (docs/costs.md).
 static CLAIM: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now, timed = tonumber(ARGV[7]), ''
+if not now then
+  local t = redis.call('TIME')
+  now, timed = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), '1'
+end
 local batch = tonumber(ARGV[1])
 local deadline = now + tonumber(ARGV[2])
-local out = {tostring(now), '', '', ''}
+local out = {tostring(now), '', '', '', timed}
 local lease = {}
 local lease_head = nil
 local expired = {}
@@ -62,35 +72,58 @@ elseif ARGV[6] ~= 'e' then
 end
 local room = batch - #expired
 local ids = {}
--- Takes the due entries of one read; true when it met an entry it does not take (the next due).
-local function take(entries)
+-- Popped entries not taken, to put back (score, id, ...).
+local back = {}
+-- Takes the due entries of one read or pop; true when it met an entry it does not take (the
+-- next due). Popped entries not taken go back.
+local function take(entries, popped)
+  local met = false
   for i = 1, #entries, 2 do
-    if #ids < room and tonumber(entries[i + 1]) <= now then
+    if not met and #ids < room and tonumber(entries[i + 1]) <= now then
       ids[#ids + 1] = entries[i]
       lease[#lease + 1] = deadline; lease[#lease + 1] = entries[i]
       out[#out + 1] = entries[i]; out[#out + 1] = entries[i + 1]
     else
-      out[2] = entries[i + 1]
-      return true
+      if not met then out[2] = entries[i + 1] end
+      met = true
+      if not popped then return true end
+      back[#back + 1] = entries[i + 1]; back[#back + 1] = entries[i]
     end
   end
-  return false
+  return met
 end
--- A short first read (the light case in one command); a backlog reads on from there, by
--- index: nothing is removed before the ZREM below.
-local first = math.max(math.min(room, 16), 0)
-local fetched = redis.call('ZRANGE', KEYS[1], 0, first, 'WITHSCORES')
-if not take(fetched) and #fetched == 2 * (first + 1) then
-  take(redis.call('ZRANGE', KEYS[1], first + 1, room, 'WITHSCORES'))
+local pop = ARGV[8] == 'p' and room > 0
+if pop then
+  -- Due entries expected: pop them (read and removal in one command when the shard holds
+  -- nothing more); what is not taken goes back below. Two first (the lone callback and the
+  -- next due), then up to 17, then the rest of the room.
+  local n = 2
+  for stage = 1, 3 do
+    local got = redis.call('ZPOPMIN', KEYS[1], n)
+    if take(got, true) or #got < 2 * n or #ids >= room then break end
+    n = room - #ids + 1
+    if stage == 1 then n = math.min(n, 17) end
+  end
+else
+  -- A short first read (the light case in one command); a backlog reads on from there, by
+  -- index: nothing is removed before the ZREM below.
+  local first = math.max(math.min(room, 16), 0)
+  local fetched = redis.call('ZRANGE', KEYS[1], 0, first, 'WITHSCORES')
+  if not take(fetched) and #fetched == 2 * (first + 1) then
+    take(redis.call('ZRANGE', KEYS[1], first + 1, room, 'WITHSCORES'))
+  end
 end
 -- A claim that takes nothing due was woken for something else, perhaps a lease announced in
 -- a form the bound does not count (an earlier release's): it reads the in-flight head anyway.
 if skip and #ids == 0 then take_expired(batch) end
 if not lease_head then out[4] = '1' end
-if #ids > 0 then redis.call('ZREM', KEYS[1], unpack(ids)) end
+if #back > 0 then redis.call('ZADD', KEYS[1], unpack(back)) end
+if #ids > 0 and not pop then redis.call('ZREM', KEYS[1], unpack(ids)) end
 if #lease > 0 then
   redis.call('ZADD', KEYS[2], unpack(lease))
-  redis.call('PUBLISH', ARGV[3], deadline .. '.' .. ARGV[5] .. ':' .. ARGV[4])
+  if ARGV[9] == 'a' then
+    redis.call('PUBLISH', ARGV[3], deadline .. '.' .. ARGV[5] .. ':' .. ARGV[4])
+  end
 end
 if #expired > 0 then
   local h = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
@@ -163,6 +196,10 @@ pub struct Claimed {
     pub inflight_was_empty: bool,
     /// The tag of this claim's lease announcement.
     pub tag: u32,
+    /// The lease deadline of what it took (ms, Redis clock).
+    pub deadline_ms: i64,
+    /// Whether the script announced the lease ([`Ask::announce`]).
+    pub announced: bool,
     /// Claimed ids (with their due score; `None` for taken-over leases).
     pub ids: Vec<(Uuid, Option<i64>)>,
     /// Members that were not callback ids (dropped from in-flight).
@@ -179,35 +216,66 @@ fn opt_ms(s: &str) -> Option<i64> {
         .or_else(|| s.parse::<f64>().ok().map(|f| f as i64))
 }
 
-/// Claims up to `batch` due callbacks of `shard` with a lease of `lease_ms`, announcing the
-/// lease with `tag`; `known` spares the in-flight read when no lease can have run out.
+/// What a claim asks besides its shard.
+#[derive(Debug, Clone, Copy)]
+pub struct Ask {
+    /// Most ids to take.
+    pub batch: usize,
+    /// The lease (ms).
+    pub lease_ms: u64,
+    /// The tag of its lease announcement.
+    pub tag: u32,
+    /// What the worker knows of the shard's leases: spares the in-flight read when no lease
+    /// can have run out.
+    pub known: Known,
+    /// Whether the worker expects due entries (a due time it knows or heard has come): the
+    /// claim then pops them.
+    pub due: bool,
+    /// Whether the claim announces its lease itself (else [`announce`] may, later).
+    pub announce: bool,
+}
+
+/// Claims up to `ask.batch` due callbacks of `shard` (see [`CLAIM`]), at the node's time as
+/// this process estimates it ([`shared::redis::clock`]), or `TIME` without an estimate.
 pub async fn claim(
     conn: &mut RedisConn,
     keys: &Keys,
     shard: u16,
-    (batch, lease_ms): (usize, u64),
-    (tag, known): (u32, Known),
+    ask: Ask,
 ) -> redis::RedisResult<Claimed> {
+    let sched = keys.sched(shard);
+    let tag = clock::tag(conn.is_cluster(), &sched).to_string();
+    let time = clock::now(&tag);
+    let sent = Instant::now();
     let raw: Vec<String> = CLAIM
-        .key(keys.sched(shard))
+        .key(&sched)
         .key(keys.inflight(shard))
-        .arg(batch)
-        .arg(lease_ms)
+        .arg(ask.batch)
+        .arg(ask.lease_ms)
         .arg(keys.wake_channel(shard))
         .arg(shard)
-        .arg(tag)
-        .arg(known.arg())
+        .arg(ask.tag)
+        .arg(ask.known.arg())
+        .arg(time.map(|t| t.to_string()).unwrap_or_default())
+        .arg(if ask.due { "p" } else { "" })
+        .arg(if ask.announce { "a" } else { "" })
         .invoke_async(conn)
         .await?;
+    let now_ms = raw.first().and_then(|s| opt_ms(s)).unwrap_or_default();
+    if raw.get(4).is_some_and(|s| s == "1") {
+        clock::observe(&tag, now_ms, sent, Instant::now());
+    }
     let mut out = Claimed {
-        now_ms: raw.first().and_then(|s| opt_ms(s)).unwrap_or_default(),
+        now_ms,
         next_due_ms: raw.get(1).and_then(|s| opt_ms(s)),
         next_lease_ms: raw.get(2).and_then(|s| opt_ms(s)),
         inflight_was_empty: raw.get(3).is_some_and(|s| s == "1"),
-        tag,
+        tag: ask.tag,
+        deadline_ms: now_ms.saturating_add(i64::try_from(ask.lease_ms).unwrap_or(i64::MAX)),
+        announced: ask.announce,
         ..Claimed::default()
     };
-    for pair in raw.get(4..).unwrap_or_default().chunks(2) {
+    for pair in raw.get(5..).unwrap_or_default().chunks(2) {
         let [member, score] = pair else { continue };
         match Uuid::parse_str(member) {
             Ok(id) => out.ids.push((id, opt_ms(score).filter(|s| *s >= 0))),
@@ -215,6 +283,23 @@ pub async fn claim(
         }
     }
     Ok(out)
+}
+
+/// Announces a claim's lease (deadline and tag) on the shard's wake channel, as the claim
+/// script does when asked to: a worker whose pass keeps a claim in flight, or runs long, tells
+/// the others when to take over (docs/derived-state.md#announced-when-it-matters).
+pub async fn announce(
+    conn: &mut RedisConn,
+    keys: &Keys,
+    shard: u16,
+    (deadline_ms, tag): (i64, u32),
+) -> redis::RedisResult<()> {
+    redis::cmd("PUBLISH")
+        .arg(keys.wake_channel(shard))
+        .arg(format!("{deadline_ms}.{tag}:{shard}"))
+        .query_async::<i64>(conn)
+        .await
+        .map(drop)
 }
 
 /// Settles claims of one shard in one call: removes the claims of `released` members and

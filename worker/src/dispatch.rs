@@ -153,6 +153,16 @@ impl Shards {
         }
     }
 
+    /// Whether shard `i` has a due time that has come, known from its last pass or announced
+    /// since: its claim then pops (`claim::Ask::due`; only the cost depends on it).
+    fn expects_due(&self, i: usize) -> bool {
+        let now = local_ms() + self.offset_ms;
+        [self.heads[i].0, self.announced[i]]
+            .into_iter()
+            .flatten()
+            .any(|t| t <= now)
+    }
+
     /// Notes a lease announcement a claim of shard `i` published with `tag`.
     fn published(&mut self, i: usize, tag: u32) {
         if self.own_unheard.len() >= OWN_TAGS {

@@ -5,6 +5,7 @@
 //! lazy: a process starts and serves while Redis is down, and reconnects by itself.
 
 pub mod admission;
+pub mod clock;
 pub mod keys;
 pub mod pace;
 pub mod queue;
@@ -241,6 +242,13 @@ pub enum RedisConn {
     Single(ConnectionManager),
     /// A Redis cluster (`REDIS_CLUSTER` / `VOICE_REDIS_CLUSTER` true), routed by key slot.
     Cluster(ClusterConnection),
+}
+
+impl RedisConn {
+    /// Whether it is a cluster's (each primary then has its own clock: [`clock::tag`]).
+    pub fn is_cluster(&self) -> bool {
+        matches!(self, Self::Cluster(_))
+    }
 }
 
 impl ConnectionLike for RedisConn {

@@ -56,7 +56,8 @@ use std::sync::LazyLock;
 use jiff::Timestamp;
 use redis::{RedisResult, Value};
 
-use super::script::Script;
+use super::{clock, script::Script};
+use std::time::Instant;
 use uuid::Uuid;
 
 use super::{Keys, RedisConn};
@@ -294,10 +295,13 @@ end
 /// Checks every limit and, only when all pass, counts the request; for each of a group of
 /// requests in turn, exactly as if each had its own call (docs/throttling.md#group-admission).
 /// KEYS: act. ARGV: lim1, ttl1 ms, sub1 ms, lim2, ttl2 ms, sub2 ms, n24 limit, in-queue limit,
-/// max queued, seed lease ms, seed grace ms, then `id, number` per request. Returns
-/// `verdict, detail` per request (`error, <Redis's error>` for a request whose write failed).
+/// max queued, seed lease ms, seed grace ms, the node's time (ms) or "" to read `TIME`
+/// (docs/costs.md#time-from-the-caller), then `id, number` per request. Returns
+/// `verdict, detail` per request (`error, <Redis's error>` for a request whose write failed),
+/// then "1" if it read `TIME` (else "0") and the time it counted at.
 ///
-/// Cost when admitted: `TIME` once per call, then per request one `HMGET`, one `HSET`. Each service window is a ring of
+/// Cost when admitted: `TIME` once per call without the caller's time, then per request one
+/// `HMGET`, one `HSET`. Each service window is a ring of
 /// sub-window counters in the same hash (`w<k>:<slot>` → `<sub-window>:<count>`); the ring
 /// is only summed (one more `HMGET` of its 61 slots) when `~w<k>`, an upper bound of the
 /// window's count, says it could be full. The 24 h list of the number rides in the same
@@ -305,8 +309,12 @@ end
 static CHECK: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         r"{RING_BODY}
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now, timed = tonumber(ARGV[12]), '0'
+local function read_time()
+  local t = redis.call('TIME')
+  now, timed = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), '1'
+end
+if not now then read_time() end
 local lim = {{tonumber(ARGV[1]), tonumber(ARGV[4])}}
 local ttl = {{tonumber(ARGV[2]), tonumber(ARGV[5])}}
 local sub = {{tonumber(ARGV[3]), tonumber(ARGV[6])}}
@@ -362,6 +370,16 @@ for k = 1, 2 do
     cur[k] = math.floor(now / unit[k])
     fld[k] = slot(k, cur[k])
     st[8 + k] = redis.call('HGET', KEYS[1], fld[k])
+  end
+end
+-- A caller's time older than a sub-window already counted is stale (its process stopped
+-- between reading its estimate and sending): the node's clock decides instead.
+if timed == '0' then
+  for k = 1, 2 do
+    if lim[k] > 0 and (parse(st[8 + k]) or cur[k]) > cur[k] then
+      read_time()
+      return check(id, num)
+    end
   end
 end
 local bound = {{}}
@@ -444,7 +462,7 @@ end
 -- A request whose write fails (Redis out of memory, a read-only replica) answers 'error' by
 -- itself: the others of the group keep their verdicts, as separate calls would.
 local out = {{}}
-for i = 12, #ARGV - 1, 2 do
+for i = 13, #ARGV - 1, 2 do
   local ok, r = pcall(check, ARGV[i], ARGV[i + 1])
   if ok then
     out[#out + 1] = r[1]
@@ -454,6 +472,8 @@ for i = 12, #ARGV - 1, 2 do
     out[#out + 1] = type(r) == 'table' and tostring(r.err) or tostring(r)
   end
 end
+out[#out + 1] = timed
+out[#out + 1] = string.format('%d', now)
 return out",
     ))
 });
@@ -742,14 +762,24 @@ pub async fn check_many(
         .arg(limits.max_queued)
         .arg(SEED_LEASE_MS)
         .arg(SEED_GRACE_MS);
+    let act = tk.act();
+    let tag = clock::tag(conn.is_cluster(), &act);
+    call.arg(clock::now(tag).map(|t| t.to_string()).unwrap_or_default());
     for (id, number) in requests {
         call.arg(member(*id)).arg(*number);
     }
+    let sent = Instant::now();
     let reply: Vec<Value> = call.invoke_async(conn).await?;
-    if reply.len() != 2 * requests.len() {
+    if reply.len() != 2 * requests.len() + 2 {
         return Err(unexpected(format!("{} values", reply.len())));
     }
-    Ok(reply.chunks(2).map(|pair| verdict(pair, limits)).collect())
+    let (verdicts, time) = reply.split_at(2 * requests.len());
+    if time.first().and_then(text).as_deref() == Some("1")
+        && let Some(ms) = time.get(1).and_then(text).and_then(|s| s.parse().ok())
+    {
+        clock::observe(tag, ms, sent, Instant::now());
+    }
+    Ok(verdicts.chunks(2).map(|pair| verdict(pair, limits)).collect())
 }
 
 /// One request's verdict from its `[word, detail]` pair of the script's reply.

@@ -107,11 +107,17 @@ fn send<'a>(
     out: &mut [bool],
     ops: &mut FuturesUnordered<Out<'a>>,
 ) {
-    for (shard, look) in shards.to_send() {
+    let to_send: Vec<_> = shards
+        .to_send()
+        .into_iter()
+        .filter(|(shard, _)| !out[usize::from(*shard)])
+        .collect();
+    // A claim alone is worked through the moment it comes back: its pass announces its lease
+    // only if it needs to. One that may wait for another's pass announces it at once
+    // (docs/derived-state.md#announced-when-it-matters).
+    let announce = !(ops.is_empty() && to_send.len() == 1);
+    for (shard, look) in to_send {
         let i = usize::from(shard);
-        if out[i] {
-            continue;
-        }
         out[i] = true;
         let mut conn = conn.clone();
         if look {
@@ -119,10 +125,10 @@ fn send<'a>(
                 Done::Look(shard, claim::shard_heads(&mut conn, &w.keys, shard).await)
             }));
         } else {
-            let known = shards.known(i);
+            let ask = (shards.known(i), shards.expects_due(i), announce);
             ops.push(Box::pin(async move {
                 let sent = local_ms();
-                Done::Claim(shard, sent, pass::claim(w, conn, shard, known).await)
+                Done::Claim(shard, sent, pass::claim(w, conn, shard, ask).await)
             }));
         }
     }
@@ -185,7 +191,13 @@ async fn work_through(
             shards.pending[i] = true;
             return;
         }
-        Ok(c) => pass::finish(w, c, pacer).await,
+        Ok(c) => {
+            let (result, late) = pass::finish(w, c, pacer).await;
+            if let Some(tag) = late {
+                shards.published(i, tag);
+            }
+            result
+        }
         Err(e) => Err(e),
     };
     match result {
