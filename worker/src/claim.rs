@@ -9,8 +9,8 @@
 
 use std::{sync::LazyLock, time::Instant};
 
-use shared::redis::{clock, script::Script};
 use shared::redis::{Keys, RedisConn};
+use shared::redis::{clock, script::Script};
 use uuid::Uuid;
 
 /// Claims due work of one shard. First re-leases in-flight entries whose lease ran out (their

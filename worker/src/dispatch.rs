@@ -86,6 +86,13 @@ struct Shards {
     retry: Vec<Retry>,
     /// Redis clock minus local clock, so sleeps follow Redis time.
     offset_ms: i64,
+    /// Leases this worker claimed without announcing them, while alone (shard, deadline,
+    /// tag): announced when another worker becomes known (docs/derived-state.md#a-lone-worker).
+    unannounced: VecDeque<(usize, i64, u32)>,
+    /// [`Self::unannounced`] are to be announced now.
+    flush_due: bool,
+    /// A lease announcement that is not this worker's was heard: another worker exists.
+    foreign: bool,
 }
 
 /// A shard's failed passes since its last successful one.
@@ -131,7 +138,21 @@ impl Shards {
                 })
                 .collect(),
             offset_ms: 0,
+            unannounced: VecDeque::new(),
+            flush_due: false,
+            foreign: false,
         }
+    }
+
+    /// Notes a lease of shard `i` claimed without an announcement (`(deadline, tag)`); those
+    /// whose deadline passed are forgotten.
+    fn unannounced(&mut self, i: usize, (deadline, tag): (i64, u32)) {
+        let now = local_ms() + self.offset_ms;
+        self.unannounced.retain(|(_, d, _)| *d > now);
+        if self.unannounced.len() >= OWN_TAGS {
+            self.unannounced.pop_front();
+        }
+        self.unannounced.push_back((i, deadline, tag));
     }
 
     fn any_pending(&self) -> bool {
@@ -300,7 +321,7 @@ impl Shards {
         match s {
             Signal::Resync => self.resync_one(i),
             Signal::At(t, _) => self.signal(Signal::At(t, u16::try_from(i).ok())),
-            Signal::Lease(..) => self.signal(s),
+            Signal::Lease(..) | Signal::Crowded => self.signal(s),
         }
     }
 
@@ -319,15 +340,21 @@ impl Shards {
             }
             Signal::Lease(t, shard, tag) => {
                 let own = (usize::from(shard), tag);
-                if let Some(k) = self.own_unheard.iter().position(|o| *o == own) {
+                let unheard = self.own_unheard.iter().position(|o| *o == own);
+                if let Some(k) = unheard {
                     self.own_unheard.remove(k);
                 }
                 if let Some(k) = self.own_released.iter().position(|o| *o == own) {
                     self.own_released.remove(k);
-                } else if let Some(h) = self.heard.get_mut(own.0) {
-                    *h = Some(h.map_or(t, |h| h.min(t)));
+                } else {
+                    // Not this worker's (tag 0 is the sweep's): another worker exists.
+                    self.foreign |= unheard.is_none() && tag != 0;
+                    if let Some(h) = self.heard.get_mut(own.0) {
+                        *h = Some(h.map_or(t, |h| h.min(t)));
+                    }
                 }
             }
+            Signal::Crowded => self.flush_due = true,
             Signal::Resync => self.resync(),
         }
     }
@@ -414,6 +441,7 @@ pub async fn run(w: Worker, mut rx: mpsc::Receiver<Signal>, stop: CancellationTo
         READ_AGE_LEASES.saturating_mul(i64::try_from(w.cfg.worker.lease_ms).unwrap_or(i64::MAX));
     let mut pacer = Pacer::new(w.cfg.worker.tenant_rate);
     while !stop.is_cancelled() {
+        announce_unannounced(&w, &mut shards).await;
         if shards.any_pending() {
             busy::run(&w, &mut shards, &mut pacer, &mut rx, &stop).await;
             shards.catch_up(&w, &mut rx);
@@ -426,6 +454,36 @@ pub async fn run(w: Worker, mut rx: mpsc::Receiver<Signal>, stop: CancellationTo
         }
     }
     tracing::info!("dispatcher stopped claiming");
+}
+
+/// Announces the leases this worker claimed while alone, once another worker is known (a
+/// lease heard that is not this worker's, or a hello: docs/derived-state.md#a-lone-worker), so
+/// that the other can take them over should this one die. Best effort: one unannounced is
+/// taken over after the sweep finds it.
+async fn announce_unannounced(w: &Worker, shards: &mut Shards) {
+    if std::mem::take(&mut shards.foreign) && w.fleet.crowd() {
+        tracing::info!("another worker's lease heard: claims announce their leases");
+        shards.flush_due = true;
+    }
+    if !std::mem::take(&mut shards.flush_due) || shards.unannounced.is_empty() {
+        return;
+    }
+    let Ok(mut conn) = w.redis.conn().await else {
+        return;
+    };
+    let now = local_ms() + shards.offset_ms;
+    for (i, deadline, tag) in std::mem::take(&mut shards.unannounced) {
+        let Ok(shard) = u16::try_from(i) else {
+            continue;
+        };
+        if deadline <= now {
+            continue;
+        }
+        match claim::announce(&mut conn, &w.keys, shard, (deadline, tag)).await {
+            Ok(()) => shards.published(i, tag),
+            Err(e) => tracing::debug!(error = %e, shard, "announcing a lease failed"),
+        }
+    }
 }
 
 /// Stopping: gives back the claims not worked through, all at once, within 2 s.

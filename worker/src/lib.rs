@@ -32,6 +32,7 @@ pub mod claim;
 pub mod dispatch;
 pub mod entry;
 pub mod error;
+pub mod fleet;
 pub mod http;
 pub mod maintenance;
 pub mod pacing;
@@ -62,6 +63,9 @@ pub enum Signal {
     Lease(i64, u16, u32),
     /// Look at every shard now (index rebuilt, subscriber reconnected).
     Resync,
+    /// Another worker is known for the first time: announce the leases claimed unannounced
+    /// while alone ([`fleet`]).
+    Crowded,
 }
 
 /// The worker's shared state: the process [`Resources`] (reached through `Deref`: `w.cfg`,
@@ -74,7 +78,15 @@ pub struct Inner {
     /// Set when a wake-up could not be queued (the dispatcher's channel was full): the
     /// dispatcher then looks at every shard, as for [`Signal::Resync`], so no wake-up is lost.
     pub wake_overflow: AtomicBool,
+    /// Whether other workers are known ([`fleet`]): a lone worker's claims do not announce.
+    pub fleet: fleet::Fleet,
     running: AtomicBool,
+}
+
+/// How long a worker waits after its hello came back before it counts itself alone: an
+/// answer takes two trips through Redis.
+fn fleet_grace(timeout_ms: u64) -> Duration {
+    Duration::from_millis(timeout_ms.saturating_mul(2).max(1_000))
 }
 
 /// A cheap-to-clone handle on one worker.
@@ -101,11 +113,13 @@ impl Worker {
     /// A worker on `resources` ([`Resources::connect`]; `engage serve --with-worker` passes the
     /// API's own).
     pub fn new(resources: Resources) -> Self {
+        let grace = fleet_grace(resources.cfg.redis.timeout_ms);
         Self {
             inner: Arc::new(Inner {
                 resources,
                 reconcile_check: Notify::new(),
                 wake_overflow: AtomicBool::new(false),
+                fleet: fleet::Fleet::new(grace),
                 running: AtomicBool::new(false),
             }),
         }

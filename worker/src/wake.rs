@@ -17,7 +17,7 @@ use secrecy::ExposeSecret;
 use tokio::{sync::mpsc, time::timeout};
 use tokio_util::sync::CancellationToken;
 
-use crate::{Backoff, Signal, Worker};
+use crate::{Backoff, Signal, Worker, fleet};
 
 /// Runs the subscriber until `stop` fires. One subscription at a time, on one node of
 /// `REDIS_URL` (a cluster delivers every message to the subscribers of every node): the first,
@@ -118,6 +118,10 @@ async fn listen(
     // was already done. Either way every shard is looked at again (one cheap claim each), so
     // nothing waits for the safety poll.
     w.wake(tx, Signal::Resync);
+    // Messages were missed too, perhaps another worker's hello: not alone until this one's
+    // hello comes back and nobody answered (crate::fleet).
+    w.fleet.subscribed();
+    greet(w, true).await;
     if !*first {
         // Redis may also have lost its data.
         w.reconcile_check.notify_one();
@@ -129,11 +133,12 @@ async fn listen(
         match timeout(quiet.wait(), messages.next()).await {
             Ok(Some(msg)) => {
                 quiet.heard();
-                let signal = msg
-                    .get_payload::<String>()
-                    .ok()
-                    .and_then(|s| parse(&s))
-                    .unwrap_or(Signal::Resync);
+                let payload = msg.get_payload::<String>().ok();
+                if let Some((id, ask)) = payload.as_deref().and_then(fleet::parse) {
+                    hello(w, tx, id, ask).await;
+                    continue;
+                }
+                let signal = payload.and_then(|s| parse(&s)).unwrap_or(Signal::Resync);
                 w.wake(tx, signal);
             }
             Ok(None) => return Ended::Closed,
@@ -145,6 +150,42 @@ async fn listen(
                 Err(_) => return Ended::Silent("answering a PING"),
             },
         }
+    }
+}
+
+/// Takes in a worker's hello: another's makes this one crowded (the dispatcher then announces
+/// the leases it holds unannounced) and gets an answer when it asks for one.
+async fn hello(w: &Worker, tx: &mpsc::Sender<Signal>, id: u64, ask: bool) {
+    match w.fleet.hello(id, ask) {
+        fleet::Heard::Own => {}
+        fleet::Heard::Other { first, reply } => {
+            if first {
+                tracing::info!("another worker is running: claims announce their leases");
+                w.wake(tx, Signal::Crowded);
+            }
+            if reply {
+                greet(w, false).await;
+            }
+        }
+    }
+}
+
+/// Publishes this worker's hello on the former wake channel, which every worker hears (best
+/// effort: unheard, this worker is not alone, and claims keep announcing).
+async fn greet(w: &Worker, ask: bool) {
+    let hello = async {
+        let mut conn = w.redis.conn().await?;
+        redis::cmd("PUBLISH")
+            .arg(w.keys.former_wake_channel())
+            .arg(w.fleet.greeting(ask))
+            .query_async::<i64>(&mut conn)
+            .await
+    };
+    let patience = Duration::from_millis(w.cfg.redis.timeout_ms.max(100));
+    match timeout(patience, hello).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::debug!(error = %e, "publishing the worker's hello failed"),
+        Err(_) => tracing::debug!("publishing the worker's hello timed out"),
     }
 }
 

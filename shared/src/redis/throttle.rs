@@ -779,7 +779,10 @@ pub async fn check_many(
     {
         clock::observe(tag, ms, sent, Instant::now());
     }
-    Ok(verdicts.chunks(2).map(|pair| verdict(pair, limits)).collect())
+    Ok(verdicts
+        .chunks(2)
+        .map(|pair| verdict(pair, limits))
+        .collect())
 }
 
 /// One request's verdict from its `[word, detail]` pair of the script's reply.

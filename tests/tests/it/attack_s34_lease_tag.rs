@@ -292,6 +292,15 @@ async fn attack_s34_lease_tag_fake_peer_claims_inside_an_own_released_pass() {
     let lease = 2_000;
     let a = WorkerProc::start(&fx.env, &[("WORKER_LEASE_MS", lease.to_string())]).await;
     tokio::time::sleep(Duration::from_millis(1_500)).await;
+    // The fake peer is a worker: it greets the others as every worker does when it subscribes,
+    // so A's claims announce their leases (docs/derived-state.md#a-lone-worker).
+    let _: i64 = redis::cmd("PUBLISH")
+        .arg(keys.former_wake_channel())
+        .arg("hello.fa4e.1")
+        .query_async(&mut conn)
+        .await
+        .expect("hello");
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let mut report = Vec::new();
     let mut xs = Vec::new();
     for (round, peer) in [

@@ -90,6 +90,7 @@ pub(super) async fn run(
         if w.wake_overflow.swap(false, Ordering::Relaxed) {
             phase.signal(shards, Signal::Resync);
         }
+        super::announce_unannounced(w, shards).await;
         shards.catch_up_beside(&phase.out);
     }
     give_back_all(w, phase.stopped).await;
@@ -112,10 +113,8 @@ fn send<'a>(
         .into_iter()
         .filter(|(shard, _)| !out[usize::from(*shard)])
         .collect();
-    // A claim alone is worked through the moment it comes back: its pass announces its lease
-    // only if it needs to. One that may wait for another's pass announces it at once
-    // (docs/derived-state.md#announced-when-it-matters).
-    let announce = !(ops.is_empty() && to_send.len() == 1);
+    // A lone worker's claims do not announce their leases (docs/derived-state.md#a-lone-worker).
+    let announce = !w.fleet.alone();
     for (shard, look) in to_send {
         let i = usize::from(shard);
         out[i] = true;
@@ -177,8 +176,18 @@ async fn work_through(
     (shard, sent, claimed): (u16, i64, Result<pass::Claim, PassError>),
 ) {
     let i = usize::from(shard);
-    if let Some(tag) = claimed.as_ref().ok().and_then(pass::Claim::announced) {
-        shards.published(i, tag);
+    if let Ok(c) = &claimed {
+        if let Some(tag) = c.announced() {
+            shards.published(i, tag);
+        }
+        if let Some(lease) = c.unannounced() {
+            shards.unannounced(i, lease);
+            // Another worker became known while the claim was out.
+            if !w.fleet.alone() {
+                shards.flush_due = true;
+                super::announce_unannounced(w, shards).await;
+            }
+        }
     }
     let half_lease = i64::try_from(w.cfg.worker.lease_ms / 2).unwrap_or(i64::MAX);
     let result = match claimed {
@@ -191,13 +200,7 @@ async fn work_through(
             shards.pending[i] = true;
             return;
         }
-        Ok(c) => {
-            let (result, late) = pass::finish(w, c, pacer).await;
-            if let Some(tag) = late {
-                shards.published(i, tag);
-            }
-            result
-        }
+        Ok(c) => pass::finish(w, c, pacer).await,
         Err(e) => Err(e),
     };
     match result {
@@ -219,6 +222,7 @@ impl Phase {
                 }
             }
             Signal::Lease(_, shard, _) => self.one(shards, usize::from(shard), s),
+            Signal::Crowded => shards.signal(s),
             Signal::Resync => {
                 for i in 0..n {
                     self.one(shards, i, s);

@@ -106,7 +106,19 @@ impl Claim {
     /// asked to announce.
     pub fn announced(&self) -> Option<u32> {
         let c = &self.claimed;
-        (c.announced && !(c.ids.is_empty() && c.junk.is_empty())).then_some(c.tag)
+        (c.announced && self.leased()).then_some(c.tag)
+    }
+
+    /// The lease it took and did not announce (a lone worker's: docs/derived-state.md#a-lone-worker):
+    /// `(deadline, tag)`.
+    pub fn unannounced(&self) -> Option<(i64, u32)> {
+        let c = &self.claimed;
+        (!c.announced && self.leased()).then_some((c.deadline_ms, c.tag))
+    }
+
+    fn leased(&self) -> bool {
+        let c = &self.claimed;
+        !(c.ids.is_empty() && c.junk.is_empty())
     }
 
     /// How long ago the claim was sent (ms).
@@ -179,14 +191,8 @@ pub async fn give_back(w: &Worker, claim: Claim) {
     }
 }
 
-/// The rest of the pass: works through the claims and settles each claim once. Also returns
-/// the tag of a lease announcement the pass published itself (the claim did not: it runs long,
-/// or keeps claims in flight; docs/derived-state.md#announced-when-it-matters).
-pub async fn finish(
-    w: &Worker,
-    claim: Claim,
-    pacer: &mut Pacer,
-) -> (Result<ShardPass, PassError>, Option<u32>) {
+/// The rest of the pass: works through the claims and settles each claim once.
+pub async fn finish(w: &Worker, claim: Claim, pacer: &mut Pacer) -> Result<ShardPass, PassError> {
     // Redis time now: the claim's, plus how long it waited for its turn.
     let now_ms = claim.claimed.now_ms + claim.age_ms();
     let read_inflight = match claim.known {
@@ -194,22 +200,14 @@ pub async fn finish(
         claim::Known::Empty => false,
         claim::Known::From(t) => claim.claimed.now_ms >= t,
     };
-    let mut lease = Unannounced::of(w, &claim);
     let (mut conn, c, mut ledger) = claim.open();
-    let worked = lease
-        .meanwhile(w, work(w, &mut conn, now_ms, &mut ledger, pacer))
-        .await;
+    let worked = work(w, &mut conn, now_ms, &mut ledger, pacer).await;
     let next_due_ms = [c.next_due_ms, ledger.earliest_hand_back()]
         .into_iter()
         .flatten()
         .min();
     let settled = ledger.settle(&mut conn, &w.keys).await;
-    let kept = settled.as_ref().map_or(true, |plan| plan.kept > 0);
-    if kept {
-        lease.now(w).await;
-    }
-    let late = lease.published();
-    let result = match (worked, settled) {
+    match (worked, settled) {
         (Ok(()), Ok(plan)) => {
             let claimed = c.ids.len() + c.junk.len();
             let ours_gone = c.inflight_was_empty && claimed > 0 && plan.kept == 0;
@@ -230,68 +228,6 @@ pub async fn finish(
             tracing::warn!(error = %e, "a pass failed, and settling its claims failed too");
             Err(PassError::ServiceRedis(e2))
         }
-    };
-    (result, late)
-}
-
-/// A claim's lease the claim did not announce: the pass announces it if it runs longer than
-/// [`ANNOUNCE_AFTER_MS`] (or a quarter of the lease) or keeps claims in flight, so that a
-/// lease released within milliseconds costs no `PUBLISH` and no other worker a look at its
-/// deadline (docs/derived-state.md#announced-when-it-matters).
-struct Unannounced {
-    /// `(conn, shard, deadline, tag)` while not announced; `None` once it is (or need not be).
-    pending: Option<(RedisConn, u16, i64, u32)>,
-    /// When to announce if the pass is still running.
-    after: Duration,
-    /// The tag, once this pass announced it.
-    published: Option<u32>,
-}
-
-/// A pass that runs longer than this announces its lease.
-const ANNOUNCE_AFTER_MS: u64 = 1_000;
-
-impl Unannounced {
-    fn of(w: &Worker, claim: &Claim) -> Self {
-        let c = &claim.claimed;
-        let leased = !(c.ids.is_empty() && c.junk.is_empty());
-        let waited = u64::try_from(claim.age_ms()).unwrap_or(0);
-        let after = ANNOUNCE_AFTER_MS.min(w.cfg.worker.lease_ms / 4);
-        Self {
-            pending: (leased && !c.announced)
-                .then(|| (claim.conn.clone(), claim.shard, c.deadline_ms, c.tag)),
-            after: Duration::from_millis(after.saturating_sub(waited)),
-            published: None,
-        }
-    }
-
-    /// Runs `work`, announcing the lease should it outlast [`Self::after`].
-    async fn meanwhile<T>(&mut self, w: &Worker, work: impl Future<Output = T>) -> T {
-        if self.pending.is_none() {
-            return work.await;
-        }
-        let mut work = std::pin::pin!(work);
-        tokio::select! {
-            out = &mut work => return out,
-            () = tokio::time::sleep(self.after) => {}
-        }
-        self.now(w).await;
-        work.await
-    }
-
-    /// Announces the lease now (best effort: unannounced, it is taken over after the sweep
-    /// finds it, docs/derived-state.md#announced-when-it-matters).
-    async fn now(&mut self, w: &Worker) {
-        let Some((mut conn, shard, deadline, tag)) = self.pending.take() else {
-            return;
-        };
-        match claim::announce(&mut conn, &w.keys, shard, (deadline, tag)).await {
-            Ok(()) => self.published = Some(tag),
-            Err(e) => tracing::debug!(error = %e, shard, "announcing a lease failed"),
-        }
-    }
-
-    fn published(&self) -> Option<u32> {
-        self.published
     }
 }
 

@@ -1,0 +1,150 @@
+//! Whether this worker knows of any other (docs/derived-state.md#a-lone-worker).
+//!
+//! A claim announces its lease deadline so that another worker takes the claim over should
+//! this one die. With no other worker there is nobody to tell, and a single-node install (one
+//! `engage --with-worker`, or one worker) pays a `PUBLISH` per claim for nothing. So workers
+//! greet each other on the former wake channel (`<prefix>:wake`, which every worker
+//! subscribes to): after each subscription a worker publishes `hello.<id>.1`, and every other
+//! worker answers `hello.<id>.0`. A worker is **alone** once its own hello has come back over
+//! its subscription (so it hears what is published) and [`Fleet::grace`] has passed with no
+//! other worker's hello or lease announcement heard; it is then **crowded** for good as soon
+//! as it hears one (a worker that dies says nothing, so being crowded never ends). A lone
+//! worker's claims do not announce; when it becomes crowded it announces the leases it still
+//! holds, so the newcomer can take them over.
+
+use std::{
+    sync::{
+        Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+/// What a worker knows of the others.
+#[derive(Debug)]
+pub struct Fleet {
+    id: u64,
+    crowded: AtomicBool,
+    /// When this worker's hello came back over its current subscription.
+    echo: Mutex<Option<Instant>>,
+    grace: Duration,
+}
+
+impl Fleet {
+    /// A worker with a random id that waits `grace` after its hello's echo for another's.
+    pub fn new(grace: Duration) -> Self {
+        Self {
+            id: uuid::Uuid::new_v4().as_u64_pair().0,
+            crowded: AtomicBool::new(false),
+            echo: Mutex::new(None),
+            grace,
+        }
+    }
+
+    /// Whether no other worker is known, and this one would have heard of one.
+    pub fn alone(&self) -> bool {
+        !self.crowded.load(Ordering::Relaxed)
+            && self
+                .echo
+                .lock()
+                .ok()
+                .and_then(|e| *e)
+                .is_some_and(|t| t.elapsed() >= self.grace)
+    }
+
+    /// A new subscription: messages may have been missed, so not alone until its hello echoes.
+    pub fn subscribed(&self) {
+        if let Ok(mut e) = self.echo.lock() {
+            *e = None;
+        }
+    }
+
+    /// Takes in a hello; returns what to do about it.
+    pub fn hello(&self, id: u64, ask: bool) -> Heard {
+        if id == self.id {
+            if let Ok(mut e) = self.echo.lock() {
+                e.get_or_insert_with(Instant::now);
+            }
+            return Heard::Own;
+        }
+        Heard::Other {
+            first: self.crowd(),
+            reply: ask,
+        }
+    }
+
+    /// Another worker is known (a hello, or a lease announcement that is not this worker's);
+    /// returns whether this is the first.
+    pub fn crowd(&self) -> bool {
+        !self.crowded.swap(true, Ordering::Relaxed)
+    }
+
+    /// This worker's hello: `ask` for an answer (sent after subscribing).
+    pub fn greeting(&self, ask: bool) -> String {
+        format!("hello.{:x}.{}", self.id, u8::from(ask))
+    }
+}
+
+/// What a hello means to this worker.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Heard {
+    /// Its own, back over its subscription.
+    Own,
+    /// Another worker's: `first` when no other was known, `reply` when it asks for an answer.
+    Other { first: bool, reply: bool },
+}
+
+/// A hello message's id and whether it asks for an answer.
+pub fn parse(payload: &str) -> Option<(u64, bool)> {
+    let rest = payload.strip_prefix("hello.")?;
+    let (id, ask) = rest.split_once('.')?;
+    Some((u64::from_str_radix(id, 16).ok()?, ask == "1"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alone_only_after_its_own_hello_came_back_and_nobody_answered() {
+        let f = Fleet::new(Duration::ZERO);
+        assert!(!f.alone(), "not before its hello came back");
+        let (id, ask) = parse(&f.greeting(true)).expect("parses");
+        assert!(ask);
+        assert_eq!(f.hello(id, ask), Heard::Own);
+        assert!(f.alone());
+        f.subscribed();
+        assert!(!f.alone(), "a new subscription waits for its own echo");
+        assert_eq!(f.hello(id, false), Heard::Own);
+        assert!(f.alone());
+        let other = Fleet::new(Duration::ZERO);
+        let (oid, oask) = parse(&other.greeting(true)).expect("parses");
+        assert_eq!(
+            f.hello(oid, oask),
+            Heard::Other {
+                first: true,
+                reply: true
+            }
+        );
+        assert!(!f.alone());
+        assert_eq!(
+            f.hello(oid, false),
+            Heard::Other {
+                first: false,
+                reply: false
+            }
+        );
+        assert!(!f.alone(), "crowded for good");
+    }
+
+    #[test]
+    fn the_grace_is_waited_and_other_messages_are_not_hellos() {
+        let f = Fleet::new(Duration::from_secs(60));
+        let (id, _) = parse(&f.greeting(false)).expect("parses");
+        f.hello(id, false);
+        assert!(!f.alone(), "within the grace");
+        for junk in ["1700000000000:3", "hello", "hello.zz.1", "hello.1"] {
+            assert_eq!(parse(junk), None, "{junk}");
+        }
+    }
+}
