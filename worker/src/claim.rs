@@ -26,8 +26,7 @@ use uuid::Uuid;
 /// knows of the shard's leases ([`Known`]: "" nothing, "e" none in flight, or a deadline every
 /// lease is at or after), the node's time (ms) or "" to read `TIME`
 /// (docs/costs.md#time-from-the-caller), "p" when due entries are expected, "a" to announce
-/// the lease now (otherwise the worker announces it only if its pass keeps a claim or runs
-/// long: [`announce`], docs/derived-state.md#announced-when-it-matters).
+/// the lease (a worker that knows no other does not: docs/derived-state.md#a-lone-worker).
 ///
 /// Reads cost one command per key in the common case (docs/costs.md): the in-flight head
 /// (`ZRANGE 0 0`) says whether any lease ran out (only then a `ZRANGEBYSCORE` and a re-read),
@@ -231,7 +230,7 @@ pub struct Ask {
     /// Whether the worker expects due entries (a due time it knows or heard has come): the
     /// claim then pops them.
     pub due: bool,
-    /// Whether the claim announces its lease itself (else [`announce`] may, later).
+    /// Whether the claim announces its lease (not when the worker is alone).
     pub announce: bool,
 }
 
@@ -286,8 +285,8 @@ pub async fn claim(
 }
 
 /// Announces a claim's lease (deadline and tag) on the shard's wake channel, as the claim
-/// script does when asked to: a worker whose pass keeps a claim in flight, or runs long, tells
-/// the others when to take over (docs/derived-state.md#announced-when-it-matters).
+/// script does when asked to: a lone worker that learns of another announces the leases it
+/// claimed unannounced (docs/derived-state.md#a-lone-worker).
 pub async fn announce(
     conn: &mut RedisConn,
     keys: &Keys,

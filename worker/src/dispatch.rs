@@ -89,8 +89,11 @@ struct Shards {
     /// Leases this worker claimed without announcing them, while alone (shard, deadline,
     /// tag): announced when another worker becomes known (docs/derived-state.md#a-lone-worker).
     unannounced: VecDeque<(usize, i64, u32)>,
-    /// [`Self::unannounced`] are to be announced now.
-    flush_due: bool,
+    /// Not before then (monotonic) after an announcement of them failed.
+    flush_after: Option<Instant>,
+    /// (shard, tag) of the lease announcements this worker published lately, to tell another
+    /// worker's apart.
+    own_sent: VecDeque<(usize, u32)>,
     /// A lease announcement that is not this worker's was heard: another worker exists.
     foreign: bool,
 }
@@ -139,13 +142,15 @@ impl Shards {
                 .collect(),
             offset_ms: 0,
             unannounced: VecDeque::new(),
-            flush_due: false,
+            flush_after: None,
+            own_sent: VecDeque::new(),
             foreign: false,
         }
     }
 
     /// Notes a lease of shard `i` claimed without an announcement (`(deadline, tag)`); those
-    /// whose deadline passed are forgotten.
+    /// whose deadline passed are forgotten. The worker hears it as from itself: should its pass
+    /// fail and keep the claim, it looks at the deadline (a successful pass replaces `heard`).
     fn unannounced(&mut self, i: usize, (deadline, tag): (i64, u32)) {
         let now = local_ms() + self.offset_ms;
         self.unannounced.retain(|(_, d, _)| *d > now);
@@ -153,6 +158,9 @@ impl Shards {
             self.unannounced.pop_front();
         }
         self.unannounced.push_back((i, deadline, tag));
+        if let Some(h) = self.heard.get_mut(i) {
+            *h = Some(h.map_or(deadline, |h| h.min(deadline)));
+        }
     }
 
     fn any_pending(&self) -> bool {
@@ -192,6 +200,10 @@ impl Shards {
             self.read_at.fill(None);
         }
         self.own_unheard.push_back((i, tag));
+        if self.own_sent.len() >= OWN_TAGS {
+            self.own_sent.pop_front();
+        }
+        self.own_sent.push_back((i, tag));
     }
 
     /// When shard `i` next needs a look (Redis clock): after a failure, its retry time.
@@ -348,13 +360,14 @@ impl Shards {
                     self.own_released.remove(k);
                 } else {
                     // Not this worker's (tag 0 is the sweep's): another worker exists.
-                    self.foreign |= unheard.is_none() && tag != 0;
+                    self.foreign |= unheard.is_none() && tag != 0 && !self.own_sent.contains(&own);
                     if let Some(h) = self.heard.get_mut(own.0) {
                         *h = Some(h.map_or(t, |h| h.min(t)));
                     }
                 }
             }
-            Signal::Crowded => self.flush_due = true,
+            // Taken in by `announce_unannounced` from the fleet's state.
+            Signal::Crowded => {}
             Signal::Resync => self.resync(),
         }
     }
@@ -458,30 +471,58 @@ pub async fn run(w: Worker, mut rx: mpsc::Receiver<Signal>, stop: CancellationTo
 
 /// Announces the leases this worker claimed while alone, once another worker is known (a
 /// lease heard that is not this worker's, or a hello: docs/derived-state.md#a-lone-worker), so
-/// that the other can take them over should this one die. Best effort: one unannounced is
-/// taken over after the sweep finds it.
+/// that the other can take them over should this one die: per shard one message with the
+/// earliest deadline still to come (the other worker's look then reads the in-flight head),
+/// every shard at once within one `REDIS_TIMEOUT_MS`. Those that fail are tried again a second
+/// later; one never announced is taken over after the sweep finds it.
 async fn announce_unannounced(w: &Worker, shards: &mut Shards) {
     if std::mem::take(&mut shards.foreign) && w.fleet.crowd() {
         tracing::info!("another worker's lease heard: claims announce their leases");
-        shards.flush_due = true;
     }
-    if !std::mem::take(&mut shards.flush_due) || shards.unannounced.is_empty() {
+    if shards.unannounced.is_empty()
+        || !w.fleet.crowded()
+        || shards.flush_after.is_some_and(|t| Instant::now() < t)
+    {
         return;
     }
-    let Ok(mut conn) = w.redis.conn().await else {
+    let now = local_ms() + shards.offset_ms;
+    let mut earliest: std::collections::BTreeMap<usize, (i64, u32)> = Default::default();
+    for (i, deadline, tag) in std::mem::take(&mut shards.unannounced) {
+        if deadline > now {
+            let e = earliest.entry(i).or_insert((deadline, tag));
+            if deadline < e.0 {
+                *e = (deadline, tag);
+            }
+        }
+    }
+    let Ok(conn) = w.redis.conn().await else {
+        shards.flush_after = Some(Instant::now() + Duration::from_secs(1));
         return;
     };
-    let now = local_ms() + shards.offset_ms;
-    for (i, deadline, tag) in std::mem::take(&mut shards.unannounced) {
-        let Ok(shard) = u16::try_from(i) else {
-            continue;
-        };
-        if deadline <= now {
-            continue;
+    let sends = earliest.into_iter().map(|(i, lease)| {
+        let mut conn = conn.clone();
+        async move {
+            let shard = u16::try_from(i).unwrap_or_default();
+            (
+                i,
+                lease,
+                claim::announce(&mut conn, &w.keys, shard, lease).await,
+            )
         }
-        match claim::announce(&mut conn, &w.keys, shard, (deadline, tag)).await {
+    });
+    let patience = Duration::from_millis(w.cfg.redis.timeout_ms.max(100));
+    let Ok(sent) = tokio::time::timeout(patience, futures::future::join_all(sends)).await else {
+        shards.flush_after = Some(Instant::now() + Duration::from_secs(1));
+        return;
+    };
+    for (i, (deadline, tag), result) in sent {
+        match result {
             Ok(()) => shards.published(i, tag),
-            Err(e) => tracing::debug!(error = %e, shard, "announcing a lease failed"),
+            Err(e) => {
+                tracing::debug!(error = %e, shard = i, "announcing a lease failed");
+                shards.unannounced.push_back((i, deadline, tag));
+                shards.flush_after = Some(Instant::now() + Duration::from_secs(1));
+            }
         }
     }
 }

@@ -52,6 +52,11 @@ impl Fleet {
                 .is_some_and(|t| t.elapsed() >= self.grace)
     }
 
+    /// Whether another worker is known (for good).
+    pub fn crowded(&self) -> bool {
+        self.crowded.load(Ordering::Relaxed)
+    }
+
     /// A new subscription: messages may have been missed, so not alone until its hello echoes.
     pub fn subscribed(&self) {
         if let Ok(mut e) = self.echo.lock() {

@@ -11,13 +11,16 @@
 //! - `n:<number>` → active count of that number, `d:<number>` → the number's immediate
 //!   admissions of the last 24 h (comma-separated ms), `~count` → active total (for
 //!   `max_queued`), `~seed` → until when the hash counts as checked against PostgreSQL,
-//!   `~lease` → until when one caller's re-seed runs;
+//!   `~lease` → until when one caller's re-seed runs, `~t` → the latest admission time (an
+//!   admission is never counted earlier: callers pass their estimate of the node's clock,
+//!   docs/costs.md#time-from-the-caller);
 //! - per service window `k` (1, 2): a ring of 61 sub-window counters `w<k>:<slot>` →
 //!   `<sub-window>:<admissions>`, `~s<k>` → the sub-window length it counts in (ms), `~w<k>`
 //!   → an upper bound of the window's count.
 //!
 //! # Cost (docs/decisions.md#budgets: 15 commands per immediate callback, create to COMPLETED)
-//! An admission is `TIME`, `HMGET`, `HSET`: the windows and the per-number 24 h window ride in
+//! An admission is `HMGET`, `HSET` (and `TIME` when the caller has no recent reading of the
+//! node's clock, `super::clock`): the windows and the per-number 24 h window ride in
 //! the active hash, and a window's ring is summed only when `~w<k>` says it could be full. A
 //! release is `HMGET`, `HSET` (tombstone instead of `HDEL`), plus one `HGET` without the
 //! caller's number key. `T:act` expires `period + grace` after its last seed (or seed lease),
@@ -330,7 +333,17 @@ for k = 1, 2 do
   end
 end
 local st = redis.call('HMGET', KEYS[1], '~seed', '~count', 'n:' .. num, 'd:' .. num,
-  '~s1', '~s2', '~w1', '~w2', fld[1], fld[2], '~lease', 'i:' .. id)
+  '~s1', '~s2', '~w1', '~w2', fld[1], fld[2], '~lease', 'i:' .. id, '~t')
+-- Never earlier than the latest admission counted (`~t`): a caller's time lags the node's
+-- clock (its reading's round trip, a call that waited in its queue), and the service's
+-- counts must not go back in time. Read again only when that moves the current sub-window.
+local last = tonumber(st[13])
+if last and last > now then
+  now = last
+  for k = 1, 2 do
+    if lim[k] > 0 and math.floor(now / sub[k]) ~= cur[k] then return check(id, num) end
+  end
+end
 -- A ring counted in longer sub-windows (a shorter window now, or another replica's cached
 -- settings) is counted as it is, conservatively, until the next re-seed rebuilds it in this
 -- caller's. A ring in shorter ones (a longer window) lacks older admissions, and a length no
@@ -433,7 +446,8 @@ local total = tonumber(st[2]) or 0
 if maxq > 0 and total >= maxq then return {{'max_queued', ''}} end
 local flag = ''
 if n24 > 0 then flag = '|d' end
-local args = {{'i:' .. id, num .. '|' .. now .. flag, 'n:' .. num, active + 1, '~count', total + 1}}
+local args = {{'i:' .. id, num .. '|' .. now .. flag, 'n:' .. num, active + 1, '~count', total + 1,
+  '~t', now}}
 for k = 1, 2 do
   if lim[k] > 0 then
     local b, c = parse(st[8 + k])
@@ -710,6 +724,7 @@ for k = 1, 2 do
 end
 put('~count', total)
 put('~asked', asked)
+put('~t', now)
 put('~seed', now + period)
 flush()
 redis.call('PEXPIRE', KEYS[1], period + grace)

@@ -183,10 +183,7 @@ async fn work_through(
         if let Some(lease) = c.unannounced() {
             shards.unannounced(i, lease);
             // Another worker became known while the claim was out.
-            if !w.fleet.alone() {
-                shards.flush_due = true;
-                super::announce_unannounced(w, shards).await;
-            }
+            super::announce_unannounced(w, shards).await;
         }
     }
     let half_lease = i64::try_from(w.cfg.worker.lease_ms / 2).unwrap_or(i64::MAX);
