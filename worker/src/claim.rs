@@ -234,7 +234,7 @@ pub struct Ask {
     pub announce: bool,
 }
 
-/// Claims up to `ask.batch` due callbacks of `shard` (see [`CLAIM`]), at the node's time as
+/// Claims up to `ask.batch` due callbacks of `shard` (the `CLAIM` script), at the node's time as
 /// this process estimates it ([`shared::redis::clock`]), or `TIME` without an estimate.
 pub async fn claim(
     conn: &mut RedisConn,

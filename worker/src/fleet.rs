@@ -6,7 +6,7 @@
 //! greet each other on the former wake channel (`<prefix>:wake`, which every worker
 //! subscribes to): after each subscription a worker publishes `hello.<id>.1`, and every other
 //! worker answers `hello.<id>.0`. A worker is **alone** once its own hello has come back over
-//! its subscription (so it hears what is published) and [`Fleet::grace`] has passed with no
+//! its subscription (so it hears what is published) and a grace (2 × `REDIS_TIMEOUT_MS`, at least 1 s) has passed with no
 //! other worker's hello or lease announcement heard; it is then **crowded** for good as soon
 //! as it hears one (a worker that dies says nothing, so being crowded never ends). A lone
 //! worker's claims do not announce; when it becomes crowded it announces the leases it still
