@@ -495,11 +495,19 @@ async fn announce_unannounced(w: &Worker, shards: &mut Shards) {
             }
         }
     }
-    let Ok(conn) = w.redis.conn().await else {
+    // What is not announced goes back into the queue, to be tried again a second later.
+    let again = |shards: &mut Shards, leases: &[(usize, (i64, u32))]| {
+        for (i, (deadline, tag)) in leases {
+            shards.unannounced.push_back((*i, *deadline, *tag));
+        }
         shards.flush_after = Some(Instant::now() + Duration::from_secs(1));
+    };
+    let earliest: Vec<(usize, (i64, u32))> = earliest.into_iter().collect();
+    let Ok(conn) = w.redis.conn().await else {
+        again(shards, &earliest);
         return;
     };
-    let sends = earliest.into_iter().map(|(i, lease)| {
+    let sends = earliest.iter().copied().map(|(i, lease)| {
         let mut conn = conn.clone();
         async move {
             let shard = u16::try_from(i).unwrap_or_default();
@@ -512,18 +520,21 @@ async fn announce_unannounced(w: &Worker, shards: &mut Shards) {
     });
     let patience = Duration::from_millis(w.cfg.redis.timeout_ms.max(100));
     let Ok(sent) = tokio::time::timeout(patience, futures::future::join_all(sends)).await else {
-        shards.flush_after = Some(Instant::now() + Duration::from_secs(1));
+        again(shards, &earliest);
         return;
     };
-    for (i, (deadline, tag), result) in sent {
+    let mut failed = Vec::new();
+    for (i, lease, result) in sent {
         match result {
-            Ok(()) => shards.published(i, tag),
+            Ok(()) => shards.published(i, lease.1),
             Err(e) => {
                 tracing::debug!(error = %e, shard = i, "announcing a lease failed");
-                shards.unannounced.push_back((i, deadline, tag));
-                shards.flush_after = Some(Instant::now() + Duration::from_secs(1));
+                failed.push((i, lease));
             }
         }
+    }
+    if !failed.is_empty() {
+        again(shards, &failed);
     }
 }
 

@@ -13,6 +13,7 @@
 //! holds, so the newcomer can take them over.
 
 use std::{
+    collections::HashSet,
     sync::{
         Mutex,
         atomic::{AtomicBool, Ordering},
@@ -28,7 +29,13 @@ pub struct Fleet {
     /// When this worker's hello came back over its current subscription.
     echo: Mutex<Option<Instant>>,
     grace: Duration,
+    /// Workers whose hello this one answered (each once: a flood of hellos costs one answer
+    /// per id, and at most [`ANSWERS`] in all).
+    answered: Mutex<HashSet<u64>>,
 }
+
+/// Most hellos a worker answers.
+const ANSWERS: usize = 1_024;
 
 impl Fleet {
     /// A worker with a random id that waits `grace` after its hello's echo for another's.
@@ -38,7 +45,15 @@ impl Fleet {
             crowded: AtomicBool::new(false),
             echo: Mutex::new(None),
             grace,
+            answered: Mutex::new(HashSet::new()),
         }
+    }
+
+    /// Whether to answer worker `id`'s hello: the first time it asks, while under [`ANSWERS`].
+    pub fn answer(&self, id: u64) -> bool {
+        self.answered
+            .lock()
+            .is_ok_and(|mut a| a.len() < ANSWERS && a.insert(id))
     }
 
     /// Whether no other worker is known, and this one would have heard of one.

@@ -121,7 +121,7 @@ async fn listen(
     // Messages were missed too, perhaps another worker's hello: not alone until this one's
     // hello comes back and nobody answered (crate::fleet).
     w.fleet.subscribed();
-    greet(w, true).await;
+    tokio::spawn(greet(w.clone(), true));
     if !*first {
         // Redis may also have lost its data.
         w.reconcile_check.notify_one();
@@ -163,16 +163,17 @@ async fn hello(w: &Worker, tx: &mpsc::Sender<Signal>, id: u64, ask: bool) {
                 tracing::info!("another worker is running: claims announce their leases");
                 w.wake(tx, Signal::Crowded);
             }
-            if reply {
-                greet(w, false).await;
+            if reply && w.fleet.answer(id) {
+                tokio::spawn(greet(w.clone(), false));
             }
         }
     }
 }
 
 /// Publishes this worker's hello on the former wake channel, which every worker hears (best
-/// effort: unheard, this worker is not alone, and claims keep announcing).
-async fn greet(w: &Worker, ask: bool) {
+/// effort: unheard, this worker is not alone, and claims keep announcing). Spawned, so a slow
+/// node delays no wake-up.
+async fn greet(w: Worker, ask: bool) {
     let hello = async {
         let mut conn = w.redis.conn().await?;
         redis::cmd("PUBLISH")

@@ -34,8 +34,14 @@ struct Reading {
     at: Instant,
 }
 
-static READINGS: LazyLock<Mutex<HashMap<String, Reading>>> =
-    LazyLock::new(|| Mutex::new(HashMap::new()));
+/// The readings, and when the full map was last pruned of stale ones.
+#[derive(Default)]
+struct Readings {
+    map: HashMap<String, Reading>,
+    pruned: Option<Instant>,
+}
+
+static READINGS: LazyLock<Mutex<Readings>> = LazyLock::new(|| Mutex::new(Readings::default()));
 
 /// The clock a key's node answers by: the key's hash tag on a cluster, one for a standalone
 /// server.
@@ -51,7 +57,7 @@ pub fn tag(cluster: bool, key: &str) -> &str {
 /// The node's clock now (ms), estimated from a reading younger than [`MAX_AGE`]; `None`
 /// without one (the script then calls `TIME`).
 pub fn now(tag: &str) -> Option<i64> {
-    let r = *READINGS.lock().ok()?.get(tag)?;
+    let r = *READINGS.lock().ok()?.map.get(tag)?;
     let age = r.at.elapsed();
     if age >= MAX_AGE {
         return None;
@@ -67,14 +73,22 @@ pub fn observe(tag: &str, redis_ms: i64, sent: Instant, received: Instant) {
     if received.saturating_duration_since(sent) > MAX_RTT {
         return;
     }
-    let Ok(mut map) = READINGS.lock() else { return };
-    if map.len() >= MAX_TAGS && !map.contains_key(tag) {
-        map.retain(|_, r| r.at.elapsed() < MAX_AGE);
-        if map.len() >= MAX_TAGS {
+    let Ok(mut r) = READINGS.lock() else { return };
+    if r.map.len() >= MAX_TAGS && !r.map.contains_key(tag) {
+        // Pruned at most once a second: a map full of live readings is not rescanned on
+        // every call (the others read `TIME` meanwhile).
+        if r.pruned
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
+        {
+            return;
+        }
+        r.pruned = Some(Instant::now());
+        r.map.retain(|_, r| r.at.elapsed() < MAX_AGE);
+        if r.map.len() >= MAX_TAGS {
             return;
         }
     }
-    map.insert(
+    r.map.insert(
         tag.to_string(),
         Reading {
             redis_ms,
@@ -85,8 +99,8 @@ pub fn observe(tag: &str, redis_ms: i64, sent: Instant, received: Instant) {
 
 /// Forgets every reading of `tag` (a script refused the time it was given).
 pub fn forget(tag: &str) {
-    if let Ok(mut map) = READINGS.lock() {
-        map.remove(tag);
+    if let Ok(mut r) = READINGS.lock() {
+        r.map.remove(tag);
     }
 }
 

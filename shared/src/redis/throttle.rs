@@ -312,10 +312,12 @@ end
 static CHECK: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         r"{RING_BODY}
-local now, timed = tonumber(ARGV[12]), '0'
+local now, timed, read = tonumber(ARGV[12]), '0', nil
+-- The node's clock; `read` is what the caller may keep as a reading of it (never `~t`).
 local function read_time()
   local t = redis.call('TIME')
-  now, timed = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), '1'
+  read = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  now, timed = read, '1'
 end
 if not now then read_time() end
 local lim = {{tonumber(ARGV[1]), tonumber(ARGV[4])}}
@@ -334,14 +336,23 @@ for k = 1, 2 do
 end
 local st = redis.call('HMGET', KEYS[1], '~seed', '~count', 'n:' .. num, 'd:' .. num,
   '~s1', '~s2', '~w1', '~w2', fld[1], fld[2], '~lease', 'i:' .. id, '~t')
--- Never earlier than the latest admission counted (`~t`): a caller's time lags the node's
--- clock (its reading's round trip, a call that waited in its queue), and the service's
--- counts must not go back in time. Read again only when that moves the current sub-window.
+-- Never earlier than the latest admission counted (`~t`) by up to a second: a caller's time
+-- lags the node's clock (its reading's round trip, a call that waited in its queue), and the
+-- service's counts must not go back in time. A caller's time further behind is stale (its
+-- process stopped): the node's clock decides. A `~t` further ahead of the node's own clock
+-- is not followed (that clock was stepped back). Read again only when the current
+-- sub-window moves.
 local last = tonumber(st[13])
 if last and last > now then
-  now = last
-  for k = 1, 2 do
-    if lim[k] > 0 and math.floor(now / sub[k]) ~= cur[k] then return check(id, num) end
+  if last - now > 1000 and timed == '0' then
+    read_time()
+    return check(id, num)
+  end
+  if last - now <= 1000 then
+    now = last
+    for k = 1, 2 do
+      if lim[k] > 0 and math.floor(now / sub[k]) ~= cur[k] then return check(id, num) end
+    end
   end
 end
 -- A ring counted in longer sub-windows (a shorter window now, or another replica's cached
@@ -361,12 +372,18 @@ end
 -- A hash without a seed deadline was lost (or never seeded): nothing in it counts yet.
 if not st[1] then rings_ok = false end
 local stale = (tonumber(st[1]) or 0) < now
+-- Whether the hash is due for a re-seed is the node's clock's to say (a caller's estimate
+-- ahead of it, after the clock was stepped back, would re-seed over and over).
+if stale and timed == '0' and st[1] then
+  read_time()
+  return check(id, num)
+end
 if stale or not rings_ok then
   -- One caller re-seeds (the lease); meanwhile the others count on when the rings are
   -- usable, and wait when they are not. Before its deadline the hash already lives long
   -- enough; past it (or lost), it must outlive the lease.
   local held = tonumber(st[11])
-  if not (held and held >= now and held <= now + lease) then
+  if not (held and held >= now and held <= now + lease + 1000) then
     redis.call('HSET', KEYS[1], '~lease', now + lease)
     if stale then redis.call('PEXPIRE', KEYS[1], lease + grace) end
     return {{'seed', string.format('%d', now)}}
@@ -451,9 +468,11 @@ local args = {{'i:' .. id, num .. '|' .. now .. flag, 'n:' .. num, active + 1, '
 for k = 1, 2 do
   if lim[k] > 0 then
     local b, c = parse(st[8 + k])
-    if b ~= cur[k] then c = 0 end
+    -- A slot that holds a newer sub-window (a clock stepped back) keeps it, one more.
+    local at = cur[k]
+    if b and b > at then at = b elseif b ~= at then c = 0 end
     args[#args + 1] = fld[k]
-    args[#args + 1] = cur[k] .. ':' .. (c + 1)
+    args[#args + 1] = at .. ':' .. (c + 1)
     local w = bound[k] or tonumber(st[6 + k])
     if w then
       args[#args + 1] = '~w' .. k
@@ -487,7 +506,7 @@ for i = 13, #ARGV - 1, 2 do
   end
 end
 out[#out + 1] = timed
-out[#out + 1] = string.format('%d', now)
+out[#out + 1] = string.format('%d', read or now)
 return out",
     ))
 });
@@ -910,9 +929,11 @@ local given = v == ''
 for k = 1, 2 do
   if given and sub[k] > 0 and tonumber(st[4 + k]) == sub[k] then
     local b, c = parse(st[6 + k])
-    if b ~= cur[k] then c = 0 end
+    -- A slot that holds a newer sub-window (a clock stepped back) keeps it, one more.
+    local at = cur[k]
+    if b and b > at then at = b elseif b ~= at then c = 0 end
     args[#args + 1] = fld[k]
-    args[#args + 1] = cur[k] .. ':' .. (c + 1)
+    args[#args + 1] = at .. ':' .. (c + 1)
     local w = tonumber(st[8 + k])
     if w then
       args[#args + 1] = '~w' .. k
