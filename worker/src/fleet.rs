@@ -49,7 +49,7 @@ impl Fleet {
         }
     }
 
-    /// Whether to answer worker `id`'s hello: the first time it asks, while under [`ANSWERS`].
+    /// Whether to answer worker `id`'s hello: the first time it asks, while under 1,024 in all.
     pub fn answer(&self, id: u64) -> bool {
         self.answered
             .lock()
