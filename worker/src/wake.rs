@@ -2,7 +2,9 @@
 //! service Redis wake channels, one per claimed shard and the former single channel
 //! ([`shared::redis::Keys::wake_channels`]). Writers publish the dispatch time of a callback
 //! that became its shard's head; claims publish their lease deadline. Each message becomes a
-//! [`Signal::At`] for the dispatcher.
+//! [`Signal::At`] or [`Signal::Lease`] for the dispatcher. Workers also greet each other here
+//! (`hello.<id>.<ask>` on the former channel, [`crate::fleet`]): a lone worker's claims do not
+//! announce their leases.
 //!
 //! Messages sent before a subscription takes effect are missed: at start-up (the dispatcher's
 //! first pass may run before it) and while it is broken (Redis restarted, network). So every
