@@ -49,9 +49,7 @@ pub fn tag(cluster: bool, key: &str) -> &str {
     if !cluster {
         return "";
     }
-    key.strip_prefix('{')
-        .and_then(|rest| rest.split_once('}'))
-        .map_or(key, |(tag, _)| tag)
+    super::voice::hash_tag(key).unwrap_or(key)
 }
 
 /// The node's clock now (ms), estimated from a reading younger than [`MAX_AGE`]; `None`

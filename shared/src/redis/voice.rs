@@ -90,7 +90,9 @@ pub fn dedupe_key(stream: &str, kind: &str, id: Uuid, attempt: i16, epoch: i16) 
     }
 }
 
-fn hash_tag(key: &str) -> Option<&str> {
+/// The hash tag of `key` (between its first `{` and the next `}`, not empty), as Redis Cluster
+/// hashes it.
+pub(crate) fn hash_tag(key: &str) -> Option<&str> {
     let open = key.find('{')?;
     let close = key[open + 1..].find('}')?;
     (close > 0).then(|| &key[open + 1..open + 1 + close])
