@@ -3,48 +3,51 @@
 //! stalled server cannot hide its queueing: no coordinated omission).
 //!
 //! The generator shares the machine's cores with what it measures, so it is kept cheap, as
-//! pgbench is for the insert ceiling:
+//! pgbench is for the insert ceiling, and as wrk is:
 //! - each run has a thread of its own with a single-threaded runtime, so its responses do not
 //!   wake threads of the bench's multi-threaded runtime (A/B on 2026-12-04, `bench --only
 //!   create`: 67 → 52 µs of generator CPU per create);
-//! - requests go over hyper's connection-level HTTP/1.1 client, one keep-alive connection per
-//!   closed-loop task (no pool, no client middleware), with bodies serialised up front by the
-//!   scenario. The bench reports the generator's share every run.
+//! - requests are written as HTTP/1.1 bytes, whole (head and body serialised up front by the
+//!   scenario), on one keep-alive connection per closed-loop task, one request in flight per
+//!   connection (no pipelining: the server sees what a client sends); answers are read with
+//!   `httparse` and their `Content-Length` (hyper's client, its connection task and channels
+//!   were about half of the generator's 31 µs per create, docs/costs.md). The bench reports the
+//!   generator's share every run.
 
 use std::{
+    io,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use hdrhistogram::Histogram;
-use http::{Method, Request, Uri, header};
-use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
+use http::Uri;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
 
-type Body = Full<Bytes>;
-
-/// What a load run sends: the server's address and the i-th request (cheap to clone).
+/// What a load run sends: the server's address and the i-th request, as the bytes of an
+/// HTTP/1.1 request (cheap to clone).
 #[derive(Clone)]
 pub(crate) struct MakeRequest {
     /// `host:port` the connections go to.
     addr: Arc<str>,
-    make: Arc<dyn Fn(u64) -> Request<Body> + Send + Sync>,
+    make: Arc<dyn Fn(u64) -> Bytes + Send + Sync>,
 }
 
 impl MakeRequest {
     /// `GET url`, with `x-api-key: key` when given.
     pub(crate) fn get(url: &str, key: Option<&str>) -> Self {
         let (addr, path) = split(url);
-        let (key, host) = (key.map(str::to_string), addr.clone());
-        Self::new(addr, move |_| {
-            let mut req = Request::get(path.as_str()).header(header::HOST, host.as_str());
-            if let Some(k) = &key {
-                req = req.header("x-api-key", k);
-            }
-            req.body(Body::default()).expect("a valid request")
-        })
+        let mut head = format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\n");
+        if let Some(k) = key {
+            head.push_str(&format!("x-api-key: {k}\r\n"));
+        }
+        head.push_str("\r\n");
+        let bytes = Bytes::from(head);
+        Self::new(addr, move |_| bytes.clone())
     }
 
     /// `POST url` of the JSON `body(i)` with `x-api-key: key`.
@@ -54,21 +57,21 @@ impl MakeRequest {
         body: impl Fn(u64) -> serde_json::Value + Send + Sync + 'static,
     ) -> Self {
         let (addr, path) = split(url);
-        let (key, host) = (key.to_string(), addr.clone());
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\n\
+             x-api-key: {key}\r\ncontent-length: "
+        );
         Self::new(addr, move |i| {
-            let bytes = serde_json::to_vec(&body(i)).expect("JSON");
-            Request::builder()
-                .method(Method::POST)
-                .uri(path.as_str())
-                .header(header::HOST, host.as_str())
-                .header(header::CONTENT_TYPE, "application/json")
-                .header("x-api-key", &key)
-                .body(Body::from(bytes))
-                .expect("a valid request")
+            let json = serde_json::to_vec(&body(i)).expect("JSON");
+            let mut req = Vec::with_capacity(head.len() + json.len() + 8);
+            req.extend_from_slice(head.as_bytes());
+            req.extend_from_slice(format!("{}\r\n\r\n", json.len()).as_bytes());
+            req.extend_from_slice(&json);
+            Bytes::from(req)
         })
     }
 
-    fn new(addr: String, make: impl Fn(u64) -> Request<Body> + Send + Sync + 'static) -> Self {
+    fn new(addr: String, make: impl Fn(u64) -> Bytes + Send + Sync + 'static) -> Self {
         Self {
             addr: Arc::from(addr),
             make: Arc::new(make),
@@ -101,46 +104,113 @@ where
     .expect("load thread")
 }
 
-/// A keep-alive HTTP/1.1 connection to `addr`, or `None` when it cannot be opened.
-async fn connect(addr: &str) -> Option<SendRequest<Body>> {
-    let stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+/// A keep-alive HTTP/1.1 connection and its read buffer.
+pub(crate) struct Conn {
+    stream: TcpStream,
+    buf: BytesMut,
+}
+
+/// A connection to `addr`, or `None` when it cannot be opened.
+async fn connect(addr: &str) -> Option<Conn> {
+    let stream = TcpStream::connect(addr).await.ok()?;
     stream.set_nodelay(true).ok()?;
-    let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .ok()?;
-    tokio::spawn(conn);
-    Some(send)
+    Some(Conn {
+        stream,
+        buf: BytesMut::with_capacity(4096),
+    })
 }
 
 /// Sends `req` on `conn` (opening one when there is none or it broke) and reads the whole
-/// answer; whether it was a 2xx. A failed request drops the connection.
-async fn one(conn: &mut Option<SendRequest<Body>>, addr: &str, req: Request<Body>) -> bool {
-    if conn.as_ref().is_none_or(|c| c.is_closed()) {
+/// answer; whether it was a 2xx. A failed request, or an answer that closes the connection,
+/// drops it.
+async fn one(conn: &mut Option<Conn>, addr: &str, req: Bytes) -> bool {
+    if conn.is_none() {
         *conn = connect(addr).await;
     }
-    let Some(send) = conn.as_mut() else {
+    let Some(c) = conn.as_mut() else {
         return false;
     };
-    if send.ready().await.is_err() {
-        *conn = None;
-        return false;
-    }
-    match send.send_request(req).await {
-        Ok(resp) => {
-            let ok = resp.status().is_success();
-            match resp.into_body().collect().await {
-                Ok(_) => ok,
-                Err(_) => {
-                    *conn = None;
-                    false
-                }
+    match exchange(c, &req).await {
+        Ok(Answer { ok, keep }) => {
+            if !keep {
+                *conn = None;
             }
+            ok
         }
         Err(_) => {
             *conn = None;
             false
         }
     }
+}
+
+/// What an answer said: a 2xx or not, and whether the connection stays open.
+struct Answer {
+    ok: bool,
+    keep: bool,
+}
+
+/// Writes `req` and reads its answer: the head, then `Content-Length` bytes of body.
+async fn exchange(c: &mut Conn, req: &[u8]) -> io::Result<Answer> {
+    c.stream.write_all(req).await?;
+    c.buf.clear();
+    let (head_len, answer, body_len) = loop {
+        if let Some(head) = parse_head(&c.buf)? {
+            break head;
+        }
+        read_more(c).await?;
+    };
+    while c.buf.len() < head_len + body_len {
+        read_more(c).await?;
+    }
+    if c.buf.len() > head_len + body_len {
+        return Err(invalid("bytes after the answer (none was asked for)"));
+    }
+    Ok(answer)
+}
+
+async fn read_more(c: &mut Conn) -> io::Result<()> {
+    if c.stream.read_buf(&mut c.buf).await? == 0 {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
+    Ok(())
+}
+
+/// The answer's head, once complete in `buf`: its length, what it says and its body's length.
+/// Bodies must have a `Content-Length` (every answer of Engage and of the empty route has
+/// one); a chunked or unbounded body is an error, counted as such.
+fn parse_head(buf: &[u8]) -> io::Result<Option<(usize, Answer, usize)>> {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut resp = httparse::Response::new(&mut headers);
+    let head_len = match resp.parse(buf).map_err(|e| invalid(&e.to_string()))? {
+        httparse::Status::Complete(n) => n,
+        httparse::Status::Partial => return Ok(None),
+    };
+    let code = resp.code.unwrap_or(0);
+    let mut body_len = None;
+    let mut keep = resp.version == Some(1);
+    for h in resp.headers.iter() {
+        if h.name.eq_ignore_ascii_case("content-length") {
+            let text = std::str::from_utf8(h.value).map_err(|_| invalid("content-length"))?;
+            body_len = Some(text.trim().parse().map_err(|_| invalid("content-length"))?);
+        } else if h.name.eq_ignore_ascii_case("connection") {
+            keep = !h.value.eq_ignore_ascii_case(b"close");
+        }
+    }
+    let body_len = match (code, body_len) {
+        (100..=199 | 204 | 304, _) => 0,
+        (_, Some(n)) => n,
+        (_, None) => return Err(invalid("an answer without content-length")),
+    };
+    let answer = Answer {
+        ok: (200..300).contains(&code),
+        keep,
+    };
+    Ok(Some((head_len, answer, body_len)))
+}
+
+fn invalid(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, what.to_string())
 }
 
 /// Result of one load run.
@@ -224,7 +294,7 @@ async fn open(make: MakeRequest, rate: u32, dur: Duration) -> Run {
     let total = (f64::from(rate) * dur.as_secs_f64()) as u64;
     let interval = Duration::from_secs_f64(1.0 / f64::from(rate));
     let shared = Arc::new(Mutex::new((hist(), 0u64)));
-    let idle: Arc<Mutex<Vec<SendRequest<Body>>>> = Arc::default();
+    let idle: Arc<Mutex<Vec<Conn>>> = Arc::default();
     let start = tokio::time::Instant::now();
     let mut tasks = Vec::with_capacity(total as usize);
     for i in 0..total {
