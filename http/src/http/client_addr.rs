@@ -8,16 +8,11 @@
 //! request context's `sourceIp` is the peer; behind an ALB (no source address in its context)
 //! the ALB is the trusted peer and `X-Forwarded-For` is walked the same way.
 
-use std::{
-    net::{IpAddr, SocketAddr},
-    sync::Arc,
-};
+use std::net::{IpAddr, SocketAddr};
 
 use axum::{
-    extract::{ConnectInfo, Request, State},
+    extract::{ConnectInfo, Request},
     http::HeaderMap,
-    middleware::Next,
-    response::Response,
 };
 use lambda_http::request::RequestContext;
 
@@ -40,15 +35,11 @@ enum Peer {
     Unknown,
 }
 
-/// Middleware of the external port: tags each request with its [`ClientAddr`].
-pub async fn tag(
-    State(trusted): State<Arc<TrustedProxies>>,
-    mut req: Request,
-    next: Next,
-) -> Response {
-    let client = client_of(req.headers(), peer_of(&req), &trusted);
+/// Tags an external-port request with its [`ClientAddr`] (first step of the port's CORS
+/// middleware, `http::cors`, which reads it, as the `ApiTenant` extractor does).
+pub fn tag(trusted: &TrustedProxies, req: &mut Request) {
+    let client = client_of(req.headers(), peer_of(req), trusted);
     req.extensions_mut().insert(ClientAddr(client));
-    next.run(req).await
 }
 
 fn peer_of(req: &Request) -> Peer {

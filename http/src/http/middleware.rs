@@ -17,7 +17,7 @@ use axum::{
     Router,
     body::{Body, HttpBody},
     extract::{DefaultBodyLimit, MatchedPath, Request},
-    http::{Method, Uri, header},
+    http::{HeaderMap, Method, Uri, header},
     middleware::{self, Next},
     response::{IntoResponse, Response},
 };
@@ -69,40 +69,50 @@ pub fn stack_with_fleet(
         Exposure::External => http.external_body_limit,
         Exposure::Internal => http.internal_body_limit,
     };
-    let timeout = Duration::from_millis(http.request_timeout_ms);
-    let mut router = router
+    let edge = Arc::new(Edge {
+        timeout: Duration::from_millis(http.request_timeout_ms),
+        errors,
+        limit,
+        external: exposure == Exposure::External,
+        key_rate: (exposure == Exposure::External)
+            .then(|| KeyRate::new(http, fleet))
+            .flatten(),
+    });
+    // One layer of the router (each costs every request a boxed service and a boxed future,
+    // docs/costs.md#create-throughput-against-the-postgresql-insert-ceiling): the edge's
+    // middleware outermost, then the body limit, then panic catching around the handler.
+    let layers = tower::ServiceBuilder::new()
+        .layer(middleware::from_fn(move |req: Request, next: Next| {
+            request_context(edge.clone(), req, next)
+        }))
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(CatchPanicLayer::custom(on_panic));
+    router
         .fallback(|method: Method, uri: Uri| async move {
             ApiError::not_found(format!("no such route: {method} {}", uri.path()))
         })
         .method_not_allowed_fallback(|method: Method, uri: Uri| async move {
             ApiError::MethodNotAllowed(format!("method {method} is not allowed on {}", uri.path()))
         })
-        .layer(CatchPanicLayer::custom(on_panic))
-        .layer(DefaultBodyLimit::max(limit))
-        .layer(middleware::from_fn(move |req: Request, next: Next| {
-            content_length_limit(limit, req, next)
-        }));
-    if exposure == Exposure::External {
-        router = router.layer(middleware::from_fn(reject_ccid_headers));
-        if let Some(limiter) = KeyRate::new(http, fleet) {
-            let limiter = Arc::new(limiter);
-            router = router.layer(middleware::from_fn(move |req: Request, next: Next| {
-                api_key_rate(limiter.clone(), req, next)
-            }));
-        }
-    }
-    router.layer(middleware::from_fn(move |req: Request, next: Next| {
-        request_context(timeout, errors.clone(), req, next)
-    }))
+        .layer(layers)
 }
 
-/// Sets the request context, bounds the request's time, records metrics and the access log.
-async fn request_context(
+/// What the edge middleware of a port applies.
+struct Edge {
     timeout: Duration,
     errors: ErrorSink,
-    req: Request,
-    next: Next,
-) -> Response {
+    /// This port's body limit.
+    limit: usize,
+    /// The public port: no `ccid` headers.
+    external: bool,
+    /// The per-API-key request rate (public port, when configured).
+    key_rate: Option<KeyRate>,
+}
+
+/// Sets the request context, bounds the request's time, records metrics and the access log;
+/// within them, [`screen`]s the request before the handler.
+async fn request_context(edge: Arc<Edge>, req: Request, next: Next) -> Response {
+    let timeout = edge.timeout;
     let ctx = Arc::new(RequestCtx {
         corr_id: new_corr_id(),
         tenant: Default::default(),
@@ -121,12 +131,17 @@ async fn request_context(
     let (req, awaiting_client) = track_body(req);
     let run = CTX.scope(
         ctx.clone(),
-        bounded(ctx.clone(), timeout, awaiting_client, next.run(req)),
+        bounded(
+            ctx.clone(),
+            timeout,
+            awaiting_client,
+            screen(&edge, req, next),
+        ),
     );
     let resp = tracing::Instrument::instrument(run, span.clone()).await;
     observe(
         &ctx,
-        &errors,
+        &edge.errors,
         &span,
         &path,
         &method,
@@ -134,6 +149,26 @@ async fn request_context(
         &resp,
     );
     resp
+}
+
+/// The checks before the handler, in this order: the per-API-key rate, the `ccid` headers
+/// (public port), the declared body size; then the handler.
+async fn screen(edge: &Edge, req: Request, next: Next) -> Response {
+    if let Some(limits) = &edge.key_rate
+        && let Some(refused) = api_key_rate(limits, req.headers()).await
+    {
+        return refused;
+    }
+    if edge.external && carries_ccid(&req) {
+        return ApiError::bad_request(
+            "ccid and ContactCenterID headers are not accepted on the public API",
+        )
+        .into_response();
+    }
+    if let Some(n) = declared_length(&req).filter(|n| *n > edge.limit as u64) {
+        return too_large(edge.limit, n, req).await;
+    }
+    next.run(req).await
 }
 
 /// Runs the handler within the request's time; a write that may be committing gets its grace:
@@ -244,34 +279,33 @@ fn observe(
     });
 }
 
-/// Rejects a declared body size over the limit before reading it.
-async fn content_length_limit(limit: usize, req: Request, next: Next) -> Response {
-    let declared = req
-        .headers()
+/// The body size the request declares (`Content-Length`), if it declares one.
+fn declared_length(req: &Request) -> Option<u64> {
+    req.headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if let Some(n) = declared.filter(|n| *n > limit as u64) {
-        ::metrics::counter!(metrics::INVALID_CONTENT_LENGTH).increment(1);
-        // Read (and drop) a moderately oversized body before answering: a client still
-        // sending when the connection closes never sees the 413, only a reset.
-        if n <= (limit + DRAIN_MAX) as u64 {
-            let mut body = req.into_body().into_data_stream();
-            let drain =
-                async { while let Some(Ok(_)) = futures::StreamExt::next(&mut body).await {} };
-            let _ = tokio::time::timeout(DRAIN_TIMEOUT, drain).await;
-        }
-        let mut resp = ApiError::PayloadTooLarge(format!(
-            "request body is over this port's limit of {limit} bytes"
-        ))
-        .into_response();
-        resp.headers_mut().insert(
-            header::CONNECTION,
-            header::HeaderValue::from_static("close"),
-        );
-        return resp;
+        .and_then(|v| v.parse::<u64>().ok())
+}
+
+/// 413 for a declared body size `n` over `limit`, answered before the body is read.
+async fn too_large(limit: usize, n: u64, req: Request) -> Response {
+    ::metrics::counter!(metrics::INVALID_CONTENT_LENGTH).increment(1);
+    // Read (and drop) a moderately oversized body before answering: a client still
+    // sending when the connection closes never sees the 413, only a reset.
+    if n <= (limit + DRAIN_MAX) as u64 {
+        let mut body = req.into_body().into_data_stream();
+        let drain = async { while let Some(Ok(_)) = futures::StreamExt::next(&mut body).await {} };
+        let _ = tokio::time::timeout(DRAIN_TIMEOUT, drain).await;
     }
-    next.run(req).await
+    let mut resp = ApiError::PayloadTooLarge(format!(
+        "request body is over this port's limit of {limit} bytes"
+    ))
+    .into_response();
+    resp.headers_mut().insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("close"),
+    );
+    resp
 }
 
 /// Most bytes past the limit read and dropped so that the client receives its 413.
@@ -279,21 +313,15 @@ const DRAIN_MAX: usize = 2 * 1024 * 1024;
 /// Longest time spent draining an oversized body.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The public port never accepts a tenant given by header: only the API key decides it.
-async fn reject_ccid_headers(req: Request, next: Next) -> Response {
-    let carries = ["ccid", "contactcenterid"].iter().any(|name| {
+/// Whether the request names a tenant by header, which the public port never accepts: only
+/// the API key decides it.
+fn carries_ccid(req: &Request) -> bool {
+    ["ccid", "contactcenterid"].iter().any(|name| {
         req.headers()
             .get_all(*name)
             .iter()
             .any(|v| !v.as_bytes().iter().all(u8::is_ascii_whitespace))
-    });
-    if carries {
-        return ApiError::bad_request(
-            "ccid and ContactCenterID headers are not accepted on the public API",
-        )
-        .into_response();
-    }
-    next.run(req).await
+    })
 }
 
 /// The per-API-key request rate of the public port (`API_KEY_RATE_PER_SECOND`,
@@ -327,9 +355,9 @@ impl KeyRate {
     }
 }
 
-/// 429 once an API key is over its request rate; requests without a key pass (they get 401).
-async fn api_key_rate(limits: Arc<KeyRate>, req: Request, next: Next) -> Response {
-    if let Some(key) = req.headers().get("x-api-key") {
+/// The 429 of an API key over its request rate; requests without a key pass (they get 401).
+async fn api_key_rate(limits: &KeyRate, headers: &HeaderMap) -> Option<Response> {
+    if let Some(key) = headers.get("x-api-key") {
         if limits
             .calls
             .fetch_add(1, Ordering::Relaxed)
@@ -343,15 +371,15 @@ async fn api_key_rate(limits: Arc<KeyRate>, req: Request, next: Next) -> Respons
         let hashed = limits.hasher.hash_one(key.as_bytes());
         if let Err(not_until) = limits.limiter.check_key(&hashed) {
             let wait = not_until.wait_time_from(DefaultClock::default().now());
-            return limits.refuse(wait);
+            return Some(limits.refuse(wait));
         }
         if let Some(f) = &limits.fleet
             && let Verdict::Wait(wait) = f.check(hashed, key.as_bytes()).await
         {
-            return limits.refuse(wait);
+            return Some(limits.refuse(wait));
         }
     }
-    next.run(req).await
+    None
 }
 
 impl KeyRate {
