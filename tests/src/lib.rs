@@ -239,6 +239,14 @@ impl TestEnv {
             .expect("redis connect")
     }
 
+    /// A RESP2 subscriber on the standalone Redis (keyspace notifications).
+    pub async fn redis_pubsub(&self) -> redis::aio::PubSub {
+        self.redis_client("REDIS_URL")
+            .get_async_pubsub()
+            .await
+            .expect("redis subscribe")
+    }
+
     /// A connection to the voice Redis (standalone; over TLS as the binaries connect).
     pub async fn voice(&self) -> redis::aio::MultiplexedConnection {
         self.redis_client("VOICE_REDIS_URL")

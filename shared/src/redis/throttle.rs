@@ -304,7 +304,8 @@ end
 /// then "1" if it read `TIME` (else "0") and the time it counted at.
 ///
 /// Cost when admitted: `TIME` once per call without the caller's time, then per request one
-/// `HMGET`, one `HSET`. Each service window is a ring of
+/// `HMGET`, one `HSET`. A refusal is decided on the node's clock (`TIME`, once per call):
+/// a retry at the announced time must not meet a lagging caller's time. Each service window is a ring of
 /// sub-window counters in the same hash (`w<k>:<slot>` → `<sub-window>:<count>`); the ring
 /// is only summed (one more `HMGET` of its 61 slots) when `~w<k>`, an upper bound of the
 /// window's count, says it could be full. The 24 h list of the number rides in the same
@@ -455,6 +456,13 @@ local refusal
 for _, r in ipairs({{window(1, 'throttle_per_service_1') or false,
     window(2, 'throttle_per_service_2') or false, per_number() or false}}) do
   if r and (not refusal or r[2] > refusal[2]) then refusal = r end
+end
+-- A refusal is the node's clock's to make: a caller's time behind it (a reading's round trip,
+-- a call queued) could still see the sub-window that left the window at the announced time,
+-- and refuse a retry sent then.
+if refusal and timed == '0' then
+  read_time()
+  return check(id, num)
 end
 if refusal then return {{refusal[1], string.format('%d', refusal[2])}} end
 local active = tonumber(st[3]) or 0

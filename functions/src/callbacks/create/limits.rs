@@ -119,6 +119,10 @@ impl Restore {
 /// between asks: a re-seed takes milliseconds; after these the create re-seeds itself.
 const BUSY_ROUNDS: u32 = 50;
 const BUSY_WAIT: std::time::Duration = std::time::Duration::from_millis(20);
+/// How many re-seeds one create may run before it fails open: asked for another right after
+/// its own, the state was lost or expired again meanwhile (a flush, a failover, a forced
+/// deadline), which a second seed heals; asked for a fourth, Redis keeps losing it.
+const SEED_ROUNDS: u32 = 3;
 
 /// Checks every create-time limit of the service and reserves quota for `cb` (a limit
 /// reached is [`Error::LimitReached`]). Redis failing: no reservation, the create goes ahead
@@ -213,10 +217,10 @@ async fn reserve_id(
 ) -> Result<Reservation> {
     let tk = ThrottleKeys::new(&ctx.state.keys, &ctx.tenant, ctx.name());
     let limits = Limits::of(ctx.settings(), immediate);
-    // At most one re-seed by this caller: asked again after it, the state vanished
-    // meanwhile. While another caller re-seeds, wait for it; when it takes too long, re-seed
-    // here and ask once more. Asked with the concurrent creates of this process at once.
-    let (mut seeded, mut waits) = (false, 0);
+    // At most SEED_ROUNDS re-seeds by this caller: asked again after each, the state
+    // vanished meanwhile. While another caller re-seeds, wait for it; when it takes too long,
+    // re-seed here and ask again. Asked with the concurrent creates of this process at once.
+    let (mut seeds, mut waits) = (0, 0);
     loop {
         let verdict = (ctx.state.admissions)
             .check(&tk, &limits, id, &number.key)
@@ -230,7 +234,7 @@ async fn reserve_id(
                 waits += 1;
                 tokio::time::sleep(BUSY_WAIT).await;
             }
-            Ok(Verdict::NeedsSeed(_) | Verdict::Busy(_)) if seeded => break,
+            Ok(Verdict::NeedsSeed(_) | Verdict::Busy(_)) if seeds >= SEED_ROUNDS => break,
             Ok(Verdict::NeedsSeed(asked) | Verdict::Busy(asked)) => {
                 let outcome = match tx {
                     Some(tx) => seed(ctx, tx, &tk, (&limits, asked)).await?,
@@ -239,7 +243,7 @@ async fn reserve_id(
                 if let Err(e) = outcome {
                     return Ok(fail_open(ctx, e));
                 }
-                seeded = true;
+                seeds += 1;
             }
         }
     }
