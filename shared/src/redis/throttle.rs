@@ -221,6 +221,9 @@ pub struct Rejection {
     pub limit: Limit,
     /// When the next request would pass (windows only; active limits free up on completion).
     pub frees_at: Option<Timestamp>,
+    /// How long after the refusal that is, by the Redis node's clock (the `Retry-After`: the
+    /// API host's own clock may be skewed; docs/throttling.md).
+    pub wait_ms: Option<i64>,
 }
 
 impl Rejection {
@@ -395,9 +398,19 @@ end
 -- from PostgreSQL) is not counted twice.
 local mine = st[12]
 if mine and mine ~= '' and string.sub(mine, 1, 1) ~= '~' then return {{'counted'}} end
+-- A window off in this caller's settings still counts in its ring while the ring lives
+-- (another replica's settings have it on; a re-seed with it off drops the ring), so
+-- replicas that disagree on a window never undo each other's ring.
+local alive = {{}}
+for k = 1, 2 do
+  local s = tonumber(st[4 + k])
+  if lim[k] <= 0 and s and s >= 1 and s == math.floor(s) and s < 1e12 then
+    alive[k], unit[k] = true, s
+  end
+end
 -- In a ring of another unit, the current sub-window is another slot.
 for k = 1, 2 do
-  if lim[k] > 0 and unit[k] ~= sub[k] then
+  if (lim[k] > 0 and unit[k] ~= sub[k]) or alive[k] then
     cur[k] = math.floor(now / unit[k])
     fld[k] = slot(k, cur[k])
     st[8 + k] = redis.call('HGET', KEYS[1], fld[k])
@@ -464,7 +477,9 @@ if refusal and timed == '0' then
   read_time()
   return check(id, num)
 end
-if refusal then return {{refusal[1], string.format('%d', refusal[2])}} end
+if refusal then
+  return {{refusal[1], string.format('%d %d', refusal[2], math.max(refusal[2] - now, 0))}}
+end
 local active = tonumber(st[3]) or 0
 if inq > 0 and active >= inq then return {{'in_queue_checking', ''}} end
 local total = tonumber(st[2]) or 0
@@ -474,7 +489,7 @@ if n24 > 0 then flag = '|d' end
 local args = {{'i:' .. id, num .. '|' .. now .. flag, 'n:' .. num, active + 1, '~count', total + 1,
   '~t', now}}
 for k = 1, 2 do
-  if lim[k] > 0 then
+  if lim[k] > 0 or alive[k] then
     local b, c = parse(st[8 + k])
     -- A slot that holds a newer sub-window (a clock stepped back) keeps it, one more.
     local at = cur[k]
@@ -487,7 +502,8 @@ for k = 1, 2 do
       args[#args + 1] = w + 1
     end
   elseif tonumber(st[4 + k]) ~= 0 then
-    -- The window is off and its ring stops counting: when it is on again, re-seed.
+    -- The window is off and its ring (an altered one) cannot count: when it is on again,
+    -- re-seed.
     args[#args + 1] = '~s' .. k
     args[#args + 1] = 0
   end
@@ -688,11 +704,13 @@ for _ = 1, tonumber(ARGV[i]) do
   local id, ms, num = ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3]
   i = i + 3
   recent[id] = true
-  -- Counted at Redis's admission time when the hash still holds it (the later of the two:
-  -- a PostgreSQL clock behind Redis's must not age an admission out early), else at
-  -- PostgreSQL's creation time one sub-window late.
-  if held[id] then
-    ms = math.max(ms, admission_ms(held[id]))
+  -- Counted at Redis's admission time when the hash still holds it: in the sub-window its
+  -- admission counted in, so the time a refusal announced stays true (PostgreSQL's time
+  -- may be later: an insert that waited for its batch); else at PostgreSQL's creation
+  -- time one sub-window late.
+  local at = held[id] and admission_ms(held[id]) or 0
+  if at > 0 then
+    ms = at
     admitted(ms, false)
   else
     admitted(ms, true)
@@ -830,11 +848,14 @@ pub async fn check_many(
 /// One request's verdict from its `[word, detail]` pair of the script's reply.
 fn verdict(pair: &[Value], limits: &Limits) -> RedisResult<Verdict> {
     let word = pair.first().and_then(text).unwrap_or_default();
-    let frees_at = pair
-        .get(1)
-        .and_then(text)
-        .and_then(|s| s.parse::<i64>().ok())
+    // `<frees at ms> <wait ms>` for a timed refusal.
+    let detail = pair.get(1).and_then(text).unwrap_or_default();
+    let mut times = detail.split(' ').map(|s| s.parse::<i64>().ok());
+    let frees_at = times
+        .next()
+        .flatten()
         .and_then(|ms| Timestamp::from_millisecond(ms).ok());
+    let wait_ms = times.next().flatten().filter(|_| frees_at.is_some());
     let limit = match word.as_str() {
         "ok" => return Ok(Verdict::Admitted),
         "counted" => return Ok(Verdict::Counted),
@@ -867,7 +888,11 @@ fn verdict(pair: &[Value], limits: &Limits) -> RedisResult<Verdict> {
         },
         other => return Err(unexpected(other.to_string())),
     };
-    Ok(Verdict::Rejected(Rejection { limit, frees_at }))
+    Ok(Verdict::Rejected(Rejection {
+        limit,
+        frees_at,
+        wait_ms,
+    }))
 }
 
 fn unexpected(detail: String) -> redis::RedisError {

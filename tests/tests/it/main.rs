@@ -50,6 +50,7 @@ mod attack_s43b;
 mod attack_s44_clock;
 mod attack_s45_edge;
 mod attack_s46_reseed;
+mod attack_s46b_clock;
 mod attack_specs;
 mod attack_tenants;
 mod availability;

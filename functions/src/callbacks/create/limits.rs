@@ -304,13 +304,10 @@ fn rejected(ctx: &Ctx, number: &str, r: &Rejection) -> Error {
         "limit" => r.limit.name())
     .increment(1);
     tracing::info!(service, limit = r.limit.name(), number = %mask_phone(number), "create throttled");
-    let retry_after_s = r.frees_at.map(|t| {
-        let s = t
-            .duration_since(jiff::Timestamp::now())
-            .as_secs_f64()
-            .ceil();
-        s.max(1.0) as u64
-    });
+    // By the Redis node's clock, which decides the retry: this host's clock may be skewed.
+    let retry_after_s = r
+        .wait_ms
+        .map(|ms| u64::try_from(ms).map_or(1, |ms| ms.div_ceil(1_000).max(1)));
     Error::LimitReached {
         message: r.message(service),
         data: None,
