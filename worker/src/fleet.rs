@@ -11,9 +11,14 @@
 //! as it hears one (a worker that dies says nothing, so being crowded never ends). A lone
 //! worker's claims do not announce; when it becomes crowded it announces the leases it still
 //! holds, so the newcomer can take them over.
+//!
+//! An answer names only the answering worker, so one answer published after a hello was heard
+//! answers every hello heard before it: answers are coalesced ([`Fleet::ask`]), one in flight
+//! at a time and one more when a hello came in meanwhile. Every hello that asks is answered
+//! (an id asking again after its re-subscription too), and a flood costs at most one answer
+//! per answer's round trip, never more than the hellos themselves.
 
 use std::{
-    collections::HashSet,
     sync::{
         Mutex,
         atomic::{AtomicBool, Ordering},
@@ -29,13 +34,10 @@ pub struct Fleet {
     /// When this worker's hello came back over its current subscription.
     echo: Mutex<Option<Instant>>,
     grace: Duration,
-    /// Workers whose hello this one answered (each once: a flood of hellos costs one answer
-    /// per id, and at most [`ANSWERS`] in all).
-    answered: Mutex<HashSet<u64>>,
+    /// The answer in flight: `None` when none is, `Some(again)` when one is, `again` when a
+    /// hello that asks came in after it was sent.
+    answering: Mutex<Option<bool>>,
 }
-
-/// Most hellos a worker answers.
-const ANSWERS: usize = 1_024;
 
 impl Fleet {
     /// A worker with a random id that waits `grace` after its hello's echo for another's.
@@ -45,15 +47,40 @@ impl Fleet {
             crowded: AtomicBool::new(false),
             echo: Mutex::new(None),
             grace,
-            answered: Mutex::new(HashSet::new()),
+            answering: Mutex::new(None),
         }
     }
 
-    /// Whether to answer worker `id`'s hello: the first time it asks, while under 1,024 in all.
-    pub fn answer(&self, id: u64) -> bool {
-        self.answered
-            .lock()
-            .is_ok_and(|mut a| a.len() < ANSWERS && a.insert(id))
+    /// A hello asks for an answer: whether to start answering (`false` when an answer is in
+    /// flight: it is sent once more when that one is out, see [`answered`](Self::answered)).
+    pub fn ask(&self) -> bool {
+        let Ok(mut a) = self.answering.lock() else {
+            return true;
+        };
+        match *a {
+            Some(_) => {
+                *a = Some(true);
+                false
+            }
+            None => {
+                *a = Some(false);
+                true
+            }
+        }
+    }
+
+    /// The answer is out: whether to send another (a hello asked meanwhile).
+    pub fn answered(&self) -> bool {
+        let Ok(mut a) = self.answering.lock() else {
+            return false;
+        };
+        if *a == Some(true) {
+            *a = Some(false);
+            true
+        } else {
+            *a = None;
+            false
+        }
     }
 
     /// Whether no other worker is known, and this one would have heard of one.
@@ -155,6 +182,18 @@ mod tests {
             }
         );
         assert!(!f.alone(), "crowded for good");
+    }
+
+    #[test]
+    fn answers_are_coalesced_never_dropped() {
+        let f = Fleet::new(Duration::ZERO);
+        assert!(f.ask(), "the first hello starts an answer");
+        assert!(!f.ask(), "one in flight");
+        assert!(!f.ask());
+        assert!(f.answered(), "hellos came in meanwhile: once more");
+        assert!(!f.answered(), "then done");
+        assert!(f.ask(), "a later hello, a new answer");
+        assert!(!f.answered());
     }
 
     #[test]

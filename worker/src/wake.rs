@@ -165,9 +165,23 @@ async fn hello(w: &Worker, tx: &mpsc::Sender<Signal>, id: u64, ask: bool) {
                 tracing::info!("another worker is running: claims announce their leases");
                 w.wake(tx, Signal::Crowded);
             }
-            if reply && w.fleet.answer(id) {
-                tokio::spawn(greet(w.clone(), false));
+            if reply && w.fleet.ask() {
+                tokio::spawn(answer(w.clone(), tx.clone()));
             }
+        }
+    }
+}
+
+/// Answers the hellos heard (coalesced, crate::fleet), and has every shard's in-flight head
+/// read again: a newcomer heard late (this worker was frozen, or its subscription behind) may
+/// have counted itself alone and claimed unannounced meanwhile, and should it die, its leases
+/// are known only from there (docs/derived-state.md#a-lone-worker).
+async fn answer(w: Worker, tx: mpsc::Sender<Signal>) {
+    loop {
+        w.wake(&tx, Signal::Resync);
+        greet(w.clone(), false).await;
+        if !w.fleet.answered() {
+            return;
         }
     }
 }
