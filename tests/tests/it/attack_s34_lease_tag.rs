@@ -27,7 +27,7 @@ use shared::redis::Keys;
 const SHARD: u16 = 0;
 
 /// Redis time (ms).
-async fn redis_ms(conn: &mut redis::aio::MultiplexedConnection) -> i64 {
+pub(super) async fn redis_ms(conn: &mut redis::aio::MultiplexedConnection) -> i64 {
     let (s, us): (i64, i64) = redis::cmd("TIME").query_async(conn).await.expect("TIME");
     s * 1000 + us / 1000
 }
@@ -63,7 +63,7 @@ async fn workers_listening(
 }
 
 /// The lease deadline of `id` in shard 0's in-flight set.
-async fn lease_of(
+pub(super) async fn lease_of(
     conn: &mut redis::aio::MultiplexedConnection,
     keys: &Keys,
     id: &str,
@@ -78,7 +78,7 @@ async fn lease_of(
 }
 
 /// Polls until `id` is in flight; its deadline.
-async fn wait_claimed(
+pub(super) async fn wait_claimed(
     conn: &mut redis::aio::MultiplexedConnection,
     keys: &Keys,
     id: &str,
@@ -96,7 +96,7 @@ async fn wait_claimed(
 
 /// Polls until the lease `deadline` of `id` is gone (re-leased or settled); the Redis time then,
 /// or `None` after `limit`.
-async fn wait_taken_over(
+pub(super) async fn wait_taken_over(
     conn: &mut redis::aio::MultiplexedConnection,
     keys: &Keys,
     id: &str,
@@ -117,7 +117,7 @@ async fn wait_taken_over(
 
 /// Locks the row of `id` (a transaction held open until [`unlock`]): a pass that handed it off
 /// waits in `mark_submitted`, with its claim still in flight.
-async fn lock_row(env: &TestEnv, id: &str) -> tokio_postgres::Client {
+pub(super) async fn lock_row(env: &TestEnv, id: &str) -> tokio_postgres::Client {
     let c = env.pg().await;
     c.batch_execute("BEGIN").await.expect("begin");
     c.execute(
@@ -129,7 +129,7 @@ async fn lock_row(env: &TestEnv, id: &str) -> tokio_postgres::Client {
     c
 }
 
-async fn unlock(c: &tokio_postgres::Client) {
+pub(super) async fn unlock(c: &tokio_postgres::Client) {
     c.batch_execute("COMMIT").await.expect("commit");
 }
 
@@ -138,7 +138,7 @@ async fn on_stream(env: &TestEnv, id: &str) -> bool {
     env.census().await.2.contains_key(id)
 }
 
-async fn wait_on_stream(env: &TestEnv, id: &str, limit: Duration) {
+pub(super) async fn wait_on_stream(env: &TestEnv, id: &str, limit: Duration) {
     let started = Instant::now();
     while !on_stream(env, id).await {
         assert!(started.elapsed() < limit, "{id} never handed off");
@@ -146,7 +146,7 @@ async fn wait_on_stream(env: &TestEnv, id: &str, limit: Duration) {
     }
 }
 
-fn pid(w: &WorkerProc) -> u32 {
+pub(super) fn pid(w: &WorkerProc) -> u32 {
     w.proc.child.id()
 }
 

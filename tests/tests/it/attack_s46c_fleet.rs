@@ -27,90 +27,15 @@ use harness::{Fixture, PrivateRedis, TestEnv, WorkerProc, signal, wire};
 use serde_json::json;
 use shared::redis::Keys;
 
+use super::attack_s34_lease_tag::{
+    lease_of, lock_row, pid, unlock, wait_claimed, wait_on_stream, wait_taken_over,
+};
+
 const SHARD: u16 = 0;
 const LEASE: i64 = 3_000;
 
 type Conn = redis::aio::MultiplexedConnection;
 type Heard = Arc<Mutex<Vec<String>>>;
-
-async fn redis_ms(conn: &mut Conn) -> i64 {
-    let (s, us): (i64, i64) = redis::cmd("TIME").query_async(conn).await.expect("TIME");
-    s * 1000 + us / 1000
-}
-
-async fn lease_of(conn: &mut Conn, keys: &Keys, id: &str) -> Option<i64> {
-    let s: Option<f64> = redis::cmd("ZSCORE")
-        .arg(keys.inflight(SHARD))
-        .arg(id)
-        .query_async(conn)
-        .await
-        .expect("ZSCORE");
-    s.map(|f| f as i64)
-}
-
-async fn wait_claimed(conn: &mut Conn, keys: &Keys, id: &str) -> i64 {
-    let started = Instant::now();
-    loop {
-        if let Some(d) = lease_of(conn, keys, id).await {
-            return d;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "{id} never claimed"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
-/// The Redis time when the lease `deadline` of `id` is gone, or `None` after `limit`.
-async fn wait_taken_over(
-    conn: &mut Conn,
-    keys: &Keys,
-    id: &str,
-    deadline: i64,
-    limit: Duration,
-) -> Option<i64> {
-    let started = Instant::now();
-    loop {
-        if lease_of(conn, keys, id).await != Some(deadline) {
-            return Some(redis_ms(conn).await);
-        }
-        if started.elapsed() > limit {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-/// Holds `id`'s row locked: a pass that handed it off waits in `mark_submitted`, its claim in
-/// flight.
-async fn lock_row(env: &TestEnv, id: &str) -> tokio_postgres::Client {
-    let c = env.pg().await;
-    c.batch_execute("BEGIN").await.expect("begin");
-    c.execute(
-        "SELECT 1 FROM callbacks WHERE id = $1::text::uuid FOR UPDATE",
-        &[&id],
-    )
-    .await
-    .expect("lock row");
-    c
-}
-
-async fn unlock(c: &tokio_postgres::Client) {
-    c.batch_execute("COMMIT").await.expect("commit");
-}
-
-async fn wait_on_stream(env: &TestEnv, id: &str, limit: Duration) {
-    let started = Instant::now();
-    while !env.census().await.2.contains_key(id) {
-        assert!(started.elapsed() < limit, "{id} never handed off");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-fn pid(w: &WorkerProc) -> u32 {
-    w.proc.child.id()
-}
 
 /// Every message on shard 0's and the former wake channel, as heard by the test.
 async fn listen(url: &str, keys: &Keys) -> Heard {
@@ -270,7 +195,7 @@ async fn newcomer_claims_and_dies(
     (a, b): (&WorkerProc, &mut WorkerProc),
     (y, x, thaw_ms): (&str, &str, u64),
 ) -> (i64, bool, Option<i64>) {
-    let dy = wait_claimed(conn, keys, y).await;
+    let dy = wait_claimed(conn, keys, y, Duration::from_secs(10)).await;
     wait_on_stream(&fx.env, y, Duration::from_secs(5)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(lease_of(conn, keys, x).await, None, "X claimed by B");
@@ -473,7 +398,7 @@ async fn attack_s46c_a_frozen_lone_holder_killed_after_a_newcomer_joins() {
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     let y = due_in(&fx, 200).await;
     let lock = lock_row(&fx.env, &y).await;
-    let dy = wait_claimed(&mut conn, &keys, &y).await;
+    let dy = wait_claimed(&mut conn, &keys, &y, Duration::from_secs(10)).await;
     wait_on_stream(&fx.env, &y, Duration::from_secs(5)).await;
     signal(&[pid(&a)], "STOP");
     let was_announced = announced(&heard, dy);
