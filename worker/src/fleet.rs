@@ -16,7 +16,8 @@
 //! answers every hello heard before it: answers are coalesced ([`Fleet::ask`]), one in flight
 //! at a time and one more when a hello came in meanwhile. Every hello that asks is answered
 //! (an id asking again after its re-subscription too), and a flood costs at most one answer
-//! per answer's round trip, never more than the hellos themselves.
+//! per answer's round trip, never more than the hellos themselves. A hello heard also has
+//! every shard's in-flight head read again, at most once per [`RELOOK_SPACING`].
 
 use std::{
     sync::{
@@ -37,7 +38,14 @@ pub struct Fleet {
     /// The answer in flight: `None` when none is, `Some(again)` when one is, `again` when a
     /// hello that asks came in after it was sent.
     answering: Mutex<Option<bool>>,
+    /// When a hello heard last had every shard's in-flight head read again, and whether
+    /// another read is scheduled ([`Fleet::relook`]).
+    relook: Mutex<(Option<Instant>, bool)>,
 }
+
+/// At most one read of every shard's in-flight head per this long because of hellos: a
+/// stream of hellos would otherwise cost a claim per shard each (helper-80).
+pub const RELOOK_SPACING: Duration = Duration::from_secs(1);
 
 impl Fleet {
     /// A worker with a random id that waits `grace` after its hello's echo for another's.
@@ -48,6 +56,30 @@ impl Fleet {
             echo: Mutex::new(None),
             grace,
             answering: Mutex::new(None),
+            relook: Mutex::new((None, false)),
+        }
+    }
+
+    /// A hello was heard: when to read every shard's in-flight head again (`None`: a read is
+    /// scheduled already). The reads are [`RELOOK_SPACING`] apart; call
+    /// [`relooked`](Self::relooked) when one is done.
+    pub fn relook(&self) -> Option<Duration> {
+        let Ok(mut r) = self.relook.lock() else {
+            return Some(Duration::ZERO);
+        };
+        if r.1 {
+            return None;
+        }
+        r.1 = true;
+        Some(r.0.map_or(Duration::ZERO, |t| {
+            RELOOK_SPACING.saturating_sub(t.elapsed())
+        }))
+    }
+
+    /// The read [`relook`](Self::relook) scheduled is under way.
+    pub fn relooked(&self) {
+        if let Ok(mut r) = self.relook.lock() {
+            *r = (Some(Instant::now()), false);
         }
     }
 
@@ -194,6 +226,20 @@ mod tests {
         assert!(!f.answered(), "then done");
         assert!(f.ask(), "a later hello, a new answer");
         assert!(!f.answered());
+    }
+
+    #[test]
+    fn relooks_are_spaced_and_coalesced() {
+        let f = Fleet::new(Duration::ZERO);
+        assert_eq!(f.relook(), Some(Duration::ZERO), "the first at once");
+        assert_eq!(f.relook(), None, "scheduled already");
+        f.relooked();
+        let next = f.relook().expect("a new one");
+        assert!(
+            next > RELOOK_SPACING / 2 && next <= RELOOK_SPACING,
+            "{next:?}"
+        );
+        assert_eq!(f.relook(), None);
     }
 
     #[test]

@@ -165,25 +165,37 @@ async fn hello(w: &Worker, tx: &mpsc::Sender<Signal>, id: u64, ask: bool) {
                 tracing::info!("another worker is running: claims announce their leases");
                 w.wake(tx, Signal::Crowded);
             }
-            if reply && w.fleet.ask() {
-                tokio::spawn(answer(w.clone(), tx.clone()));
+            if !reply {
+                return;
+            }
+            if w.fleet.ask() {
+                tokio::spawn(answer(w.clone()));
+            }
+            if let Some(after) = w.fleet.relook() {
+                tokio::spawn(relook(w.clone(), tx.clone(), after));
             }
         }
     }
 }
 
-/// Answers the hellos heard (coalesced, crate::fleet), and has every shard's in-flight head
-/// read again: a newcomer heard late (this worker was frozen, or its subscription behind) may
-/// have counted itself alone and claimed unannounced meanwhile, and should it die, its leases
-/// are known only from there (docs/derived-state.md#a-lone-worker).
-async fn answer(w: Worker, tx: mpsc::Sender<Signal>) {
+/// Answers the hellos heard (coalesced, crate::fleet).
+async fn answer(w: Worker) {
     loop {
-        w.wake(&tx, Signal::Resync);
         greet(w.clone(), false).await;
         if !w.fleet.answered() {
             return;
         }
     }
+}
+
+/// Has every shard's in-flight head read again `after` this long (spaced, crate::fleet): a
+/// newcomer heard late (this worker was frozen, or its subscription behind) may have counted
+/// itself alone and claimed unannounced meanwhile, and should it die, its leases are known
+/// only from there (docs/derived-state.md#a-lone-worker).
+async fn relook(w: Worker, tx: mpsc::Sender<Signal>, after: Duration) {
+    tokio::time::sleep(after).await;
+    w.fleet.relooked();
+    w.wake(&tx, Signal::Resync);
 }
 
 /// Publishes this worker's hello on the former wake channel, which every worker hears (best

@@ -472,13 +472,16 @@ for _, r in ipairs({{window(1, 'throttle_per_service_1') or false,
 end
 -- A refusal is the node's clock's to make: a caller's time behind it (a reading's round trip,
 -- a call queued) could still see the sub-window that left the window at the announced time,
--- and refuse a retry sent then.
+-- and refuse a retry sent then. Before that time the refusal stands (a later time only frees
+-- more, and frees it then); from it on, the request is checked again on the node's clock.
 if refusal and timed == '0' then
   read_time()
-  return check(id, num)
+  if now >= refusal[2] then return check(id, num) end
 end
+-- The wait is the node's clock's too (`now` may follow a `~t` ahead of it).
 if refusal then
-  return {{refusal[1], string.format('%d %d', refusal[2], math.max(refusal[2] - now, 0))}}
+  local wait = math.max(refusal[2] - (read or now), 0)
+  return {{refusal[1], string.format('%d %d', refusal[2], wait)}}
 end
 local active = tonumber(st[3]) or 0
 if inq > 0 and active >= inq then return {{'in_queue_checking', ''}} end
@@ -594,6 +597,14 @@ return release(KEYS[1], ARGV[1], function(args, st, num, ms, flag)
     end
     local r = redis.call('HMGET', KEYS[1], '~s1', '~s2', f[1], f[2])
     for k = 1, 2 do
+      -- Off for this caller, but its ring lives: the admission counted there (CHECK).
+      local s = tonumber(r[k])
+      if sub[k] == 0 and s and s >= 1 and s == math.floor(s) and s < 1e12 then
+        sub[k], f[k] = s, slot(k, math.floor(at / s))
+        r[2 + k] = redis.call('HGET', KEYS[1], f[k])
+      end
+    end
+    for k = 1, 2 do
       local b, c = parse(r[2 + k])
       if sub[k] > 0 and tonumber(r[k]) == sub[k] and b == math.floor(at / sub[k]) and c > 0 then
         args[#args + 1] = f[k]
@@ -708,8 +719,10 @@ for _ = 1, tonumber(ARGV[i]) do
   -- admission counted in, so the time a refusal announced stays true (PostgreSQL's time
   -- may be later: an insert that waited for its batch); else at PostgreSQL's creation
   -- time one sub-window late.
+  -- A held time more than half the grace before its row is no admission of that row's
+  -- create (a clock stepped, an altered hash): PostgreSQL's time counts instead.
   local at = held[id] and admission_ms(held[id]) or 0
-  if at > 0 then
+  if at > 0 and at >= ms - grace / 2 then
     ms = at
     admitted(ms, false)
   else

@@ -143,6 +143,28 @@ async fn attack_s46b_retry_after_header_from_an_api_clock_ahead_of_redis() {
     );
 }
 
+/// Two replicas that disagree on window 1 (60 s): `a` caches it off, `b` switched it on at
+/// `limit`; each has admitted one create (numbers 1 and 2). Returns both and an API key.
+async fn disagreeing(env: &TestEnv, limit: u32, max_queued: u32) -> (Engage, Engage, String) {
+    let a = Engage::start(env, &[]).await;
+    let b = Engage::start(env, &[]).await;
+    let settings = |limit: u32| {
+        json!({"throttle_per_service_1": limit, "throttle_ttl_1": 60,
+               "throttle_per_service_2": 0, "throttle_per_number_24h": 0,
+               "in_queue_checking": "strict", "max_queued": max_queued})
+    };
+    let key = a.provision("acme", "s", settings(0)).await;
+    assert_eq!(
+        a.create(&key).service("s").phone(&number(1)).send().await.0,
+        200
+    );
+    // Switched on through b; a keeps its cached settings (window off).
+    b.service("acme", "s", settings(limit)).await;
+    let (code, body) = b.create(&key).service("s").phone(&number(2)).send().await;
+    assert_eq!(code, 200, "{body}");
+    (a, b, key)
+}
+
 /// Attack: two replicas whose cached settings differ (up to `CACHE_TTL_MS` after an admin
 /// change; here held with a long cache). Replica `a` still has window 1 off, `b` has it on
 /// (switched on through `b`). Every admission of `a` marks the ring unusable (`~s1` = 0, "a
@@ -152,22 +174,7 @@ async fn attack_s46b_retry_after_header_from_an_api_clock_ahead_of_redis() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attack_s46b_replicas_disagreeing_on_a_window_undo_each_others_ring() {
     let env = env().with("CACHE_TTL_MS", "600000");
-    let a = Engage::start(&env, &[]).await;
-    let b = Engage::start(&env, &[]).await;
-    let settings = |limit: u32| {
-        json!({"throttle_per_service_1": limit, "throttle_ttl_1": 60,
-               "throttle_per_service_2": 0, "throttle_per_number_24h": 0,
-               "in_queue_checking": "strict", "max_queued": 1000})
-    };
-    let key = a.provision("acme", "s", settings(0)).await;
-    assert_eq!(
-        a.create(&key).service("s").phone(&number(1)).send().await.0,
-        200
-    );
-    // Switched on through b; a keeps its cached settings (window off).
-    b.service("acme", "s", settings(50)).await;
-    let (code, body) = b.create(&key).service("s").phone(&number(2)).send().await;
-    assert_eq!(code, 200, "{body}");
+    let (a, b, key) = disagreeing(&env, 50, 1000).await;
     assert_eq!(
         hget(&env, "s", "~s1").await.as_deref(),
         Some("1000"),
@@ -229,23 +236,7 @@ async fn attack_s46b_replicas_disagreeing_on_a_window_undo_each_others_ring() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attack_s46b_a_busy_replica_with_the_window_still_off_under_real_load() {
     let env = env().with("CACHE_TTL_MS", "600000");
-    let a = Engage::start(&env, &[]).await;
-    let b = Engage::start(&env, &[]).await;
-    let settings = |limit: u32| {
-        json!({"throttle_per_service_1": limit, "throttle_ttl_1": 60,
-               "throttle_per_service_2": 0, "throttle_per_number_24h": 0,
-               "in_queue_checking": "strict", "max_queued": 100000})
-    };
-    let key = a.provision("acme", "s", settings(0)).await;
-    assert_eq!(
-        a.create(&key).service("s").phone(&number(1)).send().await.0,
-        200
-    );
-    b.service("acme", "s", settings(100_000)).await;
-    assert_eq!(
-        b.create(&key).service("s").phone(&number(2)).send().await.0,
-        200
-    );
+    let (a, b, key) = disagreeing(&env, 100_000, 100_000).await;
     let stop = Instant::now() + Duration::from_secs(12);
     let broke = std::sync::atomic::AtomicBool::new(false);
     let go = || Instant::now() < stop && !broke.load(std::sync::atomic::Ordering::Relaxed);

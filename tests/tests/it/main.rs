@@ -52,6 +52,7 @@ mod attack_s45_edge;
 mod attack_s46_reseed;
 mod attack_s46b_clock;
 mod attack_s46c_fleet;
+mod attack_s46d;
 mod attack_specs;
 mod attack_tenants;
 mod availability;
