@@ -35,10 +35,10 @@ const SHARD: u16 = 0;
 const LEASE: i64 = 3_000;
 
 type Conn = redis::aio::MultiplexedConnection;
-type Heard = Arc<Mutex<Vec<String>>>;
+pub(super) type Heard = Arc<Mutex<Vec<String>>>;
 
 /// Every message on shard 0's and the former wake channel, as heard by the test.
-async fn listen(url: &str, keys: &Keys) -> Heard {
+pub(super) async fn listen(url: &str, keys: &Keys) -> Heard {
     let heard = Arc::new(Mutex::new(Vec::new()));
     let mut ps = redis::Client::open(url)
         .expect("client")
@@ -63,7 +63,7 @@ async fn listen(url: &str, keys: &Keys) -> Heard {
     heard
 }
 
-fn count(heard: &Heard, msg: &str) -> usize {
+pub(super) fn count(heard: &Heard, msg: &str) -> usize {
     heard.lock().unwrap().iter().filter(|m| *m == msg).count()
 }
 

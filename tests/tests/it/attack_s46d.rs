@@ -8,19 +8,17 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
-use futures::StreamExt;
 use harness::{Engage, Fixture, PrivateRedis, TestEnv, WorkerProc, wire};
 use serde_json::{Value, json};
 use shared::redis::Keys;
 
 use super::attack_s28_windows::{act, env, hset, number};
+use super::attack_s46c_fleet::{Heard, count, listen};
 
 type Conn = redis::aio::MultiplexedConnection;
-type Heard = Arc<Mutex<Vec<String>>>;
 
 async fn hget(env: &TestEnv, service: &str, field: &str) -> Option<String> {
     let mut redis = env.redis().await;
@@ -380,33 +378,6 @@ async fn attack_s46d_a_held_admission_time_behind_its_row_ages_out_at_a_reseed()
 }
 
 // ---------------------------------------------------------------- worker fleet (6effdc3)
-
-/// Every message on the former wake channel, as heard by the test.
-async fn listen(url: &str, keys: &Keys) -> Heard {
-    let heard = Arc::new(Mutex::new(Vec::new()));
-    let mut ps = redis::Client::open(url)
-        .expect("client")
-        .get_async_pubsub()
-        .await
-        .expect("pubsub");
-    ps.subscribe(keys.former_wake_channel())
-        .await
-        .expect("subscribe");
-    let h = heard.clone();
-    tokio::spawn(async move {
-        let mut s = ps.into_on_message();
-        while let Some(m) = s.next().await {
-            if let Ok(p) = m.get_payload::<String>() {
-                h.lock().unwrap().push(p);
-            }
-        }
-    });
-    heard
-}
-
-fn count(heard: &Heard, msg: &str) -> usize {
-    heard.lock().unwrap().iter().filter(|m| *m == msg).count()
-}
 
 /// Waits until a `hello.<id>.1` is heard; its id.
 async fn first_hello(heard: &Heard) -> String {
