@@ -139,26 +139,7 @@ async fn give_back_then_create_on_b(a_limit: u32) {
         tokio::spawn(harness::send(req))
     };
     let killer = env.pg().await;
-    let started = Instant::now();
-    loop {
-        let n: i64 = killer
-            .query_one(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
-                 WHERE wait_event_type = 'Lock' AND query LIKE 'INSERT INTO callbacks%'",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        if n > 0 {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "insert never waited"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    super::bounded::terminate_waiting_insert(&killer).await;
     let (code, answer) = call.await.unwrap();
     tx.rollback().await.unwrap();
     assert_eq!(code, 503, "{answer}");

@@ -316,26 +316,7 @@ async fn a_create_whose_backend_is_terminated_mid_insert_answers_503_with_nothin
         tokio::spawn(harness::send(req))
     };
     let killer = env.pg().await;
-    let started = Instant::now();
-    loop {
-        let n: i64 = killer
-            .query_one(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
-                 WHERE wait_event_type = 'Lock' AND query LIKE 'INSERT INTO callbacks%'",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        if n > 0 {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "insert never waited"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    terminate_waiting_insert(&killer).await;
     let (code, answer) = call.await.unwrap();
     tx.rollback().await.unwrap();
     assert_eq!(code, 503, "{answer}");
@@ -723,5 +704,29 @@ async fn immediate_callbacks_dispatch_promptly_whatever_the_api_host_clock_says(
             off_by < 5.0,
             "{offset}: desired_time is the database's time ({off_by} s off)"
         );
+    }
+}
+
+/// Terminates the backend of the `INSERT INTO callbacks` waiting on a lock (within 5 s).
+pub(super) async fn terminate_waiting_insert(killer: &tokio_postgres::Client) {
+    let started = Instant::now();
+    loop {
+        let n: i64 = killer
+            .query_one(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+                 WHERE wait_event_type = 'Lock' AND query LIKE 'INSERT INTO callbacks%'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if n > 0 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "insert never waited"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
